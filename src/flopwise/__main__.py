@@ -1,0 +1,3 @@
+from flopwise.cli.main import run
+
+run()
