@@ -1,0 +1,173 @@
+"""The Python API that the CLI (and later the server) calls: resolve names, pick a price and a grid, estimate.
+
+This is the thin imperative layer over the pure estimator: it loads the catalog and the model registry,
+turns forgiving names into records, chooses the price basis and the region, and hands numbers to
+``flopwise.estimate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flopwise.catalog.types import Device, Region
+from flopwise.models.types import ModelArch
+
+__all__ = ["ServeReport", "TrainReport", "estimate_serving", "estimate_training"]
+
+#: the grid used when neither a region nor an offering says where the work runs
+DEFAULT_COUNTRY_REGION = "country:US"
+
+
+@dataclass(frozen=True)
+class _Context:
+    model: ModelArch
+    device: Device
+    price: Any  # PriceQuote | None
+    region: Region | None
+    warnings: tuple[str, ...] = field(default=())
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "model": self.model.id,
+            "device": self.device.id,
+            "price": self.price.to_dict() if self.price else None,
+            "region": self.region.id if self.region else None,
+            "grid_gco2e_per_kwh": self.region.grid_gco2e_per_kwh if self.region else None,
+        }
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """A training estimate with the records and price basis that produced it."""
+
+    context: _Context
+    estimate: Any  # flopwise.estimate.TrainEstimate
+
+    def to_dict(self) -> dict[str, Any]:
+        body = self.estimate.to_dict()
+        out = {**self.context.header(), "flops": body.get("train_flops"), **body}
+        out["warnings"] = list(self.context.warnings) + list(body.get("warnings", []))
+        return out
+
+
+@dataclass(frozen=True)
+class ServeReport:
+    """A serving estimate with the records and price basis that produced it."""
+
+    context: _Context
+    estimate: Any  # flopwise.estimate.ServeEstimate
+
+    def to_dict(self) -> dict[str, Any]:
+        body = self.estimate.to_dict()
+        out = {**self.context.header(), **body}
+        out["warnings"] = list(self.context.warnings) + list(body.get("warnings", []))
+        return out
+
+
+def _context(
+    model: str | ModelArch,
+    device: str | Device,
+    pricing: str | None,
+    region: str | None,
+    provider: str | None,
+    catalog_dir: str | None,
+) -> _Context:
+    from flopwise.catalog import load_catalog
+    from flopwise.catalog.pricing import quote_price
+    from flopwise.errors import UnsupportedError
+    from flopwise.models import load_models, resolve_model
+
+    cat = load_catalog(catalog_dir)
+    warnings: list[str] = []
+    if isinstance(model, ModelArch):
+        arch = model
+    else:
+        arch, model_warnings = resolve_model(model, load_models())
+        warnings.extend(model_warnings)
+    dev = device if isinstance(device, Device) else cat.device(device)
+    reg = cat.region(region) if region else None
+    regions = dict(cat.regions)
+    quote = None
+    kinds = [pricing] if pricing else ["on-demand", "onprem"]
+    for kind in kinds:
+        try:
+            quote = quote_price(
+                cat.offerings, cat.onprem.get(dev.id), dev.id, kind,
+                regions=regions, region_id=reg.id if reg else None, provider=provider,
+            )
+            break
+        except UnsupportedError:
+            if pricing:  # the user asked for this kind explicitly
+                raise
+    if quote is None:
+        warnings.append(f"no price in the catalog for {dev.id!r}; cost is not estimated (pass --pricing and a "
+                        "--catalog with a price to get one)")
+    if reg is None and quote is not None and quote.region is not None:
+        reg = quote.region
+    if reg is None:
+        reg = regions.get(DEFAULT_COUNTRY_REGION)
+        if reg is not None:
+            warnings.append(f"no region given: grid intensity of {reg.id} ({reg.grid_gco2e_per_kwh:g} gCO2e/kWh)")
+    return _Context(arch, dev, quote, reg, tuple(warnings))
+
+
+def _price_kwargs(ctx: _Context) -> dict[str, Any]:
+    q = ctx.price
+    kwargs: dict[str, Any] = {}
+    if q is not None:
+        if q.onprem is not None:
+            kwargs["onprem"] = q.onprem
+        else:
+            kwargs["price_usd_per_device_h"] = q.usd_per_device_h
+    if ctx.region is not None:
+        kwargs["grid_gco2e_per_kwh"] = ctx.region.grid_gco2e_per_kwh
+        if q is None or q.onprem is None:
+            kwargs["pue"] = ctx.region.pue
+    return kwargs
+
+
+def estimate_training(
+    model: str | ModelArch,
+    device: str | Device,
+    *,
+    tokens: float,
+    device_count: int = 1,
+    pricing: str | None = None,
+    region: str | None = None,
+    provider: str | None = None,
+    catalog_dir: str | None = None,
+    **options: Any,
+) -> TrainReport:
+    """Estimate a training or fine-tuning run of *model* on *device_count* x *device*.
+
+    *options* go to :func:`flopwise.estimate.estimate_train` (precision, method, mfu_frac, seq_len, ...).
+    """
+    from flopwise.estimate import estimate_train
+
+    ctx = _context(model, device, pricing, region, provider, catalog_dir)
+    est = estimate_train(ctx.model, ctx.device, tokens=tokens, device_count=device_count,
+                         **_price_kwargs(ctx), **options)
+    return TrainReport(ctx, est)
+
+
+def estimate_serving(
+    model: str | ModelArch,
+    device: str | Device,
+    *,
+    device_count: int = 1,
+    pricing: str | None = None,
+    region: str | None = None,
+    provider: str | None = None,
+    catalog_dir: str | None = None,
+    **options: Any,
+) -> ServeReport:
+    """Estimate serving *model* on *device_count* x *device*.
+
+    *options* go to :func:`flopwise.estimate.estimate_serve` (quant, batch, input_tokens, output_tokens, ...).
+    """
+    from flopwise.estimate import estimate_serve
+
+    ctx = _context(model, device, pricing, region, provider, catalog_dir)
+    est = estimate_serve(ctx.model, ctx.device, device_count=device_count, **_price_kwargs(ctx), **options)
+    return ServeReport(ctx, est)

@@ -1,0 +1,167 @@
+"""`flopwise estimate train|serve`: the physics of one workload on one kind of hardware."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from flopwise.cli._common import (
+    CatalogDir,
+    JsonFlag,
+    fmt_num,
+    handle_errors,
+    print_json,
+    stderr_console,
+    stdout_console,
+)
+
+app = typer.Typer(help="Estimate memory, FLOPs, time, energy, CO2 and cost of training or serving.",
+                  no_args_is_help=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name (e.g. 'llama-3.1-8b') or path to a "
+                                       "Hugging Face config.json.")]
+DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="Device name, e.g. h100-sxm, 'RTX 4090', 'M2 Max'.")]
+PricingOpt = Annotated[str | None, typer.Option(help="on-demand, spot, reserved or onprem (default: the cheapest "
+                                                "on-demand offering, else on-prem).")]
+RegionOpt = Annotated[str | None, typer.Option(help="Cloud region or country (grid carbon intensity and PUE).")]
+ProviderOpt = Annotated[str | None, typer.Option(help="Only offerings of this provider (aws, gcp, lambda, ...).")]
+
+TRAIN_ROWS = (
+    ("flops", "training compute (FLOP)"),
+    ("device_hours", "device-hours"),
+    ("wall_clock_hours", "wall-clock hours"),
+    ("mfu_frac", "model FLOPs utilization"),
+    ("memory_per_device_gb", "memory per device (GB)"),
+    ("fits", "fits in device memory"),
+    ("power_per_device_w", "power per device (W)"),
+    ("energy_kwh", "energy (kWh, PUE included)"),
+    ("co2e_kg", "emissions (kg CO2e)"),
+    ("cost_usd", "cost (USD)"),
+)
+SERVE_ROWS = (
+    ("memory_gb", "memory per device (GB)"),
+    ("fits", "fits in device memory"),
+    ("ttft_ms", "time to first token (ms)"),
+    ("tpot_ms", "time per output token (ms)"),
+    ("decode_tokens_per_s", "decode tokens/s (whole batch)"),
+    ("prefill_tokens_per_s", "prefill tokens/s"),
+    ("power_per_device_w", "power per device (W)"),
+    ("energy_per_1m_tokens_kwh", "energy per 1M tokens (kWh)"),
+    ("co2e_per_1m_tokens_kg", "kg CO2e per 1M tokens"),
+    ("cost_per_hour_usd", "cost per hour (USD)"),
+    ("cost_per_1m_tokens_usd", "cost per 1M tokens (USD)"),
+)
+
+
+def _render(title: str, data: dict[str, Any], rows: tuple[tuple[str, str], ...]) -> None:
+    from rich.table import Table
+
+    err = stderr_console()
+    for w in data.get("warnings", []):
+        err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+    out = stdout_console()
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column("result")
+    t.add_column("value", justify="right")
+    for key, label in rows:
+        if key in data:
+            t.add_row(label, fmt_num(data[key]))
+    out.print(t)
+    memory = data.get("memory") or {}
+    parts = {k: v for k, v in memory.items() if k.endswith("_bytes") and isinstance(v, (int, float)) and v}
+    if parts:
+        m = Table(title="memory per device", title_justify="left")
+        m.add_column("part")
+        m.add_column("GB", justify="right")
+        for k, v in parts.items():
+            m.add_row(k.removesuffix("_bytes"), f"{v / 1e9:,.2f}")
+        out.print(m)
+    price = data.get("price")
+    assumptions = dict(data.get("assumptions") or {})
+    if price:
+        assumptions["price basis"] = f"{price.get('provider')} {price.get('instance_type') or ''} " \
+                                     f"{price.get('pricing')} {price.get('usd_per_device_h') or ''}".strip()
+    if data.get("region"):
+        assumptions["region"] = f"{data['region']} ({fmt_num(data.get('grid_gco2e_per_kwh'))} gCO2e/kWh)"
+    if assumptions:
+        a = Table(title="assumptions", title_justify="left", show_header=False)
+        a.add_column("name")
+        a.add_column("value")
+        for k, v in assumptions.items():
+            a.add_row(str(k), fmt_num(v) if not isinstance(v, (dict, list)) else str(v))
+        out.print(a)
+
+
+@app.command("train")
+@handle_errors
+def train(
+    model: ModelOpt,
+    tokens: Annotated[str, typer.Option(help="Training tokens, e.g. 2T, 300B, 1.5e12.")],
+    device: DeviceOpt,
+    count: Annotated[int, typer.Option(help="Number of devices.")] = 1,
+    precision: Annotated[str, typer.Option(help="bf16, fp16, fp8 or fp32 (mixed precision compute dtype).")] = "bf16",
+    mfu: Annotated[float | None, typer.Option(help="Model FLOPs utilization 0-1 (default: calibrated per device "
+                                              "class and model size).")] = None,
+    method: Annotated[str, typer.Option(help="full, lora or qlora.")] = "full",
+    seq_len: Annotated[int, typer.Option(help="Sequence length in tokens.")] = 4096,
+    zero_stage: Annotated[int | None, typer.Option(help="ZeRO stage 0-3 (default: the smallest that fits).")] = None,
+    tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
+    pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
+    pricing: PricingOpt = None,
+    region: RegionOpt = None,
+    provider: ProviderOpt = None,
+    json_out: JsonFlag = False,
+    catalog_dir: CatalogDir = None,
+) -> None:
+    """Estimate a training or fine-tuning run: FLOPs, device-hours, memory, energy, CO2 and cost."""
+    from flopwise.api import estimate_training
+    from flopwise.units import check_positive, parse_count
+
+    n_tokens = parse_count(tokens, "--tokens", max_value=1e16)
+    check_positive(count, "--count", 1e7)
+    report = estimate_training(
+        model, device, tokens=n_tokens, device_count=count, pricing=pricing, region=region, provider=provider,
+        catalog_dir=catalog_dir, precision=precision, method=method, mfu_frac=mfu, seq_len=seq_len,
+        zero_stage=zero_stage, tensor_parallel=tp, pipeline_parallel=pp,
+    )
+    data = report.to_dict()
+    if json_out:
+        print_json(data)
+        return
+    _render(f"train {data['model']} on {count} x {data['device']}, {n_tokens:.3g} tokens ({method})",
+            data, TRAIN_ROWS)
+
+
+@app.command("serve")
+@handle_errors
+def serve(
+    model: ModelOpt,
+    device: DeviceOpt,
+    count: Annotated[int, typer.Option(help="Devices per replica (tensor parallel).")] = 1,
+    quant: Annotated[str, typer.Option(help="Weights: bf16, fp16, fp8, int8, int4-awq, int4-gptq, nvfp4, mxfp4 "
+                                       "or a GGUF type (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K).")] = "bf16",
+    kv_dtype: Annotated[str | None, typer.Option(help="KV cache dtype (default: the compute dtype).")] = None,
+    batch: Annotated[int, typer.Option(help="Concurrent sequences.")] = 1,
+    input_tokens: Annotated[int, typer.Option(help="Prompt tokens per request.")] = 512,
+    output_tokens: Annotated[int, typer.Option(help="Generated tokens per request.")] = 256,
+    pricing: PricingOpt = None,
+    region: RegionOpt = None,
+    provider: ProviderOpt = None,
+    json_out: JsonFlag = False,
+    catalog_dir: CatalogDir = None,
+) -> None:
+    """Estimate serving: memory, time to first token, time per output token, throughput, energy and cost."""
+    from flopwise.api import estimate_serving
+
+    report = estimate_serving(
+        model, device, device_count=count, pricing=pricing, region=region, provider=provider,
+        catalog_dir=catalog_dir, quant=quant, kv_dtype=kv_dtype, batch=batch, input_tokens=input_tokens,
+        output_tokens=output_tokens,
+    )
+    data = report.to_dict()
+    if json_out:
+        print_json(data)
+        return
+    _render(f"serve {data['model']} on {count} x {data['device']} ({quant}, batch {batch}, "
+            f"{input_tokens} in / {output_tokens} out)", data, SERVE_ROWS)

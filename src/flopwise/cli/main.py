@@ -1,0 +1,41 @@
+"""The `flopwise` command. Sub-commands live in one module per group; heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from flopwise.cli import catalog_cmd, estimate_cmd, models_cmd
+
+app = typer.Typer(
+    name="flopwise",
+    help="Estimate, plan, govern and meter ML compute: memory, FLOPs, time, energy, CO2 and cost.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(estimate_cmd.app, name="estimate")
+app.add_typer(catalog_cmd.app, name="catalog")
+app.add_typer(models_cmd.app, name="models")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"flopwise {version('flopwise')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Estimate, plan, govern and meter ML compute."""
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()
