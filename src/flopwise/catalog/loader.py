@@ -1,0 +1,570 @@
+"""Read and validate the catalog CSV files (devices, offerings, on-prem profiles, regions).
+
+Layout of a catalog directory (the built-in one is ``flopwise/catalog/data``; a user directory given by
+``--catalog DIR`` or ``FLOPWISE_CATALOG_DIR`` has the same layout)::
+
+    devices/<vendor-or-group>.csv     one row per device            (DEVICE_COLUMNS)
+    offerings/<provider>.csv          one row per instance + region (OFFERING_COLUMNS)
+    onprem.csv                        one row per purchasable device (ONPREM_COLUMNS)
+    regions.csv                       one row per region or country  (REGION_COLUMNS)
+
+Any of them may be missing (read as empty). Every row is checked here, and a bad value raises
+:class:`~flopwise.errors.CatalogFileError` with the file, the line, the field, the value and what to do.
+User rows whose key (``id``; ``device_id`` for ``onprem.csv``) equals a built-in one replace it; new keys add.
+The column schemas are described in ``catalog/data/SOURCES.md`` (schema version ``CATALOG_SCHEMA_VERSION``).
+
+Standard library only: loading the built-in catalog must stay fast and must not import numpy.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from flopwise.catalog.types import DEVICE_KINDS, DTYPES, Device, Offering, OnPremProfile, Region
+from flopwise.errors import CatalogFileError
+
+__all__ = [
+    "BASIS_VALUES",
+    "BUILTIN_DATA_DIR",
+    "CATALOG_DIR_ENV",
+    "CATALOG_SCHEMA_VERSION",
+    "DEVICE_COLUMNS",
+    "OFFERING_COLUMNS",
+    "ONPREM_COLUMNS",
+    "REGION_COLUMNS",
+    "SEGMENTS",
+    "CatalogData",
+    "read_catalog_dir",
+    "read_devices",
+    "read_offerings",
+    "read_onprem",
+    "read_regions",
+]
+
+#: Version of the column schemas below. Bump it (and SOURCES.md) when a column is added, removed or renamed.
+CATALOG_SCHEMA_VERSION = 1
+
+BUILTIN_DATA_DIR = Path(__file__).resolve().parent / "data"
+CATALOG_DIR_ENV = "FLOPWISE_CATALOG_DIR"
+
+BASIS_VALUES = ("datasheet", "measured", "derived")
+SEGMENTS = ("datacenter", "workstation", "consumer", "server-cpu", "desktop-cpu", "edge", "mobile", "apple")
+RESERVED_TERMS = ("1y", "3y")
+
+PROVENANCE_COLUMNS = ("source_url", "retrieved", "basis", "note")
+_PEAK_COLUMNS = tuple(f"peak_{d}_tflop_per_s" for d in DTYPES)
+_SPARSE_DTYPES = ("bf16", "fp8", "int8", "fp4")
+_SPARSE_COLUMNS = tuple(f"sparse_{d}_tflop_per_s" for d in _SPARSE_DTYPES)
+
+DEVICE_COLUMNS = (
+    "id",
+    "name",
+    "vendor",
+    "kind",
+    "segment",
+    "memory_gb",
+    "memory_bandwidth_gb_per_s",
+    *_PEAK_COLUMNS,
+    *_SPARSE_COLUMNS,
+    "interconnect",
+    "interconnect_gb_per_s",
+    "tdp_w",
+    "idle_w",
+    "release_year",
+    "aliases",
+    *PROVENANCE_COLUMNS,
+)
+OFFERING_COLUMNS = (
+    "id",
+    "provider",
+    "instance_type",
+    "region",
+    "device_id",
+    "device_count",
+    "vcpus",
+    "ram_gb",
+    "on_demand_usd_per_h",
+    "spot_usd_per_h",
+    "reserved_usd_per_h",
+    "reserved_term",
+    *PROVENANCE_COLUMNS,
+)
+ONPREM_COLUMNS = (
+    "device_id",
+    "purchase_usd",
+    "server_overhead_frac",
+    "lifetime_years",
+    "electricity_usd_per_kwh",
+    "pue",
+    *PROVENANCE_COLUMNS,
+)
+REGION_COLUMNS = (
+    "id",
+    "provider",
+    "name",
+    "country",
+    "grid_gco2e_per_kwh",
+    "pue",
+    "aliases",
+    *PROVENANCE_COLUMNS,
+)
+
+# Plausible ranges (inclusive). A value outside is almost certainly a unit slip (MB/s for GB/s, kW for W).
+MEMORY_GB_RANGE = (0.1, 16384.0)
+MEMORY_BANDWIDTH_GB_PER_S_RANGE = (1.0, 20000.0)
+PEAK_BF16_MAX_TFLOP_PER_S = 10000.0
+PEAK_ANY_MAX_TFLOP_PER_S = 50000.0
+INTERCONNECT_GB_PER_S_RANGE = (0.0, 5000.0)
+TDP_W_RANGE = (1.0, 2000.0)
+RELEASE_YEAR_RANGE = (2010, 2030)
+DEVICE_COUNT_RANGE = (1, 1024)
+VCPUS_RANGE = (1, 4096)
+RAM_GB_RANGE = (0.5, 65536.0)
+PUE_RANGE = (1.0, 3.0)
+GRID_GCO2E_PER_KWH_RANGE = (0.0, 1500.0)
+LIFETIME_YEARS_RANGE = (0.5, 15.0)
+SERVER_OVERHEAD_FRAC_RANGE = (0.0, 3.0)
+ELECTRICITY_USD_PER_KWH_RANGE = (Decimal("0.005"), Decimal("2"))
+PRICE_USD_PER_H_MAX = Decimal("10000")
+
+_SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_REGION_ID_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*:[A-Za-z0-9][A-Za-z0-9._-]*$")
+_COUNTRY_RE = re.compile(r"^[A-Z]{2,3}$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_URL_RE = re.compile(r"^https?://[^\s/]+\.[^\s/]+(?:/\S*)?$")
+
+
+# --------------------------------------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One CSV record: its cells by column name, and where it came from (for error messages)."""
+
+    path: str
+    line: int
+    cells: dict[str, str]
+
+    def fail(self, column: str | None, message: str) -> CatalogFileError:
+        return CatalogFileError(self.path, self.line, column, message)
+
+    def text(self, column: str, *, required: bool = True) -> str:
+        value = self.cells[column].strip()
+        if required and not value:
+            raise self.fail(column, "is empty; every row needs a value here")
+        return value
+
+    def number(
+        self, column: str, lo: float, hi: float, *, required: bool = True, lo_open: bool = False
+    ) -> float | None:
+        raw = self.cells[column].strip()
+        if not raw:
+            if required:
+                raise self.fail(column, f"is empty; give a number in [{lo:g}, {hi:g}]")
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise self.fail(
+                column, f"{raw!r} is not a number; write a plain decimal such as 312 or 19.5"
+            ) from None
+        if math.isnan(value) or math.isinf(value):
+            raise self.fail(column, f"{raw!r} is not a finite number")
+        too_low = value <= lo if lo_open else value < lo
+        if too_low or value > hi:
+            bound = f"({lo:g}, {hi:g}]" if lo_open else f"[{lo:g}, {hi:g}]"
+            raise self.fail(
+                column, f"{raw!r} is outside the plausible range {bound}; check the unit in the column name"
+            )
+        return value
+
+    def integer(self, column: str, lo: int, hi: int) -> int:
+        raw = self.cells[column].strip()
+        if not re.fullmatch(r"-?\d+", raw):
+            raise self.fail(column, f"{raw!r} is not a whole number; write digits only, e.g. 8")
+        value = int(raw)
+        if not lo <= value <= hi:
+            raise self.fail(column, f"{raw!r} is outside the plausible range [{lo}, {hi}]")
+        return value
+
+    def money(self, column: str, lo: Decimal, hi: Decimal, *, required: bool = True) -> Decimal | None:
+        raw = self.cells[column].strip()
+        if not raw:
+            if required:
+                raise self.fail(column, "is empty; give an amount in USD such as 1.23")
+            return None
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            raise self.fail(
+                column, f"{raw!r} is not an amount; write a plain decimal such as 98.32"
+            ) from None
+        if not value.is_finite() or value < lo or value > hi:
+            raise self.fail(column, f"{raw!r} is outside the plausible range [{lo}, {hi}] USD")
+        return value
+
+    def aliases(self, column: str = "aliases") -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.cells[column].split("|") if a.strip())
+
+    def provenance(self) -> dict[str, str]:
+        """``source_url``, ``retrieved``, ``basis`` and ``note``, validated."""
+        url = self.text("source_url")
+        for part in url.split("|"):
+            if not _URL_RE.match(part.strip()):
+                raise self.fail(
+                    "source_url",
+                    f"{part.strip()!r} is not an http(s) URL; link the datasheet or page the row is from",
+                )
+        retrieved = self.text("retrieved")
+        try:
+            if not _DATE_RE.match(retrieved):
+                raise ValueError
+            date.fromisoformat(retrieved)
+        except ValueError:
+            raise self.fail("retrieved", f"{retrieved!r} is not an ISO date; write YYYY-MM-DD") from None
+        basis = self.text("basis")
+        if basis not in BASIS_VALUES:
+            raise self.fail("basis", f"{basis!r} is not one of {', '.join(BASIS_VALUES)}")
+        note = self.cells["note"].strip()
+        if basis == "derived" and not note:
+            raise self.fail("note", "is empty but basis is 'derived'; say how the value was derived")
+        return {"source_url": url, "retrieved": retrieved, "basis": basis, "note": note}
+
+
+def _read_rows(path: Path, columns: tuple[str, ...]) -> Iterator[_Row]:
+    """Yield the records of *path*, after checking that its header is exactly *columns*."""
+    where = str(path)
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except OSError as err:
+        raise CatalogFileError(
+            where, None, None, f"cannot be read ({err.strerror}); check the path"
+        ) from None
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise CatalogFileError(where, 1, None, "is empty; the first line must be the header") from None
+        header = [h.strip() for h in header]
+        if tuple(header) != columns:
+            missing = [c for c in columns if c not in header]
+            extra = [c for c in header if c not in columns]
+            detail = []
+            if missing:
+                detail.append(f"missing {', '.join(missing)}")
+            if extra:
+                detail.append(f"unexpected {', '.join(extra)}")
+            if not detail:
+                detail.append("columns are out of order")
+            raise CatalogFileError(
+                where,
+                1,
+                None,
+                f"header does not match the schema ({'; '.join(detail)}); expected: {','.join(columns)}",
+            )
+        for cells in reader:
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if len(cells) != len(columns):
+                raise CatalogFileError(
+                    where,
+                    reader.line_num,
+                    None,
+                    f"has {len(cells)} cells but the header has {len(columns)}; quote cells that contain commas",
+                )
+            yield _Row(where, reader.line_num, dict(zip(columns, cells, strict=True)))
+
+
+# ------------------------------------------------------------------------------------------ devices
+
+
+def _device_from_row(row: _Row) -> Device:
+    device_id = row.text("id")
+    if not _SLUG_RE.match(device_id):
+        raise row.fail(
+            "id", f"{device_id!r} is not a lowercase slug; use letters, digits and '-', e.g. 'h100-sxm'"
+        )
+    kind = row.text("kind")
+    if kind not in DEVICE_KINDS:
+        raise row.fail("kind", f"{kind!r} is not one of {', '.join(DEVICE_KINDS)}")
+    segment = row.text("segment")
+    if segment not in SEGMENTS:
+        raise row.fail("segment", f"{segment!r} is not one of {', '.join(SEGMENTS)}")
+    peaks: dict[str, float | None] = {}
+    for column in _PEAK_COLUMNS + _SPARSE_COLUMNS:
+        hi = PEAK_BF16_MAX_TFLOP_PER_S if column.endswith("_bf16_tflop_per_s") else PEAK_ANY_MAX_TFLOP_PER_S
+        peaks[column] = row.number(column, 0.0, hi, required=column == "peak_fp32_tflop_per_s", lo_open=True)
+    for dtype in _SPARSE_DTYPES:
+        dense, sparse = peaks[f"peak_{dtype}_tflop_per_s"], peaks[f"sparse_{dtype}_tflop_per_s"]
+        if dense is not None and sparse is not None and not dense < sparse:
+            raise row.fail(
+                f"sparse_{dtype}_tflop_per_s",
+                f"{sparse:g} is not above the dense peak {dense:g}; peak_* columns are dense (halve a sparse headline)",
+            )
+    interconnect = row.text("interconnect")
+    interconnect_gb_per_s = row.number("interconnect_gb_per_s", *INTERCONNECT_GB_PER_S_RANGE)
+    assert interconnect_gb_per_s is not None
+    if interconnect == "none" and interconnect_gb_per_s != 0:
+        raise row.fail(
+            "interconnect_gb_per_s", f"{interconnect_gb_per_s:g} but interconnect is 'none'; write 0"
+        )
+    tdp_w = row.number("tdp_w", *TDP_W_RANGE)
+    idle_w = row.number("idle_w", 0.0, TDP_W_RANGE[1], lo_open=True)
+    assert tdp_w is not None and idle_w is not None
+    if not idle_w < tdp_w:
+        raise row.fail(
+            "idle_w", f"{idle_w:g} is not below tdp_w {tdp_w:g}; idle draw must be less than the TDP"
+        )
+    memory_gb = row.number("memory_gb", *MEMORY_GB_RANGE)
+    bandwidth = row.number("memory_bandwidth_gb_per_s", *MEMORY_BANDWIDTH_GB_PER_S_RANGE)
+    fp32 = peaks.pop("peak_fp32_tflop_per_s")
+    assert memory_gb is not None and bandwidth is not None and fp32 is not None
+    return Device(
+        id=device_id,
+        name=row.text("name"),
+        vendor=row.text("vendor"),
+        kind=kind,
+        segment=segment,
+        memory_gb=memory_gb,
+        memory_bandwidth_gb_per_s=bandwidth,
+        peak_fp32_tflop_per_s=fp32,
+        **peaks,
+        interconnect=interconnect,
+        interconnect_gb_per_s=interconnect_gb_per_s,
+        tdp_w=tdp_w,
+        idle_w=idle_w,
+        release_year=row.integer("release_year", *RELEASE_YEAR_RANGE),
+        aliases=row.aliases(),
+        **row.provenance(),
+    )
+
+
+def read_devices(path: str | os.PathLike[str]) -> list[tuple[Device, str, int]]:
+    """Read one ``devices/*.csv`` file: ``(device, path, line)`` per row. Raises CatalogFileError."""
+    out = []
+    for row in _read_rows(Path(path), DEVICE_COLUMNS):
+        out.append((_device_from_row(row), row.path, row.line))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- offerings
+
+
+def _offering_from_row(row: _Row) -> Offering:
+    provider = row.text("provider")
+    if not _SLUG_RE.match(provider):
+        raise row.fail("provider", f"{provider!r} is not a lowercase slug such as 'aws' or 'lambda'")
+    instance_type = row.text("instance_type")
+    offering_id = row.text("id")
+    prefix = f"{provider}:{instance_type}:"
+    if not offering_id.startswith(prefix) or len(offering_id) == len(prefix):
+        raise row.fail(
+            "id", f"{offering_id!r} must be 'provider:instance_type:region', starting with {prefix!r}"
+        )
+    region = row.text("region")
+    if not _REGION_ID_RE.match(region):
+        raise row.fail("region", f"{region!r} is not a region id such as 'aws:us-east-1'; see regions.csv")
+    zero, top = Decimal(0), PRICE_USD_PER_H_MAX
+    on_demand = row.money("on_demand_usd_per_h", zero, top, required=False)
+    spot = row.money("spot_usd_per_h", zero, top, required=False)
+    reserved = row.money("reserved_usd_per_h", zero, top, required=False)
+    if on_demand is None and spot is None and reserved is None:
+        raise row.fail(
+            "on_demand_usd_per_h", "is empty and so are spot and reserved; give at least one price"
+        )
+    if on_demand is not None and spot is not None and spot > on_demand:
+        raise row.fail(
+            "spot_usd_per_h", f"{spot} is above the on-demand price {on_demand}; check the columns"
+        )
+    term = row.text("reserved_term", required=False)
+    if term and term not in RESERVED_TERMS:
+        raise row.fail("reserved_term", f"{term!r} is not one of {', '.join(RESERVED_TERMS)}")
+    if reserved is not None and not term:
+        raise row.fail("reserved_term", "is empty but reserved_usd_per_h is set; write 1y or 3y")
+    if term and reserved is None:
+        raise row.fail(
+            "reserved_usd_per_h", f"is empty but reserved_term is {term!r}; give the price or clear the term"
+        )
+    return Offering(
+        id=offering_id,
+        provider=provider,
+        instance_type=instance_type,
+        region=region,
+        device_id=row.text("device_id"),
+        device_count=row.integer("device_count", *DEVICE_COUNT_RANGE),
+        vcpus=row.integer("vcpus", *VCPUS_RANGE),
+        ram_gb=row.number("ram_gb", *RAM_GB_RANGE),  # type: ignore[arg-type]
+        on_demand_usd_per_h=on_demand,
+        spot_usd_per_h=spot,
+        reserved_usd_per_h=reserved,
+        reserved_term=term,
+        **row.provenance(),
+    )
+
+
+def read_offerings(path: str | os.PathLike[str]) -> list[tuple[Offering, str, int]]:
+    """Read one ``offerings/*.csv`` file: ``(offering, path, line)`` per row. Raises CatalogFileError."""
+    return [(_offering_from_row(row), row.path, row.line) for row in _read_rows(Path(path), OFFERING_COLUMNS)]
+
+
+# ------------------------------------------------------------------------------------ onprem, regions
+
+
+def _onprem_from_row(row: _Row) -> OnPremProfile:
+    return OnPremProfile(
+        device_id=row.text("device_id"),
+        purchase_usd=row.money("purchase_usd", Decimal("1"), Decimal("10000000")),  # type: ignore[arg-type]
+        server_overhead_frac=row.number("server_overhead_frac", *SERVER_OVERHEAD_FRAC_RANGE),  # type: ignore[arg-type]
+        lifetime_years=row.number("lifetime_years", *LIFETIME_YEARS_RANGE),  # type: ignore[arg-type]
+        electricity_usd_per_kwh=row.money("electricity_usd_per_kwh", *ELECTRICITY_USD_PER_KWH_RANGE),  # type: ignore[arg-type]
+        pue=row.number("pue", *PUE_RANGE),  # type: ignore[arg-type]
+        **row.provenance(),
+    )
+
+
+def read_onprem(path: str | os.PathLike[str]) -> list[tuple[OnPremProfile, str, int]]:
+    """Read ``onprem.csv``: ``(profile, path, line)`` per row. Raises CatalogFileError."""
+    return [(_onprem_from_row(row), row.path, row.line) for row in _read_rows(Path(path), ONPREM_COLUMNS)]
+
+
+def _region_from_row(row: _Row) -> Region:
+    region_id = row.text("id")
+    if not _REGION_ID_RE.match(region_id):
+        raise row.fail(
+            "id", f"{region_id!r} is not 'provider:region' such as 'aws:us-east-1' or 'country:FR'"
+        )
+    provider = row.text("provider")
+    if region_id.split(":", 1)[0] != provider:
+        raise row.fail("provider", f"{provider!r} does not match the id prefix of {region_id!r}")
+    country = row.text("country")
+    if not _COUNTRY_RE.match(country):
+        raise row.fail("country", f"{country!r} is not an ISO 3166-1 code such as 'FR' (upper case)")
+    return Region(
+        id=region_id,
+        provider=provider,
+        name=row.text("name"),
+        country=country,
+        grid_gco2e_per_kwh=row.number("grid_gco2e_per_kwh", *GRID_GCO2E_PER_KWH_RANGE),  # type: ignore[arg-type]
+        pue=row.number("pue", *PUE_RANGE),  # type: ignore[arg-type]
+        aliases=row.aliases(),
+        **row.provenance(),
+    )
+
+
+def read_regions(path: str | os.PathLike[str]) -> list[tuple[Region, str, int]]:
+    """Read ``regions.csv``: ``(region, path, line)`` per row. Raises CatalogFileError."""
+    return [(_region_from_row(row), row.path, row.line) for row in _read_rows(Path(path), REGION_COLUMNS)]
+
+
+# --------------------------------------------------------------------------------------- directories
+
+
+@dataclass
+class CatalogData:
+    """The validated records of one or more catalog directories, keyed, with where each came from."""
+
+    devices: dict[str, Device] = field(default_factory=dict)
+    offerings: dict[str, Offering] = field(default_factory=dict)
+    onprem: dict[str, OnPremProfile] = field(default_factory=dict)
+    regions: dict[str, Region] = field(default_factory=dict)
+    origins: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
+
+    def merged_with(self, other: CatalogData) -> CatalogData:
+        """A copy of self where the records of *other* replace same-key records and add new ones."""
+        return CatalogData(
+            devices={**self.devices, **other.devices},
+            offerings={**self.offerings, **other.offerings},
+            onprem={**self.onprem, **other.onprem},
+            regions={**self.regions, **other.regions},
+            origins={**self.origins, **other.origins},
+        )
+
+    def check_references(self) -> None:
+        """Every offering and on-prem row names a known device, and every offering a known region."""
+        for offering in self.offerings.values():
+            path, line = self.origins[("offering", offering.id)]
+            if offering.device_id not in self.devices:
+                raise CatalogFileError(
+                    path, line, "device_id", f"{offering.device_id!r} is not a device id in devices/*.csv"
+                )
+            if offering.region not in self.regions:
+                raise CatalogFileError(
+                    path, line, "region", f"{offering.region!r} is not a region id in regions.csv"
+                )
+        for profile in self.onprem.values():
+            path, line = self.origins[("onprem", profile.device_id)]
+            if profile.device_id not in self.devices:
+                raise CatalogFileError(
+                    path, line, "device_id", f"{profile.device_id!r} is not a device id in devices/*.csv"
+                )
+
+
+def _collect(
+    data: CatalogData,
+    kind: str,
+    target: dict[str, Any],
+    records: list[tuple[Any, str, int]],
+    key: Callable[[Any], str],
+    key_field: str,
+) -> None:
+    for record, path, line in records:
+        k = key(record)
+        if k in target:
+            first_path, first_line = data.origins[(kind, k)]
+            raise CatalogFileError(
+                path,
+                line,
+                key_field,
+                f"{k!r} is already defined at {first_path}:{first_line}; ids must be unique",
+            )
+        target[k] = record
+        data.origins[(kind, k)] = (path, line)
+
+
+def _csv_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix == ".csv" and p.is_file())
+
+
+def read_catalog_dir(directory: str | os.PathLike[str]) -> CatalogData:
+    """Read and validate every catalog file under *directory* (missing files count as empty).
+
+    Ids must be unique within the directory (across all ``devices/*.csv`` and all ``offerings/*.csv``).
+    Cross-file references are not checked here (an override directory may refer to built-in rows);
+    :meth:`CatalogData.check_references` does that on the merged result.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise CatalogFileError(
+            str(root), None, None, "is not a directory; give a folder laid out like catalog/data"
+        )
+    data = CatalogData()
+    for path in _csv_files(root / "devices"):
+        _collect(data, "device", data.devices, read_devices(path), lambda d: d.id, "id")
+    for path in _csv_files(root / "offerings"):
+        _collect(data, "offering", data.offerings, read_offerings(path), lambda o: o.id, "id")
+    if (root / "onprem.csv").is_file():
+        _collect(
+            data, "onprem", data.onprem, read_onprem(root / "onprem.csv"), lambda p: p.device_id, "device_id"
+        )
+    if (root / "regions.csv").is_file():
+        _collect(data, "region", data.regions, read_regions(root / "regions.csv"), lambda r: r.id, "id")
+    return data
+
+
+@functools.lru_cache(maxsize=1)
+def read_builtin() -> CatalogData:
+    """The built-in catalog files, read once per process."""
+    return read_catalog_dir(BUILTIN_DATA_DIR)
