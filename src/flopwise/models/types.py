@@ -57,11 +57,30 @@ class ModelArch:
     n_sliding_layers: int = 0
     # extras counted in parameters
     has_bias: bool = False  # qkv/out/mlp biases (GPT-2/OPT/BLOOM/StarCoder style)
-    extra_params: int = 0  # parameters not covered above (e.g. vision tower, learned positions), documented in note
+    extra_params: int = (
+        0  # parameters not covered above (e.g. vision tower, learned positions), documented in note
+    )
+    # per-family details of the parameter count (added; all default to the Llama-style layout)
+    norm_kind: str = "rmsnorm"  # rmsnorm (weight only) | layernorm (weight + bias) | layernorm_nobias
+    norms_per_layer: int = 2  # 1 for parallel blocks (Falcon-7B, Nemotron-H), 4 for Gemma 2/3
+    qk_norm: bool = False  # per-head RMSNorm on queries and keys (Qwen3, Gemma 3)
+    has_qkv_bias: bool = False  # biases on q/k/v only (Qwen2, GLM-4); has_bias covers every linear
+    has_attention_sinks: bool = False  # one learned sink logit per head and layer (gpt-oss)
+    learned_positions: int = 0  # rows of a learned absolute position table (GPT-2/3, OPT, StarCoder)
+    d_ff_shared_expert: int = 0  # width of each shared expert when it differs from d_ff_expert
+    global_head_dim: int = 0  # head_dim of the global (non-sliding) layers when it differs (Gemma 4)
+    n_global_kv_heads: int = 0  # KV heads of the global layers when they differ (Gemma 4)
+    global_k_eq_v: bool = False  # global layers share one projection for K and V (Gemma 4)
+    n_attention_layers: int = 0  # layers with attention, 0 = all n_layers (hybrids: Nemotron-H)
+    n_ffn_layers: int = 0  # layers with an FFN/MoE block, 0 = all n_layers (hybrids: Nemotron-H)
+    extra_active_params: int = 0  # parameters outside the modelled blocks used for every token (Mamba mixers)
     # published figures used to check the count
     params_published: int = 0
     active_params_published: int = 0
     training_tokens_published: float = 0.0
+    # "all": the published active count includes the input embedding; "no_input_embedding": it does not
+    # (OpenAI's gpt-oss model card counts the unembedding but not the embedding table as active)
+    active_published_basis: str = "all"
     # features the estimator does not model (named in warnings)
     unmodelled: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
@@ -71,3 +90,23 @@ class ModelArch:
     @property
     def is_moe(self) -> bool:
         return self.n_experts > 0
+
+    @property
+    def attention_layer_count(self) -> int:
+        """Layers that hold attention (and a KV cache); hybrids have fewer than ``n_layers``."""
+        return self.n_attention_layers or self.n_layers
+
+    @property
+    def ffn_layer_count(self) -> int:
+        """Layers that hold a dense FFN or an MoE block."""
+        return self.n_ffn_layers or self.n_layers
+
+    @property
+    def moe_layer_count(self) -> int:
+        """FFN layers that are mixture-of-experts: not among the first ``n_dense_layers`` and, with
+        ``moe_layer_freq`` k, every k-th layer (index i with (i + 1) % k == 0, as Llama 4's
+        ``interleave_moe_layer_step`` places them)."""
+        if not self.is_moe:
+            return 0
+        freq = max(1, self.moe_layer_freq)
+        return sum(1 for i in range(self.n_dense_layers, self.ffn_layer_count) if (i + 1) % freq == 0)
