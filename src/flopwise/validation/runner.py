@@ -1,0 +1,495 @@
+"""Check flopwise's estimates against published real-world measurements and report the error.
+
+The cases live in ``data/cases_train.csv`` and ``data/cases_serve.csv`` (one published figure per row, with its
+source, the place in the source and the workload inputs the source states). Each case is estimated with the
+estimator's DEFAULT assumptions (no per-case MFU or efficiency tuning); only inputs the source states (device,
+device count, precision or quantization, tokens, sequence length, batch, prompt and output lengths, and the
+tensor/pipeline layout where published) are passed on.
+
+Error of one case: ``rel_error = (estimated - measured) / measured``. Per category: the number of cases, the
+median and the 90th percentile of ``|rel_error|`` (linear interpolation between order statistics, as
+``numpy.percentile``'s default), and the median signed error (the bias: negative means flopwise is low).
+
+A case whose model is not in the model registry, or whose device id is not in the catalog, is *skipped* with
+the reason; a case the estimator raises on is *failed* (a bug to fix, never hidden).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flopwise.errors import CatalogFileError, FlopwiseError, InputError, UnknownModelError
+
+__all__ = [
+    "CATEGORIES",
+    "DATA_DIR",
+    "CaseResult",
+    "CategorySummary",
+    "FailedCase",
+    "SkippedCase",
+    "ValidationCase",
+    "ValidationReport",
+    "load_cases",
+    "percentile",
+    "run_validation",
+    "summarize",
+]
+
+DATA_DIR = Path(__file__).parent / "data"
+
+#: category -> (unit of the measured figure, which case file it lives in)
+CATEGORIES: dict[str, tuple[str, str]] = {
+    "train_device_hours": ("device_h", "cases_train.csv"),
+    "train_flops": ("flop", "cases_train.csv"),
+    "decode_tokens_per_s": ("tokens/s", "cases_serve.csv"),
+    "prefill_tokens_per_s": ("tokens/s", "cases_serve.csv"),
+}
+
+_COMMON_COLUMNS = (
+    "id",
+    "category",
+    "model",
+    "device",
+    "device_count",
+    "measured",
+    "unit",
+    "source_url",
+    "source_location",
+    "retrieved",
+    "basis",
+    "note",
+)
+_TRAIN_INPUTS = ("precision", "tokens", "seq_len", "tensor_parallel", "pipeline_parallel")
+_SERVE_INPUTS = ("quant", "batch", "input_tokens", "output_tokens")
+_BASES = ("datasheet", "measured", "derived")
+
+
+@dataclass(frozen=True)
+class ValidationCase:
+    """One published measurement and the workload it was measured on.
+
+    ``inputs`` holds the workload columns of the case file as typed values (``None`` where the source does not
+    state them): precision, tokens, seq_len, tensor_parallel, pipeline_parallel for training; quant, batch,
+    input_tokens, output_tokens for serving. ``device_count`` is ``None`` when the source does not give it.
+    """
+
+    id: str
+    category: str
+    model: str
+    device: str
+    device_count: int | None
+    measured: float
+    unit: str
+    inputs: Mapping[str, Any]
+    source_url: str
+    source_location: str
+    retrieved: str
+    basis: str
+    note: str
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """The estimate for one case and its relative error ``(estimated - measured) / measured``."""
+
+    category: str
+    id: str
+    model: str
+    device: str
+    measured: float
+    estimated: float
+    unit: str
+    rel_error: float
+    source_url: str
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def abs_rel_error(self) -> float:
+        return abs(self.rel_error)
+
+
+@dataclass(frozen=True)
+class SkippedCase:
+    """A case not evaluated because its model or device is not in the registry or catalog."""
+
+    category: str
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FailedCase:
+    """A case on which the estimator raised: a defect to fix, reported and never counted as a pass."""
+
+    category: str
+    id: str
+    error: str
+
+
+@dataclass(frozen=True)
+class CategorySummary:
+    """Error statistics of one category over its evaluated cases (fractions, not percentages)."""
+
+    category: str
+    n: int
+    median_abs_rel_error: float
+    p90_abs_rel_error: float
+    median_rel_error: float
+    max_abs_rel_error: float
+    n_skipped: int = 0
+    n_failed: int = 0
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Per-case results, skipped and failed cases, and per-category summaries."""
+
+    results: tuple[CaseResult, ...]
+    skipped: tuple[SkippedCase, ...]
+    failed: tuple[FailedCase, ...]
+    summaries: tuple[CategorySummary, ...]
+    assumptions: Mapping[str, str] = field(default_factory=dict)
+
+    def summary(self, category: str) -> CategorySummary:
+        """The summary of *category*; KeyError naming the categories present if it had no case at all."""
+        for s in self.summaries:
+            if s.category == category:
+                return s
+        raise KeyError(
+            f"no validation summary for category {category!r}; have "
+            + ", ".join(s.category for s in self.summaries)
+        )
+
+    def results_for(self, category: str) -> tuple[CaseResult, ...]:
+        return tuple(r for r in self.results if r.category == category)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: ``cases``, ``skipped``, ``failed``, ``categories``, ``assumptions``."""
+        cases = []
+        for r in self.results:
+            d = asdict(r)
+            d["abs_rel_error"] = r.abs_rel_error
+            d["warnings"] = list(r.warnings)
+            cases.append(d)
+        return {
+            "cases": cases,
+            "skipped": [asdict(s) for s in self.skipped],
+            "failed": [asdict(f) for f in self.failed],
+            "categories": [asdict(s) for s in self.summaries],
+            "assumptions": dict(self.assumptions),
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# statistics
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The *q*-th percentile (0-100) of *values* by linear interpolation between order statistics.
+
+    Same definition as ``numpy.percentile(values, q)`` with the default ``method="linear"``:
+    position ``(n - 1) * q / 100`` in the sorted values.
+    """
+    if not values:
+        raise ValueError("percentile of an empty sequence")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"q must be within 0..100, got {q!r}")
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarize(
+    results: Iterable[CaseResult],
+    skipped: Iterable[SkippedCase] = (),
+    failed: Iterable[FailedCase] = (),
+) -> tuple[CategorySummary, ...]:
+    """Per-category n, median and p90 of |rel_error|, median signed error and max |rel_error|.
+
+    Categories appear in the order of CATEGORIES; one with no evaluated case has n=0 and NaN statistics.
+    """
+    results = list(results)
+    skipped = list(skipped)
+    failed = list(failed)
+    present = {r.category for r in results} | {s.category for s in skipped} | {f.category for f in failed}
+    out = []
+    for cat in [c for c in CATEGORIES if c in present] + sorted(present - set(CATEGORIES)):
+        errs = [r.rel_error for r in results if r.category == cat]
+        abs_errs = [abs(e) for e in errs]
+        nan = float("nan")
+        out.append(
+            CategorySummary(
+                category=cat,
+                n=len(errs),
+                median_abs_rel_error=statistics.median(abs_errs) if errs else nan,
+                p90_abs_rel_error=percentile(abs_errs, 90.0) if errs else nan,
+                median_rel_error=statistics.median(errs) if errs else nan,
+                max_abs_rel_error=max(abs_errs) if errs else nan,
+                n_skipped=sum(1 for s in skipped if s.category == cat),
+                n_failed=sum(1 for f in failed if f.category == cat),
+            )
+        )
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# case files
+
+
+def _parse_float(path: Path, line: int, name: str, text: str, *, required: bool) -> float | None:
+    text = text.strip()
+    if not text:
+        if required:
+            raise CatalogFileError(str(path), line, name, "is empty; give a positive number")
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise CatalogFileError(str(path), line, name, f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise CatalogFileError(str(path), line, name, f"{text!r} must be a finite number >= 0")
+    return value
+
+
+def _parse_int(path: Path, line: int, name: str, text: str) -> int | None:
+    value = _parse_float(path, line, name, text, required=False)
+    if value is None:
+        return None
+    if value != int(value):
+        raise CatalogFileError(str(path), line, name, f"{text!r} must be a whole number")
+    return int(value)
+
+
+def _read_case_file(path: Path) -> list[ValidationCase]:
+    is_train = path.name == "cases_train.csv"
+    input_columns = _TRAIN_INPUTS if is_train else _SERVE_INPUTS
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = tuple(reader.fieldnames or ())
+        missing = [c for c in _COMMON_COLUMNS + input_columns if c not in header]
+        if missing:
+            raise CatalogFileError(
+                str(path),
+                1,
+                missing[0],
+                "column is missing from the header; columns needed: "
+                + ", ".join(_COMMON_COLUMNS + input_columns),
+            )
+        cases = []
+        for line, row in enumerate(reader, start=2):
+            cat = row["category"].strip()
+            if cat not in CATEGORIES or CATEGORIES[cat][1] != path.name:
+                allowed = [c for c, (_, f) in CATEGORIES.items() if f == path.name]
+                raise CatalogFileError(
+                    str(path), line, "category", f"{cat!r} is not one of {', '.join(allowed)}"
+                )
+            unit = row["unit"].strip()
+            if unit != CATEGORIES[cat][0]:
+                raise CatalogFileError(
+                    str(path),
+                    line,
+                    "unit",
+                    f"{unit!r} does not match category {cat!r}; use {CATEGORIES[cat][0]!r}",
+                )
+            for col in ("id", "model", "device", "source_url", "source_location", "retrieved"):
+                if not row[col].strip():
+                    raise CatalogFileError(str(path), line, col, "is empty; every case needs it")
+            if not row["source_url"].startswith("https://"):
+                raise CatalogFileError(
+                    str(path), line, "source_url", f"{row['source_url']!r} is not an https URL"
+                )
+            if row["basis"].strip() not in _BASES:
+                raise CatalogFileError(
+                    str(path), line, "basis", f"{row['basis']!r} is not one of {', '.join(_BASES)}"
+                )
+            measured = _parse_float(path, line, "measured", row["measured"], required=True)
+            if not measured:
+                raise CatalogFileError(str(path), line, "measured", "must be greater than zero")
+            if is_train:
+                inputs: dict[str, Any] = {
+                    "precision": row["precision"].strip() or None,
+                    "tokens": _parse_float(path, line, "tokens", row["tokens"], required=True),
+                    "seq_len": _parse_int(path, line, "seq_len", row["seq_len"]),
+                    "tensor_parallel": _parse_int(path, line, "tensor_parallel", row["tensor_parallel"]),
+                    "pipeline_parallel": _parse_int(
+                        path, line, "pipeline_parallel", row["pipeline_parallel"]
+                    ),
+                }
+            else:
+                inputs = {
+                    "quant": row["quant"].strip() or None,
+                    "batch": _parse_int(path, line, "batch", row["batch"]),
+                    "input_tokens": _parse_int(path, line, "input_tokens", row["input_tokens"]),
+                    "output_tokens": _parse_int(path, line, "output_tokens", row["output_tokens"]),
+                }
+            cases.append(
+                ValidationCase(
+                    id=row["id"].strip(),
+                    category=cat,
+                    model=row["model"].strip(),
+                    device=row["device"].strip(),
+                    device_count=_parse_int(path, line, "device_count", row["device_count"]),
+                    measured=float(measured),
+                    unit=unit,
+                    inputs=inputs,
+                    source_url=row["source_url"].strip(),
+                    source_location=row["source_location"].strip(),
+                    retrieved=row["retrieved"].strip(),
+                    basis=row["basis"].strip(),
+                    note=row["note"].strip(),
+                )
+            )
+    return cases
+
+
+def load_cases(data_dir: str | Path | None = None) -> tuple[ValidationCase, ...]:
+    """All validation cases from ``cases_train.csv`` and ``cases_serve.csv`` in *data_dir* (default: built-in).
+
+    Raises CatalogFileError (path, line, field) on a malformed row or a duplicate case id.
+    """
+    root = Path(data_dir) if data_dir is not None else DATA_DIR
+    cases: list[ValidationCase] = []
+    for name in ("cases_train.csv", "cases_serve.csv"):
+        path = root / name
+        if not path.is_file():
+            raise CatalogFileError(str(path), None, None, "validation case file not found")
+        cases.extend(_read_case_file(path))
+    seen: set[str] = set()
+    for c in cases:
+        if c.id in seen:
+            raise CatalogFileError(str(root), None, "id", f"duplicate case id {c.id!r}")
+        seen.add(c.id)
+    return tuple(cases)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# running
+
+
+def _estimate_case(case: ValidationCase, model: Any, device: Any) -> tuple[float, tuple[str, ...]]:
+    """The estimate for *case* with default assumptions; only source-stated inputs are passed."""
+    from flopwise.estimate import estimate_serve, estimate_train
+
+    kwargs: dict[str, Any] = {}
+    if case.device_count is not None:
+        kwargs["device_count"] = case.device_count
+    if case.category in ("train_device_hours", "train_flops"):
+        inp = case.inputs
+        if inp.get("precision"):
+            kwargs["precision"] = inp["precision"]
+        if inp.get("seq_len"):
+            kwargs["seq_len"] = inp["seq_len"]
+        if inp.get("tensor_parallel"):
+            kwargs["tensor_parallel"] = inp["tensor_parallel"]
+        if inp.get("pipeline_parallel"):
+            kwargs["pipeline_parallel"] = inp["pipeline_parallel"]
+        est = estimate_train(model, device, tokens=float(inp["tokens"]), **kwargs)
+        value = est.device_hours if case.category == "train_device_hours" else est.train_flops
+        return float(value), tuple(est.warnings)
+    inp = case.inputs
+    if inp.get("quant"):
+        kwargs["quant"] = inp["quant"]
+    if inp.get("batch"):
+        kwargs["batch"] = inp["batch"]
+    # llama-bench's tg runs start from an empty context and pp runs generate nothing; the estimator takes
+    # counts >= 1, and one token of prompt or output changes neither rate measurably.
+    kwargs["input_tokens"] = max(1, inp.get("input_tokens") or 0)
+    kwargs["output_tokens"] = max(1, inp.get("output_tokens") or 0)
+    est = estimate_serve(model, device, **kwargs)
+    value = est.decode_tokens_per_s if case.category == "decode_tokens_per_s" else est.prefill_tokens_per_s
+    return float(value), tuple(est.warnings)
+
+
+def run_validation(
+    *,
+    categories: Iterable[str] | None = None,
+    cases: Iterable[ValidationCase] | None = None,
+    catalog: Any = None,
+    registry: Any = None,
+) -> ValidationReport:
+    """Estimate every case with default assumptions and compare with the published figure.
+
+    *categories* limits the run (default: all of CATEGORIES). *cases* defaults to ``load_cases()``; *catalog*
+    to ``flopwise.catalog.load_catalog()``; *registry* to ``flopwise.models.load_models()``. Device ids are
+    matched exactly (``catalog.devices[id]``) so a near-miss never silently stands in for the published
+    hardware; model names go through ``registry.resolve``.
+    """
+    if catalog is None:
+        from flopwise.catalog import load_catalog
+
+        catalog = load_catalog()
+    if registry is None:
+        from flopwise.models import load_models
+
+        registry = load_models()
+    wanted = set(CATEGORIES) if categories is None else set(categories)
+    unknown = wanted - set(CATEGORIES)
+    if unknown:
+        raise InputError("categories", sorted(unknown), "use any of " + ", ".join(CATEGORIES))
+    all_cases = load_cases() if cases is None else tuple(cases)
+
+    results: list[CaseResult] = []
+    skipped: list[SkippedCase] = []
+    failed: list[FailedCase] = []
+    for case in all_cases:
+        if case.category not in wanted:
+            continue
+        device = catalog.devices.get(case.device)
+        if device is None:
+            skipped.append(
+                SkippedCase(case.category, case.id, f"device id {case.device!r} is not in the catalog")
+            )
+            continue
+        try:
+            model = registry.resolve(case.model)
+        except UnknownModelError:
+            skipped.append(
+                SkippedCase(case.category, case.id, f"model {case.model!r} is not in the model registry")
+            )
+            continue
+        try:
+            estimated, warnings = _estimate_case(case, model, device)
+        except FlopwiseError as err:
+            failed.append(FailedCase(case.category, case.id, f"{type(err).__name__}: {err}"))
+            continue
+        if not math.isfinite(estimated) or estimated <= 0:
+            failed.append(
+                FailedCase(case.category, case.id, f"estimate {estimated!r} is not a positive number")
+            )
+            continue
+        results.append(
+            CaseResult(
+                category=case.category,
+                id=case.id,
+                model=case.model,
+                device=case.device,
+                measured=case.measured,
+                estimated=estimated,
+                unit=case.unit,
+                rel_error=(estimated - case.measured) / case.measured,
+                source_url=case.source_url,
+                warnings=warnings,
+            )
+        )
+    assumptions = {
+        "defaults": "estimator defaults only (mfu_frac, bandwidth efficiency, recompute, optimizer, zero_stage)",
+        "inputs_passed": "device, device_count, precision/quant, tokens, seq_len, tensor/pipeline parallel "
+        "where published, batch, input_tokens, output_tokens",
+        "rel_error": "(estimated - measured) / measured",
+        "p90": "linear interpolation between order statistics (numpy.percentile default)",
+    }
+    return ValidationReport(
+        results=tuple(results),
+        skipped=tuple(skipped),
+        failed=tuple(failed),
+        summaries=summarize(results, skipped, failed),
+        assumptions=assumptions,
+    )
