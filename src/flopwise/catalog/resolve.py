@@ -28,8 +28,9 @@ An unknown name raises ``UnknownAcceleratorError`` with up to three suggestions:
 suggests the H100 boards).
 
 Regions (``resolve_region``): exact id ("aws:us-east-1"); then the part after the provider prefix,
-the name and aliases, ignoring case and punctuation ("us-east-1", "France", "FR"). When that matches
-regions of several providers the name is ambiguous and ``UnknownRegionError`` lists the candidates.
+the name and aliases, first ignoring case only ("us-east-1" is AWS's, "us-east1" Google's), then also
+ignoring punctuation ("France", "FR", "useast-1"). When the best tier matches regions of several
+providers the name is ambiguous and ``UnknownRegionError`` lists the candidates.
 """
 
 from __future__ import annotations
@@ -247,7 +248,12 @@ def resolve_region(regions: Mapping[str, Region], name: str) -> Region:
     full = [r.id for r in regions.values() if normalize_name(r.id) == key]
     if len(full) == 1:
         return regions[full[0]]
-    hits = sorted({r.id for r in regions.values() if any(normalize_name(k) == key for k in _region_keys(r))})
+    folded = name.strip().casefold()
+    hits = sorted({r.id for r in regions.values() if any(k.casefold() == folded for k in _region_keys(r))})
+    if len(hits) != 1:
+        hits = sorted(
+            {r.id for r in regions.values() if any(normalize_name(k) == key for k in _region_keys(r))}
+        )
     if len(hits) == 1:
         return regions[hits[0]]
     if len(hits) > 1:
