@@ -1,0 +1,344 @@
+"""estimate_train: memory, FLOPs, time, power, energy, CO2e and cost of training one model on one device type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from flopwise.catalog.types import Device, OnPremProfile
+from flopwise.errors import InputError, UnsupportedError
+from flopwise.estimate import energy as en
+from flopwise.estimate import flops as fl
+from flopwise.estimate import memory as mem
+from flopwise.estimate import timing as tm
+from flopwise.estimate._inputs import Inputs, check_choice, check_int, jsonable
+from flopwise.estimate.cost import onprem_usd_per_device_h, to_money
+from flopwise.estimate.quant import NF4_DQ_BITS_PER_WEIGHT, TRAIN_PRECISIONS, resolve_compute_peak
+from flopwise.models.params import count_params
+from flopwise.models.types import ModelArch
+from flopwise.units import BYTES_PER_GB, GIGA, S_PER_H, TERA
+
+__all__ = [
+    "DEVICES_PER_NODE",
+    "GLOBAL_BATCH_TOKENS",
+    "INTER_NODE_GB_PER_S",
+    "TrainEstimate",
+    "estimate_train",
+]
+
+METHODS = ("full", "lora", "qlora")
+RECOMPUTE = ("none", "selective", "full")
+OPTIMIZERS = ("adamw", "adamw-8bit", "sgd")
+
+#: Devices per server; data-parallel traffic beyond one server crosses the scale-out network.
+DEVICES_PER_NODE = 8
+#: Scale-out bandwidth per device: one 400 Gb/s InfiniBand NDR / RoCE NIC per GPU = 50 GB/s (DGX H100 design,
+#: 8 x ConnectX-7; https://docs.nvidia.com/dgx/dgxh100-user-guide/introduction-to-dgxh100.html).
+INTER_NODE_GB_PER_S = 50.0
+#: Tokens per optimizer step assumed for gradient accumulation (Llama 2 used 4M tokens, arXiv:2307.09288 Sec. 2.2;
+#: GPT-3 175B 3.2M, arXiv:2005.14165 Table 2.1): one step covers max(micro_batch * seq_len * dp, this) tokens.
+GLOBAL_BATCH_TOKENS = 4.0e6
+
+
+@dataclass(frozen=True)
+class TrainEstimate:
+    """The estimate of one training run (or a grid of them: numeric fields are arrays in vector mode).
+
+    ``train_flops`` are model FLOPs (recomputation excluded); ``mfu_frac`` is the achieved model-FLOPs
+    utilization after recomputation and exposed communication; ``cost_usd`` is None when no price was given.
+    """
+
+    train_flops: Any
+    device_hours: Any
+    wall_clock_hours: Any
+    memory: mem.MemoryEstimate
+    memory_per_device_gb: Any
+    fits: Any
+    mfu_frac: Any
+    power_per_device_w: Any
+    energy_kwh: Any
+    co2e_kg: Any
+    cost_usd: Decimal | Any | None
+    assumptions: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (arrays as lists, Decimal as str)."""
+        return jsonable(self)
+
+
+def _zero_stage(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.strip().lower() == "fsdp":
+        return 3
+    return check_int(value, "zero_stage", 0, 3) if not isinstance(value, str) else _bad_zero(value)
+
+
+def _bad_zero(value: Any) -> int:
+    raise InputError("zero_stage", value, "use None, 0, 1, 2, 3 or 'fsdp'")
+
+
+def estimate_train(
+    model: ModelArch,
+    device: Device,
+    *,
+    tokens,
+    device_count=1,
+    precision: str = "bf16",
+    method: str = "full",
+    mfu_frac=None,
+    seq_len=4096,
+    micro_batch=1,
+    zero_stage=None,
+    tensor_parallel: int = 1,
+    pipeline_parallel: int = 1,
+    recompute: str = "selective",
+    optimizer: str = "adamw",
+    lora_rank: int = 16,
+    price_usd_per_device_h=None,
+    onprem: OnPremProfile | None = None,
+    grid_gco2e_per_kwh=None,
+    pue=None,
+) -> TrainEstimate:
+    """Estimate a training run of *model* on *device_count* x *device* over *tokens* tokens.
+
+    Numeric keywords (tokens, device_count, mfu_frac, seq_len, micro_batch, price_usd_per_device_h,
+    grid_gco2e_per_kwh, pue) accept numpy arrays and broadcast. See docs/methodology.md, "Training".
+    """
+    # --- validate -----------------------------------------------------------------------------------------
+    precision = check_choice(precision, "precision", tuple(TRAIN_PRECISIONS))
+    method = check_choice(method, "method", METHODS)
+    recompute = check_choice(recompute, "recompute", RECOMPUTE)
+    optimizer = check_choice(optimizer, "optimizer", OPTIMIZERS)
+    stage = _zero_stage(zero_stage)
+    tp = check_int(tensor_parallel, "tensor_parallel", 1, 1024)
+    pp = check_int(pipeline_parallel, "pipeline_parallel", 1, 1024)
+    rank = check_int(lora_rank, "lora_rank", 1, 65536)
+    if price_usd_per_device_h is not None and onprem is not None:
+        raise InputError("onprem", onprem.device_id, "give either price_usd_per_device_h or onprem, not both")
+    inp = Inputs()
+    tokens = inp.num(tokens, "tokens", max_value=1e30)
+    n_dev = inp.num(device_count, "device_count", max_value=1e7, integer=True)
+    seq = inp.num(seq_len, "seq_len", max_value=1e8, integer=True)
+    mb = inp.num(micro_batch, "micro_batch", max_value=1e6, integer=True)
+    mfu_in = None if mfu_frac is None else inp.num(mfu_frac, "mfu_frac", max_value=1.0)
+    price = (
+        None
+        if price_usd_per_device_h is None
+        else inp.num(price_usd_per_device_h, "price_usd_per_device_h", max_value=1e6, allow_min=True)
+    )
+    grid = (
+        None
+        if grid_gco2e_per_kwh is None
+        else inp.num(grid_gco2e_per_kwh, "grid_gco2e_per_kwh", max_value=5000.0, allow_min=True)
+    )
+    pue_given = pue if pue is not None else (onprem.pue if onprem is not None else None)
+    pue_v = (
+        en.DEFAULT_PUE
+        if pue_given is None
+        else inp.num(pue_given, "pue", min_value=1.0, allow_min=True, max_value=5.0)
+    )
+    inp.shape()
+    mp = tp * pp
+    dp = n_dev / mp
+    if np.any(np.asarray(dp) != np.floor(dp)) or np.any(np.asarray(dp) < 1):
+        raise InputError(
+            "device_count", device_count, f"must be a multiple of tensor_parallel * pipeline_parallel = {mp}"
+        )
+    if np.any(np.asarray(n_dev) > 1) and device.interconnect_gb_per_s <= 0:
+        raise UnsupportedError(
+            f"device {device.id!r} has no interconnect in the catalog; multi-device training "
+            "cannot be estimated for it (use device_count=1)"
+        )
+    if np.any(np.asarray(seq) > model.max_context):
+        warn_ctx = f"seq_len exceeds {model.id}'s max_context {model.max_context}"
+    else:
+        warn_ctx = ""
+
+    warnings: list[str] = [f"{model.id}: {feat} is not modelled" for feat in model.unmodelled]
+    if warn_ctx:
+        warnings.append(warn_ctx)
+    assumptions: dict[str, Any] = {}
+
+    # --- compute rate -------------------------------------------------------------------------------------
+    dtype, peak_tflop = resolve_compute_peak(device, precision)
+    if dtype != precision:
+        warnings.append(f"{device.id} has no {precision} rate; costed at {dtype}")
+    peak = peak_tflop * TERA
+
+    # --- parameters and FLOPs -----------------------------------------------------------------------------
+    pc = count_params(model)
+    n_mm = fl.matmul_params(pc.non_embedding_active, model)
+    n_lora = mem.lora_param_count(model, rank) if method != "full" else 0
+    if method == "full":
+        model_flops = fl.train_flops(n_mm, model, tokens, seq)
+    else:
+        model_flops = fl.lora_train_flops_per_token(n_mm, n_lora, model, seq) * tokens
+    extra = fl.recompute_flops_per_token(n_mm, model, seq, recompute) * tokens
+    extra_ref = fl.recompute_flops_per_token(n_mm, model, seq, "selective") * tokens
+    recompute_ratio = (model_flops + extra) / (model_flops + extra_ref)
+
+    if mfu_in is None:
+        mfu_base, mfu_note = tm.default_mfu_frac(device, pc.total)
+    else:
+        mfu_base, mfu_note = mfu_in, "given by the caller"
+    compute_s = tm.train_time_s(model_flops * recompute_ratio, n_dev, peak, mfu_base)
+
+    # --- communication ------------------------------------------------------------------------------------
+    n_trainable = pc.total if method == "full" else n_lora
+    grad_b = 4.0 if precision == "fp32" else 2.0
+    intra_bps = device.interconnect_gb_per_s * GIGA
+    dp_bps = np.where(
+        np.asarray(n_dev) > DEVICES_PER_NODE,
+        min(INTER_NODE_GB_PER_S * GIGA, intra_bps or 1.0),
+        intra_bps or 1.0,
+    )
+    latency = tm.collective_latency_s(device)
+    step_tokens = np.maximum(mb * seq * dp, GLOBAL_BATCH_TOKENS)
+    steps = tokens / step_tokens
+    zero3_factor = (
+        1.5 if stage == 3 else 1.0
+    )  # ZeRO-3 moves 3 Psi instead of 2 Psi (arXiv:1910.02054 Sec. 7.2.2)
+    dp_comm_s = tm.allreduce_time_s(n_trainable * grad_b / mp, dp, dp_bps, latency) * zero3_factor
+    step_compute_s = compute_s / steps
+    exposed_dp_s = np.maximum(dp_comm_s - step_compute_s, 0.0) * steps
+    tp_msg = mb * seq * model.d_model * 2.0
+    tp_comm_step_s = 4.0 * model.n_layers / pp * tm.allreduce_time_s(tp_msg, tp, intra_bps or 1.0, latency)
+    wall_s = compute_s + exposed_dp_s
+    if np.any(tp_comm_step_s > 0.2 * step_compute_s):
+        warnings.append(
+            f"tensor-parallel all-reduces take over 20% of step compute on {device.interconnect}; "
+            "the default MFU assumes NVLink-class links, so the time may be optimistic"
+        )
+    if np.any(exposed_dp_s > 0):
+        warnings.append(
+            "data-parallel gradient all-reduce is longer than a step's compute and is partly exposed "
+            "(added to the time); a larger global batch or faster links would hide it"
+        )
+    achieved_mfu = model_flops / (wall_s * n_dev * peak)
+
+    # --- memory per device --------------------------------------------------------------------------------
+    w_div, g_div, o_div = mem.zero_divisors(stage, dp)
+    wbytes = TRAIN_PRECISIONS[precision]
+    if method == "full":
+        weights = mem.weight_bytes(pc.total, wbytes * 8) / mp / w_div
+    else:
+        base_bits = NF4_DQ_BITS_PER_WEIGHT if method == "qlora" else (32.0 if precision == "fp32" else 16.0)
+        weights = (mem.weight_bytes(pc.total, base_bits) + mem.weight_bytes(n_lora, wbytes * 8)) / mp / w_div
+    grads = mem.gradient_bytes(n_trainable, grad_b, g_div) / mp
+    opt = mem.optimizer_bytes(n_trainable, optimizer, precision, o_div) / mp
+    acts = mem.training_activation_bytes(model, seq, mb, tp, pp, recompute)
+    overhead = mem.training_overhead_bytes(device.kind, weights + grads + opt + acts)
+    capacity = device.memory_gb * BYTES_PER_GB
+    memory = mem.MemoryEstimate.from_parts(
+        weights_bytes=inp.finish(weights),
+        kv_cache_bytes=inp.finish(0.0),
+        activations_bytes=inp.finish(acts),
+        gradients_bytes=inp.finish(grads),
+        optimizer_bytes=inp.finish(opt),
+        overhead_bytes=inp.finish(overhead),
+        capacity_bytes=inp.finish(capacity),
+        assumptions={
+            "activations": f"Korthikanti et al. 2022 Table 2, recompute={recompute}, sequence parallel "
+            "with tensor parallel, 1F1B pipeline (first stage holds L layers)",
+            "weights_bits": 8 * wbytes if method == "full" else None,
+            "optimizer_bytes_per_param": mem.optimizer_bytes_per_param(optimizer, precision),
+            "zero_stage": stage,
+            "data_parallel": inp.finish(dp),
+            "overhead": "1 GiB runtime context + 5% allocator fragmentation",
+        },
+    )
+    if np.any(~np.asarray(memory.fits)):
+        need = float(np.max(memory.total_bytes)) / BYTES_PER_GB
+        warnings.append(
+            f"does not fit: up to {need:.1f} GB per device needed, {device.memory_gb:g} GB available; "
+            "try zero_stage=3, more tensor_parallel/pipeline_parallel, recompute='full', "
+            "method='lora'/'qlora' or more devices"
+        )
+
+    # --- power, energy, CO2e, cost ------------------------------------------------------------------------
+    wall_h = wall_s / S_PER_H
+    device_h = wall_h * n_dev
+    power = en.device_power_w(device.tdp_w, device.idle_w, en.TRAIN_ACTIVITY_FRAC)
+    host = en.host_power_frac(device)
+    kwh = en.energy_kwh(power, host, n_dev, wall_h, pue_v)
+    co2 = None if grid is None else en.co2e_kg(kwh, grid)
+    if price is not None:
+        cost = to_money(inp.finish(price * device_h))
+    elif onprem is not None:
+        cost = to_money(inp.finish(onprem_usd_per_device_h(onprem, power * (1.0 + host), pue_v) * device_h))
+    else:
+        cost = None
+
+    assumptions.update(
+        {
+            "model": model.id,
+            "device": device.id,
+            "precision": precision,
+            "compute_dtype": dtype,
+            "peak_tflop_per_s": peak_tflop,
+            "method": method,
+            "recompute": recompute,
+            "optimizer": optimizer,
+            "zero_stage": stage,
+            "tensor_parallel": tp,
+            "pipeline_parallel": pp,
+            "lora_rank": rank if n_lora else None,
+            "lora_params": n_lora,
+            "params_total": pc.total,
+            "params_active": pc.active,
+            "matmul_params": n_mm,
+            "tokens": inp.finish(tokens),
+            "seq_len": inp.finish(seq),
+            "micro_batch": inp.finish(mb),
+            "device_count": inp.finish(n_dev),
+            "mfu_frac_base": inp.finish(mfu_base),
+            "mfu_source": mfu_note,
+            "recompute_time_ratio": inp.finish(recompute_ratio),
+            "hardware_flops": inp.finish(model_flops + extra),
+            "dp_comm_per_step_s": inp.finish(dp_comm_s),
+            "tp_comm_per_step_s": inp.finish(tp_comm_step_s),
+            "exposed_dp_comm_s": inp.finish(exposed_dp_s),
+            "comm_model": "gradient all-reduce overlapped with the backward pass (only the excess is added); "
+            "tensor-parallel all-reduces are inside the calibrated MFU; gradient accumulation up to "
+            f"{GLOBAL_BATCH_TOKENS:g} tokens per step",
+            "tokens_per_step": inp.finish(step_tokens),
+            "power_activity_frac": en.TRAIN_ACTIVITY_FRAC,
+            "host_power_frac": host,
+            "pue": inp.finish(pue_v),
+            "pue_source": "given"
+            if pue is not None
+            else ("onprem profile" if onprem else "default 1.0 (IT only)"),
+            "grid_gco2e_per_kwh": inp.finish(grid),
+            "price_usd_per_device_h": inp.finish(price) if price is not None else None,
+            "onprem": onprem.device_id if onprem is not None else None,
+        }
+    )
+    if method == "qlora":
+        warnings.append(
+            "QLoRA dequantizes NF4 weights for every matmul; the time does not include that overhead"
+        )
+    if model.is_moe:
+        warnings.append(
+            "MoE: activation memory uses the dense formula; expert-parallel traffic is not modelled"
+        )
+
+    return TrainEstimate(
+        train_flops=inp.finish(model_flops),
+        device_hours=inp.finish(device_h),
+        wall_clock_hours=inp.finish(wall_h),
+        memory=memory,
+        memory_per_device_gb=inp.finish(memory.total_bytes / BYTES_PER_GB),
+        fits=memory.fits,
+        mfu_frac=inp.finish(achieved_mfu),
+        power_per_device_w=inp.finish(power),
+        energy_kwh=inp.finish(kwh),
+        co2e_kg=inp.finish(co2),
+        cost_usd=cost,
+        assumptions=assumptions,
+        warnings=tuple(warnings),
+    )
