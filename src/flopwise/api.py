@@ -93,22 +93,31 @@ def _context(
     for kind in kinds:
         try:
             quote = quote_price(
-                cat.offerings, cat.onprem.get(dev.id), dev.id, kind,
-                regions=regions, region_id=reg.id if reg else None, provider=provider,
+                cat.offerings,
+                cat.onprem.get(dev.id),
+                dev.id,
+                kind,
+                regions=regions,
+                region_id=reg.id if reg else None,
+                provider=provider,
             )
             break
         except UnsupportedError:
             if pricing:  # the user asked for this kind explicitly
                 raise
     if quote is None:
-        warnings.append(f"no price in the catalog for {dev.id!r}; cost is not estimated (pass --pricing and a "
-                        "--catalog with a price to get one)")
+        warnings.append(
+            f"no price in the catalog for {dev.id!r}; cost is not estimated (pass --pricing and a "
+            "--catalog with a price to get one)"
+        )
     if reg is None and quote is not None and quote.region is not None:
         reg = quote.region
     if reg is None:
         reg = regions.get(DEFAULT_COUNTRY_REGION)
         if reg is not None:
-            warnings.append(f"no region given: grid intensity of {reg.id} ({reg.grid_gco2e_per_kwh:g} gCO2e/kWh)")
+            warnings.append(
+                f"no region given: grid intensity of {reg.id} ({reg.grid_gco2e_per_kwh:g} gCO2e/kWh)"
+            )
     return _Context(arch, dev, quote, reg, tuple(warnings))
 
 
@@ -146,8 +155,9 @@ def estimate_training(
     from flopwise.estimate import estimate_train
 
     ctx = _context(model, device, pricing, region, provider, catalog_dir)
-    est = estimate_train(ctx.model, ctx.device, tokens=tokens, device_count=device_count,
-                         **_price_kwargs(ctx), **options)
+    est = estimate_train(
+        ctx.model, ctx.device, tokens=tokens, device_count=device_count, **_price_kwargs(ctx), **options
+    )
     return TrainReport(ctx, est)
 
 

@@ -21,18 +21,29 @@ print("\\nMODULES=" + ",".join(m for m in {heavy!r} if m in sys.modules), file=s
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["catalog", "devices", "--json"], ["catalog", "offerings"], ["catalog", "regions", "--json"],
-     ["models", "list", "--json"], ["estimate", "--help"]],
+    [
+        ["--help"],
+        ["catalog", "devices", "--json"],
+        ["catalog", "offerings"],
+        ["catalog", "regions", "--json"],
+        ["models", "list", "--json"],
+        ["estimate", "--help"],
+    ],
 )
 def test_no_heavy_imports(args):
     result = subprocess.run(
-        [sys.executable, "-c", PROBE.format(args=args, heavy=HEAVY)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", PROBE.format(args=args, heavy=HEAVY)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     line = [ln for ln in result.stderr.splitlines() if ln.startswith("MODULES=")][-1]
     assert line == "MODULES=", f"{args} imported {line}: {result.stderr[-2000:]}"
 
 
 def test_import_flopwise_is_cheap():
-    code = "import sys, flopwise; print(json.dumps([m for m in %r if m in sys.modules]))" % (HEAVY,)
-    out = subprocess.run([sys.executable, "-c", "import json;" + code], capture_output=True, text=True, check=True)
+    code = f"import sys, flopwise; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    out = subprocess.run(
+        [sys.executable, "-c", "import json;" + code], capture_output=True, text=True, check=True
+    )
     assert json.loads(out.stdout) == []

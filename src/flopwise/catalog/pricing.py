@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from flopwise.catalog.types import OnPremProfile, Offering, Region
+from flopwise.catalog.types import Offering, OnPremProfile, Region
 from flopwise.errors import InputError, UnsupportedError
 
 __all__ = ["PRICING_KINDS", "PriceQuote", "quote_price"]
@@ -33,7 +33,9 @@ class PriceQuote:
             o = self.offering
             return f"{o.provider} {o.instance_type} ({o.region}, {self.pricing}, {o.device_count} devices/instance)"
         if self.onprem is not None:
-            return f"on-prem: purchase ${self.onprem.purchase_usd:,} over {self.onprem.lifetime_years:g} years"
+            return (
+                f"on-prem: purchase ${self.onprem.purchase_usd:,} over {self.onprem.lifetime_years:g} years"
+            )
         return "no price"
 
     def to_dict(self) -> dict:
@@ -91,7 +93,10 @@ def quote_price(
     priced = [(p, o) for p, o in priced if p is not None]
     if not priced:
         where = "".join(
-            [f" in region {region_id!r}" if region_id else "", f" from provider {provider!r}" if provider else ""]
+            [
+                f" in region {region_id!r}" if region_id else "",
+                f" from provider {provider!r}" if provider else "",
+            ]
         )
         kinds = sorted({k for o in sold for k in _COLUMN if getattr(o, _COLUMN[k]) is not None})
         hint = (

@@ -9,7 +9,9 @@ import typer
 
 from flopwise.cli._common import CatalogDir, JsonFlag, fmt_num, handle_errors, print_json, stdout_console
 
-app = typer.Typer(help="Browse the hardware catalog: devices, cloud offerings, regions.", no_args_is_help=True)
+app = typer.Typer(
+    help="Browse the hardware catalog: devices, cloud offerings, regions.", no_args_is_help=True
+)
 
 
 def _load(catalog_dir: str | None):
@@ -42,7 +44,18 @@ def devices(
     from rich.table import Table
 
     t = Table(title=f"{len(rows)} devices (dense peaks; sparse figures in --json)")
-    for col in ("id", "name", "kind", "memory GB", "GB/s", "bf16 TFLOP/s", "fp8 TFLOP/s", "int8 TOP/s", "TDP W", "year"):
+    for col in (
+        "id",
+        "name",
+        "kind",
+        "memory GB",
+        "GB/s",
+        "bf16 TFLOP/s",
+        "fp8 TFLOP/s",
+        "int8 TOP/s",
+        "TDP W",
+        "year",
+    ):
         t.add_column(col, justify="left" if col in ("id", "name", "kind") else "right")
     for d in rows:
         t.add_row(
@@ -64,7 +77,9 @@ def devices(
 @handle_errors
 def offerings(
     provider: Annotated[str | None, typer.Option(help="e.g. aws, gcp, azure, lambda.")] = None,
-    device: Annotated[str | None, typer.Option(help="Only offerings of this device (any name that resolves).")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Only offerings of this device (any name that resolves).")
+    ] = None,
     region: Annotated[str | None, typer.Option(help="Only offerings in this region.")] = None,
     json_out: JsonFlag = False,
     catalog_dir: CatalogDir = None,

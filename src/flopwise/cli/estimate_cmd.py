@@ -16,16 +16,31 @@ from flopwise.cli._common import (
     stdout_console,
 )
 
-app = typer.Typer(help="Estimate memory, FLOPs, time, energy, CO2 and cost of training or serving.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Estimate memory, FLOPs, time, energy, CO2 and cost of training or serving.", no_args_is_help=True
+)
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name (e.g. 'llama-3.1-8b') or path to a "
-                                       "Hugging Face config.json.")]
-DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="Device name, e.g. h100-sxm, 'RTX 4090', 'M2 Max'.")]
-PricingOpt = Annotated[str | None, typer.Option(help="on-demand, spot, reserved or onprem (default: the cheapest "
-                                                "on-demand offering, else on-prem).")]
-RegionOpt = Annotated[str | None, typer.Option(help="Cloud region or country (grid carbon intensity and PUE).")]
-ProviderOpt = Annotated[str | None, typer.Option(help="Only offerings of this provider (aws, gcp, lambda, ...).")]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", help="Registry name (e.g. 'llama-3.1-8b') or path to a Hugging Face config.json."
+    ),
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", "-d", help="Device name, e.g. h100-sxm, 'RTX 4090', 'M2 Max'.")
+]
+PricingOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="on-demand, spot, reserved or onprem (default: the cheapest on-demand offering, else on-prem)."
+    ),
+]
+RegionOpt = Annotated[
+    str | None, typer.Option(help="Cloud region or country (grid carbon intensity and PUE).")
+]
+ProviderOpt = Annotated[
+    str | None, typer.Option(help="Only offerings of this provider (aws, gcp, lambda, ...).")
+]
 
 TRAIN_ROWS = (
     ("flops", "training compute (FLOP)"),
@@ -80,8 +95,10 @@ def _render(title: str, data: dict[str, Any], rows: tuple[tuple[str, str], ...])
     price = data.get("price")
     assumptions = dict(data.get("assumptions") or {})
     if price:
-        assumptions["price basis"] = f"{price.get('provider')} {price.get('instance_type') or ''} " \
-                                     f"{price.get('pricing')} {price.get('usd_per_device_h') or ''}".strip()
+        assumptions["price basis"] = (
+            f"{price.get('provider')} {price.get('instance_type') or ''} "
+            f"{price.get('pricing')} {price.get('usd_per_device_h') or ''}".strip()
+        )
     if data.get("region"):
         assumptions["region"] = f"{data['region']} ({fmt_num(data.get('grid_gco2e_per_kwh'))} gCO2e/kWh)"
     if assumptions:
@@ -100,12 +117,20 @@ def train(
     tokens: Annotated[str, typer.Option(help="Training tokens, e.g. 2T, 300B, 1.5e12.")],
     device: DeviceOpt,
     count: Annotated[int, typer.Option(help="Number of devices.")] = 1,
-    precision: Annotated[str, typer.Option(help="bf16, fp16, fp8 or fp32 (mixed precision compute dtype).")] = "bf16",
-    mfu: Annotated[float | None, typer.Option(help="Model FLOPs utilization 0-1 (default: calibrated per device "
-                                              "class and model size).")] = None,
+    precision: Annotated[
+        str, typer.Option(help="bf16, fp16, fp8 or fp32 (mixed precision compute dtype).")
+    ] = "bf16",
+    mfu: Annotated[
+        float | None,
+        typer.Option(
+            help="Model FLOPs utilization 0-1 (default: calibrated per device class and model size)."
+        ),
+    ] = None,
     method: Annotated[str, typer.Option(help="full, lora or qlora.")] = "full",
     seq_len: Annotated[int, typer.Option(help="Sequence length in tokens.")] = 4096,
-    zero_stage: Annotated[int | None, typer.Option(help="ZeRO stage 0-3 (default: the smallest that fits).")] = None,
+    zero_stage: Annotated[
+        int | None, typer.Option(help="ZeRO stage 0-3 (default: the smallest that fits).")
+    ] = None,
     tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
     pricing: PricingOpt = None,
@@ -121,16 +146,31 @@ def train(
     n_tokens = parse_count(tokens, "--tokens", max_value=1e16)
     check_positive(count, "--count", 1e7)
     report = estimate_training(
-        model, device, tokens=n_tokens, device_count=count, pricing=pricing, region=region, provider=provider,
-        catalog_dir=catalog_dir, precision=precision, method=method, mfu_frac=mfu, seq_len=seq_len,
-        zero_stage=zero_stage, tensor_parallel=tp, pipeline_parallel=pp,
+        model,
+        device,
+        tokens=n_tokens,
+        device_count=count,
+        pricing=pricing,
+        region=region,
+        provider=provider,
+        catalog_dir=catalog_dir,
+        precision=precision,
+        method=method,
+        mfu_frac=mfu,
+        seq_len=seq_len,
+        zero_stage=zero_stage,
+        tensor_parallel=tp,
+        pipeline_parallel=pp,
     )
     data = report.to_dict()
     if json_out:
         print_json(data)
         return
-    _render(f"train {data['model']} on {count} x {data['device']}, {n_tokens:.3g} tokens ({method})",
-            data, TRAIN_ROWS)
+    _render(
+        f"train {data['model']} on {count} x {data['device']}, {n_tokens:.3g} tokens ({method})",
+        data,
+        TRAIN_ROWS,
+    )
 
 
 @app.command("serve")
@@ -139,8 +179,13 @@ def serve(
     model: ModelOpt,
     device: DeviceOpt,
     count: Annotated[int, typer.Option(help="Devices per replica (tensor parallel).")] = 1,
-    quant: Annotated[str, typer.Option(help="Weights: bf16, fp16, fp8, int8, int4-awq, int4-gptq, nvfp4, mxfp4 "
-                                       "or a GGUF type (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K).")] = "bf16",
+    quant: Annotated[
+        str,
+        typer.Option(
+            help="Weights: bf16, fp16, fp8, int8, int4-awq, int4-gptq, nvfp4, mxfp4 "
+            "or a GGUF type (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K)."
+        ),
+    ] = "bf16",
     kv_dtype: Annotated[str | None, typer.Option(help="KV cache dtype (default: the compute dtype).")] = None,
     batch: Annotated[int, typer.Option(help="Concurrent sequences.")] = 1,
     input_tokens: Annotated[int, typer.Option(help="Prompt tokens per request.")] = 512,
@@ -155,13 +200,26 @@ def serve(
     from flopwise.api import estimate_serving
 
     report = estimate_serving(
-        model, device, device_count=count, pricing=pricing, region=region, provider=provider,
-        catalog_dir=catalog_dir, quant=quant, kv_dtype=kv_dtype, batch=batch, input_tokens=input_tokens,
+        model,
+        device,
+        device_count=count,
+        pricing=pricing,
+        region=region,
+        provider=provider,
+        catalog_dir=catalog_dir,
+        quant=quant,
+        kv_dtype=kv_dtype,
+        batch=batch,
+        input_tokens=input_tokens,
         output_tokens=output_tokens,
     )
     data = report.to_dict()
     if json_out:
         print_json(data)
         return
-    _render(f"serve {data['model']} on {count} x {data['device']} ({quant}, batch {batch}, "
-            f"{input_tokens} in / {output_tokens} out)", data, SERVE_ROWS)
+    _render(
+        f"serve {data['model']} on {count} x {data['device']} ({quant}, batch {batch}, "
+        f"{input_tokens} in / {output_tokens} out)",
+        data,
+        SERVE_ROWS,
+    )

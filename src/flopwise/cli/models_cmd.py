@@ -28,9 +28,16 @@ def list_models(
         print_json(
             {
                 "models": [
-                    {"id": a.id, "name": a.name, "family": a.family, "hf_id": a.hf_id,
-                     "params": counts[a.id].total, "active_params": counts[a.id].active,
-                     "max_context": a.max_context, "is_moe": a.is_moe}
+                    {
+                        "id": a.id,
+                        "name": a.name,
+                        "family": a.family,
+                        "hf_id": a.hf_id,
+                        "params": counts[a.id].total,
+                        "active_params": counts[a.id].active,
+                        "max_context": a.max_context,
+                        "is_moe": a.is_moe,
+                    }
                     for a in archs
                 ]
             }
@@ -43,15 +50,24 @@ def list_models(
         t.add_column(col, justify="right" if col in ("params", "active", "layers", "context") else "left")
     for a in archs:
         c = counts[a.id]
-        t.add_row(a.id, a.name, a.family, f"{c.total / 1e9:,.2f}B", f"{c.active / 1e9:,.2f}B", str(a.n_layers),
-                  fmt_num(a.max_context))
+        t.add_row(
+            a.id,
+            a.name,
+            a.family,
+            f"{c.total / 1e9:,.2f}B",
+            f"{c.active / 1e9:,.2f}B",
+            str(a.n_layers),
+            fmt_num(a.max_context),
+        )
     stdout_console().print(t)
 
 
 @app.command("show")
 @handle_errors
 def show(
-    model: Annotated[str, typer.Argument(help="A registry name (e.g. 'Llama 3.1 8B') or a path to config.json.")],
+    model: Annotated[
+        str, typer.Argument(help="A registry name (e.g. 'Llama 3.1 8B') or a path to config.json.")
+    ],
     json_out: JsonFlag = False,
 ) -> None:
     """Show a model's architecture and where its parameters are."""
@@ -59,8 +75,14 @@ def show(
 
     arch, warnings = resolve_model(model, load_models())
     c = count_params(arch)
-    counts = {"total": c.total, "active": c.active, "embedding": c.embedding, "attention": c.attention,
-              "ffn": c.ffn, "ffn_active": c.ffn_active}
+    counts = {
+        "total": c.total,
+        "active": c.active,
+        "embedding": c.embedding,
+        "attention": c.attention,
+        "ffn": c.ffn,
+        "ffn_active": c.ffn_active,
+    }
     if json_out:
         print_json({"model": asdict(arch), "params": counts, "warnings": list(warnings)})
         return
