@@ -65,7 +65,7 @@ _COMMON_COLUMNS = (
     "basis",
     "note",
 )
-_TRAIN_INPUTS = ("precision", "tokens", "seq_len", "tensor_parallel", "pipeline_parallel")
+_TRAIN_INPUTS = ("precision", "tokens", "seq_len", "tensor_parallel", "pipeline_parallel", "zero_stage")
 _SERVE_INPUTS = ("quant", "batch", "input_tokens", "output_tokens")
 _BASES = ("datasheet", "measured", "derived")
 
@@ -75,8 +75,8 @@ class ValidationCase:
     """One published measurement and the workload it was measured on.
 
     ``inputs`` holds the workload columns of the case file as typed values (``None`` where the source does not
-    state them): precision, tokens, seq_len, tensor_parallel, pipeline_parallel for training; quant, batch,
-    input_tokens, output_tokens for serving. ``device_count`` is ``None`` when the source does not give it.
+    state them): precision, tokens, seq_len, tensor_parallel, pipeline_parallel, zero_stage for training;
+    quant, batch, input_tokens, output_tokens for serving. ``device_count`` is ``None`` when the source does not give it.
     """
 
     id: str
@@ -322,6 +322,7 @@ def _read_case_file(path: Path) -> list[ValidationCase]:
                     "pipeline_parallel": _parse_int(
                         path, line, "pipeline_parallel", row["pipeline_parallel"]
                     ),
+                    "zero_stage": _parse_int(path, line, "zero_stage", row["zero_stage"]),
                 }
             else:
                 inputs = {
@@ -391,6 +392,8 @@ def _estimate_case(case: ValidationCase, model: Any, device: Any) -> tuple[float
             kwargs["tensor_parallel"] = inp["tensor_parallel"]
         if inp.get("pipeline_parallel"):
             kwargs["pipeline_parallel"] = inp["pipeline_parallel"]
+        if inp.get("zero_stage") is not None:
+            kwargs["zero_stage"] = inp["zero_stage"]
         est = estimate_train(model, device, tokens=float(inp["tokens"]), **kwargs)
         value = est.device_hours if case.category == "train_device_hours" else est.train_flops
         return float(value), tuple(est.warnings)
@@ -480,8 +483,8 @@ def run_validation(
             )
         )
     assumptions = {
-        "defaults": "estimator defaults only (mfu_frac, bandwidth efficiency, recompute, optimizer, zero_stage)",
-        "inputs_passed": "device, device_count, precision/quant, tokens, seq_len, tensor/pipeline parallel "
+        "defaults": "estimator defaults only (mfu_frac, bandwidth and compute efficiency, recompute, optimizer)",
+        "inputs_passed": "device, device_count, precision/quant, tokens, seq_len, tensor/pipeline/ZeRO layout "
         "where published, batch, input_tokens, output_tokens",
         "rel_error": "(estimated - measured) / measured",
         "p90": "linear interpolation between order statistics (numpy.percentile default)",
