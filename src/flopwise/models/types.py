@@ -78,13 +78,15 @@ class ModelArch:
     params_published: int = 0
     active_params_published: int = 0
     training_tokens_published: float = 0.0
-    # "all": the published active count includes the input embedding; "no_input_embedding": it does not
-    # (OpenAI's gpt-oss model card counts the unembedding but not the embedding table as active)
+    # which parameters the published active count includes: "all" (input embedding too),
+    # "no_input_embedding" (gpt-oss: the unembedding but not the embedding table) or "no_embedding"
     active_published_basis: str = "all"
     # features the estimator does not model (named in warnings)
     unmodelled: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     source_url: str = ""
+    retrieved: str = ""  # ISO date the figures were entered from the source
+    basis: str = ""  # datasheet (config or paper) | measured | derived
     note: str = ""
 
     @property
