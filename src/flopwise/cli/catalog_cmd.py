@@ -56,7 +56,7 @@ def devices(
         "TDP W",
         "year",
     ):
-        t.add_column(col, justify="left" if col in ("id", "name", "kind") else "right")
+        t.add_column(col, justify="left" if col in ("id", "name", "kind") else "right", no_wrap=col == "id")
     for d in rows:
         t.add_row(
             d.id,
@@ -102,7 +102,11 @@ def offerings(
 
     t = Table(title=f"{len(rows)} offerings (USD per instance-hour)")
     for col in ("provider", "instance", "region", "device", "count", "on-demand", "spot", "reserved"):
-        t.add_column(col, justify="right" if col in ("count", "on-demand", "spot", "reserved") else "left")
+        t.add_column(
+            col,
+            justify="right" if col in ("count", "on-demand", "spot", "reserved") else "left",
+            no_wrap=col in ("instance", "device"),
+        )
     for o in rows:
         t.add_row(
             o.provider,
@@ -134,7 +138,7 @@ def regions(
 
     t = Table(title=f"{len(rows)} regions")
     for col in ("id", "name", "country", "gCO2e/kWh", "PUE"):
-        t.add_column(col, justify="right" if col in ("gCO2e/kWh", "PUE") else "left")
+        t.add_column(col, justify="right" if col in ("gCO2e/kWh", "PUE") else "left", no_wrap=col == "id")
     for r in rows:
         t.add_row(r.id, r.name, r.country, fmt_num(r.grid_gco2e_per_kwh), fmt_num(r.pue))
     stdout_console().print(t)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flopwise.cli import catalog_cmd, estimate_cmd, models_cmd
+from flopwise.cli import catalog_cmd, estimate_cmd, models_cmd, validate_cmd
 
 app = typer.Typer(
     name="flopwise",
@@ -17,6 +17,7 @@ app = typer.Typer(
 app.add_typer(estimate_cmd.app, name="estimate")
 app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(models_cmd.app, name="models")
+app.command("validate")(validate_cmd.validate)
 
 
 def _version(value: bool) -> None:
