@@ -45,7 +45,11 @@ def validate(
         out = stdout_console()
         cases = Table(title="cases (relative error = estimate / measured - 1)", title_justify="left")
         for col in ("category", "case", "measured", "estimated", "unit", "error"):
-            cases.add_column(col, justify="right" if col in ("measured", "estimated", "error") else "left")
+            cases.add_column(
+                col,
+                justify="right" if col in ("measured", "estimated", "error") else "left",
+                no_wrap=col == "case",
+            )
         for r in report.results:
             if category is None or r.category == category:
                 colour = "green" if r.abs_rel_error <= MEDIAN_BOUNDS.get(r.category, 1.0) else "yellow"
@@ -60,7 +64,7 @@ def validate(
         out.print(cases)
         t = Table(title="per category", title_justify="left")
         for col in ("category", "n", "median |error|", "p90 |error|", "median error (bias)", "bound", "ok"):
-            t.add_column(col, justify="left" if col == "category" else "right")
+            t.add_column(col, justify="left" if col == "category" else "right", no_wrap=col == "category")
         for s in summaries:
             bound = MEDIAN_BOUNDS.get(s.category)
             t.add_row(

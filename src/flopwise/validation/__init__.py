@@ -8,6 +8,7 @@ See ``README.md`` in this folder for the sources.
 from flopwise.validation.runner import (
     CATEGORIES,
     DATA_DIR,
+    MEDIAN_BOUNDS,
     CaseResult,
     CategorySummary,
     FailedCase,
@@ -23,6 +24,7 @@ from flopwise.validation.runner import (
 __all__ = [
     "CATEGORIES",
     "DATA_DIR",
+    "MEDIAN_BOUNDS",
     "CaseResult",
     "CategorySummary",
     "FailedCase",
