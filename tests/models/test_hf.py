@@ -313,3 +313,25 @@ def test_folder_and_resolve_model_by_path(tmp_path: Path) -> None:
     assert any("int4" in w for w in warnings)
     arch2, _ = resolve_model(str(folder / "config.json"))
     assert arch2 == arch
+
+
+def test_gemma3_sparse_text_config_uses_class_defaults_and_warns() -> None:
+    # google/gemma-3-4b-pt config.json: text_config lists only what differs from Gemma3TextConfig defaults
+    cfg = {
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "model_type": "gemma3",
+        "text_config": {
+            "hidden_size": 2560,
+            "intermediate_size": 10240,
+            "model_type": "gemma3_text",
+            "num_hidden_layers": 34,
+            "sliding_window": 1024,
+        },
+        "vision_config": {"hidden_size": 1152, "model_type": "siglip_vision_model"},
+    }
+    parsed = parse_hf_config(cfg)
+    registry = load_models().models["gemma-3-4b"]
+    assert count_params(parsed.arch).total == count_params(registry).total - registry.extra_params
+    assert parsed.arch.n_sliding_layers == 29
+    assert any("class default" in w and "num_attention_heads=8" in w for w in parsed.warnings)
+    assert any("vision tower" in w for w in parsed.warnings)

@@ -149,6 +149,21 @@ _QK_NORM = {
 _FOUR_NORMS = {"gemma2", "gemma3", "gemma3_text", "gemma4", "gemma4_text"}
 _MISSING = object()
 
+# Fields that some published configs omit because they equal the transformers class default
+# (google/gemma-3-4b-it's text_config lists only hidden_size, intermediate_size, num_hidden_layers and
+# sliding_window). Values from Gemma3TextConfig in transformers/models/gemma3/configuration_gemma3.py.
+CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma3_text": {
+        "vocab_size": 262208,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "max_position_embeddings": 131072,
+        "sliding_window": 4096,
+        "sliding_window_pattern": 6,
+    },
+}
+
 
 @dataclass(frozen=True)
 class HfConfig:
@@ -164,14 +179,26 @@ class HfConfig:
 class _Reader:
     """Field lookup over a text config with the top-level config as fallback."""
 
-    def __init__(self, cfg: Mapping[str, Any], top: Mapping[str, Any], where: str) -> None:
+    def __init__(
+        self,
+        cfg: Mapping[str, Any],
+        top: Mapping[str, Any],
+        where: str,
+        class_defaults: Mapping[str, Any] | None = None,
+    ) -> None:
         self.cfg, self.top, self.where = cfg, top, where
+        self.class_defaults = class_defaults or {}
+        self.defaulted: dict[str, Any] = {}
 
     def raw(self, *names: str, default: Any = None) -> Any:
         for source in (self.cfg, self.top):
             for n in names:
                 if source.get(n) is not None:
                     return source[n]
+        for n in names:
+            if n in self.class_defaults:
+                self.defaulted[n] = self.class_defaults[n]
+                return self.class_defaults[n]
         return default
 
     def int(self, field: str, *names: str, default: Any = _MISSING) -> int:
@@ -299,9 +326,11 @@ def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfCon
     top, where, path = _load(source)
     text_cfg = top.get("text_config") if isinstance(top.get("text_config"), Mapping) else None
     cfg: Mapping[str, Any] = text_cfg or top
-    r = _Reader(cfg, top, where)
     top_type = str(top.get("model_type") or "").lower()
     model_type = str(cfg.get("model_type") or top_type).lower()
+    if top_type == "gemma3" and not text_cfg:
+        model_type = "gemma3_text"
+    r = _Reader(cfg, top, where, CLASS_DEFAULTS.get(model_type))
     kinds = {top_type, model_type}
     warnings: list[str] = []
     unmodelled: list[str] = []
@@ -491,6 +520,10 @@ def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfCon
         norms_per_layer = 1  # one pre-norm per block
         head_dim = r.int("head_dim", "attention_head_dim", "head_dim", default=head_dim)
         hybrid = {"n_attention_layers": n_attn, "n_ffn_layers": n_mlp}
+        warnings.append(
+            f"hybrid: only {n_attn} of {n_layers} blocks have attention and {n_mlp} an MLP; a KV-cache "
+            "estimate must use ModelArch.attention_layer_count, not n_layers"
+        )
         if n_mamba:
             mamba = _mamba2_params(r, d)
             extra_active += n_mamba * mamba
@@ -545,6 +578,12 @@ def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfCon
             "global-attention layers use their own head_dim / KV heads"
             + (" with K = V" if global_k_eq_v else "")
             + ": counted in parameters; a KV-cache estimate using n_kv_heads x head_dim for every layer is approximate"
+        )
+
+    if r.defaulted:
+        warnings.append(
+            "not in the config, so the transformers class default was used: "
+            + ", ".join(f"{k}={v!r}" for k, v in sorted(r.defaulted.items()))
         )
 
     quantization = None
