@@ -330,3 +330,34 @@ def test_serve_bad_input(kwargs, field):
     with pytest.raises(InputError) as err:
         estimate_serve(LLAMA31_8B, H100, **kwargs)
     assert err.value.field == field
+
+
+def test_expert_parallel_shards_routed_experts():
+    default = estimate_train(
+        DEEPSEEK_V3, H100, tokens=1e10, device_count=256, pipeline_parallel=16, zero_stage=1
+    )
+    none = estimate_train(
+        DEEPSEEK_V3,
+        H100,
+        tokens=1e10,
+        device_count=256,
+        pipeline_parallel=16,
+        zero_stage=1,
+        expert_parallel=1,
+    )
+    assert default.assumptions["expert_parallel"] == 16
+    assert default.memory.weights_bytes < none.memory.weights_bytes / 5
+    assert default.wall_clock_hours <= none.wall_clock_hours
+    with pytest.raises(InputError, match="expert_parallel"):
+        estimate_train(
+            DEEPSEEK_V3, H100, tokens=1e10, device_count=256, pipeline_parallel=16, expert_parallel=3
+        )
+
+
+def test_hybrid_model_kv_only_in_attention_layers():
+    import dataclasses
+
+    hybrid = dataclasses.replace(LLAMA31_8B, n_attention_layers=4)
+    full = estimate_serve(LLAMA31_8B, H100)
+    part = estimate_serve(hybrid, H100)
+    assert part.memory.kv_cache_bytes == pytest.approx(full.memory.kv_cache_bytes * 4 / 32)

@@ -149,9 +149,10 @@ def test_quant_fallback_policy():
 
 
 def test_default_mfu_by_generation():
-    assert timing.default_mfu_frac(H100, 70e9)[0] == pytest.approx(0.40)
-    assert timing.default_mfu_frac(A100, 175e9)[0] == pytest.approx(0.47)
-    assert timing.default_mfu_frac(H100, 1e8)[0] == pytest.approx(0.40 * timing.SMALL_MODEL_MFU_SCALE)
+    assert timing.default_mfu_frac(H100, 70e9)[0] == pytest.approx(0.35)
+    assert timing.default_mfu_frac(A100, 175e9)[0] == pytest.approx(0.40)
+    assert timing.default_mfu_frac(H100, 1e8)[0] == pytest.approx(0.35 * timing.SMALL_MODEL_MFU_SCALE)
+    assert timing.default_mfu_frac(H100, 70e9, "fp8")[0] == pytest.approx(0.35 * timing.FP8_MFU_SCALE)
     assert timing.device_generation(RTX4090) == "consumer-gpu"
     assert timing.device_generation(CPU) == "cpu"
 

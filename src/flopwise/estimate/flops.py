@@ -28,31 +28,30 @@ def matmul_params(non_embedding_active: float, arch: ModelArch) -> float:
     return float(non_embedding_active + arch.vocab_size * arch.d_model)
 
 
-def attention_dim(arch: ModelArch) -> float:
+def attention_dim(arch: ModelArch, is_global: bool = False) -> float:
     """``d_attn`` of Kaplan et al. 2020: the width of the query-key and attention-value products.
 
-    GQA/MHA: ``n_heads * head_dim``. MLA: ``n_heads * (qk_head_dim + v_head_dim) / 2`` (QK^T uses
-    nope+rope dims, AV uses v dims; DeepSeek-V2 arXiv:2405.04434).
+    GQA/MHA: ``n_heads * head_dim`` (global layers: ``global_head_dim`` where set). MLA:
+    ``n_heads * (qk_head_dim + v_head_dim) / 2`` (QK^T uses nope+rope dims, AV uses v dims; DeepSeek-V2
+    arXiv:2405.04434).
     """
     if arch.attention == "mla":
         qk = arch.mla_qk_nope_head_dim + arch.mla_qk_rope_head_dim
         return arch.n_heads * (qk + arch.mla_v_head_dim) / 2.0
-    return float(arch.n_heads * arch.head_dim)
-
-
-def _effective_context(arch: ModelArch, context):
-    """Mean attended context over layers: sliding-window layers attend to at most ``sliding_window`` tokens."""
-    if arch.sliding_window <= 0 or arch.n_sliding_layers <= 0:
-        return context
-    n_sliding = min(arch.n_sliding_layers, arch.n_layers)
-    windowed = np.minimum(context, arch.sliding_window)
-    return (n_sliding * windowed + (arch.n_layers - n_sliding) * context) / arch.n_layers
+    head_dim = (arch.global_head_dim or arch.head_dim) if is_global else arch.head_dim
+    return float(arch.n_heads * head_dim)
 
 
 def attention_flops_per_token_fwd(arch: ModelArch, context):
     """Forward attention-score FLOPs per token attending to *context* tokens: ``2 * n_layers * context * d_attn``
-    (Kaplan et al. 2020, arXiv:2001.08361, Sec. 2.1, Table 1: ``2 n_layer n_ctx d_attn``)."""
-    return 2.0 * arch.n_layers * _effective_context(arch, context) * attention_dim(arch)
+    (Kaplan et al. 2020, arXiv:2001.08361, Sec. 2.1, Table 1: ``2 n_layer n_ctx d_attn``), summed over the layers
+    that have attention, sliding-window layers attending to at most ``sliding_window`` tokens."""
+    n_attn = arch.attention_layer_count
+    n_sliding = min(arch.n_sliding_layers, n_attn) if arch.sliding_window > 0 else 0
+    n_global = n_attn - n_sliding
+    local = n_sliding * np.minimum(context, max(arch.sliding_window, 1)) * attention_dim(arch)
+    glob = n_global * context * attention_dim(arch, is_global=n_sliding > 0)
+    return 2.0 * (local + glob)
 
 
 def train_flops_dense(n_params, tokens):

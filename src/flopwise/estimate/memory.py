@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from flopwise.models.params import expert_params
 from flopwise.models.types import ModelArch
 from flopwise.units import BYTES_PER_GIB
 
@@ -27,6 +28,7 @@ __all__ = [
     "lora_param_count",
     "optimizer_bytes",
     "optimizer_bytes_per_param",
+    "routed_expert_params",
     "serving_activation_bytes",
     "serving_overhead_bytes",
     "training_activation_bytes",
@@ -137,37 +139,56 @@ def weight_bytes(n_params, bits_per_weight):
 # --- KV cache ----------------------------------------------------------------------------------------------
 
 
-def _kv_elements_per_token_per_layer(arch: ModelArch) -> float:
-    """Cached elements per token per layer.
+def _kv_elements_per_token_per_layer(arch: ModelArch, is_global: bool = False) -> float:
+    """Cached elements per token in one attention layer.
 
-    GQA/MQA/MHA: ``2 * n_kv_heads * head_dim`` (K and V; Ainslie et al. 2023, arXiv:2305.13245).
-    MLA: ``kv_lora_rank + qk_rope_head_dim`` (compressed latent plus the decoupled RoPE key; DeepSeek-V2,
-    arXiv:2405.04434, Sec. 2.1 and Table 1).
+    GQA/MQA/MHA: ``2 * n_kv_heads * head_dim`` (K and V; Ainslie et al. 2023, arXiv:2305.13245); global layers of
+    models with a separate global layout (Gemma 4: ``global_head_dim``, ``n_global_kv_heads``, ``global_k_eq_v``
+    storing one tensor for K and V) use theirs. MLA: ``kv_lora_rank + qk_rope_head_dim`` (compressed latent plus
+    the decoupled RoPE key; DeepSeek-V2, arXiv:2405.04434, Sec. 2.1 and Table 1).
     """
     if arch.attention == "mla":
         return float(arch.mla_kv_lora_rank + arch.mla_qk_rope_head_dim)
+    if is_global:
+        tensors = 1.0 if arch.global_k_eq_v else 2.0
+        return tensors * (arch.n_global_kv_heads or arch.n_kv_heads) * (arch.global_head_dim or arch.head_dim)
     return 2.0 * arch.n_kv_heads * arch.head_dim
 
 
+def _attention_layer_split(arch: ModelArch) -> tuple[int, int]:
+    """(sliding-window layers, global layers) among the layers that have attention (hybrids have fewer)."""
+    n_attn = arch.attention_layer_count
+    n_sliding = min(arch.n_sliding_layers, n_attn) if arch.sliding_window > 0 else 0
+    return n_sliding, n_attn - n_sliding
+
+
 def kv_cache_bytes_per_token(arch: ModelArch, bytes_per_element: float) -> float:
-    """KV-cache bytes per token summed over all layers, ignoring sliding windows (unit: bytes/token).
+    """KV-cache bytes per token summed over all attention layers, ignoring sliding windows (unit: bytes/token).
 
     Llama 3.1 8B in bf16: 2 * 32 layers * 8 kv heads * 128 * 2 B = 131072 B.
     """
-    return arch.n_layers * _kv_elements_per_token_per_layer(arch) * bytes_per_element
+    n_sliding, n_global = _attention_layer_split(arch)
+    elements = n_sliding * _kv_elements_per_token_per_layer(
+        arch
+    ) + n_global * _kv_elements_per_token_per_layer(arch, is_global=n_sliding > 0)
+    return elements * bytes_per_element
 
 
 def kv_cache_bytes(arch: ModelArch, context_tokens, batch, bytes_per_element: float):
     """KV-cache bytes for *batch* sequences of *context_tokens* each.
 
     Global layers hold every token; the ``n_sliding_layers`` sliding-window layers hold at most
-    ``sliding_window`` tokens (Mistral 7B, Jiang et al. 2023, arXiv:2310.06825, rolling buffer cache).
+    ``sliding_window`` tokens (Mistral 7B, Jiang et al. 2023, arXiv:2310.06825, rolling buffer cache); layers
+    without attention (Mamba layers of hybrids) hold none.
     """
-    per_layer = _kv_elements_per_token_per_layer(arch) * bytes_per_element
-    n_sliding = min(arch.n_sliding_layers, arch.n_layers) if arch.sliding_window > 0 else 0
-    n_global = arch.n_layers - n_sliding
-    tokens = n_global * context_tokens + n_sliding * np.minimum(context_tokens, max(arch.sliding_window, 1))
-    return per_layer * tokens * batch
+    n_sliding, n_global = _attention_layer_split(arch)
+    local = (
+        n_sliding
+        * _kv_elements_per_token_per_layer(arch)
+        * np.minimum(context_tokens, max(arch.sliding_window, 1))
+    )
+    glob = n_global * _kv_elements_per_token_per_layer(arch, is_global=n_sliding > 0) * context_tokens
+    return (local + glob) * bytes_per_element * batch
 
 
 # --- training ----------------------------------------------------------------------------------------------
@@ -245,26 +266,31 @@ def zero_divisors(zero_stage: int, data_parallel):
     )
 
 
+def routed_expert_params(arch: ModelArch) -> int:
+    """Parameters of all routed experts: ``moe_layers * n_experts * expert_params`` (the part that expert
+    parallelism shards; Lepikhin et al. 2020 GShard, arXiv:2006.16668)."""
+    return arch.moe_layer_count * arch.n_experts * expert_params(arch) if arch.is_moe else 0
+
+
 def lora_param_count(arch: ModelArch, rank: int) -> int:
     """Trainable LoRA parameters when adapters of rank *r* sit on every linear layer of every block (as QLoRA does,
     Dettmers et al. 2023, arXiv:2305.14314, Sec. 4): ``r * (d_in + d_out)`` per matrix (Hu et al. 2021,
-    arXiv:2106.09685). Attention: q, k, v, o; FFN: 3 matrices (gated) or 2 (mlp), per dense FFN and per expert.
+    arXiv:2106.09685). Attention: q, k, v, o; FFN: 3 matrices (gated) or 2 (mlp), per dense FFN and per expert
+    (routed and shared).
     """
     h = arch.d_model
     q_out = arch.n_heads * arch.head_dim
     kv_out = arch.n_kv_heads * arch.head_dim
     attn = rank * ((h + q_out) * 2 + (h + kv_out) * 2)
     n_mats = 3 if arch.ffn_kind == "gated" else 2
-    if arch.is_moe:
-        n_moe = (arch.n_layers - arch.n_dense_layers) // max(arch.moe_layer_freq, 1)
-        n_dense = arch.n_layers - n_moe
-        experts = arch.n_experts + arch.n_shared_experts
-        ffn_total = n_dense * n_mats * rank * (h + arch.d_ff) + n_moe * experts * n_mats * rank * (
-            h + arch.d_ff_expert
-        )
-    else:
-        ffn_total = arch.n_layers * n_mats * rank * (h + arch.d_ff)
-    return int(arch.n_layers * attn + ffn_total)
+    n_moe = arch.moe_layer_count
+    n_dense = arch.ffn_layer_count - n_moe
+    ffn_total = n_dense * n_mats * rank * (h + arch.d_ff)
+    if n_moe:
+        shared_width = arch.d_ff_shared_expert or arch.d_ff_expert
+        per_layer = arch.n_experts * (h + arch.d_ff_expert) + arch.n_shared_experts * (h + shared_width)
+        ffn_total += n_moe * n_mats * rank * per_layer
+    return int(arch.attention_layer_count * attn + ffn_total)
 
 
 def training_overhead_bytes(device_kind: str, modelled_bytes):

@@ -12,6 +12,8 @@ from flopwise.catalog.types import Device
 __all__ = [
     "BANDWIDTH_EFFICIENCY_FRAC",
     "COMPUTE_EFFICIENCY_FRAC",
+    "DEFAULT_MFU",
+    "FP8_MFU_SCALE",
     "WEIGHT_ONLY_BANDWIDTH_FRAC",
     "WEIGHT_ONLY_COMPUTE_FRAC",
     "allreduce_time_s",
@@ -23,24 +25,27 @@ __all__ = [
     "train_time_s",
 ]
 
-#: Default model-FLOPs utilization per device generation for large-model pre-training (dense peak of the
-#: training precision). (mfu_frac, source_url, note)
+#: Default model-FLOPs utilization per device generation, calibrated to whole-run device-hours (so restarts,
+#: evaluation and checkpointing are inside it), dense peak of the training precision. The implied MFU of a
+#: published run is ``6*N*D (+attention) / (device_hours * 3600 * peak)``; the cases are in
+#: src/flopwise/validation/data/cases_train.csv. (mfu_frac, source_url, note)
 DEFAULT_MFU = {
     "hopper": (
-        0.40,
+        0.35,
         "https://arxiv.org/abs/2407.21783",
-        "Llama 3 405B on 8k-16k H100: 38-43% BF16 MFU (Table 4)",
+        "Llama 3.1 405B: 30.84M H100-hours for 15.6T tokens = 36% whole-run MFU (38-43% in steady state, "
+        "Table 4); the 70B (27-30%) and 8B (15-17%) runs implied less",
     ),
     "blackwell": (
-        0.40,
+        0.35,
         "https://arxiv.org/abs/2407.21783",
-        "derived: no published large-run MFU; Hopper's 38-43% assumed",
+        "derived: no published whole-run figure; Hopper's value",
     ),
     "ampere": (
-        0.47,
-        "https://arxiv.org/abs/2205.01068",
-        "OPT-175B 147 TFLOP/s per A100 = 47% of 312; BLOOM 156 TFLOP/s = 50% (arXiv:2211.05100); "
-        "MegaScale 55% at 175B (arXiv:2402.15027) is the tuned upper end",
+        0.40,
+        "https://arxiv.org/abs/2302.13971",
+        "median implied whole-run MFU of 18 published A100 runs (LLaMA 1/2 Table 15 / model cards, Pythia, MPT, "
+        "BLOOM 32%, Falcon, StarCoder; range 0.26-0.52); OPT-175B 147 TFLOP/s (arXiv:2205.01068) is steady state",
     ),
     "volta": (
         0.25,
@@ -48,11 +53,16 @@ DEFAULT_MFU = {
         "Megatron-LM 2019: 39 TFLOP/s on one V100 (30% of 125), 76% weak-scaling efficiency at 512 GPUs",
     ),
     "tpu": (0.46, "https://arxiv.org/abs/2204.02311", "PaLM 540B on TPU v4: 46.2% MFU (Table 3)"),
-    "other-accelerator": (0.35, "", "derived: no comparable published MFU; set below NVIDIA/TPU runs"),
-    "consumer-gpu": (0.35, "", "derived: single-node fine-tuning on workstation/consumer GPUs"),
+    "other-accelerator": (0.30, "", "derived: no comparable published MFU; set below NVIDIA/TPU runs"),
+    "consumer-gpu": (0.30, "", "derived: single-node fine-tuning on workstation/consumer GPUs"),
     "soc": (0.25, "", "derived: Apple/edge SoCs (MLX/PyTorch MPS training)"),
     "cpu": (0.15, "", "derived: CPU training"),
 }
+
+#: fp8 training runs only the GEMMs in fp8 (attention, norms and communication stay at 16-bit speed), so its MFU
+#: against the fp8 peak is lower. Derived from DeepSeek-V3 (arXiv:2412.19437 Table 1: 2.664M H800-hours for 14.8T
+#: tokens, 37B active = 19.5% of the fp8 peak, 0.55 of the Hopper default).
+FP8_MFU_SCALE = 0.55
 
 #: Small models under-fill the matmul units: below 1e9 parameters the default MFU is multiplied by this
 #: (derived; Narayanan et al. 2021 arXiv:2104.04473 Table 1 shows 44% at 1.7B rising to 52% at 1T on A100).
@@ -103,11 +113,15 @@ def device_generation(device: Device) -> str:
     return "other-accelerator"
 
 
-def default_mfu_frac(device: Device, n_params: float) -> tuple[float, str]:
-    """(default MFU, provenance note) for training a model of *n_params* on *device* (see DEFAULT_MFU)."""
+def default_mfu_frac(device: Device, n_params: float, precision: str = "bf16") -> tuple[float, str]:
+    """(default MFU, provenance note) for training a model of *n_params* on *device* in *precision*
+    (see DEFAULT_MFU, FP8_MFU_SCALE, SMALL_MODEL_MFU_SCALE)."""
     generation = device_generation(device)
     mfu, url, note = DEFAULT_MFU[generation]
     text = f"{generation}: {note}" + (f" ({url})" if url else "")
+    if precision == "fp8":
+        mfu *= FP8_MFU_SCALE
+        text += f"; x{FP8_MFU_SCALE} against the fp8 peak (DeepSeek-V3)"
     if n_params < SMALL_MODEL_PARAMS:
         mfu *= SMALL_MODEL_MFU_SCALE
         text += f"; x{SMALL_MODEL_MFU_SCALE} for models under 1B parameters"

@@ -99,6 +99,7 @@ def estimate_train(
     recompute: str = "selective",
     optimizer: str = "adamw",
     lora_rank: int = 16,
+    expert_parallel: int | None = None,
     price_usd_per_device_h=None,
     onprem: OnPremProfile | None = None,
     grid_gco2e_per_kwh=None,
@@ -183,13 +184,26 @@ def estimate_train(
     recompute_ratio = (model_flops + extra) / (model_flops + extra_ref)
 
     if mfu_in is None:
-        mfu_base, mfu_note = tm.default_mfu_frac(device, pc.total)
+        mfu_base, mfu_note = tm.default_mfu_frac(device, pc.total, dtype)
     else:
         mfu_base, mfu_note = mfu_in, "given by the caller"
     compute_s = tm.train_time_s(model_flops * recompute_ratio, n_dev, peak, mfu_base)
 
     # --- communication ------------------------------------------------------------------------------------
-    n_trainable = pc.total if method == "full" else n_lora
+    # expert parallelism: routed experts spread over ep ranks of the data-parallel group (GShard, arXiv:2006.16668)
+    routed = mem.routed_expert_params(model)
+    if expert_parallel is None:
+        ep = np.minimum(dp, model.n_experts) if model.is_moe else 1.0
+    else:
+        ep = float(check_int(expert_parallel, "expert_parallel", 1, max(model.n_experts, 1)))
+        if np.any(np.asarray(dp) % ep != 0):
+            raise InputError(
+                "expert_parallel",
+                expert_parallel,
+                "must divide the data-parallel degree device_count / (tensor_parallel * pipeline_parallel)",
+            )
+    held = pc.total - routed + routed / ep  # parameters a device holds before tensor/pipeline/ZeRO splits
+    n_trainable = held if method == "full" else n_lora
     grad_b = 4.0 if precision == "fp32" else 2.0
     intra_bps = device.interconnect_gb_per_s * GIGA
     dp_bps = np.where(
@@ -225,10 +239,10 @@ def estimate_train(
     w_div, g_div, o_div = mem.zero_divisors(stage, dp)
     wbytes = TRAIN_PRECISIONS[precision]
     if method == "full":
-        weights = mem.weight_bytes(pc.total, wbytes * 8) / mp / w_div
+        weights = mem.weight_bytes(held, wbytes * 8) / mp / w_div
     else:
         base_bits = NF4_DQ_BITS_PER_WEIGHT if method == "qlora" else (32.0 if precision == "fp32" else 16.0)
-        weights = (mem.weight_bytes(pc.total, base_bits) + mem.weight_bytes(n_lora, wbytes * 8)) / mp / w_div
+        weights = (mem.weight_bytes(held, base_bits) + mem.weight_bytes(n_lora, wbytes * 8)) / mp / w_div
     grads = mem.gradient_bytes(n_trainable, grad_b, g_div) / mp
     opt = mem.optimizer_bytes(n_trainable, optimizer, precision, o_div) / mp
     acts = mem.training_activation_bytes(model, seq, mb, tp, pp, recompute)
@@ -290,6 +304,8 @@ def estimate_train(
             "lora_rank": rank if n_lora else None,
             "lora_params": n_lora,
             "params_total": pc.total,
+            "expert_parallel": inp.finish(ep) if model.is_moe else None,
+            "routed_expert_params": routed,
             "params_active": pc.active,
             "matmul_params": n_mm,
             "tokens": inp.finish(tokens),
@@ -324,7 +340,7 @@ def estimate_train(
         )
     if model.is_moe:
         warnings.append(
-            "MoE: activation memory uses the dense formula; expert-parallel traffic is not modelled"
+            "MoE: activation memory uses the dense formula; expert-parallel all-to-all traffic is not modelled"
         )
 
     return TrainEstimate(
