@@ -43,11 +43,14 @@ class TrainReport:
 
     context: _Context
     estimate: Any  # flopwise.estimate.TrainEstimate
+    layout_note: str | None = None  # set when the parallel layout was chosen automatically
 
     def to_dict(self) -> dict[str, Any]:
         body = self.estimate.to_dict()
         out = {**self.context.header(), "flops": body.get("train_flops"), **body}
         out["warnings"] = list(self.context.warnings) + list(body.get("warnings", []))
+        if self.layout_note:
+            out["assumptions"] = {**out.get("assumptions", {}), "layout": self.layout_note}
         return out
 
 
@@ -155,10 +158,66 @@ def estimate_training(
     from flopwise.estimate import estimate_train
 
     ctx = _context(model, device, pricing, region, provider, catalog_dir)
-    est = estimate_train(
-        ctx.model, ctx.device, tokens=tokens, device_count=device_count, **_price_kwargs(ctx), **options
-    )
+    kwargs = {**_price_kwargs(ctx), **options}
+    if (
+        kwargs.get("zero_stage") is None
+        and kwargs.get("tensor_parallel", 1) == 1
+        and (kwargs.get("pipeline_parallel", 1) == 1)
+    ):
+        est, chosen = _fastest_fitting_layout(ctx, tokens, device_count, kwargs)
+        return TrainReport(ctx, est, layout_note=chosen)
+    est = estimate_train(ctx.model, ctx.device, tokens=tokens, device_count=device_count, **kwargs)
     return TrainReport(ctx, est)
+
+
+#: tensor-parallel degrees tried when the caller leaves the layout open (within one 8-device node)
+AUTO_TENSOR_PARALLEL = (1, 2, 4, 8)
+
+
+def _fastest_fitting_layout(ctx: _Context, tokens: float, device_count: int, kwargs: dict[str, Any]):
+    """Try ZeRO stage 0-3 x tensor parallel 1-8 x selective/full recompute and keep the layout that fits in
+    memory with the fewest device-hours (the estimator charges exposed communication and recompute FLOPs).
+    When nothing fits, the layout with the least memory per device is returned (its estimate says it does not fit).
+    """
+    from flopwise.estimate import estimate_train
+
+    layouts = [
+        (zero, tp, recompute)
+        for tp in AUTO_TENSOR_PARALLEL
+        if tp <= device_count and device_count % tp == 0 and (tp == 1 or ctx.device.interconnect_gb_per_s > 0)
+        for recompute in ("selective", "full")
+        for zero in (0, 1, 2, 3)
+        if not (zero and device_count // tp == 1)
+    ]
+    if kwargs.get("recompute") is not None and "recompute" in kwargs:
+        layouts = [lay for lay in layouts if lay[2] == kwargs["recompute"]]
+    rest = {
+        k: v
+        for k, v in kwargs.items()
+        if k not in ("zero_stage", "tensor_parallel", "pipeline_parallel", "recompute")
+    }
+    best = smallest = None
+    for zero, tp, recompute in layouts:
+        est = estimate_train(
+            ctx.model,
+            ctx.device,
+            tokens=tokens,
+            device_count=device_count,
+            zero_stage=zero,
+            tensor_parallel=tp,
+            recompute=recompute,
+            **rest,
+        )
+        if est.fits and (best is None or est.device_hours < best[0].device_hours):
+            best = (est, (zero, tp, recompute))
+        if smallest is None or est.memory.total_bytes < smallest[0].memory.total_bytes:
+            smallest = (est, (zero, tp, recompute))
+    est, (zero, tp, recompute) = best or smallest
+    verdict = "the fastest layout that fits" if best else "nothing fits; the layout with the least memory"
+    return est, (
+        f"layout chosen automatically ({verdict}): ZeRO stage {zero}, tensor parallel {tp}, "
+        f"recompute {recompute}; pass --zero-stage/--tp/--pp to fix it"
+    )
 
 
 def estimate_serving(

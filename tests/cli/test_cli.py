@@ -102,3 +102,140 @@ def test_train_bad_numbers(args, field):
     assert result.exit_code == 2, result.output
     assert field in result.stderr
     assert "Traceback" not in result.output
+
+
+TRAIN_KEYS = {
+    "flops",
+    "device_hours",
+    "wall_clock_hours",
+    "memory_per_device_gb",
+    "fits",
+    "energy_kwh",
+    "co2e_kg",
+    "cost_usd",
+}
+SERVE_KEYS = {
+    "memory_gb",
+    "fits",
+    "ttft_ms",
+    "tpot_ms",
+    "decode_tokens_per_s",
+    "prefill_tokens_per_s",
+    "energy_per_1m_tokens_kwh",
+    "cost_per_1m_tokens_usd",
+}
+
+
+def test_estimate_train_json_has_the_documented_keys():
+    data = invoke_json(
+        "estimate",
+        "train",
+        "--model",
+        "meta-llama/Llama-3.1-70B",
+        "--tokens",
+        "15T",
+        "--device",
+        "H100",
+        "--count",
+        "1024",
+        "--pricing",
+        "on-demand",
+    )
+    assert data.keys() >= TRAIN_KEYS
+    assert data["fits"] is True  # the automatic layout shards 70B over 1024 devices
+    assert "layout" in data["assumptions"]
+    # 6 N D alone is 6.3e24 for 70.6B params x 15T tokens; attention adds a few percent
+    assert 6.3e24 <= data["flops"] <= 7.0e24
+    assert float(data["cost_usd"]) > 0  # money is a decimal string
+    assert data["device"] == "h100-sxm"
+
+
+def test_estimate_train_names_resolve_to_the_same_model():
+    a = invoke_json("estimate", "train", "--model", "Llama 3.1 8B", "--tokens", "1T", "--device", "h100-sxm")
+    b = invoke_json("estimate", "train", "--model", "llama-3.1-8b", "--tokens", "1T", "--device", "H100")
+    assert a["flops"] == b["flops"] and a["model"] == b["model"] == "llama-3.1-8b"
+
+
+def test_estimate_serve_json_has_the_documented_keys():
+    data = invoke_json("estimate", "serve", "--model", "llama-3.1-8b", "--device", "L4", "--quant", "Q4_K_M")
+    assert data.keys() >= SERVE_KEYS
+    assert data["fits"] is True
+    assert data["tpot_ms"] > 0 and data["ttft_ms"] > 0
+
+
+def test_estimate_serve_apple_and_onprem():
+    data = invoke_json(
+        "estimate",
+        "serve",
+        "--model",
+        "llama-3.1-8b",
+        "--device",
+        "Apple M2 Max (38-core GPU)",
+        "--quant",
+        "Q4_K_M",
+        "--pricing",
+        "onprem",
+    )
+    assert data["device"] == "apple-m2-max-38c"
+    assert data["price"]["pricing"] == "onprem"
+
+
+def test_estimate_serve_table():
+    result = invoke("estimate", "serve", "--model", "qwen3-32b", "--device", "h100", "--quant", "fp8")
+    assert result.exit_code == 0, result.output
+    assert "time per output token" in result.stdout
+
+
+def test_estimate_serve_from_hf_config(tmp_path):
+    config = {
+        "model_type": "llama",
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": True,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    data = invoke_json("estimate", "serve", "--model", str(path), "--device", "rtx-4090")
+    assert data["fits"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model", "llama-9000"], "Unknown model"),
+        (["--device", "h10-sxm"], "Unknown device"),
+        (["--quant", "Q9_K"], "quant"),
+        (["--batch", "0"], "batch"),
+        (["--quant", "nvfp4", "--device", "a100"], "nvfp4"),
+        (["--pricing", "spot", "--device", "rtx-4090"], "spot"),
+        (["--region", "mars-1"], "region"),
+    ],
+)
+def test_estimate_serve_bad_input(args, needle):
+    base = {"--model": "llama-3.1-8b", "--device": "L4"}
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    merged = {**base, **flags}
+    result = invoke("estimate", "serve", *[x for kv in merged.items() for x in kv])
+    assert result.exit_code == 2, result.output
+    assert needle.lower() in result.stderr.lower()
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) <= 3
+
+
+def test_estimate_config_with_missing_field(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "llama", "hidden_size": 4096}))
+    result = invoke("estimate", "serve", "--model", str(path), "--device", "L4")
+    assert result.exit_code == 2
+    assert "config.json" in result.stderr
+
+
+def test_validate_reports_categories():
+    data = invoke_json("validate")
+    cats = {c["category"] for c in data["categories"]}
+    assert {"train_device_hours", "decode_tokens_per_s"} <= cats
+    assert data["within_bounds"] is True

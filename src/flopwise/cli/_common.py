@@ -48,8 +48,8 @@ def stdout_console():
 
 def _default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
-        # Money is quantized Decimal; its shortest float repr prints the same digits.
-        return float(obj)
+        # Money leaves as a decimal string ("1234.56"), never a float, as the estimator's to_dict() does.
+        return str(obj)
     if hasattr(obj, "tolist"):  # numpy scalars and arrays
         return obj.tolist()
     if isinstance(obj, (set, frozenset, tuple)):
@@ -106,6 +106,8 @@ def fmt_num(value: Any, digits: int = 3) -> str:
     """Human formatting: 1.23e+23, 4,096, 0.512; None -> '-'."""
     if value is None:
         return "-"
+    if isinstance(value, str) and value.replace(".", "", 1).lstrip("-").isdigit():
+        value = Decimal(value)  # money arrives as a decimal string from to_dict()
     if isinstance(value, Decimal):
         return f"{value:,.2f}"
     if isinstance(value, bool):

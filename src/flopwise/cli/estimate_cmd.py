@@ -76,7 +76,8 @@ def _render(title: str, data: dict[str, Any], rows: tuple[tuple[str, str], ...])
     for w in data.get("warnings", []):
         err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
     out = stdout_console()
-    t = Table(title=title, show_header=False, title_justify="left")
+    out.print(f"[bold]{title}[/bold]", highlight=False)
+    t = Table(show_header=False)
     t.add_column("result")
     t.add_column("value", justify="right")
     for key, label in rows:
