@@ -1,0 +1,679 @@
+"""plan fleet: the cheapest mix of hardware for several services at once, solved as an integer program.
+
+Three layers, each usable on its own:
+
+* :func:`parse_fleet_spec` validates a parsed YAML/JSON mapping into a :class:`FleetSpec` (services with their
+  traffic and SLOs, the pricing kinds, providers and regions allowed, an optional on-prem inventory).
+* :func:`solve_fleet` is the integer program over plain arrays (:class:`FleetCapacity`): integer instance counts
+  per hardware type and integer replica counts per (service, way of running a replica), each service's traffic
+  split across hardware types in proportion to the capacity placed there. It is the Mélange formulation
+  (Griggs et al. 2024, "Mélange: Cost Efficient Large Language Model Serving by Exploiting GPU Heterogeneity",
+  arXiv:2404.14527, Sec. 5) with whole replicas instead of request-size buckets, instance granularity, and
+  inventory limits, solved exactly by HiGHS through ``scipy.optimize.milp``. It also solves the same fleet on
+  each single hardware type, and reports the best one and the saving of the mix against it.
+* :func:`plan_fleet` joins them to the catalog: it asks ``flopwise.plan.candidates`` for every way of running
+  one replica of each service and its sustainable request rate under the SLO, groups the candidates by the unit
+  that is bought (a cloud instance of one pricing kind, or one on-prem device), solves, and returns a
+  :class:`FleetPlan` with ``.to_dict()``.
+
+Pure core: no files, network, clock or environment. See docs/plan-fleet.md for the formulation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+
+from flopwise.errors import InputError, suggest
+
+__all__ = [
+    "COST_BASES",
+    "HOURS_PER_MONTH",
+    "MIN_PRECISIONS",
+    "FleetCapacity",
+    "FleetInventory",
+    "FleetService",
+    "FleetSolution",
+    "FleetSpec",
+    "SingleTypeBaseline",
+    "parse_fleet_spec",
+    "solve_fleet",
+]
+
+#: Average hours in a month (8760 / 12), for the monthly totals.
+HOURS_PER_MONTH = 730.0
+#: How an on-prem inventory is charged: ``amortized`` (purchase spread over its lifetime, plus electricity) or
+#: ``sunk`` (already paid for: only electricity counts).
+COST_BASES = ("amortized", "sunk")
+#: Lowest precision a service accepts, highest first (as ``plan serve --min-precision``).
+MIN_PRECISIONS = ("bf16", "fp8", "int8", "int4")
+_PRICING_KINDS = ("on-demand", "spot", "reserved", "onprem")
+#: HiGHS wall-clock limit for one integer program; a fleet stopped by it is reported as not proven optimal.
+SOLVER_TIME_LIMIT_S = 30.0
+
+
+# ============================================================================================ the spec
+
+
+@dataclass(frozen=True)
+class FleetService:
+    """One service of the fleet: a model, its traffic and its latency targets (p95, milliseconds)."""
+
+    name: str
+    model: str
+    rps: float
+    input_tokens: int
+    output_tokens: int
+    ttft_p95_ms: float | None = None
+    tpot_p95_ms: float | None = None
+    min_precision: str = "int4"
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "model": self.model,
+            "rps": self.rps,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "ttft_p95_ms": self.ttft_p95_ms,
+            "tpot_p95_ms": self.tpot_p95_ms,
+            "min_precision": self.min_precision,
+        }
+
+
+@dataclass(frozen=True)
+class FleetInventory:
+    """On-prem devices already owned: device name -> how many, and whether their purchase is ``sunk`` (only
+    electricity counts) or ``amortized`` over the lifetime in the on-prem profile."""
+
+    devices: tuple[tuple[str, int], ...] = ()
+    cost_basis: str = "amortized"
+
+    def to_dict(self) -> dict:
+        return {"devices": dict(self.devices), "cost_basis": self.cost_basis}
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    """A validated fleet file. Build it with :func:`parse_fleet_spec`."""
+
+    services: tuple[FleetService, ...]
+    pricing: tuple[str, ...] = ("on-demand",)
+    providers: tuple[str, ...] | None = None
+    regions: tuple[str, ...] | None = None
+    max_devices: int = 8
+    inventory: FleetInventory | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "services": [s.to_dict() for s in self.services],
+            "pricing": list(self.pricing),
+            "providers": None if self.providers is None else list(self.providers),
+            "regions": None if self.regions is None else list(self.regions),
+            "max_devices": self.max_devices,
+            "inventory": None if self.inventory is None else self.inventory.to_dict(),
+        }
+
+
+_SERVICE_KEYS = (
+    "name",
+    "model",
+    "rps",
+    "input_tokens",
+    "output_tokens",
+    "ttft_p95_ms",
+    "tpot_p95_ms",
+    "min_precision",
+)
+_TOP_KEYS = ("services", "pricing", "providers", "regions", "max_devices", "inventory")
+_INVENTORY_KEYS = ("devices", "cost")
+
+
+def _check_keys(data: Mapping, allowed: Sequence[str], where: str) -> None:
+    for key in data:
+        if key not in allowed:
+            close = suggest(str(key), allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise InputError(f"{where}{key}", data[key], f"{hint}accepted keys: {', '.join(allowed)}")
+
+
+def _number(value: object, field_path: str, *, integer: bool = False, max_value: float = 1e9) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(field_path, value, "give a number" + (" (a whole number)" if integer else ""))
+    if math.isnan(value) or math.isinf(value) or value <= 0:
+        raise InputError(field_path, value, "give a finite number greater than zero")
+    if value > max_value:
+        raise InputError(field_path, value, f"must be at most {max_value:g}")
+    if integer and float(value) != int(value):
+        raise InputError(field_path, value, "give a whole number")
+    return float(value)
+
+
+def _name_list(value: object, field_path: str, allowed: Sequence[str] | None = None) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise InputError(field_path, value, "give a non-empty list of names")
+    out: list[str] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip():
+            raise InputError(f"{field_path}[{i}]", item, "give a non-empty name")
+        name = item.strip().lower() if allowed is not None else item.strip()
+        if allowed is not None and name not in allowed:
+            raise InputError(f"{field_path}[{i}]", item, "accepted: " + ", ".join(allowed))
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def _parse_service(raw: object, where: str) -> FleetService:
+    if not isinstance(raw, Mapping):
+        raise InputError(where, raw, "give a mapping with name, model, rps, input_tokens, output_tokens")
+    _check_keys(raw, _SERVICE_KEYS, f"{where}.")
+    for key in ("name", "model", "rps", "input_tokens", "output_tokens"):
+        if key not in raw:
+            raise InputError(f"{where}.{key}", None, "this field is required")
+    for key in ("name", "model"):
+        if not isinstance(raw[key], str) or not raw[key].strip():
+            raise InputError(f"{where}.{key}", raw[key], "give a non-empty string")
+    slo = {}
+    for key in ("ttft_p95_ms", "tpot_p95_ms"):
+        value = raw.get(key)
+        slo[key] = None if value is None else _number(value, f"{where}.{key}", max_value=1e7)
+    precision = raw.get("min_precision", "int4")
+    if not isinstance(precision, str) or precision.strip().lower() not in MIN_PRECISIONS:
+        raise InputError(f"{where}.min_precision", precision, "accepted: " + ", ".join(MIN_PRECISIONS))
+    return FleetService(
+        name=raw["name"].strip(),
+        model=raw["model"].strip(),
+        rps=_number(raw["rps"], f"{where}.rps", max_value=1e7),
+        input_tokens=int(_number(raw["input_tokens"], f"{where}.input_tokens", integer=True, max_value=1e7)),
+        output_tokens=int(
+            _number(raw["output_tokens"], f"{where}.output_tokens", integer=True, max_value=1e7)
+        ),
+        ttft_p95_ms=slo["ttft_p95_ms"],
+        tpot_p95_ms=slo["tpot_p95_ms"],
+        min_precision=precision.strip().lower(),
+    )
+
+
+def _parse_inventory(raw: object) -> FleetInventory:
+    if not isinstance(raw, Mapping):
+        raise InputError("inventory", raw, "give a mapping with 'devices' (device -> count) and 'cost'")
+    _check_keys(raw, _INVENTORY_KEYS, "inventory.")
+    devices = raw.get("devices")
+    if not isinstance(devices, Mapping) or not devices:
+        raise InputError(
+            "inventory.devices", devices, "give a mapping of device name -> count, e.g. {a100-80gb: 8}"
+        )
+    items: list[tuple[str, int]] = []
+    for name, count in devices.items():
+        if not isinstance(name, str) or not name.strip():
+            raise InputError("inventory.devices", name, "device names must be non-empty strings")
+        n = int(_number(count, f"inventory.devices.{name}", integer=True, max_value=1e6))
+        items.append((name.strip(), n))
+    cost = raw.get("cost", "amortized")
+    if not isinstance(cost, str) or cost.strip().lower() not in COST_BASES:
+        raise InputError("inventory.cost", cost, "accepted: " + ", ".join(COST_BASES))
+    return FleetInventory(devices=tuple(items), cost_basis=cost.strip().lower())
+
+
+def parse_fleet_spec(data: Mapping) -> FleetSpec:
+    """Validate a parsed fleet file (YAML or JSON, already loaded into a mapping) into a :class:`FleetSpec`.
+
+    Layout (see examples/fleet.yaml)::
+
+        services:                      # required, at least one; names unique
+          - {name, model, rps, input_tokens, output_tokens, ttft_p95_ms?, tpot_p95_ms?, min_precision?}
+        pricing: [on-demand, spot]     # optional, default [on-demand]; also reserved, onprem
+        providers: [aws, gcp]          # optional, default all
+        regions: [us-east-1]           # optional, default all
+        max_devices: 8                 # optional, devices per replica (tensor parallel), default 8
+        inventory:                     # optional on-prem devices already owned
+          devices: {a100-sxm-80gb: 8}
+          cost: sunk                   # or amortized (default)
+
+    Raises InputError naming the field path (``services[1].rps``), the value and what is accepted.
+    """
+    if not isinstance(data, Mapping):
+        raise InputError("fleet file", data, "give a mapping with a 'services' list at the top level")
+    _check_keys(data, _TOP_KEYS, "")
+    raw_services = data.get("services")
+    if not isinstance(raw_services, (list, tuple)) or not raw_services:
+        raise InputError("services", raw_services, "give a non-empty list of services")
+    services = tuple(_parse_service(s, f"services[{i}]") for i, s in enumerate(raw_services))
+    seen: dict[str, int] = {}
+    for i, s in enumerate(services):
+        if s.name in seen:
+            raise InputError(
+                f"services[{i}].name", s.name, f"names must be unique; services[{seen[s.name]}] has it"
+            )
+        seen[s.name] = i
+    pricing = _name_list(data.get("pricing", ["on-demand"]), "pricing", _PRICING_KINDS)
+    providers = None if data.get("providers") is None else _name_list(data["providers"], "providers")
+    regions = None if data.get("regions") is None else _name_list(data["regions"], "regions")
+    max_devices = int(_number(data.get("max_devices", 8), "max_devices", integer=True, max_value=64))
+    inventory = None if data.get("inventory") is None else _parse_inventory(data["inventory"])
+    return FleetSpec(
+        services=services,
+        pricing=pricing,
+        providers=providers,
+        regions=regions,
+        max_devices=max_devices,
+        inventory=inventory,
+    )
+
+
+# ============================================================================================ the ILP
+
+
+@dataclass(frozen=True, eq=False)
+class FleetCapacity:
+    """The integer program's input, as plain arrays.
+
+    S services, T hardware types (a type is the unit that is bought: a cloud instance of one pricing kind, or one
+    on-prem device), K options (one way of running one replica of one service on one type).
+
+    * ``demand_rps[s]``: the request rate service *s* must sustain;
+    * ``devices_per_unit[t]``: devices in one unit of type *t* (8 for an 8-GPU instance, 1 on-prem);
+    * ``option_service[k]``, ``option_type[k]``: the service and the type of option *k*;
+    * ``option_devices[k]``: devices one replica occupies (its tensor-parallel degree);
+    * ``option_capacity_rps[k]``: the request rate one replica sustains within the service's SLO.
+    """
+
+    demand_rps: np.ndarray
+    devices_per_unit: np.ndarray
+    option_service: np.ndarray
+    option_type: np.ndarray
+    option_devices: np.ndarray
+    option_capacity_rps: np.ndarray
+    service_names: tuple[str, ...] = ()
+    type_names: tuple[str, ...] = ()
+    option_labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        s, t = len(self.demand_rps), len(self.devices_per_unit)
+        k = len(self.option_service)
+        if not self.service_names:
+            object.__setattr__(self, "service_names", tuple(f"service-{i}" for i in range(s)))
+        if not self.type_names:
+            object.__setattr__(self, "type_names", tuple(f"type-{j}" for j in range(t)))
+        if not self.option_labels:
+            object.__setattr__(self, "option_labels", tuple("" for _ in range(k)))
+        for name in ("option_type", "option_devices", "option_capacity_rps", "option_labels"):
+            if len(getattr(self, name)) != k:
+                raise InputError(name, len(getattr(self, name)), f"needs one entry per option ({k})")
+        if len(self.service_names) != s or len(self.type_names) != t:
+            raise InputError(
+                "service_names/type_names",
+                (len(self.service_names), len(self.type_names)),
+                f"need {s} service names and {t} type names",
+            )
+        if np.any(np.asarray(self.demand_rps) <= 0):
+            raise InputError("demand_rps", list(np.asarray(self.demand_rps)), "every service needs rps > 0")
+        if k and (np.any(self.option_service < 0) or np.any(self.option_service >= s)):
+            raise InputError("option_service", list(self.option_service), f"indices must be in [0, {s})")
+        if k and (np.any(self.option_type < 0) or np.any(self.option_type >= t)):
+            raise InputError("option_type", list(self.option_type), f"indices must be in [0, {t})")
+        if np.any(self.option_capacity_rps <= 0) or np.any(self.option_devices < 1):
+            raise InputError("option_capacity_rps/option_devices", None, "capacities > 0 and devices >= 1")
+        if np.any(self.devices_per_unit < 1):
+            raise InputError("devices_per_unit", list(self.devices_per_unit), "every type needs >= 1 device")
+
+    @property
+    def n_services(self) -> int:
+        return len(self.demand_rps)
+
+    @property
+    def n_types(self) -> int:
+        return len(self.devices_per_unit)
+
+    @property
+    def n_options(self) -> int:
+        return len(self.option_service)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        demand_rps: Sequence[float],
+        devices_per_unit: Sequence[int],
+        option_service: Sequence[int],
+        option_type: Sequence[int],
+        option_devices: Sequence[int],
+        option_capacity_rps: Sequence[float],
+        *,
+        service_names: Sequence[str] = (),
+        type_names: Sequence[str] = (),
+        option_labels: Sequence[str] = (),
+    ) -> FleetCapacity:
+        return cls(
+            demand_rps=np.asarray(demand_rps, dtype=float),
+            devices_per_unit=np.asarray(devices_per_unit, dtype=np.int64),
+            option_service=np.asarray(option_service, dtype=np.int64),
+            option_type=np.asarray(option_type, dtype=np.int64),
+            option_devices=np.asarray(option_devices, dtype=np.int64),
+            option_capacity_rps=np.asarray(option_capacity_rps, dtype=float),
+            service_names=tuple(service_names),
+            type_names=tuple(type_names),
+            option_labels=tuple(option_labels),
+        )
+
+    @classmethod
+    def from_matrix(
+        cls,
+        demand_rps: Sequence[float],
+        capacity_rps: Sequence[Sequence[float]] | np.ndarray,
+        *,
+        devices_per_replica: Sequence[Sequence[int]] | np.ndarray | None = None,
+        devices_per_unit: Sequence[int] | None = None,
+        service_names: Sequence[str] = (),
+        type_names: Sequence[str] = (),
+    ) -> FleetCapacity:
+        """The Mélange-style table: ``capacity_rps[s][t]`` is the rate one replica of service *s* sustains on
+        type *t* (0 or NaN: it cannot run there); one replica per device unless *devices_per_replica* says."""
+        cap = np.asarray(capacity_rps, dtype=float)
+        if cap.ndim != 2 or cap.shape[0] != len(demand_rps):
+            raise InputError("capacity_rps", cap.shape, f"give a {len(demand_rps)} x T table")
+        dev = (
+            np.ones_like(cap, dtype=np.int64)
+            if devices_per_replica is None
+            else np.asarray(devices_per_replica)
+        )
+        units = np.ones(cap.shape[1], dtype=np.int64) if devices_per_unit is None else devices_per_unit
+        ok = np.nan_to_num(cap) > 0
+        s_idx, t_idx = np.nonzero(ok)
+        return cls.from_arrays(
+            demand_rps,
+            units,
+            s_idx,
+            t_idx,
+            dev[s_idx, t_idx],
+            cap[s_idx, t_idx],
+            service_names=service_names,
+            type_names=type_names,
+        )
+
+
+@dataclass(frozen=True)
+class SingleTypeBaseline:
+    """The cheapest way to serve the whole fleet on one hardware type only."""
+
+    type_index: int
+    type_name: str
+    units: int
+    replicas: tuple[int, ...]  # per option of the FleetCapacity (zero outside this type)
+    usd_per_h: Decimal
+
+    def to_dict(self) -> dict:
+        return {"type": self.type_name, "units": self.units, "cost_per_hour_usd": str(self.usd_per_h)}
+
+
+@dataclass(frozen=True)
+class FleetSolution:
+    """What :func:`solve_fleet` found. Money is Decimal (USD per hour); counts are per type and per option.
+
+    ``served_rps[k]`` is the traffic routed to option *k*: each service's rate split across its replicas in
+    proportion to their capacity, so all replicas of a service run at the same utilization
+    ``utilization_frac[s]``. When ``is_feasible`` is False, ``reason`` says why and by how much.
+    """
+
+    is_feasible: bool
+    is_optimal: bool
+    status: str
+    units: tuple[int, ...] = ()
+    replicas: tuple[int, ...] = ()
+    served_rps: tuple[float, ...] = ()
+    utilization_frac: tuple[float, ...] = ()
+    usd_per_h: Decimal | None = None
+    baseline: SingleTypeBaseline | None = None
+    single_type_usd_per_h: tuple[Decimal | None, ...] = ()
+    saving_usd_per_h: Decimal | None = None
+    saving_frac: float | None = None
+    reason: str | None = None
+    mip_gap_frac: float | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "is_feasible": self.is_feasible,
+            "is_optimal": self.is_optimal,
+            "status": self.status,
+            "units": list(self.units),
+            "replicas": list(self.replicas),
+            "served_rps": list(self.served_rps),
+            "utilization_frac": list(self.utilization_frac),
+            "cost_per_hour_usd": None if self.usd_per_h is None else str(self.usd_per_h),
+            "baseline": None if self.baseline is None else self.baseline.to_dict(),
+            "saving_usd_per_h": None if self.saving_usd_per_h is None else str(self.saving_usd_per_h),
+            "saving_frac": self.saving_frac,
+            "reason": self.reason,
+        }
+
+
+def _money(x: Decimal | float | int | str) -> Decimal:
+    if isinstance(x, Decimal):
+        return x
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        raise InputError("cost_usd_per_h", x, "give finite prices")
+    return Decimal(repr(x) if isinstance(x, float) else str(x))
+
+
+@dataclass(frozen=True)
+class _Milp:
+    is_feasible: bool
+    is_optimal: bool
+    status: str
+    units: np.ndarray | None
+    replicas: np.ndarray | None
+    gap: float | None
+
+
+def _solve_milp(
+    cap: FleetCapacity,
+    unit_cost: np.ndarray,
+    inventory_units: np.ndarray,
+    option_mask: np.ndarray,
+    time_limit_s: float,
+) -> _Milp:
+    """min sum_t c_t x_t  s.t.  sum_{k in s} cap_k r_k >= demand_s;  sum_{k in t} d_k r_k <= u_t x_t;
+    0 <= x_t <= inventory_t;  x, r integer. Options outside *option_mask* are fixed at zero."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    s_n, t_n, k_n = cap.n_services, cap.n_types, cap.n_options
+    # variables: [x_0..x_{T-1}, r_0..r_{K-1}]
+    c = np.concatenate([unit_cost, np.zeros(k_n)])
+    a_demand = np.zeros((s_n, t_n + k_n))
+    a_demand[cap.option_service, t_n + np.arange(k_n)] = cap.option_capacity_rps
+    a_devices = np.zeros((t_n, t_n + k_n))
+    a_devices[np.arange(t_n), np.arange(t_n)] = -cap.devices_per_unit
+    a_devices[cap.option_type, t_n + np.arange(k_n)] = cap.option_devices
+    # a replica never needs more units than the demand alone requires: bound r to keep HiGHS' search tight
+    need = np.ceil(cap.demand_rps[cap.option_service] / cap.option_capacity_rps)
+    type_devices = np.where(np.isfinite(inventory_units), inventory_units * cap.devices_per_unit, np.inf)
+    r_upper = np.minimum(need, np.floor(type_devices[cap.option_type] / cap.option_devices))
+    r_upper = np.where(option_mask, r_upper, 0.0)
+    x_upper = np.where(np.isfinite(inventory_units), inventory_units, np.inf)
+    # units never exceed what the largest replica counts could occupy
+    max_devices = np.zeros(t_n)
+    np.add.at(max_devices, cap.option_type, r_upper * cap.option_devices)
+    x_upper = np.minimum(x_upper, np.ceil(max_devices / cap.devices_per_unit))
+    constraints = [
+        LinearConstraint(a_demand, lb=cap.demand_rps, ub=np.inf),
+        LinearConstraint(a_devices, lb=-np.inf, ub=0.0),
+    ]
+    res = milp(
+        c,
+        constraints=constraints,
+        integrality=np.ones(t_n + k_n),
+        bounds=Bounds(np.zeros(t_n + k_n), np.concatenate([x_upper, r_upper])),
+        options={"time_limit": time_limit_s, "mip_rel_gap": 1e-9, "presolve": True},
+    )
+    if res.x is None:
+        return _Milp(False, res.status == 2, str(res.message), None, None, None)
+    x = np.rint(res.x).astype(np.int64)
+    gap = getattr(res, "mip_gap", None)
+    return _Milp(True, res.status == 0, str(res.message), x[:t_n], x[t_n:], gap)
+
+
+def _trim(cap: FleetCapacity, units: np.ndarray, replicas: np.ndarray) -> tuple:
+    """Drop replicas the demand does not need (largest first), then units no replica occupies; the cost
+    never rises, and the reported fleet carries no idle replicas."""
+    replicas = replicas.copy()
+    served = np.zeros(cap.n_services)
+    np.add.at(served, cap.option_service, cap.option_capacity_rps * replicas)
+    for k in np.argsort(-cap.option_devices * 1e6 - cap.option_capacity_rps, kind="stable"):
+        s = cap.option_service[k]
+        while replicas[k] > 0 and served[s] - cap.option_capacity_rps[k] >= cap.demand_rps[s] * (1 + 1e-12):
+            replicas[k] -= 1
+            served[s] -= cap.option_capacity_rps[k]
+    used = np.zeros(cap.n_types, dtype=np.int64)
+    np.add.at(used, cap.option_type, cap.option_devices * replicas)
+    needed_units = -(-used // cap.devices_per_unit)
+    units = np.minimum(units, needed_units)
+    return units, replicas, served
+
+
+def _usd(units: np.ndarray, prices: Sequence[Decimal]) -> Decimal:
+    return sum((p * int(n) for p, n in zip(prices, units, strict=True)), Decimal(0))
+
+
+def _max_rps_alone(cap: FleetCapacity, s: int, inventory_units: np.ndarray) -> float:
+    """The most traffic service *s* could get on its own from the inventory-limited types (inf if any of its
+    options sits on an unlimited type)."""
+    mine = np.nonzero(cap.option_service == s)[0]
+    if mine.size == 0:
+        return 0.0
+    if np.any(~np.isfinite(inventory_units[cap.option_type[mine]])):
+        return math.inf
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    t_n, k_n = cap.n_types, mine.size
+    c = np.concatenate([np.zeros(t_n), -cap.option_capacity_rps[mine]])
+    a = np.zeros((t_n, t_n + k_n))
+    a[np.arange(t_n), np.arange(t_n)] = -cap.devices_per_unit
+    a[cap.option_type[mine], t_n + np.arange(k_n)] = cap.option_devices[mine]
+    res = milp(
+        c,
+        constraints=[LinearConstraint(a, -np.inf, 0.0)],
+        integrality=np.ones(t_n + k_n),
+        bounds=Bounds(np.zeros(t_n + k_n), np.concatenate([inventory_units, np.full(k_n, np.inf)])),
+        options={"time_limit": SOLVER_TIME_LIMIT_S},
+    )
+    return 0.0 if res.x is None else float(-res.fun)
+
+
+def _diagnose(cap: FleetCapacity, inventory_units: np.ndarray) -> str:
+    reasons = []
+    for s in range(cap.n_services):
+        name = cap.service_names[s]
+        have = _max_rps_alone(cap, s, inventory_units)
+        if have == 0.0 and not np.any(cap.option_service == s):
+            reasons.append(
+                f"service {name!r} has no hardware option: no allowed device runs it within its SLO "
+                "(relax the SLO, allow a lower min_precision, more devices, or other pricing/providers/regions)"
+            )
+        elif have < cap.demand_rps[s]:
+            reasons.append(
+                f"service {name!r} needs {cap.demand_rps[s]:g} req/s but the inventory can serve at most "
+                f"{have:.3g} req/s of it ({have / cap.demand_rps[s]:.0%}); add devices or allow cloud pricing"
+            )
+    if not reasons:
+        reasons.append(
+            "each service fits on its own, but together they need more than the inventory holds; "
+            "add devices or allow cloud pricing"
+        )
+    return "; ".join(reasons)
+
+
+def solve_fleet(
+    capacity: FleetCapacity,
+    cost: Sequence[Decimal | float],
+    inventory: Sequence[int | None] | None = None,
+    *,
+    time_limit_s: float = SOLVER_TIME_LIMIT_S,
+) -> FleetSolution:
+    """The cheapest fleet for *capacity* at *cost* (USD per unit-hour of each type), within *inventory* (units of
+    each type available; None: unlimited).
+
+    Integer program (Mélange, Griggs et al. 2024, arXiv:2404.14527, Sec. 5, with whole replicas)::
+
+        minimise    sum_t cost_t * x_t
+        subject to  sum_{k of service s} cap_k * r_k >= demand_s         every service fully served
+                    sum_{k on type t}    dev_k * r_k <= units_t * x_t    replicas fit in the bought units
+                    0 <= x_t <= inventory_t,  x_t, r_k integer
+
+    The traffic of a service is split across its replicas in proportion to their capacity (a weighted load
+    balancer), so one service may run on several types. Solved by HiGHS (``scipy.optimize.milp``) to a relative
+    gap of 1e-9. The same program restricted to each single type gives the baseline and the saving.
+    """
+    cap = capacity
+    if len(cost) != cap.n_types:
+        raise InputError("cost", len(cost), f"give one price per hardware type ({cap.n_types})")
+    prices = [_money(c) for c in cost]
+    if any(p < 0 for p in prices):
+        raise InputError("cost", [str(p) for p in prices], "prices must be zero or more")
+    unit_cost = np.array([float(p) for p in prices])
+    if inventory is None:
+        inv = np.full(cap.n_types, np.inf)
+    else:
+        if len(inventory) != cap.n_types:
+            raise InputError(
+                "inventory", len(inventory), f"give one limit (or None) per hardware type ({cap.n_types})"
+            )
+        inv = np.array([np.inf if v is None else float(v) for v in inventory])
+        if np.any(inv < 0):
+            raise InputError("inventory", list(inventory), "limits must be zero or more")
+
+    all_options = np.ones(cap.n_options, dtype=bool)
+    best = _solve_milp(cap, unit_cost, inv, all_options, time_limit_s)
+    if not best.is_feasible:
+        return FleetSolution(
+            is_feasible=False,
+            is_optimal=best.is_optimal,
+            status=best.status,
+            reason=_diagnose(cap, inv),
+        )
+    units, replicas, served = _trim(cap, best.units, best.replicas)
+    usd = _usd(units, prices)
+
+    singles: list[Decimal | None] = []
+    baseline: SingleTypeBaseline | None = None
+    services_all = set(range(cap.n_services))
+    for t in range(cap.n_types):
+        mask = cap.option_type == t
+        if set(cap.option_service[mask].tolist()) != services_all:
+            singles.append(None)
+            continue
+        one = _solve_milp(cap, unit_cost, inv, mask, time_limit_s)
+        if not one.is_feasible:
+            singles.append(None)
+            continue
+        u1, r1, _ = _trim(cap, one.units, one.replicas)
+        cost1 = _usd(u1, prices)
+        singles.append(cost1)
+        if baseline is None or cost1 < baseline.usd_per_h:
+            baseline = SingleTypeBaseline(t, cap.type_names[t], int(u1[t]), tuple(int(v) for v in r1), cost1)
+
+    load = np.where(served > 0, cap.demand_rps / np.where(served > 0, served, 1.0), 0.0)
+    served_rps = cap.option_capacity_rps * replicas * load[cap.option_service]
+    saving = saving_frac = None
+    if baseline is not None:
+        saving = baseline.usd_per_h - usd
+        saving_frac = float(saving / baseline.usd_per_h) if baseline.usd_per_h > 0 else 0.0
+    return FleetSolution(
+        is_feasible=True,
+        is_optimal=best.is_optimal,
+        status=best.status,
+        units=tuple(int(v) for v in units),
+        replicas=tuple(int(v) for v in replicas),
+        served_rps=tuple(float(v) for v in served_rps),
+        utilization_frac=tuple(float(v) for v in load),
+        usd_per_h=usd,
+        baseline=baseline,
+        single_type_usd_per_h=tuple(singles),
+        saving_usd_per_h=saving,
+        saving_frac=saving_frac,
+        mip_gap_frac=best.gap,
+    )
