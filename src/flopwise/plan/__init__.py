@@ -1,0 +1,34 @@
+"""Planning: pure search and optimization over the estimator (no I/O).
+
+``plan_serve`` ranks every way to serve a model across the catalog (device, tensor parallel, quantization, price
+basis, batch cap, replicas) with latency under load from a queueing model of continuous batching
+(``plan.queueing``, checked against the discrete-event simulation in ``plan.simulate``); ``what_ifs`` prices the
+changes one could make to a chosen option. See docs/plan-serve.md.
+"""
+
+from __future__ import annotations
+
+from flopwise.plan.candidates import (
+    CandidateSpace,
+    ServeCandidate,
+    ServeWorkload,
+    SkippedCandidate,
+    enumerate_serve_candidates,
+    enumerate_serve_space,
+)
+from flopwise.plan.queueing import QueueState, continuous_batching_state, erlang_c
+from flopwise.plan.simulate import SimResult, simulate_continuous_batching
+
+__all__ = [
+    "CandidateSpace",
+    "QueueState",
+    "ServeCandidate",
+    "ServeWorkload",
+    "SimResult",
+    "SkippedCandidate",
+    "continuous_batching_state",
+    "enumerate_serve_candidates",
+    "enumerate_serve_space",
+    "erlang_c",
+    "simulate_continuous_batching",
+]
