@@ -82,6 +82,8 @@ def show(
         "attention": c.attention,
         "ffn": c.ffn,
         "ffn_active": c.ffn_active,
+        "norm": c.norm,
+        "other": c.other,
     }
     if json_out:
         print_json({"model": asdict(arch), "params": counts, "warnings": list(warnings)})

@@ -27,9 +27,12 @@ def validate(
 
     Exits 1 when a category's median absolute error is above its bound.
     """
-    from flopwise.validation import MEDIAN_BOUNDS, run_validation
+    from flopwise.errors import InputError
+    from flopwise.validation import CATEGORIES, MEDIAN_BOUNDS, run_validation
 
-    report = run_validation()
+    if category is not None and category not in CATEGORIES:
+        raise InputError("--category", category, "accepted: " + ", ".join(CATEGORIES))
+    report = run_validation(categories=[category] if category else None)
     data = report.to_dict()
     summaries = [s for s in report.summaries if category is None or s.category == category]
     over = [
