@@ -17,10 +17,15 @@ from flopwise.plan.candidates import (
     enumerate_serve_space,
 )
 from flopwise.plan.queueing import QueueState, continuous_batching_state, erlang_c
+from flopwise.plan.serve import CapacityTable, ServePlan, plan_serve, replica_capacity
 from flopwise.plan.simulate import SimResult, simulate_continuous_batching
 
 __all__ = [
     "CandidateSpace",
+    "CapacityTable",
+    "ServePlan",
+    "plan_serve",
+    "replica_capacity",
     "QueueState",
     "ServeCandidate",
     "ServeWorkload",

@@ -1,0 +1,870 @@
+"""plan_serve: the cheapest (greenest, fastest) way to serve a model at a request rate, searched across the catalog.
+
+Steps (docs/plan-serve.md):
+
+1. ``enumerate_serve_space``: every device x tensor-parallel degree x quantization x price basis.
+2. ``serve_physics``: the estimator's serving terms (``flopwise.estimate``: the same memory, FLOP, roofline,
+   collective and power functions and constants as ``estimate_serve``) evaluated for all distinct
+   (device, quant, TP) configurations at once, as numpy arrays over configurations x batch caps x occupancies:
+   prefill time of one prompt, decode step time at an occupancy, memory at a batch cap, power per phase.
+3. ``replica_capacity``: the queueing model of continuous batching (``plan.queueing``) on a grid of loads for
+   every configuration and batch cap; the largest request rate per replica that is stable, below
+   ``MAX_UTILIZATION_FRAC`` of saturation and within the p95 SLOs; the batch cap that achieves the most.
+4. replicas = ceil(rps / capacity), latency/energy/cost at the per-replica load rps / replicas, ranking by the
+   objective, the rejected alternatives with their shortfall, and the Pareto fronts.
+
+Pure: no file, network, environment or clock access. Money is Decimal in results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import numpy as np
+
+from flopwise.catalog.types import Device
+from flopwise.errors import InputError
+from flopwise.estimate import energy as en
+from flopwise.estimate import flops as fl
+from flopwise.estimate import memory as mem
+from flopwise.estimate import timing as tm
+from flopwise.estimate.cost import onprem_usd_per_device_h
+from flopwise.estimate.quant import get_quant, kv_bytes_per_element, resolve_serving_quant
+from flopwise.models.params import count_params
+from flopwise.models.types import ModelArch
+from flopwise.plan.candidates import (
+    CandidateSpace,
+    ServeCandidate,
+    ServeWorkload,
+    enumerate_serve_space,
+)
+from flopwise.plan.queueing import continuous_batching_state, saturation_rps
+from flopwise.units import BYTES_PER_GB, GIGA, KILO, MEGA, MS_PER_S, S_PER_H, TERA
+
+__all__ = [
+    "BATCH_CAPS",
+    "DEFAULT_GRID_GCO2E_PER_KWH",
+    "MAX_UTILIZATION_FRAC",
+    "OBJECTIVES",
+    "CapacityTable",
+    "ServePhysics",
+    "ServePlan",
+    "plan_serve",
+    "replica_capacity",
+    "serve_physics",
+]
+
+OBJECTIVES = ("cost", "energy", "co2", "latency")
+#: batch caps (concurrent sequences per replica, vLLM ``max_num_seqs``) searched
+BATCH_CAPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+#: a replica is never planned above this share of its saturation throughput: headroom for bursts beyond
+#: Poisson and for the model's error near saturation, where queueing delay diverges (derived; the usual
+#: 80-90% ceiling of capacity planning, e.g. Gunther, "Guerrilla Capacity Planning", 2007, ch. 2)
+MAX_UTILIZATION_FRAC = 0.9
+#: grid intensity for on-prem candidates with no region: the world average of 2023, 480 gCO2e/kWh (Ember, Global
+#: Electricity Review 2024)
+DEFAULT_GRID_GCO2E_PER_KWH = 480.0
+DEFAULT_GRID_SOURCE = "https://ember-energy.org/latest-insights/global-electricity-review-2024/"
+#: occupancy grid (share of the batch cap) on which the queueing model is evaluated, refined by bisection
+_OCCUPANCY_FRACS = np.concatenate([np.geomspace(0.002, 0.05, 8), np.linspace(0.06, 0.999, 56)])
+_BISECT_STEPS = 12
+_MONEY_1M = Decimal("0.0001")
+_CENT = Decimal("0.01")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# physics of all distinct configurations at once
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServePhysics:
+    """Per-configuration constants (arrays of length G over distinct device x quant x TP) and the step-time
+    functions of ``estimate_serve``, broadcasting over extra trailing axes."""
+
+    model: ModelArch
+    input_tokens: int
+    output_tokens: int
+    keys: tuple[tuple[str, str, int], ...]  # (device id, quant, tp)
+    devices: tuple[Device, ...]
+    tp: Any
+    peak_flop_per_s: Any
+    bandwidth_bytes_per_s: Any
+    link_bytes_per_s: Any
+    collective_latency_s: Any
+    kv_shard: Any
+    bytes_per_param: Any
+    weights_bytes: Any
+    overhead_bytes: Any
+    capacity_bytes: Any
+    kv_bytes_per_element: Any
+    power_prefill_w: Any
+    power_decode_w: Any
+    idle_w: Any
+    host_frac: Any
+    params: Any = None
+
+    def _col(self, x, extra: int):
+        return np.asarray(x).reshape((-1,) + (1,) * extra)
+
+    def _weight_read_bytes(self, step_tokens, extra: int):
+        pc = self.params
+        model = self.model
+        inactive = float(pc.total - pc.active)
+        input_table = 0.0 if model.tied_embeddings else float(model.vocab_size * model.d_model)
+        touched = (
+            tm.moe_touched_frac(model.n_experts, model.n_experts_active, step_tokens) if model.is_moe else 0.0
+        )
+        return (
+            (pc.active - input_table + inactive * touched)
+            * self._col(self.bytes_per_param, extra)
+            / self._col(self.tp, extra)
+        )
+
+    def step_s(self, occupancy, extra: int = 0):
+        """Decode step time (s) at *occupancy* sequences (array broadcasting against (G, ...) with *extra*
+        trailing axes), at the mean context ``input + output/2``, as ``estimate_serve``'s TPOT."""
+        model = self.model
+        col = self._col
+        tp = col(self.tp, extra)
+        n_mm = fl.matmul_params(self.params.non_embedding_active, model)
+        ctx = self.input_tokens + self.output_tokens / 2.0
+        n = np.asarray(occupancy, dtype=float)
+        step_flops = n * fl.decode_flops_per_token(n_mm, model, ctx) / tp
+        step_bytes = self._weight_read_bytes(n, extra) + mem.kv_cache_bytes(
+            model, ctx, n, col(self.kv_bytes_per_element, extra)
+        ) / col(self.kv_shard, extra)
+        comm = (
+            2.0
+            * model.n_layers
+            * tm.allreduce_time_s(
+                n * model.d_model * 2.0,
+                tp,
+                col(self.link_bytes_per_s, extra),
+                col(self.collective_latency_s, extra),
+            )
+        )
+        return (
+            tm.roofline_time_s(
+                step_flops,
+                step_bytes,
+                col(self.peak_flop_per_s, extra),
+                col(self.bandwidth_bytes_per_s, extra),
+            )
+            + comm
+        )
+
+    def prefill_s(self, batch=1, extra: int = 0):
+        """Prefill time (s) of *batch* prompts together (``estimate_serve``'s TTFT at that batch)."""
+        model = self.model
+        col = self._col
+        tp = col(self.tp, extra)
+        n_mm = fl.matmul_params(self.params.non_embedding_active, model)
+        b = np.asarray(batch, dtype=float)
+        prefill_tok = b * self.input_tokens
+        chunks = np.ceil(prefill_tok / mem.PREFILL_CHUNK_TOKENS)
+        compute = fl.prefill_flops(n_mm, model, self.input_tokens, b) / tp / col(self.peak_flop_per_s, extra)
+        memory = (
+            self._weight_read_bytes(np.minimum(prefill_tok, mem.PREFILL_CHUNK_TOKENS), extra)
+            * chunks
+            / col(self.bandwidth_bytes_per_s, extra)
+        )
+        comm = (
+            2.0
+            * model.n_layers
+            * (
+                tm.allreduce_time_s(
+                    prefill_tok * model.d_model * 2.0, tp, col(self.link_bytes_per_s, extra), 0.0
+                )
+                + chunks * col(self.collective_latency_s, extra) * (tp > 1)
+            )
+        )
+        return np.maximum(compute, memory) + comm
+
+    def memory_bytes(self, batch, extra: int = 0):
+        """Memory per device (bytes) with *batch* sequences of input + output tokens cached."""
+        col = self._col
+        kv = mem.kv_cache_bytes(
+            self.model, self.input_tokens + self.output_tokens, batch, col(self.kv_bytes_per_element, extra)
+        ) / col(self.kv_shard, extra)
+        acts = mem.serving_activation_bytes(self.model, batch, self.input_tokens)
+        return col(self.weights_bytes, extra) + kv + acts + col(self.overhead_bytes, extra)
+
+
+def serve_physics(
+    model: ModelArch, configs: Sequence[tuple[Device, str, int]], input_tokens: int, output_tokens: int
+) -> ServePhysics:
+    """Constants of ``estimate_serve`` for each (device, quant, tensor parallel) in *configs*."""
+    pc = count_params(model)
+    rows: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "tp",
+            "peak",
+            "bw",
+            "link",
+            "lat",
+            "kv_shard",
+            "bpp",
+            "weights",
+            "overhead",
+            "capacity",
+            "kv_b",
+            "p_pre",
+            "p_dec",
+            "idle",
+            "host",
+        )
+    }
+    for device, quant, tp in configs:
+        q = get_quant(quant)
+        kv_name = "fp32" if q.name == "fp32" else "bf16"
+        _dtype, peak_tflop, warnings = resolve_serving_quant(q, device)
+        weight_only = q.is_weight_only or bool(warnings and "weight-only" in warnings[0])
+        kind = device.kind
+        rows["tp"].append(float(tp))
+        rows["peak"].append(
+            peak_tflop
+            * TERA
+            * tm.COMPUTE_EFFICIENCY_FRAC.get(kind, 0.5)
+            * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0)
+        )
+        rows["bw"].append(
+            device.memory_bandwidth_gb_per_s
+            * GIGA
+            * tm.BANDWIDTH_EFFICIENCY_FRAC.get(kind, 0.6)
+            * (tm.WEIGHT_ONLY_BANDWIDTH_FRAC if weight_only else 1.0)
+        )
+        rows["link"].append(device.interconnect_gb_per_s * GIGA or 1.0)
+        rows["lat"].append(tm.collective_latency_s(device))
+        rows["kv_shard"].append(1.0 if model.attention == "mla" else float(min(tp, model.n_kv_heads)))
+        rows["bpp"].append(q.bits_per_weight / 8.0)
+        rows["weights"].append(mem.weight_bytes(pc.total, q.bits_per_weight) / tp)
+        capacity = device.memory_gb * BYTES_PER_GB
+        rows["overhead"].append(float(mem.serving_overhead_bytes(kind, capacity)))
+        rows["capacity"].append(capacity)
+        rows["kv_b"].append(kv_bytes_per_element(kv_name))
+        rows["p_pre"].append(en.device_power_w(device.tdp_w, device.idle_w, en.PREFILL_ACTIVITY_FRAC))
+        rows["p_dec"].append(en.device_power_w(device.tdp_w, device.idle_w, en.DECODE_ACTIVITY_FRAC))
+        rows["idle"].append(device.idle_w)
+        rows["host"].append(en.host_power_frac(device))
+    a = {k: np.asarray(v, dtype=float) for k, v in rows.items()}
+    return ServePhysics(
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        keys=tuple((d.id, q, t) for d, q, t in configs),
+        devices=tuple(d for d, _, _ in configs),
+        tp=a["tp"],
+        peak_flop_per_s=a["peak"],
+        bandwidth_bytes_per_s=a["bw"],
+        link_bytes_per_s=a["link"],
+        collective_latency_s=a["lat"],
+        kv_shard=a["kv_shard"],
+        bytes_per_param=a["bpp"],
+        weights_bytes=a["weights"],
+        overhead_bytes=a["overhead"],
+        capacity_bytes=a["capacity"],
+        kv_bytes_per_element=a["kv_b"],
+        power_prefill_w=a["p_pre"],
+        power_decode_w=a["p_dec"],
+        idle_w=a["idle"],
+        host_frac=a["host"],
+        params=pc,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# capacity of one replica
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CapacityTable:
+    """Per candidate (arrays aligned with ``candidates``): the largest request rate per replica meeting the
+    SLOs (``capacity_rps``, 0 where infeasible), the batch cap achieving it, replicas for the workload, and at the
+    per-replica load ``rps / replicas``: p95 TTFT/TPOT (ms), utilization, power, energy and CO2e per 1M output
+    tokens, cost per hour of the whole deployment (float USD; Decimal in the plan's options).
+
+    ``reason`` is "" for feasible candidates, else ``does_not_fit`` | ``misses_slo``; ``shortfall`` says by how
+    much (GB per device short, or ms over the tighter SLO at the lightest load) in ``shortfall_unit``.
+    """
+
+    candidates: tuple[ServeCandidate, ...]
+    config_index: Any
+    feasible: Any
+    capacity_rps: Any
+    batch: Any
+    replicas: Any
+    load_rps_per_replica: Any
+    ttft_p95_ms: Any
+    tpot_p95_ms: Any
+    utilization: Any
+    saturation_tokens_per_s: Any
+    power_per_device_w: Any
+    energy_per_1m_tokens_kwh: Any
+    co2e_per_1m_tokens_kg: Any
+    cost_per_hour_usd: Any
+    cost_per_replica_hour_usd: Any
+    instances: Any
+    memory_gb: Any
+    reason: tuple[str, ...]
+    shortfall: Any
+    shortfall_unit: tuple[str, ...]
+    detail: tuple[str, ...]
+
+
+def _metrics(phys: ServePhysics, slots, n, extra: int, decode_steps: int):
+    """Queue state for configs x (trailing axes) at occupancy *n* with batch cap *slots*."""
+    t = phys.step_s(n, extra)
+    t_tag = phys.step_s(np.minimum(n + 1.0, slots), extra)
+    t_full = phys.step_s(slots, extra)
+    p1 = phys.prefill_s(1, extra)
+    return continuous_batching_state(
+        n,
+        slots=slots,
+        step_s=t,
+        step_s_tagged=t_tag,
+        step_s_full=t_full,
+        prefill_s=p1,
+        decode_steps=decode_steps,
+    )
+
+
+def _ok(state, slots, ttft_slo_s: float, tpot_slo_s: float):
+    return (
+        state.is_stable
+        & (state.utilization <= MAX_UTILIZATION_FRAC)
+        & (state.ttft_p95_s <= ttft_slo_s)
+        & (state.tpot_p95_s <= tpot_slo_s)
+    )
+
+
+def _config_capacity(phys: ServePhysics, workload: ServeWorkload):
+    """(capacity_rps, batch, n_at_capacity, fits_any, need_gb, ttft_min_s, tpot_min_s) per configuration."""
+    decode_steps = max(workload.output_tokens - 1, 1)
+    ttft_slo = math.inf if workload.ttft_p95_ms is None else workload.ttft_p95_ms / MS_PER_S
+    tpot_slo = math.inf if workload.tpot_p95_ms is None else workload.tpot_p95_ms / MS_PER_S
+    caps = np.asarray(BATCH_CAPS, dtype=float)
+    g = len(phys.keys)
+    fits = phys.memory_bytes(caps[None, :], 1) <= phys._col(phys.capacity_bytes, 1)  # (G, B)
+    slots = caps[None, :, None]
+    n = slots * _OCCUPANCY_FRACS[None, None, :]  # (1, B, F)
+    st = _metrics(phys, slots, n, 2, decode_steps)
+    ok = _ok(st, slots, ttft_slo, tpot_slo) & fits[:, :, None]
+    lam = np.where(ok, st.arrival_rps, 0.0)
+    best_f = np.argmax(lam, axis=2)  # (G, B) index of the best feasible occupancy
+    cap = np.take_along_axis(lam, best_f[:, :, None], axis=2)[:, :, 0]
+    # refine between the best feasible grid point and the next one by bisection on the occupancy
+    lo_n = np.take_along_axis(np.broadcast_to(n, lam.shape), best_f[:, :, None], axis=2)[:, :, 0]
+    nxt = np.minimum(best_f + 1, len(_OCCUPANCY_FRACS) - 1)
+    hi_n = caps[None, :] * _OCCUPANCY_FRACS[nxt]
+    has = cap > 0
+    slots2 = np.broadcast_to(caps[None, :], (g, len(caps)))
+    for _ in range(_BISECT_STEPS):
+        mid = 0.5 * (lo_n + hi_n)
+        s_mid = _metrics(phys, slots2, mid, 1, decode_steps)
+        good = _ok(s_mid, slots2, ttft_slo, tpot_slo) & has
+        lo_n = np.where(good, mid, lo_n)
+        hi_n = np.where(good, hi_n, mid)
+        cap = np.where(good, np.maximum(cap, s_mid.arrival_rps), cap)
+    best_b = np.argmax(cap, axis=1)
+    rows = np.arange(g)
+    capacity = cap[rows, best_b]
+    # lower bounds of latency at the lightest load, for the rejected ones
+    light = np.where(fits[:, :, None], st.ttft_p95_s, np.inf)[:, :, 0]
+    light_tpot = np.where(fits[:, :, None], st.tpot_p95_s, np.inf)[:, :, 0]
+    need_gb = phys.memory_bytes(1.0, 0) / BYTES_PER_GB
+    return (
+        capacity,
+        caps[best_b],
+        fits.any(axis=1),
+        need_gb,
+        light.min(axis=1),
+        light_tpot.min(axis=1),
+    )
+
+
+def _state_at_load(phys: ServePhysics, workload: ServeWorkload, slots, lam):
+    """Queue state per configuration at arrival rate *lam* (bisection on the occupancy)."""
+    decode_steps = max(workload.output_tokens - 1, 1)
+    lo = np.zeros_like(lam)
+    hi = np.asarray(slots, dtype=float) * 0.9999
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        st = _metrics(phys, slots, mid, 0, decode_steps)
+        below = st.arrival_rps < lam
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return _metrics(phys, slots, np.maximum(0.5 * (lo + hi), 1e-9), 0, decode_steps)
+
+
+def _configs_of(candidates: Sequence[ServeCandidate]) -> tuple[list[tuple[Device, str, int]], np.ndarray]:
+    index: dict[tuple[str, str, int], int] = {}
+    configs: list[tuple[Device, str, int]] = []
+    idx = np.empty(len(candidates), dtype=np.int64)
+    for i, c in enumerate(candidates):
+        key = (c.device.id, c.quant, c.device_count)
+        j = index.get(key)
+        if j is None:
+            j = index[key] = len(configs)
+            configs.append((c.device, c.quant, c.device_count))
+        idx[i] = j
+    return configs, idx
+
+
+def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidate]) -> CapacityTable:
+    """Capacity, sizing, latency, energy, CO2e and cost of every candidate for *workload* (vectorized over the
+    distinct device x quant x TP configurations, batch caps and loads). See the module docstring."""
+    cands = tuple(candidates)
+    if not cands:
+        raise InputError("candidates", [], "give at least one candidate (see enumerate_serve_candidates)")
+    configs, cidx = _configs_of(cands)
+    phys = serve_physics(workload.model, configs, workload.input_tokens, workload.output_tokens)
+    capacity, batch, fits_any, need_gb, ttft_min_s, tpot_min_s = _config_capacity(phys, workload)
+    feasible_cfg = capacity > 0
+    safe_cap = np.where(feasible_cfg, capacity, 1.0)
+    replicas_cfg = np.where(feasible_cfg, np.ceil(workload.rps / safe_cap - 1e-9), 0.0)
+    lam = np.where(feasible_cfg, workload.rps / np.maximum(replicas_cfg, 1.0), 1e-6)
+    st = _state_at_load(phys, workload, batch, np.minimum(lam, safe_cap))
+    decode_steps = max(workload.output_tokens - 1, 1)
+    sat_rps = saturation_rps(batch, phys.step_s(batch), phys.prefill_s(1), decode_steps)
+    # average device power at the load: prefill share, decode while anything runs, idle otherwise
+    power = (
+        st.prefill_frac * phys.power_prefill_w
+        + np.maximum(st.busy_frac - st.prefill_frac, 0.0) * phys.power_decode_w
+        + (1.0 - st.busy_frac) * phys.idle_w
+    )
+    wall_w_per_device = power * (1.0 + phys.host_frac)
+
+    n = len(cands)
+    tp = np.array([c.device_count for c in cands], dtype=float)
+    reps = replicas_cfg[cidx]
+    pue = np.empty(n)
+    grid = np.empty(n)
+    cost_replica = np.empty(n)
+    cost_total = np.empty(n)
+    instances = np.zeros(n)
+    for i, c in enumerate(cands):
+        j = cidx[i]
+        if c.onprem is not None:
+            pue[i] = c.onprem.pue
+            per_dev = onprem_usd_per_device_h(c.onprem, float(wall_w_per_device[j]), c.onprem.pue)
+            cost_replica[i] = per_dev * c.device_count
+            cost_total[i] = cost_replica[i] * reps[i]
+        else:
+            assert c.offering is not None and c.usd_per_device_h is not None
+            pue[i] = c.region.pue if c.region is not None else en.DEFAULT_PUE
+            per_dev = float(c.usd_per_device_h)
+            cost_replica[i] = per_dev * c.device_count
+            instances[i] = math.ceil(reps[i] * c.device_count / c.offering.device_count - 1e-9)
+            cost_total[i] = per_dev * c.offering.device_count * instances[i]
+        grid[i] = c.region.grid_gco2e_per_kwh if c.region is not None else DEFAULT_GRID_GCO2E_PER_KWH
+    out_tokens_per_h = workload.rps * workload.output_tokens * S_PER_H
+    kwh_per_h = wall_w_per_device[cidx] * tp * reps * pue / KILO
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kwh_1m = kwh_per_h / out_tokens_per_h * MEGA
+    feasible = feasible_cfg[cidx]
+
+    reason: list[str] = []
+    shortfall = np.zeros(n)
+    units: list[str] = []
+    detail: list[str] = []
+    for i, c in enumerate(cands):
+        j = cidx[i]
+        if feasible[i]:
+            reason.append("")
+            units.append("")
+            detail.append("")
+        elif not fits_any[j]:
+            short = need_gb[j] - c.device.memory_gb
+            reason.append("does_not_fit")
+            shortfall[i] = short
+            units.append("GB per device")
+            detail.append(
+                f"does not fit: {need_gb[j]:.1f} GB per device needed at batch 1 "
+                f"(weights {phys.weights_bytes[j] / BYTES_PER_GB:.1f} GB), {c.device.memory_gb:g} GB available: "
+                f"short by {short:.1f} GB"
+            )
+        else:
+            over_ttft = (
+                ttft_min_s[j] * MS_PER_S - workload.ttft_p95_ms
+                if workload.ttft_p95_ms is not None
+                else -np.inf
+            )
+            over_tpot = (
+                tpot_min_s[j] * MS_PER_S - workload.tpot_p95_ms
+                if workload.tpot_p95_ms is not None
+                else -np.inf
+            )
+            reason.append("misses_slo")
+            units.append("ms")
+            if over_ttft >= over_tpot and over_ttft > 0:
+                shortfall[i] = over_ttft
+                detail.append(
+                    f"misses the TTFT p95 target: {ttft_min_s[j] * MS_PER_S:.0f} ms even at the lightest load "
+                    f"vs {workload.ttft_p95_ms:g} ms (over by {over_ttft:.0f} ms)"
+                )
+            elif over_tpot > 0:
+                shortfall[i] = over_tpot
+                detail.append(
+                    f"misses the TPOT p95 target: {tpot_min_s[j] * MS_PER_S:.1f} ms even at the lightest load "
+                    f"vs {workload.tpot_p95_ms:g} ms (over by {over_tpot:.1f} ms)"
+                )
+            else:
+                shortfall[i] = 0.0
+                detail.append("no load meets both SLOs together below the utilization ceiling")
+    return CapacityTable(
+        candidates=cands,
+        config_index=cidx,
+        feasible=feasible,
+        capacity_rps=capacity[cidx],
+        batch=batch[cidx].astype(int),
+        replicas=reps.astype(int),
+        load_rps_per_replica=np.where(feasible, lam[cidx], 0.0),
+        ttft_p95_ms=st.ttft_p95_s[cidx] * MS_PER_S,
+        tpot_p95_ms=st.tpot_p95_s[cidx] * MS_PER_S,
+        utilization=st.utilization[cidx],
+        saturation_tokens_per_s=(sat_rps * workload.output_tokens)[cidx],
+        power_per_device_w=power[cidx],
+        energy_per_1m_tokens_kwh=kwh_1m,
+        co2e_per_1m_tokens_kg=kwh_1m * grid / 1000.0,
+        cost_per_hour_usd=cost_total,
+        cost_per_replica_hour_usd=cost_replica,
+        instances=instances,
+        memory_gb=need_gb[cidx],
+        reason=tuple(reason),
+        shortfall=shortfall,
+        shortfall_unit=tuple(units),
+        detail=tuple(detail),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the plan
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _money(x: float, step: Decimal = _CENT) -> Decimal:
+    return Decimal(repr(float(x))).quantize(step, rounding=ROUND_HALF_EVEN)
+
+
+@dataclass(frozen=True)
+class ServePlan:
+    """Ranked options, the strongest rejected alternatives, Pareto fronts and assumptions of a serve plan.
+
+    ``options``/``rejected``/``pareto`` hold JSON-ready dicts (money as Decimal); ``summary`` says in one line
+    what was found, or why nothing was and how far the nearest option is.
+    """
+
+    workload: ServeWorkload
+    objective: str
+    options: tuple[dict, ...]
+    rejected: tuple[dict, ...]
+    pareto: tuple[dict, ...]
+    assumptions: dict = field(default_factory=dict)
+    summary: str = ""
+    candidates_evaluated: int = 0
+
+    def to_dict(self) -> dict:
+        """``{"options", "rejected", "pareto", "assumptions", "summary"}``, Decimal as str."""
+        return _jsonable(
+            {
+                "options": list(self.options),
+                "rejected": list(self.rejected),
+                "pareto": list(self.pareto),
+                "assumptions": self.assumptions,
+                "summary": self.summary,
+            }
+        )
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _option(table: CapacityTable, i: int, workload: ServeWorkload) -> dict:
+    c = table.candidates[i]
+    cost_h = float(table.cost_per_hour_usd[i])
+    tokens_per_h = workload.rps * workload.output_tokens * S_PER_H
+    cost_h_dec = _instance_cost(c, int(table.instances[i]), cost_h)
+    return {
+        "device": c.device.id,
+        "device_name": c.device.name,
+        "count": int(table.replicas[i]) * c.device_count,
+        "replicas": int(table.replicas[i]),
+        "tensor_parallel": c.device_count,
+        "quant": c.quant,
+        "batch": int(table.batch[i]),
+        "pricing": c.pricing,
+        "provider": c.provider,
+        "instance_type": c.offering.instance_type if c.offering is not None else None,
+        "instances": int(table.instances[i]) if c.offering is not None else None,
+        "region": c.region.id if c.region is not None else None,
+        "usd_per_device_h": c.usd_per_device_h,
+        "cost_per_hour_usd": cost_h_dec,
+        "cost_per_1m_tokens_usd": _money(float(cost_h_dec) / tokens_per_h * MEGA, _MONEY_1M),
+        "ttft_p95_ms": round(float(table.ttft_p95_ms[i]), 1),
+        "tpot_p95_ms": round(float(table.tpot_p95_ms[i]), 2),
+        "capacity_rps_per_replica": round(float(table.capacity_rps[i]), 3),
+        "throughput_tokens_per_s": round(float(table.saturation_tokens_per_s[i]), 1),
+        "utilization": round(float(table.utilization[i]), 3),
+        "memory_gb_per_device": round(float(table.memory_gb[i]), 2),
+        "power_per_device_w": round(float(table.power_per_device_w[i]), 1),
+        "energy_per_1m_tokens_kwh": round(float(table.energy_per_1m_tokens_kwh[i]), 4),
+        "co2e_per_1m_tokens_kg": round(float(table.co2e_per_1m_tokens_kg[i]), 4),
+        "grid_gco2e_per_kwh": c.region.grid_gco2e_per_kwh
+        if c.region is not None
+        else DEFAULT_GRID_GCO2E_PER_KWH,
+        "meets_slo": True,
+        "source_url": c.offering.source_url
+        if c.offering is not None
+        else (c.onprem.source_url if c.onprem else ""),
+    }
+
+
+def _instance_cost(c: ServeCandidate, instances: int, cost_h: float) -> Decimal:
+    if c.offering is None:
+        return _money(cost_h)
+    price = {
+        "on-demand": c.offering.on_demand_usd_per_h,
+        "spot": c.offering.spot_usd_per_h,
+        "reserved": c.offering.reserved_usd_per_h,
+    }[c.pricing]
+    assert price is not None
+    return (price * instances).quantize(_CENT, rounding=ROUND_HALF_EVEN)
+
+
+def _rejected(table: CapacityTable, i: int) -> dict:
+    c = table.candidates[i]
+    return {
+        "device": c.device.id,
+        "count": c.device_count,
+        "tensor_parallel": c.device_count,
+        "quant": c.quant,
+        "pricing": c.pricing,
+        "provider": c.provider,
+        "region": c.region.id if c.region is not None else None,
+        "kind": table.reason[i],
+        "reason": table.detail[i],
+        "shortfall": round(float(table.shortfall[i]), 2),
+        "shortfall_unit": table.shortfall_unit[i],
+        "meets_slo": False,
+    }
+
+
+def _objective_key(objective: str, opt: dict) -> tuple:
+    cost = float(opt["cost_per_hour_usd"])
+    if objective == "cost":
+        return (cost, opt["ttft_p95_ms"])
+    if objective == "energy":
+        return (opt["energy_per_1m_tokens_kwh"], cost)
+    if objective == "co2":
+        return (opt["co2e_per_1m_tokens_kg"], cost)
+    return (opt["ttft_p95_ms"], opt["tpot_p95_ms"], cost)
+
+
+def _pareto(options: Sequence[dict], key_y: str, front: str) -> dict:
+    pts = sorted(options, key=lambda o: (float(o["cost_per_hour_usd"]), o[key_y]))
+    out = []
+    best_y = math.inf
+    for o in pts:
+        if o[key_y] < best_y:
+            best_y = o[key_y]
+            out.append(
+                {
+                    k: o[k]
+                    for k in (
+                        "device",
+                        "count",
+                        "tensor_parallel",
+                        "quant",
+                        "pricing",
+                        "provider",
+                        "region",
+                        "cost_per_hour_usd",
+                        key_y,
+                    )
+                }
+            )
+    return {"front": front, "x": "cost_per_hour_usd", "y": key_y, "points": out}
+
+
+def _check_choice(value: str, field: str, allowed: Sequence[str]) -> str:
+    key = value.strip().lower() if isinstance(value, str) else value
+    if key not in allowed:
+        raise InputError(field, value, "use one of " + ", ".join(repr(a) for a in allowed))
+    return key
+
+
+def plan_serve(
+    workload: ServeWorkload,
+    catalog: Any,
+    *,
+    objective: str = "cost",
+    pricing: Sequence[str] = ("on-demand",),
+    providers: Sequence[str] | None = None,
+    regions: Sequence[str] | None = None,
+    min_precision: str = "int4",
+    max_devices: int = 8,
+    top_k: int = 10,
+    space: CandidateSpace | None = None,
+) -> ServePlan:
+    """Search the catalog for the best ways to serve *workload*; see the module docstring.
+
+    *space* skips enumeration (a precomputed ``enumerate_serve_space`` result, e.g. for what-ifs and benches).
+    Options are deduplicated to the best per device x TP x quant x pricing x provider, ranked by *objective*
+    (cost: cost per hour of the deployment; energy / co2: per 1M output tokens; latency: TTFT then TPOT p95).
+    """
+    objective = _check_choice(objective, "objective", OBJECTIVES)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 1000:
+        raise InputError("top_k", top_k, "give a whole number from 1 to 1000")
+    if space is None:
+        space = enumerate_serve_space(
+            catalog,
+            workload.model,
+            pricing=pricing,
+            providers=providers,
+            regions=regions,
+            min_precision=min_precision,
+            max_devices=max_devices,
+        )
+    assumptions = _assumptions(workload, objective, pricing, min_precision, max_devices)
+    if not space.candidates:
+        rejected = tuple(s.to_dict() for s in space.skipped[:top_k])
+        why = "; ".join(sorted({s.reason for s in space.skipped})[:3]) or "the filters leave no offering"
+        return ServePlan(
+            workload,
+            objective,
+            (),
+            rejected,
+            (),
+            assumptions,
+            f"No candidate to evaluate for pricing {list(pricing)}: {why}. Widen --pricing, --providers or "
+            "--regions (or add --pricing onprem).",
+            0,
+        )
+    table = replica_capacity(workload, space.candidates)
+    feas = np.flatnonzero(table.feasible)
+    best: dict[tuple, dict] = {}
+    for i in feas.tolist():
+        opt = _option(table, i, workload)
+        key = (opt["device"], opt["tensor_parallel"], opt["quant"], opt["pricing"], opt["provider"])
+        if key not in best or _objective_key(objective, opt) < _objective_key(objective, best[key]):
+            best[key] = opt
+    all_opts = sorted(best.values(), key=lambda o: _objective_key(objective, o))
+    for rank, o in enumerate(all_opts, 1):
+        o["rank"] = rank
+    options = tuple(all_opts[:top_k])
+
+    # rejected: the evaluated ones closest to working (smallest relative shortfall), one per device x TP x quant
+    infeas = np.flatnonzero(~table.feasible)
+    rel = np.array(
+        [
+            table.shortfall[i]
+            / max(
+                table.candidates[i].device.memory_gb
+                if table.reason[i] == "does_not_fit"
+                else (
+                    min(x for x in (workload.ttft_p95_ms, workload.tpot_p95_ms) if x is not None)
+                    if table.reason[i] == "misses_slo" and (workload.ttft_p95_ms or workload.tpot_p95_ms)
+                    else 1.0
+                ),
+                1e-9,
+            )
+            for i in infeas.tolist()
+        ]
+    )
+    order = infeas[np.argsort(rel, kind="stable")] if len(infeas) else infeas
+    seen: set[tuple] = set()
+    rej: list[dict] = []
+    for i in order.tolist():
+        c = table.candidates[i]
+        key = (c.device.id, c.device_count, c.quant)
+        if key in seen:
+            continue
+        seen.add(key)
+        rej.append(_rejected(table, i))
+        if len(rej) >= top_k:
+            break
+    rej.extend(s.to_dict() for s in space.skipped if s.kind == "not_sold_in_region")
+    rej.extend(s.to_dict() for s in space.skipped if s.kind != "not_sold_in_region")
+    pareto = (
+        (
+            _pareto(all_opts, "ttft_p95_ms", "cost_vs_latency"),
+            _pareto(all_opts, "co2e_per_1m_tokens_kg", "cost_vs_co2"),
+        )
+        if all_opts
+        else ()
+    )
+    if options:
+        top = options[0]
+        summary = (
+            f"Best by {objective}: {top['replicas']} x {top['tensor_parallel']} {top['device']} {top['quant']} "
+            f"({top['pricing']}, {top['provider']}, {top['region'] or 'no region'}) at "
+            f"${top['cost_per_hour_usd']}/h, ${top['cost_per_1m_tokens_usd']} per 1M output tokens, "
+            f"TTFT p95 {top['ttft_p95_ms']:.0f} ms, TPOT p95 {top['tpot_p95_ms']:.1f} ms; "
+            f"{len(all_opts)} feasible options of {len(space.candidates)} candidates."
+        )
+    else:
+        summary = "No candidate meets the targets. " + (
+            f"Nearest: {rej[0]['tensor_parallel']} x {rej[0]['device']} {rej[0]['quant']}: {rej[0]['reason']}."
+            if rej
+            else ""
+        )
+    return ServePlan(
+        workload,
+        objective,
+        options,
+        tuple(rej),
+        pareto,
+        assumptions,
+        summary,
+        len(space.candidates),
+    )
+
+
+def _assumptions(
+    workload: ServeWorkload, objective: str, pricing, min_precision: str, max_devices: int
+) -> dict:
+    return {
+        "model": workload.model.id,
+        "rps": workload.rps,
+        "input_tokens": workload.input_tokens,
+        "output_tokens": workload.output_tokens,
+        "ttft_p95_ms": workload.ttft_p95_ms,
+        "tpot_p95_ms": workload.tpot_p95_ms,
+        "objective": objective,
+        "pricing": list(pricing),
+        "min_precision": min_precision,
+        "max_devices_per_replica": max_devices,
+        "arrivals": "Poisson at rps, split evenly over replicas",
+        "scheduler": "continuous batching (Orca/vLLM iteration-level), prefill priority, one prompt per prefill "
+        "iteration, batch cap = max concurrent sequences",
+        "queueing_model": "flopwise.plan.queueing: engine-time balance + Erlang C slots (Allen-Cunneen) + M/D/1 "
+        "prefill queue with a residual decode step; checked against flopwise.plan.simulate",
+        "batch_caps_searched": list(BATCH_CAPS),
+        "max_utilization_frac": MAX_UTILIZATION_FRAC,
+        "decode_step_context_tokens": workload.input_tokens + workload.output_tokens / 2.0,
+        "tokens_basis": "per 1M generated (output) tokens; prefill time, energy and cost are charged to them",
+        "cloud_billing": "whole instances: ceil(replicas x TP / devices per instance) x instance price",
+        "onprem_cost": "straight-line depreciation over the profile's lifetime + electricity at the profile's PUE",
+        "pue": "cloud: the region's PUE; on-prem: the profile's PUE",
+        "default_grid_gco2e_per_kwh": DEFAULT_GRID_GCO2E_PER_KWH,
+        "default_grid_source": DEFAULT_GRID_SOURCE,
+        "tensor_parallel": "within one instance; divides the attention heads; needs an interconnect",
+        "physics": "flopwise.estimate serving terms (roofline decode at the mean context, chunked prefill, "
+        "ring all-reduce per layer, linear power model); see docs/methodology.md",
+    }
