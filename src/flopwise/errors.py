@@ -10,6 +10,7 @@
     │   ├── UnknownModelError         a model name that resolves to nothing (with suggestions)
     │   ├── UnknownRegionError        a region that resolves to nothing (with suggestions)
     │   └── ModelConfigError          a Hugging Face config.json that cannot be read
+    ├── IngestError                   a usage file that cannot be understood at all (path, line, fix)
     └── UnsupportedError              a valid request the hardware or estimator cannot do
                                       (e.g. a quantization the device cannot run)
 
@@ -25,6 +26,7 @@ __all__ = [
     "CatalogError",
     "CatalogFileError",
     "FlopwiseError",
+    "IngestError",
     "InputError",
     "ModelConfigError",
     "UnknownAcceleratorError",
@@ -113,6 +115,18 @@ class ModelConfigError(CatalogError):
     def __init__(self, path: str, message: str) -> None:
         self.path = path
         super().__init__(f"{path}: {message}")
+
+
+class IngestError(FlopwiseError):
+    """A usage file that cannot be understood at all. Names the file, the line (when one is to blame) and
+    what to do. Malformed single rows are not errors: parsers report them as ``RejectedRow`` and go on."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        self.path = path
+        self.line = line
+        self.message = message
+        where = path if line is None else f"{path}:{line}"
+        super().__init__(f"{where}: {message}")
 
 
 class UnsupportedError(FlopwiseError):
