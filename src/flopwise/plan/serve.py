@@ -787,7 +787,9 @@ def plan_serve(
             for i in infeas.tolist()
         ]
     )
-    order = infeas[np.argsort(rel, kind="stable")] if len(infeas) else infeas
+    # a candidate that runs but is too slow is nearer than one that does not fit
+    fit_rank = np.array([table.reason[i] != "misses_slo" for i in infeas.tolist()], dtype=float)
+    order = infeas[np.lexsort((rel, fit_rank))] if len(infeas) else infeas
     seen: set[tuple] = set()
     rej: list[dict] = []
     for i in order.tolist():
