@@ -339,6 +339,10 @@ def _pow2_floor(x: int) -> int:
     return 1 << (max(1, x).bit_length() - 1)
 
 
+#: most devices of a non-datacenter segment (workstation, consumer, Apple, CPU, edge) planned together: one machine
+ONE_MACHINE_MAX_DEVICES = 8
+
+
 def _count_grid(sizes: Iterable[int], max_devices: int, multi: bool) -> np.ndarray:
     """Device counts to try: each instance size times 1, 2, 3, 4, 6, 8, 12, 16, ... up to *max_devices*
     (only 1 for devices without an interconnect)."""
@@ -670,7 +674,12 @@ def plan_train(
         device = catalog.devices[dev_id]
         multi = device.interconnect_gb_per_s > 0
         sizes = sorted({s.instance_size for s in srcs} | ({1} if any(s.onprem for s in srcs) else set()))
-        counts = _count_grid(sizes, max_devices, multi)
+        # Multi-node training needs a datacenter fabric (InfiniBand/RoCE or NVLink domains) that the catalog
+        # models only for datacenter parts: other segments are planned within one machine.
+        device_limit = (
+            max_devices if device.segment == "datacenter" else min(max_devices, ONE_MACHINE_MAX_DEVICES)
+        )
+        counts = _count_grid(sizes, device_limit, multi)
         if counts.size == 0:
             grids[dev_id] = _DeviceGrid(
                 counts,
@@ -929,6 +938,8 @@ def plan_train(
         "deadline_h": None if deadline is None else deadline / S_PER_H,
         "budget_usd": None if budget is None else str(budget_usd),
         "max_devices": max_devices,
+        "non_datacenter_devices": f"planned within one machine (at most {ONE_MACHINE_MAX_DEVICES} devices): the "
+        "catalog models no multi-node fabric for workstation, consumer, Apple, CPU or edge hardware",
         "device_types_considered": len(grids),
         "sources_considered": len(sources),
         "groups_feasible": len(best),
