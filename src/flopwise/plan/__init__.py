@@ -19,6 +19,7 @@ from flopwise.plan.candidates import (
 from flopwise.plan.queueing import QueueState, continuous_batching_state, erlang_c
 from flopwise.plan.serve import CapacityTable, ServePlan, plan_serve, replica_capacity
 from flopwise.plan.simulate import SimResult, simulate_continuous_batching
+from flopwise.plan.whatif import WhatIf, what_ifs
 
 __all__ = [
     "CandidateSpace",
@@ -36,4 +37,6 @@ __all__ = [
     "enumerate_serve_space",
     "erlang_c",
     "simulate_continuous_batching",
+    "WhatIf",
+    "what_ifs",
 ]
