@@ -106,6 +106,7 @@ class ServePhysics:
     power_decode_w: Any
     idle_w: Any
     host_frac: Any
+    step_overhead_s: Any = 0.0
     params: Any = None
 
     def _col(self, x, extra: int):
@@ -156,6 +157,7 @@ class ServePhysics:
                 col(self.bandwidth_bytes_per_s, extra),
             )
             + comm
+            + col(self.step_overhead_s, extra)
         )
 
     def prefill_s(self, batch=1, extra: int = 0):
@@ -183,7 +185,7 @@ class ServePhysics:
                 + chunks * col(self.collective_latency_s, extra) * (tp > 1)
             )
         )
-        return np.maximum(compute, memory) + comm
+        return np.maximum(compute, memory) + chunks * col(self.step_overhead_s, extra) + comm
 
     def memory_bytes(self, batch, extra: int = 0):
         """Memory per device (bytes) with *batch* sequences of input + output tokens cached."""
@@ -218,14 +220,21 @@ def serve_physics(
             "p_dec",
             "idle",
             "host",
+            "overhead_s",
         )
     }
     for device, quant, tp in configs:
         q = get_quant(quant)
         kv_name = "fp32" if q.name == "fp32" else "bf16"
-        _dtype, peak_tflop, warnings = resolve_serving_quant(q, device)
+        dtype, peak_tflop, warnings = resolve_serving_quant(q, device)
         weight_only = q.is_weight_only or bool(warnings and "weight-only" in warnings[0])
         kind = device.kind
+        # estimator refinements, used when the estimator has them (fp16 accumulation, per-layer step overhead)
+        fp16_quants = getattr(tm, "FP16_ACCUMULATE_QUANTS", ())
+        if dtype == "fp16" and q.name in fp16_quants:
+            peak_tflop = tm.fp16_accumulate_peak_tflop_per_s(device, peak_tflop)
+        overhead_fn = getattr(tm, "decode_overhead_s", None)
+        rows["overhead_s"].append(float(overhead_fn(model.n_layers, kind)) if overhead_fn else 0.0)
         rows["tp"].append(float(tp))
         rows["peak"].append(
             peak_tflop
@@ -274,6 +283,7 @@ def serve_physics(
         power_decode_w=a["p_dec"],
         idle_w=a["idle"],
         host_frac=a["host"],
+        step_overhead_s=a["overhead_s"],
         params=pc,
     )
 
