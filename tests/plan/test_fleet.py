@@ -312,3 +312,128 @@ def test_bad_solver_inputs():
         solve_fleet(cap, [1.0, -1.0])
     with pytest.raises(InputError, match="demand_rps"):
         FleetCapacity.from_matrix([0.0], [[5.0]])
+
+
+# ============================================================================================ on the catalog
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    """The built-in catalog alone (no $FLOPWISE_CATALOG_DIR overrides)."""
+    from flopwise.catalog import Catalog
+    from flopwise.catalog.loader import read_builtin
+
+    return Catalog(read_builtin())
+
+
+@pytest.fixture(scope="module")
+def example_plan(catalog):
+    from flopwise.plan.fleet import plan_fleet
+
+    return plan_fleet(parse_fleet_spec(_load(EXAMPLE)), catalog)
+
+
+def test_example_fleet_on_builtin_catalog(example_plan):
+    plan = example_plan
+    sol = plan.solution
+    assert sol.is_feasible and sol.is_optimal
+    assert sol.saving_frac is not None and sol.saving_frac >= 0.0
+    assert sol.usd_per_h <= sol.baseline.usd_per_h
+    # the mix is no dearer than any single type that can run the whole fleet
+    assert all(c is None or sol.usd_per_h <= c for c in sol.single_type_usd_per_h)
+    d = plan.to_dict()
+    # every service fully served, by replicas whose capacity covers its rate
+    for svc, row in zip(plan.spec.services, d["services"], strict=True):
+        assert row["assignment"], svc.name
+        assert row["capacity_rps"] >= svc.rps
+        assert math.isclose(sum(a["rps"] for a in row["assignment"]), svc.rps, rel_tol=1e-9)
+        assert 0.0 < row["utilization_frac"] <= 1.0
+    # the hardware rows add up to the total, and the month is 730 hours
+    total = sum(Decimal(h["cost_per_unit_hour_usd"]) * h["units"] for h in d["hardware"])
+    assert total == sol.usd_per_h
+    assert Decimal(d["cost_per_month_usd"]) == (sol.usd_per_h * 730).quantize(Decimal("0.01"))
+    # devices used by the assignment fit in the units bought, type by type
+    for h in d["hardware"]:
+        used = sum(a["devices"] for row in d["services"] for a in row["assignment"] if a["type"] == h["type"])
+        assert 0 < used <= h["devices"]
+    # tensor parallelism stays within one cloud instance
+    types = {h["type"]: h for h in d["hardware"]}
+    for row in d["services"]:
+        for a in row["assignment"]:
+            assert a["tensor_parallel"] <= types[a["type"]]["devices_per_unit"]
+    assert d["baseline"]["units"] >= 1
+    assert d["assumptions"]["candidates"] > 1000
+    import json
+
+    json.dumps(d)
+
+
+def test_example_fleet_meets_slo_per_replica(example_plan, catalog):
+    """Cross-check one assignment against plan serve's capacity table for the same configuration."""
+    from flopwise.models import load_models
+    from flopwise.plan.candidates import ServeWorkload, enumerate_serve_space
+    from flopwise.plan.serve import replica_capacity
+
+    svc = example_plan.spec.services[0]
+    a = example_plan.to_dict()["services"][0]["assignment"][0]
+    model = load_models().resolve(svc.model)
+    wl = ServeWorkload(model, svc.rps, svc.input_tokens, svc.output_tokens, svc.ttft_p95_ms, svc.tpot_p95_ms)
+    space = enumerate_serve_space(catalog, model, min_precision=svc.min_precision)
+    same = [
+        c
+        for c in space.candidates
+        if (c.device.id, c.device_count, c.quant) == (a["device"], a["tensor_parallel"], a["quant"])
+    ]
+    table = replica_capacity(wl, same[:1])
+    assert math.isclose(float(table.capacity_rps[0]), a["capacity_rps_per_replica"], rel_tol=1e-9)
+
+
+def test_inventory_is_used_and_respected(catalog):
+    from flopwise.plan.fleet import plan_fleet
+
+    spec = parse_fleet_spec(_load(FIXTURES / "fleet-inventory.yaml"))
+    plan = plan_fleet(spec, catalog)
+    d = plan.to_dict()
+    assert plan.solution.is_feasible
+    owned = [h for h in d["hardware"] if h["is_owned"]]
+    assert len(owned) == 1 and owned[0]["device"] == "h100-sxm"
+    # sunk cost: electricity only, well under a dollar an hour per H100
+    assert Decimal(owned[0]["cost_per_unit_hour_usd"]) < Decimal("0.5")
+    assert 1 <= owned[0]["units"] <= 2
+    # 100 req/s is more than two H100s sustain, so the rest spills onto AWS (the only provider allowed)
+    cloud = [h for h in d["hardware"] if not h["is_owned"]]
+    assert cloud and all(h["provider"] == "aws" for h in cloud)
+    assert plan.solution.saving_frac >= 0.0
+
+
+def test_inventory_without_onprem_profile_is_an_input_error(catalog):
+    from flopwise.plan.fleet import plan_fleet
+
+    data = _load(FIXTURES / "fleet-inventory.yaml")
+    data["inventory"]["devices"] = {"l4": 2}
+    with pytest.raises(InputError) as err:
+        plan_fleet(parse_fleet_spec(data), catalog)
+    assert err.value.field == "inventory.devices.l4"
+    assert "onprem.csv" in str(err.value)
+
+
+def test_impossible_slo_says_why_and_how_far(catalog):
+    from flopwise.plan.fleet import plan_fleet
+
+    plan = plan_fleet(parse_fleet_spec(_load(FIXTURES / "fleet-impossible.yaml")), catalog)
+    d = plan.to_dict()
+    assert d["is_feasible"] is False
+    assert d["cost_per_hour_usd"] is None and d["hardware"] == []
+    assert "'chat-70b' has no hardware option" in d["reason"]
+    assert "nearest for 'chat-70b'" in d["reason"] and "TPOT" in d["reason"]
+    rejected = d["services"][0]["rejected"]
+    assert rejected and rejected[0]["kind"] == "misses_slo" and rejected[0]["shortfall"] > 0
+
+
+def test_unknown_model_is_reported(catalog):
+    from flopwise.errors import UnknownModelError
+    from flopwise.plan.fleet import plan_fleet
+
+    spec = parse_fleet_spec({"services": [_service(model="llama-9-8b")]})
+    with pytest.raises(UnknownModelError):
+        plan_fleet(spec, catalog)

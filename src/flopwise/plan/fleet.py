@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, replace
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import numpy as np
 
@@ -36,11 +36,15 @@ __all__ = [
     "MIN_PRECISIONS",
     "FleetCapacity",
     "FleetInventory",
+    "FleetPlan",
     "FleetService",
     "FleetSolution",
     "FleetSpec",
+    "HardwareType",
+    "ReplicaOption",
     "SingleTypeBaseline",
     "parse_fleet_spec",
+    "plan_fleet",
     "solve_fleet",
 ]
 
@@ -54,6 +58,7 @@ MIN_PRECISIONS = ("bf16", "fp8", "int8", "int4")
 _PRICING_KINDS = ("on-demand", "spot", "reserved", "onprem")
 #: HiGHS wall-clock limit for one integer program; a fleet stopped by it is reported as not proven optimal.
 SOLVER_TIME_LIMIT_S = 30.0
+_CENT = Decimal("0.01")
 
 
 # ============================================================================================ the spec
@@ -676,4 +681,510 @@ def solve_fleet(
         saving_usd_per_h=saving,
         saving_frac=saving_frac,
         mip_gap_frac=best.gap,
+    )
+
+
+# ============================================================================================ the plan
+
+
+@dataclass(frozen=True)
+class HardwareType:
+    """One unit that can be bought for the fleet: a cloud instance of one pricing kind, or one on-prem device."""
+
+    key: str  # e.g. "aws:p5.48xlarge:us-east-1 on-demand", "onprem:h100-sxm owned"
+    device_id: str
+    pricing: str  # on-demand | spot | reserved | onprem
+    provider: str  # aws, gcp, ... or onprem
+    instance_type: str | None
+    region: str | None
+    devices_per_unit: int
+    usd_per_unit_h: Decimal
+    inventory_units: int | None  # None: unlimited
+    is_owned: bool = False
+    source_url: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "type": self.key,
+            "device": self.device_id,
+            "provider": self.provider,
+            "instance_type": self.instance_type,
+            "region": self.region,
+            "pricing": self.pricing,
+            "is_owned": self.is_owned,
+            "devices_per_unit": self.devices_per_unit,
+            "cost_per_unit_hour_usd": str(self.usd_per_unit_h),
+            "inventory_units": self.inventory_units,
+            "source_url": self.source_url,
+        }
+
+
+@dataclass(frozen=True)
+class ReplicaOption:
+    """One way of running one replica of a service on a hardware type, with what it sustains within the SLO."""
+
+    service: str
+    type_key: str
+    device_id: str
+    tensor_parallel: int
+    quant: str
+    batch: int
+    capacity_rps: float
+
+    def label(self) -> str:
+        return f"{self.tensor_parallel}x {self.device_id} {self.quant} batch {self.batch}"
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    """The cheapest fleet for a :class:`FleetSpec` on a catalog. Build it with :func:`plan_fleet`.
+
+    ``types`` and ``options`` index the solution's ``units`` and ``replicas``; ``rejected`` holds, per service,
+    the strongest candidates that could not serve it and why (from ``plan serve``'s capacity table).
+    """
+
+    spec: FleetSpec
+    types: tuple[HardwareType, ...]
+    options: tuple[ReplicaOption, ...]
+    solution: FleetSolution
+    rejected: tuple[tuple[str, tuple[dict, ...]], ...]
+    assumptions: dict
+
+    @property
+    def usd_per_h(self) -> Decimal | None:
+        return self.solution.usd_per_h
+
+    @property
+    def usd_per_month(self) -> Decimal | None:
+        return None if self.solution.usd_per_h is None else _per_month(self.solution.usd_per_h)
+
+    def hardware_rows(self) -> list[dict]:
+        """Per hardware type bought: the unit, how many, and the cost."""
+        rows = []
+        sol = self.solution
+        for t, n in enumerate(sol.units):
+            if n <= 0:
+                continue
+            ht = self.types[t]
+            usd = ht.usd_per_unit_h * n
+            rows.append(
+                ht.to_dict()
+                | {
+                    "units": n,
+                    "devices": n * ht.devices_per_unit,
+                    "cost_per_hour_usd": _cents(usd),
+                    "cost_per_month_usd": str(_per_month(usd)),
+                }
+            )
+        return rows
+
+    def service_rows(self) -> list[dict]:
+        """Per service: its assignment across hardware types (replicas and traffic) and its utilization."""
+        sol = self.solution
+        rejected = dict(self.rejected)
+        rows = []
+        for s, svc in enumerate(self.spec.services):
+            assignment = []
+            capacity = 0.0
+            if sol.is_feasible:
+                for k, opt in enumerate(self.options):
+                    if opt.service != svc.name or sol.replicas[k] == 0:
+                        continue
+                    capacity += opt.capacity_rps * sol.replicas[k]
+                    assignment.append(
+                        {
+                            "type": opt.type_key,
+                            "device": opt.device_id,
+                            "tensor_parallel": opt.tensor_parallel,
+                            "quant": opt.quant,
+                            "batch": opt.batch,
+                            "replicas": sol.replicas[k],
+                            "devices": sol.replicas[k] * opt.tensor_parallel,
+                            "capacity_rps_per_replica": opt.capacity_rps,
+                            "rps": sol.served_rps[k],
+                        }
+                    )
+            rows.append(
+                svc.to_dict()
+                | {
+                    "capacity_rps": capacity,
+                    "utilization_frac": sol.utilization_frac[s] if sol.is_feasible else None,
+                    "assignment": assignment,
+                    "rejected": list(rejected.get(svc.name, ())),
+                }
+            )
+        return rows
+
+    def baseline_row(self) -> dict | None:
+        b = self.solution.baseline
+        if b is None:
+            return None
+        ht = self.types[b.type_index]
+        return ht.to_dict() | {
+            "units": b.units,
+            "devices": b.units * ht.devices_per_unit,
+            "cost_per_hour_usd": _cents(b.usd_per_h),
+            "cost_per_month_usd": str(_per_month(b.usd_per_h)),
+        }
+
+    def to_dict(self) -> dict:
+        sol = self.solution
+        saving_month = None if sol.saving_usd_per_h is None else str(_per_month(sol.saving_usd_per_h))
+        return {
+            "is_feasible": sol.is_feasible,
+            "is_optimal": sol.is_optimal,
+            "reason": sol.reason,
+            "hardware": self.hardware_rows(),
+            "services": self.service_rows(),
+            "cost_per_hour_usd": _cents(sol.usd_per_h),
+            "cost_per_month_usd": None if self.usd_per_month is None else str(self.usd_per_month),
+            "baseline": self.baseline_row(),
+            "saving_usd_per_hour": _cents(sol.saving_usd_per_h),
+            "saving_usd_per_month": saving_month,
+            "saving_frac": sol.saving_frac,
+            "assumptions": dict(self.assumptions),
+        }
+
+
+def _per_month(usd_per_h: Decimal) -> Decimal:
+    return (usd_per_h * Decimal(repr(HOURS_PER_MONTH))).quantize(_CENT, rounding=ROUND_HALF_EVEN)
+
+
+def _cents(usd: Decimal | None) -> str | None:
+    return None if usd is None else str(usd.quantize(_CENT, rounding=ROUND_HALF_EVEN))
+
+
+def _unit_price(offering, pricing: str) -> Decimal | None:
+    return {
+        "on-demand": offering.on_demand_usd_per_h,
+        "spot": offering.spot_usd_per_h,
+        "reserved": offering.reserved_usd_per_h,
+    }[pricing]
+
+
+def _onprem_usd_per_device_h(device, profile, *, is_sunk: bool) -> Decimal:
+    """Hourly cost of one owned device while serving: the amortized purchase (unless sunk) plus electricity at
+    the decode activity share of its idle-to-TDP range, with its host share, times the profile's PUE."""
+    from flopwise.estimate.cost import onprem_usd_per_device_h
+    from flopwise.estimate.energy import DECODE_ACTIVITY_FRAC, device_power_w, host_power_frac
+    from flopwise.units import KILO
+
+    wall_w = device_power_w(device.tdp_w, device.idle_w, DECODE_ACTIVITY_FRAC) * (
+        1.0 + host_power_frac(device)
+    )
+    if is_sunk:
+        usd = wall_w / KILO * profile.pue * float(profile.electricity_usd_per_kwh)
+    else:
+        usd = onprem_usd_per_device_h(profile, wall_w, profile.pue)
+    return Decimal(repr(float(usd))).quantize(Decimal("0.0001"))
+
+
+def _cloud_type(candidate) -> HardwareType:
+    o = candidate.offering
+    return HardwareType(
+        key=f"{o.id} {candidate.pricing}",
+        device_id=candidate.device.id,
+        pricing=candidate.pricing,
+        provider=o.provider,
+        instance_type=o.instance_type,
+        region=o.region,
+        devices_per_unit=o.device_count,
+        usd_per_unit_h=_unit_price(o, candidate.pricing),
+        inventory_units=None,
+        source_url=o.source_url,
+    )
+
+
+def _resolve_inventory(spec: FleetSpec, catalog) -> list[tuple[object, object, int]]:
+    """(device, on-prem profile, count) per inventory entry; the same device named twice adds up."""
+    if spec.inventory is None:
+        return []
+    merged: dict[str, list] = {}
+    for name, count in spec.inventory.devices:
+        device = catalog.device(name)
+        profile = catalog.onprem.get(device.id)
+        if profile is None:
+            raise InputError(
+                f"inventory.devices.{name}",
+                count,
+                f"the catalog has no on-prem cost profile for {device.id!r} (needed for its electricity price"
+                f"{'' if spec.inventory.cost_basis == 'sunk' else ' and purchase'}); add a row to onprem.csv in "
+                "your --catalog directory",
+            )
+        if device.id in merged:
+            merged[device.id][2] += count
+        else:
+            merged[device.id] = [device, profile, count]
+    return [tuple(v) for v in merged.values()]
+
+
+@dataclass(frozen=True)
+class _CapacityRow:
+    device_id: str
+    tensor_parallel: int
+    quant: str
+    batch: int
+    capacity_rps: float
+    rejected: dict | None
+
+
+def _capacity_rows(workload, candidates: list) -> list[_CapacityRow]:
+    """Sustainable request rate per replica within the SLO for each (device, tensor parallel, quant)
+    representative, from ``plan.serve.replica_capacity`` (one vectorized call per service)."""
+    from flopwise.plan.serve import replica_capacity
+
+    if not candidates:
+        return []
+    table = replica_capacity(workload, candidates)
+    rows = []
+    for i, c in enumerate(table.candidates):
+        ok = bool(table.feasible[i]) and float(table.capacity_rps[i]) > 0
+        rows.append(
+            _CapacityRow(
+                device_id=c.device.id,
+                tensor_parallel=c.device_count,
+                quant=c.quant,
+                batch=int(table.batch[i]),
+                capacity_rps=float(table.capacity_rps[i]) if ok else 0.0,
+                rejected=None
+                if ok
+                else {
+                    "device": c.device.id,
+                    "tensor_parallel": c.device_count,
+                    "quant": c.quant,
+                    "kind": table.reason[i],
+                    "reason": table.detail[i],
+                    "shortfall": round(float(table.shortfall[i]), 2),
+                    "shortfall_unit": table.shortfall_unit[i],
+                },
+            )
+        )
+    return rows
+
+
+#: how many of the closest rejected candidates a service that cannot be served lists
+REJECTED_PER_SERVICE = 5
+
+
+def _rejected_rows(rows: list[_CapacityRow]) -> list[dict]:
+    """The closest misses first: SLO misses (by ms over) before does-not-fit (by GB short)."""
+    order = {"misses_slo": 0, "does_not_fit": 1}
+    rej = [r.rejected for r in rows if r.rejected is not None]
+    rej.sort(key=lambda d: (order.get(d["kind"], 2), d["shortfall"], d["device"], d["tensor_parallel"]))
+    return rej[:REJECTED_PER_SERVICE]
+
+
+def plan_fleet(
+    spec: FleetSpec, catalog, *, models=None, time_limit_s: float = SOLVER_TIME_LIMIT_S
+) -> FleetPlan:
+    """The cheapest mix of hardware that serves every service of *spec* within its SLO, on *catalog*.
+
+    1. For each service, every candidate way of running one replica (``plan.candidates.enumerate_serve_space``:
+       device x tensor parallel x quantization x price basis, within the spec's pricing, providers, regions,
+       ``min_precision`` and ``max_devices``), plus the owned inventory as on-prem candidates.
+    2. Their sustainable request rate per replica within the SLO (``plan.serve.replica_capacity``, the queueing
+       model of continuous batching), computed once per device x tensor parallel x quantization.
+    3. Hardware types: per device, devices-per-instance and pricing kind the cheapest offering in scope; each
+       owned device model (limited to the count owned); with ``onprem`` pricing, buying more (unlimited).
+    4. :func:`solve_fleet` on those, and the report.
+
+    *models* is a ``ModelRegistry`` (default: the built-in one). Raises UnknownModelError /
+    UnknownAcceleratorError for names that resolve to nothing, InputError for an inventory device without an
+    on-prem profile. An infeasible fleet is returned with the reason, not raised.
+    """
+    import time
+
+    from flopwise.plan.candidates import ServeWorkload, enumerate_serve_space
+
+    if models is None:
+        from flopwise.models import load_models
+
+        models = load_models()
+    started = time.perf_counter()
+    owned = _resolve_inventory(spec, catalog)
+    is_sunk = spec.inventory is not None and spec.inventory.cost_basis == "sunk"
+    cloud_kinds = tuple(k for k in spec.pricing if k != "onprem")
+    buy_onprem = "onprem" in spec.pricing
+
+    types: dict[str, HardwareType] = {}
+    # cheapest cloud offering per (device, devices per instance, pricing kind)
+    cheapest: dict[tuple[str, int, str], HardwareType] = {}
+    per_service: list[tuple[FleetService, ServeWorkload, list]] = []
+    n_candidates = 0
+    for svc in spec.services:
+        model = models.resolve(svc.model)
+        workload = ServeWorkload(
+            model=model,
+            rps=svc.rps,
+            input_tokens=svc.input_tokens,
+            output_tokens=svc.output_tokens,
+            ttft_p95_ms=svc.ttft_p95_ms,
+            tpot_p95_ms=svc.tpot_p95_ms,
+        )
+        cands = []
+        if cloud_kinds or buy_onprem:
+            space = enumerate_serve_space(
+                catalog,
+                model,
+                pricing=cloud_kinds + (("onprem",) if buy_onprem else ()),
+                providers=spec.providers,
+                regions=spec.regions,
+                min_precision=svc.min_precision,
+                max_devices=spec.max_devices,
+            )
+            cands.extend(space.candidates)
+        if owned:
+            own_ids = {d.id for d, _, _ in owned}
+            space = enumerate_serve_space(
+                catalog,
+                model,
+                pricing=("onprem",),
+                min_precision=svc.min_precision,
+                max_devices=spec.max_devices,
+            )
+            cands.extend(
+                ("owned", c) for c in space.candidates if c.device.id in own_ids and c.region is None
+            )
+        n_candidates += len(cands)
+        per_service.append((svc, workload, cands))
+        for c in cands:
+            if isinstance(c, tuple) or c.pricing == "onprem":
+                continue
+            ht = _cloud_type(c)
+            key = (ht.device_id, ht.devices_per_unit, ht.pricing)
+            best = cheapest.get(key)
+            if best is None or (ht.usd_per_unit_h, ht.key) < (best.usd_per_unit_h, best.key):
+                cheapest[key] = ht
+    for ht in sorted(cheapest.values(), key=lambda h: h.key):
+        types[ht.key] = ht
+    for device, profile, count in owned:
+        key = f"onprem:{device.id} owned"
+        types[key] = HardwareType(
+            key=key,
+            device_id=device.id,
+            pricing="onprem",
+            provider="onprem",
+            instance_type=None,
+            region=None,
+            devices_per_unit=1,
+            usd_per_unit_h=_onprem_usd_per_device_h(device, profile, is_sunk=is_sunk),
+            inventory_units=count,
+            is_owned=True,
+            source_url=profile.source_url,
+        )
+    if buy_onprem:
+        for _svc, _, cands in per_service:
+            for c in cands:
+                if isinstance(c, tuple) or c.pricing != "onprem":
+                    continue
+                key = f"onprem:{c.device.id} bought"
+                if key not in types:
+                    types[key] = HardwareType(
+                        key=key,
+                        device_id=c.device.id,
+                        pricing="onprem",
+                        provider="onprem",
+                        instance_type=None,
+                        region=None,
+                        devices_per_unit=1,
+                        usd_per_unit_h=_onprem_usd_per_device_h(c.device, c.onprem, is_sunk=False),
+                        inventory_units=None,
+                        source_url=c.onprem.source_url,
+                    )
+    type_list = tuple(types.values())
+    types_by_device: dict[str, list[int]] = {}
+    for t, ht in enumerate(type_list):
+        types_by_device.setdefault(ht.device_id, []).append(t)
+
+    options: dict[tuple[int, int, int], ReplicaOption] = {}  # (service, type, tp) -> the best option
+    rejected: list[tuple[str, tuple[dict, ...]]] = []
+    for s, (svc, workload, cands) in enumerate(per_service):
+        reps: dict[tuple[str, int, str], object] = {}
+        for c in cands:
+            cand = c[1] if isinstance(c, tuple) else c
+            reps.setdefault((cand.device.id, cand.device_count, cand.quant), cand)
+        rows = _capacity_rows(workload, list(reps.values()))
+        good = 0
+        for row in rows:
+            if row.capacity_rps <= 0:
+                continue
+            for t in types_by_device.get(row.device_id, ()):
+                ht = type_list[t]
+                if ht.pricing != "onprem" and row.tensor_parallel > ht.devices_per_unit:
+                    continue  # tensor parallelism does not span cloud instances
+                opt = ReplicaOption(
+                    service=svc.name,
+                    type_key=ht.key,
+                    device_id=row.device_id,
+                    tensor_parallel=row.tensor_parallel,
+                    quant=row.quant,
+                    batch=row.batch,
+                    capacity_rps=row.capacity_rps,
+                )
+                key = (s, t, row.tensor_parallel)
+                if key not in options or opt.capacity_rps > options[key].capacity_rps:
+                    options[key] = opt
+                good += 1
+        if not good:
+            rejected.append((svc.name, tuple(_rejected_rows(rows))))
+
+    keys = sorted(options, key=lambda k: (k[0], type_list[k[1]].key, k[2]))
+    opts = tuple(options[k] for k in keys)
+    capacity = FleetCapacity.from_arrays(
+        [svc.rps for svc in spec.services],
+        [ht.devices_per_unit for ht in type_list] or np.zeros(0, dtype=np.int64),
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [o.tensor_parallel for o in opts],
+        [o.capacity_rps for o in opts],
+        service_names=[svc.name for svc in spec.services],
+        type_names=[ht.key for ht in type_list],
+        option_labels=[o.label() for o in opts],
+    )
+    prepared = time.perf_counter()
+    solution = solve_fleet(
+        capacity,
+        [ht.usd_per_unit_h for ht in type_list],
+        [ht.inventory_units for ht in type_list],
+        time_limit_s=time_limit_s,
+    )
+    solved = time.perf_counter()
+    if not solution.is_feasible and rejected:
+        nearest = "; ".join(
+            f"nearest for {name!r}: {rows[0]['tensor_parallel']}x {rows[0]['device']} {rows[0]['quant']}, "
+            f"{rows[0]['reason']}"
+            for name, rows in rejected
+            if rows
+        )
+        solution = replace(solution, reason=f"{solution.reason}; {nearest}" if nearest else solution.reason)
+    assumptions = {
+        "candidates": n_candidates,
+        "hardware_types": len(type_list),
+        "replica_options": len(opts),
+        "formulation": "Mélange-style ILP (Griggs et al. 2024, arXiv:2404.14527) with whole replicas, "
+        "instance granularity and inventory limits; see docs/plan-fleet.md",
+        "solver": "HiGHS via scipy.optimize.milp, mip_rel_gap 1e-9",
+        "solver_status": solution.status,
+        "capacity_model": "plan serve's queueing model of continuous batching: the largest request rate per "
+        "replica whose p95 TTFT and TPOT meet the service's SLO",
+        "traffic_split": "each service's traffic split across its replicas in proportion to their capacity",
+        "cloud_type": "cheapest offering per device, devices per instance and pricing kind in scope",
+        "onprem_cost": (
+            "owned devices: "
+            + ("sunk purchase, electricity only" if is_sunk else "amortized purchase plus electricity")
+            + " at the decode activity power, with host share and the profile's PUE"
+        )
+        if owned or buy_onprem
+        else None,
+        "hours_per_month": HOURS_PER_MONTH,
+        "prepare_s": round(prepared - started, 4),
+        "solve_s": round(solved - prepared, 4),
+    }
+    return FleetPlan(
+        spec=spec,
+        types=type_list,
+        options=opts,
+        solution=solution,
+        rejected=tuple(rejected),
+        assumptions=assumptions,
     )
