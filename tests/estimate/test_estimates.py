@@ -361,3 +361,27 @@ def test_hybrid_model_kv_only_in_attention_layers():
     full = estimate_serve(LLAMA31_8B, H100)
     part = estimate_serve(hybrid, H100)
     assert part.memory.kv_cache_bytes == pytest.approx(full.memory.kv_cache_bytes * 4 / 32)
+
+
+def test_decode_time_is_bandwidth_time_plus_fixed_layer_overhead():
+    from flopwise.estimate import timing
+
+    est = estimate_serve(LLAMA2_7B, A100, quant="q4_0", input_tokens=1, output_tokens=128)
+    a = est.assumptions
+    bandwidth_s = a["decode_step_bytes_per_device"] / (A100.memory_bandwidth_gb_per_s * 1e9)
+    bandwidth_s /= a["bandwidth_efficiency_frac"]
+    overhead_s = LLAMA2_7B.n_layers * timing.DECODE_LAYER_OVERHEAD_S["gpu"]
+    assert a["step_overhead_s"] == pytest.approx(overhead_s)
+    assert est.tpot_ms / 1000 == pytest.approx(bandwidth_s + overhead_s, rel=1e-6)
+    # llama.cpp Llama 2 7B Q4_0 on A100 ran ~7.3 ms per token (136 tok/s), far above its bandwidth time
+    assert est.tpot_ms > 2 * bandwidth_s * 1000
+
+
+def test_llama_cpp_prefill_uses_the_fp16_accumulate_peak_on_geforce():
+    q4 = estimate_serve(LLAMA2_7B, RTX4090, quant="q4_0", input_tokens=512, output_tokens=1)
+    bf16 = estimate_serve(LLAMA2_7B, RTX4090, quant="bf16", input_tokens=512, output_tokens=1)
+    assert q4.assumptions["is_fp16_accumulate"] and not bf16.assumptions["is_fp16_accumulate"]
+    assert q4.assumptions["compute_peak_tflop_per_s"] == pytest.approx(2 * 165.2)
+    assert bf16.assumptions["compute_peak_tflop_per_s"] == pytest.approx(165.2)
+    on_a100 = estimate_serve(LLAMA2_7B, A100, quant="q4_0", input_tokens=512, output_tokens=1)
+    assert on_a100.assumptions["compute_peak_tflop_per_s"] == pytest.approx(312.0)

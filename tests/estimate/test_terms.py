@@ -149,10 +149,10 @@ def test_quant_fallback_policy():
 
 
 def test_default_mfu_by_generation():
-    assert timing.default_mfu_frac(H100, 70e9)[0] == pytest.approx(0.35)
-    assert timing.default_mfu_frac(A100, 175e9)[0] == pytest.approx(0.40)
-    assert timing.default_mfu_frac(H100, 1e8)[0] == pytest.approx(0.35 * timing.SMALL_MODEL_MFU_SCALE)
-    assert timing.default_mfu_frac(H100, 70e9, "fp8")[0] == pytest.approx(0.35 * timing.FP8_MFU_SCALE)
+    assert timing.default_mfu_frac(H100, 70e9)[0] == pytest.approx(0.27)
+    assert timing.default_mfu_frac(A100, 175e9)[0] == pytest.approx(0.38)
+    assert timing.default_mfu_frac(H100, 1e8)[0] == pytest.approx(0.27 * timing.SMALL_MODEL_MFU_SCALE)
+    assert timing.default_mfu_frac(H100, 70e9, "fp8")[0] == pytest.approx(0.27 * timing.FP8_MFU_SCALE)
     assert timing.device_generation(RTX4090) == "consumer-gpu"
     assert timing.device_generation(CPU) == "cpu"
 
@@ -192,3 +192,20 @@ def test_onprem_cost_and_money():
     arr = cost.to_money(np.array([1.234, 5.678]))
     assert arr.dtype == object and list(arr) == [Decimal("1.23"), Decimal("5.68")]
     assert not math.isnan(float(arr[0]))
+
+
+def test_fp16_accumulate_peak_doubles_only_on_geforce():
+    # NVIDIA Ada whitepaper Appendix A: RTX 4090 fp16 tensor 330.3 TFLOP/s with fp16 accumulate, 165.2 with fp32
+    assert timing.fp16_accumulate_peak_tflop_per_s(RTX4090, 165.2) == pytest.approx(330.4)
+    assert timing.fp16_accumulate_peak_tflop_per_s(H100, 989.4) == 989.4  # data-centre: one rate
+    assert timing.fp16_accumulate_peak_tflop_per_s(CPU, 5.4) == 5.4
+    assert "q4_0" in timing.FP16_ACCUMULATE_QUANTS and "bf16" not in timing.FP16_ACCUMULATE_QUANTS
+
+
+def test_decode_overhead_is_per_layer_and_zero_without_data():
+    per_layer = timing.DECODE_LAYER_OVERHEAD_S["gpu"]
+    assert 0 < per_layer < 1e-3
+    assert timing.decode_overhead_s(32, "gpu") == pytest.approx(32 * per_layer)
+    assert timing.decode_overhead_s(80, "gpu") == pytest.approx(2.5 * timing.decode_overhead_s(32, "gpu"))
+    assert timing.decode_overhead_s(32, "tpu") == 0.0
+    assert timing.decode_overhead_s(32, "unknown-kind") == 0.0

@@ -116,8 +116,11 @@ def estimate_serve(
     pc = count_params(model)
     n_mm = fl.matmul_params(pc.non_embedding_active, model)
     kind = device.kind
+    fp16_acc = dtype == "fp16" and q.name in tm.FP16_ACCUMULATE_QUANTS
+    peak_used_tflop = tm.fp16_accumulate_peak_tflop_per_s(device, peak_tflop) if fp16_acc else peak_tflop
+    layer_overhead_s = tm.decode_overhead_s(model.n_layers, kind)
     peak = (
-        peak_tflop
+        peak_used_tflop
         * TERA
         * tm.COMPUTE_EFFICIENCY_FRAC.get(kind, 0.5)
         * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0)
@@ -187,14 +190,14 @@ def estimate_serve(
             + chunks * latency * (tp > 1)
         )
     )
-    ttft_s = np.maximum(prefill_compute_s, prefill_mem_s) + tp_prefill_s
+    ttft_s = np.maximum(prefill_compute_s, prefill_mem_s) + chunks * layer_overhead_s + tp_prefill_s
 
     # --- decode (TPOT at the mean context) ----------------------------------------------------------------
     ctx = n_in + n_out / 2.0
     step_flops = b * fl.decode_flops_per_token(n_mm, model, ctx) / tp
     step_bytes = weight_read_bytes(b) + mem.kv_cache_bytes(model, ctx, b, kv_b) / kv_shard
     tp_decode_s = 2.0 * model.n_layers * tm.allreduce_time_s(b * model.d_model * 2.0, tp, link, latency)
-    tpot_s = tm.roofline_time_s(step_flops, step_bytes, peak, bw) + tp_decode_s
+    tpot_s = tm.roofline_time_s(step_flops, step_bytes, peak, bw) + layer_overhead_s + tp_decode_s
     is_memory_bound = step_bytes / bw >= step_flops / peak
 
     decode_tps = b / tpot_s
@@ -228,6 +231,13 @@ def estimate_serve(
         "quant": q.name,
         "compute_dtype": dtype,
         "peak_tflop_per_s": peak_tflop,
+        "compute_peak_tflop_per_s": peak_used_tflop,
+        "is_fp16_accumulate": fp16_acc,
+        "fp16_accumulate": "fp16 matmuls of llama.cpp formats (GGUF, F16) accumulate in fp16 (cuBLAS "
+        "CUBLAS_COMPUTE_16F), which GeForce runs at 2x its fp32-accumulate peak; bf16 and other engines' "
+        "kernels accumulate in fp32",
+        "layer_overhead_s": tm.DECODE_LAYER_OVERHEAD_S.get(kind, 0.0),
+        "step_overhead_s": layer_overhead_s,
         "is_weight_only": weight_only,
         "tensor_parallel": inp.finish(tp),
         "batch": inp.finish(b),
@@ -244,6 +254,9 @@ def estimate_serve(
         "decode_is_memory_bound": inp.finish(is_memory_bound),
         "decode_step_bytes_per_device": inp.finish(step_bytes),
         "decode_step_flops_per_device": inp.finish(step_flops),
+        "prefill_compute_s": inp.finish(prefill_compute_s),
+        "prefill_memory_s": inp.finish(prefill_mem_s),
+        "prefill_chunks": inp.finish(chunks),
         "tp_decode_comm_s": inp.finish(tp_decode_s),
         "tp_prefill_comm_s": inp.finish(tp_prefill_s),
         "request_batch_s": inp.finish(request_s),

@@ -12,14 +12,18 @@ from flopwise.catalog.types import Device
 __all__ = [
     "BANDWIDTH_EFFICIENCY_FRAC",
     "COMPUTE_EFFICIENCY_FRAC",
+    "DECODE_LAYER_OVERHEAD_S",
     "DEFAULT_MFU",
+    "FP16_ACCUMULATE_QUANTS",
     "FP8_MFU_SCALE",
     "WEIGHT_ONLY_BANDWIDTH_FRAC",
     "WEIGHT_ONLY_COMPUTE_FRAC",
     "allreduce_time_s",
     "collective_latency_s",
+    "decode_overhead_s",
     "default_mfu_frac",
     "device_generation",
+    "fp16_accumulate_peak_tflop_per_s",
     "moe_touched_frac",
     "roofline_time_s",
     "train_time_s",
@@ -31,21 +35,23 @@ __all__ = [
 #: src/flopwise/validation/data/cases_train.csv. (mfu_frac, source_url, note)
 DEFAULT_MFU = {
     "hopper": (
-        0.35,
+        0.27,
         "https://arxiv.org/abs/2407.21783",
-        "Llama 3.1 405B: 30.84M H100-hours for 15.6T tokens = 36% whole-run MFU (38-43% in steady state, "
-        "Table 4); the 70B (27-30%) and 8B (15-17%) runs implied less",
+        "fitted (flopwise.validation.calibrate) to 5 published H100 runs: Llama 3/3.1 8B (implied whole-run "
+        "MFU 0.15-0.17), 70B (0.27-0.30), 405B (0.36; 38-43% in steady state, Table 4); the model cards' hours "
+        "include more than the main pass for the smaller models",
     ),
     "blackwell": (
-        0.35,
+        0.27,
         "https://arxiv.org/abs/2407.21783",
         "derived: no published whole-run figure; Hopper's value",
     ),
     "ampere": (
-        0.40,
+        0.38,
         "https://arxiv.org/abs/2302.13971",
-        "median implied whole-run MFU of 18 published A100 runs (LLaMA 1/2 Table 15 / model cards, Pythia, MPT, "
-        "BLOOM 32%, Falcon, StarCoder; range 0.26-0.52); OPT-175B 147 TFLOP/s (arXiv:2205.01068) is steady state",
+        "fitted (flopwise.validation.calibrate) to 18 published A100 runs (LLaMA 1/2 Table 15 / model cards, "
+        "Pythia, MPT, BLOOM, Falcon, StarCoder, TinyLlama; implied whole-run MFU 0.26-0.52); OPT-175B 147 "
+        "TFLOP/s (arXiv:2205.01068) is steady state",
     ),
     "volta": (
         0.25,
@@ -60,31 +66,56 @@ DEFAULT_MFU = {
 }
 
 #: fp8 training runs only the GEMMs in fp8 (attention, norms and communication stay at 16-bit speed), so its MFU
-#: against the fp8 peak is lower. Derived from DeepSeek-V3 (arXiv:2412.19437 Table 1: 2.664M H800-hours for 14.8T
-#: tokens, 37B active = 19.5% of the fp8 peak, 0.55 of the Hopper default).
-FP8_MFU_SCALE = 0.55
+#: against the fp8 peak is lower. Derived from DeepSeek-V3 alone (arXiv:2412.19437 Table 1: 2.664M H800-hours for
+#: 14.8T tokens, 37B active = 19.5% of the fp8 peak = 0.72 of the Hopper default 0.27); in-sample by construction.
+FP8_MFU_SCALE = 0.72
 
 #: Small models under-fill the matmul units: below 1e9 parameters the default MFU is multiplied by this
 #: (derived; Narayanan et al. 2021 arXiv:2104.04473 Table 1 shows 44% at 1.7B rising to 52% at 1T on A100).
 SMALL_MODEL_MFU_SCALE = 0.8
 SMALL_MODEL_PARAMS = 1e9
 
-#: Achieved fraction of peak memory bandwidth in batch-1 decode with 16-bit or native weights.
-#: Derived from llama.cpp F16 decode of Llama 2 7B (13.5 GB of weights): RTX 4090 60.8 tok/s = 82% of
-#: 1008 GB/s, RTX 3090 51.9 tok/s = 75% of 936 GB/s (github.com/XiongjieDai/GPU-Benchmarks-on-LLM-Inference);
-#: Apple M2 Ultra 41 tok/s = 69% of 800 GB/s (github.com/ggml-org/llama.cpp/discussions/4167); CPUs 0.5-0.7.
-BANDWIDTH_EFFICIENCY_FRAC = {"gpu": 0.78, "tpu": 0.75, "npu": 0.7, "soc": 0.68, "cpu": 0.6}
+# Serving efficiencies. The GPU and Apple (soc) entries are FITTED to the llama.cpp batch-1 cases of
+# src/flopwise/validation/data/cases_serve.csv by flopwise.validation.calibrate (least absolute log error); their
+# in-sample and leave-one-out errors are in src/flopwise/validation/README.md. The other kinds have no case and
+# keep derived values.
 
-#: Weight-only formats (block dequantization in the kernel) reach a lower share of bandwidth: Q4_0 vs F16 in the
-#: same llama.cpp tables: RTX 4090 0.69, RTX 3090 0.65, M2 Ultra 0.65 of the F16 share (derived, mean 0.68).
-WEIGHT_ONLY_BANDWIDTH_FRAC = 0.68
+#: Achieved fraction of peak memory bandwidth on the bytes of a decode step (16-bit or native weights), once the
+#: fixed per-layer overhead (DECODE_LAYER_OVERHEAD_S) is taken out. gpu, soc: fitted (see above); tpu/npu/cpu:
+#: derived (STREAM-like sustained shares of 0.6-0.75).
+BANDWIDTH_EFFICIENCY_FRAC = {"gpu": 0.92, "tpu": 0.75, "npu": 0.7, "soc": 0.89, "cpu": 0.6}
 
-#: Achieved fraction of dense peak in compute-bound phases (prefill, large-batch decode). Derived: llama.cpp F16
-#: pp512 of Llama 2 7B on RTX 4090 reaches 99 TFLOP/s (~60% of 165); vLLM prefill on H100 ~50-60% MFU.
-COMPUTE_EFFICIENCY_FRAC = {"gpu": 0.6, "tpu": 0.6, "npu": 0.5, "soc": 0.5, "cpu": 0.4}
+#: Weight-only formats (block dequantization in the kernel) reach a lower share of bandwidth than 16-bit
+#: weights; fitted on the Q4_0 / Q4_K_M cases (one value for all kinds).
+WEIGHT_ONLY_BANDWIDTH_FRAC = 1.0
 
-#: Prefill with weight-only quantized weights vs F16 (llama.cpp pp512 Q4_0/F16: 4090 0.75, 3090 0.85; derived).
-WEIGHT_ONLY_COMPUTE_FRAC = 0.8
+#: Fixed time per transformer layer per decode or prefill step that does not shrink with bandwidth: kernel
+#: launches and host synchronization (llama.cpp ran ~10-15 kernels per layer, each launched from the host before
+#: CUDA graphs; NVIDIA, "Optimizing llama.cpp AI Inference with CUDA Graphs", 2024,
+#: https://developer.nvidia.com/blog/optimizing-llama-cpp-ai-inference-with-cuda-graphs/). It bounds batch-1
+#: decode of small models on fast GPUs: Llama 2 7B Q4_0 on A100/H100 ran at ~7.4 ms/token against ~2.5 ms of
+#: bandwidth time. gpu, soc (Metal command buffers): fitted; other kinds: 0 (no case; not modelled).
+DECODE_LAYER_OVERHEAD_S = {"gpu": 1.1e-4, "soc": 2.0e-4, "tpu": 0.0, "npu": 0.0, "cpu": 0.0}
+
+#: Achieved fraction of the dense peak in compute-bound phases (prefill, large-batch decode). gpu, soc: fitted to
+#: llama.cpp pp512 (the GPU value is against the fp16-accumulate peak where it applies, see
+#: fp16_accumulate_peak_tflop_per_s); tpu/npu/cpu: derived.
+COMPUTE_EFFICIENCY_FRAC = {"gpu": 0.32, "tpu": 0.6, "npu": 0.5, "soc": 0.75, "cpu": 0.4}
+
+#: Prefill with weight-only quantized weights vs 16-bit weights (dequantization before the matmul); fitted.
+WEIGHT_ONLY_COMPUTE_FRAC = 0.81
+
+#: Quant formats whose matmuls run with fp16 accumulation: llama.cpp (GGUF weights and its F16 path) calls
+#: cuBLAS with CUBLAS_COMPUTE_16F for fp16 GEMMs on tensor-core GPUs
+#: (https://github.com/ggml-org/llama.cpp/blob/master/ggml/src/ggml-cuda/ggml-cuda.cu, ggml_cuda_op_mul_mat_cublas).
+#: bf16 and the vLLM/AWQ/GPTQ kernels accumulate in fp32.
+FP16_ACCUMULATE_QUANTS = ("fp16", "q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_0", "q3_k_m", "q2_k")
+
+#: GeForce tensor cores run fp16 with fp16 accumulation at twice the fp32-accumulate rate; workstation and
+#: data-centre parts run both at the same rate (NVIDIA Ampere GA102 whitepaper, Appendix A, and Ada whitepaper,
+#: Appendix A: RTX 4090 330.3 vs 165.2 dense TFLOP/s; the catalog's GeForce peaks are the fp32-accumulate rates,
+#: as each row's note says).
+FP16_ACCUMULATE_SPEEDUP = 2.0
 
 _HOPPER = ("h100", "h200", "h800", "h20", "gh200")
 _BLACKWELL = ("b200", "gb200", "b300", "gb300", "rtx-pro-6000-blackwell")
@@ -126,6 +157,21 @@ def default_mfu_frac(device: Device, n_params: float, precision: str = "bf16") -
         mfu *= SMALL_MODEL_MFU_SCALE
         text += f"; x{SMALL_MODEL_MFU_SCALE} for models under 1B parameters"
     return mfu, text
+
+
+def fp16_accumulate_peak_tflop_per_s(device: Device, peak_fp16_tflop_per_s: float) -> float:
+    """Dense fp16 tensor peak with fp16 accumulation: ``FP16_ACCUMULATE_SPEEDUP`` x the catalog's fp32-accumulate
+    figure on NVIDIA GeForce (segment ``consumer``) GPUs, the catalog figure elsewhere (NVIDIA Ampere GA102 and Ada
+    whitepapers, Appendix A, list both rates)."""
+    if device.vendor == "nvidia" and device.kind == "gpu" and device.segment == "consumer":
+        return peak_fp16_tflop_per_s * FP16_ACCUMULATE_SPEEDUP
+    return peak_fp16_tflop_per_s
+
+
+def decode_overhead_s(n_layers: int, kind: str) -> float:
+    """Fixed seconds per forward step that do not scale with bytes or FLOPs: ``n_layers x
+    DECODE_LAYER_OVERHEAD_S[kind]`` (kernel launch and synchronization; NVIDIA CUDA Graphs blog, see the constant)."""
+    return n_layers * DECODE_LAYER_OVERHEAD_S.get(kind, 0.0)
 
 
 def train_time_s(train_flops, device_count, peak_flop_per_s, mfu_frac):
