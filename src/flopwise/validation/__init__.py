@@ -2,12 +2,14 @@
 
 ``run_validation()`` estimates every case in ``data/cases_*.csv`` with default assumptions and reports each
 case's relative error and, per category, the median and 90th-percentile absolute relative error.
-See ``README.md`` in this folder for the sources.
+``flopwise.validation.calibrate`` fits the estimator's calibrated constants and reports their leave-one-out
+errors (``python -m flopwise.validation.calibrate``). See ``README.md`` in this folder for the sources.
 """
 
 from flopwise.validation.runner import (
     CATEGORIES,
     DATA_DIR,
+    LOO_MEDIAN_BOUNDS,
     MEDIAN_BOUNDS,
     CaseResult,
     CategorySummary,
@@ -24,6 +26,7 @@ from flopwise.validation.runner import (
 __all__ = [
     "CATEGORIES",
     "DATA_DIR",
+    "LOO_MEDIAN_BOUNDS",
     "MEDIAN_BOUNDS",
     "CaseResult",
     "CategorySummary",
