@@ -437,3 +437,27 @@ def test_unknown_model_is_reported(catalog):
     spec = parse_fleet_spec({"services": [_service(model="llama-9-8b")]})
     with pytest.raises(UnknownModelError):
         plan_fleet(spec, catalog)
+
+
+def test_owned_inventory_only_is_limited_by_it(catalog):
+    """``pricing: []``: only the two owned H100s; 100 req/s is more than they sustain, and the answer says how
+    much they can carry."""
+    from flopwise.plan.fleet import plan_fleet
+
+    data = _load(FIXTURES / "fleet-inventory.yaml")
+    data["pricing"] = []
+    plan = plan_fleet(parse_fleet_spec(data), catalog)
+    assert not plan.solution.is_feasible
+    assert "'chat' needs 100 req/s but the inventory can serve at most" in plan.solution.reason
+    data["services"][0]["rps"] = 30
+    plan = plan_fleet(parse_fleet_spec(data), catalog)
+    assert plan.solution.is_feasible
+    (row,) = plan.to_dict()["hardware"]
+    assert row["is_owned"] and row["units"] <= 2
+    assert plan.solution.saving_frac == 0.0  # one type only: the mix is the baseline
+
+
+def test_empty_pricing_needs_an_inventory():
+    with pytest.raises(InputError) as err:
+        parse_fleet_spec({"services": [_service()], "pricing": []})
+    assert err.value.field == "pricing"

@@ -233,7 +233,8 @@ def parse_fleet_spec(data: Mapping) -> FleetSpec:
 
         services:                      # required, at least one; names unique
           - {name, model, rps, input_tokens, output_tokens, ttft_p95_ms?, tpot_p95_ms?, min_precision?}
-        pricing: [on-demand, spot]     # optional, default [on-demand]; also reserved, onprem
+        pricing: [on-demand, spot]     # optional, default [on-demand]; also reserved, onprem (buy more);
+                                       # [] with an inventory: owned devices only
         providers: [aws, gcp]          # optional, default all
         regions: [us-east-1]           # optional, default all
         max_devices: 8                 # optional, devices per replica (tensor parallel), default 8
@@ -257,7 +258,15 @@ def parse_fleet_spec(data: Mapping) -> FleetSpec:
                 f"services[{i}].name", s.name, f"names must be unique; services[{seen[s.name]}] has it"
             )
         seen[s.name] = i
-    pricing = _name_list(data.get("pricing", ["on-demand"]), "pricing", _PRICING_KINDS)
+    raw_pricing = data.get("pricing", ["on-demand"])
+    if isinstance(raw_pricing, (list, tuple)) and not raw_pricing:
+        if data.get("inventory") is None:
+            raise InputError(
+                "pricing", raw_pricing, "an empty list means 'owned inventory only'; add an inventory"
+            )
+        pricing: tuple[str, ...] = ()
+    else:
+        pricing = _name_list(raw_pricing, "pricing", _PRICING_KINDS)
     providers = None if data.get("providers") is None else _name_list(data["providers"], "providers")
     regions = None if data.get("regions") is None else _name_list(data["regions"], "regions")
     max_devices = int(_number(data.get("max_devices", 8), "max_devices", integer=True, max_value=64))
