@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flopwise.cli import catalog_cmd, estimate_cmd, models_cmd, validate_cmd
+from flopwise.cli import catalog_cmd, estimate_cmd, models_cmd, plan_cmd, validate_cmd
 
 app = typer.Typer(
     name="flopwise",
@@ -15,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(estimate_cmd.app, name="estimate")
+app.add_typer(plan_cmd.app, name="plan")
 app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(models_cmd.app, name="models")
 app.command("validate")(validate_cmd.validate)
