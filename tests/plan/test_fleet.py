@@ -203,7 +203,8 @@ def _check_solution(cap, cost, inventory, sol):
     used = np.zeros(cap.n_types)
     np.add.at(used, cap.option_type, replicas * cap.option_devices)
     assert np.all(used <= units * cap.devices_per_unit)
-    assert np.all(units <= np.asarray(inventory))
+    if inventory is not None:
+        assert np.all(units <= np.asarray(inventory))
     # the reported cost is the priced units, in Decimal
     assert isinstance(sol.usd_per_h, Decimal)
     assert math.isclose(float(sol.usd_per_h), float(units @ np.asarray(cost)), rel_tol=1e-12)
@@ -234,6 +235,21 @@ def test_single_type_baseline_equals_brute_force(seed):
         assert sol.usd_per_h <= sol.baseline.usd_per_h
         assert sol.saving_frac is not None and 0.0 <= sol.saving_frac < 1.0
         assert sol.saving_usd_per_h == sol.baseline.usd_per_h - sol.usd_per_h
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_larger_fleet_is_valid_and_no_dearer_than_any_single_type(seed):
+    """5 services x 12 types, unlimited cloud: beyond brute force, but the solution must still be a valid fleet
+    and cost no more than any single type that can run everything."""
+    rng = np.random.default_rng(500 + seed)
+    cap, cost, _ = random_fleet(rng, 5, 12, multi_option=True)
+    sol = solve_fleet(cap, cost)
+    assert sol.is_feasible and sol.is_optimal
+    _check_solution(cap, cost, None, sol)
+    singles = [c for c in sol.single_type_usd_per_h if c is not None]
+    assert all(sol.usd_per_h <= c for c in singles)
+    if singles:
+        assert sol.baseline.usd_per_h == min(singles)
 
 
 def test_mix_beats_every_single_type():

@@ -525,6 +525,7 @@ def _solve_milp(
         options={"time_limit": time_limit_s, "mip_rel_gap": 1e-9, "presolve": True},
     )
     if res.x is None:
+        # status 2: proven infeasible; 1: stopped by the time or node limit before any fleet was found
         return _Milp(False, res.status == 2, str(res.message), None, None, None)
     x = np.rint(res.x).astype(np.int64)
     gap = getattr(res, "mip_gap", None)
@@ -643,12 +644,13 @@ def solve_fleet(
     all_options = np.ones(cap.n_options, dtype=bool)
     best = _solve_milp(cap, unit_cost, inv, all_options, time_limit_s)
     if not best.is_feasible:
-        return FleetSolution(
-            is_feasible=False,
-            is_optimal=best.is_optimal,
-            status=best.status,
-            reason=_diagnose(cap, inv),
+        reason = (
+            _diagnose(cap, inv)
+            if best.is_optimal
+            else f"the solver stopped after {time_limit_s:g} s before finding any fleet ({best.status}); "
+            "raise time_limit_s or narrow the providers, regions or pricing kinds"
         )
+        return FleetSolution(is_feasible=False, is_optimal=best.is_optimal, status=best.status, reason=reason)
     units, replicas, served = _trim(cap, best.units, best.replicas)
     usd = _usd(units, prices)
 
@@ -670,6 +672,14 @@ def solve_fleet(
         if baseline is None or cost1 < baseline.usd_per_h:
             baseline = SingleTypeBaseline(t, cap.type_names[t], int(u1[t]), tuple(int(v) for v in r1), cost1)
 
+    if baseline is not None and baseline.usd_per_h < usd:
+        # only when a time limit stopped the full program short of its optimum: the single type is a valid mix
+        replicas = np.asarray(baseline.replicas, dtype=np.int64)
+        units = np.zeros(cap.n_types, dtype=np.int64)
+        units[baseline.type_index] = baseline.units
+        usd = baseline.usd_per_h
+        served = np.zeros(cap.n_services)
+        np.add.at(served, cap.option_service, cap.option_capacity_rps * replicas)
     load = np.where(served > 0, cap.demand_rps / np.where(served > 0, served, 1.0), 0.0)
     served_rps = cap.option_capacity_rps * replicas * load[cap.option_service]
     saving = saving_frac = None
@@ -1018,7 +1028,8 @@ def plan_fleet(
     types: dict[str, HardwareType] = {}
     # cheapest cloud offering per (device, devices per instance, pricing kind)
     cheapest: dict[tuple[str, int, str], HardwareType] = {}
-    per_service: list[tuple[FleetService, ServeWorkload, list]] = []
+    # per service: its workload, its cloud / bought on-prem candidates, and its candidates on owned devices
+    per_service: list[tuple[FleetService, ServeWorkload, list, list]] = []
     n_candidates = 0
     for svc in spec.services:
         model = models.resolve(svc.model)
@@ -1030,7 +1041,8 @@ def plan_fleet(
             ttft_p95_ms=svc.ttft_p95_ms,
             tpot_p95_ms=svc.tpot_p95_ms,
         )
-        cands = []
+        cands: list = []
+        owned_cands: list = []
         if cloud_kinds or buy_onprem:
             space = enumerate_serve_space(
                 catalog,
@@ -1051,13 +1063,11 @@ def plan_fleet(
                 min_precision=svc.min_precision,
                 max_devices=spec.max_devices,
             )
-            cands.extend(
-                ("owned", c) for c in space.candidates if c.device.id in own_ids and c.region is None
-            )
-        n_candidates += len(cands)
-        per_service.append((svc, workload, cands))
+            owned_cands = [c for c in space.candidates if c.device.id in own_ids and c.region is None]
+        n_candidates += len(cands) + len(owned_cands)
+        per_service.append((svc, workload, cands, owned_cands))
         for c in cands:
-            if isinstance(c, tuple) or c.pricing == "onprem":
+            if c.pricing == "onprem":
                 continue
             ht = _cloud_type(c)
             key = (ht.device_id, ht.devices_per_unit, ht.pricing)
@@ -1082,9 +1092,9 @@ def plan_fleet(
             source_url=profile.source_url,
         )
     if buy_onprem:
-        for _svc, _, cands in per_service:
+        for _svc, _workload, cands, _owned in per_service:
             for c in cands:
-                if isinstance(c, tuple) or c.pricing != "onprem":
+                if c.pricing != "onprem":
                     continue
                 key = f"onprem:{c.device.id} bought"
                 if key not in types:
@@ -1107,11 +1117,11 @@ def plan_fleet(
 
     options: dict[tuple[int, int, int], ReplicaOption] = {}  # (service, type, tp) -> the best option
     rejected: list[tuple[str, tuple[dict, ...]]] = []
-    for s, (svc, workload, cands) in enumerate(per_service):
+    for s, (svc, workload, cands, owned_cands) in enumerate(per_service):
+        # capacity depends on the device, tensor parallel degree and quant only: one representative each
         reps: dict[tuple[str, int, str], object] = {}
-        for c in cands:
-            cand = c[1] if isinstance(c, tuple) else c
-            reps.setdefault((cand.device.id, cand.device_count, cand.quant), cand)
+        for c in cands + owned_cands:
+            reps.setdefault((c.device.id, c.device_count, c.quant), c)
         rows = _capacity_rows(workload, list(reps.values()))
         good = 0
         for row in rows:
