@@ -1,0 +1,507 @@
+"""Queries that must be transactional and safe under concurrency: budget reservations, idempotent inserts, audit.
+
+Locking, in one place:
+
+* **Budgets.** :func:`reserve_against_budgets` and :func:`settle_reservations` lock the budget rows first —
+  ``SELECT ... FOR UPDATE`` in id order on PostgreSQL (a consistent order, so two callers never deadlock), the
+  database write lock via ``BEGIN IMMEDIATE`` on SQLite (see :mod:`flopwise.store.session` for why) — then
+  read what is spent and insert. Under READ COMMITTED each statement after the lock sees what the previous
+  lock holder committed, so N concurrent callers behave as if they ran one after another.
+* **Idempotent inserts** use ``INSERT ... ON CONFLICT DO NOTHING`` on the unique key and then read the row, so
+  two concurrent callers with the same key get the same row (the loser waits for the winner's commit).
+* **Audit log.** :func:`append_audit` takes ``LOCK TABLE audit_log IN EXCLUSIVE MODE`` on PostgreSQL (readers
+  go on; appenders queue) or the SQLite write lock, so ``seq`` is dense and each entry chains to the last.
+
+These functions flush but never commit: the caller commits (promptly — the locks last until then).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from flopwise.errors import InputError
+from flopwise.store.models import (
+    SPENDING_STATES,
+    AdmissionJob,
+    ApiToken,
+    AuditLog,
+    Budget,
+    BudgetReservation,
+    ComputeRequest,
+    Project,
+    Team,
+)
+from flopwise.store.session import _json_dumps, begin_write
+from flopwise.store.types import to_money, utcnow
+
+__all__ = [
+    "GENESIS_HASH",
+    "BudgetCheck",
+    "CapCheck",
+    "ReservationResult",
+    "append_audit",
+    "audit_entries",
+    "budget_spent",
+    "budgets_covering",
+    "commit_reservations",
+    "expire_pending_requests",
+    "find_token",
+    "hard_cap_check",
+    "insert_request_idempotent",
+    "lock_budgets",
+    "release_reservations",
+    "reserve_against_budgets",
+    "settle_reservations",
+    "upsert_admission_job",
+]
+
+#: ``prev_hash`` of the first audit entry (64 hex zeros, the width of a SHA-256 hex digest)
+GENESIS_HASH = "0" * 64
+_ZERO = to_money(0)
+
+#: ``cap_check(budget, spent, amount) -> bool``: may *amount* be added to a budget that has *spent* so far?
+CapCheck = Callable[[Budget, Decimal, Decimal], bool]
+#: ``window_for(budget) -> (start, end)``: the period whose reservations count (``None`` ends are open)
+WindowFor = Callable[[Budget], "tuple[datetime | None, datetime | None] | None"]
+#: ``entry_hash(prev_hash, seq, at, actor, action, payload) -> str``, e.g. ``flopwise.govern.audit.entry_hash``
+EntryHash = Callable[[str, int, datetime, str, str, Any], str]
+
+
+def hard_cap_check(budget: Budget, spent: Decimal, amount: Decimal) -> bool:
+    """Hard budgets fail closed (spent + amount must stay within ``budget.amount``); soft budgets fail open."""
+    return (not budget.is_hard) or spent + amount <= budget.amount
+
+
+def _stored_window(budget: Budget) -> tuple[datetime | None, datetime | None]:
+    return budget.window_start, budget.window_end
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """What one budget looked like, under lock, when an amount was (or was not) reserved against it."""
+
+    budget_id: int
+    unit: str
+    is_hard: bool
+    limit: Decimal
+    spent_before: Decimal
+    amount: Decimal
+    remaining_after: Decimal  # limit - spent_before - amount (negative when a soft budget is overrun)
+    allowed: bool
+    already_reserved: bool = False  # the holder had an active reservation on this budget already
+
+
+@dataclass(frozen=True)
+class ReservationResult:
+    """``ok`` if every budget allowed the amount; then ``reservation_ids`` were written, else nothing was."""
+
+    ok: bool
+    checks: tuple[BudgetCheck, ...]
+    reservation_ids: tuple[int, ...]
+
+    @property
+    def refused(self) -> tuple[BudgetCheck, ...]:
+        return tuple(c for c in self.checks if not c.allowed)
+
+
+def _holder(request_id: int | None, admission_job_id: int | None) -> tuple[str, int]:
+    if (request_id is None) == (admission_job_id is None):
+        raise InputError(
+            "holder",
+            {"request_id": request_id, "admission_job_id": admission_job_id},
+            "give exactly one of request_id or admission_job_id",
+        )
+    return ("request_id", request_id) if request_id is not None else ("admission_job_id", admission_job_id)  # type: ignore[return-value]
+
+
+def lock_budgets(session: Session, budget_ids: Sequence[int]) -> list[Budget]:
+    """Lock and return the budgets with *budget_ids*, in id order; raise ``InputError`` for unknown ids.
+
+    PostgreSQL: ``SELECT ... FOR UPDATE`` (ids ascending). SQLite: the transaction must hold the write lock
+    (:func:`~flopwise.store.session.begin_write` is called; it starts one if the session has not begun).
+    """
+    ids = sorted(set(budget_ids))
+    begin_write(session)
+    stmt = select(Budget).where(Budget.id.in_(ids)).order_by(Budget.id)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    # populate_existing: a row already in the identity map must show what is committed now, not before the lock
+    budgets = list(session.scalars(stmt.execution_options(populate_existing=True)))
+    missing = sorted(set(ids) - {b.id for b in budgets})
+    if missing:
+        raise InputError("budget_ids", missing, "give ids of existing budgets (`flopwise budget list`)")
+    return budgets
+
+
+def budget_spent(
+    session: Session,
+    budget_id: int,
+    window: tuple[datetime | None, datetime | None] | None = None,
+) -> Decimal:
+    """Reserved + committed + settled amount against a budget, exactly, in the budget's unit.
+
+    With *window* ``(start, end)`` only reservations whose ``counted_at`` is in ``[start, end)`` count.
+    """
+    stmt = select(func.coalesce(func.sum(BudgetReservation.amount), _ZERO)).where(
+        BudgetReservation.budget_id == budget_id, BudgetReservation.state.in_(SPENDING_STATES)
+    )
+    if window is not None:
+        start, end = window
+        if start is not None:
+            stmt = stmt.where(BudgetReservation.counted_at >= start)
+        if end is not None:
+            stmt = stmt.where(BudgetReservation.counted_at < end)
+    spent = session.scalar(stmt)
+    return _ZERO if spent is None else to_money(spent)
+
+
+def _amount_for(budget: Budget, amounts: Mapping[int, Decimal] | Sequence[Decimal], index: int) -> Decimal:
+    if isinstance(amounts, Mapping):
+        if budget.id not in amounts:
+            raise InputError(
+                "amounts", dict(amounts), f"give an amount in {budget.unit!r} for budget {budget.id}"
+            )
+        return to_money(amounts[budget.id], f"amounts[{budget.id}]")
+    return to_money(amounts[index], f"amounts[{index}]")
+
+
+def reserve_against_budgets(
+    session: Session,
+    budget_ids: Sequence[int],
+    amounts: Mapping[int, Decimal] | Sequence[Decimal],
+    cap_check: CapCheck = hard_cap_check,
+    *,
+    request_id: int | None = None,
+    admission_job_id: int | None = None,
+    counted_at: datetime | None = None,
+    window_for: WindowFor | None = None,
+) -> ReservationResult:
+    """Reserve an amount against every budget in *budget_ids*, all or nothing, for one request or admission job.
+
+    *amounts* gives each budget's amount in that budget's unit: a mapping budget id -> Decimal, or a sequence
+    parallel to *budget_ids* (as ``flopwise.govern``'s decision lists them). Under the budget locks (see the
+    module docstring), each budget's spent sum is read (within ``window_for(budget)``, default the budget's
+    stored window) and ``cap_check(budget, spent, amount)`` decides; the default :func:`hard_cap_check` keeps
+    hard budgets within their amount. Nothing is written unless every budget allows. A holder that already has
+    an active reservation on a budget is not charged twice (its check says ``already_reserved``). The caller
+    commits; on SQLite the session's transaction must start here or with ``write_session``/``begin_write``.
+    """
+    holder_column, holder_id = _holder(request_id, admission_job_id)
+    if not isinstance(amounts, Mapping) and len(amounts) != len(budget_ids):
+        raise InputError(
+            "amounts", list(amounts), f"give one amount per budget id ({len(budget_ids)} budget ids)"
+        )
+    by_id = {b.id: b for b in lock_budgets(session, budget_ids)}
+    window_for = window_for or _stored_window
+    at = counted_at or utcnow()
+    holder_attr = getattr(BudgetReservation, holder_column)
+
+    checks: list[BudgetCheck] = []
+    plan: list[tuple[Budget, Decimal, BudgetReservation | None]] = []
+    for index, budget_id in enumerate(budget_ids):
+        budget = by_id[budget_id]
+        amount = _amount_for(budget, amounts, index)
+        if amount < 0:
+            raise InputError(f"amounts[{budget_id}]", amount, "give an amount >= 0")
+        existing = session.scalar(
+            select(BudgetReservation)
+            .where(BudgetReservation.budget_id == budget.id, holder_attr == holder_id)
+            .execution_options(populate_existing=True)
+        )
+        spent = budget_spent(session, budget.id, window_for(budget))
+        if existing is not None and existing.state in SPENDING_STATES:
+            checks.append(
+                BudgetCheck(
+                    budget.id,
+                    budget.unit,
+                    budget.is_hard,
+                    budget.amount,
+                    spent,
+                    existing.amount,
+                    budget.amount - spent,
+                    True,
+                    already_reserved=True,
+                )
+            )
+            continue
+        allowed = bool(cap_check(budget, spent, amount))
+        checks.append(
+            BudgetCheck(
+                budget.id,
+                budget.unit,
+                budget.is_hard,
+                budget.amount,
+                spent,
+                amount,
+                budget.amount - spent - amount,
+                allowed,
+            )
+        )
+        plan.append((budget, amount, existing))
+
+    if not all(c.allowed for c in checks):
+        return ReservationResult(False, tuple(checks), ())
+    ids: list[int] = []
+    for budget, amount, existing in plan:
+        if existing is not None:  # a released reservation of this holder on this budget: take it up again
+            existing.amount = amount
+            existing.reserved_amount = amount
+            existing.state = "reserved"
+            existing.counted_at = at
+            row = existing
+        else:
+            row = BudgetReservation(
+                budget_id=budget.id,
+                unit=budget.unit,
+                amount=amount,
+                reserved_amount=amount,
+                state="reserved",
+                counted_at=at,
+                **{holder_column: holder_id},
+            )
+            session.add(row)
+        session.flush()
+        ids.append(row.id)
+    return ReservationResult(True, tuple(checks), tuple(ids))
+
+
+def _transition(
+    session: Session, holder_column: str, holder_id: int, from_states: tuple[str, ...], values: dict[str, Any]
+) -> int:
+    holder_attr = getattr(BudgetReservation, holder_column)
+    result = session.execute(
+        update(BudgetReservation)
+        .where(holder_attr == holder_id, BudgetReservation.state.in_(from_states))
+        .values(updated_at=utcnow(), **values)
+        .execution_options(synchronize_session="fetch")
+    )
+    return int(result.rowcount or 0)
+
+
+def commit_reservations(
+    session: Session, *, request_id: int | None = None, admission_job_id: int | None = None
+) -> int:
+    """reserved -> committed for the holder (the job started); returns the number of reservations changed."""
+    column, holder_id = _holder(request_id, admission_job_id)
+    return _transition(session, column, holder_id, ("reserved",), {"state": "committed"})
+
+
+def release_reservations(
+    session: Session, *, request_id: int | None = None, admission_job_id: int | None = None
+) -> int:
+    """reserved/committed -> released (cancelled, or never ran): the amounts stop counting. Returns the count."""
+    column, holder_id = _holder(request_id, admission_job_id)
+    return _transition(session, column, holder_id, ("reserved", "committed"), {"state": "released"})
+
+
+def settle_reservations(
+    session: Session,
+    actual: Mapping[str, Decimal],
+    *,
+    request_id: int | None = None,
+    admission_job_id: int | None = None,
+) -> int:
+    """Replace the holder's active reservations by the actual usage, per unit (*actual*: unit -> Decimal).
+
+    Each reserved/committed reservation becomes ``settled`` with ``amount = actual[its unit]``; the estimate
+    stays in ``reserved_amount``. Actual usage is recorded even if it overruns a hard budget (it happened).
+    The budget rows are locked first, so a concurrent reservation sees the settled amounts.
+    """
+    column, holder_id = _holder(request_id, admission_job_id)
+    holder_attr = getattr(BudgetReservation, column)
+    budget_ids = list(
+        session.scalars(
+            select(BudgetReservation.budget_id).where(
+                holder_attr == holder_id, BudgetReservation.state.in_(("reserved", "committed"))
+            )
+        )
+    )
+    if not budget_ids:
+        return 0
+    lock_budgets(session, budget_ids)
+    rows = list(
+        session.scalars(
+            select(BudgetReservation)
+            .where(holder_attr == holder_id, BudgetReservation.state.in_(("reserved", "committed")))
+            .execution_options(populate_existing=True)
+        )
+    )
+    for row in rows:
+        if row.unit not in actual:
+            raise InputError("actual", dict(actual), f"give the actual usage in {row.unit!r}")
+        row.amount = to_money(actual[row.unit], f"actual[{row.unit!r}]")
+        if row.amount < 0:
+            raise InputError(f"actual[{row.unit!r}]", row.amount, "give actual usage >= 0")
+        row.state = "settled"
+    session.flush()
+    return len(rows)
+
+
+def _insert_on_conflict_do_nothing(session: Session, model: type, values: Mapping[str, Any], keys: list[str]):
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)
+    return session.execute(stmt.returning(model.id)).scalar()
+
+
+def insert_request_idempotent(session: Session, values: Mapping[str, Any]) -> tuple[ComputeRequest, bool]:
+    """Insert a compute request once per (``requester_id``, ``idempotency_key``); return (row, created).
+
+    Without an ``idempotency_key`` every call inserts. With one, a repeat returns the first row and
+    ``created=False`` (compare its ``inputs`` to decide whether the repeat is the same request).
+    """
+    if values.get("idempotency_key") is None:
+        row = ComputeRequest(**values)
+        session.add(row)
+        session.flush()
+        return row, True
+    begin_write(session)
+    new_id = _insert_on_conflict_do_nothing(
+        session, ComputeRequest, values, ["requester_id", "idempotency_key"]
+    )
+    if new_id is not None:
+        return session.get_one(ComputeRequest, new_id), True
+    row = session.scalars(
+        select(ComputeRequest).where(
+            ComputeRequest.requester_id == values["requester_id"],
+            ComputeRequest.idempotency_key == values["idempotency_key"],
+        )
+    ).one()
+    return row, False
+
+
+def upsert_admission_job(
+    session: Session,
+    engine: str,
+    engine_job_id: str,
+    values: Mapping[str, Any],
+    *,
+    update_existing: bool = False,
+) -> tuple[AdmissionJob, bool]:
+    """The admission job of a scheduler's (``engine``, ``engine_job_id``), created with *values* if new.
+
+    Returns (row, created). A repeat with ``update_existing=False`` (the admission ``decide`` call) returns the
+    stored job untouched, so the decision is idempotent; with ``update_existing=True`` *values* are written to
+    the existing row (e.g. a state change reported again).
+    """
+    begin_write(session)
+    full = {**values, "engine": engine, "engine_job_id": engine_job_id}
+    new_id = _insert_on_conflict_do_nothing(session, AdmissionJob, full, ["engine", "engine_job_id"])
+    stmt = select(AdmissionJob).where(
+        AdmissionJob.engine == engine, AdmissionJob.engine_job_id == engine_job_id
+    )
+    if new_id is not None:
+        return session.get_one(AdmissionJob, new_id), True
+    job = session.scalars(stmt.execution_options(populate_existing=True)).one()
+    if update_existing and values:
+        for key, value in values.items():
+            setattr(job, key, value)
+        session.flush()
+    return job, False
+
+
+def append_audit(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    payload: Mapping[str, Any],
+    entry_hash: EntryHash,
+    at: datetime | None = None,
+    org_id: int | None = None,
+    genesis_hash: str = GENESIS_HASH,
+) -> AuditLog:
+    """Append one entry to the hash-chained audit log; ``seq`` is the last one plus 1.
+
+    ``entry_hash(prev_hash, seq, at, actor, action, payload)`` computes the hash (``flopwise.govern.audit``);
+    it gets the payload as it will read back from the JSON column (Decimals as strings), so verifying the
+    stored log recomputes the same hashes. The first entry chains to *genesis_hash*.
+    """
+    at = at or utcnow()
+    stored_payload = json.loads(_json_dumps(dict(payload)))
+    begin_write(session)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"LOCK TABLE {AuditLog.__tablename__} IN EXCLUSIVE MODE"))
+    last = session.execute(select(AuditLog.seq, AuditLog.hash).order_by(AuditLog.seq.desc()).limit(1)).first()
+    seq, prev_hash = (1, genesis_hash) if last is None else (last.seq + 1, last.hash)
+    digest = entry_hash(prev_hash, seq, at, actor, action, stored_payload)
+    row = AuditLog(
+        seq=seq,
+        at=at,
+        org_id=org_id,
+        actor=actor,
+        action=action,
+        payload=stored_payload,
+        prev_hash=prev_hash,
+        hash=digest,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def audit_entries(session: Session, after_seq: int = 0, batch_size: int = 1000) -> Iterator[AuditLog]:
+    """Every audit entry with ``seq > after_seq``, in ``seq`` order, fetched in batches (for ``audit verify``)."""
+    last = after_seq
+    while True:
+        batch = list(
+            session.scalars(
+                select(AuditLog).where(AuditLog.seq > last).order_by(AuditLog.seq).limit(batch_size)
+            )
+        )
+        yield from batch
+        if len(batch) < batch_size:
+            return
+        last = batch[-1].seq
+
+
+def budgets_covering(session: Session, project_id: int) -> list[Budget]:
+    """Every budget whose scope contains *project_id*: the project's, its team's and its organization's."""
+    team_id, org_id = session.execute(
+        select(Team.id, Team.org_id).join(Project, Project.team_id == Team.id).where(Project.id == project_id)
+    ).one_or_none() or (None, None)
+    if team_id is None:
+        raise InputError("project_id", project_id, "give the id of an existing project")
+    stmt = (
+        select(Budget)
+        .where(
+            ((Budget.scope_kind == "project") & (Budget.scope_id == project_id))
+            | ((Budget.scope_kind == "team") & (Budget.scope_id == team_id))
+            | ((Budget.scope_kind == "org") & (Budget.scope_id == org_id))
+        )
+        .order_by(Budget.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def expire_pending_requests(session: Session, now: datetime) -> list[int]:
+    """Mark pending requests whose ``expires_at`` is at or before *now* as ``expired``; return their ids."""
+    ids = list(
+        session.scalars(
+            select(ComputeRequest.id)
+            .where(ComputeRequest.state == "pending", ComputeRequest.expires_at <= now)
+            .order_by(ComputeRequest.id)
+        )
+    )
+    if ids:
+        session.execute(
+            update(ComputeRequest)
+            .where(ComputeRequest.id.in_(ids), ComputeRequest.state == "pending")
+            .values(state="expired", updated_at=now)
+            .execution_options(synchronize_session="fetch")
+        )
+    return ids
+
+
+def find_token(session: Session, prefix: str) -> ApiToken | None:
+    """The API token with this *prefix* (revoked and expired ones too: the caller checks and says which)."""
+    return session.scalar(select(ApiToken).where(ApiToken.prefix == prefix))

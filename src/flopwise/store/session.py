@@ -1,0 +1,238 @@
+"""Database URL, engine and session factory. Nothing is built at import time; callers pass what they built.
+
+SQLite (the embedded default) is opened with WAL journaling (readers never block the writer), foreign keys on,
+and a busy timeout so concurrent writers queue instead of failing. pysqlite's own implicit transactions are
+turned off and flopwise emits ``BEGIN`` itself, so a session that is going to write can start its transaction
+as ``BEGIN IMMEDIATE`` (see :func:`begin_write`).
+
+Why ``BEGIN IMMEDIATE``: a plain (deferred) SQLite transaction takes the write lock only at its first write.
+Two writers that first read a budget's spent sum and then insert a reservation would both read the same sum;
+in WAL mode the second one's upgrade to writer then fails with ``SQLITE_BUSY`` (its snapshot is stale), which
+the busy timeout cannot wait out. ``BEGIN IMMEDIATE`` takes the write lock before the first read, so writers
+queue on the busy timeout and each one reads the sum its predecessor committed. SQLite has no row locks; this
+is its equivalent of PostgreSQL's ``SELECT ... FOR UPDATE`` on the budget rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+
+from flopwise.errors import InputError
+
+__all__ = [
+    "DATABASE_URL_ENV",
+    "SQLITE_BUSY_TIMEOUT_S",
+    "begin_write",
+    "default_database_url",
+    "make_engine",
+    "make_session_factory",
+    "read_session",
+    "user_data_dir",
+    "write_session",
+]
+
+#: environment variable that overrides the default database
+DATABASE_URL_ENV = "FLOPWISE_DATABASE_URL"
+#: how long a SQLite writer waits for the write lock before giving up
+SQLITE_BUSY_TIMEOUT_S = 30.0
+#: connection execution option read by the ``begin`` hook: "DEFERRED" (default) or "IMMEDIATE"
+_SQLITE_BEGIN_OPTION = "flopwise_sqlite_begin"
+#: key in ``Session.info``: the BEGIN mode of the session's current SQLite transaction
+_SESSION_BEGIN_KEY = "flopwise_sqlite_begin"
+_APP_NAME = "flopwise"
+
+
+def user_data_dir(env: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
+    """The per-user data directory of flopwise, as platformdirs would compute it (stdlib only).
+
+    Linux and other Unix: ``$XDG_DATA_HOME/flopwise`` (default ``~/.local/share/flopwise``);
+    macOS: ``~/Library/Application Support/flopwise``; Windows: ``%LOCALAPPDATA%\\flopwise``.
+    """
+    env = os.environ if env is None else env
+    platform = sys.platform if platform is None else platform
+    home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
+    if platform.startswith("win"):
+        base = env.get("LOCALAPPDATA") or env.get("APPDATA")
+        return (Path(base) if base else home / "AppData" / "Local") / _APP_NAME
+    if platform == "darwin":
+        return home / "Library" / "Application Support" / _APP_NAME
+    xdg = env.get("XDG_DATA_HOME", "").strip()
+    # the XDG spec says relative paths in XDG_* are invalid and must be ignored
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".local" / "share"
+    return base / _APP_NAME
+
+
+def default_database_url(env: Mapping[str, str] | None = None, platform: str | None = None) -> str:
+    """``$FLOPWISE_DATABASE_URL`` if set, else a SQLite file ``flopwise.db`` in :func:`user_data_dir`."""
+    env = os.environ if env is None else env
+    url = env.get(DATABASE_URL_ENV, "").strip()
+    if url:
+        return url
+    return "sqlite:///" + (user_data_dir(env, platform) / "flopwise.db").as_posix()
+
+
+def _normalize_url(database_url: str | URL) -> URL:
+    try:
+        url = make_url(database_url)
+    except Exception:  # sqlalchemy.exc.ArgumentError, ValueError: both mean "not a URL"
+        raise InputError(
+            "database_url",
+            str(database_url),
+            "give a SQLAlchemy URL such as 'sqlite:///path/flopwise.db' or "
+            "'postgresql+psycopg://user@host:5432/dbname'",
+        ) from None
+    backend = url.get_backend_name()
+    if backend in ("postgres", "postgresql"):
+        # psycopg 3 is the PostgreSQL driver flopwise depends on; psycopg2 is SQLAlchemy's default
+        if url.drivername in ("postgres", "postgresql"):
+            url = url.set(drivername="postgresql+psycopg")
+    elif backend != "sqlite":
+        raise InputError(
+            "database_url",
+            url.render_as_string(hide_password=True),
+            "flopwise supports SQLite ('sqlite:///file.db') and PostgreSQL ('postgresql+psycopg://...')",
+        )
+    return url
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # money stays exact: decimal strings in JSON, as in the estimate JSON
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} {value!r} cannot be stored in a JSON column")
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False, allow_nan=False)
+
+
+def make_engine(database_url: str | URL | None = None, **engine_options: Any) -> Engine:
+    """Build the engine for *database_url* (default :func:`default_database_url`).
+
+    ``postgresql://`` URLs get the psycopg 3 driver. A SQLite file's parent directory is created. Extra
+    keyword arguments go to :func:`sqlalchemy.create_engine` (e.g. ``pool_size``, ``echo``).
+    JSON columns serialize ``Decimal`` as a string and datetimes as ISO 8601 text.
+    """
+    url = _normalize_url(default_database_url() if database_url is None else database_url)
+    options: dict[str, Any] = {"json_serializer": _json_dumps}
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        is_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        if not is_memory and not url.query.get("uri"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+    else:
+        options["pool_pre_ping"] = True
+    options.update(engine_options)
+    engine = create_engine(url, **options)
+    if url.get_backend_name() == "sqlite":
+        _install_sqlite_hooks(engine, is_memory)
+    return engine
+
+
+def _install_sqlite_hooks(engine: Engine, is_memory: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # take transaction control away from pysqlite: it would otherwise BEGIN (deferred) on its own
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if not is_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get(_SQLITE_BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A ``sessionmaker`` bound to *engine*; its sessions remember how their SQLite transaction began.
+
+    ``expire_on_commit=False`` so rows read in a transaction stay usable after it commits (the API returns them).
+    """
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+
+    @event.listens_for(factory, "after_begin")
+    def _after_begin(session: Session, transaction: SessionTransaction, connection: Any) -> None:
+        if connection.dialect.name == "sqlite":
+            session.info[_SESSION_BEGIN_KEY] = connection.get_execution_options().get(
+                _SQLITE_BEGIN_OPTION, "DEFERRED"
+            )
+
+    @event.listens_for(factory, "after_transaction_end")
+    def _after_end(session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is None:
+            session.info.pop(_SESSION_BEGIN_KEY, None)
+
+    return factory
+
+
+def begin_write(session: Session) -> None:
+    """Make sure *session*'s transaction holds the database write lock from its start.
+
+    PostgreSQL: nothing to do (row locks are taken by the queries that need them). SQLite: if the session has
+    not touched the database yet, start its transaction with ``BEGIN IMMEDIATE``. If it already started a
+    deferred transaction, raise ``RuntimeError``: its snapshot may be stale, so it cannot safely become the
+    writer; open it with :func:`write_session` or call this before the first query.
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    mode = session.info.get(_SESSION_BEGIN_KEY)
+    if mode is None:
+        session.connection(execution_options={_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        if _SESSION_BEGIN_KEY not in session.info:
+            raise RuntimeError(
+                "begin_write: this session does not come from flopwise.store.make_session_factory(), so its "
+                "SQLite transaction mode cannot be checked; build sessions with make_session_factory(engine)"
+            )
+        return
+    if mode != "IMMEDIATE":
+        raise RuntimeError(
+            "begin_write: this SQLite session already started a deferred transaction, which cannot safely "
+            "take the write lock; open it with flopwise.store.write_session(factory) or call begin_write() "
+            "before its first query"
+        )
+
+
+@contextmanager
+def write_session(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session whose transaction holds the write lock from the start; commits on success, rolls back on error."""
+    with factory() as session:
+        begin_write(session)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+@contextmanager
+def read_session(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reads (a deferred transaction on SQLite, never blocking writers); rolled back at the end."""
+    with factory() as session:
+        try:
+            yield session
+        finally:
+            session.rollback()
