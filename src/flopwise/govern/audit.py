@@ -1,0 +1,202 @@
+"""A hash-chained audit log: every change and decision, with actor, time and payload.
+
+Entry ``seq`` (1, 2, 3, ...) stores ``prev_hash`` (the hash of entry ``seq - 1``; 64 zeros for the first)
+and ``hash = sha256(canonical_json({prev_hash, seq, at, actor, action, payload}))``. Canonical JSON has
+sorted keys, no whitespace, UTF-8, ``Decimal`` as its string (``"12.50"``), datetimes in UTC as
+``YYYY-MM-DDTHH:MM:SS.ffffffZ``, and refuses NaN, infinities and naive datetimes. Canonicalizing is
+idempotent, so a store that keeps the payload as canonical JSON text verifies after a round trip.
+
+:func:`verify_chain` walks the entries in order and reports the first bad ``seq`` and why:
+
+* an **edited** entry no longer matches its own hash;
+* an entry **deleted** from the middle leaves a gap in ``seq`` (or, renumbered, a broken ``prev_hash``);
+* an **inserted** entry repeats or reorders a ``seq`` (or, renumbered, breaks the next entry's hash or link);
+* a **deleted tail** is only visible against an anchor kept elsewhere: pass ``expected_head=(seq, hash)``.
+
+Rewriting every hash after an edit is possible for whoever holds the whole table; the anchor (or a copy
+of the head hash published outside the database) is what makes that detectable too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from flopwise.errors import InputError
+
+__all__ = [
+    "GENESIS_HASH",
+    "AuditEntry",
+    "VerifyResult",
+    "append_entry",
+    "canonical_json",
+    "entry_hash",
+    "verify_chain",
+]
+
+GENESIS_HASH = "0" * 64
+
+
+def _default(value: object) -> object:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise InputError("payload", str(value), "a Decimal in the audit log must be finite")
+        return str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InputError("payload", value, "give a timezone-aware datetime")
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, (set, frozenset)):
+        raise InputError("payload", value, "sets have no order; give a sorted list")
+    raise InputError("payload", type(value).__name__, "give JSON values, Decimal or datetime")
+
+
+def _check_floats(value: object) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError("payload", value, "NaN and infinities cannot be logged; give a finite number")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InputError("payload", k, "keys must be text")
+            _check_floats(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_floats(v)
+
+
+def canonical_json(value: object) -> str:
+    """The one JSON text of *value*: sorted keys, compact, Decimal as string, UTC timestamps."""
+    _check_floats(value)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
+    )
+
+
+def entry_hash(
+    prev_hash: str, seq: int, at: datetime, actor: str, action: str, payload: Mapping[str, object]
+) -> str:
+    """SHA-256 (hex) of the canonical JSON of the entry's fields and the previous entry's hash."""
+    body = {
+        "prev_hash": prev_hash,
+        "seq": seq,
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "payload": payload,
+    }
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One appended record. ``payload`` is a JSON-able mapping (Decimal and datetime allowed)."""
+
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    payload: Mapping[str, object]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """``is_ok`` with the number of entries checked, or the first bad seq and the reason."""
+
+    is_ok: bool
+    checked: int
+    first_bad_seq: int | None
+    reason: str
+    head_seq: int
+    head_hash: str
+
+
+def append_entry(
+    prev: AuditEntry | None, at: datetime, actor: str, action: str, payload: Mapping[str, object]
+) -> AuditEntry:
+    """The entry that follows *prev* (``None`` for the first entry of a log)."""
+    if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
+        raise InputError("at", at, "give a timezone-aware datetime")
+    if not actor:
+        raise InputError("actor", actor, "give who did it (a user id, or 'system')")
+    if not action:
+        raise InputError("action", action, "name the action, e.g. 'budget.create'")
+    if not isinstance(payload, Mapping):
+        raise InputError("payload", payload, "give a mapping")
+    at = at.astimezone(UTC)
+    seq = 1 if prev is None else prev.seq + 1
+    prev_hash = GENESIS_HASH if prev is None else prev.hash
+    return AuditEntry(
+        seq, at, actor, action, payload, prev_hash, entry_hash(prev_hash, seq, at, actor, action, payload)
+    )
+
+
+def verify_chain(
+    entries: Sequence[AuditEntry], *, expected_head: tuple[int, str] | None = None
+) -> VerifyResult:
+    """Check the chain in the given order (by seq, as the store reads it) from seq 1.
+
+    *expected_head* ``(seq, hash)`` is a separately kept anchor; with it a deleted or rewritten tail is
+    detected too.
+    """
+    expected_seq, prev_hash = 1, GENESIS_HASH
+    for checked, entry in enumerate(entries):
+        problem = _link_problem(entry, expected_seq, prev_hash)
+        if problem is not None:
+            bad_seq, reason = problem
+            return VerifyResult(False, checked, bad_seq, reason, expected_seq - 1, prev_hash)
+        expected_seq, prev_hash = entry.seq + 1, entry.hash
+    head_seq = expected_seq - 1
+    if expected_head is not None:
+        anchor_seq, anchor_hash = expected_head
+        if head_seq < anchor_seq:
+            return VerifyResult(
+                False,
+                len(entries),
+                head_seq + 1,
+                f"the log ends at seq {head_seq} but the anchor says {anchor_seq}: entries deleted from the end",
+                head_seq,
+                prev_hash,
+            )
+        if head_seq >= anchor_seq >= 1 and entries[anchor_seq - 1].hash != anchor_hash:
+            return VerifyResult(
+                False,
+                len(entries),
+                anchor_seq,
+                f"entry {anchor_seq} does not match the anchor hash (rewritten chain)",
+                head_seq,
+                prev_hash,
+            )
+    return VerifyResult(True, len(entries), None, "ok", head_seq, prev_hash)
+
+
+def _link_problem(entry: AuditEntry, expected_seq: int, prev_hash: str) -> tuple[int, str] | None:
+    """(bad seq, reason) when *entry* does not follow the entry with *prev_hash* at *expected_seq*."""
+    if entry.seq > expected_seq:
+        return (
+            expected_seq,
+            f"entry seq {expected_seq} is missing (deleted?): the next entry has seq {entry.seq}",
+        )
+    if entry.seq < expected_seq:
+        return (
+            entry.seq,
+            f"seq {entry.seq} appears where seq {expected_seq} belongs (inserted or reordered entry)",
+        )
+    if entry.prev_hash != prev_hash:
+        return entry.seq, (
+            f"prev_hash does not match the hash of entry {entry.seq - 1}: an entry before it was changed, "
+            "inserted or deleted"
+        )
+    try:
+        actual = entry_hash(entry.prev_hash, entry.seq, entry.at, entry.actor, entry.action, entry.payload)
+    except InputError as err:
+        return entry.seq, f"the entry cannot be hashed ({err})"
+    if actual != entry.hash:
+        return entry.seq, "the entry's content does not match its hash (edited)"
+    return None
