@@ -79,7 +79,11 @@ def test_plan_serve_table_and_impossible_slo():
     result = runner.invoke(app, ["plan", "serve", *CHAT])
     assert result.exit_code == 0, result.output
     assert "plan serve llama-3.1-8b" in result.stdout
-    data = run_json("plan", "serve", *CHAT[:-4], "--ttft-p95-ms", "0.01", "--tpot-p95-ms", "0.01")
+    result = runner.invoke(
+        app, ["plan", "serve", *CHAT[:-4], "--ttft-p95-ms", "0.01", "--tpot-p95-ms", "0.01", "--json"]
+    )
+    assert result.exit_code == 1  # answered, but nothing is feasible
+    data = json.loads(result.stdout)
     assert data["options"] == []
     assert data["rejected"], "an impossible SLO must say why, not return an empty answer"
 
@@ -111,7 +115,19 @@ def test_plan_size_chinchilla():
 
 def test_plan_fleet_example():
     data = run_json("plan", "fleet", str(ROOT / "examples" / "fleet.yaml"))
-    assert data
+    assert data["is_feasible"] is True
+    assert 0 <= data["saving_frac"] < 1
+    assert {s["name"] for s in data["services"]} == {"chat", "analyst", "summarize"}
+    table = runner.invoke(app, ["plan", "fleet", str(ROOT / "examples" / "fleet.yaml")])
+    assert table.exit_code == 0 and "best single type" in table.stdout
+
+
+def test_plan_fleet_impossible_exits_1():
+    result = runner.invoke(
+        app, ["plan", "fleet", str(ROOT / "tests" / "plan" / "fixtures" / "fleet-impossible.yaml")]
+    )
+    assert result.exit_code == 1
+    assert "no feasible fleet" in result.stderr
 
 
 @pytest.mark.parametrize(

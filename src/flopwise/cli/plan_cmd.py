@@ -9,6 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from flopwise.cli._common import (
+    EXIT_FAILURE,
+    EXIT_OK,
     CatalogDir,
     JsonFlag,
     fmt_num,
@@ -185,7 +187,7 @@ def serve(
         data["what_ifs"] = [w.to_dict() for w in what_ifs(data["options"][0], workload, catalog)]
     if json_out:
         print_json(data)
-        return
+        raise typer.Exit(EXIT_OK if data["options"] else EXIT_FAILURE)
     _messages(data)
     _table(
         f"plan serve {arch.id}: {rps:g} req/s, {input_tokens} in / {output_tokens} out, best by {objective}",
@@ -194,6 +196,8 @@ def serve(
     )
     if data.get("rejected"):
         _table("strongest rejected alternatives", data["rejected"][:top], REJECT_COLUMNS)
+    if not data["options"]:
+        raise typer.Exit(EXIT_FAILURE)
     if data.get("what_ifs"):
         rows = [
             {**w, "saving": "-" if w["saving_frac"] is None else f"{w['saving_frac']:+.0%}"}
@@ -299,7 +303,7 @@ def train(
     data["warnings"] = [*model_warnings, *(data.get("warnings") or [])]
     if json_out:
         print_json(data)
-        return
+        raise typer.Exit(EXIT_OK if data["options"] else EXIT_FAILURE)
     _messages(data)
     _table(
         f"plan train {arch.id}: {n_tokens:.3g} tokens ({method}), best by {objective}",
@@ -345,26 +349,66 @@ def fleet(
     data = plan.to_dict()
     if json_out:
         print_json(data)
-        return
+        raise typer.Exit(EXIT_OK if data.get("is_feasible", True) else EXIT_FAILURE)
+    if not data.get("is_feasible", True):
+        stderr_console().print(
+            f"[red]no feasible fleet:[/red] {data.get('reason')}", highlight=False, soft_wrap=True
+        )
     _messages(data)
+    hardware = [
+        {
+            **h,
+            "what": f"{h['units']} x {h.get('instance_type') or h['device']} ({h['devices_per_unit']} x "
+            f"{h['device']})",
+            "where": _where(h),
+        }
+        for h in data.get("hardware") or []
+    ]
+    _table(
+        "hardware mix",
+        hardware,
+        (
+            ("what", "option"),
+            ("where", "where"),
+            ("cost_per_unit_hour_usd", "$/h each"),
+            ("cost_per_hour_usd", "$/h"),
+            ("cost_per_month_usd", "$/month"),
+        ),
+    )
+    services = []
+    for svc in data.get("services") or []:
+        runs = "; ".join(
+            f"{a['replicas']} x {a['devices'] // max(a['replicas'], 1)} {a['device']} {a['quant']} "
+            f"({fmt_num(a['rps'])} req/s)"
+            for a in svc.get("assignment", [])
+        )
+        services.append({**svc, "runs": runs or "-"})
+    _table(
+        "services",
+        services,
+        (
+            ("name", "plan"),
+            ("model", "what"),
+            ("rps", "req/s"),
+            ("runs", "option"),
+            ("utilization_frac", "util"),
+        ),
+    )
+    base = data.get("baseline") or {}
     out = stdout_console()
-    hardware = data.get("hardware") or []
-    if hardware:
-        _table(
-            "hardware mix",
-            hardware,
-            tuple((k, k) for k in hardware[0] if not isinstance(hardware[0][k], (list, dict))),
+    out.print(
+        f"total: ${fmt_num(data.get('cost_per_hour_usd'))}/h, ${fmt_num(data.get('cost_per_month_usd'))}/month",
+        highlight=False,
+    )
+    if base:
+        out.print(
+            f"best single type: {base.get('units')} x {base.get('device')} ({_where(base)}) "
+            f"${fmt_num(base.get('cost_per_hour_usd'))}/h; the mix saves "
+            f"{(data.get('saving_frac') or 0):.1%} (${fmt_num(data.get('saving_usd_per_month'))}/month)",
+            highlight=False,
         )
-    services = data.get("services") or []
-    if services:
-        _table(
-            "services",
-            services,
-            tuple((k, k) for k in services[0] if not isinstance(services[0][k], (list, dict))),
-        )
-    for key in ("total_cost_per_hour_usd", "total_cost_per_month_usd", "baseline", "saving_frac"):
-        if key in data:
-            out.print(f"{key}: {_cell(data[key])}", highlight=False)
+    if not data.get("is_feasible", True):
+        raise typer.Exit(EXIT_FAILURE)
 
 
 @app.command("size")
