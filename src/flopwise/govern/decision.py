@@ -140,7 +140,7 @@ def decide(
         elif check.outcome == "warn":
             warnings.append(check.message)
         for alert in check.alerts_crossed:
-            warnings.append(f"budget {check.budget_id!r} crosses its {alert * 100:g}% alert")
+            warnings.append(f"budget {check.budget_id!r} crosses its {(alert * 100).normalize():f}% alert")
         reservations.append(Reservation(state.budget.id, state.budget.unit, amount))
 
     quota_checks: list[QuotaCheck] = []
