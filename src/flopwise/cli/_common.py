@@ -109,7 +109,7 @@ def fmt_num(value: Any, digits: int = 3) -> str:
     if isinstance(value, str) and value.replace(".", "", 1).lstrip("-").isdigit():
         value = Decimal(value)  # money arrives as a decimal string from to_dict()
     if isinstance(value, Decimal):
-        return f"{value:,.2f}"
+        return f"{value:,.2f}" if abs(value) >= 1 or value == 0 else f"{value:.4f}"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):

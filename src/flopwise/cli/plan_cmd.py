@@ -113,7 +113,9 @@ def _where(o: dict[str, Any]) -> str:
 def _serve_row(o: dict[str, Any]) -> dict[str, Any]:
     """One compact row per option: what runs, where, and what it costs."""
     replicas = o.get("replicas", 1)
-    option = f"{replicas} x {o.get('count', 1)} {o.get('device')} {o.get('quant')} b{o.get('batch')}"
+    option = (
+        f"{replicas} x {o.get('tensor_parallel', 1)} {o.get('device')} {o.get('quant')} b{o.get('batch')}"
+    )
     where = _where(o)
     latency = f"{fmt_num(o.get('ttft_p95_ms'))} / {fmt_num(o.get('tpot_p95_ms'))}"
     return {**o, "option": option, "where": where, "latency": latency}
