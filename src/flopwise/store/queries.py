@@ -394,14 +394,16 @@ def upsert_admission_job(
     the existing row (e.g. a state change reported again).
     """
     begin_write(session)
-    full = {**values, "engine": engine, "engine_job_id": engine_job_id}
-    new_id = _insert_on_conflict_do_nothing(session, AdmissionJob, full, ["engine", "engine_job_id"])
     stmt = select(AdmissionJob).where(
         AdmissionJob.engine == engine, AdmissionJob.engine_job_id == engine_job_id
     )
-    if new_id is not None:
-        return session.get_one(AdmissionJob, new_id), True
-    job = session.scalars(stmt.execution_options(populate_existing=True)).one()
+    job = session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
+    if job is None:
+        full = {**values, "engine": engine, "engine_job_id": engine_job_id}
+        new_id = _insert_on_conflict_do_nothing(session, AdmissionJob, full, ["engine", "engine_job_id"])
+        if new_id is not None:
+            return session.get_one(AdmissionJob, new_id), True
+        job = session.scalars(stmt.execution_options(populate_existing=True)).one()  # a concurrent caller won
     if update_existing and values:
         for key, value in values.items():
             setattr(job, key, value)
