@@ -1,0 +1,48 @@
+"""``create_app(settings)`` builds the whole server: engine, migrations, session factory, routes, error handler."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+
+from flopwise.server.errors import install_error_handlers
+from flopwise.server.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def _version() -> str:
+    try:
+        return version("flopwise")
+    except PackageNotFoundError:  # running from a source tree without an install
+        return "0+unknown"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app. Nothing global: each call has its own engine, so tests build one per database."""
+    from flopwise.server.api import api_router
+    from flopwise.store import make_engine, make_session_factory, upgrade
+    from flopwise.store.types import utcnow
+
+    settings = settings or Settings()
+    engine = make_engine(settings.resolved_database_url())
+    if settings.migrate_on_start:
+        upgrade(engine)
+    app = FastAPI(
+        title="flopwise",
+        version=_version(),
+        description="Compute governance: organizations, budgets, quotas, policies, compute requests, approvals, "
+        "admission decisions and a hash-chained audit log, backed by flopwise's estimates.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.db = make_session_factory(engine)
+    app.state.clock = utcnow
+    app.state.catalog = None
+    install_error_handlers(app)
+    app.include_router(api_router, prefix="/api/v1")
+    return app

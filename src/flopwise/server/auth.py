@@ -1,0 +1,134 @@
+"""API tokens and authorization.
+
+Tokens look like ``fw_<prefix>_<secret>``; only ``sha256(token)`` is stored, with the prefix to find it. A
+principal holds roles over scopes (organization, team, project); a role over a scope covers everything under
+it, and roles are ordered admin > approver > member > viewer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from flopwise.server.errors import ApiError
+
+__all__ = [
+    "ROLE_RANK",
+    "Principal",
+    "authorize",
+    "hash_token",
+    "mint_token",
+    "principal_for_token",
+    "scope_chain",
+    "split_token",
+]
+
+ROLE_RANK = {"viewer": 0, "member": 1, "approver": 2, "admin": 3}
+TOKEN_PREFIX_CHARS = 12
+_UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
+
+
+def mint_token() -> tuple[str, str, str]:
+    """A new token: (token shown once to the user, prefix stored in clear, sha256 hash stored)."""
+    prefix = secrets.token_hex(TOKEN_PREFIX_CHARS // 2)
+    token = f"fw_{prefix}_{secrets.token_urlsafe(32)}"
+    return token, prefix, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    """sha256 of the whole token (secrets are 256-bit random, so a fast hash is enough)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def split_token(token: str) -> str | None:
+    """The prefix of a well-formed token, else None."""
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != "fw" or len(parts[1]) != TOKEN_PREFIX_CHARS or not parts[2]:
+        return None
+    return parts[1]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the user, their organization, their token and their role bindings."""
+
+    user_id: int
+    user_name: str
+    org_id: int
+    token_id: int
+    bindings: tuple[tuple[str, str, int], ...]  # (role, scope_kind, scope_id)
+
+    def best_role(self, chain: list[tuple[str, int]]) -> str | None:
+        """The strongest role this principal holds over any scope in *chain* (a scope and its ancestors)."""
+        held = [role for role, kind, sid in self.bindings if (kind, sid) in chain]
+        return max(held, key=ROLE_RANK.__getitem__) if held else None
+
+
+def principal_for_token(session: Session, token: str | None, now: datetime) -> Principal:
+    """The principal of a bearer *token*; 401 (with the reason) when missing, malformed, unknown, revoked or expired."""
+    from flopwise.store import ApiToken, RoleBinding, User
+
+    if not token:
+        raise ApiError(
+            401, "missing bearer token: send 'Authorization: Bearer fw_...'", headers=_UNAUTHORIZED_HEADERS
+        )
+    prefix = split_token(token)
+    row = session.scalar(select(ApiToken).where(ApiToken.prefix == prefix)) if prefix else None
+    if row is None or not hmac.compare_digest(row.token_hash, hash_token(token)):
+        raise ApiError(401, "invalid token", headers=_UNAUTHORIZED_HEADERS)
+    if row.revoked_at is not None:
+        raise ApiError(401, "token revoked", headers=_UNAUTHORIZED_HEADERS)
+    if row.expires_at is not None and row.expires_at <= now:
+        raise ApiError(401, "token expired", headers=_UNAUTHORIZED_HEADERS)
+    user = session.get(User, row.user_id)
+    if user is None or not user.is_active:
+        raise ApiError(401, "the token's user is disabled", headers=_UNAUTHORIZED_HEADERS)
+    bindings = session.execute(
+        select(RoleBinding.role, RoleBinding.scope_kind, RoleBinding.scope_id).where(
+            RoleBinding.user_id == user.id
+        )
+    ).all()
+    return Principal(user.id, user.name, user.org_id, row.id, tuple((r, k, s) for r, k, s in bindings))
+
+
+def scope_chain(session: Session, kind: str, scope_id: int) -> tuple[int, list[tuple[str, int]]]:
+    """(organization id, [(kind, id) of the scope and each ancestor]); 404 when the scope does not exist."""
+    from flopwise.store import Organization, Project, Team
+
+    chain: list[tuple[str, int]] = []
+    if kind == "project":
+        project = session.get(Project, scope_id)
+        if project is None:
+            raise ApiError(404, f"project {scope_id} not found")
+        chain.append(("project", project.id))
+        kind, scope_id = "team", project.team_id
+    if kind == "team":
+        team = session.get(Team, scope_id)
+        if team is None:
+            raise ApiError(404, f"team {scope_id} not found")
+        chain.append(("team", team.id))
+        kind, scope_id = "org", team.org_id
+    if kind != "org" or session.get(Organization, scope_id) is None:
+        raise ApiError(404, f"{kind} {scope_id} not found")
+    chain.append(("org", scope_id))
+    return scope_id, chain
+
+
+def authorize(session: Session, principal: Principal, min_role: str, kind: str, scope_id: int) -> str:
+    """Check that *principal* holds at least *min_role* over the scope; return the role it holds.
+
+    A scope in another organization answers 404 (its existence is not revealed); too weak a role answers 403.
+    """
+    org_id, chain = scope_chain(session, kind, scope_id)
+    if org_id != principal.org_id:
+        raise ApiError(404, f"{kind} {scope_id} not found")
+    role = principal.best_role(chain)
+    if role is None or ROLE_RANK[role] < ROLE_RANK[min_role]:
+        raise ApiError(403, f"needs role {min_role!r} on {kind} {scope_id}; you have {role or 'no role'}")
+    return role

@@ -1,0 +1,36 @@
+"""The server's one settings object (pydantic-settings): environment variables FLOPWISE_*, or arguments."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Everything ``create_app`` needs. Nothing is read at import time: build one and pass it in.
+
+    ``database_url`` defaults to the embedded SQLite file in the per-user data directory
+    (``flopwise.store.default_database_url()``); set ``FLOPWISE_DATABASE_URL`` for PostgreSQL
+    (``postgresql+psycopg://user@host/db``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FLOPWISE_", extra="ignore")
+
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; None = embedded SQLite.")
+    catalog_dir: str | None = Field(default=None, description="Catalog override directory (as --catalog).")
+    request_expiry_hours: float = Field(default=72.0, gt=0, description="Pending requests expire after this.")
+    token_default_ttl_days: float = Field(
+        default=90.0, gt=0, description="Default lifetime of new API tokens."
+    )
+    migrate_on_start: bool = Field(
+        default=True, description="Run Alembic `upgrade head` when the app starts."
+    )
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        from flopwise.store import default_database_url
+
+        return default_database_url()
