@@ -199,3 +199,18 @@ def test_sequential_hard_reservations_never_exceed_the_budget(costs, amount):
         )
         reserved += sum((r.amount for r in d.reservations), Decimal(0))
     assert reserved <= amount
+
+
+def test_admission_facts_rejects_unknown_or_conflicting_context_and_bad_numbers():
+    kw = dict(workload="serve", device_type="h100-sxm", device_class="gpu", device_count=1, max_duration_s=60,
+              usd_per_device_h="2.5", device_power_w=700, pue=1.1, grid_gco2e_per_kwh=300)  # fmt: skip
+    assert admission_facts(**kw, requester_teams="nlp").requester_teams == ("nlp",)
+    with pytest.raises(InputError) as err:
+        admission_facts(**kw, flops=1.0)
+    assert err.value.field == "flops"
+    with pytest.raises(InputError, match="pue"):
+        admission_facts(**{**kw, "pue": 0.9})
+    with pytest.raises(InputError, match="max_duration_s"):
+        admission_facts(**{**kw, "max_duration_s": 0})
+    with pytest.raises(InputError, match="magnitude"):
+        admission_facts(**{**kw, "usd_per_device_h": "1e999999"})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flopwise.errors import InputError
 from flopwise.govern import evaluate_policies, parse_policy, policy_context
@@ -249,3 +252,36 @@ def test_yaml_and_mapping_forms_parse_the_same():
     assert parse_policy(text) == parse_policy(as_mapping)
     rule = parse_policy(text).rules[0]
     assert rule.when.operand == Decimal("10.5") and (rule.approvals, rule.role) == (2, "approver")
+
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=8),
+    st.sampled_from(["field", "cost_usd", "region", "gt", "in", "matches", "exists", "deny", "1e25", "all", "not"]),
+)  # fmt: skip
+_keys = st.sampled_from(
+    ["name", "rules", "default", "id", "when", "effect", "approvals", "role", "message", "field", "eq", "in",
+     "gt", "matches", "exists", "all", "any", "not", "version", "x"]
+)  # fmt: skip
+_docs = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=_docs)
+def test_any_document_parses_or_raises_input_error(doc):
+    """Fuzz: arbitrary nested input is either a policy or an InputError, never another exception."""
+    try:
+        policy = parse_policy(doc)
+    except InputError:
+        return
+    evaluate_policies([policy], policy_context(make_facts()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=200))
+def test_any_text_parses_or_raises_input_error(text):
+    with contextlib.suppress(InputError):
+        parse_policy(text)

@@ -31,6 +31,8 @@ PRICING_KINDS = ("on_demand", "spot", "reserved", "on-prem")
 DATA_CLASSIFICATIONS = ("public", "internal", "confidential", "restricted", "biological-sequence")
 
 _G_PER_KG = 1e3
+#: largest magnitude accepted for any Decimal input (far above any budget, price or FLOP line)
+MAX_DECIMAL = Decimal("1e40")
 
 
 def to_decimal(value: object, field: str) -> Decimal:
@@ -52,6 +54,8 @@ def to_decimal(value: object, field: str) -> Decimal:
         raise InputError(field, value, "give a number (a decimal string such as '12.50' for money)") from None
     if not out.is_finite():
         raise InputError(field, value, "give a finite number")
+    if abs(out) > MAX_DECIMAL:
+        raise InputError(field, value, f"must be at most {MAX_DECIMAL} in magnitude")
     return out
 
 
@@ -118,8 +122,18 @@ class RequestFacts:
             raise InputError("cost_usd", self.cost_usd, "give a Decimal amount of US dollars, zero or more")
         if not self.device_type:
             raise InputError("device_type", self.device_type, "name the catalog device id, e.g. 'h100-sxm'")
-        if not isinstance(self.requester_teams, tuple):
-            object.__setattr__(self, "requester_teams", tuple(self.requester_teams))
+        teams = self.requester_teams
+        if isinstance(teams, str):
+            teams = (teams,)
+        if not all(isinstance(t, str) and t for t in teams):
+            raise InputError("requester_teams", self.requester_teams, "give a list of team ids (text)")
+        object.__setattr__(self, "requester_teams", tuple(teams))
+
+
+_CONTEXT_FIELDS = (
+    "provider", "region", "pricing", "data_classification", "requester", "requester_teams", "project", "org",
+    "base_model_flops",
+)  # fmt: skip
 
 
 def admission_facts(
@@ -159,6 +173,11 @@ def admission_facts(
     if pue_v < 1:
         raise InputError("pue", pue, "power usage effectiveness is 1.0 or more")
     grid = _finite_nonneg(grid_gco2e_per_kwh, "grid_gco2e_per_kwh")
+    for key in context:
+        if key not in _CONTEXT_FIELDS:
+            raise InputError(
+                key, context[key], f"admission_facts passes through only {', '.join(_CONTEXT_FIELDS)}"
+            )
     device_hours = device_count * duration_s / S_PER_H
     cost = Decimal(device_count) * to_decimal(duration_s, "max_duration_s") * price / Decimal(int(S_PER_H))
     energy_kwh = device_count * power_w * duration_s * pue_v / J_PER_KWH
