@@ -115,3 +115,12 @@ def test_append_rejects_bad_input():
     with pytest.raises(InputError) as err:
         append_entry(None, T0, "", "x", {})
     assert err.value.field == "actor"
+
+
+def test_streamed_and_resumed_verification():
+    entries = _chain(8)
+    assert verify_chain(iter(entries)).checked == 8  # any iterable, e.g. the store's batched reader
+    first = verify_chain(entries[:5])
+    rest = verify_chain(entries[5:], after=(first.head_seq, first.head_hash))
+    assert rest.is_ok and (rest.checked, rest.head_seq, rest.head_hash) == (3, 8, entries[-1].hash)
+    assert not verify_chain(entries[5:], after=(5, "0" * 64)).is_ok  # resuming from a wrong head fails

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -138,42 +138,36 @@ def append_entry(
 
 
 def verify_chain(
-    entries: Sequence[AuditEntry], *, expected_head: tuple[int, str] | None = None
+    entries: Iterable[AuditEntry],
+    *,
+    expected_head: tuple[int, str] | None = None,
+    after: tuple[int, str] = (0, GENESIS_HASH),
 ) -> VerifyResult:
-    """Check the chain in the given order (by seq, as the store reads it) from seq 1.
+    """Check the chain in the given order (by seq, as the store reads it).
 
-    *expected_head* ``(seq, hash)`` is a separately kept anchor; with it a deleted or rewritten tail is
-    detected too.
+    *entries* may be any iterable (a streamed, batched read of a large log). *expected_head*
+    ``(seq, hash)`` is a separately kept anchor; with it a deleted or rewritten tail is detected too.
+    *after* ``(seq, hash)`` resumes a verification from an already verified entry (default: from seq 1).
     """
-    expected_seq, prev_hash = 1, GENESIS_HASH
-    for checked, entry in enumerate(entries):
+    expected_seq, prev_hash = after[0] + 1, after[1]
+    anchor_seq, anchor_hash = expected_head if expected_head is not None else (0, "")
+    checked = 0
+    for entry in entries:
         problem = _link_problem(entry, expected_seq, prev_hash)
+        if problem is None and entry.seq == anchor_seq and entry.hash != anchor_hash:
+            problem = (anchor_seq, f"entry {anchor_seq} does not match the anchor hash (rewritten chain)")
         if problem is not None:
             bad_seq, reason = problem
             return VerifyResult(False, checked, bad_seq, reason, expected_seq - 1, prev_hash)
         expected_seq, prev_hash = entry.seq + 1, entry.hash
+        checked += 1
     head_seq = expected_seq - 1
-    if expected_head is not None:
-        anchor_seq, anchor_hash = expected_head
-        if head_seq < anchor_seq:
-            return VerifyResult(
-                False,
-                len(entries),
-                head_seq + 1,
-                f"the log ends at seq {head_seq} but the anchor says {anchor_seq}: entries deleted from the end",
-                head_seq,
-                prev_hash,
-            )
-        if head_seq >= anchor_seq >= 1 and entries[anchor_seq - 1].hash != anchor_hash:
-            return VerifyResult(
-                False,
-                len(entries),
-                anchor_seq,
-                f"entry {anchor_seq} does not match the anchor hash (rewritten chain)",
-                head_seq,
-                prev_hash,
-            )
-    return VerifyResult(True, len(entries), None, "ok", head_seq, prev_hash)
+    if expected_head is not None and head_seq < anchor_seq:
+        reason = (
+            f"the log ends at seq {head_seq} but the anchor says {anchor_seq}: entries deleted from the end"
+        )
+        return VerifyResult(False, checked, head_seq + 1, reason, head_seq, prev_hash)
+    return VerifyResult(True, checked, None, "ok", head_seq, prev_hash)
 
 
 def _link_problem(entry: AuditEntry, expected_seq: int, prev_hash: str) -> tuple[int, str] | None:
