@@ -40,9 +40,11 @@ An explicit ``allow`` never overrides a matched ``deny`` or ``require_approval``
 from __future__ import annotations
 
 import fnmatch
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
+from typing import cast
 
 import yaml
 
@@ -74,6 +76,9 @@ EFFECTS = ("deny", "require_approval", "allow")
 ROLES = ("viewer", "member", "approver", "admin")
 OPERATORS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "matches", "exists")
 _ORDER_OPS = ("gt", "gte", "lt", "lte")
+_COMPARE = {
+    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le,
+}  # fmt: skip
 
 NUMERIC_FIELDS = (
     "flops",
@@ -381,33 +386,16 @@ def _leaf(cond: Condition, ctx: Mapping[str, object]) -> tuple[bool, str]:
         return False, f"{label}: false (no value)"
     if field in NUMERIC_FIELDS:
         number = _number(value)
-        assert number is not None
-        if op == "eq":
-            result = number == operand
-        elif op == "ne":
-            result = number != operand
-        elif op == "in":
-            result = number in operand  # type: ignore[operator]
-        elif op == "not_in":
-            result = number not in operand  # type: ignore[operator]
-        elif op == "gt":
-            result = number > operand  # type: ignore[operator]
-        elif op == "gte":
-            result = number >= operand  # type: ignore[operator]
-        elif op == "lt":
-            result = number < operand  # type: ignore[operator]
+        if op in ("in", "not_in"):
+            result = (number in cast(tuple, operand)) == (op == "in")
         else:
-            result = number <= operand  # type: ignore[operator]
+            result = bool(_COMPARE[op](number, operand))
         return result, f"{label}: {str(result).lower()}"
     values = tuple(str(v) for v in value) if isinstance(value, (tuple, list)) else (str(value),)
-    if op == "eq":
-        result = operand in values
-    elif op == "ne":
-        result = operand not in values
-    elif op == "in":
-        result = any(v in operand for v in values)  # type: ignore[operator]
-    elif op == "not_in":
-        result = not any(v in operand for v in values)  # type: ignore[operator]
+    if op in ("eq", "ne"):
+        result = (operand in values) == (op == "eq")
+    elif op in ("in", "not_in"):
+        result = any(v in cast(tuple, operand) for v in values) == (op == "in")
     else:  # matches
         result = any(fnmatch.fnmatchcase(v, str(operand)) for v in values)
     return result, f"{label}: {str(result).lower()}"
