@@ -14,12 +14,23 @@ the search over loads needs no fixed-point iteration):
 * engine-time balance: prefills take ``lambda * p1`` of the engine's time and decode steps the rest, producing
   ``N`` tokens each, so ``lambda * decode_steps = N (1 - lambda p1) / t(N)``, i.e.
   ``lambda = N / (decode_steps * t(N) + N * p1)``; the decode phase lasts ``D = N / lambda`` (Little's law).
-* slots as an M/G/c queue (Erlang C): a request holds a slot for ``S = W_engine + p1 + D``; offered load
-  ``a = lambda S``; probability of waiting ``C(c, a)`` from the Erlang B formula written with the Poisson
-  distribution (``B = pmf(c; a) / cdf(c; a)``, ``C = B / (1 - (a/c)(1 - B))``). The M/M/c waiting tail
-  ``P(W > x) = C exp(-(c - a) x / S)`` is scaled by the Allen-Cunneen factor ``(1 + cs^2) / 2`` for a service
-  time with squared coefficient of variation ``cs^2`` (service here is nearly deterministic), which gives
-  ``W_95 = (1 + cs^2)/2 * S / (c - a) * ln(C / 0.05)`` when ``C > 0.05``, else 0 (Allen 1990, "Probability,
+* slots: a request holds a slot for ``S = W_engine + p1 + D``; offered load ``a = lambda S`` (Erlangs). The
+  occupancy is *peakier* than Poisson because every prefill stalls every running decode: the departure rate at
+  occupancy ``n`` is ``r(n) = n / (k t(n) + n p1)``, which flattens as ``n`` grows. For the birth-death
+  (flow-equivalent server) chain with these rates and an affine ``t(n) = t0 + t1 n`` the occupancy is negative
+  binomial with peakedness (variance / mean) ``1 / (1 - lambda B)``, ``B = k t1 + p1``; the simulation shows a
+  wider spread still (a burst of prefills slows each running request for its whole stay, a delayed feedback the
+  memoryless chain misses), and the peakedness ``z = (1 - lambda B)^-1.5`` reproduces it (exponent fitted to
+  ``plan.simulate`` over four step/prefill regimes x caps 4-256 x 30-90% load; derived). The probability of
+  waiting for a slot is then Hayward's approximation for peaked traffic, Erlang C at ``(c / z, a / z)``
+  (Fredericks 1980, "Congestion in blocking systems: a simple approximation technique", BSTJ 59(6); Erlang B/C
+  with real server counts through the regularized incomplete gamma function). ``t1`` is the chord slope of the
+  step time between ``N`` and ``c``.
+* slot wait tail: while every slot is busy requests leave at the saturation rate ``r_c = r(c)``, nearly
+  deterministically (a full batch turns over in a fixed cycle), so the queue in front of the slots is an
+  M/D/1-like queue of rate ``r_c``: ``P(W > x) = C exp(-x (r_c - lambda) / kappa)`` with the Allen-Cunneen
+  factor ``kappa = (1 + cs^2) / 2`` (``cs^2`` of the hold time, near 0), which gives
+  ``W_95 = kappa / (r_c - lambda) * ln(C / 0.05)`` when ``C > 0.05``, else 0 (Allen 1990, "Probability,
   Statistics and Queueing Theory", Sec. 5.5; Kingman 1961's heavy-traffic form for one server).
 * engine wait after admission: the residual of the decode step in progress (uniform on ``[0, t(N)]`` while the
   engine is busy) plus earlier prefills, an M/D/1 queue of load ``f_p = lambda p1`` whose mean wait is
@@ -32,10 +43,12 @@ the search over loads needs no fixed-point iteration):
   arrivals in, a branching process whose total size has a standard deviation about ``1 / (1 - f_p)`` times the
   Poisson one; derived, checked against the simulation).
 
-Agreement with ``plan.simulate`` (tests/plan/test_queueing.py): within 35% on both p95s at 30/60/85% of
-saturation for a batch cap of 64 and for a batch cap of 4. Known gap: with a mid-size cap (16) near saturation
-the analytic TTFT p95 is up to 2.5x too low, because the occupancy is burstier than Poisson and the slots
-saturate in bursts; hence the planner's ceiling of 90% of saturation and the batch caps it prefers (large).
+Agreement with ``plan.simulate`` (tests/plan/test_queueing.py, docs/plan-serve.md): TTFT p95 within -30% / +60%
+of the simulation (``TTFT_P95_RTOL_LOW`` / ``TTFT_P95_RTOL_HIGH``; the error is mostly on the conservative side)
+and TPOT p95 within 35%, for batch caps 4, 16 and 64 at 30, 60 and 85% of saturation; over the wider fitting
+set (caps 4-256, 30-90% load, four regimes) TTFT p95 is within -27% / +50%. The previous model (Erlang C at
+``(c, a)``, tail rate ``c / S - lambda``) was up to 2.5x too low for a cap of 16 near saturation and up to 4.7x
+too low for a cap of 64 at 90% load: it treated the occupancy as Poisson.
 
 Every function takes numpy arrays and broadcasts; nothing loops over candidates.
 """
@@ -50,10 +63,12 @@ from scipy import special
 
 __all__ = [
     "P95_TAIL_FRAC",
+    "PEAKEDNESS_EXPONENT",
     "P95_Z",
     "QueueState",
     "continuous_batching_state",
     "erlang_c",
+    "occupancy_peakedness",
     "saturation_rps",
 ]
 
@@ -61,27 +76,35 @@ __all__ = [
 P95_TAIL_FRAC = 0.05
 #: the standard normal 95th percentile
 P95_Z = 1.6448536269514722
+#: exponent of the occupancy peakedness ``z = (1 - lambda B)^-e``: 1 is the memoryless birth-death chain; 1.5
+#: is fitted to plan.simulate (four step/prefill regimes, caps 4-256, 30-90% load; derived, see module docstring)
+PEAKEDNESS_EXPONENT = 1.5
+#: upper bound of ``lambda B`` in the peakedness (at 1 the chain has no stationary state; the slot queue is
+#: unstable there anyway)
+_MAX_FEEDBACK_FRAC = 0.99
 
 
 def erlang_c(servers, offered_load):
     """Probability that an arrival waits in an M/M/c queue with *servers* c and *offered_load* a = lambda/mu
-    (Erlang C), for real a in [0, c); 1.0 where a >= c.
+    (Erlang C), for real a in [0, c); 1.0 where a >= c. *servers* may be real (Hayward's c / z).
 
     Uses Erlang B = Poisson pmf(c; a) / Poisson cdf(c; a) (Erlang's loss formula; e.g. Kleinrock 1975,
-    "Queueing Systems" Vol. 1, Sec. 3.7) and ``C = B / (1 - (a / c)(1 - B))``; vectorized through
-    ``scipy.special`` (no recursion over c).
+    "Queueing Systems" Vol. 1, Sec. 3.7), with the cdf as the regularized upper incomplete gamma function
+    ``Q(c + 1, a)`` (equal to it at integer c, continuous in c), and ``C = B / (1 - (a / c)(1 - B))``;
+    vectorized through ``scipy.special`` (no recursion over c).
     """
-    c = np.asarray(servers, dtype=float)
-    a = np.asarray(offered_load, dtype=float)
-    a_pos = np.maximum(a, 1e-300)
-    log_pmf = c * np.log(a_pos) - a_pos - special.gammaln(c + 1.0)
-    cdf = special.pdtr(c, a_pos)
+    c, a = np.broadcast_arrays(np.asarray(servers, dtype=float), np.asarray(offered_load, dtype=float))
+    out = np.where(a >= c, 1.0, 0.0)
+    # only where the Poisson(a) tail at c is not negligible: c more than 10 sd + 10 above a leaves C < 1e-20
+    live = (a > 0) & (a < c) & (c - a < 10.0 * np.sqrt(np.maximum(a, 0.0)) + 10.0)
+    cl, al = c[live], a[live]
+    log_pmf = cl * np.log(al) - al - special.gammaln(cl + 1.0)
+    cdf = special.gammaincc(cl + 1.0, al)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         b = np.exp(log_pmf) / np.maximum(cdf, 1e-300)
-        rho = a / c
-        out = b / (1.0 - rho * (1.0 - b))
-    out = np.where(a <= 0, 0.0, out)
-    return np.where(a >= c, 1.0, np.clip(out, 0.0, 1.0))
+        val = b / (1.0 - al / cl * (1.0 - b))
+    out[live] = np.clip(val, 0.0, 1.0)
+    return out if out.ndim else out[()]
 
 
 def saturation_rps(slots, step_s_full, prefill_s, decode_steps):
@@ -90,12 +113,26 @@ def saturation_rps(slots, step_s_full, prefill_s, decode_steps):
     return slots / (decode_steps * step_s_full + slots * prefill_s)
 
 
+def occupancy_peakedness(n_decoding, *, slots, step_s, step_s_full, prefill_s, decode_steps, arrival_rps):
+    """Peakedness (variance / mean) of the slot occupancy, ``(1 - lambda B)^-PEAKEDNESS_EXPONENT`` with
+    ``B = decode_steps * t1 + prefill_s`` and ``t1`` the chord slope of the decode step time between the mean
+    occupancy *n_decoding* (step time *step_s*) and *slots* (*step_s_full*); see the module docstring."""
+    n = np.asarray(n_decoding, dtype=float)
+    c = np.asarray(slots, dtype=float)
+    slope = np.maximum(np.asarray(step_s_full, dtype=float) - step_s, 0.0) / np.maximum(c - n, 1e-9)
+    feedback = np.asarray(arrival_rps, dtype=float) * (
+        np.asarray(decode_steps, dtype=float) * slope + prefill_s
+    )
+    return (1.0 - np.clip(feedback, 0.0, _MAX_FEEDBACK_FRAC)) ** -PEAKEDNESS_EXPONENT
+
+
 @dataclass(frozen=True)
 class QueueState:
     """The steady state of one replica at mean decode occupancy ``n_decoding`` (arrays, broadcast shape).
 
     ``arrival_rps``: the request rate that yields it; ``slot_load``: offered load in slots (Erlangs);
-    ``is_stable``: the slot queue is stable (a < c); ``utilization``: arrival rate over the saturation rate;
+    ``is_stable``: the slot queue is stable (a < c and the rate below saturation); ``utilization``: arrival
+    rate over the saturation rate;
     ``prefill_frac``: share of engine time in prefill; ``wait_prob``: Erlang C; times in seconds.
     """
 
@@ -154,12 +191,18 @@ def continuous_batching_state(
     engine_wait_p95 = residual_p95 + pq_p95
     hold = engine_wait_mean + p1 + decode
     a = lam * hold
-    stable = (a < c) & (f_p < 1.0)
-    wait_prob = erlang_c(c, a)
+    t_full = np.asarray(step_s_full, dtype=float)
+    sat = saturation_rps(c, t_full, p1, k)
+    stable = (a < c) & (f_p < 1.0) & (lam < sat)
+    z = occupancy_peakedness(
+        n, slots=c, step_s=t, step_s_full=t_full, prefill_s=p1, decode_steps=k, arrival_rps=lam
+    )
+    z = np.minimum(z, np.maximum(c, 1.0))  # at least one equivalent server
+    wait_prob = erlang_c(c / z, a / z)
     interleaved = lam * decode
     cs2 = interleaved * p1**2 / hold**2
     with np.errstate(divide="ignore", invalid="ignore"):
-        scale = (1.0 + cs2) / 2.0 * hold / (c - a)
+        scale = (1.0 + cs2) / 2.0 / (sat - lam)
         slot_wait_mean = wait_prob * scale
         slot_wait_p95 = np.where(
             wait_prob > P95_TAIL_FRAC, scale * np.log(np.maximum(wait_prob, 1e-300) / P95_TAIL_FRAC), 0.0
@@ -169,7 +212,7 @@ def continuous_batching_state(
     t_tag = np.asarray(step_s_tagged, dtype=float)
     tpot_mean = t_tag + interleaved * p1 / k
     tpot_p95 = t_tag + (interleaved + P95_Z * np.sqrt(interleaved) / (1.0 - np.minimum(f_p, 0.99))) * p1 / k
-    util = lam / saturation_rps(c, np.asarray(step_s_full, dtype=float), p1, k)
+    util = lam / sat
     return QueueState(
         n_decoding=n,
         arrival_rps=lam,
