@@ -69,6 +69,14 @@ SERVE_ROWS = (
 )
 
 
+def _emit(data: dict[str, Any], json_out: bool, title: str, rows: tuple[tuple[str, str], ...]) -> None:
+    """One JSON object for machines, or the tables for people."""
+    if json_out:
+        print_json(data)
+    else:
+        _render(title, data, rows)
+
+
 def _render(title: str, data: dict[str, Any], rows: tuple[tuple[str, str], ...]) -> None:
     from rich.table import Table
 
@@ -164,12 +172,10 @@ def train(
         pipeline_parallel=pp,
     )
     data = report.to_dict()
-    if json_out:
-        print_json(data)
-        return
-    _render(
-        f"train {data['model']} on {count} x {data['device']}, {n_tokens:.3g} tokens ({method})",
+    _emit(
         data,
+        json_out,
+        f"train {data['model']} on {count} x {data['device']}, {n_tokens:.3g} tokens ({method})",
         TRAIN_ROWS,
     )
 
@@ -215,12 +221,10 @@ def serve(
         output_tokens=output_tokens,
     )
     data = report.to_dict()
-    if json_out:
-        print_json(data)
-        return
-    _render(
+    _emit(
+        data,
+        json_out,
         f"serve {data['model']} on {count} x {data['device']} ({quant}, batch {batch}, "
         f"{input_tokens} in / {output_tokens} out)",
-        data,
         SERVE_ROWS,
     )
