@@ -11,6 +11,21 @@ imports it lazily inside the commands that need it.
     ...     result = reserve_against_budgets(session, [budget.id], [Decimal("120.00")], request_id=req.id)
 """
 
+from flopwise.store.ledger import (
+    ALERT_CHANNEL_KINDS,
+    ALERT_DELIVERY_STATES,
+    COST_BASES,
+    ENERGY_BASES,
+    INGEST_SOURCES,
+    INGEST_STATES,
+    AlertChannel,
+    AttributionRule,
+    BudgetAlert,
+    CalibrationSample,
+    IngestReject,
+    IngestRun,
+    UsageRecordRow,
+)
 from flopwise.store.migrate import (
     MIGRATIONS_DIR,
     alembic_config,
@@ -85,6 +100,19 @@ from flopwise.store.session import (
 from flopwise.store.types import MONEY_PLACES, MONEY_PRECISION, Money, UTCDateTime, to_money, utcnow
 
 __all__ = [
+    "ALERT_CHANNEL_KINDS",
+    "ALERT_DELIVERY_STATES",
+    "COST_BASES",
+    "ENERGY_BASES",
+    "INGEST_SOURCES",
+    "INGEST_STATES",
+    "AlertChannel",
+    "AttributionRule",
+    "BudgetAlert",
+    "CalibrationSample",
+    "IngestReject",
+    "IngestRun",
+    "UsageRecordRow",
     "ADMISSION_STATES",
     "APPROVAL_VERDICTS",
     "BUDGET_PERIODS",

@@ -425,3 +425,6 @@ class AuditLog(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON())
     prev_hash: Mapped[str] = mapped_column(String(128))
     hash: Mapped[str] = mapped_column(String(128), unique=True)
+
+
+import flopwise.store.ledger  # noqa: E402, F401 - registers the usage-ledger tables on Base.metadata
