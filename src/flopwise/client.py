@@ -388,8 +388,11 @@ class FlopwiseClient:
         """A new API token; the secret is in the answer once and never again."""
         return self.call("POST", "/tokens", json_body=dict(body))
 
+    def list_tokens(self, **filters: Any) -> Any:
+        return self.call("GET", "/tokens", params=filters)
+
     def revoke_token(self, token_id: int) -> Any:
-        return self.call("POST", f"/tokens/{int(token_id)}/revoke", json_body={})
+        return self.call("DELETE", f"/tokens/{int(token_id)}")
 
 
 def _json_default(obj: Any) -> Any:

@@ -1,0 +1,376 @@
+"""Bench: the governance server over loopback, on SQLite and on PostgreSQL, with concurrent HTTP clients.
+
+For each database the script starts ``uvicorn`` in a child process on 127.0.0.1 (a fresh SQLite file, or a fresh
+PostgreSQL schema), seeds an organization, a team, a project and an admin token through the store, then applies
+a budget and a policy through the API, accepts the acceptable-use policy if one is required, and drives:
+
+* ``GET /api/v1/health`` - the baseline: HTTP, routing and JSON, no authentication, one trivial query;
+* ``GET /api/v1/me`` - bearer token lookup (sha256, prefix index) and role bindings: a read transaction;
+* ``POST /api/v1/requests`` - request creation: the server estimates the workload itself (model, tokens,
+  device), evaluates the policy, locks the covering budgets, reserves against them and appends the audit entry,
+  all in one write transaction.
+
+Each phase sends ``--count`` requests from ``--concurrency`` threads (one ``httpx.Client`` each, keep-alive),
+after a short warm-up, and prints requests/s and the p50/p99 latency seen by the clients. Client and server
+share this machine's cores, so the figures are a floor for a server with cores of its own.
+
+Run: ``.venv/bin/python bench/bench_server.py [--count 400] [--concurrency 16] [--databases sqlite,postgresql]``.
+PostgreSQL: ``$FLOPWISE_TEST_POSTGRES_URL`` or ``postgresql+psycopg://postgres@127.0.0.1:5432/test``; skipped
+with the reason if unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PG_URL = os.environ.get("FLOPWISE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+STARTUP_TIMEOUT_S = 60.0
+WARMUP_PER_CLIENT = 3
+
+POLICY_YAML = """\
+name: bench
+default: allow
+rules:
+  - id: big-runs
+    description: runs over $1M need an approver
+    when: {field: cost_usd, gt: 1000000}
+    effect: require_approval
+    approvals: 1
+    role: approver
+  - id: no-restricted-on-spot
+    when: {all: [{field: data_classification, eq: restricted}, {field: pricing, eq: spot}]}
+    effect: deny
+    message: Restricted data may not run on spot capacity.
+"""
+
+#: the workload every request asks for: the server estimates a LoRA fine-tune of Llama 3.1 8B on 8 H100s
+REQUEST_BODY = {
+    "workload": "fine-tune",
+    "device": "h100-sxm",
+    "device_count": 8,
+    "pricing": "on_demand",
+    "data_classification": "internal",
+    "params": {"model": "llama-3.1-8b", "tokens": 2e9, "method": "lora"},
+}
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    name: str
+    count: int
+    concurrency: int
+    wall_s: float
+    latencies_s: tuple[float, ...]
+    errors: dict[int, int]
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.count / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def quantile_ms(self, q: float) -> float:
+        ordered = sorted(self.latencies_s)
+        if not ordered:
+            return float("nan")
+        index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+        return ordered[index] * 1e3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pg_reason_and_schema() -> tuple[str | None, Callable[[str], None] | None]:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_URL)
+    kwargs = {
+        "host": url.host,
+        "port": url.port or 5432,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+    try:
+        psycopg.connect(connect_timeout=3, **kwargs).close()
+    except psycopg.Error as exc:
+        return f"PostgreSQL at {PG_URL} unreachable ({exc.__class__.__name__})", None
+
+    def admin(sql: str) -> None:
+        with psycopg.connect(autocommit=True, **kwargs) as conn:
+            conn.execute(sql)
+
+    return None, admin
+
+
+@contextmanager
+def database(kind: str) -> Iterator[str]:
+    """A fresh, empty database URL of *kind* (``sqlite`` or ``postgresql``), removed afterwards."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="flopwise-bench-") as tmp:
+            yield "sqlite:///" + (Path(tmp) / "flopwise.db").as_posix()
+        return
+    reason, admin = _pg_reason_and_schema()
+    if reason or admin is None:
+        raise RuntimeError(reason or "PostgreSQL unavailable")
+    schema = f"flopwise_bench_{uuid.uuid4().hex[:10]}"
+    admin(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        admin(f"DROP SCHEMA {schema} CASCADE")
+
+
+def seed(database_url: str) -> tuple[str, int, int]:
+    """Migrate, then add an organization, a team and project, an admin and their token: (token, org id, project id)."""
+    from flopwise.server.auth import mint_token
+    from flopwise.store import (
+        ApiToken,
+        Organization,
+        Project,
+        RoleBinding,
+        Team,
+        User,
+        make_engine,
+        make_session_factory,
+        upgrade,
+        write_session,
+    )
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    token, prefix, token_hash = mint_token()
+    with write_session(make_session_factory(engine)) as s:
+        org = Organization(name="bench")
+        s.add(org)
+        s.flush()
+        team = Team(org_id=org.id, name="research")
+        user = User(org_id=org.id, name="bench-admin", email="bench@example.org")
+        s.add_all([team, user])
+        s.flush()
+        project = Project(team_id=team.id, name="llm")
+        s.add(project)
+        s.add(RoleBinding(user_id=user.id, role="admin", scope_kind="org", scope_id=org.id))
+        s.add(ApiToken(user_id=user.id, name="bench", prefix=prefix, token_hash=token_hash))
+        s.flush()
+        ids = (org.id, project.id)
+    engine.dispose()
+    return token, ids[0], ids[1]
+
+
+@contextmanager
+def server(database_url: str) -> Iterator[str]:
+    """uvicorn serving ``create_app(Settings(database_url=...))`` on a free loopback port; yields its base URL."""
+    port = _free_port()
+    code = (
+        "import uvicorn; from flopwise.server import Settings, create_app; "
+        f"uvicorn.run(create_app(Settings(database_url={database_url!r})), host='127.0.0.1', port={port}, "
+        "log_level='warning', access_log=False)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
+                )
+            try:
+                if httpx.get(base + "/api/v1/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start in time")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def setup_governance(base: str, token: str, org_id: int, project_id: int) -> list[str]:
+    """A hard budget large enough for every request, the bench policy, and the AUP accepted; what was done."""
+    headers = {"Authorization": f"Bearer {token}"}
+    done: list[str] = []
+    with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=30) as http:
+        paths = http.get("/openapi.json").json().get("paths", {})
+        if "/api/v1/budgets" in paths:
+            r = http.post(
+                "/budgets",
+                json={
+                    "name": "bench-month",
+                    "scope_kind": "org",
+                    "scope_id": org_id,
+                    "period": "month",
+                    "unit": "usd",
+                    "amount": "1000000000",
+                    "is_hard": True,
+                },
+            )
+            r.raise_for_status()
+            done.append("hard budget $1e9/month on the org")
+        if "/api/v1/policies" in paths:
+            r = http.post("/policies", json={"name": "bench", "yaml_text": POLICY_YAML})
+            r.raise_for_status()
+            done.append("policy with 2 rules")
+        if "/api/v1/aup" in paths:
+            r = http.post("/aup", json={"text": "Use compute for the organization's work only."})
+            if r.status_code == 201:
+                version = r.json().get("version", 1)
+                http.post(f"/aup/{version}/accept").raise_for_status()
+                done.append("AUP published and accepted")
+    return done
+
+
+def run_phase(
+    name: str,
+    base: str,
+    token: str,
+    method: str,
+    path: str,
+    body_for: Callable[[int], Any] | None,
+    count: int,
+    concurrency: int,
+) -> PhaseResult:
+    """*count* calls of ``method path`` from *concurrency* threads; latencies as the clients saw them."""
+    lock = threading.Lock()
+    next_index = [0]
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    start_barrier = threading.Barrier(concurrency + 1)
+
+    def take() -> int | None:
+        with lock:
+            if next_index[0] >= count:
+                return None
+            next_index[0] += 1
+            return next_index[0] - 1
+
+    def worker(worker_id: int) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
+            for i in range(WARMUP_PER_CLIENT):
+                http.request(method, path, json=body_for(-1 - worker_id * 100 - i) if body_for else None)
+            start_barrier.wait()
+            mine: list[float] = []
+            while (i := take()) is not None:
+                t0 = time.perf_counter()
+                r = http.request(method, path, json=body_for(i) if body_for else None)
+                mine.append(time.perf_counter() - t0)
+                if r.status_code >= 300:
+                    with lock:
+                        errors[r.status_code] = errors.get(r.status_code, 0) + 1
+            with lock:
+                latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(concurrency)]
+    for t in threads:
+        t.start()
+    start_barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall_s = time.perf_counter() - t0
+    return PhaseResult(name, count, concurrency, wall_s, tuple(latencies), errors)
+
+
+def bench_database(kind: str, count: int, concurrency: int) -> tuple[list[PhaseResult], list[str]]:
+    with database(kind) as url:
+        token, org_id, project_id = seed(url)
+        with server(url) as base:
+            notes = setup_governance(base, token, org_id, project_id)
+            phases = [
+                run_phase(
+                    "GET /health (baseline)", base, token, "GET", "/api/v1/health", None, count, concurrency
+                ),
+                run_phase(
+                    "GET /me (token lookup)", base, token, "GET", "/api/v1/me", None, count, concurrency
+                ),
+            ]
+            paths = httpx.get(base + "/api/v1/openapi.json").json().get("paths", {})
+            if "/api/v1/requests" in paths:
+
+                def body(i: int) -> dict[str, Any]:
+                    return {**REQUEST_BODY, "project_id": project_id}
+
+                phases.append(
+                    run_phase(
+                        "POST /requests (estimate+policy+reserve)",
+                        base,
+                        token,
+                        "POST",
+                        "/api/v1/requests",
+                        body,
+                        count,
+                        concurrency,
+                    )
+                )
+            else:
+                notes.append(
+                    "POST /api/v1/requests is not served by this build; request creation not measured"
+                )
+            return phases, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=400, help="requests per phase")
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent clients")
+    parser.add_argument(
+        "--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql"
+    )
+    args = parser.parse_args(argv)
+    print(
+        f"flopwise server bench: {args.count} requests per phase, {args.concurrency} concurrent clients, "
+        f"uvicorn 1 process on 127.0.0.1, {os.cpu_count()} CPUs shared by clients and server"
+    )
+    header = f"{'database':<11} {'operation':<42} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  non-2xx"
+    for kind in [k.strip() for k in args.databases.split(",") if k.strip()]:
+        try:
+            phases, notes = bench_database(kind, args.count, args.concurrency)
+        except RuntimeError as exc:
+            print(f"{kind}: skipped ({exc})")
+            continue
+        print()
+        for note in notes:
+            print(f"{kind}: {note}")
+        print(header)
+        for p in phases:
+            errs = ", ".join(f"{k}x{v}" for k, v in sorted(p.errors.items())) or "-"
+            print(
+                f"{kind:<11} {p.name:<42} {p.requests_per_s:>8.1f} {p.quantile_ms(0.50):>8.1f} "
+                f"{p.quantile_ms(0.99):>8.1f}  {errs}"
+            )
+        if phases:
+            med = statistics.median(phases[0].latencies_s) * 1e3 if phases[0].latencies_s else float("nan")
+            print(f"{kind}: baseline median {med:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
