@@ -15,6 +15,7 @@ cannot be understood at all raises one ``IngestError``. See docs/ingest/focus.md
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -395,11 +396,7 @@ def record_from_focus_row(row: Mapping[str, str | None], ctx: RowContext) -> Usa
 
     compute = _compute_fields(values, quantity, ctx)
     if ctx.identity_columns is None:
-        identity = {
-            k: v
-            for k, v in canon.items()
-            if k not in _MEASURE_COLUMNS and k not in _COMPUTE_COLUMNS and not _MEASURE_NAME.search(k)
-        }
+        identity = {k: v for k, v in canon.items() if _is_identifying(k)}
     else:
         identity = {k: canon[k] for k in ctx.identity_columns if k in canon}
     return UsageRecord(
@@ -415,6 +412,14 @@ def record_from_focus_row(row: Mapping[str, str | None], ctx: RowContext) -> Usa
         **money,
         **{attr: values.get(col) for col, attr in _TEXT_FIELDS.items()},
         **compute,
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_identifying(column: str) -> bool:
+    """Whether *column* identifies a row (it is not a cost, price, quantity or flopwise compute column)."""
+    return (
+        column not in _MEASURE_COLUMNS and column not in _COMPUTE_COLUMNS and not _MEASURE_NAME.search(column)
     )
 
 
