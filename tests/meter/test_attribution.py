@@ -94,6 +94,7 @@ def test_lower_priority_number_wins_then_lower_id():
         ({"namespace": "ml-*"}, True),
         ({"labels": {"team": "nlp"}}, True),
         ({"label": "team=nl?"}, True),
+        ({"tag": {"team": "nlp", "app": "train*"}}, True),
         ({"tags": {"team": "vision"}}, False),
         ({"tag": ["team=vision", "app=trainer"]}, True),  # any of a list
         ({"resource_id": "gke-*-pool-gpu-*"}, True),

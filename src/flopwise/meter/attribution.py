@@ -17,8 +17,9 @@ Two ways a record finds its scope, in this order:
    ``partition``   the Slurm partition (``tags["partition"]`` or ``x_extra["partition"]``)
    ``user``        ``record.x_user``
    ``namespace``   the Kubernetes namespace (``tags["namespace"]``, else ``x_account`` of a k8s source)
-   ``tags``        ``{"key": "value"}``: every pair in ``record.tags`` (cloud tags); ``tag: "key=value"`` too
-   ``labels``      ``{"key": "value"}``: every pair in ``record.tags`` (Kubernetes labels); ``label`` too
+   ``tags``        ``{"key": "value"}``: every pair in ``record.tags`` (cloud tags); ``tag`` the same, or
+                   ``"key=value"``, or a list of ``"key=value"`` of which any may match
+   ``labels``      ``{"key": "value"}``: every pair in ``record.tags`` (Kubernetes labels); ``label`` likewise
    ``resource_id`` ``record.resource_id``
    ==============  ===============================================================================
 
@@ -126,7 +127,7 @@ def validate_match(match: Mapping[str, Any]) -> None:
     for key, value in match.items():
         if key not in MATCH_KEYS:
             raise InputError(f"match.{key}", value, f"use the keys {', '.join(MATCH_KEYS)}")
-        if key in ("tags", "labels"):
+        if key in ("tags", "labels") or (key in ("tag", "label") and isinstance(value, Mapping)):
             if not isinstance(value, Mapping) or not value:
                 raise InputError(f"match.{key}", value, "give an object of key -> glob, e.g. {'team': 'nlp'}")
             for k, v in value.items():
@@ -195,7 +196,7 @@ def rule_matches(match: Mapping[str, Any], record: UsageRecord) -> bool:
         elif key in ("tags", "labels", "tag", "label"):
             pairs = _pairs(pattern)
             ok = all(_matches(record.tags.get(k), v) for k, v in pairs)
-            if key in ("tag", "label") and isinstance(pattern, list):  # a list of 'k=v': any may match
+            if isinstance(pattern, list):  # a list of 'k=v': any may match
                 ok = any(_matches(record.tags.get(k), v) for k, v in pairs)
         else:  # validate_match keeps unknown keys out
             ok = False
