@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flopwise.cli import catalog_cmd, client_cmd, estimate_cmd, models_cmd, plan_cmd, validate_cmd
+from flopwise.cli import catalog_cmd, client_cmd, estimate_cmd, models_cmd, plan_cmd, server_cmd, validate_cmd
 
 app = typer.Typer(
     name="flopwise",
@@ -19,6 +19,9 @@ app.add_typer(plan_cmd.app, name="plan")
 app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(models_cmd.app, name="models")
 app.command("validate")(validate_cmd.validate)
+app.command("serve")(server_cmd.serve)
+app.add_typer(server_cmd.admin_app, name="admin")
+app.add_typer(server_cmd.audit_app, name="audit")
 app.add_typer(client_cmd.request_app, name="request")
 app.add_typer(client_cmd.budget_app, name="budget")
 app.add_typer(client_cmd.policy_app, name="policy")

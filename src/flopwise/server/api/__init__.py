@@ -2,7 +2,12 @@
 
 from fastapi import APIRouter
 
-from flopwise.server.api import health
+from flopwise.server.api import audit, aup, health, orgs, roles, tokens
 
 api_router = APIRouter()
 api_router.include_router(health.router)
+api_router.include_router(orgs.router)
+api_router.include_router(tokens.router)
+api_router.include_router(roles.router)
+api_router.include_router(aup.router)
+api_router.include_router(audit.router)

@@ -1,0 +1,273 @@
+"""`flopwise serve`, `flopwise admin bootstrap`, `flopwise audit verify`: run and administer the governance server.
+
+Nothing heavy is imported here at module level (SQLAlchemy, FastAPI and uvicorn load inside the commands), so
+`flopwise --help` stays fast. These commands talk to the database directly; the client commands (`flopwise
+request ...`) talk to a running server instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from flopwise.cli._common import EXIT_FAILURE, JsonFlag, _fail, handle_errors, print_json, stderr_console
+
+__all__ = ["admin_app", "audit_app", "bootstrap_cmd", "serve", "verify_cmd"]
+
+admin_app = typer.Typer(help="Administer the governance server's database directly.", no_args_is_help=True)
+audit_app = typer.Typer(help="Inspect the hash-chained audit log.", no_args_is_help=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="FLOPWISE_DATABASE_URL",
+        help="SQLAlchemy URL (sqlite:///file.db or postgresql+psycopg://user@host/db); default: flopwise.db in "
+        "the per-user data directory.",
+        show_default=False,
+    ),
+]
+
+
+def _database_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A database that cannot be reached or read is one red line and exit code 1, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return func(*args, **kwargs)
+        except SQLAlchemyError as err:
+            first = str(getattr(err, "orig", None) or err).strip().splitlines()
+            _fail(
+                f"database error: {first[0] if first else type(err).__name__}. Check --database-url "
+                "(or FLOPWISE_DATABASE_URL) and that the database server is running.",
+                EXIT_FAILURE,
+            )
+
+    return wrapper
+
+
+def _settings(database_url: str | None):
+    from flopwise.server import Settings
+
+    return Settings(database_url=database_url) if database_url else Settings()
+
+
+def _shown_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _get_once(app: Any, path: str, token: str | None) -> tuple[int, str, str]:
+    """One in-process request (no socket), the datasette ``--get`` trick: (status, content type, body)."""
+    import asyncio
+
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://flopwise.local") as client:
+            return await client.get(path, headers=headers)
+
+    response = asyncio.run(go())
+    return response.status_code, response.headers.get("content-type", ""), response.text
+
+
+@handle_errors
+@_database_errors
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on (0.0.0.0 for every interface).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8000,
+    database_url: DatabaseUrl = None,
+    get: Annotated[
+        str | None,
+        typer.Option(
+            "--get",
+            help="Send one GET to this path in-process (e.g. /api/v1/health), print the response and exit: 0 on "
+            "a 2xx status, 1 otherwise. No port is opened.",
+            show_default=False,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", envvar="FLOPWISE_TOKEN", help="Bearer token sent with --get.", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Run the governance API (under /api/v1, OpenAPI at /api/v1/openapi.json), migrating the database first."""
+    from flopwise.server import create_app
+
+    settings = _settings(database_url)
+    app = create_app(settings)
+    try:
+        if get is not None:
+            path = get if get.startswith("/") else "/" + get
+            status, content_type, body = _get_once(app, path, token)
+            if "json" in content_type:
+                with contextlib.suppress(ValueError):
+                    body = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+            sys.stdout.write(body + ("\n" if not body.endswith("\n") else ""))
+            if not 200 <= status < 300:
+                stderr_console().print(f"[red]GET {path} answered {status}[/red]", highlight=False)
+                raise typer.Exit(EXIT_FAILURE)
+            return
+        import uvicorn
+
+        stderr_console().print(
+            f"flopwise API on http://{host}:{port}/api/v1 (docs /api/v1/docs), database "
+            f"{_shown_url(settings.resolved_database_url())}",
+            highlight=False,
+        )
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        app.state.engine.dispose()
+
+
+@admin_app.command("bootstrap")
+@handle_errors
+@_database_errors
+def bootstrap_cmd(
+    org: Annotated[str, typer.Option("--org", help="Name of the first organization.")] = "default",
+    admin: Annotated[str, typer.Option("--admin", help="Name of its admin user.")] = "admin",
+    email: Annotated[str | None, typer.Option(help="The admin's email address.", show_default=False)] = None,
+    ttl_days: Annotated[
+        float,
+        typer.Option("--ttl-days", min=0.001, max=3650, help="Lifetime of the admin's token, in days."),
+    ] = 90.0,
+    allow_existing: Annotated[
+        bool,
+        typer.Option(
+            "--allow-existing",
+            help="Create another, separate organization when the database has one already.",
+        ),
+    ] = False,
+    database_url: DatabaseUrl = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Create the first organization, its admin and the admin's API token, and print the token (shown once)."""
+    from flopwise.server.bootstrap import bootstrap
+    from flopwise.store import make_engine, make_session_factory, upgrade, utcnow
+
+    url = _settings(database_url).resolved_database_url()
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        now = utcnow()
+        org_row, user, token = bootstrap(
+            make_session_factory(engine),
+            org,
+            admin,
+            now,
+            allow_existing=allow_existing,
+            token_ttl_days=ttl_days,
+            email=email,
+        )
+    finally:
+        engine.dispose()
+    from datetime import timedelta
+
+    expires_at = (now + timedelta(days=ttl_days)).isoformat()
+    if json_out:
+        print_json(
+            {
+                "org": {"id": org_row.id, "name": org_row.name},
+                "user": {"id": user.id, "name": user.name},
+                "token": token,
+                "token_expires_at": expires_at,
+                "database_url": _shown_url(url),
+            }
+        )
+        return
+    console = stderr_console()
+    console.print(
+        f"Created organization {org_row.name!r} (id {org_row.id}) and its admin {user.name!r} (id {user.id}) in "
+        f"{_shown_url(url)}.\nThe admin's API token follows; it expires {expires_at} and is shown only now:",
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.stdout.write(token + "\n")
+
+
+def _parse_anchor(anchor: str | None) -> tuple[int, str] | None:
+    from flopwise.errors import InputError
+
+    if anchor is None:
+        return None
+    seq_text, _, digest = anchor.partition(":")
+    if not seq_text.isdigit() or int(seq_text) < 1 or len(digest) != 64:
+        raise InputError(
+            "--anchor", anchor, "give SEQ:HASH, e.g. '42:' followed by the entry's 64-hex-digit hash"
+        )
+    return int(seq_text), digest.lower()
+
+
+@audit_app.command("verify")
+@handle_errors
+@_database_errors
+def verify_cmd(
+    database_url: DatabaseUrl = None,
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor",
+            help="SEQ:HASH of an entry recorded earlier outside the database (a previous run's head); then a "
+            "deleted or rewritten tail is detected too.",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Recompute the audit log's hash chain; exit 1 naming the first edited, inserted or deleted entry."""
+    from flopwise.server.api.audit import verify_audit_log
+    from flopwise.store import current_revision, make_engine, make_session_factory, read_session
+
+    expected_head = _parse_anchor(anchor)
+    url = _settings(database_url).resolved_database_url()
+    engine = make_engine(url)
+    try:
+        if current_revision(engine) is None:
+            _fail(
+                f"{_shown_url(url)} has no flopwise schema; run `flopwise admin bootstrap` or `flopwise serve` "
+                "on it first, or give the right --database-url",
+                EXIT_FAILURE,
+            )
+        with read_session(make_session_factory(engine)) as s:
+            result = verify_audit_log(s, expected_head)
+    finally:
+        engine.dispose()
+    payload = {
+        "is_ok": result.is_ok,
+        "checked": result.checked,
+        "first_bad_seq": result.first_bad_seq,
+        "reason": result.reason,
+        "head_seq": result.head_seq,
+        "head_hash": result.head_hash,
+    }
+    if json_out:
+        print_json(payload)
+    elif result.is_ok:
+        sys.stdout.write(
+            f"audit log OK: {result.checked} entries verified; head {result.head_seq}:{result.head_hash}\n"
+        )
+    if not result.is_ok:
+        stderr_console().print(
+            f"[red]error:[/red] audit log broken at entry {result.first_bad_seq}: {result.reason} "
+            f"({result.checked} entries before it verified)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_FAILURE)

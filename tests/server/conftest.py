@@ -1,0 +1,204 @@
+"""Server fixtures: real HTTP in-process (FastAPI's TestClient) against a SQLite file and the local PostgreSQL.
+
+* ``app_url``: a fresh, empty database per test module and backend (``sqlite`` file in tmp_path;
+  ``postgresql``: a new schema on ``$FLOPWISE_TEST_POSTGRES_URL`` or
+  ``postgresql+psycopg://postgres@127.0.0.1:5432/test``, dropped afterwards; skipped with the reason if the
+  server is unreachable). ``create_app`` migrates it with Alembic, as in production.
+* ``app`` / ``client``: the app and a ``TestClient`` over it (module scope; ``app.state.clock`` may be
+  replaced by a test and is restored after it by ``clock``).
+* ``seed``: :func:`seed_org` run once per module: an organization bootstrapped as in ``flopwise admin
+  bootstrap``, one team and project, one user per role (viewer, member, approver, admin) on the organization,
+  each with a token; an expired and a revoked admin token; and a second organization with its own admin
+  (for isolation tests).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+PG_URL = os.environ.get("FLOPWISE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BACKENDS = ["sqlite", "postgresql"]
+ROLES = ("viewer", "member", "approver", "admin")
+API = "/api/v1"
+
+
+def _pg_connect(**kwargs):
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_URL)
+    return psycopg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        dbname=url.database,
+        **kwargs,
+    )
+
+
+def pg_unreachable_reason() -> str | None:
+    """Why the test PostgreSQL server cannot be used, or None when it can."""
+    import psycopg
+
+    try:
+        _pg_connect(connect_timeout=3).close()
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"PostgreSQL at {PG_URL} is unreachable ({type(exc).__name__}: {first}); set FLOPWISE_TEST_POSTGRES_URL"
+    return None
+
+
+def _pg_admin(sql: str) -> None:
+    with _pg_connect(autocommit=True) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def app_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of an empty database on each backend (one per test module)."""
+    if request.param == "sqlite":
+        yield "sqlite:///" + (tmp_path_factory.mktemp("server") / "flopwise.db").as_posix()
+        return
+    reason = pg_unreachable_reason()
+    if reason:
+        pytest.skip(reason)
+    schema = f"flopwise_srv_{uuid.uuid4().hex[:10]}"
+    _pg_admin(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        _pg_admin(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(scope="module")
+def app(app_url: str):
+    from flopwise.server import Settings, create_app
+
+    app = create_app(Settings(database_url=app_url))
+    yield app
+    app.state.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with warnings.catch_warnings():
+        # Starlette asks for the httpx2 package; the httpx client its TestClient wraps works the same
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def clock(app) -> Iterator[Callable[[datetime], None]]:
+    """``clock(t)`` makes the app's now() return *t*; the real clock is restored after the test."""
+    original = app.state.clock
+
+    def set_now(t: datetime) -> None:
+        app.state.clock = lambda: t
+
+    yield set_now
+    app.state.clock = original
+
+
+def auth(token: str | None) -> dict[str, str]:
+    """The Authorization header for *token* (none for None)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@dataclass
+class Seed:
+    """An organization with a user and token per role, and a second organization for isolation tests."""
+
+    org_id: int
+    team_id: int
+    project_id: int
+    tokens: dict[str, str]  # role -> token of a user holding that role on the organization
+    user_ids: dict[str, int]  # role -> user id
+    expired_token: str
+    revoked_token: str
+    other_org_id: int
+    other_admin_token: str
+    other_team_id: int
+    other_project_id: int
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def headers(self, role: str) -> dict[str, str]:
+        return auth(self.tokens[role])
+
+
+def _ok(response, status: int = 200) -> dict:
+    assert response.status_code == status, f"{response.request.method} {response.url}: {response.text}"
+    return response.json()
+
+
+def seed_org(app, client, name: str | None = None) -> Seed:
+    """Bootstrap an organization (through :func:`flopwise.server.bootstrap.bootstrap`) and build the rest
+    through the API, as an operator would."""
+    from flopwise.server.bootstrap import bootstrap
+    from flopwise.store import ApiToken, write_session
+
+    tag = name or uuid.uuid4().hex[:8]
+    now = datetime.now(UTC)
+    org, _admin, admin_token = bootstrap(app.state.db, f"org-{tag}", "root", now, allow_existing=True)
+    root = auth(admin_token)
+    team = _ok(client.post(f"{API}/teams", json={"name": "research"}, headers=root), 201)
+    project = _ok(client.post(f"{API}/teams/{team['id']}/projects", json={"name": "llm"}, headers=root), 201)
+    tokens: dict[str, str] = {}
+    user_ids: dict[str, int] = {}
+    for role in ROLES:
+        user = _ok(
+            client.post(
+                f"{API}/users",
+                json={"name": role, "roles": [{"role": role, "scope_kind": "org", "scope_id": org.id}]},
+                headers=root,
+            ),
+            201,
+        )
+        user_ids[role] = user["id"]
+        tokens[role] = _ok(client.post(f"{API}/tokens", json={"user_id": user["id"]}, headers=root), 201)[
+            "token"
+        ]
+    revoked = _ok(client.post(f"{API}/tokens", json={"name": "to-revoke"}, headers=root), 201)
+    _ok(client.delete(f"{API}/tokens/{revoked['id']}", headers=root))
+    expiring = _ok(client.post(f"{API}/tokens", json={"name": "expired"}, headers=root), 201)
+    with write_session(app.state.db) as s:  # the API only makes tokens that expire in the future
+        s.get_one(ApiToken, expiring["id"]).expires_at = now - timedelta(days=1)
+    other, _other_admin, other_token = bootstrap(
+        app.state.db, f"other-{tag}", "root", now, allow_existing=True
+    )
+    other_team = _ok(client.post(f"{API}/teams", json={"name": "research"}, headers=auth(other_token)), 201)
+    other_project = _ok(
+        client.post(
+            f"{API}/teams/{other_team['id']}/projects", json={"name": "llm"}, headers=auth(other_token)
+        ),
+        201,
+    )
+    return Seed(
+        org_id=org.id,
+        team_id=team["id"],
+        project_id=project["id"],
+        tokens={**tokens, "root": admin_token},
+        user_ids=user_ids,
+        expired_token=expiring["token"],
+        revoked_token=revoked["token"],
+        other_org_id=other.id,
+        other_admin_token=other_token,
+        other_team_id=other_team["id"],
+        other_project_id=other_project["id"],
+    )
+
+
+@pytest.fixture(scope="module")
+def seed(app, client) -> Seed:
+    return seed_org(app, client)
