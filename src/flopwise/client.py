@@ -24,8 +24,9 @@ Every non-2xx answer carries the server's one error shape (``{"ok": false, "stat
     └── ServerUnreachableError            no answer at all (connection refused, timeout, bad URL)
 
 I/O sits behind an httpx transport: pass ``transport=`` (an ``httpx.MockTransport`` or a transport to an
-in-process ASGI app) to test without a network. Money stays ``Decimal``: the server sends it as decimal strings,
-JSON numbers are parsed with ``parse_float=Decimal`` so nothing passes through a binary float.
+in-process ASGI app) to test without a network. Money stays exact: the client sends ``Decimal`` values as decimal
+strings, and the server's answers keep money as decimal strings (``"1234.50"``) that callers read with
+``Decimal(...)``; other JSON numbers (FLOPs, kWh) arrive as Python ints and floats, as the API types them.
 """
 
 from __future__ import annotations
@@ -262,11 +263,11 @@ def resolve_connection(
 def _decode(response: httpx.Response) -> Any:
     if not response.content:
         return None
-    return json.loads(response.content, parse_float=Decimal)
+    return json.loads(response.content)
 
 
 class FlopwiseClient:
-    """The governance API as Python methods; each returns the decoded JSON (money as decimal strings or Decimal).
+    """The governance API as Python methods; each returns the decoded JSON (money as decimal strings).
 
     >>> with FlopwiseClient(url="http://127.0.0.1:8000", token="fw_...") as fw:  # doctest: +SKIP
     ...     fw.me()["user_name"]
@@ -360,14 +361,19 @@ class FlopwiseClient:
     def get_request(self, request_id: int) -> dict[str, Any]:
         return self.call("GET", f"/requests/{int(request_id)}")
 
-    def approve_request(self, request_id: int, comment: str | None = None) -> dict[str, Any]:
-        return self.call("POST", f"/requests/{int(request_id)}/approve", json_body={"comment": comment})
+    def approve_request(self, request_id: int, comment: str = "") -> dict[str, Any]:
+        """Vote to approve; the answer's ``state`` turns ``approved`` at the last required approval."""
+        return self.call("POST", f"/requests/{int(request_id)}/approve", json_body={"comment": comment or ""})
 
-    def deny_request(self, request_id: int, comment: str | None = None) -> dict[str, Any]:
+    def deny_request(self, request_id: int, comment: str) -> dict[str, Any]:
+        """Deny with a reason (the server requires one); the request's reservations are released."""
         return self.call("POST", f"/requests/{int(request_id)}/deny", json_body={"comment": comment})
 
     def cancel_request(self, request_id: int) -> dict[str, Any]:
-        return self.call("POST", f"/requests/{int(request_id)}/cancel", json_body={})
+        return self.call("POST", f"/requests/{int(request_id)}/cancel")
+
+    def comment_request(self, request_id: int, body: str) -> dict[str, Any]:
+        return self.call("POST", f"/requests/{int(request_id)}/comments", json_body={"body": body})
 
     # budgets
     def create_budget(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -380,8 +386,12 @@ class FlopwiseClient:
         return self.call("GET", f"/budgets/{int(budget_id)}")
 
     # policies
-    def apply_policy(self, name: str, yaml_text: str) -> dict[str, Any]:
-        return self.call("POST", "/policies", json_body={"name": name, "yaml_text": yaml_text})
+    def apply_policy(self, yaml_text: str, *, is_enabled: bool = True) -> dict[str, Any]:
+        """Store a policy document (its ``name:`` key names it) as that policy's next version."""
+        return self.call("POST", "/policies", json_body={"yaml": yaml_text, "is_enabled": is_enabled})
+
+    def list_policies(self) -> Any:
+        return self.call("GET", "/policies")
 
     # tokens
     def create_token(self, body: Mapping[str, Any]) -> dict[str, Any]:

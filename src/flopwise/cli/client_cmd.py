@@ -396,7 +396,7 @@ def request_approve(
 ) -> None:
     """Approve a pending request (not your own); exit 3 while it still needs more approvals."""
     with _client(ctx, url, token) as fw:
-        answer = fw.approve_request(request_id, comment)
+        answer = fw.approve_request(request_id, comment or "")
     _finish_request(answer, json_out, f"request {request_id}")
 
 
@@ -405,7 +405,9 @@ def request_approve(
 def request_deny(
     ctx: typer.Context,
     request_id: Annotated[int, typer.Argument(help="Request id.")],
-    comment: Annotated[str | None, typer.Option("--comment", help="Why (kept in the audit log).")] = None,
+    comment: Annotated[
+        str, typer.Option("--comment", help="Why it is denied (required; kept in the audit log).")
+    ],
     url: UrlOpt = None,
     token: TokenOpt = None,
     json_out: JsonFlag = False,
@@ -546,10 +548,10 @@ def budget_show(
 @server_errors
 def policy_apply(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="Policy YAML file.", show_default=False)],
-    name: Annotated[
-        str | None, typer.Option("--name", help="Policy name (default: the file's 'name:' key or its stem).")
-    ] = None,
+    file: Annotated[Path, typer.Argument(help="Policy YAML file (its 'name:' key names the policy).")],
+    disabled: Annotated[
+        bool, typer.Option("--disabled", help="Store this version switched off (kept, not evaluated).")
+    ] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     json_out: JsonFlag = False,
@@ -559,22 +561,14 @@ def policy_apply(
 
     try:
         text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError("FILE", str(file), f"the policy file cannot be read ({exc.strerror})") from None
-    if name is None:
-        import yaml
-
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InputError("FILE", str(file), f"give a YAML policy document ({exc})") from None
-        name = str(doc["name"]) if isinstance(doc, Mapping) and doc.get("name") else file.stem
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError("FILE", str(file), f"the policy file cannot be read ({exc})") from None
     with _client(ctx, url, token) as fw:
-        answer = fw.apply_policy(name, text)
+        answer = fw.apply_policy(text, is_enabled=not disabled)
     if json_out:
         print_json(answer)
         return
-    _render_one(f"policy {name}", answer, skip=("yaml_text",))
+    _render_one(f"policy {answer.get('name', '')} v{answer.get('version', '')}", answer, skip=("yaml",))
 
 
 # --- flopwise token -----------------------------------------------------------------------------------------

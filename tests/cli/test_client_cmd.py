@@ -1,0 +1,486 @@
+"""The client commands (`flopwise request|budget|policy|token`) against a real in-process server.
+
+The CLI's ``FlopwiseClient`` sends real HTTP through :class:`AsgiSyncTransport`, an httpx transport that hands
+each request to the ASGI app built by ``create_app`` (on a SQLite file and on the local PostgreSQL server), so
+the commands, the client, the routes, the decision path and the store all run as in production, minus the
+socket. The client library's configuration and error mapping are tested alone with ``httpx.MockTransport``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio.from_thread
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from flopwise.cli.main import app as cli_app
+from flopwise.client import (
+    DEFAULT_URL,
+    AuthenticationError,
+    ConflictError,
+    FlopwiseClient,
+    NotFoundError,
+    PermissionDeniedError,
+    ServerError,
+    ServerUnreachableError,
+    ServerValidationError,
+    default_config_path,
+    resolve_connection,
+)
+from flopwise.errors import FlopwiseError, InputError
+
+PG_URL = os.environ.get("FLOPWISE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BASE = "http://testserver"
+
+runner = CliRunner()
+
+
+class AsgiSyncTransport(httpx.BaseTransport):
+    """A synchronous httpx transport to an ASGI app: each request runs on one event loop kept in a thread.
+
+    ``close()`` is a no-op (every CLI command closes its client); :meth:`shutdown` stops the loop.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._asgi = httpx.ASGITransport(app=app)
+        self._portal_cm = anyio.from_thread.start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        async def send() -> httpx.Response:
+            response = await self._asgi.handle_async_request(request)
+            content = await response.aread()
+            return httpx.Response(response.status_code, headers=response.headers, content=content)
+
+        return self._portal.call(send)
+
+    def close(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        self._portal_cm.__exit__(None, None, None)
+
+
+# --- the server on each backend -----------------------------------------------------------------------------
+
+
+def _pg_kwargs() -> dict[str, Any]:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_URL)
+    return {
+        "host": url.host,
+        "port": url.port or 5432,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(autocommit=True, **_pg_kwargs()) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield "sqlite:///" + (tmp_path_factory.mktemp("cli") / "flopwise.db").as_posix()
+        return
+    import psycopg
+
+    try:
+        psycopg.connect(connect_timeout=3, **_pg_kwargs()).close()
+    except psycopg.Error as exc:
+        pytest.skip(
+            f"PostgreSQL at {PG_URL} is unreachable ({exc.__class__.__name__}); set FLOPWISE_TEST_POSTGRES_URL"
+        )
+    schema = f"flopwise_cli_{uuid.uuid4().hex[:10]}"
+    _pg_admin(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        _pg_admin(f"DROP SCHEMA {schema} CASCADE")
+
+
+@dataclass(frozen=True)
+class World:
+    transport: AsgiSyncTransport
+    app: Any
+    org_id: int
+    team_id: int
+    project_id: int
+    admin_token: str
+    member_id: int
+    member_token: str
+    approver_token: str
+
+
+def _user_with_token(s: Any, org_id: int, name: str, role: str) -> tuple[int, str]:
+    from flopwise.server.auth import mint_token
+    from flopwise.store import ApiToken, RoleBinding, User
+
+    user = User(org_id=org_id, name=name, email=f"{name}@example.org")
+    s.add(user)
+    s.flush()
+    s.add(RoleBinding(user_id=user.id, role=role, scope_kind="org", scope_id=org_id))
+    token, prefix, token_hash = mint_token()
+    s.add(ApiToken(user_id=user.id, name=f"{name}-token", prefix=prefix, token_hash=token_hash))
+    return user.id, token
+
+
+@pytest.fixture(scope="module")
+def world(database_url: str) -> Iterator[World]:
+    """An organization with a team and project, an admin, a member and an approver (each with a token)."""
+    from flopwise.server import Settings, create_app
+    from flopwise.store import Organization, Project, Team, write_session
+
+    app = create_app(Settings(database_url=database_url))
+    with write_session(app.state.db) as s:
+        org = Organization(name="acme")
+        s.add(org)
+        s.flush()
+        team = Team(org_id=org.id, name="research")
+        s.add(team)
+        s.flush()
+        project = Project(team_id=team.id, name="llm")
+        s.add(project)
+        s.flush()
+        _, admin_token = _user_with_token(s, org.id, "ada", "admin")
+        member_id, member_token = _user_with_token(s, org.id, "alan", "member")
+        _, approver_token = _user_with_token(s, org.id, "grace", "approver")
+        ids = (org.id, team.id, project.id)
+    transport = AsgiSyncTransport(app)
+    try:
+        yield World(transport, app, *ids, admin_token, member_id, member_token, approver_token)
+    finally:
+        transport.shutdown()
+        app.state.engine.dispose()
+
+
+def fw(world: World, token: str | None, *args: str) -> Any:
+    """Run ``flopwise ARGS --url ... --token ...`` against the in-process server; the click Result."""
+    extra = ["--url", BASE] + (["--token", token] if token else [])
+    return runner.invoke(
+        cli_app,
+        [*args, *extra],
+        obj={"transport": world.transport},
+        env={"FLOPWISE_URL": "", "FLOPWISE_TOKEN": "", "FLOPWISE_CONFIG": "/nonexistent/flopwise.toml"},
+    )
+
+
+def fw_json(world: World, token: str | None, *args: str, code: int = 0) -> Any:
+    result = fw(world, token, *args, "--json")
+    assert result.exit_code == code, (args, result.exit_code, result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
+def apply_policy(world: World, tmp_path: Path, yaml_text: str) -> dict[str, Any]:
+    """`flopwise policy apply FILE` as the admin."""
+    path = tmp_path / f"policy-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml_text)
+    return fw_json(world, world.admin_token, "policy", "apply", str(path))
+
+
+POLICY = """\
+name: {name}
+default: allow
+rules:
+  - id: big-h100-runs
+    description: more than 16 H100s need an approver
+    when: {{all: [{{field: device_count, gt: 16}}, {{field: project, eq: llm}}]}}
+    effect: require_approval
+    approvals: 1
+    role: approver
+  - id: no-restricted-on-spot
+    when: {{all: [{{field: data_classification, eq: restricted}}, {{field: pricing, eq: spot}}]}}
+    effect: deny
+    message: Restricted data may not run on spot capacity.
+"""
+
+
+def _plan(world: World, *more: str) -> list[str]:
+    return [
+        "request",
+        "create",
+        "--project",
+        str(world.project_id),
+        "--workload",
+        "fine-tune",
+        "--device",
+        "h100-sxm",
+        "--hours",
+        "2",
+        *more,
+    ]
+
+
+# --- end to end through the CLI -----------------------------------------------------------------------------
+
+
+def test_request_approved_exits_0_with_decimal_money(world: World) -> None:
+    answer = fw_json(world, world.member_token, *_plan(world, "--count", "2", "--price", "3.25"))
+    assert answer["state"] == "approved"
+    assert answer["device_count"] == 2
+    # money leaves the server as a decimal string and the CLI keeps it one: 2 devices x 2 h x $3.25 = $13
+    assert isinstance(answer["estimated_cost_usd"], str)
+    assert Decimal(answer["estimated_cost_usd"]) == Decimal("13")
+    shown = fw_json(world, world.member_token, "request", "show", str(answer["id"]))
+    assert shown["id"] == answer["id"] and shown["state"] == "approved"
+    table = fw(world, world.member_token, "request", "show", str(answer["id"]))
+    assert table.exit_code == 0 and "approved" in table.stdout
+
+
+def test_policy_approval_flow_exits_3_then_0(world: World, tmp_path: Path) -> None:
+    apply_policy(world, tmp_path, POLICY.format(name="gpu"))
+    result = fw(world, world.member_token, *_plan(world, "--count", "32", "--price", "2"), "--json")
+    assert result.exit_code == 3, (result.stdout, result.stderr)
+    pending = json.loads(result.stdout)
+    assert pending["state"] == "pending"
+    assert any("big-h100-runs" in r for r in pending["reasons"]), pending["reasons"]
+    # nobody approves their own request; a weak role cannot approve
+    own = fw(world, world.member_token, "request", "approve", str(pending["id"]))
+    assert own.exit_code == 1 and "own" in own.stderr.lower(), own.stderr
+    listed = fw_json(world, world.approver_token, "request", "list", "--state", "pending")
+    assert pending["id"] in [r["id"] for r in listed]
+    approved = fw_json(
+        world, world.approver_token, "request", "approve", str(pending["id"]), "--comment", "ok"
+    )
+    assert approved["state"] == "approved"
+    assert [v["verdict"] for v in approved["approvals"]] == ["approve"]
+
+
+def test_denied_request_exits_3_and_says_why(world: World, tmp_path: Path) -> None:
+    apply_policy(world, tmp_path, POLICY.format(name="spot"))
+    args = _plan(world, "--pricing", "spot", "--data-classification", "restricted", "--price", "1")
+    result = fw(world, world.member_token, *args)
+    assert result.exit_code == 3, (result.stdout, result.stderr)
+    assert "denied" in result.stdout + result.stderr
+    assert "Restricted data may not run on spot capacity" in result.stdout + result.stderr
+
+
+def test_deny_and_cancel(world: World, tmp_path: Path) -> None:
+    apply_policy(world, tmp_path, POLICY.format(name="gpu2"))
+    first = fw_json(world, world.member_token, *_plan(world, "--count", "64", "--price", "2"), code=3)
+    denied = fw_json(
+        world, world.approver_token, "request", "deny", str(first["id"]), "--comment", "use spot capacity"
+    )
+    assert denied["state"] == "denied"
+    missing_reason = fw(world, world.approver_token, "request", "deny", str(first["id"]))
+    assert missing_reason.exit_code == 2  # --comment is required
+    second = fw_json(world, world.member_token, *_plan(world, "--count", "1", "--price", "2"))
+    cancelled = fw_json(world, world.member_token, "request", "cancel", str(second["id"]))
+    assert cancelled["state"] == "cancelled"
+    assert all(r["state"] == "released" for r in cancelled["reservations"])
+
+
+def test_idempotency_key_returns_the_same_request(world: World) -> None:
+    key = uuid.uuid4().hex
+    args = _plan(world, "--count", "1", "--price", "1.5", "--idempotency-key", key)
+    one = fw_json(world, world.member_token, *args)
+    two = fw_json(world, world.member_token, *args)
+    assert one["id"] == two["id"] and one["idempotency_key"] == key
+    clash = fw(world, world.member_token, *_plan(world, "--count", "3", "--idempotency-key", key))
+    assert clash.exit_code == 1 and "different body" in clash.stderr
+
+
+def test_server_validation_error_exits_2_with_the_field(world: World) -> None:
+    result = fw(world, world.member_token, *_plan(world, "--count", "0"))
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "device_count" in result.stderr
+    assert result.stdout == ""
+
+
+def test_request_from_file_with_server_estimate(world: World, tmp_path: Path) -> None:
+    body = tmp_path / "request.yaml"
+    body.write_text(
+        f"project_id: {world.project_id}\nworkload: fine-tune\ndevice: h100-sxm\ndevice_count: 8\n"
+        "params: {model: llama-3.1-8b, tokens: 1.0e+9, method: lora}\n"
+    )
+    answer = fw_json(world, world.member_token, "request", "create", "--file", str(body))
+    assert answer["state"] == "approved"
+    assert answer["estimated_flops"] > 0 and Decimal(answer["estimated_cost_usd"]) > 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    result = fw(world, world.member_token, "request", "create", "--file", str(bad))
+    assert result.exit_code == 2 and "one object" in result.stderr
+
+
+def test_tokens_create_use_and_revoke(world: World) -> None:
+    created = fw_json(world, world.admin_token, "token", "create", "--name", "ci", "--expires-days", "1")
+    secret = created["token"]
+    assert secret.startswith("fw_") and created["name"] == "ci"
+    assert isinstance(fw_json(world, secret, "request", "list"), list)
+    revoked = fw_json(world, world.admin_token, "token", "revoke", str(created["id"]))
+    assert revoked["revoked_at"] is not None
+    refused = fw(world, secret, "request", "list")
+    assert refused.exit_code == 1
+    assert "revoked" in refused.stderr and "FLOPWISE_TOKEN" in refused.stderr
+    table = fw(world, world.admin_token, "token", "create", "--name", "laptop")
+    assert table.exit_code == 0
+    assert table.stdout.strip().splitlines()[-1].startswith("fw_")  # the secret, printed once, last on stdout
+
+
+def test_missing_token_and_unknown_request(world: World) -> None:
+    result = fw(world, None, "request", "list")
+    assert result.exit_code == 1 and "missing bearer token" in result.stderr
+    result = fw(world, world.member_token, "request", "show", "999999")
+    assert result.exit_code == 1 and "not found" in result.stderr
+
+
+def test_budget_commands(world: World) -> None:
+    created = fw_json(
+        world,
+        world.admin_token,
+        "budget",
+        "create",
+        "--name",
+        f"q-{uuid.uuid4().hex[:6]}",
+        "--scope",
+        f"team:{world.team_id}",
+        "--amount",
+        "2500.50",
+        "--period",
+        "quarter",
+        "--alert",
+        "0.8",
+    )
+    assert Decimal(created["amount"]) == Decimal("2500.50")
+    listed = fw_json(world, world.admin_token, "budget", "list")
+    rows = listed if isinstance(listed, list) else listed.get("budgets", [])
+    assert created["id"] in [b["id"] for b in rows]
+    shown = fw_json(world, world.admin_token, "budget", "show", str(created["id"]))
+    assert shown["id"] == created["id"]
+    member = fw(
+        world, world.member_token, "budget", "create", "--name", "x", "--scope", "org:1", "--amount", "1"
+    )
+    assert member.exit_code in (1, 2)
+    bad = fw(
+        world, world.admin_token, "budget", "create", "--name", "y", "--scope", "galaxy:1", "--amount", "1"
+    )
+    assert bad.exit_code == 2 and "--scope" in bad.stderr
+
+
+# --- the client library alone -------------------------------------------------------------------------------
+
+
+def test_connection_precedence(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('url = "http://config:1"\ntoken = "fw_config"\n')
+    env = {"FLOPWISE_URL": "http://env:2/", "FLOPWISE_TOKEN": "fw_env"}
+    assert resolve_connection("http://arg:3", "fw_arg", env=env, config_path=config).url == "http://arg:3"
+    c = resolve_connection(env=env, config_path=config)
+    assert (c.url, c.token, c.url_source) == ("http://env:2", "fw_env", "FLOPWISE_URL")
+    c = resolve_connection(env={}, config_path=config)
+    assert (c.url, c.token, c.token_source) == ("http://config:1", "fw_config", str(config))
+    c = resolve_connection(env={}, config_path=tmp_path / "missing.toml")
+    assert (c.url, c.token, c.url_source) == (DEFAULT_URL, None, "default")
+    assert resolve_connection("http://h:1/api/v1/", env={}, config_path=config).url == "http://h:1"
+
+
+def test_config_path_is_xdg_aware(tmp_path: Path) -> None:
+    assert default_config_path({"XDG_CONFIG_HOME": str(tmp_path)}) == tmp_path / "flopwise" / "config.toml"
+    assert default_config_path({}) == Path.home() / ".config" / "flopwise" / "config.toml"
+    assert default_config_path({"FLOPWISE_CONFIG": str(tmp_path / "x.toml")}) == tmp_path / "x.toml"
+
+
+def test_bad_config_and_url_are_input_errors(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("url = http://no-quotes\n")
+    with pytest.raises(InputError, match="TOML"):
+        resolve_connection(env={}, config_path=config)
+    config.write_text("token = 42\n")
+    with pytest.raises(InputError, match="string"):
+        resolve_connection(env={}, config_path=config)
+    with pytest.raises(InputError, match="http"):
+        resolve_connection("ftp://x", env={}, config_path=tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (401, AuthenticationError),
+        (403, PermissionDeniedError),
+        (404, NotFoundError),
+        (409, ConflictError),
+        (422, ServerValidationError),
+        (400, ServerError),
+    ],
+)
+def test_error_json_maps_to_exceptions(status: int, cls: type[ServerError]) -> None:
+    body = {
+        "ok": False,
+        "status": status,
+        "error": "server says no",
+        "errors": [{"field": "amount", "message": "bad"}],
+    }
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, json=body))
+    with (
+        FlopwiseClient("http://x", "fw_t", transport=transport, env={}) as client,
+        pytest.raises(cls) as info,
+    ):
+        client.get_budget(1)
+    err = info.value
+    assert isinstance(err, FlopwiseError)
+    assert err.status == status and "server says no" in str(err) and err.errors[0]["field"] == "amount"
+    if status == 422:
+        assert isinstance(err, InputError) and err.field == "amount"
+
+
+def test_non_json_error_and_unreachable_server() -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(502, text="<html>Bad Gateway</html>"))
+    with (
+        FlopwiseClient("http://x", env={}, transport=transport) as client,
+        pytest.raises(ServerError) as info,
+    ):
+        client.health()
+    assert info.value.status == 502 and "Bad Gateway" in str(info.value)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with (
+        FlopwiseClient("http://x", env={}, transport=httpx.MockTransport(refuse)) as client,
+        pytest.raises(ServerUnreachableError, match="flopwise serve"),
+    ):
+        client.me()
+
+
+def test_client_sends_bearer_idempotency_key_and_decimal_strings() -> None:
+    seen: list[httpx.Request] = []
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            201, content=b'{"id": 1, "estimated_cost_usd": "12.10", "estimated_flops": 1.5e21}'
+        )
+
+    with FlopwiseClient("http://x", "fw_abc", env={}, transport=httpx.MockTransport(echo)) as client:
+        answer = client.create_request({"amount": Decimal("0.10")}, idempotency_key="k1")
+    assert seen[0].headers["authorization"] == "Bearer fw_abc"
+    assert seen[0].headers["idempotency-key"] == "k1"
+    assert seen[0].url.path == "/api/v1/requests"
+    assert json.loads(seen[0].content) == {"amount": "0.10"}
+    assert answer["estimated_cost_usd"] == "12.10"  # money stays a decimal string, never a binary float
+    assert answer["estimated_flops"] == 1.5e21
+
+
+def test_unreachable_server_from_the_cli_exits_1() -> None:
+    result = runner.invoke(
+        cli_app,
+        ["request", "list", "--url", "http://127.0.0.1:9", "--token", "fw_x"],
+        env={"FLOPWISE_CONFIG": "/nonexistent/flopwise.toml"},
+    )
+    assert result.exit_code == 1 and "cannot reach" in result.stderr
