@@ -1,0 +1,346 @@
+"""Admission for job schedulers (Slurm, Kueue, Ray, SkyPilot adapters): decide, then commit, release or settle.
+
+``POST /admission/decide`` is idempotent on (engine, engine_job_id): the first call decides through the same
+path as compute requests (:mod:`flopwise.server.decisions`) on the job's worst case (device count x maximum
+duration x price, every device at full power) and reserves it; a repeat returns the stored decision and
+reserves nothing more. A job whose policy outcome needs approval is rejected (a scheduler cannot wait for
+people): file a compute request instead. Then ``commit`` when the job starts, ``release`` when it never ran
+(the reservation stops counting), ``settle`` with the actual usage when it ends (the reservation is replaced
+by what was used).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from flopwise.server.auth import Principal, authorize
+from flopwise.server.decisions import (
+    STORE_WORKLOAD,
+    AdmissionIn,
+    admission_request_facts,
+    audit,
+    decide_and_reserve,
+    load_scope,
+    trace_json,
+)
+from flopwise.server.deps import CatalogDep, ClockDep, CurrentPrincipal, DbDep
+from flopwise.server.errors import ApiError
+
+__all__ = ["AdmissionPublic", "SettleIn", "router"]
+
+router = APIRouter(prefix="/admission", tags=["admission"])
+
+EngineParam = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+JobParam = Annotated[str, Path(min_length=1, max_length=200)]
+_BUDGET_COLUMN = {
+    "usd": "worst_case_cost_usd",
+    "device_hours": "worst_case_device_hours",
+    "kwh": "worst_case_kwh",
+    "co2e_kg": "worst_case_co2e_kg",
+}
+_MAX_AMOUNT = Decimal(10) ** 12
+
+
+class AdmissionReservation(BaseModel):
+    budget_id: int
+    unit: str
+    amount: Decimal
+    reserved_amount: Decimal
+    state: str
+
+
+class AdmissionPublic(BaseModel):
+    id: int
+    engine: str
+    engine_job_id: str
+    project_id: int | None
+    requester_id: int | None
+    admitted: bool
+    outcome: str
+    reasons: list[str]
+    warnings: list[str]
+    state: str
+    device_type: str | None
+    device_count: int
+    max_duration_h: Decimal | None
+    worst_case_cost_usd: Decimal | None
+    worst_case_device_hours: Decimal | None
+    worst_case_kwh: Decimal | None
+    worst_case_co2e_kg: Decimal | None
+    reservations: list[AdmissionReservation]
+    created_at: datetime
+    committed_at: datetime | None
+    ended_at: datetime | None
+    decision_trace: dict[str, Any] | None
+
+
+class SettleIn(BaseModel):
+    """What the job actually used. Left-out units are prorated from the worst case by the actual hours."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    actual_duration_h: Decimal = Field(ge=0, le=Decimal(100_000), description="hours the job ran")
+    cost_usd: Decimal | None = Field(default=None, ge=0, lt=_MAX_AMOUNT)
+    device_hours: Decimal | None = Field(default=None, ge=0, lt=_MAX_AMOUNT)
+    kwh: Decimal | None = Field(default=None, ge=0, lt=_MAX_AMOUNT)
+    co2e_kg: Decimal | None = Field(default=None, ge=0, lt=_MAX_AMOUNT)
+
+
+def _public(session: Session, job: Any) -> AdmissionPublic:
+    from flopwise.store import BudgetReservation
+
+    trace = job.decision_trace or {}
+    rows = session.scalars(
+        select(BudgetReservation)
+        .where(BudgetReservation.admission_job_id == job.id)
+        .order_by(BudgetReservation.id)
+    )
+    return AdmissionPublic(
+        id=job.id,
+        engine=job.engine,
+        engine_job_id=job.engine_job_id,
+        project_id=job.project_id,
+        requester_id=job.requester_id,
+        admitted=job.state != "rejected",
+        outcome=trace.get("outcome", ""),
+        reasons=list(trace.get("reasons", [])),
+        warnings=list(trace.get("warnings", [])),
+        state=job.state,
+        device_type=job.device_type,
+        device_count=job.device_count,
+        max_duration_h=job.max_duration_h,
+        worst_case_cost_usd=job.worst_case_cost_usd,
+        worst_case_device_hours=job.worst_case_device_hours,
+        worst_case_kwh=job.worst_case_kwh,
+        worst_case_co2e_kg=job.worst_case_co2e_kg,
+        reservations=[
+            AdmissionReservation(
+                budget_id=r.budget_id,
+                unit=r.unit,
+                amount=r.amount,
+                reserved_amount=r.reserved_amount,
+                state=r.state,
+            )
+            for r in rows
+        ],
+        created_at=job.created_at,
+        committed_at=job.committed_at,
+        ended_at=job.ended_at,
+        decision_trace=job.decision_trace,
+    )
+
+
+def _job(session: Session, principal: Principal, engine: str, job_id: str, min_role: str) -> Any:
+    from flopwise.store import AdmissionJob
+
+    stmt = select(AdmissionJob).where(AdmissionJob.engine == engine, AdmissionJob.engine_job_id == job_id)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    job = session.scalars(stmt.execution_options(populate_existing=True)).first()
+    if job is None or job.org_id != principal.org_id:
+        raise ApiError(
+            404, f"admission job {engine}/{job_id} not found; call POST /api/v1/admission/decide first"
+        )
+    if job.project_id is not None:
+        authorize(session, principal, min_role, "project", job.project_id)
+    return job
+
+
+def _conflict(job: Any, action: str, allowed: tuple[str, ...]) -> ApiError:
+    return ApiError(
+        409,
+        f"admission job {job.engine}/{job.engine_job_id} is {job.state}; {action} needs it "
+        f"{' or '.join(allowed)}",
+        [{"field": "state", "message": f"is {job.state}"}],
+    )
+
+
+@router.post("/decide", response_model=AdmissionPublic)
+def decide(
+    body: AdmissionIn, principal: CurrentPrincipal, db: DbDep, clock: ClockDep, catalog: CatalogDep
+) -> AdmissionPublic:
+    """Admit or reject a scheduler job on its worst case, reserving it; idempotent on (engine, engine_job_id)."""
+    from flopwise.store import read_session, to_money, upsert_admission_job, write_session
+
+    now = clock()
+    with read_session(db) as session:
+        authorize(session, principal, "member", "project", body.project_id)
+        scope = load_scope(session, body.project_id, principal.user_id)
+    estimated = admission_request_facts(catalog, body, scope)
+    facts = estimated.facts
+    with write_session(db) as session:
+        job, created = upsert_admission_job(
+            session,
+            body.engine,
+            body.engine_job_id,
+            {
+                "org_id": scope.org_id,
+                "requester_id": principal.user_id,
+                "project_id": body.project_id,
+                "device_type": facts.device_type,
+                "device_count": facts.device_count,
+                "max_duration_h": to_money(body.max_duration_h, "max_duration_h"),
+                "worst_case_cost_usd": to_money(facts.cost_usd, "cost_usd"),
+                "worst_case_device_hours": to_money(Decimal(repr(facts.device_hours)), "device_hours"),
+                "worst_case_kwh": to_money(Decimal(repr(facts.energy_kwh)), "energy_kwh"),
+                "worst_case_co2e_kg": to_money(Decimal(repr(facts.co2e_kg)), "co2e_kg"),
+                "state": "admitted",
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        if not created:
+            if job.org_id != principal.org_id:
+                raise ApiError(409, f"engine job id {body.engine}/{body.engine_job_id} is taken")
+            return _public(session, job)
+        result = decide_and_reserve(session, catalog, estimated, scope, now, admission_job_id=job.id)
+        outcome, reasons = result.outcome, result.reasons
+        if outcome == "require_approval":
+            outcome = "deny"
+            reasons = (
+                *reasons,
+                "admission cannot wait for approvals: file a compute request (POST /api/v1/requests) instead",
+            )
+            from flopwise.store import release_reservations
+
+            release_reservations(session, admission_job_id=job.id)
+        job.state = "rejected" if outcome == "deny" else "admitted"
+        job.decision_trace = trace_json(
+            result.decision,
+            facts,
+            {
+                "outcome": outcome,
+                "reasons": reasons,
+                "policy_outcome": result.decision.outcome,
+                "workload_kind": STORE_WORKLOAD[body.workload],
+                "estimate": estimated.estimate,
+            },
+        )
+        job.updated_at = now
+        session.flush()
+        audit(
+            session,
+            principal,
+            "admission.decide",
+            {"job_id": job.id, "engine": job.engine, "engine_job_id": job.engine_job_id, "outcome": outcome,
+             "reasons": reasons, "worst_case_cost_usd": job.worst_case_cost_usd,
+             "reservation_ids": result.reservation_ids if outcome != "deny" else ()},
+            now,
+            scope.org_id,
+        )  # fmt: skip
+        return _public(session, job)
+
+
+@router.get("/{engine}/{job_id}", response_model=AdmissionPublic)
+def show(engine: EngineParam, job_id: JobParam, principal: CurrentPrincipal, db: DbDep) -> AdmissionPublic:
+    """The admission job, its decision and its reservations."""
+    from flopwise.store import read_session
+
+    with read_session(db) as session:
+        return _public(session, _job(session, principal, engine, job_id, "viewer"))
+
+
+@router.post("/{engine}/{job_id}/commit", response_model=AdmissionPublic)
+def commit(
+    engine: EngineParam, job_id: JobParam, principal: CurrentPrincipal, db: DbDep, clock: ClockDep
+) -> AdmissionPublic:
+    """The job started: its reservation becomes committed (repeating it is harmless)."""
+    from flopwise.store import commit_reservations, write_session
+
+    now = clock()
+    with write_session(db) as session:
+        job = _job(session, principal, engine, job_id, "member")
+        if job.state == "committed":
+            return _public(session, job)
+        if job.state != "admitted":
+            raise _conflict(job, "commit", ("admitted",))
+        count = commit_reservations(session, admission_job_id=job.id)
+        job.state, job.committed_at, job.updated_at = "committed", now, now
+        session.flush()
+        audit(
+            session, principal, "admission.commit", {"job_id": job.id, "reservations": count}, now, job.org_id
+        )
+        return _public(session, job)
+
+
+@router.post("/{engine}/{job_id}/release", response_model=AdmissionPublic)
+def release(
+    engine: EngineParam, job_id: JobParam, principal: CurrentPrincipal, db: DbDep, clock: ClockDep
+) -> AdmissionPublic:
+    """The job never ran: its reservation is released (repeating it is harmless)."""
+    from flopwise.store import release_reservations, write_session
+
+    now = clock()
+    with write_session(db) as session:
+        job = _job(session, principal, engine, job_id, "member")
+        if job.state == "released":
+            return _public(session, job)
+        if job.state not in ("admitted", "committed"):
+            raise _conflict(job, "release", ("admitted", "committed"))
+        count = release_reservations(session, admission_job_id=job.id)
+        job.state, job.ended_at, job.updated_at = "released", now, now
+        session.flush()
+        audit(
+            session,
+            principal,
+            "admission.release",
+            {"job_id": job.id, "reservations": count},
+            now,
+            job.org_id,
+        )
+        return _public(session, job)
+
+
+def _actual(job: Any, body: SettleIn) -> dict[str, Decimal]:
+    """Actual usage per budget unit: the given amounts, else the worst case scaled by actual / maximum hours."""
+    from flopwise.store import to_money
+
+    limit = job.max_duration_h or Decimal(0)
+    share = body.actual_duration_h / limit if limit > 0 else Decimal(1)
+    given = {
+        "usd": body.cost_usd,
+        "device_hours": body.device_hours,
+        "kwh": body.kwh,
+        "co2e_kg": body.co2e_kg,
+    }
+    out: dict[str, Decimal] = {}
+    for unit, column in _BUDGET_COLUMN.items():
+        value = given[unit]
+        if value is None:
+            worst = getattr(job, column) or Decimal(0)
+            value = worst * share
+        out[unit] = to_money(value, unit)
+    return out
+
+
+@router.post("/{engine}/{job_id}/settle", response_model=AdmissionPublic)
+def settle(
+    engine: EngineParam,
+    job_id: JobParam,
+    body: SettleIn,
+    principal: CurrentPrincipal,
+    db: DbDep,
+    clock: ClockDep,
+) -> AdmissionPublic:
+    """The job ended: its reservation is replaced by the actual usage (recorded even past a hard budget)."""
+    from flopwise.store import settle_reservations, write_session
+
+    now = clock()
+    with write_session(db) as session:
+        job = _job(session, principal, engine, job_id, "member")
+        if job.state not in ("admitted", "committed"):
+            raise _conflict(job, "settle", ("admitted", "committed"))
+        actual = _actual(job, body)
+        count = settle_reservations(session, actual, admission_job_id=job.id)
+        job.state, job.ended_at, job.updated_at = "settled", now, now
+        session.flush()
+        audit(session, principal, "admission.settle", {"job_id": job.id, "actual": actual, "reservations": count},
+              now, job.org_id)  # fmt: skip
+        return _public(session, job)

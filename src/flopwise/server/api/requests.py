@@ -1,0 +1,506 @@
+"""Compute requests: create (estimated, decided, reserved), list, show, approve, deny, cancel, comment.
+
+``POST /requests`` goes through :mod:`flopwise.server.decisions` (the same path as admission): ``allow`` is
+approved at once, ``require_approval`` waits as pending (its amounts reserved) until enough distinct approvers
+of the required role approve it or it expires, ``deny`` keeps nothing reserved. An ``Idempotency-Key`` header
+(or ``idempotency_key`` field) makes a retry return the first request instead of deciding and reserving again.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from flopwise import govern
+from flopwise.errors import InputError
+from flopwise.server.auth import Principal, authorize
+from flopwise.server.decisions import (
+    GOVERN_WORKLOAD,
+    STORE_WORKLOAD,
+    WorkloadIn,
+    audit,
+    decide_and_reserve,
+    load_scope,
+    request_facts,
+    to_jsonable,
+    trace_json,
+)
+from flopwise.server.deps import CatalogDep, ClockDep, CurrentPrincipal, DbDep, SettingsDep
+from flopwise.server.errors import ApiError
+
+router = APIRouter(prefix="/requests", tags=["requests"])
+
+#: a pending request with no expiry stored never expires; approvals still need a deadline for the state machine
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+class RequestCreate(WorkloadIn):
+    """A compute request; ``idempotency_key`` may also come as the ``Idempotency-Key`` header."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class VotePublic(BaseModel):
+    approver_id: int
+    verdict: str
+    comment: str | None
+    at: datetime
+
+
+class CommentPublic(BaseModel):
+    id: int
+    author_id: int
+    body: str
+    at: datetime
+
+
+class ReservationPublic(BaseModel):
+    budget_id: int
+    unit: str
+    amount: Decimal
+    reserved_amount: Decimal
+    state: str
+
+
+class RequestPublic(BaseModel):
+    id: int
+    org_id: int
+    project_id: int
+    requester_id: int
+    workload: str
+    device_type: str | None
+    device_count: int
+    duration_h: Decimal | None
+    estimated_flops: float | None
+    estimated_cost_usd: Decimal | None
+    estimated_device_hours: Decimal | None
+    estimated_kwh: Decimal | None
+    estimated_co2e_kg: Decimal | None
+    state: str
+    outcome: str | None
+    reasons: list[str]
+    warnings: list[str]
+    threshold_flags: list[str]
+    approvals_required: int
+    approver_role: str
+    approvals: list[VotePublic]
+    comments: list[CommentPublic]
+    reservations: list[ReservationPublic]
+    idempotency_key: str | None
+    created_at: datetime
+    decided_at: datetime | None
+    expires_at: datetime | None
+    decision_trace: dict[str, Any] | None
+    estimate: dict[str, Any] | None
+
+
+class VerdictIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str = Field(default="", max_length=10_000)
+
+
+class DenyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str = Field(min_length=1, max_length=10_000, description="why the request is denied")
+
+
+class CommentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: str = Field(min_length=1, max_length=10_000)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _public(session: Session, row: Any, now: datetime | None = None) -> RequestPublic:
+    from flopwise.store import Approval, BudgetReservation, Comment
+
+    trace = row.decision_trace or {}
+    state = row.state
+    if now is not None and state == "pending" and row.expires_at is not None and row.expires_at <= now:
+        state = "expired"  # a read does not write; the next write marks it and releases its reservations
+    votes = session.scalars(select(Approval).where(Approval.request_id == row.id).order_by(Approval.id))
+    comments = session.scalars(select(Comment).where(Comment.request_id == row.id).order_by(Comment.id))
+    reservations = session.scalars(
+        select(BudgetReservation).where(BudgetReservation.request_id == row.id).order_by(BudgetReservation.id)
+    )
+    flags = [f.get("threshold_id", "") for f in (trace.get("trace") or {}).get("thresholds", [])]
+    return RequestPublic(
+        id=row.id,
+        org_id=row.org_id,
+        project_id=row.project_id,
+        requester_id=row.requester_id,
+        workload=GOVERN_WORKLOAD.get(row.workload_kind, row.workload_kind),
+        device_type=row.device_type,
+        device_count=row.device_count,
+        duration_h=row.duration_h,
+        estimated_flops=row.estimated_flops,
+        estimated_cost_usd=row.estimated_cost_usd,
+        estimated_device_hours=row.estimated_device_hours,
+        estimated_kwh=row.estimated_kwh,
+        estimated_co2e_kg=row.estimated_co2e_kg,
+        state=state,
+        outcome=trace.get("outcome"),
+        reasons=list(trace.get("reasons", [])),
+        warnings=list(trace.get("warnings", [])),
+        threshold_flags=flags,
+        approvals_required=int(trace.get("approvals_required", 0)),
+        approver_role=trace.get("approver_role", ""),
+        approvals=[
+            VotePublic(approver_id=v.approver_id, verdict=v.verdict, comment=v.comment, at=v.at)
+            for v in votes
+        ],
+        comments=[CommentPublic(id=c.id, author_id=c.author_id, body=c.body, at=c.at) for c in comments],
+        reservations=[
+            ReservationPublic(
+                budget_id=r.budget_id,
+                unit=r.unit,
+                amount=r.amount,
+                reserved_amount=r.reserved_amount,
+                state=r.state,
+            )
+            for r in reservations
+        ],
+        idempotency_key=row.idempotency_key,
+        created_at=row.created_at,
+        decided_at=row.decided_at,
+        expires_at=row.expires_at,
+        decision_trace=row.decision_trace,
+        estimate=row.estimate,
+    )
+
+
+def expire_due(db: Any, now: datetime) -> list[int]:
+    """Expire pending requests past their deadline, release their reservations and audit it (own transaction)."""
+    from flopwise.store import ComputeRequest, expire_pending_requests, release_reservations, write_session
+
+    with write_session(db) as session:
+        ids = expire_pending_requests(session, now)
+        for request_id in ids:
+            release_reservations(session, request_id=request_id)
+            org_id = session.scalar(select(ComputeRequest.org_id).where(ComputeRequest.id == request_id))
+            audit(session, None, "request.expire", {"request_id": request_id}, now, org_id)
+    return ids
+
+
+def _get_request(session: Session, principal: Principal, request_id: int, *, lock: bool = False) -> Any:
+    from flopwise.store import ComputeRequest
+
+    stmt = select(ComputeRequest).where(ComputeRequest.id == request_id)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = session.scalars(stmt.execution_options(populate_existing=True)).first()
+    if row is None or row.org_id != principal.org_id:
+        raise ApiError(404, f"request {request_id} not found")
+    return row
+
+
+def _approval_state(session: Session, row: Any) -> govern.ApprovalState:
+    from flopwise.store import Approval
+
+    trace = row.decision_trace or {}
+    votes = tuple(
+        govern.Vote(
+            str(v.approver_id), trace.get("approver_role") or "approver", v.verdict, v.at, v.comment or ""
+        )
+        for v in session.scalars(select(Approval).where(Approval.request_id == row.id).order_by(Approval.id))
+    )
+    return govern.ApprovalState(
+        request_id=str(row.id),
+        requester=str(row.requester_id),
+        approvals_required=max(int(trace.get("approvals_required", 0)), 1),
+        role=trace.get("approver_role") or "approver",
+        status=row.state,
+        created_at=row.created_at,
+        expires_at=row.expires_at or _FAR_FUTURE,
+        votes=votes,
+    )
+
+
+def _transition_error(err: InputError) -> ApiError:
+    """govern.approvals refusals as HTTP: who may act -> 403; the request's state or deadline -> 409."""
+    status = (
+        403 if err.field in ("actor", "actor_role") else 409 if err.field in ("status", "expires_at") else 422
+    )
+    return ApiError(status, str(err), [{"field": err.field, "message": str(err)}])
+
+
+# ---------------------------------------------------------------------------------------------- routes
+
+
+@router.post("", response_model=RequestPublic, status_code=201)
+def create_request(
+    body: RequestCreate,
+    response: Response,
+    principal: CurrentPrincipal,
+    db: DbDep,
+    clock: ClockDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    ] = None,
+) -> RequestPublic:
+    """Estimate, decide and reserve a compute request; 201 when new, 200 for a repeated idempotency key."""
+    from flopwise.store import insert_request_idempotent, read_session, to_money, write_session
+
+    if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
+        raise ApiError(
+            422,
+            "the Idempotency-Key header and the idempotency_key field differ",
+            [{"field": "idempotency_key", "message": "give the key once, or the same key in both places"}],
+        )
+    key = idempotency_key or body.idempotency_key
+    now = clock()
+    with read_session(db) as session:
+        authorize(session, principal, "member", "project", body.project_id)
+        scope = load_scope(session, body.project_id, principal.user_id)
+    estimated = request_facts(catalog, body, scope, settings.catalog_dir)
+    facts = estimated.facts
+    inputs = body.model_dump(mode="json", exclude={"idempotency_key"})
+    expire_due(db, now)
+    with write_session(db) as session:
+        row, created = insert_request_idempotent(
+            session,
+            {
+                "org_id": scope.org_id,
+                "requester_id": principal.user_id,
+                "project_id": body.project_id,
+                "workload_kind": STORE_WORKLOAD[body.workload],
+                "inputs": inputs,
+                "estimate": estimated.estimate,
+                "device_type": facts.device_type,
+                "device_count": facts.device_count,
+                "duration_h": to_money(Decimal(repr(facts.duration_s / 3600.0)), "duration_h"),
+                "estimated_flops": facts.flops,
+                "estimated_cost_usd": to_money(facts.cost_usd, "cost_usd"),
+                "estimated_device_hours": to_money(Decimal(repr(facts.device_hours)), "device_hours"),
+                "estimated_kwh": to_money(Decimal(repr(facts.energy_kwh)), "energy_kwh"),
+                "estimated_co2e_kg": to_money(Decimal(repr(facts.co2e_kg)), "co2e_kg"),
+                "state": "pending",
+                "idempotency_key": key,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        if not created:
+            if row.inputs != inputs:
+                raise ApiError(
+                    409,
+                    f"Idempotency-Key {key!r} was already used for request {row.id} with a different body; "
+                    "use a new key for a new request",
+                    [{"field": "idempotency_key", "message": "reused with a different request body"}],
+                )
+            response.status_code = 200
+            return _public(session, row, now)
+        result = decide_and_reserve(session, catalog, estimated, scope, now, request_id=row.id)
+        decision = result.decision
+        row.state = {"allow": "approved", "require_approval": "pending", "deny": "denied"}[result.outcome]
+        row.decision_trace = trace_json(
+            decision,
+            facts,
+            {"outcome": result.outcome, "reasons": result.reasons, "policy_outcome": decision.outcome},
+        )
+        if row.state == "pending":
+            row.expires_at = now + timedelta(hours=settings.request_expiry_hours)
+        else:
+            row.decided_at = now
+        row.updated_at = now
+        session.flush()
+        audit(
+            session,
+            principal,
+            "request.create",
+            {
+                "request_id": row.id,
+                "project_id": row.project_id,
+                "outcome": result.outcome,
+                "state": row.state,
+                "reasons": result.reasons,
+                "warnings": decision.warnings,
+                "cost_usd": facts.cost_usd,
+                "device_hours": row.estimated_device_hours,
+                "flops": facts.flops,
+                "reservation_ids": result.reservation_ids,
+                "decided_by": decision.trace.policy.decided_by,
+                "threshold_flags": [f.threshold_id for f in decision.trace.thresholds],
+            },
+            now,
+            scope.org_id,
+        )
+        return _public(session, row, now)
+
+
+@router.get("", response_model=list[RequestPublic])
+def list_requests(
+    principal: CurrentPrincipal,
+    db: DbDep,
+    clock: ClockDep,
+    state: Annotated[str | None, Query(pattern="^(pending|approved|denied|cancelled|expired)$")] = None,
+    project_id: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> list[RequestPublic]:
+    """The organization's requests, newest first (``pending`` past its deadline shows as ``expired``)."""
+    from flopwise.store import ComputeRequest, read_session
+
+    now = clock()
+    with read_session(db) as session:
+        stmt = select(ComputeRequest).where(ComputeRequest.org_id == principal.org_id)
+        if project_id is not None:
+            stmt = stmt.where(ComputeRequest.project_id == project_id)
+        if state == "expired":
+            stmt = stmt.where(
+                (ComputeRequest.state == "expired")
+                | ((ComputeRequest.state == "pending") & (ComputeRequest.expires_at <= now))
+            )
+        elif state == "pending":
+            stmt = stmt.where(
+                ComputeRequest.state == "pending",
+                (ComputeRequest.expires_at.is_(None)) | (ComputeRequest.expires_at > now),
+            )
+        elif state is not None:
+            stmt = stmt.where(ComputeRequest.state == state)
+        rows = session.scalars(stmt.order_by(ComputeRequest.id.desc()).limit(limit).offset(offset))
+        return [_public(session, row, now) for row in rows]
+
+
+@router.get("/{request_id}", response_model=RequestPublic)
+def show_request(request_id: int, principal: CurrentPrincipal, db: DbDep, clock: ClockDep) -> RequestPublic:
+    """One request with its decision trace, votes, comments and reservations."""
+    from flopwise.store import read_session
+
+    with read_session(db) as session:
+        row = _get_request(session, principal, request_id)
+        authorize(session, principal, "viewer", "project", row.project_id)
+        return _public(session, row, clock())
+
+
+def _vote(
+    db: Any, principal: Principal, request_id: int, now: datetime, verdict: str, comment: str
+) -> RequestPublic:
+    from flopwise.store import Approval, release_reservations, write_session
+
+    expire_due(db, now)
+    with write_session(db) as session:
+        row = _get_request(session, principal, request_id, lock=True)
+        role = authorize(session, principal, "viewer", "project", row.project_id)
+        state = _approval_state(session, row)
+        try:
+            if verdict == "approve":
+                new = govern.approve(state, str(principal.user_id), role, now, comment)
+            else:
+                new = govern.deny(state, str(principal.user_id), role, now, comment)
+        except InputError as err:
+            raise _transition_error(err) from None
+        session.add(
+            Approval(
+                request_id=row.id,
+                approver_id=principal.user_id,
+                verdict=verdict,
+                comment=comment or None,
+                at=now,
+            )
+        )
+        if new.status != row.state:
+            row.state = new.status
+            row.decided_at = now
+            if new.status == "denied":
+                release_reservations(session, request_id=row.id)
+        row.updated_at = now
+        session.flush()
+        audit(
+            session,
+            principal,
+            f"request.{verdict}",
+            {"request_id": row.id, "comment": comment, "state": row.state, "approvals": new.approvals,
+             "approvals_required": new.approvals_required},
+            now,
+            row.org_id,
+        )  # fmt: skip
+        return _public(session, row, now)
+
+
+@router.post("/{request_id}/approve", response_model=RequestPublic)
+def approve_request(
+    request_id: int, principal: CurrentPrincipal, db: DbDep, clock: ClockDep, body: VerdictIn | None = None
+) -> RequestPublic:
+    """Approve a pending request; it is approved at the n-th distinct approver of the required role.
+
+    Nobody approves their own request (403), an approver votes once (403), and a request that is no longer
+    pending or has expired answers 409.
+    """
+    return _vote(db, principal, request_id, clock(), "approve", body.comment if body else "")
+
+
+@router.post("/{request_id}/deny", response_model=RequestPublic)
+def deny_request(
+    request_id: int, body: DenyIn, principal: CurrentPrincipal, db: DbDep, clock: ClockDep
+) -> RequestPublic:
+    """Deny a pending request (a comment saying why is required); its reservations are released."""
+    return _vote(db, principal, request_id, clock(), "deny", body.comment)
+
+
+@router.post("/{request_id}/cancel", response_model=RequestPublic)
+def cancel_request(request_id: int, principal: CurrentPrincipal, db: DbDep, clock: ClockDep) -> RequestPublic:
+    """Cancel a pending or approved request (the requester or an admin); its reservations are released."""
+    from flopwise.store import release_reservations, write_session
+
+    now = clock()
+    expire_due(db, now)
+    with write_session(db) as session:
+        row = _get_request(session, principal, request_id, lock=True)
+        role = authorize(session, principal, "viewer", "project", row.project_id)
+        try:
+            govern.cancel(_approval_state(session, row), str(principal.user_id), role, now)
+        except InputError as err:
+            raise _transition_error(err) from None
+        row.state = "cancelled"
+        row.decided_at = now
+        row.updated_at = now
+        released = release_reservations(session, request_id=row.id)
+        session.flush()
+        audit(
+            session,
+            principal,
+            "request.cancel",
+            {"request_id": row.id, "released": released},
+            now,
+            row.org_id,
+        )
+        return _public(session, row, now)
+
+
+@router.post("/{request_id}/comments", response_model=CommentPublic, status_code=201)
+def comment_request(
+    request_id: int, body: CommentIn, principal: CurrentPrincipal, db: DbDep, clock: ClockDep
+) -> CommentPublic:
+    """Add a comment to a request (anyone who can see it, in any state)."""
+    from flopwise.store import Comment, write_session
+
+    now = clock()
+    if not body.body.strip():
+        raise ApiError(422, "a comment needs some text", [{"field": "body", "message": "give some text"}])
+    with write_session(db) as session:
+        row = _get_request(session, principal, request_id)
+        authorize(session, principal, "viewer", "project", row.project_id)
+        comment = Comment(request_id=row.id, author_id=principal.user_id, body=body.body, at=now)
+        session.add(comment)
+        session.flush()
+        audit(session, principal, "request.comment", {"request_id": row.id, "comment_id": comment.id, "body": body.body},
+              now, row.org_id)  # fmt: skip
+        return CommentPublic(id=comment.id, author_id=comment.author_id, body=comment.body, at=comment.at)
+
+
+__all__ = ["RequestCreate", "RequestPublic", "expire_due", "router", "to_jsonable"]
