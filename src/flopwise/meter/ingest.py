@@ -34,6 +34,7 @@ the first made from one input row (a compressed Slurm job-array line such as ``1
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import os
@@ -232,10 +233,20 @@ def _url_lines(client: httpx.Client, url: str, progress: Progress | None) -> Ite
                     url, None, f"the server answered HTTP {response.status_code}; check the URL"
                 )
             total = int(response.headers["content-length"]) if "content-length" in response.headers else None
-            for line in response.iter_lines():
+            decoder = codecs.getincrementaldecoder("utf-8-sig")()
+            done, pending = 0, ""
+            for chunk in response.iter_bytes():
+                done += len(chunk)
+                pending += decoder.decode(chunk)
+                *complete, pending = pending.splitlines(keepends=True) or [""]
+                if pending.endswith(("\n", "\r")):
+                    complete, pending = [*complete, pending], ""
+                yield from complete
                 if progress is not None:
-                    progress(response.num_bytes_downloaded, total)
-                yield line + "\n"
+                    progress(done, total)
+            pending += decoder.decode(b"", final=True)
+            if pending:
+                yield pending
     except httpx.HTTPError as err:
         raise IngestError(
             url, None, f"could not fetch it ({type(err).__name__}: {err}); is the server up?"

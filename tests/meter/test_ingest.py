@@ -1,0 +1,248 @@
+"""The ingest pipeline on the real sample files in ../shared/data, on SQLite and PostgreSQL.
+
+Every sample ingests; the same file twice adds nothing; input rows reconcile with ledger records, rejects and
+rolled-up rows; a truncated file, a wrong delimiter and a file of the wrong kind behave; a URL is read through
+an injected httpx client.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from flopwise.catalog import load_catalog
+from flopwise.errors import InputError
+from flopwise.meter.ingest import IngestOptions, ingest_source
+from flopwise.store import IngestReject, IngestRun, UsageRecordRow, read_session
+
+# the store's fixtures (a clean, migrated database per module on each backend), reused as they are
+_spec = importlib.util.spec_from_file_location(
+    "_store_conftest", Path(__file__).resolve().parents[1] / "store" / "conftest.py"
+)
+_store = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _store
+_spec.loader.exec_module(_store)
+empty_database_url = _store.empty_database_url
+database_url = _store.database_url
+engine = _store.engine
+factory = _store.factory
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+CAT = load_catalog()
+SCRAPED_AT = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+# (source, file, options, expected (rows_read, records, rejected, rolled_up, expanded)) - counts checked by hand
+# against the files: hb-jobinfo has 242 lines = 87 metered jobs + 136 steps + 19 rejected lines (never started,
+# pending, running, and their steps); the xdmod array log expands 6 lines into 23 task records.
+SAMPLES = [
+    ("slurm", "slurm/hb-jobinfo-sacct.txt",
+     IngestOptions(assume_tz="Europe/Amsterdam", fields="hb-jobinfo", cluster="hb", region="country:NL"),
+     (242, 87, 19, 136, 0)),
+    ("slurm", "slurm/xdmod-accounting-logs.log", IngestOptions(assume_tz="UTC", fields="xdmod"), (4, 4, 0, 0, 0)),
+    ("slurm", "slurm/xdmod-accounting-logs-with-job-arrays.log", IngestOptions(assume_tz="UTC", fields="xdmod"),
+     (6, 23, 0, 0, 17)),
+    ("slurm", "slurm/xdmod-non-ended-job-state.log", IngestOptions(assume_tz="UTC", fields="xdmod"), (2, 0, 2, 0, 0)),
+    ("slurm", "slurm/xdmod-unknown-job-state.log", IngestOptions(assume_tz="UTC", fields="xdmod"), (2, 0, 2, 0, 0)),
+    ("slurm", "slurm/xdmod-utf8-multibyte-chars.log", IngestOptions(assume_tz="UTC", fields="xdmod"), (1, 1, 0, 0, 0)),
+    ("focus", "focus/focus-1.0-sample.csv", IngestOptions(assume_tz="UTC"), (1000, 1000, 0, 0, 0)),
+    ("aws-cur", "focus/aws-cur-anonymous-sample.csv", IngestOptions(assume_tz="UTC"), (1281, 1281, 0, 0, 0)),
+    ("azure", "focus/azure-ea-anonymous-sample.csv", IngestOptions(), (27, 27, 0, 0, 0)),
+    ("oci", "focus/oci-cost-report-sample.csv", IngestOptions(assume_tz="UTC"), (506, 506, 0, 0, 0)),
+    ("dcgm", "dcgm/h100x8-dcgm-exporter-scrape.prom", IngestOptions(scraped_at=SCRAPED_AT, region="country:US"),
+     (30, 8, 0, 22, 0)),
+]  # fmt: skip
+
+
+def sample(rel: str) -> Path:
+    path = DATA / rel
+    if not path.exists():
+        pytest.skip(f"sample file {rel} is absent from ../shared/data")
+    return path
+
+
+def ledger_count(factory, run_id: int | None = None) -> int:
+    with read_session(factory) as s:
+        q = select(func.count()).select_from(UsageRecordRow)
+        if run_id is not None:
+            q = q.where(UsageRecordRow.ingest_run_id == run_id)
+        return s.scalar(q)
+
+
+@pytest.mark.parametrize(("source", "rel", "options", "expected"), SAMPLES, ids=[s[1] for s in SAMPLES])
+def test_every_sample_ingests_reconciles_and_is_idempotent(factory, source, rel, options, expected):
+    path = sample(rel)
+    rows_read, records, rejected, rolled_up, expanded = expected
+    first = ingest_source(factory, source, path, catalog=CAT, options=options)
+    assert first.status == ("partial" if rejected else "ok"), first.message
+    assert (first.rows_read, first.records_inserted + first.records_duplicate, first.rows_rejected) == (
+        rows_read, records, rejected,
+    )  # fmt: skip
+    assert (first.rows_rolled_up, first.records_expanded) == (rolled_up, expanded)
+    assert first.reconciles
+    before = ledger_count(factory)
+    second = ingest_source(factory, source, path, catalog=CAT, options=options)
+    assert (second.records_inserted, second.records_duplicate) == (0, records)
+    assert second.reconciles
+    assert ledger_count(factory) == before  # the same input twice changes nothing
+    with read_session(factory) as s:
+        run = s.get(IngestRun, second.run_id)
+        assert (run.status, run.rows_read, run.records_duplicate, run.rows_rejected) == (
+            second.status, rows_read, records, rejected,
+        )  # fmt: skip
+        assert s.scalar(select(func.count()).where(IngestReject.ingest_run_id == run.id)) >= rejected
+
+
+def test_slurm_records_are_costed_from_the_catalog(factory):
+    path = sample("slurm/hb-jobinfo-sacct.txt")
+    ingest_source(factory, "slurm", path, catalog=CAT, options=SAMPLES[0][2])
+    with read_session(factory) as s:
+        rows = s.scalars(select(UsageRecordRow).where(UsageRecordRow.source == "slurm")).all()
+        s.expunge_all()
+    gpu = [r for r in rows if r.x_device_hours]
+    assert gpu, "the hb-jobinfo sample has GPU jobs"
+    for r in gpu:
+        assert r.cost_basis in ("catalog-onprem", "catalog-cloud")
+        assert r.cost_usd > 0 and r.energy_basis in ("measured", "estimated")
+        assert r.x_co2e_kg > 0  # country:NL
+        if r.x_gpu_utilization is not None:
+            assert r.idle_device_hours == pytest.approx(
+                r.x_device_hours * (1 - r.x_gpu_utilization), rel=1e-9
+            )
+    for r in rows:
+        assert r.org_id is None  # unattributed is kept, not dropped
+        assert r.cost_usd is None or r.cost_usd >= 0
+
+
+def test_focus_billed_cost_is_kept_exactly(factory):
+    path = sample("focus/focus-1.0-sample.csv")
+    ingest_source(factory, "focus", path, catalog=CAT, options=IngestOptions(assume_tz="UTC"))
+    with read_session(factory) as s:
+        billed, cost = s.execute(
+            select(func.sum(UsageRecordRow.billed_cost), func.sum(UsageRecordRow.cost_usd)).where(
+                UsageRecordRow.source == "focus", UsageRecordRow.cost_basis == "billed"
+            )
+        ).one()
+    assert Decimal(billed) == Decimal(cost)
+
+
+def test_dcgm_single_scrape_meters_the_interval_before_it(factory):
+    path = sample("dcgm/h100x8-dcgm-exporter-scrape.prom")
+    r = ingest_source(factory, "dcgm", path, catalog=CAT, options=IngestOptions(
+        scraped_at=datetime(2025, 6, 2, tzinfo=UTC), scrape_interval_s=60))  # fmt: skip
+    assert r.records_inserted == 8
+    with read_session(factory) as s:
+        rows = s.scalars(select(UsageRecordRow).where(UsageRecordRow.ingest_run_id == r.run_id)).all()
+        s.expunge_all()
+    for row in rows:
+        assert row.x_device_type == "h100-sxm"
+        assert row.x_device_hours == pytest.approx(60 / 3600)
+        assert row.energy_basis == "measured"
+        assert row.x_energy_kwh == pytest.approx(row.x_extra["power_w"] * 60 / 3.6e6)
+
+
+def test_truncated_file_rejects_the_broken_line_and_keeps_the_rest(factory, tmp_path):
+    lines = sample("focus/focus-1.0-sample.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    cut = "".join(lines[:51]) + lines[51][: len(lines[51]) // 3]
+    path = tmp_path / "truncated.csv"
+    path.write_text(cut, encoding="utf-8")
+    r = ingest_source(factory, "focus", path, catalog=CAT, options=IngestOptions(assume_tz="UTC"))
+    assert r.status == "partial" and r.reconciles
+    assert (r.rows_read, r.rows_rejected) == (51, 1)
+    assert r.rejects[0].line == 52
+
+
+def test_wrong_delimiter_fails_with_one_message_and_leaves_nothing(factory, tmp_path):
+    path = tmp_path / "semicolons.txt"
+    text = sample("slurm/xdmod-accounting-logs.log").read_text(encoding="utf-8").replace("|", ";")
+    path.write_text(text, encoding="utf-8")
+    before = ledger_count(factory)
+    r = ingest_source(factory, "slurm", path, catalog=CAT, options=IngestOptions(
+        assume_tz="UTC", fields="xdmod", delimiter="|"))  # fmt: skip
+    assert r.status == "failed" or r.records_inserted == 0
+    assert ledger_count(factory) == before
+    if r.status == "failed":
+        assert r.message
+
+
+def test_a_file_of_the_wrong_kind_fails_the_run(factory):
+    path = sample("dcgm/h100x8-dcgm-exporter-scrape.prom")
+    before = ledger_count(factory)
+    r = ingest_source(factory, "focus", path, catalog=CAT)
+    assert r.status == "failed" and "not a FOCUS file" in r.message
+    assert ledger_count(factory) == before
+    with read_session(factory) as s:
+        assert s.get(IngestRun, r.run_id).status == "failed"
+
+
+def test_failure_midway_removes_what_the_run_wrote(factory, tmp_path, monkeypatch):
+    """An IngestError after some batches were committed: those records are deleted, the run is failed."""
+    from flopwise.errors import IngestError
+    from flopwise.meter import ingest as ingest_mod
+
+    src = sample("focus/focus-1.0-sample.csv")
+    real = ingest_mod.parse_focus
+
+    def breaks_late(lines, **kw):
+        for i, rec in enumerate(real(lines, **kw)):
+            if i == 700:
+                raise IngestError(str(src), 702, "simulated: the input stops making sense here")
+            yield rec.__class__(**{**rec.__dict__, "source_key": rec.source_key + ":midway"})
+
+    monkeypatch.setattr(ingest_mod, "parse_focus", breaks_late)
+    before = ledger_count(factory)
+    r = ingest_source(
+        factory, "focus", src, catalog=CAT, options=IngestOptions(assume_tz="UTC", batch_size=100)
+    )
+    assert r.status == "failed" and "simulated" in r.message
+    assert ledger_count(factory) == before
+    assert ledger_count(factory, r.run_id) == 0
+
+
+def test_missing_file_and_unknown_source(factory, tmp_path):
+    r = ingest_source(factory, "slurm", tmp_path / "nope.txt", catalog=CAT)
+    assert r.status == "failed" and "no such file" in r.message
+    with pytest.raises(InputError):
+        ingest_source(factory, "splunk", tmp_path / "nope.txt", catalog=CAT)
+
+
+def test_gzip_file(factory, tmp_path):
+    import gzip
+
+    src = sample("focus/oci-cost-report-sample.csv")
+    path = tmp_path / "oci.csv.gz"
+    path.write_bytes(gzip.compress(src.read_bytes()))
+    r = ingest_source(factory, "oci", path, catalog=CAT, options=IngestOptions(assume_tz="UTC"))
+    assert r.reconciles and r.rows_read == 506 and r.records_inserted + r.records_duplicate == 506
+
+
+def test_url_through_an_injected_client_with_progress(factory):
+    body = sample("dcgm/h100x8-dcgm-exporter-scrape.prom").read_bytes()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/metrics":
+            return httpx.Response(200, content=body, headers={"content-length": str(len(body))})
+        return httpx.Response(404)
+
+    seen: list[tuple[int, int | None]] = []
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        r = ingest_source(factory, "dcgm", "http://gpu-node-1:9400/metrics", catalog=CAT, http_client=client,
+                          options=IngestOptions(scraped_at=datetime(2025, 6, 3, tzinfo=UTC)),
+                          progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+        assert r.status == "ok" and r.records_inserted == 8
+        assert seen and seen[-1] == (len(body), len(body))
+        bad = ingest_source(factory, "dcgm", "http://gpu-node-1:9400/nope", catalog=CAT, http_client=client)
+    assert bad.status == "failed" and "HTTP 404" in bad.message
+
+
+def test_progress_reports_bytes_of_a_file(factory):
+    path = sample("focus/azure-ea-anonymous-sample.csv")
+    seen: list[tuple[int, int | None]] = []
+    ingest_source(factory, "azure", path, catalog=CAT, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (path.stat().st_size, path.stat().st_size)
