@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from flopwise.cli import catalog_cmd, client_cmd, estimate_cmd, models_cmd, plan_cmd, server_cmd, validate_cmd
+from flopwise.cli import (
+    catalog_cmd,
+    client_cmd,
+    estimate_cmd,
+    ingest_cmd,
+    models_cmd,
+    plan_cmd,
+    server_cmd,
+    validate_cmd,
+)
 
 app = typer.Typer(
     name="flopwise",
@@ -19,6 +28,7 @@ app.add_typer(plan_cmd.app, name="plan")
 app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(models_cmd.app, name="models")
 app.command("validate")(validate_cmd.validate)
+app.command("ingest")(ingest_cmd.ingest)
 app.command("serve")(server_cmd.serve)
 app.add_typer(server_cmd.admin_app, name="admin")
 app.add_typer(server_cmd.audit_app, name="audit")

@@ -1,0 +1,67 @@
+"""``flopwise ingest`` end to end: a summary table or one JSON object, rejects on stderr, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flopwise.cli.main import app
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+runner = CliRunner()
+
+
+def sample(rel: str) -> Path:
+    path = DATA / rel
+    if not path.exists():
+        pytest.skip(f"sample file {rel} is absent from ../shared/data")
+    return path
+
+
+def test_ingest_json_twice_then_duplicates(tmp_path):
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    args = ["ingest", "slurm", str(sample("slurm/hb-jobinfo-sacct.txt")), "--database-url", db,
+            "--assume-tz", "Europe/Amsterdam", "--format", "hb-jobinfo", "--cluster", "hb", "--json"]  # fmt: skip
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    body = json.loads(first.stdout)
+    assert (body["status"], body["rows_read"], body["records_inserted"], body["rows_rejected"]) == (
+        "partial", 242, 87, 19,
+    )  # fmt: skip
+    assert body["reconciles"] is True and body["rejects"][0]["line"] == 3
+    second = json.loads(runner.invoke(app, args).stdout)
+    assert (second["records_inserted"], second["records_duplicate"]) == (0, 87)
+
+
+def test_ingest_table_and_rejects_on_stderr(tmp_path):
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    result = runner.invoke(
+        app, ["ingest", "focus", str(sample("focus/focus-1.0-sample.csv")), "--database-url", db]
+    )
+    assert result.exit_code == 0
+    assert "rows read" in result.stdout and "1,000" in result.stdout
+    assert "no time zone" in result.stderr  # every row rejected with its reason: --assume-tz was not given
+
+
+def test_failed_run_exits_1_with_one_message(tmp_path):
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    result = runner.invoke(app, ["ingest", "focus", str(sample("dcgm/h100x8-dcgm-exporter-scrape.prom")),
+                                 "--database-url", db])  # fmt: skip
+    assert result.exit_code == 1
+    assert "not a FOCUS file" in result.stderr and "nothing of this input was kept" in result.stderr
+
+
+def test_unknown_source_is_a_usage_error(tmp_path):
+    result = runner.invoke(
+        app, ["ingest", "splunk", "x.csv", "--database-url", f"sqlite:///{tmp_path / 'f.db'}"]
+    )
+    assert result.exit_code == 2
+
+
+def test_unknown_region_is_bad_input(tmp_path):
+    result = runner.invoke(app, ["ingest", "focus", str(sample("focus/focus-1.0-sample.csv")),
+                                 "--database-url", f"sqlite:///{tmp_path / 'f.db'}", "--region", "country:Atlantis"])  # fmt: skip
+    assert result.exit_code == 2
