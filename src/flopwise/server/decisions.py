@@ -608,7 +608,11 @@ def budget_usage(session: Session, budget_id: int, window: tuple[datetime, datet
 
 
 def _quota_states(
-    session: Session, catalog: Catalog, scope: RequestScope, now: datetime, exclude_job: int | None
+    session: Session,
+    catalog: Catalog,
+    scope: RequestScope,
+    now: datetime,
+    exclude: tuple[int | None, int | None],
 ) -> list[govern.QuotaState]:
     stmt = select(Quota).where(
         ((Quota.scope_kind == "org") & (Quota.scope_id == scope.org_id))
@@ -620,7 +624,7 @@ def _quota_states(
     quotas = list(session.scalars(stmt.order_by(Quota.id)))
     if not quotas:
         return []
-    held = _devices_held(session, catalog, scope, now, exclude_job)
+    held = _devices_held(session, catalog, scope, now, exclude)
     out = []
     for quota in quotas:
         gq = govern.Quota(
@@ -652,7 +656,11 @@ def _in_scope(kind: str, ids: tuple[int, int], scope: RequestScope) -> bool:
 
 
 def _devices_held(
-    session: Session, catalog: Catalog, scope: RequestScope, now: datetime, exclude_job: int | None
+    session: Session,
+    catalog: Catalog,
+    scope: RequestScope,
+    now: datetime,
+    exclude: tuple[int | None, int | None],
 ) -> dict[tuple[tuple[int, int], str, str], Decimal]:
     """Devices held now in the organization, by (team, project), device type and class.
 
@@ -669,12 +677,14 @@ def _devices_held(
         held[key] = held.get(key, Decimal(0)) + Decimal(count)
 
     requests = session.execute(
-        select(ComputeRequest.device_type, ComputeRequest.device_count, ComputeRequest.created_at,
-               ComputeRequest.duration_h, Project.team_id, Project.id)
+        select(ComputeRequest.id, ComputeRequest.device_type, ComputeRequest.device_count,
+               ComputeRequest.created_at, ComputeRequest.duration_h, Project.team_id, Project.id)
         .join(Project, Project.id == ComputeRequest.project_id)
         .where(ComputeRequest.org_id == scope.org_id, ComputeRequest.state.in_(("pending", "approved")))
     ).all()  # fmt: skip
-    for device_type, count, created_at, duration_h, team_id, project_id in requests:
+    for request_id, device_type, count, created_at, duration_h, team_id, project_id in requests:
+        if request_id == exclude[0]:
+            continue
         if duration_h is not None and created_at + timedelta(hours=float(duration_h)) <= now:
             continue
         add(team_id, project_id, device_type, count)
@@ -684,7 +694,7 @@ def _devices_held(
         .where(AdmissionJob.org_id == scope.org_id, AdmissionJob.state.in_(("admitted", "committed")))
     ).all()  # fmt: skip
     for job_id, device_type, count, team_id, project_id in jobs:
-        if job_id != exclude_job:
+        if job_id != exclude[1]:
             add(team_id, project_id, device_type, count)
     return held
 
@@ -749,7 +759,7 @@ def decide_and_reserve(
         states.append(
             govern.BudgetState(_govern_budget(budget, scope), budget_usage(session, budget.id, window))
         )
-    quotas = _quota_states(session, catalog, scope, now, admission_job_id)
+    quotas = _quota_states(session, catalog, scope, now, (request_id, admission_job_id))
     is_accepted, aup_version = _aup_accepted(session, scope.org_id, scope.user_id)
     policies = [_parsed_policy(p.id, p.yaml_text) for p in current_policies(session, scope.org_id)]
     decision = govern.decide(

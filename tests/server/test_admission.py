@@ -1,0 +1,137 @@
+"""Admission for schedulers over real HTTP: decide (idempotent, worst case reserved), commit, release, settle."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import gov_fixtures
+from gov_fixtures import Org, make_budget
+
+gov_database_url, gov_app, org = gov_fixtures.gov_database_url, gov_fixtures.gov_app, gov_fixtures.org
+
+
+def _job(
+    o: Org, job_id: str, *, devices: int = 4, hours: str = "10", price: str = "3.00", **extra: object
+) -> dict:
+    return {
+        "engine": "slurm",
+        "engine_job_id": job_id,
+        "project_id": o.project_id,
+        "device": "h100-sxm",
+        "device_count": devices,
+        "max_duration_h": hours,
+        "usd_per_device_h": price,
+        **extra,
+    }
+
+
+def _used(o: Org, budget_id: int) -> dict[str, Decimal]:
+    body = o.get(f"/budgets/{budget_id}", "admin").json()
+    return {k: Decimal(body[k]) for k in ("reserved", "committed", "settled", "used")}
+
+
+def test_decide_reserves_the_worst_case_and_is_idempotent(org: Org) -> None:
+    usd = make_budget(org, org.project_id, "1000")
+    hours = make_budget(org, org.project_id, "100", unit="device_hours")
+    r = org.post("/admission/decide", "member", _job(org, "1001"))
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["admitted"] is True and job["state"] == "admitted"
+    # worst case: 4 devices x 10 h x $3.00 = $120 and 40 device-hours
+    assert Decimal(job["worst_case_cost_usd"]) == 120 and Decimal(job["worst_case_device_hours"]) == 40
+    assert {(x["budget_id"], Decimal(x["amount"])) for x in job["reservations"]} == {
+        (usd["id"], Decimal(120)),
+        (hours["id"], Decimal(40)),
+    }
+    # H100 at 989.4 TFLOP/s bf16 dense is the fp8 1978.9 peak x 4 devices: the cluster is far below 1e20 op/s
+    assert Decimal(job["worst_case_kwh"]) > 0
+    again = org.post("/admission/decide", "member", _job(org, "1001"))
+    assert again.json()["id"] == job["id"]
+    assert _used(org, usd["id"])["reserved"] == 120  # not reserved twice
+
+
+def test_commit_then_settle_replaces_the_reservation_by_actual_usage(org: Org) -> None:
+    usd = make_budget(org, org.project_id, "1000")
+    org.post("/admission/decide", "member", _job(org, "2001"))
+    committed = org.post("/admission/slurm/2001/commit", "member")
+    assert committed.status_code == 200 and committed.json()["state"] == "committed"
+    assert _used(org, usd["id"]) == {"reserved": 0, "committed": 120, "settled": 0, "used": 120}
+    assert org.post("/admission/slurm/2001/commit", "member").status_code == 200  # repeated: harmless
+    settled = org.post("/admission/slurm/2001/settle", "member", {"actual_duration_h": "2.5"})
+    assert settled.status_code == 200, settled.text
+    row = settled.json()["reservations"][0]
+    # actual: 4 x 2.5 h x $3 = $30 replaces the $120 worst case, which stays as reserved_amount
+    assert (Decimal(row["amount"]), Decimal(row["reserved_amount"]), row["state"]) == (30, 120, "settled")
+    assert _used(org, usd["id"]) == {"reserved": 0, "committed": 0, "settled": 30, "used": 30}
+    assert org.post("/admission/slurm/2001/release", "member").status_code == 409  # it ran
+    explicit = org.post("/admission/decide", "member", _job(org, "2002"))
+    assert explicit.json()["admitted"]
+    out = org.post("/admission/slurm/2002/settle", "member", {"actual_duration_h": "1", "cost_usd": "11.50"})
+    assert Decimal(out.json()["reservations"][0]["amount"]) == Decimal("11.50")
+
+
+def test_release_when_the_job_never_ran(org: Org) -> None:
+    usd = make_budget(org, org.project_id, "1000")
+    org.post("/admission/decide", "member", _job(org, "3001"))
+    released = org.post("/admission/slurm/3001/release", "member")
+    assert (
+        released.json()["state"] == "released" and released.json()["reservations"][0]["state"] == "released"
+    )
+    assert _used(org, usd["id"])["used"] == 0
+    assert org.post("/admission/slurm/3001/commit", "member").status_code == 409
+    assert org.post("/admission/slurm/3001/settle", "member", {"actual_duration_h": "1"}).status_code == 409
+
+
+def test_hard_budget_rejects_the_worst_case_and_approval_policies_reject(org: Org) -> None:
+    make_budget(org, org.project_id, "100")
+    rejected = org.post("/admission/decide", "member", _job(org, "4001")).json()  # $120 > $100
+    assert (
+        rejected["admitted"] is False and rejected["state"] == "rejected" and rejected["reservations"] == []
+    )
+    assert any("is hard" in r for r in rejected["reasons"])
+    assert org.post("/admission/slurm/4001/commit", "member").status_code == 409
+    policy = "name: gate\nrules:\n  - id: all\n    effect: require_approval\n"
+    assert org.post("/policies", "admin", {"yaml": policy}).status_code == 201
+    gated = org.post("/admission/decide", "member", _job(org, "4002", devices=1, hours="1")).json()
+    assert gated["admitted"] is False and gated["decision_trace"]["policy_outcome"] == "require_approval"
+    assert any("file a compute request" in r for r in gated["reasons"])
+
+
+def test_quota_limits_concurrent_devices(org: Org) -> None:
+    q = org.post(
+        "/quotas",
+        "admin",
+        {"scope_kind": "team", "scope_id": org.team_id, "match_on": "device_class", "device": "gpu",
+         "max_concurrent_devices": "6"},
+    )  # fmt: skip
+    assert q.status_code == 201, q.text
+    assert org.post("/admission/decide", "member", _job(org, "5001", devices=4)).json()["admitted"]
+    over = org.post("/admission/decide", "member", _job(org, "5002", devices=4)).json()
+    assert not over["admitted"] and any("quota" in r for r in over["reasons"])
+    org.post("/admission/slurm/5001/release", "member")
+    assert org.post("/admission/decide", "member", _job(org, "5003", devices=4)).json()["admitted"]
+
+
+def test_admission_authorization_and_bad_input(org: Org) -> None:
+    for who, status in [
+        ("none", 401),
+        ("revoked", 401),
+        ("other_org", 404),
+        ("viewer", 403),
+        ("member", 200),
+    ]:
+        assert org.post("/admission/decide", who, _job(org, f"6-{who}")).status_code == status, who
+    assert org.get("/admission/slurm/6-member", "viewer").status_code == 200
+    assert org.get("/admission/slurm/6-member", "other_org").status_code == 404
+    assert org.post("/admission/slurm/6-member/commit", "viewer").status_code == 403
+    assert org.post("/admission/slurm/nope/commit", "member").status_code == 404
+    for body, field in [
+        (_job(org, "7", devices=0), "device_count"),
+        (_job(org, "7", hours="0"), "max_duration_h"),
+        (_job(org, "7", engine="SLURM!"), "engine"),
+        (_job(org, "7", device="h1000"), "device"),
+    ]:
+        r = org.post("/admission/decide", "member", body)
+        assert r.status_code == 422 and any(e["field"] == field for e in r.json()["errors"]), r.text
+    bad = org.post("/admission/slurm/6-member/settle", "member", {"actual_duration_h": "-1"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "actual_duration_h"
