@@ -136,9 +136,7 @@ def list_audit(
             else:
                 stmt = stmt.where(AuditLog.action == action)
         rows = list(s.scalars(stmt))
-    page = rows[:limit]
-    return AuditPage(
-        entries=[
+        page = [
             AuditEntryPublic(
                 seq=r.seq,
                 at=r.at,
@@ -149,10 +147,9 @@ def list_audit(
                 prev_hash=r.prev_hash,
                 hash=r.hash,
             )
-            for r in page
-        ],
-        next_after_seq=page[-1].seq if len(rows) > limit else None,
-    )
+            for r in rows[:limit]
+        ]
+    return AuditPage(entries=page, next_after_seq=page[-1].seq if len(rows) > limit else None)
 
 
 @router.get("/verify", response_model=AuditVerifyPublic)

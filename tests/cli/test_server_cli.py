@@ -1,0 +1,143 @@
+"""`flopwise admin bootstrap`, `flopwise serve --get` and `flopwise audit verify` on a SQLite file: the token is
+printed once and works, a second bootstrap is refused, --get exits 1 on non-2xx, a tampered audit log exits 1
+naming the entry; and none of these commands' --help imports SQLAlchemy or FastAPI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from flopwise.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def db_url(tmp_path) -> str:
+    return "sqlite:///" + (tmp_path / "flopwise.db").as_posix()
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_bootstrap_prints_the_token_once_and_it_works(db_url):
+    result = _run("admin", "bootstrap", "--org", "acme", "--admin", "ada", "--database-url", db_url)
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    assert token.startswith("fw_") and "\n" not in token
+    me = _run("serve", "--database-url", db_url, "--get", "/api/v1/me", "--token", token)
+    assert me.exit_code == 0, me.output
+    assert json.loads(me.stdout)["user_name"] == "ada"
+
+    again = _run("admin", "bootstrap", "--org", "acme2", "--database-url", db_url)
+    assert again.exit_code == 2 and "already has an organization ('acme')" in again.stderr
+
+    second = _run(
+        "admin", "bootstrap", "--org", "beta", "--allow-existing", "--json", "--database-url", db_url
+    )
+    assert second.exit_code == 0, second.output
+    made = json.loads(second.stdout)
+    assert (
+        made["org"]["name"] == "beta" and made["user"]["name"] == "admin" and made["token"].startswith("fw_")
+    )
+    assert made["token_expires_at"]
+    dup = _run("admin", "bootstrap", "--org", "beta", "--allow-existing", "--database-url", db_url)
+    assert dup.exit_code == 2 and "choose another name" in dup.stderr
+
+
+def test_serve_get_exit_codes(db_url):
+    health = _run("serve", "--database-url", db_url, "--get", "/api/v1/health")
+    assert health.exit_code == 0, health.output
+    assert json.loads(health.stdout)["database"] == "sqlite"
+    denied = _run("serve", "--database-url", db_url, "--get", "api/v1/me")
+    assert denied.exit_code == 1
+    assert json.loads(denied.stdout)["status"] == 401 and "answered 401" in denied.stderr
+    assert _run("serve", "--database-url", db_url, "--get", "/api/v1/nope").exit_code == 1
+
+
+def test_bad_database_url_is_one_line_not_a_traceback():
+    result = _run("audit", "verify", "--database-url", "mysql://x@y/z")
+    assert result.exit_code == 2 and "flopwise supports SQLite" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_audit_verify_ok_tampered_and_anchor(db_url):
+    from sqlalchemy import create_engine, text
+
+    token = _run("admin", "bootstrap", "--database-url", db_url).stdout.strip()
+    assert _run("serve", "--database-url", db_url, "--get", "/api/v1/me", "--token", token).exit_code == 0
+    from flopwise.server import Settings, create_app
+
+    with_app = create_app(Settings(database_url=db_url))
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from fastapi.testclient import TestClient
+        with TestClient(with_app) as client:
+            for name in ("a", "b", "c"):
+                response = client.post(
+                    "/api/v1/teams", json={"name": name}, headers={"Authorization": f"Bearer {token}"}
+                )
+                assert response.status_code == 201
+    finally:
+        with_app.state.engine.dispose()
+
+    ok = _run("audit", "verify", "--database-url", db_url, "--json")
+    assert ok.exit_code == 0, ok.output
+    report = json.loads(ok.stdout)
+    assert report["is_ok"] and report["checked"] == 4 and report["head_seq"] == 4
+    anchor = f"{report['head_seq']}:{report['head_hash']}"
+    human = _run("audit", "verify", "--database-url", db_url, "--anchor", anchor)
+    assert human.exit_code == 0 and "4 entries verified" in human.stdout
+    assert _run("audit", "verify", "--database-url", db_url, "--anchor", "4:zz").exit_code == 2
+
+    engine = create_engine(db_url)
+    with engine.begin() as conn:  # someone edits a payload behind flopwise's back
+        conn.execute(text('UPDATE audit_log SET payload = \'{"team_id": 99, "name": "x"}\' WHERE seq = 3'))
+    broken = _run("audit", "verify", "--database-url", db_url)
+    assert broken.exit_code == 1
+    assert "audit log broken at entry 3" in broken.stderr and "edited" in broken.stderr
+    as_json = _run("audit", "verify", "--database-url", db_url, "--json")
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["first_bad_seq"] == 3
+
+    with engine.begin() as conn:  # deleting the tail instead only shows against the anchor
+        conn.execute(text("DELETE FROM audit_log WHERE seq >= 3"))
+    assert _run("audit", "verify", "--database-url", db_url).exit_code == 0
+    cut = _run("audit", "verify", "--database-url", db_url, "--anchor", anchor)
+    assert cut.exit_code == 1 and "entry 3" in cut.stderr
+    engine.dispose()
+
+
+def test_verify_on_a_database_without_schema(tmp_path):
+    url = "sqlite:///" + (tmp_path / "empty.db").as_posix()
+    result = _run("audit", "verify", "--database-url", url)
+    assert result.exit_code == 1 and "no flopwise schema" in result.stderr
+
+
+PROBE = """
+import sys
+from flopwise.cli.main import app
+try:
+    app(args={args!r}, standalone_mode=False)
+except SystemExit:
+    pass
+print("\\nMODULES=" + ",".join(m for m in ("sqlalchemy", "fastapi", "uvicorn") if m in sys.modules), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "args", [["serve", "--help"], ["admin", "bootstrap", "--help"], ["audit", "verify", "--help"]]
+)
+def test_help_imports_nothing_heavy(args):
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True, timeout=60
+    )
+    line = [ln for ln in result.stderr.splitlines() if ln.startswith("MODULES=")][-1]
+    assert line == "MODULES=", f"{args} imported {line}"
