@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from flopwise.cli import (
+    agent_cmd,
     catalog_cmd,
     client_cmd,
     estimate_cmd,
@@ -29,6 +30,7 @@ app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(models_cmd.app, name="models")
 app.command("validate")(validate_cmd.validate)
 app.command("ingest")(ingest_cmd.ingest)
+app.command("agent")(agent_cmd.agent)
 app.command("serve")(server_cmd.serve)
 app.add_typer(server_cmd.admin_app, name="admin")
 app.add_typer(server_cmd.audit_app, name="audit")

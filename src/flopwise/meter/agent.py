@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -136,7 +136,8 @@ def record_to_json(record: UsageRecord) -> dict[str, Any]:
 class AgentConfig:
     """What the agent needs besides its sampler and HTTP client.
 
-    ``max_gap_s`` (default: five sample intervals) is the longest pause between two samples of a GPU that is
+    ``region_id`` (a catalog region such as ``country:NL``) is set on every record so the server can give it a
+    CO2e from the grid intensity. ``max_gap_s`` (default: five sample intervals) is the longest pause between two samples of a GPU that is
     still integrated; a longer one (the host slept, the agent was stopped) is left out of the records.
     """
 
@@ -153,6 +154,7 @@ class AgentConfig:
     request_timeout_s: float = 10.0
     batch_max_records: int = 1000
     source_prefix: str = field(default_factory=lambda: _hostname())
+    region_id: str | None = None  # catalog region of this machine (e.g. "country:NL"), for CO2e
 
     def __post_init__(self) -> None:
         for name in ("interval_s", "push_interval_s", "backoff_max_s", "request_timeout_s"):
@@ -377,7 +379,8 @@ def _error_text(response: httpx.Response) -> str:
 class Agent:
     """Samples *sampler* every ``interval_s``, aggregates per ``push_interval_s`` and pushes to the server.
 
-    *client* is the only way to the network. *sleep* waits between ticks (default: an event wait that
+    *client* is the only way to the network; build it with ``timeout=config.request_timeout_s`` (the CLI
+    does), since a push that hangs holds up sampling. *sleep* waits between ticks (default: an event wait that
     :meth:`stop` interrupts); *clock* is a monotonic clock in seconds for the retry backoff. With
     ``time_from_samples=True`` (replays) the agent never sleeps and its clock is the samples' own timestamps.
     """
@@ -393,13 +396,15 @@ class Agent:
         time_from_samples: bool = False,
         catalog: Any = None,
         rng: Callable[[], float] = random.random,
+        rejected: list[RejectedRow] | None = None,
     ) -> None:
         self.sampler = sampler
         self.client = client
         self.config = config
         self.spool = Spool(config.spool_dir, config.max_spool_bytes)
         self.stats = AgentStats()
-        self.rejected: list[RejectedRow] = []
+        #: samples that could not be used (bad replay rows, samples out of order); share it with the sampler
+        self.rejected: list[RejectedRow] = [] if rejected is None else rejected
         self.catalog = catalog
         self._stop = threading.Event()
         self._sleep = sleep if sleep is not None else self._stop.wait
@@ -445,6 +450,8 @@ class Agent:
                 catalog=self.catalog,
             )
             for record in records:
+                if self.config.region_id and not record.region_id:
+                    record = replace(record, region_id=self.config.region_id)
                 self._pending.append(record)
                 self.stats.records += 1
             self._flush(final=True)
@@ -570,7 +577,6 @@ class Agent:
                 self.config.url,
                 json={"records": records},
                 headers={"Authorization": f"Bearer {self.config.token}"},
-                timeout=self.config.request_timeout_s,
             )
         except httpx.HTTPError as exc:  # connection refused, DNS, timeout, broken connection
             return PushOutcome(
