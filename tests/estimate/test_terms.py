@@ -149,12 +149,36 @@ def test_quant_fallback_policy():
 
 
 def test_default_mfu_by_generation():
-    assert timing.default_mfu_frac(H100, 70e9)[0] == pytest.approx(0.27)
-    assert timing.default_mfu_frac(A100, 175e9)[0] == pytest.approx(0.38)
-    assert timing.default_mfu_frac(H100, 1e8)[0] == pytest.approx(0.27 * timing.SMALL_MODEL_MFU_SCALE)
-    assert timing.default_mfu_frac(H100, 70e9, "fp8")[0] == pytest.approx(0.27 * timing.FP8_MFU_SCALE)
+    # base MFU at 10B times (N/1e10)^0.078: H100 70B 0.23 * 7^0.078 = 0.268, A100 175B 0.39 * 17.5^0.078 = 0.488
+    assert timing.default_mfu_frac(H100, 1e10)[0] == pytest.approx(0.23)
+    assert timing.default_mfu_frac(H100, 70e9)[0] == pytest.approx(0.23 * 7.0**0.078)
+    assert timing.default_mfu_frac(A100, 175e9)[0] == pytest.approx(0.39 * 17.5**0.078)
+    # below 1e9 the small-model scale; below 4e8 the size term stops falling (clipped to the fitted runs)
+    assert timing.default_mfu_frac(H100, 1e8)[0] == pytest.approx(
+        0.23 * 0.04**0.078 * timing.SMALL_MODEL_MFU_SCALE
+    )
+    assert timing.default_mfu_frac(H100, 70e9, "fp8")[0] == pytest.approx(
+        0.23 * 7.0**0.078 * timing.FP8_MFU_SCALE
+    )
     assert timing.device_generation(RTX4090) == "consumer-gpu"
     assert timing.device_generation(CPU) == "cpu"
+    # generations without size-resolved data keep one value for every size
+    assert timing.default_mfu_frac(RTX4090, 7e9)[0] == timing.default_mfu_frac(RTX4090, 70e9)[0] == 0.30
+
+
+def test_mfu_size_factor():
+    assert timing.mfu_size_factor(timing.MFU_SIZE_REF_PARAMS) == pytest.approx(1.0)
+    sizes = [4e8, 1e9, 8e9, 7e10, 4.05e11]
+    factors = [timing.mfu_size_factor(n) for n in sizes]
+    assert factors == sorted(factors) and factors[0] < 0.8 and factors[-1] > 1.3
+    lo, hi = timing.MFU_SIZE_PARAMS_RANGE
+    assert timing.mfu_size_factor(1e6) == timing.mfu_size_factor(lo)
+    assert timing.mfu_size_factor(2e12) == timing.mfu_size_factor(hi)
+    # Llama 3 on H100: implied whole-run MFU rises with size (8B 0.15-0.17, 405B 0.36); the default follows
+    mfu_8b, note = timing.default_mfu_frac(H100, 8.03e9)
+    mfu_405b = timing.default_mfu_frac(H100, 4.06e11)[0]
+    assert 0.2 < mfu_8b < mfu_405b < 0.36
+    assert "parameters" in note and "0.078" in note
 
 
 def test_train_time_bloom_like():

@@ -74,6 +74,46 @@ def test_fit_recovers_known_constants(env):
         assert math.isclose(fitted[name], truth[name], rel_tol=0.02), (name, fitted[name])
 
 
+def test_train_mfu_fit_recovers_known_constants(env):
+    # the exact (linear-program) fit of base MFU per generation and the shared size exponent
+    cases, catalog, registry = env
+    group = next(g for g in GROUPS if g.name == "train_mfu")
+    feats = _features(group, cases, catalog, registry)
+    assert np.ptp(feats.columns["log_size"]) > 5  # 0.4B to 405B: the exponent is identifiable
+    truth = dict(committed_constants())
+    truth.update({"mfu_ampere": 0.45, "mfu_hopper": 0.3, "mfu_size_exponent": 0.15})
+    synthetic = dataclasses.replace(feats, measured=_predict(group, truth, feats.columns))
+    fitted = fit_group(group, synthetic, committed_constants())
+    for name in ("mfu_ampere", "mfu_hopper", "mfu_size_exponent"):
+        assert math.isclose(fitted[name], truth[name], rel_tol=1e-6), (name, fitted[name])
+
+
+def test_train_mfu_fit_is_unique_and_optimal(env):
+    # least absolute deviations can have a whole face of optima (an even number of H100 runs once one is left
+    # out); the fit takes the middle of it, so it does not depend on the case order
+    cases, catalog, registry = env
+    group = next(g for g in GROUPS if g.name == "train_mfu")
+    feats = _features(group, cases, catalog, registry)
+    mask = np.array(["llama-3-70b" not in i for i in feats.ids])
+    order = np.arange(len(feats.ids))[::-1]
+    flipped = dataclasses.replace(
+        feats,
+        ids=tuple(feats.ids[i] for i in order),
+        measured=feats.measured[order],
+        columns={k: v[order] for k, v in feats.columns.items()},
+    )
+    a = fit_group(group, feats, committed_constants(), mask)
+    b = fit_group(group, flipped, committed_constants(), mask[order])
+    for name in group.constants:
+        assert math.isclose(a[name], b[name], rel_tol=1e-6), (name, a[name], b[name])
+    f = {k: v[mask] for k, v in feats.columns.items()}
+    loss_a = _loss(_predict(group, a, f), feats.measured[mask])
+    for nudge in ({"mfu_hopper": 1.02}, {"mfu_ampere": 0.98}, {"mfu_size_exponent": 1.05}):
+        c = dict(a)
+        c.update({k: a[k] * v for k, v in nudge.items()})
+        assert loss_a <= _loss(_predict(group, c, f), feats.measured[mask]) + 1e-12
+
+
 @pytest.mark.parametrize("name", list(LOO_MEDIAN_BOUNDS))
 def test_leave_one_out_error_within_bound(results, name):
     r = results[name]

@@ -24,6 +24,11 @@ __all__ = [
     "default_mfu_frac",
     "device_generation",
     "fp16_accumulate_peak_tflop_per_s",
+    "MFU_SIZE_EXPONENT",
+    "MFU_SIZE_GENERATIONS",
+    "MFU_SIZE_PARAMS_RANGE",
+    "MFU_SIZE_REF_PARAMS",
+    "mfu_size_factor",
     "moe_touched_frac",
     "roofline_time_s",
     "train_time_s",
@@ -32,26 +37,28 @@ __all__ = [
 #: Default model-FLOPs utilization per device generation, calibrated to whole-run device-hours (so restarts,
 #: evaluation and checkpointing are inside it), dense peak of the training precision. The implied MFU of a
 #: published run is ``6*N*D (+attention) / (device_hours * 3600 * peak)``; the cases are in
-#: src/flopwise/validation/data/cases_train.csv. (mfu_frac, source_url, note)
+#: src/flopwise/validation/data/cases_train.csv. For the generations in MFU_SIZE_GENERATIONS the value is the MFU
+#: of a model of MFU_SIZE_REF_PARAMS (10B) parameters and is multiplied by mfu_size_factor(N); the other rows are
+#: used as they are for every size. (mfu_frac, source_url, note)
 DEFAULT_MFU = {
     "hopper": (
-        0.27,
+        0.23,
         "https://arxiv.org/abs/2407.21783",
-        "fitted (flopwise.validation.calibrate) to 5 published H100 runs: Llama 3/3.1 8B (implied whole-run "
-        "MFU 0.15-0.17), 70B (0.27-0.30), 405B (0.36; 38-43% in steady state, Table 4); the model cards' hours "
-        "include more than the main pass for the smaller models",
+        "fitted at 10B parameters with the size term (flopwise.validation.calibrate) to 5 published H100 runs: "
+        "Llama 3/3.1 8B (implied whole-run MFU 0.15-0.17), 70B (0.27-0.30), 405B (0.36; 38-43% in steady "
+        "state, Table 4); the model cards' hours include more than the main pass for the smaller models",
     ),
     "blackwell": (
-        0.27,
+        0.23,
         "https://arxiv.org/abs/2407.21783",
         "derived: no published whole-run figure; Hopper's value",
     ),
     "ampere": (
-        0.38,
+        0.39,
         "https://arxiv.org/abs/2302.13971",
-        "fitted (flopwise.validation.calibrate) to 18 published A100 runs (LLaMA 1/2 Table 15 / model cards, "
-        "Pythia, MPT, BLOOM, Falcon, StarCoder, TinyLlama; implied whole-run MFU 0.26-0.52); OPT-175B 147 "
-        "TFLOP/s (arXiv:2205.01068) is steady state",
+        "fitted at 10B parameters with the size term (flopwise.validation.calibrate) to 18 published A100 runs "
+        "(LLaMA 1/2 Table 15 / model cards, Pythia, MPT, BLOOM, Falcon, StarCoder, TinyLlama; implied whole-run "
+        "MFU 0.26-0.52); OPT-175B 147 TFLOP/s (arXiv:2205.01068) is steady state",
     ),
     "volta": (
         0.25,
@@ -65,10 +72,26 @@ DEFAULT_MFU = {
     "cpu": (0.15, "", "derived: CPU training"),
 }
 
+#: Model-size term of the default training MFU: ``mfu = DEFAULT_MFU[gen] * (clip(N, *MFU_SIZE_PARAMS_RANGE) /
+#: MFU_SIZE_REF_PARAMS) ** MFU_SIZE_EXPONENT``. Larger hidden sizes give larger, more efficient GEMMs and leave a
+#: smaller share of the step to memory-bound kernels (norms, softmax) and communication: Megatron-LM reports
+#: achieved TFLOP/s per A100 rising with model size at fixed hardware (Narayanan et al. 2021,
+#: https://arxiv.org/abs/2104.04473, Table 1: 137 TFLOP/s at 1.7B to 163 at 1T), and the Llama 3 runs imply 0.15-0.17
+#: (8B), 0.27-0.30 (70B) and 0.36 (405B; 38-43% in steady state, https://arxiv.org/abs/2407.21783 Table 4). One
+#: exponent shared by both generations, fitted with the bases (flopwise.validation.calibrate; a separate
+#: exponent per generation did not lower the leave-one-out error). N is clipped to the sizes of the fitted runs
+#: (Pythia-410M to Llama 3.1 405B) so the term is not extrapolated.
+MFU_SIZE_EXPONENT = 0.078
+MFU_SIZE_REF_PARAMS = 1e10
+MFU_SIZE_PARAMS_RANGE = (4e8, 4.1e11)
+#: The DEFAULT_MFU rows fitted with the size term (Blackwell takes Hopper's value).
+MFU_SIZE_GENERATIONS = ("ampere", "hopper", "blackwell")
+
 #: fp8 training runs only the GEMMs in fp8 (attention, norms and communication stay at 16-bit speed), so its MFU
 #: against the fp8 peak is lower. Derived from DeepSeek-V3 alone (arXiv:2412.19437 Table 1: 2.664M H800-hours for
-#: 14.8T tokens, 37B active = 19.5% of the fp8 peak = 0.72 of the Hopper default 0.27); in-sample by construction.
-FP8_MFU_SCALE = 0.72
+#: 14.8T tokens, 37B active = 19.5% of the fp8 peak): 0.195 / (0.23 x mfu_size_factor(N)) with N the 671B total
+#: parameters the estimator passes (clipped to 410B, factor 1.34) = 0.63; in-sample by construction.
+FP8_MFU_SCALE = 0.63
 
 #: Small models under-fill the matmul units: below 1e9 parameters the default MFU is multiplied by this
 #: (derived; Narayanan et al. 2021 arXiv:2104.04473 Table 1 shows 44% at 1.7B rising to 52% at 1T on A100).
@@ -144,12 +167,29 @@ def device_generation(device: Device) -> str:
     return "other-accelerator"
 
 
+def mfu_size_factor(n_params: float) -> float:
+    """Model-size factor of the default training MFU: ``(clip(N, *MFU_SIZE_PARAMS_RANGE) / MFU_SIZE_REF_PARAMS)
+    ** MFU_SIZE_EXPONENT`` (1 at 10B; rises with size as in Narayanan et al. 2021, arXiv:2104.04473, Table 1)."""
+    lo, hi = MFU_SIZE_PARAMS_RANGE
+    return float((min(max(float(n_params), lo), hi) / MFU_SIZE_REF_PARAMS) ** MFU_SIZE_EXPONENT)
+
+
 def default_mfu_frac(device: Device, n_params: float, precision: str = "bf16") -> tuple[float, str]:
-    """(default MFU, provenance note) for training a model of *n_params* on *device* in *precision*
-    (see DEFAULT_MFU, FP8_MFU_SCALE, SMALL_MODEL_MFU_SCALE)."""
+    """(default MFU, provenance note) for training a model of *n_params* parameters (per token: the active ones
+    of a mixture of experts) on *device* in *precision*: ``DEFAULT_MFU[generation]``, times
+    ``mfu_size_factor(n_params)`` for the MFU_SIZE_GENERATIONS, times FP8_MFU_SCALE for fp8 and
+    SMALL_MODEL_MFU_SCALE under SMALL_MODEL_PARAMS."""
     generation = device_generation(device)
     mfu, url, note = DEFAULT_MFU[generation]
     text = f"{generation}: {note}" + (f" ({url})" if url else "")
+    if generation in MFU_SIZE_GENERATIONS:
+        size = mfu_size_factor(n_params)
+        mfu *= size
+        text += (
+            f"; x{size:.3f} for {float(n_params):.3g} parameters "
+            f"((N/{MFU_SIZE_REF_PARAMS:.0e})^{MFU_SIZE_EXPONENT}, N clipped to "
+            f"{MFU_SIZE_PARAMS_RANGE[0]:.1e}-{MFU_SIZE_PARAMS_RANGE[1]:.1e})"
+        )
     if precision == "fp8":
         mfu *= FP8_MFU_SCALE
         text += f"; x{FP8_MFU_SCALE} against the fp8 peak (DeepSeek-V3)"

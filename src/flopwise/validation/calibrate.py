@@ -3,8 +3,11 @@
 Which constants are fitted, to which cases (everything else in ``flopwise.estimate.timing`` is derived or taken
 from a datasheet and is not touched here):
 
-* ``train_mfu``: ``DEFAULT_MFU["ampere"]`` and ``DEFAULT_MFU["hopper"]`` to the bf16/fp16 ``train_device_hours``
-  cases on A100 and H100 (the fp8 DeepSeek-V3 case is left out: ``FP8_MFU_SCALE`` is derived from it alone).
+* ``train_mfu``: ``DEFAULT_MFU["ampere"]``, ``DEFAULT_MFU["hopper"]`` (the MFU at ``MFU_SIZE_REF_PARAMS``) and the
+  shared size exponent ``MFU_SIZE_EXPONENT`` to the bf16/fp16 ``train_device_hours`` cases on A100 and H100 (the
+  fp8 DeepSeek-V3 case is left out: ``FP8_MFU_SCALE`` is derived from it alone). The prediction is
+  ``hours_x_mfu / (base[gen] * (clip(N) / N_ref) ** gamma)``, linear in log space, so its fit is solved exactly
+  as a linear program (least absolute deviations); the other groups use Powell search.
 * ``decode``: ``BANDWIDTH_EFFICIENCY_FRAC`` for ``gpu`` and ``soc``, ``WEIGHT_ONLY_BANDWIDTH_FRAC`` and
   ``DECODE_LAYER_OVERHEAD_S`` for ``gpu`` and ``soc`` to the ``decode_tokens_per_s`` cases.
 * ``prefill``: ``COMPUTE_EFFICIENCY_FRAC`` for ``gpu`` and ``soc`` and ``WEIGHT_ONLY_COMPUTE_FRAC`` to the
@@ -54,7 +57,10 @@ class CalibrationGroup:
 
 GROUPS: tuple[CalibrationGroup, ...] = (
     CalibrationGroup(
-        "train_mfu", "train_device_hours", ("mfu_ampere", "mfu_hopper"), ((0.1, 0.8), (0.1, 0.8))
+        "train_mfu",
+        "train_device_hours",
+        ("mfu_ampere", "mfu_hopper", "mfu_size_exponent"),
+        ((0.1, 0.8), (0.1, 0.8), (0.0, 0.5)),
     ),
     CalibrationGroup(
         "decode",
@@ -78,6 +84,7 @@ def committed_constants() -> dict[str, float]:
     return {
         "mfu_ampere": tm.DEFAULT_MFU["ampere"][0],
         "mfu_hopper": tm.DEFAULT_MFU["hopper"][0],
+        "mfu_size_exponent": tm.MFU_SIZE_EXPONENT,
         "bw_eff_gpu": tm.BANDWIDTH_EFFICIENCY_FRAC["gpu"],
         "bw_eff_soc": tm.BANDWIDTH_EFFICIENCY_FRAC["soc"],
         "weight_only_bw_frac": tm.WEIGHT_ONLY_BANDWIDTH_FRAC,
@@ -134,10 +141,15 @@ def _features(group: CalibrationGroup, cases: Sequence[ValidationCase], catalog:
             a = est.assumptions
             if float(a["exposed_dp_comm_s"]) > 0:
                 continue  # hours are not inversely proportional to the MFU; not used for the fit
+            # the estimator's size term uses the parameter count it passes to default_mfu_frac
+            n_params = float(a["params_total"])
             rows.append(
                 {
-                    "hours_x_mfu": float(est.device_hours) * tm.DEFAULT_MFU[gen][0],
+                    "hours_x_mfu": float(est.device_hours)
+                    * tm.DEFAULT_MFU[gen][0]
+                    * tm.mfu_size_factor(n_params),
                     "is_ampere": float(gen == "ampere"),
+                    "log_size": float(np.log(_clip_params(n_params) / tm.MFU_SIZE_REF_PARAMS)),
                 }
             )
         else:
@@ -180,11 +192,18 @@ def _features(group: CalibrationGroup, cases: Sequence[ValidationCase], catalog:
     return _Features(tuple(ids), np.array(measured, dtype=float), columns)
 
 
+def _clip_params(n_params: float) -> float:
+    from flopwise.estimate import timing as tm
+
+    lo, hi = tm.MFU_SIZE_PARAMS_RANGE
+    return min(max(n_params, lo), hi)
+
+
 def _predict(group: CalibrationGroup, c: Mapping[str, float], f: Mapping[str, np.ndarray]) -> np.ndarray:
     """The estimator's figure for each case as a closed form of the constants *c* (see the module docstring)."""
     if group.name == "train_mfu":
         mfu = np.where(f["is_ampere"] > 0, c["mfu_ampere"], c["mfu_hopper"])
-        return f["hours_x_mfu"] / mfu
+        return f["hours_x_mfu"] / (mfu * np.exp(c["mfu_size_exponent"] * f["log_size"]))
     gpu = f["is_gpu"] > 0
     wo = f["is_weight_only"] > 0
     eb = np.where(gpu, c["bw_eff_gpu"], c["bw_eff_soc"]) * np.where(wo, c["weight_only_bw_frac"], 1.0)
@@ -220,6 +239,8 @@ def fit_group(
     sel = np.ones(len(features.ids), dtype=bool) if mask is None else mask
     f = {k: v[sel] for k, v in features.columns.items()}
     meas = features.measured[sel]
+    if group.name == "train_mfu":
+        return _fit_train_mfu(group, f, meas, start)
     names = group.constants
     # scale each constant to ~1 so one Powell step size fits all
     scale = np.array([max(hi, 1e-12) for _, hi in group.bounds])
@@ -235,6 +256,55 @@ def fit_group(
     best = minimize(objective, x0, method="Powell", bounds=bounds, options={"xtol": 1e-6, "ftol": 1e-10})
     out = dict(start)
     out.update({n: float(v) for n, v in zip(names, best.x * scale, strict=True)})
+    return out
+
+
+def _fit_train_mfu(
+    group: CalibrationGroup, f: Mapping[str, np.ndarray], meas: np.ndarray, start: Mapping[str, float]
+) -> dict[str, float]:
+    """Exact least-absolute-deviations fit of the training MFU group: with ``y = ln(hours_x_mfu / measured)``,
+    ``ln(estimated / measured) = y - ln(base[gen]) - gamma * log_size``, linear in ``(ln base_ampere,
+    ln base_hopper, gamma)``; minimize ``sum |r|`` as the linear program ``r = u - v``, ``u, v >= 0``
+    (HiGHS via ``scipy.optimize.linprog``); where the optimum is not unique, each constant is set in turn to the
+    middle of its optimal range. A generation with no selected case keeps its *start* value."""
+    from scipy.optimize import linprog
+
+    y = np.log(f["hours_x_mfu"] / meas)
+    amp = f["is_ampere"] > 0
+    design = np.column_stack([amp.astype(float), (~amp).astype(float), f["log_size"]])
+    n = len(y)
+    (lo_a, hi_a), (lo_h, hi_h), (lo_g, hi_g) = group.bounds
+    var_bounds = [(np.log(lo_a), np.log(hi_a)), (np.log(lo_h), np.log(hi_h)), (lo_g, hi_g)]
+    for j, name in ((0, "mfu_ampere"), (1, "mfu_hopper")):
+        if not design[:, j].any():
+            var_bounds[j] = (np.log(start[name]), np.log(start[name]))
+    cost = np.concatenate([np.zeros(3), np.ones(2 * n)])
+    a_eq = np.hstack([design, np.eye(n), -np.eye(n)])
+    all_bounds = var_bounds + [(0.0, None)] * (2 * n)
+
+    def solve(c: np.ndarray, **kw: Any) -> np.ndarray:
+        res = linprog(c, A_eq=a_eq, b_eq=y, bounds=all_bounds, method="highs", **kw)
+        if not res.success:  # pragma: no cover - a bounded, feasible LP; kept as a guard
+            raise RuntimeError(f"train_mfu fit failed: {res.message}")
+        return res.x
+
+    best = solve(cost)
+    # LAD optima are often a whole face (e.g. an even number of cases of one generation). Make the fit unique:
+    # fix each constant in turn (exponent, then the bases) to the middle of its range over the optimal face
+    cap = float(cost @ best) * (1 + 1e-9) + 1e-12
+    x = best[:3].copy()
+    for j in (2, 0, 1):
+        ends = [solve(sign * np.eye(3 + 2 * n)[j], A_ub=cost[None, :], b_ub=[cap]) for sign in (1, -1)]
+        x[j] = 0.5 * (ends[0][j] + ends[1][j])
+        all_bounds[j] = (x[j], x[j])
+    out = dict(start)
+    out.update(
+        {
+            "mfu_ampere": float(np.exp(x[0])),
+            "mfu_hopper": float(np.exp(x[1])),
+            "mfu_size_exponent": float(x[2]),
+        }
+    )
     return out
 
 
