@@ -178,3 +178,27 @@ PATH_PARAMS: dict[str, Callable[[Ctx], Any]] = {
     "binding_id": _fresh_binding,
     "version": _current_aup_version,
 }
+
+# usage reports, plan vs actual, alerts, alert channels, attribution rules (I2): the caller's own organization,
+# so the other organization's admin gets its own (empty) answers, except a rule naming this org's project
+EXPECTED.update(
+    {
+        ("GET", f"{API}/reports/usage"): viewers(other_org=200),
+        ("GET", f"{API}/reports/concentration"): viewers(other_org=200),
+        ("GET", f"{API}/reports/plan-vs-actual"): viewers(other_org=200),
+        ("GET", f"{API}/alerts"): viewers(other_org=200),
+        ("POST", f"{API}/alert-channels"): admins_only(201, other_org=201),
+        ("POST", f"{API}/attribution-rules"): admins_only(201, other_org=404),
+        ("GET", f"{API}/attribution-rules"): viewers(other_org=200),
+    }
+)
+BODIES.update(
+    {
+        ("POST", f"{API}/alert-channels"): lambda ctx: {"url": "https://hooks.example.org/flopwise"},
+        ("POST", f"{API}/attribution-rules"): lambda ctx: {
+            "priority": 10,
+            "match": {"partition": "gpu*"},
+            "project_id": ctx.seed.project_id,
+        },
+    }
+)

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from flopwise.server.api import audit, aup, health, intake, orgs, roles, tokens
+from flopwise.server.api import audit, aup, health, intake, orgs, roles, tokens, usage
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -12,3 +12,4 @@ api_router.include_router(roles.router)
 api_router.include_router(aup.router)
 api_router.include_router(audit.router)
 api_router.include_router(intake.router)
+api_router.include_router(usage.router)
