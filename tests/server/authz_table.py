@@ -202,3 +202,12 @@ BODIES.update(
         },
     }
 )
+
+# budgets, quotas, policies, requests and admission (S2): rows kept next to their tests, merged here
+from authz_rows_requests import BODIES as _S2_BODIES  # noqa: E402
+from authz_rows_requests import EXPECTED as _S2_EXPECTED  # noqa: E402
+from authz_rows_requests import PATH_PARAMS as _S2_PATH_PARAMS  # noqa: E402
+
+EXPECTED.update(_S2_EXPECTED)
+BODIES.update(_S2_BODIES)
+PATH_PARAMS.update(_S2_PATH_PARAMS)

@@ -2,7 +2,21 @@
 
 from fastapi import APIRouter
 
-from flopwise.server.api import audit, aup, health, intake, orgs, roles, tokens, usage
+from flopwise.server.api import (
+    admission,
+    audit,
+    aup,
+    budgets,
+    health,
+    intake,
+    orgs,
+    policies,
+    quotas,
+    requests,
+    roles,
+    tokens,
+    usage,
+)
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -11,5 +25,10 @@ api_router.include_router(tokens.router)
 api_router.include_router(roles.router)
 api_router.include_router(aup.router)
 api_router.include_router(audit.router)
+api_router.include_router(budgets.router)
+api_router.include_router(quotas.router)
+api_router.include_router(policies.router)
+api_router.include_router(requests.router)
+api_router.include_router(admission.router)
 api_router.include_router(intake.router)
 api_router.include_router(usage.router)

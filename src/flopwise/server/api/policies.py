@@ -113,19 +113,19 @@ def list_policies(principal: CurrentPrincipal, db: DbDep) -> list[PolicyPublic]:
         return [_public(p) for p in current_policies(session, principal.org_id)]
 
 
-@router.get("/{name}", response_model=list[PolicyPublic])
-def policy_versions(name: str, principal: CurrentPrincipal, db: DbDep) -> list[PolicyPublic]:
-    """Every version of the policy called *name*, newest first."""
+@router.get("/{policy_name}", response_model=list[PolicyPublic])
+def policy_versions(policy_name: str, principal: CurrentPrincipal, db: DbDep) -> list[PolicyPublic]:
+    """Every version of the policy called *policy_name*, newest first."""
     from flopwise.store import Policy, read_session
 
     with read_session(db) as session:
         rows = list(
             session.scalars(
                 select(Policy)
-                .where(Policy.org_id == principal.org_id, Policy.name == name)
+                .where(Policy.org_id == principal.org_id, Policy.name == policy_name)
                 .order_by(Policy.version.desc())
             )
         )
         if not rows:
-            raise ApiError(404, f"policy {name!r} not found")
+            raise ApiError(404, f"policy {policy_name!r} not found")
         return [_public(p) for p in rows]
