@@ -327,3 +327,22 @@ def test_record_json_is_exact_and_finite():
     )
     assert out["charge_period_start"] == "2024-05-01T12:00:00+00:00"
     json.dumps(out, allow_nan=False)
+
+
+def test_a_sampler_failure_still_delivers_what_was_measured(tmp_path):
+    from flopwise.errors import UnsupportedError
+
+    sampler, server = ScriptedSampler(ticks=19), FakeServer()
+    original = sampler.sample
+
+    def failing():
+        if sampler.taken == 9:
+            raise UnsupportedError("NVML failed at nvmlDeviceGetPowerUsage: GPU is lost.")
+        return original()
+
+    sampler.sample = failing
+    agent = _agent(sampler, server, tmp_path)
+    with pytest.raises(UnsupportedError, match="GPU is lost"):
+        agent.run()
+    measured = [s for i in range(9) for s in sampler.batch(i)]  # 0..80 s
+    assert list(server.stored) == _expected_keys(measured)  # the closed minute and the open one, both sent

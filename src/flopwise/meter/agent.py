@@ -42,7 +42,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from flopwise.errors import InputError
+from flopwise.errors import FlopwiseError, InputError
 from flopwise.meter.nvml import GpuSample, GpuSampler, iter_aggregate_samples
 from flopwise.meter.record import RejectedRow, UsageRecord
 
@@ -416,6 +416,7 @@ class Agent:
         self._next_attempt_s = -math.inf
         self._sample_time_s: float | None = None
         self._refusal: PushOutcome | None = None
+        self._sampler_error: FlopwiseError | None = None
 
     # --- control ---------------------------------------------------------------------------------------------
 
@@ -435,7 +436,8 @@ class Agent:
 
         The open intervals are closed and flushed on the way out, and the spool is given one last try, so a
         clean stop leaves nothing in memory. Raises InputError when the server refuses the token (the batch
-        stays spooled) or another agent holds the spool.
+        stays spooled) or another agent holds the spool; a sampler error (NVML lost the GPU, a replay file that
+        is not a sample CSV) is raised after what was measured before it has been pushed or spooled.
         """
         self.spool.lock()
         try:
@@ -458,6 +460,8 @@ class Agent:
         finally:
             self._close_stats()
             self.spool.unlock()
+        if self._sampler_error is not None:
+            raise self._sampler_error
         if self._refusal is not None:
             raise InputError(
                 "token",
@@ -479,7 +483,14 @@ class Agent:
         deadline = self._clock()
         while not self._stop.is_set():
             self._flush(final=False)
-            batch = self.sampler.sample()
+            try:
+                batch = self.sampler.sample()
+            except (
+                FlopwiseError
+            ) as exc:  # NVML failed (GPU lost, driver unloaded), a replay file that is not one
+                self._sampler_error = exc
+                log.error("sampling failed (%s); stopping after pushing what was measured", exc)
+                return
             if not batch:
                 log.info("the sampler has no more samples (end of the recording)")
                 return
