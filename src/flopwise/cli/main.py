@@ -14,6 +14,7 @@ from flopwise.cli import (
     ingest_cmd,
     models_cmd,
     plan_cmd,
+    report_cmd,
     server_cmd,
     validate_cmd,
 )
@@ -30,6 +31,7 @@ app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(models_cmd.app, name="models")
 app.command("validate")(validate_cmd.validate)
 app.command("ingest")(ingest_cmd.ingest)
+app.add_typer(report_cmd.app, name="report")
 app.command("agent")(agent_cmd.agent)
 app.command("serve")(server_cmd.serve)
 app.add_typer(server_cmd.admin_app, name="admin")

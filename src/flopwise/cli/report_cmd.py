@@ -1,0 +1,251 @@
+"""`flopwise report usage|concentration|export-focus`: reports over the usage ledger in the local store.
+
+The store is ``--database-url`` (or ``$FLOPWISE_DATABASE_URL``; default the per-user SQLite file that
+``flopwise ingest`` and the server use). Stdout carries only data: a table, ``--json`` or ``--csv``.
+Exit codes: 0 ok; 2 bad input (an unknown group, a time without a zone).
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flopwise.cli._common import JsonFlag, fmt_num, handle_errors, print_json
+
+app = typer.Typer(
+    help="Reports over the usage ledger: usage by group, concentration, FOCUS export.", no_args_is_help=True
+)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="FLOPWISE_DATABASE_URL",
+        help="The store to read (default: the per-user SQLite file the server uses).",
+        show_default=False,
+    ),
+]
+FromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        help="Start (inclusive), ISO 8601 with a zone or a date (UTC): 2025-03-01.",
+        show_default=False,
+    ),
+]
+ToOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--to", help="End (exclusive), ISO 8601 with a zone or a date (UTC): 2025-04-01.", show_default=False
+    ),
+]
+GROUPS = ("org", "team", "project", "device", "provider", "region", "source", "day", "month")
+COLUMNS = (
+    "key", "label", "records", "device_hours", "cost_usd", "energy_kwh", "co2e_kg", "idle_device_hours",
+    "idle_cost_usd", "utilization_frac", "idle_frac", "uncosted_records",
+)  # fmt: skip
+
+
+def parse_time(name: str, text: str | None) -> datetime | None:
+    """``2025-03-01`` (midnight UTC) or an ISO 8601 time with a zone; InputError otherwise."""
+    from datetime import UTC
+
+    from flopwise.errors import InputError
+
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(
+            f"--{name}", text, "give a date (2025-03-01) or an ISO 8601 time with a zone"
+        ) from None
+    if len(text.strip()) == 10:  # a bare date: midnight UTC
+        return value.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        raise InputError(
+            f"--{name}", text, "add a zone, e.g. 2025-03-01T00:00:00Z (or give a bare date, read as UTC)"
+        )
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _session(database_url: str | None):
+    from flopwise.store import make_engine, make_session_factory, read_session, upgrade
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    return engine, read_session(make_session_factory(engine))
+
+
+@app.command("usage")
+@handle_errors
+def usage(
+    group_by: Annotated[
+        str | None,
+        typer.Option("--group-by", help=f"One of {', '.join(GROUPS)}.", show_default=False),
+    ] = None,
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    org_id: Annotated[int | None, typer.Option("--org-id", help="Only this organization's usage.")] = None,
+    as_json: JsonFlag = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Print CSV (the groups, or the total) on stdout.")
+    ] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Device-hours, cost, energy, CO2e, idle and utilization, in total and per group."""
+    from flopwise.errors import InputError
+    from flopwise.store.reports import usage_report
+
+    if group_by is not None and group_by not in GROUPS:
+        raise InputError("--group-by", group_by, f"use one of {', '.join(GROUPS)}")
+    start, end = parse_time("from", from_), parse_time("to", to)
+    engine, session_cm = _session(database_url)
+    try:
+        with session_cm as session:
+            report = usage_report(session, group_by, start, end, org_id)
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json(_plain(report))
+        return
+    rows = report["groups"] or [{"key": "total", "label": "total", **report["total"]}]
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for g in rows:
+            writer.writerow(["" if g.get(c) is None else _plain(g.get(c)) for c in COLUMNS])
+        return
+    _render_usage(report, rows)
+
+
+def _render_usage(report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    from flopwise.cli._common import stdout_console
+
+    table = Table(title=f"usage by {report['group_by'] or 'total'}")
+    for name in (
+        "group",
+        "records",
+        "device-h",
+        "cost $",
+        "energy kWh",
+        "CO2e kg",
+        "idle device-h",
+        "idle $",
+        "util",
+    ):
+        table.add_column(name, justify="left" if name == "group" else "right")
+    for g in [*rows, *([{"label": "total", **report["total"]}] if report["groups"] else [])]:
+        util = g.get("utilization_frac")
+        table.add_row(
+            str(g["label"]),
+            f"{g['records']:,}",
+            fmt_num(g["device_hours"]),
+            fmt_num(g["cost_usd"]),
+            fmt_num(g["energy_kwh"]),
+            fmt_num(g["co2e_kg"]),
+            fmt_num(g["idle_device_hours"]),
+            fmt_num(g["idle_cost_usd"]),
+            "-" if util is None else f"{util:.0%}",
+        )
+    stdout_console().print(table)
+
+
+@app.command("concentration")
+@handle_errors
+def concentration(
+    by: Annotated[str, typer.Option("--by", help="provider, vendor, device or region.")] = "provider",
+    measure: Annotated[str, typer.Option("--measure", help="cost_usd or device_hours.")] = "cost_usd",
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    org_id: Annotated[int | None, typer.Option("--org-id", help="Only this organization's usage.")] = None,
+    as_json: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """How concentrated spending is: Herfindahl-Hirschman index (0-10,000) and the largest share."""
+    from flopwise.store.reports import concentration_report
+
+    vendor_of = None
+    if by == "vendor":
+        from flopwise.catalog import load_catalog
+        from flopwise.errors import CatalogError
+
+        catalog = load_catalog()
+
+        def vendor_of(device: str) -> str | None:
+            try:
+                return catalog.device(device).vendor
+            except CatalogError:
+                return None
+
+    start, end = parse_time("from", from_), parse_time("to", to)
+    engine, session_cm = _session(database_url)
+    try:
+        with session_cm as session:
+            report = concentration_report(session, by, measure, start, end, org_id, vendor_of)
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json(_plain(report))
+        return
+    from rich.table import Table
+
+    from flopwise.cli._common import stdout_console
+
+    table = Table(title=f"{measure} by {by}: HHI {report['hhi']:,.0f} ({report['level']})")
+    table.add_column(by)
+    table.add_column(measure, justify="right")
+    table.add_column("share", justify="right")
+    for s in report["shares"]:
+        table.add_row(str(s["name"]), fmt_num(s["amount"]), f"{s['share_frac']:.1%}")
+    stdout_console().print(table)
+
+
+@app.command("export-focus")
+@handle_errors
+def export_focus(
+    file: Annotated[Path, typer.Argument(help="The CSV file to write ('-' for stdout).", show_default=False)],
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    org_id: Annotated[int | None, typer.Option("--org-id", help="Only this organization's usage.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write the ledger as a FOCUS CSV (FOCUS column names plus x_ columns), streamed."""
+    from flopwise.cli._common import stderr_console
+    from flopwise.store.reports import export_focus_csv
+
+    start, end = parse_time("from", from_), parse_time("to", to)
+    engine, session_cm = _session(database_url)
+    try:
+        with session_cm as session:
+            if str(file) == "-":
+                n = export_focus_csv(session, sys.stdout, start, end, org_id)
+            else:
+                tmp = file.with_name(file.name + ".part")
+                with tmp.open("w", encoding="utf-8", newline="") as out:
+                    n = export_focus_csv(session, out, start, end, org_id)
+                tmp.replace(file)  # nothing half-written is left under the final name
+    finally:
+        engine.dispose()
+    if str(file) != "-":
+        stderr_console().print(f"wrote {n:,} records to {file}")
