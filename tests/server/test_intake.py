@@ -145,6 +145,7 @@ def test_bad_records_are_422_with_field_messages_and_nothing_is_written(app, cli
         "records.0.x_gpu_utilization": {**good[0], "x_gpu_utilization": 87},
         "records.0.source": {**good[0], "source": "pigeon"},
         "records.0.billed_cost": {**good[0], "billed_cost": "twelve"},
+        "records.0.list_cost": {**good[0], "list_cost": "1e40"},
         "records.0.surprise": {**good[0], "surprise": 1},
         "records.0": {**good[0], "charge_period_end": "2024-05-01T11:00:00+00:00"},
     }

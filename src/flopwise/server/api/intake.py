@@ -123,7 +123,14 @@ class UsageRecordIn(BaseModel):
     def _money(cls, value: Decimal | None, info: Any) -> Decimal | None:
         from flopwise.store.types import to_money
 
-        return None if value is None else to_money(value, info.field_name)
+        if value is None:
+            return None
+        try:
+            return to_money(value, info.field_name)
+        except ArithmeticError:  # quantize of a huge exponent: decimal.InvalidOperation
+            raise ValueError(
+                f"{info.field_name}: {value!r} does not fit NUMERIC(20, 6); keep |value| below 1e14"
+            ) from None
 
     @field_validator("charge_period_start", "charge_period_end")
     @classmethod
