@@ -125,6 +125,8 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     # audit log
     ("GET", f"{API}/audit"): admins_only(200, other_org=200),
     ("GET", f"{API}/audit/verify"): admins_only(200, other_org=200),
+    # usage intake (the agent's pushes): members of the project the body names; other orgs do not see it
+    ("POST", f"{API}/usage"): authed(viewer=403, member=200, approver=200, admin=200, other_org=404),
 }
 
 #: (method, path template) -> ctx -> JSON body (a fresh one per call)
@@ -142,6 +144,20 @@ BODIES: dict[tuple[str, str], Callable[[Ctx], Any]] = {
         "scope_id": ctx.seed.project_id,
     },
     ("POST", f"{API}/aup"): lambda ctx: {"text": "Use compute for the organization's work only."},
+    ("POST", f"{API}/usage"): lambda ctx: {
+        "project_id": ctx.seed.project_id,
+        "records": [
+            {
+                "source": "nvml",
+                "source_key": ctx.unique("nvml:matrix:GPU-0"),
+                "charge_period_start": "2024-05-01T12:00:00+00:00",
+                "charge_period_end": "2024-05-01T12:01:00+00:00",
+                "x_device_type": "h100-sxm",
+                "x_device_count": 1.0,
+                "x_device_hours": 1 / 60,
+            }
+        ],
+    },
 }
 
 #: (method, path template) -> ctx -> query parameters
