@@ -104,12 +104,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         _pg_admin(f"DROP SCHEMA {schema} CASCADE")
 
 
-def seed_admin(app: Any) -> str:
-    """An organization with a team and a project, an admin user and a bearer token for them (through the store)."""
-    from flopwise.server.auth import mint_token
-    from flopwise.store import ApiToken, Organization, Project, RoleBinding, Team, User, write_session
+def seed_org(app: Any) -> int:
+    """An organization with a team and a project and an admin user (through the store); the admin's user id."""
+    from flopwise.store import Organization, Project, Team, User, write_session
 
-    token, prefix, token_hash = mint_token()
     with write_session(app.state.db) as s:
         org = Organization(name=f"fuzz-{uuid.uuid4().hex[:8]}")
         s.add(org)
@@ -119,20 +117,53 @@ def seed_admin(app: Any) -> str:
         s.add_all([team, user])
         s.flush()
         s.add(Project(team_id=team.id, name="llm"))
-        s.add(RoleBinding(user_id=user.id, role="admin", scope_kind="org", scope_id=org.id))
-        s.add(ApiToken(user_id=user.id, name="fuzz", prefix=prefix, token_hash=token_hash))
+        return user.id
+
+
+def fresh_admin_token(app: Any, user_id: int) -> str:
+    """A new token for the admin, who is made active and admin of their organization again.
+
+    Each operation is fuzzed with its own token, so an earlier operation that revoked the token, removed the
+    admin's role or deactivated the user (all legitimate fuzz inputs) does not turn later ones into 401/403s.
+    """
+    from sqlalchemy import select
+
+    from flopwise.server.auth import mint_token
+    from flopwise.store import ApiToken, RoleBinding, User, write_session
+
+    token, prefix, token_hash = mint_token()
+    with write_session(app.state.db) as s:
+        user = s.get(User, user_id)
+        user.is_active = True
+        binding = s.scalar(
+            select(RoleBinding).where(
+                RoleBinding.user_id == user_id,
+                RoleBinding.role == "admin",
+                RoleBinding.scope_kind == "org",
+                RoleBinding.scope_id == user.org_id,
+            )
+        )
+        if binding is None:
+            s.add(RoleBinding(user_id=user_id, role="admin", scope_kind="org", scope_id=user.org_id))
+        s.add(ApiToken(user_id=user_id, name="fuzz", prefix=prefix, token_hash=token_hash))
     return token
 
 
 @pytest.fixture(scope="module")
-def server(database_url: str) -> Iterator[tuple[Any, str]]:
+def server_app(database_url: str) -> Iterator[tuple[Any, Any, int]]:
     from fastapi.testclient import TestClient
 
     app = create_app(Settings(database_url=database_url))
-    token = seed_admin(app)
+    admin_id = seed_org(app)
     with TestClient(app, raise_server_exceptions=False) as client:
-        yield client, token
+        yield client, app, admin_id
     app.state.engine.dispose()
+
+
+@pytest.fixture
+def server(server_app: tuple[Any, Any, int]) -> tuple[Any, str]:
+    client, app, admin_id = server_app
+    return client, fresh_admin_token(app, admin_id)
 
 
 # --- strategies from JSON schema ----------------------------------------------------------------------------
@@ -336,6 +367,18 @@ def _send(client: Any, token: str, req: dict[str, Any]) -> Any:
     )
 
 
+def assert_error_shape(response: Any, where: str) -> None:
+    """The server's one error shape: ``{"ok": false, "status", "error", "errors": [{"field", "message"}]}``."""
+    what = f"{where} -> {response.status_code} {response.text[:300]}"
+    body = response.json()
+    assert isinstance(body, dict) and set(body) >= {"ok", "status", "error", "errors"}, what
+    assert body["ok"] is False and body["status"] == response.status_code, what
+    assert isinstance(body["error"], str) and body["error"], what
+    assert isinstance(body["errors"], list), what
+    for err in body["errors"]:
+        assert isinstance(err, dict) and set(err) >= {"field", "message"}, what
+
+
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m.upper()} {p}" for m, p in OPERATIONS])
 def test_no_input_gives_a_500(server: tuple[Any, str], method: str, path: str) -> None:
     client, token = server
@@ -352,12 +395,7 @@ def test_no_input_gives_a_500(server: tuple[Any, str], method: str, path: str) -
         where = f"{req['method']} {req['url']} query={req['query']} body={req['content']!r:.300}"
         assert response.status_code < 500, f"{response.status_code} for {where}: {response.text[:300]}"
         if response.status_code >= 400:
-            body = response.json()
-            assert body["ok"] is False and body["status"] == response.status_code, where
-            assert isinstance(body["error"], str) and body["error"], where
-            assert isinstance(body["errors"], list), where
-            for err in body["errors"]:
-                assert set(err) >= {"field", "message"}, where
+            assert_error_shape(response, where)
 
     run()
 
@@ -389,6 +427,7 @@ def test_validation_errors_are_field_level(server: tuple[Any, str]) -> None:
         )
         assert response.status_code in (404, 422), (path, response.status_code, response.text[:300])
         if response.status_code == 422:
+            assert_error_shape(response, f"POST {path}")
             body = response.json()
             assert body["errors"], (path, body)
             assert all(e["field"] and e["message"] for e in body["errors"]), (path, body)
