@@ -39,6 +39,7 @@ Pure: numbers and catalog records in, a frozen :class:`CostedUsage` out (no I/O,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -153,6 +154,9 @@ class Coster:
         self._cloud_price: dict[str, Decimal | None] = {}
         self._regions: dict[tuple[str | None, str | None], Region | None] = {}
         self._default_region: Region | None = None
+        # per-device and per-region constants of cost(): the notes it writes and the power at unknown use
+        self._notes: dict[tuple[str, str], str] = {}
+        self._onprem_default_rate: dict[str, Decimal] = {}
         if self.options.default_region is not None:
             # an unknown default region is the caller's mistake: raise UnknownRegionError with suggestions
             self._default_region = catalog.region(self.options.default_region)
@@ -219,12 +223,10 @@ class Coster:
         elif device is not None and hours is not None:
             activity = util if util is not None else UNKNOWN_UTILIZATION_ACTIVITY_FRAC
             if util is None:
-                notes.append(f"utilization unknown: energy at activity {activity:g} of the idle-to-TDP range")
+                notes.append(self._note("utilization-unknown", ""))
             energy_kwh = float(device_power_w(device.tdp_w, device.idle_w, activity)) * hours / KILO
             energy_basis = "estimated"
-            notes.append(
-                f"energy estimated: {device.id} {device.idle_w:g}-{device.tdp_w:g} W linear power model"
-            )
+            notes.append(self._note("energy", device.id))
         else:
             energy_kwh = None
             energy_basis = "none"
@@ -232,8 +234,10 @@ class Coster:
         # cost by allocation
         cost_usd: Decimal | None = None
         usd_per_device_h: Decimal | None = None
-        currency = (record.billing_currency or "").strip().upper()
-        if record.billed_cost is not None and currency in ("", _USD):
+        currency = record.billing_currency
+        if currency and currency != _USD:
+            currency = currency.strip().upper()
+        if record.billed_cost is not None and currency in (None, "", _USD):
             cost_usd, cost_basis = _money(record.billed_cost), "billed"
         elif record.billed_cost is not None:
             cost_basis = "none"
@@ -241,17 +245,14 @@ class Coster:
         elif device is not None and hours is not None:
             profile = self.catalog.onprem.get(device.id) if self.options.prefer_onprem else None
             if profile is not None:
-                usd_per_device_h = self._onprem_rate(device, profile, energy_kwh, hours)
+                usd_per_device_h = self._onprem_usd_per_device_h(device, profile, energy_kwh, hours)
                 cost_basis = "catalog-onprem"
-                notes.append(
-                    f"priced on-prem: {device.id} ${profile.purchase_usd} over {profile.lifetime_years:g} y, "
-                    f"{profile.electricity_usd_per_kwh} USD/kWh, PUE {profile.pue:g}"
-                )
+                notes.append(self._note("onprem", device.id))
             else:
                 usd_per_device_h = self.cheapest_on_demand_usd_per_device_h(device.id)
                 cost_basis = "catalog-cloud" if usd_per_device_h is not None else "none"
                 if usd_per_device_h is not None:
-                    notes.append(f"priced at the cheapest on-demand offering of {device.id}")
+                    notes.append(self._note("cloud", device.id))
             if usd_per_device_h is not None:
                 cost_usd = _money(usd_per_device_h * Decimal(repr(hours)))
         else:
@@ -260,7 +261,7 @@ class Coster:
         # idle
         idle_h: float | None = None
         idle_cost: Decimal | None = None
-        is_idle_allocation = record.x_extra.get("x_OpenCostSpecial") == "idle"
+        is_idle_allocation = bool(record.x_extra) and record.x_extra.get("x_OpenCostSpecial") == "idle"
         idle_share = 1.0 if is_idle_allocation else (None if util is None else 1.0 - util)
         if idle_share is not None and hours is not None:
             idle_h = hours * idle_share
@@ -272,12 +273,9 @@ class Coster:
         co2e = record.x_co2e_kg
         if co2e is None and energy_kwh is not None and region is not None:
             co2e = float(co2e_kg(energy_kwh * region.pue, region.grid_gco2e_per_kwh))
-            notes.append(
-                f"CO2e: {region.id} grid {region.grid_gco2e_per_kwh:g} gCO2e/kWh, PUE {region.pue:g}"
-            )
-        out = replace(record, x_energy_kwh=energy_kwh, x_co2e_kg=co2e)
+            notes.append(self._note("co2e", region.id))
         return CostedUsage(
-            record=out,
+            record=_with_energy(record, energy_kwh, co2e),
             cost_usd=cost_usd,
             cost_basis=cost_basis,
             energy_basis=energy_basis,
@@ -288,17 +286,74 @@ class Coster:
             assumptions=tuple(notes),
         )
 
+    def _note(self, kind: str, item_id: str) -> str:
+        """The assumption note of *kind* about a device or region (the same text for every record: memoized)."""
+        key = (kind, item_id)
+        note = self._notes.get(key)
+        if note is None:
+            if kind == "utilization-unknown":
+                activity = UNKNOWN_UTILIZATION_ACTIVITY_FRAC
+                note = f"utilization unknown: energy at activity {activity:g} of the idle-to-TDP range"
+            elif kind == "energy":
+                device = self.catalog.device(item_id)
+                note = (
+                    f"energy estimated: {device.id} {device.idle_w:g}-{device.tdp_w:g} W linear power model"
+                )
+            elif kind == "onprem":
+                profile = self.catalog.onprem[item_id]
+                note = (
+                    f"priced on-prem: {item_id} ${profile.purchase_usd} over {profile.lifetime_years:g} y, "
+                    f"{profile.electricity_usd_per_kwh} USD/kWh, PUE {profile.pue:g}"
+                )
+            elif kind == "cloud":
+                note = f"priced at the cheapest on-demand offering of {item_id}"
+            else:  # co2e
+                region = self.catalog.region(item_id)
+                note = f"CO2e: {region.id} grid {region.grid_gco2e_per_kwh:g} gCO2e/kWh, PUE {region.pue:g}"
+            self._notes[key] = note
+        return note
+
+    def _onprem_usd_per_device_h(
+        self, device: Device, profile: OnPremProfile, energy_kwh: float | None, hours: float
+    ) -> Decimal:
+        """:meth:`_onprem_rate`, memoized per device for records without a usable power (hours == 0)."""
+        if energy_kwh is not None and hours > 0:
+            return self._onprem_rate(device, profile, energy_kwh, hours)
+        rate = self._onprem_default_rate.get(device.id)
+        if rate is None:
+            rate = self._onprem_default_rate[device.id] = self._onprem_rate(device, profile, None, hours)
+        return rate
+
     @staticmethod
     def _onprem_rate(
         device: Device, profile: OnPremProfile, energy_kwh: float | None, hours: float
     ) -> Decimal:
         """USD per device-hour of an owned device: capital plus electricity at the wall power the record shows."""
-        if energy_kwh is not None and hours > 0:
-            device_w = energy_kwh * KILO / hours
-        else:
+        device_w = energy_kwh * KILO / hours if energy_kwh is not None and hours > 0 else math.inf
+        if not math.isfinite(device_w):
+            # no energy, no hours, or energy over a vanishing span (e.g. 1 kWh in 5e-324 h): the power is unknown
             device_w = float(device_power_w(device.tdp_w, device.idle_w, UNKNOWN_UTILIZATION_ACTIVITY_FRAC))
         wall_w = device_w * (1.0 + host_power_frac(device))
         return Decimal(repr(float(onprem_usd_per_device_h(profile, wall_w, profile.pue))))
+
+
+#: UsageRecord has no ``__post_init__`` (no validation on construction), so a copy with two fields changed can
+#: skip ``dataclasses.replace``'s generic path (a third of the time of costing a row)
+_RECORD_HAS_POST_INIT = hasattr(UsageRecord, "__post_init__")
+
+
+def _with_energy(record: UsageRecord, energy_kwh: float | None, co2e: float | None) -> UsageRecord:
+    """*record* with ``x_energy_kwh`` and ``x_co2e_kg`` set: the record itself when neither changes."""
+    if energy_kwh is record.x_energy_kwh and co2e is record.x_co2e_kg:
+        return record
+    if _RECORD_HAS_POST_INIT:
+        return replace(record, x_energy_kwh=energy_kwh, x_co2e_kg=co2e)
+    out = object.__new__(UsageRecord)
+    fields_ = out.__dict__
+    fields_.update(record.__dict__)
+    fields_["x_energy_kwh"] = energy_kwh
+    fields_["x_co2e_kg"] = co2e
+    return out
 
 
 def cost_usage(record: UsageRecord, catalog: Catalog, options: CostingOptions | None = None) -> CostedUsage:

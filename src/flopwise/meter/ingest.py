@@ -37,15 +37,17 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import json
 import os
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from flopwise.errors import IngestError, InputError
 from flopwise.meter.cloud_exports import parse_aws_cur, parse_azure_cost_export, parse_oci_cost_report
@@ -485,83 +487,207 @@ def _held_scrape(scrape: DcgmScrape, interval_s: float) -> DcgmScrape:
 # --- writing ----------------------------------------------------------------------------------------------
 
 
-def costed_row(costed: CostedUsage, run_id: int | None) -> dict[str, Any]:
-    """The ``usage_records`` column values of one costed record."""
+#: the ``usage_records`` columns ingestion writes, in the order of the tuples :func:`_row_values` builds
+_COLUMNS: tuple[str, ...] = (
+    "source",
+    "source_key",
+    "charge_period_start",
+    "charge_period_end",
+    "billed_cost",
+    "effective_cost",
+    "list_cost",
+    "cost_usd",
+    "cost_basis",
+    "billing_currency",
+    "provider_name",
+    "region_id",
+    "resource_id",
+    "service_category",
+    "sku_id",
+    "tags",
+    "x_device_type",
+    "x_device_count",
+    "x_device_hours",
+    "x_gpu_utilization",
+    "x_energy_kwh",
+    "energy_basis",
+    "x_co2e_kg",
+    "idle_device_hours",
+    "idle_cost_usd",
+    "x_job_id",
+    "x_request_id",
+    "x_user",
+    "x_account",
+    "x_extra",
+    "org_id",
+    "team_id",
+    "project_id",
+    "request_id",
+    "ingest_run_id",
+    "ingested_at",
+)
+_ORG, _TEAM, _PROJECT, _REQUEST = (
+    _COLUMNS.index(c) for c in ("org_id", "team_id", "project_id", "request_id")
+)
+_X_REQUEST_ID = _COLUMNS.index("x_request_id")
+#: a staging table per write transaction (PostgreSQL): COPY fills it, one INSERT ... SELECT moves it
+_PG_STAGE = "flopwise_ingest_stage"
+
+
+def _row_values(
+    costed: CostedUsage,
+    run_id: int | None,
+    ingested_at: datetime,
+    owner: tuple[int | None, int | None, int | None] | None,
+) -> list[Any]:
+    """The ``usage_records`` values of one costed record, in :data:`_COLUMNS` order (Python values)."""
     r = costed.record
-    return {
-        "source": r.source,
-        "source_key": r.source_key,
-        "charge_period_start": r.charge_period_start,
-        "charge_period_end": r.charge_period_end,
-        "billed_cost": r.billed_cost,
-        "effective_cost": r.effective_cost,
-        "list_cost": r.list_cost,
-        "cost_usd": costed.cost_usd,
-        "cost_basis": costed.cost_basis,
-        "billing_currency": r.billing_currency,
-        "provider_name": r.provider_name,
-        "region_id": r.region_id,
-        "resource_id": r.resource_id,
-        "service_category": r.service_category,
-        "sku_id": r.sku_id,
-        "tags": dict(r.tags),
-        "x_device_type": r.x_device_type,
-        "x_device_count": r.x_device_count,
-        "x_device_hours": r.x_device_hours,
-        "x_gpu_utilization": r.x_gpu_utilization,
-        "x_energy_kwh": r.x_energy_kwh,
-        "energy_basis": costed.energy_basis,
-        "x_co2e_kg": r.x_co2e_kg,
-        "idle_device_hours": costed.idle_device_hours,
-        "idle_cost_usd": costed.idle_cost_usd,
-        "x_job_id": r.x_job_id,
-        "x_request_id": r.x_request_id,
-        "x_user": r.x_user,
-        "x_account": r.x_account,
-        "x_extra": dict(r.x_extra),
-        "org_id": None,
-        "team_id": None,
-        "project_id": None,
-        "request_id": None,
-        "ingest_run_id": run_id,
-        "ingested_at": utcnow(),
-    }
+    org_id, team_id, project_id = owner if owner is not None else (None, None, None)
+    return [
+        r.source,
+        r.source_key,
+        r.charge_period_start,
+        r.charge_period_end,
+        r.billed_cost,
+        r.effective_cost,
+        r.list_cost,
+        costed.cost_usd,
+        costed.cost_basis,
+        r.billing_currency,
+        r.provider_name,
+        r.region_id,
+        r.resource_id,
+        r.service_category,
+        r.sku_id,
+        r.tags,
+        r.x_device_type,
+        r.x_device_count,
+        r.x_device_hours,
+        r.x_gpu_utilization,
+        r.x_energy_kwh,
+        costed.energy_basis,
+        r.x_co2e_kg,
+        costed.idle_device_hours,
+        costed.idle_cost_usd,
+        r.x_job_id,
+        r.x_request_id,
+        r.x_user,
+        r.x_account,
+        r.x_extra,
+        org_id,
+        team_id,
+        project_id,
+        None,
+        run_id,
+        ingested_at,
+    ]
 
 
-def _insert_statement(session: Session) -> Any:
-    table = UsageRecordRow.__table__
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).on_conflict_do_nothing(index_elements=["source_key"]).returning(table.c.id)
+def costed_row(costed: CostedUsage, run_id: int | None) -> dict[str, Any]:
+    """The ``usage_records`` column values of one costed record (for the ORM: ``UsageRecordRow(**row)``)."""
+    row = dict(zip(_COLUMNS, _row_values(costed, run_id, utcnow(), None), strict=True))
+    row["tags"] = dict(row["tags"])
+    row["x_extra"] = dict(row["x_extra"])
+    return row
 
 
-def _link_requests(session: Session, rows: list[dict[str, Any]]) -> None:
+def _link_requests(session: Session, rows: list[list[Any]]) -> None:
     """Set ``request_id`` where ``x_request_id`` names an existing compute request by its integer id."""
-    wanted = {int(r["x_request_id"]) for r in rows if r["x_request_id"] and str(r["x_request_id"]).isdigit()}
+    wanted = {int(rid) for r in rows if (rid := r[_X_REQUEST_ID]) and str(rid).isdigit()}
     if not wanted:
         return
     found = set(session.scalars(select(ComputeRequest.id).where(ComputeRequest.id.in_(wanted))))
     for r in rows:
-        rid = r["x_request_id"]
+        rid = r[_X_REQUEST_ID]
         if rid and str(rid).isdigit() and int(rid) in found:
-            r["request_id"] = int(rid)
+            r[_REQUEST] = int(rid)
 
 
-def _write_batch(
-    factory: sessionmaker[Session],
-    rows: list[dict[str, Any]],
-    attribute: Attributor | None,
-    records: list[UsageRecord],
-) -> int:
+class _Writer:
+    """Writes batches of :data:`_COLUMNS` rows with ``ON CONFLICT (source_key) DO NOTHING`` on the session's
+    own DBAPI connection, counting the rows that were new.
+
+    * SQLite: one prepared ``INSERT`` through ``executemany``; the new rows are the connection's
+      ``total_changes`` difference (a row skipped by ``DO NOTHING`` changes nothing).
+    * PostgreSQL: ``COPY`` into a temporary staging table (dropped at commit), then one
+      ``INSERT INTO usage_records SELECT ... ON CONFLICT (source_key) DO NOTHING``, whose rowcount is the new rows.
+
+    Values go through the columns' own bind processors (``Money``, ``UTCDateTime``, ``JSON``: the same checks
+    and storage formats as the ORM), looked up once per dialect.
+    """
+
+    def __init__(self, session: Session) -> None:
+        dialect = session.get_bind().dialect
+        self.dialect = dialect.name
+        table = UsageRecordRow.__table__
+        self.processors: list[tuple[int, Callable[[Any], Any]]] = []
+        for i, name in enumerate(_COLUMNS):
+            column_type = table.c[name].type
+            if self.dialect == "postgresql" and name in ("tags", "x_extra"):
+                proc = dialect._json_serializer or json.dumps  # COPY's text format takes JSON as text
+            else:
+                proc = column_type.dialect_impl(dialect).bind_processor(dialect)
+            if proc is not None:
+                self.processors.append((i, proc))
+        names = ", ".join(_COLUMNS)
+        if self.dialect == "sqlite":
+            marks = ", ".join("?" for _ in _COLUMNS)
+            self.sql = (
+                f"INSERT INTO usage_records ({names}) VALUES ({marks}) ON CONFLICT (source_key) DO NOTHING"
+            )
+        else:
+            self.stage_sql = (
+                f"CREATE TEMPORARY TABLE {_PG_STAGE} ON COMMIT DROP AS "
+                f"SELECT {names} FROM usage_records WITH NO DATA"
+            )
+            self.copy_sql = f"COPY {_PG_STAGE} ({names}) FROM STDIN"
+            self.sql = (
+                f"INSERT INTO usage_records ({names}) SELECT {names} FROM {_PG_STAGE} "
+                "ON CONFLICT (source_key) DO NOTHING"
+            )
+
+    def _processed(self, rows: list[list[Any]]) -> list[list[Any]]:
+        procs = self.processors
+        for row in rows:
+            for i, proc in procs:
+                value = row[i]
+                if value is not None:
+                    row[i] = proc(value)
+        return rows
+
+    def write(self, session: Session, rows: list[list[Any]]) -> int:
+        """Insert *rows* in the session's transaction; returns how many were new."""
+        connection = session.connection().connection.driver_connection
+        rows = self._processed(rows)
+        if self.dialect == "sqlite":
+            before = connection.total_changes
+            connection.executemany(self.sql, rows)
+            return int(connection.total_changes - before)
+        with connection.cursor() as cursor:
+            cursor.execute(self.stage_sql)
+            with cursor.copy(self.copy_sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(self.sql)
+            return int(cursor.rowcount)
+
+
+def _write_batch(factory: sessionmaker[Session], rows: list[list[Any]]) -> int:
     """Insert one batch in its own write transaction; returns how many rows were new."""
     with write_session(factory) as session:
-        if attribute is not None:
-            for row, rec in zip(rows, records, strict=True):
-                owner = attribute(rec)
-                if owner is not None:
-                    row["org_id"], row["team_id"], row["project_id"] = owner
         _link_requests(session, rows)
-        return len(session.execute(_insert_statement(session), rows).all())
+        return _writer(session).write(session, rows)
+
+
+_WRITERS: weakref.WeakKeyDictionary[Any, _Writer] = weakref.WeakKeyDictionary()
+
+
+def _writer(session: Session) -> _Writer:
+    dialect = session.get_bind().dialect
+    writer = _WRITERS.get(dialect)
+    if writer is None:
+        writer = _WRITERS[dialect] = _Writer(session)
+    return writer
 
 
 def _write_rejects(
@@ -598,24 +724,25 @@ def ingest_records(
     The building block of :func:`ingest_source`, and what the NVML agent's pushes go through.
     """
     inserted = duplicate = 0
-    totals: dict[str, Any] = {"cost_usd": 0, "device_hours": 0.0, "energy_kwh": 0.0}
-    rows: list[dict[str, Any]] = []
-    batch: list[UsageRecord] = []
+    cost_total = Decimal(0)
+    device_hours = energy_kwh = 0.0
+    rows: list[list[Any]] = []
+    ingested_at = utcnow()
     for record in records:
         costed = coster.cost(record)
-        rows.append(costed_row(costed, run_id))
-        batch.append(record)
+        rows.append(_row_values(costed, run_id, ingested_at, attribute(record) if attribute else None))
         if costed.cost_usd is not None:
-            totals["cost_usd"] += costed.cost_usd
-        totals["device_hours"] += record.x_device_hours or 0.0
-        totals["energy_kwh"] += costed.record.x_energy_kwh or 0.0
+            cost_total += costed.cost_usd
+        device_hours += record.x_device_hours or 0.0
+        energy_kwh += costed.record.x_energy_kwh or 0.0
         if len(rows) >= batch_size:
-            new = _write_batch(factory, rows, attribute, batch)
+            new = _write_batch(factory, rows)
             inserted, duplicate = inserted + new, duplicate + len(rows) - new
-            rows, batch = [], []
+            rows, ingested_at = [], utcnow()
     if rows:
-        new = _write_batch(factory, rows, attribute, batch)
+        new = _write_batch(factory, rows)
         inserted, duplicate = inserted + new, duplicate + len(rows) - new
+    totals: dict[str, Any] = {"cost_usd": cost_total, "device_hours": device_hours, "energy_kwh": energy_kwh}
     return inserted, duplicate, totals
 
 
