@@ -16,7 +16,6 @@ the same code runs against an in-process server.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -87,11 +86,7 @@ def server_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except ServerValidationError as err:
-            fields = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in err.errors[:5])
-            _fail(
-                err.message if not fields or fields in err.message else f"{err.message} ({fields})",
-                EXIT_BAD_INPUT,
-            )
+            _fail(err.message, EXIT_BAD_INPUT)
         except ServerError as err:
             _fail(str(err), EXIT_FAILURE)
 
@@ -196,32 +191,63 @@ def _outcome(answer: Any) -> str | None:
     return None
 
 
-def _why(answer: Mapping[str, Any]) -> list[str]:
-    """One line per reason in a decision trace: the fired rules, budgets and messages, whatever their nesting."""
-    lines: list[str] = []
-    trace = answer.get("decision_trace") or answer.get("trace")
-    decision = answer.get("decision")
-    if trace is None and isinstance(decision, Mapping):
-        trace = decision.get("trace") or decision
-    if isinstance(trace, Mapping):
-        for key in ("reasons", "messages", "rules_fired", "fired"):
-            value = trace.get(key)
-            if isinstance(value, list):
-                lines.extend(json.dumps(v, default=str) if isinstance(v, Mapping) else str(v) for v in value)
-        msg = trace.get("message")
-        if isinstance(msg, str) and msg:
-            lines.append(msg)
-    return lines
+def _request_rows(answer: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The rows people read in a request: what it asks for, what it is estimated to use, what was decided and why."""
+    rows: list[tuple[str, str]] = [
+        ("state", f"{answer.get('state')} (policy outcome: {answer.get('outcome') or '-'})"),
+        ("workload", str(answer.get("workload", "-"))),
+        ("devices", f"{answer.get('device_count', '-')} x {answer.get('device_type') or '-'}"),
+        ("duration h", fmt_num(answer.get("duration_h"))),
+        ("FLOPs", fmt_num(answer.get("estimated_flops"))),
+        ("cost USD", fmt_num(answer.get("estimated_cost_usd"))),
+        ("device-hours", fmt_num(answer.get("estimated_device_hours"))),
+        ("energy kWh", fmt_num(answer.get("estimated_kwh"))),
+        ("CO2e kg", fmt_num(answer.get("estimated_co2e_kg"))),
+    ]
+    if answer.get("approvals_required"):
+        votes = answer.get("approvals") or []
+        approved = sum(1 for v in votes if isinstance(v, Mapping) and v.get("verdict") == "approve")
+        rows.append(
+            (
+                "approvals",
+                f"{approved} of {answer['approvals_required']} ({answer.get('approver_role') or 'any'})",
+            )
+        )
+    for res in answer.get("reservations") or []:
+        if isinstance(res, Mapping):
+            rows.append(
+                (
+                    f"budget {res.get('budget_id')}",
+                    f"{fmt_num(res.get('amount'))} {res.get('unit')} {res.get('state')}",
+                )
+            )
+    for key, label in (("reasons", "why"), ("warnings", "warning"), ("threshold_flags", "threshold")):
+        rows.extend((label, str(item)) for item in answer.get(key) or [])
+    if answer.get("expires_at") and answer.get("state") == "pending":
+        rows.append(("expires", str(answer["expires_at"])))
+    return rows
 
 
-def _finish_request(answer: Any, json_out: bool, title: str) -> None:
+def _render_request(answer: Any) -> None:
+    if not isinstance(answer, Mapping) or "state" not in answer:
+        _render_one("request", answer)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"request {answer.get('id', '')}", show_header=False, title_justify="left")
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in _request_rows(answer):
+        table.add_row(key, value)
+    stdout_console().print(table)
+
+
+def _finish_request(answer: Any, json_out: bool) -> None:
     """Render a request answer and exit 3 when it is not approved (denied, pending approval, expired)."""
     if json_out:
         print_json(answer)
     else:
-        _render_one(title, answer)
-        for line in _why(answer) if isinstance(answer, Mapping) else []:
-            stderr_console().print(f"  why: {line}", highlight=False, markup=False, soft_wrap=True)
+        _render_request(answer)
     outcome = _outcome(answer)
     if outcome in NOT_APPROVED:
         if not json_out:
@@ -306,7 +332,7 @@ def request_create(
     )
     with _client(ctx, url, token) as fw:
         answer = fw.create_request(body, idempotency_key=idempotency_key)
-    _finish_request(answer, json_out, f"request {answer.get('id', '')}".strip())
+    _finish_request(answer, json_out)
 
 
 def build_request_body(base: Mapping[str, Any], **options: Any) -> dict[str, Any]:
@@ -381,7 +407,7 @@ def request_show(
     if json_out:
         print_json(answer)
         return
-    _render_one(f"request {request_id}", answer)
+    _render_request(answer)
 
 
 @request_app.command("approve")
@@ -397,7 +423,7 @@ def request_approve(
     """Approve a pending request (not your own); exit 3 while it still needs more approvals."""
     with _client(ctx, url, token) as fw:
         answer = fw.approve_request(request_id, comment or "")
-    _finish_request(answer, json_out, f"request {request_id}")
+    _finish_request(answer, json_out)
 
 
 @request_app.command("deny")
@@ -418,7 +444,7 @@ def request_deny(
     if json_out:
         print_json(answer)
         return
-    _render_one(f"request {request_id}", answer)
+    _render_request(answer)
 
 
 @request_app.command("cancel")
@@ -436,7 +462,7 @@ def request_cancel(
     if json_out:
         print_json(answer)
         return
-    _render_one(f"request {request_id}", answer)
+    _render_request(answer)
 
 
 # --- flopwise budget ----------------------------------------------------------------------------------------
