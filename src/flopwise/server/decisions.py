@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass, is_dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -59,9 +60,12 @@ from flopwise.units import J_PER_KWH, S_PER_H
 __all__ = [
     "DEFAULT_REGION",
     "MAX_AMOUNT",
+    "MAX_ID",
+    "IdPath",
     "GOVERN_WORKLOAD",
     "STORE_WORKLOAD",
     "AdmissionIn",
+    "BodyModel",
     "DecisionResult",
     "EstimateParams",
     "PlanIn",
@@ -95,11 +99,29 @@ _CATALOG_PRICING = {"on_demand": "on-demand", "spot": "spot", "reserved": "reser
 DEFAULT_REGION = "country:US"
 _G_PER_KG = 1000.0
 _W_PER_KW = 1000.0
+#: the largest row id (the store's integer keys are 32-bit on PostgreSQL)
+MAX_ID = 2**31 - 1
+#: a row id in a path: 1 .. MAX_ID, so an out-of-range id is a 422, not a database overflow
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 #: FLOPs of one forward pass per parameter per token (2N, Kaplan et al. 2020, https://arxiv.org/abs/2001.08361)
 _FORWARD_FLOPS_PER_PARAM_TOKEN = 2.0
 
 
-class PlanIn(BaseModel):
+class BodyModel(BaseModel):
+    """A request body: unknown fields are refused, and so is text with NUL characters (PostgreSQL cannot store
+    them), each as a 422 naming the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text may not contain NUL (\\x00) characters")
+        return value
+
+
+class PlanIn(BodyModel):
     """A chosen plan (e.g. from ``flopwise plan train --json``): how long, and what it was estimated to cost.
 
     Left-out amounts are derived: cost = devices x duration x price per device-hour; energy = devices x TDP x
@@ -115,7 +137,7 @@ class PlanIn(BaseModel):
     co2e_kg: float | None = Field(default=None, ge=0, le=1e12)
 
 
-class EstimateParams(BaseModel):
+class EstimateParams(BodyModel):
     """Parameters the server estimates from: a model and, for training, tokens; for serving, a duration."""
 
     model_config = ConfigDict(extra="forbid")
@@ -134,12 +156,12 @@ class EstimateParams(BaseModel):
     output_tokens: int = Field(default=256, ge=1, le=10_000_000)
 
 
-class WorkloadIn(BaseModel):
+class WorkloadIn(BodyModel):
     """What a compute request asks for: the workload, where it runs and either a plan or parameters."""
 
     model_config = ConfigDict(extra="forbid")
 
-    project_id: int = Field(ge=1)
+    project_id: int = Field(ge=1, le=MAX_ID)
     workload: Workload
     device: str = Field(
         min_length=1, max_length=120, description="catalog device id or name, e.g. 'h100-sxm'"
@@ -163,14 +185,14 @@ class WorkloadIn(BaseModel):
         return self
 
 
-class AdmissionIn(BaseModel):
+class AdmissionIn(BodyModel):
     """A scheduler job asking to start: its engine and id, and the most it can use."""
 
     model_config = ConfigDict(extra="forbid")
 
     engine: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    engine_job_id: str = Field(min_length=1, max_length=200)
-    project_id: int = Field(ge=1)
+    engine_job_id: str = Field(min_length=1, max_length=200, pattern=r"^[^/\x00]+$")
+    project_id: int = Field(ge=1, le=MAX_ID)
     workload: Workload = "train"
     device: str = Field(min_length=1, max_length=120)
     device_count: int = Field(ge=1, le=1_000_000)

@@ -24,6 +24,7 @@ from flopwise.server.auth import Principal, authorize
 from flopwise.server.decisions import (
     STORE_WORKLOAD,
     AdmissionIn,
+    BodyModel,
     admission_request_facts,
     audit,
     decide_and_reserve,
@@ -38,7 +39,7 @@ __all__ = ["AdmissionPublic", "SettleIn", "router"]
 router = APIRouter(prefix="/admission", tags=["admission"])
 
 EngineParam = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
-JobParam = Annotated[str, Path(min_length=1, max_length=200)]
+JobParam = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^/\x00]+$")]
 _BUDGET_COLUMN = {
     "usd": "worst_case_cost_usd",
     "device_hours": "worst_case_device_hours",
@@ -81,7 +82,7 @@ class AdmissionPublic(BaseModel):
     decision_trace: dict[str, Any] | None
 
 
-class SettleIn(BaseModel):
+class SettleIn(BodyModel):
     """What the job actually used. Left-out units are prorated from the worst case by the actual hours."""
 
     model_config = ConfigDict(extra="forbid")

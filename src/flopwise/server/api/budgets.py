@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from flopwise import govern
 from flopwise.server.auth import authorize
-from flopwise.server.decisions import MAX_AMOUNT, audit, budget_usage, window_for
+from flopwise.server.decisions import MAX_AMOUNT, MAX_ID, BodyModel, IdPath, audit, budget_usage, window_for
 from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep
 from flopwise.server.errors import ApiError
 
@@ -26,12 +26,12 @@ __all__ = ["BudgetCreate", "BudgetPublic", "router"]
 router = APIRouter(prefix="/budgets", tags=["budgets"])
 
 
-class BudgetCreate(BaseModel):
+class BudgetCreate(BodyModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     scope_kind: Literal["org", "team", "project"]
-    scope_id: int = Field(ge=1)
+    scope_id: int = Field(ge=1, le=MAX_ID)
     period: Literal["month", "quarter", "year", "custom"]
     unit: Literal["usd", "device_hours", "kwh", "co2e_kg"]
     amount: Decimal = Field(ge=0, lt=MAX_AMOUNT, description="the cap, exact (send it as a string)")
@@ -160,7 +160,7 @@ def list_budgets(
     db: DbDep,
     clock: ClockDep,
     scope_kind: Annotated[Literal["org", "team", "project"] | None, Query()] = None,
-    scope_id: Annotated[int | None, Query(ge=1)] = None,
+    scope_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> list[BudgetPublic]:
     """The organization's budgets with their current usage."""
     from flopwise.store import Budget, read_session
@@ -176,7 +176,7 @@ def list_budgets(
 
 
 @router.get("/{budget_id}", response_model=BudgetPublic)
-def show_budget(budget_id: int, principal: CurrentPrincipal, db: DbDep, clock: ClockDep) -> BudgetPublic:
+def show_budget(budget_id: IdPath, principal: CurrentPrincipal, db: DbDep, clock: ClockDep) -> BudgetPublic:
     """One budget: what is reserved, committed and settled in the current window and what remains."""
     from flopwise.store import Budget, read_session
 

@@ -9,15 +9,17 @@ allow > defaults (docs/governance.md). A document that does not validate is a 42
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from flopwise import govern
 from flopwise.errors import InputError
 from flopwise.server.auth import authorize
-from flopwise.server.decisions import audit, current_policies
+from flopwise.server.decisions import BodyModel, audit, current_policies
 from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep
 from flopwise.server.errors import ApiError
 
@@ -26,7 +28,7 @@ __all__ = ["PolicyApply", "PolicyPublic", "router"]
 router = APIRouter(prefix="/policies", tags=["policies"])
 
 
-class PolicyApply(BaseModel):
+class PolicyApply(BodyModel):
     model_config = ConfigDict(extra="forbid")
 
     yaml: str = Field(min_length=1, max_length=200_000, description="the policy document (YAML text)")
@@ -114,7 +116,11 @@ def list_policies(principal: CurrentPrincipal, db: DbDep) -> list[PolicyPublic]:
 
 
 @router.get("/{policy_name}", response_model=list[PolicyPublic])
-def policy_versions(policy_name: str, principal: CurrentPrincipal, db: DbDep) -> list[PolicyPublic]:
+def policy_versions(
+    policy_name: Annotated[str, PathParam(max_length=200, pattern=r"^[^\x00]+$")],
+    principal: CurrentPrincipal,
+    db: DbDep,
+) -> list[PolicyPublic]:
     """Every version of the policy called *policy_name*, newest first."""
     from flopwise.store import Policy, read_session
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from flopwise.server.auth import authorize
-from flopwise.server.decisions import audit
+from flopwise.server.decisions import MAX_ID, BodyModel, IdPath, audit
 from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep
 from flopwise.server.errors import ApiError
 
@@ -23,11 +23,11 @@ __all__ = ["QuotaCreate", "QuotaPublic", "router"]
 router = APIRouter(prefix="/quotas", tags=["quotas"])
 
 
-class QuotaCreate(BaseModel):
+class QuotaCreate(BodyModel):
     model_config = ConfigDict(extra="forbid")
 
     scope_kind: Literal["org", "team", "project"]
-    scope_id: int = Field(ge=1)
+    scope_id: int = Field(ge=1, le=MAX_ID)
     match_on: Literal["device_type", "device_class"]
     device: str = Field(min_length=1, max_length=120, description="device id or class, globs allowed")
     max_concurrent_devices: Decimal = Field(ge=0, lt=Decimal(10) ** 9)
@@ -87,7 +87,7 @@ def list_quotas(principal: CurrentPrincipal, db: DbDep) -> list[QuotaPublic]:
 
 
 @router.delete("/{quota_id}", status_code=204)
-def delete_quota(quota_id: int, principal: CurrentPrincipal, db: DbDep, clock: ClockDep) -> Response:
+def delete_quota(quota_id: IdPath, principal: CurrentPrincipal, db: DbDep, clock: ClockDep) -> Response:
     """Remove a quota (needs admin on its scope)."""
     from flopwise.store import Quota, write_session
 

@@ -22,7 +22,10 @@ from flopwise.errors import InputError
 from flopwise.server.auth import Principal, authorize
 from flopwise.server.decisions import (
     GOVERN_WORKLOAD,
+    MAX_ID,
     STORE_WORKLOAD,
+    BodyModel,
+    IdPath,
     WorkloadIn,
     audit,
     decide_and_reserve,
@@ -102,19 +105,19 @@ class RequestPublic(BaseModel):
     estimate: dict[str, Any] | None
 
 
-class VerdictIn(BaseModel):
+class VerdictIn(BodyModel):
     model_config = ConfigDict(extra="forbid")
 
     comment: str = Field(default="", max_length=10_000)
 
 
-class DenyIn(BaseModel):
+class DenyIn(BodyModel):
     model_config = ConfigDict(extra="forbid")
 
     comment: str = Field(min_length=1, max_length=10_000, description="why the request is denied")
 
 
-class CommentIn(BaseModel):
+class CommentIn(BodyModel):
     model_config = ConfigDict(extra="forbid")
 
     body: str = Field(min_length=1, max_length=10_000)
@@ -348,7 +351,7 @@ def list_requests(
     db: DbDep,
     clock: ClockDep,
     state: Annotated[str | None, Query(pattern="^(pending|approved|denied|cancelled|expired)$")] = None,
-    project_id: Annotated[int | None, Query(ge=1)] = None,
+    project_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> list[RequestPublic]:
@@ -377,7 +380,9 @@ def list_requests(
 
 
 @router.get("/{request_id}", response_model=RequestPublic)
-def show_request(request_id: int, principal: CurrentPrincipal, db: DbDep, clock: ClockDep) -> RequestPublic:
+def show_request(
+    request_id: IdPath, principal: CurrentPrincipal, db: DbDep, clock: ClockDep
+) -> RequestPublic:
     """One request with its decision trace, votes, comments and reservations."""
     from flopwise.store import read_session
 
@@ -434,7 +439,7 @@ def _vote(
 
 @router.post("/{request_id}/approve", response_model=RequestPublic)
 def approve_request(
-    request_id: int, principal: CurrentPrincipal, db: DbDep, clock: ClockDep, body: VerdictIn | None = None
+    request_id: IdPath, principal: CurrentPrincipal, db: DbDep, clock: ClockDep, body: VerdictIn | None = None
 ) -> RequestPublic:
     """Approve a pending request; it is approved at the n-th distinct approver of the required role.
 
@@ -446,14 +451,16 @@ def approve_request(
 
 @router.post("/{request_id}/deny", response_model=RequestPublic)
 def deny_request(
-    request_id: int, body: DenyIn, principal: CurrentPrincipal, db: DbDep, clock: ClockDep
+    request_id: IdPath, body: DenyIn, principal: CurrentPrincipal, db: DbDep, clock: ClockDep
 ) -> RequestPublic:
     """Deny a pending request (a comment saying why is required); its reservations are released."""
     return _vote(db, principal, request_id, clock(), "deny", body.comment)
 
 
 @router.post("/{request_id}/cancel", response_model=RequestPublic)
-def cancel_request(request_id: int, principal: CurrentPrincipal, db: DbDep, clock: ClockDep) -> RequestPublic:
+def cancel_request(
+    request_id: IdPath, principal: CurrentPrincipal, db: DbDep, clock: ClockDep
+) -> RequestPublic:
     """Cancel a pending or approved request (the requester or an admin); its reservations are released."""
     from flopwise.store import release_reservations, write_session
 
@@ -484,7 +491,7 @@ def cancel_request(request_id: int, principal: CurrentPrincipal, db: DbDep, cloc
 
 @router.post("/{request_id}/comments", response_model=CommentPublic, status_code=201)
 def comment_request(
-    request_id: int, body: CommentIn, principal: CurrentPrincipal, db: DbDep, clock: ClockDep
+    request_id: IdPath, body: CommentIn, principal: CurrentPrincipal, db: DbDep, clock: ClockDep
 ) -> CommentPublic:
     """Add a comment to a request (anyone who can see it, in any state)."""
     from flopwise.store import Comment, write_session
