@@ -31,7 +31,6 @@ from flopwise.server.decisions import (
     decide_and_reserve,
     load_scope,
     request_facts,
-    to_jsonable,
     trace_json,
 )
 from flopwise.server.deps import CatalogDep, ClockDep, CurrentPrincipal, DbDep, SettingsDep
@@ -184,17 +183,25 @@ def _public(session: Session, row: Any, now: datetime | None = None) -> RequestP
     )
 
 
+def expire_in(session: Session, now: datetime) -> list[int]:
+    """In *session*'s write transaction: expire pending requests past their deadline, release their
+    reservations and audit each expiry (actor ``system``)."""
+    from flopwise.store import ComputeRequest, expire_pending_requests, release_reservations
+
+    ids = expire_pending_requests(session, now)
+    for request_id in ids:
+        release_reservations(session, request_id=request_id)
+        org_id = session.scalar(select(ComputeRequest.org_id).where(ComputeRequest.id == request_id))
+        audit(session, None, "request.expire", {"request_id": request_id}, now, org_id)
+    return ids
+
+
 def expire_due(db: Any, now: datetime) -> list[int]:
-    """Expire pending requests past their deadline, release their reservations and audit it (own transaction)."""
-    from flopwise.store import ComputeRequest, expire_pending_requests, release_reservations, write_session
+    """:func:`expire_in` in its own transaction (committed even when the caller's next step is refused)."""
+    from flopwise.store import write_session
 
     with write_session(db) as session:
-        ids = expire_pending_requests(session, now)
-        for request_id in ids:
-            release_reservations(session, request_id=request_id)
-            org_id = session.scalar(select(ComputeRequest.org_id).where(ComputeRequest.id == request_id))
-            audit(session, None, "request.expire", {"request_id": request_id}, now, org_id)
-    return ids
+        return expire_in(session, now)
 
 
 def _get_request(session: Session, principal: Principal, request_id: int, *, lock: bool = False) -> Any:
@@ -272,8 +279,8 @@ def create_request(
     estimated = request_facts(catalog, body, scope, settings.catalog_dir)
     facts = estimated.facts
     inputs = body.model_dump(mode="json", exclude={"idempotency_key"})
-    expire_due(db, now)
     with write_session(db) as session:
+        expire_in(session, now)  # frees what expired requests held before this one is decided
         row, created = insert_request_idempotent(
             session,
             {
@@ -510,4 +517,4 @@ def comment_request(
         return CommentPublic(id=comment.id, author_id=comment.author_id, body=comment.body, at=comment.at)
 
 
-__all__ = ["RequestCreate", "RequestPublic", "expire_due", "router", "to_jsonable"]
+__all__ = ["RequestCreate", "RequestPublic", "expire_due", "expire_in", "router"]
