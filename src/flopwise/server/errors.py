@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from flopwise import errors as fe
 
@@ -77,6 +78,7 @@ def install_error_handlers(app: FastAPI) -> None:
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errs[:5])
         return JSONResponse(error_body(422, f"invalid request: {summary}", errs), status_code=422)
 
+    # Starlette's HTTPException (FastAPI's subclasses it): unknown paths (404) and wrong methods (405) too.
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse(
