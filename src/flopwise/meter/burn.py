@@ -282,15 +282,22 @@ def settle_actuals(
 
 def budget_used(session: Session, budget: Budget, now: datetime) -> Decimal:
     """What *budget* has used in its window containing *now*: its reservations plus unreserved metered usage."""
+    from flopwise.store.queries import budget_spent
+
+    window = budget_window_of(budget, now)
+    return budget_spent(session, budget.id, window) + metered_unreserved(session, budget, window)
+
+
+def metered_unreserved(session: Session, budget: Budget, window: tuple[datetime, datetime]) -> Decimal:
+    """Metered usage in *budget*'s scope and *window* (in the budget's unit) that no reservation on this budget
+    already holds: usage with no request, or whose request holds nothing on this budget. Counted once."""
     from sqlalchemy import and_, exists, func, select
 
     from flopwise.store.ledger import UsageRecordRow as Row
     from flopwise.store.models import SPENDING_STATES, BudgetReservation
-    from flopwise.store.queries import budget_spent
     from flopwise.store.types import to_money
 
-    start, end = budget_window_of(budget, now)
-    reserved = budget_spent(session, budget.id, (start, end))
+    start, end = window
     column = getattr(Row, UNIT_COLUMNS[budget.unit])
     scope_column = {"org": Row.org_id, "team": Row.team_id, "project": Row.project_id}[budget.scope_kind]
     held = exists().where(
@@ -309,8 +316,8 @@ def budget_used(session: Session, budget: Budget, now: datetime) -> Decimal:
         )
     )
     if metered is None:
-        return reserved
-    return reserved + to_money(metered if isinstance(metered, Decimal) else Decimal(repr(float(metered))))
+        return Decimal(0)
+    return to_money(metered if isinstance(metered, Decimal) else Decimal(repr(float(metered))))
 
 
 def budgets_in_scope(session: Session, org_id: int | None = None) -> list[Budget]:
