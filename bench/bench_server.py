@@ -235,7 +235,7 @@ def setup_governance(base: str, token: str, org_id: int, project_id: int) -> lis
             r.raise_for_status()
             done.append("hard budget $1e9/month on the org")
         if "/api/v1/policies" in paths:
-            r = http.post("/policies", json={"name": "bench", "yaml_text": POLICY_YAML})
+            r = http.post("/policies", json={"yaml": POLICY_YAML})
             r.raise_for_status()
             done.append("policy with 2 rules")
         if "/api/v1/aup" in paths:

@@ -382,12 +382,11 @@ def request_list(
         (
             "id",
             "state",
-            "workload_kind",
+            "workload",
             "project_id",
             "device_type",
             "device_count",
             "estimated_cost_usd",
-            "created_at",
         ),
     )
 
