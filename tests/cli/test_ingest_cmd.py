@@ -34,6 +34,10 @@ def test_ingest_json_twice_then_duplicates(tmp_path):
     assert body["reconciles"] is True and body["rejects"][0]["line"] == 3
     second = json.loads(runner.invoke(app, args).stdout)
     assert (second["records_inserted"], second["records_duplicate"]) == (0, 87)
+    # after ingesting: attribution, settling and alerts ran (no rules or budgets here: all stays unattributed)
+    assert body["burn"]["unattributed"] == 87 and body["burn"]["new_alerts"] == 0
+    skipped = json.loads(runner.invoke(app, [*args, "--no-burn"]).stdout)
+    assert skipped["burn"] is None
 
 
 def test_ingest_table_and_rejects_on_stderr(tmp_path):

@@ -110,6 +110,14 @@ def ingest(
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Records per write transaction.", min=1)
     ] = 5000,
+    no_burn: Annotated[
+        bool,
+        typer.Option(
+            "--no-burn",
+            help="Skip the step after ingesting: attribution rules, settling requests with actuals, budget alerts "
+            "(delivered to the organization's webhooks) and forecasts.",
+        ),
+    ] = False,
     catalog_dir: CatalogDir = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -145,14 +153,47 @@ def ingest(
                 http_client=client,
                 progress=progress,
             )
+            burn = None if no_burn or result.status == "failed" else _burn(factory, client)
     finally:
         engine.dispose()
     if as_json:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), "burn": burn})
     else:
         _render(result)
+        if burn:
+            from flopwise.cli._common import stderr_console
+
+            stderr_console().print(
+                f"after ingest: {burn['attributed_by_rule']} records attributed by rule, "
+                f"{burn['attributed_by_request']} by request, {burn['unattributed']} unattributed; "
+                f"{burn['settled_requests']} requests settled with actuals; {burn['new_alerts']} budget alerts, "
+                f"{burn['alerts_delivered']} of {burn['alert_deliveries']} webhook deliveries succeeded",
+                highlight=False,
+            )
     if result.status == "failed":
         raise typer.Exit(EXIT_FAILURE)
+
+
+def _burn(factory: Any, client: Any) -> dict[str, int]:
+    """Attribute, settle requests with actuals, raise budget alerts (once per threshold and window), then deliver
+    pending alerts to webhooks outside the write transaction (``meter.burn``, ``meter.alerts``)."""
+    from flopwise.meter.alerts import deliver_pending_alerts
+    from flopwise.meter.burn import apply_actuals
+    from flopwise.store import write_session
+    from flopwise.store.types import utcnow
+
+    with write_session(factory) as session:
+        result = apply_actuals(session, utcnow())
+    deliveries = deliver_pending_alerts(factory, client, utcnow())
+    return {
+        "attributed_by_rule": result.attribution.by_rule,
+        "attributed_by_request": result.attribution.by_request,
+        "unattributed": result.attribution.unattributed,
+        "settled_requests": len(result.settled),
+        "new_alerts": len(result.alerts),
+        "alert_deliveries": len(deliveries),
+        "alerts_delivered": sum(1 for d in deliveries if d.is_delivered),
+    }
 
 
 class _progress_bar:  # noqa: N801 - used as a context manager, named like one
