@@ -353,6 +353,13 @@ def post_usage(
                 status="partial" if rejects else "ok",
             )
         )
+    if inserted:
+        # new actuals: settle the organization's requests they belong to and raise budget alerts now (delivery to
+        # webhooks happens outside request handling: `flopwise ingest` or `flopwise alerts deliver`)
+        from flopwise.meter.burn import apply_actuals
+
+        with write_session(db) as session:
+            apply_actuals(session, request.app.state.clock(), org_id)
     return UsageIntakePublic(
         ingest_run_id=run_id,
         received=len(body.records),
