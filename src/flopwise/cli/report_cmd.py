@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flopwise.cli._common import JsonFlag, fmt_num, handle_errors, print_json
+from flopwise.cli._common import EXIT_FAILURE, JsonFlag, fmt_num, handle_errors, print_json, stderr_console
 
 app = typer.Typer(
     help="Reports over the usage ledger: usage by group, concentration, FOCUS export.", no_args_is_help=True
@@ -249,3 +249,58 @@ def export_focus(
         engine.dispose()
     if str(file) != "-":
         stderr_console().print(f"wrote {n:,} records to {file}")
+
+
+alerts_app = typer.Typer(
+    help="Budget alerts: deliver pending ones to the organizations' webhooks.", no_args_is_help=True
+)
+
+
+@alerts_app.command("deliver")
+@handle_errors
+def deliver(
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Also retry alerts whose delivery failed.")
+    ] = False,
+    database_url: DatabaseUrl = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Raise any budget alerts that actuals crossed, then POST pending alerts (HMAC-signed) to every webhook.
+
+    Exits 1 when a delivery failed after its retries.
+    """
+    import httpx
+
+    from flopwise.meter.alerts import deliver_pending_alerts
+    from flopwise.meter.burn import apply_actuals
+    from flopwise.store import make_engine, make_session_factory, upgrade, write_session
+    from flopwise.store.types import utcnow
+
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        factory = make_session_factory(engine)
+        with write_session(factory) as session:
+            burn = apply_actuals(session, utcnow())
+        with httpx.Client(timeout=10.0) as client:
+            deliveries = deliver_pending_alerts(factory, client, utcnow(), include_failed=retry_failed)
+    finally:
+        engine.dispose()
+    rows = [
+        {"alert_id": d.alert_id, "channel_id": d.channel_id, "url": d.url, "is_delivered": d.is_delivered,
+         "attempts": d.attempts, "http_status": d.http_status, "error": d.error}
+        for d in deliveries
+    ]  # fmt: skip
+    failed = [r for r in rows if not r["is_delivered"]]
+    if json_out:
+        print_json({"new_alerts": len(burn.alerts), "deliveries": rows})
+    else:
+        stderr_console().print(
+            f"{len(burn.alerts)} new alerts; {len(rows) - len(failed)} of {len(rows)} deliveries succeeded",
+            highlight=False,
+        )
+        for r in failed:
+            stderr_console().print(f"[red]failed[/red] alert {r['alert_id']} -> {r['url']}: "
+                                   f"{r['error'] or r['http_status']}", highlight=False)  # fmt: skip
+    if failed:
+        raise typer.Exit(EXIT_FAILURE)
