@@ -87,6 +87,15 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    from sqlalchemy.exc import DataError
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the API let through (e.g. a NUL character in text on PostgreSQL): bad input.
+        log.info("database rejected a value on %s %s: %s", request.method, request.url.path, exc.orig)
+        message = "a value in the request cannot be stored (control characters such as NUL are not allowed)"
+        return JSONResponse(error_body(422, message), status_code=422)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
