@@ -144,3 +144,40 @@ def test_nothing_comes_out_negative(hours, util, energy, device):
         assert c.idle_device_hours <= hours + 1e-9
     if c.idle_cost_usd is not None:
         assert c.idle_cost_usd <= c.cost_usd
+
+
+def test_energy_over_a_vanishing_span_prices_at_the_assumed_power():
+    """1 kWh in 5e-324 h is an infinite power: the on-prem rate falls back to the unknown-utilization power
+    instead of overflowing to an infinite cost (hypothesis found it)."""
+    h100 = CAT.device("h100-sxm")
+    profile = CAT.onprem["h100-sxm"]
+    c = cost_usage(rec(x_device_type="h100-sxm", x_device_hours=5e-324, x_energy_kwh=1.0), CAT)
+    device_w = device_power_w(h100.tdp_w, h100.idle_w, UNKNOWN_UTILIZATION_ACTIVITY_FRAC)
+    rate = onprem_usd_per_device_h(profile, device_w * (1 + host_power_frac(h100)), profile.pue)
+    assert c.cost_basis == "catalog-onprem"
+    assert math.isclose(float(c.usd_per_device_h), rate, rel_tol=1e-12)
+    assert c.cost_usd == Decimal("0.000000")
+
+
+def test_memoized_costing_gives_what_a_fresh_coster_gives():
+    """One Coster memoizes devices, prices, regions and notes; every record still gets its own result."""
+    coster = Coster(CAT, CostingOptions(default_region="country:DE"))
+    records = [
+        rec(x_device_type=device, x_device_hours=hours, x_gpu_utilization=util, x_energy_kwh=energy)
+        for device in ("h100-sxm", "a100-sxm4-80gb", "unknown")
+        for hours in (0.0, 1.5)
+        for util in (None, 0.4)
+        for energy in (None, 2.0)
+    ]
+    for r in records * 2:
+        assert coster.cost(r) == cost_usage(r, CAT, CostingOptions(default_region="country:DE"))
+
+
+def test_a_record_with_nothing_computed_is_passed_through_unchanged():
+    r = rec(billed_cost=Decimal("1"), billing_currency="USD")
+    c = cost_usage(r, CAT)
+    assert c.record is r and c.energy_basis == "none" and c.record.x_co2e_kg is None
+    r2 = rec(x_device_type="h100-sxm", x_device_hours=1.0)
+    c2 = cost_usage(r2, CAT, CostingOptions(default_region="country:DE"))
+    assert c2.record is not r2 and r2.x_energy_kwh is None  # the input is never modified
+    assert c2.record.x_energy_kwh > 0 and c2.record.x_co2e_kg > 0 and c2.record.source_key == r2.source_key

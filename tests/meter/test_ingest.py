@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -19,8 +20,17 @@ from sqlalchemy import func, select
 
 from flopwise.catalog import load_catalog
 from flopwise.errors import InputError
-from flopwise.meter.ingest import IngestOptions, ingest_source
-from flopwise.store import IngestReject, IngestRun, UsageRecordRow, read_session
+from flopwise.meter.costing import Coster, CostingOptions
+from flopwise.meter.ingest import IngestOptions, costed_row, ingest_records, ingest_source
+from flopwise.meter.record import UsageRecord
+from flopwise.store import (
+    ComputeRequest,
+    IngestReject,
+    IngestRun,
+    UsageRecordRow,
+    read_session,
+    write_session,
+)
 
 # the store's fixtures (a clean, migrated database per module on each backend), reused as they are
 _spec = importlib.util.spec_from_file_location(
@@ -246,3 +256,127 @@ def test_progress_reports_bytes_of_a_file(factory):
     seen: list[tuple[int, int | None]] = []
     ingest_source(factory, "azure", path, catalog=CAT, progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (path.stat().st_size, path.stat().st_size)
+
+
+# --- the write path: COPY / executemany must store exactly what the ORM stores ------------------------------
+
+seed = _store.seed
+_AMS = ZoneInfo("Europe/Amsterdam")
+
+
+def _records(prefix: str) -> list[UsageRecord]:
+    """Records that exercise every column kind: money with more than 6 places, a non-UTC zone, nested JSON."""
+    t0 = datetime(2025, 3, 30, 0, 30, tzinfo=_AMS)  # the night the clocks go forward
+    return [
+        UsageRecord(
+            source="focus",
+            source_key=f"{prefix}:billed",
+            charge_period_start=t0,
+            charge_period_end=t0 + timedelta(hours=3),
+            billed_cost=Decimal("12.34567891"),
+            effective_cost=Decimal("-0.5"),
+            list_cost=Decimal("99999999.999999"),
+            billing_currency="USD",
+            provider_name="AWS",
+            region_id="us-east-1",
+            resource_id="i-0abc",
+            sku_id="p5.48xlarge",
+            tags={"team": "vision", "cost centre": "ü-42"},
+            x_device_type="h100-sxm",
+            x_device_count=8.0,
+            x_device_hours=24.0,
+            x_gpu_utilization=0.25,
+            x_extra={"nested": {"a": [1, 2.5, None]}, "amount": Decimal("1.10")},
+        ),
+        UsageRecord(
+            source="slurm",
+            source_key=f"{prefix}:onprem",
+            charge_period_start=datetime(2025, 1, 1, tzinfo=UTC),
+            charge_period_end=datetime(2025, 1, 1, 2, 0, 0, 123456, tzinfo=UTC),
+            x_device_type="a100-sxm4-80gb",
+            x_device_count=0.5,
+            x_device_hours=1.0,
+            x_job_id="123_4",
+            x_request_id="999999999",
+            x_user="u1",
+            x_account="acct",
+        ),
+        UsageRecord(
+            source="nvml",
+            source_key=f"{prefix}:bare",
+            charge_period_start=datetime(2025, 1, 1, tzinfo=UTC),
+            charge_period_end=datetime(2025, 1, 1, tzinfo=UTC),
+        ),
+    ]
+
+
+_COMPARED = [
+    c.key for c in UsageRecordRow.__table__.columns if c.key not in ("id", "source_key", "ingested_at")
+]
+
+
+def _stored(factory, keys: list[str]) -> list[dict]:
+    with read_session(factory) as s:
+        rows = s.scalars(select(UsageRecordRow).where(UsageRecordRow.source_key.in_(keys))).all()
+        by_key = {r.source_key: {c: getattr(r, c) for c in _COMPARED} for r in rows}
+    return [by_key[k] for k in keys]
+
+
+def test_bulk_write_stores_what_the_orm_stores(factory, seed):
+    coster = Coster(CAT, CostingOptions(default_region="country:NL"))
+    owner = (seed.org_id, seed.team_id, seed.project_id)
+    bulk = _records(f"bulk-{seed.org_id}")
+    inserted, duplicate, totals = ingest_records(
+        factory, bulk, coster=coster, run_id=None, attribute=lambda r: owner if r.source == "focus" else None
+    )
+    assert (inserted, duplicate) == (3, 0)
+    orm = _records(f"orm-{seed.org_id}")
+    with write_session(factory) as s:
+        for rec in orm:
+            row = costed_row(coster.cost(rec), None)
+            if rec.source == "focus":
+                row["org_id"], row["team_id"], row["project_id"] = owner
+            s.add(UsageRecordRow(**row))
+    assert _stored(factory, [r.source_key for r in bulk]) == _stored(factory, [r.source_key for r in orm])
+    first = _stored(factory, [bulk[0].source_key])[0]
+    assert first["charge_period_start"] == datetime(2025, 3, 29, 23, 30, tzinfo=UTC)
+    assert first["billed_cost"] == Decimal("12.345679")  # NUMERIC(20, 6), half-even
+    assert first["x_extra"] == {"nested": {"a": [1, 2.5, None]}, "amount": "1.10"}
+    assert first["request_id"] is None  # x_request_id names no compute request
+    assert totals["cost_usd"] == sum(c.cost_usd for c in map(coster.cost, bulk) if c.cost_usd is not None)
+
+
+def test_duplicates_are_counted_exactly_within_and_across_batches(factory):
+    coster = Coster(CAT)
+    t = datetime(2025, 1, 1, tzinfo=UTC)
+    recs = [
+        UsageRecord(source="nvml", source_key=f"dup-test:{k}", charge_period_start=t, charge_period_end=t)
+        for k in ("a", "b", "a", "c", "d", "b", "e")  # "a" twice in batch 1, "b" again in batch 2
+    ]
+    assert ingest_records(factory, recs, coster=coster, batch_size=3)[:2] == (5, 2)
+    assert ingest_records(factory, recs, coster=coster, batch_size=2)[:2] == (0, 7)
+    assert ingest_records(factory, [], coster=coster)[:2] == (0, 0)
+
+
+def test_request_id_links_an_existing_compute_request(factory, seed):
+    with write_session(factory) as s:
+        req = ComputeRequest(
+            org_id=seed.org_id,
+            requester_id=seed.user_id,
+            project_id=seed.project_id,
+            workload_kind="train",
+            inputs={},
+        )
+        s.add(req)
+        s.flush()
+        request_id = req.id
+    t = datetime(2025, 1, 1, tzinfo=UTC)
+    rec = UsageRecord(
+        source="nvml",
+        source_key=f"linked:{request_id}",
+        charge_period_start=t,
+        charge_period_end=t,
+        x_request_id=str(request_id),
+    )
+    assert ingest_records(factory, [rec], coster=Coster(CAT))[:2] == (1, 0)
+    assert _stored(factory, [rec.source_key])[0]["request_id"] == request_id

@@ -16,9 +16,11 @@ Steps (docs/ingest/index.md):
    of :class:`RejectedRow` (line number and reason).
 3. **Cost** each record with :class:`flopwise.meter.costing.Coster` (billed cost, or the catalog's price per
    device-hour; energy measured or estimated; CO2e; idle).
-4. **Write** batches of *batch_size* records with ``INSERT ... ON CONFLICT (source_key) DO NOTHING RETURNING
-   id``: the returned rows are the inserted ones, the rest of the batch are duplicates. Each batch is its own
-   short write transaction, so the server's writers are never blocked for long.
+4. **Write** batches of *batch_size* records, each in its own short write transaction (the server's writers
+   are never blocked for long), straight through the DBAPI connection with ``ON CONFLICT (source_key) DO
+   NOTHING``: on SQLite one prepared ``INSERT`` through ``executemany``, the new rows counted by the connection's
+   ``total_changes``; on PostgreSQL ``COPY`` into a temporary staging table and one ``INSERT ... SELECT``, the
+   new rows counted by its rowcount. The rest of the batch are duplicates.
 5. **Record** the run (``ingest_runs``) and its rejects (``ingest_rejects``). A file that cannot be understood at
    all (:class:`~flopwise.errors.IngestError`) fails the run: the records already written by this run are
    deleted, the run is marked ``failed`` with the one message, and nothing half-written remains.
@@ -47,7 +49,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import JSON, delete, select, update
 
 from flopwise.errors import IngestError, InputError
 from flopwise.meter.cloud_exports import parse_aws_cur, parse_azure_cost_export, parse_oci_cost_report
@@ -61,7 +63,7 @@ from flopwise.meter.sacct import parse_sacct
 from flopwise.store.ledger import IngestReject, IngestRun, UsageRecordRow
 from flopwise.store.models import ComputeRequest
 from flopwise.store.session import write_session
-from flopwise.store.types import utcnow
+from flopwise.store.types import UTCDateTime, utcnow
 
 if TYPE_CHECKING:
     import httpx
@@ -621,12 +623,14 @@ class _Writer:
         self.dialect = dialect.name
         table = UsageRecordRow.__table__
         self.processors: list[tuple[int, Callable[[Any], Any]]] = []
+        serializer = dialect._json_serializer or json.dumps
         for i, name in enumerate(_COLUMNS):
             column_type = table.c[name].type
-            if self.dialect == "postgresql" and name in ("tags", "x_extra"):
-                proc = dialect._json_serializer or json.dumps  # COPY's text format takes JSON as text
-            else:
-                proc = column_type.dialect_impl(dialect).bind_processor(dialect)
+            proc = column_type.dialect_impl(dialect).bind_processor(dialect)
+            if isinstance(column_type, JSON):
+                proc = _json_processor(serializer)  # SQLite and COPY's text format both take JSON as text
+            elif isinstance(column_type, UTCDateTime) and proc is not None:
+                proc = _utc_processor(proc, self.dialect)
             if proc is not None:
                 self.processors.append((i, proc))
         names = ", ".join(_COLUMNS)
@@ -670,6 +674,38 @@ class _Writer:
                     copy.write_row(row)
             cursor.execute(self.sql)
             return int(cursor.rowcount)
+
+
+def _json_processor(serializer: Callable[[Any], str]) -> Callable[[Any], str]:
+    """The JSON text of a value (``{}`` for the common empty dict without calling the serializer)."""
+
+    def process(value: Any) -> str:
+        return "{}" if value == {} else serializer(value)
+
+    return process
+
+
+def _utc_processor(generic: Callable[[Any], Any], dialect: str) -> Callable[[Any], Any]:
+    """``UTCDateTime``'s bind processor with a fast path for datetimes already in UTC (what every parser makes):
+    on SQLite the same ``YYYY-MM-DD HH:MM:SS.ffffff`` text SQLAlchemy stores, on PostgreSQL the value itself.
+    Anything else (another zone, naive: refused) goes through *generic*. The fast path is used only if it gives
+    exactly what *generic* gives on a sample."""
+    if dialect == "sqlite":
+
+        def process(value: Any) -> Any:
+            if isinstance(value, datetime) and value.tzinfo is UTC:
+                return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return generic(value)
+
+    else:
+
+        def process(value: Any) -> Any:
+            if isinstance(value, datetime) and value.tzinfo is UTC:
+                return value
+            return generic(value)
+
+    sample = datetime(2025, 1, 2, 3, 4, 5, 60708, tzinfo=UTC)
+    return process if process(sample) == generic(sample) else generic
 
 
 def _write_batch(factory: sessionmaker[Session], rows: list[list[Any]]) -> int:
