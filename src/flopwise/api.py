@@ -13,7 +13,15 @@ from typing import Any
 from flopwise.catalog.types import Device, Region
 from flopwise.models.types import ModelArch
 
-__all__ = ["ServeReport", "TrainReport", "estimate_serving", "estimate_training"]
+__all__ = [
+    "ServeReport",
+    "TrainReport",
+    "apply_calibration",
+    "estimate_serving",
+    "estimate_training",
+    "load_calibration",
+    "workload_kind",
+]
 
 #: the grid used when neither a region nor an offering says where the work runs
 DEFAULT_COUNTRY_REGION = "country:US"
@@ -240,3 +248,75 @@ def estimate_serving(
     ctx = _context(model, device, pricing, region, provider, catalog_dir)
     est = estimate_serve(ctx.model, ctx.device, device_count=device_count, **_price_kwargs(ctx), **options)
     return ServeReport(ctx, est)
+
+
+# --------------------------------------------------------------------------------------------- calibration
+#: which estimate fields each calibrated metric corrects (actual / estimated, from metered usage)
+CALIBRATED_FIELDS = {
+    "device_hours": ("device_hours", "wall_clock_hours"),
+    "cost_usd": ("cost_usd",),
+    "energy_kwh": ("energy_kwh", "co2e_kg"),
+}
+#: serving: more device-hours than estimated means proportionally fewer tokens per second and dearer tokens
+SERVE_CALIBRATED_FIELDS = {
+    "device_hours": (
+        ("decode_tokens_per_s", -1),
+        ("prefill_tokens_per_s", -1),
+        ("tpot_ms", 1),
+        ("ttft_ms", 1),
+    ),
+    "cost_usd": (("cost_per_1m_tokens_usd", 1),),
+    "energy_kwh": (("energy_per_1m_tokens_kwh", 1), ("co2e_per_1m_tokens_kg", 1)),
+}
+
+
+def workload_kind(method_or_workload: str) -> str:
+    """The ledger's workload kind of an estimate: full training 'train', LoRA/QLoRA 'fine_tune', else as given."""
+    return {"full": "train", "lora": "fine_tune", "qlora": "fine_tune"}.get(
+        method_or_workload, method_or_workload
+    )
+
+
+def load_calibration(database_url: str | None = None) -> dict[str, dict[tuple[str, str], float]]:
+    """Correction factors per metric and (device, workload kind) from the store's plan-vs-actual samples
+    (``meter.calibration.calibration_factors``: shrunk medians of actual / estimated)."""
+    from flopwise.meter.calibration import calibration_factors, load_calibration_points
+    from flopwise.store import make_engine, make_session_factory, read_session, upgrade
+
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        with read_session(make_session_factory(engine)) as session:
+            points = load_calibration_points(session)
+    finally:
+        engine.dispose()
+    return {metric: calibration_factors(points, metric=metric) for metric in CALIBRATED_FIELDS}
+
+
+def apply_calibration(
+    data: dict[str, Any],
+    factors: dict[str, dict[tuple[str, str], float]],
+    device_id: str,
+    kind: str,
+) -> dict[str, Any]:
+    """*data* (an estimate's or a plan option's dict) with a ``calibrated`` block: the fields each metric corrects,
+    times that metric's factor for (device, kind). The raw estimate stays as it was; no factor, no block."""
+    from decimal import Decimal
+
+    used = {m: f[(device_id, kind)] for m, f in factors.items() if (device_id, kind) in f}
+    if not used:
+        return data
+    block: dict[str, Any] = {"factors": used, "device": device_id, "workload_kind": kind}
+    is_serve = "decode_tokens_per_s" in data
+    for metric, factor in used.items():
+        fields = SERVE_CALIBRATED_FIELDS[metric] if is_serve else ((f, 1) for f in CALIBRATED_FIELDS[metric])
+        for field_name, power in fields:
+            value = data.get(field_name)
+            if value is None:
+                continue
+            scale = factor**power
+            if isinstance(value, str):  # money as a decimal string
+                block[field_name] = str((Decimal(value) * Decimal(repr(scale))).quantize(Decimal("0.01")))
+            elif isinstance(value, (int, float)):
+                block[field_name] = value * scale
+    return {**data, "calibrated": block}

@@ -121,3 +121,22 @@ def fmt_num(value: Any, digits: int = 3) -> str:
             return f"{value:.{digits}g}"
         return f"{value:,.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
     return str(value)
+
+
+CalibrateFlag = Annotated[
+    bool,
+    typer.Option(
+        "--calibrate",
+        help="Also correct the estimate with plan-vs-actual factors learned from metered usage in the store "
+        "(per device and workload kind).",
+    ),
+]
+DatabaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="FLOPWISE_DATABASE_URL",
+        help="Store to read calibration from (default: the embedded SQLite file).",
+        show_default=False,
+    ),
+]

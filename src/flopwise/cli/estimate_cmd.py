@@ -7,7 +7,9 @@ from typing import Annotated, Any
 import typer
 
 from flopwise.cli._common import (
+    CalibrateFlag,
     CatalogDir,
+    DatabaseUrlOpt,
     JsonFlag,
     fmt_num,
     handle_errors,
@@ -69,6 +71,21 @@ SERVE_ROWS = (
 )
 
 
+def _calibrated(data: dict[str, Any], calibrate: bool, database_url: str | None, kind: str) -> dict[str, Any]:
+    if not calibrate:
+        return data
+    from flopwise.api import apply_calibration, load_calibration, workload_kind
+
+    factors = load_calibration(database_url)
+    out = apply_calibration(data, factors, data["device"], workload_kind(kind))
+    if "calibrated" not in out:
+        out.setdefault("warnings", []).append(
+            f"no plan-vs-actual calibration yet for {data['device']} / {workload_kind(kind)}; the estimate is "
+            "uncorrected"
+        )
+    return out
+
+
 def _emit(data: dict[str, Any], json_out: bool, title: str, rows: tuple[tuple[str, str], ...]) -> None:
     """One JSON object for machines, or the tables for people."""
     if json_out:
@@ -92,6 +109,19 @@ def _render(title: str, data: dict[str, Any], rows: tuple[tuple[str, str], ...])
         if key in data:
             t.add_row(label, fmt_num(data[key]))
     out.print(t)
+    calibrated = data.get("calibrated") or {}
+    if calibrated:
+        c = Table(
+            title="calibrated with metered usage (plan vs actual)", title_justify="left", show_header=False
+        )
+        c.add_column("result")
+        c.add_column("value", justify="right")
+        for key, factor in calibrated["factors"].items():
+            c.add_row(f"factor {key} (actual / estimated)", f"{factor:.3f}")
+        for key, label in rows:
+            if key in calibrated:
+                c.add_row(label, fmt_num(calibrated[key]))
+        out.print(c)
     memory = data.get("memory") or {}
     parts = {k: v for k, v in memory.items() if k.endswith("_bytes") and isinstance(v, (int, float)) and v}
     if parts:
@@ -145,6 +175,8 @@ def train(
     pricing: PricingOpt = None,
     region: RegionOpt = None,
     provider: ProviderOpt = None,
+    calibrate: CalibrateFlag = False,
+    database_url: DatabaseUrlOpt = None,
     json_out: JsonFlag = False,
     catalog_dir: CatalogDir = None,
 ) -> None:
@@ -171,7 +203,7 @@ def train(
         tensor_parallel=tp,
         pipeline_parallel=pp,
     )
-    data = report.to_dict()
+    data = _calibrated(report.to_dict(), calibrate, database_url, method)
     _emit(
         data,
         json_out,
@@ -200,6 +232,8 @@ def serve(
     pricing: PricingOpt = None,
     region: RegionOpt = None,
     provider: ProviderOpt = None,
+    calibrate: CalibrateFlag = False,
+    database_url: DatabaseUrlOpt = None,
     json_out: JsonFlag = False,
     catalog_dir: CatalogDir = None,
 ) -> None:
@@ -220,7 +254,7 @@ def serve(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
     )
-    data = report.to_dict()
+    data = _calibrated(report.to_dict(), calibrate, database_url, "serve")
     _emit(
         data,
         json_out,

@@ -11,7 +11,9 @@ import typer
 from flopwise.cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
+    CalibrateFlag,
     CatalogDir,
+    DatabaseUrlOpt,
     JsonFlag,
     fmt_num,
     handle_errors,
@@ -244,6 +246,29 @@ def _train_row(o: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: the option field each training objective ranks by
+_OBJECTIVE_FIELD = {"cost": "cost_usd", "time": "wall_clock_hours", "energy": "energy_kwh", "co2": "co2e_kg"}
+
+
+def _calibrate_options(
+    options: list[dict[str, Any]], objective: str, method: str, database_url: str | None
+) -> list[dict[str, Any]]:
+    """Correct each option with its device's plan-vs-actual factors and re-rank by the corrected objective."""
+    from decimal import Decimal
+
+    from flopwise.api import apply_calibration, load_calibration, workload_kind
+
+    factors = load_calibration(database_url)
+    out = [apply_calibration(o, factors, o["device"], workload_kind(method)) for o in options]
+    key = _OBJECTIVE_FIELD.get(objective, "cost_usd")
+
+    def ranked(o: dict[str, Any]) -> Decimal:
+        value = (o.get("calibrated") or {}).get(key, o.get(key))
+        return Decimal(str(value)) if value is not None else Decimal("Infinity")
+
+    return sorted(out, key=ranked)
+
+
 @app.command("train")
 @handle_errors
 def train(
@@ -261,6 +286,8 @@ def train(
     regions: RegionsOpt = None,
     max_devices: Annotated[int, typer.Option(help="Most devices to consider.")] = 16384,
     top: TopOpt = 10,
+    calibrate: CalibrateFlag = False,
+    database_url: DatabaseUrlOpt = None,
     json_out: JsonFlag = False,
     catalog_dir: CatalogDir = None,
 ) -> None:
@@ -303,6 +330,8 @@ def train(
     )
     data = plan.to_dict()
     data["warnings"] = [*model_warnings, *(data.get("warnings") or [])]
+    if calibrate:
+        data["options"] = _calibrate_options(data["options"], objective, method, database_url)
     if json_out:
         print_json(data)
         raise typer.Exit(EXIT_OK if data["options"] else EXIT_FAILURE)
