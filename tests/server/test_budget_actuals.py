@@ -45,3 +45,30 @@ def test_metered_usage_draws_the_hard_budget_down(org: Org) -> None:
     allowed = org.post("/requests", "member", plan_request(project, hours="4")).json()
     assert allowed["state"] == "approved", allowed
     assert Decimal(allowed["reservations"][0]["amount"]) == Decimal("8.00")
+
+
+def test_finished_request_becomes_a_calibration_sample(org: Org) -> None:
+    """request (plan: 1 x H100 for 10 h) -> its metered usage (13 device-hours) arrives after the planned end ->
+    the reservation settles at the actual and a plan-vs-actual sample is stored for calibration."""
+    from sqlalchemy import select
+
+    from flopwise.store import read_session
+    from flopwise.store.ledger import CalibrationSample
+
+    project = org.new_project()
+    make_budget(org, project, "1000")
+    req = org.post("/requests", "member", plan_request(project, hours="10")).json()
+    assert req["state"] == "approved", req
+    org.gov.clock.advance(hours=11)
+    usage = _metered(project, "26.00")
+    usage["records"][0]["x_request_id"] = str(req["id"])
+    usage["records"][0]["x_device_hours"] = 13
+    usage["records"][0]["charge_period_start"] = org.gov.clock.now.replace(minute=0).isoformat()
+    usage["records"][0]["charge_period_end"] = (
+        org.gov.clock.now.replace(minute=0) + timedelta(hours=1)
+    ).isoformat()
+    assert org.post("/usage", "member", usage).json()["inserted"] == 1
+    with read_session(org.gov.app.state.db) as s:
+        sample = s.scalars(select(CalibrationSample).where(CalibrationSample.request_id == req["id"])).one()
+        assert (sample.device_type, sample.workload_kind) == ("h100-sxm", "train")
+        assert sample.estimated_device_hours == 10 and sample.actual_device_hours == 13

@@ -398,4 +398,24 @@ def apply_actuals(session: Session, now: datetime, org_id: int | None = None) ->
     summary = apply_attribution(session, org_id)
     settled = settle_actuals(session)
     alerts = raise_alerts(session, now, org_id)
+    record_completed_calibration(session, settled, now)
     return BurnResult(summary, settled, tuple(alerts), tuple(budget_forecasts(session, now, org_id)))
+
+
+def record_completed_calibration(session: Session, settled: Mapping[int, Any], now: datetime) -> list[int]:
+    """Plan-vs-actual samples for settled requests whose planned run is over (decided + duration <= *now*), so a
+    request still running never leaves a partial, too-low sample (one sample per request)."""
+    from datetime import timedelta
+
+    from flopwise.meter.calibration import record_calibration_samples
+    from flopwise.store.models import ComputeRequest
+
+    done = []
+    for request_id in settled:
+        req = session.get(ComputeRequest, request_id)
+        if req is None or req.duration_h is None:
+            continue
+        start = req.decided_at or req.created_at
+        if start + timedelta(hours=float(req.duration_h)) <= now:
+            done.append(request_id)
+    return record_calibration_samples(session, request_ids=done) if done else []
