@@ -109,7 +109,10 @@ def fmt_num(value: Any, digits: int = 3) -> str:
     if isinstance(value, str) and value.replace(".", "", 1).lstrip("-").isdigit():
         value = Decimal(value)  # money arrives as a decimal string from to_dict()
     if isinstance(value, Decimal):
-        return f"{value:,.2f}" if abs(value) >= 1 or value == 0 else f"{value:.4f}"
+        if abs(value) >= 1 or value == 0:
+            return f"{value:,.2f}"
+        text = f"{value:.4f}".rstrip("0")  # sub-dollar amounts: up to four decimals, at least two
+        return text if len(text.split(".")[1]) >= 2 else f"{value:.2f}"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
