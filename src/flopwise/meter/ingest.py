@@ -534,6 +534,8 @@ _ORG, _TEAM, _PROJECT, _REQUEST = (
 _X_REQUEST_ID = _COLUMNS.index("x_request_id")
 #: a staging table per write transaction (PostgreSQL): COPY fills it, one INSERT ... SELECT moves it
 _PG_STAGE = "flopwise_ingest_stage"
+#: the least SQLite page cache an ingesting connection gets (memory is taken only as pages are read)
+_SQLITE_CACHE_BYTES = 64 * 2**20
 
 
 def _row_values(
@@ -664,6 +666,7 @@ class _Writer:
         connection = session.connection().connection.driver_connection
         rows = self._processed(rows)
         if self.dialect == "sqlite":
+            _ensure_sqlite_cache(connection)
             before = connection.total_changes
             connection.executemany(self.sql, rows)
             return int(connection.total_changes - before)
@@ -674,6 +677,18 @@ class _Writer:
                     copy.write_row(row)
             cursor.execute(self.sql)
             return int(cursor.rowcount)
+
+
+def _ensure_sqlite_cache(connection: Any) -> None:
+    """Give the connection at least :data:`_SQLITE_CACHE_BYTES` of page cache (never less than it has).
+
+    SQLite's default cache is 2 MiB; once the ledger's indexes outgrow it (a few hundred thousand records), every
+    insert into the ``source_key`` index, whose keys arrive in hash order, reads its pages back from the OS.
+    """
+    pages = connection.execute("PRAGMA cache_size").fetchone()[0]
+    cache_bytes = -pages * 1024 if pages < 0 else pages * connection.execute("PRAGMA page_size").fetchone()[0]
+    if cache_bytes < _SQLITE_CACHE_BYTES:
+        connection.execute(f"PRAGMA cache_size = -{_SQLITE_CACHE_BYTES // 1024}")
 
 
 def _json_processor(serializer: Callable[[Any], str]) -> Callable[[Any], str]:
