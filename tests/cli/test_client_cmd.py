@@ -9,7 +9,6 @@ socket. The client library's configuration and error mapping are tested alone wi
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,8 +36,8 @@ from flopwise.client import (
     resolve_connection,
 )
 from flopwise.errors import FlopwiseError, InputError
+from pgutil import BACKENDS, throwaway_database_url
 
-PG_URL = os.environ.get("FLOPWISE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BASE = "http://testserver"
 
 runner = CliRunner()
@@ -73,46 +72,10 @@ class AsgiSyncTransport(httpx.BaseTransport):
 # --- the server on each backend -----------------------------------------------------------------------------
 
 
-def _pg_kwargs() -> dict[str, Any]:
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PG_URL)
-    return {
-        "host": url.host,
-        "port": url.port or 5432,
-        "user": url.username,
-        "password": url.password,
-        "dbname": url.database,
-    }
-
-
-def _pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(autocommit=True, **_pg_kwargs()) as conn:
-        conn.execute(sql)
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield "sqlite:///" + (tmp_path_factory.mktemp("cli") / "flopwise.db").as_posix()
-        return
-    import psycopg
-
-    try:
-        psycopg.connect(connect_timeout=3, **_pg_kwargs()).close()
-    except psycopg.Error as exc:
-        pytest.skip(
-            f"PostgreSQL at {PG_URL} is unreachable ({exc.__class__.__name__}); set FLOPWISE_TEST_POSTGRES_URL"
-        )
-    schema = f"flopwise_cli_{uuid.uuid4().hex[:10]}"
-    _pg_admin(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        _pg_admin(f"DROP SCHEMA {schema} CASCADE")
+    with throwaway_database_url(request.param, tmp_path_factory, "cli") as url:
+        yield url
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,60 +22,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-PG_URL = os.environ.get("FLOPWISE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-BACKENDS = ["sqlite", "postgresql"]
+from pgutil import BACKENDS, throwaway_database_url
+
 ROLES = ("viewer", "member", "approver", "admin")
 API = "/api/v1"
-
-
-def _pg_connect(**kwargs):
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PG_URL)
-    return psycopg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        dbname=url.database,
-        **kwargs,
-    )
-
-
-def pg_unreachable_reason() -> str | None:
-    """Why the test PostgreSQL server cannot be used, or None when it can."""
-    import psycopg
-
-    try:
-        _pg_connect(connect_timeout=3).close()
-    except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return f"PostgreSQL at {PG_URL} is unreachable ({type(exc).__name__}: {first}); set FLOPWISE_TEST_POSTGRES_URL"
-    return None
-
-
-def _pg_admin(sql: str) -> None:
-    with _pg_connect(autocommit=True) as conn:
-        conn.execute(sql)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def app_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of an empty database on each backend (one per test module)."""
-    if request.param == "sqlite":
-        yield "sqlite:///" + (tmp_path_factory.mktemp("server") / "flopwise.db").as_posix()
-        return
-    reason = pg_unreachable_reason()
-    if reason:
-        pytest.skip(reason)
-    schema = f"flopwise_srv_{uuid.uuid4().hex[:10]}"
-    _pg_admin(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        _pg_admin(f"DROP SCHEMA {schema} CASCADE")
+    with throwaway_database_url(request.param, tmp_path_factory, "srv") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

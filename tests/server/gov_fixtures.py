@@ -9,7 +9,6 @@ organization's admin, so tests never see each other's budgets or policies.
 
 from __future__ import annotations
 
-import os
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -20,63 +19,23 @@ from typing import Any
 import pytest
 
 from flopwise.server import Settings, create_app
+from pgutil import BACKENDS, throwaway_database_url
 
 with warnings.catch_warnings():
     # Starlette asks for the httpx2 package; the httpx client its TestClient wraps works the same
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-PG_URL = os.environ.get("FLOPWISE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-BACKENDS = ["sqlite", "postgresql"]
 #: a fixed instant for tests: budgets are monthly in March 2026
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
-
-
-def _pg_connect(**kw: Any) -> Any:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PG_URL)
-    return psycopg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        dbname=url.database,
-        **kw,
-    )
-
-
-def pg_unreachable_reason() -> str | None:
-    import psycopg
-
-    try:
-        _pg_connect(connect_timeout=3).close()
-    except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return f"PostgreSQL at {PG_URL} is unreachable ({type(exc).__name__}: {first}); set FLOPWISE_TEST_POSTGRES_URL"
-    return None
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def gov_database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield "sqlite:///" + (tmp_path_factory.mktemp("gov") / "flopwise.db").as_posix()
-        return
-    reason = pg_unreachable_reason()
-    if reason:
-        pytest.skip(reason)
-    schema = f"flopwise_gov_{uuid.uuid4().hex[:10]}"
-    with _pg_connect(autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with _pg_connect(autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with throwaway_database_url(request.param, tmp_path_factory, "gov") as url:
+        yield url
 
 
 class Clock:

@@ -27,11 +27,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pgutil import BACKENDS, throwaway_database_url
+
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 
 from flopwise.server import Settings, create_app  # noqa: E402
 
-PG_URL = os.environ.get("FLOPWISE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 FUZZ_REQUESTS_PER_BACKEND = int(os.environ.get("FLOPWISE_FUZZ_REQUESTS", "700"))
 MIN_EXAMPLES = 6
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -53,55 +54,13 @@ OPERATIONS = sorted(
 EXAMPLES = max(MIN_EXAMPLES, FUZZ_REQUESTS_PER_BACKEND // max(1, len(OPERATIONS)))
 
 
-# --- databases: a SQLite file and a fresh PostgreSQL schema per module (mirrors tests/store/conftest.py) -------
+# --- databases: a SQLite file and a fresh PostgreSQL schema per module (tests/pgutil.py) ---------------------
 
 
-def _pg_connect_kwargs() -> dict[str, Any]:
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PG_URL)
-    return {
-        "host": url.host,
-        "port": url.port or 5432,
-        "user": url.username,
-        "password": url.password,
-        "dbname": url.database,
-    }
-
-
-def _pg_unreachable_reason() -> str | None:
-    import psycopg
-
-    try:
-        psycopg.connect(connect_timeout=3, **_pg_connect_kwargs()).close()
-    except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return f"PostgreSQL at {PG_URL} is unreachable ({exc.__class__.__name__}: {first}); set FLOPWISE_TEST_POSTGRES_URL"
-    return None
-
-
-def _pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(autocommit=True, **_pg_connect_kwargs()) as conn:
-        conn.execute(sql)
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield "sqlite:///" + (tmp_path_factory.mktemp("fuzz") / "flopwise.db").as_posix()
-        return
-    reason = _pg_unreachable_reason()
-    if reason:
-        pytest.skip(reason)
-    schema = f"flopwise_fuzz_{uuid.uuid4().hex[:10]}"
-    _pg_admin(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        _pg_admin(f"DROP SCHEMA {schema} CASCADE")
+    with throwaway_database_url(request.param, tmp_path_factory, "fuzz") as url:
+        yield url
 
 
 def seed_org(app: Any) -> int:

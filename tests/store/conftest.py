@@ -7,7 +7,6 @@ URL, so the migrations run from empty exactly as on a new server. Skipped, with 
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,48 +25,7 @@ from flopwise.store import (
     upgrade,
     write_session,
 )
-
-PG_URL = os.environ.get("FLOPWISE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-BACKENDS = ["sqlite", "postgresql"]
-
-
-def _pg_unreachable_reason() -> str | None:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PG_URL)
-    try:
-        conn = psycopg.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            dbname=url.database,
-            connect_timeout=3,
-        )
-    except psycopg.Error as exc:
-        return (
-            f"PostgreSQL at {url.render_as_string(hide_password=True)} is unreachable ({exc.__class__.__name__}: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); set FLOPWISE_TEST_POSTGRES_URL"
-        )
-    conn.close()
-    return None
-
-
-def _pg_admin(sql: str) -> None:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PG_URL)
-    with psycopg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        dbname=url.database,
-        autocommit=True,
-    ) as conn:
-        conn.execute(sql)
+from pgutil import BACKENDS, throwaway_database_url
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -75,19 +33,8 @@ def empty_database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The URL of an empty database (nothing migrated) on each backend."""
-    if request.param == "sqlite":
-        yield "sqlite:///" + (tmp_path_factory.mktemp("store") / "flopwise.db").as_posix()
-        return
-    reason = _pg_unreachable_reason()
-    if reason:
-        pytest.skip(reason)
-    schema = f"flopwise_test_{uuid.uuid4().hex[:10]}"
-    _pg_admin(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        _pg_admin(f"DROP SCHEMA {schema} CASCADE")
+    with throwaway_database_url(request.param, tmp_path_factory, "store") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
