@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,6 +62,8 @@ TokenOpt = Annotated[
         "--token", help="Bearer token fw_... (else $FLOPWISE_TOKEN or the config file).", show_default=False
     ),
 ]
+
+RequestIdArg = Annotated[int, typer.Argument(help="Request id.")]
 
 #: request states and decision effects that mean "not approved (yet)": the command exits 3
 NOT_APPROVED = frozenset({"denied", "deny", "pending", "require_approval", "expired", "rejected"})
@@ -140,16 +143,23 @@ def _flatten(data: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, Any
     return out
 
 
-def _render_one(title: str, data: Any, skip: tuple[str, ...] = ()) -> None:
+def _print_fields(title: str, rows: list[tuple[str, str]]) -> None:
+    """A two-column table (field, value) without a header."""
     from rich.table import Table
 
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
-    for key, value in _flatten(data):
-        if not key.startswith(skip) or not skip:
-            table.add_row(key, fmt_num(value))
+    for key, value in rows:
+        table.add_row(key, value)
     stdout_console().print(table)
+
+
+def _render_one(title: str, data: Any, skip: tuple[str, ...] = ()) -> None:
+    _print_fields(
+        title,
+        [(key, fmt_num(value)) for key, value in _flatten(data) if not key.startswith(skip) or not skip],
+    )
 
 
 def _render_many(title: str, rows: list[Mapping[str, Any]], columns: tuple[str, ...]) -> None:
@@ -232,27 +242,43 @@ def _render_request(answer: Any) -> None:
     if not isinstance(answer, Mapping) or "state" not in answer:
         _render_one("request", answer)
         return
-    from rich.table import Table
-
-    table = Table(title=f"request {answer.get('id', '')}", show_header=False, title_justify="left")
-    table.add_column("field", style="bold", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    for key, value in _request_rows(answer):
-        table.add_row(key, value)
-    stdout_console().print(table)
+    _print_fields(f"request {answer.get('id', '')}", _request_rows(answer))
 
 
-def _finish_request(answer: Any, json_out: bool) -> None:
-    """Render a request answer and exit 3 when it is not approved (denied, pending approval, expired)."""
-    if json_out:
-        print_json(answer)
-    else:
-        _render_request(answer)
-    outcome = _outcome(answer)
-    if outcome in NOT_APPROVED:
-        if not json_out:
-            stderr_console().print(f"request is {outcome}", highlight=False)
-        raise typer.Exit(EXIT_POLICY)
+def _render_list(title: str, key: str, columns: tuple[str, ...]) -> Callable[[Any], None]:
+    """A renderer for a list answer: a table of *columns* over the rows under *key*."""
+    return lambda answer: _render_many(title, _items(answer, key), columns)
+
+
+@dataclass(frozen=True)
+class _Server:
+    """The server a command talks to (--url, --token; tests pass an httpx transport in ``ctx.obj``) and how the
+    answer is printed (--json: whole, else rendered)."""
+
+    ctx: typer.Context
+    url: str | None
+    token: str | None
+    json_out: bool
+
+    def run(
+        self, call: Callable[[Any], Any], render: Callable[[Any], None], *, decides: bool = False
+    ) -> None:
+        """``call(client)`` and print its answer: whole with --json, else through *render*. With *decides* (the
+        answer decides a request) exit 3 when the request is not approved (denied, pending approval, expired).
+        Server errors become exit codes in :func:`server_errors`."""
+        with _client(self.ctx, self.url, self.token) as fw:
+            answer = call(fw)
+        if self.json_out:
+            print_json(answer)
+        else:
+            render(answer)
+        if not decides:
+            return
+        outcome = _outcome(answer)
+        if outcome in NOT_APPROVED:
+            if not self.json_out:
+                stderr_console().print(f"request is {outcome}", highlight=False)
+            raise typer.Exit(EXIT_POLICY)
 
 
 # --- flopwise request ---------------------------------------------------------------------------------------
@@ -330,9 +356,9 @@ def request_create(
         usd_per_device_h=price,
         data_classification=data_classification,
     )
-    with _client(ctx, url, token) as fw:
-        answer = fw.create_request(body, idempotency_key=idempotency_key)
-    _finish_request(answer, json_out)
+    _Server(ctx, url, token, json_out).run(
+        lambda fw: fw.create_request(body, idempotency_key=idempotency_key), _render_request, decides=True
+    )
 
 
 def build_request_body(base: Mapping[str, Any], **options: Any) -> dict[str, Any]:
@@ -371,23 +397,9 @@ def request_list(
     json_out: JsonFlag = False,
 ) -> None:
     """List compute requests you may see, newest first."""
-    with _client(ctx, url, token) as fw:
-        answer = fw.list_requests(state=state)
-    if json_out:
-        print_json(answer)
-        return
-    _render_many(
-        "requests",
-        _items(answer, "requests"),
-        (
-            "id",
-            "state",
-            "workload",
-            "project_id",
-            "device_type",
-            "device_count",
-            "estimated_cost_usd",
-        ),
+    columns = ("id", "state", "workload", "project_id", "device_type", "device_count", "estimated_cost_usd")
+    _Server(ctx, url, token, json_out).run(
+        lambda fw: fw.list_requests(state=state), _render_list("requests", "requests", columns)
     )
 
 
@@ -395,41 +407,36 @@ def request_list(
 @server_errors
 def request_show(
     ctx: typer.Context,
-    request_id: Annotated[int, typer.Argument(help="Request id.")],
+    request_id: RequestIdArg,
     url: UrlOpt = None,
     token: TokenOpt = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Show one request: its estimate, state, approvals and the decision trace."""
-    with _client(ctx, url, token) as fw:
-        answer = fw.get_request(request_id)
-    if json_out:
-        print_json(answer)
-        return
-    _render_request(answer)
+    _Server(ctx, url, token, json_out).run(lambda fw: fw.get_request(request_id), _render_request)
 
 
 @request_app.command("approve")
 @server_errors
 def request_approve(
     ctx: typer.Context,
-    request_id: Annotated[int, typer.Argument(help="Request id.")],
+    request_id: RequestIdArg,
     comment: Annotated[str | None, typer.Option("--comment", help="Why (kept in the audit log).")] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Approve a pending request (not your own); exit 3 while it still needs more approvals."""
-    with _client(ctx, url, token) as fw:
-        answer = fw.approve_request(request_id, comment or "")
-    _finish_request(answer, json_out)
+    _Server(ctx, url, token, json_out).run(
+        lambda fw: fw.approve_request(request_id, comment or ""), _render_request, decides=True
+    )
 
 
 @request_app.command("deny")
 @server_errors
 def request_deny(
     ctx: typer.Context,
-    request_id: Annotated[int, typer.Argument(help="Request id.")],
+    request_id: RequestIdArg,
     comment: Annotated[
         str, typer.Option("--comment", help="Why it is denied (required; kept in the audit log).")
     ],
@@ -438,30 +445,20 @@ def request_deny(
     json_out: JsonFlag = False,
 ) -> None:
     """Deny a pending request; exits 0 when the denial is recorded."""
-    with _client(ctx, url, token) as fw:
-        answer = fw.deny_request(request_id, comment)
-    if json_out:
-        print_json(answer)
-        return
-    _render_request(answer)
+    _Server(ctx, url, token, json_out).run(lambda fw: fw.deny_request(request_id, comment), _render_request)
 
 
 @request_app.command("cancel")
 @server_errors
 def request_cancel(
     ctx: typer.Context,
-    request_id: Annotated[int, typer.Argument(help="Request id.")],
+    request_id: RequestIdArg,
     url: UrlOpt = None,
     token: TokenOpt = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Cancel a request; its budget reservations are released."""
-    with _client(ctx, url, token) as fw:
-        answer = fw.cancel_request(request_id)
-    if json_out:
-        print_json(answer)
-        return
-    _render_request(answer)
+    _Server(ctx, url, token, json_out).run(lambda fw: fw.cancel_request(request_id), _render_request)
 
 
 # --- flopwise budget ----------------------------------------------------------------------------------------
@@ -519,12 +516,10 @@ def budget_create(
         body["window_start"] = window_start
     if window_end:
         body["window_end"] = window_end
-    with _client(ctx, url, token) as fw:
-        answer = fw.create_budget(body)
-    if json_out:
-        print_json(answer)
-        return
-    _render_one(f"budget {answer.get('id', '')}".strip(), answer)
+    _Server(ctx, url, token, json_out).run(
+        lambda fw: fw.create_budget(body),
+        lambda answer: _render_one(f"budget {answer.get('id', '')}".strip(), answer),
+    )
 
 
 @budget_app.command("list")
@@ -536,15 +531,20 @@ def budget_list(
     json_out: JsonFlag = False,
 ) -> None:
     """List budgets with what is spent and what remains in the current period."""
-    with _client(ctx, url, token) as fw:
-        answer = fw.list_budgets()
-    if json_out:
-        print_json(answer)
-        return
-    _render_many(
-        "budgets",
-        _items(answer, "budgets"),
-        ("id", "name", "scope_kind", "scope_id", "period", "unit", "amount", "spent", "remaining", "is_hard"),
+    columns = (
+        "id",
+        "name",
+        "scope_kind",
+        "scope_id",
+        "period",
+        "unit",
+        "amount",
+        "spent",
+        "remaining",
+        "is_hard",
+    )
+    _Server(ctx, url, token, json_out).run(
+        lambda fw: fw.list_budgets(), _render_list("budgets", "budgets", columns)
     )
 
 
@@ -558,12 +558,9 @@ def budget_show(
     json_out: JsonFlag = False,
 ) -> None:
     """Show one budget: cap, period window, spent, reserved and remaining."""
-    with _client(ctx, url, token) as fw:
-        answer = fw.get_budget(budget_id)
-    if json_out:
-        print_json(answer)
-        return
-    _render_one(f"budget {budget_id}", answer)
+    _Server(ctx, url, token, json_out).run(
+        lambda fw: fw.get_budget(budget_id), functools.partial(_render_one, f"budget {budget_id}")
+    )
 
 
 # --- flopwise policy ----------------------------------------------------------------------------------------
@@ -588,15 +585,24 @@ def policy_apply(
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError("FILE", str(file), f"the policy file cannot be read ({exc})") from None
-    with _client(ctx, url, token) as fw:
-        answer = fw.apply_policy(text, is_enabled=not disabled)
-    if json_out:
-        print_json(answer)
-        return
-    _render_one(f"policy {answer.get('name', '')} v{answer.get('version', '')}", answer, skip=("yaml",))
+    _Server(ctx, url, token, json_out).run(
+        lambda fw: fw.apply_policy(text, is_enabled=not disabled),
+        lambda answer: _render_one(
+            f"policy {answer.get('name', '')} v{answer.get('version', '')}", answer, skip=("yaml",)
+        ),
+    )
 
 
 # --- flopwise token -----------------------------------------------------------------------------------------
+
+
+def _render_new_token(answer: Any) -> None:
+    """The token's fields, then its secret alone on stdout (for scripts), announced on stderr."""
+    secret = answer.get("token") if isinstance(answer, Mapping) else None
+    _render_one("token", {k: v for k, v in answer.items() if k != "token"})
+    if secret:
+        stderr_console().print("the token (shown once, store it now):", highlight=False)
+        typer.echo(secret)
 
 
 @token_app.command("create")
@@ -620,16 +626,7 @@ def token_create(
         body["user_id"] = user
     if expires_days is not None:
         body["expires_in_days"] = expires_days
-    with _client(ctx, url, token) as fw:
-        answer = fw.create_token(body)
-    if json_out:
-        print_json(answer)
-        return
-    secret = answer.get("token") if isinstance(answer, Mapping) else None
-    _render_one("token", {k: v for k, v in answer.items() if k != "token"})
-    if secret:
-        stderr_console().print("the token (shown once, store it now):", highlight=False)
-        typer.echo(secret)
+    _Server(ctx, url, token, json_out).run(lambda fw: fw.create_token(body), _render_new_token)
 
 
 @token_app.command("revoke")
@@ -642,9 +639,7 @@ def token_revoke(
     json_out: JsonFlag = False,
 ) -> None:
     """Revoke a token; it stops working at once."""
-    with _client(ctx, url, token) as fw:
-        answer = fw.revoke_token(token_id)
-    if json_out:
-        print_json(answer)
-        return
-    _render_one(f"token {token_id}", answer or {"revoked": True})
+    _Server(ctx, url, token, json_out).run(
+        lambda fw: fw.revoke_token(token_id),
+        lambda answer: _render_one(f"token {token_id}", answer or {"revoked": True}),
+    )
