@@ -183,26 +183,13 @@ def concentration(
     database_url: DatabaseUrl = None,
 ) -> None:
     """How concentrated spending is: Herfindahl-Hirschman index (0-10,000) and the largest share."""
-    from flopwise.store.reports import concentration_report
-
-    vendor_of = None
-    if by == "vendor":
-        from flopwise.catalog import load_catalog
-        from flopwise.errors import CatalogError
-
-        catalog = load_catalog()
-
-        def vendor_of(device: str) -> str | None:
-            try:
-                return catalog.device(device).vendor
-            except CatalogError:
-                return None
+    from flopwise.store.reports import catalog_vendor_of, concentration_report
 
     start, end = parse_time("from", from_), parse_time("to", to)
     engine, session_cm = _session(database_url)
     try:
         with session_cm as session:
-            report = concentration_report(session, by, measure, start, end, org_id, vendor_of)
+            report = concentration_report(session, by, measure, start, end, org_id, catalog_vendor_of(by))
     finally:
         engine.dispose()
     if as_json:

@@ -203,6 +203,25 @@ def herfindahl_hirschman(amounts: dict[str, float | Decimal]) -> tuple[float, li
     return sum((100.0 * s) ** 2 for _, s in shares), shares
 
 
+def catalog_vendor_of(by: str) -> Callable[[str], str | None] | None:
+    """For ``by='vendor'``: the *vendor_of* of :func:`concentration_report` from the device catalog (a device
+    the catalog does not know has no vendor, so it counts as ``unknown``); None for any other grouping."""
+    if by != "vendor":
+        return None
+    from flopwise.catalog import load_catalog
+    from flopwise.errors import CatalogError
+
+    catalog = load_catalog()
+
+    def vendor_of(device: str) -> str | None:
+        try:
+            return catalog.device(device).vendor
+        except CatalogError:
+            return None
+
+    return vendor_of
+
+
 def concentration_report(
     session: Session,
     by: str = "provider",

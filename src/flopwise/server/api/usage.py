@@ -109,25 +109,18 @@ def concentration(
 ) -> JSONResponse:
     """How concentrated the organization's spending is (Herfindahl-Hirschman index, largest share)."""
     from flopwise.store import read_session
-    from flopwise.store.reports import concentration_report
-
-    vendor_of = None
-    if by == "vendor":
-        from flopwise.catalog import load_catalog
-        from flopwise.errors import CatalogError
-
-        catalog = load_catalog()
-
-        def vendor_of(device: str) -> str | None:
-            try:
-                return catalog.device(device).vendor
-            except CatalogError:
-                return None
+    from flopwise.store.reports import catalog_vendor_of, concentration_report
 
     with read_session(db) as session:
         authorize(session, principal, "viewer", "org", principal.org_id)
         report = concentration_report(
-            session, by, measure, _aware("from", from_), _aware("to", to), principal.org_id, vendor_of
+            session,
+            by,
+            measure,
+            _aware("from", from_),
+            _aware("to", to),
+            principal.org_id,
+            catalog_vendor_of(by),
         )
     return JSONResponse(jsonable(report))
 
