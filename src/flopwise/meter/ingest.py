@@ -625,7 +625,7 @@ class _Writer:
         self.dialect = dialect.name
         table = UsageRecordRow.__table__
         self.processors: list[tuple[int, Callable[[Any], Any]]] = []
-        serializer = dialect._json_serializer or json.dumps
+        serializer = getattr(dialect, "_json_serializer", None) or json.dumps  # make_engine(json_serializer=)
         for i, name in enumerate(_COLUMNS):
             column_type = table.c[name].type
             proc = column_type.dialect_impl(dialect).bind_processor(dialect)
