@@ -11,6 +11,7 @@ by what was used).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -121,16 +122,7 @@ def _public(session: Session, job: Any) -> AdmissionPublic:
         worst_case_device_hours=job.worst_case_device_hours,
         worst_case_kwh=job.worst_case_kwh,
         worst_case_co2e_kg=job.worst_case_co2e_kg,
-        reservations=[
-            AdmissionReservation(
-                budget_id=r.budget_id,
-                unit=r.unit,
-                amount=r.amount,
-                reserved_amount=r.reserved_amount,
-                state=r.state,
-            )
-            for r in rows
-        ],
+        reservations=[AdmissionReservation.model_validate(r, from_attributes=True) for r in rows],
         created_at=job.created_at,
         committed_at=job.committed_at,
         ended_at=job.ended_at,
@@ -248,27 +240,54 @@ def show(engine: EngineParam, job_id: JobParam, principal: CurrentPrincipal, db:
         return _public(session, _job(session, principal, engine, job_id, "viewer"))
 
 
+#: action -> (states the job may be in, the state it moves to, the time column set, repeating it is harmless)
+_MOVES: dict[str, tuple[tuple[str, ...], str, str, bool]] = {
+    "commit": (("admitted",), "committed", "committed_at", True),
+    "release": (("admitted", "committed"), "released", "ended_at", True),
+    "settle": (("admitted", "committed"), "settled", "ended_at", False),
+}
+
+
+def _move(
+    db: Any,
+    now: datetime,
+    principal: Principal,
+    engine: str,
+    job_id: str,
+    action: str,
+    reservations: Callable[[Session, Any], dict[str, Any]],
+) -> AdmissionPublic:
+    """Move a job by *action* (``commit``, ``release``, ``settle``) in one write transaction: check its state
+    (409 otherwise; a repeated commit or release returns the job as it is), apply *reservations* (which
+    returns the details to audit), set the state and time, and audit ``admission.<action>``."""
+    from flopwise.store import write_session
+
+    allowed, target, stamp, repeatable = _MOVES[action]
+    with write_session(db) as session:
+        job = _job(session, principal, engine, job_id, "member")
+        if repeatable and job.state == target:
+            return _public(session, job)
+        if job.state not in allowed:
+            raise _conflict(job, action, allowed)
+        details = reservations(session, job)
+        job.state, job.updated_at = target, now
+        setattr(job, stamp, now)
+        session.flush()
+        audit(session, principal, f"admission.{action}", {"job_id": job.id, **details}, now, job.org_id)
+        return _public(session, job)
+
+
 @router.post("/{engine}/{job_id}/commit", response_model=AdmissionPublic)
 def commit(
     engine: EngineParam, job_id: JobParam, principal: CurrentPrincipal, db: DbDep, clock: ClockDep
 ) -> AdmissionPublic:
     """The job started: its reservation becomes committed (repeating it is harmless)."""
-    from flopwise.store import commit_reservations, write_session
+    from flopwise.store import commit_reservations
 
-    now = clock()
-    with write_session(db) as session:
-        job = _job(session, principal, engine, job_id, "member")
-        if job.state == "committed":
-            return _public(session, job)
-        if job.state != "admitted":
-            raise _conflict(job, "commit", ("admitted",))
-        count = commit_reservations(session, admission_job_id=job.id)
-        job.state, job.committed_at, job.updated_at = "committed", now, now
-        session.flush()
-        audit(
-            session, principal, "admission.commit", {"job_id": job.id, "reservations": count}, now, job.org_id
-        )
-        return _public(session, job)
+    def apply(session: Session, job: Any) -> dict[str, Any]:
+        return {"reservations": commit_reservations(session, admission_job_id=job.id)}
+
+    return _move(db, clock(), principal, engine, job_id, "commit", apply)
 
 
 @router.post("/{engine}/{job_id}/release", response_model=AdmissionPublic)
@@ -276,27 +295,12 @@ def release(
     engine: EngineParam, job_id: JobParam, principal: CurrentPrincipal, db: DbDep, clock: ClockDep
 ) -> AdmissionPublic:
     """The job never ran: its reservation is released (repeating it is harmless)."""
-    from flopwise.store import release_reservations, write_session
+    from flopwise.store import release_reservations
 
-    now = clock()
-    with write_session(db) as session:
-        job = _job(session, principal, engine, job_id, "member")
-        if job.state == "released":
-            return _public(session, job)
-        if job.state not in ("admitted", "committed"):
-            raise _conflict(job, "release", ("admitted", "committed"))
-        count = release_reservations(session, admission_job_id=job.id)
-        job.state, job.ended_at, job.updated_at = "released", now, now
-        session.flush()
-        audit(
-            session,
-            principal,
-            "admission.release",
-            {"job_id": job.id, "reservations": count},
-            now,
-            job.org_id,
-        )
-        return _public(session, job)
+    def apply(session: Session, job: Any) -> dict[str, Any]:
+        return {"reservations": release_reservations(session, admission_job_id=job.id)}
+
+    return _move(db, clock(), principal, engine, job_id, "release", apply)
 
 
 def _actual(job: Any, body: SettleIn) -> dict[str, Decimal]:
@@ -331,17 +335,13 @@ def settle(
     clock: ClockDep,
 ) -> AdmissionPublic:
     """The job ended: its reservation is replaced by the actual usage (recorded even past a hard budget)."""
-    from flopwise.store import settle_reservations, write_session
+    from flopwise.store import settle_reservations
 
-    now = clock()
-    with write_session(db) as session:
-        job = _job(session, principal, engine, job_id, "member")
-        if job.state not in ("admitted", "committed"):
-            raise _conflict(job, "settle", ("admitted", "committed"))
+    def apply(session: Session, job: Any) -> dict[str, Any]:
         actual = _actual(job, body)
-        count = settle_reservations(session, actual, admission_job_id=job.id)
-        job.state, job.ended_at, job.updated_at = "settled", now, now
-        session.flush()
-        audit(session, principal, "admission.settle", {"job_id": job.id, "actual": actual, "reservations": count},
-              now, job.org_id)  # fmt: skip
-        return _public(session, job)
+        return {
+            "actual": actual,
+            "reservations": settle_reservations(session, actual, admission_job_id=job.id),
+        }
+
+    return _move(db, clock(), principal, engine, job_id, "settle", apply)

@@ -164,16 +164,7 @@ def _public(session: Session, row: Any, now: datetime | None = None) -> RequestP
             for v in votes
         ],
         comments=[CommentPublic(id=c.id, author_id=c.author_id, body=c.body, at=c.at) for c in comments],
-        reservations=[
-            ReservationPublic(
-                budget_id=r.budget_id,
-                unit=r.unit,
-                amount=r.amount,
-                reserved_amount=r.reserved_amount,
-                state=r.state,
-            )
-            for r in reservations
-        ],
+        reservations=[ReservationPublic.model_validate(r, from_attributes=True) for r in reservations],
         idempotency_key=row.idempotency_key,
         created_at=row.created_at,
         decided_at=row.decided_at,
