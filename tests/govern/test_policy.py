@@ -285,3 +285,9 @@ def test_any_document_parses_or_raises_input_error(doc):
 def test_any_text_parses_or_raises_input_error(text):
     with contextlib.suppress(InputError):
         parse_policy(text)
+
+
+def test_default_mapping_without_effect_is_an_input_error():
+    # found by the fuzz test above: {"default": {}} raised KeyError
+    with pytest.raises(InputError, match=r"policy\.default\.effect"):
+        parse_policy({"name": "p", "default": {}})
