@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import API, auth
 from sqlalchemy import delete, insert, select, update
+from srvutil import API, auth
 
 
 def _json(response, status=200):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from authz_table import BODIES, EXPECTED, PATH_PARAMS, PRINCIPALS, QUERIES, Ctx
-from conftest import API
+from srvutil import API
 
 
 def iter_routes(routes: Any, prefix: str = "") -> Iterator[tuple[str, str]]:

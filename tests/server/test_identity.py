@@ -8,8 +8,8 @@ import hashlib
 from datetime import timedelta
 
 import pytest
-from conftest import API, auth, seed_org
 from sqlalchemy import select
+from srvutil import API, auth, seed_org
 
 from flopwise.errors import InputError
 
