@@ -96,6 +96,12 @@ def install_error_handlers(app: FastAPI) -> None:
         message = "a value in the request cannot be stored (control characters such as NUL are not allowed)"
         return JSONResponse(error_body(422, message), status_code=422)
 
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        # a number the API let through that the database cannot hold (SQLite integers are 64-bit): bad input
+        log.info("number out of range on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(error_body(422, "a number in the request is out of range"), status_code=422)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
