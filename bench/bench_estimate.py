@@ -12,52 +12,13 @@ import time
 
 import numpy as np
 
-from flopwise.catalog.types import Device
+from flopwise.catalog import load_catalog
 from flopwise.estimate import estimate_serve, estimate_train
-from flopwise.models.types import ModelArch
+from flopwise.models import load_models
 
-# NVIDIA H100 SXM datasheet figures (https://www.nvidia.com/en-us/data-center/h100/), dense peaks
-H100 = Device(
-    id="h100-sxm",
-    name="NVIDIA H100 SXM",
-    vendor="nvidia",
-    kind="gpu",
-    segment="datacenter",
-    memory_gb=80.0,
-    memory_bandwidth_gb_per_s=3350.0,
-    peak_fp32_tflop_per_s=67.0,
-    peak_tf32_tflop_per_s=494.7,
-    peak_bf16_tflop_per_s=989.4,
-    peak_fp16_tflop_per_s=989.4,
-    peak_fp8_tflop_per_s=1978.9,
-    peak_int8_tflop_per_s=1978.9,
-    peak_fp4_tflop_per_s=None,
-    peak_int4_tflop_per_s=None,
-    sparse_bf16_tflop_per_s=1978.9,
-    sparse_fp8_tflop_per_s=3957.8,
-    sparse_int8_tflop_per_s=3957.8,
-    sparse_fp4_tflop_per_s=None,
-    interconnect="nvlink4",
-    interconnect_gb_per_s=450.0,
-    tdp_w=700.0,
-    idle_w=70.0,
-    release_year=2022,
-)
-# meta-llama/Llama-3.1-8B config.json
-LLAMA31_8B = ModelArch(
-    id="llama-3.1-8b",
-    name="Llama 3.1 8B",
-    family="llama",
-    hf_id="meta-llama/Llama-3.1-8B",
-    n_layers=32,
-    d_model=4096,
-    n_heads=32,
-    n_kv_heads=8,
-    head_dim=128,
-    d_ff=14336,
-    vocab_size=128256,
-    max_context=131072,
-)
+# the built-in catalog's H100 SXM and the registry's Llama 3.1 8B (the same records the CLI uses)
+H100 = load_catalog().devices["h100-sxm"]
+LLAMA31_8B = load_models().resolve("llama-3.1-8b")
 
 
 def _rate(n: int, seconds: float) -> float:
