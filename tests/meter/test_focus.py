@@ -4,6 +4,7 @@ idempotency keys, Parquet, and parse -> serialize -> parse stability (hypothesis
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -399,3 +400,77 @@ def test_parse_serialize_parse_is_stable(rows, catalog):
     assert second == first
     assert [r.source_key for r in second] == [r.source_key for r in first]
     assert all(r.x_device_hours is None or r.x_device_hours >= 0 for r in first)
+
+
+# --- the parser's output is pinned: speed-ups must not change a record --------------------------------------
+
+#: sha256 of the reprs of every record (all fields, x_extra in order) and of every rejected row, as the parser
+#: wrote them before its per-row work was cut (commit 5363fe7); a change here is a change of output
+PINNED = {
+    "sample": ("f7a7b3afe98d2be429f89f8dc68f7469ac1902f1f9599002014bfa00406f69aa", 1000),
+    "sample-no-tz-rejected": ("08df5821c5bc7856bccac0d99448b7568fe6beaae25e102a9b0fe5422cbfa4f0", 1000),
+    "handmade": ("fc9871cd9f415b587018dded12c811d97a7c9e51a9fcf30348d20e22c9c090a9", 7),
+}
+
+
+def _digest(items) -> str:
+    return hashlib.sha256("\n".join(map(repr, items)).encode()).hexdigest()
+
+
+def _parse_path(path: Path, name: str, **kw):
+    report = ParseReport()
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        records = list(parse_focus(f, path=name, report=report, **kw))
+    return records, report
+
+
+def test_sample_records_are_unchanged(catalog):
+    records, report = _parse_path(
+        _need("focus-1.0-sample.csv"), "sample.csv", assume_tz="UTC", catalog=catalog
+    )
+    assert (_digest(records), len(records)) == PINNED["sample"]
+    assert report.rejected == []
+    rejected = _parse_path(_need("focus-1.0-sample.csv"), "sample.csv")[1].rejected
+    assert (_digest(rejected), len(rejected)) == PINNED["sample-no-tz-rejected"]
+
+
+def test_handmade_records_are_unchanged(catalog):
+    records, report = _parse_path(HANDMADE, "h.csv", assume_tz="UTC", catalog=catalog)
+    assert (_digest(records), len(records)) == PINNED["handmade"]
+    assert report.rejected == []
+
+
+def test_source_keys_are_the_canonical_json_hash():
+    """The key is sha256 of json.dumps(sorted identifying columns, ensure_ascii=False, separators=(",", ":"))
+    over the canonical texts (UTC Z timestamps, tags as sorted JSON); measures and x_ compute columns are left
+    out, unicode is kept as is."""
+    text = (
+        "BilledCost,BillingCurrency,ChargePeriodStart,ChargePeriodEnd,ProviderName,ResourceId,Tags,x_DeviceHours\n"
+        '1.5,USD,2025-01-01T01:00:00+01:00,2025-01-01T01:00:00Z,Ünïcode "Cloud",r-1,"{""b"": 2, ""a"": ""x""}",3\n'
+    )
+    (record,), _ = _parse_text(text)
+    identity = {
+        "BillingCurrency": "USD",
+        "ChargePeriodEnd": "2025-01-01T01:00:00Z",
+        "ChargePeriodStart": "2025-01-01T00:00:00Z",
+        "ProviderName": 'Ünïcode "Cloud"',
+        "ResourceId": "r-1",
+        "Tags": '{"a": "x", "b": "2"}',
+    }
+    canonical = json.dumps(sorted(identity.items()), ensure_ascii=False, separators=(",", ":"))
+    assert record.source_key == f"focus:{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
+    assert record.tags == {"b": "2", "a": "x"}
+
+
+def test_records_do_not_share_mutable_state_through_the_caches(catalog):
+    text = (
+        "BilledCost,BillingCurrency,ChargePeriodStart,ChargePeriodEnd,ProviderName,ResourceType,Tags\n"
+        '1,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,p5.48xlarge,"{""job_id"": ""j1""}"\n'
+    )
+    (first,), _ = _parse_text(text, catalog=catalog)
+    first.tags["job_id"] = "changed"
+    first.x_extra["ResourceType"] = "changed"
+    (second,), _ = _parse_text(text, catalog=catalog)
+    assert second.tags == {"job_id": "j1"} and second.x_job_id == "j1"
+    assert second.x_extra == {"ResourceType": "p5.48xlarge"}
+    assert second.x_device_type == "h100-sxm" and second.x_device_count == 8.0

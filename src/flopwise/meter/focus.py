@@ -95,7 +95,7 @@ _MEASURE_COLUMNS = frozenset(
 )  # fmt: skip
 #: names of measure columns outside FOCUS (raw exports, provider x_ columns): also kept out of the key
 _MEASURE_NAME = re.compile(r"(?i)cost|price|quantity|amount|rate$")
-_TIME_COLUMNS = ("ChargePeriodStart", "ChargePeriodEnd", "BillingPeriodStart", "BillingPeriodEnd")
+_TIME_COLUMNS = frozenset({"ChargePeriodStart", "ChargePeriodEnd", "BillingPeriodStart", "BillingPeriodEnd"})
 _MONEY_COLUMNS = {"BilledCost": "billed_cost", "EffectiveCost": "effective_cost", "ListCost": "list_cost"}
 _TEXT_FIELDS = {
     "BillingCurrency": "billing_currency",
@@ -119,6 +119,8 @@ _INSTANCE_TEXT_COLUMNS = (
 )  # fmt: skip
 _HOUR_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)?\s*(?:instance[- ]?)?(?:hours?|hrs?)\s*$", re.IGNORECASE)
 _DELIMITERS = (",", ";", "\t", "|")
+#: entries InstanceTypeIndex.find keeps before it starts over (bounds memory on free-text columns)
+_FIND_CACHE_MAX = 65536
 #: tag keys that carry a flopwise request id or a job id (first match wins)
 REQUEST_ID_TAGS = ("flopwise-request-id", "flopwise_request_id", "flopwise:request-id", "flopwise/request-id")
 JOB_ID_TAGS = ("flopwise-job-id", "flopwise_job_id", "job-id", "job_id")
@@ -198,6 +200,14 @@ def parse_timestamp(column: str, text: str, assume_tz: tzinfo | None) -> datetim
     return value.astimezone(UTC)
 
 
+@functools.lru_cache(maxsize=65536)
+def _timestamp_and_text(column: str, text: str, assume_tz: tzinfo | None) -> tuple[datetime, str]:
+    """``parse_timestamp`` and its ``format_timestamp`` text, cached: a bill repeats each hour over many rows
+    (datetimes and strings are immutable, so sharing them between records changes nothing)."""
+    value = parse_timestamp(column, text, assume_tz)
+    return value, format_timestamp(value)
+
+
 def format_timestamp(value: datetime) -> str:
     """UTC ISO 8601 with a Z, the form FOCUS uses."""
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -225,6 +235,33 @@ def parse_float(column: str, text: str) -> float:
 
 def parse_tags(text: str) -> dict[str, str]:
     """A FOCUS Tags JSON object, or Azure's brace-less ``"k": "v","k2": "v2"``; values become strings."""
+    return dict(_tags_and_canonical(text)[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _tags_and_canonical(text: str) -> tuple[tuple[tuple[str, str], ...], str]:
+    """The tags of a Tags text (as ``parse_tags`` reads them) and their canonical JSON (sorted keys), or
+    ``""`` when there are none. Cached: a bill repeats a few tag sets over many rows, and the cache holds
+    only immutable values (each caller builds its own dict)."""
+    tags = _parse_tags_uncached(text)
+    return tuple(tags.items()), (_TAGS_ENCODER.encode(tags) if tags else "")
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag_ids(text: str) -> tuple[str | None, str | None]:
+    """The request id and job id tags (``REQUEST_ID_TAGS``, ``JOB_ID_TAGS``) of a Tags text, cached with it."""
+    tags = dict(_tags_and_canonical(text)[0])
+    return _first_tag(tags, REQUEST_ID_TAGS), _first_tag(tags, JOB_ID_TAGS)
+
+
+#: the encoders of json.dumps(..., sort_keys=True, ensure_ascii=False) and of canonical_key, built once
+_TAGS_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+_KEY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+#: the string encoder json uses with ensure_ascii=False (C-accelerated)
+_json_str = json.encoder.encode_basestring
+
+
+def _parse_tags_uncached(text: str) -> dict[str, str]:
     text = text.strip()
     if not text.startswith("{"):
         text = "{" + text + "}"
@@ -239,7 +276,14 @@ def parse_tags(text: str) -> dict[str, str]:
 
 def canonical_key(prefix: str, identity: Mapping[str, str]) -> str:
     """``prefix:`` + sha256 of the identifying columns, sorted by name, as one JSON text (first 32 hex)."""
-    text = json.dumps(sorted(identity.items()), ensure_ascii=False, separators=(",", ":"))
+    items = sorted(identity.items())
+    # the text _KEY_ENCODER.encode(items) writes, built from json's own string encoder (twice as fast)
+    try:
+        pairs = [_json_str(k) + "," + _json_str(v) for k, v in items]
+    except TypeError:  # a value that is not a string: let json write it
+        text = _KEY_ENCODER.encode(items)
+    else:
+        text = "[[" + "],[".join(pairs) + "]]" if pairs else "[]"
     return f"{prefix}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
 
@@ -259,6 +303,7 @@ class KeyDeduper:
         return key if n == 1 else f"{key}#{n}"
 
 
+@functools.lru_cache(maxsize=1024)
 def hours_per_unit(unit: str | None) -> float | None:
     """Hours in one unit of an hour-like unit ("Hours", "Hrs", "1 Hour", "10 Hours"), else None."""
     if not unit:
@@ -287,6 +332,8 @@ class InstanceTypeIndex:
                 offering.device_id,
                 offering.device_count,
             )
+        #: find()'s answers by text: bills repeat the same instance types and meter names over many rows
+        self._found: dict[str, tuple[str, str, int] | None] = {}
         names = sorted(self._by_name, key=len, reverse=True)
         self._pattern = (
             re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(n) for n in names) + r")(?![a-z0-9])")
@@ -303,11 +350,19 @@ class InstanceTypeIndex:
         """(instance type as matched, device id, devices per instance) for the first instance type in *text*."""
         if self._pattern is None or not text:
             return None
+        try:
+            return self._found[text]
+        except KeyError:
+            pass
         match = self._pattern.search(self.normalize(text))
-        if match is None:
-            return None
-        device_id, count = self._by_name[match.group(1)]
-        return match.group(1), device_id, count
+        found = None
+        if match is not None:
+            device_id, count = self._by_name[match.group(1)]
+            found = match.group(1), device_id, count
+        if len(self._found) >= _FIND_CACHE_MAX:
+            self._found.clear()
+        self._found[text] = found
+        return found
 
 
 # --- one FOCUS-named row -> UsageRecord -------------------------------------------------------------------
@@ -342,24 +397,19 @@ class RowContext:
             return name
 
 
-def _clean(value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    return None if value in _NULLS else value
-
-
 def record_from_focus_row(row: Mapping[str, str | None], ctx: RowContext) -> UsageRecord:
     """A UsageRecord from one row keyed by FOCUS column names (raw exports are mapped to this first).
 
     Raises RowError with the reason when a value is bad.
     """
-    values = {name: v for name, raw in row.items() if (v := _clean(raw)) is not None}
+    # a value that is None, blank or a null word (_NULLS) is absent
+    values = {name: v for name, raw in row.items() if raw is not None and (v := raw.strip()) not in _NULLS}
     for column in ("ChargePeriodStart", "ChargePeriodEnd", "BilledCost"):
         if column not in values:
             raise RowError(f"{column} is empty; it is mandatory in FOCUS")
-    start = parse_timestamp("ChargePeriodStart", values["ChargePeriodStart"], ctx.assume_tz)
-    end = parse_timestamp("ChargePeriodEnd", values["ChargePeriodEnd"], ctx.assume_tz)
+    assume_tz = ctx.assume_tz
+    start = _timestamp_and_text("ChargePeriodStart", values["ChargePeriodStart"], assume_tz)[0]
+    end = _timestamp_and_text("ChargePeriodEnd", values["ChargePeriodEnd"], assume_tz)[0]
     if end < start:
         raise RowError(f"ChargePeriodEnd {values['ChargePeriodEnd']!r} is before ChargePeriodStart")
     money = {attr: parse_decimal(col, values[col]) for col, attr in _MONEY_COLUMNS.items() if col in values}
@@ -377,19 +427,23 @@ def record_from_focus_row(row: Mapping[str, str | None], ctx: RowContext) -> Usa
             f"ConsumedQuantity {values['ConsumedQuantity']!r} is negative while BilledCost "
             f"{values['BilledCost']!r} is positive"
         )
+    tags_text = values.get("Tags")
     tags: dict[str, str] = {}
-    if "Tags" in values:
-        tags = parse_tags(values["Tags"])
+    tags_canon = ""
+    if tags_text is not None:
+        items, tags_canon = _tags_and_canonical(tags_text)
+        tags = dict(items)
 
+    # the canonical text of each column (timestamps as UTC Z, tags as sorted JSON), in one pass
     canon: dict[str, str] = {}
     extra: dict[str, Any] = {}
     for name, value in values.items():
         if name in _TIME_COLUMNS:
-            value = format_timestamp(parse_timestamp(name, value, ctx.assume_tz))
+            value = _timestamp_and_text(name, value, assume_tz)[1]
         elif name == "Tags":
-            if not tags:
+            if not tags_canon:
                 continue
-            value = json.dumps(tags, sort_keys=True, ensure_ascii=False)
+            value = tags_canon
         canon[name] = value
         if name not in _RECORD_COLUMNS:
             extra[name] = value
@@ -399,6 +453,9 @@ def record_from_focus_row(row: Mapping[str, str | None], ctx: RowContext) -> Usa
         identity = {k: v for k, v in canon.items() if _is_identifying(k)}
     else:
         identity = {k: canon[k] for k in ctx.identity_columns if k in canon}
+    request_tag = job_tag = None
+    if tags:
+        request_tag, job_tag = _tag_ids(tags_text)
     return UsageRecord(
         source=ctx.source,
         source_key=ctx.dedupe(canonical_key(ctx.source, identity)),
@@ -406,8 +463,8 @@ def record_from_focus_row(row: Mapping[str, str | None], ctx: RowContext) -> Usa
         charge_period_end=end,
         tags=tags,
         x_account=values.get("SubAccountId"),
-        x_request_id=values.get("x_RequestId") or _first_tag(tags, REQUEST_ID_TAGS),
-        x_job_id=values.get("x_JobId") or _first_tag(tags, JOB_ID_TAGS),
+        x_request_id=values.get("x_RequestId") or request_tag,
+        x_job_id=values.get("x_JobId") or job_tag,
         x_extra=extra,
         **money,
         **{attr: values.get(col) for col, attr in _TEXT_FIELDS.items()},
