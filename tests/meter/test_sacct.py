@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from datetime import UTC, datetime
@@ -249,3 +250,70 @@ def test_streams_without_reading_everything():
     gen = parse_sacct(lines(), rejected=[], assume_tz="UTC")
     first = [next(gen) for _ in range(100)]
     assert first[0].x_job_id == "0" and first[-1].x_device_hours == 1.0
+
+
+# --- the parser's output is pinned: speed-ups must not change a record --------------------------------------
+
+#: sha256 of the reprs of every record (all fields, x_extra in order) and of every rejected row, as the parser
+#: wrote them before its per-job work was cut (commit 5363fe7): (file, fields) -> (records, rejected, counts)
+PINNED = {
+    ("xdmod-accounting-logs-with-job-arrays.log", "xdmod"): (
+        "586dae135428bf374de2099514ad1af541d9854a06320dad7a1deea25dc790a2",
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        (23, 0),
+    ),
+    ("xdmod-accounting-logs.log", "xdmod"): (
+        "6626415973608ca2c35693f978f89adae4f551851c592a3825ce73bc085b7c9c",
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        (4, 0),
+    ),
+    ("xdmod-non-ended-job-state.log", "xdmod"): (
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "0dc5d9d0391bbaec86d2e585be5fd61b6dd5b9272275ffdacb8b80e5b36da9bc",
+        (0, 2),
+    ),
+    ("xdmod-unknown-job-state.log", "xdmod"): (
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "7e6ad5eac37dfa65165d3964da1588c438e9905eaedcb1da0ccad55a4e5bee26",
+        (0, 2),
+    ),
+    ("xdmod-utf8-multibyte-chars.log", "xdmod"): (
+        "74b358d8540534edcccc67648e68fb0ae5fd5d0671dc648c694a20959d913bfd",
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        (1, 0),
+    ),
+    ("hb-jobinfo-sacct.txt", "hb-jobinfo"): (
+        "6ca4795ceef99a17694fb61b76dc067db55f50ef54aaab9ff3356e57f6feb3c4",
+        "3dba2e78dbde56605af12795ddedd77aa491795f3ede3b2f1f6cb9dd8d03c5ab",
+        (87, 19),
+    ),
+}
+
+
+def _digest(items) -> str:
+    return hashlib.sha256("\n".join(map(repr, items)).encode()).hexdigest()
+
+
+@pytest.mark.parametrize(("name", "fields"), sorted(PINNED))
+def test_records_and_rejections_are_unchanged(name, fields):
+    path = _need(name)
+    rejected: list[RejectedRow] = []
+    with path.open(encoding="utf-8") as f:
+        records = list(
+            parse_sacct(
+                f, rejected=rejected, path=name, fields=fields, catalog=load_catalog(), assume_tz="UTC"
+            )
+        )
+    assert (_digest(records), _digest(rejected), (len(records), len(rejected))) == PINNED[(name, fields)]
+
+
+def test_records_do_not_share_gpu_types_through_the_cache():
+    lines = [
+        "JobID|Cluster|State|Start|End|Elapsed|AllocTRES\n",
+        "1|c|COMPLETED|2025-01-01T00:00:00|2025-01-01T01:00:00|01:00:00|gres/gpu:a100=2,gres/gpu=2\n",
+        "2|c|COMPLETED|2025-01-01T00:00:00|2025-01-01T01:00:00|01:00:00|gres/gpu:a100=2,gres/gpu=2\n",
+    ]
+    first, second = parse_sacct(lines, rejected=[], assume_tz="UTC")
+    first.x_extra["gpu_types"]["a100"] = 99
+    assert second.x_extra["gpu_types"] == {"a100": 2}
+    assert (second.x_device_count, second.x_device_hours) == (2.0, 2.0)

@@ -32,6 +32,7 @@ Standard library only; pure of I/O (the caller opens the file).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -95,6 +96,14 @@ _REQUEST_RE = re.compile(r"(?:flopwise[-_]request|request[-_]id)\s*[=:]\s*([A-Za
 _NO_TIME = {"", "unknown", "none", "n/a"}
 _WORK_STEP_SKIP = {"extern"}
 _OPEN_JOBS_MAX = 4096
+_UTC = ZoneInfo("UTC")
+#: per-job fields copied into x_extra as text, and those read as counts: (sacct field, x_extra name)
+_EXTRA_TEXT_FIELDS = (
+    ("jobname", "job_name"), ("jobidraw", "job_id_raw"), ("group", "group"), ("exitcode", "exit_code"),
+    ("nodelist", "node_list"), ("qos", "qos"), ("partition", "partition"), ("alloctres", "alloc_tres"),
+    ("reqtres", "req_tres"), ("reqmem", "req_mem"), ("uid", "uid"), ("gid", "gid"),
+)  # fmt: skip
+_EXTRA_COUNT_FIELDS = (("nnodes", "nnodes"), ("ncpus", "ncpus"), ("alloccpus", "ncpus"), ("ntasks", "ntasks"))
 
 
 def parse_slurm_duration_s(text: str) -> float | None:
@@ -163,6 +172,13 @@ def gpu_count_from_tres(tres: str | Mapping[str, str]) -> tuple[int, dict[str, i
     return total, by_type
 
 
+@functools.lru_cache(maxsize=4096)
+def _gpus_from_alloc_tres(alloc: str) -> tuple[int, Mapping[str, int]]:
+    """``gpu_count_from_tres(parse_tres(alloc))``, cached: a cluster's jobs repeat a few AllocTRES strings.
+    The per-type counts are shared between callers, who only read them."""
+    return gpu_count_from_tres(parse_tres(alloc))
+
+
 def _gpu_count_from_gres(text: str) -> tuple[int, dict[str, int]]:
     """Old-style AllocGRES/ReqGRES: ``gpu:2``, ``gpu:v100:2``, ``gpu:v100:2(IDX:0-1)``."""
     total, by_type = 0, {}
@@ -211,6 +227,9 @@ class _Layout:
     def __init__(self, fields: Sequence[str], delimiter: str, path: str, line: int) -> None:
         self.fields = [_normalize(f) for f in fields]
         self.delimiter = delimiter
+        present = set(self.fields)
+        self.extra_text_fields = tuple((k, n) for k, n in _EXTRA_TEXT_FIELDS if k in present)
+        self.extra_count_fields = tuple((k, n) for k, n in _EXTRA_COUNT_FIELDS if k in present)
         missing = [f for f in _REQUIRED if f not in self.fields]
         if missing:
             raise IngestError(
@@ -276,10 +295,11 @@ def _resolve_tz(assume_tz: str | None) -> ZoneInfo | None:
 
 def _parse_time(text: str, tz: ZoneInfo | None, name: str) -> datetime | None:
     """A sacct timestamp as aware UTC; None for ``Unknown``/``None``/empty. Raises ValueError with the reason."""
-    if text.strip().lower() in _NO_TIME:
+    stripped = text.strip()
+    if stripped.lower() in _NO_TIME:
         return None
     try:
-        dt = datetime.fromisoformat(text.strip())
+        dt = datetime.fromisoformat(stripped)
     except ValueError:
         raise ValueError(f"{name} {text!r} is not an ISO timestamp (YYYY-MM-DDTHH:MM:SS)") from None
     if dt.tzinfo is None:
@@ -289,7 +309,7 @@ def _parse_time(text: str, tz: ZoneInfo | None, name: str) -> datetime | None:
                 "so pass assume_tz (--assume-tz), e.g. 'UTC' or 'Europe/Amsterdam'"
             )
         dt = dt.replace(tzinfo=tz)
-    return dt.astimezone(ZoneInfo("UTC"))
+    return dt.astimezone(_UTC)
 
 
 def _expand_array(job_id: str) -> list[tuple[str, str | None]]:
@@ -458,9 +478,8 @@ class _Parser:
         elapsed_s = self.elapsed_s(v, start, end)
 
         alloc = v.get("alloctres", "")
-        tres = parse_tres(alloc)
         if alloc.strip() or "allocgres" not in v:
-            gpus, gpu_types = gpu_count_from_tres(tres)
+            gpus, gpu_types = _gpus_from_alloc_tres(alloc)
         else:
             gpus, gpu_types = _gpu_count_from_gres(v["allocgres"])
         device_type = None
@@ -479,20 +498,12 @@ class _Parser:
         }
         if by:
             extra["cancelled_by_uid"] = by.strip()
-        for key, name in (
-            ("jobname", "job_name"), ("jobidraw", "job_id_raw"), ("group", "group"), ("exitcode", "exit_code"),
-            ("nodelist", "node_list"), ("qos", "qos"), ("partition", "partition"), ("alloctres", "alloc_tres"),
-            ("reqtres", "req_tres"), ("reqmem", "req_mem"), ("uid", "uid"), ("gid", "gid"),
-        ):  # fmt: skip
-            if key in v:
-                extra[name] = v[key]
-        for key, name in (
-            ("nnodes", "nnodes"),
-            ("ncpus", "ncpus"),
-            ("alloccpus", "ncpus"),
-            ("ntasks", "ntasks"),
-        ):
-            text = v.get(key, "").strip()
+        layout = self.layout
+        assert layout is not None
+        for key, name in layout.extra_text_fields:
+            extra[name] = v[key]
+        for key, name in layout.extra_count_fields:
+            text = v[key].strip()
             if text.isdigit():
                 extra[name] = int(text)
         if "ncpus" in extra:
