@@ -7,8 +7,18 @@ from __future__ import annotations
 
 import pytest
 
+from archs import (  # noqa: F401 - re-exported to the estimator tests
+    CHINCHILLA_70B,
+    DEEPSEEK_V3,
+    GPT3_175B,
+    LLAMA2_7B,
+    LLAMA31_8B,
+    LLAMA31_70B,
+    LLAMA31_405B,
+    MISTRAL_7B,
+    MIXTRAL_8X7B,
+)
 from flopwise.catalog.types import Device, OnPremProfile
-from flopwise.models.types import ModelArch
 
 
 def make_device(**kw) -> Device:
@@ -96,140 +106,6 @@ CPU = make_device(
     interconnect_gb_per_s=0.0,
     tdp_w=360.0,
     idle_w=100.0,
-)
-
-LLAMA2_7B = ModelArch(
-    id="llama-2-7b",
-    name="Llama 2 7B",
-    family="llama",
-    hf_id="meta-llama/Llama-2-7b-hf",
-    n_layers=32,
-    d_model=4096,
-    n_heads=32,
-    n_kv_heads=32,
-    head_dim=128,
-    d_ff=11008,
-    vocab_size=32000,
-    max_context=4096,
-)
-LLAMA31_8B = ModelArch(
-    id="llama-3.1-8b",
-    name="Llama 3.1 8B",
-    family="llama",
-    hf_id="meta-llama/Llama-3.1-8B",
-    n_layers=32,
-    d_model=4096,
-    n_heads=32,
-    n_kv_heads=8,
-    head_dim=128,
-    d_ff=14336,
-    vocab_size=128256,
-    max_context=131072,
-)
-LLAMA31_70B = ModelArch(
-    id="llama-3.1-70b",
-    name="Llama 3.1 70B",
-    family="llama",
-    hf_id="meta-llama/Llama-3.1-70B",
-    n_layers=80,
-    d_model=8192,
-    n_heads=64,
-    n_kv_heads=8,
-    head_dim=128,
-    d_ff=28672,
-    vocab_size=128256,
-    max_context=131072,
-)
-GPT3_175B = ModelArch(
-    id="gpt-3-175b",
-    name="GPT-3 175B",
-    family="gpt-3",
-    hf_id="",
-    n_layers=96,
-    d_model=12288,
-    n_heads=96,
-    n_kv_heads=96,
-    head_dim=128,
-    d_ff=49152,
-    vocab_size=50257,
-    max_context=2048,
-    ffn_kind="mlp",
-    tied_embeddings=True,
-    has_bias=True,
-)
-CHINCHILLA_70B = ModelArch(
-    id="chinchilla-70b",
-    name="Chinchilla",
-    family="chinchilla",
-    hf_id="",
-    n_layers=80,
-    d_model=8192,
-    n_heads=64,
-    n_kv_heads=64,
-    head_dim=128,
-    d_ff=32768,
-    vocab_size=32000,
-    max_context=2048,
-    ffn_kind="mlp",
-    tied_embeddings=False,
-)
-MIXTRAL_8X7B = ModelArch(
-    id="mixtral-8x7b",
-    name="Mixtral 8x7B",
-    family="mixtral",
-    hf_id="mistralai/Mixtral-8x7B-v0.1",
-    n_layers=32,
-    d_model=4096,
-    n_heads=32,
-    n_kv_heads=8,
-    head_dim=128,
-    d_ff=14336,
-    vocab_size=32000,
-    max_context=32768,
-    n_experts=8,
-    n_experts_active=2,
-    d_ff_expert=14336,
-)
-DEEPSEEK_V3 = ModelArch(
-    id="deepseek-v3",
-    name="DeepSeek-V3",
-    family="deepseek",
-    hf_id="deepseek-ai/DeepSeek-V3",
-    n_layers=61,
-    d_model=7168,
-    n_heads=128,
-    n_kv_heads=128,
-    head_dim=128,
-    d_ff=18432,
-    vocab_size=129280,
-    max_context=163840,
-    attention="mla",
-    n_experts=256,
-    n_experts_active=8,
-    n_shared_experts=1,
-    d_ff_expert=2048,
-    n_dense_layers=3,
-    mla_q_lora_rank=1536,
-    mla_kv_lora_rank=512,
-    mla_qk_rope_head_dim=64,
-    mla_qk_nope_head_dim=128,
-    mla_v_head_dim=128,
-)
-MISTRAL_7B = ModelArch(
-    id="mistral-7b",
-    name="Mistral 7B",
-    family="mistral",
-    hf_id="mistralai/Mistral-7B-v0.1",
-    n_layers=32,
-    d_model=4096,
-    n_heads=32,
-    n_kv_heads=8,
-    head_dim=128,
-    d_ff=14336,
-    vocab_size=32000,
-    max_context=32768,
-    sliding_window=4096,
-    n_sliding_layers=32,
 )
 
 ONPREM_H100 = OnPremProfile(

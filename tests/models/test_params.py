@@ -11,6 +11,7 @@ import math
 
 import pytest
 
+from archs import DEEPSEEK_V3, LLAMA31_8B, LLAMA31_70B, LLAMA31_405B, MIXTRAL_8X7B
 from flopwise.models.params import (
     ParamCount,
     attention_params_per_layer,
@@ -23,92 +24,6 @@ from flopwise.models.types import ModelArch
 TOTAL_RTOL = 0.03
 ACTIVE_RTOL = 0.05
 
-LLAMA_31_8B = ModelArch(
-    id="llama-3.1-8b",
-    name="Llama 3.1 8B",
-    family="llama",
-    hf_id="meta-llama/Llama-3.1-8B",
-    n_layers=32,
-    d_model=4096,
-    n_heads=32,
-    n_kv_heads=8,
-    head_dim=128,
-    d_ff=14336,
-    vocab_size=128256,
-    max_context=131072,
-)
-LLAMA_31_70B = ModelArch(
-    id="llama-3.1-70b",
-    name="Llama 3.1 70B",
-    family="llama",
-    hf_id="meta-llama/Llama-3.1-70B",
-    n_layers=80,
-    d_model=8192,
-    n_heads=64,
-    n_kv_heads=8,
-    head_dim=128,
-    d_ff=28672,
-    vocab_size=128256,
-    max_context=131072,
-)
-LLAMA_31_405B = ModelArch(
-    id="llama-3.1-405b",
-    name="Llama 3.1 405B",
-    family="llama",
-    hf_id="meta-llama/Llama-3.1-405B",
-    n_layers=126,
-    d_model=16384,
-    n_heads=128,
-    n_kv_heads=8,
-    head_dim=128,
-    d_ff=53248,
-    vocab_size=128256,
-    max_context=131072,
-)
-MIXTRAL_8X7B = ModelArch(
-    id="mixtral-8x7b",
-    name="Mixtral 8x7B",
-    family="mistral",
-    hf_id="mistralai/Mixtral-8x7B-v0.1",
-    n_layers=32,
-    d_model=4096,
-    n_heads=32,
-    n_kv_heads=8,
-    head_dim=128,
-    d_ff=14336,
-    vocab_size=32000,
-    max_context=32768,
-    n_experts=8,
-    n_experts_active=2,
-    d_ff_expert=14336,
-)
-DEEPSEEK_V3 = ModelArch(
-    id="deepseek-v3",
-    name="DeepSeek-V3",
-    family="deepseek",
-    hf_id="deepseek-ai/DeepSeek-V3",
-    n_layers=61,
-    d_model=7168,
-    n_heads=128,
-    n_kv_heads=128,
-    head_dim=192,
-    d_ff=18432,
-    vocab_size=129280,
-    max_context=163840,
-    attention="mla",
-    n_experts=256,
-    n_experts_active=8,
-    n_shared_experts=1,
-    d_ff_expert=2048,
-    n_dense_layers=3,
-    mla_q_lora_rank=1536,
-    mla_kv_lora_rank=512,
-    mla_qk_rope_head_dim=64,
-    mla_qk_nope_head_dim=128,
-    mla_v_head_dim=128,
-    unmodelled=("multi-token prediction (MTP) module",),
-)
-
 
 def _close(value: int, published: float, rtol: float) -> bool:
     return math.isclose(value, published, rel_tol=rtol)
@@ -118,9 +33,9 @@ def _close(value: int, published: float, rtol: float) -> bool:
     ("arch", "published"),
     [
         # Llama 3.1 model card (https://huggingface.co/meta-llama/Llama-3.1-8B): 8.03B, 70.6B, 405B
-        (LLAMA_31_8B, 8.03e9),
-        (LLAMA_31_70B, 70.6e9),
-        (LLAMA_31_405B, 405e9),
+        (LLAMA31_8B, 8.03e9),
+        (LLAMA31_70B, 70.6e9),
+        (LLAMA31_405B, 405e9),
         # Mixtral paper (https://arxiv.org/abs/2401.04088): 46.7B total (13B active, 12.9B in the blog)
         (MIXTRAL_8X7B, 46.7e9),
         # DeepSeek-V3 report (https://arxiv.org/abs/2412.19437): 671B total without the 14B MTP module
@@ -134,11 +49,11 @@ def test_total_matches_published(arch: ModelArch, published: float) -> None:
 
 def test_llama_31_8b_exact() -> None:
     # 8,030,261,248 is the safetensors total of meta-llama/Llama-3.1-8B.
-    assert count_params(LLAMA_31_8B).total == 8_030_261_248
+    assert count_params(LLAMA31_8B).total == 8_030_261_248
 
 
 def test_dense_active_equals_total() -> None:
-    c = count_params(LLAMA_31_70B)
+    c = count_params(LLAMA31_70B)
     assert c.active == c.total
     assert c.ffn == c.ffn_active
 
@@ -148,7 +63,7 @@ def test_moe_active_matches_published(arch: ModelArch, active: float) -> None:
     assert _close(count_params(arch).active, active, ACTIVE_RTOL)
 
 
-@pytest.mark.parametrize("arch", [LLAMA_31_8B, MIXTRAL_8X7B, DEEPSEEK_V3], ids=lambda a: a.id)
+@pytest.mark.parametrize("arch", [LLAMA31_8B, MIXTRAL_8X7B, DEEPSEEK_V3], ids=lambda a: a.id)
 def test_parts_sum_to_total(arch: ModelArch) -> None:
     c = count_params(arch)
     assert c.embedding + c.attention + c.ffn + c.norm + c.other == c.total
@@ -157,14 +72,14 @@ def test_parts_sum_to_total(arch: ModelArch) -> None:
 
 
 def test_gated_vs_plain_mlp() -> None:
-    plain = ModelArch(**{**LLAMA_31_8B.__dict__, "ffn_kind": "mlp"})
-    assert ffn_params(LLAMA_31_8B, 100) == 3 * 4096 * 100
+    plain = ModelArch(**{**LLAMA31_8B.__dict__, "ffn_kind": "mlp"})
+    assert ffn_params(LLAMA31_8B, 100) == 3 * 4096 * 100
     assert ffn_params(plain, 100) == 2 * 4096 * 100
 
 
 def test_gqa_attention_per_layer() -> None:
     # q and o: 4096 x 4096; k and v: 4096 x (8 x 128)
-    assert attention_params_per_layer(LLAMA_31_8B) == 2 * 4096 * 4096 + 2 * 4096 * 1024
+    assert attention_params_per_layer(LLAMA31_8B) == 2 * 4096 * 4096 + 2 * 4096 * 1024
 
 
 def test_mla_per_layer_deepseek_v3() -> None:
@@ -190,12 +105,12 @@ def test_deepseek_dense_layers_and_shared_expert() -> None:
 
 
 def test_tied_embedding_counted_once() -> None:
-    tied = ModelArch(**{**LLAMA_31_8B.__dict__, "tied_embeddings": True})
-    assert count_params(LLAMA_31_8B).embedding - count_params(tied).embedding == 128256 * 4096
+    tied = ModelArch(**{**LLAMA31_8B.__dict__, "tied_embeddings": True})
+    assert count_params(LLAMA31_8B).embedding - count_params(tied).embedding == 128256 * 4096
 
 
 def test_paramcount_is_frozen() -> None:
-    c = count_params(LLAMA_31_8B)
+    c = count_params(LLAMA31_8B)
     assert isinstance(c, ParamCount)
     with pytest.raises(AttributeError):
         c.total = 0  # type: ignore[misc]
