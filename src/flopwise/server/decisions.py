@@ -35,11 +35,10 @@ from flopwise import govern
 from flopwise.catalog import Catalog
 from flopwise.catalog.types import Device, Region
 from flopwise.errors import InputError, UnsupportedError
+from flopwise.server.api.aup import aup_status
 from flopwise.server.errors import ApiError
 from flopwise.store import (
     AdmissionJob,
-    AupAcceptance,
-    AupVersion,
     Budget,
     BudgetReservation,
     ComputeRequest,
@@ -726,21 +725,6 @@ def _devices_held(
     return held
 
 
-def _aup_accepted(session: Session, org_id: int, user_id: int) -> tuple[bool, int | None]:
-    """(accepted?, current version) - True when the organization has published no acceptable-use policy."""
-    current = session.scalars(
-        select(AupVersion).where(AupVersion.org_id == org_id).order_by(AupVersion.version.desc()).limit(1)
-    ).first()
-    if current is None:
-        return True, None
-    accepted = session.scalar(
-        select(AupAcceptance.id).where(
-            AupAcceptance.aup_version_id == current.id, AupAcceptance.user_id == user_id
-        )
-    )
-    return accepted is not None, current.version
-
-
 def current_policies(session: Session, org_id: int) -> list[Policy]:
     """The latest version of each named policy of the organization, enabled ones only, by name."""
     latest = (
@@ -787,7 +771,7 @@ def decide_and_reserve(
             govern.BudgetState(_govern_budget(budget, scope), budget_usage(session, budget.id, window))
         )
     quotas = _quota_states(session, catalog, scope, now, (request_id, admission_job_id))
-    is_accepted, aup_version = _aup_accepted(session, scope.org_id, scope.user_id)
+    is_accepted, aup_version = aup_status(session, scope.org_id, scope.user_id)
     policies = [_parsed_policy(p.id, p.yaml_text) for p in current_policies(session, scope.org_id)]
     decision = govern.decide(
         facts, policies, states, quotas, _thresholds(), is_accepted, now, device=estimated.device

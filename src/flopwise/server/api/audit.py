@@ -112,7 +112,9 @@ class AuditVerifyPublic(BaseModel):
 def list_audit(
     db: DbDep,
     principal: CurrentPrincipal,
-    after_seq: Annotated[int, Query(ge=0, le=2**62, description="Only entries with seq greater than this.")] = 0,
+    after_seq: Annotated[
+        int, Query(ge=0, le=2**62, description="Only entries with seq greater than this.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Entries per page.")] = 100,
     action: Annotated[
         str | None,

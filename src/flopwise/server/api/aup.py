@@ -31,6 +31,7 @@ __all__ = [
     "AupPublish",
     "AupVersionPublic",
     "current_aup",
+    "aup_status",
     "has_accepted_current_aup",
     "router",
 ]
@@ -51,19 +52,24 @@ def current_aup(session: Session, org_id: int):
     )
 
 
-def has_accepted_current_aup(session: Session, org_id: int, user_id: int) -> bool:
-    """True when the user accepted the organization's current AUP version, or when none is published."""
+def aup_status(session: Session, org_id: int, user_id: int) -> tuple[bool, int | None]:
+    """(has the user accepted the current AUP?, its version); (True, None) when none is published."""
     from flopwise.store import AupAcceptance
 
     current = current_aup(session, org_id)
     if current is None:
-        return True
+        return True, None
     accepted = session.scalar(
         select(AupAcceptance.id).where(
             AupAcceptance.aup_version_id == current.id, AupAcceptance.user_id == user_id
         )
     )
-    return accepted is not None
+    return accepted is not None, current.version
+
+
+def has_accepted_current_aup(session: Session, org_id: int, user_id: int) -> bool:
+    """True when the user accepted the organization's current AUP version, or when none is published."""
+    return aup_status(session, org_id, user_id)[0]
 
 
 class AupPublish(BaseModel):
