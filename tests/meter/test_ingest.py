@@ -27,6 +27,7 @@ from flopwise.store import (
     ComputeRequest,
     IngestReject,
     IngestRun,
+    Organization,
     UsageRecordRow,
     read_session,
     write_session,
@@ -380,3 +381,16 @@ def test_request_id_links_an_existing_compute_request(factory, seed):
     )
     assert ingest_records(factory, [rec], coster=Coster(CAT))[:2] == (1, 0)
     assert _stored(factory, [rec.source_key])[0]["request_id"] == request_id
+    # a row already attributed to another organization never links to this organization's request
+    foreign = UsageRecord(
+        source="nvml",
+        source_key=f"foreign:{request_id}",
+        charge_period_start=t,
+        charge_period_end=t,
+        x_request_id=str(request_id),
+    )
+    other_org = (seed.org_id + 10_000, None, None)
+    with write_session(factory) as s:
+        s.add(Organization(id=other_org[0], name=f"other-{request_id}"))
+    assert ingest_records(factory, [foreign], coster=Coster(CAT), attribute=lambda r: other_org)[:2] == (1, 0)
+    assert _stored(factory, [foreign.source_key])[0]["request_id"] is None

@@ -596,14 +596,19 @@ def costed_row(costed: CostedUsage, run_id: int | None) -> dict[str, Any]:
 
 
 def _link_requests(session: Session, rows: list[list[Any]]) -> None:
-    """Set ``request_id`` where ``x_request_id`` names an existing compute request by its integer id."""
+    """Set ``request_id`` where ``x_request_id`` names an existing compute request by its integer id, and only when
+    the row is not already attributed to another organization than the request's (no cross-organization links)."""
     wanted = {int(rid) for r in rows if (rid := r[_X_REQUEST_ID]) and str(rid).isdigit()}
     if not wanted:
         return
-    found = set(session.scalars(select(ComputeRequest.id).where(ComputeRequest.id.in_(wanted))))
+    org_of = dict(
+        session.execute(
+            select(ComputeRequest.id, ComputeRequest.org_id).where(ComputeRequest.id.in_(wanted))
+        ).all()
+    )
     for r in rows:
         rid = r[_X_REQUEST_ID]
-        if rid and str(rid).isdigit() and int(rid) in found:
+        if rid and str(rid).isdigit() and int(rid) in org_of and r[_ORG] in (None, org_of[int(rid)]):
             r[_REQUEST] = int(rid)
 
 
