@@ -70,7 +70,18 @@ def test_sql_sum_is_exact(factory, seed):
 
 
 @pytest.mark.parametrize(
-    "bad", [0.1, float("nan"), Decimal("NaN"), Decimal("Infinity"), Decimal("1e14"), "abc", True]
+    "bad",
+    [
+        0.1,
+        float("nan"),
+        Decimal("NaN"),
+        Decimal("Infinity"),
+        Decimal("1e14"),
+        Decimal("1e40"),
+        "1e40",
+        "abc",
+        True,
+    ],
 )
 def test_money_refuses_inexact_or_out_of_range(bad):
     with pytest.raises(ValueError, match="amount"):

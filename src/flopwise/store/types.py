@@ -54,6 +54,8 @@ def to_money(value: Decimal | int | str, field: str = "amount") -> Decimal:
         ) from None
     if not dec.is_finite():
         raise ValueError(f"{field}: {value!r} is not finite; pass a finite Decimal")
+    if abs(dec) >= _PG_MAX:  # checked before quantize, which raises InvalidOperation on huge exponents
+        raise ValueError(f"{field}: {value!r} does not fit NUMERIC(20, 6); keep |value| below 1e14")
     dec = dec.quantize(_QUANTUM)
     if abs(dec) >= _PG_MAX:
         raise ValueError(f"{field}: {value!r} does not fit NUMERIC(20, 6); keep |value| below 1e14")
