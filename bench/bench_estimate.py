@@ -25,68 +25,45 @@ def _rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
 
-def bench_serve(n: int, sample: int) -> tuple[float, float]:
-    rng = np.random.default_rng(0)
-    batch = rng.integers(1, 257, n)
-    n_in = rng.integers(16, 8193, n)
-    n_out = rng.integers(16, 2049, n)
-    price = rng.uniform(1.0, 5.0, n)
+def _vectorized_vs_loop(
+    fn, grid: dict[str, np.ndarray], casts: dict[str, type], sample: int
+) -> tuple[float, float]:
+    """Configurations/s of one call of *fn* over the whole *grid*, and of *sample* scalar calls (values cast to
+    plain Python numbers, as a caller looping over configurations would pass them)."""
+    n = len(next(iter(grid.values())))
+    fixed = {"grid_gco2e_per_kwh": 400.0}
     t0 = time.perf_counter()
-    estimate_serve(
-        LLAMA31_8B,
-        H100,
-        batch=batch,
-        input_tokens=n_in,
-        output_tokens=n_out,
-        price_usd_per_device_h=price,
-        grid_gco2e_per_kwh=400.0,
-    )
+    fn(LLAMA31_8B, H100, **grid, **fixed)
     vec_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for i in range(sample):
-        estimate_serve(
-            LLAMA31_8B,
-            H100,
-            batch=int(batch[i]),
-            input_tokens=int(n_in[i]),
-            output_tokens=int(n_out[i]),
-            price_usd_per_device_h=float(price[i]),
-            grid_gco2e_per_kwh=400.0,
-        )
+        fn(LLAMA31_8B, H100, **{k: casts[k](v[i]) for k, v in grid.items()}, **fixed)
     loop_s = time.perf_counter() - t0
     return _rate(n, vec_s), _rate(sample, loop_s)
+
+
+def bench_serve(n: int, sample: int) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    grid = {
+        "batch": rng.integers(1, 257, n),
+        "input_tokens": rng.integers(16, 8193, n),
+        "output_tokens": rng.integers(16, 2049, n),
+        "price_usd_per_device_h": rng.uniform(1.0, 5.0, n),
+    }
+    casts = {"batch": int, "input_tokens": int, "output_tokens": int, "price_usd_per_device_h": float}
+    return _vectorized_vs_loop(estimate_serve, grid, casts, sample)
 
 
 def bench_train(n: int, sample: int) -> tuple[float, float]:
     rng = np.random.default_rng(1)
-    tokens = 10.0 ** rng.uniform(9, 13, n)
-    devices = 8.0 * rng.integers(1, 129, n)
-    mfu = rng.uniform(0.2, 0.5, n)
-    price = rng.uniform(1.0, 5.0, n)
-    t0 = time.perf_counter()
-    estimate_train(
-        LLAMA31_8B,
-        H100,
-        tokens=tokens,
-        device_count=devices,
-        mfu_frac=mfu,
-        price_usd_per_device_h=price,
-        grid_gco2e_per_kwh=400.0,
-    )
-    vec_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for i in range(sample):
-        estimate_train(
-            LLAMA31_8B,
-            H100,
-            tokens=float(tokens[i]),
-            device_count=int(devices[i]),
-            mfu_frac=float(mfu[i]),
-            price_usd_per_device_h=float(price[i]),
-            grid_gco2e_per_kwh=400.0,
-        )
-    loop_s = time.perf_counter() - t0
-    return _rate(n, vec_s), _rate(sample, loop_s)
+    grid = {
+        "tokens": 10.0 ** rng.uniform(9, 13, n),
+        "device_count": 8.0 * rng.integers(1, 129, n),
+        "mfu_frac": rng.uniform(0.2, 0.5, n),
+        "price_usd_per_device_h": rng.uniform(1.0, 5.0, n),
+    }
+    casts = {"tokens": float, "device_count": int, "mfu_frac": float, "price_usd_per_device_h": float}
+    return _vectorized_vs_loop(estimate_train, grid, casts, sample)
 
 
 def main(argv: list[str]) -> int:
