@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-HEAVY = ("numpy", "pandas", "sqlalchemy", "fastapi", "uvicorn")
+HEAVY = ("numpy", "scipy", "pandas", "sqlalchemy", "fastapi", "uvicorn", "httpx")
 
 PROBE = """
 import sys
@@ -28,6 +28,14 @@ print("\\nMODULES=" + ",".join(m for m in {heavy!r} if m in sys.modules), file=s
         ["catalog", "regions", "--json"],
         ["models", "list", "--json"],
         ["estimate", "--help"],
+        ["plan", "--help"],
+        ["serve", "--help"],
+        ["ingest", "--help"],
+        ["report", "--help"],
+        ["alerts", "--help"],
+        ["agent", "--help"],
+        ["request", "--help"],
+        ["audit", "--help"],
     ],
 )
 def test_no_heavy_imports(args):
