@@ -15,12 +15,12 @@ from flopwise.estimate import memory as mem
 from flopwise.estimate import timing as tm
 from flopwise.estimate._inputs import Inputs, jsonable
 from flopwise.estimate.cost import onprem_usd_per_device_h, to_money
-from flopwise.estimate.quant import get_quant, kv_bytes_per_element, resolve_serving_quant
+from flopwise.estimate.quant import QuantFormat, get_quant, kv_bytes_per_element, resolve_serving_quant
 from flopwise.models.params import count_params
 from flopwise.models.types import ModelArch
 from flopwise.units import BYTES_PER_GB, GIGA, MEGA, MS_PER_S, S_PER_H, TERA
 
-__all__ = ["ServeEstimate", "estimate_serve"]
+__all__ = ["ServeEstimate", "ServingRates", "estimate_serve", "serving_rates"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,55 @@ class ServeEstimate:
     def to_dict(self) -> dict:
         """JSON-ready dict (arrays as lists, Decimal as str)."""
         return jsonable(self)
+
+
+@dataclass(frozen=True)
+class ServingRates:
+    """What one device sustains when serving a quantization: the dtype its matmuls run in, the dense and the
+    used peak (fp16 accumulation on GeForce for llama.cpp formats), the effective compute and memory rates after
+    the calibrated efficiencies, and the fixed per-step overhead. Shared by ``estimate_serve`` and the planner."""
+
+    dtype: str
+    peak_tflop_per_s: float
+    compute_peak_tflop_per_s: float
+    is_weight_only: bool
+    is_fp16_accumulate: bool
+    peak_flop_per_s: float
+    bandwidth_bytes_per_s: float
+    layer_overhead_s: float
+    warnings: tuple[str, ...]
+
+
+def serving_rates(q: QuantFormat, device: Device, n_layers: int) -> ServingRates:
+    """The rates of :class:`ServingRates` for quantization *q* on *device* (see docs/methodology.md, "Serving")."""
+    dtype, peak_tflop, warnings = resolve_serving_quant(q, device)
+    weight_only = q.is_weight_only or bool(warnings and "weight-only" in warnings[0])
+    kind = device.kind
+    fp16_acc = dtype == "fp16" and q.name in tm.FP16_ACCUMULATE_QUANTS
+    used_tflop = tm.fp16_accumulate_peak_tflop_per_s(device, peak_tflop) if fp16_acc else peak_tflop
+    peak = (
+        used_tflop
+        * TERA
+        * tm.COMPUTE_EFFICIENCY_FRAC.get(kind, 0.5)
+        * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0)
+    )
+    bw = (
+        device.memory_bandwidth_gb_per_s
+        * GIGA
+        * tm.BANDWIDTH_EFFICIENCY_FRAC.get(kind, 0.6)
+        * (tm.WEIGHT_ONLY_BANDWIDTH_FRAC if weight_only else 1.0)
+    )
+    return ServingRates(
+        dtype,
+        peak_tflop,
+        used_tflop,
+        weight_only,
+        fp16_acc,
+        peak,
+        bw,
+        float(tm.decode_overhead_s(n_layers, kind)),
+        tuple(warnings),
+    )
 
 
 def estimate_serve(
@@ -107,30 +156,18 @@ def estimate_serve(
         )
 
     warnings: list[str] = [f"{model.id}: {feat} is not modelled" for feat in model.unmodelled]
-    dtype, peak_tflop, quant_warnings = resolve_serving_quant(q, device)
-    warnings.extend(quant_warnings)
-    weight_only = q.is_weight_only or bool(quant_warnings and "weight-only" in quant_warnings[0])
+    rates = serving_rates(q, device, model.n_layers)
+    dtype, peak_tflop, weight_only = rates.dtype, rates.peak_tflop_per_s, rates.is_weight_only
+    warnings.extend(rates.warnings)
     if np.any(np.asarray(n_in + n_out) > model.max_context):
         warnings.append(f"input_tokens + output_tokens exceed {model.id}'s max_context {model.max_context}")
 
     pc = count_params(model)
     n_mm = fl.matmul_params(pc.non_embedding_active, model)
     kind = device.kind
-    fp16_acc = dtype == "fp16" and q.name in tm.FP16_ACCUMULATE_QUANTS
-    peak_used_tflop = tm.fp16_accumulate_peak_tflop_per_s(device, peak_tflop) if fp16_acc else peak_tflop
-    layer_overhead_s = tm.decode_overhead_s(model.n_layers, kind)
-    peak = (
-        peak_used_tflop
-        * TERA
-        * tm.COMPUTE_EFFICIENCY_FRAC.get(kind, 0.5)
-        * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0)
-    )
-    bw = (
-        device.memory_bandwidth_gb_per_s
-        * GIGA
-        * tm.BANDWIDTH_EFFICIENCY_FRAC.get(kind, 0.6)
-        * (tm.WEIGHT_ONLY_BANDWIDTH_FRAC if weight_only else 1.0)
-    )
+    fp16_acc, peak_used_tflop = rates.is_fp16_accumulate, rates.compute_peak_tflop_per_s
+    layer_overhead_s = rates.layer_overhead_s
+    peak, bw = rates.peak_flop_per_s, rates.bandwidth_bytes_per_s
     link = device.interconnect_gb_per_s * GIGA or 1.0
     latency = tm.collective_latency_s(device)
     kv_shard = 1.0 if model.attention == "mla" else np.minimum(tp, model.n_kv_heads)

@@ -33,7 +33,8 @@ from flopwise.estimate import flops as fl
 from flopwise.estimate import memory as mem
 from flopwise.estimate import timing as tm
 from flopwise.estimate.cost import onprem_usd_per_device_h
-from flopwise.estimate.quant import get_quant, kv_bytes_per_element, resolve_serving_quant
+from flopwise.estimate.quant import get_quant, kv_bytes_per_element
+from flopwise.estimate.serve import serving_rates
 from flopwise.models.params import count_params
 from flopwise.models.types import ModelArch
 from flopwise.plan.candidates import (
@@ -43,7 +44,7 @@ from flopwise.plan.candidates import (
     enumerate_serve_space,
 )
 from flopwise.plan.queueing import continuous_batching_state, saturation_rps
-from flopwise.units import BYTES_PER_GB, GIGA, KILO, MEGA, MS_PER_S, S_PER_H, TERA
+from flopwise.units import BYTES_PER_GB, GIGA, KILO, MEGA, MS_PER_S, S_PER_H
 
 __all__ = [
     "BATCH_CAPS",
@@ -228,28 +229,12 @@ def serve_physics(
     for device, quant, tp in configs:
         q = get_quant(quant)
         kv_name = "fp32" if q.name == "fp32" else "bf16"
-        dtype, peak_tflop, warnings = resolve_serving_quant(q, device)
-        weight_only = q.is_weight_only or bool(warnings and "weight-only" in warnings[0])
+        rates = serving_rates(q, device, model.n_layers)
         kind = device.kind
-        # estimator refinements, used when the estimator has them (fp16 accumulation, per-layer step overhead)
-        fp16_quants = getattr(tm, "FP16_ACCUMULATE_QUANTS", ())
-        if dtype == "fp16" and q.name in fp16_quants:
-            peak_tflop = tm.fp16_accumulate_peak_tflop_per_s(device, peak_tflop)
-        overhead_fn = getattr(tm, "decode_overhead_s", None)
-        rows["overhead_s"].append(float(overhead_fn(model.n_layers, kind)) if overhead_fn else 0.0)
+        rows["overhead_s"].append(rates.layer_overhead_s)
         rows["tp"].append(float(tp))
-        rows["peak"].append(
-            peak_tflop
-            * TERA
-            * tm.COMPUTE_EFFICIENCY_FRAC.get(kind, 0.5)
-            * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0)
-        )
-        rows["bw"].append(
-            device.memory_bandwidth_gb_per_s
-            * GIGA
-            * tm.BANDWIDTH_EFFICIENCY_FRAC.get(kind, 0.6)
-            * (tm.WEIGHT_ONLY_BANDWIDTH_FRAC if weight_only else 1.0)
-        )
+        rows["peak"].append(rates.peak_flop_per_s)
+        rows["bw"].append(rates.bandwidth_bytes_per_s)
         rows["link"].append(device.interconnect_gb_per_s * GIGA or 1.0)
         rows["lat"].append(tm.collective_latency_s(device))
         rows["kv_shard"].append(1.0 if model.attention == "mla" else float(min(tp, model.n_kv_heads)))
