@@ -14,7 +14,7 @@ from flopwise.catalog.loader import BUILTIN_DATA_DIR, read_regions
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "fetch_regions.py"
-CARBON_DIR = REPO.parent / "shared" / "data" / "carbon"
+CARBON_DIR = REPO / "tests" / "data" / "carbon"
 REGIONS_CSV = BUILTIN_DATA_DIR / "regions.csv"
 
 
@@ -38,8 +38,7 @@ def regions():
 def carbon_dir():
     needed = [CARBON_DIR / "cloud-region-impact.csv", CARBON_DIR / "gcp-region-carbon-2024.csv"]
     missing = [str(p) for p in needed if not p.exists()]
-    if missing:
-        pytest.skip(f"shared carbon data not found: {', '.join(missing)}")
+    assert not missing, f"carbon sample data missing from tests/data: {', '.join(missing)}"
     return CARBON_DIR
 
 

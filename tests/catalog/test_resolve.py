@@ -12,9 +12,7 @@ from flopwise.catalog.resolve import normalize_name
 from flopwise.errors import UnknownAcceleratorError, UnknownRegionError
 
 DCGM_SCRAPE = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
+    Path(__file__).resolve().parents[1]
     / "data"
     / "dcgm"
     / "h100x8-dcgm-exporter-scrape.prom"
@@ -106,8 +104,7 @@ def test_every_id_name_and_alias_resolves_to_itself(cat):
 
 
 def test_dcgm_model_names_resolve(cat):
-    if not DCGM_SCRAPE.is_file():
-        pytest.skip(f"sample file {DCGM_SCRAPE} is absent")
+    assert DCGM_SCRAPE.is_file(), f"sample file {DCGM_SCRAPE} is absent"
     names = set(re.findall(r'modelName="([^"]+)"', DCGM_SCRAPE.read_text(encoding="utf-8")))
     assert names
     for name in names:

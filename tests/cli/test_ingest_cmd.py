@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from flopwise.cli.main import app
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 runner = CliRunner()
 
 
 def sample(rel: str) -> Path:
     path = DATA / rel
-    if not path.exists():
-        pytest.skip(f"sample file {rel} is absent from ../shared/data")
+    assert path.exists(), f"sample file {rel} is missing from tests/data (see tests/data/README.md)"
     return path
 
 
