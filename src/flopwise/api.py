@@ -271,10 +271,14 @@ SERVE_CALIBRATED_FIELDS = {
 
 
 def workload_kind(method_or_workload: str) -> str:
-    """The ledger's workload kind of an estimate: full training 'train', LoRA/QLoRA 'fine_tune', else as given."""
-    return {"full": "train", "lora": "fine_tune", "qlora": "fine_tune"}.get(
-        method_or_workload, method_or_workload
-    )
+    """The ledger's workload kind of an estimate: full training 'train', LoRA/QLoRA 'fine-tune', else the
+    canonical spelling of the workload kind given (``flopwise.vocab``)."""
+    from flopwise.vocab import workload_kind as canonical_workload
+
+    methods = {"full": "train", "lora": "fine-tune", "qlora": "fine-tune"}
+    if method_or_workload in methods:
+        return methods[method_or_workload]
+    return canonical_workload(method_or_workload)
 
 
 def load_calibration(database_url: str | None = None) -> dict[str, dict[tuple[str, str], float]]:

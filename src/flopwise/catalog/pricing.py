@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from flopwise.catalog.types import Offering, OnPremProfile, Region
-from flopwise.errors import InputError, UnsupportedError
+from flopwise.errors import UnsupportedError
+from flopwise.vocab import PRICING_KINDS, pricing_kind
 
 __all__ = ["PRICING_KINDS", "PriceQuote", "quote_price"]
 
-PRICING_KINDS = ("on-demand", "spot", "reserved", "onprem")
 _COLUMN = {"on-demand": "on_demand_usd_per_h", "spot": "spot_usd_per_h", "reserved": "reserved_usd_per_h"}
 
 
@@ -73,8 +73,7 @@ def quote_price(
 
     Raises InputError for an unknown pricing kind and UnsupportedError when nothing matches, naming what is sold.
     """
-    if pricing not in PRICING_KINDS:
-        raise InputError("pricing", pricing, "accepted: " + ", ".join(PRICING_KINDS))
+    pricing = pricing_kind(pricing)
     regions = regions or {}
     if pricing == "onprem":
         if onprem is None:

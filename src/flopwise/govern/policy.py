@@ -50,6 +50,7 @@ import yaml
 
 from flopwise.errors import InputError
 from flopwise.govern.facts import RequestFacts, to_decimal
+from flopwise.vocab import pricing_kind, workload_kind
 
 __all__ = [
     "EFFECTS",
@@ -349,6 +350,10 @@ def _scalar(field: str, value: object, at: str) -> object:
         return to_decimal(value, at)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise InputError(at, value, f"give a text value for {field!r}")
+    if field == "workload":  # one spelling (flopwise.vocab): a rule written "fine_tune" still matches
+        return workload_kind(value, at)
+    if field == "pricing":
+        return pricing_kind(value, at)
     return str(value)
 
 

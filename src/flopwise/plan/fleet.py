@@ -29,6 +29,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import numpy as np
 
 from flopwise.errors import InputError, suggest
+from flopwise.vocab import canonical_many
 
 __all__ = [
     "COST_BASES",
@@ -55,7 +56,6 @@ HOURS_PER_MONTH = 730.0
 COST_BASES = ("amortized", "sunk")
 #: Lowest precision a service accepts, highest first (as ``plan serve --min-precision``).
 MIN_PRECISIONS = ("bf16", "fp8", "int8", "int4")
-_PRICING_KINDS = ("on-demand", "spot", "reserved", "onprem")
 #: HiGHS wall-clock limit for one integer program; a fleet stopped by it is reported as not proven optimal.
 SOLVER_TIME_LIMIT_S = 30.0
 _CENT = Decimal("0.01")
@@ -266,7 +266,7 @@ def parse_fleet_spec(data: Mapping) -> FleetSpec:
             )
         pricing: tuple[str, ...] = ()
     else:
-        pricing = _name_list(raw_pricing, "pricing", _PRICING_KINDS)
+        pricing = canonical_many("pricing", _name_list(raw_pricing, "pricing"))
     providers = None if data.get("providers") is None else _name_list(data["providers"], "providers")
     regions = None if data.get("regions") is None else _name_list(data["regions"], "regions")
     max_devices = int(_number(data.get("max_devices", 8), "max_devices", integer=True, max_value=64))

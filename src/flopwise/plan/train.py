@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from flopwise.catalog.pricing import PRICING_KINDS, price_per_device_h
+from flopwise.catalog.pricing import price_per_device_h
 from flopwise.catalog.types import Device, Offering, OnPremProfile, Region
 from flopwise.errors import FlopwiseError, InputError, UnsupportedError, suggest
 from flopwise.estimate import energy as en
@@ -35,6 +35,7 @@ from flopwise.estimate.train import DEVICES_PER_NODE, GLOBAL_BATCH_TOKENS, estim
 from flopwise.models.params import count_params
 from flopwise.models.types import ModelArch
 from flopwise.units import GIGA, H_PER_YEAR, KILO, S_PER_H, check_positive, parse_count
+from flopwise.vocab import PRICING_KINDS, pricing_kind
 
 __all__ = [
     "CHECKPOINT_BYTES_PER_PARAM",
@@ -515,9 +516,7 @@ def _resolve_filters(catalog, pricing, providers, regions, spot_ok):
             kinds.append("onprem")
     else:
         kinds = [pricing] if isinstance(pricing, str) else list(pricing)
-        for k in kinds:
-            check_choice(k, "pricing", PRICING_KINDS)
-        kinds = [k.strip().lower() for k in kinds]
+        kinds = [pricing_kind(k) for k in kinds]
         if "spot" in kinds and not spot_ok:
             raise InputError(
                 "pricing", "spot", "spot pricing needs spot_ok=True (--spot-ok); add it or drop spot"

@@ -16,6 +16,7 @@ from flopwise.estimate.quant import get_quant, resolve_serving_quant
 from flopwise.models.params import count_params
 from flopwise.plan.candidates import CandidateSpace, ServeWorkload, enumerate_serve_space
 from flopwise.plan.serve import plan_serve
+from flopwise.vocab import PRICING_KINDS
 
 __all__ = ["PREFIX_CACHE_HIT_FRAC", "WhatIf", "sparse_device", "what_ifs"]
 
@@ -113,7 +114,7 @@ def _what(name, description, base: dict, option: dict | None, caveat: str) -> Wh
 def what_ifs(option: dict, workload: ServeWorkload, catalog: Any) -> list[WhatIf]:
     """What-ifs for *option* (an option dict of a ServePlan for *workload*), cheapest first."""
     device = option["device"]
-    all_prices = ("on-demand", "spot", "reserved", "onprem")
+    all_prices = PRICING_KINDS
     space = enumerate_serve_space(
         catalog, workload.model, pricing=all_prices, min_precision="int4", max_devices=64
     )

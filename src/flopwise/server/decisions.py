@@ -28,10 +28,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic.functional_validators import BeforeValidator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from flopwise import govern
+from flopwise import govern, vocab
 from flopwise.catalog import Catalog
 from flopwise.catalog.types import Device, Region
 from flopwise.errors import InputError, UnsupportedError
@@ -61,8 +62,6 @@ __all__ = [
     "MAX_AMOUNT",
     "MAX_ID",
     "IdPath",
-    "GOVERN_WORKLOAD",
-    "STORE_WORKLOAD",
     "AdmissionIn",
     "BodyModel",
     "DecisionResult",
@@ -82,18 +81,11 @@ __all__ = [
     "window_for",
 ]
 
-Workload = Literal["train", "fine-tune", "serve", "batch-inference"]
-Pricing = Literal["on_demand", "spot", "reserved", "on-prem"]
-#: govern spelling -> store spelling of the workload kinds (the store's CHECK uses underscores)
-STORE_WORKLOAD = {
-    "train": "train",
-    "fine-tune": "fine_tune",
-    "serve": "serve",
-    "batch-inference": "batch_inference",
-}
-GOVERN_WORKLOAD = {v: k for k, v in STORE_WORKLOAD.items()}
-#: govern pricing kind -> catalog pricing kind (``flopwise.catalog.pricing.PRICING_KINDS``)
-_CATALOG_PRICING = {"on_demand": "on-demand", "spot": "spot", "reserved": "reserved", "on-prem": "onprem"}
+#: the canonical spellings (``flopwise.vocab``); other spellings (``fine_tune``, ``on_demand``) are input aliases
+Workload = Annotated[
+    Literal["train", "fine-tune", "serve", "batch-inference"], BeforeValidator(vocab.workload_kind)
+]
+Pricing = Annotated[Literal["on-demand", "spot", "reserved", "onprem"], BeforeValidator(vocab.pricing_kind)]
 #: the grid used when neither the request nor its price says where the work runs (as ``flopwise.api``)
 DEFAULT_REGION = "country:US"
 _G_PER_KG = 1000.0
@@ -166,7 +158,7 @@ class WorkloadIn(BodyModel):
         min_length=1, max_length=120, description="catalog device id or name, e.g. 'h100-sxm'"
     )
     device_count: int = Field(default=1, ge=1, le=1_000_000)
-    pricing: Pricing = "on_demand"
+    pricing: Pricing = "on-demand"
     provider: str | None = Field(default=None, max_length=60)
     region: str | None = Field(default=None, max_length=120)
     usd_per_device_h: Decimal | None = Field(
@@ -196,7 +188,7 @@ class AdmissionIn(BodyModel):
     device: str = Field(min_length=1, max_length=120)
     device_count: int = Field(ge=1, le=1_000_000)
     max_duration_h: Decimal = Field(gt=0, le=Decimal(100_000), description="the job's time limit in hours")
-    pricing: Pricing = "on_demand"
+    pricing: Pricing = "on-demand"
     provider: str | None = Field(default=None, max_length=60)
     region: str | None = Field(default=None, max_length=120)
     usd_per_device_h: Decimal | None = Field(default=None, ge=0, le=Decimal(1_000_000))
@@ -353,7 +345,7 @@ def _price(
             catalog.offerings,
             catalog.onprem.get(device.id),
             device.id,
-            _CATALOG_PRICING[body.pricing],
+            body.pricing,
             regions=dict(catalog.regions),
             region_id=region.id if region else None,
             provider=body.provider,
@@ -481,7 +473,7 @@ def _estimated(
         "grid_gco2e_per_kwh": grid.grid_gco2e_per_kwh,
         "pue": grid.pue,
     }
-    if body.workload in ("train", "fine-tune"):
+    if body.workload in vocab.TRAINING_WORKLOADS:
         if params.tokens is None:
             raise InputError("params.tokens", None, f"a {body.workload} request needs the training tokens")
         if params.method:
