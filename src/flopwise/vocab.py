@@ -108,7 +108,7 @@ def canonical(
         close = suggest(key, [*accepted, *(a for a, n in aliases.items() if n in accepted)])
         hint = ""
         if close:
-            hint = f"; did you mean {(aliases.get(close[0]) or close[0])!r}?"
+            hint = f" (did you mean {(aliases.get(close[0]) or close[0])!r}?)"
         raise InputError(where, value, f"use one of {', '.join(accepted)}{hint}")
     raise InputError(where, value, f"give a name, one of {', '.join(accepted)}")
 

@@ -98,7 +98,7 @@ class RequestFacts:
     peak_flop_per_s_per_device: float | None = None
 
     def __post_init__(self) -> None:
-        # one spelling (flopwise.vocab): aliases such as "fine_tune" or "on_demand" become the canonical name
+        # one spelling (flopwise.vocab): aliases such as fine_tune or on_demand become the canonical name
         object.__setattr__(self, "workload", workload_kind(self.workload))
         object.__setattr__(self, "pricing", pricing_kind(self.pricing))
         if (

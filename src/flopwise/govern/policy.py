@@ -350,7 +350,7 @@ def _scalar(field: str, value: object, at: str) -> object:
         return to_decimal(value, at)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise InputError(at, value, f"give a text value for {field!r}")
-    if field == "workload":  # one spelling (flopwise.vocab): a rule written "fine_tune" still matches
+    if field == "workload":  # one spelling (flopwise.vocab): a rule written fine_tune still matches
         return workload_kind(value, at)
     if field == "pricing":
         return pricing_kind(value, at)

@@ -82,10 +82,8 @@ __all__ = [
 ]
 
 #: the canonical spellings (``flopwise.vocab``); other spellings (``fine_tune``, ``on_demand``) are input aliases
-Workload = Annotated[
-    Literal["train", "fine-tune", "serve", "batch-inference"], BeforeValidator(vocab.workload_kind)
-]
-Pricing = Annotated[Literal["on-demand", "spot", "reserved", "onprem"], BeforeValidator(vocab.pricing_kind)]
+Workload = Annotated[Literal[vocab.WORKLOAD_KINDS], BeforeValidator(vocab.workload_kind)]  # type: ignore[valid-type]
+Pricing = Annotated[Literal[vocab.PRICING_KINDS], BeforeValidator(vocab.pricing_kind)]  # type: ignore[valid-type]
 #: the grid used when neither the request nor its price says where the work runs (as ``flopwise.api``)
 DEFAULT_REGION = "country:US"
 _G_PER_KG = 1000.0
