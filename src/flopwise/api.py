@@ -307,6 +307,8 @@ def apply_calibration(
     times that metric's factor for (device, kind). The raw estimate stays as it was; no factor, no block."""
     from decimal import Decimal
 
+    from flopwise import money
+
     used = {m: f[(device_id, kind)] for m, f in factors.items() if (device_id, kind) in f}
     if not used:
         return data
@@ -320,7 +322,7 @@ def apply_calibration(
                 continue
             scale = factor**power
             if isinstance(value, str):  # money as a decimal string
-                block[field_name] = str((Decimal(value) * Decimal(repr(scale))).quantize(Decimal("0.01")))
+                block[field_name] = str(money.quantize(Decimal(value) * Decimal(repr(scale))))
             elif isinstance(value, (int, float)):
                 block[field_name] = value * scale
     return {**data, "calibrated": block}

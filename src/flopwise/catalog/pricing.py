@@ -9,8 +9,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from flopwise import money
 from flopwise.catalog.types import Offering, OnPremProfile, Region
 from flopwise.errors import UnsupportedError
+from flopwise.units import PRICE_STEP
 from flopwise.vocab import PRICING_KINDS, pricing_kind
 
 __all__ = ["PRICING_KINDS", "PriceQuote", "quote_price"]
@@ -56,7 +58,7 @@ def price_per_device_h(offering: Offering, pricing: str) -> Decimal | None:
     price = getattr(offering, _COLUMN[pricing])
     if price is None:
         return None
-    return (price / offering.device_count).quantize(Decimal("0.0001"))
+    return money.quantize(price / offering.device_count, PRICE_STEP)
 
 
 def quote_price(

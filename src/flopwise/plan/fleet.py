@@ -24,11 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
 import numpy as np
 
+from flopwise import money
 from flopwise.errors import InputError, suggest
+from flopwise.units import PRICE_STEP
 from flopwise.vocab import canonical_many
 
 __all__ = [
@@ -58,7 +60,6 @@ COST_BASES = ("amortized", "sunk")
 MIN_PRECISIONS = ("bf16", "fp8", "int8", "int4")
 #: HiGHS wall-clock limit for one integer program; a fleet stopped by it is reported as not proven optimal.
 SOLVER_TIME_LIMIT_S = 30.0
-_CENT = Decimal("0.01")
 
 
 # ============================================================================================ the spec
@@ -467,11 +468,10 @@ class FleetSolution:
 
 
 def _money(x: Decimal | float | int | str) -> Decimal:
-    if isinstance(x, Decimal):
-        return x
-    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-        raise InputError("cost_usd_per_h", x, "give finite prices")
-    return Decimal(repr(x) if isinstance(x, float) else str(x))
+    """A price per unit-hour: exact input (Decimal, int, text) or a computed float, rounded to PRICE_STEP."""
+    if isinstance(x, float):
+        return money.from_float(x, "cost_usd_per_h", PRICE_STEP)
+    return money.to_money(x, "cost_usd_per_h", PRICE_STEP)
 
 
 @dataclass(frozen=True)
@@ -866,11 +866,11 @@ class FleetPlan:
 
 
 def _per_month(usd_per_h: Decimal) -> Decimal:
-    return (usd_per_h * Decimal(repr(HOURS_PER_MONTH))).quantize(_CENT, rounding=ROUND_HALF_EVEN)
+    return money.quantize(usd_per_h * Decimal(repr(HOURS_PER_MONTH)))
 
 
 def _cents(usd: Decimal | None) -> str | None:
-    return None if usd is None else str(usd.quantize(_CENT, rounding=ROUND_HALF_EVEN))
+    return None if usd is None else str(money.quantize(usd))
 
 
 def _unit_price(offering, pricing: str) -> Decimal | None:
@@ -895,7 +895,7 @@ def _onprem_usd_per_device_h(device, profile, *, is_sunk: bool) -> Decimal:
         usd = wall_w / KILO * profile.pue * float(profile.electricity_usd_per_kwh)
     else:
         usd = onprem_usd_per_device_h(profile, wall_w, profile.pue)
-    return Decimal(repr(float(usd))).quantize(Decimal("0.0001"))
+    return money.from_float(usd, "usd_per_device_h", PRICE_STEP)
 
 
 def _cloud_type(candidate) -> HardwareType:

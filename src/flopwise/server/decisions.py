@@ -32,7 +32,7 @@ from pydantic.functional_validators import BeforeValidator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from flopwise import govern, vocab
+from flopwise import govern, money, vocab
 from flopwise.catalog import Catalog
 from flopwise.catalog.types import Device, Region
 from flopwise.errors import InputError, UnsupportedError
@@ -55,7 +55,7 @@ from flopwise.store import (
     reserve_against_budgets,
     to_money,
 )
-from flopwise.units import J_PER_KWH, S_PER_H
+from flopwise.units import G_PER_KG, J_PER_KWH, PRICE_STEP, S_PER_H, W_PER_KW
 
 __all__ = [
     "DEFAULT_REGION",
@@ -86,8 +86,6 @@ Workload = Annotated[Literal[vocab.WORKLOAD_KINDS], BeforeValidator(vocab.worklo
 Pricing = Annotated[Literal[vocab.PRICING_KINDS], BeforeValidator(vocab.pricing_kind)]  # type: ignore[valid-type]
 #: the grid used when neither the request nor its price says where the work runs (as ``flopwise.api``)
 DEFAULT_REGION = "country:US"
-_G_PER_KG = 1000.0
-_W_PER_KW = 1000.0
 #: the largest row id (the store's integer keys are 32-bit on PostgreSQL)
 MAX_ID = 2**31 - 1
 #: a row id in a path: 1 .. MAX_ID, so an out-of-range id is a 422, not a database overflow
@@ -355,7 +353,7 @@ def _price(
 
         # at full power (TDP), the owned device's worst case; the profile's PUE, as the estimator does
         usd_per_h = onprem_usd_per_device_h(quote.onprem, device.tdp_w, quote.onprem.pue)
-        return Decimal(repr(float(usd_per_h))).quantize(Decimal("0.0001")), region, quote.describe()
+        return money.from_float(usd_per_h, "usd_per_device_h", PRICE_STEP), region, quote.describe()
     assert quote.usd_per_device_h is not None
     return quote.usd_per_device_h, region or quote.region, quote.describe()
 
@@ -398,7 +396,7 @@ def request_facts(
             if plan.energy_kwh is not None
             else count * device.tdp_w * duration_s * grid.pue / J_PER_KWH
         )
-        co2e = plan.co2e_kg if plan.co2e_kg is not None else energy * grid.grid_gco2e_per_kwh / _G_PER_KG
+        co2e = plan.co2e_kg if plan.co2e_kg is not None else energy * grid.grid_gco2e_per_kwh / G_PER_KG
         flops = plan.flops if plan.flops is not None else count * peak * duration_s
         estimate = {"basis": "plan", "price_usd_per_device_h": price, "price": price_basis, "region": grid.id}
     else:
@@ -518,7 +516,7 @@ def _estimated(
     hours = params.duration_h
     duration_s = float(hours) * S_PER_H
     cost = Decimal(est.cost_per_hour_usd) * hours
-    energy = float(est.power_per_device_w) * body.device_count * float(hours) * grid.pue / _W_PER_KW
+    energy = float(est.power_per_device_w) * body.device_count * float(hours) * grid.pue / W_PER_KW
     # forward FLOPs: 2 x active parameters per token processed (prompt and generated) over the run
     assumptions = est.assumptions
     requests_per_s = params.batch / float(assumptions["request_batch_s"])
@@ -531,7 +529,7 @@ def _estimated(
         "region": grid.id,
         **est.to_dict(),
     }
-    return flops, duration_s, cost, energy, energy * grid.grid_gco2e_per_kwh / _G_PER_KG, detail
+    return flops, duration_s, cost, energy, energy * grid.grid_gco2e_per_kwh / G_PER_KG, detail
 
 
 def admission_request_facts(catalog: Catalog, body: AdmissionIn, scope: RequestScope) -> EstimatedFacts:
