@@ -116,10 +116,10 @@ def canonical(
 def canonical_many(
     vocabulary: str, values: Iterable[object], field: str | None = None, allowed: Iterable[str] | None = None
 ) -> tuple[str, ...]:
-    """:func:`canonical` of each value, duplicates dropped, order kept."""
+    """:func:`canonical` of each value, duplicates dropped, order kept; errors name the item (``pricing[1]``)."""
     out: list[str] = []
-    for value in values:
-        name = canonical(vocabulary, value, field, allowed)
+    for i, value in enumerate(values):
+        name = canonical(vocabulary, value, f"{field or vocabulary}[{i}]", allowed)
         if name not in out:
             out.append(name)
     return tuple(out)

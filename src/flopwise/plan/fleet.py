@@ -423,7 +423,7 @@ class SingleTypeBaseline:
     usd_per_h: Decimal
 
     def to_dict(self) -> dict:
-        return {"type": self.type_name, "units": self.units, "cost_per_hour_usd": str(self.usd_per_h)}
+        return {"type": self.type_name, "units": self.units, "cost_per_hour_usd": _cents(self.usd_per_h)}
 
 
 @dataclass(frozen=True)
@@ -459,9 +459,9 @@ class FleetSolution:
             "replicas": list(self.replicas),
             "served_rps": list(self.served_rps),
             "utilization_frac": list(self.utilization_frac),
-            "cost_per_hour_usd": None if self.usd_per_h is None else str(self.usd_per_h),
+            "cost_per_hour_usd": _cents(self.usd_per_h),
             "baseline": None if self.baseline is None else self.baseline.to_dict(),
-            "saving_usd_per_h": None if self.saving_usd_per_h is None else str(self.saving_usd_per_h),
+            "saving_usd_per_h": _cents(self.saving_usd_per_h),
             "saving_frac": self.saving_frac,
             "reason": self.reason,
         }
