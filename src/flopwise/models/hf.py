@@ -351,7 +351,7 @@ def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfCon
     n_heads = r.int("n_heads")
     vocab = r.int("vocab_size")
     is_falcon = bool(kinds & {"falcon", "refinedweb", "refinedwebmodel"})
-    mpt_attn = top.get("attn_config") if isinstance(top.get("attn_config"), Mapping) else {}
+    mpt_attn: Mapping[str, Any] = top["attn_config"] if isinstance(top.get("attn_config"), Mapping) else {}
 
     # --- attention heads
     falcon_new = is_falcon and bool(r.raw("new_decoder_architecture") or "refinedweb" in kinds)

@@ -791,10 +791,10 @@ def plan_serve(
     rej: list[dict] = []
     for i in order.tolist():
         c = table.candidates[i]
-        key = (c.device.id, c.device_count, c.quant)
-        if key in seen:
+        rej_key = (c.device.id, c.device_count, c.quant)
+        if rej_key in seen:
             continue
-        seen.add(key)
+        seen.add(rej_key)
         rej.append(_rejected(table, i))
         if len(rej) >= top_k:
             break

@@ -64,7 +64,7 @@ def sparse_device(device: Device) -> Device | None:
     group of four weights, doubling the math rate of compute-bound matmuls (Mishra et al. 2021, "Accelerating
     Sparse Deep Neural Networks", arXiv:2104.08378); memory traffic is left dense, so memory-bound decode steps
     do not speed up (the roofline keeps whichever bound dominates)."""
-    changes: dict[str, float] = {}
+    changes: dict[str, Any] = {}
     for dtype, field in _SPARSE_PEAKS.items():
         sparse = getattr(device, field)
         dense = device.peak_tflop_per_s(dtype)
