@@ -25,8 +25,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import no_type_check
 
 import numpy as np
+import numpy.typing as npt
 
 from flopwise import money
 from flopwise.errors import InputError, suggest
@@ -353,12 +355,12 @@ class FleetCapacity:
     @classmethod
     def from_arrays(
         cls,
-        demand_rps: Sequence[float],
-        devices_per_unit: Sequence[int],
-        option_service: Sequence[int],
-        option_type: Sequence[int],
-        option_devices: Sequence[int],
-        option_capacity_rps: Sequence[float],
+        demand_rps: npt.ArrayLike,
+        devices_per_unit: npt.ArrayLike,
+        option_service: npt.ArrayLike,
+        option_type: npt.ArrayLike,
+        option_devices: npt.ArrayLike,
+        option_capacity_rps: npt.ArrayLike,
         *,
         service_names: Sequence[str] = (),
         type_names: Sequence[str] = (),
@@ -532,9 +534,10 @@ def _solve_milp(
     return _Milp(True, res.status == 0, str(res.message), x[:t_n], x[t_n:], gap)
 
 
-def _trim(cap: FleetCapacity, units: np.ndarray, replicas: np.ndarray) -> tuple:
+def _trim(cap: FleetCapacity, units: np.ndarray | None, replicas: np.ndarray | None) -> tuple:
     """Drop replicas the demand does not need (largest first), then units no replica occupies; the cost
     never rises, and the reported fleet carries no idle replicas."""
+    assert units is not None and replicas is not None, "a feasible solve has units and replicas"
     replicas = replicas.copy()
     served = np.zeros(cap.n_services)
     np.add.at(served, cap.option_service, cap.option_capacity_rps * replicas)
@@ -898,6 +901,13 @@ def _onprem_usd_per_device_h(device, profile, *, is_sunk: bool) -> Decimal:
     return money.from_float(usd, "usd_per_device_h", PRICE_STEP)
 
 
+def _cloud_unit_price(offering, pricing: str) -> Decimal:
+    price = _unit_price(offering, pricing)
+    if price is None:  # candidates are enumerated only where the offering has a price of their kind
+        raise InputError("pricing", pricing, f"offering {offering.id} has no {pricing} price")
+    return price
+
+
 def _cloud_type(candidate) -> HardwareType:
     o = candidate.offering
     return HardwareType(
@@ -908,7 +918,7 @@ def _cloud_type(candidate) -> HardwareType:
         instance_type=o.instance_type,
         region=o.region,
         devices_per_unit=o.device_count,
-        usd_per_unit_h=_unit_price(o, candidate.pricing),
+        usd_per_unit_h=_cloud_unit_price(o, candidate.pricing),
         inventory_units=None,
         source_url=o.source_url,
     )
@@ -993,6 +1003,7 @@ def _rejected_rows(rows: list[_CapacityRow]) -> list[dict]:
     return rej[:REJECTED_PER_SERVICE]
 
 
+@no_type_check  # reuses names across types (key: tuple, then str); typed when it is split
 def plan_fleet(
     spec: FleetSpec, catalog, *, models=None, time_limit_s: float = SOLVER_TIME_LIMIT_S
 ) -> FleetPlan:
