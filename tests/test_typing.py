@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 MYPY_TARGETS = (
     "-p", "flopwise.catalog", "-p", "flopwise.models", "-p", "flopwise.estimate", "-p", "flopwise.plan",
