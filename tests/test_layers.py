@@ -81,3 +81,11 @@ def test_postgresql_without_psycopg_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a))
     with pytest.raises(InputError, match=r"database_url: .*pip install 'flopwise\[postgres\]'"):
         make_engine("postgresql://flopwise@127.0.0.1/db")
+
+
+@pytest.mark.parametrize(("module", "function"), [("plan/train.py", "plan_train"), ("models/hf.py", "parse_hf_config")])
+def test_split_functions_stay_short(module, function):
+    """plan_train (405 lines) and parse_hf_config (319) were split into one function per job; keep them so."""
+    tree = ast.parse((SRC / module).read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
+    assert node.end_lineno is not None and node.end_lineno - node.lineno + 1 <= 150
