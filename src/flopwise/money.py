@@ -47,14 +47,15 @@ def quantize(value: Decimal, step: Decimal = CENT) -> Decimal:
 
 def _bounded(dec: Decimal, value: object, field: str, step: Decimal) -> Decimal:
     if not dec.is_finite():
-        raise InputError(field, value, "give a finite amount of US dollars")
+        raise InputError(field, value, "give a finite amount")
     if abs(dec) >= _MAX:
-        raise InputError(field, value, f"give an amount below {_MAX:,.0f} US dollars")
+        raise InputError(field, value, "give an amount below 1e20")
     return quantize(dec, step)
 
 
 def to_money(value: Decimal | int | str, field: str = "amount", step: Decimal = CENT) -> Decimal:
-    """Money that enters flopwise: a Decimal, int or decimal string, rounded to *step*; floats are refused.
+    """Money (or a quota) that enters flopwise: a Decimal, int or decimal string, rounded to *step*; floats are
+    refused.
 
     Raises InputError (a ValueError) naming *field* for floats, booleans, text that is not a number, NaN,
     infinities and magnitudes of 1e20 or more.
@@ -63,12 +64,12 @@ def to_money(value: Decimal | int | str, field: str = "amount", step: Decimal = 
         raise InputError(
             field,
             value,
-            f"money is exact: pass a Decimal or a decimal string such as {str(value)!r}, not a {type(value).__name__}",
+            f"amounts are exact: pass a Decimal or a decimal string such as {str(value)!r}, not a {type(value).__name__}",
         )
     try:
         dec = value if isinstance(value, Decimal) else Decimal(value.strip() if isinstance(value, str) else value)
     except (InvalidOperation, TypeError, ValueError):
-        raise InputError(field, value, "give a decimal amount of US dollars such as '12.50'") from None
+        raise InputError(field, value, "give a decimal amount such as '12.50'") from None
     return _bounded(dec, value, field, step)
 
 
