@@ -76,7 +76,11 @@ def test_every_conversion_site_uses_the_one_rule():
         estimate_money(float("nan"))
 
 
-_UNIT_NAMES = {"G_PER_KG", "CENT", "W_PER_KW", "J_PER_KWH", "S_PER_H", "KILO", "MICRO_USD", "PRICE_STEP"}
+_UNIT_NAMES = {
+    "G_PER_KG", "CENT", "W_PER_KW", "J_PER_KWH", "S_PER_H", "S_PER_DAY", "H_PER_YEAR", "KILO", "MICRO_USD",
+    "PRICE_STEP", "MJ_PER_J", "MW_PER_W", "MILLIJOULES_PER_J", "MILLIWATTS_PER_W", "BYTES_PER_MB", "BYTES_PER_GB",
+    "BYTES_PER_GIB", "H_PER_MONTH",
+}  # fmt: skip
 
 
 def test_unit_constants_and_money_steps_live_only_in_units():

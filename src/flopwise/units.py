@@ -14,14 +14,18 @@ from flopwise.errors import InputError
 __all__ = [
     "BYTES_PER_GB",
     "BYTES_PER_GIB",
+    "BYTES_PER_MB",
     "CENT",
     "GIGA",
     "G_PER_KG",
+    "H_PER_MONTH",
     "H_PER_YEAR",
     "J_PER_KWH",
     "KILO",
     "MEGA",
     "MICRO_USD",
+    "MILLIJOULES_PER_J",
+    "MILLIWATTS_PER_W",
     "MS_PER_S",
     "PETA",
     "S_PER_DAY",
@@ -47,10 +51,16 @@ S_PER_H = 3600.0
 S_PER_DAY = 86400.0
 S_PER_YEAR = 365.0 * S_PER_DAY
 H_PER_YEAR = 8760.0
+#: an average month, as cloud price pages quote monthly prices (8760 / 12)
+H_PER_MONTH = H_PER_YEAR / 12
 J_PER_KWH = 3.6e6
 G_PER_KG = 1e3
 MS_PER_S = 1e3
 W_PER_KW = 1e3
+#: NVML and DCGM report energy in millijoules and power in milliwatts
+MILLIJOULES_PER_J = 1e3
+MILLIWATTS_PER_W = 1e3
+BYTES_PER_MB = 1e6
 
 # money quanta (exact Decimals; the rounding rule is in flopwise.money)
 #: amounts shown and reported: whole cents

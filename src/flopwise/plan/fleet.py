@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from flopwise import money
 from flopwise.errors import InputError, suggest
-from flopwise.units import PRICE_STEP
+from flopwise.units import H_PER_MONTH, PRICE_STEP
 from flopwise.vocab import canonical_many
 
 __all__ = [
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 #: Average hours in a month (8760 / 12), for the monthly totals.
-HOURS_PER_MONTH = 730.0
+HOURS_PER_MONTH = H_PER_MONTH  # 730
 #: How an on-prem inventory is charged: ``amortized`` (purchase spread over its lifetime, plus electricity) or
 #: ``sunk`` (already paid for: only electricity counts).
 COST_BASES = ("amortized", "sunk")
