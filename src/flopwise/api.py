@@ -8,10 +8,15 @@ turns forgiving names into records, chooses the price basis and the region, and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flopwise.catalog.types import Device, Region
 from flopwise.models.types import ModelArch
+
+if TYPE_CHECKING:  # annotations only: the estimator (numpy) loads when an estimate is made
+    from flopwise.catalog.pricing import PriceQuote
+    from flopwise.estimate.serve import ServeEstimate
+    from flopwise.estimate.train import TrainEstimate
 
 __all__ = [
     "ServeReport",
@@ -31,7 +36,7 @@ DEFAULT_COUNTRY_REGION = "country:US"
 class _Context:
     model: ModelArch
     device: Device
-    price: Any  # PriceQuote | None
+    price: PriceQuote | None
     region: Region | None
     warnings: tuple[str, ...] = field(default=())
 
@@ -50,7 +55,7 @@ class TrainReport:
     """A training estimate with the records and price basis that produced it."""
 
     context: _Context
-    estimate: Any  # flopwise.estimate.TrainEstimate
+    estimate: TrainEstimate
     layout_note: str | None = None  # set when the parallel layout was chosen automatically
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,7 +72,7 @@ class ServeReport:
     """A serving estimate with the records and price basis that produced it."""
 
     context: _Context
-    estimate: Any  # flopwise.estimate.ServeEstimate
+    estimate: ServeEstimate
 
     def to_dict(self) -> dict[str, Any]:
         body = self.estimate.to_dict()
@@ -182,29 +187,36 @@ def estimate_training(
 AUTO_TENSOR_PARALLEL = (1, 2, 4, 8)
 
 
-def _fastest_fitting_layout(ctx: _Context, tokens: float, device_count: int, kwargs: dict[str, Any]):
+def _fastest_fitting_layout(
+    ctx: _Context, tokens: float, device_count: int, kwargs: dict[str, Any]
+) -> tuple[TrainEstimate, str]:
     """Try ZeRO stage 0-3 x tensor parallel 1-8 x selective/full recompute and keep the layout that fits in
     memory with the fewest device-hours (the estimator charges exposed communication and recompute FLOPs).
     When nothing fits, the layout with the least memory per device is returned (its estimate says it does not fit).
     """
     from flopwise.estimate import estimate_train
 
+    # a recompute mode the caller gives is kept (the estimator checks it); else selective and full are tried
+    modes = (kwargs["recompute"],) if kwargs.get("recompute") is not None else ("selective", "full")
     layouts = [
         (zero, tp, recompute)
         for tp in AUTO_TENSOR_PARALLEL
         if tp <= device_count and device_count % tp == 0 and (tp == 1 or ctx.device.interconnect_gb_per_s > 0)
-        for recompute in ("selective", "full")
+        for recompute in modes
         for zero in (0, 1, 2, 3)
         if not (zero and device_count // tp == 1)
     ]
-    if kwargs.get("recompute") is not None and "recompute" in kwargs:
-        layouts = [lay for lay in layouts if lay[2] == kwargs["recompute"]]
     rest = {
         k: v
         for k, v in kwargs.items()
         if k not in ("zero_stage", "tensor_parallel", "pipeline_parallel", "recompute")
     }
-    best = smallest = None
+    if not layouts:
+        from flopwise.errors import InputError
+
+        raise InputError("device_count", device_count, "give a whole number of devices, 1 or more")
+    best: tuple[TrainEstimate, tuple[int, int, str]] | None = None
+    smallest: tuple[TrainEstimate, tuple[int, int, str]] | None = None
     for zero, tp, recompute in layouts:
         est = estimate_train(
             ctx.model,
@@ -220,7 +232,9 @@ def _fastest_fitting_layout(ctx: _Context, tokens: float, device_count: int, kwa
             best = (est, (zero, tp, recompute))
         if smallest is None or est.memory.total_bytes < smallest[0].memory.total_bytes:
             smallest = (est, (zero, tp, recompute))
-    est, (zero, tp, recompute) = best or smallest
+    chosen = best or smallest
+    assert chosen is not None  # layouts is not empty
+    est, (zero, tp, recompute) = chosen
     verdict = "the fastest layout that fits" if best else "nothing fits; the layout with the least memory"
     return est, (
         f"layout chosen automatically ({verdict}): ZeRO stage {zero}, tensor parallel {tp}, "
@@ -271,10 +285,14 @@ SERVE_CALIBRATED_FIELDS = {
 
 
 def workload_kind(method_or_workload: str) -> str:
-    """The ledger's workload kind of an estimate: full training 'train', LoRA/QLoRA 'fine_tune', else as given."""
-    return {"full": "train", "lora": "fine_tune", "qlora": "fine_tune"}.get(
-        method_or_workload, method_or_workload
-    )
+    """The ledger's workload kind of an estimate: full training 'train', LoRA/QLoRA 'fine-tune', else the
+    canonical spelling of the workload kind given (``flopwise.vocab``)."""
+    from flopwise.vocab import workload_kind as canonical_workload
+
+    methods = {"full": "train", "lora": "fine-tune", "qlora": "fine-tune"}
+    if method_or_workload in methods:
+        return methods[method_or_workload]
+    return canonical_workload(method_or_workload)
 
 
 def load_calibration(database_url: str | None = None) -> dict[str, dict[tuple[str, str], float]]:
@@ -303,6 +321,8 @@ def apply_calibration(
     times that metric's factor for (device, kind). The raw estimate stays as it was; no factor, no block."""
     from decimal import Decimal
 
+    from flopwise import money
+
     used = {m: f[(device_id, kind)] for m, f in factors.items() if (device_id, kind) in f}
     if not used:
         return data
@@ -316,7 +336,7 @@ def apply_calibration(
                 continue
             scale = factor**power
             if isinstance(value, str):  # money as a decimal string
-                block[field_name] = str((Decimal(value) * Decimal(repr(scale))).quantize(Decimal("0.01")))
+                block[field_name] = str(money.quantize(Decimal(value) * Decimal(repr(scale))))
             elif isinstance(value, (int, float)):
                 block[field_name] = value * scale
     return {**data, "calibrated": block}

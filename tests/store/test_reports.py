@@ -29,6 +29,7 @@ from flopwise.catalog import load_catalog
 from flopwise.errors import InputError
 from flopwise.meter.attribution import AttributionRule, Scope, attribute
 from flopwise.meter.dcgm import dcgm_usage, parse_dcgm_scrape
+from flopwise.meter.export import export_focus_csv
 from flopwise.meter.focus import parse_focus_file
 from flopwise.meter.record import FOCUS_NAMES, RejectedRow, UsageRecord
 from flopwise.meter.sacct import parse_sacct
@@ -38,7 +39,6 @@ from flopwise.store.reports import (
     GROUP_BY,
     UNATTRIBUTED,
     concentration_report,
-    export_focus_csv,
     herfindahl_hirschman,
     usage_report,
 )

@@ -216,7 +216,7 @@ class _Row:
     def aliases(self, column: str = "aliases") -> tuple[str, ...]:
         return tuple(a.strip() for a in self.cells[column].split("|") if a.strip())
 
-    def provenance(self) -> dict[str, str]:
+    def provenance(self) -> dict[str, Any]:
         """``source_url``, ``retrieved``, ``basis`` and ``note``, validated."""
         url = self.text("source_url")
         for part in url.split("|"):
@@ -301,7 +301,7 @@ def _device_from_row(row: _Row) -> Device:
     segment = row.text("segment")
     if segment not in SEGMENTS:
         raise row.fail("segment", f"{segment!r} is not one of {', '.join(SEGMENTS)}")
-    peaks: dict[str, float | None] = {}
+    peaks: dict[str, Any] = {}
     for column in _PEAK_COLUMNS + _SPARSE_COLUMNS:
         hi = PEAK_BF16_MAX_TFLOP_PER_S if column.endswith("_bf16_tflop_per_s") else PEAK_ANY_MAX_TFLOP_PER_S
         peaks[column] = row.number(column, 0.0, hi, required=column == "peak_fp32_tflop_per_s", lo_open=True)

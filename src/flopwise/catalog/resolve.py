@@ -168,10 +168,10 @@ class DeviceIndex:
     def suggestions(self, name: str, n: int = 3) -> list[str]:
         """Up to *n* device ids close to *name*: close spellings, then shared tokens and substrings."""
         out: list[str] = []
-        labels = {}
+        labels: dict[str, str] = {}
         for entry in self.entries:
-            for label in (entry.device.id, entry.device.name, *entry.device.aliases):
-                labels.setdefault(label, entry.device.id)
+            for text in (entry.device.id, entry.device.name, *entry.device.aliases):
+                labels.setdefault(text, entry.device.id)
         for hit in suggest(name, labels, n=n):
             out.append(labels[hit])
         query = _parse(name)

@@ -222,7 +222,7 @@ def serve(
         str,
         typer.Option(
             help="Weights: bf16, fp16, fp8, int8, int4-awq, int4-gptq, nvfp4, mxfp4 "
-            "or a GGUF type (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K)."
+            "or a GGUF type as llama.cpp names it (F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_K_S, IQ4_XS, Q4_0, Q3_K_M, IQ3_M, Q2_K ...)."
         ),
     ] = "bf16",
     kv_dtype: Annotated[str | None, typer.Option(help="KV cache dtype (default: the compute dtype).")] = None,

@@ -13,14 +13,17 @@ import typer
 
 from flopwise.cli._common import EXIT_FAILURE, CatalogDir, JsonFlag, fmt_num, handle_errors, print_json
 
-_SOURCES = ("slurm", "focus", "aws-cur", "azure", "oci", "dcgm", "nvidia-smi", "opencost")
 _SHOWN_REJECTS = 10
 
 
 def _check_source(value: str) -> str:
-    if value not in _SOURCES:
-        raise typer.BadParameter(f"{value!r} is not a source; choose one of {', '.join(_SOURCES)}")
-    return value
+    from flopwise.errors import InputError
+    from flopwise.vocab import FILE_SOURCES, ingest_source
+
+    try:
+        return ingest_source(value, allowed=FILE_SOURCES)
+    except InputError as err:
+        raise typer.BadParameter(f"{value!r} is not a source; {err.accepted}") from None
 
 
 def _parse_time(value: str | None) -> datetime | None:

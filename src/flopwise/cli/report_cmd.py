@@ -219,7 +219,7 @@ def export_focus(
 ) -> None:
     """Write the ledger as a FOCUS CSV (FOCUS column names plus x_ columns), streamed."""
     from flopwise.cli._common import stderr_console
-    from flopwise.store.reports import export_focus_csv
+    from flopwise.meter.export import export_focus_csv
 
     start, end = parse_time("from", from_), parse_time("to", to)
     engine, session_cm = _session(database_url)

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from flopwise.errors import CatalogError, IngestError
 from flopwise.meter.record import RejectedRow, UsageRecord
-from flopwise.units import J_PER_KWH, S_PER_H
+from flopwise.units import J_PER_KWH, MILLIJOULES_PER_J, S_PER_H
 
 if TYPE_CHECKING:
     from flopwise.catalog import Catalog
@@ -64,7 +64,6 @@ DCGM_FP64_BLANK = 140737488355328.0  # 2**47
 _BLANK_CODES = 4  # BLANK, NOT_FOUND, NOT_SUPPORTED, NOT_PERMISSIONED
 _INT64_FIELDS = {"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"}
 _FP64_FIELDS = {"DCGM_FI_DEV_POWER_USAGE"}
-_MJ_PER_J = 1e3
 _PCT = 100.0
 _NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _MIG_PROFILE_RE = re.compile(r"^(\d+)g\.")
@@ -349,7 +348,7 @@ def _energy_j(before: GpuReading | None, after: GpuReading, dt_s: float) -> tupl
         delta_mj = after.energy_mj - before.energy_mj
         if delta_mj < 0:
             delta_mj = after.energy_mj
-        return delta_mj / _MJ_PER_J, "counter"
+        return delta_mj / MILLIJOULES_PER_J, "counter"
     if before is not None and before.power_w is not None and after.power_w is not None:
         return (before.power_w + after.power_w) / 2 * dt_s, "trapezoid"
     return None, None

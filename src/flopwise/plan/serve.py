@@ -21,11 +21,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
+from flopwise import money
 from flopwise.catalog.types import Device
 from flopwise.errors import InputError
 from flopwise.estimate import energy as en
@@ -44,7 +45,7 @@ from flopwise.plan.candidates import (
     enumerate_serve_space,
 )
 from flopwise.plan.queueing import continuous_batching_state, saturation_rps
-from flopwise.units import BYTES_PER_GB, GIGA, KILO, MEGA, MS_PER_S, S_PER_H
+from flopwise.units import BYTES_PER_GB, CENT, GIGA, KILO, MEGA, MS_PER_S, PRICE_STEP, S_PER_H
 
 __all__ = [
     "BATCH_CAPS",
@@ -75,8 +76,7 @@ DEFAULT_GRID_SOURCE = "https://ember-energy.org/latest-insights/global-electrici
 #: the peaked-occupancy Erlang C of plan.queueing costs on the full grid)
 _OCCUPANCY_FRACS = np.concatenate([np.geomspace(0.002, 0.05, 8), np.linspace(0.06, 0.999, 32)])
 _BISECT_STEPS = 13
-_MONEY_1M = Decimal("0.0001")
-_CENT = Decimal("0.01")
+_MONEY_1M = PRICE_STEP
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -546,8 +546,8 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _money(x: float, step: Decimal = _CENT) -> Decimal:
-    return Decimal(repr(float(x))).quantize(step, rounding=ROUND_HALF_EVEN)
+def _money(x: float, step: Decimal = CENT) -> Decimal:
+    return money.from_float(float(x), "cost_usd", step)
 
 
 @dataclass(frozen=True)
@@ -641,7 +641,7 @@ def _instance_cost(c: ServeCandidate, instances: int, cost_h: float) -> Decimal:
         "reserved": c.offering.reserved_usd_per_h,
     }[c.pricing]
     assert price is not None
-    return (price * instances).quantize(_CENT, rounding=ROUND_HALF_EVEN)
+    return money.quantize(price * instances)
 
 
 def _rejected(table: CapacityTable, i: int) -> dict:
@@ -791,10 +791,10 @@ def plan_serve(
     rej: list[dict] = []
     for i in order.tolist():
         c = table.candidates[i]
-        key = (c.device.id, c.device_count, c.quant)
-        if key in seen:
+        rej_key = (c.device.id, c.device_count, c.quant)
+        if rej_key in seen:
             continue
-        seen.add(key)
+        seen.add(rej_key)
         rej.append(_rejected(table, i))
         if len(rej) >= top_k:
             break

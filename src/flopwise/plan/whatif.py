@@ -16,6 +16,7 @@ from flopwise.estimate.quant import get_quant, resolve_serving_quant
 from flopwise.models.params import count_params
 from flopwise.plan.candidates import CandidateSpace, ServeWorkload, enumerate_serve_space
 from flopwise.plan.serve import plan_serve
+from flopwise.vocab import PRICING_KINDS
 
 __all__ = ["PREFIX_CACHE_HIT_FRAC", "WhatIf", "sparse_device", "what_ifs"]
 
@@ -63,7 +64,7 @@ def sparse_device(device: Device) -> Device | None:
     group of four weights, doubling the math rate of compute-bound matmuls (Mishra et al. 2021, "Accelerating
     Sparse Deep Neural Networks", arXiv:2104.08378); memory traffic is left dense, so memory-bound decode steps
     do not speed up (the roofline keeps whichever bound dominates)."""
-    changes: dict[str, float] = {}
+    changes: dict[str, Any] = {}
     for dtype, field in _SPARSE_PEAKS.items():
         sparse = getattr(device, field)
         dense = device.peak_tflop_per_s(dtype)
@@ -113,7 +114,7 @@ def _what(name, description, base: dict, option: dict | None, caveat: str) -> Wh
 def what_ifs(option: dict, workload: ServeWorkload, catalog: Any) -> list[WhatIf]:
     """What-ifs for *option* (an option dict of a ServePlan for *workload*), cheapest first."""
     device = option["device"]
-    all_prices = ("on-demand", "spot", "reserved", "onprem")
+    all_prices = PRICING_KINDS
     space = enumerate_serve_space(
         catalog, workload.model, pricing=all_prices, min_precision="int4", max_devices=64
     )

@@ -28,10 +28,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic.functional_validators import BeforeValidator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from flopwise import govern
+from flopwise import govern, money, vocab
 from flopwise.catalog import Catalog
 from flopwise.catalog.types import Device, Region
 from flopwise.errors import InputError, UnsupportedError
@@ -54,15 +55,13 @@ from flopwise.store import (
     reserve_against_budgets,
     to_money,
 )
-from flopwise.units import J_PER_KWH, S_PER_H
+from flopwise.units import G_PER_KG, J_PER_KWH, PRICE_STEP, S_PER_H, W_PER_KW
 
 __all__ = [
     "DEFAULT_REGION",
     "MAX_AMOUNT",
     "MAX_ID",
     "IdPath",
-    "GOVERN_WORKLOAD",
-    "STORE_WORKLOAD",
     "AdmissionIn",
     "BodyModel",
     "DecisionResult",
@@ -82,22 +81,11 @@ __all__ = [
     "window_for",
 ]
 
-Workload = Literal["train", "fine-tune", "serve", "batch-inference"]
-Pricing = Literal["on_demand", "spot", "reserved", "on-prem"]
-#: govern spelling -> store spelling of the workload kinds (the store's CHECK uses underscores)
-STORE_WORKLOAD = {
-    "train": "train",
-    "fine-tune": "fine_tune",
-    "serve": "serve",
-    "batch-inference": "batch_inference",
-}
-GOVERN_WORKLOAD = {v: k for k, v in STORE_WORKLOAD.items()}
-#: govern pricing kind -> catalog pricing kind (``flopwise.catalog.pricing.PRICING_KINDS``)
-_CATALOG_PRICING = {"on_demand": "on-demand", "spot": "spot", "reserved": "reserved", "on-prem": "onprem"}
+#: the canonical spellings (``flopwise.vocab``); other spellings (``fine_tune``, ``on_demand``) are input aliases
+Workload = Annotated[Literal[vocab.WORKLOAD_KINDS], BeforeValidator(vocab.workload_kind)]  # type: ignore[valid-type]
+Pricing = Annotated[Literal[vocab.PRICING_KINDS], BeforeValidator(vocab.pricing_kind)]  # type: ignore[valid-type]
 #: the grid used when neither the request nor its price says where the work runs (as ``flopwise.api``)
 DEFAULT_REGION = "country:US"
-_G_PER_KG = 1000.0
-_W_PER_KW = 1000.0
 #: the largest row id (the store's integer keys are 32-bit on PostgreSQL)
 MAX_ID = 2**31 - 1
 #: a row id in a path: 1 .. MAX_ID, so an out-of-range id is a 422, not a database overflow
@@ -166,7 +154,7 @@ class WorkloadIn(BodyModel):
         min_length=1, max_length=120, description="catalog device id or name, e.g. 'h100-sxm'"
     )
     device_count: int = Field(default=1, ge=1, le=1_000_000)
-    pricing: Pricing = "on_demand"
+    pricing: Pricing = "on-demand"
     provider: str | None = Field(default=None, max_length=60)
     region: str | None = Field(default=None, max_length=120)
     usd_per_device_h: Decimal | None = Field(
@@ -196,7 +184,7 @@ class AdmissionIn(BodyModel):
     device: str = Field(min_length=1, max_length=120)
     device_count: int = Field(ge=1, le=1_000_000)
     max_duration_h: Decimal = Field(gt=0, le=Decimal(100_000), description="the job's time limit in hours")
-    pricing: Pricing = "on_demand"
+    pricing: Pricing = "on-demand"
     provider: str | None = Field(default=None, max_length=60)
     region: str | None = Field(default=None, max_length=120)
     usd_per_device_h: Decimal | None = Field(default=None, ge=0, le=Decimal(1_000_000))
@@ -353,7 +341,7 @@ def _price(
             catalog.offerings,
             catalog.onprem.get(device.id),
             device.id,
-            _CATALOG_PRICING[body.pricing],
+            body.pricing,
             regions=dict(catalog.regions),
             region_id=region.id if region else None,
             provider=body.provider,
@@ -365,7 +353,7 @@ def _price(
 
         # at full power (TDP), the owned device's worst case; the profile's PUE, as the estimator does
         usd_per_h = onprem_usd_per_device_h(quote.onprem, device.tdp_w, quote.onprem.pue)
-        return Decimal(repr(float(usd_per_h))).quantize(Decimal("0.0001")), region, quote.describe()
+        return money.from_float(usd_per_h, "usd_per_device_h", PRICE_STEP), region, quote.describe()
     assert quote.usd_per_device_h is not None
     return quote.usd_per_device_h, region or quote.region, quote.describe()
 
@@ -408,7 +396,7 @@ def request_facts(
             if plan.energy_kwh is not None
             else count * device.tdp_w * duration_s * grid.pue / J_PER_KWH
         )
-        co2e = plan.co2e_kg if plan.co2e_kg is not None else energy * grid.grid_gco2e_per_kwh / _G_PER_KG
+        co2e = plan.co2e_kg if plan.co2e_kg is not None else energy * grid.grid_gco2e_per_kwh / G_PER_KG
         flops = plan.flops if plan.flops is not None else count * peak * duration_s
         estimate = {"basis": "plan", "price_usd_per_device_h": price, "price": price_basis, "region": grid.id}
     else:
@@ -481,7 +469,7 @@ def _estimated(
         "grid_gco2e_per_kwh": grid.grid_gco2e_per_kwh,
         "pue": grid.pue,
     }
-    if body.workload in ("train", "fine-tune"):
+    if body.workload in vocab.TRAINING_WORKLOADS:
         if params.tokens is None:
             raise InputError("params.tokens", None, f"a {body.workload} request needs the training tokens")
         if params.method:
@@ -528,7 +516,7 @@ def _estimated(
     hours = params.duration_h
     duration_s = float(hours) * S_PER_H
     cost = Decimal(est.cost_per_hour_usd) * hours
-    energy = float(est.power_per_device_w) * body.device_count * float(hours) * grid.pue / _W_PER_KW
+    energy = float(est.power_per_device_w) * body.device_count * float(hours) * grid.pue / W_PER_KW
     # forward FLOPs: 2 x active parameters per token processed (prompt and generated) over the run
     assumptions = est.assumptions
     requests_per_s = params.batch / float(assumptions["request_batch_s"])
@@ -541,7 +529,7 @@ def _estimated(
         "region": grid.id,
         **est.to_dict(),
     }
-    return flops, duration_s, cost, energy, energy * grid.grid_gco2e_per_kwh / _G_PER_KG, detail
+    return flops, duration_s, cost, energy, energy * grid.grid_gco2e_per_kwh / G_PER_KG, detail
 
 
 def admission_request_facts(catalog: Catalog, body: AdmissionIn, scope: RequestScope) -> EstimatedFacts:

@@ -15,6 +15,7 @@ is its equivalent of PostgreSQL's ``SELECT ... FOR UPDATE`` on the budget rows.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -98,6 +99,12 @@ def _normalize_url(database_url: str | URL) -> URL:
         # psycopg 3 is the PostgreSQL driver flopwise depends on; psycopg2 is SQLAlchemy's default
         if url.drivername in ("postgres", "postgresql"):
             url = url.set(drivername="postgresql+psycopg")
+        if url.drivername == "postgresql+psycopg" and importlib.util.find_spec("psycopg") is None:
+            raise InputError(
+                "database_url",
+                url.render_as_string(hide_password=True),
+                "PostgreSQL needs the psycopg driver, an optional extra: pip install 'flopwise[postgres]'",
+            )
     elif backend != "sqlite":
         raise InputError(
             "database_url",

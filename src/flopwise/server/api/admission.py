@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 
 from flopwise.server.auth import Principal, authorize
 from flopwise.server.decisions import (
-    STORE_WORKLOAD,
     AdmissionIn,
     BodyModel,
     admission_request_facts,
@@ -212,7 +211,7 @@ def decide(
                 "outcome": outcome,
                 "reasons": reasons,
                 "policy_outcome": result.decision.outcome,
-                "workload_kind": STORE_WORKLOAD[body.workload],
+                "workload_kind": body.workload,
                 "estimate": estimated.estimate,
             },
         )

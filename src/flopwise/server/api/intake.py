@@ -36,7 +36,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.functional_validators import BeforeValidator
 
+from flopwise import vocab
 from flopwise.server.auth import authorize
 from flopwise.server.deps import CatalogDep, CurrentPrincipal, DbDep
 
@@ -64,7 +66,8 @@ MAX_EXTRA_BYTES = 16_384
 _KEY_MAX = 400  # usage_records.source_key is 512 characters; the org prefix takes the rest
 _TEXT_MAX = 200
 
-Source = Literal["slurm", "focus", "aws-cur", "azure", "oci", "dcgm", "nvidia-smi", "opencost", "nvml"]
+#: ``flopwise.vocab.INGEST_SOURCES``; other spellings (``nvidia_smi``, ``sacct``) are input aliases
+Source = Annotated[Literal[vocab.INGEST_SOURCES], BeforeValidator(vocab.ingest_source)]  # type: ignore[valid-type]
 Text = Annotated[str, Field(max_length=_TEXT_MAX)]
 
 
