@@ -24,6 +24,7 @@ from flopwise.catalog.loader import (
     CatalogData,
     read_builtin,
     read_catalog_dir,
+    refreshed_files,
 )
 from flopwise.catalog.resolve import DeviceIndex, resolve_region
 from flopwise.catalog.types import DEVICE_KINDS, DTYPES, Device, Offering, OnPremProfile, Region
@@ -110,4 +111,7 @@ def load_catalog(catalog_dir: str | os.PathLike[str] | None = None) -> Catalog:
             _BUILTIN_CATALOG.append(Catalog(builtin, (str(BUILTIN_DATA_DIR),)))
         return _BUILTIN_CATALOG[0]
     user = read_catalog_dir(catalog_dir)
+    replaced = list(refreshed_files(catalog_dir))
+    if replaced:
+        builtin = builtin.without_files(replaced)
     return Catalog(builtin.merged_with(user), (str(BUILTIN_DATA_DIR), str(Path(catalog_dir))))

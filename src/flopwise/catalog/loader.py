@@ -147,13 +147,18 @@ _URL_RE = re.compile(r"^https?://[^\s/]+\.[^\s/]+(?:/\S*)?$")
 # --------------------------------------------------------------------------------------------- rows
 
 
-@dataclass(frozen=True)
 class _Row:
-    """One CSV record: its cells by column name, and where it came from (for error messages)."""
+    """One CSV record: its cells by column name, and where it came from (for error messages).
 
-    path: str
-    line: int
-    cells: dict[str, str]
+    A plain slotted class (not a frozen dataclass): thousands are built per catalog load.
+    """
+
+    __slots__ = ("cells", "line", "path")
+
+    def __init__(self, path: str, line: int, cells: dict[str, str]) -> None:
+        self.path = path
+        self.line = line
+        self.cells = cells
 
     def fail(self, column: str | None, message: str) -> CatalogFileError:
         return CatalogFileError(self.path, self.line, column, message)
@@ -190,7 +195,7 @@ class _Row:
 
     def integer(self, column: str, lo: int, hi: int) -> int:
         raw = self.cells[column].strip()
-        if not re.fullmatch(r"-?\d+", raw):
+        if not raw.isdigit() and not re.fullmatch(r"-?\d+", raw):
             raise self.fail(column, f"{raw!r} is not a whole number; write digits only, e.g. 8")
         value = int(raw)
         if not lo <= value <= hi:
@@ -219,26 +224,36 @@ class _Row:
     def provenance(self) -> dict[str, str]:
         """``source_url``, ``retrieved``, ``basis`` and ``note``, validated."""
         url = self.text("source_url")
-        for part in url.split("|"):
-            if not _URL_RE.match(part.strip()):
-                raise self.fail(
-                    "source_url",
-                    f"{part.strip()!r} is not an http(s) URL; link the datasheet or page the row is from",
-                )
         retrieved = self.text("retrieved")
-        try:
-            if not _DATE_RE.match(retrieved):
-                raise ValueError
-            date.fromisoformat(retrieved)
-        except ValueError:
-            raise self.fail("retrieved", f"{retrieved!r} is not an ISO date; write YYYY-MM-DD") from None
         basis = self.text("basis")
-        if basis not in BASIS_VALUES:
-            raise self.fail("basis", f"{basis!r} is not one of {', '.join(BASIS_VALUES)}")
         note = self.cells["note"].strip()
-        if basis == "derived" and not note:
-            raise self.fail("note", "is empty but basis is 'derived'; say how the value was derived")
+        problem = _provenance_problem(url, retrieved, basis, bool(note))
+        if problem is not None:
+            raise self.fail(*problem)
         return {"source_url": url, "retrieved": retrieved, "basis": basis, "note": note}
+
+
+@functools.lru_cache(maxsize=1024)
+def _provenance_problem(url: str, retrieved: str, basis: str, has_note: bool) -> tuple[str, str] | None:
+    """(column, message) of the first bad provenance cell, or None. Cached: a fetched file repeats one URL and
+    date on every row."""
+    for part in url.split("|"):
+        if not _URL_RE.match(part.strip()):
+            return (
+                "source_url",
+                f"{part.strip()!r} is not an http(s) URL; link the datasheet or page the row is from",
+            )
+    try:
+        if not _DATE_RE.match(retrieved):
+            raise ValueError
+        date.fromisoformat(retrieved)
+    except ValueError:
+        return ("retrieved", f"{retrieved!r} is not an ISO date; write YYYY-MM-DD")
+    if basis not in BASIS_VALUES:
+        return ("basis", f"{basis!r} is not one of {', '.join(BASIS_VALUES)}")
+    if basis == "derived" and not has_note:
+        return ("note", "is empty but basis is 'derived'; say how the value was derived")
+    return None
 
 
 def _read_rows(path: Path, columns: tuple[str, ...]) -> Iterator[_Row]:
@@ -490,6 +505,23 @@ class CatalogData:
             origins={**self.origins, **other.origins},
         )
 
+    def without_files(self, relpaths: list[str]) -> CatalogData:
+        """A copy without the records read from the catalog files *relpaths* (e.g. ``offerings/aws.csv``): a
+        refreshed user file replaces the built-in file of the same name as a whole."""
+        suffixes = tuple(os.sep + rel.replace("/", os.sep) for rel in relpaths)
+        keep = {k: v for k, v in self.origins.items() if not v[0].endswith(suffixes)}
+
+        def pick(kind: str, records: dict[str, Any]) -> dict[str, Any]:
+            return {key: rec for key, rec in records.items() if (kind, key) in keep}
+
+        return CatalogData(
+            devices=pick("device", self.devices),
+            offerings=pick("offering", self.offerings),
+            onprem=pick("onprem", self.onprem),
+            regions=pick("region", self.regions),
+            origins=keep,
+        )
+
     def check_references(self) -> None:
         """Every offering and on-prem row names a known device, and every offering a known region."""
         for offering in self.offerings.values():
@@ -568,3 +600,27 @@ def read_catalog_dir(directory: str | os.PathLike[str]) -> CatalogData:
 def read_builtin() -> CatalogData:
     """The built-in catalog files, read once per process."""
     return read_catalog_dir(BUILTIN_DATA_DIR)
+
+
+#: written by ``flopwise catalog refresh`` into a user catalog directory: which files it wrote, from where, when
+REFRESH_MANIFEST = "refresh.json"
+
+
+def refreshed_files(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """``{relpath: {"source", "retrieved", "rows", "source_url"}}`` from *directory*'s refresh manifest ({} if none)."""
+    import json
+
+    path = Path(directory) / REFRESH_MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        files = data["files"]
+        if not isinstance(files, dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CatalogFileError(
+            str(path), None, None, "is not a refresh manifest; delete it and run `flopwise catalog refresh` again"
+        ) from None
+    return files
+

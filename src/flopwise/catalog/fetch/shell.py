@@ -31,12 +31,12 @@ from flopwise.catalog.fetch.diff import CatalogDiff, diff_rows
 from flopwise.catalog.fetch.regions import build_regions
 from flopwise.catalog.fetch.skypilot import ParseResult, finish, parse_vms
 from flopwise.catalog.fetch.table import FetchError
-from flopwise.catalog.loader import OFFERING_COLUMNS, REGION_COLUMNS
+from flopwise.catalog.loader import OFFERING_COLUMNS, REFRESH_MANIFEST, REGION_COLUMNS
 from flopwise.errors import InputError
 
 __all__ = ["MANIFEST", "RefreshResult", "fetch_text", "refresh", "read_csv_rows"]
 
-MANIFEST = "refresh.json"
+MANIFEST = REFRESH_MANIFEST
 HISTORY = "history"
 _TIMEOUT_S = 60
 
@@ -223,27 +223,8 @@ def _validate(outputs: dict[str, str], target: Path | None) -> None:
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_text(text, encoding="utf-8")
         user = read_catalog_dir(root)
-        builtin = _without_files(read_builtin(), list(outputs))
+        builtin = read_builtin().without_files(list(outputs))
         Catalog(builtin.merged_with(user))
-
-
-def _without_files(data, rels: list[str]):
-    """A copy of *data* without the records that came from the catalog files *rels* (e.g. offerings/aws.csv)."""
-    from flopwise.catalog.loader import CatalogData
-
-    suffixes = tuple(os.sep + rel.replace("/", os.sep) for rel in rels)
-    keep = {k: v for k, v in data.origins.items() if not v[0].endswith(suffixes)}
-
-    def pick(kind, records):
-        return {key: rec for key, rec in records.items() if (kind, key) in keep}
-
-    return CatalogData(
-        devices=pick("device", data.devices),
-        offerings=pick("offering", data.offerings),
-        onprem=pick("onprem", data.onprem),
-        regions=pick("region", data.regions),
-        origins=keep,
-    )
 
 
 def _rows_of(text: str) -> dict[str, dict[str, str]]:
