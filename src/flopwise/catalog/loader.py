@@ -288,10 +288,14 @@ def _read_rows(path: Path, columns: tuple[str, ...]) -> Iterator[_Row]:
                 None,
                 f"header does not match the schema ({'; '.join(detail)}); expected: {','.join(columns)}",
             )
+        width = len(columns)
         for cells in reader:
+            if len(cells) == width and cells[0]:
+                yield _Row(where, reader.line_num, dict(zip(columns, cells)))
+                continue
             if not cells or all(not c.strip() for c in cells):
                 continue
-            if len(cells) != len(columns):
+            if len(cells) != width:
                 raise CatalogFileError(
                     where,
                     reader.line_num,
@@ -376,9 +380,14 @@ def read_devices(path: str | os.PathLike[str]) -> list[tuple[Device, str, int]]:
 # ---------------------------------------------------------------------------------------- offerings
 
 
+_GOOD_SLUGS: set[str] = set()  # provider slugs and region ids already validated (thousands of rows repeat them)
+_GOOD_REGION_IDS: set[str] = set()
+_ZERO = Decimal(0)
+
+
 def _offering_from_row(row: _Row) -> Offering:
     provider = row.text("provider")
-    if not _SLUG_RE.match(provider):
+    if provider not in _GOOD_SLUGS and not _SLUG_RE.match(provider):
         raise row.fail("provider", f"{provider!r} is not a lowercase slug such as 'aws' or 'lambda'")
     instance_type = row.text("instance_type")
     offering_id = row.text("id")
@@ -388,9 +397,12 @@ def _offering_from_row(row: _Row) -> Offering:
             "id", f"{offering_id!r} must be 'provider:instance_type:region', starting with {prefix!r}"
         )
     region = row.text("region")
-    if not _REGION_ID_RE.match(region):
-        raise row.fail("region", f"{region!r} is not a region id such as 'aws:us-east-1'; see regions.csv")
-    zero, top = Decimal(0), PRICE_USD_PER_H_MAX
+    if region not in _GOOD_REGION_IDS:
+        if not _REGION_ID_RE.match(region):
+            raise row.fail("region", f"{region!r} is not a region id such as 'aws:us-east-1'; see regions.csv")
+        _GOOD_REGION_IDS.add(region)
+    _GOOD_SLUGS.add(provider)
+    zero, top = _ZERO, PRICE_USD_PER_H_MAX
     on_demand = row.money("on_demand_usd_per_h", zero, top, required=False)
     spot = row.money("spot_usd_per_h", zero, top, required=False)
     reserved = row.money("reserved_usd_per_h", zero, top, required=False)

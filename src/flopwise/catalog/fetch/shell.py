@@ -15,6 +15,7 @@ the built-in catalog).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -80,6 +81,14 @@ def fetch_text(source: str, location: str) -> str:
             with urllib.request.urlopen(location, timeout=_TIMEOUT_S) as resp:  # noqa: S310 (http(s) only)
                 body = resp.read()
                 expected = resp.headers.get("Content-Length")
+        except http.client.IncompleteRead as err:
+            raise FetchError(
+                source,
+                location,
+                None,
+                None,
+                f"download truncated: {len(err.partial)} bytes received, {err.expected} missing; nothing was written",
+            ) from None
         except urllib.error.HTTPError as err:
             raise FetchError(
                 source, location, None, None, f"HTTP {err.code} {err.reason}; nothing was written"

@@ -1,0 +1,280 @@
+"""The catalog fetchers: offline on the snapshot copies, over a local HTTP server, and against bad input."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flopwise.catalog import load_catalog
+from flopwise.catalog.fetch import SOURCES, read_region_grids
+from flopwise.catalog.fetch.carbon import parse_gcp_carbon, parse_owid
+from flopwise.catalog.fetch.regions import build_regions
+from flopwise.catalog.fetch.shell import read_csv_rows, refresh
+from flopwise.catalog.fetch.skypilot import ParseResult, finish, parse_vms
+from flopwise.catalog.fetch.table import FetchError
+from flopwise.catalog.loader import BUILTIN_DATA_DIR
+from flopwise.cli.main import app
+
+SNAP = Path(__file__).resolve().parents[1] / "data" / "catalogs"
+SMALL = ["skypilot-azure", "skypilot-oci", "skypilot-lambda", "skypilot-cudo", "skypilot-nebius", "skypilot-fluidstack"]
+runner = CliRunner()
+
+
+def _parse(cloud: str, path: Path) -> ParseResult:
+    acc: dict = {}
+    res = ParseResult()
+    parse_vms(
+        cloud,
+        path.read_text(encoding="utf-8"),
+        source=f"skypilot-{cloud}",
+        location=str(path),
+        source_url="https://example.org/vms.csv",
+        retrieved="2026-12-06",
+        known_regions=read_region_grids(),
+        into=acc,
+        result=res,
+    )
+    return finish(cloud, acc, source_url="https://example.org/vms.csv", retrieved="2026-12-06", result=res)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_shipped_offerings_equal_the_snapshot_to_the_cent(name: str):
+    source = SOURCES[name]
+    fetched = {r["id"]: r for r in _parse(source.cloud, SNAP / source.files[0].snapshot).rows}
+    shipped = read_csv_rows(BUILTIN_DATA_DIR / source.output)
+    assert set(shipped) == set(fetched), "an offering no source lists, or a listed one missing"
+    for key, row in fetched.items():
+        for column in ("on_demand_usd_per_h", "spot_usd_per_h"):
+            a, b = shipped[key][column], row[column]
+            assert (Decimal(a) if a else None) == (Decimal(b) if b else None), (key, column)
+        assert shipped[key]["source_url"].startswith("https://github.com/skypilot-org/skypilot-catalog/blob/")
+
+
+def test_lambda_prices_are_todays_not_the_old_ones():
+    cat = load_catalog()
+    gh200 = next(o for o in cat.offerings if o.id == "lambda:gpu_1x_gh200:us-east-1")
+    assert gh200.on_demand_usd_per_h == Decimal("2.29")
+    h100x8 = next(o for o in cat.offerings if o.id == "lambda:gpu_8x_h100_sxm5:us-east-1")
+    assert h100x8.on_demand_usd_per_h == Decimal("31.92")
+
+
+def test_offerings_no_source_lists_are_gone():
+    ids = {o.id for o in load_catalog().offerings}
+    for gone in (
+        "aws:p4de.24xlarge:us-east-2",
+        "azure:Standard_ND96isr_H100_v5:southcentralus",
+        "azure:Standard_ND96asr_v4:eastus2",
+        "gcp:tpu-v4:us-central1",
+        "nebius:gpu-b200-sxm-8gpu-160vcpu-1792gb:eu-north1",
+    ):
+        assert gone not in ids
+
+
+def test_shipped_regions_equal_the_carbon_snapshots():
+    c = SNAP / "carbon"
+    gcp = parse_gcp_carbon(
+        [
+            (2025, "2025", "https://x.org/2025.csv", (c / "gcp-region-carbon-2025.csv").read_text()),
+            (2024, "2024", "https://x.org/2024.csv", (c / "gcp-region-carbon-2024.csv").read_text()),
+        ]
+    )
+    owid = parse_owid("owid", "https://x.org/owid.csv", (c / "owid-carbon-intensity-elec.csv").read_text())
+    built = {r["id"]: r for r in build_regions(read_region_grids(), gcp, owid, "2026-12-06")}
+    shipped = read_csv_rows(BUILTIN_DATA_DIR / "regions.csv")
+    assert set(built) == set(shipped)
+    for key, row in built.items():
+        assert float(shipped[key]["grid_gco2e_per_kwh"]) == float(row["grid_gco2e_per_kwh"]), key
+    # newest year first: Google's 2025 value, not 2024's
+    assert gcp["gcp:asia-east1"].year == 2025 and gcp["gcp:asia-east1"].gco2e_per_kwh == 427.95
+    assert owid["FIN"].year == 2024
+
+
+def test_one_value_per_grid_finland():
+    regions = load_catalog().regions
+    assert regions["nebius:eu-north1"].grid_gco2e_per_kwh == regions["gcp:europe-north1"].grid_gco2e_per_kwh
+    assert regions["fluidstack:FINLAND"].grid_gco2e_per_kwh == regions["gcp:europe-north1"].grid_gco2e_per_kwh
+
+
+def test_device_fixes():
+    cat = load_catalog()
+    assert cat.devices["b200"].memory_bandwidth_gb_per_s == 7700
+    assert cat.devices["gaudi3"].peak_bf16_tflop_per_s == pytest.approx(1835 * 1.6 / 1.75, rel=1e-3)
+
+
+def _refresh_cli(target: Path, origin: str, *extra: str):
+    args = ["catalog", "refresh", "--from", origin, "--catalog", str(target), "--json"]
+    for name in SMALL + ["gcp-carbon", "owid-carbon"]:
+        args += ["--source", name]
+    return runner.invoke(app, [*args, *extra])
+
+
+def test_refresh_from_folder_writes_user_dir_keeps_history_and_diffs(tmp_path: Path):
+    target = tmp_path / "cat"
+    first = _refresh_cli(target, str(SNAP))
+    assert first.exit_code == 0, first.output
+    data = json.loads(first.output)
+    assert data["changes"]["offerings/lambda.csv"]["moved"] == []  # shipped == snapshot
+    assert (target / "offerings" / "lambda.csv").is_file() and (target / "refresh.json").is_file()
+    # a price moves upstream: the second refresh reports it and keeps the first files under history/
+    changed = tmp_path / "snap"
+    shutil.copytree(SNAP, changed)
+    lam = changed / "skypilot" / "v9-lambda-vms.csv"
+    lam.write_bytes(lam.read_bytes().replace(b",2.29,", b",2.79,"))
+    second = _refresh_cli(target, str(changed))
+    assert second.exit_code == 0, second.output
+    moved = json.loads(second.output)["changes"]["offerings/lambda.csv"]["moved"]
+    assert any(m["id"] == "lambda:gpu_1x_gh200:us-east-1" and m["new"] == "2.79" for m in moved)
+    assert (target / "history").is_dir()
+    cat = load_catalog(target)
+    assert next(o for o in cat.offerings if o.id == "lambda:gpu_1x_gh200:us-east-1").on_demand_usd_per_h == Decimal(
+        "2.79"
+    )
+    diff = runner.invoke(app, ["catalog", "diff", "--catalog", str(target), "--json"])
+    assert diff.exit_code == 0, diff.output
+    assert any(m["id"] == "lambda:gpu_1x_gh200:us-east-1" for m in json.loads(diff.output)["changes"]["offerings/lambda.csv"]["moved"])
+    status = runner.invoke(app, ["catalog", "status", "--catalog", str(target), "--json"])
+    assert status.exit_code == 0
+    assert any(r["provider"] == "lambda" and r["age_days"] >= 0 for r in json.loads(status.output)["sources"])
+
+
+def test_refresh_never_writes_into_the_package():
+    result = runner.invoke(app, ["catalog", "refresh", "--from", str(SNAP)], env={"FLOPWISE_CATALOG_DIR": ""})
+    assert result.exit_code == 2
+    assert "--catalog" in result.output
+
+
+def test_check_exits_nonzero_when_the_shipped_catalog_differs(tmp_path: Path):
+    same = runner.invoke(app, ["catalog", "refresh", "--from", str(SNAP), "--check", "--source", "skypilot-lambda"])
+    assert same.exit_code == 0, same.output
+    changed = tmp_path / "snap"
+    shutil.copytree(SNAP, changed)
+    lam = changed / "skypilot" / "v9-lambda-vms.csv"
+    lam.write_bytes(lam.read_bytes().replace(b",2.29,", b",2.79,"))
+    differs = runner.invoke(
+        app, ["catalog", "refresh", "--from", str(changed), "--check", "--source", "skypilot-lambda"]
+    )
+    assert differs.exit_code == 1
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    fail_500 = False
+    truncate = False
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):  # noqa: N802
+        if type(self).fail_500:
+            self.send_error(500, "Internal Server Error")
+            return
+        if type(self).truncate:
+            path = Path(self.translate_path(self.path))
+            body = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def server():
+    handler = type("H", (_Handler,), {})
+
+    def factory(*args, **kwargs):
+        return handler(*args, directory=str(SNAP), **kwargs)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), factory)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield handler, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_refresh_over_http(tmp_path: Path, server):
+    _, url = server
+    result = _refresh_cli(tmp_path / "cat", url)
+    assert result.exit_code == 0, result.output
+    rows = read_csv_rows(tmp_path / "cat" / "offerings" / "nebius.csv")
+    assert rows and all(r["source_url"].startswith(url) for r in rows.values())
+
+
+def test_http_500_and_truncated_download_leave_the_catalog_in_place(tmp_path: Path, server):
+    handler, url = server
+    target = tmp_path / "cat"
+    assert _refresh_cli(target, str(SNAP)).exit_code == 0
+    before = (target / "offerings" / "lambda.csv").read_bytes()
+    handler.fail_500 = True
+    bad = _refresh_cli(target, url)
+    assert bad.exit_code == 1 and "HTTP 500" in bad.output and "source skypilot-" in bad.output
+    handler.fail_500 = False
+    handler.truncate = True
+    bad = _refresh_cli(target, url)
+    assert bad.exit_code == 1 and "truncated" in bad.output
+    assert (target / "offerings" / "lambda.csv").read_bytes() == before
+
+
+def _broken_snapshot(tmp_path: Path, edit) -> Path:
+    snap = tmp_path / "snap"
+    shutil.copytree(SNAP, snap)
+    path = snap / "skypilot" / "v9-lambda-vms.csv"
+    path.write_text(edit(path.read_text(encoding="utf-8")), encoding="utf-8", newline="")
+    return snap
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda t: t.replace("SpotPrice", "Spot", 1), "lacks column 'SpotPrice'"),
+        (lambda t: t.replace("Price,Region", "PriceUSD,Region", 1), "(renamed to 'PriceUSD'?)"),
+        (lambda t: t.replace(",2.29,", ",N/A,", 1), "'N/A' is not a price"),
+        (lambda t: t.replace(",2.29,", ",-2.29,", 1), "is negative"),
+        (lambda t: t.replace(",us-east-1,", ",mars-north-1,", 1), "never seen for lambda"),
+        (lambda t: t[: len(t) // 2].rsplit(",", 3)[0], "truncated"),
+    ],
+    ids=["missing-column", "renamed-column", "na-price", "negative-price", "unknown-region", "truncated"],
+)
+def test_bad_input_names_source_and_line_and_writes_nothing(tmp_path: Path, edit, expected):
+    target = tmp_path / "cat"
+    assert _refresh_cli(target, str(SNAP)).exit_code == 0
+    before = {p: p.read_bytes() for p in target.rglob("*.csv")}
+    result = _refresh_cli(target, str(_broken_snapshot(tmp_path, edit)))
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert expected in text
+    assert "source skypilot-lambda" in text and "v9-lambda-vms.csv:" in text
+    assert {p: p.read_bytes() for p in target.rglob("*.csv")} == before
+
+
+def test_fetch_error_is_a_catalog_file_error_with_line():
+    with pytest.raises(FetchError) as err:
+        _parse_text("lambda", "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,Region,GpuInfo,SpotPrice\n"
+                    "gpu_1x_a10,A10,1,30,200,abc,us-east-1,,\n")  # fmt: skip
+    assert err.value.line == 2 and err.value.field == "Price"
+
+
+def _parse_text(cloud: str, text: str) -> ParseResult:
+    return parse_vms(
+        cloud,
+        text,
+        source=f"skypilot-{cloud}",
+        location="mem",
+        source_url="https://example.org/vms.csv",
+        retrieved="2026-12-06",
+        known_regions=read_region_grids(),
+    )
+
+
+def test_unknown_source_name_suggests():
+    result = runner.invoke(app, ["catalog", "refresh", "--check", "--source", "skypilot-lamda"])
+    assert result.exit_code == 2 and "skypilot-lambda" in result.output
