@@ -16,14 +16,21 @@ from flopwise.catalog import load_catalog
 from flopwise.catalog.fetch import SOURCES, read_region_grids
 from flopwise.catalog.fetch.carbon import parse_gcp_carbon, parse_owid
 from flopwise.catalog.fetch.regions import build_regions
-from flopwise.catalog.fetch.shell import read_csv_rows, refresh
+from flopwise.catalog.fetch.shell import read_csv_rows
 from flopwise.catalog.fetch.skypilot import ParseResult, finish, parse_vms
 from flopwise.catalog.fetch.table import FetchError
 from flopwise.catalog.loader import BUILTIN_DATA_DIR
 from flopwise.cli.main import app
 
 SNAP = Path(__file__).resolve().parents[1] / "data" / "catalogs"
-SMALL = ["skypilot-azure", "skypilot-oci", "skypilot-lambda", "skypilot-cudo", "skypilot-nebius", "skypilot-fluidstack"]
+SMALL = [
+    "skypilot-azure",
+    "skypilot-oci",
+    "skypilot-lambda",
+    "skypilot-cudo",
+    "skypilot-nebius",
+    "skypilot-fluidstack",
+]
 runner = CliRunner()
 
 
@@ -133,12 +140,15 @@ def test_refresh_from_folder_writes_user_dir_keeps_history_and_diffs(tmp_path: P
     assert any(m["id"] == "lambda:gpu_1x_gh200:us-east-1" and m["new"] == "2.79" for m in moved)
     assert (target / "history").is_dir()
     cat = load_catalog(target)
-    assert next(o for o in cat.offerings if o.id == "lambda:gpu_1x_gh200:us-east-1").on_demand_usd_per_h == Decimal(
-        "2.79"
-    )
+    assert next(
+        o for o in cat.offerings if o.id == "lambda:gpu_1x_gh200:us-east-1"
+    ).on_demand_usd_per_h == Decimal("2.79")
     diff = runner.invoke(app, ["catalog", "diff", "--catalog", str(target), "--json"])
     assert diff.exit_code == 0, diff.output
-    assert any(m["id"] == "lambda:gpu_1x_gh200:us-east-1" for m in json.loads(diff.output)["changes"]["offerings/lambda.csv"]["moved"])
+    assert any(
+        m["id"] == "lambda:gpu_1x_gh200:us-east-1"
+        for m in json.loads(diff.output)["changes"]["offerings/lambda.csv"]["moved"]
+    )
     status = runner.invoke(app, ["catalog", "status", "--catalog", str(target), "--json"])
     assert status.exit_code == 0
     assert any(r["provider"] == "lambda" and r["age_days"] >= 0 for r in json.loads(status.output)["sources"])
@@ -151,7 +161,9 @@ def test_refresh_never_writes_into_the_package():
 
 
 def test_check_exits_nonzero_when_the_shipped_catalog_differs(tmp_path: Path):
-    same = runner.invoke(app, ["catalog", "refresh", "--from", str(SNAP), "--check", "--source", "skypilot-lambda"])
+    same = runner.invoke(
+        app, ["catalog", "refresh", "--from", str(SNAP), "--check", "--source", "skypilot-lambda"]
+    )
     assert same.exit_code == 0, same.output
     changed = tmp_path / "snap"
     shutil.copytree(SNAP, changed)

@@ -145,6 +145,7 @@ def regions(
 
 
 from flopwise.catalog.staleness import STALE_DAYS_ENV  # noqa: E402
+
 StaleDays = Annotated[
     int,
     typer.Option(
@@ -173,7 +174,9 @@ def refresh(
     ] = None,
     check: Annotated[
         bool,
-        typer.Option("--check", help="Write nothing; exit 1 when the shipped catalog differs from the fetched one."),
+        typer.Option(
+            "--check", help="Write nothing; exit 1 when the shipped catalog differs from the fetched one."
+        ),
     ] = False,
     json_out: JsonFlag = False,
     catalog_dir: CatalogDir = None,
@@ -210,8 +213,19 @@ def _print_refresh(result, check: bool) -> None:
     from rich.table import Table
 
     out = stdout_console()
-    t = Table(title=f"catalog refresh ({'check against the shipped catalog' if check else 'written'}; {result.retrieved})")
-    for col in ("source", "file", "source lines", "rows", "added", "removed", "price moved >5%", "other changes"):
+    t = Table(
+        title=f"catalog refresh ({'check against the shipped catalog' if check else 'written'}; {result.retrieved})"
+    )
+    for col in (
+        "source",
+        "file",
+        "source lines",
+        "rows",
+        "added",
+        "removed",
+        "price moved >5%",
+        "other changes",
+    ):
         t.add_column(col, justify="left" if col in ("source", "file") else "right")
     by_output = {s.output: s for s in result.sources}
     for rel, d in result.diffs.items():
@@ -271,7 +285,9 @@ def status(
 def diff(
     old: Annotated[
         str | None,
-        typer.Option("--old", help="A snapshot under history/ (its folder name, a date) ; default: the newest."),
+        typer.Option(
+            "--old", help="A snapshot under history/ (its folder name, a date) ; default: the newest."
+        ),
     ] = None,
     json_out: JsonFlag = False,
     catalog_dir: CatalogDir = None,
@@ -286,17 +302,28 @@ def diff(
     if not catalog_dir:
         raise InputError("--catalog", None, "give the catalog directory that `catalog refresh` writes into")
     root = Path(catalog_dir)
-    snapshots = sorted(p.name for p in (root / "history").iterdir() if p.is_dir()) if (root / "history").is_dir() else []
+    snapshots = (
+        sorted(p.name for p in (root / "history").iterdir() if p.is_dir())
+        if (root / "history").is_dir()
+        else []
+    )
     if not snapshots:
         raise InputError("--catalog", catalog_dir, "holds no history/ yet; it appears after a second refresh")
     if old is None:
         old = snapshots[-1]
     if old not in snapshots:
         hint = suggest(old, snapshots)
-        raise InputError("--old", old, (f"did you mean {hint[0]!r}? " if hint else "") + f"snapshots: {', '.join(snapshots)}")
+        raise InputError(
+            "--old",
+            old,
+            (f"did you mean {hint[0]!r}? " if hint else "") + f"snapshots: {', '.join(snapshots)}",
+        )
     base = root / "history" / old
     rels = sorted(str(p.relative_to(base)) for p in base.rglob("*.csv"))
-    result = {rel: diff_rows(read_csv_rows(base / rel), read_csv_rows(root / rel), ignore=("retrieved",)) for rel in rels}
+    result = {
+        rel: diff_rows(read_csv_rows(base / rel), read_csv_rows(root / rel), ignore=("retrieved",))
+        for rel in rels
+    }
     if json_out:
         print_json({"old": old, "changes": {k: d.to_dict() for k, d in result.items()}})
         return

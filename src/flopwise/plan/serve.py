@@ -629,6 +629,7 @@ def _option(table: CapacityTable, i: int, workload: ServeWorkload) -> dict:
         "source_url": c.offering.source_url
         if c.offering is not None
         else (c.onprem.source_url if c.onprem else ""),
+        "price_retrieved": c.offering.retrieved if c.offering is not None else None,
     }
 
 
@@ -823,6 +824,13 @@ def plan_serve(
             if rej
             else ""
         )
+    from flopwise.catalog.staleness import data_age, is_stale
+
+    assumptions["data_age"] = data_age(
+        catalog, ((o["provider"], o["instance_type"], o["region"]) for o in options)
+    )
+    for o in options:
+        o["stale"] = is_stale(o["price_retrieved"], stale_days=assumptions["data_age"]["stale_days"])
     return ServePlan(
         workload,
         objective,

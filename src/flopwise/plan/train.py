@@ -961,6 +961,9 @@ def plan_train(
         "cloud_vs_onprem": _cloud_vs_onprem(catalog, sources, cloud_best, wall_power_w, util),
         "warnings": sorted(warnings),
     }
+    from flopwise.catalog.staleness import data_age
+
+    assumptions["data_age"] = data_age(catalog, ((o.provider, o.instance_type, o.region) for o in options))
     if "spot" in kinds:
         assumptions["spot"] = {
             "interruption_rate_per_h": rate,

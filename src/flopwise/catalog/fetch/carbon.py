@@ -51,7 +51,9 @@ def _intensity(rec, column: str) -> float:
     if value is None:
         raise rec.fail(column, "is empty; every row needs an intensity")
     if value > _MAX_GCO2E_PER_KWH:
-        raise rec.fail(column, f"{value:g} gCO2e/kWh is implausible (above {_MAX_GCO2E_PER_KWH:g}); check the unit")
+        raise rec.fail(
+            column, f"{value:g} gCO2e/kWh is implausible (above {_MAX_GCO2E_PER_KWH:g}); check the unit"
+        )
     return value
 
 
@@ -83,7 +85,9 @@ def parse_gcp_carbon(
     return out
 
 
-def parse_owid(location: str, source_url: str, text: str, source: str = "owid-carbon") -> dict[str, GridValue]:
+def parse_owid(
+    location: str, source_url: str, text: str, source: str = "owid-carbon"
+) -> dict[str, GridValue]:
     """``{ISO3: GridValue}`` with each country's newest year (aggregates without a code are ignored)."""
     out: dict[str, GridValue] = {}
     for rec in read_table(source, location, text, OWID_COLUMNS):
@@ -98,5 +102,7 @@ def parse_owid(location: str, source_url: str, text: str, source: str = "owid-ca
         if code not in out or year > out[code].year:
             out[code] = GridValue(round(value, 2), year, source_url, rec.text("Entity"))
     if not out:
-        raise FetchError(source, location, None, None, "lists no country with a code; is this the right file?")
+        raise FetchError(
+            source, location, None, None, "lists no country with a code; is this the right file?"
+        )
     return out

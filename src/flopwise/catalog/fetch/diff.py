@@ -43,7 +43,10 @@ def _norm(value: str) -> Decimal | None:
 
 
 def diff_rows(
-    old: Mapping[str, Mapping[str, str]], new: Mapping[str, Mapping[str, str]], *, ignore: tuple[str, ...] = ()
+    old: Mapping[str, Mapping[str, str]],
+    new: Mapping[str, Mapping[str, str]],
+    *,
+    ignore: tuple[str, ...] = (),
 ) -> CatalogDiff:
     """Compare rows keyed by id. Prices compare as decimals (1.50 == 1.5); columns in *ignore* are skipped
     (``retrieved`` for a refresh that only moves the date)."""

@@ -22,7 +22,10 @@ def _grid_value(
     value = owid.get(iso3) if iso3 else None
     if value is None:
         return None
-    return value, f"Ember/Energy Institute {value.year} carbon intensity of electricity of {value.detail} (via OWID)"
+    return (
+        value,
+        f"Ember/Energy Institute {value.year} carbon intensity of electricity of {value.detail} (via OWID)",
+    )
 
 
 def build_regions(

@@ -131,7 +131,11 @@ def _locate(source: Source, origin: str | None) -> list[tuple[str, str, object]]
             if not path.is_file():
                 if f.required:
                     raise FetchError(
-                        source.name, str(path), None, None, "does not exist; --from must hold the snapshot layout"
+                        source.name,
+                        str(path),
+                        None,
+                        None,
+                        "does not exist; --from must hold the snapshot layout",
                     )
                 continue
             out.append((str(path), f.origin, f))
@@ -159,7 +163,9 @@ def read_csv_rows(path: Path) -> dict[str, dict[str, str]]:
         return {row[key]: row for row in reader}
 
 
-def _render(sources: list[Source], origin: str | None, retrieved: str) -> tuple[dict[str, str], list[SourceReport]]:
+def _render(
+    sources: list[Source], origin: str | None, retrieved: str
+) -> tuple[dict[str, str], list[SourceReport]]:
     registry = read_region_grids()
     outputs: dict[str, str] = {}
     reports: list[SourceReport] = []
@@ -190,7 +196,12 @@ def _render(sources: list[Source], origin: str | None, retrieved: str) -> tuple[
             outputs[source.output] = rows_to_csv(OFFERING_COLUMNS, result.rows)
             reports.append(
                 SourceReport(
-                    source.name, source.output, len(result.rows), result.source_lines, dict(result.skipped), url0
+                    source.name,
+                    source.output,
+                    len(result.rows),
+                    result.source_lines,
+                    dict(result.skipped),
+                    url0,
                 )
             )
         elif source.kind == "gcp-carbon":
@@ -203,14 +214,18 @@ def _render(sources: list[Source], origin: str | None, retrieved: str) -> tuple[
         if not (gcp_files and owid):
             missing = "owid-carbon" if gcp_files else "gcp-carbon"
             raise InputError(
-                "--source", missing, "regions need both carbon sources (gcp-carbon and owid-carbon); add the other"
+                "--source",
+                missing,
+                "regions need both carbon sources (gcp-carbon and owid-carbon); add the other",
             )
         gcp = parse_gcp_carbon(gcp_files)
         countries = parse_owid(*owid)
         rows = build_regions(registry, gcp, countries, retrieved)
         outputs["regions.csv"] = rows_to_csv(REGION_COLUMNS, rows)
         lines = sum(t.count("\n") for *_, t in gcp_files) + owid[2].count("\n")
-        reports.append(SourceReport("gcp-carbon+owid-carbon", "regions.csv", len(rows), lines, {}, gcp_files[0][2]))
+        reports.append(
+            SourceReport("gcp-carbon+owid-carbon", "regions.csv", len(rows), lines, {}, gcp_files[0][2])
+        )
     return outputs, reports
 
 
@@ -265,7 +280,9 @@ def read_manifest(directory: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise FetchError("refresh", str(path), None, None, f"cannot be read ({err}); delete it and refresh") from None
+        raise FetchError(
+            "refresh", str(path), None, None, f"cannot be read ({err}); delete it and refresh"
+        ) from None
     return data if isinstance(data, dict) and isinstance(data.get("files"), dict) else {"files": {}}
 
 
@@ -312,7 +329,9 @@ def refresh(
     old_files = manifest["files"]
     replaced = [rel for rel in outputs if (target / rel).is_file()]
     if replaced:
-        old_date = max((old_files.get(rel, {}).get("retrieved", "") for rel in replaced), default="") or "unknown"
+        old_date = (
+            max((old_files.get(rel, {}).get("retrieved", "") for rel in replaced), default="") or "unknown"
+        )
         hist = target / HISTORY / old_date
         n = 1
         while hist.exists() and any((hist / rel).exists() for rel in replaced):

@@ -7,7 +7,7 @@ clouds). One offering is written per (instance type, region):
 - on-demand price: the source's ``Price``, which is the same in every zone of a region (a region whose zones
   disagree is an error, never averaged);
 - spot price: the lowest ``SpotPrice`` over the region's zones (AWS and GCP list spot per zone), because a user
-  who asks for spot can pick the zone. A spot price above the on-demand price (seen for GCP A100-80GB) is not
+  who asks for spot can pick the zone. A spot price above the on-demand price (seen for GCP A100-80GB) or equal to it (Azure ND H100 v5) is not
   used, and the row's note says so.
 
 Rows are skipped, and counted by reason in :class:`ParseResult.skipped`, when the catalog has no device for
@@ -257,12 +257,11 @@ def _classify(
         note = f"{vcpus // per_socket} socket(s) of {per_socket} vCPUs; ram_gb converted from {mem_gib:g} GiB"
         return instance_type, device_id, vcpus // per_socket, vcpus, ram, note
     if name.startswith("tpu-"):
-        for prefix, (device_id, cores, host_chips, vcpu_chip, gb_chip) in _TPU.items():
-            if name.startswith(prefix):
-                break
-        else:
+        prefix = next((p for p in _TPU if name.startswith(p)), None)
+        if prefix is None:
             res.skipped["accelerator with no catalog device"] += 1
             return None
+        device_id, cores, host_chips, vcpu_chip, gb_chip = _TPU[prefix]
         size = int(name[len(prefix) :])
         chips = max(size // cores, 1)
         if chips > host_chips:
@@ -314,11 +313,13 @@ def finish(
     for (instance_type, region), e in sorted(acc.items()):
         spot = min(e.spots) if e.spots else None
         notes = [e.extra_note]
-        if spot is not None and e.on_demand is not None and spot > e.on_demand:
-            notes.append(f"source spot {_money(spot)} is above on-demand, not used")
+        if spot is not None and e.on_demand is not None and spot >= e.on_demand:
+            notes.append(f"source spot {_money(spot)} is not below on-demand, not used")
             spot = None
-        elif spot is not None and e.zones > 1:
-            notes.append(f"spot = lowest of {len(e.spots)} zone prices")
+        elif spot is not None and len(e.spots) > 1:
+            notes.append(f"spot = lowest of {len(e.spots)} zone prices at fetch time")
+        elif spot is not None:
+            notes.append("spot = the source's spot price at fetch time")
         if e.on_demand is None and spot is None:
             result.skipped["no price"] += 1
             continue
@@ -338,7 +339,8 @@ def finish(
                 "reserved_term": "",
                 "source_url": source_url,
                 "retrieved": retrieved,
-                "basis": "datasheet",
+                # a spot price is a market price at fetch time (and a minimum over zones): derived, not listed
+                "basis": "derived" if spot is not None else "datasheet",
                 "note": "; ".join(n for n in notes if n),
             }
         )

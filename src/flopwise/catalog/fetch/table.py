@@ -115,5 +115,9 @@ def read_table(source: str, location: str, text: str, required: Sequence[str]) -
             yield Record(source, location, reader.line_num, dict(zip(header, cells, strict=True)))
     except csv.Error as err:
         raise FetchError(
-            source, location, reader.line_num, None, f"cannot be parsed ({err}); the file is truncated or corrupt"
+            source,
+            location,
+            reader.line_num,
+            None,
+            f"cannot be parsed ({err}); the file is truncated or corrupt",
         ) from None
