@@ -290,3 +290,71 @@ def _parse_text(cloud: str, text: str) -> ParseResult:
 def test_unknown_source_name_suggests():
     result = runner.invoke(app, ["catalog", "refresh", "--check", "--source", "skypilot-lamda"])
     assert result.exit_code == 2 and "skypilot-lambda" in result.output
+
+
+def test_as_of_reads_the_snapshot_of_that_date(tmp_path: Path):
+    from datetime import date
+
+    from flopwise.catalog.fetch.shell import refresh
+    from flopwise.errors import InputError
+
+    target = tmp_path / "cat"
+    target.mkdir()
+    refresh(target, ["skypilot-lambda"], str(SNAP), today=date(2026, 3, 1))
+    changed = tmp_path / "snap"
+    shutil.copytree(SNAP, changed)
+    lam = changed / "skypilot" / "v9-lambda-vms.csv"
+    lam.write_bytes(lam.read_bytes().replace(b",2.29,", b",2.79,"))
+    refresh(target, ["skypilot-lambda"], str(changed), today=date(2026, 6, 1))
+    gh200 = "lambda:gpu_1x_gh200:us-east-1"
+
+    def price(cat):
+        return next(o for o in cat.offerings if o.id == gh200).on_demand_usd_per_h
+
+    assert price(load_catalog(target)) == Decimal("2.79")
+    assert price(load_catalog(target, as_of=date(2026, 3, 15))) == Decimal(
+        "2.29"
+    )  # "what did it cost in March"
+    assert price(load_catalog(target, as_of=date(2026, 7, 1))) == Decimal("2.79")
+    with pytest.raises(InputError, match="oldest snapshot of offerings/lambda.csv is from 2026-03-01"):
+        load_catalog(target, as_of=date(2026, 1, 1))
+
+
+def test_plan_as_of_rejects_a_bad_date():
+    result = runner.invoke(
+        app, ["plan", "serve", "--model", "llama-3.1-8b", "--rps", "1", "--as-of", "March"]
+    )
+    assert result.exit_code == 2 and "--as-of" in result.output
+
+
+def test_stale_prices_are_said_in_assumptions_and_on_the_table(monkeypatch):
+    # with a 1-day threshold every shipped price is stale after a day; FLOPWISE_STALE_DAYS configures it
+    from datetime import date, timedelta
+
+    from flopwise.catalog import staleness
+
+    class _Later(date):
+        @classmethod
+        def today(cls):
+            return date(2026, 12, 6) + timedelta(days=2)
+
+    monkeypatch.setattr(staleness, "date", _Later)
+    monkeypatch.setenv("FLOPWISE_STALE_DAYS", "1")
+    args = ["plan", "serve", "--model", "llama-3.1-8b", "--rps", "1", "--top", "3"]
+    data = json.loads(runner.invoke(app, [*args, "--json"]).output)
+    note = data["assumptions"]["data_age"]["stale"]
+    assert note.startswith("stale: the ") and "over 1)" in note
+    assert all(o["stale"] for o in data["options"] if o["price_retrieved"])
+    table = runner.invoke(app, args, env={"COLUMNS": "250"})
+    assert "stale: the" in table.output
+    monkeypatch.setenv("FLOPWISE_STALE_DAYS", "365")
+    fresh = json.loads(runner.invoke(app, [*args, "--json"]).output)
+    assert fresh["assumptions"]["data_age"]["stale"] is None
+
+
+def test_catalog_status_flags_stale_sources(monkeypatch):
+    result = runner.invoke(app, ["catalog", "status", "--json", "--stale-days", "1"])
+    assert result.exit_code == 0
+    rows = json.loads(result.output)["sources"]
+    assert {r["provider"] for r in rows} >= {"aws", "lambda", "oci", "coreweave", "gcp"}
+    assert all(r["rows"] > 0 and r["age_days"] >= 0 for r in rows)

@@ -13,6 +13,7 @@ Standard library only; loading the built-in catalog imports no numpy.
 from __future__ import annotations
 
 import os
+from datetime import date
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -93,7 +94,7 @@ class Catalog:
 _BUILTIN_CATALOG: list[Catalog] = []
 
 
-def load_catalog(catalog_dir: str | os.PathLike[str] | None = None) -> Catalog:
+def load_catalog(catalog_dir: str | os.PathLike[str] | None = None, as_of: date | None = None) -> Catalog:
     """The built-in catalog, overridden and extended by *catalog_dir* (or ``$FLOPWISE_CATALOG_DIR`` when
     *catalog_dir* is None).
 
@@ -101,10 +102,16 @@ def load_catalog(catalog_dir: str | os.PathLike[str] | None = None) -> Catalog:
     ``onprem.csv``) equals a built-in one replaces it, new ids add. Every file is validated, and so are
     the references between them after the merge. The built-in catalog alone is cached per process.
 
+    With *as_of*, each file that ``catalog refresh`` keeps history for is read as it was on that date: the
+    newest snapshot retrieved on or before it (current files or ``history/<date>/``), so a plan can answer
+    "what did this cost in March". A date older than every snapshot raises InputError naming the oldest.
+
     Raises CatalogFileError naming the file, line and field of the first bad value.
     """
     if catalog_dir is None:
         catalog_dir = os.environ.get(CATALOG_DIR_ENV) or None
+    if as_of is not None:
+        return _load_as_of(catalog_dir, as_of)
     builtin = read_builtin()
     if catalog_dir is None:
         if not _BUILTIN_CATALOG:
@@ -115,3 +122,52 @@ def load_catalog(catalog_dir: str | os.PathLike[str] | None = None) -> Catalog:
     if replaced:
         builtin = builtin.without_files(replaced)
     return Catalog(builtin.merged_with(user), (str(BUILTIN_DATA_DIR), str(Path(catalog_dir))))
+
+
+def _snapshot_dates(root: Path) -> dict[str, list[tuple[str, Path]]]:
+    """``{relpath: [(retrieved, folder)]}`` over the current files and every ``history/*`` snapshot of *root*."""
+    out: dict[str, list[tuple[str, Path]]] = {}
+    folders = [root]
+    if (root / "history").is_dir():
+        folders += sorted(p for p in (root / "history").iterdir() if p.is_dir())
+    for folder in folders:
+        for rel, info in refreshed_files(folder).items():
+            if (folder / rel).is_file() and isinstance(info, dict) and info.get("retrieved"):
+                out.setdefault(rel, []).append((str(info["retrieved"]), folder))
+    return out
+
+
+def _load_as_of(catalog_dir: str | os.PathLike[str] | None, as_of: date) -> Catalog:
+    from flopwise.catalog.loader import read_offerings, read_regions
+    from flopwise.errors import InputError
+
+    day = as_of.isoformat()
+    builtin = read_builtin()
+    if catalog_dir is None:
+        oldest = min((o.retrieved for o in builtin.offerings.values()), default=day)
+        if oldest > day:
+            raise InputError(
+                "--as-of",
+                day,
+                f"the built-in prices were retrieved {oldest} and keep no history; refresh into a catalog "
+                "directory (--catalog DIR) to keep snapshots, or give a date on or after "
+                f"{oldest}",
+            )
+        return load_catalog(None)
+    root = Path(catalog_dir)
+    data = builtin.merged_with(read_catalog_dir(root)) if root.is_dir() else builtin
+    for rel, versions in sorted(_snapshot_dates(root).items()):
+        usable = [v for v in versions if v[0] <= day]
+        if not usable:
+            first = min(v[0] for v in versions)
+            raise InputError(
+                "--as-of", day, f"the oldest snapshot of {rel} is from {first}; give a later date"
+            )
+        _, folder = max(usable, key=lambda v: v[0])
+        data = data.without_files([rel])  # the built-in and the current copy alike
+        reader = read_regions if rel == "regions.csv" else read_offerings
+        kind, target = ("region", data.regions) if rel == "regions.csv" else ("offering", data.offerings)
+        for record, path, line in reader(folder / rel):
+            target[record.id] = record
+            data.origins[(kind, record.id)] = (path, line)
+    return Catalog(data, (str(BUILTIN_DATA_DIR), str(root)))
