@@ -13,8 +13,8 @@ Standard library only; loading the built-in catalog imports no numpy.
 from __future__ import annotations
 
 import os
-from datetime import date
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from types import MappingProxyType
 
