@@ -100,8 +100,28 @@ def offerings(
         return
     from rich.table import Table
 
-    t = Table(title=f"{len(rows)} offerings (USD per instance-hour)")
-    for col in ("provider", "instance", "region", "device", "count", "on-demand", "spot", "reserved"):
+    from flopwise.catalog.staleness import is_stale, stale_days_setting
+
+    days = stale_days_setting()
+    stale = sum(is_stale(o.retrieved, stale_days=days) for o in rows)
+    t = Table(
+        title=f"{len(rows)} offerings (USD per instance-hour)",
+        caption=f"[yellow]{stale} of {len(rows)} prices retrieved over {days} days ago (STALE); run "
+        "`flopwise catalog refresh`[/yellow]"
+        if stale
+        else None,
+    )
+    for col in (
+        "provider",
+        "instance",
+        "region",
+        "device",
+        "count",
+        "on-demand",
+        "spot",
+        "reserved",
+        "retrieved",
+    ):
         t.add_column(
             col,
             justify="right" if col in ("count", "on-demand", "spot", "reserved") else "left",
@@ -117,6 +137,7 @@ def offerings(
             fmt_num(o.on_demand_usd_per_h),
             fmt_num(o.spot_usd_per_h),
             fmt_num(o.reserved_usd_per_h) + (f" ({o.reserved_term})" if o.reserved_usd_per_h else ""),
+            o.retrieved + (" STALE" if is_stale(o.retrieved, stale_days=days) else ""),
         )
     stdout_console().print(t)
 
