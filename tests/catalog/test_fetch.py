@@ -113,6 +113,11 @@ def test_one_value_per_grid_finland():
     regions = load_catalog().regions
     assert regions["nebius:eu-north1"].grid_gco2e_per_kwh == regions["gcp:europe-north1"].grid_gco2e_per_kwh
     assert regions["fluidstack:FINLAND"].grid_gco2e_per_kwh == regions["gcp:europe-north1"].grid_gco2e_per_kwh
+    assert regions["nebius:eu-west1"].grid_gco2e_per_kwh == regions["gcp:europe-west9"].grid_gco2e_per_kwh
+    # every region that names a grid reads exactly that grid's value
+    for r in read_region_grids().values():
+        if r.grid != r.id and r.grid in regions:  # (countries without a row of their own are not compared)
+            assert regions[r.id].grid_gco2e_per_kwh == regions[r.grid].grid_gco2e_per_kwh, r.id
 
 
 def test_device_fixes():
