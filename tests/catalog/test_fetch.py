@@ -169,6 +169,22 @@ def test_refresh_never_writes_into_the_package():
     result = runner.invoke(app, ["catalog", "refresh", "--from", str(SNAP)], env={"FLOPWISE_CATALOG_DIR": ""})
     assert result.exit_code == 2
     assert "--catalog" in result.output
+    before = (BUILTIN_DATA_DIR / "offerings" / "lambda.csv").read_bytes()
+    into_package = runner.invoke(
+        app,
+        [
+            "catalog",
+            "refresh",
+            "--from",
+            str(SNAP),
+            "--catalog",
+            str(BUILTIN_DATA_DIR),
+            "--source",
+            "skypilot-lambda",
+        ],
+    )
+    assert into_package.exit_code == 2 and "installed package" in into_package.output
+    assert (BUILTIN_DATA_DIR / "offerings" / "lambda.csv").read_bytes() == before
 
 
 def test_check_exits_nonzero_when_the_shipped_catalog_differs(tmp_path: Path):

@@ -220,6 +220,14 @@ def refresh(
         raise InputError("--from", from_, "give a folder that exists or an http(s) base URL")
     target = Path(catalog_dir) if catalog_dir else None
     if target is not None:
+        from flopwise.catalog.loader import BUILTIN_DATA_DIR
+
+        if target.resolve() == BUILTIN_DATA_DIR.resolve():
+            raise InputError(
+                "--catalog",
+                catalog_dir,
+                "is the installed package's data folder; give your own catalog directory",
+            )
         target.mkdir(parents=True, exist_ok=True)
     result = run_refresh(target, source or None, from_, check=check)
     if json_out:
