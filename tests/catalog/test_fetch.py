@@ -43,8 +43,6 @@ def _parse(cloud: str, path: Path) -> ParseResult:
         path.read_text(encoding="utf-8"),
         source=f"skypilot-{cloud}",
         location=str(path),
-        source_url="https://example.org/vms.csv",
-        retrieved="2026-12-06",
         known_regions=read_region_grids(),
         into=acc,
         result=res,
@@ -308,8 +306,6 @@ def _parse_text(cloud: str, text: str) -> ParseResult:
         text,
         source=f"skypilot-{cloud}",
         location="mem",
-        source_url="https://example.org/vms.csv",
-        retrieved="2026-12-06",
         known_regions=read_region_grids(),
     )
 

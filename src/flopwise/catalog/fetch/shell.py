@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from flopwise.catalog.fetch import SOURCES, Source, read_region_grids, rows_to_csv
+from flopwise.catalog.fetch import SOURCES, Source, SourceFile, read_region_grids, rows_to_csv
 from flopwise.catalog.fetch.carbon import parse_gcp_carbon, parse_owid
 from flopwise.catalog.fetch.diff import CatalogDiff, diff_rows
 from flopwise.catalog.fetch.regions import build_regions
@@ -115,7 +115,7 @@ def fetch_text(source: str, location: str) -> str:
         raise FetchError(source, location, None, None, f"is not UTF-8 text ({err.reason})") from None
 
 
-def _locate(source: Source, origin: str | None) -> list[tuple[str, str, object]]:
+def _locate(source: Source, origin: str | None) -> list[tuple[str, str, SourceFile]]:
     """(location, source_url, SourceFile) per file of *source* that is to be read."""
     out = []
     for f in source.files:
@@ -178,7 +178,7 @@ def _render(
             result = ParseResult()
             url0 = files[0][1]
             for location, url, f in files:
-                text = _fetch_optional(source, location, f.required)  # type: ignore[attr-defined]
+                text = _fetch_optional(source, location, f.required)
                 if text is None:
                     continue
                 parse_vms(
@@ -186,9 +186,8 @@ def _render(
                     text,
                     source=source.name,
                     location=location,
-                    source_url=url,
-                    retrieved=retrieved,
                     known_regions=registry,
+                    source_url=url,
                     into=acc,
                     result=result,
                 )
@@ -206,7 +205,7 @@ def _render(
             )
         elif source.kind == "gcp-carbon":
             for location, url, f in files:
-                gcp_files.append((f.year, location, url, fetch_text(source.name, location)))  # type: ignore[attr-defined]
+                gcp_files.append((f.year, location, url, fetch_text(source.name, location)))
         else:
             location, url, _ = files[0]
             owid = (location, url, fetch_text(source.name, location))

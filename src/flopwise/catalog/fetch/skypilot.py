@@ -166,6 +166,7 @@ class _Acc:
     spots: list[Decimal]
     zones: int
     extra_note: str
+    source_url: str = ""
 
 
 def _money(value: Decimal) -> str:
@@ -179,9 +180,8 @@ def parse_vms(
     *,
     source: str,
     location: str,
-    source_url: str,
-    retrieved: str,
     known_regions: Iterable[str],
+    source_url: str = "",
     into: dict[tuple[str, str], _Acc] | None = None,
     result: ParseResult | None = None,
 ) -> ParseResult:
@@ -189,7 +189,8 @@ def parse_vms(
     the CPU extract) are merged by passing the same *into* and *result*; call :func:`finish` after the last one.
 
     Every line is validated (price not "N/A" nor negative, region known) before any skip, so a broken row
-    never hides behind a skipped accelerator.
+    never hides behind a skipped accelerator. *source_url* is recorded on the rows this file contributes
+    (``finish`` falls back to its own *source_url*).
     """
     provider = CLOUD_PROVIDERS[cloud]
     regions = set(known_regions)
@@ -219,7 +220,18 @@ def parse_vms(
         entry = acc.get(key)
         if entry is None:
             entry = acc[key] = _Acc(
-                instance_type, region, device_id, count, vcpus, ram_gb, price, rec.line, [], 0, note
+                instance_type,
+                region,
+                device_id,
+                count,
+                vcpus,
+                ram_gb,
+                price,
+                rec.line,
+                [],
+                0,
+                note,
+                source_url,
             )
         elif entry.on_demand != price:
             raise rec.fail(
@@ -230,7 +242,6 @@ def parse_vms(
         entry.zones += 1
         if spot is not None:
             entry.spots.append(spot)
-    del source_url, retrieved  # used by finish()
     return res
 
 
@@ -337,7 +348,7 @@ def finish(
                 "spot_usd_per_h": _money(spot) if spot is not None else "",
                 "reserved_usd_per_h": "",
                 "reserved_term": "",
-                "source_url": source_url,
+                "source_url": e.source_url or source_url,
                 "retrieved": retrieved,
                 # a spot price is a market price at fetch time (and a minimum over zones): derived, not listed
                 "basis": "derived" if spot is not None else "datasheet",
