@@ -100,7 +100,7 @@ def data_age(
     prices: list[tuple[str, str]] = []
     grids: list[tuple[str, str]] = []
     for provider, instance_type, region_id in used:
-        if provider and instance_type and region_id:
+        if provider and instance_type and region_id and ":" in region_id:
             offering = by_id.get(f"{provider}:{instance_type}:{region_id.split(':', 1)[1]}")
             if offering is not None and offering.retrieved:
                 prices.append((f"the {offering.id} price", offering.retrieved))

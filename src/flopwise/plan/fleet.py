@@ -1199,6 +1199,9 @@ def plan_fleet(
         "prepare_s": round(prepared - started, 4),
         "solve_s": round(solved - prepared, 4),
     }
+    from flopwise.catalog.staleness import data_age
+
+    assumptions["data_age"] = data_age(catalog, ((t.provider, t.instance_type, t.region) for t in type_list))
     return FleetPlan(
         spec=spec,
         types=type_list,
