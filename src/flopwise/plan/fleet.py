@@ -1201,7 +1201,9 @@ def plan_fleet(
     }
     from flopwise.catalog.staleness import data_age
 
-    assumptions["data_age"] = data_age(catalog, ((t.provider, t.instance_type, t.region) for t in type_list))
+    # the hardware the solution buys (units per type); every type considered when there is no solution
+    used = [t for t, n in zip(type_list, solution.units, strict=False) if n] or type_list
+    assumptions["data_age"] = data_age(catalog, ((t.provider, t.instance_type, t.region) for t in used))
     return FleetPlan(
         spec=spec,
         types=type_list,
