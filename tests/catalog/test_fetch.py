@@ -323,7 +323,11 @@ def test_as_of_reads_the_snapshot_of_that_date(tmp_path: Path):
 
     target = tmp_path / "cat"
     target.mkdir()
+    # only Lambda refreshed: the other files hold no price from before the date, so the answer is refused
     refresh(target, ["skypilot-lambda"], str(SNAP), today=date(2026, 3, 1))
+    with pytest.raises(InputError, match=r"offerings/aws.csv \(\d+ rows\)"):
+        load_catalog(target, as_of=date(2026, 3, 15))
+    refresh(target, None, str(SNAP), today=date(2026, 3, 1))
     changed = tmp_path / "snap"
     shutil.copytree(SNAP, changed)
     lam = changed / "skypilot" / "v9-lambda-vms.csv"
@@ -339,7 +343,7 @@ def test_as_of_reads_the_snapshot_of_that_date(tmp_path: Path):
         "2.29"
     )  # "what did it cost in March"
     assert price(load_catalog(target, as_of=date(2026, 7, 1))) == Decimal("2.79")
-    with pytest.raises(InputError, match="oldest snapshot of offerings/lambda.csv is from 2026-03-01"):
+    with pytest.raises(InputError, match="oldest snapshot of offerings/aws.csv is from 2026-03-01"):
         load_catalog(target, as_of=date(2026, 1, 1))
 
 

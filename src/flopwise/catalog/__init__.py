@@ -144,15 +144,7 @@ def _load_as_of(catalog_dir: str | os.PathLike[str] | None, as_of: date) -> Cata
     day = as_of.isoformat()
     builtin = read_builtin()
     if catalog_dir is None:
-        oldest = min((o.retrieved for o in builtin.offerings.values()), default=day)
-        if oldest > day:
-            raise InputError(
-                "--as-of",
-                day,
-                f"the built-in prices were retrieved {oldest} and keep no history; refresh into a catalog "
-                "directory (--catalog DIR) to keep snapshots, or give a date on or after "
-                f"{oldest}",
-            )
+        _check_not_newer(builtin, day)
         return load_catalog(None)
     root = Path(catalog_dir)
     data = builtin.merged_with(read_catalog_dir(root)) if root.is_dir() else builtin
@@ -170,4 +162,26 @@ def _load_as_of(catalog_dir: str | os.PathLike[str] | None, as_of: date) -> Cata
         for record, path, line in reader(folder / rel):
             target[record.id] = record
             data.origins[(kind, record.id)] = (path, line)
+    _check_not_newer(data, day)
     return Catalog(data, (str(BUILTIN_DATA_DIR), str(root)))
+
+
+def _check_not_newer(data: CatalogData, day: str) -> None:
+    """Refuse an as-of answer built on prices or intensities retrieved after *day* (no silent substitution)."""
+    from flopwise.errors import InputError
+
+    newer: dict[str, int] = {}
+    for kind, records in (("offering", data.offerings), ("region", data.regions)):
+        for key, record in records.items():
+            if record.retrieved > day:
+                path = Path(data.origins[(kind, key)][0])
+                label = f"{path.parent.name}/{path.name}" if path.parent.name == "offerings" else path.name
+                newer[label] = newer.get(label, 0) + 1
+    if newer:
+        files = ", ".join(f"{name} ({n} rows)" for name, n in sorted(newer.items()))
+        raise InputError(
+            "--as-of",
+            day,
+            f"these files hold prices or intensities retrieved after it and no older snapshot: {files}; "
+            "refresh them into your catalog directory (--catalog DIR) so that history starts, or give a later date",
+        )
