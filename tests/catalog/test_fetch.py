@@ -398,3 +398,14 @@ def test_refresh_of_every_source_is_fast(tmp_path: Path):
         time.perf_counter() - t < 10.0
     )  # target: full snapshots in under 10 s (bench/bench_catalog.py: 0.6 s)
     assert {s.name for s in result.sources} >= {"skypilot-aws", "skypilot-gcp", "gcp-carbon+owid-carbon"}
+
+
+def test_estimate_says_when_its_price_is_stale():
+    # CoreWeave's hand-entered prices were retrieved 2025-03-01: over 90 days before the shipped fetch date
+    args = ["estimate", "serve", "--model", "llama-3.1-8b", "--device", "h100", "--provider", "coreweave"]
+    data = json.loads(runner.invoke(app, [*args, "--json"]).output)
+    age = data["assumptions"]["data_age"]
+    assert age["price_retrieved"] == "2025-03-01"
+    assert age["stale"].startswith("stale: the coreweave:gd-8xh100ib-i128:us price")
+    table = runner.invoke(app, args, env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "STALE" in table.output
