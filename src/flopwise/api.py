@@ -40,6 +40,27 @@ class _Context:
     region: Region | None
     warnings: tuple[str, ...] = field(default=())
 
+    def data_age(self) -> dict[str, Any]:
+        """How old the price and grid intensity behind this estimate are (see catalog.staleness)."""
+        from flopwise.catalog.staleness import stale_days_setting, stale_note
+
+        offering = self.price.offering if self.price is not None else None
+        onprem = self.price.onprem if self.price is not None else None
+        items = []
+        if offering is not None:
+            items.append((f"the {offering.id} price", offering.retrieved))
+        elif onprem is not None:
+            items.append((f"the on-prem {onprem.device_id} purchase price", onprem.retrieved))
+        if self.region is not None:
+            items.append((f"the {self.region.id} grid intensity", self.region.retrieved))
+        days = stale_days_setting()
+        return {
+            "stale_days": days,
+            "price_retrieved": items[0][1] if items and (offering or onprem) else None,
+            "grid_retrieved": self.region.retrieved if self.region is not None else None,
+            "stale": stale_note(items, stale_days=days),
+        }
+
     def header(self) -> dict[str, Any]:
         return {
             "model": self.model.id,
@@ -64,6 +85,7 @@ class TrainReport:
         out["warnings"] = list(self.context.warnings) + list(body.get("warnings", []))
         if self.layout_note:
             out["assumptions"] = {**out.get("assumptions", {}), "layout": self.layout_note}
+        out["assumptions"] = {**out.get("assumptions", {}), "data_age": self.context.data_age()}
         return out
 
 
@@ -78,6 +100,7 @@ class ServeReport:
         body = self.estimate.to_dict()
         out = {**self.context.header(), **body}
         out["warnings"] = list(self.context.warnings) + list(body.get("warnings", []))
+        out["assumptions"] = {**out.get("assumptions", {}), "data_age": self.context.data_age()}
         return out
 
 

@@ -140,6 +140,9 @@ def _render(title: str, data: dict[str, Any], rows: tuple[tuple[str, str], ...])
         )
     if data.get("region"):
         assumptions["region"] = f"{data['region']} ({fmt_num(data.get('grid_gco2e_per_kwh'))} gCO2e/kWh)"
+    age = assumptions.pop("data_age", None)
+    if isinstance(age, dict) and age.get("stale"):
+        assumptions["STALE"] = age["stale"]
     if assumptions:
         a = Table(title="assumptions", title_justify="left", show_header=False)
         a.add_column("name")

@@ -38,6 +38,29 @@ ProvidersOpt = Annotated[
 ]
 RegionsOpt = Annotated[list[str] | None, typer.Option("--regions", help="Only these regions (repeatable).")]
 TopOpt = Annotated[int, typer.Option("--top", help="How many options to show.")]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Price with the catalog as it was on this date (YYYY-MM-DD): the newest refreshed snapshot "
+        "on or before it.",
+        show_default=False,
+    ),
+]
+
+
+def _as_of(value: str | None):
+    """The --as-of date, or None. A malformed date is bad input naming the field."""
+    if value is None:
+        return None
+    from datetime import date
+
+    from flopwise.errors import InputError
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InputError("--as-of", value, "write a date as YYYY-MM-DD, e.g. 2026-03-15") from None
 
 
 def _split(values: Sequence[str] | None) -> list[str] | None:
@@ -64,10 +87,12 @@ _LEFT = (
 )
 
 
-def _table(title: str, rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+def _table(
+    title: str, rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], caption: str | None = None
+) -> None:
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
+    t = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     for _, label in columns:
         t.add_column(
             label,
@@ -84,6 +109,12 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in value.items())
     return fmt_num(value)
+
+
+def _stale_caption(data: dict[str, Any]) -> str | None:
+    """The stale-data sentence of a plan's assumptions, shown under its table."""
+    note = ((data.get("assumptions") or {}).get("data_age") or {}).get("stale")
+    return f"[yellow]{note}[/yellow]" if note else None
 
 
 def _messages(data: dict[str, Any]) -> None:
@@ -155,6 +186,7 @@ def serve(
     ] = False,
     json_out: JsonFlag = False,
     catalog_dir: CatalogDir = None,
+    as_of: AsOfOpt = None,
 ) -> None:
     """Rank every device, count, quantization and price basis that serves the traffic within the SLO."""
     from flopwise.catalog import load_catalog
@@ -171,7 +203,7 @@ def serve(
         ttft_p95_ms=ttft_p95_ms,
         tpot_p95_ms=tpot_p95_ms,
     )
-    catalog = load_catalog(catalog_dir)
+    catalog = load_catalog(catalog_dir, as_of=_as_of(as_of))
     plan = plan_serve(
         workload,
         catalog,
@@ -197,6 +229,7 @@ def serve(
         f"plan serve {arch.id}: {rps:g} req/s, {input_tokens} in / {output_tokens} out, best by {objective}",
         [_serve_row(o) for o in data["options"]],
         SERVE_COLUMNS,
+        caption=_stale_caption(data),
     )
     if data.get("rejected"):
         _table("strongest rejected alternatives", data["rejected"][:top], REJECT_COLUMNS)
@@ -290,6 +323,7 @@ def train(
     database_url: DatabaseUrlOpt = None,
     json_out: JsonFlag = False,
     catalog_dir: CatalogDir = None,
+    as_of: AsOfOpt = None,
 ) -> None:
     """Device type, count and parallelism that fit, with time, cost, energy and CO2; cloud vs on-prem."""
     from decimal import Decimal, InvalidOperation
@@ -317,7 +351,7 @@ def train(
     plan = plan_train(
         arch,
         n_tokens,
-        load_catalog(catalog_dir),
+        load_catalog(catalog_dir, as_of=_as_of(as_of)),
         method=method,
         deadline_s=deadline_s,
         budget_usd=budget,
@@ -340,6 +374,7 @@ def train(
         f"plan train {arch.id}: {n_tokens:.3g} tokens ({method}), best by {objective}",
         [_train_row(o) for o in data["options"][:top]],
         TRAIN_COLUMNS,
+        caption=_stale_caption(data),
     )
     if data.get("rejected"):
         _table(

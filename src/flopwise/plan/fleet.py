@@ -1210,6 +1210,11 @@ def plan_fleet(
         "prepare_s": round(prepared - started, 4),
         "solve_s": round(solved - prepared, 4),
     }
+    from flopwise.catalog.staleness import data_age
+
+    # the hardware the solution buys (units per type); every type considered when there is no solution
+    used = [t for t, n in zip(type_list, solution.units, strict=False) if n] or type_list
+    assumptions["data_age"] = data_age(catalog, ((t.provider, t.instance_type, t.region) for t in used))
     return FleetPlan(
         spec=spec,
         types=type_list,

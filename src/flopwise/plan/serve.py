@@ -441,26 +441,28 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
     n = len(cands)
     tp = np.array([c.device_count for c in cands], dtype=float)
     reps = replicas_cfg[cidx]
-    pue = np.empty(n)
-    grid = np.empty(n)
-    cost_replica = np.empty(n)
-    cost_total = np.empty(n)
-    instances = np.zeros(n)
-    for i, c in enumerate(cands):
-        j = cidx[i]
-        if c.onprem is not None:
-            pue[i] = c.onprem.pue
-            per_dev = onprem_usd_per_device_h(c.onprem, float(wall_w_per_device[j]), c.onprem.pue)
-            cost_replica[i] = per_dev * c.device_count
-            cost_total[i] = cost_replica[i] * reps[i]
-        else:
-            assert c.offering is not None and c.usd_per_device_h is not None
-            pue[i] = c.region.pue if c.region is not None else en.DEFAULT_PUE
-            per_dev = float(c.usd_per_device_h)
-            cost_replica[i] = per_dev * c.device_count
-            instances[i] = math.ceil(reps[i] * c.device_count / c.offering.device_count - 1e-9)
-            cost_total[i] = per_dev * c.offering.device_count * instances[i]
-        grid[i] = c.region.grid_gco2e_per_kwh if c.region is not None else DEFAULT_GRID_GCO2E_PER_KWH
+    # cloud candidates vectorized (a catalog holds thousands of offerings); on-prem ones (few) in a loop
+    grid = np.array(
+        [c.region.grid_gco2e_per_kwh if c.region is not None else DEFAULT_GRID_GCO2E_PER_KWH for c in cands]
+    )
+    pue = np.array(
+        [
+            c.onprem.pue if c.onprem is not None else (c.region.pue if c.region is not None else en.DEFAULT_PUE)
+            for c in cands
+        ]
+    )
+    cloud = np.array([c.onprem is None for c in cands], dtype=bool)
+    per_dev = np.array([float(c.usd_per_device_h) if c.onprem is None else 0.0 for c in cands])  # type: ignore[arg-type]
+    unit = np.array([c.offering.device_count if c.onprem is None else 1 for c in cands], dtype=float)  # type: ignore[union-attr]
+    cost_replica = per_dev * tp
+    instances = np.where(cloud, np.ceil(reps * tp / unit - 1e-9), 0.0)
+    cost_total = per_dev * unit * instances
+    for i in np.flatnonzero(~cloud).tolist():
+        c = cands[i]
+        assert c.onprem is not None
+        per_dev_onprem = onprem_usd_per_device_h(c.onprem, float(wall_w_per_device[cidx[i]]), c.onprem.pue)
+        cost_replica[i] = per_dev_onprem * c.device_count
+        cost_total[i] = cost_replica[i] * reps[i]
     out_tokens_per_h = workload.rps * workload.output_tokens * S_PER_H
     kwh_per_h = wall_w_per_device[cidx] * tp * reps * pue / KILO
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -629,6 +631,7 @@ def _option(table: CapacityTable, i: int, workload: ServeWorkload) -> dict:
         "source_url": c.offering.source_url
         if c.offering is not None
         else (c.onprem.source_url if c.onprem else ""),
+        "price_retrieved": c.offering.retrieved if c.offering is not None else None,
     }
 
 
@@ -660,6 +663,19 @@ def _rejected(table: CapacityTable, i: int) -> dict:
         "shortfall_unit": table.shortfall_unit[i],
         "meets_slo": False,
     }
+
+
+def _objective_key_at(objective: str, table: CapacityTable, i: int) -> tuple:
+    """``_objective_key`` of candidate *i* without building its option dict (same fields, same rounding)."""
+    c = table.candidates[i]
+    cost = float(_instance_cost(c, int(table.instances[i]), float(table.cost_per_hour_usd[i])))
+    if objective == "cost":
+        return (cost, round(float(table.ttft_p95_ms[i]), 1))
+    if objective == "energy":
+        return (round(float(table.energy_per_1m_tokens_kwh[i]), 4), cost)
+    if objective == "co2":
+        return (round(float(table.co2e_per_1m_tokens_kg[i]), 4), cost)
+    return (round(float(table.ttft_p95_ms[i]), 1), round(float(table.tpot_p95_ms[i]), 2), cost)
 
 
 def _objective_key(objective: str, opt: dict) -> tuple:
@@ -756,11 +772,17 @@ def plan_serve(
     table = replica_capacity(workload, space.candidates)
     feas = np.flatnonzero(table.feasible)
     best: dict[tuple, dict] = {}
+    # the best candidate per group, compared on the few rounded fields the objective reads; the full option
+    # dict is built for the winners only (a catalog holds thousands of offerings)
+    winners: dict[tuple, tuple[tuple, int]] = {}
     for i in feas.tolist():
-        opt = _option(table, i, workload)
-        key = (opt["device"], opt["tensor_parallel"], opt["quant"], opt["pricing"], opt["provider"])
-        if key not in best or _objective_key(objective, opt) < _objective_key(objective, best[key]):
-            best[key] = opt
+        c = table.candidates[i]
+        key = (c.device.id, c.device_count, c.quant, c.pricing, c.provider)
+        rank_key = _objective_key_at(objective, table, i)
+        if key not in winners or rank_key < winners[key][0]:
+            winners[key] = (rank_key, i)
+    for key, (_, i) in winners.items():
+        best[key] = _option(table, i, workload)
     all_opts = sorted(best.values(), key=lambda o: _objective_key(objective, o))
     for rank, o in enumerate(all_opts, 1):
         o["rank"] = rank
@@ -823,6 +845,13 @@ def plan_serve(
             if rej
             else ""
         )
+    from flopwise.catalog.staleness import data_age, is_stale
+
+    assumptions["data_age"] = data_age(
+        catalog, ((o["provider"], o["instance_type"], o["region"]) for o in options)
+    )
+    for o in options:
+        o["stale"] = is_stale(o["price_retrieved"], stale_days=assumptions["data_age"]["stale_days"])
     return ServePlan(
         workload,
         objective,

@@ -1118,6 +1118,9 @@ def _train_assumptions(
         "cloud_vs_onprem": cloud_vs_onprem,
         "warnings": sorted(warnings),
     }
+    from flopwise.catalog.staleness import data_age
+
+    assumptions["data_age"] = data_age(catalog, ((o.provider, o.instance_type, o.region) for o in options))
     if "spot" in kinds:
         interval, write_s = inp.checkpoint_interval_s, inp.checkpoint_write_s
         assumptions["spot"] = {
