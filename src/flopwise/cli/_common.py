@@ -28,7 +28,6 @@ import functools
 import inspect
 import json
 import math
-import os
 import re
 import sys
 from collections.abc import Callable, Mapping

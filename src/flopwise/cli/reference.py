@@ -48,9 +48,8 @@ def render_reference() -> str:
     """The whole reference as Markdown."""
     import typer
 
-    from flopwise.cli.main import app
-
     from flopwise.cli._common import EXIT_CODES
+    from flopwise.cli.main import app
 
     root = typer.main.get_command(app)
     out = [HEADER, "| code | name | meaning |\n| --- | --- | --- |"]
