@@ -90,7 +90,7 @@ def _plain(value: Any) -> Any:
 def _session(database_url: str | None):
     from flopwise.store import make_engine, make_session_factory, read_session, upgrade
 
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, must_exist=True)
     upgrade(engine)
     return engine, read_session(make_session_factory(engine))
 
@@ -263,7 +263,7 @@ def deliver(
     from flopwise.store import make_engine, make_session_factory, upgrade, write_session
     from flopwise.store.types import utcnow
 
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, must_exist=True)
     try:
         upgrade(engine)
         factory = make_session_factory(engine)

@@ -237,7 +237,7 @@ def verify_cmd(
 
     expected_head = _parse_anchor(anchor)
     url = _settings(database_url).resolved_database_url()
-    engine = make_engine(url)
+    engine = make_engine(url, must_exist=True)
     try:
         if current_revision(engine) is None:
             _fail(
