@@ -294,7 +294,9 @@ def _check_serving_shape(arch: ModelArch, device_count: int, options: dict[str, 
         )
 
 
-def _refuse_batch(ctx: _Context, device_count: int, batch: int, price: dict[str, Any], options: dict[str, Any]):
+def _refuse_batch(
+    ctx: _Context, device_count: int, batch: int, price: dict[str, Any], options: dict[str, Any]
+):
     """A batch that does not fit in memory is an error naming the largest batch that does (bisection over the
     same estimator), not a warning beside a cheaper cost per token that no server could deliver."""
     from flopwise.errors import InputError

@@ -145,7 +145,9 @@ def parse_nvidia_smi_samples(
             power = next((p for p in (num(f) for f in _POWER_FIELDS) if p is not None), None)
             name = row.get("name", ("", None))[0].strip() or None
             device = _device(catalog, name, devices)
-            check_power_w(power, "power.draw", device.tdp_w if device else None, device.id if device else None)
+            check_power_w(
+                power, "power.draw", device.tdp_w if device else None, device.id if device else None
+            )
             index_text = row.get("index", ("", None))[0].strip()
             yield GpuSample(
                 timestamp=ts,

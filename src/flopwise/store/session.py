@@ -139,7 +139,9 @@ def make_engine(
         database = url.database or ""
         is_memory = database in ("", ":memory:") or database.startswith("file::memory:")
         if not is_memory and not url.query.get("uri"):
-            _check_sqlite_path(Path(database).expanduser(), url, is_default=url == default, must_exist=must_exist)
+            _check_sqlite_path(
+                Path(database).expanduser(), url, is_default=url == default, must_exist=must_exist
+            )
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
     else:
         options["pool_pre_ping"] = True
@@ -157,11 +159,15 @@ def _check_sqlite_path(path: Path, url: URL, *, is_default: bool, must_exist: bo
     shown = url.render_as_string(hide_password=True)
     fix = "fix the path (--database-url or FLOPWISE_DATABASE_URL)"
     if must_exist and not path.is_file():
-        raise InputError("database URL", shown, f"there is no database file at {path}; {fix}, or ingest first")
+        raise InputError(
+            "database URL", shown, f"there is no database file at {path}; {fix}, or ingest first"
+        )
     if is_default:
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.parent.is_dir():
-        raise InputError("database URL", shown, f"the directory {path.parent} does not exist; create it or {fix}")
+        raise InputError(
+            "database URL", shown, f"the directory {path.parent} does not exist; create it or {fix}"
+        )
 
 
 def _install_sqlite_hooks(engine: Engine, is_memory: bool) -> None:
