@@ -202,7 +202,9 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     usage error. A database that cannot be reached or read is one line and exit 1.
     """
     signature = inspect.signature(func, eval_str=True)
-    takes_csv = "json_out" in signature.parameters and "csv_out" not in signature.parameters
+    json_param = next((p.name for p in signature.parameters.values() if "--json" in _option_names(p)), None)
+    has_csv = any("--csv" in _option_names(p) for p in signature.parameters.values())
+    takes_csv = json_param is not None and not has_csv
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -215,7 +217,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         )
 
         csv_out = bool(kwargs.pop("csv_out", False)) if takes_csv else False
-        if csv_out and kwargs.get("json_out"):
+        if csv_out and json_param and kwargs.get(json_param):
             _fail("--csv and --json: give one of them", EXIT_BAD_INPUT)
         token = _CSV_MODE.set(csv_out)
         try:
@@ -243,6 +245,17 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {**getattr(func, "__annotations__", {}), "csv_out": CsvFlag}
     return wrapper
+
+
+def _option_names(param: inspect.Parameter) -> set[str]:
+    """The option names ("--json", "-j") a Typer parameter declares in its Annotated metadata."""
+    names: set[str] = set()
+    for meta in getattr(param.annotation, "__metadata__", ()):
+        names.update(getattr(meta, "param_decls", None) or ())
+        first = getattr(meta, "default", None)  # typer.Option("--json", ...) in Annotated: the first name
+        if isinstance(first, str) and first.startswith("-"):
+            names.add(first)
+    return names
 
 
 def database_error_message(err: BaseException) -> str:

@@ -117,13 +117,19 @@ def usage(
 
     if group_by is not None and group_by not in GROUPS:
         raise InputError("--group-by", group_by, f"use one of {', '.join(GROUPS)}")
+    from flopwise.api import DEFAULT_COUNTRY_REGION
+    from flopwise.catalog import load_catalog
+
     start, end = parse_time("from", from_), parse_time("to", to)
+    default_region = dict(load_catalog().regions).get(DEFAULT_COUNTRY_REGION)
     engine, session_cm = _session(database_url)
     try:
         with session_cm as session:
-            report = usage_report(session, group_by, start, end, org_id)
+            report = usage_report(session, group_by, start, end, org_id, default_region=default_region)
     finally:
         engine.dispose()
+    for warning in report["warnings"]:
+        stderr_console().print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     if as_json:
         print_json(_plain(report))
         return
