@@ -252,9 +252,12 @@ def resolve_connection(
         raise InputError(
             f"url (from {url_source})", resolved_url, "give an http:// or https:// URL such as " + DEFAULT_URL
         )
-    return Connection(
-        resolved_url, resolved_token.strip() if resolved_token else None, url_source, token_source
-    )
+    resolved_token = resolved_token.strip() if resolved_token else None
+    if resolved_token is not None and not (resolved_token.isascii() and resolved_token.isprintable()):
+        raise InputError(
+            f"token (from {token_source})", resolved_token, "a token is printable ASCII (fw_...); copy it again"
+        )
+    return Connection(resolved_url, resolved_token, url_source, token_source)
 
 
 # --- the client ---------------------------------------------------------------------------------------------

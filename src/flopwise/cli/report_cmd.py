@@ -227,6 +227,12 @@ def export_focus(
     from flopwise.cli._common import stderr_console
     from flopwise.store.reports import export_focus_csv
 
+    from flopwise.errors import InputError
+
+    if str(file) != "-" and (not file.name or file.is_dir()):
+        raise InputError("FILE", str(file), "give the path of a CSV file to write, or '-' for stdout")
+    if str(file) != "-" and not file.parent.is_dir():
+        raise InputError("FILE", str(file), f"the directory {file.parent} does not exist")
     start, end = parse_time("from", from_), parse_time("to", to)
     engine, session_cm = _session(database_url)
     try:
