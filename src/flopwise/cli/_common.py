@@ -17,7 +17,7 @@ code  name               meaning
 
 Tables: every command that prints a Rich table through ``stdout_console()`` also takes ``--csv`` (added by
 ``handle_errors`` to every command with ``--json``) and never cuts a number or an id: piped, a table is laid out
-at its natural width; on a narrow terminal its cells wrap (fold) instead of ending in an ellipsis.
+at its natural width (one line per row); on a narrow terminal cells wrap (fold) instead of ending in an ellipsis.
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ class _OutputConsole:
             column.overflow = "fold"  # a cell too wide for the terminal wraps; never an ellipsis
         console = self._console
         if not console.is_terminal:
-            # piped or redirected: lay the table out at its natural width, however wide
+            # piped or redirected: the table's natural width, however wide (Rich squeezes columns below their
+            # longest word when the table is wider than the console, so anything narrower could break an id)
             needed = Measurement.get(console, console.options.update(width=10**6), table).maximum
             if needed > console.width:
                 console = Console(width=needed + 1, force_terminal=False)

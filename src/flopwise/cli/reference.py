@@ -13,8 +13,8 @@ HEADER = """# CLI reference
 
 Generated from the code by `python -m flopwise.cli.reference > docs/cli.md`; do not edit by hand.
 Every command that prints results takes `--json` (one JSON object on stdout); every command that prints a
-table also takes `--csv` (each table as CSV on stdout). Piped or redirected, tables are laid out at their
-natural width; on a narrow terminal cells wrap. No number or id is ever cut.
+table also takes `--csv` (each table as CSV on stdout). Piped or redirected, a table is laid out at its natural
+width (one line per row); on a narrow terminal cells wrap. No number or id is ever cut.
 
 ## Exit codes
 

@@ -225,9 +225,8 @@ def export_focus(
 ) -> None:
     """Write the ledger as a FOCUS CSV (FOCUS column names plus x_ columns), streamed."""
     from flopwise.cli._common import stderr_console
-    from flopwise.store.reports import export_focus_csv
-
     from flopwise.errors import InputError
+    from flopwise.store.reports import export_focus_csv
 
     if str(file) != "-" and (not file.name or file.is_dir()):
         raise InputError("FILE", str(file), "give the path of a CSV file to write, or '-' for stdout")
