@@ -255,7 +255,9 @@ def resolve_connection(
     resolved_token = resolved_token.strip() if resolved_token else None
     if resolved_token is not None and not (resolved_token.isascii() and resolved_token.isprintable()):
         raise InputError(
-            f"token (from {token_source})", resolved_token, "a token is printable ASCII (fw_...); copy it again"
+            f"token (from {token_source})",
+            resolved_token,
+            "a token is printable ASCII (fw_...); copy it again",
         )
     return Connection(resolved_url, resolved_token, url_source, token_source)
 

@@ -126,7 +126,9 @@ def _closed_port() -> int:
 
 def test_unreachable_database_is_one_line_and_exit_1(tmp_path: Path):
     url = f"postgresql+psycopg://nobody@127.0.0.1:{_closed_port()}/x?connect_timeout=2"
-    (tmp_path / "focus.csv").write_text("BilledCost,BillingCurrency,ChargePeriodStart,ChargePeriodEnd,ProviderName\n")
+    (tmp_path / "focus.csv").write_text(
+        "BilledCost,BillingCurrency,ChargePeriodStart,ChargePeriodEnd,ProviderName\n"
+    )
     for args in (
         ["ingest", "focus", str(tmp_path / "focus.csv"), "--database-url", url],
         ["report", "usage", "--database-url", url, "--json"],
@@ -141,7 +143,9 @@ def test_sqlite_urls_create_no_directories_and_reads_create_no_file(tmp_path: Pa
     result = run("report", "usage", "--database-url", f"sqlite:///{missing_dir / 'x.db'}")
     assert result.exit_code == 2 and not (tmp_path / "nonexistent").exists()
     (tmp_path / "f.csv").write_text("BilledCost\n")
-    result = run("ingest", "focus", str(tmp_path / "f.csv"), "--database-url", f"sqlite:///{missing_dir / 'x.db'}")
+    result = run(
+        "ingest", "focus", str(tmp_path / "f.csv"), "--database-url", f"sqlite:///{missing_dir / 'x.db'}"
+    )
     assert result.exit_code == 2 and "does not exist" in one_error_line(result)
     assert not (tmp_path / "nonexistent").exists()
     typo = tmp_path / "flopwsie.db"
@@ -255,7 +259,21 @@ def test_exit_code_table_is_complete_and_in_the_docs():
         (["estimate", "train", "-m", "llama-3.1-8b", "-d", "h100", "--tokens", "-5"], 2),
         (["estimate", "serve", "-m", "llama-3.1-8b", "-d", "hopper-9000"], 2),
         (["plan", "train", "-m", "llama-3.1-8b", "--tokens", "1B", "--top", "1"], 0),
-        (["plan", "train", "-m", "llama-3.1-405b", "--tokens", "15T", "--deadline", "1h", "--max-devices", "8"], 4),
+        (
+            [
+                "plan",
+                "train",
+                "-m",
+                "llama-3.1-405b",
+                "--tokens",
+                "15T",
+                "--deadline",
+                "1h",
+                "--max-devices",
+                "8",
+            ],
+            4,
+        ),
         (["plan", "size", "--budget-flops", "1e21"], 0),
         (["plan", "size"], 2),
         (["models", "show", "llama-9"], 2),
