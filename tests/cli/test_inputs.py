@@ -66,6 +66,24 @@ def test_generic_device_names_list_candidates_instead_of_picking_one():
     assert json.loads(run(*SERVE[:4], "-d", "H100", "--json").stdout)["device"] == "h100-sxm"
 
 
+@pytest.mark.parametrize(
+    ("args", "suggestion"),
+    [
+        (["catalog", "devices", "--kind", "gpux"], "'gpu'"),
+        (["catalog", "devices", "--vendor", "nvdia"], "'nvidia'"),
+        (["catalog", "devices", "--segment", "datacentre"], "'datacenter'"),
+        (["catalog", "offerings", "--provider", "awz"], "'aws'"),
+        (["catalog", "regions", "--provider", "awz"], "'aws'"),
+        (["models", "list", "--family", "lama"], "'llama'"),
+    ],
+)
+def test_misspelled_filters_are_errors_not_empty_lists(args: list[str], suggestion: str):
+    result = run(*args, "--json")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert suggestion in one_error_line(result)
+    assert run(*args[:-1], suggestion.strip("'").upper()).exit_code == 0  # case does not matter
+
+
 # ------------------------------------------------------------------------------------ units and bounds
 
 

@@ -30,7 +30,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -246,6 +246,22 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {**getattr(func, "__annotations__", {}), "csv_out": CsvFlag}
     return wrapper
+
+
+def check_choice(field: str, value: str | None, known: Iterable[str]) -> str | None:
+    """*value* (case-insensitive) as spelled in *known*; a value that matches nothing is an InputError with
+    suggestions, so that a misspelled filter never prints an empty list as if nothing matched."""
+    from flopwise.errors import InputError, suggest
+
+    if value is None:
+        return None
+    choices = sorted(set(known))
+    folded = {c.casefold(): c for c in choices}
+    if value.strip().casefold() in folded:
+        return folded[value.strip().casefold()]
+    close = suggest(value, choices)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    raise InputError(field, value, f"{hint}known: {', '.join(choices)}")
 
 
 def _option_names(param: inspect.Parameter) -> set[str]:
