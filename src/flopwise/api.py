@@ -183,6 +183,7 @@ def estimate_training(
     from flopwise.estimate import estimate_train
 
     ctx = _context(model, device, pricing, region, provider, catalog_dir)
+    _check_heads_divisible(ctx.model, int(options.get("tensor_parallel") or 1), "--tp")
     kwargs = {**_price_kwargs(ctx), **options}
     if (
         kwargs.get("zero_stage") is None
@@ -209,7 +210,10 @@ def _fastest_fitting_layout(ctx: _Context, tokens: float, device_count: int, kwa
     layouts = [
         (zero, tp, recompute)
         for tp in AUTO_TENSOR_PARALLEL
-        if tp <= device_count and device_count % tp == 0 and (tp == 1 or ctx.device.interconnect_gb_per_s > 0)
+        if tp <= device_count
+        and device_count % tp == 0
+        and (tp == 1 or ctx.device.interconnect_gb_per_s > 0)
+        and (not ctx.model.n_heads or ctx.model.n_heads % tp == 0)  # whole heads per device
         for recompute in ("selective", "full")
         for zero in (0, 1, 2, 3)
         if not (zero and device_count // tp == 1)
@@ -277,20 +281,27 @@ def _check_serving_shape(arch: ModelArch, device_count: int, options: dict[str, 
     TensorRT-LLM shard whole heads), and a prompt plus output longer than the model's context window."""
     from flopwise.errors import InputError
 
-    if arch.n_heads and device_count > 1 and arch.n_heads % device_count:
-        divisors = [d for d in (1, 2, 4, 8, 16, 32, 64) if arch.n_heads % d == 0 and d <= 64]
-        raise InputError(
-            "--count",
-            device_count,
-            f"tensor parallelism must divide {arch.id}'s {arch.n_heads} attention heads; "
-            f"use one of {', '.join(map(str, divisors))}",
-        )
+    _check_heads_divisible(arch, device_count, "--count")
     tokens = int(options.get("input_tokens", 512)) + int(options.get("output_tokens", 256))
     if arch.max_context and tokens > arch.max_context:
         raise InputError(
             "--input-tokens/--output-tokens",
             tokens,
             f"prompt + output exceed {arch.id}'s context window of {arch.max_context:,} tokens",
+        )
+
+
+def _check_heads_divisible(arch: ModelArch, tensor_parallel: int, field: str) -> None:
+    """Tensor parallelism shards whole attention heads (Megatron-LM, vLLM, TensorRT-LLM): it must divide them."""
+    from flopwise.errors import InputError
+
+    if arch.n_heads and tensor_parallel > 1 and arch.n_heads % tensor_parallel:
+        divisors = [d for d in (1, 2, 4, 8, 16, 32, 64) if arch.n_heads % d == 0]
+        raise InputError(
+            field,
+            tensor_parallel,
+            f"tensor parallelism must divide {arch.id}'s {arch.n_heads} attention heads; "
+            f"use one of {', '.join(map(str, divisors))}",
         )
 
 

@@ -98,6 +98,9 @@ def test_tensor_parallel_must_divide_the_attention_heads():
     line = one_error_line(run(*SERVE, "--count", "3"))
     assert "--count" in line and "32 attention heads" in line
     assert run(*SERVE, "--count", "2", "--json").exit_code == 0
+    train = ["estimate", "train", "-m", "llama-3.1-8b", "-d", "h100", "--tokens", "1B", "--count", "6"]
+    assert "--tp" in one_error_line(run(*train, "--tp", "3"))
+    assert run(*train, "--tp", "2", "--json").exit_code == 0
 
 
 def test_a_batch_beyond_memory_is_an_error_naming_the_largest_that_fits():
