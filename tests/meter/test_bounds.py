@@ -60,8 +60,15 @@ def test_money():
 def test_replayed_or_nvml_samples_out_of_bounds_are_rejected():
     t0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
     samples = [
-        GpuSample(t0 + timedelta(seconds=10 * i), 0, "GPU-1", "NVIDIA H100 80GB HBM3", power_w=p, gpu_util_frac=u,
-                  line=i + 2)  # fmt: skip
+        GpuSample(
+            t0 + timedelta(seconds=10 * i),
+            0,
+            "GPU-1",
+            "NVIDIA H100 80GB HBM3",
+            power_w=p,
+            gpu_util_frac=u,
+            line=i + 2,
+        )  # fmt: skip
         for i, (p, u) in enumerate([(300.0, 0.5), (300.0, 1.5), (math.inf, 0.5), (2000.0, 0.5), (310.0, 0.6)])
     ]
     rejected: list[RejectedRow] = []
