@@ -114,6 +114,13 @@ def test_a_batch_beyond_memory_is_an_error_naming_the_largest_that_fits():
     assert run(*SERVE, "--batch", str(largest + 1)).exit_code == 2
 
 
+def test_a_model_that_does_not_fit_even_at_batch_1_exits_4_in_both_modes():
+    args = ["estimate", "serve", "-m", "llama-3.1-70b", "-d", "rtx-4090"]
+    table, as_json = run(*args), run(*args, "--json")
+    assert table.exit_code == as_json.exit_code == 4
+    assert json.loads(as_json.stdout)["fits"] is False and "does not fit" in table.stderr
+
+
 def test_prompt_and_output_beyond_the_context_window_is_an_error():
     line = one_error_line(run(*SERVE, "--input-tokens", "200000"))
     assert "context window" in line and "131,072" in line
@@ -276,7 +283,8 @@ def test_exit_code_table_is_complete_and_in_the_docs():
     [
         (["catalog", "devices", "--kind", "tpu"], 0),
         (["models", "show", "llama-3.1-8b"], 0),
-        (["estimate", "train", "-m", "llama-3.1-8b", "-d", "h100", "--tokens", "1B"], 0),
+        (["estimate", "train", "-m", "llama-3.1-8b", "-d", "h100", "--count", "8", "--tokens", "1B"], 0),
+        (["estimate", "train", "-m", "llama-3.1-8b", "-d", "h100", "--tokens", "1B"], 4),  # 139 GB on 80 GB
         (["estimate", "train", "-m", "llama-3.1-8b", "-d", "h100", "--tokens", "-5"], 2),
         (["estimate", "serve", "-m", "llama-3.1-8b", "-d", "hopper-9000"], 2),
         (["plan", "train", "-m", "llama-3.1-8b", "--tokens", "1B", "--top", "1"], 0),

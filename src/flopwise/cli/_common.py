@@ -11,7 +11,8 @@ code  name               meaning
 2     EXIT_BAD_INPUT     bad input or usage (unknown name, out-of-range value, unreadable file; Typer's usage
                          errors too); an ingest that rejects every row
 3     EXIT_POLICY        a policy result a script may branch on: request denied or pending, admission refused
-4     EXIT_INFEASIBLE    a valid question with no option that meets the targets (plan, estimate)
+4     EXIT_INFEASIBLE    a valid question with no option that meets the targets (plan), or an estimate that
+                         does not fit in device memory
 5     EXIT_PARTIAL       partial ingest: some rows were rejected, the others stored
 ====  =================  ==========================================================================
 
@@ -66,7 +67,8 @@ EXIT_CODES: tuple[tuple[int, str, str], ...] = (
     (
         EXIT_INFEASIBLE,
         "EXIT_INFEASIBLE",
-        "nothing feasible: a valid plan question with no option that meets the targets (the output says why)",
+        "nothing feasible: a valid plan question with no option that meets the targets, or an estimate that "
+        "does not fit in device memory (the output, table or JSON, says why and by how much)",
     ),
     (EXIT_PARTIAL, "EXIT_PARTIAL", "partial ingest: some rows were rejected (listed), the others stored"),
 )
