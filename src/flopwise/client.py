@@ -357,6 +357,10 @@ class FlopwiseClient:
         self, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> dict[str, Any]:
         """Create a compute request; the server estimates it and returns the decision with its trace."""
+        if idempotency_key and not (idempotency_key.isascii() and idempotency_key.isprintable()):
+            raise InputError(
+                "idempotency key", idempotency_key, "use printable ASCII (letters, digits, - and _)"
+            )
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self.call("POST", "/requests", json_body=dict(body), headers=headers)
 

@@ -345,3 +345,19 @@ def test_csv_on_every_table_command():
     assert all(len(r) == len(rows[0]) for r in rows)
     both = run("catalog", "devices", "--csv", "--json")
     assert both.exit_code == 2 and "give one of them" in one_error_line(both)
+
+
+def test_what_the_fuzzer_found_stays_fixed(tmp_path: Path):
+    """Inputs the generated bad-input test (test_fuzz_cli.py) turned up, each once a traceback."""
+    env = {"FLOPWISE_URL": "http://127.0.0.1:9", "FLOPWISE_DATABASE_URL": f"sqlite:///{tmp_path / 'f.db'}"}
+    cases = [
+        (["token", "create", "--token", "\x80"], 2),  # httpx cannot encode the header
+        (["request", "create", "--workload", "serve", "--device", "h100", "--idempotency-key", "Åx"], 2),
+        (["catalog", "regions", "--catalog", "x" * 300], 1),  # a name too long for the file system
+        (["report", "export-focus", ""], 2),
+        (["report", "export-focus", str(tmp_path / "no" / "such" / "dir.csv")], 2),
+    ]
+    for args, code in cases:
+        result = run(*args, env=env)
+        assert result.exit_code == code, (args, result.output)
+        one_error_line(result)
