@@ -125,6 +125,7 @@ def _context(
         arch, model_warnings = resolve_model(model, load_models())
         warnings.extend(model_warnings)
     dev = device if isinstance(device, Device) else cat.device(device)
+    provider = _known_provider(cat, provider)
     reg = cat.region(region) if region else None
     regions = dict(cat.regions)
     quote = None
@@ -158,6 +159,22 @@ def _context(
                 f"no region given: grid intensity of {reg.id} ({reg.grid_gco2e_per_kwh:g} gCO2e/kWh)"
             )
     return _Context(arch, dev, quote, reg, tuple(warnings))
+
+
+def _known_provider(cat: Any, provider: str | None) -> str | None:
+    """*provider* as the catalog spells it; a misspelled provider is an error with suggestions, never a silent
+    fall back to on-prem prices."""
+    from flopwise.errors import InputError, suggest
+
+    if provider is None:
+        return None
+    known = sorted({o.provider for o in cat.offerings})
+    folded = {p.casefold(): p for p in known}
+    if provider.strip().casefold() in folded:
+        return folded[provider.strip().casefold()]
+    close = suggest(provider, known)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    raise InputError("--provider", provider, f"{hint}known providers: {', '.join(known)}")
 
 
 def _price_kwargs(ctx: _Context) -> dict[str, Any]:
@@ -194,6 +211,7 @@ def estimate_training(
     from flopwise.estimate import estimate_train
 
     ctx = _context(model, device, pricing, region, provider, catalog_dir)
+    _check_heads_divisible(ctx.model, int(options.get("tensor_parallel") or 1), "--tp")
     kwargs = {**_price_kwargs(ctx), **options}
     if (
         kwargs.get("zero_stage") is None
@@ -224,7 +242,10 @@ def _fastest_fitting_layout(
     layouts = [
         (zero, tp, recompute)
         for tp in AUTO_TENSOR_PARALLEL
-        if tp <= device_count and device_count % tp == 0 and (tp == 1 or ctx.device.interconnect_gb_per_s > 0)
+        if tp <= device_count
+        and device_count % tp == 0
+        and (tp == 1 or ctx.device.interconnect_gb_per_s > 0)
+        and (not ctx.model.n_heads or ctx.model.n_heads % tp == 0)  # whole heads per device
         for recompute in modes
         for zero in (0, 1, 2, 3)
         if not (zero and device_count // tp == 1)
@@ -283,8 +304,68 @@ def estimate_serving(
     from flopwise.estimate import estimate_serve
 
     ctx = _context(model, device, pricing, region, provider, catalog_dir)
-    est = estimate_serve(ctx.model, ctx.device, device_count=device_count, **_price_kwargs(ctx), **options)
+    _check_serving_shape(ctx.model, device_count, options)
+    price = _price_kwargs(ctx)
+    est = estimate_serve(ctx.model, ctx.device, device_count=device_count, **price, **options)
+    batch = int(options.get("batch", 1))
+    if not est.fits and batch > 1:
+        _refuse_batch(ctx, device_count, batch, price, options)
     return ServeReport(ctx, est)
+
+
+def _check_serving_shape(arch: ModelArch, device_count: int, options: dict[str, Any]) -> None:
+    """Refuse what an engine refuses: tensor parallelism that does not divide the attention heads (vLLM and
+    TensorRT-LLM shard whole heads), and a prompt plus output longer than the model's context window."""
+    from flopwise.errors import InputError
+
+    _check_heads_divisible(arch, device_count, "--count")
+    tokens = int(options.get("input_tokens", 512)) + int(options.get("output_tokens", 256))
+    if arch.max_context and tokens > arch.max_context:
+        raise InputError(
+            "--input-tokens/--output-tokens",
+            tokens,
+            f"prompt + output exceed {arch.id}'s context window of {arch.max_context:,} tokens",
+        )
+
+
+def _check_heads_divisible(arch: ModelArch, tensor_parallel: int, field: str) -> None:
+    """Tensor parallelism shards whole attention heads (Megatron-LM, vLLM, TensorRT-LLM): it must divide them."""
+    from flopwise.errors import InputError
+
+    if arch.n_heads and tensor_parallel > 1 and arch.n_heads % tensor_parallel:
+        divisors = [d for d in (1, 2, 4, 8, 16, 32, 64) if arch.n_heads % d == 0]
+        raise InputError(
+            field,
+            tensor_parallel,
+            f"tensor parallelism must divide {arch.id}'s {arch.n_heads} attention heads; "
+            f"use one of {', '.join(map(str, divisors))}",
+        )
+
+
+def _refuse_batch(
+    ctx: _Context, device_count: int, batch: int, price: dict[str, Any], options: dict[str, Any]
+):
+    """A batch that does not fit in memory is an error naming the largest batch that does (bisection over the
+    same estimator), not a warning beside a cheaper cost per token that no server could deliver."""
+    from flopwise.errors import InputError
+    from flopwise.estimate import estimate_serve
+
+    def fits(b: int) -> bool:
+        opts = {**options, "batch": b}
+        return estimate_serve(ctx.model, ctx.device, device_count=device_count, **price, **opts).fits
+
+    if not fits(1):
+        return  # nothing fits, whatever the batch: the estimate says so (fits: no) with what to change
+    lo, hi = 1, batch  # fits(lo), not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    raise InputError(
+        "--batch",
+        batch,
+        f"at most {lo} concurrent sequences of this length fit in {device_count} x {ctx.device.id} memory; "
+        f"lower --batch to {lo} or less, or use --kv-dtype fp8, a smaller --quant or more devices",
+    )
 
 
 # --------------------------------------------------------------------------------------------- calibration

@@ -92,13 +92,19 @@ def parse_count(text: str | float | int, field: str = "value", max_value: float 
     return check_positive(value, field, max_value)
 
 
-def parse_duration_s(text: str | float | int, field: str = "duration") -> float:
-    """Parse "500ms", "30d", "2h", "90" (seconds) into seconds."""
+def parse_duration_s(text: str | float | int, field: str = "duration", require_unit: bool = False) -> float:
+    """Parse "500ms", "30d", "2h", "90" (seconds) into seconds.
+
+    With *require_unit*, a bare number is refused (for fields where "30" could be days as well as seconds).
+    """
     if isinstance(text, (int, float)):
         return check_positive(float(text), field, 1e12)
     m = _DUR_RE.match(str(text))
     if not m:
         raise InputError(field, text, "give a duration such as '500ms', '90s', '2h', '30d'")
+    if require_unit and not m.group(2):
+        n = m.group(1)
+        raise InputError(field, text, f"a bare number is ambiguous; give a unit, e.g. '{n}d' (days) or '{n}h' (hours)")
     return check_positive(float(m.group(1)) * _DUR[(m.group(2) or "s").lower()], field, 1e12)
 
 

@@ -151,8 +151,21 @@ def test_estimate_train_json_has_the_documented_keys():
 
 
 def test_estimate_train_names_resolve_to_the_same_model():
-    a = invoke_json("estimate", "train", "--model", "Llama 3.1 8B", "--tokens", "1T", "--device", "h100-sxm")
-    b = invoke_json("estimate", "train", "--model", "llama-3.1-8b", "--tokens", "1T", "--device", "H100")
+    a = invoke_json(
+        "estimate",
+        "train",
+        "--model",
+        "Llama 3.1 8B",
+        "--tokens",
+        "1T",
+        "--device",
+        "h100-sxm",
+        "--count",
+        "8",
+    )
+    b = invoke_json(
+        "estimate", "train", "--model", "llama-3.1-8b", "--tokens", "1T", "--device", "H100", "--count", "8"
+    )
     assert a["flops"] == b["flops"] and a["model"] == b["model"] == "llama-3.1-8b"
 
 

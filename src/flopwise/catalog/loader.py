@@ -680,7 +680,11 @@ def read_catalog_dir(directory: str | os.PathLike[str]) -> CatalogData:
     :meth:`CatalogData.check_references` does that on the merged result.
     """
     root = Path(directory)
-    if not root.is_dir():
+    try:
+        is_dir = root.is_dir()
+    except OSError as err:  # e.g. a name too long for the file system
+        raise CatalogFileError(str(root)[:200], None, None, f"cannot be read ({err.strerror})") from None
+    if not is_dir:
         raise CatalogFileError(
             str(root), None, None, "is not a directory; give a folder laid out like catalog/data"
         )

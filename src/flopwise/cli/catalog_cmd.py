@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from flopwise.cli._common import CatalogDir, JsonFlag, fmt_num, handle_errors, print_json, stdout_console
+from flopwise.cli._common import (
+    CatalogDir,
+    JsonFlag,
+    check_choice,
+    fmt_num,
+    handle_errors,
+    print_json,
+    stdout_console,
+)
 
 app = typer.Typer(
     help="Browse the hardware catalog: devices, cloud offerings, regions.", no_args_is_help=True
@@ -31,12 +39,15 @@ def devices(
 ) -> None:
     """List devices with dense peak FLOP/s, memory, bandwidth and power."""
     cat = _load(catalog_dir)
+    kind = check_choice("--kind", kind, (d.kind for d in cat.devices.values()))
+    vendor = check_choice("--vendor", vendor, (d.vendor.lower() for d in cat.devices.values()))
+    segment = check_choice("--segment", segment, (d.segment for d in cat.devices.values()))
     rows = [
         d
         for d in cat.devices.values()
-        if (kind is None or d.kind == kind.lower())
-        and (vendor is None or d.vendor.lower() == vendor.lower())
-        and (segment is None or d.segment == segment.lower())
+        if (kind is None or d.kind == kind)
+        and (vendor is None or d.vendor.lower() == vendor)
+        and (segment is None or d.segment == segment)
     ]
     if json_out:
         print_json({"devices": [asdict(d) for d in rows]})
@@ -86,12 +97,13 @@ def offerings(
 ) -> None:
     """List cloud instances with on-demand, spot and reserved prices per hour."""
     cat = _load(catalog_dir)
+    provider = check_choice("--provider", provider, (o.provider for o in cat.offerings))
     device_id = cat.device(device).id if device else None
     region_id = cat.region(region).id if region else None
     rows = [
         o
         for o in cat.offerings
-        if (provider is None or o.provider == provider.lower())
+        if (provider is None or o.provider == provider)
         and (device_id is None or o.device_id == device_id)
         and (region_id is None or o.region == region_id)
     ]
@@ -151,7 +163,8 @@ def regions(
 ) -> None:
     """List regions and countries with grid carbon intensity and PUE."""
     cat = _load(catalog_dir)
-    rows = [r for r in cat.regions.values() if provider is None or r.provider == provider.lower()]
+    provider = check_choice("--provider", provider, (r.provider for r in cat.regions.values()))
+    rows = [r for r in cat.regions.values() if provider is None or r.provider == provider]
     if json_out:
         print_json({"regions": [asdict(r) for r in rows]})
         return

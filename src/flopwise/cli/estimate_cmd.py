@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from flopwise.cli._common import (
+    EXIT_INFEASIBLE,
     CalibrateFlag,
     CatalogDir,
     DatabaseUrlOpt,
@@ -87,11 +88,14 @@ def _calibrated(data: dict[str, Any], calibrate: bool, database_url: str | None,
 
 
 def _emit(data: dict[str, Any], json_out: bool, title: str, rows: tuple[tuple[str, str], ...]) -> None:
-    """One JSON object for machines, or the tables for people."""
+    """One JSON object for machines, or the tables for people; exit 4 (nothing feasible) when the workload does
+    not fit in device memory, in both modes (the output says by how much and what to change)."""
     if json_out:
         print_json(data)
     else:
         _render(title, data, rows)
+    if data.get("fits") is False:
+        raise typer.Exit(EXIT_INFEASIBLE)
 
 
 def _render(title: str, data: dict[str, Any], rows: tuple[tuple[str, str], ...]) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from flopwise.cli._common import (
-    EXIT_FAILURE,
+    EXIT_INFEASIBLE,
     EXIT_OK,
     CalibrateFlag,
     CatalogDir,
@@ -223,7 +223,7 @@ def serve(
         data["what_ifs"] = [w.to_dict() for w in what_ifs(data["options"][0], workload, catalog)]
     if json_out:
         print_json(data)
-        raise typer.Exit(EXIT_OK if data["options"] else EXIT_FAILURE)
+        raise typer.Exit(EXIT_OK if data["options"] else EXIT_INFEASIBLE)
     _messages(data)
     _table(
         f"plan serve {arch.id}: {rps:g} req/s, {input_tokens} in / {output_tokens} out, best by {objective}",
@@ -234,7 +234,7 @@ def serve(
     if data.get("rejected"):
         _table("strongest rejected alternatives", data["rejected"][:top], REJECT_COLUMNS)
     if not data["options"]:
-        raise typer.Exit(EXIT_FAILURE)
+        raise typer.Exit(EXIT_INFEASIBLE)
     if data.get("what_ifs"):
         rows = [
             {**w, "saving": "-" if w["saving_frac"] is None else f"{w['saving_frac']:+.0%}"}
@@ -336,7 +336,7 @@ def train(
 
     arch, model_warnings = resolve_model(model, load_models())
     n_tokens = parse_count(tokens, "--tokens", max_value=1e16)
-    deadline_s = parse_duration_s(deadline, "--deadline") if deadline else None
+    deadline_s = parse_duration_s(deadline, "--deadline", require_unit=True) if deadline else None
     budget = None
     if budget_usd is not None:
         try:
@@ -368,7 +368,7 @@ def train(
         data["options"] = _calibrate_options(data["options"], objective, method, database_url)
     if json_out:
         print_json(data)
-        raise typer.Exit(EXIT_OK if data["options"] else EXIT_FAILURE)
+        raise typer.Exit(EXIT_OK if data["options"] else EXIT_INFEASIBLE)
     _messages(data)
     _table(
         f"plan train {arch.id}: {n_tokens:.3g} tokens ({method}), best by {objective}",
@@ -382,6 +382,8 @@ def train(
             [_train_row(o) for o in data["rejected"][:top]],
             (("option", "option"), ("where", "where"), ("reason", "why")),
         )
+    if not data["options"]:
+        raise typer.Exit(EXIT_INFEASIBLE)
 
 
 @app.command("fleet")
@@ -407,6 +409,10 @@ def fleet(
         raw = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
     except OSError as err:
         raise InputError("FILE", str(spec_file), f"cannot read it ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise InputError(
+            "FILE", str(spec_file), f"is not a text file (byte {err.start} is not UTF-8); give a fleet YAML"
+        ) from None
     except yaml.YAMLError as err:
         raise InputError("FILE", str(spec_file), f"is not valid YAML ({err})") from None
     if not isinstance(raw, dict):
@@ -415,7 +421,7 @@ def fleet(
     data = plan.to_dict()
     if json_out:
         print_json(data)
-        raise typer.Exit(EXIT_OK if data.get("is_feasible", True) else EXIT_FAILURE)
+        raise typer.Exit(EXIT_OK if data.get("is_feasible", True) else EXIT_INFEASIBLE)
     if not data.get("is_feasible", True):
         stderr_console().print(
             f"[red]no feasible fleet:[/red] {data.get('reason')}", highlight=False, soft_wrap=True
@@ -474,7 +480,7 @@ def fleet(
             highlight=False,
         )
     if not data.get("is_feasible", True):
-        raise typer.Exit(EXIT_FAILURE)
+        raise typer.Exit(EXIT_INFEASIBLE)
 
 
 @app.command("size")

@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from flopwise.errors import CatalogError, IngestError
+from flopwise.meter.bounds import check_power_w, check_utilization_frac
 from flopwise.meter.record import RejectedRow, UsageRecord
 from flopwise.units import J_PER_KWH, MILLIJOULES_PER_J, S_PER_H
 
@@ -248,6 +249,17 @@ _METRIC_FIELDS = {
 }
 
 
+def _check_bounds(attr: str, value: float, metric: str, device_type: object, catalog: Catalog | None) -> None:
+    """Utilization within 0-100 %, power within 2x the device's TDP (``flopwise.meter.bounds``)."""
+    if attr == "power_w":
+        device = catalog.devices.get(device_type) if catalog is not None and device_type else None
+        check_power_w(value, metric, device.tdp_w if device else None, device.id if device else None)
+    elif attr.endswith("_frac") and attr != "device_fraction":
+        check_utilization_frac(value, metric)
+    elif not math.isfinite(value):
+        raise ValueError(f"{metric} {value!r} is not a finite number")
+
+
 def parse_dcgm_scrape(
     lines: Iterable[str],
     *,
@@ -313,7 +325,13 @@ def parse_dcgm_scrape(
             blank += 1
             continue
         attr, scale = _METRIC_FIELDS[s.name]
-        r[attr] = s.value * scale
+        value = s.value * scale
+        try:
+            _check_bounds(attr, value, s.name, r.get("device_type"), catalog)
+        except ValueError as err:
+            rejected.append(RejectedRow(path, s.line, str(err)))
+            continue
+        r[attr] = value
         used += 1
     if samples == 0:
         raise IngestError(path, None, "no DCGM_FI_* sample found; is this a dcgm-exporter scrape (/metrics)?")

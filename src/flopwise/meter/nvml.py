@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from flopwise.errors import CatalogError, IngestError, InputError, UnsupportedError
+from flopwise.meter.bounds import check_power_w, check_utilization_frac
 from flopwise.meter.dcgm import mig_fraction
 from flopwise.meter.record import RejectedRow, UsageRecord
 from flopwise.units import J_PER_KWH, MILLIJOULES_PER_J, MILLIWATTS_PER_W, S_PER_H
@@ -511,6 +512,14 @@ def iter_aggregate_samples(
     for s in samples:
         if s.timestamp.tzinfo is None:
             raise InputError("timestamp", s.timestamp.isoformat(), "samples need timezone-aware timestamps")
+        try:  # the same physical bounds as every parser (flopwise.meter.bounds): NVML, replayed CSVs
+            check_utilization_frac(s.gpu_util_frac, "gpu_util_frac")
+            dev = catalog.devices.get(device_type(s.name)) if catalog is not None else None
+            check_power_w(s.power_w, "power_w", dev.tdp_w if dev else None, dev.id if dev else None)
+        except ValueError as err:
+            if rejected is not None:
+                rejected.append(RejectedRow(path, s.line or 0, str(err)))
+            continue
         yield from agg.add(s)
     yield from agg.finish()
 

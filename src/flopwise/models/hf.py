@@ -232,6 +232,10 @@ def _load(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[dict[str,
         raise ModelConfigError(
             str(path), f"cannot read the file ({err.strerror}); give a path to a config.json"
         ) from err
+    except UnicodeDecodeError as err:
+        raise ModelConfigError(
+            str(path), f"not a text file (byte {err.start} is not UTF-8); give a path to a config.json"
+        ) from err
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -270,7 +274,7 @@ def _quant_sidecar(path: Path | None) -> tuple[str | None, str | None]:
         return None, None
     try:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelConfigError(str(sidecar), f"cannot read the quantization config: {err}") from err
     q = data.get("quantization") or {}
     algo = q.get("quant_algo")
@@ -616,6 +620,9 @@ def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfCon
     n_layers = r.int("n_layers")
     n_heads = r.int("n_heads")
     vocab = r.int("vocab_size")
+    for name, value in (("d_model", d), ("n_layers", n_layers), ("n_heads", n_heads), ("vocab_size", vocab)):
+        if value < 1:
+            raise ModelConfigError(where, f"field {name!r} is {value}; a model needs at least 1")
     n_kv, head_dim = _attention_heads(r, top, kinds, d, n_heads, where)
     d_ff, ffn_kind = _ffn(r, kinds, d)
     max_context = r.int("max_context", default=0)

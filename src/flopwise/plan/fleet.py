@@ -905,7 +905,7 @@ def _cloud_unit_price(offering, pricing: str) -> Decimal:
     price = _unit_price(offering, pricing)
     if price is None:  # candidates are enumerated only where the offering has a price of their kind
         raise InputError("pricing", pricing, f"offering {offering.id} has no {pricing} price")
-    return price
+    return _money(price)  # source prices may carry float noise (1.6764000000000001): one step for all money
 
 
 def _cloud_type(candidate) -> HardwareType:

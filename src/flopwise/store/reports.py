@@ -29,6 +29,7 @@ from flopwise.errors import InputError
 from flopwise.store.ledger import UsageRecordRow
 from flopwise.store.models import Organization, Project, Team
 from flopwise.store.types import to_money
+from flopwise.units import G_PER_KG
 
 __all__ = [
     "CONCENTRATION_BY",
@@ -83,6 +84,7 @@ def _period_text(session: Session, width: str) -> ColumnElement[Any]:
 
 def _metrics() -> list[ColumnElement[Any]]:
     util_known = U.x_gpu_utilization.is_not(None) & U.x_device_hours.is_not(None)
+    no_grid = U.x_co2e_kg.is_(None) & U.x_energy_kwh.is_not(None)  # energy metered where no region was known
     return [
         func.count().label("records"),
         func.coalesce(func.sum(U.x_device_hours), 0.0).label("device_hours"),
@@ -96,6 +98,8 @@ def _metrics() -> list[ColumnElement[Any]]:
             func.sum(case((util_known, U.x_device_hours * U.x_gpu_utilization), else_=0.0)), 0.0
         ).label("busy_hours"),
         func.count(U.cost_usd).label("costed_records"),
+        func.coalesce(func.sum(case((no_grid, U.x_energy_kwh), else_=0.0)), 0.0).label("energy_no_grid_kwh"),
+        func.count(case((no_grid, 1))).label("no_grid_records"),
     ]
 
 
@@ -115,7 +119,15 @@ def _metric_dict(row: Any) -> dict[str, Any]:
         "utilization_frac": float(row.busy_hours) / util_hours if util_hours > 0 else None,
         "idle_frac": idle / device_hours if device_hours > 0 else None,
         "uncosted_records": int(row.records) - int(row.costed_records),
+        "energy_without_region_kwh": float(row.energy_no_grid_kwh),
+        "records_without_region": int(row.no_grid_records),
     }
+
+
+def _apply_default_grid(metrics: dict[str, Any], grid_gco2e_per_kwh: float) -> dict[str, Any]:
+    """Add the CO2e of energy metered without a region, at the default grid intensity."""
+    extra_kg = metrics["energy_without_region_kwh"] * grid_gco2e_per_kwh / G_PER_KG
+    return {**metrics, "co2e_kg": metrics["co2e_kg"] + extra_kg, "co2e_default_grid_kg": extra_kg}
 
 
 def _group_columns(session: Session, group_by: str) -> tuple[list[ColumnElement[Any]], list[Any]]:
@@ -153,8 +165,13 @@ def usage_report(
     from_: datetime | None = None,
     to: datetime | None = None,
     org_id: int | None = None,
+    default_region: Any = None,
 ) -> dict[str, Any]:
     """Totals of the ledger in ``[from_, to)`` (of *org_id*, or all when None) and, with *group_by*, per group.
+
+    Energy metered without a region has no CO2e in the ledger; with *default_region* (a catalog ``Region``,
+    the grid ``estimate`` uses when none is given) its CO2e is added at that grid's intensity, stated in
+    ``co2e_default_grid_kg`` and a ``warnings`` entry, rather than reported as 0.
 
     Returns ``{"group_by", "from", "to", "total": {...}, "groups": [{"key", "label", ...}, ...]}`` where each
     metrics object has ``records``, ``device_hours``, ``cost_usd`` (Decimal), ``energy_kwh``, ``co2e_kg``,
@@ -178,12 +195,24 @@ def usage_report(
                 {"key": row.key, "label": _label(group_by, row.key, row.label), **_metric_dict(row)}
             )
         groups.sort(key=lambda g: (-g["cost_usd"], -g["device_hours"], g["label"]))
+    total = _metric_dict(total_row)
+    warnings: list[str] = []
+    if default_region is not None and total["records_without_region"]:
+        grid = default_region.grid_gco2e_per_kwh
+        total = _apply_default_grid(total, grid)
+        groups = [_apply_default_grid(g, grid) for g in groups]
+        warnings.append(
+            f"{total['records_without_region']:,} records ({total['energy_without_region_kwh']:,.0f} kWh) have no "
+            f"region: their CO2e uses the grid intensity of {default_region.id} ({grid:g} gCO2e/kWh), as estimate "
+            "does; ingest with --region to set it"
+        )
     return {
         "group_by": group_by,
         "from": from_,
         "to": to,
-        "total": _metric_dict(total_row),
+        "total": total,
         "groups": groups,
+        "warnings": warnings,
     }
 
 
