@@ -92,7 +92,9 @@ def test_every_sample_ingests_reconciles_and_is_idempotent(factory, source, rel,
     rows_read, records, rejected, rolled_up, expanded = expected
     first = ingest_source(factory, source, path, catalog=CAT, options=options)
     assert first.status == ("partial" if rejected else "ok"), first.message
-    assert (first.rows_read, first.records_inserted + first.records_duplicate, first.rows_rejected) == (
+    # the xdmod files share job 4103947 with other contents: the later file restates it (replaced, not added)
+    written = first.records_inserted + first.records_duplicate + first.records_replaced
+    assert (first.rows_read, written, first.rows_rejected) == (
         rows_read, records, rejected,
     )  # fmt: skip
     assert (first.rows_rolled_up, first.records_expanded) == (rolled_up, expanded)

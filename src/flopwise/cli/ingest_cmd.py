@@ -121,8 +121,10 @@ def ingest(
     catalog_dir: CatalogDir = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Ingest usage from a file or URL into the ledger: idempotent (the same input twice adds nothing), with
-    every rejected row listed by line and reason."""
+    """Ingest usage from a file or URL into the ledger: idempotent (the same input twice adds nothing), a
+    restated charge replaces the old value (kept as history), every rejected row listed by line and reason."""
+    import getpass
+
     import httpx
 
     from flopwise.catalog import load_catalog
@@ -137,6 +139,7 @@ def ingest(
         region=region,
         scraped_at=_parse_time(scraped_at),
         batch_size=batch_size,
+        actor=_actor(getpass),
     )
     catalog = load_catalog(catalog_dir)
     engine = make_engine(database_url)
@@ -153,7 +156,7 @@ def ingest(
                 http_client=client,
                 progress=progress,
             )
-            burn = None if no_burn or result.status == "failed" else _burn(factory, client)
+            burn = None if no_burn or result.status == "failed" else _burn(factory, client, result.touched)
     finally:
         engine.dispose()
     if as_json:
@@ -174,7 +177,15 @@ def ingest(
         raise typer.Exit(EXIT_FAILURE)
 
 
-def _burn(factory: Any, client: Any) -> dict[str, int]:
+def _actor(getpass: Any) -> str | None:
+    """The OS user running the CLI (who ran the ingest, kept on the run and on the rows it restates)."""
+    try:
+        return str(getpass.getuser())[:200]
+    except (KeyError, OSError):  # no user name for this uid (a bare container)
+        return None
+
+
+def _burn(factory: Any, client: Any, touched: Any = ()) -> dict[str, int]:
     """Attribute, settle requests with actuals, raise budget alerts (once per threshold and window), then deliver
     pending alerts to webhooks outside the write transaction (``meter.burn``, ``meter.alerts``)."""
     from flopwise.meter.alerts import deliver_pending_alerts
@@ -183,7 +194,7 @@ def _burn(factory: Any, client: Any) -> dict[str, int]:
     from flopwise.store.types import utcnow
 
     with write_session(factory) as session:
-        result = apply_actuals(session, utcnow())
+        result = apply_actuals(session, utcnow(), touched=touched)
     deliveries = deliver_pending_alerts(factory, client, utcnow())
     return {
         "attributed_by_rule": result.attribution.by_rule,
@@ -247,12 +258,14 @@ def _render(result: Any) -> None:
     for label, value in (
         ("rows read", result.rows_read),
         ("records inserted", result.records_inserted),
-        ("duplicates (already in the ledger)", result.records_duplicate),
+        ("records replaced (restated: new values, old kept as history)", result.records_replaced),
+        ("unchanged (already in the ledger)", result.records_duplicate),
         ("rows rejected", result.rows_rejected),
         ("rows rolled up into another record", result.rows_rolled_up),
         ("records expanded from one row", result.records_expanded),
         ("reconciles", result.reconciles),
-        ("cost of these records (USD)", result.cost_usd),
+        ("cost of the inserted records (USD)", result.cost_usd),
+        ("change made by the restated records (USD)", result.restated_cost_usd),
         ("device-hours", result.device_hours),
         ("energy (kWh)", result.energy_kwh),
     ):

@@ -109,6 +109,15 @@ def usage(
     as_csv: Annotated[
         bool, typer.Option("--csv", help="Print CSV (the groups, or the total) on stdout.")
     ] = False,
+    as_of: Annotated[
+        int | None,
+        typer.Option(
+            "--as-of",
+            help="The ledger as it stood when this ingest run ended (restated charges at their value then); "
+            "run ids: `flopwise ingest runs`.",
+            show_default=False,
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Device-hours, cost, energy, CO2e, idle and utilization, in total and per group."""
@@ -121,7 +130,7 @@ def usage(
     engine, session_cm = _session(database_url)
     try:
         with session_cm as session:
-            report = usage_report(session, group_by, start, end, org_id)
+            report = usage_report(session, group_by, start, end, org_id, as_of=as_of)
     finally:
         engine.dispose()
     if as_json:
@@ -142,7 +151,8 @@ def _render_usage(report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
 
     from flopwise.cli._common import stdout_console
 
-    table = Table(title=f"usage by {report['group_by'] or 'total'}")
+    as_of = f" as of ingest run {report['as_of']}" if report.get("as_of") is not None else ""
+    table = Table(title=f"usage by {report['group_by'] or 'total'}{as_of}")
     for name in (
         "group",
         "records",

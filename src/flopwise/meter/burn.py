@@ -341,44 +341,54 @@ def _applies(budget: Budget, now: datetime) -> bool:
     return not (budget.window_end is not None and now >= budget.window_end)
 
 
-def raise_alerts(session: Session, now: datetime, org_id: int | None = None) -> list[BudgetAlert]:
+def raise_alerts(
+    session: Session, now: datetime, org_id: int | None = None, touched: Iterable[datetime] = ()
+) -> list[BudgetAlert]:
     """Insert a ``budget_alerts`` row for every threshold a budget has reached in its current window, once.
 
-    Returns the rows created by this call (thresholds already alerted in the window are not repeated).
+    *touched*: times of usage that an ingest inserted or restated (a late or restated charge); the windows that
+    contain them are checked too, so a restatement that pushes a past month over a threshold alerts for that
+    month. Returns the rows created by this call (thresholds already alerted in a window are not repeated).
     """
     from sqlalchemy import select
     from sqlalchemy.dialects import postgresql, sqlite
 
     from flopwise.store.ledger import BudgetAlert
+    from flopwise.store.queries import budget_spent
 
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     created: list[BudgetAlert] = []
+    times = sorted({now, *touched})
     for budget in budgets_in_scope(session, org_id):
-        if not _applies(budget, now):
-            continue
         gov = governed_budget(budget)
-        start, end = budget_window(gov, now)
-        used = budget_used(session, budget, now)
-        for threshold in crossed_alerts(gov, Decimal(0), used):
-            stmt = (
-                insert(BudgetAlert.__table__)
-                .values(
-                    budget_id=budget.id,
-                    threshold_frac=threshold,
-                    window_start=start,
-                    window_end=end,
-                    crossed_at=now,
-                    used_amount=used,
-                    limit_amount=budget.amount,
-                    delivery_status="pending",
-                    attempts=0,
+        windows = sorted({budget_window(gov, t) for t in times if _applies(budget, t)})
+        for start, end in windows:
+            if (start, end) == budget_window(gov, now) and _applies(budget, now):
+                used = budget_used(session, budget, now)
+            else:
+                used = budget_spent(session, budget.id, (start, end)) + metered_unreserved(
+                    session, budget, (start, end)
                 )
-                .on_conflict_do_nothing(index_elements=["budget_id", "threshold_frac", "window_start"])
-                .returning(BudgetAlert.__table__.c.id)
-            )
-            new_id = session.execute(stmt).scalar()
-            if new_id is not None:
-                created.append(session.scalars(select(BudgetAlert).where(BudgetAlert.id == new_id)).one())
+            for threshold in crossed_alerts(gov, Decimal(0), used):
+                stmt = (
+                    insert(BudgetAlert.__table__)
+                    .values(
+                        budget_id=budget.id,
+                        threshold_frac=threshold,
+                        window_start=start,
+                        window_end=end,
+                        crossed_at=now,
+                        used_amount=used,
+                        limit_amount=budget.amount,
+                        delivery_status="pending",
+                        attempts=0,
+                    )
+                    .on_conflict_do_nothing(index_elements=["budget_id", "threshold_frac", "window_start"])
+                    .returning(BudgetAlert.__table__.c.id)
+                )
+                new_id = session.execute(stmt).scalar()
+                if new_id is not None:
+                    created.append(session.scalars(select(BudgetAlert).where(BudgetAlert.id == new_id)).one())
     return created
 
 
@@ -393,11 +403,14 @@ def budget_forecasts(
     ]
 
 
-def apply_actuals(session: Session, now: datetime, org_id: int | None = None) -> BurnResult:
-    """Attribute, settle, draw down and alert in one pass (the caller's transaction; it commits)."""
+def apply_actuals(
+    session: Session, now: datetime, org_id: int | None = None, touched: Iterable[datetime] = ()
+) -> BurnResult:
+    """Attribute, settle, draw down and alert in one pass (the caller's transaction; it commits). *touched*: the
+    times of inserted or restated usage, whose budget windows are checked for alerts besides the current one."""
     summary = apply_attribution(session, org_id)
     settled = settle_actuals(session)
-    alerts = raise_alerts(session, now, org_id)
+    alerts = raise_alerts(session, now, org_id, touched)
     record_completed_calibration(session, settled, now)
     return BurnResult(summary, settled, tuple(alerts), tuple(budget_forecasts(session, now, org_id)))
 
