@@ -110,6 +110,16 @@ def ingest(
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Records per write transaction.", min=1)
     ] = 5000,
+    org: Annotated[
+        str | None,
+        typer.Option(
+            "--org",
+            envvar="FLOPWISE_ORG",
+            help="The organization (name or id) the usage belongs to; its attribution rules give each record a "
+            "team and project. Default: the only organization in the database, if there is exactly one.",
+            show_default=False,
+        ),
+    ] = None,
     no_burn: Annotated[
         bool,
         typer.Option(
@@ -146,6 +156,7 @@ def ingest(
     try:
         upgrade(engine)
         factory = make_session_factory(engine)
+        attribute = _attributor(factory, org)
         with httpx.Client(timeout=30.0, follow_redirects=True) as client, _progress_bar(target) as progress:
             result = ingest_source(
                 factory,
@@ -155,14 +166,20 @@ def ingest(
                 options=options,
                 http_client=client,
                 progress=progress,
+                attribute=attribute,
             )
             burn = None if no_burn or result.status == "failed" else _burn(factory, client, result.touched)
+        unattributed = None if result.status == "failed" else _unattributed(factory, result.run_id)
     finally:
         engine.dispose()
     if as_json:
-        print_json({**result.to_dict(), "burn": burn})
+        print_json({**result.to_dict(), "burn": burn, "unattributed": unattributed})
     else:
         _render(result)
+        if unattributed:
+            from flopwise.cli.scope_cmd import warn_unattributed
+
+            warn_unattributed(unattributed, "of this run")
         if burn:
             from flopwise.cli._common import stderr_console
 
@@ -175,6 +192,42 @@ def ingest(
             )
     if result.status == "failed":
         raise typer.Exit(EXIT_FAILURE)
+
+
+def _attributor(factory: Any, org: str | None) -> Any:
+    """(org, team, project) of each record from *org*'s attribution rules; *org* None: the only organization
+    when the database has exactly one, else None (records stay unattributed until a rule matches them)."""
+    from sqlalchemy import func, select
+
+    from flopwise.meter.attribution import attribute
+    from flopwise.meter.burn import _rules
+    from flopwise.store import Organization, read_session
+    from flopwise.store.directory import resolve_org
+
+    with read_session(factory) as s:
+        if org is not None:
+            org_id = resolve_org(s, org).id
+        elif s.scalar(select(func.count()).select_from(Organization)) == 1:
+            org_id = s.scalar(select(Organization.id))
+        else:
+            return None
+        rules = _rules(s, org_id)
+
+    def owner(record: Any) -> tuple[int, int | None, int | None]:
+        found = attribute(record, rules, {})
+        if found.scope is None:
+            return (org_id, None, None)
+        return (org_id, found.scope.team_id, found.scope.project_id)
+
+    return owner
+
+
+def _unattributed(factory: Any, run_id: int) -> dict[str, Any]:
+    from flopwise.store import read_session
+    from flopwise.store.reports import unattributed_usage
+
+    with read_session(factory) as s:
+        return unattributed_usage(s, run_id=run_id)
 
 
 def _actor(getpass: Any) -> str | None:

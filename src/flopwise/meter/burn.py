@@ -174,19 +174,30 @@ def _request_scopes(session: Session, request_ids: Iterable[int]) -> dict[int, S
 
 
 def apply_attribution(session: Session, org_id: int | None = None) -> AttributionSummary:
-    """Give a scope to every ledger row that has none (or names a request not yet linked); see the module doc.
+    """Give a project to every ledger row that has none (or names a request not yet linked); see the module doc.
 
-    *org_id* limits the rules to one organization's (rows are still only those without a scope). Rows that
-    name a known compute request get its scope and ``request_id``. Returns the counts; nothing is dropped.
+    Rows with no organization try every organization's rules (*org_id*: only that one's); rows that already
+    belong to an organization (``ingest --org``) try only that organization's rules, for their team and
+    project. Rows that name a known compute request get its scope and ``request_id`` (never across
+    organizations). Returns the counts; nothing is dropped.
     """
     from sqlalchemy import or_, select
 
     from flopwise.store.ledger import UsageRecordRow as Row
 
     rules = _rules(session, org_id)
+    rules_of: dict[int, list[AttributionRule]] = {}
+    for rule in rules:
+        rules_of.setdefault(rule.scope.org_id, []).append(rule)
     examined = by_request = by_rule = unattributed = 0
     last_id = 0
-    pending = or_(Row.org_id.is_(None), (Row.request_id.is_(None) & Row.x_request_id.is_not(None)))
+    pending = or_(
+        Row.org_id.is_(None),
+        Row.project_id.is_(None),
+        (Row.request_id.is_(None) & Row.x_request_id.is_not(None)),
+    )
+    if org_id is not None:
+        pending = pending & (Row.org_id.is_(None) | (Row.org_id == org_id))
     while True:
         batch = list(
             session.scalars(select(Row).where(pending, Row.id > last_id).order_by(Row.id).limit(_BATCH))
@@ -199,11 +210,15 @@ def apply_attribution(session: Session, org_id: int | None = None) -> Attributio
         scopes = _request_scopes(session, wanted)  # type: ignore[arg-type]
         for row, record in zip(batch, records, strict=True):
             examined += 1
-            result = attribute(record, rules, scopes)
+            if row.org_id is None:
+                result = attribute(record, rules, scopes)
+            else:
+                own = {k: v for k, v in scopes.items() if v.org_id == row.org_id}
+                result = attribute(record, rules_of.get(row.org_id, ()), own)
             if result.basis == "request":
                 by_request += 1
                 row.request_id = result.request_id
-            elif row.org_id is not None:  # already attributed; its request id names nothing known
+            elif row.project_id is not None:  # already attributed; its request id names nothing known
                 continue
             elif result.basis == "rule":
                 by_rule += 1

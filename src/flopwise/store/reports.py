@@ -42,6 +42,7 @@ __all__ = [
     "herfindahl_hirschman",
     "ledger_as_of",
     "ledger_records",
+    "unattributed_usage",
     "usage_report",
 ]
 
@@ -228,6 +229,30 @@ def usage_report(
         "as_of": as_of,
         "total": _metric_dict(total_row),
         "groups": groups,
+    }
+
+
+def unattributed_usage(
+    session: Session, org_id: int | None = None, run_id: int | None = None
+) -> dict[str, Any]:
+    """Usage that belongs to no project (of *org_id*, or all; of ingest run *run_id*, or the whole ledger):
+    ``records``, ``no_org`` (of them, those with no organization either), ``cost_usd`` and ``device_hours``."""
+    stmt = select(
+        func.count(),
+        func.count(U.id).filter(U.org_id.is_(None)),
+        func.coalesce(func.sum(U.cost_usd), _ZERO),
+        func.coalesce(func.sum(U.x_device_hours), 0.0),
+    ).where(U.project_id.is_(None))
+    if org_id is not None:
+        stmt = stmt.where(U.org_id == org_id)
+    if run_id is not None:
+        stmt = stmt.where(U.ingest_run_id == run_id)
+    records, no_org, cost, hours = session.execute(stmt).one()
+    return {
+        "records": int(records),
+        "no_org": int(no_org),
+        "cost_usd": to_money(cost),
+        "device_hours": float(hours),
     }
 
 
