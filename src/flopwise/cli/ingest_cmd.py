@@ -1,7 +1,10 @@
-"""``flopwise ingest SOURCE FILE|URL``: meter a usage file or endpoint into the ledger of the governance store.
+"""``flopwise ingest SOURCE FILE|URL``: meter a usage file or endpoint into the ledger of the governance store;
+``flopwise ingest runs`` and ``flopwise ingest show RUN``: what past runs did, and every row they rejected.
 
-Exit codes: 0 the run ended ``ok`` or ``partial`` (rejected rows are listed); 1 the run ``failed`` (the input
-could not be understood at all; nothing of it was kept); 2 bad arguments (unknown source or region).
+``ingest`` is a group whose default command is ``from``: ``flopwise ingest slurm x.txt`` is ``flopwise ingest from
+slurm x.txt``. Exit codes: 0 the run ended ``ok`` or ``partial`` (rejected rows are listed); 1 the run ``failed``
+(the input could not be understood at all, e.g. a corrupt .gz; nothing of it was kept); 2 bad arguments (unknown
+source or region); 130 interrupted (Ctrl-C or SIGTERM; nothing of it was kept).
 """
 
 from __future__ import annotations
@@ -10,8 +13,29 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from flopwise.cli._common import EXIT_FAILURE, CatalogDir, JsonFlag, fmt_num, handle_errors, print_json
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+class _DefaultFrom(TyperGroup):
+    """``flopwise ingest SOURCE ...`` runs ``ingest from SOURCE ...``: a first argument that is not a sub-command
+    (``runs``, ``show``, ``from``) or an option goes to ``from``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["from", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_DefaultFrom,
+    help="Meter usage into the ledger: `flopwise ingest SOURCE FILE|URL` (the `from` may be left out); list past "
+    "runs and show their rejects.",
+    no_args_is_help=True,
+)
 
 _SOURCES = ("slurm", "focus", "aws-cur", "azure", "oci", "dcgm", "nvidia-smi", "opencost")
 _SHOWN_REJECTS = 10
@@ -39,6 +63,7 @@ def _parse_time(value: str | None) -> datetime | None:
     return parsed
 
 
+@app.command("from")
 @handle_errors
 def ingest(
     source: Annotated[
@@ -157,8 +182,13 @@ def ingest(
         upgrade(engine)
         factory = make_session_factory(engine)
         attribute = _attributor(factory, org)
-        with httpx.Client(timeout=30.0, follow_redirects=True) as client, _progress_bar(target) as progress:
-            result = ingest_source(
+        with (
+            httpx.Client(timeout=30.0, follow_redirects=True) as client,
+            _progress_bar(target) as progress,
+            _sigterm_as_interrupt(),
+        ):
+            result = _run_interruptible(
+                ingest_source,
                 factory,
                 source,
                 target,
@@ -330,3 +360,214 @@ def _render(result: Any) -> None:
         err.print(
             f"  ... and {result.rows_rejected - _SHOWN_REJECTS} more (run {result.run_id} in ingest_rejects)"
         )
+
+
+def _run_interruptible(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """*func*; on Ctrl-C (or SIGTERM) one line saying the run was interrupted and undone, and exit 130."""
+    from flopwise.meter.ingest import IngestInterrupted
+
+    try:
+        return func(*args, **kwargs)
+    except IngestInterrupted as stop:
+        from flopwise.cli._common import stderr_console
+
+        stderr_console().print(
+            f"[yellow]interrupted:[/yellow] run {stop.run_id} is marked interrupted and nothing of it was kept; "
+            "run the same command again to ingest the input",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+class _sigterm_as_interrupt:  # noqa: N801 - a context manager, named like one
+    """While ingesting, SIGTERM (``kill PID``) stops the run like Ctrl-C does, so it is undone and marked
+    ``interrupted``; the previous handler comes back afterwards. (SIGKILL cannot be caught: such a run is closed
+    by the next ``flopwise ingest``.)"""
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+
+            def interrupt(signum: int, frame: Any) -> None:
+                raise KeyboardInterrupt
+
+            self._previous = signal.signal(signal.SIGTERM, interrupt)
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="FLOPWISE_DATABASE_URL",
+        help="The store (default: the per-user SQLite file the server uses).",
+        show_default=False,
+    ),
+]
+
+
+def _run_dict(run: Any) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "source": run.source,
+        "path": run.path,
+        "status": run.status,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "rows_read": run.rows_read,
+        "records_inserted": run.records_inserted,
+        "records_replaced": run.records_replaced,
+        "records_unchanged": run.records_duplicate,
+        "rows_rejected": run.rows_rejected,
+        "rows_rolled_up": run.rows_rolled_up,
+        "actor": run.actor,
+        "message": run.message,
+    }
+
+
+def _plain_times(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in info.items()}
+
+
+@app.command("runs")
+@handle_errors
+def runs(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many of the latest runs.")] = 50,
+    source: Annotated[
+        str | None, typer.Option("--source", help="Only runs of this source.", show_default=False)
+    ] = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List ingest runs, latest first, with their counts and status (runs whose process died are closed first)."""
+    from sqlalchemy import select
+
+    from flopwise.meter.ingest import close_stale_runs
+    from flopwise.store import make_engine, make_session_factory, read_session, upgrade
+    from flopwise.store.ledger import IngestRun
+
+    if source is not None:
+        _check_source(source)
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        factory = make_session_factory(engine)
+        close_stale_runs(factory)
+        with read_session(factory) as s:
+            stmt = select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)
+            if source is not None:
+                stmt = stmt.where(IngestRun.source == source)
+            rows = [_run_dict(r) for r in s.scalars(stmt)]
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json([_plain_times(r) for r in rows])
+        return
+    from rich.table import Table
+
+    from flopwise.cli._common import stdout_console
+
+    table = Table(title="ingest runs")
+    for name in (
+        "run",
+        "source",
+        "status",
+        "started",
+        "read",
+        "new",
+        "replaced",
+        "unchanged",
+        "rejected",
+        "path",
+    ):
+        table.add_column(name, justify="right" if name in ("run", "read", "new", "replaced", "unchanged",
+                                                             "rejected") else "left")  # fmt: skip
+    for r in rows:
+        table.add_row(
+            str(r["id"]), r["source"], r["status"], r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            fmt_num(r["rows_read"]), fmt_num(r["records_inserted"]), fmt_num(r["records_replaced"]),
+            fmt_num(r["records_unchanged"]), fmt_num(r["rows_rejected"]), r["path"],
+        )  # fmt: skip
+    stdout_console().print(table)
+
+
+@app.command("show")
+@handle_errors
+def show(
+    run: Annotated[int, typer.Argument(help="The run id (see `flopwise ingest runs`).", show_default=False)],
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Print every reject as CSV (line, reason, raw) on stdout.")
+    ] = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """One run: its counts, and every row it rejected with its line and reason (streamed, all of them)."""
+    import csv
+    import sys
+
+    from sqlalchemy import select
+
+    from flopwise.errors import InputError
+    from flopwise.store import make_engine, make_session_factory, read_session, upgrade
+    from flopwise.store.ledger import IngestReject, IngestRun
+
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        with read_session(make_session_factory(engine)) as s:
+            row = s.get(IngestRun, run)
+            if row is None:
+                raise InputError(
+                    "RUN", run, "no ingest run has this id; list them with `flopwise ingest runs`"
+                )
+            info = _run_dict(row)
+            rejects = s.execute(
+                select(IngestReject.line, IngestReject.reason, IngestReject.raw)
+                .where(IngestReject.ingest_run_id == run)
+                .order_by(IngestReject.line, IngestReject.id)
+                .execution_options(yield_per=2000)
+            )
+            if as_csv:
+                writer = csv.writer(sys.stdout, lineterminator="\n")
+                writer.writerow(["line", "reason", "raw"])
+                for line, reason, raw in rejects:
+                    writer.writerow([line, reason, raw])
+                return
+            if as_json:
+                print_json(
+                    {
+                        **_plain_times(info),
+                        "rejects": [{"line": ln, "reason": r, "raw": w} for ln, r, w in rejects],
+                    }
+                )
+                return
+            _render_run(info, rejects)
+    finally:
+        engine.dispose()
+
+
+def _render_run(info: dict[str, Any], rejects: Any) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from flopwise.cli._common import stdout_console
+
+    out = stdout_console()
+    table = Table(title=f"ingest run {info['id']}: {info['status']}")
+    table.add_column("")
+    table.add_column("value")
+    for key, value in info.items():
+        if key != "id":
+            table.add_row(key.replace("_", " "), fmt_num(value) if not isinstance(value, str) else value)
+    out.print(table)
+    for line, reason, _raw in rejects:
+        out.print(f"line {line}: {escape(reason)}", highlight=False, soft_wrap=True)

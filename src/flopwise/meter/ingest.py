@@ -79,10 +79,12 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_SCRAPE_INTERVAL_S",
     "INGEST_SOURCE_NAMES",
+    "IngestInterrupted",
     "IngestOptions",
     "IngestResult",
     "costed_row",
     "ingest_records",
+    "close_stale_runs",
     "ingest_source",
 ]
 
@@ -95,6 +97,74 @@ _RESULT_REJECTS = 50
 _RAW_MAX = 500
 
 Progress = Callable[[int, "int | None"], None]
+
+
+class IngestInterrupted(KeyboardInterrupt):  # noqa: N818 - a KeyboardInterrupt, named like the event
+    """Ctrl-C (or SIGTERM, which the CLI turns into it) stopped run *run_id*; what it wrote was undone."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
+def _owner() -> str:
+    """This process as ``host:pid`` (kept on a running run, to tell a live one from one whose process died)."""
+    import socket
+
+    return f"{socket.gethostname()[:180]}:{os.getpid()}"
+
+
+def _process_gone(owner: str | None) -> bool:
+    """Whether *owner* (``host:pid``) names a process of this host that no longer exists."""
+    import socket
+
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname()[:180] or not pid.isdigit():
+        return False  # another machine's run: only it can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def close_stale_runs(factory: sessionmaker[Session]) -> list[int]:
+    """Close the ``running`` runs whose ingesting process is gone (killed with -9, the machine rebooted): undo
+    what each wrote, mark it ``interrupted`` with the reason. Returns their ids. Runs of live processes, of other
+    hosts and of the usage API (no owner) are left alone."""
+    from sqlalchemy import select
+
+    with write_session(factory) as session:
+        stale = [
+            (run_id, owner)
+            for run_id, owner in session.execute(
+                select(IngestRun.id, IngestRun.owner).where(IngestRun.status == "running")
+            )
+            if _process_gone(owner)
+        ]
+    closed = []
+    for run_id, owner in stale:
+        with write_session(factory) as session:
+            still = session.scalar(select(IngestRun.status).where(IngestRun.id == run_id).with_for_update())
+            if still != "running":
+                continue
+            undo_run(session, run_id)
+            session.execute(
+                update(IngestRun)
+                .where(IngestRun.id == run_id)
+                .values(
+                    finished_at=utcnow(),
+                    status="interrupted",
+                    message=f"its process ({owner}) ended without finishing (killed?); what it wrote was "
+                    "undone - ingest the input again",
+                )
+            )
+        closed.append(run_id)
+    return closed
 
 
 @dataclass(frozen=True)
@@ -285,11 +355,18 @@ def _text_lines(
 
 
 def _decode_guard(lines: Iterable[str], path: str) -> Iterator[str]:
+    import zlib
+
     try:
         yield from lines
     except UnicodeDecodeError as err:
         raise IngestError(
             path, None, f"not UTF-8 text ({err.reason}); is it a binary or compressed file?"
+        ) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        what = "it ends early (truncated?)" if isinstance(err, EOFError) else str(err)
+        raise IngestError(
+            path, None, f"not a readable gzip file: {what}; check it with `gzip -t {path}`"
         ) from None
 
 
@@ -548,8 +625,11 @@ def ingest_source(
     coster = Coster(
         catalog, CostingOptions(default_region=options.region, prefer_onprem=options.prefer_onprem)
     )
+    close_stale_runs(factory)
     with write_session(factory) as session:
-        run = IngestRun(source=source, path=target[:4000], status="running", actor=options.actor)
+        run = IngestRun(
+            source=source, path=target[:4000], status="running", actor=options.actor, owner=_owner()
+        )
         session.add(run)
         session.flush()
         run_id = run.id
@@ -576,7 +656,7 @@ def ingest_source(
         _fail(
             factory, run_id, source, target, "interrupted (Ctrl-C); nothing of it was kept", [], "interrupted"
         )
-        raise
+        raise IngestInterrupted(run_id) from None
     except BaseException as err:
         _fail(factory, run_id, source, target, f"unexpected error: {type(err).__name__}: {err}", [])
         raise
