@@ -198,7 +198,7 @@ def ingest(
                 progress=progress,
                 attribute=attribute,
             )
-            burn = None if no_burn or result.status == "failed" else _burn(factory, client, result.touched)
+            burn = None if no_burn or result.status == "failed" else _burn(factory, client, result)
         unattributed = None if result.status == "failed" else _unattributed(factory, result.run_id)
     finally:
         engine.dispose()
@@ -268,17 +268,36 @@ def _actor(getpass: Any) -> str | None:
         return None
 
 
-def _burn(factory: Any, client: Any, touched: Any = ()) -> dict[str, int]:
+def _burn(factory: Any, client: Any, run: Any) -> dict[str, int]:
     """Attribute, settle requests with actuals, raise budget alerts (once per threshold and window), then deliver
-    pending alerts to webhooks outside the write transaction (``meter.burn``, ``meter.alerts``)."""
+    pending alerts to webhooks outside the write transaction (``meter.burn``, ``meter.alerts``). Incremental:
+    only the rows *run* wrote, the requests they name and the budgets of their organizations, in the windows
+    they fall in (and the current one). Each stage is shown on a terminal."""
+    from flopwise.cli._common import stderr_console
     from flopwise.meter.alerts import deliver_pending_alerts
     from flopwise.meter.burn import apply_actuals
     from flopwise.store import write_session
     from flopwise.store.types import utcnow
 
-    with write_session(factory) as session:
-        result = apply_actuals(session, utcnow(), touched=touched)
-    deliveries = deliver_pending_alerts(factory, client, utcnow())
+    console = stderr_console()
+    status = console.status("after ingest: starting") if console.is_terminal else None
+    if status is not None:
+        status.start()
+    try:
+
+        def progress(stage: str) -> None:
+            if status is not None:
+                status.update(f"after ingest: {stage}")
+
+        with write_session(factory) as session:
+            result = apply_actuals(
+                session, utcnow(), touched=run.touched, run_id=run.run_id, progress=progress
+            )
+        progress("delivering alerts")
+        deliveries = deliver_pending_alerts(factory, client, utcnow())
+    finally:
+        if status is not None:
+            status.stop()
     return {
         "attributed_by_rule": result.attribution.by_rule,
         "attributed_by_request": result.attribution.by_request,

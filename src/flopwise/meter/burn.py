@@ -22,7 +22,7 @@ One pass, :func:`apply_actuals`, run after each ingestion (or on a timer) inside
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -173,13 +173,16 @@ def _request_scopes(session: Session, request_ids: Iterable[int]) -> dict[int, S
     return {rid: Scope(org, team, project) for rid, org, team, project in rows}
 
 
-def apply_attribution(session: Session, org_id: int | None = None) -> AttributionSummary:
+def apply_attribution(
+    session: Session, org_id: int | None = None, run_id: int | None = None
+) -> AttributionSummary:
     """Give a project to every ledger row that has none (or names a request not yet linked); see the module doc.
 
     Rows with no organization try every organization's rules (*org_id*: only that one's); rows that already
     belong to an organization (``ingest --org``) try only that organization's rules, for their team and
     project. Rows that name a known compute request get its scope and ``request_id`` (never across
-    organizations). Returns the counts; nothing is dropped.
+    organizations). *run_id*: only the rows that ingest run wrote (the incremental pass after an ingest).
+    Returns the counts; nothing is dropped.
     """
     from sqlalchemy import or_, select
 
@@ -198,6 +201,8 @@ def apply_attribution(session: Session, org_id: int | None = None) -> Attributio
     )
     if org_id is not None:
         pending = pending & (Row.org_id.is_(None) | (Row.org_id == org_id))
+    if run_id is not None:
+        pending = pending & (Row.ingest_run_id == run_id)
     while True:
         batch = list(
             session.scalars(select(Row).where(pending, Row.id > last_id).order_by(Row.id).limit(_BATCH))
@@ -335,8 +340,10 @@ def metered_unreserved(session: Session, budget: Budget, window: tuple[datetime,
     return to_money(metered if isinstance(metered, Decimal) else Decimal(repr(float(metered))))
 
 
-def budgets_in_scope(session: Session, org_id: int | None = None) -> list[Budget]:
-    """Every budget (of *org_id*, or all), in id order."""
+def budgets_in_scope(
+    session: Session, org_id: int | None = None, org_ids: Iterable[int] | None = None
+) -> list[Budget]:
+    """Every budget (of *org_id*, or all; and of *org_ids* when given), in id order."""
     from sqlalchemy import select
 
     from flopwise.store.models import Budget as BudgetRow
@@ -344,6 +351,8 @@ def budgets_in_scope(session: Session, org_id: int | None = None) -> list[Budget
     stmt = select(BudgetRow).order_by(BudgetRow.id)
     if org_id is not None:
         stmt = stmt.where(BudgetRow.org_id == org_id)
+    if org_ids is not None:
+        stmt = stmt.where(BudgetRow.org_id.in_(list(org_ids)))
     return list(session.scalars(stmt))
 
 
@@ -357,7 +366,11 @@ def _applies(budget: Budget, now: datetime) -> bool:
 
 
 def raise_alerts(
-    session: Session, now: datetime, org_id: int | None = None, touched: Iterable[datetime] = ()
+    session: Session,
+    now: datetime,
+    org_id: int | None = None,
+    touched: Iterable[datetime] = (),
+    org_ids: Iterable[int] | None = None,
 ) -> list[BudgetAlert]:
     """Insert a ``budget_alerts`` row for every threshold a budget has reached in its current window, once.
 
@@ -374,7 +387,7 @@ def raise_alerts(
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     created: list[BudgetAlert] = []
     times = sorted({now, *touched})
-    for budget in budgets_in_scope(session, org_id):
+    for budget in budgets_in_scope(session, org_id, org_ids):
         gov = governed_budget(budget)
         windows = sorted({budget_window(gov, t) for t in times if _applies(budget, t)})
         for start, end in windows:
@@ -408,26 +421,56 @@ def raise_alerts(
 
 
 def budget_forecasts(
-    session: Session, now: datetime, org_id: int | None = None
+    session: Session, now: datetime, org_id: int | None = None, org_ids: Iterable[int] | None = None
 ) -> list[tuple[int, BudgetForecast]]:
-    """(budget id, linear end-of-window forecast) for every budget that applies at *now*."""
+    """(budget id, linear end-of-window forecast) for every budget (of *org_ids* when given) that applies at
+    *now*."""
     return [
         (b.id, forecast_budget(governed_budget(b), budget_used(session, b, now), now))
-        for b in budgets_in_scope(session, org_id)
+        for b in budgets_in_scope(session, org_id, org_ids)
         if _applies(b, now)
     ]
 
 
 def apply_actuals(
-    session: Session, now: datetime, org_id: int | None = None, touched: Iterable[datetime] = ()
+    session: Session,
+    now: datetime,
+    org_id: int | None = None,
+    touched: Iterable[datetime] = (),
+    run_id: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> BurnResult:
     """Attribute, settle, draw down and alert in one pass (the caller's transaction; it commits). *touched*: the
-    times of inserted or restated usage, whose budget windows are checked for alerts besides the current one."""
-    summary = apply_attribution(session, org_id)
-    settled = settle_actuals(session)
-    alerts = raise_alerts(session, now, org_id, touched)
+    times of inserted or restated usage, whose budget windows are checked for alerts besides the current one.
+
+    *run_id* makes the pass incremental, what ``flopwise ingest`` does after a run: only the rows that run wrote
+    are attributed, only the requests they name are settled, and only the budgets of the organizations they
+    belong to are drawn down, alerted and forecast (each budget with one indexed ``SUM`` per window). Without it
+    the whole ledger is looked at. *progress* is told each stage as it starts.
+    """
+    say = progress or (lambda _stage: None)
+    say("attributing")
+    summary = apply_attribution(session, org_id, run_id)
+    request_ids: list[int] | None = None
+    org_ids: list[int] | None = None
+    if run_id is not None:
+        from sqlalchemy import select
+
+        from flopwise.store.ledger import UsageRecordRow as Row
+
+        of_run = Row.ingest_run_id == run_id
+        request_ids = list(
+            session.scalars(select(Row.request_id).where(of_run, Row.request_id.is_not(None)).distinct())
+        )
+        org_ids = list(session.scalars(select(Row.org_id).where(of_run, Row.org_id.is_not(None)).distinct()))
+    say(f"settling {len(request_ids)} requests" if request_ids is not None else "settling requests")
+    settled = settle_actuals(session, request_ids) if request_ids != [] else {}
+    say("checking budgets")
+    alerts = raise_alerts(session, now, org_id, touched, org_ids)
     record_completed_calibration(session, settled, now)
-    return BurnResult(summary, settled, tuple(alerts), tuple(budget_forecasts(session, now, org_id)))
+    say("forecasting")
+    forecasts = budget_forecasts(session, now, org_id, org_ids)
+    return BurnResult(summary, settled, tuple(alerts), tuple(forecasts))
 
 
 def record_completed_calibration(session: Session, settled: Mapping[int, Any], now: datetime) -> list[int]:

@@ -129,6 +129,7 @@ class UsageRecordRow(Base):
         CheckConstraint("idle_cost_usd IS NULL OR idle_cost_usd >= 0", name="idle_cost_nonnegative"),
         Index(None, "org_id", "charge_period_start"),
         Index(None, "project_id", "charge_period_start"),
+        Index(None, "team_id", "charge_period_start"),  # team budgets' draw-down (0003_ledger10)
         Index(None, "charge_period_start"),
     )
 

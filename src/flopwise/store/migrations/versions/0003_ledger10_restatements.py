@@ -1,5 +1,6 @@
 """Restatements and run bookkeeping: usage_record_history (the values a restated row had, which run replaced them,
-who and when), ingest_runs.records_replaced / actor / owner, and the ``interrupted`` run status.
+who and when), ingest_runs.records_replaced / actor / owner, the ``interrupted`` run status, and an index on
+usage_records (team_id, charge_period_start) for team budgets' draw-down.
 
 Revision ID: 0003_ledger10
 Revises: 0002
@@ -39,6 +40,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("owner", sa.String(length=200), nullable=True))
         batch_op.drop_constraint(batch_op.f("ck_ingest_runs_status"), type_="check")
         batch_op.create_check_constraint(batch_op.f("ck_ingest_runs_status"), sa.text(_NEW_STATES))
+
+    with op.batch_alter_table("usage_records", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_usage_records_team_id_charge_period_start"),
+            ["team_id", "charge_period_start"],
+            unique=False,
+        )
 
     op.create_table(
         "usage_record_history",
@@ -88,6 +96,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_usage_record_history_usage_record_id"))
         batch_op.drop_index(batch_op.f("ix_usage_record_history_new_run_id"))
     op.drop_table("usage_record_history")
+    with op.batch_alter_table("usage_records", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_usage_records_team_id_charge_period_start"))
     op.execute("UPDATE ingest_runs SET status = 'failed' WHERE status = 'interrupted'")
     with op.batch_alter_table("ingest_runs", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("ck_ingest_runs_status"), type_="check")
