@@ -171,11 +171,13 @@ def close_stale_runs(factory: sessionmaker[Session]) -> list[int]:
 class IngestOptions:
     """How to read one input. Every field is optional; the parsers say when one is needed.
 
-    *assume_tz*: IANA zone of zone-less timestamps (sacct, nvidia-smi, the FOCUS sample data). *cluster*: the
+    *assume_tz*: IANA zone of zone-less timestamps (sacct, nvidia-smi; FOCUS reads them as UTC, as the FOCUS
+    spec says its timestamps are, unless this is given). *cluster*: the
     Slurm cluster name when sacct output has no Cluster field. *fields*: sacct's ``--format`` list or nvidia-smi's
     ``--query-gpu`` list for header-less output. *delimiter*: sacct/CSV delimiter when it cannot be sniffed.
     *region*: the catalog region of usage that names none (CO2e of on-prem usage). *scraped_at*: when a DCGM
-    scrape file was taken (default: the file's modification time); *scrape_interval_s*: the span the first scrape
+    scrape file was taken (default: its samples' own timestamps, else the file's modification time with the
+    scrape's content as its identity); *scrape_interval_s*: the span the first scrape
     of a run stands for. *interval_s*: nvidia-smi aggregation interval. *batch_size*: records per write
     transaction. *actor*: who runs the ingest (kept on the run and on the history of every row it restates).
     """
@@ -405,6 +407,9 @@ class _Parsed:
     rolled_up: Callable[[], int] = lambda: 0
     expanded: Callable[[], int] = lambda: 0
     closer: Any = None
+    #: whether a known key with other values is a restatement (False: keys made from content, whose only
+    #: possible difference is a guessed time, e.g. a DCGM scrape timed by its file's mtime)
+    restate: bool = True
 
 
 class _SacctCounts:
@@ -436,7 +441,7 @@ def _parse(
     if source == "focus" and not _is_url(target) and target.endswith(".parquet"):
         report = ParseReport()
         records = parse_focus_parquet(
-            target, catalog=catalog, assume_tz=options.assume_tz, report=report, rejected=rejected
+            target, catalog=catalog, assume_tz=options.assume_tz or "UTC", report=report, rejected=rejected
         )
         return _Parsed(records, rejected, lambda: report.rows_read)
     if source == "dcgm":
@@ -452,11 +457,14 @@ def _parse(
             "oci": parse_oci_cost_report,
         }[source]
         kwargs: dict[str, Any] = {"delimiter": options.delimiter} if source == "focus" else {}
+        # FOCUS: "all date/time values are in UTC" (FOCUS 1.0, Date/Time Format): a zone-less timestamp is UTC
+        # unless --assume-tz says otherwise (the official 1.0 sample writes "2024-09-18 22:00:00")
+        tz = options.assume_tz or ("UTC" if source == "focus" else None)
         records = parser(
             lines,
             path=target,
             catalog=catalog,
-            assume_tz=options.assume_tz,
+            assume_tz=tz,
             report=report,
             rejected=rejected,
             **kwargs,
@@ -540,30 +548,84 @@ def _parse_dcgm(
     client: httpx.Client | None,
     progress: Progress | None,
 ) -> _Parsed:
+    """A DCGM exporter scrape, metered over the interval before it.
+
+    When it was taken: ``--scraped-at``; else, for a URL, now; else the samples' own timestamps (Prometheus text
+    may end a sample with milliseconds since the epoch: the latest one); else the file's modification time. In
+    that last case the records' identity is the scrape's content (a SHA-256 of its sample lines), not the time,
+    so a copied or ``touch``-ed scrape is the same charge again (unchanged, or a restatement of its period),
+    never a second one.
+    """
+    import hashlib
+
     rejected: list[RejectedRow] = []
-    lines, closer = _text_lines(target, client, progress)
-    counter = _LineCounter(_decode_guard(lines, target), comment="#")
+    content_key = False
     if options.scraped_at is not None:
         scraped_at = options.scraped_at
     elif _is_url(target):
         scraped_at = utcnow()
     else:
-        scraped_at = datetime.fromtimestamp(Path(target).stat().st_mtime, tz=UTC)
+        stamped = _latest_sample_time(target)
+        if stamped is not None:
+            scraped_at = stamped
+        else:
+            if not Path(target).exists():
+                raise IngestError(target, None, "no such file; check the path")
+            scraped_at = datetime.fromtimestamp(Path(target).stat().st_mtime, tz=UTC)
+            content_key = True
+    lines, closer = _text_lines(target, client, progress)
+    digest = hashlib.sha256()
+
+    def hashed(source: Iterable[str]) -> Iterator[str]:
+        for line in source:
+            text = line.strip()
+            if text and not text.startswith("#"):
+                digest.update(text.encode())
+                digest.update(b"\n")
+            yield line
+
+    counter = _LineCounter(hashed(_decode_guard(lines, target)), comment="#")
     produced = [0]
 
     def records() -> Iterator[UsageRecord]:
+        from dataclasses import replace
+
         scrape = parse_dcgm_scrape(
             counter, scraped_at=scraped_at, rejected=rejected, path=target, catalog=catalog
         )
         before = _held_scrape(scrape, options.scrape_interval_s)
+        content = digest.hexdigest()[:32]
         for rec in dcgm_usage([before, scrape]):
             produced[0] += 1
+            if content_key:
+                when = rec.charge_period_start.isoformat()
+                if rec.source_key.endswith(when):
+                    rec = replace(rec, source_key=f"{rec.source_key[: -len(when)]}scrape-{content}")
             yield rec
 
     def rolled() -> int:
         return max(0, counter.count - produced[0] - len({r.line for r in rejected}))
 
-    return _Parsed(records(), rejected, lambda: counter.count, rolled, closer=closer)
+    return _Parsed(records(), rejected, lambda: counter.count, rolled, closer=closer, restate=not content_key)
+
+
+def _latest_sample_time(target: str) -> datetime | None:
+    """The latest sample timestamp of a Prometheus text file (None when no sample carries one, or unreadable)."""
+    from flopwise.meter.dcgm import parse_prometheus_text
+
+    try:
+        fh = _open_path(Path(target), None)
+    except IngestError:
+        return None
+    latest = None
+    try:
+        with fh:
+            for sample in parse_prometheus_text(fh, rejected=[], path=target):
+                if sample.timestamp_ms is not None and (latest is None or sample.timestamp_ms > latest):
+                    latest = sample.timestamp_ms
+    except (UnicodeDecodeError, OSError, EOFError):
+        return None  # the real read reports it
+    return None if latest is None else datetime.fromtimestamp(latest / 1000, tz=UTC)
 
 
 def _held_scrape(scrape: DcgmScrape, interval_s: float) -> DcgmScrape:
@@ -646,7 +708,7 @@ def ingest_source(
             run_id=run_id,
             batch_size=options.batch_size,
             attribute=attribute,
-            restate=True,
+            restate=parsed.restate,
             actor=options.actor,
         )
     except IngestError as err:
