@@ -45,10 +45,13 @@ ToOpt = Annotated[
         "--to", help="End (exclusive), ISO 8601 with a zone or a date (UTC): 2025-04-01.", show_default=False
     ),
 ]
-GROUPS = ("org", "team", "project", "device", "provider", "region", "source", "day", "month")
+GROUPS = (
+    "org", "team", "project", "device", "provider", "region", "source", "day", "month",
+    "service", "service_category", "charge_category", "sub_account",
+)  # fmt: skip
 COLUMNS = (
     "key", "label", "records", "device_hours", "cost_usd", "energy_kwh", "co2e_kg", "idle_device_hours",
-    "idle_cost_usd", "utilization_frac", "idle_frac", "uncosted_records",
+    "idle_cost_usd", "utilization_frac", "idle_frac", "uncosted_records", "billed_cost", "effective_cost",
 )  # fmt: skip
 
 
@@ -158,6 +161,8 @@ def _render_usage(report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         "records",
         "device-h",
         "cost $",
+        "billed $",
+        "effective $",
         "energy kWh",
         "CO2e kg",
         "idle device-h",
@@ -172,6 +177,8 @@ def _render_usage(report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
             f"{g['records']:,}",
             fmt_num(g["device_hours"]),
             fmt_num(g["cost_usd"]),
+            fmt_num(g["billed_cost"]),
+            fmt_num(g["effective_cost"]),
             fmt_num(g["energy_kwh"]),
             fmt_num(g["co2e_kg"]),
             fmt_num(g["idle_device_hours"]),

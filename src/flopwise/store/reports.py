@@ -46,7 +46,12 @@ __all__ = [
     "usage_report",
 ]
 
-GROUP_BY = ("org", "team", "project", "device", "provider", "region", "source", "day", "month")
+GROUP_BY = (
+    "org", "team", "project", "device", "provider", "region", "source", "day", "month",
+    "service", "service_category", "charge_category", "sub_account",
+)  # fmt: skip
+#: FinOps groupings read from the FOCUS columns a bill carried (kept in ``x_extra``): ServiceName, ChargeCategory
+FOCUS_EXTRA_GROUPS = {"service": "ServiceName", "charge_category": "ChargeCategory"}
 CONCENTRATION_BY = ("provider", "vendor", "device", "region")
 CONCENTRATION_MEASURES = ("cost_usd", "device_hours")
 UNATTRIBUTED = "unattributed"
@@ -128,6 +133,8 @@ def _metrics(u: Any = U) -> list[ColumnElement[Any]]:
         func.count().label("records"),
         func.coalesce(func.sum(u.x_device_hours), 0.0).label("device_hours"),
         func.coalesce(func.sum(u.cost_usd), _ZERO).label("cost_usd"),
+        func.coalesce(func.sum(u.billed_cost), _ZERO).label("billed_cost"),
+        func.coalesce(func.sum(u.effective_cost), _ZERO).label("effective_cost"),
         func.coalesce(func.sum(u.x_energy_kwh), 0.0).label("energy_kwh"),
         func.coalesce(func.sum(u.x_co2e_kg), 0.0).label("co2e_kg"),
         func.coalesce(func.sum(u.idle_device_hours), 0.0).label("idle_device_hours"),
@@ -148,6 +155,10 @@ def _metric_dict(row: Any) -> dict[str, Any]:
         "records": int(row.records),
         "device_hours": device_hours,
         "cost_usd": to_money(row.cost_usd),
+        # FinOps: what the bill charged (BilledCost) beside the amortized cost (EffectiveCost: commitments spread
+        # over the usage they cover); records with no bill (Slurm, DCGM) have neither
+        "billed_cost": to_money(row.billed_cost),
+        "effective_cost": to_money(row.effective_cost),
         "energy_kwh": float(row.energy_kwh),
         "co2e_kg": float(row.co2e_kg),
         "idle_device_hours": idle,
@@ -176,7 +187,11 @@ def _group_columns(session: Session, group_by: str, u: Any = U) -> tuple[list[Co
         "provider": u.provider_name,
         "region": u.region_id,
         "source": u.source,
+        "service_category": u.service_category,
+        "sub_account": u.x_account,
     }.get(group_by)
+    if group_by in FOCUS_EXTRA_GROUPS:
+        column = u.x_extra[FOCUS_EXTRA_GROUPS[group_by]].as_string()
     if column is None:
         column = _period_text(session, group_by, u)
     return [column.label("key"), column.label("label")], []
@@ -200,7 +215,8 @@ def usage_report(
     with *as_of* (an ingest run id), of the ledger as it stood when that run ended (:func:`ledger_as_of`).
 
     Returns ``{"group_by", "from", "to", "total": {...}, "groups": [{"key", "label", ...}, ...]}`` where each
-    metrics object has ``records``, ``device_hours``, ``cost_usd`` (Decimal), ``energy_kwh``, ``co2e_kg``,
+    metrics object has ``records``, ``device_hours``, ``cost_usd`` (Decimal), ``billed_cost`` and
+    ``effective_cost`` (Decimal: FOCUS BilledCost and the amortized EffectiveCost, side by side), ``energy_kwh``, ``co2e_kg``,
     ``idle_device_hours``, ``idle_cost_usd`` (Decimal), ``utilization_frac`` (device-hour-weighted, over the
     records that report utilization), ``idle_frac`` (idle / device-hours) and ``uncosted_records``. Groups are
     sorted by cost, then device-hours, descending. The groups' sums equal the total (tested).
@@ -391,6 +407,9 @@ def ledger_records(
             x_user=row.x_user,
             x_account=row.x_account,
             x_extra={
+                # every FOCUS column the bill gave that is not a record field (ServiceName, ChargeCategory,
+                # BillingPeriodStart, SubAccountId, ...), so the export round-trips
+                **{k: v for k, v in (row.x_extra or {}).items() if _is_bill_column(k)},
                 "x_CostUsd": row.cost_usd,
                 "x_CostBasis": row.cost_basis,
                 "x_EnergyBasis": row.energy_basis,
@@ -404,7 +423,41 @@ def ledger_records(
         )
 
 
+def _focus_extra_columns() -> tuple[str, ...]:
+    from flopwise.meter.focus import FOCUS_1_0_COLUMNS, FOCUS_1_1_ADDED, FOCUS_1_2_ADDED
+    from flopwise.meter.record import FOCUS_NAMES
+
+    known = FOCUS_1_0_COLUMNS | FOCUS_1_1_ADDED | FOCUS_1_2_ADDED
+    return tuple(sorted(known - set(FOCUS_NAMES.values())))
+
+
+def _is_bill_column(name: str) -> bool:
+    """A column a bill gave (FOCUS PascalCase, or a provider's ``x_`` column), not flopwise's own bookkeeping."""
+    return bool(name) and (name[0].isupper() or name.startswith("x_")) and name not in _BOOKKEEPING
+
+
+def _bill_columns(
+    session: Session, from_: datetime | None, to: datetime | None, org_id: int | None
+) -> list[str]:
+    """The bill columns (:func:`_is_bill_column`) found in the ``x_extra`` of the rows to export, in the database
+    (SQLite ``json_each``, PostgreSQL ``json_object_keys``)."""
+    from sqlalchemy import true
+
+    if session.get_bind().dialect.name == "postgresql":
+        keys = func.json_object_keys(U.x_extra).label("k")
+        stmt = _where(
+            select(keys).where(func.json_typeof(U.x_extra) == "object"), from_, to, org_id
+        ).subquery()
+        found = session.scalars(select(stmt.c.k).distinct())
+    else:
+        each = func.json_each(U.x_extra).table_valued("key").alias("j")
+        stmt = _where(select(each.c.key).select_from(U).join(each, true()), from_, to, org_id).distinct()
+        found = session.scalars(stmt)
+    return sorted(k for k in found if isinstance(k, str) and _is_bill_column(k))
+
+
 EXPORT_EXTRA_COLUMNS = (
+    *_focus_extra_columns(),
     "x_CostUsd",
     "x_CostBasis",
     "x_EnergyBasis",
@@ -415,6 +468,7 @@ EXPORT_EXTRA_COLUMNS = (
     "x_ProjectId",
     "x_SourceKey",
 )
+_BOOKKEEPING = frozenset(EXPORT_EXTRA_COLUMNS[len(_focus_extra_columns()) :])
 
 
 def export_focus_csv(
@@ -425,7 +479,10 @@ def export_focus_csv(
     org_id: int | None = None,
 ) -> int:
     """Write the ledger to *out* as FOCUS CSV (``flopwise.meter.focus.focus_csv_lines``: FOCUS column names from
-    ``meter.record.FOCUS_NAMES`` plus x_ columns); returns the number of records written. Streams."""
+    ``meter.record.FOCUS_NAMES``, every other FOCUS 1.0-1.2 column the bills gave (ServiceName, ChargeCategory,
+    BillingPeriodStart, SubAccountId, ...), plus x_ columns, ``x_SourceKey`` the ledger key); returns the number of
+    records written. Streams. Re-ingesting the file (``flopwise ingest focus``) gives the same ledger: same keys,
+    same values, every FOCUS column."""
     from flopwise.meter.focus import focus_csv_lines
 
     count = 0
@@ -436,6 +493,8 @@ def export_focus_csv(
             count += 1
             yield record
 
-    for line in focus_csv_lines(counted(), extra_columns=EXPORT_EXTRA_COLUMNS):
+    bill = _bill_columns(session, from_, to, org_id)
+    columns = [*dict.fromkeys([*EXPORT_EXTRA_COLUMNS[: -len(_BOOKKEEPING)], *bill]), *_BOOKKEEPING]
+    for line in focus_csv_lines(counted(), extra_columns=columns):
         out.write(line)
     return count
