@@ -197,7 +197,7 @@ def test_a_file_of_the_wrong_kind_fails_the_run(factory):
 def test_failure_midway_removes_what_the_run_wrote(factory, tmp_path, monkeypatch):
     """An IngestError after some batches were committed: those records are deleted, the run is failed."""
     from flopwise.errors import IngestError
-    from flopwise.meter import ingest as ingest_mod
+    from flopwise.meter import ingest_parse as ingest_mod
 
     src = sample("focus/focus-1.0-sample.csv")
     real = ingest_mod.parse_focus
