@@ -187,3 +187,40 @@ def test_restatement_alerts_in_its_past_window(factory, tmp_path):
         (alert,) = result.alerts
         assert alert.window_start == datetime(2025, 3, 1, tzinfo=UTC)
         assert alert.used_amount > Decimal("500")
+
+
+def test_charge_history_lists_every_version(factory, tmp_path):
+    from typer.testing import CliRunner
+
+    from flopwise.cli.main import app
+    from flopwise.store.reports import charge_history
+
+    first = ingest_source(
+        factory, "focus", _bill(tmp_path, "v1.csv"), catalog=CAT, options=IngestOptions(actor="a")
+    )
+    second = ingest_source(
+        factory, "focus", _bill(tmp_path, "v2.csv", "90"), catalog=CAT, options=IngestOptions(actor="b")
+    )
+    third = ingest_source(
+        factory, "focus", _bill(tmp_path, "v3.csv", "80"), catalog=CAT, options=IngestOptions(actor="c")
+    )
+    with read_session(factory) as s:
+        (key,) = s.scalars(select(UsageRecordHistory.source_key).distinct()).all()
+        history = charge_history(s, key)
+        with pytest.raises(InputError, match="KEY"):
+            charge_history(s, "no-such-key")
+    runs = [
+        (v["run_id"], v["billed_cost"], v["replaced_by_run"], v["replaced_by"]) for v in history["versions"]
+    ]
+    assert runs == [
+        (first.run_id, Decimal("98.32"), second.run_id, "b"),
+        (second.run_id, Decimal("90"), third.run_id, "c"),
+        (third.run_id, Decimal("80"), None, None),
+    ]
+    if factory.kw["bind"].dialect.name == "sqlite":
+        url = factory.kw["bind"].url.render_as_string(hide_password=False)
+        shown = CliRunner().invoke(app, ["report", "history", key, "--database-url", url, "--json"])
+        assert shown.exit_code == 0, shown.output
+        assert [v["billed_cost"] for v in __import__("json").loads(shown.stdout)["versions"]] == [
+            "98.320000", "90.000000", "80.000000",
+        ]  # fmt: skip

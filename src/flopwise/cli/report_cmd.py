@@ -255,6 +255,50 @@ def export_focus(
         stderr_console().print(f"wrote {n:,} records to {file}")
 
 
+@app.command("history")
+@handle_errors
+def history(
+    key: Annotated[
+        str, typer.Argument(help="The charge's ledger key (x_SourceKey in an export).", show_default=False)
+    ],
+    database_url: DatabaseUrl = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Every version of one charge: each restatement's run, time, author and cost, then the current value."""
+    from rich.table import Table
+
+    from flopwise.cli._common import stdout_console
+    from flopwise.store.reports import charge_history
+
+    engine, session_cm = _session(database_url)
+    try:
+        with session_cm as session:
+            report = charge_history(session, key)
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json(_plain(report))
+        return
+    table = Table(
+        title=f"{key} ({report['source']}, {report['charge_period_start']:%Y-%m-%d %H:%M} - "
+        f"{report['charge_period_end']:%Y-%m-%d %H:%M} UTC)"
+    )
+    for name in ("run", "billed $", "effective $", "cost $", "replaced by run", "at", "by", "changed"):
+        table.add_column(name)
+    for v in report["versions"]:
+        table.add_row(
+            str(v["run_id"] or "-"),
+            fmt_num(v["billed_cost"]),
+            fmt_num(v["effective_cost"]),
+            fmt_num(v["cost_usd"]),
+            "current" if v["replaced_by_run"] is None else str(v["replaced_by_run"]),
+            "" if v["replaced_at"] is None else f"{v['replaced_at']:%Y-%m-%d %H:%M:%S}",
+            v["replaced_by"] or "",
+            ", ".join(v["changed"]),
+        )
+    stdout_console().print(table)
+
+
 alerts_app = typer.Typer(
     help="Budget alerts: deliver pending ones to the organizations' webhooks.", no_args_is_help=True
 )

@@ -41,6 +41,7 @@ __all__ = [
     "export_focus_csv",
     "herfindahl_hirschman",
     "ledger_as_of",
+    "charge_history",
     "ledger_records",
     "unattributed_usage",
     "usage_report",
@@ -245,6 +246,53 @@ def usage_report(
         "as_of": as_of,
         "total": _metric_dict(total_row),
         "groups": groups,
+    }
+
+
+def charge_history(session: Session, source_key: str) -> dict[str, Any]:
+    """Every version of one charge (ledger key), oldest first: the run that wrote it, when, who replaced it, and
+    its cost; the last one is the ledger's current row. Raises InputError for a key the ledger does not hold."""
+    row = session.scalars(select(U).where(U.source_key == source_key)).first()
+    if row is None:
+        raise InputError("KEY", source_key, "the ledger has no charge with this key (x_SourceKey of an export)")
+    versions = []
+    for h in session.scalars(
+        select(UsageRecordHistory)
+        .where(UsageRecordHistory.usage_record_id == row.id)
+        .order_by(UsageRecordHistory.id)
+    ):
+        versions.append(
+            {
+                "run_id": h.old_run_id,
+                "billed_cost": h.billed_cost,
+                "effective_cost": h.effective_cost,
+                "cost_usd": h.cost_usd,
+                "x_device_hours": h.x_device_hours,
+                "replaced_by_run": h.new_run_id,
+                "replaced_at": h.replaced_at,
+                "replaced_by": h.replaced_by,
+                "changed": sorted(h.changes or {}),
+            }
+        )
+    versions.append(
+        {
+            "run_id": row.ingest_run_id,
+            "billed_cost": row.billed_cost,
+            "effective_cost": row.effective_cost,
+            "cost_usd": row.cost_usd,
+            "x_device_hours": row.x_device_hours,
+            "replaced_by_run": None,
+            "replaced_at": None,
+            "replaced_by": None,
+            "changed": [],
+        }
+    )
+    return {
+        "source_key": source_key,
+        "source": row.source,
+        "charge_period_start": row.charge_period_start,
+        "charge_period_end": row.charge_period_end,
+        "versions": versions,
     }
 
 
