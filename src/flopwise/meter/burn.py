@@ -300,12 +300,27 @@ def settle_actuals(
     return actuals
 
 
-def budget_used(session: Session, budget: Budget, now: datetime) -> Decimal:
+#: what each budget has used per window, within one post-ingest pass (alerts and forecasts ask the same question)
+UsedCache = dict[tuple[int, datetime, datetime], Decimal]
+
+
+def budget_used(session: Session, budget: Budget, now: datetime, cache: UsedCache | None = None) -> Decimal:
     """What *budget* has used in its window containing *now*: its reservations plus unreserved metered usage."""
+    return _used_in(session, budget, budget_window_of(budget, now), cache)
+
+
+def _used_in(
+    session: Session, budget: Budget, window: tuple[datetime, datetime], cache: UsedCache | None
+) -> Decimal:
     from flopwise.store.queries import budget_spent
 
-    window = budget_window_of(budget, now)
-    return budget_spent(session, budget.id, window) + metered_unreserved(session, budget, window)
+    key = (budget.id, *window)
+    if cache is not None and key in cache:
+        return cache[key]
+    used = budget_spent(session, budget.id, window) + metered_unreserved(session, budget, window)
+    if cache is not None:
+        cache[key] = used
+    return used
 
 
 def metered_unreserved(session: Session, budget: Budget, window: tuple[datetime, datetime]) -> Decimal:
@@ -371,6 +386,7 @@ def raise_alerts(
     org_id: int | None = None,
     touched: Iterable[datetime] = (),
     org_ids: Iterable[int] | None = None,
+    cache: UsedCache | None = None,
 ) -> list[BudgetAlert]:
     """Insert a ``budget_alerts`` row for every threshold a budget has reached in its current window, once.
 
@@ -382,7 +398,6 @@ def raise_alerts(
     from sqlalchemy.dialects import postgresql, sqlite
 
     from flopwise.store.ledger import BudgetAlert
-    from flopwise.store.queries import budget_spent
 
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     created: list[BudgetAlert] = []
@@ -391,12 +406,7 @@ def raise_alerts(
         gov = governed_budget(budget)
         windows = sorted({budget_window(gov, t) for t in times if _applies(budget, t)})
         for start, end in windows:
-            if (start, end) == budget_window(gov, now) and _applies(budget, now):
-                used = budget_used(session, budget, now)
-            else:
-                used = budget_spent(session, budget.id, (start, end)) + metered_unreserved(
-                    session, budget, (start, end)
-                )
+            used = _used_in(session, budget, (start, end), cache)
             for threshold in crossed_alerts(gov, Decimal(0), used):
                 stmt = (
                     insert(BudgetAlert.__table__)
@@ -421,12 +431,16 @@ def raise_alerts(
 
 
 def budget_forecasts(
-    session: Session, now: datetime, org_id: int | None = None, org_ids: Iterable[int] | None = None
+    session: Session,
+    now: datetime,
+    org_id: int | None = None,
+    org_ids: Iterable[int] | None = None,
+    cache: UsedCache | None = None,
 ) -> list[tuple[int, BudgetForecast]]:
     """(budget id, linear end-of-window forecast) for every budget (of *org_ids* when given) that applies at
     *now*."""
     return [
-        (b.id, forecast_budget(governed_budget(b), budget_used(session, b, now), now))
+        (b.id, forecast_budget(governed_budget(b), budget_used(session, b, now, cache), now))
         for b in budgets_in_scope(session, org_id, org_ids)
         if _applies(b, now)
     ]
@@ -466,10 +480,11 @@ def apply_actuals(
     say(f"settling {len(request_ids)} requests" if request_ids is not None else "settling requests")
     settled = settle_actuals(session, request_ids) if request_ids != [] else {}
     say("checking budgets")
-    alerts = raise_alerts(session, now, org_id, touched, org_ids)
+    cache: UsedCache = {}
+    alerts = raise_alerts(session, now, org_id, touched, org_ids, cache)
     record_completed_calibration(session, settled, now)
     say("forecasting")
-    forecasts = budget_forecasts(session, now, org_id, org_ids)
+    forecasts = budget_forecasts(session, now, org_id, org_ids, cache)
     return BurnResult(summary, settled, tuple(alerts), tuple(forecasts))
 
 
