@@ -254,3 +254,16 @@ def test_runs_and_show_list_every_reject(tmp_path):
     assert "line 3:" in text.stdout and "line 4:" in text.stdout
     assert _cli(db, "ingest", "show", "999").exit_code == 2
     assert _cli(db, "ingest", "runs", "--source", "focsu").exit_code == 2
+
+
+def test_ingest_group_takes_options_first_and_still_shows_its_help(tmp_path):
+    db = f"sqlite:///{tmp_path / 'o.db'}"
+    first = runner.invoke(app, ["ingest", "--json", "--no-burn", "focus", str(BILL), "--database-url", db])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["records_inserted"] == 7
+    explicit = runner.invoke(
+        app, ["ingest", "from", "focus", str(BILL), "--database-url", db, "--json", "--no-burn"]
+    )
+    assert json.loads(explicit.stdout)["records_duplicate"] == 7
+    helped = runner.invoke(app, ["ingest", "--help"])
+    assert helped.exit_code == 0 and "runs" in helped.stdout and "show" in helped.stdout

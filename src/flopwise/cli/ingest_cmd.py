@@ -21,12 +21,12 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 class _DefaultFrom(TyperGroup):
-    """``flopwise ingest SOURCE ...`` runs ``ingest from SOURCE ...``: a first argument that is not a sub-command
-    (``runs``, ``show``, ``from``) or an option goes to ``from``."""
+    """``flopwise ingest SOURCE ...`` runs ``ingest from SOURCE ...``: arguments that do not start with a
+    sub-command (``runs``, ``show``, ``from``) or ``--help`` go to ``from``."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
-            args = ["from", *args]
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["from", *args]  # options may come first too: ingest --json slurm x.txt
         return super().parse_args(ctx, args)
 
 
@@ -156,8 +156,8 @@ def ingest(
     catalog_dir: CatalogDir = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Ingest usage from a file or URL into the ledger: idempotent (the same input twice adds nothing), a
-    restated charge replaces the old value (kept as history), every rejected row listed by line and reason."""
+    """Ingest usage from a file or URL into the ledger: idempotent (the same input twice adds nothing); a restated
+    charge replaces the old value (kept as history); every rejected row listed by line and reason."""
     import getpass
 
     import httpx
