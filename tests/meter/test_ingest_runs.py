@@ -267,3 +267,38 @@ def test_ingest_group_takes_options_first_and_still_shows_its_help(tmp_path):
     assert json.loads(explicit.stdout)["records_duplicate"] == 7
     helped = runner.invoke(app, ["ingest", "--help"])
     assert helped.exit_code == 0 and "runs" in helped.stdout and "show" in helped.stdout
+
+
+def test_disk_full_leaves_the_ledger_as_it_was(tmp_path):
+    """SQLite limited to a few hundred pages (a full disk): the run fails on a batch, what it wrote is undone, the
+    run says why, and the ledger equals what it was before, row by row."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from flopwise.store import upgrade
+
+    url = f"sqlite:///{tmp_path / 'full.db'}"
+    upgrade(url)
+    eng = make_engine(url)
+    f = make_session_factory(eng)
+    ingest_source(f, "focus", BILL, catalog=CAT)
+    before = _ledger(f)
+
+    @event.listens_for(eng, "connect")
+    def tiny_disk(dbapi_connection, _record):
+        dbapi_connection.execute("PRAGMA max_page_count = 300")
+
+    eng.dispose()  # new connections get the limit
+    big = Path(__file__).resolve().parents[1] / "data" / "focus" / "focus-1.0-sample.csv"
+    try:
+        ingest_source(f, "focus", big, catalog=CAT, options=IngestOptions(batch_size=100))
+    except sqlite3.OperationalError as err:  # from the bulk writer, straight from the driver
+        assert "full" in str(err)
+    else:
+        raise AssertionError("the tiny disk did not fill up")
+    assert _ledger(f) == before
+    with read_session(f) as s:
+        last = s.scalars(select(IngestRun).order_by(IngestRun.id.desc())).first()
+        assert last.status == "failed" and "full" in last.message
+    eng.dispose()

@@ -30,6 +30,14 @@ class _DefaultFrom(TyperGroup):
         return super().parse_args(ctx, args)
 
 
+def _database_errors(func: Any) -> Any:
+    """A database that cannot be reached, or is full, is one red line and exit 1, not a traceback (a run that
+    failed on it was undone before the error got here)."""
+    from flopwise.cli.scope_cmd import _database_errors as wrap
+
+    return wrap(func)
+
+
 app = typer.Typer(
     cls=_DefaultFrom,
     help="Meter usage into the ledger: `flopwise ingest SOURCE FILE|URL` (the `from` may be left out); list past "
@@ -65,6 +73,7 @@ def _parse_time(value: str | None) -> datetime | None:
 
 @app.command("from")
 @handle_errors
+@_database_errors
 def ingest(
     source: Annotated[
         str,
@@ -459,6 +468,7 @@ def _plain_times(info: dict[str, Any]) -> dict[str, Any]:
 
 @app.command("runs")
 @handle_errors
+@_database_errors
 def runs(
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many of the latest runs.")] = 50,
     source: Annotated[
@@ -521,6 +531,7 @@ def runs(
 
 @app.command("show")
 @handle_errors
+@_database_errors
 def show(
     run: Annotated[int, typer.Argument(help="The run id (see `flopwise ingest runs`).", show_default=False)],
     as_csv: Annotated[

@@ -52,11 +52,20 @@ OrgOpt = Annotated[
 def _database_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import sqlite3
+
         from sqlalchemy.exc import SQLAlchemyError
 
+        errors: tuple[type[BaseException], ...] = (SQLAlchemyError, sqlite3.Error)
+        try:
+            import psycopg  # the bulk writer talks to the driver directly: its errors arrive unwrapped
+
+            errors = (*errors, psycopg.Error)
+        except ImportError:  # pragma: no cover - psycopg is a dependency
+            pass
         try:
             return func(*args, **kwargs)
-        except SQLAlchemyError as err:
+        except errors as err:
             first = str(getattr(err, "orig", None) or err).strip().splitlines()
             _fail(
                 f"database error: {first[0] if first else type(err).__name__}. Check --database-url "
