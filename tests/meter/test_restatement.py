@@ -141,14 +141,27 @@ def test_undo_run_restores_the_replaced_values_row_by_row(factory, tmp_path):
         assert s.scalar(select(func.count()).select_from(UsageRecordHistory)) == 0
 
 
-def test_restatement_arriving_first_then_original_is_last_write_wins(factory, tmp_path):
-    """Exports carry no export time: the ledger keeps the values of the latest ingest, with the full history."""
-    newer = ingest_source(factory, "focus", _bill(tmp_path, "v2.csv", "90"), catalog=CAT)
-    older = ingest_source(factory, "focus", _bill(tmp_path, "v1.csv"), catalog=CAT)
-    assert older.records_replaced == 1
+def test_restatement_arriving_before_its_original_gives_the_clean_ledger(factory, tmp_path):
+    """The restated export (exported later) ingested first, then the original: the older export restates nothing,
+    and the ledger equals, row by row, what ingesting them in order gives."""
+    march, april = datetime(2025, 4, 1, tzinfo=UTC), datetime(2025, 4, 15, tzinfo=UTC)
+    original, restated = _bill(tmp_path, "v1.csv"), _bill(tmp_path, "v2.csv", "90")
+    ingest_source(factory, "focus", original, catalog=CAT, options=IngestOptions(exported_at=march))
+    ingest_source(factory, "focus", restated, catalog=CAT, options=IngestOptions(exported_at=april))
+    clean = _ledger(factory)
+    with write_session(factory) as s:
+        s.execute(delete(UsageRecordHistory))
+        s.execute(delete(UsageRecordRow))
+    newer = ingest_source(factory, "focus", restated, catalog=CAT, options=IngestOptions(exported_at=april))
+    older = ingest_source(factory, "focus", original, catalog=CAT, options=IngestOptions(exported_at=march))
+    assert (older.records_inserted, older.records_replaced, older.records_stale) == (0, 0, 1)
+    assert older.records_duplicate == newer.records_inserted and older.reconciles
+    assert _ledger(factory) == clean
     with read_session(factory) as s:
-        (h,) = s.scalars(select(UsageRecordHistory)).all()
-        assert (h.old_run_id, h.new_run_id, h.billed_cost) == (newer.run_id, older.run_id, Decimal("90"))
+        assert s.scalar(select(func.count()).select_from(UsageRecordHistory)) == 0
+    # an export as new as the ledger's (the same file again, or a later one) still restates
+    again = ingest_source(factory, "focus", original, catalog=CAT, options=IngestOptions(exported_at=april))
+    assert again.records_replaced == 1
 
 
 def test_restatement_alerts_in_its_past_window(factory, tmp_path):

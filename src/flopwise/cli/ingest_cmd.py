@@ -55,7 +55,7 @@ def _check_source(value: str) -> str:
     return value
 
 
-def _parse_time(value: str | None) -> datetime | None:
+def _parse_time(value: str | None, option: str = "--scraped-at") -> datetime | None:
     if value is None:
         return None
     from flopwise.errors import InputError
@@ -64,10 +64,10 @@ def _parse_time(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise InputError(
-            "--scraped-at", value, "give an ISO 8601 time with a zone, e.g. 2025-01-31T12:00:00Z"
+            option, value, "give an ISO 8601 time with a zone, e.g. 2025-01-31T12:00:00Z"
         ) from None
     if parsed.tzinfo is None:
-        raise InputError("--scraped-at", value, "give a time with a zone, e.g. 2025-01-31T12:00:00Z")
+        raise InputError(option, value, "give a time with a zone, e.g. 2025-01-31T12:00:00Z")
     return parsed
 
 
@@ -137,13 +137,23 @@ def ingest(
         str | None,
         typer.Option(
             "--scraped-at",
-            help="When a DCGM scrape file was taken (default: its modification time).",
+            help="When a DCGM scrape file was taken (default: its samples' timestamps, else its modification "
+            "time, with the scrape's content as its identity).",
             show_default=False,
         ),
     ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Records per write transaction.", min=1)
     ] = 5000,
+    exported_at: Annotated[
+        str | None,
+        typer.Option(
+            "--exported-at",
+            help="When the input was exported (default: the file's modification time); a charge the ledger "
+            "holds from a later export is not restated by an older one.",
+            show_default=False,
+        ),
+    ] = None,
     org: Annotated[
         str | None,
         typer.Option(
@@ -182,6 +192,7 @@ def ingest(
         delimiter=delimiter,
         region=region,
         scraped_at=_parse_time(scraped_at),
+        exported_at=_parse_time(exported_at, "--exported-at"),
         batch_size=batch_size,
         actor=_actor(getpass),
     )
@@ -371,6 +382,7 @@ def _render(result: Any) -> None:
         ("records inserted", result.records_inserted),
         ("records replaced (restated: new values, old kept as history)", result.records_replaced),
         ("unchanged (already in the ledger)", result.records_duplicate),
+        ("  of which older than the ledger's export (not restated)", result.records_stale),
         ("rows rejected", result.rows_rejected),
         ("rows rolled up into another record", result.rows_rolled_up),
         ("records expanded from one row", result.records_expanded),

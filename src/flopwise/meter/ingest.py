@@ -101,6 +101,8 @@ class IngestOptions:
     scrape's content as its identity); *scrape_interval_s*: the span the first scrape
     of a run stands for. *interval_s*: nvidia-smi aggregation interval. *batch_size*: records per write
     transaction. *actor*: who runs the ingest (kept on the run and on the history of every row it restates).
+    *exported_at*: when the input was exported (default: a file's modification time, a URL's fetch time); a
+    charge the ledger holds from a later export is not restated by an older one.
     """
 
     assume_tz: str | None = None
@@ -115,12 +117,17 @@ class IngestOptions:
     interval_s: float = 3600.0
     batch_size: int = DEFAULT_BATCH_SIZE
     actor: str | None = None
+    exported_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise InputError("batch_size", self.batch_size, "give a positive number of records per batch")
         if self.scrape_interval_s <= 0:
             raise InputError("scrape_interval_s", self.scrape_interval_s, "give a positive number of seconds")
+        if self.exported_at is not None and self.exported_at.tzinfo is None:
+            raise InputError(
+                "exported_at", self.exported_at.isoformat(), "give a time with a zone, e.g. ...Z"
+            )
         if self.scraped_at is not None and self.scraped_at.tzinfo is None:
             raise InputError("scraped_at", self.scraped_at.isoformat(), "give a time with a zone, e.g. ...Z")
 
@@ -145,6 +152,7 @@ class IngestResult:
     device_hours: float = 0.0
     energy_kwh: float = 0.0
     records_replaced: int = 0  # restated: already in the ledger with other values, now replaced
+    records_stale: int = 0  # of the unchanged: other values, but from an older export than the ledger's
     restated_cost_usd: str = "0"  # the change the replacements made to the ledger's cost (new - old)
     touched: frozenset[datetime] = field(default=frozenset(), repr=False, compare=False)
 
@@ -174,6 +182,7 @@ class IngestResult:
             "records_inserted": self.records_inserted,
             "records_replaced": self.records_replaced,
             "records_unchanged": self.records_duplicate,
+            "records_stale": self.records_stale,
             "records_duplicate": self.records_duplicate,
             "rows_rejected": self.rows_rejected,
             "rows_rolled_up": self.rows_rolled_up,
@@ -238,9 +247,15 @@ def ingest_source(
         catalog, CostingOptions(default_region=options.region, prefer_onprem=options.prefer_onprem)
     )
     close_stale_runs(factory)
+    exported_at = options.exported_at or _export_time(target)
     with write_session(factory) as session:
         run = IngestRun(
-            source=source, path=target[:4000], status="running", actor=options.actor, owner=_owner()
+            source=source,
+            path=target[:4000],
+            status="running",
+            actor=options.actor,
+            owner=_owner(),
+            exported_at=exported_at,
         )
         session.add(run)
         session.flush()
@@ -260,6 +275,7 @@ def ingest_source(
             attribute=attribute,
             restate=parsed.restate,
             actor=options.actor,
+            exported_at=exported_at,
         )
     except IngestError as err:
         rejected = parsed.rejected if parsed is not None else []
@@ -295,6 +311,7 @@ def ingest_source(
         device_hours=counts.device_hours,
         energy_kwh=counts.energy_kwh,
         records_replaced=counts.replaced,
+        records_stale=counts.stale,
         restated_cost_usd=str(counts.restated_cost_usd),
         touched=frozenset(counts.touched),
     )
@@ -315,6 +332,17 @@ def ingest_source(
             )
         )
     return result
+
+
+def _export_time(target: str) -> datetime:
+    """When *target* was exported, as far as the input tells: a file's modification time, else now (a URL)."""
+    from datetime import UTC
+    from pathlib import Path
+
+    path = Path(target)
+    if not target.startswith(("http://", "https://")) and path.is_file():
+        return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+    return utcnow()
 
 
 def _fail(

@@ -8,7 +8,8 @@ Per batch, in one write transaction (:func:`write_batch`):
    connection's ``total_changes``; on PostgreSQL ``COPY`` into a temporary staging table and one ``INSERT ...
    SELECT``, counted by its rowcount.
 3. **Known** keys whose values are equal are *unchanged* (the same input twice changes nothing). Known keys whose
-   values differ are a *restatement* (FOCUS and OpenCost re-export a charge period with corrected costs under the
+   values differ, from an export no older than the one the ledger holds (``ingest_runs.exported_at``), are a
+   *restatement* (FOCUS and OpenCost re-export a charge period with corrected costs under the
    same identity, docs/ingest/focus.md): when the caller asks for it (``restate=True``, what ``flopwise ingest``
    does) the row takes the new values and this run's id, and the values it had go to ``usage_record_history``
    with the run that wrote them, the run that replaced them, who and when. The row's scope (organization,
@@ -336,6 +337,7 @@ class BatchCounts:
     inserted: int = 0
     replaced: int = 0
     unchanged: int = 0
+    stale: int = 0  # of the unchanged: other values, but from an older export than the ledger's
     cost_usd: Decimal = field(default_factory=lambda: Decimal(0))
     device_hours: float = 0.0
     energy_kwh: float = 0.0
@@ -346,6 +348,7 @@ class BatchCounts:
         self.inserted += other.inserted
         self.replaced += other.replaced
         self.unchanged += other.unchanged
+        self.stale += other.stale
         self.cost_usd += other.cost_usd
         self.device_hours += other.device_hours
         self.energy_kwh += other.energy_kwh
@@ -394,17 +397,25 @@ def _hour(ts: datetime) -> datetime:
 
 
 def _existing(session: Session, keys: list[str]) -> dict[str, Any]:
-    """The ledger rows (id, run, value columns) of those of *keys* already there, by key."""
+    """The ledger rows (id, run, when the run's input was exported, value columns) of those of *keys* already
+    there, by key."""
+    from flopwise.store.ledger import IngestRun
+
+    runs = IngestRun.__table__
     columns = [
         _TABLE.c.id,
         _TABLE.c.source_key,
         _TABLE.c.ingest_run_id,
+        runs.c.exported_at,
         *(_TABLE.c[c] for c in _VALUE_COLUMNS),
     ]
+    joined = _TABLE.outerjoin(runs, runs.c.id == _TABLE.c.ingest_run_id)
     found: dict[str, Any] = {}
     for i in range(0, len(keys), _LOOKUP_CHUNK):
         chunk = keys[i : i + _LOOKUP_CHUNK]
-        for row in session.execute(select(*columns).where(_TABLE.c.source_key.in_(chunk))):
+        for row in session.execute(
+            select(*columns).select_from(joined).where(_TABLE.c.source_key.in_(chunk))
+        ):
             found[row.source_key] = row
     return found
 
@@ -416,8 +427,13 @@ def write_batch(
     run_id: int | None,
     restate: bool,
     actor: str | None = None,
+    exported_at: datetime | None = None,
 ) -> BatchCounts:
-    """Write one batch of :data:`_COLUMNS` rows in the session's transaction (see the module doc)."""
+    """Write one batch of :data:`_COLUMNS` rows in the session's transaction (see the module doc).
+
+    *exported_at*: when this run's input was exported; a known key whose ledger values came from a later export
+    is not restated by this older one (counted unchanged and *stale*), so the order in which exports are
+    ingested does not matter."""
     counts = BatchCounts()
     existing = _existing(session, [r[_KEY] for r in rows])
     fresh: list[list[Any]] = []
@@ -444,6 +460,9 @@ def write_batch(
                 changes[column] = (old_value, new_value)
         if not changes or not restate:
             counts.unchanged += 1
+        elif exported_at is not None and old.exported_at is not None and exported_at < old.exported_at:
+            counts.unchanged += 1  # an older export than the one the ledger holds: it restates nothing
+            counts.stale += 1
         else:
             replaced.append((old, row, changes))
     for row in fresh:
@@ -552,6 +571,7 @@ def ingest_records(
     restate: bool = False,
     actor: str | None = None,
     on_batch: Callable[[BatchCounts], None] | None = None,
+    exported_at: datetime | None = None,
 ) -> tuple[int, int, dict[str, Any]]:
     """Cost and write *records* in batches, each in its own write transaction: (inserted, unchanged, totals).
 
@@ -568,7 +588,9 @@ def ingest_records(
 
     def flush() -> None:
         with write_session(factory) as session:
-            counts = write_batch(session, rows, run_id=run_id, restate=restate, actor=actor)
+            counts = write_batch(
+                session, rows, run_id=run_id, restate=restate, actor=actor, exported_at=exported_at
+            )
         total.add(counts)
         if on_batch is not None:
             on_batch(counts)

@@ -103,6 +103,9 @@ class IngestRun(Base):
     actor: Mapped[str | None] = mapped_column(String(200))
     #: host and process id of the ingesting process, to tell a stale ``running`` run from a live one
     owner: Mapped[str | None] = mapped_column(String(200))
+    #: when the input was exported (``--exported-at``, else the file's modification time, else the fetch): a
+    #: restatement from an older export than the ledger's values restates nothing
+    exported_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class IngestReject(Base):

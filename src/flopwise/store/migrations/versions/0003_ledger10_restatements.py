@@ -1,5 +1,5 @@
 """Restatements and run bookkeeping: usage_record_history (the values a restated row had, which run replaced them,
-who and when), ingest_runs.records_replaced / actor / owner, the ``interrupted`` run status, and an index on
+who and when), ingest_runs.records_replaced / actor / owner / exported_at, the ``interrupted`` run status, and an index on
 usage_records (team_id, charge_period_start) for team budgets' draw-down.
 
 Revision ID: 0003_ledger10
@@ -38,6 +38,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("records_replaced", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("actor", sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column("owner", sa.String(length=200), nullable=True))
+        batch_op.add_column(sa.Column("exported_at", _time(), nullable=True))
         batch_op.drop_constraint(batch_op.f("ck_ingest_runs_status"), type_="check")
         batch_op.create_check_constraint(batch_op.f("ck_ingest_runs_status"), sa.text(_NEW_STATES))
 
@@ -102,6 +103,7 @@ def downgrade() -> None:
     with op.batch_alter_table("ingest_runs", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("ck_ingest_runs_status"), type_="check")
         batch_op.create_check_constraint(batch_op.f("ck_ingest_runs_status"), sa.text(_OLD_STATES))
+        batch_op.drop_column("exported_at")
         batch_op.drop_column("owner")
         batch_op.drop_column("actor")
         batch_op.drop_column("records_replaced")
