@@ -155,7 +155,10 @@ def train(
     model: ModelOpt,
     tokens: Annotated[str, typer.Option(help="Training tokens, e.g. 2T, 300B, 1.5e12.")],
     device: DeviceOpt,
-    count: Annotated[int, typer.Option(help="Number of devices.")] = 1,
+    count: Annotated[
+        int | None,
+        typer.Option(help="Number of devices (default: the fewest on which the model fits, said in assumptions)."),
+    ] = None,
     precision: Annotated[
         str, typer.Option(help="bf16, fp16, fp8 or fp32 (mixed precision compute dtype).")
     ] = "bf16",
@@ -185,7 +188,8 @@ def train(
     from flopwise.units import check_positive, parse_count
 
     n_tokens = parse_count(tokens, "--tokens", max_value=1e16)
-    check_positive(count, "--count", 1e7)
+    if count is not None:
+        check_positive(count, "--count", 1e7)
     report = estimate_training(
         model,
         device,
@@ -207,7 +211,8 @@ def train(
     _emit(
         data,
         json_out,
-        f"train {data['model']} on {count} x {data['device']}, {n_tokens:.3g} tokens ({method})",
+        f"train {data['model']} on {data['assumptions']['device_count']} x {data['device']}, "
+        f"{n_tokens:.3g} tokens ({method})",
         TRAIN_ROWS,
     )
 
