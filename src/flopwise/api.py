@@ -311,11 +311,14 @@ def estimate_serving(
 ) -> ServeReport:
     """Estimate serving *model* on *device_count* x *device*.
 
-    *options* go to :func:`flopwise.estimate.estimate_serve` (quant, batch, input_tokens, output_tokens, ...).
+    *options* go to :func:`flopwise.estimate.estimate_serve` (quant, batch, input_tokens, output_tokens, engine,
+    ...); ``engine`` is a name from the engine profiles (``catalog_dir``'s ``engines.csv`` included).
     """
+    from flopwise.catalog.engines import get_engine, load_engines
     from flopwise.estimate import estimate_serve
 
     ctx = _context(model, device, pricing, region, provider, catalog_dir)
+    options = {**options, "engine": get_engine(options.get("engine"), load_engines(catalog_dir))}
     est = estimate_serve(ctx.model, ctx.device, device_count=device_count, **_price_kwargs(ctx), **options)
     return ServeReport(ctx, est)
 

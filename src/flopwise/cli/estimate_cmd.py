@@ -63,6 +63,9 @@ SERVE_ROWS = (
     ("tpot_ms", "time per output token (ms)"),
     ("decode_tokens_per_s", "decode tokens/s (whole batch)"),
     ("prefill_tokens_per_s", "prefill tokens/s"),
+    ("output_tokens_per_s", "output tokens/s (prefill included)"),
+    ("max_batch", "most concurrent sequences (engine and memory)"),
+    ("saturation_tokens_per_s", "output tokens/s at that batch"),
     ("power_per_device_w", "power per device (W)"),
     ("energy_per_1m_tokens_kwh", "energy per 1M tokens (kWh)"),
     ("co2e_per_1m_tokens_kg", "kg CO2e per 1M tokens"),
@@ -234,6 +237,13 @@ def serve(
     batch: Annotated[int, typer.Option(help="Concurrent sequences.")] = 1,
     input_tokens: Annotated[int, typer.Option(help="Prompt tokens per request.")] = 512,
     output_tokens: Annotated[int, typer.Option(help="Generated tokens per request.")] = 256,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Serving engine: generic, llama.cpp, ollama, vllm, sglang, trt-llm, mlc, exllama "
+            "(engines.csv in --catalog adds or overrides)."
+        ),
+    ] = None,
     pricing: PricingOpt = None,
     region: RegionOpt = None,
     provider: ProviderOpt = None,
@@ -258,12 +268,14 @@ def serve(
         batch=batch,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
+        engine=engine,
     )
     data = _calibrated(report.to_dict(), calibrate, database_url, "serve")
     _emit(
         data,
         json_out,
-        f"serve {data['model']} on {count} x {data['device']} ({quant}, batch {batch}, "
+        f"serve {data['model']} on {count} x {data['device']} with {data['assumptions']['engine']} "
+        f"({quant}, batch {batch}, "
         f"{input_tokens} in / {output_tokens} out)",
         SERVE_ROWS,
     )
