@@ -233,3 +233,16 @@ def test_decode_overhead_is_per_layer_and_zero_without_data():
     assert timing.decode_overhead_s(80, "gpu") == pytest.approx(2.5 * timing.decode_overhead_s(32, "gpu"))
     assert timing.decode_overhead_s(32, "tpu") == 0.0
     assert timing.decode_overhead_s(32, "unknown-kind") == 0.0
+
+
+def test_to_money_array_equals_the_scalar_path():
+    import numpy as np
+
+    from flopwise.estimate.cost import _one, to_money
+
+    rng = np.random.default_rng(7)
+    x = np.concatenate(
+        [rng.uniform(-100, 1e6, 20000), [0.005, 0.015, 0.025, 2.675, 1.005, 0.125, -0.0, 0.0, 1e20, -3.335]]
+    )
+    fast = to_money(x)
+    assert [str(v) for v in fast] == [str(_one(v)) for v in x.tolist()]
