@@ -206,7 +206,11 @@ def get_engine(
     InputError that suggests the closest."""
     if isinstance(name, EngineProfile):
         return name
-    pool = load_engines() if engines is None else engines
+    if engines is None:
+        load_engines()  # fills the built-in cache
+        pool = _BUILTIN[0]
+    else:
+        pool = engines
     key = "generic" if name is None else str(name).strip().lower()
     if key in pool:
         return pool[key]

@@ -749,9 +749,12 @@ class ReplicaOption:
     quant: str
     batch: int
     capacity_rps: float
+    engine: str = "generic"
+    kv_dtype: str | None = None
 
     def label(self) -> str:
-        return f"{self.tensor_parallel}x {self.device_id} {self.quant} batch {self.batch}"
+        on = "" if self.engine == "generic" else f" on {self.engine}"
+        return f"{self.tensor_parallel}x {self.device_id} {self.quant}{on} batch {self.batch}"
 
 
 @dataclass(frozen=True)
@@ -816,6 +819,8 @@ class FleetPlan:
                             "device": opt.device_id,
                             "tensor_parallel": opt.tensor_parallel,
                             "quant": opt.quant,
+                            "engine": opt.engine,
+                            "kv_dtype": opt.kv_dtype,
                             "batch": opt.batch,
                             "replicas": sol.replicas[k],
                             "devices": sol.replicas[k] * opt.tensor_parallel,
@@ -945,6 +950,8 @@ class _CapacityRow:
     batch: int
     capacity_rps: float
     rejected: dict | None
+    engine: str = "generic"
+    kv_dtype: str | None = None
 
 
 def _capacity_rows(workload, candidates: list) -> list[_CapacityRow]:
@@ -965,12 +972,15 @@ def _capacity_rows(workload, candidates: list) -> list[_CapacityRow]:
                 quant=c.quant,
                 batch=int(table.batch[i]),
                 capacity_rps=float(table.capacity_rps[i]) if ok else 0.0,
+                engine=c.engine_id,
+                kv_dtype=table.kv_dtype[i] if table.kv_dtype else None,
                 rejected=None
                 if ok
                 else {
                     "device": c.device.id,
                     "tensor_parallel": c.device_count,
                     "quant": c.quant,
+                    "engine": c.engine_id,
                     "kind": table.reason[i],
                     "reason": table.detail[i],
                     "shortfall": round(float(table.shortfall[i]), 2),
@@ -994,7 +1004,13 @@ def _rejected_rows(rows: list[_CapacityRow]) -> list[dict]:
 
 
 def plan_fleet(
-    spec: FleetSpec, catalog, *, models=None, time_limit_s: float = SOLVER_TIME_LIMIT_S
+    spec: FleetSpec,
+    catalog,
+    *,
+    models=None,
+    time_limit_s: float = SOLVER_TIME_LIMIT_S,
+    engines: Sequence[str] | None = None,
+    catalog_dir: str | None = None,
 ) -> FleetPlan:
     """The cheapest mix of hardware that serves every service of *spec* within its SLO, on *catalog*.
 
@@ -1013,13 +1029,16 @@ def plan_fleet(
     """
     import time
 
-    from flopwise.plan.candidates import ServeWorkload, enumerate_serve_space
+    from flopwise.plan.candidates import CandidateSpace, ServeWorkload, enumerate_serve_space
+    from flopwise.plan.serve import engine_profiles, expand_engines
 
     if models is None:
         from flopwise.models import load_models
 
         models = load_models()
     started = time.perf_counter()
+    profiles, engine_pool = engine_profiles(engines, catalog_dir)
+    with_engines = [e.id for e in profiles] != ["generic"]
     owned = _resolve_inventory(spec, catalog)
     is_sunk = spec.inventory is not None and spec.inventory.cost_basis == "sunk"
     cloud_kinds = tuple(k for k in spec.pricing if k != "onprem")
@@ -1064,6 +1083,11 @@ def plan_fleet(
                 max_devices=spec.max_devices,
             )
             owned_cands = [c for c in space.candidates if c.device.id in own_ids and c.region is None]
+        if with_engines:
+            cands = list(expand_engines(CandidateSpace(tuple(cands), ()), profiles, None, engine_pool).candidates)
+            owned_cands = list(
+                expand_engines(CandidateSpace(tuple(owned_cands), ()), profiles, None, engine_pool).candidates
+            )
         n_candidates += len(cands) + len(owned_cands)
         per_service.append((svc, workload, cands, owned_cands))
         for c in cands:
@@ -1118,10 +1142,10 @@ def plan_fleet(
     options: dict[tuple[int, int, int], ReplicaOption] = {}  # (service, type, tp) -> the best option
     rejected: list[tuple[str, tuple[dict, ...]]] = []
     for s, (svc, workload, cands, owned_cands) in enumerate(per_service):
-        # capacity depends on the device, tensor parallel degree and quant only: one representative each
-        reps: dict[tuple[str, int, str], object] = {}
+        # capacity depends on the device, tensor parallel degree, quant, engine and KV dtype only: one each
+        reps: dict[tuple, object] = {}
         for c in cands + owned_cands:
-            reps.setdefault((c.device.id, c.device_count, c.quant), c)
+            reps.setdefault((c.device.id, c.device_count, c.quant, c.engine_id, c.kv_dtype), c)
         rows = _capacity_rows(workload, list(reps.values()))
         good = 0
         for row in rows:
@@ -1139,6 +1163,8 @@ def plan_fleet(
                     quant=row.quant,
                     batch=row.batch,
                     capacity_rps=row.capacity_rps,
+                    engine=row.engine,
+                    kv_dtype=row.kv_dtype,
                 )
                 key = (s, t, row.tensor_parallel)
                 if key not in options or opt.capacity_rps > options[key].capacity_rps:
@@ -1178,6 +1204,7 @@ def plan_fleet(
         solution = replace(solution, reason=f"{solution.reason}; {nearest}" if nearest else solution.reason)
     assumptions = {
         "candidates": n_candidates,
+        "engines_searched": [e.id for e in profiles],
         "hardware_types": len(type_list),
         "replica_options": len(opts),
         "formulation": "Mélange-style ILP (Griggs et al. 2024, arXiv:2404.14527) with whole replicas, "
