@@ -56,3 +56,23 @@ def test_cli_train_without_count_names_the_choice():
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert "device_count_choice" in data["assumptions"] and data["fits"] is True
+
+
+def test_steady_state_and_goodput_are_reported():
+    base = flopwise.estimate_training("llama-3.1-70b", "h100-sxm", tokens=15e12, device_count=1024).to_dict()
+    assert 0.38 <= base["steady_state_mfu_frac"] <= 0.46  # MosaicML / Llama 3 steady-state range on H100
+    assert base["steady_state_tflop_per_s_per_device"] > 350
+    assert 0 < base["goodput_frac"] < 1 and base["mfu_frac"] < base["steady_state_mfu_frac"]
+    good = flopwise.estimate_training(
+        "llama-3.1-70b", "h100-sxm", tokens=15e12, device_count=1024, goodput_frac=0.9
+    ).to_dict()
+    assert good["goodput_frac"] == pytest.approx(0.9, rel=1e-3)
+    assert good["steady_state_tokens_per_s_per_device"] == base["steady_state_tokens_per_s_per_device"]
+    assert good["device_hours"] < base["device_hours"]
+
+
+def test_goodput_and_mfu_together_is_an_error():
+    with pytest.raises(flopwise.errors.InputError, match="goodput_frac"):
+        flopwise.estimate_training(
+            "llama-3.1-8b", "h100-sxm", tokens=1e9, device_count=8, mfu_frac=0.4, goodput_frac=0.9
+        )

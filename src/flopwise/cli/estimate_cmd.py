@@ -48,7 +48,11 @@ TRAIN_ROWS = (
     ("flops", "training compute (FLOP)"),
     ("device_hours", "device-hours"),
     ("wall_clock_hours", "wall-clock hours"),
-    ("mfu_frac", "model FLOPs utilization"),
+    ("mfu_frac", "model FLOPs utilization (whole run)"),
+    ("steady_state_tokens_per_s_per_device", "steady-state tokens/s per device"),
+    ("steady_state_tflop_per_s_per_device", "steady-state model TFLOP/s per device"),
+    ("steady_state_mfu_frac", "steady-state MFU"),
+    ("goodput_frac", "goodput (steady-state time / whole run)"),
     ("memory_per_device_gb", "memory per device (GB)"),
     ("fits", "fits in device memory"),
     ("power_per_device_w", "power per device (W)"),
@@ -171,6 +175,13 @@ def train(
             help="Model FLOPs utilization 0-1 (default: calibrated per device class and model size)."
         ),
     ] = None,
+    goodput: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of the run at steady-state speed, 0-1 (e.g. 0.9, Llama 3 405B); default: calibrated "
+            "whole-run MFU, implied goodput reported."
+        ),
+    ] = None,
     method: Annotated[str, typer.Option(help="full, lora or qlora.")] = "full",
     seq_len: Annotated[int, typer.Option(help="Sequence length in tokens.")] = 4096,
     zero_stage: Annotated[
@@ -205,6 +216,7 @@ def train(
         precision=precision,
         method=method,
         mfu_frac=mfu,
+        goodput_frac=goodput,
         seq_len=seq_len,
         zero_stage=zero_stage,
         tensor_parallel=tp,

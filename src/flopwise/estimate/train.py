@@ -48,7 +48,10 @@ class TrainEstimate:
     """The estimate of one training run (or a grid of them: numeric fields are arrays in vector mode).
 
     ``train_flops`` are model FLOPs (recomputation excluded); ``mfu_frac`` is the achieved model-FLOPs
-    utilization after recomputation and exposed communication; ``cost_usd`` is None when no price was given.
+    utilization of the whole run after recomputation and exposed communication; ``cost_usd`` is None when no price
+    was given. ``steady_state_*`` are what a running job sustains per device (what benchmarks publish: model
+    TFLOP/s, tokens/s, MFU), and ``goodput_frac`` the share of the whole run spent at that rate (restarts,
+    checkpoints, evaluation and downtime take the rest): ``device_hours`` = steady-state time / goodput.
     """
 
     train_flops: Any
@@ -62,12 +65,24 @@ class TrainEstimate:
     energy_kwh: Any
     co2e_kg: Any
     cost_usd: Decimal | Any | None
+    steady_state_tokens_per_s_per_device: Any = None
+    steady_state_tflop_per_s_per_device: Any = None
+    steady_state_mfu_frac: Any = None
+    goodput_frac: Any = None
     assumptions: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON-ready dict (arrays as lists, Decimal as str)."""
         return jsonable(self)
+
+
+def _steady_state(model_flops, tokens, recompute_ratio, peak_flop_per_s: float, steady_mfu: float) -> dict:
+    """Per-device steady-state rates: model TFLOP/s = steady MFU x peak / recompute time ratio (recomputation
+    beyond selective costs time but is not model FLOPs), tokens/s = that / model FLOPs per token."""
+    mfu = steady_mfu / recompute_ratio
+    flop_per_s = mfu * peak_flop_per_s
+    return {"mfu": mfu, "tflop_per_s": flop_per_s / TERA, "tokens_per_s": flop_per_s / (model_flops / tokens)}
 
 
 def _zero_stage(value: Any) -> int:
@@ -104,8 +119,13 @@ def estimate_train(
     onprem: OnPremProfile | None = None,
     grid_gco2e_per_kwh=None,
     pue=None,
+    goodput_frac=None,
 ) -> TrainEstimate:
     """Estimate a training run of *model* on *device_count* x *device* over *tokens* tokens.
+
+    *goodput_frac* (0-1], when given, sets the whole run to steady-state time / goodput (e.g. 0.9: Llama 3 405B,
+    ``timing.GOODPUT_LLAMA3_FRAC``); by default the whole run uses the MFU calibrated to published whole-run
+    device-hours (``timing.DEFAULT_MFU``) and the implied goodput is reported.
 
     Numeric keywords (tokens, device_count, mfu_frac, seq_len, micro_batch, price_usd_per_device_h,
     grid_gco2e_per_kwh, pue) accept numpy arrays and broadcast. See docs/methodology.md, "Training".
@@ -127,6 +147,9 @@ def estimate_train(
     seq = inp.num(seq_len, "seq_len", max_value=1e8, integer=True)
     mb = inp.num(micro_batch, "micro_batch", max_value=1e6, integer=True)
     mfu_in = None if mfu_frac is None else inp.num(mfu_frac, "mfu_frac", max_value=1.0)
+    goodput_in = None if goodput_frac is None else inp.num(goodput_frac, "goodput_frac", max_value=1.0)
+    if mfu_in is not None and goodput_in is not None:
+        raise InputError("goodput_frac", goodput_frac, "give mfu_frac (whole-run MFU) or goodput_frac, not both")
     price = (
         None
         if price_usd_per_device_h is None
@@ -183,7 +206,11 @@ def estimate_train(
     extra_ref = fl.recompute_flops_per_token(n_mm, model, seq, "selective") * tokens
     recompute_ratio = (model_flops + extra) / (model_flops + extra_ref)
 
-    if mfu_in is None:
+    steady_mfu, steady_note = tm.steady_state_mfu_frac(device, dtype)
+    if goodput_in is not None:
+        mfu_base = steady_mfu * goodput_in
+        mfu_note = f"steady-state MFU x goodput_frac given by the caller ({steady_note})"
+    elif mfu_in is None:
         mfu_base, mfu_note = tm.default_mfu_frac(device, pc.total, dtype)
     else:
         mfu_base, mfu_note = mfu_in, "given by the caller"
@@ -343,7 +370,22 @@ def estimate_train(
             "MoE: activation memory uses the dense formula; expert-parallel all-to-all traffic is not modelled"
         )
 
+    steady = _steady_state(model_flops, tokens, recompute_ratio, peak, steady_mfu)
+    assumptions.update(
+        {
+            "steady_state_mfu_source": steady_note,
+            "goodput_source": "given by the caller"
+            if goodput_in is not None
+            else "implied: whole-run MFU (calibrated to published device-hours, or given) over the steady-state MFU",
+            "goodput_reference": f"Llama 3 405B: >{tm.GOODPUT_LLAMA3_FRAC:.0%} effective training time "
+            "(arXiv:2407.21783 Sec. 3.3.4); pass goodput_frac to use such a value",
+        }
+    )
     return TrainEstimate(
+        steady_state_tokens_per_s_per_device=inp.finish(steady["tokens_per_s"]),
+        steady_state_tflop_per_s_per_device=inp.finish(steady["tflop_per_s"]),
+        steady_state_mfu_frac=inp.finish(steady["mfu"]),
+        goodput_frac=inp.finish(np.minimum(achieved_mfu / steady["mfu"], 1.0)),
         train_flops=inp.finish(model_flops),
         device_hours=inp.finish(device_h),
         wall_clock_hours=inp.finish(wall_h),
