@@ -85,7 +85,9 @@ def serving_rates(
 ) -> ServingRates:
     """The rates of :class:`ServingRates` for quantization *q* on *device* with *engine* (default ``generic``;
     see docs/methodology.md, "Serving"). An engine's empty efficiency fields take the device-kind defaults of
-    ``flopwise.estimate.timing``."""
+    ``flopwise.estimate.timing``. Matmuls in fp8 reach a lower share of the (2x) fp8 peak, since attention, norms
+    and activations stay 16-bit: the compute share is scaled by ``timing.FP8_MFU_SCALE`` (derived from
+    DeepSeek-V3's fp8 training, arXiv:2412.19437, an independent source; not fitted to serving cases)."""
     eng = get_engine(engine)
     dtype, peak_tflop, warnings = resolve_serving_quant(q, device)
     weight_only = q.is_weight_only or bool(warnings and "weight-only" in warnings[0])
@@ -97,7 +99,7 @@ def serving_rates(
         eng.compute_efficiency_frac
         if eng.compute_efficiency_frac is not None and on_gpu
         else tm.COMPUTE_EFFICIENCY_FRAC.get(kind, 0.5)
-    ) * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0)
+    ) * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0) * (tm.FP8_MFU_SCALE if dtype == "fp8" else 1.0)
     bw_frac = (
         eng.bandwidth_efficiency_frac
         if eng.bandwidth_efficiency_frac is not None and on_gpu
