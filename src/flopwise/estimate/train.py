@@ -97,6 +97,229 @@ def _bad_zero(value: Any) -> int:
     raise InputError("zero_stage", value, "use None, 0, 1, 2, 3 or 'fsdp'")
 
 
+def _communication(
+    model, device, *, pc, method, n_lora, precision, n_dev, dp, mp, tp, pp, mb, seq, tokens, stage,
+    expert_parallel, compute_s, peak, model_flops, warnings,
+) -> dict:  # fmt: skip
+    """Expert/data/tensor-parallel traffic of a training run: what a device holds, the gradient all-reduce per
+    step (only the part longer than a step's compute is added), the tensor-parallel all-reduces (inside the
+    calibrated MFU; warned about when large) and the resulting wall time and achieved MFU."""
+    # expert parallelism: routed experts spread over ep ranks of the data-parallel group (GShard, arXiv:2006.16668)
+    routed = mem.routed_expert_params(model)
+    if expert_parallel is None:
+        ep = np.minimum(dp, model.n_experts) if model.is_moe else 1.0
+    else:
+        ep = float(check_int(expert_parallel, "expert_parallel", 1, max(model.n_experts, 1)))
+        if np.any(np.asarray(dp) % ep != 0):
+            raise InputError(
+                "expert_parallel",
+                expert_parallel,
+                "must divide the data-parallel degree device_count / (tensor_parallel * pipeline_parallel)",
+            )
+    held = pc.total - routed + routed / ep  # parameters a device holds before tensor/pipeline/ZeRO splits
+    n_trainable = held if method == "full" else n_lora
+    grad_b = 4.0 if precision == "fp32" else 2.0
+    intra_bps = device.interconnect_gb_per_s * GIGA
+    dp_bps = np.where(
+        np.asarray(n_dev) > DEVICES_PER_NODE,
+        min(INTER_NODE_GB_PER_S * GIGA, intra_bps or 1.0),
+        intra_bps or 1.0,
+    )
+    latency = tm.collective_latency_s(device)
+    step_tokens = np.maximum(mb * seq * dp, GLOBAL_BATCH_TOKENS)
+    steps = tokens / step_tokens
+    zero3_factor = (
+        1.5 if stage == 3 else 1.0
+    )  # ZeRO-3 moves 3 Psi instead of 2 Psi (arXiv:1910.02054 Sec. 7.2.2)
+    dp_comm_s = tm.allreduce_time_s(n_trainable * grad_b / mp, dp, dp_bps, latency) * zero3_factor
+    step_compute_s = compute_s / steps
+    exposed_dp_s = np.maximum(dp_comm_s - step_compute_s, 0.0) * steps
+    tp_msg = mb * seq * model.d_model * 2.0
+    tp_comm_step_s = 4.0 * model.n_layers / pp * tm.allreduce_time_s(tp_msg, tp, intra_bps or 1.0, latency)
+    wall_s = compute_s + exposed_dp_s
+    if np.any(tp_comm_step_s > 0.2 * step_compute_s):
+        warnings.append(
+            f"tensor-parallel all-reduces take over 20% of step compute on {device.interconnect}; "
+            "the default MFU assumes NVLink-class links, so the time may be optimistic"
+        )
+    if np.any(exposed_dp_s > 0):
+        warnings.append(
+            "data-parallel gradient all-reduce is longer than a step's compute and is partly exposed "
+            "(added to the time); a larger global batch or faster links would hide it"
+        )
+    achieved_mfu = model_flops / (wall_s * n_dev * peak)
+
+    return {
+        "routed": routed, "ep": ep, "held": held, "n_trainable": n_trainable, "grad_b": grad_b,
+        "dp_comm_s": dp_comm_s, "exposed_dp_s": exposed_dp_s, "tp_comm_step_s": tp_comm_step_s,
+        "wall_s": wall_s, "step_tokens": step_tokens, "achieved_mfu": achieved_mfu,
+    }  # fmt: skip
+
+
+def _train_memory(
+    model, device, inp, *, stage, dp, precision, method, held, n_lora, n_trainable, grad_b, mp, optimizer, seq,
+    mb, tp, pp, recompute, warnings,
+) -> mem.MemoryEstimate:  # fmt: skip
+    """Memory per device of a training run: weights, gradients and optimizer states after the ZeRO and
+    tensor/pipeline splits, activations (Korthikanti et al. 2022) and the runtime overhead."""
+    w_div, g_div, o_div = mem.zero_divisors(stage, dp)
+    wbytes = TRAIN_PRECISIONS[precision]
+    if method == "full":
+        weights = mem.weight_bytes(held, wbytes * 8) / mp / w_div
+    else:
+        base_bits = NF4_DQ_BITS_PER_WEIGHT if method == "qlora" else (32.0 if precision == "fp32" else 16.0)
+        weights = (mem.weight_bytes(held, base_bits) + mem.weight_bytes(n_lora, wbytes * 8)) / mp / w_div
+    grads = mem.gradient_bytes(n_trainable, grad_b, g_div) / mp
+    opt = mem.optimizer_bytes(n_trainable, optimizer, precision, o_div) / mp
+    acts = mem.training_activation_bytes(model, seq, mb, tp, pp, recompute)
+    overhead = mem.training_overhead_bytes(device.kind, weights + grads + opt + acts)
+    capacity = device.memory_gb * BYTES_PER_GB
+    memory = mem.MemoryEstimate.from_parts(
+        weights_bytes=inp.finish(weights),
+        kv_cache_bytes=inp.finish(0.0),
+        activations_bytes=inp.finish(acts),
+        gradients_bytes=inp.finish(grads),
+        optimizer_bytes=inp.finish(opt),
+        overhead_bytes=inp.finish(overhead),
+        capacity_bytes=inp.finish(capacity),
+        assumptions={
+            "activations": f"Korthikanti et al. 2022 Table 2, recompute={recompute}, sequence parallel "
+            "with tensor parallel, 1F1B pipeline (first stage holds L layers)",
+            "weights_bits": 8 * wbytes if method == "full" else None,
+            "optimizer_bytes_per_param": mem.optimizer_bytes_per_param(optimizer, precision),
+            "zero_stage": stage,
+            "data_parallel": inp.finish(dp),
+            "overhead": "1 GiB runtime context + 5% allocator fragmentation",
+        },
+    )
+    if np.any(~np.asarray(memory.fits)):
+        need = float(np.max(memory.total_bytes)) / BYTES_PER_GB
+        warnings.append(
+            f"does not fit: up to {need:.1f} GB per device needed, {device.memory_gb:g} GB available; "
+            "try zero_stage=3, more tensor_parallel/pipeline_parallel, recompute='full', "
+            "method='lora'/'qlora' or more devices"
+        )
+
+    return memory
+
+
+def _train_energy_cost(device, inp, *, wall_s, n_dev, pue_v, grid, price, onprem) -> dict:
+    """Wall-clock and device-hours, power, energy (PUE included), CO2e and cost of a training run."""
+    wall_h = wall_s / S_PER_H
+    device_h = wall_h * n_dev
+    power = en.device_power_w(device.tdp_w, device.idle_w, en.TRAIN_ACTIVITY_FRAC)
+    host = en.host_power_frac(device)
+    kwh = en.energy_kwh(power, host, n_dev, wall_h, pue_v)
+    co2 = None if grid is None else en.co2e_kg(kwh, grid)
+    if price is not None:
+        cost = to_money(inp.finish(price * device_h))
+    elif onprem is not None:
+        cost = to_money(inp.finish(onprem_usd_per_device_h(onprem, power * (1.0 + host), pue_v) * device_h))
+    else:
+        cost = None
+
+    return {
+        "wall_h": wall_h, "device_h": device_h, "power": power, "host": host, "kwh": kwh, "co2": co2,
+        "cost": cost,
+    }  # fmt: skip
+
+
+def _numeric_inputs(
+    tokens, device_count, seq_len, micro_batch, mfu_frac, goodput_frac, price_usd_per_device_h,
+    grid_gco2e_per_kwh, pue, onprem,
+) -> tuple:  # fmt: skip
+    """Validated numbers of estimate_train (floats, or arrays that broadcast together) and their Inputs."""
+    inp = Inputs()
+    tokens = inp.num(tokens, "tokens", max_value=1e30)
+    n_dev = inp.num(device_count, "device_count", max_value=1e7, integer=True)
+    seq = inp.num(seq_len, "seq_len", max_value=1e8, integer=True)
+    mb = inp.num(micro_batch, "micro_batch", max_value=1e6, integer=True)
+    mfu_in = None if mfu_frac is None else inp.num(mfu_frac, "mfu_frac", max_value=1.0)
+    goodput_in = None if goodput_frac is None else inp.num(goodput_frac, "goodput_frac", max_value=1.0)
+    if mfu_in is not None and goodput_in is not None:
+        raise InputError("goodput_frac", goodput_frac, "give mfu_frac (whole-run MFU) or goodput_frac, not both")
+    price = (
+        None
+        if price_usd_per_device_h is None
+        else inp.num(price_usd_per_device_h, "price_usd_per_device_h", max_value=1e6, allow_min=True)
+    )
+    grid = (
+        None
+        if grid_gco2e_per_kwh is None
+        else inp.num(grid_gco2e_per_kwh, "grid_gco2e_per_kwh", max_value=5000.0, allow_min=True)
+    )
+    pue_given = pue if pue is not None else (onprem.pue if onprem is not None else None)
+    pue_v = (
+        en.DEFAULT_PUE
+        if pue_given is None
+        else inp.num(pue_given, "pue", min_value=1.0, allow_min=True, max_value=5.0)
+    )
+    inp.shape()
+    return inp, tokens, n_dev, seq, mb, mfu_in, goodput_in, price, grid, pue_v
+
+
+def _train_assumptions(model, device, inp, v: dict) -> dict:
+    """The assumptions dict of a training estimate (*v*: estimate_train's intermediate values by name)."""
+    (
+        precision, dtype, peak_tflop, method, recompute, optimizer, stage, tp, pp, rank, n_lora, pc, ep, routed,
+        n_mm, tokens, seq, mb, n_dev, mfu_base, mfu_note, recompute_ratio, model_flops, extra, dp_comm_s,
+        tp_comm_step_s, exposed_dp_s, step_tokens, host, pue_v, pue, onprem, grid, price,
+    ) = (
+        v[k] for k in (
+            "precision", "dtype", "peak_tflop", "method", "recompute", "optimizer", "stage", "tp", "pp", "rank",
+            "n_lora", "pc", "ep", "routed", "n_mm", "tokens", "seq", "mb", "n_dev", "mfu_base", "mfu_note",
+            "recompute_ratio", "model_flops", "extra", "dp_comm_s", "tp_comm_step_s", "exposed_dp_s",
+            "step_tokens", "host", "pue_v", "pue", "onprem", "grid", "price",
+        )
+    )  # fmt: skip
+    return (
+        {
+            "model": model.id,
+            "device": device.id,
+            "precision": precision,
+            "compute_dtype": dtype,
+            "peak_tflop_per_s": peak_tflop,
+            "method": method,
+            "recompute": recompute,
+            "optimizer": optimizer,
+            "zero_stage": stage,
+            "tensor_parallel": tp,
+            "pipeline_parallel": pp,
+            "lora_rank": rank if n_lora else None,
+            "lora_params": n_lora,
+            "params_total": pc.total,
+            "expert_parallel": inp.finish(ep) if model.is_moe else None,
+            "routed_expert_params": routed,
+            "params_active": pc.active,
+            "matmul_params": n_mm,
+            "tokens": inp.finish(tokens),
+            "seq_len": inp.finish(seq),
+            "micro_batch": inp.finish(mb),
+            "device_count": inp.finish(n_dev),
+            "mfu_frac_base": inp.finish(mfu_base),
+            "mfu_source": mfu_note,
+            "recompute_time_ratio": inp.finish(recompute_ratio),
+            "hardware_flops": inp.finish(model_flops + extra),
+            "dp_comm_per_step_s": inp.finish(dp_comm_s),
+            "tp_comm_per_step_s": inp.finish(tp_comm_step_s),
+            "exposed_dp_comm_s": inp.finish(exposed_dp_s),
+            "comm_model": "gradient all-reduce overlapped with the backward pass (only the excess is added); "
+            "tensor-parallel all-reduces are inside the calibrated MFU; gradient accumulation up to "
+            f"{GLOBAL_BATCH_TOKENS:g} tokens per step",
+            "tokens_per_step": inp.finish(step_tokens),
+            "power_activity_frac": en.TRAIN_ACTIVITY_FRAC,
+            "host_power_frac": host,
+            "pue": inp.finish(pue_v),
+            "pue_source": "given"
+            if pue is not None
+            else ("onprem profile" if onprem else "default 1.0 (IT only)"),
+            "grid_gco2e_per_kwh": inp.finish(grid),
+            "price_usd_per_device_h": inp.finish(price) if price is not None else None,
+            "onprem": onprem.device_id if onprem is not None else None,
+        }
+    )
+
+
 def estimate_train(
     model: ModelArch,
     device: Device,
@@ -141,32 +364,10 @@ def estimate_train(
     rank = check_int(lora_rank, "lora_rank", 1, 65536)
     if price_usd_per_device_h is not None and onprem is not None:
         raise InputError("onprem", onprem.device_id, "give either price_usd_per_device_h or onprem, not both")
-    inp = Inputs()
-    tokens = inp.num(tokens, "tokens", max_value=1e30)
-    n_dev = inp.num(device_count, "device_count", max_value=1e7, integer=True)
-    seq = inp.num(seq_len, "seq_len", max_value=1e8, integer=True)
-    mb = inp.num(micro_batch, "micro_batch", max_value=1e6, integer=True)
-    mfu_in = None if mfu_frac is None else inp.num(mfu_frac, "mfu_frac", max_value=1.0)
-    goodput_in = None if goodput_frac is None else inp.num(goodput_frac, "goodput_frac", max_value=1.0)
-    if mfu_in is not None and goodput_in is not None:
-        raise InputError("goodput_frac", goodput_frac, "give mfu_frac (whole-run MFU) or goodput_frac, not both")
-    price = (
-        None
-        if price_usd_per_device_h is None
-        else inp.num(price_usd_per_device_h, "price_usd_per_device_h", max_value=1e6, allow_min=True)
-    )
-    grid = (
-        None
-        if grid_gco2e_per_kwh is None
-        else inp.num(grid_gco2e_per_kwh, "grid_gco2e_per_kwh", max_value=5000.0, allow_min=True)
-    )
-    pue_given = pue if pue is not None else (onprem.pue if onprem is not None else None)
-    pue_v = (
-        en.DEFAULT_PUE
-        if pue_given is None
-        else inp.num(pue_given, "pue", min_value=1.0, allow_min=True, max_value=5.0)
-    )
-    inp.shape()
+    inp, tokens, n_dev, seq, mb, mfu_in, goodput_in, price, grid, pue_v = _numeric_inputs(
+        tokens, device_count, seq_len, micro_batch, mfu_frac, goodput_frac, price_usd_per_device_h,
+        grid_gco2e_per_kwh, pue, onprem,
+    )  # fmt: skip
     mp = tp * pp
     dp = n_dev / mp
     if np.any(np.asarray(dp) != np.floor(dp)) or np.any(np.asarray(dp) < 1):
@@ -216,151 +417,28 @@ def estimate_train(
         mfu_base, mfu_note = mfu_in, "given by the caller"
     compute_s = tm.train_time_s(model_flops * recompute_ratio, n_dev, peak, mfu_base)
 
-    # --- communication ------------------------------------------------------------------------------------
-    # expert parallelism: routed experts spread over ep ranks of the data-parallel group (GShard, arXiv:2006.16668)
-    routed = mem.routed_expert_params(model)
-    if expert_parallel is None:
-        ep = np.minimum(dp, model.n_experts) if model.is_moe else 1.0
-    else:
-        ep = float(check_int(expert_parallel, "expert_parallel", 1, max(model.n_experts, 1)))
-        if np.any(np.asarray(dp) % ep != 0):
-            raise InputError(
-                "expert_parallel",
-                expert_parallel,
-                "must divide the data-parallel degree device_count / (tensor_parallel * pipeline_parallel)",
-            )
-    held = pc.total - routed + routed / ep  # parameters a device holds before tensor/pipeline/ZeRO splits
-    n_trainable = held if method == "full" else n_lora
-    grad_b = 4.0 if precision == "fp32" else 2.0
-    intra_bps = device.interconnect_gb_per_s * GIGA
-    dp_bps = np.where(
-        np.asarray(n_dev) > DEVICES_PER_NODE,
-        min(INTER_NODE_GB_PER_S * GIGA, intra_bps or 1.0),
-        intra_bps or 1.0,
+    # --- communication, memory, power/energy/cost ---------------------------------------------------------
+    cm = _communication(
+        model, device, pc=pc, method=method, n_lora=n_lora, precision=precision, n_dev=n_dev, dp=dp, mp=mp,
+        tp=tp, pp=pp, mb=mb, seq=seq, tokens=tokens, stage=stage, expert_parallel=expert_parallel,
+        compute_s=compute_s, peak=peak, model_flops=model_flops, warnings=warnings,
+    )  # fmt: skip
+    routed, ep, held, n_trainable = cm["routed"], cm["ep"], cm["held"], cm["n_trainable"]
+    dp_comm_s, exposed_dp_s, tp_comm_step_s = cm["dp_comm_s"], cm["exposed_dp_s"], cm["tp_comm_step_s"]
+    wall_s, step_tokens, achieved_mfu = cm["wall_s"], cm["step_tokens"], cm["achieved_mfu"]
+    memory = _train_memory(
+        model, device, inp, stage=stage, dp=dp, precision=precision, method=method, held=held, n_lora=n_lora,
+        n_trainable=n_trainable, grad_b=cm["grad_b"], mp=mp, optimizer=optimizer, seq=seq, mb=mb, tp=tp, pp=pp,
+        recompute=recompute, warnings=warnings,
+    )  # fmt: skip
+    ec = _train_energy_cost(
+        device, inp, wall_s=wall_s, n_dev=n_dev, pue_v=pue_v, grid=grid, price=price, onprem=onprem
     )
-    latency = tm.collective_latency_s(device)
-    step_tokens = np.maximum(mb * seq * dp, GLOBAL_BATCH_TOKENS)
-    steps = tokens / step_tokens
-    zero3_factor = (
-        1.5 if stage == 3 else 1.0
-    )  # ZeRO-3 moves 3 Psi instead of 2 Psi (arXiv:1910.02054 Sec. 7.2.2)
-    dp_comm_s = tm.allreduce_time_s(n_trainable * grad_b / mp, dp, dp_bps, latency) * zero3_factor
-    step_compute_s = compute_s / steps
-    exposed_dp_s = np.maximum(dp_comm_s - step_compute_s, 0.0) * steps
-    tp_msg = mb * seq * model.d_model * 2.0
-    tp_comm_step_s = 4.0 * model.n_layers / pp * tm.allreduce_time_s(tp_msg, tp, intra_bps or 1.0, latency)
-    wall_s = compute_s + exposed_dp_s
-    if np.any(tp_comm_step_s > 0.2 * step_compute_s):
-        warnings.append(
-            f"tensor-parallel all-reduces take over 20% of step compute on {device.interconnect}; "
-            "the default MFU assumes NVLink-class links, so the time may be optimistic"
-        )
-    if np.any(exposed_dp_s > 0):
-        warnings.append(
-            "data-parallel gradient all-reduce is longer than a step's compute and is partly exposed "
-            "(added to the time); a larger global batch or faster links would hide it"
-        )
-    achieved_mfu = model_flops / (wall_s * n_dev * peak)
-
-    # --- memory per device --------------------------------------------------------------------------------
-    w_div, g_div, o_div = mem.zero_divisors(stage, dp)
-    wbytes = TRAIN_PRECISIONS[precision]
-    if method == "full":
-        weights = mem.weight_bytes(held, wbytes * 8) / mp / w_div
-    else:
-        base_bits = NF4_DQ_BITS_PER_WEIGHT if method == "qlora" else (32.0 if precision == "fp32" else 16.0)
-        weights = (mem.weight_bytes(held, base_bits) + mem.weight_bytes(n_lora, wbytes * 8)) / mp / w_div
-    grads = mem.gradient_bytes(n_trainable, grad_b, g_div) / mp
-    opt = mem.optimizer_bytes(n_trainable, optimizer, precision, o_div) / mp
-    acts = mem.training_activation_bytes(model, seq, mb, tp, pp, recompute)
-    overhead = mem.training_overhead_bytes(device.kind, weights + grads + opt + acts)
-    capacity = device.memory_gb * BYTES_PER_GB
-    memory = mem.MemoryEstimate.from_parts(
-        weights_bytes=inp.finish(weights),
-        kv_cache_bytes=inp.finish(0.0),
-        activations_bytes=inp.finish(acts),
-        gradients_bytes=inp.finish(grads),
-        optimizer_bytes=inp.finish(opt),
-        overhead_bytes=inp.finish(overhead),
-        capacity_bytes=inp.finish(capacity),
-        assumptions={
-            "activations": f"Korthikanti et al. 2022 Table 2, recompute={recompute}, sequence parallel "
-            "with tensor parallel, 1F1B pipeline (first stage holds L layers)",
-            "weights_bits": 8 * wbytes if method == "full" else None,
-            "optimizer_bytes_per_param": mem.optimizer_bytes_per_param(optimizer, precision),
-            "zero_stage": stage,
-            "data_parallel": inp.finish(dp),
-            "overhead": "1 GiB runtime context + 5% allocator fragmentation",
-        },
+    wall_h, device_h, power, host, kwh, co2, cost = (
+        ec["wall_h"], ec["device_h"], ec["power"], ec["host"], ec["kwh"], ec["co2"], ec["cost"]
     )
-    if np.any(~np.asarray(memory.fits)):
-        need = float(np.max(memory.total_bytes)) / BYTES_PER_GB
-        warnings.append(
-            f"does not fit: up to {need:.1f} GB per device needed, {device.memory_gb:g} GB available; "
-            "try zero_stage=3, more tensor_parallel/pipeline_parallel, recompute='full', "
-            "method='lora'/'qlora' or more devices"
-        )
 
-    # --- power, energy, CO2e, cost ------------------------------------------------------------------------
-    wall_h = wall_s / S_PER_H
-    device_h = wall_h * n_dev
-    power = en.device_power_w(device.tdp_w, device.idle_w, en.TRAIN_ACTIVITY_FRAC)
-    host = en.host_power_frac(device)
-    kwh = en.energy_kwh(power, host, n_dev, wall_h, pue_v)
-    co2 = None if grid is None else en.co2e_kg(kwh, grid)
-    if price is not None:
-        cost = to_money(inp.finish(price * device_h))
-    elif onprem is not None:
-        cost = to_money(inp.finish(onprem_usd_per_device_h(onprem, power * (1.0 + host), pue_v) * device_h))
-    else:
-        cost = None
-
-    assumptions.update(
-        {
-            "model": model.id,
-            "device": device.id,
-            "precision": precision,
-            "compute_dtype": dtype,
-            "peak_tflop_per_s": peak_tflop,
-            "method": method,
-            "recompute": recompute,
-            "optimizer": optimizer,
-            "zero_stage": stage,
-            "tensor_parallel": tp,
-            "pipeline_parallel": pp,
-            "lora_rank": rank if n_lora else None,
-            "lora_params": n_lora,
-            "params_total": pc.total,
-            "expert_parallel": inp.finish(ep) if model.is_moe else None,
-            "routed_expert_params": routed,
-            "params_active": pc.active,
-            "matmul_params": n_mm,
-            "tokens": inp.finish(tokens),
-            "seq_len": inp.finish(seq),
-            "micro_batch": inp.finish(mb),
-            "device_count": inp.finish(n_dev),
-            "mfu_frac_base": inp.finish(mfu_base),
-            "mfu_source": mfu_note,
-            "recompute_time_ratio": inp.finish(recompute_ratio),
-            "hardware_flops": inp.finish(model_flops + extra),
-            "dp_comm_per_step_s": inp.finish(dp_comm_s),
-            "tp_comm_per_step_s": inp.finish(tp_comm_step_s),
-            "exposed_dp_comm_s": inp.finish(exposed_dp_s),
-            "comm_model": "gradient all-reduce overlapped with the backward pass (only the excess is added); "
-            "tensor-parallel all-reduces are inside the calibrated MFU; gradient accumulation up to "
-            f"{GLOBAL_BATCH_TOKENS:g} tokens per step",
-            "tokens_per_step": inp.finish(step_tokens),
-            "power_activity_frac": en.TRAIN_ACTIVITY_FRAC,
-            "host_power_frac": host,
-            "pue": inp.finish(pue_v),
-            "pue_source": "given"
-            if pue is not None
-            else ("onprem profile" if onprem else "default 1.0 (IT only)"),
-            "grid_gco2e_per_kwh": inp.finish(grid),
-            "price_usd_per_device_h": inp.finish(price) if price is not None else None,
-            "onprem": onprem.device_id if onprem is not None else None,
-        }
-    )
+    assumptions.update(_train_assumptions(model, device, inp, locals()))
     if method == "qlora":
         warnings.append(
             "QLoRA dequantizes NF4 weights for every matmul; the time does not include that overhead"
