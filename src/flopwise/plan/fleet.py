@@ -1003,48 +1003,16 @@ def _rejected_rows(rows: list[_CapacityRow]) -> list[dict]:
     return rej[:REJECTED_PER_SERVICE]
 
 
-def plan_fleet(
-    spec: FleetSpec,
-    catalog,
-    *,
-    models=None,
-    time_limit_s: float = SOLVER_TIME_LIMIT_S,
-    engines: Sequence[str] | None = None,
-    catalog_dir: str | None = None,
-) -> FleetPlan:
-    """The cheapest mix of hardware that serves every service of *spec* within its SLO, on *catalog*.
-
-    1. For each service, every candidate way of running one replica (``plan.candidates.enumerate_serve_space``:
-       device x tensor parallel x quantization x price basis, within the spec's pricing, providers, regions,
-       ``min_precision`` and ``max_devices``), plus the owned inventory as on-prem candidates.
-    2. Their sustainable request rate per replica within the SLO (``plan.serve.replica_capacity``, the queueing
-       model of continuous batching), computed once per device x tensor parallel x quantization.
-    3. Hardware types: per device, devices-per-instance and pricing kind the cheapest offering in scope; each
-       owned device model (limited to the count owned); with ``onprem`` pricing, buying more (unlimited).
-    4. :func:`solve_fleet` on those, and the report.
-
-    *models* is a ``ModelRegistry`` (default: the built-in one). Raises UnknownModelError /
-    UnknownAcceleratorError for names that resolve to nothing, InputError for an inventory device without an
-    on-prem profile. An infeasible fleet is returned with the reason, not raised.
-    """
-    import time
-
+def _service_candidates(spec, catalog, models, owned, profiles, engine_pool) -> tuple[list, dict, int]:
+    """Per service: (service, workload, cloud / bought on-prem candidates, candidates on owned devices), expanded
+    over the engine profiles; the cheapest cloud offering per (device, devices per instance, pricing kind); the
+    number of candidates."""
     from flopwise.plan.candidates import CandidateSpace, ServeWorkload, enumerate_serve_space
-    from flopwise.plan.serve import engine_profiles, expand_engines
+    from flopwise.plan.serve import expand_engines
 
-    if models is None:
-        from flopwise.models import load_models
-
-        models = load_models()
-    started = time.perf_counter()
-    profiles, engine_pool = engine_profiles(engines, catalog_dir)
     with_engines = [e.id for e in profiles] != ["generic"]
-    owned = _resolve_inventory(spec, catalog)
-    is_sunk = spec.inventory is not None and spec.inventory.cost_basis == "sunk"
     cloud_kinds = tuple(k for k in spec.pricing if k != "onprem")
     buy_onprem = "onprem" in spec.pricing
-
-    types: dict[str, HardwareType] = {}
     # cheapest cloud offering per (device, devices per instance, pricing kind)
     cheapest: dict[tuple[str, int, str], HardwareType] = {}
     # per service: its workload, its cloud / bought on-prem candidates, and its candidates on owned devices
@@ -1098,6 +1066,12 @@ def plan_fleet(
             best = cheapest.get(key)
             if best is None or (ht.usd_per_unit_h, ht.key) < (best.usd_per_unit_h, best.key):
                 cheapest[key] = ht
+    return per_service, cheapest, n_candidates
+
+
+def _hardware_types(per_service, cheapest: dict, owned, *, buy_onprem: bool, is_sunk: bool) -> tuple:
+    """The hardware types of the ILP: the cheapest cloud offerings, owned inventory and on-prem devices to buy."""
+    types: dict[str, HardwareType] = {}
     for ht in sorted(cheapest.values(), key=lambda h: h.key):
         types[ht.key] = ht
     for device, profile, count in owned:
@@ -1134,11 +1108,16 @@ def plan_fleet(
                         inventory_units=None,
                         source_url=c.onprem.source_url,
                     )
-    type_list = tuple(types.values())
+    return tuple(types.values())
+
+
+
+def _replica_options(per_service, type_list) -> tuple[dict, list]:
+    """The best replica option per (service, hardware type, TP) from plan serve's capacity model, and for each
+    service with none the closest rejected candidates."""
     types_by_device: dict[str, list[int]] = {}
     for t, ht in enumerate(type_list):
         types_by_device.setdefault(ht.device_id, []).append(t)
-
     options: dict[tuple[int, int, int], ReplicaOption] = {}  # (service, type, tp) -> the best option
     rejected: list[tuple[str, tuple[dict, ...]]] = []
     for s, (svc, workload, cands, owned_cands) in enumerate(per_service):
@@ -1172,6 +1151,51 @@ def plan_fleet(
                 good += 1
         if not good:
             rejected.append((svc.name, tuple(_rejected_rows(rows))))
+
+    return options, rejected
+
+
+def plan_fleet(
+    spec: FleetSpec,
+    catalog,
+    *,
+    models=None,
+    time_limit_s: float = SOLVER_TIME_LIMIT_S,
+    engines: Sequence[str] | None = None,
+    catalog_dir: str | None = None,
+) -> FleetPlan:
+    """The cheapest mix of hardware that serves every service of *spec* within its SLO, on *catalog*.
+
+    1. For each service, every candidate way of running one replica (``plan.candidates.enumerate_serve_space``:
+       device x tensor parallel x quantization x price basis, within the spec's pricing, providers, regions,
+       ``min_precision`` and ``max_devices``), plus the owned inventory as on-prem candidates.
+    2. Their sustainable request rate per replica within the SLO (``plan.serve.replica_capacity``, the queueing
+       model of continuous batching), computed once per device x tensor parallel x quantization.
+    3. Hardware types: per device, devices-per-instance and pricing kind the cheapest offering in scope; each
+       owned device model (limited to the count owned); with ``onprem`` pricing, buying more (unlimited).
+    4. :func:`solve_fleet` on those, and the report.
+
+    *models* is a ``ModelRegistry`` (default: the built-in one). Raises UnknownModelError /
+    UnknownAcceleratorError for names that resolve to nothing, InputError for an inventory device without an
+    on-prem profile. An infeasible fleet is returned with the reason, not raised.
+    """
+    import time
+
+    from flopwise.plan.serve import engine_profiles
+
+    if models is None:
+        from flopwise.models import load_models
+
+        models = load_models()
+    started = time.perf_counter()
+    profiles, engine_pool = engine_profiles(engines, catalog_dir)
+    owned = _resolve_inventory(spec, catalog)
+    is_sunk = spec.inventory is not None and spec.inventory.cost_basis == "sunk"
+    buy_onprem = "onprem" in spec.pricing
+
+    per_service, cheapest, n_candidates = _service_candidates(spec, catalog, models, owned, profiles, engine_pool)
+    type_list = _hardware_types(per_service, cheapest, owned, buy_onprem=buy_onprem, is_sunk=is_sunk)
+    options, rejected = _replica_options(per_service, type_list)
 
     keys = sorted(options, key=lambda k: (k[0], type_list[k[1]].key, k[2]))
     opts = tuple(options[k] for k in keys)
