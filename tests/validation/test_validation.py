@@ -53,6 +53,9 @@ def test_case_workload_inputs_are_plausible():
         elif c.category in ("batch_output_tokens_per_s_per_device", "ttft_ms"):
             assert c.inputs["engine"] and 1 <= c.inputs["batch"] <= 4096, c.id
             assert c.inputs["input_tokens"] in (128, 2048), c.id
+        elif c.category == "saturation_tokens_per_s":
+            assert c.inputs["engine"] and c.inputs["batch"] is None, c.id  # the engine picks the batch
+            assert 128 <= c.inputs["input_tokens"] <= 2048 and 128 <= c.inputs["output_tokens"] <= 4096, c.id
         elif c.category.startswith("train"):
             assert 1e9 <= c.inputs["tokens"] <= 1e14, c.id
             assert c.inputs["seq_len"] in (2048, 4096, 8192), c.id
