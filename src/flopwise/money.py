@@ -88,11 +88,43 @@ def from_float(value: float | Decimal, field: str = "amount", step: Decimal = CE
     return _bounded(Decimal(repr(float(value))), value, field, step)
 
 
+#: steps (in units of *step*) above which, or a fraction this close to a half step, an element takes the exact
+#: per-element path of :func:`from_floats`
+_FAST_MAX_STEPS = 1e15
+_TIE_TOL = 1e-6
+
+
 def from_floats(values: Any, field: str = "amount", step: Decimal = CENT) -> Any:
-    """:func:`from_float` of every element of a numpy array: an object array of Decimal of the same shape."""
+    """:func:`from_float` of every element of a numpy array: an object array of Decimal of the same shape.
+
+    Vectorized for a power-of-ten *step* (CENT, PRICE_STEP, MICRO_USD): whole steps are rounded in numpy and one
+    Decimal is built per distinct amount (amounts repeat a lot across an estimate grid) and shared. Elements
+    within 1e-6 step of a half step, non-finite (which raise, as :func:`from_float` does), huge, or a negative
+    zero take :func:`from_float` itself, so every result equals it (tested).
+    """
     import numpy as np
 
     arr = np.asarray(values, dtype=float)
-    out = np.empty(arr.shape, dtype=object)
-    out.ravel()[:] = [from_float(x, field, step) for x in arr.ravel().tolist()]
-    return out
+    flat = arr.ravel()
+    sign, digits, exponent = step.as_tuple()
+    if sign or digits != (1,) or not isinstance(exponent, int):  # not a power of ten: the exact path only
+        out = np.empty(arr.shape, dtype=object)
+        out.ravel()[:] = [from_float(x, field, step) for x in flat.tolist()]
+        return out
+    with np.errstate(invalid="ignore", over="ignore"):
+        units = flat * float(10 ** (-exponent))
+        whole = np.rint(units)
+        fast = (
+            np.isfinite(units)
+            & (np.abs(units) < _FAST_MAX_STEPS)
+            & (np.abs(np.abs(units - np.floor(units)) - 0.5) > _TIE_TOL)
+            & ~((whole == 0.0) & np.signbit(units))  # -0.00 keeps its sign, as Decimal does
+        )
+    ints = np.where(fast, whole, 0.0).astype(np.int64)
+    distinct, inverse = np.unique(ints, return_inverse=True)
+    table = np.empty(len(distinct), dtype=object)
+    table[:] = [Decimal(i).scaleb(exponent) for i in distinct.tolist()]
+    out = table[inverse.ravel()]
+    for k in np.flatnonzero(~fast).tolist():
+        out[k] = from_float(float(flat[k]), field, step)
+    return out.reshape(arr.shape)

@@ -269,3 +269,15 @@ def test_gguf_weight_bytes_follow_bits_per_weight():
     assert 8.03e9 * q.bits_per_weight / 8 == pytest.approx(4.266e9, rel=1e-3)
     with pytest.raises(InputError, match="quant"):
         quant.get_quant("Q4_K_X")
+def test_to_money_array_equals_the_scalar_path():
+    import numpy as np
+
+    from flopwise.estimate.cost import to_money
+    from flopwise.money import from_float
+
+    rng = np.random.default_rng(7)
+    x = np.concatenate(
+        [rng.uniform(-100, 1e6, 20000), [0.005, 0.015, 0.025, 2.675, 1.005, 0.125, -0.0, 0.0, 1e18, -3.335]]
+    )
+    fast = to_money(x)
+    assert [str(v) for v in fast] == [str(from_float(v, "cost_usd")) for v in x.tolist()]
