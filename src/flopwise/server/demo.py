@@ -100,7 +100,14 @@ def build_demo(db: Any, catalog: Any, settings: Any, now: datetime, *, seed: int
     from flopwise.meter.costing import Coster, CostingOptions
     from flopwise.meter.ingest import ingest_records
     from flopwise.server.api.budgets import BudgetCreate, create_budget
-    from flopwise.server.api.orgs import ProjectCreate, TeamCreate, UserCreate, create_project, create_team, create_user
+    from flopwise.server.api.orgs import (
+        ProjectCreate,
+        TeamCreate,
+        UserCreate,
+        create_project,
+        create_team,
+        create_user,
+    )
     from flopwise.server.api.policies import PolicyApply, apply_policy
     from flopwise.server.api.quotas import QuotaCreate, create_quota
     from flopwise.server.api.requests import DenyIn, RequestCreate, create_request, deny_request

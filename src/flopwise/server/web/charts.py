@@ -89,10 +89,13 @@ def stacked_over_time(
     Rows need ``period``, ``group`` and the measures. Returns the spec; ``data.values`` is one row per
     (period, group) with ``value`` rounded to the cent.
     """
-    keep, folded = top_groups(groups_by_size, max_groups)
+    keep, _folded = top_groups(groups_by_size, max_groups)
+    kept = set(keep)
     cells: dict[tuple[str, str], float] = {}
+    folded = False
     for row in series:
-        group = OTHER if row["group"] in folded else row["group"]
+        group = row["group"] if row["group"] in kept else OTHER
+        folded = folded or group == OTHER
         value = float(row[measure] or 0)
         if idle_measure and show_idle:
             idle = float(row[idle_measure] or 0)
