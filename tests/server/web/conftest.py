@@ -26,3 +26,10 @@ def browsers(app, demo) -> dict:
         assert response.status_code == 303, response.text
         out[name] = client
     return out
+
+
+@pytest.fixture(scope="session")
+def base_url() -> None:
+    """pytest-playwright's base URL (the pytest-base-url plugin's fixture warns under pytest 9): none, every test
+    builds its URLs from its live server."""
+    return None
