@@ -260,13 +260,14 @@ def _int_type() -> Any:
 
 
 def data_freshness(session: Session, org_id: int | None) -> dict[str, datetime | None]:
-    """When the organization's ledger last changed (``ingested_at``) and the latest usage it covers
-    (``charge_period_end``); both None for an empty ledger."""
-    stmt = select(func.max(U.ingested_at), func.max(U.charge_period_end))
+    """When the organization's ledger last grew (``ingested_at`` of its newest row) and the latest usage it covers
+    (``charge_period_end`` of its latest-starting row); both None for an empty ledger. Two index lookups (the
+    primary key backwards, and the ``(org_id, charge_period_start)`` index), never a scan of the ledger."""
+    newest = select(U.ingested_at).order_by(U.id.desc()).limit(1)
+    latest = select(U.charge_period_end).order_by(U.charge_period_start.desc()).limit(1)
     if org_id is not None:
-        stmt = stmt.where(U.org_id == org_id)
-    ingested, covered = session.execute(stmt).one()
-    return {"ingested_at": ingested, "covers_until": covered}
+        newest, latest = newest.where(U.org_id == org_id), latest.where(U.org_id == org_id)
+    return {"ingested_at": session.scalar(newest), "covers_until": session.scalar(latest)}
 
 
 def ingest_runs(session: Session, org_id: int, *, limit: int = 100) -> list[IngestRun]:
