@@ -17,7 +17,7 @@ audited as in production):
   one drawn from a seeded Beta distribution per team (marked ``x_DemoUtilization: sampled`` in ``x_extra``);
   everything else (cost, energy, CO2e, idle) is computed by the ingest pipeline from the catalog;
 * compute requests through ``POST /requests``: small ones approved by policy, larger ones pending approval, one
-  denied with a reason; a few replayed jobs carry an approved request's id, so plan vs actual has points;
+  denied with a reason (the requests are filed now, so no usage is linked to them: plan vs actual stays empty);
 * budget actuals, alerts and calibration samples from :func:`flopwise.meter.burn.apply_actuals`.
 
 Deterministic for a given ``now`` and ``seed``.
@@ -40,6 +40,8 @@ DATA_DIR = Path(__file__).parent / "demo_data"
 DEMO_DAYS = 91
 #: jobs drawn per day (mean of a Poisson) and the Beta(a, b) of their GPU utilization, per team
 TEAM_LOAD = {"research": (9.0, (6.0, 2.0)), "applied": (4.0, (2.0, 3.0))}
+#: where the hb cluster is (Groningen): its usage's grid for energy's CO2e
+CLUSTER_REGION = "country:NL"
 SPEND_POLICY = """
 name: spend
 default: require_approval
@@ -185,10 +187,9 @@ def build_demo(db: Any, catalog: Any, settings: Any, now: datetime, *, seed: int
     if pending:
         deny_request(pending[-1].id, DenyIn(comment="Use the shared H100 reservation next month instead."), ben, db,
                      clock)  # fmt: skip
-    approved = [r for r in made if r.state == "approved"]
 
     # a quarter of usage
-    coster = Coster(catalog, CostingOptions(default_region="country:NL"))
+    coster = Coster(catalog, CostingOptions(default_region=CLUSTER_REGION))
     jobs = _sacct_gpu_jobs(catalog)
     bill = _focus_rows(catalog)
     team_projects = {"research": ("llm-pretrain", "eval"), "applied": ("recsys", "vision")}
@@ -205,14 +206,10 @@ def build_demo(db: Any, catalog: Any, settings: Any, now: datetime, *, seed: int
                 if begin + length > now:
                     continue
                 project = rng.choice(team_projects[team])
-                request_id = None
-                matching = [r for r in approved if r.project_id == projects[project]]
-                if matching and rng.random() < 0.15:
-                    request_id = str(matching[0].id)
                 key = f"demo:{job.source_key}:{team}:{day}:{n}"
                 records.append(replace(
                     job, source_key=key, charge_period_start=begin, charge_period_end=begin + length,
-                    x_gpu_utilization=round(rng.betavariate(a, b), 3), x_request_id=request_id,
+                    x_gpu_utilization=round(rng.betavariate(a, b), 3), region_id=CLUSTER_REGION,
                     x_user=f"{team}-{job.x_user}", x_account=team,
                     x_extra={**job.x_extra, "x_DemoUtilization": "sampled"},
                 ))  # fmt: skip

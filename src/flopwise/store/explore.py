@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, func, literal, select
+from sqlalchemy import ColumnElement, Select, exists, func, select
 from sqlalchemy.orm import Session
 
 from flopwise.errors import InputError
@@ -167,35 +167,30 @@ def usage_explore(
     _check_dims(group_by, filters)
     period = _period(session, step).label("period")
     key_cols: list[ColumnElement[Any]] = []
-    label_cols: list[ColumnElement[Any]] = []
-    joins: list[tuple[Any, Any]] = []
+    for i, dim in enumerate(group_by):
+        column = _ID_DIMS[dim][0] if dim in _ID_DIMS else _TEXT_DIMS[dim]
+        key_cols.append(column.label(f"k{i}"))
+    stmt = _filtered(_window(select(period, *key_cols, *_metric_columns()), from_, to, org_id), filters)
+    # group by the ids alone (no join per row); the few names are read afterwards
+    stmt = stmt.group_by(*[c.element for c in (period, *key_cols)])
+    rows = session.execute(stmt).all()
+    names: dict[str, dict[Any, str]] = {}
     for i, dim in enumerate(group_by):
         if dim in _ID_DIMS:
-            column, table = _ID_DIMS[dim]
-            alias = table.__table__.alias(f"g{i}")
-            key_cols.append(column.label(f"k{i}"))
-            label_cols.append(alias.c.name.label(f"l{i}"))
-            joins.append((alias, alias.c.id == column))
-        else:
-            key_cols.append(_TEXT_DIMS[dim].label(f"k{i}"))
-            label_cols.append(literal(None).label(f"l{i}"))
-    stmt = select(period, *key_cols, *label_cols, *_metric_columns()).select_from(U)
-    for alias, on in joins:
-        stmt = stmt.outerjoin(alias, on)
-    stmt = _filtered(_window(stmt, from_, to, org_id), filters)
-    group_cols = [period, *key_cols] + [lc for lc, dim in zip(label_cols, group_by, strict=True) if dim in _ID_DIMS]
-    stmt = stmt.group_by(*[c.element if hasattr(c, "element") else c for c in group_cols])
+            table = _ID_DIMS[dim][1]
+            ids = {getattr(r, f"k{i}") for r in rows} - {None}
+            names[dim] = dict(session.execute(select(table.id, table.name).where(table.id.in_(ids))).all()) if ids else {}
     series: list[dict[str, Any]] = []
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     total = _empty()
-    for row in session.execute(stmt):
+    for row in rows:
         keys = []
         for i, dim in enumerate(group_by):
-            key, label = getattr(row, f"k{i}"), getattr(row, f"l{i}")
+            key = getattr(row, f"k{i}")
             if key is None:
                 text = UNATTRIBUTED if dim in _ID_DIMS else UNKNOWN
             else:
-                text = str(label if label is not None else key)
+                text = str(names[dim].get(key, key)) if dim in _ID_DIMS else str(key)
             keys.append({"dim": dim, "key": key, "label": text})
         name = " / ".join(k["label"] for k in keys) if keys else "all"
         cell = _cell(row)

@@ -1031,6 +1031,8 @@ def efficiency_page(request: Request, v: ViewerDep) -> Response:
     catalog = get_catalog(request)
     regions = []
     for g in by_region["groups"]:
+        if not g["energy_kwh"] and not g["co2e_kg"]:
+            continue  # a region with cost but no energy (a cloud bill's storage, networking...)
         grid = _grid_of(catalog, g["keys"][0]["key"] if g["keys"] else None)
         regions.append({"region": g["group"], "energy_kwh": g["energy_kwh"], "co2e_kg": g["co2e_kg"],
                         "grid_gco2e_per_kwh": grid,
@@ -1054,7 +1056,8 @@ def efficiency_page(request: Request, v: ViewerDep) -> Response:
         "calibration": charts.calibration_scatter(pva),
     }  # fmt: skip
     return render(request, v, "efficiency.html", active="efficiency", hist=hist, teams=teams, regions=regions,
-                  pva=pva, specs=specs, by_region=by_region, from_day=from_day, to_day=to_day)  # fmt: skip
+                  pva=pva, specs=specs, by_region=by_region, from_day=from_day, to_day=to_day,
+                  regions_without_energy=len(by_region["groups"]) - len(regions))  # fmt: skip
 
 
 PVA_CSV = ("request_id", "device_type", "workload", "estimated_device_hours", "actual_device_hours",
