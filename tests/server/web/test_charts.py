@@ -95,9 +95,16 @@ def test_histogram_bar_memory_plan_and_calibration_specs() -> None:
         [{"count": 1, "device": "gh200", "quant": "fp8", "pricing": "on-demand", "cost_per_hour_usd": Decimal("1.49"),
           "ttft_p95_ms": 110.0, "tpot_p95_ms": 23.0}],
         [{"count": 1, "device": "gh200", "quant": "fp8", "cost_per_hour_usd": Decimal("1.49"), "ttft_p95_ms": 110.0}],
-        ttft_slo_ms=1000.0,
+        slo_ms=1000.0,
     )
     assert plan["layer"][2]["data"]["values"] == [{"slo": 1000.0}] and "$1.49/h" in plan["description"]
+    assert plan["data"]["values"][0]["latency_ms"] == 110.0 and "TTFT p95 target is 1,000 ms" in plan["description"]
+    tpot = charts.plan_scatter(
+        [{"count": 1, "device": "gh200", "quant": "fp8", "pricing": "on-demand", "cost_per_hour_usd": Decimal("1.49"),
+          "ttft_p95_ms": 110.0, "tpot_p95_ms": 23.0}], [], slo_ms=100.0, y="tpot_p95_ms",
+    )
+    assert tpot["data"]["values"][0]["latency_ms"] == 23.0 and tpot["title"] == "Plan: cost vs TPOT p95"
+    assert [layer["mark"]["type"] for layer in tpot["layer"]] == ["point", "rule"]  # no empty frontier layer
     cal = charts.calibration_scatter(
         [{"request_id": 7, "estimated_device_hours": 10, "actual_device_hours": 12},
          {"request_id": 8, "estimated_device_hours": None, "actual_device_hours": 3}]
@@ -112,7 +119,7 @@ def test_every_builder_gives_title_description_and_schema() -> None:
         charts.histogram([], title="h"),
         charts.bar_chart([], label="a", measure="b", unit="u", title="t"),
         charts.calibration_scatter([]),
-        charts.plan_scatter([], [], ttft_slo_ms=None),
+        charts.plan_scatter([], [], slo_ms=None),
         charts.memory_stack({}, device_gb=1.0, device="d"),
         charts.budget_burn([], [], limit=1.0, unit="usd", name="n", exceed_on=None),
     ]

@@ -328,51 +328,57 @@ def plan_scatter(
     options: Sequence[Mapping[str, Any]],
     pareto: Sequence[Mapping[str, Any]],
     *,
-    ttft_slo_ms: float | None,
+    slo_ms: float | None,
+    y: str = "ttft_p95_ms",
 ) -> dict[str, Any]:
-    """Cost per hour vs TTFT p95 of each feasible option, the Pareto frontier (line) and the TTFT target."""
+    """Cost per hour vs a latency (*y*: ``ttft_p95_ms`` or ``tpot_p95_ms``) of each feasible option, the Pareto
+    frontier on that latency (line) and its target *slo_ms*."""
+    what = {"ttft_p95_ms": "TTFT p95", "tpot_p95_ms": "TPOT p95"}[y]
     values = [
         {"option": f"{o['count']}x {o['device']} {o['quant']} {o['pricing']}", "kind": "option",
-         "cost_per_hour_usd": chart_number(o["cost_per_hour_usd"]), "ttft_p95_ms": o["ttft_p95_ms"],
-         "tpot_p95_ms": o["tpot_p95_ms"]}
+         "cost_per_hour_usd": chart_number(o["cost_per_hour_usd"]), "latency_ms": o[y],
+         "ttft_p95_ms": o["ttft_p95_ms"], "tpot_p95_ms": o["tpot_p95_ms"]}
         for o in options
     ]  # fmt: skip
     front = [
         {"option": f"{p['count']}x {p['device']} {p['quant']}", "kind": "frontier",
-         "cost_per_hour_usd": chart_number(p["cost_per_hour_usd"]), "ttft_p95_ms": p["ttft_p95_ms"]}
+         "cost_per_hour_usd": chart_number(p["cost_per_hour_usd"]), "latency_ms": p[y]}
         for p in pareto
     ]  # fmt: skip
     description = (
-        f"Serve plan: {len(values)} options meeting the targets, cost per hour against TTFT p95; "
-        f"{len(front)} on the Pareto frontier"
+        f"Serve plan: {len(values)} options meeting the targets, cost per hour against {what}"
+        + (f"; {len(front)} on the Pareto frontier" if front else "")
         + (f"; the cheapest is {values[0]['option']} at ${values[0]['cost_per_hour_usd']:,.2f}/h" if values else "")
-        + (f"; the TTFT target is {ttft_slo_ms:,.0f} ms." if ttft_slo_ms else ".")
+        + (f"; the {what} target is {slo_ms:,.0f} ms." if slo_ms else ".")
     )
-    spec = _base("Plan: cost vs latency", description, values)
+    spec = _base(f"Plan: cost vs {what}", description, values)
     layers: list[dict[str, Any]] = [
         {
             "mark": {"type": "point", "filled": True, "size": 70, "color": PALETTE[0]},
             "encoding": {
                 "x": {"field": "cost_per_hour_usd", "type": "quantitative", "title": "USD per hour"},
-                "y": {"field": "ttft_p95_ms", "type": "quantitative", "title": "TTFT p95 (ms)"},
+                "y": {"field": "latency_ms", "type": "quantitative", "title": f"{what} (ms)"},
                 "tooltip": [{"field": "option"}, {"field": "cost_per_hour_usd", "format": ",.2f"},
                             {"field": "ttft_p95_ms"}, {"field": "tpot_p95_ms"}],
             },
         },
-        {
-            "data": {"values": front},
-            "mark": {"type": "line", "color": PALETTE[1], "point": True},
-            "encoding": {
-                "x": {"field": "cost_per_hour_usd", "type": "quantitative"},
-                "y": {"field": "ttft_p95_ms", "type": "quantitative"},
-                "order": {"field": "cost_per_hour_usd"},
-            },
-        },
     ]  # fmt: skip
-    if ttft_slo_ms:
+    if front:
         layers.append(
             {
-                "data": {"values": [{"slo": ttft_slo_ms}]},
+                "data": {"values": front},
+                "mark": {"type": "line", "color": PALETTE[1], "point": True},
+                "encoding": {
+                    "x": {"field": "cost_per_hour_usd", "type": "quantitative"},
+                    "y": {"field": "latency_ms", "type": "quantitative"},
+                    "order": {"field": "cost_per_hour_usd"},
+                },
+            }
+        )
+    if slo_ms:
+        layers.append(
+            {
+                "data": {"values": [{"slo": slo_ms}]},
                 "mark": {"type": "rule", "color": "#D55E00", "strokeDash": [6, 3], "strokeWidth": 2},
                 "encoding": {"y": {"field": "slo", "type": "quantitative"}},
             }

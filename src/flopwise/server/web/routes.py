@@ -998,9 +998,10 @@ def plan_page(request: Request, v: ViewerDep) -> Response:
         result = plan_serve(workload, get_catalog(request), objective=objective, top_k=15)
         plan = {"options": list(result.options), "rejected": list(result.rejected), "summary": result.summary,
                 "warnings": list(warnings)}  # fmt: skip
-        ttft_front = next((f for f in result.pareto if f.get("y") == "ttft_p95_ms"), None)
-        spec = charts.plan_scatter(plan["options"], ttft_front["points"] if ttft_front else [],
-                                   ttft_slo_ms=workload.ttft_p95_ms)  # fmt: skip
+        spec = {}
+        for y, slo in (("ttft_p95_ms", workload.ttft_p95_ms), ("tpot_p95_ms", workload.tpot_p95_ms)):
+            front = next((f for f in result.pareto if f.get("y") == y), None)
+            spec[y] = charts.plan_scatter(plan["options"], front["points"] if front else [], slo_ms=slo, y=y)
     with read_session(_db(request)) as s:
         names = _names(s, v.principal.org_id)
     return render(request, v, "plan.html", active="estimate", form=form, plan=plan, spec=spec, names=names,
