@@ -59,6 +59,16 @@ def test_every_page_for_every_role(browsers, path: str) -> None:
             assert 'src="/static/' in tag or 'type="application/json"' in tag, tag
 
 
+def test_nav_is_role_aware(browsers) -> None:
+    nav = {user: re.findall(r'<nav class="main"[^>]*>(.*?)</nav>', browsers[user].get("/").text, re.S)[0]
+           for user in ("ada", "dee", "cho")}  # fmt: skip
+    assert 'href="/audit"' in nav["ada"] and 'href="/audit"' not in nav["dee"]
+    assert 'href="/usage"' in nav["dee"] and 'href="/efficiency"' in nav["dee"]
+    for page in ("/usage", "/efficiency", "/sources", "/audit"):  # team members: no organization-wide pages
+        assert f'href="{page}"' not in nav["cho"]
+    assert 'href="/requests"' in nav["cho"] and 'href="/budgets"' in nav["cho"]
+
+
 def test_request_pages_follow_project_roles(browsers, demo, app) -> None:
     from flopwise.store import ComputeRequest, Project, read_session
 

@@ -54,14 +54,14 @@ DRILL = {
 UNIT_MEASURE = {"usd": "cost_usd", "device_hours": "device_hours", "kwh": "energy_kwh", "co2e_kg": "co2e_kg"}
 NAV = (
     ("overview", "/", "Overview", "viewer"),
-    ("usage", "/usage", "Usage", "viewer"),
+    ("usage", "/usage", "Usage", "org"),
     ("budgets", "/budgets", "Budgets", "viewer"),
     ("requests", "/requests", "Requests", "viewer"),
     ("estimate", "/estimate", "Estimate & plan", "viewer"),
-    ("efficiency", "/efficiency", "Efficiency", "viewer"),
+    ("efficiency", "/efficiency", "Efficiency", "org"),
     ("catalog", "/catalog", "Catalog", "viewer"),
     ("quotas", "/quotas", "Quotas", "viewer"),
-    ("sources", "/sources", "Sources", "viewer"),
+    ("sources", "/sources", "Sources", "org"),
     ("audit", "/audit", "Audit", "admin"),
 )
 MAX_WINDOW_DAYS = 3 * 366
@@ -229,7 +229,10 @@ def render(request: Request, v: Viewer | None, template: str, status: int = 200,
 
 
 def _nav_ok(v: Viewer, role: str) -> bool:
-    return v.is_admin if role == "admin" else True
+    """Admin pages for organization admins, organization-wide pages for a role on the organization."""
+    if role == "admin":
+        return v.is_admin
+    return v.org_role is not None if role == "org" else True
 
 
 def html_errors(page: Callable[..., Any]) -> Callable[..., Any]:
