@@ -227,3 +227,10 @@ from authz_rows_requests import PATH_PARAMS as _S2_PATH_PARAMS  # noqa: E402
 EXPECTED.update(_S2_EXPECTED)
 BODIES.update(_S2_BODIES)
 PATH_PARAMS.update(_S2_PATH_PARAMS)
+
+# the web dashboard and PATCH /budgets/{id} (issue 12)
+from authz_rows_web import BODIES as _WEB_BODIES  # noqa: E402
+from authz_rows_web import EXPECTED as _WEB_EXPECTED  # noqa: E402
+
+EXPECTED.update(_WEB_EXPECTED)
+BODIES.update(_WEB_BODIES)

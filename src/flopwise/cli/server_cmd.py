@@ -17,9 +17,17 @@ from typing import Annotated, Any
 
 import typer
 
-from flopwise.cli._common import EXIT_FAILURE, JsonFlag, _fail, handle_errors, print_json, stderr_console
+from flopwise.cli._common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    JsonFlag,
+    _fail,
+    handle_errors,
+    print_json,
+    stderr_console,
+)
 
-__all__ = ["admin_app", "audit_app", "bootstrap_cmd", "serve", "verify_cmd"]
+__all__ = ["admin_app", "audit_app", "bootstrap_cmd", "demo_cmd", "serve", "verify_cmd"]
 
 admin_app = typer.Typer(help="Administer the governance server's database directly.", no_args_is_help=True)
 audit_app = typer.Typer(help="Inspect the hash-chained audit log.", no_args_is_help=True)
@@ -108,12 +116,31 @@ def serve(
             "--token", envvar="FLOPWISE_TOKEN", help="Bearer token sent with --get.", show_default=False
         ),
     ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Serve a fresh demo organization (a quarter of usage, budgets, pending requests) from a temporary "
+            "SQLite file, deleted on exit; the users' login tokens are printed.",
+        ),
+    ] = False,
 ) -> None:
-    """Run the governance API (under /api/v1, OpenAPI at /api/v1/openapi.json), migrating the database first."""
+    """Run the governance API (under /api/v1) and the web dashboard (at /), migrating the database first."""
     from flopwise.server import create_app
 
+    tmp_dir = None
+    if demo:
+        import tempfile
+        from pathlib import Path
+
+        if database_url:
+            _fail("--demo builds its own temporary database: leave out --database-url (or run `flopwise demo`)", EXIT_BAD_INPUT)
+        tmp_dir = tempfile.TemporaryDirectory(prefix="flopwise-demo-")
+        database_url = f"sqlite:///{Path(tmp_dir.name) / 'demo.db'}"
     settings = _settings(database_url)
     app = create_app(settings)
+    if demo:
+        _print_demo(_fill_demo(app), f"http://{host}:{port}/")
     try:
         if get is not None:
             path = get if get.startswith("/") else "/" + get
@@ -131,7 +158,7 @@ def serve(
         sock = bind_listening_socket(host, port)  # before anything says the server is up
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
         stderr_console().print(
-            f"flopwise API on http://{host}:{port}/api/v1 (docs /api/v1/docs), database "
+            f"flopwise dashboard on http://{host}:{port}/, API on http://{host}:{port}/api/v1 (docs /api/v1/docs), database "
             f"{_shown_url(settings.resolved_database_url())}",
             highlight=False,
         )
@@ -143,6 +170,93 @@ def serve(
             _fail("the API did not start (see the log above)", EXIT_FAILURE)
     finally:
         app.state.engine.dispose()
+        if tmp_dir is not None:
+            tmp_dir.cleanup()
+
+
+def _fill_demo(app: Any) -> Any:
+    from flopwise.server.demo import build_demo, demo_now
+    from flopwise.server.deps import get_catalog
+
+    class _Request:  # get_catalog reads request.app.state
+        pass
+
+    request = _Request()
+    request.app = app  # type: ignore[attr-defined]
+    return build_demo(app.state.db, get_catalog(request), app.state.settings, demo_now())
+
+
+def _print_demo(result: Any, url: str) -> None:
+    console = stderr_console()
+    console.print(
+        f"Demo organization 'acme' (id {result.org_id}): {result.usage_records:,} usage records over the last "
+        f"quarter, requests {', '.join(f'{n} {s}' for s, n in sorted(result.requests.items()))}.\n"
+        f"Open {url} and log in with one of these API tokens (each user has a different role):",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for name, token in result.tokens.items():
+        sys.stdout.write(f"{name:4} {result.roles[name]:26} {token}\n")
+    sys.stdout.flush()
+
+
+@handle_errors
+@_database_errors
+def demo_cmd(
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Where to build the demo (SQLAlchemy URL); default: flopwise-demo.db in the per-user data "
+            "directory. It must hold no organization yet.",
+            show_default=False,
+        ),
+    ] = None,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Delete the default demo file first and build it again.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Build a demo organization (teams, users per role, budgets, a quarter of usage, pending requests) and print
+    how to open it in the dashboard."""
+    from sqlalchemy import select
+
+    from flopwise.server import create_app
+    from flopwise.store import Organization, read_session, user_data_dir
+
+    if database_url is None:
+        path = user_data_dir() / "flopwise-demo.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if reset and path.exists():
+            path.unlink()
+        database_url = f"sqlite:///{path}"
+    elif reset:
+        _fail("--reset only deletes the default demo file; for --database-url, drop that database yourself", EXIT_BAD_INPUT)
+    app = create_app(_settings(database_url))
+    try:
+        with read_session(app.state.db) as s:
+            existing = s.scalar(select(Organization.name).limit(1))
+        if existing is not None:
+            _fail(
+                f"{_shown_url(database_url)} already holds organization {existing!r}; the demo needs an empty "
+                "database: run `flopwise demo --reset` (default file) or give another --database-url",
+                EXIT_BAD_INPUT,
+            )
+        result = _fill_demo(app)
+    finally:
+        app.state.engine.dispose()
+    if json_out:
+        print_json(
+            {
+                "database_url": _shown_url(database_url),
+                "org_id": result.org_id,
+                "usage_records": result.usage_records,
+                "requests": result.requests,
+                "users": [{"name": n, "role": result.roles[n], "token": t} for n, t in result.tokens.items()],
+            }
+        )
+        return
+    _print_demo(result, "http://127.0.0.1:8000/ (after `flopwise serve --database-url " + database_url + "`)")
 
 
 def bind_listening_socket(host: str, port: int) -> Any:

@@ -45,4 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.catalog = None
     install_error_handlers(app)
     app.include_router(api_router, prefix="/api/v1")
+    from flopwise.server.web import install_web
+
+    install_web(app)
     return app

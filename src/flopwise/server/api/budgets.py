@@ -21,7 +21,7 @@ from flopwise.server.decisions import MAX_AMOUNT, MAX_ID, BodyModel, IdPath, aud
 from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep
 from flopwise.server.errors import ApiError
 
-__all__ = ["BudgetCreate", "BudgetPublic", "router"]
+__all__ = ["BudgetCreate", "BudgetPublic", "BudgetUpdate", "router", "update_budget"]
 
 router = APIRouter(prefix="/budgets", tags=["budgets"])
 
@@ -54,6 +54,24 @@ class BudgetCreate(BodyModel):
         if self.window_start and self.window_end and self.window_end <= self.window_start:
             raise ValueError("window_end must be after window_start")
         for a in self.alert_thresholds:
+            if not Decimal(0) < a <= Decimal(10):
+                raise ValueError(f"alert threshold {a} is a fraction of amount: above 0 and at most 10")
+        return self
+
+
+class BudgetUpdate(BodyModel):
+    """A change to a budget: its name, cap, hardness or alert thresholds (scope, unit and period stay)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    amount: Decimal | None = Field(default=None, ge=0, lt=MAX_AMOUNT)
+    is_hard: bool | None = None
+    alert_thresholds: list[Decimal] | None = Field(default=None, max_length=20)
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> BudgetUpdate:
+        for a in self.alert_thresholds or ():
             if not Decimal(0) < a <= Decimal(10):
                 raise ValueError(f"alert threshold {a} is a fraction of amount: above 0 and at most 10")
         return self
@@ -186,3 +204,39 @@ def show_budget(budget_id: IdPath, principal: CurrentPrincipal, db: DbDep, clock
             raise ApiError(404, f"budget {budget_id} not found")
         authorize(session, principal, "viewer", budget.scope_kind, budget.scope_id)
         return _public(session, budget, clock())
+
+
+@router.patch("/{budget_id}", response_model=BudgetPublic)
+def update_budget(
+    budget_id: IdPath, body: BudgetUpdate, principal: CurrentPrincipal, db: DbDep, clock: ClockDep
+) -> BudgetPublic:
+    """Change a budget's name, amount, hardness or alert thresholds (needs admin on its scope); audited with the
+    old and new values. Reservations already made stay; the new amount applies to the next check."""
+    from flopwise.store import Budget, write_session
+
+    now = clock()
+    with write_session(db) as session:
+        budget = session.get(Budget, budget_id)
+        if budget is None or budget.org_id != principal.org_id:
+            raise ApiError(404, f"budget {budget_id} not found")
+        authorize(session, principal, "admin", budget.scope_kind, budget.scope_id)
+        changes = body.model_dump(exclude_none=True)
+        if "name" in changes and changes["name"] != budget.name and session.scalar(
+            select(Budget.id).where(Budget.org_id == principal.org_id, Budget.name == changes["name"])
+        ):
+            raise ApiError(
+                409, f"a budget named {changes['name']!r} exists", [{"field": "name", "message": "taken"}]
+            )
+        before = {
+            "name": budget.name,
+            "amount": str(budget.amount),
+            "is_hard": budget.is_hard,
+            "alert_thresholds": list(budget.alert_thresholds or ()),
+        }
+        for key, value in changes.items():
+            setattr(budget, key, [str(a) for a in value] if key == "alert_thresholds" else value)
+        session.flush()
+        audit(session, principal, "budget.update",
+              {"budget_id": budget.id, "before": before, "after": body.model_dump(mode="json", exclude_none=True)},
+              now, principal.org_id)  # fmt: skip
+        return _public(session, budget, now)
