@@ -170,9 +170,12 @@ class SlurmLab:
         )  # fmt: skip
 
 
-def start_lab(root: Path, *, extra_conf: Mapping[str, str] | None = None) -> SlurmLab:
+def start_lab(
+    root: Path, *, extra_conf: Mapping[str, str] | None = None, job_submit_lua: str | None = None
+) -> SlurmLab:
     """Write the configuration under *root* and start munged, slurmdbd, slurmctld and slurmd; the lab is up
-    (node idle, cluster registered in the accounting database) when this returns."""
+    (node idle, cluster registered in the accounting database) when this returns. With *job_submit_lua*, that
+    script is installed and ``JobSubmitPlugins=lua`` set."""
     cluster = "fw" + uuid.uuid4().hex[:8]
     host = socket.gethostname().split(".")[0]
     ctld_port, d_port, dbd_port = _free_ports(3)
@@ -228,12 +231,16 @@ def start_lab(root: Path, *, extra_conf: Mapping[str, str] | None = None) -> Slu
         "PriorityUsageResetPeriod": "NONE",
         "SlurmdParameters": "config_overrides",
         "ReturnToService": "2",
-        "MinJobAge": "2",
+        "MinJobAge": "300",
+        "AccountingStoreFlags": "job_comment",
         "MailProg": "/bin/true",
         "SchedulerParameters": "sched_interval=1",
         "SlurmctldTimeout": "30",
         "MessageTimeout": "30",
     }
+    if job_submit_lua is not None:
+        (etc / "job_submit.lua").write_text(job_submit_lua)
+        conf["JobSubmitPlugins"] = "lua"
     conf.update(extra_conf or {})
     body = auth + "".join(f"{k}={v}\n" for k, v in conf.items())
     body += (

@@ -1,0 +1,211 @@
+"""flopwise enforcing budgets and quotas on a real Slurm (tests/enforce/slurmlab.py): real sacctmgr, sbatch,
+slurmctld running flopwise's job_submit.lua, sacct, and a flopwise server reached through its client."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flopwise.enforce.slurm import HARD_QOS, SlurmAgent, SlurmConfig, load_config, read_accounts, subprocess_runner
+
+
+@dataclass
+class Env:
+    lab: Any
+    agent: SlurmAgent
+    fw: Any
+    team_id: int
+
+    def project(self, name: str, budget_usd: str | None, *, hard: bool = True) -> tuple[int, str, int | None]:
+        """A project (its Slurm account synced, root allowed to use it) with an optional monthly usd budget."""
+        p = self.fw.call("POST", f"/teams/{self.team_id}/projects", json_body={"name": name})
+        budget_id = None
+        if budget_usd is not None:
+            budget_id = self.fw.create_budget(
+                {"name": f"{name}-usd", "scope_kind": "project", "scope_id": p["id"], "period": "month",
+                 "unit": "usd", "amount": budget_usd, "is_hard": hard}
+            )["id"]  # fmt: skip
+        self.agent.sync(dry_run=False)
+        account = f"research_{name}"
+        self.lab.run("sacctmgr", "-i", "add", "user", "root", f"account={account}")
+        self.agent.step()
+        return p["id"], account, budget_id
+
+    def sbatch(self, account: str, gpus: int, minutes: int, *extra: str, cmd: str = "true") -> subprocess.CompletedProcess[str]:
+        return self.lab.run(
+            "sbatch", "-A", account, f"--gres=gpu:h100:{gpus}", f"--time={minutes}", *extra, "--wrap", cmd,
+            check=False,
+        )  # fmt: skip
+
+    def wait_state(self, job: str, states: set[str], timeout_s: float = 60) -> str:
+        deadline = time.monotonic() + timeout_s
+        state = ""
+        while time.monotonic() < deadline:
+            out = self.lab.run("sacct", "-X", "-n", "-P", "-j", job, "--format=State", check=False).stdout.split()
+            state = out[0] if out else ""
+            if state in states:
+                return state
+            time.sleep(0.3)
+        raise AssertionError(f"job {job} is {state!r}, not one of {states}")
+
+
+def _job_id(r: subprocess.CompletedProcess[str]) -> str:
+    m = re.search(r"Submitted batch job (\d+)", r.stdout)
+    assert m, (r.returncode, r.stdout, r.stderr)
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def env(lab: Any, server: Any, slurm_cache_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    fw = server.client()
+    team = fw.call("POST", "/teams", json_body={"name": "research"})
+    config: SlurmConfig = load_config(
+        {"cache": str(slurm_cache_path), "state_dir": str(tmp_path_factory.mktemp("agent-state")),
+         "partition": "gpu", "max_cache_age_s": 30,
+         "gpus": {"h100": {"device": "h100-sxm", "usd_per_h": "2.50"}}}
+    )  # fmt: skip
+    agent = SlurmAgent(fw, config, subprocess_runner(lab.env))
+    yield Env(lab, agent, fw, team["id"])
+    fw.close()
+
+
+def test_sync_creates_accounts_limits_and_qos_and_reports_drift(env: Env) -> None:
+    pid, account, _ = env.project("sync", "100")
+    env.fw.call(
+        "POST", "/quotas",
+        json_body={"scope_kind": "project", "scope_id": pid, "match_on": "device_class", "device": "gpu",
+                   "max_concurrent_devices": "4"},
+    )  # fmt: skip
+    drift, cmds = env.agent.sync(dry_run=True)
+    assert [(d.account, d.field) for d in drift] == [(account, "GrpTRES")]
+    assert cmds == [["sacctmgr", "-i", "modify", "account", "where", f"name={account}", "set", "GrpTRES=gres/gpu=4"]]
+    env.agent.sync(dry_run=False)
+    held = read_accounts(subprocess_runner(env.lab.env))[account]
+    # $100 = 10000 cents, x 60: billing-minutes at TRESBillingWeights GRES/gpu:h100=250 (cents per GPU-hour)
+    assert held.grp_tres == {"gres/gpu": 4} and held.grp_tres_mins == {"billing": 600000}
+    assert held.qos == HARD_QOS and held.parent == "research"
+    part = env.lab.run("scontrol", "show", "partition", "gpu").stdout
+    assert "TRESBillingWeights=CPU=0,Mem=0,GRES/gpu:h100=250" in part
+    # somebody changes Slurm behind flopwise's back: reported, and put back
+    env.lab.run("sacctmgr", "-i", "modify", "account", "where", f"name={account}", "set", "GrpTRES=gres/gpu=99")
+    drift, _ = env.agent.sync(dry_run=True)
+    assert [(d.account, d.field, d.slurm, d.flopwise) for d in drift] == [
+        (account, "GrpTRES", "gres/gpu=99", "gres/gpu=4")
+    ]
+    env.agent.sync(dry_run=False)
+    assert env.agent.sync(dry_run=True) == ([], [])
+
+
+def test_admitted_job_is_tagged_then_settled_by_job_id(env: Env) -> None:
+    _, account, budget_id = env.project("run", "100")
+    r = env.sbatch(account, 2, 60, cmd="sleep 2")
+    job = _job_id(r)
+    comment = env.lab.run("squeue", "-h", "-j", job, "-o", "%k", check=False).stdout.strip()
+    if not comment:
+        comment = env.lab.run("sacct", "-X", "-n", "-P", "-j", job, "--format=Comment").stdout.strip()
+    assert re.fullmatch(r"flopwise:adm=\d+-\d+", comment)
+    env.wait_state(job, {"RUNNING", "COMPLETED"})
+    first = env.agent.step()
+    assert job in first.decided, (env.agent._jobs(), env.agent.state)
+    engine_id = f"{env.lab.cluster}.{job}"
+    adm = env.fw.call("GET", f"/admission/slurm/{engine_id}")
+    assert adm["admitted"] and adm["device_count"] == 2 and Decimal(adm["worst_case_cost_usd"]) == Decimal("5")
+    env.wait_state(job, {"COMPLETED"})
+    report = env.agent.step()
+    assert job in first.settled + report.settled
+    adm = env.fw.call("GET", f"/admission/slurm/{engine_id}")
+    assert adm["state"] == "settled"
+    budget = env.fw.get_budget(budget_id)
+    # about 2 s x 2 GPUs x $2.50/h, not the $5 worst case
+    assert Decimal(0) < Decimal(budget["settled"]) < Decimal("0.05") and Decimal(budget["reserved"]) == 0
+
+
+def test_spent_hard_budget_rejects_with_flopwise_reason(env: Env) -> None:
+    _, account, _ = env.project("small", "10")
+    r = env.sbatch(account, 8, 60)  # 8 x $2.50 x 1 h = $20 > $10
+    assert r.returncode != 0
+    assert "flopwise: hard budget 'small-usd' has $10.00 left; this job's worst case is $20.00" in r.stderr
+    r = env.sbatch(account, 2, 60, "--hold")  # $5 fits
+    _job_id(r)
+    r2 = env.sbatch(account, 2, 90, "--hold")  # $7.50 no longer fits: $5 is counted by the plugin's ledger
+    assert r2.returncode != 0 and "has $5.00 left" in r2.stderr
+
+
+def test_no_time_limit_is_refused_with_the_fix(env: Env) -> None:
+    _, account, _ = env.project("notime", "10")
+    r = env.lab.run("sbatch", "-A", account, "--gres=gpu:h100:1", "--wrap", "true", check=False)
+    assert r.returncode != 0 and "give the job a time limit (sbatch --time=HH:MM:SS)" in r.stderr
+
+
+def test_quota_makes_a_job_pend_with_slurms_reason(env: Env) -> None:
+    pid, account, _ = env.project("quota", "1000")
+    env.fw.call(
+        "POST", "/quotas",
+        json_body={"scope_kind": "project", "scope_id": pid, "match_on": "device_type", "device": "h100-*",
+                   "max_concurrent_devices": "2"},
+    )  # fmt: skip
+    env.agent.sync(dry_run=False)
+    first = _job_id(env.sbatch(account, 2, 10, cmd="sleep 30"))
+    env.wait_state(first, {"RUNNING"})
+    second = _job_id(env.sbatch(account, 2, 10, cmd="sleep 1"))
+    deadline = time.monotonic() + 20
+    reason = ""
+    while time.monotonic() < deadline and not reason.startswith("AssocGrp"):
+        reason = env.lab.run("squeue", "-h", "-j", second, "-o", "%r").stdout.strip()
+        time.sleep(0.3)
+    assert reason == "AssocGrpGRES"
+    env.lab.run("scancel", first, second)
+
+
+def test_stale_cache_fails_closed_for_hard_budgets_open_for_soft(env: Env) -> None:
+    _, hard_account, _ = env.project("stalehard", "100")
+    _, soft_account, _ = env.project("stalesoft", "100", hard=False)
+    cache = env.agent.config.cache
+    text = cache.read_text()
+    now = int(time.time())
+    cache.write_text(re.sub(r"generated_at = \d+", f"generated_at = {now - 3600}", text))
+    try:
+        r = env.sbatch(hard_account, 1, 10, "--hold")
+        assert r.returncode != 0
+        assert "the decision cache is" in r.stderr and "hard budget 'stalehard-usd' fails closed" in r.stderr
+        _job_id(env.sbatch(soft_account, 1, 10, "--hold"))
+    finally:
+        env.agent.refresh()
+    _job_id(env.sbatch(hard_account, 1, 10, "--hold"))
+
+
+def test_fifty_concurrent_submissions_never_overspend_a_hard_budget(env: Env) -> None:
+    _, account, budget_id = env.project("burst", "50")
+
+    def submit(_: int) -> subprocess.CompletedProcess[str]:
+        return env.sbatch(account, 2, 60, "--hold")  # $5 each: exactly 10 fit in $50
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(submit, range(50)))
+    accepted = [_job_id(r) for r in results if r.returncode == 0]
+    refused = [r for r in results if r.returncode != 0]
+    assert len(accepted) == 10, [r.stderr for r in refused[:3]]
+    assert all("flopwise: hard budget 'burst-usd'" in r.stderr for r in refused)
+    # the agent carries the held jobs' charges in the cache; the server has reserved nothing yet
+    env.agent.step()
+    assert Decimal(env.fw.get_budget(budget_id)["used"]) == 0
+    assert env.sbatch(account, 1, 1, "--hold").returncode != 0
+    # released, they run (at most 4 at once on 8 GPUs): each is decided, committed and settled by job id
+    env.lab.run("scontrol", "release", *accepted)
+    for job in accepted:
+        env.wait_state(job, {"COMPLETED"}, timeout_s=120)
+    env.agent.step()
+    env.agent.step()
+    budget = env.fw.get_budget(budget_id)
+    assert Decimal(budget["used"]) <= Decimal("50") and Decimal(budget["reserved"]) == 0
+    settled = [env.fw.call("GET", f"/admission/slurm/{env.lab.cluster}.{j}")["state"] for j in accepted]
+    assert settled == ["settled"] * 10
