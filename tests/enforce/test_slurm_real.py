@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from flopwise.enforce.slurm import HARD_QOS, SlurmAgent, SlurmConfig, load_config, read_accounts, subprocess_runner
+from flopwise.enforce.slurm import (
+    HARD_QOS,
+    SlurmAgent,
+    SlurmConfig,
+    load_config,
+    read_accounts,
+    subprocess_runner,
+)
 
 
 @dataclass
@@ -209,3 +216,57 @@ def test_fifty_concurrent_submissions_never_overspend_a_hard_budget(env: Env) ->
     assert Decimal(budget["used"]) <= Decimal("50") and Decimal(budget["reserved"]) == 0
     settled = [env.fw.call("GET", f"/admission/slurm/{env.lab.cluster}.{j}")["state"] for j in accepted]
     assert settled == ["settled"] * 10
+
+
+def _cli_config(env: Env, tmp_path: Path) -> Path:
+    path = tmp_path / "slurm.yaml"
+    path.write_text(
+        f"cache: {env.agent.config.cache}\nstate_dir: {env.agent.config.state_dir}\npartition: gpu\n"
+        "gpus:\n  h100: {device: h100-sxm, usd_per_h: '2.50'}\n"
+    )
+    return path
+
+
+def test_cli_sync_dry_run_prints_the_sacctmgr_commands(
+    env: Env, server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from flopwise.cli.main import app
+
+    for key in ("SLURM_CONF", "PATH"):
+        monkeypatch.setenv(key, env.lab.env[key])
+    env.fw.call("POST", f"/teams/{env.team_id}/projects", json_body={"name": "clinew"})
+    config = _cli_config(env, tmp_path)
+    args = ["enforce", "slurm", "sync", "--config", str(config), "--url", "http://testserver",
+            "--token", server.admin_token]  # fmt: skip
+    runner = CliRunner()
+    dry = runner.invoke(app, [*args, "--dry-run", "--json"], obj={"transport": server.transport})
+    assert dry.exit_code == 0, dry.output
+    out = json.loads(dry.stdout)
+    assert "sacctmgr -i add account research_clinew parent=research 'Description=flopwise project'" in out["commands"]
+    assert {"account": "research_clinew", "field": "account", "slurm": "missing", "flopwise": "parent=research"} in out["drift"]
+    assert "research_clinew" not in env.lab.run("sacctmgr", "-n", "-P", "show", "account", "format=Account").stdout
+    applied = runner.invoke(app, args, obj={"transport": server.transport})
+    assert applied.exit_code == 0, applied.output
+    assert "research_clinew" in env.lab.run("sacctmgr", "-n", "-P", "show", "account", "format=Account").stdout
+    once = runner.invoke(
+        app, ["enforce", "slurm", "agent", "--once", "--json", "--config", str(config), "--url", "http://testserver",
+              "--token", server.admin_token], obj={"transport": server.transport},
+    )  # fmt: skip
+    assert once.exit_code == 0, once.output
+    assert set(json.loads(once.stdout)) >= {"decided", "settled", "errors"}
+
+
+def test_cli_bad_config_names_the_field(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flopwise.cli.main import app
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("cache: /tmp/c.lua\nstate_dir: /tmp/s\ngpu: {}\n")
+    r = CliRunner().invoke(app, ["enforce", "slurm", "sync", "--config", str(path), "--dry-run"])
+    assert r.exit_code == 2
+    assert "bad.yaml.gpu" in r.stderr and "did you mean gpus?" in r.stderr

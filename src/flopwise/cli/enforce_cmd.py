@@ -1,0 +1,200 @@
+"""`flopwise enforce <engine> ...`: make a scheduler obey flopwise's decisions (docs/enforce/).
+
+``flopwise enforce slurm sync|plugin|agent`` (docs/enforce/slurm.md). The logic lives in
+:mod:`flopwise.enforce.slurm`; these commands read the YAML configuration, build the client (--url/--token;
+tests pass an httpx transport in ``ctx.obj``) and render the outcome. Exit codes: 0 ok; 1 Slurm or the server
+failed (a command exited non-zero, the server is unreachable); 2 a bad option or configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flopwise.cli._common import EXIT_FAILURE, JsonFlag, _fail, handle_errors, print_json, stderr_console
+from flopwise.cli.client_cmd import TokenOpt, UrlOpt
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Make schedulers obey flopwise's decisions (docs/enforce/).", no_args_is_help=True)
+slurm_app = typer.Typer(
+    help="Slurm: sync accounts and limits with sacctmgr, install job_submit.lua, run the agent.",
+    no_args_is_help=True,
+)
+app.add_typer(slurm_app, name="slurm")
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option(
+        "--config", help="YAML: cache, state_dir, partition, gpus (docs/enforce/slurm.md).", show_default=False
+    ),
+]
+
+
+def _config(path: Path) -> Any:
+    import yaml
+
+    from flopwise.enforce.slurm import load_config
+    from flopwise.errors import InputError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError("--config", str(path), f"the file cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise InputError("--config", str(path), f"it is not valid YAML ({exc})") from None
+    return load_config(data, source=path.name)
+
+
+def _agent(ctx: typer.Context, config_path: Path, url: str | None, token: str | None) -> Any:
+    from flopwise.client import FlopwiseClient
+    from flopwise.enforce.slurm import SlurmAgent, subprocess_runner
+
+    config = _config(config_path)
+    obj = ctx.obj if isinstance(ctx.obj, Mapping) else {}
+    client = FlopwiseClient(url=url, token=token, transport=obj.get("transport"))
+    return SlurmAgent(client, config, subprocess_runner())
+
+
+def _outside_errors(func: Any) -> Any:
+    """Slurm and server failures are not the input's fault: exit 1 with their message."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from flopwise.client import ServerError, ServerValidationError
+        from flopwise.enforce.slurm import SlurmError
+
+        try:
+            return func(*args, **kwargs)
+        except ServerValidationError as err:
+            _fail(err.message, 2)
+        except (ServerError, SlurmError) as err:
+            _fail(str(err), EXIT_FAILURE)
+
+    return handle_errors(wrapper)
+
+
+@slurm_app.command("sync")
+@_outside_errors
+def sync(
+    ctx: typer.Context,
+    config: ConfigOpt,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the sacctmgr commands; change nothing.")] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Compare Slurm's accounts, limits and QOS with flopwise's teams, projects, quotas and budgets; report the
+    drift and apply the sacctmgr commands that remove it (or only print them with --dry-run)."""
+    agent = _agent(ctx, config, url, token)
+    try:
+        drift, cmds = agent.sync(dry_run=dry_run)
+    finally:
+        agent.client.close()
+    if json_out:
+        print_json(
+            {"dry_run": dry_run, "drift": [d.__dict__ for d in drift], "commands": [shlex.join(c) for c in cmds]}
+        )
+        return
+    from rich.table import Table
+
+    if drift:
+        table = Table(title="drift (Slurm vs flopwise)")
+        for col in ("account", "field", "slurm", "flopwise"):
+            table.add_column(col)
+        for d in drift:
+            table.add_row(d.account, d.field, d.slurm or "-", d.flopwise or "-")
+        stderr_console().print(table)
+    else:
+        stderr_console().print("no drift: Slurm holds what flopwise wants")
+    for c in cmds:
+        typer.echo(shlex.join(c))
+    if cmds and not dry_run:
+        stderr_console().print(f"applied {len(cmds)} command(s)")
+
+
+@slurm_app.command("plugin")
+@handle_errors
+def plugin(
+    config: ConfigOpt,
+    dest: Annotated[
+        Path, typer.Option("--dest", help="Where to write job_submit.lua: next to slurm.conf.", show_default=False)
+    ],
+) -> None:
+    """Write job_submit.lua reading this configuration's decision cache, and print the slurm.conf lines it
+    needs."""
+    from flopwise.enforce.slurm import billing_weights, render_plugin, write_atomically
+
+    cfg = _config(config)
+    target = dest / "job_submit.lua" if dest.is_dir() else dest
+    write_atomically(target, render_plugin(cfg.cache))
+    stderr_console().print(f"wrote {target}; add to slurm.conf, then restart slurmctld:")
+    typer.echo("JobSubmitPlugins=lua")
+    typer.echo("AccountingStoreFlags=job_comment")
+    typer.echo("AccountingStorageEnforce=associations,limits,qos,safe")
+    typer.echo(f"AccountingStorageTRES=gres/gpu,{','.join(f'gres/gpu:{t}' for t in cfg.gpus)}")
+    typer.echo(f"# on PartitionName={cfg.partition}: TRESBillingWeights={billing_weights(cfg)}")
+
+
+@slurm_app.command("agent")
+@_outside_errors
+def agent(
+    ctx: typer.Context,
+    config: ConfigOpt,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit (1 if any job failed).")] = False,
+    interval_s: Annotated[
+        float, typer.Option("--interval-s", min=0.2, max=300, help="Seconds between passes.")
+    ] = 2.0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Report started jobs to flopwise, settle ended ones from sacct, cancel what the server denies, and
+    rewrite the decision cache, every --interval-s seconds (the plugin trusts the cache for max_age_s)."""
+    from flopwise.client import ServerUnreachableError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log = logging.getLogger("flopwise.enforce.slurm")
+    the_agent = _agent(ctx, config, url, token)
+    stop = {"now": False}
+
+    def _stop(*_: object) -> None:
+        stop["now"] = True
+
+    if not once:
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    try:
+        while True:
+            try:
+                report = the_agent.step()
+            except ServerUnreachableError as err:
+                if once:
+                    raise
+                log.error("%s; the cache ages and hard budgets fail closed after max_age_s", err)
+            else:
+                if once:
+                    if json_out:
+                        print_json(report.__dict__)
+                    else:
+                        for key, jobs in report.__dict__.items():
+                            if jobs:
+                                stderr_console().print(f"{key}: {', '.join(jobs)}")
+                    if report.errors:
+                        raise typer.Exit(EXIT_FAILURE)
+                    return
+            if stop["now"]:
+                return
+            time.sleep(interval_s)
+            if stop["now"]:
+                return
+    finally:
+        the_agent.client.close()
