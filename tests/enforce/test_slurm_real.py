@@ -179,7 +179,7 @@ def test_stale_cache_fails_closed_for_hard_budgets_open_for_soft(env: Env) -> No
     cache = env.agent.config.cache
     text = cache.read_text()
     now = int(time.time())
-    cache.write_text(re.sub(r"generated_at = \d+", f"generated_at = {now - 3600}", text))
+    cache.write_text(re.sub(r"generated_at( ?= ?)[\d.]+", lambda m: f"generated_at{m.group(1)}{now - 3600}", text))
     try:
         r = env.sbatch(hard_account, 1, 10, "--hold")
         assert r.returncode != 0

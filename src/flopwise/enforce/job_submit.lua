@@ -28,7 +28,19 @@ local seq = 0
 -- admission id -> {budget id -> amount in micro-units}; entries leave once the cache lists them as decided
 local ledger = {}
 
+local cached, cached_head = nil, nil
+
+-- the cache, parsed again only when its first line (which carries generated_at) changes
 local function load_cache()
+  local f, ferr = io.open(CACHE_PATH, "r")
+  if f == nil then
+    return nil, ferr
+  end
+  local head = f:read("*l")
+  f:close()
+  if cached ~= nil and head == cached_head then
+    return cached
+  end
   local chunk, err = loadfile(CACHE_PATH)
   if not chunk then
     return nil, err
@@ -38,6 +50,7 @@ local function load_cache()
   if not ok or type(data) ~= "table" then
     return nil, tostring(data)
   end
+  cached, cached_head = data, head
   return data
 end
 

@@ -393,7 +393,7 @@ def render_cache(
     (keyed by admission id, so nothing is counted twice)."""
     budget_list = [b for b in budgets if _in_window(b) and b["unit"] in ("usd", "device_hours")]
     lines = [
-        "-- flopwise decision cache for job_submit.lua: written by `flopwise enforce slurm agent`; do not edit",
+        f"-- flopwise decision cache generated_at={now_s!r}: written by `flopwise enforce slurm agent`; do not edit",
         "return {",
         f"  generated_at = {int(now_s)},",
         f"  max_age_s = {config.max_cache_age_s},",
