@@ -48,11 +48,12 @@ class Server:
     transport: AsgiSyncTransport
     org_id: int
     admin_token: str
+    approver_token: str
 
-    def client(self) -> Any:
+    def client(self, token: str | None = None) -> Any:
         from flopwise.client import FlopwiseClient
 
-        return FlopwiseClient(url="http://testserver", token=self.admin_token, transport=self.transport)
+        return FlopwiseClient(url="http://testserver", token=token or self.admin_token, transport=self.transport)
 
 
 @pytest.fixture(scope="session")
@@ -68,16 +69,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         org = Organization(name="acme")
         s.add(org)
         s.flush()
-        user = User(org_id=org.id, name="ada", email="ada@example.org")
-        s.add(user)
-        s.flush()
-        s.add(RoleBinding(user_id=user.id, role="admin", scope_kind="org", scope_id=org.id))
-        token, prefix, token_hash = mint_token()
-        s.add(ApiToken(user_id=user.id, name="enforce", prefix=prefix, token_hash=token_hash))
+        tokens = []
+        for name, role in (("ada", "admin"), ("grace", "approver")):
+            user = User(org_id=org.id, name=name, email=f"{name}@example.org")
+            s.add(user)
+            s.flush()
+            s.add(RoleBinding(user_id=user.id, role=role, scope_kind="org", scope_id=org.id))
+            token, prefix, token_hash = mint_token()
+            s.add(ApiToken(user_id=user.id, name=f"{name}-enforce", prefix=prefix, token_hash=token_hash))
+            tokens.append(token)
         org_id = org.id
     transport = AsgiSyncTransport(app)
     try:
-        yield Server(app, transport, org_id, token)
+        yield Server(app, transport, org_id, *tokens)
     finally:
         transport.shutdown()
         app.state.engine.dispose()

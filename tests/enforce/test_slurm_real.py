@@ -122,7 +122,7 @@ def test_admitted_job_is_tagged_then_settled_by_job_id(env: Env) -> None:
     assert re.fullmatch(r"flopwise:adm=\d+-\d+", comment)
     env.wait_state(job, {"RUNNING", "COMPLETED"})
     first = env.agent.step()
-    assert job in first.decided, (env.agent._jobs(), env.agent.state)
+    assert job in first.decided
     engine_id = f"{env.lab.cluster}.{job}"
     adm = env.fw.call("GET", f"/admission/slurm/{engine_id}")
     assert adm["admitted"] and adm["device_count"] == 2 and Decimal(adm["worst_case_cost_usd"]) == Decimal("5")
@@ -210,12 +210,55 @@ def test_fifty_concurrent_submissions_never_overspend_a_hard_budget(env: Env) ->
     env.lab.run("scontrol", "release", *accepted)
     for job in accepted:
         env.wait_state(job, {"COMPLETED"}, timeout_s=120)
-    env.agent.step()
-    env.agent.step()
+    reports = [env.agent.step(), env.agent.step()]
     budget = env.fw.get_budget(budget_id)
+    assert not reports[0].errors + reports[1].errors
+    done = reports[0].settled + reports[1].settled
+    assert sorted(done) == sorted(accepted), (
+        [r for r in env.agent._jobs() if r["job"] in accepted][:2], {j: env.agent.state["jobs"].get(j) for j in accepted}
+    )
     assert Decimal(budget["used"]) <= Decimal("50") and Decimal(budget["reserved"]) == 0
     settled = [env.fw.call("GET", f"/admission/slurm/{env.lab.cluster}.{j}")["state"] for j in accepted]
     assert settled == ["settled"] * 10
+
+
+def test_approval_required_holds_the_job_until_the_request_is_approved(env: Env, server: Any) -> None:
+    pid, account, _ = env.project("approvals", "1000")
+    env.fw.apply_policy(
+        "name: big-slurm-jobs\ndefault: allow\nrules:\n  - id: eight-gpus\n"
+        "    when: {field: device_count, gte: 8}\n    effect: require_approval\n    approvals: 1\n"
+    )
+    body = {"project_id": pid, "workload": "train", "device": "h100-sxm", "device_count": 8,
+            "usd_per_device_h": "2.50", "plan": {"duration_h": "1"}}  # fmt: skip
+    req = env.fw.create_request(body)
+    assert req["state"] == "pending"
+    r = env.sbatch(account, 8, 60, f"--comment=flopwise:request={req['id']}", cmd="sleep 1")
+    job = _job_id(r)
+    assert f"flopwise: held until compute request {req['id']} is approved" in r.stderr
+    held_reason = {"JobHeldUser", "JobHeldAdmin"}  # Slurm shows a job_submit hold as the submitter's
+    assert env.lab.run("squeue", "-h", "-j", job, "-o", "%r").stdout.strip() in held_reason
+    env.agent.step()
+    assert env.lab.run("squeue", "-h", "-j", job, "-o", "%r").stdout.strip() in held_reason
+    approver = server.client(server.approver_token)
+    approver.approve_request(req["id"], "ok")
+    assert job in env.agent.step().released
+    env.wait_state(job, {"COMPLETED"})
+    # a denied request: its held job is cancelled, and a new job naming it is rejected with the reason
+    req2 = env.fw.create_request(body)
+    held = _job_id(env.sbatch(account, 8, 60, f"--comment=flopwise:request={req2['id']}"))
+    approver.deny_request(req2["id"], "not this week")
+    assert held in env.agent.step().cancelled
+    env.wait_state(held, {"CANCELLED"})
+    again = env.sbatch(account, 8, 60, f"--comment=flopwise:request={req2['id']}")
+    assert again.returncode != 0 and f"compute request {req2['id']} is denied" in again.stderr
+    # the owner releases the hold of a job whose request is still pending: the agent cancels it once it runs
+    req3 = env.fw.create_request(body)
+    sneaky = _job_id(env.sbatch(account, 8, 60, f"--comment=flopwise:request={req3['id']}", cmd="sleep 30"))
+    env.lab.run("scontrol", "release", sneaky)
+    env.wait_state(sneaky, {"RUNNING"})
+    assert sneaky in env.agent.step().cancelled
+    env.wait_state(sneaky, {"CANCELLED"})
+    approver.close()
 
 
 def _cli_config(env: Env, tmp_path: Path) -> Path:

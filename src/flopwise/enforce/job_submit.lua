@@ -16,6 +16,10 @@ For a job charged to an account flopwise manages:
     stays in this ledger (and in the cache's "undecided" charges, which survive a slurmctld restart); when it
     starts the agent reports it to the flopwise server by job id, then settles it from sacct, and cancels it
     if the server's full decision (policies, quotas, every budget unit) denies it.
+  * a job whose comment names a compute request ("flopwise:request=<id>", filed with `flopwise request create`)
+    runs on that request's approval instead: approved, it is admitted (the request already holds its budget);
+    pending (or not yet in the cache), it is held (priority 0) and the agent releases it once the request is
+    approved; denied, cancelled or expired, it is rejected. This is Slurm's "wait" verb for approvals.
 Accounts the cache does not list are left alone.
 ]]
 
@@ -103,6 +107,38 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
     ledger[token] = nil
   end
 
+  local function tag()
+    seq = seq + 1
+    local token = string.format("%d-%d", epoch, seq)
+    local text = "flopwise:adm=" .. token
+    if job_desc.comment ~= nil and job_desc.comment ~= "" then
+      text = text .. " " .. job_desc.comment
+    end
+    job_desc.comment = text
+    return token
+  end
+
+  -- a job tied to a compute request waits for (or runs on) that request's approval
+  local request_id = job_desc.comment and string.match(job_desc.comment, "flopwise:request=(%d+)")
+  if request_id ~= nil then
+    local req = (cache.requests or {})[request_id]
+    if req ~= nil and req.account ~= account then
+      return reject("compute request " .. request_id .. " is for account " .. req.account .. ", not " .. account)
+    end
+    local state = req and req.state or "unknown"
+    if state == "denied" or state == "cancelled" or state == "expired" then
+      return reject("compute request " .. request_id .. " is " .. state .. "; file a new one " ..
+        "(flopwise request create) or submit without flopwise:request=")
+    end
+    if state ~= "approved" then
+      job_desc.priority = 0
+      slurm.log_user("flopwise: held until compute request " .. request_id .. " is approved " ..
+        "(flopwise request show " .. request_id .. "); it is released then")
+    end
+    tag()
+    return slurm.SUCCESS
+  end
+
   -- the job's worst case
   local per_node, ptype = parse_gpus(job_desc.tres_per_node)
   local per_job, jtype = parse_gpus(job_desc.tres_per_job)
@@ -171,15 +207,7 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
     end
   end
 
-  seq = seq + 1
-  local token = string.format("%d-%d", epoch, seq)
-  ledger[token] = charges
-  local tag = "flopwise:adm=" .. token
-  if job_desc.comment ~= nil and job_desc.comment ~= "" then
-    job_desc.comment = tag .. " " .. job_desc.comment
-  else
-    job_desc.comment = tag
-  end
+  ledger[tag()] = charges
   return slurm.SUCCESS
 end
 

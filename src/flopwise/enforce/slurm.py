@@ -73,6 +73,8 @@ ENGINE = "slurm"
 MICRO = Decimal(1_000_000)
 CENTS = Decimal(100)
 COMMENT_TAG = re.compile(r"flopwise:adm=([0-9]+-[0-9]+)")
+REQUEST_TAG = re.compile(r"flopwise:request=([0-9]+)")
+_REQUEST_FINAL_NO = ("denied", "cancelled", "expired")
 _CONFIG_KEYS = ("cache", "state_dir", "partition", "cluster", "max_cache_age_s", "gpus")
 
 Runner = Callable[[Sequence[str]], str]
@@ -384,13 +386,15 @@ def render_cache(
     decided: Iterable[str],
     now_s: float,
     undecided: Mapping[str, Mapping[str, int]] | None = None,
+    requests: Mapping[str, Mapping[str, str]] | None = None,
 ) -> str:
     """The decision cache as a Lua chunk returning a table (job_submit.lua loads it with ``loadfile`` in an empty
     environment). Each managed account lists the budgets that cover it: its project's, its team's, the org's;
     each budget its remaining amount in micro-units and whether it is hard. ``decided`` lists the admission
     ids the server already counts, so the plugin drops them from its ledger; ``undecided`` the charges (budget id
     -> micro-units) of admitted jobs the server does not count yet, which the plugin adds to its own ledger
-    (keyed by admission id, so nothing is counted twice)."""
+    (keyed by admission id, so nothing is counted twice); ``requests`` the state and account of the compute
+    requests that jobs name (``flopwise:request=<id>`` in their comment)."""
     budget_list = [b for b in budgets if _in_window(b) and b["unit"] in ("usd", "device_hours")]
     lines = [
         f"-- flopwise decision cache generated_at={now_s!r}: written by `flopwise enforce slurm agent`; do not edit",
@@ -421,6 +425,12 @@ def render_cache(
         )
     lines.append("  },")
     lines.append("  decided = {" + ", ".join(f"[{_lua_str(t)}] = true" for t in sorted(decided)) + "},")
+    lines.append("  requests = {")
+    for rid, req in sorted((requests or {}).items()):
+        lines.append(
+            f"    [{_lua_str(str(rid))}] = {{state = {_lua_str(req['state'])}, account = {_lua_str(req['account'])}}},"
+        )
+    lines.append("  },")
     lines.append("  undecided = {")
     for token, charges in sorted((undecided or {}).items()):
         inner = ", ".join(f"[{int(k)}] = {int(v)}" for k, v in sorted(charges.items()))
@@ -494,6 +504,16 @@ def _gpus(tres: str, default_type: str) -> tuple[int, str]:
     return count, gtype
 
 
+def _tres_from_gres(gres: str, nodes: int) -> str:
+    """squeue's per-node GPU request (``gres:gpu:h100:2``, ``gres/gpu:2``, ``gpu``) as a job TRES string."""
+    m = re.search(r"gpu(?:[:/]([A-Za-z][\w.-]*))?(?:[:=](\d+))?", gres)
+    if m is None:
+        return ""
+    count = int(m.group(2) or 1) * max(nodes, 1)
+    typed = f",gres/gpu:{m.group(1)}={count}" if m.group(1) else ""
+    return f"gres/gpu={count}{typed}"
+
+
 @dataclass
 class StepReport:
     decided: list[str] = field(default_factory=list)
@@ -517,9 +537,9 @@ class SlurmAgent:
     def __init__(self, client: Any, config: SlurmConfig, run: Runner, clock: Callable[[], float] = time.time):
         self.client, self.config, self.run, self.clock = client, config, run, clock
         self.state_path = config.state_dir / "slurm-agent.json"
-        self.state: dict[str, dict[str, str]] = {"jobs": {}}
+        self.state: dict[str, Any] = {"jobs": {}, "requests": {}}
         if self.state_path.exists():
-            self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
+            self.state.update(json.loads(self.state_path.read_text(encoding="utf-8")))
         self._cluster = config.cluster
 
     @property
@@ -566,26 +586,38 @@ class SlurmAgent:
 
     # one pass of the loop
     def _jobs(self) -> list[dict[str, str]]:
-        """Jobs of the last 7 days from sacct; the comment from squeue while the job is live (slurmdbd stores
-        the comment only when the job ends)."""
-        out = self.run(
-            ["sacct", "-X", "-a", "-n", "-P", "--starttime", "now-7days",
-             "--format=JobIDRaw,Account,State,Elapsed,Timelimit,AllocTRES,ReqTRES,Comment"]
-        )  # fmt: skip
-        live: dict[str, str] = {}
-        for line in self.run(["squeue", "-h", "-a", "-t", "all", "-o", "%i|%k"]).splitlines():
-            jid, _, comment = line.partition("|")
-            live[jid.strip()] = comment
+        """Jobs from squeue (live jobs, and ended ones for MinJobAge) and sacct (the last 7 days, for jobs that
+        ended while the agent was down), sacct's row winning where it has the field: slurmdbd learns of a job
+        late (a held job not at all until it is released; the comment only when it ends)."""
+        fmt = "--format=JobIDRaw,Account,State,Elapsed,Timelimit,AllocTRES,ReqTRES,Comment"
         keys = ("job", "account", "state", "elapsed", "timelimit", "alloc", "req", "comment")
-        rows = []
-        for line in out.splitlines():
+        rows: dict[str, dict[str, str]] = {}
+        queue = self.run(["squeue", "-h", "-a", "-t", "all", "-o", "%i|%a|%T|%M|%l|%b|%D|%k"])
+        for line in queue.splitlines():
+            cols = line.split("|", 7)
+            if len(cols) == 8:
+                jid, account, state, used, limit, gres, nodes, comment = cols
+                req = _tres_from_gres(gres, int(nodes) if nodes.strip().isdigit() else 1)
+                rows[jid.strip()] = dict(zip(keys, (jid.strip(), account, state, used, limit, "", req, comment),
+                                             strict=True))  # fmt: skip
+        following = [j for j, e in self.state["jobs"].items() if e["phase"] in ("new", "admitted", "committed")]
+        ids = sorted(set(rows) | set(following), key=lambda j: (len(j), j))
+        text = self.run(["sacct", "-X", "-a", "-n", "-P", "--starttime", "now-7days", fmt])
+        if ids:
+            text += "\n" + self.run(["sacct", "-X", "-a", "-n", "-P", "-j", ",".join(ids), fmt])
+        for line in text.splitlines():
             cols = line.split("|", len(keys) - 1)
-            if len(cols) == len(keys):
-                row = dict(zip(keys, cols, strict=True))
-                if not row["comment"] or row["comment"] == "(null)":
-                    row["comment"] = live.get(row["job"], "")
-                rows.append(row)
-        return rows
+            if len(cols) != len(keys):
+                continue
+            row = dict(zip(keys, cols, strict=True))
+            if row["comment"] == "(null)":
+                row["comment"] = ""
+            have = rows.get(row["job"])
+            if have is not None:  # squeue knows the live state and comment; sacct the rest, once it has it
+                row = {k: v or have[k] for k, v in row.items()}
+                row["state"], row["comment"] = have["state"] or row["state"], have["comment"] or row["comment"]
+            rows[row["job"]] = row
+        return list(rows.values())
 
     def step(self) -> StepReport:
         """Report, settle and refresh once; a server or Slurm error on one job is recorded and the rest go on.
@@ -596,6 +628,7 @@ class SlurmAgent:
         report = StepReport()
         accounts, budgets = self.desired()
         by_name = {a.name: a for a in accounts if a.project_id is not None}
+        by_project = {a.project_id: a.name for a in by_name.values()}
         jobs: dict[str, dict[str, Any]] = self.state["jobs"]
         for row in self._jobs():
             jid = row["job"]
@@ -605,6 +638,12 @@ class SlurmAgent:
             engine_id = f"{self.cluster}.{jid}"
             entry = jobs.setdefault(jid, {"token": m.group(1) if m else "", "phase": "new"})
             state = row["state"].split()[0]
+            linked = REQUEST_TAG.search(row["comment"])
+            if linked is not None or entry["phase"] == "request":
+                if linked is not None:
+                    entry["phase"], entry["request"] = "request", linked.group(1)
+                self._request_job(row, entry, by_project, report)
+                continue
             try:
                 if entry["phase"] == "new":
                     if state == "PENDING":
@@ -613,6 +652,8 @@ class SlurmAgent:
                     if state == "CANCELLED" and row["elapsed"] in ("", "00:00:00"):
                         entry["phase"] = "never_ran"
                         continue
+                    if not row["timelimit"]:
+                        continue  # not in slurmdbd yet: the next pass decides it
                     self._decide(row, by_name[row["account"]], engine_id, entry, report)
                 if entry["phase"] == "admitted":
                     self.client.call("POST", f"/admission/{ENGINE}/{engine_id}/commit")
@@ -628,6 +669,46 @@ class SlurmAgent:
         self._save()
         self.refresh(accounts, budgets)
         return report
+
+    def _request_job(
+        self, row: Mapping[str, str], entry: dict[str, Any], by_project: Mapping[int | None, str], report: StepReport
+    ) -> None:
+        """A job waiting on (or running under) a compute request: look the request up; release the held job
+        once it is approved, cancel it if the request is denied, cancelled or expired. A job that started
+        without an approved request (its owner released the hold: Slurm shows a job_submit hold as
+        ``JobHeldUser``) is cancelled."""
+        rid, jid = entry["request"], row["job"]
+        state = row["state"].split()[0]
+        if entry.get("done") or (state not in _STARTED and state != "PENDING"):
+            entry["done"] = True
+            return
+        try:
+            req = self.client.call("GET", f"/requests/{rid}")
+            account = by_project.get(req["project_id"], "")
+            self.state["requests"][rid] = {"state": req["state"], "account": account}
+            ok = req["state"] == "approved" and account == row["account"]
+            if state in _STARTED:
+                if not ok:
+                    reason = f"request {rid} is {req['state']}" + ("" if account == row["account"] else
+                                                                  f" and for account {account}")  # fmt: skip
+                    self.run(["scontrol", "update", f"JobId={jid}", f"Comment=flopwise: {reason}"])
+                    self.run(["scancel", jid])
+                    report.cancelled.append(jid)
+                    log.warning("slurm job %s started without an approved request: %s; cancelled", jid, reason)
+                entry["done"] = True
+            elif account != row["account"]:
+                return  # the plugin rejects such jobs; one submitted before the cache knew it waits held
+            elif ok:
+                self.run(["scontrol", "release", jid])
+                report.released.append(jid)
+                entry["done"] = True
+            elif req["state"] in _REQUEST_FINAL_NO:
+                self.run(["scontrol", "update", f"JobId={jid}", f"Comment=flopwise: request {rid} is {req['state']}"])
+                self.run(["scancel", jid])
+                report.cancelled.append(jid)
+                entry["done"] = True
+        except FlopwiseError as exc:
+            report.errors.append(f"job {jid}: request {rid}: {exc}")
 
     def _worst(self, row: Mapping[str, str]) -> tuple[int, GpuPrice | None, Decimal | None]:
         gpus, gtype = _gpus(row["alloc"] or row["req"], self.config.default_gpu_type)
@@ -651,7 +732,8 @@ class SlurmAgent:
     ) -> None:
         gpus, price, limit_h = self._worst(row)
         if gpus == 0 or price is None or limit_h is None or limit_h <= 0:
-            entry["phase"] = "unpriced"  # CPU-only or unknown type: nothing for a GPU budget to count
+            # CPU-only or unknown type: nothing for a GPU budget to count
+            entry["phase"], entry["why"] = "unpriced", f"tres={row['alloc'] or row['req']} limit={row['timelimit']}"
             return
         body = {
             "engine": ENGINE,
@@ -697,7 +779,8 @@ class SlurmAgent:
         decided = [e["token"] for e in jobs if e["phase"] != "new"]
         undecided = {e["token"]: e.get("charges", {}) for e in jobs if e["phase"] == "new"}
         write_atomically(
-            self.config.cache, render_cache(accounts, budgets, self.config, decided, self.clock(), undecided)
+            self.config.cache,
+            render_cache(accounts, budgets, self.config, decided, self.clock(), undecided, self.state["requests"]),
         )
 
 
