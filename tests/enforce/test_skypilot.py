@@ -177,3 +177,45 @@ def test_skypilots_own_restful_policy_client(world: Any, server: Any) -> None:
     finally:
         live.should_exit = True
         thread.join(timeout=10)
+
+
+def test_cli_serve_starts_the_policy_server(tmp_path: Any) -> None:
+    import sys
+
+    config = tmp_path / "sky.yaml"
+    config.write_text("accelerators:\n  H100: {device: h100-sxm, usd_per_h: '2.50'}\n")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flopwise", "enforce", "skypilot", "serve", "--config", str(config), "--port",
+         str(port), "--url", "http://127.0.0.1:9", "--token", "fw_x"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the policy server did not start")
+        r = httpx.post(f"http://127.0.0.1:{port}/skypilot/policy", json=_request(_task(1)))
+        assert r.status_code == 503 and "fails closed" in r.text  # nothing listens on the flopwise URL
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_cli_serve_bad_config_exits_2(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from flopwise.cli.main import app
+
+    config = tmp_path / "sky.yaml"
+    config.write_text("accelerators: {H100: {device: h100-sxm}}\n")
+    r = CliRunner().invoke(app, ["enforce", "skypilot", "serve", "--config", str(config)])
+    assert r.exit_code == 2 and "sky.yaml.accelerators.H100" in r.stderr

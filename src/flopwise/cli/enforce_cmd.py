@@ -1,7 +1,8 @@
 """`flopwise enforce <engine> ...`: make a scheduler obey flopwise's decisions (docs/enforce/).
 
-``flopwise enforce slurm sync|plugin|agent`` (docs/enforce/slurm.md). The logic lives in
-:mod:`flopwise.enforce.slurm`; these commands read the YAML configuration, build the client (--url/--token;
+``flopwise enforce slurm sync|plugin|agent`` (docs/enforce/slurm.md) and ``flopwise enforce skypilot serve``
+(docs/enforce/skypilot.md). The logic lives in
+:mod:`flopwise.enforce.slurm` and :mod:`flopwise.enforce.skypilot`; these commands read the YAML configuration, build the client (--url/--token;
 tests pass an httpx transport in ``ctx.obj``) and render the outcome. Exit codes: 0 ok; 1 Slurm or the server
 failed (a command exited non-zero, the server is unreachable); 2 a bad option or configuration.
 """
@@ -198,3 +199,41 @@ def agent(
                 return
     finally:
         the_agent.client.close()
+
+
+skypilot_app = typer.Typer(
+    help="SkyPilot: serve the RESTful admin policy that asks flopwise before each launch.", no_args_is_help=True
+)
+app.add_typer(skypilot_app, name="skypilot")
+
+
+@skypilot_app.command("serve")
+@handle_errors
+def skypilot_serve(
+    config: ConfigOpt,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (keep it private to SkyPilot).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8765,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Serve POST /skypilot/policy: set SkyPilot's admin_policy to http://HOST:PORT/skypilot/policy."""
+    import yaml
+
+    from flopwise.client import FlopwiseClient
+    from flopwise.enforce.skypilot import create_policy_app, load_config
+    from flopwise.errors import InputError
+
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError("--config", str(config), f"the file cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise InputError("--config", str(config), f"it is not valid YAML ({exc})") from None
+    cfg = load_config(data, source=config.name)
+    FlopwiseClient(url=url, token=token).close()  # resolve the connection now: a bad --url is an error here
+
+    import uvicorn
+
+    uvicorn.run(create_policy_app(lambda: FlopwiseClient(url=url, token=token), cfg), host=host, port=port)
