@@ -157,3 +157,36 @@ def test_ray_job_admitted_tagged_settled_and_rejected_over_budget(
     used = fw.get_budget(budget["id"])
     assert Decimal(0) < Decimal(used["settled"]) < Decimal("1") and Decimal(used["reserved"]) == 0
     fw.close()
+
+
+def test_cli_gate_fails_closed_when_flopwise_is_down_and_says_when_ray_is(tmp_path: Path) -> None:
+    import sys
+
+    config = tmp_path / "ray.yaml"
+    config.write_text("device: h100-sxm\nusd_per_h: '2.50'\n")
+    port = _port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flopwise", "enforce", "ray", "gate", "--config", str(config), "--port", str(port),
+         "--upstream", f"http://127.0.0.1:{_port()}", "--url", "http://127.0.0.1:9", "--token", "fw_x"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"{base}/api/version")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the gate did not start"
+                time.sleep(0.2)
+        assert r.status_code == 502 and "the Ray dashboard at" in r.text
+        job = {"entrypoint": "python x.py", "metadata": {"flopwise-project": "1", "flopwise-max-hours": "1",
+                                                         "flopwise-gpus": "1"}}  # fmt: skip
+        r = httpx.post(f"{base}/api/jobs/", json=job)
+        assert r.status_code == 503 and "fails closed" in r.text
+        r = httpx.post(f"{base}/api/jobs/", json={"entrypoint": "x", "metadata": {"flopwise-gpus": "1"}})
+        assert r.status_code == 400 and "metadata.flopwise-project" in r.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

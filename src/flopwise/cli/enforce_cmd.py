@@ -1,8 +1,8 @@
 """`flopwise enforce <engine> ...`: make a scheduler obey flopwise's decisions (docs/enforce/).
 
-``flopwise enforce slurm sync|plugin|agent`` (docs/enforce/slurm.md) and ``flopwise enforce skypilot serve``
-(docs/enforce/skypilot.md). The logic lives in
-:mod:`flopwise.enforce.slurm` and :mod:`flopwise.enforce.skypilot`; these commands read the YAML configuration, build the client (--url/--token;
+``flopwise enforce slurm sync|plugin|agent`` (docs/enforce/slurm.md) ``flopwise enforce skypilot serve``
+(docs/enforce/skypilot.md) and ``flopwise enforce ray gate`` (docs/enforce/ray.md). The logic lives in
+:mod:`flopwise.enforce` modules; these commands read the YAML configuration, build the client (--url/--token;
 tests pass an httpx transport in ``ctx.obj``) and render the outcome. Exit codes: 0 ok; 1 Slurm or the server
 failed (a command exited non-zero, the server is unreachable); 2 a bad option or configuration.
 """
@@ -237,3 +237,61 @@ def skypilot_serve(
     import uvicorn
 
     uvicorn.run(create_policy_app(lambda: FlopwiseClient(url=url, token=token), cfg), host=host, port=port)
+
+
+ray_app = typer.Typer(help="Ray: a gate in front of the Ray Jobs API that asks flopwise first.", no_args_is_help=True)
+app.add_typer(ray_app, name="ray")
+
+
+@ray_app.command("gate")
+@handle_errors
+def ray_gate(
+    config: ConfigOpt,
+    upstream: Annotated[
+        str, typer.Option("--upstream", help="The Ray dashboard the gate fronts, e.g. http://127.0.0.1:8265.")
+    ],
+    host: Annotated[str, typer.Option("--host", help="Address users submit to.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port users submit to.")] = 8266,
+    settle_interval_s: Annotated[
+        float, typer.Option("--settle-interval-s", min=0.5, max=3600, help="Seconds between settlement passes.")
+    ] = 5.0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Serve the Ray Jobs API through flopwise: submissions are decided first (400 with the reason when
+    refused); the rest is forwarded; ended jobs are settled every --settle-interval-s."""
+    import threading
+
+    import httpx
+    import yaml
+
+    from flopwise.client import FlopwiseClient
+    from flopwise.enforce.ray import RayGate, create_gate_app, load_config
+    from flopwise.errors import InputError
+
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError("--config", str(config), f"the file cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise InputError("--config", str(config), f"it is not valid YAML ({exc})") from None
+    cfg = load_config(data, source=config.name)
+    FlopwiseClient(url=url, token=token).close()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    gate = RayGate(lambda: FlopwiseClient(url=url, token=token), cfg, httpx.Client(base_url=upstream, timeout=60))
+    stop = threading.Event()
+
+    def settle_loop() -> None:
+        while not stop.wait(settle_interval_s):
+            try:
+                gate.settle_ended()
+            except Exception as exc:  # noqa: BLE001 - a failed pass is logged and retried, never fatal
+                logging.getLogger("flopwise.enforce.ray").warning("settlement pass failed: %s", exc)
+
+    threading.Thread(target=settle_loop, daemon=True).start()
+    import uvicorn
+
+    try:
+        uvicorn.run(create_gate_app(gate), host=host, port=port)
+    finally:
+        stop.set()

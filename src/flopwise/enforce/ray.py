@@ -196,8 +196,16 @@ def create_gate_app(gate: RayGate) -> Any:
     app = FastAPI(title="flopwise Ray Jobs gate", docs_url=None, redoc_url=None, openapi_url=None)
 
     def forward(method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Response:
+        import httpx
+
         send = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
-        r = gate.upstream.request(method, path + (f"?{query}" if query else ""), headers=send, content=body)
+        try:
+            r = gate.upstream.request(method, path + (f"?{query}" if query else ""), headers=send, content=body)
+        except httpx.TransportError as exc:
+            return PlainTextResponse(
+                f"flopwise gate: the Ray dashboard at {gate.upstream.base_url} cannot be reached ({exc})",
+                status_code=502,
+            )
         keep = {k: v for k, v in r.headers.items() if k.lower() not in _HOP_HEADERS}
         return Response(r.content, status_code=r.status_code, headers=keep)
 
