@@ -219,3 +219,17 @@ def test_cli_serve_bad_config_exits_2(tmp_path: Any) -> None:
     config.write_text("accelerators: {H100: {device: h100-sxm}}\n")
     r = CliRunner().invoke(app, ["enforce", "skypilot", "serve", "--config", str(config)])
     assert r.exit_code == 2 and "sky.yaml.accelerators.H100" in r.stderr
+
+
+def test_slow_flopwise_times_out_and_fails_closed() -> None:
+    from fastapi.testclient import TestClient
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    app = create_policy_app(
+        lambda: FlopwiseClient(url="http://127.0.0.1:9", token="fw_x", transport=httpx.MockTransport(slow)), CONFIG
+    )
+    with TestClient(app) as client:
+        r = client.post("/skypilot/policy", json=_request(_task(1)))
+    assert r.status_code == 503 and "ReadTimeout" in r.text

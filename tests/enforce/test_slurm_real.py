@@ -136,6 +136,20 @@ def test_admitted_job_is_tagged_then_settled_by_job_id(env: Env) -> None:
     assert Decimal(0) < Decimal(budget["settled"]) < Decimal("0.05") and Decimal(budget["reserved"]) == 0
 
 
+def test_soft_budget_lets_the_job_in_with_a_warning_and_slurm_makes_it_pend(env: Env) -> None:
+    _, account, _ = env.project("softcap", "1", hard=False)  # $1 = 6000 billing-minutes in GrpTRESMins
+    r = env.sbatch(account, 2, 60, cmd="sleep 1")  # $5 worst case: over the soft budget
+    job = _job_id(r)
+    assert "flopwise: warning: soft budget 'softcap-usd' will be overrun by this job" in r.stderr
+    deadline = time.monotonic() + 20
+    reason = ""
+    while time.monotonic() < deadline and reason != "AssocGrpBillingMinutes":
+        reason = env.lab.run("squeue", "-h", "-j", job, "-o", "%r").stdout.strip()
+        time.sleep(0.3)
+    assert reason == "AssocGrpBillingMinutes"
+    env.lab.run("scancel", job)
+
+
 def test_spent_hard_budget_rejects_with_flopwise_reason(env: Env) -> None:
     _, account, _ = env.project("small", "10")
     r = env.sbatch(account, 8, 60)  # 8 x $2.50 x 1 h = $20 > $10

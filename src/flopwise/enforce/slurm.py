@@ -37,7 +37,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from importlib import resources
 from pathlib import Path
@@ -783,6 +782,3 @@ class SlurmAgent:
             render_cache(accounts, budgets, self.config, decided, self.clock(), undecided, self.state["requests"]),
         )
 
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
