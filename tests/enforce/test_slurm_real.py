@@ -161,6 +161,16 @@ def test_spent_hard_budget_rejects_with_flopwise_reason(env: Env) -> None:
     assert r2.returncode != 0 and "has $5.00 left" in r2.stderr
 
 
+def test_a_job_without_account_is_charged_to_the_users_default_account(env: Env) -> None:
+    _, account, _ = env.project("dflt", "10")
+    env.lab.run("sacctmgr", "-i", "modify", "user", "root", "set", f"DefaultAccount={account}")
+    try:
+        r = env.lab.run("sbatch", "--gres=gpu:h100:8", "--time=60", "--wrap", "true", check=False)
+        assert r.returncode != 0 and "hard budget 'dflt-usd' has $10.00 left" in r.stderr
+    finally:
+        env.lab.run("sacctmgr", "-i", "modify", "user", "root", "set", "DefaultAccount=root")
+
+
 def test_no_time_limit_is_refused_with_the_fix(env: Env) -> None:
     _, account, _ = env.project("notime", "10")
     r = env.lab.run("sbatch", "-A", account, "--gres=gpu:h100:1", "--wrap", "true", check=False)
