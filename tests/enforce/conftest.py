@@ -4,7 +4,9 @@ the real client over an ASGI transport."""
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,9 +102,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory, slurm_cache_path: Path) -> Ite
         pytest.skip(f"real Slurm lab needs {', '.join(missing)} (installed by .ci/run)")
     from flopwise.enforce.slurm import render_plugin
 
-    root = tmp_path_factory.mktemp("slurmlab")
+    # world-readable (slurm.conf must be readable by the unprivileged user some tests submit as), so not under
+    # pytest's private tmp_path
+    root = Path(tempfile.mkdtemp(prefix="fwslurm", dir="/tmp"))
+    root.chmod(0o755)
     the_lab = slurmlab.start_lab(root, job_submit_lua=render_plugin(slurm_cache_path))
     try:
         yield the_lab
     finally:
         the_lab.stop()
+        shutil.rmtree(root, ignore_errors=True)

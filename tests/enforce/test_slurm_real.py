@@ -171,6 +171,30 @@ def test_a_job_without_account_is_charged_to_the_users_default_account(env: Env)
         env.lab.run("sacctmgr", "-i", "modify", "user", "root", "set", "DefaultAccount=root")
 
 
+def test_a_user_cannot_raise_an_admitted_jobs_gpus_time_or_account(env: Env) -> None:
+    _, account, _ = env.project("modify", "100")
+    _, other, _ = env.project("modify2", "100")
+    for acct in (account, other):
+        env.lab.run("sacctmgr", "-i", "add", "user", "nobody", f"account={acct}")
+
+    def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+        return env.lab.run("runuser", "-u", "nobody", "--", "env", f"SLURM_CONF={env.lab.env['SLURM_CONF']}",
+                           *args, check=False)  # fmt: skip
+
+    r = as_nobody("sbatch", "-A", account, "--hold", "--gres=gpu:h100:1", "--time=10", "--chdir=/tmp",
+                  "--output=/dev/null", "--wrap", "true")  # fmt: skip
+    job = _job_id(r)
+    before = env.lab.run("squeue", "-h", "-j", job, "-o", "%b|%l|%a").stdout
+    for change in ("gres=gpu:h100:8", "TimeLimit=5", f"Account={other}"):
+        r = as_nobody("scontrol", "update", f"JobId={job}", change)
+        # scontrol prints only "Unspecified error"; flopwise's reason is in slurmctld's log
+        assert r.returncode != 0, (change, r.stderr)
+    assert env.lab.run("squeue", "-h", "-j", job, "-o", "%b|%l|%a").stdout == before
+    assert "resubmit the job to change them" in env.lab.log_tail("slurmctld", 20000)
+    assert as_nobody("scontrol", "update", f"JobId={job}", "Comment=mine").returncode == 0
+    env.lab.run("scancel", job)
+
+
 def test_no_time_limit_is_refused_with_the_fix(env: Env) -> None:
     _, account, _ = env.project("notime", "10")
     r = env.lab.run("sbatch", "-A", account, "--gres=gpu:h100:1", "--wrap", "true", check=False)

@@ -211,7 +211,29 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
   return slurm.SUCCESS
 end
 
+-- A user may not raise what a budgeted job can spend after admission (its GPUs, time limit or account):
+-- they resubmit instead. Root (the agent, an operator) may.
 function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
+  if modify_uid == 0 then
+    return slurm.SUCCESS
+  end
+  local cache = load_cache()
+  local account = job_rec.account
+  if cache == nil or account == nil or cache.accounts[account] == nil then
+    if cache ~= nil and job_desc.account ~= nil and cache.accounts[job_desc.account] ~= nil then
+      return reject("move the job to account " .. job_desc.account .. " by resubmitting it, so flopwise decides it")
+    end
+    return slurm.SUCCESS
+  end
+  local changes_time = job_desc.time_limit ~= nil and job_desc.time_limit < NO_VAL
+  local changes_gpus = (job_desc.tres_per_node ~= nil and job_desc.tres_per_node ~= "") or
+    (job_desc.tres_per_job ~= nil and job_desc.tres_per_job ~= "") or
+    (job_desc.min_nodes ~= nil and job_desc.min_nodes < NO_VAL)
+  local changes_account = job_desc.account ~= nil and job_desc.account ~= account
+  if changes_time or changes_gpus or changes_account then
+    return reject("the job's GPUs, nodes, time limit and account were admitted against account " .. account ..
+      "'s budgets; resubmit the job to change them")
+  end
   return slurm.SUCCESS
 end
 
