@@ -40,7 +40,7 @@ def _submit_block(lab: slurmlab.SlurmLab, n: int, account: str) -> list[float]:
         t0 = time.perf_counter()
         r = subprocess.run(
             ["sbatch", "-A", account, "--hold", "--gres=gpu:h100:1", "--time=10", "--wrap", "true"],
-            env=lab.env, capture_output=True, text=True, check=False,
+            env=lab.env, capture_output=True, text=True, check=False, cwd=lab.root,
         )  # fmt: skip
         times.append(time.perf_counter() - t0)
         if r.returncode != 0:

@@ -89,8 +89,9 @@ class SlurmLab:
         return self.conf_dir / "job_submit.lua"
 
     def run(self, *args: str, check: bool = True, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+        # run in the lab's folder, so a job's default output file (slurm-<id>.out) lands there
         return subprocess.run(
-            list(args), env=self.env, capture_output=True, text=True, check=check, timeout=timeout_s
+            list(args), env=self.env, capture_output=True, text=True, check=check, timeout=timeout_s, cwd=self.root
         )
 
     def reconfigure(self) -> None:
