@@ -36,6 +36,8 @@ print("\\nMODULES=" + ",".join(m for m in {heavy!r} if m in sys.modules), file=s
         ["agent", "--help"],
         ["request", "--help"],
         ["audit", "--help"],
+        ["enforce", "slurm", "--help"],
+        ["enforce", "slurm", "sync", "--help"],
     ],
 )
 def test_no_heavy_imports(args):

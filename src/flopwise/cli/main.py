@@ -10,6 +10,7 @@ from flopwise.cli import (
     agent_cmd,
     catalog_cmd,
     client_cmd,
+    enforce_cmd,
     estimate_cmd,
     ingest_cmd,
     models_cmd,
@@ -47,6 +48,7 @@ app.add_typer(client_cmd.request_app, name="request")
 app.add_typer(client_cmd.budget_app, name="budget")
 app.add_typer(client_cmd.policy_app, name="policy")
 app.add_typer(client_cmd.token_app, name="token")
+app.add_typer(enforce_cmd.app, name="enforce")
 
 
 def _version(value: bool) -> None:

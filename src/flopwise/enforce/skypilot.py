@@ -1,0 +1,245 @@
+"""SkyPilot obeys flopwise: a RESTful admin policy (SkyPilot's ``admin_policy: <URL>``) that asks flopwise's
+admission API before a cluster or a managed job is launched.
+
+SkyPilot's ``RestfulAdminPolicy`` POSTs each user request as a JSON-encoded string of
+``{task, skypilot_config, request_name, request_options, at_client_side, user}`` (task and config as YAML
+strings) and expects 200 with a JSON-encoded string of ``{task, skypilot_config}`` (the possibly mutated
+request), or 400 whose body is shown to the user as the rejection reason (``sky/admin_policy.py``,
+SkyPilot 0.14).
+
+For ``launch`` and ``jobs.launch`` requests whose resources ask for accelerators, the policy:
+
+* reads the project from the resources label ``flopwise-project`` (a project id) and the most the task may run
+  from ``flopwise-max-hours`` (else the configuration's ``default_max_hours``); a missing or bad label is a 400
+  naming the label and the fix;
+* prices the worst case = accelerators x nodes x hours at the configured price of that accelerator (alternatives
+  in ``any_of``/``ordered``: the most expensive one);
+* calls ``POST /api/v1/admission/decide`` (engine ``skypilot``) through :class:`flopwise.client.FlopwiseClient`;
+* admitted: returns the task with the label ``flopwise-admission=<engine job id>`` added (200);
+  denied, or needing an approval (SkyPilot has no wait verb): 400 with flopwise's reasons;
+* flopwise unreachable: 503, which SkyPilot treats as a failed policy call, so the launch fails closed.
+
+Other requests (``exec``, ``validate``, ``optimize``, CPU-only tasks) pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from flopwise.errors import InputError, suggest
+
+__all__ = ["ADMISSION_LABEL", "SkyPilotConfig", "create_policy_app", "load_config", "worst_case"]
+
+ENGINE = "skypilot"
+PROJECT_LABEL = "flopwise-project"
+HOURS_LABEL = "flopwise-max-hours"
+ADMISSION_LABEL = "flopwise-admission"
+GATED_REQUESTS = ("launch", "jobs.launch")
+_CONFIG_KEYS = ("accelerators", "default_max_hours")
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    name: str
+    device: str
+    usd_per_h: Decimal
+
+
+@dataclass(frozen=True)
+class SkyPilotConfig:
+    accelerators: Mapping[str, Accelerator]
+    default_max_hours: Decimal | None = None
+
+
+def load_config(data: Mapping[str, Any], *, source: str = "config") -> SkyPilotConfig:
+    """``{accelerators: {H100: {device: h100-sxm, usd_per_h: '2.50'}}, default_max_hours: 24}``, validated."""
+    if not isinstance(data, Mapping):
+        raise InputError(source, data, "give a mapping with accelerators")
+    for key in data:
+        if key not in _CONFIG_KEYS:
+            hint = suggest(str(key), _CONFIG_KEYS)
+            raise InputError(f"{source}.{key}", key, f"use one of {', '.join(_CONFIG_KEYS)}"
+                             + (f" (did you mean {hint[0]}?)" if hint else ""))  # fmt: skip
+    accs = data.get("accelerators")
+    if not isinstance(accs, Mapping) or not accs:
+        raise InputError(f"{source}.accelerators", accs, "map SkyPilot accelerator names to {device, usd_per_h}")
+    out: dict[str, Accelerator] = {}
+    for name, spec in accs.items():
+        where = f"{source}.accelerators.{name}"
+        if not isinstance(spec, Mapping) or set(spec) != {"device", "usd_per_h"}:
+            raise InputError(where, spec, "give exactly {device: <catalog device id>, usd_per_h: '<price>'}")
+        price = _decimal(spec["usd_per_h"], f"{where}.usd_per_h", "a price such as '2.50'")
+        out[str(name).lower()] = Accelerator(str(name), str(spec["device"]), price)
+    hours = data.get("default_max_hours")
+    return SkyPilotConfig(
+        out, None if hours is None else _positive(_decimal(hours, f"{source}.default_max_hours", "hours"),
+                                                  f"{source}.default_max_hours"),
+    )  # fmt: skip
+
+
+def _decimal(value: Any, field: str, what: str) -> Decimal:
+    try:
+        d = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise InputError(field, value, f"give {what}") from None
+    if not d.is_finite() or d < 0 or d > 1_000_000:
+        raise InputError(field, value, f"give {what} from 0 to 1000000")
+    return d
+
+
+def _positive(d: Decimal, field: str) -> Decimal:
+    if d <= 0:
+        raise InputError(field, str(d), "give more than 0 hours")
+    return d
+
+
+def _accelerator_options(acc: Any) -> list[tuple[str, int]]:
+    """``H100:8``, ``{H100: 8}``, ``[H100:8, A100:8]`` or ``{H100: 8, A100: 8}`` (alternatives) as (name, count)."""
+    if acc is None:
+        return []
+    if isinstance(acc, str):
+        name, _, count = acc.partition(":")
+        return [(name.strip(), int(float(count)) if count else 1)]
+    if isinstance(acc, Mapping):
+        return [(str(k), int(float(v)) if v is not None else 1) for k, v in acc.items()]
+    if isinstance(acc, (list, tuple, set)):
+        return [opt for item in acc for opt in _accelerator_options(item)]
+    raise InputError("resources.accelerators", acc, "give NAME:COUNT, {NAME: COUNT} or a list of them")
+
+
+def worst_case(task: Mapping[str, Any], config: SkyPilotConfig) -> tuple[Accelerator, int, Mapping[str, Any]] | None:
+    """The most expensive (accelerator, total count) the task may get, and the resources entry carrying the
+    labels; None for a task without accelerators."""
+    resources = task.get("resources") or {}
+    candidates = [resources]
+    for key in ("any_of", "ordered"):
+        for alt in resources.get(key) or ():
+            candidates.append({**{k: v for k, v in resources.items() if k not in ("any_of", "ordered")}, **alt})
+    nodes = int(task.get("num_nodes") or 1)
+    best: tuple[Decimal, Accelerator, int] | None = None
+    for res in candidates:
+        for name, count in _accelerator_options(res.get("accelerators")):
+            acc = config.accelerators.get(name.lower())
+            if acc is None:
+                hint = suggest(name, [a.name for a in config.accelerators.values()])
+                raise InputError(
+                    "resources.accelerators", name,
+                    "flopwise has no price for this accelerator; use one of "
+                    + ", ".join(a.name for a in config.accelerators.values())
+                    + (f" (did you mean {hint[0]}?)" if hint else ""),
+                )  # fmt: skip
+            cost = acc.usd_per_h * count * nodes
+            if best is None or cost > best[0]:
+                best = (cost, acc, count * nodes)
+    return None if best is None else (best[1], best[2], resources)
+
+
+def _label(resources: Mapping[str, Any], name: str) -> str | None:
+    value = (resources.get("labels") or {}).get(name)
+    return None if value is None else str(value)
+
+
+def admission_body(task: Mapping[str, Any], config: SkyPilotConfig, job_id: str) -> dict[str, Any] | None:
+    """The ``/admission/decide`` body for a task, or None when nothing is to be admitted (no accelerators)."""
+    found = worst_case(task, config)
+    if found is None:
+        return None
+    acc, count, resources = found
+    project = _label(resources, PROJECT_LABEL)
+    if project is None or not re.fullmatch(r"[1-9][0-9]{0,17}", project):
+        raise InputError(f"resources.labels.{PROJECT_LABEL}", project,
+                         "label the task with its flopwise project id (resources: labels: {flopwise-project: '7'})")  # fmt: skip
+    hours_text = _label(resources, HOURS_LABEL)
+    if hours_text is None:
+        if config.default_max_hours is None:
+            raise InputError(f"resources.labels.{HOURS_LABEL}", None,
+                             "label the task with the most hours it may run (flopwise-max-hours: '12')")  # fmt: skip
+        hours = config.default_max_hours
+    else:
+        hours = _positive(_decimal(hours_text, f"resources.labels.{HOURS_LABEL}", "hours"),
+                          f"resources.labels.{HOURS_LABEL}")  # fmt: skip
+    return {
+        "engine": ENGINE,
+        "engine_job_id": job_id,
+        "project_id": int(project),
+        "device": acc.device,
+        "device_count": count,
+        "max_duration_h": str(hours),
+        "usd_per_device_h": str(acc.usd_per_h),
+    }
+
+
+def _decode_request(body: Any) -> dict[str, Any]:
+    import yaml
+
+    if isinstance(body, str):  # SkyPilot sends json=<the JSON text>, so the body is a JSON string
+        body = json.loads(body)
+    if not isinstance(body, Mapping) or "task" not in body:
+        raise InputError("body", "...", "send SkyPilot's user request: {task, skypilot_config, request_name, ...}")
+    out = dict(body)
+    try:
+        task = yaml.safe_load(body["task"]) or {}
+    except yaml.YAMLError as exc:
+        raise InputError("task", "...", f"send the task as YAML text ({exc})") from None
+    if not isinstance(task, dict):
+        raise InputError("task", "...", "send the task as a YAML mapping")
+    out["task_dict"] = task
+    return out
+
+
+def create_policy_app(client_factory: Callable[[], Any], config: SkyPilotConfig) -> Any:
+    """The policy server: ``POST /skypilot/policy`` (the URL to put in SkyPilot's ``admin_policy:``) and
+    ``GET /healthz``. *client_factory* returns a :class:`flopwise.client.FlopwiseClient` (closed after use)."""
+    import yaml
+    from fastapi import Body, FastAPI
+    from fastapi.responses import JSONResponse, PlainTextResponse
+
+    from flopwise.client import ServerError, ServerUnreachableError
+
+    app = FastAPI(title="flopwise SkyPilot admin policy", docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/skypilot/policy")
+    def policy(payload: Any = Body(None)) -> Any:  # noqa: B008 - FastAPI's way to take the raw JSON body
+        # a plain def: FastAPI runs it in its thread pool, so the blocking call to flopwise never stalls the loop
+        try:
+            req = _decode_request(payload)
+        except (ValueError, InputError, TypeError) as exc:
+            return PlainTextResponse(f"flopwise: not a SkyPilot user request: {exc}", status_code=400)
+        unchanged = json.dumps({"task": req["task"], "skypilot_config": req.get("skypilot_config", "")})
+        if req.get("request_name") not in GATED_REQUESTS:
+            return JSONResponse(unchanged)
+        task = req["task_dict"]
+        cluster = ((req.get("request_options") or {}).get("cluster_name") or "job").replace("/", "_")
+        job_id = f"{cluster[:60]}.{uuid.uuid4().hex[:16]}"
+        try:
+            body = admission_body(task, config, job_id)
+        except InputError as exc:
+            return PlainTextResponse(f"flopwise: {exc}", status_code=400)
+        if body is None:
+            return JSONResponse(unchanged)
+        try:
+            with client_factory() as fw:
+                result = fw.call("POST", "/admission/decide", json_body=body)
+        except ServerUnreachableError as exc:
+            return PlainTextResponse(f"flopwise: cannot decide, so the launch fails closed: {exc}", status_code=503)
+        except ServerError as exc:
+            return PlainTextResponse(f"flopwise: {exc}", status_code=400 if exc.status < 500 else 502)
+        if not result["admitted"]:
+            reasons = "; ".join(result.get("reasons") or ["denied"])
+            return PlainTextResponse(f"flopwise: {reasons}", status_code=400)
+        resources = task.setdefault("resources", {})
+        resources.setdefault("labels", {})[ADMISSION_LABEL] = job_id
+        mutated = {"task": yaml.safe_dump(task, sort_keys=False), "skypilot_config": req.get("skypilot_config", "")}
+        return JSONResponse(json.dumps(mutated))
+
+    return app
