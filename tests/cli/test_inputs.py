@@ -365,3 +365,12 @@ def test_what_the_fuzzer_found_stays_fixed(tmp_path: Path):
         result = run(*args, env=env)
         assert result.exit_code == code, (args, result.output)
         one_error_line(result)
+
+
+def test_catalog_refresh_into_a_file_is_bad_input_not_a_traceback(tmp_path: Path):
+    """Found by the fuzz test: ``--catalog`` naming an existing file raised FileExistsError from mkdir."""
+    target = tmp_path / "not-a-dir"
+    target.write_text("x", encoding="utf-8")
+    result = run("catalog", "refresh", "--catalog", str(target))
+    assert result.exit_code == 2
+    assert "is a file; give a catalog directory" in result.stderr

@@ -241,7 +241,12 @@ def refresh(
                 catalog_dir,
                 "is the installed package's data folder; give your own catalog directory",
             )
-        target.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not target.is_dir():
+            raise InputError("--catalog", catalog_dir, "is a file; give a catalog directory (it is created if absent)")
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError("--catalog", catalog_dir, f"cannot create the directory ({err.strerror})") from None
     result = run_refresh(target, source or None, from_, check=check)
     if json_out:
         print_json({**result.to_dict(), "differs": result.differs, "check": check})
