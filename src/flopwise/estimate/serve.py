@@ -33,7 +33,10 @@ class ServeEstimate:
     generated tokens over its whole time (prefill included: what static-batch benchmarks publish);
     ``max_batch`` is the most concurrent sequences of this shape that the engine's memory budget and sequence
     limit allow, and ``saturation_tokens_per_s`` the output throughput at that batch (the engine's saturation).
-    ``*_per_1m_tokens`` are per million generated (output) tokens, with the prefill's time, energy and cost included. Numeric fields are arrays
+    ``*_per_1m_tokens`` are per million generated (output) tokens, with the prefill's time, energy and cost included.
+    Energy is given at three boundaries: ``device_`` (the accelerators, what NVML/DCGM measure), ``node_`` (plus
+    the host share) and ``facility_`` (node x PUE); the headline ``energy_per_1m_tokens_kwh`` and
+    ``co2e_per_1m_tokens_kg`` are at ``energy_boundary`` ("facility"). Numeric fields are arrays
     in vector mode; money is Decimal (object arrays in vector mode), None where no price was given.
     """
 
@@ -52,6 +55,11 @@ class ServeEstimate:
     output_tokens_per_s: Any = None
     max_batch: Any = None
     saturation_tokens_per_s: Any = None
+    device_energy_per_1m_tokens_kwh: Any = None
+    node_energy_per_1m_tokens_kwh: Any = None
+    facility_energy_per_1m_tokens_kwh: Any = None
+    co2e_per_1m_tokens_kg_by_boundary: Any = None
+    energy_boundary: str = "facility"
     assumptions: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -413,7 +421,8 @@ def estimate_serve(
     sat_tpot = _decode_step_s(model, r, rates, sp, n_mm, wread, device, max_b, ctx)[0]
     saturation_tps = max_b * r.n_out / (sat_ttft + r.n_out * sat_tpot)
 
-    money = _power_energy_cost(device, r, ttft_s, tpot_s, request_s, out_tokens, onprem)
+    util = _phase_utilization(device, rates, ttft_s, pre_compute_s, pre_mem_s, tpot_s, step_flops, step_bytes)
+    money = _power_energy_cost(device, r, ttft_s, tpot_s, request_s, out_tokens, onprem, util)
     assumptions = _assumptions(model, device, r, rates, pc, n_mm, locals(), money)
     return ServeEstimate(
         memory=memory,
@@ -431,6 +440,12 @@ def estimate_serve(
         output_tokens_per_s=inp.finish(output_tps),
         max_batch=inp.finish(max_b),
         saturation_tokens_per_s=inp.finish(saturation_tps),
+        device_energy_per_1m_tokens_kwh=inp.finish(money["kwh_1m"]["device"]),
+        node_energy_per_1m_tokens_kwh=inp.finish(money["kwh_1m"]["node"]),
+        facility_energy_per_1m_tokens_kwh=inp.finish(money["kwh_1m"]["facility"]),
+        co2e_per_1m_tokens_kg_by_boundary=None
+        if r.grid is None
+        else {k: inp.finish(en.co2e_kg(v, r.grid)) for k, v in money["kwh_1m"].items()},
         assumptions=assumptions,
         warnings=tuple(warnings),
     )
@@ -443,15 +458,34 @@ _VALIDATED_ENGINE_KINDS = {
 }
 
 
-def _power_energy_cost(device: Device, r: _Req, ttft_s, tpot_s, request_s, out_tokens, onprem) -> dict:
-    """Power per device over a request, energy, CO2e and cost per 1M output tokens, cost per hour."""
+def _phase_utilization(device: Device, rates: ServingRates, ttft_s, pre_compute_s, pre_mem_s, tpot_s,
+                       step_flops, step_bytes) -> dict:
+    """Memory-bandwidth and compute utilization of each phase against the device's datasheet peaks: the bytes and
+    FLOPs the roofline puts in the phase over (peak x phase time, overheads and TP communication included)."""
+    raw_flop = rates.compute_peak_tflop_per_s * TERA
+    raw_bw = device.memory_bandwidth_gb_per_s * GIGA
+    return {
+        "prefill_mem": pre_mem_s * rates.bandwidth_bytes_per_s / raw_bw / ttft_s,
+        "prefill_compute": pre_compute_s * rates.peak_flop_per_s / raw_flop / ttft_s,
+        "decode_mem": step_bytes / raw_bw / tpot_s,
+        "decode_compute": step_flops / raw_flop / tpot_s,
+    }
+
+
+def _power_energy_cost(device: Device, r: _Req, ttft_s, tpot_s, request_s, out_tokens, onprem, util) -> dict:
+    """Power per device over a request (load-dependent per phase, estimate.energy.load_activity_frac), energy at
+    the three boundaries, CO2e and cost per 1M output tokens, cost per hour."""
     inp = r.inp
-    p_prefill = en.device_power_w(device.tdp_w, device.idle_w, en.PREFILL_ACTIVITY_FRAC)
-    p_decode = en.device_power_w(device.tdp_w, device.idle_w, en.DECODE_ACTIVITY_FRAC)
+    coeffs, coeff_basis = en.load_power_coeffs(device)
+    act_prefill = en.load_activity_frac(util["prefill_mem"], util["prefill_compute"], coeffs)
+    act_decode = en.load_activity_frac(util["decode_mem"], util["decode_compute"], coeffs)
+    p_prefill = en.device_power_w(device.tdp_w, device.idle_w, act_prefill)
+    p_decode = en.device_power_w(device.tdp_w, device.idle_w, act_decode)
     power = (p_prefill * ttft_s + p_decode * r.n_out * tpot_s) / request_s
     host = en.host_power_frac(device)
-    kwh_per_batch = en.energy_kwh(power, host, r.tp, request_s / S_PER_H, r.pue)
-    kwh_per_1m = kwh_per_batch / out_tokens * MEGA
+    device_kwh_1m = en.energy_kwh(power, 0.0, r.tp, request_s / S_PER_H, 1.0) / out_tokens * MEGA
+    kwh_1m = en.energy_boundaries_kwh(device_kwh_1m, host, r.pue)
+    kwh_per_1m = kwh_1m["facility"]
     co2_per_1m = None if r.grid is None else en.co2e_kg(kwh_per_1m, r.grid)
     if r.price is not None:
         usd_per_h = r.price * r.tp
@@ -466,6 +500,10 @@ def _power_energy_cost(device: Device, r: _Req, ttft_s, tpot_s, request_s, out_t
         cost_h = cost_1m = None
     return {
         "power": power,
+        "kwh_1m": kwh_1m,
+        "coeffs": coeffs,
+        "coeff_basis": coeff_basis,
+        "util": util,
         "p_prefill": p_prefill,
         "p_decode": p_decode,
         "host": host,
@@ -522,9 +560,20 @@ def _assumptions(model, device, r: _Req, rates: ServingRates, pc, n_mm, v: dict,
         f"budget, capped at engine {eng.id!r}'s {eng.max_seqs_limit}",
         "tokens_basis": "per 1M generated tokens; prefill time and energy are charged to them",
         "batching": "static: the batch's prompts prefill together, then decode in lockstep",
-        "power_prefill_w": money["p_prefill"],
-        "power_decode_w": money["p_decode"],
+        "power_prefill_w": f(money["p_prefill"]),
+        "power_decode_w": f(money["p_decode"]),
+        "power_model": "idle + (TDP - idle) x clip(k_mem x memory-bandwidth utilization + k_compute x compute "
+        "utilization, 0, 1) per phase (docs/methodology.md, 'Power and energy')",
+        "power_coeffs_k_mem_k_compute": list(money["coeffs"]),
+        "power_coeffs_basis": money["coeff_basis"],
+        "prefill_memory_utilization": f(money["util"]["prefill_mem"]),
+        "prefill_compute_utilization": f(money["util"]["prefill_compute"]),
+        "decode_memory_utilization": f(money["util"]["decode_mem"]),
+        "decode_compute_utilization": f(money["util"]["decode_compute"]),
         "host_power_frac": money["host"],
+        "energy_boundary": "energy_per_1m_tokens_kwh and co2e_per_1m_tokens_kg are facility energy: device "
+        "(GPU) energy x (1 + host_power_frac) x pue; device_ and node_energy_per_1m_tokens_kwh give the narrower "
+        "boundaries (NVML/DCGM measure the device one)",
         "pue": f(r.pue),
         "pue_source": "given"
         if v["pue"] is not None

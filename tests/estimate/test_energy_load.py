@@ -1,0 +1,81 @@
+"""Load-dependent serving power and the three energy boundaries of estimate_serve."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flopwise.catalog import load_catalog
+from flopwise.estimate import estimate_serve
+from flopwise.models import load_models
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return load_catalog()
+
+
+@pytest.fixture(scope="module")
+def reg():
+    return load_models()
+
+
+def test_power_rises_with_batch(cat, reg):
+    e = estimate_serve(
+        reg.get("llama-3.1-8b"),
+        cat.devices["h100-sxm"],
+        engine="vllm",
+        batch=np.array([1, 8, 64, 256]),
+        input_tokens=256,
+        output_tokens=512,
+    )
+    p = np.asarray(e.power_per_device_w)
+    assert np.all(np.diff(p) > 0), p
+    assert p[-1] <= cat.devices["h100-sxm"].tdp_w
+
+
+def test_tensor_parallel_lowers_power_per_device(cat, reg):
+    e = estimate_serve(
+        reg.get("llama-3.1-70b"),
+        cat.devices["h100-sxm"],
+        engine="vllm",
+        batch=8,
+        device_count=np.array([2, 4, 8]),
+        input_tokens=256,
+        output_tokens=512,
+    )
+    p = np.asarray(e.power_per_device_w)
+    assert np.all(np.diff(p) < 0), p
+
+
+def test_three_boundaries_side_by_side(cat, reg):
+    e = estimate_serve(
+        reg.get("llama-3.1-8b"),
+        cat.devices["h100-sxm"],
+        engine="vllm",
+        batch=16,
+        pue=1.2,
+        grid_gco2e_per_kwh=400.0,
+    )
+    dev, node, fac = (
+        e.device_energy_per_1m_tokens_kwh,
+        e.node_energy_per_1m_tokens_kwh,
+        e.facility_energy_per_1m_tokens_kwh,
+    )
+    host = e.assumptions["host_power_frac"]
+    assert node == pytest.approx(dev * (1 + host))
+    assert fac == pytest.approx(node * 1.2)
+    assert e.energy_per_1m_tokens_kwh == pytest.approx(fac)
+    assert e.energy_boundary == "facility"
+    assert "facility" in e.assumptions["energy_boundary"]
+    co2 = e.co2e_per_1m_tokens_kg_by_boundary
+    assert co2["device"] == pytest.approx(dev * 0.4)
+    assert e.co2e_per_1m_tokens_kg == pytest.approx(co2["facility"])
+    # device energy = power x devices x time / tokens
+    per_tok_s = 1.0 / float(e.output_tokens_per_s)
+    assert dev == pytest.approx(float(e.power_per_device_w) * per_tok_s * 1e6 / 3.6e6, rel=1e-6)
+
+
+def test_generation_without_measurement_says_default(cat, reg):
+    e = estimate_serve(reg.get("llama-3.1-8b"), cat.devices["a100-sxm-80gb"], engine="vllm", batch=8)
+    assert "no published measurement" in e.assumptions["power_coeffs_basis"]
