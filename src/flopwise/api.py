@@ -34,14 +34,25 @@ class _Context:
     price: Any  # PriceQuote | None
     region: Region | None
     warnings: tuple[str, ...] = field(default=())
+    region_basis: str = ""  # how the region was chosen: given, the offering's, or the default (named)
 
     def header(self) -> dict[str, Any]:
+        pue_source = None
+        if self.price is not None and self.price.onprem is not None:
+            pue_source = f"on-prem profile {self.price.onprem.device_id}"
+        elif self.region is not None:
+            pue_source = (
+                f"PUE {self.region.pue:g} of region {self.region.id} ({self.region_basis}; catalog regions.csv, "
+                "whose note gives the PUE's source)"
+            )
         return {
             "model": self.model.id,
             "device": self.device.id,
             "price": self.price.to_dict() if self.price else None,
             "region": self.region.id if self.region else None,
+            "region_basis": self.region_basis or None,
             "grid_gco2e_per_kwh": self.region.grid_gco2e_per_kwh if self.region else None,
+            "pue_source": pue_source,
         }
 
 
@@ -124,15 +135,19 @@ def _context(
             f"no price in the catalog for {dev.id!r}; cost is not estimated (pass --pricing and a "
             "--catalog with a price to get one)"
         )
+    basis = "given" if reg is not None else ""
     if reg is None and quote is not None and quote.region is not None:
         reg = quote.region
+        basis = "the offering's region"
     if reg is None:
         reg = regions.get(DEFAULT_COUNTRY_REGION)
         if reg is not None:
+            basis = f"no region given: default {DEFAULT_COUNTRY_REGION}"
             warnings.append(
-                f"no region given: grid intensity of {reg.id} ({reg.grid_gco2e_per_kwh:g} gCO2e/kWh)"
+                f"no region given: grid intensity of {reg.id} ({reg.grid_gco2e_per_kwh:g} gCO2e/kWh) and its "
+                f"PUE {reg.pue:g}"
             )
-    return _Context(arch, dev, quote, reg, tuple(warnings))
+    return _Context(arch, dev, quote, reg, tuple(warnings), basis)
 
 
 def _price_kwargs(ctx: _Context) -> dict[str, Any]:

@@ -79,3 +79,26 @@ def test_three_boundaries_side_by_side(cat, reg):
 def test_generation_without_measurement_says_default(cat, reg):
     e = estimate_serve(reg.get("llama-3.1-8b"), cat.devices["a100-sxm-80gb"], engine="vllm", batch=8)
     assert "no published measurement" in e.assumptions["power_coeffs_basis"]
+
+
+def test_training_three_boundaries(cat, reg):
+    from flopwise.estimate import estimate_train
+
+    e = estimate_train(reg.get("llama-3.1-8b"), cat.devices["h100-sxm"], tokens=1e10, device_count=8, pue=1.3,
+                       grid_gco2e_per_kwh=100.0)
+    host = e.assumptions["host_power_frac"]
+    assert e.node_energy_kwh == pytest.approx(e.device_energy_kwh * (1 + host))
+    assert e.facility_energy_kwh == pytest.approx(e.node_energy_kwh * 1.3)
+    assert e.energy_kwh == pytest.approx(e.facility_energy_kwh)
+    assert e.co2e_kg_by_boundary["device"] == pytest.approx(e.device_energy_kwh * 0.1)
+    assert "facility" in e.assumptions["energy_boundary"]
+
+
+def test_api_names_pue_source_and_region_basis():
+    from flopwise.api import estimate_serving
+
+    d = estimate_serving("llama-3.1-8b", "h100-sxm", region="country:FR", engine="vllm").to_dict()
+    assert d["region_basis"] == "given", d["region_basis"]
+    assert d["pue_source"]  # the on-prem profile here (the catalog prices h100-sxm on-prem by default)
+    assert d["energy_boundary"] == "facility"
+    assert d["device_energy_per_1m_tokens_kwh"] < d["node_energy_per_1m_tokens_kwh"]
