@@ -344,6 +344,7 @@ CALIBRATED_FIELDS = {
     "device_hours": ("device_hours", "wall_clock_hours"),
     "cost_usd": ("cost_usd",),
     "energy_kwh": ("energy_kwh", "co2e_kg"),
+    "power_w": ("power_per_device_w", "device_energy_kwh"),
 }
 #: serving: more device-hours than estimated means proportionally fewer tokens per second and dearer tokens
 SERVE_CALIBRATED_FIELDS = {
@@ -355,6 +356,7 @@ SERVE_CALIBRATED_FIELDS = {
     ),
     "cost_usd": (("cost_per_1m_tokens_usd", 1),),
     "energy_kwh": (("energy_per_1m_tokens_kwh", 1), ("co2e_per_1m_tokens_kg", 1)),
+    "power_w": (("power_per_device_w", 1), ("device_energy_per_1m_tokens_kwh", 1)),
 }
 
 

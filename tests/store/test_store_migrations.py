@@ -32,6 +32,7 @@ TABLES_BY_REVISION = {
         "ingest_runs", "ingest_rejects", "usage_records", "attribution_rules", "alert_channels", "budget_alerts",
         "calibration_samples",
     },
+    "0003_energy15": set(),  # columns only: calibration_samples.estimated_power_w, actual_power_w
 }  # fmt: skip
 
 
