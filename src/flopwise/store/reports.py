@@ -90,6 +90,9 @@ def _metrics() -> list[ColumnElement[Any]]:
         func.coalesce(func.sum(U.x_device_hours), 0.0).label("device_hours"),
         func.coalesce(func.sum(U.cost_usd), _ZERO).label("cost_usd"),
         func.coalesce(func.sum(U.x_energy_kwh), 0.0).label("energy_kwh"),
+        func.coalesce(func.sum(case((U.energy_basis == "measured", U.x_energy_kwh), else_=0.0)), 0.0).label(
+            "measured_energy_kwh"
+        ),
         func.coalesce(func.sum(U.x_co2e_kg), 0.0).label("co2e_kg"),
         func.coalesce(func.sum(U.idle_device_hours), 0.0).label("idle_device_hours"),
         func.coalesce(func.sum(U.idle_cost_usd), _ZERO).label("idle_cost_usd"),
@@ -110,6 +113,9 @@ def _metric_dict(row: Any) -> dict[str, Any]:
         "device_hours": device_hours,
         "cost_usd": to_money(row.cost_usd),
         "energy_kwh": float(row.energy_kwh),
+        # the ledger's energy is the device (accelerator) boundary: DCGM/NVML counters, or the power model
+        "energy_boundary": "device",
+        "measured_energy_kwh": float(row.measured_energy_kwh),
         "co2e_kg": float(row.co2e_kg),
         "idle_device_hours": idle,
         "idle_cost_usd": to_money(row.idle_cost_usd),
