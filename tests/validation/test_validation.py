@@ -54,6 +54,9 @@ def test_case_workload_inputs_are_plausible():
         elif c.category in ("batch_output_tokens_per_s_per_device", "ttft_ms"):
             assert c.inputs["engine"] and 1 <= c.inputs["batch"] <= 4096, c.id
             assert c.inputs["input_tokens"] in (128, 2048), c.id
+        elif c.category == "saturation_tokens_per_s":
+            assert c.inputs["engine"] and c.inputs["batch"] is None, c.id  # the engine picks the batch
+            assert 128 <= c.inputs["input_tokens"] <= 2048 and 128 <= c.inputs["output_tokens"] <= 4096, c.id
         elif c.category == "avg_power_w_per_device":
             assert c.inputs["engine"] == "vllm" and 1 <= c.inputs["batch"] <= 1024, c.id
             assert 100 <= c.measured <= 1200 and c.device_count in (1, 2, 4, 8), c.id

@@ -352,7 +352,8 @@ def estimate_serve(
     warnings.extend(rates.warnings)
     if np.any(np.asarray(r.n_in + r.n_out) > model.max_context):
         warnings.append(f"input_tokens + output_tokens exceed {model.id}'s max_context {model.max_context}")
-    if eng.id not in _VALIDATED_ENGINE_KINDS.get(device.kind, ()):
+    covered = eng.id in _VALIDATED_ENGINE_KINDS.get(device.kind, ())
+    if not covered:
         warnings.append(
             f"no published case covers engine {eng.id!r} on {device.kind} devices; its efficiencies are derived "
             "(see flopwise validate)"
@@ -453,7 +454,7 @@ def estimate_serve(
 
 #: engines with published cases per device kind in src/flopwise/validation/data (others carry a warning)
 _VALIDATED_ENGINE_KINDS = {
-    "gpu": ("generic", "llama.cpp", "ollama", "trt-llm", "vllm", "sglang"),
+    "gpu": ("generic", "llama.cpp", "ollama", "trt-llm"),
     "soc": ("generic", "llama.cpp", "ollama"),
 }
 
@@ -524,6 +525,9 @@ def _assumptions(model, device, r: _Req, rates: ServingRates, pc, n_mm, v: dict,
         "engine": eng.id,
         "engine_source": eng.provenance.get("source_url", ""),
         "engine_multi_device": eng.multi_device,
+        "engine_published_cases": "validated on published cases of this engine and device kind (flopwise validate)"
+        if v["covered"]
+        else f"warning: no published case covers engine {eng.id!r} on {device.kind} devices; derived values",
         "engine_max_seqs": eng.max_seqs_limit,
         "quant": r.q.name,
         "compute_dtype": rates.dtype,
