@@ -102,3 +102,19 @@ def test_api_names_pue_source_and_region_basis():
     assert d["pue_source"]  # the on-prem profile here (the catalog prices h100-sxm on-prem by default)
     assert d["energy_boundary"] == "facility"
     assert d["device_energy_per_1m_tokens_kwh"] < d["node_energy_per_1m_tokens_kwh"]
+
+
+def test_paged_kv_fits_what_vllm_ran(cat, reg):
+    """ML.ENERGY v3 ran Llama 3.1 8B on one H100 at max_num_seqs 255 (717-token mean responses): with 1000-token
+    prompts paged KV holds the blocks in use, so it fits; the full-length reservation (max_batch, 241) would not."""
+    e = estimate_serve(reg.get("llama-3.1-8b"), cat.devices["h100-sxm"], engine="vllm", batch=255,
+                       input_tokens=1000, output_tokens=717)
+    assert bool(e.fits)
+    assert float(e.max_batch_in_use) >= 255 > float(e.max_batch)
+    assert "output_tokens / 2" in e.memory.assumptions["kv_tokens_per_sequence"]
+
+
+def test_one_sequence_must_fit_at_full_length(cat, reg):
+    e = estimate_serve(reg.get("llama-3.1-8b"), cat.devices["h100-sxm"], engine="vllm", batch=1,
+                       input_tokens=1000, output_tokens=1_000_000)
+    assert not bool(e.fits)

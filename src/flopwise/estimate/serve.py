@@ -32,7 +32,10 @@ class ServeEstimate:
     ``decode_tokens_per_s`` counts all sequences of the batch together; ``output_tokens_per_s`` is the batch's
     generated tokens over its whole time (prefill included: what static-batch benchmarks publish);
     ``max_batch`` is the most concurrent sequences of this shape that the engine's memory budget and sequence
-    limit allow, and ``saturation_tokens_per_s`` the output throughput at that batch (the engine's saturation).
+    limit allow with every sequence at its full length (no preemption), and ``saturation_tokens_per_s`` the output
+    throughput at that batch (the engine's saturation); ``max_batch_in_use`` is the most a paged-KV engine admits
+    under continuous batching, each sequence holding the blocks it uses (input + output/2 on average), the basis
+    of ``fits`` (what vLLM, SGLang and TensorRT-LLM accept).
     ``*_per_1m_tokens`` are per million generated (output) tokens, with the prefill's time, energy and cost included.
     Energy is given at three boundaries: ``device_`` (the accelerators, what NVML/DCGM measure), ``node_`` (plus
     the host share) and ``facility_`` (node x PUE); the headline ``energy_per_1m_tokens_kwh`` and
@@ -55,6 +58,7 @@ class ServeEstimate:
     output_tokens_per_s: Any = None
     max_batch: Any = None
     saturation_tokens_per_s: Any = None
+    max_batch_in_use: Any = None
     device_energy_per_1m_tokens_kwh: Any = None
     node_energy_per_1m_tokens_kwh: Any = None
     facility_energy_per_1m_tokens_kwh: Any = None
@@ -160,6 +164,17 @@ def _paged_tokens(tokens, block_tokens: int):
     """KV tokens held per sequence when the cache is allocated in blocks of *block_tokens* (vLLM PagedAttention,
     Kwon et al. 2023, arXiv:2309.06180: waste is under one block per sequence)."""
     return np.ceil(tokens / block_tokens) * block_tokens if block_tokens > 1 else tokens
+
+
+def _kv_tokens_in_use(n_in, n_out, block_tokens: int):
+    """KV tokens one sequence holds on average. Paged engines (block > 1: vLLM PagedAttention, Kwon et al. 2023,
+    arXiv:2309.06180; SGLang; TensorRT-LLM paged KV) allocate blocks as tokens arrive and free them when the
+    sequence ends, so under continuous batching, with sequences spread uniformly over their decode, one holds the
+    prompt plus half its output on average; the engine admits sequences while blocks are free. An engine that
+    reserves per sequence (block 1) holds input + output."""
+    if block_tokens > 1:
+        return _paged_tokens(n_in + np.ceil(n_out / 2.0), block_tokens)
+    return n_in + n_out
 
 
 @dataclass(frozen=True)
@@ -365,9 +380,13 @@ def estimate_serve(
 
     # --- memory per device --------------------------------------------------------------------------------
     capacity = device.memory_gb * BYTES_PER_GB
-    kv_tokens = _paged_tokens(r.n_in + r.n_out, eng.kv_block_tokens)
+    kv_tokens = _kv_tokens_in_use(r.n_in, r.n_out, eng.kv_block_tokens)
+    kv_full_tokens = _paged_tokens(r.n_in + r.n_out, eng.kv_block_tokens)
     weights = mem.weight_bytes(pc.total, q.bits_per_weight) / sp.mem_shard
-    kv = mem.kv_cache_bytes(model, kv_tokens, r.b, r.kv_b) / sp.kv_mem_shard
+    # a paged engine must also hold one sequence at its full length (it refuses a max_model_len that does not fit)
+    kv = np.maximum(
+        mem.kv_cache_bytes(model, kv_tokens, r.b, r.kv_b), mem.kv_cache_bytes(model, kv_full_tokens, 1.0, r.kv_b)
+    ) / sp.kv_mem_shard
     acts = mem.serving_activation_bytes(model, r.b, r.n_in, chunk_tokens=eng.prefill_chunk_tokens)
     overhead = serving_memory_reserve_bytes(eng, capacity, weights + acts, device.kind)
     memory = mem.MemoryEstimate.from_parts(
@@ -383,7 +402,13 @@ def estimate_serve(
             "kv_dtype": r.kv_name,
             "kv_bytes_per_element": r.kv_b,
             "kv_bytes_per_token": mem.kv_cache_bytes_per_token(model, r.kv_b),
-            "kv_tokens_per_sequence": f"input_tokens + output_tokens, in blocks of {eng.kv_block_tokens}",
+            "kv_tokens_per_sequence": (
+                "input_tokens + output_tokens / 2 (paged KV under continuous batching: sequences are spread over "
+                f"their decode, each holds its blocks in use), in blocks of {eng.kv_block_tokens}; at least one "
+                "sequence at full length"
+                if eng.kv_block_tokens > 1
+                else "input_tokens + output_tokens (reserved per sequence)"
+            ),
             "engine_memory_utilization_frac": eng.memory_utilization_frac
             if eng.memory_utilization_frac is not None
             else mem.ENGINE_MEMORY_UTILIZATION_FRAC.get(device.kind, 0.9),
@@ -417,7 +442,8 @@ def estimate_serve(
     output_tps = out_tokens / request_s
 
     # --- saturation: the largest batch the engine's memory and sequence limit allow -------------------------
-    max_b = _max_batch(model, r, sp, weights, capacity, kv_tokens, device.kind)
+    max_b = _max_batch(model, r, sp, weights, capacity, kv_full_tokens, device.kind)
+    max_b_in_use = _max_batch(model, r, sp, weights, capacity, kv_tokens, device.kind)
     sat_ttft = _prefill_s(model, r, rates, sp, n_mm, wread, device, max_b)[0]
     sat_tpot = _decode_step_s(model, r, rates, sp, n_mm, wread, device, max_b, ctx)[0]
     saturation_tps = max_b * r.n_out / (sat_ttft + r.n_out * sat_tpot)
@@ -440,6 +466,7 @@ def estimate_serve(
         cost_per_hour_usd=money["cost_h"],
         output_tokens_per_s=inp.finish(output_tps),
         max_batch=inp.finish(max_b),
+        max_batch_in_use=inp.finish(max_b_in_use),
         saturation_tokens_per_s=inp.finish(saturation_tps),
         device_energy_per_1m_tokens_kwh=inp.finish(money["kwh_1m"]["device"]),
         node_energy_per_1m_tokens_kwh=inp.finish(money["kwh_1m"]["node"]),
@@ -562,6 +589,8 @@ def _assumptions(model, device, r: _Req, rates: ServingRates, pc, n_mm, v: dict,
         "decode_tokens_per_s_per_device": f(v["decode_tps"] / r.tp),
         "max_batch_basis": "most sequences of input + output tokens whose KV cache fits the engine's memory "
         f"budget, capped at engine {eng.id!r}'s {eng.max_seqs_limit}",
+        "max_batch_in_use_basis": "most sequences the engine admits with paged KV, each holding its blocks in use "
+        "(input + output/2 on average under continuous batching); the basis of fits",
         "tokens_basis": "per 1M generated tokens; prefill time and energy are charged to them",
         "batching": "static: the batch's prompts prefill together, then decode in lockstep",
         "power_prefill_w": f(money["p_prefill"]),

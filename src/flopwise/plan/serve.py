@@ -274,13 +274,22 @@ class ServePhysics:
         return np.maximum(compute, memory) + chunks * col(self.step_overhead_s, extra) + comm
 
     def memory_bytes(self, batch, extra: int = 0):
-        """Memory per device (bytes) with *batch* sequences of input + output tokens cached (in whole KV blocks),
-        the engine's reserve included (``estimate.serve.serving_memory_reserve_bytes``)."""
+        """Memory per device (bytes) with *batch* sequences cached (in whole KV blocks), the engine's reserve
+        included (``estimate.serve.serving_memory_reserve_bytes``): paged engines hold input + output/2 tokens per
+        sequence on average under continuous batching and at least one sequence at full length, as
+        ``estimate_serve`` (``_kv_tokens_in_use``)."""
         col = self._col
-        tokens = _paged_tokens_col(self.input_tokens + self.output_tokens, col(self.kv_block_tokens, extra))
-        kv = mem.kv_cache_bytes(self.model, tokens, batch, col(self.kv_bytes_per_element, extra)) / col(
-            self.kv_mem_shard, extra
+        block = col(self.kv_block_tokens, extra)
+        full = _paged_tokens_col(self.input_tokens + self.output_tokens, block)
+        in_use = np.where(
+            block > 1,
+            _paged_tokens_col(self.input_tokens + np.ceil(self.output_tokens / 2.0), block),
+            self.input_tokens + self.output_tokens,
         )
+        kv_b = col(self.kv_bytes_per_element, extra)
+        kv = np.maximum(
+            mem.kv_cache_bytes(self.model, in_use, batch, kv_b), mem.kv_cache_bytes(self.model, full, 1.0, kv_b)
+        ) / col(self.kv_mem_shard, extra)
         acts = mem.serving_activation_bytes(
             self.model, batch, self.input_tokens, chunk_tokens=col(self.chunk_tokens, extra)
         )
