@@ -136,6 +136,10 @@ class TrainOption:
     preemption_overhead_frac: float
     checkpoint_interval_s: float | None
     breakeven_utilization_frac: dict[str, float] | None = None
+    device_energy_kwh: float | None = None  # GPU only (what NVML/DCGM measure)
+    node_energy_kwh: float | None = None  # device + host share
+    pue: float | None = None
+    energy_boundary: str = "facility"  # energy_kwh and co2e_kg: node x PUE
 
     def to_dict(self) -> dict:
         out = jsonable(self)
@@ -434,6 +438,7 @@ def _evaluate_device(
                         "wall_h": full(est.wall_clock_hours * grow, np.inf),
                         "device_h": full(est.device_hours * grow, np.inf),
                         "it_kwh": full(est.energy_kwh * grow, np.inf),
+                        "dev_kwh": full(est.device_energy_kwh * grow, np.inf),
                         "mfu": full(est.mfu_frac / grow, 0.0),
                         "bubble": full(bubble, 0.0),
                     }
@@ -825,6 +830,9 @@ def plan_train(
                 cost_usd=to_money(float(cost[i])),
                 energy_kwh=float(kwh[i]),
                 co2e_kg=None if co2 is None else float(co2[i]),
+                device_energy_kwh=float(grid["dev_kwh"][i] * ratio[i]),
+                node_energy_kwh=float(grid["it_kwh"][i] * ratio[i]),
+                pue=float(pue),
                 meets_deadline=bool(meets[i]),
                 within_budget=bool(within[i]),
                 fits=bool(grid["fits"][i]),
