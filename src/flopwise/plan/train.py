@@ -797,6 +797,7 @@ def plan_train(
             cost=cost,
             kwh=kwh,
             co2=co2,
+            pue=pue,
             ratio=ratio,
             tau=tau,
             meets=meets,
