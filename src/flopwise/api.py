@@ -39,6 +39,7 @@ class _Context:
     price: PriceQuote | None
     region: Region | None
     warnings: tuple[str, ...] = field(default=())
+    region_basis: str = ""  # how the region was chosen: given, the offering's, or the default (named)
 
     def data_age(self) -> dict[str, Any]:
         """How old the price and grid intensity behind this estimate are (see catalog.staleness)."""
@@ -62,12 +63,22 @@ class _Context:
         }
 
     def header(self) -> dict[str, Any]:
+        pue_source = None
+        if self.price is not None and self.price.onprem is not None:
+            pue_source = f"on-prem profile {self.price.onprem.device_id}"
+        elif self.region is not None:
+            pue_source = (
+                f"PUE {self.region.pue:g} of region {self.region.id} ({self.region_basis}; catalog regions.csv, "
+                "whose note gives the PUE's source)"
+            )
         return {
             "model": self.model.id,
             "device": self.device.id,
             "price": self.price.to_dict() if self.price else None,
             "region": self.region.id if self.region else None,
+            "region_basis": self.region_basis or None,
             "grid_gco2e_per_kwh": self.region.grid_gco2e_per_kwh if self.region else None,
+            "pue_source": pue_source,
         }
 
 
@@ -153,15 +164,19 @@ def _context(
             f"no price in the catalog for {dev.id!r}; cost is not estimated (pass --pricing and a "
             "--catalog with a price to get one)"
         )
+    basis = "given" if reg is not None else ""
     if reg is None and quote is not None and quote.region is not None:
         reg = quote.region
+        basis = "the offering's region"
     if reg is None:
         reg = regions.get(DEFAULT_COUNTRY_REGION)
         if reg is not None:
+            basis = f"no region given: default {DEFAULT_COUNTRY_REGION}"
             warnings.append(
-                f"no region given: grid intensity of {reg.id} ({reg.grid_gco2e_per_kwh:g} gCO2e/kWh)"
+                f"no region given: grid intensity of {reg.id} ({reg.grid_gco2e_per_kwh:g} gCO2e/kWh) and its "
+                f"PUE {reg.pue:g}"
             )
-    return _Context(arch, dev, quote, reg, tuple(warnings))
+    return _Context(arch, dev, quote, reg, tuple(warnings), basis)
 
 
 def _known_provider(cat: Any, provider: str | None) -> str | None:
@@ -447,6 +462,7 @@ CALIBRATED_FIELDS = {
     "device_hours": ("device_hours", "wall_clock_hours"),
     "cost_usd": ("cost_usd",),
     "energy_kwh": ("energy_kwh", "co2e_kg"),
+    "power_w": ("power_per_device_w", "device_energy_kwh"),
 }
 #: serving: more device-hours than estimated means proportionally fewer tokens per second and dearer tokens
 SERVE_CALIBRATED_FIELDS = {
@@ -458,6 +474,7 @@ SERVE_CALIBRATED_FIELDS = {
     ),
     "cost_usd": (("cost_per_1m_tokens_usd", 1),),
     "energy_kwh": (("energy_per_1m_tokens_kwh", 1), ("co2e_per_1m_tokens_kg", 1)),
+    "power_w": (("power_per_device_w", 1), ("device_energy_per_1m_tokens_kwh", 1)),
 }
 
 

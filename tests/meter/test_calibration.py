@@ -155,3 +155,47 @@ def test_plan_vs_actual_and_samples_from_the_store(factory):
         points = load_calibration_points(s, "h100-sxm", "train")
     factors = calibration_factors(points, prior_samples=0)
     assert factors[("h100-sxm", "train")] == pytest.approx(1.3)  # median of 1.3, 1.35, 1.3
+
+
+def test_measured_power_calibrates_power_per_device(factory):
+    """DCGM/NVML energy over device-hours gives the measured power; the estimate's power_per_device_w the
+    estimated one; usage without measured energy gives no power sample."""
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    with write_session(factory) as s:
+        org = Organization(name=f"pow-{uuid.uuid4().hex[:6]}")
+        s.add(org)
+        s.flush()
+        team = Team(org_id=org.id, name="t")
+        s.add(team)
+        s.flush()
+        project, user = Project(team_id=team.id, name="p"), User(org_id=org.id, name="u")
+        s.add_all([project, user])
+        s.flush()
+        ids = []
+        for i, basis in enumerate(["measured", "measured", "measured", "estimated"]):
+            req = ComputeRequest(
+                org_id=org.id, requester_id=user.id, project_id=project.id, workload_kind="serve", inputs={},
+                estimate={"power_per_device_w": 500.0}, device_type="h100-sxm", device_count=1,
+                estimated_device_hours=Decimal(10), estimated_kwh=Decimal(7),
+            )  # fmt: skip
+            s.add(req)
+            s.flush()
+            ids.append(req.id)
+            s.add(UsageRecordRow(
+                source="dcgm", source_key=f"pow-{req.id}", charge_period_start=t0 + timedelta(hours=i),
+                charge_period_end=t0 + timedelta(hours=i + 1), cost_usd=Decimal(1), cost_basis="catalog-onprem",
+                x_device_hours=4.0, x_energy_kwh=4.0 * (0.6 + 0.05 * i), energy_basis=basis, tags={},
+                x_extra={}, x_request_id=str(req.id),
+            ))  # fmt: skip
+        s.flush()
+        apply_attribution(s)
+        rows = plan_vs_actual(s, org_id=org.id)
+        record_calibration_samples(s)
+    assert rows[0]["estimated_power_w"] == pytest.approx(500.0)
+    assert rows[0]["actual_power_w"] == pytest.approx(600.0)
+    assert rows[0]["power_error_frac"] == pytest.approx(-100 / 600)
+    assert rows[3]["actual_power_w"] is None  # energy not measured: no power sample
+    with read_session(factory) as s:
+        points = load_calibration_points(s, "h100-sxm", "serve")
+    factors = calibration_factors(points, metric="power_w", prior_samples=0)
+    assert factors[("h100-sxm", "serve")] == pytest.approx(650 / 500)  # median of 600, 650, 700 W

@@ -207,3 +207,15 @@ def test_plan_searches_engines_and_kv_dtypes(service, catalog):
 def test_plan_unknown_engine_suggests(service, catalog):
     with pytest.raises(InputError, match="did you mean 'sglang'"):
         plan_serve(service, catalog, engines=["sglnag"])
+
+
+def test_options_give_energy_at_three_boundaries(plan):
+    """device (GPU) <= node (host share) <= facility (x PUE) = the headline, whose boundary is named."""
+    for o in plan.options:
+        assert o["energy_boundary"] == "facility"
+        assert o["device_energy_per_1m_tokens_kwh"] <= o["node_energy_per_1m_tokens_kwh"]
+        assert o["facility_energy_per_1m_tokens_kwh"] == o["energy_per_1m_tokens_kwh"]
+        assert o["facility_energy_per_1m_tokens_kwh"] == pytest.approx(
+            o["node_energy_per_1m_tokens_kwh"] * o["pue"], rel=1e-2, abs=1e-4
+        )
+    assert "facility" in plan.assumptions["energy_boundary"]

@@ -379,3 +379,11 @@ def test_lora_finetune_prefers_few_devices(real_catalog, models):
     assert all(o.count <= 16 for o in plan.options)
     assert all(float(o.cost_usd) < 200 for o in plan.options[:5])
     assert all(o.provider == "aws" for o in plan.options)
+
+
+def test_options_give_energy_at_three_boundaries(small_catalog):
+    model = load_models().resolve("llama-3.1-8b")
+    o = plan_train(model, 1e11, small_catalog, pricing=["on-demand"], regions=["test:dirty"]).options[0]
+    assert o.energy_boundary == "facility"
+    assert o.device_energy_kwh < o.node_energy_kwh
+    assert o.energy_kwh == pytest.approx(o.node_energy_kwh * o.pue)

@@ -292,3 +292,19 @@ def test_focus_export_round_trips_through_the_focus_parser(ledger, factory, tmp_
     with read_session(factory) as s:
         assert export_focus_csv(s, text, from_=datetime(2030, 1, 1, tzinfo=UTC)) == 0
     assert text.getvalue().startswith("ChargePeriodStart,")
+
+
+def test_energy_boundary_and_measured_share(ledger, factory):
+    """The ledger's energy is the device boundary; the measured part (DCGM/NVML counters) is reported apart."""
+    with read_session(factory) as s:
+        report = usage_report(s, "provider")
+        measured = s.scalar(
+            select(func.coalesce(func.sum(UsageRecordRow.x_energy_kwh), 0.0)).where(
+                UsageRecordRow.energy_basis == "measured"
+            )
+        )
+    total = report["total"]
+    assert total["energy_boundary"] == "device"
+    assert total["measured_energy_kwh"] == pytest.approx(float(measured))
+    assert 0 <= total["measured_energy_kwh"] <= total["energy_kwh"] + 1e-9
+    assert sum(g["measured_energy_kwh"] for g in report["groups"]) == pytest.approx(total["measured_energy_kwh"])

@@ -32,6 +32,9 @@ TABLES_BY_REVISION = {
         "ingest_runs", "ingest_rejects", "usage_records", "attribution_rules", "alert_channels", "budget_alerts",
         "calibration_samples",
     },
+    "0003_one_spelling": set(),  # rewrites workload kinds in place
+    "0004_restatements": {"usage_record_history"},
+    "0005_calibration_power": set(),  # columns only: calibration_samples.estimated_power_w, actual_power_w
 }  # fmt: skip
 
 

@@ -57,7 +57,10 @@ TRAIN_ROWS = (
     ("memory_per_device_gb", "memory per device (GB)"),
     ("fits", "fits in device memory"),
     ("power_per_device_w", "power per device (W)"),
-    ("energy_kwh", "energy (kWh, PUE included)"),
+    ("energy_kwh", "energy (kWh, facility: device + host, x PUE)"),
+    ("device_energy_kwh", "  device (GPU) energy (kWh)"),
+    ("node_energy_kwh", "  node energy (kWh, device + host)"),
+    ("facility_energy_kwh", "  facility energy (kWh, node x PUE)"),
     ("co2e_kg", "emissions (kg CO2e)"),
     ("cost_usd", "cost (USD)"),
 )
@@ -72,7 +75,10 @@ SERVE_ROWS = (
     ("max_batch", "most concurrent sequences (engine and memory)"),
     ("saturation_tokens_per_s", "output tokens/s at that batch"),
     ("power_per_device_w", "power per device (W)"),
-    ("energy_per_1m_tokens_kwh", "energy per 1M tokens (kWh)"),
+    ("energy_per_1m_tokens_kwh", "energy per 1M tokens (kWh, facility: device + host, x PUE)"),
+    ("device_energy_per_1m_tokens_kwh", "  device (GPU) energy per 1M tokens (kWh)"),
+    ("node_energy_per_1m_tokens_kwh", "  node energy per 1M tokens (kWh, device + host)"),
+    ("facility_energy_per_1m_tokens_kwh", "  facility energy per 1M tokens (kWh, node x PUE)"),
     ("co2e_per_1m_tokens_kg", "kg CO2e per 1M tokens"),
     ("cost_per_hour_usd", "cost per hour (USD)"),
     ("cost_per_1m_tokens_usd", "cost per 1M tokens (USD)"),
@@ -151,6 +157,10 @@ def _render(title: str, data: dict[str, Any], rows: tuple[tuple[str, str], ...])
         )
     if data.get("region"):
         assumptions["region"] = f"{data['region']} ({fmt_num(data.get('grid_gco2e_per_kwh'))} gCO2e/kWh)"
+        if data.get("region_basis"):
+            assumptions["region"] += f", {data['region_basis']}"
+    if data.get("pue_source"):
+        assumptions["pue_source"] = data["pue_source"]
     age = assumptions.pop("data_age", None)
     if isinstance(age, dict) and age.get("stale"):
         assumptions["STALE"] = age["stale"]

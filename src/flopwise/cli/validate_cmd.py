@@ -39,8 +39,10 @@ def validate(
         s.category for s in summaries if s.median_abs_rel_error > MEDIAN_BOUNDS.get(s.category, float("inf"))
     ]
     steady_loso = _steady_loso(report, category)
+    energy = _energy_section(report, category)
     if json_out:
         data["steady_state_leave_one_source_out"] = steady_loso
+        data["energy"] = energy
         data["bounds"] = {k: v for k, v in MEDIAN_BOUNDS.items()}
         data["within_bounds"] = not over
         print_json(data)
@@ -107,6 +109,8 @@ def validate(
                     row["source"], str(row["n"]), f"{row['median_abs_rel_error']:.1%}", f"{row['median_rel_error']:+.1%}"
                 )
             out.print(lo)
+        if energy:
+            _print_energy(out, energy)
         err = stderr_console()
         for s in report.skipped:
             err.print(f"[yellow]skipped[/yellow] {s.id}: {s.reason}", highlight=False)
@@ -138,3 +142,65 @@ def _steady_loso(report, category: str | None) -> list[dict]:
             }
         )
     return rows
+
+
+def _energy_section(report, category: str | None) -> dict:
+    """The energy section: fitted load-power coefficients per generation and, per case, average power per
+    device in-sample, leave-one-case-out and leave-one-source-out (flopwise.validation.energy)."""
+    if category not in (None, "avg_power_w_per_device") or not report.results_for("avg_power_w_per_device"):
+        return {}
+    from flopwise.validation.energy import power_fit_report
+
+    rep = power_fit_report()
+    summary = []
+    for gen in sorted(rep.coeffs):
+        rows = [r for r in rep.rows if r["generation"] == gen]
+        summary.append(
+            {
+                "generation": gen,
+                "devices": sorted({r["device"] for r in rows}),
+                "engines": sorted({r["engine"] for r in rows}),
+                "n": len(rows),
+                "k_mem": rep.coeffs[gen][0],
+                "k_compute": rep.coeffs[gen][1],
+                **{
+                    f"median_abs_{col}": rep.median(col, gen)
+                    for col in ("in_sample", "leave_one_case_out", "leave_one_source_out", "fixed_share_model")
+                },
+            }
+        )
+    return {
+        "metric": "average device (GPU) power while serving, W per device",
+        "j_per_output_token": "not graded separately: it is this power x devices / the throughput graded in "
+        "batch_output_tokens_per_s_per_device",
+        "summary": summary,
+        "cases": list(rep.rows),
+    }
+
+
+def _print_energy(out, energy: dict) -> None:
+    from rich.table import Table
+
+    t = Table(
+        title="energy: average power per device (in-sample / leave one case out / leave one source out)",
+        title_justify="left",
+    )
+    for col in ("case", "engine", "measured W", "in-sample", "LOO", "LOSO", "fixed shares", "LOSO basis"):
+        t.add_column(col, justify="left" if col in ("case", "engine", "LOSO basis") else "right")
+    for r in energy["cases"]:
+        t.add_row(
+            r["id"], r["engine"], f"{r['measured_w']:.0f}", f"{r['in_sample']:+.1%}",
+            f"{r['leave_one_case_out']:+.1%}", f"{r['leave_one_source_out']:+.1%}",
+            f"{r['fixed_share_model']:+.1%}", r["loso_basis"],
+        )  # fmt: skip
+    out.print(t)
+    s = Table(title="energy: per generation (median |error|)", title_justify="left")
+    for col in ("generation", "devices", "n", "k_mem", "k_compute", "in-sample", "LOO", "LOSO", "fixed shares"):
+        s.add_column(col, justify="left" if col in ("generation", "devices") else "right")
+    for g in energy["summary"]:
+        s.add_row(
+            g["generation"], ", ".join(g["devices"]), str(g["n"]), f"{g['k_mem']:.3f}", f"{g['k_compute']:.3f}",
+            f"{g['median_abs_in_sample']:.1%}", f"{g['median_abs_leave_one_case_out']:.1%}",
+            f"{g['median_abs_leave_one_source_out']:.1%}", f"{g['median_abs_fixed_share_model']:.1%}",
+        )  # fmt: skip
+    out.print(s)

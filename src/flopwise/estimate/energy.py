@@ -1,7 +1,10 @@
 """Power, energy and CO2e terms.
 
-Model: device power ``P = P_idle + (P_TDP - P_idle) * activity`` with an activity share per phase; host power
-is a share of device power; facility energy multiplies by PUE; CO2e = kWh * grid intensity.
+Model: device power ``P = P_idle + (P_TDP - P_idle) * activity``. In serving the activity follows what the device
+does in each phase (:func:`load_activity_frac`: memory-bandwidth and compute utilization, fitted per device
+generation on published NVML measurements); training keeps a fixed share. Energy is reported at three boundaries
+(:func:`energy_boundaries_kwh`): device (GPU) only, node (device + host share) and facility (node x PUE);
+CO2e = kWh * grid intensity at each boundary.
 Every function accepts plain floats or numpy arrays (broadcasting).
 """
 
@@ -11,15 +14,20 @@ from flopwise.catalog.types import Device
 from flopwise.units import G_PER_KG, KILO
 
 __all__ = [
+    "BOUNDARIES",
     "DECODE_ACTIVITY_FRAC",
+    "LOAD_POWER_COEFFS",
     "DEFAULT_PUE",
     "HOST_POWER_FRAC",
     "PREFILL_ACTIVITY_FRAC",
     "TRAIN_ACTIVITY_FRAC",
     "co2e_kg",
     "device_power_w",
+    "energy_boundaries_kwh",
     "energy_kwh",
     "host_power_frac",
+    "load_activity_frac",
+    "load_power_coeffs",
 ]
 
 #: Training keeps the accelerators near their power limit; 0.85 of the idle-to-TDP range. Derived: Patel et al.
@@ -32,6 +40,24 @@ TRAIN_ACTIVITY_FRAC = 0.85
 #: ML.ENERGY leaderboard https://ml.energy/leaderboard). Derived shares of the idle-to-TDP range.
 PREFILL_ACTIVITY_FRAC = 0.9
 DECODE_ACTIVITY_FRAC = 0.6
+
+#: Load-dependent power of a serving phase: ``activity = clip(k_mem * u_mem + k_compute * u_compute, 0, 1)`` where
+#: ``u_mem`` is the bytes the device moves over (its datasheet bandwidth x the phase time) and ``u_compute`` the
+#: FLOPs it runs over (its dense datasheet peak x the phase time); both come from the serving roofline, so the
+#: fixed per-step overhead and the tensor-parallel all-reduce (time in which the device waits) lower them, and a
+#: tensor-parallel split lowers per-device power as measured (ML.ENERGY v3: Llama 4 Maverick on 8 H100 at batch 8
+#: draws 231 W per GPU, Llama 3.1 8B on one H100 486 W). DRAM traffic and Tensor Core activity are the two largest
+#: dynamic power terms of a GPU (Hong & Kim 2010, "An integrated GPU power and performance model", ISCA; Leng et
+#: al. 2013, GPUWattch, ISCA): the linear form follows them. Fitted (least squares on the activity each measured
+#: average power implies, flopwise.validation.energy.fit_power_coeffs) per generation on the published NVML
+#: measurements of src/flopwise/validation/data/cases_energy.csv; a generation without a measured case takes
+#: "default" (the Hopper fit) and the answer says so. Keys: generation -> (k_mem, k_compute).
+LOAD_POWER_COEFFS = {
+    "hopper": (0.703, 1.643),
+    "default": (0.703, 1.643),
+}
+#: the three energy boundaries every answer reports, narrowest first
+BOUNDARIES = ("device", "node", "facility")
 
 #: Host (CPU, DRAM, NICs, fans) power as a share of accelerator power. Derived: DGX H100 is rated 10.2 kW max
 #: for 8 x 700 W GPUs (https://docs.nvidia.com/dgx/dgxh100-user-guide/introduction-to-dgxh100.html), i.e. up to
@@ -72,3 +98,30 @@ def co2e_kg(kwh, grid_gco2e_per_kwh):
     """Operational emissions: ``kWh * gCO2e/kWh / 1000`` (GHG Protocol Scope 2 location-based; Luccioni et al.
     2022 arXiv:2211.02001 Sec. 4)."""
     return kwh * grid_gco2e_per_kwh / G_PER_KG
+
+
+def load_power_coeffs(device: Device) -> tuple[tuple[float, float], str]:
+    """``((k_mem, k_compute), basis)`` for *device*: its generation's fit, or the default with the basis saying
+    so."""
+    from flopwise.estimate.timing import device_generation
+
+    gen = device_generation(device)
+    if gen in LOAD_POWER_COEFFS and gen != "default":
+        return LOAD_POWER_COEFFS[gen], f"fitted on published {gen} measurements"
+    return LOAD_POWER_COEFFS["default"], f"no published measurement for {gen}: the default (hopper) fit"
+
+
+def load_activity_frac(mem_util, compute_util, coeffs: tuple[float, float]):
+    """Activity share of the idle-to-TDP range from the utilizations of a phase (see LOAD_POWER_COEFFS):
+    ``clip(k_mem * mem_util + k_compute * compute_util, 0, 1)``. Floats or numpy arrays."""
+    import numpy as np
+
+    k_mem, k_compute = coeffs
+    return np.clip(k_mem * np.asarray(mem_util) + k_compute * np.asarray(compute_util), 0.0, 1.0)
+
+
+def energy_boundaries_kwh(device_kwh, host_frac: float, pue) -> dict:
+    """Energy at the three boundaries from the device (GPU) energy: ``device``; ``node = device x (1 +
+    host_frac)`` (HOST_POWER_FRAC, sourced there); ``facility = node x PUE``."""
+    node = device_kwh * (1.0 + host_frac)
+    return {"device": device_kwh, "node": node, "facility": node * pue}

@@ -32,8 +32,14 @@ class ServeEstimate:
     ``decode_tokens_per_s`` counts all sequences of the batch together; ``output_tokens_per_s`` is the batch's
     generated tokens over its whole time (prefill included: what static-batch benchmarks publish);
     ``max_batch`` is the most concurrent sequences of this shape that the engine's memory budget and sequence
-    limit allow, and ``saturation_tokens_per_s`` the output throughput at that batch (the engine's saturation).
-    ``*_per_1m_tokens`` are per million generated (output) tokens, with the prefill's time, energy and cost included. Numeric fields are arrays
+    limit allow with every sequence at its full length (no preemption), and ``saturation_tokens_per_s`` the output
+    throughput at that batch (the engine's saturation); ``max_batch_in_use`` is the most a paged-KV engine admits
+    under continuous batching, each sequence holding the blocks it uses (input + output/2 on average), the basis
+    of ``fits`` (what vLLM, SGLang and TensorRT-LLM accept).
+    ``*_per_1m_tokens`` are per million generated (output) tokens, with the prefill's time, energy and cost included.
+    Energy is given at three boundaries: ``device_`` (the accelerators, what NVML/DCGM measure), ``node_`` (plus
+    the host share) and ``facility_`` (node x PUE); the headline ``energy_per_1m_tokens_kwh`` and
+    ``co2e_per_1m_tokens_kg`` are at ``energy_boundary`` ("facility"). Numeric fields are arrays
     in vector mode; money is Decimal (object arrays in vector mode), None where no price was given.
     """
 
@@ -52,6 +58,12 @@ class ServeEstimate:
     output_tokens_per_s: Any = None
     max_batch: Any = None
     saturation_tokens_per_s: Any = None
+    max_batch_in_use: Any = None
+    device_energy_per_1m_tokens_kwh: Any = None
+    node_energy_per_1m_tokens_kwh: Any = None
+    facility_energy_per_1m_tokens_kwh: Any = None
+    co2e_per_1m_tokens_kg_by_boundary: Any = None
+    energy_boundary: str = "facility"
     assumptions: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -152,6 +164,17 @@ def _paged_tokens(tokens, block_tokens: int):
     """KV tokens held per sequence when the cache is allocated in blocks of *block_tokens* (vLLM PagedAttention,
     Kwon et al. 2023, arXiv:2309.06180: waste is under one block per sequence)."""
     return np.ceil(tokens / block_tokens) * block_tokens if block_tokens > 1 else tokens
+
+
+def _kv_tokens_in_use(n_in, n_out, block_tokens: int):
+    """KV tokens one sequence holds on average. Paged engines (block > 1: vLLM PagedAttention, Kwon et al. 2023,
+    arXiv:2309.06180; SGLang; TensorRT-LLM paged KV) allocate blocks as tokens arrive and free them when the
+    sequence ends, so under continuous batching, with sequences spread uniformly over their decode, one holds the
+    prompt plus half its output on average; the engine admits sequences while blocks are free. An engine that
+    reserves per sequence (block 1) holds input + output."""
+    if block_tokens > 1:
+        return _paged_tokens(n_in + np.ceil(n_out / 2.0), block_tokens)
+    return n_in + n_out
 
 
 @dataclass(frozen=True)
@@ -357,9 +380,13 @@ def estimate_serve(
 
     # --- memory per device --------------------------------------------------------------------------------
     capacity = device.memory_gb * BYTES_PER_GB
-    kv_tokens = _paged_tokens(r.n_in + r.n_out, eng.kv_block_tokens)
+    kv_tokens = _kv_tokens_in_use(r.n_in, r.n_out, eng.kv_block_tokens)
+    kv_full_tokens = _paged_tokens(r.n_in + r.n_out, eng.kv_block_tokens)
     weights = mem.weight_bytes(pc.total, q.bits_per_weight) / sp.mem_shard
-    kv = mem.kv_cache_bytes(model, kv_tokens, r.b, r.kv_b) / sp.kv_mem_shard
+    # a paged engine must also hold one sequence at its full length (it refuses a max_model_len that does not fit)
+    kv = np.maximum(
+        mem.kv_cache_bytes(model, kv_tokens, r.b, r.kv_b), mem.kv_cache_bytes(model, kv_full_tokens, 1.0, r.kv_b)
+    ) / sp.kv_mem_shard
     acts = mem.serving_activation_bytes(model, r.b, r.n_in, chunk_tokens=eng.prefill_chunk_tokens)
     overhead = serving_memory_reserve_bytes(eng, capacity, weights + acts, device.kind)
     memory = mem.MemoryEstimate.from_parts(
@@ -375,7 +402,13 @@ def estimate_serve(
             "kv_dtype": r.kv_name,
             "kv_bytes_per_element": r.kv_b,
             "kv_bytes_per_token": mem.kv_cache_bytes_per_token(model, r.kv_b),
-            "kv_tokens_per_sequence": f"input_tokens + output_tokens, in blocks of {eng.kv_block_tokens}",
+            "kv_tokens_per_sequence": (
+                "input_tokens + output_tokens / 2 (paged KV under continuous batching: sequences are spread over "
+                f"their decode, each holds its blocks in use), in blocks of {eng.kv_block_tokens}; at least one "
+                "sequence at full length"
+                if eng.kv_block_tokens > 1
+                else "input_tokens + output_tokens (reserved per sequence)"
+            ),
             "engine_memory_utilization_frac": eng.memory_utilization_frac
             if eng.memory_utilization_frac is not None
             else mem.ENGINE_MEMORY_UTILIZATION_FRAC.get(device.kind, 0.9),
@@ -409,12 +442,14 @@ def estimate_serve(
     output_tps = out_tokens / request_s
 
     # --- saturation: the largest batch the engine's memory and sequence limit allow -------------------------
-    max_b = _max_batch(model, r, sp, weights, capacity, kv_tokens, device.kind)
+    max_b = _max_batch(model, r, sp, weights, capacity, kv_full_tokens, device.kind)
+    max_b_in_use = _max_batch(model, r, sp, weights, capacity, kv_tokens, device.kind)
     sat_ttft = _prefill_s(model, r, rates, sp, n_mm, wread, device, max_b)[0]
     sat_tpot = _decode_step_s(model, r, rates, sp, n_mm, wread, device, max_b, ctx)[0]
     saturation_tps = max_b * r.n_out / (sat_ttft + r.n_out * sat_tpot)
 
-    money = _power_energy_cost(device, r, ttft_s, tpot_s, request_s, out_tokens, onprem)
+    util = _phase_utilization(device, rates, ttft_s, pre_compute_s, pre_mem_s, tpot_s, step_flops, step_bytes)
+    money = _power_energy_cost(device, r, ttft_s, tpot_s, request_s, out_tokens, onprem, util)
     assumptions = _assumptions(model, device, r, rates, pc, n_mm, locals(), money)
     return ServeEstimate(
         memory=memory,
@@ -431,7 +466,14 @@ def estimate_serve(
         cost_per_hour_usd=money["cost_h"],
         output_tokens_per_s=inp.finish(output_tps),
         max_batch=inp.finish(max_b),
+        max_batch_in_use=inp.finish(max_b_in_use),
         saturation_tokens_per_s=inp.finish(saturation_tps),
+        device_energy_per_1m_tokens_kwh=inp.finish(money["kwh_1m"]["device"]),
+        node_energy_per_1m_tokens_kwh=inp.finish(money["kwh_1m"]["node"]),
+        facility_energy_per_1m_tokens_kwh=inp.finish(money["kwh_1m"]["facility"]),
+        co2e_per_1m_tokens_kg_by_boundary=None
+        if r.grid is None
+        else {k: inp.finish(en.co2e_kg(v, r.grid)) for k, v in money["kwh_1m"].items()},
         assumptions=assumptions,
         warnings=tuple(warnings),
     )
@@ -444,15 +486,34 @@ _VALIDATED_ENGINE_KINDS = {
 }
 
 
-def _power_energy_cost(device: Device, r: _Req, ttft_s, tpot_s, request_s, out_tokens, onprem) -> dict:
-    """Power per device over a request, energy, CO2e and cost per 1M output tokens, cost per hour."""
+def _phase_utilization(device: Device, rates: ServingRates, ttft_s, pre_compute_s, pre_mem_s, tpot_s,
+                       step_flops, step_bytes) -> dict:
+    """Memory-bandwidth and compute utilization of each phase against the device's datasheet peaks: the bytes and
+    FLOPs the roofline puts in the phase over (peak x phase time, overheads and TP communication included)."""
+    raw_flop = rates.compute_peak_tflop_per_s * TERA
+    raw_bw = device.memory_bandwidth_gb_per_s * GIGA
+    return {
+        "prefill_mem": pre_mem_s * rates.bandwidth_bytes_per_s / raw_bw / ttft_s,
+        "prefill_compute": pre_compute_s * rates.peak_flop_per_s / raw_flop / ttft_s,
+        "decode_mem": step_bytes / raw_bw / tpot_s,
+        "decode_compute": step_flops / raw_flop / tpot_s,
+    }
+
+
+def _power_energy_cost(device: Device, r: _Req, ttft_s, tpot_s, request_s, out_tokens, onprem, util) -> dict:
+    """Power per device over a request (load-dependent per phase, estimate.energy.load_activity_frac), energy at
+    the three boundaries, CO2e and cost per 1M output tokens, cost per hour."""
     inp = r.inp
-    p_prefill = en.device_power_w(device.tdp_w, device.idle_w, en.PREFILL_ACTIVITY_FRAC)
-    p_decode = en.device_power_w(device.tdp_w, device.idle_w, en.DECODE_ACTIVITY_FRAC)
+    coeffs, coeff_basis = en.load_power_coeffs(device)
+    act_prefill = en.load_activity_frac(util["prefill_mem"], util["prefill_compute"], coeffs)
+    act_decode = en.load_activity_frac(util["decode_mem"], util["decode_compute"], coeffs)
+    p_prefill = en.device_power_w(device.tdp_w, device.idle_w, act_prefill)
+    p_decode = en.device_power_w(device.tdp_w, device.idle_w, act_decode)
     power = (p_prefill * ttft_s + p_decode * r.n_out * tpot_s) / request_s
     host = en.host_power_frac(device)
-    kwh_per_batch = en.energy_kwh(power, host, r.tp, request_s / S_PER_H, r.pue)
-    kwh_per_1m = kwh_per_batch / out_tokens * MEGA
+    device_kwh_1m = en.energy_kwh(power, 0.0, r.tp, request_s / S_PER_H, 1.0) / out_tokens * MEGA
+    kwh_1m = en.energy_boundaries_kwh(device_kwh_1m, host, r.pue)
+    kwh_per_1m = kwh_1m["facility"]
     co2_per_1m = None if r.grid is None else en.co2e_kg(kwh_per_1m, r.grid)
     if r.price is not None:
         usd_per_h = r.price * r.tp
@@ -467,6 +528,10 @@ def _power_energy_cost(device: Device, r: _Req, ttft_s, tpot_s, request_s, out_t
         cost_h = cost_1m = None
     return {
         "power": power,
+        "kwh_1m": kwh_1m,
+        "coeffs": coeffs,
+        "coeff_basis": coeff_basis,
+        "util": util,
         "p_prefill": p_prefill,
         "p_decode": p_decode,
         "host": host,
@@ -524,11 +589,24 @@ def _assumptions(model, device, r: _Req, rates: ServingRates, pc, n_mm, v: dict,
         "decode_tokens_per_s_per_device": f(v["decode_tps"] / r.tp),
         "max_batch_basis": "most sequences of input + output tokens whose KV cache fits the engine's memory "
         f"budget, capped at engine {eng.id!r}'s {eng.max_seqs_limit}",
+        "max_batch_in_use_basis": "most sequences the engine admits with paged KV, each holding its blocks in use "
+        "(input + output/2 on average under continuous batching); the basis of fits",
         "tokens_basis": "per 1M generated tokens; prefill time and energy are charged to them",
         "batching": "static: the batch's prompts prefill together, then decode in lockstep",
-        "power_prefill_w": money["p_prefill"],
-        "power_decode_w": money["p_decode"],
+        "power_prefill_w": f(money["p_prefill"]),
+        "power_decode_w": f(money["p_decode"]),
+        "power_model": "idle + (TDP - idle) x clip(k_mem x memory-bandwidth utilization + k_compute x compute "
+        "utilization, 0, 1) per phase (docs/methodology.md, 'Power and energy')",
+        "power_coeffs_k_mem_k_compute": list(money["coeffs"]),
+        "power_coeffs_basis": money["coeff_basis"],
+        "prefill_memory_utilization": f(money["util"]["prefill_mem"]),
+        "prefill_compute_utilization": f(money["util"]["prefill_compute"]),
+        "decode_memory_utilization": f(money["util"]["decode_mem"]),
+        "decode_compute_utilization": f(money["util"]["decode_compute"]),
         "host_power_frac": money["host"],
+        "energy_boundary": "energy_per_1m_tokens_kwh and co2e_per_1m_tokens_kg are facility energy: device "
+        "(GPU) energy x (1 + host_power_frac) x pue; device_ and node_energy_per_1m_tokens_kwh give the narrower "
+        "boundaries (NVML/DCGM measure the device one)",
         "pue": f(r.pue),
         "pue_source": "given"
         if v["pue"] is not None

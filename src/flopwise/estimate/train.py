@@ -69,6 +69,11 @@ class TrainEstimate:
     steady_state_tflop_per_s_per_device: Any = None
     steady_state_mfu_frac: Any = None
     goodput_frac: Any = None
+    device_energy_kwh: Any = None
+    node_energy_kwh: Any = None
+    facility_energy_kwh: Any = None
+    co2e_kg_by_boundary: Any = None
+    energy_boundary: str = "facility"
     assumptions: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -210,6 +215,7 @@ def _train_energy_cost(device, inp, *, wall_s, n_dev, pue_v, grid, price, onprem
     power = en.device_power_w(device.tdp_w, device.idle_w, en.TRAIN_ACTIVITY_FRAC)
     host = en.host_power_frac(device)
     kwh = en.energy_kwh(power, host, n_dev, wall_h, pue_v)
+    bounds = en.energy_boundaries_kwh(en.energy_kwh(power, 0.0, n_dev, wall_h, 1.0), host, pue_v)
     co2 = None if grid is None else en.co2e_kg(kwh, grid)
     if price is not None:
         cost = to_money(inp.finish(price * device_h))
@@ -220,7 +226,7 @@ def _train_energy_cost(device, inp, *, wall_s, n_dev, pue_v, grid, price, onprem
 
     return {
         "wall_h": wall_h, "device_h": device_h, "power": power, "host": host, "kwh": kwh, "co2": co2,
-        "cost": cost,
+        "cost": cost, "bounds": bounds,
     }  # fmt: skip
 
 
@@ -309,6 +315,8 @@ def _train_assumptions(model, device, inp, v: dict) -> dict:
             "tokens_per_step": inp.finish(step_tokens),
             "power_activity_frac": en.TRAIN_ACTIVITY_FRAC,
             "host_power_frac": host,
+            "energy_boundary": "energy_kwh and co2e_kg are facility energy: device (GPU) energy x (1 + "
+            "host_power_frac) x pue; device_energy_kwh and node_energy_kwh give the narrower boundaries",
             "pue": inp.finish(pue_v),
             "pue_source": "given"
             if pue is not None
@@ -475,6 +483,12 @@ def estimate_train(
         energy_kwh=inp.finish(kwh),
         co2e_kg=inp.finish(co2),
         cost_usd=cost,
+        device_energy_kwh=inp.finish(ec["bounds"]["device"]),
+        node_energy_kwh=inp.finish(ec["bounds"]["node"]),
+        facility_energy_kwh=inp.finish(ec["bounds"]["facility"]),
+        co2e_kg_by_boundary=None
+        if grid is None
+        else {k: inp.finish(en.co2e_kg(v, grid)) for k, v in ec["bounds"].items()},
         assumptions=assumptions,
         warnings=tuple(warnings),
     )

@@ -13,6 +13,11 @@ Credibility Theory*, 2005, ch. 3), and only for groups with at least ``min_sampl
 ``plan`` multiply their device-hours (and what follows from them: cost, energy) by
 :func:`calibrated` ``(value, factors, device_type, workload_kind)``; a group without a factor is left as is.
 
+Power per device closes the loop the same way (metric ``power_w``): the actual is the energy of the request's
+usage records whose energy was *measured* (DCGM ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`` or NVML, i.e. the device
+boundary) over those records' device-hours; the estimate is the request's stored ``power_per_device_w``. Its
+factor corrects ``power_per_device_w`` (and the device-boundary energy) of later estimates.
+
 The pure part (:class:`CalibrationPoint`, :func:`calibration_factors`, :func:`calibrated`,
 :func:`median_abs_error_frac`) imports no database code.
 """
@@ -41,7 +46,7 @@ __all__ = [
     "record_calibration_samples",
 ]
 
-CALIBRATION_METRICS = ("device_hours", "cost_usd", "energy_kwh")
+CALIBRATION_METRICS = ("device_hours", "cost_usd", "energy_kwh", "power_w")
 DEFAULT_MIN_SAMPLES = 3
 DEFAULT_PRIOR_SAMPLES = 2.0
 
@@ -58,6 +63,8 @@ class CalibrationPoint:
     actual_cost_usd: float | None = None
     estimated_energy_kwh: float | None = None
     actual_energy_kwh: float | None = None
+    estimated_power_w: float | None = None
+    actual_power_w: float | None = None
 
     def pair(self, metric: str) -> tuple[float, float] | None:
         """(estimated, actual) of *metric* when both are known and positive, else None."""
@@ -133,6 +140,16 @@ def _error_frac(estimated: Any, actual: Any) -> float | None:
     return (float(estimated) - float(actual)) / float(actual)
 
 
+def _estimated_power_w(estimate: Any) -> float | None:
+    """The average power per device a stored estimate gives (``power_per_device_w``; a plan option's too)."""
+    if not isinstance(estimate, dict):
+        return None
+    value = estimate.get("power_per_device_w")
+    if value is None and isinstance(estimate.get("recommended"), dict):
+        value = estimate["recommended"].get("power_per_device_w")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
 def plan_vs_actual(
     session: Session, org_id: int | None = None, request_ids: Iterable[int] | None = None
 ) -> list[dict[str, Any]]:
@@ -160,7 +177,21 @@ def plan_vs_actual(
         .group_by(Row.request_id)
         .subquery()
     )
-    stmt = select(ComputeRequest, usage).join(usage, usage.c.request_id == ComputeRequest.id)
+    measured = (
+        select(
+            Row.request_id.label("request_id"),
+            func.sum(Row.x_energy_kwh).label("measured_kwh"),
+            func.sum(Row.x_device_hours).label("measured_device_hours"),
+        )
+        .where(Row.request_id.is_not(None), Row.energy_basis == "measured", Row.x_energy_kwh.is_not(None))
+        .group_by(Row.request_id)
+        .subquery()
+    )
+    stmt = (
+        select(ComputeRequest, usage, measured.c.measured_kwh, measured.c.measured_device_hours)
+        .join(usage, usage.c.request_id == ComputeRequest.id)
+        .outerjoin(measured, measured.c.request_id == ComputeRequest.id)
+    )
     if org_id is not None:
         stmt = stmt.where(ComputeRequest.org_id == org_id)
     if request_ids is not None:
@@ -169,6 +200,12 @@ def plan_vs_actual(
     for row in session.execute(stmt.order_by(ComputeRequest.id)):
         req = row[0]
         actual_cost = None if row.cost_usd is None else to_money(row.cost_usd)
+        est_power = _estimated_power_w(req.estimate)
+        act_power = (
+            float(row.measured_kwh) * 1000.0 / float(row.measured_device_hours)
+            if row.measured_kwh is not None and row.measured_device_hours
+            else None
+        )
         out.append(
             {
                 "request_id": req.id,
@@ -187,6 +224,9 @@ def plan_vs_actual(
                 "estimated_energy_kwh": _f(req.estimated_kwh),
                 "actual_energy_kwh": _f(row.energy_kwh),
                 "energy_error_frac": _error_frac(req.estimated_kwh, row.energy_kwh),
+                "estimated_power_w": est_power,
+                "actual_power_w": act_power,
+                "power_error_frac": _error_frac(est_power, act_power),
             }
         )
     return out
@@ -220,6 +260,8 @@ def record_calibration_samples(session: Session, request_ids: Iterable[int] | No
                 actual_cost_usd=item["actual_cost_usd"],
                 estimated_energy_kwh=item["estimated_energy_kwh"],
                 actual_energy_kwh=item["actual_energy_kwh"],
+                estimated_power_w=item["estimated_power_w"],
+                actual_power_w=item["actual_power_w"],
             )
         )
         created.append(item["request_id"])
@@ -250,6 +292,8 @@ def load_calibration_points(
             _f(s.actual_cost_usd),
             s.estimated_energy_kwh,
             s.actual_energy_kwh,
+            s.estimated_power_w,
+            s.actual_power_w,
         )
         for s in session.scalars(stmt)
     ]

@@ -48,7 +48,18 @@ from flopwise.plan.candidates import (
     enumerate_serve_space,
 )
 from flopwise.plan.queueing import continuous_batching_state, saturation_rps
-from flopwise.units import BYTES_PER_GB, BYTES_PER_GIB, CENT, GIGA, KILO, MEGA, MS_PER_S, PRICE_STEP, S_PER_H
+from flopwise.units import (
+    BYTES_PER_GB,
+    BYTES_PER_GIB,
+    CENT,
+    GIGA,
+    KILO,
+    MEGA,
+    MS_PER_S,
+    PRICE_STEP,
+    S_PER_H,
+    TERA,
+)
 
 __all__ = [
     "BATCH_CAPS",
@@ -140,6 +151,11 @@ class ServePhysics:
     is_free_basis: Any = None  # the engine budgets free memory (TensorRT-LLM) rather than the total
     util_frac: Any = None
     reserve_bytes: Any = None
+    tdp_w: Any = None
+    raw_flop_per_s: Any = None  # dense datasheet peak of the serving dtype (utilization denominator)
+    raw_bandwidth_bytes_per_s: Any = None  # datasheet bandwidth
+    k_mem: Any = None  # load-power coefficients (estimate.energy.LOAD_POWER_COEFFS)
+    k_compute: Any = None
 
     def take(self, rows) -> ServePhysics:
         """The physics of configurations *rows* (an index array; repeats allowed)."""
@@ -167,9 +183,8 @@ class ServePhysics:
             / self._col(self.shard, extra)
         )
 
-    def step_s(self, occupancy, extra: int = 0):
-        """Decode step time (s) at *occupancy* sequences (array broadcasting against (G, ...) with *extra*
-        trailing axes), at the mean context ``input + output/2``, as ``estimate_serve``'s TPOT."""
+    def _step_parts(self, occupancy, extra: int = 0) -> tuple[Any, Any, Any]:
+        """(FLOPs, bytes, time s) of one decode step per device at *occupancy* sequences."""
         model = self.model
         col = self._col
         shard = col(self.shard, extra)
@@ -190,7 +205,7 @@ class ServePhysics:
                 col(self.collective_latency_s, extra),
             )
         ) + col(self.hops, extra) * col(self.collective_latency_s, extra)
-        return (
+        t = (
             tm.roofline_time_s(
                 step_flops,
                 step_bytes,
@@ -200,6 +215,41 @@ class ServePhysics:
             + comm
             + col(self.step_overhead_s, extra)
         )
+        return step_flops, step_bytes, t
+
+    def step_s(self, occupancy, extra: int = 0):
+        """Decode step time (s) at *occupancy* sequences (array broadcasting against (G, ...) with *extra*
+        trailing axes), at the mean context ``input + output/2``, as ``estimate_serve``'s TPOT."""
+        return self._step_parts(occupancy, extra)[2]
+
+    def _power_w(self, flops, nbytes, t, extra: int):
+        col = self._col
+        act = np.clip(
+            col(self.k_mem, extra) * nbytes / col(self.raw_bandwidth_bytes_per_s, extra) / t
+            + col(self.k_compute, extra) * flops / col(self.raw_flop_per_s, extra) / t,
+            0.0,
+            1.0,
+        )
+        idle = col(self.idle_w, extra)
+        return idle + (col(self.tdp_w, extra) - idle) * act
+
+    def decode_power_w(self, occupancy, extra: int = 0):
+        """Device power (W) while decoding *occupancy* sequences: estimate.energy.load_activity_frac on the
+        step's memory-bandwidth and compute utilization, as ``estimate_serve``."""
+        return self._power_w(*self._step_parts(occupancy, extra), extra)
+
+    def prefill_power_w(self, batch=1, extra: int = 0):
+        """Device power (W) while prefilling *batch* prompts together (as ``estimate_serve``)."""
+        model = self.model
+        col = self._col
+        n_mm = fl.matmul_params(self.params.non_embedding_active, model)
+        b = np.asarray(batch, dtype=float)
+        prefill_tok = b * self.input_tokens
+        chunk = col(self.chunk_tokens, extra)
+        chunks = np.maximum(np.ceil(prefill_tok / chunk), 1.0)
+        flops = fl.prefill_flops(n_mm, model, self.input_tokens, b) / col(self.shard, extra)
+        nbytes = self._weight_read_bytes(np.minimum(prefill_tok, chunk), extra) * chunks
+        return self._power_w(flops, nbytes, self.prefill_s(batch, extra), extra)
 
     def prefill_s(self, batch=1, extra: int = 0):
         """Prefill time (s) of *batch* prompts together (``estimate_serve``'s TTFT at that batch)."""
@@ -235,13 +285,22 @@ class ServePhysics:
         return np.maximum(compute, memory) + chunks * col(self.step_overhead_s, extra) + comm
 
     def memory_bytes(self, batch, extra: int = 0):
-        """Memory per device (bytes) with *batch* sequences of input + output tokens cached (in whole KV blocks),
-        the engine's reserve included (``estimate.serve.serving_memory_reserve_bytes``)."""
+        """Memory per device (bytes) with *batch* sequences cached (in whole KV blocks), the engine's reserve
+        included (``estimate.serve.serving_memory_reserve_bytes``): paged engines hold input + output/2 tokens per
+        sequence on average under continuous batching and at least one sequence at full length, as
+        ``estimate_serve`` (``_kv_tokens_in_use``)."""
         col = self._col
-        tokens = _paged_tokens_col(self.input_tokens + self.output_tokens, col(self.kv_block_tokens, extra))
-        kv = mem.kv_cache_bytes(self.model, tokens, batch, col(self.kv_bytes_per_element, extra)) / col(
-            self.kv_mem_shard, extra
+        block = col(self.kv_block_tokens, extra)
+        full = _paged_tokens_col(self.input_tokens + self.output_tokens, block)
+        in_use = np.where(
+            block > 1,
+            _paged_tokens_col(self.input_tokens + np.ceil(self.output_tokens / 2.0), block),
+            self.input_tokens + self.output_tokens,
         )
+        kv_b = col(self.kv_bytes_per_element, extra)
+        kv = np.maximum(
+            mem.kv_cache_bytes(self.model, in_use, batch, kv_b), mem.kv_cache_bytes(self.model, full, 1.0, kv_b)
+        ) / col(self.kv_mem_shard, extra)
         acts = mem.serving_activation_bytes(
             self.model, batch, self.input_tokens, chunk_tokens=col(self.chunk_tokens, extra)
         )
@@ -300,6 +359,11 @@ def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfil
         "p_pre": en.device_power_w(device.tdp_w, device.idle_w, en.PREFILL_ACTIVITY_FRAC),
         "p_dec": en.device_power_w(device.tdp_w, device.idle_w, en.DECODE_ACTIVITY_FRAC),
         "idle": device.idle_w,
+        "tdp": device.tdp_w,
+        "raw_flop": rates.compute_peak_tflop_per_s * TERA,
+        "raw_bw": device.memory_bandwidth_gb_per_s * GIGA,
+        "k_mem": en.load_power_coeffs(device)[0][0],
+        "k_compute": en.load_power_coeffs(device)[0][1],
         "host": en.host_power_frac(device),
         "overhead_s": rates.layer_overhead_s,
         "chunk": float(eng.prefill_chunk_tokens),
@@ -320,7 +384,7 @@ def serve_physics(
     names = (
         "tp", "peak", "bw", "link", "lat", "kv_shard", "bpp", "weights", "overhead", "capacity", "kv_b", "p_pre",
         "p_dec", "idle", "host", "overhead_s", "shard", "ranks", "hops", "kv_mem_shard", "chunk", "block",
-        "max_seqs", "free", "util", "reserve",
+        "max_seqs", "free", "util", "reserve", "tdp", "raw_flop", "raw_bw", "k_mem", "k_compute",
     )  # fmt: skip
     base: dict[tuple, tuple] = {}  # (device, quant, engine, kv) -> the values that do not depend on tp
     table: list[tuple] = []
@@ -343,7 +407,7 @@ def serve_physics(
                 mem.weight_bytes(pc.total, b["bits"]) / tpf, b["overhead"], b["capacity"], b["kv_b"], b["p_pre"],
                 b["p_dec"], b["idle"], b["host"], b["overhead_s"], 1.0 if layer else tpf, 1.0 if layer else tpf,
                 tpf - 1.0 if layer else 0.0, tpf if layer else kv_shard, b["chunk"], b["block"], b["max_seqs"],
-                b["free"], b["util"], b["reserve"],
+                b["free"], b["util"], b["reserve"], b["tdp"], b["raw_flop"], b["raw_bw"], b["k_mem"], b["k_compute"],
             )  # fmt: skip
         )
     cols = np.asarray(table, dtype=float).reshape(len(table), len(names)).T
@@ -381,6 +445,11 @@ def serve_physics(
         is_free_basis=a["free"],
         util_frac=a["util"],
         reserve_bytes=a["reserve"],
+        tdp_w=a["tdp"],
+        raw_flop_per_s=a["raw_flop"],
+        raw_bandwidth_bytes_per_s=a["raw_bw"],
+        k_mem=a["k_mem"],
+        k_compute=a["k_compute"],
     )
 
 
@@ -502,6 +571,9 @@ class CapacityTable:
     shortfall_unit: tuple[str, ...]
     detail: tuple[str, ...]
     kv_dtype: tuple[str, ...] = ()
+    device_energy_per_1m_tokens_kwh: Any = None  # GPU only (what NVML/DCGM measure)
+    node_energy_per_1m_tokens_kwh: Any = None  # device + host share
+    pue: Any = None
 
 
 def _metrics(phys: ServePhysics, slots, n, extra: int, decode_steps: int, fixed=None):
@@ -608,7 +680,8 @@ def _state_at_load(phys: ServePhysics, workload: ServeWorkload, slots, lam):
         below = st.arrival_rps < lam
         lo = np.where(below, mid, lo)
         hi = np.where(below, hi, mid)
-    return _metrics(phys, slots, np.maximum(0.5 * (lo + hi), 1e-9), 0, decode_steps, fixed)
+    occupancy = np.maximum(0.5 * (lo + hi), 1e-9)
+    return _metrics(phys, slots, occupancy, 0, decode_steps, fixed), occupancy
 
 
 def _configs_of(candidates: Sequence[ServeCandidate]) -> tuple[list[tuple], np.ndarray]:
@@ -638,13 +711,14 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
     safe_cap = np.where(feasible_cfg, capacity, 1.0)
     replicas_cfg = np.where(feasible_cfg, np.ceil(workload.rps / safe_cap - 1e-9), 0.0)
     lam = np.where(feasible_cfg, workload.rps / np.maximum(replicas_cfg, 1.0), 1e-6)
-    st = _state_at_load(phys, workload, batch, np.minimum(lam, safe_cap))
+    st, occupancy = _state_at_load(phys, workload, batch, np.minimum(lam, safe_cap))
     decode_steps = max(workload.output_tokens - 1, 1)
     sat_rps = saturation_rps(batch, phys.step_s(batch), phys.prefill_s(1), decode_steps)
-    # average device power at the load: prefill share, decode while anything runs, idle otherwise
+    # average device power at the load: prefill share, decode (at the mean occupancy, load-dependent power of
+    # estimate.energy) while anything runs, idle otherwise
     power = (
-        st.prefill_frac * phys.power_prefill_w
-        + np.maximum(st.busy_frac - st.prefill_frac, 0.0) * phys.power_decode_w
+        st.prefill_frac * phys.prefill_power_w(1)
+        + np.maximum(st.busy_frac - st.prefill_frac, 0.0) * phys.decode_power_w(np.maximum(occupancy, 1.0))
         + (1.0 - st.busy_frac) * phys.idle_w
     )
     wall_w_per_device = power * (1.0 + phys.host_frac)
@@ -684,6 +758,8 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
     kwh_per_h = wall_w_per_device[cidx] * tp * reps * pue / KILO
     with np.errstate(divide="ignore", invalid="ignore"):
         kwh_1m = kwh_per_h / out_tokens_per_h * MEGA
+        device_kwh_1m = power[cidx] * tp * reps / KILO / out_tokens_per_h * MEGA
+        node_kwh_1m = device_kwh_1m * (1.0 + phys.host_frac[cidx])
     feasible = feasible_cfg[cidx]
 
     reason: list[str] = []
@@ -749,6 +825,9 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
         power_per_device_w=power[cidx],
         energy_per_1m_tokens_kwh=kwh_1m,
         co2e_per_1m_tokens_kg=kwh_1m * grid / 1000.0,
+        device_energy_per_1m_tokens_kwh=device_kwh_1m,
+        node_energy_per_1m_tokens_kwh=node_kwh_1m,
+        pue=pue,
         cost_per_hour_usd=cost_total,
         cost_per_replica_hour_usd=cost_replica,
         instances=instances,
@@ -843,6 +922,11 @@ def _option(table: CapacityTable, i: int, workload: ServeWorkload) -> dict:
         "memory_gb_per_device": round(float(table.memory_gb[i]), 2),
         "power_per_device_w": round(float(table.power_per_device_w[i]), 1),
         "energy_per_1m_tokens_kwh": round(float(table.energy_per_1m_tokens_kwh[i]), 4),
+        "energy_boundary": "facility",
+        "device_energy_per_1m_tokens_kwh": round(float(table.device_energy_per_1m_tokens_kwh[i]), 4),
+        "node_energy_per_1m_tokens_kwh": round(float(table.node_energy_per_1m_tokens_kwh[i]), 4),
+        "facility_energy_per_1m_tokens_kwh": round(float(table.energy_per_1m_tokens_kwh[i]), 4),
+        "pue": round(float(table.pue[i]), 3),
         "co2e_per_1m_tokens_kg": round(float(table.co2e_per_1m_tokens_kg[i]), 4),
         "grid_gco2e_per_kwh": c.region.grid_gco2e_per_kwh
         if c.region is not None
@@ -1149,9 +1233,11 @@ def _assumptions(
         "cloud_billing": "whole instances: ceil(replicas x TP / devices per instance) x instance price",
         "onprem_cost": "straight-line depreciation over the profile's lifetime + electricity at the profile's PUE",
         "pue": "cloud: the region's PUE; on-prem: the profile's PUE",
+        "energy_boundary": "energy_per_1m_tokens_kwh and co2e_per_1m_tokens_kg are facility energy (device x (1 + "
+        "host share) x PUE); device_ and node_energy_per_1m_tokens_kwh give the narrower boundaries",
         "default_grid_gco2e_per_kwh": DEFAULT_GRID_GCO2E_PER_KWH,
         "default_grid_source": DEFAULT_GRID_SOURCE,
         "tensor_parallel": "within one instance; divides the attention heads; needs an interconnect",
         "physics": "flopwise.estimate serving terms (roofline decode at the mean context, chunked prefill, "
-        "ring all-reduce per layer, linear power model); see docs/methodology.md",
+        "ring all-reduce per layer, load-dependent power model); see docs/methodology.md",
     }

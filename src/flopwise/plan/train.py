@@ -137,6 +137,10 @@ class TrainOption:
     preemption_overhead_frac: float
     checkpoint_interval_s: float | None
     breakeven_utilization_frac: dict[str, float] | None = None
+    device_energy_kwh: float | None = None  # GPU only (what NVML/DCGM measure)
+    node_energy_kwh: float | None = None  # device + host share
+    pue: float | None = None
+    energy_boundary: str = "facility"  # energy_kwh and co2e_kg: node x PUE
 
     def to_dict(self) -> dict:
         out = jsonable(self)
@@ -435,6 +439,7 @@ def _evaluate_device(
                         "wall_h": full(est.wall_clock_hours * grow, np.inf),
                         "device_h": full(est.device_hours * grow, np.inf),
                         "it_kwh": full(est.energy_kwh * grow, np.inf),
+                        "dev_kwh": full(est.device_energy_kwh * grow, np.inf),
                         "mfu": full(est.mfu_frac / grow, 0.0),
                         "bubble": full(bubble, 0.0),
                     }
@@ -727,6 +732,7 @@ class _Priced:
     fits: np.ndarray
     meets: np.ndarray
     within: np.ndarray
+    pue: float
 
 
 def _price_source(
@@ -771,7 +777,9 @@ def _price_source(
     fits = grid["fits"] & usable
     meets = np.ones_like(fits) if inp.deadline_s is None else wall * S_PER_H <= inp.deadline_s
     within = np.ones_like(fits) if inp.budget_usd is None else cost <= inp.budget_usd
-    return _Priced(s, device, grid, counts, usable, ratio, tau, wall, dev_h, cost, kwh, co2, fits, meets, within)
+    return _Priced(
+        s, device, grid, counts, usable, ratio, tau, wall, dev_h, cost, kwh, co2, fits, meets, within, float(pue)
+    )
 
 
 def _train_option(p: _Priced, i: int, cloud_best: dict[str, dict[str, float]]) -> TrainOption:
@@ -803,6 +811,9 @@ def _train_option(p: _Priced, i: int, cloud_best: dict[str, dict[str, float]]) -
         cost_usd=to_money(float(p.cost[i])),
         energy_kwh=float(p.kwh[i]),
         co2e_kg=None if p.co2 is None else float(p.co2[i]),
+        device_energy_kwh=float(grid["dev_kwh"][i] * p.ratio[i]),
+        node_energy_kwh=float(grid["it_kwh"][i] * p.ratio[i]),
+        pue=p.pue,
         meets_deadline=bool(p.meets[i]),
         within_budget=bool(p.within[i]),
         fits=bool(grid["fits"][i]),

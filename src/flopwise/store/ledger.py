@@ -302,4 +302,6 @@ class CalibrationSample(Base):
     actual_cost_usd: Mapped[Decimal | None] = mapped_column(Money())
     estimated_energy_kwh: Mapped[float | None] = mapped_column(Float)
     actual_energy_kwh: Mapped[float | None] = mapped_column(Float)
+    estimated_power_w: Mapped[float | None] = mapped_column(Float)  # the estimate's average power per device
+    actual_power_w: Mapped[float | None] = mapped_column(Float)  # measured (DCGM/NVML) energy / device-hours
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

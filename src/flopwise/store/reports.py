@@ -137,6 +137,9 @@ def _metrics(u: Any = U) -> list[ColumnElement[Any]]:
         func.coalesce(func.sum(u.billed_cost), _ZERO).label("billed_cost"),
         func.coalesce(func.sum(u.effective_cost), _ZERO).label("effective_cost"),
         func.coalesce(func.sum(u.x_energy_kwh), 0.0).label("energy_kwh"),
+        func.coalesce(func.sum(case((u.energy_basis == "measured", u.x_energy_kwh), else_=0.0)), 0.0).label(
+            "measured_energy_kwh"
+        ),
         func.coalesce(func.sum(u.x_co2e_kg), 0.0).label("co2e_kg"),
         func.coalesce(func.sum(u.idle_device_hours), 0.0).label("idle_device_hours"),
         func.coalesce(func.sum(u.idle_cost_usd), _ZERO).label("idle_cost_usd"),
@@ -163,6 +166,9 @@ def _metric_dict(row: Any) -> dict[str, Any]:
         "billed_cost": to_money(row.billed_cost),
         "effective_cost": to_money(row.effective_cost),
         "energy_kwh": float(row.energy_kwh),
+        # the ledger's energy is the device (accelerator) boundary: DCGM/NVML counters, or the power model
+        "energy_boundary": "device",
+        "measured_energy_kwh": float(row.measured_energy_kwh),
         "co2e_kg": float(row.co2e_kg),
         "idle_device_hours": idle,
         "idle_cost_usd": to_money(row.idle_cost_usd),

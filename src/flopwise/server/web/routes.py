@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from flopwise import errors as fe
+from flopwise import money
 from flopwise.server.auth import ROLE_RANK, Principal, principal_for_token, scope_chain
 from flopwise.server.errors import ApiError
 from flopwise.server.web import TEMPLATE_DIR, charts
@@ -889,7 +890,7 @@ def request_create(
     request: Request, v: ViewerDep, csrf: Annotated[str, Form()] = "",
     project_id: Annotated[str, Form()] = "", workload: Annotated[str, Form()] = "serve",
     device: Annotated[str, Form()] = "", device_count: Annotated[str, Form()] = "1",
-    pricing: Annotated[str, Form()] = "on_demand", provider: Annotated[str, Form()] = "",
+    pricing: Annotated[str, Form()] = "on-demand", provider: Annotated[str, Form()] = "",
     region: Annotated[str, Form()] = "", duration_h: Annotated[str, Form()] = "",
     cost_per_hour_usd: Annotated[str, Form()] = "",
 ) -> Response:  # fmt: skip
@@ -903,10 +904,10 @@ def request_create(
     hours = _decimal("duration_h", duration_h)
     plan: dict[str, Any] = {"duration_h": hours}
     if cost_per_hour_usd:
-        plan["cost_usd"] = (_decimal("cost_per_hour_usd", cost_per_hour_usd) * hours).quantize(Decimal("0.01"))
+        plan["cost_usd"] = money.quantize(_decimal("cost_per_hour_usd", cost_per_hour_usd) * hours)
     body = RequestCreate.model_validate(
         {"project_id": _int("project_id", project_id), "workload": workload, "device": device,
-         "device_count": _int("device_count", device_count), "pricing": pricing.replace("-", "_"),
+         "device_count": _int("device_count", device_count), "pricing": pricing,
          "provider": provider or None, "region": region or None, "plan": plan}
     )  # fmt: skip
     created = create_request(body, StarletteResponse(), v.principal, _db(request), request.app.state.clock,
