@@ -65,7 +65,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "COLUMNS": "60",
     }
     files = [str(tmp / n) for n in ("binary.bin", "empty.txt", "garbage.csv", "list.json", "yaml.yaml")]
-    return {"env": env, "files": [*files, str(tmp / "missing.csv"), str(tmp)]}
+    cwd = tmp / "cwd"
+    cwd.mkdir()
+    return {"env": env, "files": [*files, str(tmp / "missing.csv"), str(tmp)], "cwd": cwd}
 
 
 # values people type by mistake, and a few valid ones so that checks deeper in each command are reached
@@ -112,7 +114,13 @@ def _argv(path: tuple[str, ...], cmd: Any, files: list[str]) -> st.SearchStrateg
 
 
 @pytest.mark.parametrize(("path", "cmd"), COMMANDS, ids=[" ".join(p[1:]) for p, _ in COMMANDS])
-def test_no_traceback_for_any_input(path: tuple[str, ...], cmd: Any, sandbox: dict[str, Any]):
+def test_no_traceback_for_any_input(
+    path: tuple[str, ...], cmd: Any, sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+):
+    # relative paths among the inputs ("abc", "[1]", "30") are created by commands that write files: in a temp
+    # working directory, never in the checkout
+    monkeypatch.chdir(sandbox["cwd"])
+
     @settings(
         max_examples=EXAMPLES_PER_COMMAND,
         deadline=None,
