@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from flopwise import govern
 from flopwise.errors import InputError
-from flopwise.server.auth import Principal, authorize
+from flopwise.server.auth import Principal, authorize, visibility
 from flopwise.server.decisions import (
     GOVERN_WORKLOAD,
     MAX_ID,
@@ -353,12 +353,16 @@ def list_requests(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> list[RequestPublic]:
-    """The organization's requests, newest first (``pending`` past its deadline shows as ``expired``)."""
+    """The organization's requests the caller may see (a role on their project, its team or the organization),
+    newest first (``pending`` past its deadline shows as ``expired``)."""
     from flopwise.store import ComputeRequest, read_session
 
     now = clock()
     with read_session(db) as session:
-        stmt = select(ComputeRequest).where(ComputeRequest.org_id == principal.org_id)
+        seen = visibility(session, principal)
+        stmt = select(ComputeRequest).where(
+            ComputeRequest.org_id == principal.org_id, seen.projects(ComputeRequest.project_id)
+        )
         if project_id is not None:
             stmt = stmt.where(ComputeRequest.project_id == project_id)
         if state == "expired":
