@@ -285,7 +285,8 @@ def budget_used(session: Session, budget: Budget, now: datetime) -> Decimal:
     from flopwise.store.queries import budget_spent
 
     window = budget_window_of(budget, now)
-    return budget_spent(session, budget.id, window) + metered_unreserved(session, budget, window)
+    used = budget_spent(session, budget.id, window) + metered_unreserved(session, budget, window)
+    return max(used, Decimal(0))  # credits lower usage, never below zero
 
 
 def metered_unreserved(session: Session, budget: Budget, window: tuple[datetime, datetime]) -> Decimal:

@@ -611,7 +611,7 @@ def window_for(budget: Budget, now: datetime) -> tuple[datetime, datetime] | Non
 def budget_usage(session: Session, budget_id: int, window: tuple[datetime, datetime]) -> govern.BudgetUsage:
     """Reserved, committed and settled amounts of a budget whose ``counted_at`` falls in *window*; metered usage in
     the budget's scope that no reservation holds (``meter.burn.metered_unreserved``) counts as settled, so budgets
-    burn by actuals too."""
+    burn by actuals too. Credits in the ledger lower the settled amount down to zero at most."""
     from flopwise.meter.burn import metered_unreserved
 
     rows = session.execute(
@@ -626,10 +626,12 @@ def budget_usage(session: Session, budget_id: int, window: tuple[datetime, datet
     ).all()
     by_state = {state: to_money(total) for state, total in rows if total is not None}
     metered = metered_unreserved(session, session.get(Budget, budget_id), window)
+    # credits (negative ledger amounts) lower what was settled, never below zero: a budget cannot be "un-used"
+    settled = max(by_state.get("settled", Decimal(0)) + metered, Decimal(0))
     return govern.BudgetUsage(
         reserved=by_state.get("reserved", Decimal(0)),
         committed=by_state.get("committed", Decimal(0)),
-        settled=by_state.get("settled", Decimal(0)) + metered,
+        settled=settled,
     )
 
 
