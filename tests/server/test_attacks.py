@@ -240,6 +240,12 @@ def test_d6_params_model_is_never_a_server_path(org: Org, tmp_path) -> None:
         r = org.post("/requests", "member", body)
         assert r.status_code == 422, (model, r.text)
         assert "params.model" in r.text and "registry" in r.text, r.text
+    # the same config uploaded as a body is estimated
+    config = json.loads((folder / "config.json").read_text())
+    body = {"project_id": org.project_id, "workload": "train", "device": "h100-sxm",
+            "params": {"config": config, "tokens": 1e6}}  # fmt: skip
+    r = org.post("/requests", "member", body)
+    assert r.status_code == 201 and r.json()["estimated_flops"] > 0, r.text
 
 
 # ---------------------------------------------------------------------------------------------- D7, D10

@@ -141,7 +141,14 @@ class EstimateParams(BodyModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, max_length=200, description="model id or Hugging Face name")
+    model: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="a model of the server's registry, by id or Hugging Face name (never a path on the server)",
+    )  # fmt: skip
+    config: dict[str, Any] | None = Field(
+        default=None,
+        description="a Hugging Face config.json, uploaded, for a model the registry does not have",
+    )
     tokens: float | None = Field(
         default=None, gt=0, le=1e16, description="training tokens (train, fine-tune)"
     )
@@ -153,6 +160,12 @@ class EstimateParams(BodyModel):
     batch: int = Field(default=1, ge=1, le=100_000)
     input_tokens: int = Field(default=512, ge=1, le=10_000_000)
     output_tokens: int = Field(default=256, ge=1, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _model_or_config(self) -> EstimateParams:
+        if (self.model is None) == (self.config is None):
+            raise ValueError("give exactly one of 'model' (a registry name) or 'config' (a config.json body)")
+        return self
 
 
 class WorkloadIn(BodyModel):
@@ -454,15 +467,31 @@ def _check_fits(facts: govern.RequestFacts) -> None:
             )
 
 
-def _model_of(name: str) -> Any:
-    from flopwise.models import load_models, resolve_model
+_MODEL_SOURCES = (
+    "The server takes a model from its registry by name (`flopwise models list`) or from a config.json uploaded "
+    "in params.config; it never opens a path."
+)
 
+
+def _model_of(params: EstimateParams) -> Any:
+    """The architecture of *params*: a registry entry by name, or parsed from the uploaded config body.
+
+    Names are only looked up in the registry (``ModelRegistry.resolve``), never opened as files, so a request
+    cannot make the server read ``/etc/shadow`` or a 300 MB file.
+    """
+    from flopwise.models import load_models
+    from flopwise.models.hf import parse_hf_config
+
+    if params.config is not None:
+        try:
+            return parse_hf_config(dict(params.config)).arch
+        except Exception as err:  # ConfigError and friends: the uploaded body does not describe a model
+            raise InputError("params.config", None, f"is not a usable config.json: {err}") from None
+    name = params.model or ""
     try:
-        return resolve_model(name, load_models())[0]
-    except InputError:
-        raise
+        return load_models().resolve(name)
     except Exception as err:  # UnknownModelError, with its suggestions
-        raise InputError("params.model", name, str(err)) from None
+        raise InputError("params.model", name, f"{err} {_MODEL_SOURCES}") from None
 
 
 def _estimated(
@@ -491,7 +520,7 @@ def _estimated(
         if params.precision:
             options["precision"] = params.precision
         report = estimate_training(
-            _model_of(params.model), device, tokens=params.tokens, device_count=body.device_count, catalog_dir=catalog_dir,
+            _model_of(params), device, tokens=params.tokens, device_count=body.device_count, catalog_dir=catalog_dir,
             region=grid.id, **options,
         )  # fmt: skip
         est = report.estimate
@@ -516,7 +545,7 @@ def _estimated(
         options["quant"] = params.precision
     from flopwise.estimate import estimate_serve
 
-    arch = _model_of(params.model)
+    arch = _model_of(params)
     est = estimate_serve(
         arch, device, device_count=body.device_count, batch=params.batch, input_tokens=params.input_tokens,
         output_tokens=params.output_tokens, **options,
