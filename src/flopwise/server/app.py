@@ -44,5 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.clock = utcnow
     app.state.catalog = None
     install_error_handlers(app)
+    from flopwise.server.guard import InputGuard
+
+    app.add_middleware(InputGuard, max_body_bytes=settings.max_body_bytes)
     app.include_router(api_router, prefix="/api/v1")
     return app

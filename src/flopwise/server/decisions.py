@@ -106,9 +106,27 @@ IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 _FORWARD_FLOPS_PER_PARAM_TOKEN = 2.0
 
 
+#: the store keeps amounts exactly to 6 decimal places (NUMERIC(20, 6))
+_PLACES = Decimal("0.000001")
+
+
+def exact_places(value: Decimal) -> Decimal:
+    """*value* when it has at most 6 decimal places (what the store keeps), else ``ValueError``: an amount is
+    stored exactly or refused, never rounded (0.0000005 would become 0 on one database and stay on another)."""
+    try:
+        inexact = value.is_finite() and value != value.quantize(_PLACES, rounding="ROUND_DOWN")
+    except ArithmeticError:  # quantize of a huge exponent (1e40): decimal.InvalidOperation
+        raise ValueError(f"{value} is too large to keep exactly; keep it below 1e14") from None
+    if inexact:
+        raise ValueError(
+            f"{value} has more than 6 decimal places; amounts are kept exactly to 6 decimal places"
+        )
+    return value
+
+
 class BodyModel(BaseModel):
     """A request body: unknown fields are refused, and so is text with NUL characters (PostgreSQL cannot store
-    them), each as a 422 naming the field."""
+    them) and a decimal with more places than the store keeps, each as a 422 naming the field."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -117,6 +135,12 @@ class BodyModel(BaseModel):
     def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str) and "\x00" in value:
             raise ValueError("text may not contain NUL (\\x00) characters")
+        if isinstance(value, Decimal):
+            exact_places(value)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, Decimal):
+                    exact_places(item)
         return value
 
 

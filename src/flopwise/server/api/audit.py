@@ -113,7 +113,12 @@ def list_audit(
     db: DbDep,
     principal: CurrentPrincipal,
     after_seq: Annotated[
-        int, Query(ge=0, le=2**62, description="Only entries with seq greater than this.")
+        int,
+        Query(
+            ge=0,
+            le=2**31 - 1,
+            description="Only entries with seq greater than this (the store's ids are 32-bit).",
+        ),
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Entries per page.")] = 100,
     action: Annotated[

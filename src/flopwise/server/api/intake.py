@@ -129,6 +129,9 @@ class UsageRecordIn(BaseModel):
 
         if value is None:
             return None
+        from flopwise.server.decisions import exact_places
+
+        exact_places(value)
         try:
             return to_money(value, info.field_name)
         except ArithmeticError:  # quantize of a huge exponent: decimal.InvalidOperation
