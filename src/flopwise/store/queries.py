@@ -387,7 +387,8 @@ def upsert_admission_job(
     *,
     update_existing: bool = False,
 ) -> tuple[AdmissionJob, bool]:
-    """The admission job of a scheduler's (``engine``, ``engine_job_id``), created with *values* if new.
+    """The admission job of a scheduler's (``engine``, ``engine_job_id``) in organization ``values["org_id"]``,
+    created with *values* if new (job ids are unique per organization: one cannot see or block another's).
 
     Returns (row, created). A repeat with ``update_existing=False`` (the admission ``decide`` call) returns the
     stored job untouched, so the decision is idempotent; with ``update_existing=True`` *values* are written to
@@ -395,12 +396,16 @@ def upsert_admission_job(
     """
     begin_write(session)
     stmt = select(AdmissionJob).where(
-        AdmissionJob.engine == engine, AdmissionJob.engine_job_id == engine_job_id
+        AdmissionJob.org_id == values["org_id"],
+        AdmissionJob.engine == engine,
+        AdmissionJob.engine_job_id == engine_job_id,
     )
     job = session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
     if job is None:
         full = {**values, "engine": engine, "engine_job_id": engine_job_id}
-        new_id = _insert_on_conflict_do_nothing(session, AdmissionJob, full, ["engine", "engine_job_id"])
+        new_id = _insert_on_conflict_do_nothing(
+            session, AdmissionJob, full, ["org_id", "engine", "engine_job_id"]
+        )
         if new_id is not None:
             return session.get_one(AdmissionJob, new_id), True
         job = session.scalars(stmt.execution_options(populate_existing=True)).one()  # a concurrent caller won

@@ -1,9 +1,10 @@
 """Admission for job schedulers (Slurm, Kueue, Ray, SkyPilot adapters): decide, then commit, release or settle.
 
-``POST /admission/decide`` is idempotent on (engine, engine_job_id): the first call decides through the same
+``POST /admission/decide`` is idempotent on (organization, engine, engine_job_id): the first call decides through the same
 path as compute requests (:mod:`flopwise.server.decisions`) on the job's worst case (device count x maximum
 duration x price, every device at full power) and reserves it; a repeat returns the stored decision and
-reserves nothing more. A job whose policy outcome needs approval is rejected (a scheduler cannot wait for
+reserves nothing more; a repeat with a different body is a 409 naming the fields that differ (a job id is
+never re-decided with other numbers). Job ids of other organizations are neither visible nor blocking. A job whose policy outcome needs approval is rejected (a scheduler cannot wait for
 people): file a compute request instead. Then ``commit`` when the job starts, ``release`` when it never ran
 (the reservation stops counting), ``settle`` with the actual usage when it ends (the reservation is replaced
 by what was used).
@@ -130,20 +131,37 @@ def _public(session: Session, job: Any) -> AdmissionPublic:
     )
 
 
-def _job(session: Session, principal: Principal, engine: str, job_id: str, min_role: str) -> Any:
+def _job(
+    session: Session, principal: Principal, engine: str, job_id: str, min_role: str, *, lock: bool = True
+) -> Any:
     from flopwise.store import AdmissionJob
 
-    stmt = select(AdmissionJob).where(AdmissionJob.engine == engine, AdmissionJob.engine_job_id == job_id)
-    if session.get_bind().dialect.name == "postgresql":
+    stmt = select(AdmissionJob).where(
+        AdmissionJob.org_id == principal.org_id,
+        AdmissionJob.engine == engine,
+        AdmissionJob.engine_job_id == job_id,
+    )
+    if lock and session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     job = session.scalars(stmt.execution_options(populate_existing=True)).first()
-    if job is None or job.org_id != principal.org_id:
+    if job is None:
         raise ApiError(
             404, f"admission job {engine}/{job_id} not found; call POST /api/v1/admission/decide first"
         )
     if job.project_id is not None:
         authorize(session, principal, min_role, "project", job.project_id)
     return job
+
+
+def _differences(stored: dict[str, Any] | None, given: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(field, stored, given) for each field of a repeated decide body that differs from the first one."""
+    if stored is None:  # a job stored before bodies were kept: compare nothing, as before
+        return []
+    return [
+        (k, stored.get(k), given.get(k))
+        for k in sorted(set(stored) | set(given))
+        if stored.get(k) != given.get(k)
+    ]
 
 
 def _conflict(job: Any, action: str, allowed: tuple[str, ...]) -> ApiError:
@@ -168,6 +186,7 @@ def decide(
         scope = load_scope(session, body.project_id, principal.user_id)
     estimated = admission_request_facts(catalog, body, scope)
     facts = estimated.facts
+    inputs = body.model_dump(mode="json")
     with write_session(db) as session:
         job, created = upsert_admission_job(
             session,
@@ -185,13 +204,23 @@ def decide(
                 "worst_case_kwh": to_money(Decimal(repr(facts.energy_kwh)), "energy_kwh"),
                 "worst_case_co2e_kg": to_money(Decimal(repr(facts.co2e_kg)), "co2e_kg"),
                 "state": "admitted",
+                "inputs": inputs,
                 "created_at": now,
                 "updated_at": now,
             },
         )
         if not created:
-            if job.org_id != principal.org_id:
-                raise ApiError(409, f"engine job id {body.engine}/{body.engine_job_id} is taken")
+            if job.project_id is not None:  # a repeat reads the job: the caller needs a role on its project
+                authorize(session, principal, "member", "project", job.project_id)
+            changed = _differences(job.inputs, inputs)
+            if changed:
+                raise ApiError(
+                    409,
+                    f"admission job {body.engine}/{body.engine_job_id} was decided with other values: "
+                    + "; ".join(f"{k} was {old!r}, now {new!r}" for k, old, new in changed)
+                    + ". Give the job a new id to decide it again",
+                    [{"field": k, "message": f"was {old!r}"} for k, old, _new in changed],
+                )
             return _public(session, job)
         result = decide_and_reserve(session, catalog, estimated, scope, now, admission_job_id=job.id)
         outcome, reasons = result.outcome, result.reasons
@@ -237,7 +266,7 @@ def show(engine: EngineParam, job_id: JobParam, principal: CurrentPrincipal, db:
     from flopwise.store import read_session
 
     with read_session(db) as session:
-        return _public(session, _job(session, principal, engine, job_id, "viewer"))
+        return _public(session, _job(session, principal, engine, job_id, "viewer", lock=False))
 
 
 #: action -> (states the job may be in, the state it moves to, the time column set, repeating it is harmless)
