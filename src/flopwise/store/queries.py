@@ -491,22 +491,21 @@ def budgets_covering(session: Session, project_id: int) -> list[Budget]:
 
 
 def expire_pending_requests(session: Session, now: datetime) -> list[int]:
-    """Mark pending requests whose ``expires_at`` is at or before *now* as ``expired``; return their ids."""
-    ids = list(
-        session.scalars(
-            select(ComputeRequest.id)
-            .where(ComputeRequest.state == "pending", ComputeRequest.expires_at <= now)
-            .order_by(ComputeRequest.id)
-        )
-    )
-    if ids:
-        session.execute(
-            update(ComputeRequest)
-            .where(ComputeRequest.id.in_(ids), ComputeRequest.state == "pending")
-            .values(state="expired", updated_at=now)
-            .execution_options(synchronize_session="fetch")
-        )
-    return ids
+    """Mark pending requests whose ``expires_at`` is at or before *now* as ``expired``; return the ids this call
+    expired, ascending.
+
+    One ``UPDATE ... WHERE state = 'pending' ... RETURNING``: under concurrent callers a row is updated, and so
+    returned, by exactly one of them (PostgreSQL re-checks the WHERE after waiting on the row lock; SQLite runs
+    writers one at a time), so each expiry is audited once however many callers race.
+    """
+    rows = session.execute(
+        update(ComputeRequest)
+        .where(ComputeRequest.state == "pending", ComputeRequest.expires_at <= now)
+        .values(state="expired", updated_at=now)
+        .returning(ComputeRequest.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted(int(i) for (i,) in rows)
 
 
 def find_token(session: Session, prefix: str) -> ApiToken | None:

@@ -180,10 +180,16 @@ def expire_in(session: Session, now: datetime) -> list[int]:
     from flopwise.store import ComputeRequest, expire_pending_requests, release_reservations
 
     ids = expire_pending_requests(session, now)
+    if not ids:
+        return ids
+    orgs = dict(
+        session.execute(
+            select(ComputeRequest.id, ComputeRequest.org_id).where(ComputeRequest.id.in_(ids))
+        ).all()
+    )
     for request_id in ids:
         release_reservations(session, request_id=request_id)
-        org_id = session.scalar(select(ComputeRequest.org_id).where(ComputeRequest.id == request_id))
-        audit(session, None, "request.expire", {"request_id": request_id}, now, org_id)
+        audit(session, None, "request.expire", {"request_id": request_id}, now, orgs[request_id])
     return ids
 
 
@@ -270,8 +276,11 @@ def create_request(
     estimated = request_facts(catalog, body, scope, settings.catalog_dir)
     facts = estimated.facts
     inputs = body.model_dump(mode="json", exclude={"idempotency_key"})
+    # frees what expired requests held, in its own short transaction: it writes audit entries, and this one
+    # locks budgets first and audits last (the lock order of flopwise.server.decisions), so the two never
+    # wait on each other's locks in opposite orders
+    expire_due(db, now)
     with write_session(db) as session:
-        expire_in(session, now)  # frees what expired requests held before this one is decided
         row, created = insert_request_idempotent(
             session,
             {
