@@ -869,15 +869,7 @@ def audit(
     org_id: int | None,
 ) -> None:
     """Append one audit entry (actor ``user:<id>``, or ``system`` when *principal* is None)."""
-    from flopwise.store import append_audit
+    from flopwise.server.api.audit import record_audit
 
     actor = "system" if principal is None else f"user:{principal.user_id}"
-    append_audit(
-        session,
-        actor=actor,
-        action=action,
-        payload=to_jsonable(payload),
-        entry_hash=govern.entry_hash,
-        at=now,
-        org_id=org_id,
-    )
+    record_audit(session, actor=actor, action=action, payload=to_jsonable(payload), at=now, org_id=org_id)
