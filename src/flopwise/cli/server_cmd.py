@@ -107,6 +107,12 @@ def serve(
             "--token", envvar="FLOPWISE_TOKEN", help="Bearer token sent with --get.", show_default=False
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=64, help="Worker processes (each with its own connection pool; use PostgreSQL for >1)."
+        ),
+    ] = 1,
 ) -> None:
     """Run the governance API (under /api/v1, OpenAPI at /api/v1/openapi.json), migrating the database first."""
     from flopwise.server import create_app
@@ -132,7 +138,22 @@ def serve(
             f"{_shown_url(settings.resolved_database_url())}",
             highlight=False,
         )
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        if workers == 1:
+            uvicorn.run(app, host=host, port=port, log_level="info")
+            return
+        # several processes: each builds its app from the environment; the database is migrated already (above)
+        import os
+
+        os.environ["FLOPWISE_DATABASE_URL"] = settings.resolved_database_url()
+        os.environ["FLOPWISE_MIGRATE_ON_START"] = "false"
+        if settings.catalog_dir:
+            os.environ["FLOPWISE_CATALOG_DIR"] = settings.catalog_dir
+        os.environ["FLOPWISE_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
+        app.state.engine.dispose()
+        uvicorn.run(
+            "flopwise.server.app:app_from_env", factory=True, workers=workers, host=host, port=port,
+            log_level="info",
+        )  # fmt: skip
     finally:
         app.state.engine.dispose()
 
