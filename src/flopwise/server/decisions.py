@@ -4,15 +4,22 @@
    plan (duration, optionally FLOPs / cost / energy) or from parameters the server estimates itself with
    ``flopwise.api.estimate_training`` / ``estimate_serving`` and the catalog; :func:`admission_request_facts`
    takes the worst case (device count x maximum duration x price) through ``govern.admission_facts``.
-2. **Decision.** :func:`decide_and_reserve` runs in the caller's ONE write transaction: it locks the budgets
-   covering the project (``SELECT ... FOR UPDATE`` on PostgreSQL, the write lock on SQLite), reads their usage
-   in the current window, the quotas and the devices they hold, the thresholds, the current acceptable-use
-   policy and its acceptance, and the enabled policies; calls :func:`flopwise.govern.decide`; and reserves the
-   decision's amounts with ``store.reserve_against_budgets`` (hard budgets fail closed, soft ones fail open).
-   Because the locks are held from the usage read to the reservation, concurrent callers decide one after the
-   other and a hard budget is never overspent.
+2. **Decision.** :func:`decide` reads the budgets covering the project and their usage in the current window,
+   the quotas and the devices they hold, the thresholds, the acceptable-use policy and its acceptance, and the
+   enabled policies, and calls :func:`flopwise.govern.decide`. Without quotas on the project it runs in a read
+   transaction before the write one, taking no lock; with quotas it runs in the write transaction under the
+   budget and quota locks (the devices held must not move).
+3. **Reservation.** :func:`reserve`, in the caller's write transaction, locks the covering budget rows and
+   reserves the decision's amounts with ``store.reserve_against_budgets``, which re-reads each hard budget's
+   spent sum under its lock (hard budgets fail closed, soft ones fail open): concurrent callers reserve one
+   after the other and a hard budget is never overspent, while the locks are held only from the reservation
+   to the commit.
 
-The caller stores the request (or admission job) with :func:`trace_json` and appends the audit entry.
+**Lock order** of a write (the same everywhere, so no two writers wait on each other in a cycle): the request
+or admission job row, the budget rows in ascending id, the quota rows, the organization's audit chain head
+last. Expiring stale requests is its own transaction before (it writes audit entries without budget locks).
+The caller stores the request (or admission job) with :func:`trace_json`, appends the audit entry, commits and
+only then builds its response.
 """
 
 from __future__ import annotations
@@ -694,13 +701,15 @@ def _quota_states(
     scope: RequestScope,
     now: datetime,
     exclude: tuple[int | None, int | None],
+    *,
+    lock: bool = True,
 ) -> list[govern.QuotaState]:
     stmt = select(Quota).where(
         ((Quota.scope_kind == "org") & (Quota.scope_id == scope.org_id))
         | ((Quota.scope_kind == "team") & (Quota.scope_id == scope.team_id))
         | ((Quota.scope_kind == "project") & (Quota.scope_id == scope.project_id))
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if lock and session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     quotas = list(session.scalars(stmt.order_by(Quota.id)))
     if not quotas:
@@ -797,6 +806,113 @@ def current_policies(session: Session, org_id: int) -> list[Policy]:
     return [p for p in rows if p.is_enabled]
 
 
+@dataclass(frozen=True)
+class Decided:
+    """A decision and what it needs reserved, before anything is reserved (see :func:`decide`)."""
+
+    decision: govern.Decision
+    outcome: str
+    reasons: tuple[str, ...]
+    windows: dict[int, tuple[datetime, datetime]]
+
+
+def has_quotas(session: Session, scope: RequestScope) -> bool:
+    """Whether any quota covers the project (then the decision is taken under the quota locks)."""
+    return (
+        session.scalar(
+            select(Quota.id)
+            .where(
+                ((Quota.scope_kind == "org") & (Quota.scope_id == scope.org_id))
+                | ((Quota.scope_kind == "team") & (Quota.scope_id == scope.team_id))
+                | ((Quota.scope_kind == "project") & (Quota.scope_id == scope.project_id))
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def decide(
+    session: Session,
+    catalog: Catalog,
+    estimated: EstimatedFacts,
+    scope: RequestScope,
+    now: datetime,
+    *,
+    lock: bool,
+    exclude: tuple[int | None, int | None] = (None, None),
+) -> Decided:
+    """Decide *estimated*: budgets' usage in their current windows, quotas and the devices held, the acceptable
+    use policy, the organization's policies and the regulatory thresholds, through :func:`flopwise.govern.decide`.
+
+    ``lock=False`` reads without locks (a read transaction, before the write one): :func:`reserve` re-checks
+    every hard budget under its row lock, so a decision taken on usage that moved meanwhile can only turn into a
+    deny, never an overspend. ``lock=True`` (needed when quotas cover the project: the devices held must not
+    move before the job is counted) locks the budgets, then the quotas, in the caller's write transaction.
+    """
+    facts = estimated.facts
+    covering = budgets_covering(session, scope.project_id)
+    if lock and covering:
+        covering = lock_budgets(session, [b.id for b in covering])
+    states: list[govern.BudgetState] = []
+    windows: dict[int, tuple[datetime, datetime]] = {}
+    for budget in covering:
+        window = window_for(budget, now)
+        if window is None:
+            continue
+        windows[budget.id] = window
+        states.append(
+            govern.BudgetState(_govern_budget(budget, scope), budget_usage(session, budget.id, window))
+        )
+    quotas = _quota_states(session, catalog, scope, now, exclude, lock=lock)
+    is_accepted, aup_version = aup_status(session, scope.org_id, scope.user_id)
+    policies = [_parsed_policy(p.id, p.yaml_text) for p in current_policies(session, scope.org_id)]
+    decision = govern.decide(
+        facts, policies, states, quotas, _thresholds(), is_accepted, now, device=estimated.device
+    )
+    reasons = decision.reasons
+    if aup_version is not None and not is_accepted:
+        reasons = tuple(
+            r.replace("the current acceptable-use policy", f"acceptable-use policy version {aup_version}")
+            for r in reasons
+        )
+    return Decided(decision, decision.outcome, reasons, windows)
+
+
+def reserve(
+    session: Session,
+    decided: Decided,
+    now: datetime,
+    *,
+    request_id: int | None = None,
+    admission_job_id: int | None = None,
+) -> DecisionResult:
+    """Reserve what *decided* needs, in the caller's write transaction: the budget rows are locked (ascending id)
+    and each hard budget's spent sum is read again under the lock, so concurrent callers reserve one after the
+    other and a hard budget is never overspent. A reservation the store refuses turns the outcome into deny."""
+    decision, outcome, reasons = decided.decision, decided.outcome, decided.reasons
+    reservation_ids: tuple[int, ...] = ()
+    if outcome != "deny" and decision.reservations:
+        result = reserve_against_budgets(
+            session,
+            [int(r.budget_id) for r in decision.reservations],
+            [r.amount for r in decision.reservations],
+            request_id=request_id,
+            admission_job_id=admission_job_id,
+            counted_at=now,
+            window_for=lambda b: decided.windows.get(b.id),
+        )
+        if not result.ok:
+            outcome = "deny"
+            reasons = tuple(
+                f"budget {c.budget_id} is hard: {c.amount} {c.unit} needed, {c.limit - c.spent_before} remains"
+                for c in result.refused
+            )
+        else:
+            reservation_ids = result.reservation_ids
+    return DecisionResult(decision, outcome, reasons, reservation_ids, tuple(decided.windows))
+
+
 def decide_and_reserve(
     session: Session,
     catalog: Catalog,
@@ -807,57 +923,11 @@ def decide_and_reserve(
     request_id: int | None = None,
     admission_job_id: int | None = None,
 ) -> DecisionResult:
-    """Decide *estimated* and, unless denied, reserve its amounts against every covering budget.
-
-    Runs inside the caller's write transaction (see the module docstring for the locks). A reservation the
-    store refuses (a hard budget that would be overrun) turns the outcome into deny.
-    """
-    facts = estimated.facts
-    covering = budgets_covering(session, scope.project_id)
-    locked = lock_budgets(session, [b.id for b in covering]) if covering else []
-    states: list[govern.BudgetState] = []
-    windows: dict[int, tuple[datetime, datetime]] = {}
-    for budget in locked:
-        window = window_for(budget, now)
-        if window is None:
-            continue
-        windows[budget.id] = window
-        states.append(
-            govern.BudgetState(_govern_budget(budget, scope), budget_usage(session, budget.id, window))
-        )
-    quotas = _quota_states(session, catalog, scope, now, (request_id, admission_job_id))
-    is_accepted, aup_version = aup_status(session, scope.org_id, scope.user_id)
-    policies = [_parsed_policy(p.id, p.yaml_text) for p in current_policies(session, scope.org_id)]
-    decision = govern.decide(
-        facts, policies, states, quotas, _thresholds(), is_accepted, now, device=estimated.device
+    """:func:`decide` under the locks and :func:`reserve`, in the caller's one write transaction."""
+    decided = decide(
+        session, catalog, estimated, scope, now, lock=True, exclude=(request_id, admission_job_id)
     )
-    outcome, reasons = decision.outcome, decision.reasons
-    if aup_version is not None and not is_accepted:
-        reasons = tuple(
-            r.replace("the current acceptable-use policy", f"acceptable-use policy version {aup_version}")
-            for r in reasons
-        )
-    reservation_ids: tuple[int, ...] = ()
-    if outcome != "deny" and decision.reservations:
-        ids = [int(r.budget_id) for r in decision.reservations]
-        result = reserve_against_budgets(
-            session,
-            ids,
-            [r.amount for r in decision.reservations],
-            request_id=request_id,
-            admission_job_id=admission_job_id,
-            counted_at=now,
-            window_for=lambda b: windows.get(b.id),
-        )
-        if not result.ok:
-            outcome = "deny"
-            reasons = tuple(
-                f"budget {c.budget_id} is hard: {c.amount} {c.unit} needed, {c.limit - c.spent_before} remains"
-                for c in result.refused
-            )
-        else:
-            reservation_ids = result.reservation_ids
-    return DecisionResult(decision, outcome, reasons, reservation_ids, tuple(windows))
+    return reserve(session, decided, now, request_id=request_id, admission_job_id=admission_job_id)
 
 
 def audit(

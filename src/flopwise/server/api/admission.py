@@ -29,10 +29,12 @@ from flopwise.server.decisions import (
     BodyModel,
     admission_request_facts,
     audit,
-    decide_and_reserve,
+    has_quotas,
     load_scope,
+    reserve,
     trace_json,
 )
+from flopwise.server.decisions import decide as decide_facts
 from flopwise.server.deps import CatalogDep, ClockDep, CurrentPrincipal, DbDep
 from flopwise.server.errors import ApiError
 
@@ -96,15 +98,23 @@ class SettleIn(BodyModel):
     co2e_kg: Decimal | None = Field(default=None, ge=0, lt=_MAX_AMOUNT)
 
 
-def _public(session: Session, job: Any) -> AdmissionPublic:
+def _public(
+    session: Session | None, job: Any, reservations: list[AdmissionReservation] | None = None
+) -> AdmissionPublic:
+    """The job as the API shows it; with *reservations* (a job just decided) no query is made."""
     from flopwise.store import BudgetReservation
 
     trace = job.decision_trace or {}
-    rows = session.scalars(
-        select(BudgetReservation)
-        .where(BudgetReservation.admission_job_id == job.id)
-        .order_by(BudgetReservation.id)
-    )
+    if reservations is None:
+        assert session is not None
+        reservations = [
+            AdmissionReservation.model_validate(r, from_attributes=True)
+            for r in session.scalars(
+                select(BudgetReservation)
+                .where(BudgetReservation.admission_job_id == job.id)
+                .order_by(BudgetReservation.id)
+            )
+        ]
     return AdmissionPublic(
         id=job.id,
         engine=job.engine,
@@ -123,7 +133,7 @@ def _public(session: Session, job: Any) -> AdmissionPublic:
         worst_case_device_hours=job.worst_case_device_hours,
         worst_case_kwh=job.worst_case_kwh,
         worst_case_co2e_kg=job.worst_case_co2e_kg,
-        reservations=[AdmissionReservation.model_validate(r, from_attributes=True) for r in rows],
+        reservations=reservations,
         created_at=job.created_at,
         committed_at=job.committed_at,
         ended_at=job.ended_at,
@@ -184,7 +194,13 @@ def decide(
     with read_session(db) as session:
         authorize(session, principal, "member", "project", body.project_id)
         scope = load_scope(session, body.project_id, principal.user_id)
-    estimated = admission_request_facts(catalog, body, scope)
+        estimated = admission_request_facts(catalog, body, scope)
+        # decided before the write transaction, without locks (reserve() re-checks hard budgets under theirs)
+        decided = (
+            None
+            if has_quotas(session, scope)
+            else decide_facts(session, catalog, estimated, scope, now, lock=False)
+        )
     facts = estimated.facts
     inputs = body.model_dump(mode="json")
     with write_session(db) as session:
@@ -222,8 +238,11 @@ def decide(
                     [{"field": k, "message": f"was {old!r}"} for k, old, _new in changed],
                 )
             return _public(session, job)
-        result = decide_and_reserve(session, catalog, estimated, scope, now, admission_job_id=job.id)
+        if decided is None:  # quotas: decide under the budget and quota locks
+            decided = decide_facts(session, catalog, estimated, scope, now, lock=True, exclude=(None, job.id))
+        result = reserve(session, decided, now, admission_job_id=job.id)
         outcome, reasons = result.outcome, result.reasons
+        released = False
         if outcome == "require_approval":
             outcome = "deny"
             reasons = (
@@ -232,7 +251,7 @@ def decide(
             )
             from flopwise.store import release_reservations
 
-            release_reservations(session, admission_job_id=job.id)
+            released = release_reservations(session, admission_job_id=job.id) > 0
         job.state = "rejected" if outcome == "deny" else "admitted"
         job.decision_trace = trace_json(
             result.decision,
@@ -257,7 +276,18 @@ def decide(
             now,
             scope.org_id,
         )  # fmt: skip
-        return _public(session, job)
+    # after the commit: the locks are gone before the response is built (from what is known, no query)
+    state = "released" if released else "reserved"
+    reservations = (
+        [
+            AdmissionReservation(budget_id=int(r.budget_id), unit=r.unit, amount=to_money(r.amount),
+                                 reserved_amount=to_money(r.amount), state=state)
+            for r in result.decision.reservations
+        ]
+        if result.reservation_ids
+        else []
+    )  # fmt: skip
+    return _public(None, job, reservations)
 
 
 @router.get("/{engine}/{job_id}", response_model=AdmissionPublic)

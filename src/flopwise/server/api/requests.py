@@ -28,9 +28,11 @@ from flopwise.server.decisions import (
     IdPath,
     WorkloadIn,
     audit,
-    decide_and_reserve,
+    decide,
+    has_quotas,
     load_scope,
     request_facts,
+    reserve,
     trace_json,
 )
 from flopwise.server.deps import CatalogDep, ClockDep, CurrentPrincipal, DbDep, SettingsDep
@@ -125,18 +127,37 @@ class CommentIn(BodyModel):
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _public(session: Session, row: Any, now: datetime | None = None) -> RequestPublic:
+def _public(
+    session: Session | None,
+    row: Any,
+    now: datetime | None = None,
+    *,
+    fresh_reservations: list[ReservationPublic] | None = None,
+) -> RequestPublic:
+    """The request as the API shows it; with *fresh_reservations* (a request just created, so without votes or
+    comments) no query is made and *session* may be None."""
     from flopwise.store import Approval, BudgetReservation, Comment
 
     trace = row.decision_trace or {}
     state = row.state
     if now is not None and state == "pending" and row.expires_at is not None and row.expires_at <= now:
         state = "expired"  # a read does not write; the next write marks it and releases its reservations
-    votes = session.scalars(select(Approval).where(Approval.request_id == row.id).order_by(Approval.id))
-    comments = session.scalars(select(Comment).where(Comment.request_id == row.id).order_by(Comment.id))
-    reservations = session.scalars(
-        select(BudgetReservation).where(BudgetReservation.request_id == row.id).order_by(BudgetReservation.id)
-    )
+    if fresh_reservations is not None:
+        votes: Any = ()
+        comments: Any = ()
+        reserved: list[ReservationPublic] = fresh_reservations
+    else:
+        assert session is not None
+        votes = session.scalars(select(Approval).where(Approval.request_id == row.id).order_by(Approval.id))
+        comments = session.scalars(select(Comment).where(Comment.request_id == row.id).order_by(Comment.id))
+        reserved = [
+            ReservationPublic.model_validate(r, from_attributes=True)
+            for r in session.scalars(
+                select(BudgetReservation)
+                .where(BudgetReservation.request_id == row.id)
+                .order_by(BudgetReservation.id)
+            )
+        ]
     flags = [f.get("threshold_id", "") for f in (trace.get("trace") or {}).get("thresholds", [])]
     return RequestPublic(
         id=row.id,
@@ -164,7 +185,7 @@ def _public(session: Session, row: Any, now: datetime | None = None) -> RequestP
             for v in votes
         ],
         comments=[CommentPublic(id=c.id, author_id=c.author_id, body=c.body, at=c.at) for c in comments],
-        reservations=[ReservationPublic.model_validate(r, from_attributes=True) for r in reservations],
+        reservations=reserved,
         idempotency_key=row.idempotency_key,
         created_at=row.created_at,
         decided_at=row.decided_at,
@@ -273,7 +294,13 @@ def create_request(
     with read_session(db) as session:
         authorize(session, principal, "member", "project", body.project_id)
         scope = load_scope(session, body.project_id, principal.user_id)
-    estimated = request_facts(catalog, body, scope, settings.catalog_dir)
+        estimated = request_facts(catalog, body, scope, settings.catalog_dir)
+        # decided before the write transaction, without locks (reserve() re-checks hard budgets under theirs)
+        decided = (
+            None
+            if has_quotas(session, scope)
+            else decide(session, catalog, estimated, scope, now, lock=False)
+        )
     facts = estimated.facts
     inputs = body.model_dump(mode="json", exclude={"idempotency_key"})
     # frees what expired requests held, in its own short transaction: it writes audit entries, and this one
@@ -314,7 +341,9 @@ def create_request(
                 )
             response.status_code = 200
             return _public(session, row, now)
-        result = decide_and_reserve(session, catalog, estimated, scope, now, request_id=row.id)
+        if decided is None:  # quotas: decide under the budget and quota locks
+            decided = decide(session, catalog, estimated, scope, now, lock=True, exclude=(row.id, None))
+        result = reserve(session, decided, now, request_id=row.id)
         decision = result.decision
         row.state = {"allow": "approved", "require_approval": "pending", "deny": "denied"}[result.outcome]
         row.decision_trace = trace_json(
@@ -349,7 +378,17 @@ def create_request(
             now,
             scope.org_id,
         )
-        return _public(session, row, now)
+    # after the commit: the locks are gone before the response is built (from what is known, no query)
+    reservations = (
+        [
+            ReservationPublic(budget_id=int(r.budget_id), unit=r.unit, amount=to_money(r.amount),
+                              reserved_amount=to_money(r.amount), state="reserved")
+            for r in decision.reservations
+        ]
+        if result.reservation_ids
+        else []
+    )  # fmt: skip
+    return _public(None, row, now, fresh_reservations=reservations)
 
 
 @router.get("", response_model=list[RequestPublic])
