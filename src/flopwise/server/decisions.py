@@ -668,7 +668,9 @@ def window_for(budget: Budget, now: datetime) -> tuple[datetime, datetime] | Non
     return govern.budget_window(_govern_budget(budget), now)
 
 
-def budget_usage(session: Session, budget_id: int, window: tuple[datetime, datetime]) -> govern.BudgetUsage:
+def budget_usage(
+    session: Session, budget_id: int, window: tuple[datetime, datetime], budget: Budget | None = None
+) -> govern.BudgetUsage:
     """Reserved, committed and settled amounts of a budget whose ``counted_at`` falls in *window*; metered usage in
     the budget's scope that no reservation holds (``meter.burn.metered_unreserved``) counts as settled, so budgets
     burn by actuals too. Credits in the ledger lower the settled amount down to zero at most."""
@@ -685,7 +687,9 @@ def budget_usage(session: Session, budget_id: int, window: tuple[datetime, datet
         .group_by(BudgetReservation.state)
     ).all()
     by_state = {state: to_money(total) for state, total in rows if total is not None}
-    metered = metered_unreserved(session, session.get(Budget, budget_id), window)
+    metered = metered_unreserved(
+        session, budget if budget is not None else session.get(Budget, budget_id), window
+    )
     # credits (negative ledger amounts) lower what was settled, never below zero: a budget cannot be "un-used"
     settled = max(by_state.get("settled", Decimal(0)) + metered, Decimal(0))
     return govern.BudgetUsage(
@@ -845,7 +849,8 @@ def decide(
     """Decide *estimated*: budgets' usage in their current windows, quotas and the devices held, the acceptable
     use policy, the organization's policies and the regulatory thresholds, through :func:`flopwise.govern.decide`.
 
-    ``lock=False`` reads without locks (a read transaction, before the write one): :func:`reserve` re-checks
+    ``lock=False`` reads without locks (a read transaction, before the write one, for a project no quota
+    covers: :func:`has_quotas`): :func:`reserve` re-checks
     every hard budget under its row lock, so a decision taken on usage that moved meanwhile can only turn into a
     deny, never an overspend. ``lock=True`` (needed when quotas cover the project: the devices held must not
     move before the job is counted) locks the budgets, then the quotas, in the caller's write transaction.
@@ -862,9 +867,12 @@ def decide(
             continue
         windows[budget.id] = window
         states.append(
-            govern.BudgetState(_govern_budget(budget, scope), budget_usage(session, budget.id, window))
+            govern.BudgetState(
+                _govern_budget(budget, scope), budget_usage(session, budget.id, window, budget)
+            )
         )
-    quotas = _quota_states(session, catalog, scope, now, exclude, lock=lock)
+    # without the locks the caller has checked has_quotas() first: no quota covers the project
+    quotas = _quota_states(session, catalog, scope, now, exclude, lock=lock) if lock else []
     is_accepted, aup_version = aup_status(session, scope.org_id, scope.user_id)
     policies = [_parsed_policy(p.id, p.yaml_text) for p in current_policies(session, scope.org_id)]
     decision = govern.decide(
