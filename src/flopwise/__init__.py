@@ -11,7 +11,20 @@ The public API is re-exported here and imported lazily, so ``import flopwise`` s
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real signatures, for type checkers and IDEs; at run time each name loads on first use
+    from flopwise.api import estimate_serving, estimate_training
+    from flopwise.catalog import load_catalog
+    from flopwise.errors import (
+        CatalogError,
+        FlopwiseError,
+        InputError,
+        UnknownAcceleratorError,
+        UnknownModelError,
+    )
+    from flopwise.estimate import estimate_serve, estimate_train
+    from flopwise.models import count_params, load_models, parse_hf_config, resolve_model
 
 __all__ = [
     "CatalogError",

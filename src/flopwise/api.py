@@ -8,10 +8,15 @@ turns forgiving names into records, chooses the price basis and the region, and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flopwise.catalog.types import Device, Region
 from flopwise.models.types import ModelArch
+
+if TYPE_CHECKING:  # annotations only: the estimator (numpy) loads when an estimate is made
+    from flopwise.catalog.pricing import PriceQuote
+    from flopwise.estimate.serve import ServeEstimate
+    from flopwise.estimate.train import TrainEstimate
 
 __all__ = [
     "ServeReport",
@@ -31,9 +36,30 @@ DEFAULT_COUNTRY_REGION = "country:US"
 class _Context:
     model: ModelArch
     device: Device
-    price: Any  # PriceQuote | None
+    price: PriceQuote | None
     region: Region | None
     warnings: tuple[str, ...] = field(default=())
+
+    def data_age(self) -> dict[str, Any]:
+        """How old the price and grid intensity behind this estimate are (see catalog.staleness)."""
+        from flopwise.catalog.staleness import stale_days_setting, stale_note
+
+        offering = self.price.offering if self.price is not None else None
+        onprem = self.price.onprem if self.price is not None else None
+        items = []
+        if offering is not None:
+            items.append((f"the {offering.id} price", offering.retrieved))
+        elif onprem is not None:
+            items.append((f"the on-prem {onprem.device_id} purchase price", onprem.retrieved))
+        if self.region is not None:
+            items.append((f"the {self.region.id} grid intensity", self.region.retrieved))
+        days = stale_days_setting()
+        return {
+            "stale_days": days,
+            "price_retrieved": items[0][1] if items and (offering or onprem) else None,
+            "grid_retrieved": self.region.retrieved if self.region is not None else None,
+            "stale": stale_note(items, stale_days=days),
+        }
 
     def header(self) -> dict[str, Any]:
         return {
@@ -50,7 +76,7 @@ class TrainReport:
     """A training estimate with the records and price basis that produced it."""
 
     context: _Context
-    estimate: Any  # flopwise.estimate.TrainEstimate
+    estimate: TrainEstimate
     layout_note: str | None = None  # set when the parallel layout was chosen automatically
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,6 +85,7 @@ class TrainReport:
         out["warnings"] = list(self.context.warnings) + list(body.get("warnings", []))
         if self.layout_note:
             out["assumptions"] = {**out.get("assumptions", {}), "layout": self.layout_note}
+        out["assumptions"] = {**out.get("assumptions", {}), "data_age": self.context.data_age()}
         return out
 
 
@@ -67,12 +94,13 @@ class ServeReport:
     """A serving estimate with the records and price basis that produced it."""
 
     context: _Context
-    estimate: Any  # flopwise.estimate.ServeEstimate
+    estimate: ServeEstimate
 
     def to_dict(self) -> dict[str, Any]:
         body = self.estimate.to_dict()
         out = {**self.context.header(), **body}
         out["warnings"] = list(self.context.warnings) + list(body.get("warnings", []))
+        out["assumptions"] = {**out.get("assumptions", {}), "data_age": self.context.data_age()}
         return out
 
 
@@ -97,6 +125,7 @@ def _context(
         arch, model_warnings = resolve_model(model, load_models())
         warnings.extend(model_warnings)
     dev = device if isinstance(device, Device) else cat.device(device)
+    provider = _known_provider(cat, provider)
     reg = cat.region(region) if region else None
     regions = dict(cat.regions)
     quote = None
@@ -130,6 +159,22 @@ def _context(
                 f"no region given: grid intensity of {reg.id} ({reg.grid_gco2e_per_kwh:g} gCO2e/kWh)"
             )
     return _Context(arch, dev, quote, reg, tuple(warnings))
+
+
+def _known_provider(cat: Any, provider: str | None) -> str | None:
+    """*provider* as the catalog spells it; a misspelled provider is an error with suggestions, never a silent
+    fall back to on-prem prices."""
+    from flopwise.errors import InputError, suggest
+
+    if provider is None:
+        return None
+    known = sorted({o.provider for o in cat.offerings})
+    folded = {p.casefold(): p for p in known}
+    if provider.strip().casefold() in folded:
+        return folded[provider.strip().casefold()]
+    close = suggest(provider, known)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    raise InputError("--provider", provider, f"{hint}known providers: {', '.join(known)}")
 
 
 def _price_kwargs(ctx: _Context) -> dict[str, Any]:
@@ -166,6 +211,7 @@ def estimate_training(
     from flopwise.estimate import estimate_train
 
     ctx = _context(model, device, pricing, region, provider, catalog_dir)
+    _check_heads_divisible(ctx.model, int(options.get("tensor_parallel") or 1), "--tp")
     kwargs = {**_price_kwargs(ctx), **options}
     if (
         kwargs.get("zero_stage") is None
@@ -182,29 +228,39 @@ def estimate_training(
 AUTO_TENSOR_PARALLEL = (1, 2, 4, 8)
 
 
-def _fastest_fitting_layout(ctx: _Context, tokens: float, device_count: int, kwargs: dict[str, Any]):
+def _fastest_fitting_layout(
+    ctx: _Context, tokens: float, device_count: int, kwargs: dict[str, Any]
+) -> tuple[TrainEstimate, str]:
     """Try ZeRO stage 0-3 x tensor parallel 1-8 x selective/full recompute and keep the layout that fits in
     memory with the fewest device-hours (the estimator charges exposed communication and recompute FLOPs).
     When nothing fits, the layout with the least memory per device is returned (its estimate says it does not fit).
     """
     from flopwise.estimate import estimate_train
 
+    # a recompute mode the caller gives is kept (the estimator checks it); else selective and full are tried
+    modes = (kwargs["recompute"],) if kwargs.get("recompute") is not None else ("selective", "full")
     layouts = [
         (zero, tp, recompute)
         for tp in AUTO_TENSOR_PARALLEL
-        if tp <= device_count and device_count % tp == 0 and (tp == 1 or ctx.device.interconnect_gb_per_s > 0)
-        for recompute in ("selective", "full")
+        if tp <= device_count
+        and device_count % tp == 0
+        and (tp == 1 or ctx.device.interconnect_gb_per_s > 0)
+        and (not ctx.model.n_heads or ctx.model.n_heads % tp == 0)  # whole heads per device
+        for recompute in modes
         for zero in (0, 1, 2, 3)
         if not (zero and device_count // tp == 1)
     ]
-    if kwargs.get("recompute") is not None and "recompute" in kwargs:
-        layouts = [lay for lay in layouts if lay[2] == kwargs["recompute"]]
     rest = {
         k: v
         for k, v in kwargs.items()
         if k not in ("zero_stage", "tensor_parallel", "pipeline_parallel", "recompute")
     }
-    best = smallest = None
+    if not layouts:
+        from flopwise.errors import InputError
+
+        raise InputError("device_count", device_count, "give a whole number of devices, 1 or more")
+    best: tuple[TrainEstimate, tuple[int, int, str]] | None = None
+    smallest: tuple[TrainEstimate, tuple[int, int, str]] | None = None
     for zero, tp, recompute in layouts:
         est = estimate_train(
             ctx.model,
@@ -220,7 +276,9 @@ def _fastest_fitting_layout(ctx: _Context, tokens: float, device_count: int, kwa
             best = (est, (zero, tp, recompute))
         if smallest is None or est.memory.total_bytes < smallest[0].memory.total_bytes:
             smallest = (est, (zero, tp, recompute))
-    est, (zero, tp, recompute) = best or smallest
+    chosen = best or smallest
+    assert chosen is not None  # layouts is not empty
+    est, (zero, tp, recompute) = chosen
     verdict = "the fastest layout that fits" if best else "nothing fits; the layout with the least memory"
     return est, (
         f"layout chosen automatically ({verdict}): ZeRO stage {zero}, tensor parallel {tp}, "
@@ -246,8 +304,68 @@ def estimate_serving(
     from flopwise.estimate import estimate_serve
 
     ctx = _context(model, device, pricing, region, provider, catalog_dir)
-    est = estimate_serve(ctx.model, ctx.device, device_count=device_count, **_price_kwargs(ctx), **options)
+    _check_serving_shape(ctx.model, device_count, options)
+    price = _price_kwargs(ctx)
+    est = estimate_serve(ctx.model, ctx.device, device_count=device_count, **price, **options)
+    batch = int(options.get("batch", 1))
+    if not est.fits and batch > 1:
+        _refuse_batch(ctx, device_count, batch, price, options)
     return ServeReport(ctx, est)
+
+
+def _check_serving_shape(arch: ModelArch, device_count: int, options: dict[str, Any]) -> None:
+    """Refuse what an engine refuses: tensor parallelism that does not divide the attention heads (vLLM and
+    TensorRT-LLM shard whole heads), and a prompt plus output longer than the model's context window."""
+    from flopwise.errors import InputError
+
+    _check_heads_divisible(arch, device_count, "--count")
+    tokens = int(options.get("input_tokens", 512)) + int(options.get("output_tokens", 256))
+    if arch.max_context and tokens > arch.max_context:
+        raise InputError(
+            "--input-tokens/--output-tokens",
+            tokens,
+            f"prompt + output exceed {arch.id}'s context window of {arch.max_context:,} tokens",
+        )
+
+
+def _check_heads_divisible(arch: ModelArch, tensor_parallel: int, field: str) -> None:
+    """Tensor parallelism shards whole attention heads (Megatron-LM, vLLM, TensorRT-LLM): it must divide them."""
+    from flopwise.errors import InputError
+
+    if arch.n_heads and tensor_parallel > 1 and arch.n_heads % tensor_parallel:
+        divisors = [d for d in (1, 2, 4, 8, 16, 32, 64) if arch.n_heads % d == 0]
+        raise InputError(
+            field,
+            tensor_parallel,
+            f"tensor parallelism must divide {arch.id}'s {arch.n_heads} attention heads; "
+            f"use one of {', '.join(map(str, divisors))}",
+        )
+
+
+def _refuse_batch(
+    ctx: _Context, device_count: int, batch: int, price: dict[str, Any], options: dict[str, Any]
+):
+    """A batch that does not fit in memory is an error naming the largest batch that does (bisection over the
+    same estimator), not a warning beside a cheaper cost per token that no server could deliver."""
+    from flopwise.errors import InputError
+    from flopwise.estimate import estimate_serve
+
+    def fits(b: int) -> bool:
+        opts = {**options, "batch": b}
+        return estimate_serve(ctx.model, ctx.device, device_count=device_count, **price, **opts).fits
+
+    if not fits(1):
+        return  # nothing fits, whatever the batch: the estimate says so (fits: no) with what to change
+    lo, hi = 1, batch  # fits(lo), not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    raise InputError(
+        "--batch",
+        batch,
+        f"at most {lo} concurrent sequences of this length fit in {device_count} x {ctx.device.id} memory; "
+        f"lower --batch to {lo} or less, or use --kv-dtype fp8, a smaller --quant or more devices",
+    )
 
 
 # --------------------------------------------------------------------------------------------- calibration
@@ -271,10 +389,14 @@ SERVE_CALIBRATED_FIELDS = {
 
 
 def workload_kind(method_or_workload: str) -> str:
-    """The ledger's workload kind of an estimate: full training 'train', LoRA/QLoRA 'fine_tune', else as given."""
-    return {"full": "train", "lora": "fine_tune", "qlora": "fine_tune"}.get(
-        method_or_workload, method_or_workload
-    )
+    """The ledger's workload kind of an estimate: full training 'train', LoRA/QLoRA 'fine-tune', else the
+    canonical spelling of the workload kind given (``flopwise.vocab``)."""
+    from flopwise.vocab import workload_kind as canonical_workload
+
+    methods = {"full": "train", "lora": "fine-tune", "qlora": "fine-tune"}
+    if method_or_workload in methods:
+        return methods[method_or_workload]
+    return canonical_workload(method_or_workload)
 
 
 def load_calibration(database_url: str | None = None) -> dict[str, dict[tuple[str, str], float]]:
@@ -303,6 +425,8 @@ def apply_calibration(
     times that metric's factor for (device, kind). The raw estimate stays as it was; no factor, no block."""
     from decimal import Decimal
 
+    from flopwise import money
+
     used = {m: f[(device_id, kind)] for m, f in factors.items() if (device_id, kind) in f}
     if not used:
         return data
@@ -316,7 +440,7 @@ def apply_calibration(
                 continue
             scale = factor**power
             if isinstance(value, str):  # money as a decimal string
-                block[field_name] = str((Decimal(value) * Decimal(repr(scale))).quantize(Decimal("0.01")))
+                block[field_name] = str(money.quantize(Decimal(value) * Decimal(repr(scale))))
             elif isinstance(value, (int, float)):
                 block[field_name] = value * scale
     return {**data, "calibrated": block}

@@ -252,9 +252,14 @@ def resolve_connection(
         raise InputError(
             f"url (from {url_source})", resolved_url, "give an http:// or https:// URL such as " + DEFAULT_URL
         )
-    return Connection(
-        resolved_url, resolved_token.strip() if resolved_token else None, url_source, token_source
-    )
+    resolved_token = resolved_token.strip() if resolved_token else None
+    if resolved_token is not None and not (resolved_token.isascii() and resolved_token.isprintable()):
+        raise InputError(
+            f"token (from {token_source})",
+            resolved_token,
+            "a token is printable ASCII (fw_...); copy it again",
+        )
+    return Connection(resolved_url, resolved_token, url_source, token_source)
 
 
 # --- the client ---------------------------------------------------------------------------------------------
@@ -352,6 +357,10 @@ class FlopwiseClient:
         self, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> dict[str, Any]:
         """Create a compute request; the server estimates it and returns the decision with its trace."""
+        if idempotency_key and not (idempotency_key.isascii() and idempotency_key.isprintable()):
+            raise InputError(
+                "idempotency key", idempotency_key, "use printable ASCII (letters, digits, - and _)"
+            )
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self.call("POST", "/requests", json_body=dict(body), headers=headers)
 

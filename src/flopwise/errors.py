@@ -11,8 +11,9 @@
     │   ├── UnknownRegionError        a region that resolves to nothing (with suggestions)
     │   └── ModelConfigError          a Hugging Face config.json that cannot be read
     ├── IngestError                   a usage file that cannot be understood at all (path, line, fix)
-    └── UnsupportedError              a valid request the hardware or estimator cannot do
-                                      (e.g. a quantization the device cannot run)
+    ├── UnsupportedError              a valid request the hardware or estimator cannot do
+    │                                 (e.g. a quantization the device cannot run)
+    └── InfeasibleError               a valid question with no answer that meets its targets (CLI exit 4)
 
 The domain raises; the edges (CLI, API) translate into exit codes and HTTP statuses.
 """
@@ -26,6 +27,7 @@ __all__ = [
     "CatalogError",
     "CatalogFileError",
     "FlopwiseError",
+    "InfeasibleError",
     "IngestError",
     "InputError",
     "ModelConfigError",
@@ -131,3 +133,7 @@ class IngestError(FlopwiseError):
 
 class UnsupportedError(FlopwiseError):
     """A valid request that the hardware or the estimator cannot do."""
+
+
+class InfeasibleError(FlopwiseError):
+    """A valid question with no option that meets its targets (e.g. nothing fits a deadline). CLI exit 4."""

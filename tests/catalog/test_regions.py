@@ -1,80 +1,20 @@
-"""Checks of catalog/data/regions.csv and of scripts/fetch_regions.py, which must reproduce it byte for byte."""
+"""Checks of catalog/data/regions.csv (written by `flopwise catalog refresh`; tests/catalog/test_fetch.py holds it
+to the carbon snapshots)."""
 
 from __future__ import annotations
 
-import importlib.util
-import math
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from flopwise.catalog.loader import BUILTIN_DATA_DIR, read_regions
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "fetch_regions.py"
-CARBON_DIR = REPO.parent / "shared" / "data" / "carbon"
 REGIONS_CSV = BUILTIN_DATA_DIR / "regions.csv"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("fetch_regions", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
 
 
 @pytest.fixture(scope="module")
 def regions():
     return {r.id: r for r, _, _ in read_regions(REGIONS_CSV)}
-
-
-@pytest.fixture(scope="module")
-def carbon_dir():
-    needed = [CARBON_DIR / "cloud-region-impact.csv", CARBON_DIR / "gcp-region-carbon-2024.csv"]
-    missing = [str(p) for p in needed if not p.exists()]
-    if missing:
-        pytest.skip(f"shared carbon data not found: {', '.join(missing)}")
-    return CARBON_DIR
-
-
-def test_script_reproduces_committed_file(carbon_dir):
-    module = _load_script()
-    text = module.render_csv(module.build_regions(carbon_dir))
-    assert text == REGIONS_CSV.read_text(encoding="utf-8"), (
-        "regions.csv is stale: run scripts/fetch_regions.py"
-    )
-
-
-def test_script_check_mode(carbon_dir, tmp_path, capsys):
-    module = _load_script()
-    out = tmp_path / "regions.csv"
-    assert module.main(["--carbon-dir", str(carbon_dir), "--out", str(out)]) == 0
-    assert module.main(["--carbon-dir", str(carbon_dir), "--out", str(out), "--check"]) == 0
-    out.write_text(out.read_text(encoding="utf-8") + "x\n", encoding="utf-8")
-    assert module.main(["--carbon-dir", str(carbon_dir), "--out", str(out), "--check"]) == 1
-    assert "stale" in capsys.readouterr().err
-
-
-def test_every_gcp_region_of_the_inputs_is_written(carbon_dir, regions):
-    module = _load_script()
-    google = module.read_google(carbon_dir / module.GOOGLE_FILE)
-    for name, row in google.items():
-        region = regions[f"gcp:{name}"]
-        # Google's own 2024 grid figure wins over codecarbon's
-        assert math.isclose(
-            region.grid_gco2e_per_kwh, float(row["Grid carbon intensity (gCO2eq / kWh)"]), rel_tol=1e-9
-        )
-        assert region.source_url == module.GOOGLE_URL
-    for row in module.read_codecarbon(carbon_dir / module.CODECARBON_FILE):
-        provider = row["provider"].strip()
-        region = module.REGION_ID_FIXES.get((provider, row["region"].strip()), row["region"].strip())
-        assert f"{provider}:{region}" in regions
 
 
 def test_ids_unique_and_shaped(regions):
@@ -113,20 +53,19 @@ def test_provider_pue(regions):
     assert regions["gcp:us-central1"].pue == 1.10
     assert regions["aws:us-east-1"].pue == 1.15
     assert regions["azure:eastus"].pue == 1.18
-    assert regions["lambda:us"].pue == regions["country:DE"].pue == 1.56
+    assert regions["lambda:us-east-1"].pue == regions["country:DE"].pue == 1.56
 
 
 def test_spot_checks(regions):
-    # Google 2024: Iowa 412.72, Montreal 5.48 gCO2e/kWh
-    assert regions["gcp:us-central1"].grid_gco2e_per_kwh == pytest.approx(412.72)
-    assert regions["gcp:northamerica-northeast1"].grid_gco2e_per_kwh == pytest.approx(5.48)
-    # codecarbon's misspelt 'me-cenrtal1' is merged into me-central1
-    assert "gcp:me-cenrtal1" not in regions and regions["gcp:me-central1"].country == "QA"
+    # Google 2025 (newest year first): Iowa 431.95, Montreal 11.36 gCO2e/kWh
+    assert regions["gcp:us-central1"].grid_gco2e_per_kwh == pytest.approx(431.95)
+    assert regions["gcp:northamerica-northeast1"].grid_gco2e_per_kwh == pytest.approx(11.36)
+    assert regions["gcp:me-central1"].country == "QA"
     # AWS us-east-1 takes the grid of the GCP region in the same metro (us-east4, Ashburn)
     assert regions["aws:us-east-1"].grid_gco2e_per_kwh == regions["gcp:us-east4"].grid_gco2e_per_kwh
     assert regions["aws:us-east-1"].basis == "derived"
-    # Ember 2023 via OWID: France 56, Poland 662, India 713
-    assert [regions[f"country:{c}"].grid_gco2e_per_kwh for c in ("FR", "PL", "IN")] == [56, 662, 713]
+    # Ember via OWID, newest year (2024): France 44.18, Poland 614.98, India 708.32
+    assert [regions[f"country:{c}"].grid_gco2e_per_kwh for c in ("FR", "PL", "IN")] == [44.18, 614.98, 708.32]
     assert regions["country:FR"].grid_gco2e_per_kwh < regions["country:US"].grid_gco2e_per_kwh
 
 

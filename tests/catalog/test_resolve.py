@@ -12,9 +12,7 @@ from flopwise.catalog.resolve import normalize_name
 from flopwise.errors import UnknownAcceleratorError, UnknownRegionError
 
 DCGM_SCRAPE = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
+    Path(__file__).resolve().parents[1]
     / "data"
     / "dcgm"
     / "h100x8-dcgm-exporter-scrape.prom"
@@ -106,8 +104,7 @@ def test_every_id_name_and_alias_resolves_to_itself(cat):
 
 
 def test_dcgm_model_names_resolve(cat):
-    if not DCGM_SCRAPE.is_file():
-        pytest.skip(f"sample file {DCGM_SCRAPE} is absent")
+    assert DCGM_SCRAPE.is_file(), f"sample file {DCGM_SCRAPE} is absent"
     names = set(re.findall(r'modelName="([^"]+)"', DCGM_SCRAPE.read_text(encoding="utf-8")))
     assert names
     for name in names:
@@ -161,8 +158,8 @@ def _needs_region(cat, *ids: str) -> None:
     ("name", "region_id"),
     [
         ("aws:us-east-1", "aws:us-east-1"),
-        ("us-east-1", "aws:us-east-1"),
-        ("US-EAST-1", "aws:us-east-1"),
+        ("ap-northeast-3", "aws:ap-northeast-3"),
+        ("AP-NORTHEAST-3", "aws:ap-northeast-3"),
         ("FR", "country:FR"),
         ("fr", "country:FR"),
         ("France", "country:FR"),
@@ -180,6 +177,14 @@ def test_ambiguous_region_lists_candidates(cat):
     with pytest.raises(UnknownRegionError, match="Ambiguous") as info:
         cat.region("useast-1")
     assert {"aws:us-east-1", "gcp:us-east1"} <= set(info.value.suggestions)
+
+
+def test_region_code_of_two_providers_is_ambiguous(cat):
+    # AWS and Lambda both name a region us-east-1: the bare code must not silently pick one
+    _needs_region(cat, "aws:us-east-1", "lambda:us-east-1")
+    with pytest.raises(UnknownRegionError, match="Ambiguous") as info:
+        cat.region("us-east-1")
+    assert {"aws:us-east-1", "lambda:us-east-1"} <= set(info.value.suggestions)
 
 
 def test_unknown_region_suggests(cat):

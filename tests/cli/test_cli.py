@@ -151,8 +151,21 @@ def test_estimate_train_json_has_the_documented_keys():
 
 
 def test_estimate_train_names_resolve_to_the_same_model():
-    a = invoke_json("estimate", "train", "--model", "Llama 3.1 8B", "--tokens", "1T", "--device", "h100-sxm")
-    b = invoke_json("estimate", "train", "--model", "llama-3.1-8b", "--tokens", "1T", "--device", "H100")
+    a = invoke_json(
+        "estimate",
+        "train",
+        "--model",
+        "Llama 3.1 8B",
+        "--tokens",
+        "1T",
+        "--device",
+        "h100-sxm",
+        "--count",
+        "8",
+    )
+    b = invoke_json(
+        "estimate", "train", "--model", "llama-3.1-8b", "--tokens", "1T", "--device", "H100", "--count", "8"
+    )
     assert a["flops"] == b["flops"] and a["model"] == b["model"] == "llama-3.1-8b"
 
 
@@ -161,6 +174,14 @@ def test_estimate_serve_json_has_the_documented_keys():
     assert data.keys() >= SERVE_KEYS
     assert data["fits"] is True
     assert data["tpot_ms"] > 0 and data["ttft_ms"] > 0
+
+
+@pytest.mark.parametrize(
+    ("typed", "bpw"), [("F16", 16.0), ("BF16", 16.0), ("Q4_K_S", 4.58), ("IQ4_XS", 4.25), ("Q5_K_M", 5.68), ("Q8_0", 8.5)]
+)
+def test_estimate_serve_takes_gguf_names_llama_cpp_users_type(typed, bpw):
+    data = invoke_json("estimate", "serve", "--model", "llama-3.1-8b", "--device", "L4", "--quant", typed)
+    assert data["memory"]["assumptions"]["bits_per_weight"] == bpw
 
 
 def test_estimate_serve_apple_and_onprem():

@@ -447,3 +447,22 @@ def test_unreachable_server_from_the_cli_exits_1() -> None:
         env={"FLOPWISE_CONFIG": "/nonexistent/flopwise.toml"},
     )
     assert result.exit_code == 1 and "cannot reach" in result.stderr
+
+
+def test_request_create_takes_tokens_with_a_suffix_and_old_spellings(world: World) -> None:
+    """``--tokens 2B`` as ``estimate`` takes it; ``fine_tune`` / ``on_demand`` are aliases; typos fail locally."""
+    args = ["request", "create", "--project", str(world.project_id), "--device", "h100-sxm", "--count", "8"]
+    answer = fw_json(
+        world, world.member_token, *args, "--workload", "fine_tune", "--pricing", "on_demand",
+        "--model", "llama-3.1-8b", "--tokens", "2B", "--method", "lora",
+    )  # fmt: skip
+    assert answer["workload"] == "fine-tune"
+    one = fw_json(
+        world, world.member_token, *args, "--workload", "fine-tune", "--model", "llama-3.1-8b",
+        "--tokens", "1e9", "--method", "lora",
+    )  # fmt: skip
+    assert answer["estimated_flops"] == pytest.approx(2 * one["estimated_flops"], rel=1e-6)
+    bad = fw(world, world.member_token, *args, "--workload", "train", "--model", "llama-3.1-8b", "--tokens", "2X")
+    assert bad.exit_code == 2 and "--tokens" in bad.stderr
+    typo = fw(world, world.member_token, *args, "--workload", "fine-tunning", "--hours", "1")
+    assert typo.exit_code == 2 and "did you mean 'fine-tune'" in typo.stderr

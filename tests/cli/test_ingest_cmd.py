@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from flopwise.cli.main import app
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 runner = CliRunner()
 
 
 def sample(rel: str) -> Path:
     path = DATA / rel
-    if not path.exists():
-        pytest.skip(f"sample file {rel} is absent from ../shared/data")
+    assert path.exists(), f"sample file {rel} is missing from tests/data (see tests/data/README.md)"
     return path
 
 
@@ -26,7 +24,7 @@ def test_ingest_json_twice_then_duplicates(tmp_path):
     args = ["ingest", "slurm", str(sample("slurm/hb-jobinfo-sacct.txt")), "--database-url", db,
             "--assume-tz", "Europe/Amsterdam", "--format", "hb-jobinfo", "--cluster", "hb", "--json"]  # fmt: skip
     first = runner.invoke(app, args)
-    assert first.exit_code == 0, first.output
+    assert first.exit_code == 5, first.output  # partial: some rows rejected, the others stored
     body = json.loads(first.stdout)
     assert (body["status"], body["rows_read"], body["records_inserted"], body["rows_rejected"]) == (
         "partial", 242, 87, 19,
@@ -45,16 +43,16 @@ def test_ingest_table_and_rejects_on_stderr(tmp_path):
     result = runner.invoke(
         app, ["ingest", "focus", str(sample("focus/focus-1.0-sample.csv")), "--database-url", db]
     )
-    assert result.exit_code == 0
+    assert result.exit_code == 2  # every row rejected: bad input, not success
     assert "rows read" in result.stdout and "1,000" in result.stdout
     assert "no time zone" in result.stderr  # every row rejected with its reason: --assume-tz was not given
 
 
-def test_failed_run_exits_1_with_one_message(tmp_path):
+def test_failed_run_exits_2_with_one_message(tmp_path):
     db = f"sqlite:///{tmp_path / 'f.db'}"
     result = runner.invoke(app, ["ingest", "focus", str(sample("dcgm/h100x8-dcgm-exporter-scrape.prom")),
                                  "--database-url", db])  # fmt: skip
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the input could not be understood: bad input
     assert "not a FOCUS file" in result.stderr and "nothing of this input was kept" in result.stderr
 
 

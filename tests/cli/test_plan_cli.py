@@ -82,7 +82,7 @@ def test_plan_serve_table_and_impossible_slo():
     result = runner.invoke(
         app, ["plan", "serve", *CHAT[:-4], "--ttft-p95-ms", "0.01", "--tpot-p95-ms", "0.01", "--json"]
     )
-    assert result.exit_code == 1  # answered, but nothing is feasible
+    assert result.exit_code == 4  # answered, but nothing is feasible
     data = json.loads(result.stdout)
     assert data["options"] == []
     assert data["rejected"], "an impossible SLO must say why, not return an empty answer"
@@ -122,11 +122,11 @@ def test_plan_fleet_example():
     assert table.exit_code == 0 and "best single type" in table.stdout
 
 
-def test_plan_fleet_impossible_exits_1():
+def test_plan_fleet_impossible_exits_4():
     result = runner.invoke(
         app, ["plan", "fleet", str(ROOT / "tests" / "plan" / "fixtures" / "fleet-impossible.yaml")]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 4
     assert "no feasible fleet" in result.stderr
 
 

@@ -16,14 +16,13 @@ from flopwise.meter.focus import parse_focus_file
 from flopwise.store import make_engine, make_session_factory, upgrade, write_session
 from flopwise.store.ledger import UsageRecordRow
 
-SAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "focus" / "focus-1.0-sample.csv"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "focus" / "focus-1.0-sample.csv"
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory) -> tuple[str, list]:
-    if not SAMPLE.exists():
-        pytest.skip(f"sample file {SAMPLE.name} not found in {SAMPLE.parent}")
+    assert SAMPLE.exists(), f"sample file {SAMPLE.name} not found in {SAMPLE.parent}"
     url = "sqlite:///" + (tmp_path_factory.mktemp("report") / "flopwise.db").as_posix()
     upgrade(url)
     records = list(parse_focus_file(SAMPLE, assume_tz="UTC"))

@@ -118,6 +118,10 @@ def test_audit_verify_ok_tampered_and_anchor(db_url):
 
 def test_verify_on_a_database_without_schema(tmp_path):
     url = "sqlite:///" + (tmp_path / "empty.db").as_posix()
+    missing = _run("audit", "verify", "--database-url", url)
+    assert missing.exit_code == 2 and "no database file" in missing.stderr  # a read creates no file
+    assert not (tmp_path / "empty.db").exists()
+    (tmp_path / "empty.db").touch()  # an empty file is an empty SQLite database
     result = _run("audit", "verify", "--database-url", url)
     assert result.exit_code == 1 and "no flopwise schema" in result.stderr
 

@@ -233,3 +233,39 @@ def test_decode_overhead_is_per_layer_and_zero_without_data():
     assert timing.decode_overhead_s(80, "gpu") == pytest.approx(2.5 * timing.decode_overhead_s(32, "gpu"))
     assert timing.decode_overhead_s(32, "tpu") == 0.0
     assert timing.decode_overhead_s(32, "unknown-kind") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("typed", "name", "bpw"),
+    [
+        ("F16", "fp16", 16.0),
+        ("BF16", "bf16", 16.0),
+        ("F32", "fp32", 32.0),
+        ("Q8_0", "q8_0", 8.5),  # block_q8_0: 34 B / 32
+        ("Q4_1", "q4_1", 5.0),  # block_q4_1: 20 B / 32
+        ("Q5_1", "q5_1", 6.0),  # block_q5_1: 24 B / 32
+        ("IQ4_XS", "iq4_xs", 4.25),  # block_iq4_xs: 136 B / 256
+        ("IQ4_NL", "iq4_nl", 4.5),  # block_iq4_nl: 18 B / 32
+        ("IQ3_XXS", "iq3_xxs", 3.0625),  # block_iq3_xxs: 98 B / 256
+        ("IQ2_XXS", "iq2_xxs", 2.0625),  # block_iq2_xxs: 66 B / 256
+        ("IQ1_S", "iq1_s", 1.5625),  # block_iq1_s: 50 B / 256
+        ("Q4_K_S", "q4_k_s", 4.58),  # llama.cpp quantize README, Llama 2 7B
+        ("Q5_K_S", "q5_k_s", 5.52),
+        ("Q3_K_L", "q3_k_l", 4.27),
+        ("Q5_K_M", "q5_k_m", 5.68),
+        ("Q3_K", "q3_k_m", 3.91),  # llama-quantize: alias for Q3_K_M
+        ("IQ3_M", "iq3_m", 3.66),  # llama-quantize: 3.66 bpw quantization mix
+    ],
+)
+def test_gguf_names_as_llama_cpp_users_type_them(typed, name, bpw):
+    q = quant.get_quant(typed)
+    assert (q.name, q.bits_per_weight) == (name, pytest.approx(bpw))
+    assert q.is_weight_only == (name not in ("fp16", "bf16", "fp32"))
+
+
+def test_gguf_weight_bytes_follow_bits_per_weight():
+    """An 8.03B-parameter model in IQ4_XS holds 8.03e9 x 4.25 / 8 bytes of weights (about 4.27 GB)."""
+    q = quant.get_quant("IQ4_XS")
+    assert 8.03e9 * q.bits_per_weight / 8 == pytest.approx(4.266e9, rel=1e-3)
+    with pytest.raises(InputError, match="quant"):
+        quant.get_quant("Q4_K_X")

@@ -23,7 +23,7 @@ from flopwise.meter.record import RejectedRow, UsageRecord
 from flopwise.meter.sacct import parse_sacct
 
 ROOT = Path(__file__).resolve().parents[2]
-SLURM = ROOT / ".." / "shared" / "data" / "slurm"
+SLURM = ROOT / "tests" / "data" / "slurm"
 FIXTURES = ROOT / "tests" / "fixtures" / "meter"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

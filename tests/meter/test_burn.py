@@ -5,7 +5,6 @@ hb-jobinfo sacct sample burning a device-hour budget."""
 from __future__ import annotations
 
 import math
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,49 +44,21 @@ from flopwise.store import (
     write_session,
 )
 from flopwise.store.ledger import AttributionRule, BudgetAlert, UsageRecordRow
+from pgutil import BACKENDS, throwaway_database_url
 
-PG_URL = os.environ.get("FLOPWISE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-SLURM = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "slurm"
+SLURM = Path(__file__).resolve().parents[1] / "data" / "slurm"
 NOW = datetime(2025, 3, 16, tzinfo=UTC)  # the middle of March
 
 
-def _pg(sql: str | None = None) -> str | None:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PG_URL)
-    try:
-        with psycopg.connect(
-            host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-            dbname=url.database, connect_timeout=3, autocommit=True,
-        ) as conn:  # fmt: skip
-            if sql:
-                conn.execute(sql)
-    except psycopg.Error as exc:
-        return f"PostgreSQL at {PG_URL} is unreachable ({type(exc).__name__}); set FLOPWISE_TEST_POSTGRES_URL"
-    return None
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def factory(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[sessionmaker]:
-    if request.param == "sqlite":
-        url = "sqlite:///" + (tmp_path_factory.mktemp("burn") / "flopwise.db").as_posix()
-        schema = None
-    else:
-        reason = _pg()
-        if reason:
-            pytest.skip(reason)
-        schema = f"flopwise_burn_{uuid.uuid4().hex[:10]}"
-        _pg(f"CREATE SCHEMA {schema}")
-        url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
-    upgrade(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
-    if schema:
-        _pg(f"DROP SCHEMA {schema} CASCADE")
+    with throwaway_database_url(request.param, tmp_path_factory, "burn") as url:
+        upgrade(url)
+        engine = make_engine(url)
+        yield make_session_factory(engine)
+        engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -238,8 +209,7 @@ def test_hard_budget_overrun_by_actuals_is_recorded_and_forecast(factory, world)
 
 def test_real_sacct_sample_burns_a_team_device_hour_budget(factory, world):
     path = SLURM / "hb-jobinfo-sacct.txt"
-    if not path.exists():
-        pytest.skip(f"sample file {path.name} not found in {SLURM}")
+    assert path.exists(), f"sample file {path.name} not found in {SLURM}"
     rejected: list[RejectedRow] = []
     with path.open(encoding="utf-8") as f:
         records = list(

@@ -37,7 +37,7 @@ from flopwise.store import (
 from flopwise.store.ledger import UsageRecordRow
 
 #: the (device, workload) biases of the synthetic history: actual = estimate x bias x lognormal noise
-BIASES = {("h100-sxm", "train"): 1.35, ("a100-sxm-80gb", "fine_tune"): 0.8, ("l4", "serve"): 1.1}
+BIASES = {("h100-sxm", "train"): 1.35, ("a100-sxm-80gb", "fine-tune"): 0.8, ("l4", "serve"): 1.1}
 NOISE_SIGMA = 0.15
 
 

@@ -1,5 +1,5 @@
 """Raw AWS CUR, Azure EA and OCI cost exports mapped to FOCUS-named records, on the real samples in
-../shared/data/focus (from finopsfoundation/focus_converters' provider tests)."""
+tests/data/focus (from finopsfoundation/focus_converters' provider tests)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from flopwise.meter.cloud_exports import (
 )
 from flopwise.meter.focus import ParseReport, focus_csv_lines, open_text, parse_focus
 
-FOCUS_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "focus"
+FOCUS_DATA = Path(__file__).resolve().parents[1] / "data" / "focus"
 
 SAMPLES = {
     "aws-cur-anonymous-sample.csv": (parse_aws_cur, "aws-cur", 1281, "lineItem/UnblendedCost"),
@@ -74,7 +74,7 @@ def test_sample_reconciles_and_the_bill_total_is_kept(name, catalog, capsys):
     assert all(
         r.charge_period_start.tzinfo is UTC and r.charge_period_end >= r.charge_period_start for r in records
     )
-    # none of these samples bills an accelerator (see ../shared/data/README.md)
+    # none of these samples bills an accelerator (see tests/data/README.md)
     assert all(r.x_device_type is None for r in records)
     again, _ = _parse(parser, path, catalog=catalog)
     assert [r.source_key for r in again] == [r.source_key for r in records]

@@ -1,4 +1,4 @@
-"""DCGM exporter scrapes: the real 8xH100 scrape in ../shared/data/dcgm and two handmade scrapes (MIG, energy)."""
+"""DCGM exporter scrapes: the real 8xH100 scrape in tests/data/dcgm and two handmade scrapes (MIG, energy)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from flopwise.meter.dcgm import (
 from flopwise.meter.record import RejectedRow
 
 ROOT = Path(__file__).resolve().parents[2]
-REAL = ROOT / ".." / "shared" / "data" / "dcgm" / "h100x8-dcgm-exporter-scrape.prom"
+REAL = ROOT / "tests" / "data" / "dcgm" / "h100x8-dcgm-exporter-scrape.prom"
 FIXTURES = ROOT / "tests" / "fixtures" / "meter"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=60)

@@ -32,7 +32,7 @@ from flopwise.meter.focus import (
 from flopwise.meter.record import RejectedRow
 
 ROOT = Path(__file__).resolve().parents[2]
-FOCUS_DATA = ROOT / ".." / "shared" / "data" / "focus"
+FOCUS_DATA = ROOT / "tests" / "data" / "focus"
 HANDMADE = ROOT / "tests" / "fixtures" / "meter" / "focus-gpu-handmade.csv"
 
 

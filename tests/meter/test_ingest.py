@@ -1,4 +1,4 @@
-"""The ingest pipeline on the real sample files in ../shared/data, on SQLite and PostgreSQL.
+"""The ingest pipeline on the real sample files in tests/data, on SQLite and PostgreSQL.
 
 Every sample ingests; the same file twice adds nothing; input rows reconcile with ledger records, rejects and
 rolled-up rows; a truncated file, a wrong delimiter and a file of the wrong kind behave; a URL is read through
@@ -45,7 +45,7 @@ database_url = _store.database_url
 engine = _store.engine
 factory = _store.factory
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 CAT = load_catalog()
 SCRAPED_AT = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -73,8 +73,7 @@ SAMPLES = [
 
 def sample(rel: str) -> Path:
     path = DATA / rel
-    if not path.exists():
-        pytest.skip(f"sample file {rel} is absent from ../shared/data")
+    assert path.exists(), f"sample file {rel} is missing from tests/data (see tests/data/README.md)"
     return path
 
 

@@ -1,4 +1,4 @@
-"""parse_sacct on the real sacct outputs in ../shared/data/slurm, checked against XDMoD's expected records."""
+"""parse_sacct on the real sacct outputs in tests/data/slurm, checked against XDMoD's expected records."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from flopwise.meter.sacct import (
     parse_slurm_duration_s,
 )
 
-SLURM = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "slurm"
+SLURM = Path(__file__).resolve().parents[1] / "data" / "slurm"
 
 
 def _need(name: str) -> Path:

@@ -1,4 +1,4 @@
-"""parse_hf_config on the real Hugging Face configs in ../shared/data/hf_configs and on hand-written ones."""
+"""parse_hf_config on the real Hugging Face configs in tests/data/hf_configs and on hand-written ones."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from flopwise.errors import ModelConfigError
 from flopwise.models import count_params, load_models, parse_hf_config, resolve_model
 
-HF_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "hf_configs"
-CONFIGS = sorted(HF_DIR.glob("*.config.json")) if HF_DIR.is_dir() else []
-needs_data = pytest.mark.skipif(not CONFIGS, reason=f"real HF configs not found in {HF_DIR}")
+HF_DIR = Path(__file__).resolve().parents[1] / "data" / "hf_configs"
+CONFIGS = sorted(HF_DIR.glob("*.config.json"))
+assert CONFIGS, f"real HF configs missing from {HF_DIR}"
 TOTAL_RTOL = 0.03
 ACTIVE_RTOL = 0.05
 
@@ -44,7 +44,6 @@ def _stem(path: Path) -> str:
     return path.name[: -len(".config.json")]
 
 
-@needs_data
 @pytest.mark.parametrize("path", CONFIGS, ids=_stem)
 def test_every_shared_config_parses(path: Path) -> None:
     parsed = parse_hf_config(path)
@@ -56,12 +55,10 @@ def test_every_shared_config_parses(path: Path) -> None:
     assert all(isinstance(w, str) and w for w in parsed.warnings)
 
 
-@needs_data
 @pytest.mark.parametrize("stem", sorted(PUBLISHED), ids=str)
 def test_parsed_counts_match_published(stem: str) -> None:
     path = HF_DIR / f"{stem}.config.json"
-    if not path.is_file():
-        pytest.skip(f"{path.name} not in {HF_DIR}")
+    assert path.is_file(), f"{path.name} not in {HF_DIR}"
     total, active, _source = PUBLISHED[stem]
     parsed = parse_hf_config(path)
     c = count_params(parsed.arch)
@@ -73,7 +70,6 @@ def test_parsed_counts_match_published(stem: str) -> None:
         assert math.isclose(counted, active, rel_tol=ACTIVE_RTOL), f"{counted / 1e9:.3f}B vs {active / 1e9}B"
 
 
-@needs_data
 @pytest.mark.parametrize("path", CONFIGS, ids=_stem)
 def test_parsed_config_agrees_with_the_registry_entry(path: Path) -> None:
     """Registry rows were typed by hand; the real configs must give the same count (vision extras aside)."""
@@ -94,7 +90,6 @@ ADDED_ROWS = {
 }
 
 
-@needs_data
 @pytest.mark.parametrize("stem", sorted(ADDED_ROWS), ids=str)
 def test_added_registry_rows_resolve_and_name_what_they_leave_out(stem: str) -> None:
     model_id, feature, registry_total = ADDED_ROWS[stem]
@@ -107,7 +102,6 @@ def test_added_registry_rows_resolve_and_name_what_they_leave_out(stem: str) -> 
     assert math.isclose(registry_total, entry.params_published, rel_tol=TOTAL_RTOL)
 
 
-@needs_data
 def test_qwen3_vl_published_total_needs_the_vision_tower() -> None:
     """The parser counts the language model only; the 8.77B on the model page includes the 576M vision
     tower, so the parsed count alone is 6.6 % short and matches only with the registry's extra_params.
@@ -120,7 +114,6 @@ def test_qwen3_vl_published_total_needs_the_vision_tower() -> None:
     assert math.isclose(text_only + entry.extra_params, entry.params_published, rel_tol=0.001)
 
 
-@needs_data
 def test_nemotron_h_count_includes_the_mamba_mixers() -> None:
     # the Mamba-2 mixers are counted (extra_active_params), so the published 56B is matched without them
     # being modelled for FLOPs or state; without them the count would be 42 % short
@@ -132,7 +125,6 @@ def test_nemotron_h_count_includes_the_mamba_mixers() -> None:
     assert (entry.attention_layer_count, entry.ffn_layer_count) == (10, 54)
 
 
-@needs_data
 @pytest.mark.parametrize(
     ("stem", "feature"),
     [
@@ -150,12 +142,10 @@ def test_unmodelled_features_are_named(stem: str, feature: str) -> None:
     assert any(feature.lower() in u.lower() for u in parsed.arch.unmodelled)
 
 
-@needs_data
 def test_rope_scaling_alone_gives_no_warning() -> None:
     assert parse_hf_config(HF_DIR / "meta-llama--Meta-Llama-3.1-8B.config.json").warnings == ()
 
 
-@needs_data
 @pytest.mark.parametrize(
     ("stem", "quant", "kv_quant"),
     [
@@ -172,7 +162,6 @@ def test_quantization(stem: str, quant: str | None, kv_quant: str | None) -> Non
     assert parsed.kv_cache_quantization == kv_quant
 
 
-@needs_data
 def test_family_details_from_real_configs() -> None:
     dsv3 = parse_hf_config(HF_DIR / "deepseek-ai--DeepSeek-V3.config.json").arch
     assert (dsv3.attention, dsv3.mla_q_lora_rank, dsv3.mla_kv_lora_rank, dsv3.n_dense_layers) == (
@@ -192,7 +181,7 @@ def test_family_details_from_real_configs() -> None:
     assert (vl.d_model, vl.n_layers, vl.qk_norm, vl.tied_embeddings) == (4096, 36, True, False)
 
 
-# ---- hand-written configs of families without a file in ../shared (fields as in their HF config.json)
+# ---- hand-written configs of families without a file in tests/data (fields as in their HF config.json)
 
 GPT2 = {
     "model_type": "gpt2",

@@ -110,3 +110,27 @@ def test_larger_batch_saves_replicas_and_says_what_it_costs_in_latency(h100_opti
     if not meets:
         assert "misses the p95 targets" in lb.caveat
     assert f"batch cap {option['batch']} -> {lb.option['batch']}" in lb.description
+
+
+def test_spot_what_if_without_any_spot_price_says_so(setup, tmp_path):
+    # a catalog where the chosen device has no spot price anywhere: the what-if names the missing price,
+    # it does not claim that no option meets the targets
+    catalog, w, option = setup
+    from dataclasses import replace as dc_replace
+
+    from flopwise.catalog import Catalog
+    from flopwise.catalog.loader import read_builtin
+
+    data = read_builtin()
+    stripped = dc_replace(
+        data,
+        offerings={
+            k: (dc_replace(o, spot_usd_per_h=None) if o.device_id == option["device"] else o)
+            for k, o in data.offerings.items()
+        },
+    )
+    no_spot = Catalog(stripped)
+    spot = next(x for x in what_ifs(option, w, no_spot) if x.name == "spot")
+    assert spot.option is None
+    assert spot.caveat.startswith(f"no spot price known for {option['device']} in {option['region']}")
+    assert "no option meets" not in spot.caveat

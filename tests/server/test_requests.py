@@ -241,3 +241,24 @@ def test_authorization_of_request_routes(org: Org) -> None:
     assert {x["org_id"] for x in org.get("/requests", "other_org").json()} <= {None} or org.get(
         "/requests", "other_org"
     ).json() == []
+
+
+def test_old_spellings_are_aliases_and_answers_use_the_one_spelling(org: Org) -> None:
+    """``fine_tune`` / ``on_demand`` are accepted; the answer and the stored row say ``fine-tune``."""
+    body = {
+        "project_id": org.project_id,
+        "workload": "fine_tune",
+        "pricing": "on_demand",
+        "device": "h100-sxm",
+        "device_count": 8,
+        "params": {"model": "llama-3.1-8b", "tokens": 1e9, "method": "lora"},
+    }
+    r = org.post("/requests", "member", body)
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["workload"] == "fine-tune"
+    shown = org.get(f"/requests/{created['id']}", "member").json()
+    assert shown["workload"] == "fine-tune"
+    bad = org.post("/requests", "member", {**body, "pricing": "on-demnd"})
+    assert bad.status_code == 422
+    assert "did you mean 'on-demand'" in bad.text

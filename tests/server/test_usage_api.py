@@ -23,7 +23,7 @@ from flopwise.store import Budget, ComputeRequest, write_session
 from flopwise.store.ledger import UsageRecordRow
 
 API = "/api/v1"
-SLURM = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "slurm" / "hb-jobinfo-sacct.txt"
+SLURM = Path(__file__).resolve().parents[1] / "data" / "slurm" / "hb-jobinfo-sacct.txt"
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -33,8 +33,7 @@ def _auth(token: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def loaded(app, client, seed):
     """The sacct sample and one request's usage in the ledger, attributed, with a budget burned and alerted."""
-    if not SLURM.exists():
-        pytest.skip(f"sample file {SLURM.name} not found in {SLURM.parent}")
+    assert SLURM.exists(), f"sample file {SLURM.name} not found in {SLURM.parent}"
     rejected: list[RejectedRow] = []
     with SLURM.open(encoding="utf-8") as f:
         records = list(

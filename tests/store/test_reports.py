@@ -1,6 +1,6 @@
 """Ledger reports, checked as OpenCost's integration suite checks its allocations: invariants on real data.
 
-The ledger is filled from the real samples in ../shared/data (the hb-jobinfo sacct output, the FOCUS 1.0 sample)
+The ledger is filled from the real samples in tests/data (the hb-jobinfo sacct output, the FOCUS 1.0 sample)
 and the handmade DCGM scrapes, inserted with ``ON CONFLICT (source_key) DO NOTHING`` as ingestion does, and
 attributed with rules. Then, on SQLite and PostgreSQL:
 
@@ -29,6 +29,7 @@ from flopwise.catalog import load_catalog
 from flopwise.errors import InputError
 from flopwise.meter.attribution import AttributionRule, Scope, attribute
 from flopwise.meter.dcgm import dcgm_usage, parse_dcgm_scrape
+from flopwise.meter.export import export_focus_csv
 from flopwise.meter.focus import parse_focus_file
 from flopwise.meter.record import FOCUS_NAMES, RejectedRow, UsageRecord
 from flopwise.meter.sacct import parse_sacct
@@ -38,22 +39,20 @@ from flopwise.store.reports import (
     GROUP_BY,
     UNATTRIBUTED,
     concentration_report,
-    export_focus_csv,
     herfindahl_hirschman,
     usage_report,
 )
 from flopwise.store.types import to_money
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / ".." / "shared" / "data"
+DATA = ROOT / "tests" / "data"
 FIXTURES = ROOT / "tests" / "fixtures" / "meter"
 RTOL = 1e-9
 ONPREM_USD_PER_DEVICE_H = Decimal("2.10")  # a flat test price for usage without a bill
 
 
 def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"sample file {path.name} not found in {path.parent}")
+    assert path.exists(), f"sample file {path.name} not found in {path.parent}"
     return path
 
 

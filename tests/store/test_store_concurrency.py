@@ -78,7 +78,7 @@ def test_concurrent_requests_with_one_idempotency_key_make_one_row(factory, seed
         org_id=seed.org_id,
         requester_id=seed.user_id,
         project_id=seed.project_id,
-        workload_kind="fine_tune",
+        workload_kind="fine-tune",
         inputs={"model": "llama-3.1-8b"},
         idempotency_key=key,
     )

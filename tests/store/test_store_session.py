@@ -63,9 +63,21 @@ def test_unsupported_or_bad_url_names_the_field(url):
     assert "sqlite:///" in str(info.value)
 
 
-def test_sqlite_pragmas_and_parent_dir(tmp_path: Path):
+def test_sqlite_pragmas_and_parent_dir(tmp_path: Path, monkeypatch):
     path = tmp_path / "nested" / "dir" / "flopwise.db"
-    engine = make_engine(f"sqlite:///{path}")
+    # an explicit URL whose directory is missing is refused (a typo must not create directories) ...
+    with pytest.raises(InputError, match="does not exist"):
+        make_engine(f"sqlite:///{path}")
+    assert not (tmp_path / "nested").exists()
+    # ... a read of a missing file too (no empty database that reports zeros) ...
+    with pytest.raises(InputError, match="no database file"):
+        make_engine(f"sqlite:///{tmp_path / 'missing.db'}", must_exist=True)
+    assert not (tmp_path / "missing.db").exists()
+    # ... while the default database's per-user directory is created
+    monkeypatch.delenv("FLOPWISE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "nested" / "dir"))
+    path = tmp_path / "nested" / "dir" / "flopwise" / "flopwise.db"
+    engine = make_engine()
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

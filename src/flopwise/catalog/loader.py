@@ -147,13 +147,18 @@ _URL_RE = re.compile(r"^https?://[^\s/]+\.[^\s/]+(?:/\S*)?$")
 # --------------------------------------------------------------------------------------------- rows
 
 
-@dataclass(frozen=True)
 class _Row:
-    """One CSV record: its cells by column name, and where it came from (for error messages)."""
+    """One CSV record: its cells by column name, and where it came from (for error messages).
 
-    path: str
-    line: int
-    cells: dict[str, str]
+    A plain slotted class (not a frozen dataclass): thousands are built per catalog load.
+    """
+
+    __slots__ = ("cells", "line", "path")
+
+    def __init__(self, path: str, line: int, cells: dict[str, str]) -> None:
+        self.path = path
+        self.line = line
+        self.cells = cells
 
     def fail(self, column: str | None, message: str) -> CatalogFileError:
         return CatalogFileError(self.path, self.line, column, message)
@@ -190,7 +195,7 @@ class _Row:
 
     def integer(self, column: str, lo: int, hi: int) -> int:
         raw = self.cells[column].strip()
-        if not re.fullmatch(r"-?\d+", raw):
+        if not raw.isdigit() and not re.fullmatch(r"-?\d+", raw):
             raise self.fail(column, f"{raw!r} is not a whole number; write digits only, e.g. 8")
         value = int(raw)
         if not lo <= value <= hi:
@@ -216,33 +221,51 @@ class _Row:
     def aliases(self, column: str = "aliases") -> tuple[str, ...]:
         return tuple(a.strip() for a in self.cells[column].split("|") if a.strip())
 
-    def provenance(self) -> dict[str, str]:
+    def provenance(self) -> dict[str, Any]:
         """``source_url``, ``retrieved``, ``basis`` and ``note``, validated."""
         url = self.text("source_url")
-        for part in url.split("|"):
-            if not _URL_RE.match(part.strip()):
-                raise self.fail(
-                    "source_url",
-                    f"{part.strip()!r} is not an http(s) URL; link the datasheet or page the row is from",
-                )
         retrieved = self.text("retrieved")
-        try:
-            if not _DATE_RE.match(retrieved):
-                raise ValueError
-            date.fromisoformat(retrieved)
-        except ValueError:
-            raise self.fail("retrieved", f"{retrieved!r} is not an ISO date; write YYYY-MM-DD") from None
         basis = self.text("basis")
-        if basis not in BASIS_VALUES:
-            raise self.fail("basis", f"{basis!r} is not one of {', '.join(BASIS_VALUES)}")
         note = self.cells["note"].strip()
-        if basis == "derived" and not note:
-            raise self.fail("note", "is empty but basis is 'derived'; say how the value was derived")
+        problem = _provenance_problem(url, retrieved, basis, bool(note))
+        if problem is not None:
+            raise self.fail(*problem)
         return {"source_url": url, "retrieved": retrieved, "basis": basis, "note": note}
+
+
+@functools.lru_cache(maxsize=1024)
+def _provenance_problem(url: str, retrieved: str, basis: str, has_note: bool) -> tuple[str, str] | None:
+    """(column, message) of the first bad provenance cell, or None. Cached: a fetched file repeats one URL and
+    date on every row."""
+    for part in url.split("|"):
+        if not _URL_RE.match(part.strip()):
+            return (
+                "source_url",
+                f"{part.strip()!r} is not an http(s) URL; link the datasheet or page the row is from",
+            )
+    try:
+        if not _DATE_RE.match(retrieved):
+            raise ValueError
+        date.fromisoformat(retrieved)
+    except ValueError:
+        return ("retrieved", f"{retrieved!r} is not an ISO date; write YYYY-MM-DD")
+    if basis not in BASIS_VALUES:
+        return ("basis", f"{basis!r} is not one of {', '.join(BASIS_VALUES)}")
+    if basis == "derived" and not has_note:
+        return ("note", "is empty but basis is 'derived'; say how the value was derived")
+    return None
 
 
 def _read_rows(path: Path, columns: tuple[str, ...]) -> Iterator[_Row]:
     """Yield the records of *path*, after checking that its header is exactly *columns*."""
+    where = str(path)
+    for line, cells in _read_cells(path, columns):
+        yield _Row(where, line, dict(zip(columns, cells, strict=True)))
+
+
+def _read_cells(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(line, cells)`` of *path*'s data lines (each as wide as the header), after checking that its
+    header is exactly *columns*."""
     where = str(path)
     try:
         handle = path.open(newline="", encoding="utf-8-sig")
@@ -273,17 +296,21 @@ def _read_rows(path: Path, columns: tuple[str, ...]) -> Iterator[_Row]:
                 None,
                 f"header does not match the schema ({'; '.join(detail)}); expected: {','.join(columns)}",
             )
+        width = len(columns)
         for cells in reader:
+            if len(cells) == width and cells[0]:
+                yield reader.line_num, cells
+                continue
             if not cells or all(not c.strip() for c in cells):
                 continue
-            if len(cells) != len(columns):
+            if len(cells) != width:
                 raise CatalogFileError(
                     where,
                     reader.line_num,
                     None,
                     f"has {len(cells)} cells but the header has {len(columns)}; quote cells that contain commas",
                 )
-            yield _Row(where, reader.line_num, dict(zip(columns, cells, strict=True)))
+            yield reader.line_num, cells
 
 
 # ------------------------------------------------------------------------------------------ devices
@@ -301,7 +328,7 @@ def _device_from_row(row: _Row) -> Device:
     segment = row.text("segment")
     if segment not in SEGMENTS:
         raise row.fail("segment", f"{segment!r} is not one of {', '.join(SEGMENTS)}")
-    peaks: dict[str, float | None] = {}
+    peaks: dict[str, Any] = {}
     for column in _PEAK_COLUMNS + _SPARSE_COLUMNS:
         hi = PEAK_BF16_MAX_TFLOP_PER_S if column.endswith("_bf16_tflop_per_s") else PEAK_ANY_MAX_TFLOP_PER_S
         peaks[column] = row.number(column, 0.0, hi, required=column == "peak_fp32_tflop_per_s", lo_open=True)
@@ -361,9 +388,16 @@ def read_devices(path: str | os.PathLike[str]) -> list[tuple[Device, str, int]]:
 # ---------------------------------------------------------------------------------------- offerings
 
 
+_GOOD_SLUGS: set[str] = (
+    set()
+)  # provider slugs and region ids already validated (thousands of rows repeat them)
+_GOOD_REGION_IDS: set[str] = set()
+_ZERO = Decimal(0)
+
+
 def _offering_from_row(row: _Row) -> Offering:
     provider = row.text("provider")
-    if not _SLUG_RE.match(provider):
+    if provider not in _GOOD_SLUGS and not _SLUG_RE.match(provider):
         raise row.fail("provider", f"{provider!r} is not a lowercase slug such as 'aws' or 'lambda'")
     instance_type = row.text("instance_type")
     offering_id = row.text("id")
@@ -373,9 +407,14 @@ def _offering_from_row(row: _Row) -> Offering:
             "id", f"{offering_id!r} must be 'provider:instance_type:region', starting with {prefix!r}"
         )
     region = row.text("region")
-    if not _REGION_ID_RE.match(region):
-        raise row.fail("region", f"{region!r} is not a region id such as 'aws:us-east-1'; see regions.csv")
-    zero, top = Decimal(0), PRICE_USD_PER_H_MAX
+    if region not in _GOOD_REGION_IDS:
+        if not _REGION_ID_RE.match(region):
+            raise row.fail(
+                "region", f"{region!r} is not a region id such as 'aws:us-east-1'; see regions.csv"
+            )
+        _GOOD_REGION_IDS.add(region)
+    _GOOD_SLUGS.add(provider)
+    zero, top = _ZERO, PRICE_USD_PER_H_MAX
     on_demand = row.money("on_demand_usd_per_h", zero, top, required=False)
     spot = row.money("spot_usd_per_h", zero, top, required=False)
     reserved = row.money("reserved_usd_per_h", zero, top, required=False)
@@ -413,9 +452,87 @@ def _offering_from_row(row: _Row) -> Offering:
     )
 
 
+def _fast_offering(cells: list[str]) -> Offering | None:
+    """The offering of a well-formed row, or None when any check fails (then the validating path re-reads the
+    row and raises the precise error). Accepts exactly what :func:`_offering_from_row` accepts, only faster:
+    a catalog holds thousands of fetched rows that repeat their provider, region and provenance."""
+    try:
+        (
+            oid,
+            provider,
+            it,
+            region,
+            device_id,
+            count,
+            vcpus,
+            ram,
+            od,
+            sp,
+            rs,
+            term,
+            url,
+            retrieved,
+            basis,
+            note,
+        ) = [c.strip() for c in cells]
+        if provider not in _GOOD_SLUGS or region not in _GOOD_REGION_IDS or not device_id:
+            return None
+        if not it or len(oid) <= len(provider) + len(it) + 2 or not oid.startswith(f"{provider}:{it}:"):
+            return None
+        if not (count.isdigit() and vcpus.isdigit()):
+            return None
+        n, v, r = int(count), int(vcpus), float(ram)
+        if not (
+            DEVICE_COUNT_RANGE[0] <= n <= DEVICE_COUNT_RANGE[1]
+            and VCPUS_RANGE[0] <= v <= VCPUS_RANGE[1]
+            and RAM_GB_RANGE[0] <= r <= RAM_GB_RANGE[1]
+        ):
+            return None
+        prices = [Decimal(p) if p else None for p in (od, sp, rs)]
+        if all(p is None for p in prices):
+            return None
+        for p in prices:
+            if p is not None and not (p.is_finite() and _ZERO <= p <= PRICE_USD_PER_H_MAX):
+                return None
+        on_demand, spot, reserved = prices
+        if on_demand is not None and spot is not None and spot > on_demand:
+            return None
+        if (term or reserved is not None) and (term not in RESERVED_TERMS or reserved is None):
+            return None
+        if not url or not retrieved or not basis or _provenance_problem(url, retrieved, basis, bool(note)):
+            return None
+    except (ValueError, ArithmeticError):
+        return None
+    return Offering(
+        id=oid,
+        provider=provider,
+        instance_type=it,
+        region=region,
+        device_id=device_id,
+        device_count=n,
+        vcpus=v,
+        ram_gb=r,
+        on_demand_usd_per_h=on_demand,
+        spot_usd_per_h=spot,
+        reserved_usd_per_h=reserved,
+        reserved_term=term,
+        source_url=url,
+        retrieved=retrieved,
+        basis=basis,
+        note=note,
+    )
+
+
 def read_offerings(path: str | os.PathLike[str]) -> list[tuple[Offering, str, int]]:
     """Read one ``offerings/*.csv`` file: ``(offering, path, line)`` per row. Raises CatalogFileError."""
-    return [(_offering_from_row(row), row.path, row.line) for row in _read_rows(Path(path), OFFERING_COLUMNS)]
+    where = str(path)
+    out = []
+    for line, cells in _read_cells(Path(path), OFFERING_COLUMNS):
+        offering = _fast_offering(cells)
+        if offering is None:
+            offering = _offering_from_row(_Row(where, line, dict(zip(OFFERING_COLUMNS, cells, strict=True))))
+        out.append((offering, where, line))
+    return out
 
 
 # ------------------------------------------------------------------------------------ onprem, regions
@@ -490,6 +607,23 @@ class CatalogData:
             origins={**self.origins, **other.origins},
         )
 
+    def without_files(self, relpaths: list[str]) -> CatalogData:
+        """A copy without the records read from the catalog files *relpaths* (e.g. ``offerings/aws.csv``): a
+        refreshed user file replaces the built-in file of the same name as a whole."""
+        suffixes = tuple(os.sep + rel.replace("/", os.sep) for rel in relpaths)
+        keep = {k: v for k, v in self.origins.items() if not v[0].endswith(suffixes)}
+
+        def pick(kind: str, records: dict[str, Any]) -> dict[str, Any]:
+            return {key: rec for key, rec in records.items() if (kind, key) in keep}
+
+        return CatalogData(
+            devices=pick("device", self.devices),
+            offerings=pick("offering", self.offerings),
+            onprem=pick("onprem", self.onprem),
+            regions=pick("region", self.regions),
+            origins=keep,
+        )
+
     def check_references(self) -> None:
         """Every offering and on-prem row names a known device, and every offering a known region."""
         for offering in self.offerings.values():
@@ -546,7 +680,11 @@ def read_catalog_dir(directory: str | os.PathLike[str]) -> CatalogData:
     :meth:`CatalogData.check_references` does that on the merged result.
     """
     root = Path(directory)
-    if not root.is_dir():
+    try:
+        is_dir = root.is_dir()
+    except OSError as err:  # e.g. a name too long for the file system
+        raise CatalogFileError(str(root)[:200], None, None, f"cannot be read ({err.strerror})") from None
+    if not is_dir:
         raise CatalogFileError(
             str(root), None, None, "is not a directory; give a folder laid out like catalog/data"
         )
@@ -568,3 +706,29 @@ def read_catalog_dir(directory: str | os.PathLike[str]) -> CatalogData:
 def read_builtin() -> CatalogData:
     """The built-in catalog files, read once per process."""
     return read_catalog_dir(BUILTIN_DATA_DIR)
+
+
+#: written by ``flopwise catalog refresh`` into a user catalog directory: which files it wrote, from where, when
+REFRESH_MANIFEST = "refresh.json"
+
+
+def refreshed_files(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """``{relpath: {"source", "retrieved", "rows", "source_url"}}`` from *directory*'s refresh manifest ({} if none)."""
+    import json
+
+    path = Path(directory) / REFRESH_MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        files = data["files"]
+        if not isinstance(files, dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CatalogFileError(
+            str(path),
+            None,
+            None,
+            "is not a refresh manifest; delete it and run `flopwise catalog refresh` again",
+        ) from None
+    return files

@@ -9,12 +9,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from flopwise import money
 from flopwise.catalog.types import Offering, OnPremProfile, Region
-from flopwise.errors import InputError, UnsupportedError
+from flopwise.errors import UnsupportedError
+from flopwise.units import PRICE_STEP
+from flopwise.vocab import PRICING_KINDS, pricing_kind
 
 __all__ = ["PRICING_KINDS", "PriceQuote", "quote_price"]
 
-PRICING_KINDS = ("on-demand", "spot", "reserved", "onprem")
 _COLUMN = {"on-demand": "on_demand_usd_per_h", "spot": "spot_usd_per_h", "reserved": "reserved_usd_per_h"}
 
 
@@ -56,7 +58,7 @@ def price_per_device_h(offering: Offering, pricing: str) -> Decimal | None:
     price = getattr(offering, _COLUMN[pricing])
     if price is None:
         return None
-    return (price / offering.device_count).quantize(Decimal("0.0001"))
+    return money.quantize(price / offering.device_count, PRICE_STEP)
 
 
 def quote_price(
@@ -73,8 +75,7 @@ def quote_price(
 
     Raises InputError for an unknown pricing kind and UnsupportedError when nothing matches, naming what is sold.
     """
-    if pricing not in PRICING_KINDS:
-        raise InputError("pricing", pricing, "accepted: " + ", ".join(PRICING_KINDS))
+    pricing = pricing_kind(pricing)
     regions = regions or {}
     if pricing == "onprem":
         if onprem is None:

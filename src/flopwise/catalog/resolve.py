@@ -52,6 +52,13 @@ _NOISE_WORDS = (
     "hbm hbm2 hbm2e hbm3 hbm3e gddr5 gddr6 gddr6x gddr7 lpddr4x lpddr5 lpddr5x ddr4 ddr5 memory"
 )
 _NOISE = frozenset(_NOISE_WORDS.split())
+#: words that name a kind or a product line, not one device: a name made only of these never picks a default
+#: ("cpu" is not NVIDIA Grace, "tpu" is not TPU v4); the error lists the candidates
+_GENERIC_WORDS = "cpu cpus tpu tpus npu soc rtx gtx radeon rx xeon epyc ryzen core jetson graviton arc pro max ultra"
+_GENERIC = frozenset(_GENERIC_WORDS.split())
+_KIND_WORDS = {"cpu": "cpu", "cpus": "cpu", "tpu": "tpu", "tpus": "tpu", "soc": "soc"}
+#: how many candidates an ambiguous generic name lists
+_GENERIC_LISTED = 8
 _MEM_RE = re.compile(r"^(\d+(?:\.\d+)?)(gb|g|gib)$")
 _CORES_RE = re.compile(r"^(\d+)(?:c|core|cores)$")
 _SXM_RE = re.compile(r"^sxm\d?$")
@@ -136,6 +143,8 @@ class DeviceIndex:
         query = _parse(name)
         if not query.tokens:
             raise UnknownAcceleratorError(name, self.suggestions(name))
+        if query.tokens <= _GENERIC:
+            self._refuse_generic(name, query)
         candidates: list[tuple[int, _Entry]] = []
         for entry in self.entries:
             extras = [
@@ -165,13 +174,35 @@ class DeviceIndex:
             raise _ambiguous_device(name, tied)
         return ranked[0][1].device
 
+    def _refuse_generic(self, name: str, query: _Parsed) -> None:
+        """A name made only of generic words (a kind or product line) is ambiguous unless one device matches."""
+        kinds = {_KIND_WORDS[t] for t in query.tokens if t in _KIND_WORDS}
+        ids = [
+            e.device.id
+            for e in self.entries
+            if e.device.kind in kinds or any(query.tokens <= label.tokens for label in e.labels)
+        ]
+        if len(ids) == 1:
+            return
+        if not ids:
+            raise UnknownAcceleratorError(name, self.suggestions(name))
+        shown = ids[:_GENERIC_LISTED]
+        more = f" (and {len(ids) - len(shown)} more)" if len(ids) > len(shown) else ""
+        err = UnknownAcceleratorError(name, shown)
+        err.args = (
+            f"Ambiguous device {name!r}: it names a kind or product line, not one device; it matches "
+            f"{', '.join(repr(i) for i in shown)}{more}. Give one of these ids "
+            "(`flopwise catalog devices` lists all).",
+        )
+        raise err
+
     def suggestions(self, name: str, n: int = 3) -> list[str]:
         """Up to *n* device ids close to *name*: close spellings, then shared tokens and substrings."""
         out: list[str] = []
-        labels = {}
+        labels: dict[str, str] = {}
         for entry in self.entries:
-            for label in (entry.device.id, entry.device.name, *entry.device.aliases):
-                labels.setdefault(label, entry.device.id)
+            for text in (entry.device.id, entry.device.name, *entry.device.aliases):
+                labels.setdefault(text, entry.device.id)
         for hit in suggest(name, labels, n=n):
             out.append(labels[hit])
         query = _parse(name)

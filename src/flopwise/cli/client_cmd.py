@@ -307,13 +307,13 @@ def request_create(
         typer.Option("--model", help="Model for the server to estimate from (e.g. llama-3.1-8b)."),
     ] = None,
     tokens: Annotated[
-        float | None, typer.Option("--tokens", help="Training tokens with --model (e.g. 2e12).")
+        str | None, typer.Option("--tokens", help="Training tokens with --model, e.g. 2T, 300B, 1.5e12.")
     ] = None,
     method: Annotated[
         str | None, typer.Option("--method", help="Fine-tuning method with --model: full, lora or qlora.")
     ] = None,
     pricing: Annotated[
-        str | None, typer.Option("--pricing", help="on_demand, spot, reserved or on-prem.")
+        str | None, typer.Option("--pricing", help="on-demand, spot, reserved or onprem.")
     ] = None,
     provider: Annotated[str | None, typer.Option("--provider", help="Cloud provider, e.g. aws.")] = None,
     region: Annotated[str | None, typer.Option("--region", help="Region, e.g. us-east-1.")] = None,
@@ -340,6 +340,13 @@ def request_create(
     Give --hours alone for a chosen plan (the server prices devices x hours), or --model (with --tokens to
     train, --hours to serve) for the server to estimate the run itself.
     """
+    from flopwise.units import parse_count
+    from flopwise.vocab import pricing_kind, workload_kind
+
+    # checked here as `estimate` checks them: "2B" tokens, and one spelling of workload and pricing kinds
+    n_tokens = None if tokens is None else parse_count(tokens, "--tokens", max_value=1e16)
+    workload = None if workload is None else workload_kind(workload, "--workload")
+    pricing = None if pricing is None else pricing_kind(pricing, "--pricing")
     body = build_request_body(
         _read_body_file(body_file) if body_file else {},
         project_id=project,
@@ -348,7 +355,7 @@ def request_create(
         device_count=count,
         hours=hours,
         model=model,
-        tokens=tokens,
+        tokens=n_tokens,
         method=method,
         pricing=pricing,
         provider=provider,

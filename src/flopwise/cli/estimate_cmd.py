@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from flopwise.cli._common import (
+    EXIT_INFEASIBLE,
     CalibrateFlag,
     CatalogDir,
     DatabaseUrlOpt,
@@ -87,11 +88,14 @@ def _calibrated(data: dict[str, Any], calibrate: bool, database_url: str | None,
 
 
 def _emit(data: dict[str, Any], json_out: bool, title: str, rows: tuple[tuple[str, str], ...]) -> None:
-    """One JSON object for machines, or the tables for people."""
+    """One JSON object for machines, or the tables for people; exit 4 (nothing feasible) when the workload does
+    not fit in device memory, in both modes (the output says by how much and what to change)."""
     if json_out:
         print_json(data)
     else:
         _render(title, data, rows)
+    if data.get("fits") is False:
+        raise typer.Exit(EXIT_INFEASIBLE)
 
 
 def _render(title: str, data: dict[str, Any], rows: tuple[tuple[str, str], ...]) -> None:
@@ -140,6 +144,9 @@ def _render(title: str, data: dict[str, Any], rows: tuple[tuple[str, str], ...])
         )
     if data.get("region"):
         assumptions["region"] = f"{data['region']} ({fmt_num(data.get('grid_gco2e_per_kwh'))} gCO2e/kWh)"
+    age = assumptions.pop("data_age", None)
+    if isinstance(age, dict) and age.get("stale"):
+        assumptions["STALE"] = age["stale"]
     if assumptions:
         a = Table(title="assumptions", title_justify="left", show_header=False)
         a.add_column("name")
@@ -222,7 +229,7 @@ def serve(
         str,
         typer.Option(
             help="Weights: bf16, fp16, fp8, int8, int4-awq, int4-gptq, nvfp4, mxfp4 "
-            "or a GGUF type (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K)."
+            "or a GGUF type as llama.cpp names it (F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_K_S, IQ4_XS, Q4_0, Q3_K_M, IQ3_M, Q2_K ...)."
         ),
     ] = "bf16",
     kv_dtype: Annotated[str | None, typer.Option(help="KV cache dtype (default: the compute dtype).")] = None,

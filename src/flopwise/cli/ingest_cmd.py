@@ -1,7 +1,9 @@
 """``flopwise ingest SOURCE FILE|URL``: meter a usage file or endpoint into the ledger of the governance store.
 
-Exit codes: 0 the run ended ``ok`` or ``partial`` (rejected rows are listed); 1 the run ``failed`` (the input
-could not be understood at all; nothing of it was kept); 2 bad arguments (unknown source or region).
+Exit codes (the table in ``cli/_common.py``): 0 the run ended ``ok``; 5 ``partial`` (some rows rejected, listed,
+the others stored); 2 every row rejected, the input could not be understood at all (the run ``failed``; nothing
+of it was kept), or bad arguments (unknown source or region); 1 a URL that could not be fetched or a database
+that cannot be reached.
 """
 
 from __future__ import annotations
@@ -11,16 +13,29 @@ from typing import Annotated, Any
 
 import typer
 
-from flopwise.cli._common import EXIT_FAILURE, CatalogDir, JsonFlag, fmt_num, handle_errors, print_json
+from flopwise.cli._common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    CatalogDir,
+    JsonFlag,
+    fmt_num,
+    handle_errors,
+    print_json,
+)
 
-_SOURCES = ("slurm", "focus", "aws-cur", "azure", "oci", "dcgm", "nvidia-smi", "opencost")
 _SHOWN_REJECTS = 10
 
 
 def _check_source(value: str) -> str:
-    if value not in _SOURCES:
-        raise typer.BadParameter(f"{value!r} is not a source; choose one of {', '.join(_SOURCES)}")
-    return value
+    from flopwise.errors import InputError
+    from flopwise.vocab import FILE_SOURCES, ingest_source
+
+    try:
+        return ingest_source(value, allowed=FILE_SOURCES)
+    except InputError as err:
+        raise typer.BadParameter(f"{value!r} is not a source; {err.accepted}") from None
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -170,8 +185,19 @@ def ingest(
                 f"{burn['alerts_delivered']} of {burn['alert_deliveries']} webhook deliveries succeeded",
                 highlight=False,
             )
+    raise typer.Exit(ingest_exit_code(result))
+
+
+def ingest_exit_code(result: Any) -> int:
+    """The exit code of an ingest run: ok 0; partial 5, or 2 when every row was rejected; failed 2 (the input),
+    or 1 when a URL could not be fetched (the server, not the input)."""
     if result.status == "failed":
-        raise typer.Exit(EXIT_FAILURE)
+        fetch = "could not fetch" in (result.message or "")
+        return EXIT_FAILURE if fetch else EXIT_BAD_INPUT
+    if result.status == "partial":
+        stored = result.records_inserted + result.records_duplicate
+        return EXIT_BAD_INPUT if stored == 0 else EXIT_PARTIAL
+    return EXIT_OK
 
 
 def _burn(factory: Any, client: Any) -> dict[str, int]:

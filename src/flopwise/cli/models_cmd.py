@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from flopwise.cli._common import JsonFlag, fmt_num, handle_errors, print_json, stderr_console, stdout_console
+from flopwise.cli._common import (
+    JsonFlag,
+    check_choice,
+    fmt_num,
+    handle_errors,
+    print_json,
+    stderr_console,
+    stdout_console,
+)
 
 app = typer.Typer(help="Browse the model registry or read a Hugging Face config.json.", no_args_is_help=True)
 
@@ -22,7 +30,8 @@ def list_models(
     from flopwise.models import count_params, load_models
 
     reg = load_models()
-    archs = [a for a in reg.models.values() if family is None or a.family.lower() == family.lower()]
+    family = check_choice("--family", family, (a.family.lower() for a in reg.models.values()))
+    archs = [a for a in reg.models.values() if family is None or a.family.lower() == family]
     counts = {a.id: count_params(a) for a in archs}
     if json_out:
         print_json(

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from flopwise.cli._common import (
-    EXIT_FAILURE,
+    EXIT_INFEASIBLE,
     EXIT_OK,
     CalibrateFlag,
     CatalogDir,
@@ -38,6 +38,29 @@ ProvidersOpt = Annotated[
 ]
 RegionsOpt = Annotated[list[str] | None, typer.Option("--regions", help="Only these regions (repeatable).")]
 TopOpt = Annotated[int, typer.Option("--top", help="How many options to show.")]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Price with the catalog as it was on this date (YYYY-MM-DD): the newest refreshed snapshot "
+        "on or before it.",
+        show_default=False,
+    ),
+]
+
+
+def _as_of(value: str | None):
+    """The --as-of date, or None. A malformed date is bad input naming the field."""
+    if value is None:
+        return None
+    from datetime import date
+
+    from flopwise.errors import InputError
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InputError("--as-of", value, "write a date as YYYY-MM-DD, e.g. 2026-03-15") from None
 
 
 def _split(values: Sequence[str] | None) -> list[str] | None:
@@ -64,10 +87,12 @@ _LEFT = (
 )
 
 
-def _table(title: str, rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+def _table(
+    title: str, rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], caption: str | None = None
+) -> None:
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
+    t = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     for _, label in columns:
         t.add_column(
             label,
@@ -84,6 +109,12 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in value.items())
     return fmt_num(value)
+
+
+def _stale_caption(data: dict[str, Any]) -> str | None:
+    """The stale-data sentence of a plan's assumptions, shown under its table."""
+    note = ((data.get("assumptions") or {}).get("data_age") or {}).get("stale")
+    return f"[yellow]{note}[/yellow]" if note else None
 
 
 def _messages(data: dict[str, Any]) -> None:
@@ -155,6 +186,7 @@ def serve(
     ] = False,
     json_out: JsonFlag = False,
     catalog_dir: CatalogDir = None,
+    as_of: AsOfOpt = None,
 ) -> None:
     """Rank every device, count, quantization and price basis that serves the traffic within the SLO."""
     from flopwise.catalog import load_catalog
@@ -171,7 +203,7 @@ def serve(
         ttft_p95_ms=ttft_p95_ms,
         tpot_p95_ms=tpot_p95_ms,
     )
-    catalog = load_catalog(catalog_dir)
+    catalog = load_catalog(catalog_dir, as_of=_as_of(as_of))
     plan = plan_serve(
         workload,
         catalog,
@@ -191,17 +223,18 @@ def serve(
         data["what_ifs"] = [w.to_dict() for w in what_ifs(data["options"][0], workload, catalog)]
     if json_out:
         print_json(data)
-        raise typer.Exit(EXIT_OK if data["options"] else EXIT_FAILURE)
+        raise typer.Exit(EXIT_OK if data["options"] else EXIT_INFEASIBLE)
     _messages(data)
     _table(
         f"plan serve {arch.id}: {rps:g} req/s, {input_tokens} in / {output_tokens} out, best by {objective}",
         [_serve_row(o) for o in data["options"]],
         SERVE_COLUMNS,
+        caption=_stale_caption(data),
     )
     if data.get("rejected"):
         _table("strongest rejected alternatives", data["rejected"][:top], REJECT_COLUMNS)
     if not data["options"]:
-        raise typer.Exit(EXIT_FAILURE)
+        raise typer.Exit(EXIT_INFEASIBLE)
     if data.get("what_ifs"):
         rows = [
             {**w, "saving": "-" if w["saving_frac"] is None else f"{w['saving_frac']:+.0%}"}
@@ -290,6 +323,7 @@ def train(
     database_url: DatabaseUrlOpt = None,
     json_out: JsonFlag = False,
     catalog_dir: CatalogDir = None,
+    as_of: AsOfOpt = None,
 ) -> None:
     """Device type, count and parallelism that fit, with time, cost, energy and CO2; cloud vs on-prem."""
     from decimal import Decimal, InvalidOperation
@@ -302,7 +336,7 @@ def train(
 
     arch, model_warnings = resolve_model(model, load_models())
     n_tokens = parse_count(tokens, "--tokens", max_value=1e16)
-    deadline_s = parse_duration_s(deadline, "--deadline") if deadline else None
+    deadline_s = parse_duration_s(deadline, "--deadline", require_unit=True) if deadline else None
     budget = None
     if budget_usd is not None:
         try:
@@ -317,7 +351,7 @@ def train(
     plan = plan_train(
         arch,
         n_tokens,
-        load_catalog(catalog_dir),
+        load_catalog(catalog_dir, as_of=_as_of(as_of)),
         method=method,
         deadline_s=deadline_s,
         budget_usd=budget,
@@ -334,12 +368,13 @@ def train(
         data["options"] = _calibrate_options(data["options"], objective, method, database_url)
     if json_out:
         print_json(data)
-        raise typer.Exit(EXIT_OK if data["options"] else EXIT_FAILURE)
+        raise typer.Exit(EXIT_OK if data["options"] else EXIT_INFEASIBLE)
     _messages(data)
     _table(
         f"plan train {arch.id}: {n_tokens:.3g} tokens ({method}), best by {objective}",
         [_train_row(o) for o in data["options"][:top]],
         TRAIN_COLUMNS,
+        caption=_stale_caption(data),
     )
     if data.get("rejected"):
         _table(
@@ -347,6 +382,8 @@ def train(
             [_train_row(o) for o in data["rejected"][:top]],
             (("option", "option"), ("where", "where"), ("reason", "why")),
         )
+    if not data["options"]:
+        raise typer.Exit(EXIT_INFEASIBLE)
 
 
 @app.command("fleet")
@@ -372,6 +409,10 @@ def fleet(
         raw = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
     except OSError as err:
         raise InputError("FILE", str(spec_file), f"cannot read it ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise InputError(
+            "FILE", str(spec_file), f"is not a text file (byte {err.start} is not UTF-8); give a fleet YAML"
+        ) from None
     except yaml.YAMLError as err:
         raise InputError("FILE", str(spec_file), f"is not valid YAML ({err})") from None
     if not isinstance(raw, dict):
@@ -380,7 +421,7 @@ def fleet(
     data = plan.to_dict()
     if json_out:
         print_json(data)
-        raise typer.Exit(EXIT_OK if data.get("is_feasible", True) else EXIT_FAILURE)
+        raise typer.Exit(EXIT_OK if data.get("is_feasible", True) else EXIT_INFEASIBLE)
     if not data.get("is_feasible", True):
         stderr_console().print(
             f"[red]no feasible fleet:[/red] {data.get('reason')}", highlight=False, soft_wrap=True
@@ -439,7 +480,7 @@ def fleet(
             highlight=False,
         )
     if not data.get("is_feasible", True):
-        raise typer.Exit(EXIT_FAILURE)
+        raise typer.Exit(EXIT_INFEASIBLE)
 
 
 @app.command("size")

@@ -12,8 +12,14 @@ from typing import Any
 HEADER = """# CLI reference
 
 Generated from the code by `python -m flopwise.cli.reference > docs/cli.md`; do not edit by hand.
-Every command that prints results takes `--json` (one JSON object on stdout). Exit codes are in
-[exceptions.md](exceptions.md).
+Every command that prints results takes `--json` (one JSON object on stdout); every command that prints a
+table also takes `--csv` (each table as CSV on stdout). Piped or redirected, a table is laid out at its natural
+width (one line per row); on a narrow terminal cells wrap. No number or id is ever cut.
+
+## Exit codes
+
+The same in table, `--csv` and `--json` mode (`flopwise.cli._common.EXIT_CODES`). Errors are one line on
+stderr, never a traceback.
 """
 
 
@@ -42,10 +48,13 @@ def render_reference() -> str:
     """The whole reference as Markdown."""
     import typer
 
+    from flopwise.cli._common import EXIT_CODES
     from flopwise.cli.main import app
 
     root = typer.main.get_command(app)
-    out = [HEADER]
+    out = [HEADER, "| code | name | meaning |\n| --- | --- | --- |"]
+    out.extend(f"| {code} | `{name}` | {meaning} |" for code, name, meaning in EXIT_CODES)
+    out.append("")
     for path, cmd in _walk(root, ("flopwise",)):
         if len(path) == 1:
             continue

@@ -90,7 +90,7 @@ def _plain(value: Any) -> Any:
 def _session(database_url: str | None):
     from flopwise.store import make_engine, make_session_factory, read_session, upgrade
 
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, must_exist=True)
     upgrade(engine)
     return engine, read_session(make_session_factory(engine))
 
@@ -117,13 +117,19 @@ def usage(
 
     if group_by is not None and group_by not in GROUPS:
         raise InputError("--group-by", group_by, f"use one of {', '.join(GROUPS)}")
+    from flopwise.api import DEFAULT_COUNTRY_REGION
+    from flopwise.catalog import load_catalog
+
     start, end = parse_time("from", from_), parse_time("to", to)
+    default_region = dict(load_catalog().regions).get(DEFAULT_COUNTRY_REGION)
     engine, session_cm = _session(database_url)
     try:
         with session_cm as session:
-            report = usage_report(session, group_by, start, end, org_id)
+            report = usage_report(session, group_by, start, end, org_id, default_region=default_region)
     finally:
         engine.dispose()
+    for warning in report["warnings"]:
+        stderr_console().print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     if as_json:
         print_json(_plain(report))
         return
@@ -219,8 +225,13 @@ def export_focus(
 ) -> None:
     """Write the ledger as a FOCUS CSV (FOCUS column names plus x_ columns), streamed."""
     from flopwise.cli._common import stderr_console
-    from flopwise.store.reports import export_focus_csv
+    from flopwise.errors import InputError
+    from flopwise.meter.export import export_focus_csv
 
+    if str(file) != "-" and (not file.name or file.is_dir()):
+        raise InputError("FILE", str(file), "give the path of a CSV file to write, or '-' for stdout")
+    if str(file) != "-" and not file.parent.is_dir():
+        raise InputError("FILE", str(file), f"the directory {file.parent} does not exist")
     start, end = parse_time("from", from_), parse_time("to", to)
     engine, session_cm = _session(database_url)
     try:
@@ -263,7 +274,7 @@ def deliver(
     from flopwise.store import make_engine, make_session_factory, upgrade, write_session
     from flopwise.store.types import utcnow
 
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, must_exist=True)
     try:
         upgrade(engine)
         factory = make_session_factory(engine)

@@ -8,6 +8,7 @@ request ...`) talk to a running server instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import sys
@@ -133,29 +134,61 @@ def serve(
             return
         import uvicorn
 
+        sock = bind_listening_socket(host, port)  # before anything says the server is up
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
         stderr_console().print(
             f"flopwise API on http://{host}:{port}/api/v1 (docs /api/v1/docs), database "
             f"{_shown_url(settings.resolved_database_url())}",
             highlight=False,
         )
-        if workers == 1:
-            uvicorn.run(app, host=host, port=port, log_level="info")
-            return
-        # several processes: each builds its app from the environment; the database is migrated already (above)
-        import os
+        if workers > 1:
+            # several processes on the socket bound above: each builds its app from the environment; the
+            # database is migrated already (above)
+            import os
 
-        os.environ["FLOPWISE_DATABASE_URL"] = settings.resolved_database_url()
-        os.environ["FLOPWISE_MIGRATE_ON_START"] = "false"
-        if settings.catalog_dir:
-            os.environ["FLOPWISE_CATALOG_DIR"] = settings.catalog_dir
-        os.environ["FLOPWISE_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
-        app.state.engine.dispose()
-        uvicorn.run(
-            "flopwise.server.app:app_from_env", factory=True, workers=workers, host=host, port=port,
-            log_level="info",
-        )  # fmt: skip
+            os.environ["FLOPWISE_DATABASE_URL"] = settings.resolved_database_url()
+            os.environ["FLOPWISE_MIGRATE_ON_START"] = "false"
+            if settings.catalog_dir:
+                os.environ["FLOPWISE_CATALOG_DIR"] = settings.catalog_dir
+            os.environ["FLOPWISE_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
+            app.state.engine.dispose()
+            try:
+                uvicorn.run(
+                    "flopwise.server.app:app_from_env", factory=True, workers=workers, fd=sock.fileno(),
+                    log_level="info",
+                )  # fmt: skip
+            finally:
+                sock.close()
+            return
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+        if not server.started:
+            _fail("the API did not start (see the log above)", EXIT_FAILURE)
     finally:
         app.state.engine.dispose()
+
+
+def bind_listening_socket(host: str, port: int) -> Any:
+    """A TCP socket bound to (*host*, *port*) as uvicorn binds it; a port in use or an address this machine does
+    not have is one line and exit 1 (a failure, not bad input: the same command works once the port is free)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as err:
+        _fail(f"cannot listen on {host}:{port}: unknown host ({err.strerror})", EXIT_FAILURE)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        reason = "the port is in use by another process" if err.errno == errno.EADDRINUSE else err.strerror
+        _fail(f"cannot listen on {host}:{port}: {reason}; stop that process or pass --port", EXIT_FAILURE)
+    sock.set_inheritable(True)
+    return sock
 
 
 @admin_app.command("bootstrap")
@@ -258,7 +291,7 @@ def verify_cmd(
 
     expected_head = _parse_anchor(anchor)
     url = _settings(database_url).resolved_database_url()
-    engine = make_engine(url)
+    engine = make_engine(url, must_exist=True)
     try:
         if current_revision(engine) is None:
             _fail(

@@ -1,20 +1,19 @@
 """Cost terms: price per device-hour (cloud, given by the caller, or on-prem from an OnPremProfile) and money out.
 
-Money leaves this module as ``Decimal`` quantized to cents (ROUND_HALF_EVEN); arrays give object arrays of Decimal.
+Money leaves this module as ``Decimal`` in cents (``flopwise.money``: half-even); arrays give object arrays of Decimal.
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 import numpy as np
 
+from flopwise import money
 from flopwise.catalog.types import OnPremProfile
 from flopwise.units import H_PER_YEAR, KILO
 
-__all__ = ["CENT", "onprem_usd_per_device_h", "to_money"]
-
-CENT = Decimal("0.01")
+__all__ = ["onprem_usd_per_device_h", "to_money"]
 
 
 def onprem_usd_per_device_h(profile: OnPremProfile, wall_power_w_per_device, pue):
@@ -33,15 +32,9 @@ def onprem_usd_per_device_h(profile: OnPremProfile, wall_power_w_per_device, pue
     return capital + wall_power_w_per_device / KILO * pue * float(profile.electricity_usd_per_kwh)
 
 
-def _one(x: float) -> Decimal:
-    return Decimal(repr(float(x))).quantize(CENT, rounding=ROUND_HALF_EVEN)
-
-
-def to_money(usd):
-    """USD amount(s) as Decimal quantized to cents: a float gives a Decimal, an array an object array of Decimal."""
+def to_money(usd: Any) -> Any:
+    """Computed USD amount(s) in cents (:func:`flopwise.money.from_float`): a float gives a Decimal, an array an
+    object array of Decimal. NaN or infinite cost raises InputError instead of printing ``NaN`` dollars."""
     if isinstance(usd, np.ndarray):
-        flat = [_one(x) for x in usd.ravel().tolist()]
-        out = np.empty(usd.shape, dtype=object)
-        out.ravel()[:] = flat
-        return out
-    return _one(usd)
+        return money.from_floats(usd, "cost_usd")
+    return money.from_float(usd, "cost_usd")

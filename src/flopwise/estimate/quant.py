@@ -6,6 +6,11 @@ Sources:
   https://github.com/ggml-org/llama.cpp/blob/master/tools/quantize/README.md and the k-quants PR
   https://github.com/ggml-org/llama.cpp/pull/1684 (Q6_K = 6.5625 bpw); Q8_0/Q5_0/Q4_0 follow from their block
   layout (32 weights + one fp16 scale: 34, 22 and 18 bytes).
+* GGUF tensor types llama.cpp users name (Q4_1, Q5_1, IQ1_S ... IQ4_XS): ggml's block sizes, bytes per block /
+  weights per block x 8, from the ``block_*`` structs and their ``static_assert`` sizes in
+  ``ggml/src/ggml-common.h`` (https://github.com/ggml-org/llama.cpp/blob/master/ggml/src/ggml-common.h), e.g.
+  ``block_iq4_xs`` = 136 B per 256 weights = 4.25 bpw. File mixtures without a per-tensor size (IQ3_M, IQ3_XS,
+  IQ2_M) take the bpw ``llama-quantize`` prints for them (``QUANT_OPTIONS`` in ``tools/quantize/quantize.cpp``).
 * AWQ / GPTQ: 4-bit weights in groups of 128 with one fp16 scale and one 4-bit packed zero point per group
   (AutoAWQ / AutoGPTQ ``qweight``/``qzeros``/``scales`` tensors): 4 + (16 + 4) / 128 = 4.15625 bpw.
   Lin et al. 2023 arXiv:2306.00978 (AWQ), Frantar et al. 2022 arXiv:2210.17323 (GPTQ).
@@ -48,6 +53,21 @@ __all__ = [
 
 _LLAMA_CPP_QUANTIZE = "https://github.com/ggml-org/llama.cpp/blob/master/tools/quantize/README.md"
 _LLAMA_CPP_KQUANTS = "https://github.com/ggml-org/llama.cpp/pull/1684"
+_GGML_COMMON = "https://github.com/ggml-org/llama.cpp/blob/master/ggml/src/ggml-common.h"
+_LLAMA_QUANTIZE_CPP = "https://github.com/ggml-org/llama.cpp/blob/master/tools/quantize/quantize.cpp"
+
+
+def _gguf(name: str, block_bytes: int, block_weights: int, note: str) -> QuantFormat:
+    """A GGUF tensor type: ``block_bytes * 8 / block_weights`` bits per weight (ggml-common.h block structs)."""
+    bpw = block_bytes * 8 / block_weights
+    return QuantFormat(
+        name, bpw, "fp16", None, "dequant", True, _GGML_COMMON, f"{note}: {block_bytes} B per {block_weights}"
+    )
+
+
+def _gguf_mix(name: str, bpw: float, url: str, note: str) -> QuantFormat:
+    """A GGUF file mixture (tensor types chosen per tensor): the whole-file bits per weight llama.cpp reports."""
+    return QuantFormat(name, bpw, "fp16", None, "dequant", True, url, note)
 
 
 def group_quant_bits_per_weight(
@@ -200,6 +220,25 @@ QUANT_FORMATS: dict[str, QuantFormat] = {
             _LLAMA_CPP_QUANTIZE,
             "mixture (Q2_K tensors 2.5625 bpw plus higher-precision attention/output); Llama 2 7B file",
         ),
+        # GGUF names llama.cpp users type: tensor types (ggml block sizes) and file mixtures
+        _gguf("q5_1", 24, 32, "32 x 5 bit + fp16 scale and min"),
+        _gguf("q4_1", 20, 32, "32 x 4 bit + fp16 scale and min"),
+        _gguf("iq4_nl", 18, 32, "non-linear 4 bit, fp16 scale per 32"),
+        _gguf("iq4_xs", 136, 256, "non-linear 4 bit, 6-bit sub-block scales"),
+        _gguf("iq3_s", 110, 256, "3.4375 bpw lattice codebook"),
+        _gguf("iq3_xxs", 98, 256, "3.0625 bpw lattice codebook"),
+        _gguf("iq2_s", 82, 256, "2.5625 bpw lattice codebook"),
+        _gguf("iq2_xs", 74, 256, "2.3125 bpw lattice codebook"),
+        _gguf("iq2_xxs", 66, 256, "2.0625 bpw lattice codebook"),
+        _gguf("iq1_m", 56, 256, "1.75 bpw"),
+        _gguf("iq1_s", 50, 256, "1.5625 bpw"),
+        _gguf_mix("q5_k_s", 5.52, _LLAMA_CPP_QUANTIZE, "mixture; Llama 2 7B file"),
+        _gguf_mix("q4_k_s", 4.58, _LLAMA_CPP_QUANTIZE, "mixture; Llama 2 7B file"),
+        _gguf_mix("q3_k_l", 4.27, _LLAMA_CPP_QUANTIZE, "mixture; Llama 2 7B file"),
+        _gguf_mix("q3_k_s", 3.50, _LLAMA_CPP_QUANTIZE, "mixture; Llama 2 7B file"),
+        _gguf_mix("iq3_m", 3.66, _LLAMA_QUANTIZE_CPP, "mixture; llama-quantize: 3.66 bpw quantization mix"),
+        _gguf_mix("iq3_xs", 3.3, _LLAMA_QUANTIZE_CPP, "mixture; llama-quantize: 3.3 bpw"),
+        _gguf_mix("iq2_m", 2.7, _LLAMA_QUANTIZE_CPP, "mixture; llama-quantize: 2.7 bpw"),
         _q(
             "nvfp4",
             4.5,
@@ -248,6 +287,10 @@ _ALIASES = {
     "e4m3": "fp8",
     "q4_k": "q4_k_m",
     "q5_k": "q5_k_m",
+    "q3_k": "q3_k_m",  # llama-quantize: "Q3_K: alias for Q3_K_M"
+    # GGUF file types as llama.cpp spells them (llama-quantize F16 / F32 / BF16)
+    "f16": "fp16",
+    "f32": "fp32",
 }
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from flopwise.errors import InputError
-from flopwise.units import J_PER_KWH, S_PER_H
+from flopwise.units import G_PER_KG, J_PER_KWH, S_PER_H
+from flopwise.vocab import PRICING_KINDS, WORKLOAD_KINDS, pricing_kind, workload_kind
 
 __all__ = [
     "DATA_CLASSIFICATIONS",
@@ -23,14 +24,9 @@ __all__ = [
     "to_decimal",
 ]
 
-#: what the compute is for
-WORKLOAD_KINDS = ("train", "fine-tune", "serve", "batch-inference")
-#: how the capacity is bought; "on-prem" is owned hardware
-PRICING_KINDS = ("on_demand", "spot", "reserved", "on-prem")
 #: common data classification labels; any non-empty label is accepted, these are the documented ones
 DATA_CLASSIFICATIONS = ("public", "internal", "confidential", "restricted", "biological-sequence")
 
-_G_PER_KG = 1e3
 #: largest magnitude accepted for any Decimal input (far above any budget, price or FLOP line)
 MAX_DECIMAL = Decimal("1e40")
 
@@ -92,7 +88,7 @@ class RequestFacts:
     co2e_kg: float
     provider: str = ""
     region: str = ""
-    pricing: str = "on_demand"
+    pricing: str = "on-demand"
     data_classification: str = "internal"
     requester: str = ""
     requester_teams: tuple[str, ...] = ()
@@ -102,10 +98,9 @@ class RequestFacts:
     peak_flop_per_s_per_device: float | None = None
 
     def __post_init__(self) -> None:
-        if self.workload not in WORKLOAD_KINDS:
-            raise InputError("workload", self.workload, f"use one of {', '.join(WORKLOAD_KINDS)}")
-        if self.pricing not in PRICING_KINDS:
-            raise InputError("pricing", self.pricing, f"use one of {', '.join(PRICING_KINDS)}")
+        # one spelling (flopwise.vocab): aliases such as fine_tune or on_demand become the canonical name
+        object.__setattr__(self, "workload", workload_kind(self.workload))
+        object.__setattr__(self, "pricing", pricing_kind(self.pricing))
         if (
             isinstance(self.device_count, bool)
             or not isinstance(self.device_count, int)
@@ -193,7 +188,7 @@ def admission_facts(
         device_hours=device_hours,
         cost_usd=cost,
         energy_kwh=energy_kwh,
-        co2e_kg=energy_kwh * grid / _G_PER_KG,
+        co2e_kg=energy_kwh * grid / G_PER_KG,
         peak_flop_per_s_per_device=peak,
         **context,  # type: ignore[arg-type]
     )

@@ -50,6 +50,7 @@ import yaml
 
 from flopwise.errors import InputError
 from flopwise.govern.facts import RequestFacts, to_decimal
+from flopwise.vocab import pricing_kind, workload_kind
 
 __all__ = [
     "EFFECTS",
@@ -274,9 +275,10 @@ def _parse_rule(raw: object, index: int, where: str | None = None) -> Rule:
             if key in raw:
                 raise InputError(f"{at}.{key}", raw[key], "only an effect of require_approval takes it")
     if effect == "deny":
-        message = raw.get("message")
-        if not isinstance(message, str) or not message.strip():
-            raise InputError(f"{at}.message", message, "a deny rule needs a message telling the user why")
+        given = raw.get("message")
+        if not isinstance(given, str) or not given.strip():
+            raise InputError(f"{at}.message", given, "a deny rule needs a message telling the user why")
+        message = given
     elif "message" in raw:
         message = raw["message"]
         if not isinstance(message, str):
@@ -351,6 +353,10 @@ def _scalar(field: str, value: object, at: str) -> object:
         return to_decimal(value, at)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise InputError(at, value, f"give a text value for {field!r}")
+    if field == "workload":  # one spelling (flopwise.vocab): a rule written fine_tune still matches
+        return workload_kind(value, at)
+    if field == "pricing":
+        return pricing_kind(value, at)
     return str(value)
 
 
@@ -393,7 +399,7 @@ def _leaf(cond: Condition, ctx: Mapping[str, object]) -> tuple[bool, str]:
         if op in ("in", "not_in"):
             result = (number in cast(tuple, operand)) == (op == "in")
         else:
-            result = bool(_COMPARE[op](number, operand))
+            result = bool(_COMPARE[op](cast(Decimal, number), cast(Decimal, operand)))
         return result, f"{label}: {str(result).lower()}"
     values = tuple(str(v) for v in value) if isinstance(value, (tuple, list)) else (str(value),)
     if op in ("eq", "ne"):

@@ -37,6 +37,7 @@ from flopwise.catalog.types import DTYPES, Device
 from flopwise.errors import InputError
 from flopwise.govern.facts import RequestFacts
 from flopwise.units import TERA
+from flopwise.vocab import TRAINING_WORKLOADS
 
 __all__ = [
     "DTYPE_BITS",
@@ -87,7 +88,7 @@ DTYPE_BITS = {"fp32": 32, "tf32": 32, "bf16": 16, "fp16": 16, "fp8": 8, "int8": 
 #: data types from the lowest bit length up, so a tie names the narrow type the figure is usually quoted for
 _TPP_ORDER = ("fp4", "int4", "fp8", "int8", "bf16", "fp16", "tf32", "fp32")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_TRAINING_WORKLOADS = ("train", "fine-tune")
+_TRAINING_WORKLOADS = TRAINING_WORKLOADS
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from flopwise.errors import FlopwiseError, InputError
 from flopwise.meter.nvml import GpuSample, GpuSampler, iter_aggregate_samples
 from flopwise.meter.record import RejectedRow, UsageRecord
+from flopwise.units import BYTES_PER_MB
 
 if TYPE_CHECKING:
     import httpx
@@ -74,7 +75,6 @@ _TMP_PREFIX = ".tmp-"
 _LOCK_NAME = ".lock"
 _BAD_SUFFIX = ".bad"
 _DEFAULT_MAX_SPOOL_BYTES = 100_000_000
-_BYTES_PER_MB = 1_000_000
 
 
 def usage_url(server_url: str) -> str:
@@ -338,7 +338,7 @@ class Spool:
                 "spool %s is over its bound of %.1f MB: dropped the %d oldest batches (%d records), which are "
                 "lost; the server has not taken batches for a while. Check the server, or raise --max-spool-mb",
                 self.directory,
-                self.max_bytes / _BYTES_PER_MB,
+                self.max_bytes / BYTES_PER_MB,
                 dropped_batches,
                 dropped_records,
             )

@@ -41,15 +41,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
+from flopwise import money
 from flopwise.catalog import Catalog, Device, OnPremProfile, Region
 from flopwise.catalog.pricing import price_per_device_h
 from flopwise.errors import CatalogError, InputError
 from flopwise.estimate.cost import onprem_usd_per_device_h
 from flopwise.estimate.energy import TRAIN_ACTIVITY_FRAC, co2e_kg, device_power_w, host_power_frac
 from flopwise.meter.record import UsageRecord
-from flopwise.units import KILO
+from flopwise.units import KILO, MICRO_USD
 
 __all__ = [
     "MONEY_QUANTUM",
@@ -62,7 +63,7 @@ __all__ = [
 ]
 
 #: money in the ledger has six decimal places (the store's ``NUMERIC(20, 6)``)
-MONEY_QUANTUM = Decimal("0.000001")
+MONEY_QUANTUM = MICRO_USD
 #: activity share of the idle-to-TDP power range assumed for an allocated accelerator whose utilization the
 #: source does not report: the training share (estimate.energy.TRAIN_ACTIVITY_FRAC), an upper-side assumption,
 #: since an allocation is paid for whether it is used or not
@@ -136,8 +137,7 @@ class CostedUsage:
 
 
 def _money(value: Decimal | float) -> Decimal:
-    dec = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
-    return dec.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_EVEN)
+    return money.from_float(value, "cost_usd", MONEY_QUANTUM)
 
 
 def _frac(value: float) -> float:

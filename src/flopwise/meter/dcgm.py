@@ -41,8 +41,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from flopwise.errors import CatalogError, IngestError
+from flopwise.meter.bounds import check_power_w, check_utilization_frac
 from flopwise.meter.record import RejectedRow, UsageRecord
-from flopwise.units import J_PER_KWH, S_PER_H
+from flopwise.units import J_PER_KWH, MILLIJOULES_PER_J, S_PER_H
 
 if TYPE_CHECKING:
     from flopwise.catalog import Catalog
@@ -64,7 +65,6 @@ DCGM_FP64_BLANK = 140737488355328.0  # 2**47
 _BLANK_CODES = 4  # BLANK, NOT_FOUND, NOT_SUPPORTED, NOT_PERMISSIONED
 _INT64_FIELDS = {"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"}
 _FP64_FIELDS = {"DCGM_FI_DEV_POWER_USAGE"}
-_MJ_PER_J = 1e3
 _PCT = 100.0
 _NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _MIG_PROFILE_RE = re.compile(r"^(\d+)g\.")
@@ -249,6 +249,17 @@ _METRIC_FIELDS = {
 }
 
 
+def _check_bounds(attr: str, value: float, metric: str, device_type: object, catalog: Catalog | None) -> None:
+    """Utilization within 0-100 %, power within 2x the device's TDP (``flopwise.meter.bounds``)."""
+    if attr == "power_w":
+        device = catalog.devices.get(device_type) if catalog is not None and device_type else None
+        check_power_w(value, metric, device.tdp_w if device else None, device.id if device else None)
+    elif attr.endswith("_frac") and attr != "device_fraction":
+        check_utilization_frac(value, metric)
+    elif not math.isfinite(value):
+        raise ValueError(f"{metric} {value!r} is not a finite number")
+
+
 def parse_dcgm_scrape(
     lines: Iterable[str],
     *,
@@ -314,7 +325,13 @@ def parse_dcgm_scrape(
             blank += 1
             continue
         attr, scale = _METRIC_FIELDS[s.name]
-        r[attr] = s.value * scale
+        value = s.value * scale
+        try:
+            _check_bounds(attr, value, s.name, r.get("device_type"), catalog)
+        except ValueError as err:
+            rejected.append(RejectedRow(path, s.line, str(err)))
+            continue
+        r[attr] = value
         used += 1
     if samples == 0:
         raise IngestError(path, None, "no DCGM_FI_* sample found; is this a dcgm-exporter scrape (/metrics)?")
@@ -349,7 +366,7 @@ def _energy_j(before: GpuReading | None, after: GpuReading, dt_s: float) -> tupl
         delta_mj = after.energy_mj - before.energy_mj
         if delta_mj < 0:
             delta_mj = after.energy_mj
-        return delta_mj / _MJ_PER_J, "counter"
+        return delta_mj / MILLIJOULES_PER_J, "counter"
     if before is not None and before.power_w is not None and after.power_w is not None:
         return (before.power_w + after.power_w) / 2 * dt_s, "trapezoid"
     return None, None

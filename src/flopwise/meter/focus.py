@@ -32,6 +32,7 @@ from typing import IO, TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flopwise.errors import CatalogError, IngestError, InputError
+from flopwise.meter.bounds import check_device_count, check_money, check_utilization_frac
 from flopwise.meter.record import FOCUS_NAMES, RejectedRow, UsageRecord
 
 if TYPE_CHECKING:
@@ -220,6 +221,15 @@ def parse_decimal(column: str, text: str) -> Decimal:
         raise RowError(f"{column} {text!r} is not a number") from None
     if not value.is_finite():
         raise RowError(f"{column} {text!r} is not a finite number")
+    return value
+
+
+def _bounded_money(column: str, value: Decimal) -> Decimal:
+    """*value* within what the store holds (``flopwise.meter.bounds.check_money``), else a RowError."""
+    try:
+        check_money(value, column)
+    except ValueError as err:
+        raise RowError(str(err)) from None
     return value
 
 
@@ -412,7 +422,11 @@ def record_from_focus_row(row: Mapping[str, str | None], ctx: RowContext) -> Usa
     end = _timestamp_and_text("ChargePeriodEnd", values["ChargePeriodEnd"], assume_tz)[0]
     if end < start:
         raise RowError(f"ChargePeriodEnd {values['ChargePeriodEnd']!r} is before ChargePeriodStart")
-    money = {attr: parse_decimal(col, values[col]) for col, attr in _MONEY_COLUMNS.items() if col in values}
+    money = {
+        attr: _bounded_money(col, parse_decimal(col, values[col]))
+        for col, attr in _MONEY_COLUMNS.items()
+        if col in values
+    }
     for column in ("ContractedCost", "ListUnitPrice", "ContractedUnitPrice", "PricingQuantity"):
         if column in values:
             parse_decimal(column, values[column])
@@ -494,6 +508,13 @@ def _compute_fields(values: Mapping[str, str], quantity: Decimal | None, ctx: Ro
             number = parse_float(column, values[column])
             if column != "x_DeviceHours" and number < 0:
                 raise RowError(f"{column} {values[column]!r} is negative")
+            try:
+                if column == "x_DeviceCount":
+                    check_device_count(number, column)
+                elif column == "x_GpuUtilization":
+                    check_utilization_frac(number, column)
+            except ValueError as err:
+                raise RowError(str(err)) from None
             out[_COMPUTE_COLUMNS[column]] = number
     if "x_DeviceType" in values:
         out["x_device_type"] = ctx.device_id(values["x_DeviceType"])

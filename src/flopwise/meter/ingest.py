@@ -51,6 +51,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, delete, select, update
 
+from flopwise import vocab
 from flopwise.errors import IngestError, InputError
 from flopwise.meter.cloud_exports import parse_aws_cur, parse_azure_cost_export, parse_oci_cost_report
 from flopwise.meter.costing import CostedUsage, Coster, CostingOptions
@@ -83,7 +84,7 @@ __all__ = [
 ]
 
 #: sources ``flopwise ingest`` understands (``nvml`` records arrive from the agent, not from a file)
-INGEST_SOURCE_NAMES = ("slurm", "focus", "aws-cur", "azure", "oci", "dcgm", "nvidia-smi", "opencost")
+INGEST_SOURCE_NAMES = vocab.FILE_SOURCES
 DEFAULT_BATCH_SIZE = 5000
 #: dcgm-exporter's default collection interval (``-c 30000`` ms): the span a scrape's readings stand for
 DEFAULT_SCRAPE_INTERVAL_S = 30.0
@@ -823,8 +824,7 @@ def ingest_source(
     marked failed and its records removed.
     """
     options = options or IngestOptions()
-    if source not in INGEST_SOURCE_NAMES:
-        raise InputError("source", source, f"choose one of {', '.join(INGEST_SOURCE_NAMES)}")
+    source = vocab.ingest_source(source, allowed=INGEST_SOURCE_NAMES)
     target = os.fspath(target)
     coster = Coster(
         catalog, CostingOptions(default_region=options.region, prefer_onprem=options.prefer_onprem)

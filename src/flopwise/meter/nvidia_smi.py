@@ -19,10 +19,11 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flopwise.errors import IngestError, InputError
+from flopwise.errors import CatalogError, IngestError, InputError
+from flopwise.meter.bounds import check_power_w, check_utilization_frac
 from flopwise.meter.nvml import GpuSample, iter_aggregate_samples
 from flopwise.meter.record import RejectedRow, UsageRecord
 
@@ -81,8 +82,12 @@ def parse_nvidia_smi_samples(
     path: str = "<nvidia-smi>",
     fields: Sequence[str] | str | None = None,
     assume_tz: str | None = None,
+    catalog: Catalog | None = None,
 ) -> Iterator[GpuSample]:
     """Stream the rows of an nvidia-smi CSV log as GpuSamples; bad rows go to *rejected*.
+
+    Utilization outside 0-100 % and power beyond 2x the device's TDP (from *catalog*, by the ``name`` field)
+    are rejected rows (``flopwise.meter.bounds``).
 
     Needs ``timestamp`` and ``index`` or ``uuid`` among the fields. Raises IngestError when the log has no
     header and no *fields*, or lacks those fields.
@@ -96,6 +101,7 @@ def parse_nvidia_smi_samples(
     if isinstance(fields, str):
         fields = [f.strip() for f in fields.split(",") if f.strip()]
     columns: list[tuple[str, str | None]] | None = [_field_and_unit(f) for f in fields] if fields else None
+    devices: dict[str, Any] = {}
     for lineno, raw in enumerate(lines, start=1):
         line = raw.rstrip("\r\n")
         if not line.strip():
@@ -137,20 +143,37 @@ def parse_nvidia_smi_samples(
                 return number
 
             power = next((p for p in (num(f) for f in _POWER_FIELDS) if p is not None), None)
+            name = row.get("name", ("", None))[0].strip() or None
+            device = _device(catalog, name, devices)
+            check_power_w(
+                power, "power.draw", device.tdp_w if device else None, device.id if device else None
+            )
             index_text = row.get("index", ("", None))[0].strip()
             yield GpuSample(
                 timestamp=ts,
                 gpu_index=int(index_text) if index_text.isdigit() else -1,
                 uuid=row.get("uuid", ("", None))[0].strip(),
-                name=row.get("name", ("", None))[0].strip() or None,
+                name=name,
                 power_w=power,
-                gpu_util_frac=num("utilization.gpu"),
+                gpu_util_frac=check_utilization_frac(num("utilization.gpu"), "utilization.gpu"),
                 mem_used_bytes=num("memory.used"),
                 mem_total_bytes=num("memory.total"),
                 line=lineno,
             )
         except ValueError as exc:
             rejected.append(RejectedRow(path, lineno, str(exc), line))
+
+
+def _device(catalog: Catalog | None, name: str | None, cache: dict[str, Any]) -> Any:
+    """The catalog device an nvidia-smi ``name`` refers to (for its TDP), or None when unknown."""
+    if catalog is None or not name:
+        return None
+    if name not in cache:
+        try:
+            cache[name] = catalog.device(name.split(" MIG ")[0])
+        except CatalogError:
+            cache[name] = None
+    return cache[name]
 
 
 def parse_nvidia_smi(
@@ -170,7 +193,7 @@ def parse_nvidia_smi(
     the aggregation (energy by trapezoid of power over time, gaps over *max_gap_s* not integrated).
     """
     samples = parse_nvidia_smi_samples(
-        lines, rejected=rejected, path=path, fields=fields, assume_tz=assume_tz
+        lines, rejected=rejected, path=path, fields=fields, assume_tz=assume_tz, catalog=catalog
     )
     yield from iter_aggregate_samples(samples, interval_s, max_gap_s=max_gap_s, source="nvidia-smi",
                                       rejected=rejected, path=path, catalog=catalog)  # fmt: skip

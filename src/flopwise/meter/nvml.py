@@ -32,9 +32,10 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from flopwise.errors import CatalogError, IngestError, InputError, UnsupportedError
+from flopwise.meter.bounds import check_power_w, check_utilization_frac
 from flopwise.meter.dcgm import mig_fraction
 from flopwise.meter.record import RejectedRow, UsageRecord
-from flopwise.units import J_PER_KWH, S_PER_H
+from flopwise.units import J_PER_KWH, MILLIJOULES_PER_J, MILLIWATTS_PER_W, S_PER_H
 
 __all__ = [
     "SAMPLE_CSV_COLUMNS",
@@ -48,8 +49,6 @@ __all__ = [
     "write_samples_csv",
 ]
 
-_MJ_PER_J = 1e3
-_MW_PER_W = 1e3
 _PCT = 100.0
 _INSTALL_HINT = "install it with `pip install nvidia-ml-py` (it provides the pynvml module)"
 _NO_DRIVER_HINT = (
@@ -212,7 +211,7 @@ class NvmlSampler(GpuSampler):
             gpu_index=index,
             uuid=self._text(self._query("nvmlDeviceGetUUID", handle) or ""),
             name=name_text,
-            power_w=None if power_mw is None else power_mw / _MW_PER_W,
+            power_w=None if power_mw is None else power_mw / MILLIWATTS_PER_W,
             energy_mj=None if energy is None else float(energy),
             gpu_util_frac=None if util is None else util.gpu / _PCT,
             mem_used_bytes=None if mem is None else float(mem.used),
@@ -445,7 +444,7 @@ class _Aggregator:
         """Joules between two samples: the cumulative counter when both have it (and it did not go back),
         else the trapezoid of power over time."""
         if a.energy_mj is not None and b.energy_mj is not None and b.energy_mj >= a.energy_mj:
-            return (b.energy_mj - a.energy_mj) / _MJ_PER_J, "counter"
+            return (b.energy_mj - a.energy_mj) / MILLIJOULES_PER_J, "counter"
         if a.power_w is not None and b.power_w is not None:
             return (a.power_w + b.power_w) / 2 * dt_s, "trapezoid"
         return None, None
@@ -513,6 +512,14 @@ def iter_aggregate_samples(
     for s in samples:
         if s.timestamp.tzinfo is None:
             raise InputError("timestamp", s.timestamp.isoformat(), "samples need timezone-aware timestamps")
+        try:  # the same physical bounds as every parser (flopwise.meter.bounds): NVML, replayed CSVs
+            check_utilization_frac(s.gpu_util_frac, "gpu_util_frac")
+            dev = catalog.devices.get(device_type(s.name)) if catalog is not None else None
+            check_power_w(s.power_w, "power_w", dev.tdp_w if dev else None, dev.id if dev else None)
+        except ValueError as err:
+            if rejected is not None:
+                rejected.append(RejectedRow(path, s.line or 0, str(err)))
+            continue
         yield from agg.add(s)
     yield from agg.finish()
 

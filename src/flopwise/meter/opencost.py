@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from flopwise.errors import IngestError
+from flopwise.meter.bounds import check_device_count, check_money
 from flopwise.meter.focus import (
     JOB_ID_TAGS,
     REQUEST_ID_TAGS,
@@ -135,6 +136,12 @@ def record_from_allocation(
         raise RowError(f"totalCost {total} is negative")
     gpu_hours = _nonnegative(alloc, "gpuHours")
     gpu_count = _nonnegative(alloc, "gpuCount")
+    try:
+        check_money(total, "totalCost")
+        if gpu_count is not None:
+            check_device_count(float(gpu_count), "gpuCount")
+    except ValueError as err:
+        raise RowError(str(err)) from None
     props = alloc.get("properties") if isinstance(alloc.get("properties"), Mapping) else {}
     labels = _str_map(props.get("labels"))
     extra: dict[str, Any] = {"x_AllocationName": name}

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flopwise.errors import IngestError, InputError
+from flopwise.meter.bounds import check_device_count
 from flopwise.meter.record import RejectedRow, UsageRecord
 from flopwise.units import J_PER_KWH, S_PER_H
 
@@ -163,13 +164,22 @@ def gpu_count_from_tres(tres: str | Mapping[str, str]) -> tuple[int, dict[str, i
     by_type: dict[str, int] = {}
     for name, value in entries.items():
         if name == "gres/gpu":
-            total = int(float(value))
+            total = _gpu_number(name, value)
         elif name.startswith("gres/gpu:"):
             gpu_type = name[len("gres/gpu:") :]
-            by_type[gpu_type] = by_type.get(gpu_type, 0) + int(float(value))
+            by_type[gpu_type] = by_type.get(gpu_type, 0) + _gpu_number(name, value)
     if total is None:
         total = sum(by_type.values())
     return total, by_type
+
+
+def _gpu_number(name: str, value: str) -> int:
+    """A TRES GPU count as an int; ValueError (the row's reject reason) for text, infinities and huge counts."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"TRES {name}={value!r} is not a number of GPUs") from None
+    return int(check_device_count(number, f"TRES {name}"))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -187,7 +197,7 @@ def _gpu_count_from_gres(text: str) -> tuple[int, dict[str, int]]:
         bits = part.split(":")
         if not bits or bits[0] != "gpu" or len(bits) < 2:
             continue
-        count = int(bits[-1]) if bits[-1].isdigit() else 1
+        count = int(check_device_count(int(bits[-1]), f"GRES {part}")) if bits[-1].isdigit() else 1
         total += count
         if len(bits) == 3:
             by_type[bits[1]] = by_type.get(bits[1], 0) + count
@@ -482,6 +492,7 @@ class _Parser:
             gpus, gpu_types = _gpus_from_alloc_tres(alloc)
         else:
             gpus, gpu_types = _gpu_count_from_gres(v["allocgres"])
+        check_device_count(gpus, "allocated GPUs")
         device_type = None
         if len(gpu_types) == 1:
             device_type = self.device_id(next(iter(gpu_types)))

@@ -18,7 +18,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,7 @@ _QK_NORM = {
     "olmo2",
 }
 _FOUR_NORMS = {"gemma2", "gemma3", "gemma3_text", "gemma4", "gemma4_text"}
+_FALCON = {"falcon", "refinedweb", "refinedwebmodel"}
 _MISSING = object()
 
 # Fields that some published configs omit because they equal the transformers class default
@@ -231,6 +232,10 @@ def _load(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[dict[str,
         raise ModelConfigError(
             str(path), f"cannot read the file ({err.strerror}); give a path to a config.json"
         ) from err
+    except UnicodeDecodeError as err:
+        raise ModelConfigError(
+            str(path), f"not a text file (byte {err.start} is not UTF-8); give a path to a config.json"
+        ) from err
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -269,7 +274,7 @@ def _quant_sidecar(path: Path | None) -> tuple[str | None, str | None]:
         return None, None
     try:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelConfigError(str(sidecar), f"cannot read the quantization config: {err}") from err
     q = data.get("quantization") or {}
     algo = q.get("quant_algo")
@@ -317,45 +322,25 @@ def _mamba2_params(r: _Reader, d: int) -> int:
     return in_proj + conv + 3 * heads + d_inner + out_proj
 
 
-def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfConfig:
-    """Parse a Hugging Face ``config.json`` (a path, a folder holding one, or the loaded dict).
+@dataclass
+class _Notes:
+    """What parsing found worth saying: warnings, and the features the config has that flopwise does not model."""
 
-    Raises :class:`~flopwise.errors.ModelConfigError` when the file cannot be read or a required field is
-    missing (the message names the field and its accepted spellings).
-    """
-    top, where, path = _load(source)
-    text_cfg = top.get("text_config") if isinstance(top.get("text_config"), Mapping) else None
-    cfg: Mapping[str, Any] = text_cfg or top
-    top_type = str(top.get("model_type") or "").lower()
-    model_type = str(cfg.get("model_type") or top_type).lower()
-    if top_type == "gemma3" and not text_cfg:
-        model_type = "gemma3_text"
-    r = _Reader(cfg, top, where, CLASS_DEFAULTS.get(model_type))
-    kinds = {top_type, model_type}
-    warnings: list[str] = []
-    unmodelled: list[str] = []
+    warnings: list[str] = field(default_factory=list)
+    unmodelled: list[str] = field(default_factory=list)
 
-    def unmodel(feature: str, message: str) -> None:
-        unmodelled.append(feature)
-        warnings.append(message)
+    def unmodel(self, feature: str, message: str) -> None:
+        self.unmodelled.append(feature)
+        self.warnings.append(message)
 
-    known = kinds & (_GATED | _PLAIN)
-    if not known:
-        warnings.append(
-            f"model_type {model_type or top_type or '(none)'!r} is not one flopwise knows; read as a "
-            "Llama-style decoder (gated FFN, RMSNorm, no biases): check the parameter count"
-        )
 
-    d = r.int("d_model")
-    n_layers = r.int("n_layers")
-    n_heads = r.int("n_heads")
-    vocab = r.int("vocab_size")
-    is_falcon = bool(kinds & {"falcon", "refinedweb", "refinedwebmodel"})
-    mpt_attn = top.get("attn_config") if isinstance(top.get("attn_config"), Mapping) else {}
-
-    # --- attention heads
-    falcon_new = is_falcon and bool(r.raw("new_decoder_architecture") or "refinedweb" in kinds)
-    if falcon_new:
+def _attention_heads(
+    r: _Reader, top: Mapping[str, Any], kinds: set[str], d: int, n_heads: int, where: str
+) -> tuple[int, int]:
+    """(n_kv_heads, head_dim): grouped/multi-query attention in each family's spelling (Falcon, MPT, GQA)."""
+    is_falcon = bool(kinds & _FALCON)
+    mpt_attn: Mapping[str, Any] = top["attn_config"] if isinstance(top.get("attn_config"), Mapping) else {}
+    if _falcon_new(r, kinds):
         n_kv = r.int("n_kv_heads", "num_kv_heads", "n_head_kv", default=n_heads)
     elif is_falcon:
         n_kv = 1 if r.raw("multi_query", default=True) else n_heads
@@ -367,27 +352,31 @@ def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfCon
         n_kv = r.int("n_kv_heads", default=n_heads)
     if n_kv == 0 or n_heads % n_kv:
         raise ModelConfigError(where, f"field 'n_kv_heads' is {n_kv}; it must divide n_heads ({n_heads})")
-    head_dim = r.int("head_dim", default=d // n_heads)
+    return n_kv, r.int("head_dim", default=d // n_heads)
 
-    # --- FFN width and kind
+
+def _falcon_new(r: _Reader, kinds: set[str]) -> bool:
+    return bool(kinds & _FALCON) and bool(r.raw("new_decoder_architecture") or "refinedweb" in kinds)
+
+
+def _ffn(r: _Reader, kinds: set[str], d: int) -> tuple[int, str]:
+    """(d_ff, ffn_kind): the FFN width in each family's spelling, and gated or plain MLP."""
     if "mpt" in kinds:
         d_ff = int(r.raw("expansion_ratio", default=4) * d)
     elif kinds & {"gpt2", "gpt_bigcode", "bloom", "gpt_neo"}:
         d_ff = r.int("d_ff", "n_inner", "intermediate_size", default=4 * d)
-    elif is_falcon:
+    elif kinds & _FALCON:
         d_ff = r.int("d_ff", "ffn_hidden_size", default=4 * d)
     elif kinds & {"llama4", "llama4_text"}:
         d_ff = r.int("d_ff", "intermediate_size_mlp", "intermediate_size")
     else:
         d_ff = r.int("d_ff")
-    ffn_kind = "mlp" if kinds & _PLAIN else "gated"
+    return d_ff, "mlp" if kinds & _PLAIN else "gated"
 
-    # --- context
-    max_context = r.int("max_context", default=0)
-    if max_context == 0:
-        warnings.append("no maximum context length in the config (ALiBi or unset); max_context is 0")
 
-    # --- embeddings, norms, biases
+def _layout(r: _Reader, kinds: set[str], d: int, notes: _Notes) -> dict[str, Any]:
+    """Embeddings, norms and biases: tied embeddings, learned positions, norm kind and count, bias flags."""
+    is_falcon = bool(kinds & _FALCON)
     tied_raw = r.raw("tie_word_embeddings")
     tied = bool(tied_raw) if tied_raw is not None else bool(kinds & _TIED_BY_DEFAULT)
     learned_positions = 0
@@ -397,7 +386,7 @@ def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfCon
         learned_positions = r.int("max_context", "max_position_embeddings") + 2  # HF OPT offset of 2
         proj = r.int("word_embed_proj_dim", "word_embed_proj_dim", default=d)
         if proj != d:
-            warnings.append(
+            notes.warnings.append(
                 f"OPT word_embed_proj_dim {proj} != hidden_size {d}: embeddings counted at hidden_size, "
                 "the project_in/out matrices are not counted"
             )
@@ -410,7 +399,7 @@ def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfCon
     norms_per_layer = 2
     if kinds & _FOUR_NORMS:
         norms_per_layer = 4
-    elif is_falcon and not falcon_new and r.raw("parallel_attn", default=True):
+    elif is_falcon and not _falcon_new(r, kinds) and r.raw("parallel_attn", default=True):
         norms_per_layer = 1
     if is_falcon:
         has_bias = bool(r.raw("bias", default=False))
@@ -429,10 +418,20 @@ def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfCon
         has_qkv_bias = bool(kinds & {"qwen2", "qwen2_moe"}) or bool(
             r.raw("attention_bias", "add_qkv_bias", "qkv_bias", default=False)
         )
-    qk_norm = bool(kinds & _QK_NORM) or (bool(r.raw("use_qk_norm")) and not kinds & {"llama4", "llama4_text"})
-    extra_active = 2 * d if "bloom" in kinds else 0  # BLOOM's word_embeddings_layernorm
+    return {
+        "tied_embeddings": tied,
+        "learned_positions": learned_positions,
+        "norm_kind": norm_kind,
+        "norms_per_layer": norms_per_layer,
+        "has_bias": has_bias,
+        "has_qkv_bias": has_qkv_bias,
+        "qk_norm": bool(kinds & _QK_NORM)
+        or (bool(r.raw("use_qk_norm")) and not kinds & {"llama4", "llama4_text"}),
+    }
 
-    # --- sliding windows
+
+def _windows(r: _Reader, kinds: set[str], n_layers: int, head_dim: int) -> dict[str, Any]:
+    """Sliding-window layers and the separate shape of global-attention layers (Gemma 3/4 style)."""
     window = r.int("sliding_window", "sliding_window", default=0)
     layer_types = r.raw("layer_types")
     n_sliding = 0
@@ -453,135 +452,198 @@ def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfCon
     global_head_dim = r.int("global_head_dim", "global_head_dim", default=0)
     if global_head_dim == head_dim:
         global_head_dim = 0
-    n_global_kv = r.int("n_global_kv_heads", "num_global_key_value_heads", default=0)
-    global_k_eq_v = bool(r.raw("attention_k_eq_v", default=False))
+    return {
+        "sliding_window": window,
+        "n_sliding_layers": n_sliding,
+        "global_head_dim": global_head_dim,
+        "n_global_kv_heads": r.int("n_global_kv_heads", "num_global_key_value_heads", default=0),
+        "global_k_eq_v": bool(r.raw("attention_k_eq_v", default=False)),
+    }
 
-    # --- mixture of experts
+
+def _experts(r: _Reader, kinds: set[str], d: int, d_ff: int, notes: _Notes) -> dict[str, Any]:
+    """Mixture-of-experts fields of ModelArch (empty for a dense model)."""
     n_experts = r.int("n_experts", default=0)
     if kinds & {"gemma4", "gemma4_text"} and not r.raw("enable_moe_block", default=bool(n_experts)):
         n_experts = 0
     moe: dict[str, Any] = {}
-    if n_experts:
-        moe["n_experts"] = n_experts
-        moe["n_experts_active"] = r.int("n_experts_active")
-        moe["d_ff_expert"] = r.int("d_ff_expert", default=r.int("d_ff", "intermediate_size", default=d_ff))
-        shared = r.int("n_shared_experts", "n_shared_experts", "num_shared_experts", default=0)
-        shared_width = r.int("d_ff_shared_expert", "shared_expert_intermediate_size", default=0)
-        if kinds & {"llama4", "llama4_text"}:
-            shared = 1
-        if kinds & {"gemma4", "gemma4_text"}:
-            shared, shared_width = 1, d_ff  # dense MLP beside the experts in every layer
-        if shared_width and not shared:
-            shared = 1
-        moe["n_shared_experts"] = shared
-        if shared_width and shared_width != moe["d_ff_expert"]:
-            moe["d_ff_shared_expert"] = shared_width
-        dense_only = r.raw("mlp_only_layers", default=[]) or []
-        moe["n_dense_layers"] = r.int("n_dense_layers", "first_k_dense_replace", default=len(dense_only))
-        moe["moe_layer_freq"] = (
-            r.int(
-                "moe_layer_freq",
-                "interleave_moe_layer_step",
-                "decoder_sparse_step",
-                "moe_layer_freq",
-                default=1,
-            )
-            or 1
+    if not n_experts:
+        return moe
+    moe["n_experts"] = n_experts
+    moe["n_experts_active"] = r.int("n_experts_active")
+    moe["d_ff_expert"] = r.int("d_ff_expert", default=r.int("d_ff", "intermediate_size", default=d_ff))
+    shared = r.int("n_shared_experts", "n_shared_experts", "num_shared_experts", default=0)
+    shared_width = r.int("d_ff_shared_expert", "shared_expert_intermediate_size", default=0)
+    if kinds & {"llama4", "llama4_text"}:
+        shared = 1
+    if kinds & {"gemma4", "gemma4_text"}:
+        shared, shared_width = 1, d_ff  # dense MLP beside the experts in every layer
+    if shared_width and not shared:
+        shared = 1
+    moe["n_shared_experts"] = shared
+    if shared_width and shared_width != moe["d_ff_expert"]:
+        moe["d_ff_shared_expert"] = shared_width
+    dense_only = r.raw("mlp_only_layers", default=[]) or []
+    moe["n_dense_layers"] = r.int("n_dense_layers", "first_k_dense_replace", default=len(dense_only))
+    moe["moe_layer_freq"] = (
+        r.int(
+            "moe_layer_freq",
+            "interleave_moe_layer_step",
+            "decoder_sparse_step",
+            "moe_layer_freq",
+            default=1,
         )
-        if kinds & {"qwen2_moe"} and shared_width:
-            warnings.append("qwen2_moe shared-expert gate (d_model x 1 per layer) not counted")
+        or 1
+    )
+    if kinds & {"qwen2_moe"} and shared_width:
+        notes.warnings.append("qwen2_moe shared-expert gate (d_model x 1 per layer) not counted")
+    return moe
 
-    # --- multi-head latent attention
-    mla: dict[str, Any] = {}
-    if r.raw("kv_lora_rank") is not None:
-        nope = r.int("mla_qk_nope_head_dim", "qk_nope_head_dim")
-        rope = r.int("mla_qk_rope_head_dim", "qk_rope_head_dim")
-        mla = {
-            "attention": "mla",
-            "mla_q_lora_rank": r.int("mla_q_lora_rank", "q_lora_rank", default=0),
-            "mla_kv_lora_rank": r.int("mla_kv_lora_rank", "kv_lora_rank"),
-            "mla_qk_rope_head_dim": rope,
-            "mla_qk_nope_head_dim": nope,
-            "mla_v_head_dim": r.int("mla_v_head_dim", "v_head_dim"),
-        }
-        head_dim = nope + rope
-        n_kv = n_heads
 
-    # --- hybrids (Nemotron-H): '*' attention, '-' MLP, 'M' Mamba-2, 'E' MoE
-    hybrid: dict[str, Any] = {}
+def _latent_attention(r: _Reader) -> dict[str, Any]:
+    """Multi-head latent attention fields (DeepSeek-V2/V3 style), empty without ``kv_lora_rank``."""
+    if r.raw("kv_lora_rank") is None:
+        return {}
+    nope = r.int("mla_qk_nope_head_dim", "qk_nope_head_dim")
+    rope = r.int("mla_qk_rope_head_dim", "qk_rope_head_dim")
+    return {
+        "attention": "mla",
+        "mla_q_lora_rank": r.int("mla_q_lora_rank", "q_lora_rank", default=0),
+        "mla_kv_lora_rank": r.int("mla_kv_lora_rank", "kv_lora_rank"),
+        "mla_qk_rope_head_dim": rope,
+        "mla_qk_nope_head_dim": nope,
+        "mla_v_head_dim": r.int("mla_v_head_dim", "v_head_dim"),
+    }
+
+
+def _hybrid_blocks(r: _Reader, d: int, n_layers: int, notes: _Notes) -> tuple[dict[str, Any], int, int]:
+    """Hybrids (Nemotron-H): '*' attention, '-' MLP, 'M' Mamba-2, 'E' MoE in ``hybrid_override_pattern``.
+
+    Returns (the ModelArch layer-count fields, the block count, the Mamba-2 parameters counted as extra); an
+    empty dict when the config is not a hybrid."""
     pattern = r.raw("hybrid_override_pattern")
-    if isinstance(pattern, str) and pattern:
-        n_attn, n_mlp, n_mamba, n_moe = (pattern.count(c) for c in "*-ME")
-        if len(pattern) != n_layers:
-            warnings.append(
-                f"hybrid_override_pattern has {len(pattern)} blocks but num_hidden_layers is {n_layers}"
-            )
-            n_layers = len(pattern)
-        norms_per_layer = 1  # one pre-norm per block
-        head_dim = r.int("head_dim", "attention_head_dim", "head_dim", default=head_dim)
-        hybrid = {"n_attention_layers": n_attn, "n_ffn_layers": n_mlp}
-        warnings.append(
-            f"hybrid: only {n_attn} of {n_layers} blocks have attention and {n_mlp} an MLP; a KV-cache "
-            "estimate must use ModelArch.attention_layer_count, not n_layers"
+    if not isinstance(pattern, str) or not pattern:
+        return {}, n_layers, 0
+    n_attn, n_mlp, n_mamba, n_moe = (pattern.count(c) for c in "*-ME")
+    if len(pattern) != n_layers:
+        notes.warnings.append(f"hybrid_override_pattern has {len(pattern)} blocks but num_hidden_layers is {n_layers}")
+        n_layers = len(pattern)
+    notes.warnings.append(
+        f"hybrid: only {n_attn} of {n_layers} blocks have attention and {n_mlp} an MLP; a KV-cache "
+        "estimate must use ModelArch.attention_layer_count, not n_layers"
+    )
+    extra = 0
+    if n_mamba:
+        mamba = _mamba2_params(r, d)
+        extra = n_mamba * mamba
+        notes.unmodel(
+            "Mamba-2 layers",
+            f"{n_mamba} Mamba-2 layers are not modelled: their {n_mamba * mamba / 1e9:.2f}B parameters are "
+            "counted (extra_active_params) but their state and FLOPs beyond 2 per parameter are not",
         )
-        if n_mamba:
-            mamba = _mamba2_params(r, d)
-            extra_active += n_mamba * mamba
-            unmodel(
-                "Mamba-2 layers",
-                f"{n_mamba} Mamba-2 layers are not modelled: their {n_mamba * mamba / 1e9:.2f}B parameters are "
-                "counted (extra_active_params) but their state and FLOPs beyond 2 per parameter are not",
-            )
-        if n_moe:
-            unmodel(
-                "MoE blocks of a hybrid", f"{n_moe} MoE blocks ('E') of the hybrid pattern are not counted"
-            )
-        if n_attn == 0 or n_mlp == 0:
-            warnings.append("hybrid without attention or MLP blocks: layer counts of 0 read as 'all layers'")
+    if n_moe:
+        notes.unmodel("MoE blocks of a hybrid", f"{n_moe} MoE blocks ('E') of the hybrid pattern are not counted")
+    if n_attn == 0 or n_mlp == 0:
+        notes.warnings.append("hybrid without attention or MLP blocks: layer counts of 0 read as 'all layers'")
+    return {"n_attention_layers": n_attn, "n_ffn_layers": n_mlp}, n_layers, extra
 
-    # --- features not modelled
+
+def _note_unmodelled(r: _Reader, top: Mapping[str, Any], kinds: set[str], windows: dict[str, Any], notes: _Notes) -> None:
+    """Warn about what the config has that flopwise does not model (towers, MTP, sinks, chunked attention ...)."""
     if (
         isinstance(top.get("vision_config"), Mapping)
         or "conditionalgeneration" in str(top.get("architectures")).lower()
     ):
-        unmodel(
+        notes.unmodel(
             "vision tower", "vision tower (vision_config) is not modelled: its parameters are not counted"
         )
     if isinstance(top.get("audio_config"), Mapping):
-        unmodel("audio tower", "audio tower (audio_config) is not modelled: its parameters are not counted")
+        notes.unmodel("audio tower", "audio tower (audio_config) is not modelled: its parameters are not counted")
     mtp = r.int("num_nextn_predict_layers", "num_nextn_predict_layers", "num_mtp_layers", default=0)
     if mtp:
-        unmodel(
+        notes.unmodel(
             "multi-token prediction (MTP) layers",
             f"{mtp} multi-token prediction (MTP) layer(s) are not modelled and not counted",
         )
-    sinks = "gpt_oss" in kinds
-    if sinks:
-        unmodel(
+    if "gpt_oss" in kinds:
+        notes.unmodel(
             "attention sinks",
             "attention sinks (one learned logit per head and layer) are counted but not "
             "modelled in FLOPs or memory (negligible)",
         )
     chunk = r.raw("attention_chunk_size")
     if chunk:
-        unmodel(
+        notes.unmodel(
             "chunked local attention",
             f"chunked local attention ({chunk}-token chunks) is not modelled: KV cache and attention FLOPs are "
             "estimated as full attention on every layer",
         )
     if r.int("hidden_size_per_layer_input", "hidden_size_per_layer_input", default=0):
-        unmodel("per-layer input embeddings", "per-layer input embeddings (Gemma 3n/4 style) are not counted")
+        notes.unmodel("per-layer input embeddings", "per-layer input embeddings (Gemma 3n/4 style) are not counted")
     if r.int("num_kv_shared_layers", "num_kv_shared_layers", default=0):
-        unmodel("KV sharing across layers", "KV-cache sharing across layers is not modelled")
-    if global_head_dim or n_global_kv or global_k_eq_v:
-        warnings.append(
+        notes.unmodel("KV sharing across layers", "KV-cache sharing across layers is not modelled")
+    if windows["global_head_dim"] or windows["n_global_kv_heads"] or windows["global_k_eq_v"]:
+        notes.warnings.append(
             "global-attention layers use their own head_dim / KV heads"
-            + (" with K = V" if global_k_eq_v else "")
+            + (" with K = V" if windows["global_k_eq_v"] else "")
             + ": counted in parameters; a KV-cache estimate using n_kv_heads x head_dim for every layer is approximate"
         )
 
+
+def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfConfig:
+    """Parse a Hugging Face ``config.json`` (a path, a folder holding one, or the loaded dict).
+
+    Raises :class:`~flopwise.errors.ModelConfigError` when the file cannot be read or a required field is
+    missing (the message names the field and its accepted spellings). Each part of the architecture is read by
+    its own function: heads (:func:`_attention_heads`), FFN (:func:`_ffn`), embeddings/norms/biases
+    (:func:`_layout`), sliding windows (:func:`_windows`), experts (:func:`_experts`), latent attention
+    (:func:`_latent_attention`), hybrid blocks (:func:`_hybrid_blocks`) and unmodelled features
+    (:func:`_note_unmodelled`).
+    """
+    top, where, path = _load(source)
+    text_cfg = top.get("text_config") if isinstance(top.get("text_config"), Mapping) else None
+    cfg: Mapping[str, Any] = text_cfg or top
+    top_type = str(top.get("model_type") or "").lower()
+    model_type = str(cfg.get("model_type") or top_type).lower()
+    if top_type == "gemma3" and not text_cfg:
+        model_type = "gemma3_text"
+    r = _Reader(cfg, top, where, CLASS_DEFAULTS.get(model_type))
+    kinds = {top_type, model_type}
+    notes = _Notes()
+    if not kinds & (_GATED | _PLAIN):
+        notes.warnings.append(
+            f"model_type {model_type or top_type or '(none)'!r} is not one flopwise knows; read as a "
+            "Llama-style decoder (gated FFN, RMSNorm, no biases): check the parameter count"
+        )
+
+    d = r.int("d_model")
+    n_layers = r.int("n_layers")
+    n_heads = r.int("n_heads")
+    vocab = r.int("vocab_size")
+    for name, value in (("d_model", d), ("n_layers", n_layers), ("n_heads", n_heads), ("vocab_size", vocab)):
+        if value < 1:
+            raise ModelConfigError(where, f"field {name!r} is {value}; a model needs at least 1")
+    n_kv, head_dim = _attention_heads(r, top, kinds, d, n_heads, where)
+    d_ff, ffn_kind = _ffn(r, kinds, d)
+    max_context = r.int("max_context", default=0)
+    if max_context == 0:
+        notes.warnings.append("no maximum context length in the config (ALiBi or unset); max_context is 0")
+    layout = _layout(r, kinds, d, notes)
+    extra_active = 2 * d if "bloom" in kinds else 0  # BLOOM's word_embeddings_layernorm
+    windows = _windows(r, kinds, n_layers, head_dim)
+    moe = _experts(r, kinds, d, d_ff, notes)
+    mla = _latent_attention(r)
+    if mla:
+        head_dim = mla["mla_qk_nope_head_dim"] + mla["mla_qk_rope_head_dim"]
+        n_kv = n_heads
+    hybrid, n_layers, mamba_params = _hybrid_blocks(r, d, n_layers, notes)
+    if hybrid:
+        extra_active += mamba_params
+        layout["norms_per_layer"] = 1  # one pre-norm per block
+        head_dim = r.int("head_dim", "attention_head_dim", "head_dim", default=head_dim)
+    _note_unmodelled(r, top, kinds, windows, notes)
     if r.defaulted:
-        warnings.append(
+        notes.warnings.append(
             "not in the config, so the transformers class default was used: "
             + ", ".join(f"{k}={v!r}" for k, v in sorted(r.defaulted.items()))
         )
@@ -593,6 +655,8 @@ def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfCon
     quantization = side_q or quantization
 
     hf_id, display = _identity(top, path)
+    if windows["n_global_kv_heads"] == n_kv:
+        windows["n_global_kv_heads"] = 0
     arch = ModelArch(
         id=normalize_model_name(display),
         name=display,
@@ -607,31 +671,21 @@ def parse_hf_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> HfCon
         vocab_size=vocab,
         max_context=max_context,
         ffn_kind=ffn_kind,
-        tied_embeddings=tied,
-        sliding_window=window,
-        n_sliding_layers=n_sliding,
-        has_bias=has_bias,
-        norm_kind=norm_kind,
-        norms_per_layer=norms_per_layer,
-        qk_norm=qk_norm,
-        has_qkv_bias=has_qkv_bias,
-        has_attention_sinks=sinks,
-        learned_positions=learned_positions,
-        global_head_dim=global_head_dim,
-        n_global_kv_heads=n_global_kv if n_global_kv != n_kv else 0,
-        global_k_eq_v=global_k_eq_v,
+        has_attention_sinks="gpt_oss" in kinds,
         extra_active_params=extra_active,
-        unmodelled=tuple(unmodelled),
+        unmodelled=tuple(notes.unmodelled),
         source_url=where,
         basis="datasheet",
         note=f"parsed from {Path(where).name} (model_type {model_type or top_type!r})",
+        **layout,
+        **windows,
         **moe,
         **mla,
         **hybrid,
     )
     return HfConfig(
         arch=arch,
-        warnings=tuple(warnings),
+        warnings=tuple(notes.warnings),
         quantization=quantization,
         kv_cache_quantization=kv_q,
         model_type=model_type or top_type,

@@ -20,6 +20,7 @@ from flopwise.errors import InputError, UnsupportedError
 from flopwise.estimate.quant import get_quant, resolve_serving_quant
 from flopwise.models.types import ModelArch
 from flopwise.units import check_positive
+from flopwise.vocab import PRICING_KINDS, pricing_kind
 
 __all__ = [
     "MIN_PRECISIONS",
@@ -34,7 +35,6 @@ __all__ = [
     "quant_for_precision",
 ]
 
-PRICING_KINDS = ("on-demand", "spot", "reserved", "onprem")
 #: precisions from the most to the least precise; ``min_precision`` allows it and every one before it
 MIN_PRECISIONS = ("bf16", "fp8", "int8", "int4")
 #: the quantization format a precision level is served in, per device family. GPUs/TPUs/NPUs use the formats of
@@ -178,7 +178,7 @@ def enumerate_serve_space(
       the catalog resolves) keeps offerings in those regions. A device sold only elsewhere is skipped with
       ``not_sold_in_region``.
     """
-    kinds = _check_choices(pricing, "pricing", PRICING_KINDS)
+    kinds = _check_choices([pricing_kind(p) for p in pricing], "pricing", PRICING_KINDS)
     if min_precision not in MIN_PRECISIONS:
         raise InputError("min_precision", min_precision, "use one of " + ", ".join(MIN_PRECISIONS))
     if isinstance(max_devices, bool) or not isinstance(max_devices, int) or not 1 <= max_devices <= 64:

@@ -24,11 +24,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
+from typing import no_type_check
 
 import numpy as np
+import numpy.typing as npt
 
+from flopwise import money
 from flopwise.errors import InputError, suggest
+from flopwise.units import H_PER_MONTH, PRICE_STEP
+from flopwise.vocab import canonical_many
 
 __all__ = [
     "COST_BASES",
@@ -49,16 +54,14 @@ __all__ = [
 ]
 
 #: Average hours in a month (8760 / 12), for the monthly totals.
-HOURS_PER_MONTH = 730.0
+HOURS_PER_MONTH = H_PER_MONTH  # 730
 #: How an on-prem inventory is charged: ``amortized`` (purchase spread over its lifetime, plus electricity) or
 #: ``sunk`` (already paid for: only electricity counts).
 COST_BASES = ("amortized", "sunk")
 #: Lowest precision a service accepts, highest first (as ``plan serve --min-precision``).
 MIN_PRECISIONS = ("bf16", "fp8", "int8", "int4")
-_PRICING_KINDS = ("on-demand", "spot", "reserved", "onprem")
 #: HiGHS wall-clock limit for one integer program; a fleet stopped by it is reported as not proven optimal.
 SOLVER_TIME_LIMIT_S = 30.0
-_CENT = Decimal("0.01")
 
 
 # ============================================================================================ the spec
@@ -266,7 +269,7 @@ def parse_fleet_spec(data: Mapping) -> FleetSpec:
             )
         pricing: tuple[str, ...] = ()
     else:
-        pricing = _name_list(raw_pricing, "pricing", _PRICING_KINDS)
+        pricing = canonical_many("pricing", _name_list(raw_pricing, "pricing"))
     providers = None if data.get("providers") is None else _name_list(data["providers"], "providers")
     regions = None if data.get("regions") is None else _name_list(data["regions"], "regions")
     max_devices = int(_number(data.get("max_devices", 8), "max_devices", integer=True, max_value=64))
@@ -352,12 +355,12 @@ class FleetCapacity:
     @classmethod
     def from_arrays(
         cls,
-        demand_rps: Sequence[float],
-        devices_per_unit: Sequence[int],
-        option_service: Sequence[int],
-        option_type: Sequence[int],
-        option_devices: Sequence[int],
-        option_capacity_rps: Sequence[float],
+        demand_rps: npt.ArrayLike,
+        devices_per_unit: npt.ArrayLike,
+        option_service: npt.ArrayLike,
+        option_type: npt.ArrayLike,
+        option_devices: npt.ArrayLike,
+        option_capacity_rps: npt.ArrayLike,
         *,
         service_names: Sequence[str] = (),
         type_names: Sequence[str] = (),
@@ -422,7 +425,7 @@ class SingleTypeBaseline:
     usd_per_h: Decimal
 
     def to_dict(self) -> dict:
-        return {"type": self.type_name, "units": self.units, "cost_per_hour_usd": str(self.usd_per_h)}
+        return {"type": self.type_name, "units": self.units, "cost_per_hour_usd": _cents(self.usd_per_h)}
 
 
 @dataclass(frozen=True)
@@ -458,20 +461,19 @@ class FleetSolution:
             "replicas": list(self.replicas),
             "served_rps": list(self.served_rps),
             "utilization_frac": list(self.utilization_frac),
-            "cost_per_hour_usd": None if self.usd_per_h is None else str(self.usd_per_h),
+            "cost_per_hour_usd": _cents(self.usd_per_h),
             "baseline": None if self.baseline is None else self.baseline.to_dict(),
-            "saving_usd_per_h": None if self.saving_usd_per_h is None else str(self.saving_usd_per_h),
+            "saving_usd_per_h": _cents(self.saving_usd_per_h),
             "saving_frac": self.saving_frac,
             "reason": self.reason,
         }
 
 
 def _money(x: Decimal | float | int | str) -> Decimal:
-    if isinstance(x, Decimal):
-        return x
-    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-        raise InputError("cost_usd_per_h", x, "give finite prices")
-    return Decimal(repr(x) if isinstance(x, float) else str(x))
+    """A price per unit-hour: exact input (Decimal, int, text) or a computed float, rounded to PRICE_STEP."""
+    if isinstance(x, float):
+        return money.from_float(x, "cost_usd_per_h", PRICE_STEP)
+    return money.to_money(x, "cost_usd_per_h", PRICE_STEP)
 
 
 @dataclass(frozen=True)
@@ -532,9 +534,10 @@ def _solve_milp(
     return _Milp(True, res.status == 0, str(res.message), x[:t_n], x[t_n:], gap)
 
 
-def _trim(cap: FleetCapacity, units: np.ndarray, replicas: np.ndarray) -> tuple:
+def _trim(cap: FleetCapacity, units: np.ndarray | None, replicas: np.ndarray | None) -> tuple:
     """Drop replicas the demand does not need (largest first), then units no replica occupies; the cost
     never rises, and the reported fleet carries no idle replicas."""
+    assert units is not None and replicas is not None, "a feasible solve has units and replicas"
     replicas = replicas.copy()
     served = np.zeros(cap.n_services)
     np.add.at(served, cap.option_service, cap.option_capacity_rps * replicas)
@@ -866,11 +869,11 @@ class FleetPlan:
 
 
 def _per_month(usd_per_h: Decimal) -> Decimal:
-    return (usd_per_h * Decimal(repr(HOURS_PER_MONTH))).quantize(_CENT, rounding=ROUND_HALF_EVEN)
+    return money.quantize(usd_per_h * Decimal(repr(HOURS_PER_MONTH)))
 
 
 def _cents(usd: Decimal | None) -> str | None:
-    return None if usd is None else str(usd.quantize(_CENT, rounding=ROUND_HALF_EVEN))
+    return None if usd is None else str(money.quantize(usd))
 
 
 def _unit_price(offering, pricing: str) -> Decimal | None:
@@ -895,7 +898,14 @@ def _onprem_usd_per_device_h(device, profile, *, is_sunk: bool) -> Decimal:
         usd = wall_w / KILO * profile.pue * float(profile.electricity_usd_per_kwh)
     else:
         usd = onprem_usd_per_device_h(profile, wall_w, profile.pue)
-    return Decimal(repr(float(usd))).quantize(Decimal("0.0001"))
+    return money.from_float(usd, "usd_per_device_h", PRICE_STEP)
+
+
+def _cloud_unit_price(offering, pricing: str) -> Decimal:
+    price = _unit_price(offering, pricing)
+    if price is None:  # candidates are enumerated only where the offering has a price of their kind
+        raise InputError("pricing", pricing, f"offering {offering.id} has no {pricing} price")
+    return _money(price)  # source prices may carry float noise (1.6764000000000001): one step for all money
 
 
 def _cloud_type(candidate) -> HardwareType:
@@ -908,7 +918,7 @@ def _cloud_type(candidate) -> HardwareType:
         instance_type=o.instance_type,
         region=o.region,
         devices_per_unit=o.device_count,
-        usd_per_unit_h=_unit_price(o, candidate.pricing),
+        usd_per_unit_h=_cloud_unit_price(o, candidate.pricing),
         inventory_units=None,
         source_url=o.source_url,
     )
@@ -993,6 +1003,7 @@ def _rejected_rows(rows: list[_CapacityRow]) -> list[dict]:
     return rej[:REJECTED_PER_SERVICE]
 
 
+@no_type_check  # reuses names across types (key: tuple, then str); typed when it is split
 def plan_fleet(
     spec: FleetSpec, catalog, *, models=None, time_limit_s: float = SOLVER_TIME_LIMIT_S
 ) -> FleetPlan:
@@ -1199,6 +1210,11 @@ def plan_fleet(
         "prepare_s": round(prepared - started, 4),
         "solve_s": round(solved - prepared, 4),
     }
+    from flopwise.catalog.staleness import data_age
+
+    # the hardware the solution buys (units per type); every type considered when there is no solution
+    used = [t for t, n in zip(type_list, solution.units, strict=False) if n] or type_list
+    assumptions["data_age"] = data_age(catalog, ((t.provider, t.instance_type, t.region) for t in used))
     return FleetPlan(
         spec=spec,
         types=type_list,

@@ -59,7 +59,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 __all__ = [
     "P95_TAIL_FRAC",
@@ -98,6 +97,8 @@ def erlang_c(servers, offered_load):
     # only where the Poisson(a) tail at c is not negligible: c more than 10 sd + 10 above a leaves C < 1e-20
     live = (a > 0) & (a < c) & (c - a < 10.0 * np.sqrt(np.maximum(a, 0.0)) + 10.0)
     cl, al = c[live], a[live]
+    from scipy import special  # lazy: `import flopwise.plan` stays light
+
     log_pmf = cl * np.log(al) - al - special.gammaln(cl + 1.0)
     cdf = special.gammaincc(cl + 1.0, al)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

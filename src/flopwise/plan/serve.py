@@ -21,11 +21,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
+from flopwise import money
 from flopwise.catalog.types import Device
 from flopwise.errors import InputError
 from flopwise.estimate import energy as en
@@ -44,7 +45,7 @@ from flopwise.plan.candidates import (
     enumerate_serve_space,
 )
 from flopwise.plan.queueing import continuous_batching_state, saturation_rps
-from flopwise.units import BYTES_PER_GB, GIGA, KILO, MEGA, MS_PER_S, S_PER_H
+from flopwise.units import BYTES_PER_GB, CENT, GIGA, KILO, MEGA, MS_PER_S, PRICE_STEP, S_PER_H
 
 __all__ = [
     "BATCH_CAPS",
@@ -75,8 +76,7 @@ DEFAULT_GRID_SOURCE = "https://ember-energy.org/latest-insights/global-electrici
 #: the peaked-occupancy Erlang C of plan.queueing costs on the full grid)
 _OCCUPANCY_FRACS = np.concatenate([np.geomspace(0.002, 0.05, 8), np.linspace(0.06, 0.999, 32)])
 _BISECT_STEPS = 13
-_MONEY_1M = Decimal("0.0001")
-_CENT = Decimal("0.01")
+_MONEY_1M = PRICE_STEP
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -441,26 +441,28 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
     n = len(cands)
     tp = np.array([c.device_count for c in cands], dtype=float)
     reps = replicas_cfg[cidx]
-    pue = np.empty(n)
-    grid = np.empty(n)
-    cost_replica = np.empty(n)
-    cost_total = np.empty(n)
-    instances = np.zeros(n)
-    for i, c in enumerate(cands):
-        j = cidx[i]
-        if c.onprem is not None:
-            pue[i] = c.onprem.pue
-            per_dev = onprem_usd_per_device_h(c.onprem, float(wall_w_per_device[j]), c.onprem.pue)
-            cost_replica[i] = per_dev * c.device_count
-            cost_total[i] = cost_replica[i] * reps[i]
-        else:
-            assert c.offering is not None and c.usd_per_device_h is not None
-            pue[i] = c.region.pue if c.region is not None else en.DEFAULT_PUE
-            per_dev = float(c.usd_per_device_h)
-            cost_replica[i] = per_dev * c.device_count
-            instances[i] = math.ceil(reps[i] * c.device_count / c.offering.device_count - 1e-9)
-            cost_total[i] = per_dev * c.offering.device_count * instances[i]
-        grid[i] = c.region.grid_gco2e_per_kwh if c.region is not None else DEFAULT_GRID_GCO2E_PER_KWH
+    # cloud candidates vectorized (a catalog holds thousands of offerings); on-prem ones (few) in a loop
+    grid = np.array(
+        [c.region.grid_gco2e_per_kwh if c.region is not None else DEFAULT_GRID_GCO2E_PER_KWH for c in cands]
+    )
+    pue = np.array(
+        [
+            c.onprem.pue if c.onprem is not None else (c.region.pue if c.region is not None else en.DEFAULT_PUE)
+            for c in cands
+        ]
+    )
+    cloud = np.array([c.onprem is None for c in cands], dtype=bool)
+    per_dev = np.array([float(c.usd_per_device_h) if c.onprem is None else 0.0 for c in cands])  # type: ignore[arg-type]
+    unit = np.array([c.offering.device_count if c.onprem is None else 1 for c in cands], dtype=float)  # type: ignore[union-attr]
+    cost_replica = per_dev * tp
+    instances = np.where(cloud, np.ceil(reps * tp / unit - 1e-9), 0.0)
+    cost_total = per_dev * unit * instances
+    for i in np.flatnonzero(~cloud).tolist():
+        c = cands[i]
+        assert c.onprem is not None
+        per_dev_onprem = onprem_usd_per_device_h(c.onprem, float(wall_w_per_device[cidx[i]]), c.onprem.pue)
+        cost_replica[i] = per_dev_onprem * c.device_count
+        cost_total[i] = cost_replica[i] * reps[i]
     out_tokens_per_h = workload.rps * workload.output_tokens * S_PER_H
     kwh_per_h = wall_w_per_device[cidx] * tp * reps * pue / KILO
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -546,8 +548,8 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _money(x: float, step: Decimal = _CENT) -> Decimal:
-    return Decimal(repr(float(x))).quantize(step, rounding=ROUND_HALF_EVEN)
+def _money(x: float, step: Decimal = CENT) -> Decimal:
+    return money.from_float(float(x), "cost_usd", step)
 
 
 @dataclass(frozen=True)
@@ -629,6 +631,7 @@ def _option(table: CapacityTable, i: int, workload: ServeWorkload) -> dict:
         "source_url": c.offering.source_url
         if c.offering is not None
         else (c.onprem.source_url if c.onprem else ""),
+        "price_retrieved": c.offering.retrieved if c.offering is not None else None,
     }
 
 
@@ -641,7 +644,7 @@ def _instance_cost(c: ServeCandidate, instances: int, cost_h: float) -> Decimal:
         "reserved": c.offering.reserved_usd_per_h,
     }[c.pricing]
     assert price is not None
-    return (price * instances).quantize(_CENT, rounding=ROUND_HALF_EVEN)
+    return money.quantize(price * instances)
 
 
 def _rejected(table: CapacityTable, i: int) -> dict:
@@ -660,6 +663,19 @@ def _rejected(table: CapacityTable, i: int) -> dict:
         "shortfall_unit": table.shortfall_unit[i],
         "meets_slo": False,
     }
+
+
+def _objective_key_at(objective: str, table: CapacityTable, i: int) -> tuple:
+    """``_objective_key`` of candidate *i* without building its option dict (same fields, same rounding)."""
+    c = table.candidates[i]
+    cost = float(_instance_cost(c, int(table.instances[i]), float(table.cost_per_hour_usd[i])))
+    if objective == "cost":
+        return (cost, round(float(table.ttft_p95_ms[i]), 1))
+    if objective == "energy":
+        return (round(float(table.energy_per_1m_tokens_kwh[i]), 4), cost)
+    if objective == "co2":
+        return (round(float(table.co2e_per_1m_tokens_kg[i]), 4), cost)
+    return (round(float(table.ttft_p95_ms[i]), 1), round(float(table.tpot_p95_ms[i]), 2), cost)
 
 
 def _objective_key(objective: str, opt: dict) -> tuple:
@@ -756,11 +772,17 @@ def plan_serve(
     table = replica_capacity(workload, space.candidates)
     feas = np.flatnonzero(table.feasible)
     best: dict[tuple, dict] = {}
+    # the best candidate per group, compared on the few rounded fields the objective reads; the full option
+    # dict is built for the winners only (a catalog holds thousands of offerings)
+    winners: dict[tuple, tuple[tuple, int]] = {}
     for i in feas.tolist():
-        opt = _option(table, i, workload)
-        key = (opt["device"], opt["tensor_parallel"], opt["quant"], opt["pricing"], opt["provider"])
-        if key not in best or _objective_key(objective, opt) < _objective_key(objective, best[key]):
-            best[key] = opt
+        c = table.candidates[i]
+        key = (c.device.id, c.device_count, c.quant, c.pricing, c.provider)
+        rank_key = _objective_key_at(objective, table, i)
+        if key not in winners or rank_key < winners[key][0]:
+            winners[key] = (rank_key, i)
+    for key, (_, i) in winners.items():
+        best[key] = _option(table, i, workload)
     all_opts = sorted(best.values(), key=lambda o: _objective_key(objective, o))
     for rank, o in enumerate(all_opts, 1):
         o["rank"] = rank
@@ -791,10 +813,10 @@ def plan_serve(
     rej: list[dict] = []
     for i in order.tolist():
         c = table.candidates[i]
-        key = (c.device.id, c.device_count, c.quant)
-        if key in seen:
+        rej_key = (c.device.id, c.device_count, c.quant)
+        if rej_key in seen:
             continue
-        seen.add(key)
+        seen.add(rej_key)
         rej.append(_rejected(table, i))
         if len(rej) >= top_k:
             break
@@ -823,6 +845,13 @@ def plan_serve(
             if rej
             else ""
         )
+    from flopwise.catalog.staleness import data_age, is_stale
+
+    assumptions["data_age"] = data_age(
+        catalog, ((o["provider"], o["instance_type"], o["region"]) for o in options)
+    )
+    for o in options:
+        o["stale"] = is_stale(o["price_retrieved"], stale_days=assumptions["data_age"]["stale_days"])
     return ServePlan(
         workload,
         objective,

@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from flopwise.catalog.types import Device
 from flopwise.errors import InputError, UnsupportedError
@@ -162,6 +161,8 @@ def inference_aware_optimal(target_loss: float, inference_tokens: float) -> tupl
     values = total(grid)
     i = int(np.argmin(values))
     a, b = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
+    from scipy.optimize import minimize_scalar  # lazy: importing scipy.optimize costs ~0.2 s
+
     res = minimize_scalar(
         lambda x: float(total(x)), bounds=(a, b), method="bounded", options={"xatol": 1e-10}
     )

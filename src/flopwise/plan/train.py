@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from flopwise.catalog.pricing import PRICING_KINDS, price_per_device_h
+from flopwise.catalog.pricing import price_per_device_h
 from flopwise.catalog.types import Device, Offering, OnPremProfile, Region
 from flopwise.errors import FlopwiseError, InputError, UnsupportedError, suggest
 from flopwise.estimate import energy as en
@@ -35,6 +35,7 @@ from flopwise.estimate.train import DEVICES_PER_NODE, GLOBAL_BATCH_TOKENS, estim
 from flopwise.models.params import count_params
 from flopwise.models.types import ModelArch
 from flopwise.units import GIGA, H_PER_YEAR, KILO, S_PER_H, check_positive, parse_count
+from flopwise.vocab import PRICING_KINDS, pricing_kind
 
 __all__ = [
     "CHECKPOINT_BYTES_PER_PARAM",
@@ -515,9 +516,7 @@ def _resolve_filters(catalog, pricing, providers, regions, spot_ok):
             kinds.append("onprem")
     else:
         kinds = [pricing] if isinstance(pricing, str) else list(pricing)
-        for k in kinds:
-            check_choice(k, "pricing", PRICING_KINDS)
-        kinds = [k.strip().lower() for k in kinds]
+        kinds = [pricing_kind(k) for k in kinds]
         if "spot" in kinds and not spot_ok:
             raise InputError(
                 "pricing", "spot", "spot pricing needs spot_ok=True (--spot-ok); add it or drop spot"
@@ -582,6 +581,380 @@ def _sources(catalog, kinds, provider_set, region_set, onprem_region, power_w, u
     return out
 
 
+@dataclass(frozen=True)
+class _TrainInputs:
+    """plan_train's arguments, checked (each field named in the InputError that refuses it)."""
+
+    tokens: float
+    method: str
+    objective: str
+    deadline_s: float | None
+    budget_usd: float | None
+    interruption_rate_per_h: float
+    checkpoint_interval_s: float | None
+    checkpoint_write_s: float | None
+    restart_s: float
+    utilization_frac: float
+
+
+def _check_train_inputs(
+    model: Any,
+    tokens: float | str,
+    method: str,
+    objective: str,
+    deadline_s: float | None,
+    budget_usd: Decimal | float | None,
+    max_devices: int,
+    top: int,
+    interruption_rate_per_h: float,
+    checkpoint_interval_s: float | None,
+    checkpoint_write_s: float | None,
+    restart_s: float,
+    utilization_frac: float,
+) -> _TrainInputs:
+    if not isinstance(model, ModelArch):
+        raise InputError("model", model, "give a ModelArch (flopwise.models.load_models().resolve(name))")
+    tokens_v = parse_count(tokens, "tokens", max_value=1e16)
+    method = check_choice(method, "method", METHODS)
+    objective = check_choice(objective, "objective", OBJECTIVES)
+    deadline = None if deadline_s is None else check_positive(float(deadline_s), "deadline_s", 1e10)
+    budget = None if budget_usd is None else check_positive(float(budget_usd), "budget_usd", 1e13)
+    if isinstance(max_devices, bool) or not isinstance(max_devices, int) or not 1 <= max_devices <= 1_000_000:
+        raise InputError("max_devices", max_devices, "give a whole number from 1 to 1000000")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise InputError("top", top, "give a whole number of at least 1")
+    rate = check_positive(float(interruption_rate_per_h), "interruption_rate_per_h", 100.0, allow_zero=True)
+    interval = (
+        None
+        if checkpoint_interval_s is None
+        else check_positive(float(checkpoint_interval_s), "checkpoint_interval_s", 1e9)
+    )
+    write_s = (
+        None
+        if checkpoint_write_s is None
+        else check_positive(float(checkpoint_write_s), "checkpoint_write_s", 1e7, allow_zero=True)
+    )
+    restart = check_positive(float(restart_s), "restart_s", 1e7, allow_zero=True)
+    util = check_positive(float(utilization_frac), "utilization_frac", 1.0)
+    return _TrainInputs(tokens_v, method, objective, deadline, budget, rate, interval, write_s, restart, util)
+
+
+def _train_wall_power_w(device: Device) -> float:
+    """Wall power of one training device, its host share included."""
+    return en.device_power_w(device.tdp_w, device.idle_w, en.TRAIN_ACTIVITY_FRAC) * (
+        1.0 + en.host_power_frac(device)
+    )
+
+
+def _evaluate_grids(
+    model: ModelArch,
+    catalog: Any,
+    sources: list[_Source],
+    inp: _TrainInputs,
+    *,
+    max_devices: int,
+    precision: str,
+    seq_len: int,
+    recompute: str,
+) -> tuple[dict[str, _DeviceGrid], set[str]]:
+    """Evaluate every device type once, vectorized over device counts: grids per device id, and warnings."""
+    by_device: dict[str, list[_Source]] = {}
+    for s in sources:
+        by_device.setdefault(s.device_id, []).append(s)
+    grids: dict[str, _DeviceGrid] = {}
+    warnings: set[str] = set()
+    for dev_id, srcs in sorted(by_device.items()):
+        device = catalog.devices[dev_id]
+        multi = device.interconnect_gb_per_s > 0
+        sizes = sorted({s.instance_size for s in srcs} | ({1} if any(s.onprem for s in srcs) else set()))
+        # Multi-node training needs a datacenter fabric (InfiniBand/RoCE or NVLink domains) that the catalog
+        # models only for datacenter parts: other segments are planned within one machine.
+        device_limit = (
+            max_devices if device.segment == "datacenter" else min(max_devices, ONE_MACHINE_MAX_DEVICES)
+        )
+        counts = _count_grid(sizes, device_limit, multi)
+        if counts.size == 0:
+            grids[dev_id] = _DeviceGrid(
+                counts,
+                {},
+                set(),
+                error=(
+                    f"{dev_id} has no interconnect in the catalog, so only single-device training is modelled, "
+                    f"and it is sold only in instances of {', '.join(str(s) for s in sizes)} devices"
+                    if not multi
+                    else f"its smallest instance ({min(sizes)} devices) exceeds max_devices={max_devices}"
+                ),
+            )
+            continue
+        caps = sorted({_tp_cap(s) for s in srcs})
+        try:
+            grids[dev_id] = _evaluate_device(
+                model,
+                device,
+                counts,
+                caps,
+                tokens=inp.tokens,
+                method=inp.method,
+                precision=precision,
+                seq_len=seq_len,
+                recompute=recompute,
+            )
+        except FlopwiseError as err:
+            if isinstance(err, InputError) and err.field not in ("device_count",):
+                raise
+            grids[dev_id] = _DeviceGrid(counts, {}, set(), error=str(err))
+        warnings |= grids[dev_id].warnings
+    return grids, warnings
+
+
+@dataclass(frozen=True)
+class _Priced:
+    """One source over its device-count grid: time, device-hours, cost, energy and CO2e per count, and the
+    masks of the constraints each count meets."""
+
+    source: _Source
+    device: Device
+    grid: dict[str, np.ndarray]
+    counts: np.ndarray
+    usable: np.ndarray
+    ratio: np.ndarray
+    tau: np.ndarray
+    wall: np.ndarray
+    dev_h: np.ndarray
+    cost: np.ndarray
+    kwh: np.ndarray
+    co2: np.ndarray | None
+    fits: np.ndarray
+    meets: np.ndarray
+    within: np.ndarray
+
+
+def _price_source(
+    s: _Source, device: Device, g: _DeviceGrid, inp: _TrainInputs, ckpt_bytes: float
+) -> _Priced | None:
+    """Price *s* at every count of its device grid, spot interruption overhead included; None if no count is
+    a whole number of its instances."""
+    grid = g.by_cap[_tp_cap(s)]
+    counts = g.counts
+    usable = grid["valid"] & (np.mod(counts, s.instance_size) == 0)
+    if not usable.any():
+        return None
+    n_inst = counts / s.instance_size
+    if s.pricing == "spot":
+        nodes = np.ceil(counts / DEVICES_PER_NODE)
+        delta = (
+            inp.checkpoint_write_s
+            if inp.checkpoint_write_s is not None
+            else ckpt_bytes / (CHECKPOINT_WRITE_GB_PER_S_PER_NODE * GIGA * nodes)
+        )
+        rate = inp.interruption_rate_per_h
+        mtbf = np.where(rate > 0, S_PER_H / np.maximum(rate * n_inst, 1e-300), np.inf)
+        interval = inp.checkpoint_interval_s
+        tau = np.broadcast_to(
+            interval if interval is not None else young_daly_interval_s(delta, mtbf), counts.shape
+        ).astype(float)
+        tau = np.where(np.isfinite(tau) & (tau > 0), tau, np.inf)
+        ratio = np.where(np.isinf(tau), 1.0, preemption_time_ratio(tau, delta, inp.restart_s, mtbf))
+    else:
+        tau = np.full(counts.shape, np.nan)
+        ratio = np.ones(counts.shape)
+    pue = (
+        s.onprem.pue
+        if s.onprem is not None
+        else (s.region.pue if s.region is not None else en.DEFAULT_PUE)
+    )
+    wall = grid["wall_h"] * ratio
+    dev_h = grid["device_h"] * ratio
+    cost = dev_h * s.usd_per_device_h
+    kwh = grid["it_kwh"] * ratio * pue
+    co2 = None if s.region is None else en.co2e_kg(kwh, s.region.grid_gco2e_per_kwh)
+    fits = grid["fits"] & usable
+    meets = np.ones_like(fits) if inp.deadline_s is None else wall * S_PER_H <= inp.deadline_s
+    within = np.ones_like(fits) if inp.budget_usd is None else cost <= inp.budget_usd
+    return _Priced(s, device, grid, counts, usable, ratio, tau, wall, dev_h, cost, kwh, co2, fits, meets, within)
+
+
+def _train_option(p: _Priced, i: int, cloud_best: dict[str, dict[str, float]]) -> TrainOption:
+    """The TrainOption at count index *i* of priced source *p*."""
+    s, grid, device = p.source, p.grid, p.device
+    count = int(p.counts[i])
+    mp = int(grid["tp"][i]) * int(grid["pp"][i])
+    dp = count // mp
+    be = None
+    if s.onprem is not None and s.device_id in cloud_best:
+        be = {
+            k: breakeven_utilization(s.onprem, v, _train_wall_power_w(device))
+            for k, v in sorted(cloud_best[s.device_id].items())
+        }
+    return TrainOption(
+        device=s.device_id,
+        count=count,
+        parallelism=Parallelism(
+            int(grid["tp"][i]), int(grid["pp"][i]), dp, int(grid["zero"][i]) if dp > 1 else 0
+        ),
+        recompute=str(grid["recompute"][i]),
+        pricing=s.pricing,
+        provider=s.provider,
+        region=s.region.id if s.region else None,
+        instance_type=s.instance_type,
+        usd_per_device_h=Decimal(repr(round(s.usd_per_device_h, 4))),
+        wall_clock_hours=float(p.wall[i]),
+        device_hours=float(p.dev_h[i]),
+        cost_usd=to_money(float(p.cost[i])),
+        energy_kwh=float(p.kwh[i]),
+        co2e_kg=None if p.co2 is None else float(p.co2[i]),
+        meets_deadline=bool(p.meets[i]),
+        within_budget=bool(p.within[i]),
+        fits=bool(grid["fits"][i]),
+        memory_per_device_gb=float(grid["mem_gb"][i]),
+        memory_capacity_gb=device.memory_gb,
+        mfu_frac=float(grid["mfu"][i]),
+        pipeline_bubble_frac=float(grid["bubble"][i]),
+        preemption_overhead_frac=float(p.ratio[i] - 1.0),
+        checkpoint_interval_s=None if not np.isfinite(p.tau[i]) else float(p.tau[i]),
+        breakeven_utilization_frac=be,
+    )
+
+
+def _nearest_miss(p: _Priced, inp: _TrainInputs) -> tuple[int, list[Rejection], int]:
+    """Why no count of *p* is feasible: (count index of the nearest miss, reasons, rank of the first reason)."""
+    grid, counts, device = p.grid, p.counts, p.device
+    deadline, budget = inp.deadline_s, inp.budget_usd
+    fit_idx = np.flatnonzero(p.fits)
+    reasons: list[Rejection] = []
+    if not fit_idx.size:
+        idx = np.flatnonzero(p.usable)
+        i = int(idx[np.argmin(grid["mem_gb"][idx])])
+        need, cap = float(grid["mem_gb"][i]), device.memory_gb
+        reasons.append(
+            Rejection(
+                "memory",
+                f"does not fit: at least {need:.1f} GB per device needed ({int(counts[i])} devices, "
+                f"tp={int(grid['tp'][i])}, pp={int(grid['pp'][i])}, ZeRO-{int(grid['zero'][i])}), {cap:g} GB "
+                "available; try method='lora' or 'qlora', a larger max_devices or a device with more memory",
+                need,
+                cap,
+                "GB per device",
+            )
+        )
+        order = _REASON_ORDER["memory"]
+    elif deadline is not None and not (p.fits & p.meets).any():
+        i = int(fit_idx[np.argmin(p.wall[fit_idx])])
+        reasons.append(
+            Rejection(
+                "deadline",
+                f"misses the deadline: {p.wall[i]:,.1f} h on {int(counts[i])} devices (the fastest that fits), "
+                f"deadline {deadline / S_PER_H:,.1f} h",
+                float(p.wall[i]),
+                deadline / S_PER_H,
+                "h",
+            )
+        )
+        order = _REASON_ORDER["deadline"]
+    else:
+        assert budget is not None  # fits and meets somewhere, yet not ok: the budget is what excludes it
+        idx = np.flatnonzero(p.fits & p.meets)
+        i = int(idx[np.argmin(p.cost[idx])])
+        reasons.append(
+            Rejection(
+                "budget",
+                f"over budget: ${p.cost[i]:,.2f} on {int(counts[i])} devices (the cheapest that fits"
+                + (" and meets the deadline" if deadline is not None else "")
+                + f"), budget ${budget:,.2f}",
+                float(p.cost[i]),
+                budget,
+                "USD",
+            )
+        )
+        order = _REASON_ORDER["budget"]
+    if order != _REASON_ORDER["budget"] and budget is not None and not p.within[i]:
+        reasons.append(
+            Rejection(
+                "budget",
+                f"also over budget: ${p.cost[i]:,.2f} vs ${budget:,.2f}",
+                float(p.cost[i]),
+                budget,
+                "USD",
+            )
+        )
+    return i, reasons, order
+
+
+def _cheapest_cloud(sources: list[_Source]) -> dict[str, dict[str, float]]:
+    """The cheapest cloud price per device-hour, per device id and pricing kind (for on-prem break-even)."""
+    cloud_best: dict[str, dict[str, float]] = {}
+    for s in sources:
+        if s.pricing != "onprem":
+            d = cloud_best.setdefault(s.device_id, {})
+            d[s.pricing] = min(d.get(s.pricing, math.inf), s.usd_per_device_h)
+    return cloud_best
+
+
+def _choose_per_group(
+    sources: list[_Source],
+    grids: dict[str, _DeviceGrid],
+    catalog: Any,
+    inp: _TrainInputs,
+    ckpt_bytes: float,
+    cloud_best: dict[str, dict[str, float]],
+) -> tuple[dict[tuple[str, str, str], tuple[tuple, TrainOption]], dict[tuple[str, str, str], tuple], list[tuple]]:
+    """Price every source and keep, per (device, pricing, provider) group, the best feasible option by the
+    objective, or else the nearest miss; with the Pareto rows of every fitting option."""
+    best: dict[tuple[str, str, str], tuple[tuple, TrainOption]] = {}
+    misses: dict[tuple[str, str, str], tuple[tuple, RejectedTrainOption]] = {}
+    pareto_rows: list[tuple] = []
+    for s in sorted(
+        sources,
+        key=lambda s: (
+            s.device_id,
+            s.pricing,
+            s.provider,
+            s.region.id if s.region else "",
+            s.instance_type or "",
+        ),
+    ):
+        key = (s.device_id, s.pricing, s.provider)
+        g = grids[s.device_id]
+        if g.error is not None or _tp_cap(s) not in g.by_cap:
+            rej = RejectedTrainOption(
+                s.device_id,
+                s.pricing,
+                s.provider,
+                (Rejection("unsupported", g.error or "no parallelism applies"),),
+                None,
+            )
+            _keep_miss(misses, key, (_REASON_ORDER["unsupported"], 0.0), rej)
+            continue
+        p = _price_source(s, catalog.devices[s.device_id], g, inp, ckpt_bytes)
+        if p is None:
+            continue
+        for j in np.flatnonzero(p.fits).tolist():
+            pareto_rows.append(
+                (
+                    float(p.cost[j]),
+                    float(p.wall[j]),
+                    math.inf if p.co2 is None else float(p.co2[j]),
+                    s,
+                    int(p.counts[j]),
+                    bool(p.meets[j]),
+                )
+            )
+        ok = p.fits & p.meets & p.within
+        if ok.any():
+            primary, secondary, tertiary = _objective_key(inp.objective, p.cost, p.wall, p.kwh, p.co2, p.counts)
+            idx = np.flatnonzero(ok)
+            i = int(idx[np.lexsort((tertiary[idx], secondary[idx], primary[idx]))[0]])
+            rank = (float(primary[i]), float(secondary[i]), float(tertiary[i]))
+            if key not in best or rank < best[key][0]:
+                best[key] = (rank, _train_option(p, i, cloud_best))
+            continue
+        i, reasons, order = _nearest_miss(p, inp)
+        rej = RejectedTrainOption(s.device_id, s.pricing, s.provider, tuple(reasons), _train_option(p, i, cloud_best))
+        _keep_miss(misses, key, (order, reasons[0].excess_frac or 0.0), rej)
+
+    return best, misses, pareto_rows
+
+
 def plan_train(
     model: ModelArch,
     tokens: float | str,
@@ -621,41 +994,32 @@ def plan_train(
     (:func:`preemption_time_ratio`) is added to time, cost and energy. On-prem cost uses
     :func:`onprem_effective_usd_per_device_h` at *utilization_frac*, with :func:`breakeven_utilization` against
     the cheapest cloud price of the same device per pricing kind.
+
+    The steps, one function each: check the inputs (:func:`_check_train_inputs`), list the sources
+    (:func:`_sources`), evaluate each device type over its count grid (:func:`_evaluate_grids`), price each source
+    (:func:`_price_source`), keep the best option or the nearest miss per group (:func:`_train_option`,
+    :func:`_nearest_miss`), and state the assumptions (:func:`_train_assumptions`).
     """
-    # --- validate ---------------------------------------------------------------------------------------
-    if not isinstance(model, ModelArch):
-        raise InputError("model", model, "give a ModelArch (flopwise.models.load_models().resolve(name))")
-    tokens_v = parse_count(tokens, "tokens", max_value=1e16)
-    method = check_choice(method, "method", METHODS)
-    objective = check_choice(objective, "objective", OBJECTIVES)
-    deadline = None if deadline_s is None else check_positive(float(deadline_s), "deadline_s", 1e10)
-    budget = None if budget_usd is None else check_positive(float(budget_usd), "budget_usd", 1e13)
-    if isinstance(max_devices, bool) or not isinstance(max_devices, int) or not 1 <= max_devices <= 1_000_000:
-        raise InputError("max_devices", max_devices, "give a whole number from 1 to 1000000")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise InputError("top", top, "give a whole number of at least 1")
-    rate = check_positive(float(interruption_rate_per_h), "interruption_rate_per_h", 100.0, allow_zero=True)
-    interval = (
-        None
-        if checkpoint_interval_s is None
-        else check_positive(float(checkpoint_interval_s), "checkpoint_interval_s", 1e9)
+    inp = _check_train_inputs(
+        model,
+        tokens,
+        method,
+        objective,
+        deadline_s,
+        budget_usd,
+        max_devices,
+        top,
+        interruption_rate_per_h,
+        checkpoint_interval_s,
+        checkpoint_write_s,
+        restart_s,
+        utilization_frac,
     )
-    write_s = (
-        None
-        if checkpoint_write_s is None
-        else check_positive(float(checkpoint_write_s), "checkpoint_write_s", 1e7, allow_zero=True)
-    )
-    restart = check_positive(float(restart_s), "restart_s", 1e7, allow_zero=True)
-    util = check_positive(float(utilization_frac), "utilization_frac", 1.0)
     kinds, provider_set, region_set = _resolve_filters(catalog, pricing, providers, regions, spot_ok)
     onprem_reg = catalog.region(onprem_region) if onprem_region else None
-
-    def wall_power_w(device: Device) -> float:
-        return en.device_power_w(device.tdp_w, device.idle_w, en.TRAIN_ACTIVITY_FRAC) * (
-            1.0 + en.host_power_frac(device)
-        )
-
-    sources = _sources(catalog, kinds, provider_set, region_set, onprem_reg, wall_power_w, util)
+    sources = _sources(
+        catalog, kinds, provider_set, region_set, onprem_reg, _train_wall_power_w, inp.utilization_frac
+    )
     if not sources:
         raise UnsupportedError(
             f"No device is sold as {', '.join(kinds)}"
@@ -663,257 +1027,14 @@ def plan_train(
             + (f" in {', '.join(sorted(region_set))}" if region_set else "")
             + "; widen --providers/--regions or add --pricing onprem"
         )
+    grids, warnings = _evaluate_grids(
+        model, catalog, sources, inp, max_devices=max_devices, precision=precision, seq_len=seq_len,
+        recompute=recompute,
+    )  # fmt: skip
 
-    # --- evaluate every device type once (vectorized over counts) ---------------------------------------
-    by_device: dict[str, list[_Source]] = {}
-    for s in sources:
-        by_device.setdefault(s.device_id, []).append(s)
-    grids: dict[str, _DeviceGrid] = {}
-    warnings: set[str] = set()
-    for dev_id, srcs in sorted(by_device.items()):
-        device = catalog.devices[dev_id]
-        multi = device.interconnect_gb_per_s > 0
-        sizes = sorted({s.instance_size for s in srcs} | ({1} if any(s.onprem for s in srcs) else set()))
-        # Multi-node training needs a datacenter fabric (InfiniBand/RoCE or NVLink domains) that the catalog
-        # models only for datacenter parts: other segments are planned within one machine.
-        device_limit = (
-            max_devices if device.segment == "datacenter" else min(max_devices, ONE_MACHINE_MAX_DEVICES)
-        )
-        counts = _count_grid(sizes, device_limit, multi)
-        if counts.size == 0:
-            grids[dev_id] = _DeviceGrid(
-                counts,
-                {},
-                set(),
-                error=(
-                    f"{dev_id} has no interconnect in the catalog, so only single-device training is modelled, "
-                    f"and it is sold only in instances of {', '.join(str(s) for s in sizes)} devices"
-                    if not multi
-                    else f"its smallest instance ({min(sizes)} devices) exceeds max_devices={max_devices}"
-                ),
-            )
-            continue
-        caps = sorted({_tp_cap(s) for s in srcs})
-        try:
-            grids[dev_id] = _evaluate_device(
-                model,
-                device,
-                counts,
-                caps,
-                tokens=tokens_v,
-                method=method,
-                precision=precision,
-                seq_len=seq_len,
-                recompute=recompute,
-            )
-        except FlopwiseError as err:
-            if isinstance(err, InputError) and err.field not in ("device_count",):
-                raise
-            grids[dev_id] = _DeviceGrid(counts, {}, set(), error=str(err))
-        warnings |= grids[dev_id].warnings
-
-    # --- price every source, choose per group ------------------------------------------------------------
-    ckpt_bytes = _checkpoint_bytes(model, method)
-    best: dict[tuple[str, str, str], tuple[tuple, TrainOption]] = {}
-    misses: dict[tuple[str, str, str], tuple[tuple, RejectedTrainOption]] = {}
-    cloud_best: dict[str, dict[str, float]] = {}
-    for s in sources:
-        if s.pricing != "onprem":
-            d = cloud_best.setdefault(s.device_id, {})
-            d[s.pricing] = min(d.get(s.pricing, math.inf), s.usd_per_device_h)
-    pareto_rows: list[tuple] = []
-    for s in sorted(
-        sources,
-        key=lambda s: (
-            s.device_id,
-            s.pricing,
-            s.provider,
-            s.region.id if s.region else "",
-            s.instance_type or "",
-        ),
-    ):
-        key = (s.device_id, s.pricing, s.provider)
-        device = catalog.devices[s.device_id]
-        g = grids[s.device_id]
-        if g.error is not None or _tp_cap(s) not in g.by_cap:
-            rej = RejectedTrainOption(
-                s.device_id,
-                s.pricing,
-                s.provider,
-                (Rejection("unsupported", g.error or "no parallelism applies"),),
-                None,
-            )
-            _keep_miss(misses, key, (_REASON_ORDER["unsupported"], 0.0), rej)
-            continue
-        grid = g.by_cap[_tp_cap(s)]
-        counts = g.counts
-        usable = grid["valid"] & (np.mod(counts, s.instance_size) == 0)
-        if not usable.any():
-            continue
-        n_inst = counts / s.instance_size
-        if s.pricing == "spot":
-            nodes = np.ceil(counts / DEVICES_PER_NODE)
-            delta = (
-                write_s
-                if write_s is not None
-                else ckpt_bytes / (CHECKPOINT_WRITE_GB_PER_S_PER_NODE * GIGA * nodes)
-            )
-            mtbf = np.where(rate > 0, S_PER_H / np.maximum(rate * n_inst, 1e-300), np.inf)
-            tau = np.broadcast_to(
-                interval if interval is not None else young_daly_interval_s(delta, mtbf), counts.shape
-            ).astype(float)
-            tau = np.where(np.isfinite(tau) & (tau > 0), tau, np.inf)
-            ratio = np.where(np.isinf(tau), 1.0, preemption_time_ratio(tau, delta, restart, mtbf))
-        else:
-            tau = np.full(counts.shape, np.nan)
-            ratio = np.ones(counts.shape)
-        pue = (
-            s.onprem.pue
-            if s.onprem is not None
-            else (s.region.pue if s.region is not None else en.DEFAULT_PUE)
-        )
-        wall = grid["wall_h"] * ratio
-        dev_h = grid["device_h"] * ratio
-        cost = dev_h * s.usd_per_device_h
-        kwh = grid["it_kwh"] * ratio * pue
-        co2 = None if s.region is None else en.co2e_kg(kwh, s.region.grid_gco2e_per_kwh)
-        fits = grid["fits"] & usable
-        meets = np.ones_like(fits) if deadline is None else wall * S_PER_H <= deadline
-        within = np.ones_like(fits) if budget is None else cost <= budget
-        ok = fits & meets & within
-        primary, secondary, tertiary = _objective_key(objective, cost, wall, kwh, co2, counts)
-
-        def make(
-            i: int,
-            s=s,
-            grid=grid,
-            wall=wall,
-            dev_h=dev_h,
-            cost=cost,
-            kwh=kwh,
-            co2=co2,
-            ratio=ratio,
-            tau=tau,
-            meets=meets,
-            within=within,
-            device=device,
-            counts=counts,
-        ) -> TrainOption:
-            count = int(counts[i])
-            mp = int(grid["tp"][i]) * int(grid["pp"][i])
-            dp = count // mp
-            be = None
-            if s.onprem is not None and s.device_id in cloud_best:
-                be = {
-                    k: breakeven_utilization(s.onprem, v, wall_power_w(device))
-                    for k, v in sorted(cloud_best[s.device_id].items())
-                }
-            return TrainOption(
-                device=s.device_id,
-                count=count,
-                parallelism=Parallelism(
-                    int(grid["tp"][i]), int(grid["pp"][i]), dp, int(grid["zero"][i]) if dp > 1 else 0
-                ),
-                recompute=str(grid["recompute"][i]),
-                pricing=s.pricing,
-                provider=s.provider,
-                region=s.region.id if s.region else None,
-                instance_type=s.instance_type,
-                usd_per_device_h=Decimal(repr(round(s.usd_per_device_h, 4))),
-                wall_clock_hours=float(wall[i]),
-                device_hours=float(dev_h[i]),
-                cost_usd=to_money(float(cost[i])),
-                energy_kwh=float(kwh[i]),
-                co2e_kg=None if co2 is None else float(co2[i]),
-                meets_deadline=bool(meets[i]),
-                within_budget=bool(within[i]),
-                fits=bool(grid["fits"][i]),
-                memory_per_device_gb=float(grid["mem_gb"][i]),
-                memory_capacity_gb=device.memory_gb,
-                mfu_frac=float(grid["mfu"][i]),
-                pipeline_bubble_frac=float(grid["bubble"][i]),
-                preemption_overhead_frac=float(ratio[i] - 1.0),
-                checkpoint_interval_s=None if not np.isfinite(tau[i]) else float(tau[i]),
-                breakeven_utilization_frac=be,
-            )
-
-        fit_idx = np.flatnonzero(fits)
-        for i in fit_idx:
-            pareto_rows.append(
-                (
-                    float(cost[i]),
-                    float(wall[i]),
-                    math.inf if co2 is None else float(co2[i]),
-                    s,
-                    int(counts[i]),
-                    bool(meets[i]),
-                )
-            )
-        if ok.any():
-            idx = np.flatnonzero(ok)
-            i = int(idx[np.lexsort((tertiary[idx], secondary[idx], primary[idx]))[0]])
-            rank = (float(primary[i]), float(secondary[i]), float(tertiary[i]))
-            if key not in best or rank < best[key][0]:
-                best[key] = (rank, make(i))
-            continue
-        # nearest miss of this source
-        reasons: list[Rejection] = []
-        if not fit_idx.size:
-            idx = np.flatnonzero(usable)
-            i = int(idx[np.argmin(grid["mem_gb"][idx])])
-            need, cap = float(grid["mem_gb"][i]), device.memory_gb
-            reasons.append(
-                Rejection(
-                    "memory",
-                    f"does not fit: at least {need:.1f} GB per device needed ({int(counts[i])} devices, "
-                    f"tp={int(grid['tp'][i])}, pp={int(grid['pp'][i])}, ZeRO-{int(grid['zero'][i])}), {cap:g} GB "
-                    "available; try method='lora' or 'qlora', a larger max_devices or a device with more memory",
-                    need,
-                    cap,
-                    "GB per device",
-                )
-            )
-            order = _REASON_ORDER["memory"]
-        elif deadline is not None and not (fits & meets).any():
-            i = int(fit_idx[np.argmin(wall[fit_idx])])
-            reasons.append(
-                Rejection(
-                    "deadline",
-                    f"misses the deadline: {wall[i]:,.1f} h on {int(counts[i])} devices (the fastest that fits), "
-                    f"deadline {deadline / S_PER_H:,.1f} h",
-                    float(wall[i]),
-                    deadline / S_PER_H,
-                    "h",
-                )
-            )
-            order = _REASON_ORDER["deadline"]
-        else:
-            idx = np.flatnonzero(fits & meets)
-            i = int(idx[np.argmin(cost[idx])])
-            reasons.append(
-                Rejection(
-                    "budget",
-                    f"over budget: ${cost[i]:,.2f} on {int(counts[i])} devices (the cheapest that fits"
-                    + (" and meets the deadline" if deadline is not None else "")
-                    + f"), budget ${budget:,.2f}",
-                    float(cost[i]),
-                    budget,
-                    "USD",
-                )
-            )
-            order = _REASON_ORDER["budget"]
-        if order != _REASON_ORDER["budget"] and budget is not None and not within[i]:
-            reasons.append(
-                Rejection(
-                    "budget",
-                    f"also over budget: ${cost[i]:,.2f} vs ${budget:,.2f}",
-                    float(cost[i]),
-                    budget,
-                    "USD",
-                )
-            )
-        rej = RejectedTrainOption(s.device_id, s.pricing, s.provider, tuple(reasons), make(i))
-        _keep_miss(misses, key, (order, reasons[0].excess_frac or 0.0), rej)
+    ckpt_bytes = _checkpoint_bytes(model, inp.method)
+    cloud_best = _cheapest_cloud(sources)
+    best, misses, pareto_rows = _choose_per_group(sources, grids, catalog, inp, ckpt_bytes, cloud_best)
 
     rank_opts = sorted(best.values(), key=lambda kv: (kv[0], kv[1].device, kv[1].pricing, kv[1].provider))
     options = tuple(o for _, o in rank_opts[:top])
@@ -922,28 +1043,67 @@ def plan_train(
         key=lambda kv: (kv[0], kv[1].device, kv[1].pricing, kv[1].provider),
     )
     rejected = tuple(r for _, r in rejected_all[:top])
-    pareto = _fronts(pareto_rows)
-
-    assumptions: dict[str, Any] = {
-        "model": model.id,
-        "tokens": tokens_v,
-        "method": method,
-        "precision": precision,
-        "seq_len": seq_len,
-        "recompute": recompute,
-        "objective": objective,
-        "pricing": kinds,
-        "providers": sorted(provider_set) if provider_set else None,
-        "regions": sorted(region_set) if region_set else None,
-        "deadline_h": None if deadline is None else deadline / S_PER_H,
-        "budget_usd": None if budget is None else str(budget_usd),
-        "max_devices": max_devices,
-        "non_datacenter_devices": f"planned within one machine (at most {ONE_MACHINE_MAX_DEVICES} devices): the "
-        "catalog models no multi-node fabric for workstation, consumer, Apple, CPU or edge hardware",
+    searched = {
         "device_types_considered": len(grids),
         "sources_considered": len(sources),
         "groups_feasible": len(best),
         "groups_rejected": len(rejected_all),
+    }
+    assumptions = _train_assumptions(
+        model, inp, kinds, provider_set, region_set, onprem_reg, budget_usd, max_devices, precision, seq_len,
+        recompute, interruption_rate_per_h, ckpt_bytes, searched,
+        _cloud_vs_onprem(catalog, sources, cloud_best, _train_wall_power_w, inp.utilization_frac), warnings,
+    )  # fmt: skip
+    from flopwise.catalog.staleness import data_age
+
+    assumptions["data_age"] = data_age(catalog, ((o.provider, o.instance_type, o.region) for o in options))
+    if not options:
+        nearest = rejected[0] if rejected else None
+        assumptions["no_feasible_option"] = "no device type meets every constraint" + (
+            f"; nearest: {nearest.device} ({nearest.pricing}, {nearest.provider}): {nearest.reasons[0].message}"
+            if nearest
+            else ""
+        )
+    return TrainPlan(options=options, rejected=rejected, pareto=_fronts(pareto_rows), assumptions=assumptions)
+
+
+def _train_assumptions(
+    model: ModelArch,
+    inp: _TrainInputs,
+    kinds: list[str],
+    provider_set: set[str] | None,
+    region_set: set[str] | None,
+    onprem_reg: Region | None,
+    budget_usd: Decimal | float | None,
+    max_devices: int,
+    precision: str,
+    seq_len: int,
+    recompute: str,
+    interruption_rate_per_h: float,
+    ckpt_bytes: float,
+    searched: dict[str, int],
+    cloud_vs_onprem: dict[str, dict],
+    warnings: set[str],
+) -> dict[str, Any]:
+    """What a train plan rests on, in words and numbers (the plan's ``assumptions``)."""
+    deadline = inp.deadline_s
+    assumptions: dict[str, Any] = {
+        "model": model.id,
+        "tokens": inp.tokens,
+        "method": inp.method,
+        "precision": precision,
+        "seq_len": seq_len,
+        "recompute": recompute,
+        "objective": inp.objective,
+        "pricing": kinds,
+        "providers": sorted(provider_set) if provider_set else None,
+        "regions": sorted(region_set) if region_set else None,
+        "deadline_h": None if deadline is None else deadline / S_PER_H,
+        "budget_usd": None if inp.budget_usd is None else str(budget_usd),
+        "max_devices": max_devices,
+        "non_datacenter_devices": f"planned within one machine (at most {ONE_MACHINE_MAX_DEVICES} devices): the "
+        "catalog models no multi-node fabric for workstation, consumer, Apple, CPU or edge hardware",
+        **searched,
         "memory_and_time": "flopwise.estimate.estimate_train per (tp, pp, ZeRO stage), vectorized over counts; "
         "tensor parallel within one instance (at most 8), ZeRO-2/3 only without pipeline stages; the fastest "
         "fitting parallelism per count, ties to the smaller tp*pp and ZeRO stage",
@@ -952,18 +1112,19 @@ def plan_train(
         "energy": "estimator IT energy (host share included) times the region's PUE (cloud) or the profile's PUE "
         "(on-prem); CO2e with the region's grid intensity",
         "onprem": {
-            "utilization_frac": util,
+            "utilization_frac": inp.utilization_frac,
             "region": onprem_reg.id if onprem_reg else None,
             "cost": "purchase * (1 + server_overhead) / (lifetime_years * 8760) / utilization + power_kW * PUE "
             "* USD/kWh; breakeven_utilization_frac = capital / (cloud - power) per cloud pricing kind",
         },
         "reserved": "reserved prices assume the commitment (1y/3y) is used by other work outside this run",
-        "cloud_vs_onprem": _cloud_vs_onprem(catalog, sources, cloud_best, wall_power_w, util),
+        "cloud_vs_onprem": cloud_vs_onprem,
         "warnings": sorted(warnings),
     }
     if "spot" in kinds:
+        interval, write_s = inp.checkpoint_interval_s, inp.checkpoint_write_s
         assumptions["spot"] = {
-            "interruption_rate_per_h": rate,
+            "interruption_rate_per_h": inp.interruption_rate_per_h,
             "interruption_rate_source": "given"
             if interruption_rate_per_h != DEFAULT_INTERRUPTION_RATE_PER_H
             else "default assumption (see DEFAULT_INTERRUPTION_RATE_PER_H)",
@@ -975,18 +1136,11 @@ def plan_train(
             if write_s is not None
             else f"{ckpt_bytes / GIGA:,.1f} GB ({CHECKPOINT_BYTES_PER_PARAM:g} B per trainable parameter) at "
             f"{CHECKPOINT_WRITE_GB_PER_S_PER_NODE:g} GB/s per node, nodes writing in parallel",
-            "restart_s": restart,
+            "restart_s": inp.restart_s,
             "overhead": "expected time ratio (M/tau) e^(R/M) (e^((tau+delta)/M) - 1) (Daly 2006), applied to "
             "time, device-hours, cost and energy",
         }
-    if not options:
-        nearest = rejected[0] if rejected else None
-        assumptions["no_feasible_option"] = "no device type meets every constraint" + (
-            f"; nearest: {nearest.device} ({nearest.pricing}, {nearest.provider}): {nearest.reasons[0].message}"
-            if nearest
-            else ""
-        )
-    return TrainPlan(options=options, rejected=rejected, pareto=pareto, assumptions=assumptions)
+    return assumptions
 
 
 def _tp_cap(s: _Source) -> int:

@@ -16,6 +16,7 @@ from flopwise.estimate.quant import get_quant, resolve_serving_quant
 from flopwise.models.params import count_params
 from flopwise.plan.candidates import CandidateSpace, ServeWorkload, enumerate_serve_space
 from flopwise.plan.serve import plan_serve
+from flopwise.vocab import PRICING_KINDS
 
 __all__ = ["PREFIX_CACHE_HIT_FRAC", "WhatIf", "sparse_device", "what_ifs"]
 
@@ -63,7 +64,7 @@ def sparse_device(device: Device) -> Device | None:
     group of four weights, doubling the math rate of compute-bound matmuls (Mishra et al. 2021, "Accelerating
     Sparse Deep Neural Networks", arXiv:2104.08378); memory traffic is left dense, so memory-bound decode steps
     do not speed up (the roofline keeps whichever bound dominates)."""
-    changes: dict[str, float] = {}
+    changes: dict[str, Any] = {}
     for dtype, field in _SPARSE_PEAKS.items():
         sparse = getattr(device, field)
         dense = device.peak_tflop_per_s(dtype)
@@ -110,10 +111,14 @@ def _what(name, description, base: dict, option: dict | None, caveat: str) -> Wh
     return WhatIf(name, description, option, saving, frac, caveat)
 
 
+def _has_spot_price(catalog: Any, device: str) -> bool:
+    return any(o.device_id == device and o.spot_usd_per_h is not None for o in catalog.offerings)
+
+
 def what_ifs(option: dict, workload: ServeWorkload, catalog: Any) -> list[WhatIf]:
     """What-ifs for *option* (an option dict of a ServePlan for *workload*), cheapest first."""
     device = option["device"]
-    all_prices = ("on-demand", "spot", "reserved", "onprem")
+    all_prices = PRICING_KINDS
     space = enumerate_serve_space(
         catalog, workload.model, pricing=all_prices, min_precision="int4", max_devices=64
     )
@@ -131,16 +136,32 @@ def what_ifs(option: dict, workload: ServeWorkload, catalog: Any) -> list[WhatIf
             "on most benchmarks for 7B+ models)",
         )
     )
-    spot = _best(workload, catalog, _only(space, device=device, pricing="spot", quant=option["quant"]))
-    out.append(
-        _what(
-            "spot",
-            f"spot instead of {option['pricing']} for {device}",
-            option,
-            spot,
-            "spot capacity can be reclaimed with ~2 minutes notice; keep on-demand replicas for the floor load",
+    spot_space = _only(space, device=device, pricing="spot", quant=option["quant"])
+    spot_desc = f"spot instead of {option['pricing']} for {device}"
+    if not spot_space.candidates and not _has_spot_price(catalog, device):
+        # nothing to price, which is not the same as "no option meets the targets"
+        where = option.get("region") or "any region"
+        out.append(
+            WhatIf(
+                "spot",
+                spot_desc,
+                None,
+                None,
+                None,
+                f"no spot price known for {device} in {where} (nor in any other region of the catalog); "
+                "refresh the catalog or price it by hand",
+            )
         )
-    )
+    else:
+        out.append(
+            _what(
+                "spot",
+                spot_desc,
+                option,
+                _best(workload, catalog, spot_space),
+                "spot capacity can be reclaimed with ~2 minutes notice; keep on-demand replicas for the floor load",
+            )
+        )
     reserved = _best(
         workload, catalog, _only(space, device=device, pricing="reserved", quant=option["quant"])
     )

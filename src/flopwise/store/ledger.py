@@ -32,6 +32,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from flopwise.store.models import Base, _one_of
 from flopwise.store.types import Money, UTCDateTime, utcnow
+from flopwise.vocab import INGEST_SOURCES
 
 __all__ = [
     "ALERT_CHANNEL_KINDS",
@@ -57,7 +58,6 @@ ENERGY_BASES = ("measured", "estimated", "none")
 #: ``running`` while rows stream in; then ``ok`` (nothing rejected), ``partial`` (some rows rejected) or
 #: ``failed`` (the input could not be understood; its records were removed)
 INGEST_STATES = ("running", "ok", "partial", "failed")
-INGEST_SOURCES = ("slurm", "focus", "aws-cur", "azure", "oci", "dcgm", "nvidia-smi", "opencost", "nvml")
 ALERT_CHANNEL_KINDS = ("webhook",)
 ALERT_DELIVERY_STATES = ("pending", "delivered", "failed")
 

@@ -7,6 +7,8 @@ between the models and the migrated database (empty when they agree).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 
 from flopwise.store.models import Base
@@ -53,6 +55,28 @@ def _with_engine(database_url: str | URL | Engine | None) -> tuple[Engine, bool]
     return make_engine(database_url), True
 
 
+@contextmanager
+def _migrating(engine: Engine) -> Iterator[Connection]:
+    """A connection in one transaction for the migrations. On SQLite, foreign keys are off while batch mode copies
+    and moves a table (SQLite's own procedure for schema changes, https://www.sqlite.org/lang_altertable.html
+    section 7), and ``PRAGMA foreign_key_check`` must come back empty before the transaction commits."""
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        raw: Any = connection.connection.dbapi_connection
+        if sqlite:  # outside any transaction, where the pragma takes effect
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                yield connection
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration left rows whose foreign keys point nowhere: {broken[:5]}")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
+
+
 def upgrade(database_url: str | URL | Engine | None = None, revision: str = "head") -> None:
     """Migrate the database to *revision* (default the newest). Safe to repeat: at head it does nothing.
 
@@ -60,7 +84,7 @@ def upgrade(database_url: str | URL | Engine | None = None, revision: str = "hea
     """
     engine, owned = _with_engine(database_url)
     try:
-        with engine.begin() as connection:
+        with _migrating(engine) as connection:
             config = alembic_config(engine.url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
@@ -73,7 +97,7 @@ def downgrade(database_url: str | URL | Engine | None, revision: str) -> None:
     """Migrate the database down to *revision* (``"base"`` drops every table: all data is lost)."""
     engine, owned = _with_engine(database_url)
     try:
-        with engine.begin() as connection:
+        with _migrating(engine) as connection:
             config = alembic_config(engine.url)
             config.attributes["connection"] = connection
             command.downgrade(config, revision)

@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from flopwise.store.types import Money, UTCDateTime, utcnow
+from flopwise.vocab import WORKLOAD_KINDS
 
 __all__ = [
     "ADMISSION_STATES",
@@ -74,7 +75,6 @@ RESERVATION_STATES = ("reserved", "committed", "released", "settled")
 #: reservation states whose amount counts as spent against the budget
 SPENDING_STATES = ("reserved", "committed", "settled")
 QUOTA_MATCH_ON = ("device_type", "device_class")
-WORKLOAD_KINDS = ("train", "fine_tune", "serve", "batch_inference")
 REQUEST_STATES = ("pending", "approved", "denied", "cancelled", "expired")
 APPROVAL_VERDICTS = ("approve", "deny")
 #: admitted: reserved worst case, job not started; rejected: refused; committed: running; released: never ran;

@@ -1,4 +1,4 @@
-"""Reports over the usage ledger, computed in SQL: usage by group, utilization and idle waste, concentration, FOCUS export.
+"""Reports over the usage ledger, computed in SQL: usage by group, utilization and idle waste, concentration.
 
 Every aggregate is one ``GROUP BY`` query (the database does the sums, so a million-row ledger is not loaded
 into Python); money sums are exact (``NUMERIC`` on PostgreSQL, integer micro-dollars on SQLite). Periods are
@@ -17,10 +17,10 @@ concentrated.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import IO, Any
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, case, func, select
 from sqlalchemy.orm import Session
@@ -29,6 +29,7 @@ from flopwise.errors import InputError
 from flopwise.store.ledger import UsageRecordRow
 from flopwise.store.models import Organization, Project, Team
 from flopwise.store.types import to_money
+from flopwise.units import G_PER_KG
 
 __all__ = [
     "CONCENTRATION_BY",
@@ -38,9 +39,7 @@ __all__ = [
     "HHI_UNCONCENTRATED",
     "UNATTRIBUTED",
     "concentration_report",
-    "export_focus_csv",
     "herfindahl_hirschman",
-    "ledger_records",
     "usage_report",
 ]
 
@@ -85,6 +84,7 @@ def _period_text(session: Session, width: str) -> ColumnElement[Any]:
 
 def _metrics() -> list[ColumnElement[Any]]:
     util_known = U.x_gpu_utilization.is_not(None) & U.x_device_hours.is_not(None)
+    no_grid = U.x_co2e_kg.is_(None) & U.x_energy_kwh.is_not(None)  # energy metered where no region was known
     return [
         func.count().label("records"),
         func.coalesce(func.sum(U.x_device_hours), 0.0).label("device_hours"),
@@ -98,6 +98,8 @@ def _metrics() -> list[ColumnElement[Any]]:
             func.sum(case((util_known, U.x_device_hours * U.x_gpu_utilization), else_=0.0)), 0.0
         ).label("busy_hours"),
         func.count(U.cost_usd).label("costed_records"),
+        func.coalesce(func.sum(case((no_grid, U.x_energy_kwh), else_=0.0)), 0.0).label("energy_no_grid_kwh"),
+        func.count(case((no_grid, 1))).label("no_grid_records"),
     ]
 
 
@@ -117,7 +119,15 @@ def _metric_dict(row: Any) -> dict[str, Any]:
         "utilization_frac": float(row.busy_hours) / util_hours if util_hours > 0 else None,
         "idle_frac": idle / device_hours if device_hours > 0 else None,
         "uncosted_records": int(row.records) - int(row.costed_records),
+        "energy_without_region_kwh": float(row.energy_no_grid_kwh),
+        "records_without_region": int(row.no_grid_records),
     }
+
+
+def _apply_default_grid(metrics: dict[str, Any], grid_gco2e_per_kwh: float) -> dict[str, Any]:
+    """Add the CO2e of energy metered without a region, at the default grid intensity."""
+    extra_kg = metrics["energy_without_region_kwh"] * grid_gco2e_per_kwh / G_PER_KG
+    return {**metrics, "co2e_kg": metrics["co2e_kg"] + extra_kg, "co2e_default_grid_kg": extra_kg}
 
 
 def _group_columns(session: Session, group_by: str) -> tuple[list[ColumnElement[Any]], list[Any]]:
@@ -155,8 +165,13 @@ def usage_report(
     from_: datetime | None = None,
     to: datetime | None = None,
     org_id: int | None = None,
+    default_region: Any = None,
 ) -> dict[str, Any]:
     """Totals of the ledger in ``[from_, to)`` (of *org_id*, or all when None) and, with *group_by*, per group.
+
+    Energy metered without a region has no CO2e in the ledger; with *default_region* (a catalog ``Region``,
+    the grid ``estimate`` uses when none is given) its CO2e is added at that grid's intensity, stated in
+    ``co2e_default_grid_kg`` and a ``warnings`` entry, rather than reported as 0.
 
     Returns ``{"group_by", "from", "to", "total": {...}, "groups": [{"key", "label", ...}, ...]}`` where each
     metrics object has ``records``, ``device_hours``, ``cost_usd`` (Decimal), ``energy_kwh``, ``co2e_kg``,
@@ -180,12 +195,24 @@ def usage_report(
                 {"key": row.key, "label": _label(group_by, row.key, row.label), **_metric_dict(row)}
             )
         groups.sort(key=lambda g: (-g["cost_usd"], -g["device_hours"], g["label"]))
+    total = _metric_dict(total_row)
+    warnings: list[str] = []
+    if default_region is not None and total["records_without_region"]:
+        grid = default_region.grid_gco2e_per_kwh
+        total = _apply_default_grid(total, grid)
+        groups = [_apply_default_grid(g, grid) for g in groups]
+        warnings.append(
+            f"{total['records_without_region']:,} records ({total['energy_without_region_kwh']:,.0f} kWh) have no "
+            f"region: their CO2e uses the grid intensity of {default_region.id} ({grid:g} gCO2e/kWh), as estimate "
+            "does; ingest with --region to set it"
+        )
     return {
         "group_by": group_by,
         "from": from_,
         "to": to,
-        "total": _metric_dict(total_row),
+        "total": total,
         "groups": groups,
+        "warnings": warnings,
     }
 
 
@@ -278,97 +305,3 @@ def concentration_report(
         "largest": {"name": shares[0][0], "share_frac": shares[0][1]} if shares else None,
         "shares": [{"name": n, "amount": amounts[n], "share_frac": s} for n, s in shares],
     }
-
-
-def ledger_records(
-    session: Session,
-    from_: datetime | None = None,
-    to: datetime | None = None,
-    org_id: int | None = None,
-    batch_size: int = 5000,
-) -> Iterator[Any]:
-    """The ledger as :class:`flopwise.meter.record.UsageRecord` objects, in period order, streamed in batches.
-
-    ``cost_usd`` is exported as ``BilledCost`` when the bill gave none, and 0 when nothing priced the usage
-    (``x_CostBasis`` says which); flopwise's own columns (cost basis, idle, scope) go to ``x_extra``.
-    """
-    from flopwise.meter.record import UsageRecord
-
-    stmt = _where(select(U), from_, to, org_id).order_by(U.charge_period_start, U.id)
-    for row in session.scalars(stmt.execution_options(yield_per=batch_size)):
-        # BilledCost is mandatory in FOCUS: usage that no bill and no price covers exports as 0 (x_CostBasis none)
-        billed = next(c for c in (row.billed_cost, row.cost_usd, _ZERO) if c is not None)
-        yield UsageRecord(
-            source=row.source,
-            source_key=row.source_key,
-            charge_period_start=row.charge_period_start,
-            charge_period_end=row.charge_period_end,
-            billed_cost=billed,
-            effective_cost=row.effective_cost if row.effective_cost is not None else billed,
-            list_cost=row.list_cost,
-            billing_currency=row.billing_currency or "USD",
-            provider_name=row.provider_name,
-            region_id=row.region_id,
-            resource_id=row.resource_id,
-            service_category=row.service_category,
-            sku_id=row.sku_id,
-            tags=dict(row.tags or {}),
-            x_device_type=row.x_device_type,
-            x_device_count=row.x_device_count,
-            x_device_hours=row.x_device_hours,
-            x_gpu_utilization=row.x_gpu_utilization,
-            x_energy_kwh=row.x_energy_kwh,
-            x_co2e_kg=row.x_co2e_kg,
-            x_job_id=row.x_job_id,
-            x_request_id=row.x_request_id,
-            x_user=row.x_user,
-            x_account=row.x_account,
-            x_extra={
-                "x_CostUsd": row.cost_usd,
-                "x_CostBasis": row.cost_basis,
-                "x_EnergyBasis": row.energy_basis,
-                "x_IdleDeviceHours": row.idle_device_hours,
-                "x_IdleCostUsd": row.idle_cost_usd,
-                "x_OrgId": row.org_id,
-                "x_TeamId": row.team_id,
-                "x_ProjectId": row.project_id,
-                "x_SourceKey": row.source_key,
-            },
-        )
-
-
-EXPORT_EXTRA_COLUMNS = (
-    "x_CostUsd",
-    "x_CostBasis",
-    "x_EnergyBasis",
-    "x_IdleDeviceHours",
-    "x_IdleCostUsd",
-    "x_OrgId",
-    "x_TeamId",
-    "x_ProjectId",
-    "x_SourceKey",
-)
-
-
-def export_focus_csv(
-    session: Session,
-    out: IO[str],
-    from_: datetime | None = None,
-    to: datetime | None = None,
-    org_id: int | None = None,
-) -> int:
-    """Write the ledger to *out* as FOCUS CSV (``flopwise.meter.focus.focus_csv_lines``: FOCUS column names from
-    ``meter.record.FOCUS_NAMES`` plus x_ columns); returns the number of records written. Streams."""
-    from flopwise.meter.focus import focus_csv_lines
-
-    count = 0
-
-    def counted() -> Iterator[Any]:
-        nonlocal count
-        for record in ledger_records(session, from_, to, org_id):
-            count += 1
-            yield record
-
-    for line in focus_csv_lines(counted(), extra_columns=EXPORT_EXTRA_COLUMNS):
-        out.write(line)
-    return count

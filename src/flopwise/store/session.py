@@ -15,6 +15,7 @@ is its equivalent of PostgreSQL's ``SELECT ... FOR UPDATE`` on the budget rows.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -98,6 +99,12 @@ def _normalize_url(database_url: str | URL) -> URL:
         # psycopg 3 is the PostgreSQL driver flopwise depends on; psycopg2 is SQLAlchemy's default
         if url.drivername in ("postgres", "postgresql"):
             url = url.set(drivername="postgresql+psycopg")
+        if url.drivername == "postgresql+psycopg" and importlib.util.find_spec("psycopg") is None:
+            raise InputError(
+                "database_url",
+                url.render_as_string(hide_password=True),
+                "PostgreSQL needs the psycopg driver, an optional extra: pip install 'flopwise[postgres]'",
+            )
     elif backend != "sqlite":
         raise InputError(
             "database_url",
@@ -121,20 +128,27 @@ def _json_dumps(value: Any) -> str:
     return json.dumps(value, default=_json_default, ensure_ascii=False, allow_nan=False)
 
 
-def make_engine(database_url: str | URL | None = None, **engine_options: Any) -> Engine:
+def make_engine(
+    database_url: str | URL | None = None, *, must_exist: bool = False, **engine_options: Any
+) -> Engine:
     """Build the engine for *database_url* (default :func:`default_database_url`).
 
-    ``postgresql://`` URLs get the psycopg 3 driver. A SQLite file's parent directory is created. Extra
-    keyword arguments go to :func:`sqlalchemy.create_engine` (e.g. ``pool_size``, ``echo``).
-    JSON columns serialize ``Decimal`` as a string and datetimes as ISO 8601 text.
+    ``postgresql://`` URLs get the psycopg 3 driver. The default SQLite file's parent directory (the per-user
+    data directory) is created; for any other SQLite file a missing directory is an InputError (a typo must not
+    create directories), and with *must_exist* (commands that only read) so is a missing file, rather than an
+    empty database that reports zeros. Extra keyword arguments go to :func:`sqlalchemy.create_engine` (e.g.
+    ``pool_size``, ``echo``). JSON columns serialize ``Decimal`` as a string and datetimes as ISO 8601 text.
     """
+    default = _normalize_url("sqlite:///" + (user_data_dir() / "flopwise.db").as_posix())
     url = _normalize_url(default_database_url() if database_url is None else database_url)
     options: dict[str, Any] = {"json_serializer": _json_dumps}
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         is_memory = database in ("", ":memory:") or database.startswith("file::memory:")
         if not is_memory and not url.query.get("uri"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _check_sqlite_path(
+                Path(database).expanduser(), url, is_default=url == default, must_exist=must_exist
+            )
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
     else:
         options["pool_pre_ping"] = True
@@ -143,6 +157,24 @@ def make_engine(database_url: str | URL | None = None, **engine_options: Any) ->
     if url.get_backend_name() == "sqlite":
         _install_sqlite_hooks(engine, is_memory)
     return engine
+
+
+def _check_sqlite_path(path: Path, url: URL, *, is_default: bool, must_exist: bool) -> None:
+    """Create the default database's directory; refuse a missing directory (or file, with *must_exist*) else."""
+    from flopwise.errors import InputError
+
+    shown = url.render_as_string(hide_password=True)
+    fix = "fix the path (--database-url or FLOPWISE_DATABASE_URL)"
+    if must_exist and not path.is_file():
+        raise InputError(
+            "database URL", shown, f"there is no database file at {path}; {fix}, or ingest first"
+        )
+    if is_default:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise InputError(
+            "database URL", shown, f"the directory {path.parent} does not exist; create it or {fix}"
+        )
 
 
 def _install_sqlite_hooks(engine: Engine, is_memory: bool) -> None:

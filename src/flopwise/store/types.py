@@ -13,19 +13,22 @@ never becomes money by accident.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Numeric
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from flopwise import money
+from flopwise.units import MICRO_USD
+
 __all__ = ["MONEY_PLACES", "MONEY_PRECISION", "Money", "UTCDateTime", "to_money", "utcnow"]
 
 #: digits in total and after the point of every money / quota column (``NUMERIC(20, 6)``)
 MONEY_PRECISION = 20
 MONEY_PLACES = 6
-_QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
+_QUANTUM = MICRO_USD  # 10**-MONEY_PLACES
 _MICRO = 10**MONEY_PLACES
 _PG_MAX = Decimal(10) ** (MONEY_PRECISION - MONEY_PLACES)  # exclusive bound of NUMERIC(20, 6)
 _SQLITE_MAX_MICRO = 2**63 - 1
@@ -37,26 +40,13 @@ def utcnow() -> datetime:
 
 
 def to_money(value: Decimal | int | str, field: str = "amount") -> Decimal:
-    """*value* as a Decimal rounded half-even to 6 places; floats are refused (they are not exact).
+    """*value* as a Decimal rounded half-even to 6 places (:func:`flopwise.money.to_money` at ``MICRO_USD``);
+    floats are refused (they are not exact).
 
-    Raises ``ValueError`` naming *field* for floats, NaN, infinities and values outside ``NUMERIC(20, 6)``.
+    Raises ``ValueError`` (an InputError) naming *field* for floats, NaN, infinities and values outside
+    ``NUMERIC(20, 6)``.
     """
-    if isinstance(value, (float, bool)):
-        raise ValueError(
-            f"{field}: {value!r} is a {type(value).__name__}; money and quotas are exact, pass a Decimal or a "
-            f"string such as Decimal({str(value)!r})"
-        )
-    try:
-        dec = value if isinstance(value, Decimal) else Decimal(value)
-    except (InvalidOperation, TypeError, ValueError):
-        raise ValueError(
-            f"{field}: {value!r} is not a decimal number; pass a Decimal such as Decimal('12.50')"
-        ) from None
-    if not dec.is_finite():
-        raise ValueError(f"{field}: {value!r} is not finite; pass a finite Decimal")
-    if abs(dec) >= _PG_MAX:  # checked before quantize, which raises InvalidOperation on huge exponents
-        raise ValueError(f"{field}: {value!r} does not fit NUMERIC(20, 6); keep |value| below 1e14")
-    dec = dec.quantize(_QUANTUM)
+    dec = money.to_money(value, field, _QUANTUM)
     if abs(dec) >= _PG_MAX:
         raise ValueError(f"{field}: {value!r} does not fit NUMERIC(20, 6); keep |value| below 1e14")
     return dec
@@ -92,9 +82,9 @@ class Money(TypeDecorator[Decimal]):
             return None
         if dialect.name == "sqlite":
             if isinstance(value, float):  # an aggregate SQLite computed in REAL (e.g. AVG): round back
-                return Decimal(repr(value)).scaleb(-MONEY_PLACES).quantize(_QUANTUM)
-            return Decimal(int(value)).scaleb(-MONEY_PLACES).quantize(_QUANTUM)
-        return Decimal(value).quantize(_QUANTUM)
+                return money.quantize(Decimal(repr(value)).scaleb(-MONEY_PLACES), _QUANTUM)
+            return money.quantize(Decimal(int(value)).scaleb(-MONEY_PLACES), _QUANTUM)
+        return money.quantize(Decimal(value), _QUANTUM)
 
     @property
     def python_type(self) -> type:

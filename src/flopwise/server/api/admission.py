@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session
 
 from flopwise.server.auth import Principal, authorize
 from flopwise.server.decisions import (
-    STORE_WORKLOAD,
     AdmissionIn,
     BodyModel,
     admission_request_facts,
@@ -260,7 +259,7 @@ def decide(
                 "outcome": outcome,
                 "reasons": reasons,
                 "policy_outcome": result.decision.outcome,
-                "workload_kind": STORE_WORKLOAD[body.workload],
+                "workload_kind": body.workload,
                 "estimate": estimated.estimate,
             },
         )

@@ -36,7 +36,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.functional_validators import BeforeValidator
 
+from flopwise import vocab
 from flopwise.server.auth import authorize
 from flopwise.server.deps import CatalogDep, CurrentPrincipal, DbDep
 
@@ -67,7 +69,8 @@ _TEXT_MAX = 200
 #: what a record is (FOCUS 1.0 ``ChargeCategory``, lower case): usage costs are >= 0; a credit, refund or
 #: adjustment may be negative and only admins of the scope it lands in may post one
 ChargeCategory = Literal["usage", "credit", "refund", "adjustment"]
-Source = Literal["slurm", "focus", "aws-cur", "azure", "oci", "dcgm", "nvidia-smi", "opencost", "nvml"]
+#: ``flopwise.vocab.INGEST_SOURCES``; other spellings (``nvidia_smi``, ``sacct``) are input aliases
+Source = Annotated[Literal[vocab.INGEST_SOURCES], BeforeValidator(vocab.ingest_source)]  # type: ignore[valid-type]
 Text = Annotated[str, Field(max_length=_TEXT_MAX)]
 
 

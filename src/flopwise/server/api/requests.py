@@ -21,9 +21,7 @@ from flopwise import govern
 from flopwise.errors import InputError
 from flopwise.server.auth import Principal, authorize, visibility
 from flopwise.server.decisions import (
-    GOVERN_WORKLOAD,
     MAX_ID,
-    STORE_WORKLOAD,
     BodyModel,
     IdPath,
     WorkloadIn,
@@ -164,7 +162,7 @@ def _public(
         org_id=row.org_id,
         project_id=row.project_id,
         requester_id=row.requester_id,
-        workload=GOVERN_WORKLOAD.get(row.workload_kind, row.workload_kind),
+        workload=row.workload_kind,
         device_type=row.device_type,
         device_count=row.device_count,
         duration_h=row.duration_h,
@@ -329,7 +327,7 @@ def create_request(
                 "org_id": scope.org_id,
                 "requester_id": principal.user_id,
                 "project_id": body.project_id,
-                "workload_kind": STORE_WORKLOAD[body.workload],
+                "workload_kind": body.workload,
                 "inputs": inputs,
                 "estimate": estimated.estimate,
                 "device_type": facts.device_type,

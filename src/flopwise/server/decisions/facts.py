@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from flopwise import govern
+from flopwise import govern, money, vocab
 from flopwise.catalog import Catalog
 from flopwise.catalog.types import Device, Region
 from flopwise.errors import InputError, UnsupportedError
@@ -31,7 +31,7 @@ from flopwise.store import (
     Team,
     User,
 )
-from flopwise.units import J_PER_KWH, S_PER_H
+from flopwise.units import G_PER_KG, J_PER_KWH, PRICE_STEP, S_PER_H, W_PER_KW
 
 __all__ = [
     "EstimatedFacts",
@@ -43,12 +43,8 @@ __all__ = [
     "to_jsonable",
 ]
 
-#: govern pricing kind -> catalog pricing kind (``flopwise.catalog.pricing.PRICING_KINDS``)
-_CATALOG_PRICING = {"on_demand": "on-demand", "spot": "spot", "reserved": "reserved", "on-prem": "onprem"}
 #: the grid used when neither the request nor its price says where the work runs (as ``flopwise.api``)
 DEFAULT_REGION = "country:US"
-_G_PER_KG = 1000.0
-_W_PER_KW = 1000.0
 #: FLOPs of one forward pass per parameter per token (2N, Kaplan et al. 2020, https://arxiv.org/abs/2001.08361)
 _FORWARD_FLOPS_PER_PARAM_TOKEN = 2.0
 
@@ -160,7 +156,7 @@ def _price(
             catalog.offerings,
             catalog.onprem.get(device.id),
             device.id,
-            _CATALOG_PRICING[body.pricing],
+            body.pricing,
             regions=dict(catalog.regions),
             region_id=region.id if region else None,
             provider=body.provider,
@@ -172,7 +168,7 @@ def _price(
 
         # at full power (TDP), the owned device's worst case; the profile's PUE, as the estimator does
         usd_per_h = onprem_usd_per_device_h(quote.onprem, device.tdp_w, quote.onprem.pue)
-        return Decimal(repr(float(usd_per_h))).quantize(Decimal("0.0001")), region, quote.describe()
+        return money.from_float(usd_per_h, "usd_per_device_h", PRICE_STEP), region, quote.describe()
     assert quote.usd_per_device_h is not None
     return quote.usd_per_device_h, region or quote.region, quote.describe()
 
@@ -215,7 +211,7 @@ def request_facts(
             if plan.energy_kwh is not None
             else count * device.tdp_w * duration_s * grid.pue / J_PER_KWH
         )
-        co2e = plan.co2e_kg if plan.co2e_kg is not None else energy * grid.grid_gco2e_per_kwh / _G_PER_KG
+        co2e = plan.co2e_kg if plan.co2e_kg is not None else energy * grid.grid_gco2e_per_kwh / G_PER_KG
         flops = plan.flops if plan.flops is not None else count * peak * duration_s
         estimate = {"basis": "plan", "price_usd_per_device_h": price, "price": price_basis, "region": grid.id}
     else:
@@ -300,7 +296,7 @@ def _estimated(
         "grid_gco2e_per_kwh": grid.grid_gco2e_per_kwh,
         "pue": grid.pue,
     }
-    if body.workload in ("train", "fine-tune"):
+    if body.workload in vocab.TRAINING_WORKLOADS:
         if params.tokens is None:
             raise InputError("params.tokens", None, f"a {body.workload} request needs the training tokens")
         if params.method:
@@ -347,7 +343,7 @@ def _estimated(
     hours = params.duration_h
     duration_s = float(hours) * S_PER_H
     cost = Decimal(est.cost_per_hour_usd) * hours
-    energy = float(est.power_per_device_w) * body.device_count * float(hours) * grid.pue / _W_PER_KW
+    energy = float(est.power_per_device_w) * body.device_count * float(hours) * grid.pue / W_PER_KW
     # forward FLOPs: 2 x active parameters per token processed (prompt and generated) over the run
     assumptions = est.assumptions
     requests_per_s = params.batch / float(assumptions["request_batch_s"])
@@ -360,7 +356,7 @@ def _estimated(
         "region": grid.id,
         **est.to_dict(),
     }
-    return flops, duration_s, cost, energy, energy * grid.grid_gco2e_per_kwh / _G_PER_KG, detail
+    return flops, duration_s, cost, energy, energy * grid.grid_gco2e_per_kwh / G_PER_KG, detail
 
 
 def admission_request_facts(catalog: Catalog, body: AdmissionIn, scope: RequestScope) -> EstimatedFacts:

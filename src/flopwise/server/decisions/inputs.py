@@ -8,31 +8,25 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic.functional_validators import BeforeValidator
+
+from flopwise import vocab
 
 __all__ = [
     "exact_places",
     "AdmissionIn",
     "BodyModel",
     "EstimateParams",
-    "GOVERN_WORKLOAD",
     "IdPath",
     "MAX_AMOUNT",
     "MAX_ID",
     "PlanIn",
-    "STORE_WORKLOAD",
     "WorkloadIn",
 ]
 
-Workload = Literal["train", "fine-tune", "serve", "batch-inference"]
-Pricing = Literal["on_demand", "spot", "reserved", "on-prem"]
-#: govern spelling -> store spelling of the workload kinds (the store's CHECK uses underscores)
-STORE_WORKLOAD = {
-    "train": "train",
-    "fine-tune": "fine_tune",
-    "serve": "serve",
-    "batch-inference": "batch_inference",
-}
-GOVERN_WORKLOAD = {v: k for k, v in STORE_WORKLOAD.items()}
+#: the canonical spellings (``flopwise.vocab``); other spellings (``fine_tune``, ``on_demand``) are input aliases
+Workload = Annotated[Literal[vocab.WORKLOAD_KINDS], BeforeValidator(vocab.workload_kind)]  # type: ignore[valid-type]
+Pricing = Annotated[Literal[vocab.PRICING_KINDS], BeforeValidator(vocab.pricing_kind)]  # type: ignore[valid-type]
 #: the largest row id (the store's integer keys are 32-bit on PostgreSQL)
 MAX_ID = 2**31 - 1
 #: a row id in a path: 1 .. MAX_ID, so an out-of-range id is a 422, not a database overflow
@@ -136,7 +130,7 @@ class WorkloadIn(BodyModel):
         min_length=1, max_length=120, description="catalog device id or name, e.g. 'h100-sxm'"
     )
     device_count: int = Field(default=1, ge=1, le=1_000_000)
-    pricing: Pricing = "on_demand"
+    pricing: Pricing = "on-demand"
     provider: str | None = Field(default=None, max_length=60)
     region: str | None = Field(default=None, max_length=120)
     usd_per_device_h: Decimal | None = Field(
@@ -166,7 +160,7 @@ class AdmissionIn(BodyModel):
     device: str = Field(min_length=1, max_length=120)
     device_count: int = Field(ge=1, le=1_000_000)
     max_duration_h: Decimal = Field(gt=0, le=Decimal(100_000), description="the job's time limit in hours")
-    pricing: Pricing = "on_demand"
+    pricing: Pricing = "on-demand"
     provider: str | None = Field(default=None, max_length=60)
     region: str | None = Field(default=None, max_length=120)
     usd_per_device_h: Decimal | None = Field(default=None, ge=0, le=Decimal(1_000_000))

@@ -6,7 +6,7 @@ Existing audit entries keep ``hash_version`` 1 (the single global chain they wer
 before; new entries chain per organization.
 
 Revision ID: 0003_sec14
-Revises: 0002
+Revises: 0003_vocab11
 Create Date: 2026-12-06 16:10:00
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_sec14"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003_vocab11"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

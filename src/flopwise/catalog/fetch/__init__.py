@@ -1,0 +1,157 @@
+"""Fetchers, kept apart from the data (as SkyPilot keeps its ``data_fetchers``): public price and carbon sources ->
+catalog CSV rows.
+
+One module per kind of source; all of them are pure (text in, rows out). The I/O (downloads, the atomic write
+into the user's catalog directory, the history of previous snapshots) is in :mod:`flopwise.catalog.fetch.shell`,
+driven by ``flopwise catalog refresh``.
+
+Sources (``SOURCES``), each with the files it reads in three modes:
+
+- no ``--from``: the upstream URLs (a real fetch, one command);
+- ``--from DIR`` or ``--from URL``: the same files laid out as the snapshot in ``shared/data/catalogs`` (``skypilot/
+  v9-aws-vms.csv`` ...), from a folder or an HTTP server.
+
+AWS Price List and Azure Retail Prices are not fetched: no real response of theirs is at hand to test a parser
+against (a hand-invented one would prove nothing), so SkyPilot's catalog, itself generated from those APIs,
+is the one price source.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["REGION_GRIDS_PATH", "SOURCES", "Source", "SourceFile", "read_region_grids", "rows_to_csv"]
+
+REGION_GRIDS_PATH = Path(__file__).resolve().parent / "region_grids.csv"
+
+_SKY_RAW = "https://raw.githubusercontent.com/skypilot-org/skypilot-catalog/master/catalogs"
+_SKY_BLOB = "https://github.com/skypilot-org/skypilot-catalog/blob"
+_C_2C3D = "2c3d7ea7d76bf84cf80d382e946c1609571485fd"
+_C_A5BE = "a5be53865774cac59df537ba1842e45ffc8be722"
+_C_0987 = "098741e70562f65d7af1cceb81e33b284f742604"
+_C_D9BF = "d9bf3aa4d21f5c1e1f3d8fde27adf0204c46fbc8"
+_GCP_RAW = "https://raw.githubusercontent.com/GoogleCloudPlatform/region-carbon-info/main/data/yearly"
+_GCP_BLOB = "https://github.com/GoogleCloudPlatform/region-carbon-info/blob"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file of a source: where it sits in a snapshot folder, its upstream URL, and the exact origin of the
+    snapshot copy (commit-pinned), which becomes ``source_url`` when read from a folder."""
+
+    snapshot: str
+    upstream: str | None
+    origin: str
+    required: bool = True
+    year: int | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    kind: str  # "skypilot" | "gcp-carbon" | "owid"
+    files: tuple[SourceFile, ...]
+    cloud: str = ""
+
+    @property
+    def output(self) -> str:
+        """The catalog file this source writes (relative to the catalog directory)."""
+        return f"offerings/{self.cloud}.csv" if self.kind == "skypilot" else "regions.csv"
+
+
+def _sky(cloud: str, version: str, commit: str, cpu: bool = False) -> Source:
+    files = [
+        SourceFile(
+            f"skypilot/{version}-{cloud}-vms.csv",
+            f"{_SKY_RAW}/{version}/{cloud}/vms.csv",
+            f"{_SKY_BLOB}/{commit}/catalogs/{version}/{cloud}/vms.csv",
+        )
+    ]
+    if cpu:  # the snapshot keeps the CPU rows apart; upstream they are in the same vms.csv
+        files.append(
+            SourceFile(
+                f"skypilot/{version}-{cloud}-vms-cpu.csv",
+                None,
+                f"{_SKY_BLOB}/{commit}/catalogs/{version}/{cloud}/vms.csv",
+                required=False,
+            )
+        )
+    return Source(f"skypilot-{cloud}", "skypilot", tuple(files), cloud)
+
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        _sky("aws", "v9", _C_2C3D, cpu=True),
+        _sky("gcp", "v9", _C_2C3D, cpu=True),
+        _sky("azure", "v6", _C_0987),
+        _sky("oci", "v9", _C_A5BE),
+        _sky("lambda", "v9", _C_2C3D),
+        _sky("cudo", "v9", _C_D9BF),
+        _sky("nebius", "v9", _C_D9BF),
+        _sky("fluidstack", "v9", _C_2C3D),
+        Source(
+            "gcp-carbon",
+            "gcp-carbon",
+            (
+                SourceFile(
+                    "carbon/gcp-region-carbon-2025.csv",
+                    f"{_GCP_RAW}/2025.csv",
+                    f"{_GCP_BLOB}/74d9bf818f1c6ea5111e26f2d1d4d4c788169129/data/yearly/2025.csv",
+                    year=2025,
+                ),
+                SourceFile(
+                    "carbon/gcp-region-carbon-2024.csv",
+                    f"{_GCP_RAW}/2024.csv",
+                    f"{_GCP_BLOB}/df9271436a28ea128a34e111f58de5b03e4dc757/data/yearly/2024.csv",
+                    year=2024,
+                ),
+            ),
+        ),
+        Source(
+            "owid-carbon",
+            "owid",
+            (
+                SourceFile(
+                    "carbon/owid-carbon-intensity-elec.csv",
+                    "https://ourworldindata.org/grapher/carbon-intensity-electricity.csv"
+                    "?v=1&csvType=full&useColumnShortNames=false",
+                    "https://github.com/twsaf1-sys/math_331_cryptocurrency_project/blob/"
+                    "7149bf49f9cf7031d71e6293ef4af0c3419cf98f/carbon-intensity-electricity.csv",
+                ),
+            ),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class RegionGrid:
+    """A region's fixed facts (name, country, PUE) and the grid whose intensity it takes."""
+
+    id: str
+    name: str
+    country: str
+    grid: str  # "gcp:<region>" or "country:<ISO2>"
+    pue: str
+    aliases: str
+    pue_note: str
+
+
+def read_region_grids(path: Path = REGION_GRIDS_PATH) -> dict[str, RegionGrid]:
+    """The region registry: every region a source may name, keyed by region id."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        return {r["id"]: RegionGrid(**r) for r in csv.DictReader(handle)}
+
+
+def rows_to_csv(columns: tuple[str, ...], rows: list[dict[str, str]]) -> str:
+    """CSV text (LF line ends) of *rows* under the header *columns*."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([row[c] for c in columns])
+    return out.getvalue()
