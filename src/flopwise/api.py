@@ -344,7 +344,7 @@ def _check_heads_divisible(arch: ModelArch, tensor_parallel: int, field: str) ->
 
 def _refuse_batch(
     ctx: _Context, device_count: int, batch: int, price: dict[str, Any], options: dict[str, Any]
-):
+) -> None:
     """A batch that does not fit in memory is an error naming the largest batch that does (bisection over the
     same estimator), not a warning beside a cheaper cost per token that no server could deliver."""
     from flopwise.errors import InputError

@@ -157,11 +157,14 @@ def _load_as_of(catalog_dir: str | os.PathLike[str] | None, as_of: date) -> Cata
             )
         _, folder = max(usable, key=lambda v: v[0])
         data = data.without_files([rel])  # the built-in and the current copy alike
-        reader = read_regions if rel == "regions.csv" else read_offerings
-        kind, target = ("region", data.regions) if rel == "regions.csv" else ("offering", data.offerings)
-        for record, path, line in reader(folder / rel):
-            target[record.id] = record
-            data.origins[(kind, record.id)] = (path, line)
+        if rel == "regions.csv":
+            for region, path, line in read_regions(folder / rel):
+                data.regions[region.id] = region
+                data.origins[("region", region.id)] = (path, line)
+        else:
+            for offering, path, line in read_offerings(folder / rel):
+                data.offerings[offering.id] = offering
+                data.origins[("offering", offering.id)] = (path, line)
     _check_not_newer(data, day)
     return Catalog(data, (str(BUILTIN_DATA_DIR), str(root)))
 

@@ -14,6 +14,7 @@ code  name               meaning
 4     EXIT_INFEASIBLE    a valid question with no option that meets the targets (plan), or an estimate that
                          does not fit in device memory
 5     EXIT_PARTIAL       partial ingest: some rows were rejected, the others stored
+130   EXIT_INTERRUPTED   interrupted by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it); nothing was kept
 ====  =================  ==========================================================================
 
 Tables: every command that prints a Rich table through ``stdout_console()`` also takes ``--csv`` (added by
@@ -43,6 +44,7 @@ EXIT_BAD_INPUT = 2
 EXIT_POLICY = 3
 EXIT_INFEASIBLE = 4
 EXIT_PARTIAL = 5
+EXIT_INTERRUPTED = 130
 
 #: (code, constant, meaning): the one exit-code table of the CLI (docs/cli.md is rendered from it)
 EXIT_CODES: tuple[tuple[int, str, str], ...] = (
@@ -71,6 +73,11 @@ EXIT_CODES: tuple[tuple[int, str, str], ...] = (
         "does not fit in device memory (the output, table or JSON, says why and by how much)",
     ),
     (EXIT_PARTIAL, "EXIT_PARTIAL", "partial ingest: some rows were rejected (listed), the others stored"),
+    (
+        EXIT_INTERRUPTED,
+        "EXIT_INTERRUPTED",
+        "interrupted by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it): what the run wrote was undone",
+    ),
 )
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")]

@@ -1,9 +1,11 @@
-"""``flopwise ingest SOURCE FILE|URL``: meter a usage file or endpoint into the ledger of the governance store.
+"""``flopwise ingest SOURCE FILE|URL``: meter a usage file or endpoint into the ledger of the governance store;
+``flopwise ingest runs`` and ``flopwise ingest show RUN``: what past runs did, and every row they rejected.
 
-Exit codes (the table in ``cli/_common.py``): 0 the run ended ``ok``; 5 ``partial`` (some rows rejected, listed,
-the others stored); 2 every row rejected, the input could not be understood at all (the run ``failed``; nothing
-of it was kept), or bad arguments (unknown source or region); 1 a URL that could not be fetched or a database
-that cannot be reached.
+``ingest`` is a group whose default command is ``from``: ``flopwise ingest slurm x.txt`` is ``flopwise ingest from
+slurm x.txt``. Exit codes (the table in ``cli/_common.py``): 0 the run ended ``ok``; 5 ``partial`` (some rows
+rejected, listed, the others stored); 2 every row rejected, the input could not be understood at all (the run
+``failed``; nothing of it was kept), or bad arguments (unknown source or region); 1 a URL that could not be
+fetched or a database that cannot be reached; 130 interrupted (Ctrl-C or SIGTERM; nothing of it was kept).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from flopwise.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PARTIAL,
     CatalogDir,
@@ -23,6 +27,32 @@ from flopwise.cli._common import (
     fmt_num,
     handle_errors,
     print_json,
+)
+
+
+class _DefaultFrom(TyperGroup):
+    """``flopwise ingest SOURCE ...`` runs ``ingest from SOURCE ...``: arguments that do not start with a
+    sub-command (``runs``, ``show``, ``from``) or ``--help`` go to ``from``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["from", *args]  # options may come first too: ingest --json slurm x.txt
+        return super().parse_args(ctx, args)
+
+
+def _database_errors(func: Any) -> Any:
+    """A database that cannot be reached, or is full, is one red line and exit 1, not a traceback (a run that
+    failed on it was undone before the error got here)."""
+    from flopwise.cli.scope_cmd import _database_errors as wrap
+
+    return wrap(func)
+
+
+app = typer.Typer(
+    cls=_DefaultFrom,
+    help="Meter usage into the ledger: `flopwise ingest SOURCE FILE|URL` (the `from` may be left out); list past "
+    "runs and show their rejects.",
+    no_args_is_help=True,
 )
 
 _SHOWN_REJECTS = 10
@@ -38,7 +68,7 @@ def _check_source(value: str) -> str:
         raise typer.BadParameter(f"{value!r} is not a source; {err.accepted}") from None
 
 
-def _parse_time(value: str | None) -> datetime | None:
+def _parse_time(value: str | None, option: str = "--scraped-at") -> datetime | None:
     if value is None:
         return None
     from flopwise.errors import InputError
@@ -47,14 +77,16 @@ def _parse_time(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise InputError(
-            "--scraped-at", value, "give an ISO 8601 time with a zone, e.g. 2025-01-31T12:00:00Z"
+            option, value, "give an ISO 8601 time with a zone, e.g. 2025-01-31T12:00:00Z"
         ) from None
     if parsed.tzinfo is None:
-        raise InputError("--scraped-at", value, "give a time with a zone, e.g. 2025-01-31T12:00:00Z")
+        raise InputError(option, value, "give a time with a zone, e.g. 2025-01-31T12:00:00Z")
     return parsed
 
 
+@app.command("from")
 @handle_errors
+@_database_errors
 def ingest(
     source: Annotated[
         str,
@@ -118,13 +150,33 @@ def ingest(
         str | None,
         typer.Option(
             "--scraped-at",
-            help="When a DCGM scrape file was taken (default: its modification time).",
+            help="When a DCGM scrape file was taken (default: its samples' timestamps, else its modification "
+            "time, with the scrape's content as its identity).",
             show_default=False,
         ),
     ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Records per write transaction.", min=1)
     ] = 5000,
+    exported_at: Annotated[
+        str | None,
+        typer.Option(
+            "--exported-at",
+            help="When the input was exported (default: the file's modification time); a charge the ledger "
+            "holds from a later export is not restated by an older one.",
+            show_default=False,
+        ),
+    ] = None,
+    org: Annotated[
+        str | None,
+        typer.Option(
+            "--org",
+            envvar="FLOPWISE_ORG",
+            help="The organization (name or id) the usage belongs to; its attribution rules give each record a "
+            "team and project. Default: the only organization in the database, if there is exactly one.",
+            show_default=False,
+        ),
+    ] = None,
     no_burn: Annotated[
         bool,
         typer.Option(
@@ -136,8 +188,10 @@ def ingest(
     catalog_dir: CatalogDir = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Ingest usage from a file or URL into the ledger: idempotent (the same input twice adds nothing), with
-    every rejected row listed by line and reason."""
+    """Ingest usage from a file or URL into the ledger: idempotent (the same input twice adds nothing); a restated
+    charge replaces the old value (kept as history); every rejected row listed by line and reason."""
+    import getpass
+
     import httpx
 
     from flopwise.catalog import load_catalog
@@ -151,15 +205,23 @@ def ingest(
         delimiter=delimiter,
         region=region,
         scraped_at=_parse_time(scraped_at),
+        exported_at=_parse_time(exported_at, "--exported-at"),
         batch_size=batch_size,
+        actor=_actor(getpass),
     )
     catalog = load_catalog(catalog_dir)
     engine = make_engine(database_url)
     try:
         upgrade(engine)
         factory = make_session_factory(engine)
-        with httpx.Client(timeout=30.0, follow_redirects=True) as client, _progress_bar(target) as progress:
-            result = ingest_source(
+        attribute = _attributor(factory, org)
+        with (
+            httpx.Client(timeout=30.0, follow_redirects=True) as client,
+            _progress_bar(target) as progress,
+            _sigterm_as_interrupt(),
+        ):
+            result = _run_interruptible(
+                ingest_source,
                 factory,
                 source,
                 target,
@@ -167,14 +229,20 @@ def ingest(
                 options=options,
                 http_client=client,
                 progress=progress,
+                attribute=attribute,
             )
-            burn = None if no_burn or result.status == "failed" else _burn(factory, client)
+            burn = None if no_burn or result.status == "failed" else _burn(factory, client, result)
+        unattributed = None if result.status == "failed" else _unattributed(factory, result.run_id)
     finally:
         engine.dispose()
     if as_json:
-        print_json({**result.to_dict(), "burn": burn})
+        print_json({**result.to_dict(), "burn": burn, "unattributed": unattributed})
     else:
         _render(result)
+        if unattributed:
+            from flopwise.cli.scope_cmd import warn_unattributed
+
+            warn_unattributed(unattributed, "of this run")
         if burn:
             from flopwise.cli._common import stderr_console
 
@@ -195,22 +263,85 @@ def ingest_exit_code(result: Any) -> int:
         fetch = "could not fetch" in (result.message or "")
         return EXIT_FAILURE if fetch else EXIT_BAD_INPUT
     if result.status == "partial":
-        stored = result.records_inserted + result.records_duplicate
+        stored = result.records_inserted + result.records_duplicate + result.records_replaced
         return EXIT_BAD_INPUT if stored == 0 else EXIT_PARTIAL
     return EXIT_OK
 
 
-def _burn(factory: Any, client: Any) -> dict[str, int]:
+def _attributor(factory: Any, org: str | None) -> Any:
+    """(org, team, project) of each record from *org*'s attribution rules; *org* None: the only organization
+    when the database has exactly one, else None (records stay unattributed until a rule matches them)."""
+    from sqlalchemy import func, select
+
+    from flopwise.meter.attribution import attribute
+    from flopwise.meter.burn import _rules
+    from flopwise.store import Organization, read_session
+    from flopwise.store.directory import resolve_org
+
+    with read_session(factory) as s:
+        if org is not None:
+            org_id = resolve_org(s, org).id
+        elif s.scalar(select(func.count()).select_from(Organization)) == 1:
+            org_id = s.scalar(select(Organization.id))
+        else:
+            return None
+        rules = _rules(s, org_id)
+
+    def owner(record: Any) -> tuple[int, int | None, int | None]:
+        found = attribute(record, rules, {})
+        if found.scope is None:
+            return (org_id, None, None)
+        return (org_id, found.scope.team_id, found.scope.project_id)
+
+    return owner
+
+
+def _unattributed(factory: Any, run_id: int) -> dict[str, Any]:
+    from flopwise.store import read_session
+    from flopwise.store.reports import unattributed_usage
+
+    with read_session(factory) as s:
+        return unattributed_usage(s, run_id=run_id)
+
+
+def _actor(getpass: Any) -> str | None:
+    """The OS user running the CLI (who ran the ingest, kept on the run and on the rows it restates)."""
+    try:
+        return str(getpass.getuser())[:200]
+    except (KeyError, OSError):  # no user name for this uid (a bare container)
+        return None
+
+
+def _burn(factory: Any, client: Any, run: Any) -> dict[str, int]:
     """Attribute, settle requests with actuals, raise budget alerts (once per threshold and window), then deliver
-    pending alerts to webhooks outside the write transaction (``meter.burn``, ``meter.alerts``)."""
+    pending alerts to webhooks outside the write transaction (``meter.burn``, ``meter.alerts``). Incremental:
+    only the rows *run* wrote, the requests they name and the budgets of their organizations, in the windows
+    they fall in (and the current one). Each stage is shown on a terminal."""
+    from flopwise.cli._common import stderr_console
     from flopwise.meter.alerts import deliver_pending_alerts
     from flopwise.meter.burn import apply_actuals
     from flopwise.store import write_session
     from flopwise.store.types import utcnow
 
-    with write_session(factory) as session:
-        result = apply_actuals(session, utcnow())
-    deliveries = deliver_pending_alerts(factory, client, utcnow())
+    console = stderr_console()
+    status = console.status("after ingest: starting") if console.is_terminal else None
+    if status is not None:
+        status.start()
+    try:
+
+        def progress(stage: str) -> None:
+            if status is not None:
+                status.update(f"after ingest: {stage}")
+
+        with write_session(factory) as session:
+            result = apply_actuals(
+                session, utcnow(), touched=run.touched, run_id=run.run_id, progress=progress
+            )
+        progress("delivering alerts")
+        deliveries = deliver_pending_alerts(factory, client, utcnow())
+    finally:
+        if status is not None:
+            status.stop()
     return {
         "attributed_by_rule": result.attribution.by_rule,
         "attributed_by_request": result.attribution.by_request,
@@ -273,12 +404,15 @@ def _render(result: Any) -> None:
     for label, value in (
         ("rows read", result.rows_read),
         ("records inserted", result.records_inserted),
-        ("duplicates (already in the ledger)", result.records_duplicate),
+        ("records replaced (restated: new values, old kept as history)", result.records_replaced),
+        ("unchanged (already in the ledger)", result.records_duplicate),
+        ("  of which older than the ledger's export (not restated)", result.records_stale),
         ("rows rejected", result.rows_rejected),
         ("rows rolled up into another record", result.rows_rolled_up),
         ("records expanded from one row", result.records_expanded),
         ("reconciles", result.reconciles),
-        ("cost of these records (USD)", result.cost_usd),
+        ("cost of the inserted records (USD)", result.cost_usd),
+        ("change made by the restated records (USD)", result.restated_cost_usd),
         ("device-hours", result.device_hours),
         ("energy (kWh)", result.energy_kwh),
     ):
@@ -290,3 +424,216 @@ def _render(result: Any) -> None:
         err.print(
             f"  ... and {result.rows_rejected - _SHOWN_REJECTS} more (run {result.run_id} in ingest_rejects)"
         )
+
+
+def _run_interruptible(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """*func*; on Ctrl-C (or SIGTERM) one line saying the run was interrupted and undone, and exit 130."""
+    from flopwise.meter.ingest import IngestInterrupted
+
+    try:
+        return func(*args, **kwargs)
+    except IngestInterrupted as stop:
+        from flopwise.cli._common import stderr_console
+
+        stderr_console().print(
+            f"[yellow]interrupted:[/yellow] run {stop.run_id} is marked interrupted and nothing of it was kept; "
+            "run the same command again to ingest the input",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+class _sigterm_as_interrupt:  # noqa: N801 - a context manager, named like one
+    """While ingesting, SIGTERM (``kill PID``) stops the run like Ctrl-C does, so it is undone and marked
+    ``interrupted``; the previous handler comes back afterwards. (SIGKILL cannot be caught: such a run is closed
+    by the next ``flopwise ingest``.)"""
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+
+            def interrupt(signum: int, frame: Any) -> None:
+                raise KeyboardInterrupt
+
+            self._previous = signal.signal(signal.SIGTERM, interrupt)
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="FLOPWISE_DATABASE_URL",
+        help="The store (default: the per-user SQLite file the server uses).",
+        show_default=False,
+    ),
+]
+
+
+def _run_dict(run: Any) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "source": run.source,
+        "path": run.path,
+        "status": run.status,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "rows_read": run.rows_read,
+        "records_inserted": run.records_inserted,
+        "records_replaced": run.records_replaced,
+        "records_unchanged": run.records_duplicate,
+        "rows_rejected": run.rows_rejected,
+        "rows_rolled_up": run.rows_rolled_up,
+        "actor": run.actor,
+        "message": run.message,
+    }
+
+
+def _plain_times(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in info.items()}
+
+
+@app.command("runs")
+@handle_errors
+@_database_errors
+def runs(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many of the latest runs.")] = 50,
+    source: Annotated[
+        str | None, typer.Option("--source", help="Only runs of this source.", show_default=False)
+    ] = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List ingest runs, latest first, with their counts and status (runs whose process died are closed first)."""
+    from sqlalchemy import select
+
+    from flopwise.meter.ingest import close_stale_runs
+    from flopwise.store import make_engine, make_session_factory, read_session, upgrade
+    from flopwise.store.ledger import IngestRun
+
+    if source is not None:
+        _check_source(source)
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        factory = make_session_factory(engine)
+        close_stale_runs(factory)
+        with read_session(factory) as s:
+            stmt = select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)
+            if source is not None:
+                stmt = stmt.where(IngestRun.source == source)
+            rows = [_run_dict(r) for r in s.scalars(stmt)]
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json([_plain_times(r) for r in rows])
+        return
+    from rich.table import Table
+
+    from flopwise.cli._common import stdout_console
+
+    table = Table(title="ingest runs")
+    for name in (
+        "run",
+        "source",
+        "status",
+        "started",
+        "read",
+        "new",
+        "replaced",
+        "unchanged",
+        "rejected",
+        "path",
+    ):
+        table.add_column(name, justify="right" if name in ("run", "read", "new", "replaced", "unchanged",
+                                                             "rejected") else "left")  # fmt: skip
+    for r in rows:
+        table.add_row(
+            str(r["id"]), r["source"], r["status"], r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            fmt_num(r["rows_read"]), fmt_num(r["records_inserted"]), fmt_num(r["records_replaced"]),
+            fmt_num(r["records_unchanged"]), fmt_num(r["rows_rejected"]), r["path"],
+        )  # fmt: skip
+    stdout_console().print(table)
+
+
+@app.command("show")
+@handle_errors
+@_database_errors
+def show(
+    run: Annotated[int, typer.Argument(help="The run id (see `flopwise ingest runs`).", show_default=False)],
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Print every reject as CSV (line, reason, raw) on stdout.")
+    ] = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """One run: its counts, and every row it rejected with its line and reason (streamed, all of them)."""
+    import csv
+    import sys
+
+    from sqlalchemy import select
+
+    from flopwise.errors import InputError
+    from flopwise.store import make_engine, make_session_factory, read_session, upgrade
+    from flopwise.store.ledger import IngestReject, IngestRun
+
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        with read_session(make_session_factory(engine)) as s:
+            row = s.get(IngestRun, run)
+            if row is None:
+                raise InputError(
+                    "RUN", run, "no ingest run has this id; list them with `flopwise ingest runs`"
+                )
+            info = _run_dict(row)
+            rejects = s.execute(
+                select(IngestReject.line, IngestReject.reason, IngestReject.raw)
+                .where(IngestReject.ingest_run_id == run)
+                .order_by(IngestReject.line, IngestReject.id)
+                .execution_options(yield_per=2000)
+            )
+            if as_csv:
+                writer = csv.writer(sys.stdout, lineterminator="\n")
+                writer.writerow(["line", "reason", "raw"])
+                for line, reason, raw in rejects:
+                    writer.writerow([line, reason, raw])
+                return
+            if as_json:
+                print_json(
+                    {
+                        **_plain_times(info),
+                        "rejects": [{"line": ln, "reason": r, "raw": w} for ln, r, w in rejects],
+                    }
+                )
+                return
+            _render_run(info, rejects)
+    finally:
+        engine.dispose()
+
+
+def _render_run(info: dict[str, Any], rejects: Any) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from flopwise.cli._common import stdout_console
+
+    out = stdout_console()
+    table = Table(title=f"ingest run {info['id']}: {info['status']}")
+    table.add_column("")
+    table.add_column("value")
+    for key, value in info.items():
+        if key != "id":
+            table.add_row(key.replace("_", " "), fmt_num(value) if not isinstance(value, str) else value)
+    out.print(table)
+    for line, reason, _raw in rejects:
+        out.print(f"line {line}: {escape(reason)}", highlight=False, soft_wrap=True)

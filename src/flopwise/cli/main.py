@@ -15,6 +15,7 @@ from flopwise.cli import (
     models_cmd,
     plan_cmd,
     report_cmd,
+    scope_cmd,
     server_cmd,
     validate_cmd,
 )
@@ -30,9 +31,13 @@ app.add_typer(plan_cmd.app, name="plan")
 app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(models_cmd.app, name="models")
 app.command("validate")(validate_cmd.validate)
-app.command("ingest")(ingest_cmd.ingest)
+app.add_typer(ingest_cmd.app, name="ingest")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(report_cmd.alerts_app, name="alerts")
+app.add_typer(scope_cmd.team_app, name="team")
+app.add_typer(scope_cmd.project_app, name="project")
+app.add_typer(scope_cmd.user_app, name="user")
+app.add_typer(scope_cmd.attribution_app, name="attribution")
 app.command("agent")(agent_cmd.agent)
 app.command("serve")(server_cmd.serve)
 app.add_typer(server_cmd.admin_app, name="admin")

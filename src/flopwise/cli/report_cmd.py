@@ -45,10 +45,13 @@ ToOpt = Annotated[
         "--to", help="End (exclusive), ISO 8601 with a zone or a date (UTC): 2025-04-01.", show_default=False
     ),
 ]
-GROUPS = ("org", "team", "project", "device", "provider", "region", "source", "day", "month")
+GROUPS = (
+    "org", "team", "project", "device", "provider", "region", "source", "day", "month",
+    "service", "service_category", "charge_category", "sub_account",
+)  # fmt: skip
 COLUMNS = (
     "key", "label", "records", "device_hours", "cost_usd", "energy_kwh", "co2e_kg", "idle_device_hours",
-    "idle_cost_usd", "utilization_frac", "idle_frac", "uncosted_records",
+    "idle_cost_usd", "utilization_frac", "idle_frac", "uncosted_records", "billed_cost", "effective_cost",
 )  # fmt: skip
 
 
@@ -109,6 +112,15 @@ def usage(
     as_csv: Annotated[
         bool, typer.Option("--csv", help="Print CSV (the groups, or the total) on stdout.")
     ] = False,
+    as_of: Annotated[
+        int | None,
+        typer.Option(
+            "--as-of",
+            help="The ledger as it stood when this ingest run ended (restated charges at their value then); "
+            "run ids: `flopwise ingest runs`.",
+            show_default=False,
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Device-hours, cost, energy, CO2e, idle and utilization, in total and per group."""
@@ -125,7 +137,9 @@ def usage(
     engine, session_cm = _session(database_url)
     try:
         with session_cm as session:
-            report = usage_report(session, group_by, start, end, org_id, default_region=default_region)
+            report = usage_report(
+                session, group_by, start, end, org_id, default_region=default_region, as_of=as_of
+            )
     finally:
         engine.dispose()
     for warning in report["warnings"]:
@@ -148,12 +162,15 @@ def _render_usage(report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
 
     from flopwise.cli._common import stdout_console
 
-    table = Table(title=f"usage by {report['group_by'] or 'total'}")
+    as_of = f" as of ingest run {report['as_of']}" if report.get("as_of") is not None else ""
+    table = Table(title=f"usage by {report['group_by'] or 'total'}{as_of}")
     for name in (
         "group",
         "records",
         "device-h",
         "cost $",
+        "billed $",
+        "effective $",
         "energy kWh",
         "CO2e kg",
         "idle device-h",
@@ -168,6 +185,8 @@ def _render_usage(report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
             f"{g['records']:,}",
             fmt_num(g["device_hours"]),
             fmt_num(g["cost_usd"]),
+            fmt_num(g["billed_cost"]),
+            fmt_num(g["effective_cost"]),
             fmt_num(g["energy_kwh"]),
             fmt_num(g["co2e_kg"]),
             fmt_num(g["idle_device_hours"]),
@@ -247,6 +266,50 @@ def export_focus(
         engine.dispose()
     if str(file) != "-":
         stderr_console().print(f"wrote {n:,} records to {file}")
+
+
+@app.command("history")
+@handle_errors
+def history(
+    key: Annotated[
+        str, typer.Argument(help="The charge's ledger key (x_SourceKey in an export).", show_default=False)
+    ],
+    database_url: DatabaseUrl = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Every version of one charge: each restatement's run, time, author and cost, then the current value."""
+    from rich.table import Table
+
+    from flopwise.cli._common import stdout_console
+    from flopwise.store.reports import charge_history
+
+    engine, session_cm = _session(database_url)
+    try:
+        with session_cm as session:
+            report = charge_history(session, key)
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json(_plain(report))
+        return
+    table = Table(
+        title=f"{key} ({report['source']}, {report['charge_period_start']:%Y-%m-%d %H:%M} - "
+        f"{report['charge_period_end']:%Y-%m-%d %H:%M} UTC)"
+    )
+    for name in ("run", "billed $", "effective $", "cost $", "replaced by run", "at", "by", "changed"):
+        table.add_column(name)
+    for v in report["versions"]:
+        table.add_row(
+            str(v["run_id"] or "-"),
+            fmt_num(v["billed_cost"]),
+            fmt_num(v["effective_cost"]),
+            fmt_num(v["cost_usd"]),
+            "current" if v["replaced_by_run"] is None else str(v["replaced_by_run"]),
+            "" if v["replaced_at"] is None else f"{v['replaced_at']:%Y-%m-%d %H:%M:%S}",
+            v["replaced_by"] or "",
+            ", ".join(v["changed"]),
+        )
+    stdout_console().print(table)
 
 
 alerts_app = typer.Typer(

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-from flopwise.errors import InputError
+from flopwise.govern.match import MATCH_KEYS, validate_match
 from flopwise.meter.record import UsageRecord
 
 __all__ = [
@@ -55,18 +55,6 @@ __all__ = [
     "validate_match",
 ]
 
-MATCH_KEYS = (
-    "source",
-    "account",
-    "partition",
-    "user",
-    "namespace",
-    "tags",
-    "tag",
-    "labels",
-    "label",
-    "resource_id",
-)
 #: tag or label keys that name a flopwise request (the parsers also read these into ``x_request_id``)
 REQUEST_TAGS = (
     "flopwise-request",
@@ -118,32 +106,6 @@ class Attribution:
     @property
     def is_attributed(self) -> bool:
         return self.scope is not None
-
-
-def validate_match(match: Mapping[str, Any]) -> None:
-    """Raise InputError for a match that names an unknown key or has a value of the wrong shape."""
-    if not isinstance(match, Mapping):
-        raise InputError("match", match, "give a JSON object such as {'account': 'physics'}")
-    for key, value in match.items():
-        if key not in MATCH_KEYS:
-            raise InputError(f"match.{key}", value, f"use the keys {', '.join(MATCH_KEYS)}")
-        if key in ("tags", "labels") or (key in ("tag", "label") and isinstance(value, Mapping)):
-            if not isinstance(value, Mapping) or not value:
-                raise InputError(f"match.{key}", value, "give an object of key -> glob, e.g. {'team': 'nlp'}")
-            for k, v in value.items():
-                _check_globs(f"match.{key}.{k}", v)
-        elif key in ("tag", "label"):
-            for item in value if isinstance(value, list) else [value]:
-                if not isinstance(item, str) or "=" not in item:
-                    raise InputError(f"match.{key}", value, "give 'key=value' (value may be a glob)")
-        else:
-            _check_globs(f"match.{key}", value)
-
-
-def _check_globs(field_name: str, value: Any) -> None:
-    items = value if isinstance(value, list) else [value]
-    if not items or not all(isinstance(v, str) and v for v in items):
-        raise InputError(field_name, value, "give a non-empty string glob or a list of them")
 
 
 def _globs(value: Any) -> list[str]:

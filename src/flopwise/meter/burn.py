@@ -22,7 +22,7 @@ One pass, :func:`apply_actuals`, run after each ingestion (or on a timer) inside
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -173,20 +173,36 @@ def _request_scopes(session: Session, request_ids: Iterable[int]) -> dict[int, S
     return {rid: Scope(org, team, project) for rid, org, team, project in rows}
 
 
-def apply_attribution(session: Session, org_id: int | None = None) -> AttributionSummary:
-    """Give a scope to every ledger row that has none (or names a request not yet linked); see the module doc.
+def apply_attribution(
+    session: Session, org_id: int | None = None, run_id: int | None = None
+) -> AttributionSummary:
+    """Give a project to every ledger row that has none (or names a request not yet linked); see the module doc.
 
-    *org_id* limits the rules to one organization's (rows are still only those without a scope). Rows that
-    name a known compute request get its scope and ``request_id``. Returns the counts; nothing is dropped.
+    Rows with no organization try every organization's rules (*org_id*: only that one's); rows that already
+    belong to an organization (``ingest --org``) try only that organization's rules, for their team and
+    project. Rows that name a known compute request get its scope and ``request_id`` (never across
+    organizations). *run_id*: only the rows that ingest run wrote (the incremental pass after an ingest).
+    Returns the counts; nothing is dropped.
     """
     from sqlalchemy import or_, select
 
     from flopwise.store.ledger import UsageRecordRow as Row
 
     rules = _rules(session, org_id)
+    rules_of: dict[int, list[AttributionRule]] = {}
+    for rule in rules:
+        rules_of.setdefault(rule.scope.org_id, []).append(rule)
     examined = by_request = by_rule = unattributed = 0
     last_id = 0
-    pending = or_(Row.org_id.is_(None), (Row.request_id.is_(None) & Row.x_request_id.is_not(None)))
+    pending = or_(
+        Row.org_id.is_(None),
+        Row.project_id.is_(None),
+        (Row.request_id.is_(None) & Row.x_request_id.is_not(None)),
+    )
+    if org_id is not None:
+        pending = pending & (Row.org_id.is_(None) | (Row.org_id == org_id))
+    if run_id is not None:
+        pending = pending & (Row.ingest_run_id == run_id)
     while True:
         batch = list(
             session.scalars(select(Row).where(pending, Row.id > last_id).order_by(Row.id).limit(_BATCH))
@@ -199,11 +215,15 @@ def apply_attribution(session: Session, org_id: int | None = None) -> Attributio
         scopes = _request_scopes(session, wanted)  # type: ignore[arg-type]
         for row, record in zip(batch, records, strict=True):
             examined += 1
-            result = attribute(record, rules, scopes)
+            if row.org_id is None:
+                result = attribute(record, rules, scopes)
+            else:
+                own = {k: v for k, v in scopes.items() if v.org_id == row.org_id}
+                result = attribute(record, rules_of.get(row.org_id, ()), own)
             if result.basis == "request":
                 by_request += 1
                 row.request_id = result.request_id
-            elif row.org_id is not None:  # already attributed; its request id names nothing known
+            elif row.project_id is not None:  # already attributed; its request id names nothing known
                 continue
             elif result.basis == "rule":
                 by_rule += 1
@@ -280,13 +300,28 @@ def settle_actuals(
     return actuals
 
 
-def budget_used(session: Session, budget: Budget, now: datetime) -> Decimal:
+#: what each budget has used per window, within one post-ingest pass (alerts and forecasts ask the same question)
+UsedCache = dict[tuple[int, datetime, datetime], Decimal]
+
+
+def budget_used(session: Session, budget: Budget, now: datetime, cache: UsedCache | None = None) -> Decimal:
     """What *budget* has used in its window containing *now*: its reservations plus unreserved metered usage."""
+    return _used_in(session, budget, budget_window_of(budget, now), cache)
+
+
+def _used_in(
+    session: Session, budget: Budget, window: tuple[datetime, datetime], cache: UsedCache | None
+) -> Decimal:
     from flopwise.store.queries import budget_spent
 
-    window = budget_window_of(budget, now)
+    key = (budget.id, *window)
+    if cache is not None and key in cache:
+        return cache[key]
     used = budget_spent(session, budget.id, window) + metered_unreserved(session, budget, window)
-    return max(used, Decimal(0))  # credits lower usage, never below zero
+    used = max(used, Decimal(0))  # credits lower usage, never below zero
+    if cache is not None:
+        cache[key] = used
+    return used
 
 
 def metered_unreserved(session: Session, budget: Budget, window: tuple[datetime, datetime]) -> Decimal:
@@ -321,8 +356,10 @@ def metered_unreserved(session: Session, budget: Budget, window: tuple[datetime,
     return to_money(metered if isinstance(metered, Decimal) else Decimal(repr(float(metered))))
 
 
-def budgets_in_scope(session: Session, org_id: int | None = None) -> list[Budget]:
-    """Every budget (of *org_id*, or all), in id order."""
+def budgets_in_scope(
+    session: Session, org_id: int | None = None, org_ids: Iterable[int] | None = None
+) -> list[Budget]:
+    """Every budget (of *org_id*, or all; and of *org_ids* when given), in id order."""
     from sqlalchemy import select
 
     from flopwise.store.models import Budget as BudgetRow
@@ -330,6 +367,8 @@ def budgets_in_scope(session: Session, org_id: int | None = None) -> list[Budget
     stmt = select(BudgetRow).order_by(BudgetRow.id)
     if org_id is not None:
         stmt = stmt.where(BudgetRow.org_id == org_id)
+    if org_ids is not None:
+        stmt = stmt.where(BudgetRow.org_id.in_(list(org_ids)))
     return list(session.scalars(stmt))
 
 
@@ -342,10 +381,19 @@ def _applies(budget: Budget, now: datetime) -> bool:
     return not (budget.window_end is not None and now >= budget.window_end)
 
 
-def raise_alerts(session: Session, now: datetime, org_id: int | None = None) -> list[BudgetAlert]:
+def raise_alerts(
+    session: Session,
+    now: datetime,
+    org_id: int | None = None,
+    touched: Iterable[datetime] = (),
+    org_ids: Iterable[int] | None = None,
+    cache: UsedCache | None = None,
+) -> list[BudgetAlert]:
     """Insert a ``budget_alerts`` row for every threshold a budget has reached in its current window, once.
 
-    Returns the rows created by this call (thresholds already alerted in the window are not repeated).
+    *touched*: times of usage that an ingest inserted or restated (a late or restated charge); the windows that
+    contain them are checked too, so a restatement that pushes a past month over a threshold alerts for that
+    month. Returns the rows created by this call (thresholds already alerted in a window are not repeated).
     """
     from sqlalchemy import select
     from sqlalchemy.dialects import postgresql, sqlite
@@ -354,53 +402,91 @@ def raise_alerts(session: Session, now: datetime, org_id: int | None = None) -> 
 
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     created: list[BudgetAlert] = []
-    for budget in budgets_in_scope(session, org_id):
-        if not _applies(budget, now):
-            continue
+    times = sorted({now, *touched})
+    for budget in budgets_in_scope(session, org_id, org_ids):
         gov = governed_budget(budget)
-        start, end = budget_window(gov, now)
-        used = budget_used(session, budget, now)
-        for threshold in crossed_alerts(gov, Decimal(0), used):
-            stmt = (
-                insert(BudgetAlert.__table__)
-                .values(
-                    budget_id=budget.id,
-                    threshold_frac=threshold,
-                    window_start=start,
-                    window_end=end,
-                    crossed_at=now,
-                    used_amount=used,
-                    limit_amount=budget.amount,
-                    delivery_status="pending",
-                    attempts=0,
+        windows = sorted({budget_window(gov, t) for t in times if _applies(budget, t)})
+        for start, end in windows:
+            used = _used_in(session, budget, (start, end), cache)
+            for threshold in crossed_alerts(gov, Decimal(0), used):
+                stmt = (
+                    insert(BudgetAlert.__table__)
+                    .values(
+                        budget_id=budget.id,
+                        threshold_frac=threshold,
+                        window_start=start,
+                        window_end=end,
+                        crossed_at=now,
+                        used_amount=used,
+                        limit_amount=budget.amount,
+                        delivery_status="pending",
+                        attempts=0,
+                    )
+                    .on_conflict_do_nothing(index_elements=["budget_id", "threshold_frac", "window_start"])
+                    .returning(BudgetAlert.__table__.c.id)
                 )
-                .on_conflict_do_nothing(index_elements=["budget_id", "threshold_frac", "window_start"])
-                .returning(BudgetAlert.__table__.c.id)
-            )
-            new_id = session.execute(stmt).scalar()
-            if new_id is not None:
-                created.append(session.scalars(select(BudgetAlert).where(BudgetAlert.id == new_id)).one())
+                new_id = session.execute(stmt).scalar()
+                if new_id is not None:
+                    created.append(session.scalars(select(BudgetAlert).where(BudgetAlert.id == new_id)).one())
     return created
 
 
 def budget_forecasts(
-    session: Session, now: datetime, org_id: int | None = None
+    session: Session,
+    now: datetime,
+    org_id: int | None = None,
+    org_ids: Iterable[int] | None = None,
+    cache: UsedCache | None = None,
 ) -> list[tuple[int, BudgetForecast]]:
-    """(budget id, linear end-of-window forecast) for every budget that applies at *now*."""
+    """(budget id, linear end-of-window forecast) for every budget (of *org_ids* when given) that applies at
+    *now*."""
     return [
-        (b.id, forecast_budget(governed_budget(b), budget_used(session, b, now), now))
-        for b in budgets_in_scope(session, org_id)
+        (b.id, forecast_budget(governed_budget(b), budget_used(session, b, now, cache), now))
+        for b in budgets_in_scope(session, org_id, org_ids)
         if _applies(b, now)
     ]
 
 
-def apply_actuals(session: Session, now: datetime, org_id: int | None = None) -> BurnResult:
-    """Attribute, settle, draw down and alert in one pass (the caller's transaction; it commits)."""
-    summary = apply_attribution(session, org_id)
-    settled = settle_actuals(session)
-    alerts = raise_alerts(session, now, org_id)
+def apply_actuals(
+    session: Session,
+    now: datetime,
+    org_id: int | None = None,
+    touched: Iterable[datetime] = (),
+    run_id: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BurnResult:
+    """Attribute, settle, draw down and alert in one pass (the caller's transaction; it commits). *touched*: the
+    times of inserted or restated usage, whose budget windows are checked for alerts besides the current one.
+
+    *run_id* makes the pass incremental, what ``flopwise ingest`` does after a run: only the rows that run wrote
+    are attributed, only the requests they name are settled, and only the budgets of the organizations they
+    belong to are drawn down, alerted and forecast (each budget with one indexed ``SUM`` per window). Without it
+    the whole ledger is looked at. *progress* is told each stage as it starts.
+    """
+    say = progress or (lambda _stage: None)
+    say("attributing")
+    summary = apply_attribution(session, org_id, run_id)
+    request_ids: list[int] | None = None
+    org_ids: list[int] | None = None
+    if run_id is not None:
+        from sqlalchemy import select
+
+        from flopwise.store.ledger import UsageRecordRow as Row
+
+        of_run = Row.ingest_run_id == run_id
+        request_ids = list(
+            session.scalars(select(Row.request_id).where(of_run, Row.request_id.is_not(None)).distinct())
+        )
+        org_ids = list(session.scalars(select(Row.org_id).where(of_run, Row.org_id.is_not(None)).distinct()))
+    say(f"settling {len(request_ids)} requests" if request_ids is not None else "settling requests")
+    settled = settle_actuals(session, request_ids) if request_ids != [] else {}
+    say("checking budgets")
+    cache: UsedCache = {}
+    alerts = raise_alerts(session, now, org_id, touched, org_ids, cache)
     record_completed_calibration(session, settled, now)
-    return BurnResult(summary, settled, tuple(alerts), tuple(budget_forecasts(session, now, org_id)))
+    say("forecasting")
+    forecasts = budget_forecasts(session, now, org_id, org_ids, cache)
+    return BurnResult(summary, settled, tuple(alerts), tuple(forecasts))
 
 
 def record_completed_calibration(session: Session, settled: Mapping[int, Any], now: datetime) -> list[int]:

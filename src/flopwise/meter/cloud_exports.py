@@ -264,7 +264,7 @@ def _parse_raw(
     assume_tz: str | tzinfo | None,
     report: ParseReport | None,
     rejected: list[RejectedRow] | None,
-    required: tuple[str, ...],
+    required: tuple[str | tuple[str, ...], ...],
     hint: str,
     to_focus: Callable[[_Raw], dict[str, str | None]],
     mapped: frozenset[str],
@@ -278,7 +278,11 @@ def _parse_raw(
     report = ParseReport.begin(report, rejected, path, source)
     report.version = source
     header, rows = open_csv(lines, path, report)
-    missing = [c for c in required if c not in header]
+    missing = [
+        " or ".join(c) if isinstance(c, tuple) else c
+        for c in required
+        if not any(name in header for name in (c if isinstance(c, tuple) else (c,)))
+    ]
     if missing:
         raise IngestError(path, 1, f"not a {hint}: missing column(s) {', '.join(missing)}")
     key_columns = tuple(name for column, name in identity if column in header) or None
@@ -433,7 +437,7 @@ def parse_aws_cur(
 
 _AZURE_MAPPED = frozenset(
     {
-        "Date", "CostInBillingCurrency", "BillingCurrencyCode", "BillingCurrency", "ResourceLocation",
+        "Date", "CostInBillingCurrency", "Cost", "BillingCurrencyCode", "BillingCurrency", "ResourceLocation",
         "ResourceId", "ConsumedService", "MeterId", "SubscriptionId", "SubscriptionName", "BillingAccountId",
         "BillingAccountName", "ProductName", "Frequency", "PricingModel", "ChargeType", "Quantity",
         "UnitOfMeasure", "Tags", "PayGPrice", "EffectivePrice", "UnitPrice", "AvailabilityZone",
@@ -497,7 +501,8 @@ def _azure_to_focus(raw: _Raw) -> dict[str, str | None]:
     # Azure cost-detail dates are UTC days; focus_converters assigns UTC (azure/D017_S002, D003_S002)
     out["ChargePeriodStart"] = _utc_midnight(day)
     out["ChargePeriodEnd"] = _utc_midnight(day + timedelta(days=1))
-    cost = raw.number("CostInBillingCurrency")
+    # older EA exports (and the finops-toolkit's EA test files) name the billing-currency cost ``Cost``
+    cost = raw.number("CostInBillingCurrency") if "CostInBillingCurrency" in raw.row else raw.number("Cost")
     _set(out, "BilledCost", cost)  # azure/D015_S001
     _set(out, "EffectiveCost", cost)  # azure/D018_S001
     quantity, payg = raw.number("Quantity"), raw.number("PayGPrice")
@@ -559,12 +564,13 @@ def parse_azure_cost_export(
 
     Each row covers one UTC day (``Date``), so ChargePeriodEnd is the next midnight; *assume_tz* is
     accepted for a uniform signature and unused (Azure dates carry no time of day). Brace-less Azure
-    ``Tags`` (``"k": "v","k2": "v2"``) are read as JSON. Raises IngestError when the header lacks ``Date``
-    or ``CostInBillingCurrency``.
+    ``Tags`` (``"k": "v","k2": "v2"``) are read as JSON. The cost is ``CostInBillingCurrency`` or, in older EA
+    exports (e.g. microsoft/finops-toolkit's ``EA_ActualCost_Small.csv``), ``Cost``. Raises IngestError when the
+    header lacks ``Date`` or both cost columns.
     """
     yield from _parse_raw(
         lines, source="azure", path=path, catalog=catalog, assume_tz=assume_tz, report=report, rejected=rejected,
-        required=("Date", "CostInBillingCurrency"), hint="raw Azure cost export", to_focus=_azure_to_focus,
+        required=("Date", ("CostInBillingCurrency", "Cost")), hint="raw Azure cost export", to_focus=_azure_to_focus,
         mapped=_AZURE_MAPPED,
     )  # fmt: skip
 

@@ -1,5 +1,6 @@
 """The usage ledger out again: :class:`~flopwise.meter.record.UsageRecord` objects read back from the store, and
-the ledger written as FOCUS CSV (``flopwise report export``).
+the ledger written as FOCUS CSV (``flopwise report export-focus``) with every FOCUS column the bills gave, so that
+an export re-ingested gives the same ledger.
 
 This lives in ``meter`` (not ``store``) so imports point one way: ``meter`` reads and writes the store, the store
 never imports ``meter``.
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from flopwise.meter.focus import focus_csv_lines
@@ -67,6 +68,9 @@ def ledger_records(
             x_user=row.x_user,
             x_account=row.x_account,
             x_extra={
+                # every FOCUS column the bill gave that is not a record field (ServiceName, ChargeCategory,
+                # BillingPeriodStart, SubAccountId, ...), so the export round-trips
+                **{k: v for k, v in (row.x_extra or {}).items() if _is_bill_column(k)},
                 "x_CostUsd": row.cost_usd,
                 "x_CostBasis": row.cost_basis,
                 "x_EnergyBasis": row.energy_basis,
@@ -80,7 +84,41 @@ def ledger_records(
         )
 
 
+def _focus_extra_columns() -> tuple[str, ...]:
+    from flopwise.meter.focus import FOCUS_1_0_COLUMNS, FOCUS_1_1_ADDED, FOCUS_1_2_ADDED
+    from flopwise.meter.record import FOCUS_NAMES
+
+    known = FOCUS_1_0_COLUMNS | FOCUS_1_1_ADDED | FOCUS_1_2_ADDED
+    return tuple(sorted(known - set(FOCUS_NAMES.values())))
+
+
+def _is_bill_column(name: str) -> bool:
+    """A column a bill gave (FOCUS PascalCase, or a provider's ``x_`` column), not flopwise's own bookkeeping."""
+    return bool(name) and (name[0].isupper() or name.startswith("x_")) and name not in _BOOKKEEPING
+
+
+def _bill_columns(
+    session: Session, from_: datetime | None, to: datetime | None, org_id: int | None
+) -> list[str]:
+    """The bill columns (:func:`_is_bill_column`) found in the ``x_extra`` of the rows to export, in the database
+    (SQLite ``json_each``, PostgreSQL ``json_object_keys``)."""
+    from sqlalchemy import true
+
+    if session.get_bind().dialect.name == "postgresql":
+        keys = func.json_object_keys(U.x_extra).label("k")
+        stmt = _where(
+            select(keys).where(func.json_typeof(U.x_extra) == "object"), from_, to, org_id
+        ).subquery()
+        found = session.scalars(select(stmt.c.k).distinct())
+    else:
+        each = func.json_each(U.x_extra).table_valued("key").alias("j")
+        stmt = _where(select(each.c.key).select_from(U).join(each, true()), from_, to, org_id).distinct()
+        found = session.scalars(stmt)
+    return sorted(k for k in found if isinstance(k, str) and _is_bill_column(k))
+
+
 EXPORT_EXTRA_COLUMNS = (
+    *_focus_extra_columns(),
     "x_CostUsd",
     "x_CostBasis",
     "x_EnergyBasis",
@@ -91,6 +129,7 @@ EXPORT_EXTRA_COLUMNS = (
     "x_ProjectId",
     "x_SourceKey",
 )
+_BOOKKEEPING = frozenset(EXPORT_EXTRA_COLUMNS[len(_focus_extra_columns()) :])
 
 
 def export_focus_csv(
@@ -101,7 +140,10 @@ def export_focus_csv(
     org_id: int | None = None,
 ) -> int:
     """Write the ledger to *out* as FOCUS CSV (``flopwise.meter.focus.focus_csv_lines``: FOCUS column names from
-    ``meter.record.FOCUS_NAMES`` plus x_ columns); returns the number of records written. Streams."""
+    ``meter.record.FOCUS_NAMES``, every other FOCUS 1.0-1.2 column the bills gave (ServiceName, ChargeCategory,
+    BillingPeriodStart, SubAccountId, ...), plus x_ columns, ``x_SourceKey`` the ledger key); returns the number of
+    records written. Streams. Re-ingesting the file (``flopwise ingest focus``) gives the same ledger: same keys,
+    same values, every FOCUS column."""
     count = 0
 
     def counted() -> Iterator[Any]:
@@ -110,6 +152,8 @@ def export_focus_csv(
             count += 1
             yield record
 
-    for line in focus_csv_lines(counted(), extra_columns=EXPORT_EXTRA_COLUMNS):
+    bill = _bill_columns(session, from_, to, org_id)
+    columns = [*dict.fromkeys([*EXPORT_EXTRA_COLUMNS[: -len(_BOOKKEEPING)], *bill]), *_BOOKKEEPING]
+    for line in focus_csv_lines(counted(), extra_columns=columns):
         out.write(line)
     return count

@@ -113,6 +113,12 @@ _RECORD_COLUMNS = frozenset(
     {*_MONEY_COLUMNS, *_TEXT_FIELDS, *_COMPUTE_COLUMNS, "ChargePeriodStart", "ChargePeriodEnd", "Tags"}
 )
 _NULLS = frozenset({"", "NULL", "null", "None"})
+#: the ledger's own columns a flopwise FOCUS export adds (``meter.export.EXPORT_EXTRA_COLUMNS``): derived from
+#: the ledger, not bill data, so not kept in ``x_extra`` when the export is read back (``x_SourceKey`` is the key)
+_EXPORT_BOOKKEEPING = frozenset(
+    {"x_CostUsd", "x_CostBasis", "x_EnergyBasis", "x_IdleDeviceHours", "x_IdleCostUsd", "x_OrgId", "x_TeamId",
+     "x_ProjectId", "x_SourceKey"}
+)  # fmt: skip
 #: columns searched for an instance type (FOCUS 1.0-1.2 plus the x_ columns providers and our raw mappers add)
 _INSTANCE_TEXT_COLUMNS = (
     "x_InstanceType", "x_UsageType", "ResourceType", "SkuMeter", "SkuPriceDetails", "ChargeDescription",
@@ -459,7 +465,7 @@ def record_from_focus_row(row: Mapping[str, str | None], ctx: RowContext) -> Usa
                 continue
             value = tags_canon
         canon[name] = value
-        if name not in _RECORD_COLUMNS:
+        if name not in _RECORD_COLUMNS and name not in _EXPORT_BOOKKEEPING:
             extra[name] = value
 
     compute = _compute_fields(values, quantity, ctx)
@@ -470,9 +476,11 @@ def record_from_focus_row(row: Mapping[str, str | None], ctx: RowContext) -> Usa
     request_tag = job_tag = None
     if tags:
         request_tag, job_tag = _tag_ids(tags_text)
+    # a flopwise FOCUS export carries each record's ledger key: re-ingesting it gives the same ledger
+    given_key = (values.get("x_SourceKey") or "").strip()
     return UsageRecord(
         source=ctx.source,
-        source_key=ctx.dedupe(canonical_key(ctx.source, identity)),
+        source_key=given_key[:512] if given_key else ctx.dedupe(canonical_key(ctx.source, identity)),
         charge_period_start=start,
         charge_period_end=end,
         tags=tags,
@@ -503,7 +511,11 @@ def _compute_fields(values: Mapping[str, str], quantity: Decimal | None, ctx: Ro
     """x_ device, utilization, energy and CO2e fields: read from x_ columns when the file has them (a
     flopwise export), else derived for accelerator instance rows from the instance type and the hours."""
     out: dict[str, Any] = {}
+    # energy a flopwise export marks as estimated is estimated again from the same inputs, keeping its basis
+    estimated = values.get("x_EnergyBasis") == "estimated"
     for column in ("x_DeviceCount", "x_DeviceHours", "x_GpuUtilization", "x_EnergyKwh", "x_Co2eKg"):
+        if estimated and column in ("x_EnergyKwh", "x_Co2eKg"):
+            continue
         if column in values:
             number = parse_float(column, values[column])
             if column != "x_DeviceHours" and number < 0:

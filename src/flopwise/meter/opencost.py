@@ -227,9 +227,13 @@ def _load(source: str | bytes | IO[str] | IO[bytes] | Mapping[str, Any], path: s
 
 
 def _allocation_sets(body: Any, path: str) -> list[Mapping[str, Any]]:
+    if isinstance(body, list):  # the "data" array alone (Kubecost exporters, jq '.data' of a response)
+        body = {"data": body}
     if not isinstance(body, Mapping) or "data" not in body:
         raise IngestError(
-            path, None, 'not an OpenCost allocation response: expected a JSON object with "data": [ {...} ]'
+            path,
+            None,
+            'not an OpenCost allocation response: expected a JSON object with "data": [ {...} ] or the array of allocation sets itself',
         )
     code = body.get("code")
     if code is not None and code != 200:

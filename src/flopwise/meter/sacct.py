@@ -75,6 +75,13 @@ SACCT_FORMATS: Mapping[str, tuple[str, ...]] = {
         "Eligible", "Start", "End", "Elapsed", "ExitCode", "State", "NNodes", "NCPUS", "ReqCPUS", "ReqMem",
         "ReqTRES", "AllocTRES", "Timelimit", "NodeList", "JobName",
     ),
+    # the same shredder for an older Slurm (before GPUs were TRES): ReqGRES, no QOS and no AllocTRES
+    # (ubccr/xdmod tests/artifacts/.../accounting-logs-with-gpu-gres.log)
+    "xdmod-gres": (
+        "JobID", "JobIDRaw", "Cluster", "Partition", "Account", "Group", "GID", "User", "UID", "Submit",
+        "Eligible", "Start", "End", "Elapsed", "ExitCode", "State", "NNodes", "NCPUS", "ReqCPUS", "ReqMem",
+        "ReqGRES", "ReqTRES", "Timelimit", "NodeList", "JobName",
+    ),
 }  # fmt: skip
 
 #: States of a job that has finished; its usage is final. (Slurm ``sacct(1)``, JOB STATE CODES.)
@@ -192,8 +199,9 @@ def _gpus_from_alloc_tres(alloc: str) -> tuple[int, Mapping[str, int]]:
 def _gpu_count_from_gres(text: str) -> tuple[int, dict[str, int]]:
     """Old-style AllocGRES/ReqGRES: ``gpu:2``, ``gpu:v100:2``, ``gpu:v100:2(IDX:0-1)``."""
     total, by_type = 0, {}
-    for part in text.split(","):
-        part = re.sub(r"\(.*?\)", "", part).strip()
+    # drop the index lists first: ``gpu:p100:2(IDX:1,3)`` has a comma inside its parentheses
+    for part in re.sub(r"\(.*?\)", "", text).split(","):
+        part = part.strip()
         bits = part.split(":")
         if not bits or bits[0] != "gpu" or len(bits) < 2:
             continue
@@ -488,10 +496,16 @@ class _Parser:
         elapsed_s = self.elapsed_s(v, start, end)
 
         alloc = v.get("alloctres", "")
-        if alloc.strip() or "allocgres" not in v:
+        if alloc.strip():
             gpus, gpu_types = _gpus_from_alloc_tres(alloc)
-        else:
+        elif v.get("allocgres", "").strip():
             gpus, gpu_types = _gpu_count_from_gres(v["allocgres"])
+        elif v.get("reqgres", "").strip() and state in ENDED_STATES:
+            # Slurm before 16.05 kept GPUs only as GRES, and some sites export only ReqGRES: for a job that
+            # ran, what it requested is what it was given (XDMoD's shredder reads GPUs from ReqGRES the same way)
+            gpus, gpu_types = _gpu_count_from_gres(v["reqgres"])
+        else:
+            gpus, gpu_types = _gpus_from_alloc_tres(alloc)
         check_device_count(gpus, "allocated GPUs")
         device_type = None
         if len(gpu_types) == 1:

@@ -452,8 +452,14 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
         ]
     )
     cloud = np.array([c.onprem is None for c in cands], dtype=bool)
-    per_dev = np.array([float(c.usd_per_device_h) if c.onprem is None else 0.0 for c in cands])  # type: ignore[arg-type]
-    unit = np.array([c.offering.device_count if c.onprem is None else 1 for c in cands], dtype=float)  # type: ignore[union-attr]
+    per_dev = np.array(
+        [float(c.usd_per_device_h) if c.onprem is None else 0.0 for c in cands],  # type: ignore[arg-type]
+        dtype=np.float64,
+    )
+    unit = np.array(
+        [c.offering.device_count if c.onprem is None else 1 for c in cands],  # type: ignore[union-attr]
+        dtype=np.float64,
+    )
     cost_replica = per_dev * tp
     instances = np.where(cloud, np.ceil(reps * tp / unit - 1e-9), 0.0)
     cost_total = per_dev * unit * instances

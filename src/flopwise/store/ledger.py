@@ -5,6 +5,9 @@ One row of ``usage_records`` is one :class:`flopwise.meter.record.UsageRecord` a
 columns (snake_case), flopwise's ``x_`` compute columns, and what flopwise attributed (``cost_usd`` with its
 ``cost_basis``, ``energy_basis``, idle device-hours and idle cost). ``source_key`` is UNIQUE: ingestion
 inserts with ``ON CONFLICT (source_key) DO NOTHING``, so the same input twice changes nothing.
+A later export of the same charge (same ``source_key``) whose values differ *replaces* the row (a restatement);
+the values it replaced are kept in ``usage_record_history`` (migration ``0004_restatements``) with the run that
+replaced them, who ran it and when, so reports can be asked as of any past run.
 ``org_id``/``team_id``/``project_id`` NULL means unattributed: such rows are reported as such, never dropped.
 
 The tables share :class:`flopwise.store.models.Base` (its naming convention and type map); ``store/models.py``
@@ -47,6 +50,8 @@ __all__ = [
     "CalibrationSample",
     "IngestReject",
     "IngestRun",
+    "HISTORY_MEASURES",
+    "UsageRecordHistory",
     "UsageRecordRow",
 ]
 
@@ -55,9 +60,10 @@ __all__ = [
 COST_BASES = ("billed", "catalog-onprem", "catalog-cloud", "none")
 #: where ``x_energy_kwh`` comes from: a power or energy counter, the estimator's power model, or nowhere
 ENERGY_BASES = ("measured", "estimated", "none")
-#: ``running`` while rows stream in; then ``ok`` (nothing rejected), ``partial`` (some rows rejected) or
-#: ``failed`` (the input could not be understood; its records were removed)
-INGEST_STATES = ("running", "ok", "partial", "failed")
+#: ``running`` while rows stream in; then ``ok`` (nothing rejected), ``partial`` (some rows rejected),
+#: ``failed`` (the input could not be understood; what it wrote was undone) or ``interrupted`` (killed, Ctrl-C,
+#: or found still ``running`` with its process gone; what it wrote was undone)
+INGEST_STATES = ("running", "ok", "partial", "failed", "interrupted")
 ALERT_CHANNEL_KINDS = ("webhook",)
 ALERT_DELIVERY_STATES = ("pending", "delivered", "failed")
 
@@ -92,6 +98,14 @@ class IngestRun(Base):
     rows_rolled_up: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16), default="running")
     message: Mapped[str | None] = mapped_column(Text)
+    records_replaced: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: who started the run (the OS user of the CLI, or the caller's name)
+    actor: Mapped[str | None] = mapped_column(String(200))
+    #: host and process id of the ingesting process, to tell a stale ``running`` run from a live one
+    owner: Mapped[str | None] = mapped_column(String(200))
+    #: when the input was exported (``--exported-at``, else the file's modification time, else the fetch): a
+    #: restatement from an older export than the ledger's values restates nothing
+    exported_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class IngestReject(Base):
@@ -118,6 +132,7 @@ class UsageRecordRow(Base):
         CheckConstraint("idle_cost_usd IS NULL OR idle_cost_usd >= 0", name="idle_cost_nonnegative"),
         Index(None, "org_id", "charge_period_start"),
         Index(None, "project_id", "charge_period_start"),
+        Index(None, "team_id", "charge_period_start"),  # team budgets' draw-down (0004_restatements)
         Index(None, "charge_period_start"),
     )
 
@@ -158,6 +173,61 @@ class UsageRecordRow(Base):
     request_id: Mapped[int | None] = mapped_column(ForeignKey("compute_requests.id"), index=True)
     ingest_run_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_runs.id"), index=True)
     ingested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+#: the ``usage_records`` measure columns whose replaced values ``usage_record_history`` keeps as columns (reports
+#: ``--as-of`` a past run sum them); every other changed column is in its ``changes`` JSON
+HISTORY_MEASURES = (
+    "charge_period_start",
+    "charge_period_end",
+    "billed_cost",
+    "effective_cost",
+    "list_cost",
+    "cost_usd",
+    "x_device_hours",
+    "x_gpu_utilization",
+    "x_energy_kwh",
+    "x_co2e_kg",
+    "idle_device_hours",
+    "idle_cost_usd",
+)
+
+
+class UsageRecordHistory(Base):
+    """One restatement: the values a ledger row had before run ``new_run_id`` replaced them.
+
+    ``old_run_id`` is the run that wrote the replaced values (NULL when they came from no run, e.g. the agent);
+    the replaced measure columns are kept as columns (same names), and ``changes`` holds every changed column as
+    ``{"column": [old, new]}`` (JSON text values). The row as of run R is the version with the largest run id
+    <= R: the current row when its ``ingest_run_id`` <= R, else the history row with ``old_run_id <= R <
+    new_run_id``.
+    """
+
+    __tablename__ = "usage_record_history"
+    __table_args__ = (Index(None, "new_run_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    usage_record_id: Mapped[int] = mapped_column(
+        ForeignKey("usage_records.id", ondelete="CASCADE"), index=True
+    )
+    source_key: Mapped[str] = mapped_column(String(512))
+    old_run_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_runs.id"))
+    new_run_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_runs.id"))
+    replaced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    replaced_by: Mapped[str | None] = mapped_column(String(200))
+    charge_period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    charge_period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    billed_cost: Mapped[Decimal | None] = mapped_column(Money())
+    effective_cost: Mapped[Decimal | None] = mapped_column(Money())
+    list_cost: Mapped[Decimal | None] = mapped_column(Money())
+    cost_usd: Mapped[Decimal | None] = mapped_column(Money())
+    x_device_hours: Mapped[float | None] = mapped_column(Float)
+    x_gpu_utilization: Mapped[float | None] = mapped_column(Float)
+    x_energy_kwh: Mapped[float | None] = mapped_column(Float)
+    x_co2e_kg: Mapped[float | None] = mapped_column(Float)
+    idle_device_hours: Mapped[float | None] = mapped_column(Float)
+    idle_cost_usd: Mapped[Decimal | None] = mapped_column(Money())
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON(), default=dict)
 
 
 class AttributionRule(Base):

@@ -428,7 +428,7 @@ class AuditLog(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON())
     prev_hash: Mapped[str] = mapped_column(String(128))
     hash: Mapped[str] = mapped_column(String(128), unique=True)
-    #: 1: the single global chain of entries written before revision 0003 (hash without org_id);
+    #: 1: the single global chain of entries written before revision 0005_governance (hash without org_id);
     #: 2: the organization's own chain (``prev_hash`` is the organization's previous entry; the hash covers org_id)
     hash_version: Mapped[int] = mapped_column(SmallInteger, default=2, server_default="1")
 

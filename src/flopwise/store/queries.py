@@ -13,7 +13,7 @@ Locking, in one place:
   chain's head row (``audit_heads``, ``SELECT ... FOR UPDATE``), takes ``seq`` from a sequence on PostgreSQL
   (the SQLite write lock otherwise), chains to the head and moves it. Organizations never wait on each other;
   writers of one organization queue on its head row only. Without ``chain_hash`` (stores and tests from before
-  revision 0003) it appends to the single global chain under ``LOCK TABLE audit_log IN EXCLUSIVE MODE``.
+  revision 0005_governance) it appends to the single global chain under ``LOCK TABLE audit_log IN EXCLUSIVE MODE``.
 
 **Lock order** (every write path takes locks in this order, so none waits on another in a cycle): compute
 request or admission job row, then budget rows (ascending id), then quota rows, then the audit chain head last,
@@ -86,7 +86,7 @@ WindowFor = Callable[[Budget], "tuple[datetime | None, datetime | None] | None"]
 EntryHash = Callable[[str, int, datetime, str, str, Any], str]
 #: ``chain_hash(prev_hash, seq, org_id, at, actor, action, payload) -> str`` (``flopwise.govern.audit.chain_hash``)
 ChainHash = Callable[[str, int, "int | None", datetime, str, str, Any], str]
-#: the PostgreSQL sequence that numbers audit entries (migration 0003)
+#: the PostgreSQL sequence that numbers audit entries (migration 0005_governance)
 AUDIT_SEQ = "audit_log_seq_numbers"
 
 

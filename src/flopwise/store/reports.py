@@ -22,11 +22,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select, union_all
+from sqlalchemy.orm import Session, aliased
 
 from flopwise.errors import InputError
-from flopwise.store.ledger import UsageRecordRow
+from flopwise.store.ledger import HISTORY_MEASURES, IngestRun, UsageRecordHistory, UsageRecordRow
 from flopwise.store.models import Organization, Project, Team
 from flopwise.store.types import to_money
 from flopwise.units import G_PER_KG
@@ -40,10 +40,18 @@ __all__ = [
     "UNATTRIBUTED",
     "concentration_report",
     "herfindahl_hirschman",
+    "ledger_as_of",
+    "charge_history",
+    "unattributed_usage",
     "usage_report",
 ]
 
-GROUP_BY = ("org", "team", "project", "device", "provider", "region", "source", "day", "month")
+GROUP_BY = (
+    "org", "team", "project", "device", "provider", "region", "source", "day", "month",
+    "service", "service_category", "charge_category", "sub_account",
+)  # fmt: skip
+#: FinOps groupings read from the FOCUS columns a bill carried (kept in ``x_extra``): ServiceName, ChargeCategory
+FOCUS_EXTRA_GROUPS = {"service": "ServiceName", "charge_category": "ChargeCategory"}
 CONCENTRATION_BY = ("provider", "vendor", "device", "region")
 CONCENTRATION_MEASURES = ("cost_usd", "device_hours")
 UNATTRIBUTED = "unattributed"
@@ -55,6 +63,41 @@ _ZERO = to_money(0)
 U = UsageRecordRow
 
 
+def ledger_as_of(session: Session, as_of: int | None) -> Any:
+    """The ledger as it stood when ingest run *as_of* ended (an aliased ``UsageRecordRow``), or the ledger now.
+
+    A row's version as of run R is the one with the largest run id <= R: the row itself when its
+    ``ingest_run_id`` <= R, else the ``usage_record_history`` entry that run R's version went to
+    (``old_run_id <= R < new_run_id``: its measures, the row's other columns). Rows ingested after R, and rows
+    from no run (the agent) ingested after R ended, are left out.
+    """
+    if as_of is None:
+        return U
+    run = session.get(IngestRun, as_of)
+    if run is None:
+        raise InputError("as_of", as_of, "no ingest run has this id; list them with `flopwise ingest runs`")
+    cutoff = run.finished_at or run.started_at
+    H = UsageRecordHistory  # noqa: N806 - a mapped class, named like one
+    table = U.__table__
+    current = select(*table.c).where(
+        or_(U.ingest_run_id <= as_of, and_(U.ingest_run_id.is_(None), U.ingested_at <= cutoff))
+    )
+    replaced_columns = []
+    for column in table.c:
+        if column.name in HISTORY_MEASURES:
+            replaced_columns.append(getattr(H, column.name).label(column.name))
+        elif column.name == "ingest_run_id":
+            replaced_columns.append(H.old_run_id.label(column.name))
+        else:
+            replaced_columns.append(column)
+    replaced = (
+        select(*replaced_columns)
+        .select_from(table.join(H.__table__, H.usage_record_id == U.id))
+        .where(func.coalesce(H.old_run_id, literal(0)) <= as_of, H.new_run_id > as_of)
+    )
+    return aliased(U, union_all(current, replaced).subquery("ledger_as_of"))
+
+
 def _check_period(from_: datetime | None, to: datetime | None) -> None:
     for name, value in (("from", from_), ("to", to)):
         if value is not None and (value.tzinfo is None or value.utcoffset() is None):
@@ -63,42 +106,46 @@ def _check_period(from_: datetime | None, to: datetime | None) -> None:
         raise InputError("to", to, f"must be after from ({from_.isoformat()})")
 
 
-def _where(stmt: Select[Any], from_: datetime | None, to: datetime | None, org_id: int | None) -> Select[Any]:
+def _where(
+    stmt: Select[Any], from_: datetime | None, to: datetime | None, org_id: int | None, u: Any = U
+) -> Select[Any]:
     _check_period(from_, to)
     if from_ is not None:
-        stmt = stmt.where(U.charge_period_start >= from_)
+        stmt = stmt.where(u.charge_period_start >= from_)
     if to is not None:
-        stmt = stmt.where(U.charge_period_start < to)
+        stmt = stmt.where(u.charge_period_start < to)
     if org_id is not None:
-        stmt = stmt.where(U.org_id == org_id)
+        stmt = stmt.where(u.org_id == org_id)
     return stmt
 
 
-def _period_text(session: Session, width: str) -> ColumnElement[Any]:
+def _period_text(session: Session, width: str, u: Any = U) -> ColumnElement[Any]:
     """``YYYY-MM-DD`` (width 'day') or ``YYYY-MM`` ('month') of charge_period_start in UTC, on either backend."""
     if session.get_bind().dialect.name == "postgresql":
         fmt = "YYYY-MM-DD" if width == "day" else "YYYY-MM"
-        return func.to_char(func.timezone("UTC", U.charge_period_start), fmt)
-    return func.substr(U.charge_period_start, 1, 10 if width == "day" else 7)
+        return func.to_char(func.timezone("UTC", u.charge_period_start), fmt)
+    return func.substr(u.charge_period_start, 1, 10 if width == "day" else 7)
 
 
-def _metrics() -> list[ColumnElement[Any]]:
-    util_known = U.x_gpu_utilization.is_not(None) & U.x_device_hours.is_not(None)
-    no_grid = U.x_co2e_kg.is_(None) & U.x_energy_kwh.is_not(None)  # energy metered where no region was known
+def _metrics(u: Any = U) -> list[ColumnElement[Any]]:
+    util_known = u.x_gpu_utilization.is_not(None) & u.x_device_hours.is_not(None)
+    no_grid = u.x_co2e_kg.is_(None) & u.x_energy_kwh.is_not(None)  # energy metered where no region was known
     return [
         func.count().label("records"),
-        func.coalesce(func.sum(U.x_device_hours), 0.0).label("device_hours"),
-        func.coalesce(func.sum(U.cost_usd), _ZERO).label("cost_usd"),
-        func.coalesce(func.sum(U.x_energy_kwh), 0.0).label("energy_kwh"),
-        func.coalesce(func.sum(U.x_co2e_kg), 0.0).label("co2e_kg"),
-        func.coalesce(func.sum(U.idle_device_hours), 0.0).label("idle_device_hours"),
-        func.coalesce(func.sum(U.idle_cost_usd), _ZERO).label("idle_cost_usd"),
-        func.coalesce(func.sum(case((util_known, U.x_device_hours), else_=0.0)), 0.0).label("util_hours"),
+        func.coalesce(func.sum(u.x_device_hours), 0.0).label("device_hours"),
+        func.coalesce(func.sum(u.cost_usd), _ZERO).label("cost_usd"),
+        func.coalesce(func.sum(u.billed_cost), _ZERO).label("billed_cost"),
+        func.coalesce(func.sum(u.effective_cost), _ZERO).label("effective_cost"),
+        func.coalesce(func.sum(u.x_energy_kwh), 0.0).label("energy_kwh"),
+        func.coalesce(func.sum(u.x_co2e_kg), 0.0).label("co2e_kg"),
+        func.coalesce(func.sum(u.idle_device_hours), 0.0).label("idle_device_hours"),
+        func.coalesce(func.sum(u.idle_cost_usd), _ZERO).label("idle_cost_usd"),
+        func.coalesce(func.sum(case((util_known, u.x_device_hours), else_=0.0)), 0.0).label("util_hours"),
         func.coalesce(
-            func.sum(case((util_known, U.x_device_hours * U.x_gpu_utilization), else_=0.0)), 0.0
+            func.sum(case((util_known, u.x_device_hours * u.x_gpu_utilization), else_=0.0)), 0.0
         ).label("busy_hours"),
-        func.count(U.cost_usd).label("costed_records"),
-        func.coalesce(func.sum(case((no_grid, U.x_energy_kwh), else_=0.0)), 0.0).label("energy_no_grid_kwh"),
+        func.count(u.cost_usd).label("costed_records"),
+        func.coalesce(func.sum(case((no_grid, u.x_energy_kwh), else_=0.0)), 0.0).label("energy_no_grid_kwh"),
         func.count(case((no_grid, 1))).label("no_grid_records"),
     ]
 
@@ -111,6 +158,10 @@ def _metric_dict(row: Any) -> dict[str, Any]:
         "records": int(row.records),
         "device_hours": device_hours,
         "cost_usd": to_money(row.cost_usd),
+        # FinOps: what the bill charged (BilledCost) beside the amortized cost (EffectiveCost: commitments spread
+        # over the usage they cover); records with no bill (Slurm, DCGM) have neither
+        "billed_cost": to_money(row.billed_cost),
+        "effective_cost": to_money(row.effective_cost),
         "energy_kwh": float(row.energy_kwh),
         "co2e_kg": float(row.co2e_kg),
         "idle_device_hours": idle,
@@ -130,26 +181,30 @@ def _apply_default_grid(metrics: dict[str, Any], grid_gco2e_per_kwh: float) -> d
     return {**metrics, "co2e_kg": metrics["co2e_kg"] + extra_kg, "co2e_default_grid_kg": extra_kg}
 
 
-def _group_columns(session: Session, group_by: str) -> tuple[list[ColumnElement[Any]], list[Any]]:
+def _group_columns(session: Session, group_by: str, u: Any = U) -> tuple[list[ColumnElement[Any]], list[Any]]:
     """(columns selected as key and label, outer joins) for *group_by*."""
     if group_by == "org":
-        return [U.org_id.label("key"), Organization.name.label("label")], [
-            (Organization, Organization.id == U.org_id)
+        return [u.org_id.label("key"), Organization.name.label("label")], [
+            (Organization, Organization.id == u.org_id)
         ]
     if group_by == "team":
-        return [U.team_id.label("key"), Team.name.label("label")], [(Team, Team.id == U.team_id)]
+        return [u.team_id.label("key"), Team.name.label("label")], [(Team, Team.id == u.team_id)]
     if group_by == "project":
-        return [U.project_id.label("key"), Project.name.label("label")], [
-            (Project, Project.id == U.project_id)
+        return [u.project_id.label("key"), Project.name.label("label")], [
+            (Project, Project.id == u.project_id)
         ]
     column = {
-        "device": U.x_device_type,
-        "provider": U.provider_name,
-        "region": U.region_id,
-        "source": U.source,
+        "device": u.x_device_type,
+        "provider": u.provider_name,
+        "region": u.region_id,
+        "source": u.source,
+        "service_category": u.service_category,
+        "sub_account": u.x_account,
     }.get(group_by)
+    if group_by in FOCUS_EXTRA_GROUPS:
+        column = u.x_extra[FOCUS_EXTRA_GROUPS[group_by]].as_string()
     if column is None:
-        column = _period_text(session, group_by)
+        column = _period_text(session, group_by, u)
     return [column.label("key"), column.label("label")], []
 
 
@@ -166,30 +221,34 @@ def usage_report(
     to: datetime | None = None,
     org_id: int | None = None,
     default_region: Any = None,
+    as_of: int | None = None,
 ) -> dict[str, Any]:
-    """Totals of the ledger in ``[from_, to)`` (of *org_id*, or all when None) and, with *group_by*, per group.
+    """Totals of the ledger in ``[from_, to)`` (of *org_id*, or all when None) and, with *group_by*, per group;
+    with *as_of* (an ingest run id), of the ledger as it stood when that run ended (:func:`ledger_as_of`).
 
     Energy metered without a region has no CO2e in the ledger; with *default_region* (a catalog ``Region``,
     the grid ``estimate`` uses when none is given) its CO2e is added at that grid's intensity, stated in
     ``co2e_default_grid_kg`` and a ``warnings`` entry, rather than reported as 0.
 
     Returns ``{"group_by", "from", "to", "total": {...}, "groups": [{"key", "label", ...}, ...]}`` where each
-    metrics object has ``records``, ``device_hours``, ``cost_usd`` (Decimal), ``energy_kwh``, ``co2e_kg``,
+    metrics object has ``records``, ``device_hours``, ``cost_usd`` (Decimal), ``billed_cost`` and
+    ``effective_cost`` (Decimal: FOCUS BilledCost and the amortized EffectiveCost, side by side), ``energy_kwh``, ``co2e_kg``,
     ``idle_device_hours``, ``idle_cost_usd`` (Decimal), ``utilization_frac`` (device-hour-weighted, over the
     records that report utilization), ``idle_frac`` (idle / device-hours) and ``uncosted_records``. Groups are
     sorted by cost, then device-hours, descending. The groups' sums equal the total (tested).
     """
     if group_by is not None and group_by not in GROUP_BY:
         raise InputError("group_by", group_by, f"use one of {', '.join(GROUP_BY)}")
-    total_row = session.execute(_where(select(*_metrics()), from_, to, org_id)).one()
+    u = ledger_as_of(session, as_of)
+    total_row = session.execute(_where(select(*_metrics(u)).select_from(u), from_, to, org_id, u)).one()
     groups: list[dict[str, Any]] = []
     if group_by is not None:
-        columns, joins = _group_columns(session, group_by)
-        stmt = select(*columns, *_metrics()).select_from(U)
+        columns, joins = _group_columns(session, group_by, u)
+        stmt = select(*columns, *_metrics(u)).select_from(u)
         for target, on in joins:
             stmt = stmt.outerjoin(target, on)
         key_columns = [c.element if hasattr(c, "element") else c for c in columns]
-        stmt = _where(stmt, from_, to, org_id).group_by(*dict.fromkeys(key_columns))
+        stmt = _where(stmt, from_, to, org_id, u).group_by(*dict.fromkeys(key_columns))
         for row in session.execute(stmt):
             groups.append(
                 {"key": row.key, "label": _label(group_by, row.key, row.label), **_metric_dict(row)}
@@ -210,9 +269,81 @@ def usage_report(
         "group_by": group_by,
         "from": from_,
         "to": to,
+        "as_of": as_of,
         "total": total,
         "groups": groups,
         "warnings": warnings,
+    }
+
+
+def charge_history(session: Session, source_key: str) -> dict[str, Any]:
+    """Every version of one charge (ledger key), oldest first: the run that wrote it, when, who replaced it, and
+    its cost; the last one is the ledger's current row. Raises InputError for a key the ledger does not hold."""
+    row = session.scalars(select(U).where(U.source_key == source_key)).first()
+    if row is None:
+        raise InputError("KEY", source_key, "the ledger has no charge with this key (x_SourceKey of an export)")
+    versions = []
+    for h in session.scalars(
+        select(UsageRecordHistory)
+        .where(UsageRecordHistory.usage_record_id == row.id)
+        .order_by(UsageRecordHistory.id)
+    ):
+        versions.append(
+            {
+                "run_id": h.old_run_id,
+                "billed_cost": h.billed_cost,
+                "effective_cost": h.effective_cost,
+                "cost_usd": h.cost_usd,
+                "x_device_hours": h.x_device_hours,
+                "replaced_by_run": h.new_run_id,
+                "replaced_at": h.replaced_at,
+                "replaced_by": h.replaced_by,
+                "changed": sorted(h.changes or {}),
+            }
+        )
+    versions.append(
+        {
+            "run_id": row.ingest_run_id,
+            "billed_cost": row.billed_cost,
+            "effective_cost": row.effective_cost,
+            "cost_usd": row.cost_usd,
+            "x_device_hours": row.x_device_hours,
+            "replaced_by_run": None,
+            "replaced_at": None,
+            "replaced_by": None,
+            "changed": [],
+        }
+    )
+    return {
+        "source_key": source_key,
+        "source": row.source,
+        "charge_period_start": row.charge_period_start,
+        "charge_period_end": row.charge_period_end,
+        "versions": versions,
+    }
+
+
+def unattributed_usage(
+    session: Session, org_id: int | None = None, run_id: int | None = None
+) -> dict[str, Any]:
+    """Usage that belongs to no project (of *org_id*, or all; of ingest run *run_id*, or the whole ledger):
+    ``records``, ``no_org`` (of them, those with no organization either), ``cost_usd`` and ``device_hours``."""
+    stmt = select(
+        func.count(),
+        func.count(U.id).filter(U.org_id.is_(None)),
+        func.coalesce(func.sum(U.cost_usd), _ZERO),
+        func.coalesce(func.sum(U.x_device_hours), 0.0),
+    ).where(U.project_id.is_(None))
+    if org_id is not None:
+        stmt = stmt.where(U.org_id == org_id)
+    if run_id is not None:
+        stmt = stmt.where(U.ingest_run_id == run_id)
+    records, no_org, cost, hours = session.execute(stmt).one()
+    return {
+        "records": int(records),
+        "no_org": int(no_org),
+        "cost_usd": to_money(cost),
+        "device_hours": float(hours),
     }
 
 

@@ -205,7 +205,8 @@ def _render(
             )
         elif source.kind == "gcp-carbon":
             for location, url, f in files:
-                gcp_files.append((f.year, location, url, fetch_text(source.name, location)))
+                year = f.year if f.year is not None else 0  # every Google carbon file names its year
+                gcp_files.append((year, location, url, fetch_text(source.name, location)))
         else:
             location, url, _ = files[0]
             owid = (location, url, fetch_text(source.name, location))

@@ -286,10 +286,11 @@ def _classify(
             "(https://cloud.google.com/tpu/docs), as the source leaves them empty"
         )
         return name, device_id, chips, vcpu_chip * chips, gb_chip * chips, note
-    device_id = device_for(cloud, name, instance_type)
-    if device_id is None:
+    found = device_for(cloud, name, instance_type)
+    if found is None:
         res.skipped["accelerator with no catalog device"] += 1
         return None
+    device_id = found
     if cloud == "gcp":
         res.skipped["GCP GPU priced without its host VM"] += 1
         return None

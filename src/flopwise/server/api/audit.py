@@ -80,7 +80,7 @@ def verify_audit_log(
 
     With *org_id*: that organization's chain only (every entry of it, whatever its ``seq``), against its head
     row, so an organization learns nothing about others. Without: the whole log: entries written before
-    revision 0003 as the one global chain they form, then every organization's chain; with *expected_head*
+    revision 0005_governance as the one global chain they form, then every organization's chain; with *expected_head*
     ``(seq, hash)`` (an anchor kept outside the database) the newest entry must match it, so a deleted or
     rewritten tail is detected too.
     """

@@ -237,7 +237,7 @@ class AttributionRuleCreate(BaseModel):
     @field_validator("match")
     @classmethod
     def _valid(cls, match: dict[str, Any]) -> dict[str, Any]:
-        from flopwise.meter.attribution import validate_match
+        from flopwise.govern.match import validate_match
 
         validate_match(match)
         return match

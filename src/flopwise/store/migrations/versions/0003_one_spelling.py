@@ -4,7 +4,7 @@
 The wire always said ``fine-tune``; the database said ``fine_tune`` and the server translated between them. Now
 both say ``fine-tune``. Downgrade rewrites the rows back.
 
-Revision ID: 0003_vocab11
+Revision ID: 0003_one_spelling
 Revises: 0002
 Create Date: 2026-12-06 16:20:00
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_vocab11"
+revision: str = "0003_one_spelling"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

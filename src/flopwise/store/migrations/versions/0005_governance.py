@@ -5,8 +5,8 @@ chains (a chain-head row per organization, locked instead of the whole table; ``
 Existing audit entries keep ``hash_version`` 1 (the single global chain they were written in) and verify as
 before; new entries chain per organization.
 
-Revision ID: 0003_sec14
-Revises: 0003_vocab11
+Revision ID: 0005_governance
+Revises: 0004_restatements
 Create Date: 2026-12-06 16:10:00
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_sec14"
-down_revision: str | None = "0003_vocab11"
+revision: str = "0005_governance"
+down_revision: str | None = "0004_restatements"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,614 @@
+"""Writing costed records to the usage ledger: new rows in bulk, restated rows replaced with their history kept.
+
+Per batch, in one write transaction (:func:`write_batch`):
+
+1. **Look up** the batch's ``source_key`` s already in the ledger (one indexed ``SELECT ... WHERE source_key IN``).
+2. **New** keys are written in bulk with ``ON CONFLICT (source_key) DO NOTHING`` (a concurrent writer of the same
+   key wins, nothing is doubled): on SQLite one prepared ``INSERT`` through ``executemany``, counted by the
+   connection's ``total_changes``; on PostgreSQL ``COPY`` into a temporary staging table and one ``INSERT ...
+   SELECT``, counted by its rowcount.
+3. **Known** keys whose values are equal are *unchanged* (the same input twice changes nothing). Known keys whose
+   values differ, from an export no older than the one the ledger holds (``ingest_runs.exported_at``), are a
+   *restatement* (FOCUS and OpenCost re-export a charge period with corrected costs under the
+   same identity, docs/ingest/focus.md): when the caller asks for it (``restate=True``, what ``flopwise ingest``
+   does) the row takes the new values and this run's id, and the values it had go to ``usage_record_history``
+   with the run that wrote them, the run that replaced them, who and when. The row's scope (organization,
+   team, project, request) is never changed by a restatement. Without ``restate`` (the usage API) a known key
+   is left as it is and counted unchanged.
+
+Within one input the first line of a key wins: a later line with the same key (overlapping Slurm job arrays)
+in the same batch, or in a later batch after this run wrote the key, is counted unchanged, as before.
+
+:func:`undo_run` reverses everything one run wrote: replaced rows get their old values back, inserted rows go.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import JSON, bindparam, delete, select, update
+
+from flopwise.meter.costing import CostedUsage, Coster
+from flopwise.meter.record import UsageRecord
+from flopwise.store.ledger import HISTORY_MEASURES, UsageRecordHistory, UsageRecordRow
+from flopwise.store.models import ComputeRequest
+from flopwise.store.session import write_session
+from flopwise.store.types import Money, UTCDateTime, to_money, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "Attributor",
+    "BatchCounts",
+    "costed_row",
+    "ingest_records",
+    "undo_run",
+    "write_batch",
+]
+
+DEFAULT_BATCH_SIZE = 5000
+#: where a record's attribution comes from: (org_id, team_id, project_id) or None for unattributed
+Attributor = Callable[[UsageRecord], "tuple[int | None, int | None, int | None] | None"]
+#: keys per ``source_key IN (...)`` lookup (well under SQLite's bound-parameter limit)
+_LOOKUP_CHUNK = 1000
+
+#: the ``usage_records`` columns ingestion writes, in the order of the tuples :func:`_row_values` builds
+_COLUMNS: tuple[str, ...] = (
+    "source",
+    "source_key",
+    "charge_period_start",
+    "charge_period_end",
+    "billed_cost",
+    "effective_cost",
+    "list_cost",
+    "cost_usd",
+    "cost_basis",
+    "billing_currency",
+    "provider_name",
+    "region_id",
+    "resource_id",
+    "service_category",
+    "sku_id",
+    "tags",
+    "x_device_type",
+    "x_device_count",
+    "x_device_hours",
+    "x_gpu_utilization",
+    "x_energy_kwh",
+    "energy_basis",
+    "x_co2e_kg",
+    "idle_device_hours",
+    "idle_cost_usd",
+    "x_job_id",
+    "x_request_id",
+    "x_user",
+    "x_account",
+    "x_extra",
+    "org_id",
+    "team_id",
+    "project_id",
+    "request_id",
+    "ingest_run_id",
+    "ingested_at",
+)
+_ORG, _TEAM, _PROJECT, _REQUEST = (
+    _COLUMNS.index(c) for c in ("org_id", "team_id", "project_id", "request_id")
+)
+_X_REQUEST_ID = _COLUMNS.index("x_request_id")
+#: a staging table per write transaction (PostgreSQL): COPY fills it, one INSERT ... SELECT moves it
+_PG_STAGE = "flopwise_ingest_stage"
+#: the least SQLite page cache an ingesting connection gets (memory is taken only as pages are read)
+_SQLITE_CACHE_BYTES = 64 * 2**20
+
+
+def _row_values(
+    costed: CostedUsage,
+    run_id: int | None,
+    ingested_at: datetime,
+    owner: tuple[int | None, int | None, int | None] | None,
+) -> list[Any]:
+    """The ``usage_records`` values of one costed record, in :data:`_COLUMNS` order (Python values)."""
+    r = costed.record
+    org_id, team_id, project_id = owner if owner is not None else (None, None, None)
+    return [
+        r.source,
+        r.source_key,
+        r.charge_period_start,
+        r.charge_period_end,
+        r.billed_cost,
+        r.effective_cost,
+        r.list_cost,
+        costed.cost_usd,
+        costed.cost_basis,
+        r.billing_currency,
+        r.provider_name,
+        r.region_id,
+        r.resource_id,
+        r.service_category,
+        r.sku_id,
+        r.tags,
+        r.x_device_type,
+        r.x_device_count,
+        r.x_device_hours,
+        r.x_gpu_utilization,
+        r.x_energy_kwh,
+        costed.energy_basis,
+        r.x_co2e_kg,
+        costed.idle_device_hours,
+        costed.idle_cost_usd,
+        r.x_job_id,
+        r.x_request_id,
+        r.x_user,
+        r.x_account,
+        r.x_extra,
+        org_id,
+        team_id,
+        project_id,
+        None,
+        run_id,
+        ingested_at,
+    ]
+
+
+def costed_row(costed: CostedUsage, run_id: int | None) -> dict[str, Any]:
+    """The ``usage_records`` column values of one costed record (for the ORM: ``UsageRecordRow(**row)``)."""
+    row = dict(zip(_COLUMNS, _row_values(costed, run_id, utcnow(), None), strict=True))
+    row["tags"] = dict(row["tags"])
+    row["x_extra"] = dict(row["x_extra"])
+    return row
+
+
+def _link_requests(session: Session, rows: list[list[Any]]) -> None:
+    """Set ``request_id`` where ``x_request_id`` names an existing compute request by its integer id, and only when
+    the row is not already attributed to another organization than the request's (no cross-organization links)."""
+    wanted = {int(rid) for r in rows if (rid := r[_X_REQUEST_ID]) and str(rid).isdigit()}
+    if not wanted:
+        return
+    org_of = dict(
+        session.execute(
+            select(ComputeRequest.id, ComputeRequest.org_id).where(ComputeRequest.id.in_(wanted))
+        ).all()
+    )
+    for r in rows:
+        rid = r[_X_REQUEST_ID]
+        if rid and str(rid).isdigit() and int(rid) in org_of and r[_ORG] in (None, org_of[int(rid)]):
+            r[_REQUEST] = int(rid)
+
+
+class _Writer:
+    """Writes batches of :data:`_COLUMNS` rows with ``ON CONFLICT (source_key) DO NOTHING`` on the session's
+    own DBAPI connection, counting the rows that were new.
+
+    * SQLite: one prepared ``INSERT`` through ``executemany``; the new rows are the connection's
+      ``total_changes`` difference (a row skipped by ``DO NOTHING`` changes nothing).
+    * PostgreSQL: ``COPY`` into a temporary staging table (dropped at commit), then one
+      ``INSERT INTO usage_records SELECT ... ON CONFLICT (source_key) DO NOTHING``, whose rowcount is the new rows.
+
+    Values go through the columns' own bind processors (``Money``, ``UTCDateTime``, ``JSON``: the same checks
+    and storage formats as the ORM), looked up once per dialect.
+    """
+
+    def __init__(self, session: Session) -> None:
+        dialect = session.get_bind().dialect
+        self.dialect = dialect.name
+        table = UsageRecordRow.__table__
+        self.processors: list[tuple[int, Callable[[Any], Any]]] = []
+        serializer = getattr(dialect, "_json_serializer", None) or json.dumps  # make_engine(json_serializer=)
+        for i, name in enumerate(_COLUMNS):
+            column_type = table.c[name].type
+            proc = column_type.dialect_impl(dialect).bind_processor(dialect)
+            if isinstance(column_type, JSON):
+                proc = _json_processor(serializer)  # SQLite and COPY's text format both take JSON as text
+            elif isinstance(column_type, UTCDateTime) and proc is not None:
+                proc = _utc_processor(proc, self.dialect)
+            if proc is not None:
+                self.processors.append((i, proc))
+        names = ", ".join(_COLUMNS)
+        if self.dialect == "sqlite":
+            marks = ", ".join("?" for _ in _COLUMNS)
+            self.sql = (
+                f"INSERT INTO usage_records ({names}) VALUES ({marks}) ON CONFLICT (source_key) DO NOTHING"
+            )
+        else:
+            self.stage_sql = (
+                f"CREATE TEMPORARY TABLE {_PG_STAGE} ON COMMIT DROP AS "
+                f"SELECT {names} FROM usage_records WITH NO DATA"
+            )
+            self.copy_sql = f"COPY {_PG_STAGE} ({names}) FROM STDIN"
+            self.sql = (
+                f"INSERT INTO usage_records ({names}) SELECT {names} FROM {_PG_STAGE} "
+                "ON CONFLICT (source_key) DO NOTHING"
+            )
+
+    def _processed(self, rows: list[list[Any]]) -> list[list[Any]]:
+        procs = self.processors
+        for row in rows:
+            for i, proc in procs:
+                value = row[i]
+                if value is not None:
+                    row[i] = proc(value)
+        return rows
+
+    def write(self, session: Session, rows: list[list[Any]]) -> int:
+        """Insert *rows* in the session's transaction; returns how many were new."""
+        connection = session.connection().connection.driver_connection
+        rows = self._processed(rows)
+        if self.dialect == "sqlite":
+            _ensure_sqlite_cache(connection)
+            before = connection.total_changes
+            connection.executemany(self.sql, rows)
+            return int(connection.total_changes - before)
+        with connection.cursor() as cursor:
+            cursor.execute(self.stage_sql)
+            with cursor.copy(self.copy_sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(self.sql)
+            return int(cursor.rowcount)
+
+
+def _ensure_sqlite_cache(connection: Any) -> None:
+    """Give the connection at least :data:`_SQLITE_CACHE_BYTES` of page cache (never less than it has).
+
+    SQLite's default cache is 2 MiB; once the ledger's indexes outgrow it (a few hundred thousand records), every
+    insert into the ``source_key`` index, whose keys arrive in hash order, reads its pages back from the OS.
+    """
+    pages = connection.execute("PRAGMA cache_size").fetchone()[0]
+    cache_bytes = -pages * 1024 if pages < 0 else pages * connection.execute("PRAGMA page_size").fetchone()[0]
+    if cache_bytes < _SQLITE_CACHE_BYTES:
+        connection.execute(f"PRAGMA cache_size = -{_SQLITE_CACHE_BYTES // 1024}")
+
+
+def _json_processor(serializer: Callable[[Any], str]) -> Callable[[Any], str]:
+    """The JSON text of a value (``{}`` for the common empty dict without calling the serializer)."""
+
+    def process(value: Any) -> str:
+        return "{}" if value == {} else serializer(value)
+
+    return process
+
+
+def _utc_processor(generic: Callable[[Any], Any], dialect: str) -> Callable[[Any], Any]:
+    """``UTCDateTime``'s bind processor with a fast path for datetimes already in UTC (what every parser makes):
+    on SQLite the same ``YYYY-MM-DD HH:MM:SS.ffffff`` text SQLAlchemy stores, on PostgreSQL the value itself.
+    Anything else (another zone, naive: refused) goes through *generic*. The fast path is used only if it gives
+    exactly what *generic* gives on a sample."""
+    if dialect == "sqlite":
+
+        def process(value: Any) -> Any:
+            if isinstance(value, datetime) and value.tzinfo is UTC:
+                return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return generic(value)
+
+    else:
+
+        def process(value: Any) -> Any:
+            if isinstance(value, datetime) and value.tzinfo is UTC:
+                return value
+            return generic(value)
+
+    sample = datetime(2025, 1, 2, 3, 4, 5, 60708, tzinfo=UTC)
+    return process if process(sample) == generic(sample) else generic
+
+
+#: columns a restatement may change (everything but the key, the scope, the run and the first ingestion time)
+_VALUE_COLUMNS: tuple[str, ...] = tuple(
+    c
+    for c in _COLUMNS
+    if c
+    not in (
+        "source",
+        "source_key",
+        "org_id",
+        "team_id",
+        "project_id",
+        "request_id",
+        "ingest_run_id",
+        "ingested_at",
+    )
+)
+_VALUE_INDEX = tuple(_COLUMNS.index(c) for c in _VALUE_COLUMNS)
+_KEY = _COLUMNS.index("source_key")
+_COST = _COLUMNS.index("cost_usd")
+_START = _COLUMNS.index("charge_period_start")
+_HOURS = _COLUMNS.index("x_device_hours")
+_ENERGY = _COLUMNS.index("x_energy_kwh")
+_TABLE = UsageRecordRow.__table__
+_MONEY_COLUMNS = frozenset(c for c in _COLUMNS if isinstance(_TABLE.c[c].type, Money))
+_TIME_COLUMNS = frozenset(c for c in _COLUMNS if isinstance(_TABLE.c[c].type, UTCDateTime))
+_JSON_COLUMNS = frozenset(c for c in _COLUMNS if isinstance(_TABLE.c[c].type, JSON))
+
+
+@dataclass
+class BatchCounts:
+    """What one or more batches did to the ledger: rows inserted, replaced (restated), unchanged, and the totals
+    of what was written: the cost, device-hours and energy of the inserted rows, and the change (new - old) that
+    the replaced rows made. *touched* holds the charge-period starts of every inserted row and of both versions
+    of every replaced row (the budget windows to recompute)."""
+
+    inserted: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    stale: int = 0  # of the unchanged: other values, but from an older export than the ledger's
+    cost_usd: Decimal = field(default_factory=lambda: Decimal(0))
+    device_hours: float = 0.0
+    energy_kwh: float = 0.0
+    restated_cost_usd: Decimal = field(default_factory=lambda: Decimal(0))
+    touched: set[datetime] = field(default_factory=set)
+
+    def add(self, other: BatchCounts) -> None:
+        self.inserted += other.inserted
+        self.replaced += other.replaced
+        self.unchanged += other.unchanged
+        self.stale += other.stale
+        self.cost_usd += other.cost_usd
+        self.device_hours += other.device_hours
+        self.energy_kwh += other.energy_kwh
+        self.restated_cost_usd += other.restated_cost_usd
+        self.touched |= other.touched
+
+
+def _comparable(column: str, value: Any) -> Any:
+    """*value* as the ledger gives it back (money rounded to its 6 places, JSON through a text round trip)."""
+    if value is None:
+        return None
+    if column in _MONEY_COLUMNS:
+        return to_money(value, column)
+    if column in _JSON_COLUMNS:
+        return json.loads(_json_text(value))
+    return value
+
+
+def _json_text(value: Any) -> str:
+    from flopwise.store.session import _json_dumps
+
+    return _json_dumps(value)
+
+
+def _to_json(value: Any) -> Any:
+    """A column value as JSON for ``usage_record_history.changes`` (money as a decimal string, times ISO 8601)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _from_json(column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column in _MONEY_COLUMNS:
+        return Decimal(value)
+    if column in _TIME_COLUMNS:
+        return datetime.fromisoformat(value)
+    return value
+
+
+def _hour(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def _existing(session: Session, keys: list[str]) -> dict[str, Any]:
+    """The ledger rows (id, run, when the run's input was exported, value columns) of those of *keys* already
+    there, by key."""
+    from flopwise.store.ledger import IngestRun
+
+    runs = IngestRun.__table__
+    columns = [
+        _TABLE.c.id,
+        _TABLE.c.source_key,
+        _TABLE.c.ingest_run_id,
+        runs.c.exported_at,
+        *(_TABLE.c[c] for c in _VALUE_COLUMNS),
+    ]
+    joined = _TABLE.outerjoin(runs, runs.c.id == _TABLE.c.ingest_run_id)
+    found: dict[str, Any] = {}
+    for i in range(0, len(keys), _LOOKUP_CHUNK):
+        chunk = keys[i : i + _LOOKUP_CHUNK]
+        for row in session.execute(
+            select(*columns).select_from(joined).where(_TABLE.c.source_key.in_(chunk))
+        ):
+            found[row.source_key] = row
+    return found
+
+
+def write_batch(
+    session: Session,
+    rows: list[list[Any]],
+    *,
+    run_id: int | None,
+    restate: bool,
+    actor: str | None = None,
+    exported_at: datetime | None = None,
+) -> BatchCounts:
+    """Write one batch of :data:`_COLUMNS` rows in the session's transaction (see the module doc).
+
+    *exported_at*: when this run's input was exported; a known key whose ledger values came from a later export
+    is not restated by this older one (counted unchanged and *stale*), so the order in which exports are
+    ingested does not matter."""
+    counts = BatchCounts()
+    existing = _existing(session, [r[_KEY] for r in rows])
+    fresh: list[list[Any]] = []
+    replaced: list[tuple[Any, list[Any], dict[str, Any]]] = []
+    seen: set[str] = set()
+    for row in rows:
+        key = row[_KEY]
+        if key in seen:  # the same charge twice in one input (overlapping Slurm job arrays): the first counts
+            counts.unchanged += 1
+            continue
+        seen.add(key)
+        old = existing.get(key)
+        if old is None:
+            fresh.append(row)
+            continue
+        if run_id is not None and old.ingest_run_id == run_id:  # written by this run from an earlier line
+            counts.unchanged += 1
+            continue
+        changes = {}
+        for column, index in zip(_VALUE_COLUMNS, _VALUE_INDEX, strict=True):
+            new_value = _comparable(column, row[index])
+            old_value = getattr(old, column)
+            if new_value != old_value:
+                changes[column] = (old_value, new_value)
+        if not changes or not restate:
+            counts.unchanged += 1
+        elif exported_at is not None and old.exported_at is not None and exported_at < old.exported_at:
+            counts.unchanged += 1  # an older export than the one the ledger holds: it restates nothing
+            counts.stale += 1
+        else:
+            replaced.append((old, row, changes))
+    for row in fresh:
+        if row[_COST] is not None:
+            counts.cost_usd += row[_COST]
+        counts.device_hours += row[_HOURS] or 0.0
+        counts.energy_kwh += row[_ENERGY] or 0.0
+        counts.touched.add(_hour(row[_START]))
+    if fresh:
+        _link_requests(session, fresh)
+        new = _writer(session).write(session, fresh)
+        counts.inserted = new
+        counts.unchanged += len(fresh) - new  # a concurrent writer took the key first
+    if replaced:
+        _replace(session, replaced, run_id, actor, counts)
+    return counts
+
+
+def _replace(
+    session: Session,
+    replaced: list[tuple[Any, list[Any], dict[str, Any]]],
+    run_id: int | None,
+    actor: str | None,
+    counts: BatchCounts,
+) -> None:
+    now = utcnow()
+    history = []
+    updates = []
+    for old, row, changes in replaced:
+        entry: dict[str, Any] = {
+            "usage_record_id": old.id,
+            "source_key": old.source_key,
+            "old_run_id": old.ingest_run_id,
+            "new_run_id": run_id,
+            "replaced_at": now,
+            "replaced_by": actor,
+            "changes": {c: [_to_json(o), _to_json(n)] for c, (o, n) in changes.items()},
+        }
+        for column in HISTORY_MEASURES:
+            entry[column] = getattr(old, column)
+        history.append(entry)
+        updates.append(
+            {
+                "_id": old.id,
+                "ingest_run_id": run_id,
+                **{c: _comparable(c, row[i]) for c, i in zip(_VALUE_COLUMNS, _VALUE_INDEX, strict=True)},
+            }
+        )
+        counts.touched.add(_hour(old.charge_period_start))
+        counts.touched.add(_hour(row[_START]))
+        counts.restated_cost_usd += (_comparable("cost_usd", row[_COST]) or Decimal(0)) - (
+            old.cost_usd or Decimal(0)
+        )
+    session.execute(UsageRecordHistory.__table__.insert(), history)
+    stmt = (
+        update(_TABLE)
+        .where(_TABLE.c.id == bindparam("_id"))
+        .values({c: bindparam(c) for c in ("ingest_run_id", *_VALUE_COLUMNS)})
+    )
+    session.execute(stmt, updates, execution_options={"synchronize_session": False})
+    counts.replaced += len(replaced)
+
+
+def undo_run(session: Session, run_id: int) -> None:
+    """Reverse what run *run_id* wrote: restated rows get the values they had back (and their history row
+    goes), rows it inserted are deleted. In the caller's transaction."""
+    H = UsageRecordHistory.__table__  # noqa: N806 - a table, named like one
+    history = list(session.execute(select(H).where(H.c.new_run_id == run_id).order_by(H.c.id.desc())))
+    if history:
+        restores = []
+        for h in history:
+            values = {c: _from_json(c, old) for c, (old, _new) in (h.changes or {}).items()}
+            restores.append({"_id": h.usage_record_id, "ingest_run_id": h.old_run_id, **values})
+        # rows of one statement must bind the same columns: group by the set of restored columns
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for r in restores:
+            groups.setdefault(tuple(sorted(k for k in r if k != "_id")), []).append(r)
+        for names, params in groups.items():
+            stmt = (
+                update(_TABLE).where(_TABLE.c.id == bindparam("_id")).values({c: bindparam(c) for c in names})
+            )
+            session.execute(stmt, params, execution_options={"synchronize_session": False})
+        session.execute(delete(UsageRecordHistory).where(UsageRecordHistory.new_run_id == run_id))
+    session.execute(delete(UsageRecordRow).where(UsageRecordRow.ingest_run_id == run_id))
+
+
+_WRITERS: weakref.WeakKeyDictionary[Any, _Writer] = weakref.WeakKeyDictionary()
+
+
+def _writer(session: Session) -> _Writer:
+    dialect = session.get_bind().dialect
+    writer = _WRITERS.get(dialect)
+    if writer is None:
+        writer = _WRITERS[dialect] = _Writer(session)
+    return writer
+
+
+def ingest_records(
+    factory: sessionmaker[Session],
+    records: Iterable[UsageRecord],
+    *,
+    coster: Coster,
+    run_id: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    attribute: Attributor | None = None,
+    restate: bool = False,
+    actor: str | None = None,
+    on_batch: Callable[[BatchCounts], None] | None = None,
+    exported_at: datetime | None = None,
+) -> tuple[int, int, dict[str, Any]]:
+    """Cost and write *records* in batches, each in its own write transaction: (inserted, unchanged, totals).
+
+    Idempotent on ``source_key``. With *restate* a known key whose values changed is replaced (its old values
+    kept as history, see the module doc); without it, it is left alone. ``totals`` has ``cost_usd``,
+    ``device_hours`` and ``energy_kwh`` of the inserted rows, ``replaced``, ``restated_cost_usd`` (the change the
+    replacements made) and ``counts`` (the :class:`BatchCounts`). *on_batch* is called after each committed
+    batch with its counts. The building block of :func:`flopwise.meter.ingest.ingest_source`, and what the
+    NVML agent's pushes and the usage API go through.
+    """
+    total = BatchCounts()
+    rows: list[list[Any]] = []
+    ingested_at = utcnow()
+
+    def flush() -> None:
+        with write_session(factory) as session:
+            counts = write_batch(
+                session, rows, run_id=run_id, restate=restate, actor=actor, exported_at=exported_at
+            )
+        total.add(counts)
+        if on_batch is not None:
+            on_batch(counts)
+
+    for record in records:
+        costed = coster.cost(record)
+        rows.append(_row_values(costed, run_id, ingested_at, attribute(record) if attribute else None))
+        if len(rows) >= batch_size:
+            flush()
+            rows, ingested_at = [], utcnow()
+    if rows:
+        flush()
+    totals: dict[str, Any] = {
+        "cost_usd": total.cost_usd,
+        "device_hours": total.device_hours,
+        "energy_kwh": total.energy_kwh,
+        "replaced": total.replaced,
+        "restated_cost_usd": total.restated_cost_usd,
+        "counts": total,
+    }
+    return total.inserted, total.unchanged, totals
