@@ -1,20 +1,23 @@
 """Bench: the governance server over loopback, on SQLite and on PostgreSQL, with concurrent HTTP clients.
 
-For each database the script starts ``uvicorn`` in a child process on 127.0.0.1 (a fresh SQLite file, or a fresh
-PostgreSQL schema), seeds an organization, a team, a project and an admin token through the store, then applies
+For each database and worker count the script starts ``flopwise serve --workers N`` in a child process on
+127.0.0.1 (a fresh SQLite file, or a fresh PostgreSQL schema), seeds an organization, a team, a project and an admin token through the store, then applies
 a budget and a policy through the API, accepts the acceptable-use policy if one is required, and drives:
 
-* ``GET /api/v1/health`` - the baseline: HTTP, routing and JSON, no authentication, one trivial query;
+* ``GET /api/v1/health`` - the baseline: HTTP, routing and JSON, no authentication, no database;
 * ``GET /api/v1/me`` - bearer token lookup (sha256, prefix index) and role bindings: a read transaction;
-* ``POST /api/v1/requests`` - request creation: the server estimates the workload itself (model, tokens,
-  device), evaluates the policy, locks the covering budgets, reserves against them and appends the audit entry,
-  all in one write transaction.
+* ``POST /api/v1/requests`` - request creation with a chosen plan: policy, budget locks, reservation and the
+  audit entry in one write transaction (the write path; ``--estimate`` makes the server estimate the workload
+  from a model and tokens instead, which adds the estimator's CPU);
+* ``POST /api/v1/admission/decide`` - a scheduler job's worst case decided and reserved (a new job id each).
 
-Each phase sends ``--count`` requests from ``--concurrency`` threads (one ``httpx.Client`` each, keep-alive),
-after a short warm-up, and prints requests/s and the p50/p99 latency seen by the clients. Client and server
-share this machine's cores, so the figures are a floor for a server with cores of its own.
+Each phase sends ``--count`` requests from each of ``--concurrency`` thread counts (one ``httpx.Client`` each,
+keep-alive), after a short warm-up, and prints requests/s, the p50/p99 latency seen by the clients and the
+ratio of req/s to ``/health`` on the same server. Client and server share this machine's cores, so the figures
+are a floor for a server with cores of its own.
 
-Run: ``.venv/bin/python bench/bench_server.py [--count 400] [--concurrency 16] [--databases sqlite,postgresql]``.
+Run: ``.venv/bin/python bench/bench_server.py [--count 400] [--concurrency 16,64] [--workers 1,2]
+[--databases sqlite,postgresql] [--estimate]``.
 PostgreSQL: ``$FLOPWISE_TEST_POSTGRES_URL`` or ``postgresql+psycopg://postgres@127.0.0.1:5432/test``; skipped
 with the reason if unreachable.
 """
@@ -24,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,7 +61,15 @@ rules:
     message: Restricted data may not run on spot capacity.
 """
 
-#: the workload every request asks for: the server estimates a LoRA fine-tune of Llama 3.1 8B on 8 H100s
+#: the write path: a chosen plan (8 H100 x 10 h at $2.50), policy, budgets, reservation, audit
+PLAN_BODY = {
+    "workload": "train",
+    "device": "h100-sxm",
+    "device_count": 8,
+    "usd_per_device_h": "2.50",
+    "plan": {"duration_h": "10", "flops": 1e20},
+}
+#: with --estimate: the server estimates a LoRA fine-tune of Llama 3.1 8B on 8 H100s
 REQUEST_BODY = {
     "workload": "fine-tune",
     "device": "h100-sxm",
@@ -178,23 +188,23 @@ def seed(database_url: str) -> tuple[str, int, int]:
 
 
 @contextmanager
-def server(database_url: str) -> Iterator[str]:
-    """uvicorn serving ``create_app(Settings(database_url=...))`` on a free loopback port; yields its base URL."""
+def server(database_url: str, workers: int = 1) -> Iterator[str]:
+    """``flopwise serve --workers N`` on a free loopback port; yields its base URL."""
     port = _free_port()
     code = (
-        "import uvicorn; from flopwise.server import Settings, create_app; "
-        f"uvicorn.run(create_app(Settings(database_url={database_url!r})), host='127.0.0.1', port={port}, "
-        "log_level='warning', access_log=False)"
+        "import sys; from flopwise.cli.main import run; "
+        f"sys.argv = ['flopwise', 'serve', '--port', '{port}', '--workers', '{workers}']; run()"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "FLOPWISE_DATABASE_URL": database_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
-                )
+                raise RuntimeError(f"server exited with {proc.returncode}")
             try:
                 if httpx.get(base + "/api/v1/health", timeout=1.0).status_code == 200:
                     break
@@ -299,76 +309,76 @@ def run_phase(
     return PhaseResult(name, count, concurrency, wall_s, tuple(latencies), errors)
 
 
-def bench_database(kind: str, count: int, concurrency: int) -> tuple[list[PhaseResult], list[str]]:
+def bench_database(
+    kind: str, count: int, clients: list[int], workers: int, estimate: bool
+) -> tuple[list[PhaseResult], list[str]]:
     with database(kind) as url:
         token, org_id, project_id = seed(url)
-        with server(url) as base:
+        with server(url, workers) as base:
             notes = setup_governance(base, token, org_id, project_id)
-            phases = [
-                run_phase(
-                    "GET /health (baseline)", base, token, "GET", "/api/v1/health", None, count, concurrency
-                ),
-                run_phase(
-                    "GET /me (token lookup)", base, token, "GET", "/api/v1/me", None, count, concurrency
-                ),
-            ]
-            paths = httpx.get(base + "/api/v1/openapi.json").json().get("paths", {})
-            if "/api/v1/requests" in paths:
+            create_body = {**(REQUEST_BODY if estimate else PLAN_BODY), "project_id": project_id}
+            run_id = uuid.uuid4().hex[:8]
 
-                def body(i: int) -> dict[str, Any]:
-                    return {**REQUEST_BODY, "project_id": project_id}
+            def decide_body(i: int) -> dict[str, Any]:
+                return {"engine": "slurm", "engine_job_id": f"{run_id}-{i}", "project_id": project_id,
+                        "device": "h100-sxm", "device_count": 8, "max_duration_h": "10",
+                        "usd_per_device_h": "2.50"}  # fmt: skip
 
-                phases.append(
-                    run_phase(
-                        "POST /requests (estimate+policy+reserve)",
-                        base,
-                        token,
-                        "POST",
-                        "/api/v1/requests",
-                        body,
-                        count,
-                        concurrency,
-                    )
-                )
-            else:
-                notes.append(
-                    "POST /api/v1/requests is not served by this build; request creation not measured"
-                )
+            phases: list[PhaseResult] = []
+            for concurrency in clients:
+                phases += [
+                    run_phase("GET /health", base, token, "GET", "/api/v1/health", None, count, concurrency),
+                    run_phase("GET /me", base, token, "GET", "/api/v1/me", None, count, concurrency),
+                    run_phase("POST /requests" + (" (estimate)" if estimate else ""), base, token, "POST",
+                              "/api/v1/requests", lambda i: create_body, count, concurrency),
+                    run_phase("POST /admission/decide", base, token, "POST", "/api/v1/admission/decide",
+                              lambda i, c=concurrency: decide_body(i * 1000 + c), count, concurrency),
+                ]  # fmt: skip
             return phases, notes
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=400, help="requests per phase")
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent clients")
+    parser.add_argument("--concurrency", default="16,64", help="comma-separated concurrent client counts")
+    parser.add_argument("--workers", default="1,2", help="comma-separated server worker process counts")
     parser.add_argument(
         "--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql"
     )
+    parser.add_argument("--estimate", action="store_true", help="requests estimated by the server")
     args = parser.parse_args(argv)
+    clients = [int(c) for c in args.concurrency.split(",") if c.strip()]
     print(
-        f"flopwise server bench: {args.count} requests per phase, {args.concurrency} concurrent clients, "
-        f"uvicorn 1 process on 127.0.0.1, {os.cpu_count()} CPUs shared by clients and server"
+        f"flopwise server bench: {args.count} requests per phase, {os.cpu_count()} CPUs shared by the clients and "
+        "the server (flopwise serve on 127.0.0.1)"
     )
-    header = f"{'database':<11} {'operation':<42} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  non-2xx"
+    header = (
+        f"{'database':<11} {'workers':>7} {'clients':>7} {'operation':<28} {'req/s':>8} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'x health':>8}  non-2xx"
+    )
     for kind in [k.strip() for k in args.databases.split(",") if k.strip()]:
-        try:
-            phases, notes = bench_database(kind, args.count, args.concurrency)
-        except RuntimeError as exc:
-            print(f"{kind}: skipped ({exc})")
-            continue
-        print()
-        for note in notes:
-            print(f"{kind}: {note}")
-        print(header)
-        for p in phases:
-            errs = ", ".join(f"{k}x{v}" for k, v in sorted(p.errors.items())) or "-"
-            print(
-                f"{kind:<11} {p.name:<42} {p.requests_per_s:>8.1f} {p.quantile_ms(0.50):>8.1f} "
-                f"{p.quantile_ms(0.99):>8.1f}  {errs}"
-            )
-        if phases:
-            med = statistics.median(phases[0].latencies_s) * 1e3 if phases[0].latencies_s else float("nan")
-            print(f"{kind}: baseline median {med:.1f} ms")
+        for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
+            try:
+                phases, notes = bench_database(kind, args.count, clients, workers, args.estimate)
+            except RuntimeError as exc:
+                print(f"{kind}: skipped ({exc})")
+                continue
+            print()
+            for note in notes:
+                print(f"{kind}: {note}")
+            print(header)
+            health: dict[int, float] = {}
+            for p in phases:
+                if p.name == "GET /health":
+                    health[p.concurrency] = p.requests_per_s
+                ratio = (
+                    p.requests_per_s / health[p.concurrency] if health.get(p.concurrency) else float("nan")
+                )
+                errs = ", ".join(f"{k}x{v}" for k, v in sorted(p.errors.items())) or "-"
+                print(
+                    f"{kind:<11} {workers:>7} {p.concurrency:>7} {p.name:<28} {p.requests_per_s:>8.1f} "
+                    f"{p.quantile_ms(0.50):>8.1f} {p.quantile_ms(0.99):>8.1f} {ratio:>8.2f}  {errs}"
+                )
     return 0
 
 

@@ -72,8 +72,17 @@ MICRO_USD = Decimal("0.000001")
 
 _SUFFIX = {"": 1.0, "k": KILO, "m": MEGA, "b": GIGA, "g": GIGA, "t": TERA, "p": PETA, "e": EXA}
 _COUNT_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmbgtpe]?)\s*$", re.IGNORECASE)
-_DUR = {"ms": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": S_PER_H, "d": S_PER_DAY,
-        "w": 7 * S_PER_DAY, "y": S_PER_YEAR}
+_DUR = {
+    "ms": 1e-3,
+    "s": 1.0,
+    "sec": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "h": S_PER_H,
+    "d": S_PER_DAY,
+    "w": 7 * S_PER_DAY,
+    "y": S_PER_YEAR,
+}
 _DUR_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(ms|sec|min|s|m|h|d|w|y)?\s*$", re.IGNORECASE)
 
 

@@ -94,6 +94,7 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("GET", f"{API}/docs"): public(),
     ("GET", "/docs/oauth2-redirect"): public(),
     ("GET", f"{API}/health"): public(),
+    ("GET", f"{API}/ready"): public(),
     ("GET", f"{API}/me"): everyone(200),
     # organization, teams, projects, users
     ("GET", f"{API}/org"): everyone(200),

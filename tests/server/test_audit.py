@@ -102,23 +102,26 @@ def test_verify_detects_an_edited_entry(client, seed, chain):
     from flopwise.store import AuditLog
 
     saved, tamper = chain
-    target = saved[len(saved) // 2]
+    mine = [r for r in saved if r["org_id"] == seed.org_id]  # the organization's own chain
+    target = mine[len(mine) // 2]
     tamper(
         update(AuditLog).where(AuditLog.seq == target["seq"]).values(payload={**target["payload"], "x": 1})
     )
     result = _verify(client, seed)
     assert not result["is_ok"] and result["first_bad_seq"] == target["seq"]
-    assert "edited" in result["reason"] and result["checked"] == target["seq"] - 1
+    assert "edited" in result["reason"] and result["checked"] == len(mine) // 2
 
 
 def test_verify_detects_a_deleted_entry(client, seed, chain):
     from flopwise.store import AuditLog
 
     saved, tamper = chain
-    target = saved[len(saved) // 2]["seq"]
+    mine = [r for r in saved if r["org_id"] == seed.org_id]
+    target = mine[len(mine) // 2]["seq"]
+    after = mine[len(mine) // 2 + 1]["seq"]  # chains are per organization: the next entry no longer links
     tamper(delete(AuditLog).where(AuditLog.seq == target))
     result = _verify(client, seed)
-    assert not result["is_ok"] and result["first_bad_seq"] == target and "missing" in result["reason"]
+    assert not result["is_ok"] and result["first_bad_seq"] == after and "missing" in result["reason"]
 
 
 def test_verify_detects_an_inserted_entry(client, seed, chain):
@@ -126,8 +129,9 @@ def test_verify_detects_an_inserted_entry(client, seed, chain):
 
     saved, tamper = chain
     # make room after entry k, then insert a forged entry that even links to entry k's hash
-    k = saved[len(saved) // 2]
-    for row in reversed(saved[k["seq"] :]):
+    mine = [r for r in saved if r["org_id"] == seed.org_id]
+    k = mine[len(mine) // 2]
+    for row in reversed([r for r in saved if r["seq"] > k["seq"]]):
         tamper(update(AuditLog).where(AuditLog.seq == row["seq"]).values(seq=row["seq"] + 1))
     forged = {**k, "seq": k["seq"] + 1, "action": "budget.delete", "prev_hash": k["hash"], "hash": "f" * 64}
     tamper(insert(AuditLog).values(**forged))

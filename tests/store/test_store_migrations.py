@@ -35,6 +35,7 @@ TABLES_BY_REVISION = {
     "0003_one_spelling": set(),  # rewrites workload kinds in place
     "0004_restatements": {"usage_record_history"},
     "0005_calibration_power": set(),  # columns only: calibration_samples.estimated_power_w, actual_power_w
+    "0006_governance": {"audit_heads"},
 }  # fmt: skip
 
 

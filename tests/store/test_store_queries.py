@@ -258,8 +258,9 @@ def test_admission_job_upsert(factory, seed):
     now = datetime.now(UTC)
     with write_session(factory) as s:
         updated, created = upsert_admission_job(
-            s, "slurm", job_id, {"state": "committed", "committed_at": now}, update_existing=True
-        )
+            s, "slurm", job_id, {"state": "committed", "committed_at": now}, update_existing=True,
+            org_id=seed.org_id,
+        )  # fmt: skip
         assert not created and updated.state == "committed"
     with factory() as s:
         assert s.get_one(AdmissionJob, job.id).committed_at == now

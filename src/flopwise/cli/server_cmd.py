@@ -124,6 +124,12 @@ def serve(
             "SQLite file, deleted on exit; the users' login tokens are printed.",
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=64, help="Worker processes (each with its own connection pool; use PostgreSQL for >1)."
+        ),
+    ] = 1,
 ) -> None:
     """Run the governance API (under /api/v1) and the web dashboard (at /), migrating the database first."""
     from flopwise.server import create_app
@@ -133,6 +139,8 @@ def serve(
         import tempfile
         from pathlib import Path
 
+        if workers > 1:
+            _fail("--demo serves the dashboard from one process: leave out --workers", EXIT_BAD_INPUT)
         if database_url:
             _fail("--demo builds its own temporary database: leave out --database-url (or run `flopwise demo`)", EXIT_BAD_INPUT)
         tmp_dir = tempfile.TemporaryDirectory(prefix="flopwise-demo-")
@@ -162,6 +170,30 @@ def serve(
             f"{_shown_url(settings.resolved_database_url())}",
             highlight=False,
         )
+        if workers > 1:
+            stderr_console().print(
+                "[yellow]warning:[/yellow] dashboard logins are kept per process: with --workers > 1 use the API "
+                "with tokens, or run the dashboard with one worker",
+                highlight=False,
+            )
+            # several processes on the socket bound above: each builds its app from the environment; the
+            # database is migrated already (above)
+            import os
+
+            os.environ["FLOPWISE_DATABASE_URL"] = settings.resolved_database_url()
+            os.environ["FLOPWISE_MIGRATE_ON_START"] = "false"
+            if settings.catalog_dir:
+                os.environ["FLOPWISE_CATALOG_DIR"] = settings.catalog_dir
+            os.environ["FLOPWISE_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
+            app.state.engine.dispose()
+            try:
+                uvicorn.run(
+                    "flopwise.server.app:app_from_env", factory=True, workers=workers, fd=sock.fileno(),
+                    log_level="info",
+                )  # fmt: skip
+            finally:
+                sock.close()
+            return
         try:
             server.run(sockets=[sock])
         finally:

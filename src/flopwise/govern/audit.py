@@ -13,6 +13,13 @@ idempotent, so a store that keeps the payload as canonical JSON text verifies af
 * an **inserted** entry repeats or reorders a ``seq`` (or, renumbered, breaks the next entry's hash or link);
 * a **deleted tail** is only visible against an anchor kept elsewhere: pass ``expected_head=(seq, hash)``.
 
+**Per-organization chains** (``hash_version`` 2, :func:`chain_hash`, :func:`verify_org_chain`): each
+organization's entries form their own chain, ``prev_hash`` being the hash of the organization's previous
+entry, and the hash also covers ``org_id``, so an entry moved to another organization no longer verifies in
+either. ``seq`` is then increasing but not dense (organizations interleave); a deleted entry breaks the next
+entry's ``prev_hash``, a deleted tail no longer matches the chain's head (kept by the store). Entries written
+before chains were per organization (``hash_version`` 1) keep verifying with :func:`verify_chain`.
+
 Rewriting every hash after an edit is possible for whoever holds the whole table; the anchor (or a copy
 of the head hash published outside the database) is what makes that detectable too.
 """
@@ -35,8 +42,10 @@ __all__ = [
     "VerifyResult",
     "append_entry",
     "canonical_json",
+    "chain_hash",
     "entry_hash",
     "verify_chain",
+    "verify_org_chain",
 ]
 
 GENESIS_HASH = "0" * 64
@@ -92,9 +101,37 @@ def entry_hash(
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
+def chain_hash(
+    prev_hash: str,
+    seq: int,
+    org_id: int | None,
+    at: datetime,
+    actor: str,
+    action: str,
+    payload: Mapping[str, object],
+) -> str:
+    """SHA-256 (hex) of an entry of an organization's chain (``hash_version`` 2): as :func:`entry_hash`, and the
+    organization's id (``None`` for entries of no organization) and the version are hashed too."""
+    body = {
+        "v": 2,
+        "prev_hash": prev_hash,
+        "seq": seq,
+        "org_id": org_id,
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "payload": payload,
+    }
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class AuditEntry:
-    """One appended record. ``payload`` is a JSON-able mapping (Decimal and datetime allowed)."""
+    """One appended record. ``payload`` is a JSON-able mapping (Decimal and datetime allowed).
+
+    ``hash_version`` 1 entries belong to the single global chain (:func:`entry_hash`); version 2 entries to
+    the chain of ``org_id`` (:func:`chain_hash`).
+    """
 
     seq: int
     at: datetime
@@ -103,6 +140,8 @@ class AuditEntry:
     payload: Mapping[str, object]
     prev_hash: str
     hash: str
+    org_id: int | None = None
+    hash_version: int = 1
 
 
 @dataclass(frozen=True)
@@ -193,4 +232,67 @@ def _link_problem(entry: AuditEntry, expected_seq: int, prev_hash: str) -> tuple
         return entry.seq, f"the entry cannot be hashed ({err})"
     if actual != entry.hash:
         return entry.seq, "the entry's content does not match its hash (edited)"
+    return None
+
+
+def verify_org_chain(
+    entries: Iterable[AuditEntry], *, expected_head: tuple[int, str] | None = None
+) -> VerifyResult:
+    """Check one organization's entries, all of them, in ``seq`` order (the store reads them so).
+
+    Version 2 entries must chain (each ``prev_hash`` is the previous version 2 entry's hash, the first one's the
+    genesis hash) and match :func:`chain_hash`, which covers ``org_id``; version 1 entries (written before
+    chains were per organization) must match :func:`entry_hash` and come before the first version 2 entry (their
+    links run through other organizations' entries: the whole-log check follows them). Every ``seq`` must be
+    1 or more and increasing. *expected_head* ``(seq, hash)`` (the store's chain head) must be the last version
+    2 entry: a deleted or rewritten tail is reported.
+    """
+    prev_hash, last_seq, chained, checked = GENESIS_HASH, None, False, 0
+    head = (0, GENESIS_HASH)
+    for entry in entries:
+        problem = _org_entry_problem(entry, last_seq, prev_hash, chained)
+        if problem is not None:
+            return VerifyResult(False, checked, entry.seq, problem, head[0], head[1])
+        if entry.hash_version == 2:
+            chained, prev_hash = True, entry.hash
+        last_seq, head = entry.seq, (entry.seq, entry.hash)
+        checked += 1
+    if expected_head is not None:
+        chain_head = head if chained else (0, GENESIS_HASH)
+        if expected_head[0] > 0 and chain_head != tuple(expected_head):
+            reason = (
+                f"the chain ends at seq {chain_head[0]} but its head says seq {expected_head[0]}: entries were "
+                "deleted from the end or the last entry was rewritten"
+            )
+            return VerifyResult(False, checked, expected_head[0], reason, head[0], head[1])
+    return VerifyResult(True, checked, None, "ok", head[0], head[1])
+
+
+def _org_entry_problem(entry: AuditEntry, last_seq: int | None, prev_hash: str, chained: bool) -> str | None:
+    if entry.seq <= 0:
+        return f"seq {entry.seq} is not a valid position (entries are numbered from 1): inserted entry"
+    if last_seq is not None and entry.seq <= last_seq:
+        return f"seq {entry.seq} repeats or goes back after seq {last_seq} (inserted or reordered entry)"
+    try:
+        if entry.hash_version == 1:
+            if chained:
+                return "a version 1 entry after the organization's chain began (inserted or downgraded entry)"
+            actual = entry_hash(
+                entry.prev_hash, entry.seq, entry.at, entry.actor, entry.action, entry.payload
+            )
+        elif entry.hash_version == 2:
+            if entry.prev_hash != prev_hash:
+                return (
+                    "prev_hash does not match the hash of the organization's previous entry: an entry before it "
+                    "is missing (deleted), or was changed, inserted or moved between organizations"
+                )
+            actual = chain_hash(
+                entry.prev_hash, entry.seq, entry.org_id, entry.at, entry.actor, entry.action, entry.payload
+            )
+        else:
+            return f"unknown hash version {entry.hash_version}"
+    except InputError as err:
+        return f"the entry cannot be hashed ({err})"
+    if actual != entry.hash:
+        return "the entry's content (or organization) does not match its hash (edited or moved)"
     return None

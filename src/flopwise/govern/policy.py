@@ -242,7 +242,9 @@ def _parse_default(raw: object) -> Rule:
         raise InputError("policy.default.when", raw["when"], "the default has no condition; make it a rule")
     raw.setdefault("id", "default")
     if "effect" not in raw:
-        raise InputError("policy.default.effect", None, f"the default needs an effect: one of {', '.join(EFFECTS)}")
+        raise InputError(
+            "policy.default.effect", None, f"the default needs an effect: one of {', '.join(EFFECTS)}"
+        )
     if raw["effect"] == "deny":
         raw.setdefault("message", "no rule allows this request (policy default is deny)")
     return _parse_rule(raw, -1, where="policy.default")

@@ -318,6 +318,7 @@ def _used_in(
     if cache is not None and key in cache:
         return cache[key]
     used = budget_spent(session, budget.id, window) + metered_unreserved(session, budget, window)
+    used = max(used, Decimal(0))  # credits lower usage, never below zero
     if cache is not None:
         cache[key] = used
     return used

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from flopwise.server.errors import install_error_handlers
 from flopwise.server.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["app_from_env", "create_app"]
 
 
 def _version() -> str:
@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.resolved_database_url())
     if settings.migrate_on_start:
         upgrade(engine)
+    from flopwise.store import current_revision
+
     app = FastAPI(
         title="flopwise",
         version=_version(),
@@ -43,9 +45,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = make_session_factory(engine)
     app.state.clock = utcnow
     app.state.catalog = None
+    app.state.schema_revision = current_revision(engine)  # what /health reports, read once
     install_error_handlers(app)
+    from flopwise.server.guard import InputGuard
+
+    app.add_middleware(InputGuard, max_body_bytes=settings.max_body_bytes)
     app.include_router(api_router, prefix="/api/v1")
     from flopwise.server.web import install_web
 
     install_web(app)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``flopwise serve --workers N`` (uvicorn's factory): settings from the
+    FLOPWISE_* environment the parent set (database URL; migrations already run by the parent)."""
+    return create_app(Settings())

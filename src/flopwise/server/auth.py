@@ -12,6 +12,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,12 +22,14 @@ from flopwise.server.errors import ApiError
 __all__ = [
     "ROLE_RANK",
     "Principal",
+    "Visibility",
     "authorize",
     "hash_token",
     "mint_token",
     "principal_for_token",
     "scope_chain",
     "split_token",
+    "visibility",
 ]
 
 ROLE_RANK = {"viewer": 0, "member": 1, "approver": 2, "admin": 3}
@@ -132,3 +135,73 @@ def authorize(session: Session, principal: Principal, min_role: str, kind: str, 
     if role is None or ROLE_RANK[role] < ROLE_RANK[min_role]:
         raise ApiError(403, f"needs role {min_role!r} on {kind} {scope_id}; you have {role or 'no role'}")
     return role
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """What a principal may see, as the single-object rule (:func:`authorize` with ``viewer``) applied to lists.
+
+    A role over a scope covers everything under it, so a project is visible with any role on it, its team or
+    the organization, a team with any role on it or the organization, the organization with a role on it.
+    Lists filter with :meth:`projects` and :meth:`scopes` (SQL clauses), so a list never shows an object its
+    show route would refuse: the same rule, in this one place.
+    """
+
+    org_id: int
+    whole_org: bool
+    team_ids: frozenset[int]
+    project_ids: frozenset[int]
+
+    def can_see(self, kind: str, scope_id: int) -> bool:
+        if self.whole_org:
+            return True
+        return (kind == "team" and scope_id in self.team_ids) or (
+            kind == "project" and scope_id in self.project_ids
+        )
+
+    def projects(self, column: Any) -> Any:
+        """A WHERE clause: *column* (a project id) names a visible project."""
+        from sqlalchemy import true
+
+        return true() if self.whole_org else column.in_(sorted(self.project_ids))
+
+    def scopes(self, kind_column: Any, id_column: Any) -> Any:
+        """A WHERE clause: the (scope kind, scope id) columns name a visible scope."""
+        from sqlalchemy import and_, or_, true
+
+        if self.whole_org:
+            return true()
+        return or_(
+            and_(kind_column == "team", id_column.in_(sorted(self.team_ids))),
+            and_(kind_column == "project", id_column.in_(sorted(self.project_ids))),
+        )
+
+
+def visibility(session: Session, principal: Principal) -> Visibility:
+    """The scopes of the principal's organization it holds any role over (one query when it has no org role)."""
+    from flopwise.store import Project, Team
+
+    whole_org = any(kind == "org" and sid == principal.org_id for _r, kind, sid in principal.bindings)
+    if whole_org:
+        return Visibility(principal.org_id, True, frozenset(), frozenset())
+    bound_teams = {sid for _r, kind, sid in principal.bindings if kind == "team"}
+    bound_projects = {sid for _r, kind, sid in principal.bindings if kind == "project"}
+    team_ids: set[int] = set()
+    project_ids: set[int] = set()
+    if bound_teams or bound_projects:
+        project_ids = set(
+            session.scalars(
+                select(Project.id)
+                .join(Team, Team.id == Project.team_id)
+                .where(
+                    Team.org_id == principal.org_id,
+                    Project.team_id.in_(sorted(bound_teams)) | Project.id.in_(sorted(bound_projects)),
+                )
+            )
+        )
+        team_ids = set(
+            session.scalars(
+                select(Team.id).where(Team.org_id == principal.org_id, Team.id.in_(sorted(bound_teams)))
+            )
+        )
+    return Visibility(principal.org_id, False, frozenset(team_ids), frozenset(project_ids))

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     token_default_ttl_days: float = Field(
         default=90.0, gt=0, description="Default lifetime of new API tokens."
     )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body (bytes); larger ones get 413."
+    )
     migrate_on_start: bool = Field(
         default=True, description="Run Alembic `upgrade head` when the app starts."
     )

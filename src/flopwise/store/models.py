@@ -25,6 +25,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -384,7 +385,7 @@ class AdmissionJob(Base):
 
     __tablename__ = "admission_jobs"
     __table_args__ = (
-        UniqueConstraint("engine", "engine_job_id"),
+        UniqueConstraint("org_id", "engine", "engine_job_id"),
         Index(None, "org_id", "state"),
         _one_of("state", ADMISSION_STATES),
         CheckConstraint("device_count >= 0", name="device_count_nonnegative"),
@@ -406,6 +407,8 @@ class AdmissionJob(Base):
     worst_case_co2e_kg: Mapped[Decimal | None] = mapped_column(Money())
     state: Mapped[str] = mapped_column(String(16), default="admitted")
     decision_trace: Mapped[dict[str, Any] | None] = mapped_column(JSON())
+    #: the decide body as received (JSON), so a repeat with a different body is refused naming the difference
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON())
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -425,6 +428,23 @@ class AuditLog(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON())
     prev_hash: Mapped[str] = mapped_column(String(128))
     hash: Mapped[str] = mapped_column(String(128), unique=True)
+    #: 1: the single global chain of entries written before revision 0006_governance (hash without org_id);
+    #: 2: the organization's own chain (``prev_hash`` is the organization's previous entry; the hash covers org_id)
+    hash_version: Mapped[int] = mapped_column(SmallInteger, default=2, server_default="1")
+
+
+class AuditHead(Base):
+    """The last entry of one audit chain (``chain_id`` = organization id, 0 for entries without one).
+
+    Appending locks this row (not the table), so organizations append in parallel; it is also an anchor: a
+    deleted tail of a chain no longer matches its head.
+    """
+
+    __tablename__ = "audit_heads"
+
+    chain_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(128))
 
 
 import flopwise.store.ledger  # noqa: E402, F401 - registers the usage-ledger tables on Base.metadata

@@ -9,8 +9,15 @@ Locking, in one place:
   lock holder committed, so N concurrent callers behave as if they ran one after another.
 * **Idempotent inserts** use ``INSERT ... ON CONFLICT DO NOTHING`` on the unique key and then read the row, so
   two concurrent callers with the same key get the same row (the loser waits for the winner's commit).
-* **Audit log.** :func:`append_audit` takes ``LOCK TABLE audit_log IN EXCLUSIVE MODE`` on PostgreSQL (readers
-  go on; appenders queue) or the SQLite write lock, so ``seq`` is dense and each entry chains to the last.
+* **Audit log.** :func:`append_audit` with ``chain_hash`` appends to the organization's own chain: it locks that
+  chain's head row (``audit_heads``, ``SELECT ... FOR UPDATE``), takes ``seq`` from a sequence on PostgreSQL
+  (the SQLite write lock otherwise), chains to the head and moves it. Organizations never wait on each other;
+  writers of one organization queue on its head row only. Without ``chain_hash`` (stores and tests from before
+  revision 0006_governance) it appends to the single global chain under ``LOCK TABLE audit_log IN EXCLUSIVE MODE``.
+
+**Lock order** (every write path takes locks in this order, so none waits on another in a cycle): compute
+request or admission job row, then budget rows (ascending id), then quota rows, then the audit chain head last,
+right before commit.
 
 These functions flush but never commit: the caller commits (promptly — the locks last until then).
 """
@@ -33,6 +40,7 @@ from flopwise.store.models import (
     SPENDING_STATES,
     AdmissionJob,
     ApiToken,
+    AuditHead,
     AuditLog,
     Budget,
     BudgetReservation,
@@ -49,7 +57,9 @@ __all__ = [
     "CapCheck",
     "ReservationResult",
     "append_audit",
+    "audit_chain_ids",
     "audit_entries",
+    "audit_head",
     "budget_spent",
     "budgets_covering",
     "commit_reservations",
@@ -74,6 +84,10 @@ CapCheck = Callable[[Budget, Decimal, Decimal], bool]
 WindowFor = Callable[[Budget], "tuple[datetime | None, datetime | None] | None"]
 #: ``entry_hash(prev_hash, seq, at, actor, action, payload) -> str``, e.g. ``flopwise.govern.audit.entry_hash``
 EntryHash = Callable[[str, int, datetime, str, str, Any], str]
+#: ``chain_hash(prev_hash, seq, org_id, at, actor, action, payload) -> str`` (``flopwise.govern.audit.chain_hash``)
+ChainHash = Callable[[str, int, "int | None", datetime, str, str, Any], str]
+#: the PostgreSQL sequence that numbers audit entries (migration 0006_governance)
+AUDIT_SEQ = "audit_log_seq_numbers"
 
 
 def hard_cap_check(budget: Budget, spent: Decimal, amount: Decimal) -> bool:
@@ -386,21 +400,33 @@ def upsert_admission_job(
     values: Mapping[str, Any],
     *,
     update_existing: bool = False,
+    org_id: int | None = None,
 ) -> tuple[AdmissionJob, bool]:
-    """The admission job of a scheduler's (``engine``, ``engine_job_id``), created with *values* if new.
+    """The admission job of a scheduler's (``engine``, ``engine_job_id``) in organization ``values["org_id"]``,
+    created with *values* if new (job ids are unique per organization: one cannot see or block another's);
+    *org_id* names the organization when *values* does not hold it.
 
     Returns (row, created). A repeat with ``update_existing=False`` (the admission ``decide`` call) returns the
     stored job untouched, so the decision is idempotent; with ``update_existing=True`` *values* are written to
     the existing row (e.g. a state change reported again).
     """
+    org = org_id if org_id is not None else values.get("org_id")
+    if org is None:
+        raise InputError(
+            "org_id", None, "give the organization of the job (job ids are unique per organization)"
+        )
     begin_write(session)
     stmt = select(AdmissionJob).where(
-        AdmissionJob.engine == engine, AdmissionJob.engine_job_id == engine_job_id
+        AdmissionJob.org_id == org,
+        AdmissionJob.engine == engine,
+        AdmissionJob.engine_job_id == engine_job_id,
     )
     job = session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
     if job is None:
-        full = {**values, "engine": engine, "engine_job_id": engine_job_id}
-        new_id = _insert_on_conflict_do_nothing(session, AdmissionJob, full, ["engine", "engine_job_id"])
+        full = {**values, "org_id": org, "engine": engine, "engine_job_id": engine_job_id}
+        new_id = _insert_on_conflict_do_nothing(
+            session, AdmissionJob, full, ["org_id", "engine", "engine_job_id"]
+        )
         if new_id is not None:
             return session.get_one(AdmissionJob, new_id), True
         job = session.scalars(stmt.execution_options(populate_existing=True)).one()  # a concurrent caller won
@@ -421,8 +447,13 @@ def append_audit(
     at: datetime | None = None,
     org_id: int | None = None,
     genesis_hash: str = GENESIS_HASH,
+    chain_hash: ChainHash | None = None,
 ) -> AuditLog:
-    """Append one entry to the hash-chained audit log; ``seq`` is the last one plus 1.
+    """Append one entry to the hash-chained audit log.
+
+    With *chain_hash* (what the server uses): to the organization's chain (see the module docstring), hashed
+    by ``chain_hash(prev_hash, seq, org_id, at, actor, action, payload)``, ``hash_version`` 2. Without: to the
+    single global chain, ``seq`` the last one plus 1, ``hash_version`` 1.
 
     ``entry_hash(prev_hash, seq, at, actor, action, payload)`` computes the hash (``flopwise.govern.audit``);
     it gets the payload as it will read back from the JSON column (Decimals as strings), so verifying the
@@ -431,6 +462,10 @@ def append_audit(
     at = at or utcnow()
     stored_payload = json.loads(_json_dumps(dict(payload)))
     begin_write(session)
+    if chain_hash is not None:
+        return _append_to_org_chain(
+            session, chain_hash, actor, action, stored_payload, at, org_id, genesis_hash
+        )
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text(f"LOCK TABLE {AuditLog.__tablename__} IN EXCLUSIVE MODE"))
     last = session.execute(select(AuditLog.seq, AuditLog.hash).order_by(AuditLog.seq.desc()).limit(1)).first()
@@ -445,25 +480,94 @@ def append_audit(
         payload=stored_payload,
         prev_hash=prev_hash,
         hash=digest,
+        hash_version=1,
     )
     session.add(row)
     session.flush()
     return row
 
 
-def audit_entries(session: Session, after_seq: int = 0, batch_size: int = 1000) -> Iterator[AuditLog]:
-    """Every audit entry with ``seq > after_seq``, in ``seq`` order, fetched in batches (for ``audit verify``)."""
+def _append_to_org_chain(
+    session: Session,
+    chain_hash: ChainHash,
+    actor: str,
+    action: str,
+    payload: dict[str, Any],
+    at: datetime,
+    org_id: int | None,
+    genesis_hash: str,
+) -> AuditLog:
+    """Lock the chain's head row, number the entry, chain it to the head, insert it and move the head."""
+    chain_id = org_id or 0
+    is_pg = session.get_bind().dialect.name == "postgresql"
+    insert = postgresql.insert if is_pg else sqlite.insert
+    session.execute(
+        insert(AuditHead)
+        .values(chain_id=chain_id, seq=0, hash=genesis_hash)
+        .on_conflict_do_nothing(index_elements=["chain_id"])
+    )
+    head = select(AuditHead.hash).where(AuditHead.chain_id == chain_id)
+    prev_hash = session.scalar(head.with_for_update() if is_pg else head)
+    if is_pg:
+        seq = int(session.scalar(text(f"SELECT nextval('{AUDIT_SEQ}')")))
+    else:  # the SQLite write lock is held (begin_write): nobody else numbers an entry now
+        seq = int(session.scalar(select(func.coalesce(func.max(AuditLog.seq), 0))) or 0) + 1
+        seq = max(seq, 1)
+    digest = chain_hash(prev_hash, seq, org_id, at, actor, action, payload)
+    row = AuditLog(
+        seq=seq,
+        at=at,
+        org_id=org_id,
+        actor=actor,
+        action=action,
+        payload=payload,
+        prev_hash=prev_hash,
+        hash=digest,
+        hash_version=2,
+    )
+    session.add(row)
+    session.flush()
+    session.execute(update(AuditHead).where(AuditHead.chain_id == chain_id).values(seq=seq, hash=digest))
+    return row
+
+
+def audit_entries(
+    session: Session,
+    after_seq: int | None = 0,
+    batch_size: int = 1000,
+    *,
+    chain_id: int | None = None,
+    hash_version: int | None = None,
+) -> Iterator[AuditLog]:
+    """Audit entries with ``seq > after_seq`` (every one, whatever its seq, for None), in ``seq`` order, fetched
+    in batches (for ``audit verify``); only organization *chain_id*'s (0: entries of no organization) and only
+    *hash_version*'s when given."""
     last = after_seq
+    stmt = select(AuditLog)
+    if chain_id is not None:
+        stmt = stmt.where(AuditLog.org_id.is_(None) if chain_id == 0 else AuditLog.org_id == chain_id)
+    if hash_version is not None:
+        stmt = stmt.where(AuditLog.hash_version == hash_version)
     while True:
-        batch = list(
-            session.scalars(
-                select(AuditLog).where(AuditLog.seq > last).order_by(AuditLog.seq).limit(batch_size)
-            )
-        )
+        page = stmt if last is None else stmt.where(AuditLog.seq > last)
+        batch = list(session.scalars(page.order_by(AuditLog.seq).limit(batch_size)))
         yield from batch
         if len(batch) < batch_size:
             return
         last = batch[-1].seq
+
+
+def audit_head(session: Session, chain_id: int) -> tuple[int, str] | None:
+    """(seq, hash) of the last entry of organization *chain_id*'s chain as its head row records it, or None."""
+    row = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.chain_id == chain_id)).first()
+    return None if row is None else (int(row.seq), row.hash)
+
+
+def audit_chain_ids(session: Session) -> list[int]:
+    """Every organization chain (0: entries of no organization) with a head or an entry of hash version 2."""
+    heads = set(session.scalars(select(AuditHead.chain_id)))
+    orgs = session.scalars(select(AuditLog.org_id).where(AuditLog.hash_version != 1).distinct())
+    return sorted(heads | {org or 0 for org in orgs})
 
 
 def budgets_covering(session: Session, project_id: int) -> list[Budget]:
@@ -486,22 +590,21 @@ def budgets_covering(session: Session, project_id: int) -> list[Budget]:
 
 
 def expire_pending_requests(session: Session, now: datetime) -> list[int]:
-    """Mark pending requests whose ``expires_at`` is at or before *now* as ``expired``; return their ids."""
-    ids = list(
-        session.scalars(
-            select(ComputeRequest.id)
-            .where(ComputeRequest.state == "pending", ComputeRequest.expires_at <= now)
-            .order_by(ComputeRequest.id)
-        )
-    )
-    if ids:
-        session.execute(
-            update(ComputeRequest)
-            .where(ComputeRequest.id.in_(ids), ComputeRequest.state == "pending")
-            .values(state="expired", updated_at=now)
-            .execution_options(synchronize_session="fetch")
-        )
-    return ids
+    """Mark pending requests whose ``expires_at`` is at or before *now* as ``expired``; return the ids this call
+    expired, ascending.
+
+    One ``UPDATE ... WHERE state = 'pending' ... RETURNING``: under concurrent callers a row is updated, and so
+    returned, by exactly one of them (PostgreSQL re-checks the WHERE after waiting on the row lock; SQLite runs
+    writers one at a time), so each expiry is audited once however many callers race.
+    """
+    rows = session.execute(
+        update(ComputeRequest)
+        .where(ComputeRequest.state == "pending", ComputeRequest.expires_at <= now)
+        .values(state="expired", updated_at=now)
+        .returning(ComputeRequest.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted(int(i) for (i,) in rows)
 
 
 def find_token(session: Session, prefix: str) -> ApiToken | None:

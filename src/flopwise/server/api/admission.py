@@ -1,9 +1,10 @@
 """Admission for job schedulers (Slurm, Kueue, Ray, SkyPilot adapters): decide, then commit, release or settle.
 
-``POST /admission/decide`` is idempotent on (engine, engine_job_id): the first call decides through the same
+``POST /admission/decide`` is idempotent on (organization, engine, engine_job_id): the first call decides through the same
 path as compute requests (:mod:`flopwise.server.decisions`) on the job's worst case (device count x maximum
 duration x price, every device at full power) and reserves it; a repeat returns the stored decision and
-reserves nothing more. A job whose policy outcome needs approval is rejected (a scheduler cannot wait for
+reserves nothing more; a repeat with a different body is a 409 naming the fields that differ (a job id is
+never re-decided with other numbers). Job ids of other organizations are neither visible nor blocking. A job whose policy outcome needs approval is rejected (a scheduler cannot wait for
 people): file a compute request instead. Then ``commit`` when the job starts, ``release`` when it never ran
 (the reservation stops counting), ``settle`` with the actual usage when it ends (the reservation is replaced
 by what was used).
@@ -27,10 +28,12 @@ from flopwise.server.decisions import (
     BodyModel,
     admission_request_facts,
     audit,
-    decide_and_reserve,
+    has_quotas,
     load_scope,
+    reserve,
     trace_json,
 )
+from flopwise.server.decisions import decide as decide_facts
 from flopwise.server.deps import CatalogDep, ClockDep, CurrentPrincipal, DbDep
 from flopwise.server.errors import ApiError
 
@@ -94,15 +97,23 @@ class SettleIn(BodyModel):
     co2e_kg: Decimal | None = Field(default=None, ge=0, lt=_MAX_AMOUNT)
 
 
-def _public(session: Session, job: Any) -> AdmissionPublic:
+def _public(
+    session: Session | None, job: Any, reservations: list[AdmissionReservation] | None = None
+) -> AdmissionPublic:
+    """The job as the API shows it; with *reservations* (a job just decided) no query is made."""
     from flopwise.store import BudgetReservation
 
     trace = job.decision_trace or {}
-    rows = session.scalars(
-        select(BudgetReservation)
-        .where(BudgetReservation.admission_job_id == job.id)
-        .order_by(BudgetReservation.id)
-    )
+    if reservations is None:
+        assert session is not None
+        reservations = [
+            AdmissionReservation.model_validate(r, from_attributes=True)
+            for r in session.scalars(
+                select(BudgetReservation)
+                .where(BudgetReservation.admission_job_id == job.id)
+                .order_by(BudgetReservation.id)
+            )
+        ]
     return AdmissionPublic(
         id=job.id,
         engine=job.engine,
@@ -121,7 +132,7 @@ def _public(session: Session, job: Any) -> AdmissionPublic:
         worst_case_device_hours=job.worst_case_device_hours,
         worst_case_kwh=job.worst_case_kwh,
         worst_case_co2e_kg=job.worst_case_co2e_kg,
-        reservations=[AdmissionReservation.model_validate(r, from_attributes=True) for r in rows],
+        reservations=reservations,
         created_at=job.created_at,
         committed_at=job.committed_at,
         ended_at=job.ended_at,
@@ -129,20 +140,37 @@ def _public(session: Session, job: Any) -> AdmissionPublic:
     )
 
 
-def _job(session: Session, principal: Principal, engine: str, job_id: str, min_role: str) -> Any:
+def _job(
+    session: Session, principal: Principal, engine: str, job_id: str, min_role: str, *, lock: bool = True
+) -> Any:
     from flopwise.store import AdmissionJob
 
-    stmt = select(AdmissionJob).where(AdmissionJob.engine == engine, AdmissionJob.engine_job_id == job_id)
-    if session.get_bind().dialect.name == "postgresql":
+    stmt = select(AdmissionJob).where(
+        AdmissionJob.org_id == principal.org_id,
+        AdmissionJob.engine == engine,
+        AdmissionJob.engine_job_id == job_id,
+    )
+    if lock and session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     job = session.scalars(stmt.execution_options(populate_existing=True)).first()
-    if job is None or job.org_id != principal.org_id:
+    if job is None:
         raise ApiError(
             404, f"admission job {engine}/{job_id} not found; call POST /api/v1/admission/decide first"
         )
     if job.project_id is not None:
         authorize(session, principal, min_role, "project", job.project_id)
     return job
+
+
+def _differences(stored: dict[str, Any] | None, given: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(field, stored, given) for each field of a repeated decide body that differs from the first one."""
+    if stored is None:  # a job stored before bodies were kept: compare nothing, as before
+        return []
+    return [
+        (k, stored.get(k), given.get(k))
+        for k in sorted(set(stored) | set(given))
+        if stored.get(k) != given.get(k)
+    ]
 
 
 def _conflict(job: Any, action: str, allowed: tuple[str, ...]) -> ApiError:
@@ -165,8 +193,15 @@ def decide(
     with read_session(db) as session:
         authorize(session, principal, "member", "project", body.project_id)
         scope = load_scope(session, body.project_id, principal.user_id)
-    estimated = admission_request_facts(catalog, body, scope)
+        estimated = admission_request_facts(catalog, body, scope)
+        # decided before the write transaction, without locks (reserve() re-checks hard budgets under theirs)
+        decided = (
+            None
+            if has_quotas(session, scope)
+            else decide_facts(session, catalog, estimated, scope, now, lock=False)
+        )
     facts = estimated.facts
+    inputs = body.model_dump(mode="json")
     with write_session(db) as session:
         job, created = upsert_admission_job(
             session,
@@ -184,16 +219,29 @@ def decide(
                 "worst_case_kwh": to_money(Decimal(repr(facts.energy_kwh)), "energy_kwh"),
                 "worst_case_co2e_kg": to_money(Decimal(repr(facts.co2e_kg)), "co2e_kg"),
                 "state": "admitted",
+                "inputs": inputs,
                 "created_at": now,
                 "updated_at": now,
             },
         )
         if not created:
-            if job.org_id != principal.org_id:
-                raise ApiError(409, f"engine job id {body.engine}/{body.engine_job_id} is taken")
+            if job.project_id is not None:  # a repeat reads the job: the caller needs a role on its project
+                authorize(session, principal, "member", "project", job.project_id)
+            changed = _differences(job.inputs, inputs)
+            if changed:
+                raise ApiError(
+                    409,
+                    f"admission job {body.engine}/{body.engine_job_id} was decided with other values: "
+                    + "; ".join(f"{k} was {old!r}, now {new!r}" for k, old, new in changed)
+                    + ". Give the job a new id to decide it again",
+                    [{"field": k, "message": f"was {old!r}"} for k, old, _new in changed],
+                )
             return _public(session, job)
-        result = decide_and_reserve(session, catalog, estimated, scope, now, admission_job_id=job.id)
+        if decided is None:  # quotas: decide under the budget and quota locks
+            decided = decide_facts(session, catalog, estimated, scope, now, lock=True, exclude=(None, job.id))
+        result = reserve(session, decided, now, admission_job_id=job.id)
         outcome, reasons = result.outcome, result.reasons
+        released = False
         if outcome == "require_approval":
             outcome = "deny"
             reasons = (
@@ -202,7 +250,7 @@ def decide(
             )
             from flopwise.store import release_reservations
 
-            release_reservations(session, admission_job_id=job.id)
+            released = release_reservations(session, admission_job_id=job.id) > 0
         job.state = "rejected" if outcome == "deny" else "admitted"
         job.decision_trace = trace_json(
             result.decision,
@@ -227,7 +275,18 @@ def decide(
             now,
             scope.org_id,
         )  # fmt: skip
-        return _public(session, job)
+    # after the commit: the locks are gone before the response is built (from what is known, no query)
+    state = "released" if released else "reserved"
+    reservations = (
+        [
+            AdmissionReservation(budget_id=int(r.budget_id), unit=r.unit, amount=to_money(r.amount),
+                                 reserved_amount=to_money(r.amount), state=state)
+            for r in result.decision.reservations
+        ]
+        if result.reservation_ids
+        else []
+    )  # fmt: skip
+    return _public(None, job, reservations)
 
 
 @router.get("/{engine}/{job_id}", response_model=AdmissionPublic)
@@ -236,7 +295,7 @@ def show(engine: EngineParam, job_id: JobParam, principal: CurrentPrincipal, db:
     from flopwise.store import read_session
 
     with read_session(db) as session:
-        return _public(session, _job(session, principal, engine, job_id, "viewer"))
+        return _public(session, _job(session, principal, engine, job_id, "viewer", lock=False))
 
 
 #: action -> (states the job may be in, the state it moves to, the time column set, repeating it is harmless)

@@ -53,12 +53,13 @@ def record_audit(
 
     Call it inside the same ``write_session`` as the change it records. Returns the stored ``AuditLog`` row.
     """
-    from flopwise.govern.audit import entry_hash
+    from flopwise.govern.audit import chain_hash, entry_hash
     from flopwise.store import append_audit
 
     return append_audit(
-        session, actor=actor, action=action, payload=payload, entry_hash=entry_hash, at=at, org_id=org_id
-    )
+        session, actor=actor, action=action, payload=payload, entry_hash=entry_hash, at=at, org_id=org_id,
+        chain_hash=chain_hash,
+    )  # fmt: skip
 
 
 def governed_entries(rows: Iterable[Any]) -> Iterator[Any]:
@@ -66,19 +67,53 @@ def governed_entries(rows: Iterable[Any]) -> Iterator[Any]:
     from flopwise.govern.audit import AuditEntry
 
     for row in rows:
-        yield AuditEntry(row.seq, row.at, row.actor, row.action, row.payload, row.prev_hash, row.hash)
+        yield AuditEntry(
+            row.seq, row.at, row.actor, row.action, row.payload, row.prev_hash, row.hash, row.org_id,
+            row.hash_version,
+        )  # fmt: skip
 
 
-def verify_audit_log(session: Session, expected_head: tuple[int, str] | None = None) -> Any:
-    """Verify the whole stored chain (every organization's entries: they share one chain), streamed in batches.
+def verify_audit_log(
+    session: Session, expected_head: tuple[int, str] | None = None, *, org_id: int | None = None
+) -> Any:
+    """Verify the stored audit log, streamed in batches; ``flopwise.govern.audit.VerifyResult``.
 
-    Returns ``flopwise.govern.audit.VerifyResult``; with *expected_head* ``(seq, hash)`` (an anchor kept
-    outside the database) a deleted or rewritten tail is detected too.
+    With *org_id*: that organization's chain only (every entry of it, whatever its ``seq``), against its head
+    row, so an organization learns nothing about others. Without: the whole log: entries written before
+    revision 0006_governance as the one global chain they form, then every organization's chain; with *expected_head*
+    ``(seq, hash)`` (an anchor kept outside the database) the newest entry must match it, so a deleted or
+    rewritten tail is detected too.
     """
-    from flopwise.govern.audit import verify_chain
-    from flopwise.store import audit_entries
+    from flopwise.govern.audit import GENESIS_HASH, VerifyResult, verify_chain, verify_org_chain
+    from flopwise.store import AuditLog, audit_chain_ids, audit_entries, audit_head
 
-    return verify_chain(governed_entries(audit_entries(session)), expected_head=expected_head)
+    if org_id is not None:
+        entries = governed_entries(audit_entries(session, None, chain_id=org_id))
+        return verify_org_chain(entries, expected_head=audit_head(session, org_id))
+    legacy = verify_chain(governed_entries(audit_entries(session, None, hash_version=1)))
+    if not legacy.is_ok:
+        return legacy
+    checked = legacy.checked
+    for chain_id in audit_chain_ids(session):
+        entries = governed_entries(audit_entries(session, None, chain_id=chain_id, hash_version=2))
+        result = verify_org_chain(entries, expected_head=audit_head(session, chain_id))
+        if not result.is_ok:
+            return VerifyResult(False, checked + result.checked, result.first_bad_seq, result.reason,
+                                result.head_seq, result.head_hash)  # fmt: skip
+        checked += result.checked
+    from sqlalchemy import func
+
+    total = session.scalar(select(func.count()).select_from(AuditLog)) or 0
+    if total != checked:  # an entry in no chain: e.g. hash_version 2 without a head, or an unknown version
+        return VerifyResult(False, checked, None, f"{total - checked} entries belong to no chain", 0, "")
+    newest = session.execute(
+        select(AuditLog.seq, AuditLog.hash).order_by(AuditLog.seq.desc()).limit(1)
+    ).first()
+    head = (int(newest.seq), newest.hash) if newest else (0, GENESIS_HASH)
+    if expected_head is not None and tuple(expected_head) != head:
+        reason = f"the newest entry is seq {head[0]}, not the anchor's seq {expected_head[0]} with its hash"
+        return VerifyResult(False, checked, expected_head[0], reason, head[0], head[1])
+    return VerifyResult(True, checked, None, "ok", head[0], head[1])
 
 
 class AuditEntryPublic(BaseModel):
@@ -113,7 +148,12 @@ def list_audit(
     db: DbDep,
     principal: CurrentPrincipal,
     after_seq: Annotated[
-        int, Query(ge=0, le=2**62, description="Only entries with seq greater than this.")
+        int,
+        Query(
+            ge=0,
+            le=2**31 - 1,
+            description="Only entries with seq greater than this (the store's ids are 32-bit).",
+        ),
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Entries per page.")] = 100,
     action: Annotated[
@@ -156,12 +196,13 @@ def list_audit(
 
 @router.get("/verify", response_model=AuditVerifyPublic)
 def verify_audit(db: DbDep, principal: CurrentPrincipal) -> AuditVerifyPublic:
-    """Recompute the hash chain of the whole log; ``is_ok`` false names the first bad entry and why (admins)."""
+    """Recompute the hash chain of the caller's organization; ``is_ok`` false names the first bad entry and why
+    (admins). Other organizations' entries are neither checked nor counted."""
     from flopwise.store import read_session
 
     with read_session(db) as s:
         authorize(s, principal, "admin", "org", principal.org_id)
-        result = verify_audit_log(s)
+        result = verify_audit_log(s, org_id=principal.org_id)
     return AuditVerifyPublic(
         is_ok=result.is_ok,
         checked=result.checked,

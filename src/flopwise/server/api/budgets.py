@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flopwise import govern
-from flopwise.server.auth import authorize
+from flopwise.server.auth import authorize, visibility
 from flopwise.server.decisions import MAX_AMOUNT, MAX_ID, BodyModel, IdPath, audit, budget_usage, window_for
 from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep
 from flopwise.server.errors import ApiError
@@ -180,12 +180,15 @@ def list_budgets(
     scope_kind: Annotated[Literal["org", "team", "project"] | None, Query()] = None,
     scope_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> list[BudgetPublic]:
-    """The organization's budgets with their current usage."""
+    """The organization's budgets the caller may see (a role on their scope or above), with current usage."""
     from flopwise.store import Budget, read_session
 
     now = clock()
     with read_session(db) as session:
-        stmt = select(Budget).where(Budget.org_id == principal.org_id)
+        seen = visibility(session, principal)
+        stmt = select(Budget).where(
+            Budget.org_id == principal.org_id, seen.scopes(Budget.scope_kind, Budget.scope_id)
+        )
         if scope_kind is not None:
             stmt = stmt.where(Budget.scope_kind == scope_kind)
         if scope_id is not None:

@@ -66,6 +66,9 @@ MAX_EXTRA_BYTES = 16_384
 _KEY_MAX = 400  # usage_records.source_key is 512 characters; the org prefix takes the rest
 _TEXT_MAX = 200
 
+#: what a record is (FOCUS 1.0 ``ChargeCategory``, lower case): usage costs are >= 0; a credit, refund or
+#: adjustment may be negative and only admins of the scope it lands in may post one
+ChargeCategory = Literal["usage", "credit", "refund", "adjustment"]
 #: ``flopwise.vocab.INGEST_SOURCES``; other spellings (``nvidia_smi``, ``sacct``) are input aliases
 Source = Annotated[Literal[vocab.INGEST_SOURCES], BeforeValidator(vocab.ingest_source)]  # type: ignore[valid-type]
 Text = Annotated[str, Field(max_length=_TEXT_MAX)]
@@ -96,6 +99,7 @@ class UsageRecordIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     source: Source
+    charge_category: ChargeCategory = "usage"
     source_key: str = Field(min_length=1, max_length=_KEY_MAX)
     charge_period_start: AwareDatetime
     charge_period_end: AwareDatetime
@@ -128,6 +132,9 @@ class UsageRecordIn(BaseModel):
 
         if value is None:
             return None
+        from flopwise.server.decisions import exact_places
+
+        exact_places(value)
         try:
             return to_money(value, info.field_name)
         except ArithmeticError:  # quantize of a huge exponent: decimal.InvalidOperation
@@ -150,6 +157,14 @@ class UsageRecordIn(BaseModel):
                 f"charge_period_end {self.charge_period_end.isoformat()} is before charge_period_start "
                 f"{self.charge_period_start.isoformat()}; a period ends after it starts"
             )
+        if self.charge_category == "usage":
+            for name in ("billed_cost", "effective_cost", "list_cost"):
+                value = getattr(self, name)
+                if value is not None and value < 0:
+                    raise ValueError(
+                        f"{name} {value} is negative; usage costs are 0 or more. Send a credit or refund as its "
+                        "own record with charge_category 'credit' or 'refund' (admins of the scope only)"
+                    )
         for name in ("source_key", "provider_name", "region_id", "resource_id", "service_category", "sku_id",
                      "x_device_type", "x_job_id", "x_request_id", "x_user", "x_account", "billing_currency",
                      "tags", "x_extra"):  # fmt: skip
@@ -167,6 +182,9 @@ class UsageRecordIn(BaseModel):
         from flopwise.meter.record import UsageRecord
 
         data = self.model_dump()
+        category = data.pop("charge_category")
+        if category != "usage":
+            data["x_extra"] = {**data["x_extra"], "charge_category": category}
         data["source_key"] = stored_source_key(org_id, self.source_key)
         return UsageRecord(**data)
 
@@ -251,6 +269,38 @@ def _request_scopes(session: Any, org_id: int, ids: set[int]) -> dict[int, Any]:
     return {rid: Scope(org_id, team_id, project_id) for rid, project_id, team_id in rows}
 
 
+def _request_refusal(
+    principal: Any,
+    request_id: int | None,
+    scopes: dict[int, Any],
+    fixed: tuple[int, int | None, int | None] | None,
+) -> str | None:
+    """Why a record naming compute request *request_id* may not be taken, or None when it may.
+
+    Usage naming a request settles that request's reservations, so the caller must be allowed to write to it:
+    the request is the organization's, the caller holds member or more on its project (or above), and with a
+    ``project_id`` in the body the request belongs to that project.
+    """
+    from flopwise.server.auth import ROLE_RANK
+
+    if request_id is None:
+        return None
+    scope = scopes.get(request_id)
+    if scope is None:
+        return f"names compute request {request_id}, which is not found in your organization"
+    if fixed is not None and fixed[2] != scope.project_id:
+        return f"names compute request {request_id} of project {scope.project_id}, not of project {fixed[2]}"
+    role = principal.best_role(
+        [("project", scope.project_id), ("team", scope.team_id), ("org", scope.org_id)]
+    )
+    if role is None or ROLE_RANK[role] < ROLE_RANK["member"]:
+        return (
+            f"names compute request {request_id}: settling it needs role 'member' on project {scope.project_id}; "
+            f"you have {role or 'no role'}"
+        )
+    return None
+
+
 @router.post("", response_model=UsageIntakePublic)
 def post_usage(
     body: UsageBatchIn, request: Request, principal: CurrentPrincipal, db: DbDep, catalog: CatalogDep
@@ -260,7 +310,7 @@ def post_usage(
     from sqlalchemy import update
 
     from flopwise.errors import FlopwiseError
-    from flopwise.meter.attribution import attribute, parse_request_id
+    from flopwise.meter.attribution import attribute, record_request_id
     from flopwise.meter.ingest import ingest_records
     from flopwise.store import Project, read_session, to_money, write_session
     from flopwise.store.ledger import IngestReject, IngestRun
@@ -274,19 +324,22 @@ def post_usage(
             fixed_scope = (org_id, project.team_id, project.id)
         else:
             authorize(session, principal, "member", "org", org_id)
+        if any(r.charge_category != "usage" for r in body.records):
+            # a credit lowers what a budget has used: only an admin of the scope it lands in may grant one
+            if body.project_id is not None:
+                authorize(session, principal, "admin", "project", body.project_id)
+            else:
+                authorize(session, principal, "admin", "org", org_id)
         rules = _org_rules(session, org_id) if fixed_scope is None else []
-        named = {parse_request_id(r.x_request_id) for r in body.records if r.x_request_id}
-        scopes = _request_scopes(session, org_id, {i for i in named if i is not None})
+        named_by = [record_request_id(r.to_record(org_id)) for r in body.records]
+        scopes = _request_scopes(session, org_id, {i for i in named_by if i is not None})
 
     coster = _coster(request, catalog)
     accepted: list[Any] = []
     rejects: list[UsageRejectPublic] = []
     for index, item in enumerate(body.records):
-        reason = None
-        rid = item.x_request_id
-        if rid and rid.strip().isdigit() and int(rid) not in scopes:
-            reason = f"x_request_id {rid!r}: compute request {int(rid)} not found in your organization"
-        else:
+        reason = _request_refusal(principal, named_by[index], scopes, fixed_scope)
+        if reason is None:
             record = item.to_record(org_id)
             try:
                 costed = coster.cost(record)

@@ -15,12 +15,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import select
+from sqlalchemy import literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from flopwise.server.api.audit import actor_of, record_audit
-from flopwise.server.auth import Principal, authorize
+from flopwise.server.auth import Principal, authorize, visibility
 from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep
 from flopwise.server.errors import ApiError
 
@@ -229,22 +229,18 @@ def create_team(body: TeamCreate, db: DbDep, clock: ClockDep, principal: Current
 
 @router.get("/teams", response_model=list[TeamPublic])
 def list_teams(db: DbDep, principal: CurrentPrincipal) -> list[TeamPublic]:
-    """Teams of the caller's organization that the caller holds a role on (directly, through the org or a
-    project of the team)."""
-    from flopwise.store import Project, Team, read_session
+    """Teams of the caller's organization that the caller holds a role on (on the team or the organization: the
+    rule of ``GET /teams/{id}``; a role on one project of a team does not show the team)."""
+    from flopwise.store import Team, read_session
 
-    org_chain = [("org", principal.org_id)]
     with read_session(db) as s:
-        teams = s.scalars(select(Team).where(Team.org_id == principal.org_id).order_by(Team.id)).all()
-        project_ids = [sid for _r, k, sid in principal.bindings if k == "project"]
-        via_projects: set[int] = set()
-        if project_ids:
-            via_projects = set(s.scalars(select(Project.team_id).where(Project.id.in_(project_ids))))
-        return [
-            TeamPublic.model_validate(t)
-            for t in teams
-            if t.id in via_projects or principal.best_role([("team", t.id), *org_chain]) is not None
-        ]
+        seen = visibility(s, principal)
+        teams = s.scalars(
+            select(Team)
+            .where(Team.org_id == principal.org_id, seen.scopes(literal("team"), Team.id))
+            .order_by(Team.id)
+        ).all()
+        return [TeamPublic.model_validate(t) for t in teams]
 
 
 @router.get("/teams/{team_id}", response_model=TeamPublic)
@@ -286,19 +282,15 @@ def list_projects(db: DbDep, principal: CurrentPrincipal) -> list[ProjectPublic]
     organization)."""
     from flopwise.store import Project, Team, read_session
 
-    org_chain = [("org", principal.org_id)]
     with read_session(db) as s:
+        seen = visibility(s, principal)
         rows = s.scalars(
             select(Project)
             .join(Team, Team.id == Project.team_id)
-            .where(Team.org_id == principal.org_id)
+            .where(Team.org_id == principal.org_id, seen.projects(Project.id))
             .order_by(Project.id)
         ).all()
-        return [
-            ProjectPublic.model_validate(p)
-            for p in rows
-            if principal.best_role([("project", p.id), ("team", p.team_id), *org_chain]) is not None
-        ]
+        return [ProjectPublic.model_validate(p) for p in rows]
 
 
 @router.get("/projects/{project_id}", response_model=ProjectPublic)

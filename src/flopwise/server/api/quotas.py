@@ -13,7 +13,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from flopwise.server.auth import authorize
+from flopwise.server.auth import authorize, visibility
 from flopwise.server.decisions import MAX_ID, BodyModel, IdPath, audit
 from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep
 from flopwise.server.errors import ApiError
@@ -78,11 +78,16 @@ def create_quota(body: QuotaCreate, principal: CurrentPrincipal, db: DbDep, cloc
 
 @router.get("", response_model=list[QuotaPublic])
 def list_quotas(principal: CurrentPrincipal, db: DbDep) -> list[QuotaPublic]:
-    """The organization's quotas."""
+    """The organization's quotas the caller may see (a role on their scope or above)."""
     from flopwise.store import Quota, read_session
 
     with read_session(db) as session:
-        rows = session.scalars(select(Quota).where(Quota.org_id == principal.org_id).order_by(Quota.id))
+        seen = visibility(session, principal)
+        rows = session.scalars(
+            select(Quota)
+            .where(Quota.org_id == principal.org_id, seen.scopes(Quota.scope_kind, Quota.scope_id))
+            .order_by(Quota.id)
+        )
         return [_public(q) for q in rows]
 
 

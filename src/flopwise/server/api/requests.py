@@ -12,23 +12,25 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flopwise import govern
 from flopwise.errors import InputError
-from flopwise.server.auth import Principal, authorize
+from flopwise.server.auth import Principal, authorize, visibility
 from flopwise.server.decisions import (
     MAX_ID,
     BodyModel,
     IdPath,
     WorkloadIn,
     audit,
-    decide_and_reserve,
+    decide,
+    has_quotas,
     load_scope,
     request_facts,
+    reserve,
     trace_json,
 )
 from flopwise.server.deps import CatalogDep, ClockDep, CurrentPrincipal, DbDep, SettingsDep
@@ -123,18 +125,37 @@ class CommentIn(BodyModel):
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _public(session: Session, row: Any, now: datetime | None = None) -> RequestPublic:
+def _public(
+    session: Session | None,
+    row: Any,
+    now: datetime | None = None,
+    *,
+    fresh_reservations: list[ReservationPublic] | None = None,
+) -> RequestPublic:
+    """The request as the API shows it; with *fresh_reservations* (a request just created, so without votes or
+    comments) no query is made and *session* may be None."""
     from flopwise.store import Approval, BudgetReservation, Comment
 
     trace = row.decision_trace or {}
     state = row.state
     if now is not None and state == "pending" and row.expires_at is not None and row.expires_at <= now:
         state = "expired"  # a read does not write; the next write marks it and releases its reservations
-    votes = session.scalars(select(Approval).where(Approval.request_id == row.id).order_by(Approval.id))
-    comments = session.scalars(select(Comment).where(Comment.request_id == row.id).order_by(Comment.id))
-    reservations = session.scalars(
-        select(BudgetReservation).where(BudgetReservation.request_id == row.id).order_by(BudgetReservation.id)
-    )
+    if fresh_reservations is not None:
+        votes: Any = ()
+        comments: Any = ()
+        reserved: list[ReservationPublic] = fresh_reservations
+    else:
+        assert session is not None
+        votes = session.scalars(select(Approval).where(Approval.request_id == row.id).order_by(Approval.id))
+        comments = session.scalars(select(Comment).where(Comment.request_id == row.id).order_by(Comment.id))
+        reserved = [
+            ReservationPublic.model_validate(r, from_attributes=True)
+            for r in session.scalars(
+                select(BudgetReservation)
+                .where(BudgetReservation.request_id == row.id)
+                .order_by(BudgetReservation.id)
+            )
+        ]
     flags = [f.get("threshold_id", "") for f in (trace.get("trace") or {}).get("thresholds", [])]
     return RequestPublic(
         id=row.id,
@@ -162,7 +183,7 @@ def _public(session: Session, row: Any, now: datetime | None = None) -> RequestP
             for v in votes
         ],
         comments=[CommentPublic(id=c.id, author_id=c.author_id, body=c.body, at=c.at) for c in comments],
-        reservations=[ReservationPublic.model_validate(r, from_attributes=True) for r in reservations],
+        reservations=reserved,
         idempotency_key=row.idempotency_key,
         created_at=row.created_at,
         decided_at=row.decided_at,
@@ -178,17 +199,37 @@ def expire_in(session: Session, now: datetime) -> list[int]:
     from flopwise.store import ComputeRequest, expire_pending_requests, release_reservations
 
     ids = expire_pending_requests(session, now)
+    if not ids:
+        return ids
+    orgs = dict(
+        session.execute(
+            select(ComputeRequest.id, ComputeRequest.org_id).where(ComputeRequest.id.in_(ids))
+        ).all()
+    )
     for request_id in ids:
         release_reservations(session, request_id=request_id)
-        org_id = session.scalar(select(ComputeRequest.org_id).where(ComputeRequest.id == request_id))
-        audit(session, None, "request.expire", {"request_id": request_id}, now, org_id)
+        audit(session, None, "request.expire", {"request_id": request_id}, now, orgs[request_id])
     return ids
 
 
-def expire_due(db: Any, now: datetime) -> list[int]:
-    """:func:`expire_in` in its own transaction (committed even when the caller's next step is refused)."""
+#: a process runs the expiry pass at most once per this much app time (creations need not each run it)
+EXPIRY_PASS_EVERY = timedelta(seconds=1)
+
+
+def expire_due(db: Any, now: datetime, state: Any = None) -> list[int]:
+    """:func:`expire_in` in its own transaction (committed even when the caller's next step is refused).
+
+    With the app's *state*, a pass already run within :data:`EXPIRY_PASS_EVERY` of *now* (app clock) by this
+    process is not repeated: under load most creations skip the write transaction, and a request expires at
+    most that much later.
+    """
     from flopwise.store import write_session
 
+    if state is not None:
+        last = getattr(state, "expiry_pass_at", None)
+        if last is not None and last <= now < last + EXPIRY_PASS_EVERY:
+            return []
+        state.expiry_pass_at = now
     with write_session(db) as session:
         return expire_in(session, now)
 
@@ -241,6 +282,7 @@ def _transition_error(err: InputError) -> ApiError:
 @router.post("", response_model=RequestPublic, status_code=201)
 def create_request(
     body: RequestCreate,
+    request: Request,
     response: Response,
     principal: CurrentPrincipal,
     db: DbDep,
@@ -265,11 +307,20 @@ def create_request(
     with read_session(db) as session:
         authorize(session, principal, "member", "project", body.project_id)
         scope = load_scope(session, body.project_id, principal.user_id)
-    estimated = request_facts(catalog, body, scope, settings.catalog_dir)
+        estimated = request_facts(catalog, body, scope, settings.catalog_dir)
+        # decided before the write transaction, without locks (reserve() re-checks hard budgets under theirs)
+        decided = (
+            None
+            if has_quotas(session, scope)
+            else decide(session, catalog, estimated, scope, now, lock=False)
+        )
     facts = estimated.facts
     inputs = body.model_dump(mode="json", exclude={"idempotency_key"})
+    # frees what expired requests held, in its own short transaction: it writes audit entries, and this one
+    # locks budgets first and audits last (the lock order of flopwise.server.decisions), so the two never
+    # wait on each other's locks in opposite orders
+    expire_due(db, now, request.app.state)
     with write_session(db) as session:
-        expire_in(session, now)  # frees what expired requests held before this one is decided
         row, created = insert_request_idempotent(
             session,
             {
@@ -303,7 +354,9 @@ def create_request(
                 )
             response.status_code = 200
             return _public(session, row, now)
-        result = decide_and_reserve(session, catalog, estimated, scope, now, request_id=row.id)
+        if decided is None:  # quotas: decide under the budget and quota locks
+            decided = decide(session, catalog, estimated, scope, now, lock=True, exclude=(row.id, None))
+        result = reserve(session, decided, now, request_id=row.id)
         decision = result.decision
         row.state = {"allow": "approved", "require_approval": "pending", "deny": "denied"}[result.outcome]
         row.decision_trace = trace_json(
@@ -338,7 +391,17 @@ def create_request(
             now,
             scope.org_id,
         )
-        return _public(session, row, now)
+    # after the commit: the locks are gone before the response is built (from what is known, no query)
+    reservations = (
+        [
+            ReservationPublic(budget_id=int(r.budget_id), unit=r.unit, amount=to_money(r.amount),
+                              reserved_amount=to_money(r.amount), state="reserved")
+            for r in decision.reservations
+        ]
+        if result.reservation_ids
+        else []
+    )  # fmt: skip
+    return _public(None, row, now, fresh_reservations=reservations)
 
 
 @router.get("", response_model=list[RequestPublic])
@@ -351,12 +414,16 @@ def list_requests(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> list[RequestPublic]:
-    """The organization's requests, newest first (``pending`` past its deadline shows as ``expired``)."""
+    """The organization's requests the caller may see (a role on their project, its team or the organization),
+    newest first (``pending`` past its deadline shows as ``expired``)."""
     from flopwise.store import ComputeRequest, read_session
 
     now = clock()
     with read_session(db) as session:
-        stmt = select(ComputeRequest).where(ComputeRequest.org_id == principal.org_id)
+        seen = visibility(session, principal)
+        stmt = select(ComputeRequest).where(
+            ComputeRequest.org_id == principal.org_id, seen.projects(ComputeRequest.project_id)
+        )
         if project_id is not None:
             stmt = stmt.where(ComputeRequest.project_id == project_id)
         if state == "expired":

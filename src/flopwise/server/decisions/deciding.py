@@ -1,0 +1,410 @@
+"""Deciding and reserving: budgets and their usage, quotas and the devices held, policies, thresholds and
+the acceptable-use policy through :func:`flopwise.govern.decide`, then the reservation under the budget locks;
+the stored decision trace and the audit entry."""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from flopwise import govern
+from flopwise.catalog import Catalog
+from flopwise.server.api.aup import aup_status
+from flopwise.server.decisions.facts import EstimatedFacts, RequestScope, to_jsonable
+from flopwise.store import (
+    AdmissionJob,
+    Budget,
+    BudgetReservation,
+    ComputeRequest,
+    Policy,
+    Project,
+    Quota,
+    budgets_covering,
+    lock_budgets,
+    reserve_against_budgets,
+    to_money,
+)
+
+__all__ = [
+    "Decided",
+    "decide",
+    "has_quotas",
+    "reserve",
+    "DecisionResult",
+    "audit",
+    "budget_usage",
+    "current_policies",
+    "decide_and_reserve",
+    "trace_json",
+    "window_for",
+]
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    """What was decided and what was reserved (store reservation ids), with the budgets' store ids."""
+
+    decision: govern.Decision
+    outcome: str
+    reasons: tuple[str, ...]
+    reservation_ids: tuple[int, ...]
+    budget_ids: tuple[int, ...]
+
+
+def trace_json(
+    decision: govern.Decision, facts: govern.RequestFacts, extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The stored decision trace: outcome, reasons, approvals needed, warnings, the facts and govern's trace."""
+    return to_jsonable(
+        {
+            "outcome": decision.outcome,
+            "reasons": decision.reasons,
+            "approvals_required": decision.approvals_required,
+            "approver_role": decision.approver_role,
+            "warnings": decision.warnings,
+            "reservations": decision.reservations,
+            "facts": facts,
+            "trace": decision.trace,
+            **extra,
+        }
+    )
+
+
+@functools.cache
+def _thresholds() -> tuple[govern.Threshold, ...]:
+    return govern.load_thresholds()
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_policy(policy_id: int, yaml_text: str) -> govern.Policy:
+    return govern.parse_policy(yaml_text)
+
+
+def _scope_names(scope: RequestScope | None) -> dict[str, str]:
+    # govern compares a budget's or quota's scope_id with the request's org / team / project names (the ones
+    # policies read too); the store has already picked the rows covering the project, so each gets its name
+    if scope is None:
+        return {"org": "-", "team": "-", "project": "-"}
+    return {"org": scope.org_name, "team": scope.team_name, "project": scope.project_name}
+
+
+def _govern_budget(budget: Budget, scope: RequestScope | None = None) -> govern.Budget:
+    custom = budget.period == "custom"
+    alerts = tuple(Decimal(str(a)) for a in budget.alert_thresholds or ())
+    return govern.Budget(
+        id=str(budget.id),
+        scope_kind=budget.scope_kind,
+        scope_id=_scope_names(scope)[budget.scope_kind],
+        period=budget.period,
+        unit=budget.unit,
+        amount=budget.amount,
+        is_hard=budget.is_hard,
+        alerts_frac=alerts or govern.budget.DEFAULT_ALERTS_FRAC,
+        window_start=budget.window_start if custom else None,
+        window_end=budget.window_end if custom else None,
+        name=budget.name,
+    )
+
+
+def window_for(budget: Budget, now: datetime) -> tuple[datetime, datetime] | None:
+    """The window of *budget* containing *now*, or None when *now* is outside its outer limits."""
+    if budget.window_start is not None and now < budget.window_start:
+        return None
+    if budget.window_end is not None and now >= budget.window_end:
+        return None
+    if budget.period == "custom":
+        return budget.window_start, budget.window_end  # type: ignore[return-value]
+    return govern.budget_window(_govern_budget(budget), now)
+
+
+def budget_usage(
+    session: Session, budget_id: int, window: tuple[datetime, datetime], budget: Budget | None = None
+) -> govern.BudgetUsage:
+    """Reserved, committed and settled amounts of a budget whose ``counted_at`` falls in *window*; metered usage in
+    the budget's scope that no reservation holds (``meter.burn.metered_unreserved``) counts as settled, so budgets
+    burn by actuals too. Credits in the ledger lower the settled amount down to zero at most."""
+    from flopwise.meter.burn import metered_unreserved
+
+    rows = session.execute(
+        select(BudgetReservation.state, func.sum(BudgetReservation.amount))
+        .where(
+            BudgetReservation.budget_id == budget_id,
+            BudgetReservation.state.in_(("reserved", "committed", "settled")),
+            BudgetReservation.counted_at >= window[0],
+            BudgetReservation.counted_at < window[1],
+        )
+        .group_by(BudgetReservation.state)
+    ).all()
+    by_state = {state: to_money(total) for state, total in rows if total is not None}
+    metered = metered_unreserved(
+        session, budget if budget is not None else session.get(Budget, budget_id), window
+    )
+    # credits (negative ledger amounts) lower what was settled, never below zero: a budget cannot be "un-used"
+    settled = max(by_state.get("settled", Decimal(0)) + metered, Decimal(0))
+    return govern.BudgetUsage(
+        reserved=by_state.get("reserved", Decimal(0)),
+        committed=by_state.get("committed", Decimal(0)),
+        settled=settled,
+    )
+
+
+def _quota_states(
+    session: Session,
+    catalog: Catalog,
+    scope: RequestScope,
+    now: datetime,
+    exclude: tuple[int | None, int | None],
+    *,
+    lock: bool = True,
+) -> list[govern.QuotaState]:
+    stmt = select(Quota).where(
+        ((Quota.scope_kind == "org") & (Quota.scope_id == scope.org_id))
+        | ((Quota.scope_kind == "team") & (Quota.scope_id == scope.team_id))
+        | ((Quota.scope_kind == "project") & (Quota.scope_id == scope.project_id))
+    )
+    if lock and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    quotas = list(session.scalars(stmt.order_by(Quota.id)))
+    if not quotas:
+        return []
+    held = _devices_held(session, catalog, scope, now, exclude)
+    out = []
+    for quota in quotas:
+        gq = govern.Quota(
+            id=str(quota.id),
+            scope_kind=quota.scope_kind,
+            scope_id=_scope_names(scope)[quota.scope_kind],
+            max_devices=quota.max_concurrent_devices,
+            device_type=quota.device if quota.match_on == "device_type" else "",
+            device_class=quota.device if quota.match_on == "device_class" else "",
+        )
+        in_use = Decimal(0)
+        for (kind_ids, device_type, device_class), count in held.items():
+            if not _in_scope(quota.scope_kind, kind_ids, scope):
+                continue
+            target = device_type if quota.match_on == "device_type" else device_class
+            if fnmatch.fnmatchcase(target, quota.device):
+                in_use += count
+        out.append(govern.QuotaState(gq, in_use))
+    return out
+
+
+def _in_scope(kind: str, ids: tuple[int, int], scope: RequestScope) -> bool:
+    team_id, project_id = ids
+    if kind == "org":
+        return True
+    if kind == "team":
+        return team_id == scope.team_id
+    return project_id == scope.project_id
+
+
+def _devices_held(
+    session: Session,
+    catalog: Catalog,
+    scope: RequestScope,
+    now: datetime,
+    exclude: tuple[int | None, int | None],
+) -> dict[tuple[tuple[int, int], str, str], Decimal]:
+    """Devices held now in the organization, by (team, project), device type and class.
+
+    A pending or approved request holds its devices from its creation for its duration; an admitted or
+    committed admission job holds them until it is released or settled.
+    """
+    held: dict[tuple[tuple[int, int], str, str], Decimal] = {}
+
+    def add(team_id: int, project_id: int, device_type: str | None, count: int) -> None:
+        if not device_type:
+            return
+        device = catalog.devices.get(device_type)
+        key = ((team_id, project_id), device_type, device.kind if device else "")
+        held[key] = held.get(key, Decimal(0)) + Decimal(count)
+
+    requests = session.execute(
+        select(ComputeRequest.id, ComputeRequest.device_type, ComputeRequest.device_count,
+               ComputeRequest.created_at, ComputeRequest.duration_h, Project.team_id, Project.id)
+        .join(Project, Project.id == ComputeRequest.project_id)
+        .where(ComputeRequest.org_id == scope.org_id, ComputeRequest.state.in_(("pending", "approved")))
+    ).all()  # fmt: skip
+    for request_id, device_type, count, created_at, duration_h, team_id, project_id in requests:
+        if request_id == exclude[0]:
+            continue
+        if duration_h is not None and created_at + timedelta(hours=float(duration_h)) <= now:
+            continue
+        add(team_id, project_id, device_type, count)
+    jobs = session.execute(
+        select(AdmissionJob.id, AdmissionJob.device_type, AdmissionJob.device_count, Project.team_id, Project.id)
+        .join(Project, Project.id == AdmissionJob.project_id)
+        .where(AdmissionJob.org_id == scope.org_id, AdmissionJob.state.in_(("admitted", "committed")))
+    ).all()  # fmt: skip
+    for job_id, device_type, count, team_id, project_id in jobs:
+        if job_id != exclude[1]:
+            add(team_id, project_id, device_type, count)
+    return held
+
+
+def current_policies(session: Session, org_id: int) -> list[Policy]:
+    """The latest version of each named policy of the organization, enabled ones only, by name."""
+    latest = (
+        select(Policy.name, func.max(Policy.version).label("version"))
+        .where(Policy.org_id == org_id)
+        .group_by(Policy.name)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(Policy)
+        .join(latest, (Policy.name == latest.c.name) & (Policy.version == latest.c.version))
+        .where(Policy.org_id == org_id)
+        .order_by(Policy.name)
+    )
+    return [p for p in rows if p.is_enabled]
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A decision and what it needs reserved, before anything is reserved (see :func:`decide`)."""
+
+    decision: govern.Decision
+    outcome: str
+    reasons: tuple[str, ...]
+    windows: dict[int, tuple[datetime, datetime]]
+
+
+def has_quotas(session: Session, scope: RequestScope) -> bool:
+    """Whether any quota covers the project (then the decision is taken under the quota locks)."""
+    return (
+        session.scalar(
+            select(Quota.id)
+            .where(
+                ((Quota.scope_kind == "org") & (Quota.scope_id == scope.org_id))
+                | ((Quota.scope_kind == "team") & (Quota.scope_id == scope.team_id))
+                | ((Quota.scope_kind == "project") & (Quota.scope_id == scope.project_id))
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def decide(
+    session: Session,
+    catalog: Catalog,
+    estimated: EstimatedFacts,
+    scope: RequestScope,
+    now: datetime,
+    *,
+    lock: bool,
+    exclude: tuple[int | None, int | None] = (None, None),
+) -> Decided:
+    """Decide *estimated*: budgets' usage in their current windows, quotas and the devices held, the acceptable
+    use policy, the organization's policies and the regulatory thresholds, through :func:`flopwise.govern.decide`.
+
+    ``lock=False`` reads without locks (a read transaction, before the write one, for a project no quota
+    covers: :func:`has_quotas`): :func:`reserve` re-checks
+    every hard budget under its row lock, so a decision taken on usage that moved meanwhile can only turn into a
+    deny, never an overspend. ``lock=True`` (needed when quotas cover the project: the devices held must not
+    move before the job is counted) locks the budgets, then the quotas, in the caller's write transaction.
+    """
+    facts = estimated.facts
+    covering = budgets_covering(session, scope.project_id)
+    if lock and covering:
+        covering = lock_budgets(session, [b.id for b in covering])
+    states: list[govern.BudgetState] = []
+    windows: dict[int, tuple[datetime, datetime]] = {}
+    for budget in covering:
+        window = window_for(budget, now)
+        if window is None:
+            continue
+        windows[budget.id] = window
+        states.append(
+            govern.BudgetState(
+                _govern_budget(budget, scope), budget_usage(session, budget.id, window, budget)
+            )
+        )
+    # without the locks the caller has checked has_quotas() first: no quota covers the project
+    quotas = _quota_states(session, catalog, scope, now, exclude, lock=lock) if lock else []
+    is_accepted, aup_version = aup_status(session, scope.org_id, scope.user_id)
+    policies = [_parsed_policy(p.id, p.yaml_text) for p in current_policies(session, scope.org_id)]
+    decision = govern.decide(
+        facts, policies, states, quotas, _thresholds(), is_accepted, now, device=estimated.device
+    )
+    reasons = decision.reasons
+    if aup_version is not None and not is_accepted:
+        reasons = tuple(
+            r.replace("the current acceptable-use policy", f"acceptable-use policy version {aup_version}")
+            for r in reasons
+        )
+    return Decided(decision, decision.outcome, reasons, windows)
+
+
+def reserve(
+    session: Session,
+    decided: Decided,
+    now: datetime,
+    *,
+    request_id: int | None = None,
+    admission_job_id: int | None = None,
+) -> DecisionResult:
+    """Reserve what *decided* needs, in the caller's write transaction: the budget rows are locked (ascending id)
+    and each hard budget's spent sum is read again under the lock, so concurrent callers reserve one after the
+    other and a hard budget is never overspent. A reservation the store refuses turns the outcome into deny."""
+    decision, outcome, reasons = decided.decision, decided.outcome, decided.reasons
+    reservation_ids: tuple[int, ...] = ()
+    if outcome != "deny" and decision.reservations:
+        result = reserve_against_budgets(
+            session,
+            [int(r.budget_id) for r in decision.reservations],
+            [r.amount for r in decision.reservations],
+            request_id=request_id,
+            admission_job_id=admission_job_id,
+            counted_at=now,
+            window_for=lambda b: decided.windows.get(b.id),
+        )
+        if not result.ok:
+            outcome = "deny"
+            reasons = tuple(
+                f"budget {c.budget_id} is hard: {c.amount} {c.unit} needed, {c.limit - c.spent_before} remains"
+                for c in result.refused
+            )
+        else:
+            reservation_ids = result.reservation_ids
+    return DecisionResult(decision, outcome, reasons, reservation_ids, tuple(decided.windows))
+
+
+def decide_and_reserve(
+    session: Session,
+    catalog: Catalog,
+    estimated: EstimatedFacts,
+    scope: RequestScope,
+    now: datetime,
+    *,
+    request_id: int | None = None,
+    admission_job_id: int | None = None,
+) -> DecisionResult:
+    """:func:`decide` under the locks and :func:`reserve`, in the caller's one write transaction."""
+    decided = decide(
+        session, catalog, estimated, scope, now, lock=True, exclude=(request_id, admission_job_id)
+    )
+    return reserve(session, decided, now, request_id=request_id, admission_job_id=admission_job_id)
+
+
+def audit(
+    session: Session,
+    principal: Any,
+    action: str,
+    payload: Mapping[str, Any],
+    now: datetime,
+    org_id: int | None,
+) -> None:
+    """Append one audit entry (actor ``user:<id>``, or ``system`` when *principal* is None)."""
+    from flopwise.server.api.audit import record_audit
+
+    actor = "system" if principal is None else f"user:{principal.user_id}"
+    record_audit(session, actor=actor, action=action, payload=to_jsonable(payload), at=now, org_id=org_id)
