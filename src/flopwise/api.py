@@ -39,6 +39,7 @@ class _Context:
     price: PriceQuote | None
     region: Region | None
     warnings: tuple[str, ...] = field(default=())
+    cpu: dict[str, Any] | None = None  # how a CPU socket was cut to the threads asked for (assumptions)
 
     def data_age(self) -> dict[str, Any]:
         """How old the price and grid intensity behind this estimate are (see catalog.staleness)."""
@@ -70,6 +71,12 @@ class _Context:
             "grid_gco2e_per_kwh": self.region.grid_gco2e_per_kwh if self.region else None,
         }
 
+    def assumptions(self, body: dict[str, Any]) -> dict[str, Any]:
+        extra = {"data_age": self.data_age()}
+        if self.cpu is not None:
+            extra["cpu"] = self.cpu
+        return {**body.get("assumptions", {}), **extra}
+
 
 @dataclass(frozen=True)
 class TrainReport:
@@ -85,7 +92,7 @@ class TrainReport:
         out["warnings"] = list(self.context.warnings) + list(body.get("warnings", []))
         if self.layout_note:
             out["assumptions"] = {**out.get("assumptions", {}), "layout": self.layout_note}
-        out["assumptions"] = {**out.get("assumptions", {}), "data_age": self.context.data_age()}
+        out["assumptions"] = self.context.assumptions(out)
         return out
 
 
@@ -100,7 +107,7 @@ class ServeReport:
         body = self.estimate.to_dict()
         out = {**self.context.header(), **body}
         out["warnings"] = list(self.context.warnings) + list(body.get("warnings", []))
-        out["assumptions"] = {**out.get("assumptions", {}), "data_age": self.context.data_age()}
+        out["assumptions"] = self.context.assumptions(out)
         return out
 
 
@@ -111,6 +118,7 @@ def _context(
     region: str | None,
     provider: str | None,
     catalog_dir: str | None,
+    threads: int | None = None,
 ) -> _Context:
     from flopwise.catalog import load_catalog
     from flopwise.catalog.pricing import quote_price
@@ -127,12 +135,29 @@ def _context(
     dev = device if isinstance(device, Device) else cat.device(device)
     reg = cat.region(region) if region else None
     regions = dict(cat.regions)
+    offerings = cat.offerings
+    cpu = None
+    if threads is not None:
+        from flopwise.catalog.cpu import cpu_topology, slice_for_threads
+
+        part = slice_for_threads(dev, threads)
+        topo = cpu_topology(dev.id)
+        assert topo is not None
+        need_vcpus = part.cores * topo.cloud_vcpus_per_core
+        # a cloud price is the price of a VM that holds the cores: the cheapest one with enough vCPUs
+        offerings = tuple(o for o in offerings if o.device_id != dev.id or o.vcpus >= need_vcpus)
+        cpu = {**part.assumptions(), "cloud_vcpus_needed": need_vcpus}
+        if threads > topo.cores:
+            warnings.append(
+                f"{threads} threads on {topo.cores} cores: {threads - topo.cores} run on SMT siblings, "
+                "which add no matmul throughput"
+            )
     quote = None
     kinds = [pricing] if pricing else ["on-demand", "onprem"]
     for kind in kinds:
         try:
             quote = quote_price(
-                cat.offerings,
+                offerings,
                 cat.onprem.get(dev.id),
                 dev.id,
                 kind,
@@ -157,7 +182,9 @@ def _context(
             warnings.append(
                 f"no region given: grid intensity of {reg.id} ({reg.grid_gco2e_per_kwh:g} gCO2e/kWh)"
             )
-    return _Context(arch, dev, quote, reg, tuple(warnings))
+    if threads is not None:
+        dev = part.device
+    return _Context(arch, dev, quote, reg, tuple(warnings), cpu)
 
 
 def _price_kwargs(ctx: _Context) -> dict[str, Any]:
@@ -185,6 +212,7 @@ def estimate_training(
     region: str | None = None,
     provider: str | None = None,
     catalog_dir: str | None = None,
+    threads: int | None = None,
     **options: Any,
 ) -> TrainReport:
     """Estimate a training or fine-tuning run of *model* on *device_count* x *device*.
@@ -193,7 +221,7 @@ def estimate_training(
     """
     from flopwise.estimate import estimate_train
 
-    ctx = _context(model, device, pricing, region, provider, catalog_dir)
+    ctx = _context(model, device, pricing, region, provider, catalog_dir, threads)
     kwargs = {**_price_kwargs(ctx), **options}
     if (
         kwargs.get("zero_stage") is None
@@ -274,6 +302,7 @@ def estimate_serving(
     region: str | None = None,
     provider: str | None = None,
     catalog_dir: str | None = None,
+    threads: int | None = None,
     **options: Any,
 ) -> ServeReport:
     """Estimate serving *model* on *device_count* x *device*.
@@ -282,7 +311,7 @@ def estimate_serving(
     """
     from flopwise.estimate import estimate_serve
 
-    ctx = _context(model, device, pricing, region, provider, catalog_dir)
+    ctx = _context(model, device, pricing, region, provider, catalog_dir, threads)
     est = estimate_serve(ctx.model, ctx.device, device_count=device_count, **_price_kwargs(ctx), **options)
     return ServeReport(ctx, est)
 
