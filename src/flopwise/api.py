@@ -137,6 +137,7 @@ def _context(
     regions = dict(cat.regions)
     offerings = cat.offerings
     cpu = None
+    need_vcpus = None
     if threads is not None:
         from flopwise.catalog.cpu import cpu_topology, slice_for_threads
 
@@ -145,7 +146,6 @@ def _context(
         assert topo is not None
         need_vcpus = part.cores * topo.cloud_vcpus_per_core
         # a cloud price is the price of a VM that holds the cores: the cheapest one with enough vCPUs
-        offerings = tuple(o for o in offerings if o.device_id != dev.id or o.vcpus >= need_vcpus)
         cpu = {**part.assumptions(), "cloud_vcpus_needed": need_vcpus}
         if threads > topo.cores:
             warnings.append(
@@ -164,6 +164,7 @@ def _context(
                 regions=regions,
                 region_id=reg.id if reg else None,
                 provider=provider,
+                min_vcpus=need_vcpus,
             )
             break
         except UnsupportedError:

@@ -26,23 +26,59 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from flopwise.catalog.types import Device
+from flopwise.catalog.types import Device, Offering
 from flopwise.errors import InputError, UnsupportedError
 
 __all__ = [
+    "BURSTABLE_BASELINE_FRAC",
     "CACHE_LINE_BYTES",
+    "burstable_caveat",
     "CpuSlice",
     "CpuTopology",
     "bandwidth_frac",
     "cpu_slice",
     "cpu_topologies",
     "cpu_topology",
+    "holds_whole_devices",
+    "offering_slice",
+    "socket_share",
     "slice_for_threads",
     "slice_for_vcpus",
 ]
 
 CACHE_LINE_BYTES = 64
 _TABLE = Path(__file__).with_name("data") / "cpu_topology.csv"
+
+#: Burstable sizes: baseline CPU utilization per vCPU that CPU credits sustain (AWS EC2 user guide, "Key
+#: concepts and definitions for burstable performance instances", baseline table; t3 and t4g are alike).
+BURSTABLE_BASELINE_FRAC = {
+    f"{fam}.{size}": frac
+    for fam in ("t3", "t4g")
+    for size, frac in (
+        ("nano", 0.05),
+        ("micro", 0.10),
+        ("small", 0.20),
+        ("medium", 0.20),
+        ("large", 0.30),
+        ("xlarge", 0.40),
+        ("2xlarge", 0.40),
+    )
+}
+
+
+def burstable_caveat(instance_type: str, utilization: float | None = None) -> str | None:
+    """The caveat for a burstable instance under a sustained load (None for other instances)."""
+    base = BURSTABLE_BASELINE_FRAC.get(instance_type)
+    if base is None:
+        return None
+    load = "" if utilization is None else f" at {utilization:.0%} sustained utilization"
+    verdict = (
+        "; the load stays under the baseline"
+        if utilization is not None and utilization <= base
+        else ": above the baseline, credits run out and the CPU is throttled to the baseline (standard mode) "
+        "or surplus credits are billed (unlimited mode)"
+    )
+    return f"{instance_type} is burstable: CPU credits sustain {base:.0%} per vCPU{load}{verdict}"
 
 
 @dataclass(frozen=True)
@@ -152,8 +188,12 @@ def bandwidth_frac(topo: CpuTopology, socket_bandwidth_gb_per_s: float, cores: i
     return b(cores) / b(topo.cores)
 
 
-def cpu_slice(device: Device, cores: int, *, threads: int | None = None) -> CpuSlice:
-    """*device* (a whole socket) cut down to *cores* cores; the whole socket returns the device unchanged."""
+def cpu_slice(
+    device: Device, cores: int, *, threads: int | None = None, memory_gb: float | None = None
+) -> CpuSlice:
+    """*device* (a whole socket) cut down to *cores* cores; the whole socket returns the device unchanged.
+
+    *memory_gb*: the memory the part can use (a VM's RAM); the id then names it (``graviton3@4c-8.6gb``)."""
     topo = cpu_topology(device.id)
     if topo is None:
         raise UnsupportedError(
@@ -162,7 +202,7 @@ def cpu_slice(device: Device, cores: int, *, threads: int | None = None) -> CpuS
     if not 1 <= cores <= topo.cores:
         raise InputError("cores", cores, f"give 1 to {topo.cores} (the cores of one {device.id})")
     n_threads = cores if threads is None else threads
-    if cores == topo.cores:
+    if cores == topo.cores and memory_gb is None:
         return CpuSlice(device, device, cores, n_threads, 1.0, 1.0)
     cf = cores / topo.cores
     bf = bandwidth_frac(topo, device.memory_bandwidth_gb_per_s, cores)
@@ -172,8 +212,11 @@ def cpu_slice(device: Device, cores: int, *, threads: int | None = None) -> CpuS
 
     sliced = replace(
         device,
-        id=f"{device.id}@{cores}c",
-        name=f"{device.name} ({cores} of {topo.cores} cores)",
+        id=f"{device.id}@{cores}c" + ("" if memory_gb is None else f"-{memory_gb:g}gb"),
+        name=f"{device.name} ({cores} of {topo.cores} cores"
+        + ("" if memory_gb is None else f", {memory_gb:g} GB")
+        + ")",
+        memory_gb=device.memory_gb if memory_gb is None else memory_gb,
         memory_bandwidth_gb_per_s=device.memory_bandwidth_gb_per_s * bf,
         peak_fp32_tflop_per_s=device.peak_fp32_tflop_per_s * cf,
         peak_tf32_tflop_per_s=sc(device.peak_tf32_tflop_per_s),
@@ -220,7 +263,7 @@ def slice_for_threads(device: Device, threads: int) -> CpuSlice:
     return cpu_slice(device, min(threads, topo.cores), threads=threads)
 
 
-def slice_for_vcpus(device: Device, vcpus: int) -> CpuSlice:
+def slice_for_vcpus(device: Device, vcpus: int, *, memory_gb: float | None = None) -> CpuSlice:
     """The part of *device* a cloud VM of *vcpus* vCPUs gets (x86: 2 vCPUs per core; Graviton: 1).
 
     An odd vCPU count on an SMT cloud rounds up to the core it shares."""
@@ -230,4 +273,26 @@ def slice_for_vcpus(device: Device, vcpus: int) -> CpuSlice:
     if vcpus < 1 or vcpus > topo.vcpus * 16:
         raise InputError("vcpus", vcpus, f"give 1 to {topo.vcpus} vCPUs per {device.id} socket")
     cores = min(topo.cores, math.ceil(vcpus / topo.cloud_vcpus_per_core))
-    return cpu_slice(device, cores, threads=vcpus)
+    return cpu_slice(device, cores, threads=vcpus, memory_gb=memory_gb)
+
+
+def socket_share(offering: Offering) -> float:
+    """Share of one socket an offering holds: vCPUs / the socket's vCPUs for a CPU VM smaller than a socket,
+    else 1.0 (whole devices, GPUs, devices without a topology)."""
+    topo = cpu_topology(offering.device_id)
+    if topo is None or offering.device_count != 1 or offering.vcpus >= topo.vcpus:
+        return 1.0
+    return offering.vcpus / topo.vcpus
+
+
+def offering_slice(device: Device, offering: Offering) -> CpuSlice | None:
+    """The part of *device* a CPU VM smaller than one socket holds (its cores and its RAM), or None for
+    whole-device offerings."""
+    if socket_share(offering) >= 1.0:
+        return None
+    return slice_for_vcpus(device, offering.vcpus, memory_gb=offering.ram_gb)
+
+
+def holds_whole_devices(offering: Offering) -> bool:
+    """True unless the offering is a CPU VM smaller than one socket."""
+    return socket_share(offering) >= 1.0
