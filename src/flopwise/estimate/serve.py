@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,9 @@ from flopwise.models.types import ModelArch
 from flopwise.units import BYTES_PER_GB, GIGA, MEGA, MS_PER_S, S_PER_H, TERA
 
 __all__ = ["ServeEstimate", "ServingRates", "estimate_serve", "serving_rates"]
+
+#: llama.cpp's integer-quantized weight types (Q2_K ... Q8_0, IQ*), by the names flopwise gives them
+_LLAMA_CPP_INT_QUANT = re.compile(r"^i?q\d")
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,10 @@ def serving_rates(q: QuantFormat, device: Device, n_layers: int) -> ServingRates
     """The rates of :class:`ServingRates` for quantization *q* on *device* (see docs/methodology.md, "Serving")."""
     dtype, peak_tflop, warnings = resolve_serving_quant(q, device)
     weight_only = q.is_weight_only or bool(warnings and "weight-only" in warnings[0])
+    if device.kind == "cpu" and _LLAMA_CPP_INT_QUANT.match(q.name) and device.peak_int8_tflop_per_s:
+        # llama.cpp's CPU kernels quantize activations to Q8 and run integer dot products (vec_dot_type of the
+        # Q4/Q5/Q6/Q8/IQ types is Q8_0/Q8_K in ggml-cpu), i.e. at the int8 rate: VNNI, SDOT/I8MM or AMX
+        dtype, peak_tflop = "int8", device.peak_int8_tflop_per_s
     kind = device.kind
     fp16_acc = dtype == "fp16" and q.name in tm.FP16_ACCUMULATE_QUANTS
     used_tflop = tm.fp16_accumulate_peak_tflop_per_s(device, peak_tflop) if fp16_acc else peak_tflop
