@@ -85,6 +85,7 @@ class TrainReport:
     context: _Context
     estimate: TrainEstimate
     layout_note: str | None = None  # set when the parallel layout was chosen automatically
+    count_note: str | None = None  # set when the device count was chosen automatically
 
     def to_dict(self) -> dict[str, Any]:
         body = self.estimate.to_dict()
@@ -93,6 +94,8 @@ class TrainReport:
         if self.layout_note:
             out["assumptions"] = {**out.get("assumptions", {}), "layout": self.layout_note}
         out["assumptions"] = self.context.assumptions(out)
+        if self.count_note:
+            out["assumptions"] = {**out.get("assumptions", {}), "device_count_choice": self.count_note}
         return out
 
 
@@ -208,7 +211,7 @@ def estimate_training(
     device: str | Device,
     *,
     tokens: float,
-    device_count: int = 1,
+    device_count: int | None = None,
     pricing: str | None = None,
     region: str | None = None,
     provider: str | None = None,
@@ -218,17 +221,23 @@ def estimate_training(
 ) -> TrainReport:
     """Estimate a training or fine-tuning run of *model* on *device_count* x *device*.
 
+    With *device_count* None the fewest devices (1, 2, 4, 8, 16, ... up to AUTO_MAX_DEVICES) on which some
+    layout fits in memory are used, and ``assumptions['device_count_choice']`` says so. With no ZeRO stage and
+    no tensor/pipeline parallelism given, the layout is chosen too (see ``_fastest_fitting_layout``).
     *options* go to :func:`flopwise.estimate.estimate_train` (precision, method, mfu_frac, seq_len, ...).
     """
     from flopwise.estimate import estimate_train
 
     ctx = _context(model, device, pricing, region, provider, catalog_dir, threads)
     kwargs = {**_price_kwargs(ctx), **options}
-    if (
+    auto_layout = (
         kwargs.get("zero_stage") is None
         and kwargs.get("tensor_parallel", 1) == 1
         and (kwargs.get("pipeline_parallel", 1) == 1)
-    ):
+    )
+    if device_count is None:
+        return _smallest_fitting_count(ctx, tokens, kwargs, auto_layout)
+    if auto_layout:
         est, chosen = _fastest_fitting_layout(ctx, tokens, device_count, kwargs)
         return TrainReport(ctx, est, layout_note=chosen)
     est = estimate_train(ctx.model, ctx.device, tokens=tokens, device_count=device_count, **kwargs)
@@ -237,24 +246,73 @@ def estimate_training(
 
 #: tensor-parallel degrees tried when the caller leaves the layout open (within one 8-device node)
 AUTO_TENSOR_PARALLEL = (1, 2, 4, 8)
+#: recompute policies tried, fastest first, when the caller leaves recompute open: selective recomputation is the
+#: Megatron-LM default (Korthikanti et al. 2022, arXiv:2205.05198); full recomputation is used only when nothing
+#: with selective fits, and the answer says so
+AUTO_RECOMPUTE = ("selective", "full")
+#: largest device count tried when the caller gives none (powers of two from 1)
+AUTO_MAX_DEVICES = 16384
 
 
-def _fastest_fitting_layout(
-    ctx: _Context, tokens: float, device_count: int, kwargs: dict[str, Any]
-) -> tuple[TrainEstimate, str]:
-    """Try ZeRO stage 0-3 x tensor parallel 1-8 x selective/full recompute and keep the layout that fits in
-    memory with the fewest device-hours (the estimator charges exposed communication and recompute FLOPs).
-    When nothing fits, the layout with the least memory per device is returned (its estimate says it does not fit).
+def _smallest_fitting_count(ctx: _Context, tokens: float, kwargs: dict[str, Any], auto_layout: bool):
+    """The estimate on the fewest devices (powers of two) on which a layout fits; the largest tried when none."""
+    from flopwise.estimate import estimate_train
+
+    tp_pp = int(kwargs.get("tensor_parallel", 1)) * int(kwargs.get("pipeline_parallel", 1))
+    count = 1
+    while count < tp_pp:
+        count *= 2
+    if ctx.device.interconnect_gb_per_s <= 0:
+        counts = [1]
+    else:
+        counts = []
+        while count <= AUTO_MAX_DEVICES:
+            counts.append(count)
+            count *= 2
+    preferred = kwargs.get("recompute") or AUTO_RECOMPUTE[0]
+    report = first_fit = None
+    for n in counts:
+        if n % tp_pp:
+            continue
+        if auto_layout:
+            est, note = _fastest_fitting_layout(ctx, tokens, n, kwargs)
+        else:
+            est = estimate_train(ctx.model, ctx.device, tokens=tokens, device_count=n, **kwargs)
+            note = None
+        report = (est, note, n)
+        if bool(est.fits) and first_fit is None:
+            first_fit = report
+        if bool(est.fits) and est.assumptions["recompute"] == preferred:
+            break
+    else:  # nothing fits with the preferred recompute: the fewest devices with any fitting layout
+        report = first_fit or report
+    assert report is not None  # counts always holds 1 or a multiple of tp * pp
+    est, note, n = report
+    fits = bool(est.fits)
+    choice = (
+        f"no device count given: {n} x {ctx.device.id}, the fewest (powers of two) on which the model fits "
+        f"with {est.assumptions['recompute']} recomputation; pass --count to choose"
+        if fits
+        else f"no device count given and nothing fits on up to {n} x {ctx.device.id}; the estimate is for {n}"
+    )
+    return TrainReport(ctx, est, layout_note=note, count_note=choice)
+
+
+def _fastest_fitting_layout(ctx: _Context, tokens: float, device_count: int, kwargs: dict[str, Any]):
+    """Try ZeRO stage 0-3 x tensor parallel 1-8 x recompute (AUTO_RECOMPUTE, or the one the caller gave) and keep
+    the layout that fits in memory with the fewest device-hours (the estimator charges exposed communication and
+    recompute FLOPs). When nothing fits, the layout with the least memory per device is returned (its estimate
+    says it does not fit). A slower recompute than selective is named in the note, never chosen silently.
     """
     from flopwise.estimate import estimate_train
 
-    # a recompute mode the caller gives is kept (the estimator checks it); else selective and full are tried
-    modes = (kwargs["recompute"],) if kwargs.get("recompute") is not None else ("selective", "full")
+    given = kwargs.get("recompute")
+    recomputes = (given,) if given is not None else AUTO_RECOMPUTE
     layouts = [
         (zero, tp, recompute)
         for tp in AUTO_TENSOR_PARALLEL
         if tp <= device_count and device_count % tp == 0 and (tp == 1 or ctx.device.interconnect_gb_per_s > 0)
-        for recompute in modes
+        for recompute in recomputes
         for zero in (0, 1, 2, 3)
         if not (zero and device_count // tp == 1)
     ]
@@ -280,18 +338,26 @@ def _fastest_fitting_layout(
             recompute=recompute,
             **rest,
         )
-        if est.fits and (best is None or est.device_hours < best[0].device_hours):
-            best = (est, (zero, tp, recompute))
+        rank = AUTO_RECOMPUTE.index(recompute) if recompute in AUTO_RECOMPUTE else 0
+        if est.fits and (best is None or (rank, est.device_hours) < (best[2], best[0].device_hours)):
+            best = (est, (zero, tp, recompute), rank)
         if smallest is None or est.memory.total_bytes < smallest[0].memory.total_bytes:
-            smallest = (est, (zero, tp, recompute))
+            smallest = (est, (zero, tp, recompute), rank)
     chosen = best or smallest
-    assert chosen is not None  # layouts is not empty
-    est, (zero, tp, recompute) = chosen
+    assert chosen is not None  # tp = 1, zero = 0 is always a layout
+    est, (zero, tp, recompute), _ = chosen
     verdict = "the fastest layout that fits" if best else "nothing fits; the layout with the least memory"
-    return est, (
+    note = (
         f"layout chosen automatically ({verdict}): ZeRO stage {zero}, tensor parallel {tp}, "
         f"recompute {recompute}; pass --zero-stage/--tp/--pp to fix it"
     )
+    if given is None and recompute != AUTO_RECOMPUTE[0]:
+        ratio = float(est.assumptions.get("recompute_time_ratio", 1.0))
+        note += (
+            f"; full recomputation because no layout with selective recomputation fits on {device_count} "
+            f"devices (x{ratio:.2f} compute time); more devices would avoid it"
+        )
+    return est, note
 
 
 def estimate_serving(
@@ -308,11 +374,14 @@ def estimate_serving(
 ) -> ServeReport:
     """Estimate serving *model* on *device_count* x *device*.
 
-    *options* go to :func:`flopwise.estimate.estimate_serve` (quant, batch, input_tokens, output_tokens, ...).
+    *options* go to :func:`flopwise.estimate.estimate_serve` (quant, batch, input_tokens, output_tokens, engine,
+    ...); ``engine`` is a name from the engine profiles (``catalog_dir``'s ``engines.csv`` included).
     """
+    from flopwise.catalog.engines import get_engine, load_engines
     from flopwise.estimate import estimate_serve
 
     ctx = _context(model, device, pricing, region, provider, catalog_dir, threads)
+    options = {**options, "engine": get_engine(options.get("engine"), load_engines(catalog_dir))}
     est = estimate_serve(ctx.model, ctx.device, device_count=device_count, **_price_kwargs(ctx), **options)
     return ServeReport(ctx, est)
 

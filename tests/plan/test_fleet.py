@@ -477,3 +477,18 @@ def test_empty_pricing_needs_an_inventory():
     with pytest.raises(InputError) as err:
         parse_fleet_spec({"services": [_service()], "pricing": []})
     assert err.value.field == "pricing"
+
+
+def test_fleet_searches_engines():
+    from pathlib import Path
+
+    import yaml
+
+    from flopwise.catalog import load_catalog
+    from flopwise.plan.fleet import parse_fleet_spec, plan_fleet
+
+    spec = parse_fleet_spec(yaml.safe_load(Path("examples/fleet.yaml").read_text(encoding="utf-8")))
+    plan = plan_fleet(spec, load_catalog(), engines=["vllm", "trt-llm"]).to_dict()
+    assert plan["assumptions"]["engines_searched"] == ["vllm", "trt-llm"]
+    engines = {a["engine"] for s in plan["services"] for a in s["assignment"]}
+    assert engines <= {"vllm", "trt-llm"} and engines

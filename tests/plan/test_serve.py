@@ -168,3 +168,42 @@ def test_vectorized_plan_is_fast(service, catalog):
     plan_serve(service, catalog, space=space)
     assert time.perf_counter() - start < 1.0  # the bench target is 0.2 s; lenient for slow CI machines
     assert np.isfinite(len(space.candidates))
+
+
+@pytest.mark.parametrize(
+    ("model_id", "device_id", "quant", "tp", "engine", "kv"),
+    [
+        ("llama-3.1-8b", "h100-sxm", "fp8", 1, "trt-llm", "fp8"),
+        ("llama-3.1-70b", "h100-sxm", "bf16", 4, "vllm", None),
+        ("llama-3.1-70b", "rtx-4090", "q4_k_m", 2, "llama.cpp", None),
+        ("llama-3.1-8b", "h200-sxm", "fp8", 2, "sglang", "fp8"),
+    ],
+)
+def test_engine_physics_equals_estimate_serve(models, catalog, model_id, device_id, quant, tp, engine, kv):
+    model, device = models.resolve(model_id), catalog.devices[device_id]
+    phys = serve_physics(model, [(device, quant, tp, engine, kv)], 1000, 200)
+    for batch in (1, 8, 64):
+        est = estimate_serve(
+            model, device, device_count=tp, quant=quant, batch=batch, input_tokens=1000, output_tokens=200,
+            engine=engine, kv_dtype=kv,
+        )  # fmt: skip
+        assert math.isclose(float(phys.step_s(float(batch))[0]) * 1e3, est.tpot_ms, rel_tol=1e-9)
+        assert math.isclose(float(phys.prefill_s(float(batch))[0]) * 1e3, est.ttft_ms, rel_tol=1e-9)
+        assert math.isclose(float(phys.memory_bytes(float(batch))[0]) / 1e9, est.memory_gb, rel_tol=1e-9)
+
+
+def test_plan_searches_engines_and_kv_dtypes(service, catalog):
+    plan = plan_serve(service, catalog, engines=["vllm", "llama.cpp", "trt-llm"], top_k=200)
+    engines = {o["engine"] for o in plan.options}
+    assert engines == {"vllm", "llama.cpp", "trt-llm"}
+    assert {o["kv_dtype"] for o in plan.options if o["engine"] == "trt-llm"} >= {"fp8"}
+    assert all(o["quant"] in ("q4_k_m", "q8_0", "fp16", "bf16") for o in plan.options if o["engine"] == "llama.cpp")
+    skipped = [r for r in plan.rejected if r.get("kind") == "unsupported_engine"]
+    assert any("trt-llm" in r["reason"] and "runs on gpu" in r["reason"] for r in skipped)
+    assert plan.assumptions["engines_searched"] == ["vllm", "llama.cpp", "trt-llm"]
+    assert max(o["batch"] for o in plan.options) <= 4096
+
+
+def test_plan_unknown_engine_suggests(service, catalog):
+    with pytest.raises(InputError, match="did you mean 'sglang'"):
+        plan_serve(service, catalog, engines=["sglnag"])

@@ -48,7 +48,11 @@ TRAIN_ROWS = (
     ("flops", "training compute (FLOP)"),
     ("device_hours", "device-hours"),
     ("wall_clock_hours", "wall-clock hours"),
-    ("mfu_frac", "model FLOPs utilization"),
+    ("mfu_frac", "model FLOPs utilization (whole run)"),
+    ("steady_state_tokens_per_s_per_device", "steady-state tokens/s per device"),
+    ("steady_state_tflop_per_s_per_device", "steady-state model TFLOP/s per device"),
+    ("steady_state_mfu_frac", "steady-state MFU"),
+    ("goodput_frac", "goodput (steady-state time / whole run)"),
     ("memory_per_device_gb", "memory per device (GB)"),
     ("fits", "fits in device memory"),
     ("power_per_device_w", "power per device (W)"),
@@ -63,6 +67,9 @@ SERVE_ROWS = (
     ("tpot_ms", "time per output token (ms)"),
     ("decode_tokens_per_s", "decode tokens/s (whole batch)"),
     ("prefill_tokens_per_s", "prefill tokens/s"),
+    ("output_tokens_per_s", "output tokens/s (prefill included)"),
+    ("max_batch", "most concurrent sequences (engine and memory)"),
+    ("saturation_tokens_per_s", "output tokens/s at that batch"),
     ("power_per_device_w", "power per device (W)"),
     ("energy_per_1m_tokens_kwh", "energy per 1M tokens (kWh)"),
     ("co2e_per_1m_tokens_kg", "kg CO2e per 1M tokens"),
@@ -158,7 +165,10 @@ def train(
     model: ModelOpt,
     tokens: Annotated[str, typer.Option(help="Training tokens, e.g. 2T, 300B, 1.5e12.")],
     device: DeviceOpt,
-    count: Annotated[int, typer.Option(help="Number of devices.")] = 1,
+    count: Annotated[
+        int | None,
+        typer.Option(help="Number of devices (default: the fewest on which the model fits, said in assumptions)."),
+    ] = None,
     precision: Annotated[
         str, typer.Option(help="bf16, fp16, fp8 or fp32 (mixed precision compute dtype).")
     ] = "bf16",
@@ -166,6 +176,13 @@ def train(
         float | None,
         typer.Option(
             help="Model FLOPs utilization 0-1 (default: calibrated per device class and model size)."
+        ),
+    ] = None,
+    goodput: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of the run at steady-state speed, 0-1 (e.g. 0.9, Llama 3 405B); default: calibrated "
+            "whole-run MFU, implied goodput reported."
         ),
     ] = None,
     method: Annotated[str, typer.Option(help="full, lora or qlora.")] = "full",
@@ -192,7 +209,8 @@ def train(
     from flopwise.units import check_positive, parse_count
 
     n_tokens = parse_count(tokens, "--tokens", max_value=1e16)
-    check_positive(count, "--count", 1e7)
+    if count is not None:
+        check_positive(count, "--count", 1e7)
     report = estimate_training(
         model,
         device,
@@ -206,6 +224,7 @@ def train(
         precision=precision,
         method=method,
         mfu_frac=mfu,
+        goodput_frac=goodput,
         seq_len=seq_len,
         zero_stage=zero_stage,
         tensor_parallel=tp,
@@ -215,7 +234,8 @@ def train(
     _emit(
         data,
         json_out,
-        f"train {data['model']} on {count} x {data['device']}, {n_tokens:.3g} tokens ({method})",
+        f"train {data['model']} on {data['assumptions']['device_count']} x {data['device']}, "
+        f"{n_tokens:.3g} tokens ({method})",
         TRAIN_ROWS,
     )
 
@@ -240,6 +260,13 @@ def serve(
     threads: Annotated[
         int | None,
         typer.Option(help="CPU threads (llama.cpp -t): uses that many cores of a CPU device; CPUs only."),
+    ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Serving engine: generic, llama.cpp, ollama, vllm, sglang, trt-llm, mlc, exllama "
+            "(engines.csv in --catalog adds or overrides)."
+        ),
     ] = None,
     pricing: PricingOpt = None,
     region: RegionOpt = None,
@@ -266,12 +293,14 @@ def serve(
         batch=batch,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
+        engine=engine,
     )
     data = _calibrated(report.to_dict(), calibrate, database_url, "serve")
     _emit(
         data,
         json_out,
-        f"serve {data['model']} on {count} x {data['device']} ({quant}, batch {batch}, "
+        f"serve {data['model']} on {count} x {data['device']} with {data['assumptions']['engine']} "
+        f"({quant}, batch {batch}, "
         f"{input_tokens} in / {output_tokens} out)",
         SERVE_ROWS,
     )

@@ -149,6 +149,8 @@ def _serve_row(o: dict[str, Any]) -> dict[str, Any]:
     option = (
         f"{replicas} x {o.get('tensor_parallel', 1)} {o.get('device')} {o.get('quant')} b{o.get('batch')}"
     )
+    if o.get("engine") not in (None, "generic"):
+        option += f" {o['engine']}" + (f" kv {o['kv_dtype']}" if o.get("kv_dtype") == "fp8" else "")
     where = _where(o)
     latency = f"{fmt_num(o.get('ttft_p95_ms'))} / {fmt_num(o.get('tpot_p95_ms'))}"
     return {**o, "option": option, "where": where, "latency": latency}
@@ -180,6 +182,13 @@ def serve(
         str, typer.Option(help="Lowest weight precision allowed: bf16, fp8, int8 or int4.")
     ] = "int4",
     max_devices: Annotated[int, typer.Option(help="Most devices per replica (tensor parallel).")] = 8,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Serving engines to search, comma-separated, or 'all': generic (default), llama.cpp, ollama, "
+            "vllm, sglang, trt-llm, mlc, exllama (engines.csv in --catalog adds or overrides)."
+        ),
+    ] = None,
     top: TopOpt = 10,
     what_if: Annotated[
         bool, typer.Option("--what-if", help="Also price changes to the best option (quantize, spot, ...).")
@@ -214,6 +223,8 @@ def serve(
         min_precision=min_precision,
         max_devices=max_devices,
         top_k=top,
+        engines=_split([engine] if engine else None),
+        catalog_dir=catalog_dir,
     )
     data = plan.to_dict()
     data["warnings"] = [*model_warnings, *(data.get("warnings") or [])]
@@ -395,6 +406,13 @@ def fleet(
     ],
     json_out: JsonFlag = False,
     catalog_dir: CatalogDir = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Serving engines to search, comma-separated, or 'all': generic (default), llama.cpp, ollama, "
+            "vllm, sglang, trt-llm, mlc, exllama (engines.csv in --catalog adds or overrides)."
+        ),
+    ] = None,
 ) -> None:
     """The cheapest mix of hardware for several services, solved as an integer program (HiGHS)."""
     import yaml
@@ -411,7 +429,9 @@ def fleet(
         raise InputError("FILE", str(spec_file), f"is not valid YAML ({err})") from None
     if not isinstance(raw, dict):
         raise InputError("FILE", str(spec_file), "must be a YAML mapping with a 'services' list")
-    plan = plan_fleet(parse_fleet_spec(raw), load_catalog(catalog_dir))
+    plan = plan_fleet(
+        parse_fleet_spec(raw), load_catalog(catalog_dir), engines=_split([engine] if engine else None), catalog_dir=catalog_dir
+    )
     data = plan.to_dict()
     if json_out:
         print_json(data)

@@ -38,7 +38,9 @@ def validate(
     over = [
         s.category for s in summaries if s.median_abs_rel_error > MEDIAN_BOUNDS.get(s.category, float("inf"))
     ]
+    steady_loso = _steady_loso(report, category)
     if json_out:
+        data["steady_state_leave_one_source_out"] = steady_loso
         data["bounds"] = {k: v for k, v in MEDIAN_BOUNDS.items()}
         data["within_bounds"] = not over
         print_json(data)
@@ -80,6 +82,31 @@ def validate(
                 "no" if s.category in over else "yes",
             )
         out.print(t)
+        e = Table(title="per category and engine (serving)", title_justify="left")
+        for col in ("category", "engine", "n", "median |error|", "median error (bias)"):
+            e.add_column(col, justify="left" if col in ("category", "engine") else "right")
+        for row in report.by_engine():
+            if category is None or row["category"] == category:
+                e.add_row(
+                    row["category"],
+                    row["engine"],
+                    str(row["n"]),
+                    f"{row['median_abs_rel_error']:.1%}",
+                    f"{row['median_rel_error']:+.1%}",
+                )
+        out.print(e)
+        if steady_loso:
+            lo = Table(
+                title="train_tflops_per_device, leave one source out (constants refitted without it)",
+                title_justify="left",
+            )
+            for col in ("held-out source", "n", "median |error|", "median error (bias)"):
+                lo.add_column(col, justify="left" if col == "held-out source" else "right")
+            for row in steady_loso:
+                lo.add_row(
+                    row["source"], str(row["n"]), f"{row['median_abs_rel_error']:.1%}", f"{row['median_rel_error']:+.1%}"
+                )
+            out.print(lo)
         err = stderr_console()
         for s in report.skipped:
             err.print(f"[yellow]skipped[/yellow] {s.id}: {s.reason}", highlight=False)
@@ -87,3 +114,27 @@ def validate(
             err.print(f"[red]failed[/red] {f.id}: {f.error}", highlight=False)
     if over:
         raise typer.Exit(EXIT_FAILURE)
+
+
+def _steady_loso(report, category: str | None) -> list[dict]:
+    """Leave-one-source-out errors of the steady-state training constants (flopwise.validation.steady)."""
+    import statistics
+
+    if category not in (None, "train_tflops_per_device") or not report.results_for("train_tflops_per_device"):
+        return []
+    from flopwise.catalog import load_catalog
+    from flopwise.validation import load_cases
+    from flopwise.validation.steady import leave_one_source_out
+
+    rows = []
+    for source, errs in leave_one_source_out(load_cases(), load_catalog()).items():
+        values = [e for _, e in errs]
+        rows.append(
+            {
+                "source": source,
+                "n": len(values),
+                "median_abs_rel_error": statistics.median(abs(v) for v in values),
+                "median_rel_error": statistics.median(values),
+            }
+        )
+    return rows

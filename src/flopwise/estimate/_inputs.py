@@ -22,6 +22,8 @@ class Inputs:
 
     def __init__(self) -> None:
         self.shapes: list[tuple[int, ...]] = []
+        self._inputs: list[np.ndarray] = []  # the arrays num() returned (may be the caller's own)
+        self._shape: tuple[int, ...] | None = None
 
     @property
     def is_vector(self) -> bool:
@@ -64,11 +66,16 @@ class Inputs:
         if arr.ndim == 0:
             return float(arr)
         self.shapes.append(arr.shape)
+        self._inputs.append(arr)
+        self._shape = None
         return arr
 
     def shape(self) -> tuple[int, ...]:
+        if self._shape is not None:
+            return self._shape
         try:
-            return np.broadcast_shapes(*self.shapes)
+            self._shape = np.broadcast_shapes(*self.shapes)
+            return self._shape
         except ValueError:
             raise InputError(
                 "arrays", [list(s) for s in self.shapes], "array arguments must broadcast together"
@@ -79,7 +86,16 @@ class Inputs:
         if value is None:
             return None
         if self.is_vector:
-            return np.broadcast_to(np.asarray(value), self.shape()).copy()
+            shape = self.shape()
+            if (
+                isinstance(value, np.ndarray)
+                and value.shape == shape
+                and value.base is None
+                and value.flags.writeable
+                and not any(value is a for a in self._inputs)
+            ):
+                return value  # a fresh full-shape result: no copy needed
+            return np.broadcast_to(np.asarray(value), shape).copy()
         if isinstance(value, np.ndarray):
             value = value.item()
         if isinstance(value, (bool, np.bool_)):

@@ -308,10 +308,12 @@ def training_overhead_bytes(device_kind: str, modelled_bytes):
 PREFILL_CHUNK_TOKENS = 8192.0
 
 
-def serving_activation_bytes(arch: ModelArch, batch, input_tokens, bytes_per_activation: float = 2.0):
+def serving_activation_bytes(
+    arch: ModelArch, batch, input_tokens, bytes_per_activation: float = 2.0, chunk_tokens: float = PREFILL_CHUNK_TOKENS
+):
     """Peak transient activation workspace of a forward pass while serving, in bytes.
 
-    Tokens in flight ``n = min(batch * input_tokens, PREFILL_CHUNK_TOKENS)``; per token the residual stream, the
+    Tokens in flight ``n = min(batch * input_tokens, chunk_tokens)`` (the engine's prefill chunk); per token the residual stream, the
     attention output and the FFN intermediate are live: ``(4*h + 2*d_ff_eff) * bytes``; plus fp32 logits for the
     sampled positions ``batch * vocab * 4``. Derived from the tensor shapes of a decoder block (no stored
     activations at inference); engines such as vLLM profile exactly this peak before sizing the KV cache.
@@ -319,7 +321,7 @@ def serving_activation_bytes(arch: ModelArch, batch, input_tokens, bytes_per_act
     d_ff = (
         arch.d_ff_expert * max(arch.n_experts_active + arch.n_shared_experts, 1) if arch.is_moe else arch.d_ff
     )
-    tokens = np.minimum(batch * input_tokens, PREFILL_CHUNK_TOKENS)
+    tokens = np.minimum(batch * input_tokens, chunk_tokens)
     return tokens * (4.0 * arch.d_model + 2.0 * d_ff) * bytes_per_activation + batch * arch.vocab_size * 4.0
 
 

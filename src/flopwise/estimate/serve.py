@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from flopwise.catalog.engines import EngineProfile, check_engine_supports, get_engine
 from flopwise.catalog.types import Device, OnPremProfile
 from flopwise.errors import InputError, UnsupportedError
 from flopwise.estimate import energy as en
@@ -19,9 +20,9 @@ from flopwise.estimate.cost import onprem_usd_per_device_h, to_money
 from flopwise.estimate.quant import QuantFormat, get_quant, kv_bytes_per_element, resolve_serving_quant
 from flopwise.models.params import count_params
 from flopwise.models.types import ModelArch
-from flopwise.units import BYTES_PER_GB, GIGA, MEGA, MS_PER_S, S_PER_H, TERA
+from flopwise.units import BYTES_PER_GB, BYTES_PER_GIB, GIGA, MEGA, MS_PER_S, S_PER_H, TERA
 
-__all__ = ["ServeEstimate", "ServingRates", "estimate_serve", "serving_rates"]
+__all__ = ["ServeEstimate", "ServingRates", "estimate_serve", "serving_memory_reserve_bytes", "serving_rates"]
 
 #: llama.cpp's integer-quantized weight types (Q2_K ... Q8_0, IQ*), by the names flopwise gives them
 _LLAMA_CPP_INT_QUANT = re.compile(r"^i?q\d")
@@ -32,8 +33,11 @@ class ServeEstimate:
     """The estimate of serving one replica (``device_count`` devices in tensor parallel) with static batches of
     ``batch`` requests of ``input_tokens`` prompt and ``output_tokens`` generated tokens each.
 
-    ``decode_tokens_per_s`` counts all sequences of the batch together; ``*_per_1m_tokens`` are per million
-    generated (output) tokens, with the prefill's time, energy and cost included. Numeric fields are arrays
+    ``decode_tokens_per_s`` counts all sequences of the batch together; ``output_tokens_per_s`` is the batch's
+    generated tokens over its whole time (prefill included: what static-batch benchmarks publish);
+    ``max_batch`` is the most concurrent sequences of this shape that the engine's memory budget and sequence
+    limit allow, and ``saturation_tokens_per_s`` the output throughput at that batch (the engine's saturation).
+    ``*_per_1m_tokens`` are per million generated (output) tokens, with the prefill's time, energy and cost included. Numeric fields are arrays
     in vector mode; money is Decimal (object arrays in vector mode), None where no price was given.
     """
 
@@ -49,6 +53,9 @@ class ServeEstimate:
     co2e_per_1m_tokens_kg: Any
     cost_per_1m_tokens_usd: Any
     cost_per_hour_usd: Any
+    output_tokens_per_s: Any = None
+    max_batch: Any = None
+    saturation_tokens_per_s: Any = None
     assumptions: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -59,9 +66,10 @@ class ServeEstimate:
 
 @dataclass(frozen=True)
 class ServingRates:
-    """What one device sustains when serving a quantization: the dtype its matmuls run in, the dense and the
-    used peak (fp16 accumulation on GeForce for llama.cpp formats), the effective compute and memory rates after
-    the calibrated efficiencies, and the fixed per-step overhead. Shared by ``estimate_serve`` and the planner."""
+    """What one device sustains when serving a quantization with an engine: the dtype its matmuls run in, the
+    dense and the used peak (fp16 accumulation on GeForce for llama.cpp formats), the effective compute and memory
+    rates after the engine's efficiencies, and the fixed per-step overhead. Shared by ``estimate_serve`` and the
+    planner."""
 
     dtype: str
     peak_tflop_per_s: float
@@ -72,10 +80,19 @@ class ServingRates:
     bandwidth_bytes_per_s: float
     layer_overhead_s: float
     warnings: tuple[str, ...]
+    bandwidth_efficiency_frac: float = 0.0
+    compute_efficiency_frac: float = 0.0
 
 
-def serving_rates(q: QuantFormat, device: Device, n_layers: int) -> ServingRates:
-    """The rates of :class:`ServingRates` for quantization *q* on *device* (see docs/methodology.md, "Serving")."""
+def serving_rates(
+    q: QuantFormat, device: Device, n_layers: int, engine: EngineProfile | None = None
+) -> ServingRates:
+    """The rates of :class:`ServingRates` for quantization *q* on *device* with *engine* (default ``generic``;
+    see docs/methodology.md, "Serving"). An engine's empty efficiency fields take the device-kind defaults of
+    ``flopwise.estimate.timing``. Matmuls in fp8 reach a lower share of the (2x) fp8 peak, since attention, norms
+    and activations stay 16-bit: the compute share is scaled by ``timing.FP8_MFU_SCALE`` (derived from
+    DeepSeek-V3's fp8 training, arXiv:2412.19437, an independent source; not fitted to serving cases)."""
+    eng = get_engine(engine)
     dtype, peak_tflop, warnings = resolve_serving_quant(q, device)
     weight_only = q.is_weight_only or bool(warnings and "weight-only" in warnings[0])
     if device.kind == "cpu" and _LLAMA_CPP_INT_QUANT.match(q.name) and device.peak_int8_tflop_per_s:
@@ -83,19 +100,23 @@ def serving_rates(q: QuantFormat, device: Device, n_layers: int) -> ServingRates
         # Q4/Q5/Q6/Q8/IQ types is Q8_0/Q8_K in ggml-cpu), i.e. at the int8 rate: VNNI, SDOT/I8MM or AMX
         dtype, peak_tflop = "int8", device.peak_int8_tflop_per_s
     kind = device.kind
-    fp16_acc = dtype == "fp16" and q.name in tm.FP16_ACCUMULATE_QUANTS
+    fp16_acc = eng.fp16_accumulate and dtype == "fp16" and q.name in tm.FP16_ACCUMULATE_QUANTS
     used_tflop = tm.fp16_accumulate_peak_tflop_per_s(device, peak_tflop) if fp16_acc else peak_tflop
-    peak = (
-        used_tflop
-        * TERA
-        * tm.COMPUTE_EFFICIENCY_FRAC.get(kind, 0.5)
-        * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0)
-    )
-    bw = (
-        device.memory_bandwidth_gb_per_s
-        * GIGA
-        * tm.BANDWIDTH_EFFICIENCY_FRAC.get(kind, 0.6)
-        * (tm.WEIGHT_ONLY_BANDWIDTH_FRAC if weight_only else 1.0)
+    on_gpu = kind == "gpu"
+    compute_frac = (
+        eng.compute_efficiency_frac
+        if eng.compute_efficiency_frac is not None and on_gpu
+        else tm.COMPUTE_EFFICIENCY_FRAC.get(kind, 0.5)
+    ) * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0) * (tm.FP8_MFU_SCALE if dtype == "fp8" else 1.0)
+    bw_frac = (
+        eng.bandwidth_efficiency_frac
+        if eng.bandwidth_efficiency_frac is not None and on_gpu
+        else tm.BANDWIDTH_EFFICIENCY_FRAC.get(kind, 0.6)
+    ) * (tm.WEIGHT_ONLY_BANDWIDTH_FRAC if weight_only else 1.0)
+    layer_s = (
+        eng.layer_overhead_s
+        if eng.layer_overhead_s is not None and on_gpu
+        else tm.DECODE_LAYER_OVERHEAD_S.get(kind, 0.0)
     )
     return ServingRates(
         dtype,
@@ -103,11 +124,199 @@ def serving_rates(q: QuantFormat, device: Device, n_layers: int) -> ServingRates
         used_tflop,
         weight_only,
         fp16_acc,
-        peak,
-        bw,
-        float(tm.decode_overhead_s(n_layers, kind)),
+        used_tflop * TERA * compute_frac,
+        device.memory_bandwidth_gb_per_s * GIGA * bw_frac,
+        float(n_layers * layer_s),
         tuple(warnings),
+        bw_frac,
+        compute_frac,
     )
+
+
+def serving_memory_reserve_bytes(engine: EngineProfile, capacity_bytes, used_bytes=0.0, kind: str = "gpu"):
+    """Memory per device the engine keeps out of reach of weights, activations and KV cache: its runtime
+    reserve (CUDA context, graphs, workspaces) plus the share it leaves unused: ``(1 - u) x capacity`` when it
+    budgets the total (vLLM ``gpu_memory_utilization``, SGLang ``mem_fraction_static``) or ``(1 - u) x (capacity -
+    reserve - used)`` when it budgets what is free after weights and activations (TensorRT-LLM
+    ``free_gpu_memory_fraction``); sources in catalog/data/engines.csv. Empty profile fields take the
+    device-kind defaults of ``flopwise.estimate.memory`` (RUNTIME_CONTEXT_BYTES, ENGINE_MEMORY_UTILIZATION_FRAC)."""
+    reserve = (
+        mem.RUNTIME_CONTEXT_BYTES.get(kind, mem.RUNTIME_CONTEXT_BYTES["gpu"])
+        if engine.runtime_reserve_gib is None
+        else engine.runtime_reserve_gib * BYTES_PER_GIB
+    )
+    util = (
+        mem.ENGINE_MEMORY_UTILIZATION_FRAC.get(kind, 0.9)
+        if engine.memory_utilization_frac is None
+        else engine.memory_utilization_frac
+    )
+    unused = 1.0 - util
+    if engine.memory_basis == "free":
+        return reserve + unused * np.maximum(capacity_bytes - reserve - used_bytes, 0.0)
+    return reserve + unused * capacity_bytes
+
+
+def _paged_tokens(tokens, block_tokens: int):
+    """KV tokens held per sequence when the cache is allocated in blocks of *block_tokens* (vLLM PagedAttention,
+    Kwon et al. 2023, arXiv:2309.06180: waste is under one block per sequence)."""
+    return np.ceil(tokens / block_tokens) * block_tokens if block_tokens > 1 else tokens
+
+
+@dataclass(frozen=True)
+class _Req:
+    """Validated inputs of one estimate_serve call (numbers broadcast)."""
+
+    inp: Inputs
+    q: QuantFormat
+    engine: EngineProfile
+    kv_name: str
+    kv_b: float
+    tp: Any
+    b: Any
+    n_in: Any
+    n_out: Any
+    price: Any
+    grid: Any
+    pue: Any
+
+
+def _read_inputs(
+    device,
+    engine,
+    quant,
+    kv_dtype,
+    device_count,
+    batch,
+    input_tokens,
+    output_tokens,
+    price,
+    onprem,
+    grid,
+    pue,
+) -> _Req:
+    q = get_quant(quant)
+    eng = get_engine(engine)
+    compute_kv = "fp32" if q.name == "fp32" else "bf16"
+    kv_name = eng.default_kv_dtype(compute_kv) if kv_dtype is None else str(kv_dtype).lower()
+    kv_b = kv_bytes_per_element(kv_name)
+    check_engine_supports(eng, device, q.name, kv_name)
+    if price is not None and onprem is not None:
+        raise InputError("onprem", onprem.device_id, "give either price_usd_per_device_h or onprem, not both")
+    inp = Inputs()
+    tp = inp.num(device_count, "device_count", max_value=1e5, integer=True)
+    b = inp.num(batch, "batch", max_value=1e6, integer=True)
+    n_in = inp.num(input_tokens, "input_tokens", max_value=1e8, integer=True)
+    n_out = inp.num(output_tokens, "output_tokens", max_value=1e8, integer=True)
+    price_v = (
+        None if price is None else inp.num(price, "price_usd_per_device_h", max_value=1e6, allow_min=True)
+    )
+    grid_v = None if grid is None else inp.num(grid, "grid_gco2e_per_kwh", max_value=5000.0, allow_min=True)
+    pue_given = pue if pue is not None else (onprem.pue if onprem is not None else None)
+    pue_v = (
+        en.DEFAULT_PUE
+        if pue_given is None
+        else inp.num(pue_given, "pue", min_value=1.0, allow_min=True, max_value=5.0)
+    )
+    inp.shape()
+    if np.any(np.asarray(tp) > 1) and device.interconnect_gb_per_s <= 0 and eng.multi_device == "tensor":
+        raise UnsupportedError(
+            f"device {device.id!r} has no interconnect in the catalog; tensor-parallel serving "
+            "over several of them cannot be estimated (use device_count=1, or a layer-split engine such as "
+            "llama.cpp)"
+        )
+    return _Req(inp, q, eng, kv_name, kv_b, tp, b, n_in, n_out, price_v, grid_v, pue_v)
+
+
+@dataclass(frozen=True)
+class _Split:
+    """How the devices of a replica share the work: ``shard`` divides weights and per-device bytes/FLOPs of one
+    step (tensor parallel: n; layer split: 1, the devices work in turn), ``mem_shard`` divides memory (n either
+    way), ``kv_shard`` the KV heads, ``ranks`` the all-reduce group (1 for a layer split), ``hops`` the device
+    hand-offs per step of a layer split."""
+
+    shard: Any
+    mem_shard: Any
+    kv_shard: Any
+    kv_mem_shard: Any
+    ranks: Any
+    hops: Any
+
+
+def _split_of(model: ModelArch, engine: EngineProfile, tp) -> _Split:
+    if engine.multi_device == "layer":
+        one = 1.0 + 0.0 * tp
+        return _Split(one, tp, one, tp, one, tp - 1.0)
+    kv_shard = 1.0 if model.attention == "mla" else np.minimum(tp, model.n_kv_heads)
+    return _Split(tp, tp, kv_shard, kv_shard, tp, 0.0 * tp)
+
+
+def _weight_read_fn(model: ModelArch, q: QuantFormat, shard):
+    """Bytes of weights one device reads in a step over *step_tokens* tokens (MoE reads only the routed experts
+    the step's tokens reach)."""
+    pc = count_params(model)
+    inactive = float(pc.total - pc.active)
+    input_table = 0.0 if model.tied_embeddings else float(model.vocab_size * model.d_model)
+    bytes_per_param = q.bits_per_weight / 8.0
+
+    def weight_read_bytes(step_tokens):
+        touched = (
+            tm.moe_touched_frac(model.n_experts, model.n_experts_active, step_tokens) if model.is_moe else 0.0
+        )
+        return (pc.active - input_table + inactive * touched) * bytes_per_param / shard
+
+    return weight_read_bytes
+
+
+def _prefill_s(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread, device, batch):
+    """(TTFT s, compute s, memory s, chunks, TP comm s) of prefilling *batch* prompts together, in chunks of the
+    engine's ``prefill_chunk_tokens`` (roofline per chunk plus the fixed per-step overhead)."""
+    chunk = float(r.engine.prefill_chunk_tokens)
+    prefill_tok = batch * r.n_in
+    chunks = np.maximum(np.ceil(prefill_tok / chunk), 1.0)
+    compute_s = fl.prefill_flops(n_mm, model, r.n_in, batch) / sp.shard / rates.peak_flop_per_s
+    mem_s = wread(np.minimum(prefill_tok, chunk)) * chunks / rates.bandwidth_bytes_per_s
+    link = device.interconnect_gb_per_s * GIGA or 1.0
+    latency = tm.collective_latency_s(device)
+    comm_s = (
+        2.0
+        * model.n_layers
+        * (
+            tm.allreduce_time_s(prefill_tok * model.d_model * 2.0, sp.ranks, link, 0.0)
+            + chunks * latency * (sp.ranks > 1)
+        )
+        + chunks * sp.hops * latency
+    )
+    ttft = np.maximum(compute_s, mem_s) + chunks * rates.layer_overhead_s + comm_s
+    return ttft, compute_s, mem_s, chunks, comm_s
+
+
+def _decode_step_s(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread, device, batch, ctx):
+    """(TPOT s, FLOPs, bytes, TP comm s) of one decode step of *batch* sequences at context *ctx*: weights read
+    once per step plus every sequence's KV cache (reads grow with batch x context), on the roofline (Williams et
+    al. 2009) that turns compute-bound when batch x 2 FLOP/param outgrows the bytes per FLOP of the device."""
+    link = device.interconnect_gb_per_s * GIGA or 1.0
+    latency = tm.collective_latency_s(device)
+    step_flops = batch * fl.decode_flops_per_token(n_mm, model, ctx) / sp.shard
+    step_bytes = wread(batch) + mem.kv_cache_bytes(model, ctx, batch, r.kv_b) / sp.kv_shard
+    comm = 2.0 * model.n_layers * tm.allreduce_time_s(batch * model.d_model * 2.0, sp.ranks, link, latency)
+    comm = comm + sp.hops * latency
+    tpot = (
+        tm.roofline_time_s(step_flops, step_bytes, rates.peak_flop_per_s, rates.bandwidth_bytes_per_s)
+        + rates.layer_overhead_s
+        + comm
+    )
+    return tpot, step_flops, step_bytes, comm
+
+
+def _max_batch(model, r: _Req, sp: _Split, weights, capacity, kv_tokens, kind: str):
+    """Most concurrent sequences of *kv_tokens* cached tokens each that fit the engine's memory budget, capped
+    by its ``max_seqs_limit`` (at least 1)."""
+    acts_one = mem.serving_activation_bytes(model, 1.0, r.n_in, chunk_tokens=r.engine.prefill_chunk_tokens)
+    reserve = serving_memory_reserve_bytes(r.engine, capacity, weights + acts_one, kind)
+    kv_one = mem.kv_cache_bytes(model, kv_tokens, 1.0, r.kv_b) / sp.kv_mem_shard
+    room = capacity - reserve - weights - acts_one
+    fit = np.floor(np.maximum(room, 0.0) / np.maximum(kv_one, 1.0))
+    return np.clip(fit, 1.0, float(r.engine.max_seqs_limit))
 
 
 def estimate_serve(
@@ -120,72 +329,47 @@ def estimate_serve(
     batch=1,
     input_tokens=512,
     output_tokens=256,
+    engine: str | EngineProfile | None = None,
     price_usd_per_device_h=None,
     onprem: OnPremProfile | None = None,
     grid_gco2e_per_kwh=None,
     pue=None,
 ) -> ServeEstimate:
-    """Estimate serving *model* on *device_count* x *device* (tensor parallel).
+    """Estimate serving *model* on *device_count* x *device* with *engine* (a profile or its name; default
+    ``generic``): tensor parallel, or layers split across devices for engines whose ``multi_device`` is
+    ``layer``.
 
     Numeric keywords (device_count, batch, input_tokens, output_tokens, price_usd_per_device_h,
     grid_gco2e_per_kwh, pue) accept numpy arrays and broadcast. See docs/methodology.md, "Serving".
     """
-    q = get_quant(quant)
-    kv_name = ("fp32" if q.name == "fp32" else "bf16") if kv_dtype is None else str(kv_dtype).lower()
-    kv_b = kv_bytes_per_element(kv_name)
-    if price_usd_per_device_h is not None and onprem is not None:
-        raise InputError("onprem", onprem.device_id, "give either price_usd_per_device_h or onprem, not both")
-    inp = Inputs()
-    tp = inp.num(device_count, "device_count", max_value=1e5, integer=True)
-    b = inp.num(batch, "batch", max_value=1e6, integer=True)
-    n_in = inp.num(input_tokens, "input_tokens", max_value=1e8, integer=True)
-    n_out = inp.num(output_tokens, "output_tokens", max_value=1e8, integer=True)
-    price = (
-        None
-        if price_usd_per_device_h is None
-        else inp.num(price_usd_per_device_h, "price_usd_per_device_h", max_value=1e6, allow_min=True)
-    )
-    grid = (
-        None
-        if grid_gco2e_per_kwh is None
-        else inp.num(grid_gco2e_per_kwh, "grid_gco2e_per_kwh", max_value=5000.0, allow_min=True)
-    )
-    pue_given = pue if pue is not None else (onprem.pue if onprem is not None else None)
-    pue_v = (
-        en.DEFAULT_PUE
-        if pue_given is None
-        else inp.num(pue_given, "pue", min_value=1.0, allow_min=True, max_value=5.0)
-    )
-    inp.shape()
-    if np.any(np.asarray(tp) > 1) and device.interconnect_gb_per_s <= 0:
-        raise UnsupportedError(
-            f"device {device.id!r} has no interconnect in the catalog; tensor-parallel serving "
-            "over several of them cannot be estimated (use device_count=1)"
-        )
-
+    r = _read_inputs(
+        device, engine, quant, kv_dtype, device_count, batch, input_tokens, output_tokens,
+        price_usd_per_device_h, onprem, grid_gco2e_per_kwh, pue,
+    )  # fmt: skip
+    inp, q, eng = r.inp, r.q, r.engine
     warnings: list[str] = [f"{model.id}: {feat} is not modelled" for feat in model.unmodelled]
-    rates = serving_rates(q, device, model.n_layers)
-    dtype, peak_tflop, weight_only = rates.dtype, rates.peak_tflop_per_s, rates.is_weight_only
+    rates = serving_rates(q, device, model.n_layers, eng)
     warnings.extend(rates.warnings)
-    if np.any(np.asarray(n_in + n_out) > model.max_context):
+    if np.any(np.asarray(r.n_in + r.n_out) > model.max_context):
         warnings.append(f"input_tokens + output_tokens exceed {model.id}'s max_context {model.max_context}")
-
+    covered = eng.id in _VALIDATED_ENGINE_KINDS.get(device.kind, ())
+    if not covered:
+        warnings.append(
+            f"no published case covers engine {eng.id!r} on {device.kind} devices; its efficiencies are derived "
+            "(see flopwise validate)"
+        )
     pc = count_params(model)
     n_mm = fl.matmul_params(pc.non_embedding_active, model)
-    kind = device.kind
-    fp16_acc, peak_used_tflop = rates.is_fp16_accumulate, rates.compute_peak_tflop_per_s
-    layer_overhead_s = rates.layer_overhead_s
-    peak, bw = rates.peak_flop_per_s, rates.bandwidth_bytes_per_s
-    link = device.interconnect_gb_per_s * GIGA or 1.0
-    latency = tm.collective_latency_s(device)
-    kv_shard = 1.0 if model.attention == "mla" else np.minimum(tp, model.n_kv_heads)
+    sp = _split_of(model, eng, r.tp)
+    wread = _weight_read_fn(model, q, sp.shard)
 
     # --- memory per device --------------------------------------------------------------------------------
-    weights = mem.weight_bytes(pc.total, q.bits_per_weight) / tp
-    kv = mem.kv_cache_bytes(model, n_in + n_out, b, kv_b) / kv_shard
-    acts = mem.serving_activation_bytes(model, b, n_in)
     capacity = device.memory_gb * BYTES_PER_GB
-    overhead = mem.serving_overhead_bytes(kind, capacity)
+    kv_tokens = _paged_tokens(r.n_in + r.n_out, eng.kv_block_tokens)
+    weights = mem.weight_bytes(pc.total, q.bits_per_weight) / sp.mem_shard
+    kv = mem.kv_cache_bytes(model, kv_tokens, r.b, r.kv_b) / sp.kv_mem_shard
+    acts = mem.serving_activation_bytes(model, r.b, r.n_in, chunk_tokens=eng.prefill_chunk_tokens)
+    overhead = serving_memory_reserve_bytes(eng, capacity, weights + acts, device.kind)
     memory = mem.MemoryEstimate.from_parts(
         weights_bytes=inp.finish(weights),
         kv_cache_bytes=inp.finish(kv),
@@ -196,12 +380,16 @@ def estimate_serve(
         capacity_bytes=inp.finish(capacity),
         assumptions={
             "bits_per_weight": q.bits_per_weight,
-            "kv_dtype": kv_name,
-            "kv_bytes_per_element": kv_b,
-            "kv_bytes_per_token": mem.kv_cache_bytes_per_token(model, kv_b),
-            "kv_tokens_per_sequence": "input_tokens + output_tokens",
-            "engine_memory_utilization_frac": mem.ENGINE_MEMORY_UTILIZATION_FRAC.get(kind, 0.9),
-            "prefill_chunk_tokens": mem.PREFILL_CHUNK_TOKENS,
+            "kv_dtype": r.kv_name,
+            "kv_bytes_per_element": r.kv_b,
+            "kv_bytes_per_token": mem.kv_cache_bytes_per_token(model, r.kv_b),
+            "kv_tokens_per_sequence": f"input_tokens + output_tokens, in blocks of {eng.kv_block_tokens}",
+            "engine_memory_utilization_frac": eng.memory_utilization_frac
+            if eng.memory_utilization_frac is not None
+            else mem.ENGINE_MEMORY_UTILIZATION_FRAC.get(device.kind, 0.9),
+            "engine_memory_basis": eng.memory_basis,
+            "engine_runtime_reserve_gib": eng.runtime_reserve_gib,
+            "prefill_chunk_tokens": eng.prefill_chunk_tokens,
         },
     )
     if np.any(~np.asarray(memory.fits)):
@@ -210,115 +398,32 @@ def estimate_serve(
             f"does not fit: up to {need:.1f} GB per device needed, {device.memory_gb:g} GB available; "
             "try a smaller quant, a smaller batch or context, kv_dtype='fp8', or more devices"
         )
+    if np.any(np.asarray(r.b) > eng.max_seqs_limit):
+        warnings.append(f"batch exceeds engine {eng.id!r}'s {eng.max_seqs_limit} concurrent sequences")
 
-    # --- weight bytes read per step (MoE reads only the experts the step's tokens route to) ------------------
-    inactive = float(pc.total - pc.active)
-    input_table = 0.0 if model.tied_embeddings else float(model.vocab_size * model.d_model)
-    bytes_per_param = q.bits_per_weight / 8.0
-
-    def weight_read_bytes(step_tokens):
-        touched = (
-            tm.moe_touched_frac(model.n_experts, model.n_experts_active, step_tokens) if model.is_moe else 0.0
-        )
-        return (pc.active - input_table + inactive * touched) * bytes_per_param / tp
-
-    # --- prefill (TTFT) -----------------------------------------------------------------------------------
-    prefill_tok = b * n_in
-    chunks = np.ceil(prefill_tok / mem.PREFILL_CHUNK_TOKENS)
-    prefill_compute_s = fl.prefill_flops(n_mm, model, n_in, b) / tp / peak
-    prefill_mem_s = weight_read_bytes(np.minimum(prefill_tok, mem.PREFILL_CHUNK_TOKENS)) * chunks / bw
-    tp_prefill_s = (
-        2.0
-        * model.n_layers
-        * (
-            tm.allreduce_time_s(prefill_tok * model.d_model * 2.0, tp, link, 0.0)
-            + chunks * latency * (tp > 1)
-        )
+    # --- prefill (TTFT) and decode (TPOT at the mean context) ---------------------------------------------
+    ttft_s, pre_compute_s, pre_mem_s, chunks, tp_pre_s = _prefill_s(
+        model, r, rates, sp, n_mm, wread, device, r.b
     )
-    ttft_s = np.maximum(prefill_compute_s, prefill_mem_s) + chunks * layer_overhead_s + tp_prefill_s
+    ctx = r.n_in + r.n_out / 2.0
+    tpot_s, step_flops, step_bytes, tp_dec_s = _decode_step_s(
+        model, r, rates, sp, n_mm, wread, device, r.b, ctx
+    )
+    is_memory_bound = step_bytes / rates.bandwidth_bytes_per_s >= step_flops / rates.peak_flop_per_s
+    decode_tps = r.b / tpot_s
+    prefill_tps = r.b * r.n_in / ttft_s
+    request_s = ttft_s + r.n_out * tpot_s
+    out_tokens = r.b * r.n_out
+    output_tps = out_tokens / request_s
 
-    # --- decode (TPOT at the mean context) ----------------------------------------------------------------
-    ctx = n_in + n_out / 2.0
-    step_flops = b * fl.decode_flops_per_token(n_mm, model, ctx) / tp
-    step_bytes = weight_read_bytes(b) + mem.kv_cache_bytes(model, ctx, b, kv_b) / kv_shard
-    tp_decode_s = 2.0 * model.n_layers * tm.allreduce_time_s(b * model.d_model * 2.0, tp, link, latency)
-    tpot_s = tm.roofline_time_s(step_flops, step_bytes, peak, bw) + layer_overhead_s + tp_decode_s
-    is_memory_bound = step_bytes / bw >= step_flops / peak
+    # --- saturation: the largest batch the engine's memory and sequence limit allow -------------------------
+    max_b = _max_batch(model, r, sp, weights, capacity, kv_tokens, device.kind)
+    sat_ttft = _prefill_s(model, r, rates, sp, n_mm, wread, device, max_b)[0]
+    sat_tpot = _decode_step_s(model, r, rates, sp, n_mm, wread, device, max_b, ctx)[0]
+    saturation_tps = max_b * r.n_out / (sat_ttft + r.n_out * sat_tpot)
 
-    decode_tps = b / tpot_s
-    prefill_tps = prefill_tok / ttft_s
-    request_s = ttft_s + n_out * tpot_s
-    out_tokens = b * n_out
-
-    # --- power, energy, CO2e, cost ------------------------------------------------------------------------
-    p_prefill = en.device_power_w(device.tdp_w, device.idle_w, en.PREFILL_ACTIVITY_FRAC)
-    p_decode = en.device_power_w(device.tdp_w, device.idle_w, en.DECODE_ACTIVITY_FRAC)
-    power = (p_prefill * ttft_s + p_decode * n_out * tpot_s) / request_s
-    host = en.host_power_frac(device)
-    kwh_per_batch = en.energy_kwh(power, host, tp, request_s / S_PER_H, pue_v)
-    kwh_per_1m = kwh_per_batch / out_tokens * MEGA
-    co2_per_1m = None if grid is None else en.co2e_kg(kwh_per_1m, grid)
-    if price is not None:
-        usd_per_h = price * tp
-    elif onprem is not None:
-        usd_per_h = onprem_usd_per_device_h(onprem, power * (1.0 + host), pue_v) * tp
-    else:
-        usd_per_h = None
-    if usd_per_h is not None:
-        cost_h = to_money(inp.finish(usd_per_h))
-        cost_1m = to_money(inp.finish(usd_per_h * request_s / S_PER_H / out_tokens * MEGA))
-    else:
-        cost_h = cost_1m = None
-
-    assumptions = {
-        "model": model.id,
-        "device": device.id,
-        "quant": q.name,
-        "compute_dtype": dtype,
-        "peak_tflop_per_s": peak_tflop,
-        "compute_peak_tflop_per_s": peak_used_tflop,
-        "is_fp16_accumulate": fp16_acc,
-        "fp16_accumulate": "fp16 matmuls of llama.cpp formats (GGUF, F16) accumulate in fp16 (cuBLAS "
-        "CUBLAS_COMPUTE_16F), which GeForce runs at 2x its fp32-accumulate peak; bf16 and other engines' "
-        "kernels accumulate in fp32",
-        "layer_overhead_s": tm.DECODE_LAYER_OVERHEAD_S.get(kind, 0.0),
-        "step_overhead_s": layer_overhead_s,
-        "is_weight_only": weight_only,
-        "tensor_parallel": inp.finish(tp),
-        "batch": inp.finish(b),
-        "input_tokens": inp.finish(n_in),
-        "output_tokens": inp.finish(n_out),
-        "params_total": pc.total,
-        "params_active": pc.active,
-        "matmul_params": n_mm,
-        "bandwidth_efficiency_frac": tm.BANDWIDTH_EFFICIENCY_FRAC.get(kind, 0.6)
-        * (tm.WEIGHT_ONLY_BANDWIDTH_FRAC if weight_only else 1.0),
-        "compute_efficiency_frac": tm.COMPUTE_EFFICIENCY_FRAC.get(kind, 0.5)
-        * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0),
-        "decode_context_tokens": inp.finish(ctx),
-        "decode_is_memory_bound": inp.finish(is_memory_bound),
-        "decode_step_bytes_per_device": inp.finish(step_bytes),
-        "decode_step_flops_per_device": inp.finish(step_flops),
-        "prefill_compute_s": inp.finish(prefill_compute_s),
-        "prefill_memory_s": inp.finish(prefill_mem_s),
-        "prefill_chunks": inp.finish(chunks),
-        "tp_decode_comm_s": inp.finish(tp_decode_s),
-        "tp_prefill_comm_s": inp.finish(tp_prefill_s),
-        "request_batch_s": inp.finish(request_s),
-        "decode_tokens_per_s_per_device": inp.finish(decode_tps / tp),
-        "tokens_basis": "per 1M generated tokens; prefill time and energy are charged to them",
-        "batching": "static: the batch's prompts prefill together, then decode in lockstep",
-        "power_prefill_w": p_prefill,
-        "power_decode_w": p_decode,
-        "host_power_frac": host,
-        "pue": inp.finish(pue_v),
-        "pue_source": "given"
-        if pue is not None
-        else ("onprem profile" if onprem else "default 1.0 (IT only)"),
-        "grid_gco2e_per_kwh": inp.finish(grid),
-        "price_usd_per_device_h": inp.finish(price) if price is not None else None,
-        "onprem": onprem.device_id if onprem is not None else None,
-    }
+    money = _power_energy_cost(device, r, ttft_s, tpot_s, request_s, out_tokens, onprem)
+    assumptions = _assumptions(model, device, r, rates, pc, n_mm, locals(), money)
     return ServeEstimate(
         memory=memory,
         memory_gb=inp.finish(memory.total_bytes / BYTES_PER_GB),
@@ -327,11 +432,116 @@ def estimate_serve(
         tpot_ms=inp.finish(tpot_s * MS_PER_S),
         decode_tokens_per_s=inp.finish(decode_tps),
         prefill_tokens_per_s=inp.finish(prefill_tps),
-        power_per_device_w=inp.finish(power),
-        energy_per_1m_tokens_kwh=inp.finish(kwh_per_1m),
-        co2e_per_1m_tokens_kg=inp.finish(co2_per_1m),
-        cost_per_1m_tokens_usd=cost_1m,
-        cost_per_hour_usd=cost_h,
+        power_per_device_w=inp.finish(money["power"]),
+        energy_per_1m_tokens_kwh=inp.finish(money["kwh_per_1m"]),
+        co2e_per_1m_tokens_kg=inp.finish(money["co2_per_1m"]),
+        cost_per_1m_tokens_usd=money["cost_1m"],
+        cost_per_hour_usd=money["cost_h"],
+        output_tokens_per_s=inp.finish(output_tps),
+        max_batch=inp.finish(max_b),
+        saturation_tokens_per_s=inp.finish(saturation_tps),
         assumptions=assumptions,
         warnings=tuple(warnings),
     )
+
+
+#: engines with published cases per device kind in src/flopwise/validation/data (others carry a warning)
+_VALIDATED_ENGINE_KINDS = {
+    "gpu": ("generic", "llama.cpp", "ollama", "trt-llm"),
+    "soc": ("generic", "llama.cpp", "ollama"),
+}
+
+
+def _power_energy_cost(device: Device, r: _Req, ttft_s, tpot_s, request_s, out_tokens, onprem) -> dict:
+    """Power per device over a request, energy, CO2e and cost per 1M output tokens, cost per hour."""
+    inp = r.inp
+    p_prefill = en.device_power_w(device.tdp_w, device.idle_w, en.PREFILL_ACTIVITY_FRAC)
+    p_decode = en.device_power_w(device.tdp_w, device.idle_w, en.DECODE_ACTIVITY_FRAC)
+    power = (p_prefill * ttft_s + p_decode * r.n_out * tpot_s) / request_s
+    host = en.host_power_frac(device)
+    kwh_per_batch = en.energy_kwh(power, host, r.tp, request_s / S_PER_H, r.pue)
+    kwh_per_1m = kwh_per_batch / out_tokens * MEGA
+    co2_per_1m = None if r.grid is None else en.co2e_kg(kwh_per_1m, r.grid)
+    if r.price is not None:
+        usd_per_h = r.price * r.tp
+    elif onprem is not None:
+        usd_per_h = onprem_usd_per_device_h(onprem, power * (1.0 + host), r.pue) * r.tp
+    else:
+        usd_per_h = None
+    if usd_per_h is not None:
+        cost_h = to_money(inp.finish(usd_per_h))
+        cost_1m = to_money(inp.finish(usd_per_h * request_s / S_PER_H / out_tokens * MEGA))
+    else:
+        cost_h = cost_1m = None
+    return {
+        "power": power,
+        "p_prefill": p_prefill,
+        "p_decode": p_decode,
+        "host": host,
+        "kwh_per_1m": kwh_per_1m,
+        "co2_per_1m": co2_per_1m,
+        "cost_h": cost_h,
+        "cost_1m": cost_1m,
+    }
+
+
+def _assumptions(model, device, r: _Req, rates: ServingRates, pc, n_mm, v: dict, money: dict) -> dict:
+    """The assumptions dict of a serving estimate (*v*: estimate_serve's intermediate values)."""
+    f = r.inp.finish
+    eng = r.engine
+    return {
+        "model": model.id,
+        "device": device.id,
+        "engine": eng.id,
+        "engine_source": eng.provenance.get("source_url", ""),
+        "engine_multi_device": eng.multi_device,
+        "engine_published_cases": "validated on published cases of this engine and device kind (flopwise validate)"
+        if v["covered"]
+        else f"warning: no published case covers engine {eng.id!r} on {device.kind} devices; derived values",
+        "engine_max_seqs": eng.max_seqs_limit,
+        "quant": r.q.name,
+        "compute_dtype": rates.dtype,
+        "peak_tflop_per_s": rates.peak_tflop_per_s,
+        "compute_peak_tflop_per_s": rates.compute_peak_tflop_per_s,
+        "is_fp16_accumulate": rates.is_fp16_accumulate,
+        "fp16_accumulate": "fp16 matmuls of llama.cpp formats (GGUF, F16) accumulate in fp16 (cuBLAS "
+        "CUBLAS_COMPUTE_16F), which GeForce runs at 2x its fp32-accumulate peak; bf16 and other engines' "
+        "kernels accumulate in fp32",
+        "layer_overhead_s": rates.layer_overhead_s / max(model.n_layers, 1),
+        "step_overhead_s": rates.layer_overhead_s,
+        "is_weight_only": rates.is_weight_only,
+        "tensor_parallel": f(r.tp),
+        "batch": f(r.b),
+        "input_tokens": f(r.n_in),
+        "output_tokens": f(r.n_out),
+        "params_total": pc.total,
+        "params_active": pc.active,
+        "matmul_params": n_mm,
+        "bandwidth_efficiency_frac": rates.bandwidth_efficiency_frac,
+        "compute_efficiency_frac": rates.compute_efficiency_frac,
+        "decode_context_tokens": f(v["ctx"]),
+        "decode_is_memory_bound": f(v["is_memory_bound"]),
+        "decode_step_bytes_per_device": f(v["step_bytes"]),
+        "decode_step_flops_per_device": f(v["step_flops"]),
+        "prefill_compute_s": f(v["pre_compute_s"]),
+        "prefill_memory_s": f(v["pre_mem_s"]),
+        "prefill_chunks": f(v["chunks"]),
+        "tp_decode_comm_s": f(v["tp_dec_s"]),
+        "tp_prefill_comm_s": f(v["tp_pre_s"]),
+        "request_batch_s": f(v["request_s"]),
+        "decode_tokens_per_s_per_device": f(v["decode_tps"] / r.tp),
+        "max_batch_basis": "most sequences of input + output tokens whose KV cache fits the engine's memory "
+        f"budget, capped at engine {eng.id!r}'s {eng.max_seqs_limit}",
+        "tokens_basis": "per 1M generated tokens; prefill time and energy are charged to them",
+        "batching": "static: the batch's prompts prefill together, then decode in lockstep",
+        "power_prefill_w": money["p_prefill"],
+        "power_decode_w": money["p_decode"],
+        "host_power_frac": money["host"],
+        "pue": f(r.pue),
+        "pue_source": "given"
+        if v["pue"] is not None
+        else ("onprem profile" if v["onprem"] else "default 1.0 (IT only)"),
+        "grid_gco2e_per_kwh": f(r.grid),
+        "price_usd_per_device_h": f(r.price) if r.price is not None else None,
+        "onprem": v["onprem"].device_id if v["onprem"] is not None else None,
+    }

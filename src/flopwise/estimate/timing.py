@@ -16,6 +16,9 @@ __all__ = [
     "DEFAULT_MFU",
     "FP16_ACCUMULATE_QUANTS",
     "FP8_MFU_SCALE",
+    "FP8_STEADY_MFU_SCALE",
+    "STEADY_STATE_MFU",
+    "steady_state_mfu_frac",
     "WEIGHT_ONLY_BANDWIDTH_FRAC",
     "WEIGHT_ONLY_COMPUTE_FRAC",
     "allreduce_time_s",
@@ -71,6 +74,40 @@ DEFAULT_MFU = {
     "soc": (0.25, "", "derived: Apple/edge SoCs (MLX/PyTorch MPS training)"),
     "cpu": (0.15, "", "derived: CPU training"),
 }
+
+#: Steady-state model-FLOPs utilization (what training benchmarks publish: the step throughput of a running job,
+#: no restarts, evaluation, checkpoints or downtime) per device generation, bf16 against the dense bf16 peak.
+#: FITTED by flopwise.validation.steady (median ratio, leave-one-source-out errors in
+#: src/flopwise/validation/README.md) to the steady-state cases of src/flopwise/validation/data/cases_steady.csv:
+#: MosaicML llm-foundry benchmark tables (H100 and A100, MPT 7B/30B), Llama 3 Table 4 (405B on 8-16k H100s,
+#: 38-43% MFU) and Megatron-Bridge performance tables (Llama 3 8B/70B/405B, fp8 on H100/B200/GB200). Nearly flat in
+#: model size (MosaicML H100 1B-70B: 0.40-0.46), so no size term. Blackwell has bf16 cases from no source: Hopper's
+#: value. (mfu_frac, source_url, note)
+STEADY_STATE_MFU = {
+    "hopper": (
+        0.42,
+        "https://github.com/mosaicml/llm-foundry/blob/main/scripts/train/benchmarking/README.md",
+        "fitted to MosaicML H100 MPT 7B/30B (MFU 0.40-0.46) and Llama 3 405B Table 4 (0.38-0.43, "
+        "https://arxiv.org/abs/2407.21783)",
+    ),
+    "ampere": (
+        0.51,
+        "https://github.com/mosaicml/llm-foundry/blob/main/scripts/train/benchmarking/README.md",
+        "fitted to MosaicML A100 40GB MPT 7B/30B (MFU 0.50-0.52)",
+    ),
+    "blackwell": (0.42, "", "derived: no bf16 steady-state case; Hopper's value"),
+}
+#: fp8 steady-state MFU against the fp8 peak over the bf16 one: FITTED to the Megatron-Bridge fp8 tables (Llama 3 on
+#: H100 ~0.37 of 1979 TFLOP/s; B200/GB200 ~0.35-0.41 of 4500/5000) against STEADY_STATE_MFU; when that source is
+#: held out the fit falls back to FP8_MFU_SCALE (DeepSeek-V3, whole run), and its cases come out ~29% low.
+FP8_STEADY_MFU_SCALE = 0.89
+
+#: Default goodput (steady-state time over whole-run time) is not a constant: it is the calibrated whole-run MFU
+#: (DEFAULT_MFU, fitted to published whole-run device-hours) over the steady-state MFU, e.g. 0.55 for a 10B model on
+#: H100 (model-card hours that include more than the main pass) and 0.76 on A100. A well-run large job reaches
+#: more: Llama 3 405B had "higher than 90% effective training time" (arXiv:2407.21783, Sec. 3.3.4), which is what
+#: GOODPUT_LLAMA3_FRAC records for a caller who passes goodput_frac explicitly.
+GOODPUT_LLAMA3_FRAC = 0.90
 
 #: Model-size term of the default training MFU: ``mfu = DEFAULT_MFU[gen] * (clip(N, *MFU_SIZE_PARAMS_RANGE) /
 #: MFU_SIZE_REF_PARAMS) ** MFU_SIZE_EXPONENT``. Larger hidden sizes give larger, more efficient GEMMs and leave a
@@ -196,6 +233,23 @@ def default_mfu_frac(device: Device, n_params: float, precision: str = "bf16") -
     if n_params < SMALL_MODEL_PARAMS:
         mfu *= SMALL_MODEL_MFU_SCALE
         text += f"; x{SMALL_MODEL_MFU_SCALE} for models under 1B parameters"
+    return mfu, text
+
+
+def steady_state_mfu_frac(device: Device, precision: str = "bf16") -> tuple[float, str]:
+    """(steady-state MFU, provenance note) of training on *device* in *precision*: ``STEADY_STATE_MFU[generation]``
+    (x FP8_STEADY_MFU_SCALE for fp8); other generations (consumer GPUs, TPUs, ...) have no steady-state case and
+    take their whole-run DEFAULT_MFU over GOODPUT_LLAMA3_FRAC (derived)."""
+    generation = device_generation(device)
+    if generation in STEADY_STATE_MFU:
+        mfu, url, note = STEADY_STATE_MFU[generation]
+        text = f"{generation} steady state: {note}" + (f" ({url})" if url else "")
+    else:
+        mfu = DEFAULT_MFU[generation][0] / GOODPUT_LLAMA3_FRAC
+        text = f"{generation}: derived, whole-run default / {GOODPUT_LLAMA3_FRAC} (no steady-state case)"
+    if precision == "fp8":
+        mfu *= FP8_STEADY_MFU_SCALE
+        text += f"; x{FP8_STEADY_MFU_SCALE} against the fp8 peak (Megatron-Bridge fp8 tables)"
     return mfu, text
 
 

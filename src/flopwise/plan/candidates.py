@@ -92,12 +92,22 @@ class ServeCandidate:
     offering: Offering | None
     onprem: OnPremProfile | None
     usd_per_device_h: Decimal | None
+    engine: Any = "generic"  # serving engine: profile id or EngineProfile (flopwise.catalog.engines)
+    kv_dtype: str | None = None  # KV-cache dtype; None = the engine's default for the quant
+
+    @property
+    def engine_id(self) -> str:
+        return str(getattr(self.engine, "id", self.engine))
 
     @property
     def label(self) -> str:
         where = self.offering.instance_type if self.offering is not None else "on-prem"
         region = self.region.id if self.region is not None else "-"
-        return f"{self.device_count}x {self.device.id} {self.quant} {self.pricing} {where} {region}"
+        return (
+            f"{self.device_count}x {self.device.id} {self.quant} {self.pricing} {where} {region}"
+            + ("" if self.engine_id == "generic" else f" {self.engine_id}")
+            + (f" kv {self.kv_dtype}" if self.kv_dtype else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -105,7 +115,7 @@ class SkippedCandidate:
     """A device (or device x quant x TP x region) left out of the search, and why.
 
     ``kind`` is one of ``unsupported_quant``, ``no_interconnect``, ``not_sold_in_region``, ``no_price``,
-    ``tp_does_not_divide_heads``.
+    ``tp_does_not_divide_heads``, ``unsupported_engine``.
     """
 
     device_id: str

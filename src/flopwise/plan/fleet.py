@@ -25,7 +25,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import no_type_check
 
 import numpy as np
 import numpy.typing as npt
@@ -752,9 +751,12 @@ class ReplicaOption:
     quant: str
     batch: int
     capacity_rps: float
+    engine: str = "generic"
+    kv_dtype: str | None = None
 
     def label(self) -> str:
-        return f"{self.tensor_parallel}x {self.device_id} {self.quant} batch {self.batch}"
+        on = "" if self.engine == "generic" else f" on {self.engine}"
+        return f"{self.tensor_parallel}x {self.device_id} {self.quant}{on} batch {self.batch}"
 
 
 @dataclass(frozen=True)
@@ -819,6 +821,8 @@ class FleetPlan:
                             "device": opt.device_id,
                             "tensor_parallel": opt.tensor_parallel,
                             "quant": opt.quant,
+                            "engine": opt.engine,
+                            "kv_dtype": opt.kv_dtype,
                             "batch": opt.batch,
                             "replicas": sol.replicas[k],
                             "devices": sol.replicas[k] * opt.tensor_parallel,
@@ -955,6 +959,8 @@ class _CapacityRow:
     batch: int
     capacity_rps: float
     rejected: dict | None
+    engine: str = "generic"
+    kv_dtype: str | None = None
 
 
 def _capacity_rows(workload, candidates: list) -> list[_CapacityRow]:
@@ -975,12 +981,15 @@ def _capacity_rows(workload, candidates: list) -> list[_CapacityRow]:
                 quant=c.quant,
                 batch=int(table.batch[i]),
                 capacity_rps=float(table.capacity_rps[i]) if ok else 0.0,
+                engine=c.engine_id,
+                kv_dtype=table.kv_dtype[i] if table.kv_dtype else None,
                 rejected=None
                 if ok
                 else {
                     "device": c.device.id,
                     "tensor_parallel": c.device_count,
                     "quant": c.quant,
+                    "engine": c.engine_id,
                     "kind": table.reason[i],
                     "reason": table.detail[i],
                     "shortfall": round(float(table.shortfall[i]), 2),
@@ -1003,40 +1012,16 @@ def _rejected_rows(rows: list[_CapacityRow]) -> list[dict]:
     return rej[:REJECTED_PER_SERVICE]
 
 
-@no_type_check  # reuses names across types (key: tuple, then str); typed when it is split
-def plan_fleet(
-    spec: FleetSpec, catalog, *, models=None, time_limit_s: float = SOLVER_TIME_LIMIT_S
-) -> FleetPlan:
-    """The cheapest mix of hardware that serves every service of *spec* within its SLO, on *catalog*.
+def _service_candidates(spec, catalog, models, owned, profiles, engine_pool) -> tuple[list, dict, int]:
+    """Per service: (service, workload, cloud / bought on-prem candidates, candidates on owned devices), expanded
+    over the engine profiles; the cheapest cloud offering per (device, devices per instance, pricing kind); the
+    number of candidates."""
+    from flopwise.plan.candidates import CandidateSpace, ServeWorkload, enumerate_serve_space
+    from flopwise.plan.serve import expand_engines
 
-    1. For each service, every candidate way of running one replica (``plan.candidates.enumerate_serve_space``:
-       device x tensor parallel x quantization x price basis, within the spec's pricing, providers, regions,
-       ``min_precision`` and ``max_devices``), plus the owned inventory as on-prem candidates.
-    2. Their sustainable request rate per replica within the SLO (``plan.serve.replica_capacity``, the queueing
-       model of continuous batching), computed once per device x tensor parallel x quantization.
-    3. Hardware types: per device, devices-per-instance and pricing kind the cheapest offering in scope; each
-       owned device model (limited to the count owned); with ``onprem`` pricing, buying more (unlimited).
-    4. :func:`solve_fleet` on those, and the report.
-
-    *models* is a ``ModelRegistry`` (default: the built-in one). Raises UnknownModelError /
-    UnknownAcceleratorError for names that resolve to nothing, InputError for an inventory device without an
-    on-prem profile. An infeasible fleet is returned with the reason, not raised.
-    """
-    import time
-
-    from flopwise.plan.candidates import ServeWorkload, enumerate_serve_space
-
-    if models is None:
-        from flopwise.models import load_models
-
-        models = load_models()
-    started = time.perf_counter()
-    owned = _resolve_inventory(spec, catalog)
-    is_sunk = spec.inventory is not None and spec.inventory.cost_basis == "sunk"
+    with_engines = [e.id for e in profiles] != ["generic"]
     cloud_kinds = tuple(k for k in spec.pricing if k != "onprem")
     buy_onprem = "onprem" in spec.pricing
-
-    types: dict[str, HardwareType] = {}
     # cheapest cloud offering per (device, devices per instance, pricing kind)
     cheapest: dict[tuple[str, int, str], HardwareType] = {}
     # per service: its workload, its cloud / bought on-prem candidates, and its candidates on owned devices
@@ -1075,6 +1060,11 @@ def plan_fleet(
                 max_devices=spec.max_devices,
             )
             owned_cands = [c for c in space.candidates if c.device.id in own_ids and c.region is None]
+        if with_engines:
+            cands = list(expand_engines(CandidateSpace(tuple(cands), ()), profiles, None, engine_pool).candidates)
+            owned_cands = list(
+                expand_engines(CandidateSpace(tuple(owned_cands), ()), profiles, None, engine_pool).candidates
+            )
         n_candidates += len(cands) + len(owned_cands)
         per_service.append((svc, workload, cands, owned_cands))
         for c in cands:
@@ -1085,6 +1075,12 @@ def plan_fleet(
             best = cheapest.get(key)
             if best is None or (ht.usd_per_unit_h, ht.key) < (best.usd_per_unit_h, best.key):
                 cheapest[key] = ht
+    return per_service, cheapest, n_candidates
+
+
+def _hardware_types(per_service, cheapest: dict, owned, *, buy_onprem: bool, is_sunk: bool) -> tuple:
+    """The hardware types of the ILP: the cheapest cloud offerings, owned inventory and on-prem devices to buy."""
+    types: dict[str, HardwareType] = {}
     for ht in sorted(cheapest.values(), key=lambda h: h.key):
         types[ht.key] = ht
     for device, profile, count in owned:
@@ -1121,18 +1117,23 @@ def plan_fleet(
                         inventory_units=None,
                         source_url=c.onprem.source_url,
                     )
-    type_list = tuple(types.values())
+    return tuple(types.values())
+
+
+
+def _replica_options(per_service, type_list) -> tuple[dict, list]:
+    """The best replica option per (service, hardware type, TP) from plan serve's capacity model, and for each
+    service with none the closest rejected candidates."""
     types_by_device: dict[str, list[int]] = {}
     for t, ht in enumerate(type_list):
         types_by_device.setdefault(ht.device_id, []).append(t)
-
     options: dict[tuple[int, int, int], ReplicaOption] = {}  # (service, type, tp) -> the best option
     rejected: list[tuple[str, tuple[dict, ...]]] = []
     for s, (svc, workload, cands, owned_cands) in enumerate(per_service):
-        # capacity depends on the device, tensor parallel degree and quant only: one representative each
-        reps: dict[tuple[str, int, str], object] = {}
+        # capacity depends on the device, tensor parallel degree, quant, engine and KV dtype only: one each
+        reps: dict[tuple, object] = {}
         for c in cands + owned_cands:
-            reps.setdefault((c.device.id, c.device_count, c.quant), c)
+            reps.setdefault((c.device.id, c.device_count, c.quant, c.engine_id, c.kv_dtype), c)
         rows = _capacity_rows(workload, list(reps.values()))
         good = 0
         for row in rows:
@@ -1150,6 +1151,8 @@ def plan_fleet(
                     quant=row.quant,
                     batch=row.batch,
                     capacity_rps=row.capacity_rps,
+                    engine=row.engine,
+                    kv_dtype=row.kv_dtype,
                 )
                 key = (s, t, row.tensor_parallel)
                 if key not in options or opt.capacity_rps > options[key].capacity_rps:
@@ -1157,6 +1160,51 @@ def plan_fleet(
                 good += 1
         if not good:
             rejected.append((svc.name, tuple(_rejected_rows(rows))))
+
+    return options, rejected
+
+
+def plan_fleet(
+    spec: FleetSpec,
+    catalog,
+    *,
+    models=None,
+    time_limit_s: float = SOLVER_TIME_LIMIT_S,
+    engines: Sequence[str] | None = None,
+    catalog_dir: str | None = None,
+) -> FleetPlan:
+    """The cheapest mix of hardware that serves every service of *spec* within its SLO, on *catalog*.
+
+    1. For each service, every candidate way of running one replica (``plan.candidates.enumerate_serve_space``:
+       device x tensor parallel x quantization x price basis, within the spec's pricing, providers, regions,
+       ``min_precision`` and ``max_devices``), plus the owned inventory as on-prem candidates.
+    2. Their sustainable request rate per replica within the SLO (``plan.serve.replica_capacity``, the queueing
+       model of continuous batching), computed once per device x tensor parallel x quantization.
+    3. Hardware types: per device, devices-per-instance and pricing kind the cheapest offering in scope; each
+       owned device model (limited to the count owned); with ``onprem`` pricing, buying more (unlimited).
+    4. :func:`solve_fleet` on those, and the report.
+
+    *models* is a ``ModelRegistry`` (default: the built-in one). Raises UnknownModelError /
+    UnknownAcceleratorError for names that resolve to nothing, InputError for an inventory device without an
+    on-prem profile. An infeasible fleet is returned with the reason, not raised.
+    """
+    import time
+
+    from flopwise.plan.serve import engine_profiles
+
+    if models is None:
+        from flopwise.models import load_models
+
+        models = load_models()
+    started = time.perf_counter()
+    profiles, engine_pool = engine_profiles(engines, catalog_dir)
+    owned = _resolve_inventory(spec, catalog)
+    is_sunk = spec.inventory is not None and spec.inventory.cost_basis == "sunk"
+    buy_onprem = "onprem" in spec.pricing
+
+    per_service, cheapest, n_candidates = _service_candidates(spec, catalog, models, owned, profiles, engine_pool)
+    type_list = _hardware_types(per_service, cheapest, owned, buy_onprem=buy_onprem, is_sunk=is_sunk)
+    options, rejected = _replica_options(per_service, type_list)
 
     keys = sorted(options, key=lambda k: (k[0], type_list[k[1]].key, k[2]))
     opts = tuple(options[k] for k in keys)
@@ -1189,6 +1237,7 @@ def plan_fleet(
         solution = replace(solution, reason=f"{solution.reason}; {nearest}" if nearest else solution.reason)
     assumptions = {
         "candidates": n_candidates,
+        "engines_searched": [e.id for e in profiles],
         "hardware_types": len(type_list),
         "replica_options": len(opts),
         "formulation": "Mélange-style ILP (Griggs et al. 2024, arXiv:2404.14527) with whole replicas, "

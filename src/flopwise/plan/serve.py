@@ -18,6 +18,7 @@ Pure: no file, network, environment or clock access. Money is Decimal in results
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,25 +29,27 @@ import numpy as np
 
 from flopwise import money
 from flopwise.catalog.cpu import burstable_caveat
+from flopwise.catalog.engines import EngineProfile, check_engine_supports, get_engine, load_engines
 from flopwise.catalog.types import Device
-from flopwise.errors import InputError
+from flopwise.errors import FlopwiseError, InputError
 from flopwise.estimate import energy as en
 from flopwise.estimate import flops as fl
 from flopwise.estimate import memory as mem
 from flopwise.estimate import timing as tm
 from flopwise.estimate.cost import onprem_usd_per_device_h
 from flopwise.estimate.quant import get_quant, kv_bytes_per_element
-from flopwise.estimate.serve import serving_rates
+from flopwise.estimate.serve import serving_memory_reserve_bytes, serving_rates
 from flopwise.models.params import count_params
 from flopwise.models.types import ModelArch
 from flopwise.plan.candidates import (
     CandidateSpace,
     ServeCandidate,
     ServeWorkload,
+    SkippedCandidate,
     enumerate_serve_space,
 )
 from flopwise.plan.queueing import continuous_batching_state, saturation_rps
-from flopwise.units import BYTES_PER_GB, CENT, GIGA, KILO, MEGA, MS_PER_S, PRICE_STEP, S_PER_H
+from flopwise.units import BYTES_PER_GB, BYTES_PER_GIB, CENT, GIGA, KILO, MEGA, MS_PER_S, S_PER_H
 
 __all__ = [
     "BATCH_CAPS",
@@ -56,14 +59,27 @@ __all__ = [
     "CapacityTable",
     "ServePhysics",
     "ServePlan",
+    "engine_profiles",
+    "expand_engines",
     "plan_serve",
     "replica_capacity",
     "serve_physics",
 ]
 
 OBJECTIVES = ("cost", "energy", "co2", "latency")
-#: batch caps (concurrent sequences per replica, vLLM ``max_num_seqs``) searched
-BATCH_CAPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+#: batch caps (concurrent sequences per replica, vLLM ``max_num_seqs``) searched; each configuration uses those up
+#: to its engine's ``max_seqs_limit`` that fit its memory (not a fixed 256)
+BATCH_CAPS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+#: same-precision formats an engine loads when it cannot load the planner's default (the llama.cpp family serves
+#: int8/int4 as GGUF Q8_0/Q4_K_M; fp8 as Q8_0)
+ENGINE_QUANT_EQUIVALENTS = {
+    "int4-awq": ("int4-gptq", "q4_k_m"),
+    "int4-gptq": ("int4-awq", "q4_k_m"),
+    "int8": ("fp8", "q8_0"),
+    "fp8": ("int8", "q8_0"),
+    "bf16": ("fp16",),
+    "fp16": ("bf16",),
+}
 #: a replica is never planned above this share of its saturation throughput: headroom for bursts beyond
 #: Poisson and for the model's error near saturation, where queueing delay diverges (derived; the usual
 #: 80-90% ceiling of capacity planning, e.g. Gunther, "Guerrilla Capacity Planning", 2007, ch. 2)
@@ -73,11 +89,15 @@ MAX_UTILIZATION_FRAC = 0.9
 DEFAULT_GRID_GCO2E_PER_KWH = 480.0
 DEFAULT_GRID_SOURCE = "https://ember-energy.org/latest-insights/global-electricity-review-2024/"
 #: occupancy grid (share of the batch cap) on which the queueing model is evaluated, refined by bisection
-#: (40 points + 13 bisection steps: the same options as 64 + 12, capacities within 1e-4, in 60% of the time that
-#: the peaked-occupancy Erlang C of plan.queueing costs on the full grid)
-_OCCUPANCY_FRACS = np.concatenate([np.geomspace(0.002, 0.05, 8), np.linspace(0.06, 0.999, 32)])
-_BISECT_STEPS = 13
-_MONEY_1M = PRICE_STEP
+#: (24 points + 15 bisection steps: against 40 + 13 on five workloads x generic / every engine, the top-30
+#: options agree but for the order of near-ties, capacities within 1e-4, in 60% of the CPU time; 40 + 13 itself
+#: matched 64 + 12)
+_OCCUPANCY_FRACS = np.concatenate([np.geomspace(0.002, 0.05, 6), np.linspace(0.06, 0.999, 18)])
+_BISECT_STEPS = 15
+_MONEY_1M = Decimal("0.0001")
+#: candidates of one option group tied on the float objective whose exact (Decimal) keys are compared
+_TIES_BUILT = 2
+_CENT = Decimal("0.01")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -93,7 +113,7 @@ class ServePhysics:
     model: ModelArch
     input_tokens: int
     output_tokens: int
-    keys: tuple[tuple[str, str, int], ...]  # (device id, quant, tp)
+    keys: tuple[tuple, ...]  # (device id, quant, tp, engine id, kv dtype)
     devices: tuple[Device, ...]
     tp: Any
     peak_flop_per_s: Any
@@ -112,6 +132,25 @@ class ServePhysics:
     host_frac: Any
     step_overhead_s: Any = 0.0
     params: Any = None
+    shard: Any = None  # divides a step's weight bytes and FLOPs (tp; 1 for a layer split)
+    ranks: Any = None  # all-reduce group (tp; 1 for a layer split)
+    hops: Any = None  # device hand-offs per step of a layer split
+    kv_mem_shard: Any = None  # divides KV memory (kv_shard; the device count for a layer split)
+    chunk_tokens: Any = None  # prefill chunk of the engine
+    kv_block_tokens: Any = None  # KV paging block of the engine
+    max_seqs: Any = None  # the engine's most concurrent sequences
+    is_free_basis: Any = None  # the engine budgets free memory (TensorRT-LLM) rather than the total
+    util_frac: Any = None
+    reserve_bytes: Any = None
+
+    def take(self, rows) -> ServePhysics:
+        """The physics of configurations *rows* (an index array; repeats allowed)."""
+        arrays = {
+            f.name: np.asarray(getattr(self, f.name))[rows]
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), np.ndarray)
+        }
+        return dataclasses.replace(self, **arrays)
 
     def _col(self, x, extra: int):
         return np.asarray(x).reshape((-1,) + (1,) * extra)
@@ -127,7 +166,7 @@ class ServePhysics:
         return (
             (pc.active - input_table + inactive * touched)
             * self._col(self.bytes_per_param, extra)
-            / self._col(self.tp, extra)
+            / self._col(self.shard, extra)
         )
 
     def step_s(self, occupancy, extra: int = 0):
@@ -135,11 +174,11 @@ class ServePhysics:
         trailing axes), at the mean context ``input + output/2``, as ``estimate_serve``'s TPOT."""
         model = self.model
         col = self._col
-        tp = col(self.tp, extra)
+        shard = col(self.shard, extra)
         n_mm = fl.matmul_params(self.params.non_embedding_active, model)
         ctx = self.input_tokens + self.output_tokens / 2.0
         n = np.asarray(occupancy, dtype=float)
-        step_flops = n * fl.decode_flops_per_token(n_mm, model, ctx) / tp
+        step_flops = n * fl.decode_flops_per_token(n_mm, model, ctx) / shard
         step_bytes = self._weight_read_bytes(n, extra) + mem.kv_cache_bytes(
             model, ctx, n, col(self.kv_bytes_per_element, extra)
         ) / col(self.kv_shard, extra)
@@ -148,11 +187,11 @@ class ServePhysics:
             * model.n_layers
             * tm.allreduce_time_s(
                 n * model.d_model * 2.0,
-                tp,
+                col(self.ranks, extra),
                 col(self.link_bytes_per_s, extra),
                 col(self.collective_latency_s, extra),
             )
-        )
+        ) + col(self.hops, extra) * col(self.collective_latency_s, extra)
         return (
             tm.roofline_time_s(
                 step_flops,
@@ -168,14 +207,19 @@ class ServePhysics:
         """Prefill time (s) of *batch* prompts together (``estimate_serve``'s TTFT at that batch)."""
         model = self.model
         col = self._col
-        tp = col(self.tp, extra)
+        shard = col(self.shard, extra)
+        chunk = col(self.chunk_tokens, extra)
+        lat = col(self.collective_latency_s, extra)
+        ranks = col(self.ranks, extra)
         n_mm = fl.matmul_params(self.params.non_embedding_active, model)
         b = np.asarray(batch, dtype=float)
         prefill_tok = b * self.input_tokens
-        chunks = np.ceil(prefill_tok / mem.PREFILL_CHUNK_TOKENS)
-        compute = fl.prefill_flops(n_mm, model, self.input_tokens, b) / tp / col(self.peak_flop_per_s, extra)
+        chunks = np.maximum(np.ceil(prefill_tok / chunk), 1.0)
+        compute = (
+            fl.prefill_flops(n_mm, model, self.input_tokens, b) / shard / col(self.peak_flop_per_s, extra)
+        )
         memory = (
-            self._weight_read_bytes(np.minimum(prefill_tok, mem.PREFILL_CHUNK_TOKENS), extra)
+            self._weight_read_bytes(np.minimum(prefill_tok, chunk), extra)
             * chunks
             / col(self.bandwidth_bytes_per_s, extra)
         )
@@ -184,78 +228,134 @@ class ServePhysics:
             * model.n_layers
             * (
                 tm.allreduce_time_s(
-                    prefill_tok * model.d_model * 2.0, tp, col(self.link_bytes_per_s, extra), 0.0
+                    prefill_tok * model.d_model * 2.0, ranks, col(self.link_bytes_per_s, extra), 0.0
                 )
-                + chunks * col(self.collective_latency_s, extra) * (tp > 1)
+                + chunks * lat * (ranks > 1)
             )
+            + chunks * col(self.hops, extra) * lat
         )
         return np.maximum(compute, memory) + chunks * col(self.step_overhead_s, extra) + comm
 
     def memory_bytes(self, batch, extra: int = 0):
-        """Memory per device (bytes) with *batch* sequences of input + output tokens cached."""
+        """Memory per device (bytes) with *batch* sequences of input + output tokens cached (in whole KV blocks),
+        the engine's reserve included (``estimate.serve.serving_memory_reserve_bytes``)."""
         col = self._col
-        kv = mem.kv_cache_bytes(
-            self.model, self.input_tokens + self.output_tokens, batch, col(self.kv_bytes_per_element, extra)
-        ) / col(self.kv_shard, extra)
-        acts = mem.serving_activation_bytes(self.model, batch, self.input_tokens)
-        return col(self.weights_bytes, extra) + kv + acts + col(self.overhead_bytes, extra)
+        tokens = _paged_tokens_col(self.input_tokens + self.output_tokens, col(self.kv_block_tokens, extra))
+        kv = mem.kv_cache_bytes(self.model, tokens, batch, col(self.kv_bytes_per_element, extra)) / col(
+            self.kv_mem_shard, extra
+        )
+        acts = mem.serving_activation_bytes(
+            self.model, batch, self.input_tokens, chunk_tokens=col(self.chunk_tokens, extra)
+        )
+        weights = col(self.weights_bytes, extra)
+        capacity = col(self.capacity_bytes, extra)
+        reserve = col(self.reserve_bytes, extra)
+        unused = 1.0 - col(self.util_frac, extra)
+        overhead = reserve + np.where(
+            col(self.is_free_basis, extra) > 0,
+            unused * np.maximum(capacity - reserve - weights - acts, 0.0),
+            unused * capacity,
+        )
+        return weights + kv + acts + overhead
+
+
+def _paged_tokens_col(tokens, block_tokens):
+    """``estimate.serve._paged_tokens`` with a per-configuration block size (array)."""
+    return np.ceil(tokens / block_tokens) * block_tokens
+
+
+def _config_tuple(config) -> tuple[Device, str, int, EngineProfile, str | None]:
+    if len(config) == 3:
+        device, quant, tp = config
+        return device, quant, tp, get_engine(None), None
+    device, quant, tp, engine, kv = config
+    return device, quant, tp, get_engine(engine), kv
+
+
+def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfile, kv_given: str | None):
+    """(KV dtype, the per-configuration constants of serve_physics that do not depend on the TP degree)."""
+    q = get_quant(quant)
+    kv_name = eng.default_kv_dtype("fp32" if q.name == "fp32" else "bf16") if kv_given is None else kv_given
+    rates = serving_rates(q, device, model.n_layers, eng)
+    kind = device.kind
+    capacity = device.memory_gb * BYTES_PER_GB
+    reserve = (
+        mem.RUNTIME_CONTEXT_BYTES.get(kind, mem.RUNTIME_CONTEXT_BYTES["gpu"])
+        if eng.runtime_reserve_gib is None
+        else eng.runtime_reserve_gib * BYTES_PER_GIB
+    )
+    util = (
+        mem.ENGINE_MEMORY_UTILIZATION_FRAC.get(kind, 0.9)
+        if eng.memory_utilization_frac is None
+        else eng.memory_utilization_frac
+    )
+    return kv_name, {
+        "peak": rates.peak_flop_per_s,
+        "bw": rates.bandwidth_bytes_per_s,
+        "link": device.interconnect_gb_per_s * GIGA or 1.0,
+        "lat": tm.collective_latency_s(device),
+        "bpp": q.bits_per_weight / 8.0,
+        "bits": q.bits_per_weight,
+        "overhead": float(serving_memory_reserve_bytes(eng, capacity, 0.0, kind)),
+        "capacity": capacity,
+        "kv_b": kv_bytes_per_element(kv_name),
+        "p_pre": en.device_power_w(device.tdp_w, device.idle_w, en.PREFILL_ACTIVITY_FRAC),
+        "p_dec": en.device_power_w(device.tdp_w, device.idle_w, en.DECODE_ACTIVITY_FRAC),
+        "idle": device.idle_w,
+        "host": en.host_power_frac(device),
+        "overhead_s": rates.layer_overhead_s,
+        "chunk": float(eng.prefill_chunk_tokens),
+        "block": float(eng.kv_block_tokens),
+        "max_seqs": float(eng.max_seqs_limit),
+        "free": 1.0 if eng.memory_basis == "free" else 0.0,
+        "util": util,
+        "reserve": reserve,
+    }
 
 
 def serve_physics(
-    model: ModelArch, configs: Sequence[tuple[Device, str, int]], input_tokens: int, output_tokens: int
+    model: ModelArch, configs: Sequence[tuple], input_tokens: int, output_tokens: int
 ) -> ServePhysics:
-    """Constants of ``estimate_serve`` for each (device, quant, tensor parallel) in *configs*."""
+    """Constants of ``estimate_serve`` for each (device, quant, tensor parallel[, engine, kv dtype]) in
+    *configs* (engine: a profile or its id; kv dtype None = the engine's default for the quant)."""
     pc = count_params(model)
-    rows: dict[str, list[float]] = {
-        k: []
-        for k in (
-            "tp",
-            "peak",
-            "bw",
-            "link",
-            "lat",
-            "kv_shard",
-            "bpp",
-            "weights",
-            "overhead",
-            "capacity",
-            "kv_b",
-            "p_pre",
-            "p_dec",
-            "idle",
-            "host",
-            "overhead_s",
+    names = (
+        "tp", "peak", "bw", "link", "lat", "kv_shard", "bpp", "weights", "overhead", "capacity", "kv_b", "p_pre",
+        "p_dec", "idle", "host", "overhead_s", "shard", "ranks", "hops", "kv_mem_shard", "chunk", "block",
+        "max_seqs", "free", "util", "reserve",
+    )  # fmt: skip
+    base: dict[tuple, tuple] = {}  # (device, quant, engine, kv) -> the values that do not depend on tp
+    table: list[tuple] = []
+    keys = []
+    devices = []
+    for config in configs:
+        device, quant, tp, eng, kv_given = _config_tuple(config)
+        devices.append(device)
+        bkey = (device.id, quant, eng.id, kv_given)
+        if bkey not in base:
+            base[bkey] = _tp_free_row(model, device, quant, eng, kv_given)
+        kv_name, b = base[bkey]
+        keys.append((device.id, quant, tp, eng.id, kv_name))
+        layer = eng.multi_device == "layer"
+        tpf = float(tp)
+        kv_shard = 1.0 if (model.attention == "mla" or layer) else float(min(tp, model.n_kv_heads))
+        table.append(
+            (
+                tpf, b["peak"], b["bw"], b["link"], b["lat"], kv_shard, b["bpp"],
+                mem.weight_bytes(pc.total, b["bits"]) / tpf, b["overhead"], b["capacity"], b["kv_b"], b["p_pre"],
+                b["p_dec"], b["idle"], b["host"], b["overhead_s"], 1.0 if layer else tpf, 1.0 if layer else tpf,
+                tpf - 1.0 if layer else 0.0, tpf if layer else kv_shard, b["chunk"], b["block"], b["max_seqs"],
+                b["free"], b["util"], b["reserve"],
+            )  # fmt: skip
         )
-    }
-    for device, quant, tp in configs:
-        q = get_quant(quant)
-        kv_name = "fp32" if q.name == "fp32" else "bf16"
-        rates = serving_rates(q, device, model.n_layers)
-        kind = device.kind
-        rows["overhead_s"].append(rates.layer_overhead_s)
-        rows["tp"].append(float(tp))
-        rows["peak"].append(rates.peak_flop_per_s)
-        rows["bw"].append(rates.bandwidth_bytes_per_s)
-        rows["link"].append(device.interconnect_gb_per_s * GIGA or 1.0)
-        rows["lat"].append(tm.collective_latency_s(device))
-        rows["kv_shard"].append(1.0 if model.attention == "mla" else float(min(tp, model.n_kv_heads)))
-        rows["bpp"].append(q.bits_per_weight / 8.0)
-        rows["weights"].append(mem.weight_bytes(pc.total, q.bits_per_weight) / tp)
-        capacity = device.memory_gb * BYTES_PER_GB
-        rows["overhead"].append(float(mem.serving_overhead_bytes(kind, capacity)))
-        rows["capacity"].append(capacity)
-        rows["kv_b"].append(kv_bytes_per_element(kv_name))
-        rows["p_pre"].append(en.device_power_w(device.tdp_w, device.idle_w, en.PREFILL_ACTIVITY_FRAC))
-        rows["p_dec"].append(en.device_power_w(device.tdp_w, device.idle_w, en.DECODE_ACTIVITY_FRAC))
-        rows["idle"].append(device.idle_w)
-        rows["host"].append(en.host_power_frac(device))
-    a = {k: np.asarray(v, dtype=float) for k, v in rows.items()}
+    cols = np.asarray(table, dtype=float).reshape(len(table), len(names)).T
+    a = {k: np.ascontiguousarray(cols[i]) for i, k in enumerate(names)}
     return ServePhysics(
         model=model,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        keys=tuple((d.id, q, t) for d, q, t in configs),
-        devices=tuple(d for d, _, _ in configs),
+        keys=tuple(keys),
+        devices=tuple(devices),
         tp=a["tp"],
         peak_flop_per_s=a["peak"],
         bandwidth_bytes_per_s=a["bw"],
@@ -273,7 +373,96 @@ def serve_physics(
         host_frac=a["host"],
         step_overhead_s=a["overhead_s"],
         params=pc,
+        shard=a["shard"],
+        ranks=a["ranks"],
+        hops=a["hops"],
+        kv_mem_shard=a["kv_mem_shard"],
+        chunk_tokens=a["chunk"],
+        kv_block_tokens=a["block"],
+        max_seqs=a["max_seqs"],
+        is_free_basis=a["free"],
+        util_frac=a["util"],
+        reserve_bytes=a["reserve"],
     )
+
+
+def engine_profiles(
+    engines: Sequence[str | EngineProfile] | None, catalog_dir: str | None = None
+) -> tuple[list[EngineProfile], dict[str, EngineProfile]]:
+    """(the profiles named in *engines*, the pool they come from): None or empty = ``generic``; ``all`` = every
+    profile (the built-in ones and ``catalog_dir``'s ``engines.csv``). Unknown names raise InputError with the
+    closest."""
+    pool = load_engines(catalog_dir)
+    names = ["generic"] if not engines else list(engines)
+    if any(isinstance(e, str) and e.strip().lower() == "all" for e in names):
+        names = sorted(pool)
+    profiles: list[EngineProfile] = []
+    for name in names:
+        profile = get_engine(name, pool)
+        if profile not in profiles:
+            profiles.append(profile)
+    return profiles, pool
+
+
+def _kv_choices(engine: EngineProfile, quant: str, kv_dtypes: Sequence[str] | None) -> list[str | None]:
+    """KV dtypes searched for *engine*: the given ones it supports, or its default plus FP8 where the engine
+    lists an FP8 KV cache (vLLM, SGLang, TensorRT-LLM)."""
+    if kv_dtypes is not None:
+        return [kv for kv in kv_dtypes if engine.runs_kv(kv)]
+    default = engine.default_kv_dtype("fp32" if quant == "fp32" else "bf16")
+    return [None] + (["fp8"] if "fp8" in engine.kv_dtypes and default != "fp8" else [])
+
+
+def expand_engines(
+    space: CandidateSpace,
+    engines: Sequence[str | EngineProfile],
+    kv_dtypes: Sequence[str] | None = None,
+    engine_pool: dict[str, EngineProfile] | None = None,
+) -> CandidateSpace:
+    """Every candidate of *space* x each engine that can run it (its device kind, vendor and weight format, or a
+    same-precision format the engine loads: ``ENGINE_QUANT_EQUIVALENTS``) x KV dtype (``_kv_choices``).
+    Combinations no engine runs are skipped with kind ``unsupported_engine`` and the engine's own reason."""
+    from flopwise.estimate.quant import resolve_serving_quant
+
+    profiles = [get_engine(e, engine_pool) for e in engines]
+    out: list[ServeCandidate] = []
+    skipped: list[SkippedCandidate] = list(space.skipped)
+    seen_skip: set[tuple] = set()
+    runs: dict[tuple, tuple] = {}  # (device, quant, engine) -> (quant used or None, reason, kv dtypes)
+    for c in space.candidates:
+        for eng in profiles:
+            key = (c.device.id, c.quant, eng.id)
+            if key not in runs:
+                quant, reason = None, ""
+                for alt in (c.quant, *ENGINE_QUANT_EQUIVALENTS.get(c.quant, ())):
+                    try:
+                        check_engine_supports(eng, c.device, alt)
+                        if alt != c.quant:
+                            resolve_serving_quant(get_quant(alt), c.device)
+                        quant = alt
+                        break
+                    except FlopwiseError as err:
+                        reason = reason or str(err)
+                runs[key] = (quant, reason, _kv_choices(eng, quant, kv_dtypes) if quant else [])
+            quant, reason, kvs = runs[key]
+            if quant is None:
+                skip = (c.device.id, c.device_count, c.quant, eng.id)
+                if skip not in seen_skip:
+                    seen_skip.add(skip)
+                    skipped.append(
+                        SkippedCandidate(c.device.id, c.device_count, c.quant, c.pricing, "unsupported_engine", reason)
+                    )
+                continue
+            if c.device_count > 1 and eng.multi_device == "tensor" and c.device.interconnect_gb_per_s <= 0:
+                continue
+            for kv in kvs:
+                out.append(
+                    ServeCandidate(
+                        c.device, c.device_count, quant, c.pricing, c.provider, c.region, c.offering, c.onprem,
+                        c.usd_per_device_h, eng, kv,
+                    )  # fmt: skip
+                )
+    return CandidateSpace(tuple(out), tuple(skipped))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -314,14 +503,16 @@ class CapacityTable:
     shortfall: Any
     shortfall_unit: tuple[str, ...]
     detail: tuple[str, ...]
+    kv_dtype: tuple[str, ...] = ()
 
 
-def _metrics(phys: ServePhysics, slots, n, extra: int, decode_steps: int):
-    """Queue state for configs x (trailing axes) at occupancy *n* with batch cap *slots*."""
+def _metrics(phys: ServePhysics, slots, n, extra: int, decode_steps: int, fixed=None):
+    """Queue state for configs x (trailing axes) at occupancy *n* with batch cap *slots*. *fixed*: the
+    (full-batch step time, one prompt's prefill time) when the caller has them already (they do not depend on
+    the occupancy)."""
     t = phys.step_s(n, extra)
     t_tag = phys.step_s(np.minimum(n + 1.0, slots), extra)
-    t_full = phys.step_s(slots, extra)
-    p1 = phys.prefill_s(1, extra)
+    t_full, p1 = fixed if fixed is not None else (phys.step_s(slots, extra), phys.prefill_s(1, extra))
     return continuous_batching_state(
         n,
         slots=slots,
@@ -342,75 +533,96 @@ def _ok(state, slots, ttft_slo_s: float, tpot_slo_s: float):
     )
 
 
+def _pair_capacity(phys: ServePhysics, gi, pcap, decode_steps: int, ttft_slo: float, tpot_slo: float):
+    """(capacity rps, TTFT p95 s and TPOT p95 s at the lightest load) of configurations *gi* at batch caps *pcap*
+    (pairs on one axis): the largest feasible load on the occupancy grid, refined by bisection."""
+    pp = phys.take(gi)
+    slots = pcap[:, None]
+    n = slots * _OCCUPANCY_FRACS[None, :]  # (P, F)
+    st = _metrics(pp, slots, n, 1, decode_steps)
+    lam = np.where(_ok(st, slots, ttft_slo, tpot_slo), st.arrival_rps, 0.0)
+    rows = np.arange(len(gi))
+    best_f = np.argmax(lam, axis=1)  # (P,) index of the best feasible occupancy
+    cap = lam[rows, best_f]
+    # refine between the best feasible grid point and the next one by bisection on the occupancy
+    lo_n = n[rows, best_f]
+    hi_n = pcap * _OCCUPANCY_FRACS[np.minimum(best_f + 1, len(_OCCUPANCY_FRACS) - 1)]
+    has = cap > 0
+    fixed = (pp.step_s(pcap, 0), pp.prefill_s(1, 0))
+    for _ in range(_BISECT_STEPS):
+        mid = 0.5 * (lo_n + hi_n)
+        s_mid = _metrics(pp, pcap, mid, 0, decode_steps, fixed)
+        good = _ok(s_mid, pcap, ttft_slo, tpot_slo) & has
+        lo_n = np.where(good, mid, lo_n)
+        hi_n = np.where(good, hi_n, mid)
+        cap = np.where(good, np.maximum(cap, s_mid.arrival_rps), cap)
+    return cap, st.ttft_p95_s[:, 0], st.tpot_p95_s[:, 0]
+
+
 def _config_capacity(phys: ServePhysics, workload: ServeWorkload):
-    """(capacity_rps, batch, n_at_capacity, fits_any, need_gb, ttft_min_s, tpot_min_s) per configuration."""
+    """(capacity_rps, batch, fits_any, need_gb, ttft_min_s, tpot_min_s) per configuration.
+
+    The queueing model runs only on (configuration, batch cap) pairs whose batch fits memory and the engine's
+    sequence limit, flattened to one axis (``_pair_capacity``)."""
     decode_steps = max(workload.output_tokens - 1, 1)
     ttft_slo = math.inf if workload.ttft_p95_ms is None else workload.ttft_p95_ms / MS_PER_S
     tpot_slo = math.inf if workload.tpot_p95_ms is None else workload.tpot_p95_ms / MS_PER_S
     caps = np.asarray(BATCH_CAPS, dtype=float)
     g = len(phys.keys)
-    fits = phys.memory_bytes(caps[None, :], 1) <= phys._col(phys.capacity_bytes, 1)  # (G, B)
-    slots = caps[None, :, None]
-    n = slots * _OCCUPANCY_FRACS[None, None, :]  # (1, B, F)
-    st = _metrics(phys, slots, n, 2, decode_steps)
-    ok = _ok(st, slots, ttft_slo, tpot_slo) & fits[:, :, None]
-    lam = np.where(ok, st.arrival_rps, 0.0)
-    best_f = np.argmax(lam, axis=2)  # (G, B) index of the best feasible occupancy
-    cap = np.take_along_axis(lam, best_f[:, :, None], axis=2)[:, :, 0]
-    # refine between the best feasible grid point and the next one by bisection on the occupancy
-    lo_n = np.take_along_axis(np.broadcast_to(n, lam.shape), best_f[:, :, None], axis=2)[:, :, 0]
-    nxt = np.minimum(best_f + 1, len(_OCCUPANCY_FRACS) - 1)
-    hi_n = caps[None, :] * _OCCUPANCY_FRACS[nxt]
-    has = cap > 0
-    slots2 = np.broadcast_to(caps[None, :], (g, len(caps)))
-    for _ in range(_BISECT_STEPS):
-        mid = 0.5 * (lo_n + hi_n)
-        s_mid = _metrics(phys, slots2, mid, 1, decode_steps)
-        good = _ok(s_mid, slots2, ttft_slo, tpot_slo) & has
-        lo_n = np.where(good, mid, lo_n)
-        hi_n = np.where(good, hi_n, mid)
-        cap = np.where(good, np.maximum(cap, s_mid.arrival_rps), cap)
-    best_b = np.argmax(cap, axis=1)
-    rows = np.arange(g)
-    capacity = cap[rows, best_b]
-    # lower bounds of latency at the lightest load, for the rejected ones
-    light = np.where(fits[:, :, None], st.ttft_p95_s, np.inf)[:, :, 0]
-    light_tpot = np.where(fits[:, :, None], st.tpot_p95_s, np.inf)[:, :, 0]
+    fits = (phys.memory_bytes(caps[None, :], 1) <= phys._col(phys.capacity_bytes, 1)) & (
+        caps[None, :] <= phys._col(phys.max_seqs, 1)
+    )  # (G, B): memory holds the batch and the engine allows it
+    nb = len(caps)
+    cap_gb = np.zeros((g, nb))
+    light = np.full((g, nb), np.inf)
+    light_tpot = np.full((g, nb), np.inf)
+    # two passes: every other cap (1, 4, 16, ...), then the caps next to each configuration's best (all the
+    # remaining ones where no coarse cap is feasible). Against trying every cap on six workloads x every engine
+    # (5,975 configurations each): capacities within 1e-5 but for one Mixtral configuration (1.5%); where
+    # capacity is flat in the cap the chosen cap may be the next power of two
+    coarse = (np.arange(nb) % 2 == 0)[None, :]
+    for pass_mask in (fits & coarse, None):
+        if pass_mask is None:
+            best = np.argmax(cap_gb, axis=1)
+            none = cap_gb.max(axis=1) <= 0
+            near = np.abs(np.arange(nb)[None, :] - best[:, None]) == 1
+            pass_mask = fits & ~coarse & (near | none[:, None])
+        gi, bi = np.nonzero(pass_mask)
+        cap_gb[gi, bi], light[gi, bi], light_tpot[gi, bi] = _pair_capacity(
+            phys, gi, caps[bi], decode_steps, ttft_slo, tpot_slo
+        )
+    best_b = np.argmax(cap_gb, axis=1)  # the smallest cap among equal best (cap 1 where none is feasible)
+    capacity = cap_gb[np.arange(g), best_b]
     need_gb = phys.memory_bytes(1.0, 0) / BYTES_PER_GB
-    return (
-        capacity,
-        caps[best_b],
-        fits.any(axis=1),
-        need_gb,
-        light.min(axis=1),
-        light_tpot.min(axis=1),
-    )
+    return capacity, caps[best_b], fits.any(axis=1), need_gb, light.min(axis=1), light_tpot.min(axis=1)
 
 
 def _state_at_load(phys: ServePhysics, workload: ServeWorkload, slots, lam):
-    """Queue state per configuration at arrival rate *lam* (bisection on the occupancy)."""
+    """Queue state per configuration at arrival rate *lam* (bisection on the occupancy: 30 halvings leave it
+    within 1e-9 of the batch cap)."""
     decode_steps = max(workload.output_tokens - 1, 1)
     lo = np.zeros_like(lam)
     hi = np.asarray(slots, dtype=float) * 0.9999
-    for _ in range(40):
+    fixed = (phys.step_s(slots, 0), phys.prefill_s(1, 0))
+    for _ in range(30):
         mid = 0.5 * (lo + hi)
-        st = _metrics(phys, slots, mid, 0, decode_steps)
+        st = _metrics(phys, slots, mid, 0, decode_steps, fixed)
         below = st.arrival_rps < lam
         lo = np.where(below, mid, lo)
         hi = np.where(below, hi, mid)
-    return _metrics(phys, slots, np.maximum(0.5 * (lo + hi), 1e-9), 0, decode_steps)
+    return _metrics(phys, slots, np.maximum(0.5 * (lo + hi), 1e-9), 0, decode_steps, fixed)
 
 
-def _configs_of(candidates: Sequence[ServeCandidate]) -> tuple[list[tuple[Device, str, int]], np.ndarray]:
-    index: dict[tuple[str, str, int], int] = {}
-    configs: list[tuple[Device, str, int]] = []
+def _configs_of(candidates: Sequence[ServeCandidate]) -> tuple[list[tuple], np.ndarray]:
+    index: dict[tuple, int] = {}
+    configs: list[tuple] = []
     idx = np.empty(len(candidates), dtype=np.int64)
     for i, c in enumerate(candidates):
-        key = (c.device.id, c.quant, c.device_count)
+        key = (c.device.id, c.quant, c.device_count, c.engine_id, c.kv_dtype)
         j = index.get(key)
         if j is None:
             j = index[key] = len(configs)
-            configs.append((c.device, c.quant, c.device_count))
+            configs.append((c.device, c.quant, c.device_count, c.engine, c.kv_dtype))
         idx[i] = j
     return configs, idx
 
@@ -541,6 +753,7 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
         shortfall=shortfall,
         shortfall_unit=tuple(units),
         detail=tuple(detail),
+        kv_dtype=tuple(phys.keys[j][4] for j in cidx.tolist()),
     )
 
 
@@ -694,6 +907,8 @@ def _option(table: CapacityTable, i: int, workload: ServeWorkload) -> dict:
         "replicas": int(table.replicas[i]),
         "tensor_parallel": c.device_count,
         "quant": c.quant,
+        "engine": c.engine_id,
+        "kv_dtype": table.kv_dtype[i],
         "batch": int(table.batch[i]),
         "pricing": c.pricing,
         "provider": c.provider,
@@ -732,6 +947,27 @@ def _option(table: CapacityTable, i: int, workload: ServeWorkload) -> dict:
     }
 
 
+def _light_option(table: CapacityTable, i: int) -> dict:
+    """The fields of ``_option`` that ranking and the Pareto fronts use (same values), and the index ``_i``."""
+    c = table.candidates[i]
+    return {
+        "_i": i,
+        "device": c.device.id,
+        "count": int(table.replicas[i]) * c.device_count,
+        "tensor_parallel": c.device_count,
+        "quant": c.quant,
+        "engine": c.engine_id,
+        "pricing": c.pricing,
+        "provider": c.provider,
+        "region": c.region.id if c.region is not None else None,
+        "cost_per_hour_usd": _instance_cost(c, int(table.instances[i]), float(table.cost_per_hour_usd[i])),
+        "ttft_p95_ms": round(float(table.ttft_p95_ms[i]), 1),
+        "tpot_p95_ms": round(float(table.tpot_p95_ms[i]), 2),
+        "energy_per_1m_tokens_kwh": round(float(table.energy_per_1m_tokens_kwh[i]), 4),
+        "co2e_per_1m_tokens_kg": round(float(table.co2e_per_1m_tokens_kg[i]), 4),
+    }
+
+
 def _instance_cost(c: ServeCandidate, instances: int, cost_h: float) -> Decimal:
     if c.offering is None:
         return _money(cost_h)
@@ -751,6 +987,8 @@ def _rejected(table: CapacityTable, i: int) -> dict:
         "count": c.device_count,
         "tensor_parallel": c.device_count,
         "quant": c.quant,
+        "engine": c.engine_id,
+        "kv_dtype": table.kv_dtype[i],
         "pricing": c.pricing,
         "provider": c.provider,
         "region": c.region.id if c.region is not None else None,
@@ -786,6 +1024,17 @@ def _objective_key(objective: str, opt: dict) -> tuple:
     return (opt["ttft_p95_ms"], opt["tpot_p95_ms"], cost)
 
 
+def _float_objective_key(objective: str, table: CapacityTable) -> np.ndarray:
+    """The first component of ``_objective_key`` for every candidate of *table*, as floats."""
+    field_of = {
+        "cost": table.cost_per_hour_usd,
+        "energy": table.energy_per_1m_tokens_kwh,
+        "co2": table.co2e_per_1m_tokens_kg,
+        "latency": table.ttft_p95_ms,
+    }
+    return np.asarray(field_of[objective], dtype=float)
+
+
 def _pareto(options: Sequence[dict], key_y: str, front: str) -> dict:
     pts = sorted(options, key=lambda o: (float(o["cost_per_hour_usd"]), o[key_y]))
     out = []
@@ -801,6 +1050,7 @@ def _pareto(options: Sequence[dict], key_y: str, front: str) -> dict:
                         "count",
                         "tensor_parallel",
                         "quant",
+                        "engine",
                         "pricing",
                         "provider",
                         "region",
@@ -831,12 +1081,18 @@ def plan_serve(
     max_devices: int = 8,
     top_k: int = 10,
     space: CandidateSpace | None = None,
+    engines: Sequence[str | EngineProfile] | None = None,
+    kv_dtypes: Sequence[str] | None = None,
+    catalog_dir: str | None = None,
 ) -> ServePlan:
     """Search the catalog for the best ways to serve *workload*; see the module docstring.
 
     *space* skips enumeration (a precomputed ``enumerate_serve_space`` result, e.g. for what-ifs and benches).
     Options are deduplicated to the best per device x TP x quant x pricing x provider, ranked by *objective*
     (cost: cost per hour of the deployment; energy / co2: per 1M output tokens; latency: TTFT then TPOT p95).
+    *engines* (profile ids, or ``["all"]``; default ``generic``) and *kv_dtypes* (default: each engine's own and
+    FP8 where it has one) widen the search to engine x device x TP x quant x KV dtype x batch cap; profiles come
+    from ``catalog_dir``'s ``engines.csv`` too.
     """
     objective = _check_choice(objective, "objective", OBJECTIVES)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 1000:
@@ -851,7 +1107,16 @@ def plan_serve(
             min_precision=min_precision,
             max_devices=max_devices,
         )
+    profiles, pool = engine_profiles(engines, catalog_dir)
+    if [e.id for e in profiles] != ["generic"] or kv_dtypes is not None:
+        space = expand_engines(space, profiles, kv_dtypes, pool)
     assumptions = _assumptions(workload, objective, pricing, min_precision, max_devices)
+    assumptions["engines_searched"] = [e.id for e in profiles]
+    assumptions["kv_dtypes_searched"] = (
+        list(kv_dtypes)
+        if kv_dtypes is not None
+        else "each engine's default, and fp8 where it has an FP8 KV cache"
+    )
     if not space.candidates:
         rejected = tuple(s.to_dict() for s in space.skipped[:top_k])
         why = "; ".join(sorted({s.reason for s in space.skipped})[:3]) or "the filters leave no offering"
@@ -868,23 +1133,24 @@ def plan_serve(
         )
     table = replica_capacity(workload, space.candidates)
     feas = np.flatnonzero(table.feasible)
-    best: dict[tuple, dict] = {}
-    # the best candidate per group, compared on the few rounded fields the objective reads; the full option
-    # dict is built for the winners only (a catalog holds thousands of offerings)
-    winners: dict[tuple, tuple[tuple, int]] = {}
+    # the best candidate per device x TP x quant x engine x pricing x provider: option dicts are built only for
+    # the candidates at the group's smallest float objective, then ranked by the exact (Decimal) key
+    groups: dict[tuple, list[int]] = {}
     for i in feas.tolist():
         c = table.candidates[i]
-        key = (c.device.id, c.device_count, c.quant, c.pricing, c.provider)
-        rank_key = _objective_key_at(objective, table, i)
-        if key not in winners or rank_key < winners[key][0]:
-            winners[key] = (rank_key, i)
-    for key, (_, i) in winners.items():
-        best[key] = _option(table, i, workload)
-    versus = cpu_vs_gpu(workload, table, [i for _, i in winners.values()])
+        groups.setdefault((c.device.id, c.device_count, c.quant, c.engine_id, c.pricing, c.provider), []).append(i)
+    first_key = _float_objective_key(objective, table)
+    best: dict[tuple, dict] = {}
+    for key, members in groups.items():
+        idx = np.asarray(members)
+        k0 = first_key[idx]
+        for i in idx[k0 <= k0.min() * (1.0 + 1e-9) + 1e-12][:_TIES_BUILT].tolist():
+            opt = _light_option(table, i)
+            if key not in best or _objective_key(objective, opt) < _objective_key(objective, best[key]):
+                best[key] = opt
     all_opts = sorted(best.values(), key=lambda o: _objective_key(objective, o))
-    for rank, o in enumerate(all_opts, 1):
-        o["rank"] = rank
-    options = tuple(all_opts[:top_k])
+    options = tuple({**_option(table, o["_i"], workload), "rank": r} for r, o in enumerate(all_opts[:top_k], 1))
+    versus = cpu_vs_gpu(workload, table, [o["_i"] for o in best.values()])
 
     # rejected: the evaluated ones closest to working (smallest relative shortfall), one per device x TP x quant
     infeas = np.flatnonzero(~table.feasible)
@@ -911,7 +1177,7 @@ def plan_serve(
     rej: list[dict] = []
     for i in order.tolist():
         c = table.candidates[i]
-        rej_key = (c.device.id, c.device_count, c.quant)
+        rej_key = (c.device.id, c.device_count, c.quant, c.engine_id)
         if rej_key in seen:
             continue
         seen.add(rej_key)
@@ -932,6 +1198,7 @@ def plan_serve(
         top = options[0]
         summary = (
             f"Best by {objective}: {top['replicas']} x {top['tensor_parallel']} {top['device']} {top['quant']} "
+            f"on {top['engine']} (kv {top['kv_dtype']}) "
             f"({top['pricing']}, {top['provider']}, {top['region'] or 'no region'}) at "
             f"${top['cost_per_hour_usd']}/h, ${top['cost_per_1m_tokens_usd']} per 1M output tokens, "
             f"TTFT p95 {top['ttft_p95_ms']:.0f} ms, TPOT p95 {top['tpot_p95_ms']:.1f} ms; "
@@ -996,7 +1263,7 @@ def _assumptions(
         "iteration, batch cap = max concurrent sequences",
         "queueing_model": "flopwise.plan.queueing: engine-time balance + Erlang C slots (Allen-Cunneen) + M/D/1 "
         "prefill queue with a residual decode step; checked against flopwise.plan.simulate",
-        "batch_caps_searched": list(BATCH_CAPS),
+        "batch_caps_searched": f"{list(BATCH_CAPS)}, up to each engine's max_seqs_limit and what memory holds",
         "max_utilization_frac": MAX_UTILIZATION_FRAC,
         "decode_step_context_tokens": workload.input_tokens + workload.output_tokens / 2.0,
         "tokens_basis": "per 1M generated (output) tokens; prefill time, energy and cost are charged to them",

@@ -1056,6 +1056,9 @@ def plan_train(
         recompute, interruption_rate_per_h, ckpt_bytes, searched,
         _cloud_vs_onprem(catalog, sources, cloud_best, _train_wall_power_w, inp.utilization_frac), warnings,
     )  # fmt: skip
+    from flopwise.catalog.staleness import data_age
+
+    assumptions["data_age"] = data_age(catalog, ((o.provider, o.instance_type, o.region) for o in options))
     if not options:
         nearest = rejected[0] if rejected else None
         assumptions["no_feasible_option"] = "no device type meets every constraint" + (
@@ -1120,9 +1123,6 @@ def _train_assumptions(
         "cloud_vs_onprem": cloud_vs_onprem,
         "warnings": sorted(warnings),
     }
-    from flopwise.catalog.staleness import data_age
-
-    assumptions["data_age"] = data_age(catalog, ((o.provider, o.instance_type, o.region) for o in options))
     if "spot" in kinds:
         interval, write_s = inp.checkpoint_interval_s, inp.checkpoint_write_s
         assumptions["spot"] = {

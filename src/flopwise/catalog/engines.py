@@ -1,0 +1,246 @@
+"""Serving-engine profiles as data: what differs between llama.cpp, Ollama, vLLM, SGLang, TensorRT-LLM, MLC LLM,
+ExLlamaV2 and a generic default, each row with its source (``data/engines.csv``).
+
+A user directory given as ``catalog_dir`` may hold an ``engines.csv`` with the same header; a row whose ``id``
+equals a built-in one replaces it, new ids add (as catalog rows do). Columns:
+
+* ``device_kinds``, ``vendors``: where the engine runs (``|``-separated; ``*`` = any vendor).
+* ``weight_formats``: quantizations it loads (``gguf`` = every llama.cpp GGUF type; ``*`` = any).
+* ``kv_dtypes``: KV-cache element types (``*`` = any); the first is the default.
+* ``multi_device``: ``tensor`` (tensor parallel: every device works on every layer) or ``layer`` (layers split
+  across devices that work one at a time: llama.cpp ``--split-mode layer``, ExLlamaV2 ``gpu_split``).
+* ``bandwidth_efficiency_frac``, ``compute_efficiency_frac``, ``layer_overhead_s``: decode bandwidth share,
+  prefill/compute-bound share of the dense peak and fixed seconds per layer per step; empty = the device-kind
+  default of ``flopwise.estimate.timing`` (fitted to llama.cpp). ``fp16_accumulate``: fp16 GEMMs accumulate in
+  fp16 (llama.cpp).
+* ``memory_utilization_frac`` with ``memory_basis``: ``total`` = the engine uses that share of all device memory
+  (vLLM ``gpu_memory_utilization``); ``free`` = that share of what is left after weights and activations
+  (TensorRT-LLM ``free_gpu_memory_fraction``). ``runtime_reserve_gib``: CUDA context, graphs and workspaces.
+  Empty = the device-kind defaults of ``flopwise.estimate.memory``.
+* ``default_max_seqs``, ``max_seqs_limit``: default and most concurrent sequences (the planner searches batch
+  caps up to the limit and to what memory holds). ``kv_block_tokens``: paging block (KV is allocated in whole
+  blocks per sequence). ``prefill_chunk_tokens``: tokens per prefill step (chunked prefill / ubatch).
+
+The profile is built so that later terms (a power model per engine, CPU thread scaling) are new columns with
+empty = not modelled, read the same way. Pure data and validation; the file reading is in ``read_engines``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flopwise.catalog.loader import BUILTIN_DATA_DIR, _read_rows, _Row
+from flopwise.errors import CatalogFileError, InputError, UnsupportedError, suggest
+
+__all__ = [
+    "ENGINE_COLUMNS",
+    "EngineProfile",
+    "check_engine_supports",
+    "get_engine",
+    "load_engines",
+    "read_engines",
+]
+
+ENGINE_COLUMNS = (
+    "id",
+    "aliases",
+    "name",
+    "family",
+    "device_kinds",
+    "vendors",
+    "weight_formats",
+    "kv_dtypes",
+    "multi_device",
+    "bandwidth_efficiency_frac",
+    "compute_efficiency_frac",
+    "layer_overhead_s",
+    "fp16_accumulate",
+    "memory_utilization_frac",
+    "memory_basis",
+    "runtime_reserve_gib",
+    "default_max_seqs",
+    "max_seqs_limit",
+    "kv_block_tokens",
+    "prefill_chunk_tokens",
+    "source_url",
+    "retrieved",
+    "basis",
+    "note",
+)
+#: GGUF weight types (llama.cpp family)
+GGUF_FORMATS = ("q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_0", "q3_k_m", "q2_k")
+_DEVICE_KINDS = ("gpu", "tpu", "npu", "soc", "cpu")
+_MULTI = ("tensor", "layer")
+_BASES = ("total", "free")
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """One serving engine (a row of ``engines.csv``); see the module docstring for the fields."""
+
+    id: str
+    aliases: tuple[str, ...]
+    name: str
+    family: str
+    device_kinds: tuple[str, ...]
+    vendors: tuple[str, ...]
+    weight_formats: tuple[str, ...]
+    kv_dtypes: tuple[str, ...]
+    multi_device: str
+    bandwidth_efficiency_frac: float | None
+    compute_efficiency_frac: float | None
+    layer_overhead_s: float | None
+    fp16_accumulate: bool
+    memory_utilization_frac: float | None
+    memory_basis: str
+    runtime_reserve_gib: float | None
+    default_max_seqs: int
+    max_seqs_limit: int
+    kv_block_tokens: int
+    prefill_chunk_tokens: int
+    provenance: dict = field(default_factory=dict)
+
+    def runs_format(self, quant: str) -> bool:
+        return "*" in self.weight_formats or quant in self.weight_formats
+
+    def runs_kv(self, kv_dtype: str) -> bool:
+        return "*" in self.kv_dtypes or kv_dtype in self.kv_dtypes
+
+    def default_kv_dtype(self, compute_kv: str) -> str:
+        """The KV dtype used when none is given: the model's compute dtype where the engine caches it, else the
+        engine's first."""
+        return compute_kv if self.runs_kv(compute_kv) else self.kv_dtypes[0]
+
+
+def _split(row: _Row, column: str, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    items = tuple(p.strip().lower() for p in row.text(column).split("|") if p.strip())
+    if allowed is not None:
+        for item in items:
+            if item != "*" and item not in allowed:
+                raise row.fail(column, f"{item!r} is not one of {', '.join(allowed)}")
+    return items
+
+
+def _engine_from_row(row: _Row) -> EngineProfile:
+    from flopwise.estimate.quant import KV_DTYPE_BYTES, QUANT_FORMATS
+
+    engine_id = row.text("id").lower()
+    formats: list[str] = []
+    for item in _split(row, "weight_formats", (*QUANT_FORMATS, "gguf")):
+        formats.extend(GGUF_FORMATS if item == "gguf" else (item,))
+    multi = row.text("multi_device")
+    if multi not in _MULTI:
+        raise row.fail("multi_device", f"{multi!r} is not one of {', '.join(_MULTI)}")
+    basis = row.text("memory_basis")
+    if basis not in _BASES:
+        raise row.fail("memory_basis", f"{basis!r} is not one of {', '.join(_BASES)}")
+    acc = row.text("fp16_accumulate").lower()
+    if acc not in ("yes", "no"):
+        raise row.fail("fp16_accumulate", f"{acc!r} is not yes or no")
+    kv = _split(row, "kv_dtypes", tuple(KV_DTYPE_BYTES))
+    default_seqs = row.integer("default_max_seqs", 1, 1_000_000)
+    limit = row.integer("max_seqs_limit", 1, 1_000_000)
+    if limit < default_seqs:
+        raise row.fail("max_seqs_limit", f"{limit} is below default_max_seqs {default_seqs}")
+    return EngineProfile(
+        id=engine_id,
+        aliases=tuple(a.lower() for a in row.aliases()),
+        name=row.text("name"),
+        family=row.text("family").lower(),
+        device_kinds=_split(row, "device_kinds", _DEVICE_KINDS),
+        vendors=_split(row, "vendors"),
+        weight_formats=tuple(formats),
+        kv_dtypes=kv,
+        multi_device=multi,
+        bandwidth_efficiency_frac=row.number(
+            "bandwidth_efficiency_frac", 0.0, 1.0, required=False, lo_open=True
+        ),
+        compute_efficiency_frac=row.number("compute_efficiency_frac", 0.0, 1.0, required=False, lo_open=True),
+        layer_overhead_s=row.number("layer_overhead_s", 0.0, 0.01, required=False),
+        fp16_accumulate=acc == "yes",
+        memory_utilization_frac=row.number("memory_utilization_frac", 0.0, 1.0, lo_open=True, required=False),
+        memory_basis=basis,
+        runtime_reserve_gib=row.number("runtime_reserve_gib", 0.0, 64.0, required=False),
+        default_max_seqs=default_seqs,
+        max_seqs_limit=limit,
+        kv_block_tokens=row.integer("kv_block_tokens", 1, 65536),
+        prefill_chunk_tokens=row.integer("prefill_chunk_tokens", 1, 1_048_576),
+        provenance=row.provenance(),
+    )
+
+
+def read_engines(path: str | os.PathLike[str]) -> dict[str, EngineProfile]:
+    """The engine profiles of one ``engines.csv`` by id. Raises CatalogFileError naming the line and field."""
+    out: dict[str, EngineProfile] = {}
+    for row in _read_rows(Path(path), ENGINE_COLUMNS):
+        engine = _engine_from_row(row)
+        if engine.id in out:
+            raise row.fail("id", f"{engine.id!r} appears twice; ids must be unique")
+        out[engine.id] = engine
+    return out
+
+
+_BUILTIN: list[dict[str, EngineProfile]] = []
+
+
+def load_engines(catalog_dir: str | os.PathLike[str] | None = None) -> dict[str, EngineProfile]:
+    """Built-in profiles, replaced and extended by ``<catalog_dir>/engines.csv`` when that file exists."""
+    if not _BUILTIN:
+        _BUILTIN.append(read_engines(BUILTIN_DATA_DIR / "engines.csv"))
+    engines = dict(_BUILTIN[0])
+    if catalog_dir is not None:
+        user = Path(catalog_dir) / "engines.csv"
+        if user.is_file():
+            engines.update(read_engines(user))
+        elif not Path(catalog_dir).is_dir():
+            raise CatalogFileError(str(catalog_dir), None, None, "is not a directory; check the path")
+    return engines
+
+
+def get_engine(
+    name: str | EngineProfile | None, engines: dict[str, EngineProfile] | None = None
+) -> EngineProfile:
+    """The profile called *name* (id or alias, case-insensitive; None = ``generic``). An unknown name is an
+    InputError that suggests the closest."""
+    if isinstance(name, EngineProfile):
+        return name
+    if engines is None:
+        load_engines()  # fills the built-in cache
+        pool = _BUILTIN[0]
+    else:
+        pool = engines
+    key = "generic" if name is None else str(name).strip().lower()
+    if key in pool:
+        return pool[key]
+    for engine in pool.values():
+        if key in engine.aliases:
+            return engine
+    names = sorted(pool) + sorted(a for e in pool.values() for a in e.aliases)
+    close = suggest(key, names)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise InputError("engine", name, f"{hint}use one of {', '.join(sorted(pool))}")
+
+
+def check_engine_supports(engine: EngineProfile, device, quant: str, kv_dtype: str | None = None) -> None:
+    """Raise UnsupportedError when *engine* cannot run *quant* weights (or *kv_dtype*) on *device*, naming what
+    the engine supports."""
+    if device.kind not in engine.device_kinds:
+        raise UnsupportedError(
+            f"engine {engine.id!r} does not run on {device.kind} devices like {device.id!r}; it runs on "
+            f"{', '.join(engine.device_kinds)}"
+        )
+    if "*" not in engine.vendors and device.vendor.lower() not in engine.vendors:
+        raise UnsupportedError(
+            f"engine {engine.id!r} does not run on {device.vendor} devices like {device.id!r}; it supports "
+            f"{', '.join(engine.vendors)}"
+        )
+    if not engine.runs_format(quant):
+        raise UnsupportedError(
+            f"engine {engine.id!r} cannot load {quant!r} weights; it supports {', '.join(engine.weight_formats)}"
+        )
+    if kv_dtype is not None and not engine.runs_kv(kv_dtype):
+        raise UnsupportedError(
+            f"engine {engine.id!r} has no {kv_dtype!r} KV cache; it supports {', '.join(engine.kv_dtypes)}"
+        )
