@@ -254,7 +254,9 @@ AUTO_RECOMPUTE = ("selective", "full")
 AUTO_MAX_DEVICES = 16384
 
 
-def _smallest_fitting_count(ctx: _Context, tokens: float, kwargs: dict[str, Any], auto_layout: bool):
+def _smallest_fitting_count(
+    ctx: _Context, tokens: float, kwargs: dict[str, Any], auto_layout: bool
+) -> TrainReport:
     """The estimate on the fewest devices (powers of two) on which a layout fits; the largest tried when none."""
     from flopwise.estimate import estimate_train
 
@@ -298,7 +300,9 @@ def _smallest_fitting_count(ctx: _Context, tokens: float, kwargs: dict[str, Any]
     return TrainReport(ctx, est, layout_note=note, count_note=choice)
 
 
-def _fastest_fitting_layout(ctx: _Context, tokens: float, device_count: int, kwargs: dict[str, Any]):
+def _fastest_fitting_layout(
+    ctx: _Context, tokens: float, device_count: int, kwargs: dict[str, Any]
+) -> tuple[TrainEstimate, str]:
     """Try ZeRO stage 0-3 x tensor parallel 1-8 x recompute (AUTO_RECOMPUTE, or the one the caller gave) and keep
     the layout that fits in memory with the fewest device-hours (the estimator charges exposed communication and
     recompute FLOPs). When nothing fits, the layout with the least memory per device is returned (its estimate
@@ -325,8 +329,8 @@ def _fastest_fitting_layout(ctx: _Context, tokens: float, device_count: int, kwa
         from flopwise.errors import InputError
 
         raise InputError("device_count", device_count, "give a whole number of devices, 1 or more")
-    best: tuple[TrainEstimate, tuple[int, int, str]] | None = None
-    smallest: tuple[TrainEstimate, tuple[int, int, str]] | None = None
+    best: tuple[TrainEstimate, tuple[int, int, str], int] | None = None
+    smallest: tuple[TrainEstimate, tuple[int, int, str], int] | None = None
     for zero, tp, recompute in layouts:
         est = estimate_train(
             ctx.model,

@@ -160,7 +160,7 @@ def _load_as_of(catalog_dir: str | os.PathLike[str] | None, as_of: date) -> Cata
         reader = read_regions if rel == "regions.csv" else read_offerings
         kind, target = ("region", data.regions) if rel == "regions.csv" else ("offering", data.offerings)
         for record, path, line in reader(folder / rel):
-            target[record.id] = record
+            target[record.id] = record  # type: ignore[assignment]  # regions with regions, offerings with offerings
             data.origins[(kind, record.id)] = (path, line)
     _check_not_newer(data, day)
     return Catalog(data, (str(BUILTIN_DATA_DIR), str(root)))

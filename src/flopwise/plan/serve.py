@@ -49,7 +49,7 @@ from flopwise.plan.candidates import (
     enumerate_serve_space,
 )
 from flopwise.plan.queueing import continuous_batching_state, saturation_rps
-from flopwise.units import BYTES_PER_GB, BYTES_PER_GIB, CENT, GIGA, KILO, MEGA, MS_PER_S, S_PER_H
+from flopwise.units import BYTES_PER_GB, BYTES_PER_GIB, CENT, GIGA, KILO, MEGA, MS_PER_S, PRICE_STEP, S_PER_H
 
 __all__ = [
     "BATCH_CAPS",
@@ -94,10 +94,9 @@ DEFAULT_GRID_SOURCE = "https://ember-energy.org/latest-insights/global-electrici
 #: matched 64 + 12)
 _OCCUPANCY_FRACS = np.concatenate([np.geomspace(0.002, 0.05, 6), np.linspace(0.06, 0.999, 18)])
 _BISECT_STEPS = 15
-_MONEY_1M = Decimal("0.0001")
+_MONEY_1M = PRICE_STEP
 #: candidates of one option group tied on the float objective whose exact (Decimal) keys are compared
 _TIES_BUILT = 2
-_CENT = Decimal("0.01")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -666,7 +665,7 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
     )
     cloud = np.array([c.onprem is None for c in cands], dtype=bool)
     per_dev = np.array([float(c.usd_per_device_h) if c.onprem is None else 0.0 for c in cands])  # type: ignore[arg-type]
-    unit = np.array([c.offering.device_count if c.onprem is None else 1 for c in cands], dtype=float)  # type: ignore[union-attr]
+    unit = np.array([c.offering.device_count if c.onprem is None else 1 for c in cands], dtype=float)  # type: ignore[union-attr,type-var]
     cost_replica = per_dev * tp
     instances = np.where(cloud, np.ceil(reps * tp / unit - 1e-9), 0.0)
     cost_total = per_dev * unit * instances

@@ -205,7 +205,7 @@ def _render(
             )
         elif source.kind == "gcp-carbon":
             for location, url, f in files:
-                gcp_files.append((f.year, location, url, fetch_text(source.name, location)))
+                gcp_files.append((f.year, location, url, fetch_text(source.name, location)))  # type: ignore[arg-type]
         else:
             location, url, _ = files[0]
             owid = (location, url, fetch_text(source.name, location))

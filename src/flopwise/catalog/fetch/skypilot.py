@@ -304,8 +304,8 @@ def _classify(
             "(https://cloud.google.com/tpu/docs), as the source leaves them empty"
         )
         return name, device_id, chips, vcpu_chip * chips, gb_chip * chips, note
-    device_id = device_for(cloud, name, instance_type)
-    if device_id is None:
+    gpu_id = device_for(cloud, name, instance_type)
+    if gpu_id is None:
         res.skipped["accelerator with no catalog device"] += 1
         return None
     if cloud == "gcp":
@@ -327,7 +327,7 @@ def _classify(
     note = f"ram_gb converted from {mem_gib:g} GiB"
     if count_f != count:
         note += f"; AcceleratorCount {count_f:g} in the source, corrected to {count}"
-    return instance_type, device_id, count, int(vcpus_f), ram, note
+    return instance_type, gpu_id, count, int(vcpus_f), ram, note
 
 
 def finish(
