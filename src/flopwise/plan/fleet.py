@@ -909,7 +909,9 @@ def _cloud_unit_price(offering, pricing: str) -> Decimal:
     price = _unit_price(offering, pricing)
     if price is None:  # candidates are enumerated only where the offering has a price of their kind
         raise InputError("pricing", pricing, f"offering {offering.id} has no {pricing} price")
-    return price
+    # the solver prices at PRICE_STEP (a source may carry float noise such as 0.30979999999999996): the unit
+    # price shown is the one the total is made of
+    return money.quantize(price, PRICE_STEP)
 
 
 def _cloud_type(candidate) -> HardwareType:
