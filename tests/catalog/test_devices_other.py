@@ -75,7 +75,7 @@ SOURCE_DOMAINS = {
     "aws.csv": ("awsdocs-neuron.readthedocs-hosted.com", "aws.amazon.com"),
     "apple.csv": ("apple.com",),
     "cpu.csv": ("intel.com", "amd.com", "aws.amazon.com", "nvidia.com", "amperecomputing.com"),
-    "edge.csv": ("nvidia.com", "raspberrypi.com", "qualcomm.com"),
+    "edge.csv": ("nvidia.com", "raspberrypi.com", "qualcomm.com", "apple.com"),
 }
 
 

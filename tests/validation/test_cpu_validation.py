@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flopwise.validation.cpu import load_cpu_cases, run_cpu_validation
 
-#: measured at commit time: median |err| 0.120 over 8 runs (3 sources); thread scaling median 0.031, max 0.170
+#: measured at commit time: median |err| 0.140 over 12 runs (3 pages: 13900K and GCP C3 in one thread, Raspberry Pi 5, OnePlus 12
+#: phone with ExecuTorch); thread scaling (13900K 8-32 vs 4 threads) median 0.031, max 0.170
 MEDIAN_BOUND = 0.15  # the target of the CPU issue
 SCALING_MEDIAN_BOUND = 0.15
 #: the worst ratio (8 vs 4 threads on a 13900K, -17%): E-cores are counted as P-cores and the 4-thread run boosts
@@ -13,7 +14,8 @@ SCALING_MAX_BOUND = 0.20
 
 def test_cases_are_sourced_and_cover_several_thread_counts():
     cases = load_cpu_cases()
-    assert len({c.source_url for c in cases}) >= 2
+    assert len({c.source_url for c in cases}) >= 3
+    assert any(c.device == "snapdragon-8-gen-3-cpu" for c in cases)  # a phone
     assert len({c.threads for c in cases if c.device == "core-i9-13900k"}) >= 3
 
 

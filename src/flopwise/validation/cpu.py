@@ -2,7 +2,7 @@
 part of the CPU the threads use (:func:`flopwise.catalog.cpu.slice_for_threads`).
 
 Two scores: the median |relative error| of decode tokens/s, and thread scaling: for each source x device x model
-with several thread counts, the error of the ratio ``rate(threads) / rate(fewest threads)``. Nothing here is
+x quant with several thread counts, the error of the ratio ``rate(threads) / rate(fewest threads)``. Nothing here is
 fitted to these cases (the per-core bandwidth comes from Little's law, the efficiencies from the GPU/CPU
 calibration), so leave-one-source-out equals the in-sample score; both are reported.
 """
@@ -100,6 +100,7 @@ def run_cpu_validation(cases: tuple[CpuCase, ...] | None = None) -> CpuValidatio
             {
                 "id": c.id,
                 "device": c.device,
+                "quant": c.quant,
                 "model": c.model,
                 "threads": c.threads,
                 "measured": c.measured,
@@ -108,12 +109,12 @@ def run_cpu_validation(cases: tuple[CpuCase, ...] | None = None) -> CpuValidatio
                 "source_url": c.source_url,
             }
         )
-    groups: dict[tuple[str, str, str], list[dict]] = {}
+    groups: dict[tuple[str, str, str, str], list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["source_url"], r["device"], r["model"]), []).append(r)
+        groups.setdefault((r["source_url"], r["device"], r["model"], r["quant"]), []).append(r)
     scaling = []
-    for (_src, dev, model), rs in groups.items():
-        if len(rs) < 2:
+    for (_src, dev, model, _quant), rs in groups.items():
+        if len({r["threads"] for r in rs}) < 2:
             continue
         base = min(rs, key=lambda r: r["threads"])
         for r in rs:
