@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flopwise.catalog.types import Device, Region
+from flopwise.catalog.types import Device, OnPremProfile, Region
 from flopwise.models.types import ModelArch
 
 if TYPE_CHECKING:  # annotations only: the estimator (numpy) loads when an estimate is made
@@ -122,6 +122,7 @@ def _context(
     provider: str | None,
     catalog_dir: str | None,
     threads: int | None = None,
+    owned: bool = False,
 ) -> _Context:
     from flopwise.catalog import load_catalog
     from flopwise.catalog.pricing import quote_price
@@ -157,6 +158,19 @@ def _context(
             )
     quote = None
     kinds = [pricing] if pricing else ["on-demand", "onprem"]
+    if owned:
+        from flopwise.catalog.pricing import PriceQuote
+        from flopwise.errors import InputError
+        from flopwise.vocab import pricing_kind
+
+        if pricing and pricing_kind(pricing) != "onprem":
+            raise InputError(
+                "owned",
+                True,
+                f"the machine you already have is priced at its energy, not {pricing}; drop --pricing",
+            )
+        quote = PriceQuote("onprem", None, None, owned_profile(cat.onprem.get(dev.id), dev.id), reg)
+        kinds = []
     for kind in kinds:
         try:
             quote = quote_price(
@@ -191,6 +205,39 @@ def _context(
     return _Context(arch, dev, quote, reg, tuple(warnings), cpu)
 
 
+#: electricity for a machine you already own when the catalog has no on-prem profile for it: EIA 2024 US
+#: residential average (as in onprem.csv), PUE 1.0 (no data-centre cooling at home or in an office)
+OWNED_ELECTRICITY_USD_PER_KWH = "0.165"
+OWNED_ELECTRICITY_SOURCE = "https://www.eia.gov/electricity/monthly/"
+
+
+def owned_profile(profile: OnPremProfile | None, device_id: str) -> OnPremProfile:
+    """ "The machine you already have": its on-prem profile with the purchase sunk (energy only), or, without a
+    profile, energy at OWNED_ELECTRICITY_USD_PER_KWH and PUE 1.0."""
+    from dataclasses import replace
+    from decimal import Decimal
+
+    if profile is not None:
+        return replace(
+            profile,
+            purchase_usd=Decimal(0),
+            server_overhead_frac=0.0,
+            note="owned: purchase sunk, energy only; " + profile.note,
+        )
+    return OnPremProfile(
+        device_id=device_id,
+        purchase_usd=Decimal(0),
+        server_overhead_frac=0.0,
+        lifetime_years=1.0,
+        electricity_usd_per_kwh=Decimal(OWNED_ELECTRICITY_USD_PER_KWH),
+        pue=1.0,
+        source_url=OWNED_ELECTRICITY_SOURCE,
+        retrieved="2026-11-21",
+        basis="derived",
+        note="owned: purchase sunk, energy only at the EIA 2024 US residential average, PUE 1.0",
+    )
+
+
 def _price_kwargs(ctx: _Context) -> dict[str, Any]:
     q = ctx.price
     kwargs: dict[str, Any] = {}
@@ -217,6 +264,7 @@ def estimate_training(
     provider: str | None = None,
     catalog_dir: str | None = None,
     threads: int | None = None,
+    owned: bool = False,
     **options: Any,
 ) -> TrainReport:
     """Estimate a training or fine-tuning run of *model* on *device_count* x *device*.
@@ -228,7 +276,7 @@ def estimate_training(
     """
     from flopwise.estimate import estimate_train
 
-    ctx = _context(model, device, pricing, region, provider, catalog_dir, threads)
+    ctx = _context(model, device, pricing, region, provider, catalog_dir, threads, owned)
     kwargs = {**_price_kwargs(ctx), **options}
     auto_layout = (
         kwargs.get("zero_stage") is None
@@ -374,6 +422,7 @@ def estimate_serving(
     provider: str | None = None,
     catalog_dir: str | None = None,
     threads: int | None = None,
+    owned: bool = False,
     **options: Any,
 ) -> ServeReport:
     """Estimate serving *model* on *device_count* x *device*.
@@ -384,7 +433,7 @@ def estimate_serving(
     from flopwise.catalog.engines import get_engine, load_engines
     from flopwise.estimate import estimate_serve
 
-    ctx = _context(model, device, pricing, region, provider, catalog_dir, threads)
+    ctx = _context(model, device, pricing, region, provider, catalog_dir, threads, owned)
     options = {**options, "engine": get_engine(options.get("engine"), load_engines(catalog_dir))}
     est = estimate_serve(ctx.model, ctx.device, device_count=device_count, **_price_kwargs(ctx), **options)
     return ServeReport(ctx, est)

@@ -129,3 +129,32 @@ def test_cli_threads_serve_and_errors():
     )
     assert train.exit_code == 0, train.output
     assert json.loads(train.output)["device"] == "graviton3@8c"
+
+
+def test_owned_machine_is_priced_at_its_energy_only():
+    args = [
+        "estimate",
+        "serve",
+        "-m",
+        "llama-3.2-1b",
+        "-d",
+        "core-i9-13900k",
+        "--threads",
+        "8",
+        "--quant",
+        "Q4_K_M",
+    ]
+    owned = json.loads(runner.invoke(app, [*args, "--owned", "--json"]).output)
+    bought = json.loads(runner.invoke(app, [*args, "--pricing", "onprem", "--json"]).output)
+    assert owned["price"]["pricing"] == "onprem"
+    assert float(owned["cost_per_1m_tokens_usd"]) < float(bought["cost_per_1m_tokens_usd"])
+    assert not any("matmuls costed at" in w for w in owned["warnings"])  # GGUF ints run at the int8 rate
+    # a phone has no on-prem profile: energy at the EIA residential average
+    phone = runner.invoke(
+        app, ["estimate", "serve", "-m", "llama-3.2-1b", "-d", "apple-a17-pro-cpu", "--owned", "--json"]
+    )
+    assert phone.exit_code == 0 and json.loads(phone.output)["price"]["source_url"].startswith(
+        "https://www.eia.gov"
+    )
+    bad = runner.invoke(app, [*args, "--owned", "--pricing", "spot"])
+    assert bad.exit_code == 2 and "owned" in bad.output

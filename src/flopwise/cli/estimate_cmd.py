@@ -196,6 +196,14 @@ def train(
         int | None,
         typer.Option(help="CPU threads (llama.cpp -t): uses that many cores of a CPU device; CPUs only."),
     ] = None,
+    owned: Annotated[
+        bool,
+        typer.Option(
+            "--owned",
+            help="The machine you already have: price its energy only (purchase sunk; on-prem profile or the "
+            "EIA US residential average).",
+        ),
+    ] = False,
     pricing: PricingOpt = None,
     region: RegionOpt = None,
     provider: ProviderOpt = None,
@@ -221,6 +229,7 @@ def train(
         provider=provider,
         catalog_dir=catalog_dir,
         threads=threads,
+        owned=owned,
         precision=precision,
         method=method,
         mfu_frac=mfu,
@@ -261,6 +270,14 @@ def serve(
         int | None,
         typer.Option(help="CPU threads (llama.cpp -t): uses that many cores of a CPU device; CPUs only."),
     ] = None,
+    owned: Annotated[
+        bool,
+        typer.Option(
+            "--owned",
+            help="The machine you already have: price its energy only (purchase sunk; on-prem profile or the "
+            "EIA US residential average).",
+        ),
+    ] = False,
     engine: Annotated[
         str | None,
         typer.Option(
@@ -288,6 +305,7 @@ def serve(
         provider=provider,
         catalog_dir=catalog_dir,
         threads=threads,
+        owned=owned,
         quant=quant,
         kv_dtype=kv_dtype,
         batch=batch,

@@ -99,6 +99,7 @@ def serving_rates(
         # llama.cpp's CPU kernels quantize activations to Q8 and run integer dot products (vec_dot_type of the
         # Q4/Q5/Q6/Q8/IQ types is Q8_0/Q8_K in ggml-cpu), i.e. at the int8 rate: VNNI, SDOT/I8MM or AMX
         dtype, peak_tflop = "int8", device.peak_int8_tflop_per_s
+        warnings = tuple(w for w in warnings if "matmuls costed at" not in w)
     kind = device.kind
     fp16_acc = eng.fp16_accumulate and dtype == "fp16" and q.name in tm.FP16_ACCUMULATE_QUANTS
     used_tflop = tm.fp16_accumulate_peak_tflop_per_s(device, peak_tflop) if fp16_acc else peak_tflop
