@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flopwise.catalog.types import Device, Region
+from flopwise.catalog.types import Device, OnPremProfile, Region
 from flopwise.models.types import ModelArch
 
 if TYPE_CHECKING:  # annotations only: the estimator (numpy) loads when an estimate is made
@@ -40,6 +40,7 @@ class _Context:
     region: Region | None
     warnings: tuple[str, ...] = field(default=())
     region_basis: str = ""  # how the region was chosen: given, the offering's, or the default (named)
+    cpu: dict[str, Any] | None = None  # how a CPU socket was cut to the threads asked for (assumptions)
 
     def data_age(self) -> dict[str, Any]:
         """How old the price and grid intensity behind this estimate are (see catalog.staleness)."""
@@ -81,6 +82,12 @@ class _Context:
             "pue_source": pue_source,
         }
 
+    def assumptions(self, body: dict[str, Any]) -> dict[str, Any]:
+        extra = {"data_age": self.data_age()}
+        if self.cpu is not None:
+            extra["cpu"] = self.cpu
+        return {**body.get("assumptions", {}), **extra}
+
 
 @dataclass(frozen=True)
 class TrainReport:
@@ -97,7 +104,7 @@ class TrainReport:
         out["warnings"] = list(self.context.warnings) + list(body.get("warnings", []))
         if self.layout_note:
             out["assumptions"] = {**out.get("assumptions", {}), "layout": self.layout_note}
-        out["assumptions"] = {**out.get("assumptions", {}), "data_age": self.context.data_age()}
+        out["assumptions"] = self.context.assumptions(out)
         if self.count_note:
             out["assumptions"] = {**out.get("assumptions", {}), "device_count_choice": self.count_note}
         return out
@@ -114,7 +121,7 @@ class ServeReport:
         body = self.estimate.to_dict()
         out = {**self.context.header(), **body}
         out["warnings"] = list(self.context.warnings) + list(body.get("warnings", []))
-        out["assumptions"] = {**out.get("assumptions", {}), "data_age": self.context.data_age()}
+        out["assumptions"] = self.context.assumptions(out)
         return out
 
 
@@ -125,6 +132,8 @@ def _context(
     region: str | None,
     provider: str | None,
     catalog_dir: str | None,
+    threads: int | None = None,
+    owned: bool = False,
 ) -> _Context:
     from flopwise.catalog import load_catalog
     from flopwise.catalog.pricing import quote_price
@@ -142,18 +151,49 @@ def _context(
     provider = _known_provider(cat, provider)
     reg = cat.region(region) if region else None
     regions = dict(cat.regions)
+    offerings = cat.offerings
+    cpu = None
+    need_vcpus = None
+    if threads is not None:
+        from flopwise.catalog.cpu import cpu_topology, slice_for_threads
+
+        part = slice_for_threads(dev, threads)
+        topo = cpu_topology(dev.id)
+        assert topo is not None
+        need_vcpus = part.cores * topo.cloud_vcpus_per_core
+        # a cloud price is the price of a VM that holds the cores: the cheapest one with enough vCPUs
+        cpu = {**part.assumptions(), "cloud_vcpus_needed": need_vcpus}
+        if threads > topo.cores:
+            warnings.append(
+                f"{threads} threads on {topo.cores} cores: {threads - topo.cores} run on SMT siblings, "
+                "which add no matmul throughput"
+            )
     quote = None
     kinds = [pricing] if pricing else ["on-demand", "onprem"]
+    if owned:
+        from flopwise.catalog.pricing import PriceQuote
+        from flopwise.errors import InputError
+        from flopwise.vocab import pricing_kind
+
+        if pricing and pricing_kind(pricing) != "onprem":
+            raise InputError(
+                "owned",
+                True,
+                f"the machine you already have is priced at its energy, not {pricing}; drop --pricing",
+            )
+        quote = PriceQuote("onprem", None, None, owned_profile(cat.onprem.get(dev.id), dev.id), reg)
+        kinds = []
     for kind in kinds:
         try:
             quote = quote_price(
-                cat.offerings,
+                offerings,
                 cat.onprem.get(dev.id),
                 dev.id,
                 kind,
                 regions=regions,
                 region_id=reg.id if reg else None,
                 provider=provider,
+                min_vcpus=need_vcpus,
             )
             break
         except UnsupportedError:
@@ -176,7 +216,9 @@ def _context(
                 f"no region given: grid intensity of {reg.id} ({reg.grid_gco2e_per_kwh:g} gCO2e/kWh) and its "
                 f"PUE {reg.pue:g}"
             )
-    return _Context(arch, dev, quote, reg, tuple(warnings), basis)
+    if threads is not None:
+        dev = part.device
+    return _Context(arch, dev, quote, reg, tuple(warnings), region_basis=basis, cpu=cpu)
 
 
 def _known_provider(cat: Any, provider: str | None) -> str | None:
@@ -193,6 +235,39 @@ def _known_provider(cat: Any, provider: str | None) -> str | None:
     close = suggest(provider, known)
     hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
     raise InputError("--provider", provider, f"{hint}known providers: {', '.join(known)}")
+
+
+#: electricity for a machine you already own when the catalog has no on-prem profile for it: EIA 2024 US
+#: residential average (as in onprem.csv), PUE 1.0 (no data-centre cooling at home or in an office)
+OWNED_ELECTRICITY_USD_PER_KWH = "0.165"
+OWNED_ELECTRICITY_SOURCE = "https://www.eia.gov/electricity/monthly/"
+
+
+def owned_profile(profile: OnPremProfile | None, device_id: str) -> OnPremProfile:
+    """ "The machine you already have": its on-prem profile with the purchase sunk (energy only), or, without a
+    profile, energy at OWNED_ELECTRICITY_USD_PER_KWH and PUE 1.0."""
+    from dataclasses import replace
+    from decimal import Decimal
+
+    if profile is not None:
+        return replace(
+            profile,
+            purchase_usd=Decimal(0),
+            server_overhead_frac=0.0,
+            note="owned: purchase sunk, energy only; " + profile.note,
+        )
+    return OnPremProfile(
+        device_id=device_id,
+        purchase_usd=Decimal(0),
+        server_overhead_frac=0.0,
+        lifetime_years=1.0,
+        electricity_usd_per_kwh=Decimal(OWNED_ELECTRICITY_USD_PER_KWH),
+        pue=1.0,
+        source_url=OWNED_ELECTRICITY_SOURCE,
+        retrieved="2026-11-21",
+        basis="derived",
+        note="owned: purchase sunk, energy only at the EIA 2024 US residential average, PUE 1.0",
+    )
 
 
 def _price_kwargs(ctx: _Context) -> dict[str, Any]:
@@ -220,6 +295,8 @@ def estimate_training(
     region: str | None = None,
     provider: str | None = None,
     catalog_dir: str | None = None,
+    threads: int | None = None,
+    owned: bool = False,
     **options: Any,
 ) -> TrainReport:
     """Estimate a training or fine-tuning run of *model* on *device_count* x *device*.
@@ -231,7 +308,7 @@ def estimate_training(
     """
     from flopwise.estimate import estimate_train
 
-    ctx = _context(model, device, pricing, region, provider, catalog_dir)
+    ctx = _context(model, device, pricing, region, provider, catalog_dir, threads, owned)
     _check_heads_divisible(ctx.model, int(options.get("tensor_parallel") or 1), "--tp")
     kwargs = {**_price_kwargs(ctx), **options}
     auto_layout = (
@@ -380,6 +457,8 @@ def estimate_serving(
     region: str | None = None,
     provider: str | None = None,
     catalog_dir: str | None = None,
+    threads: int | None = None,
+    owned: bool = False,
     **options: Any,
 ) -> ServeReport:
     """Estimate serving *model* on *device_count* x *device*.
@@ -390,7 +469,7 @@ def estimate_serving(
     from flopwise.catalog.engines import get_engine, load_engines
     from flopwise.estimate import estimate_serve
 
-    ctx = _context(model, device, pricing, region, provider, catalog_dir)
+    ctx = _context(model, device, pricing, region, provider, catalog_dir, threads, owned)
     _check_serving_shape(ctx.model, device_count, options)
     options = {**options, "engine": get_engine(options.get("engine"), load_engines(catalog_dir))}
     price = _price_kwargs(ctx)

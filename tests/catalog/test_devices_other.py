@@ -74,8 +74,8 @@ SOURCE_DOMAINS = {
     "google.csv": ("cloud.google.com",),
     "aws.csv": ("awsdocs-neuron.readthedocs-hosted.com", "aws.amazon.com"),
     "apple.csv": ("apple.com",),
-    "cpu.csv": ("intel.com", "amd.com", "aws.amazon.com", "nvidia.com"),
-    "edge.csv": ("nvidia.com", "raspberrypi.com", "qualcomm.com"),
+    "cpu.csv": ("intel.com", "amd.com", "aws.amazon.com", "nvidia.com", "amperecomputing.com"),
+    "edge.csv": ("nvidia.com", "raspberrypi.com", "qualcomm.com", "apple.com"),
 }
 
 
@@ -163,7 +163,13 @@ SPOT_VALUES = [
     ("gaudi2", "peak_fp8_tflop_per_s", 865, DATASHEET_RTOL, "Gaudi 3 whitepaper comparison"),
     ("gaudi3", "memory_gb", 128, DATASHEET_RTOL, "Gaudi 3 whitepaper"),
     ("gaudi3", "memory_bandwidth_gb_per_s", 3700, DATASHEET_RTOL, "Gaudi 3 whitepaper"),
-    ("gaudi3", "peak_bf16_tflop_per_s", 1835 * 1.6 / 1.75, DATASHEET_RTOL, "Gaudi 3 whitepaper at the 1.6 GHz shipping MME clock"),
+    (
+        "gaudi3",
+        "peak_bf16_tflop_per_s",
+        1835 * 1.6 / 1.75,
+        DATASHEET_RTOL,
+        "Gaudi 3 whitepaper at the 1.6 GHz shipping MME clock",
+    ),
     # AWS Neuron architecture docs, per chip.
     ("trainium2", "peak_bf16_tflop_per_s", 667, DATASHEET_RTOL, "Neuron docs Trainium2"),
     ("trainium2", "peak_fp8_tflop_per_s", 1299, DATASHEET_RTOL, "Neuron docs Trainium2"),

@@ -17,13 +17,13 @@ from flopwise.catalog.fetch import SOURCES, read_region_grids
 from flopwise.catalog.fetch.carbon import parse_gcp_carbon, parse_owid
 from flopwise.catalog.fetch.regions import build_regions
 from flopwise.catalog.fetch.shell import read_csv_rows
-from flopwise.catalog.fetch.skypilot import ParseResult, finish, parse_vms
+from flopwise.catalog.fetch.skypilot import CPU_FAMILIES, ParseResult, finish, parse_vms
 from flopwise.catalog.fetch.table import FetchError
 from flopwise.catalog.loader import BUILTIN_DATA_DIR
 from flopwise.cli.main import app
 
 SNAP = Path(__file__).resolve().parents[1] / "data" / "catalogs"
-CPU_DEVICES = {"graviton3", "graviton4", "xeon-8480plus"}
+CPU_DEVICES = {dev for fams in CPU_FAMILIES.values() for dev, _ in fams.values()}
 SMALL = [
     "skypilot-azure",
     "skypilot-oci",
@@ -414,3 +414,55 @@ def test_estimate_says_when_its_price_is_stale():
     assert age["stale"].startswith("stale: the coreweave:gd-8xh100ib-i128:us price")
     table = runner.invoke(app, args, env={"COLUMNS": "250"})
     assert table.exit_code == 0 and "STALE" in table.output
+
+
+def test_cpu_sizes_below_a_socket_are_slices_and_burstables_say_their_baseline():
+    head = "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,GpuInfo,Price,SpotPrice,Region,AvailabilityZone\n"
+    text = head + (
+        "c7g.xlarge,,,4.0,8.0,,0.145,0.05,us-east-1,use1-az1\n"
+        "c7i.large,,,2.0,4.0,,0.08925,0.03,us-east-1,use1-az1\n"
+        "t4g.large,,,2.0,8.0,,0.0672,0.02,us-east-1,use1-az1\n"
+        "c7i.48xlarge,,,192.0,384.0,,8.568,3.0,us-east-1,use1-az1\n"
+    )
+    acc: dict = {}
+    res = ParseResult()
+    parse_vms(
+        "aws",
+        text,
+        source="skypilot-aws",
+        location="mem",
+        known_regions=read_region_grids(),
+        into=acc,
+        result=res,
+    )
+    rows = {
+        r["instance_type"]: r
+        for r in finish(
+            "aws", acc, source_url="https://example.org/vms.csv", retrieved="2026-12-06", result=res
+        ).rows
+    }
+    assert (
+        rows["c7g.xlarge"]["device_id"],
+        rows["c7g.xlarge"]["device_count"],
+        rows["c7g.xlarge"]["vcpus"],
+    ) == ("graviton3", "1", "4")
+    assert rows["c7i.48xlarge"]["device_count"] == "2"
+    assert "burstable" in rows["t4g.large"]["note"] and "30%" in rows["t4g.large"]["note"]
+    assert "burstable" not in rows["c7i.large"]["note"]
+
+
+def test_shipped_catalog_has_small_cpu_vms_priced_per_vm():
+    from flopwise.catalog import load_catalog
+    from flopwise.catalog.cpu import offering_slice
+
+    cat = load_catalog()
+    by_id = {o.id: o for o in cat.offerings}
+    o = by_id["aws:c7g.xlarge:us-east-1"]
+    part = offering_slice(cat.devices["graviton3"], o)
+    assert part is not None and part.cores == 4
+    x86 = by_id["aws:c7i.xlarge:us-east-1"]
+    assert offering_slice(cat.devices["xeon-8480plus"], x86).cores == 2  # 4 vCPUs = 2 cores with SMT
+    for family in ("c7g.", "c7i.", "c8g.", "m7g.", "m7i.", "t4g.", "t3."):
+        assert any(x.instance_type.startswith(family) and x.vcpus <= 8 for x in cat.offerings), family
+    for family in ("c3-standard-4", "t2a-standard-1"):
+        assert any(x.instance_type == family for x in cat.offerings), family

@@ -63,7 +63,7 @@ def _offering(provider, itype, region, device_id, count, od, spot=None):
         region=region,
         device_id=device_id,
         device_count=count,
-        vcpus=8 * count,
+        vcpus=(192 if device_id == "epyc-9654" else 8) * count,  # a CPU offering holds whole sockets
         ram_gb=64.0 * count,
         on_demand_usd_per_h=Decimal(od),
         spot_usd_per_h=None if spot is None else Decimal(spot),

@@ -70,6 +70,7 @@ def quote_price(
     regions: dict[str, Region] | None = None,
     region_id: str | None = None,
     provider: str | None = None,
+    min_vcpus: int | None = None,
 ) -> PriceQuote:
     """The cheapest per-device-hour price of *pricing* for *device_id*, optionally in one region or provider.
 
@@ -84,7 +85,15 @@ def quote_price(
                 "directory, or choose --pricing on-demand/spot/reserved."
             )
         return PriceQuote("onprem", None, None, onprem, regions.get(region_id) if region_id else None)
-    sold = [o for o in offerings if o.device_id == device_id]
+    from flopwise.catalog.cpu import holds_whole_devices
+
+    # a CPU VM smaller than a socket prices a part of the device: only when the caller asks for that many vCPUs
+    sold = [
+        o
+        for o in offerings
+        if o.device_id == device_id
+        and (holds_whole_devices(o) if min_vcpus is None else o.vcpus >= min_vcpus)
+    ]
     matching = [
         o
         for o in sold

@@ -206,6 +206,18 @@ def train(
     ] = None,
     tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="CPU threads (llama.cpp -t): uses that many cores of a CPU device; CPUs only."),
+    ] = None,
+    owned: Annotated[
+        bool,
+        typer.Option(
+            "--owned",
+            help="The machine you already have: price its energy only (purchase sunk; on-prem profile or the "
+            "EIA US residential average).",
+        ),
+    ] = False,
     pricing: PricingOpt = None,
     region: RegionOpt = None,
     provider: ProviderOpt = None,
@@ -230,6 +242,8 @@ def train(
         region=region,
         provider=provider,
         catalog_dir=catalog_dir,
+        threads=threads,
+        owned=owned,
         precision=precision,
         method=method,
         mfu_frac=mfu,
@@ -266,6 +280,18 @@ def serve(
     batch: Annotated[int, typer.Option(help="Concurrent sequences.")] = 1,
     input_tokens: Annotated[int, typer.Option(help="Prompt tokens per request.")] = 512,
     output_tokens: Annotated[int, typer.Option(help="Generated tokens per request.")] = 256,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="CPU threads (llama.cpp -t): uses that many cores of a CPU device; CPUs only."),
+    ] = None,
+    owned: Annotated[
+        bool,
+        typer.Option(
+            "--owned",
+            help="The machine you already have: price its energy only (purchase sunk; on-prem profile or the "
+            "EIA US residential average).",
+        ),
+    ] = False,
     engine: Annotated[
         str | None,
         typer.Option(
@@ -292,6 +318,8 @@ def serve(
         region=region,
         provider=provider,
         catalog_dir=catalog_dir,
+        threads=threads,
+        owned=owned,
         quant=quant,
         kv_dtype=kv_dtype,
         batch=batch,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,9 @@ from flopwise.models.types import ModelArch
 from flopwise.units import BYTES_PER_GB, BYTES_PER_GIB, GIGA, MEGA, MS_PER_S, S_PER_H, TERA
 
 __all__ = ["ServeEstimate", "ServingRates", "estimate_serve", "serving_memory_reserve_bytes", "serving_rates"]
+
+#: llama.cpp's integer-quantized weight types (Q2_K ... Q8_0, IQ*), by the names flopwise gives them
+_LLAMA_CPP_INT_QUANT = re.compile(r"^i?q\d")
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,11 @@ def serving_rates(
     eng = get_engine(engine)
     dtype, peak_tflop, warnings = resolve_serving_quant(q, device)
     weight_only = q.is_weight_only or bool(warnings and "weight-only" in warnings[0])
+    if device.kind == "cpu" and _LLAMA_CPP_INT_QUANT.match(q.name) and device.peak_int8_tflop_per_s:
+        # llama.cpp's CPU kernels quantize activations to Q8 and run integer dot products (vec_dot_type of the
+        # Q4/Q5/Q6/Q8/IQ types is Q8_0/Q8_K in ggml-cpu), i.e. at the int8 rate: VNNI, SDOT/I8MM or AMX
+        dtype, peak_tflop = "int8", device.peak_int8_tflop_per_s
+        warnings = tuple(w for w in warnings if "matmuls costed at" not in w)
     kind = device.kind
     fp16_acc = eng.fp16_accumulate and dtype == "fp16" and q.name in tm.FP16_ACCUMULATE_QUANTS
     used_tflop = tm.fp16_accumulate_peak_tflop_per_s(device, peak_tflop) if fp16_acc else peak_tflop

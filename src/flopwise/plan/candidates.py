@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from flopwise.catalog.cpu import offering_slice
 from flopwise.catalog.types import Device, Offering, OnPremProfile, Region
 from flopwise.errors import InputError, UnsupportedError
 from flopwise.estimate.quant import get_quant, resolve_serving_quant
@@ -207,16 +208,22 @@ def enumerate_serve_space(
 
     skipped: list[SkippedCandidate] = []
     out: list[ServeCandidate] = []
-    by_device: dict[str, list[Offering]] = {}
+    # a CPU VM smaller than one socket is its own device: the cores its vCPUs hold (flopwise.catalog.cpu)
+    groups: dict[str, tuple[Device, list[Offering]]] = {d.id: (d, []) for d in catalog.devices.values()}
     for o in catalog.offerings:
-        by_device.setdefault(o.device_id, []).append(o)
+        whole = catalog.devices.get(o.device_id)
+        if whole is None:
+            continue
+        part = offering_slice(whole, o)
+        dev = whole if part is None else part.device
+        groups.setdefault(dev.id, (dev, []))[1].append(o)
 
-    for device in sorted(catalog.devices.values(), key=lambda d: d.id):
+    for device_id in sorted(groups):
+        device, sold = groups[device_id]
         # price bases for this device, before quant/TP expansion: (pricing, provider, region, offering, onprem, usd)
         bases: list[
             tuple[str, str, Region | None, Offering | None, OnPremProfile | None, Decimal | None]
         ] = []
-        sold = by_device.get(device.id, [])
         for kind in kinds:
             if kind == "onprem":
                 profile = catalog.onprem.get(device.id)

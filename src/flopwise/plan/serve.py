@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from flopwise import money
+from flopwise.catalog.cpu import burstable_caveat
 from flopwise.catalog.engines import EngineProfile, check_engine_supports, get_engine, load_engines
 from flopwise.catalog.types import Device
 from flopwise.errors import FlopwiseError, InputError
@@ -865,9 +866,10 @@ class ServePlan:
     assumptions: dict = field(default_factory=dict)
     summary: str = ""
     candidates_evaluated: int = 0
+    cpu_vs_gpu: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """``{"options", "rejected", "pareto", "assumptions", "summary"}``, Decimal as str."""
+        """``{"options", "rejected", "pareto", "assumptions", "summary", "cpu_vs_gpu"}``, Decimal as str."""
         return _jsonable(
             {
                 "options": list(self.options),
@@ -875,8 +877,94 @@ class ServePlan:
                 "pareto": list(self.pareto),
                 "assumptions": self.assumptions,
                 "summary": self.summary,
+                "cpu_vs_gpu": self.cpu_vs_gpu,
             }
         )
+
+
+#: traffic multiples of the asked rate at which the CPU-vs-GPU crossover series is evaluated
+CROSSOVER_RPS_MULTIPLES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def _cheapest_of_kind(table: CapacityTable, idx: Sequence[int], kinds: tuple[str, ...]) -> int | None:
+    pick = [i for i in idx if table.feasible[i] and table.candidates[i].device.kind in kinds]
+    if not pick:
+        return None
+    return min(pick, key=lambda i: (float(table.cost_per_hour_usd[i]), float(table.tpot_p95_ms[i])))
+
+
+def _brief(table: CapacityTable, i: int) -> dict:
+    c = table.candidates[i]
+    return {
+        "device": c.device.id,
+        "device_kind": c.device.kind,
+        "instance_type": c.offering.instance_type if c.offering is not None else None,
+        "provider": c.provider,
+        "region": c.region.id if c.region is not None else None,
+        "quant": c.quant,
+        "replicas": int(table.replicas[i]),
+        "cost_per_hour_usd": _money(float(table.cost_per_hour_usd[i])),
+        "utilization": round(float(table.utilization[i]), 4),
+        "ttft_p95_ms": round(float(table.ttft_p95_ms[i]), 1),
+        "tpot_p95_ms": round(float(table.tpot_p95_ms[i]), 2),
+    }
+
+
+def cpu_vs_gpu(workload: ServeWorkload, table: CapacityTable, idx: Sequence[int]) -> dict:
+    """The cheapest CPU option beside the cheapest GPU option on the same SLO, how over-provisioned that GPU would
+    be (its utilization; its cost over the CPU's), and a crossover series: both cheapest costs per hour at
+    ``CROSSOVER_RPS_MULTIPLES`` x the asked rate (replicas = ceil(rps / capacity per replica) at the cost per
+    replica-hour), and the first rate where a GPU is the cheaper (``None`` when a CPU stays cheaper over the whole
+    series). *idx*: the candidates to compare (the best per group)."""
+    cpu_i = _cheapest_of_kind(table, idx, ("cpu",))
+    gpu_i = _cheapest_of_kind(table, idx, ("gpu",))
+    out: dict[str, Any] = {
+        "cheapest_cpu": None if cpu_i is None else _brief(table, cpu_i),
+        "cheapest_gpu": None if gpu_i is None else _brief(table, gpu_i),
+        "gpu_over_provisioning": None,
+        "crossover": None,
+    }
+    if cpu_i is None or gpu_i is None:
+        return out
+    cpu_h, gpu_h = float(table.cost_per_hour_usd[cpu_i]), float(table.cost_per_hour_usd[gpu_i])
+    out["gpu_over_provisioning"] = {
+        "gpu_utilization": round(float(table.utilization[gpu_i]), 4),
+        "cpu_utilization": round(float(table.utilization[cpu_i]), 4),
+        "gpu_cost_ratio_vs_cpu": round(gpu_h / cpu_h, 3) if cpu_h > 0 else None,
+    }
+    # capacity per replica does not depend on the traffic, so each level is replicas = ceil(rps / capacity)
+    # at the candidate's cost per replica-hour (vectorized over the compared candidates)
+    kinds = np.array([table.candidates[i].device.kind for i in idx])
+    ids = np.asarray(idx, dtype=np.int64)
+    cap = np.asarray(table.capacity_rps, dtype=float)[ids]
+    per_replica = np.asarray(table.cost_per_replica_hour_usd, dtype=float)[ids]
+    ok = np.asarray(table.feasible, dtype=bool)[ids] & (cap > 0)
+    series = []
+    takeover = None
+    for m in CROSSOVER_RPS_MULTIPLES:
+        rps = workload.rps * m
+        cost = np.where(ok, np.ceil(rps / np.where(ok, cap, 1.0) - 1e-9) * per_replica, np.inf)
+        row: dict[str, Any] = {"rps": round(rps, 6)}
+        best_cost = {}
+        for kind in ("cpu", "gpu"):
+            c = np.where(kinds == kind, cost, np.inf)
+            j = int(np.argmin(c))
+            if np.isfinite(c[j]):
+                best_cost[kind] = float(c[j])
+                k = int(ids[j])
+                row[f"{kind}_cost_per_hour_usd"] = _money(float(c[j]))
+                row[f"{kind}_option"] = f"{int(np.ceil(rps / cap[j] - 1e-9))} x {table.candidates[k].label}"
+            else:
+                row[f"{kind}_cost_per_hour_usd"] = row[f"{kind}_option"] = None
+        cheaper = (
+            "gpu" if "cpu" not in best_cost or best_cost.get("gpu", np.inf) <= best_cost["cpu"] else "cpu"
+        )
+        row["cheaper"] = cheaper
+        series.append(row)
+        if cheaper == "gpu" and takeover is None:
+            takeover = row["rps"]
+    out["crossover"] = {"series": series, "gpu_takes_over_at_rps": takeover}
+    return out
 
 
 def _jsonable(obj: Any) -> Any:
@@ -936,6 +1024,15 @@ def _option(table: CapacityTable, i: int, workload: ServeWorkload) -> dict:
         if c.offering is not None
         else (c.onprem.source_url if c.onprem else ""),
         "price_retrieved": c.offering.retrieved if c.offering is not None else None,
+        "caveats": [
+            x
+            for x in (
+                burstable_caveat(c.offering.instance_type, float(table.utilization[i]))
+                if c.offering is not None
+                else None,
+            )
+            if x
+        ],
     }
 
 
@@ -1129,6 +1226,7 @@ def plan_serve(
                 best[key] = opt
     all_opts = sorted(best.values(), key=lambda o: _objective_key(objective, o))
     options = tuple({**_option(table, o["_i"], workload), "rank": r} for r, o in enumerate(all_opts[:top_k], 1))
+    versus = cpu_vs_gpu(workload, table, [o["_i"] for o in best.values()])
 
     # rejected: the evaluated ones closest to working (smallest relative shortfall), one per device x TP x quant
     infeas = np.flatnonzero(~table.feasible)
@@ -1182,6 +1280,20 @@ def plan_serve(
             f"TTFT p95 {top['ttft_p95_ms']:.0f} ms, TPOT p95 {top['tpot_p95_ms']:.1f} ms; "
             f"{len(all_opts)} feasible options of {len(space.candidates)} candidates."
         )
+        if top.get("caveats"):
+            summary += " Caveat: " + "; ".join(top["caveats"]) + "."
+        over = versus.get("gpu_over_provisioning")
+        if (
+            over is not None
+            and versus["cheapest_cpu"]["cost_per_hour_usd"] <= versus["cheapest_gpu"]["cost_per_hour_usd"]
+        ):
+            g = versus["cheapest_gpu"]
+            summary += (
+                f" A CPU is enough: the cheapest GPU option ({g['device']}, ${g['cost_per_hour_usd']}/h) would run "
+                f"at {over['gpu_utilization']:.1%} utilization for {over['gpu_cost_ratio_vs_cpu']:.2f}x the cost"
+            )
+            at = versus["crossover"]["gpu_takes_over_at_rps"]
+            summary += f"; a GPU is cheaper from {at:g} req/s." if at is not None else "."
     else:
         summary = "No candidate meets the targets. " + (
             f"Nearest: {rej[0]['tensor_parallel']} x {rej[0]['device']} {rej[0]['quant']}: {rej[0]['reason']}."
@@ -1204,6 +1316,7 @@ def plan_serve(
         assumptions,
         summary,
         len(space.candidates),
+        versus,
     )
 
 

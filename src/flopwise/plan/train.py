@@ -551,14 +551,16 @@ def _resolve_filters(catalog, pricing, providers, regions, spot_ok):
 
 
 def _sources(catalog, kinds, provider_set, region_set, onprem_region, power_w, utilization):
+    from flopwise.catalog.cpu import holds_whole_devices
+
     out: list[_Source] = []
     for o in catalog.offerings:
         if provider_set is not None and o.provider not in provider_set:
             continue
         if region_set is not None and o.region not in region_set:
             continue
-        if o.device_id not in catalog.devices:
-            continue
+        if o.device_id not in catalog.devices or not holds_whole_devices(o):
+            continue  # a CPU VM smaller than a socket: training plans count whole devices
         for kind in kinds:
             if kind == "onprem":
                 continue

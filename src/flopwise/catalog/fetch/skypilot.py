@@ -17,9 +17,12 @@ the per-host slice), TPU rows priced 700.0 (SkyPilot's placeholder for a TPU not
 GPU rows: SkyPilot prices GCP accelerators apart from the host VM (the a2/a3/g2 machine-type rows carry no
 AcceleratorName), so a GPU row alone would under-price the instance.
 
-CPU-only rows become CPU offerings with their vCPU count where the schema allows it: the instance must hold
-whole sockets of a catalog CPU (``device_count`` is an integer), e.g. c7g.16xlarge = 1 Graviton3,
-c7i.48xlarge = 2 Xeon (Sapphire Rapids) sockets.
+CPU-only rows become CPU offerings with their vCPU count: an instance of whole sockets counts them
+(c7g.16xlarge = 1 Graviton3, c7i.48xlarge = 2 Xeon Sapphire Rapids sockets); a smaller one is one device with
+fewer vCPUs than the socket (c7g.xlarge = 4 of Graviton3's 64 vCPUs), which :mod:`flopwise.catalog.cpu` turns
+into the cores it holds (2 vCPUs per core on x86, 1 on Graviton and Ampere). Burstable families (t3, t4g) carry
+their CPU-credit baseline in the note (AWS, "Key concepts for burstable performance instances",
+https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/burstable-credits-baseline-concepts.html).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from flopwise.catalog.cpu import BURSTABLE_BASELINE_FRAC
 from flopwise.catalog.fetch.table import Record, read_table
 
 __all__ = ["CLOUD_PROVIDERS", "ParseResult", "device_for", "parse_vms"]
@@ -71,7 +75,10 @@ _TPU = {
     "tpu-v6e-": ("tpu-v6e", 1, 8, 44, Decimal("176")),
 }
 
-#: CPU-only instance families kept as CPU offerings: family -> (device id, vCPUs per socket)
+#: CPU-only instance families kept as CPU offerings: family -> (device id, vCPUs per socket). AWS sells c7i/m7i
+#: on a 48-core Sapphire Rapids part (Xeon 8488C) and GCP c3 on 44 cores per socket, so their socket is 96 / 88
+#: vCPUs; the catalog's closest device (the 56-core 8480+) stands in for both. t3 runs on Skylake-SP or Cascade
+#: Lake Xeon Platinum 8000 parts (AWS), the catalog's 24-core Xeon 8259CL stands in; t2a is Ampere Altra (GCP).
 CPU_FAMILIES = {
     "aws": {
         "c7g": ("graviton3", 64),
@@ -80,8 +87,10 @@ CPU_FAMILIES = {
         "c8g": ("graviton4", 96),
         "c7i": ("xeon-8480plus", 96),
         "m7i": ("xeon-8480plus", 96),
+        "t4g": ("graviton2", 64),
+        "t3": ("xeon-8259cl", 48),
     },
-    "gcp": {"c3-standard": ("xeon-8480plus", 88)},
+    "gcp": {"c3-standard": ("xeon-8480plus", 88), "t2a-standard": ("ampere-altra-q80-30", 80)},
 }
 
 
@@ -261,10 +270,19 @@ def _classify(
         if vcpus_f is None or mem_gib is None:
             raise rec.fail("vCPUs", "is empty for a CPU instance; the source must list vCPUs and MemoryGiB")
         vcpus = int(vcpus_f)
+        ram = (Decimal(str(mem_gib)) * _GIB_TO_GB).quantize(Decimal("0.1"))
+        if vcpus < per_socket:
+            note = f"{vcpus} of the {per_socket} vCPUs of one socket; ram_gb converted from {mem_gib:g} GiB"
+            base = BURSTABLE_BASELINE_FRAC.get(instance_type)
+            if base is not None:
+                note += (
+                    f"; burstable: CPU credits sustain {base:.0%} per vCPU, sustained load above it is throttled "
+                    "to the baseline (standard) or billed for surplus credits (unlimited)"
+                )
+            return instance_type, device_id, 1, vcpus, ram, note
         if vcpus % per_socket:
             res.skipped["CPU size that is not whole sockets"] += 1
             return None
-        ram = (Decimal(str(mem_gib)) * _GIB_TO_GB).quantize(Decimal("0.1"))
         note = f"{vcpus // per_socket} socket(s) of {per_socket} vCPUs; ram_gb converted from {mem_gib:g} GiB"
         return instance_type, device_id, vcpus // per_socket, vcpus, ram, note
     if name.startswith("tpu-"):
@@ -286,11 +304,11 @@ def _classify(
             "(https://cloud.google.com/tpu/docs), as the source leaves them empty"
         )
         return name, device_id, chips, vcpu_chip * chips, gb_chip * chips, note
-    found = device_for(cloud, name, instance_type)
-    if found is None:
+    gpu_id = device_for(cloud, name, instance_type)
+    if gpu_id is None:
         res.skipped["accelerator with no catalog device"] += 1
         return None
-    device_id = found
+    device_id = gpu_id
     if cloud == "gcp":
         res.skipped["GCP GPU priced without its host VM"] += 1
         return None
@@ -310,7 +328,7 @@ def _classify(
     note = f"ram_gb converted from {mem_gib:g} GiB"
     if count_f != count:
         note += f"; AcceleratorCount {count_f:g} in the source, corrected to {count}"
-    return instance_type, device_id, count, int(vcpus_f), ram, note
+    return instance_type, gpu_id, count, int(vcpus_f), ram, note
 
 
 def finish(

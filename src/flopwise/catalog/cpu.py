@@ -1,0 +1,298 @@
+"""CPU topology: cores, hardware threads, cloud vCPUs per core, and the per-core memory-bandwidth saturation curve.
+
+A CPU in the device table is a whole socket. A cloud VM of a few vCPUs, or ``llama.cpp -t 4`` on a desktop, uses
+part of it: :func:`cpu_slice` turns the socket into the part that is used.
+
+* Compute scales with the **cores** used (peak per core = socket peak / cores). Hardware threads beyond the
+  cores (SMT siblings) add no matmul throughput: both siblings share one core's vector units.
+* vCPUs count honestly: on x86 clouds 2 vCPUs = 1 core (SMT); on Graviton 1 vCPU = 1 core
+  (AWS Graviton getting-started guide, https://github.com/aws/aws-graviton-getting-started).
+* Memory bandwidth saturates: one core can keep only so many cache-line misses in flight, so it draws
+  ``b1 = outstanding_misses x 64 B / DRAM latency`` (Little's law; J. D. C. Little, "A proof for the queuing
+  formula L = lambda W", Operations Research 9(3), 1961), and *n* cores draw
+  ``B(n) = B_peak x (1 - exp(-n b1 / B_peak))``, which is ~``n b1`` for few cores and levels off at the socket's
+  peak (the shape STREAM shows when threads are added: a few cores already draw most of a socket's bandwidth).
+  The slice keeps ``B(n) / B(N)`` of the catalog's socket bandwidth, so the whole socket is unchanged.
+* Power: the slice is charged its share of the socket's TDP and idle power (cores / N).
+
+Pure functions over the catalog's frozen records; the table is read with the standard library.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from flopwise.catalog.types import Device, Offering
+from flopwise.errors import InputError, UnsupportedError
+
+__all__ = [
+    "BURSTABLE_BASELINE_FRAC",
+    "CACHE_LINE_BYTES",
+    "burstable_caveat",
+    "CpuSlice",
+    "CpuTopology",
+    "bandwidth_frac",
+    "cpu_slice",
+    "cpu_topologies",
+    "cpu_topology",
+    "holds_whole_devices",
+    "offering_slice",
+    "socket_share",
+    "slice_for_threads",
+    "slice_for_vcpus",
+]
+
+CACHE_LINE_BYTES = 64
+_TABLE = Path(__file__).with_name("data") / "cpu_topology.csv"
+
+#: Burstable sizes: baseline CPU utilization per vCPU that CPU credits sustain (AWS EC2 user guide, "Key
+#: concepts and definitions for burstable performance instances", baseline table; t3 and t4g are alike).
+BURSTABLE_BASELINE_FRAC = {
+    f"{fam}.{size}": frac
+    for fam in ("t3", "t4g")
+    for size, frac in (
+        ("nano", 0.05),
+        ("micro", 0.10),
+        ("small", 0.20),
+        ("medium", 0.20),
+        ("large", 0.30),
+        ("xlarge", 0.40),
+        ("2xlarge", 0.40),
+    )
+}
+
+
+def burstable_caveat(instance_type: str, utilization: float | None = None) -> str | None:
+    """The caveat for a burstable instance under a sustained load (None for other instances)."""
+    base = BURSTABLE_BASELINE_FRAC.get(instance_type)
+    if base is None:
+        return None
+    load = "" if utilization is None else f" at {utilization:.0%} sustained utilization"
+    verdict = (
+        "; the load stays under the baseline"
+        if utilization is not None and utilization <= base
+        else ": above the baseline, credits run out and the CPU is throttled to the baseline (standard mode) "
+        "or surplus credits are billed (unlimited mode)"
+    )
+    return f"{instance_type} is burstable: CPU credits sustain {base:.0%} per vCPU{load}{verdict}"
+
+
+@dataclass(frozen=True)
+class CpuTopology:
+    """Cores and threads of one CPU device, and what one core can draw from memory."""
+
+    device_id: str
+    cores: int
+    hw_threads: int
+    cloud_vcpus_per_core: int  # 2 on x86 clouds (SMT), 1 on Graviton
+    outstanding_misses_per_core: int
+    dram_latency_ns: float
+    matrix_unit: tuple[str, ...]
+    source_url: str = ""
+    retrieved: str = ""
+    basis: str = "derived"
+    note: str = ""
+
+    @property
+    def core_bandwidth_gb_per_s(self) -> float:
+        """One core's DRAM bandwidth by Little's law: misses in flight x 64 B / latency (GB/s)."""
+        return self.outstanding_misses_per_core * CACHE_LINE_BYTES / self.dram_latency_ns
+
+    @property
+    def vcpus(self) -> int:
+        """vCPUs a cloud sells for the whole socket."""
+        return self.cores * self.cloud_vcpus_per_core
+
+
+@dataclass(frozen=True)
+class CpuSlice:
+    """A part of a CPU socket: the derived device and how it was derived (for assumptions)."""
+
+    device: Device
+    socket: Device
+    cores: int
+    threads: int
+    bandwidth_frac: float
+    compute_frac: float
+
+    def assumptions(self) -> dict:
+        topo = cpu_topology(self.socket.id)
+        assert topo is not None
+        return {
+            "cpu_socket": self.socket.id,
+            "cpu_cores_used": self.cores,
+            "cpu_cores_socket": topo.cores,
+            "cpu_threads": self.threads,
+            "cpu_compute_frac": round(self.compute_frac, 4),
+            "cpu_bandwidth_frac": round(self.bandwidth_frac, 4),
+            "cpu_core_bandwidth_gb_per_s": round(topo.core_bandwidth_gb_per_s, 2),
+            "cpu_matrix_units": list(topo.matrix_unit),
+            "cpu_scaling": "compute x cores/N; bandwidth B(n) = B_peak(1 - exp(-n b1/B_peak)), b1 by Little's law",
+        }
+
+
+def _int(row: dict[str, str], col: str, lo: int) -> int:
+    try:
+        v = int(row[col])
+    except (KeyError, ValueError):
+        raise ValueError(f"{_TABLE}: {row.get('device_id')!r}: {col} must be a whole number") from None
+    if v < lo:
+        raise ValueError(f"{_TABLE}: {row.get('device_id')!r}: {col} must be >= {lo}")
+    return v
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_topologies() -> dict[str, CpuTopology]:
+    """The built-in topology table, keyed by device id."""
+    out: dict[str, CpuTopology] = {}
+    with _TABLE.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            cores = _int(row, "cores", 1)
+            threads = _int(row, "hw_threads", cores)
+            latency = float(row["dram_latency_ns"])
+            if not latency > 0:
+                raise ValueError(f"{_TABLE}: {row['device_id']!r}: dram_latency_ns must be > 0")
+            out[row["device_id"]] = CpuTopology(
+                device_id=row["device_id"],
+                cores=cores,
+                hw_threads=threads,
+                cloud_vcpus_per_core=_int(row, "cloud_vcpus_per_core", 1),
+                outstanding_misses_per_core=_int(row, "outstanding_misses_per_core", 1),
+                dram_latency_ns=latency,
+                matrix_unit=tuple(m for m in row["matrix_unit"].split("|") if m),
+                source_url=row["source_url"],
+                retrieved=row["retrieved"],
+                basis=row["basis"],
+                note=row["note"],
+            )
+    return out
+
+
+def cpu_topology(device_id: str) -> CpuTopology | None:
+    """The topology of *device_id*, or None for devices that are not sliceable CPUs."""
+    return cpu_topologies().get(device_id)
+
+
+def bandwidth_frac(topo: CpuTopology, socket_bandwidth_gb_per_s: float, cores: int) -> float:
+    """Share of the socket's bandwidth that *cores* cores draw: ``B(n) / B(N)`` (see the module docstring)."""
+    b1 = topo.core_bandwidth_gb_per_s
+    peak = socket_bandwidth_gb_per_s
+
+    def b(n: int) -> float:
+        return peak * -math.expm1(-n * b1 / peak)
+
+    return b(cores) / b(topo.cores)
+
+
+def cpu_slice(
+    device: Device, cores: int, *, threads: int | None = None, memory_gb: float | None = None
+) -> CpuSlice:
+    """*device* (a whole socket) cut down to *cores* cores; the whole socket returns the device unchanged.
+
+    *memory_gb*: the memory the part can use (a VM's RAM); the id then names it (``graviton3@4c-8.6gb``)."""
+    topo = cpu_topology(device.id)
+    if topo is None:
+        raise UnsupportedError(
+            f"device {device.id!r} has no CPU topology in the catalog; it cannot be sliced"
+        )
+    if not 1 <= cores <= topo.cores:
+        raise InputError("cores", cores, f"give 1 to {topo.cores} (the cores of one {device.id})")
+    n_threads = cores if threads is None else threads
+    if cores == topo.cores and memory_gb is None:
+        return CpuSlice(device, device, cores, n_threads, 1.0, 1.0)
+    cf = cores / topo.cores
+    bf = bandwidth_frac(topo, device.memory_bandwidth_gb_per_s, cores)
+
+    def sc(v: float | None) -> float | None:
+        return None if v is None else v * cf
+
+    sliced = replace(
+        device,
+        id=f"{device.id}@{cores}c" + ("" if memory_gb is None else f"-{memory_gb:g}gb"),
+        name=f"{device.name} ({cores} of {topo.cores} cores"
+        + ("" if memory_gb is None else f", {memory_gb:g} GB")
+        + ")",
+        memory_gb=device.memory_gb if memory_gb is None else memory_gb,
+        memory_bandwidth_gb_per_s=device.memory_bandwidth_gb_per_s * bf,
+        peak_fp32_tflop_per_s=device.peak_fp32_tflop_per_s * cf,
+        peak_tf32_tflop_per_s=sc(device.peak_tf32_tflop_per_s),
+        peak_bf16_tflop_per_s=sc(device.peak_bf16_tflop_per_s),
+        peak_fp16_tflop_per_s=sc(device.peak_fp16_tflop_per_s),
+        peak_fp8_tflop_per_s=sc(device.peak_fp8_tflop_per_s),
+        peak_int8_tflop_per_s=sc(device.peak_int8_tflop_per_s),
+        peak_fp4_tflop_per_s=sc(device.peak_fp4_tflop_per_s),
+        peak_int4_tflop_per_s=sc(device.peak_int4_tflop_per_s),
+        sparse_bf16_tflop_per_s=sc(device.sparse_bf16_tflop_per_s),
+        sparse_fp8_tflop_per_s=sc(device.sparse_fp8_tflop_per_s),
+        sparse_int8_tflop_per_s=sc(device.sparse_int8_tflop_per_s),
+        sparse_fp4_tflop_per_s=sc(device.sparse_fp4_tflop_per_s),
+        tdp_w=device.tdp_w * cf,
+        idle_w=device.idle_w * cf,
+        aliases=(),
+        note=f"{cores} of {topo.cores} cores of {device.id}; {device.note}",
+    )
+    return CpuSlice(sliced, device, cores, n_threads, bf, cf)
+
+
+def slice_for_threads(device: Device, threads: int) -> CpuSlice:
+    """The part of *device* that *threads* software threads use (``llama.cpp -t N``).
+
+    Threads fill one per core first; threads beyond the cores run on SMT siblings and add no compute.
+    Errors: threads < 1, more threads than the device's hardware threads, a device that is not a CPU.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InputError("threads", threads, "give a whole number of threads, 1 or more")
+    topo = cpu_topology(device.id)
+    if topo is None:
+        what = "a GPU" if device.kind == "gpu" else f"a {device.kind} without a CPU topology in the catalog"
+        raise InputError(
+            "threads",
+            threads,
+            f"{device.id} is {what}; threads apply to CPU devices only (leave --threads out)",
+        )
+    if threads > topo.hw_threads:
+        raise InputError(
+            "threads",
+            threads,
+            f"{device.id} has {topo.cores} cores / {topo.hw_threads} hardware threads; give 1 to {topo.hw_threads}",
+        )
+    return cpu_slice(device, min(threads, topo.cores), threads=threads)
+
+
+def slice_for_vcpus(device: Device, vcpus: int, *, memory_gb: float | None = None) -> CpuSlice:
+    """The part of *device* a cloud VM of *vcpus* vCPUs gets (x86: 2 vCPUs per core; Graviton: 1).
+
+    An odd vCPU count on an SMT cloud rounds up to the core it shares."""
+    topo = cpu_topology(device.id)
+    if topo is None:
+        raise UnsupportedError(f"device {device.id!r} has no CPU topology in the catalog")
+    if vcpus < 1 or vcpus > topo.vcpus * 16:
+        raise InputError("vcpus", vcpus, f"give 1 to {topo.vcpus} vCPUs per {device.id} socket")
+    cores = min(topo.cores, math.ceil(vcpus / topo.cloud_vcpus_per_core))
+    return cpu_slice(device, cores, threads=vcpus, memory_gb=memory_gb)
+
+
+def socket_share(offering: Offering) -> float:
+    """Share of one socket an offering holds: vCPUs / the socket's vCPUs for a CPU VM smaller than a socket,
+    else 1.0 (whole devices, GPUs, devices without a topology)."""
+    topo = cpu_topology(offering.device_id)
+    if topo is None or offering.device_count != 1 or offering.vcpus >= topo.vcpus:
+        return 1.0
+    return offering.vcpus / topo.vcpus
+
+
+def offering_slice(device: Device, offering: Offering) -> CpuSlice | None:
+    """The part of *device* a CPU VM smaller than one socket holds (its cores and its RAM), or None for
+    whole-device offerings."""
+    if socket_share(offering) >= 1.0:
+        return None
+    return slice_for_vcpus(device, offering.vcpus, memory_gb=offering.ram_gb)
+
+
+def holds_whole_devices(offering: Offering) -> bool:
+    """True unless the offering is a CPU VM smaller than one socket."""
+    return socket_share(offering) >= 1.0

@@ -1,0 +1,138 @@
+"""CPU and edge decode runs with their thread counts (``data/cases_cpu.csv``) against ``estimate_serve`` on the
+part of the CPU the threads use (:func:`flopwise.catalog.cpu.slice_for_threads`).
+
+Two scores: the median |relative error| of decode tokens/s, and thread scaling: for each source x device x model
+x quant with several thread counts, the error of the ratio ``rate(threads) / rate(fewest threads)``. Nothing here is
+fitted to these cases (the per-core bandwidth comes from Little's law, the efficiencies from the GPU/CPU
+calibration), so leave-one-source-out equals the in-sample score; both are reported.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from flopwise.errors import CatalogFileError
+
+__all__ = ["CpuCase", "CpuValidation", "load_cpu_cases", "run_cpu_validation"]
+
+CASES_PATH = Path(__file__).with_name("data") / "cases_cpu.csv"
+
+
+@dataclass(frozen=True)
+class CpuCase:
+    id: str
+    model: str
+    device: str
+    threads: int
+    quant: str
+    input_tokens: int
+    output_tokens: int
+    measured: float
+    source_url: str
+
+
+@dataclass(frozen=True)
+class CpuValidation:
+    rows: tuple[dict[str, Any], ...]
+    scaling: tuple[dict[str, Any], ...]
+    median_abs_rel_error: float
+    scaling_median_abs_rel_error: float
+    scaling_max_abs_rel_error: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cases": list(self.rows),
+            "thread_scaling": list(self.scaling),
+            "median_abs_rel_error": self.median_abs_rel_error,
+            "leave_one_source_out_median_abs_rel_error": self.median_abs_rel_error,
+            "scaling_median_abs_rel_error": self.scaling_median_abs_rel_error,
+            "scaling_max_abs_rel_error": self.scaling_max_abs_rel_error,
+            "fitted": "nothing (leave-one-source-out = in-sample)",
+        }
+
+
+def load_cpu_cases(path: Path = CASES_PATH) -> tuple[CpuCase, ...]:
+    out = []
+    with path.open(encoding="utf-8", newline="") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                out.append(
+                    CpuCase(
+                        row["id"],
+                        row["model"],
+                        row["device"],
+                        int(row["threads"]),
+                        row["quant"],
+                        max(1, int(row["input_tokens"] or 0)),
+                        max(1, int(row["output_tokens"] or 0)),
+                        float(row["measured"]),
+                        row["source_url"],
+                    )
+                )
+            except (KeyError, ValueError) as err:
+                raise CatalogFileError(str(path), line, None, f"bad CPU case row: {err}") from None
+            if not row["source_url"].startswith("https://"):
+                raise CatalogFileError(str(path), line, "source_url", "is not an https URL")
+    return tuple(out)
+
+
+def run_cpu_validation(cases: tuple[CpuCase, ...] | None = None) -> CpuValidation:
+    from flopwise.catalog import load_catalog
+    from flopwise.catalog.cpu import slice_for_threads
+    from flopwise.estimate import estimate_serve
+    from flopwise.models import load_models, resolve_model
+
+    cat = load_catalog()
+    models = load_models()
+    rows = []
+    for c in cases if cases is not None else load_cpu_cases():
+        part = slice_for_threads(cat.devices[c.device], c.threads)
+        arch, _ = resolve_model(c.model, models)
+        est = estimate_serve(
+            arch, part.device, quant=c.quant, input_tokens=c.input_tokens, output_tokens=c.output_tokens
+        )
+        e = float(est.decode_tokens_per_s)
+        rows.append(
+            {
+                "id": c.id,
+                "device": c.device,
+                "quant": c.quant,
+                "model": c.model,
+                "threads": c.threads,
+                "measured": c.measured,
+                "estimated": round(e, 3),
+                "rel_error": round((e - c.measured) / c.measured, 4),
+                "source_url": c.source_url,
+            }
+        )
+    groups: dict[tuple[str, str, str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["source_url"], r["device"], r["model"], r["quant"]), []).append(r)
+    scaling = []
+    for (_src, dev, model, _quant), rs in groups.items():
+        if len({r["threads"] for r in rs}) < 2:
+            continue
+        base = min(rs, key=lambda r: r["threads"])
+        for r in rs:
+            if r is base:
+                continue
+            m = r["measured"] / base["measured"]
+            e = r["estimated"] / base["estimated"]
+            scaling.append(
+                {
+                    "device": dev,
+                    "model": model,
+                    "threads": r["threads"],
+                    "vs_threads": base["threads"],
+                    "measured_ratio": round(m, 3),
+                    "estimated_ratio": round(e, 3),
+                    "rel_error": round((e - m) / m, 4),
+                }
+            )
+    abs_err = [abs(r["rel_error"]) for r in rows]
+    s_err = [abs(s["rel_error"]) for s in scaling] or [0.0]
+    return CpuValidation(tuple(rows), tuple(scaling), median(abs_err), median(s_err), max(s_err))

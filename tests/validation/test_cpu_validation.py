@@ -1,0 +1,28 @@
+"""Published CPU/edge decode runs with thread counts against the CPU-slice estimate."""
+
+from __future__ import annotations
+
+from flopwise.validation.cpu import load_cpu_cases, run_cpu_validation
+
+#: measured at commit time: median |err| 0.140 over 12 runs (3 pages: 13900K and GCP C3 in one thread, Raspberry Pi 5, OnePlus 12
+#: phone with ExecuTorch); thread scaling (13900K 8-32 vs 4 threads) median 0.031, max 0.170
+MEDIAN_BOUND = 0.15  # the target of the CPU issue
+SCALING_MEDIAN_BOUND = 0.15
+#: the worst ratio (8 vs 4 threads on a 13900K, -17%): E-cores are counted as P-cores and the 4-thread run boosts
+SCALING_MAX_BOUND = 0.20
+
+
+def test_cases_are_sourced_and_cover_several_thread_counts():
+    cases = load_cpu_cases()
+    assert len({c.source_url for c in cases}) >= 3
+    assert any(c.device == "snapdragon-8-gen-3-cpu" for c in cases)  # a phone
+    assert len({c.threads for c in cases if c.device == "core-i9-13900k"}) >= 3
+
+
+def test_cpu_decode_error_and_thread_scaling_within_bounds():
+    v = run_cpu_validation()
+    assert v.median_abs_rel_error <= MEDIAN_BOUND, v.to_dict()
+    assert v.scaling_median_abs_rel_error <= SCALING_MEDIAN_BOUND, v.scaling
+    assert v.scaling_max_abs_rel_error <= SCALING_MAX_BOUND, v.scaling
+    d = v.to_dict()
+    assert d["leave_one_source_out_median_abs_rel_error"] == d["median_abs_rel_error"]
