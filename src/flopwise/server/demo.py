@@ -182,7 +182,7 @@ def build_demo(db: Any, catalog: Any, settings: Any, now: datetime, *, seed: int
     for who, project, workload, device, count, params in asks:
         body = RequestCreate.model_validate({"project_id": projects[project], "workload": workload, "device": device,
                                              "device_count": count, "params": params})  # fmt: skip
-        made.append(create_request(body, Response(), who, db, clock, catalog, settings, None))
+        made.append(create_request(body, None, Response(), who, db, clock, catalog, settings, None))
     pending = [r for r in made if r.state == "pending"]
     if pending:
         deny_request(pending[-1].id, DenyIn(comment="Use the shared H100 reservation next month instead."), ben, db,

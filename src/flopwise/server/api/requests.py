@@ -319,7 +319,7 @@ def create_request(
     # frees what expired requests held, in its own short transaction: it writes audit entries, and this one
     # locks budgets first and audits last (the lock order of flopwise.server.decisions), so the two never
     # wait on each other's locks in opposite orders
-    expire_due(db, now, request.app.state)
+    expire_due(db, now, request.app.state if request is not None else None)  # None: called in-process (demo)
     with write_session(db) as session:
         row, created = insert_request_idempotent(
             session,

@@ -910,7 +910,7 @@ def request_create(
          "device_count": _int("device_count", device_count), "pricing": pricing,
          "provider": provider or None, "region": region or None, "plan": plan}
     )  # fmt: skip
-    created = create_request(body, StarletteResponse(), v.principal, _db(request), request.app.state.clock,
+    created = create_request(body, request, StarletteResponse(), v.principal, _db(request), request.app.state.clock,
                              get_catalog(request), request.app.state.settings, None)  # fmt: skip
     return RedirectResponse(f"/requests/{created.id}", status_code=303)
 
