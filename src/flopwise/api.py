@@ -472,6 +472,7 @@ def estimate_serving(
     ctx = _context(model, device, pricing, region, provider, catalog_dir, threads, owned)
     _check_serving_shape(ctx.model, device_count, options)
     options = {**options, "engine": get_engine(options.get("engine"), load_engines(catalog_dir))}
+    _check_engine_batch(options["engine"], options.get("batch", 1))
     price = _price_kwargs(ctx)
     est = estimate_serve(ctx.model, ctx.device, device_count=device_count, **price, **options)
     batch = int(options.get("batch", 1))
@@ -506,6 +507,21 @@ def _check_heads_divisible(arch: ModelArch, tensor_parallel: int, field: str) ->
             tensor_parallel,
             f"tensor parallelism must divide {arch.id}'s {arch.n_heads} attention heads; "
             f"use one of {', '.join(map(str, divisors))}",
+        )
+
+
+def _check_engine_batch(engine: Any, batch: Any) -> None:
+    """A batch beyond the engine's concurrent-sequence limit is an error, not a warning beside a throughput no
+    server of that engine delivers (the vectorized estimator only warns, for grids)."""
+    from flopwise.errors import InputError
+
+    limit = int(engine.max_seqs_limit)
+    if int(batch) > limit:
+        raise InputError(
+            "--batch",
+            batch,
+            f"engine {engine.id!r} runs at most {limit} concurrent sequences; lower --batch to {limit} or less, "
+            "or pick another --engine",
         )
 
 

@@ -374,3 +374,11 @@ def test_catalog_refresh_into_a_file_is_bad_input_not_a_traceback(tmp_path: Path
     result = run("catalog", "refresh", "--catalog", str(target))
     assert result.exit_code == 2
     assert "is a file; give a catalog directory" in result.stderr
+
+
+def test_batch_beyond_the_engines_sequence_limit_is_bad_input():
+    """llama.cpp's server runs at most 512 slots (engines.csv max_seqs_limit): a bigger batch is refused."""
+    result = run("estimate", "serve", "-m", "llama-3.2-1b", "-d", "h100", "--engine", "llama.cpp",
+                 "--quant", "Q4_K_M", "--batch", "600")  # fmt: skip
+    assert result.exit_code == 2
+    assert "runs at most 512 concurrent sequences" in result.stderr
