@@ -472,12 +472,12 @@ def estimate_serving(
     ctx = _context(model, device, pricing, region, provider, catalog_dir, threads, owned)
     _check_serving_shape(ctx.model, device_count, options)
     options = {**options, "engine": get_engine(options.get("engine"), load_engines(catalog_dir))}
-    _check_engine_batch(options["engine"], options.get("batch", 1))
     price = _price_kwargs(ctx)
     est = estimate_serve(ctx.model, ctx.device, device_count=device_count, **price, **options)
     batch = int(options.get("batch", 1))
     if not est.fits and batch > 1:
         _refuse_batch(ctx, device_count, batch, price, options)
+    _check_engine_batch(options["engine"], batch)  # after memory: the tighter limit is named first
     return ServeReport(ctx, est)
 
 

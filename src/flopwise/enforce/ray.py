@@ -167,7 +167,10 @@ class RayGate:
                         entry["phase"] = "committed"
                     if info.get("status") in _ENDED:
                         if entry["phase"] == "committed" and info.get("end_time") and started:
-                            hours = Decimal(int(info["end_time"]) - int(started)) / Decimal(3_600_000)
+                            # 6 decimal places (3.6 ms): the precision the server keeps amounts to
+                            hours = (Decimal(int(info["end_time"]) - int(started)) / Decimal(3_600_000)).quantize(
+                                Decimal(1).scaleb(-6)
+                            )
                             fw.call("POST", f"/admission/{ENGINE}/{sid}/settle", json_body={
                                 "actual_duration_h": str(hours),
                                 "device_hours": str(hours * entry["gpus"]),

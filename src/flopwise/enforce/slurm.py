@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -486,10 +486,16 @@ def subprocess_runner(env: Mapping[str, str] | None = None, timeout_s: float = 6
 # --- the agent --------------------------------------------------------------------------------------------
 
 
-def _slurm_duration_h(text: str) -> Decimal:
+#: hours go to the server with at most 6 decimal places (3.6 ms), the precision it keeps amounts to
+_HOUR_STEP = Decimal(1).scaleb(-6)
+
+
+def _slurm_duration_h(text: str, rounding: str = ROUND_HALF_EVEN) -> Decimal:
+    """A Slurm duration in hours, rounded to :data:`_HOUR_STEP` (limits round up, so a reservation never falls
+    short of the job's time limit)."""
     from flopwise.meter.sacct import parse_slurm_duration_s
 
-    return Decimal(repr(parse_slurm_duration_s(text))) / 3600
+    return (Decimal(repr(parse_slurm_duration_s(text))) / 3600).quantize(_HOUR_STEP, rounding=rounding)
 
 
 def _gpus(tres: str, default_type: str) -> tuple[int, str]:
@@ -711,7 +717,9 @@ class SlurmAgent:
 
     def _worst(self, row: Mapping[str, str]) -> tuple[int, GpuPrice | None, Decimal | None]:
         gpus, gtype = _gpus(row["alloc"] or row["req"], self.config.default_gpu_type)
-        limit_h = _slurm_duration_h(row["timelimit"]) if row["timelimit"] not in ("", "UNLIMITED") else None
+        limit_h = (
+            _slurm_duration_h(row["timelimit"], ROUND_CEILING) if row["timelimit"] not in ("", "UNLIMITED") else None
+        )
         return gpus, self.config.gpus.get(gtype), limit_h
 
     def _charges(self, row: Mapping[str, str], account: AccountSpec, budgets: Sequence[Any]) -> dict[str, int]:
