@@ -7,8 +7,6 @@ an injected httpx client.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -32,18 +30,6 @@ from flopwise.store import (
     read_session,
     write_session,
 )
-
-# the store's fixtures (a clean, migrated database per module on each backend), reused as they are
-_spec = importlib.util.spec_from_file_location(
-    "_store_conftest", Path(__file__).resolve().parents[1] / "store" / "conftest.py"
-)
-_store = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = _store
-_spec.loader.exec_module(_store)
-empty_database_url = _store.empty_database_url
-database_url = _store.database_url
-engine = _store.engine
-factory = _store.factory
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CAT = load_catalog()
@@ -262,7 +248,6 @@ def test_progress_reports_bytes_of_a_file(factory):
 
 # --- the write path: COPY / executemany must store exactly what the ORM stores ------------------------------
 
-seed = _store.seed
 _AMS = ZoneInfo("Europe/Amsterdam")
 
 

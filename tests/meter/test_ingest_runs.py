@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import importlib.util
 import io
 import json
 import os
@@ -30,17 +29,6 @@ from flopwise.store import (
     read_session,
     write_session,
 )
-
-_spec = importlib.util.spec_from_file_location(
-    "_store_conftest_runs", Path(__file__).resolve().parents[1] / "store" / "conftest.py"
-)
-_store = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = _store
-_spec.loader.exec_module(_store)
-empty_database_url = _store.empty_database_url
-database_url = _store.database_url
-engine = _store.engine
-factory = _store.factory
 
 CAT = load_catalog()
 BILL = Path(__file__).resolve().parents[1] / "fixtures" / "meter" / "focus-gpu-handmade.csv"

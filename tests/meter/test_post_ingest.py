@@ -4,8 +4,6 @@ covers the whole ledger. It reports each stage to *progress*."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,17 +15,6 @@ from flopwise.meter.burn import apply_actuals
 from flopwise.meter.ingest import ingest_source
 from flopwise.store import Budget, Organization, Project, Team, UsageRecordRow, read_session, write_session
 from flopwise.store.ledger import AttributionRule, BudgetAlert, UsageRecordHistory
-
-_spec = importlib.util.spec_from_file_location(
-    "_store_conftest_post", Path(__file__).resolve().parents[1] / "store" / "conftest.py"
-)
-_store = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = _store
-_spec.loader.exec_module(_store)
-empty_database_url = _store.empty_database_url
-database_url = _store.database_url
-engine = _store.engine
-factory = _store.factory
 
 CAT = load_catalog()
 BILL = Path(__file__).resolve().parents[1] / "fixtures" / "meter" / "focus-gpu-handmade.csv"

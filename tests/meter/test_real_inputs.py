@@ -7,11 +7,9 @@ fixture: 232 GPUs), and a DCGM scrape whose identity is its content, not its fil
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import shutil
-import sys
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -24,17 +22,6 @@ from flopwise.meter.ingest import IngestOptions, ingest_source
 from flopwise.meter.sacct import parse_sacct
 from flopwise.store import UsageRecordRow, read_session, write_session
 from flopwise.store.ledger import UsageRecordHistory
-
-_spec = importlib.util.spec_from_file_location(
-    "_store_conftest_real", Path(__file__).resolve().parents[1] / "store" / "conftest.py"
-)
-_store = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = _store
-_spec.loader.exec_module(_store)
-empty_database_url = _store.empty_database_url
-database_url = _store.database_url
-engine = _store.engine
-factory = _store.factory
 
 CAT = load_catalog()
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -6,9 +6,7 @@ costs only what it wrote, a failed run undoes its replacements, and reports can 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
-import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,17 +22,6 @@ from flopwise.store import Organization, UsageRecordRow, read_session, write_ses
 from flopwise.store.ledger import UsageRecordHistory
 from flopwise.store.models import Budget
 from flopwise.store.reports import usage_report
-
-_spec = importlib.util.spec_from_file_location(
-    "_store_conftest_restate", Path(__file__).resolve().parents[1] / "store" / "conftest.py"
-)
-_store = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = _store
-_spec.loader.exec_module(_store)
-empty_database_url = _store.empty_database_url
-database_url = _store.database_url
-engine = _store.engine
-factory = _store.factory
 
 CAT = load_catalog()
 BILL = Path(__file__).resolve().parents[1] / "fixtures" / "meter" / "focus-gpu-handmade.csv"
