@@ -195,6 +195,10 @@ def test_measured_power_calibrates_power_per_device(factory):
     assert rows[0]["actual_power_w"] == pytest.approx(600.0)
     assert rows[0]["power_error_frac"] == pytest.approx(-100 / 600)
     assert rows[3]["actual_power_w"] is None  # energy not measured: no power sample
+    # energy compared on the ledger's (device) boundary: 500 W x 10 device-hours, not the 7 kWh facility figure
+    assert rows[0]["estimated_energy_kwh"] == pytest.approx(5.0)
+    assert rows[0]["estimated_energy_boundary"] == "device"
+    assert rows[0]["energy_error_frac"] == pytest.approx((5.0 - 2.4) / 2.4)
     with read_session(factory) as s:
         points = load_calibration_points(s, "h100-sxm", "serve")
     factors = calibration_factors(points, metric="power_w", prior_samples=0)

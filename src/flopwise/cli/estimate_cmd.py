@@ -32,6 +32,18 @@ ModelOpt = Annotated[
 DeviceOpt = Annotated[
     str, typer.Option("--device", "-d", help="Device name, e.g. h100-sxm, 'RTX 4090', 'M2 Max'.")
 ]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(help="CPU threads (llama.cpp -t): uses that many cores of a CPU device; CPUs only."),
+]
+OwnedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--owned",
+        help="The machine you already have: price its energy only (purchase sunk; on-prem profile or the "
+        "EIA US residential average).",
+    ),
+]
 PricingOpt = Annotated[
     str | None,
     typer.Option(
@@ -206,18 +218,8 @@ def train(
     ] = None,
     tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
-    threads: Annotated[
-        int | None,
-        typer.Option(help="CPU threads (llama.cpp -t): uses that many cores of a CPU device; CPUs only."),
-    ] = None,
-    owned: Annotated[
-        bool,
-        typer.Option(
-            "--owned",
-            help="The machine you already have: price its energy only (purchase sunk; on-prem profile or the "
-            "EIA US residential average).",
-        ),
-    ] = False,
+    threads: ThreadsOpt = None,
+    owned: OwnedOpt = False,
     pricing: PricingOpt = None,
     region: RegionOpt = None,
     provider: ProviderOpt = None,
@@ -280,18 +282,8 @@ def serve(
     batch: Annotated[int, typer.Option(help="Concurrent sequences.")] = 1,
     input_tokens: Annotated[int, typer.Option(help="Prompt tokens per request.")] = 512,
     output_tokens: Annotated[int, typer.Option(help="Generated tokens per request.")] = 256,
-    threads: Annotated[
-        int | None,
-        typer.Option(help="CPU threads (llama.cpp -t): uses that many cores of a CPU device; CPUs only."),
-    ] = None,
-    owned: Annotated[
-        bool,
-        typer.Option(
-            "--owned",
-            help="The machine you already have: price its energy only (purchase sunk; on-prem profile or the "
-            "EIA US residential average).",
-        ),
-    ] = False,
+    threads: ThreadsOpt = None,
+    owned: OwnedOpt = False,
     engine: Annotated[
         str | None,
         typer.Option(

@@ -148,6 +148,28 @@ def _created(kind: str, data: dict[str, Any], as_json: bool) -> None:
         stderr_console().print(f"{kind} {data['id']}: {data['name']!r}", highlight=False)
 
 
+def _list(
+    database_url: str | None,
+    org: str | None,
+    as_json: bool,
+    lister: str,
+    title: str,
+    columns: list[str],
+    shown: Any = None,
+) -> None:
+    """One list command: the organization's rows from ``store.directory.<lister>``, as JSON or a table (*shown*
+    turns a row into its table cells where a field is not plain text)."""
+    from flopwise.store import directory
+
+    with _store(database_url) as s:
+        o = default_org(s, org)
+        rows = getattr(directory, lister)(s, o)
+    if as_json:
+        print_json(rows)
+    else:
+        _table(f"{title} of {o.name}", [shown(r) for r in rows] if shown else rows, columns)
+
+
 # --- teams ---------------------------------------------------------------------------------------------------
 
 
@@ -177,12 +199,7 @@ def team_create(
 @_database_errors
 def team_list(org: OrgOpt = None, database_url: DatabaseUrl = None, as_json: JsonFlag = False) -> None:
     """List an organization's teams."""
-    from flopwise.store.directory import list_teams
-
-    with _store(database_url) as s:
-        o = default_org(s, org)
-        rows = list_teams(s, o)
-    print_json(rows) if as_json else _table(f"teams of {o.name}", rows, ["id", "name"])
+    _list(database_url, org, as_json, "list_teams", "teams", ["id", "name"])
 
 
 # --- projects ------------------------------------------------------------------------------------------------
@@ -216,12 +233,7 @@ def project_create(
 @_database_errors
 def project_list(org: OrgOpt = None, database_url: DatabaseUrl = None, as_json: JsonFlag = False) -> None:
     """List an organization's projects with their teams."""
-    from flopwise.store.directory import list_projects
-
-    with _store(database_url) as s:
-        o = default_org(s, org)
-        rows = list_projects(s, o)
-    print_json(rows) if as_json else _table(f"projects of {o.name}", rows, ["id", "name", "team"])
+    _list(database_url, org, as_json, "list_projects", "projects", ["id", "name", "team"])
 
 
 # --- users ---------------------------------------------------------------------------------------------------
@@ -284,19 +296,8 @@ def user_create(
 @_database_errors
 def user_list(org: OrgOpt = None, database_url: DatabaseUrl = None, as_json: JsonFlag = False) -> None:
     """List an organization's users and their roles."""
-    from flopwise.store.directory import list_users
-
-    with _store(database_url) as s:
-        o = default_org(s, org)
-        rows = list_users(s, o)
-    if as_json:
-        print_json(rows)
-    else:
-        _table(
-            f"users of {o.name}",
-            [{**r, "roles": ", ".join(r["roles"])} for r in rows],
-            ["id", "name", "email", "roles"],
-        )
+    _list(database_url, org, as_json, "list_users", "users", ["id", "name", "email", "roles"],
+          shown=lambda r: {**r, "roles": ", ".join(r["roles"])})  # fmt: skip
 
 
 # --- attribution rules ---------------------------------------------------------------------------------------
@@ -420,18 +421,10 @@ def attribution_default(
 @_database_errors
 def attribution_list(org: OrgOpt = None, database_url: DatabaseUrl = None, as_json: JsonFlag = False) -> None:
     """List an organization's attribution rules in the order they are tried."""
-    from flopwise.store.directory import list_rules
+    import json
 
-    with _store(database_url) as s:
-        o = default_org(s, org)
-        rows = list_rules(s, o)
-    if as_json:
-        print_json(rows)
-    else:
-        import json
-
-        shown = [{**r, "match": json.dumps(r["match"], sort_keys=True)} for r in rows]
-        _table(f"attribution rules of {o.name}", shown, ["id", "priority", "match", "team", "project"])
+    _list(database_url, org, as_json, "list_rules", "attribution rules", ["id", "priority", "match", "team", "project"],
+          shown=lambda r: {**r, "match": json.dumps(r["match"], sort_keys=True)})  # fmt: skip
 
 
 @attribution_app.command("remove")

@@ -201,6 +201,15 @@ def plan_vs_actual(
         req = row[0]
         actual_cost = None if row.cost_usd is None else to_money(row.cost_usd)
         est_power = _estimated_power_w(req.estimate)
+        # the ledger's energy is the device's (measured by NVML/DCGM, or estimated by the meter at device power):
+        # compare it with the estimate's device energy (power x device-hours), not the facility energy the
+        # request reserved (device x host share x PUE); estimates that give no power keep their stored figure
+        est_device_kwh = (
+            est_power * float(req.estimated_device_hours) / 1000.0
+            if est_power is not None and req.estimated_device_hours is not None
+            else None
+        )
+        est_kwh = est_device_kwh if est_device_kwh is not None else _f(req.estimated_kwh)
         act_power = (
             float(row.measured_kwh) * 1000.0 / float(row.measured_device_hours)
             if row.measured_kwh is not None and row.measured_device_hours
@@ -221,9 +230,10 @@ def plan_vs_actual(
                 "estimated_cost_usd": req.estimated_cost_usd,
                 "actual_cost_usd": actual_cost,
                 "cost_error_frac": _error_frac(req.estimated_cost_usd, actual_cost),
-                "estimated_energy_kwh": _f(req.estimated_kwh),
+                "estimated_energy_kwh": est_kwh,
+                "estimated_energy_boundary": "device" if est_device_kwh is not None else "as estimated",
                 "actual_energy_kwh": _f(row.energy_kwh),
-                "energy_error_frac": _error_frac(req.estimated_kwh, row.energy_kwh),
+                "energy_error_frac": _error_frac(est_kwh, row.energy_kwh),
                 "estimated_power_w": est_power,
                 "actual_power_w": act_power,
                 "power_error_frac": _error_frac(est_power, act_power),
