@@ -308,3 +308,18 @@ def test_energy_boundary_and_measured_share(ledger, factory):
     assert total["measured_energy_kwh"] == pytest.approx(float(measured))
     assert 0 <= total["measured_energy_kwh"] <= total["energy_kwh"] + 1e-9
     assert sum(g["measured_energy_kwh"] for g in report["groups"]) == pytest.approx(total["measured_energy_kwh"])
+
+
+def test_usage_report_states_its_energy_and_co2e_boundaries(tmp_path):
+    """A reader of the report is told which boundary each figure covers, not left to assume facility energy."""
+    from flopwise.store import make_engine, make_session_factory, read_session, upgrade
+    from flopwise.store.reports import usage_report
+
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with read_session(make_session_factory(engine)) as s:
+        total = usage_report(s)["total"]
+    engine.dispose()
+    assert total["energy_boundary"] == "device"
+    assert "no host share" in total["co2e_boundary"]

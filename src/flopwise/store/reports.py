@@ -170,6 +170,9 @@ def _metric_dict(row: Any) -> dict[str, Any]:
         "energy_boundary": "device",
         "measured_energy_kwh": float(row.measured_energy_kwh),
         "co2e_kg": float(row.co2e_kg),
+        # what the CO2e covers, stated rather than implied: the meter prices device energy x the region's PUE
+        # (no host share); energy with no region is added at the default grid (co2e_default_grid_kg), without PUE
+        "co2e_boundary": "device energy x region PUE x grid intensity (no host share)",
         "idle_device_hours": idle,
         "idle_cost_usd": to_money(row.idle_cost_usd),
         # device-hour-weighted mean utilization over the records that report one; None when none does
