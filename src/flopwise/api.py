@@ -7,6 +7,7 @@ turns forgiving names into records, chooses the price basis and the region, and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -268,6 +269,34 @@ def owned_profile(profile: OnPremProfile | None, device_id: str) -> OnPremProfil
         basis="derived",
         note="owned: purchase sunk, energy only at the EIA 2024 US residential average, PUE 1.0",
     )
+
+
+def owned_devices(specs: Sequence[str] | None, catalog: Any) -> list[Any]:
+    """``DEVICE[:N]`` strings (``plan serve --owned``) -> ``plan.serve.OwnedDevice`` records priced at their
+    energy only (:func:`owned_profile`); a misspelled device is an error with suggestions."""
+    from flopwise.errors import InputError
+    from flopwise.plan.serve import OwnedDevice
+
+    out: list[OwnedDevice] = []
+    for spec in specs or ():
+        name, sep, n = str(spec).strip().rpartition(":")
+        if not sep:
+            name, n = str(spec).strip(), "1"
+        if not name:
+            raise InputError("--owned", spec, "give DEVICE or DEVICE:N, e.g. core-i9-13900k or rtx-4090:2")
+        try:
+            count = int(n)
+        except ValueError:
+            raise InputError(
+                "--owned", spec, "the count after ':' must be a whole number, e.g. rtx-4090:2"
+            ) from None
+        if not 1 <= count <= 64:
+            raise InputError("--owned", spec, "give 1 to 64 owned devices")
+        dev = catalog.device(name)
+        if any(o.device.id == dev.id for o in out):
+            raise InputError("--owned", spec, f"{dev.id} is given twice; give it once with its count")
+        out.append(OwnedDevice(dev, count, owned_profile(catalog.onprem.get(dev.id), dev.id)))
+    return out
 
 
 def _price_kwargs(ctx: _Context) -> dict[str, Any]:

@@ -76,3 +76,64 @@ def test_a_small_vm_holds_only_its_ram_and_burstables_carry_the_caveat():
     assert burst, "a 1B model at 0.05 req/s with a lax SLO fits some burstable VM"
     for o in burst:
         assert o["caveats"] and "burstable" in o["caveats"][0] and "per vCPU" in o["caveats"][0]
+
+
+def test_owned_machine_is_ranked_beside_rentals_at_its_energy_cost():
+    out = runner.invoke(app, [*EXAMPLE, "--owned", "core-i9-13900k", "--top", "1000"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    mine = [o for o in data["options"] if o["provider"] == "owned"]
+    rentals = [o for o in data["options"] if o["provider"] != "owned"]
+    assert mine and rentals
+    best = mine[0]
+    assert best["device"] == "core-i9-13900k" and best["pricing"] == "onprem"
+    # energy only: the 13900K's power at the EIA residential rate, PUE 1.0 (no purchase, no overhead)
+    assert best["pue"] == 1.0
+    energy_usd_h = Decimal(str(best["power_per_device_w"])) / 1000 * Decimal("0.165")
+    assert abs(Decimal(best["cost_per_hour_usd"]) - energy_usd_h) <= Decimal("0.01")
+    assert Decimal(best["cost_per_hour_usd"]) < Decimal(rentals[0]["cost_per_hour_usd"])
+    entry = data["assumptions"]["owned"][0]
+    assert entry["device"] == "core-i9-13900k" and entry["meets_targets"] is True
+    assert entry["rank"] == data["options"].index(best) + 1
+    assert "Owned 1 x core-i9-13900k: rank" in data["summary"] and "energy only" in data["summary"]
+
+
+def test_owned_machine_too_small_for_the_load_is_rejected_with_the_count():
+    out = runner.invoke(
+        app, [*EXAMPLE[:5], "40", *EXAMPLE[6:], "--owned", "raspberry-pi-5-8gb", "--providers", "aws"]
+    )
+    data = json.loads(out.output)
+    assert not any(o["provider"] == "owned" for o in data["options"])
+    entry = data["assumptions"]["owned"][0]
+    assert entry["meets_targets"] is False and entry["reason"]
+    assert "Owned 1 x raspberry-pi-5-8gb: does not meet the targets" in data["summary"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [("rtx-4090:0", "1 to 64"), ("rtx-4090:two", "whole number"), ("rtx-4909", "rtx-4090"), (":2", "DEVICE")],
+)
+def test_owned_bad_input_is_a_clear_error(spec, needle):
+    out = runner.invoke(app, [*EXAMPLE, "--owned", spec])
+    assert out.exit_code == 2, out.output
+    assert needle in out.output
+
+
+def test_owned_count_caps_replicas():
+    from flopwise.api import owned_devices
+    from flopwise.catalog import load_catalog
+    from flopwise.models import load_models, resolve_model
+    from flopwise.plan.candidates import ServeWorkload
+    from flopwise.plan.serve import plan_serve
+
+    cat = load_catalog()
+    arch, _ = resolve_model("llama-3.2-1b", load_models())
+    wl = ServeWorkload(model=arch, rps=6.0, input_tokens=300, output_tokens=100, ttft_p95_ms=2000, tpot_p95_ms=150)
+    plan = plan_serve(wl, cat, providers=["aws"], owned=owned_devices(["core-i9-13900k:2"], cat), top_k=1000)
+    for o in plan.options:
+        if o["provider"] == "owned":
+            assert o["count"] <= 2
+    capped = [r for r in plan.rejected if r.get("kind") == "exceeds_owned"]
+    assert capped
+    assert "needs 5 x core-i9-13900k" in plan.summary  # the nearest miss is named
+    assert all(r["shortfall_unit"] == "devices" and "2 owned" in r["reason"] for r in capped)

@@ -189,6 +189,14 @@ def serve(
             "vllm, sglang, trt-llm, mlc, exllama (engines.csv in --catalog adds or overrides)."
         ),
     ] = None,
+    owned: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--owned",
+            help="A machine you already have, DEVICE[:N] (repeatable): ranked beside the rentals at its energy "
+            "cost only (purchase sunk).",
+        ),
+    ] = None,
     top: TopOpt = 10,
     what_if: Annotated[
         bool, typer.Option("--what-if", help="Also price changes to the best option (quantize, spot, ...).")
@@ -213,6 +221,8 @@ def serve(
         tpot_p95_ms=tpot_p95_ms,
     )
     catalog = load_catalog(catalog_dir, as_of=_as_of(as_of))
+    from flopwise.api import owned_devices
+
     plan = plan_serve(
         workload,
         catalog,
@@ -225,6 +235,7 @@ def serve(
         top_k=top,
         engines=_split([engine] if engine else None),
         catalog_dir=catalog_dir,
+        owned=owned_devices(owned, catalog),
     )
     data = plan.to_dict()
     data["warnings"] = [*model_warnings, *(data.get("warnings") or [])]

@@ -30,7 +30,7 @@ import numpy as np
 from flopwise import money
 from flopwise.catalog.cpu import burstable_caveat
 from flopwise.catalog.engines import EngineProfile, check_engine_supports, get_engine, load_engines
-from flopwise.catalog.types import Device
+from flopwise.catalog.types import Device, OnPremProfile
 from flopwise.errors import FlopwiseError, InputError
 from flopwise.estimate import energy as en
 from flopwise.estimate import flops as fl
@@ -68,6 +68,7 @@ __all__ = [
     "MAX_UTILIZATION_FRAC",
     "OBJECTIVES",
     "CapacityTable",
+    "OwnedDevice",
     "ServePhysics",
     "ServePlan",
     "engine_profiles",
@@ -1145,6 +1146,86 @@ def _check_choice(value: str, field: str, allowed: Sequence[str]) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class OwnedDevice:
+    """The machine you already have: *count* x *device*, priced by *profile* (its purchase sunk, so the hourly
+    cost is its electricity at the profile's PUE; ``flopwise.api.owned_profile`` builds it)."""
+
+    device: Device
+    count: int
+    profile: OnPremProfile
+
+
+class _OwnedView:
+    """The slice of a catalog ``enumerate_serve_space`` reads, holding only the owned devices and their profiles."""
+
+    def __init__(self, catalog: Any, owned: Sequence[OwnedDevice]) -> None:
+        self.devices = {o.device.id: o.device for o in owned}
+        self.offerings: tuple = ()
+        self.onprem = {o.device.id: o.profile for o in owned}
+        self.regions = catalog.regions
+        self.region = catalog.region
+
+
+def _owned_space(
+    catalog: Any,
+    model: ModelArch,
+    owned: Sequence[OwnedDevice],
+    regions: Sequence[str] | None,
+    min_precision: str,
+    max_devices: int,
+) -> CandidateSpace:
+    """Candidates on the owned devices: pricing ``onprem``, provider ``owned``, tensor parallel up to the count
+    owned."""
+    cands: list[ServeCandidate] = []
+    skipped: list[SkippedCandidate] = []
+    for o in owned:
+        sub = enumerate_serve_space(
+            _OwnedView(catalog, [o]),
+            model,
+            pricing=("onprem",),
+            regions=regions,
+            min_precision=min_precision,
+            max_devices=min(max_devices, o.count),
+        )
+        cands.extend(dataclasses.replace(c, provider="owned") for c in sub.candidates)
+        skipped.extend(sub.skipped)
+    return CandidateSpace(tuple(cands), tuple(skipped))
+
+
+def _cap_owned(table: CapacityTable, owned: Sequence[OwnedDevice]) -> CapacityTable:
+    """Owned candidates needing more devices (replicas x TP) than are owned are infeasible, with the shortfall."""
+    have = {o.device.id: o.count for o in owned}
+    feasible = table.feasible.copy()
+    shortfall = table.shortfall.copy()
+    reason, units, detail = list(table.reason), list(table.shortfall_unit), list(table.detail)
+    changed = False
+    for i, c in enumerate(table.candidates):
+        if c.provider != "owned" or not feasible[i]:
+            continue
+        need = int(table.replicas[i]) * c.device_count
+        if need > have[c.device.id]:
+            changed = True
+            feasible[i] = False
+            shortfall[i] = need - have[c.device.id]
+            reason[i] = "exceeds_owned"
+            units[i] = "devices"
+            detail[i] = (
+                f"needs {need} x {c.device.id} ({int(table.replicas[i])} replica(s) x TP {c.device_count}); "
+                f"{have[c.device.id]} owned"
+            )
+    if not changed:
+        return table
+    return dataclasses.replace(
+        table,
+        feasible=feasible,
+        shortfall=shortfall,
+        reason=tuple(reason),
+        shortfall_unit=tuple(units),
+        detail=tuple(detail),
+    )
+
+
 def plan_serve(
     workload: ServeWorkload,
     catalog: Any,
@@ -1160,6 +1241,7 @@ def plan_serve(
     engines: Sequence[str | EngineProfile] | None = None,
     kv_dtypes: Sequence[str] | None = None,
     catalog_dir: str | None = None,
+    owned: Sequence[OwnedDevice] = (),
 ) -> ServePlan:
     """Search the catalog for the best ways to serve *workload*; see the module docstring.
 
@@ -1169,6 +1251,9 @@ def plan_serve(
     *engines* (profile ids, or ``["all"]``; default ``generic``) and *kv_dtypes* (default: each engine's own and
     FP8 where it has one) widen the search to engine x device x TP x quant x KV dtype x batch cap; profiles come
     from ``catalog_dir``'s ``engines.csv`` too.
+
+    *owned*: machines already owned, ranked beside the rentals as provider ``owned`` (pricing ``onprem``) at
+    their energy cost only; a plan needing more of them than are owned is rejected with ``exceeds_owned``.
     """
     objective = _check_choice(objective, "objective", OBJECTIVES)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 1000:
@@ -1183,11 +1268,25 @@ def plan_serve(
             min_precision=min_precision,
             max_devices=max_devices,
         )
+    if owned:
+        mine = _owned_space(catalog, workload.model, owned, regions, min_precision, max_devices)
+        space = CandidateSpace(space.candidates + mine.candidates, space.skipped + mine.skipped)
     profiles, pool = engine_profiles(engines, catalog_dir)
     if [e.id for e in profiles] != ["generic"] or kv_dtypes is not None:
         space = expand_engines(space, profiles, kv_dtypes, pool)
     assumptions = _assumptions(workload, objective, pricing, min_precision, max_devices)
     assumptions["engines_searched"] = [e.id for e in profiles]
+    if owned:
+        assumptions["owned"] = [
+            {
+                "device": o.device.id,
+                "count": o.count,
+                "cost": "energy only (purchase sunk): electricity at "
+                f"${o.profile.electricity_usd_per_kwh}/kWh x PUE {o.profile.pue:g}",
+                "source_url": o.profile.source_url,
+            }
+            for o in owned
+        ]
     assumptions["kv_dtypes_searched"] = (
         list(kv_dtypes)
         if kv_dtypes is not None
@@ -1208,6 +1307,8 @@ def plan_serve(
             0,
         )
     table = replica_capacity(workload, space.candidates)
+    if owned:
+        table = _cap_owned(table, owned)
     feas = np.flatnonzero(table.feasible)
     # the best candidate per device x TP x quant x engine x pricing x provider: option dicts are built only for
     # the candidates at the group's smallest float objective, then ranked by the exact (Decimal) key
@@ -1300,6 +1401,8 @@ def plan_serve(
             if rej
             else ""
         )
+    if owned:
+        summary += " " + _owned_sentence(owned, all_opts, table, assumptions)
     from flopwise.catalog.staleness import data_age, is_stale
 
     assumptions["data_age"] = data_age(
@@ -1318,6 +1421,47 @@ def plan_serve(
         len(space.candidates),
         versus,
     )
+
+
+def _owned_sentence(owned: Sequence[OwnedDevice], all_opts: Sequence[dict], table: CapacityTable, assumptions) -> str:
+    """The owned machines' place in the ranking, beside the best rental (also into ``assumptions["owned"]``)."""
+    rental = next((o for o in all_opts if o["provider"] != "owned"), None)
+    parts = []
+    for entry, o in zip(assumptions["owned"], owned, strict=True):
+        rank, best = next(
+            ((r, x) for r, x in enumerate(all_opts, 1) if x["provider"] == "owned" and x["device"] == o.device.id),
+            (None, None),
+        )
+        if best is None:
+            mine = [
+                i
+                for i, c in enumerate(table.candidates)
+                if c.provider == "owned" and c.device.id == o.device.id and table.detail[i]
+            ]
+            # the nearest miss: too few owned before too slow before does not fit, then the smallest shortfall
+            order = {"exceeds_owned": 0, "misses_slo": 1}
+            near = min(mine, key=lambda i: (order.get(table.reason[i], 2), table.shortfall[i]), default=None)
+            why = (
+                table.detail[near]
+                if near is not None
+                else "no configuration of it could be evaluated for this model"
+            )
+            entry.update(rank=None, cost_per_hour_usd=None, meets_targets=False, reason=why)
+            parts.append(f"Owned {o.count} x {o.device.id}: does not meet the targets ({why}).")
+            continue
+        entry.update(rank=rank, cost_per_hour_usd=best["cost_per_hour_usd"], meets_targets=True)
+        text = (
+            f"Owned {o.count} x {o.device.id}: rank {rank} of {len(all_opts)} at ${best['cost_per_hour_usd']}/h "
+            "(energy only, purchase sunk)"
+        )
+        if rental is not None:
+            entry["cheapest_rental_cost_per_hour_usd"] = rental["cost_per_hour_usd"]
+            text += (
+                f" vs the cheapest rental {rental['device']} ({rental['provider']} {rental['pricing']}) at "
+                f"${rental['cost_per_hour_usd']}/h"
+            )
+        parts.append(text + ".")
+    return " ".join(parts)
 
 
 def _assumptions(
