@@ -164,6 +164,7 @@ def _context(
         need_vcpus = part.cores * topo.cloud_vcpus_per_core
         # a cloud price is the price of a VM that holds the cores: the cheapest one with enough vCPUs
         cpu = {**part.assumptions(), "cloud_vcpus_needed": need_vcpus}
+        warnings.extend(part.warnings)
         if threads > topo.cores:
             warnings.append(
                 f"{threads} threads on {topo.cores} cores: {threads - topo.cores} run on SMT siblings, "

@@ -158,3 +158,74 @@ def test_owned_machine_is_priced_at_its_energy_only():
     )
     bad = runner.invoke(app, [*args, "--owned", "--pricing", "spot"])
     assert bad.exit_code == 2 and "owned" in bad.output
+
+
+def test_bandwidth_curve_runs_through_the_published_points():
+    from flopwise.catalog.cpu import _measured_bandwidth, bandwidth_curve
+
+    for dev in ("graviton2", "graviton4"):
+        curve = bandwidth_curve(dev)
+        assert len(curve) >= 2 and all(p.source_url.startswith("https://") for p in curve)
+        for p in curve:  # the measured points themselves
+            assert _measured_bandwidth(curve, p.cores) == pytest.approx(p.gb_per_s, rel=1e-6)
+        values = [_measured_bandwidth(curve, n) for n in range(1, cpu_topology(dev).cores + 1)]
+        assert values == sorted(values)  # never falls with cores
+        # saturating between the points: above the straight line through them, below proportional scaling
+        a, b = curve[0], curve[1]
+        mid = (a.cores + b.cores) // 2
+        line = a.gb_per_s + (b.gb_per_s - a.gb_per_s) * (mid - a.cores) / (b.cores - a.cores)
+        assert line < _measured_bandwidth(curve, mid) <= a.gb_per_s * mid / a.cores
+    # Graviton2 (Arm learning path, c6g.16xlarge): one core 20.9 GB/s of 169.6 all-core
+    g2 = load_catalog().devices["graviton2"]
+    frac1 = bandwidth_frac(cpu_topology("graviton2"), g2.memory_bandwidth_gb_per_s, 1)
+    assert frac1 == pytest.approx(20.9 / 169.6, rel=1e-6)
+
+
+def test_families_without_a_published_curve_fall_back_to_littles_law_and_say_so():
+    cat = load_catalog()
+    part = slice_for_threads(cat.devices["ryzen-9-7950x"], 4)
+    assert part.assumptions()["cpu_bandwidth_basis"].startswith("derived (fallback")
+    part = slice_for_threads(cat.devices["graviton4"], 4)
+    assert part.assumptions()["cpu_bandwidth_basis"].startswith("measured: 1 core(s) 37 GB/s")
+
+
+def test_hybrid_threads_fill_p_cores_first_and_warn_beyond_them():
+    cat = load_catalog()
+    d = cat.devices["core-i9-13900k"]
+    topo = cpu_topology(d.id)
+    assert topo.fast_cores == 8 and topo.core_tiers == ((8, 96.0), (16, pytest.approx(35.2)))
+    p8 = slice_for_threads(d, 8)
+    # 8 P-cores hold 768 of the 1331 GFLOP/s (datasheet base clocks), not 8/24 of it
+    assert p8.compute_frac == pytest.approx(768 / (768 + 16 * 35.2))
+    assert p8.warnings == ()
+    p16 = slice_for_threads(d, 16)
+    # ggml splits rows evenly: 16 threads go at the E-core pace, slower than 8 P-cores alone
+    assert p16.compute_frac == pytest.approx(16 * 35.2 / (768 + 16 * 35.2))
+    assert p16.compute_frac < p8.compute_frac
+    assert p16.warnings and "beyond its 8 performance cores" in p16.warnings[0] and "-t 8" in p16.warnings[0]
+    # all cores of a hybrid CPU is still a slice (the E-core pace), with the warning
+    all24 = slice_for_threads(d, 24)
+    assert all24.device is not d and all24.compute_frac < 1.0 and all24.warnings
+    # phones: the 6 big cores, the 2 little ones beyond
+    s = cat.devices["snapdragon-8-gen-3-cpu"]
+    assert cpu_topology(s.id).fast_cores == 6
+    assert slice_for_threads(s, 6).warnings == () and slice_for_threads(s, 8).warnings
+
+
+def test_hybrid_tiers_add_up_to_the_device_peak():
+    cat = load_catalog()
+    for dev, topo in cpu_topologies().items():
+        if topo.core_tiers:
+            total_tflop = sum(n * v for n, v in topo.core_tiers) / 1000
+            assert total_tflop == pytest.approx(cat.devices[dev].peak_fp32_tflop_per_s, rel=0.02), dev
+
+
+def test_cli_warns_when_threads_spill_onto_e_cores():
+    out = runner.invoke(
+        app,
+        ["estimate", "serve", "--model", "llama-2-7b", "--device", "core-i9-13900k", "--threads", "16",
+         "--quant", "q4_0", "--json"],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert any("performance cores" in w for w in data["warnings"])

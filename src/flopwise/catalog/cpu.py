@@ -7,13 +7,23 @@ part of it: :func:`cpu_slice` turns the socket into the part that is used.
   cores (SMT siblings) add no matmul throughput: both siblings share one core's vector units.
 * vCPUs count honestly: on x86 clouds 2 vCPUs = 1 core (SMT); on Graviton 1 vCPU = 1 core
   (AWS Graviton getting-started guide, https://github.com/aws/aws-graviton-getting-started).
-* Memory bandwidth saturates: one core can keep only so many cache-line misses in flight, so it draws
-  ``b1 = outstanding_misses x 64 B / DRAM latency`` (Little's law; J. D. C. Little, "A proof for the queuing
-  formula L = lambda W", Operations Research 9(3), 1961), and *n* cores draw
-  ``B(n) = B_peak x (1 - exp(-n b1 / B_peak))``, which is ~``n b1`` for few cores and levels off at the socket's
-  peak (the shape STREAM shows when threads are added: a few cores already draw most of a socket's bandwidth).
-  The slice keeps ``B(n) / B(N)`` of the catalog's socket bandwidth, so the whole socket is unchanged.
-* Power: the slice is charged its share of the socket's TDP and idle power (cores / N).
+* Memory bandwidth saturates: a few cores already draw most of a socket's bandwidth. Where a published
+  STREAM-style measurement per core count exists for the family (``data/cpu_bandwidth.csv``, each point with its
+  source), the curve ``B(n)`` runs through the measured points: proportional to *n* below the first point, flat
+  after the last, and between two points the saturation law below fitted through both (a straight line where
+  the two points scale linearly). Without measurements (the fallback, flagged in the assumptions), one core
+  draws ``b1 = outstanding_misses x 64 B / DRAM latency`` (Little's law; J. D. C. Little, "A proof for the
+  queuing formula L = lambda W", Operations Research 9(3), 1961) and *n* cores draw
+  ``B(n) = B_peak x (1 - exp(-n b1 / B_peak))``. Either way the slice keeps ``B(n) / B(N)`` of the catalog's
+  socket bandwidth, so the whole socket is unchanged.
+* Hybrid CPUs (Intel P/E cores, Apple P/E, phone big.LITTLE) list their core tiers (count x GHz x FP32
+  FLOP/cycle, from the datasheets) in ``core_tiers``. Threads go to the fastest cores first, one per core, as
+  llama.cpp's threads land when the OS schedules them (P-cores first). ggml splits each matmul's rows evenly over
+  the threads and waits for all of them at the end of the op (``ggml_compute_forward_mul_mat``), so *n* threads
+  run at *n* x the speed of the slowest core they use: threads spilling onto E-cores can make a run slower than
+  one on the P-cores alone (a warning says so).
+* Power: the slice is charged its share of the socket's TDP and idle power (share of the socket's peak
+  throughput its cores hold; cores / N for CPUs whose cores are alike).
 
 Pure functions over the catalog's frozen records; the table is read with the standard library.
 """
@@ -35,6 +45,7 @@ __all__ = [
     "burstable_caveat",
     "CpuSlice",
     "CpuTopology",
+    "bandwidth_curve",
     "bandwidth_frac",
     "cpu_slice",
     "cpu_topologies",
@@ -48,6 +59,7 @@ __all__ = [
 
 CACHE_LINE_BYTES = 64
 _TABLE = Path(__file__).with_name("data") / "cpu_topology.csv"
+_BW_TABLE = Path(__file__).with_name("data") / "cpu_bandwidth.csv"
 
 #: Burstable sizes: baseline CPU utilization per vCPU that CPU credits sustain (AWS EC2 user guide, "Key
 #: concepts and definitions for burstable performance instances", baseline table; t3 and t4g are alike).
@@ -96,6 +108,22 @@ class CpuTopology:
     retrieved: str = ""
     basis: str = "derived"
     note: str = ""
+    #: hybrid CPUs: (cores, per-core FP32 GFLOP/s) per tier, fastest first; empty when all cores are alike
+    core_tiers: tuple[tuple[int, float], ...] = ()
+    #: hybrid CPUs: the performance cores (P tiers); the rest are efficiency cores
+    performance_cores: int = 0
+
+    @property
+    def core_speeds(self) -> tuple[float, ...]:
+        """Per-core relative throughput, fastest first (all 1.0 for CPUs whose cores are alike)."""
+        if not self.core_tiers:
+            return (1.0,) * self.cores
+        return tuple(speed for n, speed in self.core_tiers for _ in range(n))
+
+    @property
+    def fast_cores(self) -> int:
+        """The performance cores of a hybrid CPU (P-cores, big cores); all cores otherwise."""
+        return self.performance_cores if self.core_tiers else self.cores
 
     @property
     def core_bandwidth_gb_per_s(self) -> float:
@@ -118,21 +146,43 @@ class CpuSlice:
     threads: int
     bandwidth_frac: float
     compute_frac: float
+    warnings: tuple[str, ...] = ()
 
     def assumptions(self) -> dict:
         topo = cpu_topology(self.socket.id)
         assert topo is not None
-        return {
+        curve = bandwidth_curve(self.socket.id)
+        out: dict[str, object] = {
             "cpu_socket": self.socket.id,
             "cpu_cores_used": self.cores,
             "cpu_cores_socket": topo.cores,
             "cpu_threads": self.threads,
             "cpu_compute_frac": round(self.compute_frac, 4),
             "cpu_bandwidth_frac": round(self.bandwidth_frac, 4),
-            "cpu_core_bandwidth_gb_per_s": round(topo.core_bandwidth_gb_per_s, 2),
             "cpu_matrix_units": list(topo.matrix_unit),
-            "cpu_scaling": "compute x cores/N; bandwidth B(n) = B_peak(1 - exp(-n b1/B_peak)), b1 by Little's law",
         }
+        if curve:
+            out["cpu_bandwidth_basis"] = "measured: " + "; ".join(
+                f"{p.cores} core(s) {p.gb_per_s:g} GB/s ({p.measure}, {p.source_url})" for p in curve
+            )
+            scaling = (
+                "bandwidth B(n) through the published STREAM-style points (saturation law between points, flat "
+                "after the last)"
+            )
+        else:
+            out["cpu_bandwidth_basis"] = (
+                "derived (fallback: no published STREAM-style curve for this CPU family in cpu_bandwidth.csv): "
+                f"{topo.core_bandwidth_gb_per_s:.1f} GB/s per core by Little's law"
+            )
+            out["cpu_core_bandwidth_gb_per_s"] = round(topo.core_bandwidth_gb_per_s, 2)
+            scaling = "bandwidth B(n) = B_peak(1 - exp(-n b1/B_peak)), b1 by Little's law"
+        out["cpu_scaling"] = scaling + (
+            "; compute: threads on the fastest cores first, n threads x the slowest core used (ggml's even row "
+            "split)"
+            if topo.core_tiers
+            else "; compute x cores/N"
+        )
+        return out
 
 
 def _int(row: dict[str, str], col: str, lo: int) -> int:
@@ -153,6 +203,7 @@ def cpu_topologies() -> dict[str, CpuTopology]:
         for row in csv.DictReader(f):
             cores = _int(row, "cores", 1)
             threads = _int(row, "hw_threads", cores)
+            tiers, n_perf = _tiers(row, cores)
             latency = float(row["dram_latency_ns"])
             if not latency > 0:
                 raise ValueError(f"{_TABLE}: {row['device_id']!r}: dram_latency_ns must be > 0")
@@ -168,8 +219,110 @@ def cpu_topologies() -> dict[str, CpuTopology]:
                 retrieved=row["retrieved"],
                 basis=row["basis"],
                 note=row["note"],
+                core_tiers=tiers,
+                performance_cores=n_perf,
             )
     return out
+
+
+def _tiers(row: dict[str, str], cores: int) -> tuple[tuple[tuple[int, float], ...], int]:
+    """``core_tiers`` ``P:8x3.0x32|E:16x2.2x16`` (P or E: cores x GHz x FP32 FLOP/cycle) ->
+    (((8, 96.0), (16, 35.2)), 8 performance cores)."""
+    text = (row.get("core_tiers") or "").strip()
+    if not text:
+        return (), 0
+    tiers = []
+    kinds = []
+    try:
+        for part in text.split("|"):
+            kind, spec = part.split(":")
+            n, ghz, flop = spec.split("x")
+            if kind not in ("P", "E"):
+                raise ValueError(kind)
+            kinds.append(kind)
+            tiers.append((int(n), float(ghz) * float(flop)))
+    except ValueError:
+        raise ValueError(
+            f"{_TABLE}: {row.get('device_id')!r}: core_tiers must read P:COUNTxGHZxFLOP_PER_CYCLE|E:..., "
+            f"got {text!r}"
+        ) from None
+    if kinds != sorted(kinds, key=lambda k: k != "P") or "P" not in kinds:
+        raise ValueError(f"{_TABLE}: {row.get('device_id')!r}: core_tiers must list the P tiers before the E")
+    if sum(n for n, _ in tiers) != cores or any(n < 1 or v <= 0 for n, v in tiers):
+        raise ValueError(f"{_TABLE}: {row.get('device_id')!r}: core_tiers must add up to the {cores} cores")
+    if [v for _, v in tiers] != sorted((v for _, v in tiers), reverse=True):
+        raise ValueError(f"{_TABLE}: {row.get('device_id')!r}: core_tiers must list the fastest tier first")
+    return tuple(tiers), sum(n for (n, _), k in zip(tiers, kinds, strict=True) if k == "P")
+
+
+@dataclass(frozen=True)
+class BandwidthPoint:
+    """One published memory-bandwidth measurement of a CPU at a core count."""
+
+    cores: int
+    gb_per_s: float
+    measure: str
+    source_url: str
+    source_location: str
+
+
+@functools.lru_cache(maxsize=1)
+def _bandwidth_curves() -> dict[str, tuple[BandwidthPoint, ...]]:
+    out: dict[str, list[BandwidthPoint]] = {}
+    with _BW_TABLE.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            n = _int(row, "cores", 1)
+            gb = float(row["gb_per_s"])
+            if not gb > 0 or not row["source_url"].startswith("https://"):
+                raise ValueError(f"{_BW_TABLE}: {row['device_id']!r}: gb_per_s > 0 and an https source needed")
+            out.setdefault(row["device_id"], []).append(
+                BandwidthPoint(n, gb, row["measure"], row["source_url"], row["source_location"])
+            )
+    curves = {}
+    for dev, pts in out.items():
+        pts.sort(key=lambda p: p.cores)
+        if len({p.cores for p in pts}) != len(pts) or any(a.gb_per_s > b.gb_per_s for a, b in zip(pts, pts[1:], strict=False)):
+            raise ValueError(f"{_BW_TABLE}: {dev!r}: one point per core count, bandwidth not falling with cores")
+        curves[dev] = tuple(pts)
+    return curves
+
+
+def bandwidth_curve(device_id: str) -> tuple[BandwidthPoint, ...]:
+    """The published bandwidth-vs-cores points of *device_id* (empty: none, the Little's-law fallback applies)."""
+    return _bandwidth_curves().get(device_id, ())
+
+
+def _saturating(n_a: int, b_a: float, n_b: int, b_b: float, n: float) -> float:
+    """``B(n) = S(1 - exp(-n x))`` through (n_a, b_a) and (n_b, b_b), evaluated at n (n_a <= n <= n_b); a
+    straight line where the two points scale linearly or better."""
+    r = b_a / b_b
+    if r <= n_a / n_b * (1 + 1e-9):
+        return b_a + (b_b - b_a) * (n - n_a) / (n_b - n_a)
+
+    def ratio(x: float) -> float:
+        return -math.expm1(-n_a * x) / -math.expm1(-n_b * x)
+
+    lo, hi = 1e-9, 1.0
+    while ratio(hi) < r:
+        hi *= 2.0
+    for _ in range(100):  # ratio(x) rises from n_a/n_b (x -> 0) to 1 (x -> inf): bisection on x
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if ratio(mid) < r else (lo, mid)
+    x = (lo + hi) / 2.0
+    s = b_a / -math.expm1(-n_a * x)
+    return s * -math.expm1(-n * x)
+
+
+def _measured_bandwidth(curve: tuple[BandwidthPoint, ...], n: int) -> float:
+    first, last = curve[0], curve[-1]
+    if n <= first.cores:
+        return first.gb_per_s * n / first.cores
+    if n >= last.cores:
+        return last.gb_per_s
+    for a, b in zip(curve, curve[1:], strict=False):
+        if a.cores <= n <= b.cores:
+            return _saturating(a.cores, a.gb_per_s, b.cores, b.gb_per_s, n)
+    raise AssertionError("unreachable: the curve is sorted")
 
 
 def cpu_topology(device_id: str) -> CpuTopology | None:
@@ -178,7 +331,11 @@ def cpu_topology(device_id: str) -> CpuTopology | None:
 
 
 def bandwidth_frac(topo: CpuTopology, socket_bandwidth_gb_per_s: float, cores: int) -> float:
-    """Share of the socket's bandwidth that *cores* cores draw: ``B(n) / B(N)`` (see the module docstring)."""
+    """Share of the socket's bandwidth that *cores* cores draw: ``B(n) / B(N)`` (see the module docstring): from
+    the published curve where ``cpu_bandwidth.csv`` has one, else by Little's law."""
+    curve = bandwidth_curve(topo.device_id)
+    if curve:
+        return _measured_bandwidth(curve, cores) / _measured_bandwidth(curve, topo.cores)
     b1 = topo.core_bandwidth_gb_per_s
     peak = socket_bandwidth_gb_per_s
 
@@ -202,10 +359,39 @@ def cpu_slice(
     if not 1 <= cores <= topo.cores:
         raise InputError("cores", cores, f"give 1 to {topo.cores} (the cores of one {device.id})")
     n_threads = cores if threads is None else threads
-    if cores == topo.cores and memory_gb is None:
-        return CpuSlice(device, device, cores, n_threads, 1.0, 1.0)
-    cf = cores / topo.cores
+    speeds = topo.core_speeds
+    used = speeds[:cores]  # threads on the fastest cores first
+    total = sum(speeds)
+    # ggml's even row split: every thread waits for the slowest core it uses
+    cf = cores * min(used) / total
+    power_frac = sum(used) / total
+    warnings: tuple[str, ...] = ()
+    if topo.core_tiers and cores > topo.fast_cores:
+        fast = topo.fast_cores * min(speeds[: topo.fast_cores]) / total
+        warnings = (
+            f"{cores} threads on {device.id}: {cores - topo.fast_cores} beyond its {topo.fast_cores} performance "
+            f"cores run on efficiency cores; llama.cpp splits each matmul evenly over the threads, so all of them "
+            f"go at the slowest core's pace: compute {cf:.0%} of the socket vs {fast:.0%} with "
+            f"-t {topo.fast_cores}",
+        )
+    if cores == topo.cores and memory_gb is None and cf >= 1.0 - 1e-12:
+        return CpuSlice(device, device, cores, n_threads, 1.0, 1.0, warnings)
+    # (a hybrid CPU on all its cores is still a slice: its threads go at the slowest core's pace)
     bf = bandwidth_frac(topo, device.memory_bandwidth_gb_per_s, cores)
+    return _sliced(device, topo, cores, n_threads, cf, bf, power_frac, memory_gb, warnings)
+
+
+def _sliced(
+    device: Device,
+    topo: CpuTopology,
+    cores: int,
+    n_threads: int,
+    cf: float,
+    bf: float,
+    power_frac: float,
+    memory_gb: float | None,
+    warnings: tuple[str, ...],
+) -> CpuSlice:
 
     def sc(v: float | None) -> float | None:
         return None if v is None else v * cf
@@ -230,12 +416,12 @@ def cpu_slice(
         sparse_fp8_tflop_per_s=sc(device.sparse_fp8_tflop_per_s),
         sparse_int8_tflop_per_s=sc(device.sparse_int8_tflop_per_s),
         sparse_fp4_tflop_per_s=sc(device.sparse_fp4_tflop_per_s),
-        tdp_w=device.tdp_w * cf,
-        idle_w=device.idle_w * cf,
+        tdp_w=device.tdp_w * power_frac,
+        idle_w=device.idle_w * power_frac,
         aliases=(),
         note=f"{cores} of {topo.cores} cores of {device.id}; {device.note}",
     )
-    return CpuSlice(sliced, device, cores, n_threads, bf, cf)
+    return CpuSlice(sliced, device, cores, n_threads, bf, cf, warnings)
 
 
 def slice_for_threads(device: Device, threads: int) -> CpuSlice:

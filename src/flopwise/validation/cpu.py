@@ -3,8 +3,9 @@ part of the CPU the threads use (:func:`flopwise.catalog.cpu.slice_for_threads`)
 
 Two scores: the median |relative error| of decode tokens/s, and thread scaling: for each source x device x model
 x quant with several thread counts, the error of the ratio ``rate(threads) / rate(fewest threads)``. Nothing here is
-fitted to these cases (the per-core bandwidth comes from Little's law, the efficiencies from the GPU/CPU
-calibration), so leave-one-source-out equals the in-sample score; both are reported.
+fitted to these cases (bandwidth vs cores comes from published STREAM-style measurements where
+``catalog/data/cpu_bandwidth.csv`` has them, else from Little's law; hybrid P/E core speeds from datasheets; the
+efficiencies from the GPU/CPU calibration), so leave-one-source-out equals the in-sample score; both are reported.
 """
 
 from __future__ import annotations
