@@ -466,3 +466,40 @@ def test_shipped_catalog_has_small_cpu_vms_priced_per_vm():
         assert any(x.instance_type.startswith(family) and x.vcpus <= 8 for x in cat.offerings), family
     for family in ("c3-standard-4", "t2a-standard-1"):
         assert any(x.instance_type == family for x in cat.offerings), family
+
+
+def test_gcp_n2_and_e2_map_to_cpu_slices_and_shared_core_e2_says_its_baseline():
+    head = "InstanceType,vCPUs,MemoryGiB,AcceleratorName,AcceleratorCount,GpuInfo,Region,AvailabilityZone,Price,SpotPrice\n"
+    text = head + (
+        "n2-standard-4,4.0,16.0,,,,us-central1,us-central1-a,0.194236,0.0465\n"
+        "n2-standard-48,48.0,192.0,,,,us-central1,us-central1-a,2.330832,0.558\n"
+        "n2-standard-80,80.0,320.0,,,,us-central1,us-central1-a,3.88472,0.93\n"
+        "e2-standard-2,2.0,8.0,,,,us-central1,us-central1-a,0.067006,0.0201\n"
+        "e2-micro,2.0,1.0,,,,us-central1,us-central1-a,0.008376,0.0025\n"
+    )
+    acc: dict = {}
+    res = ParseResult()
+    parse_vms(
+        "gcp", text, source="skypilot-gcp", location="mem", known_regions=read_region_grids(), into=acc, result=res
+    )
+    rows = {
+        r["instance_type"]: r
+        for r in finish(
+            "gcp", acc, source_url="https://example.org/vms.csv", retrieved="2026-12-06", result=res
+        ).rows
+    }
+    assert (rows["n2-standard-4"]["device_id"], rows["n2-standard-4"]["vcpus"]) == ("xeon-8259cl", "4")
+    assert rows["n2-standard-48"]["device_count"] == "1" and "socket" in rows["n2-standard-48"]["note"]
+    assert "n2-standard-80" not in rows and res.skipped["CPU size that is not whole sockets"] == 1
+    assert rows["e2-standard-2"]["device_id"] == "xeon-8259cl" and "burstable" not in rows["e2-standard-2"]["note"]
+    assert "shared-core, sustains 12.5% of each of its 2 vCPUs" in rows["e2-micro"]["note"]
+
+
+def test_shared_core_e2_caveat_under_a_sustained_load():
+    from flopwise.catalog.cpu import burstable_caveat
+
+    assert "12.5% per vCPU at 40% sustained utilization" in burstable_caveat("e2-micro", 0.4)
+    assert "fractional share" in burstable_caveat("e2-micro", 0.4)
+    assert "stays under the baseline" in burstable_caveat("e2-medium", 0.3)
+    # AWS wording unchanged
+    assert burstable_caveat("t3.large", 0.5).startswith("t3.large is burstable: CPU credits sustain 30% per vCPU")

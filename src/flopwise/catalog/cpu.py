@@ -43,6 +43,7 @@ __all__ = [
     "BURSTABLE_BASELINE_FRAC",
     "CACHE_LINE_BYTES",
     "burstable_caveat",
+    "burstable_note",
     "CpuSlice",
     "CpuTopology",
     "bandwidth_curve",
@@ -62,20 +63,50 @@ _TABLE = Path(__file__).with_name("data") / "cpu_topology.csv"
 _BW_TABLE = Path(__file__).with_name("data") / "cpu_bandwidth.csv"
 
 #: Burstable sizes: baseline CPU utilization per vCPU that CPU credits sustain (AWS EC2 user guide, "Key
-#: concepts and definitions for burstable performance instances", baseline table; t3 and t4g are alike).
+#: concepts and definitions for burstable performance instances", baseline table; t3 and t4g are alike), and GCP's
+#: shared-core E2 sizes, which sustain a fraction of their 2 vCPUs and burst above it for short periods
+#: (https://cloud.google.com/compute/docs/general-purpose-machines#e2-shared-core: e2-micro 0.25, e2-small 0.5,
+#: e2-medium 1 vCPU of 2).
 BURSTABLE_BASELINE_FRAC = {
-    f"{fam}.{size}": frac
-    for fam in ("t3", "t4g")
-    for size, frac in (
-        ("nano", 0.05),
-        ("micro", 0.10),
-        ("small", 0.20),
-        ("medium", 0.20),
-        ("large", 0.30),
-        ("xlarge", 0.40),
-        ("2xlarge", 0.40),
-    )
+    **{
+        f"{fam}.{size}": frac
+        for fam in ("t3", "t4g")
+        for size, frac in (
+            ("nano", 0.05),
+            ("micro", 0.10),
+            ("small", 0.20),
+            ("medium", 0.20),
+            ("large", 0.30),
+            ("xlarge", 0.40),
+            ("2xlarge", 0.40),
+        )
+    },
+    "e2-micro": 0.125,
+    "e2-small": 0.25,
+    "e2-medium": 0.50,
 }
+
+
+def _is_gcp_shared_core(instance_type: str) -> bool:
+    return instance_type.startswith("e2-")
+
+
+def _pct(frac: float) -> str:
+    return f"{frac * 100:g}%"
+
+
+def burstable_note(instance_type: str) -> str:
+    """The catalog note of a burstable instance: what it sustains and what happens above it."""
+    base = BURSTABLE_BASELINE_FRAC[instance_type]
+    if _is_gcp_shared_core(instance_type):
+        return (
+            f"burstable: shared-core, sustains {_pct(base)} of each of its 2 vCPUs and bursts above it only for "
+            "short periods"
+        )
+    return (
+        f"burstable: CPU credits sustain {_pct(base)} per vCPU, sustained load above it is throttled to the baseline "
+        "(standard) or billed for surplus credits (unlimited)"
+    )
 
 
 def burstable_caveat(instance_type: str, utilization: float | None = None) -> str | None:
@@ -84,13 +115,17 @@ def burstable_caveat(instance_type: str, utilization: float | None = None) -> st
     if base is None:
         return None
     load = "" if utilization is None else f" at {utilization:.0%} sustained utilization"
-    verdict = (
-        "; the load stays under the baseline"
-        if utilization is not None and utilization <= base
-        else ": above the baseline, credits run out and the CPU is throttled to the baseline (standard mode) "
-        "or surplus credits are billed (unlimited mode)"
-    )
-    return f"{instance_type} is burstable: CPU credits sustain {base:.0%} per vCPU{load}{verdict}"
+    if utilization is not None and utilization <= base:
+        verdict = "; the load stays under the baseline"
+    elif _is_gcp_shared_core(instance_type):
+        verdict = ": above the baseline the VM gets only its fractional share of the 2 vCPUs once the burst is spent"
+    else:
+        verdict = (
+            ": above the baseline, credits run out and the CPU is throttled to the baseline (standard mode) "
+            "or surplus credits are billed (unlimited mode)"
+        )
+    what = "shared-core, it sustains" if _is_gcp_shared_core(instance_type) else "CPU credits sustain"
+    return f"{instance_type} is burstable: {what} {_pct(base)} per vCPU{load}{verdict}"
 
 
 @dataclass(frozen=True)

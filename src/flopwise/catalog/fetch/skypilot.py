@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from flopwise.catalog.cpu import BURSTABLE_BASELINE_FRAC
+from flopwise.catalog.cpu import BURSTABLE_BASELINE_FRAC, burstable_note
 from flopwise.catalog.fetch.table import Record, read_table
 
 __all__ = ["CLOUD_PROVIDERS", "ParseResult", "device_for", "parse_vms"]
@@ -79,6 +79,11 @@ _TPU = {
 #: on a 48-core Sapphire Rapids part (Xeon 8488C) and GCP c3 on 44 cores per socket, so their socket is 96 / 88
 #: vCPUs; the catalog's closest device (the 56-core 8480+) stands in for both. t3 runs on Skylake-SP or Cascade
 #: Lake Xeon Platinum 8000 parts (AWS), the catalog's 24-core Xeon 8259CL stands in; t2a is Ampere Altra (GCP).
+#: GCP n2 runs on Cascade Lake (up to 80 vCPUs, 2.8 GHz base / 3.4 GHz all-core turbo) or Ice Lake, and e2 on
+#: whichever Skylake/Broadwell/Haswell Xeon or EPYC Rome/Milan host GCP picks (https://cloud.google.com/compute/
+#: docs/cpu-platforms): the 24-core Cascade Lake 8259CL (48 vCPUs a socket) stands in for both, so n2/e2 sizes up
+#: to 32 vCPUs are slices of one socket, n2-standard-48/96 whole sockets, and 64/80/128 (not whole sockets) are
+#: skipped and counted.
 CPU_FAMILIES = {
     "aws": {
         "c7g": ("graviton3", 64),
@@ -90,7 +95,16 @@ CPU_FAMILIES = {
         "t4g": ("graviton2", 64),
         "t3": ("xeon-8259cl", 48),
     },
-    "gcp": {"c3-standard": ("xeon-8480plus", 88), "t2a-standard": ("ampere-altra-q80-30", 80)},
+    "gcp": {
+        "c3-standard": ("xeon-8480plus", 88),
+        "t2a-standard": ("ampere-altra-q80-30", 80),
+        "n2-standard": ("xeon-8259cl", 48),
+        "e2-standard": ("xeon-8259cl", 48),
+        # shared-core e2 (fractional vCPU bursting to 2; not in the v9 extract, mapped for catalogs that have it)
+        "e2-micro": ("xeon-8259cl", 48),
+        "e2-small": ("xeon-8259cl", 48),
+        "e2-medium": ("xeon-8259cl", 48),
+    },
 }
 
 
@@ -275,10 +289,7 @@ def _classify(
             note = f"{vcpus} of the {per_socket} vCPUs of one socket; ram_gb converted from {mem_gib:g} GiB"
             base = BURSTABLE_BASELINE_FRAC.get(instance_type)
             if base is not None:
-                note += (
-                    f"; burstable: CPU credits sustain {base:.0%} per vCPU, sustained load above it is throttled "
-                    "to the baseline (standard) or billed for surplus credits (unlimited)"
-                )
+                note += "; " + burstable_note(instance_type)
             return instance_type, device_id, 1, vcpus, ram, note
         if vcpus % per_socket:
             res.skipped["CPU size that is not whole sockets"] += 1
