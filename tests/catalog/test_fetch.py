@@ -503,3 +503,10 @@ def test_shared_core_e2_caveat_under_a_sustained_load():
     assert "stays under the baseline" in burstable_caveat("e2-medium", 0.3)
     # AWS wording unchanged
     assert burstable_caveat("t3.large", 0.5).startswith("t3.large is burstable: CPU credits sustain 30% per vCPU")
+
+
+def test_shipped_catalog_has_gcp_n2_and_e2_sizes():
+    cat = load_catalog()
+    for size in ("n2-standard-2", "n2-standard-8", "n2-standard-48", "e2-standard-2", "e2-standard-32"):
+        rows = [o for o in cat.offerings if o.instance_type == size]
+        assert rows and all(o.device_id == "xeon-8259cl" for o in rows), size
