@@ -365,12 +365,17 @@ def cpu_topology(device_id: str) -> CpuTopology | None:
     return cpu_topologies().get(device_id)
 
 
+@functools.lru_cache(maxsize=4096)
+def _curve_frac(device_id: str, cores: int, socket_cores: int) -> float:
+    curve = bandwidth_curve(device_id)
+    return _measured_bandwidth(curve, cores) / _measured_bandwidth(curve, socket_cores)
+
+
 def bandwidth_frac(topo: CpuTopology, socket_bandwidth_gb_per_s: float, cores: int) -> float:
     """Share of the socket's bandwidth that *cores* cores draw: ``B(n) / B(N)`` (see the module docstring): from
     the published curve where ``cpu_bandwidth.csv`` has one, else by Little's law."""
-    curve = bandwidth_curve(topo.device_id)
-    if curve:
-        return _measured_bandwidth(curve, cores) / _measured_bandwidth(curve, topo.cores)
+    if bandwidth_curve(topo.device_id):
+        return _curve_frac(topo.device_id, cores, topo.cores)
     b1 = topo.core_bandwidth_gb_per_s
     peak = socket_bandwidth_gb_per_s
 
@@ -394,21 +399,23 @@ def cpu_slice(
     if not 1 <= cores <= topo.cores:
         raise InputError("cores", cores, f"give 1 to {topo.cores} (the cores of one {device.id})")
     n_threads = cores if threads is None else threads
-    speeds = topo.core_speeds
-    used = speeds[:cores]  # threads on the fastest cores first
-    total = sum(speeds)
-    # ggml's even row split: every thread waits for the slowest core it uses
-    cf = cores * min(used) / total
-    power_frac = sum(used) / total
+    cf = power_frac = cores / topo.cores
     warnings: tuple[str, ...] = ()
-    if topo.core_tiers and cores > topo.fast_cores:
-        fast = topo.fast_cores * min(speeds[: topo.fast_cores]) / total
-        warnings = (
-            f"{cores} threads on {device.id}: {cores - topo.fast_cores} beyond its {topo.fast_cores} performance "
-            f"cores run on efficiency cores; llama.cpp splits each matmul evenly over the threads, so all of them "
-            f"go at the slowest core's pace: compute {cf:.0%} of the socket vs {fast:.0%} with "
-            f"-t {topo.fast_cores}",
-        )
+    if topo.core_tiers:
+        speeds = topo.core_speeds
+        used = speeds[:cores]  # threads on the fastest cores first
+        total = sum(speeds)
+        # ggml's even row split: every thread waits for the slowest core it uses
+        cf = cores * min(used) / total
+        power_frac = sum(used) / total
+        if cores > topo.fast_cores:
+            fast = topo.fast_cores * min(speeds[: topo.fast_cores]) / total
+            warnings = (
+                f"{cores} threads on {device.id}: {cores - topo.fast_cores} beyond its {topo.fast_cores} "
+                "performance cores run on efficiency cores; llama.cpp splits each matmul evenly over the threads, "
+                f"so all of them go at the slowest core's pace: compute {cf:.0%} of the socket vs {fast:.0%} with "
+                f"-t {topo.fast_cores}",
+            )
     if cores == topo.cores and memory_gb is None and cf >= 1.0 - 1e-12:
         return CpuSlice(device, device, cores, n_threads, 1.0, 1.0, warnings)
     # (a hybrid CPU on all its cores is still a slice: its threads go at the slowest core's pace)

@@ -107,6 +107,9 @@ def run_cpu_validation(cases: tuple[CpuCase, ...] | None = None) -> CpuValidatio
                 "measured": c.measured,
                 "estimated": round(e, 3),
                 "rel_error": round((e - c.measured) / c.measured, 4),
+                "bandwidth_basis": "measured curve"
+                if str(part.assumptions()["cpu_bandwidth_basis"]).startswith("measured")
+                else "Little's-law fallback",
                 "source_url": c.source_url,
             }
         )
