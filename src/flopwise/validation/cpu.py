@@ -2,7 +2,10 @@
 part of the CPU the threads use (:func:`flopwise.catalog.cpu.slice_for_threads`).
 
 Two scores: the median |relative error| of decode tokens/s, and thread scaling: for each source x device x model
-x quant with several thread counts, the error of the ratio ``rate(threads) / rate(fewest threads)``. Nothing here is
+x quant with several thread counts, the error of the ratio ``rate(threads) / rate(fewest threads)``. Prompt
+processing runs (``prefill_tokens_per_s``: compute-bound, so they show where threads land on a hybrid CPU's P and
+E cores) are scored apart: their thread scaling is reported as ``prefill_scaling``; the decode scores and the
+targets are decode only. Nothing here is
 fitted to these cases (bandwidth vs cores comes from published STREAM-style measurements where
 ``catalog/data/cpu_bandwidth.csv`` has them, else from Little's law; hybrid P/E core speeds from datasheets; the
 efficiencies from the GPU/CPU calibration), so leave-one-source-out equals the in-sample score; both are reported.
@@ -23,9 +26,13 @@ __all__ = ["CpuCase", "CpuValidation", "load_cpu_cases", "run_cpu_validation"]
 CASES_PATH = Path(__file__).with_name("data") / "cases_cpu.csv"
 
 
+CATEGORIES = ("decode_tokens_per_s", "prefill_tokens_per_s")
+
+
 @dataclass(frozen=True)
 class CpuCase:
     id: str
+    category: str
     model: str
     device: str
     threads: int
@@ -43,11 +50,13 @@ class CpuValidation:
     median_abs_rel_error: float
     scaling_median_abs_rel_error: float
     scaling_max_abs_rel_error: float
+    prefill_scaling: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "cases": list(self.rows),
             "thread_scaling": list(self.scaling),
+            "prefill_thread_scaling": list(self.prefill_scaling),
             "median_abs_rel_error": self.median_abs_rel_error,
             "leave_one_source_out_median_abs_rel_error": self.median_abs_rel_error,
             "scaling_median_abs_rel_error": self.scaling_median_abs_rel_error,
@@ -64,6 +73,7 @@ def load_cpu_cases(path: Path = CASES_PATH) -> tuple[CpuCase, ...]:
                 out.append(
                     CpuCase(
                         row["id"],
+                        row["category"],
                         row["model"],
                         row["device"],
                         int(row["threads"]),
@@ -76,6 +86,8 @@ def load_cpu_cases(path: Path = CASES_PATH) -> tuple[CpuCase, ...]:
                 )
             except (KeyError, ValueError) as err:
                 raise CatalogFileError(str(path), line, None, f"bad CPU case row: {err}") from None
+            if row["category"] not in CATEGORIES:
+                raise CatalogFileError(str(path), line, "category", f"must be one of {', '.join(CATEGORIES)}")
             if not row["source_url"].startswith("https://"):
                 raise CatalogFileError(str(path), line, "source_url", "is not an https URL")
     return tuple(out)
@@ -96,10 +108,12 @@ def run_cpu_validation(cases: tuple[CpuCase, ...] | None = None) -> CpuValidatio
         est = estimate_serve(
             arch, part.device, quant=c.quant, input_tokens=c.input_tokens, output_tokens=c.output_tokens
         )
-        e = float(est.decode_tokens_per_s)
+        prefill = c.category == "prefill_tokens_per_s"
+        e = float(est.prefill_tokens_per_s if prefill else est.decode_tokens_per_s)
         rows.append(
             {
                 "id": c.id,
+                "category": c.category,
                 "device": c.device,
                 "quant": c.quant,
                 "model": c.model,
@@ -113,6 +127,18 @@ def run_cpu_validation(cases: tuple[CpuCase, ...] | None = None) -> CpuValidatio
                 "source_url": c.source_url,
             }
         )
+    decode = [r for r in rows if r["category"] == "decode_tokens_per_s"]
+    scaling = _scaling(decode)
+    abs_err = [abs(r["rel_error"]) for r in decode]
+    s_err = [abs(s["rel_error"]) for s in scaling] or [0.0]
+    prefill = _scaling([r for r in rows if r["category"] == "prefill_tokens_per_s"])
+    return CpuValidation(
+        tuple(rows), tuple(scaling), median(abs_err), median(s_err), max(s_err), tuple(prefill)
+    )
+
+
+def _scaling(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per source x device x model x quant with several thread counts: the ratio to the fewest threads."""
     groups: dict[tuple[str, str, str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["source_url"], r["device"], r["model"], r["quant"]), []).append(r)
@@ -137,6 +163,4 @@ def run_cpu_validation(cases: tuple[CpuCase, ...] | None = None) -> CpuValidatio
                     "rel_error": round((e - m) / m, 4),
                 }
             )
-    abs_err = [abs(r["rel_error"]) for r in rows]
-    s_err = [abs(s["rel_error"]) for s in scaling] or [0.0]
-    return CpuValidation(tuple(rows), tuple(scaling), median(abs_err), median(s_err), max(s_err))
+    return scaling
