@@ -96,6 +96,8 @@ def test_owned_machine_is_ranked_beside_rentals_at_its_energy_cost():
     assert entry["device"] == "core-i9-13900k" and entry["meets_targets"] is True
     assert entry["rank"] == data["options"].index(best) + 1
     assert "Owned 1 x core-i9-13900k: rank" in data["summary"] and "energy only" in data["summary"]
+    # the CPU-vs-GPU comparison stays between machines one can rent or buy
+    assert data["cpu_vs_gpu"]["cheapest_cpu"]["device"] != "core-i9-13900k"
 
 
 def test_owned_machine_too_small_for_the_load_is_rejected_with_the_count():

@@ -1327,7 +1327,8 @@ def plan_serve(
                 best[key] = opt
     all_opts = sorted(best.values(), key=lambda o: _objective_key(objective, o))
     options = tuple({**_option(table, o["_i"], workload), "rank": r} for r, o in enumerate(all_opts[:top_k], 1))
-    versus = cpu_vs_gpu(workload, table, [o["_i"] for o in best.values()])
+    # CPU vs GPU compares what can be bought or rented; owned machines are ranked, but not part of it
+    versus = cpu_vs_gpu(workload, table, [o["_i"] for o in best.values() if o["provider"] != "owned"])
 
     # rejected: the evaluated ones closest to working (smallest relative shortfall), one per device x TP x quant
     infeas = np.flatnonzero(~table.feasible)
