@@ -337,3 +337,97 @@ def test_builtin_copy_round_trips(tmp_path: Path):
     assert dict(cat.devices) == dict(builtin.devices)
     assert cat.offerings == builtin.offerings
     assert dict(cat.regions) == dict(builtin.regions)
+
+
+# ------------------------------------------------------------- fast reading paths agree with the csv module
+
+
+def _csv_module_cells(path: Path, columns: tuple[str, ...]) -> list[tuple[int, list[str]]]:
+    """What the loader read before its str.split path: the csv module, blank lines skipped (a full-width line
+    whose first cell is not empty is kept: the row check then names its empty id)."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        next(reader)
+        return [
+            (reader.line_num, cells)
+            for cells in reader
+            if (len(cells) == len(columns) and cells[0]) or not all(not c.strip() for c in cells)
+        ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'a,b,c\n1,2,3\n\n4,"x, y",6\n',  # a quoted comma, a blank line
+        'a,b,c\n1,"two\nlines",3\n4,5,6\n',  # a quoted cell spanning lines: the csv module reads the file
+        "a,b,c\r\n1,2,3\r\n4,5,6",  # CRLF, no final newline
+        'a,b,c\n1, "q" ,3\n"4""",5,6\n',  # a quote inside a cell, an escaped quote
+        'a,b,c\nx"y,"z\nw",7\n8,9,10\n',  # a literal quote then a quoted cell left open at the line end
+        "a,b,c\n \t ,  , \n1,2,3\n",  # a line of blanks
+    ],
+)
+def test_split_path_reads_what_the_csv_module_reads(tmp_path: Path, body: str):
+    from flopwise.catalog.loader import _read_cells
+
+    path = tmp_path / "t.csv"
+    path.write_bytes(body.encode("utf-8"))
+    assert _read_cells(path, ("a", "b", "c")) == _csv_module_cells(path, ("a", "b", "c"))
+
+
+def test_builtin_offering_files_read_alike(tmp_path: Path):
+    from flopwise.catalog.loader import _read_cells, read_offerings
+
+    for path in sorted((BUILTIN_DATA_DIR / "offerings").glob("*.csv")):
+        assert _read_cells(path, OFFERING_COLUMNS) == _csv_module_cells(path, OFFERING_COLUMNS), path.name
+    # the column-wise path builds exactly what the validating path builds, row for row
+    from flopwise.catalog.loader import _offering_from_row, _Row
+
+    path = max((BUILTIN_DATA_DIR / "offerings").glob("*.csv"), key=lambda p: p.stat().st_size)
+    fast = read_offerings(path)
+    slow = [
+        _offering_from_row(_Row(str(path), line, dict(zip(OFFERING_COLUMNS, cells, strict=True))))
+        for line, cells in _csv_module_cells(path, OFFERING_COLUMNS)
+    ]
+    assert [o for o, _, _ in fast] == slow
+    assert [line for _, _, line in fast] == [line for line, _ in _csv_module_cells(path, OFFERING_COLUMNS)]
+    assert all(type(o.on_demand_usd_per_h) is Decimal for o, _, _ in fast if o.on_demand_usd_per_h is not None)
+
+
+def test_one_bad_row_among_good_ones_is_named(tmp_path: Path):
+    """The column-wise path gives up on the file; the row-by-row path names the line and field."""
+    good = _offering_row()
+    rows = []
+    for i in range(5):
+        row = {**good, "id": f"{good['provider']}:{good['instance_type']}:r{i}"}
+        rows.append(row)
+    rows[3] = {**rows[3], "vcpus": "2.5"}
+    rows.insert(2, dict.fromkeys(OFFERING_COLUMNS, ""))  # a blank line (all cells empty) is skipped
+    path = tmp_path / "offerings" / "test.csv"
+    _write(path, OFFERING_COLUMNS, rows)
+    with pytest.raises(CatalogFileError, match="not a whole number") as info:
+        read_catalog_dir(tmp_path)
+    assert (info.value.line, info.value.field) == (6, "vcpus")
+
+
+def test_offering_cells_are_stripped_alike(tmp_path: Path):
+    from flopwise.catalog.loader import read_offerings
+
+    good = _offering_row()
+    padded = {k: f" {v} " if v else v for k, v in good.items()}
+    path = tmp_path / "t.csv"
+    _write(path, OFFERING_COLUMNS, [good])
+    path2 = tmp_path / "t2.csv"
+    _write(path2, OFFERING_COLUMNS, [padded])
+    assert read_offerings(path)[0][0] == read_offerings(path2)[0][0]
+
+
+def test_blank_first_line_and_bad_encoding(tmp_path: Path):
+    path = tmp_path / "devices" / "x.csv"
+    path.parent.mkdir()
+    path.write_text("\n" + ",".join(DEVICE_COLUMNS) + "\n", encoding="utf-8")
+    with pytest.raises(CatalogFileError, match="header does not match the schema \\(missing id, name"):
+        read_devices(path)
+    path.write_bytes(",".join(DEVICE_COLUMNS).encode() + b"\nh100,\xff\xfe\n")
+    with pytest.raises(CatalogFileError, match="not UTF-8 text") as info:
+        read_devices(path)
+    assert info.value.line == 2

@@ -19,14 +19,19 @@ Standard library only: loading the built-in catalog must stay fast and must not 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
+import io
 import math
 import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from itertools import compress, count, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -263,54 +268,110 @@ def _read_rows(path: Path, columns: tuple[str, ...]) -> Iterator[_Row]:
         yield _Row(where, line, dict(zip(columns, cells, strict=True)))
 
 
-def _read_cells(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(line, cells)`` of *path*'s data lines (each as wide as the header), after checking that its
-    header is exactly *columns*."""
+class _MultiLine(Exception):
+    """A quoted cell spans lines: only the csv module reads that right."""
+
+
+def _quoted_line(line: str) -> list[str]:
+    cells = next(csv.reader((line + "\n",)))
+    if any("\n" in c for c in cells):  # the quote was still open at the end of the line
+        raise _MultiLine
+    return cells
+
+
+def _split_records(text: str) -> list[list[str]] | None:
+    """The cells of every line of *text* (header included; line n is item n - 1), as ``csv.reader`` (excel
+    dialect) reads them, or None when only the csv module can tell (a carriage return, a NUL, a quoted cell
+    spanning lines). A blank line gives ``[]`` or ``['']``; both are skipped as blank.
+
+    ``str.split`` on the lines without a quote (nearly every line of a fetched file; several times faster than
+    the csv module, and run as C-level ``map``), the csv module for each line with one. A quoted cell still
+    open at the end of its line is what a multi-line record looks like: then the whole file goes to the csv
+    module."""
+    if "\r" in text or "\0" in text:
+        return None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line starts no record
+    rows = list(map(str.split, lines, repeat(",")))
+    for i in compress(count(), map(str.__contains__, lines, repeat('"'))):
+        try:
+            rows[i] = _quoted_line(lines[i])
+        except _MultiLine:
+            return None
+    return rows
+
+
+def _read_table(path: Path, columns: tuple[str, ...]) -> tuple[list[int], list[list[str]]]:
+    """The line numbers and cells of *path*'s data lines (each as wide as the header; blank lines skipped),
+    after checking that its header is exactly *columns*."""
     where = str(path)
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
+        raw = path.read_bytes()
     except OSError as err:
         raise CatalogFileError(
             where, None, None, f"cannot be read ({err.strerror}); check the path"
         ) from None
-    with handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise CatalogFileError(where, 1, None, "is empty; the first line must be the header") from None
-        header = [h.strip() for h in header]
-        if tuple(header) != columns:
-            missing = [c for c in columns if c not in header]
-            extra = [c for c in header if c not in columns]
-            detail = []
-            if missing:
-                detail.append(f"missing {', '.join(missing)}")
-            if extra:
-                detail.append(f"unexpected {', '.join(extra)}")
-            if not detail:
-                detail.append("columns are out of order")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise CatalogFileError(
+            where, line, None, f"is not UTF-8 text (byte {err.start}); save the file as UTF-8"
+        ) from None
+    rows = _split_records(text)
+    if rows is None:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        rows, numbers = [], []
+        for cells in reader:
+            rows.append(cells)
+            numbers.append(reader.line_num)
+    else:
+        numbers = list(range(1, len(rows) + 1))
+    if not rows:
+        raise CatalogFileError(where, 1, None, "is empty; the first line must be the header")
+    header = [h.strip() for h in rows[0]]
+    if header == [""]:
+        header = []  # a blank first line: the csv module reads [], str.split ['']
+    if tuple(header) != columns:
+        missing = [c for c in columns if c not in header]
+        extra = [c for c in header if c not in columns]
+        detail = []
+        if missing:
+            detail.append(f"missing {', '.join(missing)}")
+        if extra:
+            detail.append(f"unexpected {', '.join(extra)}")
+        if not detail:
+            detail.append("columns are out of order")
+        raise CatalogFileError(
+            where,
+            1,
+            None,
+            f"header does not match the schema ({'; '.join(detail)}); expected: {','.join(columns)}",
+        )
+    width = len(columns)
+    body, numbers = rows[1:], numbers[1:]
+    if all(map(width.__eq__, map(len, body))) and all(map(itemgetter(0), body)):
+        return numbers, body
+    kept_numbers, kept = [], []
+    for line, cells in zip(numbers, body, strict=True):
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        if len(cells) != width:
             raise CatalogFileError(
                 where,
-                1,
+                line,
                 None,
-                f"header does not match the schema ({'; '.join(detail)}); expected: {','.join(columns)}",
+                f"has {len(cells)} cells but the header has {len(columns)}; quote cells that contain commas",
             )
-        width = len(columns)
-        for cells in reader:
-            if len(cells) == width and cells[0]:
-                yield reader.line_num, cells
-                continue
-            if not cells or all(not c.strip() for c in cells):
-                continue
-            if len(cells) != width:
-                raise CatalogFileError(
-                    where,
-                    reader.line_num,
-                    None,
-                    f"has {len(cells)} cells but the header has {len(columns)}; quote cells that contain commas",
-                )
-            yield reader.line_num, cells
+        kept_numbers.append(line)
+        kept.append(cells)
+    return kept_numbers, kept
+
+
+def _read_cells(path: Path, columns: tuple[str, ...]) -> list[tuple[int, list[str]]]:
+    """``(line, cells)`` of *path*'s data lines: :func:`_read_table` as pairs."""
+    return list(zip(*_read_table(path, columns), strict=True))
 
 
 # ------------------------------------------------------------------------------------------ devices
@@ -523,11 +584,100 @@ def _fast_offering(cells: list[str]) -> Offering | None:
     )
 
 
+_OFFERING_FIELDS = tuple(f.name for f in dataclasses.fields(Offering))
+assert _OFFERING_FIELDS == OFFERING_COLUMNS, "Offering's fields and OFFERING_COLUMNS must stay in one order"
+
+
+def _fast_offerings(rows: list[list[str]]) -> list[Offering] | None:
+    """The offerings of a whole file's rows, checked column by column, or None when any check fails (then each
+    row goes through :func:`_fast_offering` / :func:`_offering_from_row`, which raise the precise error).
+
+    Accepts exactly what :func:`_offering_from_row` accepts. A fetched file repeats its provider, regions,
+    counts, prices and provenance on thousands of rows, so each distinct value is parsed and checked once
+    (Decimal built once per distinct price string), and the per-row checks run as C-level ``map``/``zip``."""
+    if not rows:
+        return []
+    cols = [tuple(map(str.strip, col)) for col in zip(*rows, strict=True)]
+    oid, provider, it, region, device_id, count, vcpus, ram, od, sp, rs, term, url, retrieved, basis, note = cols
+    if not (all(oid) and all(it) and all(device_id)):
+        return None
+    for p in set(provider):
+        if p not in _GOOD_SLUGS and not _SLUG_RE.match(p):
+            return None
+    for r in set(region):
+        if r not in _GOOD_REGION_IDS and not _REGION_ID_RE.match(r):
+            return None
+    prefixes = list(map("{}:{}:".format, provider, it))
+    if not all(map(str.startswith, oid, prefixes)) or not all(
+        map(int.__gt__, map(len, oid), map(len, prefixes))
+    ):
+        return None
+    try:
+        ints: dict[str, int] = {}
+        for raw in set(count) | set(vcpus):
+            if not raw.isdigit():
+                return None
+            ints[raw] = int(raw)
+        counts = list(map(ints.__getitem__, count))
+        cpus = list(map(ints.__getitem__, vcpus))
+        floats: dict[str, float] = {}
+        for raw in set(ram):
+            value = float(raw)
+            if not RAM_GB_RANGE[0] <= value <= RAM_GB_RANGE[1]:  # False for NaN; inf is out of range
+                return None
+            floats[raw] = value
+        rams = list(map(floats.__getitem__, ram))
+        prices: dict[str, Decimal | None] = {"": None}
+        for raw in (set(od) | set(sp) | set(rs)) - {""}:
+            price = Decimal(raw)
+            if not (price.is_finite() and _ZERO <= price <= PRICE_USD_PER_H_MAX):
+                return None
+            prices[raw] = price
+    except (ValueError, ArithmeticError):
+        return None
+    if not (
+        DEVICE_COUNT_RANGE[0] <= min(counts)
+        and max(counts) <= DEVICE_COUNT_RANGE[1]
+        and VCPUS_RANGE[0] <= min(cpus)
+        and max(cpus) <= VCPUS_RANGE[1]
+    ):
+        return None
+    on_demand = list(map(prices.__getitem__, od))
+    spot = list(map(prices.__getitem__, sp))
+    reserved = list(map(prices.__getitem__, rs))
+    for od_p, sp_p, rs_p, t in zip(on_demand, spot, reserved, term, strict=True):
+        if od_p is None and sp_p is None and rs_p is None:
+            return None
+        if od_p is not None and sp_p is not None and sp_p > od_p:
+            return None
+        if (t or rs_p is not None) and (t not in RESERVED_TERMS or rs_p is None):
+            return None
+    for u, d, b, n in set(zip(url, retrieved, basis, map(bool, note), strict=True)):
+        if not (u and d and b) or _provenance_problem(u, d, b, n) is not None:
+            return None
+    _GOOD_SLUGS.update(provider)
+    _GOOD_REGION_IDS.update(region)
+    # C-level loops: one dict per row (what the frozen dataclass __init__ would set), set as the instance dict
+    dicts = list(
+        map(dict, map(zip, repeat(_OFFERING_FIELDS), zip(
+            oid, provider, it, region, device_id, counts, cpus, rams, on_demand, spot, reserved, term, url,
+            retrieved, basis, note, strict=True,
+        )))
+    )  # fmt: skip
+    out = list(map(object.__new__, repeat(Offering, len(dicts))))
+    deque(map(object.__setattr__, out, repeat("__dict__"), dicts), maxlen=0)
+    return out
+
+
 def read_offerings(path: str | os.PathLike[str]) -> list[tuple[Offering, str, int]]:
     """Read one ``offerings/*.csv`` file: ``(offering, path, line)`` per row. Raises CatalogFileError."""
     where = str(path)
+    numbers, rows = _read_table(Path(path), OFFERING_COLUMNS)
+    fast = _fast_offerings(rows)
+    if fast is not None:
+        return list(zip(fast, repeat(where), numbers))
     out = []
-    for line, cells in _read_cells(Path(path), OFFERING_COLUMNS):
+    for line, cells in zip(numbers, rows, strict=True):
         offering = _fast_offering(cells)
         if offering is None:
             offering = _offering_from_row(_Row(where, line, dict(zip(OFFERING_COLUMNS, cells, strict=True))))

@@ -90,6 +90,7 @@ def fetch_text(source: str, location: str) -> str:
                 f"download truncated: {len(err.partial)} bytes received, {err.expected} missing; nothing was written",
             ) from None
         except urllib.error.HTTPError as err:
+            err.close()  # the error carries the open response; unclosed, its socket warns when collected
             raise FetchError(
                 source, location, None, None, f"HTTP {err.code} {err.reason}; nothing was written"
             ) from None
