@@ -233,11 +233,14 @@ def skypilot_serve(
     except yaml.YAMLError as exc:
         raise InputError("--config", str(config), f"it is not valid YAML ({exc})") from None
     cfg = load_config(data, source=config.name)
-    FlopwiseClient(url=url, token=token).close()  # resolve the connection now: a bad --url is an error here
+    fw = FlopwiseClient(url=url, token=token)  # one client, connections kept alive; a bad --url is an error here
 
     import uvicorn
 
-    uvicorn.run(create_policy_app(lambda: FlopwiseClient(url=url, token=token), cfg), host=host, port=port)
+    try:
+        uvicorn.run(create_policy_app(fw, cfg), host=host, port=port)
+    finally:
+        fw.close()
 
 
 ray_app = typer.Typer(help="Ray: a gate in front of the Ray Jobs API that asks flopwise first.", no_args_is_help=True)
@@ -256,18 +259,24 @@ def ray_gate(
     settle_interval_s: Annotated[
         float, typer.Option("--settle-interval-s", min=0.5, max=3600, help="Seconds between settlement passes.")
     ] = 5.0,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="SQLite file of admitted jobs, kept across restarts [default: "
+                     "$XDG_STATE_HOME/flopwise/ray-gate.sqlite].", show_default=False),
+    ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Serve the Ray Jobs API through flopwise: submissions are decided first (400 with the reason when
-    refused); the rest is forwarded; ended jobs are settled every --settle-interval-s."""
+    refused); the rest is forwarded; ended jobs are settled every --settle-interval-s, also those that ended
+    while the gate was down (its state is in --state)."""
     import threading
 
     import httpx
     import yaml
 
     from flopwise.client import FlopwiseClient
-    from flopwise.enforce.ray import RayGate, create_gate_app, load_config
+    from flopwise.enforce.ray import GateState, RayGate, create_gate_app, load_config
     from flopwise.errors import InputError
 
     try:
@@ -277,9 +286,19 @@ def ray_gate(
     except yaml.YAMLError as exc:
         raise InputError("--config", str(config), f"it is not valid YAML ({exc})") from None
     cfg = load_config(data, source=config.name)
-    FlopwiseClient(url=url, token=token).close()
+    fw = FlopwiseClient(url=url, token=token)  # shared by submissions and settlement, connections kept alive
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    gate = RayGate(lambda: FlopwiseClient(url=url, token=token), cfg, httpx.Client(base_url=upstream, timeout=60))
+    import os
+    import sqlite3
+
+    if state is None:
+        base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        state = base / "flopwise" / "ray-gate.sqlite"
+    try:
+        gate_state = GateState(state)
+    except (OSError, sqlite3.Error) as exc:
+        raise InputError("--state", str(state), f"cannot be opened as a SQLite file ({exc})") from None
+    gate = RayGate(fw, cfg, httpx.Client(base_url=upstream, timeout=60), gate_state)
     stop = threading.Event()
 
     def settle_loop() -> None:
@@ -296,6 +315,7 @@ def ray_gate(
         uvicorn.run(create_gate_app(gate), host=host, port=port)
     finally:
         stop.set()
+        fw.close()
 
 
 kueue_app = typer.Typer(

@@ -27,11 +27,12 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from flopwise.enforce._client import borrowed
 from flopwise.errors import InputError, suggest
 
 __all__ = ["ADMISSION_LABEL", "SkyPilotConfig", "create_policy_app", "load_config", "worst_case"]
@@ -175,6 +176,16 @@ def admission_body(task: Mapping[str, Any], config: SkyPilotConfig, job_id: str)
     }
 
 
+def _yaml_classes() -> tuple[Any, Any]:
+    """libyaml's safe loader and dumper where PyYAML was built with it (several times faster), else PyYAML's."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader), getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+_LOADER, _DUMPER = _yaml_classes()
+
+
 def _decode_request(body: Any) -> dict[str, Any]:
     import yaml
 
@@ -184,7 +195,7 @@ def _decode_request(body: Any) -> dict[str, Any]:
         raise InputError("body", "...", "send SkyPilot's user request: {task, skypilot_config, request_name, ...}")
     out = dict(body)
     try:
-        task = yaml.safe_load(body["task"]) or {}
+        task = yaml.load(body["task"], Loader=_LOADER) or {}
     except yaml.YAMLError as exc:
         raise InputError("task", "...", f"send the task as YAML text ({exc})") from None
     if not isinstance(task, dict):
@@ -193,9 +204,10 @@ def _decode_request(body: Any) -> dict[str, Any]:
     return out
 
 
-def create_policy_app(client_factory: Callable[[], Any], config: SkyPilotConfig) -> Any:
+def create_policy_app(client: Any, config: SkyPilotConfig) -> Any:
     """The policy server: ``POST /skypilot/policy`` (the URL to put in SkyPilot's ``admin_policy:``) and
-    ``GET /healthz``. *client_factory* returns a :class:`flopwise.client.FlopwiseClient` (closed after use)."""
+    ``GET /healthz``. *client* is a :class:`flopwise.client.FlopwiseClient` shared by every call (its
+    connections kept alive), or a factory of them (one per call, closed after use)."""
     import yaml
     from fastapi import Body, FastAPI
     from fastapi.responses import JSONResponse, PlainTextResponse
@@ -228,7 +240,7 @@ def create_policy_app(client_factory: Callable[[], Any], config: SkyPilotConfig)
         if body is None:
             return JSONResponse(unchanged)
         try:
-            with client_factory() as fw:
+            with borrowed(client) as fw:
                 result = fw.call("POST", "/admission/decide", json_body=body)
         except ServerUnreachableError as exc:
             return PlainTextResponse(f"flopwise: cannot decide, so the launch fails closed: {exc}", status_code=503)
@@ -239,7 +251,8 @@ def create_policy_app(client_factory: Callable[[], Any], config: SkyPilotConfig)
             return PlainTextResponse(f"flopwise: {reasons}", status_code=400)
         resources = task.setdefault("resources", {})
         resources.setdefault("labels", {})[ADMISSION_LABEL] = job_id
-        mutated = {"task": yaml.safe_dump(task, sort_keys=False), "skypilot_config": req.get("skypilot_config", "")}
+        mutated = {"task": yaml.dump(task, Dumper=_DUMPER, sort_keys=False),
+                   "skypilot_config": req.get("skypilot_config", "")}  # fmt: skip
         return JSONResponse(json.dumps(mutated))
 
     return app
