@@ -203,7 +203,8 @@ def agent(
 
 
 skypilot_app = typer.Typer(
-    help="SkyPilot: serve the RESTful admin policy that asks flopwise before each launch.", no_args_is_help=True
+    help="SkyPilot: serve the RESTful admin policy that asks flopwise before each launch; settle launches.",
+    no_args_is_help=True,
 )
 app.add_typer(skypilot_app, name="skypilot")
 
@@ -241,6 +242,39 @@ def skypilot_serve(
         uvicorn.run(create_policy_app(fw, cfg), host=host, port=port)
     finally:
         fw.close()
+
+
+@skypilot_app.command("settle")
+@_outside_errors
+def skypilot_settle(
+    ctx: typer.Context,
+    sky_python: Annotated[
+        str, typer.Option("--sky-python", help="A Python with the skypilot package, on the SkyPilot API server's "
+                          "host (it reads SkyPilot's state there).", show_default=False),
+    ],
+    days: Annotated[int, typer.Option("--days", min=1, max=3650, help="How far back the cost report looks.")] = 30,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """One settlement pass: commit the admissions of SkyPilot clusters that are up, settle those torn down (their
+    up time and SkyPilot's cost estimate), release those torn down before they were up. Run it from a timer;
+    repeating a pass changes nothing. Exit 1 if any admission could not be moved."""
+    from flopwise.client import FlopwiseClient
+    from flopwise.enforce.skypilot import settle_launches, sky_cost_report
+
+    records = sky_cost_report(sky_python, days)
+    obj = ctx.obj if isinstance(ctx.obj, Mapping) else {}
+    with FlopwiseClient(url=url, token=token, transport=obj.get("transport")) as fw:
+        report = settle_launches(fw, records)
+    if json_out:
+        print_json(report)
+    else:
+        for key, ids in report.items():
+            if ids:
+                stderr_console().print(f"{key}: {', '.join(ids)}")
+    if report["errors"]:
+        raise typer.Exit(EXIT_FAILURE)
 
 
 ray_app = typer.Typer(help="Ray: a gate in front of the Ray Jobs API that asks flopwise first.", no_args_is_help=True)
