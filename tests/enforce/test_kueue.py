@@ -516,3 +516,26 @@ def test_cli_manifests_and_one_controller_pass(world: World, tmp_path: Path) -> 
     r = runner.invoke(app, ["enforce", "kueue", "controller", *common, "--kube-url", "http://127.0.0.1:9", "--once"],
                       obj={"transport": world.transport})  # fmt: skip
     assert r.exit_code == 1 and "cannot reach the Kubernetes API" in r.stderr
+
+
+def test_an_evicted_workload_is_settled_from_when_it_first_started(world: World) -> None:
+    kueue = Kueue(world)
+    world.clock.now = datetime(2026, 12, 15, 9, 0, tzinfo=UTC)  # within one month's window throughout
+    _, queue = world.project("evicted", "100")
+    world.install()
+    kueue.submit("pre", queue, 2)
+    kueue.reserve("pre", queue)
+    _step(world)
+    kueue.admit("pre")
+    assert _step(world)["research/pre"] == ["committed"]
+    # preempted: Kueue evicts it (Admitted goes away), later it finishes (e.g. its job was deleted)
+    wl = world.kube.get("workloads", "pre", "research")
+    world.clock.now += timedelta(minutes=45)
+    conds = [c for c in wl["status"]["conditions"] if c["type"] != "Admitted"]
+    kueue._status("pre", {**wl["status"], "admission": None, "conditions": conds})
+    kueue.finish("pre")
+    assert _step(world)["research/pre"] == ["settled"]
+    job_id = world.kube.get("workloads", "pre", "research")["metadata"]["annotations"][ADMISSION_ANN]
+    assert world.fw.call("GET", f"/admission/kueue/{job_id}")["state"] == "settled"
+    budget = [b for b in world.fw.list_budgets() if b["name"] == "evicted-usd"][0]
+    assert Decimal(budget["settled"]) == Decimal("3.750000")  # 2 GPUs x 0.75 h x $2.50

@@ -19,7 +19,7 @@ for the n-th later attempt, since a decision is never re-made for the same id) a
   bad label) -> ``Rejected`` with flopwise's reasons (Kueue deactivates the Workload).
 
 The Workload is the state: the admission id, the phase (``admitted``, ``committed``, ``settled``,
-``released``) and the attempt count live in its annotations (``kueue.flopwise.io/*``), so a restarted
+``released``), when it started and the attempt count live in its annotations (``kueue.flopwise.io/*``), so a restarted
 controller settles what ended while it was down. When Kueue marks the Workload ``Admitted`` the admission is
 committed; when it is ``Finished`` it is settled with the time between those two conditions x GPUs x price; a
 Workload deleted or finished before it started is released.
@@ -79,6 +79,7 @@ REQUEST_ANN = "flopwise.io/request"
 ADMISSION_ANN = "kueue.flopwise.io/admission"
 PHASE_ANN = "kueue.flopwise.io/phase"
 ATTEMPT_ANN = "kueue.flopwise.io/attempts"
+STARTED_ANN = "kueue.flopwise.io/started-at"
 _CONFIG_KEYS = ("flavors", "gpu_resource", "controller_name", "check_name", "default_max_hours", "retry_s",
                 "approval_poll_s", "max_cache_age_s", "queueing_strategy")  # fmt: skip
 _FLAVOR_KEYS = ("device", "usd_per_h", "node_labels")
@@ -450,7 +451,7 @@ class KueueController:
         self.kube, self.client, self.config, self.clock = kube, client, config, clock
         self._cache = _BudgetCache()
         self._queues: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
+        self._checks: set[str] = set()
 
     # the checks and queues this controller owns
     def checks(self) -> set[str]:
@@ -684,9 +685,10 @@ class KueueController:
         admitted, finished = _condition(wl, "Admitted"), _condition(wl, "Finished")
         out: list[str] = []
         try:
-            if phase == "admitted" and (admitted or finished) and (admitted or {}).get("lastTransitionTime"):
+            if phase == "admitted" and admitted is not None:
                 self.client.call("POST", f"/admission/{ENGINE}/{job_id}/commit")
-                self._annotate(wl, {PHASE_ANN: "committed"})
+                started = str(admitted.get("lastTransitionTime") or _iso(self.clock()))
+                self._annotate(wl, {PHASE_ANN: "committed", STARTED_ANN: started})
                 phase = "committed"
                 out.append("committed")
             if finished:
@@ -696,15 +698,19 @@ class KueueController:
         return out
 
     def _end(self, wl: dict[str, Any], job_id: str, phase: str, ended: datetime | None) -> str:
-        started = _parse_time((_condition(wl, "Admitted") or {}).get("lastTransitionTime"))
+        # when Kueue first admitted it (kept at commit: an evicted Workload loses its Admitted condition)
+        annotations = (wl.get("metadata") or {}).get("annotations") or {}
+        started = _parse_time(annotations.get(STARTED_ANN)) or _parse_time(
+            (_condition(wl, "Admitted") or {}).get("lastTransitionTime"))  # fmt: skip
         if phase == "committed" and started is not None:
             end = ended or self.clock()
             hours = (Decimal(str(max(0.0, (end - started).total_seconds()))) / 3600).quantize(Decimal("0.000001"))
             gpus, flavor, _ = self.worst_case(wl)
-            price = flavor.usd_per_h if flavor else Decimal(0)
-            self.client.call("POST", f"/admission/{ENGINE}/{job_id}/settle", json_body={
-                "actual_duration_h": str(hours), "device_hours": str(hours * gpus),
-                "cost_usd": str((hours * gpus * price).quantize(Decimal("0.000001")))})  # fmt: skip
+            body = {"actual_duration_h": str(hours), "device_hours": str(hours * gpus)}
+            if flavor is not None:
+                body["cost_usd"] = str((hours * gpus * flavor.usd_per_h).quantize(Decimal("0.000001")))
+            # evicted, no flavor assigned now: flopwise prorates the admitted worst case (same price) by the hours
+            self.client.call("POST", f"/admission/{ENGINE}/{job_id}/settle", json_body=body)
             if wl.get("metadata", {}).get("resourceVersion"):
                 self._annotate(wl, {PHASE_ANN: "settled"})
             return "settled"
@@ -735,7 +741,7 @@ class KueueController:
             self.refresh_budgets()
         except ServerError as exc:
             log.warning("budgets not refreshed (the fail-open rule uses the last read): %s", exc)
-        checks = self.checks()
+        checks = self._checks = self.checks()
         self._queues.clear()
         items, rv = self.kube.list("workloads")
         out: dict[str, list[str]] = {}
@@ -756,7 +762,7 @@ class KueueController:
         while not stop.is_set():
             try:
                 _, rv = self.pass_once()
-                checks = self.checks()
+                checks = self._checks
                 deadline = time.monotonic() + resync_s
                 while not stop.is_set() and time.monotonic() < deadline:
                     for event in self.kube.watch("workloads", rv, timeout_s=min(watch_timeout_s, int(resync_s) + 1)):
