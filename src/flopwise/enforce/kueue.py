@@ -274,16 +274,16 @@ def manifests(
                                  "labels": {**meta, "flopwise.io/team": str(team["id"])}},
                     "spec": spec})  # fmt: skip
     for project in sorted(projects, key=lambda p: int(p["id"])):
-        team = team_names.get(int(project["team_id"]))
-        if team is None:
+        team_name = team_names.get(int(project["team_id"]))
+        if team_name is None:
             continue
         pq = _quota_per_flavor(quota_list, "project", int(project["id"]), config)
         out.append({
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterQueue",
-            "metadata": {"name": queue_name(team, str(project["name"])),
+            "metadata": {"name": queue_name(team_name, str(project["name"])),
                          "labels": {**meta, PROJECT_LABEL: str(project["id"])}},
             "spec": {
-                "cohortName": queue_name(team),
+                "cohortName": queue_name(team_name),
                 "namespaceSelector": {},
                 "queueingStrategy": config.queueing_strategy,
                 "resourceGroups": _resource_groups(pq, config, all_flavors=True),
@@ -362,11 +362,11 @@ class KubeApi:
         return list(body.get("items") or []), str(body.get("metadata", {}).get("resourceVersion", ""))
 
     def get(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any]:
-        return self.request("GET", self.path(plural, name, namespace))  # type: ignore[no-any-return]
+        return self.request("GET", self.path(plural, name, namespace))
 
     def merge_patch(self, plural: str, name: str, patch: Mapping[str, Any], *, namespace: str | None = None,
                     status: bool = False) -> dict[str, Any]:  # fmt: skip
-        return self.request("PATCH", self.path(plural, name, namespace, "status" if status else None),  # type: ignore[no-any-return]
+        return self.request("PATCH", self.path(plural, name, namespace, "status" if status else None),
                             body=patch, content_type="application/merge-patch+json")  # fmt: skip
 
     def watch(self, plural: str, resource_version: str, timeout_s: int = 30) -> Iterator[dict[str, Any]]:
@@ -412,7 +412,7 @@ def _parse_time(text: str | None) -> datetime | None:
 def _condition(wl: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     for c in (wl.get("status") or {}).get("conditions") or ():
         if c.get("type") == kind and c.get("status") == "True":
-            return c  # type: ignore[no-any-return]
+            return c
     return None
 
 

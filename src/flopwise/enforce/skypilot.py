@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -305,7 +305,7 @@ def sky_cost_report(python: str, days: int = 30, *, timeout_s: float = 300, env:
     return list(json.loads(lines[-1]))
 
 
-def settle_launches(client: Any, records: list[Mapping[str, Any]]) -> dict[str, list[str]]:
+def settle_launches(client: Any, records: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
     """Commit and settle the admissions of SkyPilot clusters from their cost-report records.
 
     A cluster labelled ``flopwise-admission=<id>``: while it exists (``INIT``, ``UP``, ``STOPPED``) an
