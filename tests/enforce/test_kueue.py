@@ -336,7 +336,7 @@ def test_flopwise_down_or_slow_fails_closed_and_soft_budgets_fail_open(world: Wo
         assert hard["state"] == "Retry" and "fails closed" in hard["message"] and hard["requeueAfterSeconds"] == 30
         assert soft["state"] == "Ready" and "let through unchecked" in soft["message"], soft
     # the cache ages out: soft budgets fail closed too (flopwise's state is unknown)
-    world.controller._cache.at -= CONFIG.max_cache_age_s + 1
+    world.controller.soft.at -= CONFIG.max_cache_age_s + 1
     kueue.submit("stale-soft", soft_queue, 1)
     kueue.reserve("stale-soft", soft_queue)
     _step(world)

@@ -266,3 +266,32 @@ def test_a_submission_ray_refuses_releases_its_admission(server: Any) -> None:
     assert fw.call("GET", "/admission/ray/raysubmit_refused1")["state"] == "released"
     upstream.close()
     fw.close()
+
+
+def test_flopwise_down_soft_budgets_forward_unchecked_hard_ones_fail_closed(server: Any) -> None:
+    from flopwise.client import FlopwiseClient
+    from flopwise.enforce._client import SoftBudgets
+
+    admin = server.client()
+    team = admin.call("POST", "/teams", json_body={"name": "ray-failopen"})
+    pids = {}
+    for name, is_hard in (("hard", True), ("soft", False)):
+        pids[name] = admin.call("POST", f"/teams/{team['id']}/projects", json_body={"name": name})["id"]
+        admin.create_budget({"name": f"ray-fo-{name}", "scope_kind": "project", "scope_id": pids[name],
+                             "period": "month", "unit": "usd", "amount": "1000", "is_hard": is_hard})  # fmt: skip
+    soft = SoftBudgets()
+    soft.refresh(admin)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    down = FlopwiseClient(url="http://127.0.0.1:9", token="fw_x", transport=httpx.MockTransport(refuse))
+    gate = RayGate(down, CONFIG, None, soft=soft)
+    meta = {"flopwise-max-hours": "1", "flopwise-gpus": "1"}
+    status, message, _ = gate.decide({"entrypoint": "x", "metadata": {**meta, "flopwise-project": str(pids["hard"])}})
+    assert status == 503 and "fails closed" in message
+    status, _, job = gate.decide({"entrypoint": "x", "metadata": {**meta, "flopwise-project": str(pids["soft"])}})
+    assert status == 200 and ADMISSION_KEY not in job["metadata"]
+    assert gate.state.pending() == {}  # nothing to settle: it was never admitted
+    down.close()
+    admin.close()

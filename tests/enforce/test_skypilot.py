@@ -325,3 +325,46 @@ def test_skypilots_own_cost_report_settles_a_torn_down_cluster(server: Any, tmp_
     adm = fw.call("GET", f"/admission/skypilot/{job_id}")
     assert adm["state"] == "settled"
     fw.close()
+
+
+class Switch(httpx.BaseTransport):
+    """The flopwise server's transport, or a refused connection while ``down``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.down = inner, False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return self.inner.handle_request(request)
+
+
+def test_flopwise_down_soft_budgets_fail_open_and_are_logged_hard_ones_closed(server: Any, caplog: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from flopwise.enforce._client import SoftBudgets
+
+    switch = Switch(server.transport)
+    fw = FlopwiseClient(url="http://testserver", token=server.admin_token, transport=switch)
+    admin = server.client()
+    team = admin.call("POST", "/teams", json_body={"name": "sky-failopen"})
+    hard = admin.call("POST", f"/teams/{team['id']}/projects", json_body={"name": "hard"})["id"]
+    soft_p = admin.call("POST", f"/teams/{team['id']}/projects", json_body={"name": "soft"})["id"]
+    for pid, is_hard in ((hard, True), (soft_p, False)):
+        admin.create_budget({"name": f"fo-{pid}", "scope_kind": "project", "scope_id": pid, "period": "month",
+                             "unit": "usd", "amount": "1000", "is_hard": is_hard})  # fmt: skip
+    soft = SoftBudgets()
+    with TestClient(create_policy_app(fw, CONFIG, soft)) as policy:
+        assert policy.post("/skypilot/policy", json=_request(_task(hard, "H100:1"))).status_code == 200
+        assert soft.at > 0  # the decide that reached flopwise also read the budgets
+        switch.down = True
+        r = policy.post("/skypilot/policy", json=_request(_task(hard, "H100:1")))
+        assert r.status_code == 503 and "fails closed" in r.text
+        with caplog.at_level("WARNING", logger="flopwise.enforce.skypilot"):
+            r = policy.post("/skypilot/policy", json=_request(_task(soft_p, "H100:1")))
+        assert r.status_code == 200 and ADMISSION_LABEL not in json.loads(r.json())["task"]
+        assert "let through unchecked" in caplog.text
+        soft.at -= soft.max_age_s + 1  # what flopwise holds is no longer known: soft fails closed too
+        assert policy.post("/skypilot/policy", json=_request(_task(soft_p, "H100:1"))).status_code == 503
+    fw.close()
+    admin.close()

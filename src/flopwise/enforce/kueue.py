@@ -54,6 +54,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
+from flopwise.enforce._client import SoftBudgets
 from flopwise.errors import FlopwiseError, InputError, suggest
 
 __all__ = [
@@ -436,20 +437,13 @@ class Verdict:
     requeue_after_s: int | None = None
 
 
-@dataclass
-class _BudgetCache:
-    budgets: list[dict[str, Any]] = field(default_factory=list)
-    projects: dict[int, int] = field(default_factory=dict)  # project id -> team id
-    at: float = 0.0
-
-
 class KueueController:
     """Decides Workloads for the AdmissionChecks this controller owns, and settles what they ran."""
 
     def __init__(self, kube: KubeApi, client: Any, config: KueueConfig, *,
                  clock: Callable[[], datetime] = _now) -> None:  # fmt: skip
         self.kube, self.client, self.config, self.clock = kube, client, config, clock
-        self._cache = _BudgetCache()
+        self.soft = SoftBudgets(max_age_s=config.max_cache_age_s, refresh_s=0.0)
         self._queues: dict[str, dict[str, Any]] = {}
         self._checks: set[str] = set()
 
@@ -531,27 +525,9 @@ class KueueController:
         return gpus, flavor, hours
 
     # deciding
-    def _budgets_fresh(self) -> _BudgetCache | None:
-        if self._cache.at and time.monotonic() - self._cache.at <= self.config.max_cache_age_s:
-            return self._cache
-        return None
-
     def refresh_budgets(self) -> None:
         """Read budgets and projects for the fail-open rule (all budgets soft -> a Workload may pass)."""
-        budgets = self.client.list_budgets()
-        projects = self.client.call("GET", "/projects")
-        self._cache = _BudgetCache(list(budgets), {int(p["id"]): int(p["team_id"]) for p in projects},
-                                   time.monotonic())  # fmt: skip
-
-    def _all_soft(self, project_id: int) -> bool | None:
-        cache = self._budgets_fresh()
-        if cache is None or project_id not in cache.projects:
-            return None
-        team = cache.projects[project_id]
-        covering = [b for b in cache.budgets
-                    if b["scope_kind"] == "org" or (b["scope_kind"], int(b["scope_id"])) in
-                    {("project", project_id), ("team", team)}]  # fmt: skip
-        return not any(b["is_hard"] for b in covering)
+        self.soft.refresh(self.client)
 
     def _classify(self, result: Mapping[str, Any]) -> Verdict:
         trace = result.get("decision_trace") or {}
@@ -605,8 +581,7 @@ class KueueController:
         try:
             result = self.client.call("POST", "/admission/decide", json_body=body)
         except ServerUnreachableError as exc:
-            soft = self._all_soft(project)
-            if soft:
+            if self.soft.all_soft(project):
                 log.warning("workload %s/%s: flopwise unreachable; every budget of project %s is soft: let "
                             "through unchecked (%s)", meta.get("namespace"), meta.get("name"), project, exc)  # fmt: skip
                 return Verdict("Ready", "flopwise: unreachable; soft budgets only, let through unchecked"), {}

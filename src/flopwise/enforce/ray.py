@@ -10,7 +10,8 @@ instead of the dashboard. ``POST /api/jobs/`` is decided by flopwise first:
   none) through :class:`flopwise.client.FlopwiseClient`;
 * admitted: the submission is forwarded with ``flopwise-admission=<submission id>`` added to its metadata;
   denied (or needing an approval: Ray has no wait verb): 400 with flopwise's reason, and nothing reaches Ray;
-  flopwise unreachable: 503, the submission fails closed.
+  flopwise unreachable (or too slow): 503, the submission fails closed, unless every budget covering the
+  project is soft (last read of budgets at most 5 minutes old): then it is forwarded unchecked and logged.
 
 Every other request is forwarded unchanged. :meth:`RayGate.settle_ended` (run every few seconds by the gate
 command) commits running jobs, settles ended ones with their real run time from the Jobs API (``start_time``,
@@ -36,7 +37,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from flopwise.enforce._client import borrowed
+from flopwise.enforce._client import SoftBudgets, borrowed
 from flopwise.errors import FlopwiseError, InputError, suggest
 
 __all__ = ["GateState", "RayConfig", "RayGate", "admission_body", "create_gate_app", "load_config"]
@@ -173,10 +174,13 @@ class GateState:
 class RayGate:
     """What the gate does besides forwarding: decide a submission, and settle the jobs it admitted."""
 
-    def __init__(self, client: Any, config: RayConfig, upstream: Any, state: GateState | None = None) -> None:
-        # *client*: a FlopwiseClient shared by every call (connections kept alive), or a factory of them
+    def __init__(self, client: Any, config: RayConfig, upstream: Any, state: GateState | None = None,
+                 soft: SoftBudgets | None = None) -> None:  # fmt: skip
+        # *client*: a FlopwiseClient shared by every call (connections kept alive), or a factory of them;
+        # *soft*: the fail-open rule (unreachable flopwise lets a job through only if its budgets are all soft)
         self.client, self.config, self.upstream = client, config, upstream
         self.state = state if state is not None else GateState()
+        self.soft = soft if soft is not None else SoftBudgets()
 
     def decide(self, job: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
         """(status, message, job to forward): 200 to forward, else the refusal's status and message."""
@@ -189,7 +193,12 @@ class RayGate:
         try:
             with borrowed(self.client) as fw:
                 result = fw.call("POST", "/admission/decide", json_body=body)
+                self.soft.maybe_refresh(fw)
         except ServerUnreachableError as exc:
+            if self.soft.all_soft(body["project_id"]):
+                log.warning("ray job %s: flopwise unreachable; every budget of project %s is soft: let through "
+                            "unchecked (%s)", submission_id, body["project_id"], exc)  # fmt: skip
+                return 200, "", job
             return 503, f"flopwise: cannot decide, so the submission fails closed: {exc}", job
         except ServerError as exc:
             return (400 if exc.status < 500 else 502), f"flopwise: {exc}", job

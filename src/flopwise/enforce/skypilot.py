@@ -17,7 +17,9 @@ For ``launch`` and ``jobs.launch`` requests whose resources ask for accelerators
 * calls ``POST /api/v1/admission/decide`` (engine ``skypilot``) through :class:`flopwise.client.FlopwiseClient`;
 * admitted: returns the task with the label ``flopwise-admission=<engine job id>`` added (200);
   denied, or needing an approval (SkyPilot has no wait verb): 400 with flopwise's reasons;
-* flopwise unreachable: 503, which SkyPilot treats as a failed policy call, so the launch fails closed.
+* flopwise unreachable (or too slow: the client's timeout): 503, which SkyPilot treats as a failed policy call,
+  so the launch fails closed; unless every budget covering the project is soft (from the last read of
+  budgets, at most 5 minutes old), where the launch passes unchanged and a warning is logged.
 
 Other requests (``exec``, ``validate``, ``optimize``, CPU-only tasks) pass through unchanged.
 
@@ -30,6 +32,7 @@ seconds it was up and SkyPilot's cost estimate when it is torn down.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -37,11 +40,13 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from flopwise.enforce._client import borrowed
+from flopwise.enforce._client import SoftBudgets, borrowed
 from flopwise.errors import InputError, suggest
 
 __all__ = ["ADMISSION_LABEL", "SkyPilotConfig", "create_policy_app", "load_config", "settle_launches", "sky_cost_report",
            "worst_case"]
+
+log = logging.getLogger("flopwise.enforce.skypilot")
 
 ENGINE = "skypilot"
 PROJECT_LABEL = "flopwise-project"
@@ -210,10 +215,12 @@ def _decode_request(body: Any) -> dict[str, Any]:
     return out
 
 
-def create_policy_app(client: Any, config: SkyPilotConfig) -> Any:
+def create_policy_app(client: Any, config: SkyPilotConfig, soft: SoftBudgets | None = None) -> Any:
     """The policy server: ``POST /skypilot/policy`` (the URL to put in SkyPilot's ``admin_policy:``) and
     ``GET /healthz``. *client* is a :class:`flopwise.client.FlopwiseClient` shared by every call (its
-    connections kept alive), or a factory of them (one per call, closed after use)."""
+    connections kept alive), or a factory of them (one per call, closed after use). *soft*: the fail-open rule
+    (a launch passes unchecked while flopwise is unreachable only if every budget of its project is soft)."""
+    soft = soft if soft is not None else SoftBudgets()
     import yaml
     from fastapi import Body, FastAPI
     from fastapi.responses import JSONResponse, PlainTextResponse
@@ -248,7 +255,12 @@ def create_policy_app(client: Any, config: SkyPilotConfig) -> Any:
         try:
             with borrowed(client) as fw:
                 result = fw.call("POST", "/admission/decide", json_body=body)
+                soft.maybe_refresh(fw)
         except ServerUnreachableError as exc:
+            if soft.all_soft(body["project_id"]):
+                log.warning("launch %s: flopwise unreachable; every budget of project %s is soft: let through "
+                            "unchecked (%s)", job_id, body["project_id"], exc)  # fmt: skip
+                return JSONResponse(unchanged)
             return PlainTextResponse(f"flopwise: cannot decide, so the launch fails closed: {exc}", status_code=503)
         except ServerError as exc:
             return PlainTextResponse(f"flopwise: {exc}", status_code=400 if exc.status < 500 else 502)
