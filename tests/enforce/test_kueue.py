@@ -539,3 +539,20 @@ def test_an_evicted_workload_is_settled_from_when_it_first_started(world: World)
     assert world.fw.call("GET", f"/admission/kueue/{job_id}")["state"] == "settled"
     budget = [b for b in world.fw.list_budgets() if b["name"] == "evicted-usd"][0]
     assert Decimal(budget["settled"]) == Decimal("3.750000")  # 2 GPUs x 0.75 h x $2.50
+
+
+def test_a_status_patch_on_a_stale_version_is_refused_and_redone_on_the_next_pass(world: World) -> None:
+    kueue = Kueue(world)
+    _, queue = world.project("stale", "100")
+    world.install()
+    kueue.submit("s1", queue, 1)
+    kueue.reserve("s1", queue)
+    _step(world)
+    kueue.evict_for_retry("s1")
+    kueue.reserve("s1", queue)  # re-queued after an eviction: its check is Pending again, the admission stands
+    stale = world.kube.get("workloads", "s1", "research")
+    kueue.admit("s1")  # Kueue changes the Workload meanwhile
+    with pytest.raises(KubeError) as err:
+        world.controller.reconcile(stale, {"flopwise"})
+    assert err.value.status == 409
+    assert _step(world)["research/s1"][-1] == "flopwise=Ready"

@@ -620,9 +620,14 @@ class KueueController:
         if verdict.state == "Retry" and verdict.requeue_after_s:
             entry["requeueAfterSeconds"] = int(min(verdict.requeue_after_s, 2**31 - 1))
         others = [c for c in (wl.get("status") or {}).get("admissionChecks") or () if c.get("name") != check]
-        # a merge patch replaces the list whole: the other checks' states are sent back as they were
-        self.kube.merge_patch("workloads", meta["name"], {"status": {"admissionChecks": [*others, entry]}},
-                              namespace=meta.get("namespace"), status=True)  # fmt: skip
+        # a merge patch replaces the list whole: the other checks' states are sent back as they were, on the
+        # version read (409 if Kueue or another check changed it meanwhile: the next event re-reads it)
+        patch: dict[str, Any] = {"status": {"admissionChecks": [*others, entry]}}
+        if meta.get("resourceVersion"):
+            patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
+        updated = self.kube.merge_patch("workloads", meta["name"], patch, namespace=meta.get("namespace"),
+                                        status=True)  # fmt: skip
+        wl["metadata"], wl["status"] = updated.get("metadata", meta), updated.get("status", wl.get("status"))
 
     def _annotate(self, wl: dict[str, Any], values: Mapping[str, str]) -> None:
         meta = wl["metadata"]
