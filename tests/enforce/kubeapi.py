@@ -13,9 +13,12 @@ What it does as kube-apiserver does (https://kubernetes.io/docs/reference/using-
 * list + watch: ``?watch=1&resourceVersion=N`` streams newline-delimited ``{"type", "object"}`` events after N
   (ADDED, MODIFIED, DELETED), ends after ``timeoutSeconds``; a version older than the compacted history is an
   ERROR event carrying a 410 Status ("too old resource version"), as the apiserver sends;
-* every write is validated with ``jsonschema`` against the kind's openAPIV3Schema
-  (tests/fixtures/kueue/kueue-v1beta2-schemas.handwritten.yaml) in strict field validation (unknown fields are
-  422, not pruned); errors are ``Status`` objects (``{"kind": "Status", "code", "reason", "message"}``).
+* every write is validated with ``jsonschema`` against Kueue's published v1beta2 schemas (tests/data/kueue/,
+  the JSON-schema form of Kueue's generated CRDs, see tests/data/README.md): AdmissionCheck, ClusterQueue, Cohort
+  and ResourceFlavor whole; Workload's ``status`` whole and its ``spec`` as an open object (the published spec
+  embeds a full PodTemplateSpec, 0.6 MB, that flopwise never writes). Field validation is strict (unknown fields
+  are 422, not pruned, as with ``fieldValidation=Strict``); errors are ``Status`` objects
+  (``{"kind": "Status", "code", "reason", "message"}``).
 
 Not emulated: authentication, label/field selectors, server-side apply, strategic merge patch, defaulting.
 """
@@ -35,9 +38,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
-import yaml
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "fixtures" / "kueue" / "kueue-v1beta2-schemas.handwritten.yaml"
+SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "kueue"
+SCHEMA_FILES = {"AdmissionCheck": "admissioncheck_v1beta2.json", "ClusterQueue": "clusterqueue_v1beta2.json",
+                "Cohort": "cohort_v1beta2.json", "ResourceFlavor": "resourceflavor_v1beta2.json"}  # fmt: skip
+WORKLOAD_STATUS_FILE = "workload_v1beta2.status.json"
 PREFIX = "/apis/kueue.x-k8s.io/v1beta2"
 KINDS = {"workloads": ("Workload", True), "clusterqueues": ("ClusterQueue", False),
          "resourceflavors": ("ResourceFlavor", False), "cohorts": ("Cohort", False),
@@ -45,7 +50,10 @@ KINDS = {"workloads": ("Workload", True), "clusterqueues": ("ClusterQueue", Fals
 
 
 def _strict(schema: Any) -> Any:
-    """Unknown fields are errors: ``additionalProperties: false`` on every closed object schema."""
+    """Unknown fields are errors: ``additionalProperties: false`` on every closed object schema.
+
+    The published JSON schemas already carry it on every nested object; only the document root lacks it.
+    """
     if isinstance(schema, dict):
         if (schema.get("type") == "object" and "properties" in schema and "additionalProperties" not in schema
                 and not schema.get("x-kubernetes-preserve-unknown-fields")):  # fmt: skip
@@ -58,8 +66,18 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
+def load_schemas() -> dict[str, Any]:
+    """Kueue's published v1beta2 schema per kind (Workload: the published ``status``, an open ``spec``)."""
+    kinds = {kind: json.loads((SCHEMAS / name).read_text(encoding="utf-8")) for kind, name in SCHEMA_FILES.items()}
+    status = json.loads((SCHEMAS / WORKLOAD_STATUS_FILE).read_text(encoding="utf-8"))
+    kinds["Workload"] = {"type": "object", "properties": {
+        "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
+        "spec": {"type": "object"}, "status": status}}  # fmt: skip
+    return kinds
+
+
 def load_validators() -> dict[str, jsonschema.protocols.Validator]:
-    kinds = yaml.safe_load(SCHEMAS.read_text(encoding="utf-8"))["kinds"]
+    kinds = load_schemas()
     checker = jsonschema.FormatChecker()
 
     @checker.checks("date-time", raises=ValueError)

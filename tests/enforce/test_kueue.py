@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kubeapi import KubeEmulator, validate  # noqa: E402
+from kubeapi import SCHEMA_FILES, SCHEMAS, WORKLOAD_STATUS_FILE, KubeEmulator, load_schemas, validate  # noqa: E402
 
 from conftest import AsgiSyncTransport  # noqa: E402
 from flopwise.client import FlopwiseClient  # noqa: E402
@@ -438,6 +438,33 @@ def test_manifests_map_quotas_and_validate_against_kueues_schemas(world: World) 
     # a misspelled field is refused by the schema (strict validation), as the apiserver would with Strict
     bad = {**cq, "spec": {**cq["spec"], "cohort": "fw-research"}}
     assert any("cohort" in e for e in validate(world.kube.validators, bad))
+
+
+def test_the_emulator_validates_against_kueues_published_schemas(world: World) -> None:
+    # the files are the published ones, unchanged (their lengths in characters as published; tests/data/README.md)
+    published = {"admissioncheck_v1beta2.json": 6132, "clusterqueue_v1beta2.json": 36381,
+                 "cohort_v1beta2.json": 13172, "resourceflavor_v1beta2.json": 8261,
+                 WORKLOAD_STATUS_FILE: 631769 - 593944 + 1}  # fmt: skip
+    assert set(published) == {*SCHEMA_FILES.values(), WORKLOAD_STATUS_FILE}
+    for name, chars in published.items():
+        assert len((SCHEMAS / name).read_text(encoding="utf-8")) == chars, name
+    # what the controller writes is what Kueue's v1beta2 Workload status declares
+    check = load_schemas()["Workload"]["properties"]["status"]["properties"]["admissionChecks"]["items"]
+    assert check["properties"]["state"]["enum"] == ["Pending", "Ready", "Retry", "Rejected"]
+    assert check["properties"]["requeueAfterSeconds"] == {**check["properties"]["requeueAfterSeconds"],
+                                                         "type": "integer", "format": "int32", "minimum": 0}
+    assert check["required"] == ["lastTransitionTime", "message", "name", "state"]
+
+    def workload(entry: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "Workload", "metadata": {"name": "w"},
+                "spec": {}, "status": {"admissionChecks": [{"name": "flopwise", "state": "Retry", "message": "m",
+                                                            "lastTransitionTime": "2026-01-01T00:00:00Z", **entry}]}}
+
+    assert validate(world.kube.validators, workload({"requeueAfterSeconds": 3600})) == []
+    assert any("minimum" in e for e in validate(world.kube.validators, workload({"requeueAfterSeconds": -1})))
+    assert any("requeueAfter" in e for e in validate(world.kube.validators, workload({"requeueAfter": 3600})))
+    assert any("lastTransitionTime" in e for e in validate(world.kube.validators, workload(
+        {"lastTransitionTime": "yesterday"})))  # fmt: skip
 
 
 def test_emulator_semantics_the_controller_relies_on(world: World) -> None:

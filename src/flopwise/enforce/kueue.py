@@ -37,8 +37,9 @@ the configuration, and the most hours it may run (annotation ``flopwise.io/max-h
 The Kubernetes API is reached with plain list + watch + merge-patch over httpx (no kopf: the controller needs
 only these four calls, and kopf would add aiohttp, its own finalizers and annotations on every Workload).
 References: Kueue's AdmissionCheck API, ``apis/kueue/v1beta2/admissioncheck_types.go`` and
-``workload_types.go`` (kubernetes-sigs/kueue, Apache-2.0); ``requeueAfterSeconds`` from Kueue's KEP for
-admission-check retry delays (feature gate ``ACRequeueAfter``).
+``workload_types.go`` (kubernetes-sigs/kueue, Apache-2.0); ``status.admissionChecks[].requeueAfterSeconds``
+(int32, >= 0; Kueue re-queues after ``lastTransitionTime`` + that) and ``retryCount`` as in Kueue's published
+v1beta2 Workload CRD schema (the copy the tests validate against is in tests/data/kueue/).
 """
 
 from __future__ import annotations
