@@ -1,12 +1,17 @@
-"""Admission latency at SkyPilot's admin policy and at the Ray Jobs gate, each beside its baseline, one process.
+"""Admission latency at SkyPilot's admin policy and at the Ray Jobs gate, each beside its baselines, one process.
 
-* SkyPilot: POST /skypilot/policy over loopback HTTP for a ``launch`` with GPUs (decided by flopwise: an
-  admission with a budget reservation on SQLite) vs an ``exec`` request (passed through, no decision).
-* Ray (where FLOPWISE_TEST_RAY_PYTHON names a Python with ray[default]): ``POST /api/jobs/`` through the gate
-  vs straight to the dashboard of a real ``ray start --head`` on loopback.
+flopwise runs in this process on a SQLite file, served by uvicorn on loopback HTTP (as a deployment reaches it),
+and the gates reach it through the real client. Arms, interleaved call by call:
 
-The flopwise server runs in process on a SQLite file, reached through the real client. Prints p50 and p99 and
-the difference. Run: ``python bench/bench_enforce_gates.py [N]`` (default N = 200 policy calls, N/10 Ray jobs).
+* SkyPilot: ``POST /skypilot/policy`` for an ``exec`` request (passed through, no decision: the engine-side
+  baseline); ``POST /api/v1/admission/decide`` straight to flopwise (the decision itself); a ``launch`` with GPUs
+  through the policy with one shared client (keep-alive, what the gate does now); the same with a client built
+  per call (what it did before: a new httpx client, TLS context and connection each time).
+* Ray (where FLOPWISE_TEST_RAY_PYTHON names a Python with ray[default]): ``POST /api/jobs/`` straight to the
+  dashboard of a real ``ray start --head`` on loopback vs through the gate (shared client, and client per call).
+
+Prints p50 and p99 per arm and what admission adds over the engine's own call and over the bare decision.
+Run: ``python bench/bench_enforce_gates.py [N]`` (default N = 200 policy calls per arm, N/10 Ray jobs per arm).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ def _serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
     return f"http://127.0.0.1:{port}", server, thread
 
 
-def _flopwise(tmp: Path) -> tuple[Any, AsgiSyncTransport, str, int]:
+def _flopwise(tmp: Path) -> tuple[Any, str, int]:
     from flopwise.server import Settings, create_app
     from flopwise.server.auth import mint_token
     from flopwise.store import ApiToken, Organization, Project, RoleBinding, Team, User, write_session
@@ -78,28 +83,41 @@ def _flopwise(tmp: Path) -> tuple[Any, AsgiSyncTransport, str, int]:
     with FlopwiseClient(url="http://testserver", token=token, transport=transport) as fw:
         fw.create_budget({"name": "big", "scope_kind": "project", "scope_id": project_id, "period": "month",
                           "unit": "usd", "amount": "100000000", "is_hard": True})  # fmt: skip
-    return app, transport, token, project_id
+    transport.shutdown()
+    return app, token, project_id
 
 
-def _report(name: str, base_label: str, base: list[float], gated: list[float]) -> None:
+def _line(label: str, values: list[float]) -> str:
     ms = 1000.0
-    print(f"{name}: {len(gated)} calls each")
-    print(f"  {base_label:<28} p50 {statistics.median(base) * ms:7.2f} ms  p99 {_pct(base, 0.99) * ms:7.2f} ms")
-    print(f"  {'decided by flopwise':<28} p50 {statistics.median(gated) * ms:7.2f} ms  p99 {_pct(gated, 0.99) * ms:7.2f} ms")
-    print(f"  {'added by admission':<28} p50 {(statistics.median(gated) - statistics.median(base)) * ms:+7.2f} ms  "
-          f"p99 {(_pct(gated, 0.99) - _pct(base, 0.99)) * ms:+7.2f} ms")  # fmt: skip
+    return f"  {label:<44} p50 {statistics.median(values) * ms:7.2f} ms  p99 {_pct(values, 0.99) * ms:7.2f} ms"
+
+
+def _delta(label: str, base: list[float], arm: list[float]) -> str:
+    ms = 1000.0
+    return (f"  {label:<44} p50 {(statistics.median(arm) - statistics.median(base)) * ms:+7.2f} ms  "
+            f"p99 {(_pct(arm, 0.99) - _pct(base, 0.99)) * ms:+7.2f} ms")  # fmt: skip
+
+
+def _timed(sink: list[float], call: Any) -> Any:
+    t0 = time.perf_counter()
+    out = call()
+    sink.append(time.perf_counter() - t0)
+    return out
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     with tempfile.TemporaryDirectory() as tmp:
-        app, transport, token, pid = _flopwise(Path(tmp))
+        app, token, pid = _flopwise(Path(tmp))
+        fw_url, fw_server, fw_thread = _serve(app)
+        shared = FlopwiseClient(url=fw_url, token=token)
 
-        def client() -> FlopwiseClient:
-            return FlopwiseClient(url="http://testserver", token=token, transport=transport)
+        def per_call() -> FlopwiseClient:
+            return FlopwiseClient(url=fw_url, token=token)
 
         cfg = fw_sky.load_config({"accelerators": {"H100": {"device": "h100-sxm", "usd_per_h": "2.50"}}})
-        url, server, thread = _serve(fw_sky.create_policy_app(client, cfg))
+        now_url, now_server, now_thread = _serve(fw_sky.create_policy_app(shared, cfg))
+        old_url, old_server, old_thread = _serve(fw_sky.create_policy_app(per_call, cfg))
         task = {"run": "x", "resources": {"accelerators": "H100:1",
                                           "labels": {"flopwise-project": str(pid), "flopwise-max-hours": "1"}}}  # fmt: skip
 
@@ -107,30 +125,53 @@ def main() -> None:
             return json.dumps({"task": yaml.safe_dump(task), "skypilot_config": "{}\n", "request_name": name,
                                "request_options": None, "at_client_side": False, "user": ""})  # fmt: skip
 
-        base: list[float] = []
-        gated: list[float] = []
-        with httpx.Client(base_url=url) as http:
+        arms: dict[str, list[float]] = {"exec": [], "direct": [], "now": [], "before": []}
+        with httpx.Client() as http:
             for i in range(n):
-                for name, sink in (("exec", base), ("launch", gated)) if i % 2 else (("launch", gated), ("exec", base)):
-                    t0 = time.perf_counter()
-                    r = http.post("/skypilot/policy", json=body(name))
-                    sink.append(time.perf_counter() - t0)
+                calls = [
+                    ("exec", lambda: http.post(f"{now_url}/skypilot/policy", json=body("exec"))),
+                    ("direct", lambda i=i: _Ok(shared.call("POST", "/admission/decide", json_body={
+                        "engine": "bench", "engine_job_id": f"d{i}", "project_id": pid, "device": "h100-sxm",
+                        "device_count": 1, "max_duration_h": "1", "usd_per_device_h": "2.50"}))),  # fmt: skip
+                    ("now", lambda: http.post(f"{now_url}/skypilot/policy", json=body("launch"))),
+                    ("before", lambda: http.post(f"{old_url}/skypilot/policy", json=body("launch"))),
+                ]
+                for name, call in calls[i % 4:] + calls[: i % 4]:
+                    r = _timed(arms[name], call)
                     assert r.status_code == 200, r.text
-        server.should_exit = True
-        thread.join()
-        _report("SkyPilot admin policy (loopback HTTP, flopwise on SQLite in process)", "pass-through (exec)",
-                base, gated)  # fmt: skip
+        for server, thread in ((now_server, now_thread), (old_server, old_thread)):
+            server.should_exit = True
+            thread.join()
+        print(f"SkyPilot admin policy, loopback HTTP, flopwise on SQLite over loopback HTTP: {n} calls per arm")
+        print(_line("policy pass-through (exec, no decision)", arms["exec"]))
+        print(_line("decide straight to flopwise (no gate)", arms["direct"]))
+        print(_line("launch via policy, shared client (now)", arms["now"]))
+        print(_line("launch via policy, client per call (before)", arms["before"]))
+        print(_delta("admission adds over pass-through (now)", arms["exec"], arms["now"]))
+        print(_delta("admission adds over pass-through (before)", arms["exec"], arms["before"]))
+        print(_delta("gate's own overhead over the decision (now)", arms["direct"], arms["now"]))
+        print(_delta("gate's own overhead over the decision (before)", arms["direct"], arms["before"]))
+        print(f"  ratio before / now, p50: {statistics.median(arms['before']) / statistics.median(arms['now']):.2f}x")
 
         python = os.environ.get("FLOPWISE_TEST_RAY_PYTHON")
         if python:
-            _bench_ray(python, client, pid, max(5, n // 10))
+            _bench_ray(python, shared, per_call, pid, max(5, n // 10))
         else:
             print("Ray gate: skipped (set FLOPWISE_TEST_RAY_PYTHON to a Python with ray[default])")
-        transport.shutdown()
+        shared.close()
+        fw_server.should_exit = True
+        fw_thread.join()
         app.state.engine.dispose()
 
 
-def _bench_ray(python: str, client: Any, pid: int, n: int) -> None:
+class _Ok:
+    status_code = 200
+
+    def __init__(self, body: Any) -> None:
+        self.text = str(body)[:200]
+
+
+def _bench_ray(python: str, shared: Any, per_call: Any, pid: int, n: int) -> None:
     import signal
     import socket
     import subprocess
@@ -164,23 +205,29 @@ def _bench_ray(python: str, client: Any, pid: int, n: int) -> None:
                 raise SystemExit("the Ray dashboard did not come up")
             time.sleep(0.5)
         upstream = httpx.Client(base_url=dashboard, timeout=60)
-        gate = fw_ray.RayGate(client, fw_ray.load_config({"device": "h100-sxm", "usd_per_h": "2.50"}), upstream)
-        url, server, thread = _serve(fw_ray.create_gate_app(gate))
+        ray_cfg = fw_ray.load_config({"device": "h100-sxm", "usd_per_h": "2.50"})
+        now_url, now_server, now_thread = _serve(fw_ray.create_gate_app(fw_ray.RayGate(shared, ray_cfg, upstream)))
+        old_url, old_server, old_thread = _serve(fw_ray.create_gate_app(fw_ray.RayGate(per_call, ray_cfg, upstream)))
         meta = {"flopwise-project": str(pid), "flopwise-max-hours": "1", "flopwise-gpus": "1"}
-        base: list[float] = []
-        gated: list[float] = []
+        arms: dict[str, list[float]] = {"straight": [], "now": [], "before": []}
         with httpx.Client(timeout=60) as http:
             for i in range(n):
-                order = ((dashboard, base), (url, gated)) if i % 2 else ((url, gated), (dashboard, base))
-                for target, sink in order:
-                    t0 = time.perf_counter()
-                    r = http.post(f"{target}/api/jobs/", json={"entrypoint": "true", "metadata": meta})
-                    sink.append(time.perf_counter() - t0)
+                calls = [(name, target) for name, target in (("straight", dashboard), ("now", now_url),
+                                                            ("before", old_url))]  # fmt: skip
+                for name, target in calls[i % 3:] + calls[: i % 3]:
+                    r = _timed(arms[name], lambda t=target: http.post(f"{t}/api/jobs/",
+                                                                      json={"entrypoint": "true", "metadata": meta}))  # fmt: skip
                     assert r.status_code == 200, r.text
-        server.should_exit = True
-        thread.join()
+        for server, thread in ((now_server, now_thread), (old_server, old_thread)):
+            server.should_exit = True
+            thread.join()
         upstream.close()
-        _report("Ray Jobs API (real ray head on loopback)", "straight to the dashboard", base, gated)
+        print(f"Ray Jobs API (real ray head on loopback): {n} submissions per arm")
+        print(_line("straight to the dashboard", arms["straight"]))
+        print(_line("through the gate, shared client (now)", arms["now"]))
+        print(_line("through the gate, client per call (before)", arms["before"]))
+        print(_delta("admission adds (now)", arms["straight"], arms["now"]))
+        print(_delta("admission adds (before)", arms["straight"], arms["before"]))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)

@@ -21,7 +21,14 @@ from typing import Any
 import httpx
 import pytest
 
-from flopwise.enforce.ray import ADMISSION_KEY, RayGate, admission_body, create_gate_app, load_config
+from flopwise.enforce.ray import (
+    ADMISSION_KEY,
+    GateState,
+    RayGate,
+    admission_body,
+    create_gate_app,
+    load_config,
+)
 from flopwise.errors import InputError
 
 CONFIG = load_config({"device": "h100-sxm", "usd_per_h": "2.50"})
@@ -167,7 +174,8 @@ def test_cli_gate_fails_closed_when_flopwise_is_down_and_says_when_ray_is(tmp_pa
     port = _port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "flopwise", "enforce", "ray", "gate", "--config", str(config), "--port", str(port),
-         "--upstream", f"http://127.0.0.1:{_port()}", "--url", "http://127.0.0.1:9", "--token", "fw_x"],
+         "--upstream", f"http://127.0.0.1:{_port()}", "--url", "http://127.0.0.1:9", "--token", "fw_x",
+         "--state", str(tmp_path / "gate.sqlite")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -190,3 +198,100 @@ def test_cli_gate_fails_closed_when_flopwise_is_down_and_says_when_ray_is(tmp_pa
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+class FakeJobs:
+    """The Ray Jobs API's job table as the dashboard lists it (``GET /api/jobs/``), and its answer to a
+    submission (``POST /api/jobs/``), for the tests that need no real Ray."""
+
+    def __init__(self) -> None:
+        self.jobs: list[dict[str, Any]] = []
+        self.submit_status = 200
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/api/jobs/":
+            return httpx.Response(200, json=self.jobs)
+        if request.method == "POST" and request.url.path == "/api/jobs/":
+            if self.submit_status != 200:
+                return httpx.Response(self.submit_status, text="Ray: entrypoint runtime_env failed to validate")
+            body = json.loads(request.content)
+            return httpx.Response(200, json={"submission_id": body["submission_id"], "job_id": None})
+        return httpx.Response(404)
+
+
+def test_a_restarted_gate_settles_jobs_that_ended_while_it_was_down(server: Any, tmp_path: Path) -> None:
+    fw = server.client()
+    team = fw.call("POST", "/teams", json_body={"name": "ray-restart"})
+    project = fw.call("POST", f"/teams/{team['id']}/projects", json_body={"name": "restarts"})
+    meta = {"flopwise-project": str(project["id"]), "flopwise-max-hours": "2", "flopwise-gpus": "2"}
+    ray = FakeJobs()
+    upstream = httpx.Client(base_url="http://ray", transport=httpx.MockTransport(ray.handler))
+    path = tmp_path / "gate.sqlite"
+    first = RayGate(fw, CONFIG, upstream, GateState(path))
+    ran = first.decide({"entrypoint": "python train.py", "metadata": meta})[2]["submission_id"]
+    lost = first.decide({"entrypoint": "python eval.py", "metadata": meta})[2]["submission_id"]
+    ray.jobs = [{"submission_id": ran, "status": "RUNNING", "start_time": 1_767_225_600_000, "end_time": None}]
+    assert first.settle_ended() == [lost]  # admitted, but Ray never had it: released
+    assert fw.call("GET", f"/admission/ray/{lost}")["state"] == "released"
+    assert fw.call("GET", f"/admission/ray/{ran}")["state"] == "committed"
+    first.state.close()
+    # the gate stops; the job ends 90 minutes after it started; a new gate process reads the same file
+    ray.jobs = [{"submission_id": ran, "status": "SUCCEEDED", "start_time": 1_767_225_600_000,
+                 "end_time": 1_767_225_600_000 + 90 * 60_000}]  # fmt: skip
+    second = RayGate(fw, CONFIG, upstream, GateState(path))
+    assert second.settle_ended() == [ran]
+    settled = fw.call("GET", f"/admission/ray/{ran}")
+    assert settled["state"] == "settled"
+    assert second.settle_ended() == []  # nothing twice
+    assert second.state.get(ran) == {"gpus": 2, "phase": "settled"}
+    second.state.close()
+    upstream.close()
+    fw.close()
+
+
+def test_a_submission_ray_refuses_releases_its_admission(server: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    fw = server.client()
+    team = fw.call("POST", "/teams", json_body={"name": "ray-refused"})
+    project = fw.call("POST", f"/teams/{team['id']}/projects", json_body={"name": "refused"})
+    ray = FakeJobs()
+    ray.submit_status = 400
+    upstream = httpx.Client(base_url="http://ray", transport=httpx.MockTransport(ray.handler))
+    gate = RayGate(fw, CONFIG, upstream)
+    with TestClient(create_gate_app(gate)) as client:
+        r = client.post("/api/jobs/", json={"entrypoint": "x", "submission_id": "raysubmit_refused1", "metadata": {
+            "flopwise-project": str(project["id"]), "flopwise-max-hours": "1", "flopwise-gpus": "1"}})  # fmt: skip
+    assert r.status_code == 400 and "runtime_env" in r.text
+    assert fw.call("GET", "/admission/ray/raysubmit_refused1")["state"] == "released"
+    upstream.close()
+    fw.close()
+
+
+def test_flopwise_down_soft_budgets_forward_unchecked_hard_ones_fail_closed(server: Any) -> None:
+    from flopwise.client import FlopwiseClient
+    from flopwise.enforce._client import SoftBudgets
+
+    admin = server.client()
+    team = admin.call("POST", "/teams", json_body={"name": "ray-failopen"})
+    pids = {}
+    for name, is_hard in (("hard", True), ("soft", False)):
+        pids[name] = admin.call("POST", f"/teams/{team['id']}/projects", json_body={"name": name})["id"]
+        admin.create_budget({"name": f"ray-fo-{name}", "scope_kind": "project", "scope_id": pids[name],
+                             "period": "month", "unit": "usd", "amount": "1000", "is_hard": is_hard})  # fmt: skip
+    soft = SoftBudgets()
+    soft.refresh(admin)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    down = FlopwiseClient(url="http://127.0.0.1:9", token="fw_x", transport=httpx.MockTransport(refuse))
+    gate = RayGate(down, CONFIG, None, soft=soft)
+    meta = {"flopwise-max-hours": "1", "flopwise-gpus": "1"}
+    status, message, _ = gate.decide({"entrypoint": "x", "metadata": {**meta, "flopwise-project": str(pids["hard"])}})
+    assert status == 503 and "fails closed" in message
+    status, _, job = gate.decide({"entrypoint": "x", "metadata": {**meta, "flopwise-project": str(pids["soft"])}})
+    assert status == 200 and ADMISSION_KEY not in job["metadata"]
+    assert gate.state.pending() == {}  # nothing to settle: it was never admitted
+    down.close()
+    admin.close()

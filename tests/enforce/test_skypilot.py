@@ -233,3 +233,138 @@ def test_slow_flopwise_times_out_and_fails_closed() -> None:
     with TestClient(app) as client:
         r = client.post("/skypilot/policy", json=_request(_task(1)))
     assert r.status_code == 503 and "ReadTimeout" in r.text
+
+
+def _admit(policy: Any, pid: int, cluster: str, gpus: int = 1) -> str:
+    r = policy.post("/skypilot/policy", json=_request(_task(pid, f"H100:{gpus}", hours="2"), cluster=cluster))
+    assert r.status_code == 200, r.text
+    return yaml.safe_load(json.loads(r.json())["task"])["resources"]["labels"][ADMISSION_LABEL]
+
+
+def _record(name: str, job_id: str, status: str | None, seconds: int, cost: str | None = None) -> dict:
+    """A cluster as the cost-report export prints it (the shape SKY_COST_REPORT writes)."""
+    return {"name": name, "status": status, "launched_at": 1_796_583_501, "duration_s": seconds, "num_nodes": 1,
+            "total_cost": cost, "labels": {ADMISSION_LABEL: job_id, "flopwise-project": "1"}}  # fmt: skip
+
+
+def test_launches_are_committed_when_up_and_settled_when_torn_down(server: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from flopwise.enforce.skypilot import settle_launches
+
+    fw = server.client()
+    team = fw.call("POST", "/teams", json_body={"name": "sky-settle"})
+    pid = fw.call("POST", f"/teams/{team['id']}/projects", json_body={"name": "settled"})["id"]
+    with TestClient(create_policy_app(fw, CONFIG)) as policy:
+        ran, never = _admit(policy, pid, "ran", 2), _admit(policy, pid, "never")
+    up = [_record("ran", ran, "UP", 600), _record("never", never, "INIT", 0)]
+    assert settle_launches(fw, up)["committed"] == [ran]
+    down = [_record("ran", ran, None, 5400, "13.5"), _record("never", never, None, 0),
+            _record("other", "x.0000", None, 60), {"name": "unlabelled", "status": None, "labels": {}}]  # fmt: skip
+    report = settle_launches(fw, down)
+    assert report["settled"] == [ran] and report["released"] == [never]
+    assert report["errors"] == ["other: admission x.0000 is unknown to flopwise"]
+    adm = fw.call("GET", f"/admission/skypilot/{ran}")
+    assert adm["state"] == "settled"
+    assert fw.call("GET", f"/admission/skypilot/{never}")["state"] == "released"
+    again = settle_launches(fw, down[:2])  # a repeated pass moves nothing
+    assert again == {"committed": [], "settled": [], "released": [], "errors": []}
+    fw.close()
+
+
+SKY_CLUSTER = """
+import sys
+import sky
+from sky import global_user_state
+from sky.backends import cloud_vm_ray_backend as backend
+name, job_id, action = sys.argv[1], sys.argv[2], sys.argv[3]
+if action == 'up':
+    res = sky.Resources(accelerators={'H100': 1}, labels={'flopwise-admission': job_id})
+    handle = backend.CloudVmRayResourceHandle(cluster_name=name, cluster_name_on_cloud=name + '-1', cluster_yaml=None,
+                                              launched_nodes=1, launched_resources=res)
+    global_user_state.add_or_update_cluster(name, handle, {res}, ready=True)
+else:
+    global_user_state.remove_cluster(name, terminate=True)
+"""
+
+
+def test_skypilots_own_cost_report_settles_a_torn_down_cluster(server: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    """SkyPilot's state database records a cluster launched with the admission label (as its launch path does,
+    through global_user_state) and tears it down; flopwise reads sky.core.cost_report and settles."""
+    python = os.environ.get("FLOPWISE_TEST_SKYPILOT_PYTHON")
+    if not python:
+        pytest.skip("set FLOPWISE_TEST_SKYPILOT_PYTHON to a Python with the skypilot package (460 MB, not a test dependency)")
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from flopwise.cli.main import app
+    from flopwise.enforce.skypilot import settle_launches, sky_cost_report
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # SkyPilot keeps its state under ~/.sky
+    fw = server.client()
+    team = fw.call("POST", "/teams", json_body={"name": "sky-real-settle"})
+    pid = fw.call("POST", f"/teams/{team['id']}/projects", json_body={"name": "real"})["id"]
+    with TestClient(create_policy_app(fw, CONFIG)) as policy:
+        job_id = _admit(policy, pid, "fwreal")
+
+    def sky(action: str) -> None:
+        subprocess.run([python, "-c", SKY_CLUSTER, "fwreal", job_id, action], check=True, capture_output=True,
+                       timeout=300)  # fmt: skip
+
+    sky("up")
+    records = sky_cost_report(python)
+    assert [(r["name"], r["status"], r["labels"][ADMISSION_LABEL]) for r in records] == [("fwreal", "UP", job_id)]
+    assert settle_launches(fw, records)["committed"] == [job_id]
+    time.sleep(1.5)
+    sky("down")
+    r = CliRunner().invoke(app, ["enforce", "skypilot", "settle", "--sky-python", python, "--json", "--url",
+                                 "http://testserver", "--token", server.admin_token],
+                           obj={"transport": server.transport})  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["settled"] == [job_id]
+    adm = fw.call("GET", f"/admission/skypilot/{job_id}")
+    assert adm["state"] == "settled"
+    fw.close()
+
+
+class Switch(httpx.BaseTransport):
+    """The flopwise server's transport, or a refused connection while ``down``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.down = inner, False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return self.inner.handle_request(request)
+
+
+def test_flopwise_down_soft_budgets_fail_open_and_are_logged_hard_ones_closed(server: Any, caplog: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from flopwise.enforce._client import SoftBudgets
+
+    switch = Switch(server.transport)
+    fw = FlopwiseClient(url="http://testserver", token=server.admin_token, transport=switch)
+    admin = server.client()
+    team = admin.call("POST", "/teams", json_body={"name": "sky-failopen"})
+    hard = admin.call("POST", f"/teams/{team['id']}/projects", json_body={"name": "hard"})["id"]
+    soft_p = admin.call("POST", f"/teams/{team['id']}/projects", json_body={"name": "soft"})["id"]
+    for pid, is_hard in ((hard, True), (soft_p, False)):
+        admin.create_budget({"name": f"fo-{pid}", "scope_kind": "project", "scope_id": pid, "period": "month",
+                             "unit": "usd", "amount": "1000", "is_hard": is_hard})  # fmt: skip
+    soft = SoftBudgets()
+    with TestClient(create_policy_app(fw, CONFIG, soft)) as policy:
+        assert policy.post("/skypilot/policy", json=_request(_task(hard, "H100:1"))).status_code == 200
+        assert soft.at > 0  # the decide that reached flopwise also read the budgets
+        switch.down = True
+        r = policy.post("/skypilot/policy", json=_request(_task(hard, "H100:1")))
+        assert r.status_code == 503 and "fails closed" in r.text
+        with caplog.at_level("WARNING", logger="flopwise.enforce.skypilot"):
+            r = policy.post("/skypilot/policy", json=_request(_task(soft_p, "H100:1")))
+        assert r.status_code == 200 and ADMISSION_LABEL not in json.loads(r.json())["task"]
+        assert "let through unchecked" in caplog.text
+        soft.at -= soft.max_age_s + 1  # what flopwise holds is no longer known: soft fails closed too
+        assert policy.post("/skypilot/policy", json=_request(_task(soft_p, "H100:1"))).status_code == 503
+    fw.close()
+    admin.close()

@@ -1,7 +1,8 @@
 """`flopwise enforce <engine> ...`: make a scheduler obey flopwise's decisions (docs/enforce/).
 
 ``flopwise enforce slurm sync|plugin|agent`` (docs/enforce/slurm.md) ``flopwise enforce skypilot serve``
-(docs/enforce/skypilot.md) and ``flopwise enforce ray gate`` (docs/enforce/ray.md). The logic lives in
+(docs/enforce/skypilot.md), ``flopwise enforce ray gate`` (docs/enforce/ray.md) and ``flopwise enforce kueue
+manifests|controller`` (docs/enforce/kueue.md). The logic lives in
 :mod:`flopwise.enforce` modules; these commands read the YAML configuration, build the client (--url/--token;
 tests pass an httpx transport in ``ctx.obj``) and render the outcome. Exit codes: 0 ok; 1 Slurm or the server
 failed (a command exited non-zero, the server is unreachable); 2 a bad option or configuration.
@@ -202,7 +203,8 @@ def agent(
 
 
 skypilot_app = typer.Typer(
-    help="SkyPilot: serve the RESTful admin policy that asks flopwise before each launch.", no_args_is_help=True
+    help="SkyPilot: serve the RESTful admin policy that asks flopwise before each launch; settle launches.",
+    no_args_is_help=True,
 )
 app.add_typer(skypilot_app, name="skypilot")
 
@@ -232,11 +234,47 @@ def skypilot_serve(
     except yaml.YAMLError as exc:
         raise InputError("--config", str(config), f"it is not valid YAML ({exc})") from None
     cfg = load_config(data, source=config.name)
-    FlopwiseClient(url=url, token=token).close()  # resolve the connection now: a bad --url is an error here
+    fw = FlopwiseClient(url=url, token=token)  # one client, connections kept alive; a bad --url is an error here
 
     import uvicorn
 
-    uvicorn.run(create_policy_app(lambda: FlopwiseClient(url=url, token=token), cfg), host=host, port=port)
+    try:
+        uvicorn.run(create_policy_app(fw, cfg), host=host, port=port)
+    finally:
+        fw.close()
+
+
+@skypilot_app.command("settle")
+@_outside_errors
+def skypilot_settle(
+    ctx: typer.Context,
+    sky_python: Annotated[
+        str, typer.Option("--sky-python", help="A Python with the skypilot package, on the SkyPilot API server's "
+                          "host (it reads SkyPilot's state there).", show_default=False),
+    ],
+    days: Annotated[int, typer.Option("--days", min=1, max=3650, help="How far back the cost report looks.")] = 30,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """One settlement pass: commit the admissions of SkyPilot clusters that are up, settle those torn down (their
+    up time and SkyPilot's cost estimate), release those torn down before they were up. Run it from a timer;
+    repeating a pass changes nothing. Exit 1 if any admission could not be moved."""
+    from flopwise.client import FlopwiseClient
+    from flopwise.enforce.skypilot import settle_launches, sky_cost_report
+
+    records = sky_cost_report(sky_python, days)
+    obj = ctx.obj if isinstance(ctx.obj, Mapping) else {}
+    with FlopwiseClient(url=url, token=token, transport=obj.get("transport")) as fw:
+        report = settle_launches(fw, records)
+    if json_out:
+        print_json(report)
+    else:
+        for key, ids in report.items():
+            if ids:
+                stderr_console().print(f"{key}: {', '.join(ids)}")
+    if report["errors"]:
+        raise typer.Exit(EXIT_FAILURE)
 
 
 ray_app = typer.Typer(help="Ray: a gate in front of the Ray Jobs API that asks flopwise first.", no_args_is_help=True)
@@ -255,18 +293,24 @@ def ray_gate(
     settle_interval_s: Annotated[
         float, typer.Option("--settle-interval-s", min=0.5, max=3600, help="Seconds between settlement passes.")
     ] = 5.0,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="SQLite file of admitted jobs, kept across restarts [default: "
+                     "$XDG_STATE_HOME/flopwise/ray-gate.sqlite].", show_default=False),
+    ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Serve the Ray Jobs API through flopwise: submissions are decided first (400 with the reason when
-    refused); the rest is forwarded; ended jobs are settled every --settle-interval-s."""
+    refused); the rest is forwarded; ended jobs are settled every --settle-interval-s, also those that ended
+    while the gate was down (its state is in --state)."""
     import threading
 
     import httpx
     import yaml
 
     from flopwise.client import FlopwiseClient
-    from flopwise.enforce.ray import RayGate, create_gate_app, load_config
+    from flopwise.enforce.ray import GateState, RayGate, create_gate_app, load_config
     from flopwise.errors import InputError
 
     try:
@@ -276,9 +320,19 @@ def ray_gate(
     except yaml.YAMLError as exc:
         raise InputError("--config", str(config), f"it is not valid YAML ({exc})") from None
     cfg = load_config(data, source=config.name)
-    FlopwiseClient(url=url, token=token).close()
+    fw = FlopwiseClient(url=url, token=token)  # shared by submissions and settlement, connections kept alive
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    gate = RayGate(lambda: FlopwiseClient(url=url, token=token), cfg, httpx.Client(base_url=upstream, timeout=60))
+    import os
+    import sqlite3
+
+    if state is None:
+        base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        state = base / "flopwise" / "ray-gate.sqlite"
+    try:
+        gate_state = GateState(state)
+    except (OSError, sqlite3.Error) as exc:
+        raise InputError("--state", str(state), f"cannot be opened as a SQLite file ({exc})") from None
+    gate = RayGate(fw, cfg, httpx.Client(base_url=upstream, timeout=60), gate_state)
     stop = threading.Event()
 
     def settle_loop() -> None:
@@ -295,3 +349,130 @@ def ray_gate(
         uvicorn.run(create_gate_app(gate), host=host, port=port)
     finally:
         stop.set()
+        fw.close()
+
+
+kueue_app = typer.Typer(
+    help="Kubernetes / Kueue: generate queues from flopwise quotas; run the AdmissionCheck controller.",
+    no_args_is_help=True,
+)
+app.add_typer(kueue_app, name="kueue")
+
+
+def _kueue_config(path: Path) -> Any:
+    import yaml
+
+    from flopwise.enforce.kueue import load_config
+    from flopwise.errors import InputError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError("--config", str(path), f"the file cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise InputError("--config", str(path), f"it is not valid YAML ({exc})") from None
+    return load_config(data, source=path.name)
+
+
+KueueConfigOpt = Annotated[
+    Path,
+    typer.Option(
+        "--config", help="YAML: flavors (name -> device, usd_per_h, node_labels), retry_s, ... "
+        "(docs/enforce/kueue.md).", show_default=False,
+    ),
+]
+
+
+@kueue_app.command("manifests")
+@_outside_errors
+def kueue_manifests(
+    ctx: typer.Context,
+    config: KueueConfigOpt,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Print ResourceFlavors, the AdmissionCheck, a Cohort per team and a ClusterQueue per project (device
+    quotas as nominalQuota), as YAML for `kubectl apply -f -` (or a JSON list with --json)."""
+    import yaml
+
+    from flopwise.client import FlopwiseClient
+    from flopwise.enforce.kueue import manifests
+
+    cfg = _kueue_config(config)
+    obj = ctx.obj if isinstance(ctx.obj, Mapping) else {}
+    with FlopwiseClient(url=url, token=token, transport=obj.get("transport")) as fw:
+        objs = manifests(fw.call("GET", "/teams"), fw.call("GET", "/projects"), fw.call("GET", "/quotas"), cfg)
+    if json_out:
+        print_json(objs)
+        return
+    typer.echo(yaml.safe_dump_all(objs, sort_keys=False, explicit_start=True), nl=False)
+
+
+@kueue_app.command("controller")
+@_outside_errors
+def kueue_controller(
+    ctx: typer.Context,
+    config: KueueConfigOpt,
+    kube_url: Annotated[
+        str | None,
+        typer.Option("--kube-url", help="The Kubernetes API server (default: in-cluster service account)."),
+    ] = None,
+    kube_token_file: Annotated[
+        Path | None, typer.Option("--kube-token-file", help="A bearer token file for --kube-url.")
+    ] = None,
+    kube_ca: Annotated[
+        Path | None, typer.Option("--kube-ca", help="CA bundle for --kube-url (default: the system's).")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="One pass over every Workload, then exit.")] = False,
+    resync_s: Annotated[
+        float, typer.Option("--resync-s", min=1, max=3600, help="Seconds between full re-lists.")
+    ] = 30.0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Answer flopwise's AdmissionChecks on Kueue Workloads (Ready / Retry with requeueAfterSeconds / Rejected),
+    commit admitted Workloads and settle finished ones; watches until SIGTERM (or one pass with --once)."""
+    import threading
+
+    from flopwise.client import FlopwiseClient
+    from flopwise.enforce.kueue import KubeApi, KubeError, KueueController
+    from flopwise.errors import InputError
+
+    cfg = _kueue_config(config)
+    if kube_url is None:
+        kube = KubeApi.in_cluster()
+    else:
+        try:
+            bearer = kube_token_file.read_text(encoding="utf-8").strip() if kube_token_file else None
+        except OSError as exc:
+            raise InputError("--kube-token-file", str(kube_token_file), f"cannot be read ({exc.strerror})") from None
+        kube = KubeApi(kube_url, token=bearer, verify=str(kube_ca) if kube_ca else True)
+    obj = ctx.obj if isinstance(ctx.obj, Mapping) else {}
+    fw = FlopwiseClient(url=url, token=token, transport=obj.get("transport"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    controller = KueueController(kube, fw, cfg)
+    try:
+        if once:
+            try:
+                done, _ = controller.pass_once()
+            except KubeError as err:
+                _fail(str(err), EXIT_FAILURE)
+            if json_out:
+                print_json(done)
+            else:
+                for key, what in done.items():
+                    stderr_console().print(f"{key}: {', '.join(what)}")
+            return
+        stop = threading.Event()
+
+        def _stop(*_: object) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        controller.run(stop, resync_s=resync_s)
+    finally:
+        fw.close()
+        kube.close()

@@ -10,11 +10,14 @@ instead of the dashboard. ``POST /api/jobs/`` is decided by flopwise first:
   none) through :class:`flopwise.client.FlopwiseClient`;
 * admitted: the submission is forwarded with ``flopwise-admission=<submission id>`` added to its metadata;
   denied (or needing an approval: Ray has no wait verb): 400 with flopwise's reason, and nothing reaches Ray;
-  flopwise unreachable: 503, the submission fails closed.
+  flopwise unreachable (or too slow): 503, the submission fails closed, unless every budget covering the
+  project is soft (last read of budgets at most 5 minutes old): then it is forwarded unchecked and logged.
 
 Every other request is forwarded unchanged. :meth:`RayGate.settle_ended` (run every few seconds by the gate
 command) commits running jobs, settles ended ones with their real run time from the Jobs API (``start_time``,
-``end_time``), and releases jobs stopped before they started.
+``end_time``), and releases jobs stopped before they started, or that Ray never accepted. What the gate admitted
+and each job's phase are kept in a SQLite file (:class:`GateState`), so a restarted gate settles the jobs that
+ended while it was down (Ray keeps ended jobs in its job table).
 
 The gate only helps if users cannot reach Ray another way: see docs/enforce/ray.md for the bypass paths (the
 dashboard port itself, the GCS port, Ray Client on 10001) and the network settings that close them.
@@ -25,15 +28,19 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
+from flopwise.enforce._client import SoftBudgets, borrowed
 from flopwise.errors import FlopwiseError, InputError, suggest
 
-__all__ = ["RayConfig", "RayGate", "admission_body", "create_gate_app", "load_config"]
+__all__ = ["GateState", "RayConfig", "RayGate", "admission_body", "create_gate_app", "load_config"]
 
 log = logging.getLogger("flopwise.enforce.ray")
 
@@ -117,12 +124,63 @@ def admission_body(job: Mapping[str, Any], config: RayConfig, submission_id: str
     }
 
 
+class GateState:
+    """The jobs the gate admitted and their phase (``admitted``, ``committed``, ``settled``, ``released``), in a
+    SQLite file (``:memory:`` when none is given), so a restarted gate settles the jobs that ended while it was
+    down. One connection, serialized by a lock (submissions and the settlement loop run in different threads)."""
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        import sqlite3
+
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        with self._lock:
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS ray_jobs (submission_id TEXT PRIMARY KEY, "
+                             "gpus INTEGER NOT NULL, phase TEXT NOT NULL, updated_at REAL NOT NULL)")  # fmt: skip
+
+    def put(self, submission_id: str, gpus: int, phase: str = "admitted") -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO ray_jobs VALUES (?, ?, ?, ?)",
+                             (submission_id, gpus, phase, time.time()))  # fmt: skip
+
+    def set_phase(self, submission_id: str, phase: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE ray_jobs SET phase = ?, updated_at = ? WHERE submission_id = ?",
+                             (phase, time.time(), submission_id))  # fmt: skip
+
+    def get(self, submission_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT gpus, phase FROM ray_jobs WHERE submission_id = ?",
+                                   (submission_id,)).fetchone()  # fmt: skip
+        return None if row is None else {"gpus": int(row[0]), "phase": str(row[1])}
+
+    def pending(self) -> dict[str, dict[str, Any]]:
+        """Jobs admitted or running: submission id -> {gpus, phase}."""
+        with self._lock:
+            rows = self._db.execute("SELECT submission_id, gpus, phase FROM ray_jobs "
+                                    "WHERE phase IN ('admitted', 'committed')").fetchall()  # fmt: skip
+        return {str(r[0]): {"gpus": int(r[1]), "phase": str(r[2])} for r in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
 class RayGate:
     """What the gate does besides forwarding: decide a submission, and settle the jobs it admitted."""
 
-    def __init__(self, client_factory: Callable[[], Any], config: RayConfig, upstream: Any) -> None:
-        self.client_factory, self.config, self.upstream = client_factory, config, upstream
-        self.admitted: dict[str, dict[str, Any]] = {}  # submission id -> {"gpus": n, "phase": ...}
+    def __init__(self, client: Any, config: RayConfig, upstream: Any, state: GateState | None = None,
+                 soft: SoftBudgets | None = None) -> None:  # fmt: skip
+        # *client*: a FlopwiseClient shared by every call (connections kept alive), or a factory of them;
+        # *soft*: the fail-open rule (unreachable flopwise lets a job through only if its budgets are all soft)
+        self.client, self.config, self.upstream = client, config, upstream
+        self.state = state if state is not None else GateState()
+        self.soft = soft if soft is not None else SoftBudgets()
 
     def decide(self, job: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
         """(status, message, job to forward): 200 to forward, else the refusal's status and message."""
@@ -133,9 +191,14 @@ class RayGate:
         from flopwise.client import ServerError, ServerUnreachableError
 
         try:
-            with self.client_factory() as fw:
+            with borrowed(self.client) as fw:
                 result = fw.call("POST", "/admission/decide", json_body=body)
+                self.soft.maybe_refresh(fw)
         except ServerUnreachableError as exc:
+            if self.soft.all_soft(body["project_id"]):
+                log.warning("ray job %s: flopwise unreachable; every budget of project %s is soft: let through "
+                            "unchecked (%s)", submission_id, body["project_id"], exc)  # fmt: skip
+                return 200, "", job
             return 503, f"flopwise: cannot decide, so the submission fails closed: {exc}", job
         except ServerError as exc:
             return (400 if exc.status < 500 else 502), f"flopwise: {exc}", job
@@ -143,18 +206,39 @@ class RayGate:
             return 400, "flopwise: " + "; ".join(result.get("reasons") or ["denied"]), job
         forwarded = {**job, "submission_id": submission_id,
                      "metadata": {**(job.get("metadata") or {}), ADMISSION_KEY: submission_id}}  # fmt: skip
-        self.admitted[submission_id] = {"gpus": body["device_count"], "phase": "admitted"}
+        self.state.put(submission_id, body["device_count"])
         return 200, "", forwarded
+
+    def not_forwarded(self, submission_id: str, why: str) -> None:
+        """Ray refused (or never got) a submission flopwise admitted: release its reservation."""
+        if (self.state.get(submission_id) or {}).get("phase") != "admitted":
+            return
+        try:
+            with borrowed(self.client) as fw:
+                fw.call("POST", f"/admission/{ENGINE}/{submission_id}/release")
+            self.state.set_phase(submission_id, "released")
+        except FlopwiseError as exc:  # the next settlement pass finds no such Ray job and releases it
+            log.warning("ray job %s (%s): release failed: %s", submission_id, why, exc)
 
     def settle_ended(self) -> list[str]:
         """Commit started jobs, settle ended ones from their real run time, release those that never ran; the
         submission ids settled or released."""
-        pending = {k: v for k, v in self.admitted.items() if v["phase"] in ("admitted", "committed")}
+        pending = self.state.pending()
         if not pending:
             return []
         jobs = self.upstream.get("/api/jobs/").json()
         done: list[str] = []
-        with self.client_factory() as fw:
+        known = {info.get("submission_id") for info in jobs}
+        with borrowed(self.client) as fw:
+            for sid, entry in pending.items():
+                if sid in known or entry["phase"] != "admitted":
+                    continue
+                try:  # admitted, but Ray has no such job (its submission failed): nothing ran
+                    fw.call("POST", f"/admission/{ENGINE}/{sid}/release")
+                    self.state.set_phase(sid, "released")
+                    done.append(sid)
+                except FlopwiseError as exc:
+                    log.warning("ray job %s: %s", sid, exc)
             for info in jobs:
                 sid = info.get("submission_id")
                 if sid not in pending:
@@ -165,6 +249,7 @@ class RayGate:
                     if entry["phase"] == "admitted" and started and info.get("status") != "PENDING":
                         fw.call("POST", f"/admission/{ENGINE}/{sid}/commit")
                         entry["phase"] = "committed"
+                        self.state.set_phase(sid, "committed")
                     if info.get("status") in _ENDED:
                         if entry["phase"] == "committed" and info.get("end_time") and started:
                             # 6 decimal places (3.6 ms): the precision the server keeps amounts to
@@ -178,9 +263,11 @@ class RayGate:
                                     Decimal("0.000001"))),
                             })  # fmt: skip
                             entry["phase"] = "settled"
+                            self.state.set_phase(sid, "settled")
                         else:
                             fw.call("POST", f"/admission/{ENGINE}/{sid}/release")
                             entry["phase"] = "released"
+                            self.state.set_phase(sid, "released")
                         done.append(sid)
                 except FlopwiseError as exc:
                     log.warning("ray job %s: %s", sid, exc)
@@ -225,9 +312,13 @@ def create_gate_app(gate: RayGate) -> Any:
             return PlainTextResponse(f"flopwise: {exc}", status_code=400)
         if status != 200:
             return PlainTextResponse(message, status_code=status)
-        return await anyio.to_thread.run_sync(
+        response = await anyio.to_thread.run_sync(
             forward, "POST", "/api/jobs/", request.url.query, dict(request.headers), json.dumps(forwarded).encode()
         )
+        sid = forwarded.get("submission_id")
+        if response.status_code >= 400 and sid:
+            await anyio.to_thread.run_sync(gate.not_forwarded, str(sid), f"Ray answered {response.status_code}")
+        return response
 
     async def passthrough(request: Request) -> Response:
         import anyio.to_thread

@@ -17,24 +17,36 @@ For ``launch`` and ``jobs.launch`` requests whose resources ask for accelerators
 * calls ``POST /api/v1/admission/decide`` (engine ``skypilot``) through :class:`flopwise.client.FlopwiseClient`;
 * admitted: returns the task with the label ``flopwise-admission=<engine job id>`` added (200);
   denied, or needing an approval (SkyPilot has no wait verb): 400 with flopwise's reasons;
-* flopwise unreachable: 503, which SkyPilot treats as a failed policy call, so the launch fails closed.
+* flopwise unreachable (or too slow: the client's timeout): 503, which SkyPilot treats as a failed policy call,
+  so the launch fails closed; unless every budget covering the project is soft (from the last read of
+  budgets, at most 5 minutes old), where the launch passes unchanged and a warning is logged.
 
 Other requests (``exec``, ``validate``, ``optimize``, CPU-only tasks) pass through unchanged.
+
+Settlement (:func:`settle_launches`, ``flopwise enforce skypilot settle``): SkyPilot's cost report
+(``sky.core.cost_report``, read by an interpreter with SkyPilot on the API server's host) lists each cluster with
+its labels, so the admission id the policy injected finds its cluster: committed when it is up, settled with the
+seconds it was up and SkyPilot's cost estimate when it is torn down.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from flopwise.enforce._client import SoftBudgets, borrowed
 from flopwise.errors import InputError, suggest
 
-__all__ = ["ADMISSION_LABEL", "SkyPilotConfig", "create_policy_app", "load_config", "worst_case"]
+__all__ = ["ADMISSION_LABEL", "SkyPilotConfig", "create_policy_app", "load_config", "settle_launches", "sky_cost_report",
+           "worst_case"]
+
+log = logging.getLogger("flopwise.enforce.skypilot")
 
 ENGINE = "skypilot"
 PROJECT_LABEL = "flopwise-project"
@@ -175,6 +187,16 @@ def admission_body(task: Mapping[str, Any], config: SkyPilotConfig, job_id: str)
     }
 
 
+def _yaml_classes() -> tuple[Any, Any]:
+    """libyaml's safe loader and dumper where PyYAML was built with it (several times faster), else PyYAML's."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader), getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+_LOADER, _DUMPER = _yaml_classes()
+
+
 def _decode_request(body: Any) -> dict[str, Any]:
     import yaml
 
@@ -184,7 +206,7 @@ def _decode_request(body: Any) -> dict[str, Any]:
         raise InputError("body", "...", "send SkyPilot's user request: {task, skypilot_config, request_name, ...}")
     out = dict(body)
     try:
-        task = yaml.safe_load(body["task"]) or {}
+        task = yaml.load(body["task"], Loader=_LOADER) or {}
     except yaml.YAMLError as exc:
         raise InputError("task", "...", f"send the task as YAML text ({exc})") from None
     if not isinstance(task, dict):
@@ -193,9 +215,12 @@ def _decode_request(body: Any) -> dict[str, Any]:
     return out
 
 
-def create_policy_app(client_factory: Callable[[], Any], config: SkyPilotConfig) -> Any:
+def create_policy_app(client: Any, config: SkyPilotConfig, soft: SoftBudgets | None = None) -> Any:
     """The policy server: ``POST /skypilot/policy`` (the URL to put in SkyPilot's ``admin_policy:``) and
-    ``GET /healthz``. *client_factory* returns a :class:`flopwise.client.FlopwiseClient` (closed after use)."""
+    ``GET /healthz``. *client* is a :class:`flopwise.client.FlopwiseClient` shared by every call (its
+    connections kept alive), or a factory of them (one per call, closed after use). *soft*: the fail-open rule
+    (a launch passes unchecked while flopwise is unreachable only if every budget of its project is soft)."""
+    soft = soft if soft is not None else SoftBudgets()
     import yaml
     from fastapi import Body, FastAPI
     from fastapi.responses import JSONResponse, PlainTextResponse
@@ -228,9 +253,14 @@ def create_policy_app(client_factory: Callable[[], Any], config: SkyPilotConfig)
         if body is None:
             return JSONResponse(unchanged)
         try:
-            with client_factory() as fw:
+            with borrowed(client) as fw:
                 result = fw.call("POST", "/admission/decide", json_body=body)
+                soft.maybe_refresh(fw)
         except ServerUnreachableError as exc:
+            if soft.all_soft(body["project_id"]):
+                log.warning("launch %s: flopwise unreachable; every budget of project %s is soft: let through "
+                            "unchecked (%s)", job_id, body["project_id"], exc)  # fmt: skip
+                return JSONResponse(unchanged)
             return PlainTextResponse(f"flopwise: cannot decide, so the launch fails closed: {exc}", status_code=503)
         except ServerError as exc:
             return PlainTextResponse(f"flopwise: {exc}", status_code=400 if exc.status < 500 else 502)
@@ -239,7 +269,96 @@ def create_policy_app(client_factory: Callable[[], Any], config: SkyPilotConfig)
             return PlainTextResponse(f"flopwise: {reasons}", status_code=400)
         resources = task.setdefault("resources", {})
         resources.setdefault("labels", {})[ADMISSION_LABEL] = job_id
-        mutated = {"task": yaml.safe_dump(task, sort_keys=False), "skypilot_config": req.get("skypilot_config", "")}
+        mutated = {"task": yaml.dump(task, Dumper=_DUMPER, sort_keys=False),
+                   "skypilot_config": req.get("skypilot_config", "")}  # fmt: skip
         return JSONResponse(json.dumps(mutated))
 
     return app
+
+
+# --- settlement -------------------------------------------------------------------------------------------
+
+#: Run by the interpreter that has SkyPilot (on the SkyPilot API server's host, whose state database holds the
+#: clusters): ``sky.core.cost_report`` lists live and torn-down clusters with their launched resources (their
+#: labels carry the admission id the policy injected), status (None once torn down), seconds up and SkyPilot's
+#: cost estimate. Prints them as JSON.
+SKY_COST_REPORT = """
+import json, sys
+from sky import core
+out = []
+for r in core.cost_report(days=int(sys.argv[1])):
+    res = r.get('resources')
+    status = r.get('status')
+    cost = r.get('total_cost')
+    out.append({'name': r.get('name'), 'status': getattr(status, 'value', status),
+                'launched_at': r.get('launched_at'), 'duration_s': int(r.get('duration') or 0),
+                'num_nodes': r.get('num_nodes'), 'total_cost': None if cost is None else repr(float(cost)),
+                'labels': dict(getattr(res, 'labels', None) or {})})
+print(json.dumps(out))
+"""
+
+
+def sky_cost_report(python: str, days: int = 30, *, timeout_s: float = 300, env: Mapping[str, str] | None = None
+                    ) -> list[dict[str, Any]]:  # fmt: skip
+    """SkyPilot's cost report, read by *python* (an interpreter with the skypilot package)."""
+    import os
+    import subprocess
+
+    try:
+        out = subprocess.run([python, "-c", SKY_COST_REPORT, str(days)], capture_output=True, text=True,
+                             timeout=timeout_s, check=False, env=dict(env) if env is not None else os.environ.copy())  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InputError("--sky-python", python, f"cannot run SkyPilot's cost report ({exc})") from None
+    if out.returncode != 0:
+        raise InputError("--sky-python", python, "SkyPilot's cost report failed: " + out.stderr.strip()[-500:])
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("[")]
+    if not lines:
+        raise InputError("--sky-python", python, "SkyPilot's cost report printed no JSON")
+    return list(json.loads(lines[-1]))
+
+
+def settle_launches(client: Any, records: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Commit and settle the admissions of SkyPilot clusters from their cost-report records.
+
+    A cluster labelled ``flopwise-admission=<id>``: while it exists (``INIT``, ``UP``, ``STOPPED``) an
+    ``admitted`` admission is committed once it is ``UP``; once it is torn down (status None) the admission is
+    settled with the seconds it was up (``duration``) x its GPUs (from the admission), and SkyPilot's own cost
+    estimate when it has one (else flopwise prorates the worst case by the hours); one torn down before it was
+    ever up (0 s) is released. Settled, released and rejected admissions are left alone, so a pass can be
+    repeated. Returns ``{"committed": [...], "settled": [...], "released": [...], "errors": [...]}``."""
+    from flopwise.client import NotFoundError
+    from flopwise.errors import FlopwiseError
+
+    report: dict[str, list[str]] = {"committed": [], "settled": [], "released": [], "errors": []}
+    with borrowed(client) as fw:
+        for rec in records:
+            job_id = (rec.get("labels") or {}).get(ADMISSION_LABEL)
+            if not job_id:
+                continue
+            try:
+                adm = fw.call("GET", f"/admission/{ENGINE}/{job_id}")
+                if adm["state"] not in ("admitted", "committed"):
+                    continue
+                status, seconds = rec.get("status"), int(rec.get("duration_s") or 0)
+                if status is not None:
+                    if status == "UP" and adm["state"] == "admitted":
+                        fw.call("POST", f"/admission/{ENGINE}/{job_id}/commit")
+                        report["committed"].append(job_id)
+                    continue
+                if seconds == 0 and adm["state"] == "admitted":
+                    fw.call("POST", f"/admission/{ENGINE}/{job_id}/release")
+                    report["released"].append(job_id)
+                    continue
+                hours = (Decimal(seconds) / 3600).quantize(Decimal("0.000001"))
+                body: dict[str, str] = {"actual_duration_h": str(hours),
+                                        "device_hours": str(hours * int(adm["device_count"]))}  # fmt: skip
+                cost = rec.get("total_cost")
+                if cost is not None and Decimal(str(cost)) > 0:
+                    body["cost_usd"] = str(Decimal(str(cost)).quantize(Decimal("0.000001")))
+                fw.call("POST", f"/admission/{ENGINE}/{job_id}/settle", json_body=body)
+                report["settled"].append(job_id)
+            except NotFoundError:
+                report["errors"].append(f"{rec.get('name')}: admission {job_id} is unknown to flopwise")
+            except FlopwiseError as exc:
+                report["errors"].append(f"{rec.get('name')}: {exc}")
+    return report

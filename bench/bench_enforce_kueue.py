@@ -1,0 +1,164 @@
+"""Admission latency of the Kueue AdmissionCheck controller, beside its baselines, in one process.
+
+flopwise runs in this process on a SQLite file, served by uvicorn on loopback HTTP; the Kubernetes API is the
+test emulator (tests/enforce/kubeapi.py) on loopback HTTP. For each Workload (quota reserved, flopwise's check
+Pending), interleaved call by call:
+
+* ``Ready`` patch only: the one ``/status`` merge patch any check controller makes to answer (the engine-side
+  baseline: what a check costs when nothing is decided);
+* decide straight to flopwise: the bare ``POST /api/v1/admission/decide`` (the decision itself);
+* the controller's full answer: ``reconcile`` = decide + the annotation patch (admission id) + the status patch.
+
+Prints p50 and p99 per arm, what admission adds over the bare patch, and the controller's own overhead over the
+decision. Run: ``python bench/bench_enforce_kueue.py [N]`` (default N = 200 Workloads per arm).
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "enforce"))
+
+from kubeapi import KubeEmulator  # noqa: E402
+
+from flopwise.client import FlopwiseClient  # noqa: E402
+from flopwise.enforce.kueue import KubeApi, KueueController, load_config  # noqa: E402
+
+GPU = "nvidia.com/gpu"
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _line(label: str, values: list[float]) -> str:
+    return f"  {label:<44} p50 {statistics.median(values) * 1e3:7.2f} ms  p99 {_pct(values, 0.99) * 1e3:7.2f} ms"
+
+
+def _delta(label: str, base: list[float], arm: list[float]) -> str:
+    return (f"  {label:<44} p50 {(statistics.median(arm) - statistics.median(base)) * 1e3:+7.2f} ms  "
+            f"p99 {(_pct(arm, 0.99) - _pct(base, 0.99)) * 1e3:+7.2f} ms")  # fmt: skip
+
+
+def _serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+def _flopwise(tmp: Path) -> tuple[Any, str, int]:
+    from flopwise.server import Settings, create_app
+    from flopwise.server.auth import mint_token
+    from flopwise.store import ApiToken, Organization, Project, RoleBinding, Team, User, write_session
+
+    app = create_app(Settings(database_url=f"sqlite:///{tmp / 'fw.db'}"))
+    with write_session(app.state.db) as s:
+        org = Organization(name="bench")
+        s.add(org)
+        s.flush()
+        team = Team(org_id=org.id, name="t")
+        s.add(team)
+        s.flush()
+        project = Project(team_id=team.id, name="p")
+        user = User(org_id=org.id, name="ada")
+        s.add_all([project, user])
+        s.flush()
+        s.add(RoleBinding(user_id=user.id, role="admin", scope_kind="org", scope_id=org.id))
+        token, prefix, token_hash = mint_token()
+        s.add(ApiToken(user_id=user.id, name="bench", prefix=prefix, token_hash=token_hash))
+        project_id = project.id
+    return app, token, project_id
+
+
+def _workload(i: int, pid: int) -> dict[str, Any]:
+    return {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "Workload",
+            "metadata": {"name": f"w{i}", "namespace": "bench", "labels": {"flopwise.io/project": str(pid)},
+                         "annotations": {"flopwise.io/max-hours": "1"}},
+            "spec": {"podSets": [{"name": "main", "count": 1, "template": {"spec": {"containers": [
+                {"name": "c", "image": "busybox", "resources": {"requests": {GPU: "1"}}}]}}}]}}  # fmt: skip
+
+
+def _reserve(kube: KubeEmulator, name: str) -> dict[str, Any]:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    code, body = kube.patch("workloads", name, "bench", {"status": {
+        "admission": {"clusterQueue": "q", "podSetAssignments": [{"name": "main", "count": 1,
+                                                                   "flavors": {GPU: "h100"}}]},
+        "conditions": [{"type": "QuotaReserved", "status": "True", "reason": "QuotaReserved", "message": "",
+                        "lastTransitionTime": now}],
+        "admissionChecks": [{"name": "flopwise", "state": "Pending", "message": "", "lastTransitionTime": now}]}},
+        sub="status")  # fmt: skip
+    assert code == 200, body
+    return body
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    with tempfile.TemporaryDirectory() as tmp:
+        app, token, pid = _flopwise(Path(tmp))
+        fw_url, fw_server, fw_thread = _serve(app)
+        fw = FlopwiseClient(url=fw_url, token=token)
+        fw.create_budget({"name": "big", "scope_kind": "project", "scope_id": pid, "period": "month",
+                          "unit": "usd", "amount": "100000000", "is_hard": True})  # fmt: skip
+        kube = KubeEmulator(history=100_000)
+        kube_url = kube.start()
+        api = KubeApi(kube_url)
+        cfg = load_config({"flavors": {"h100": {"device": "h100-sxm", "usd_per_h": "2.50"}}})
+        controller = KueueController(api, fw, cfg)
+        arms: dict[str, list[float]] = {"patch": [], "direct": [], "reconcile": []}
+        for i in range(n):
+            names = {arm: f"{arm}-{i}" for arm in arms}
+            wls = {}
+            for arm, name in names.items():
+                kube.create("workloads", {**_workload(0, pid), "metadata": {**_workload(0, pid)["metadata"],
+                                                                            "name": name}}, "bench")  # fmt: skip
+                wls[arm] = _reserve(kube, name)
+            order = list(arms)[i % 3:] + list(arms)[: i % 3]
+            for arm in order:
+                wl = wls[arm]
+                t0 = time.perf_counter()
+                if arm == "patch":
+                    api.merge_patch("workloads", wl["metadata"]["name"], {"status": {"admissionChecks": [
+                        {"name": "flopwise", "state": "Ready", "message": "ok",
+                         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}, namespace="bench", status=True)  # fmt: skip
+                elif arm == "direct":
+                    fw.call("POST", "/admission/decide", json_body={
+                        "engine": "bench", "engine_job_id": wl["metadata"]["uid"], "project_id": pid,
+                        "device": "h100-sxm", "device_count": 1, "max_duration_h": "1", "usd_per_device_h": "2.50"})  # fmt: skip
+                else:
+                    done = controller.reconcile(wl, {"flopwise"})
+                    assert done == ["flopwise=Ready"], done
+                arms[arm].append(time.perf_counter() - t0)
+        print(f"Kueue AdmissionCheck controller: Kubernetes API emulator and flopwise (SQLite) on loopback HTTP, "
+              f"{n} Workloads per arm")  # fmt: skip
+        print(_line("Ready patch only (no decision)", arms["patch"]))
+        print(_line("decide straight to flopwise (no controller)", arms["direct"]))
+        print(_line("controller answers the check (decide+2 patches)", arms["reconcile"]))
+        print(_delta("admission adds over the bare Ready patch", arms["patch"], arms["reconcile"]))
+        print(_delta("controller's own overhead over the decision", arms["direct"], arms["reconcile"]))
+        api.close()
+        kube.stop()
+        fw.close()
+        fw_server.should_exit = True
+        fw_thread.join()
+        app.state.engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
