@@ -156,9 +156,9 @@ def _energy_section(report, category: str | None) -> dict:
     rep = power_fit_report()
     cols = ("in_sample", "pooled_fit", "leave_one_case_out", "leave_one_source_out", "fixed_share_model")
     summary = []
-    for gen in [None, *sorted(rep.generation_rates)]:
+    for gen in [None, *sorted({r["generation"] for r in rep.rows})]:
         rows = [r for r in rep.rows if gen is None or r["generation"] == gen]
-        w_mem, w_compute = rep.rates if gen is None else rep.generation_rates[gen]
+        w_mem, w_compute = rep.rates if gen is None else rep.generation_rates.get(gen, rep.rates)
         summary.append(
             {
                 "generation": gen or "all",
@@ -185,12 +185,14 @@ def _energy_section(report, category: str | None) -> dict:
         "metric": "average device (GPU) power while serving, W per device; GPU (device-boundary) energy per "
         "output token, J",
         "power_model": "idle + w_mem x TB/s moved + w_compute x TFLOP/s (16-bit-peak equivalent), clipped at TDP; "
-        "one fit per measured generation, the pooled fit for the others (estimate.energy.DYNAMIC_POWER_W_PER_RATE)",
+        "one fit per generation with at least 3 measured cases, the pooled fit for the others "
+        "(estimate.energy.DYNAMIC_POWER_W_PER_RATE)",
         "leave_one_source_out": "refit without every case of the held-out case's source; each generation has one "
         "source, so an H100 case is predicted from the A100 fit and the other way round",
-        "j_per_output_token": "estimated power x devices / estimated throughput; implied_tokens_per_s = the "
-        "throughput at which the estimated power gives the measured energy, so throughput_ratio > 1 means the "
-        "miss is throughput (the fidelity issue), not power",
+        "j_per_output_token": "estimated power x devices / estimated throughput. Where the source gives throughput "
+        "too, power_error and throughput_error split the miss by measurement; elsewhere implied_tokens_per_s = the "
+        "throughput at which the estimated power gives the measured energy (throughput_ratio > 1: the estimate's "
+        "throughput is too high)",
         "summary": summary,
         "cases": list(rep.rows),
         "j_summary": j_summary,
@@ -229,18 +231,20 @@ def _print_energy(out, energy: dict) -> None:
     out.print(s)
     if energy["j_cases"]:
         j = Table(
-            title="energy: GPU energy per output token (error = estimate / measured - 1; throughput ratio > 1: "
-            "the estimate's throughput is too high)",
+            title="energy: GPU energy per output token (error = estimate / measured - 1 = (1 + power error) / "
+            "(1 + throughput error) - 1)",
             title_justify="left",
         )
         for col in ("case", "measured J", "estimated J", "error", "held-out power", "power W", "tokens/s",
-                    "implied tokens/s", "throughput ratio"):  # fmt: skip
+                    "implied tokens/s", "power error", "throughput error"):  # fmt: skip
             j.add_column(col, justify="left" if col == "case" else "right")
         for r in energy["j_cases"]:
+            measured = r.get("measured_power_w") is not None
             j.add_row(
                 r["id"], f"{r['measured_j']:.3f}", f"{r['estimated_j']:.3f}", f"{r['in_sample']:+.1%}",
                 f"{r['leave_generation_out']:+.1%}", f"{r['estimated_power_w']:.0f}",
                 f"{r['estimated_tokens_per_s']:,.0f}", f"{r['implied_tokens_per_s']:,.0f}",
-                f"{r['throughput_ratio']:.2f}",
+                f"{r['power_error']:+.1%}" if measured else "-",
+                f"{r['throughput_error']:+.1%}" if measured else f"{r['throughput_ratio'] - 1:+.1%} (implied)",
             )  # fmt: skip
         out.print(j)

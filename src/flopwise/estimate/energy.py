@@ -52,21 +52,24 @@ DECODE_ACTIVITY_FRAC = 0.6
 #: (ML.ENERGY v3: Llama 4 Maverick on 8 H100 at batch 8 draws 231 W per GPU, Llama 3.1 8B on one H100 486 W).
 #: Why per unit of rate and not per share of the idle-to-TDP range: DRAM traffic and Tensor Core activity are the
 #: two largest dynamic power terms (Hong & Kim 2010, "An integrated GPU power and performance model", ISCA;
-#: Leng et al. 2013, GPUWattch, ISCA) and each costs a roughly fixed energy per byte and per operation, so one
-#: pair carries across generations: fitted on the A100 cases alone it predicts the H100 ones within 15% (median),
-#: and the other way round within 12%, where a share of the range fitted per generation misses by 28-36%.
+#: Leng et al. 2013, GPUWattch, ISCA) and each costs a roughly fixed energy per byte and per operation, so the
+#: memory term is close across generations (fitted alone: H100 154, A100 140 W per TB/s; the two B200 cases 112).
 #: Fitted (``flopwise.validation.energy.fit_power_rates``: non-negative least squares on relative error) on the
-#: published NVML averages of src/flopwise/validation/data/cases_energy.csv, ML.ENERGY Leaderboard v3.0 (vLLM on
-#: H100, https://ml.energy/leaderboard) and its 2024 runs (vLLM on A100-SXM4-40GB,
+#: published NVML averages of src/flopwise/validation/data/cases_energy.csv: ML.ENERGY Leaderboard v3.0 (vLLM
+#: 0.11.1 on H100: Llama 3.1 8B at 11 batch sizes 8-691, Llama 4 Maverick FP8 on 8 GPUs;
+#: https://ml.energy/leaderboard, data files in github.com/ml-energy/leaderboard public/data) and the
+#: leaderboard's 2024 runs (vLLM on A100-SXM4-40GB, 12 runs of 7 models on 1-8 GPUs,
 #: https://github.com/ml-energy/leaderboard/tree/2819ae1028ac6aa741179d3b8a5f902435da6b43/data/llm/chat). The
-#: per-generation fits agree on the memory term (hopper 132, ampere 140 W per TB/s); the compute term is set by
-#: the H100 batch-255 case (the A100 cases are memory-bound: their fit puts it at 0). A generation with measured
-#: cases uses its own fit, any other the pooled one ("default") and the answer says so. Keys: generation ->
-#: (w_mem W per TB/s, w_compute W per TFLOP/s).
+#: compute term is set by the H100 cases at large batch; the A100 cases are memory-bound and put it at 0, so a fit
+#: on the A100 cases alone misses the compute-heavy H100 cases by up to -54% (leave-one-source-out, H100 median
+#: 44%), while the memory-bound ones transfer within 16-30%. A generation with at least 3 measured cases
+#: (flopwise.validation.energy.MIN_CASES_PER_GENERATION) uses its own fit, any other the fit pooled over all
+#: cases ("default", which includes the two B200 cases of the same v3.0 file: 667 W at batch 16, 577 W at 511)
+#: and the answer says so. Keys: generation -> (w_mem W per TB/s, w_compute W per TFLOP/s).
 DYNAMIC_POWER_W_PER_RATE = {
-    "hopper": (132.2, 1.05),
-    "ampere": (140.0, 0.0),
-    "default": (134.2, 0.28),
+    "hopper": (154.06, 0.796),
+    "ampere": (140.01, 0.0),
+    "default": (139.47, 0.277),
 }
 #: the three energy boundaries every answer reports, narrowest first
 BOUNDARIES = ("device", "node", "facility")

@@ -35,6 +35,7 @@ from flopwise.validation.runner import ValidationCase, load_cases
 __all__ = [
     "CATEGORY",
     "J_CATEGORY",
+    "MIN_CASES_PER_GENERATION",
     "EnergyFitReport",
     "energy_observations",
     "fit_power_rates",
@@ -43,6 +44,8 @@ __all__ = [
 
 CATEGORY = "avg_power_w_per_device"
 J_CATEGORY = "energy_j_per_output_token"
+#: a generation gets its own constants from this many measured power cases; with fewer it takes the pooled fit
+MIN_CASES_PER_GENERATION = 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class _Obs:
     peak_tflop_s: float  # dense 16-bit peak, TFLOP/s
     fixed_w: float  # the power of the fixed-share model (the baseline)
     est: Any  # the ServeEstimate (committed constants)
+    phases: tuple[tuple[float, float, float], ...] = ()  # per phase: (time weight, u_mem, u_compute)
 
     @property
     def rate_tb_s(self) -> float:
@@ -100,10 +104,14 @@ def energy_observations(cases: Sequence[ValidationCase], catalog: Any, registry:
         x_c = w_p * float(a["prefill_compute_utilization"]) + w_d * float(a["decode_compute_utilization"])
         act_fixed = w_p * en.PREFILL_ACTIVITY_FRAC + w_d * en.DECODE_ACTIVITY_FRAC
         fixed = en.device_power_w(device.tdp_w, device.idle_w, act_fixed)
+        phases = (
+            (w_p, float(a["prefill_memory_utilization"]), float(a["prefill_compute_utilization"])),
+            (w_d, float(a["decode_memory_utilization"]), float(a["decode_compute_utilization"])),
+        )
         out.append(
             _Obs(
                 c, device_generation(device), device.idle_w, device.tdp_w, x_m, x_c,
-                device.memory_bandwidth_gb_per_s / KILO, en.dense_peak_tflop_per_s(device), fixed, est,
+                device.memory_bandwidth_gb_per_s / KILO, en.dense_peak_tflop_per_s(device), fixed, est, phases,
             )
         )  # fmt: skip
     return out
@@ -125,9 +133,29 @@ def fit_power_rates(obs: Sequence[_Obs]) -> tuple[float, float]:
     return float(sol[0]), float(sol[1])
 
 
+def _measured_throughputs() -> dict[str, float]:
+    """``measured_output_tokens_per_s`` of the packaged energy cases that give it, by case id."""
+    import csv
+
+    from flopwise.validation.runner import DATA_DIR
+
+    out = {}
+    with (DATA_DIR / "cases_energy.csv").open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            text = (row.get("measured_output_tokens_per_s") or "").strip()
+            if text:
+                out[row["id"].strip()] = float(text)
+    return out
+
+
 def _predict_w(o: _Obs, rates: tuple[float, float]) -> float:
-    dyn = rates[0] * o.rate_tb_s + rates[1] * o.rate_tflop_s
-    return min(o.idle_w + max(dyn, 0.0), o.tdp_w)
+    """Average power of *o* with *rates*: per phase clipped at TDP, weighted by the phase's time (as
+    estimate_serve); the fit itself ignores the clip."""
+    total = 0.0
+    for weight, u_mem, u_compute in o.phases or ((1.0, o.x_mem, o.x_compute),):
+        dyn = rates[0] * u_mem * o.bw_tb_s + rates[1] * u_compute * o.peak_tflop_s
+        total += weight * min(o.idle_w + max(dyn, 0.0), o.tdp_w)
+    return total
 
 
 @dataclass(frozen=True)
@@ -166,19 +194,22 @@ def power_fit_report(
     from flopwise.units import J_PER_KWH, MEGA
 
     all_obs = energy_observations(load_cases() if cases is None else cases, catalog, registry)
+    measured_tps = _measured_throughputs()
     obs = [o for o in all_obs if o.case.category == CATEGORY]
     rates = fit_power_rates(obs)
-    gens = sorted({o.generation for o in obs})
-    gen_rates = {g: fit_power_rates([o for o in obs if o.generation == g]) for g in gens}
+    per_gen = {g: [o for o in obs if o.generation == g] for g in sorted({o.generation for o in obs})}
+    gen_rates = {g: fit_power_rates(v) for g, v in per_gen.items() if len(v) >= MIN_CASES_PER_GENERATION}
     rows = []
     for o in obs:
         other_case = [p for p in obs if p is not o]
         same_gen = [p for p in other_case if p.generation == o.generation]
+        if len(same_gen) + 1 < MIN_CASES_PER_GENERATION:
+            same_gen = []  # the committed form pools a generation with few cases
         other_src = [p for p in obs if p.case.source_url != o.case.source_url]
         loo = _predict_w(o, fit_power_rates(same_gen or other_case)) if other_case else o.fixed_w
         loso = _predict_w(o, fit_power_rates(other_src)) if other_src else o.fixed_w
         pooled = _predict_w(o, rates)
-        ins = _predict_w(o, gen_rates[o.generation])
+        ins = _predict_w(o, gen_rates.get(o.generation, rates))
         src_gens = sorted({p.generation for p in other_src})
         m = o.case.measured
         rows.append({
@@ -209,13 +240,21 @@ def power_fit_report(
         m = o.case.measured
         tps_est = float(est.output_tokens_per_s)
         tps_implied = p_est * n_dev / m
+        tps_meas = measured_tps.get(o.case.id)
+        split: dict[str, Any] = {"measured_tokens_per_s": tps_meas}
+        if tps_meas:
+            # the source gives throughput too: power = energy per token x throughput / devices, so the energy
+            # error splits by measurement into a power error and a throughput error
+            p_meas = m * tps_meas / n_dev
+            split |= {"measured_power_w": p_meas, "power_error": (p_est - p_meas) / p_meas,
+                      "throughput_error": (tps_est - tps_meas) / tps_meas}  # fmt: skip
         j_rows.append({
             "id": o.case.id, "generation": o.generation, "engine": o.case.inputs.get("engine", ""),
             "device": o.case.device, "device_count": n_dev, "batch": o.case.inputs.get("batch"),
             "measured_j": m, "estimated_j": j_est, "in_sample": (j_est - m) / m,
             "leave_generation_out": (j_held - m) / m,
             "estimated_power_w": p_est, "estimated_tokens_per_s": tps_est,
-            "implied_tokens_per_s": tps_implied, "throughput_ratio": tps_est / tps_implied,
+            "implied_tokens_per_s": tps_implied, "throughput_ratio": tps_est / tps_implied, **split,
             "source_url": o.case.source_url,
         })  # fmt: skip
     return EnergyFitReport(rates, gen_rates, tuple(rows), tuple(j_rows))
@@ -232,15 +271,21 @@ def main() -> None:  # pragma: no cover - a report printer
             f"LOO {r['leave_one_case_out']:+.1%}  LOSO {r['leave_one_source_out']:+.1%} ({r['loso_basis']})  "
             f"fixed-share {r['fixed_share_model']:+.1%}"
         )
-    for g in [None, *sorted(rep.generation_rates)]:
+    for g in [None, *sorted({r["generation"] for r in rep.rows})]:
         cols = ("in_sample", "pooled_fit", "leave_one_case_out", "leave_one_source_out", "fixed_share_model")
         print(g or "all", "  ".join(f"{c} {rep.median(c, g):.1%}" for c in cols))
     for r in rep.j_rows:
+        split = (
+            f"  power {r['power_error']:+.1%}, throughput {r['throughput_error']:+.1%} (measured)"
+            if r.get("measured_power_w") else ""
+        )
         print(
             f"{r['id']:50s} meas {r['measured_j']:.3f} J/token  est {r['estimated_j']:.3f} ({r['in_sample']:+.1%}, "
             f"held-out power {r['leave_generation_out']:+.1%})  power {r['estimated_power_w']:.0f} W  "
-            f"throughput est {r['estimated_tokens_per_s']:.0f} vs implied {r['implied_tokens_per_s']:.0f} tokens/s"
+            f"throughput est {r['estimated_tokens_per_s']:.0f} vs implied {r['implied_tokens_per_s']:.0f} tokens/s{split}"
         )
+    for g in sorted({r["generation"] for r in rep.j_rows}):
+        print(g, "J/token", "  ".join(f"{c} {rep.j_median(c, g):.1%}" for c in ("in_sample", "leave_generation_out")))
 
 
 if __name__ == "__main__":  # pragma: no cover
