@@ -154,7 +154,10 @@ def _energy_section(report, category: str | None) -> dict:
     from flopwise.validation.energy import power_fit_report
 
     rep = power_fit_report()
-    cols = ("in_sample", "pooled_fit", "leave_one_case_out", "leave_one_source_out", "fixed_share_model")
+    cols = (
+        "in_sample", "pooled_fit", "leave_one_case_out", "leave_one_model_out", "leave_one_source_out",
+        "fixed_share_model",
+    )  # fmt: skip
     summary = []
     for gen in [None, *sorted({r["generation"] for r in rep.rows})]:
         rows = [r for r in rep.rows if gen is None or r["generation"] == gen]
@@ -207,26 +210,27 @@ def _print_energy(out, energy: dict) -> None:
         title="energy: average power per device (in-sample / leave one case out / leave one source out)",
         title_justify="left",
     )
-    for col in ("case", "engine", "measured W", "in-sample", "LOO", "LOSO", "fixed shares", "LOSO basis"):
+    for col in ("case", "engine", "measured W", "in-sample", "LOO", "leave model out", "LOSO", "fixed shares",
+                "LOSO basis"):  # fmt: skip
         t.add_column(col, justify="left" if col in ("case", "engine", "LOSO basis") else "right")
     for r in energy["cases"]:
         t.add_row(
             r["id"], r["engine"], f"{r['measured_w']:.0f}", f"{r['in_sample']:+.1%}",
-            f"{r['leave_one_case_out']:+.1%}", f"{r['leave_one_source_out']:+.1%}",
-            f"{r['fixed_share_model']:+.1%}", r["loso_basis"],
+            f"{r['leave_one_case_out']:+.1%}", f"{r['leave_one_model_out']:+.1%}",
+            f"{r['leave_one_source_out']:+.1%}", f"{r['fixed_share_model']:+.1%}", r["loso_basis"],
         )  # fmt: skip
     out.print(t)
     s = Table(title="energy: average power per generation (median |error|)", title_justify="left")
     for col in ("generation", "devices", "n", "sources", "W per TB/s", "W per TFLOP/s", "in-sample", "pooled fit",
-                "LOO", "LOSO", "fixed shares"):  # fmt: skip
+                "LOO", "leave model out", "LOSO", "fixed shares"):  # fmt: skip
         s.add_column(col, justify="left" if col in ("generation", "devices") else "right")
     for g in energy["summary"]:
         s.add_row(
             g["generation"], ", ".join(g["devices"]), str(g["n"]), str(g["sources"]),
             f"{g['w_mem_w_per_tb_s']:.1f}", f"{g['w_compute_w_per_tflop_s']:.2f}",
             f"{g['median_abs_in_sample']:.1%}", f"{g['median_abs_pooled_fit']:.1%}",
-            f"{g['median_abs_leave_one_case_out']:.1%}", f"{g['median_abs_leave_one_source_out']:.1%}",
-            f"{g['median_abs_fixed_share_model']:.1%}",
+            f"{g['median_abs_leave_one_case_out']:.1%}", f"{g['median_abs_leave_one_model_out']:.1%}",
+            f"{g['median_abs_leave_one_source_out']:.1%}", f"{g['median_abs_fixed_share_model']:.1%}",
         )  # fmt: skip
     out.print(s)
     if energy["j_cases"]:

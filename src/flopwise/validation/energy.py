@@ -10,6 +10,8 @@ Held-out errors of average power:
 
 - leave one case out: refit the case's generation without the case (the committed form: one fit per measured
   generation);
+- leave one model out: refit the case's generation without every case of the same model (all models when the
+  generation would keep fewer than MIN_CASES_PER_GENERATION cases): within one source, the test of a new model;
 - leave one source out: refit without every case of the case's ``source_url``. Each generation has one source
   today (ML.ENERGY v3.0 for H100, ML.ENERGY's 2024 runs for A100), so the held-out fit of an H100 case comes from
   the A100 cases alone and the other way round: the test of what a generation without a measurement gets.
@@ -207,6 +209,10 @@ def power_fit_report(
             same_gen = []  # the committed form pools a generation with few cases
         other_src = [p for p in obs if p.case.source_url != o.case.source_url]
         loo = _predict_w(o, fit_power_rates(same_gen or other_case)) if other_case else o.fixed_w
+        other_model = [p for p in obs if p.generation == o.generation and p.case.model != o.case.model]
+        if len(other_model) < MIN_CASES_PER_GENERATION:
+            other_model = [p for p in obs if p.case.model != o.case.model]
+        lomo = _predict_w(o, fit_power_rates(other_model))
         loso = _predict_w(o, fit_power_rates(other_src)) if other_src else o.fixed_w
         pooled = _predict_w(o, rates)
         ins = _predict_w(o, gen_rates.get(o.generation, rates))
@@ -217,7 +223,8 @@ def power_fit_report(
             "device": o.case.device, "device_count": o.case.device_count or 1,
             "batch": o.case.inputs.get("batch"), "measured_w": m, "in_sample_w": round(ins, 1),
             "in_sample": (ins - m) / m, "pooled_fit": (pooled - m) / m,
-            "leave_one_case_out": (loo - m) / m, "leave_one_source_out": (loso - m) / m,
+            "leave_one_case_out": (loo - m) / m, "leave_one_model_out": (lomo - m) / m,
+            "leave_one_source_out": (loso - m) / m,
             "fixed_share_model": (o.fixed_w - m) / m,
             "loso_basis": (
                 f"refit on {len({p.case.source_url for p in other_src})} other source(s): {', '.join(src_gens)}"
@@ -272,7 +279,10 @@ def main() -> None:  # pragma: no cover - a report printer
             f"fixed-share {r['fixed_share_model']:+.1%}"
         )
     for g in [None, *sorted({r["generation"] for r in rep.rows})]:
-        cols = ("in_sample", "pooled_fit", "leave_one_case_out", "leave_one_source_out", "fixed_share_model")
+        cols = (
+            "in_sample", "pooled_fit", "leave_one_case_out", "leave_one_model_out", "leave_one_source_out",
+            "fixed_share_model",
+        )  # fmt: skip
         print(g or "all", "  ".join(f"{c} {rep.median(c, g):.1%}" for c in cols))
     for r in rep.j_rows:
         split = (
