@@ -26,7 +26,7 @@ def test_committed_constants_are_the_fit(report):
 
 
 def test_every_case_has_a_source_and_held_out_errors(report):
-    assert len(report.rows) >= 40
+    assert len(report.rows) >= 48
     assert {r["generation"] for r in report.rows} >= {"hopper", "ampere"}
     assert len({r["source_url"] for r in report.rows}) >= 2
     for r in report.rows:
@@ -37,8 +37,8 @@ def test_every_case_has_a_source_and_held_out_errors(report):
 
 
 def test_power_errors_against_the_targets(report):
-    # measured at commit time (median |error|): H100 in-sample 7.2%, leave one case out 7.3%, leave one model out
-    # 7.5%, leave one source out (the A100 fit) 38.6%, fixed 0.9/0.6 shares 17.4%; A100 11.1%, 12.1%, 12.8%, 7.8%
+    # measured at commit time (median |error|): H100 in-sample 6.5%, leave one case out 6.8%, leave one model out
+    # 8.0%, leave one source out (the A100 fit) 26.0%, fixed 0.9/0.6 shares 17.4%; A100 11.1%, 12.1%, 12.8%, 7.6%
     # (the H100 + B200 fit), 28.3%. Targets H100 10%, A100 15%: A100 met held out; H100 met in-sample, leaving a
     # case out and leaving a model out, not leaving its one source out (the A100 cases are memory-bound and
     # cannot set the compute term).
@@ -48,7 +48,7 @@ def test_power_errors_against_the_targets(report):
     assert report.median("in_sample", "ampere") <= 0.12
     assert report.median("leave_one_source_out", "ampere") <= 0.15
     assert report.median("leave_one_source_out", "ampere") < report.median("fixed_share_model", "ampere")
-    assert report.median("leave_one_source_out", "hopper") <= 0.40  # not the target; a bound so it is seen
+    assert report.median("leave_one_source_out", "hopper") <= 0.27  # not the target; a bound so it is seen
 
 
 def test_tensor_parallel_measured_lower_and_estimated_lower(report):
@@ -60,14 +60,14 @@ def test_tensor_parallel_measured_lower_and_estimated_lower(report):
 
 
 def test_energy_per_output_token_is_graded_with_its_throughput_split(report):
-    assert len(report.j_rows) >= 29
+    assert len(report.j_rows) >= 38
     h100 = [r for r in report.j_rows if r["device"] == "h100-sxm"]
-    assert len(h100) >= 25 and all(r["measured_power_w"] for r in h100)
+    assert len(h100) >= 34 and all(r["measured_power_w"] for r in h100)
     for r in h100:
         # the source gives throughput: the energy error is the power error over the throughput error
         assert 1 + r["in_sample"] == pytest.approx((1 + r["power_error"]) / (1 + r["throughput_error"]), rel=0.02)
-    # measured at commit time: power -17% to +9% on the H100 rows (median |7.1%|), throughput +10% to +131%
-    assert max(abs(r["power_error"]) for r in h100) <= 0.18
+    # measured at commit time: power -16% to +20% on the H100 rows (median |6.5%|), throughput +10% to +246%
+    assert max(abs(r["power_error"]) for r in h100) <= 0.20
     assert min(r["throughput_error"] for r in h100) > 0.10
     for r in report.j_rows:
         assert r["measured_j"] > 0 and r["estimated_j"] > 0 and r["source_url"].startswith("https://")
@@ -77,7 +77,7 @@ def test_every_published_run_fits():
     """0 'does not fit' for a configuration a published engine run shows fitting: every energy case ran."""
     cat, reg = load_catalog(), load_models()
     cases = [c for c in load_cases() if c.category in (CATEGORY, J_CATEGORY)]
-    assert len(cases) >= 69
+    assert len(cases) >= 86
     for c in cases:
         i = c.inputs
         e = estimate_serve(

@@ -53,24 +53,24 @@ DECODE_ACTIVITY_FRAC = 0.6
 #: Why per unit of rate and not per share of the idle-to-TDP range: DRAM traffic and Tensor Core activity are the
 #: two largest dynamic power terms (Hong & Kim 2010, "An integrated GPU power and performance model", ISCA;
 #: Leng et al. 2013, GPUWattch, ISCA) and each costs a roughly fixed energy per byte and per operation, so the
-#: memory term is close across generations (fitted alone: H100 146, A100 140 W per TB/s; the two B200 cases 112).
+#: memory term is close across generations (fitted alone: H100 135, A100 140 W per TB/s; the two B200 cases 112).
 #: Fitted (``flopwise.validation.energy.fit_power_rates``: non-negative least squares on relative error) on the
 #: published NVML averages of src/flopwise/validation/data/cases_energy.csv: ML.ENERGY Leaderboard v3.0 (vLLM
 #: 0.11.1 on H100: Llama 3.1 8B at 11 batch sizes 8-691, Qwen 3 14B at 8 from 8 to 253, Llama 3.1 70B on 4 GPUs
-#: at 6 from 16 to 898, Llama 4 Maverick FP8 on 8 GPUs;
+#: at 6 from 16 to 898, Llama 4 Maverick FP8 on 8 GPUs at 9 from 8 to 383;
 #: https://ml.energy/leaderboard, data files in github.com/ml-energy/leaderboard public/data) and the
 #: leaderboard's 2024 runs (vLLM on A100-SXM4-40GB, 12 runs of 7 models on 1-8 GPUs,
 #: https://github.com/ml-energy/leaderboard/tree/2819ae1028ac6aa741179d3b8a5f902435da6b43/data/llm/chat). The
 #: compute term is set by the H100 cases at large batch; the A100 cases are memory-bound and put it at 0, so a fit
 #: on the A100 cases alone misses the compute-heavy H100 cases by up to -76% (leave-one-source-out, H100 median
-#: 39%); within the H100 source a new model is predicted within 7.5% (median, leave one model out). A generation with at least 3 measured cases
+#: 26%); within the H100 source a new model is predicted within 8.0% (median, leave one model out). A generation with at least 3 measured cases
 #: (flopwise.validation.energy.MIN_CASES_PER_GENERATION) uses its own fit, any other the fit pooled over all
 #: cases ("default", which includes the two B200 cases of the same v3.0 file: 667 W at batch 16, 577 W at 511)
 #: and the answer says so. Keys: generation -> (w_mem W per TB/s, w_compute W per TFLOP/s).
 DYNAMIC_POWER_W_PER_RATE = {
-    "hopper": (145.59, 0.800),
+    "hopper": (134.61, 0.860),
     "ampere": (140.01, 0.0),
-    "default": (139.04, 0.446),
+    "default": (136.08, 0.464),
 }
 #: the three energy boundaries every answer reports, narrowest first
 BOUNDARIES = ("device", "node", "facility")
