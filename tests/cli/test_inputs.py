@@ -261,6 +261,15 @@ def test_report_without_region_uses_the_stated_default_grid(tmp_path: Path):
 
     us = load_catalog().regions["country:US"]
     assert total["co2e_kg"] == pytest.approx(total["energy_kwh"] * us.grid_gco2e_per_kwh / 1000, rel=0.01)
+    # the three boundaries: the record has no region, so its facility energy takes the default region's PUE
+    from flopwise.estimate.energy import HOST_POWER_FRAC
+
+    node = 1 + HOST_POWER_FRAC["datacenter"]
+    assert total["device_co2e_kg"] == pytest.approx(total["co2e_kg"], rel=1e-9)
+    assert total["node_energy_kwh"] == pytest.approx(total["energy_kwh"] * node)
+    assert total["facility_energy_kwh"] == pytest.approx(total["energy_kwh"] * node * us.pue)
+    assert total["facility_co2e_kg"] == pytest.approx(total["device_co2e_kg"] * node * us.pue)
+    assert body["energy_boundaries"]["energy_default_pue_kwh"] == pytest.approx(total["energy_kwh"])
     assert f"country:US ({us.grid_gco2e_per_kwh:g} gCO2e/kWh)" in body["warnings"][0]
     assert "country:US" in run("report", "usage", "--database-url", db).stderr
 

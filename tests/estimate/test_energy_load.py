@@ -77,8 +77,25 @@ def test_three_boundaries_side_by_side(cat, reg):
 
 
 def test_generation_without_measurement_says_default(cat, reg):
-    e = estimate_serve(reg.get("llama-3.1-8b"), cat.devices["a100-sxm-80gb"], engine="vllm", batch=8)
-    assert "no published measurement" in e.assumptions["power_coeffs_basis"]
+    e = estimate_serve(reg.get("llama-3.1-8b"), cat.devices["b200"], engine="vllm", batch=8)
+    assert "no published blackwell measurement" in e.assumptions["power_coeffs_basis"]
+    a100 = estimate_serve(reg.get("llama-3.1-8b"), cat.devices["a100-sxm-80gb"], engine="vllm", batch=8)
+    assert "fitted on published ampere measurements" in a100.assumptions["power_coeffs_basis"]
+
+
+def test_power_per_rate_carries_to_other_devices(cat):
+    """The activity shares come from watts per TB/s and per TFLOP/s: the same rate costs the same watts."""
+    from flopwise.estimate import energy as en
+    from flopwise.estimate.timing import device_generation
+
+    for dev_id in ("h100-sxm", "a100-sxm-40gb", "b200", "l40s"):
+        dev = cat.devices[dev_id]
+        (k_mem, k_compute), _ = en.load_power_coeffs(dev)
+        rates = en.DYNAMIC_POWER_W_PER_RATE
+        w_mem, w_compute = rates.get(device_generation(dev), rates["default"])
+        span = dev.tdp_w - dev.idle_w
+        assert k_mem * span == pytest.approx(w_mem * dev.memory_bandwidth_gb_per_s / 1e3)
+        assert k_compute * span == pytest.approx(w_compute * en.dense_peak_tflop_per_s(dev))
 
 
 def test_training_three_boundaries(cat, reg):

@@ -36,6 +36,7 @@ from flopwise.meter.sacct import parse_sacct
 from flopwise.store import Organization, Project, Team, read_session, write_session
 from flopwise.store.ledger import UsageRecordRow
 from flopwise.store.reports import (
+    BOUNDARY_FIELDS,
     GROUP_BY,
     UNATTRIBUTED,
     concentration_report,
@@ -168,7 +169,7 @@ def test_totals_equal_the_sum_of_their_parts_under_every_grouping(ledger, factor
     assert sum(g["records"] for g in groups) == total["records"]
     assert sum((g["cost_usd"] for g in groups), Decimal(0)) == total["cost_usd"]  # exact
     assert sum((g["idle_cost_usd"] for g in groups), Decimal(0)) == total["idle_cost_usd"]
-    for metric in ("device_hours", "energy_kwh", "co2e_kg", "idle_device_hours"):
+    for metric in ("device_hours", "energy_kwh", "co2e_kg", "idle_device_hours", *BOUNDARY_FIELDS):
         assert _close(sum(g[metric] for g in groups), total[metric]), metric
     assert len({g["key"] for g in groups}) == len(groups)
 
@@ -323,3 +324,50 @@ def test_usage_report_states_its_energy_and_co2e_boundaries(tmp_path):
     engine.dispose()
     assert total["energy_boundary"] == "device"
     assert "no host share" in total["co2e_boundary"]
+
+
+def test_three_energy_and_co2e_boundaries_side_by_side(tmp_path):
+    """Device (the ledger's), node (device x (1 + the estimator's host share)) and facility (node x the region's
+    PUE) energy and CO2e, per record's device and region; a record with no region takes the default region's PUE."""
+    from flopwise.estimate.energy import HOST_POWER_FRAC
+    from flopwise.store import make_engine, make_session_factory, upgrade
+
+    url = f"sqlite:///{tmp_path / 'three.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    catalog = load_catalog()
+    aws, default = catalog.region("aws:us-east-1"), catalog.region("country:US")
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    rows = [  # (key, provider, region, device, device kWh, ledger CO2e = kWh x PUE x grid as the meter prices it)
+        ("a", "AWS", "us-east-1", "h100-sxm", 100.0, 100.0 * aws.pue * aws.grid_gco2e_per_kwh / 1e3),
+        ("b", "on-prem", None, "h100-sxm", 50.0, None),
+    ]
+    with write_session(factory) as s:
+        for key, provider, region, device, kwh, co2e in rows:
+            s.add(UsageRecordRow(
+                source="dcgm", source_key=key, charge_period_start=t0, charge_period_end=t0 + timedelta(hours=1),
+                provider_name=provider, region_id=region, x_device_type=device, x_device_hours=1.0,
+                x_energy_kwh=kwh, energy_basis="measured", x_co2e_kg=co2e, tags={}, x_extra={},
+            ))  # fmt: skip
+    with read_session(factory) as s:
+        report = usage_report(s, "region", default_region=default, catalog=catalog)
+    engine.dispose()
+    host = HOST_POWER_FRAC["datacenter"]
+    total = report["total"]
+    assert total["energy_kwh"] == pytest.approx(150.0)
+    assert total["node_energy_kwh"] == pytest.approx(150.0 * (1 + host))
+    assert total["facility_energy_kwh"] == pytest.approx((100.0 * aws.pue + 50.0 * default.pue) * (1 + host))
+    device_co2e = (100.0 * aws.grid_gco2e_per_kwh + 50.0 * default.grid_gco2e_per_kwh) / 1e3
+    assert total["device_co2e_kg"] == pytest.approx(device_co2e)
+    assert total["node_co2e_kg"] == pytest.approx(device_co2e * (1 + host))
+    facility = (100.0 * aws.grid_gco2e_per_kwh * aws.pue + 50.0 * default.grid_gco2e_per_kwh * default.pue) / 1e3
+    assert total["facility_co2e_kg"] == pytest.approx(facility * (1 + host))
+    by_region = {g["key"]: g for g in report["groups"]}
+    assert by_region["us-east-1"]["facility_energy_kwh"] == pytest.approx(100.0 * (1 + host) * aws.pue)
+    assert by_region[None]["facility_energy_kwh"] == pytest.approx(50.0 * (1 + host) * default.pue)
+    basis = report["energy_boundaries"]
+    assert basis["host_power_frac"] == {"h100-sxm": host} and basis["pue"] == {aws.id: aws.pue}
+    assert basis["energy_default_pue_kwh"] == pytest.approx(50.0) and "country:US" in basis["facility"]
+    for f in BOUNDARY_FIELDS:
+        assert sum(g[f] for g in report["groups"]) == pytest.approx(total[f]), f

@@ -1,11 +1,16 @@
-"""The load-dependent power fit (flopwise.validation.energy) and the committed coefficients."""
+"""The load-dependent power fit (flopwise.validation.energy), the committed constants, energy per output token and
+the fits-check of every published run in the energy cases."""
 
 from __future__ import annotations
 
 import pytest
 
+from flopwise.catalog import load_catalog
 from flopwise.estimate import energy as en
-from flopwise.validation.energy import power_fit_report
+from flopwise.estimate import estimate_serve
+from flopwise.models import load_models
+from flopwise.validation import load_cases
+from flopwise.validation.energy import CATEGORY, J_CATEGORY, power_fit_report
 
 
 @pytest.fixture(scope="module")
@@ -13,20 +18,71 @@ def report():
     return power_fit_report()
 
 
-def test_committed_coefficients_are_the_fit(report):
-    for gen, (k_mem, k_compute) in report.coeffs.items():
-        assert en.LOAD_POWER_COEFFS[gen] == pytest.approx((k_mem, k_compute), abs=5e-3), gen
+def test_committed_constants_are_the_fit(report):
+    assert en.DYNAMIC_POWER_W_PER_RATE["default"] == pytest.approx(report.rates, abs=0.05)
+    assert set(report.generation_rates) == set(en.DYNAMIC_POWER_W_PER_RATE) - {"default"}
+    for gen, rates in report.generation_rates.items():
+        assert en.DYNAMIC_POWER_W_PER_RATE[gen] == pytest.approx(rates, abs=0.05), gen
 
 
 def test_every_case_has_a_source_and_held_out_errors(report):
-    assert len(report.rows) >= 3
+    assert len(report.rows) >= 48
+    assert {r["generation"] for r in report.rows} >= {"hopper", "ampere"}
+    assert len({r["source_url"] for r in report.rows}) >= 2
     for r in report.rows:
         assert r["source_url"].startswith("https://")
+        assert r["loso_basis"].startswith("refit on"), r  # every case is held out against another source
         for col in ("in_sample", "leave_one_case_out", "leave_one_source_out"):
             assert abs(r[col]) < 1.0, (r["id"], col, r[col])
 
 
-def test_fit_beats_fixed_shares_in_sample(report):
-    # measured at commit time: in-sample median 11%, fixed 0.9/0.6 shares 31% (H100, ML.ENERGY v3)
-    assert report.median("in_sample", "hopper") <= 0.12
-    assert report.median("in_sample", "hopper") < report.median("fixed_share_model", "hopper")
+def test_power_errors_against_the_targets(report):
+    # measured at commit time (median |error|): H100 in-sample 6.5%, leave one case out 6.8%, leave one model out
+    # 8.0%, leave one source out (the A100 fit) 26.0%, fixed 0.9/0.6 shares 17.4%; A100 11.1%, 12.1%, 12.8%, 7.6%
+    # (the H100 + B200 fit), 28.3%. Targets H100 10%, A100 15%: A100 met held out; H100 met in-sample, leaving a
+    # case out and leaving a model out, not leaving its one source out (the A100 cases are memory-bound and
+    # cannot set the compute term).
+    assert report.median("in_sample", "hopper") <= 0.10
+    assert report.median("leave_one_case_out", "hopper") <= 0.10
+    assert report.median("leave_one_model_out", "hopper") <= 0.10
+    assert report.median("in_sample", "ampere") <= 0.12
+    assert report.median("leave_one_source_out", "ampere") <= 0.15
+    assert report.median("leave_one_source_out", "ampere") < report.median("fixed_share_model", "ampere")
+    assert report.median("leave_one_source_out", "hopper") <= 0.27  # not the target; a bound so it is seen
+
+
+def test_tensor_parallel_measured_lower_and_estimated_lower(report):
+    rows = {r["id"]: r for r in report.rows}
+    tp8 = rows["mlenergy-2024-llama-2-70b-a100-40gb-x8-rate1.00"]
+    tp1 = rows["mlenergy-2024-llama-2-13b-a100-40gb-x1-rate1.00"]
+    assert tp8["measured_w"] < tp1["measured_w"]
+    assert tp8["in_sample_w"] < tp1["in_sample_w"]
+
+
+def test_energy_per_output_token_is_graded_with_its_throughput_split(report):
+    assert len(report.j_rows) >= 38
+    h100 = [r for r in report.j_rows if r["device"] == "h100-sxm"]
+    assert len(h100) >= 34 and all(r["measured_power_w"] for r in h100)
+    for r in h100:
+        # the source gives throughput: the energy error is the power error over the throughput error
+        assert 1 + r["in_sample"] == pytest.approx((1 + r["power_error"]) / (1 + r["throughput_error"]), rel=0.02)
+    # measured at commit time: power -16% to +20% on the H100 rows (median |6.5%|), throughput +10% to +246%
+    assert max(abs(r["power_error"]) for r in h100) <= 0.20
+    assert min(r["throughput_error"] for r in h100) > 0.10
+    for r in report.j_rows:
+        assert r["measured_j"] > 0 and r["estimated_j"] > 0 and r["source_url"].startswith("https://")
+
+
+def test_every_published_run_fits():
+    """0 'does not fit' for a configuration a published engine run shows fitting: every energy case ran."""
+    cat, reg = load_catalog(), load_models()
+    cases = [c for c in load_cases() if c.category in (CATEGORY, J_CATEGORY)]
+    assert len(cases) >= 86
+    for c in cases:
+        i = c.inputs
+        e = estimate_serve(
+            reg.get(c.model), cat.devices[c.device], device_count=c.device_count or 1, quant=i["quant"] or "bf16",
+            batch=i["batch"], input_tokens=i["input_tokens"], output_tokens=i["output_tokens"], engine=i["engine"],
+        )  # fmt: skip
+        assert bool(e.fits), (c.id, float(e.memory_gb))
+        assert not any(w.startswith("does not fit") for w in e.warnings), c.id

@@ -37,8 +37,9 @@ def test_case_files_have_enough_sourced_cases():
     assert len(cases) >= 45
     assert n_train >= 15
     assert n_serve >= 20
-    # average power: the published NVML measurements with their workload stated are few (ML.ENERGY v3 rows)
-    assert all(per_cat[c] >= (3 if c == "avg_power_w_per_device" else 5) for c in CATEGORIES), per_cat
+    # GPU power and energy per token: the published NVML measurements with their workload stated are few
+    few = ("avg_power_w_per_device", "energy_j_per_output_token")
+    assert all(per_cat[c] >= (3 if c in few else 5) for c in CATEGORIES), per_cat
     for c in cases:
         assert c.source_url.startswith("https://"), c.id
         assert c.source_location and c.retrieved and c.basis in ("measured", "derived"), c.id
@@ -60,6 +61,9 @@ def test_case_workload_inputs_are_plausible():
         elif c.category == "avg_power_w_per_device":
             assert c.inputs["engine"] == "vllm" and 1 <= c.inputs["batch"] <= 1024, c.id
             assert 100 <= c.measured <= 1200 and c.device_count in (1, 2, 4, 8), c.id
+        elif c.category == "energy_j_per_output_token":
+            assert c.inputs["engine"] == "vllm" and 1 <= c.inputs["batch"] <= 4096, c.id
+            assert 0.01 <= c.measured <= 100 and c.device_count in (1, 2, 4, 8), c.id
         elif c.category.startswith("train"):
             assert 1e9 <= c.inputs["tokens"] <= 1e14, c.id
             assert c.inputs["seq_len"] in (2048, 4096, 8192), c.id

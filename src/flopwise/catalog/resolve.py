@@ -42,7 +42,33 @@ from dataclasses import dataclass
 from flopwise.catalog.types import Device, Region
 from flopwise.errors import UnknownAcceleratorError, UnknownRegionError, suggest
 
-__all__ = ["DEFAULT_FORM_TOKEN", "DeviceIndex", "normalize_name", "resolve_device", "resolve_region"]
+__all__ = [
+    "DEFAULT_FORM_TOKEN",
+    "DeviceIndex",
+    "PROVIDER_REGION_PREFIX",
+    "normalize_name",
+    "record_region",
+    "resolve_device",
+    "resolve_region",
+]
+
+#: FOCUS ProviderName (and common spellings) -> the provider prefix of catalog region ids
+PROVIDER_REGION_PREFIX = {
+    "aws": "aws",
+    "amazon web services": "aws",
+    "amazon": "aws",
+    "microsoft": "azure",
+    "azure": "azure",
+    "microsoft azure": "azure",
+    "google cloud": "gcp",
+    "google": "gcp",
+    "gcp": "gcp",
+    "oracle": "oci",
+    "oci": "oci",
+    "lambda": "lambda",
+    "coreweave": "coreweave",
+    "nebius": "nebius",
+}
 
 #: the form-factor token that does not count as an extra: the SXM board is the default variant of a family
 DEFAULT_FORM_TOKEN = "sxm"
@@ -301,3 +327,18 @@ def resolve_region(regions: Mapping[str, Region], name: str) -> Region:
     out = [labels[s] for s in suggest(name, labels, n=6)]
     out += sorted(r.id for r in regions.values() if len(key) >= 3 and key in normalize_name(r.id))
     raise UnknownRegionError(name, list(dict.fromkeys(out))[:3])
+
+
+def record_region(regions: Mapping[str, Region], provider: str | None, region_id: str | None) -> Region | None:
+    """The catalog region of a usage record (FOCUS ProviderName and RegionId): ``<provider prefix>:<RegionId>``,
+    then ``RegionId`` alone (``resolve_region``); None when the record names none or nothing resolves."""
+    if not region_id:
+        return None
+    prefix = PROVIDER_REGION_PREFIX.get((provider or "").strip().lower())
+    names = ([f"{prefix}:{region_id}"] if prefix and ":" not in region_id else []) + [region_id]
+    for name in names:
+        try:
+            return resolve_region(regions, name)
+        except UnknownRegionError:
+            continue
+    return None

@@ -52,6 +52,7 @@ GROUPS = (
 COLUMNS = (
     "key", "label", "records", "device_hours", "cost_usd", "energy_kwh", "co2e_kg", "idle_device_hours",
     "idle_cost_usd", "utilization_frac", "idle_frac", "uncosted_records", "billed_cost", "effective_cost",
+    "node_energy_kwh", "facility_energy_kwh", "device_co2e_kg", "node_co2e_kg", "facility_co2e_kg",
 )  # fmt: skip
 
 
@@ -144,6 +145,11 @@ def usage(
         engine.dispose()
     for warning in report["warnings"]:
         stderr_console().print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    if not as_json and not as_csv and report["total"]["energy_kwh"]:
+        b = report["energy_boundaries"]
+        stderr_console().print(
+            f"energy boundaries: node = {b['node']}; facility = {b['facility']}", highlight=False, soft_wrap=True
+        )
     if as_json:
         print_json(_plain(report))
         return
@@ -171,8 +177,8 @@ def _render_usage(report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         "cost $",
         "billed $",
         "effective $",
-        "energy kWh",
-        "CO2e kg",
+        "kWh device / node / facility",
+        "CO2e kg device / node / facility",
         "idle device-h",
         "idle $",
         "util",
@@ -187,8 +193,8 @@ def _render_usage(report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
             fmt_num(g["cost_usd"]),
             fmt_num(g["billed_cost"]),
             fmt_num(g["effective_cost"]),
-            fmt_num(g["energy_kwh"]),
-            fmt_num(g["co2e_kg"]),
+            " / ".join(fmt_num(g[f]) for f in ("energy_kwh", "node_energy_kwh", "facility_energy_kwh")),
+            " / ".join(fmt_num(g[f]) for f in ("device_co2e_kg", "node_co2e_kg", "facility_co2e_kg")),
             fmt_num(g["idle_device_hours"]),
             fmt_num(g["idle_cost_usd"]),
             "-" if util is None else f"{util:.0%}",

@@ -145,36 +145,61 @@ def _steady_loso(report, category: str | None) -> list[dict]:
 
 
 def _energy_section(report, category: str | None) -> dict:
-    """The energy section: fitted load-power coefficients per generation and, per case, average power per
-    device in-sample, leave-one-case-out and leave-one-source-out (flopwise.validation.energy)."""
-    if category not in (None, "avg_power_w_per_device") or not report.results_for("avg_power_w_per_device"):
+    """The energy section: the load-power fit (pooled and per generation) and, per case, average power per device
+    in-sample, leave-one-case-out and leave-one-source-out; GPU energy per output token with the throughput the
+    measured energy implies at the estimated power (flopwise.validation.energy)."""
+    cats = ("avg_power_w_per_device", "energy_j_per_output_token")
+    if category not in (None, *cats) or not any(report.results_for(c) for c in cats):
         return {}
     from flopwise.validation.energy import power_fit_report
 
     rep = power_fit_report()
+    cols = (
+        "in_sample", "pooled_fit", "leave_one_case_out", "leave_one_model_out", "leave_one_source_out",
+        "fixed_share_model",
+    )  # fmt: skip
     summary = []
-    for gen in sorted(rep.coeffs):
-        rows = [r for r in rep.rows if r["generation"] == gen]
+    for gen in [None, *sorted({r["generation"] for r in rep.rows})]:
+        rows = [r for r in rep.rows if gen is None or r["generation"] == gen]
+        w_mem, w_compute = rep.rates if gen is None else rep.generation_rates.get(gen, rep.rates)
         summary.append(
             {
-                "generation": gen,
+                "generation": gen or "all",
                 "devices": sorted({r["device"] for r in rows}),
                 "engines": sorted({r["engine"] for r in rows}),
                 "n": len(rows),
-                "k_mem": rep.coeffs[gen][0],
-                "k_compute": rep.coeffs[gen][1],
-                **{
-                    f"median_abs_{col}": rep.median(col, gen)
-                    for col in ("in_sample", "leave_one_case_out", "leave_one_source_out", "fixed_share_model")
-                },
+                "sources": len({r["source_url"] for r in rows}),
+                "w_mem_w_per_tb_s": w_mem,
+                "w_compute_w_per_tflop_s": w_compute,
+                **{f"median_abs_{col}": rep.median(col, gen) for col in cols},
             }
         )
+    j_summary = [
+        {
+            "generation": gen,
+            "devices": sorted({r["device"] for r in rep.j_rows if r["generation"] == gen}),
+            "n": sum(1 for r in rep.j_rows if r["generation"] == gen),
+            "median_abs_in_sample": rep.j_median("in_sample", gen),
+            "median_abs_leave_generation_out": rep.j_median("leave_generation_out", gen),
+        }
+        for gen in sorted({r["generation"] for r in rep.j_rows})
+    ]
     return {
-        "metric": "average device (GPU) power while serving, W per device",
-        "j_per_output_token": "not graded separately: it is this power x devices / the throughput graded in "
-        "batch_output_tokens_per_s_per_device",
+        "metric": "average device (GPU) power while serving, W per device; GPU (device-boundary) energy per "
+        "output token, J",
+        "power_model": "idle + w_mem x TB/s moved + w_compute x TFLOP/s (16-bit-peak equivalent), clipped at TDP; "
+        "one fit per generation with at least 3 measured cases, the pooled fit for the others "
+        "(estimate.energy.DYNAMIC_POWER_W_PER_RATE)",
+        "leave_one_source_out": "refit without every case of the held-out case's source; each generation has one "
+        "source, so an H100 case is predicted from the A100 fit and the other way round",
+        "j_per_output_token": "estimated power x devices / estimated throughput. Where the source gives throughput "
+        "too, power_error and throughput_error split the miss by measurement; elsewhere implied_tokens_per_s = the "
+        "throughput at which the estimated power gives the measured energy (throughput_ratio > 1: the estimate's "
+        "throughput is too high)",
         "summary": summary,
         "cases": list(rep.rows),
+        "j_summary": j_summary,
+        "j_cases": list(rep.j_rows),
     }
 
 
@@ -185,22 +210,45 @@ def _print_energy(out, energy: dict) -> None:
         title="energy: average power per device (in-sample / leave one case out / leave one source out)",
         title_justify="left",
     )
-    for col in ("case", "engine", "measured W", "in-sample", "LOO", "LOSO", "fixed shares", "LOSO basis"):
+    for col in ("case", "engine", "measured W", "in-sample", "LOO", "leave model out", "LOSO", "fixed shares",
+                "LOSO basis"):  # fmt: skip
         t.add_column(col, justify="left" if col in ("case", "engine", "LOSO basis") else "right")
     for r in energy["cases"]:
         t.add_row(
             r["id"], r["engine"], f"{r['measured_w']:.0f}", f"{r['in_sample']:+.1%}",
-            f"{r['leave_one_case_out']:+.1%}", f"{r['leave_one_source_out']:+.1%}",
-            f"{r['fixed_share_model']:+.1%}", r["loso_basis"],
+            f"{r['leave_one_case_out']:+.1%}", f"{r['leave_one_model_out']:+.1%}",
+            f"{r['leave_one_source_out']:+.1%}", f"{r['fixed_share_model']:+.1%}", r["loso_basis"],
         )  # fmt: skip
     out.print(t)
-    s = Table(title="energy: per generation (median |error|)", title_justify="left")
-    for col in ("generation", "devices", "n", "k_mem", "k_compute", "in-sample", "LOO", "LOSO", "fixed shares"):
+    s = Table(title="energy: average power per generation (median |error|)", title_justify="left")
+    for col in ("generation", "devices", "n", "sources", "W per TB/s", "W per TFLOP/s", "in-sample", "pooled fit",
+                "LOO", "leave model out", "LOSO", "fixed shares"):  # fmt: skip
         s.add_column(col, justify="left" if col in ("generation", "devices") else "right")
     for g in energy["summary"]:
         s.add_row(
-            g["generation"], ", ".join(g["devices"]), str(g["n"]), f"{g['k_mem']:.3f}", f"{g['k_compute']:.3f}",
-            f"{g['median_abs_in_sample']:.1%}", f"{g['median_abs_leave_one_case_out']:.1%}",
+            g["generation"], ", ".join(g["devices"]), str(g["n"]), str(g["sources"]),
+            f"{g['w_mem_w_per_tb_s']:.1f}", f"{g['w_compute_w_per_tflop_s']:.2f}",
+            f"{g['median_abs_in_sample']:.1%}", f"{g['median_abs_pooled_fit']:.1%}",
+            f"{g['median_abs_leave_one_case_out']:.1%}", f"{g['median_abs_leave_one_model_out']:.1%}",
             f"{g['median_abs_leave_one_source_out']:.1%}", f"{g['median_abs_fixed_share_model']:.1%}",
         )  # fmt: skip
     out.print(s)
+    if energy["j_cases"]:
+        j = Table(
+            title="energy: GPU energy per output token (error = estimate / measured - 1 = (1 + power error) / "
+            "(1 + throughput error) - 1)",
+            title_justify="left",
+        )
+        for col in ("case", "measured J", "estimated J", "error", "held-out power", "power W", "tokens/s",
+                    "implied tokens/s", "power error", "throughput error"):  # fmt: skip
+            j.add_column(col, justify="left" if col == "case" else "right")
+        for r in energy["j_cases"]:
+            measured = r.get("measured_power_w") is not None
+            j.add_row(
+                r["id"], f"{r['measured_j']:.3f}", f"{r['estimated_j']:.3f}", f"{r['in_sample']:+.1%}",
+                f"{r['leave_generation_out']:+.1%}", f"{r['estimated_power_w']:.0f}",
+                f"{r['estimated_tokens_per_s']:,.0f}", f"{r['implied_tokens_per_s']:,.0f}",
+                f"{r['power_error']:+.1%}" if measured else "-",
+                f"{r['throughput_error']:+.1%}" if measured else f"{r['throughput_ratio'] - 1:+.1%} (implied)",
+            )  # fmt: skip
+        out.print(j)

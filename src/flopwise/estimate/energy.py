@@ -1,8 +1,8 @@
 """Power, energy and CO2e terms.
 
 Model: device power ``P = P_idle + (P_TDP - P_idle) * activity``. In serving the activity follows what the device
-does in each phase (:func:`load_activity_frac`: memory-bandwidth and compute utilization, fitted per device
-generation on published NVML measurements); training keeps a fixed share. Energy is reported at three boundaries
+does in each phase (:func:`load_activity_frac`: watts per TB/s moved and per TFLOP/s run, fitted on published
+NVML measurements); training keeps a fixed share. Energy is reported at three boundaries
 (:func:`energy_boundaries_kwh`): device (GPU) only, node (device + host share) and facility (node x PUE);
 CO2e = kWh * grid intensity at each boundary.
 Every function accepts plain floats or numpy arrays (broadcasting).
@@ -16,12 +16,13 @@ from flopwise.units import G_PER_KG, KILO
 __all__ = [
     "BOUNDARIES",
     "DECODE_ACTIVITY_FRAC",
-    "LOAD_POWER_COEFFS",
+    "DYNAMIC_POWER_W_PER_RATE",
     "DEFAULT_PUE",
     "HOST_POWER_FRAC",
     "PREFILL_ACTIVITY_FRAC",
     "TRAIN_ACTIVITY_FRAC",
     "co2e_kg",
+    "dense_peak_tflop_per_s",
     "device_power_w",
     "energy_boundaries_kwh",
     "energy_kwh",
@@ -41,20 +42,35 @@ TRAIN_ACTIVITY_FRAC = 0.85
 PREFILL_ACTIVITY_FRAC = 0.9
 DECODE_ACTIVITY_FRAC = 0.6
 
-#: Load-dependent power of a serving phase: ``activity = clip(k_mem * u_mem + k_compute * u_compute, 0, 1)`` where
-#: ``u_mem`` is the bytes the device moves over (its datasheet bandwidth x the phase time) and ``u_compute`` the
-#: FLOPs it runs over (its dense datasheet peak x the phase time); both come from the serving roofline, so the
-#: fixed per-step overhead and the tensor-parallel all-reduce (time in which the device waits) lower them, and a
-#: tensor-parallel split lowers per-device power as measured (ML.ENERGY v3: Llama 4 Maverick on 8 H100 at batch 8
-#: draws 231 W per GPU, Llama 3.1 8B on one H100 486 W). DRAM traffic and Tensor Core activity are the two largest
-#: dynamic power terms of a GPU (Hong & Kim 2010, "An integrated GPU power and performance model", ISCA; Leng et
-#: al. 2013, GPUWattch, ISCA): the linear form follows them. Fitted (least squares on the activity each measured
-#: average power implies, flopwise.validation.energy.fit_power_coeffs) per generation on the published NVML
-#: measurements of src/flopwise/validation/data/cases_energy.csv; a generation without a measured case takes
-#: "default" (the Hopper fit) and the answer says so. Keys: generation -> (k_mem, k_compute).
-LOAD_POWER_COEFFS = {
-    "hopper": (0.703, 1.643),
-    "default": (0.703, 1.643),
+#: Load-dependent power of a serving phase, as dynamic watts per unit of work rate the device sustains:
+#: ``P = P_idle + w_mem x (bytes moved per second, TB/s) + w_compute x (dense-peak-equivalent TFLOP/s)``, clipped
+#: at TDP. ``bytes/s`` = the phase's memory-bandwidth utilization x the datasheet bandwidth; the compute rate =
+#: its compute utilization (against the peak of the precision it runs) x the device's dense 16-bit peak, so a
+#: matmul at the full FP8 peak counts as the full 16-bit peak (an FP8 FLOP costs about half the energy). Both
+#: utilizations come from the serving roofline, so the fixed per-step overhead and the tensor-parallel all-reduce
+#: (time in which the device waits) lower them, and a tensor-parallel split lowers per-device power as measured
+#: (ML.ENERGY v3: Llama 4 Maverick on 8 H100 at batch 8 draws 231 W per GPU, Llama 3.1 8B on one H100 486 W).
+#: Why per unit of rate and not per share of the idle-to-TDP range: DRAM traffic and Tensor Core activity are the
+#: two largest dynamic power terms (Hong & Kim 2010, "An integrated GPU power and performance model", ISCA;
+#: Leng et al. 2013, GPUWattch, ISCA) and each costs a roughly fixed energy per byte and per operation, so the
+#: memory term is close across generations (fitted alone: H100 135, A100 140 W per TB/s; the two B200 cases 112).
+#: Fitted (``flopwise.validation.energy.fit_power_rates``: non-negative least squares on relative error) on the
+#: published NVML averages of src/flopwise/validation/data/cases_energy.csv: ML.ENERGY Leaderboard v3.0 (vLLM
+#: 0.11.1 on H100: Llama 3.1 8B at 11 batch sizes 8-691, Qwen 3 14B at 8 from 8 to 253, Llama 3.1 70B on 4 GPUs
+#: at 6 from 16 to 898, Llama 4 Maverick FP8 on 8 GPUs at 9 from 8 to 383;
+#: https://ml.energy/leaderboard, data files in github.com/ml-energy/leaderboard public/data) and the
+#: leaderboard's 2024 runs (vLLM on A100-SXM4-40GB, 12 runs of 7 models on 1-8 GPUs,
+#: https://github.com/ml-energy/leaderboard/tree/2819ae1028ac6aa741179d3b8a5f902435da6b43/data/llm/chat). The
+#: compute term is set by the H100 cases at large batch; the A100 cases are memory-bound and put it at 0, so a fit
+#: on the A100 cases alone misses the compute-heavy H100 cases by up to -76% (leave-one-source-out, H100 median
+#: 26%); within the H100 source a new model is predicted within 8.0% (median, leave one model out). A generation with at least 3 measured cases
+#: (flopwise.validation.energy.MIN_CASES_PER_GENERATION) uses its own fit, any other the fit pooled over all
+#: cases ("default", which includes the two B200 cases of the same v3.0 file: 667 W at batch 16, 577 W at 511)
+#: and the answer says so. Keys: generation -> (w_mem W per TB/s, w_compute W per TFLOP/s).
+DYNAMIC_POWER_W_PER_RATE = {
+    "hopper": (134.61, 0.860),
+    "ampere": (140.01, 0.0),
+    "default": (136.08, 0.464),
 }
 #: the three energy boundaries every answer reports, narrowest first
 BOUNDARIES = ("device", "node", "facility")
@@ -100,19 +116,38 @@ def co2e_kg(kwh, grid_gco2e_per_kwh):
     return kwh * grid_gco2e_per_kwh / G_PER_KG
 
 
+def dense_peak_tflop_per_s(device: Device) -> float:
+    """The device's dense 16-bit peak (bf16, else fp16, else fp32), the compute scale of the power model."""
+    for peak in (device.peak_bf16_tflop_per_s, device.peak_fp16_tflop_per_s, device.peak_fp32_tflop_per_s):
+        if peak:
+            return float(peak)
+    return 0.0
+
+
 def load_power_coeffs(device: Device) -> tuple[tuple[float, float], str]:
-    """``((k_mem, k_compute), basis)`` for *device*: its generation's fit, or the default with the basis saying
-    so."""
+    """``((k_mem, k_compute), basis)`` for *device*: DYNAMIC_POWER_W_PER_RATE turned into shares of its
+    idle-to-TDP range per unit of utilization, ``k_mem = w_mem x bandwidth_TB/s / (TDP - idle)`` and
+    ``k_compute = w_compute x dense_peak_TFLOP/s / (TDP - idle)``, so ``load_activity_frac`` gives
+    ``(P - idle) / (TDP - idle)``."""
     from flopwise.estimate.timing import device_generation
 
     gen = device_generation(device)
-    if gen in LOAD_POWER_COEFFS and gen != "default":
-        return LOAD_POWER_COEFFS[gen], f"fitted on published {gen} measurements"
-    return LOAD_POWER_COEFFS["default"], f"no published measurement for {gen}: the default (hopper) fit"
+    if gen in DYNAMIC_POWER_W_PER_RATE and gen != "default":
+        w_mem, w_compute = DYNAMIC_POWER_W_PER_RATE[gen]
+        basis = f"{w_mem:g} W per TB/s moved + {w_compute:g} W per TFLOP/s, fitted on published {gen} measurements"
+    else:
+        w_mem, w_compute = DYNAMIC_POWER_W_PER_RATE["default"]
+        basis = (
+            f"{w_mem:g} W per TB/s moved + {w_compute:g} W per TFLOP/s: no published {gen} measurement, the fit "
+            "pooled over the H100 and A100 ones (ML.ENERGY)"
+        )
+    span = max(device.tdp_w - device.idle_w, 1e-9)
+    bw_tb_s = device.memory_bandwidth_gb_per_s / KILO
+    return (w_mem * bw_tb_s / span, w_compute * dense_peak_tflop_per_s(device) / span), basis
 
 
 def load_activity_frac(mem_util, compute_util, coeffs: tuple[float, float]):
-    """Activity share of the idle-to-TDP range from the utilizations of a phase (see LOAD_POWER_COEFFS):
+    """Activity share of the idle-to-TDP range from the utilizations of a phase (see DYNAMIC_POWER_W_PER_RATE):
     ``clip(k_mem * mem_util + k_compute * compute_util, 0, 1)``. Floats or numpy arrays."""
     import numpy as np
 

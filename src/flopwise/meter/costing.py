@@ -46,6 +46,7 @@ from decimal import Decimal
 from flopwise import money
 from flopwise.catalog import Catalog, Device, OnPremProfile, Region
 from flopwise.catalog.pricing import price_per_device_h
+from flopwise.catalog.resolve import PROVIDER_REGION_PREFIX, record_region
 from flopwise.errors import CatalogError, InputError
 from flopwise.estimate.cost import onprem_usd_per_device_h
 from flopwise.estimate.energy import TRAIN_ACTIVITY_FRAC, co2e_kg, device_power_w, host_power_frac
@@ -68,23 +69,6 @@ MONEY_QUANTUM = MICRO_USD
 #: source does not report: the training share (estimate.energy.TRAIN_ACTIVITY_FRAC), an upper-side assumption,
 #: since an allocation is paid for whether it is used or not
 UNKNOWN_UTILIZATION_ACTIVITY_FRAC = TRAIN_ACTIVITY_FRAC
-#: FOCUS ProviderName (and common spellings) -> the provider prefix of catalog region ids
-PROVIDER_REGION_PREFIX = {
-    "aws": "aws",
-    "amazon web services": "aws",
-    "amazon": "aws",
-    "microsoft": "azure",
-    "azure": "azure",
-    "microsoft azure": "azure",
-    "google cloud": "gcp",
-    "google": "gcp",
-    "gcp": "gcp",
-    "oracle": "oci",
-    "oci": "oci",
-    "lambda": "lambda",
-    "coreweave": "coreweave",
-    "nebius": "nebius",
-}
 _USD = "USD"
 
 
@@ -190,16 +174,7 @@ class Coster:
         default region; None when nothing resolves."""
         key = (provider, region_id)
         if key not in self._regions:
-            found: Region | None = None
-            if region_id:
-                prefix = PROVIDER_REGION_PREFIX.get((provider or "").strip().lower())
-                names = ([f"{prefix}:{region_id}"] if prefix and ":" not in region_id else []) + [region_id]
-                for name in names:
-                    try:
-                        found = self.catalog.region(name)
-                        break
-                    except CatalogError:
-                        continue
+            found = record_region(self.catalog.regions, provider, region_id)
             self._regions[key] = found if found is not None else self._default_region
         return self._regions[key]
 

@@ -156,7 +156,7 @@ class ServePhysics:
     tdp_w: Any = None
     raw_flop_per_s: Any = None  # dense datasheet peak of the serving dtype (utilization denominator)
     raw_bandwidth_bytes_per_s: Any = None  # datasheet bandwidth
-    k_mem: Any = None  # load-power coefficients (estimate.energy.LOAD_POWER_COEFFS)
+    k_mem: Any = None  # load-power coefficients (estimate.energy.load_power_coeffs)
     k_compute: Any = None
 
     def take(self, rows) -> ServePhysics:

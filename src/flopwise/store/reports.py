@@ -223,6 +223,110 @@ def _label(group_by: str, key: Any, label: Any) -> str:
     return str(label if label is not None else key)
 
 
+#: the energy and CO2e fields each usage-report metrics object carries beside ``energy_kwh`` (device boundary)
+BOUNDARY_FIELDS = (
+    "node_energy_kwh", "facility_energy_kwh", "device_co2e_kg", "node_co2e_kg", "facility_co2e_kg",
+)  # fmt: skip
+
+
+def _boundary_buckets(
+    session: Session, group_by: str | None, from_: datetime | None, to: datetime | None, org_id: int | None, u: Any
+) -> list[Any]:
+    """Energy and CO2e sums per (group key, device type, provider, region): the pieces the host share (by
+    device) and the PUE (by region) apply to. One ``GROUP BY`` query."""
+    no_grid = u.x_co2e_kg.is_(None) & u.x_energy_kwh.is_not(None)
+    key = _group_columns(session, group_by, u)[0][0] if group_by is not None else literal(None).label("key")
+    key_expr = key.element if hasattr(key, "element") else key
+    stmt = select(
+        key,
+        u.x_device_type.label("device"),
+        u.provider_name.label("provider"),
+        u.region_id.label("region"),
+        func.coalesce(func.sum(u.x_energy_kwh), 0.0).label("energy_kwh"),
+        func.coalesce(func.sum(u.x_co2e_kg), 0.0).label("co2e_kg"),
+        func.coalesce(func.sum(case((no_grid, u.x_energy_kwh), else_=0.0)), 0.0).label("energy_no_grid_kwh"),
+    ).select_from(u)
+    stmt = _where(stmt, from_, to, org_id, u).where(u.x_energy_kwh.is_not(None))
+    group_cols = [u.x_device_type, u.provider_name, u.region_id]
+    if group_by is not None:
+        group_cols.insert(0, key_expr)
+    return list(session.execute(stmt.group_by(*group_cols)))
+
+
+def _add_boundaries(
+    buckets: list[Any], catalog: Any, default_region: Any, metrics_by_key: dict[Any, dict[str, Any]]
+) -> dict[str, Any]:
+    """Node and facility energy, and CO2e at the device, node and facility boundaries, added to each metrics
+    object of *metrics_by_key* (key None = the total) from the device-boundary buckets:
+
+    - node = device x (1 + host share of the device: ``estimate.energy.host_power_frac``, the estimator's
+      constant, sourced there; a device type the catalog does not know takes the datacenter share);
+    - facility = node x PUE of the record's region (the catalog's, resolved from provider and RegionId as the
+      meter does); a record with no resolvable region takes the default region's PUE, else 1.0;
+    - the ledger's CO2e is device energy x PUE x grid (no host share), so device CO2e = it / PUE, node = device x
+      (1 + host), facility = node x PUE; energy with no CO2e in the ledger (no region when ingested) gets the
+      default region's grid when one is given, as ``co2e_default_grid_kg`` does.
+
+    Returns the basis of the figures (host shares and PUEs used, energy that fell back)."""
+    from flopwise.catalog.resolve import record_region
+    from flopwise.errors import FlopwiseError
+    from flopwise.estimate.energy import DEFAULT_PUE, HOST_POWER_FRAC, host_power_frac
+
+    hosts: dict[str, float] = {}
+    pues: dict[str, float] = {}
+    unknown_device_kwh = 0.0
+    default_pue_kwh = 0.0
+    default_pue = default_region.pue if default_region is not None else DEFAULT_PUE
+    default_grid = default_region.grid_gco2e_per_kwh if default_region is not None else None
+    for m in metrics_by_key.values():
+        for f in BOUNDARY_FIELDS:
+            m[f] = 0.0
+    for b in buckets:
+        e, c, e_no_grid = float(b.energy_kwh), float(b.co2e_kg), float(b.energy_no_grid_kwh)
+        try:
+            device = catalog.device(b.device) if b.device else None
+        except FlopwiseError:
+            device = None
+        if device is not None:
+            host = host_power_frac(device)
+            hosts[device.id] = host
+        else:
+            host = HOST_POWER_FRAC["datacenter"]
+            unknown_device_kwh += e
+        region = record_region(catalog.regions, b.provider, b.region)
+        if region is not None:
+            pue = region.pue
+            pues[region.id] = pue
+        else:
+            pue = default_pue
+            default_pue_kwh += e
+        device_co2e = c / pue
+        if e_no_grid and default_grid is not None:
+            device_co2e += e_no_grid * default_grid / G_PER_KG
+        adds = {
+            "node_energy_kwh": e * (1.0 + host),
+            "facility_energy_kwh": e * (1.0 + host) * pue,
+            "device_co2e_kg": device_co2e,
+            "node_co2e_kg": device_co2e * (1.0 + host),
+            "facility_co2e_kg": device_co2e * (1.0 + host) * pue,
+        }
+        for k in {None, b.key}:
+            if k in metrics_by_key:
+                for f, v in adds.items():
+                    metrics_by_key[k][f] += v
+    return {
+        "device": "the ledger's energy_kwh: DCGM/NVML counters, or the power model where nothing was measured",
+        "node": "device x (1 + host share of the device; flopwise.estimate.energy.HOST_POWER_FRAC: DGX H100 "
+        "rated 10.2 kW for 8 x 700 W GPUs, about half drawn in practice -> 0.4 for datacenter accelerators)",
+        "facility": "node x PUE of the record's region (catalog regions); records with no resolvable region: "
+        + (f"{default_region.id}'s PUE {default_pue:g}" if default_region is not None else f"PUE {default_pue:g}"),
+        "host_power_frac": dict(sorted(hosts.items())),
+        "pue": dict(sorted(pues.items())),
+        "energy_default_pue_kwh": default_pue_kwh,
+        "energy_unknown_device_kwh": unknown_device_kwh,
+    }
+
+
 def usage_report(
     session: Session,
     group_by: str | None = None,
@@ -231,9 +335,16 @@ def usage_report(
     org_id: int | None = None,
     default_region: Any = None,
     as_of: int | None = None,
+    catalog: Any = None,
 ) -> dict[str, Any]:
     """Totals of the ledger in ``[from_, to)`` (of *org_id*, or all when None) and, with *group_by*, per group;
     with *as_of* (an ingest run id), of the ledger as it stood when that run ended (:func:`ledger_as_of`).
+
+    Energy and CO2e come at three boundaries side by side: ``energy_kwh`` (device, the ledger's),
+    ``node_energy_kwh`` and ``facility_energy_kwh``, and ``device_co2e_kg``, ``node_co2e_kg``,
+    ``facility_co2e_kg`` (host share by device, PUE by region from *catalog*, default the built-in one; the
+    report's ``energy_boundaries`` says what was used). ``co2e_kg`` stays the ledger's sum (device energy x PUE x
+    grid, no host share).
 
     Energy metered without a region has no CO2e in the ledger; with *default_region* (a catalog ``Region``,
     the grid ``estimate`` uses when none is given) its CO2e is added at that grid's intensity, stated in
@@ -264,6 +375,24 @@ def usage_report(
             )
         groups.sort(key=lambda g: (-g["cost_usd"], -g["device_hours"], g["label"]))
     total = _metric_dict(total_row)
+    if catalog is None:
+        from flopwise.catalog import load_catalog
+
+        catalog = load_catalog()
+    by_key: dict[Any, dict[str, Any]] = {None: total}
+    if group_by is not None:
+        by_key.update({g["key"]: g for g in groups if g["key"] is not None})
+    boundaries = _add_boundaries(
+        _boundary_buckets(session, group_by, from_, to, org_id, u), catalog, default_region, by_key
+    )
+    if group_by is not None:  # the unattributed / unknown group has key None, as the total's slot here
+        nones = [g for g in groups if g["key"] is None]
+        if nones:
+            part = {f: 0.0 for f in BOUNDARY_FIELDS}
+            known = {f: sum(g[f] for g in groups if g["key"] is not None) for f in BOUNDARY_FIELDS}
+            for f in BOUNDARY_FIELDS:
+                part[f] = total[f] - known[f]
+            nones[0].update(part)
     warnings: list[str] = []
     if default_region is not None and total["records_without_region"]:
         grid = default_region.grid_gco2e_per_kwh
@@ -281,6 +410,7 @@ def usage_report(
         "as_of": as_of,
         "total": total,
         "groups": groups,
+        "energy_boundaries": boundaries,
         "warnings": warnings,
     }
 

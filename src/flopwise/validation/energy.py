@@ -1,15 +1,28 @@
-"""Fit of the load-dependent power coefficients (``flopwise.estimate.energy.LOAD_POWER_COEFFS``) to the published
-average-power cases (``data/cases_energy.csv``), and their leave-one-out errors.
+"""Fit of the load-dependent power model (``flopwise.estimate.energy.DYNAMIC_POWER_W_PER_RATE``) to the published
+average-power cases (``data/cases_energy.csv``), its held-out errors, and the grading of GPU energy per output token.
 
-Model (estimate.energy.load_activity_frac): per phase ``P = idle + (TDP - idle) x (k_mem x u_mem + k_compute x
-u_compute)``; the request's average power weights prefill and decode by their time, so it is linear in
-``(k_mem, k_compute)`` and the fit is a least-squares solve on relative error (the clip to [0, 1] is ignored in
-the fit and applied in the estimate). One pair per device generation (``timing.device_generation``).
+Model (estimate.energy.load_power_coeffs / load_activity_frac): per phase ``P = idle + w_mem x TB/s moved +
+w_compute x TFLOP/s run`` (16-bit-peak equivalent), clipped at TDP; the request's average power weights prefill and
+decode by their time, so it is linear in ``(w_mem, w_compute)`` and the fit is a non-negative least-squares solve
+on relative error (the clip is ignored in the fit and applied in the estimate).
 
-Held-out errors: leave-one-source-out (refit on the other ``source_url``s; with no other source of the
-generation the held-out cases fall back to the fixed activity shares the estimator used before,
-``PREFILL_ACTIVITY_FRAC``/``DECODE_ACTIVITY_FRAC``, and the table says so) and leave-one-case-out.
-Run ``python -m flopwise.validation.energy`` for the table.
+Held-out errors of average power:
+
+- leave one case out: refit the case's generation without the case (the committed form: one fit per measured
+  generation);
+- leave one model out: refit the case's generation without every case of the same model (all models when the
+  generation would keep fewer than MIN_CASES_PER_GENERATION cases): within one source, the test of a new model;
+- leave one source out: refit without every case of the case's ``source_url``. Each generation has one source
+  today (ML.ENERGY v3.0 for H100, ML.ENERGY's 2024 runs for A100), so the held-out fit of an H100 case comes from
+  the A100 cases alone and the other way round: the test of what a generation without a measurement gets.
+
+GPU energy per output token (category ``energy_j_per_output_token``): the estimate's device-boundary energy per
+generated token = average power x devices x request time / output tokens. Its error is the power error times the
+time error; with no measured power at the same configuration, each row also gives the throughput the measured
+energy implies at the estimated power (``implied_tokens_per_s``), so the table shows which of the two misses.
+Its held-out estimate uses the power fit without any power case of the same generation (the same campaign).
+
+Run ``python -m flopwise.validation.energy`` for the tables.
 """
 
 from __future__ import annotations
@@ -21,9 +34,20 @@ from typing import Any
 
 from flopwise.validation.runner import ValidationCase, load_cases
 
-__all__ = ["CATEGORY", "EnergyFitReport", "energy_observations", "fit_power_coeffs", "power_fit_report"]
+__all__ = [
+    "CATEGORY",
+    "J_CATEGORY",
+    "MIN_CASES_PER_GENERATION",
+    "EnergyFitReport",
+    "energy_observations",
+    "fit_power_rates",
+    "power_fit_report",
+]
 
 CATEGORY = "avg_power_w_per_device"
+J_CATEGORY = "energy_j_per_output_token"
+#: a generation gets its own constants from this many measured power cases; with fewer it takes the pooled fit
+MIN_CASES_PER_GENERATION = 3
 
 
 @dataclass(frozen=True)
@@ -34,18 +58,32 @@ class _Obs:
     tdp_w: float
     x_mem: float  # time-weighted memory-bandwidth utilization over the request
     x_compute: float  # time-weighted compute utilization
-    fixed_w: float  # the power of the fixed-share model (the fallback)
+    bw_tb_s: float  # datasheet bandwidth, TB/s
+    peak_tflop_s: float  # dense 16-bit peak, TFLOP/s
+    fixed_w: float  # the power of the fixed-share model (the baseline)
+    est: Any  # the ServeEstimate (committed constants)
+    phases: tuple[tuple[float, float, float], ...] = ()  # per phase: (time weight, u_mem, u_compute)
+
+    @property
+    def rate_tb_s(self) -> float:
+        return self.x_mem * self.bw_tb_s
+
+    @property
+    def rate_tflop_s(self) -> float:
+        return self.x_compute * self.peak_tflop_s
 
 
 def energy_observations(cases: Sequence[ValidationCase], catalog: Any, registry: Any) -> list[_Obs]:
-    """Per power case whose model and device are known: its time-weighted utilizations from estimate_serve."""
+    """Per power or energy-per-token case whose model and device are known: its time-weighted utilizations from
+    estimate_serve."""
     from flopwise.estimate import energy as en
     from flopwise.estimate.serve import estimate_serve
     from flopwise.estimate.timing import device_generation
+    from flopwise.units import KILO
 
     out = []
     for c in cases:
-        if c.category != CATEGORY:
+        if c.category not in (CATEGORY, J_CATEGORY):
             continue
         device = catalog.devices.get(c.device)
         model = registry.get(c.model) if c.model in registry else None
@@ -68,48 +106,85 @@ def energy_observations(cases: Sequence[ValidationCase], catalog: Any, registry:
         x_c = w_p * float(a["prefill_compute_utilization"]) + w_d * float(a["decode_compute_utilization"])
         act_fixed = w_p * en.PREFILL_ACTIVITY_FRAC + w_d * en.DECODE_ACTIVITY_FRAC
         fixed = en.device_power_w(device.tdp_w, device.idle_w, act_fixed)
-        out.append(_Obs(c, device_generation(device), device.idle_w, device.tdp_w, x_m, x_c, fixed))
+        phases = (
+            (w_p, float(a["prefill_memory_utilization"]), float(a["prefill_compute_utilization"])),
+            (w_d, float(a["decode_memory_utilization"]), float(a["decode_compute_utilization"])),
+        )
+        out.append(
+            _Obs(
+                c, device_generation(device), device.idle_w, device.tdp_w, x_m, x_c,
+                device.memory_bandwidth_gb_per_s / KILO, en.dense_peak_tflop_per_s(device), fixed, est, phases,
+            )
+        )  # fmt: skip
     return out
 
 
-def fit_power_coeffs(obs: Sequence[_Obs]) -> tuple[float, float]:
-    """Least-squares ``(k_mem, k_compute)`` minimising the relative error of average power over *obs*
-    (k_compute fixed at 0 when there are fewer than two cases)."""
+def fit_power_rates(obs: Sequence[_Obs]) -> tuple[float, float]:
+    """Non-negative least-squares ``(w_mem W per TB/s, w_compute W per TFLOP/s)`` minimising the relative error of
+    average power over *obs* (power cases only)."""
     import numpy as np
+    from scipy.optimize import nnls
 
-    rng = np.array([o.tdp_w - o.idle_w for o in obs])
+    obs = [o for o in obs if o.case.category == CATEGORY]
+    if not obs:
+        raise ValueError("no average-power case to fit")
     meas = np.array([o.case.measured for o in obs])
     idle = np.array([o.idle_w for o in obs])
-    y = (meas - idle) / meas
-    if len(obs) < 2:
-        return float(y[0] / (rng[0] * obs[0].x_mem / meas[0])), 0.0
-    a = np.column_stack([rng * [o.x_mem for o in obs], rng * [o.x_compute for o in obs]]) / meas[:, None]
-    sol, *_ = np.linalg.lstsq(a, y, rcond=None)
+    a = np.column_stack([[o.rate_tb_s for o in obs], [o.rate_tflop_s for o in obs]]) / meas[:, None]
+    sol, _ = nnls(a, (meas - idle) / meas)
     return float(sol[0]), float(sol[1])
 
 
-def _predict_w(o: _Obs, coeffs: tuple[float, float]) -> float:
-    act = min(max(coeffs[0] * o.x_mem + coeffs[1] * o.x_compute, 0.0), 1.0)
-    return o.idle_w + (o.tdp_w - o.idle_w) * act
+def _measured_throughputs() -> dict[str, float]:
+    """``measured_output_tokens_per_s`` of the packaged energy cases that give it, by case id."""
+    import csv
+
+    from flopwise.validation.runner import DATA_DIR
+
+    out = {}
+    with (DATA_DIR / "cases_energy.csv").open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            text = (row.get("measured_output_tokens_per_s") or "").strip()
+            if text:
+                out[row["id"].strip()] = float(text)
+    return out
+
+
+def _predict_w(o: _Obs, rates: tuple[float, float]) -> float:
+    """Average power of *o* with *rates*: per phase clipped at TDP, weighted by the phase's time (as
+    estimate_serve); the fit itself ignores the clip."""
+    total = 0.0
+    for weight, u_mem, u_compute in o.phases or ((1.0, o.x_mem, o.x_compute),):
+        dyn = rates[0] * u_mem * o.bw_tb_s + rates[1] * u_compute * o.peak_tflop_s
+        total += weight * min(o.idle_w + max(dyn, 0.0), o.tdp_w)
+    return total
 
 
 @dataclass(frozen=True)
 class EnergyFitReport:
-    """Per-generation coefficients and per-case errors: in-sample, leave-one-case-out, leave-one-source-out
-    (fractions; ``loso_basis`` says per case whether the fixed-share fallback was used)."""
+    """The pooled fit (the default of a generation without measurements), the per-generation fits (what the
+    estimator uses for a measured generation), per-case power errors (in-sample = the committed per-generation
+    fit, the pooled fit, leave-one-case-out within the generation, leave-one-source-out, fixed shares) and
+    per-case energy-per-token errors (fractions)."""
 
-    coeffs: dict[str, tuple[float, float]]
+    rates: tuple[float, float]
+    generation_rates: dict[str, tuple[float, float]]
     rows: tuple[dict[str, Any], ...]
+    j_rows: tuple[dict[str, Any], ...] = ()
 
     def median(self, column: str, generation: str | None = None) -> float:
         vals = [abs(r[column]) for r in self.rows if generation is None or r["generation"] == generation]
+        return statistics.median(vals) if vals else float("nan")
+
+    def j_median(self, column: str, generation: str | None = None) -> float:
+        vals = [abs(r[column]) for r in self.j_rows if generation is None or r["generation"] == generation]
         return statistics.median(vals) if vals else float("nan")
 
 
 def power_fit_report(
     cases: Sequence[ValidationCase] | None = None, catalog: Any = None, registry: Any = None
 ) -> EnergyFitReport:
-    """Fit per generation on *cases* (default: the packaged ones) and the held-out errors of every case."""
+    """Fit on *cases* (default: the packaged ones) and the held-out errors of every case."""
     if catalog is None:
         from flopwise.catalog import load_catalog
 
@@ -118,41 +193,109 @@ def power_fit_report(
         from flopwise.models import load_models
 
         registry = load_models()
-    obs = energy_observations(load_cases() if cases is None else cases, catalog, registry)
-    gens = sorted({o.generation for o in obs})
-    coeffs = {g: fit_power_coeffs([o for o in obs if o.generation == g]) for g in gens}
+    from flopwise.units import J_PER_KWH, MEGA
+
+    all_obs = energy_observations(load_cases() if cases is None else cases, catalog, registry)
+    measured_tps = _measured_throughputs()
+    obs = [o for o in all_obs if o.case.category == CATEGORY]
+    rates = fit_power_rates(obs)
+    per_gen = {g: [o for o in obs if o.generation == g] for g in sorted({o.generation for o in obs})}
+    gen_rates = {g: fit_power_rates(v) for g, v in per_gen.items() if len(v) >= MIN_CASES_PER_GENERATION}
     rows = []
     for o in obs:
-        same = [p for p in obs if p.generation == o.generation]
-        other_case = [p for p in same if p is not o]
-        other_src = [p for p in same if p.case.source_url != o.case.source_url]
-        loo = _predict_w(o, fit_power_coeffs(other_case)) if other_case else o.fixed_w
-        loso = _predict_w(o, fit_power_coeffs(other_src)) if other_src else o.fixed_w
-        ins = _predict_w(o, coeffs[o.generation])
+        other_case = [p for p in obs if p is not o]
+        same_gen = [p for p in other_case if p.generation == o.generation]
+        if len(same_gen) + 1 < MIN_CASES_PER_GENERATION:
+            same_gen = []  # the committed form pools a generation with few cases
+        other_src = [p for p in obs if p.case.source_url != o.case.source_url]
+        loo = _predict_w(o, fit_power_rates(same_gen or other_case)) if other_case else o.fixed_w
+        other_model = [p for p in obs if p.generation == o.generation and p.case.model != o.case.model]
+        if len(other_model) < MIN_CASES_PER_GENERATION:
+            other_model = [p for p in obs if p.case.model != o.case.model]
+        lomo = _predict_w(o, fit_power_rates(other_model))
+        loso = _predict_w(o, fit_power_rates(other_src)) if other_src else o.fixed_w
+        pooled = _predict_w(o, rates)
+        ins = _predict_w(o, gen_rates.get(o.generation, rates))
+        src_gens = sorted({p.generation for p in other_src})
         m = o.case.measured
         rows.append({
             "id": o.case.id, "generation": o.generation, "engine": o.case.inputs.get("engine", ""),
-            "device": o.case.device, "measured_w": m, "in_sample_w": round(ins, 1),
-            "in_sample": (ins - m) / m, "leave_one_case_out": (loo - m) / m,
-            "leave_one_source_out": (loso - m) / m, "fixed_share_model": (o.fixed_w - m) / m,
-            "loso_basis": "refit" if other_src else "fixed shares (no other source)",
+            "device": o.case.device, "device_count": o.case.device_count or 1,
+            "batch": o.case.inputs.get("batch"), "measured_w": m, "in_sample_w": round(ins, 1),
+            "in_sample": (ins - m) / m, "pooled_fit": (pooled - m) / m,
+            "leave_one_case_out": (loo - m) / m, "leave_one_model_out": (lomo - m) / m,
+            "leave_one_source_out": (loso - m) / m,
+            "fixed_share_model": (o.fixed_w - m) / m,
+            "loso_basis": (
+                f"refit on {len({p.case.source_url for p in other_src})} other source(s): {', '.join(src_gens)}"
+                if other_src else "fixed shares (no other source)"
+            ),
             "source_url": o.case.source_url,
         })  # fmt: skip
-    return EnergyFitReport(coeffs, tuple(rows))
+    j_rows = []
+    for o in all_obs:
+        if o.case.category != J_CATEGORY:
+            continue
+        est = o.est
+        n_dev = o.case.device_count or 1
+        p_est = float(est.power_per_device_w)
+        j_est = float(est.device_energy_per_1m_tokens_kwh) * J_PER_KWH / MEGA
+        other_gen = [p for p in obs if p.generation != o.generation]
+        p_held = _predict_w(o, fit_power_rates(other_gen)) if other_gen else o.fixed_w
+        # the committed estimate's power comes from the same form; rescale its energy by the held-out power
+        j_held = j_est * p_held / p_est
+        m = o.case.measured
+        tps_est = float(est.output_tokens_per_s)
+        tps_implied = p_est * n_dev / m
+        tps_meas = measured_tps.get(o.case.id)
+        split: dict[str, Any] = {"measured_tokens_per_s": tps_meas}
+        if tps_meas:
+            # the source gives throughput too: power = energy per token x throughput / devices, so the energy
+            # error splits by measurement into a power error and a throughput error
+            p_meas = m * tps_meas / n_dev
+            split |= {"measured_power_w": p_meas, "power_error": (p_est - p_meas) / p_meas,
+                      "throughput_error": (tps_est - tps_meas) / tps_meas}  # fmt: skip
+        j_rows.append({
+            "id": o.case.id, "generation": o.generation, "engine": o.case.inputs.get("engine", ""),
+            "device": o.case.device, "device_count": n_dev, "batch": o.case.inputs.get("batch"),
+            "measured_j": m, "estimated_j": j_est, "in_sample": (j_est - m) / m,
+            "leave_generation_out": (j_held - m) / m,
+            "estimated_power_w": p_est, "estimated_tokens_per_s": tps_est,
+            "implied_tokens_per_s": tps_implied, "throughput_ratio": tps_est / tps_implied, **split,
+            "source_url": o.case.source_url,
+        })  # fmt: skip
+    return EnergyFitReport(rates, gen_rates, tuple(rows), tuple(j_rows))
 
 
 def main() -> None:  # pragma: no cover - a report printer
     rep = power_fit_report()
-    for g, (km, kc) in rep.coeffs.items():
-        print(f"{g}: k_mem {km:.3f}  k_compute {kc:.3f}")
+    print(f"pooled: w_mem {rep.rates[0]:.1f} W per TB/s, w_compute {rep.rates[1]:.2f} W per TFLOP/s")
+    for g, (wm, wc) in rep.generation_rates.items():
+        print(f"{g} alone: w_mem {wm:.1f}, w_compute {wc:.2f}")
     for r in rep.rows:
         print(
-            f"{r['id']:45s} meas {r['measured_w']:6.0f} W  in-sample {r['in_sample']:+.1%}  "
+            f"{r['id']:50s} meas {r['measured_w']:6.0f} W  in-sample {r['in_sample']:+.1%}  "
             f"LOO {r['leave_one_case_out']:+.1%}  LOSO {r['leave_one_source_out']:+.1%} ({r['loso_basis']})  "
             f"fixed-share {r['fixed_share_model']:+.1%}"
         )
-    for col in ("in_sample", "leave_one_case_out", "leave_one_source_out", "fixed_share_model"):
-        print(f"median |{col}|: {rep.median(col):.1%}")
+    for g in [None, *sorted({r["generation"] for r in rep.rows})]:
+        cols = (
+            "in_sample", "pooled_fit", "leave_one_case_out", "leave_one_model_out", "leave_one_source_out",
+            "fixed_share_model",
+        )  # fmt: skip
+        print(g or "all", "  ".join(f"{c} {rep.median(c, g):.1%}" for c in cols))
+    for r in rep.j_rows:
+        split = (
+            f"  power {r['power_error']:+.1%}, throughput {r['throughput_error']:+.1%} (measured)"
+            if r.get("measured_power_w") else ""
+        )
+        print(
+            f"{r['id']:50s} meas {r['measured_j']:.3f} J/token  est {r['estimated_j']:.3f} ({r['in_sample']:+.1%}, "
+            f"held-out power {r['leave_generation_out']:+.1%})  power {r['estimated_power_w']:.0f} W  "
+            f"throughput est {r['estimated_tokens_per_s']:.0f} vs implied {r['implied_tokens_per_s']:.0f} tokens/s{split}"
+        )
+    for g in sorted({r["generation"] for r in rep.j_rows}):
+        print(g, "J/token", "  ".join(f"{c} {rep.j_median(c, g):.1%}" for c in ("in_sample", "leave_generation_out")))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,6 +40,7 @@ GroupBy = Literal["org", "team", "project", "device", "provider", "region", "sou
 REPORT_COLUMNS = (
     "key", "label", "records", "device_hours", "cost_usd", "energy_kwh", "co2e_kg", "idle_device_hours",
     "idle_cost_usd", "utilization_frac", "idle_frac", "uncosted_records",
+    "node_energy_kwh", "facility_energy_kwh", "device_co2e_kg", "node_co2e_kg", "facility_co2e_kg",
 )  # fmt: skip
 
 
