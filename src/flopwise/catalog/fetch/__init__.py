@@ -62,7 +62,7 @@ class Source:
         return f"offerings/{self.cloud}.csv" if self.kind == "skypilot" else "regions.csv"
 
 
-def _sky(cloud: str, version: str, commit: str, cpu: bool = False) -> Source:
+def _sky(cloud: str, version: str, commit: str, extracts: tuple[str, ...] = ()) -> Source:
     files = [
         SourceFile(
             f"skypilot/{version}-{cloud}-vms.csv",
@@ -70,10 +70,12 @@ def _sky(cloud: str, version: str, commit: str, cpu: bool = False) -> Source:
             f"{_SKY_BLOB}/{commit}/catalogs/{version}/{cloud}/vms.csv",
         )
     ]
-    if cpu:  # the snapshot keeps the CPU rows apart; upstream they are in the same vms.csv
+    # the snapshot keeps some rows of the same vms.csv apart (CPU-only VMs; GCP's GPU machine-type host rows);
+    # upstream they are all in the one vms.csv, so these files have no upstream URL of their own
+    for part in extracts:
         files.append(
             SourceFile(
-                f"skypilot/{version}-{cloud}-vms-cpu.csv",
+                f"skypilot/{version}-{cloud}-vms-{part}.csv",
                 None,
                 f"{_SKY_BLOB}/{commit}/catalogs/{version}/{cloud}/vms.csv",
                 required=False,
@@ -85,8 +87,8 @@ def _sky(cloud: str, version: str, commit: str, cpu: bool = False) -> Source:
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
-        _sky("aws", "v9", _C_2C3D, cpu=True),
-        _sky("gcp", "v9", _C_2C3D, cpu=True),
+        _sky("aws", "v9", _C_2C3D, ("cpu",)),
+        _sky("gcp", "v9", _C_2C3D, ("cpu", "gpuhosts")),
         _sky("azure", "v6", _C_0987),
         _sky("oci", "v9", _C_A5BE),
         _sky("lambda", "v9", _C_2C3D),
