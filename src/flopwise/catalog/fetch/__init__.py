@@ -11,9 +11,10 @@ Sources (``SOURCES``), each with the files it reads in three modes:
 - ``--from DIR`` or ``--from URL``: the same files laid out as the snapshot in ``shared/data/catalogs`` (``skypilot/
   v9-aws-vms.csv`` ...), from a folder or an HTTP server.
 
-AWS Price List and Azure Retail Prices are not fetched: no real response of theirs is at hand to test a parser
-against (a hand-invented one would prove nothing), so SkyPilot's catalog, itself generated from those APIs,
-is the one price source.
+- ``azure-retail``: the Azure Retail Prices API, a second opinion on the SkyPilot-derived Azure rows (it writes
+  nothing; the refresh reports where the two disagree by more than 1%), tested against the response examples
+  Microsoft documents. AWS's Price List API is not read: no real response of it was at hand to test a parser
+  against (a hand-invented one would prove nothing).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ _C_0987 = "098741e70562f65d7af1cceb81e33b284f742604"
 _C_D9BF = "d9bf3aa4d21f5c1e1f3d8fde27adf0204c46fbc8"
 _GCP_RAW = "https://raw.githubusercontent.com/GoogleCloudPlatform/region-carbon-info/main/data/yearly"
 _GCP_BLOB = "https://github.com/GoogleCloudPlatform/region-carbon-info/blob"
+#: every pay-as-you-go virtual machine price (about 1,300 pages of 100 items); NextPageLink is followed
+_AZURE_RETAIL = (
+    "https://prices.azure.com/api/retail/prices?$filter=serviceName%20eq%20%27Virtual%20Machines%27"
+    "%20and%20priceType%20eq%20%27Consumption%27"
+)
 
 
 @dataclass(frozen=True)
@@ -52,13 +58,15 @@ class SourceFile:
 @dataclass(frozen=True)
 class Source:
     name: str
-    kind: str  # "skypilot" | "gcp-carbon" | "owid"
+    kind: str  # "skypilot" | "gcp-carbon" | "owid" | "azure-retail"
     files: tuple[SourceFile, ...]
     cloud: str = ""
 
     @property
     def output(self) -> str:
-        """The catalog file this source writes (relative to the catalog directory)."""
+        """The catalog file this source writes (relative to the catalog directory); "" for a second opinion."""
+        if self.kind == "azure-retail":
+            return ""
         return f"offerings/{self.cloud}.csv" if self.kind == "skypilot" else "regions.csv"
 
 
@@ -112,6 +120,18 @@ SOURCES: dict[str, Source] = {
                     year=2024,
                 ),
             ),
+        ),
+        Source(
+            "azure-retail",
+            "azure-retail",
+            (
+                SourceFile(
+                    "azure-retail/prices.json",
+                    _AZURE_RETAIL,
+                    "https://learn.microsoft.com/rest/api/cost-management/retail-prices/azure-retail-prices",
+                ),
+            ),
+            "azure",
         ),
         Source(
             "owid-carbon",
