@@ -101,9 +101,9 @@ class BudgetPublic(BaseModel):
     remaining: Decimal
     used_frac: Decimal | None
     alerts_crossed: list[Decimal]
-    #: USD budgets: what the settled usage would have cost at the unit prices it was reserved at, and the settled
-    #: amount minus that (the part due to a price that moved between reservation and settlement); None when no
-    #: settled reservation in the window carries both prices
+    #: USD budgets, over the settled reservations in the window that carry both unit prices: what their usage
+    #: would have cost at the prices it was reserved at, and their settled amount minus that (the part due to a
+    #: price that moved between reservation and settlement); None when no settled reservation carries both
     settled_at_reserved_prices: Decimal | None = None
     settled_price_difference: Decimal | None = None
 
