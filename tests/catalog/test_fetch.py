@@ -35,26 +35,33 @@ SMALL = [
 runner = CliRunner()
 
 
-def _parse(cloud: str, path: Path) -> ParseResult:
+def _parse(cloud: str, *paths: Path) -> ParseResult:
     acc: dict = {}
     res = ParseResult()
-    parse_vms(
-        cloud,
-        path.read_text(encoding="utf-8"),
-        source=f"skypilot-{cloud}",
-        location=str(path),
-        known_regions=read_region_grids(),
-        into=acc,
-        result=res,
-    )
+    for path in paths:
+        parse_vms(
+            cloud,
+            path.read_text(encoding="utf-8"),
+            source=f"skypilot-{cloud}",
+            location=str(path),
+            known_regions=read_region_grids(),
+            into=acc,
+            result=res,
+        )
     return finish(cloud, acc, source_url="https://example.org/vms.csv", retrieved="2026-12-06", result=res)
+
+
+def _snapshot_files(name: str) -> list[Path]:
+    """The files of source *name* that tests/data holds (the CPU extracts are not copied there)."""
+    return [SNAP / f.snapshot for f in SOURCES[name].files if (SNAP / f.snapshot).is_file()]
 
 
 @pytest.mark.parametrize("name", [*SMALL, "skypilot-aws", "skypilot-gcp"])
 def test_shipped_offerings_equal_the_snapshot_to_the_cent(name: str):
-    # the AWS and GCP copies are the accelerator extracts: their CPU rows (from the CPU extracts) are left out
+    # the AWS and GCP copies are the accelerator extracts (GCP's with its GPU machine-type host rows): their CPU
+    # rows (from the CPU extracts) are left out
     source = SOURCES[name]
-    fetched = {r["id"]: r for r in _parse(source.cloud, SNAP / source.files[0].snapshot).rows}
+    fetched = {r["id"]: r for r in _parse(source.cloud, *_snapshot_files(name)).rows}
     shipped = {
         k: r
         for k, r in read_csv_rows(BUILTIN_DATA_DIR / source.output).items()
@@ -66,6 +73,51 @@ def test_shipped_offerings_equal_the_snapshot_to_the_cent(name: str):
             a, b = shipped[key][column], row[column]
             assert (Decimal(a) if a else None) == (Decimal(b) if b else None), (key, column)
         assert shipped[key]["source_url"].startswith("https://github.com/skypilot-org/skypilot-catalog/blob/")
+
+
+def test_gcp_gpu_machine_types_are_host_plus_gpus_per_zone():
+    res = _parse("gcp", *_snapshot_files("skypilot-gcp"))
+    rows = {r["id"]: r for r in res.rows}
+    a2 = rows["gcp:a2-highgpu-1g:us-central1"]
+    # a2-highgpu-1g host 0.73948 (spot 0.38812) + one A100 2.93391 (spot 1.5399), all four us-central1 zones
+    assert (a2["device_id"], a2["device_count"], a2["vcpus"]) == ("a100-sxm-40gb", "1", "12")
+    assert Decimal(a2["on_demand_usd_per_h"]) == Decimal("0.73948") + Decimal("2.93391")
+    assert Decimal(a2["spot_usd_per_h"]) == Decimal("0.38812") + Decimal("1.5399")
+    assert "spot = lowest of 4 zone prices" in a2["note"]
+    # L4 x1 on g2-standard-4 (SkyPilot's cheapest host for one L4): 0.14679 + 0.56004
+    g2 = rows["gcp:g2-standard-4:us-central1"]
+    assert g2["device_id"] == "l4" and Decimal(g2["on_demand_usd_per_h"]) == Decimal("0.70683")
+    # A4: the source lists the host at 0.0 because the B200 SKU includes the VM (skypilot-org/skypilot#8125)
+    a4 = rows["gcp:a4-highgpu-8g:us-central1"]
+    assert Decimal(a4["on_demand_usd_per_h"]) == Decimal("90.216") and "#8125" in a4["note"]
+    # H100 x8: host + GPUs spot 47.86592 is not below on demand 43.06615, so no spot price is claimed
+    a3 = rows["gcp:a3-highgpu-8g:us-central1"]
+    assert Decimal(a3["on_demand_usd_per_h"]) == Decimal("43.06615") and a3["spot_usd_per_h"] == ""
+    # the source's GPU spot above its own GPU on-demand price is said, not hidden
+    assert "treat it as approximate" in rows["gcp:a2-ultragpu-1g:us-central1"]["note"]
+    # GPUs SkyPilot hangs on an N1 host of its choosing are not offerings; GPU rows with no host row are counted
+    assert res.skipped["GCP GPU on an N1 host SkyPilot picks at launch (not a listed instance)"] == 201
+    assert res.skipped["GCP GPU with no host machine-type row in its zone"] == 39  # e.g. a2-megagpu-16g in asia
+    assert "gcp:a2-megagpu-16g:asia-northeast1" not in rows
+
+
+def test_gcp_zone_prices_that_disagree_name_the_line(tmp_path: Path):
+    head = "InstanceType,vCPUs,MemoryGiB,AcceleratorName,AcceleratorCount,GpuInfo,Region,AvailabilityZone,Price,SpotPrice\n"
+    gpu = ",,,A100,1,,us-central1,us-central1-{z},2.93391,1.5399\n"
+    host = "a2-highgpu-1g,12.0,85.0,,,,us-central1,us-central1-{z},{p},0.38812\n"
+    text = head + gpu.format(z="a") + gpu.format(z="b") + host.format(z="a", p="0.73948") + host.format(z="b", p="0.8")
+    path = tmp_path / "vms.csv"
+    path.write_text(text)
+    with pytest.raises(FetchError) as err:
+        _parse("gcp", path)
+    assert err.value.line == 5 and "must agree across the zones" in str(err.value)
+    # the same zone listed twice at two prices is an error too; an exact repeat is not
+    path.write_text(head + gpu.format(z="a") + gpu.format(z="a") + host.format(z="a", p="0.73948"))
+    assert len(_parse("gcp", path).rows) == 1
+    path.write_text(head + gpu.format(z="a") + gpu.format(z="a").replace("2.93391", "2.9") + host.format(z="a", p="1"))
+    with pytest.raises(FetchError) as err:
+        _parse("gcp", path)
+    assert err.value.line == 3 and "a zone has one price" in str(err.value)
 
 
 def test_lambda_prices_are_todays_not_the_old_ones():

@@ -466,3 +466,22 @@ def test_request_create_takes_tokens_with_a_suffix_and_old_spellings(world: Worl
     assert bad.exit_code == 2 and "--tokens" in bad.stderr
     typo = fw(world, world.member_token, *args, "--workload", "fine-tunning", "--hours", "1")
     assert typo.exit_code == 2 and "did you mean 'fine-tune'" in typo.stderr
+
+
+def test_request_show_prints_the_reserved_and_the_settled_unit_price() -> None:
+    from flopwise.cli.client_cmd import _request_rows
+
+    answer = {
+        "state": "approved",
+        "reservations": [
+            {"budget_id": 3, "unit": "usd", "amount": "11.50", "state": "settled",
+             "reserved_usd_per_device_h": "3.00", "price_retrieved": "2026-12-06",
+             "settled_usd_per_device_h": "2.875", "price_change_usd_per_device_h": "-0.125"},
+            {"budget_id": 4, "unit": "kwh", "amount": "2", "state": "reserved"},
+        ],
+    }  # fmt: skip
+    rows = dict(_request_rows(answer))
+    assert rows["budget 3"] == (
+        "11.50 usd settled; reserved at 3.00 USD/device-h (catalog 2026-12-06), settled at 2.875 USD/device-h (-0.125)"
+    )
+    assert rows["budget 4"] == "2.00 kwh reserved"  # no price recorded: nothing claimed

@@ -184,15 +184,25 @@ def test_late_usage_updates_a_settled_reservation_once(factory, world):
     with write_session(factory) as s:
         budget = _budget(s, world, "1000")
         req = _request(s, world, "100")
-        reserve_against_budgets(s, [budget.id], [Decimal("100")], request_id=req.id, counted_at=NOW)
+        reserve_against_budgets(
+            s, [budget.id], [Decimal("100")], request_id=req.id, counted_at=NOW, unit_price=Decimal("10")
+        )
         _usage(s, "x", cost="30", hours=2, x_request_id=str(req.id))
         apply_attribution(s)
         settle_actuals(s, [req.id])
+        row = s.scalars(select(BudgetReservation).where(BudgetReservation.request_id == req.id)).one()
+        assert row.settled_usd_per_device_h == Decimal("15")  # metered $30 / 2 device-hours
         _usage(s, "y", cost="12.5", hours=1, x_request_id=str(req.id))
         apply_attribution(s)
         settled = settle_actuals(s, [req.id])
         assert settled[req.id]["usd"] == Decimal("42.5")
         assert budget_used(s, budget, NOW) == Decimal("42.5")  # counted once: via the reservation only
+        # the late usage moves the metered price too ($42.50 / 3 device-hours); the reserved $10 stays
+        s.refresh(row)
+        assert (row.reserved_usd_per_device_h, row.settled_usd_per_device_h) == (
+            Decimal("10"),
+            Decimal("14.166667"),
+        )
 
 
 def test_hard_budget_overrun_by_actuals_is_recorded_and_forecast(factory, world):

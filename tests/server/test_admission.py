@@ -135,3 +135,42 @@ def test_admission_authorization_and_bad_input(org: Org) -> None:
         assert r.status_code == 422 and any(e["field"] == field for e in r.json()["errors"]), r.text
     bad = org.post("/admission/slurm/6-member/settle", "member", {"actual_duration_h": "-1"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "actual_duration_h"
+
+
+def test_a_reservation_made_at_one_price_and_settled_at_another_shows_both(org: Org) -> None:
+    usd = make_budget(org, org.project_id, "1000")
+    job = org.post("/admission/decide", "member", _job(org, "7001", devices=4, hours="10")).json()
+    res = job["reservations"][0]
+    # a price the caller gave has no catalog date
+    assert (Decimal(res["reserved_usd_per_device_h"]), res["price_retrieved"]) == (Decimal("3.00"), None)
+    assert res["settled_usd_per_device_h"] is None and res["price_change_usd_per_device_h"] is None
+    out = org.post("/admission/slurm/7001/settle", "member", {"actual_duration_h": "1", "cost_usd": "11.50"})
+    row = next(r for r in out.json()["reservations"] if r["budget_id"] == usd["id"])
+    # metered: $11.50 over 4 devices x 1 h = $2.875 per device-hour, $0.125 below the $3.00 it was reserved at
+    assert Decimal(row["reserved_usd_per_device_h"]) == Decimal("3.00")
+    assert Decimal(row["settled_usd_per_device_h"]) == Decimal("2.875")
+    assert Decimal(row["price_change_usd_per_device_h"]) == Decimal("-0.125")
+    shown = org.get(f"/budgets/{usd['id']}", "admin").json()
+    # the 4 metered device-hours at the reserved $3.00 would have cost $12.00: $0.50 of the settlement is price
+    assert Decimal(shown["settled"]) == Decimal("11.50")
+    assert Decimal(shown["settled_at_reserved_prices"]) == Decimal("12.00")
+    assert Decimal(shown["settled_price_difference"]) == Decimal("-0.50")
+    shown_again = org.get("/admission/slurm/7001", "member").json()["reservations"][0]
+    assert Decimal(shown_again["settled_usd_per_device_h"]) == Decimal("2.875")
+
+
+def test_a_catalog_price_is_reserved_with_its_catalog_date(org: Org) -> None:
+    make_budget(org, org.project_id, "100000")
+    body = _job(org, "7002", devices=8, hours="1")
+    del body["usd_per_device_h"]
+    job = org.post("/admission/decide", "member", body).json()
+    assert job["admitted"], job
+    res = job["reservations"][0]
+    from flopwise.catalog import load_catalog
+
+    # the cheapest on-demand H100 SXM offering's per-device price and the date its row was retrieved
+    offers = [o for o in load_catalog().offerings if o.device_id == "h100-sxm" and o.on_demand_usd_per_h]
+    best = min(offers, key=lambda o: (o.on_demand_usd_per_h / o.device_count, o.id))
+    assert res["price_retrieved"] == best.retrieved
+    assert Decimal(res["reserved_usd_per_device_h"]) == Decimal(job["worst_case_cost_usd"]) / 8
+    assert org.get("/admission/slurm/7002", "member").json()["reservations"][0]["price_retrieved"] == best.retrieved

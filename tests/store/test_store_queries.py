@@ -31,6 +31,7 @@ from flopwise.store import (
     release_reservations,
     reserve_against_budgets,
     settle_reservations,
+    settled_price_effect,
     upsert_admission_job,
     write_session,
 )
@@ -167,6 +168,36 @@ def test_release_commit_settle_life_cycle(factory, seed):
     }
     with write_session(factory) as s:
         assert release_reservations(s, request_id=req) == 0  # settled usage is never released
+
+
+def test_reserved_and_settled_unit_prices_are_both_kept(factory, seed):
+    usd = make_budget(factory, seed, "1000")
+    hours = make_budget(factory, seed, "1000", unit="device_hours")
+    req = make_request(factory, seed)
+    # reserved 80 device-hours at $2.50 (a catalog row retrieved 2026-12-06) = $200
+    kw = {"unit_price": D("2.50"), "price_retrieved": "2026-12-06"}
+    assert reserve(factory, [usd, hours], [D("200"), D("80")], request_id=req, **kw).ok
+    with factory() as s:
+        assert settled_price_effect(s, usd, None) is None  # nothing settled yet
+    with write_session(factory) as s:
+        # metered: $210 for 70 device-hours = $3.00 per device-hour
+        assert settle_reservations(s, {"usd": D("210"), "device_hours": D("70")}, request_id=req) == 2
+    with factory() as s:
+        rows = s.scalars(select(BudgetReservation).where(BudgetReservation.request_id == req)).all()
+        assert {(r.unit, r.reserved_usd_per_device_h, r.price_retrieved, r.settled_usd_per_device_h) for r in rows} == {
+            ("usd", D("2.5"), "2026-12-06", D("3")),
+            ("device_hours", D("2.5"), "2026-12-06", D("3")),
+        }
+        # the 70 metered device-hours at the reserved $2.50 would have cost $175: $35 of the $210 is the price
+        assert settled_price_effect(s, usd, None) == (D("175"), D("35"))
+    # without device-hours no metered unit price is claimed
+    other = make_request(factory, seed)
+    assert reserve(factory, [usd], [D("10")], request_id=other, unit_price=D("1")).ok
+    with write_session(factory) as s:
+        settle_reservations(s, {"usd": D("12")}, request_id=other)
+    with factory() as s:
+        row = s.scalars(select(BudgetReservation).where(BudgetReservation.request_id == other)).one()
+        assert (row.reserved_usd_per_device_h, row.settled_usd_per_device_h) == (D("1"), None)
 
 
 def test_settle_needs_every_unit(factory, seed):

@@ -196,7 +196,11 @@ StaleDays = Annotated[
 def refresh(
     source: Annotated[
         list[str] | None,
-        typer.Option("--source", help="Only these sources (repeatable); default: all. See `catalog status`."),
+        typer.Option(
+            "--source",
+            help="Only these sources (repeatable); default: all but the second opinion azure-retail, which is "
+            "read only when named and compares the Azure rows with Azure's Retail Prices API. See `catalog status`.",
+        ),
     ] = None,
     from_: Annotated[
         str | None,
@@ -281,7 +285,20 @@ def _print_refresh(result, check: bool) -> None:
             s.name, rel, str(s.source_lines), str(s.rows), str(len(d.added)), str(len(d.removed)),
             str(len(d.moved)), str(len(d.changed)),
         )  # fmt: skip
-    out.print(t)
+    if result.diffs:
+        out.print(t)
+    for o in result.opinions:
+        skipped = ", ".join(f"{n} {why}" for why, n in o.skipped.most_common()) or "none"
+        out.print(
+            f"{o.source} (second opinion, writes nothing): {o.items} items read, skipped: {skipped}; "
+            f"{len(o.prices)} comparable, {o.not_in_catalog} not in the catalog, {o.compared} compared, "
+            f"{o.agree} agree within 1%, {len(o.disagreements)} disagree"
+        )
+        for d in o.disagreements[:50]:
+            out.print(
+                f"  {d.offering_id} {d.column}: catalog {d.catalog_usd_per_h}, retail API {d.retail_usd_per_h} "
+                f"({d.frac:.1%}, item {d.item})"
+            )
     for rel, d in result.diffs.items():
         for i, column, old, new, frac in d.moved[:20]:
             change = f"{frac:+.0%}" if frac is not None else "appeared" if not old else "disappeared"

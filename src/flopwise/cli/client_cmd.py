@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -228,7 +229,7 @@ def _request_rows(answer: Mapping[str, Any]) -> list[tuple[str, str]]:
             rows.append(
                 (
                     f"budget {res.get('budget_id')}",
-                    f"{fmt_num(res.get('amount'))} {res.get('unit')} {res.get('state')}",
+                    f"{fmt_num(res.get('amount'))} {res.get('unit')} {res.get('state')}" + _price_text(res),
                 )
             )
     for key, label in (("reasons", "why"), ("warnings", "warning"), ("threshold_flags", "threshold")):
@@ -236,6 +237,23 @@ def _request_rows(answer: Mapping[str, Any]) -> list[tuple[str, str]]:
     if answer.get("expires_at") and answer.get("state") == "pending":
         rows.append(("expires", str(answer["expires_at"])))
     return rows
+
+
+def _price_text(res: Mapping[str, Any]) -> str:
+    """The unit price a reservation was made at (and its catalog date) and, once settled, the metered one."""
+    reserved, settled = res.get("reserved_usd_per_device_h"), res.get("settled_usd_per_device_h")
+    if reserved is None and settled is None:
+        return ""
+    # prices are exact decimal strings: printed as they are, never rounded
+    text = f"; reserved at {reserved} USD/device-h" if reserved is not None else "; reserved price unknown"
+    if res.get("price_retrieved"):
+        text += f" (catalog {res['price_retrieved']})"
+    if settled is not None:
+        text += f", settled at {settled} USD/device-h"
+        change = res.get("price_change_usd_per_device_h")
+        if change is not None:
+            text += f" ({'+' if Decimal(str(change)) >= 0 else ''}{change})"
+    return text
 
 
 def _render_request(answer: Any) -> None:

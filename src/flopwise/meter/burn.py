@@ -278,7 +278,7 @@ def settle_actuals(
     from sqlalchemy import select
 
     from flopwise.store.models import BudgetReservation
-    from flopwise.store.queries import lock_budgets, settle_reservations
+    from flopwise.store.queries import lock_budgets, metered_unit_price, settle_reservations
 
     actuals = _actuals(session, request_ids)
     for request_id, actual in actuals.items():
@@ -291,11 +291,13 @@ def settle_actuals(
                 )
             )
         )
-        stale = [r for r in settled if r.amount != amounts[r.unit]]
+        price = metered_unit_price(amounts)
+        stale = [r for r in settled if r.amount != amounts[r.unit] or r.settled_usd_per_device_h != price]
         if stale:
             lock_budgets(session, [r.budget_id for r in stale])
             for r in stale:
                 r.amount = amounts[r.unit]
+                r.settled_usd_per_device_h = price
             session.flush()
     return actuals
 

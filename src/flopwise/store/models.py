@@ -230,7 +230,10 @@ class BudgetReservation(Base):
 
     ``amount`` is what counts now (see ``SPENDING_STATES``); ``reserved_amount`` keeps what was first reserved,
     so a settled row shows both the estimate and the actual usage. ``counted_at`` places the amount in a budget
-    period (for windowed sums).
+    period (for windowed sums). ``reserved_usd_per_device_h`` is the unit price the estimate was priced at (with
+    ``price_retrieved``, the retrieval date of the catalog row it came from; NULL when the caller gave the price),
+    ``settled_usd_per_device_h`` the metered price at settlement (metered USD / metered device-hours), so a
+    reservation made at one price and settled at another shows both.
     """
 
     __tablename__ = "budget_reservations"
@@ -249,6 +252,9 @@ class BudgetReservation(Base):
     unit: Mapped[str] = mapped_column(String(16))
     amount: Mapped[Decimal] = mapped_column(Money())
     reserved_amount: Mapped[Decimal] = mapped_column(Money())
+    reserved_usd_per_device_h: Mapped[Decimal | None] = mapped_column(Money())
+    price_retrieved: Mapped[str | None] = mapped_column(String(10))
+    settled_usd_per_device_h: Mapped[Decimal | None] = mapped_column(Money())
     state: Mapped[str] = mapped_column(String(16), default="reserved")
     counted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     created_at: Mapped[datetime] = _created()

@@ -68,9 +68,11 @@ __all__ = [
     "hard_cap_check",
     "insert_request_idempotent",
     "lock_budgets",
+    "metered_unit_price",
     "release_reservations",
     "reserve_against_budgets",
     "settle_reservations",
+    "settled_price_effect",
     "upsert_admission_job",
 ]
 
@@ -198,6 +200,8 @@ def reserve_against_budgets(
     admission_job_id: int | None = None,
     counted_at: datetime | None = None,
     window_for: WindowFor | None = None,
+    unit_price: Decimal | None = None,
+    price_retrieved: str | None = None,
 ) -> ReservationResult:
     """Reserve an amount against every budget in *budget_ids*, all or nothing, for one request or admission job.
 
@@ -208,8 +212,11 @@ def reserve_against_budgets(
     hard budgets within their amount. Nothing is written unless every budget allows. A holder that already has
     an active reservation on a budget is not charged twice (its check says ``already_reserved``). The caller
     commits; on SQLite the session's transaction must start here or with ``write_session``/``begin_write``.
+    *unit_price* (USD per device-hour) and *price_retrieved* (the catalog row's retrieval date) record the price
+    the estimate was made at on every reservation written.
     """
     holder_column, holder_id = _holder(request_id, admission_job_id)
+    price = None if unit_price is None else to_money(unit_price, "unit_price")
     if not isinstance(amounts, Mapping) and len(amounts) != len(budget_ids):
         raise InputError(
             "amounts", list(amounts), f"give one amount per budget id ({len(budget_ids)} budget ids)"
@@ -271,6 +278,9 @@ def reserve_against_budgets(
             existing.reserved_amount = amount
             existing.state = "reserved"
             existing.counted_at = at
+            existing.reserved_usd_per_device_h = price
+            existing.price_retrieved = price_retrieved
+            existing.settled_usd_per_device_h = None
             row = existing
         else:
             row = BudgetReservation(
@@ -280,6 +290,8 @@ def reserve_against_budgets(
                 reserved_amount=amount,
                 state="reserved",
                 counted_at=at,
+                reserved_usd_per_device_h=price,
+                price_retrieved=price_retrieved,
                 **{holder_column: holder_id},
             )
             session.add(row)
@@ -328,7 +340,9 @@ def settle_reservations(
 
     Each reserved/committed reservation becomes ``settled`` with ``amount = actual[its unit]``; the estimate
     stays in ``reserved_amount``. Actual usage is recorded even if it overruns a hard budget (it happened).
-    The budget rows are locked first, so a concurrent reservation sees the settled amounts.
+    The budget rows are locked first, so a concurrent reservation sees the settled amounts. When *actual* has
+    both ``usd`` and ``device_hours`` (above zero), the metered unit price ``usd / device_hours`` is recorded in
+    ``settled_usd_per_device_h`` beside the price the reservation was made at (:func:`metered_unit_price`).
     """
     column, holder_id = _holder(request_id, admission_job_id)
     holder_attr = getattr(BudgetReservation, column)
@@ -349,6 +363,7 @@ def settle_reservations(
             .execution_options(populate_existing=True)
         )
     )
+    metered = metered_unit_price(actual)
     for row in rows:
         if row.unit not in actual:
             raise InputError("actual", dict(actual), f"give the actual usage in {row.unit!r}")
@@ -356,8 +371,52 @@ def settle_reservations(
         if row.amount < 0:
             raise InputError(f"actual[{row.unit!r}]", row.amount, "give actual usage >= 0")
         row.state = "settled"
+        row.settled_usd_per_device_h = metered
     session.flush()
     return len(rows)
+
+
+def metered_unit_price(actual: Mapping[str, Decimal]) -> Decimal | None:
+    """USD per device-hour of metered usage (*actual*: unit -> amount), or None without both units or hours."""
+    usd, hours = actual.get("usd"), actual.get("device_hours")
+    if usd is None or hours is None or Decimal(hours) <= 0:
+        return None
+    return to_money(Decimal(usd) / Decimal(hours), "settled_usd_per_device_h")
+
+
+def settled_price_effect(
+    session: Session, budget_id: int, window: tuple[datetime | None, datetime | None] | None
+) -> tuple[Decimal, Decimal] | None:
+    """For a USD budget: (what its settled reservations would have cost at the prices they were reserved at,
+    settled amount minus that) over the reservations with both prices in *window*; None when there are none.
+
+    A settled amount ``a`` at metered price ``p_s`` covers ``a / p_s`` device-hours; at the reserved price ``p_r``
+    they would have cost ``a * p_r / p_s``; the difference is the part of the settlement due to the price.
+    """
+    stmt = select(
+        BudgetReservation.amount,
+        BudgetReservation.reserved_usd_per_device_h,
+        BudgetReservation.settled_usd_per_device_h,
+    ).where(
+        BudgetReservation.budget_id == budget_id,
+        BudgetReservation.unit == "usd",
+        BudgetReservation.state == "settled",
+        BudgetReservation.reserved_usd_per_device_h.is_not(None),
+        BudgetReservation.settled_usd_per_device_h.is_not(None),
+        BudgetReservation.settled_usd_per_device_h > 0,
+    )
+    start, end = window if window is not None else (None, None)
+    if start is not None:
+        stmt = stmt.where(BudgetReservation.counted_at >= start)
+    if end is not None:
+        stmt = stmt.where(BudgetReservation.counted_at < end)
+    rows = session.execute(stmt).all()
+    if not rows:
+        return None
+    settled = sum((a for a, _, _ in rows), Decimal(0))
+    at_reserved = sum((a * r / s for a, r, s in rows), Decimal(0))
+    at_reserved = to_money(at_reserved.quantize(Decimal("0.000001")), "at_reserved")
+    return at_reserved, settled - at_reserved
 
 
 def _insert_on_conflict_do_nothing(session: Session, model: type, values: Mapping[str, Any], keys: list[str]):

@@ -11,9 +11,10 @@ Sources (``SOURCES``), each with the files it reads in three modes:
 - ``--from DIR`` or ``--from URL``: the same files laid out as the snapshot in ``shared/data/catalogs`` (``skypilot/
   v9-aws-vms.csv`` ...), from a folder or an HTTP server.
 
-AWS Price List and Azure Retail Prices are not fetched: no real response of theirs is at hand to test a parser
-against (a hand-invented one would prove nothing), so SkyPilot's catalog, itself generated from those APIs,
-is the one price source.
+- ``azure-retail``: the Azure Retail Prices API, a second opinion on the SkyPilot-derived Azure rows (it writes
+  nothing; the refresh reports where the two disagree by more than 1%), tested against the response examples
+  Microsoft documents. AWS's Price List API is not read: no real response of it was at hand to test a parser
+  against (a hand-invented one would prove nothing).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ _C_0987 = "098741e70562f65d7af1cceb81e33b284f742604"
 _C_D9BF = "d9bf3aa4d21f5c1e1f3d8fde27adf0204c46fbc8"
 _GCP_RAW = "https://raw.githubusercontent.com/GoogleCloudPlatform/region-carbon-info/main/data/yearly"
 _GCP_BLOB = "https://github.com/GoogleCloudPlatform/region-carbon-info/blob"
+#: every pay-as-you-go virtual machine price (about 1,300 pages of 100 items); NextPageLink is followed
+_AZURE_RETAIL = (
+    "https://prices.azure.com/api/retail/prices?$filter=serviceName%20eq%20%27Virtual%20Machines%27"
+    "%20and%20priceType%20eq%20%27Consumption%27"
+)
 
 
 @dataclass(frozen=True)
@@ -52,17 +58,19 @@ class SourceFile:
 @dataclass(frozen=True)
 class Source:
     name: str
-    kind: str  # "skypilot" | "gcp-carbon" | "owid"
+    kind: str  # "skypilot" | "gcp-carbon" | "owid" | "azure-retail"
     files: tuple[SourceFile, ...]
     cloud: str = ""
 
     @property
     def output(self) -> str:
-        """The catalog file this source writes (relative to the catalog directory)."""
+        """The catalog file this source writes (relative to the catalog directory); "" for a second opinion."""
+        if self.kind == "azure-retail":
+            return ""
         return f"offerings/{self.cloud}.csv" if self.kind == "skypilot" else "regions.csv"
 
 
-def _sky(cloud: str, version: str, commit: str, cpu: bool = False) -> Source:
+def _sky(cloud: str, version: str, commit: str, extracts: tuple[str, ...] = ()) -> Source:
     files = [
         SourceFile(
             f"skypilot/{version}-{cloud}-vms.csv",
@@ -70,10 +78,12 @@ def _sky(cloud: str, version: str, commit: str, cpu: bool = False) -> Source:
             f"{_SKY_BLOB}/{commit}/catalogs/{version}/{cloud}/vms.csv",
         )
     ]
-    if cpu:  # the snapshot keeps the CPU rows apart; upstream they are in the same vms.csv
+    # the snapshot keeps some rows of the same vms.csv apart (CPU-only VMs; GCP's GPU machine-type host rows);
+    # upstream they are all in the one vms.csv, so these files have no upstream URL of their own
+    for part in extracts:
         files.append(
             SourceFile(
-                f"skypilot/{version}-{cloud}-vms-cpu.csv",
+                f"skypilot/{version}-{cloud}-vms-{part}.csv",
                 None,
                 f"{_SKY_BLOB}/{commit}/catalogs/{version}/{cloud}/vms.csv",
                 required=False,
@@ -85,8 +95,8 @@ def _sky(cloud: str, version: str, commit: str, cpu: bool = False) -> Source:
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
-        _sky("aws", "v9", _C_2C3D, cpu=True),
-        _sky("gcp", "v9", _C_2C3D, cpu=True),
+        _sky("aws", "v9", _C_2C3D, ("cpu",)),
+        _sky("gcp", "v9", _C_2C3D, ("cpu", "gpuhosts")),
         _sky("azure", "v6", _C_0987),
         _sky("oci", "v9", _C_A5BE),
         _sky("lambda", "v9", _C_2C3D),
@@ -110,6 +120,18 @@ SOURCES: dict[str, Source] = {
                     year=2024,
                 ),
             ),
+        ),
+        Source(
+            "azure-retail",
+            "azure-retail",
+            (
+                SourceFile(
+                    "azure-retail/prices.json",
+                    _AZURE_RETAIL,
+                    "https://learn.microsoft.com/rest/api/cost-management/retail-prices/azure-retail-prices",
+                ),
+            ),
+            "azure",
         ),
         Source(
             "owid-carbon",

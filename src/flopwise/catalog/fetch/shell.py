@@ -27,6 +27,7 @@ from datetime import date
 from pathlib import Path
 
 from flopwise.catalog.fetch import SOURCES, Source, SourceFile, read_region_grids, rows_to_csv
+from flopwise.catalog.fetch.azure_retail import SecondOpinion, compare, read_pages
 from flopwise.catalog.fetch.carbon import parse_gcp_carbon, parse_owid
 from flopwise.catalog.fetch.diff import CatalogDiff, diff_rows
 from flopwise.catalog.fetch.regions import build_regions
@@ -59,6 +60,8 @@ class RefreshResult:
     diffs: dict[str, CatalogDiff] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
     history: str | None = None
+    #: second-opinion sources (azure-retail): what they said about the catalog's prices; they write nothing
+    opinions: list[SecondOpinion] = field(default_factory=list)
 
     @property
     def differs(self) -> bool:
@@ -71,6 +74,7 @@ class RefreshResult:
             "changes": {k: d.to_dict() for k, d in self.diffs.items()},
             "written": self.written,
             "history": self.history,
+            "second_opinions": [o.to_dict() for o in self.opinions],
         }
 
 
@@ -166,10 +170,11 @@ def read_csv_rows(path: Path) -> dict[str, dict[str, str]]:
 
 def _render(
     sources: list[Source], origin: str | None, retrieved: str
-) -> tuple[dict[str, str], list[SourceReport]]:
+) -> tuple[dict[str, str], list[SourceReport], list[SecondOpinion]]:
     registry = read_region_grids()
     outputs: dict[str, str] = {}
     reports: list[SourceReport] = []
+    opinions: list[SecondOpinion] = []
     gcp_files: list[tuple[int, str, str, str]] = []
     owid: tuple[str, str, str] | None = None
     for source in sources:
@@ -204,6 +209,9 @@ def _render(
                     url0,
                 )
             )
+        elif source.kind == "azure-retail":
+            location = files[0][0]
+            opinions.append(read_pages(source.name, location, lambda loc, src=source: fetch_text(src.name, loc)))
         elif source.kind == "gcp-carbon":
             for location, url, f in files:
                 year = f.year if f.year is not None else 0  # every Google carbon file names its year
@@ -227,7 +235,7 @@ def _render(
         reports.append(
             SourceReport("gcp-carbon+owid-carbon", "regions.csv", len(rows), lines, {}, gcp_files[0][2])
         )
-    return outputs, reports
+    return outputs, reports, opinions
 
 
 def _validate(outputs: dict[str, str], target: Path | None) -> None:
@@ -314,10 +322,21 @@ def refresh(
             (f"did you mean {hint[0]!r}? " if hint else "") + f"known sources: {', '.join(SOURCES)}",
         )
     retrieved = (today or date.today()).isoformat()
-    selected = [SOURCES[n] for n in (names or list(SOURCES))]
-    outputs, reports = _render(selected, origin, retrieved)
+    # a second opinion (azure-retail) is read only when named: it writes nothing and a real fetch is long
+    default = [n for n, src in SOURCES.items() if src.kind != "azure-retail"]
+    selected = [SOURCES[n] for n in (names or default)]
+    outputs, reports, opinions = _render(selected, origin, retrieved)
     _validate(outputs, None if check else target)
-    result = RefreshResult(retrieved, reports)
+    result = RefreshResult(retrieved, reports, opinions=opinions)
+    for opinion in opinions:  # compared with the rows this refresh writes, else with what the catalog holds now
+        rel = "offerings/azure.csv"
+        if rel in outputs:
+            rows = _rows_of(outputs[rel])
+        elif not check and target is not None and (target / rel).is_file():
+            rows = read_csv_rows(target / rel)
+        else:
+            rows = read_csv_rows(BUILTIN_DATA_DIR / rel)
+        compare(opinion, rows)
     for rel, text in outputs.items():
         new = _rows_of(text)
         current = BUILTIN_DATA_DIR / rel

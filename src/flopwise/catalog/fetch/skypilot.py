@@ -13,9 +13,17 @@ clouds). One offering is written per (instance type, region):
 Rows are skipped, and counted by reason in :class:`ParseResult.skipped`, when the catalog has no device for
 the accelerator (K80, M60, P100, P4, FPGAs, Radeon, Inferentia 1, Gaudi 1, Graviton2 T4g, Quadro RTX 6000,
 A800 PCIe), for fractional GPUs (AWS g6f/gr6f), multi-host TPU pod slices (the planner sizes pods itself from
-the per-host slice), TPU rows priced 700.0 (SkyPilot's placeholder for a TPU not sold in that region), and GCP
-GPU rows: SkyPilot prices GCP accelerators apart from the host VM (the a2/a3/g2 machine-type rows carry no
-AcceleratorName), so a GPU row alone would under-price the instance.
+the per-host slice), and TPU rows priced 700.0 (SkyPilot's placeholder for a TPU not sold in that region).
+
+GCP GPUs are composed as SkyPilot's own ``sky/catalog/gcp_catalog.py`` composes them (``_ACC_INSTANCE_TYPE_DICTS``
+and ``list_accelerators``): the GPU rows (empty InstanceType) price the accelerators alone, the machine-type rows
+(a2-highgpu-Ng, a2-megagpu-16g, a2-ultragpu-Ng, a3-highgpu-Ng, a3-megagpu-8g, a3-ultragpu-8g, a4-highgpu-8g,
+g2-standard-N; empty AcceleratorName) price the host VM, and the instance costs host + GPUs, zone by zone, on
+demand and spot alike. The offering is the machine type (``gcp:a3-highgpu-8g:us-central1``). SkyPilot lists the
+A4 host at 0.0 because Google prices the B200 SKU with the VM included (skypilot-org/skypilot#8125). GPUs that
+SkyPilot attaches to an N1 host of its choosing (T4, V100, P4, P100) are not composed: that host choice is a
+launch-time default, not a listed instance; they are counted as skipped. A GPU row with no host row in its zone
+(and a host row with no GPU row) yields no offering and is counted.
 
 CPU-only rows become CPU offerings with their vCPU count: an instance of whole sockets counts them
 (c7g.16xlarge = 1 Graviton3, c7i.48xlarge = 2 Xeon Sapphire Rapids sockets); a smaller one is one device with
@@ -34,9 +42,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from flopwise.catalog.cpu import BURSTABLE_BASELINE_FRAC, burstable_note
-from flopwise.catalog.fetch.table import Record, read_table
+from flopwise.catalog.fetch.table import FetchError, Record, read_table
 
-__all__ = ["CLOUD_PROVIDERS", "ParseResult", "device_for", "parse_vms"]
+__all__ = ["CLOUD_PROVIDERS", "GCP_GPU_MACHINES", "ParseResult", "device_for", "parse_vms"]
 
 #: SkyPilot cloud folder -> flopwise provider slug
 CLOUD_PROVIDERS = {
@@ -167,6 +175,53 @@ _SIMPLE = {
 }
 
 
+#: GCP machine types that carry GPUs, from SkyPilot's ``_ACC_INSTANCE_TYPE_DICTS`` (sky/catalog/gcp_catalog.py):
+#: machine type -> (SkyPilot accelerator name, GPUs per VM). g2-standard-4 to -32 all carry one L4.
+GCP_GPU_MACHINES: dict[str, tuple[str, int]] = {
+    "a2-highgpu-1g": ("A100", 1),
+    "a2-highgpu-2g": ("A100", 2),
+    "a2-highgpu-4g": ("A100", 4),
+    "a2-highgpu-8g": ("A100", 8),
+    "a2-megagpu-16g": ("A100", 16),
+    "a2-ultragpu-1g": ("A100-80GB", 1),
+    "a2-ultragpu-2g": ("A100-80GB", 2),
+    "a2-ultragpu-4g": ("A100-80GB", 4),
+    "a2-ultragpu-8g": ("A100-80GB", 8),
+    "g2-standard-4": ("L4", 1),
+    "g2-standard-8": ("L4", 1),
+    "g2-standard-12": ("L4", 1),
+    "g2-standard-16": ("L4", 1),
+    "g2-standard-32": ("L4", 1),
+    "g2-standard-24": ("L4", 2),
+    "g2-standard-48": ("L4", 4),
+    "g2-standard-96": ("L4", 8),
+    "a3-highgpu-1g": ("H100", 1),
+    "a3-highgpu-2g": ("H100", 2),
+    "a3-highgpu-4g": ("H100", 4),
+    "a3-highgpu-8g": ("H100", 8),
+    "a3-megagpu-8g": ("H100-MEGA", 8),
+    "a3-ultragpu-8g": ("H200", 8),
+    "a4-highgpu-8g": ("B200", 8),
+}
+_GCP_GPU_NAMES = {name for name, _ in GCP_GPU_MACHINES.values()}
+_SUSPECT = "the source prices these GPUs higher as spot than on demand"
+
+
+@dataclass(frozen=True)
+class _ZonePrice:
+    price: Decimal | None
+    spot: Decimal | None
+    line: int
+    location: str
+
+
+@dataclass(frozen=True)
+class _GcpHost:
+    vcpus: int
+    mem_gib: float
+    zone: _ZonePrice
+
+
 @dataclass
 class ParseResult:
     """Offering rows (dicts keyed by the catalog's OFFERING_COLUMNS) and the skipped source lines by reason."""
@@ -174,6 +229,10 @@ class ParseResult:
     rows: list[dict[str, str]] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)
     source_lines: int = 0
+    #: GCP parts waiting to be composed by :func:`finish`: (accelerator, count, region, zone) -> price, and
+    #: (machine type, region, zone) -> host, with the source_url of the file each came from
+    gcp_gpus: dict[tuple[str, int, str, str], tuple[_ZonePrice, str]] = field(default_factory=dict)
+    gcp_hosts: dict[tuple[str, str, str], tuple[_GcpHost, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -235,6 +294,8 @@ def parse_vms(
         spot = rec.price("SpotPrice")
         name = rec.text("AcceleratorName")
         instance_type = rec.text("InstanceType")
+        if cloud == "gcp" and _gcp_part(rec, name, instance_type, region, price, spot, source_url, res):
+            continue
         kept = _classify(cloud, rec, name, instance_type, price, res)
         if kept is None:
             continue
@@ -266,6 +327,120 @@ def parse_vms(
         if spot is not None:
             entry.spots.append(spot)
     return res
+
+
+def _gcp_part(
+    rec: Record,
+    name: str,
+    instance_type: str,
+    region: str,
+    price: Decimal | None,
+    spot: Decimal | None,
+    source_url: str,
+    res: ParseResult,
+) -> bool:
+    """Keep a GCP GPU row or GPU machine-type (host) row for :func:`finish` to compose; True when it was one."""
+    if instance_type in GCP_GPU_MACHINES and not name:
+        vcpus_f = rec.number("vCPUs")
+        mem_gib = rec.number("MemoryGiB")
+        if vcpus_f is None or mem_gib is None:
+            raise rec.fail("vCPUs", "is empty for a GPU machine type; the source must list vCPUs and MemoryGiB")
+        key = (instance_type, region, _zone(rec))
+        host = _GcpHost(int(vcpus_f), mem_gib, _ZonePrice(price, spot, rec.line, rec.location))
+        _keep_once(res.gcp_hosts, key, (host, source_url), rec, host.zone)
+        return True
+    if name and not instance_type and not name.startswith("tpu-"):
+        if name not in _GCP_GPU_NAMES:
+            reason = (
+                "GCP GPU on an N1 host SkyPilot picks at launch (not a listed instance)"
+                if device_for("gcp", name, "") is not None
+                else "accelerator with no catalog device"
+            )
+            res.skipped[reason] += 1
+            return True
+        count_f = rec.number("AcceleratorCount")
+        if count_f is None or count_f != int(count_f) or count_f < 1:
+            raise rec.fail("AcceleratorCount", f"{rec.text('AcceleratorCount')!r} is not a whole GPU count")
+        zp = _ZonePrice(price, spot, rec.line, rec.location)
+        _keep_once(res.gcp_gpus, (name, int(count_f), region, _zone(rec)), (zp, source_url), rec, zp)
+        return True
+    return False
+
+
+def _zone(rec: Record) -> str:
+    zone = rec.cells.get("AvailabilityZone", "").strip()
+    if not zone:
+        raise rec.fail("AvailabilityZone", "is empty; GCP prices are composed zone by zone")
+    return zone
+
+
+def _keep_once(store: dict, key: tuple, value: tuple, rec: Record, zp: _ZonePrice) -> None:
+    """Store *value* under *key*; an exact repeat (the GCP source has 154) is fine, a different price is not."""
+    seen = store.get(key)
+    if seen is None:
+        store[key] = value
+        return
+    old = seen[0].zone if isinstance(seen[0], _GcpHost) else seen[0]
+    if (old.price, old.spot) != (zp.price, zp.spot):
+        raise rec.fail(
+            "Price",
+            f"{zp.price}/{zp.spot} differs from {old.price}/{old.spot} on line {old.line} for the same "
+            f"{' '.join(str(k) for k in key)}; a zone has one price",
+        )
+
+
+def _compose_gcp(acc: dict[tuple[str, str], _Acc], result: ParseResult) -> None:
+    """GCP GPU machine types priced as host VM + GPUs per zone (SkyPilot's composition), into *acc*."""
+    gpu_zones_used: set[tuple[str, int, str, str]] = set()
+    for (machine, region, zone), (host, url) in sorted(result.gcp_hosts.items()):
+        acc_name, count = GCP_GPU_MACHINES[machine]
+        gpu_key = (acc_name, count, region, zone)
+        gpu = result.gcp_gpus.get(gpu_key)
+        if gpu is None:
+            result.skipped["GCP GPU machine type with no GPU price in its zone"] += 1
+            continue
+        gpu_zones_used.add(gpu_key)
+        gp = gpu[0]
+        hp = host.zone
+        on_demand = hp.price + gp.price if hp.price is not None and gp.price is not None else None
+        spot = hp.spot + gp.spot if hp.spot is not None and gp.spot is not None else None
+        device_id = device_for("gcp", acc_name, machine)
+        assert device_id is not None, acc_name  # every name in GCP_GPU_MACHINES has a device
+        entry = acc.get((machine, region))
+        if entry is None:
+            ram = (Decimal(str(host.mem_gib)) * _GIB_TO_GB).quantize(Decimal("0.1"))
+            note = (
+                f"host {machine} + {count} {acc_name} GPU(s), priced apart in the source and added zone by zone "
+                f"as SkyPilot's gcp_catalog does; ram_gb converted from {host.mem_gib:g} GiB"
+            )
+            if hp.price == 0:
+                note += (
+                    "; the source lists the host at 0.0, the GPU price includes the VM "
+                    "(skypilot-org/skypilot#8125)"
+                )
+            entry = acc[(machine, region)] = _Acc(
+                machine, region, device_id, count, host.vcpus, ram, on_demand, hp.line, [], 0, note, url
+            )
+        elif entry.on_demand != on_demand:
+            raise FetchError(
+                "skypilot-gcp",
+                hp.location,
+                hp.line,
+                "Price",
+                f"{machine} in {zone} costs {on_demand} on demand (host + GPUs) but {entry.on_demand} in another "
+                f"zone of {region.split(':', 1)[1]}; on-demand prices must agree across the zones of a region",
+            )
+        entry.zones += 1
+        if spot is not None:
+            entry.spots.append(spot)
+        if gp.price is not None and gp.spot is not None and gp.spot > gp.price and _SUSPECT not in entry.extra_note:
+            entry.extra_note += (
+                f"; {_SUSPECT} ({acc_name} x{count}: on-demand {_money(gp.price)}, spot {_money(gp.spot)} "
+                "in the source), so the on-demand total is likely not the list price; treat it as approximate"
+            )
+    unused = [k for k in result.gcp_gpus if k not in gpu_zones_used]
+    if unused:
+        result.skipped["GCP GPU with no host machine-type row in its zone"] += len(unused)
 
 
 def _classify(
@@ -320,9 +495,6 @@ def _classify(
         res.skipped["accelerator with no catalog device"] += 1
         return None
     device_id = gpu_id
-    if cloud == "gcp":
-        res.skipped["GCP GPU priced without its host VM"] += 1
-        return None
     count_f = rec.number("AcceleratorCount")
     if count_f is None or count_f < 1 or count_f != int(count_f):
         res.skipped["fractional GPU"] += 1
@@ -351,6 +523,9 @@ def finish(
     result: ParseResult,
 ) -> ParseResult:
     """Turn the per-region accumulators into offering rows (sorted by id)."""
+    if result.gcp_hosts or result.gcp_gpus:
+        acc = dict(acc)
+        _compose_gcp(acc, result)
     for (instance_type, region), e in sorted(acc.items()):
         spot = min(e.spots) if e.spots else None
         notes = [e.extra_note]

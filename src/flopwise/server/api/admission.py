@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from flopwise.server.api.requests import ReservationPrices
 from flopwise.server.auth import Principal, authorize
 from flopwise.server.decisions import (
     AdmissionIn,
@@ -52,7 +53,7 @@ _BUDGET_COLUMN = {
 _MAX_AMOUNT = Decimal(10) ** 12
 
 
-class AdmissionReservation(BaseModel):
+class AdmissionReservation(ReservationPrices):
     budget_id: int
     unit: str
     amount: Decimal
@@ -239,7 +240,10 @@ def decide(
             return _public(session, job)
         if decided is None:  # quotas: decide under the budget and quota locks
             decided = decide_facts(session, catalog, estimated, scope, now, lock=True, exclude=(None, job.id))
-        result = reserve(session, decided, now, admission_job_id=job.id)
+        result = reserve(
+            session, decided, now, admission_job_id=job.id,
+            unit_price=estimated.usd_per_device_h, price_retrieved=estimated.price_retrieved,
+        )  # fmt: skip
         outcome, reasons = result.outcome, result.reasons
         released = False
         if outcome == "require_approval":
@@ -280,7 +284,9 @@ def decide(
     reservations = (
         [
             AdmissionReservation(budget_id=int(r.budget_id), unit=r.unit, amount=to_money(r.amount),
-                                 reserved_amount=to_money(r.amount), state=state)
+                                 reserved_amount=to_money(r.amount), state=state,
+                                 reserved_usd_per_device_h=estimated.usd_per_device_h,
+                                 price_retrieved=estimated.price_retrieved)
             for r in result.decision.reservations
         ]
         if result.reservation_ids

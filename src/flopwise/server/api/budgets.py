@@ -1,7 +1,8 @@
 """Budgets: a cap per scope (organization, team, project) and period, in usd, device_hours, kwh or co2e_kg.
 
 Hard budgets fail closed at admission (a request that would overrun is denied), soft ones fail open with a
-warning. ``GET`` shows what is reserved, committed and settled in the current window and what remains.
+warning. ``GET`` shows what is reserved, committed and settled in the current window and what remains, and for a
+USD budget what the settled usage would have cost at the prices it was reserved at (the price difference).
 """
 
 from __future__ import annotations
@@ -100,6 +101,11 @@ class BudgetPublic(BaseModel):
     remaining: Decimal
     used_frac: Decimal | None
     alerts_crossed: list[Decimal]
+    #: USD budgets, over the settled reservations in the window that carry both unit prices: what their usage
+    #: would have cost at the prices it was reserved at, and their settled amount minus that (the part due to a
+    #: price that moved between reservation and settlement); None when no settled reservation carries both
+    settled_at_reserved_prices: Decimal | None = None
+    settled_price_difference: Decimal | None = None
 
 
 def _public(session: Session, budget: object, now: datetime) -> BudgetPublic:
@@ -108,6 +114,11 @@ def _public(session: Session, budget: object, now: datetime) -> BudgetPublic:
     amount: Decimal = budget.amount  # type: ignore[attr-defined]
     alerts = [Decimal(str(a)) for a in budget.alert_thresholds or ()]  # type: ignore[attr-defined]
     crossed = [a for a in alerts if usage.used >= a * amount and usage.used > 0]
+    effect = None
+    if budget.unit == "usd":  # type: ignore[attr-defined]
+        from flopwise.store import settled_price_effect
+
+        effect = settled_price_effect(session, budget.id, window)  # type: ignore[attr-defined]
     return BudgetPublic(
         id=budget.id,  # type: ignore[attr-defined]
         org_id=budget.org_id,  # type: ignore[attr-defined]
@@ -131,6 +142,8 @@ def _public(session: Session, budget: object, now: datetime) -> BudgetPublic:
         remaining=amount - usage.used,
         used_frac=(usage.used / amount).quantize(Decimal("0.000001")) if amount > 0 else None,
         alerts_crossed=crossed,
+        settled_at_reserved_prices=effect[0] if effect else None,
+        settled_price_difference=effect[1] if effect else None,
     )
 
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -64,7 +64,24 @@ class CommentPublic(BaseModel):
     at: datetime
 
 
-class ReservationPublic(BaseModel):
+class ReservationPrices(BaseModel):
+    """The unit price a reservation was made at (and the retrieval date of the catalog row it came from) and the
+    metered unit price it settled at, with the difference: a reservation priced at one price and settled at
+    another shows both. USD per device-hour; None where unknown (a given price has no catalog date)."""
+
+    reserved_usd_per_device_h: Decimal | None = None
+    price_retrieved: str | None = None
+    settled_usd_per_device_h: Decimal | None = None
+    price_change_usd_per_device_h: Decimal | None = None
+
+    @model_validator(mode="after")
+    def _change(self) -> ReservationPrices:
+        if self.reserved_usd_per_device_h is not None and self.settled_usd_per_device_h is not None:
+            self.price_change_usd_per_device_h = self.settled_usd_per_device_h - self.reserved_usd_per_device_h
+        return self
+
+
+class ReservationPublic(ReservationPrices):
     budget_id: int
     unit: str
     amount: Decimal
@@ -356,7 +373,10 @@ def create_request(
             return _public(session, row, now)
         if decided is None:  # quotas: decide under the budget and quota locks
             decided = decide(session, catalog, estimated, scope, now, lock=True, exclude=(row.id, None))
-        result = reserve(session, decided, now, request_id=row.id)
+        result = reserve(
+            session, decided, now, request_id=row.id,
+            unit_price=estimated.usd_per_device_h, price_retrieved=estimated.price_retrieved,
+        )  # fmt: skip
         decision = result.decision
         row.state = {"allow": "approved", "require_approval": "pending", "deny": "denied"}[result.outcome]
         row.decision_trace = trace_json(
@@ -395,7 +415,9 @@ def create_request(
     reservations = (
         [
             ReservationPublic(budget_id=int(r.budget_id), unit=r.unit, amount=to_money(r.amount),
-                              reserved_amount=to_money(r.amount), state="reserved")
+                              reserved_amount=to_money(r.amount), state="reserved",
+                              reserved_usd_per_device_h=estimated.usd_per_device_h,
+                              price_retrieved=estimated.price_retrieved)
             for r in decision.reservations
         ]
         if result.reservation_ids

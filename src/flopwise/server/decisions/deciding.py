@@ -351,10 +351,13 @@ def reserve(
     *,
     request_id: int | None = None,
     admission_job_id: int | None = None,
+    unit_price: Decimal | None = None,
+    price_retrieved: str | None = None,
 ) -> DecisionResult:
     """Reserve what *decided* needs, in the caller's write transaction: the budget rows are locked (ascending id)
     and each hard budget's spent sum is read again under the lock, so concurrent callers reserve one after the
-    other and a hard budget is never overspent. A reservation the store refuses turns the outcome into deny."""
+    other and a hard budget is never overspent. A reservation the store refuses turns the outcome into deny.
+    *unit_price* and *price_retrieved* (from :class:`EstimatedFacts`) are recorded on the reservations."""
     decision, outcome, reasons = decided.decision, decided.outcome, decided.reasons
     reservation_ids: tuple[int, ...] = ()
     if outcome != "deny" and decision.reservations:
@@ -366,6 +369,8 @@ def reserve(
             admission_job_id=admission_job_id,
             counted_at=now,
             window_for=lambda b: decided.windows.get(b.id),
+            unit_price=unit_price,
+            price_retrieved=price_retrieved,
         )
         if not result.ok:
             outcome = "deny"
@@ -392,7 +397,15 @@ def decide_and_reserve(
     decided = decide(
         session, catalog, estimated, scope, now, lock=True, exclude=(request_id, admission_job_id)
     )
-    return reserve(session, decided, now, request_id=request_id, admission_job_id=admission_job_id)
+    return reserve(
+        session,
+        decided,
+        now,
+        request_id=request_id,
+        admission_job_id=admission_job_id,
+        unit_price=estimated.usd_per_device_h,
+        price_retrieved=estimated.price_retrieved,
+    )
 
 
 def audit(

@@ -66,9 +66,14 @@ class RequestScope:
 
 @dataclass(frozen=True)
 class EstimatedFacts:
+    """The facts policy decides on, the estimate shown, and the unit price it was made at (USD per device-hour,
+    with the retrieval date of the catalog row it came from; None when the caller gave the price)."""
+
     facts: govern.RequestFacts
     device: Device
     estimate: dict[str, Any]
+    usd_per_device_h: Decimal | None = None
+    price_retrieved: str | None = None
 
 
 def to_jsonable(value: Any) -> Any:
@@ -145,12 +150,13 @@ def _device_of(catalog: Catalog, name: str) -> Device:
 
 def _price(
     catalog: Catalog, device: Device, body: WorkloadIn | AdmissionIn, region: Region | None
-) -> tuple[Decimal, Region | None, str]:
-    """Price per device-hour: the body's override, else the cheapest catalog price of the pricing kind."""
+) -> tuple[Decimal, Region | None, str, str | None]:
+    """Price per device-hour: the body's override, else the cheapest catalog price of the pricing kind; with the
+    region, the price's description and the retrieval date of the catalog row it came from (None when given)."""
     from flopwise.catalog.pricing import quote_price
 
     if body.usd_per_device_h is not None:
-        return body.usd_per_device_h, region, "given"
+        return body.usd_per_device_h, region, "given", None
     try:
         quote = quote_price(
             catalog.offerings,
@@ -168,9 +174,10 @@ def _price(
 
         # at full power (TDP), the owned device's worst case; the profile's PUE, as the estimator does
         usd_per_h = onprem_usd_per_device_h(quote.onprem, device.tdp_w, quote.onprem.pue)
-        return money.from_float(usd_per_h, "usd_per_device_h", PRICE_STEP), region, quote.describe()
-    assert quote.usd_per_device_h is not None
-    return quote.usd_per_device_h, region or quote.region, quote.describe()
+        price = money.from_float(usd_per_h, "usd_per_device_h", PRICE_STEP)
+        return price, region, quote.describe(), quote.onprem.retrieved or None
+    assert quote.usd_per_device_h is not None and quote.offering is not None
+    return quote.usd_per_device_h, region or quote.region, quote.describe(), quote.offering.retrieved or None
 
 
 def _context(body: WorkloadIn | AdmissionIn, scope: RequestScope, region: Region | None) -> dict[str, Any]:
@@ -197,7 +204,7 @@ def request_facts(
     """The facts of a compute request, from its chosen plan or estimated from its parameters."""
     device = _device_of(catalog, body.device)
     region = _region_of(catalog, body.region)
-    price, region, price_basis = _price(catalog, device, body, region)
+    price, region, price_basis, retrieved = _price(catalog, device, body, region)
     grid = _grid(catalog, region)
     peak = govern.device_peak_flop_per_s(device)
     count = body.device_count
@@ -237,7 +244,7 @@ def request_facts(
         **_context(body, scope, region),
     )
     _check_fits(facts)
-    return EstimatedFacts(facts, device, to_jsonable(estimate))
+    return EstimatedFacts(facts, device, to_jsonable(estimate), price, retrieved)
 
 
 def _check_fits(facts: govern.RequestFacts) -> None:
@@ -363,7 +370,7 @@ def admission_request_facts(catalog: Catalog, body: AdmissionIn, scope: RequestS
     """The worst case of a scheduler job: every device busy at full power for the maximum duration."""
     device = _device_of(catalog, body.device)
     region = _region_of(catalog, body.region)
-    price, region, price_basis = _price(catalog, device, body, region)
+    price, region, price_basis, retrieved = _price(catalog, device, body, region)
     grid = _grid(catalog, region)
     facts = govern.admission_facts(
         workload=body.workload,
@@ -380,4 +387,4 @@ def admission_request_facts(catalog: Catalog, body: AdmissionIn, scope: RequestS
     )
     estimate = {"basis": "admission worst case", "price_usd_per_device_h": price, "price": price_basis}
     _check_fits(facts)
-    return EstimatedFacts(facts, device, to_jsonable({**estimate, "region": grid.id}))
+    return EstimatedFacts(facts, device, to_jsonable({**estimate, "region": grid.id}), price, retrieved)
