@@ -172,3 +172,20 @@ def test_seen_keys_number_repeats_as_the_key_deduper_does():
     for i in range(0, len(keys), 6):
         got += seen.unique(keys[i : i + 6])
     assert got == expected
+
+
+def test_without_pyarrow_the_row_path_reads_it_and_says_so_once(factory, monkeypatch):
+    import warnings
+
+    from flopwise.meter import ingest_columnar
+
+    monkeypatch.setattr(ingest_columnar, "pyarrow_available", lambda: False)
+    monkeypatch.setattr(ingest_columnar, "_warned", [False])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = columnar_focus_plan(str(DATA / "focus/focus-1.0-sample.csv"), None)
+        second = columnar_focus_plan(str(DATA / "focus/focus-1.0-sample.csv"), None)
+    assert first == second == (None, "pyarrow is not installed")
+    assert len([w for w in caught if "pyarrow is not installed" in str(w.message)]) == 1
+    result = ingest_source(factory, "focus", DATA / "focus/focus-1.0-sample.csv", catalog=CAT)
+    assert result.rows_read == 1000 and result.reconciles

@@ -68,13 +68,15 @@ if TYPE_CHECKING:
 
 __all__ = ["BATCH_ROWS", "ColumnBatch", "columnar_focus_plan", "focus_column_batches", "pyarrow_available"]
 
-#: rows per columnar batch (one write transaction each)
-BATCH_ROWS = 50_000
+#: rows per columnar batch (one write transaction each; memory is proportional to it, not to the file)
+BATCH_ROWS = 20_000
 #: bytes pyarrow reads per block
-_BLOCK_BYTES = 4 << 20
+_BLOCK_BYTES = 1 << 20
 _TIME_RE = r"^\d{4}-\d{2}-\d{2}[T ](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:Z|\+00:00)?$"
 _MONEY_DIGITS = len(str(int(MAX_MONEY_ABS))) - 1  # |amount| < MAX_MONEY_ABS: at most this many integer digits
-_MONEY_RE = rf"^-?\d{{1,{_MONEY_DIGITS}}}(?:\.\d{{1,6}})?$"
+#: decimal places read exactly (then rounded half-even to the ledger's 6, as ``store.types.to_money`` does)
+_MONEY_PLACES_READ = 20
+_MONEY_RE = rf"^-?\d{{1,{_MONEY_DIGITS}}}(?:\.\d{{1,{_MONEY_PLACES_READ}}})?$"
 _NUMBER_RE = r"^-?\d+(?:\.\d+)?$"
 #: characters JSON escapes (the key text and x_extra are JSON), and surrounding blanks (values are stripped)
 _NEEDS_ROW_PATH_RE = r'["\\\x00-\x1f]|^\s|\s$'
@@ -326,7 +328,7 @@ class _FocusColumns:
             good = pc.and_(form, pc.fill_null(same, False))
             good = pc.or_(good, pc.is_null(col))
             ok &= good.to_numpy(zero_copy_only=False)
-            canon_text[name] = pc.binary_join_element_wise(text19, "Z", "")
+            canon_text[name] = _concat(text19, "Z")
             ts = pc.assume_timezone(ts, "UTC")
             parsed_times[name] = ts
         start, end = parsed_times["ChargePeriodStart"], parsed_times["ChargePeriodEnd"]
@@ -371,7 +373,11 @@ class _FocusColumns:
         times_text = {name: pc.filter(t, mask) for name, t in canon_text.items()}
         for name in ("BilledCost", "EffectiveCost", "ListCost"):
             if name in fcols:
-                money[name] = pc.cast(fcols[name], self.money_type)
+                exact = pc.cast(
+                    fcols[name], pa.decimal128(_MONEY_DIGITS + _MONEY_PLACES_READ, _MONEY_PLACES_READ)
+                )
+                rounded = pc.round(exact, ndigits=6, round_mode="half_to_even")
+                money[name] = pc.cast(rounded, self.money_type)
         if "Tags" in fcols:
             tags = fcols["Tags"].dictionary_encode()
             tags_json = pc.fill_null(self._map(tags, lambda t: _tags_text(t)[0], pa.string()), "{}")
@@ -389,17 +395,17 @@ class _FocusColumns:
                 value = self._map(value, lambda c: _json_str(c)[1:-1], pa.string())
             else:
                 value = fcols[name]
-            pieces.append(pc.binary_join_element_wise(f'[{self.key_name[name]},"', value, '"]', ""))
+            pieces.append(_concat(f'[{self.key_name[name]},"', value, '"]'))
         joined = _join_skipping_nulls(pieces, ",") if pieces else pa.array([""] * m, pa.string())
-        key_text = pc.binary_join_element_wise("[", joined, "]", "")
+        key_text = _concat("[", joined, "]")
         # x_extra: {"Name": "value", ...} over the other columns with a value, in header order
         extra_pieces = []
         for name in self.extra:
             value = times_text[name] if name in self.times else fcols[name]
-            extra_pieces.append(pc.binary_join_element_wise(f'{self.extra_name[name]}: "', value, '"', ""))
+            extra_pieces.append(_concat(f'{self.extra_name[name]}: "', value, '"'))
         if extra_pieces:
             body = _join_skipping_nulls(extra_pieces, ", ")
-            x_extra = pc.binary_join_element_wise("{", body, "}", "")
+            x_extra = _concat("{", body, "}")
         else:
             x_extra = pa.array(["{}"] * m, pa.string())
 
@@ -434,9 +440,7 @@ class _FocusColumns:
         energy = pc.divide(pc.multiply(power, costed_hours), 1000.0)
         provider = fcols.get("ProviderName", pa.nulls(m, pa.string()))
         region_id = fcols.get("RegionId", pa.nulls(m, pa.string()))
-        pair = pc.binary_join_element_wise(
-            pc.fill_null(provider, "\x00"), pc.fill_null(region_id, "\x00"), "\x1f"
-        )
+        pair = _concat(pc.fill_null(provider, "\x00"), "\x1f", pc.fill_null(region_id, "\x00"))
         pair = pair.dictionary_encode()
         pue = self._map(pair, lambda p: _region(coster, p, 0), pa.float64())
         grid = self._map(pair, lambda p: _region(coster, p, 1), pa.float64())
@@ -504,14 +508,43 @@ class _FocusColumns:
         return out
 
 
-def _join_skipping_nulls(pieces: list[pa.Array], sep: str) -> pa.Array:
-    """The non-null pieces of each row joined by *sep* ("" when none). (pyarrow 26's
-    ``binary_join_element_wise(null_handling="skip")`` drops the rows whose pieces are all null.)"""
+_CONSTANTS: dict[tuple[str, int], pa.Array] = {}
+
+
+def _concat(*parts: pa.Array | str) -> pa.Array:
+    """The element-wise concatenation of string arrays and constant texts (pyarrow's
+    ``binary_join_element_wise`` is some 40x slower with a scalar argument than with an array: constants become
+    arrays, cached by text and length). A null part gives a null."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    parts = [pc.fill_null(pc.binary_join_element_wise(sep, p, ""), "") for p in pieces]
-    joined = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "")
-    return pc.utf8_slice_codeunits(joined, len(sep))
+    n = next(len(p) for p in parts if not isinstance(p, str))
+    arrays = []
+    for p in parts:
+        if isinstance(p, str):
+            const = _CONSTANTS.get((p, n))
+            if const is None:
+                if len(_CONSTANTS) > 4096:
+                    _CONSTANTS.clear()
+                const = _CONSTANTS[(p, n)] = pa.repeat(pa.scalar(p, pa.string()), n)
+            p = const
+        arrays.append(p)
+    return pc.binary_join_element_wise(*arrays, "")
+
+
+def _join_skipping_nulls(pieces: list[pa.Array], sep: str) -> pa.Array:
+    """The non-null pieces of each row joined by *sep* ("" when none). (pyarrow 26's
+    ``binary_join_element_wise(null_handling="skip")`` drops the rows whose pieces are all null, and with many
+    arguments it is several times slower than joining two at a time, as here, in a balanced tree.)"""
+    import pyarrow.compute as pc
+
+    parts = [pc.fill_null(_concat(sep, p), "") for p in pieces]
+    while len(parts) > 1:
+        parts = [
+            pc.binary_join_element_wise(parts[i], parts[i + 1], "") if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
+    return pc.utf8_slice_codeunits(parts[0], len(sep))
 
 
 def _tags_fast(text: str) -> bool:
@@ -624,11 +657,7 @@ def focus_column_batches(
             ),
         )
         schema: pa.Schema | None = None
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
+        for batch in _rebatched(reader, batch_rows):
             for offset in range(0, batch.num_rows, batch_rows):
                 part = batch.slice(offset, batch_rows)
                 numbers = lines.numbers(part.num_rows)
@@ -682,6 +711,27 @@ def focus_column_batches(
         for number, reason, text in sorted(pending_rejects):
             line = where.get(ordinal(number), ordinal(number) + 2)
             rejected.append(RejectedRow(target, line, reason, text[:500]))
+
+
+def _rebatched(reader: Any, rows: int) -> Iterator[pa.RecordBatch]:
+    """The reader's record batches (one per block read) gathered into batches of about *rows* rows: the fixed
+    cost of a batch (some hundred Arrow calls) is paid per *rows* rows, not per block."""
+    import pyarrow as pa
+
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+            pending, count = [], 0
+    if count:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
 
 
 def _key(text: str) -> str:
