@@ -189,3 +189,37 @@ def test_without_pyarrow_the_row_path_reads_it_and_says_so_once(factory, monkeyp
     assert len([w for w in caught if "pyarrow is not installed" in str(w.message)]) == 1
     result = ingest_source(factory, "focus", DATA / "focus/focus-1.0-sample.csv", catalog=CAT)
     assert result.rows_read == 1000 and result.reconciles
+
+
+def test_attribution_sees_what_the_row_path_shows_it(factory, tmp_path):
+    """An attributor reading tags, account and resource gives each row the scope it gives on the row path."""
+    from sqlalchemy import delete
+
+    from flopwise.store import Organization, write_session
+
+    with write_session(factory) as s:
+        org = s.scalar(select(Organization).where(Organization.name == "columnar-attribution"))
+        if org is None:
+            org = Organization(name="columnar-attribution")
+            s.add(org)
+            s.flush()
+        org_id = org.id
+
+    def owner(record):
+        if record.tags.get("team") == "a" or record.x_account == "sub-9":
+            return (org_id, None, None)
+        return None
+
+    path = tmp_path / "attr.csv"
+    path.write_text(HEADER + "\n" + "\n".join(ROWS[:4]) + "\n", encoding="utf-8")
+    ledgers = []
+    for columnar in (True, False):
+        with write_session(factory) as s:
+            s.execute(delete(UsageRecordHistory))
+            s.execute(delete(UsageRecordRow))
+        ingest_source(
+            factory, "focus", path, catalog=CAT, options=IngestOptions(columnar=columnar), attribute=owner
+        )
+        ledgers.append(_ledger(factory))
+    assert ledgers[0] == ledgers[1]
+    assert sorted(r["org_id"] is not None for r in ledgers[0]) == [False, True, True, True]

@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 __all__ = ["BATCH_ROWS", "ColumnBatch", "columnar_focus_plan", "focus_column_batches", "pyarrow_available"]
 
 #: rows per columnar batch (one write transaction each; memory is proportional to it, not to the file)
-BATCH_ROWS = 20_000
+BATCH_ROWS = 10_000
 #: bytes pyarrow reads per block
 _BLOCK_BYTES = 1 << 20
 _TIME_RE = r"^\d{4}-\d{2}-\d{2}[T ](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:Z|\+00:00)?$"
@@ -176,7 +176,10 @@ class _SeenKeys:
         self._runs.append(np.sort(hashes))
         while len(self._runs) > 1 and len(self._runs[-1]) * 2 >= len(self._runs[-2]):
             last = self._runs.pop()
-            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]))
+            merged = np.concatenate([self._runs.pop(), last])
+            del last  # both runs freed before the in-place sort: the peak is one copy of the keys
+            merged.sort()
+            self._runs.append(merged)
         return keys
 
 
@@ -508,13 +511,14 @@ class _FocusColumns:
         return out
 
 
-_CONSTANTS: dict[tuple[str, int], pa.Array] = {}
+#: constant text arrays by text, as long as the longest batch so far (a shorter one takes a zero-copy slice)
+_CONSTANTS: dict[str, pa.Array] = {}
 
 
 def _concat(*parts: pa.Array | str) -> pa.Array:
     """The element-wise concatenation of string arrays and constant texts (pyarrow's
     ``binary_join_element_wise`` is some 40x slower with a scalar argument than with an array: constants become
-    arrays, cached by text and length). A null part gives a null."""
+    arrays, kept per text). A null part gives a null."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -522,12 +526,12 @@ def _concat(*parts: pa.Array | str) -> pa.Array:
     arrays = []
     for p in parts:
         if isinstance(p, str):
-            const = _CONSTANTS.get((p, n))
-            if const is None:
-                if len(_CONSTANTS) > 4096:
+            const = _CONSTANTS.get(p)
+            if const is None or len(const) < n:
+                if len(_CONSTANTS) > 1024:
                     _CONSTANTS.clear()
-                const = _CONSTANTS[(p, n)] = pa.repeat(pa.scalar(p, pa.string()), n)
-            p = const
+                const = _CONSTANTS[p] = pa.repeat(pa.scalar(p, pa.string()), n)
+            p = const.slice(0, n)
         arrays.append(p)
     return pc.binary_join_element_wise(*arrays, "")
 

@@ -644,8 +644,10 @@ def _differs(dialect: str) -> str:
     for c in _VALUE_COLUMNS:
         if dialect == "sqlite":
             terms.append(f"u.{c} IS NOT s.{c}")
-        elif c in _JSON_COLUMNS:
-            terms.append(f"u.{c}::jsonb IS DISTINCT FROM s.{c}::jsonb")
+        elif (
+            c in _JSON_COLUMNS
+        ):  # json keeps its text: equal text is equal JSON (other text: compared in Python)
+            terms.append(f"u.{c}::text IS DISTINCT FROM s.{c}::text")
         else:
             terms.append(f"u.{c} IS DISTINCT FROM s.{c}")
     return " OR ".join(terms)
@@ -761,8 +763,9 @@ def write_columns(
     1. the batch goes into a temporary staging table in one statement (PostgreSQL ``COPY ... FORMAT csv`` of the
        Arrow table's CSV; SQLite one prepared ``executemany``);
     2. one join finds the keys already in the ledger; with *restate*, one more finds those whose values differ
-       (NULL-safe, JSON compared as JSON on PostgreSQL) and were not written by this run: only these go through
-       :func:`write_batch` (history kept, stale exports refused), the others are unchanged;
+       (NULL-safe; JSON by its text, so the same value spelled otherwise is only a candidate) and were not written
+       by this run: only these go through :func:`write_batch`, which compares values as the row path does (history
+       kept, stale exports refused); the others are unchanged;
     3. one ``INSERT ... SELECT`` moves the new keys (``ON CONFLICT (source_key) DO NOTHING``).
 
     On SQLite, where a second copy of each row costs as much as the first, only the rows of known keys are
