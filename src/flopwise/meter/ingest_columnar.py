@@ -191,28 +191,26 @@ class _Lines:
     invalid: dict[int, tuple[str, int]] = field(default_factory=dict)  # number -> (text, fields)
     blank: set[int] = field(default_factory=set)
     next_number: int = 2
+    last_skipped: int = 0  # the highest number of an invalid or blank record seen so far
 
-    def handler(self, expected: int) -> Callable[[Any], str]:
-        def on_invalid(row: Any) -> str:
-            if not row.text.strip():
-                self.blank.add(row.number)
-            else:
-                self.invalid[row.number] = (row.text, row.actual_columns)
-            return "skip"
-
-        return on_invalid
+    def on_invalid(self, row: Any) -> str:
+        """pyarrow's ``invalid_row_handler``: note the record (blank, or with the wrong number of fields), skip it."""
+        if not row.text.strip():
+            self.blank.add(row.number)
+        else:
+            self.invalid[row.number] = (row.text, row.actual_columns)
+        self.last_skipped = max(self.last_skipped, row.number)
+        return "skip"
 
     def numbers(self, n: int) -> list[int]:
         """The record numbers of the next *n* valid rows (skipping the invalid and blank ones between them)."""
-        out: list[int] = []
         number = self.next_number
-        skip = self.invalid.keys() | self.blank
-        if not skip:
-            out = list(range(number, number + n))
+        if self.last_skipped < number:  # nothing skipped ahead: a plain range
             self.next_number = number + n
-            return out
+            return list(range(number, number + n))
+        out: list[int] = []
         while len(out) < n:
-            if number not in skip:
+            if number not in self.invalid and number not in self.blank:
                 out.append(number)
             number += 1
         self.next_number = number
@@ -631,8 +629,6 @@ def focus_column_batches(
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    from flopwise.meter.ingest_io import _CountingReader
-
     tz = resolve_tz(assume_tz)
     report.version = detect_focus_version(plan.header)
     builder = _FocusColumns(plan.header, catalog=catalog, coster=coster, assume_tz=tz, path=target)
@@ -641,9 +637,12 @@ def focus_column_batches(
     pending_rejects: list[tuple[int, str, str]] = []  # (record number, reason, raw)
     header = plan.header
     path = Path(target)
-    raw = _CountingReader(open(path, "rb"), progress, path.stat().st_size)  # noqa: SIM115 - closed below
+    # a native file (no Python callback inside pyarrow: a signal's KeyboardInterrupt, e.g. SIGTERM made one by
+    # the CLI, is raised in this loop, not swallowed in a read); progress is reported once per batch
+    raw = pa.OSFile(str(path), "rb")
+    total = path.stat().st_size
     try:
-        stream = pa.input_stream(raw, compression="gzip" if path.suffix == ".gz" else None)
+        stream = pa.CompressedInputStream(raw, "gzip") if path.suffix == ".gz" else raw
         reader = pcsv.open_csv(
             stream,
             read_options=pcsv.ReadOptions(
@@ -652,7 +651,7 @@ def focus_column_batches(
             parse_options=pcsv.ParseOptions(
                 delimiter=plan.delimiter,
                 newlines_in_values=True,
-                invalid_row_handler=lines.handler(len(header)),
+                invalid_row_handler=lines.on_invalid,
             ),
             convert_options=pcsv.ConvertOptions(
                 column_types={h: pa.string() for h in header},
@@ -660,7 +659,6 @@ def focus_column_batches(
                 quoted_strings_can_be_null=False,
             ),
         )
-        schema: pa.Schema | None = None
         for batch in _rebatched(reader, batch_rows):
             for offset in range(0, batch.num_rows, batch_rows):
                 part = batch.slice(offset, batch_rows)
@@ -668,15 +666,11 @@ def focus_column_batches(
                 table, ok, slow = builder.build(part)
                 records = builder.slow_rows(part, slow, numbers, pending_rejects)
                 if records:
-                    schema = table.schema
-                    extra = _records_table([r for _, r in records], coster, schema)
+                    extra = _records_table([r for _, r in records], coster, table.schema)
                     fast_numbers = np.asarray(numbers)[ok]
                     all_numbers = np.concatenate([fast_numbers, np.asarray([n for n, _ in records])])
                     order = np.argsort(all_numbers, kind="stable")
                     table = pa.concat_tables([table, extra]).take(pa.array(order))
-                    slow_records = dict(records)
-                else:
-                    slow_records = {}
                 report.rows_read += part.num_rows
                 # keys: SHA-256 of the identity text for the columnar rows, the row path's own for the others
                 texts = table.column("_key_text").to_pylist()
@@ -685,16 +679,15 @@ def focus_column_batches(
                 table = table.drop_columns(["_key_text"]).append_column(
                     "source_key", pa.array(keys, pa.string())
                 )
-                owners = (
-                    _owners(table, attribute, slow_records, numbers, ok) if attribute is not None else None
-                )
-                if owners is not None:
-                    for name, values in owners.items():
+                if attribute is not None:
+                    for name, values in _owners(table, attribute).items():
                         table = table.append_column(name, values)
                 report.records += table.num_rows
                 yield table
-                if progress is not None:  # once per batch too: a block holds many batches
-                    progress(raw.bytes_read, raw._total)
+                if progress is not None:
+                    progress(raw.tell(), total)
+    except pa.ArrowCancelled:
+        raise KeyboardInterrupt from None
     except (pa.ArrowException, OSError, EOFError) as err:
         raise IngestError(target, None, _arrow_message(err, target, path.suffix == ".gz")) from None
     finally:
@@ -757,13 +750,7 @@ def _arrow_message(err: Exception, target: str, gz: bool) -> str:
 _ATTRIBUTION_COLUMNS = ("x_account", "resource_id", "tags", "x_request_id", "provider_name")
 
 
-def _owners(
-    table: pa.Table,
-    attribute: Attributor,
-    slow_records: dict[int, UsageRecord],
-    numbers: list[int],
-    ok: Any,
-) -> dict[str, pa.Array]:
+def _owners(table: pa.Table, attribute: Attributor) -> dict[str, pa.Array]:
     """org/team/project of each row: *attribute* called once per distinct (account, resource, tags, request
     id, provider), the fields attribution rules read (``meter.attribution``)."""
     import pyarrow as pa

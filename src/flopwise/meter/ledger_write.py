@@ -705,13 +705,14 @@ def _complete(session: Session, table: Any, run_id: int | None, ingested_at: dat
     return table.select(list(_COLUMNS))
 
 
-def _sqlite_params(table: Any) -> list[tuple[Any, ...]]:
-    """The staged rows as SQLite parameters: money in integer micro-units, times as SQLAlchemy's UTC text."""
+def _sqlite_params(table: Any, positions: list[int] | None = None) -> list[tuple[Any, ...]]:
+    """The rows as SQLite parameters (money in integer micro-units, times as SQLAlchemy's UTC text), led by
+    *positions* (the staging table's ``_idx``) when given."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     micro = pa.scalar(Decimal(10**6), pa.decimal128(7, 0))
-    columns: list[list[Any]] = [list(range(table.num_rows))]
+    columns: list[list[Any]] = [positions] if positions is not None else []
     for name in _COLUMNS:
         col = table.column(name).combine_chunks()
         if name in _MONEY_COLUMNS:
@@ -809,8 +810,7 @@ def write_columns(
             known = table.take(pa.array([i for (i,) in existing], pa.int64()))
             connection.execute(create)
             connection.execute(f"DELETE FROM {_STAGE}")
-            params = _sqlite_params(known)
-            connection.executemany(fill, [(i, *p[1:]) for (i,), p in zip(existing, params, strict=True)])
+            connection.executemany(fill, _sqlite_params(known, [i for (i,) in existing]))
             changed = connection.execute(
                 f"SELECT s._idx {join} WHERE (u.ingest_run_id {distinct} ?) AND ({_differs(dialect)})", (run,)
             ).fetchall()
@@ -824,7 +824,7 @@ def write_columns(
             marks = ", ".join("?" for _ in _COLUMNS)
             connection.executemany(
                 f"INSERT INTO usage_records ({names}) VALUES ({marks}) ON CONFLICT (source_key) DO NOTHING",
-                [p[1:] for p in _sqlite_params(rest)],
+                _sqlite_params(rest),
             )
         inserted = int(connection.total_changes - before)
     else:
