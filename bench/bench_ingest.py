@@ -1,45 +1,61 @@
-"""Ingestion throughput: a generated FOCUS CSV and sacct file, ingested on SQLite and PostgreSQL.
+"""Ingestion throughput and memory: FOCUS and sacct files made from the real samples' shape, ingested on SQLite
+and PostgreSQL, beside the baselines, in one process.
 
-    python bench/bench_ingest.py                      # 1,000,000 rows each (the issue's figure)
-    python bench/bench_ingest.py --rows 100000 --naive-rows 2000 --postgres-url postgresql+psycopg://...
+    python bench/bench_ingest.py                      # 1,000,000 rows per source (the issue's figure)
+    python bench/bench_ingest.py --rows 100000 --postgres-url postgresql+psycopg://postgres@127.0.0.1/test
+    python bench/bench_ingest.py --memory-rows 10000000   # peak RSS while ingesting a 10M-row FOCUS file
 
-Prints, for each source: the parser alone (rows/s, the ceiling of the pipeline), then per database the rows/s of
-``ingest_source`` (parse, cost, bulk write: SQLite ``executemany``, PostgreSQL ``COPY`` + ``INSERT ... SELECT ...
-ON CONFLICT DO NOTHING``) and of re-ingesting the same file (every record a duplicate), against a naive row-by-row
-ORM insert (one ``session.add`` + commit per record) of the same records, run on the first *naive_rows* rows and
-extrapolated to *rows* (labelled so); and the latency of a usage report query (cost, device-hours and energy by
-provider) over the ledger.
+Inputs: ``focus``: the 1,000 rows of the FOCUS 1.0 sample (tests/data/focus/focus-1.0-sample.csv) repeated with
+their charge periods shifted by one hour per copy (every row a distinct charge); ``slurm``: the 242 lines of the
+hb-jobinfo sacct dump (tests/data/slurm/hb-jobinfo-sacct.txt: jobs, steps, never-started and running jobs)
+repeated with new job ids, as ``sacct --parsable2`` with a header and ``|`` as delimiter.
+
+For each source and database it prints rows/s of:
+
+* ``flopwise``: ``ingest_source`` end to end (read, check, key, cost, write, run bookkeeping; FOCUS CSV takes the
+  columnar path, sacct the row path), then the same file again (every record unchanged);
+* ``COPY raw``: PostgreSQL ``COPY ... FROM STDIN (FORMAT csv)`` of the raw file into a table of text columns
+  (no parsing, no checks: the floor of any loader);
+* ``executemany``: Python's csv reader and one prepared ``INSERT`` per batch (``executemany``) into a table of text
+  columns with a unique key (the naive bulk loader);
+* ``pandas to_sql`` when pandas is installed;
+
+with the ratio of each baseline to flopwise, and the process's peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import platform
 import random
+import re
+import resource
 import sqlite3
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 from flopwise.catalog import load_catalog
-from flopwise.meter.costing import Coster
-from flopwise.meter.focus import parse_focus
-from flopwise.meter.ingest import IngestOptions, costed_row, ingest_source
-from flopwise.meter.sacct import parse_sacct
-from flopwise.store import UsageRecordRow, make_engine, make_session_factory, read_session, upgrade
+from flopwise.meter.ingest import IngestOptions, ingest_source
+from flopwise.meter.sacct import SACCT_FORMATS
+from flopwise.store import make_engine, make_session_factory, upgrade
 
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+FOCUS_SAMPLE = DATA / "focus" / "focus-1.0-sample.csv"
+SACCT_SAMPLE = DATA / "slurm" / "hb-jobinfo-sacct.txt"
 FOCUS_HEADER = (
     "BilledCost,BillingCurrency,ChargePeriodStart,ChargePeriodEnd,ProviderName,RegionId,ResourceId,ServiceCategory,"
     "SkuId,EffectiveCost,ListCost,ConsumedQuantity,ConsumedUnit,ResourceType,Tags"
 )
-SACCT_FIELDS = "JobID|Cluster|Partition|Account|User|State|Start|End|Elapsed|AllocTRES"
+BATCH = 50_000
 
 
 def write_focus(path: Path, rows: int) -> None:
+    """A synthetic FOCUS CSV of *rows* hourly AWS charges (a quarter on p5.48xlarge GPU instances), used by
+    bench_post_ingest.py to build its ledger."""
     rng = random.Random(1)
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
     with path.open("w", encoding="utf-8") as f:
@@ -55,85 +71,221 @@ def write_focus(path: Path, rows: int) -> None:
             )
 
 
-def write_sacct(path: Path, rows: int) -> None:
-    t0 = datetime(2025, 1, 1)
+def write_focus_from_sample(path: Path, rows: int) -> None:
+    """*rows* rows of the FOCUS 1.0 sample, copy k with every time column shifted by k hours."""
+    with FOCUS_SAMPLE.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        sample = list(reader)
+    times = [i for i, h in enumerate(header) if h in ("ChargePeriodStart", "ChargePeriodEnd")]
+    parsed = [[datetime.fromisoformat(r[i]) for i in times] for r in sample]
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        for n in range(rows):
+            copy, k = divmod(n, len(sample))
+            row = list(sample[k])
+            for i, t in zip(times, parsed[k], strict=True):
+                row[i] = (t + timedelta(hours=copy)).strftime("%Y-%m-%d %H:%M:%S")
+            writer.writerow(row)
+
+
+def write_sacct_from_sample(path: Path, rows: int) -> None:
+    """About *rows* lines of the hb-jobinfo sacct dump, copy k with its job ids raised by k x 10^7, as
+    ``--parsable2`` output with a header and ``|`` delimiters."""
+    lines = SACCT_SAMPLE.read_text(encoding="utf-8").splitlines()
+    job = re.compile(r"^(\d+)")
     with path.open("w", encoding="utf-8") as f:
-        f.write(SACCT_FIELDS + "\n")
-        for i in range(rows):
-            start = t0 + timedelta(minutes=i % 500000)
-            end = start + timedelta(hours=2)
-            tres = f"billing=8,cpu=8,gres/gpu:a100={1 + i % 8},gres/gpu={1 + i % 8},mem=64G,node=1"
-            f.write(f"{1000000 + i}|bench|gpu|acct{i % 13}|u{i % 101}|COMPLETED|{start:%Y-%m-%dT%H:%M:%S}|"
-                    f"{end:%Y-%m-%dT%H:%M:%S}|02:00:00|{tres}\n")  # fmt: skip
+        f.write("|".join(SACCT_FORMATS["hb-jobinfo"]) + "\n")
+        written = 0
+        copy = 0
+        while written < rows:
+            for line in lines:
+                if written >= rows:
+                    break
+                fields = line.split("☃")[:-1]  # --parsable: a trailing delimiter
+                m = job.match(fields[0])
+                if m:
+                    fields[0] = str(int(m.group(1)) + copy * 10**7) + fields[0][m.end() :]
+                f.write("|".join(fields) + "\n")
+                written += 1
+            copy += 1
 
 
-def parse_records(source: str, lines, path: Path, catalog):
-    """The records of *lines* of the generated *source* file (as ``ingest_source`` parses them)."""
-    if source == "focus":
-        return parse_focus(lines, path=str(path), catalog=catalog)
-    return parse_sacct(lines, rejected=[], path=str(path), catalog=catalog, assume_tz="UTC")
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def parse_rows_per_s(source: str, path: Path, catalog) -> float:
-    """The parser alone (no costing, no database): the ceiling of end-to-end throughput."""
+def current_rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _csv_rows(source: str, path: Path):
+    delimiter = "," if source == "focus" else "|"
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader)
+        yield header
+        yield from reader
+
+
+def executemany_rows_per_s(url: str, source: str, path: Path) -> float:
+    """csv reader + one prepared INSERT per batch into a text table with a unique key (the naive bulk load)."""
+    rows = _csv_rows(source, path)
+    header = next(rows)
+    cols = ", ".join(f"c{i} TEXT" for i in range(len(header)))
+    names = ", ".join(f"c{i}" for i in range(len(header)))
     t = time.perf_counter()
-    with path.open(encoding="utf-8", newline="") as f:
-        count = sum(1 for _ in parse_records(source, f, path, catalog))
+    count = 0
+    if url.startswith("sqlite"):
+        con = sqlite3.connect(url.removeprefix("sqlite:///"))
+        con.execute("DROP TABLE IF EXISTS bench_em")
+        con.execute(f"CREATE TABLE bench_em (line INTEGER PRIMARY KEY, {cols})")
+        sql = f"INSERT INTO bench_em (line, {names}) VALUES ({', '.join('?' * (len(header) + 1))})"
+        batch = []
+        for count, row in enumerate(rows, start=1):
+            batch.append((count, *row[: len(header)], *[None] * (len(header) - len(row))))
+            if len(batch) == BATCH:
+                con.executemany(sql, batch)
+                con.commit()
+                batch = []
+        con.executemany(sql, batch)
+        con.commit()
+        con.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(_pg(url)) as con:
+            con.execute("DROP TABLE IF EXISTS bench_em")
+            con.execute(f"CREATE TABLE bench_em (line INTEGER PRIMARY KEY, {cols})")
+            con.commit()
+            sql = f"INSERT INTO bench_em (line, {names}) VALUES ({', '.join(['%s'] * (len(header) + 1))})"
+            batch = []
+            with con.cursor() as cur:
+                for count, row in enumerate(rows, start=1):
+                    batch.append((count, *row[: len(header)], *[None] * (len(header) - len(row))))
+                    if len(batch) == BATCH:
+                        cur.executemany(sql, batch)
+                        con.commit()
+                        batch = []
+                cur.executemany(sql, batch)
+                con.commit()
     return count / (time.perf_counter() - t)
 
 
-def naive_rows_per_s(factory, source: str, path: Path, n: int, catalog) -> float:
-    """One ORM object and one commit per record, on the first *n* rows of *path*."""
-    coster = Coster(catalog)
-    with path.open(encoding="utf-8", newline="") as f:
-        records = parse_records(
-            source, (line for _, line in zip(range(n + 1), f, strict=False)), path, catalog
-        )
+def copy_rows_per_s(url: str, source: str, path: Path) -> float:
+    """PostgreSQL COPY of the raw file (FORMAT csv) into a table of text columns."""
+    import psycopg
+
+    delimiter = "," if source == "focus" else "|"
+    with path.open(encoding="utf-8") as f:
+        header = next(csv.reader([f.readline()], delimiter=delimiter))
+    with psycopg.connect(_pg(url)) as con:
+        con.execute("DROP TABLE IF EXISTS bench_copy")
+        con.execute(f"CREATE TABLE bench_copy ({', '.join(f'c{i} TEXT' for i in range(len(header)))})")
+        con.commit()
         t = time.perf_counter()
-        count = 0
-        for rec in records:
-            row = costed_row(coster.cost(rec), None)
-            row["source_key"] += ":naive"
-            with factory() as s:
-                s.add(UsageRecordRow(**row))
-                s.commit()
-            count += 1
+        with con.cursor() as cur, path.open("rb") as f:
+            with cur.copy(
+                f"COPY bench_copy FROM STDIN (FORMAT csv, HEADER true, DELIMITER '{delimiter}')"
+            ) as cp:
+                while chunk := f.read(1 << 20):
+                    cp.write(chunk)
+            con.commit()
+            dt = time.perf_counter() - t
+            count = cur.execute("SELECT count(*) FROM bench_copy").fetchone()[0]
+    return count / dt
+
+
+def pandas_rows_per_s(url: str, source: str, path: Path) -> float | None:
+    try:
+        import pandas as pd
+    except ImportError:
+        return None
+    from sqlalchemy import create_engine
+
+    t = time.perf_counter()
+    engine = create_engine(url)
+    count = 0
+    for chunk in pd.read_csv(path, sep="," if source == "focus" else "|", dtype=str, chunksize=BATCH):
+        chunk.to_sql("bench_pandas", engine, if_exists="append", index=False, method=None)
+        count += len(chunk)
+    engine.dispose()
     return count / (time.perf_counter() - t)
 
 
-def bench(url: str, files: dict[str, Path], rows: int, naive_rows: int) -> None:
+def _pg(url: str) -> str:
+    return url.replace("+psycopg", "").replace("?options=-csearch_path%3D", "?options=-csearch_path%3D")
+
+
+OPTIONS = {
+    "focus": IngestOptions(),
+    "slurm": IngestOptions(assume_tz="Europe/Amsterdam", cluster="hb", region="country:NL"),
+}
+
+
+def bench(url: str, files: dict[str, Path], catalog) -> None:
     engine = make_engine(url)
     upgrade(engine)
     factory = make_session_factory(engine)
-    catalog = load_catalog()
     backend = engine.dialect.name
-    for source, options in (("focus", IngestOptions()), ("slurm", IngestOptions(assume_tz="UTC"))):
-        path = files[source]
+    for source, path in files.items():
         t = time.perf_counter()
-        r = ingest_source(factory, source, path, catalog=catalog, options=options)
+        r = ingest_source(factory, source, path, catalog=catalog, options=OPTIONS[source])
         dt = time.perf_counter() - t
-        print(f"{backend:10} {source:6} ingest     {r.rows_read:>9,} rows {dt:>7,.1f} s {r.rows_read / dt:>9,.0f} rows/s  "
-              f"inserted {r.records_inserted:,} rejected {r.rows_rejected:,} reconciles={r.reconciles}")  # fmt: skip
+        ours = r.rows_read / dt
+        print(f"{backend:10} {source:6} flopwise      {r.rows_read:>10,} rows {dt:>7,.1f} s {ours:>9,.0f} rows/s  "
+              f"inserted {r.records_inserted:,} rejected {r.rows_rejected:,} reconciles={r.reconciles} "
+              f"peak RSS {peak_rss_mb():,.0f} MB")  # fmt: skip
         t = time.perf_counter()
-        r2 = ingest_source(factory, source, path, catalog=catalog, options=options)
+        r2 = ingest_source(factory, source, path, catalog=catalog, options=OPTIONS[source])
         dt = time.perf_counter() - t
-        print(f"{backend:10} {source:6} re-ingest  {r2.rows_read:>9,} rows {dt:>7,.1f} s {r2.rows_read / dt:>9,.0f} rows/s  "
-              f"duplicates {r2.records_duplicate:,} reconciles={r2.reconciles}")  # fmt: skip
-        naive = naive_rows_per_s(factory, source, path, naive_rows, catalog)
-        print(f"{backend:10} {source:6} naive ORM  {naive_rows:>9,} rows measured {naive:>9,.0f} rows/s  "
-              f"-> {rows:,} rows would take {rows / naive:,.0f} s (extrapolated)")  # fmt: skip
-    with read_session(factory) as s:
-        t = time.perf_counter()
-        s.execute(
-            select(UsageRecordRow.provider_name, func.sum(UsageRecordRow.cost_usd),
-                   func.sum(UsageRecordRow.x_device_hours), func.sum(UsageRecordRow.x_energy_kwh))
-            .where(UsageRecordRow.charge_period_start >= datetime(2025, 1, 1, tzinfo=UTC))
-            .group_by(UsageRecordRow.provider_name)
-        ).all()  # fmt: skip
-        total = s.scalar(select(func.count()).select_from(UsageRecordRow))
-        print(f"{backend:10} usage report by provider over {total:,} records: "
-              f"{(time.perf_counter() - t) * 1000:,.0f} ms")  # fmt: skip
+        print(f"{backend:10} {source:6} flopwise again{r2.rows_read:>10,} rows {dt:>7,.1f} s "
+              f"{r2.rows_read / dt:>9,.0f} rows/s  unchanged {r2.records_duplicate:,}")  # fmt: skip
+        baselines = [("executemany", executemany_rows_per_s(url if backend == "postgresql" else
+                                                            str(engine.url), source, path))]  # fmt: skip
+        if backend == "postgresql":
+            baselines.insert(0, ("COPY raw", copy_rows_per_s(url, source, path)))
+        pandas = pandas_rows_per_s(str(engine.url) if backend == "sqlite" else url, source, path)
+        baselines.append(("pandas to_sql", pandas))
+        for name, value in baselines:
+            if value is None:
+                print(f"{backend:10} {source:6} {name:13} (pandas is not installed)")
+                continue
+            print(f"{backend:10} {source:6} {name:13} {'':>10} {'':>12} {value:>9,.0f} rows/s  "
+                  f"flopwise / {name} = {ours / value:.2f}")  # fmt: skip
     engine.dispose()
+
+
+def memory_check(rows: int, tmp: Path, catalog) -> None:
+    """Ingest a *rows*-row FOCUS file into SQLite, printing the RSS as it goes and the peak."""
+    path = tmp / "focus-big.csv"
+    t = time.perf_counter()
+    write_focus_from_sample(path, rows)
+    print(f"wrote {rows:,} rows ({path.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t:,.0f} s")
+    engine = make_engine(f"sqlite:///{tmp / 'mem.db'}")
+    upgrade(engine)
+    factory = make_session_factory(engine)
+    marks = iter(range(1, 11))
+    mark = [next(marks)]
+    samples: list[float] = []
+
+    def progress(done: int, total: int | None) -> None:
+        if total and done * 10 >= total * mark[0]:
+            samples.append(current_rss_mb())
+            print(f"  {mark[0] * 10:>3}% read: RSS {samples[-1]:,.0f} MB", flush=True)
+            mark[0] = next(marks, 11)
+
+    start_rss = current_rss_mb()
+    t = time.perf_counter()
+    r = ingest_source(factory, "focus", path, catalog=catalog, options=OPTIONS["focus"], progress=progress)
+    dt = time.perf_counter() - t
+    print(f"memory: {r.rows_read:,} rows in {dt:,.0f} s ({r.rows_read / dt:,.0f} rows/s), RSS before "
+          f"{start_rss:,.0f} MB, peak RSS {peak_rss_mb():,.0f} MB (target < 500 MB), reconciles={r.reconciles}")  # fmt: skip
 
 
 def machine() -> str:
@@ -143,27 +295,41 @@ def machine() -> str:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{os.cpu_count()} cores ({cpu}), load {load:.1f}, Python {platform.python_version()}, "
             f"SQLite {sqlite3.sqlite_version}")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--naive-rows", type=int, default=5_000)
+    parser.add_argument("--sources", default="focus,slurm", help="comma-separated: focus, slurm")
+    parser.add_argument(
+        "--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql"
+    )
+    parser.add_argument(
+        "--memory-rows", type=int, default=0, help="only the memory check, on a file of N rows"
+    )
     parser.add_argument("--postgres-url", default=os.environ.get("FLOPWISE_TEST_POSTGRES_URL",
                                                                  "postgresql+psycopg://postgres@127.0.0.1:5432/test"))  # fmt: skip
     args = parser.parse_args()
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}")
     catalog = load_catalog()
-    with tempfile.TemporaryDirectory() as tmp:
-        files = {"focus": Path(tmp) / "focus.csv", "slurm": Path(tmp) / "sacct.txt"}
-        write_focus(files["focus"], args.rows)
-        write_sacct(files["slurm"], args.rows)
-        for source, path in files.items():
-            print(f"{'parser':10} {source:6} parse only {args.rows:>9,} rows "
-                  f"{parse_rows_per_s(source, path, catalog):>17,.0f} rows/s")  # fmt: skip
-        bench(f"sqlite:///{Path(tmp) / 'bench.db'}", files, args.rows, args.naive_rows)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        if args.memory_rows:
+            memory_check(args.memory_rows, tmp, catalog)
+            return
+        writers = {"focus": write_focus_from_sample, "slurm": write_sacct_from_sample}
+        files = {}
+        for source in args.sources.split(","):
+            files[source] = tmp / f"{source}.csv"
+            writers[source](files[source], args.rows)
+        databases = args.databases.split(",")
+        if "sqlite" in databases:
+            bench(f"sqlite:///{tmp / 'bench.db'}", files, catalog)
+        if "postgresql" not in databases:
+            return
         import psycopg
 
         schema = f"bench_{os.getpid()}"
@@ -175,7 +341,7 @@ def main() -> None:
             print(f"postgresql skipped: {err}")
             return
         try:
-            bench(f"{args.postgres_url}?options=-csearch_path%3D{schema}", files, args.rows, args.naive_rows)
+            bench(f"{args.postgres_url}?options=-csearch_path%3D{schema}", files, catalog)
         finally:
             with psycopg.connect(args.postgres_url.replace("+psycopg", ""), autocommit=True) as conn:
                 conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -196,7 +196,11 @@ def test_failure_midway_removes_what_the_run_wrote(factory, tmp_path, monkeypatc
     monkeypatch.setattr(ingest_mod, "parse_focus", breaks_late)
     before = ledger_count(factory)
     r = ingest_source(
-        factory, "focus", src, catalog=CAT, options=IngestOptions(assume_tz="UTC", batch_size=100)
+        factory,
+        "focus",
+        src,
+        catalog=CAT,
+        options=IngestOptions(assume_tz="UTC", batch_size=100, columnar=False),  # the row path's parser
     )
     assert r.status == "failed" and "simulated" in r.message
     assert ledger_count(factory) == before

@@ -103,7 +103,9 @@ class IngestOptions:
     of a run stands for. *interval_s*: nvidia-smi aggregation interval. *batch_size*: records per write
     transaction. *actor*: who runs the ingest (kept on the run and on the history of every row it restates).
     *exported_at*: when the input was exported (default: a file's modification time, a URL's fetch time); a
-    charge the ledger holds from a later export is not restated by an older one.
+    charge the ledger holds from a later export is not restated by an older one. *columnar*: read FOCUS CSV
+    files with the columnar path (:mod:`flopwise.meter.ingest_columnar`, needs pyarrow) when it takes them
+    (False: always row by row; the ledger is the same either way).
     """
 
     assume_tz: str | None = None
@@ -119,6 +121,7 @@ class IngestOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     actor: str | None = None
     exported_at: datetime | None = None
+    columnar: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -263,20 +266,31 @@ def ingest_source(
 
     parsed: _Parsed | None = None
     try:
-        parsed = _parse(
-            source, target, catalog=catalog, options=options, client=http_client, progress=progress
-        )
-        _inserted, _unchanged, totals = ingest_records(
-            factory,
-            parsed.records,
-            coster=coster,
-            run_id=run_id,
-            batch_size=options.batch_size,
-            attribute=attribute,
-            restate=parsed.restate,
-            actor=options.actor,
-            exported_at=exported_at,
-        )
+        plan = None
+        if source == "focus" and options.columnar:
+            from flopwise.meter.ingest_columnar import columnar_focus_plan
+
+            plan, _why = columnar_focus_plan(target, options.delimiter)
+        if plan is not None:
+            parsed, counts = _ingest_columnar(
+                factory, target, plan, catalog, coster, options, run_id, exported_at, progress, attribute
+            )
+            totals = {"counts": counts}
+        else:
+            parsed = _parse(
+                source, target, catalog=catalog, options=options, client=http_client, progress=progress
+            )
+            _inserted, _unchanged, totals = ingest_records(
+                factory,
+                parsed.records,
+                coster=coster,
+                run_id=run_id,
+                batch_size=options.batch_size,
+                attribute=attribute,
+                restate=parsed.restate,
+                actor=options.actor,
+                exported_at=exported_at,
+            )
     except IngestError as err:
         rejected = parsed.rejected if parsed is not None else []
         return _fail(factory, run_id, source, target, str(err), rejected)
@@ -332,6 +346,56 @@ def ingest_source(
             )
         )
     return result
+
+
+def _ingest_columnar(
+    factory: sessionmaker[Session],
+    target: str,
+    plan: Any,
+    catalog: Catalog,
+    coster: Coster,
+    options: IngestOptions,
+    run_id: int,
+    exported_at: datetime,
+    progress: Progress | None,
+    attribute: Attributor | None,
+) -> tuple[_Parsed, BatchCounts]:
+    """A FOCUS CSV through the columnar path: each batch in its own write transaction
+    (:func:`flopwise.meter.ledger_write.write_columns`)."""
+    from flopwise.meter.focus import ParseReport
+    from flopwise.meter.ingest_columnar import BATCH_ROWS, focus_column_batches
+    from flopwise.meter.ledger_write import write_columns
+
+    report = ParseReport(path=target, source="focus")
+    rejected: list[RejectedRow] = []
+    parsed = _Parsed(iter(()), rejected, lambda: report.rows_read)
+    total = BatchCounts()
+    batches = focus_column_batches(
+        target,
+        plan,
+        catalog=catalog,
+        coster=coster,
+        assume_tz=options.assume_tz or "UTC",
+        report=report,
+        rejected=rejected,
+        progress=progress,
+        attribute=attribute,
+        batch_rows=options.batch_size if options.batch_size != DEFAULT_BATCH_SIZE else BATCH_ROWS,
+    )
+    for table in batches:
+        with write_session(factory) as session:
+            total.add(
+                write_columns(
+                    session,
+                    table,
+                    run_id=run_id,
+                    restate=True,
+                    actor=options.actor,
+                    exported_at=exported_at,
+                    ingested_at=utcnow(),
+                )
+            )
+    return parsed, total
 
 
 def _export_time(target: str) -> datetime:

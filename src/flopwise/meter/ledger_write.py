@@ -612,3 +612,269 @@ def ingest_records(
         "counts": total,
     }
     return total.inserted, total.unchanged, totals
+
+
+# --- the columnar path's batches (meter.ingest_columnar) ---------------------------------------------------
+
+#: the staging table of a columnar batch: the ledger's columns plus the row's position in the batch
+_STAGE = "flopwise_column_stage"
+
+
+def _stage_sql(dialect: str) -> tuple[str, str]:
+    """(create the staging table, the statement that fills it) for *dialect*."""
+    names = ", ".join(_COLUMNS)
+    if dialect == "sqlite":
+        create = (
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} AS "
+            f"SELECT 0 AS _idx, {names} FROM usage_records WHERE 0"
+        )
+        fill = f"INSERT INTO {_STAGE} (_idx, {names}) VALUES ({', '.join('?' for _ in range(len(_COLUMNS) + 1))})"
+    else:
+        create = (
+            f"CREATE TEMPORARY TABLE {_STAGE} ON COMMIT DROP AS "
+            f"SELECT 0::integer AS _idx, {names} FROM usage_records WITH NO DATA"
+        )
+        fill = f"COPY {_STAGE} (_idx, {names}) FROM STDIN (FORMAT csv)"
+    return create, fill
+
+
+def _differs(dialect: str) -> str:
+    """SQL true when a staged row's values differ from the ledger row of its key (NULL-safe)."""
+    terms = []
+    for c in _VALUE_COLUMNS:
+        if dialect == "sqlite":
+            terms.append(f"u.{c} IS NOT s.{c}")
+        elif (
+            c in _JSON_COLUMNS
+        ):  # json keeps its text: equal text is equal JSON (other text: compared in Python)
+            terms.append(f"u.{c}::text IS DISTINCT FROM s.{c}::text")
+        else:
+            terms.append(f"u.{c} IS DISTINCT FROM s.{c}")
+    return " OR ".join(terms)
+
+
+def _python_rows(table: Any, positions: list[int]) -> list[list[Any]]:
+    """Rows *positions* of a staged Arrow table as :data:`_COLUMNS` lists of Python values (for
+    :func:`write_batch`)."""
+    import pyarrow as pa
+
+    part = table.take(pa.array(positions, pa.int64())).select(list(_COLUMNS)).to_pylist()
+    rows = []
+    for r in part:
+        row = [r[c] for c in _COLUMNS]
+        for name in _TIME_COLUMNS:
+            i = _COLUMNS.index(name)
+            if row[i] is not None:
+                row[i] = row[i].replace(tzinfo=UTC)
+        for name in _JSON_COLUMNS:
+            i = _COLUMNS.index(name)
+            row[i] = json.loads(row[i]) if row[i] is not None else {}
+        rows.append(row)
+    return rows
+
+
+def _complete(session: Session, table: Any, run_id: int | None, ingested_at: datetime) -> Any:
+    """*table* with every :data:`_COLUMNS` column (scope NULL unless attributed, the run, when) and the request
+    links of :func:`_link_requests`, in :data:`_COLUMNS` order."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    for name in ("org_id", "team_id", "project_id"):
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(n, pa.int64()))
+    request = pa.nulls(n, pa.int64())
+    linkable = pc.fill_null(pc.match_substring_regex(table.column("x_request_id"), r"^\d+$"), False)
+    if pc.any(linkable).as_py():
+        positions = pc.indices_nonzero(linkable).to_pylist()
+        wanted = table.column("x_request_id").take(pa.array(positions)).to_pylist()
+        orgs = table.column("org_id").take(pa.array(positions)).to_pylist()
+        rows: list[list[Any]] = []
+        for rid, org in zip(wanted, orgs, strict=True):
+            row: list[Any] = [None] * len(_COLUMNS)
+            row[_X_REQUEST_ID], row[_ORG] = rid, org
+            rows.append(row)
+        _link_requests(session, rows)
+        values = [None] * n
+        for pos, row in zip(positions, rows, strict=True):
+            values[pos] = row[_REQUEST]
+        request = pa.array(values, pa.int64())
+    table = table.append_column("request_id", request)
+    table = table.append_column("ingest_run_id", pa.array([run_id] * n, pa.int64()))
+    table = table.append_column("ingested_at", pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")))
+    return table.select(list(_COLUMNS))
+
+
+def _sqlite_params(table: Any, positions: list[int] | None = None) -> list[tuple[Any, ...]]:
+    """The rows as SQLite parameters (money in integer micro-units, times as SQLAlchemy's UTC text), led by
+    *positions* (the staging table's ``_idx``) when given."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    micro = pa.scalar(Decimal(10**6), pa.decimal128(7, 0))
+    columns: list[list[Any]] = [positions] if positions is not None else []
+    for name in _COLUMNS:
+        col = table.column(name).combine_chunks()
+        if name in _MONEY_COLUMNS:
+            col = pc.cast(pc.multiply(col, micro), pa.int64())
+        elif name in _TIME_COLUMNS:  # "YYYY-MM-DD HH:MM:SS.ffffff", as UTCDateTime stores it on SQLite
+            col = pc.cast(pc.cast(col, pa.timestamp("us")), pa.string())
+        if col.null_count == len(col):
+            columns.append([None] * len(col))
+        else:
+            columns.append(col.to_pylist())
+    return list(zip(*columns, strict=True))
+
+
+def _pg_copy_bytes(table: Any) -> bytes:
+    """The batch as COPY's CSV (NULL unquoted and empty, text always quoted), times written as UTC text (Arrow's
+    CSV writer formats zoned timestamps ten times slower than this)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+
+    columns = {"_idx": pa.array(range(table.num_rows), pa.int64())}
+    for name in _COLUMNS:
+        col = table.column(name)
+        if name in _TIME_COLUMNS:
+            col = pc.binary_join_element_wise(
+                pc.cast(pc.cast(col, pa.timestamp("us")), pa.string()), "+00", ""
+            )
+        columns[name] = col
+    buf = io.BytesIO()
+    pcsv.write_csv(pa.table(columns), buf, pcsv.WriteOptions(include_header=False))
+    return buf.getvalue()
+
+
+def write_columns(
+    session: Session,
+    table: Any,
+    *,
+    run_id: int | None,
+    restate: bool,
+    actor: str | None = None,
+    exported_at: datetime | None = None,
+    ingested_at: datetime | None = None,
+) -> BatchCounts:
+    """Write one columnar batch (an Arrow table of ledger columns, keys unique within it) in the session's
+    transaction, with :func:`write_batch`'s semantics, set-based:
+
+    1. the batch goes into a temporary staging table in one statement (PostgreSQL ``COPY ... FORMAT csv`` of the
+       Arrow table's CSV; SQLite one prepared ``executemany``);
+    2. one join finds the keys already in the ledger; with *restate*, one more finds those whose values differ
+       (NULL-safe; JSON by its text, so the same value spelled otherwise is only a candidate) and were not written
+       by this run: only these go through :func:`write_batch`, which compares values as the row path does (history
+       kept, stale exports refused); the others are unchanged;
+    3. one ``INSERT ... SELECT`` moves the new keys (``ON CONFLICT (source_key) DO NOTHING``).
+
+    On SQLite, where a second copy of each row costs as much as the first, only the rows of known keys are
+    staged (found by one ``IN (SELECT value FROM json_each(?))`` over the batch's keys); the new ones go straight
+    into the ledger with one prepared ``INSERT ... ON CONFLICT DO NOTHING`` through ``executemany``.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    counts = BatchCounts()
+    n = table.num_rows
+    if n == 0:
+        return counts
+    table = _complete(session, table, run_id, ingested_at or utcnow())
+    dialect = session.get_bind().dialect.name
+    connection = session.connection().connection.driver_connection
+    create, fill = _stage_sql(dialect)
+    names = ", ".join(_COLUMNS)
+    distinct = "IS NOT" if dialect == "sqlite" else "IS DISTINCT FROM"
+    join = f"FROM {_STAGE} s JOIN usage_records u ON u.source_key = s.source_key"
+    insert = (
+        f"INSERT INTO usage_records ({names}) SELECT {names} FROM {_STAGE} s "
+        "WHERE NOT EXISTS (SELECT 1 FROM usage_records u WHERE u.source_key = s.source_key) "
+        "ORDER BY s._idx ON CONFLICT (source_key) DO NOTHING"
+    )
+    run = -1 if run_id is None else run_id
+    if dialect == "sqlite":
+        # the keys already in the ledger (one statement, the keys as one JSON array); only the rows of those
+        # go through the staging table, the new ones straight into the ledger in one executemany
+        _ensure_sqlite_cache(connection)
+        keys = table.column("source_key").to_pylist()
+        found = connection.execute(
+            "SELECT source_key FROM usage_records WHERE source_key IN (SELECT value FROM json_each(?))",
+            (json.dumps(keys),),
+        ).fetchall()
+        position = {k: i for i, k in enumerate(keys)} if found else {}
+        existing = [(position[k],) for (k,) in found]
+        changed = []
+        if existing and restate:
+            known = table.take(pa.array([i for (i,) in existing], pa.int64()))
+            connection.execute(create)
+            connection.execute(f"DELETE FROM {_STAGE}")
+            connection.executemany(fill, _sqlite_params(known, [i for (i,) in existing]))
+            changed = connection.execute(
+                f"SELECT s._idx {join} WHERE (u.ingest_run_id {distinct} ?) AND ({_differs(dialect)})", (run,)
+            ).fetchall()
+        before = connection.total_changes
+        if len(existing) < n:
+            rest = table
+            if existing:
+                keep = np.ones(n, dtype=bool)
+                keep[[i for (i,) in existing]] = False
+                rest = table.filter(pa.array(keep))
+            marks = ", ".join("?" for _ in _COLUMNS)
+            connection.executemany(
+                f"INSERT INTO usage_records ({names}) VALUES ({marks}) ON CONFLICT (source_key) DO NOTHING",
+                _sqlite_params(rest),
+            )
+        inserted = int(connection.total_changes - before)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(create)
+            with cursor.copy(fill) as copy:
+                copy.write(_pg_copy_bytes(table))
+            cursor.execute(f"SELECT s._idx {join}")
+            existing = cursor.fetchall()
+            changed = []
+            if existing and restate:
+                cursor.execute(
+                    f"SELECT s._idx {join} WHERE (u.ingest_run_id {distinct} %s) AND ({_differs(dialect)})",
+                    (run,),
+                )
+                changed = cursor.fetchall()
+            cursor.execute(insert)
+            inserted = int(cursor.rowcount)
+    new = np.ones(n, dtype=bool)
+    if existing:
+        new[[r[0] for r in existing]] = False
+    expected = int(new.sum())
+    if inserted != expected:  # a concurrent writer took some keys first: find the rows this batch wrote
+        rows = session.execute(
+            select(_TABLE.c.source_key).where(
+                _TABLE.c.source_key.in_(table.column("source_key").filter(pa.array(new)).to_pylist()),
+                _TABLE.c.ingest_run_id == run_id,
+            )
+        ).scalars()
+        mine = set(rows)
+        keys = table.column("source_key").to_pylist()
+        new &= np.array([k in mine for k in keys])
+    counts.inserted = inserted
+    counts.unchanged = expected - inserted + len(existing) - len(changed)
+    fresh = table.filter(pa.array(new))
+    if fresh.num_rows:
+        cost = pc.sum(fresh.column("cost_usd")).as_py()
+        counts.cost_usd = to_money(cost) if cost is not None else Decimal(0)
+        counts.device_hours = float(pc.sum(fresh.column("x_device_hours")).as_py() or 0.0)
+        counts.energy_kwh = float(pc.sum(fresh.column("x_energy_kwh")).as_py() or 0.0)
+        hours = pc.unique(pc.floor_temporal(fresh.column("charge_period_start"), unit="hour"))
+        counts.touched = {h.replace(tzinfo=UTC) for h in hours.to_pylist()}
+    if changed:
+        restated = write_batch(
+            session,
+            _python_rows(table, [r[0] for r in changed]),
+            run_id=run_id,
+            restate=True,
+            actor=actor,
+            exported_at=exported_at,
+        )
+        counts.add(restated)
+    return counts

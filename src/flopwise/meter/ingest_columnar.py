@@ -1,0 +1,782 @@
+"""The columnar ingest path for FOCUS CSV files: pyarrow's streaming CSV reader, vectorized checks, keys,
+costing and ledger columns, and set-based batch writes (:func:`flopwise.meter.ledger_write.write_columns`).
+
+It gives the same ledger as the row path (:func:`flopwise.meter.focus.parse_focus` + :class:`Coster` +
+:func:`flopwise.meter.ledger_write.write_batch`), row by row (``tests/meter/test_ingest_columnar.py``):
+
+* a batch of rows (:data:`BATCH_ROWS`) is read as text columns; **vectorized masks** pick the rows whose every
+  value has a form this path computes exactly (timestamps ``YYYY-MM-DD[T ]HH:MM:SS`` with ``Z``/``+00:00`` or,
+  read as UTC, none; money with at most 6 decimals below ``MAX_MONEY_ABS``; plain decimal numbers; no value that
+  JSON must escape, no surrounding blanks). Every other row goes, alone, through the row path's
+  :func:`~flopwise.meter.focus.record_from_focus_row`, which builds its record or rejects it with its reason,
+  so no validation rule is lost;
+* per distinct value, not per row: timestamps' canonical text, Tags (parsed, canonical, request and job ids),
+  instance types (:class:`~flopwise.meter.focus.InstanceTypeIndex`), hours per unit, regions;
+* the identity key is the row path's ``canonical_key`` text built column-wise, hashed per row (SHA-256), and
+  made unique within the input (``#n``) by :class:`_SeenKeys`, which holds 8 bytes per key (flat memory);
+* rejected rows keep their line: pyarrow numbers CSV records, and the physical line of each rejected record is
+  found by one rescan of the file with the row path's reader, only when something was rejected.
+
+Files the path does not take (no pyarrow, a URL, a header that is not the first line, flopwise's own ``x_``
+columns or ``x_SourceKey``) go to the row path; :func:`columnar_focus_plan` says which and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flopwise.errors import IngestError
+from flopwise.meter.bounds import MAX_MONEY_ABS
+from flopwise.meter.costing import UNKNOWN_UTILIZATION_ACTIVITY_FRAC, Coster
+from flopwise.meter.focus import (
+    _COMPUTE_COLUMNS,
+    _EXPORT_BOOKKEEPING,
+    _INSTANCE_TEXT_COLUMNS,
+    _NULLS,
+    _RECORD_COLUMNS,
+    _TEXT_FIELDS,
+    _TIME_COLUMNS,
+    ParseReport,
+    RowContext,
+    RowError,
+    _is_identifying,
+    _json_str,
+    _tag_ids,
+    _tags_and_canonical,
+    check_focus_columns,
+    detect_focus_version,
+    hours_per_unit,
+    open_csv,
+    record_from_focus_row,
+    resolve_tz,
+)
+from flopwise.meter.record import RejectedRow, UsageRecord
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+
+    from flopwise.catalog import Catalog
+    from flopwise.meter.ledger_write import Attributor
+
+__all__ = ["BATCH_ROWS", "ColumnBatch", "columnar_focus_plan", "focus_column_batches", "pyarrow_available"]
+
+#: rows per columnar batch (one write transaction each; memory is proportional to it, not to the file)
+BATCH_ROWS = 10_000
+#: bytes pyarrow reads per block
+_BLOCK_BYTES = 1 << 20
+_TIME_RE = r"^\d{4}-\d{2}-\d{2}[T ](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:Z|\+00:00)?$"
+_MONEY_DIGITS = len(str(int(MAX_MONEY_ABS))) - 1  # |amount| < MAX_MONEY_ABS: at most this many integer digits
+#: decimal places read exactly (then rounded half-even to the ledger's 6, as ``store.types.to_money`` does)
+_MONEY_PLACES_READ = 20
+_MONEY_RE = rf"^-?\d{{1,{_MONEY_DIGITS}}}(?:\.\d{{1,{_MONEY_PLACES_READ}}})?$"
+_NUMBER_RE = r"^-?\d+(?:\.\d+)?$"
+#: characters JSON escapes (the key text and x_extra are JSON), and surrounding blanks (values are stripped)
+_NEEDS_ROW_PATH_RE = r'["\\\x00-\x1f]|^\s|\s$'
+_MICRO = 10**6
+_warned = [False]
+
+
+def pyarrow_available() -> bool:
+    try:
+        import pyarrow.csv  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _Plan:
+    header: list[str]
+    delimiter: str
+
+
+def columnar_focus_plan(target: str, delimiter: str | None) -> tuple[_Plan | None, str]:
+    """(the plan, "") when the columnar path takes this FOCUS input, else (None, why not)."""
+    if target.startswith(("http://", "https://")):
+        return None, "a URL"
+    if not pyarrow_available():
+        if not _warned[0]:
+            _warned[0] = True
+            warnings.warn(
+                "pyarrow is not installed: FOCUS files are ingested row by row (about 10x slower); "
+                "pip install 'flopwise[parquet]' for the columnar path",
+                stacklevel=3,
+            )
+        return None, "pyarrow is not installed"
+    path = Path(target)
+    if not path.is_file() or path.suffix not in (".csv", ".gz", ".txt"):
+        return None, "not a .csv or .csv.gz file"
+    from flopwise.meter.ingest_io import _decode_guard, _open_path
+
+    try:
+        with _open_path(path, None) as fh:
+            first = next(iter(_decode_guard(fh, target)), None)
+    except IngestError:
+        return None, "the row path reports it"
+    if first is None or not first.strip():
+        return None, "the header is not the first line"
+    header, _rows = open_csv([first], target, ParseReport(), delimiter)  # IngestError for a repeated column
+    check_focus_columns(header, target)
+    if any(h in _COMPUTE_COLUMNS or h in _EXPORT_BOOKKEEPING for h in header):
+        return None, "it carries flopwise's own x_ columns"
+    from flopwise.meter.focus import sniff_delimiter
+
+    return _Plan(header, delimiter or sniff_delimiter(first.lstrip("\ufeff"))), ""
+
+
+@dataclass
+class ColumnBatch:
+    """One batch of ledger rows as Arrow columns (the ``usage_records`` columns of ``ledger_write._COLUMNS``,
+    money as ``decimal128(20, 6)``, times as ``timestamp[us, UTC]``, JSON as text)."""
+
+    table: pa.Table
+
+
+class _SeenKeys:
+    """The keys an input has given so far, to make repeated identities unique (``#n``, as ``KeyDeduper``).
+
+    Holds a 64-bit hash per key in sorted numpy runs (merged as they grow: O(log n) runs), and the full key
+    only for keys seen twice or more. Two different keys whose 64-bit hashes collide (about n^2 / 2^65 for n
+    keys) would number the later one ``#2``: a distinct key still, written once."""
+
+    def __init__(self) -> None:
+        self._runs: list[np.ndarray] = []
+        self._counts: dict[str, int] = {}
+
+    def unique(self, keys: list[str]) -> list[str]:
+        import numpy as np
+
+        if not keys:
+            return keys
+        hashes = np.fromiter((hash(k) for k in keys), dtype=np.int64, count=len(keys)).view(np.uint64)
+        hit = np.zeros(len(keys), dtype=bool)
+        for run in self._runs:
+            pos = np.searchsorted(run, hashes)
+            pos[pos == len(run)] = 0
+            hit |= run[pos] == hashes
+        _, first = np.unique(hashes, return_index=True)
+        again = np.ones(len(keys), dtype=bool)
+        again[first] = False
+        hit |= again
+        if hit.any():
+            keys = list(keys)
+            counts = self._counts
+            for i in np.flatnonzero(hit).tolist():
+                n = counts.get(keys[i], 1) + 1
+                counts[keys[i]] = n
+                keys[i] = f"{keys[i]}#{n}"
+        self._runs.append(np.sort(hashes))
+        while len(self._runs) > 1 and len(self._runs[-1]) * 2 >= len(self._runs[-2]):
+            last = self._runs.pop()
+            merged = np.concatenate([self._runs.pop(), last])
+            del last  # both runs freed before the in-place sort: the peak is one copy of the keys
+            merged.sort()
+            self._runs.append(merged)
+        return keys
+
+
+@dataclass
+class _Lines:
+    """pyarrow numbers the CSV records it reads (the header is 1, empty lines are not counted); the row path
+    counts physical lines. Records are mapped to lines by one rescan, only for rejected ones."""
+
+    invalid: dict[int, tuple[str, int]] = field(default_factory=dict)  # number -> (text, fields)
+    blank: set[int] = field(default_factory=set)
+    next_number: int = 2
+    last_skipped: int = 0  # the highest number of an invalid or blank record seen so far
+
+    def on_invalid(self, row: Any) -> str:
+        """pyarrow's ``invalid_row_handler``: note the record (blank, or with the wrong number of fields), skip it."""
+        if not row.text.strip():
+            self.blank.add(row.number)
+        else:
+            self.invalid[row.number] = (row.text, row.actual_columns)
+        self.last_skipped = max(self.last_skipped, row.number)
+        return "skip"
+
+    def numbers(self, n: int) -> list[int]:
+        """The record numbers of the next *n* valid rows (skipping the invalid and blank ones between them)."""
+        number = self.next_number
+        if self.last_skipped < number:  # nothing skipped ahead: a plain range
+            self.next_number = number + n
+            return list(range(number, number + n))
+        out: list[int] = []
+        while len(out) < n:
+            if number not in self.invalid and number not in self.blank:
+                out.append(number)
+            number += 1
+        self.next_number = number
+        return out
+
+
+def _physical_lines(target: str, delimiter: str, wanted: set[int]) -> dict[int, int]:
+    """record ordinal (0-based among the data records the row path counts) -> the line it reports for it
+    (:func:`flopwise.meter.focus._csv_data`'s numbering: csv.reader's line count, blank records skipped)."""
+    import csv
+
+    from flopwise.meter.ingest_io import _open_path
+
+    out: dict[int, int] = {}
+    if not wanted:
+        return out
+    last = max(wanted)
+    with _open_path(Path(target), None) as fh:
+        it = iter(fh)
+        next(it, None)  # the header
+        reader = csv.reader(it, delimiter=delimiter, strict=True)
+        ordinal = 0
+        while ordinal <= last:
+            start_line = reader.line_num + 2
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:
+                fields = ["?", "?"]
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue
+            if ordinal in wanted:
+                out[ordinal] = start_line
+            ordinal += 1
+    return out
+
+
+class _FocusColumns:
+    """Builds the ledger columns of one batch of FOCUS text columns (see the module doc)."""
+
+    def __init__(
+        self,
+        header: list[str],
+        *,
+        catalog: Catalog,
+        coster: Coster,
+        assume_tz: tzinfo | None,
+        path: str,
+    ) -> None:
+        import pyarrow as pa
+
+        self.header = header
+        self.coster = coster
+        self.assume_tz = assume_tz
+        self.path = path
+        self.ctx = RowContext.build("focus", assume_tz, catalog)
+        self.ctx.dedupe = lambda key: key  # type: ignore[assignment,method-assign]  # made unique in file order
+        self.index = self.ctx.instance_index
+        self.identifying = sorted(h for h in header if _is_identifying(h))
+        self.extra = [h for h in header if h not in _RECORD_COLUMNS and h not in _EXPORT_BOOKKEEPING]
+        self.times = [h for h in header if h in _TIME_COLUMNS]
+        self.key_name = {h: _json_str(h) for h in header}
+        self.extra_name = {h: json.dumps(h, ensure_ascii=False) for h in header}
+        self.ts_type = pa.timestamp("us", tz="UTC")
+        self.money_type = pa.decimal128(20, 6)
+
+    # --- per distinct value ---------------------------------------------------------------------------
+
+    def _map(self, column: pa.Array, fn: Callable[[str], Any], type_: pa.DataType) -> pa.Array:
+        """fn(value) for each distinct non-null value of *column*, spread back over its rows."""
+        import pyarrow as pa
+
+        encoded = column if isinstance(column, pa.DictionaryArray) else column.dictionary_encode()
+        values = [fn(v) for v in encoded.dictionary.to_pylist()]
+        return pa.DictionaryArray.from_arrays(encoded.indices, pa.array(values, type=type_)).cast(type_)
+
+    # --- one batch ------------------------------------------------------------------------------------
+
+    def build(self, batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray, list[int]]:
+        """(fast rows as ledger columns plus their ``_key_text``, the mask of fast rows, the row-path rows)."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = batch.num_rows
+        raw = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
+        null_words = pa.array(sorted(_NULLS - {""}))
+        ok = np.ones(n, dtype=bool)
+        cols: dict[str, pa.Array] = {}
+        for name, col in raw.items():
+            missing = pc.or_(pc.equal(col, ""), pc.is_in(col, value_set=null_words))
+            cols[name] = pc.if_else(missing, pa.scalar(None, pa.string()), col)
+            if name != "Tags":
+                bad = pc.fill_null(pc.match_substring_regex(cols[name], _NEEDS_ROW_PATH_RE), False)
+                ok &= ~bad.to_numpy(zero_copy_only=False)
+        present = {name: pc.is_valid(col) for name, col in cols.items()}
+        for name in ("ChargePeriodStart", "ChargePeriodEnd", "BilledCost"):
+            ok &= present[name].to_numpy(zero_copy_only=False)
+
+        # timestamps: a strict form, a real date (strptime rolls 02-30 over: the date must read back the same)
+        utc_only = self.assume_tz is not UTC
+        parsed_times: dict[str, pa.Array] = {}
+        canon_text: dict[str, pa.Array] = {}
+        for name in self.times:
+            col = cols[name]
+            form = pc.fill_null(pc.match_substring_regex(col, _TIME_RE), True)
+            if utc_only:
+                zoned = pc.or_(pc.ends_with(col, "Z"), pc.ends_with(col, "+00:00"))
+                form = pc.and_(form, pc.fill_null(zoned, True))
+            text19 = pc.replace_substring(pc.utf8_slice_codeunits(col, 0, 19), " ", "T")
+            ts = pc.strptime(text19, format="%Y-%m-%dT%H:%M:%S", unit="us", error_is_null=True)
+            # strptime rolls 02-30 over to 03-02: a real date reads back the same
+            back = pc.utf8_slice_codeunits(pc.cast(ts, pa.string()), 0, 10)
+            same = pc.equal(back, pc.utf8_slice_codeunits(col, 0, 10))
+            good = pc.and_(form, pc.fill_null(same, False))
+            good = pc.or_(good, pc.is_null(col))
+            ok &= good.to_numpy(zero_copy_only=False)
+            canon_text[name] = _concat(text19, "Z")
+            ts = pc.assume_timezone(ts, "UTC")
+            parsed_times[name] = ts
+        start, end = parsed_times["ChargePeriodStart"], parsed_times["ChargePeriodEnd"]
+        ok &= pc.fill_null(pc.greater_equal(end, start), False).to_numpy(zero_copy_only=False)
+
+        money: dict[str, pa.Array] = {}
+        for name in ("BilledCost", "EffectiveCost", "ListCost"):
+            if name in cols:
+                good = pc.fill_null(pc.match_substring_regex(cols[name], _MONEY_RE), True)
+                ok &= good.to_numpy(zero_copy_only=False)
+        for name in (
+            "ContractedCost",
+            "ListUnitPrice",
+            "ContractedUnitPrice",
+            "PricingQuantity",
+            "ConsumedQuantity",
+        ):
+            if name in cols:
+                good = pc.fill_null(pc.match_substring_regex(cols[name], _NUMBER_RE), True)
+                ok &= good.to_numpy(zero_copy_only=False)
+        quantity = None
+        if "ConsumedQuantity" in cols:
+            q = pc.if_else(pa.array(ok), cols["ConsumedQuantity"], pa.scalar(None, pa.string()))
+            quantity = pc.cast(q, pa.float64())
+            billed_text = pc.if_else(pa.array(ok), cols["BilledCost"], pa.scalar("0"))
+            positive = pc.greater(pc.cast(billed_text, pa.float64()), 0)
+            reversal_bad = pc.and_(pc.less(quantity, 0), positive)
+            ok &= ~pc.fill_null(reversal_bad, False).to_numpy(zero_copy_only=False)
+
+        # Tags, per distinct text
+        tags_json = tags_canon = request_tag = job_tag = None
+        if "Tags" in cols:
+            tags_ok = self._map(cols["Tags"], _tags_fast, pa.bool_())
+            ok &= pc.fill_null(tags_ok, True).to_numpy(zero_copy_only=False)
+        mask = pa.array(ok)
+        fast = pc.filter(pa.table(cols), mask) if not ok.all() else pa.table(cols)
+        slow = np.flatnonzero(~ok).tolist()
+        fcols = {name: fast.column(name).combine_chunks() for name in fast.column_names}
+        m = fast.num_rows
+        times = {name: pc.filter(ts, mask) for name, ts in parsed_times.items()}
+        # the canonical text (format_timestamp: UTC, ISO 8601 with a Z) of a strict-form UTC time is its own
+        times_text = {name: pc.filter(t, mask) for name, t in canon_text.items()}
+        for name in ("BilledCost", "EffectiveCost", "ListCost"):
+            if name in fcols:
+                exact = pc.cast(
+                    fcols[name], pa.decimal128(_MONEY_DIGITS + _MONEY_PLACES_READ, _MONEY_PLACES_READ)
+                )
+                rounded = pc.round(exact, ndigits=6, round_mode="half_to_even")
+                money[name] = pc.cast(rounded, self.money_type)
+        if "Tags" in fcols:
+            tags = fcols["Tags"].dictionary_encode()
+            tags_json = pc.fill_null(self._map(tags, lambda t: _tags_text(t)[0], pa.string()), "{}")
+            tags_canon = self._map(tags, lambda t: _tags_text(t)[1], pa.string())
+            request_tag = self._map(tags, lambda t: _tag_ids(t)[0], pa.string())
+            job_tag = self._map(tags, lambda t: _tag_ids(t)[1], pa.string())
+
+        # the identity key text: [["Name","value"],...] over the identifying columns with a value, sorted by name
+        pieces = []
+        for name in self.identifying:
+            if name in self.times:
+                value = times_text[name]
+            elif name == "Tags":
+                value = pc.if_else(pc.equal(tags_canon, ""), pa.scalar(None, pa.string()), tags_canon)
+                value = self._map(value, lambda c: _json_str(c)[1:-1], pa.string())
+            else:
+                value = fcols[name]
+            pieces.append(_concat(f'[{self.key_name[name]},"', value, '"]'))
+        joined = _join_skipping_nulls(pieces, ",") if pieces else pa.array([""] * m, pa.string())
+        key_text = _concat("[", joined, "]")
+        # x_extra: {"Name": "value", ...} over the other columns with a value, in header order
+        extra_pieces = []
+        for name in self.extra:
+            value = times_text[name] if name in self.times else fcols[name]
+            extra_pieces.append(_concat(f'{self.extra_name[name]}: "', value, '"'))
+        if extra_pieces:
+            body = _join_skipping_nulls(extra_pieces, ", ")
+            x_extra = _concat("{", body, "}")
+        else:
+            x_extra = pa.array(["{}"] * m, pa.string())
+
+        # devices: the first instance-text column that names a catalog instance type
+        device = pa.nulls(m, pa.string())
+        per_instance = pa.nulls(m, pa.float64())
+        if self.index is not None:
+            for name in _INSTANCE_TEXT_COLUMNS:
+                if name not in fcols:
+                    continue
+                texts = fcols[name].dictionary_encode()
+                found_dev = self._map(texts, lambda t: (f := self.index.find(t)) and f[1], pa.string())
+                found_n = self._map(texts, lambda t: (f := self.index.find(t)) and float(f[2]), pa.float64())
+                take = pc.and_(pc.is_null(device), pc.is_valid(found_dev))
+                device = pc.if_else(take, found_dev, device)
+                per_instance = pc.if_else(take, found_n, per_instance)
+        unit = fcols.get("ConsumedUnit")
+        if "PricingUnit" in fcols:
+            unit = fcols["PricingUnit"] if unit is None else pc.coalesce(unit, fcols["PricingUnit"])
+        hours = pa.nulls(m, pa.float64())
+        costed_hours = hours
+        if unit is not None and quantity is not None:
+            unit_hours = self._map(unit, hours_per_unit, pa.float64())
+            q = pc.filter(quantity, mask)
+            hours = pc.multiply(pc.multiply(q, unit_hours), per_instance)
+            hours = pc.if_else(pc.is_valid(device), hours, pa.scalar(None, pa.float64()))
+        # Coster.cost never prices a negative quantity (a reversal): no energy for it
+        costed_hours = pc.if_else(pc.less(hours, 0.0), pa.scalar(None, pa.float64()), hours)
+        # costing (Coster.cost for a billed row with no utilization): estimated energy, CO2e, the bill as cost
+        coster = self.coster
+        power = self._map(device, lambda d: _power_w(coster, d), pa.float64())
+        energy = pc.divide(pc.multiply(power, costed_hours), 1000.0)
+        provider = fcols.get("ProviderName", pa.nulls(m, pa.string()))
+        region_id = fcols.get("RegionId", pa.nulls(m, pa.string()))
+        pair = _concat(pc.fill_null(provider, "\x00"), "\x1f", pc.fill_null(region_id, "\x00"))
+        pair = pair.dictionary_encode()
+        pue = self._map(pair, lambda p: _region(coster, p, 0), pa.float64())
+        grid = self._map(pair, lambda p: _region(coster, p, 1), pa.float64())
+        co2e = pc.divide(pc.multiply(pc.multiply(energy, pue), grid), 1000.0)
+        currency = fcols["BillingCurrency"] if "BillingCurrency" in fcols else pa.nulls(m, pa.string())
+        usd = pc.or_kleene(
+            pc.is_null(currency), pc.equal(pc.utf8_upper(pc.utf8_trim_whitespace(currency)), "USD")
+        )
+        usd = pc.fill_null(usd, True)
+        billed = money["BilledCost"]
+        cost_usd = pc.if_else(usd, billed, pa.scalar(None, self.money_type))
+        cost_basis = pc.if_else(usd, pa.scalar("billed"), pa.scalar("none"))
+        energy_basis = pc.if_else(pc.is_valid(energy), pa.scalar("estimated"), pa.scalar("none"))
+
+        def text(name: str) -> pa.Array:
+            return fcols.get(name, pa.nulls(m, pa.string()))
+
+        out = {
+            "source": pa.array(["focus"] * m, pa.string()),
+            "charge_period_start": times["ChargePeriodStart"],
+            "charge_period_end": times["ChargePeriodEnd"],
+            "billed_cost": billed,
+            "effective_cost": money.get("EffectiveCost", pa.nulls(m, self.money_type)),
+            "list_cost": money.get("ListCost", pa.nulls(m, self.money_type)),
+            "cost_usd": cost_usd,
+            "cost_basis": cost_basis,
+            **{attr: text(col) for col, attr in _TEXT_FIELDS.items()},
+            "tags": tags_json if tags_json is not None else pa.array(["{}"] * m, pa.string()),
+            "x_device_type": device,
+            "x_device_count": per_instance,
+            "x_device_hours": hours,
+            "x_gpu_utilization": pa.nulls(m, pa.float64()),
+            "x_energy_kwh": energy,
+            "energy_basis": energy_basis,
+            "x_co2e_kg": co2e,
+            "idle_device_hours": pa.nulls(m, pa.float64()),
+            "idle_cost_usd": pa.nulls(m, self.money_type),
+            "x_job_id": job_tag if job_tag is not None else pa.nulls(m, pa.string()),
+            "x_request_id": request_tag if request_tag is not None else pa.nulls(m, pa.string()),
+            "x_user": pa.nulls(m, pa.string()),
+            "x_account": text("SubAccountId"),
+            "x_extra": x_extra,
+            "_key_text": key_text,
+        }
+        return pa.table(out), ok, slow
+
+    def slow_rows(
+        self, batch: pa.RecordBatch, rows: list[int], numbers: list[int], rejected: list[tuple[int, str, str]]
+    ) -> list[tuple[int, UsageRecord]]:
+        """The row path for *rows* of *batch*: (record number, costed-ready record), rejects into *rejected*."""
+        out: list[tuple[int, UsageRecord]] = []
+        if not rows:
+            return out
+        names = batch.schema.names
+        import pyarrow as pa
+
+        taken = batch.take(pa.array(rows)).to_pylist()
+        for i, row in zip(rows, taken, strict=True):
+            try:
+                record = record_from_focus_row(row, self.ctx)
+            except RowError as err:
+                rejected.append((numbers[i], str(err), ",".join(str(row[n]) for n in names)))
+                continue
+            out.append((numbers[i], record))
+        return out
+
+
+#: constant text arrays by text, as long as the longest batch so far (a shorter one takes a zero-copy slice)
+_CONSTANTS: dict[str, pa.Array] = {}
+
+
+def _concat(*parts: pa.Array | str) -> pa.Array:
+    """The element-wise concatenation of string arrays and constant texts (pyarrow's
+    ``binary_join_element_wise`` is some 40x slower with a scalar argument than with an array: constants become
+    arrays, kept per text). A null part gives a null."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = next(len(p) for p in parts if not isinstance(p, str))
+    arrays = []
+    for p in parts:
+        if isinstance(p, str):
+            const = _CONSTANTS.get(p)
+            if const is None or len(const) < n:
+                if len(_CONSTANTS) > 1024:
+                    _CONSTANTS.clear()
+                const = _CONSTANTS[p] = pa.repeat(pa.scalar(p, pa.string()), n)
+            p = const.slice(0, n)
+        arrays.append(p)
+    return pc.binary_join_element_wise(*arrays, "")
+
+
+def _join_skipping_nulls(pieces: list[pa.Array], sep: str) -> pa.Array:
+    """The non-null pieces of each row joined by *sep* ("" when none). (pyarrow 26's
+    ``binary_join_element_wise(null_handling="skip")`` drops the rows whose pieces are all null, and with many
+    arguments it is several times slower than joining two at a time, as here, in a balanced tree.)"""
+    import pyarrow.compute as pc
+
+    parts = [pc.fill_null(_concat(sep, p), "") for p in pieces]
+    while len(parts) > 1:
+        parts = [
+            pc.binary_join_element_wise(parts[i], parts[i + 1], "") if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
+    return pc.utf8_slice_codeunits(parts[0], len(sep))
+
+
+def _tags_fast(text: str) -> bool:
+    try:
+        _tags_and_canonical(text)
+    except RowError:
+        return False
+    return True
+
+
+def _tags_text(text: str) -> tuple[str, str]:
+    """(the ledger's JSON text of the tags, their canonical text or "")."""
+    from flopwise.store.session import _json_dumps
+
+    items, canon = _tags_and_canonical(text)
+    return (_json_dumps(dict(items)) if items else "{}"), canon
+
+
+def _power_w(coster: Coster, device_id: str) -> float | None:
+    from flopwise.estimate.energy import device_power_w
+
+    device = coster.device(device_id)
+    if device is None:
+        return None
+    return float(device_power_w(device.tdp_w, device.idle_w, UNKNOWN_UTILIZATION_ACTIVITY_FRAC))
+
+
+def _region(coster: Coster, pair: str, which: int) -> float | None:
+    provider, _, region_id = pair.partition("\x1f")
+    region = coster.region(
+        None if provider == "\x00" else provider, None if region_id == "\x00" else region_id
+    )
+    if region is None:
+        return None
+    return float(region.pue) if which == 0 else float(region.grid_gco2e_per_kwh)
+
+
+def _records_table(records: list[UsageRecord], coster: Coster, schema: pa.Schema) -> pa.Table:
+    """The row path's records (costed) as ledger columns of *schema* (keys in ``_key_text``, already made)."""
+    import pyarrow as pa
+
+    from flopwise.meter.ledger_write import _COLUMNS, _row_values
+    from flopwise.store.session import _json_dumps
+    from flopwise.store.types import to_money
+
+    now = datetime.now(UTC)
+    rows = [_row_values(coster.cost(r), None, now, None) for r in records]
+    data: dict[str, list[Any]] = {}
+    for name in schema.names:
+        if name == "_key_text":
+            data[name] = [r.source_key for r in records]
+            continue
+        i = _COLUMNS.index(name)
+        values = [row[i] for row in rows]
+        kind = schema.field(name).type
+        if pa.types.is_decimal(kind):
+            values = [None if v is None else to_money(v, name) for v in values]
+        elif name in ("tags", "x_extra"):
+            values = ["{}" if not v else _json_dumps(v) for v in values]
+        data[name] = values
+    return pa.table({n: pa.array(data[n], type=schema.field(n).type) for n in schema.names})
+
+
+def focus_column_batches(
+    target: str,
+    plan: _Plan,
+    *,
+    catalog: Catalog,
+    coster: Coster,
+    assume_tz: str | None,
+    report: ParseReport,
+    rejected: list[RejectedRow],
+    progress: Any = None,
+    attribute: Attributor | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[pa.Table]:
+    """Ledger-column tables of a FOCUS CSV, *batch_rows* at a time, with ``source_key`` made (see the module
+    doc). Fills *report* (rows read, version) and, at the end, *rejected* (line and reason)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    tz = resolve_tz(assume_tz)
+    report.version = detect_focus_version(plan.header)
+    builder = _FocusColumns(plan.header, catalog=catalog, coster=coster, assume_tz=tz, path=target)
+    seen = _SeenKeys()
+    lines = _Lines()
+    pending_rejects: list[tuple[int, str, str]] = []  # (record number, reason, raw)
+    header = plan.header
+    path = Path(target)
+    # a native file (no Python callback inside pyarrow: a signal's KeyboardInterrupt, e.g. SIGTERM made one by
+    # the CLI, is raised in this loop, not swallowed in a read); progress is reported once per batch
+    raw = pa.OSFile(str(path), "rb")
+    total = path.stat().st_size
+    try:
+        stream = pa.CompressedInputStream(raw, "gzip") if path.suffix == ".gz" else raw
+        reader = pcsv.open_csv(
+            stream,
+            read_options=pcsv.ReadOptions(
+                column_names=header, skip_rows=1, block_size=_BLOCK_BYTES, use_threads=False
+            ),
+            parse_options=pcsv.ParseOptions(
+                delimiter=plan.delimiter,
+                newlines_in_values=True,
+                invalid_row_handler=lines.on_invalid,
+            ),
+            convert_options=pcsv.ConvertOptions(
+                column_types={h: pa.string() for h in header},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        for batch in _rebatched(reader, batch_rows):
+            for offset in range(0, batch.num_rows, batch_rows):
+                part = batch.slice(offset, batch_rows)
+                numbers = lines.numbers(part.num_rows)
+                table, ok, slow = builder.build(part)
+                records = builder.slow_rows(part, slow, numbers, pending_rejects)
+                if records:
+                    extra = _records_table([r for _, r in records], coster, table.schema)
+                    fast_numbers = np.asarray(numbers)[ok]
+                    all_numbers = np.concatenate([fast_numbers, np.asarray([n for n, _ in records])])
+                    order = np.argsort(all_numbers, kind="stable")
+                    table = pa.concat_tables([table, extra]).take(pa.array(order))
+                report.rows_read += part.num_rows
+                # keys: SHA-256 of the identity text for the columnar rows, the row path's own for the others
+                texts = table.column("_key_text").to_pylist()
+                keys = [t if t.startswith("focus:") else _key(t) for t in texts]
+                keys = seen.unique(keys)
+                table = table.drop_columns(["_key_text"]).append_column(
+                    "source_key", pa.array(keys, pa.string())
+                )
+                if attribute is not None:
+                    for name, values in _owners(table, attribute).items():
+                        table = table.append_column(name, values)
+                report.records += table.num_rows
+                yield table
+                if progress is not None:
+                    progress(raw.tell(), total)
+    except pa.ArrowCancelled:
+        raise KeyboardInterrupt from None
+    except (pa.ArrowException, OSError, EOFError) as err:
+        raise IngestError(target, None, _arrow_message(err, target, path.suffix == ".gz")) from None
+    finally:
+        raw.close()
+    # the invalid records (wrong number of fields) and the row path's rejects, with their physical lines
+    for number, (text, got) in lines.invalid.items():
+        what = "truncated?" if got < len(header) else "a stray delimiter or unquoted value?"
+        pending_rejects.append((number, f"has {got} fields, the header has {len(header)} ({what})", text))
+        report.rows_read += 1
+    if pending_rejects:
+        blanks = sorted(lines.blank)
+        import bisect
+
+        def ordinal(number: int) -> int:
+            return number - 2 - bisect.bisect_left(blanks, number)
+
+        where = _physical_lines(target, plan.delimiter, {ordinal(n) for n, _, _ in pending_rejects})
+        for number, reason, text in sorted(pending_rejects):
+            line = where.get(ordinal(number), ordinal(number) + 2)
+            rejected.append(RejectedRow(target, line, reason, text[:500]))
+
+
+def _rebatched(reader: Any, rows: int) -> Iterator[pa.RecordBatch]:
+    """The reader's record batches (one per block read) gathered into batches of about *rows* rows: the fixed
+    cost of a batch (some hundred Arrow calls) is paid per *rows* rows, not per block."""
+    import pyarrow as pa
+
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+            pending, count = [], 0
+    if count:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
+def _key(text: str) -> str:
+    return "focus:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _arrow_message(err: Exception, target: str, gz: bool) -> str:
+    """The row path's words for what pyarrow could not read (ingest_io._decode_guard)."""
+    text = str(err)
+    lowered = text.lower()
+    if "utf8" in lowered or "utf-8" in lowered:
+        return "not UTF-8 text (invalid byte sequence); is it a binary or compressed file?"
+    if gz or "gzip" in lowered or isinstance(err, EOFError):
+        what = "it ends early (truncated?)" if "truncated" in lowered or isinstance(err, EOFError) else text
+        return f"not a readable gzip file: {what}; check it with `gzip -t {target}`"
+    return f"not a readable CSV: {text}"
+
+
+_ATTRIBUTION_COLUMNS = ("x_account", "resource_id", "tags", "x_request_id", "provider_name")
+
+
+def _owners(table: pa.Table, attribute: Attributor) -> dict[str, pa.Array]:
+    """org/team/project of each row: *attribute* called once per distinct (account, resource, tags, request
+    id, provider), the fields attribution rules read (``meter.attribution``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    joined = pc.binary_join_element_wise(
+        *(pc.fill_null(table.column(c).combine_chunks(), "\x00") for c in _ATTRIBUTION_COLUMNS), "\x1f"
+    )
+    encoded = joined.dictionary_encode()
+    answers = []
+    for value in encoded.dictionary.to_pylist():
+        account, resource, tags, request, provider = (None if v == "\x00" else v for v in value.split("\x1f"))
+        record = UsageRecord(
+            source="focus",
+            source_key="",
+            charge_period_start=datetime.min.replace(tzinfo=UTC),
+            charge_period_end=datetime.min.replace(tzinfo=UTC),
+            provider_name=provider,
+            resource_id=resource,
+            tags=json.loads(tags) if tags else {},
+            x_account=account,
+            x_request_id=request,
+        )
+        answers.append(attribute(record) or (None, None, None))
+    idx = encoded.indices.to_pylist()
+    return {
+        name: pa.array([answers[i][k] for i in idx], pa.int64())
+        for k, name in enumerate(("org_id", "team_id", "project_id"))
+    }

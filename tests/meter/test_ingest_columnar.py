@@ -1,0 +1,225 @@
+"""The columnar FOCUS path (``meter.ingest_columnar`` + ``ledger_write.write_columns``) gives the ledger the row
+path gives, row by row, with the same counts and the same rejects (line and reason): on the real FOCUS sample, on
+a file made of every kind of bad or unusual row the row path knows, and for restatements; on both databases."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from flopwise.catalog import load_catalog
+from flopwise.meter.focus import KeyDeduper
+from flopwise.meter.ingest import IngestOptions, ingest_source
+from flopwise.meter.ingest_columnar import _SeenKeys, columnar_focus_plan
+from flopwise.store import UsageRecordRow, read_session
+from flopwise.store.ledger import UsageRecordHistory
+
+pytest.importorskip("pyarrow")
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CAT = load_catalog()
+_SKIP = {"id", "ingest_run_id", "ingested_at"}
+
+HEADER = (
+    "BilledCost,BillingCurrency,ChargePeriodStart,ChargePeriodEnd,ProviderName,RegionId,ResourceId,"
+    "ServiceCategory,SkuId,EffectiveCost,ListCost,ConsumedQuantity,ConsumedUnit,ResourceType,Tags,"
+    "SubAccountId,BillingPeriodStart"
+)
+#: rows that each exercise a rule of record_from_focus_row (comment: what the row path does with it)
+ROWS = [
+    "1.5,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-1,Compute,p5,1.5,2,1,Hours,p5.48xlarge,"
+    '"{""team"": ""a""}",acct-1,2025-01-01T00:00:00Z',  # a GPU row: devices, hours, energy, CO2e
+    "1.5,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-1,Compute,p5,1.5,2,1,Hours,p5.48xlarge,"
+    '"{""team"": ""a""}",acct-1,2025-01-01T00:00:00Z',  # the same row again: a second charge (#2)
+    "2.25,usd,2025-01-01 02:00:00,2025-01-01 03:00:00,AWS,us-east-1,i-2,Compute,m5,,,3,Hours,m5.large,,,",
+    "3,EUR,2025-01-01T00:00:00+00:00,2025-01-01T01:00:00+00:00,Microsoft,westeurope,vm-3,Compute,D4,3,3,1,"
+    "1 Hour,Standard_ND96isr_H100_v5,,sub-9,",  # another currency: no USD cost; +00:00 times
+    "4,USD,2025-02-30T00:00:00Z,2025-03-01T00:00:00Z,AWS,us-east-1,i-4,Compute,x,,,,,,,,",  # no such date
+    ",USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-5,Compute,x,,,,,,,,",  # no BilledCost
+    "5,USD,2025-01-01T02:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-6,Compute,x,,,,,,,,",  # ends before start
+    "6,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-7",  # too few fields
+    "",  # a blank line: not a row
+    "7,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-8,Compute,x,,,abc,Hours,,,,",  # bad quantity
+    "8,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-9,Compute,x,,,-1,Hours,p5.48xlarge,,,",
+    "-8,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-9,Compute,x,,,-1,Hours,p5.48xlarge,,,",
+    '9,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,"i-10\nsecond line",Compute,x,,,,,,,,',
+    "10.1234567,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-11,Compute,x,,,,,,,,",  # 7 places
+    "1e3,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-12,Compute,x,,,,,,,,",
+    "11, USD ,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,NULL,None,i-13,Compute,x,,,,,,,,",  # blanks, null words
+    '12,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,"i-""14""",Compute,x,,,,,,,,',  # a quote
+    '13,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-15,Compute,x,,,,,,"not json",,',
+    "14,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-16,Compute,x,,,,,,"
+    '"""flopwise-request-id"": ""req-7"",""job-id"": ""j1""",,',  # Azure's brace-less tags, ids from tags
+    "15,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-17,Compute,x,,,,,,,,2025-13-01T00:00:00Z",
+    "16,USD,2025-01-01T00:00:00.5Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-18,Compute,é,,,,,,,,",  # fractional s
+    "2000000000000,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-19,Compute,x,,,,,,,,",  # > max
+    "17,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-20,Compute,x,,,,,,,,,extra",  # too many
+]
+
+
+def _ledger(factory):
+    with read_session(factory) as s:
+        rows = s.execute(select(UsageRecordRow).order_by(UsageRecordRow.source_key)).scalars().all()
+        return [
+            {c.name: getattr(r, c.name) for c in UsageRecordRow.__table__.columns if c.name not in _SKIP}
+            for r in rows
+        ]
+
+
+def _both(factory, path: Path, **kw):
+    """Ingest *path* columnar, snapshot, undo by deleting, ingest row by row, snapshot: (results, ledgers)."""
+    from sqlalchemy import delete
+
+    from flopwise.store import write_session
+
+    out = []
+    for columnar in (True, False):
+        with write_session(factory) as s:
+            s.execute(delete(UsageRecordHistory))
+            s.execute(delete(UsageRecordRow))
+        result = ingest_source(
+            factory, "focus", path, catalog=CAT, options=IngestOptions(columnar=columnar, **kw)
+        )
+        out.append((result, _ledger(factory)))
+    return out
+
+
+def _same(a, b):
+    (ra, la), (rb, lb) = a, b
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb, strict=True):
+        assert x == y
+    for name in ("status", "rows_read", "records_inserted", "records_duplicate", "rows_rejected", "cost_usd"):
+        assert getattr(ra, name) == getattr(rb, name), name
+    assert [(r.line, r.reason) for r in ra.rejects] == [(r.line, r.reason) for r in rb.rejects]
+    assert ra.reconciles and rb.reconciles
+
+
+def test_the_columnar_path_takes_plain_focus_csv_and_leaves_the_rest(tmp_path):
+    plan, why = columnar_focus_plan(str(DATA / "focus/focus-1.0-sample.csv"), None)
+    assert plan is not None and why == ""
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "ChargePeriodStart,ChargePeriodEnd,BilledCost,BillingCurrency,ProviderName,x_SourceKey\n"
+    )
+    assert columnar_focus_plan(str(export), None) == (None, "it carries flopwise's own x_ columns")
+    assert columnar_focus_plan("https://example.org/bill.csv", None) == (None, "a URL")
+
+
+def test_real_focus_sample_gives_the_row_paths_ledger(factory):
+    columnar, rows = _both(factory, DATA / "focus/focus-1.0-sample.csv")
+    _same(columnar, rows)
+    assert columnar[0].records_inserted == 1000
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_every_kind_of_row_gives_the_row_paths_ledger_and_rejects(factory, tmp_path, gz):
+    text = HEADER + "\n" + "\n".join(ROWS) + "\n"
+    path = tmp_path / ("edge.csv.gz" if gz else "edge.csv")
+    if gz:
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text, encoding="utf-8")
+    columnar, rows = _both(factory, path, batch_size=4)  # many batches: keys made unique across them
+    _same(columnar, rows)
+    result = columnar[0]
+    assert result.rows_rejected >= 8 and result.records_inserted >= 12
+    keys = [r["source_key"] for r in columnar[1]]
+    assert any(k.endswith("#2") for k in keys)  # the repeated row is a second charge
+
+
+def test_restatement_through_the_columnar_path_keeps_history(factory, tmp_path):
+    first = tmp_path / "jan.csv"
+    first.write_text(HEADER + "\n" + ROWS[0] + "\n" + ROWS[2] + "\n", encoding="utf-8")
+    restated = tmp_path / "jan-restated.csv"
+    restated.write_text(HEADER + "\n" + ROWS[0].replace("1.5,USD", "1.75,USD", 1) + "\n" + ROWS[2] + "\n")
+    out = []
+    for columnar in (True, False):
+        from sqlalchemy import delete
+
+        from flopwise.store import write_session
+
+        with write_session(factory) as s:
+            s.execute(delete(UsageRecordHistory))
+            s.execute(delete(UsageRecordRow))
+        opts = IngestOptions(columnar=columnar)
+        ingest_source(factory, "focus", first, catalog=CAT, options=opts)
+        again = ingest_source(factory, "focus", restated, catalog=CAT, options=opts)
+        with read_session(factory) as s:
+            history = s.execute(select(UsageRecordHistory.source_key, UsageRecordHistory.billed_cost)).all()
+        out.append(
+            (
+                again.records_replaced,
+                again.records_duplicate,
+                again.restated_cost_usd,
+                history,
+                _ledger(factory),
+            )
+        )
+    assert out[0] == out[1]
+    assert out[0][0] == 1 and out[0][1] == 1 and len(out[0][3]) == 1
+
+
+def test_seen_keys_number_repeats_as_the_key_deduper_does():
+    dedupe = KeyDeduper()
+    seen = _SeenKeys()
+    keys = [f"k{i % 7}" for i in range(50)] + ["x", "x", "y"]
+    expected = [dedupe(k) for k in keys]
+    got = []
+    for i in range(0, len(keys), 6):
+        got += seen.unique(keys[i : i + 6])
+    assert got == expected
+
+
+def test_without_pyarrow_the_row_path_reads_it_and_says_so_once(factory, monkeypatch):
+    import warnings
+
+    from flopwise.meter import ingest_columnar
+
+    monkeypatch.setattr(ingest_columnar, "pyarrow_available", lambda: False)
+    monkeypatch.setattr(ingest_columnar, "_warned", [False])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = columnar_focus_plan(str(DATA / "focus/focus-1.0-sample.csv"), None)
+        second = columnar_focus_plan(str(DATA / "focus/focus-1.0-sample.csv"), None)
+    assert first == second == (None, "pyarrow is not installed")
+    assert len([w for w in caught if "pyarrow is not installed" in str(w.message)]) == 1
+    result = ingest_source(factory, "focus", DATA / "focus/focus-1.0-sample.csv", catalog=CAT)
+    assert result.rows_read == 1000 and result.reconciles
+
+
+def test_attribution_sees_what_the_row_path_shows_it(factory, tmp_path):
+    """An attributor reading tags, account and resource gives each row the scope it gives on the row path."""
+    from sqlalchemy import delete
+
+    from flopwise.store import Organization, write_session
+
+    with write_session(factory) as s:
+        org = s.scalar(select(Organization).where(Organization.name == "columnar-attribution"))
+        if org is None:
+            org = Organization(name="columnar-attribution")
+            s.add(org)
+            s.flush()
+        org_id = org.id
+
+    def owner(record):
+        if record.tags.get("team") == "a" or record.x_account == "sub-9":
+            return (org_id, None, None)
+        return None
+
+    path = tmp_path / "attr.csv"
+    path.write_text(HEADER + "\n" + "\n".join(ROWS[:4]) + "\n", encoding="utf-8")
+    ledgers = []
+    for columnar in (True, False):
+        with write_session(factory) as s:
+            s.execute(delete(UsageRecordHistory))
+            s.execute(delete(UsageRecordRow))
+        ingest_source(
+            factory, "focus", path, catalog=CAT, options=IngestOptions(columnar=columnar), attribute=owner
+        )
+        ledgers.append(_ledger(factory))
+    assert ledgers[0] == ledgers[1]
+    assert sorted(r["org_id"] is not None for r in ledgers[0]) == [False, True, True, True]
