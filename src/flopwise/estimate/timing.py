@@ -17,6 +17,9 @@ __all__ = [
     "FP16_ACCUMULATE_QUANTS",
     "FP8_MFU_SCALE",
     "FP8_STEADY_MFU_SCALE",
+    "LOW_PRECISION_GEMM_TIME_FRAC",
+    "LOW_PRECISION_SPEEDUP",
+    "low_precision_compute_scale",
     "STEADY_STATE_MFU",
     "steady_state_mfu_frac",
     "WEIGHT_ONLY_BANDWIDTH_FRAC",
@@ -129,6 +132,31 @@ MFU_SIZE_GENERATIONS = ("ampere", "hopper", "blackwell")
 #: 14.8T tokens, 37B active = 19.5% of the fp8 peak): 0.195 / (0.23 x mfu_size_factor(N)) with N the 671B total
 #: parameters the estimator passes (clipped to 410B, factor 1.34) = 0.63; in-sample by construction.
 FP8_MFU_SCALE = 0.63
+
+#: Share of a 16-bit step's compute time spent in the GEMMs that a lower-precision format speeds up, derived from
+#: FP8_MFU_SCALE by Amdahl's law: fp8 runs GEMMs at 2x the bf16 rate and everything else (attention softmax,
+#: norms, activations, activation quantization, communication) at the 16-bit rate, so ``1 / (2 x FP8_MFU_SCALE) =
+#: (1 - f) + f / 2`` gives ``f = 2 (1 - 1 / (2 x FP8_MFU_SCALE))`` = 0.41. Not fitted to any serving case.
+LOW_PRECISION_GEMM_TIME_FRAC = 2.0 * (1.0 - 1.0 / (2.0 * FP8_MFU_SCALE))
+
+#: Peak-rate multiple of each low-precision compute dtype over the 16-bit dense rate (NVIDIA Hopper and Blackwell
+#: datasheets: fp8 2x, fp4 4x the bf16 dense tensor rate). int8 is left out: llama.cpp's CPU int8 path is fitted
+#: at the int8 peak as it is (flopwise.validation.calibrate).
+LOW_PRECISION_SPEEDUP = {"fp8": 2.0, "fp4": 4.0}
+
+
+def low_precision_compute_scale(dtype: str) -> float:
+    """Achieved share of a low-precision dtype's peak relative to the 16-bit share, by Amdahl's law with the GEMM
+    time share LOW_PRECISION_GEMM_TIME_FRAC: ``1 / (s ((1 - f) + f / s))`` with ``s`` the dtype's peak multiple
+    (LOW_PRECISION_SPEEDUP). fp8: FP8_MFU_SCALE (0.63) by construction; fp4 (NVFP4/MXFP4 on Blackwell): 0.36, i.e.
+    a 4x-peak format delivers 1.45x the 16-bit throughput, since only the GEMMs get faster (Amdahl 1967, AFIPS
+    30:483). 1.0 for other dtypes."""
+    s = LOW_PRECISION_SPEEDUP.get(dtype)
+    if s is None:
+        return 1.0
+    f = LOW_PRECISION_GEMM_TIME_FRAC
+    return 1.0 / (s * ((1.0 - f) + f / s))
+
 
 #: Small models under-fill the matmul units: below 1e9 parameters the default MFU is multiplied by this
 #: (derived; Narayanan et al. 2021 arXiv:2104.04473 Table 1 shows 44% at 1.7B rising to 52% at 1T on A100).
