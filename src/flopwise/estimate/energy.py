@@ -53,8 +53,8 @@ DECODE_ACTIVITY_FRAC = 0.6
 #: measurements of src/flopwise/validation/data/cases_energy.csv; a generation without a measured case takes
 #: "default" (the Hopper fit) and the answer says so. Keys: generation -> (k_mem, k_compute).
 LOAD_POWER_COEFFS = {
-    "hopper": (0.689, 2.475),
-    "default": (0.689, 2.475),
+    "hopper": (0.661, 4.124),
+    "default": (0.661, 4.124),
 }
 #: the three energy boundaries every answer reports, narrowest first
 BOUNDARIES = ("device", "node", "facility")

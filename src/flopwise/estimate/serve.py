@@ -330,7 +330,10 @@ def _decode_step_s(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread,
     comm = 2.0 * model.n_layers * tm.allreduce_time_s(batch * model.d_model * 2.0, sp.ranks, link, latency)
     comm = comm + sp.hops * latency
     tpot = (
-        tm.roofline_time_s(step_flops, step_bytes, rates.peak_flop_per_s, rates.bandwidth_bytes_per_s)
+        tm.roofline_time_s(
+            step_flops, step_bytes, rates.peak_flop_per_s, rates.bandwidth_bytes_per_s,
+            tm.ROOFLINE_OVERLAP_P.get(device.kind),
+        )  # fmt: skip
         + rates.layer_overhead_s
         + comm
     )

@@ -142,6 +142,7 @@ class ServePhysics:
     host_frac: Any
     step_overhead_s: Any = 0.0
     prefill_step_overhead_s: Any = 0.0
+    overlap_p: Any = 0.0  # p-norm of compute and memory time of a decode step (0 = the roofline)
     params: Any = None
     shard: Any = None  # divides a step's weight bytes and FLOPs (tp; 1 for a layer split)
     ranks: Any = None  # all-reduce group (tp; 1 for a layer split)
@@ -213,6 +214,7 @@ class ServePhysics:
                 step_bytes,
                 col(self.peak_flop_per_s, extra),
                 col(self.bandwidth_bytes_per_s, extra),
+                col(self.overlap_p, extra),
             )
             + comm
             + col(self.step_overhead_s, extra)
@@ -369,6 +371,7 @@ def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfil
         "host": en.host_power_frac(device),
         "overhead_s": rates.layer_overhead_s,
         "overhead_pre_s": rates.prefill_layer_overhead_s,
+        "overlap_p": float(tm.ROOFLINE_OVERLAP_P.get(kind) or 0.0),
         "chunk": float(eng.prefill_chunk_tokens),
         "block": float(eng.kv_block_tokens),
         "max_seqs": float(eng.max_seqs_limit),
@@ -388,6 +391,7 @@ def serve_physics(
         "tp", "peak", "bw", "link", "lat", "kv_shard", "bpp", "weights", "overhead", "capacity", "kv_b", "p_pre",
         "p_dec", "idle", "host", "overhead_s", "shard", "ranks", "hops", "kv_mem_shard", "chunk", "block",
         "max_seqs", "free", "util", "reserve", "tdp", "raw_flop", "raw_bw", "k_mem", "k_compute", "overhead_pre_s",
+        "overlap_p",
     )  # fmt: skip
     base: dict[tuple, tuple] = {}  # (device, quant, engine, kv) -> the values that do not depend on tp
     table: list[tuple] = []
@@ -411,7 +415,7 @@ def serve_physics(
                 b["p_dec"], b["idle"], b["host"], b["overhead_s"], 1.0 if layer else tpf, 1.0 if layer else tpf,
                 tpf - 1.0 if layer else 0.0, tpf if layer else kv_shard, b["chunk"], b["block"], b["max_seqs"],
                 b["free"], b["util"], b["reserve"], b["tdp"], b["raw_flop"], b["raw_bw"], b["k_mem"], b["k_compute"],
-                b["overhead_pre_s"],
+                b["overhead_pre_s"], b["overlap_p"],
             )  # fmt: skip
         )
     cols = np.asarray(table, dtype=float).reshape(len(table), len(names)).T
@@ -439,6 +443,7 @@ def serve_physics(
         host_frac=a["host"],
         step_overhead_s=a["overhead_s"],
         prefill_step_overhead_s=a["overhead_pre_s"],
+        overlap_p=a["overlap_p"],
         params=pc,
         shard=a["shard"],
         ranks=a["ranks"],
