@@ -84,3 +84,50 @@ def test_gguf_on_trt_llm_is_an_error(cat):
 def test_engine_without_cases_warns(cat):
     est = estimate_serve(model("llama-3.1-8b"), cat.device("h100-sxm"), quant="fp16", engine="mlc")
     assert any("no published case covers engine 'mlc'" in w for w in est.warnings)
+
+
+def test_low_precision_compute_scale_is_amdahl_from_the_fp8_scale():
+    from flopwise.estimate import timing as tm
+
+    assert tm.low_precision_compute_scale("fp8") == pytest.approx(tm.FP8_MFU_SCALE, rel=1e-12)
+    fp4 = tm.low_precision_compute_scale("fp4")
+    # only the GEMM share of the step speeds up: 4x peak gives well under 4x throughput, but more than fp8's 2x share
+    assert 0.3 < fp4 < tm.FP8_MFU_SCALE
+    assert 4 * fp4 > 2 * tm.FP8_MFU_SCALE  # fp4 still beats fp8
+    assert tm.low_precision_compute_scale("bf16") == 1.0 and tm.low_precision_compute_scale("int8") == 1.0
+
+
+def test_nvfp4_compute_share_on_b200(cat):
+    from flopwise.estimate import timing as tm
+
+    m, d = model("llama-3.3-70b"), cat.device("b200")
+    est = estimate_serve(m, d, engine="trt-llm", quant="nvfp4", kv_dtype="fp8", batch=64, input_tokens=2048)
+    a = est.assumptions
+    assert a["compute_dtype"] == "fp4"
+    eta = float(a["compute_efficiency_frac"])
+    from flopwise.catalog.engines import get_engine
+
+    fitted = get_engine("trt-llm").compute_efficiency_frac
+    assert eta == pytest.approx(fitted * tm.low_precision_compute_scale("fp4"), rel=1e-9)
+
+
+def test_prefill_steps_pay_the_eager_launch_time_where_decode_uses_graphs(cat):
+    from flopwise.estimate import timing as tm
+
+    m, d = model("llama-3.1-8b"), cat.device("h100-sxm")
+    est = estimate_serve(m, d, engine="trt-llm", quant="fp8", kv_dtype="fp8", input_tokens=128, output_tokens=1)
+    a = est.assumptions
+    assert a["prefill_step_overhead_s"] == pytest.approx(m.n_layers * tm.DECODE_LAYER_OVERHEAD_S["gpu"])
+    assert a["step_overhead_s"] < a["prefill_step_overhead_s"]  # decode: CUDA graphs (1e-5 s per layer)
+    # llama.cpp's own per-layer time is the eager value already: nothing changes for it
+    cpp = estimate_serve(m, d, engine="llama.cpp", quant="q4_0", input_tokens=128, output_tokens=1)
+    assert cpp.assumptions["prefill_step_overhead_s"] == pytest.approx(cpp.assumptions["step_overhead_s"])
+
+
+def test_vllm_and_sglang_on_gpus_are_covered_by_published_cases(cat):
+    m, d = model("llama-3.1-8b"), cat.device("h100-sxm")
+    for eng in ("vllm", "sglang", "trt-llm"):
+        est = estimate_serve(m, d, engine=eng)
+        assert not any("no published case covers" in w for w in est.warnings), eng
+    est = estimate_serve(m, d, engine="mlc")
+    assert any("no published case covers engine 'mlc'" in w for w in est.warnings)

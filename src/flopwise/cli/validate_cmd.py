@@ -40,8 +40,10 @@ def validate(
     ]
     steady_loso = _steady_loso(report, category)
     energy = _energy_section(report, category)
+    engine_fit = _engine_fit_section(category)
     if json_out:
         data["steady_state_leave_one_source_out"] = steady_loso
+        data["serving_engine_fit"] = engine_fit
         data["energy"] = energy
         data["bounds"] = {k: v for k, v in MEDIAN_BOUNDS.items()}
         data["within_bounds"] = not over
@@ -109,6 +111,8 @@ def validate(
                     row["source"], str(row["n"]), f"{row['median_abs_rel_error']:.1%}", f"{row['median_rel_error']:+.1%}"
                 )
             out.print(lo)
+        if engine_fit:
+            _print_engine_fit(out, engine_fit)
         if energy:
             _print_energy(out, energy)
         err = stderr_console()
@@ -118,6 +122,45 @@ def validate(
             err.print(f"[red]failed[/red] {f.id}: {f.error}", highlight=False)
     if over:
         raise typer.Exit(EXIT_FAILURE)
+
+
+def _engine_fit_section(category: str | None) -> list[dict]:
+    """Per (category, engine) of the datacenter serving cases: the fitted compute efficiency and the in-sample and
+    leave-one-source-out median errors (flopwise.validation.engine_fit)."""
+    from flopwise.validation.engine_fit import FIT_CATEGORIES, fit_engines, summary_rows
+
+    if category is not None and category not in FIT_CATEGORIES:
+        return []
+    from flopwise.validation import load_cases
+
+    rows = summary_rows(fit_engines(load_cases()))
+    return [
+        {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+        for r in rows
+        if category is None or r["category"] == category
+    ]
+
+
+def _print_engine_fit(out, rows: list[dict]) -> None:
+    from rich.table import Table
+
+    t = Table(
+        title="serving engines: compute efficiency fitted per engine, in-sample and leave one source out",
+        title_justify="left",
+    )
+    for col in ("category", "engine", "n", "compute efficiency", "in-sample median", "LOSO median"):
+        t.add_column(col, justify="left" if col in ("category", "engine") else "right")
+    for r in rows:
+        eff = r["compute_efficiency_frac"]
+        t.add_row(
+            r["category"],
+            r["engine"],
+            str(r["n"]),
+            "-" if eff is None else f"{eff:.3f}",
+            f"{r['median_abs_rel_error_in_sample']:.1%}",
+            f"{r['median_abs_rel_error_loso']:.1%}",
+        )
+    out.print(t)
 
 
 def _steady_loso(report, category: str | None) -> list[dict]:

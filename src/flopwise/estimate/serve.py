@@ -94,6 +94,7 @@ class ServingRates:
     warnings: tuple[str, ...]
     bandwidth_efficiency_frac: float = 0.0
     compute_efficiency_frac: float = 0.0
+    prefill_layer_overhead_s: float = 0.0
 
 
 def serving_rates(
@@ -120,7 +121,7 @@ def serving_rates(
         eng.compute_efficiency_frac
         if eng.compute_efficiency_frac is not None and on_gpu
         else tm.COMPUTE_EFFICIENCY_FRAC.get(kind, 0.5)
-    ) * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0) * (tm.FP8_MFU_SCALE if dtype == "fp8" else 1.0)
+    ) * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0) * tm.low_precision_compute_scale(dtype)
     bw_frac = (
         eng.bandwidth_efficiency_frac
         if eng.bandwidth_efficiency_frac is not None and on_gpu
@@ -131,6 +132,9 @@ def serving_rates(
         if eng.layer_overhead_s is not None and on_gpu
         else tm.DECODE_LAYER_OVERHEAD_S.get(kind, 0.0)
     )
+    # CUDA graphs cover decode steps only (vLLM, SGLang, TensorRT-LLM capture decode batch sizes; prompts run
+    # eagerly), so a prefill step pays the eager per-layer launch time even where decode does not
+    pre_layer_s = max(layer_s, tm.DECODE_LAYER_OVERHEAD_S.get(kind, 0.0)) if on_gpu else layer_s
     return ServingRates(
         dtype,
         peak_tflop,
@@ -143,6 +147,7 @@ def serving_rates(
         tuple(warnings),
         bw_frac,
         compute_frac,
+        float(n_layers * pre_layer_s),
     )
 
 
@@ -310,7 +315,7 @@ def _prefill_s(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread, dev
         )
         + chunks * sp.hops * latency
     )
-    ttft = np.maximum(compute_s, mem_s) + chunks * rates.layer_overhead_s + comm_s
+    ttft = np.maximum(compute_s, mem_s) + chunks * rates.prefill_layer_overhead_s + comm_s
     return ttft, compute_s, mem_s, chunks, comm_s
 
 
@@ -325,7 +330,10 @@ def _decode_step_s(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread,
     comm = 2.0 * model.n_layers * tm.allreduce_time_s(batch * model.d_model * 2.0, sp.ranks, link, latency)
     comm = comm + sp.hops * latency
     tpot = (
-        tm.roofline_time_s(step_flops, step_bytes, rates.peak_flop_per_s, rates.bandwidth_bytes_per_s)
+        tm.roofline_time_s(
+            step_flops, step_bytes, rates.peak_flop_per_s, rates.bandwidth_bytes_per_s,
+            tm.ROOFLINE_OVERLAP_P.get(device.kind),
+        )  # fmt: skip
         + rates.layer_overhead_s
         + comm
     )
@@ -490,7 +498,7 @@ def estimate_serve(
 
 #: engines with published cases per device kind in src/flopwise/validation/data (others carry a warning)
 _VALIDATED_ENGINE_KINDS = {
-    "gpu": ("generic", "llama.cpp", "ollama", "trt-llm"),
+    "gpu": ("generic", "llama.cpp", "ollama", "trt-llm", "vllm", "sglang"),
     "soc": ("generic", "llama.cpp", "ollama"),
 }
 
@@ -575,6 +583,10 @@ def _assumptions(model, device, r: _Req, rates: ServingRates, pc, n_mm, v: dict,
         "kernels accumulate in fp32",
         "layer_overhead_s": rates.layer_overhead_s / max(model.n_layers, 1),
         "step_overhead_s": rates.layer_overhead_s,
+        "prefill_step_overhead_s": rates.prefill_layer_overhead_s,
+        "prefill_step_overhead_basis": "prompts run eagerly (CUDA graphs cover decode only), so each prefill step "
+        "pays the eager per-layer launch time timing.DECODE_LAYER_OVERHEAD_S (fitted on llama.cpp cases) where the "
+        "engine's own per-layer decode overhead is smaller",
         "is_weight_only": rates.is_weight_only,
         "tensor_parallel": f(r.tp),
         "batch": f(r.b),

@@ -17,6 +17,9 @@ __all__ = [
     "FP16_ACCUMULATE_QUANTS",
     "FP8_MFU_SCALE",
     "FP8_STEADY_MFU_SCALE",
+    "LOW_PRECISION_GEMM_TIME_FRAC",
+    "LOW_PRECISION_SPEEDUP",
+    "low_precision_compute_scale",
     "STEADY_STATE_MFU",
     "steady_state_mfu_frac",
     "WEIGHT_ONLY_BANDWIDTH_FRAC",
@@ -34,6 +37,7 @@ __all__ = [
     "mfu_size_factor",
     "moe_touched_frac",
     "roofline_time_s",
+    "ROOFLINE_OVERLAP_P",
     "train_time_s",
 ]
 
@@ -129,6 +133,31 @@ MFU_SIZE_GENERATIONS = ("ampere", "hopper", "blackwell")
 #: 14.8T tokens, 37B active = 19.5% of the fp8 peak): 0.195 / (0.23 x mfu_size_factor(N)) with N the 671B total
 #: parameters the estimator passes (clipped to 410B, factor 1.34) = 0.63; in-sample by construction.
 FP8_MFU_SCALE = 0.63
+
+#: Share of a 16-bit step's compute time spent in the GEMMs that a lower-precision format speeds up, derived from
+#: FP8_MFU_SCALE by Amdahl's law: fp8 runs GEMMs at 2x the bf16 rate and everything else (attention softmax,
+#: norms, activations, activation quantization, communication) at the 16-bit rate, so ``1 / (2 x FP8_MFU_SCALE) =
+#: (1 - f) + f / 2`` gives ``f = 2 (1 - 1 / (2 x FP8_MFU_SCALE))`` = 0.41. Not fitted to any serving case.
+LOW_PRECISION_GEMM_TIME_FRAC = 2.0 * (1.0 - 1.0 / (2.0 * FP8_MFU_SCALE))
+
+#: Peak-rate multiple of each low-precision compute dtype over the 16-bit dense rate (NVIDIA Hopper and Blackwell
+#: datasheets: fp8 2x, fp4 4x the bf16 dense tensor rate). int8 is left out: llama.cpp's CPU int8 path is fitted
+#: at the int8 peak as it is (flopwise.validation.calibrate).
+LOW_PRECISION_SPEEDUP = {"fp8": 2.0, "fp4": 4.0}
+
+
+def low_precision_compute_scale(dtype: str) -> float:
+    """Achieved share of a low-precision dtype's peak relative to the 16-bit share, by Amdahl's law with the GEMM
+    time share LOW_PRECISION_GEMM_TIME_FRAC: ``1 / (s ((1 - f) + f / s))`` with ``s`` the dtype's peak multiple
+    (LOW_PRECISION_SPEEDUP). fp8: FP8_MFU_SCALE (0.63) by construction; fp4 (NVFP4/MXFP4 on Blackwell): 0.36, i.e.
+    a 4x-peak format delivers 1.45x the 16-bit throughput, since only the GEMMs get faster (Amdahl 1967, AFIPS
+    30:483). 1.0 for other dtypes."""
+    s = LOW_PRECISION_SPEEDUP.get(dtype)
+    if s is None:
+        return 1.0
+    f = LOW_PRECISION_GEMM_TIME_FRAC
+    return 1.0 / (s * ((1.0 - f) + f / s))
+
 
 #: Small models under-fill the matmul units: below 1e9 parameters the default MFU is multiplied by this
 #: (derived; Narayanan et al. 2021 arXiv:2104.04473 Table 1 shows 44% at 1.7B rising to 52% at 1T on A100).
@@ -289,9 +318,42 @@ def allreduce_time_s(message_bytes, n_ranks, link_bytes_per_s, latency_s):
     return np.where(active, t, 0.0) if isinstance(active, np.ndarray) else (t if active else 0.0 * t)
 
 
-def roofline_time_s(flops, bytes_moved, peak_flop_per_s, bandwidth_bytes_per_s):
-    """Roofline step time: ``max(flops / compute, bytes / bandwidth)`` (Williams et al. 2009, CACM 52(4))."""
-    return np.maximum(flops / peak_flop_per_s, bytes_moved / bandwidth_bytes_per_s)
+#: Overlap of compute and memory traffic in a GPU decode step. The roofline (Williams et al. 2009) takes the larger
+#: of the compute time t_c and the memory time t_m, i.e. perfect overlap; with none the step takes t_c + t_m. A step
+#: near the ridge point (batches of a few hundred sequences on datacenter GPUs: GEMMs with M of a few hundred, KV
+#: reads of every sequence) gets neither, so the step time is the p-norm ``(t_c^p + t_m^p)^(1/p)`` (p = 1: no
+#: overlap, p -> infinity: the roofline), which equals the roofline where one term dominates (batch-1 decode,
+#: long prefills). p = 1.25 for GPUs is CHOSEN by the pooled leave-one-source-out error of the engine efficiency
+#: fit (flopwise.validation.engine_fit) over the 62 published TensorRT-LLM, vLLM and SGLang cases among p in {1,
+#: 1.25, 1.5, 2, 3, 4, roofline}: pooled LOSO median 0.22, 0.14, 0.19, 0.20, 0.27, 0.27, 0.30 (in-sample 0.11, 0.10,
+#: 0.11, 0.15, 0.18, 0.20, 0.22). A hyperparameter chosen on these cases, reported as such. Other device kinds have
+#: no batched case and keep the roofline (no entry).
+ROOFLINE_OVERLAP_P = {"gpu": 1.25}
+
+
+def roofline_time_s(flops, bytes_moved, peak_flop_per_s, bandwidth_bytes_per_s, overlap_p=None):
+    """Roofline step time: ``max(flops / compute, bytes / bandwidth)`` (Williams et al. 2009, CACM 52(4)); with
+    *overlap_p* (a number or an array; entries <= 0 mean the roofline) the p-norm of the two times, see
+    ROOFLINE_OVERLAP_P."""
+    tc = flops / peak_flop_per_s
+    tmem = bytes_moved / bandwidth_bytes_per_s
+    if overlap_p is None:
+        return np.maximum(tc, tmem)
+    if np.ndim(overlap_p) == 0:  # one p for every entry (estimate_serve): times in seconds cannot overflow
+        p = float(overlap_p)
+        return (tc**p + tmem**p) ** (1.0 / p) if p > 0 else np.maximum(tc, tmem)
+    roof = np.maximum(tc, tmem)
+    p = np.asarray(overlap_p, dtype=float)
+    values = np.unique(p[p > 0])
+    if values.size == 0:
+        return roof
+    if values.size == 1:  # one p (the planner's GPU rows): scalar exponents, much cheaper on large arrays
+        v = float(values[0])
+        norm = (tc**v + tmem**v) ** (1.0 / v)
+    else:
+        safe = np.where(p > 0, p, 1.0)
+        norm = (tc**safe + tmem**safe) ** (1.0 / safe)
+    return np.where(p > 0, norm, roof)
 
 
 def moe_touched_frac(n_experts: int, n_active: int, tokens):

@@ -142,6 +142,8 @@ class ServePhysics:
     idle_w: Any
     host_frac: Any
     step_overhead_s: Any = 0.0
+    prefill_step_overhead_s: Any = 0.0
+    overlap_p: Any = 0.0  # p-norm of compute and memory time of a decode step (0 = the roofline)
     params: Any = None
     shard: Any = None  # divides a step's weight bytes and FLOPs (tp; 1 for a layer split)
     ranks: Any = None  # all-reduce group (tp; 1 for a layer split)
@@ -213,6 +215,7 @@ class ServePhysics:
                 step_bytes,
                 col(self.peak_flop_per_s, extra),
                 col(self.bandwidth_bytes_per_s, extra),
+                col(self.overlap_p, extra),
             )
             + comm
             + col(self.step_overhead_s, extra)
@@ -284,7 +287,7 @@ class ServePhysics:
             )
             + chunks * col(self.hops, extra) * lat
         )
-        return np.maximum(compute, memory) + chunks * col(self.step_overhead_s, extra) + comm
+        return np.maximum(compute, memory) + chunks * col(self.prefill_step_overhead_s, extra) + comm
 
     def memory_bytes(self, batch, extra: int = 0):
         """Memory per device (bytes) with *batch* sequences cached (in whole KV blocks), the engine's reserve
@@ -368,6 +371,8 @@ def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfil
         "k_compute": en.load_power_coeffs(device)[0][1],
         "host": en.host_power_frac(device),
         "overhead_s": rates.layer_overhead_s,
+        "overhead_pre_s": rates.prefill_layer_overhead_s,
+        "overlap_p": float(tm.ROOFLINE_OVERLAP_P.get(kind) or 0.0),
         "chunk": float(eng.prefill_chunk_tokens),
         "block": float(eng.kv_block_tokens),
         "max_seqs": float(eng.max_seqs_limit),
@@ -386,7 +391,8 @@ def serve_physics(
     names = (
         "tp", "peak", "bw", "link", "lat", "kv_shard", "bpp", "weights", "overhead", "capacity", "kv_b", "p_pre",
         "p_dec", "idle", "host", "overhead_s", "shard", "ranks", "hops", "kv_mem_shard", "chunk", "block",
-        "max_seqs", "free", "util", "reserve", "tdp", "raw_flop", "raw_bw", "k_mem", "k_compute",
+        "max_seqs", "free", "util", "reserve", "tdp", "raw_flop", "raw_bw", "k_mem", "k_compute", "overhead_pre_s",
+        "overlap_p",
     )  # fmt: skip
     base: dict[tuple, tuple] = {}  # (device, quant, engine, kv) -> the values that do not depend on tp
     table: list[tuple] = []
@@ -410,6 +416,7 @@ def serve_physics(
                 b["p_dec"], b["idle"], b["host"], b["overhead_s"], 1.0 if layer else tpf, 1.0 if layer else tpf,
                 tpf - 1.0 if layer else 0.0, tpf if layer else kv_shard, b["chunk"], b["block"], b["max_seqs"],
                 b["free"], b["util"], b["reserve"], b["tdp"], b["raw_flop"], b["raw_bw"], b["k_mem"], b["k_compute"],
+                b["overhead_pre_s"], b["overlap_p"],
             )  # fmt: skip
         )
     cols = np.asarray(table, dtype=float).reshape(len(table), len(names)).T
@@ -436,6 +443,8 @@ def serve_physics(
         idle_w=a["idle"],
         host_frac=a["host"],
         step_overhead_s=a["overhead_s"],
+        prefill_step_overhead_s=a["overhead_pre_s"],
+        overlap_p=a["overlap_p"],
         params=pc,
         shard=a["shard"],
         ranks=a["ranks"],

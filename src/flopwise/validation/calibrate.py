@@ -212,7 +212,10 @@ def _predict(group: CalibrationGroup, c: Mapping[str, float], f: Mapping[str, np
     )
     overhead = f["n_layers"] * np.where(gpu, c["layer_overhead_s_gpu"], c["layer_overhead_s_soc"])
     if group.name == "decode":
-        tpot = np.maximum(f["decode_flops_s"] / ec, f["decode_bytes_s"] / eb) + overhead + f["tp_s"]
+        from flopwise.estimate import timing as tm
+
+        p = np.where(gpu, float(tm.ROOFLINE_OVERLAP_P.get("gpu") or 0.0), float(tm.ROOFLINE_OVERLAP_P.get("soc") or 0.0))
+        tpot = tm.roofline_time_s(f["decode_flops_s"], f["decode_bytes_s"], ec, eb, p) + overhead + f["tp_s"]
         return f["batch"] / tpot
     ttft = (
         np.maximum(f["prefill_compute_s1"] / ec, f["prefill_memory_s1"] / eb)
