@@ -37,18 +37,20 @@ def test_every_case_has_a_source_and_held_out_errors(report):
 
 
 def test_power_errors_against_the_targets(report):
-    # measured at commit time (median |error|): H100 in-sample 6.5%, leave one case out 6.8%, leave one model out
-    # 8.0%, leave one source out (the A100 fit) 26.0%, fixed 0.9/0.6 shares 17.4%; A100 11.1%, 12.1%, 12.8%, 7.6%
-    # (the H100 + B200 fit), 28.3%. Targets H100 10%, A100 15%: A100 met held out; H100 met in-sample, leaving a
-    # case out and leaving a model out, not leaving its one source out (the A100 cases are memory-bound and
-    # cannot set the compute term).
+    # measured at commit time (median |error|): H100 (42 cases, 2 sources) in-sample 8.0%, leave one case out 8.3%,
+    # leave one model out 7.6%, leave one source out 22.1% (ML.ENERGY v3.0 cases 25.7% from the A100 +
+    # LLM-Inference-Bench fit, LLM-Inference-Bench cases 18.0% from the ML.ENERGY fits), fixed 0.9/0.6 shares 18.0%;
+    # A100 11.1%, 12.1%, 12.8%, 6.6% (the H100 + B200 fit), 28.3%. Targets H100 10%, A100 15%: A100 met held out;
+    # H100 met in-sample, leaving a case out and leaving a model out, not leaving a source out (only the ML.ENERGY
+    # v3.0 cases at large batch set the compute term; the other sources put it at 0).
     assert report.median("in_sample", "hopper") <= 0.10
     assert report.median("leave_one_case_out", "hopper") <= 0.10
     assert report.median("leave_one_model_out", "hopper") <= 0.10
     assert report.median("in_sample", "ampere") <= 0.12
     assert report.median("leave_one_source_out", "ampere") <= 0.15
     assert report.median("leave_one_source_out", "ampere") < report.median("fixed_share_model", "ampere")
-    assert report.median("leave_one_source_out", "hopper") <= 0.27  # not the target; a bound so it is seen
+    assert report.median("leave_one_source_out", "hopper") <= 0.23  # not the target; a bound so it is seen
+    assert len({r["source_url"] for r in report.rows if r["generation"] == "hopper"}) >= 2
 
 
 def test_tensor_parallel_measured_lower_and_estimated_lower(report):

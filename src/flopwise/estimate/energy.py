@@ -53,24 +53,28 @@ DECODE_ACTIVITY_FRAC = 0.6
 #: Why per unit of rate and not per share of the idle-to-TDP range: DRAM traffic and Tensor Core activity are the
 #: two largest dynamic power terms (Hong & Kim 2010, "An integrated GPU power and performance model", ISCA;
 #: Leng et al. 2013, GPUWattch, ISCA) and each costs a roughly fixed energy per byte and per operation, so the
-#: memory term is close across generations (fitted alone: H100 135, A100 140 W per TB/s; the two B200 cases 112).
+#: memory term is close across generations and sources (fitted alone: ML.ENERGY H100 135, ML.ENERGY A100 140,
+#: LLM-Inference-Bench H100 141 W per TB/s; the two B200 cases 112).
 #: Fitted (``flopwise.validation.energy.fit_power_rates``: non-negative least squares on relative error) on the
 #: published NVML averages of src/flopwise/validation/data/cases_energy.csv: ML.ENERGY Leaderboard v3.0 (vLLM
 #: 0.11.1 on H100: Llama 3.1 8B at 11 batch sizes 8-691, Qwen 3 14B at 8 from 8 to 253, Llama 3.1 70B on 4 GPUs
 #: at 6 from 16 to 898, Llama 4 Maverick FP8 on 8 GPUs at 9 from 8 to 383;
-#: https://ml.energy/leaderboard, data files in github.com/ml-energy/leaderboard public/data) and the
-#: leaderboard's 2024 runs (vLLM on A100-SXM4-40GB, 12 runs of 7 models on 1-8 GPUs,
-#: https://github.com/ml-energy/leaderboard/tree/2819ae1028ac6aa741179d3b8a5f902435da6b43/data/llm/chat). The
-#: compute term is set by the H100 cases at large batch; the A100 cases are memory-bound and put it at 0, so a fit
-#: on the A100 cases alone misses the compute-heavy H100 cases by up to -76% (leave-one-source-out, H100 median
-#: 26%); within the H100 source a new model is predicted within 8.0% (median, leave one model out). A generation with at least 3 measured cases
+#: https://ml.energy/leaderboard, data files in github.com/ml-energy/leaderboard public/data), Argonne's
+#: LLM-Inference-Bench (vLLM on one H100 SXM, fp16, 1024 in / 1024 out: Llama 2 7B and Mistral 7B at batch 1, 16,
+#: 32, 64; Chitty-Venkata et al. 2024, arXiv:2411.00136, github.com/argonne-lcf/LLM-Inference-Bench
+#: docs/data/Power) and the ML.ENERGY leaderboard's 2024 runs (vLLM on A100-SXM4-40GB, 12 runs of 7 models on 1-8
+#: GPUs, https://github.com/ml-energy/leaderboard/tree/2819ae1028ac6aa741179d3b8a5f902435da6b43/data/llm/chat).
+#: The compute term is set by the ML.ENERGY H100 cases at large batch; the A100 cases and the LLM-Inference-Bench
+#: cases (batch <= 64) put it at 0, so a fit without the ML.ENERGY v3.0 source misses its compute-heavy cases by
+#: up to -76% (leave-one-source-out, H100 median 22.1% over both H100 sources); within one source a new model is
+#: predicted within 7.6% (median, leave one model out). A generation with at least 3 measured cases
 #: (flopwise.validation.energy.MIN_CASES_PER_GENERATION) uses its own fit, any other the fit pooled over all
-#: cases ("default", which includes the two B200 cases of the same v3.0 file: 667 W at batch 16, 577 W at 511)
-#: and the answer says so. Keys: generation -> (w_mem W per TB/s, w_compute W per TFLOP/s).
+#: cases ("default", which includes the two B200 cases of the ML.ENERGY v3.0 file: 667 W at batch 16, 577 W at
+#: 511) and the answer says so. Keys: generation -> (w_mem W per TB/s, w_compute W per TFLOP/s).
 DYNAMIC_POWER_W_PER_RATE = {
-    "hopper": (134.61, 0.860),
+    "hopper": (130.62, 0.850),
     "ampere": (140.01, 0.0),
-    "default": (136.08, 0.464),
+    "default": (135.00, 0.460),
 }
 #: the three energy boundaries every answer reports, narrowest first
 BOUNDARIES = ("device", "node", "facility")

@@ -12,9 +12,9 @@ Held-out errors of average power:
   generation);
 - leave one model out: refit the case's generation without every case of the same model (all models when the
   generation would keep fewer than MIN_CASES_PER_GENERATION cases): within one source, the test of a new model;
-- leave one source out: refit without every case of the case's ``source_url``. Each generation has one source
-  today (ML.ENERGY v3.0 for H100, ML.ENERGY's 2024 runs for A100), so the held-out fit of an H100 case comes from
-  the A100 cases alone and the other way round: the test of what a generation without a measurement gets.
+- leave one source out: refit without every case of the case's ``source_url``. H100 has two sources (ML.ENERGY
+  v3.0; Argonne's LLM-Inference-Bench), A100 one (ML.ENERGY's 2024 runs), so an H100 case is predicted from the
+  other H100 source plus the A100 cases, and an A100 case from the H100 and B200 cases: the test of a new campaign.
 
 GPU energy per output token (category ``energy_j_per_output_token``): the estimate's device-boundary energy per
 generated token = average power x devices x request time / output tokens. Its error is the power error times the
