@@ -71,10 +71,12 @@ DECODE_ACTIVITY_FRAC = 0.6
 #: (flopwise.validation.energy.MIN_CASES_PER_GENERATION) uses its own fit, any other the fit pooled over all
 #: cases ("default", which includes the two B200 cases of the ML.ENERGY v3.0 file: 667 W at batch 16, 577 W at
 #: 511) and the answer says so. Keys: generation -> (w_mem W per TB/s, w_compute W per TFLOP/s).
+#: Refitted after the serving step times changed (prefill launch time, p-norm decode step, engine efficiencies of
+#: 2026-12-06, second pass): the utilizations the fit sees moved, the fitted rates with them.
 DYNAMIC_POWER_W_PER_RATE = {
-    "hopper": (130.62, 0.850),
-    "ampere": (140.01, 0.0),
-    "default": (135.00, 0.460),
+    "hopper": (120.46, 2.142),
+    "ampere": (145.43, 0.612),
+    "default": (128.25, 1.525),
 }
 #: the three energy boundaries every answer reports, narrowest first
 BOUNDARIES = ("device", "node", "facility")

@@ -136,10 +136,10 @@ MEDIAN_BOUNDS = {
     "avg_power_w_per_device": 0.10,
     # GPU energy per output token (ML.ENERGY v3: Llama 3.1 8B on H100 at 11 batch sizes and on B200 at 2, Qwen 3
     # 14B on H100 at 8, Llama 3.1 70B on 4 H100 at 6, Llama 4 Maverick on 8 H100 at 9, Qwen 3 32B on B200 at 2):
-    # measured 0.43, all low, because the estimated throughput is too high: on the 34 H100 rows whose throughput
-    # the source gives, the power error is -16% to +20% (median |0.065|) and the throughput error +10% to +246%.
-    # Target 0.15 on H100 once throughput lands; bound 0.60 so it cannot get worse.
-    "energy_j_per_output_token": 0.60,
+    # measured 0.43 before the fidelity pass's serving step times (throughput +10% to +246% too high); after them
+    # and the power refit 0.16 on H100 (power error median |0.064|, throughput median |0.080|): Llama 4 Maverick on
+    # 8 H100 (expert parallel) is still 49-67% low, its throughput +73% to +241%. Target 0.15; bound 0.20.
+    "energy_j_per_output_token": 0.20,
 }
 
 #: Bounds on the leave-one-out median |rel_error| of each calibration group of flopwise.validation.calibrate
