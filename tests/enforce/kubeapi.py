@@ -16,9 +16,10 @@ What it does as kube-apiserver does (https://kubernetes.io/docs/reference/using-
 * every write is validated with ``jsonschema`` against Kueue's published v1beta2 schemas (tests/data/kueue/,
   the JSON-schema form of Kueue's generated CRDs, see tests/data/README.md): AdmissionCheck, ClusterQueue, Cohort
   and ResourceFlavor whole; Workload's ``status`` whole and its ``spec`` as an open object (the published spec
-  embeds a full PodTemplateSpec, 0.6 MB, that flopwise never writes). Field validation is strict (unknown fields
-  are 422, not pruned, as with ``fieldValidation=Strict``); errors are ``Status`` objects
-  (``{"kind": "Status", "code", "reason", "message"}``).
+  embeds a full PodTemplateSpec, 0.6 MB, that flopwise never writes), plus the ObjectMeta rules the apiserver
+  applies to any object (name an RFC 1123 subdomain, label and annotation keys qualified names, label values,
+  annotations <= 256 KiB). Field validation is strict (unknown fields are 422, not pruned, as with
+  ``fieldValidation=Strict``); errors are ``Status`` objects (``{"kind": "Status", "code", "reason", "message"}``).
 
 Not emulated: authentication, label/field selectors, server-side apply, strategic merge patch, defaulting.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import time
 import uuid
@@ -91,13 +93,58 @@ def load_validators() -> dict[str, jsonschema.protocols.Validator]:
             for kind, s in kinds.items()}  # fmt: skip
 
 
+# ObjectMeta rules the apiserver applies to every custom resource whatever its schema (which leaves
+# ``metadata`` an open object): k8s.io/apimachinery pkg/util/validation (IsDNS1123Subdomain, IsQualifiedName,
+# IsValidLabelValue) and pkg/api/validation/objectmeta.go (ValidateAnnotations: 256 KiB in all).
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def _subdomain(value: str) -> bool:
+    return len(value) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(value) is not None
+
+
+def _qualified_name(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and not (prefix and _subdomain(prefix)):
+        return False
+    return 0 < len(name) <= 63 and _QUALIFIED_NAME.fullmatch(name) is not None
+
+
+def _meta_errors(meta: Any) -> list[str]:
+    if not isinstance(meta, dict):
+        return []
+    errors = []
+    name = meta.get("name")
+    if isinstance(name, str) and name and not _subdomain(name):
+        errors.append(f"metadata.name: Invalid value {name!r}: a lowercase RFC 1123 subdomain is required")
+    labels = meta.get("labels") or {}
+    for k, v in labels.items() if isinstance(labels, dict) else ():
+        if not _qualified_name(k):
+            errors.append(f"metadata.labels: Invalid value {k!r}: not a qualified name")
+        if not isinstance(v, str) or (v and not (len(v) <= 63 and _QUALIFIED_NAME.fullmatch(v))):
+            errors.append(f"metadata.labels.{k}: Invalid value {v!r}: not a valid label value")
+    annotations = meta.get("annotations") or {}
+    for k, v in annotations.items() if isinstance(annotations, dict) else ():
+        if not _qualified_name(k.lower()):
+            errors.append(f"metadata.annotations: Invalid value {k!r}: not a qualified name")
+        if not isinstance(v, str):
+            errors.append(f"metadata.annotations.{k}: Invalid value {v!r}: must be a string")
+    if isinstance(annotations, dict) and sum(
+            len(str(k).encode()) + len(str(v).encode()) for k, v in annotations.items()) > ANNOTATIONS_MAX_BYTES:
+        errors.append("metadata.annotations: Too long: must have at most 262144 bytes")
+    return errors
+
+
 def validate(validators: dict[str, Any], obj: Any) -> list[str]:
-    """Schema errors of *obj* (by its kind) as ``path: message`` strings; empty when valid."""
+    """Schema and ObjectMeta errors of *obj* (by its kind) as ``path: message`` strings; empty when valid."""
     v = validators.get(obj.get("kind") if isinstance(obj, dict) else None)
     if v is None:
         return [f"kind: unknown kind {obj.get('kind') if isinstance(obj, dict) else obj!r}"]
     return [f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
-            for e in sorted(v.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))]  # fmt: skip
+            for e in sorted(v.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+            ] + _meta_errors(obj.get("metadata"))  # fmt: skip
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -465,6 +465,14 @@ def test_the_emulator_validates_against_kueues_published_schemas(world: World) -
     assert any("requeueAfter" in e for e in validate(world.kube.validators, workload({"requeueAfter": 3600})))
     assert any("lastTransitionTime" in e for e in validate(world.kube.validators, workload(
         {"lastTransitionTime": "yesterday"})))  # fmt: skip
+    # ObjectMeta as the apiserver checks it on any object
+    flavor = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "h100"}}
+    assert validate(world.kube.validators, flavor) == []
+    for meta, field in (({"name": "H100"}, "metadata.name"), ({"name": "a", "labels": {"flopwise.io/p": "a b"}},
+                        "metadata.labels.flopwise.io/p"), ({"name": "a", "labels": {"Bad_/p": "1"}}, "metadata.labels"),
+                        ({"name": "a", "annotations": {"x/" + "y" * 64: ""}}, "metadata.annotations"),
+                        ({"name": "a", "annotations": {"big": "x" * (256 * 1024)}}, "metadata.annotations")):
+        assert any(e.startswith(field) for e in validate(world.kube.validators, {**flavor, "metadata": meta})), meta
 
 
 def test_emulator_semantics_the_controller_relies_on(world: World) -> None:
