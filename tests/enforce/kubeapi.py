@@ -16,9 +16,11 @@ What it does as kube-apiserver does (https://kubernetes.io/docs/reference/using-
 * every write is validated with ``jsonschema`` against Kueue's published v1beta2 schemas (tests/data/kueue/,
   the JSON-schema form of Kueue's generated CRDs, see tests/data/README.md): AdmissionCheck, ClusterQueue, Cohort
   and ResourceFlavor whole; Workload's ``status`` whole and its ``spec`` as an open object (the published spec
-  embeds a full PodTemplateSpec, 0.6 MB, that flopwise never writes). Field validation is strict (unknown fields
-  are 422, not pruned, as with ``fieldValidation=Strict``); errors are ``Status`` objects
-  (``{"kind": "Status", "code", "reason", "message"}``).
+  embeds a full PodTemplateSpec, 0.6 MB, that flopwise never writes), plus the ObjectMeta rules the apiserver
+  applies to any object (name an RFC 1123 subdomain, label and annotation keys qualified names, label values,
+  annotations <= 256 KiB) and the schemas' CEL rules (``x-kubernetes-validations``, transition rules on
+  updates). Field validation is strict (unknown fields are 422, not pruned, as with
+  ``fieldValidation=Strict``); errors are ``Status`` objects (``{"kind": "Status", "code", "reason", "message"}``).
 
 Not emulated: authentication, label/field selectors, server-side apply, strategic merge patch, defaulting.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import time
 import uuid
@@ -38,6 +41,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
+from cel_expr_python import cel
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "kueue"
 SCHEMA_FILES = {"AdmissionCheck": "admissioncheck_v1beta2.json", "ClusterQueue": "clusterqueue_v1beta2.json",
@@ -91,13 +95,102 @@ def load_validators() -> dict[str, jsonschema.protocols.Validator]:
             for kind, s in kinds.items()}  # fmt: skip
 
 
-def validate(validators: dict[str, Any], obj: Any) -> list[str]:
-    """Schema errors of *obj* (by its kind) as ``path: message`` strings; empty when valid."""
+# ObjectMeta rules the apiserver applies to every custom resource whatever its schema (which leaves
+# ``metadata`` an open object): k8s.io/apimachinery pkg/util/validation (IsDNS1123Subdomain, IsQualifiedName,
+# IsValidLabelValue) and pkg/api/validation/objectmeta.go (ValidateAnnotations: 256 KiB in all).
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def _subdomain(value: str) -> bool:
+    return len(value) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(value) is not None
+
+
+def _qualified_name(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and not (prefix and _subdomain(prefix)):
+        return False
+    return 0 < len(name) <= 63 and _QUALIFIED_NAME.fullmatch(name) is not None
+
+
+def _meta_errors(meta: Any) -> list[str]:
+    if not isinstance(meta, dict):
+        return []
+    errors = []
+    name = meta.get("name")
+    if isinstance(name, str) and name and not _subdomain(name):
+        errors.append(f"metadata.name: Invalid value {name!r}: a lowercase RFC 1123 subdomain is required")
+    labels = meta.get("labels") or {}
+    for k, v in labels.items() if isinstance(labels, dict) else ():
+        if not _qualified_name(k):
+            errors.append(f"metadata.labels: Invalid value {k!r}: not a qualified name")
+        if not isinstance(v, str) or (v and not (len(v) <= 63 and _QUALIFIED_NAME.fullmatch(v))):
+            errors.append(f"metadata.labels.{k}: Invalid value {v!r}: not a valid label value")
+    annotations = meta.get("annotations") or {}
+    for k, v in annotations.items() if isinstance(annotations, dict) else ():
+        if not _qualified_name(k.lower()):
+            errors.append(f"metadata.annotations: Invalid value {k!r}: not a qualified name")
+        if not isinstance(v, str):
+            errors.append(f"metadata.annotations.{k}: Invalid value {v!r}: must be a string")
+    if isinstance(annotations, dict) and sum(
+            len(str(k).encode()) + len(str(v).encode()) for k, v in annotations.items()) > ANNOTATIONS_MAX_BYTES:
+        errors.append("metadata.annotations: Too long: must have at most 262144 bytes")
+    return errors
+
+
+# The schemas' ``x-kubernetes-validations`` (CEL rules) as the apiserver runs them
+# (https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#validation-rules):
+# each rule with ``self`` bound to the value at its node; a rule naming ``oldSelf`` is a transition rule, run only
+# on an update where the old value exists (list items correlated by their x-kubernetes-list-map-keys). CEL is
+# Google's C++ implementation (cel-expr-python), the language kube-apiserver evaluates with cel-go.
+_CEL = cel.NewEnv(variables={"self": cel.Type.DYN, "oldSelf": cel.Type.DYN})
+_CEL_COMPILED: dict[str, Any] = {}
+
+
+def _rule_errors(schema: Any, value: Any, old: Any, path: str, out: list[str]) -> None:
+    if not isinstance(schema, dict) or value is None:
+        return
+    for rule in schema.get("x-kubernetes-validations") or ():
+        text = rule["rule"]
+        transition = "oldSelf" in text
+        if transition and old is None:
+            continue
+        expr = _CEL_COMPILED.get(text)
+        if expr is None:
+            expr = _CEL_COMPILED[text] = _CEL.compile(text)
+        try:
+            result = expr.eval(data={"self": value, "oldSelf": old} if transition else {"self": value})
+            ok, why = result.value() is True, rule.get("message") or f"failed rule: {text}"
+        except Exception as exc:  # an evaluation error (no such key, ...) refuses the object, as the apiserver does
+            ok, why = False, f"{rule.get('message') or text}: {exc}"
+        if not ok:
+            out.append(f"{path or '<root>'}: Invalid value: {why}")
+    if isinstance(value, dict):
+        props, extra = schema.get("properties") or {}, schema.get("additionalProperties")
+        for k, v in value.items():
+            sub = props.get(k, extra if isinstance(extra, dict) else None)
+            _rule_errors(sub, v, old.get(k) if isinstance(old, dict) else None, f"{path}.{k}" if path else k, out)
+    elif isinstance(value, list):
+        keys = schema.get("x-kubernetes-list-map-keys")
+        olds = {tuple(o.get(k) for k in keys): o for o in old if isinstance(o, dict)} if (
+            keys and isinstance(old, list)) else {}  # fmt: skip
+        for i, v in enumerate(value):
+            prior = olds.get(tuple(v.get(k) for k in keys)) if keys and isinstance(v, dict) else None
+            _rule_errors(schema.get("items"), v, prior, f"{path}[{i}]", out)
+
+
+def validate(validators: dict[str, Any], obj: Any, old: Any = None) -> list[str]:
+    """Schema, CEL-rule and ObjectMeta errors of *obj* (by its kind; *old*: the stored object, on an update) as
+    ``path: message`` strings; empty when valid."""
     v = validators.get(obj.get("kind") if isinstance(obj, dict) else None)
     if v is None:
         return [f"kind: unknown kind {obj.get('kind') if isinstance(obj, dict) else obj!r}"]
-    return [f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
-            for e in sorted(v.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))]  # fmt: skip
+    errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+              for e in sorted(v.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))]  # fmt: skip
+    if not errors:
+        _rule_errors(v.schema, obj, old, "", errors)
+    return errors + _meta_errors(obj.get("metadata"))
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -203,7 +296,7 @@ class KubeEmulator:
                         meta[k] = old["metadata"][k]
                 meta["generation"] = old["metadata"].get("generation", 1) + (
                     1 if new.get("spec") != old.get("spec") else 0)
-            errors = validate(self.validators, result)
+            errors = validate(self.validators, result, old)
             if errors:
                 return 422, _status(422, "Invalid", f"{kind}.kueue.x-k8s.io {name!r} is invalid: " + "; ".join(errors))
             if result == old:

@@ -465,6 +465,30 @@ def test_the_emulator_validates_against_kueues_published_schemas(world: World) -
     assert any("requeueAfter" in e for e in validate(world.kube.validators, workload({"requeueAfter": 3600})))
     assert any("lastTransitionTime" in e for e in validate(world.kube.validators, workload(
         {"lastTransitionTime": "yesterday"})))  # fmt: skip
+    # ObjectMeta as the apiserver checks it on any object
+    flavor = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "h100"}}
+    assert validate(world.kube.validators, flavor) == []
+    for meta, field in (({"name": "H100"}, "metadata.name"), ({"name": "a", "labels": {"flopwise.io/p": "a b"}},
+                        "metadata.labels.flopwise.io/p"), ({"name": "a", "labels": {"Bad_/p": "1"}}, "metadata.labels"),
+                        ({"name": "a", "annotations": {"x/" + "y" * 64: ""}}, "metadata.annotations"),
+                        ({"name": "a", "annotations": {"big": "x" * (256 * 1024)}}, "metadata.annotations")):
+        assert any(e.startswith(field) for e in validate(world.kube.validators, {**flavor, "metadata": meta})), meta
+    # the schemas' CEL rules (x-kubernetes-validations), as the apiserver evaluates them
+    cq = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": "q"}, "spec": {
+        "resourceGroups": [{"coveredResources": ["nvidia.com/gpu", "cpu"], "flavors": [
+            {"name": "h100", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": 8}]}]}]}}  # fmt: skip
+    assert any("same number of resources" in e for e in validate(world.kube.validators, cq))
+    cq["spec"]["resourceGroups"][0]["coveredResources"] = ["nvidia.com/gpu"]
+    assert validate(world.kube.validators, cq) == []
+    cq["spec"]["resourceGroups"][0]["flavors"][0]["resources"][0]["borrowingLimit"] = 4
+    assert any("borrowingLimit must be nil" in e for e in validate(world.kube.validators, cq))
+    assert validate(world.kube.validators, {**cq, "spec": {**cq["spec"], "cohortName": "c"}}) == []
+    # a transition rule runs on updates only: an AdmissionCheck's controllerName is immutable
+    ac = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "AdmissionCheck", "metadata": {"name": "flopwise"},
+          "spec": {"controllerName": "flopwise.io/admission"}}
+    assert world.kube.create("admissionchecks", ac)[0] == 201
+    code, body = world.kube.patch("admissionchecks", "flopwise", "", {"spec": {"controllerName": "other"}})
+    assert code == 422 and "field is immutable" in body["message"], body
 
 
 def test_emulator_semantics_the_controller_relies_on(world: World) -> None:
