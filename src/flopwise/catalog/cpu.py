@@ -531,6 +531,8 @@ def holds_whole_devices(offering: Offering) -> bool:
 # ------------------------------------------------------------------------------ per-core kernel rates
 
 _KERNEL_TABLE = Path(__file__).with_name("data") / "cpu_kernels.csv"
+#: the format whose measured rates stand in for GGUF integer formats without their own row
+KERNEL_STAND_IN_QUANT = "q4_0"
 _SLICE_ID = re.compile(r"^(?P<socket>.+)@(?P<cores>\d+)c(?:-[0-9.]+gb)?$")
 
 
@@ -607,15 +609,19 @@ def kernel_compute(device: Device, quant: str) -> CpuKernelCompute | None:
     cores = int(m.group("cores")) if m else topo.cores
     isa = isa_class(topo)
     table = kernel_rates()
-    pre = table.get((isa, "prefill", quant))
+    # a format without its own run takes Q4_0's (the other GGUF integer formats also dequantize blocks to int8
+    # and run the same integer dot products, vec_dot_type Q8_0/Q8_K in ggml-cpu); the basis says so
+    row_quant = quant if (isa, "prefill", quant) in table else KERNEL_STAND_IN_QUANT
+    pre = table.get((isa, "prefill", row_quant))
     if pre is None:
         return None
-    dec = table.get((isa, "decode", quant))
+    dec = table.get((isa, "decode", row_quant))
     speeds = topo.core_speeds
     fast = cores * min(speeds[:cores]) / max(speeds)
+    stand_in = "" if row_quant == quant else f" ({row_quant}'s rate standing in for {quant})"
     basis = (
-        f"{isa} llama.cpp kernels: {pre.gflop_per_s_per_core:g} GFLOP/s per core for {quant} prefill "
-        f"({pre.ref_cpu}, {pre.source_url})"
+        f"{isa} llama.cpp kernels: {pre.gflop_per_s_per_core:g} GFLOP/s per core for {row_quant} prefill "
+        f"({pre.ref_cpu}, {pre.source_url}){stand_in}"
         + (
             f", {dec.gflop_per_s_per_core:g} for decode ({dec.ref_cpu}, {dec.source_url})"
             if dec is not None
