@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from flopwise.catalog import load_catalog
 from flopwise.catalog.cpu import (
     bandwidth_frac,
+    cpu_slice,
     cpu_topologies,
     cpu_topology,
     slice_for_threads,
@@ -229,3 +230,70 @@ def test_cli_warns_when_threads_spill_onto_e_cores():
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
     assert any("performance cores" in w for w in data["warnings"])
+
+
+# ------------------------------------------------------------------------------ per-core kernel rates
+
+
+def test_kernel_rates_are_the_published_runs_per_core():
+    """Each row's GFLOP/s per core is its published tokens/s x flopwise's FLOPs per token / threads (1%)."""
+    import csv
+
+    from flopwise.catalog.cpu import _KERNEL_TABLE, kernel_rates
+    from flopwise.estimate import flops as fl
+    from flopwise.models import load_models, resolve_model
+    from flopwise.models.params import count_params
+
+    assert kernel_rates()
+    with _KERNEL_TABLE.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            assert row["source_url"].startswith("https://") and row["source_location"]
+            arch, _ = resolve_model(row["ref_model"], load_models())
+            n_mm = fl.matmul_params(count_params(arch).non_embedding_active, arch)
+            if row["phase"] == "prefill":
+                per_token = float(fl.prefill_flops(n_mm, arch, 512, 1)) / 512
+            else:
+                per_token = float(fl.decode_flops_per_token(n_mm, arch, 64))
+            derived = float(row["ref_tokens_per_s"]) * per_token / int(row["ref_threads"]) / 1e9
+            assert float(row["gflop_per_s_per_core"]) == pytest.approx(derived, rel=0.01), row["isa"]
+
+
+def test_kernel_compute_counts_fast_core_equivalents():
+    from flopwise.catalog.cpu import kernel_compute
+
+    cat = load_catalog()
+    k13 = cat.devices["core-i9-13900k"]
+    four = kernel_compute(slice_for_threads(k13, 4).device, "q4_0")
+    sixteen = kernel_compute(slice_for_threads(k13, 16).device, "q4_0")
+    assert four is not None and sixteen is not None
+    assert four.fast_core_equivalents == 4
+    # 16 threads: 8 P + 8 E cores, all at the E-core pace (ggml's even split): 16 x 35.2 / 96
+    assert sixteen.fast_core_equivalents == pytest.approx(16 * 35.2 / 96)
+    assert four.prefill_flop_per_s == pytest.approx(4 * 65.5e9)
+    assert "no published decode run" in four.basis and four.decode_flop_per_s == four.prefill_flop_per_s
+    # AVX-512 parts have a published decode (matrix x vector) rate below the prefill one
+    xeon = kernel_compute(cpu_slice(cat.devices["xeon-8480plus"], 8).device, "q4_0")
+    assert xeon is not None and xeon.decode_flop_per_s == pytest.approx(8 * 42.3e9)
+    assert xeon.decode_flop_per_s < xeon.prefill_flop_per_s
+    # a GGUF format without its own run takes Q4_0's, and says so
+    k4 = kernel_compute(slice_for_threads(k13, 4).device, "q4_k_m")
+    assert k4 is not None and k4.prefill_flop_per_s == four.prefill_flop_per_s
+    assert "q4_0's rate standing in for q4_k_m" in k4.basis
+    # no run for the ISA class (ARM), or not a CPU: None (peak x efficiency stays)
+    assert kernel_compute(cat.devices["raspberry-pi-5-8gb"], "q4_0") is None
+    assert kernel_compute(cat.devices["h100-sxm"], "q4_0") is None
+
+
+def test_serve_prefill_on_a_cpu_runs_at_the_kernel_rate():
+    from flopwise.estimate import estimate_serve
+    from flopwise.models import load_models, resolve_model
+
+    cat = load_catalog()
+    arch, _ = resolve_model("llama-2-7b", load_models())
+    part = slice_for_threads(cat.devices["core-i9-13900k"], 4).device
+    est = estimate_serve(arch, part, quant="q4_0", input_tokens=512, output_tokens=1)
+    assert "65.5 GFLOP/s per core" in est.assumptions["cpu_kernel_rates"]
+    # 4 P-cores x 65.5 GFLOP/s over 13.3 GFLOP per prompt token: about 19.7 tokens/s (llama-bench: 22.44)
+    assert float(est.prefill_tokens_per_s) == pytest.approx(19.7, rel=0.05)
+    bf16 = estimate_serve(arch, part, quant="bf16", input_tokens=512, output_tokens=1)
+    assert "cpu_kernel_rates" not in bf16.assumptions

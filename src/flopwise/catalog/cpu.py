@@ -33,11 +33,13 @@ from __future__ import annotations
 import csv
 import functools
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flopwise.catalog.types import Device, Offering
 from flopwise.errors import InputError, UnsupportedError
+from flopwise.units import GIGA
 
 __all__ = [
     "BURSTABLE_BASELINE_FRAC",
@@ -524,3 +526,109 @@ def offering_slice(device: Device, offering: Offering) -> CpuSlice | None:
 def holds_whole_devices(offering: Offering) -> bool:
     """True unless the offering is a CPU VM smaller than one socket."""
     return socket_share(offering) >= 1.0
+
+
+# ------------------------------------------------------------------------------ per-core kernel rates
+
+_KERNEL_TABLE = Path(__file__).with_name("data") / "cpu_kernels.csv"
+#: the format whose measured rates stand in for GGUF integer formats without their own row
+KERNEL_STAND_IN_QUANT = "q4_0"
+_SLICE_ID = re.compile(r"^(?P<socket>.+)@(?P<cores>\d+)c(?:-[0-9.]+gb)?$")
+
+
+@dataclass(frozen=True)
+class KernelRate:
+    """Measured per-core throughput of llama.cpp's quantized matmul kernels on one ISA class, in one phase."""
+
+    isa: str
+    phase: str  # "prefill" (matrix x matrix) or "decode" (matrix x vector)
+    quant: str
+    gflop_per_s_per_core: float
+    ref_cpu: str
+    source_url: str
+    source_location: str
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_rates() -> dict[tuple[str, str, str], KernelRate]:
+    """``(isa, phase, quant) -> KernelRate`` from ``data/cpu_kernels.csv`` (each row a published llama-bench run
+    of mainline llama.cpp, converted to GFLOP/s per core with flopwise's own FLOP count)."""
+    out: dict[tuple[str, str, str], KernelRate] = {}
+    with _KERNEL_TABLE.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            rate = float(row["gflop_per_s_per_core"])
+            if not rate > 0 or row["phase"] not in ("prefill", "decode"):
+                raise ValueError(f"{_KERNEL_TABLE}: {row['isa']!r}: a positive rate and phase prefill|decode needed")
+            if not row["source_url"].startswith("https://"):
+                raise ValueError(f"{_KERNEL_TABLE}: {row['isa']!r}: an https source is needed")
+            out[(row["isa"], row["phase"], row["quant"])] = KernelRate(
+                row["isa"], row["phase"], row["quant"], rate, row["ref_cpu"], row["source_url"],
+                row["source_location"],
+            )  # fmt: skip
+    return out
+
+
+def isa_class(topo: CpuTopology) -> str:
+    """The kernel class llama.cpp's ggml-cpu compiles for this CPU: ``x86-avx512`` (AVX-512 VNNI, AMX parts
+    included: no AMX row is published here), ``x86-avx2`` (AVX2 / AVX-VNNI), ``arm-neon`` (NEON dot product,
+    i8mm, SVE)."""
+    units = set(topo.matrix_unit)
+    if any(u.startswith(("avx512", "amx")) for u in units):
+        return "x86-avx512"
+    if any(u.startswith(("avx", "avx2")) for u in units):
+        return "x86-avx2"
+    return "arm-neon"
+
+
+@dataclass(frozen=True)
+class CpuKernelCompute:
+    """Achieved matmul rates of llama.cpp's kernels on the cores a CPU device uses."""
+
+    prefill_flop_per_s: float
+    decode_flop_per_s: float
+    fast_core_equivalents: float
+    basis: str
+
+
+def kernel_compute(device: Device, quant: str) -> CpuKernelCompute | None:
+    """llama.cpp's quantized matmul throughput on *device* (a CPU socket or a slice of one, as
+    :func:`cpu_slice` names it) for *quant*, or None where no per-core measurement covers its ISA class and
+    quant (the caller keeps its peak x efficiency).
+
+    rate = per-core kernel rate (``cpu_kernels.csv``: published single-socket llama-bench runs, per core) x the
+    cores used in fast-core equivalents: ggml splits each matmul's rows evenly over the threads and waits for
+    the slowest (``ggml_compute_forward_mul_mat``), so n threads count as n x (slowest core used / fastest core),
+    from ``core_tiers``. The decode (matrix x vector) rate falls back to the prefill (matrix x matrix) rate of
+    the class when no decode run is published (an upper bound: decode then stays bandwidth-bound). The reference
+    cores' clocks are not rescaled (same ISA class, desktop/server boost clocks alike)."""
+    m = _SLICE_ID.match(device.id)
+    socket_id = m.group("socket") if m else device.id
+    topo = cpu_topology(socket_id)
+    if topo is None:
+        return None
+    cores = int(m.group("cores")) if m else topo.cores
+    isa = isa_class(topo)
+    table = kernel_rates()
+    # a format without its own run takes Q4_0's (the other GGUF integer formats also dequantize blocks to int8
+    # and run the same integer dot products, vec_dot_type Q8_0/Q8_K in ggml-cpu); the basis says so
+    row_quant = quant if (isa, "prefill", quant) in table else KERNEL_STAND_IN_QUANT
+    pre = table.get((isa, "prefill", row_quant))
+    if pre is None:
+        return None
+    dec = table.get((isa, "decode", row_quant))
+    speeds = topo.core_speeds
+    fast = cores * min(speeds[:cores]) / max(speeds)
+    stand_in = "" if row_quant == quant else f" ({row_quant}'s rate standing in for {quant})"
+    basis = (
+        f"{isa} llama.cpp kernels: {pre.gflop_per_s_per_core:g} GFLOP/s per core for {row_quant} prefill "
+        f"({pre.ref_cpu}, {pre.source_url}){stand_in}"
+        + (
+            f", {dec.gflop_per_s_per_core:g} for decode ({dec.ref_cpu}, {dec.source_url})"
+            if dec is not None
+            else "; decode at the prefill rate (no published decode run for the class)"
+        )
+        + f"; x {fast:.2f} fast-core equivalents"
+    )
+    pre_rate = pre.gflop_per_s_per_core * GIGA * fast
+    dec_rate = (dec.gflop_per_s_per_core if dec is not None else pre.gflop_per_s_per_core) * GIGA * fast
+    return CpuKernelCompute(pre_rate, dec_rate, fast, basis)

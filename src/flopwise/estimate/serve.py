@@ -95,6 +95,14 @@ class ServingRates:
     bandwidth_efficiency_frac: float = 0.0
     compute_efficiency_frac: float = 0.0
     prefill_layer_overhead_s: float = 0.0
+    #: the matrix x vector rate of decode where it differs from peak_flop_per_s (0: the same); CPUs running
+    #: llama.cpp kernels (flopwise.catalog.cpu.kernel_compute)
+    decode_peak_flop_per_s: float = 0.0
+    cpu_kernel_basis: str = ""
+
+    @property
+    def decode_flop_per_s(self) -> float:
+        return self.decode_peak_flop_per_s or self.peak_flop_per_s
 
 
 def serving_rates(
@@ -135,7 +143,7 @@ def serving_rates(
     # CUDA graphs cover decode steps only (vLLM, SGLang, TensorRT-LLM capture decode batch sizes; prompts run
     # eagerly), so a prefill step pays the eager per-layer launch time even where decode does not
     pre_layer_s = max(layer_s, tm.DECODE_LAYER_OVERHEAD_S.get(kind, 0.0)) if on_gpu else layer_s
-    return ServingRates(
+    rates = ServingRates(
         dtype,
         peak_tflop,
         used_tflop,
@@ -149,6 +157,22 @@ def serving_rates(
         compute_frac,
         float(n_layers * pre_layer_s),
     )
+    if kind == "cpu" and _LLAMA_CPP_INT_QUANT.match(q.name):
+        # GGUF formats run llama.cpp's own CPU kernels: their measured per-core rates (catalog/cpu.py)
+        # replace peak x efficiency where a published run covers the ISA class and the format
+        from dataclasses import replace as _replace
+
+        from flopwise.catalog.cpu import kernel_compute
+
+        kc = kernel_compute(device, q.name)
+        if kc is not None:
+            rates = _replace(
+                rates,
+                peak_flop_per_s=kc.prefill_flop_per_s,
+                decode_peak_flop_per_s=kc.decode_flop_per_s,
+                cpu_kernel_basis=kc.basis,
+            )
+    return rates
 
 
 def serving_memory_reserve_bytes(engine: EngineProfile, capacity_bytes, used_bytes=0.0, kind: str = "gpu"):
@@ -331,7 +355,7 @@ def _decode_step_s(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread,
     comm = comm + sp.hops * latency
     tpot = (
         tm.roofline_time_s(
-            step_flops, step_bytes, rates.peak_flop_per_s, rates.bandwidth_bytes_per_s,
+            step_flops, step_bytes, rates.decode_flop_per_s, rates.bandwidth_bytes_per_s,
             tm.ROOFLINE_OVERLAP_P.get(device.kind),
         )  # fmt: skip
         + rates.layer_overhead_s
@@ -451,7 +475,7 @@ def estimate_serve(
     tpot_s, step_flops, step_bytes, tp_dec_s = _decode_step_s(
         model, r, rates, sp, n_mm, wread, device, r.b, ctx
     )
-    is_memory_bound = step_bytes / rates.bandwidth_bytes_per_s >= step_flops / rates.peak_flop_per_s
+    is_memory_bound = step_bytes / rates.bandwidth_bytes_per_s >= step_flops / rates.decode_flop_per_s
     decode_tps = r.b / tpot_s
     prefill_tps = r.b * r.n_in / ttft_s
     request_s = ttft_s + r.n_out * tpot_s
@@ -597,6 +621,7 @@ def _assumptions(model, device, r: _Req, rates: ServingRates, pc, n_mm, v: dict,
         "matmul_params": n_mm,
         "bandwidth_efficiency_frac": rates.bandwidth_efficiency_frac,
         "compute_efficiency_frac": rates.compute_efficiency_frac,
+        **({"cpu_kernel_rates": rates.cpu_kernel_basis} if rates.cpu_kernel_basis else {}),
         "decode_context_tokens": f(v["ctx"]),
         "decode_is_memory_bound": f(v["is_memory_bound"]),
         "decode_step_bytes_per_device": f(v["step_bytes"]),

@@ -128,6 +128,7 @@ class ServePhysics:
     devices: tuple[Device, ...]
     tp: Any
     peak_flop_per_s: Any
+    decode_flop_per_s: Any  # the matrix x vector rate of decode (differs on CPUs with llama.cpp kernels)
     bandwidth_bytes_per_s: Any
     link_bytes_per_s: Any
     collective_latency_s: Any
@@ -213,7 +214,7 @@ class ServePhysics:
             tm.roofline_time_s(
                 step_flops,
                 step_bytes,
-                col(self.peak_flop_per_s, extra),
+                col(self.decode_flop_per_s, extra),
                 col(self.bandwidth_bytes_per_s, extra),
                 col(self.overlap_p, extra),
             )
@@ -353,6 +354,7 @@ def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfil
     )
     return kv_name, {
         "peak": rates.peak_flop_per_s,
+        "dpeak": rates.decode_flop_per_s,
         "bw": rates.bandwidth_bytes_per_s,
         "link": device.interconnect_gb_per_s * GIGA or 1.0,
         "lat": tm.collective_latency_s(device),
@@ -392,7 +394,7 @@ def serve_physics(
         "tp", "peak", "bw", "link", "lat", "kv_shard", "bpp", "weights", "overhead", "capacity", "kv_b", "p_pre",
         "p_dec", "idle", "host", "overhead_s", "shard", "ranks", "hops", "kv_mem_shard", "chunk", "block",
         "max_seqs", "free", "util", "reserve", "tdp", "raw_flop", "raw_bw", "k_mem", "k_compute", "overhead_pre_s",
-        "overlap_p",
+        "overlap_p", "dpeak",
     )  # fmt: skip
     base: dict[tuple, tuple] = {}  # (device, quant, engine, kv) -> the values that do not depend on tp
     table: list[tuple] = []
@@ -416,7 +418,7 @@ def serve_physics(
                 b["p_dec"], b["idle"], b["host"], b["overhead_s"], 1.0 if layer else tpf, 1.0 if layer else tpf,
                 tpf - 1.0 if layer else 0.0, tpf if layer else kv_shard, b["chunk"], b["block"], b["max_seqs"],
                 b["free"], b["util"], b["reserve"], b["tdp"], b["raw_flop"], b["raw_bw"], b["k_mem"], b["k_compute"],
-                b["overhead_pre_s"], b["overlap_p"],
+                b["overhead_pre_s"], b["overlap_p"], b["dpeak"],
             )  # fmt: skip
         )
     cols = np.asarray(table, dtype=float).reshape(len(table), len(names)).T
@@ -429,6 +431,7 @@ def serve_physics(
         devices=tuple(devices),
         tp=a["tp"],
         peak_flop_per_s=a["peak"],
+        decode_flop_per_s=a["dpeak"],
         bandwidth_bytes_per_s=a["bw"],
         link_bytes_per_s=a["link"],
         collective_latency_s=a["lat"],

@@ -7,7 +7,8 @@ processing runs (``prefill_tokens_per_s``: compute-bound, so they show where thr
 E cores) are scored apart: their thread scaling is reported as ``prefill_scaling``; the decode scores and the
 targets are decode only. Nothing here is
 fitted to these cases (bandwidth vs cores comes from published STREAM-style measurements where
-``catalog/data/cpu_bandwidth.csv`` has them, else from Little's law; hybrid P/E core speeds from datasheets; the
+``catalog/data/cpu_bandwidth.csv`` has them, else from Little's law; hybrid P/E core speeds from datasheets;
+llama.cpp's per-core kernel rates from other machines' published runs, ``catalog/data/cpu_kernels.csv``; the
 efficiencies from the GPU/CPU calibration), so leave-one-source-out equals the in-sample score; both are reported.
 """
 
@@ -51,12 +52,14 @@ class CpuValidation:
     scaling_median_abs_rel_error: float
     scaling_max_abs_rel_error: float
     prefill_scaling: tuple[dict[str, Any], ...] = ()
+    prefill_median_abs_rel_error: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "cases": list(self.rows),
             "thread_scaling": list(self.scaling),
             "prefill_thread_scaling": list(self.prefill_scaling),
+            "prefill_median_abs_rel_error": self.prefill_median_abs_rel_error,
             "median_abs_rel_error": self.median_abs_rel_error,
             "leave_one_source_out_median_abs_rel_error": self.median_abs_rel_error,
             "scaling_median_abs_rel_error": self.scaling_median_abs_rel_error,
@@ -131,9 +134,11 @@ def run_cpu_validation(cases: tuple[CpuCase, ...] | None = None) -> CpuValidatio
     scaling = _scaling(decode)
     abs_err = [abs(r["rel_error"]) for r in decode]
     s_err = [abs(s["rel_error"]) for s in scaling] or [0.0]
-    prefill = _scaling([r for r in rows if r["category"] == "prefill_tokens_per_s"])
+    pp_rows = [r for r in rows if r["category"] == "prefill_tokens_per_s"]
+    prefill = _scaling(pp_rows)
+    pp_err = median(abs(r["rel_error"]) for r in pp_rows) if pp_rows else None
     return CpuValidation(
-        tuple(rows), tuple(scaling), median(abs_err), median(s_err), max(s_err), tuple(prefill)
+        tuple(rows), tuple(scaling), median(abs_err), median(s_err), max(s_err), tuple(prefill), pp_err
     )
 
 
