@@ -486,7 +486,16 @@ def apply_actuals(
     record_completed_calibration(session, settled, now)
     say("forecasting")
     forecasts = budget_forecasts(session, now, org_id, org_ids, cache)
+    _refresh_rollups(session, touched, say)
     return BurnResult(summary, settled, tuple(alerts), tuple(forecasts))
+
+
+def _refresh_rollups(session: Session, touched: Iterable[datetime], say: Callable[[str], None]) -> None:
+    """Bring the hourly usage rollups up to date with what this pass and the writes before it changed."""
+    from flopwise.store.rollups import refresh_rollups
+
+    say("refreshing rollups")
+    refresh_rollups(session, touched)
 
 
 def record_completed_calibration(session: Session, settled: Mapping[int, Any], now: datetime) -> list[int]:

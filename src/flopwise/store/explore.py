@@ -21,6 +21,7 @@ from flopwise.errors import InputError
 from flopwise.store.ledger import IngestReject, IngestRun, UsageRecordRow
 from flopwise.store.models import Organization, Project, Team
 from flopwise.store.reports import UNATTRIBUTED, _check_period
+from flopwise.store.rollups import UTIL_BINS, UsageRollup, rollup_coverage
 from flopwise.store.types import to_money
 
 __all__ = [
@@ -48,6 +49,17 @@ _TEXT_DIMS: dict[str, Any] = {
     "service": U.service_category,
     "source": U.source,
 }
+R = UsageRollup
+#: the same keys on the hourly rollups
+_ROLLUP_ID_DIMS = {"org": (R.org_id, Organization), "team": (R.team_id, Team), "project": (R.project_id, Project)}
+_ROLLUP_TEXT_DIMS: dict[str, Any] = {
+    "user": R.x_user,
+    "device": R.x_device_type,
+    "provider": R.provider_name,
+    "region": R.region_id,
+    "service": R.service_category,
+    "source": R.source,
+}
 _ZERO = to_money(0)
 #: the metrics of each explorer cell, summed in SQL
 METRICS = (
@@ -64,19 +76,28 @@ METRICS = (
 _MONEY = frozenset({"cost_usd", "billed_cost", "effective_cost", "idle_cost_usd"})
 
 
-def _period(session: Session, step: str) -> ColumnElement[Any]:
-    """The UTC day, Monday of the ISO week (both ``YYYY-MM-DD``) or month (``YYYY-MM``) of charge_period_start."""
+def _period(session: Session, step: str, start: Any = U.charge_period_start) -> ColumnElement[Any]:
+    """The UTC day, Monday of the ISO week (both ``YYYY-MM-DD``) or month (``YYYY-MM``) of charge_period_start
+    (or of *start*, a rollup's hour)."""
     if session.get_bind().dialect.name == "postgresql":
-        utc = func.timezone("UTC", U.charge_period_start)
+        utc = func.timezone("UTC", start)
         if step == "week":
             return func.to_char(func.date_trunc("week", utc), "YYYY-MM-DD")
         return func.to_char(utc, "YYYY-MM-DD" if step == "day" else "YYYY-MM")
     if step == "week":  # SQLite stores 'YYYY-MM-DD HH:MM:SS' in UTC; back up to the Monday on or before
-        return func.date(func.substr(U.charge_period_start, 1, 10), "-6 days", "weekday 1")
-    return func.substr(U.charge_period_start, 1, 10 if step == "day" else 7)
+        return func.date(func.substr(start, 1, 10), "-6 days", "weekday 1")
+    return func.substr(start, 1, 10 if step == "day" else 7)
 
 
-def _metric_columns() -> list[ColumnElement[Any]]:
+def _metric_columns(rollups: bool = False) -> list[ColumnElement[Any]]:
+    if rollups:
+        return [
+            func.coalesce(func.sum(R.records), 0).label("records"),
+            *(func.coalesce(func.sum(getattr(R, m)), _ZERO).label(m) for m in
+              ("cost_usd", "billed_cost", "effective_cost", "idle_cost_usd")),
+            *(func.coalesce(func.sum(getattr(R, m)), 0.0).label(m) for m in
+              ("device_hours", "idle_device_hours", "energy_kwh", "co2e_kg")),
+        ]  # fmt: skip
     return [
         func.count().label("records"),
         func.coalesce(func.sum(U.cost_usd), _ZERO).label("cost_usd"),
@@ -100,12 +121,13 @@ def _check_dims(group_by: Sequence[str], filters: Mapping[str, str]) -> None:
             raise InputError("group_by" if name in group_by else name, name, f"use one of {', '.join(DIMENSIONS)}")
 
 
-def _filtered(stmt: Select[Any], filters: Mapping[str, str]) -> Select[Any]:
+def _filtered(stmt: Select[Any], filters: Mapping[str, str], rollups: bool = False) -> Select[Any]:
     """Equality filters; ``unattributed``/``unknown`` select the rows where the key is NULL. An id key must be a
     whole number (an ``InputError`` naming the key otherwise)."""
+    id_dims, text_dims = (_ROLLUP_ID_DIMS, _ROLLUP_TEXT_DIMS) if rollups else (_ID_DIMS, _TEXT_DIMS)
     for name, value in filters.items():
-        if name in _ID_DIMS:
-            column = _ID_DIMS[name][0]
+        if name in id_dims:
+            column = id_dims[name][0]
             if value == UNATTRIBUTED:
                 stmt = stmt.where(column.is_(None))
                 continue
@@ -113,19 +135,22 @@ def _filtered(stmt: Select[Any], filters: Mapping[str, str]) -> Select[Any]:
                 raise InputError(name, value, f"give a {name} id (a whole number) or '{UNATTRIBUTED}'")
             stmt = stmt.where(column == int(value))
         else:
-            column = _TEXT_DIMS[name]
+            column = text_dims[name]
             stmt = stmt.where(column.is_(None)) if value == UNKNOWN else stmt.where(column == value)
     return stmt
 
 
-def _window(stmt: Select[Any], from_: datetime | None, to: datetime | None, org_id: int | None) -> Select[Any]:
+def _window(
+    stmt: Select[Any], from_: datetime | None, to: datetime | None, org_id: int | None, rollups: bool = False
+) -> Select[Any]:
     _check_period(from_, to)
+    start, org = (R.hour, R.org_id) if rollups else (U.charge_period_start, U.org_id)
     if from_ is not None:
-        stmt = stmt.where(U.charge_period_start >= from_)
+        stmt = stmt.where(start >= from_)
     if to is not None:
-        stmt = stmt.where(U.charge_period_start < to)
+        stmt = stmt.where(start < to)
     if org_id is not None:
-        stmt = stmt.where(U.org_id == org_id)
+        stmt = stmt.where(org == org_id)
     return stmt
 
 
@@ -152,6 +177,7 @@ def usage_explore(
     step: str = "day",
     group_by: Sequence[str] = (),
     filters: Mapping[str, str] | None = None,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
     """Usage of *org_id* in ``[from_, to)`` per *step* and per group of up to two keys of :data:`DIMENSIONS`.
 
@@ -160,17 +186,26 @@ def usage_explore(
     :data:`METRICS` (money Decimal: ``cost_usd`` is what flopwise attributes, ``billed_cost`` and
     ``effective_cost`` what the bills said, 0 where a source has no bill; ``idle_*`` the idle share). ``group``
     is the groups' labels joined by `` / ``; groups are sorted by cost, then device-hours, descending.
+
+    Read from the hourly rollups when they can answer (*from_*/*to* on whole UTC hours, nothing changed since
+    their refresh; :func:`flopwise.store.rollups.rollup_coverage`), else from the ledger (*use_rollups* False:
+    always); ``source`` says which and ``notes`` why. The numbers are the same either way.
     """
     filters = dict(filters or {})
     if step not in STEPS:
         raise InputError("step", step, f"use one of {', '.join(STEPS)}")
     _check_dims(group_by, filters)
-    period = _period(session, step).label("period")
+    _check_period(from_, to)
+    rollups, why = rollup_coverage(session, from_, to) if use_rollups else (False, None)
+    id_dims, text_dims = (_ROLLUP_ID_DIMS, _ROLLUP_TEXT_DIMS) if rollups else (_ID_DIMS, _TEXT_DIMS)
+    period = _period(session, step, R.hour if rollups else U.charge_period_start).label("period")
     key_cols: list[ColumnElement[Any]] = []
     for i, dim in enumerate(group_by):
-        column = _ID_DIMS[dim][0] if dim in _ID_DIMS else _TEXT_DIMS[dim]
+        column = id_dims[dim][0] if dim in id_dims else text_dims[dim]
         key_cols.append(column.label(f"k{i}"))
-    stmt = _filtered(_window(select(period, *key_cols, *_metric_columns()), from_, to, org_id), filters)
+    stmt = _filtered(
+        _window(select(period, *key_cols, *_metric_columns(rollups)), from_, to, org_id, rollups), filters, rollups
+    )
     # group by the ids alone (no join per row); the few names are read afterwards
     stmt = stmt.group_by(*[c.element for c in (period, *key_cols)])
     rows = session.execute(stmt).all()
@@ -209,6 +244,8 @@ def usage_explore(
         "series": series,
         "groups": ordered,
         "total": total,
+        "source": "rollups" if rollups else "ledger",
+        "notes": [why] if why else [],
     }
 
 
@@ -219,11 +256,23 @@ def utilization_histogram(
     to: datetime | None = None,
     *,
     bins: int = 10,
+    use_rollups: bool = True,
 ) -> list[dict[str, Any]]:
     """Device-hours by GPU utilization bin (``bins`` equal bins over 0-100 %), over the records that report a
-    utilization: ``[{"lo_frac", "hi_frac", "device_hours", "records"}]``, every bin present (zeros included)."""
+    utilization: ``[{"lo_frac", "hi_frac", "device_hours", "records"}]``, every bin present (zeros included).
+    Ten bins are read from the rollups' utilization deciles when they can answer, else from the ledger."""
     if not 1 <= bins <= 100:
         raise InputError("bins", bins, "give 1 to 100 bins")
+    _check_period(from_, to)
+    if use_rollups and bins == UTIL_BINS and rollup_coverage(session, from_, to)[0]:
+        stmt = _window(
+            select(R.util_bin, func.coalesce(func.sum(R.device_hours), 0.0), func.coalesce(func.sum(R.records), 0))
+            .where(R.util_bin.is_not(None))
+            .group_by(R.util_bin),
+            from_, to, org_id, rollups=True,
+        )  # fmt: skip
+        found = {int(b): (float(h), int(n)) for b, h, n in session.execute(stmt)}
+        return _bins(found, bins)
     util = func.min(func.max(U.x_gpu_utilization, 0.0), 1.0) if session.get_bind().dialect.name == "sqlite" else (
         func.least(func.greatest(U.x_gpu_utilization, 0.0), 1.0))  # fmt: skip
     index = func.min(func.cast(util * bins, _int_type()), bins - 1) if session.get_bind().dialect.name == "sqlite" \
@@ -237,6 +286,10 @@ def utilization_histogram(
         org_id,
     )
     found = {int(b): (float(h), int(n)) for b, h, n in session.execute(stmt)}
+    return _bins(found, bins)
+
+
+def _bins(found: Mapping[int, tuple[float, int]], bins: int) -> list[dict[str, Any]]:
     return [
         {
             "lo_frac": i / bins,

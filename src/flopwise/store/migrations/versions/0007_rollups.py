@@ -1,0 +1,128 @@
+"""Usage rollups (the ledger summed per UTC hour x scope x user x device x provider/region x service x source x
+charge category), the triggers that mark the hours whose ledger rows change, and dashboard sessions kept in the
+database (so every server process knows every login). The rollups are backfilled from the existing ledger.
+
+Revision ID: 0007_rollups
+Revises: 0006_governance
+Create Date: 2026-12-06 19:00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from flopwise.store.types import Money, UTCDateTime
+
+revision: str = "0007_rollups"
+down_revision: str | None = "0006_governance"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "usage_rollups",
+        sa.Column("id", _ID, nullable=False),
+        sa.Column("hour", UTCDateTime(), nullable=False),
+        sa.Column("org_id", sa.Integer(), nullable=True),
+        sa.Column("team_id", sa.Integer(), nullable=True),
+        sa.Column("project_id", sa.Integer(), nullable=True),
+        sa.Column("x_user", sa.String(length=200), nullable=True),
+        sa.Column("x_device_type", sa.String(length=200), nullable=True),
+        sa.Column("provider_name", sa.String(length=200), nullable=True),
+        sa.Column("region_id", sa.String(length=200), nullable=True),
+        sa.Column("service_category", sa.String(length=100), nullable=True),
+        sa.Column("service_name", sa.String(length=200), nullable=True),
+        sa.Column("charge_category", sa.String(length=100), nullable=True),
+        sa.Column("x_account", sa.String(length=200), nullable=True),
+        sa.Column("source", sa.String(length=32), nullable=False),
+        sa.Column("util_bin", sa.SmallInteger(), nullable=True),
+        sa.Column("records", sa.BigInteger(), nullable=False),
+        sa.Column("costed_records", sa.BigInteger(), nullable=False),
+        sa.Column("no_grid_records", sa.BigInteger(), nullable=False),
+        sa.Column("cost_usd", Money(), nullable=False),
+        sa.Column("billed_cost", Money(), nullable=False),
+        sa.Column("effective_cost", Money(), nullable=False),
+        sa.Column("idle_cost_usd", Money(), nullable=False),
+        sa.Column("device_hours", sa.Float(), nullable=False),
+        sa.Column("idle_device_hours", sa.Float(), nullable=False),
+        sa.Column("energy_kwh", sa.Float(), nullable=False),
+        sa.Column("measured_energy_kwh", sa.Float(), nullable=False),
+        sa.Column("co2e_kg", sa.Float(), nullable=False),
+        sa.Column("util_hours", sa.Float(), nullable=False),
+        sa.Column("busy_hours", sa.Float(), nullable=False),
+        sa.Column("energy_no_grid_kwh", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_rollups")),
+    )
+    op.create_index(op.f("ix_usage_rollups_hour"), "usage_rollups", ["hour"])
+    op.create_index(op.f("ix_usage_rollups_org_id_hour"), "usage_rollups", ["org_id", "hour"])
+    op.create_table(
+        "usage_rollup_dirty",
+        sa.Column("id", _ID, nullable=False),
+        sa.Column("hour", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_rollup_dirty")),
+    )
+    op.create_index(op.f("ix_usage_rollup_dirty_hour"), "usage_rollup_dirty", ["hour"])
+    op.create_table(
+        "usage_rollup_state",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("ledger_id_seen", _ID, nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_rollup_state")),
+    )
+    op.create_table(
+        "web_sessions",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("sid_hash", sa.String(length=64), nullable=False),
+        sa.Column("api_token_id", sa.Integer(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("last_used_at", UTCDateTime(), nullable=False),
+        sa.Column("expires_at", UTCDateTime(), nullable=False),
+        sa.Column("idle_ttl_s", sa.Integer(), nullable=False),
+        sa.Column("revoked_at", UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["api_token_id"],
+            ["api_tokens.id"],
+            name=op.f("fk_web_sessions_api_token_id_api_tokens"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_web_sessions")),
+        sa.UniqueConstraint("sid_hash", name=op.f("uq_web_sessions_sid_hash")),
+    )
+    op.create_index(op.f("ix_web_sessions_api_token_id"), "web_sessions", ["api_token_id"])
+    op.create_index(op.f("ix_web_sessions_expires_at"), "web_sessions", ["expires_at"])
+
+    from sqlalchemy.orm import Session
+
+    from flopwise.store.rollups import rebuild_rollups, trigger_ddl
+
+    bind = op.get_bind()
+    create, _drop = trigger_ddl(bind.dialect.name)
+    for statement in create:
+        op.execute(statement)
+    rebuild_rollups(Session(bind=bind))  # backfill from the ledger as it is
+
+
+def downgrade() -> None:
+    _create, drop = trigger_ddl(op.get_bind().dialect.name)
+    for statement in drop:
+        op.execute(statement)
+    op.drop_index(op.f("ix_web_sessions_expires_at"), table_name="web_sessions")
+    op.drop_index(op.f("ix_web_sessions_api_token_id"), table_name="web_sessions")
+    op.drop_table("web_sessions")
+    op.drop_table("usage_rollup_state")
+    op.drop_index(op.f("ix_usage_rollup_dirty_hour"), table_name="usage_rollup_dirty")
+    op.drop_table("usage_rollup_dirty")
+    op.drop_index(op.f("ix_usage_rollups_org_id_hour"), table_name="usage_rollups")
+    op.drop_index(op.f("ix_usage_rollups_hour"), table_name="usage_rollups")
+    op.drop_table("usage_rollups")
+
+
+def trigger_ddl(dialect: str) -> tuple[list[str], list[str]]:
+    from flopwise.store.rollups import trigger_ddl as ddl
+
+    return ddl(dialect)

@@ -1,0 +1,409 @@
+"""Pre-aggregated usage: the ledger summed per UTC hour x scope x user x device x provider/region x service x
+source x charge category (migration ``0007_rollups``), so reports and dashboard pages over millions of ledger
+rows read thousands of rollup rows instead.
+
+**Tables.** ``usage_rollups`` holds one row per bucket: the hour (``charge_period_start`` truncated to the UTC
+hour), the keys reports and the usage explorer group and filter by (organization, team, project, user, device,
+provider, region, service category, FOCUS ServiceName and ChargeCategory, sub-account, source, and the GPU
+utilization decile that the utilization histogram bins by), and the sums of every measure they report (money in
+the ledger's exact ``Money`` type: ``NUMERIC(20, 6)`` on PostgreSQL, integer micro-dollars on SQLite, so sums of
+sums are exact). ``usage_rollup_dirty`` lists the hours whose ledger rows changed since their buckets were last
+computed.
+
+**Kept current.** Database triggers on ``usage_records`` append the hour of every inserted, updated (old and new
+hour) and deleted row to ``usage_rollup_dirty`` - whichever path wrote it: ingest, a restatement, the usage API,
+attribution, an undone run, or SQL by hand. On PostgreSQL they are statement-level triggers over the transition
+tables (one ``INSERT ... SELECT DISTINCT`` per statement, ``COPY`` included). On SQLite, row triggers on update
+and delete add an hour once; inserted rows are found by id above the mark in ``usage_rollup_state`` (SQLite has
+one writer at a time, so ids grow in commit order; an insert trigger would inflate the connection's change count,
+which ingestion reads to count what it inserted). :func:`refresh_rollups` - called by the post-ingest step (:func:`flopwise.meter.burn.apply_actuals`)
+- recomputes exactly the buckets of the dirty hours (and of any *windows* it is given) from the ledger, set-based:
+one ``DELETE`` and one ``INSERT ... SELECT ... GROUP BY`` per run of contiguous hours. It is idempotent, and a
+restated row that moved to another hour changes both buckets.
+
+**Read.** :func:`rollup_coverage` says whether a question can be answered from the rollups: no ``--as-of``, the
+window's ends on whole UTC hours, and no dirty hour inside it. Otherwise the reader falls back to the ledger and
+says why in its answer's ``notes``; the answers are the same either way (tests hold them equal, money exactly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Float,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from flopwise.store.ledger import UsageRecordRow
+from flopwise.store.models import Base
+from flopwise.store.types import Money, UTCDateTime, to_money
+
+__all__ = [
+    "HOUR",
+    "UTIL_BINS",
+    "UsageRollup",
+    "UsageRollupDirty",
+    "UsageRollupState",
+    "rebuild_rollups",
+    "refresh_rollups",
+    "rollup_coverage",
+    "rollup_keys",
+    "trigger_ddl",
+]
+
+HOUR = timedelta(hours=1)
+#: the utilization histogram's bins kept in the rollups (deciles: 0-10 %, ..., 90-100 %)
+UTIL_BINS = 10
+#: hours apart that one refresh statement still spans (recomputing a clean hour in between is exact, and cheaper
+#: than another statement)
+_MERGE_GAP = timedelta(hours=24)
+#: key of the PostgreSQL advisory lock that serializes refreshes (two refreshers of one hour would double it)
+_LOCK_KEY = 7_320_051_907
+_ZERO = to_money(0)
+U = UsageRecordRow
+
+
+class UsageRollup(Base):
+    """The ledger's sums for one bucket: hour x keys (see the module docstring). NULL keys are NULL in the ledger."""
+
+    __tablename__ = "usage_rollups"
+    __table_args__ = (Index(None, "hour"), Index(None, "org_id", "hour"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime())
+    org_id: Mapped[int | None] = mapped_column(Integer)
+    team_id: Mapped[int | None] = mapped_column(Integer)
+    project_id: Mapped[int | None] = mapped_column(Integer)
+    x_user: Mapped[str | None] = mapped_column(String(200))
+    x_device_type: Mapped[str | None] = mapped_column(String(200))
+    provider_name: Mapped[str | None] = mapped_column(String(200))
+    region_id: Mapped[str | None] = mapped_column(String(200))
+    service_category: Mapped[str | None] = mapped_column(String(100))
+    service_name: Mapped[str | None] = mapped_column(String(200))
+    charge_category: Mapped[str | None] = mapped_column(String(100))
+    x_account: Mapped[str | None] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(32))
+    #: GPU utilization decile (0-9) of rows that report one, NULL otherwise
+    util_bin: Mapped[int | None] = mapped_column(SmallInteger)
+    records: Mapped[int] = mapped_column(BigInteger)
+    costed_records: Mapped[int] = mapped_column(BigInteger)
+    no_grid_records: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[Decimal] = mapped_column(Money())
+    billed_cost: Mapped[Decimal] = mapped_column(Money())
+    effective_cost: Mapped[Decimal] = mapped_column(Money())
+    idle_cost_usd: Mapped[Decimal] = mapped_column(Money())
+    device_hours: Mapped[float] = mapped_column(Float)
+    idle_device_hours: Mapped[float] = mapped_column(Float)
+    energy_kwh: Mapped[float] = mapped_column(Float)
+    measured_energy_kwh: Mapped[float] = mapped_column(Float)
+    co2e_kg: Mapped[float] = mapped_column(Float)
+    util_hours: Mapped[float] = mapped_column(Float)
+    busy_hours: Mapped[float] = mapped_column(Float)
+    energy_no_grid_kwh: Mapped[float] = mapped_column(Float)
+
+
+class UsageRollupDirty(Base):
+    """An hour whose ledger rows changed after its rollup buckets were computed (written by triggers)."""
+
+    __tablename__ = "usage_rollup_dirty"
+    __table_args__ = (Index(None, "hour"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UsageRollupState(Base):
+    """SQLite only: the largest ``usage_records.id`` the rollups have absorbed (one row, ``id`` 1). New rows are
+    found by id there (one writer at a time, so ids grow in commit order), because an insert trigger would add to
+    the connection's change count that ingestion reads to count the rows it inserted."""
+
+    __tablename__ = "usage_rollup_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ledger_id_seen: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+
+
+R = UsageRollup
+D = UsageRollupDirty
+S = UsageRollupState
+
+#: ledger columns whose change moves a row between buckets or changes a bucket's sums (SQLite's UPDATE OF list)
+_WATCHED = (
+    "charge_period_start", "org_id", "team_id", "project_id", "x_user", "x_device_type", "provider_name",
+    "region_id", "service_category", "x_extra", "x_account", "source", "x_gpu_utilization", "cost_usd",
+    "billed_cost", "effective_cost", "idle_cost_usd", "x_device_hours", "idle_device_hours", "x_energy_kwh",
+    "energy_basis", "x_co2e_kg",
+)  # fmt: skip
+
+
+def trigger_ddl(dialect: str) -> tuple[list[str], list[str]]:
+    """(statements that create the triggers marking dirty hours, statements that drop them) for *dialect*."""
+    if dialect == "postgresql":
+        hour = "date_trunc('hour', charge_period_start, 'UTC')"
+        create = [
+            f"""CREATE FUNCTION usage_rollup_mark_new() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO usage_rollup_dirty (hour) SELECT DISTINCT {hour} FROM new_rows;
+  RETURN NULL;
+END $$""",
+            f"""CREATE FUNCTION usage_rollup_mark_old() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO usage_rollup_dirty (hour) SELECT DISTINCT {hour} FROM old_rows;
+  RETURN NULL;
+END $$""",
+            f"""CREATE FUNCTION usage_rollup_mark_both() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO usage_rollup_dirty (hour)
+    SELECT {hour} FROM new_rows UNION SELECT {hour} FROM old_rows;
+  RETURN NULL;
+END $$""",
+            "CREATE TRIGGER usage_rollup_ins AFTER INSERT ON usage_records REFERENCING NEW TABLE AS new_rows "
+            "FOR EACH STATEMENT EXECUTE FUNCTION usage_rollup_mark_new()",
+            "CREATE TRIGGER usage_rollup_del AFTER DELETE ON usage_records REFERENCING OLD TABLE AS old_rows "
+            "FOR EACH STATEMENT EXECUTE FUNCTION usage_rollup_mark_old()",
+            "CREATE TRIGGER usage_rollup_upd AFTER UPDATE ON usage_records "
+            "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+            "FOR EACH STATEMENT EXECUTE FUNCTION usage_rollup_mark_both()",
+        ]
+        drop = [
+            "DROP TRIGGER IF EXISTS usage_rollup_ins ON usage_records",
+            "DROP TRIGGER IF EXISTS usage_rollup_del ON usage_records",
+            "DROP TRIGGER IF EXISTS usage_rollup_upd ON usage_records",
+            "DROP FUNCTION IF EXISTS usage_rollup_mark_new()",
+            "DROP FUNCTION IF EXISTS usage_rollup_mark_old()",
+            "DROP FUNCTION IF EXISTS usage_rollup_mark_both()",
+        ]
+        return create, drop
+
+    def mark(row: str) -> str:  # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC): the hour is a text prefix
+        h = f"substr({row}.charge_period_start, 1, 13) || ':00:00.000000'"
+        return (
+            f"INSERT INTO usage_rollup_dirty (hour) SELECT {h} "
+            f"WHERE NOT EXISTS (SELECT 1 FROM usage_rollup_dirty WHERE hour = {h});"
+        )
+
+    # no insert trigger on SQLite (see UsageRollupState); a delete moves the id mark back below the deleted row,
+    # so an id SQLite hands out again (it reuses the largest ids once deleted) is seen as new
+    create = [
+        "CREATE TRIGGER usage_rollup_del AFTER DELETE ON usage_records BEGIN "
+        f"{mark('OLD')} UPDATE usage_rollup_state SET ledger_id_seen = OLD.id - 1 WHERE ledger_id_seen >= OLD.id; "
+        "END",
+        f"CREATE TRIGGER usage_rollup_upd AFTER UPDATE OF {', '.join(_WATCHED)} ON usage_records "
+        f"BEGIN {mark('OLD')} {mark('NEW')} END",
+    ]
+    drop = [f"DROP TRIGGER IF EXISTS usage_rollup_{k}" for k in ("del", "upd")]
+    return create, drop
+
+
+def _hour_of(session: Session) -> ColumnElement[Any]:
+    """``charge_period_start`` truncated to its UTC hour, stored the way ``UTCDateTime`` stores times."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date_trunc("hour", U.charge_period_start, "UTC")
+    return func.substr(U.charge_period_start, 1, 13).concat(":00:00.000000")
+
+
+def _util_bin(session: Session) -> ColumnElement[Any]:
+    """The utilization decile (0-9) as :func:`flopwise.store.explore.utilization_histogram` bins it; NULL when
+    the row reports no utilization."""
+    if session.get_bind().dialect.name == "postgresql":
+        util = func.least(func.greatest(U.x_gpu_utilization, 0.0), 1.0)
+        index: ColumnElement[Any] = func.least(func.floor(util * UTIL_BINS), UTIL_BINS - 1)
+    else:
+        util = func.min(func.max(U.x_gpu_utilization, 0.0), 1.0)
+        index = func.min(func.cast(util * UTIL_BINS, Integer), UTIL_BINS - 1)
+    return case((U.x_gpu_utilization.is_(None), None), else_=index)
+
+
+def rollup_keys(session: Session) -> dict[str, ColumnElement[Any]]:
+    """Rollup key column name -> the ledger expression it groups by."""
+    return {
+        "hour": _hour_of(session),
+        "org_id": U.org_id,
+        "team_id": U.team_id,
+        "project_id": U.project_id,
+        "x_user": U.x_user,
+        "x_device_type": U.x_device_type,
+        "provider_name": U.provider_name,
+        "region_id": U.region_id,
+        "service_category": U.service_category,
+        "service_name": U.x_extra["ServiceName"].as_string(),
+        "charge_category": U.x_extra["ChargeCategory"].as_string(),
+        "x_account": U.x_account,
+        "source": U.source,
+        "util_bin": _util_bin(session),
+    }
+
+
+def _measures() -> dict[str, ColumnElement[Any]]:
+    """Rollup measure column name -> its sum over the ledger rows of a bucket (never NULL)."""
+    util_known = U.x_gpu_utilization.is_not(None) & U.x_device_hours.is_not(None)
+    no_grid = U.x_co2e_kg.is_(None) & U.x_energy_kwh.is_not(None)
+    return {
+        "records": func.count(),
+        "costed_records": func.count(U.cost_usd),
+        "no_grid_records": func.count(case((no_grid, 1))),
+        "cost_usd": func.coalesce(func.sum(U.cost_usd), _ZERO),
+        "billed_cost": func.coalesce(func.sum(U.billed_cost), _ZERO),
+        "effective_cost": func.coalesce(func.sum(U.effective_cost), _ZERO),
+        "idle_cost_usd": func.coalesce(func.sum(U.idle_cost_usd), _ZERO),
+        "device_hours": func.coalesce(func.sum(U.x_device_hours), 0.0),
+        "idle_device_hours": func.coalesce(func.sum(U.idle_device_hours), 0.0),
+        "energy_kwh": func.coalesce(func.sum(U.x_energy_kwh), 0.0),
+        "measured_energy_kwh": func.coalesce(
+            func.sum(case((U.energy_basis == "measured", U.x_energy_kwh), else_=0.0)), 0.0
+        ),
+        "co2e_kg": func.coalesce(func.sum(U.x_co2e_kg), 0.0),
+        "util_hours": func.coalesce(func.sum(case((util_known, U.x_device_hours), else_=0.0)), 0.0),
+        "busy_hours": func.coalesce(
+            func.sum(case((util_known, U.x_device_hours * U.x_gpu_utilization), else_=0.0)), 0.0
+        ),
+        "energy_no_grid_kwh": func.coalesce(func.sum(case((no_grid, U.x_energy_kwh), else_=0.0)), 0.0),
+    }
+
+
+def _lock(session: Session) -> None:
+    """Serialize refreshes: a PostgreSQL advisory lock until commit; SQLite's write lock (one writer) already does."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(literal(_LOCK_KEY, BigInteger))))
+
+
+def _recompute(session: Session, start: datetime | None, end: datetime | None) -> None:
+    """Replace the buckets of hours in ``[start, end)`` (everything when both are None) by the ledger's sums."""
+    keys = rollup_keys(session)
+    measures = _measures()
+    source = select(*[c.label(n) for n, c in keys.items()], *[c.label(n) for n, c in measures.items()])
+    wipe = delete(R)
+    if start is not None and end is not None:
+        source = source.where(U.charge_period_start >= start, U.charge_period_start < end)
+        wipe = wipe.where(R.hour >= start, R.hour < end)
+    source = source.group_by(*keys.values())
+    session.execute(wipe, execution_options={"synchronize_session": False})
+    session.execute(R.__table__.insert().from_select([*keys, *measures], source))
+
+
+def _as_hours(windows: Iterable[Any]) -> set[datetime]:
+    """The UTC hours that *windows* (datetimes, or ``(start, end)`` pairs) cover."""
+    hours: set[datetime] = set()
+    for w in windows:
+        if isinstance(w, datetime):
+            hours.add(_floor(w))
+            continue
+        start, end = w
+        h = _floor(start)
+        while h < end:
+            hours.add(h)
+            h += HOUR
+    return hours
+
+
+def _floor(ts: datetime) -> datetime:
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError(
+            f"window: {ts.isoformat()!r} is naive; pass an aware datetime (e.g. tzinfo=datetime.UTC)"
+        )
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _ranges(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
+    """Sorted hours as ``[start, end)`` ranges, neighbours less than :data:`_MERGE_GAP` apart merged."""
+    out: list[tuple[datetime, datetime]] = []
+    for h in sorted(hours):
+        if out and h - out[-1][1] < _MERGE_GAP:
+            out[-1] = (out[-1][0], h + HOUR)
+        else:
+            out.append((h, h + HOUR))
+    return out
+
+
+def refresh_rollups(session: Session, windows: Iterable[Any] = ()) -> int:
+    """Recompute the rollup buckets of every dirty hour and of *windows* (datetimes or ``(start, end)`` pairs)
+    from the ledger, in the caller's write transaction; returns how many hours were recomputed.
+
+    Idempotent (a second call with nothing dirty recomputes nothing). Refreshes are serialized, so two
+    processes never write one bucket twice; a ledger change committed while this runs leaves its hour dirty
+    for the next refresh (PostgreSQL ``DELETE ... RETURNING`` takes only the dirty rows this transaction sees).
+    """
+    _lock(session)
+    if session.get_bind().dialect.name == "postgresql":
+        dirty = set(session.scalars(delete(D).returning(D.hour)))
+    else:  # one writer holds the database: nothing can be marked between the read and the delete
+        dirty = set(session.scalars(select(D.hour).distinct()))
+        session.execute(delete(D))
+        seen = _seen(session)
+        hour = func.substr(U.charge_period_start, 1, 13).concat(":00:00.000000")
+        new = session.scalars(select(hour).where(U.id > seen).distinct())
+        dirty |= {datetime.fromisoformat(h).replace(tzinfo=UTC) for h in new}
+        _set_seen(session)
+    hours = {_floor(h) for h in dirty} | _as_hours(windows)
+    for start, end in _ranges(hours):
+        _recompute(session, start, end)
+    return len(hours)
+
+
+def _seen(session: Session) -> int:
+    return int(session.scalar(select(S.ledger_id_seen).where(S.id == 1)) or 0)
+
+
+def _set_seen(session: Session) -> None:
+    """Record the ledger's largest id as absorbed (SQLite's new-row mark; harmless on PostgreSQL)."""
+    top = int(session.scalar(select(func.max(U.id))) or 0)
+    if session.get(S, 1) is None:
+        session.add(S(id=1, ledger_id_seen=top))
+        session.flush()
+    else:
+        session.execute(S.__table__.update().where(S.id == 1).values(ledger_id_seen=top))
+
+
+def rebuild_rollups(session: Session) -> int:
+    """Recompute every bucket from the whole ledger (for existing databases, or after a bulk load); returns the
+    number of rollup rows. In the caller's write transaction."""
+    _lock(session)
+    session.execute(delete(D))
+    _recompute(session, None, None)
+    _set_seen(session)
+    return int(session.scalar(select(func.count()).select_from(R)) or 0)
+
+
+def rollup_coverage(
+    session: Session, from_: datetime | None, to: datetime | None, as_of: int | None = None
+) -> tuple[bool, str | None]:
+    """(whether ``[from_, to)`` can be answered from the rollups, and if not, why - for the answer's notes)."""
+    if as_of is not None:
+        return False, "answered from the ledger: --as-of a past run reads the ledger's history"
+    for name, value in (("from", from_), ("to", to)):
+        if value is not None and value != _floor(value):
+            return (
+                False,
+                f"answered from the ledger: '{name}' is not on a whole UTC hour (rollups are hourly)",
+            )
+    dirty = select(D.id)
+    if from_ is not None:
+        dirty = dirty.where(D.hour >= from_)
+    if to is not None:
+        dirty = dirty.where(D.hour < to)
+    changed = exists(dirty)
+    if session.get_bind().dialect.name == "sqlite":
+        seen = select(S.ledger_id_seen).where(S.id == 1).scalar_subquery()
+        changed = changed | exists(select(U.id).where(U.id > func.coalesce(seen, 0)))
+    if session.scalar(select(changed)):
+        return False, (
+            "answered from the ledger: usage changed since the rollups were refreshed (they are refreshed after "
+            "each ingest; `flopwise report rebuild-rollups` refreshes them now)"
+        )
+    return True, None
