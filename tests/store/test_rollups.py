@@ -30,6 +30,7 @@ from flopwise.store.ledger import UsageRecordHistory
 from flopwise.store.reports import CONCENTRATION_BY, GROUP_BY, concentration_report, usage_report
 from flopwise.store.rollups import (
     UsageRollup,
+    UsageRollupDaily,
     UsageRollupDirty,
     rebuild_rollups,
     refresh_rollups,
@@ -55,14 +56,15 @@ SETTINGS = settings(
 )
 
 
-def _rollup_rows(factory) -> list[tuple]:
-    """The rollup table's contents without ids, sorted (floats rounded: sums may add in another order)."""
+def _rollup_rows(factory) -> list[list[tuple]]:
+    """Both rollup tables' contents without ids, sorted (floats rounded: sums may add in another order)."""
+    tables = []
     with read_session(factory) as s:
-        rows = s.execute(select(*[c for c in UsageRollup.__table__.c if c.name != "id"])).all()
-    out = []
-    for r in rows:
-        out.append(tuple(round(v, 6) if isinstance(v, float) else v for v in r))
-    return sorted(out, key=repr)
+        for table in (UsageRollup, UsageRollupDaily):
+            rows = s.execute(select(*[c for c in table.__table__.c if c.name != "id"])).all()
+            out = [tuple(round(v, 6) if isinstance(v, float) else v for v in r) for r in rows]
+            tables.append(sorted(out, key=repr))
+    return tables
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,7 @@ def filled(factory) -> dict[str, Any]:
             "device": sorted(set(s.scalars(select(UsageRecordRow.x_device_type).distinct())) - {None}),
             "source": sorted(set(s.scalars(select(UsageRecordRow.source).distinct()))),
         }
-    return {**ids, "lo": lo.replace(minute=0, second=0, microsecond=0), "hi": hi, "values": values}
+    return {**ids, "lo": lo.replace(hour=0, minute=0, second=0, microsecond=0), "hi": hi, "values": values}
 
 
 def _same(a: Any, b: Any, path: str = "") -> None:
@@ -134,16 +136,19 @@ def _window(filled: dict[str, Any], start_h: int | None, span_h: int | None) -> 
     return from_, to
 
 
-HOURS = st.one_of(st.none(), st.integers(-48, 24 * 400))
-SPANS = st.one_of(st.none(), st.integers(1, 24 * 500))
+# whole days half of the time (the daily rollups answer), else whole hours (the hourly ones)
+HOURS = st.one_of(st.none(), st.integers(-48, 24 * 400), st.integers(-2, 400).map(lambda d: 24 * d))
+SPANS = st.one_of(st.none(), st.integers(1, 24 * 500), st.integers(1, 500).map(lambda d: 24 * d))
 
 
 def test_the_filled_ledger_is_read_from_rollups(factory, filled) -> None:
     with read_session(factory) as s:
         report = usage_report(s, "provider")
-        assert report["source"] == "rollups" and report["notes"] == []
+        assert report["source"] == "daily rollups" and report["notes"] == []
         assert report["total"]["records"] == s.scalar(select(func.count()).select_from(UsageRecordRow)) > 100
         assert s.scalar(select(func.count()).select_from(UsageRollup)) < report["total"]["records"]
+        hourly = usage_report(s, "provider", filled["lo"] + timedelta(hours=1))
+        assert hourly["source"] == "hourly rollups"
 
 
 @SETTINGS
@@ -159,7 +164,7 @@ def test_usage_report_from_rollups_equals_the_ledger(factory, filled, group_by, 
     with read_session(factory) as s:
         fast = usage_report(s, group_by, from_, to, org)
         slow = usage_report(s, group_by, from_, to, org, use_rollups=False)
-    assert (fast["source"], slow["source"]) == ("rollups", "ledger")
+    assert fast["source"].endswith(" rollups") and slow["source"] == "ledger"
     _same(fast["total"], slow["total"], "total")
     _same(_by_key(fast["groups"], "key"), _by_key(slow["groups"], "key"), "groups")
 
@@ -189,7 +194,7 @@ def test_explorer_from_rollups_equals_the_ledger(factory, filled, dims, step, st
                              filters=filters)  # fmt: skip
         slow = usage_explore(s, filled["org"] if pick % 3 == 0 else None, from_, to, step=step, group_by=dims,
                              filters=filters, use_rollups=False)  # fmt: skip
-    assert (fast["source"], slow["source"]) == ("rollups", "ledger")
+    assert fast["source"].endswith(" rollups") and slow["source"] == "ledger"
     _same(fast["total"], slow["total"], "total")
     _same(
         {(r["period"], r["group"]): r for r in fast["series"]},
@@ -248,7 +253,7 @@ def test_restatement_refresh_equals_the_ledger_and_a_rebuild(factory, filled, tm
         apply_actuals(s, datetime(2030, 1, 1, tzinfo=UTC), touched=restated.touched, run_id=restated.run_id)
     with read_session(factory) as s:
         fresh = usage_report(s, "provider")
-        assert fresh["source"] == "rollups"
+        assert fresh["source"] == "daily rollups"
         _same(fresh, usage_report(s, "provider", use_rollups=False))
         assert s.scalar(select(func.count()).select_from(UsageRollupDirty)) == 0
     # moved: its ChargePeriodStart an hour earlier (the old and the new bucket both change)
@@ -299,5 +304,5 @@ def test_deleting_and_adding_rows_by_hand_is_seen(factory, filled) -> None:
         refresh_rollups(s)
     with read_session(factory) as s:
         report = usage_report(s, "source")
-        assert report["source"] == "rollups"
+        assert report["source"] == "daily rollups"
         _same(report, usage_report(s, "source", use_rollups=False))

@@ -36,7 +36,8 @@ TABLES_BY_REVISION = {
     "0004_restatements": {"usage_record_history"},
     "0005_calibration_power": set(),  # columns only: calibration_samples.estimated_power_w, actual_power_w
     "0006_governance": {"audit_heads"},
-    "0007_rollups": {"usage_rollups", "usage_rollup_dirty", "usage_rollup_state", "web_sessions"},
+    "0007_rollups": {"usage_rollups", "usage_rollups_daily", "usage_rollup_dirty", "usage_rollup_state",
+                     "web_sessions"},
 }  # fmt: skip
 
 

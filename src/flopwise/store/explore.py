@@ -21,7 +21,7 @@ from flopwise.errors import InputError
 from flopwise.store.ledger import IngestReject, IngestRun, UsageRecordRow
 from flopwise.store.models import Organization, Project, Team
 from flopwise.store.reports import UNATTRIBUTED, _check_period
-from flopwise.store.rollups import UTIL_BINS, UsageRollup, rollup_coverage
+from flopwise.store.rollups import UTIL_BINS, UsageRollup, choose_rollup
 from flopwise.store.types import to_money
 
 __all__ = [
@@ -49,17 +49,16 @@ _TEXT_DIMS: dict[str, Any] = {
     "service": U.service_category,
     "source": U.source,
 }
-R = UsageRollup
-#: the same keys on the hourly rollups
-_ROLLUP_ID_DIMS = {"org": (R.org_id, Organization), "team": (R.team_id, Team), "project": (R.project_id, Project)}
-_ROLLUP_TEXT_DIMS: dict[str, Any] = {
-    "user": R.x_user,
-    "device": R.x_device_type,
-    "provider": R.provider_name,
-    "region": R.region_id,
-    "service": R.service_category,
-    "source": R.source,
-}
+
+
+def _dims_of(r: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The id and text dimensions on rollup table *r* (the same keys as :data:`DIMENSIONS` on the ledger)."""
+    ids = {"org": (r.org_id, Organization), "team": (r.team_id, Team), "project": (r.project_id, Project)}
+    texts = {"user": r.x_user, "device": r.x_device_type, "provider": r.provider_name, "region": r.region_id,
+             "service": r.service_category, "source": r.source}  # fmt: skip
+    return ids, texts
+
+
 _ZERO = to_money(0)
 #: the metrics of each explorer cell, summed in SQL
 METRICS = (
@@ -89,13 +88,14 @@ def _period(session: Session, step: str, start: Any = U.charge_period_start) -> 
     return func.substr(start, 1, 10 if step == "day" else 7)
 
 
-def _metric_columns(rollups: bool = False) -> list[ColumnElement[Any]]:
-    if rollups:
+def _metric_columns(r: Any = None) -> list[ColumnElement[Any]]:
+    """The sums of :data:`METRICS` over the ledger, or over rollup table *r*."""
+    if r is not None:
         return [
-            func.coalesce(func.sum(R.records), 0).label("records"),
-            *(func.coalesce(func.sum(getattr(R, m)), _ZERO).label(m) for m in
+            func.coalesce(func.sum(r.records), 0).label("records"),
+            *(func.coalesce(func.sum(getattr(r, m)), _ZERO).label(m) for m in
               ("cost_usd", "billed_cost", "effective_cost", "idle_cost_usd")),
-            *(func.coalesce(func.sum(getattr(R, m)), 0.0).label(m) for m in
+            *(func.coalesce(func.sum(getattr(r, m)), 0.0).label(m) for m in
               ("device_hours", "idle_device_hours", "energy_kwh", "co2e_kg")),
         ]  # fmt: skip
     return [
@@ -121,10 +121,10 @@ def _check_dims(group_by: Sequence[str], filters: Mapping[str, str]) -> None:
             raise InputError("group_by" if name in group_by else name, name, f"use one of {', '.join(DIMENSIONS)}")
 
 
-def _filtered(stmt: Select[Any], filters: Mapping[str, str], rollups: bool = False) -> Select[Any]:
-    """Equality filters; ``unattributed``/``unknown`` select the rows where the key is NULL. An id key must be a
-    whole number (an ``InputError`` naming the key otherwise)."""
-    id_dims, text_dims = (_ROLLUP_ID_DIMS, _ROLLUP_TEXT_DIMS) if rollups else (_ID_DIMS, _TEXT_DIMS)
+def _filtered(stmt: Select[Any], filters: Mapping[str, str], r: Any = None) -> Select[Any]:
+    """Equality filters (on the ledger, or rollup table *r*); ``unattributed``/``unknown`` select the rows where the
+    key is NULL. An id key must be a whole number (an ``InputError`` naming the key otherwise)."""
+    id_dims, text_dims = _dims_of(r) if r is not None else (_ID_DIMS, _TEXT_DIMS)
     for name, value in filters.items():
         if name in id_dims:
             column = id_dims[name][0]
@@ -141,10 +141,10 @@ def _filtered(stmt: Select[Any], filters: Mapping[str, str], rollups: bool = Fal
 
 
 def _window(
-    stmt: Select[Any], from_: datetime | None, to: datetime | None, org_id: int | None, rollups: bool = False
+    stmt: Select[Any], from_: datetime | None, to: datetime | None, org_id: int | None, r: Any = None
 ) -> Select[Any]:
     _check_period(from_, to)
-    start, org = (R.hour, R.org_id) if rollups else (U.charge_period_start, U.org_id)
+    start, org = (r.hour, r.org_id) if r is not None else (U.charge_period_start, U.org_id)
     if from_ is not None:
         stmt = stmt.where(start >= from_)
     if to is not None:
@@ -196,16 +196,15 @@ def usage_explore(
         raise InputError("step", step, f"use one of {', '.join(STEPS)}")
     _check_dims(group_by, filters)
     _check_period(from_, to)
-    rollups, why = rollup_coverage(session, from_, to) if use_rollups else (False, None)
-    id_dims, text_dims = (_ROLLUP_ID_DIMS, _ROLLUP_TEXT_DIMS) if rollups else (_ID_DIMS, _TEXT_DIMS)
-    period = _period(session, step, R.hour if rollups else U.charge_period_start).label("period")
+    needs_user = "user" in group_by or "user" in filters
+    r, why = choose_rollup(session, from_, to, needs_user=needs_user) if use_rollups else (None, None)
+    id_dims, text_dims = _dims_of(r) if r is not None else (_ID_DIMS, _TEXT_DIMS)
+    period = _period(session, step, r.hour if r is not None else U.charge_period_start).label("period")
     key_cols: list[ColumnElement[Any]] = []
     for i, dim in enumerate(group_by):
         column = id_dims[dim][0] if dim in id_dims else text_dims[dim]
         key_cols.append(column.label(f"k{i}"))
-    stmt = _filtered(
-        _window(select(period, *key_cols, *_metric_columns(rollups)), from_, to, org_id, rollups), filters, rollups
-    )
+    stmt = _filtered(_window(select(period, *key_cols, *_metric_columns(r)), from_, to, org_id, r), filters, r)
     # group by the ids alone (no join per row); the few names are read afterwards
     stmt = stmt.group_by(*[c.element for c in (period, *key_cols)])
     rows = session.execute(stmt).all()
@@ -244,7 +243,7 @@ def usage_explore(
         "series": series,
         "groups": ordered,
         "total": total,
-        "source": "rollups" if rollups else "ledger",
+        "source": "ledger" if r is None else "hourly rollups" if r is UsageRollup else "daily rollups",
         "notes": [why] if why else [],
     }
 
@@ -264,15 +263,12 @@ def utilization_histogram(
     if not 1 <= bins <= 100:
         raise InputError("bins", bins, "give 1 to 100 bins")
     _check_period(from_, to)
-    if use_rollups and bins == UTIL_BINS and rollup_coverage(session, from_, to)[0]:
-        stmt = _window(
-            select(R.util_bin, func.coalesce(func.sum(R.device_hours), 0.0), func.coalesce(func.sum(R.records), 0))
-            .where(R.util_bin.is_not(None))
-            .group_by(R.util_bin),
-            from_, to, org_id, rollups=True,
-        )  # fmt: skip
-        found = {int(b): (float(h), int(n)) for b, h, n in session.execute(stmt)}
-        return _bins(found, bins)
+    r = choose_rollup(session, from_, to)[0] if use_rollups and bins == UTIL_BINS else None
+    if r is not None:
+        sums = [func.coalesce(func.sum(getattr(r, f"util_d{i}_{m}")), 0) for i in range(bins) for m in ("hours",
+                "records")]  # fmt: skip
+        row = session.execute(_window(select(*sums), from_, to, org_id, r)).one()
+        return _bins({i: (float(row[2 * i]), int(row[2 * i + 1])) for i in range(bins)}, bins)
     util = func.min(func.max(U.x_gpu_utilization, 0.0), 1.0) if session.get_bind().dialect.name == "sqlite" else (
         func.least(func.greatest(U.x_gpu_utilization, 0.0), 1.0))  # fmt: skip
     index = func.min(func.cast(util * bins, _int_type()), bins - 1) if session.get_bind().dialect.name == "sqlite" \

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, aliased
 from flopwise.errors import InputError
 from flopwise.store.ledger import HISTORY_MEASURES, IngestRun, UsageRecordHistory, UsageRecordRow
 from flopwise.store.models import Organization, Project, Team
-from flopwise.store.rollups import UsageRollup, rollup_coverage
+from flopwise.store.rollups import UsageRollup, UsageRollupDaily, choose_rollup
 from flopwise.store.types import to_money
 from flopwise.units import G_PER_KG
 
@@ -123,7 +123,7 @@ def _where(
 def _period_text(session: Session, width: str, u: Any = U) -> ColumnElement[Any]:
     """``YYYY-MM-DD`` (width 'day') or ``YYYY-MM`` ('month') of charge_period_start (of a rollup's hour) in UTC,
     on either backend."""
-    start = u.hour if u is UsageRollup else u.charge_period_start
+    start = u.hour if _is_rollup(u) else u.charge_period_start
     if session.get_bind().dialect.name == "postgresql":
         fmt = "YYYY-MM-DD" if width == "day" else "YYYY-MM"
         return func.to_char(func.timezone("UTC", start), fmt)
@@ -214,8 +214,8 @@ def _group_columns(session: Session, group_by: str, u: Any = U) -> tuple[list[Co
         "sub_account": u.x_account,
     }.get(group_by)
     if group_by in FOCUS_EXTRA_GROUPS:
-        if u is UsageRollup:
-            column = UsageRollup.service_name if group_by == "service" else UsageRollup.charge_category
+        if _is_rollup(u):
+            column = u.service_name if group_by == "service" else u.charge_category
         else:
             column = u.x_extra[FOCUS_EXTRA_GROUPS[group_by]].as_string()
     if column is None:
@@ -223,9 +223,12 @@ def _group_columns(session: Session, group_by: str, u: Any = U) -> tuple[list[Co
     return [column.label("key"), column.label("label")], []
 
 
-def _rollup_metrics() -> list[ColumnElement[Any]]:
-    """The labels of :func:`_metrics`, as sums of the rollups' sums."""
-    r = UsageRollup
+def _is_rollup(u: Any) -> bool:
+    return u is UsageRollup or u is UsageRollupDaily
+
+
+def _rollup_metrics(r: Any) -> list[ColumnElement[Any]]:
+    """The labels of :func:`_metrics`, as sums of the rollup table *r*'s sums."""
     out: list[ColumnElement[Any]] = []
     for name in ("records", "costed_records", "no_grid_records"):
         out.append(func.coalesce(func.sum(getattr(r, name)), 0).label(name))
@@ -238,9 +241,11 @@ def _rollup_metrics() -> list[ColumnElement[Any]]:
     return out
 
 
-def _rollup_where(stmt: Select[Any], from_: datetime | None, to: datetime | None, org_id: int | None) -> Select[Any]:
-    """The ledger's ``[from_, to)`` on ``charge_period_start``, on the rollups' hours (*from_*/*to* on whole hours)."""
-    r = UsageRollup
+def _rollup_where(
+    stmt: Select[Any], from_: datetime | None, to: datetime | None, org_id: int | None, r: Any
+) -> Select[Any]:
+    """The ledger's ``[from_, to)`` on ``charge_period_start``, on the buckets of rollup table *r* (which
+    :func:`flopwise.store.rollups.choose_rollup` picked for this window)."""
     if from_ is not None:
         stmt = stmt.where(r.hour >= from_)
     if to is not None:
@@ -283,21 +288,23 @@ def usage_report(
 
     The sums are read from the hourly rollups (:mod:`flopwise.store.rollups`) when they can answer (no *as_of*,
     *from_*/*to* on whole UTC hours, nothing changed since their last refresh), else from the ledger;
-    ``source`` says which (``rollups`` or ``ledger``) and ``notes`` why the ledger was read. *use_rollups*
+    ``source`` says which (``hourly rollups``, ``daily rollups`` or ``ledger``) and ``notes`` why the ledger
+    was read. *use_rollups*
     False always reads the ledger. The answer is the same either way.
     """
     if group_by is not None and group_by not in GROUP_BY:
         raise InputError("group_by", group_by, f"use one of {', '.join(GROUP_BY)}")
     _check_period(from_, to)
     notes: list[str] = []
-    from_rollups = False
+    table: Any = None
     if use_rollups:
-        from_rollups, why = rollup_coverage(session, from_, to, as_of)
+        table, why = choose_rollup(session, from_, to, as_of)
         notes += [why] if why else []
+    from_rollups = table is not None
     if from_rollups:
-        u: Any = UsageRollup
-        metrics = _rollup_metrics
-        where: Callable[..., Select[Any]] = lambda stmt, *a: _rollup_where(stmt, *a)  # noqa: E731
+        u: Any = table
+        metrics = lambda: _rollup_metrics(table)  # noqa: E731
+        where: Callable[..., Select[Any]] = lambda stmt, *a: _rollup_where(stmt, *a, table)  # noqa: E731
     else:
         u = ledger_as_of(session, as_of)
         metrics = lambda: _metrics(u)  # noqa: E731
@@ -335,7 +342,7 @@ def usage_report(
         "total": total,
         "groups": groups,
         "warnings": warnings,
-        "source": "rollups" if from_rollups else "ledger",
+        "source": ("hourly rollups" if table is UsageRollup else "daily rollups") if from_rollups else "ledger",
         "notes": notes,
     }
 
@@ -468,8 +475,9 @@ def concentration_report(
     if measure not in CONCENTRATION_MEASURES:
         raise InputError("measure", measure, f"use one of {', '.join(CONCENTRATION_MEASURES)}")
     _check_period(from_, to)
-    use, _why = rollup_coverage(session, from_, to) if use_rollups else (False, None)
-    u: Any = UsageRollup if use else U
+    table, _why = choose_rollup(session, from_, to) if use_rollups else (None, None)
+    use = table is not None
+    u: Any = table if use else U
     column = {
         "provider": u.provider_name,
         "vendor": u.x_device_type,
@@ -479,7 +487,7 @@ def concentration_report(
     summed = u.cost_usd if measure == "cost_usd" else (u.device_hours if use else U.x_device_hours)
     amount = func.coalesce(func.sum(summed), _ZERO if measure == "cost_usd" else 0.0)
     stmt = select(column.label("name"), amount.label("amount"))
-    stmt = (_rollup_where(stmt, from_, to, org_id) if use else _where(stmt, from_, to, org_id)).group_by(column)
+    stmt = (_rollup_where(stmt, from_, to, org_id, u) if use else _where(stmt, from_, to, org_id)).group_by(column)
     amounts: dict[str, Any] = {}
     for name, value in session.execute(stmt):
         if by == "vendor" and name is not None:

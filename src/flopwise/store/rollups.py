@@ -39,7 +39,6 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
-    SmallInteger,
     String,
     case,
     delete,
@@ -58,16 +57,20 @@ __all__ = [
     "HOUR",
     "UTIL_BINS",
     "UsageRollup",
+    "UsageRollupDaily",
     "UsageRollupDirty",
     "UsageRollupState",
     "rebuild_rollups",
     "refresh_rollups",
+    "choose_rollup",
     "rollup_coverage",
+    "scope_sum",
     "rollup_keys",
     "trigger_ddl",
 ]
 
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 #: the utilization histogram's bins kept in the rollups (deciles: 0-10 %, ..., 90-100 %)
 UTIL_BINS = 10
 #: hours apart that one refresh statement still spans (recomputing a clean hour in between is exact, and cheaper
@@ -79,17 +82,16 @@ _ZERO = to_money(0)
 U = UsageRecordRow
 
 
-class UsageRollup(Base):
-    """The ledger's sums for one bucket: hour x keys (see the module docstring). NULL keys are NULL in the ledger."""
-
-    __tablename__ = "usage_rollups"
-    __table_args__ = (Index(None, "hour"), Index(None, "org_id", "hour"))
+class _RollupColumns:
+    """The columns of both rollup tables: the bucket's start and keys, then the sums (never NULL)."""
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    #: the bucket's start: a UTC hour (``usage_rollups``) or a UTC midnight (``usage_rollups_daily``)
     hour: Mapped[datetime] = mapped_column(UTCDateTime())
     org_id: Mapped[int | None] = mapped_column(Integer)
     team_id: Mapped[int | None] = mapped_column(Integer)
     project_id: Mapped[int | None] = mapped_column(Integer)
+    #: the ledger's x_user; always NULL in ``usage_rollups_daily``, which sums over users
     x_user: Mapped[str | None] = mapped_column(String(200))
     x_device_type: Mapped[str | None] = mapped_column(String(200))
     provider_name: Mapped[str | None] = mapped_column(String(200))
@@ -99,8 +101,6 @@ class UsageRollup(Base):
     charge_category: Mapped[str | None] = mapped_column(String(100))
     x_account: Mapped[str | None] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(32))
-    #: GPU utilization decile (0-9) of rows that report one, NULL otherwise
-    util_bin: Mapped[int | None] = mapped_column(SmallInteger)
     records: Mapped[int] = mapped_column(BigInteger)
     costed_records: Mapped[int] = mapped_column(BigInteger)
     no_grid_records: Mapped[int] = mapped_column(BigInteger)
@@ -116,6 +116,43 @@ class UsageRollup(Base):
     util_hours: Mapped[float] = mapped_column(Float)
     busy_hours: Mapped[float] = mapped_column(Float)
     energy_no_grid_kwh: Mapped[float] = mapped_column(Float)
+    # the utilization histogram: device-hours and records of the rows whose GPU utilization is in decile i
+    util_d0_hours: Mapped[float] = mapped_column(Float)
+    util_d1_hours: Mapped[float] = mapped_column(Float)
+    util_d2_hours: Mapped[float] = mapped_column(Float)
+    util_d3_hours: Mapped[float] = mapped_column(Float)
+    util_d4_hours: Mapped[float] = mapped_column(Float)
+    util_d5_hours: Mapped[float] = mapped_column(Float)
+    util_d6_hours: Mapped[float] = mapped_column(Float)
+    util_d7_hours: Mapped[float] = mapped_column(Float)
+    util_d8_hours: Mapped[float] = mapped_column(Float)
+    util_d9_hours: Mapped[float] = mapped_column(Float)
+    util_d0_records: Mapped[int] = mapped_column(BigInteger)
+    util_d1_records: Mapped[int] = mapped_column(BigInteger)
+    util_d2_records: Mapped[int] = mapped_column(BigInteger)
+    util_d3_records: Mapped[int] = mapped_column(BigInteger)
+    util_d4_records: Mapped[int] = mapped_column(BigInteger)
+    util_d5_records: Mapped[int] = mapped_column(BigInteger)
+    util_d6_records: Mapped[int] = mapped_column(BigInteger)
+    util_d7_records: Mapped[int] = mapped_column(BigInteger)
+    util_d8_records: Mapped[int] = mapped_column(BigInteger)
+    util_d9_records: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageRollup(_RollupColumns, Base):
+    """The ledger's sums for one bucket: UTC hour x keys (see the module docstring). NULL keys are NULL in the
+    ledger."""
+
+    __tablename__ = "usage_rollups"
+    __table_args__ = (Index(None, "hour"), Index(None, "org_id", "hour"))
+
+
+class UsageRollupDaily(_RollupColumns, Base):
+    """``usage_rollups`` summed per UTC day and over users (``x_user`` NULL): what reports and pages read when
+    their window is whole days and they neither group nor filter by user (24x fewer rows, and fewer again)."""
+
+    __tablename__ = "usage_rollups_daily"
+    __table_args__ = (Index(None, "hour"), Index(None, "org_id", "hour"))
 
 
 class UsageRollupDirty(Base):
@@ -140,6 +177,7 @@ class UsageRollupState(Base):
 
 
 R = UsageRollup
+RD = UsageRollupDaily
 D = UsageRollupDirty
 S = UsageRollupState
 
@@ -227,7 +265,7 @@ def _util_bin(session: Session) -> ColumnElement[Any]:
     else:
         util = func.min(func.max(U.x_gpu_utilization, 0.0), 1.0)
         index = func.min(func.cast(util * UTIL_BINS, Integer), UTIL_BINS - 1)
-    return case((U.x_gpu_utilization.is_(None), None), else_=index)
+    return case((U.x_gpu_utilization.is_(None), None), else_=index)  # PostgreSQL's GREATEST skips NULLs
 
 
 def rollup_keys(session: Session) -> dict[str, ColumnElement[Any]]:
@@ -246,11 +284,10 @@ def rollup_keys(session: Session) -> dict[str, ColumnElement[Any]]:
         "charge_category": U.x_extra["ChargeCategory"].as_string(),
         "x_account": U.x_account,
         "source": U.source,
-        "util_bin": _util_bin(session),
     }
 
 
-def _measures() -> dict[str, ColumnElement[Any]]:
+def _measures(session: Session) -> dict[str, ColumnElement[Any]]:
     """Rollup measure column name -> its sum over the ledger rows of a bucket (never NULL)."""
     util_known = U.x_gpu_utilization.is_not(None) & U.x_device_hours.is_not(None)
     no_grid = U.x_co2e_kg.is_(None) & U.x_energy_kwh.is_not(None)
@@ -274,7 +311,19 @@ def _measures() -> dict[str, ColumnElement[Any]]:
             func.sum(case((util_known, U.x_device_hours * U.x_gpu_utilization), else_=0.0)), 0.0
         ),
         "energy_no_grid_kwh": func.coalesce(func.sum(case((no_grid, U.x_energy_kwh), else_=0.0)), 0.0),
+        **_histogram(session),
     }
+
+
+def _histogram(session: Session) -> dict[str, ColumnElement[Any]]:
+    """The utilization deciles' device-hours and records, as sums over a bucket's ledger rows."""
+    out: dict[str, ColumnElement[Any]] = {}
+    decile = _util_bin(session)
+    for i in range(UTIL_BINS):
+        in_bin = decile == i
+        out[f"util_d{i}_hours"] = func.coalesce(func.sum(case((in_bin, U.x_device_hours), else_=0.0)), 0.0)
+        out[f"util_d{i}_records"] = func.count(case((in_bin, 1)))
+    return out
 
 
 def _lock(session: Session) -> None:
@@ -284,9 +333,9 @@ def _lock(session: Session) -> None:
 
 
 def _recompute(session: Session, start: datetime | None, end: datetime | None) -> None:
-    """Replace the buckets of hours in ``[start, end)`` (everything when both are None) by the ledger's sums."""
+    """Replace the hourly buckets of ``[start, end)`` (everything when both are None) by the ledger's sums."""
     keys = rollup_keys(session)
-    measures = _measures()
+    measures = _measures(session)
     source = select(*[c.label(n) for n, c in keys.items()], *[c.label(n) for n, c in measures.items()])
     wipe = delete(R)
     if start is not None and end is not None:
@@ -295,6 +344,33 @@ def _recompute(session: Session, start: datetime | None, end: datetime | None) -
     source = source.group_by(*keys.values())
     session.execute(wipe, execution_options={"synchronize_session": False})
     session.execute(R.__table__.insert().from_select([*keys, *measures], source))
+
+
+def _day_of(session: Session) -> ColumnElement[Any]:
+    """An hourly bucket's UTC midnight, stored the way ``UTCDateTime`` stores times."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date_trunc("day", R.hour, "UTC")
+    return func.substr(R.hour, 1, 10).concat(" 00:00:00.000000")
+
+
+def _recompute_days(session: Session, start: datetime | None, end: datetime | None) -> None:
+    """Replace the daily buckets of ``[start, end)`` (UTC midnights; everything when None) by the sums of the
+    hourly buckets."""
+    day = _day_of(session)
+    keys = [c for c in rollup_keys(session) if c not in ("hour", "x_user")]
+    sums = [c.name for c in R.__table__.c if c.name not in ("id", "hour", *keys, "x_user")]
+    source = select(
+        day.label("hour"),
+        *[getattr(R, k) for k in keys],
+        *[func.sum(getattr(R, m)).label(m) for m in sums],
+    )
+    wipe = delete(RD)
+    if start is not None and end is not None:
+        source = source.where(R.hour >= start, R.hour < end)
+        wipe = wipe.where(RD.hour >= start, RD.hour < end)
+    source = source.group_by(day, *[getattr(R, k) for k in keys])
+    session.execute(wipe, execution_options={"synchronize_session": False})
+    session.execute(RD.__table__.insert().from_select(["hour", *keys, *sums], source))
 
 
 def _as_hours(windows: Iterable[Any]) -> set[datetime]:
@@ -320,14 +396,19 @@ def _floor(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _ranges(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
-    """Sorted hours as ``[start, end)`` ranges, neighbours less than :data:`_MERGE_GAP` apart merged."""
+def _floor_day(ts: datetime) -> datetime:
+    return _floor(ts).replace(hour=0)
+
+
+def _ranges(starts: Iterable[datetime], width: timedelta = HOUR) -> list[tuple[datetime, datetime]]:
+    """Sorted bucket starts (hours, or days) as ``[start, end)`` ranges, neighbours less than :data:`_MERGE_GAP`
+    apart merged."""
     out: list[tuple[datetime, datetime]] = []
-    for h in sorted(hours):
+    for h in sorted(starts):
         if out and h - out[-1][1] < _MERGE_GAP:
-            out[-1] = (out[-1][0], h + HOUR)
+            out[-1] = (out[-1][0], h + width)
         else:
-            out.append((h, h + HOUR))
+            out.append((h, h + width))
     return out
 
 
@@ -353,6 +434,9 @@ def refresh_rollups(session: Session, windows: Iterable[Any] = ()) -> int:
     hours = {_floor(h) for h in dirty} | _as_hours(windows)
     for start, end in _ranges(hours):
         _recompute(session, start, end)
+    days = {_floor_day(h) for h in hours}
+    for start, end in _ranges(days, DAY):
+        _recompute_days(session, start, end)
     return len(hours)
 
 
@@ -376,22 +460,27 @@ def rebuild_rollups(session: Session) -> int:
     _lock(session)
     session.execute(delete(D))
     _recompute(session, None, None)
+    _recompute_days(session, None, None)
     _set_seen(session)
     return int(session.scalar(select(func.count()).select_from(R)) or 0)
 
 
-def rollup_coverage(
-    session: Session, from_: datetime | None, to: datetime | None, as_of: int | None = None
-) -> tuple[bool, str | None]:
-    """(whether ``[from_, to)`` can be answered from the rollups, and if not, why - for the answer's notes)."""
+def choose_rollup(
+    session: Session,
+    from_: datetime | None,
+    to: datetime | None,
+    as_of: int | None = None,
+    *,
+    needs_user: bool = False,
+) -> tuple[Any, str | None]:
+    """The rollup table that answers ``[from_, to)`` exactly - ``usage_rollups_daily`` when both ends are UTC
+    midnights (or open) and the question needs no user, else ``usage_rollups`` when they are whole UTC hours -
+    or None and why the ledger must be read (for the answer's notes)."""
     if as_of is not None:
-        return False, "answered from the ledger: --as-of a past run reads the ledger's history"
+        return None, "answered from the ledger: --as-of a past run reads the ledger's history"
     for name, value in (("from", from_), ("to", to)):
         if value is not None and value != _floor(value):
-            return (
-                False,
-                f"answered from the ledger: '{name}' is not on a whole UTC hour (rollups are hourly)",
-            )
+            return None, f"answered from the ledger: '{name}' is not on a whole UTC hour (rollups are hourly)"
     dirty = select(D.id)
     if from_ is not None:
         dirty = dirty.where(D.hour >= from_)
@@ -402,8 +491,39 @@ def rollup_coverage(
         seen = select(S.ledger_id_seen).where(S.id == 1).scalar_subquery()
         changed = changed | exists(select(U.id).where(U.id > func.coalesce(seen, 0)))
     if session.scalar(select(changed)):
-        return False, (
+        return None, (
             "answered from the ledger: usage changed since the rollups were refreshed (they are refreshed after "
             "each ingest; `flopwise report rebuild-rollups` refreshes them now)"
         )
-    return True, None
+    daily = not needs_user and all(v is None or v == _floor_day(v) for v in (from_, to))
+    return (RD if daily else R), None
+
+
+def rollup_coverage(
+    session: Session, from_: datetime | None, to: datetime | None, as_of: int | None = None
+) -> tuple[bool, str | None]:
+    """(whether ``[from_, to)`` can be answered from the rollups, and if not, why - for the answer's notes)."""
+    table, why = choose_rollup(session, from_, to, as_of)
+    return table is not None, why
+
+
+#: rollup column summed for each budget unit (the ledger columns of :data:`flopwise.meter.burn.UNIT_COLUMNS`)
+UNIT_SUMS = {"usd": "cost_usd", "device_hours": "device_hours", "kwh": "energy_kwh", "co2e_kg": "co2e_kg"}
+
+
+def scope_sum(
+    session: Session, unit: str, scope_kind: str, scope_id: int, window: tuple[datetime, datetime]
+) -> Any | None:
+    """The sum of budget *unit* over the usage of one scope (``org``/``team``/``project``) with
+    ``charge_period_start`` in *window*, from the rollups; None when they cannot answer (see
+    :func:`rollup_coverage`) and the caller must read the ledger. A Decimal for ``usd``, else a float."""
+    start, end = window
+    table, _why = choose_rollup(session, start, end)
+    if table is None:
+        return None
+    column = getattr(table, UNIT_SUMS[unit])
+    scope = {"org": table.org_id, "team": table.team_id, "project": table.project_id}[scope_kind]
+    total = session.scalar(select(func.sum(column)).where(scope == scope_id, table.hour >= start, table.hour < end))
+    if total is None:
+        return _ZERO if unit == "usd" else 0.0
+    return total

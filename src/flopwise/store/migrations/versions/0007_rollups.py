@@ -1,4 +1,4 @@
-"""Usage rollups (the ledger summed per UTC hour x scope x user x device x provider/region x service x source x
+"""Usage rollups (the ledger summed per UTC hour, and per UTC day over users, x scope x user x device x provider/region x service x source x
 charge category), the triggers that mark the hours whose ledger rows change, and dashboard sessions kept in the
 database (so every server process knows every login). The rollups are backfilled from the existing ledger.
 
@@ -24,43 +24,36 @@ depends_on: str | Sequence[str] | None = None
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def upgrade() -> None:
-    op.create_table(
-        "usage_rollups",
+def _rollup_columns() -> list[sa.Column]:
+    """The columns of usage_rollups and usage_rollups_daily (flopwise.store.rollups._RollupColumns)."""
+    keys = [
+        ("org_id", sa.Integer()), ("team_id", sa.Integer()), ("project_id", sa.Integer()),
+        ("x_user", sa.String(200)), ("x_device_type", sa.String(200)), ("provider_name", sa.String(200)),
+        ("region_id", sa.String(200)), ("service_category", sa.String(100)), ("service_name", sa.String(200)),
+        ("charge_category", sa.String(100)), ("x_account", sa.String(200)),
+    ]  # fmt: skip
+    counts = ["records", "costed_records", "no_grid_records"]
+    money = ["cost_usd", "billed_cost", "effective_cost", "idle_cost_usd"]
+    floats = ["device_hours", "idle_device_hours", "energy_kwh", "measured_energy_kwh", "co2e_kg", "util_hours",
+              "busy_hours", "energy_no_grid_kwh"]  # fmt: skip
+    return [
         sa.Column("id", _ID, nullable=False),
         sa.Column("hour", UTCDateTime(), nullable=False),
-        sa.Column("org_id", sa.Integer(), nullable=True),
-        sa.Column("team_id", sa.Integer(), nullable=True),
-        sa.Column("project_id", sa.Integer(), nullable=True),
-        sa.Column("x_user", sa.String(length=200), nullable=True),
-        sa.Column("x_device_type", sa.String(length=200), nullable=True),
-        sa.Column("provider_name", sa.String(length=200), nullable=True),
-        sa.Column("region_id", sa.String(length=200), nullable=True),
-        sa.Column("service_category", sa.String(length=100), nullable=True),
-        sa.Column("service_name", sa.String(length=200), nullable=True),
-        sa.Column("charge_category", sa.String(length=100), nullable=True),
-        sa.Column("x_account", sa.String(length=200), nullable=True),
-        sa.Column("source", sa.String(length=32), nullable=False),
-        sa.Column("util_bin", sa.SmallInteger(), nullable=True),
-        sa.Column("records", sa.BigInteger(), nullable=False),
-        sa.Column("costed_records", sa.BigInteger(), nullable=False),
-        sa.Column("no_grid_records", sa.BigInteger(), nullable=False),
-        sa.Column("cost_usd", Money(), nullable=False),
-        sa.Column("billed_cost", Money(), nullable=False),
-        sa.Column("effective_cost", Money(), nullable=False),
-        sa.Column("idle_cost_usd", Money(), nullable=False),
-        sa.Column("device_hours", sa.Float(), nullable=False),
-        sa.Column("idle_device_hours", sa.Float(), nullable=False),
-        sa.Column("energy_kwh", sa.Float(), nullable=False),
-        sa.Column("measured_energy_kwh", sa.Float(), nullable=False),
-        sa.Column("co2e_kg", sa.Float(), nullable=False),
-        sa.Column("util_hours", sa.Float(), nullable=False),
-        sa.Column("busy_hours", sa.Float(), nullable=False),
-        sa.Column("energy_no_grid_kwh", sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_rollups")),
-    )
-    op.create_index(op.f("ix_usage_rollups_hour"), "usage_rollups", ["hour"])
-    op.create_index(op.f("ix_usage_rollups_org_id_hour"), "usage_rollups", ["org_id", "hour"])
+        *[sa.Column(name, type_, nullable=True) for name, type_ in keys],
+        sa.Column("source", sa.String(32), nullable=False),
+        *[sa.Column(name, sa.BigInteger(), nullable=False) for name in counts],
+        *[sa.Column(name, Money(), nullable=False) for name in money],
+        *[sa.Column(name, sa.Float(), nullable=False) for name in floats],
+        *[sa.Column(f"util_d{i}_hours", sa.Float(), nullable=False) for i in range(10)],
+        *[sa.Column(f"util_d{i}_records", sa.BigInteger(), nullable=False) for i in range(10)],
+    ]
+
+
+def upgrade() -> None:
+    for table in ("usage_rollups", "usage_rollups_daily"):
+        op.create_table(table, *_rollup_columns(), sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{table}")))
+        op.create_index(op.f(f"ix_{table}_hour"), table, ["hour"])
+        op.create_index(op.f(f"ix_{table}_org_id_hour"), table, ["org_id", "hour"])
     op.create_table(
         "usage_rollup_dirty",
         sa.Column("id", _ID, nullable=False),
@@ -117,9 +110,10 @@ def downgrade() -> None:
     op.drop_table("usage_rollup_state")
     op.drop_index(op.f("ix_usage_rollup_dirty_hour"), table_name="usage_rollup_dirty")
     op.drop_table("usage_rollup_dirty")
-    op.drop_index(op.f("ix_usage_rollups_org_id_hour"), table_name="usage_rollups")
-    op.drop_index(op.f("ix_usage_rollups_hour"), table_name="usage_rollups")
-    op.drop_table("usage_rollups")
+    for table in ("usage_rollups_daily", "usage_rollups"):
+        op.drop_index(op.f(f"ix_{table}_org_id_hour"), table_name=table)
+        op.drop_index(op.f(f"ix_{table}_hour"), table_name=table)
+        op.drop_table(table)
 
 
 def trigger_ddl(dialect: str) -> tuple[list[str], list[str]]:
