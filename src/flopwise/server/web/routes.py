@@ -719,7 +719,9 @@ def budget_page(request: Request, v: ViewerDep, budget_id: int) -> Response:
         row = s.get(Budget, budget_id)
         forecast = forecast_budget(governed_budget(row), budget_used(s, row, now), now)
         start, end = forecast.window_start, forecast.window_end
-        ex = usage_explore(s, v.principal.org_id, start, min(end, now + timedelta(seconds=1)), step="day",
+        # up to the end of today (UTC): whole days, so the daily rollups answer
+        today_end = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        ex = usage_explore(s, v.principal.org_id, start, min(end, today_end), step="day",
                            filters={row.scope_kind: str(row.scope_id)})  # fmt: skip
         alerts = _plain(s.scalars(select(BudgetAlert).where(BudgetAlert.budget_id == budget_id)
                                   .order_by(BudgetAlert.crossed_at.desc()).limit(100)))  # fmt: skip
