@@ -328,9 +328,8 @@ def metered_unreserved(session: Session, budget: Budget, window: tuple[datetime,
     """Metered usage in *budget*'s scope and *window* (in the budget's unit) that no reservation on this budget
     already holds: usage with no request, or whose request holds nothing on this budget. Counted once.
 
-    When the hourly rollups can answer (:func:`flopwise.store.rollups.scope_sum`) it is their total for the scope
-    and window less the usage of the requests this budget holds (one indexed lookup per held request), instead
-    of a scan of the window's ledger rows."""
+    Summed from the usage rollups (:func:`flopwise.store.rollups.scope_sum`, keyed by request too) when they can
+    answer, else from the ledger's rows in the window; the same amount either way."""
     from sqlalchemy import and_, exists, func, select
 
     from flopwise.store.ledger import UsageRecordRow as Row
@@ -349,16 +348,21 @@ def metered_unreserved(session: Session, budget: Budget, window: tuple[datetime,
     )
     from flopwise.store.rollups import scope_sum
 
-    in_scope = (scope_column == budget.scope_id, Row.charge_period_start >= start, Row.charge_period_start < end)
-    everything = scope_sum(session, budget.unit, budget.scope_kind, budget.scope_id, window)
-    if everything is not None:  # the hourly rollups' total, less the usage of requests this budget holds
-        holding = select(BudgetReservation.request_id).where(
-            BudgetReservation.budget_id == budget.id, BudgetReservation.state.in_(SPENDING_STATES)
+    holding = select(BudgetReservation.request_id).where(
+        BudgetReservation.budget_id == budget.id,
+        BudgetReservation.state.in_(SPENDING_STATES),
+        BudgetReservation.request_id.is_not(None),
+    )
+    metered = scope_sum(session, budget.unit, budget.scope_kind, budget.scope_id, window, holding)
+    if metered is None:  # the rollups cannot answer (a window off the hour, or usage changed since their refresh)
+        metered = session.scalar(
+            select(func.sum(column)).where(
+                scope_column == budget.scope_id,
+                Row.charge_period_start >= start,
+                Row.charge_period_start < end,
+                Row.request_id.is_(None) | ~held,
+            )
         )
-        held_sum = session.scalar(select(func.sum(column)).where(*in_scope, Row.request_id.in_(holding)))
-        metered = everything - held_sum if held_sum is not None else everything
-    else:
-        metered = session.scalar(select(func.sum(column)).where(*in_scope, Row.request_id.is_(None) | ~held))
     if metered is None:
         return Decimal(0)
     return to_money(metered if isinstance(metered, Decimal) else Decimal(repr(float(metered))))

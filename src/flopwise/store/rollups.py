@@ -4,8 +4,9 @@ rows read thousands of rollup rows instead.
 
 **Tables.** ``usage_rollups`` holds one row per bucket: the hour (``charge_period_start`` truncated to the UTC
 hour), the keys reports and the usage explorer group and filter by (organization, team, project, user, device,
-provider, region, service category, FOCUS ServiceName and ChargeCategory, sub-account, source, and the GPU
-utilization decile that the utilization histogram bins by), and the sums of every measure they report (money in
+provider, region, service category, FOCUS ServiceName and ChargeCategory, sub-account, source, and the compute
+request that budget draw-down needs), the sums of every measure they report, and the utilization histogram's
+deciles as summed columns, and the sums of every measure they report (money in
 the ledger's exact ``Money`` type: ``NUMERIC(20, 6)`` on PostgreSQL, integer micro-dollars on SQLite, so sums of
 sums are exact). ``usage_rollup_dirty`` lists the hours whose ledger rows changed since their buckets were last
 computed.
@@ -101,6 +102,8 @@ class _RollupColumns:
     charge_category: Mapped[str | None] = mapped_column(String(100))
     x_account: Mapped[str | None] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(32))
+    #: the compute request the usage belongs to (budget draw-down leaves out the requests a budget holds)
+    request_id: Mapped[int | None] = mapped_column(Integer)
     records: Mapped[int] = mapped_column(BigInteger)
     costed_records: Mapped[int] = mapped_column(BigInteger)
     no_grid_records: Mapped[int] = mapped_column(BigInteger)
@@ -186,7 +189,7 @@ _WATCHED = (
     "charge_period_start", "org_id", "team_id", "project_id", "x_user", "x_device_type", "provider_name",
     "region_id", "service_category", "x_extra", "x_account", "source", "x_gpu_utilization", "cost_usd",
     "billed_cost", "effective_cost", "idle_cost_usd", "x_device_hours", "idle_device_hours", "x_energy_kwh",
-    "energy_basis", "x_co2e_kg",
+    "energy_basis", "x_co2e_kg", "request_id",
 )  # fmt: skip
 
 
@@ -284,6 +287,7 @@ def rollup_keys(session: Session) -> dict[str, ColumnElement[Any]]:
         "charge_category": U.x_extra["ChargeCategory"].as_string(),
         "x_account": U.x_account,
         "source": U.source,
+        "request_id": U.request_id,
     }
 
 
@@ -512,18 +516,27 @@ UNIT_SUMS = {"usd": "cost_usd", "device_hours": "device_hours", "kwh": "energy_k
 
 
 def scope_sum(
-    session: Session, unit: str, scope_kind: str, scope_id: int, window: tuple[datetime, datetime]
+    session: Session,
+    unit: str,
+    scope_kind: str,
+    scope_id: int,
+    window: tuple[datetime, datetime],
+    held_requests: Any = None,
 ) -> Any | None:
     """The sum of budget *unit* over the usage of one scope (``org``/``team``/``project``) with
-    ``charge_period_start`` in *window*, from the rollups; None when they cannot answer (see
-    :func:`rollup_coverage`) and the caller must read the ledger. A Decimal for ``usd``, else a float."""
+    ``charge_period_start`` in *window*, leaving out the usage of the requests *held_requests* (a SELECT of
+    request ids) names, from the rollups; None when they cannot answer (see :func:`choose_rollup`) and the
+    caller must read the ledger. A Decimal for ``usd``, else a float."""
     start, end = window
     table, _why = choose_rollup(session, start, end)
     if table is None:
         return None
     column = getattr(table, UNIT_SUMS[unit])
     scope = {"org": table.org_id, "team": table.team_id, "project": table.project_id}[scope_kind]
-    total = session.scalar(select(func.sum(column)).where(scope == scope_id, table.hour >= start, table.hour < end))
+    stmt = select(func.sum(column)).where(scope == scope_id, table.hour >= start, table.hour < end)
+    if held_requests is not None:
+        stmt = stmt.where(table.request_id.is_(None) | table.request_id.not_in(held_requests))
+    total = session.scalar(stmt)
     if total is None:
         return _ZERO if unit == "usd" else 0.0
     return total

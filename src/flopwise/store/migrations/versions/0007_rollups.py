@@ -30,7 +30,7 @@ def _rollup_columns() -> list[sa.Column]:
         ("org_id", sa.Integer()), ("team_id", sa.Integer()), ("project_id", sa.Integer()),
         ("x_user", sa.String(200)), ("x_device_type", sa.String(200)), ("provider_name", sa.String(200)),
         ("region_id", sa.String(200)), ("service_category", sa.String(100)), ("service_name", sa.String(200)),
-        ("charge_category", sa.String(100)), ("x_account", sa.String(200)),
+        ("charge_category", sa.String(100)), ("x_account", sa.String(200)), ("request_id", sa.Integer()),
     ]  # fmt: skip
     counts = ["records", "costed_records", "no_grid_records"]
     money = ["cost_usd", "billed_cost", "effective_cost", "idle_cost_usd"]
