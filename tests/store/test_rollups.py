@@ -333,3 +333,28 @@ def test_budget_scope_sums_from_rollups_equal_the_ledger(factory, filled, unit) 
             else:
                 assert math.isclose(fast, ledger or 0.0, rel_tol=1e-9, abs_tol=1e-9)
         assert scope_sum(s, unit, "org", filled["org"], (window[0] + timedelta(minutes=1), window[1])) is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_migration_backfills_the_rollups_of_an_existing_ledger(backend, tmp_path_factory) -> None:
+    """A ledger written at 0006 (before rollups) is read from rollups right after ``upgrade`` to 0007, and the
+    downgrade removes the tables and triggers (a ledger write after it still works)."""
+    from pgutil import throwaway_database_url
+
+    from flopwise.store import downgrade, make_engine, make_session_factory, upgrade
+
+    with throwaway_database_url(backend, tmp_path_factory, "rollmig") as url:
+        upgrade(url, "0006_governance")
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        ingest_source(factory, "focus", DATA / "focus" / "focus-1.0-sample.csv", catalog=CAT,
+                      options=IngestOptions(assume_tz="UTC"))  # fmt: skip
+        upgrade(url)
+        with read_session(factory) as s:
+            fast = usage_report(s, "service")
+            assert fast["source"] == "daily rollups" and fast["total"]["records"] == 1000
+            _same(fast, usage_report(s, "service", use_rollups=False))
+        downgrade(url, "0006_governance")
+        with write_session(factory) as s:
+            s.execute(delete(UsageRecordRow).where(UsageRecordRow.id == 1))
+        engine.dispose()

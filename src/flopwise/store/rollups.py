@@ -1,30 +1,33 @@
-"""Pre-aggregated usage: the ledger summed per UTC hour x scope x user x device x provider/region x service x
-source x charge category (migration ``0007_rollups``), so reports and dashboard pages over millions of ledger
-rows read thousands of rollup rows instead.
+"""Pre-aggregated usage: the ledger summed per UTC hour (and per UTC day) x scope x user x device x
+provider/region x service x source x charge category x request (migration ``0007_rollups``), so reports, the
+dashboard and budget draw-down over millions of ledger rows read thousands of rollup rows instead.
 
 **Tables.** ``usage_rollups`` holds one row per bucket: the hour (``charge_period_start`` truncated to the UTC
-hour), the keys reports and the usage explorer group and filter by (organization, team, project, user, device,
-provider, region, service category, FOCUS ServiceName and ChargeCategory, sub-account, source, and the compute
-request that budget draw-down needs), the sums of every measure they report, and the utilization histogram's
-deciles as summed columns, and the sums of every measure they report (money in
-the ledger's exact ``Money`` type: ``NUMERIC(20, 6)`` on PostgreSQL, integer micro-dollars on SQLite, so sums of
-sums are exact). ``usage_rollup_dirty`` lists the hours whose ledger rows changed since their buckets were last
+hour); the keys reports and the usage explorer group and filter by (organization, team, project, user, device,
+provider, region, service category, FOCUS ServiceName and ChargeCategory, sub-account, source) and the compute
+request (budget draw-down leaves out the requests a budget holds); the sums of every measure they report, the
+utilization histogram's deciles included as summed columns. Money keeps the ledger's exact ``Money`` type
+(``NUMERIC(20, 6)`` on PostgreSQL, integer micro-dollars on SQLite), so sums of sums are exact.
+``usage_rollups_daily`` is the same summed per UTC day and over users (``x_user`` NULL), recomputed from the
+hourly buckets. ``usage_rollup_dirty`` lists the hours whose ledger rows changed since their buckets were
 computed.
 
-**Kept current.** Database triggers on ``usage_records`` append the hour of every inserted, updated (old and new
-hour) and deleted row to ``usage_rollup_dirty`` - whichever path wrote it: ingest, a restatement, the usage API,
-attribution, an undone run, or SQL by hand. On PostgreSQL they are statement-level triggers over the transition
-tables (one ``INSERT ... SELECT DISTINCT`` per statement, ``COPY`` included). On SQLite, row triggers on update
-and delete add an hour once; inserted rows are found by id above the mark in ``usage_rollup_state`` (SQLite has
-one writer at a time, so ids grow in commit order; an insert trigger would inflate the connection's change count,
-which ingestion reads to count what it inserted). :func:`refresh_rollups` - called by the post-ingest step (:func:`flopwise.meter.burn.apply_actuals`)
-- recomputes exactly the buckets of the dirty hours (and of any *windows* it is given) from the ledger, set-based:
-one ``DELETE`` and one ``INSERT ... SELECT ... GROUP BY`` per run of contiguous hours. It is idempotent, and a
-restated row that moved to another hour changes both buckets.
+**Kept current.** Database triggers on ``usage_records`` mark the hour of every updated (old and new hour) and
+deleted row in ``usage_rollup_dirty`` - whichever path wrote it: a restatement, attribution, an undone run, the
+usage API, or SQL by hand. On PostgreSQL inserts are marked the same way; the triggers are statement-level, over
+the transition tables (one ``INSERT ... SELECT DISTINCT`` per statement, ``COPY`` included). On SQLite the row
+triggers add an hour once, and inserted rows are found by id above the mark in ``usage_rollup_state`` (one
+writer at a time, so ids grow in commit order; an insert trigger would inflate the connection's change count,
+which ingestion reads to count what it inserted). :func:`refresh_rollups`, called by the post-ingest step
+(:func:`flopwise.meter.burn.apply_actuals`), recomputes exactly the buckets of the dirty hours (and of any
+*windows* it is given) from the ledger, set-based: one ``DELETE`` and one ``INSERT ... SELECT ... GROUP BY``
+per run of nearby hours, then their days from the hours. It is idempotent, serialized (a PostgreSQL advisory
+lock; SQLite's single writer), and a restated row that moved to another hour changes both buckets.
 
-**Read.** :func:`rollup_coverage` says whether a question can be answered from the rollups: no ``--as-of``, the
-window's ends on whole UTC hours, and no dirty hour inside it. Otherwise the reader falls back to the ledger and
-says why in its answer's ``notes``; the answers are the same either way (tests hold them equal, money exactly).
+**Read.** :func:`choose_rollup` picks the table that answers a window exactly: the daily one for whole UTC days
+without a user key, the hourly one for whole UTC hours; none with ``--as-of``, a window off the hour, or a dirty
+hour inside it. Then the reader falls back to the ledger and says why in its answer's ``notes``; the answers are
+the same either way (tests hold them equal, money exactly).
 """
 
 from __future__ import annotations
@@ -336,10 +339,13 @@ def _lock(session: Session) -> None:
         session.execute(select(func.pg_advisory_xact_lock(literal(_LOCK_KEY, BigInteger))))
 
 
-def _recompute(session: Session, start: datetime | None, end: datetime | None) -> None:
-    """Replace the hourly buckets of ``[start, end)`` (everything when both are None) by the ledger's sums."""
-    keys = rollup_keys(session)
-    measures = _measures(session)
+def _recompute(
+    session: Session, start: datetime | None, end: datetime | None, columns: set[str] | None = None
+) -> None:
+    """Replace the hourly buckets of ``[start, end)`` (everything when both are None) by the ledger's sums; only
+    the rollup *columns* given (default: all)."""
+    keys = {k: v for k, v in rollup_keys(session).items() if columns is None or k in columns}
+    measures = {k: v for k, v in _measures(session).items() if columns is None or k in columns}
     source = select(*[c.label(n) for n, c in keys.items()], *[c.label(n) for n, c in measures.items()])
     wipe = delete(R)
     if start is not None and end is not None:
@@ -357,12 +363,15 @@ def _day_of(session: Session) -> ColumnElement[Any]:
     return func.substr(R.hour, 1, 10).concat(" 00:00:00.000000")
 
 
-def _recompute_days(session: Session, start: datetime | None, end: datetime | None) -> None:
+def _recompute_days(
+    session: Session, start: datetime | None, end: datetime | None, columns: set[str] | None = None
+) -> None:
     """Replace the daily buckets of ``[start, end)`` (UTC midnights; everything when None) by the sums of the
-    hourly buckets."""
+    hourly buckets; only the rollup *columns* given (default: all)."""
     day = _day_of(session)
-    keys = [c for c in rollup_keys(session) if c not in ("hour", "x_user")]
-    sums = [c.name for c in R.__table__.c if c.name not in ("id", "hour", *keys, "x_user")]
+    keys = [c for c in rollup_keys(session) if c not in ("hour", "x_user") and (columns is None or c in columns)]
+    sums = [c.name for c in R.__table__.c if c.name not in ("id", "hour", *rollup_keys(session), "x_user")
+            and (columns is None or c.name in columns)]  # fmt: skip
     source = select(
         day.label("hour"),
         *[getattr(R, k) for k in keys],
@@ -458,13 +467,15 @@ def _set_seen(session: Session) -> None:
         session.execute(S.__table__.update().where(S.id == 1).values(ledger_id_seen=top))
 
 
-def rebuild_rollups(session: Session) -> int:
+def rebuild_rollups(session: Session, columns: set[str] | None = None) -> int:
     """Recompute every bucket from the whole ledger (for existing databases, or after a bulk load); returns the
-    number of rollup rows. In the caller's write transaction."""
+    number of rollup rows. In the caller's write transaction. *columns*: only these rollup columns (the
+    migration that creates the tables passes the ones it created, so a later column added to the model does
+    not break it)."""
     _lock(session)
     session.execute(delete(D))
-    _recompute(session, None, None)
-    _recompute_days(session, None, None)
+    _recompute(session, None, None, columns)
+    _recompute_days(session, None, None, columns)
     _set_seen(session)
     return int(session.scalar(select(func.count()).select_from(R)) or 0)
 

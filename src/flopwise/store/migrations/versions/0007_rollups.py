@@ -97,7 +97,8 @@ def upgrade() -> None:
     create, _drop = trigger_ddl(bind.dialect.name)
     for statement in create:
         op.execute(statement)
-    rebuild_rollups(Session(bind=bind))  # backfill from the ledger as it is
+    created = {c.name for c in _rollup_columns()}
+    rebuild_rollups(Session(bind=bind), columns=created)  # backfill from the ledger as it is
 
 
 def downgrade() -> None:
