@@ -339,9 +339,8 @@ def test_budget_scope_sums_from_rollups_equal_the_ledger(factory, filled, unit) 
 def test_the_migration_backfills_the_rollups_of_an_existing_ledger(backend, tmp_path_factory) -> None:
     """A ledger written at 0006 (before rollups) is read from rollups right after ``upgrade`` to 0007, and the
     downgrade removes the tables and triggers (a ledger write after it still works)."""
-    from pgutil import throwaway_database_url
-
     from flopwise.store import downgrade, make_engine, make_session_factory, upgrade
+    from pgutil import throwaway_database_url
 
     with throwaway_database_url(backend, tmp_path_factory, "rollmig") as url:
         upgrade(url, "0006_governance")
