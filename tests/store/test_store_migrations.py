@@ -37,6 +37,8 @@ TABLES_BY_REVISION = {
     "0005_calibration_power": set(),  # columns only: calibration_samples.estimated_power_w, actual_power_w
     "0006_governance": {"audit_heads"},
     "0007_settle_price": set(),  # columns only: budget_reservations.reserved/settled_usd_per_device_h, price_retrieved
+    "0008_rollups": {"usage_rollups", "usage_rollups_daily", "usage_rollup_dirty", "usage_rollup_state",
+                     "web_sessions"},
 }  # fmt: skip
 
 

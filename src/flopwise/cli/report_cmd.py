@@ -150,6 +150,8 @@ def usage(
         stderr_console().print(
             f"energy boundaries: node = {b['node']}; facility = {b['facility']}", highlight=False, soft_wrap=True
         )
+    for note in report["notes"]:
+        stderr_console().print(f"note: {note}", highlight=False, soft_wrap=True)
     if as_json:
         print_json(_plain(report))
         return
@@ -272,6 +274,37 @@ def export_focus(
         engine.dispose()
     if str(file) != "-":
         stderr_console().print(f"wrote {n:,} records to {file}")
+
+
+@app.command("rebuild-rollups")
+@handle_errors
+def rebuild_rollups_cmd(
+    database_url: DatabaseUrl = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recompute the hourly usage rollups that reports and the dashboard read, from the whole ledger.
+
+    Ingestion keeps them current on its own; use this after writing the ledger by other means (SQL by hand, a
+    restore) or after `ingest --no-burn`, when reports say they were answered from the ledger.
+    """
+    import time
+
+    from flopwise.store import make_engine, make_session_factory, upgrade, write_session
+    from flopwise.store.rollups import rebuild_rollups
+
+    engine = make_engine(database_url, must_exist=True)
+    try:
+        upgrade(engine)
+        started = time.perf_counter()
+        with write_session(make_session_factory(engine)) as session:
+            buckets = rebuild_rollups(session)
+        elapsed_s = time.perf_counter() - started
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json({"rollup_rows": buckets, "elapsed_s": round(elapsed_s, 3)})
+    else:
+        stderr_console().print(f"rebuilt the usage rollups: {buckets:,} rows in {elapsed_s:.1f} s", highlight=False)
 
 
 @app.command("history")

@@ -454,10 +454,12 @@ def attribution_apply(
     """Attribute the ledger's unattributed usage by the rules now, and report what stays unattributed."""
     from flopwise.meter.burn import apply_attribution
     from flopwise.store.reports import unattributed_usage
+    from flopwise.store.rollups import refresh_rollups
 
     with _store(database_url) as s:
         o = default_org(s, org) if org is not None else None
         summary = apply_attribution(s, o.id if o is not None else None)
+        refresh_rollups(s)  # the hours whose usage moved to a team or project
         left = unattributed_usage(s, org_id=o.id if o is not None else None)
     data = {
         "examined": summary.examined,

@@ -171,12 +171,7 @@ def serve(
             highlight=False,
         )
         if workers > 1:
-            stderr_console().print(
-                "[yellow]warning:[/yellow] dashboard logins are kept per process: with --workers > 1 use the API "
-                "with tokens, or run the dashboard with one worker",
-                highlight=False,
-            )
-            # several processes on the socket bound above: each builds its app from the environment; the
+            # several processes (dashboard sessions are rows of the database, so a login works on every one) on the socket bound above: each builds its app from the environment; the
             # database is migrated already (above)
             import os
 

@@ -328,7 +328,10 @@ def _used_in(
 
 def metered_unreserved(session: Session, budget: Budget, window: tuple[datetime, datetime]) -> Decimal:
     """Metered usage in *budget*'s scope and *window* (in the budget's unit) that no reservation on this budget
-    already holds: usage with no request, or whose request holds nothing on this budget. Counted once."""
+    already holds: usage with no request, or whose request holds nothing on this budget. Counted once.
+
+    Summed from the usage rollups (:func:`flopwise.store.rollups.scope_sum`, keyed by request too) when they can
+    answer, else from the ledger's rows in the window; the same amount either way."""
     from sqlalchemy import and_, exists, func, select
 
     from flopwise.store.ledger import UsageRecordRow as Row
@@ -345,14 +348,23 @@ def metered_unreserved(session: Session, budget: Budget, window: tuple[datetime,
             BudgetReservation.state.in_(SPENDING_STATES),
         )
     )
-    metered = session.scalar(
-        select(func.sum(column)).where(
-            scope_column == budget.scope_id,
-            Row.charge_period_start >= start,
-            Row.charge_period_start < end,
-            Row.request_id.is_(None) | ~held,
-        )
+    from flopwise.store.rollups import scope_sum
+
+    holding = select(BudgetReservation.request_id).where(
+        BudgetReservation.budget_id == budget.id,
+        BudgetReservation.state.in_(SPENDING_STATES),
+        BudgetReservation.request_id.is_not(None),
     )
+    metered = scope_sum(session, budget.unit, budget.scope_kind, budget.scope_id, window, holding)
+    if metered is None:  # the rollups cannot answer (a window off the hour, or usage changed since their refresh)
+        metered = session.scalar(
+            select(func.sum(column)).where(
+                scope_column == budget.scope_id,
+                Row.charge_period_start >= start,
+                Row.charge_period_start < end,
+                Row.request_id.is_(None) | ~held,
+            )
+        )
     if metered is None:
         return Decimal(0)
     return to_money(metered if isinstance(metered, Decimal) else Decimal(repr(float(metered))))
@@ -486,9 +498,18 @@ def apply_actuals(
     cache: UsedCache = {}
     alerts = raise_alerts(session, now, org_id, touched, org_ids, cache)
     record_completed_calibration(session, settled, now)
+    _refresh_rollups(session, touched, say)
     say("forecasting")
     forecasts = budget_forecasts(session, now, org_id, org_ids, cache)
     return BurnResult(summary, settled, tuple(alerts), tuple(forecasts))
+
+
+def _refresh_rollups(session: Session, touched: Iterable[datetime], say: Callable[[str], None]) -> None:
+    """Bring the hourly usage rollups up to date with what this pass and the writes before it changed."""
+    from flopwise.store.rollups import refresh_rollups
+
+    say("refreshing rollups")
+    refresh_rollups(session, touched)
 
 
 def record_completed_calibration(session: Session, settled: Mapping[int, Any], now: datetime) -> list[int]:

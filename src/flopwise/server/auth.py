@@ -27,6 +27,8 @@ __all__ = [
     "hash_token",
     "mint_token",
     "principal_for_token",
+    "principal_for_token_id",
+    "principal_of_token_row",
     "scope_chain",
     "split_token",
     "visibility",
@@ -75,7 +77,7 @@ class Principal:
 
 def principal_for_token(session: Session, token: str | None, now: datetime) -> Principal:
     """The principal of a bearer *token*; 401 (with the reason) when missing, malformed, unknown, revoked or expired."""
-    from flopwise.store import ApiToken, RoleBinding, User
+    from flopwise.store import ApiToken
 
     if not token:
         raise ApiError(
@@ -85,6 +87,23 @@ def principal_for_token(session: Session, token: str | None, now: datetime) -> P
     row = session.scalar(select(ApiToken).where(ApiToken.prefix == prefix)) if prefix else None
     if row is None or not hmac.compare_digest(row.token_hash, hash_token(token)):
         raise ApiError(401, "invalid token", headers=_UNAUTHORIZED_HEADERS)
+    return principal_of_token_row(session, row, now)
+
+
+def principal_for_token_id(session: Session, token_id: int, now: datetime) -> Principal:
+    """The principal of the stored token *token_id* (a dashboard session's), checked as a bearer token is."""
+    from flopwise.store import ApiToken
+
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise ApiError(401, "invalid token", headers=_UNAUTHORIZED_HEADERS)
+    return principal_of_token_row(session, row, now)
+
+
+def principal_of_token_row(session: Session, row: Any, now: datetime) -> Principal:
+    """The principal of a found ``api_tokens`` row; 401 when it is revoked, expired or its user disabled."""
+    from flopwise.store import RoleBinding, User
+
     if row.revoked_at is not None:
         raise ApiError(401, "token revoked", headers=_UNAUTHORIZED_HEADERS)
     if row.expires_at is not None and row.expires_at <= now:

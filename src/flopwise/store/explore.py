@@ -21,6 +21,7 @@ from flopwise.errors import InputError
 from flopwise.store.ledger import IngestReject, IngestRun, UsageRecordRow
 from flopwise.store.models import Organization, Project, Team
 from flopwise.store.reports import UNATTRIBUTED, _check_period
+from flopwise.store.rollups import UTIL_BINS, UsageRollup, choose_rollup
 from flopwise.store.types import to_money
 
 __all__ = [
@@ -48,6 +49,16 @@ _TEXT_DIMS: dict[str, Any] = {
     "service": U.service_category,
     "source": U.source,
 }
+
+
+def _dims_of(r: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The id and text dimensions on rollup table *r* (the same keys as :data:`DIMENSIONS` on the ledger)."""
+    ids = {"org": (r.org_id, Organization), "team": (r.team_id, Team), "project": (r.project_id, Project)}
+    texts = {"user": r.x_user, "device": r.x_device_type, "provider": r.provider_name, "region": r.region_id,
+             "service": r.service_category, "source": r.source}  # fmt: skip
+    return ids, texts
+
+
 _ZERO = to_money(0)
 #: the metrics of each explorer cell, summed in SQL
 METRICS = (
@@ -64,19 +75,29 @@ METRICS = (
 _MONEY = frozenset({"cost_usd", "billed_cost", "effective_cost", "idle_cost_usd"})
 
 
-def _period(session: Session, step: str) -> ColumnElement[Any]:
-    """The UTC day, Monday of the ISO week (both ``YYYY-MM-DD``) or month (``YYYY-MM``) of charge_period_start."""
+def _period(session: Session, step: str, start: Any = U.charge_period_start) -> ColumnElement[Any]:
+    """The UTC day, Monday of the ISO week (both ``YYYY-MM-DD``) or month (``YYYY-MM``) of charge_period_start
+    (or of *start*, a rollup's hour)."""
     if session.get_bind().dialect.name == "postgresql":
-        utc = func.timezone("UTC", U.charge_period_start)
+        utc = func.timezone("UTC", start)
         if step == "week":
             return func.to_char(func.date_trunc("week", utc), "YYYY-MM-DD")
         return func.to_char(utc, "YYYY-MM-DD" if step == "day" else "YYYY-MM")
     if step == "week":  # SQLite stores 'YYYY-MM-DD HH:MM:SS' in UTC; back up to the Monday on or before
-        return func.date(func.substr(U.charge_period_start, 1, 10), "-6 days", "weekday 1")
-    return func.substr(U.charge_period_start, 1, 10 if step == "day" else 7)
+        return func.date(func.substr(start, 1, 10), "-6 days", "weekday 1")
+    return func.substr(start, 1, 10 if step == "day" else 7)
 
 
-def _metric_columns() -> list[ColumnElement[Any]]:
+def _metric_columns(r: Any = None) -> list[ColumnElement[Any]]:
+    """The sums of :data:`METRICS` over the ledger, or over rollup table *r*."""
+    if r is not None:
+        return [
+            func.coalesce(func.sum(r.records), 0).label("records"),
+            *(func.coalesce(func.sum(getattr(r, m)), _ZERO).label(m) for m in
+              ("cost_usd", "billed_cost", "effective_cost", "idle_cost_usd")),
+            *(func.coalesce(func.sum(getattr(r, m)), 0.0).label(m) for m in
+              ("device_hours", "idle_device_hours", "energy_kwh", "co2e_kg")),
+        ]  # fmt: skip
     return [
         func.count().label("records"),
         func.coalesce(func.sum(U.cost_usd), _ZERO).label("cost_usd"),
@@ -100,12 +121,13 @@ def _check_dims(group_by: Sequence[str], filters: Mapping[str, str]) -> None:
             raise InputError("group_by" if name in group_by else name, name, f"use one of {', '.join(DIMENSIONS)}")
 
 
-def _filtered(stmt: Select[Any], filters: Mapping[str, str]) -> Select[Any]:
-    """Equality filters; ``unattributed``/``unknown`` select the rows where the key is NULL. An id key must be a
-    whole number (an ``InputError`` naming the key otherwise)."""
+def _filtered(stmt: Select[Any], filters: Mapping[str, str], r: Any = None) -> Select[Any]:
+    """Equality filters (on the ledger, or rollup table *r*); ``unattributed``/``unknown`` select the rows where the
+    key is NULL. An id key must be a whole number (an ``InputError`` naming the key otherwise)."""
+    id_dims, text_dims = _dims_of(r) if r is not None else (_ID_DIMS, _TEXT_DIMS)
     for name, value in filters.items():
-        if name in _ID_DIMS:
-            column = _ID_DIMS[name][0]
+        if name in id_dims:
+            column = id_dims[name][0]
             if value == UNATTRIBUTED:
                 stmt = stmt.where(column.is_(None))
                 continue
@@ -113,19 +135,22 @@ def _filtered(stmt: Select[Any], filters: Mapping[str, str]) -> Select[Any]:
                 raise InputError(name, value, f"give a {name} id (a whole number) or '{UNATTRIBUTED}'")
             stmt = stmt.where(column == int(value))
         else:
-            column = _TEXT_DIMS[name]
+            column = text_dims[name]
             stmt = stmt.where(column.is_(None)) if value == UNKNOWN else stmt.where(column == value)
     return stmt
 
 
-def _window(stmt: Select[Any], from_: datetime | None, to: datetime | None, org_id: int | None) -> Select[Any]:
+def _window(
+    stmt: Select[Any], from_: datetime | None, to: datetime | None, org_id: int | None, r: Any = None
+) -> Select[Any]:
     _check_period(from_, to)
+    start, org = (r.hour, r.org_id) if r is not None else (U.charge_period_start, U.org_id)
     if from_ is not None:
-        stmt = stmt.where(U.charge_period_start >= from_)
+        stmt = stmt.where(start >= from_)
     if to is not None:
-        stmt = stmt.where(U.charge_period_start < to)
+        stmt = stmt.where(start < to)
     if org_id is not None:
-        stmt = stmt.where(U.org_id == org_id)
+        stmt = stmt.where(org == org_id)
     return stmt
 
 
@@ -152,6 +177,7 @@ def usage_explore(
     step: str = "day",
     group_by: Sequence[str] = (),
     filters: Mapping[str, str] | None = None,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
     """Usage of *org_id* in ``[from_, to)`` per *step* and per group of up to two keys of :data:`DIMENSIONS`.
 
@@ -160,17 +186,25 @@ def usage_explore(
     :data:`METRICS` (money Decimal: ``cost_usd`` is what flopwise attributes, ``billed_cost`` and
     ``effective_cost`` what the bills said, 0 where a source has no bill; ``idle_*`` the idle share). ``group``
     is the groups' labels joined by `` / ``; groups are sorted by cost, then device-hours, descending.
+
+    Read from the hourly rollups when they can answer (*from_*/*to* on whole UTC hours, nothing changed since
+    their refresh; :func:`flopwise.store.rollups.rollup_coverage`), else from the ledger (*use_rollups* False:
+    always); ``source`` says which and ``notes`` why. The numbers are the same either way.
     """
     filters = dict(filters or {})
     if step not in STEPS:
         raise InputError("step", step, f"use one of {', '.join(STEPS)}")
     _check_dims(group_by, filters)
-    period = _period(session, step).label("period")
+    _check_period(from_, to)
+    needs_user = "user" in group_by or "user" in filters
+    r, why = choose_rollup(session, from_, to, needs_user=needs_user) if use_rollups else (None, None)
+    id_dims, text_dims = _dims_of(r) if r is not None else (_ID_DIMS, _TEXT_DIMS)
+    period = _period(session, step, r.hour if r is not None else U.charge_period_start).label("period")
     key_cols: list[ColumnElement[Any]] = []
     for i, dim in enumerate(group_by):
-        column = _ID_DIMS[dim][0] if dim in _ID_DIMS else _TEXT_DIMS[dim]
+        column = id_dims[dim][0] if dim in id_dims else text_dims[dim]
         key_cols.append(column.label(f"k{i}"))
-    stmt = _filtered(_window(select(period, *key_cols, *_metric_columns()), from_, to, org_id), filters)
+    stmt = _filtered(_window(select(period, *key_cols, *_metric_columns(r)), from_, to, org_id, r), filters, r)
     # group by the ids alone (no join per row); the few names are read afterwards
     stmt = stmt.group_by(*[c.element for c in (period, *key_cols)])
     rows = session.execute(stmt).all()
@@ -209,6 +243,8 @@ def usage_explore(
         "series": series,
         "groups": ordered,
         "total": total,
+        "source": "ledger" if r is None else "hourly rollups" if r is UsageRollup else "daily rollups",
+        "notes": [why] if why else [],
     }
 
 
@@ -219,11 +255,20 @@ def utilization_histogram(
     to: datetime | None = None,
     *,
     bins: int = 10,
+    use_rollups: bool = True,
 ) -> list[dict[str, Any]]:
     """Device-hours by GPU utilization bin (``bins`` equal bins over 0-100 %), over the records that report a
-    utilization: ``[{"lo_frac", "hi_frac", "device_hours", "records"}]``, every bin present (zeros included)."""
+    utilization: ``[{"lo_frac", "hi_frac", "device_hours", "records"}]``, every bin present (zeros included).
+    Ten bins are read from the rollups' utilization deciles when they can answer, else from the ledger."""
     if not 1 <= bins <= 100:
         raise InputError("bins", bins, "give 1 to 100 bins")
+    _check_period(from_, to)
+    r = choose_rollup(session, from_, to)[0] if use_rollups and bins == UTIL_BINS else None
+    if r is not None:
+        sums = [func.coalesce(func.sum(getattr(r, f"util_d{i}_{m}")), 0) for i in range(bins) for m in ("hours",
+                "records")]  # fmt: skip
+        row = session.execute(_window(select(*sums), from_, to, org_id, r)).one()
+        return _bins({i: (float(row[2 * i]), int(row[2 * i + 1])) for i in range(bins)}, bins)
     util = func.min(func.max(U.x_gpu_utilization, 0.0), 1.0) if session.get_bind().dialect.name == "sqlite" else (
         func.least(func.greatest(U.x_gpu_utilization, 0.0), 1.0))  # fmt: skip
     index = func.min(func.cast(util * bins, _int_type()), bins - 1) if session.get_bind().dialect.name == "sqlite" \
@@ -237,6 +282,10 @@ def utilization_histogram(
         org_id,
     )
     found = {int(b): (float(h), int(n)) for b, h, n in session.execute(stmt)}
+    return _bins(found, bins)
+
+
+def _bins(found: Mapping[int, tuple[float, int]], bins: int) -> list[dict[str, Any]]:
     return [
         {
             "lo_frac": i / bins,

@@ -305,3 +305,7 @@ class CalibrationSample(Base):
     estimated_power_w: Mapped[float | None] = mapped_column(Float)  # the estimate's average power per device
     actual_power_w: Mapped[float | None] = mapped_column(Float)  # measured (DCGM/NVML) energy / device-hours
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+import flopwise.store.rollups  # noqa: E402, F401 - registers the usage rollup tables on Base.metadata
+import flopwise.store.web_sessions  # noqa: E402, F401 - registers the dashboard sessions table on Base.metadata

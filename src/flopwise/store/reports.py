@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, aliased
 from flopwise.errors import InputError
 from flopwise.store.ledger import HISTORY_MEASURES, IngestRun, UsageRecordHistory, UsageRecordRow
 from flopwise.store.models import Organization, Project, Team
+from flopwise.store.rollups import UsageRollup, UsageRollupDaily, choose_rollup
 from flopwise.store.types import to_money
 from flopwise.units import G_PER_KG
 
@@ -120,11 +121,13 @@ def _where(
 
 
 def _period_text(session: Session, width: str, u: Any = U) -> ColumnElement[Any]:
-    """``YYYY-MM-DD`` (width 'day') or ``YYYY-MM`` ('month') of charge_period_start in UTC, on either backend."""
+    """``YYYY-MM-DD`` (width 'day') or ``YYYY-MM`` ('month') of charge_period_start (of a rollup's hour) in UTC,
+    on either backend."""
+    start = u.hour if _is_rollup(u) else u.charge_period_start
     if session.get_bind().dialect.name == "postgresql":
         fmt = "YYYY-MM-DD" if width == "day" else "YYYY-MM"
-        return func.to_char(func.timezone("UTC", u.charge_period_start), fmt)
-    return func.substr(u.charge_period_start, 1, 10 if width == "day" else 7)
+        return func.to_char(func.timezone("UTC", start), fmt)
+    return func.substr(start, 1, 10 if width == "day" else 7)
 
 
 def _metrics(u: Any = U) -> list[ColumnElement[Any]]:
@@ -191,7 +194,7 @@ def _apply_default_grid(metrics: dict[str, Any], grid_gco2e_per_kwh: float) -> d
 
 
 def _group_columns(session: Session, group_by: str, u: Any = U) -> tuple[list[ColumnElement[Any]], list[Any]]:
-    """(columns selected as key and label, outer joins) for *group_by*."""
+    """(columns selected as key and label, outer joins) for *group_by*, over the ledger *u* or the rollups."""
     if group_by == "org":
         return [u.org_id.label("key"), Organization.name.label("label")], [
             (Organization, Organization.id == u.org_id)
@@ -211,10 +214,45 @@ def _group_columns(session: Session, group_by: str, u: Any = U) -> tuple[list[Co
         "sub_account": u.x_account,
     }.get(group_by)
     if group_by in FOCUS_EXTRA_GROUPS:
-        column = u.x_extra[FOCUS_EXTRA_GROUPS[group_by]].as_string()
+        if _is_rollup(u):
+            column = u.service_name if group_by == "service" else u.charge_category
+        else:
+            column = u.x_extra[FOCUS_EXTRA_GROUPS[group_by]].as_string()
     if column is None:
         column = _period_text(session, group_by, u)
     return [column.label("key"), column.label("label")], []
+
+
+def _is_rollup(u: Any) -> bool:
+    return u is UsageRollup or u is UsageRollupDaily
+
+
+def _rollup_metrics(r: Any) -> list[ColumnElement[Any]]:
+    """The labels of :func:`_metrics`, as sums of the rollup table *r*'s sums."""
+    out: list[ColumnElement[Any]] = []
+    for name in ("records", "costed_records", "no_grid_records"):
+        out.append(func.coalesce(func.sum(getattr(r, name)), 0).label(name))
+    for name in ("cost_usd", "billed_cost", "effective_cost", "idle_cost_usd"):
+        out.append(func.coalesce(func.sum(getattr(r, name)), _ZERO).label(name))
+    for name in ("device_hours", "energy_kwh", "measured_energy_kwh", "co2e_kg", "idle_device_hours",
+                 "util_hours", "busy_hours"):  # fmt: skip
+        out.append(func.coalesce(func.sum(getattr(r, name)), 0.0).label(name))
+    out.append(func.coalesce(func.sum(r.energy_no_grid_kwh), 0.0).label("energy_no_grid_kwh"))
+    return out
+
+
+def _rollup_where(
+    stmt: Select[Any], from_: datetime | None, to: datetime | None, org_id: int | None, r: Any
+) -> Select[Any]:
+    """The ledger's ``[from_, to)`` on ``charge_period_start``, on the buckets of rollup table *r* (which
+    :func:`flopwise.store.rollups.choose_rollup` picked for this window)."""
+    if from_ is not None:
+        stmt = stmt.where(r.hour >= from_)
+    if to is not None:
+        stmt = stmt.where(r.hour < to)
+    if org_id is not None:
+        stmt = stmt.where(r.org_id == org_id)
+    return stmt
 
 
 def _label(group_by: str, key: Any, label: Any) -> str:
@@ -230,23 +268,43 @@ BOUNDARY_FIELDS = (
 
 
 def _boundary_buckets(
-    session: Session, group_by: str | None, from_: datetime | None, to: datetime | None, org_id: int | None, u: Any
+    session: Session,
+    group_by: str | None,
+    from_: datetime | None,
+    to: datetime | None,
+    org_id: int | None,
+    u: Any,
+    rollup: bool = False,
 ) -> list[Any]:
     """Energy and CO2e sums per (group key, device type, provider, region): the pieces the host share (by
-    device) and the PUE (by region) apply to. One ``GROUP BY`` query."""
-    no_grid = u.x_co2e_kg.is_(None) & u.x_energy_kwh.is_not(None)
+    device) and the PUE (by region) apply to. One ``GROUP BY`` query, on the ledger *u* or, with *rollup*, on
+    the rollup table *u* (which keeps device type, provider and region as keys and the same three sums)."""
     key = _group_columns(session, group_by, u)[0][0] if group_by is not None else literal(None).label("key")
     key_expr = key.element if hasattr(key, "element") else key
+    if rollup:
+        sums = (
+            func.coalesce(func.sum(u.energy_kwh), 0.0).label("energy_kwh"),
+            func.coalesce(func.sum(u.co2e_kg), 0.0).label("co2e_kg"),
+            func.coalesce(func.sum(u.energy_no_grid_kwh), 0.0).label("energy_no_grid_kwh"),
+        )
+    else:
+        no_grid = u.x_co2e_kg.is_(None) & u.x_energy_kwh.is_not(None)
+        sums = (
+            func.coalesce(func.sum(u.x_energy_kwh), 0.0).label("energy_kwh"),
+            func.coalesce(func.sum(u.x_co2e_kg), 0.0).label("co2e_kg"),
+            func.coalesce(func.sum(case((no_grid, u.x_energy_kwh), else_=0.0)), 0.0).label("energy_no_grid_kwh"),
+        )
     stmt = select(
         key,
         u.x_device_type.label("device"),
         u.provider_name.label("provider"),
         u.region_id.label("region"),
-        func.coalesce(func.sum(u.x_energy_kwh), 0.0).label("energy_kwh"),
-        func.coalesce(func.sum(u.x_co2e_kg), 0.0).label("co2e_kg"),
-        func.coalesce(func.sum(case((no_grid, u.x_energy_kwh), else_=0.0)), 0.0).label("energy_no_grid_kwh"),
+        *sums,
     ).select_from(u)
-    stmt = _where(stmt, from_, to, org_id, u).where(u.x_energy_kwh.is_not(None))
+    if rollup:
+        stmt = _rollup_where(stmt, from_, to, org_id, u)
+    else:
+        stmt = _where(stmt, from_, to, org_id, u).where(u.x_energy_kwh.is_not(None))
     group_cols = [u.x_device_type, u.provider_name, u.region_id]
     if group_by is not None:
         group_cols.insert(0, key_expr)
@@ -336,6 +394,8 @@ def usage_report(
     default_region: Any = None,
     as_of: int | None = None,
     catalog: Any = None,
+    *,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
     """Totals of the ledger in ``[from_, to)`` (of *org_id*, or all when None) and, with *group_by*, per group;
     with *as_of* (an ingest run id), of the ledger as it stood when that run ended (:func:`ledger_as_of`).
@@ -356,19 +416,39 @@ def usage_report(
     ``idle_device_hours``, ``idle_cost_usd`` (Decimal), ``utilization_frac`` (device-hour-weighted, over the
     records that report utilization), ``idle_frac`` (idle / device-hours) and ``uncosted_records``. Groups are
     sorted by cost, then device-hours, descending. The groups' sums equal the total (tested).
+
+    The sums are read from the hourly rollups (:mod:`flopwise.store.rollups`) when they can answer (no *as_of*,
+    *from_*/*to* on whole UTC hours, nothing changed since their last refresh), else from the ledger;
+    ``source`` says which (``hourly rollups``, ``daily rollups`` or ``ledger``) and ``notes`` why the ledger
+    was read. *use_rollups*
+    False always reads the ledger. The answer is the same either way.
     """
     if group_by is not None and group_by not in GROUP_BY:
         raise InputError("group_by", group_by, f"use one of {', '.join(GROUP_BY)}")
-    u = ledger_as_of(session, as_of)
-    total_row = session.execute(_where(select(*_metrics(u)).select_from(u), from_, to, org_id, u)).one()
+    _check_period(from_, to)
+    notes: list[str] = []
+    table: Any = None
+    if use_rollups:
+        table, why = choose_rollup(session, from_, to, as_of)
+        notes += [why] if why else []
+    from_rollups = table is not None
+    if from_rollups:
+        u: Any = table
+        metrics = lambda: _rollup_metrics(table)  # noqa: E731
+        where: Callable[..., Select[Any]] = lambda stmt, *a: _rollup_where(stmt, *a, table)  # noqa: E731
+    else:
+        u = ledger_as_of(session, as_of)
+        metrics = lambda: _metrics(u)  # noqa: E731
+        where = lambda stmt, *a: _where(stmt, *a, u)  # noqa: E731
+    total_row = session.execute(where(select(*metrics()).select_from(u), from_, to, org_id)).one()
     groups: list[dict[str, Any]] = []
     if group_by is not None:
         columns, joins = _group_columns(session, group_by, u)
-        stmt = select(*columns, *_metrics(u)).select_from(u)
+        stmt = select(*columns, *metrics()).select_from(u)
         for target, on in joins:
             stmt = stmt.outerjoin(target, on)
         key_columns = [c.element if hasattr(c, "element") else c for c in columns]
-        stmt = _where(stmt, from_, to, org_id, u).group_by(*dict.fromkeys(key_columns))
+        stmt = where(stmt, from_, to, org_id).group_by(*dict.fromkeys(key_columns))
         for row in session.execute(stmt):
             groups.append(
                 {"key": row.key, "label": _label(group_by, row.key, row.label), **_metric_dict(row)}
@@ -383,7 +463,10 @@ def usage_report(
     if group_by is not None:
         by_key.update({g["key"]: g for g in groups if g["key"] is not None})
     boundaries = _add_boundaries(
-        _boundary_buckets(session, group_by, from_, to, org_id, u), catalog, default_region, by_key
+        _boundary_buckets(session, group_by, from_, to, org_id, u, rollup=from_rollups),
+        catalog,
+        default_region,
+        by_key,
     )
     if group_by is not None:  # the unattributed / unknown group has key None, as the total's slot here
         nones = [g for g in groups if g["key"] is None]
@@ -412,6 +495,8 @@ def usage_report(
         "groups": groups,
         "energy_boundaries": boundaries,
         "warnings": warnings,
+        "source": ("hourly rollups" if table is UsageRollup else "daily rollups") if from_rollups else "ledger",
+        "notes": notes,
     }
 
 
@@ -527,30 +612,35 @@ def concentration_report(
     to: datetime | None = None,
     org_id: int | None = None,
     vendor_of: Callable[[str], str | None] | None = None,
+    *,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
     """How concentrated spending (or device-hours) is across providers, device vendors, devices or regions.
 
     ``by='vendor'`` maps each ``x_device_type`` through *vendor_of* (e.g. the catalog's device vendor); devices
     it does not know count as ``unknown``. Rows with no provider/device/region count under ``unknown`` too, so
-    the shares cover the whole measure. Returns ``{"by", "measure", "total", "hhi", "level", "largest":
+    the shares cover the whole measure. Read from the hourly rollups when they can answer (see
+    :func:`usage_report`), else the ledger; the same numbers either way. Returns ``{"by", "measure", "total", "hhi", "level", "largest":
     {"name", "share_frac"}, "shares": [{"name", "amount", "share_frac"}, ...]}``.
     """
     if by not in CONCENTRATION_BY:
         raise InputError("by", by, f"use one of {', '.join(CONCENTRATION_BY)}")
     if measure not in CONCENTRATION_MEASURES:
         raise InputError("measure", measure, f"use one of {', '.join(CONCENTRATION_MEASURES)}")
+    _check_period(from_, to)
+    table, _why = choose_rollup(session, from_, to) if use_rollups else (None, None)
+    use = table is not None
+    u: Any = table if use else U
     column = {
-        "provider": U.provider_name,
-        "vendor": U.x_device_type,
-        "device": U.x_device_type,
-        "region": U.region_id,
+        "provider": u.provider_name,
+        "vendor": u.x_device_type,
+        "device": u.x_device_type,
+        "region": u.region_id,
     }[by]
-    amount = (
-        func.coalesce(func.sum(U.cost_usd), _ZERO)
-        if measure == "cost_usd"
-        else func.coalesce(func.sum(U.x_device_hours), 0.0)
-    )
-    stmt = _where(select(column.label("name"), amount.label("amount")), from_, to, org_id).group_by(column)
+    summed = u.cost_usd if measure == "cost_usd" else (u.device_hours if use else U.x_device_hours)
+    amount = func.coalesce(func.sum(summed), _ZERO if measure == "cost_usd" else 0.0)
+    stmt = select(column.label("name"), amount.label("amount"))
+    stmt = (_rollup_where(stmt, from_, to, org_id, u) if use else _where(stmt, from_, to, org_id)).group_by(column)
     amounts: dict[str, Any] = {}
     for name, value in session.execute(stmt):
         if by == "vendor" and name is not None:

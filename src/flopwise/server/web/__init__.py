@@ -24,7 +24,7 @@ def install_web(app: Any) -> None:
     from flopwise.server.web.routes import install_handlers, router
     from flopwise.server.web.security import SessionStore
 
-    app.state.web_sessions = SessionStore()
+    app.state.web_sessions = SessionStore(app.state)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(router)
     install_handlers(app)

@@ -22,7 +22,13 @@ from pydantic import ValidationError
 
 from flopwise import errors as fe
 from flopwise import money
-from flopwise.server.auth import ROLE_RANK, Principal, principal_for_token, scope_chain
+from flopwise.server.auth import (
+    ROLE_RANK,
+    Principal,
+    principal_for_token,
+    principal_for_token_id,
+    scope_chain,
+)
 from flopwise.server.errors import ApiError
 from flopwise.server.web import TEMPLATE_DIR, charts
 from flopwise.server.web.security import (
@@ -191,7 +197,7 @@ def current_viewer(request: Request) -> Viewer:
         raise LoginRequired(target)
     with read_session(_db(request)) as s:
         try:
-            principal = principal_for_token(s, web.token, _now(request))
+            principal = principal_for_token_id(s, web.token_id, _now(request))
         except ApiError:
             store.drop(sid)
             raise LoginRequired(target) from None
@@ -324,10 +330,10 @@ def login(
         return login_page(request, next, "The login form expired: submit it again.")
     with read_session(_db(request)) as s:
         try:
-            principal_for_token(s, token.strip(), _now(request))
+            principal = principal_for_token(s, token.strip(), _now(request))
         except ApiError as err:
             return login_page(request, next, f"Login refused: {err.message}.")
-    sid, _web = request.app.state.web_sessions.create(token.strip())
+    sid, _web = request.app.state.web_sessions.create(principal.token_id)
     response = RedirectResponse(_safe_next(next), status_code=303, headers=security_headers())
     response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="strict", path="/",
                         secure=request.url.scheme == "https")  # fmt: skip
@@ -713,7 +719,9 @@ def budget_page(request: Request, v: ViewerDep, budget_id: int) -> Response:
         row = s.get(Budget, budget_id)
         forecast = forecast_budget(governed_budget(row), budget_used(s, row, now), now)
         start, end = forecast.window_start, forecast.window_end
-        ex = usage_explore(s, v.principal.org_id, start, min(end, now + timedelta(seconds=1)), step="day",
+        # up to the end of today (UTC): whole days, so the daily rollups answer
+        today_end = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        ex = usage_explore(s, v.principal.org_id, start, min(end, today_end), step="day",
                            filters={row.scope_kind: str(row.scope_id)})  # fmt: skip
         alerts = _plain(s.scalars(select(BudgetAlert).where(BudgetAlert.budget_id == budget_id)
                                   .order_by(BudgetAlert.crossed_at.desc()).limit(100)))  # fmt: skip

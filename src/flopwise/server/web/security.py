@@ -1,13 +1,15 @@
 """Browser sessions for the dashboard: an API token exchanged for a session cookie, CSRF tokens, security headers.
 
 * **Login.** ``POST /login`` with an API token: the token is checked exactly as a bearer token is
-  (:func:`flopwise.server.auth.principal_for_token`) and kept server-side; the browser gets a random session id
-  in the cookie ``fw_session`` (``HttpOnly``, ``SameSite=Strict``, ``Secure`` over HTTPS, ``Path=/``). Every
-  page resolves the session's token again, so a revoked or expired token, or a disabled user, ends the session
-  at the next click. Sessions live in the server process and end after :data:`SESSION_TTL_S` of inactivity, at
-  logout, or when the server restarts.
-* **CSRF.** Each session has its own random CSRF token (synchronizer-token pattern, OWASP CSRF Prevention
-  Cheat Sheet); every form carries it in the hidden field ``csrf`` and htmx sends it as the ``X-CSRF-Token``
+  (:func:`flopwise.server.auth.principal_for_token`); the browser gets a random 256-bit session id in the cookie
+  ``fw_session`` (``HttpOnly``, ``SameSite=Strict``, ``Secure`` over HTTPS, ``Path=/``). Sessions are rows of the
+  database (:mod:`flopwise.store.web_sessions`: the id's sha256 and the token's id, never the token), so every
+  process of ``serve --workers N`` knows every login and a logout ends the session in all of them. Every page
+  checks the session's token again, so a revoked or expired token, or a disabled user, ends the session at the
+  next click. Sessions end after :data:`SESSION_TTL_S` of inactivity, after :data:`SESSION_MAX_AGE_S`, or at
+  logout (revoked in the database).
+* **CSRF.** Each session has its own CSRF token, an HMAC of its secret id (synchronizer-token pattern, OWASP CSRF
+  Prevention Cheat Sheet; derived rather than stored, so every process knows it); every form carries it in the hidden field ``csrf`` and htmx sends it as the ``X-CSRF-Token``
   header. A POST without the session's token is refused with 403 before anything runs. The login form (no
   session yet) uses a double-submit cookie ``fw_login_csrf``.
 * **Headers.** Dashboard responses carry ``Content-Security-Policy`` with ``script-src 'self'`` (no inline
@@ -17,11 +19,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "CSP",
@@ -29,9 +31,12 @@ __all__ = [
     "CSRF_HEADER",
     "LOGIN_CSRF_COOKIE",
     "SESSION_COOKIE",
+    "SESSION_MAX_AGE_S",
     "SESSION_TTL_S",
     "SessionStore",
     "WebSession",
+    "csrf_for",
+    "csrf_ok",
     "security_headers",
 ]
 
@@ -41,7 +46,8 @@ CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 #: idle lifetime of a browser session (8 hours)
 SESSION_TTL_S = 8 * 3600.0
-MAX_SESSIONS = 10_000
+#: longest a browser session lasts, however busy (7 days)
+SESSION_MAX_AGE_S = 7 * 86400.0
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
@@ -59,58 +65,65 @@ def security_headers() -> dict[str, str]:
     }
 
 
-@dataclass
+@dataclass(frozen=True)
 class WebSession:
-    """A logged-in browser: the API token it logged in with (never sent back), its CSRF token, last use."""
+    """A logged-in browser: the API token it logged in with (its id; the token itself is never kept) and its CSRF
+    token."""
 
-    token: str
+    token_id: int
     csrf: str
-    last_used: float = field(default_factory=time.monotonic)
+
+
+def csrf_for(sid: str) -> str:
+    """The session's CSRF token: HMAC-SHA256 keyed by the (secret, 256-bit random) session id, so every process
+    derives the same token without storing it, and the token does not reveal the session id."""
+    return hmac.new(sid.encode(), b"flopwise-csrf-v1", hashlib.sha256).hexdigest()
 
 
 class SessionStore:
-    """Server-side sessions keyed by a random id (thread-safe; FastAPI runs sync routes in a thread pool)."""
+    """Sessions in the database (:mod:`flopwise.store.web_sessions`): every process of ``serve --workers N`` sees
+    every login and every logout. *state* is the app's ``state`` (its ``db`` session factory and ``clock``)."""
 
-    def __init__(self, ttl_s: float = SESSION_TTL_S, clock=time.monotonic) -> None:
-        self._sessions: dict[str, WebSession] = {}
-        self._lock = threading.Lock()
+    def __init__(self, state: Any, ttl_s: float = SESSION_TTL_S, max_age_s: float = SESSION_MAX_AGE_S) -> None:
+        self._state = state
         self._ttl_s = ttl_s
-        self._clock = clock
+        self._max_age_s = max_age_s
 
-    def create(self, token: str) -> tuple[str, WebSession]:
+    def create(self, token_id: int) -> tuple[str, WebSession]:
+        from flopwise.store import write_session
+        from flopwise.store.web_sessions import create_web_session, purge_web_sessions
+
         sid = secrets.token_urlsafe(32)
-        session = WebSession(token=token, csrf=secrets.token_urlsafe(32), last_used=self._clock())
-        with self._lock:
-            self._expire()
-            if len(self._sessions) >= MAX_SESSIONS:  # drop the least recently used
-                oldest = min(self._sessions, key=lambda k: self._sessions[k].last_used)
-                del self._sessions[oldest]
-            self._sessions[sid] = session
-        return sid, session
+        now = self._state.clock()
+        with write_session(self._state.db) as s:
+            purge_web_sessions(s, now)  # indexed on expires_at: cheap, and keeps the table at the live sessions
+            create_web_session(s, sid, token_id, now, self._ttl_s, self._max_age_s)
+        return sid, WebSession(token_id=token_id, csrf=csrf_for(sid))
 
     def get(self, sid: str | None) -> WebSession | None:
+        from flopwise.store import read_session, write_session
+        from flopwise.store.web_sessions import TOUCH_EVERY_S, find_web_session, touch_web_session
+
         if not sid:
             return None
-        with self._lock:
-            session = self._sessions.get(sid)
-            if session is None:
+        now = self._state.clock()
+        with read_session(self._state.db) as s:
+            row = find_web_session(s, sid, now)
+            if row is None:
                 return None
-            now = self._clock()
-            if now - session.last_used > self._ttl_s:
-                del self._sessions[sid]
-                return None
-            session.last_used = now
-            return session
+            row_id, token_id, last_used = row.id, row.api_token_id, row.last_used_at
+        if (now - last_used).total_seconds() >= TOUCH_EVERY_S:
+            with write_session(self._state.db) as s:
+                touch_web_session(s, row_id, now)
+        return WebSession(token_id=token_id, csrf=csrf_for(sid))
 
     def drop(self, sid: str | None) -> None:
-        if sid:
-            with self._lock:
-                self._sessions.pop(sid, None)
+        from flopwise.store import write_session
+        from flopwise.store.web_sessions import revoke_web_session
 
-    def _expire(self) -> None:
-        now = self._clock()
-        for sid in [k for k, s in self._sessions.items() if now - s.last_used > self._ttl_s]:
-            del self._sessions[sid]
+        if sid:
+            with write_session(self._state.db) as s:
+                revoke_web_session(s, sid, self._state.clock())
 
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:
