@@ -341,6 +341,8 @@ def _add_boundaries(
             m[f] = 0.0
     for b in buckets:
         e, c, e_no_grid = float(b.energy_kwh), float(b.co2e_kg), float(b.energy_no_grid_kwh)
+        if not (e or c or e_no_grid):  # no energy: nothing to scale, and no host share or PUE "used"
+            continue
         try:
             device = catalog.device(b.device) if b.device else None
         except FlopwiseError:
