@@ -198,8 +198,9 @@ def refresh(
         list[str] | None,
         typer.Option(
             "--source",
-            help="Only these sources (repeatable); default: all but the second opinion azure-retail, which is "
-            "read only when named and compares the Azure rows with Azure's Retail Prices API. See `catalog status`.",
+            help="Only these sources (repeatable); default: all but the second opinions azure-retail and "
+            "aws-pricelist, read only when named, which compare the Azure rows with Azure's Retail Prices API and "
+            "the AWS on-demand rows with the AWS Price List. See `catalog status`.",
         ),
     ] = None,
     from_: Annotated[
@@ -296,7 +297,7 @@ def _print_refresh(result, check: bool) -> None:
         )
         for d in o.disagreements[:50]:
             out.print(
-                f"  {d.offering_id} {d.column}: catalog {d.catalog_usd_per_h}, retail API {d.retail_usd_per_h} "
+                f"  {d.offering_id} {d.column}: catalog {d.catalog_usd_per_h}, {o.source} {d.retail_usd_per_h} "
                 f"({d.frac:.1%}, item {d.item})"
             )
     for rel, d in result.diffs.items():
