@@ -123,6 +123,34 @@ def test_oci_preemptible_spot_is_derived_from_the_published_rule_on_vm_shapes_on
         assert not any("preemptible discount" in r["note"] for r in _parse(cloud, *_snapshot_files(name)).rows)
 
 
+def test_catalog_offerings_shows_which_spot_prices_come_from_a_published_rule():
+    args = ["catalog", "offerings", "--provider", "oci", "--region", "oci:us-ashburn-1"]
+    csv_out = runner.invoke(app, [*args, "--csv"])
+    assert csv_out.exit_code == 0, csv_out.output
+    lines = {line.split(",")[1]: line.split(",") for line in csv_out.output.splitlines()}
+    header = lines["instance"]
+    basis, spot = header.index("spot basis"), header.index("spot")
+    assert (lines["VM.GPU.A10.1"][spot], lines["VM.GPU.A10.1"][basis]) == ("1.00", "rule")
+    assert (lines["BM.GPU.H100.8"][spot], lines["BM.GPU.H100.8"][basis]) == ("", "")
+    table = runner.invoke(app, args, env={"COLUMNS": "250"})
+    assert "published preemptible discount" in table.output
+    # a catalog with no rule-derived spot price has no such column
+    aws = runner.invoke(app, ["catalog", "offerings", "--provider", "aws", "--region", "aws:us-east-1", "--csv"])
+    assert "spot basis" not in aws.output.splitlines()[0]
+
+
+def test_a_spot_plan_says_which_spot_prices_come_from_a_published_rule():
+    args = ["plan", "train", "-m", "llama-3.1-8b", "--tokens", "1B", "--method", "lora", "--spot-ok"]
+    result = runner.invoke(app, [*args, "--pricing", "spot", "--providers", "oci", "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    prices = answer["assumptions"]["spot"]["prices"]
+    used = {f"oci:{o['instance_type']}:{o['region'].split(':', 1)[1]}" for o in answer["options"]}
+    assert used and set(prices["derived_from_published_rule"]) == used  # every OCI spot price is the 50% rule
+    aws = json.loads(runner.invoke(app, [*args, "--pricing", "spot", "--providers", "aws", "--json"]).output)
+    assert aws["assumptions"]["spot"]["prices"]["derived_from_published_rule"] == []
+
+
 def test_shipped_gpu_spot_coverage_per_provider():
     """Spot coverage of the shipped GPU offerings, per provider (the numbers the issue's closing note gives)."""
     cat = load_catalog()

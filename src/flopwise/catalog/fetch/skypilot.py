@@ -57,6 +57,7 @@ __all__ = [
     "PREEMPTIBLE_RULES",
     "ParseResult",
     "PreemptibleRule",
+    "SPOT_RULE_NOTE",
     "device_for",
     "parse_vms",
 ]
@@ -207,6 +208,10 @@ GCP_GPU_MACHINES: dict[str, tuple[str, int]] = {
 _GCP_GPU_NAMES = {name for name, _ in GCP_GPU_MACHINES.values()}
 
 
+#: how a row's note begins its account of a spot price derived from a PreemptibleRule (the CLI marks such prices)
+SPOT_RULE_NOTE = "spot derived from the provider's published preemptible discount"
+
+
 @dataclass(frozen=True)
 class PreemptibleRule:
     """A provider's published, fixed preemptible discount and the instance types it applies to."""
@@ -225,7 +230,7 @@ class PreemptibleRule:
 
     def note(self) -> str:
         return (
-            f"spot derived from the provider's published preemptible discount: on-demand x "
+            f"{SPOT_RULE_NOTE}: on-demand x "
             f"(1 - {_money(self.discount_frac)}) ({self.price_url}); {self.eligibility} ({self.eligibility_url})"
         )
 
