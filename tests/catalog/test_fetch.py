@@ -17,7 +17,7 @@ from flopwise.catalog.fetch import SOURCES, read_region_grids
 from flopwise.catalog.fetch.carbon import parse_gcp_carbon, parse_owid
 from flopwise.catalog.fetch.regions import build_regions
 from flopwise.catalog.fetch.shell import read_csv_rows
-from flopwise.catalog.fetch.skypilot import CPU_FAMILIES, ParseResult, finish, parse_vms
+from flopwise.catalog.fetch.skypilot import CPU_FAMILIES, PREEMPTIBLE_RULES, ParseResult, finish, parse_vms
 from flopwise.catalog.fetch.table import FetchError
 from flopwise.catalog.loader import BUILTIN_DATA_DIR
 from flopwise.cli.main import app
@@ -99,6 +99,69 @@ def test_gcp_gpu_machine_types_are_host_plus_gpus_per_zone():
     assert res.skipped["GCP GPU on an N1 host SkyPilot picks at launch (not a listed instance)"] == 201
     assert res.skipped["GCP GPU with no host machine-type row in its zone"] == 39  # e.g. a2-megagpu-16g in asia
     assert "gcp:a2-megagpu-16g:asia-northeast1" not in rows
+
+
+def test_oci_preemptible_spot_is_derived_from_the_published_rule_on_vm_shapes_only():
+    # OCI bills preemptible capacity at 50% of on demand on VM shapes; bare metal shapes cannot be preemptible
+    rows = {r["id"]: r for r in _parse("oci", *_snapshot_files("skypilot-oci")).rows}
+    vm = rows["oci:VM.GPU.A10.1:us-ashburn-1"]
+    assert Decimal(vm["on_demand_usd_per_h"]) == 2 and Decimal(vm["spot_usd_per_h"]) == 1
+    assert vm["basis"] == "derived"
+    assert "derived from the provider's published preemptible discount" in vm["note"]
+    assert PREEMPTIBLE_RULES["oci"].price_url in vm["note"] and PREEMPTIBLE_RULES["oci"].eligibility_url in vm["note"]
+    bm = rows["oci:BM.GPU.H100.8:us-ashburn-1"]
+    assert bm["spot_usd_per_h"] == "" and "preemptible" not in bm["note"]
+    for row in rows.values():
+        spot = row["spot_usd_per_h"]
+        if row["instance_type"].startswith("VM."):
+            assert Decimal(spot) == Decimal(row["on_demand_usd_per_h"]) / 2, row["id"]
+        else:
+            assert spot == "", row["id"]
+    # no other provider's rows get a derived spot price
+    for name in ("skypilot-nebius", "skypilot-lambda", "skypilot-cudo", "skypilot-fluidstack"):
+        cloud = SOURCES[name].cloud
+        assert not any("preemptible discount" in r["note"] for r in _parse(cloud, *_snapshot_files(name)).rows)
+
+
+def test_catalog_offerings_shows_which_spot_prices_come_from_a_published_rule():
+    args = ["catalog", "offerings", "--provider", "oci", "--region", "oci:us-ashburn-1"]
+    csv_out = runner.invoke(app, [*args, "--csv"])
+    assert csv_out.exit_code == 0, csv_out.output
+    lines = {line.split(",")[1]: line.split(",") for line in csv_out.output.splitlines()}
+    header = lines["instance"]
+    basis, spot = header.index("spot basis"), header.index("spot")
+    assert (lines["VM.GPU.A10.1"][spot], lines["VM.GPU.A10.1"][basis]) == ("1.00", "rule")
+    assert (lines["BM.GPU.H100.8"][spot], lines["BM.GPU.H100.8"][basis]) == ("", "")
+    table = runner.invoke(app, args, env={"COLUMNS": "250"})
+    assert "published preemptible discount" in table.output
+    # a catalog with no rule-derived spot price has no such column
+    aws = runner.invoke(app, ["catalog", "offerings", "--provider", "aws", "--region", "aws:us-east-1", "--csv"])
+    assert "spot basis" not in aws.output.splitlines()[0]
+
+
+def test_a_spot_plan_says_which_spot_prices_come_from_a_published_rule():
+    args = ["plan", "train", "-m", "llama-3.1-8b", "--tokens", "1B", "--method", "lora", "--spot-ok"]
+    result = runner.invoke(app, [*args, "--pricing", "spot", "--providers", "oci", "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    prices = answer["assumptions"]["spot"]["prices"]
+    used = {f"oci:{o['instance_type']}:{o['region'].split(':', 1)[1]}" for o in answer["options"]}
+    assert used and set(prices["derived_from_published_rule"]) == used  # every OCI spot price is the 50% rule
+    aws = json.loads(runner.invoke(app, [*args, "--pricing", "spot", "--providers", "aws", "--json"]).output)
+    assert aws["assumptions"]["spot"]["prices"]["derived_from_published_rule"] == []
+
+
+def test_shipped_gpu_spot_coverage_per_provider():
+    """Spot coverage of the shipped GPU offerings, per provider (the numbers the issue's closing note gives)."""
+    cat = load_catalog()
+    gpu = [o for o in cat.offerings if cat.devices[o.device_id].kind == "gpu"]
+    with_spot = [o for o in gpu if o.spot_usd_per_h is not None]
+    providers = sorted({o.provider for o in gpu})
+    coverage = {p: (sum(o.provider == p for o in with_spot), sum(o.provider == p for o in gpu)) for p in providers}
+    assert coverage["oci"] == (195, 468)  # the 5 VM GPU shapes x 39 regions; the 7 bare metal shapes have none
+    assert coverage["nebius"] == (10, 22)  # H100/H200/B200; its L40S platforms are not sold preemptible
+    assert coverage["aws"] == (590, 608) and coverage["gcp"] == (211, 234) and coverage["azure"] == (111, 122)
+    assert (len(with_spot), len(gpu)) == (1117, 1962)  # 56.9%
 
 
 def test_gcp_zone_prices_that_disagree_name_the_line(tmp_path: Path):

@@ -112,17 +112,24 @@ def offerings(
         return
     from rich.table import Table
 
+    from flopwise.catalog.fetch.skypilot import SPOT_RULE_NOTE
     from flopwise.catalog.staleness import is_stale, stale_days_setting
 
     days = stale_days_setting()
     stale = sum(is_stale(o.retrieved, stale_days=days) for o in rows)
-    t = Table(
-        title=f"{len(rows)} offerings (USD per instance-hour)",
-        caption=f"[yellow]{stale} of {len(rows)} prices retrieved over {days} days ago (STALE); run "
-        "`flopwise catalog refresh`[/yellow]"
-        if stale
-        else None,
-    )
+    by_rule = {o.id for o in rows if o.spot_usd_per_h is not None and SPOT_RULE_NOTE in o.note}
+    captions = []
+    if stale:
+        captions.append(
+            f"[yellow]{stale} of {len(rows)} prices retrieved over {days} days ago (STALE); run "
+            "`flopwise catalog refresh`[/yellow]"
+        )
+    if by_rule:
+        captions.append(
+            f"spot basis 'rule' ({len(by_rule)} rows): derived from the provider's published preemptible discount, "
+            "a fixed discount rather than a market price (the rule and its source are in each row's --json note)"
+        )
+    t = Table(title=f"{len(rows)} offerings (USD per instance-hour)", caption="\n".join(captions) or None)
     for col in (
         "provider",
         "instance",
@@ -131,6 +138,7 @@ def offerings(
         "count",
         "on-demand",
         "spot",
+        *(["spot basis"] if by_rule else []),
         "reserved",
         "retrieved",
     ):
@@ -148,6 +156,7 @@ def offerings(
             str(o.device_count),
             fmt_num(o.on_demand_usd_per_h),
             fmt_num(o.spot_usd_per_h),
+            *([("rule" if o.id in by_rule else "market" if o.spot_usd_per_h is not None else "")] if by_rule else []),
             fmt_num(o.reserved_usd_per_h) + (f" ({o.reserved_term})" if o.reserved_usd_per_h else ""),
             o.retrieved + (" STALE" if is_stale(o.retrieved, stale_days=days) else ""),
         )
@@ -198,8 +207,9 @@ def refresh(
         list[str] | None,
         typer.Option(
             "--source",
-            help="Only these sources (repeatable); default: all but the second opinion azure-retail, which is "
-            "read only when named and compares the Azure rows with Azure's Retail Prices API. See `catalog status`.",
+            help="Only these sources (repeatable); default: all but the second opinions azure-retail and "
+            "aws-pricelist, read only when named, which compare the Azure rows with Azure's Retail Prices API and "
+            "the AWS on-demand rows with the AWS Price List. See `catalog status`.",
         ),
     ] = None,
     from_: Annotated[
@@ -296,7 +306,7 @@ def _print_refresh(result, check: bool) -> None:
         )
         for d in o.disagreements[:50]:
             out.print(
-                f"  {d.offering_id} {d.column}: catalog {d.catalog_usd_per_h}, retail API {d.retail_usd_per_h} "
+                f"  {d.offering_id} {d.column}: catalog {d.catalog_usd_per_h}, {o.source} {d.retail_usd_per_h} "
                 f"({d.frac:.1%}, item {d.item})"
             )
     for rel, d in result.diffs.items():

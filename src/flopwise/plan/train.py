@@ -1070,6 +1070,8 @@ def plan_train(
     from flopwise.catalog.staleness import data_age
 
     assumptions["data_age"] = data_age(catalog, ((o.provider, o.instance_type, o.region) for o in options))
+    if "spot" in assumptions:
+        assumptions["spot"]["prices"] = _spot_price_basis(catalog, options)
     if not options:
         nearest = rejected[0] if rejected else None
         assumptions["no_feasible_option"] = "no device type meets every constraint" + (
@@ -1154,6 +1156,26 @@ def _train_assumptions(
             "time, device-hours, cost and energy",
         }
     return assumptions
+
+
+def _spot_price_basis(catalog: Any, options: Sequence[TrainOption]) -> dict[str, Any]:
+    """Where the spot prices of the spot options come from: a market price at fetch time, or a provider's published
+    fixed preemptible discount (the offering's note says which rule, with its source)."""
+    from flopwise.catalog.fetch.skypilot import SPOT_RULE_NOTE
+
+    by_id = {o.id: o for o in catalog.offerings}
+    rule = sorted(
+        oid
+        for o in options
+        if o.pricing == "spot" and o.region and o.instance_type
+        for oid in [f"{o.provider}:{o.instance_type}:{o.region.split(':', 1)[-1]}"]
+        if oid in by_id and SPOT_RULE_NOTE in by_id[oid].note
+    )
+    return {
+        "basis": "the source's spot price at fetch time (lowest zone), except the offerings listed under "
+        "derived_from_published_rule",
+        "derived_from_published_rule": rule,
+    }
 
 
 def _tp_cap(s: _Source) -> int:

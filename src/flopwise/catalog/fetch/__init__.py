@@ -13,8 +13,10 @@ Sources (``SOURCES``), each with the files it reads in three modes:
 
 - ``azure-retail``: the Azure Retail Prices API, a second opinion on the SkyPilot-derived Azure rows (it writes
   nothing; the refresh reports where the two disagree by more than 1%), tested against the response examples
-  Microsoft documents. AWS's Price List API is not read: no real response of it was at hand to test a parser
-  against (a hand-invented one would prove nothing).
+  Microsoft documents.
+- ``aws-pricelist``: the AWS Price List (a saved ``GetProducts`` response, or the bulk EC2 price list file that
+  needs no credentials), a second opinion on the SkyPilot-derived AWS on-demand rows in the same way; tested
+  against the response examples AWS documents (AWS CLI reference and the SDK's examples).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ _C_0987 = "098741e70562f65d7af1cceb81e33b284f742604"
 _C_D9BF = "d9bf3aa4d21f5c1e1f3d8fde27adf0204c46fbc8"
 _GCP_RAW = "https://raw.githubusercontent.com/GoogleCloudPlatform/region-carbon-info/main/data/yearly"
 _GCP_BLOB = "https://github.com/GoogleCloudPlatform/region-carbon-info/blob"
+#: the bulk EC2 price list file of us-east-1 (no credentials; several hundred MB): AWS Billing User Guide,
+#: "Finding price list files" (https://pricing.us-east-1.amazonaws.com/offers/v1.0/aws/index.json lists them)
+_AWS_PRICELIST = "https://pricing.us-east-1.amazonaws.com/offers/v1.0/aws/AmazonEC2/current/us-east-1/index.json"
 #: every pay-as-you-go virtual machine price (about 1,300 pages of 100 items); NextPageLink is followed
 _AZURE_RETAIL = (
     "https://prices.azure.com/api/retail/prices?$filter=serviceName%20eq%20%27Virtual%20Machines%27"
@@ -58,14 +63,19 @@ class SourceFile:
 @dataclass(frozen=True)
 class Source:
     name: str
-    kind: str  # "skypilot" | "gcp-carbon" | "owid" | "azure-retail"
+    kind: str  # "skypilot" | "gcp-carbon" | "owid" | "azure-retail" | "aws-pricelist"
     files: tuple[SourceFile, ...]
     cloud: str = ""
 
     @property
+    def second_opinion(self) -> bool:
+        """A source that only compares its prices with the catalog's and writes nothing."""
+        return self.kind in ("azure-retail", "aws-pricelist")
+
+    @property
     def output(self) -> str:
         """The catalog file this source writes (relative to the catalog directory); "" for a second opinion."""
-        if self.kind == "azure-retail":
+        if self.second_opinion:
             return ""
         return f"offerings/{self.cloud}.csv" if self.kind == "skypilot" else "regions.csv"
 
@@ -132,6 +142,18 @@ SOURCES: dict[str, Source] = {
                 ),
             ),
             "azure",
+        ),
+        Source(
+            "aws-pricelist",
+            "aws-pricelist",
+            (
+                SourceFile(
+                    "aws-pricelist/prices.json",
+                    _AWS_PRICELIST,
+                    "https://docs.aws.amazon.com/aws-cost-management/latest/APIReference/API_pricing_GetProducts.html",
+                ),
+            ),
+            "aws",
         ),
         Source(
             "owid-carbon",

@@ -29,7 +29,7 @@ from flopwise.catalog.fetch.table import FetchError
 __all__ = ["AGREE_FRAC", "Disagreement", "RetailPrice", "SecondOpinion", "compare", "parse_retail_prices"]
 
 #: prices closer than this fraction of the catalog's are taken to agree
-AGREE_FRAC = Decimal("0.01")
+AGREE_FRAC = Decimal(1) / 100  # 1%, a fraction of the catalog price (not a money step)
 _FIELDS = (
     "currencyCode",
     "retailPrice",
@@ -186,7 +186,7 @@ def compare(
         frac = abs(p.usd_per_h - ours) / ours if ours else (Decimal(0) if p.usd_per_h == 0 else Decimal(1))
         if frac > agree_frac:
             opinion.disagreements.append(
-                Disagreement(p.offering_id, p.column, ours, p.usd_per_h, frac.quantize(Decimal("0.0001")), p.item)
+                Disagreement(p.offering_id, p.column, ours, p.usd_per_h, round(frac, 4), p.item)
             )
         else:
             opinion.agree += 1

@@ -27,6 +27,7 @@ from datetime import date
 from pathlib import Path
 
 from flopwise.catalog.fetch import SOURCES, Source, SourceFile, read_region_grids, rows_to_csv
+from flopwise.catalog.fetch.aws_pricelist import parse_price_list, region_names
 from flopwise.catalog.fetch.azure_retail import SecondOpinion, compare, read_pages
 from flopwise.catalog.fetch.carbon import parse_gcp_carbon, parse_owid
 from flopwise.catalog.fetch.diff import CatalogDiff, diff_rows
@@ -60,7 +61,7 @@ class RefreshResult:
     diffs: dict[str, CatalogDiff] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
     history: str | None = None
-    #: second-opinion sources (azure-retail): what they said about the catalog's prices; they write nothing
+    #: second-opinion sources (azure-retail, aws-pricelist): what they said about the catalog's prices; they write nothing
     opinions: list[SecondOpinion] = field(default_factory=list)
 
     @property
@@ -212,6 +213,17 @@ def _render(
         elif source.kind == "azure-retail":
             location = files[0][0]
             opinions.append(read_pages(source.name, location, lambda loc, src=source: fetch_text(src.name, loc)))
+        elif source.kind == "aws-pricelist":
+            location = files[0][0]
+            opinions.append(
+                parse_price_list(
+                    source.name,
+                    location,
+                    fetch_text(source.name, location),
+                    regions=region_names((rid, reg.name) for rid, reg in registry.items()),
+                    known_regions=registry,
+                )
+            )
         elif source.kind == "gcp-carbon":
             for location, url, f in files:
                 year = f.year if f.year is not None else 0  # every Google carbon file names its year
@@ -322,14 +334,15 @@ def refresh(
             (f"did you mean {hint[0]!r}? " if hint else "") + f"known sources: {', '.join(SOURCES)}",
         )
     retrieved = (today or date.today()).isoformat()
-    # a second opinion (azure-retail) is read only when named: it writes nothing and a real fetch is long
-    default = [n for n, src in SOURCES.items() if src.kind != "azure-retail"]
+    # a second opinion (azure-retail, aws-pricelist) is read only when named: it writes nothing and a real fetch
+    # is long
+    default = [n for n, src in SOURCES.items() if not src.second_opinion]
     selected = [SOURCES[n] for n in (names or default)]
     outputs, reports, opinions = _render(selected, origin, retrieved)
     _validate(outputs, None if check else target)
     result = RefreshResult(retrieved, reports, opinions=opinions)
     for opinion in opinions:  # compared with the rows this refresh writes, else with what the catalog holds now
-        rel = "offerings/azure.csv"
+        rel = f"offerings/{SOURCES[opinion.source].cloud}.csv"
         if rel in outputs:
             rows = _rows_of(outputs[rel])
         elif not check and target is not None and (target / rel).is_file():

@@ -25,6 +25,13 @@ SkyPilot attaches to an N1 host of its choosing (T4, V100, P4, P100) are not com
 launch-time default, not a listed instance; they are counted as skipped. A GPU row with no host row in its zone
 (and a host row with no GPU row) yields no offering and is counted.
 
+A provider that publishes its preemptible price as a fixed rule, not a market, gets its spot price derived from the
+on-demand price where the source has none (:data:`PREEMPTIBLE_RULES`): OCI bills preemptible capacity at 50% of
+the on-demand rate "regardless of shape or region" and sells it on virtual machine shapes only, not bare metal. The
+row's note says the price is derived from that rule and cites it. Nebius sells preemptible VMs only on its B300,
+B200, H200 and H100 platforms (https://docs.nebius.com/compute/virtual-machines/preemptible), which the source
+already prices; its L40S platforms have no preemptible capacity, so no spot price is derived for them.
+
 CPU-only rows become CPU offerings with their vCPU count: an instance of whole sockets counts them
 (c7g.16xlarge = 1 Graviton3, c7i.48xlarge = 2 Xeon Sapphire Rapids sockets); a smaller one is one device with
 fewer vCPUs than the socket (c7g.xlarge = 4 of Graviton3's 64 vCPUs), which :mod:`flopwise.catalog.cpu` turns
@@ -44,7 +51,16 @@ from decimal import Decimal
 from flopwise.catalog.cpu import BURSTABLE_BASELINE_FRAC, burstable_note
 from flopwise.catalog.fetch.table import FetchError, Record, read_table
 
-__all__ = ["CLOUD_PROVIDERS", "GCP_GPU_MACHINES", "ParseResult", "device_for", "parse_vms"]
+__all__ = [
+    "CLOUD_PROVIDERS",
+    "GCP_GPU_MACHINES",
+    "PREEMPTIBLE_RULES",
+    "ParseResult",
+    "PreemptibleRule",
+    "SPOT_RULE_NOTE",
+    "device_for",
+    "parse_vms",
+]
 
 #: SkyPilot cloud folder -> flopwise provider slug
 CLOUD_PROVIDERS = {
@@ -204,6 +220,48 @@ GCP_GPU_MACHINES: dict[str, tuple[str, int]] = {
     "a4-highgpu-8g": ("B200", 8),
 }
 _GCP_GPU_NAMES = {name for name, _ in GCP_GPU_MACHINES.values()}
+
+
+#: how a row's note begins its account of a spot price derived from a PreemptibleRule (the CLI marks such prices)
+SPOT_RULE_NOTE = "spot derived from the provider's published preemptible discount"
+
+
+@dataclass(frozen=True)
+class PreemptibleRule:
+    """A provider's published, fixed preemptible discount and the instance types it applies to."""
+
+    discount_frac: Decimal
+    instance_prefixes: tuple[str, ...]
+    price_url: str
+    eligibility_url: str
+    eligibility: str
+
+    def applies(self, instance_type: str) -> bool:
+        return instance_type.startswith(self.instance_prefixes)
+
+    def spot(self, on_demand: Decimal) -> Decimal:
+        return on_demand * (1 - self.discount_frac)
+
+    def note(self) -> str:
+        return (
+            f"{SPOT_RULE_NOTE}: on-demand x "
+            f"(1 - {_money(self.discount_frac)}) ({self.price_url}); {self.eligibility} ({self.eligibility_url})"
+        )
+
+
+#: provider -> its published preemptible rule. OCI: "Pricing for preemptible instances is simple: Always 50% off
+#: your on-demand instance rates" ... "regardless of shape or region" (Oracle, "Announcing GA of Oracle preemptible
+#: instances on VM shapes"), and "Preemptible capacity does not support bare metal instances, burstable instances,
+#: or instances that have a minimum billing time" (OCI documentation, "Preemptible Instances"): VM.* shapes only.
+PREEMPTIBLE_RULES: dict[str, PreemptibleRule] = {
+    "oci": PreemptibleRule(
+        discount_frac=Decimal("0.5"),
+        instance_prefixes=("VM.",),
+        price_url="https://blogs.oracle.com/cloud-infrastructure/announcing-ga-of-oracle-preemptible-instances-vm-shapes",
+        eligibility_url="https://docs.oracle.com/iaas/Content/Compute/Concepts/preemptible.htm",
+        eligibility="preemptible capacity is sold on VM shapes, not on bare metal (BM.*) shapes",
+    ),
+}
 _SUSPECT = "the source prices these GPUs higher as spot than on demand"
 
 
@@ -229,6 +287,8 @@ class ParseResult:
     rows: list[dict[str, str]] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)
     source_lines: int = 0
+    #: rows whose spot price was derived from a provider's published preemptible rule (PREEMPTIBLE_RULES)
+    derived_spot: int = 0
     #: GCP parts waiting to be composed by :func:`finish`: (accelerator, count, region, zone) -> price, and
     #: (machine type, region, zone) -> host, with the source_url of the file each came from
     gcp_gpus: dict[tuple[str, int, str, str], tuple[_ZonePrice, str]] = field(default_factory=dict)
@@ -536,6 +596,11 @@ def finish(
             notes.append(f"spot = lowest of {len(e.spots)} zone prices at fetch time")
         elif spot is not None:
             notes.append("spot = the source's spot price at fetch time")
+        rule = PREEMPTIBLE_RULES.get(provider)
+        if spot is None and e.on_demand is not None and rule is not None and rule.applies(instance_type):
+            spot = rule.spot(e.on_demand)
+            notes.append(rule.note())
+            result.derived_spot += 1
         if e.on_demand is None and spot is None:
             result.skipped["no price"] += 1
             continue
