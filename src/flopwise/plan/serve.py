@@ -650,15 +650,18 @@ def _pair_capacity(phys: ServePhysics, gi, pcap, decode_steps: int, ttft_slo: fl
     # refine between the best feasible grid point and the next one by bisection on the occupancy
     lo_n = n[rows, best_f]
     hi_n = pcap * _OCCUPANCY_FRACS[np.minimum(best_f + 1, len(_OCCUPANCY_FRACS) - 1)]
-    has = cap > 0
-    fixed = (pp.step_s(pcap, 0), pp.prefill_s(1, 0))
+    # only the pairs with a feasible grid point are refined (the others keep capacity 0)
+    has = np.flatnonzero(cap > 0)
+    ph, hcap, lo_n, hi_n, hbest = pp.take(has), pcap[has], lo_n[has], hi_n[has], cap[has]
+    fixed = (ph.step_s(hcap, 0), ph.prefill_s(1, 0))
     for _ in range(_BISECT_STEPS):
         mid = 0.5 * (lo_n + hi_n)
-        s_mid = _metrics(pp, pcap, mid, 0, decode_steps, fixed)
-        good = _ok(s_mid, pcap, ttft_slo, tpot_slo) & has
+        s_mid = _metrics(ph, hcap, mid, 0, decode_steps, fixed)
+        good = _ok(s_mid, hcap, ttft_slo, tpot_slo)
         lo_n = np.where(good, mid, lo_n)
         hi_n = np.where(good, hi_n, mid)
-        cap = np.where(good, np.maximum(cap, s_mid.arrival_rps), cap)
+        hbest = np.where(good, np.maximum(hbest, s_mid.arrival_rps), hbest)
+    cap[has] = hbest
     return cap, st.ttft_p95_s[:, 0], st.tpot_p95_s[:, 0]
 
 
@@ -937,8 +940,16 @@ class ServePlan:
 CROSSOVER_RPS_MULTIPLES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+def _row_kinds(table: CapacityTable, idx) -> np.ndarray:
+    """The device kind (gpu, cpu, ...) of candidates *idx* of *table*, read per physics configuration."""
+    cands = table.candidates
+    kinds = np.array([config[0].kind for config in cands.configs])
+    return kinds[np.asarray(table.config_index)[np.asarray(idx, dtype=np.int64)]]
+
+
 def _cheapest_of_kind(table: CapacityTable, idx: Sequence[int], kinds: tuple[str, ...]) -> int | None:
-    pick = [i for i in idx if table.feasible[i] and table.candidates[i].device.kind in kinds]
+    ids = np.asarray(idx, dtype=np.int64)
+    pick = ids[np.asarray(table.feasible, dtype=bool)[ids] & np.isin(_row_kinds(table, ids), kinds)].tolist()
     if not pick:
         return None
     return min(pick, key=lambda i: (float(table.cost_per_hour_usd[i]), float(table.tpot_p95_ms[i])))
@@ -985,8 +996,8 @@ def cpu_vs_gpu(workload: ServeWorkload, table: CapacityTable, idx: Sequence[int]
     }
     # capacity per replica does not depend on the traffic, so each level is replicas = ceil(rps / capacity)
     # at the candidate's cost per replica-hour (vectorized over the compared candidates)
-    kinds = np.array([table.candidates[i].device.kind for i in idx])
     ids = np.asarray(idx, dtype=np.int64)
+    kinds = _row_kinds(table, ids)
     cap = np.asarray(table.capacity_rps, dtype=float)[ids]
     per_replica = np.asarray(table.cost_per_replica_hour_usd, dtype=float)[ids]
     ok = np.asarray(table.feasible, dtype=bool)[ids] & (cap > 0)
@@ -1088,19 +1099,23 @@ def _option(table: CapacityTable, i: int, workload: ServeWorkload) -> dict:
 
 
 def _light_option(table: CapacityTable, i: int) -> dict:
-    """The fields of ``_option`` that ranking and the Pareto fronts use (same values), and the index ``_i``."""
-    c = table.candidates[i]
+    """The fields of ``_option`` that the Pareto fronts show (same values) and the index ``_i``; read from the
+    candidate columns (no candidate object)."""
+    cands = table.candidates
+    c = cands.base[int(cands.rows[i])]
+    quant, engine, _kv = cands.variants[int(cands.pair[i])]
+    cost = _instance_cost(c, int(table.instances[i]), float(table.cost_per_hour_usd[i]))
     return {
         "_i": i,
         "device": c.device.id,
         "count": int(table.replicas[i]) * c.device_count,
         "tensor_parallel": c.device_count,
-        "quant": c.quant,
-        "engine": c.engine_id,
+        "quant": quant,
+        "engine": str(getattr(engine, "id", engine)),
         "pricing": c.pricing,
         "provider": c.provider,
         "region": c.region.id if c.region is not None else None,
-        "cost_per_hour_usd": _instance_cost(c, int(table.instances[i]), float(table.cost_per_hour_usd[i])),
+        "cost_per_hour_usd": cost,
         "ttft_p95_ms": round(float(table.ttft_p95_ms[i]), 1),
         "tpot_p95_ms": round(float(table.tpot_p95_ms[i]), 2),
         "energy_per_1m_tokens_kwh": round(float(table.energy_per_1m_tokens_kwh[i]), 4),
@@ -1140,19 +1155,8 @@ def _rejected(table: CapacityTable, i: int) -> dict:
     }
 
 
-def _objective_key(objective: str, opt: dict) -> tuple:
-    cost = float(opt["cost_per_hour_usd"])
-    if objective == "cost":
-        return (cost, opt["ttft_p95_ms"])
-    if objective == "energy":
-        return (opt["energy_per_1m_tokens_kwh"], cost)
-    if objective == "co2":
-        return (opt["co2e_per_1m_tokens_kg"], cost)
-    return (opt["ttft_p95_ms"], opt["tpot_p95_ms"], cost)
-
-
 def _float_objective_key(objective: str, table: CapacityTable) -> np.ndarray:
-    """The first component of ``_objective_key`` for every candidate of *table*, as floats."""
+    """The first component of the ranking key (``_rank_columns``) for every candidate of *table*, as floats."""
     field_of = {
         "cost": table.cost_per_hour_usd,
         "energy": table.energy_per_1m_tokens_kwh,
@@ -1162,13 +1166,43 @@ def _float_objective_key(objective: str, table: CapacityTable) -> np.ndarray:
     return np.asarray(field_of[objective], dtype=float)
 
 
-def _pareto(options: Sequence[dict], key_y: str, front: str) -> dict:
-    pts = sorted(options, key=lambda o: (float(o["cost_per_hour_usd"]), o[key_y]))
+def _rank_columns(table: CapacityTable, rows: np.ndarray) -> tuple[list, list, list, list, list]:
+    """For candidates *rows*: the cost per hour (the exact Decimal of ``_instance_cost``, as a float) and the
+    rounded TTFT / TPOT p95, energy and CO2e per 1M tokens of the options, as lists (no dict per row)."""
+    cands = table.candidates
+    base = cands.base
+    cost = [
+        float(_instance_cost(base[b], n, c))
+        for b, n, c in zip(
+            cands.rows[rows].tolist(),
+            np.asarray(table.instances)[rows].astype(int).tolist(),
+            np.asarray(table.cost_per_hour_usd)[rows].tolist(),
+            strict=True,
+        )
+    ]
+
+    def rounded(values, digits: int) -> list:
+        return [round(x, digits) for x in np.asarray(values, dtype=float)[rows].tolist()]
+
+    return (
+        cost,
+        rounded(table.ttft_p95_ms, 1),
+        rounded(table.tpot_p95_ms, 2),
+        rounded(table.energy_per_1m_tokens_kwh, 4),
+        rounded(table.co2e_per_1m_tokens_kg, 4),
+    )
+
+
+def _pareto_front(table: CapacityTable, members, order: list[int], cost: list, y: list, key_y: str, front: str):
+    """The Pareto front of cost per hour against *y* (lower is better in both) over the options at positions
+    *order* (ranked) of *members*: sorted by (cost, y), each point that lowers y; option fields are read only for
+    the points on the front."""
     out = []
     best_y = math.inf
-    for o in pts:
-        if o[key_y] < best_y:
-            best_y = o[key_y]
+    for p in sorted(order, key=lambda p: (cost[p], y[p])):
+        if y[p] < best_y:
+            best_y = y[p]
+            o = _light_option(table, int(members[p]))
             out.append(
                 {
                     k: o[k]
@@ -1268,15 +1302,25 @@ def plan_serve(
     base_code = np.array([base_codes.setdefault((c.pricing, c.provider), len(base_codes)) for c in cands.base])
     gcode = row_cfg_code * max(len(base_codes), 1) + base_code[cands.rows]
     first_key = _float_objective_key(objective, table)
-    best: dict[int, dict] = {}
-    for i in _tie_members(feas, gcode[feas], first_key[feas]):
-        opt = _light_option(table, i)
-        key = int(gcode[i])
-        if key not in best or _objective_key(objective, opt) < _objective_key(objective, best[key]):
-            best[key] = opt
-    all_opts = sorted(best.values(), key=lambda o: _objective_key(objective, o))
-    options = tuple({**_option(table, o["_i"], workload), "rank": r} for r, o in enumerate(all_opts[:top_k], 1))
-    versus = cpu_vs_gpu(workload, table, [o["_i"] for o in best.values()])
+    members = np.asarray(_tie_members(feas, gcode[feas], first_key[feas]), dtype=np.int64)
+    cost_l, ttft_l, tpot_l, energy_l, co2_l = _rank_columns(table, members)
+    key_cols = {
+        "cost": (cost_l, ttft_l),
+        "energy": (energy_l, cost_l),
+        "co2": (co2_l, cost_l),
+        "latency": (ttft_l, tpot_l, cost_l),
+    }[objective]
+    keys = list(zip(*key_cols, strict=True))  # _objective_key of each member, from columns
+    best_pos: dict[int, int] = {}  # group -> position in members of its best
+    for p, grp in enumerate(gcode[members].tolist()):
+        b = best_pos.get(grp)
+        if b is None or keys[p] < keys[b]:
+            best_pos[grp] = p
+    winners = sorted(best_pos.values(), key=keys.__getitem__)  # the ranked options, as positions in members
+    options = tuple(
+        {**_option(table, int(members[p]), workload), "rank": r} for r, p in enumerate(winners[:top_k], 1)
+    )
+    versus = cpu_vs_gpu(workload, table, [int(members[p]) for p in best_pos.values()])
 
     # rejected: the evaluated ones closest to working (smallest relative shortfall), one per device x TP x quant
     infeas = np.flatnonzero(~table.feasible)
@@ -1307,10 +1351,10 @@ def plan_serve(
     rej.extend(s.to_dict() for s in space.skipped if s.kind != "not_sold_in_region")
     pareto = (
         (
-            _pareto(all_opts, "ttft_p95_ms", "cost_vs_latency"),
-            _pareto(all_opts, "co2e_per_1m_tokens_kg", "cost_vs_co2"),
+            _pareto_front(table, members, winners, cost_l, ttft_l, "ttft_p95_ms", "cost_vs_latency"),
+            _pareto_front(table, members, winners, cost_l, co2_l, "co2e_per_1m_tokens_kg", "cost_vs_co2"),
         )
-        if all_opts
+        if winners
         else ()
     )
     if options:
@@ -1321,7 +1365,7 @@ def plan_serve(
             f"({top['pricing']}, {top['provider']}, {top['region'] or 'no region'}) at "
             f"${top['cost_per_hour_usd']}/h, ${top['cost_per_1m_tokens_usd']} per 1M output tokens, "
             f"TTFT p95 {top['ttft_p95_ms']:.0f} ms, TPOT p95 {top['tpot_p95_ms']:.1f} ms; "
-            f"{len(all_opts)} feasible options of {len(space.candidates)} candidates."
+            f"{len(winners)} feasible options of {len(space.candidates)} candidates."
         )
         if top.get("caveats"):
             summary += " Caveat: " + "; ".join(top["caveats"]) + "."
