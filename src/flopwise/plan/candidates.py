@@ -146,6 +146,12 @@ class CandidateRows(Sequence):
     and ranks hundreds of thousands of rows with numpy and builds objects for the few it returns."""
 
     __slots__ = ("base", "rows", "pair", "variants", "pair_config", "configs")
+    base: tuple[ServeCandidate, ...]
+    rows: Any
+    pair: Any
+    variants: tuple[tuple, ...]
+    pair_config: Any
+    configs: tuple[tuple, ...]
 
     def __init__(self, base, rows, pair, variants, pair_config, configs) -> None:
         self.base = tuple(base)
@@ -158,7 +164,7 @@ class CandidateRows(Sequence):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         if isinstance(i, slice):
             return tuple(self[j] for j in range(*i.indices(len(self))))
         c = self.base[int(self.rows[i])]

@@ -581,7 +581,7 @@ class CapacityTable:
     much (GB per device short, or ms over the tighter SLO at the lightest load) in ``shortfall_unit``.
     """
 
-    candidates: Sequence[ServeCandidate]  # CandidateRows: objects are built on access
+    candidates: CandidateRows  # objects are built on access
     config_index: Any
     feasible: Any
     capacity_rps: Any
@@ -1326,22 +1326,22 @@ def plan_serve(
     infeas = np.flatnonzero(~table.feasible)
     # per configuration: how far from working (relative shortfall), and whether it runs at all
     slos = [x for x in (workload.ttft_p95_ms, workload.tpot_p95_ms) if x is not None]
-    reason_cfg = np.empty(len(cands.configs), dtype=object)
-    reason_cfg[table.config_index] = np.asarray(table.reason, dtype=object)
-    shortfall_cfg = np.zeros(len(cands.configs))
-    shortfall_cfg[table.config_index] = table.shortfall
-    denom = np.array(
+    a_row = np.zeros(len(cands.configs), dtype=np.int64)  # one row of each configuration
+    a_row[table.config_index] = np.arange(len(table.config_index))
+    reason_of = [table.reason[i] for i in a_row.tolist()]
+    shortfall_cfg = np.asarray(table.shortfall, dtype=float)[a_row]
+    denom = np.asarray(
         [
             config[0].memory_gb
             if r == "does_not_fit"
             else (min(slos) if r == "misses_slo" and slos else 1.0)
-            for config, r in zip(cands.configs, reason_cfg.tolist(), strict=True)
+            for config, r in zip(cands.configs, reason_of, strict=True)
         ],
-        dtype=float,
+        dtype=np.float64,
     )
     rel_cfg = shortfall_cfg / np.maximum(denom, 1e-9)
     # a candidate that runs but is too slow is nearer than one that does not fit
-    fit_rank_cfg = (reason_cfg != "misses_slo").astype(float)
+    fit_rank_cfg = np.asarray([r != "misses_slo" for r in reason_of], dtype=np.float64)
     icfg = table.config_index[infeas]
     order = infeas[np.lexsort((rel_cfg[icfg], fit_rank_cfg[icfg]))] if len(infeas) else infeas
     # one per device x TP x quant x engine: the first row of each in that order
@@ -1432,7 +1432,7 @@ def _tie_members(rows: np.ndarray, group: np.ndarray, key: np.ndarray) -> list[i
     sizes = np.diff(np.r_[starts, len(g)])
     kmin = np.repeat(np.minimum.reduceat(k, starts), sizes)
     tie = k <= kmin * (1.0 + 1e-9) + 1e-12
-    rank = np.cumsum(tie) - np.repeat((np.cumsum(tie) - tie)[starts], sizes)  # 1-based among the group's ties
+    rank: np.ndarray = np.cumsum(tie) - np.repeat((np.cumsum(tie) - tie)[starts], sizes)  # 1-based among the group's ties
     keep = tie & (rank <= _TIES_BUILT)
     group_first = np.repeat(r[starts], sizes)  # the group's first row: groups in the order they first appear
     sel = np.lexsort((r[keep], group_first[keep]))
