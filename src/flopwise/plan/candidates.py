@@ -27,6 +27,7 @@ __all__ = [
     "MIN_PRECISIONS",
     "PRICING_KINDS",
     "PRECISION_QUANTS",
+    "CandidateRows",
     "CandidateSpace",
     "ServeCandidate",
     "ServeWorkload",
@@ -137,11 +138,53 @@ class SkippedCandidate:
         }
 
 
+class CandidateRows(Sequence):
+    """Candidates as columns: row *i* is base candidate ``base[rows[i]]`` run as variant ``pair[i]``
+    (``variants[pair[i]]`` = (quant, engine, KV dtype), the physics configuration ``configs[pair_config[pair[i]]]``
+    = (device, quant, TP, engine, KV dtype)). The engine x KV dtype expansion of a space is one row per offering x
+    engine x KV dtype; a :class:`ServeCandidate` is built only when a row is read, so the planner prices, filters
+    and ranks hundreds of thousands of rows with numpy and builds objects for the few it returns."""
+
+    __slots__ = ("base", "rows", "pair", "variants", "pair_config", "configs")
+    base: tuple[ServeCandidate, ...]
+    rows: Any
+    pair: Any
+    variants: tuple[tuple, ...]
+    pair_config: Any
+    configs: tuple[tuple, ...]
+
+    def __init__(self, base, rows, pair, variants, pair_config, configs) -> None:
+        self.base = tuple(base)
+        self.rows = rows
+        self.pair = pair
+        self.variants = tuple(variants)
+        self.pair_config = pair_config
+        self.configs = tuple(configs)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(len(self))))
+        c = self.base[int(self.rows[i])]
+        quant, engine, kv = self.variants[int(self.pair[i])]
+        return ServeCandidate(
+            c.device, c.device_count, quant, c.pricing, c.provider, c.region, c.offering, c.onprem,
+            c.usd_per_device_h, engine, kv,
+        )  # fmt: skip
+
+    def __iter__(self):
+        for i in range(len(self.rows)):
+            yield self[i]
+
+
 @dataclass(frozen=True)
 class CandidateSpace:
-    """The candidates to evaluate and the combinations skipped before evaluation."""
+    """The candidates to evaluate and the combinations skipped before evaluation (a tuple, or
+    :class:`CandidateRows` after the engine expansion)."""
 
-    candidates: tuple[ServeCandidate, ...]
+    candidates: Sequence[ServeCandidate]
     skipped: tuple[SkippedCandidate, ...]
 
 

@@ -42,6 +42,7 @@ from flopwise.estimate.serve import serving_memory_reserve_bytes, serving_rates
 from flopwise.models.params import count_params
 from flopwise.models.types import ModelArch
 from flopwise.plan.candidates import (
+    CandidateRows,
     CandidateSpace,
     ServeCandidate,
     ServeWorkload,
@@ -506,44 +507,66 @@ def expand_engines(
     from flopwise.estimate.quant import resolve_serving_quant
 
     profiles = [get_engine(e, engine_pool) for e in engines]
-    out: list[ServeCandidate] = []
+    base = tuple(space.candidates)
     skipped: list[SkippedCandidate] = list(space.skipped)
-    seen_skip: set[tuple] = set()
     runs: dict[tuple, tuple] = {}  # (device, quant, engine) -> (quant used or None, reason, kv dtypes)
-    for c in space.candidates:
-        for eng in profiles:
-            key = (c.device.id, c.quant, eng.id)
-            if key not in runs:
-                quant, reason = None, ""
-                for alt in (c.quant, *ENGINE_QUANT_EQUIVALENTS.get(c.quant, ())):
-                    try:
-                        check_engine_supports(eng, c.device, alt)
-                        if alt != c.quant:
-                            resolve_serving_quant(get_quant(alt), c.device)
-                        quant = alt
-                        break
-                    except FlopwiseError as err:
-                        reason = reason or str(err)
-                runs[key] = (quant, reason, _kv_choices(eng, quant, kv_dtypes) if quant else [])
-            quant, reason, kvs = runs[key]
-            if quant is None:
-                skip = (c.device.id, c.device_count, c.quant, eng.id)
-                if skip not in seen_skip:
-                    seen_skip.add(skip)
+    # the variants (engine x KV dtype) depend on device x quant x TP only: worked out once per such key, then
+    # broadcast to its offerings with numpy (no object per offering x engine x KV dtype; CandidateRows)
+    key_index: dict[tuple, int] = {}
+    key_start: list[int] = []
+    key_len: list[int] = []
+    variants: list[tuple] = []
+    pair_config: list[int] = []
+    config_index: dict[tuple, int] = {}
+    configs: list[tuple] = []
+    key_of_base = np.empty(len(base), dtype=np.int64)
+    for i, c in enumerate(base):
+        key = (c.device.id, c.quant, c.device_count)
+        k = key_index.get(key)
+        if k is None:
+            k = key_index[key] = len(key_start)
+            start = len(variants)
+            for eng in profiles:
+                rkey = (c.device.id, c.quant, eng.id)
+                if rkey not in runs:
+                    quant, reason = None, ""
+                    for alt in (c.quant, *ENGINE_QUANT_EQUIVALENTS.get(c.quant, ())):
+                        try:
+                            check_engine_supports(eng, c.device, alt)
+                            if alt != c.quant:
+                                resolve_serving_quant(get_quant(alt), c.device)
+                            quant = alt
+                            break
+                        except FlopwiseError as err:
+                            reason = reason or str(err)
+                    runs[rkey] = (quant, reason, _kv_choices(eng, quant, kv_dtypes) if quant else [])
+                quant, reason, kvs = runs[rkey]
+                if quant is None:
                     skipped.append(
                         SkippedCandidate(c.device.id, c.device_count, c.quant, c.pricing, "unsupported_engine", reason)
                     )
-                continue
-            if c.device_count > 1 and eng.multi_device == "tensor" and c.device.interconnect_gb_per_s <= 0:
-                continue
-            for kv in kvs:
-                out.append(
-                    ServeCandidate(
-                        c.device, c.device_count, quant, c.pricing, c.provider, c.region, c.offering, c.onprem,
-                        c.usd_per_device_h, eng, kv,
-                    )  # fmt: skip
-                )
-    return CandidateSpace(tuple(out), tuple(skipped))
+                    continue
+                if c.device_count > 1 and eng.multi_device == "tensor" and c.device.interconnect_gb_per_s <= 0:
+                    continue
+                for kv in kvs:
+                    ckey = (c.device.id, quant, c.device_count, eng.id, kv)
+                    j = config_index.get(ckey)
+                    if j is None:
+                        j = config_index[ckey] = len(configs)
+                        configs.append((c.device, quant, c.device_count, eng, kv))
+                    variants.append((quant, eng, kv))
+                    pair_config.append(j)
+            key_start.append(start)
+            key_len.append(len(variants) - start)
+        key_of_base[i] = k
+    counts = np.asarray(key_len, dtype=np.int64)[key_of_base] if len(base) else np.zeros(0, dtype=np.int64)
+    rows = np.repeat(np.arange(len(base), dtype=np.int64), counts)
+    first = np.cumsum(counts) - counts
+    pair = np.repeat(np.asarray(key_start, dtype=np.int64)[key_of_base] - first, counts) + np.arange(
+        len(rows), dtype=np.int64
+    )
+    cand = CandidateRows(base, rows, pair, variants, np.asarray(pair_config, dtype=np.int64), configs)
+    return CandidateSpace(cand, tuple(skipped))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -562,7 +585,7 @@ class CapacityTable:
     much (GB per device short, or ms over the tighter SLO at the lightest load) in ``shortfall_unit``.
     """
 
-    candidates: tuple[ServeCandidate, ...]
+    candidates: CandidateRows  # objects are built on access
     config_index: Any
     feasible: Any
     capacity_rps: Any
@@ -631,15 +654,18 @@ def _pair_capacity(phys: ServePhysics, gi, pcap, decode_steps: int, ttft_slo: fl
     # refine between the best feasible grid point and the next one by bisection on the occupancy
     lo_n = n[rows, best_f]
     hi_n = pcap * _OCCUPANCY_FRACS[np.minimum(best_f + 1, len(_OCCUPANCY_FRACS) - 1)]
-    has = cap > 0
-    fixed = (pp.step_s(pcap, 0), pp.prefill_s(1, 0))
+    # only the pairs with a feasible grid point are refined (the others keep capacity 0)
+    has = np.flatnonzero(cap > 0)
+    ph, hcap, lo_n, hi_n, hbest = pp.take(has), pcap[has], lo_n[has], hi_n[has], cap[has]
+    fixed = (ph.step_s(hcap, 0), ph.prefill_s(1, 0))
     for _ in range(_BISECT_STEPS):
         mid = 0.5 * (lo_n + hi_n)
-        s_mid = _metrics(pp, pcap, mid, 0, decode_steps, fixed)
-        good = _ok(s_mid, pcap, ttft_slo, tpot_slo) & has
+        s_mid = _metrics(ph, hcap, mid, 0, decode_steps, fixed)
+        good = _ok(s_mid, hcap, ttft_slo, tpot_slo)
         lo_n = np.where(good, mid, lo_n)
         hi_n = np.where(good, hi_n, mid)
-        cap = np.where(good, np.maximum(cap, s_mid.arrival_rps), cap)
+        hbest = np.where(good, np.maximum(hbest, s_mid.arrival_rps), hbest)
+    cap[has] = hbest
     return cap, st.ttft_p95_s[:, 0], st.tpot_p95_s[:, 0]
 
 
@@ -712,13 +738,27 @@ def _configs_of(candidates: Sequence[ServeCandidate]) -> tuple[list[tuple], np.n
     return configs, idx
 
 
+def _as_rows(candidates: Sequence[ServeCandidate]) -> CandidateRows:
+    """*candidates* as :class:`CandidateRows` (as they are when they are already)."""
+    if isinstance(candidates, CandidateRows):
+        return candidates
+    cands = tuple(candidates)
+    configs, idx = _configs_of(cands)
+    variants = [(c.quant, c.engine, c.kv_dtype) for c in cands]
+    n = len(cands)
+    return CandidateRows(cands, np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), variants, idx, configs)
+
+
 def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidate]) -> CapacityTable:
     """Capacity, sizing, latency, energy, CO2e and cost of every candidate for *workload* (vectorized over the
     distinct device x quant x TP configurations, batch caps and loads). See the module docstring."""
-    cands = tuple(candidates)
-    if not cands:
+    cands = _as_rows(candidates)
+    if not len(cands):
         raise InputError("candidates", [], "give at least one candidate (see enumerate_serve_candidates)")
-    configs, cidx = _configs_of(cands)
+    configs = list(cands.configs)
+    cidx = cands.pair_config[cands.pair]
+    rows = cands.rows
+    base = cands.base
     phys = serve_physics(workload.model, configs, workload.input_tokens, workload.output_tokens)
     capacity, batch, fits_any, need_gb, ttft_min_s, tpot_min_s = _config_capacity(phys, workload)
     feasible_cfg = capacity > 0
@@ -737,33 +777,33 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
     )
     wall_w_per_device = power * (1.0 + phys.host_frac)
 
-    n = len(cands)
-    tp = np.array([c.device_count for c in cands], dtype=float)
     reps = replicas_cfg[cidx]
-    # cloud candidates vectorized (a catalog holds thousands of offerings); on-prem ones (few) in a loop
+    # what depends on the offering (price, region) is read once per base candidate and broadcast to its engine x
+    # KV dtype rows; cloud candidates vectorized, on-prem ones (few) in a loop
+    tp = np.array([c.device_count for c in base], dtype=float)[rows]
     grid = np.array(
-        [c.region.grid_gco2e_per_kwh if c.region is not None else DEFAULT_GRID_GCO2E_PER_KWH for c in cands]
-    )
+        [c.region.grid_gco2e_per_kwh if c.region is not None else DEFAULT_GRID_GCO2E_PER_KWH for c in base]
+    )[rows]
     pue = np.array(
         [
             c.onprem.pue if c.onprem is not None else (c.region.pue if c.region is not None else en.DEFAULT_PUE)
-            for c in cands
+            for c in base
         ]
-    )
-    cloud = np.array([c.onprem is None for c in cands], dtype=bool)
+    )[rows]
+    cloud = np.array([c.onprem is None for c in base], dtype=bool)[rows]
     per_dev = np.array(
-        [float(c.usd_per_device_h) if c.onprem is None else 0.0 for c in cands],  # type: ignore[arg-type]
+        [float(c.usd_per_device_h) if c.onprem is None else 0.0 for c in base],  # type: ignore[arg-type]
         dtype=np.float64,
-    )
+    )[rows]
     unit = np.array(
-        [c.offering.device_count if c.onprem is None else 1 for c in cands],  # type: ignore[union-attr]
+        [c.offering.device_count if c.onprem is None else 1 for c in base],  # type: ignore[union-attr]
         dtype=np.float64,
-    )
+    )[rows]
     cost_replica = per_dev * tp
     instances = np.where(cloud, np.ceil(reps * tp / unit - 1e-9), 0.0)
     cost_total = per_dev * unit * instances
     for i in np.flatnonzero(~cloud).tolist():
-        c = cands[i]
+        c = base[int(rows[i])]
         assert c.onprem is not None
         per_dev_onprem = onprem_usd_per_device_h(c.onprem, float(wall_w_per_device[cidx[i]]), c.onprem.pue)
         cost_replica[i] = per_dev_onprem * c.device_count
@@ -776,24 +816,25 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
         node_kwh_1m = device_kwh_1m * (1.0 + phys.host_frac[cidx])
     feasible = feasible_cfg[cidx]
 
+    # why a configuration is infeasible depends on the configuration only (its device, memory, physics)
     reason: list[str] = []
-    shortfall = np.zeros(n)
+    shortfall_cfg = np.zeros(len(configs))
     units: list[str] = []
     detail: list[str] = []
-    for i, c in enumerate(cands):
-        j = cidx[i]
-        if feasible[i]:
+    for j, config in enumerate(configs):
+        device = config[0]
+        if feasible_cfg[j]:
             reason.append("")
             units.append("")
             detail.append("")
         elif not fits_any[j]:
-            short = need_gb[j] - c.device.memory_gb
+            short = need_gb[j] - device.memory_gb
             reason.append("does_not_fit")
-            shortfall[i] = short
+            shortfall_cfg[j] = short
             units.append("GB per device")
             detail.append(
                 f"does not fit: {need_gb[j]:.1f} GB per device needed at batch 1 "
-                f"(weights {phys.weights_bytes[j] / BYTES_PER_GB:.1f} GB), {c.device.memory_gb:g} GB available: "
+                f"(weights {phys.weights_bytes[j] / BYTES_PER_GB:.1f} GB), {device.memory_gb:g} GB available: "
                 f"short by {short:.1f} GB"
             )
         else:
@@ -810,20 +851,24 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
             reason.append("misses_slo")
             units.append("ms")
             if over_ttft >= over_tpot and over_ttft > 0:
-                shortfall[i] = over_ttft
+                shortfall_cfg[j] = over_ttft
                 detail.append(
                     f"misses the TTFT p95 target: {ttft_min_s[j] * MS_PER_S:.0f} ms even at the lightest load "
                     f"vs {workload.ttft_p95_ms:g} ms (over by {over_ttft:.0f} ms)"
                 )
             elif over_tpot > 0:
-                shortfall[i] = over_tpot
+                shortfall_cfg[j] = over_tpot
                 detail.append(
                     f"misses the TPOT p95 target: {tpot_min_s[j] * MS_PER_S:.1f} ms even at the lightest load "
                     f"vs {workload.tpot_p95_ms:g} ms (over by {over_tpot:.1f} ms)"
                 )
             else:
-                shortfall[i] = 0.0
+                shortfall_cfg[j] = 0.0
                 detail.append("no load meets both SLOs together below the utilization ceiling")
+
+    def per_row(values: list) -> tuple:
+        return tuple(np.array(values, dtype=object)[cidx].tolist())
+
     return CapacityTable(
         candidates=cands,
         config_index=cidx,
@@ -846,11 +891,11 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
         cost_per_replica_hour_usd=cost_replica,
         instances=instances,
         memory_gb=need_gb[cidx],
-        reason=tuple(reason),
-        shortfall=shortfall,
-        shortfall_unit=tuple(units),
-        detail=tuple(detail),
-        kv_dtype=tuple(phys.keys[j][4] for j in cidx.tolist()),
+        reason=per_row(reason),
+        shortfall=shortfall_cfg[cidx],
+        shortfall_unit=per_row(units),
+        detail=per_row(detail),
+        kv_dtype=per_row([k[4] for k in phys.keys]),
     )
 
 
@@ -899,8 +944,16 @@ class ServePlan:
 CROSSOVER_RPS_MULTIPLES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+def _row_kinds(table: CapacityTable, idx) -> np.ndarray:
+    """The device kind (gpu, cpu, ...) of candidates *idx* of *table*, read per physics configuration."""
+    cands = table.candidates
+    kinds = np.array([config[0].kind for config in cands.configs])
+    return kinds[np.asarray(table.config_index)[np.asarray(idx, dtype=np.int64)]]
+
+
 def _cheapest_of_kind(table: CapacityTable, idx: Sequence[int], kinds: tuple[str, ...]) -> int | None:
-    pick = [i for i in idx if table.feasible[i] and table.candidates[i].device.kind in kinds]
+    ids = np.asarray(idx, dtype=np.int64)
+    pick = ids[np.asarray(table.feasible, dtype=bool)[ids] & np.isin(_row_kinds(table, ids), kinds)].tolist()
     if not pick:
         return None
     return min(pick, key=lambda i: (float(table.cost_per_hour_usd[i]), float(table.tpot_p95_ms[i])))
@@ -947,8 +1000,8 @@ def cpu_vs_gpu(workload: ServeWorkload, table: CapacityTable, idx: Sequence[int]
     }
     # capacity per replica does not depend on the traffic, so each level is replicas = ceil(rps / capacity)
     # at the candidate's cost per replica-hour (vectorized over the compared candidates)
-    kinds = np.array([table.candidates[i].device.kind for i in idx])
     ids = np.asarray(idx, dtype=np.int64)
+    kinds = _row_kinds(table, ids)
     cap = np.asarray(table.capacity_rps, dtype=float)[ids]
     per_replica = np.asarray(table.cost_per_replica_hour_usd, dtype=float)[ids]
     ok = np.asarray(table.feasible, dtype=bool)[ids] & (cap > 0)
@@ -1050,19 +1103,23 @@ def _option(table: CapacityTable, i: int, workload: ServeWorkload) -> dict:
 
 
 def _light_option(table: CapacityTable, i: int) -> dict:
-    """The fields of ``_option`` that ranking and the Pareto fronts use (same values), and the index ``_i``."""
-    c = table.candidates[i]
+    """The fields of ``_option`` that the Pareto fronts show (same values) and the index ``_i``; read from the
+    candidate columns (no candidate object)."""
+    cands = table.candidates
+    c = cands.base[int(cands.rows[i])]
+    quant, engine, _kv = cands.variants[int(cands.pair[i])]
+    cost = _instance_cost(c, int(table.instances[i]), float(table.cost_per_hour_usd[i]))
     return {
         "_i": i,
         "device": c.device.id,
         "count": int(table.replicas[i]) * c.device_count,
         "tensor_parallel": c.device_count,
-        "quant": c.quant,
-        "engine": c.engine_id,
+        "quant": quant,
+        "engine": str(getattr(engine, "id", engine)),
         "pricing": c.pricing,
         "provider": c.provider,
         "region": c.region.id if c.region is not None else None,
-        "cost_per_hour_usd": _instance_cost(c, int(table.instances[i]), float(table.cost_per_hour_usd[i])),
+        "cost_per_hour_usd": cost,
         "ttft_p95_ms": round(float(table.ttft_p95_ms[i]), 1),
         "tpot_p95_ms": round(float(table.tpot_p95_ms[i]), 2),
         "energy_per_1m_tokens_kwh": round(float(table.energy_per_1m_tokens_kwh[i]), 4),
@@ -1102,19 +1159,8 @@ def _rejected(table: CapacityTable, i: int) -> dict:
     }
 
 
-def _objective_key(objective: str, opt: dict) -> tuple:
-    cost = float(opt["cost_per_hour_usd"])
-    if objective == "cost":
-        return (cost, opt["ttft_p95_ms"])
-    if objective == "energy":
-        return (opt["energy_per_1m_tokens_kwh"], cost)
-    if objective == "co2":
-        return (opt["co2e_per_1m_tokens_kg"], cost)
-    return (opt["ttft_p95_ms"], opt["tpot_p95_ms"], cost)
-
-
 def _float_objective_key(objective: str, table: CapacityTable) -> np.ndarray:
-    """The first component of ``_objective_key`` for every candidate of *table*, as floats."""
+    """The first component of the ranking key (``_rank_columns``) for every candidate of *table*, as floats."""
     field_of = {
         "cost": table.cost_per_hour_usd,
         "energy": table.energy_per_1m_tokens_kwh,
@@ -1124,13 +1170,43 @@ def _float_objective_key(objective: str, table: CapacityTable) -> np.ndarray:
     return np.asarray(field_of[objective], dtype=float)
 
 
-def _pareto(options: Sequence[dict], key_y: str, front: str) -> dict:
-    pts = sorted(options, key=lambda o: (float(o["cost_per_hour_usd"]), o[key_y]))
+def _rank_columns(table: CapacityTable, rows: np.ndarray) -> tuple[list, list, list, list, list]:
+    """For candidates *rows*: the cost per hour (the exact Decimal of ``_instance_cost``, as a float) and the
+    rounded TTFT / TPOT p95, energy and CO2e per 1M tokens of the options, as lists (no dict per row)."""
+    cands = table.candidates
+    base = cands.base
+    cost = [
+        float(_instance_cost(base[b], n, c))
+        for b, n, c in zip(
+            cands.rows[rows].tolist(),
+            np.asarray(table.instances)[rows].astype(int).tolist(),
+            np.asarray(table.cost_per_hour_usd)[rows].tolist(),
+            strict=True,
+        )
+    ]
+
+    def rounded(values, digits: int) -> list:
+        return [round(x, digits) for x in np.asarray(values, dtype=float)[rows].tolist()]
+
+    return (
+        cost,
+        rounded(table.ttft_p95_ms, 1),
+        rounded(table.tpot_p95_ms, 2),
+        rounded(table.energy_per_1m_tokens_kwh, 4),
+        rounded(table.co2e_per_1m_tokens_kg, 4),
+    )
+
+
+def _pareto_front(table: CapacityTable, members, order: list[int], cost: list, y: list, key_y: str, front: str):
+    """The Pareto front of cost per hour against *y* (lower is better in both) over the options at positions
+    *order* (ranked) of *members*: sorted by (cost, y), each point that lowers y; option fields are read only for
+    the points on the front."""
     out = []
     best_y = math.inf
-    for o in pts:
-        if o[key_y] < best_y:
-            best_y = o[key_y]
+    for p in sorted(order, key=lambda p: (cost[p], y[p])):
+        if y[p] < best_y:
+            best_y = y[p]
+            o = _light_option(table, int(members[p]))
             out.append(
                 {
                     k: o[k]
@@ -1324,64 +1400,74 @@ def plan_serve(
     feas = np.flatnonzero(table.feasible)
     # the best candidate per device x TP x quant x engine x pricing x provider: option dicts are built only for
     # the candidates at the group's smallest float objective, then ranked by the exact (Decimal) key
-    groups: dict[tuple, list[int]] = {}
-    for i in feas.tolist():
-        c = table.candidates[i]
-        groups.setdefault((c.device.id, c.device_count, c.quant, c.engine_id, c.pricing, c.provider), []).append(i)
+    cands = table.candidates
+    cfg_code, row_cfg_code = _group_codes(table)
+    base_codes: dict[tuple, int] = {}
+    base_code = np.array([base_codes.setdefault((c.pricing, c.provider), len(base_codes)) for c in cands.base])
+    gcode = row_cfg_code * max(len(base_codes), 1) + base_code[cands.rows]
     first_key = _float_objective_key(objective, table)
-    best: dict[tuple, dict] = {}
-    for key, members in groups.items():
-        idx = np.asarray(members)
-        k0 = first_key[idx]
-        for i in idx[k0 <= k0.min() * (1.0 + 1e-9) + 1e-12][:_TIES_BUILT].tolist():
-            opt = _light_option(table, i)
-            if key not in best or _objective_key(objective, opt) < _objective_key(objective, best[key]):
-                best[key] = opt
-    all_opts = sorted(best.values(), key=lambda o: _objective_key(objective, o))
-    options = tuple({**_option(table, o["_i"], workload), "rank": r} for r, o in enumerate(all_opts[:top_k], 1))
+    members = np.asarray(_tie_members(feas, gcode[feas], first_key[feas]), dtype=np.int64)
+    cost_l, ttft_l, tpot_l, energy_l, co2_l = _rank_columns(table, members)
+    key_cols = {
+        "cost": (cost_l, ttft_l),
+        "energy": (energy_l, cost_l),
+        "co2": (co2_l, cost_l),
+        "latency": (ttft_l, tpot_l, cost_l),
+    }[objective]
+    keys = list(zip(*key_cols, strict=True))  # _objective_key of each member, from columns
+    best_pos: dict[int, int] = {}  # group -> position in members of its best
+    for p, grp in enumerate(gcode[members].tolist()):
+        b = best_pos.get(grp)
+        if b is None or keys[p] < keys[b]:
+            best_pos[grp] = p
+    winners = sorted(best_pos.values(), key=keys.__getitem__)  # the ranked options, as positions in members
+    options = tuple(
+        {**_option(table, int(members[p]), workload), "rank": r} for r, p in enumerate(winners[:top_k], 1)
+    )
     # CPU vs GPU compares what can be bought or rented; owned machines are ranked, but not part of it
-    versus = cpu_vs_gpu(workload, table, [o["_i"] for o in best.values() if o["provider"] != "owned"])
+    base_of = table.candidates.base
+    rows_of = table.candidates.rows
+    versus = cpu_vs_gpu(
+        workload,
+        table,
+        [int(members[p]) for p in best_pos.values() if base_of[int(rows_of[int(members[p])])].provider != "owned"],
+    )
+    # the whole ranking, as light options, only where the owned machines' place in it is asked for
+    all_opts = [_light_option(table, int(members[p])) for p in winners] if owned else []
 
     # rejected: the evaluated ones closest to working (smallest relative shortfall), one per device x TP x quant
     infeas = np.flatnonzero(~table.feasible)
-    rel = np.array(
+    # per configuration: how far from working (relative shortfall), and whether it runs at all
+    slos = [x for x in (workload.ttft_p95_ms, workload.tpot_p95_ms) if x is not None]
+    a_row = np.zeros(len(cands.configs), dtype=np.int64)  # one row of each configuration
+    a_row[table.config_index] = np.arange(len(table.config_index))
+    reason_of = [table.reason[i] for i in a_row.tolist()]
+    shortfall_cfg = np.asarray(table.shortfall, dtype=float)[a_row]
+    denom = np.asarray(
         [
-            table.shortfall[i]
-            / max(
-                table.candidates[i].device.memory_gb
-                if table.reason[i] == "does_not_fit"
-                else (
-                    min(x for x in (workload.ttft_p95_ms, workload.tpot_p95_ms) if x is not None)
-                    if table.reason[i] == "misses_slo" and (workload.ttft_p95_ms or workload.tpot_p95_ms)
-                    else 1.0
-                ),
-                1e-9,
-            )
-            for i in infeas.tolist()
-        ]
+            config[0].memory_gb
+            if r == "does_not_fit"
+            else (min(slos) if r == "misses_slo" and slos else 1.0)
+            for config, r in zip(cands.configs, reason_of, strict=True)
+        ],
+        dtype=np.float64,
     )
+    rel_cfg = shortfall_cfg / np.maximum(denom, 1e-9)
     # a candidate that runs but is too slow is nearer than one that does not fit
-    fit_rank = np.array([table.reason[i] != "misses_slo" for i in infeas.tolist()], dtype=float)
-    order = infeas[np.lexsort((rel, fit_rank))] if len(infeas) else infeas
-    seen: set[tuple] = set()
-    rej: list[dict] = []
-    for i in order.tolist():
-        c = table.candidates[i]
-        rej_key = (c.device.id, c.device_count, c.quant, c.engine_id)
-        if rej_key in seen:
-            continue
-        seen.add(rej_key)
-        rej.append(_rejected(table, i))
-        if len(rej) >= top_k:
-            break
+    fit_rank_cfg = np.asarray([r != "misses_slo" for r in reason_of], dtype=np.float64)
+    icfg = table.config_index[infeas]
+    order = infeas[np.lexsort((rel_cfg[icfg], fit_rank_cfg[icfg]))] if len(infeas) else infeas
+    # one per device x TP x quant x engine: the first row of each in that order
+    _, first_pos = np.unique(row_cfg_code[order], return_index=True)
+    rej: list[dict] = [_rejected(table, int(order[p])) for p in np.sort(first_pos)[:top_k].tolist()]
     rej.extend(s.to_dict() for s in space.skipped if s.kind == "not_sold_in_region")
     rej.extend(s.to_dict() for s in space.skipped if s.kind != "not_sold_in_region")
     pareto = (
         (
-            _pareto(all_opts, "ttft_p95_ms", "cost_vs_latency"),
-            _pareto(all_opts, "co2e_per_1m_tokens_kg", "cost_vs_co2"),
+            _pareto_front(table, members, winners, cost_l, ttft_l, "ttft_p95_ms", "cost_vs_latency"),
+            _pareto_front(table, members, winners, cost_l, co2_l, "co2e_per_1m_tokens_kg", "cost_vs_co2"),
         )
-        if all_opts
+        if winners
         else ()
     )
     if options:
@@ -1392,7 +1478,7 @@ def plan_serve(
             f"({top['pricing']}, {top['provider']}, {top['region'] or 'no region'}) at "
             f"${top['cost_per_hour_usd']}/h, ${top['cost_per_1m_tokens_usd']} per 1M output tokens, "
             f"TTFT p95 {top['ttft_p95_ms']:.0f} ms, TPOT p95 {top['tpot_p95_ms']:.1f} ms; "
-            f"{len(all_opts)} feasible options of {len(space.candidates)} candidates."
+            f"{len(winners)} feasible options of {len(space.candidates)} candidates."
         )
         if top.get("caveats"):
             summary += " Caveat: " + "; ".join(top["caveats"]) + "."
@@ -1475,6 +1561,38 @@ def _owned_sentence(owned: Sequence[OwnedDevice], all_opts: Sequence[dict], tabl
             )
         parts.append(text + ".")
     return " ".join(parts)
+
+
+def _group_codes(table: CapacityTable) -> tuple[np.ndarray, np.ndarray]:
+    """(an integer per physics configuration for its device x TP x quant x engine, the same per row)."""
+    cands = table.candidates
+    codes: dict[tuple, int] = {}
+    cfg_code = np.array(
+        [
+            codes.setdefault((d.id, tp, q, str(getattr(e, "id", e))), len(codes))
+            for d, q, tp, e, _kv in cands.configs
+        ],
+        dtype=np.int64,
+    )
+    return cfg_code, cfg_code[table.config_index]
+
+
+def _tie_members(rows: np.ndarray, group: np.ndarray, key: np.ndarray) -> list[int]:
+    """Of *rows* (ascending) in groups *group*: the first ``_TIES_BUILT`` rows of each group whose float *key* is
+    within 1e-9 of the group's smallest, groups in the order of their first row, rows ascending within a group."""
+    if not len(rows):
+        return []
+    order = np.argsort(group, kind="stable")
+    g, k, r = group[order], key[order], rows[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    sizes = np.diff(np.r_[starts, len(g)])
+    kmin = np.repeat(np.minimum.reduceat(k, starts), sizes)
+    tie = k <= kmin * (1.0 + 1e-9) + 1e-12
+    rank: np.ndarray = np.cumsum(tie) - np.repeat((np.cumsum(tie) - tie)[starts], sizes)  # 1-based among the group's ties
+    keep = tie & (rank <= _TIES_BUILT)
+    group_first = np.repeat(r[starts], sizes)  # the group's first row: groups in the order they first appear
+    sel = np.lexsort((r[keep], group_first[keep]))
+    return r[keep][sel].tolist()
 
 
 def _assumptions(
