@@ -89,7 +89,21 @@ def pyarrow_available() -> bool:
         import pyarrow.csv  # noqa: F401
     except ImportError:
         return False
+    _remember_missing("dateutil")
     return True
+
+
+def _remember_missing(name: str) -> None:
+    """Make a missing module's import fail at once. pyarrow 26 tries ``import dateutil`` each time it turns a
+    Python value into an Arrow scalar (every literal given to a compute function); without dateutil installed
+    each try searches the whole ``sys.path`` again (a batch made about 500 of them: a second per batch on a busy
+    machine). ``None`` in ``sys.modules`` is Python's own "not importable" mark: the import raises the same
+    ModuleNotFoundError, only without the search."""
+    import importlib.util
+    import sys
+
+    if name not in sys.modules and importlib.util.find_spec(name) is None:
+        sys.modules[name] = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
