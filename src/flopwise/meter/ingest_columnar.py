@@ -154,10 +154,15 @@ class ColumnBatch:
     table: pa.Table
 
 
+#: keys per sorted run of _SeenKeys at most (16 MiB): merging is never more than this copied at once, and a
+#: 10M-row input is looked up in 5 such runs plus a few smaller ones
+_RUN_MAX = 1 << 21
+
+
 class _SeenKeys:
     """The keys an input has given so far, to make repeated identities unique (``#n``, as ``KeyDeduper``).
 
-    Holds a 64-bit hash per key in sorted numpy runs (merged as they grow: O(log n) runs), and the full key
+    Holds a 64-bit hash per key in sorted numpy runs (merged as they grow, up to :data:`_RUN_MAX`), and the full key
     only for keys seen twice or more. Two different keys whose 64-bit hashes collide (about n^2 / 2^65 for n
     keys) would number the later one ``#2``: a distinct key still, written once."""
 
@@ -188,7 +193,11 @@ class _SeenKeys:
                 counts[keys[i]] = n
                 keys[i] = f"{keys[i]}#{n}"
         self._runs.append(np.sort(hashes))
-        while len(self._runs) > 1 and len(self._runs[-1]) * 2 >= len(self._runs[-2]):
+        while (
+            len(self._runs) > 1
+            and len(self._runs[-1]) * 2 >= len(self._runs[-2])
+            and len(self._runs[-1]) + len(self._runs[-2]) <= _RUN_MAX
+        ):
             last = self._runs.pop()
             merged = np.concatenate([self._runs.pop(), last])
             del last  # both runs freed before the in-place sort: the peak is one copy of the keys
@@ -698,6 +707,8 @@ def focus_column_batches(
                         table = table.append_column(name, values)
                 report.records += table.num_rows
                 yield table
+                del table, part
+                pa.default_memory_pool().release_unused()  # the batch's buffers back to the OS: RSS stays flat
                 if progress is not None:
                     progress(raw.tell(), total)
     except pa.ArrowCancelled:
