@@ -71,7 +71,7 @@ __all__ = ["BATCH_ROWS", "ColumnBatch", "columnar_focus_plan", "focus_column_bat
 #: rows per columnar batch (one write transaction each; memory is proportional to it, not to the file)
 BATCH_ROWS = 10_000
 #: bytes pyarrow reads per block
-_BLOCK_BYTES = 1 << 20
+_BLOCK_BYTES = 4 << 20
 _TIME_RE = r"^\d{4}-\d{2}-\d{2}[T ](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:Z|\+00:00)?$"
 _MONEY_DIGITS = len(str(int(MAX_MONEY_ABS))) - 1  # |amount| < MAX_MONEY_ABS: at most this many integer digits
 #: decimal places read exactly (then rounded half-even to the ledger's 6, as ``store.types.to_money`` does)
@@ -738,7 +738,6 @@ def focus_column_batches(
 def _rebatched(reader: Any, rows: int) -> Iterator[pa.RecordBatch]:
     """The reader's record batches (one per block read) gathered into batches of about *rows* rows: the fixed
     cost of a batch (some hundred Arrow calls) is paid per *rows* rows, not per block."""
-    import pyarrow as pa
 
     pending: list[pa.RecordBatch] = []
     count = 0
@@ -750,10 +749,18 @@ def _rebatched(reader: Any, rows: int) -> Iterator[pa.RecordBatch]:
         pending.append(batch)
         count += batch.num_rows
         if count >= rows:
-            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+            yield _one_batch(pending)
             pending, count = [], 0
     if count:
-        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+        yield _one_batch(pending)
+
+
+def _one_batch(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    import pyarrow as pa
+
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def _key(text: str) -> str:
