@@ -71,7 +71,7 @@ __all__ = ["BATCH_ROWS", "ColumnBatch", "columnar_focus_plan", "focus_column_bat
 #: rows per columnar batch (one write transaction each; memory is proportional to it, not to the file)
 BATCH_ROWS = 10_000
 #: bytes pyarrow reads per block
-_BLOCK_BYTES = 4 << 20
+_BLOCK_BYTES = 1 << 20
 _TIME_RE = r"^\d{4}-\d{2}-\d{2}[T ](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:Z|\+00:00)?$"
 _MONEY_DIGITS = len(str(int(MAX_MONEY_ABS))) - 1  # |amount| < MAX_MONEY_ABS: at most this many integer digits
 #: decimal places read exactly (then rounded half-even to the ledger's 6, as ``store.types.to_money`` does)
