@@ -24,6 +24,11 @@ Steps (docs/ingest/index.md), one module each:
    what the run wrote is undone. A run whose process died is closed by the next one
    (:mod:`flopwise.meter.ingest_runs`).
 
+A FOCUS CSV file takes the columnar path instead of steps 2-4 when pyarrow is installed
+(:mod:`flopwise.meter.ingest_columnar`: Arrow batches, vectorized checks, keys and costing, rows it cannot compute
+exactly handed to the row parser; :func:`flopwise.meter.ledger_write.write_columns` writes each batch set-based):
+the same ledger, counts and rejects, row by row.
+
 Reconciliation (checked by :attr:`IngestResult.reconciles`)::
 
     rows_read == records_inserted + records_replaced + records_duplicate + rows_rejected + rows_rolled_up

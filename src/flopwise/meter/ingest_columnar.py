@@ -89,7 +89,21 @@ def pyarrow_available() -> bool:
         import pyarrow.csv  # noqa: F401
     except ImportError:
         return False
+    _remember_missing("dateutil")
     return True
+
+
+def _remember_missing(name: str) -> None:
+    """Make a missing module's import fail at once. pyarrow 26 tries ``import dateutil`` each time it turns a
+    Python value into an Arrow scalar (every literal given to a compute function); without dateutil installed
+    each try searches the whole ``sys.path`` again (a batch made about 500 of them: a second per batch on a busy
+    machine). ``None`` in ``sys.modules`` is Python's own "not importable" mark: the import raises the same
+    ModuleNotFoundError, only without the search."""
+    import importlib.util
+    import sys
+
+    if name not in sys.modules and importlib.util.find_spec(name) is None:
+        sys.modules[name] = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -140,10 +154,15 @@ class ColumnBatch:
     table: pa.Table
 
 
+#: keys per sorted run of _SeenKeys at most (16 MiB): merging is never more than this copied at once, and a
+#: 10M-row input is looked up in 5 such runs plus a few smaller ones
+_RUN_MAX = 1 << 21
+
+
 class _SeenKeys:
     """The keys an input has given so far, to make repeated identities unique (``#n``, as ``KeyDeduper``).
 
-    Holds a 64-bit hash per key in sorted numpy runs (merged as they grow: O(log n) runs), and the full key
+    Holds a 64-bit hash per key in sorted numpy runs (merged as they grow, up to :data:`_RUN_MAX`), and the full key
     only for keys seen twice or more. Two different keys whose 64-bit hashes collide (about n^2 / 2^65 for n
     keys) would number the later one ``#2``: a distinct key still, written once."""
 
@@ -174,7 +193,11 @@ class _SeenKeys:
                 counts[keys[i]] = n
                 keys[i] = f"{keys[i]}#{n}"
         self._runs.append(np.sort(hashes))
-        while len(self._runs) > 1 and len(self._runs[-1]) * 2 >= len(self._runs[-2]):
+        while (
+            len(self._runs) > 1
+            and len(self._runs[-1]) * 2 >= len(self._runs[-2])
+            and len(self._runs[-1]) + len(self._runs[-2]) <= _RUN_MAX
+        ):
             last = self._runs.pop()
             merged = np.concatenate([self._runs.pop(), last])
             del last  # both runs freed before the in-place sort: the peak is one copy of the keys
@@ -684,6 +707,8 @@ def focus_column_batches(
                         table = table.append_column(name, values)
                 report.records += table.num_rows
                 yield table
+                del table, part
+                pa.default_memory_pool().release_unused()  # the batch's buffers back to the OS: RSS stays flat
                 if progress is not None:
                     progress(raw.tell(), total)
     except pa.ArrowCancelled:
@@ -713,7 +738,6 @@ def focus_column_batches(
 def _rebatched(reader: Any, rows: int) -> Iterator[pa.RecordBatch]:
     """The reader's record batches (one per block read) gathered into batches of about *rows* rows: the fixed
     cost of a batch (some hundred Arrow calls) is paid per *rows* rows, not per block."""
-    import pyarrow as pa
 
     pending: list[pa.RecordBatch] = []
     count = 0
@@ -725,10 +749,18 @@ def _rebatched(reader: Any, rows: int) -> Iterator[pa.RecordBatch]:
         pending.append(batch)
         count += batch.num_rows
         if count >= rows:
-            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+            yield _one_batch(pending)
             pending, count = [], 0
     if count:
-        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+        yield _one_batch(pending)
+
+
+def _one_batch(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    import pyarrow as pa
+
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def _key(text: str) -> str:
