@@ -196,7 +196,7 @@ def budget_spent(
     With *window* ``(start, end)`` only reservations whose ``counted_at`` is in ``[start, end)`` count.
     """
     if window is not None and window[0] is not None and window[1] is not None:  # the write path: prebuilt
-        spent = session.scalar(
+        spent = session.connection().scalar(
             _SPENT_IN_WINDOW, {"budget_id": budget_id, "start": window[0], "end": window[1]}
         )
         return _ZERO if spent is None else to_money(spent)
@@ -353,8 +353,12 @@ def _insert_reservations(
     ]  # fmt: skip
     table = BudgetReservation.__table__
     if len(rows) == 1:
-        return (int(session.execute(table.insert().returning(table.c.id), rows[0]).scalar_one()),)
-    result = session.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), rows)
+        return (
+            int(session.connection().execute(table.insert().returning(table.c.id), rows[0]).scalar_one()),
+        )
+    result = session.connection().execute(
+        table.insert().returning(table.c.id, sort_by_parameter_order=True), rows
+    )
     return tuple(int(i) for i in result.scalars())
 
 
@@ -467,7 +471,7 @@ def _insert_on_conflict_do_nothing(session: Session, model: type, values: Mappin
             .returning(table.c.id)
         )
         _UPSERTS[cache_key] = stmt
-    return session.execute(stmt, {f"b_{c}": values[c] for c in columns}).scalar()
+    return session.connection().execute(stmt, {f"b_{c}": values[c] for c in columns}).scalar()
 
 
 def insert_request_idempotent(session: Session, values: Mapping[str, Any]) -> tuple[ComputeRequest, bool]:
@@ -481,7 +485,7 @@ def insert_request_idempotent(session: Session, values: Mapping[str, Any]) -> tu
     values = _with_defaults(ComputeRequest, values)
     if values.get("idempotency_key") is None:
         table = ComputeRequest.__table__
-        new_id = session.execute(table.insert().returning(table.c.id), values).scalar_one()
+        new_id = session.connection().execute(table.insert().returning(table.c.id), values).scalar_one()
         return ComputeRequest(id=int(new_id), **values), True
     begin_write(session)
     new_id = _insert_on_conflict_do_nothing(
@@ -627,14 +631,14 @@ def _append_to_org_chain(
     chain_id = org_id or 0
     is_pg = session.get_bind().dialect.name == "postgresql"
     if is_pg:
-        head = session.execute(_PG_TAKE_HEAD, {"b_chain": chain_id}).first()
+        head = session.connection().execute(_PG_TAKE_HEAD, {"b_chain": chain_id}).first()
         if head is None:
             session.execute(
                 postgresql.insert(AuditHead)
                 .values(chain_id=chain_id, seq=0, hash=genesis_hash)
                 .on_conflict_do_nothing(index_elements=["chain_id"])
             )
-            head = session.execute(_PG_TAKE_HEAD, {"b_chain": chain_id}).one()
+            head = session.connection().execute(_PG_TAKE_HEAD, {"b_chain": chain_id}).one()
         seq, prev_hash = int(head[0]), head[1]
     else:
         session.execute(
@@ -649,7 +653,9 @@ def _append_to_org_chain(
     values = {"seq": seq, "at": at, "org_id": org_id, "actor": actor, "action": action, "payload": payload,
               "prev_hash": prev_hash, "hash": digest, "hash_version": 2}  # fmt: skip
     if is_pg:
-        session.execute(_PG_APPEND, {"b_chain": chain_id, **{f"b_{k}": v for k, v in values.items()}})
+        session.connection().execute(
+            _PG_APPEND, {"b_chain": chain_id, **{f"b_{k}": v for k, v in values.items()}}
+        )
     else:
         session.execute(AuditLog.__table__.insert(), values)
         session.execute(update(AuditHead).where(AuditHead.chain_id == chain_id).values(seq=seq, hash=digest))

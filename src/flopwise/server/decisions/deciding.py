@@ -152,9 +152,11 @@ def budget_usage(
     burn by actuals too. Credits in the ledger lower the settled amount down to zero at most."""
     from flopwise.meter.burn import metered_unreserved
 
-    rows = session.execute(
-        _USAGE_BY_STATE, {"budget_id": budget_id, "start": window[0], "end": window[1]}
-    ).all()
+    rows = (
+        session.connection()
+        .execute(_USAGE_BY_STATE, {"budget_id": budget_id, "start": window[0], "end": window[1]})
+        .all()
+    )
     by_state = {state: to_money(total) for state, total in rows if total is not None}
     metered = metered_unreserved(
         session, budget if budget is not None else session.get(Budget, budget_id), window
@@ -357,7 +359,9 @@ def _scope_params(scope: RequestScope) -> dict[str, int]:
 def read_context(session: Session, scope: RequestScope) -> DecisionContext:
     """Whether quotas cover the project, and the acceptable-use policy's newest version and whether the
     requester accepted it ((True, None) when none is published): one statement."""
-    row = session.execute(_CONTEXT_QUERY, {**_scope_params(scope), "user_id": scope.user_id}).one()
+    row = (
+        session.connection().execute(_CONTEXT_QUERY, {**_scope_params(scope), "user_id": scope.user_id}).one()
+    )
     version = None if row.aup_version is None else int(row.aup_version)
     return DecisionContext(bool(row.has_quotas), version is None or bool(row.aup_accepted), version)
 
@@ -431,7 +435,8 @@ def decide(
     else:
         is_accepted, aup_version = context.aup_accepted, context.aup_version
     policies = [
-        _parsed_policy(pid, text) for pid, text in session.execute(_POLICIES_QUERY, {"org_id": scope.org_id})
+        _parsed_policy(pid, text)
+        for pid, text in session.connection().execute(_POLICIES_QUERY, {"org_id": scope.org_id})
     ]
     decision = govern.decide(
         facts, policies, states, quotas, _thresholds(), is_accepted, now, device=estimated.device

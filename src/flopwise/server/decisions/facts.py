@@ -167,7 +167,8 @@ def authorized_scope(session: Session, principal: Any, project_id: int, min_role
     """
     from flopwise.server.auth import ROLE_RANK
 
-    row = session.execute(_SCOPE_QUERY, {"project_id": project_id}).first()
+    # Core statements on the session's connection: no ORM execution machinery on the hot path
+    row = session.connection().execute(_SCOPE_QUERY, {"project_id": project_id}).first()
     if row is None or row[4] != principal.org_id:
         raise ApiError(404, f"project {project_id} not found")
     role = principal.best_role([("project", row[0]), ("team", row[2]), ("org", row[4])])
@@ -177,7 +178,11 @@ def authorized_scope(session: Session, principal: Any, project_id: int, min_role
     project_ids = sorted({sid for _r, kind, sid in principal.bindings if kind == "project"})
     names = {row[3]}
     if team_ids or project_ids:
-        names.update(session.scalars(_TEAM_NAMES_QUERY, {"team_ids": team_ids, "project_ids": project_ids}))
+        names.update(
+            session.connection().scalars(
+                _TEAM_NAMES_QUERY, {"team_ids": team_ids, "project_ids": project_ids}
+            )
+        )
     return RequestScope(
         row[4], row[5], row[2], row[3], row[0], row[1], principal.user_id, principal.user_name,
         tuple(sorted(names)),
