@@ -11,13 +11,17 @@ a budget and a policy through the API, accepts the acceptable-use policy if one 
   from a model and tokens instead, which adds the estimator's CPU);
 * ``POST /api/v1/admission/decide`` - a scheduler job's worst case decided and reserved (a new job id each).
 
-Each phase sends ``--count`` requests from each of ``--concurrency`` thread counts (one ``httpx.Client`` each,
-keep-alive), after a short warm-up, and prints requests/s, the p50/p99 latency seen by the clients and the
-ratio of req/s to ``/health`` on the same server. Client and server share this machine's cores, so the figures
-are a floor for a server with cores of its own.
+Each phase sends ``--count`` requests from ``--concurrency`` concurrent clients, after a short warm-up. The
+clients are spread over ``--client-processes`` processes (threads in each, one keep-alive ``http.client``
+connection per client, the standard library's lean HTTP client), so the client side is not one GIL-bound Python
+process that saturates before the server: the baseline ``/health`` is measured by the same clients in the same
+run. The table gives requests/s, the p50/p99 latency the clients saw, the ratio of req/s to ``/health`` on the
+same server, and the server's own CPU per request (user + system time of the ``flopwise serve`` processes,
+from ``/proc``), which does not depend on how much CPU the clients took. Client, server and PostgreSQL share
+this machine's cores, so req/s and latencies are a floor for a server with cores of its own.
 
 Run: ``.venv/bin/python bench/bench_server.py [--count 400] [--concurrency 16,64] [--workers 1,2]
-[--databases sqlite,postgresql] [--estimate]``.
+[--databases sqlite,postgresql] [--client-processes 4] [--estimate]``.
 PostgreSQL: ``$FLOPWISE_TEST_POSTGRES_URL`` or ``postgresql+psycopg://postgres@127.0.0.1:5432/test``; skipped
 with the reason if unreachable.
 """
@@ -25,6 +29,9 @@ with the reason if unreachable.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -87,7 +94,12 @@ class PhaseResult:
     concurrency: int
     wall_s: float
     latencies_s: tuple[float, ...]
-    errors: dict[int, int]
+    errors: dict[int, int]  # status -> count; 0 -> requests never answered (a client connection failed)
+    server_cpu_s: float = float("nan")
+
+    @property
+    def server_cpu_ms_per_request(self) -> float:
+        return self.server_cpu_s / self.count * 1e3 if self.count else float("nan")
 
     @property
     def requests_per_s(self) -> float:
@@ -188,8 +200,8 @@ def seed(database_url: str) -> tuple[str, int, int]:
 
 
 @contextmanager
-def server(database_url: str, workers: int = 1) -> Iterator[str]:
-    """``flopwise serve --workers N`` on a free loopback port; yields its base URL."""
+def server(database_url: str, workers: int = 1) -> Iterator[tuple[str, int]]:
+    """``flopwise serve --workers N`` on a free loopback port; yields its base URL and process id."""
     port = _free_port()
     code = (
         "import sys; from flopwise.cli.main import run; "
@@ -213,7 +225,7 @@ def server(database_url: str, workers: int = 1) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start in time")
             time.sleep(0.1)
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         try:
@@ -257,84 +269,195 @@ def setup_governance(base: str, token: str, org_id: int, project_id: int) -> lis
     return done
 
 
+def process_tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process *pid* and its descendants (Linux ``/proc``; NaN elsewhere)."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent pid, cpu seconds)
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    if pid not in stats:
+        return float("nan")
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, _cpu) in stats.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(stats[p][1] for p in tree)
+
+
+def _client_process(
+    base: str, token: str, method: str, path: str, body: Any, job_ids: bool, threads: int, share: list[int],
+    tag: str, barrier: Any, results: Any,
+) -> None:  # fmt: skip
+    """One client process: *threads* keep-alive connections, each sending its *share* of requests after a
+    warm-up and the common start barrier; puts (latencies, errors, first start, last end) on *results*."""
+    host, port = base.removeprefix("http://").split(":")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    marks: list[float] = []
+    local_barrier = threading.Barrier(threads + 1)
+
+    def payload(i: int) -> bytes | None:
+        if body is None:
+            return None
+        if job_ids:
+            return json.dumps({**body, "engine_job_id": f"{tag}-{i}"}).encode()
+        return json.dumps(body).encode()
+
+    def call(conn: http.client.HTTPConnection, i: int) -> int:
+        data = payload(i)
+        for attempt in (1, 2):
+            try:
+                conn.request(method, path, body=data, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                return response.status
+            except (ConnectionError, http.client.RemoteDisconnected):
+                # the server closed an idle keep-alive connection (while other clients warmed up): reconnect
+                conn.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def worker(w: int, n: int) -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=120)
+        for i in range(WARMUP_PER_CLIENT):
+            call(conn, -1 - w * 1000 - i)
+        local_barrier.wait()
+        mine: list[float] = []
+        bad: dict[int, int] = {}
+        for i in range(n):
+            t0 = time.perf_counter()
+            status = call(conn, w * 1_000_000 + i)
+            mine.append(time.perf_counter() - t0)
+            if status >= 300:
+                bad[status] = bad.get(status, 0) + 1
+        end = time.perf_counter()
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            marks.append(end)
+            for k, v in bad.items():
+                errors[k] = errors.get(k, 0) + v
+
+    pool = [threading.Thread(target=worker, args=(w, n)) for w, n in enumerate(share)]
+    for t in pool:
+        t.start()
+    local_barrier.wait()  # every connection warm
+    barrier.wait()  # every process warm
+    start = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes on Linux
+    for t in pool:
+        t.join()
+    results.put((latencies, errors, start, max(marks) if marks else start))
+
+
 def run_phase(
     name: str,
     base: str,
     token: str,
     method: str,
     path: str,
-    body_for: Callable[[int], Any] | None,
+    body: Any,
     count: int,
     concurrency: int,
+    *,
+    server_pid: int | None = None,
+    client_processes: int = 4,
+    job_ids: bool = False,
 ) -> PhaseResult:
-    """*count* calls of ``method path`` from *concurrency* threads; latencies as the clients saw them."""
-    lock = threading.Lock()
-    next_index = [0]
-    latencies: list[float] = []
+    """*count* calls of ``method path`` from *concurrency* clients spread over *client_processes* processes;
+    latencies as the clients saw them, and the server's CPU over the phase. With *job_ids* each call's body gets
+    a new ``engine_job_id``."""
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    procs_n = max(1, min(client_processes, concurrency))
+    per_client = [count // concurrency + (1 if c < count % concurrency else 0) for c in range(concurrency)]
+    shares = [per_client[p::procs_n] for p in range(procs_n)]
+    barrier = ctx.Barrier(procs_n + 1)
+    results = ctx.Queue()
+    run_tag = uuid.uuid4().hex[:8]
+    procs = [
+        ctx.Process(
+            target=_client_process,
+            args=(base, token, method, path, body, job_ids, len(share), share, f"{run_tag}-{p}", barrier, results),
+        )
+        for p, share in enumerate(shares)
+    ]  # fmt: skip
+    for proc in procs:
+        proc.start()
+    barrier.wait()
+    cpu0 = process_tree_cpu_s(server_pid) if server_pid else float("nan")
+    collected = [results.get(timeout=600) for _ in procs]
+    cpu1 = process_tree_cpu_s(server_pid) if server_pid else float("nan")
+    for proc in procs:
+        proc.join()
+    latencies = [x for lat, _e, _s, _t in collected for x in lat]
     errors: dict[int, int] = {}
-    start_barrier = threading.Barrier(concurrency + 1)
-
-    def take() -> int | None:
-        with lock:
-            if next_index[0] >= count:
-                return None
-            next_index[0] += 1
-            return next_index[0] - 1
-
-    def worker(worker_id: int) -> None:
-        headers = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
-            for i in range(WARMUP_PER_CLIENT):
-                http.request(method, path, json=body_for(-1 - worker_id * 100 - i) if body_for else None)
-            start_barrier.wait()
-            mine: list[float] = []
-            while (i := take()) is not None:
-                t0 = time.perf_counter()
-                r = http.request(method, path, json=body_for(i) if body_for else None)
-                mine.append(time.perf_counter() - t0)
-                if r.status_code >= 300:
-                    with lock:
-                        errors[r.status_code] = errors.get(r.status_code, 0) + 1
-            with lock:
-                latencies.extend(mine)
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(concurrency)]
-    for t in threads:
-        t.start()
-    start_barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall_s = time.perf_counter() - t0
-    return PhaseResult(name, count, concurrency, wall_s, tuple(latencies), errors)
+    for _l, errs, _s, _t in collected:
+        for k, v in errs.items():
+            errors[k] = errors.get(k, 0) + v
+    if len(latencies) < count:  # a client thread died: say so in the table instead of a wrong req/s
+        errors[0] = count - len(latencies)
+    wall_s = max(t for *_x, t in collected) - min(s0 for _l, _e, s0, _t in collected)
+    return PhaseResult(name, count, concurrency, wall_s, tuple(latencies), errors, cpu1 - cpu0)
 
 
 def bench_database(
-    kind: str, count: int, clients: list[int], workers: int, estimate: bool
+    kind: str, count: int, clients: list[int], workers: int, estimate: bool, client_processes: int
 ) -> tuple[list[PhaseResult], list[str]]:
     with database(kind) as url:
         token, org_id, project_id = seed(url)
-        with server(url, workers) as base:
+        with server(url, workers) as (base, pid):
             notes = setup_governance(base, token, org_id, project_id)
             create_body = {**(REQUEST_BODY if estimate else PLAN_BODY), "project_id": project_id}
-            run_id = uuid.uuid4().hex[:8]
-
-            def decide_body(i: int) -> dict[str, Any]:
-                return {"engine": "slurm", "engine_job_id": f"{run_id}-{i}", "project_id": project_id,
-                        "device": "h100-sxm", "device_count": 8, "max_duration_h": "10",
-                        "usd_per_device_h": "2.50"}  # fmt: skip
-
+            decide_body = {"engine": "slurm", "project_id": project_id, "device": "h100-sxm", "device_count": 8,
+                           "max_duration_h": "10", "usd_per_device_h": "2.50"}  # fmt: skip
+            options = {"server_pid": pid, "client_processes": client_processes}
             phases: list[PhaseResult] = []
             for concurrency in clients:
                 phases += [
-                    run_phase("GET /health", base, token, "GET", "/api/v1/health", None, count, concurrency),
-                    run_phase("GET /me", base, token, "GET", "/api/v1/me", None, count, concurrency),
+                    run_phase("GET /health", base, token, "GET", "/api/v1/health", None, count, concurrency,
+                              **options),
+                    run_phase("GET /me", base, token, "GET", "/api/v1/me", None, count, concurrency, **options),
                     run_phase("POST /requests" + (" (estimate)" if estimate else ""), base, token, "POST",
-                              "/api/v1/requests", lambda i: create_body, count, concurrency),
+                              "/api/v1/requests", create_body, count, concurrency, **options),
                     run_phase("POST /admission/decide", base, token, "POST", "/api/v1/admission/decide",
-                              lambda i, c=concurrency: decide_body(i * 1000 + c), count, concurrency),
+                              decide_body, count, concurrency, job_ids=True, **options),
                 ]  # fmt: skip
+            notes.append(overspend_check(url))
             return phases, notes
+
+
+def overspend_check(database_url: str) -> str:
+    """Every hard budget's active reservations against its amount, read from the database after the run."""
+    from sqlalchemy import func, select
+
+    from flopwise.store import SPENDING_STATES, Budget, BudgetReservation, make_engine, make_session_factory
+
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as s:
+            rows = s.execute(
+                select(Budget.id, Budget.amount, func.coalesce(func.sum(BudgetReservation.amount), 0))
+                .outerjoin(
+                    BudgetReservation,
+                    (BudgetReservation.budget_id == Budget.id) & BudgetReservation.state.in_(SPENDING_STATES),
+                )
+                .where(Budget.is_hard.is_(True))
+                .group_by(Budget.id, Budget.amount)
+            ).all()
+    finally:
+        engine.dispose()
+    over = [f"budget {i}: {spent} > {amount}" for i, amount, spent in rows if spent > amount]
+    return "hard budgets overspent: " + ("; ".join(over) if over else "none")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,21 +468,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql"
     )
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=4,
+        help="client processes the concurrent clients are spread over",
+    )
     parser.add_argument("--estimate", action="store_true", help="requests estimated by the server")
     args = parser.parse_args(argv)
     clients = [int(c) for c in args.concurrency.split(",") if c.strip()]
     print(
         f"flopwise server bench: {args.count} requests per phase, {os.cpu_count()} CPUs shared by the clients and "
-        "the server (flopwise serve on 127.0.0.1)"
+        f"the server (flopwise serve on 127.0.0.1) and {args.client_processes} client processes"
     )
     header = (
         f"{'database':<11} {'workers':>7} {'clients':>7} {'operation':<28} {'req/s':>8} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'x health':>8}  non-2xx"
+        f"{'p99 ms':>8} {'x health':>8} {'srv CPU ms':>10}  non-2xx"
     )
     for kind in [k.strip() for k in args.databases.split(",") if k.strip()]:
         for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
             try:
-                phases, notes = bench_database(kind, args.count, clients, workers, args.estimate)
+                phases, notes = bench_database(
+                    kind, args.count, clients, workers, args.estimate, args.client_processes
+                )
             except RuntimeError as exc:
                 print(f"{kind}: skipped ({exc})")
                 continue
@@ -377,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
                 errs = ", ".join(f"{k}x{v}" for k, v in sorted(p.errors.items())) or "-"
                 print(
                     f"{kind:<11} {workers:>7} {p.concurrency:>7} {p.name:<28} {p.requests_per_s:>8.1f} "
-                    f"{p.quantile_ms(0.50):>8.1f} {p.quantile_ms(0.99):>8.1f} {ratio:>8.2f}  {errs}"
+                    f"{p.quantile_ms(0.50):>8.1f} {p.quantile_ms(0.99):>8.1f} {ratio:>8.2f} "
+                    f"{p.server_cpu_ms_per_request:>10.2f}  {errs}"
                 )
     return 0
 

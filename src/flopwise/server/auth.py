@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from flopwise.server.errors import ApiError
@@ -22,13 +23,14 @@ from flopwise.server.errors import ApiError
 __all__ = [
     "ROLE_RANK",
     "Principal",
+    "PrincipalCache",
     "Visibility",
     "authorize",
+    "cached_principal",
     "hash_token",
     "mint_token",
     "principal_for_token",
     "principal_for_token_id",
-    "principal_of_token_row",
     "scope_chain",
     "split_token",
     "visibility",
@@ -75,48 +77,186 @@ class Principal:
         return max(held, key=ROLE_RANK.__getitem__) if held else None
 
 
-def principal_for_token(session: Session, token: str | None, now: datetime) -> Principal:
-    """The principal of a bearer *token*; 401 (with the reason) when missing, malformed, unknown, revoked or expired."""
-    from flopwise.store import ApiToken
+def _token_rows(session: Session, prefix: str) -> list[Any]:
+    """The token with *prefix*, its user and the user's role bindings: one statement (a row per binding)."""
+    from sqlalchemy import outerjoin
 
+    from flopwise.store import ApiToken, RoleBinding, User
+
+    global _TOKEN_QUERY
+    if _TOKEN_QUERY is None:
+        joined = outerjoin(outerjoin(ApiToken, User, User.id == ApiToken.user_id), RoleBinding,
+                           RoleBinding.user_id == User.id)  # fmt: skip
+        _TOKEN_QUERY = (
+            select(ApiToken.id, ApiToken.token_hash, ApiToken.revoked_at, ApiToken.expires_at, User.id,
+                   User.name, User.org_id, User.is_active, RoleBinding.role, RoleBinding.scope_kind,
+                   RoleBinding.scope_id)
+            .select_from(joined)
+            .where(ApiToken.prefix == bindparam("prefix"))
+            .order_by(RoleBinding.id)
+        )  # fmt: skip
+    return list(session.execute(_TOKEN_QUERY, {"prefix": prefix}).all())
+
+
+_TOKEN_QUERY: Any = None
+
+
+def principal_for_token(
+    session: Session, token: str | None, now: datetime, cache: PrincipalCache | None = None
+) -> Principal:
+    """The principal of a bearer *token*; 401 (with the reason) when missing, malformed, unknown, revoked or expired.
+
+    One statement (token, user and role bindings joined); with *cache*, none while the token's entry is fresh
+    (see :class:`PrincipalCache`). The token's expiry is checked against *now* on every call.
+    """
     if not token:
         raise ApiError(
             401, "missing bearer token: send 'Authorization: Bearer fw_...'", headers=_UNAUTHORIZED_HEADERS
         )
     prefix = split_token(token)
-    row = session.scalar(select(ApiToken).where(ApiToken.prefix == prefix)) if prefix else None
-    if row is None or not hmac.compare_digest(row.token_hash, hash_token(token)):
+    if prefix is None:
         raise ApiError(401, "invalid token", headers=_UNAUTHORIZED_HEADERS)
-    return principal_of_token_row(session, row, now)
+    digest = hash_token(token)
+    if cache is not None:
+        hit = cached_principal(cache, token, now)
+        if hit is not None:
+            return hit
+        generation = cache.generation()
+    rows = _token_rows(session, prefix)
+    first = rows[0] if rows else None
+    if first is None or not hmac.compare_digest(first[1], digest):
+        raise ApiError(401, "invalid token", headers=_UNAUTHORIZED_HEADERS)
+    token_id, _hash, revoked_at, expires_at, user_id, user_name, org_id, is_active = first[:8]
+    if revoked_at is not None:
+        raise ApiError(401, "token revoked", headers=_UNAUTHORIZED_HEADERS)
+    if expires_at is not None and expires_at <= now:
+        raise ApiError(401, "token expired", headers=_UNAUTHORIZED_HEADERS)
+    if user_id is None or not is_active:
+        raise ApiError(401, "the token's user is disabled", headers=_UNAUTHORIZED_HEADERS)
+    bindings = tuple((r[8], r[9], r[10]) for r in rows if r[8] is not None)
+    principal = Principal(user_id, user_name, org_id, token_id, bindings)
+    if cache is not None:
+        cache.put(digest, principal, expires_at, generation)
+    return principal
+
+
+def cached_principal(cache: PrincipalCache, token: str | None, now: datetime) -> Principal | None:
+    """The principal of *token* from *cache* (no database), or None when it is not there; 401 if it expired."""
+    if not token:
+        return None
+    hit = cache.get(hash_token(token))
+    if hit is None:
+        return None
+    principal, expires_at = hit
+    if expires_at is not None and expires_at <= now:
+        raise ApiError(401, "token expired", headers=_UNAUTHORIZED_HEADERS)
+    return principal
 
 
 def principal_for_token_id(session: Session, token_id: int, now: datetime) -> Principal:
-    """The principal of the stored token *token_id* (a dashboard session's), checked as a bearer token is."""
+    """The principal of the stored token *token_id* (a dashboard session's), checked as a bearer token is:
+    401 when it is unknown, revoked or expired, or its user disabled. One statement, as for a bearer token."""
     from flopwise.store import ApiToken
 
-    row = session.get(ApiToken, token_id)
-    if row is None:
+    prefix = session.scalar(select(ApiToken.prefix).where(ApiToken.id == token_id))
+    rows = _token_rows(session, prefix) if prefix is not None else []
+    first = rows[0] if rows else None
+    if first is None or first[0] != token_id:
         raise ApiError(401, "invalid token", headers=_UNAUTHORIZED_HEADERS)
-    return principal_of_token_row(session, row, now)
-
-
-def principal_of_token_row(session: Session, row: Any, now: datetime) -> Principal:
-    """The principal of a found ``api_tokens`` row; 401 when it is revoked, expired or its user disabled."""
-    from flopwise.store import RoleBinding, User
-
-    if row.revoked_at is not None:
+    _id, _hash, revoked_at, expires_at, user_id, user_name, org_id, is_active = first[:8]
+    if revoked_at is not None:
         raise ApiError(401, "token revoked", headers=_UNAUTHORIZED_HEADERS)
-    if row.expires_at is not None and row.expires_at <= now:
+    if expires_at is not None and expires_at <= now:
         raise ApiError(401, "token expired", headers=_UNAUTHORIZED_HEADERS)
-    user = session.get(User, row.user_id)
-    if user is None or not user.is_active:
+    if user_id is None or not is_active:
         raise ApiError(401, "the token's user is disabled", headers=_UNAUTHORIZED_HEADERS)
-    bindings = session.execute(
-        select(RoleBinding.role, RoleBinding.scope_kind, RoleBinding.scope_id).where(
-            RoleBinding.user_id == user.id
-        )
-    ).all()
-    return Principal(user.id, user.name, user.org_id, row.id, tuple((r, k, s) for r, k, s in bindings))
+    bindings = tuple((r[8], r[9], r[10]) for r in rows if r[8] is not None)
+    return Principal(user_id, user_name, org_id, token_id, bindings)
+
+
+# ---------------------------------------------------------------------------------------- principal cache
+
+#: tables whose writes change what a token resolves to (revocation, a disabled user, roles granted or removed)
+_AUTH_TABLES = frozenset({"api_tokens", "users", "role_bindings"})
+_DIRTY_KEY = "flopwise_auth_dirty"
+_generation = [0]
+
+
+def _bump() -> None:
+    _generation[0] += 1
+
+
+def _mark_dirty(session: Session) -> None:
+    session.info[_DIRTY_KEY] = True
+    _bump()
+
+
+def _after_flush(session: Session, _context: Any) -> None:
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if getattr(obj, "__tablename__", None) in _AUTH_TABLES:
+            _mark_dirty(session)
+            return
+
+
+def _do_orm_execute(state: Any) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        table = getattr(state.statement, "table", None)
+        if getattr(table, "name", None) in _AUTH_TABLES:
+            _mark_dirty(state.session)
+
+
+def _after_commit(session: Session) -> None:
+    if session.info.pop(_DIRTY_KEY, False):
+        _bump()  # again after the commit: a lookup that read the old rows meanwhile is not kept
+
+
+def _install_invalidation() -> None:
+    from sqlalchemy import event
+
+    if not event.contains(Session, "after_flush", _after_flush):
+        event.listen(Session, "after_flush", _after_flush)
+        event.listen(Session, "do_orm_execute", _do_orm_execute)
+        event.listen(Session, "after_commit", _after_commit)
+        event.listen(Session, "after_soft_rollback", lambda session, _tx: session.info.pop(_DIRTY_KEY, None))
+
+
+class PrincipalCache:
+    """Principals of recently seen tokens, per process, for at most *ttl_s* seconds each.
+
+    A write through any session of this process to ``api_tokens``, ``users`` or ``role_bindings`` (a token
+    revoked, a user disabled or renamed, a role granted or removed) empties the cache, once when it is flushed
+    and again after it commits, and an entry is kept only if no such write happened while it was read: within
+    a process a revocation takes effect on the next request. Another process (a second ``--workers`` worker,
+    the CLI) is not seen: its changes take effect here within *ttl_s* at most. ``ttl_s=0`` disables the cache.
+    A token's own expiry is checked on every request, cached or not.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[int, float, Principal, datetime | None]] = {}
+        _install_invalidation()
+
+    @staticmethod
+    def generation() -> int:
+        return _generation[0]
+
+    def get(self, digest: str) -> tuple[Principal, datetime | None] | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        generation, stored_at, principal, expires_at = entry
+        if generation != _generation[0] or time.monotonic() - stored_at > self.ttl_s:
+            self._entries.pop(digest, None)
+            return None
+        return principal, expires_at
+
+    def put(self, digest: str, principal: Principal, expires_at: datetime | None, generation: int) -> None:
+        if self.ttl_s <= 0 or generation != _generation[0]:
+            return  # a token, user or role changed while this was read: do not keep what may be stale
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[digest] = (generation, time.monotonic(), principal, expires_at)
 
 
 def scope_chain(session: Session, kind: str, scope_id: int) -> tuple[int, list[tuple[str, int]]]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from flopwise.server.auth import Principal, principal_for_token
+from flopwise.server.auth import Principal, PrincipalCache, cached_principal, principal_for_token
 
 __all__ = ["CatalogDep", "ClockDep", "CurrentPrincipal", "DbDep", "SettingsDep"]
 
@@ -39,14 +39,30 @@ def get_catalog(request: Request) -> Any:
     return state.catalog
 
 
+def principal_cache(state: Any) -> PrincipalCache:
+    """The app's :class:`~flopwise.server.auth.PrincipalCache` (``Settings.auth_cache_s``), made on first use."""
+    cache = getattr(state, "principal_cache", None)
+    if cache is None:
+        cache = state.principal_cache = PrincipalCache(getattr(state.settings, "auth_cache_s", 0.0))
+    return cache
+
+
 def get_principal(request: Request) -> Principal:
+    """The caller: from the per-process cache when its token was seen within the TTL (no database), else one
+    query (token, user and role bindings)."""
     from flopwise.store import read_session
 
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else ""
-    with read_session(request.app.state.db) as session:
-        return principal_for_token(session, token or None, request.app.state.clock())
+    state = request.app.state
+    cache = principal_cache(state)
+    now = state.clock()
+    hit = cached_principal(cache, token or None, now)
+    if hit is not None:
+        return hit
+    with read_session(state.db) as session:
+        return principal_for_token(session, token or None, now, cache)
 
 
 DbDep = Annotated[sessionmaker[Session], Depends(get_db)]

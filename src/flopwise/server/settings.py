@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body (bytes); larger ones get 413."
     )
+    auth_cache_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="Seconds a worker keeps a token's principal without asking the database (0: never). Revoking a "
+        "token or changing roles takes effect at once in the process that made the change, within this in others.",
+    )
     migrate_on_start: bool = Field(
         default=True, description="Run Alembic `upgrade head` when the app starts."
     )

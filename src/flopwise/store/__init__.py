@@ -82,6 +82,7 @@ from flopwise.store.queries import (
     expire_pending_requests,
     find_token,
     hard_cap_check,
+    insert_admission_job,
     insert_request_idempotent,
     lock_budgets,
     metered_unit_price,
@@ -98,9 +99,12 @@ from flopwise.store.session import (
     default_database_url,
     make_engine,
     make_session_factory,
+    pinned_session,
     read_session,
+    read_transaction,
     user_data_dir,
     write_session,
+    write_transaction,
 )
 from flopwise.store.types import MONEY_PLACES, MONEY_PRECISION, Money, UTCDateTime, to_money, utcnow
 
@@ -175,12 +179,15 @@ __all__ = [
     "find_token",
     "hard_cap_check",
     "head_revision",
+    "insert_admission_job",
     "insert_request_idempotent",
     "lock_budgets",
     "make_engine",
     "make_session_factory",
     "metered_unit_price",
+    "pinned_session",
     "read_session",
+    "read_transaction",
     "release_reservations",
     "reserve_against_budgets",
     "schema_diff",
@@ -192,4 +199,5 @@ __all__ = [
     "user_data_dir",
     "utcnow",
     "write_session",
+    "write_transaction",
 ]

@@ -10,8 +10,9 @@ Locking, in one place:
 * **Idempotent inserts** use ``INSERT ... ON CONFLICT DO NOTHING`` on the unique key and then read the row, so
   two concurrent callers with the same key get the same row (the loser waits for the winner's commit).
 * **Audit log.** :func:`append_audit` with ``chain_hash`` appends to the organization's own chain: it locks that
-  chain's head row (``audit_heads``, ``SELECT ... FOR UPDATE``), takes ``seq`` from a sequence on PostgreSQL
-  (the SQLite write lock otherwise), chains to the head and moves it. Organizations never wait on each other;
+  chain's head row and takes ``seq`` from a sequence in one statement on PostgreSQL (``UPDATE audit_heads SET
+  seq = nextval(...) RETURNING``; the SQLite write lock otherwise), chains to the head, then inserts the entry
+  and moves the head in a second statement. Organizations never wait on each other;
   writers of one organization queue on its head row only. Without ``chain_hash`` (stores and tests from before
   revision 0006_governance) it appends to the single global chain under ``LOCK TABLE audit_log IN EXCLUSIVE MODE``.
 
@@ -66,6 +67,7 @@ __all__ = [
     "expire_pending_requests",
     "find_token",
     "hard_cap_check",
+    "insert_admission_job",
     "insert_request_idempotent",
     "lock_budgets",
     "metered_unit_price",
@@ -147,15 +149,43 @@ def lock_budgets(session: Session, budget_ids: Sequence[int]) -> list[Budget]:
     """
     ids = sorted(set(budget_ids))
     begin_write(session)
-    stmt = select(Budget).where(Budget.id.in_(ids)).order_by(Budget.id)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    # populate_existing: a row already in the identity map must show what is committed now, not before the lock
-    budgets = list(session.scalars(stmt.execution_options(populate_existing=True)))
+    stmt = _LOCK_BUDGETS[session.get_bind().dialect.name == "postgresql"]
+    budgets = list(session.scalars(stmt, {"ids": ids}))
     missing = sorted(set(ids) - {b.id for b in budgets})
     if missing:
         raise InputError("budget_ids", missing, "give ids of existing budgets (`flopwise budget list`)")
     return budgets
+
+
+def _lock_budgets_statements() -> tuple[Any, Any]:
+    from sqlalchemy import bindparam
+
+    # populate_existing: a row already in the identity map must show what is committed now, not before the lock
+    stmt = (
+        select(Budget)
+        .where(Budget.id.in_(bindparam("ids", expanding=True)))
+        .order_by(Budget.id)
+        .execution_options(populate_existing=True)
+    )
+    return stmt, stmt.with_for_update()
+
+
+#: (SQLite, PostgreSQL): the budgets with ``ids``, in id order; locked FOR UPDATE on PostgreSQL
+_LOCK_BUDGETS = _lock_budgets_statements()
+
+
+def _spent_in_window_statement() -> Any:
+    from sqlalchemy import bindparam
+
+    return select(func.coalesce(func.sum(BudgetReservation.amount), _ZERO)).where(
+        BudgetReservation.budget_id == bindparam("budget_id"),
+        BudgetReservation.state.in_(SPENDING_STATES),
+        BudgetReservation.counted_at >= bindparam("start"),
+        BudgetReservation.counted_at < bindparam("end"),
+    )
+
+
+_SPENT_IN_WINDOW = _spent_in_window_statement()
 
 
 def budget_spent(
@@ -167,6 +197,11 @@ def budget_spent(
 
     With *window* ``(start, end)`` only reservations whose ``counted_at`` is in ``[start, end)`` count.
     """
+    if window is not None and window[0] is not None and window[1] is not None:  # the write path: prebuilt
+        spent = session.connection().scalar(
+            _SPENT_IN_WINDOW, {"budget_id": budget_id, "start": window[0], "end": window[1]}
+        )
+        return _ZERO if spent is None else to_money(spent)
     stmt = select(func.coalesce(func.sum(BudgetReservation.amount), _ZERO)).where(
         BudgetReservation.budget_id == budget_id, BudgetReservation.state.in_(SPENDING_STATES)
     )
@@ -202,6 +237,7 @@ def reserve_against_budgets(
     window_for: WindowFor | None = None,
     unit_price: Decimal | None = None,
     price_retrieved: str | None = None,
+    new_holder: bool = False,
 ) -> ReservationResult:
     """Reserve an amount against every budget in *budget_ids*, all or nothing, for one request or admission job.
 
@@ -214,6 +250,8 @@ def reserve_against_budgets(
     commits; on SQLite the session's transaction must start here or with ``write_session``/``begin_write``.
     *unit_price* (USD per device-hour) and *price_retrieved* (the catalog row's retrieval date) record the price
     the estimate was made at on every reservation written.
+    ``new_holder=True`` says the holder was created in this transaction (it can hold nothing yet), which saves
+    a read per budget; the new reservations are inserted in one statement.
     """
     holder_column, holder_id = _holder(request_id, admission_job_id)
     price = None if unit_price is None else to_money(unit_price, "unit_price")
@@ -233,10 +271,14 @@ def reserve_against_budgets(
         amount = _amount_for(budget, amounts, index)
         if amount < 0:
             raise InputError(f"amounts[{budget_id}]", amount, "give an amount >= 0")
-        existing = session.scalar(
-            select(BudgetReservation)
-            .where(BudgetReservation.budget_id == budget.id, holder_attr == holder_id)
-            .execution_options(populate_existing=True)
+        existing = (
+            None
+            if new_holder
+            else session.scalar(
+                select(BudgetReservation)
+                .where(BudgetReservation.budget_id == budget.id, holder_attr == holder_id)
+                .execution_options(populate_existing=True)
+            )
         )
         spent = budget_spent(session, budget.id, window_for(budget))
         if existing is not None and existing.state in SPENDING_STATES:
@@ -271,6 +313,12 @@ def reserve_against_budgets(
 
     if not all(c.allowed for c in checks):
         return ReservationResult(False, tuple(checks), ())
+    if new_holder:
+        return ReservationResult(
+            True,
+            tuple(checks),
+            _insert_reservations(session, plan, holder_column, holder_id, at, price, price_retrieved),
+        )
     ids: list[int] = []
     for budget, amount, existing in plan:
         if existing is not None:  # a released reservation of this holder on this budget: take it up again
@@ -298,6 +346,38 @@ def reserve_against_budgets(
         session.flush()
         ids.append(row.id)
     return ReservationResult(True, tuple(checks), tuple(ids))
+
+
+def _insert_reservations(
+    session: Session,
+    plan: Sequence[tuple[Budget, Decimal, Any]],
+    holder_column: str,
+    holder_id: int,
+    at: datetime,
+    price: Decimal | None = None,
+    price_retrieved: str | None = None,
+) -> tuple[int, ...]:
+    """One ``INSERT ... RETURNING id`` (Core, no ORM objects) for the new reservations of *plan*, in its order,
+    each with the unit price it was reserved at (*price*, USD per device-hour) and its catalog date."""
+    if not plan:
+        return ()
+    now = utcnow()
+    rows = [
+        {"budget_id": budget.id, "request_id": None, "admission_job_id": None, "unit": budget.unit,
+         "amount": amount, "reserved_amount": amount, "state": "reserved", "counted_at": at, "created_at": now,
+         "updated_at": now, "reserved_usd_per_device_h": price, "price_retrieved": price_retrieved,
+         holder_column: holder_id}
+        for budget, amount, _existing in plan
+    ]  # fmt: skip
+    table = BudgetReservation.__table__
+    if len(rows) == 1:
+        return (
+            int(session.connection().execute(table.insert().returning(table.c.id), rows[0]).scalar_one()),
+        )
+    result = session.connection().execute(
+        table.insert().returning(table.c.id, sort_by_parameter_order=True), rows
+    )
+    return tuple(int(i) for i in result.scalars())
 
 
 def _transition(
@@ -419,30 +499,65 @@ def settled_price_effect(
     return at_reserved, settled - at_reserved
 
 
+_UPSERTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _with_defaults(model: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """*values* with the Python-side column defaults filled in (what an ORM insert would store), so the row
+    inserted by a Core statement and the object returned for it agree."""
+    full = dict(values)
+    for column in model.__table__.columns:  # type: ignore[attr-defined]
+        default = column.default
+        if column.key in full or default is None or column.primary_key:
+            continue
+        if default.is_scalar:
+            full[column.key] = default.arg
+        elif default.is_callable:
+            full[column.key] = default.arg({})  # SQLAlchemy wraps callables to take an execution context
+    return full
+
+
 def _insert_on_conflict_do_nothing(session: Session, model: type, values: Mapping[str, Any], keys: list[str]):
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING RETURNING id``: the new id, or None on a conflict. The
+    statement is built once per table, dialect and set of columns (the write path runs it on every call)."""
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)
-    return session.execute(stmt.returning(model.id)).scalar()
+    columns = tuple(sorted(values))
+    cache_key = (model, dialect, columns, tuple(keys))
+    stmt = _UPSERTS.get(cache_key)
+    if stmt is None:
+        from sqlalchemy import bindparam
+
+        table = model.__table__  # type: ignore[attr-defined]
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = (
+            insert(table)
+            .values({c: bindparam(f"b_{c}", type_=table.c[c].type) for c in columns})
+            .on_conflict_do_nothing(index_elements=keys)
+            .returning(table.c.id)
+        )
+        _UPSERTS[cache_key] = stmt
+    return session.connection().execute(stmt, {f"b_{c}": values[c] for c in columns}).scalar()
 
 
 def insert_request_idempotent(session: Session, values: Mapping[str, Any]) -> tuple[ComputeRequest, bool]:
     """Insert a compute request once per (``requester_id``, ``idempotency_key``); return (row, created).
 
     Without an ``idempotency_key`` every call inserts. With one, a repeat returns the first row and
-    ``created=False`` (compare its ``inputs`` to decide whether the repeat is the same request).
+    ``created=False`` (compare its ``inputs`` to decide whether the repeat is the same request). A new row is
+    inserted in one Core statement and returned as stored, not attached to the session (change it with an
+    ``UPDATE``); a repeat's row is read into the session.
     """
+    values = _with_defaults(ComputeRequest, values)
     if values.get("idempotency_key") is None:
-        row = ComputeRequest(**values)
-        session.add(row)
-        session.flush()
-        return row, True
+        table = ComputeRequest.__table__
+        new_id = session.connection().execute(table.insert().returning(table.c.id), values).scalar_one()
+        return ComputeRequest(id=int(new_id), **values), True
     begin_write(session)
     new_id = _insert_on_conflict_do_nothing(
         session, ComputeRequest, values, ["requester_id", "idempotency_key"]
     )
     if new_id is not None:
-        return session.get_one(ComputeRequest, new_id), True
+        return ComputeRequest(id=int(new_id), **values), True
     row = session.scalars(
         select(ComputeRequest).where(
             ComputeRequest.requester_id == values["requester_id"],
@@ -450,6 +565,20 @@ def insert_request_idempotent(session: Session, values: Mapping[str, Any]) -> tu
         )
     ).one()
     return row, False
+
+
+def insert_admission_job(session: Session, values: Mapping[str, Any]) -> AdmissionJob | None:
+    """Insert a new admission job (``org_id``, ``engine`` and ``engine_job_id`` in *values*) in one statement,
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING id``; the job as stored (not attached to the session), or None
+    when the organization already has a job with that id (then :func:`upsert_admission_job` reads it)."""
+    begin_write(session)
+    values = _with_defaults(AdmissionJob, values)
+    new_id = _insert_on_conflict_do_nothing(
+        session, AdmissionJob, values, ["org_id", "engine", "engine_job_id"]
+    )
+    if new_id is None:
+        return None
+    return AdmissionJob(id=int(new_id), **values)
 
 
 def upsert_admission_job(
@@ -556,38 +685,70 @@ def _append_to_org_chain(
     org_id: int | None,
     genesis_hash: str,
 ) -> AuditLog:
-    """Lock the chain's head row, number the entry, chain it to the head, insert it and move the head."""
+    """Lock the chain's head row, number the entry, chain it to the head, insert it and move the head.
+
+    PostgreSQL, two statements: ``UPDATE audit_heads SET seq = nextval(...) ... RETURNING seq, hash`` locks the
+    head and numbers the entry (the number is drawn after the lock is granted, so numbers rise along the chain),
+    then one statement inserts the entry and moves the head to its hash. A chain without a head row gets one
+    first (``INSERT ... ON CONFLICT DO NOTHING``). SQLite (the write lock held): read the head, number the entry
+    from the largest ``seq``, insert, move the head.
+    """
     chain_id = org_id or 0
     is_pg = session.get_bind().dialect.name == "postgresql"
-    insert = postgresql.insert if is_pg else sqlite.insert
-    session.execute(
-        insert(AuditHead)
-        .values(chain_id=chain_id, seq=0, hash=genesis_hash)
-        .on_conflict_do_nothing(index_elements=["chain_id"])
-    )
-    head = select(AuditHead.hash).where(AuditHead.chain_id == chain_id)
-    prev_hash = session.scalar(head.with_for_update() if is_pg else head)
     if is_pg:
-        seq = int(session.scalar(text(f"SELECT nextval('{AUDIT_SEQ}')")))
-    else:  # the SQLite write lock is held (begin_write): nobody else numbers an entry now
-        seq = int(session.scalar(select(func.coalesce(func.max(AuditLog.seq), 0))) or 0) + 1
-        seq = max(seq, 1)
+        head = session.connection().execute(_PG_TAKE_HEAD, {"b_chain": chain_id}).first()
+        if head is None:
+            session.execute(
+                postgresql.insert(AuditHead)
+                .values(chain_id=chain_id, seq=0, hash=genesis_hash)
+                .on_conflict_do_nothing(index_elements=["chain_id"])
+            )
+            head = session.connection().execute(_PG_TAKE_HEAD, {"b_chain": chain_id}).one()
+        seq, prev_hash = int(head[0]), head[1]
+    else:
+        session.execute(
+            sqlite.insert(AuditHead)
+            .values(chain_id=chain_id, seq=0, hash=genesis_hash)
+            .on_conflict_do_nothing(index_elements=["chain_id"])
+        )
+        prev_hash = session.scalar(select(AuditHead.hash).where(AuditHead.chain_id == chain_id))
+        # the SQLite write lock is held (begin_write): nobody else numbers an entry now
+        seq = max(int(session.scalar(select(func.coalesce(func.max(AuditLog.seq), 0))) or 0) + 1, 1)
     digest = chain_hash(prev_hash, seq, org_id, at, actor, action, payload)
-    row = AuditLog(
-        seq=seq,
-        at=at,
-        org_id=org_id,
-        actor=actor,
-        action=action,
-        payload=payload,
-        prev_hash=prev_hash,
-        hash=digest,
-        hash_version=2,
+    values = {"seq": seq, "at": at, "org_id": org_id, "actor": actor, "action": action, "payload": payload,
+              "prev_hash": prev_hash, "hash": digest, "hash_version": 2}  # fmt: skip
+    if is_pg:
+        session.connection().execute(
+            _PG_APPEND, {"b_chain": chain_id, **{f"b_{k}": v for k, v in values.items()}}
+        )
+    else:
+        session.execute(AuditLog.__table__.insert(), values)
+        session.execute(update(AuditHead).where(AuditHead.chain_id == chain_id).values(seq=seq, hash=digest))
+    return AuditLog(**values)  # what was stored (not attached to the session)
+
+
+def _pg_statements() -> tuple[Any, Any]:
+    from sqlalchemy import bindparam, literal_column
+
+    heads, log = AuditHead.__table__, AuditLog.__table__
+    take = (
+        heads.update()
+        .where(heads.c.chain_id == bindparam("b_chain"))
+        .values(seq=literal_column(f"nextval('{AUDIT_SEQ}')"))
+        .returning(heads.c.seq, heads.c.hash)
     )
-    session.add(row)
-    session.flush()
-    session.execute(update(AuditHead).where(AuditHead.chain_id == chain_id).values(seq=seq, hash=digest))
-    return row
+    move = (
+        heads.update()
+        .where(heads.c.chain_id == bindparam("b_chain"))
+        .values(hash=bindparam("b_hash"))
+        .cte("moved_head")
+    )
+    columns = ("seq", "at", "org_id", "actor", "action", "payload", "prev_hash", "hash", "hash_version")
+    append = log.insert().values({c: bindparam(f"b_{c}", type_=log.c[c].type) for c in columns}).add_cte(move)
+    return take, append
+
+
+_PG_TAKE_HEAD, _PG_APPEND = _pg_statements()
 
 
 def audit_entries(

@@ -39,9 +39,12 @@ __all__ = [
     "default_database_url",
     "make_engine",
     "make_session_factory",
+    "pinned_session",
     "read_session",
+    "read_transaction",
     "user_data_dir",
     "write_session",
+    "write_transaction",
 ]
 
 #: environment variable that overrides the default database
@@ -268,3 +271,36 @@ def read_session(factory: sessionmaker[Session]) -> Iterator[Session]:
             yield session
         finally:
             session.rollback()
+
+
+@contextmanager
+def pinned_session(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session of *factory* bound to one pooled connection for its whole life, so a read transaction and a
+    write transaction after it (:func:`read_transaction`, :func:`write_transaction`) check the connection out
+    of the pool (and ping it) once, not once per transaction."""
+    engine = factory.kw["bind"]
+    with engine.connect() as connection, factory(bind=connection) as session:
+        yield session
+
+
+@contextmanager
+def read_transaction(session: Session) -> Iterator[Session]:
+    """A read transaction on an open *session* (as :func:`read_session`), rolled back at the end: a route that
+    reads, then writes (:func:`write_transaction`) uses one session and one pooled connection for both."""
+    try:
+        yield session
+    finally:
+        session.rollback()
+
+
+@contextmanager
+def write_transaction(session: Session) -> Iterator[Session]:
+    """A write transaction on an open *session* that has no transaction now (as :func:`write_session`: the
+    SQLite write lock from its start); commits on success, rolls back on error."""
+    begin_write(session)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise

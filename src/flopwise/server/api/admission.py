@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from flopwise.server.api.requests import ReservationPrices
@@ -29,8 +29,8 @@ from flopwise.server.decisions import (
     BodyModel,
     admission_request_facts,
     audit,
-    has_quotas,
-    load_scope,
+    authorized_scope,
+    read_context,
     reserve,
     trace_json,
 )
@@ -187,98 +187,117 @@ def _conflict(job: Any, action: str, allowed: tuple[str, ...]) -> ApiError:
 def decide(
     body: AdmissionIn, principal: CurrentPrincipal, db: DbDep, clock: ClockDep, catalog: CatalogDep
 ) -> AdmissionPublic:
-    """Admit or reject a scheduler job on its worst case, reserving it; idempotent on (engine, engine_job_id)."""
-    from flopwise.store import read_session, to_money, upsert_admission_job, write_session
+    """Admit or reject a scheduler job on its worst case, reserving it; idempotent on (engine, engine_job_id).
+
+    The hot path, in one session (one pooled connection): a read transaction (the project, its team and
+    organization and the caller's role in one statement; quotas and the acceptable-use policy in one; the
+    budgets, their usage and the policies) decides without locks; a write transaction inserts the job with its
+    decision (``ON CONFLICT DO NOTHING``: a repeat reads the stored one), locks the budgets, re-checks and
+    reserves, and appends the audit entry; the response is built after the commit from what is known.
+    """
+    from flopwise.store import (
+        insert_admission_job,
+        pinned_session,
+        read_transaction,
+        to_money,
+        upsert_admission_job,
+        write_transaction,
+    )
 
     now = clock()
-    with read_session(db) as session:
-        authorize(session, principal, "member", "project", body.project_id)
-        scope = load_scope(session, body.project_id, principal.user_id)
-        estimated = admission_request_facts(catalog, body, scope)
-        # decided before the write transaction, without locks (reserve() re-checks hard budgets under theirs)
-        decided = (
-            None
-            if has_quotas(session, scope)
-            else decide_facts(session, catalog, estimated, scope, now, lock=False)
-        )
-    facts = estimated.facts
-    inputs = body.model_dump(mode="json")
-    with write_session(db) as session:
-        job, created = upsert_admission_job(
-            session,
-            body.engine,
-            body.engine_job_id,
-            {
-                "org_id": scope.org_id,
-                "requester_id": principal.user_id,
-                "project_id": body.project_id,
-                "device_type": facts.device_type,
-                "device_count": facts.device_count,
-                "max_duration_h": to_money(body.max_duration_h, "max_duration_h"),
-                "worst_case_cost_usd": to_money(facts.cost_usd, "cost_usd"),
-                "worst_case_device_hours": to_money(Decimal(repr(facts.device_hours)), "device_hours"),
-                "worst_case_kwh": to_money(Decimal(repr(facts.energy_kwh)), "energy_kwh"),
-                "worst_case_co2e_kg": to_money(Decimal(repr(facts.co2e_kg)), "co2e_kg"),
-                "state": "admitted",
-                "inputs": inputs,
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
-        if not created:
-            if job.project_id is not None:  # a repeat reads the job: the caller needs a role on its project
-                authorize(session, principal, "member", "project", job.project_id)
-            changed = _differences(job.inputs, inputs)
-            if changed:
-                raise ApiError(
-                    409,
-                    f"admission job {body.engine}/{body.engine_job_id} was decided with other values: "
-                    + "; ".join(f"{k} was {old!r}, now {new!r}" for k, old, new in changed)
-                    + ". Give the job a new id to decide it again",
-                    [{"field": k, "message": f"was {old!r}"} for k, old, _new in changed],
-                )
-            return _public(session, job)
-        if decided is None:  # quotas: decide under the budget and quota locks
-            decided = decide_facts(session, catalog, estimated, scope, now, lock=True, exclude=(None, job.id))
-        result = reserve(
-            session, decided, now, admission_job_id=job.id,
-            unit_price=estimated.usd_per_device_h, price_retrieved=estimated.price_retrieved,
-        )  # fmt: skip
-        outcome, reasons = result.outcome, result.reasons
-        released = False
-        if outcome == "require_approval":
-            outcome = "deny"
-            reasons = (
-                *reasons,
-                "admission cannot wait for approvals: file a compute request (POST /api/v1/requests) instead",
+    with pinned_session(db) as session:
+        with read_transaction(session):
+            scope = authorized_scope(session, principal, body.project_id, "member")
+            estimated = admission_request_facts(catalog, body, scope)
+            context = read_context(session, scope)
+            # decided before the write transaction, without locks (reserve() re-checks hard budgets under theirs)
+            decided = (
+                None
+                if context.has_quotas
+                else decide_facts(session, catalog, estimated, scope, now, lock=False, context=context)
             )
-            from flopwise.store import release_reservations
+        facts = estimated.facts
+        inputs = body.model_dump(mode="json")
+        values: dict[str, Any] = {
+            "org_id": scope.org_id,
+            "engine": body.engine,
+            "engine_job_id": body.engine_job_id,
+            "requester_id": principal.user_id,
+            "project_id": body.project_id,
+            "device_type": facts.device_type,
+            "device_count": facts.device_count,
+            "max_duration_h": to_money(body.max_duration_h, "max_duration_h"),
+            "worst_case_cost_usd": to_money(facts.cost_usd, "cost_usd"),
+            "worst_case_device_hours": to_money(Decimal(repr(facts.device_hours)), "device_hours"),
+            "worst_case_kwh": to_money(Decimal(repr(facts.energy_kwh)), "energy_kwh"),
+            "worst_case_co2e_kg": to_money(Decimal(repr(facts.co2e_kg)), "co2e_kg"),
+            "state": "admitted",
+            "inputs": inputs,
+            "created_at": now,
+            "updated_at": now,
+        }
+        presumed: dict[str, Any] | None = None
+        if decided is not None:  # stored with its decision; updated only if the reservation changes it
+            presumed = _decided_columns(
+                decided.decision, facts, body, estimated, decided.outcome, decided.reasons, now
+            )
+            values.update(presumed)
+        with write_transaction(session):
+            job = insert_admission_job(session, values)
+            if job is None:  # a repeat (or a concurrent first call that won): the stored job answers
+                job, _created = upsert_admission_job(session, body.engine, body.engine_job_id, values)
+                if (
+                    job.project_id is not None
+                ):  # a repeat reads the job: the caller needs a role on its project
+                    authorize(session, principal, "member", "project", job.project_id)
+                changed = _differences(job.inputs, inputs)
+                if changed:
+                    raise ApiError(
+                        409,
+                        f"admission job {body.engine}/{body.engine_job_id} was decided with other values: "
+                        + "; ".join(f"{k} was {old!r}, now {new!r}" for k, old, new in changed)
+                        + ". Give the job a new id to decide it again",
+                        [{"field": k, "message": f"was {old!r}"} for k, old, _new in changed],
+                    )
+                return _public(session, job)
+            if decided is None:  # quotas: decide under the budget and quota locks
+                decided = decide_facts(
+                    session, catalog, estimated, scope, now, lock=True, exclude=(None, job.id)
+                )
+            result = reserve(
+                session, decided, now, admission_job_id=job.id, new_holder=True,
+                unit_price=estimated.usd_per_device_h, price_retrieved=estimated.price_retrieved,
+            )  # fmt: skip
+            outcome, reasons = result.outcome, result.reasons
+            released = False
+            if outcome == "require_approval":
+                outcome = "deny"
+                reasons = (
+                    *reasons,
+                    "admission cannot wait for approvals: file a compute request (POST /api/v1/requests) instead",
+                )
+                from flopwise.store import release_reservations
 
-            released = release_reservations(session, admission_job_id=job.id) > 0
-        job.state = "rejected" if outcome == "deny" else "admitted"
-        job.decision_trace = trace_json(
-            result.decision,
-            facts,
-            {
-                "outcome": outcome,
-                "reasons": reasons,
-                "policy_outcome": result.decision.outcome,
-                "workload_kind": body.workload,
-                "estimate": estimated.estimate,
-            },
-        )
-        job.updated_at = now
-        session.flush()
-        audit(
-            session,
-            principal,
-            "admission.decide",
-            {"job_id": job.id, "engine": job.engine, "engine_job_id": job.engine_job_id, "outcome": outcome,
-             "reasons": reasons, "worst_case_cost_usd": job.worst_case_cost_usd,
-             "reservation_ids": result.reservation_ids if outcome != "deny" else ()},
-            now,
-            scope.org_id,
-        )  # fmt: skip
+                released = release_reservations(session, admission_job_id=job.id) > 0
+            if presumed is None or (result.outcome, result.reasons) != (decided.outcome, decided.reasons):
+                from flopwise.store import AdmissionJob
+
+                final = _decided_columns(
+                    result.decision, facts, body, estimated, result.outcome, result.reasons, now
+                )
+                session.execute(update(AdmissionJob).where(AdmissionJob.id == job.id).values(**final))
+                for column, value in final.items():
+                    setattr(job, column, value)
+            audit(
+                session,
+                principal,
+                "admission.decide",
+                {"job_id": job.id, "engine": job.engine, "engine_job_id": job.engine_job_id, "outcome": outcome,
+                 "reasons": reasons, "worst_case_cost_usd": job.worst_case_cost_usd,
+                 "reservation_ids": result.reservation_ids if outcome != "deny" else ()},
+                now,
+                scope.org_id,
+            )  # fmt: skip
     # after the commit: the locks are gone before the response is built (from what is known, no query)
     state = "released" if released else "reserved"
     reservations = (
@@ -293,6 +312,41 @@ def decide(
         else []
     )  # fmt: skip
     return _public(None, job, reservations)
+
+
+def _decided_columns(
+    decision: Any,
+    facts: Any,
+    body: AdmissionIn,
+    estimated: Any,
+    outcome: str,
+    reasons: tuple[str, ...],
+    now: datetime,
+) -> dict[str, Any]:
+    """The columns a decision sets on a new job: its state and the stored trace. A decision that needs
+    approval rejects the job (a scheduler cannot wait for people)."""
+    policy_outcome = decision.outcome
+    if outcome == "require_approval":
+        outcome = "deny"
+        reasons = (
+            *reasons,
+            "admission cannot wait for approvals: file a compute request (POST /api/v1/requests) instead",
+        )
+    return {
+        "state": "rejected" if outcome == "deny" else "admitted",
+        "decision_trace": trace_json(
+            decision,
+            facts,
+            {
+                "outcome": outcome,
+                "reasons": reasons,
+                "policy_outcome": policy_outcome,
+                "workload_kind": body.workload,
+                "estimate": estimated.estimate,
+            },
+        ),
+        "updated_at": now,
+    }
 
 
 @router.get("/{engine}/{job_id}", response_model=AdmissionPublic)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from flopwise import govern
@@ -26,9 +26,9 @@ from flopwise.server.decisions import (
     IdPath,
     WorkloadIn,
     audit,
+    authorized_scope,
     decide,
-    has_quotas,
-    load_scope,
+    read_context,
     request_facts,
     reserve,
     trace_json,
@@ -148,9 +148,11 @@ def _public(
     now: datetime | None = None,
     *,
     fresh_reservations: list[ReservationPublic] | None = None,
+    related: tuple[Any, Any, list[ReservationPublic]] | None = None,
 ) -> RequestPublic:
     """The request as the API shows it; with *fresh_reservations* (a request just created, so without votes or
-    comments) no query is made and *session* may be None."""
+    comments) or *related* (its votes, comments and reservations, read for a whole page by :func:`_related`)
+    no query is made and *session* may be None."""
     from flopwise.store import Approval, BudgetReservation, Comment
 
     trace = row.decision_trace or {}
@@ -161,6 +163,8 @@ def _public(
         votes: Any = ()
         comments: Any = ()
         reserved: list[ReservationPublic] = fresh_reservations
+    elif related is not None:
+        votes, comments, reserved = related
     else:
         assert session is not None
         votes = session.scalars(select(Approval).where(Approval.request_id == row.id).order_by(Approval.id))
@@ -208,6 +212,27 @@ def _public(
         decision_trace=row.decision_trace,
         estimate=row.estimate,
     )
+
+
+def _related(
+    session: Session, ids: list[int]
+) -> dict[int, tuple[list[Any], list[Any], list[ReservationPublic]]]:
+    """Votes, comments and reservations of the requests *ids*, by request id: three queries for a page, not
+    three per request."""
+    from flopwise.store import Approval, BudgetReservation, Comment
+
+    out: dict[int, tuple[list[Any], list[Any], list[ReservationPublic]]] = {i: ([], [], []) for i in ids}
+    if not ids:
+        return out
+    for vote in session.scalars(select(Approval).where(Approval.request_id.in_(ids)).order_by(Approval.id)):
+        out[vote.request_id][0].append(vote)
+    for comment in session.scalars(select(Comment).where(Comment.request_id.in_(ids)).order_by(Comment.id)):
+        out[comment.request_id][1].append(comment)
+    for r in session.scalars(
+        select(BudgetReservation).where(BudgetReservation.request_id.in_(ids)).order_by(BudgetReservation.id)
+    ):
+        out[r.request_id][2].append(ReservationPublic.model_validate(r, from_attributes=True))
+    return out
 
 
 def expire_in(session: Session, now: datetime) -> list[int]:
@@ -310,8 +335,21 @@ def create_request(
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
 ) -> RequestPublic:
-    """Estimate, decide and reserve a compute request; 201 when new, 200 for a repeated idempotency key."""
-    from flopwise.store import insert_request_idempotent, read_session, to_money, write_session
+    """Estimate, decide and reserve a compute request; 201 when new, 200 for a repeated idempotency key.
+
+    The hot path, in one session (one pooled connection): a read transaction (the project, its team and
+    organization and the caller's role in one statement; quotas and the acceptable-use policy in one; the
+    budgets, their usage and the policies) decides without locks, then a write transaction inserts the request
+    with its decision, locks the budgets, re-checks and reserves, and appends the audit entry; the response is
+    built after the commit from what is known.
+    """
+    from flopwise.store import (
+        insert_request_idempotent,
+        pinned_session,
+        read_transaction,
+        to_money,
+        write_transaction,
+    )
 
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
         raise ApiError(
@@ -321,96 +359,95 @@ def create_request(
         )
     key = idempotency_key or body.idempotency_key
     now = clock()
-    with read_session(db) as session:
-        authorize(session, principal, "member", "project", body.project_id)
-        scope = load_scope(session, body.project_id, principal.user_id)
-        estimated = request_facts(catalog, body, scope, settings.catalog_dir)
-        # decided before the write transaction, without locks (reserve() re-checks hard budgets under theirs)
-        decided = (
-            None
-            if has_quotas(session, scope)
-            else decide(session, catalog, estimated, scope, now, lock=False)
-        )
-    facts = estimated.facts
-    inputs = body.model_dump(mode="json", exclude={"idempotency_key"})
-    # frees what expired requests held, in its own short transaction: it writes audit entries, and this one
-    # locks budgets first and audits last (the lock order of flopwise.server.decisions), so the two never
-    # wait on each other's locks in opposite orders
+    # frees what expired requests held, in its own short transaction before this one: it writes audit entries,
+    # and this one locks budgets first and audits last (the lock order of flopwise.server.decisions), so the two
+    # never wait on each other's locks in opposite orders
     expire_due(db, now, request.app.state if request is not None else None)  # None: called in-process (demo)
-    with write_session(db) as session:
-        row, created = insert_request_idempotent(
-            session,
-            {
-                "org_id": scope.org_id,
-                "requester_id": principal.user_id,
-                "project_id": body.project_id,
-                "workload_kind": body.workload,
-                "inputs": inputs,
-                "estimate": estimated.estimate,
-                "device_type": facts.device_type,
-                "device_count": facts.device_count,
-                "duration_h": to_money(Decimal(repr(facts.duration_s / 3600.0)), "duration_h"),
-                "estimated_flops": facts.flops,
-                "estimated_cost_usd": to_money(facts.cost_usd, "cost_usd"),
-                "estimated_device_hours": to_money(Decimal(repr(facts.device_hours)), "device_hours"),
-                "estimated_kwh": to_money(Decimal(repr(facts.energy_kwh)), "energy_kwh"),
-                "estimated_co2e_kg": to_money(Decimal(repr(facts.co2e_kg)), "co2e_kg"),
-                "state": "pending",
-                "idempotency_key": key,
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
-        if not created:
-            if row.inputs != inputs:
-                raise ApiError(
-                    409,
-                    f"Idempotency-Key {key!r} was already used for request {row.id} with a different body; "
-                    "use a new key for a new request",
-                    [{"field": "idempotency_key", "message": "reused with a different request body"}],
-                )
-            response.status_code = 200
-            return _public(session, row, now)
-        if decided is None:  # quotas: decide under the budget and quota locks
-            decided = decide(session, catalog, estimated, scope, now, lock=True, exclude=(row.id, None))
-        result = reserve(
-            session, decided, now, request_id=row.id,
-            unit_price=estimated.usd_per_device_h, price_retrieved=estimated.price_retrieved,
-        )  # fmt: skip
-        decision = result.decision
-        row.state = {"allow": "approved", "require_approval": "pending", "deny": "denied"}[result.outcome]
-        row.decision_trace = trace_json(
-            decision,
-            facts,
-            {"outcome": result.outcome, "reasons": result.reasons, "policy_outcome": decision.outcome},
-        )
-        if row.state == "pending":
-            row.expires_at = now + timedelta(hours=settings.request_expiry_hours)
-        else:
-            row.decided_at = now
-        row.updated_at = now
-        session.flush()
-        audit(
-            session,
-            principal,
-            "request.create",
-            {
-                "request_id": row.id,
-                "project_id": row.project_id,
-                "outcome": result.outcome,
-                "state": row.state,
-                "reasons": result.reasons,
-                "warnings": decision.warnings,
-                "cost_usd": facts.cost_usd,
-                "device_hours": row.estimated_device_hours,
-                "flops": facts.flops,
-                "reservation_ids": result.reservation_ids,
-                "decided_by": decision.trace.policy.decided_by,
-                "threshold_flags": [f.threshold_id for f in decision.trace.thresholds],
-            },
-            now,
-            scope.org_id,
-        )
+    with pinned_session(db) as session:
+        with read_transaction(session):
+            scope = authorized_scope(session, principal, body.project_id, "member")
+            estimated = request_facts(catalog, body, scope, settings.catalog_dir)
+            context = read_context(session, scope)
+            # decided before the write transaction, without locks (reserve() re-checks hard budgets under theirs)
+            decided = (
+                None
+                if context.has_quotas
+                else decide(session, catalog, estimated, scope, now, lock=False, context=context)
+            )
+        facts = estimated.facts
+        inputs = body.model_dump(mode="json", exclude={"idempotency_key"})
+        values: dict[str, Any] = {
+            "org_id": scope.org_id,
+            "requester_id": principal.user_id,
+            "project_id": body.project_id,
+            "workload_kind": body.workload,
+            "inputs": inputs,
+            "estimate": estimated.estimate,
+            "device_type": facts.device_type,
+            "device_count": facts.device_count,
+            "duration_h": to_money(Decimal(repr(facts.duration_s / 3600.0)), "duration_h"),
+            "estimated_flops": facts.flops,
+            "estimated_cost_usd": to_money(facts.cost_usd, "cost_usd"),
+            "estimated_device_hours": to_money(Decimal(repr(facts.device_hours)), "device_hours"),
+            "estimated_kwh": to_money(Decimal(repr(facts.energy_kwh)), "energy_kwh"),
+            "estimated_co2e_kg": to_money(Decimal(repr(facts.co2e_kg)), "co2e_kg"),
+            "state": "pending",
+            "idempotency_key": key,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if decided is not None:  # stored with its decision; updated only if the reservation is refused
+            values.update(
+                _decided_columns(decided.decision, facts, decided.outcome, decided.reasons, now, settings)
+            )
+        with write_transaction(session):
+            row, created = insert_request_idempotent(session, values)
+            if not created:
+                if row.inputs != inputs:
+                    raise ApiError(
+                        409,
+                        f"Idempotency-Key {key!r} was already used for request {row.id} with a different body; "
+                        "use a new key for a new request",
+                        [{"field": "idempotency_key", "message": "reused with a different request body"}],
+                    )
+                response.status_code = 200
+                return _public(session, row, now)
+            presumed = decided
+            if decided is None:  # quotas: decide under the budget and quota locks
+                decided = decide(session, catalog, estimated, scope, now, lock=True, exclude=(row.id, None))
+            result = reserve(
+                session, decided, now, request_id=row.id, new_holder=True,
+                unit_price=estimated.usd_per_device_h, price_retrieved=estimated.price_retrieved,
+            )  # fmt: skip
+            decision = result.decision
+            if presumed is None or (result.outcome, result.reasons) != (presumed.outcome, presumed.reasons):
+                from flopwise.store import ComputeRequest
+
+                final = _decided_columns(decision, facts, result.outcome, result.reasons, now, settings)
+                session.execute(update(ComputeRequest).where(ComputeRequest.id == row.id).values(**final))
+                for column, value in final.items():
+                    setattr(row, column, value)
+            audit(
+                session,
+                principal,
+                "request.create",
+                {
+                    "request_id": row.id,
+                    "project_id": row.project_id,
+                    "outcome": result.outcome,
+                    "state": row.state,
+                    "reasons": result.reasons,
+                    "warnings": decision.warnings,
+                    "cost_usd": facts.cost_usd,
+                    "device_hours": row.estimated_device_hours,
+                    "flops": facts.flops,
+                    "reservation_ids": result.reservation_ids,
+                    "decided_by": decision.trace.policy.decided_by,
+                    "threshold_flags": [f.threshold_id for f in decision.trace.thresholds],
+                },
+                now,
+                scope.org_id,
+            )
     # after the commit: the locks are gone before the response is built (from what is known, no query)
     reservations = (
         [
@@ -424,6 +461,29 @@ def create_request(
         else []
     )  # fmt: skip
     return _public(None, row, now, fresh_reservations=reservations)
+
+
+def _decided_columns(
+    decision: govern.Decision,
+    facts: govern.RequestFacts,
+    outcome: str,
+    reasons: tuple[str, ...],
+    now: datetime,
+    settings: Any,
+) -> dict[str, Any]:
+    """The columns a decision sets on a new request: its state, the stored trace, and the deadline of a pending
+    request or the time of the decision."""
+    state = {"allow": "approved", "require_approval": "pending", "deny": "denied"}[outcome]
+    pending = state == "pending"
+    return {
+        "state": state,
+        "decision_trace": trace_json(
+            decision, facts, {"outcome": outcome, "reasons": reasons, "policy_outcome": decision.outcome}
+        ),
+        "expires_at": now + timedelta(hours=settings.request_expiry_hours) if pending else None,
+        "decided_at": None if pending else now,
+        "updated_at": now,
+    }
 
 
 @router.get("", response_model=list[RequestPublic])
@@ -460,8 +520,9 @@ def list_requests(
             )
         elif state is not None:
             stmt = stmt.where(ComputeRequest.state == state)
-        rows = session.scalars(stmt.order_by(ComputeRequest.id.desc()).limit(limit).offset(offset))
-        return [_public(session, row, now) for row in rows]
+        rows = list(session.scalars(stmt.order_by(ComputeRequest.id.desc()).limit(limit).offset(offset)))
+        related = _related(session, [row.id for row in rows])
+        return [_public(None, row, now, related=related[row.id]) for row in rows]
 
 
 @router.get("/{request_id}", response_model=RequestPublic)

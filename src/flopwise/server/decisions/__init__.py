@@ -20,12 +20,22 @@ or admission job row, the budget rows in ascending id, the quota rows, the organ
 last. Expiring stale requests is its own transaction before (it writes audit entries without budget locks).
 The caller stores the request (or admission job) with :func:`trace_json`, appends the audit entry, commits and
 only then builds its response.
+
+**Cost of the hot path** (pinned by ``tests/server/test_hot_path.py``): the caller's token is resolved in one
+statement and then served from a per-process cache (:class:`flopwise.server.auth.PrincipalCache`); the read
+transaction takes the project, its team and organization and the caller's role in one statement
+(:func:`authorized_scope`), quotas and the acceptable-use policy in one (:func:`read_context`), then the budgets,
+their usage and the policies; the write transaction inserts the request or job with its decision already in it,
+locks the budgets, re-reads what they have spent, inserts the reservations in one statement and appends the
+audit entry in two (PostgreSQL). Both transactions share one pooled connection (``store.pinned_session``).
+Statements are built once at import and executed with bound parameters.
 """
 
 from __future__ import annotations
 
 from flopwise.server.decisions.deciding import (
     Decided,
+    DecisionContext,
     DecisionResult,
     audit,
     budget_usage,
@@ -33,6 +43,7 @@ from flopwise.server.decisions.deciding import (
     decide,
     decide_and_reserve,
     has_quotas,
+    read_context,
     reserve,
     trace_json,
     window_for,
@@ -42,6 +53,7 @@ from flopwise.server.decisions.facts import (
     EstimatedFacts,
     RequestScope,
     admission_request_facts,
+    authorized_scope,
     load_scope,
     request_facts,
     to_jsonable,
@@ -60,6 +72,9 @@ from flopwise.server.decisions.inputs import (
 
 __all__ = [
     "Decided",
+    "DecisionContext",
+    "authorized_scope",
+    "read_context",
     "EstimatedFacts",
     "decide",
     "exact_places",

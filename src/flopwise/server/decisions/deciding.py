@@ -27,7 +27,6 @@ from flopwise.store import (
     Policy,
     Project,
     Quota,
-    budgets_covering,
     lock_budgets,
     reserve_against_budgets,
     to_money,
@@ -35,7 +34,9 @@ from flopwise.store import (
 
 __all__ = [
     "Decided",
+    "DecisionContext",
     "decide",
+    "read_context",
     "has_quotas",
     "reserve",
     "DecisionResult",
@@ -125,6 +126,24 @@ def window_for(budget: Budget, now: datetime) -> tuple[datetime, datetime] | Non
     return govern.budget_window(_govern_budget(budget), now)
 
 
+def _usage_by_state() -> Any:
+    from sqlalchemy import bindparam
+
+    return (
+        select(BudgetReservation.state, func.sum(BudgetReservation.amount))
+        .where(
+            BudgetReservation.budget_id == bindparam("budget_id"),
+            BudgetReservation.state.in_(("reserved", "committed", "settled")),
+            BudgetReservation.counted_at >= bindparam("start"),
+            BudgetReservation.counted_at < bindparam("end"),
+        )
+        .group_by(BudgetReservation.state)
+    )
+
+
+_USAGE_BY_STATE = _usage_by_state()
+
+
 def budget_usage(
     session: Session, budget_id: int, window: tuple[datetime, datetime], budget: Budget | None = None
 ) -> govern.BudgetUsage:
@@ -133,16 +152,11 @@ def budget_usage(
     burn by actuals too. Credits in the ledger lower the settled amount down to zero at most."""
     from flopwise.meter.burn import metered_unreserved
 
-    rows = session.execute(
-        select(BudgetReservation.state, func.sum(BudgetReservation.amount))
-        .where(
-            BudgetReservation.budget_id == budget_id,
-            BudgetReservation.state.in_(("reserved", "committed", "settled")),
-            BudgetReservation.counted_at >= window[0],
-            BudgetReservation.counted_at < window[1],
-        )
-        .group_by(BudgetReservation.state)
-    ).all()
+    rows = (
+        session.connection()
+        .execute(_USAGE_BY_STATE, {"budget_id": budget_id, "start": window[0], "end": window[1]})
+        .all()
+    )
     by_state = {state: to_money(total) for state, total in rows if total is not None}
     metered = metered_unreserved(
         session, budget if budget is not None else session.get(Budget, budget_id), window
@@ -268,6 +282,91 @@ def current_policies(session: Session, org_id: int) -> list[Policy]:
 
 
 @dataclass(frozen=True)
+class DecisionContext:
+    """What a decision needs besides budgets and policies, read in one statement (:func:`read_context`)."""
+
+    has_quotas: bool
+    aup_accepted: bool
+    aup_version: int | None
+
+
+def _context_query() -> Any:
+    from sqlalchemy import bindparam, exists
+
+    from flopwise.store import AupAcceptance, AupVersion
+
+    org, team, project = bindparam("org_id"), bindparam("team_id"), bindparam("project_id")
+    quota = exists().where(
+        ((Quota.scope_kind == "org") & (Quota.scope_id == org))
+        | ((Quota.scope_kind == "team") & (Quota.scope_id == team))
+        | ((Quota.scope_kind == "project") & (Quota.scope_id == project))
+    )
+    newest = (
+        select(AupVersion.id).where(AupVersion.org_id == org).order_by(AupVersion.version.desc()).limit(1)
+    ).scalar_subquery()
+    version = (
+        select(AupVersion.version)
+        .where(AupVersion.org_id == org)
+        .order_by(AupVersion.version.desc())
+        .limit(1)
+    ).scalar_subquery()
+    accepted = exists().where(
+        AupAcceptance.aup_version_id == newest, AupAcceptance.user_id == bindparam("user_id")
+    )
+    return select(quota.label("has_quotas"), version.label("aup_version"), accepted.label("aup_accepted"))
+
+
+def _budgets_query() -> Any:
+    from sqlalchemy import bindparam
+
+    return (
+        select(Budget)
+        .where(
+            ((Budget.scope_kind == "project") & (Budget.scope_id == bindparam("project_id")))
+            | ((Budget.scope_kind == "team") & (Budget.scope_id == bindparam("team_id")))
+            | ((Budget.scope_kind == "org") & (Budget.scope_id == bindparam("org_id")))
+        )
+        .order_by(Budget.id)
+    )
+
+
+def _policies_query() -> Any:
+    from sqlalchemy import bindparam
+
+    latest = (
+        select(Policy.name, func.max(Policy.version).label("version"))
+        .where(Policy.org_id == bindparam("org_id"))
+        .group_by(Policy.name)
+        .subquery()
+    )
+    return (
+        select(Policy.id, Policy.yaml_text)
+        .join(latest, (Policy.name == latest.c.name) & (Policy.version == latest.c.version))
+        .where(Policy.org_id == bindparam("org_id"), Policy.is_enabled.is_(True))
+        .order_by(Policy.name)
+    )
+
+
+_CONTEXT_QUERY = _context_query()
+_BUDGETS_QUERY = _budgets_query()
+_POLICIES_QUERY = _policies_query()
+
+
+def _scope_params(scope: RequestScope) -> dict[str, int]:
+    return {"org_id": scope.org_id, "team_id": scope.team_id, "project_id": scope.project_id}
+
+
+def read_context(session: Session, scope: RequestScope) -> DecisionContext:
+    """Whether quotas cover the project, and the acceptable-use policy's newest version and whether the
+    requester accepted it ((True, None) when none is published): one statement."""
+    row = (
+        session.connection().execute(_CONTEXT_QUERY, {**_scope_params(scope), "user_id": scope.user_id}).one()
+    )
+    version = None if row.aup_version is None else int(row.aup_version)
+    return DecisionContext(bool(row.has_quotas), version is None or bool(row.aup_accepted), version)
+
+
+@dataclass(frozen=True)
 class Decided:
     """A decision and what it needs reserved, before anything is reserved (see :func:`decide`)."""
 
@@ -302,6 +401,7 @@ def decide(
     *,
     lock: bool,
     exclude: tuple[int | None, int | None] = (None, None),
+    context: DecisionContext | None = None,
 ) -> Decided:
     """Decide *estimated*: budgets' usage in their current windows, quotas and the devices held, the acceptable
     use policy, the organization's policies and the regulatory thresholds, through :func:`flopwise.govern.decide`.
@@ -313,7 +413,7 @@ def decide(
     move before the job is counted) locks the budgets, then the quotas, in the caller's write transaction.
     """
     facts = estimated.facts
-    covering = budgets_covering(session, scope.project_id)
+    covering = list(session.scalars(_BUDGETS_QUERY, _scope_params(scope)))
     if lock and covering:
         covering = lock_budgets(session, [b.id for b in covering])
     states: list[govern.BudgetState] = []
@@ -330,8 +430,14 @@ def decide(
         )
     # without the locks the caller has checked has_quotas() first: no quota covers the project
     quotas = _quota_states(session, catalog, scope, now, exclude, lock=lock) if lock else []
-    is_accepted, aup_version = aup_status(session, scope.org_id, scope.user_id)
-    policies = [_parsed_policy(p.id, p.yaml_text) for p in current_policies(session, scope.org_id)]
+    if context is None or lock:  # under the locks, read again in the write transaction
+        is_accepted, aup_version = aup_status(session, scope.org_id, scope.user_id)
+    else:
+        is_accepted, aup_version = context.aup_accepted, context.aup_version
+    policies = [
+        _parsed_policy(pid, text)
+        for pid, text in session.connection().execute(_POLICIES_QUERY, {"org_id": scope.org_id})
+    ]
     decision = govern.decide(
         facts, policies, states, quotas, _thresholds(), is_accepted, now, device=estimated.device
     )
@@ -353,11 +459,15 @@ def reserve(
     admission_job_id: int | None = None,
     unit_price: Decimal | None = None,
     price_retrieved: str | None = None,
+    new_holder: bool = False,
 ) -> DecisionResult:
     """Reserve what *decided* needs, in the caller's write transaction: the budget rows are locked (ascending id)
     and each hard budget's spent sum is read again under the lock, so concurrent callers reserve one after the
     other and a hard budget is never overspent. A reservation the store refuses turns the outcome into deny.
-    *unit_price* and *price_retrieved* (from :class:`EstimatedFacts`) are recorded on the reservations."""
+    *unit_price* and *price_retrieved* (from :class:`EstimatedFacts`) are recorded on the reservations.
+
+    ``new_holder``: the request or job was created in this transaction (it holds nothing yet: one read less
+    per budget)."""
     decision, outcome, reasons = decided.decision, decided.outcome, decided.reasons
     reservation_ids: tuple[int, ...] = ()
     if outcome != "deny" and decision.reservations:
@@ -371,6 +481,7 @@ def reserve(
             window_for=lambda b: decided.windows.get(b.id),
             unit_price=unit_price,
             price_retrieved=price_retrieved,
+            new_holder=new_holder,
         )
         if not result.ok:
             outcome = "deny"

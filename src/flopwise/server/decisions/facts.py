@@ -4,13 +4,13 @@ grid from the catalog, and a chosen plan or the server's own estimate (registry 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from flopwise import govern, money, vocab
@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_REGION",
     "RequestScope",
     "admission_request_facts",
+    "authorized_scope",
     "load_scope",
     "request_facts",
     "to_jsonable",
@@ -76,10 +77,21 @@ class EstimatedFacts:
     price_retrieved: str | None = None
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses, Decimals (as strings), datetimes (ISO 8601), Fractions and tuples as JSON values."""
+    """Dataclasses, Decimals (as strings), datetimes (ISO 8601), Fractions and tuples as JSON values.
+
+    Dataclasses are walked field by field (as ``dataclasses.asdict``, without its deep copies: this runs on
+    every decision trace of the write path)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is float:
+        return None if value != value else value  # NaN never reaches JSON
     if is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(asdict(value))
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -128,6 +140,58 @@ def load_scope(session: Session, project_id: int, user_id: int) -> RequestScope:
     return RequestScope(
         row[4], row[5], row[2], row[3], row[0], row[1], user.id, user.name, tuple(sorted(names))
     )
+
+
+def _scope_query() -> Any:
+    return (
+        select(Project.id, Project.name, Team.id, Team.name, Organization.id, Organization.name)
+        .join(Team, Team.id == Project.team_id)
+        .join(Organization, Organization.id == Team.org_id)
+        .where(Project.id == bindparam("project_id"))
+    )
+
+
+def _team_names_query() -> Any:
+    bound_projects = select(Project.team_id).where(Project.id.in_(bindparam("project_ids", expanding=True)))
+    return select(Team.name).where(
+        Team.id.in_(bindparam("team_ids", expanding=True)) | Team.id.in_(bound_projects.scalar_subquery())
+    )
+
+
+_SCOPE_QUERY = _scope_query()
+_TEAM_NAMES_QUERY = _team_names_query()
+
+
+def authorized_scope(session: Session, principal: Any, project_id: int, min_role: str) -> RequestScope:
+    """:func:`flopwise.server.auth.authorize` (``project``) and :func:`load_scope` in one statement: the project,
+    its team and organization joined, the caller's role read from its bindings (already loaded with the
+    principal), and its teams' names in a second statement only when it holds roles on teams or projects.
+
+    The same answers as the two: 404 for a project that does not exist or is in another organization, 403
+    naming the role needed when the caller's role is too weak.
+    """
+    from flopwise.server.auth import ROLE_RANK
+
+    # Core statements on the session's connection: no ORM execution machinery on the hot path
+    row = session.connection().execute(_SCOPE_QUERY, {"project_id": project_id}).first()
+    if row is None or row[4] != principal.org_id:
+        raise ApiError(404, f"project {project_id} not found")
+    role = principal.best_role([("project", row[0]), ("team", row[2]), ("org", row[4])])
+    if role is None or ROLE_RANK[role] < ROLE_RANK[min_role]:
+        raise ApiError(403, f"needs role {min_role!r} on project {project_id}; you have {role or 'no role'}")
+    team_ids = sorted({sid for _r, kind, sid in principal.bindings if kind == "team"})
+    project_ids = sorted({sid for _r, kind, sid in principal.bindings if kind == "project"})
+    names = {row[3]}
+    if team_ids or project_ids:
+        names.update(
+            session.connection().scalars(
+                _TEAM_NAMES_QUERY, {"team_ids": team_ids, "project_ids": project_ids}
+            )
+        )
+    return RequestScope(
+        row[4], row[5], row[2], row[3], row[0], row[1], principal.user_id, principal.user_name,
+        tuple(sorted(names)),
+    )  # fmt: skip
 
 
 def _region_of(catalog: Catalog, name: str | None, field: str = "region") -> Region | None:
