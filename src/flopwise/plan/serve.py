@@ -1358,7 +1358,7 @@ def plan_serve(
         )
     if owned:
         mine = _owned_space(catalog, workload.model, owned, regions, min_precision, max_devices)
-        space = CandidateSpace(space.candidates + mine.candidates, space.skipped + mine.skipped)
+        space = CandidateSpace((*space.candidates, *mine.candidates), space.skipped + mine.skipped)
     profiles, pool = engine_profiles(engines, catalog_dir)
     if [e.id for e in profiles] != ["generic"] or kv_dtypes is not None:
         space = expand_engines(space, profiles, kv_dtypes, pool)
