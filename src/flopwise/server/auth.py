@@ -126,7 +126,16 @@ def principal_for_token(
     first = rows[0] if rows else None
     if first is None or not hmac.compare_digest(first[1], digest):
         raise ApiError(401, "invalid token", headers=_UNAUTHORIZED_HEADERS)
-    token_id, _hash, revoked_at, expires_at, user_id, user_name, org_id, is_active = first[:8]
+    principal, expires_at = _principal_of_rows(rows, now)
+    if cache is not None:
+        cache.put(digest, principal, expires_at, generation)
+    return principal
+
+
+def _principal_of_rows(rows: list[Any], now: datetime) -> tuple[Principal, datetime | None]:
+    """The principal of a found token's rows (:func:`_token_rows`) and the token's expiry; 401 when it is
+    revoked or expired or its user disabled."""
+    token_id, _hash, revoked_at, expires_at, user_id, user_name, org_id, is_active = rows[0][:8]
     if revoked_at is not None:
         raise ApiError(401, "token revoked", headers=_UNAUTHORIZED_HEADERS)
     if expires_at is not None and expires_at <= now:
@@ -134,10 +143,7 @@ def principal_for_token(
     if user_id is None or not is_active:
         raise ApiError(401, "the token's user is disabled", headers=_UNAUTHORIZED_HEADERS)
     bindings = tuple((r[8], r[9], r[10]) for r in rows if r[8] is not None)
-    principal = Principal(user_id, user_name, org_id, token_id, bindings)
-    if cache is not None:
-        cache.put(digest, principal, expires_at, generation)
-    return principal
+    return Principal(user_id, user_name, org_id, token_id, bindings), expires_at
 
 
 def cached_principal(cache: PrincipalCache, token: str | None, now: datetime) -> Principal | None:
@@ -155,23 +161,15 @@ def cached_principal(cache: PrincipalCache, token: str | None, now: datetime) ->
 
 def principal_for_token_id(session: Session, token_id: int, now: datetime) -> Principal:
     """The principal of the stored token *token_id* (a dashboard session's), checked as a bearer token is:
-    401 when it is unknown, revoked or expired, or its user disabled. One statement, as for a bearer token."""
+    401 when it is unknown, revoked or expired, or its user disabled. Two statements: its prefix, then the
+    token's rows as for a bearer token."""
     from flopwise.store import ApiToken
 
     prefix = session.scalar(select(ApiToken.prefix).where(ApiToken.id == token_id))
     rows = _token_rows(session, prefix) if prefix is not None else []
-    first = rows[0] if rows else None
-    if first is None or first[0] != token_id:
+    if not rows or rows[0][0] != token_id:
         raise ApiError(401, "invalid token", headers=_UNAUTHORIZED_HEADERS)
-    _id, _hash, revoked_at, expires_at, user_id, user_name, org_id, is_active = first[:8]
-    if revoked_at is not None:
-        raise ApiError(401, "token revoked", headers=_UNAUTHORIZED_HEADERS)
-    if expires_at is not None and expires_at <= now:
-        raise ApiError(401, "token expired", headers=_UNAUTHORIZED_HEADERS)
-    if user_id is None or not is_active:
-        raise ApiError(401, "the token's user is disabled", headers=_UNAUTHORIZED_HEADERS)
-    bindings = tuple((r[8], r[9], r[10]) for r in rows if r[8] is not None)
-    return Principal(user_id, user_name, org_id, token_id, bindings)
+    return _principal_of_rows(rows, now)[0]
 
 
 # ---------------------------------------------------------------------------------------- principal cache
