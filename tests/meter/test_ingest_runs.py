@@ -133,7 +133,7 @@ def test_kill_9_then_rerun_equals_a_clean_run(tmp_path):
 
     seed = int(os.environ.get("FLOPWISE_TEST_SEED", str(time.time_ns())))
     at_least = random.Random(seed).randrange(500, 12_001, 500)  # rows committed before the kill
-    big = _big_bill(tmp_path / "big.csv", 3000)  # 21,000 rows
+    big = _big_bill(tmp_path / "big.csv", 30_000)  # 21,000 rows
     clean_db = f"sqlite:///{tmp_path / 'clean.db'}"
     assert _cli(clean_db, "ingest", "focus", str(big), "--no-burn").exit_code == 0
     db = f"sqlite:///{tmp_path / 'killed.db'}"
@@ -181,7 +181,8 @@ def test_kill_9_then_rerun_equals_a_clean_run(tmp_path):
 
 
 def test_sigterm_undoes_the_run_and_exits_130(tmp_path):
-    big = _big_bill(tmp_path / "big.csv", 3000)
+    # 210,000 rows: the columnar path ingests 21,000 before the signal can arrive on a quiet machine
+    big = _big_bill(tmp_path / "big.csv", 30_000)
     db = f"sqlite:///{tmp_path / 'term.db'}"
     env = {**os.environ, "FLOPWISE_DATABASE_URL": db}
     cmd = [
