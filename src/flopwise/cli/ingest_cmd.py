@@ -218,7 +218,7 @@ def ingest(
         with (
             httpx.Client(timeout=30.0, follow_redirects=True) as client,
             _progress_bar(target) as progress,
-            _sigterm_as_interrupt(),
+            _sigterm_as_interrupt() as stop,
         ):
             result = _run_interruptible(
                 ingest_source,
@@ -228,7 +228,7 @@ def ingest(
                 catalog=catalog,
                 options=options,
                 http_client=client,
-                progress=progress,
+                progress=stop.checked(progress),
                 attribute=attribute,
             )
             burn = None if no_burn or result.status == "failed" else _burn(factory, client, result)
@@ -449,17 +449,33 @@ class _sigterm_as_interrupt:  # noqa: N801 - a context manager, named like one
     ``interrupted``; the previous handler comes back afterwards. (SIGKILL cannot be caught: such a run is closed
     by the next ``flopwise ingest``.)"""
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> _sigterm_as_interrupt:
         import signal
         import threading
 
         self._previous = None
+        self.requested = False
         if threading.current_thread() is threading.main_thread():
 
             def interrupt(signum: int, frame: Any) -> None:
+                self.requested = True
                 raise KeyboardInterrupt
 
             self._previous = signal.signal(signal.SIGTERM, interrupt)
+        return self
+
+    def checked(self, progress: Any) -> Any:
+        """*progress* (or nothing), after raising the interrupt a SIGTERM asked for if the handler's own raise was
+        lost: CPython prints and drops an exception raised while it runs a weakref or import-lock callback (seen:
+        a SIGTERM during a lazy import let a run finish). The ingest reports progress after every batch."""
+
+        def report(done: int, total: int | None) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+            if progress is not None:
+                progress(done, total)
+
+        return report
 
     def __exit__(self, *exc: object) -> None:
         import signal
