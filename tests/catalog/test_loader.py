@@ -10,7 +10,6 @@ import csv
 import shutil
 import subprocess
 import sys
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -87,25 +86,26 @@ def test_catalog_mappings_are_read_only():
 
 
 def test_load_is_fast_and_imports_no_numpy():
+    # Measured in a fresh interpreter, the process a CLI user starts: inside this suite's process, earlier tests
+    # leave millions of objects behind and a full garbage collection triggered by the read counted 73 ms in CI.
+    # After the first load (imports), the 50 ms budget is for reading and validating the files: CPU time of the
+    # reading thread, best of 5, so that other processes on a shared machine do not count.
     code = (
-        "import sys, time; t = time.perf_counter();"
-        "from flopwise.catalog import load_catalog; c = load_catalog(); c.device('H100');"
-        "print(time.perf_counter() - t); print('numpy' in sys.modules)"
+        "import sys, time\n"
+        "from flopwise.catalog import load_catalog, loader\n"
+        "from flopwise.catalog.loader import BUILTIN_DATA_DIR\n"
+        "c = load_catalog(); c.device('H100')\n"
+        "print('numpy' in sys.modules)\n"
+        "best = float('inf')\n"
+        "for _ in range(5):\n"
+        "    t = time.thread_time(); loader.read_catalog_dir(BUILTIN_DATA_DIR); best = min(best, time.thread_time() - t)\n"
+        "print(best)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert out[1] == "False", "loading the catalog imported numpy"
-    # in-process, after imports: the 50 ms budget is for reading and validating the files
-    from flopwise.catalog import loader
-
-    # CPU time of this thread (best of 5), so that other processes on a shared machine, and threads an earlier
-    # test left running in this process (a local HTTP server, a pool), do not count: the read is single-threaded
-    best = float("inf")
-    for _ in range(5):
-        t = time.thread_time()
-        loader.read_catalog_dir(BUILTIN_DATA_DIR)
-        best = min(best, time.thread_time() - t)
+    assert out[0] == "False", "loading the catalog imported numpy"
+    best = float(out[1])
     assert best < 0.05, f"reading the built-in catalog took {best * 1000:.1f} ms"
 
 
