@@ -40,10 +40,10 @@ ConfigOpt = Annotated[
 ]
 
 
-def _config(path: Path) -> Any:
+def _read_yaml_config(path: Path, loader: Any) -> Any:
+    """Read a YAML config file and hand it to an engine's ``load_config``; read and parse errors name --config."""
     import yaml
 
-    from flopwise.enforce.slurm import load_config
     from flopwise.errors import InputError
 
     try:
@@ -52,7 +52,13 @@ def _config(path: Path) -> Any:
         raise InputError("--config", str(path), f"the file cannot be read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise InputError("--config", str(path), f"it is not valid YAML ({exc})") from None
-    return load_config(data, source=path.name)
+    return loader(data, source=path.name)
+
+
+def _config(path: Path) -> Any:
+    from flopwise.enforce.slurm import load_config
+
+    return _read_yaml_config(path, load_config)
 
 
 def _agent(ctx: typer.Context, config_path: Path, url: str | None, token: str | None) -> Any:
@@ -221,19 +227,10 @@ def skypilot_serve(
     token: TokenOpt = None,
 ) -> None:
     """Serve POST /skypilot/policy: set SkyPilot's admin_policy to http://HOST:PORT/skypilot/policy."""
-    import yaml
-
     from flopwise.client import FlopwiseClient
     from flopwise.enforce.skypilot import create_policy_app, load_config
-    from flopwise.errors import InputError
 
-    try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError("--config", str(config), f"the file cannot be read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise InputError("--config", str(config), f"it is not valid YAML ({exc})") from None
-    cfg = load_config(data, source=config.name)
+    cfg = _read_yaml_config(config, load_config)
     fw = FlopwiseClient(url=url, token=token)  # one client, connections kept alive; a bad --url is an error here
 
     import uvicorn
@@ -307,19 +304,12 @@ def ray_gate(
     import threading
 
     import httpx
-    import yaml
 
     from flopwise.client import FlopwiseClient
     from flopwise.enforce.ray import GateState, RayGate, create_gate_app, load_config
     from flopwise.errors import InputError
 
-    try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError("--config", str(config), f"the file cannot be read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise InputError("--config", str(config), f"it is not valid YAML ({exc})") from None
-    cfg = load_config(data, source=config.name)
+    cfg = _read_yaml_config(config, load_config)
     fw = FlopwiseClient(url=url, token=token)  # shared by submissions and settlement, connections kept alive
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     import os
@@ -360,18 +350,9 @@ app.add_typer(kueue_app, name="kueue")
 
 
 def _kueue_config(path: Path) -> Any:
-    import yaml
-
     from flopwise.enforce.kueue import load_config
-    from flopwise.errors import InputError
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError("--config", str(path), f"the file cannot be read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise InputError("--config", str(path), f"it is not valid YAML ({exc})") from None
-    return load_config(data, source=path.name)
+    return _read_yaml_config(path, load_config)
 
 
 KueueConfigOpt = Annotated[

@@ -56,7 +56,8 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 from flopwise.enforce._client import SoftBudgets
-from flopwise.errors import FlopwiseError, InputError, suggest
+from flopwise.enforce._config import config_decimal, config_mapping
+from flopwise.errors import FlopwiseError, InputError
 
 __all__ = [
     "ADMISSION_ANN",
@@ -120,15 +121,6 @@ class KueueConfig:
     queueing_strategy: str = "BestEffortFIFO"
 
 
-def _decimal(value: Any, where: str, what: str, *, positive: bool = False) -> Decimal:
-    try:
-        d = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        raise InputError(where, value, f"give {what}") from None
-    if not d.is_finite() or d < 0 or d > 1_000_000 or (positive and d == 0):
-        raise InputError(where, value, f"give {what} {'above 0' if positive else 'from 0'} up to 1000000")
-    return d
-
 
 def _seconds(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 86_400 * 366:
@@ -138,13 +130,7 @@ def _seconds(value: Any, where: str) -> int:
 
 def load_config(data: Mapping[str, Any], *, source: str = "config") -> KueueConfig:
     """``{flavors: {h100: {device: h100-sxm, usd_per_h: '2.50', node_labels: {...}}}, default_max_hours: 24}``."""
-    if not isinstance(data, Mapping):
-        raise InputError(source, data, "give a mapping with flavors")
-    for key in data:
-        if key not in _CONFIG_KEYS:
-            hint = suggest(str(key), _CONFIG_KEYS)
-            raise InputError(f"{source}.{key}", key, f"use one of {', '.join(_CONFIG_KEYS)}"
-                             + (f" (did you mean {hint[0]}?)" if hint else ""))  # fmt: skip
+    data = config_mapping(data, _CONFIG_KEYS, source=source, expected="flavors")
     flavors = data.get("flavors")
     if not isinstance(flavors, Mapping) or not flavors:
         raise InputError(f"{source}.flavors", flavors, "map Kueue ResourceFlavor names to {device, usd_per_h}")
@@ -159,7 +145,7 @@ def load_config(data: Mapping[str, Any], *, source: str = "config") -> KueueConf
         labels = spec.get("node_labels") or {}
         if not isinstance(labels, Mapping) or len(labels) > 8:
             raise InputError(f"{where}.node_labels", labels, "give up to 8 node labels as a mapping")
-        out[str(name)] = Flavor(str(name), str(spec["device"]), _decimal(spec["usd_per_h"], f"{where}.usd_per_h",
+        out[str(name)] = Flavor(str(name), str(spec["device"]), config_decimal(spec["usd_per_h"], f"{where}.usd_per_h",
                                 "a price such as '2.50'"), {str(k): str(v) for k, v in labels.items()})  # fmt: skip
     hours = data.get("default_max_hours")
     strategy = str(data.get("queueing_strategy", "BestEffortFIFO"))
@@ -173,7 +159,7 @@ def load_config(data: Mapping[str, Any], *, source: str = "config") -> KueueConf
         gpu_resource=str(data.get("gpu_resource", "nvidia.com/gpu")),
         controller_name=str(data.get("controller_name", CONTROLLER_NAME)),
         check_name=check,
-        default_max_hours=None if hours is None else _decimal(hours, f"{source}.default_max_hours", "hours",
+        default_max_hours=None if hours is None else config_decimal(hours, f"{source}.default_max_hours", "hours",
                                                                positive=True),  # fmt: skip
         retry_s=_seconds(data.get("retry_s", 60), f"{source}.retry_s"),
         approval_poll_s=_seconds(data.get("approval_poll_s", 60), f"{source}.approval_poll_s"),
@@ -513,7 +499,7 @@ class KueueController:
                                          "flavors")  # fmt: skip
         annotations = (wl.get("metadata") or {}).get("annotations") or {}
         if HOURS_ANN in annotations:
-            hours = _decimal(annotations[HOURS_ANN], f"metadata.annotations.{HOURS_ANN}", "hours", positive=True)
+            hours = config_decimal(annotations[HOURS_ANN], f"metadata.annotations.{HOURS_ANN}", "hours", positive=True)
         elif (wl.get("spec") or {}).get("maximumExecutionTimeSeconds"):
             hours = (Decimal(int(wl["spec"]["maximumExecutionTimeSeconds"])) / 3600).quantize(
                 Decimal("0.000001"), rounding=ROUND_CEILING)

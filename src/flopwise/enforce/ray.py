@@ -33,12 +33,13 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from flopwise.enforce._client import SoftBudgets, borrowed
-from flopwise.errors import FlopwiseError, InputError, suggest
+from flopwise.enforce._config import config_decimal, config_mapping
+from flopwise.errors import FlopwiseError, InputError
 
 __all__ = ["GateState", "RayConfig", "RayGate", "admission_body", "create_gate_app", "load_config"]
 
@@ -62,32 +63,17 @@ class RayConfig:
     default_max_hours: Decimal | None = None
 
 
-def _decimal(value: Any, field: str, what: str, *, positive: bool = False) -> Decimal:
-    try:
-        d = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        raise InputError(field, value, f"give {what}") from None
-    if not d.is_finite() or d < 0 or d > 1_000_000 or (positive and d == 0):
-        raise InputError(field, value, f"give {what} {'above 0' if positive else 'from 0'} up to 1000000")
-    return d
-
 
 def load_config(data: Mapping[str, Any], *, source: str = "config") -> RayConfig:
-    if not isinstance(data, Mapping):
-        raise InputError(source, data, "give a mapping with device and usd_per_h")
-    for key in data:
-        if key not in _CONFIG_KEYS:
-            hint = suggest(str(key), _CONFIG_KEYS)
-            raise InputError(f"{source}.{key}", key, f"use one of {', '.join(_CONFIG_KEYS)}"
-                             + (f" (did you mean {hint[0]}?)" if hint else ""))  # fmt: skip
+    data = config_mapping(data, _CONFIG_KEYS, source=source, expected="device and usd_per_h")
     for key in ("device", "usd_per_h"):
         if key not in data:
             raise InputError(f"{source}.{key}", None, "is required")
     hours = data.get("default_max_hours")
     return RayConfig(
         str(data["device"]),
-        _decimal(data["usd_per_h"], f"{source}.usd_per_h", "a price"),
-        None if hours is None else _decimal(hours, f"{source}.default_max_hours", "hours", positive=True),
+        config_decimal(data["usd_per_h"], f"{source}.usd_per_h", "a price"),
+        None if hours is None else config_decimal(hours, f"{source}.default_max_hours", "hours", positive=True),
     )
 
 
@@ -97,7 +83,7 @@ def admission_body(job: Mapping[str, Any], config: RayConfig, submission_id: str
     if not isinstance(meta, Mapping):
         raise InputError("metadata", meta, "give metadata as a mapping of strings")
     gpus_text = meta.get(GPUS_KEY, job.get("entrypoint_num_gpus"))
-    gpus = Decimal(0) if gpus_text in (None, "") else _decimal(gpus_text, f"metadata.{GPUS_KEY}", "a GPU count")
+    gpus = Decimal(0) if gpus_text in (None, "") else config_decimal(gpus_text, f"metadata.{GPUS_KEY}", "a GPU count")
     if gpus == 0:
         return None
     if gpus != gpus.to_integral_value():
@@ -112,7 +98,7 @@ def admission_body(job: Mapping[str, Any], config: RayConfig, submission_id: str
             raise InputError(f"metadata.{HOURS_KEY}", None, "give the most hours the job may run, e.g. \"12\"")
         hours = config.default_max_hours
     else:
-        hours = _decimal(hours_text, f"metadata.{HOURS_KEY}", "hours", positive=True)
+        hours = config_decimal(hours_text, f"metadata.{HOURS_KEY}", "hours", positive=True)
     return {
         "engine": ENGINE,
         "engine_job_id": submission_id,

@@ -37,10 +37,11 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from flopwise.enforce._client import SoftBudgets, borrowed
+from flopwise.enforce._config import config_decimal, config_mapping
 from flopwise.errors import InputError, suggest
 
 __all__ = ["ADMISSION_LABEL", "SkyPilotConfig", "create_policy_app", "load_config", "settle_launches", "sky_cost_report",
@@ -71,13 +72,7 @@ class SkyPilotConfig:
 
 def load_config(data: Mapping[str, Any], *, source: str = "config") -> SkyPilotConfig:
     """``{accelerators: {H100: {device: h100-sxm, usd_per_h: '2.50'}}, default_max_hours: 24}``, validated."""
-    if not isinstance(data, Mapping):
-        raise InputError(source, data, "give a mapping with accelerators")
-    for key in data:
-        if key not in _CONFIG_KEYS:
-            hint = suggest(str(key), _CONFIG_KEYS)
-            raise InputError(f"{source}.{key}", key, f"use one of {', '.join(_CONFIG_KEYS)}"
-                             + (f" (did you mean {hint[0]}?)" if hint else ""))  # fmt: skip
+    data = config_mapping(data, _CONFIG_KEYS, source=source, expected="accelerators")
     accs = data.get("accelerators")
     if not isinstance(accs, Mapping) or not accs:
         raise InputError(f"{source}.accelerators", accs, "map SkyPilot accelerator names to {device, usd_per_h}")
@@ -86,23 +81,14 @@ def load_config(data: Mapping[str, Any], *, source: str = "config") -> SkyPilotC
         where = f"{source}.accelerators.{name}"
         if not isinstance(spec, Mapping) or set(spec) != {"device", "usd_per_h"}:
             raise InputError(where, spec, "give exactly {device: <catalog device id>, usd_per_h: '<price>'}")
-        price = _decimal(spec["usd_per_h"], f"{where}.usd_per_h", "a price such as '2.50'")
+        price = config_decimal(spec["usd_per_h"], f"{where}.usd_per_h", "a price such as '2.50'")
         out[str(name).lower()] = Accelerator(str(name), str(spec["device"]), price)
     hours = data.get("default_max_hours")
     return SkyPilotConfig(
-        out, None if hours is None else _positive(_decimal(hours, f"{source}.default_max_hours", "hours"),
+        out, None if hours is None else _positive(config_decimal(hours, f"{source}.default_max_hours", "hours"),
                                                   f"{source}.default_max_hours"),
     )  # fmt: skip
 
-
-def _decimal(value: Any, field: str, what: str) -> Decimal:
-    try:
-        d = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        raise InputError(field, value, f"give {what}") from None
-    if not d.is_finite() or d < 0 or d > 1_000_000:
-        raise InputError(field, value, f"give {what} from 0 to 1000000")
-    return d
 
 
 def _positive(d: Decimal, field: str) -> Decimal:
@@ -174,7 +160,7 @@ def admission_body(task: Mapping[str, Any], config: SkyPilotConfig, job_id: str)
                              "label the task with the most hours it may run (flopwise-max-hours: '12')")  # fmt: skip
         hours = config.default_max_hours
     else:
-        hours = _positive(_decimal(hours_text, f"resources.labels.{HOURS_LABEL}", "hours"),
+        hours = _positive(config_decimal(hours_text, f"resources.labels.{HOURS_LABEL}", "hours"),
                           f"resources.labels.{HOURS_LABEL}")  # fmt: skip
     return {
         "engine": ENGINE,

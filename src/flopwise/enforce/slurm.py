@@ -42,7 +42,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from flopwise.errors import FlopwiseError, InputError, suggest
+from flopwise.enforce._config import config_mapping
+from flopwise.errors import FlopwiseError, InputError
 
 __all__ = [
     "HARD_QOS",
@@ -113,15 +114,7 @@ class SlurmConfig:
 
 def load_config(data: Mapping[str, Any], *, source: str = "config") -> SlurmConfig:
     """Validate a parsed YAML mapping into a :class:`SlurmConfig`; InputError names the field and the fix."""
-    if not isinstance(data, Mapping):
-        raise InputError(source, data, "give a mapping with cache, state_dir and gpus")
-    for key in data:
-        if key not in _CONFIG_KEYS:
-            hint = suggest(str(key), _CONFIG_KEYS)
-            raise InputError(
-                f"{source}.{key}", key, f"use one of {', '.join(_CONFIG_KEYS)}"
-                + (f" (did you mean {hint[0]}?)" if hint else "")
-            )  # fmt: skip
+    data = config_mapping(data, _CONFIG_KEYS, source=source, expected="cache, state_dir and gpus")
     for key in ("cache", "state_dir", "gpus"):
         if key not in data:
             raise InputError(f"{source}.{key}", None, "is required")
