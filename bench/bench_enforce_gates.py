@@ -21,16 +21,17 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "enforce"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _enforce_common import delta, flopwise_app, line, serve  # noqa: E402
 
 from conftest import AsgiSyncTransport  # noqa: E402
 from flopwise.client import FlopwiseClient  # noqa: E402
@@ -38,64 +39,14 @@ from flopwise.enforce import ray as fw_ray  # noqa: E402
 from flopwise.enforce import skypilot as fw_sky  # noqa: E402
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    return f"http://127.0.0.1:{port}", server, thread
-
-
 def _flopwise(tmp: Path) -> tuple[Any, str, int]:
-    from flopwise.server import Settings, create_app
-    from flopwise.server.auth import mint_token
-    from flopwise.store import ApiToken, Organization, Project, RoleBinding, Team, User, write_session
-
-    app = create_app(Settings(database_url=f"sqlite:///{tmp / 'fw.db'}"))
-    with write_session(app.state.db) as s:
-        org = Organization(name="bench")
-        s.add(org)
-        s.flush()
-        team = Team(org_id=org.id, name="t")
-        s.add(team)
-        s.flush()
-        project = Project(team_id=team.id, name="p")
-        user = User(org_id=org.id, name="ada")
-        s.add_all([project, user])
-        s.flush()
-        s.add(RoleBinding(user_id=user.id, role="admin", scope_kind="org", scope_id=org.id))
-        token, prefix, token_hash = mint_token()
-        s.add(ApiToken(user_id=user.id, name="bench", prefix=prefix, token_hash=token_hash))
-        project_id = project.id
+    app, token, project_id = flopwise_app(tmp)
     transport = AsgiSyncTransport(app)
     with FlopwiseClient(url="http://testserver", token=token, transport=transport) as fw:
         fw.create_budget({"name": "big", "scope_kind": "project", "scope_id": project_id, "period": "month",
                           "unit": "usd", "amount": "100000000", "is_hard": True})  # fmt: skip
     transport.shutdown()
     return app, token, project_id
-
-
-def _line(label: str, values: list[float]) -> str:
-    ms = 1000.0
-    return f"  {label:<44} p50 {statistics.median(values) * ms:7.2f} ms  p99 {_pct(values, 0.99) * ms:7.2f} ms"
-
-
-def _delta(label: str, base: list[float], arm: list[float]) -> str:
-    ms = 1000.0
-    return (f"  {label:<44} p50 {(statistics.median(arm) - statistics.median(base)) * ms:+7.2f} ms  "
-            f"p99 {(_pct(arm, 0.99) - _pct(base, 0.99)) * ms:+7.2f} ms")  # fmt: skip
 
 
 def _timed(sink: list[float], call: Any) -> Any:
@@ -109,15 +60,15 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     with tempfile.TemporaryDirectory() as tmp:
         app, token, pid = _flopwise(Path(tmp))
-        fw_url, fw_server, fw_thread = _serve(app)
+        fw_url, fw_server, fw_thread = serve(app)
         shared = FlopwiseClient(url=fw_url, token=token)
 
         def per_call() -> FlopwiseClient:
             return FlopwiseClient(url=fw_url, token=token)
 
         cfg = fw_sky.load_config({"accelerators": {"H100": {"device": "h100-sxm", "usd_per_h": "2.50"}}})
-        now_url, now_server, now_thread = _serve(fw_sky.create_policy_app(shared, cfg))
-        old_url, old_server, old_thread = _serve(fw_sky.create_policy_app(per_call, cfg))
+        now_url, now_server, now_thread = serve(fw_sky.create_policy_app(shared, cfg))
+        old_url, old_server, old_thread = serve(fw_sky.create_policy_app(per_call, cfg))
         task = {"run": "x", "resources": {"accelerators": "H100:1",
                                           "labels": {"flopwise-project": str(pid), "flopwise-max-hours": "1"}}}  # fmt: skip
 
@@ -143,14 +94,14 @@ def main() -> None:
             server.should_exit = True
             thread.join()
         print(f"SkyPilot admin policy, loopback HTTP, flopwise on SQLite over loopback HTTP: {n} calls per arm")
-        print(_line("policy pass-through (exec, no decision)", arms["exec"]))
-        print(_line("decide straight to flopwise (no gate)", arms["direct"]))
-        print(_line("launch via policy, shared client (now)", arms["now"]))
-        print(_line("launch via policy, client per call (before)", arms["before"]))
-        print(_delta("admission adds over pass-through (now)", arms["exec"], arms["now"]))
-        print(_delta("admission adds over pass-through (before)", arms["exec"], arms["before"]))
-        print(_delta("gate's own overhead over the decision (now)", arms["direct"], arms["now"]))
-        print(_delta("gate's own overhead over the decision (before)", arms["direct"], arms["before"]))
+        print(line("policy pass-through (exec, no decision)", arms["exec"]))
+        print(line("decide straight to flopwise (no gate)", arms["direct"]))
+        print(line("launch via policy, shared client (now)", arms["now"]))
+        print(line("launch via policy, client per call (before)", arms["before"]))
+        print(delta("admission adds over pass-through (now)", arms["exec"], arms["now"]))
+        print(delta("admission adds over pass-through (before)", arms["exec"], arms["before"]))
+        print(delta("gate's own overhead over the decision (now)", arms["direct"], arms["now"]))
+        print(delta("gate's own overhead over the decision (before)", arms["direct"], arms["before"]))
         print(f"  ratio before / now, p50: {statistics.median(arms['before']) / statistics.median(arms['now']):.2f}x")
 
         python = os.environ.get("FLOPWISE_TEST_RAY_PYTHON")
@@ -206,8 +157,8 @@ def _bench_ray(python: str, shared: Any, per_call: Any, pid: int, n: int) -> Non
             time.sleep(0.5)
         upstream = httpx.Client(base_url=dashboard, timeout=60)
         ray_cfg = fw_ray.load_config({"device": "h100-sxm", "usd_per_h": "2.50"})
-        now_url, now_server, now_thread = _serve(fw_ray.create_gate_app(fw_ray.RayGate(shared, ray_cfg, upstream)))
-        old_url, old_server, old_thread = _serve(fw_ray.create_gate_app(fw_ray.RayGate(per_call, ray_cfg, upstream)))
+        now_url, now_server, now_thread = serve(fw_ray.create_gate_app(fw_ray.RayGate(shared, ray_cfg, upstream)))
+        old_url, old_server, old_thread = serve(fw_ray.create_gate_app(fw_ray.RayGate(per_call, ray_cfg, upstream)))
         meta = {"flopwise-project": str(pid), "flopwise-max-hours": "1", "flopwise-gpus": "1"}
         arms: dict[str, list[float]] = {"straight": [], "now": [], "before": []}
         with httpx.Client(timeout=60) as http:
@@ -223,11 +174,11 @@ def _bench_ray(python: str, shared: Any, per_call: Any, pid: int, n: int) -> Non
             thread.join()
         upstream.close()
         print(f"Ray Jobs API (real ray head on loopback): {n} submissions per arm")
-        print(_line("straight to the dashboard", arms["straight"]))
-        print(_line("through the gate, shared client (now)", arms["now"]))
-        print(_line("through the gate, client per call (before)", arms["before"]))
-        print(_delta("admission adds (now)", arms["straight"], arms["now"]))
-        print(_delta("admission adds (before)", arms["straight"], arms["before"]))
+        print(line("straight to the dashboard", arms["straight"]))
+        print(line("through the gate, shared client (now)", arms["now"]))
+        print(line("through the gate, client per call (before)", arms["before"]))
+        print(delta("admission adds (now)", arms["straight"], arms["now"]))
+        print(delta("admission adds (before)", arms["straight"], arms["before"]))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)

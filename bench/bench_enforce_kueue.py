@@ -17,19 +17,17 @@ machine a call's wall time is about its CPU time plus SQLite's commit. Run: ``py
 
 from __future__ import annotations
 
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "enforce"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _enforce_common import delta, flopwise_app, line, serve  # noqa: E402
 from kubeapi import KubeEmulator  # noqa: E402
 
 from flopwise.client import FlopwiseClient  # noqa: E402
@@ -38,59 +36,18 @@ from flopwise.enforce.kueue import KubeApi, KueueController, load_config  # noqa
 GPU = "nvidia.com/gpu"
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _line(label: str, values: list[float]) -> str:
-    return f"  {label:<44} p50 {statistics.median(values) * 1e3:7.2f} ms  p99 {_pct(values, 0.99) * 1e3:7.2f} ms"
 
 
 def _cpu(values: list[float]) -> str:
     return f"  cpu p50 {statistics.median(values) * 1e3:6.2f} ms"
 
 
-def _delta(label: str, base: list[float], arm: list[float]) -> str:
-    return (f"  {label:<44} p50 {(statistics.median(arm) - statistics.median(base)) * 1e3:+7.2f} ms  "
-            f"p99 {(_pct(arm, 0.99) - _pct(base, 0.99)) * 1e3:+7.2f} ms")  # fmt: skip
 
 
-def _serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    return f"http://127.0.0.1:{port}", server, thread
 
 
-def _flopwise(tmp: Path) -> tuple[Any, str, int]:
-    from flopwise.server import Settings, create_app
-    from flopwise.server.auth import mint_token
-    from flopwise.store import ApiToken, Organization, Project, RoleBinding, Team, User, write_session
-
-    app = create_app(Settings(database_url=f"sqlite:///{tmp / 'fw.db'}"))
-    with write_session(app.state.db) as s:
-        org = Organization(name="bench")
-        s.add(org)
-        s.flush()
-        team = Team(org_id=org.id, name="t")
-        s.add(team)
-        s.flush()
-        project = Project(team_id=team.id, name="p")
-        user = User(org_id=org.id, name="ada")
-        s.add_all([project, user])
-        s.flush()
-        s.add(RoleBinding(user_id=user.id, role="admin", scope_kind="org", scope_id=org.id))
-        token, prefix, token_hash = mint_token()
-        s.add(ApiToken(user_id=user.id, name="bench", prefix=prefix, token_hash=token_hash))
-        project_id = project.id
-    return app, token, project_id
 
 
 def _workload(i: int, pid: int) -> dict[str, Any]:
@@ -117,8 +74,8 @@ def _reserve(kube: KubeEmulator, name: str) -> dict[str, Any]:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     with tempfile.TemporaryDirectory() as tmp:
-        app, token, pid = _flopwise(Path(tmp))
-        fw_url, fw_server, fw_thread = _serve(app)
+        app, token, pid = flopwise_app(Path(tmp))
+        fw_url, fw_server, fw_thread = serve(app)
         fw = FlopwiseClient(url=fw_url, token=token)
         fw.create_budget({"name": "big", "scope_kind": "project", "scope_id": pid, "period": "month",
                           "unit": "usd", "amount": "100000000", "is_hard": True})  # fmt: skip
@@ -155,11 +112,11 @@ def main() -> None:
                 cpu[arm].append(time.process_time() - c0)
         print(f"Kueue AdmissionCheck controller: Kubernetes API emulator and flopwise (SQLite) on loopback HTTP, "
               f"{n} Workloads per arm")  # fmt: skip
-        print(_line("Ready patch only (no decision)", arms["patch"]) + _cpu(cpu["patch"]))
-        print(_line("decide straight to flopwise (no controller)", arms["direct"]) + _cpu(cpu["direct"]))
-        print(_line("controller answers the check (decide+2 patches)", arms["reconcile"]) + _cpu(cpu["reconcile"]))
-        print(_delta("admission adds over the bare Ready patch", arms["patch"], arms["reconcile"]))
-        print(_delta("controller's own overhead over the decision", arms["direct"], arms["reconcile"]))
+        print(line("Ready patch only (no decision)", arms["patch"]) + _cpu(cpu["patch"]))
+        print(line("decide straight to flopwise (no controller)", arms["direct"]) + _cpu(cpu["direct"]))
+        print(line("controller answers the check (decide+2 patches)", arms["reconcile"]) + _cpu(cpu["reconcile"]))
+        print(delta("admission adds over the bare Ready patch", arms["patch"], arms["reconcile"]))
+        print(delta("controller's own overhead over the decision", arms["direct"], arms["reconcile"]))
         api.close()
         kube.stop()
         fw.close()

@@ -21,17 +21,16 @@ from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "enforce"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import slurmlab  # noqa: E402
+from _enforce_common import pct  # noqa: E402
 
 from flopwise.enforce.slurm import AccountSpec, load_config, render_cache, render_plugin  # noqa: E402
 
 BLOCKS = 4
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _submit_block(lab: slurmlab.SlurmLab, n: int, account: str) -> list[float]:
@@ -91,11 +90,11 @@ def main() -> None:
             lab.stop()
     ms = 1000.0
     print(f"sbatch wall time over {len(off)} submissions per side (single-node lab, {BLOCKS} alternating blocks)")
-    print(f"  without job_submit.lua: p50 {statistics.median(off) * ms:7.2f} ms  p99 {_pct(off, 0.99) * ms:7.2f} ms")
-    print(f"  with flopwise plugin:   p50 {statistics.median(on) * ms:7.2f} ms  p99 {_pct(on, 0.99) * ms:7.2f} ms")
+    print(f"  without job_submit.lua: p50 {statistics.median(off) * ms:7.2f} ms  p99 {pct(off, 0.99) * ms:7.2f} ms")
+    print(f"  with flopwise plugin:   p50 {statistics.median(on) * ms:7.2f} ms  p99 {pct(on, 0.99) * ms:7.2f} ms")
     print(
         f"  added by the plugin:    p50 {(statistics.median(on) - statistics.median(off)) * ms:+7.2f} ms  "
-        f"p99 {(_pct(on, 0.99) - _pct(off, 0.99)) * ms:+7.2f} ms  (target < 20 ms p99)"
+        f"p99 {(pct(on, 0.99) - pct(off, 0.99)) * ms:+7.2f} ms  (target < 20 ms p99)"
     )
 
 
