@@ -28,12 +28,12 @@ from typing import Any
 import httpx
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "enforce"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _enforce_common import delta, flopwise_app, line, serve  # noqa: E402
 
-from conftest import AsgiSyncTransport  # noqa: E402
+from asgi_transport import AsgiSyncTransport  # noqa: E402
 from flopwise.client import FlopwiseClient  # noqa: E402
 from flopwise.enforce import ray as fw_ray  # noqa: E402
 from flopwise.enforce import skypilot as fw_sky  # noqa: E402

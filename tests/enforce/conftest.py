@@ -12,36 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio.from_thread
-import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import slurmlab  # noqa: E402
 
-
-class AsgiSyncTransport(httpx.BaseTransport):
-    """A synchronous httpx transport to an ASGI app, one event loop kept in a thread (as tests/cli does)."""
-
-    def __init__(self, app: Any) -> None:
-        self._asgi = httpx.ASGITransport(app=app)
-        self._portal_cm = anyio.from_thread.start_blocking_portal()
-        self._portal = self._portal_cm.__enter__()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        async def send() -> httpx.Response:
-            response = await self._asgi.handle_async_request(request)
-            content = await response.aread()
-            return httpx.Response(response.status_code, headers=response.headers, content=content)
-
-        return self._portal.call(send)
-
-    def close(self) -> None:
-        pass
-
-    def shutdown(self) -> None:
-        self._portal_cm.__exit__(None, None, None)
+from asgi_transport import AsgiSyncTransport  # noqa: E402
 
 
 @dataclass(frozen=True)
