@@ -190,6 +190,38 @@ def test_families_without_a_published_curve_fall_back_to_littles_law_and_say_so(
     assert part.assumptions()["cpu_bandwidth_basis"].startswith("measured: 1 core(s) 37 GB/s")
 
 
+def test_raptor_lake_draws_its_bandwidth_with_a_few_cores_as_published():
+    # i9-14900KF memcpy: one core 32 GB/s, all 32 threads 63 GB/s (JustVugg/colibri#537); the 13900K is the same
+    # silicon. The Little's-law fallback (exp through the DRAM peak) had 4 cores at 80% and 8 at 96%.
+    cat = load_catalog()
+    for dev in ("core-i9-13900k", "core-i9-14900k"):
+        d = cat.devices[dev]
+        topo = cpu_topology(dev)
+        fracs = {n: bandwidth_frac(topo, d.memory_bandwidth_gb_per_s, n) for n in (1, 2, 4, 8, 24)}
+        assert fracs[1] == pytest.approx(32.0 / 63.0, rel=1e-6)
+        assert 0.9 < fracs[4] < fracs[8] < fracs[24] == 1.0
+        part = slice_for_threads(d, 4)
+        assert part.assumptions()["cpu_bandwidth_basis"].startswith("measured: 1 core(s) 32 GB/s")
+
+
+def test_llama_cpp_decode_on_4_p_cores_is_kernel_bound_and_on_8_bandwidth_bound():
+    from flopwise.estimate import estimate_serve
+    from flopwise.models import load_models, resolve_model
+
+    cat = load_catalog()
+    arch, _ = resolve_model("llama-2-7b", load_models())
+    d = cat.devices["core-i9-13900k"]
+    four, eight = (
+        estimate_serve(arch, slice_for_threads(d, t).device, quant="q4_0", input_tokens=1, output_tokens=128)
+        for t in (4, 8)
+    )
+    assert four.assumptions["decode_is_memory_bound"] is False
+    assert eight.assumptions["decode_is_memory_bound"] is True
+    # 4 x 42.3 GFLOP/s over 13.3 GFLOP per token: 12.7 tokens/s (llama-bench on this CPU: 12.65)
+    assert float(four.decode_tokens_per_s) == pytest.approx(12.7, rel=0.03)
+    assert float(eight.decode_tokens_per_s) > 1.1 * float(four.decode_tokens_per_s)
+
+
 def test_hybrid_threads_fill_p_cores_first_and_warn_beyond_them():
     cat = load_catalog()
     d = cat.devices["core-i9-13900k"]
@@ -270,7 +302,12 @@ def test_kernel_compute_counts_fast_core_equivalents():
     # 16 threads: 8 P + 8 E cores, all at the E-core pace (ggml's even split): 16 x 35.2 / 96
     assert sixteen.fast_core_equivalents == pytest.approx(16 * 35.2 / 96)
     assert four.prefill_flop_per_s == pytest.approx(4 * 65.5e9)
-    assert "no published decode run" in four.basis and four.decode_flop_per_s == four.prefill_flop_per_s
+    # decode (matrix x vector) at the published 256-bit Q4_0 dot-product rate, below the prefill one: 4 x 42.3
+    assert four.decode_flop_per_s == pytest.approx(4 * 42.3e9) and "42.3 for decode" in four.basis
+    # a format with a prefill run but no decode run keeps the prefill rate (an upper bound) and says so
+    q8 = kernel_compute(slice_for_threads(k13, 4).device, "q8_0")
+    assert q8 is not None and "no published decode run" in q8.basis
+    assert q8.decode_flop_per_s == q8.prefill_flop_per_s == pytest.approx(4 * 76.4e9)
     # AVX-512 parts have a published decode (matrix x vector) rate below the prefill one
     xeon = kernel_compute(cpu_slice(cat.devices["xeon-8480plus"], 8).device, "q4_0")
     assert xeon is not None and xeon.decode_flop_per_s == pytest.approx(8 * 42.3e9)

@@ -599,8 +599,11 @@ def kernel_compute(device: Device, quant: str) -> CpuKernelCompute | None:
     cores used in fast-core equivalents: ggml splits each matmul's rows evenly over the threads and waits for
     the slowest (``ggml_compute_forward_mul_mat``), so n threads count as n x (slowest core used / fastest core),
     from ``core_tiers``. The decode (matrix x vector) rate falls back to the prefill (matrix x matrix) rate of
-    the class when no decode run is published (an upper bound: decode then stays bandwidth-bound). The reference
-    cores' clocks are not rescaled (same ISA class, desktop/server boost clocks alike)."""
+    the class when no decode run is published (an upper bound: decode then stays bandwidth-bound). At batch 1 the
+    decode rate binds on a few cores (13900K -t 4: 4 x 42.3 GFLOP/s, 12.8 tokens/s vs 12.65 measured; its 4
+    P-cores could draw 94% of the socket's bandwidth). The reference cores' clocks are not rescaled: right for
+    desktop parts at boost clocks like the reference 7950X, an overestimate for servers running AVX-512 near base
+    clock (the likeliest cause of the GCP C3 case's +77%, src/flopwise/validation/README.md)."""
     m = _SLICE_ID.match(device.id)
     socket_id = m.group("socket") if m else device.id
     topo = cpu_topology(socket_id)

@@ -41,10 +41,14 @@ def validate(
     steady_loso = _steady_loso(report, category)
     energy = _energy_section(report, category)
     engine_fit = _engine_fit_section(category)
+    cpu = _cpu_section(category)
+    if cpu is not None and not cpu["within_targets"]:
+        over.append("cpu_threads")
     if json_out:
         data["steady_state_leave_one_source_out"] = steady_loso
         data["serving_engine_fit"] = engine_fit
         data["energy"] = energy
+        data["cpu_threads"] = cpu
         data["bounds"] = {k: v for k, v in MEDIAN_BOUNDS.items()}
         data["within_bounds"] = not over
         print_json(data)
@@ -115,6 +119,8 @@ def validate(
             _print_engine_fit(out, engine_fit)
         if energy:
             _print_energy(out, energy)
+        if cpu is not None:
+            _print_cpu(out, cpu)
         err = stderr_console()
         for s in report.skipped:
             err.print(f"[yellow]skipped[/yellow] {s.id}: {s.reason}", highlight=False)
@@ -122,6 +128,65 @@ def validate(
             err.print(f"[red]failed[/red] {f.id}: {f.error}", highlight=False)
     if over:
         raise typer.Exit(EXIT_FAILURE)
+
+
+#: the CPU issue's targets: decode tokens/s median |error| and thread scaling (4 vs 8 vs all cores), each within 15%
+CPU_DECODE_MEDIAN_BOUND = 0.15
+CPU_SCALING_BOUND = 0.15
+
+
+def _cpu_section(category: str | None) -> dict | None:
+    """CPU and phone runs with their thread counts (flopwise.validation.cpu): per-case errors, thread scaling vs
+    the fewest threads, and the issue's targets; None when *category* leaves them out."""
+    from flopwise.validation.cpu import CATEGORIES as CPU_CATEGORIES
+    from flopwise.validation.cpu import run_cpu_validation
+
+    if category is not None and category not in CPU_CATEGORIES:
+        return None
+    data = run_cpu_validation().to_dict()
+    data["targets"] = {"decode_median_abs_rel_error": CPU_DECODE_MEDIAN_BOUND, "thread_scaling": CPU_SCALING_BOUND}
+    data["within_targets"] = (
+        data["median_abs_rel_error"] <= CPU_DECODE_MEDIAN_BOUND
+        and data["scaling_max_abs_rel_error"] <= CPU_SCALING_BOUND
+    )
+    return data
+
+
+def _print_cpu(out, cpu: dict) -> None:
+    from rich.table import Table
+
+    t = Table(
+        title="CPU and phone runs with thread counts (the part of the CPU the threads use)", title_justify="left"
+    )
+    for col in ("case", "device", "threads", "measured", "estimated", "error", "bandwidth basis"):
+        t.add_column(col, justify="right" if col in ("threads", "measured", "estimated", "error") else "left")
+    for r in cpu["cases"]:
+        t.add_row(
+            r["id"], r["device"], str(r["threads"]), f"{r['measured']:,.4g}", f"{r['estimated']:,.4g}",
+            f"{r['rel_error']:+.1%}", r["bandwidth_basis"],
+        )  # fmt: skip
+    out.print(t)
+    s = Table(title="CPU thread scaling: rate(threads) / rate(fewest threads)", title_justify="left")
+    for col in ("phase", "device", "model", "threads", "vs", "measured ratio", "estimated ratio", "error"):
+        s.add_column(col, justify="left" if col in ("phase", "device", "model") else "right")
+    for phase, rows in (("decode", cpu["thread_scaling"]), ("prefill", cpu["prefill_thread_scaling"])):
+        for r in rows:
+            s.add_row(
+                phase, r["device"], r["model"], str(r["threads"]), str(r["vs_threads"]),
+                f"{r['measured_ratio']:.3f}", f"{r['estimated_ratio']:.3f}", f"{r['rel_error']:+.1%}",
+            )  # fmt: skip
+    out.print(s)
+    pre = cpu["prefill_median_abs_rel_error"]
+    out.print(
+        f"CPU decode median |error| {cpu['median_abs_rel_error']:.1%} (leave one source out "
+        f"{cpu['leave_one_source_out_median_abs_rel_error']:.1%}: nothing is fitted to these runs); decode thread "
+        f"scaling median "
+        f"{cpu['scaling_median_abs_rel_error']:.1%}, max {cpu['scaling_max_abs_rel_error']:.1%}; targets "
+        f"{cpu['targets']['decode_median_abs_rel_error']:.0%} / {cpu['targets']['thread_scaling']:.0%}: "
+        + ("met" if cpu["within_targets"] else "not met")
+        + ("" if pre is None else f"; prefill median |error| {pre:.1%}"),
+        highlight=False,
+    )
 
 
 def _engine_fit_section(category: str | None) -> list[dict]:

@@ -15,11 +15,12 @@ efficiencies from the GPU/CPU calibration), so leave-one-source-out equals the i
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import median
 from typing import Any
 
+from flopwise.catalog.types import Device
 from flopwise.errors import CatalogFileError
 
 __all__ = ["CpuCase", "CpuValidation", "load_cpu_cases", "run_cpu_validation"]
@@ -42,6 +43,9 @@ class CpuCase:
     output_tokens: int
     measured: float
     source_url: str
+    #: the tested machine's DRAM peak where the source states it and it differs from the catalog device's (e.g.
+    #: DDR5-6400 in a 13900K the catalog lists with DDR5-5600); None: the catalog's
+    memory_gb_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ def load_cpu_cases(path: Path = CASES_PATH) -> tuple[CpuCase, ...]:
                         max(1, int(row["output_tokens"] or 0)),
                         float(row["measured"]),
                         row["source_url"],
+                        _tested_memory(row.get("memory_gb_per_s")),
                     )
                 )
             except (KeyError, ValueError) as err:
@@ -94,6 +99,25 @@ def load_cpu_cases(path: Path = CASES_PATH) -> tuple[CpuCase, ...]:
             if not row["source_url"].startswith("https://"):
                 raise CatalogFileError(str(path), line, "source_url", "is not an https URL")
     return tuple(out)
+
+
+def _tested_memory(text: str | None) -> float | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    v = float(text)
+    if not v > 0:
+        raise ValueError(f"memory_gb_per_s must be > 0 GB/s (or empty for the catalog's), got {text!r}")
+    return v
+
+
+def _as_tested(device: Device, case: CpuCase) -> Device:
+    """*device* with the tested machine's DRAM peak where the case states one (the published run's memory, not
+    the catalog's configuration); the CPU slice then scales from it, so a run limited by per-core throughput is
+    unchanged and a bandwidth-bound one moves with the DRAM."""
+    if case.memory_gb_per_s is None:
+        return device
+    return replace(device, memory_bandwidth_gb_per_s=case.memory_gb_per_s)
 
 
 def run_cpu_validation(cases: tuple[CpuCase, ...] | None = None) -> CpuValidation:
@@ -106,7 +130,7 @@ def run_cpu_validation(cases: tuple[CpuCase, ...] | None = None) -> CpuValidatio
     models = load_models()
     rows = []
     for c in cases if cases is not None else load_cpu_cases():
-        part = slice_for_threads(cat.devices[c.device], c.threads)
+        part = slice_for_threads(_as_tested(cat.devices[c.device], c), c.threads)
         arch, _ = resolve_model(c.model, models)
         est = estimate_serve(
             arch, part.device, quant=c.quant, input_tokens=c.input_tokens, output_tokens=c.output_tokens
@@ -124,6 +148,7 @@ def run_cpu_validation(cases: tuple[CpuCase, ...] | None = None) -> CpuValidatio
                 "measured": c.measured,
                 "estimated": round(e, 3),
                 "rel_error": round((e - c.measured) / c.measured, 4),
+                "memory_gb_per_s": part.socket.memory_bandwidth_gb_per_s,
                 "bandwidth_basis": "measured curve"
                 if str(part.assumptions()["cpu_bandwidth_basis"]).startswith("measured")
                 else "Little's-law fallback",
