@@ -53,8 +53,28 @@ def test_power_errors_against_the_targets(report):
     assert report.median("leave_one_source_out", "ampere") < report.median("fixed_share_model", "ampere")
     # After merging the serving step times of the fidelity pass (and refitting): H100 6.7%, 7.1%, 9.6%, 23.1%;
     # A100 10.9%, 12.7%, 13.4%, 7.8%.
-    assert report.median("leave_one_source_out", "hopper") <= 0.24  # not the target; a bound so it is seen
+    # With the TDP anchor in the H100 fit (and leave-one-source-out refitting per generation): H100 6.5%, 6.8%,
+    # 7.8%, 9.6% (ML.ENERGY v3.0 cases 9.7% from the LLM-Inference-Bench cases + anchor; LLM-Inference-Bench 13.5%);
+    # A100 unchanged (its cases alone place the anchor workload at -76% of TDP, so it takes no anchor).
+    assert report.median("leave_one_source_out", "hopper") <= 0.10
     assert len({r["source_url"] for r in report.rows if r["generation"] == "hopper"}) >= 2
+
+
+def test_anchor_identifies_the_compute_term_without_the_large_batch_source(report):
+    """The H100 anchor (a compute-bound prefill at the 700 W TDP) is no grading measurement, and the ML.ENERGY v3.0
+    cases alone (the only large-batch source) agree with it; held out, they are predicted from the small-batch
+    LLM-Inference-Bench cases plus the anchor."""
+    anchors = {an.generation: an for an in report.anchors}
+    assert set(anchors) == set(en.ANCHORED_GENERATIONS)
+    hop = anchors["hopper"]
+    assert hop.power_w == 700.0 and hop.device == "h100-sxm"
+    assert abs(report.anchor_gap["hopper"]) <= 0.10  # the cases alone: -4%
+    assert report.anchor_gap["ampere"] < -0.5  # the A100 cases alone: -76%, no anchor
+    # the committed H100 rates put the anchor workload at its TDP within the anchor's stated sd
+    assert hop.predict_w(en.DYNAMIC_POWER_W_PER_RATE["hopper"]) == pytest.approx(700.0, rel=0.05)
+    mlenergy_h100 = [r for r in report.rows if r["generation"] == "hopper" and "mlenergy-v3" in r["id"]]
+    assert all("anchor" in r["loso_basis"] for r in mlenergy_h100)
+    assert statistics.median(abs(r["leave_one_source_out"]) for r in mlenergy_h100) <= 0.12  # 9.7%
 
 
 def test_tensor_parallel_measured_lower_and_estimated_lower(report):
@@ -74,7 +94,9 @@ def test_energy_per_output_token_is_graded_with_its_throughput_split(report):
         assert 1 + r["in_sample"] == pytest.approx((1 + r["power_error"]) / (1 + r["throughput_error"]), rel=0.02)
     # measured after merging the fidelity pass's serving step times (and refitting the power rates): power -16% to
     # +13% on the H100 rows (median |6.4%|), throughput -38% to +241% (median |8.0%|; Llama 4 Maverick on 8 H100,
-    # expert parallel, +73% to +241%); energy per output token median |16.3%| (9.9% without Maverick)
+    # expert parallel, +73% to +241%); energy per output token median |16.3%| (9.9% without Maverick).
+    # With the H100 anchor: power -16% to +13% (median |6.1%|), energy per output token median |15.5%| (9.8%
+    # without Maverick); the 15% target is not met while Maverick's throughput is 1.7-3.4x too high.
     assert max(abs(r["power_error"]) for r in h100) <= 0.20
     assert statistics.median(abs(r["throughput_error"]) for r in h100) <= 0.10
     assert statistics.median(abs(r["in_sample"]) for r in h100) <= 0.20

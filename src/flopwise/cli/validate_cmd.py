@@ -232,9 +232,16 @@ def _energy_section(report, category: str | None) -> dict:
         "output token, J",
         "power_model": "idle + w_mem x TB/s moved + w_compute x TFLOP/s (16-bit-peak equivalent), clipped at TDP; "
         "one fit per generation with at least 3 measured cases, the pooled fit for the others "
-        "(estimate.energy.DYNAMIC_POWER_W_PER_RATE)",
-        "leave_one_source_out": "refit without every case of the held-out case's source; each generation has one "
-        "source, so an H100 case is predicted from the A100 fit and the other way round",
+        "(estimate.energy.DYNAMIC_POWER_W_PER_RATE); a generation whose cases agree with it (within 25%) also "
+        "fits an anchor that is no grading source: a compute-bound prefill draws the datasheet TDP",
+        "anchors": [
+            {"generation": an.generation, "device": an.device, "power_w": an.power_w, "basis": an.basis}
+            for an in rep.anchors
+        ],
+        "anchor_gap": rep.anchor_gap,
+        "leave_one_source_out": "refit without every case of the held-out case's source, by the committed rule: "
+        "the generation's cases from the other sources (plus its anchor) where at least 3 remain, else the fit "
+        "pooled over the other sources",
         "j_per_output_token": "estimated power x devices / estimated throughput. Where the source gives throughput "
         "too, power_error and throughput_error split the miss by measurement; elsewhere implied_tokens_per_s = the "
         "throughput at which the estimated power gives the measured energy (throughput_ratio > 1: the estimate's "
