@@ -68,9 +68,9 @@ MIN_CASES_PER_GENERATION = 3
 #: H100 in-sample median |error| of 6.7% is a normal sd of about 10%); power at a compute-bound phase is held at the
 #: firmware power limit, ANCHOR_REL_SD (the ML.ENERGY Llama 3.1 8B runs at batch 192-768 sit at 685-690 W, 1-2%
 #: under the 700 W limit), so the row weighs (0.10 / 0.03)^2 = 11 cases. Sensitivity (H100 leave-one-source-out /
-#: A100 in-sample median |error|, 2026-12-06): 0 cases -> 20.3% / 10.9%, 1 -> 16.2% / 9.9%, 4 -> 10.7% / 12.9%,
-#: 9 -> 9.9% / 15.4%, 25 -> 9.1% / 18.5%, 100 -> 8.7% / 18.9% (A100 in-sample if it took the anchor): the A100 source's power is flat while its batch
-#: grows 5x (Llama 2 7B: 214 W at 12, 216 W at 62), so it pulls against a prefill at TDP.
+#: A100 in-sample median |error| if A100 took the anchor, 2026-12-06): 0 cases -> 20.3% / 10.9%, 1 -> 16.2% /
+#: 9.9%, 4 -> 10.7% / 12.9%, 9 -> 9.9% / 15.4%, 25 -> 9.1% / 18.5%, 100 -> 8.7% / 18.9%: the A100 source's power
+#: is flat while its batch grows 5x (Llama 2 7B: 214 W at 12, 216 W at 62), so it pulls against a prefill at TDP.
 CASE_REL_SD = 0.10
 ANCHOR_REL_SD = 0.03
 ANCHOR_WEIGHT = (CASE_REL_SD / ANCHOR_REL_SD) ** 2
