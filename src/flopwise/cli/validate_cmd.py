@@ -246,6 +246,10 @@ def _energy_section(report, category: str | None) -> dict:
         "too, power_error and throughput_error split the miss by measurement; elsewhere implied_tokens_per_s = the "
         "throughput at which the estimated power gives the measured energy (throughput_ratio > 1: the estimate's "
         "throughput is too high)",
+        "decode_step_error": "where the source also gives the median inter-token latency (ITL): 1 + throughput_error "
+        "= (ITL / estimated TPOT) x (1 + overhead_error); decode_step_error = ITL / TPOT - 1, overhead_error = the "
+        "rest (time per generated token of a sequence over the decode step: prefill, steps that carry prompt "
+        "chunks, the tail), measured / estimated - 1 (flopwise.validation.energy.throughput_split)",
         "summary": summary,
         "cases": list(rep.rows),
         "j_summary": j_summary,
@@ -290,15 +294,19 @@ def _print_energy(out, energy: dict) -> None:
             title_justify="left",
         )
         for col in ("case", "measured J", "estimated J", "error", "held-out power", "power W", "tokens/s",
-                    "implied tokens/s", "power error", "throughput error"):  # fmt: skip
+                    "implied tokens/s", "power error", "throughput error", "of which decode step",
+                    "of which rest"):  # fmt: skip
             j.add_column(col, justify="left" if col == "case" else "right")
         for r in energy["j_cases"]:
             measured = r.get("measured_power_w") is not None
+            itl = r.get("measured_median_itl_ms") is not None
             j.add_row(
                 r["id"], f"{r['measured_j']:.3f}", f"{r['estimated_j']:.3f}", f"{r['in_sample']:+.1%}",
                 f"{r['leave_generation_out']:+.1%}", f"{r['estimated_power_w']:.0f}",
                 f"{r['estimated_tokens_per_s']:,.0f}", f"{r['implied_tokens_per_s']:,.0f}",
                 f"{r['power_error']:+.1%}" if measured else "-",
                 f"{r['throughput_error']:+.1%}" if measured else f"{r['throughput_ratio'] - 1:+.1%} (implied)",
+                f"{r['decode_step_error']:+.1%}" if itl else "-",
+                f"{r['overhead_error']:+.1%}" if itl else "-",
             )  # fmt: skip
         out.print(j)

@@ -32,6 +32,8 @@ GPU energy per output token (category ``energy_j_per_output_token``): the estima
 generated token = average power x devices x request time / output tokens. Its error is the power error times the
 time error; with no measured power at the same configuration, each row also gives the throughput the measured
 energy implies at the estimated power (``implied_tokens_per_s``), so the table shows which of the two misses.
+Where the source also gives the median inter-token latency (``measured_median_itl_ms``), the throughput error
+splits further into the decode step and the rest (``throughput_split``).
 Its held-out estimate uses the power fit without any power case of the same generation (the same campaign), plus
 the generation's anchor where it has one (a datasheet figure, no measurement): H100 median |error| 24.9% (45.5%
 without the anchor).
@@ -62,8 +64,16 @@ __all__ = [
     "energy_observations",
     "fit_power_rates",
     "power_anchors",
+    "LMARENA_OUTPUT_LENGTH_RATIO",
+    "decode_step_check",
     "power_fit_report",
+    "throughput_split",
 ]
+
+#: E[L^2] / E[L]^2 of the output lengths of the ML.ENERGY v3.0 LM Arena chat runs, from the files'
+#: output_length_distribution histograms (bin centres): 2.00 (Llama 3.1 8B, max_num_seqs 256), 1.94 (Llama 3.1 70B,
+#: 1024); about what an exponential distribution gives (2). Used by decode_step_check only.
+LMARENA_OUTPUT_LENGTH_RATIO = 2.0
 
 CATEGORY = "avg_power_w_per_device"
 J_CATEGORY = "energy_j_per_output_token"
@@ -227,8 +237,9 @@ def fit_power_rates(
     return float(sol[0]), float(sol[1])
 
 
-def _measured_throughputs() -> dict[str, float]:
-    """``measured_output_tokens_per_s`` of the packaged energy cases that give it, by case id."""
+def _measured_throughputs(column: str = "measured_output_tokens_per_s") -> dict[str, float]:
+    """*column* (``measured_output_tokens_per_s`` or ``measured_median_itl_ms``) of the packaged energy cases that
+    give it, by case id."""
     import csv
 
     from flopwise.validation.runner import DATA_DIR
@@ -236,10 +247,87 @@ def _measured_throughputs() -> dict[str, float]:
     out = {}
     with (DATA_DIR / "cases_energy.csv").open(newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            text = (row.get("measured_output_tokens_per_s") or "").strip()
+            text = (row.get(column) or "").strip()
             if text:
                 out[row["id"].strip()] = float(text)
     return out
+
+
+def throughput_split(
+    batch: float, tps_est: float, tpot_est_ms: float, tps_meas: float, itl_meas_ms: float
+) -> dict[str, float]:
+    """Split a throughput error into the decode step and everything else, by measurement. Output tokens per second
+    at a batch of *batch* sequences is ``batch / (step x overhead)``: *step* the decode step (estimated: TPOT;
+    measured: the source's median inter-token latency) and *overhead* the time per generated token of one sequence
+    over the step (prefill, steps that carry prompt chunks, the tail of the run): estimated
+    ``batch / (tps_est x TPOT)`` (static batch: 1 + TTFT / (output tokens x TPOT)), measured
+    ``batch / (tps_meas x ITL)``. So ``tps_est / tps_meas = (ITL / TPOT) x (overhead_meas / overhead_est)``
+    exactly; the two factors are returned as errors (estimate / measured - 1, in throughput terms)."""
+    ov_est = batch / (tps_est * tpot_est_ms / 1e3)
+    ov_meas = batch / (tps_meas * itl_meas_ms / 1e3)
+    return {
+        "decode_step_error": itl_meas_ms / tpot_est_ms - 1.0,
+        "overhead_est": ov_est,
+        "overhead_meas": ov_meas,
+        "overhead_error": ov_meas / ov_est - 1.0,
+    }
+
+
+def decode_step_check(
+    efficiency: float, length_ratio: float = 1.0, cases: Sequence[ValidationCase] | None = None,
+    catalog: Any = None, registry: Any = None,
+) -> dict[str, Any]:
+    """How well the estimated decode step (TPOT) matches the measured median inter-token latency of the H100 cases
+    that give it when vLLM's compute efficiency is *efficiency* and a host-side time ``c0 + c1 x batch`` per step
+    is added, ``c0, c1 >= 0`` fitted by non-negative least squares on relative error (an analysis, nothing in the
+    estimator uses it; src/flopwise/validation/README.md, "Llama 3.1 70B on 4 H100 at large batch").
+
+    *length_ratio* is ``E[L^2] / E[L]^2`` of the output lengths: under continuous batching a sequence stays in the
+    batch for a time proportional to its output length, so the running sequences have generated ``E[L^2] / (2
+    E[L])`` tokens on average (renewal theory), and the decode context is ``n_in + length_ratio x n_out / 2``
+    (1: every output the same length, the estimator's static batch). Returns c0 (s), c1 (s per sequence) and the
+    per-case residuals."""
+    import dataclasses
+
+    import numpy as np
+    from scipy.optimize import nnls
+
+    from flopwise.catalog.engines import get_engine
+    from flopwise.estimate.serve import estimate_serve
+
+    if catalog is None:
+        from flopwise.catalog import load_catalog
+
+        catalog = load_catalog()
+    if registry is None:
+        from flopwise.models import load_models
+
+        registry = load_models()
+    itl = _measured_throughputs("measured_median_itl_ms")
+    eng = dataclasses.replace(get_engine("vllm"), compute_efficiency_frac=float(efficiency))
+    ids, tpot, meas, batch = [], [], [], []
+    for c in load_cases() if cases is None else cases:
+        if c.id not in itl or c.device != "h100-sxm" or c.inputs.get("engine") != "vllm":
+            continue
+        inp = c.inputs
+        est = estimate_serve(
+            registry.resolve(c.model), catalog.devices[c.device], device_count=c.device_count or 1, engine=eng,
+            quant=inp.get("quant") or "bf16", batch=inp["batch"], input_tokens=inp["input_tokens"],
+            output_tokens=max(1, round(inp["output_tokens"] * length_ratio)),
+        )  # fmt: skip
+        ids.append(c.id)
+        tpot.append(float(est.tpot_ms) / 1e3)
+        meas.append(itl[c.id] / 1e3)
+        batch.append(float(inp["batch"]))
+    t, y, b = np.array(tpot), np.array(meas), np.array(batch)
+    (c0, c1), _ = nnls(np.c_[np.ones_like(b), b] / y[:, None], (y - t) / y)
+    resid = (t + c0 + c1 * b) / y - 1.0
+    return {
+        "efficiency": float(efficiency), "length_ratio": float(length_ratio), "c0_s": float(c0),
+        "c1_s_per_seq": float(c1), "residuals": dict(zip(ids, resid.tolist(), strict=True)),
+        "median_abs_residual": float(np.median(np.abs(resid))), "max_abs_residual": float(np.max(np.abs(resid))),
+        "median_abs_error_without_host": float(np.median(np.abs(t / y - 1.0))),
+    }  # fmt: skip
 
 
 def _predict_w(o: _Obs, rates: tuple[float, float]) -> float:
@@ -292,6 +380,7 @@ def power_fit_report(
 
     all_obs = energy_observations(load_cases() if cases is None else cases, catalog, registry)
     measured_tps = _measured_throughputs()
+    measured_itl = _measured_throughputs("measured_median_itl_ms")
     obs = [o for o in all_obs if o.case.category == CATEGORY]
     anchors = power_anchors(obs, catalog, registry)
     rates = fit_power_rates(obs)
@@ -369,6 +458,12 @@ def power_fit_report(
             p_meas = m * tps_meas / n_dev
             split |= {"measured_power_w": p_meas, "power_error": (p_est - p_meas) / p_meas,
                       "throughput_error": (tps_est - tps_meas) / tps_meas}  # fmt: skip
+            itl = measured_itl.get(o.case.id)
+            if itl:
+                # and the throughput error into the decode step (median inter-token latency) and the rest
+                batch = float(est.assumptions["batch"])
+                split |= {"measured_median_itl_ms": itl, "estimated_tpot_ms": float(est.tpot_ms),
+                          **throughput_split(batch, tps_est, float(est.tpot_ms), tps_meas, itl)}  # fmt: skip
         j_rows.append({
             "id": o.case.id, "generation": o.generation, "engine": o.case.inputs.get("engine", ""),
             "device": o.case.device, "device_count": n_dev, "batch": o.case.inputs.get("batch"),
@@ -408,6 +503,12 @@ def main() -> None:  # pragma: no cover - a report printer
             f"  power {r['power_error']:+.1%}, throughput {r['throughput_error']:+.1%} (measured)"
             if r.get("measured_power_w") else ""
         )
+        if r.get("measured_median_itl_ms"):
+            split += (
+                f" = decode step {r['decode_step_error']:+.1%} (TPOT {r['estimated_tpot_ms']:.1f} vs median ITL "
+                f"{r['measured_median_itl_ms']:.1f} ms) x rest {r['overhead_error']:+.1%} (time per token / step: "
+                f"estimated {r['overhead_est']:.2f}, measured {r['overhead_meas']:.2f})"
+            )
         print(
             f"{r['id']:50s} meas {r['measured_j']:.3f} J/token  est {r['estimated_j']:.3f} ({r['in_sample']:+.1%}, "
             f"held-out power {r['leave_generation_out']:+.1%})  power {r['estimated_power_w']:.0f} W  "
@@ -415,6 +516,15 @@ def main() -> None:  # pragma: no cover - a report printer
         )
     for g in sorted({r["generation"] for r in rep.j_rows}):
         print(g, "J/token", "  ".join(f"{c} {rep.j_median(c, g):.1%}" for c in ("in_sample", "leave_generation_out")))
+    print("decode step vs median ITL (H100, vLLM) with a fitted host time c0 + c1 x batch per step:")
+    for ratio in (1.0, LMARENA_OUTPUT_LENGTH_RATIO):
+        for eff in (0.285, 0.4, 0.5, 0.6, 0.675, 0.8):
+            chk = decode_step_check(eff, ratio)
+            print(
+                f"  efficiency {eff:.3f}, E[L^2]/E[L]^2 {ratio:.2f}: c0 {chk['c0_s'] * 1e3:.2f} ms, "
+                f"c1 {chk['c1_s_per_seq'] * 1e6:.1f} us/sequence; median |residual| {chk['median_abs_residual']:.1%}, "
+                f"max {chk['max_abs_residual']:.1%} (no host term: median {chk['median_abs_error_without_host']:.1%})"
+            )
 
 
 if __name__ == "__main__":  # pragma: no cover
