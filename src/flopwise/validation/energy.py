@@ -277,8 +277,8 @@ def decode_step_check(
     efficiency: float, length_ratio: float = 1.0, cases: Sequence[ValidationCase] | None = None,
     catalog: Any = None, registry: Any = None,
 ) -> dict[str, Any]:
-    """How well the estimated decode step (TPOT) matches the measured median inter-token latency of the H100 cases
-    that give it when vLLM's compute efficiency is *efficiency* and a host-side time ``c0 + c1 x batch`` per step
+    """How well the estimated decode step (TPOT) matches the measured median inter-token latency of the dense-model
+    H100 cases that give it when vLLM's compute efficiency is *efficiency* and a host-side time ``c0 + c1 x batch`` per step
     is added, ``c0, c1 >= 0`` fitted by non-negative least squares on relative error (an analysis, nothing in the
     estimator uses it; src/flopwise/validation/README.md, "Llama 3.1 70B on 4 H100 at large batch").
 
@@ -309,9 +309,12 @@ def decode_step_check(
     for c in load_cases() if cases is None else cases:
         if c.id not in itl or c.device != "h100-sxm" or c.inputs.get("engine") != "vllm":
             continue
+        model = registry.resolve(c.model)
+        if model.is_moe:  # dense models only: expert-parallel routing is not in the estimator (README)
+            continue
         inp = c.inputs
         est = estimate_serve(
-            registry.resolve(c.model), catalog.devices[c.device], device_count=c.device_count or 1, engine=eng,
+            model, catalog.devices[c.device], device_count=c.device_count or 1, engine=eng,
             quant=inp.get("quant") or "bf16", batch=inp["batch"], input_tokens=inp["input_tokens"],
             output_tokens=max(1, round(inp["output_tokens"] * length_ratio)),
         )  # fmt: skip
