@@ -53,8 +53,28 @@ def test_power_errors_against_the_targets(report):
     assert report.median("leave_one_source_out", "ampere") < report.median("fixed_share_model", "ampere")
     # After merging the serving step times of the fidelity pass (and refitting): H100 6.7%, 7.1%, 9.6%, 23.1%;
     # A100 10.9%, 12.7%, 13.4%, 7.8%.
-    assert report.median("leave_one_source_out", "hopper") <= 0.24  # not the target; a bound so it is seen
+    # With the TDP anchor in the H100 fit (and leave-one-source-out refitting per generation): H100 6.5%, 6.8%,
+    # 7.8%, 9.6% (ML.ENERGY v3.0 cases 8.2% from the LLM-Inference-Bench cases + anchor; LLM-Inference-Bench 13.5%);
+    # A100 unchanged (its cases alone place the anchor workload at -76% of TDP, so it takes no anchor).
+    assert report.median("leave_one_source_out", "hopper") <= 0.10
     assert len({r["source_url"] for r in report.rows if r["generation"] == "hopper"}) >= 2
+
+
+def test_anchor_identifies_the_compute_term_without_the_large_batch_source(report):
+    """The H100 anchor (a compute-bound prefill at the 700 W TDP) is no grading measurement, and the ML.ENERGY v3.0
+    cases alone (the only large-batch source) agree with it; held out, they are predicted from the small-batch
+    LLM-Inference-Bench cases plus the anchor."""
+    anchors = {an.generation: an for an in report.anchors}
+    assert set(anchors) == set(en.ANCHORED_GENERATIONS)
+    hop = anchors["hopper"]
+    assert hop.power_w == 700.0 and hop.device == "h100-sxm"
+    assert abs(report.anchor_gap["hopper"]) <= 0.10  # the cases alone: -4%
+    assert report.anchor_gap["ampere"] < -0.5  # the A100 cases alone: -76%, no anchor
+    # the committed H100 rates put the anchor workload at its TDP within the anchor's stated sd
+    assert hop.predict_w(en.DYNAMIC_POWER_W_PER_RATE["hopper"]) == pytest.approx(700.0, rel=0.05)
+    mlenergy_h100 = [r for r in report.rows if r["generation"] == "hopper" and "mlenergy-v3" in r["id"]]
+    assert all("anchor" in r["loso_basis"] for r in mlenergy_h100)
+    assert statistics.median(abs(r["leave_one_source_out"]) for r in mlenergy_h100) <= 0.10  # 8.2%
 
 
 def test_tensor_parallel_measured_lower_and_estimated_lower(report):
@@ -74,7 +94,9 @@ def test_energy_per_output_token_is_graded_with_its_throughput_split(report):
         assert 1 + r["in_sample"] == pytest.approx((1 + r["power_error"]) / (1 + r["throughput_error"]), rel=0.02)
     # measured after merging the fidelity pass's serving step times (and refitting the power rates): power -16% to
     # +13% on the H100 rows (median |6.4%|), throughput -38% to +241% (median |8.0%|; Llama 4 Maverick on 8 H100,
-    # expert parallel, +73% to +241%); energy per output token median |16.3%| (9.9% without Maverick)
+    # expert parallel, +73% to +241%); energy per output token median |16.3%| (9.9% without Maverick).
+    # With the H100 anchor: power -16% to +13% (median |6.1%|), energy per output token median |15.5%| (9.8%
+    # without Maverick); the 15% target is not met while Maverick's throughput is 1.7-3.4x too high.
     assert max(abs(r["power_error"]) for r in h100) <= 0.20
     assert statistics.median(abs(r["throughput_error"]) for r in h100) <= 0.10
     assert statistics.median(abs(r["in_sample"]) for r in h100) <= 0.20
@@ -95,3 +117,40 @@ def test_every_published_run_fits():
         )  # fmt: skip
         assert bool(e.fits), (c.id, float(e.memory_gb))
         assert not any(w.startswith("does not fit") for w in e.warnings), c.id
+
+
+def test_throughput_error_splits_into_decode_step_and_the_rest(report):
+    # the ML.ENERGY rows that also give the median inter-token latency: (1 + throughput error) is exactly the
+    # decode-step factor times the rest (prefill, prompt-carrying steps, tail)
+    rows = [r for r in report.j_rows if r.get("measured_median_itl_ms")]
+    assert len(rows) >= 28
+    for r in rows:
+        prod = (1 + r["decode_step_error"]) * (1 + r["overhead_error"])
+        assert 1 + r["throughput_error"] == pytest.approx(prod, rel=1e-9), r["id"]
+        assert r["overhead_meas"] >= 1.0 and r["overhead_est"] >= 1.0
+    by_id = {r["id"]: r for r in rows}
+    # measured 2026-12-06: Llama 3.1 8B's decode step is estimated too fast at every batch (+14% at 8 to +25% at
+    # 384-768), Llama 3.1 70B on 4 H100 too slow from batch 128 (-8% to -22% at 898); the static-batch rest
+    # (prefill as its own phase) is too slow for both at large batch (measured 1.02-1.30 per step, estimated
+    # 1.04-1.57), so the 8B's two errors cancel and the 70B's compound (-38% at 898)
+    small = [r for r in rows if "llama-3.1-8b-h100" in r["id"]]
+    assert all(r["decode_step_error"] > 0.10 for r in small)
+    big = by_id["mlenergy-v3-llama-3.1-70b-4xh100-b1024-j-per-token"]
+    assert big["decode_step_error"] < -0.15 and big["overhead_error"] < -0.15
+    # Llama 4 Maverick (expert parallel): the whole miss is the decode step (+73% to +230%), the rest within 6%
+    moe = [r for r in rows if "maverick" in r["id"]]
+    assert len(moe) == 9
+    assert all(r["decode_step_error"] > 0.5 and abs(r["overhead_error"]) < 0.06 for r in moe)
+
+
+def test_decode_step_check_separates_the_efficiency():
+    # analysis of the README: at vLLM's committed efficiency no host term fits the 8B and 70B steps together; at
+    # TensorRT-LLM's efficiency one does, within 5% for all 17 measured steps
+    from flopwise.validation.energy import decode_step_check
+
+    low = decode_step_check(0.285)
+    high = decode_step_check(0.675, 2.0)
+    assert len(low["residuals"]) == 17
+    assert low["max_abs_residual"] > 0.25
+    assert high["max_abs_residual"] < 0.06
+    assert 20e-6 < high["c1_s_per_seq"] < 50e-6 and 0.3e-3 < high["c0_s"] < 1.0e-3

@@ -297,13 +297,24 @@ def _energy_section(report, category: str | None) -> dict:
         "output token, J",
         "power_model": "idle + w_mem x TB/s moved + w_compute x TFLOP/s (16-bit-peak equivalent), clipped at TDP; "
         "one fit per generation with at least 3 measured cases, the pooled fit for the others "
-        "(estimate.energy.DYNAMIC_POWER_W_PER_RATE)",
-        "leave_one_source_out": "refit without every case of the held-out case's source; each generation has one "
-        "source, so an H100 case is predicted from the A100 fit and the other way round",
+        "(estimate.energy.DYNAMIC_POWER_W_PER_RATE); a generation whose cases agree with it (within 25%) also "
+        "fits an anchor that is no grading source: a compute-bound prefill draws the datasheet TDP",
+        "anchors": [
+            {"generation": an.generation, "device": an.device, "power_w": an.power_w, "basis": an.basis}
+            for an in rep.anchors
+        ],
+        "anchor_gap": rep.anchor_gap,
+        "leave_one_source_out": "refit without every case of the held-out case's source, by the committed rule: "
+        "the generation's cases from the other sources (plus its anchor) where at least 3 remain, else the fit "
+        "pooled over the other sources",
         "j_per_output_token": "estimated power x devices / estimated throughput. Where the source gives throughput "
         "too, power_error and throughput_error split the miss by measurement; elsewhere implied_tokens_per_s = the "
         "throughput at which the estimated power gives the measured energy (throughput_ratio > 1: the estimate's "
         "throughput is too high)",
+        "decode_step_error": "where the source also gives the median inter-token latency (ITL): 1 + throughput_error "
+        "= (ITL / estimated TPOT) x (1 + overhead_error); decode_step_error = ITL / TPOT - 1, overhead_error = the "
+        "rest (time per generated token of a sequence over the decode step: prefill, steps that carry prompt "
+        "chunks, the tail), measured / estimated - 1 (flopwise.validation.energy.throughput_split)",
         "summary": summary,
         "cases": list(rep.rows),
         "j_summary": j_summary,
@@ -348,15 +359,19 @@ def _print_energy(out, energy: dict) -> None:
             title_justify="left",
         )
         for col in ("case", "measured J", "estimated J", "error", "held-out power", "power W", "tokens/s",
-                    "implied tokens/s", "power error", "throughput error"):  # fmt: skip
+                    "implied tokens/s", "power error", "throughput error", "of which decode step",
+                    "of which rest"):  # fmt: skip
             j.add_column(col, justify="left" if col == "case" else "right")
         for r in energy["j_cases"]:
             measured = r.get("measured_power_w") is not None
+            itl = r.get("measured_median_itl_ms") is not None
             j.add_row(
                 r["id"], f"{r['measured_j']:.3f}", f"{r['estimated_j']:.3f}", f"{r['in_sample']:+.1%}",
                 f"{r['leave_generation_out']:+.1%}", f"{r['estimated_power_w']:.0f}",
                 f"{r['estimated_tokens_per_s']:,.0f}", f"{r['implied_tokens_per_s']:,.0f}",
                 f"{r['power_error']:+.1%}" if measured else "-",
                 f"{r['throughput_error']:+.1%}" if measured else f"{r['throughput_ratio'] - 1:+.1%} (implied)",
+                f"{r['decode_step_error']:+.1%}" if itl else "-",
+                f"{r['overhead_error']:+.1%}" if itl else "-",
             )  # fmt: skip
         out.print(j)

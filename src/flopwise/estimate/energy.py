@@ -14,6 +14,7 @@ from flopwise.catalog.types import Device
 from flopwise.units import G_PER_KG, KILO
 
 __all__ = [
+    "ANCHORED_GENERATIONS",
     "BOUNDARIES",
     "DECODE_ACTIVITY_FRAC",
     "DYNAMIC_POWER_W_PER_RATE",
@@ -64,20 +65,33 @@ DECODE_ACTIVITY_FRAC = 0.6
 #: 32, 64; Chitty-Venkata et al. 2024, arXiv:2411.00136, github.com/argonne-lcf/LLM-Inference-Bench
 #: docs/data/Power) and the ML.ENERGY leaderboard's 2024 runs (vLLM on A100-SXM4-40GB, 12 runs of 7 models on 1-8
 #: GPUs, https://github.com/ml-energy/leaderboard/tree/2819ae1028ac6aa741179d3b8a5f902435da6b43/data/llm/chat).
-#: The compute term is set by the ML.ENERGY H100 cases at large batch; the A100 cases and the LLM-Inference-Bench
-#: cases (batch <= 64) put it at 0, so a fit without the ML.ENERGY v3.0 source misses its compute-heavy cases by
-#: up to -76% (leave-one-source-out, H100 median 22.1% over both H100 sources); within one source a new model is
-#: predicted within 7.6% (median, leave one model out). A generation with at least 3 measured cases
+#: Each measured generation's fit also gets a physical anchor that is no grading source
+#: (``flopwise.validation.energy.power_anchors``): a compute-bound prefill (2048-token prompts, at the
+#: estimator's own prefill utilizations on that device) draws the datasheet TDP, the power limit (dense matrix work
+#: runs at the power limit: NVIDIA quotes HPL peak at the clock an A100 sustains at its power limit,
+#: https://glennklockwood.com/garden/peak-FLOPS; the prompt phase draws near TDP, Splitwise Sec. 3 and Patel et al.
+#: 2024), weighted as 11 cases by inverse variance (validation.energy.ANCHOR_WEIGHT). Without it only the ML.ENERGY
+#: v3.0 H100 cases at large batch set the compute term (the A100 cases and the LLM-Inference-Bench cases, batch
+#: <= 64, put it at 0) and a fit without that source missed its compute-heavy cases by up to -58% (H100
+#: leave-one-source-out median 23.1%); the anchor alone implies 2.24 W per TFLOP/s on H100, the ML.ENERGY cases
+#: alone 2.14, and with it H100 leave-one-source-out is 9.6%. The anchor joins a generation's fit where that
+#: generation's cases alone put the anchor workload within 25% of TDP (validation.energy.ANCHOR_CONSISTENCY):
+#: H100 -4%; A100 -76% (its one source stays at 200-244 W while the batch grows 5x), so A100 stays fitted on its
+#: cases alone, and its compute term is not identified (a compute-bound A100 prefill at 95 W, no A100 draws that:
+#: a second A100 source at high load is needed). A generation with at least 3 measured cases
 #: (flopwise.validation.energy.MIN_CASES_PER_GENERATION) uses its own fit, any other the fit pooled over all
-#: cases ("default", which includes the two B200 cases of the ML.ENERGY v3.0 file: 667 W at batch 16, 577 W at
-#: 511) and the answer says so. Keys: generation -> (w_mem W per TB/s, w_compute W per TFLOP/s).
+#: cases ("default", no anchor, which includes the two B200 cases of the ML.ENERGY v3.0 file: 667 W at batch 16,
+#: 577 W at 511) and the answer says so. Keys: generation -> (w_mem W per TB/s, w_compute W per TFLOP/s).
 #: Refitted after the serving step times changed (prefill launch time, p-norm decode step, engine efficiencies of
-#: 2026-12-06, second pass): the utilizations the fit sees moved, the fitted rates with them.
+#: 2026-12-06, second pass): the utilizations the fit sees moved, the fitted rates with them; refitted with the
+#: anchors (2026-12-06, third pass).
 DYNAMIC_POWER_W_PER_RATE = {
-    "hopper": (120.46, 2.142),
+    "hopper": (118.93, 2.196),
     "ampere": (145.43, 0.612),
     "default": (128.25, 1.525),
 }
+#: generations whose fit includes the TDP anchor (the rule above; flopwise.validation.energy checks it)
+ANCHORED_GENERATIONS = ("hopper",)
 #: the three energy boundaries every answer reports, narrowest first
 BOUNDARIES = ("device", "node", "facility")
 
@@ -140,7 +154,8 @@ def load_power_coeffs(device: Device) -> tuple[tuple[float, float], str]:
     gen = device_generation(device)
     if gen in DYNAMIC_POWER_W_PER_RATE and gen != "default":
         w_mem, w_compute = DYNAMIC_POWER_W_PER_RATE[gen]
-        basis = f"{w_mem:g} W per TB/s moved + {w_compute:g} W per TFLOP/s, fitted on published {gen} measurements"
+        anchor = " and a compute-bound prefill at TDP" if gen in ANCHORED_GENERATIONS else ""
+        basis = f"{w_mem:g} W per TB/s moved + {w_compute:g} W per TFLOP/s, fitted on published {gen} measurements{anchor}"
     else:
         w_mem, w_compute = DYNAMIC_POWER_W_PER_RATE["default"]
         basis = (
