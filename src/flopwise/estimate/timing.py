@@ -5,8 +5,6 @@ Every function accepts plain floats or numpy arrays (broadcasting) and returns t
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from flopwise.catalog.types import Device
@@ -38,7 +36,6 @@ __all__ = [
     "MFU_SIZE_REF_PARAMS",
     "mfu_size_factor",
     "moe_touched_frac",
-    "expert_parallel_imbalance",
     "roofline_time_s",
     "ROOFLINE_OVERLAP_P",
     "train_time_s",
@@ -367,39 +364,3 @@ def moe_touched_frac(n_experts: int, n_active: int, tokens):
     distinct = n_experts * (1.0 - (1.0 - n_active / n_experts) ** tokens)
     return np.clip((distinct - n_active) / (n_experts - n_active), 0.0, 1.0)
 
-
-def expert_parallel_imbalance(n_experts: int, n_active: int, ep_ranks, tokens):
-    """Routed-expert bytes the busiest of *ep_ranks* devices reads in a step over *tokens* tokens, over the mean
-    per device, when the experts are placed whole, ``E / R`` per device (expert parallelism), and routing is uniform.
-
-    A step waits for its slowest device. Each expert is reached with probability ``q = 1 - (1 - k/E)^T`` (as in
-    moe_touched_frac), so a device's touched experts are about Binomial(E/R, q) and the busiest of R devices reads
-    ``E[max] = sum_j (1 - F(j)^R)`` experts against a mean of ``(E/R) q``: balls into bins (Raab & Steger 1998,
-    "Balls into Bins: A Simple and Tight Analysis", RANDOM '98), the imbalance that GShard's capacity factor and
-    auxiliary loss (Lepikhin et al. 2020, arXiv:2006.16668) and DeepSeek-V3's redundant experts (EPLB, arXiv:2412.19437,
-    Sec. 3.4) exist to bound. Derived, nothing fitted: for Llama 4 Maverick (128 experts, top-1) on 8 devices 2.53x
-    at 8 tokens, 1.69x at 32, 1.26x at 128, 1.05x at 383 (a 3000-draw Monte Carlo of the exact routing: 2.55, 1.69,
-    1.26, 1.05; the binomial form is within 1% from 8 tokens on). 1 where there is one rank or no routed expert
-    choice. Not yet applied by estimate_serve: with it, the expert-parallel Llama 4 Maverick cases' throughput
-    improves but the H100 power fit's leave-one-source-out error rises above its target (src/flopwise/validation/
-    README.md, "Llama 4 Maverick")."""
-    t = np.asarray(tokens, dtype=float)
-    r = np.asarray(ep_ranks, dtype=float)
-    if n_experts <= n_active or n_experts == 0:
-        return np.ones(np.broadcast(t, r).shape) if (np.ndim(t) or np.ndim(r)) else 1.0
-    q = 1.0 - (1.0 - n_active / n_experts) ** np.maximum(t, 1.0)
-    out = np.ones(np.broadcast(q, r).shape)
-    for ranks in np.unique(r):
-        if ranks <= 1:
-            continue
-        m = max(int(n_experts // ranks), 1)
-        j = np.arange(m + 1, dtype=float)
-        log_c = np.array([math.lgamma(m + 1) - math.lgamma(k + 1) - math.lgamma(m - k + 1) for k in range(m + 1)])
-        qq = np.clip(np.broadcast_to(q, out.shape)[..., None], 1e-300, 1.0)
-        with np.errstate(divide="ignore"):
-            log_pmf = log_c + j * np.log(qq) + (m - j) * np.log1p(-np.minimum(qq, 1.0 - 1e-16))
-        cdf = np.cumsum(np.exp(log_pmf), axis=-1)[..., :m]
-        e_max = np.sum(1.0 - np.clip(cdf, 0.0, 1.0) ** ranks, axis=-1)
-        ratio = e_max / (m * np.broadcast_to(q, out.shape))
-        out = np.where(np.broadcast_to(r, out.shape) == ranks, np.maximum(ratio, 1.0), out)
-    return out if out.ndim else float(out)
