@@ -21,7 +21,7 @@ from flopwise.catalog.loader import read_devices
 RTOL = 0.01  # published tables round to 3-4 significant figures
 
 _NVIDIA_IDS_TEXT = """
-v100-sxm2-16gb v100-sxm2-32gb v100-pcie-16gb t4 a10 a10g a40 a100-sxm-40gb a100-sxm-80gb a100-pcie-40gb
+v100-sxm2-16gb v100-sxm2-32gb v100-pcie-16gb t4 p100-pcie-16gb tesla-p4 a10 a10g a40 a100-sxm-40gb a100-sxm-80gb a100-pcie-40gb
 a100-pcie-80gb a800-sxm-80gb l4 l40 l40s h100-sxm h100-pcie h100-nvl h800-sxm h20 h200-sxm h200-nvl gh200 b200
 gb200 b300 gb300 rtx-a4000 rtx-a5000 rtx-a6000 rtx-4000-ada rtx-5000-ada rtx-6000-ada rtx-pro-6000-blackwell
 rtx-3060 rtx-3060-ti rtx-3070 rtx-3070-ti rtx-3080-10gb rtx-3080-12gb rtx-3080-ti rtx-3090 rtx-3090-ti rtx-4060
