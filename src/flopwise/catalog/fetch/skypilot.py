@@ -544,11 +544,13 @@ def _gcp_n1_host(
     if cpus is None:
         return None
     best: tuple[str, _GcpHost] | None = None
+    best_price: Decimal | None = None
     for (machine,), (host, _url) in result.gcp_n1_hosts.get((region, zone), {}).items():
-        if host.zone.price is None or host.vcpus < cpus or host.mem_gib < cpus * GCP_N1_GIB_PER_VCPU:
+        price = host.zone.price
+        if price is None or host.vcpus < cpus or host.mem_gib < cpus * GCP_N1_GIB_PER_VCPU:
             continue
-        if best is None or host.zone.price < best[1].zone.price:
-            best = (machine, host)
+        if best_price is None or price < best_price:
+            best, best_price = (machine, host), price
     return best
 
 
