@@ -28,7 +28,8 @@ GPUs that Google attaches to an N1 VM (T4, V100, P100, P4) are composed as ``lis
 ``n1-highmem``/``n1-highcpu`` row with at least ``_NUM_ACC_TO_NUM_CPU[gpu][count]`` vCPUs (T4 1/2/4 GPUs: 4/8/48;
 V100 and P100: 8 per GPU; others: 8 per GPU) and at least 4 GiB of memory per such vCPU
 (``_DEFAULT_GPU_MEMORY_CPU_RATIO``); the price is host + GPUs on demand, and host spot + GPU spot when both are
-listed. The offering is named after the host and the GPUs (``gcp:n1-highmem-4+1xT4:us-central1``).
+listed. The offering is named after the host and the GPUs (``gcp:n1-highmem-4+1xT4:us-central1``). SkyPilot's
+P100 (GCP, and OCI's GPU2 shapes, 16 GB in both sources) is the PCIe 16GB part, its P4 the Tesla P4.
 
 
 A provider that publishes its preemptible price as a fixed rule, not a market, gets its spot price derived from the
