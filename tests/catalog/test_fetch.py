@@ -690,6 +690,26 @@ def test_the_gpus_gcp_attaches_to_n1_hosts_resolve_in_the_device_table():
         "P4": "tesla-p4",
         "nvidia-tesla-p4": "tesla-p4",
         "Tesla V100-SXM2-16GB": "v100-sxm2-16gb",
+        "K80": "tesla-k80-gk210",  # Azure NC: one GK210, half a K80 board
+        "Tesla K80": "tesla-k80-gk210",
     }
     for name, device_id in names.items():
         assert resolve_device(devices, name).id == device_id, name
+
+
+def test_azure_k80_counts_one_gk210_and_the_unsourced_gpus_stay_skipped():
+    # Azure: "1 GPU = one-half K80 card", so Standard_NC6 (AcceleratorCount 1) is one tesla-k80-gk210 and NC24 four
+    res = _parse("azure", *_snapshot_files("skypilot-azure"))
+    rows = {r["id"]: r for r in res.rows}
+    nc6 = rows["azure:Standard_NC6:westus2"]
+    assert (nc6["device_id"], nc6["device_count"]) == ("tesla-k80-gk210", "1")
+    assert Decimal(nc6["on_demand_usd_per_h"]) == Decimal("0.9") and Decimal(nc6["spot_usd_per_h"]) == Decimal("0.099")
+    assert rows["azure:Standard_NC24:westus2"]["device_count"] == "4"
+    k80 = [r for r in rows.values() if r["device_id"] == "tesla-k80-gk210"]
+    assert len(k80) == 8 and all(r["spot_usd_per_h"] for r in k80)
+    assert not any(r["instance_type"].endswith("_Promo") for r in rows.values())
+    # M60 (NV, NVv3) and MI25 (NVv4) have no sourced device row: their lines are skipped and counted, never guessed
+    m60_mi25 = ("Standard_NV6", "Standard_NV12", "Standard_NV24", "Standard_NV12s_v3", "Standard_NV24s_v3",
+                "Standard_NV48s_v3", "Standard_NV4as_v4", "Standard_NV8as_v4", "Standard_NV16as_v4", "Standard_NV32as_v4")
+    assert not any(r["instance_type"] in m60_mi25 for r in rows.values())
+    assert res.skipped["accelerator with no catalog device"] > 0
