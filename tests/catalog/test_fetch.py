@@ -95,10 +95,58 @@ def test_gcp_gpu_machine_types_are_host_plus_gpus_per_zone():
     assert Decimal(a3["on_demand_usd_per_h"]) == Decimal("43.06615") and a3["spot_usd_per_h"] == ""
     # the source's GPU spot above its own GPU on-demand price is said, not hidden
     assert "treat it as approximate" in rows["gcp:a2-ultragpu-1g:us-central1"]["note"]
-    # GPUs SkyPilot hangs on an N1 host of its choosing are not offerings; GPU rows with no host row are counted
-    assert res.skipped["GCP GPU on an N1 host SkyPilot picks at launch (not a listed instance)"] == 201
+    # GPU rows with no host row in their zone are counted, not priced
     assert res.skipped["GCP GPU with no host machine-type row in its zone"] == 39  # e.g. a2-megagpu-16g in asia
     assert "gcp:a2-megagpu-16g:asia-northeast1" not in rows
+
+
+def test_gcp_n1_gpus_are_the_cheapest_fitting_n1_host_plus_gpus_as_skypilot_lists_them():
+    # sky/catalog/gcp_catalog.py list_accelerators: host = cheapest n1-standard/highmem/highcpu row in the zone
+    # with >= _NUM_ACC_TO_NUM_CPU[gpu][count] vCPUs and >= 4 GiB per such vCPU; price = host + GPUs, spot likewise
+    res = _parse("gcp", *_snapshot_files("skypilot-gcp"))
+    rows = {r["id"]: r for r in res.rows}
+    # 1 x T4 asks for 4 vCPUs and 16 GiB: n1-standard-4 (15 GiB) is too small, n1-highmem-4 (26 GiB, 0.23661 /
+    # spot 0.07948) is the cheapest that fits; T4 0.35 / spot 0.1915 in every us-central1 zone
+    t4 = rows["gcp:n1-highmem-4+1xT4:us-central1"]
+    assert (t4["device_id"], t4["device_count"], t4["vcpus"]) == ("t4", "1", "4")
+    assert Decimal(t4["on_demand_usd_per_h"]) == Decimal("0.23661") + Decimal("0.35")
+    assert Decimal(t4["spot_usd_per_h"]) == Decimal("0.07948") + Decimal("0.1915")
+    assert "list_accelerators" in t4["note"]
+    # 4 x T4 asks for 48 vCPUs and 192 GiB: n1-standard-64 (240 GiB, 3.03998) beats n1-highmem-64 and -96
+    assert "gcp:n1-standard-64+4xT4:us-central1" in rows
+    # V100 asks for 8 vCPUs per GPU: n1-highmem-8 for one (n1-standard-8 has 30 GiB < 32), n1-highmem-64 for 8
+    assert rows["gcp:n1-highmem-8+1xV100:us-central1"]["device_id"] == "v100-sxm2-16gb"
+    assert "gcp:n1-highmem-64+8xV100:us-central1" in rows
+    p100 = [r for r in rows.values() if r["device_id"] == "p100-pcie-16gb"]
+    p4 = [r for r in rows.values() if r["device_id"] == "tesla-p4"]
+    assert p100 and p4
+    n1 = [r for r in rows.values() if r["instance_type"].startswith("n1-")]
+    assert len(n1) == 131  # every (GPU, count, region) the source lists for T4, V100, P100 and P4
+    assert all(r["spot_usd_per_h"] for r in n1)  # the source lists host and GPU spot prices for all of them
+
+
+def test_gcp_n1_host_choice_follows_skypilot(tmp_path: Path):
+    head = "InstanceType,vCPUs,MemoryGiB,AcceleratorName,AcceleratorCount,GpuInfo,Region,AvailabilityZone,Price,SpotPrice\n"
+    gpu = ",,,P4,2,,us-central1,us-central1-{z},1.2,0.4\n"
+    host = "{t},{v}.0,{m}.0,,,,us-central1,us-central1-{z},{p},{s}\n"
+    path = tmp_path / "vms.csv"
+    # P4 x2 falls under SkyPilot's DEFAULT row: 16 vCPUs and 64 GiB. n1-standard-16 (60 GiB) does not fit; of the
+    # two that fit the cheaper wins, and a host with no spot price leaves the offering without one
+    path.write_text(
+        head
+        + gpu.format(z="a")
+        + host.format(t="n1-standard-16", v=16, m=60, z="a", p="0.5", s="0.1")
+        + host.format(t="n1-highmem-32", v=32, m=208, z="a", p="1.9", s="0.6")
+        + host.format(t="n1-highmem-16", v=16, m=104, z="a", p="0.95", s="")
+    )
+    rows = {r["id"]: r for r in _parse("gcp", path).rows}
+    assert set(rows) == {"gcp:n1-highmem-16+2xP4:us-central1"}
+    row = rows["gcp:n1-highmem-16+2xP4:us-central1"]
+    assert Decimal(row["on_demand_usd_per_h"]) == Decimal("2.15") and row["spot_usd_per_h"] == ""
+    # no N1 host in the GPU's zone: no offering, the GPU row is counted
+    path.write_text(head + gpu.format(z="b") + host.format(t="n1-highmem-16", v=16, m=104, z="a", p="0.95", s=""))
+    res = _parse("gcp", path)
+    assert res.rows == [] and res.skipped["GCP GPU with no host machine-type row in its zone"] == 1
 
 
 def test_oci_preemptible_spot_is_derived_from_the_published_rule_on_vm_shapes_only():
@@ -158,10 +206,12 @@ def test_shipped_gpu_spot_coverage_per_provider():
     with_spot = [o for o in gpu if o.spot_usd_per_h is not None]
     providers = sorted({o.provider for o in gpu})
     coverage = {p: (sum(o.provider == p for o in with_spot), sum(o.provider == p for o in gpu)) for p in providers}
-    assert coverage["oci"] == (195, 468)  # the 5 VM GPU shapes x 39 regions; the 7 bare metal shapes have none
+    assert coverage["oci"] == (234, 546)  # the 6 VM GPU shapes x 39 regions; the 8 bare metal shapes have none
     assert coverage["nebius"] == (10, 22)  # H100/H200/B200; its L40S platforms are not sold preemptible
-    assert coverage["aws"] == (590, 608) and coverage["gcp"] == (211, 234) and coverage["azure"] == (111, 122)
-    assert (len(with_spot), len(gpu)) == (1117, 1962)  # 56.9%
+    assert coverage["aws"] == (590, 608)
+    assert coverage["azure"] == (119, 130)  # with the 8 NC-series K80 offerings (one GK210 per counted GPU), all spot
+    assert coverage["gcp"] == (342, 365)  # with the 131 N1-hosted T4/V100/P100/P4 offerings, all with spot
+    assert (len(with_spot), len(gpu)) == (1295, 2179)  # 59.4%
 
 
 def test_gcp_zone_prices_that_disagree_name_the_line(tmp_path: Path):
@@ -625,3 +675,41 @@ def test_shipped_catalog_has_gcp_n2_and_e2_sizes():
     for size in ("n2-standard-2", "n2-standard-8", "n2-standard-48", "e2-standard-2", "e2-standard-32"):
         rows = [o for o in cat.offerings if o.instance_type == size]
         assert rows and all(o.device_id == "xeon-8259cl" for o in rows), size
+
+
+def test_the_gpus_gcp_attaches_to_n1_hosts_resolve_in_the_device_table():
+    from flopwise.catalog.resolve import resolve_device
+
+    devices = load_catalog().devices
+    names = {
+        "T4": "t4",
+        "nvidia-tesla-t4": "t4",
+        "P100": "p100-pcie-16gb",
+        "nvidia-tesla-p100": "p100-pcie-16gb",
+        "Tesla P100-PCIE-16GB": "p100-pcie-16gb",
+        "P4": "tesla-p4",
+        "nvidia-tesla-p4": "tesla-p4",
+        "Tesla V100-SXM2-16GB": "v100-sxm2-16gb",
+        "K80": "tesla-k80-gk210",  # Azure NC: one GK210, half a K80 board
+        "Tesla K80": "tesla-k80-gk210",
+    }
+    for name, device_id in names.items():
+        assert resolve_device(devices, name).id == device_id, name
+
+
+def test_azure_k80_counts_one_gk210_and_the_unsourced_gpus_stay_skipped():
+    # Azure: "1 GPU = one-half K80 card", so Standard_NC6 (AcceleratorCount 1) is one tesla-k80-gk210 and NC24 four
+    res = _parse("azure", *_snapshot_files("skypilot-azure"))
+    rows = {r["id"]: r for r in res.rows}
+    nc6 = rows["azure:Standard_NC6:westus2"]
+    assert (nc6["device_id"], nc6["device_count"]) == ("tesla-k80-gk210", "1")
+    assert Decimal(nc6["on_demand_usd_per_h"]) == Decimal("0.9") and Decimal(nc6["spot_usd_per_h"]) == Decimal("0.099")
+    assert rows["azure:Standard_NC24:westus2"]["device_count"] == "4"
+    k80 = [r for r in rows.values() if r["device_id"] == "tesla-k80-gk210"]
+    assert len(k80) == 8 and all(r["spot_usd_per_h"] for r in k80)
+    assert not any(r["instance_type"].endswith("_Promo") for r in rows.values())
+    # M60 (NV, NVv3) and MI25 (NVv4) have no sourced device row: their lines are skipped and counted, never guessed
+    m60_mi25 = ("Standard_NV6", "Standard_NV12", "Standard_NV24", "Standard_NV12s_v3", "Standard_NV24s_v3",
+                "Standard_NV48s_v3", "Standard_NV4as_v4", "Standard_NV8as_v4", "Standard_NV16as_v4", "Standard_NV32as_v4")
+    assert not any(r["instance_type"] in m60_mi25 for r in rows.values())
+    assert res.skipped["accelerator with no catalog device"] > 0

@@ -269,37 +269,28 @@ def _read_rows(path: Path, columns: tuple[str, ...]) -> Iterator[_Row]:
         yield _Row(where, line, dict(zip(columns, cells, strict=True)))
 
 
-class _MultiLine(Exception):
-    """A quoted cell spans lines: only the csv module reads that right."""
-
-
-def _quoted_line(line: str) -> list[str]:
-    cells = next(csv.reader((line + "\n",)))
-    if any("\n" in c for c in cells):  # the quote was still open at the end of the line
-        raise _MultiLine
-    return cells
-
-
 def _split_records(text: str) -> list[list[str]] | None:
     """The cells of every line of *text* (header included; line n is item n - 1), as ``csv.reader`` (excel
     dialect) reads them, or None when only the csv module can tell (a carriage return, a NUL, a quoted cell
     spanning lines). A blank line gives ``[]`` or ``['']``; both are skipped as blank.
 
     ``str.split`` on the lines without a quote (nearly every line of a fetched file; several times faster than
-    the csv module, and run as C-level ``map``), the csv module for each line with one. A quoted cell still
-    open at the end of its line is what a multi-line record looks like: then the whole file goes to the csv
-    module."""
+    the csv module, and run as C-level ``map``), one csv reader over the lines with one (each given its own
+    newline, so each is one record unless a quote stays open). A quoted cell still open at the end of its line is
+    what a multi-line record looks like: it merges lines (fewer records than lines) or, on the last such line,
+    keeps the newline in its cell; then the whole file goes to the csv module."""
     if "\r" in text or "\0" in text:
         return None
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()  # the newline that ends the last line starts no record
     rows = list(map(str.split, lines, repeat(",")))
-    for i in compress(count(), map(str.__contains__, lines, repeat('"'))):
-        try:
-            rows[i] = _quoted_line(lines[i])
-        except _MultiLine:
+    quoted = list(compress(count(), map(str.__contains__, lines, repeat('"'))))
+    if quoted:
+        records = list(csv.reader(map("{}\n".format, map(lines.__getitem__, quoted))))
+        if len(records) != len(quoted) or any(map(str.__contains__, records[-1], repeat("\n"))):
             return None
+        deque(map(rows.__setitem__, quoted, records), maxlen=0)
     return rows
 
 
@@ -589,17 +580,32 @@ _OFFERING_FIELDS = tuple(f.name for f in dataclasses.fields(Offering))
 assert _OFFERING_FIELDS == OFFERING_COLUMNS, "Offering's fields and OFFERING_COLUMNS must stay in one order"
 
 
+def _strip_repeated(col: tuple[str, ...]) -> tuple[str, ...]:
+    """*col* with each cell stripped, for a column that repeats a few values: each distinct value is stripped
+    once, and a column with nothing to strip is returned as it is."""
+    stripped = {raw: raw.strip() for raw in set(col)}
+    if all(map(str.__eq__, stripped, stripped.values())):
+        return col
+    return tuple(map(stripped.__getitem__, col))
+
+
 def _fast_offerings(rows: list[list[str]]) -> list[Offering] | None:
     """The offerings of a whole file's rows, checked column by column, or None when any check fails (then each
     row goes through :func:`_fast_offering` / :func:`_offering_from_row`, which raise the precise error).
 
     Accepts exactly what :func:`_offering_from_row` accepts. A fetched file repeats its provider, regions,
-    counts, prices and provenance on thousands of rows, so each distinct value is parsed and checked once
-    (Decimal built once per distinct price string), and the per-row checks run as C-level ``map``/``zip``."""
+    counts, prices and provenance on thousands of rows, so each distinct value is stripped, parsed and checked
+    once (Decimal built once per distinct price string), and the per-row work runs as C-level ``map``/``zip``:
+    only the per-row text columns (id, instance type, note) are stripped cell by cell."""
     if not rows:
         return []
-    cols = [tuple(map(str.strip, col)) for col in zip(*rows, strict=True)]
-    oid, provider, it, region, device_id, count, vcpus, ram, od, sp, rs, term, url, retrieved, basis, note = cols
+    oid, provider, it, region, device_id, count, vcpus, ram, od, sp, rs, term, url, retrieved, basis, note = zip(
+        *rows, strict=True
+    )
+    oid, it, note = (tuple(map(str.strip, col)) for col in (oid, it, note))
+    provider, region, device_id, term, url, retrieved, basis = map(
+        _strip_repeated, (provider, region, device_id, term, url, retrieved, basis)
+    )
     if not (all(oid) and all(it) and all(device_id)):
         return None
     for p in set(provider):
@@ -614,23 +620,29 @@ def _fast_offerings(rows: list[list[str]]) -> list[Offering] | None:
     ):
         return None
     try:
+        # the number columns are parsed from their raw cells: each distinct raw cell stripped and parsed once
         ints: dict[str, int] = {}
         for raw in set(count) | set(vcpus):
-            if not raw.isdigit():
+            text = raw.strip()
+            if not text.isdigit():
                 return None
-            ints[raw] = int(raw)
+            ints[raw] = int(text)
         counts = list(map(ints.__getitem__, count))
         cpus = list(map(ints.__getitem__, vcpus))
         floats: dict[str, float] = {}
         for raw in set(ram):
-            value = float(raw)
+            value = float(raw.strip())
             if not RAM_GB_RANGE[0] <= value <= RAM_GB_RANGE[1]:  # False for NaN; inf is out of range
                 return None
             floats[raw] = value
         rams = list(map(floats.__getitem__, ram))
-        prices: dict[str, Decimal | None] = {"": None}
-        for raw in (set(od) | set(sp) | set(rs)) - {""}:
-            price = Decimal(raw)
+        prices: dict[str, Decimal | None] = {}
+        for raw in set(od) | set(sp) | set(rs):
+            text = raw.strip()
+            if not text:
+                prices[raw] = None
+                continue
+            price = Decimal(text)
             if not (price.is_finite() and _ZERO <= price <= PRICE_USD_PER_H_MAX):
                 return None
             prices[raw] = price

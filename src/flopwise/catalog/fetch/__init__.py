@@ -88,7 +88,8 @@ def _sky(cloud: str, version: str, commit: str, extracts: tuple[str, ...] = ()) 
             f"{_SKY_BLOB}/{commit}/catalogs/{version}/{cloud}/vms.csv",
         )
     ]
-    # the snapshot keeps some rows of the same vms.csv apart (CPU-only VMs; GCP's GPU machine-type host rows);
+    # the snapshot keeps some rows of the same vms.csv apart (CPU-only VMs; GCP's GPU machine-type host rows and
+    # the N1 host rows that T4/V100/P100/P4 GPUs attach to);
     # upstream they are all in the one vms.csv, so these files have no upstream URL of their own
     for part in extracts:
         files.append(
@@ -106,7 +107,7 @@ SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
         _sky("aws", "v9", _C_2C3D, ("cpu",)),
-        _sky("gcp", "v9", _C_2C3D, ("cpu", "gpuhosts")),
+        _sky("gcp", "v9", _C_2C3D, ("cpu", "gpuhosts", "n1hosts")),
         _sky("azure", "v6", _C_0987),
         _sky("oci", "v9", _C_A5BE),
         _sky("lambda", "v9", _C_2C3D),

@@ -11,7 +11,7 @@ clouds). One offering is written per (instance type, region):
   used, and the row's note says so.
 
 Rows are skipped, and counted by reason in :class:`ParseResult.skipped`, when the catalog has no device for
-the accelerator (K80, M60, P100, P4, FPGAs, Radeon, Inferentia 1, Gaudi 1, Graviton2 T4g, Quadro RTX 6000,
+the accelerator (M60, FPGAs, Radeon, Inferentia 1, Gaudi 1, Graviton2 T4g, Quadro RTX 6000,
 A800 PCIe), for fractional GPUs (AWS g6f/gr6f), multi-host TPU pod slices (the planner sizes pods itself from
 the per-host slice), and TPU rows priced 700.0 (SkyPilot's placeholder for a TPU not sold in that region).
 
@@ -20,10 +20,19 @@ and ``list_accelerators``): the GPU rows (empty InstanceType) price the accelera
 (a2-highgpu-Ng, a2-megagpu-16g, a2-ultragpu-Ng, a3-highgpu-Ng, a3-megagpu-8g, a3-ultragpu-8g, a4-highgpu-8g,
 g2-standard-N; empty AcceleratorName) price the host VM, and the instance costs host + GPUs, zone by zone, on
 demand and spot alike. The offering is the machine type (``gcp:a3-highgpu-8g:us-central1``). SkyPilot lists the
-A4 host at 0.0 because Google prices the B200 SKU with the VM included (skypilot-org/skypilot#8125). GPUs that
-SkyPilot attaches to an N1 host of its choosing (T4, V100, P4, P100) are not composed: that host choice is a
-launch-time default, not a listed instance; they are counted as skipped. A GPU row with no host row in its zone
-(and a host row with no GPU row) yields no offering and is counted.
+A4 host at 0.0 because Google prices the B200 SKU with the VM included (skypilot-org/skypilot#8125). A GPU row with
+no host row in its zone (and a host row with no GPU row) yields no offering and is counted.
+
+GPUs that Google attaches to an N1 VM (T4, V100, P100, P4) are composed as ``list_accelerators`` in the same
+``gcp_catalog.py`` composes them for ``sky show-gpus``: per zone, the host is the cheapest ``n1-standard``/
+``n1-highmem``/``n1-highcpu`` row with at least ``_NUM_ACC_TO_NUM_CPU[gpu][count]`` vCPUs (T4 1/2/4 GPUs: 4/8/48;
+V100 and P100: 8 per GPU; others: 8 per GPU) and at least 4 GiB of memory per such vCPU
+(``_DEFAULT_GPU_MEMORY_CPU_RATIO``); the price is host + GPUs on demand, and host spot + GPU spot when both are
+listed. The offering is named after the host and the GPUs (``gcp:n1-highmem-4+1xT4:us-central1``). SkyPilot's
+P100 (GCP, and OCI's GPU2 shapes, 16 GB in both sources) is the PCIe 16GB part, its P4 the Tesla P4.
+Azure's K80 (NC-series) counts one GK210 GPU, half a Tesla K80 board ("1 GPU = one-half K80 card", Azure's
+sizes-previous-gen page), so it maps to the per-GPU row ``tesla-k80-gk210``.
+
 
 A provider that publishes its preemptible price as a fixed rule, not a market, gets its spot price derived from the
 on-demand price where the source has none (:data:`PREEMPTIBLE_RULES`): OCI bills preemptible capacity at 50% of
@@ -181,6 +190,9 @@ _SIMPLE = {
     "L40S": "l40s",
     "T4": "t4",
     "V100-32GB": "v100-sxm2-32gb",
+    "P100": "p100-pcie-16gb",
+    "P4": "tesla-p4",
+    "K80": "tesla-k80-gk210",
     "A6000": "rtx-a6000",
     "RTXA6000": "rtx-a6000",
     "RTXA5000": "rtx-a5000",
@@ -220,6 +232,20 @@ GCP_GPU_MACHINES: dict[str, tuple[str, int]] = {
     "a4-highgpu-8g": ("B200", 8),
 }
 _GCP_GPU_NAMES = {name for name, _ in GCP_GPU_MACHINES.values()}
+
+#: GPUs Google attaches to N1 VMs, and the host vCPUs SkyPilot asks for per GPU count: ``_NUM_ACC_TO_NUM_CPU`` in
+#: sky/catalog/gcp_catalog.py ("DEFAULT" covers P4 and any other N1 GPU). The host also needs
+#: ``GCP_N1_GIB_PER_VCPU`` GiB per such vCPU (``_DEFAULT_GPU_MEMORY_CPU_RATIO``) and comes from these families
+#: (``_DEFAULT_HOST_VM_FAMILY``).
+GCP_N1_GPU_VCPUS: dict[str, dict[int, int]] = {
+    "V100": {1: 8, 2: 16, 4: 32, 8: 64},
+    "T4": {1: 4, 2: 8, 4: 48},
+    "P100": {1: 8, 2: 16, 4: 32, 8: 64},
+    "DEFAULT": {1: 8, 2: 16, 4: 32, 8: 64, 16: 128},
+}
+GCP_N1_GPUS = ("T4", "V100", "P100", "P4")
+GCP_N1_HOST_FAMILIES = ("n1-standard", "n1-highmem", "n1-highcpu")
+GCP_N1_GIB_PER_VCPU = 4
 
 
 #: how a row's note begins its account of a spot price derived from a PreemptibleRule (the CLI marks such prices)
@@ -293,6 +319,8 @@ class ParseResult:
     #: (machine type, region, zone) -> host, with the source_url of the file each came from
     gcp_gpus: dict[tuple[str, int, str, str], tuple[_ZonePrice, str]] = field(default_factory=dict)
     gcp_hosts: dict[tuple[str, str, str], tuple[_GcpHost, str]] = field(default_factory=dict)
+    #: N1 host rows per (region, zone), in source order: machine type -> (host, source_url)
+    gcp_n1_hosts: dict[tuple[str, str], dict[tuple[str], tuple[_GcpHost, str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -409,14 +437,18 @@ def _gcp_part(
         host = _GcpHost(int(vcpus_f), mem_gib, _ZonePrice(price, spot, rec.line, rec.location))
         _keep_once(res.gcp_hosts, key, (host, source_url), rec, host.zone)
         return True
+    if not name and instance_type.startswith(GCP_N1_HOST_FAMILIES):
+        vcpus_f = rec.number("vCPUs")
+        mem_gib = rec.number("MemoryGiB")
+        if vcpus_f is None or mem_gib is None:
+            raise rec.fail("vCPUs", "is empty for an N1 host; the source must list vCPUs and MemoryGiB")
+        host = _GcpHost(int(vcpus_f), mem_gib, _ZonePrice(price, spot, rec.line, rec.location))
+        zone_hosts = res.gcp_n1_hosts.setdefault((region, _zone(rec)), {})
+        _keep_once(zone_hosts, (instance_type,), (host, source_url), rec, host.zone)
+        return True
     if name and not instance_type and not name.startswith("tpu-"):
-        if name not in _GCP_GPU_NAMES:
-            reason = (
-                "GCP GPU on an N1 host SkyPilot picks at launch (not a listed instance)"
-                if device_for("gcp", name, "") is not None
-                else "accelerator with no catalog device"
-            )
-            res.skipped[reason] += 1
+        if name not in _GCP_GPU_NAMES and (name not in GCP_N1_GPUS or device_for("gcp", name, "") is None):
+            res.skipped["accelerator with no catalog device"] += 1
             return True
         count_f = rec.number("AcceleratorCount")
         if count_f is None or count_f != int(count_f) or count_f < 1:
@@ -498,9 +530,86 @@ def _compose_gcp(acc: dict[tuple[str, str], _Acc], result: ParseResult) -> None:
                 f"; {_SUSPECT} ({acc_name} x{count}: on-demand {_money(gp.price)}, spot {_money(gp.spot)} "
                 "in the source), so the on-demand total is likely not the list price; treat it as approximate"
             )
+    for gpu_key, (gp, url) in result.gcp_gpus.items():
+        if gpu_key[0] in GCP_N1_GPUS and _compose_gcp_n1(acc, result, gpu_key, gp, url):
+            gpu_zones_used.add(gpu_key)
     unused = [k for k in result.gcp_gpus if k not in gpu_zones_used]
     if unused:
         result.skipped["GCP GPU with no host machine-type row in its zone"] += len(unused)
+
+
+def _gcp_n1_host(
+    result: ParseResult, acc_name: str, count: int, region: str, zone: str
+) -> tuple[str, _GcpHost] | None:
+    """SkyPilot's host for *count* x *acc_name* in *zone* (``list_accelerators._get_host_instance_type``): the
+    cheapest N1 row with enough vCPUs and memory; the first such row in source order on a tie (pandas idxmin)."""
+    table = GCP_N1_GPU_VCPUS.get(acc_name, GCP_N1_GPU_VCPUS["DEFAULT"])
+    cpus = table.get(count)
+    if cpus is None:
+        return None
+    best: tuple[str, _GcpHost] | None = None
+    best_price: Decimal | None = None
+    for (machine,), (host, _url) in result.gcp_n1_hosts.get((region, zone), {}).items():
+        price = host.zone.price
+        if price is None or host.vcpus < cpus or host.mem_gib < cpus * GCP_N1_GIB_PER_VCPU:
+            continue
+        if best_price is None or price < best_price:
+            best, best_price = (machine, host), price
+    return best
+
+
+def _compose_gcp_n1(
+    acc: dict[tuple[str, str], _Acc],
+    result: ParseResult,
+    gpu_key: tuple[str, int, str, str],
+    gp: _ZonePrice,
+    url: str,
+) -> bool:
+    """One zone of an N1-attached GPU: host + GPUs into *acc*; False when the zone has no host that fits."""
+    acc_name, count, region, zone = gpu_key
+    if gp.price is None:
+        return False
+    picked = _gcp_n1_host(result, acc_name, count, region, zone)
+    if picked is None:
+        return False
+    machine, host = picked
+    hp = host.zone
+    assert hp.price is not None  # _gcp_n1_host only picks priced hosts
+    on_demand = hp.price + gp.price
+    spot = hp.spot + gp.spot if hp.spot is not None and gp.spot is not None else None
+    name = f"{machine}+{count}x{acc_name}"
+    entry = acc.get((name, region))
+    if entry is None:
+        device_id = device_for("gcp", acc_name, "")
+        assert device_id is not None, acc_name  # checked when the GPU row was kept
+        ram = (Decimal(str(host.mem_gib)) * _GIB_TO_GB).quantize(Decimal("0.1"))
+        note = (
+            f"{machine} host + {count} {acc_name} GPU(s) attached, priced apart in the source and added zone by "
+            f"zone as SkyPilot's gcp_catalog.list_accelerators does (the cheapest N1 host with at least "
+            f"{host_cpus(acc_name, count)} vCPUs and {GCP_N1_GIB_PER_VCPU} GiB per vCPU); "
+            f"ram_gb converted from {host.mem_gib:g} GiB"
+        )
+        entry = acc[(name, region)] = _Acc(
+            name, region, device_id, count, host.vcpus, ram, on_demand, hp.line, [], 0, note, url
+        )
+    elif entry.on_demand != on_demand:
+        raise FetchError(
+            "skypilot-gcp",
+            hp.location,
+            hp.line,
+            "Price",
+            f"{name} in {zone} costs {on_demand} on demand (host + GPUs) but {entry.on_demand} in another "
+            f"zone of {region.split(':', 1)[1]}; on-demand prices must agree across the zones of a region",
+        )
+    entry.zones += 1
+    if spot is not None:
+        entry.spots.append(spot)
+    return True
+
+
+def host_cpus(acc_name: str, count: int) -> int:
+    """The host vCPUs SkyPilot asks for with *count* x *acc_name* on an N1 VM (``_NUM_ACC_TO_NUM_CPU``)."""
+    return GCP_N1_GPU_VCPUS.get(acc_name, GCP_N1_GPU_VCPUS["DEFAULT"])[count]
 
 
 def _classify(
