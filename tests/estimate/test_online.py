@@ -101,14 +101,14 @@ def test_online_decode_solves_the_fixed_point_of_a_linear_step():
     def step(batch, pre):
         return a + b * batch + 0.0 * pre
 
-    got = online_decode(step, p1, 200, n_out, slots=1e6, mixed_prefill=False, arrival_rps=lam)
+    got = online_decode(step, p1, 200, n_out, slots=1e4, mixed_prefill=False, arrival_rps=lam)
     # T (1 - b lam (1 + d) - lam p1) = a + b + b lam p1
     want = (a + b + b * lam * p1) / (1.0 - b * lam * (1 + d) - lam * p1)
     assert float(got.tpot_s) == pytest.approx(want, rel=1e-6)
     assert float(got.running_batch) == pytest.approx(1 + lam * (p1 + want + d * want), rel=1e-6)
     # mixed prefill: step(B, P) = a + b B + c P with P = lam I T
     c, n_in = 1e-5, 200
-    got = online_decode(lambda bt, pre: a + b * bt + c * pre, p1, n_in, n_out, slots=1e6, mixed_prefill=True,
+    got = online_decode(lambda bt, pre: a + b * bt + c * pre, p1, n_in, n_out, slots=1e4, mixed_prefill=True,
                         arrival_rps=lam)  # fmt: skip
     want = (a + b + b * lam * p1) / (1.0 - b * lam * (1 + d) - c * lam * n_in)
     assert float(got.tpot_s) == pytest.approx(want, rel=1e-6)
@@ -125,3 +125,24 @@ def test_bad_load_inputs_name_the_field():
         estimate_serve(LLAMA31_8B, H100, concurrency=2.5)
     with pytest.raises(InputError, match="arrival_rps"):
         online_decode(lambda b, p: 0.01, 0.02, 100, 100, slots=8, mixed_prefill=True)
+
+
+@pytest.mark.parametrize(
+    ("model_id", "device_id", "tp", "engine"),
+    [("llama-3.1-8b", "h100-sxm", 1, "vllm"), ("llama-3.1-70b", "h100-sxm", 4, "sglang"),
+     ("llama-3.1-8b", "rtx-4090", 1, "llama.cpp")],
+)  # fmt: skip
+def test_linear_online_step_equals_the_decode_step(model_id, device_id, tp, engine):
+    """The online step's precomputed linear terms give exactly estimate.serve's decode step (plus the overhead)."""
+    model, device = _MODELS.resolve(model_id), _CAT.devices[device_id]
+    quant = "q4_k_m" if engine == "llama.cpp" else "bf16"
+    r = sv._read_inputs(device, engine, quant, None, tp, 1, 1000, 200, None, None, None, None)
+    rates = sv.serving_rates(r.q, device, model.n_layers, r.engine)
+    sp = sv._split_of(model, r.engine, r.tp)
+    n_mm = sv.fl.matmul_params(sv.count_params(model).non_embedding_active, model)
+    wread = sv._weight_read_fn(model, r.q, sp.shard)
+    ctx = r.n_in + r.n_out / 2.0
+    fast = sv._online_step_fn(model, r, rates, sp, n_mm, wread, device, ctx, 0.001)
+    b, pre = np.array([1.0, 7.0, 64.0, 300.0]), np.array([0.0, 13.0, 500.0, 0.0])
+    slow = sv._decode_step_s(model, r, rates, sp, n_mm, wread, device, b, ctx, pre)[0] + 0.001
+    assert np.allclose(fast(b, pre), slow, rtol=1e-12)

@@ -414,8 +414,9 @@ def _decode_step_s(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread,
 #: so it is per layer. FITTED: least absolute log error over the tpot_ms cases of validation/data/cases_online.csv
 #: (flopwise.validation.online_fit, which also gives the leave-one-source-out error).
 ONLINE_LAYER_OVERHEAD_S = 5.75e-5
-#: bisection steps of the online steady state (online_decode): the bracket shrinks 2^-40, far below 1e-9 relative
-ONLINE_BISECT_STEPS = 40
+#: bisection steps of the online steady state (online_decode): the bracket (at most the step with every slot busy
+#: plus its prefill stalls) shrinks 2^-28, about 1e-6 of TPOT for a bracket 200x TPOT (tests/estimate/test_online.py)
+ONLINE_SOLVE_STEPS = 28
 
 
 @dataclass(frozen=True)
@@ -474,7 +475,7 @@ def online_decode(
       interference DistServe, Zhong et al. 2024, arXiv:2401.09670, measures between the phases).
 
     ``T -> g(T)`` is increasing, ``g(T0) >= T0`` at ``T0 = step_s(1, 0)`` and ``g(T_hi) <= T_hi`` at the bound
-    reached with every slot busy, so the fixed point is found by bisection (ONLINE_BISECT_STEPS) with numpy
+    reached with every slot busy, so the fixed point is found by bisection (ONLINE_SOLVE_STEPS) with numpy
     arrays: no loop over configurations. At ``lambda -> 0`` (or concurrency 1) it is the batch-1 decode step.
     """
     n_in = np.asarray(input_tokens, dtype=float)
@@ -512,7 +513,9 @@ def online_decode(
     else:
         hi = step_s(n_max, 0.0) + n_max * p1 / (1.0 + d)
     hi = np.maximum(np.asarray(hi, dtype=float) + 0.0 * lo, lo)
-    for _ in range(ONLINE_BISECT_STEPS):
+    # bisection keeps h(lo) >= 0 >= h(hi), h(T) = g(T) - T; h < 0 between the light-load fixed point and the
+    # saturated one near hi, so it converges to the former (false position is drawn to the latter)
+    for _ in range(ONLINE_SOLVE_STEPS):
         mid = 0.5 * (lo + hi)
         above = state(mid)[0] <= mid
         hi = np.where(above, mid, hi)
@@ -523,6 +526,35 @@ def online_decode(
         np.zeros(np.shape(t), dtype=bool) if closed else lam_in > lam * (1.0 + 1e-6)
     )
     return OnlineDecode(t, batch, lam, pre, p1 + t, saturated)
+
+
+def _online_step_fn(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread, device, ctx, extra_s):
+    """``step_s(batch, prefill_tokens)`` of :func:`online_decode`: ``_decode_step_s`` plus *extra_s*. For a dense
+    model every term but the roofline is linear in the batch and the prompt tokens (FLOPs and KV reads per
+    sequence, all-reduce bytes per token; the weight read is one per step), so their coefficients are taken once
+    and each bisection step costs a few array operations; MoE weight reads depend on the tokens routed (calls
+    ``_decode_step_s``)."""
+    if model.is_moe:
+
+        def step_moe(batch, prefill_tokens):
+            return _decode_step_s(model, r, rates, sp, n_mm, wread, device, batch, ctx, prefill_tokens)[0] + extra_s
+
+        return step_moe
+    f_dec = fl.decode_flops_per_token(n_mm, model, ctx) / sp.shard
+    f_pre = fl.prefill_flops(n_mm, model, r.n_in, 1.0) / r.n_in / sp.shard
+    w_bytes = wread(1.0)
+    kv_seq = mem.kv_cache_bytes(model, ctx, 1.0, r.kv_b) / sp.kv_shard
+    comm0 = _decode_step_s(model, r, rates, sp, n_mm, wread, device, 0.0, ctx)[3]
+    comm1 = _decode_step_s(model, r, rates, sp, n_mm, wread, device, 1.0, ctx)[3] - comm0
+    const = rates.layer_overhead_s + comm0 + extra_s
+    peak, bw, overlap = rates.decode_flop_per_s, rates.bandwidth_bytes_per_s, tm.ROOFLINE_OVERLAP_P.get(device.kind)
+
+    def step(batch, prefill_tokens):
+        flops = batch * f_dec + prefill_tokens * f_pre
+        t = tm.roofline_time_s(flops, w_bytes + batch * kv_seq, peak, bw, overlap)
+        return t + const + comm1 * (batch + prefill_tokens)
+
+    return step
 
 
 def _max_batch(model, r: _Req, sp: _Split, weights, capacity, kv_tokens, kind: str):
@@ -668,10 +700,7 @@ def estimate_serve(
             if device.kind == "gpu"
             else 0.0
         )
-
-        def step_s(batch, prefill_tokens):
-            step = _decode_step_s(model, r, rates, sp, n_mm, wread, device, batch, ctx, prefill_tokens)[0]
-            return step + online_extra_s
+        step_s = _online_step_fn(model, r, rates, sp, n_mm, wread, device, ctx, online_extra_s)
 
         online = online_decode(
             step_s, p1, r.n_in, r.n_out, slots=slots, mixed_prefill=eng.mixed_prefill,
