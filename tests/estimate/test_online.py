@@ -146,3 +146,12 @@ def test_linear_online_step_equals_the_decode_step(model_id, device_id, tp, engi
     b, pre = np.array([1.0, 7.0, 64.0, 300.0]), np.array([0.0, 13.0, 500.0, 0.0])
     slow = sv._decode_step_s(model, r, rates, sp, n_mm, wread, device, b, ctx, pre)[0] + 0.001
     assert np.allclose(fast(b, pre), slow, rtol=1e-12)
+
+
+def test_more_clients_than_slots_wait_for_a_slot():
+    eng = dataclasses.replace(get_engine("vllm"), default_max_seqs=16)
+    est = estimate_serve(LLAMA31_8B, H100, engine=eng, concurrency=np.array([8, 16, 64]), **KW)
+    assert list(np.asarray(est.is_saturated)) == [False, False, True]
+    assert np.asarray(est.running_batch)[-1] == 16.0
+    assert float(est.tpot_ms[-1]) == pytest.approx(float(est.tpot_ms[1]), rel=1e-6)
+    assert any("wait for a slot" in w for w in est.warnings)

@@ -427,8 +427,8 @@ class OnlineDecode:
     step (the tagged request included); ``arrival_rps``: requests/s admitted (the offered rate, or less where the
     replica saturates); ``prefill_tokens_per_step``: prompt tokens mixed into each step (0 without mixed
     prefill); ``ttft_s``: the prefill of one prompt plus the wait for the step in progress (no queue for a slot);
-    ``is_saturated``: the offered rate exceeds what the replica completes (requests queue without bound: open
-    loop only)."""
+    ``is_saturated``: the offered rate exceeds what the replica completes (open loop: requests queue without
+    bound) or more clients than slots (closed loop: the others wait for a slot)."""
 
     tpot_s: Any
     running_batch: Any
@@ -522,9 +522,9 @@ def online_decode(
         lo = np.where(above, lo, mid)
     t = hi
     _, batch, lam, pre = state(t)
-    saturated = (
-        np.zeros(np.shape(t), dtype=bool) if closed else lam_in > lam * (1.0 + 1e-6)
-    )
+    # open loop: the offered rate exceeds what the replica completes; closed loop: more clients than slots (the
+    # rest wait for a slot, a bounded queue)
+    saturated = (np.asarray(concurrency, dtype=float) > cap) + 0.0 * t > 0 if closed else lam_in > lam * (1.0 + 1e-6)
     return OnlineDecode(t, batch, lam, pre, p1 + t, saturated)
 
 
@@ -710,6 +710,9 @@ def estimate_serve(
             warnings.append(
                 "arrival_rps exceeds what one replica completes: requests queue without bound (TTFT grows); "
                 "tpot_ms is the saturated one. Add replicas (flopwise plan serve)"
+                if r.conc is None
+                else "concurrency exceeds the sequences the engine runs at once (its max_seqs or its KV memory): "
+                "the other requests wait for a slot (TTFT grows); tpot_ms is at every slot busy"
             )
     util = _phase_utilization(device, rates, ttft_s, pre_compute_s, pre_mem_s, tpot_s, step_flops, step_bytes)
     money = _power_energy_cost(device, r, ttft_s, tpot_s, request_s, out_tokens, onprem, util)
