@@ -155,3 +155,10 @@ def test_more_clients_than_slots_wait_for_a_slot():
     assert np.asarray(est.running_batch)[-1] == 16.0
     assert float(est.tpot_ms[-1]) == pytest.approx(float(est.tpot_ms[1]), rel=1e-6)
     assert any("wait for a slot" in w for w in est.warnings)
+
+
+def test_an_engine_without_online_cases_is_said_to_be_derived():
+    gguf = estimate_serve(LLAMA31_8B, H100, engine="llama.cpp", quant="q4_k_m", arrival_rps=1.0, **KW)
+    assert any("no published online case covers engine 'llama.cpp'" in w for w in gguf.warnings)
+    vllm = estimate_serve(LLAMA31_8B, H100, engine="vllm", arrival_rps=1.0, **KW)
+    assert not any("no published online case" in w for w in vllm.warnings)

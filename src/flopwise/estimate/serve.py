@@ -706,6 +706,11 @@ def estimate_serve(
             step_s, p1, r.n_in, r.n_out, slots=slots, mixed_prefill=eng.mixed_prefill,
             chunk_tokens=float(eng.prefill_chunk_tokens), arrival_rps=r.rps, concurrency=r.conc,
         )  # fmt: skip
+        if eng.id not in _ONLINE_VALIDATED_ENGINES or device.kind != "gpu":
+            warnings.append(
+                f"no published online case covers engine {eng.id!r} on {device.kind} devices: tpot_ms under load "
+                "is derived (validated on vLLM, SGLang and TensorRT-LLM GPU servers, flopwise validate tpot_ms)"
+            )
         if np.any(np.asarray(online.is_saturated)):
             warnings.append(
                 "arrival_rps exceeds what one replica completes: requests queue without bound (TTFT grows); "
@@ -750,6 +755,8 @@ def estimate_serve(
     )
 
 
+#: engines whose TPOT under load has published cases (validation/data/cases_online.csv; GPUs)
+_ONLINE_VALIDATED_ENGINES = ("vllm", "sglang", "trt-llm")
 #: engines with published cases per device kind in src/flopwise/validation/data (others carry a warning)
 _VALIDATED_ENGINE_KINDS = {
     "gpu": ("generic", "llama.cpp", "ollama", "trt-llm", "vllm", "sglang"),
