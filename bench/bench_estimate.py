@@ -63,6 +63,23 @@ def bench_serve(n: int, sample: int) -> tuple[float, float, float]:
     return _vectorized_vs_loop(estimate_serve, grid, casts, sample)
 
 
+def bench_serve_online(n: int, sample: int) -> tuple[float, float, float]:
+    """estimate_serve under load (arrival_rps: TPOT from estimate.serve.online_decode's bisection) on vLLM."""
+    rng = np.random.default_rng(2)
+    grid = {
+        "input_tokens": rng.integers(16, 8193, n),
+        "output_tokens": rng.integers(16, 2049, n),
+        "arrival_rps": rng.uniform(0.1, 50.0, n),
+        "price_usd_per_device_h": rng.uniform(1.0, 5.0, n),
+    }
+    casts = {"input_tokens": int, "output_tokens": int, "arrival_rps": float, "price_usd_per_device_h": float}
+
+    def serve_vllm(model, device, **kw):
+        return estimate_serve(model, device, engine="vllm", **kw)
+
+    return _vectorized_vs_loop(serve_vllm, grid, casts, sample)
+
+
 def bench_train(n: int, sample: int) -> tuple[float, float, float]:
     rng = np.random.default_rng(1)
     grid = {
@@ -80,7 +97,11 @@ def main(argv: list[str]) -> int:
     sample = min(n, 1000)
     print(f"grid of {n} configurations; scalar loop timed on {sample} of them")
     print(f"{'function':<16}{'vectorized cfg/s':>18}{'(CPU time)':>14}{'scalar loop cfg/s':>20}{'ratio':>10}")
-    for name, fn in (("estimate_serve", bench_serve), ("estimate_train", bench_train)):
+    for name, fn in (
+        ("estimate_serve", bench_serve),
+        ("serve --rps", bench_serve_online),
+        ("estimate_train", bench_train),
+    ):
         vec, vec_cpu, loop = fn(n, sample)
         print(f"{name:<16}{vec:>18,.0f}{vec_cpu:>14,.0f}{loop:>20,.0f}{vec / loop:>10.1f}")
     return 0

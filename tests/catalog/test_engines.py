@@ -41,7 +41,7 @@ def _write(path, rows):
 
 def test_user_file_overrides_and_adds(tmp_path):
     row = (
-        "myengine,,My engine,vllm,gpu,nvidia,bf16|fp8,bf16|fp8,tensor,0.7,0.5,2e-5,no,0.85,total,2,64,128,16,4096,"
+        "myengine,,My engine,vllm,gpu,nvidia,bf16|fp8,bf16|fp8,tensor,0.7,0.5,2e-5,no,0.85,total,2,64,128,16,4096,yes,"
         "https://example.org/engine,2026-12-01,measured,"
     )
     override = row.replace("myengine,,My engine", "vllm,,vLLM tuned")
@@ -54,7 +54,7 @@ def test_user_file_overrides_and_adds(tmp_path):
 
 def test_bad_user_row_names_line_and_field(tmp_path):
     row = (
-        "bad,,Bad,vllm,gpu,nvidia,bf16|q9_z,bf16,tensor,0.7,0.5,2e-5,no,0.85,total,2,64,128,16,4096,"
+        "bad,,Bad,vllm,gpu,nvidia,bf16|q9_z,bf16,tensor,0.7,0.5,2e-5,no,0.85,total,2,64,128,16,4096,yes,"
         "https://example.org/engine,2026-12-01,measured,"
     )
     _write(tmp_path / "engines.csv", [row])

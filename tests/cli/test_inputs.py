@@ -391,3 +391,23 @@ def test_batch_beyond_the_engines_sequence_limit_is_bad_input():
                  "--quant", "Q4_K_M", "--batch", "600")  # fmt: skip
     assert result.exit_code == 2
     assert "runs at most 512 concurrent sequences" in result.stderr
+
+
+def test_serve_under_load_options():
+    """estimate serve --rps / --concurrency: TPOT under load; bad combinations are bad input (exit 2)."""
+    ok = run(*SERVE, "--engine", "vllm", "--rps", "8", "--json")
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.stdout)
+    assert data["arrival_rps"] == pytest.approx(8.0) and data["running_batch"] > 1
+    assert data["tpot_ms"] > json.loads(run(*SERVE, "--engine", "vllm", "--json").stdout)["tpot_ms"]
+    closed = run(*SERVE, "--concurrency", "16", "--json")
+    assert closed.exit_code == 0 and json.loads(closed.stdout)["concurrency"] == 16
+    for args, field in (
+        (("--rps", "4", "--concurrency", "4"), "--concurrency"),
+        (("--rps", "0"), "--rps"),
+        (("--concurrency", "0"), "--concurrency"),
+        (("--rps", "4", "--batch", "8"), "--batch"),
+    ):
+        bad = run(*SERVE, *args)
+        assert bad.exit_code == 2, (args, bad.output)
+        assert field in one_error_line(bad), bad.stderr

@@ -103,8 +103,13 @@ def test_larger_batch_saves_replicas_and_says_what_it_costs_in_latency(h100_opti
     assert lb.option["capacity_rps_per_replica"] > option["capacity_rps_per_replica"]
     assert lb.option["replicas"] <= option["replicas"]
     assert lb.saving_frac is not None and lb.saving_frac >= 0
-    # the price is latency: TPOT p95 rises, and whether the original targets still hold is said
-    assert lb.option["tpot_p95_ms"] > option["tpot_p95_ms"]
+    # the price is latency: TPOT p95 rises with the load per replica (with the same replicas and an engine that
+    # mixes prefills into decode steps, the running batch follows the load, not the cap: it stays), and whether
+    # the original targets still hold is said
+    if lb.option["replicas"] < option["replicas"]:
+        assert lb.option["tpot_p95_ms"] > option["tpot_p95_ms"]
+    else:
+        assert lb.option["tpot_p95_ms"] >= option["tpot_p95_ms"]
     meets = lb.option["ttft_p95_ms"] <= w.ttft_p95_ms and lb.option["tpot_p95_ms"] <= w.tpot_p95_ms
     assert lb.option["meets_slo"] is meets
     if not meets:

@@ -65,6 +65,11 @@ def test_case_workload_inputs_are_plausible():
         elif c.category == "energy_j_per_output_token":
             assert c.inputs["engine"] == "vllm" and 1 <= c.inputs["batch"] <= 4096, c.id
             assert 0.01 <= c.measured <= 100 and c.device_count in (1, 2, 4, 8), c.id
+        elif c.category == "tpot_ms":
+            # online serving: the load is a request rate or a concurrency, never a batch
+            assert c.inputs["engine"] and c.inputs["batch"] is None, c.id
+            assert (c.inputs["arrival_rps"] is None) != (c.inputs["concurrency"] is None), c.id
+            assert 1 <= c.measured <= 1000 and c.device_count in (1, 2, 4, 8), c.id
         elif c.category.startswith("train"):
             assert 1e9 <= c.inputs["tokens"] <= 1e14, c.id
             assert c.inputs["seq_len"] in (2048, 4096, 8192), c.id

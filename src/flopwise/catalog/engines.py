@@ -20,6 +20,12 @@ equals a built-in one replaces it, new ids add (as catalog rows do). Columns:
 * ``default_max_seqs``, ``max_seqs_limit``: default and most concurrent sequences (the planner searches batch
   caps up to the limit and to what memory holds). ``kv_block_tokens``: paging block (KV is allocated in whole
   blocks per sequence). ``prefill_chunk_tokens``: tokens per prefill step (chunked prefill / ubatch).
+* ``mixed_prefill``: ``yes`` = new prompts are prefilled inside the same steps as the running decode batch
+  (vLLM V1 chunked prefill, https://docs.vllm.ai/en/latest/configuration/optimization.html#chunked-prefill;
+  TensorRT-LLM in-flight batching of context and generation requests; llama-server's continuous batching adds
+  prompt tokens to the decode batch); ``no`` = a prefill runs as its own step and stalls every running decode
+  (SGLang without ``--enable-mixed-chunk``, vLLM v0.6 without ``--enable-chunked-prefill``). Decides how queued
+  prefills slow the time per output token under load (``flopwise.estimate.serve.online_decode``).
 
 The profile is built so that later terms (a power model per engine, CPU thread scaling) are new columns with
 empty = not modelled, read the same way. Pure data and validation; the file reading is in ``read_engines``.
@@ -64,6 +70,7 @@ ENGINE_COLUMNS = (
     "max_seqs_limit",
     "kv_block_tokens",
     "prefill_chunk_tokens",
+    "mixed_prefill",
     "source_url",
     "retrieved",
     "basis",
@@ -100,6 +107,7 @@ class EngineProfile:
     max_seqs_limit: int
     kv_block_tokens: int
     prefill_chunk_tokens: int
+    mixed_prefill: bool = False
     provenance: dict = field(default_factory=dict)
 
     def runs_format(self, quant: str) -> bool:
@@ -121,6 +129,13 @@ def _split(row: _Row, column: str, allowed: tuple[str, ...] | None = None) -> tu
             if item != "*" and item not in allowed:
                 raise row.fail(column, f"{item!r} is not one of {', '.join(allowed)}")
     return items
+
+
+def _yes_no(row: _Row, column: str) -> bool:
+    value = row.text(column).lower()
+    if value not in ("yes", "no"):
+        raise row.fail(column, f"{value!r} is not yes or no")
+    return value == "yes"
 
 
 def _engine_from_row(row: _Row) -> EngineProfile:
@@ -167,6 +182,7 @@ def _engine_from_row(row: _Row) -> EngineProfile:
         max_seqs_limit=limit,
         kv_block_tokens=row.integer("kv_block_tokens", 1, 65536),
         prefill_chunk_tokens=row.integer("prefill_chunk_tokens", 1, 1_048_576),
+        mixed_prefill=_yes_no(row, "mixed_prefill"),
         provenance=row.provenance(),
     )
 

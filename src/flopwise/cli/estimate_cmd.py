@@ -81,6 +81,10 @@ SERVE_ROWS = (
     ("fits", "fits in device memory"),
     ("ttft_ms", "time to first token (ms)"),
     ("tpot_ms", "time per output token (ms)"),
+    ("arrival_rps", "  under load: requests/s admitted"),
+    ("running_batch", "  under load: mean running batch"),
+    ("online_ttft_ms", "  under load: prefill + step in progress (ms)"),
+    ("is_saturated", "  under load: saturated (requests queue)"),
     ("decode_tokens_per_s", "decode tokens/s (whole batch)"),
     ("prefill_tokens_per_s", "prefill tokens/s"),
     ("output_tokens_per_s", "output tokens/s (prefill included)"),
@@ -282,6 +286,20 @@ def serve(
     batch: Annotated[int, typer.Option(help="Concurrent sequences.")] = 1,
     input_tokens: Annotated[int, typer.Option(help="Prompt tokens per request.")] = 512,
     output_tokens: Annotated[int, typer.Option(help="Generated tokens per request.")] = 256,
+    rps: Annotated[
+        float | None,
+        typer.Option(
+            help="Requests/s arriving (Poisson): the time per output token under continuous batching at that load "
+            "(the running batch follows from it; leave --batch at 1)."
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            help="Clients each keeping one request in flight (closed loop, as benchmark --max-concurrency): the "
+            "time per output token at that load. Give --rps or --concurrency, not both."
+        ),
+    ] = None,
     threads: ThreadsOpt = None,
     owned: OwnedOpt = False,
     engine: Annotated[
@@ -301,7 +319,24 @@ def serve(
 ) -> None:
     """Estimate serving: memory, time to first token, time per output token, throughput, energy and cost."""
     from flopwise.api import estimate_serving
+    from flopwise.errors import InputError
 
+    if rps is not None and concurrency is not None:
+        raise InputError("--concurrency", concurrency, "give --rps or --concurrency, not both")
+    if (rps is not None or concurrency is not None) and batch != 1:
+        raise InputError(
+            "--batch", batch, "under load (--rps or --concurrency) the running batch follows from the load; "
+            "leave --batch at 1"
+        )
+    if rps is not None and not rps > 0:
+        raise InputError("--rps", rps, "give the requests/s arriving, a number greater than 0")
+    if concurrency is not None and concurrency < 1:
+        raise InputError("--concurrency", concurrency, "give the number of clients, at least 1")
+    load: dict[str, Any] = {}
+    if rps is not None:
+        load["arrival_rps"] = rps
+    if concurrency is not None:
+        load["concurrency"] = concurrency
     report = estimate_serving(
         model,
         device,
@@ -318,13 +353,19 @@ def serve(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         engine=engine,
+        **load,
     )
     data = _calibrated(report.to_dict(), calibrate, database_url, "serve")
+    shape = (
+        f"{rps:g} requests/s" if rps is not None
+        else f"concurrency {concurrency}" if concurrency is not None
+        else f"batch {batch}"
+    )
     _emit(
         data,
         json_out,
         f"serve {data['model']} on {count} x {data['device']} with {data['assumptions']['engine']} "
-        f"({quant}, batch {batch}, "
+        f"({quant}, {shape}, "
         f"{input_tokens} in / {output_tokens} out)",
         SERVE_ROWS,
     )

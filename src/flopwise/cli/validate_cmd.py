@@ -44,9 +44,11 @@ def validate(
     cpu = _cpu_section(category)
     if cpu is not None and not cpu["within_targets"]:
         over.append("cpu_threads")
+    online_fit = _online_fit_section(report, category)
     if json_out:
         data["steady_state_leave_one_source_out"] = steady_loso
         data["serving_engine_fit"] = engine_fit
+        data["online_tpot_fit"] = online_fit
         data["energy"] = energy
         data["cpu_threads"] = cpu
         data["bounds"] = {k: v for k, v in MEDIAN_BOUNDS.items()}
@@ -117,6 +119,8 @@ def validate(
             out.print(lo)
         if engine_fit:
             _print_engine_fit(out, engine_fit)
+        if online_fit:
+            _print_online_fit(out, online_fit)
         if energy:
             _print_energy(out, energy)
         if cpu is not None:
@@ -222,6 +226,39 @@ def _print_engine_fit(out, rows: list[dict]) -> None:
             r["engine"],
             str(r["n"]),
             "-" if eff is None else f"{eff:.3f}",
+            f"{r['median_abs_rel_error_in_sample']:.1%}",
+            f"{r['median_abs_rel_error_loso']:.1%}",
+        )
+    out.print(t)
+
+
+def _online_fit_section(report, category: str | None) -> list[dict]:
+    """Per (engine, source) of the online-serving cases (tpot_ms): the per-layer online step overhead refitted
+    without the source, and the in-sample and leave-one-source-out median errors
+    (flopwise.validation.online_fit)."""
+    if category not in (None, "tpot_ms") or not report.results_for("tpot_ms"):
+        return []
+    from flopwise.validation import load_cases
+    from flopwise.validation.online_fit import fit_online, summary_rows
+
+    return summary_rows(fit_online(load_cases()))
+
+
+def _print_online_fit(out, rows: list[dict]) -> None:
+    from rich.table import Table
+
+    t = Table(
+        title="tpot_ms: online per-layer step overhead (one value, fitted), in-sample and leave one source out",
+        title_justify="left",
+    )
+    for col in ("engine", "source", "n", "overhead (us/layer)", "in-sample median", "LOSO median"):
+        t.add_column(col, justify="left" if col in ("engine", "source") else "right")
+    for r in rows:
+        t.add_row(
+            r["engine"],
+            r["source"],
+            str(r["n"]),
+            f"{r['layer_overhead_s'] * 1e6:.1f}",
             f"{r['median_abs_rel_error_in_sample']:.1%}",
             f"{r['median_abs_rel_error_loso']:.1%}",
         )

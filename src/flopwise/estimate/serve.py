@@ -22,7 +22,15 @@ from flopwise.models.params import count_params
 from flopwise.models.types import ModelArch
 from flopwise.units import BYTES_PER_GB, BYTES_PER_GIB, GIGA, MEGA, MS_PER_S, S_PER_H, TERA
 
-__all__ = ["ServeEstimate", "ServingRates", "estimate_serve", "serving_memory_reserve_bytes", "serving_rates"]
+__all__ = [
+    "OnlineDecode",
+    "ServeEstimate",
+    "ServingRates",
+    "estimate_serve",
+    "online_decode",
+    "serving_memory_reserve_bytes",
+    "serving_rates",
+]
 
 #: llama.cpp's integer-quantized weight types (Q2_K ... Q8_0, IQ*), by the names flopwise gives them
 _LLAMA_CPP_INT_QUANT = re.compile(r"^i?q\d")
@@ -40,6 +48,11 @@ class ServeEstimate:
     throughput at that batch (the engine's saturation); ``max_batch_in_use`` is the most a paged-KV engine admits
     under continuous batching, each sequence holding the blocks it uses (input + output/2 on average), the basis
     of ``fits`` (what vLLM, SGLang and TensorRT-LLM accept).
+    Under load (``arrival_rps`` or ``concurrency`` given: continuous batching, see :func:`online_decode`)
+    ``tpot_ms`` is the mean time per output token at that load, ``running_batch`` the mean decode batch,
+    ``arrival_rps`` the admitted request rate, ``online_ttft_ms`` one prompt's prefill plus the step in progress
+    and ``is_saturated`` whether the offered rate exceeds what the replica completes; the other figures stay
+    those of the static batch (``batch`` 1). Without them these fields are None.
     ``*_per_1m_tokens`` are per million generated (output) tokens, with the prefill's time, energy and cost included.
     Energy is given at three boundaries: ``device_`` (the accelerators, what NVML/DCGM measure), ``node_`` (plus
     the host share) and ``facility_`` (node x PUE); the headline ``energy_per_1m_tokens_kwh`` and
@@ -67,6 +80,11 @@ class ServeEstimate:
     node_energy_per_1m_tokens_kwh: Any = None
     facility_energy_per_1m_tokens_kwh: Any = None
     co2e_per_1m_tokens_kg_by_boundary: Any = None
+    arrival_rps: Any = None
+    concurrency: Any = None
+    running_batch: Any = None
+    online_ttft_ms: Any = None
+    is_saturated: Any = None
     energy_boundary: str = "facility"
     assumptions: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
@@ -231,6 +249,8 @@ class _Req:
     price: Any
     grid: Any
     pue: Any
+    rps: Any = None
+    conc: Any = None
 
 
 def _read_inputs(
@@ -246,6 +266,8 @@ def _read_inputs(
     onprem,
     grid,
     pue,
+    arrival_rps=None,
+    concurrency=None,
 ) -> _Req:
     q = get_quant(quant)
     eng = get_engine(engine)
@@ -270,6 +292,17 @@ def _read_inputs(
         if pue_given is None
         else inp.num(pue_given, "pue", min_value=1.0, allow_min=True, max_value=5.0)
     )
+    if arrival_rps is not None and concurrency is not None:
+        raise InputError(
+            "concurrency", concurrency, "give either arrival_rps (requests/s, open loop) or concurrency, not both"
+        )
+    rps_v = None if arrival_rps is None else inp.num(arrival_rps, "arrival_rps", max_value=1e7)
+    conc_v = None if concurrency is None else inp.num(concurrency, "concurrency", max_value=1e7, integer=True)
+    if (rps_v is not None or conc_v is not None) and np.any(np.asarray(b) != 1):
+        raise InputError(
+            "batch", batch, "under load (arrival_rps or concurrency) the running batch follows from the load; "
+            "leave batch at 1"
+        )
     inp.shape()
     if np.any(np.asarray(tp) > 1) and device.interconnect_gb_per_s <= 0 and eng.multi_device == "tensor":
         raise UnsupportedError(
@@ -277,7 +310,7 @@ def _read_inputs(
             "over several of them cannot be estimated (use device_count=1, or a layer-split engine such as "
             "llama.cpp)"
         )
-    return _Req(inp, q, eng, kv_name, kv_b, tp, b, n_in, n_out, price_v, grid_v, pue_v)
+    return _Req(inp, q, eng, kv_name, kv_b, tp, b, n_in, n_out, price_v, grid_v, pue_v, rps_v, conc_v)
 
 
 @dataclass(frozen=True)
@@ -343,15 +376,23 @@ def _prefill_s(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread, dev
     return ttft, compute_s, mem_s, chunks, comm_s
 
 
-def _decode_step_s(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread, device, batch, ctx):
+def _decode_step_s(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread, device, batch, ctx,
+                   prefill_tokens=0.0):
     """(TPOT s, FLOPs, bytes, TP comm s) of one decode step of *batch* sequences at context *ctx*: weights read
     once per step plus every sequence's KV cache (reads grow with batch x context), on the roofline (Williams et
-    al. 2009) that turns compute-bound when batch x 2 FLOP/param outgrows the bytes per FLOP of the device."""
+    al. 2009) that turns compute-bound when batch x 2 FLOP/param outgrows the bytes per FLOP of the device.
+
+    *prefill_tokens*: prompt tokens prefilled in the same step (mixed batches: chunked prefill, Agrawal et al.
+    2024, Sarathi-Serve, arXiv:2403.02310): their FLOPs join the step's, its weight read serves them too (a
+    memory-bound decode step has idle compute that they fill), and their activations join the all-reduce."""
     link = device.interconnect_gb_per_s * GIGA or 1.0
     latency = tm.collective_latency_s(device)
     step_flops = batch * fl.decode_flops_per_token(n_mm, model, ctx) / sp.shard
-    step_bytes = wread(batch) + mem.kv_cache_bytes(model, ctx, batch, r.kv_b) / sp.kv_shard
-    comm = 2.0 * model.n_layers * tm.allreduce_time_s(batch * model.d_model * 2.0, sp.ranks, link, latency)
+    tokens = batch + prefill_tokens
+    if np.any(np.asarray(prefill_tokens) > 0):
+        step_flops = step_flops + prefill_tokens * fl.prefill_flops(n_mm, model, r.n_in, 1.0) / r.n_in / sp.shard
+    step_bytes = wread(tokens) + mem.kv_cache_bytes(model, ctx, batch, r.kv_b) / sp.kv_shard
+    comm = 2.0 * model.n_layers * tm.allreduce_time_s(tokens * model.d_model * 2.0, sp.ranks, link, latency)
     comm = comm + sp.hops * latency
     tpot = (
         tm.roofline_time_s(
@@ -362,6 +403,158 @@ def _decode_step_s(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread,
         + comm
     )
     return tpot, step_flops, step_bytes, comm
+
+
+#: Per-layer time of one decode step of a GPU serving engine running online (requests streamed as they come), where
+#: the engine profile's own per-layer overhead is smaller (CUDA-graph decode measured offline): the step's host work
+#: (scheduling, sampling, detokenizing and streaming every token; the vLLM v0.6.0 performance update,
+#: https://blog.vllm.ai/2024/09/05/perf-update.html, found most of a Llama 3 8B step on H100 outside the GPU in
+#: v0.5.3) and the unfused small kernels and all-reduces between layers. The light-load time per output token of
+#: the published online cases is above the offline step by 48-62 us per layer (8B on 1 A100, 70B on 2 and 4 H100),
+#: so it is per layer. FITTED: least absolute log error over the tpot_ms cases of validation/data/cases_online.csv
+#: (flopwise.validation.online_fit, which also gives the leave-one-source-out error).
+ONLINE_LAYER_OVERHEAD_S = 5.75e-5
+#: bisection steps of the online steady state (online_decode): the bracket (at most the step with every slot busy
+#: plus its prefill stalls) shrinks 2^-28, about 1e-6 of TPOT for a bracket 200x TPOT (tests/estimate/test_online.py)
+ONLINE_SOLVE_STEPS = 28
+
+
+@dataclass(frozen=True)
+class OnlineDecode:
+    """Steady state of one replica serving requests as they come (continuous batching; arrays, broadcast).
+
+    ``tpot_s``: mean time per output token after the first; ``running_batch``: mean sequences in each decode
+    step (the tagged request included); ``arrival_rps``: requests/s admitted (the offered rate, or less where the
+    replica saturates); ``prefill_tokens_per_step``: prompt tokens mixed into each step (0 without mixed
+    prefill); ``ttft_s``: the prefill of one prompt plus the wait for the step in progress (no queue for a slot);
+    ``is_saturated``: the offered rate exceeds what the replica completes (open loop: requests queue without
+    bound) or more clients than slots (closed loop: the others wait for a slot)."""
+
+    tpot_s: Any
+    running_batch: Any
+    arrival_rps: Any
+    prefill_tokens_per_step: Any
+    ttft_s: Any
+    is_saturated: Any
+
+
+def online_decode(
+    step_s,
+    prefill_s,
+    input_tokens,
+    output_tokens,
+    *,
+    slots,
+    mixed_prefill: bool,
+    chunk_tokens=np.inf,
+    arrival_rps=None,
+    concurrency=None,
+) -> OnlineDecode:
+    """TPOT under load: the fixed point of Little's law and the step time at the load it implies.
+
+    *step_s(batch, prefill_tokens)* is the time of one engine step decoding *batch* sequences with
+    *prefill_tokens* prompt tokens mixed in; *prefill_s* the time to prefill one prompt alone; *slots* the most
+    sequences the engine runs at once (its cap or what memory holds). Give *arrival_rps* (open loop, Poisson
+    arrivals: what vLLM's ``benchmark_serving --request-rate`` sends) or *concurrency* (closed loop: that many
+    clients, each sending its next request when the last one ends: ``--max-concurrency``, NVIDIA GenAI-Perf /
+    AIPerf ``--concurrency``). All numbers broadcast.
+
+    With ``d = output_tokens - 1`` decode steps per request and a step of ``T``, a request stays
+    ``R = TTFT + d T`` (TTFT ~ ``prefill_s + T``); Little's law gives the running batch: open loop
+    ``B = 1 + lambda R`` (an arrival finds the time-average number, PASTA, plus itself), capped at *slots*
+    (above that, admissions run at ``slots / R``); closed loop ``B = min(concurrency, slots)`` and
+    ``lambda = B / R``. Prefills of the other requests reach the tagged one at ``lambda_o = lambda`` (open) or
+    ``lambda (B - 1) / B`` (closed: its own prompt is not among them), and then:
+
+    * mixed prefill (vLLM chunked prefill, https://docs.vllm.ai/en/latest/configuration/optimization.html;
+      Sarathi-Serve, Agrawal et al. 2024, arXiv:2403.02310; TensorRT-LLM in-flight batching): each step carries
+      ``P = lambda_o x input_tokens x T`` prompt tokens (at most ``chunk_tokens - B``), so ``T = step_s(B, P)``:
+      prompt compute fills a memory-bound step nearly for free and lengthens a compute-bound one;
+    * prefill as its own step (SGLang's default, vLLM v0.6 without chunking): every prefill stalls the running
+      decode, ``lambda_o T`` of them per output token, so ``T = step_s(B, 0) + lambda_o x prefill_s x T`` (the
+      interference DistServe, Zhong et al. 2024, arXiv:2401.09670, measures between the phases).
+
+    ``T -> g(T)`` is increasing, ``g(T0) >= T0`` at ``T0 = step_s(1, 0)`` and ``g(T_hi) <= T_hi`` at the bound
+    reached with every slot busy, so the fixed point is found by bisection (ONLINE_SOLVE_STEPS) with numpy
+    arrays: no loop over configurations. At ``lambda -> 0`` (or concurrency 1) it is the batch-1 decode step.
+    """
+    n_in = np.asarray(input_tokens, dtype=float)
+    d = np.maximum(np.asarray(output_tokens, dtype=float) - 1.0, 1.0)
+    p1 = np.asarray(prefill_s, dtype=float)
+    cap = np.maximum(np.asarray(slots, dtype=float), 1.0)
+    chunk = np.asarray(chunk_tokens, dtype=float)
+    closed = concurrency is not None
+    if closed == (arrival_rps is not None):
+        raise InputError("arrival_rps", arrival_rps, "give either arrival_rps or concurrency, not both or neither")
+    lam_in = None if closed else np.asarray(arrival_rps, dtype=float)
+    n_max = np.minimum(np.asarray(concurrency, dtype=float), cap) if closed else cap
+
+    def state(t):
+        resid = p1 + t + d * t
+        if closed:
+            batch = n_max + 0.0 * t
+            lam = batch / resid
+            others = lam * (batch - 1.0) / batch
+        else:
+            lam = np.minimum(lam_in, cap / resid)
+            batch = np.minimum(1.0 + lam * resid, cap)
+            others = lam
+        if mixed_prefill:
+            pre = np.minimum(others * n_in * t, np.maximum(chunk - batch, 0.0))
+            g = step_s(batch, pre)
+        else:
+            pre = 0.0 * t
+            g = step_s(batch, 0.0) + others * p1 * t
+        return g, batch, lam, pre
+
+    lo = np.asarray(step_s(1.0, 0.0), dtype=float) + 0.0 * n_max + 0.0 * p1 + 0.0 * d
+    if mixed_prefill:
+        hi = step_s(n_max, np.minimum(n_max * n_in / (1.0 + d), np.maximum(chunk - n_max, 0.0)))
+    else:
+        hi = step_s(n_max, 0.0) + n_max * p1 / (1.0 + d)
+    hi = np.maximum(np.asarray(hi, dtype=float) + 0.0 * lo, lo)
+    # bisection keeps h(lo) >= 0 >= h(hi), h(T) = g(T) - T; h < 0 between the light-load fixed point and the
+    # saturated one near hi, so it converges to the former (false position is drawn to the latter)
+    for _ in range(ONLINE_SOLVE_STEPS):
+        mid = 0.5 * (lo + hi)
+        above = state(mid)[0] <= mid
+        hi = np.where(above, mid, hi)
+        lo = np.where(above, lo, mid)
+    t = hi
+    _, batch, lam, pre = state(t)
+    # open loop: the offered rate exceeds what the replica completes; closed loop: more clients than slots (the
+    # rest wait for a slot, a bounded queue)
+    saturated = (np.asarray(concurrency, dtype=float) > cap) + 0.0 * t > 0 if closed else lam_in > lam * (1.0 + 1e-6)
+    return OnlineDecode(t, batch, lam, pre, p1 + t, saturated)
+
+
+def _online_step_fn(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread, device, ctx, extra_s):
+    """``step_s(batch, prefill_tokens)`` of :func:`online_decode`: ``_decode_step_s`` plus *extra_s*. For a dense
+    model every term but the roofline is linear in the batch and the prompt tokens (FLOPs and KV reads per
+    sequence, all-reduce bytes per token; the weight read is one per step), so their coefficients are taken once
+    and each bisection step costs a few array operations; MoE weight reads depend on the tokens routed (calls
+    ``_decode_step_s``)."""
+    if model.is_moe:
+
+        def step_moe(batch, prefill_tokens):
+            return _decode_step_s(model, r, rates, sp, n_mm, wread, device, batch, ctx, prefill_tokens)[0] + extra_s
+
+        return step_moe
+    f_dec = fl.decode_flops_per_token(n_mm, model, ctx) / sp.shard
+    f_pre = fl.prefill_flops(n_mm, model, r.n_in, 1.0) / r.n_in / sp.shard
+    w_bytes = wread(1.0)
+    kv_seq = mem.kv_cache_bytes(model, ctx, 1.0, r.kv_b) / sp.kv_shard
+    comm0 = _decode_step_s(model, r, rates, sp, n_mm, wread, device, 0.0, ctx)[3]
+    comm1 = _decode_step_s(model, r, rates, sp, n_mm, wread, device, 1.0, ctx)[3] - comm0
+    const = rates.layer_overhead_s + comm0 + extra_s
+    peak, bw, overlap = rates.decode_flop_per_s, rates.bandwidth_bytes_per_s, tm.ROOFLINE_OVERLAP_P.get(device.kind)
+
+    def step(batch, prefill_tokens):
+        flops = batch * f_dec + prefill_tokens * f_pre
+        t = tm.roofline_time_s(flops, w_bytes + batch * kv_seq, peak, bw, overlap)
+        return t + const + comm1 * (batch + prefill_tokens)
+
+    return step
 
 
 def _max_batch(model, r: _Req, sp: _Split, weights, capacity, kv_tokens, kind: str):
@@ -390,17 +583,23 @@ def estimate_serve(
     onprem: OnPremProfile | None = None,
     grid_gco2e_per_kwh=None,
     pue=None,
+    arrival_rps=None,
+    concurrency=None,
 ) -> ServeEstimate:
     """Estimate serving *model* on *device_count* x *device* with *engine* (a profile or its name; default
     ``generic``): tensor parallel, or layers split across devices for engines whose ``multi_device`` is
     ``layer``.
 
+    *arrival_rps* (requests/s arriving, Poisson) or *concurrency* (clients each with one request in flight)
+    estimate the time per output token under continuous batching at that load (:func:`online_decode`).
+
     Numeric keywords (device_count, batch, input_tokens, output_tokens, price_usd_per_device_h,
-    grid_gco2e_per_kwh, pue) accept numpy arrays and broadcast. See docs/methodology.md, "Serving".
+    grid_gco2e_per_kwh, pue, arrival_rps, concurrency) accept numpy arrays and broadcast. See
+    docs/methodology.md, "Serving".
     """
     r = _read_inputs(
         device, engine, quant, kv_dtype, device_count, batch, input_tokens, output_tokens,
-        price_usd_per_device_h, onprem, grid_gco2e_per_kwh, pue,
+        price_usd_per_device_h, onprem, grid_gco2e_per_kwh, pue, arrival_rps, concurrency,
     )  # fmt: skip
     inp, q, eng = r.inp, r.q, r.engine
     warnings: list[str] = [f"{model.id}: {feat} is not modelled" for feat in model.unmodelled]
@@ -489,6 +688,37 @@ def estimate_serve(
     sat_tpot = _decode_step_s(model, r, rates, sp, n_mm, wread, device, max_b, ctx)[0]
     saturation_tps = max_b * r.n_out / (sat_ttft + r.n_out * sat_tpot)
 
+    online = None
+    if r.rps is not None or r.conc is not None:
+        # the engine runs at most its default number of sequences (vLLM max_num_seqs, SGLang max_running_requests,
+        # TensorRT-LLM max_batch_size) and what its paged KV memory holds
+        slots = np.minimum(max_b_in_use, float(eng.default_max_seqs))
+        p1 = _prefill_s(model, r, rates, sp, n_mm, wread, device, 1.0)[0]
+
+        online_extra_s = (
+            model.n_layers * max(ONLINE_LAYER_OVERHEAD_S - rates.layer_overhead_s / model.n_layers, 0.0)
+            if device.kind == "gpu"
+            else 0.0
+        )
+        step_s = _online_step_fn(model, r, rates, sp, n_mm, wread, device, ctx, online_extra_s)
+
+        online = online_decode(
+            step_s, p1, r.n_in, r.n_out, slots=slots, mixed_prefill=eng.mixed_prefill,
+            chunk_tokens=float(eng.prefill_chunk_tokens), arrival_rps=r.rps, concurrency=r.conc,
+        )  # fmt: skip
+        if eng.id not in _ONLINE_VALIDATED_ENGINES or device.kind != "gpu":
+            warnings.append(
+                f"no published online case covers engine {eng.id!r} on {device.kind} devices: tpot_ms under load "
+                "is derived (validated on vLLM, SGLang and TensorRT-LLM GPU servers, flopwise validate tpot_ms)"
+            )
+        if np.any(np.asarray(online.is_saturated)):
+            warnings.append(
+                "arrival_rps exceeds what one replica completes: requests queue without bound (TTFT grows); "
+                "tpot_ms is the saturated one. Add replicas (flopwise plan serve)"
+                if r.conc is None
+                else "concurrency exceeds the sequences the engine runs at once (its max_seqs or its KV memory): "
+                "the other requests wait for a slot (TTFT grows); tpot_ms is at every slot busy"
+            )
     util = _phase_utilization(device, rates, ttft_s, pre_compute_s, pre_mem_s, tpot_s, step_flops, step_bytes)
     money = _power_energy_cost(device, r, ttft_s, tpot_s, request_s, out_tokens, onprem, util)
     assumptions = _assumptions(model, device, r, rates, pc, n_mm, locals(), money)
@@ -497,7 +727,7 @@ def estimate_serve(
         memory_gb=inp.finish(memory.total_bytes / BYTES_PER_GB),
         fits=memory.fits,
         ttft_ms=inp.finish(ttft_s * MS_PER_S),
-        tpot_ms=inp.finish(tpot_s * MS_PER_S),
+        tpot_ms=inp.finish((tpot_s if online is None else online.tpot_s) * MS_PER_S),
         decode_tokens_per_s=inp.finish(decode_tps),
         prefill_tokens_per_s=inp.finish(prefill_tps),
         power_per_device_w=inp.finish(money["power"]),
@@ -515,11 +745,18 @@ def estimate_serve(
         co2e_per_1m_tokens_kg_by_boundary=None
         if r.grid is None
         else {k: inp.finish(en.co2e_kg(v, r.grid)) for k, v in money["kwh_1m"].items()},
+        arrival_rps=None if online is None else inp.finish(online.arrival_rps),
+        concurrency=None if r.conc is None else inp.finish(r.conc),
+        running_batch=None if online is None else inp.finish(online.running_batch),
+        online_ttft_ms=None if online is None else inp.finish(online.ttft_s * MS_PER_S),
+        is_saturated=None if online is None else inp.finish(online.is_saturated),
         assumptions=assumptions,
         warnings=tuple(warnings),
     )
 
 
+#: engines whose TPOT under load has published cases (validation/data/cases_online.csv; GPUs)
+_ONLINE_VALIDATED_ENGINES = ("vllm", "sglang", "trt-llm")
 #: engines with published cases per device kind in src/flopwise/validation/data (others carry a warning)
 _VALIDATED_ENGINE_KINDS = {
     "gpu": ("generic", "llama.cpp", "ollama", "trt-llm", "vllm", "sglang"),
@@ -638,7 +875,19 @@ def _assumptions(model, device, r: _Req, rates: ServingRates, pc, n_mm, v: dict,
         "max_batch_in_use_basis": "most sequences the engine admits with paged KV, each holding its blocks in use "
         "(input + output/2 on average under continuous batching); the basis of fits",
         "tokens_basis": "per 1M generated tokens; prefill time and energy are charged to them",
-        "batching": "static: the batch's prompts prefill together, then decode in lockstep",
+        "batching": "static: the batch's prompts prefill together, then decode in lockstep"
+        if v["online"] is None
+        else "static for every figure but tpot_ms, running_batch, arrival_rps and online_ttft_ms: those are "
+        "continuous batching at the given load (flopwise.estimate.serve.online_decode: Little's law and the step "
+        "time at that load)",
+        "online_prefill": ("mixed into decode steps (chunked prefill / in-flight batching)" if eng.mixed_prefill
+                           else "own steps that stall the running decode"),
+        "online_prefill_tokens_per_step": None if v["online"] is None else f(v["online"].prefill_tokens_per_step),
+        "online_slots": None if v["online"] is None else f(v["slots"]),
+        "online_step_overhead_s": None if v["online"] is None else v["online_extra_s"],
+        "online_step_overhead_basis": "online servers pay ONLINE_LAYER_OVERHEAD_S per layer per step where the "
+        "engine's own (offline, CUDA-graph) per-layer overhead is smaller: host work per step and unfused kernels; "
+        "fitted to the published online cases (flopwise validate, tpot_ms)",
         "power_prefill_w": f(money["p_prefill"]),
         "power_decode_w": f(money["p_decode"]),
         "power_model": "idle + (TDP - idle) x clip(k_mem x memory-bandwidth utilization + k_compute x compute "

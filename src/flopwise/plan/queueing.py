@@ -164,16 +164,22 @@ def continuous_batching_state(
     step_s_full,
     prefill_s,
     decode_steps,
+    stall_prefill_s=None,
 ) -> QueueState:
     """The queueing model of the module docstring at mean decode occupancy *n_decoding* (> 0).
 
     *step_s* is the decode step time at occupancy ``N``, *step_s_tagged* at ``min(N + 1, slots)``, *step_s_full*
     at ``slots``; *prefill_s* is one request's prefill time ``p1``; *decode_steps* the decode steps per request.
+    *stall_prefill_s* (default *prefill_s*) is the part of ``p1`` that runs as its own engine step and stalls the
+    running decodes: 0 for an engine that mixes prompt tokens into decode steps (chunked prefill, Sarathi-Serve,
+    arXiv:2403.02310), whose step times then include those tokens (``estimate.serve.online_decode``); the
+    request's own first token still takes ``p1``.
     """
     n = np.asarray(n_decoding, dtype=float)
     c = np.asarray(slots, dtype=float)
     t = np.asarray(step_s, dtype=float)
-    p1 = np.asarray(prefill_s, dtype=float)
+    p_own = np.asarray(prefill_s, dtype=float)
+    p1 = p_own if stall_prefill_s is None else np.asarray(stall_prefill_s, dtype=float)
     k = np.asarray(decode_steps, dtype=float)
     lam = n / (k * t + n * p1)
     f_p = lam * p1
@@ -190,7 +196,7 @@ def continuous_batching_state(
         )
     engine_wait_mean = busy * t / 2.0 + pq_mean
     engine_wait_p95 = residual_p95 + pq_p95
-    hold = engine_wait_mean + p1 + decode
+    hold = engine_wait_mean + p_own + decode
     a = lam * hold
     t_full = np.asarray(step_s_full, dtype=float)
     sat = saturation_rps(c, t_full, p1, k)
@@ -201,7 +207,7 @@ def continuous_batching_state(
     z = np.minimum(z, np.maximum(c, 1.0))  # at least one equivalent server
     wait_prob = erlang_c(c / z, a / z)
     interleaved = lam * decode
-    cs2 = interleaved * p1**2 / hold**2
+    cs2 = interleaved * p1**2 / hold**2  # only stalling prefills spread the hold time
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = (1.0 + cs2) / 2.0 / (sat - lam)
         slot_wait_mean = wait_prob * scale
@@ -224,8 +230,8 @@ def continuous_batching_state(
         wait_prob=wait_prob,
         slot_wait_p95_s=slot_wait_p95,
         engine_wait_p95_s=engine_wait_p95,
-        ttft_mean_s=slot_wait_mean + engine_wait_mean + p1,
-        ttft_p95_s=slot_wait_p95 + engine_wait_p95 + p1,
+        ttft_mean_s=slot_wait_mean + engine_wait_mean + p_own,
+        ttft_p95_s=slot_wait_p95 + engine_wait_p95 + p_own,
         tpot_mean_s=tpot_mean,
         tpot_p95_s=tpot_p95,
         prefill_frac=f_p,

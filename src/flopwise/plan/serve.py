@@ -35,6 +35,7 @@ from flopwise.errors import FlopwiseError, InputError
 from flopwise.estimate import energy as en
 from flopwise.estimate import flops as fl
 from flopwise.estimate import memory as mem
+from flopwise.estimate import serve as _estimate_serve
 from flopwise.estimate import timing as tm
 from flopwise.estimate.cost import onprem_usd_per_device_h
 from flopwise.estimate.quant import get_quant, kv_bytes_per_element
@@ -162,6 +163,8 @@ class ServePhysics:
     raw_bandwidth_bytes_per_s: Any = None  # datasheet bandwidth
     k_mem: Any = None  # load-power coefficients (estimate.energy.load_power_coeffs)
     k_compute: Any = None
+    mixed_prefill: Any = None  # 1 where the engine prefills new prompts inside decode steps (engines.csv)
+    online_step_overhead_s: Any = None  # added to a step under load (estimate.serve.ONLINE_LAYER_OVERHEAD_S)
 
     def take(self, rows) -> ServePhysics:
         """The physics of configurations *rows* (an index array; repeats allowed)."""
@@ -189,23 +192,29 @@ class ServePhysics:
             / self._col(self.shard, extra)
         )
 
-    def _step_parts(self, occupancy, extra: int = 0) -> tuple[Any, Any, Any]:
-        """(FLOPs, bytes, time s) of one decode step per device at *occupancy* sequences."""
+    def _step_parts(self, occupancy, extra: int = 0, prefill_tokens=None) -> tuple[Any, Any, Any]:
+        """(FLOPs, bytes, time s) of one decode step per device at *occupancy* sequences, with *prefill_tokens*
+        prompt tokens mixed in (as ``estimate.serve._decode_step_s``)."""
         model = self.model
         col = self._col
         shard = col(self.shard, extra)
         n_mm = fl.matmul_params(self.params.non_embedding_active, model)
         ctx = self.input_tokens + self.output_tokens / 2.0
         n = np.asarray(occupancy, dtype=float)
+        tokens = n
         step_flops = n * fl.decode_flops_per_token(n_mm, model, ctx) / shard
-        step_bytes = self._weight_read_bytes(n, extra) + mem.kv_cache_bytes(
+        if prefill_tokens is not None:
+            tokens = n + prefill_tokens
+            per_tok = fl.prefill_flops(n_mm, model, self.input_tokens, 1.0) / self.input_tokens
+            step_flops = step_flops + prefill_tokens * per_tok / shard
+        step_bytes = self._weight_read_bytes(tokens, extra) + mem.kv_cache_bytes(
             model, ctx, n, col(self.kv_bytes_per_element, extra)
         ) / col(self.kv_shard, extra)
         comm = (
             2.0
             * model.n_layers
             * tm.allreduce_time_s(
-                n * model.d_model * 2.0,
+                tokens * model.d_model * 2.0,
                 col(self.ranks, extra),
                 col(self.link_bytes_per_s, extra),
                 col(self.collective_latency_s, extra),
@@ -228,6 +237,27 @@ class ServePhysics:
         """Decode step time (s) at *occupancy* sequences (array broadcasting against (G, ...) with *extra*
         trailing axes), at the mean context ``input + output/2``, as ``estimate_serve``'s TPOT."""
         return self._step_parts(occupancy, extra)[2]
+
+    def load_step_s(self, occupancy, decode_steps: int, extra: int = 0):
+        """Step time (s) under continuous batching at *occupancy* sequences in decode, with the online per-step
+        overhead (``online_step_overhead_s``); where the engine mixes
+        prefills into decode steps (``mixed_prefill``, as ``estimate.serve.online_decode``) each step also carries
+        the prompt tokens of the requests admitted meanwhile, ``occupancy x input_tokens / decode_steps`` (the
+        engine-time balance ``lambda = N / (decode_steps x T)`` times ``input_tokens x T``); elsewhere the decode
+        step alone (prefills stall it, see plan.queueing)."""
+        online = 0.0 if self.online_step_overhead_s is None else self._col(self.online_step_overhead_s, extra)
+        if self.mixed_prefill is None or not np.any(np.asarray(self.mixed_prefill) > 0):
+            return self.step_s(occupancy, extra) + online
+        n = np.asarray(occupancy, dtype=float)
+        pre = n * (self.input_tokens / float(decode_steps)) * (self._col(self.mixed_prefill, extra) > 0)
+        return self._step_parts(n, extra, pre)[2] + online
+
+    def stall_prefill_s(self, prefill_s, extra: int = 0):
+        """The prefill time that stalls running decodes: *prefill_s* where the engine runs prefills as their own
+        steps, 0 where it mixes them into decode steps."""
+        if self.mixed_prefill is None:
+            return prefill_s
+        return np.where(self._col(self.mixed_prefill, extra) > 0, 0.0, prefill_s)
 
     def _power_w(self, flops, nbytes, t, extra: int):
         col = self._col
@@ -374,6 +404,11 @@ def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfil
         "k_compute": en.load_power_coeffs(device)[0][1],
         "host": en.host_power_frac(device),
         "overhead_s": rates.layer_overhead_s,
+        # online servers pay at least ONLINE_LAYER_OVERHEAD_S per layer per step on GPUs (as estimate.serve)
+        "online_s": max(model.n_layers * _estimate_serve.ONLINE_LAYER_OVERHEAD_S - rates.layer_overhead_s, 0.0)
+        if kind == "gpu"
+        else 0.0,
+        "mixed": 1.0 if eng.mixed_prefill else 0.0,
         "overhead_pre_s": rates.prefill_layer_overhead_s,
         "overlap_p": float(tm.ROOFLINE_OVERLAP_P.get(kind) or 0.0),
         "chunk": float(eng.prefill_chunk_tokens),
@@ -395,7 +430,7 @@ def serve_physics(
         "tp", "peak", "bw", "link", "lat", "kv_shard", "bpp", "weights", "overhead", "capacity", "kv_b", "p_pre",
         "p_dec", "idle", "host", "overhead_s", "shard", "ranks", "hops", "kv_mem_shard", "chunk", "block",
         "max_seqs", "free", "util", "reserve", "tdp", "raw_flop", "raw_bw", "k_mem", "k_compute", "overhead_pre_s",
-        "overlap_p", "dpeak",
+        "overlap_p", "dpeak", "mixed", "online_s",
     )  # fmt: skip
     base: dict[tuple, tuple] = {}  # (device, quant, engine, kv) -> the values that do not depend on tp
     table: list[tuple] = []
@@ -419,7 +454,7 @@ def serve_physics(
                 b["p_dec"], b["idle"], b["host"], b["overhead_s"], 1.0 if layer else tpf, 1.0 if layer else tpf,
                 tpf - 1.0 if layer else 0.0, tpf if layer else kv_shard, b["chunk"], b["block"], b["max_seqs"],
                 b["free"], b["util"], b["reserve"], b["tdp"], b["raw_flop"], b["raw_bw"], b["k_mem"], b["k_compute"],
-                b["overhead_pre_s"], b["overlap_p"], b["dpeak"],
+                b["overhead_pre_s"], b["overlap_p"], b["dpeak"], b["mixed"], b["online_s"],
             )  # fmt: skip
         )
     cols = np.asarray(table, dtype=float).reshape(len(table), len(names)).T
@@ -465,6 +500,8 @@ def serve_physics(
         raw_bandwidth_bytes_per_s=a["raw_bw"],
         k_mem=a["k_mem"],
         k_compute=a["k_compute"],
+        mixed_prefill=a["mixed"],
+        online_step_overhead_s=a["online_s"],
     )
 
 
@@ -617,9 +654,9 @@ def _metrics(phys: ServePhysics, slots, n, extra: int, decode_steps: int, fixed=
     """Queue state for configs x (trailing axes) at occupancy *n* with batch cap *slots*. *fixed*: the
     (full-batch step time, one prompt's prefill time) when the caller has them already (they do not depend on
     the occupancy)."""
-    t = phys.step_s(n, extra)
-    t_tag = phys.step_s(np.minimum(n + 1.0, slots), extra)
-    t_full, p1 = fixed if fixed is not None else (phys.step_s(slots, extra), phys.prefill_s(1, extra))
+    t = phys.load_step_s(n, decode_steps, extra)
+    t_tag = phys.load_step_s(np.minimum(n + 1.0, slots), decode_steps, extra)
+    t_full, p1 = fixed if fixed is not None else _fixed(phys, slots, decode_steps, extra)
     return continuous_batching_state(
         n,
         slots=slots,
@@ -628,7 +665,13 @@ def _metrics(phys: ServePhysics, slots, n, extra: int, decode_steps: int, fixed=
         step_s_full=t_full,
         prefill_s=p1,
         decode_steps=decode_steps,
+        stall_prefill_s=phys.stall_prefill_s(p1, extra),
     )
+
+
+def _fixed(phys: ServePhysics, slots, decode_steps: int, extra: int = 0):
+    """(full-batch step time, one prompt's prefill time): the occupancy-free inputs of ``_metrics``."""
+    return phys.load_step_s(slots, decode_steps, extra), phys.prefill_s(1, extra)
 
 
 def _ok(state, slots, ttft_slo_s: float, tpot_slo_s: float):
@@ -657,7 +700,7 @@ def _pair_capacity(phys: ServePhysics, gi, pcap, decode_steps: int, ttft_slo: fl
     # only the pairs with a feasible grid point are refined (the others keep capacity 0)
     has = np.flatnonzero(cap > 0)
     ph, hcap, lo_n, hi_n, hbest = pp.take(has), pcap[has], lo_n[has], hi_n[has], cap[has]
-    fixed = (ph.step_s(hcap, 0), ph.prefill_s(1, 0))
+    fixed = _fixed(ph, hcap, decode_steps)
     for _ in range(_BISECT_STEPS):
         mid = 0.5 * (lo_n + hi_n)
         s_mid = _metrics(ph, hcap, mid, 0, decode_steps, fixed)
@@ -713,7 +756,7 @@ def _state_at_load(phys: ServePhysics, workload: ServeWorkload, slots, lam):
     decode_steps = max(workload.output_tokens - 1, 1)
     lo = np.zeros_like(lam)
     hi = np.asarray(slots, dtype=float) * 0.9999
-    fixed = (phys.step_s(slots, 0), phys.prefill_s(1, 0))
+    fixed = _fixed(phys, slots, decode_steps)
     for _ in range(30):
         mid = 0.5 * (lo + hi)
         st = _metrics(phys, slots, mid, 0, decode_steps, fixed)
@@ -767,7 +810,9 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
     lam = np.where(feasible_cfg, workload.rps / np.maximum(replicas_cfg, 1.0), 1e-6)
     st, occupancy = _state_at_load(phys, workload, batch, np.minimum(lam, safe_cap))
     decode_steps = max(workload.output_tokens - 1, 1)
-    sat_rps = saturation_rps(batch, phys.step_s(batch), phys.prefill_s(1), decode_steps)
+    sat_rps = saturation_rps(
+        batch, phys.load_step_s(batch, decode_steps), phys.stall_prefill_s(phys.prefill_s(1)), decode_steps
+    )
     # average device power at the load: prefill share, decode (at the mean occupancy, load-dependent power of
     # estimate.energy) while anything runs, idle otherwise
     power = (
