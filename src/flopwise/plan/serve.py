@@ -49,7 +49,7 @@ from flopwise.plan.candidates import (
     SkippedCandidate,
     enumerate_serve_space,
 )
-from flopwise.plan.queueing import continuous_batching_state, saturation_rps
+from flopwise.plan.queueing import continuous_batching_state, occupancy_arrival_rps, saturation_rps
 from flopwise.units import (
     BYTES_PER_GB,
     BYTES_PER_GIB,
@@ -673,7 +673,15 @@ def _config_capacity(phys: ServePhysics, workload: ServeWorkload):
     """(capacity_rps, batch, fits_any, need_gb, ttft_min_s, tpot_min_s) per configuration.
 
     The queueing model runs only on (configuration, batch cap) pairs whose batch fits memory and the engine's
-    sequence limit, flattened to one axis (``_pair_capacity``)."""
+    sequence limit, flattened to one axis (``_pair_capacity``), and only on those that can still win: a point is
+    accepted only at a utilization of at most ``MAX_UTILIZATION_FRAC`` of the saturation rate at its cap, so
+    ``MAX_UTILIZATION_FRAC * saturation_rps(cap)`` bounds the capacity any load at that cap can reach. A pair
+    whose bound is below the best capacity already found for its configuration cannot be the best (the best cap
+    is the smallest of those reaching the largest capacity, so a strictly smaller one never is) and is not
+    evaluated; the largest fitting cap of each configuration (whose bound is the largest) is evaluated first. The
+    answer (capacity, cap) is the one of evaluating every pair. *ttft_min_s* / *tpot_min_s* (the lightest-load
+    p95s, for the shortfall of configurations that miss the SLOs) are the minimum over the evaluated caps: over
+    every fitting cap wherever no capacity is found, since nothing is skipped there."""
     decode_steps = max(workload.output_tokens - 1, 1)
     ttft_slo = math.inf if workload.ttft_p95_ms is None else workload.ttft_p95_ms / MS_PER_S
     tpot_slo = math.inf if workload.tpot_p95_ms is None else workload.tpot_p95_ms / MS_PER_S
@@ -683,24 +691,42 @@ def _config_capacity(phys: ServePhysics, workload: ServeWorkload):
         caps[None, :] <= phys._col(phys.max_seqs, 1)
     )  # (G, B): memory holds the batch and the engine allows it
     nb = len(caps)
+    # upper bound of the capacity at each cap (the utilization ceiling), with a margin for rounding
+    bound = (
+        MAX_UTILIZATION_FRAC
+        * saturation_rps(caps[None, :], phys.step_s(caps[None, :], 1), phys._col(phys.prefill_s(1, 0), 1), decode_steps)
+        * (1.0 + 1e-9)
+    )
     cap_gb = np.zeros((g, nb))
     light = np.full((g, nb), np.inf)
     light_tpot = np.full((g, nb), np.inf)
+    best = np.zeros(g)
+
+    def evaluate(mask) -> None:
+        mask = mask & ~(bound < best[:, None])  # NaN bounds are evaluated
+        gi, bi = np.nonzero(mask)
+        cap_gb[gi, bi], light[gi, bi], light_tpot[gi, bi] = _pair_capacity(
+            phys, gi, caps[bi], decode_steps, ttft_slo, tpot_slo
+        )
+        best[:] = cap_gb.max(axis=1)
+
     # two passes: every other cap (1, 4, 16, ...), then the caps next to each configuration's best (all the
     # remaining ones where no coarse cap is feasible). Against trying every cap on six workloads x every engine
     # (5,975 configurations each): capacities within 1e-5 but for one Mixtral configuration (1.5%); where
     # capacity is flat in the cap the chosen cap may be the next power of two
     coarse = (np.arange(nb) % 2 == 0)[None, :]
-    for pass_mask in (fits & coarse, None):
-        if pass_mask is None:
-            best = np.argmax(cap_gb, axis=1)
-            none = cap_gb.max(axis=1) <= 0
-            near = np.abs(np.arange(nb)[None, :] - best[:, None]) == 1
-            pass_mask = fits & ~coarse & (near | none[:, None])
-        gi, bi = np.nonzero(pass_mask)
-        cap_gb[gi, bi], light[gi, bi], light_tpot[gi, bi] = _pair_capacity(
-            phys, gi, caps[bi], decode_steps, ttft_slo, tpot_slo
-        )
+    fits_coarse = fits & coarse
+    # the largest fitting coarse cap first (its bound is the largest), then the other coarse caps that can win
+    top = np.zeros_like(fits_coarse)
+    last = nb - 1 - np.argmax(fits_coarse[:, ::-1], axis=1)
+    top[np.arange(g), last] = True
+    top &= fits_coarse
+    evaluate(top)
+    evaluate(fits_coarse & ~top)
+    best_b = np.argmax(cap_gb, axis=1)
+    none = best <= 0
+    near = np.abs(np.arange(nb)[None, :] - best_b[:, None]) == 1
+    evaluate(fits & ~coarse & (near | none[:, None]))
     best_b = np.argmax(cap_gb, axis=1)  # the smallest cap among equal best (cap 1 where none is feasible)
     capacity = cap_gb[np.arange(g), best_b]
     need_gb = phys.memory_bytes(1.0, 0) / BYTES_PER_GB
@@ -714,10 +740,9 @@ def _state_at_load(phys: ServePhysics, workload: ServeWorkload, slots, lam):
     lo = np.zeros_like(lam)
     hi = np.asarray(slots, dtype=float) * 0.9999
     fixed = (phys.step_s(slots, 0), phys.prefill_s(1, 0))
-    for _ in range(30):
+    for _ in range(30):  # the arrival rate at the occupancy is all the bisection needs
         mid = 0.5 * (lo + hi)
-        st = _metrics(phys, slots, mid, 0, decode_steps, fixed)
-        below = st.arrival_rps < lam
+        below = occupancy_arrival_rps(mid, phys.step_s(mid, 0), fixed[1], decode_steps) < lam
         lo = np.where(below, mid, lo)
         hi = np.where(below, hi, mid)
     occupancy = np.maximum(0.5 * (lo + hi), 1e-9)
