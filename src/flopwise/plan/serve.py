@@ -336,13 +336,33 @@ def _config_tuple(config) -> tuple[Device, str, int, EngineProfile, str | None]:
     return device, quant, tp, get_engine(engine), kv
 
 
-def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfile, kv_given: str | None):
-    """(KV dtype, the per-configuration constants of serve_physics that do not depend on the TP degree)."""
+def _device_row(device: Device) -> dict:
+    """The constants of serve_physics that depend on the device alone (shared by its quant x engine x TP rows)."""
+    kind = device.kind
+    (k_mem, k_compute), _basis = en.load_power_coeffs(device)
+    return {
+        "link": device.interconnect_gb_per_s * GIGA or 1.0,
+        "lat": tm.collective_latency_s(device),
+        "capacity": device.memory_gb * BYTES_PER_GB,
+        "p_pre": en.device_power_w(device.tdp_w, device.idle_w, en.PREFILL_ACTIVITY_FRAC),
+        "p_dec": en.device_power_w(device.tdp_w, device.idle_w, en.DECODE_ACTIVITY_FRAC),
+        "idle": device.idle_w,
+        "tdp": device.tdp_w,
+        "raw_bw": device.memory_bandwidth_gb_per_s * GIGA,
+        "k_mem": k_mem,
+        "k_compute": k_compute,
+        "host": en.host_power_frac(device),
+        "overlap_p": float(tm.ROOFLINE_OVERLAP_P.get(kind) or 0.0),
+    }
+
+
+def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfile, dev: dict) -> dict:
+    """The per-configuration constants of serve_physics that do not depend on the TP degree or the KV dtype
+    (*dev*: ``_device_row(device)``)."""
     q = get_quant(quant)
-    kv_name = eng.default_kv_dtype("fp32" if q.name == "fp32" else "bf16") if kv_given is None else kv_given
     rates = serving_rates(q, device, model.n_layers, eng)
     kind = device.kind
-    capacity = device.memory_gb * BYTES_PER_GB
+    capacity = dev["capacity"]
     reserve = (
         mem.RUNTIME_CONTEXT_BYTES.get(kind, mem.RUNTIME_CONTEXT_BYTES["gpu"])
         if eng.runtime_reserve_gib is None
@@ -353,29 +373,17 @@ def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfil
         if eng.memory_utilization_frac is None
         else eng.memory_utilization_frac
     )
-    return kv_name, {
+    return {
+        **dev,
         "peak": rates.peak_flop_per_s,
         "dpeak": rates.decode_flop_per_s,
         "bw": rates.bandwidth_bytes_per_s,
-        "link": device.interconnect_gb_per_s * GIGA or 1.0,
-        "lat": tm.collective_latency_s(device),
         "bpp": q.bits_per_weight / 8.0,
         "bits": q.bits_per_weight,
         "overhead": float(serving_memory_reserve_bytes(eng, capacity, 0.0, kind)),
-        "capacity": capacity,
-        "kv_b": kv_bytes_per_element(kv_name),
-        "p_pre": en.device_power_w(device.tdp_w, device.idle_w, en.PREFILL_ACTIVITY_FRAC),
-        "p_dec": en.device_power_w(device.tdp_w, device.idle_w, en.DECODE_ACTIVITY_FRAC),
-        "idle": device.idle_w,
-        "tdp": device.tdp_w,
         "raw_flop": rates.compute_peak_tflop_per_s * TERA,
-        "raw_bw": device.memory_bandwidth_gb_per_s * GIGA,
-        "k_mem": en.load_power_coeffs(device)[0][0],
-        "k_compute": en.load_power_coeffs(device)[0][1],
-        "host": en.host_power_frac(device),
         "overhead_s": rates.layer_overhead_s,
         "overhead_pre_s": rates.prefill_layer_overhead_s,
-        "overlap_p": float(tm.ROOFLINE_OVERLAP_P.get(kind) or 0.0),
         "chunk": float(eng.prefill_chunk_tokens),
         "block": float(eng.kv_block_tokens),
         "max_seqs": float(eng.max_seqs_limit),
@@ -397,17 +405,34 @@ def serve_physics(
         "max_seqs", "free", "util", "reserve", "tdp", "raw_flop", "raw_bw", "k_mem", "k_compute", "overhead_pre_s",
         "overlap_p", "dpeak",
     )  # fmt: skip
-    base: dict[tuple, tuple] = {}  # (device, quant, engine, kv) -> the values that do not depend on tp
+    # the values that do not depend on the TP degree, worked out once per device, per device x quant x engine and
+    # per engine x quant x KV dtype (the catalog has many offerings and TP degrees per device)
+    dev_rows: dict[str, dict] = {}
+    base: dict[tuple, dict] = {}
+    kv_of: dict[tuple, tuple[str, float]] = {}
     table: list[tuple] = []
     keys = []
     devices = []
     for config in configs:
         device, quant, tp, eng, kv_given = _config_tuple(config)
         devices.append(device)
-        bkey = (device.id, quant, eng.id, kv_given)
-        if bkey not in base:
-            base[bkey] = _tp_free_row(model, device, quant, eng, kv_given)
-        kv_name, b = base[bkey]
+        bkey = (device.id, quant, eng.id)
+        b = base.get(bkey)
+        if b is None:
+            dev = dev_rows.get(device.id)
+            if dev is None:
+                dev = dev_rows[device.id] = _device_row(device)
+            b = base[bkey] = _tp_free_row(model, device, quant, eng, dev)
+        kkey = (eng.id, quant, kv_given)
+        kv = kv_of.get(kkey)
+        if kv is None:
+            kv_name = (
+                eng.default_kv_dtype("fp32" if get_quant(quant).name == "fp32" else "bf16")
+                if kv_given is None
+                else kv_given
+            )
+            kv = kv_of[kkey] = (kv_name, kv_bytes_per_element(kv_name))
+        kv_name, kv_b = kv
         keys.append((device.id, quant, tp, eng.id, kv_name))
         layer = eng.multi_device == "layer"
         tpf = float(tp)
@@ -415,7 +440,7 @@ def serve_physics(
         table.append(
             (
                 tpf, b["peak"], b["bw"], b["link"], b["lat"], kv_shard, b["bpp"],
-                mem.weight_bytes(pc.total, b["bits"]) / tpf, b["overhead"], b["capacity"], b["kv_b"], b["p_pre"],
+                mem.weight_bytes(pc.total, b["bits"]) / tpf, b["overhead"], b["capacity"], kv_b, b["p_pre"],
                 b["p_dec"], b["idle"], b["host"], b["overhead_s"], 1.0 if layer else tpf, 1.0 if layer else tpf,
                 tpf - 1.0 if layer else 0.0, tpf if layer else kv_shard, b["chunk"], b["block"], b["max_seqs"],
                 b["free"], b["util"], b["reserve"], b["tdp"], b["raw_flop"], b["raw_bw"], b["k_mem"], b["k_compute"],
