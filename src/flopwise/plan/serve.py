@@ -665,14 +665,62 @@ def _ok(state, slots, ttft_slo_s: float, tpot_slo_s: float):
     )
 
 
+def _at(x, pts):
+    """*x* (a scalar, or an array broadcasting against the points' grid) at the points *pts* (np.nonzero of a
+    mask over that grid)."""
+    x = np.asarray(x)
+    if x.ndim == 0:
+        return x
+    return x[tuple(i if size > 1 else np.zeros_like(i) for i, size in zip(pts, x.shape, strict=True))]
+
+
+def _screened_ok(n, slots, t, t_tag, t_full, p1, decode_steps: int, ttft_slo: float, tpot_slo: float, keep=None):
+    """(``_ok`` of the queue state at each occupancy *n*, the arrival rate there, the state at the points
+    screened in, those points). The state (Erlang C and the latency tails) is evaluated only where the two
+    necessary conditions that need none of it hold: the utilization ``lambda / saturation`` within
+    ``MAX_UTILIZATION_FRAC`` (the same expression as the state's) and the tagged decode step ``t(N + 1)``
+    within the TPOT target (TPOT p95 is that step plus non-negative prefill stalls); elsewhere a point is not
+    ok. *keep*: points evaluated regardless (mask)."""
+    lam = occupancy_arrival_rps(n, t, p1, decode_steps)
+    util = lam / saturation_rps(slots, t_full, p1, decode_steps)
+    need = (util <= MAX_UTILIZATION_FRAC) & (t_tag <= tpot_slo)
+    if keep is not None:
+        need = need | keep
+    pts = np.nonzero(need)
+    st = continuous_batching_state(
+        _at(n, pts),
+        slots=_at(slots, pts),
+        step_s=_at(t, pts),
+        step_s_tagged=_at(t_tag, pts),
+        step_s_full=_at(t_full, pts),
+        prefill_s=_at(p1, pts),
+        decode_steps=decode_steps,
+    )
+    ok = np.zeros(need.shape, dtype=bool)
+    ok[pts] = _ok(st, None, ttft_slo, tpot_slo)
+    return ok, lam, st, pts
+
+
 def _pair_capacity(phys: ServePhysics, gi, pcap, decode_steps: int, ttft_slo: float, tpot_slo: float):
     """(capacity rps, TTFT p95 s and TPOT p95 s at the lightest load) of configurations *gi* at batch caps *pcap*
-    (pairs on one axis): the largest feasible load on the occupancy grid, refined by bisection."""
+    (pairs on one axis): the largest feasible load on the occupancy grid, refined by bisection. The queue state
+    is evaluated only at the points that pass the cheap screens of ``_screened_ok`` (and at every pair's
+    lightest load, whose latencies are returned): the answer is that of evaluating it everywhere."""
     pp = phys.take(gi)
     slots = pcap[:, None]
     n = slots * _OCCUPANCY_FRACS[None, :]  # (P, F)
-    st = _metrics(pp, slots, n, 1, decode_steps)
-    lam = np.where(_ok(st, slots, ttft_slo, tpot_slo), st.arrival_rps, 0.0)
+    t = pp.step_s(n, 1)
+    t_tag = pp.step_s(np.minimum(n + 1.0, slots), 1)
+    t_full, p1 = pp.step_s(slots, 1), pp.prefill_s(1, 1)
+    lightest = np.zeros(n.shape, dtype=bool)
+    lightest[:, 0] = True
+    ok, lam, st, pts = _screened_ok(n, slots, t, t_tag, t_full, p1, decode_steps, ttft_slo, tpot_slo, lightest)
+    light_ttft = np.empty(len(gi))
+    light_tpot = np.empty(len(gi))
+    first = pts[1] == 0
+    light_ttft[pts[0][first]] = st.ttft_p95_s[first]
+    light_tpot[pts[0][first]] = st.tpot_p95_s[first]
+    lam = np.where(ok, lam, 0.0)
     rows = np.arange(len(gi))
     best_f = np.argmax(lam, axis=1)  # (P,) index of the best feasible occupancy
     cap = lam[rows, best_f]
@@ -682,16 +730,25 @@ def _pair_capacity(phys: ServePhysics, gi, pcap, decode_steps: int, ttft_slo: fl
     # only the pairs with a feasible grid point are refined (the others keep capacity 0)
     has = np.flatnonzero(cap > 0)
     ph, hcap, lo_n, hi_n, hbest = pp.take(has), pcap[has], lo_n[has], hi_n[has], cap[has]
-    fixed = (ph.step_s(hcap, 0), ph.prefill_s(1, 0))
+    h_full, h_p1 = t_full[has, 0], p1[has, 0]
     for _ in range(_BISECT_STEPS):
         mid = 0.5 * (lo_n + hi_n)
-        s_mid = _metrics(ph, hcap, mid, 0, decode_steps, fixed)
-        good = _ok(s_mid, hcap, ttft_slo, tpot_slo)
+        good, lam_mid, _st, _pts = _screened_ok(
+            mid,
+            hcap,
+            ph.step_s(mid, 0),
+            ph.step_s(np.minimum(mid + 1.0, hcap), 0),
+            h_full,
+            h_p1,
+            decode_steps,
+            ttft_slo,
+            tpot_slo,
+        )
         lo_n = np.where(good, mid, lo_n)
         hi_n = np.where(good, hi_n, mid)
-        hbest = np.where(good, np.maximum(hbest, s_mid.arrival_rps), hbest)
+        hbest = np.where(good, np.maximum(hbest, lam_mid), hbest)
     cap[has] = hbest
-    return cap, st.ttft_p95_s[:, 0], st.tpot_p95_s[:, 0]
+    return cap, light_ttft, light_tpot
 
 
 def _config_capacity(phys: ServePhysics, workload: ServeWorkload):
