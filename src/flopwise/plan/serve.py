@@ -19,11 +19,13 @@ Pure: no file, network, environment or clock access. Money is Decimal in results
 from __future__ import annotations
 
 import dataclasses
+import functools
+import gc
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -599,6 +601,36 @@ def expand_engines(
 # --------------------------------------------------------------------------------------------------------------
 
 
+class _PerConfig(Sequence):
+    """A per-candidate column whose value depends on the physics configuration only: ``values[index[i]]`` for row
+    *i*, read on access (no tuple of hundreds of thousands of rows is built for the few rows a plan reports)."""
+
+    __slots__ = ("_values", "_index")
+
+    def __init__(self, values: Sequence[str], index) -> None:
+        self._values = tuple(values)
+        self._index = index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self._values[j] for j in self._index[i].tolist())
+        return self._values[int(self._index[i])]
+
+    def __iter__(self):
+        values = self._values
+        return iter([values[j] for j in self._index.tolist()])
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass(frozen=True)
 class CapacityTable:
     """Per candidate (arrays aligned with ``candidates``): the largest request rate per replica meeting the
@@ -628,11 +660,11 @@ class CapacityTable:
     cost_per_replica_hour_usd: Any
     instances: Any
     memory_gb: Any
-    reason: tuple[str, ...]
+    reason: Sequence[str]
     shortfall: Any
-    shortfall_unit: tuple[str, ...]
-    detail: tuple[str, ...]
-    kv_dtype: tuple[str, ...] = ()
+    shortfall_unit: Sequence[str]
+    detail: Sequence[str]
+    kv_dtype: Sequence[str] = ()
     device_energy_per_1m_tokens_kwh: Any = None  # GPU only (what NVML/DCGM measure)
     node_energy_per_1m_tokens_kwh: Any = None  # device + host share
     pue: Any = None
@@ -973,8 +1005,8 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
                 shortfall_cfg[j] = 0.0
                 detail.append("no load meets both SLOs together below the utilization ceiling")
 
-    def per_row(values: list) -> tuple:
-        return tuple(np.array(values, dtype=object)[cidx].tolist())
+    def per_row(values: list) -> _PerConfig:
+        return _PerConfig(values, cidx)
 
     return CapacityTable(
         candidates=cands,
@@ -1277,9 +1309,13 @@ def _float_objective_key(objective: str, table: CapacityTable) -> np.ndarray:
     return np.asarray(field_of[objective], dtype=float)
 
 
-def _rank_columns(table: CapacityTable, rows: np.ndarray) -> tuple[list, list, list, list, list]:
+def _rank_columns(
+    table: CapacityTable, rows: np.ndarray, objective: str | None = None
+) -> tuple[list, list, list, list, list]:
     """For candidates *rows*: the cost per hour (the exact Decimal of ``_instance_cost``, as a float) and the
-    rounded TTFT / TPOT p95, energy and CO2e per 1M tokens of the options, as lists (no dict per row)."""
+    rounded TTFT / TPOT p95, energy and CO2e per 1M tokens of the options, as lists (no dict per row). With an
+    *objective*, the columns its ranking key and the Pareto fronts do not read (TPOT but for ``latency``,
+    energy but for ``energy``) are left empty."""
     cands = table.candidates
     base = cands.base
     cost = [
@@ -1298,8 +1334,8 @@ def _rank_columns(table: CapacityTable, rows: np.ndarray) -> tuple[list, list, l
     return (
         cost,
         rounded(table.ttft_p95_ms, 1),
-        rounded(table.tpot_p95_ms, 2),
-        rounded(table.energy_per_1m_tokens_kwh, 4),
+        rounded(table.tpot_p95_ms, 2) if objective in (None, "latency") else [],
+        rounded(table.energy_per_1m_tokens_kwh, 4) if objective in (None, "energy") else [],
         rounded(table.co2e_per_1m_tokens_kg, 4),
     )
 
@@ -1421,6 +1457,31 @@ def _cap_owned(table: CapacityTable, owned: Sequence[OwnedDevice]) -> CapacityTa
     )
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """*fn* with the cyclic garbage collector paused while it runs (restored after). A plan allocates hundreds of
+    thousands of short-lived arrays, tuples and dicts; with the collector on, the net growth triggers collections
+    that walk the young objects and, every few, every object the process holds (the catalog, a server's state),
+    a share of the plan's time that grows with the process (what cyclic garbage the plan leaves is collected
+    once the collector is back on)."""
+
+    @functools.wraps(fn)
+    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        was_on = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was_on:
+                gc.enable()
+
+    return paused
+
+
+@_gc_paused
 def plan_serve(
     workload: ServeWorkload,
     catalog: Any,
@@ -1514,7 +1575,7 @@ def plan_serve(
     gcode = row_cfg_code * max(len(base_codes), 1) + base_code[cands.rows]
     first_key = _float_objective_key(objective, table)
     members = np.asarray(_tie_members(feas, gcode[feas], first_key[feas]), dtype=np.int64)
-    cost_l, ttft_l, tpot_l, energy_l, co2_l = _rank_columns(table, members)
+    cost_l, ttft_l, tpot_l, energy_l, co2_l = _rank_columns(table, members, objective)
     key_cols = {
         "cost": (cost_l, ttft_l),
         "energy": (energy_l, cost_l),
