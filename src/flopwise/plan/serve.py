@@ -110,6 +110,10 @@ DEFAULT_GRID_SOURCE = "https://ember-energy.org/latest-insights/global-electrici
 _OCCUPANCY_FRACS = np.concatenate([np.geomspace(0.002, 0.05, 6), np.linspace(0.06, 0.999, 18)])
 _BISECT_STEPS = 15
 _MONEY_1M = PRICE_STEP
+#: skip the (configuration, batch cap) pairs, refinements and queue states that cannot change the answer
+#: (``_config_capacity``, ``_pair_capacity``, ``_screened_ok``); False evaluates everything, the reference the
+#: tests compare the pruned search with
+_PRUNE = True
 #: candidates of one option group tied on the float objective whose exact (Decimal) keys are compared
 _TIES_BUILT = 2
 
@@ -401,30 +405,31 @@ def serve_physics(
     """Constants of ``estimate_serve`` for each (device, quant, tensor parallel[, engine, kv dtype]) in
     *configs* (engine: a profile or its id; kv dtype None = the engine's default for the quant)."""
     pc = count_params(model)
-    names = (
-        "tp", "peak", "bw", "link", "lat", "kv_shard", "bpp", "weights", "overhead", "capacity", "kv_b", "p_pre",
-        "p_dec", "idle", "host", "overhead_s", "shard", "ranks", "hops", "kv_mem_shard", "chunk", "block",
-        "max_seqs", "free", "util", "reserve", "tdp", "raw_flop", "raw_bw", "k_mem", "k_compute", "overhead_pre_s",
-        "overlap_p", "dpeak",
-    )  # fmt: skip
     # the values that do not depend on the TP degree, worked out once per device, per device x quant x engine and
-    # per engine x quant x KV dtype (the catalog has many offerings and TP degrees per device)
+    # per engine x quant x KV dtype (the catalog has many offerings and TP degrees per device), then broadcast to
+    # the configurations with numpy
     dev_rows: dict[str, dict] = {}
-    base: dict[tuple, dict] = {}
+    base: dict[tuple, int] = {}
+    base_rows: list[dict] = []
     kv_of: dict[tuple, tuple[str, float]] = {}
-    table: list[tuple] = []
+    n = len(configs)
+    bidx = np.empty(n, dtype=np.int64)
+    tps = np.empty(n, dtype=float)
+    layer = np.zeros(n, dtype=bool)
+    kv_bytes = np.empty(n, dtype=float)
     keys = []
     devices = []
-    for config in configs:
+    for i, config in enumerate(configs):
         device, quant, tp, eng, kv_given = _config_tuple(config)
         devices.append(device)
         bkey = (device.id, quant, eng.id)
-        b = base.get(bkey)
-        if b is None:
+        j = base.get(bkey)
+        if j is None:
             dev = dev_rows.get(device.id)
             if dev is None:
                 dev = dev_rows[device.id] = _device_row(device)
-            b = base[bkey] = _tp_free_row(model, device, quant, eng, dev)
+            j = base[bkey] = len(base_rows)
+            base_rows.append(_tp_free_row(model, device, quant, eng, dev))
         kkey = (eng.id, quant, kv_given)
         kv = kv_of.get(kkey)
         if kv is None:
@@ -434,23 +439,32 @@ def serve_physics(
                 else kv_given
             )
             kv = kv_of[kkey] = (kv_name, kv_bytes_per_element(kv_name))
-        kv_name, kv_b = kv
-        keys.append((device.id, quant, tp, eng.id, kv_name))
-        layer = eng.multi_device == "layer"
-        tpf = float(tp)
-        kv_shard = 1.0 if (model.attention == "mla" or layer) else float(min(tp, model.n_kv_heads))
-        table.append(
-            (
-                tpf, b["peak"], b["bw"], b["link"], b["lat"], kv_shard, b["bpp"],
-                mem.weight_bytes(pc.total, b["bits"]) / tpf, b["overhead"], b["capacity"], kv_b, b["p_pre"],
-                b["p_dec"], b["idle"], b["host"], b["overhead_s"], 1.0 if layer else tpf, 1.0 if layer else tpf,
-                tpf - 1.0 if layer else 0.0, tpf if layer else kv_shard, b["chunk"], b["block"], b["max_seqs"],
-                b["free"], b["util"], b["reserve"], b["tdp"], b["raw_flop"], b["raw_bw"], b["k_mem"], b["k_compute"],
-                b["overhead_pre_s"], b["overlap_p"], b["dpeak"],
-            )  # fmt: skip
-        )
-    cols = np.asarray(table, dtype=float).reshape(len(table), len(names)).T
-    a = {k: np.ascontiguousarray(cols[i]) for i, k in enumerate(names)}
+        keys.append((device.id, quant, tp, eng.id, kv[0]))
+        bidx[i] = j
+        tps[i] = tp
+        layer[i] = eng.multi_device == "layer"
+        kv_bytes[i] = kv[1]
+    b_names = (
+        "peak", "bw", "link", "lat", "bpp", "overhead", "capacity", "p_pre", "p_dec", "idle", "host", "overhead_s",
+        "chunk", "block", "max_seqs", "free", "util", "reserve", "tdp", "raw_flop", "raw_bw", "k_mem", "k_compute",
+        "overhead_pre_s", "overlap_p", "dpeak",
+    )  # fmt: skip
+    b_cols = np.asarray([[row[k] for k in b_names] for row in base_rows], dtype=float).reshape(-1, len(b_names))
+    a = {k: np.ascontiguousarray(b_cols[bidx, c]) for c, k in enumerate(b_names)}
+    b_weights = np.asarray([mem.weight_bytes(pc.total, row["bits"]) for row in base_rows], dtype=float)
+    kv_shard = np.where(
+        layer | (model.attention == "mla"), 1.0, np.minimum(tps, model.n_kv_heads).astype(float)
+    )
+    a.update(
+        tp=tps,
+        kv_shard=kv_shard,
+        weights=b_weights[bidx] / tps if n else np.zeros(0),
+        kv_b=kv_bytes,
+        shard=np.where(layer, 1.0, tps),
+        ranks=np.where(layer, 1.0, tps),
+        hops=np.where(layer, tps - 1.0, 0.0),
+        kv_mem_shard=np.where(layer, tps, kv_shard),
+    )
     return ServePhysics(
         model=model,
         input_tokens=input_tokens,
@@ -716,6 +730,8 @@ def _screened_ok(n, slots, t, t_tag, t_full, p1, decode_steps: int, ttft_slo: fl
     lam = occupancy_arrival_rps(n, t, p1, decode_steps)
     util = lam / saturation_rps(slots, t_full, p1, decode_steps)
     need = (util <= MAX_UTILIZATION_FRAC) & (t_tag <= tpot_slo)
+    if not _PRUNE:
+        need = np.ones(need.shape, dtype=bool)
     if keep is not None:
         need = need | keep
     pts = np.nonzero(need)
@@ -733,11 +749,22 @@ def _screened_ok(n, slots, t, t_tag, t_full, p1, decode_steps: int, ttft_slo: fl
     return ok, lam, st, pts
 
 
-def _pair_capacity(phys: ServePhysics, gi, pcap, decode_steps: int, ttft_slo: float, tpot_slo: float):
+def _pair_capacity(
+    phys: ServePhysics, gi, pcap, decode_steps: int, ttft_slo: float, tpot_slo: float, floor=None
+):
     """(capacity rps, TTFT p95 s and TPOT p95 s at the lightest load) of configurations *gi* at batch caps *pcap*
     (pairs on one axis): the largest feasible load on the occupancy grid, refined by bisection. The queue state
     is evaluated only at the points that pass the cheap screens of ``_screened_ok`` (and at every pair's
-    lightest load, whose latencies are returned): the answer is that of evaluating it everywhere."""
+    lightest load, whose latencies are returned): the answer is that of evaluating it everywhere.
+
+    *floor* (per configuration, optional): a capacity its configuration is known to reach at another cap. A
+    pair is refined only if the refinement can reach the larger of that floor and the best grid capacity of
+    the configuration's other pairs here; else it keeps its grid capacity, below the best of its configuration
+    either way. Between the grid occupancies ``n_f < N < n_f+1`` the arrival rate
+    ``N / (k t(N) + N p1)`` is at most ``n_f+1 / (k t(n_f) + n_f+1 p1)``, since the decode step time ``t``
+    does not fall as the occupancy grows (more tokens, more KV reads, larger all-reduces;
+    tests/plan/test_serve_goldens.py checks it over the catalog), and at most ``MAX_UTILIZATION_FRAC`` of the
+    saturation rate."""
     pp = phys.take(gi)
     slots = pcap[:, None]
     n = slots * _OCCUPANCY_FRACS[None, :]  # (P, F)
@@ -759,8 +786,19 @@ def _pair_capacity(phys: ServePhysics, gi, pcap, decode_steps: int, ttft_slo: fl
     # refine between the best feasible grid point and the next one by bisection on the occupancy
     lo_n = n[rows, best_f]
     hi_n = pcap * _OCCUPANCY_FRACS[np.minimum(best_f + 1, len(_OCCUPANCY_FRACS) - 1)]
-    # only the pairs with a feasible grid point are refined (the others keep capacity 0)
-    has = np.flatnonzero(cap > 0)
+    # only the pairs with a feasible grid point are refined (the others keep capacity 0), and of those only the
+    # ones whose refinement can reach the best capacity of their configuration
+    refine = cap > 0
+    if floor is not None and _PRUNE:
+        best_here = np.zeros(len(floor))
+        np.maximum.at(best_here, gi, cap)
+        need = np.maximum(np.asarray(floor, dtype=float)[gi], best_here[gi])
+        reach = np.minimum(
+            hi_n / (decode_steps * t[rows, best_f] + hi_n * p1[:, 0]),
+            MAX_UTILIZATION_FRAC * saturation_rps(pcap, t_full[:, 0], p1[:, 0], decode_steps),
+        ) * (1.0 + 1e-9)
+        refine &= ~(reach < need)
+    has = np.flatnonzero(refine)
     ph, hcap, lo_n, hi_n, hbest = pp.take(has), pcap[has], lo_n[has], hi_n[has], cap[has]
     h_full, h_p1 = t_full[has, 0], p1[has, 0]
     for _ in range(_BISECT_STEPS):
@@ -817,10 +855,11 @@ def _config_capacity(phys: ServePhysics, workload: ServeWorkload):
     best = np.zeros(g)
 
     def evaluate(mask) -> None:
-        mask = mask & ~(bound < best[:, None])  # NaN bounds are evaluated
+        if _PRUNE:
+            mask = mask & ~(bound < best[:, None])  # NaN bounds are evaluated
         gi, bi = np.nonzero(mask)
         cap_gb[gi, bi], light[gi, bi], light_tpot[gi, bi] = _pair_capacity(
-            phys, gi, caps[bi], decode_steps, ttft_slo, tpot_slo
+            phys, gi, caps[bi], decode_steps, ttft_slo, tpot_slo, best
         )
         best[:] = cap_gb.max(axis=1)
 
@@ -888,6 +927,14 @@ def _as_rows(candidates: Sequence[ServeCandidate]) -> CandidateRows:
     return CandidateRows(cands, np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), variants, idx, configs)
 
 
+def _float_of(value: Decimal, memo: dict[Decimal, float]) -> float:
+    """``float(value)``, memoized in *memo*."""
+    f = memo.get(value)
+    if f is None:
+        f = memo[value] = float(value)
+    return f
+
+
 def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidate]) -> CapacityTable:
     """Capacity, sizing, latency, energy, CO2e and cost of every candidate for *workload* (vectorized over the
     distinct device x quant x TP configurations, batch caps and loads). See the module docstring."""
@@ -930,8 +977,12 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
         ]
     )[rows]
     cloud = np.array([c.onprem is None for c in base], dtype=bool)[rows]
+    price_memo: dict[Decimal, float] = {}  # float() of a Decimal is slow; offerings share prices
     per_dev = np.array(
-        [float(c.usd_per_device_h) if c.onprem is None else 0.0 for c in base],  # type: ignore[arg-type]
+        [
+            0.0 if c.onprem is not None else _float_of(c.usd_per_device_h, price_memo)  # type: ignore[arg-type]
+            for c in base
+        ],
         dtype=np.float64,
     )[rows]
     unit = np.array(
@@ -1318,15 +1369,24 @@ def _rank_columns(
     energy but for ``energy``) are left empty."""
     cands = table.candidates
     base = cands.base
-    cost = [
-        float(_instance_cost(base[b], n, c))
-        for b, n, c in zip(
-            cands.rows[rows].tolist(),
-            np.asarray(table.instances)[rows].astype(int).tolist(),
-            np.asarray(table.cost_per_hour_usd)[rows].tolist(),
-            strict=True,
-        )
-    ]
+    # a cloud row's exact cost is its offering's price x instances: worked out once per offering x instance count
+    # (the engine x KV dtype rows of one offering mostly need the same count)
+    memo: dict[tuple[int, int], float] = {}
+    cost = []
+    for b, n, c in zip(
+        cands.rows[rows].tolist(),
+        np.asarray(table.instances)[rows].astype(int).tolist(),
+        np.asarray(table.cost_per_hour_usd)[rows].tolist(),
+        strict=True,
+    ):
+        cand = base[b]
+        if cand.offering is None:
+            cost.append(float(_instance_cost(cand, n, c)))
+            continue
+        v = memo.get((b, n))
+        if v is None:
+            v = memo[(b, n)] = float(_instance_cost(cand, n, c))
+        cost.append(v)
 
     def rounded(values, digits: int) -> list:
         return [round(x, digits) for x in np.asarray(values, dtype=float)[rows].tolist()]
