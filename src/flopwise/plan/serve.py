@@ -992,12 +992,16 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
     cost_replica = per_dev * tp
     instances = np.where(cloud, np.ceil(reps * tp / unit - 1e-9), 0.0)
     cost_total = per_dev * unit * instances
-    for i in np.flatnonzero(~cloud).tolist():
-        c = base[int(rows[i])]
-        assert c.onprem is not None
-        per_dev_onprem = onprem_usd_per_device_h(c.onprem, float(wall_w_per_device[cidx[i]]), c.onprem.pue)
-        cost_replica[i] = per_dev_onprem * c.device_count
-        cost_total[i] = cost_replica[i] * reps[i]
+    # on-prem rows, one base candidate (its profile) at a time over its engine x KV dtype rows (contiguous)
+    onprem_rows = np.flatnonzero(~cloud)
+    if len(onprem_rows):
+        cuts = np.flatnonzero(np.diff(rows[onprem_rows])) + 1
+        for idx in np.split(onprem_rows, cuts):
+            c = base[int(rows[idx[0]])]
+            assert c.onprem is not None
+            per_dev_onprem = onprem_usd_per_device_h(c.onprem, wall_w_per_device[cidx[idx]], c.onprem.pue)
+            cost_replica[idx] = per_dev_onprem * c.device_count
+            cost_total[idx] = cost_replica[idx] * reps[idx]
     out_tokens_per_h = workload.rps * workload.output_tokens * S_PER_H
     kwh_per_h = wall_w_per_device[cidx] * tp * reps * pue / KILO
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -1630,9 +1634,17 @@ def plan_serve(
     # the candidates at the group's smallest float objective, then ranked by the exact (Decimal) key
     cands = table.candidates
     cfg_code, row_cfg_code = _group_codes(table)
-    base_codes: dict[tuple, int] = {}
-    base_code = np.array([base_codes.setdefault((c.pricing, c.provider), len(base_codes)) for c in cands.base])
-    gcode = row_cfg_code * max(len(base_codes), 1) + base_code[cands.rows]
+    # an integer per pricing x provider of each base candidate (equal codes = same group)
+    pricing_codes: dict[str, int] = {}
+    provider_codes: dict[str, int] = {}
+    pricing_code = np.array(
+        [pricing_codes.setdefault(c.pricing, len(pricing_codes)) for c in cands.base], dtype=np.int64
+    )
+    provider_code = np.array(
+        [provider_codes.setdefault(c.provider, len(provider_codes)) for c in cands.base], dtype=np.int64
+    )
+    base_code = pricing_code * max(len(provider_codes), 1) + provider_code
+    gcode = row_cfg_code * max(len(pricing_codes) * len(provider_codes), 1) + base_code[cands.rows]
     first_key = _float_objective_key(objective, table)
     members = np.asarray(_tie_members(feas, gcode[feas], first_key[feas]), dtype=np.int64)
     cost_l, ttft_l, tpot_l, energy_l, co2_l = _rank_columns(table, members, objective)
