@@ -966,29 +966,23 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
     reps = replicas_cfg[cidx]
     # what depends on the offering (price, region) is read once per base candidate and broadcast to its engine x
     # KV dtype rows; cloud candidates vectorized, on-prem ones (few) in a loop
-    tp = np.array([c.device_count for c in base], dtype=float)[rows]
-    grid = np.array(
-        [c.region.grid_gco2e_per_kwh if c.region is not None else DEFAULT_GRID_GCO2E_PER_KWH for c in base]
-    )[rows]
-    pue = np.array(
-        [
-            c.onprem.pue if c.onprem is not None else (c.region.pue if c.region is not None else en.DEFAULT_PUE)
-            for c in base
-        ]
-    )[rows]
-    cloud = np.array([c.onprem is None for c in base], dtype=bool)[rows]
+    tp = phys.tp[cidx]  # the configuration's TP degree is its base candidate's device count
     price_memo: dict[Decimal, float] = {}  # float() of a Decimal is slow; offerings share prices
-    per_dev = np.array(
-        [
-            0.0 if c.onprem is not None else _float_of(c.usd_per_device_h, price_memo)  # type: ignore[arg-type]
-            for c in base
-        ],
-        dtype=np.float64,
-    )[rows]
-    unit = np.array(
-        [c.offering.device_count if c.onprem is None else 1 for c in base],  # type: ignore[union-attr]
-        dtype=np.float64,
-    )[rows]
+    per_base: list[float] = []  # grid, PUE, cloud (1/0), price per device-hour, devices per instance
+    for c in base:
+        region, onprem = c.region, c.onprem
+        per_base.extend(
+            (
+                region.grid_gco2e_per_kwh if region is not None else DEFAULT_GRID_GCO2E_PER_KWH,
+                onprem.pue if onprem is not None else (region.pue if region is not None else en.DEFAULT_PUE),
+                1.0 if onprem is None else 0.0,
+                _float_of(c.usd_per_device_h, price_memo) if onprem is None else 0.0,  # type: ignore[arg-type]
+                c.offering.device_count if onprem is None else 1.0,  # type: ignore[union-attr]
+            )
+        )
+    base_cols = np.asarray(per_base, dtype=np.float64).reshape(len(base), 5)[rows]
+    grid, pue, per_dev, unit = base_cols[:, 0], base_cols[:, 1], base_cols[:, 3], base_cols[:, 4]
+    cloud = base_cols[:, 2] > 0
     cost_replica = per_dev * tp
     instances = np.where(cloud, np.ceil(reps * tp / unit - 1e-9), 0.0)
     cost_total = per_dev * unit * instances
@@ -1321,14 +1315,14 @@ def _light_option(table: CapacityTable, i: int) -> dict:
     }
 
 
+#: the offering's price field of each cloud pricing kind
+_PRICE_FIELD = {"on-demand": "on_demand_usd_per_h", "spot": "spot_usd_per_h", "reserved": "reserved_usd_per_h"}
+
+
 def _instance_cost(c: ServeCandidate, instances: int, cost_h: float) -> Decimal:
     if c.offering is None:
         return _money(cost_h)
-    price = {
-        "on-demand": c.offering.on_demand_usd_per_h,
-        "spot": c.offering.spot_usd_per_h,
-        "reserved": c.offering.reserved_usd_per_h,
-    }[c.pricing]
+    price = getattr(c.offering, _PRICE_FIELD[c.pricing])
     assert price is not None
     return money.quantize(price * instances)
 
