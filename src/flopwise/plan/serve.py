@@ -763,7 +763,7 @@ def _pair_capacity(
     either way. Between the grid occupancies ``n_f < N < n_f+1`` the arrival rate
     ``N / (k t(N) + N p1)`` is at most ``n_f+1 / (k t(n_f) + n_f+1 p1)``, since the decode step time ``t``
     does not fall as the occupancy grows (more tokens, more KV reads, larger all-reduces;
-    tests/plan/test_serve_goldens.py checks it over the catalog), and at most ``MAX_UTILIZATION_FRAC`` of the
+    tests/plan/test_serve_search.py checks it over the catalog), and at most ``MAX_UTILIZATION_FRAC`` of the
     saturation rate."""
     pp = phys.take(gi)
     slots = pcap[:, None]
