@@ -363,8 +363,8 @@ def _device_row(device: Device) -> dict:
 
 
 def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfile, dev: dict) -> dict:
-    """The per-configuration constants of serve_physics that do not depend on the TP degree or the KV dtype
-    (*dev*: ``_device_row(device)``)."""
+    """The per-configuration constants of serve_physics that do not depend on the TP degree, the KV dtype or the
+    device alone (*dev*: ``_device_row(device)``, whose capacity it reads)."""
     q = get_quant(quant)
     rates = serving_rates(q, device, model.n_layers, eng)
     kind = device.kind
@@ -380,7 +380,6 @@ def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfil
         else eng.memory_utilization_frac
     )
     return {
-        **dev,
         "peak": rates.peak_flop_per_s,
         "dpeak": rates.decode_flop_per_s,
         "bw": rates.bandwidth_bytes_per_s,
@@ -408,12 +407,14 @@ def serve_physics(
     # the values that do not depend on the TP degree, worked out once per device, per device x quant x engine and
     # per engine x quant x KV dtype (the catalog has many offerings and TP degrees per device), then broadcast to
     # the configurations with numpy
-    dev_rows: dict[str, dict] = {}
+    dev_index: dict[str, int] = {}
+    dev_rows: list[dict] = []
     base: dict[tuple, int] = {}
     base_rows: list[dict] = []
     kv_of: dict[tuple, tuple[str, float]] = {}
     n = len(configs)
     bidx = np.empty(n, dtype=np.int64)
+    didx = np.empty(n, dtype=np.int64)
     tps = np.empty(n, dtype=float)
     layer = np.zeros(n, dtype=bool)
     kv_bytes = np.empty(n, dtype=float)
@@ -422,14 +423,15 @@ def serve_physics(
     for i, config in enumerate(configs):
         device, quant, tp, eng, kv_given = _config_tuple(config)
         devices.append(device)
+        d = dev_index.get(device.id)
+        if d is None:
+            d = dev_index[device.id] = len(dev_rows)
+            dev_rows.append(_device_row(device))
         bkey = (device.id, quant, eng.id)
         j = base.get(bkey)
         if j is None:
-            dev = dev_rows.get(device.id)
-            if dev is None:
-                dev = dev_rows[device.id] = _device_row(device)
             j = base[bkey] = len(base_rows)
-            base_rows.append(_tp_free_row(model, device, quant, eng, dev))
+            base_rows.append(_tp_free_row(model, device, quant, eng, dev_rows[d]))
         kkey = (eng.id, quant, kv_given)
         kv = kv_of.get(kkey)
         if kv is None:
@@ -441,16 +443,22 @@ def serve_physics(
             kv = kv_of[kkey] = (kv_name, kv_bytes_per_element(kv_name))
         keys.append((device.id, quant, tp, eng.id, kv[0]))
         bidx[i] = j
+        didx[i] = d
         tps[i] = tp
         layer[i] = eng.multi_device == "layer"
         kv_bytes[i] = kv[1]
     b_names = (
-        "peak", "bw", "link", "lat", "bpp", "overhead", "capacity", "p_pre", "p_dec", "idle", "host", "overhead_s",
-        "chunk", "block", "max_seqs", "free", "util", "reserve", "tdp", "raw_flop", "raw_bw", "k_mem", "k_compute",
-        "overhead_pre_s", "overlap_p", "dpeak",
+        "peak", "bw", "bpp", "overhead", "overhead_s", "chunk", "block", "max_seqs", "free", "util", "reserve",
+        "raw_flop", "overhead_pre_s", "dpeak",
+    )  # fmt: skip
+    d_names = (
+        "link", "lat", "capacity", "p_pre", "p_dec", "idle", "host", "tdp", "raw_bw", "k_mem", "k_compute",
+        "overlap_p",
     )  # fmt: skip
     b_cols = np.asarray([[row[k] for k in b_names] for row in base_rows], dtype=float).reshape(-1, len(b_names))
-    a = {k: np.ascontiguousarray(b_cols[bidx, c]) for c, k in enumerate(b_names)}
+    d_cols = np.asarray([[row[k] for k in d_names] for row in dev_rows], dtype=float).reshape(-1, len(d_names))
+    a = {k: b_cols[bidx, c] for c, k in enumerate(b_names)}
+    a.update({k: d_cols[didx, c] for c, k in enumerate(d_names)})
     b_weights = np.asarray([mem.weight_bytes(pc.total, row["bits"]) for row in base_rows], dtype=float)
     kv_shard = np.where(
         layer | (model.attention == "mla"), 1.0, np.minimum(tps, model.n_kv_heads).astype(float)
