@@ -633,6 +633,16 @@ class _PerConfig(Sequence):
         self._values = tuple(values)
         self._index = index
 
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The value of each configuration."""
+        return self._values
+
+    @property
+    def index(self):
+        """The configuration of each row."""
+        return self._index
+
     def __len__(self) -> int:
         return len(self._index)
 
@@ -1147,12 +1157,19 @@ def _row_kinds(table: CapacityTable, idx) -> np.ndarray:
     return kinds[np.asarray(table.config_index)[np.asarray(idx, dtype=np.int64)]]
 
 
-def _cheapest_of_kind(table: CapacityTable, idx: Sequence[int], kinds: tuple[str, ...]) -> int | None:
+def _cheapest_of_kind(
+    table: CapacityTable, idx: Sequence[int], kinds: tuple[str, ...], row_kinds: np.ndarray | None = None
+) -> int | None:
+    """The feasible candidate of *idx* on a device of *kinds* with the smallest (cost per hour, TPOT p95), the
+    first of *idx* among equals. *row_kinds*: ``_row_kinds(table, idx)`` when the caller has it."""
     ids = np.asarray(idx, dtype=np.int64)
-    pick = ids[np.asarray(table.feasible, dtype=bool)[ids] & np.isin(_row_kinds(table, ids), kinds)].tolist()
-    if not pick:
+    row_kinds = _row_kinds(table, ids) if row_kinds is None else row_kinds
+    pick = ids[np.asarray(table.feasible, dtype=bool)[ids] & np.isin(row_kinds, kinds)]
+    if not len(pick):
         return None
-    return min(pick, key=lambda i: (float(table.cost_per_hour_usd[i]), float(table.tpot_p95_ms[i])))
+    cost = np.asarray(table.cost_per_hour_usd, dtype=float)[pick]
+    tpot = np.asarray(table.tpot_p95_ms, dtype=float)[pick]
+    return int(pick[np.lexsort((tpot, cost))[0]])  # stable: the first of the smallest
 
 
 def _brief(table: CapacityTable, i: int) -> dict:
@@ -1178,8 +1195,9 @@ def cpu_vs_gpu(workload: ServeWorkload, table: CapacityTable, idx: Sequence[int]
     ``CROSSOVER_RPS_MULTIPLES`` x the asked rate (replicas = ceil(rps / capacity per replica) at the cost per
     replica-hour), and the first rate where a GPU is the cheaper (``None`` when a CPU stays cheaper over the whole
     series). *idx*: the candidates to compare (the best per group)."""
-    cpu_i = _cheapest_of_kind(table, idx, ("cpu",))
-    gpu_i = _cheapest_of_kind(table, idx, ("gpu",))
+    row_kinds = _row_kinds(table, idx)
+    cpu_i = _cheapest_of_kind(table, idx, ("cpu",), row_kinds)
+    gpu_i = _cheapest_of_kind(table, idx, ("gpu",), row_kinds)
     out: dict[str, Any] = {
         "cheapest_cpu": None if cpu_i is None else _brief(table, cpu_i),
         "cheapest_gpu": None if gpu_i is None else _brief(table, gpu_i),
@@ -1197,7 +1215,7 @@ def cpu_vs_gpu(workload: ServeWorkload, table: CapacityTable, idx: Sequence[int]
     # capacity per replica does not depend on the traffic, so each level is replicas = ceil(rps / capacity)
     # at the candidate's cost per replica-hour (vectorized over the compared candidates)
     ids = np.asarray(idx, dtype=np.int64)
-    kinds = _row_kinds(table, ids)
+    kinds = row_kinds
     cap = np.asarray(table.capacity_rps, dtype=float)[ids]
     per_replica = np.asarray(table.cost_per_replica_hour_usd, dtype=float)[ids]
     ok = np.asarray(table.feasible, dtype=bool)[ids] & (cap > 0)
@@ -1683,7 +1701,12 @@ def plan_serve(
     slos = [x for x in (workload.ttft_p95_ms, workload.tpot_p95_ms) if x is not None]
     a_row = np.zeros(len(cands.configs), dtype=np.int64)  # one row of each configuration
     a_row[table.config_index] = np.arange(len(table.config_index))
-    reason_of = [table.reason[i] for i in a_row.tolist()]
+    reason_col = table.reason
+    reason_of = (  # per configuration: the column's own values where it is kept per configuration
+        list(reason_col.values)
+        if isinstance(reason_col, _PerConfig) and reason_col.index is table.config_index
+        else [reason_col[i] for i in a_row.tolist()]
+    )
     shortfall_cfg = np.asarray(table.shortfall, dtype=float)[a_row]
     denom = np.asarray(
         [
