@@ -72,3 +72,29 @@ def test_decode_step_time_does_not_fall_with_occupancy(catalog, models, model_id
     assert np.all(np.isfinite(t))
     worst = np.min(np.diff(t, axis=1) / t[:, 1:])
     assert worst >= -1e-12, f"decode step time falls with occupancy (relative {worst:.3g})"
+
+
+def _tie_members_by_sorting(rows, group, key, ties_built=2):
+    # the former implementation: one stable sort of every row by group
+    order = np.argsort(group, kind="stable")
+    g, k, r = group[order], key[order], rows[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    sizes = np.diff(np.r_[starts, len(g)])
+    kmin = np.repeat(np.minimum.reduceat(k, starts), sizes)
+    tie = k <= kmin * (1.0 + 1e-9) + 1e-12
+    rank = np.cumsum(tie) - np.repeat((np.cumsum(tie) - tie)[starts], sizes)
+    keep = tie & (rank <= ties_built)
+    group_first = np.repeat(r[starts], sizes)
+    sel = np.lexsort((r[keep], group_first[keep]))
+    return r[keep][sel].tolist()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_tie_members_equal_the_sorting_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = 5000
+    rows = np.sort(rng.choice(20000, size=n, replace=False))
+    group = rng.integers(0, 700, size=n) * 3
+    key = np.round(rng.random(n) * 20.0) / 4.0  # many exact ties
+    key[rng.random(n) < 0.05] *= 1.0 + 5e-10  # ties within the 1e-9 tolerance
+    assert serve_mod._tie_members(rows, group, key) == _tie_members_by_sorting(rows, group, key, serve_mod._TIES_BUILT)

@@ -1843,21 +1843,27 @@ def _group_codes(table: CapacityTable) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _tie_members(rows: np.ndarray, group: np.ndarray, key: np.ndarray) -> list[int]:
-    """Of *rows* (ascending) in groups *group*: the first ``_TIES_BUILT`` rows of each group whose float *key* is
-    within 1e-9 of the group's smallest, groups in the order of their first row, rows ascending within a group."""
+    """Of *rows* (ascending) in groups *group* (non-negative integers): the first ``_TIES_BUILT`` rows of each group
+    whose float *key* is within 1e-9 of the group's smallest, groups in the order of their first row, rows
+    ascending within a group. The group minima and first rows are scattered (``np.minimum.at``); only the tied
+    rows (a few per group) are sorted."""
     if not len(rows):
         return []
-    order = np.argsort(group, kind="stable")
-    g, k, r = group[order], key[order], rows[order]
+    size = int(group.max()) + 1
+    kmin = np.full(size, np.inf)
+    np.minimum.at(kmin, group, key)
+    tie = key <= kmin[group] * (1.0 + 1e-9) + 1e-12
+    tie_rows, tie_groups = rows[tie], group[tie]
+    order = np.argsort(tie_groups, kind="stable")  # by group, rows ascending within one
+    g = tie_groups[order]
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    sizes = np.diff(np.r_[starts, len(g)])
-    kmin = np.repeat(np.minimum.reduceat(k, starts), sizes)
-    tie = k <= kmin * (1.0 + 1e-9) + 1e-12
-    rank: np.ndarray = np.cumsum(tie) - np.repeat((np.cumsum(tie) - tie)[starts], sizes)  # 1-based among the group's ties
-    keep = tie & (rank <= _TIES_BUILT)
-    group_first = np.repeat(r[starts], sizes)  # the group's first row: groups in the order they first appear
-    sel = np.lexsort((r[keep], group_first[keep]))
-    return r[keep][sel].tolist()
+    rank = np.arange(len(g)) - np.repeat(starts, np.diff(np.r_[starts, len(g)])) + 1  # 1-based among the ties
+    keep = rank <= _TIES_BUILT
+    kept_rows, kept_groups = tie_rows[order][keep], g[keep]
+    first = np.full(size, np.iinfo(np.int64).max, dtype=np.int64)  # each group's first row: groups' order
+    np.minimum.at(first, group, rows)
+    sel = np.lexsort((kept_rows, first[kept_groups]))
+    return kept_rows[sel].tolist()
 
 
 def _assumptions(
