@@ -1720,11 +1720,20 @@ def plan_serve(
     rel_cfg = shortfall_cfg / np.maximum(denom, 1e-9)
     # a candidate that runs but is too slow is nearer than one that does not fit
     fit_rank_cfg = np.asarray([r != "misses_slo" for r in reason_of], dtype=np.float64)
-    icfg = table.config_index[infeas]
-    order = infeas[np.lexsort((rel_cfg[icfg], fit_rank_cfg[icfg]))] if len(infeas) else infeas
-    # one per device x TP x quant x engine: the first row of each in that order
-    _, first_pos = np.unique(row_cfg_code[order], return_index=True)
-    rej: list[dict] = [_rejected(table, int(order[p])) for p in np.sort(first_pos)[:top_k].tolist()]
+    # the infeasible rows in the order (runs at all, relative shortfall, row), one per device x TP x quant x engine
+    # (the first of each in that order): a configuration's rows share its keys, so each configuration stands for
+    # its first infeasible row, and the configurations are sorted instead of the rows
+    rej: list[dict] = []
+    if len(infeas):
+        no_row = np.iinfo(np.int64).max
+        first_row = np.full(len(cands.configs), no_row, dtype=np.int64)
+        np.minimum.at(first_row, table.config_index[infeas], infeas)
+        with_rows = np.flatnonzero(first_row < no_row)
+        corder = with_rows[
+            np.lexsort((first_row[with_rows], rel_cfg[with_rows], fit_rank_cfg[with_rows]))
+        ]
+        _, first_pos = np.unique(cfg_code[corder], return_index=True)
+        rej = [_rejected(table, int(first_row[corder[p]])) for p in np.sort(first_pos)[:top_k].tolist()]
     rej.extend(s.to_dict() for s in space.skipped if s.kind == "not_sold_in_region")
     rej.extend(s.to_dict() for s in space.skipped if s.kind != "not_sold_in_region")
     pareto = (
