@@ -1429,28 +1429,31 @@ def _pareto_front(table: CapacityTable, members, order: list[int], cost: list, y
     *order* (ranked) of *members*: sorted by (cost, y), each point that lowers y; option fields are read only for
     the points on the front."""
     out = []
-    best_y = math.inf
-    for p in sorted(order, key=lambda p: (cost[p], y[p])):
-        if y[p] < best_y:
-            best_y = y[p]
-            o = _light_option(table, int(members[p]))
-            out.append(
-                {
-                    k: o[k]
-                    for k in (
-                        "device",
-                        "count",
-                        "tensor_parallel",
-                        "quant",
-                        "engine",
-                        "pricing",
-                        "provider",
-                        "region",
-                        "cost_per_hour_usd",
-                        key_y,
-                    )
-                }
-            )
+    pos = np.asarray(order, dtype=np.int64)
+    y_arr = np.asarray(y, dtype=float)[pos]
+    ranked = np.lexsort((y_arr, np.asarray(cost, dtype=float)[pos]))  # stable, as sorted() by (cost, y)
+    y_ranked = y_arr[ranked]
+    # a point is on the front when its y is below every y before it
+    below = y_ranked < np.minimum.accumulate(np.r_[math.inf, y_ranked[:-1]])
+    for p in pos[ranked[below]].tolist():
+        o = _light_option(table, int(members[p]))
+        out.append(
+            {
+                k: o[k]
+                for k in (
+                    "device",
+                    "count",
+                    "tensor_parallel",
+                    "quant",
+                    "engine",
+                    "pricing",
+                    "provider",
+                    "region",
+                    "cost_per_hour_usd",
+                    key_y,
+                )
+            }
+        )
     return {"front": front, "x": "cost_per_hour_usd", "y": key_y, "points": out}
 
 
