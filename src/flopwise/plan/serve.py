@@ -1677,13 +1677,19 @@ def plan_serve(
         "co2": (co2_l, cost_l),
         "latency": (ttft_l, tpot_l, cost_l),
     }[objective]
-    keys = list(zip(*key_cols, strict=True))  # _objective_key of each member, from columns
-    best_pos: dict[int, int] = {}  # group -> position in members of its best
-    for p, grp in enumerate(gcode[members].tolist()):
-        b = best_pos.get(grp)
-        if b is None or keys[p] < keys[b]:
-            best_pos[grp] = p
-    winners = sorted(best_pos.values(), key=keys.__getitem__)  # the ranked options, as positions in members
+    # the best member of each group (the smallest key, the first among equals), groups in the order of their first
+    # member; then the ranked options: the bests by key, ties in that order (stable sorts throughout)
+    kcols = [np.asarray(col, dtype=float) for col in key_cols]  # _objective_key of each member, as columns
+    gm = gcode[members]
+    positions = np.arange(len(members))
+    by_group = np.lexsort((positions, *reversed(kcols), gm))
+    starts = np.r_[True, gm[by_group][1:] != gm[by_group][:-1]] if len(members) else np.zeros(0, dtype=bool)
+    bests = by_group[starts]
+    first_member = np.full(int(gm.max()) + 1 if len(members) else 0, len(members), dtype=np.int64)
+    np.minimum.at(first_member, gm, positions)
+    bests = bests[np.argsort(first_member[gm[bests]], kind="stable")]
+    best_in_order: list[int] = bests.tolist()  # positions in members, groups in first-member order
+    winners: list[int] = bests[np.lexsort(tuple(reversed([k[bests] for k in kcols])))].tolist() if len(bests) else []
     options = tuple(
         {**_option(table, int(members[p]), workload), "rank": r} for r, p in enumerate(winners[:top_k], 1)
     )
@@ -1693,7 +1699,11 @@ def plan_serve(
     versus = cpu_vs_gpu(
         workload,
         table,
-        [int(members[p]) for p in best_pos.values() if base_of[int(rows_of[int(members[p])])].provider != "owned"],
+        [
+            m
+            for m, b in zip(members[best_in_order].tolist(), rows_of[members[best_in_order]].tolist(), strict=True)
+            if base_of[b].provider != "owned"
+        ],
     )
     # the whole ranking, as light options, only where the owned machines' place in it is asked for
     all_opts = [_light_option(table, int(members[p])) for p in winners] if owned else []
