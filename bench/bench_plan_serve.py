@@ -5,7 +5,9 @@ Run: ``.venv/bin/python bench/bench_plan_serve.py`` (``--no-scalar`` skips the s
 search is also timed in process CPU time, which other processes on a shared machine do not inflate, beside the
 per-candidate baseline: the same search with one ``ServeCandidate`` object per offering x engine x KV dtype row
 (what the planner built before the columnar ``CandidateRows``), the configuration found per row, and ranking and
-rejection by a Python loop over every feasible / infeasible row, with one option dict per group tie member. Service: llama-3.1-8b, 20 req/s, 1000 in / 200 out tokens,
+rejection by a Python loop over every feasible / infeasible row, with one option dict per group tie member; and
+beside the unpruned capacity search (``serve._PRUNE = False``: every fitting batch cap, every refinement and the
+queue state at every occupancy, as before issue 8's pruning), which must give the same answer. Service: llama-3.1-8b, 20 req/s, 1000 in / 200 out tokens,
 TTFT p95 1 s, TPOT p95 100 ms. The scalar path evaluates each distinct device x quant x TP configuration and batch
 cap with scalar estimator calls (prefill at batch 1, memory and step time at integer occupancies) and the same
 queueing model on plain floats, bisecting the occupancy for the capacity.
@@ -23,6 +25,7 @@ from flopwise.catalog import load_catalog
 from flopwise.estimate import estimate_serve
 from flopwise.models import load_models
 from flopwise.plan import ServeWorkload, enumerate_serve_space, plan_serve
+from flopwise.plan import serve as serve_mod
 from flopwise.plan.queueing import continuous_batching_state
 from flopwise.plan.serve import (
     BATCH_CAPS,
@@ -152,8 +155,8 @@ def main() -> None:
     t_vec = min(times)
     plan_serve(w, catalog, space=space, engines=["all"])
     per_candidate_plan(w, space, ["all"])
-    times_all, cpu_all, cpu_base = [], [], []
-    for _ in range(runs):  # figure and baseline alternate, so both see the same machine load
+    times_all, cpu_all, cpu_base, cpu_full = [], [], [], []
+    for _ in range(runs):  # figure and baselines alternate, so all see the same machine load
         t0, c0 = time.perf_counter(), time.process_time()
         plan_all = plan_serve(w, catalog, space=space, engines=["all"])
         times_all.append(time.perf_counter() - t0)
@@ -161,6 +164,13 @@ def main() -> None:
         c0 = time.process_time()
         base_top = per_candidate_plan(w, space, ["all"])
         cpu_base.append(time.process_time() - c0)
+        serve_mod._PRUNE = False  # the capacity search without pruning: every pair, refinement and queue state
+        try:
+            c0 = time.process_time()
+            plan_full = plan_serve(w, catalog, space=space, engines=["all"])
+            cpu_full.append(time.process_time() - c0)
+        finally:
+            serve_mod._PRUNE = True
     configs = {(c.device.id, c.quant, c.device_count): c for c in space.candidates}
     print(
         f"candidates: {len(space.candidates)} ({len(configs)} distinct device x quant x TP), pricing {pricing}"
@@ -175,6 +185,11 @@ def main() -> None:
     print(
         f"baseline, per-candidate objects and loops, every engine: best of {runs} {min(cpu_base):.3f} s CPU -> "
         f"columnar is {min(cpu_base) / min(cpu_all):.1f}x faster"
+    )
+    print(
+        f"baseline, the same search unpruned (every batch cap, refinement and queue state; serve._PRUNE=False): "
+        f"best of {runs} {min(cpu_full):.3f} s CPU -> pruned is {min(cpu_full) / min(cpu_all):.1f}x faster; "
+        f"same answer: {plan_full.to_dict() == plan_all.to_dict()}"
     )
     same = base_top == [
         (o["device"], o["tensor_parallel"], o["quant"], o["engine"], o["pricing"], o["provider"],

@@ -68,6 +68,7 @@ __all__ = [
     "continuous_batching_state",
     "erlang_c",
     "occupancy_peakedness",
+    "occupancy_arrival_rps",
     "saturation_rps",
 ]
 
@@ -112,6 +113,13 @@ def saturation_rps(slots, step_s_full, prefill_s, decode_steps):
     """Requests/s one replica completes with every slot busy: each request costs the engine its prefill ``p1``
     plus ``1/c`` of ``decode_steps`` steps of ``t(c)``: ``c / (decode_steps * t(c) + c * p1)``."""
     return slots / (decode_steps * step_s_full + slots * prefill_s)
+
+
+def occupancy_arrival_rps(n_decoding, step_s, prefill_s, decode_steps):
+    """The arrival rate at which the mean decode occupancy is *n_decoding* (engine-time balance of the module
+    docstring): ``lambda = N / (decode_steps * t(N) + N * p1)``, *step_s* being ``t(N)``."""
+    n = np.asarray(n_decoding, dtype=float)
+    return n / (np.asarray(decode_steps, dtype=float) * step_s + n * np.asarray(prefill_s, dtype=float))
 
 
 def occupancy_peakedness(n_decoding, *, slots, step_s, step_s_full, prefill_s, decode_steps, arrival_rps):
@@ -181,7 +189,7 @@ def continuous_batching_state(
     p_own = np.asarray(prefill_s, dtype=float)
     p1 = p_own if stall_prefill_s is None else np.asarray(stall_prefill_s, dtype=float)
     k = np.asarray(decode_steps, dtype=float)
-    lam = n / (k * t + n * p1)
+    lam = occupancy_arrival_rps(n, t, p1, k)
     f_p = lam * p1
     decode = n / lam
     busy = np.minimum(1.0, f_p + (1.0 - f_p) * (1.0 - np.exp(-n)))

@@ -19,11 +19,13 @@ Pure: no file, network, environment or clock access. Money is Decimal in results
 from __future__ import annotations
 
 import dataclasses
+import functools
+import gc
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -50,7 +52,7 @@ from flopwise.plan.candidates import (
     SkippedCandidate,
     enumerate_serve_space,
 )
-from flopwise.plan.queueing import continuous_batching_state, saturation_rps
+from flopwise.plan.queueing import continuous_batching_state, occupancy_arrival_rps, saturation_rps
 from flopwise.units import (
     BYTES_PER_GB,
     BYTES_PER_GIB,
@@ -109,6 +111,10 @@ DEFAULT_GRID_SOURCE = "https://ember-energy.org/latest-insights/global-electrici
 _OCCUPANCY_FRACS = np.concatenate([np.geomspace(0.002, 0.05, 6), np.linspace(0.06, 0.999, 18)])
 _BISECT_STEPS = 15
 _MONEY_1M = PRICE_STEP
+#: skip the (configuration, batch cap) pairs, refinements and queue states that cannot change the answer
+#: (``_config_capacity``, ``_pair_capacity``, ``_screened_ok``); False evaluates everything, the reference the
+#: tests compare the pruned search with
+_PRUNE = True
 #: candidates of one option group tied on the float objective whose exact (Decimal) keys are compared
 _TIES_BUILT = 2
 
@@ -366,13 +372,33 @@ def _config_tuple(config) -> tuple[Device, str, int, EngineProfile, str | None]:
     return device, quant, tp, get_engine(engine), kv
 
 
-def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfile, kv_given: str | None):
-    """(KV dtype, the per-configuration constants of serve_physics that do not depend on the TP degree)."""
+def _device_row(device: Device) -> dict:
+    """The constants of serve_physics that depend on the device alone (shared by its quant x engine x TP rows)."""
+    kind = device.kind
+    (k_mem, k_compute), _basis = en.load_power_coeffs(device)
+    return {
+        "link": device.interconnect_gb_per_s * GIGA or 1.0,
+        "lat": tm.collective_latency_s(device),
+        "capacity": device.memory_gb * BYTES_PER_GB,
+        "p_pre": en.device_power_w(device.tdp_w, device.idle_w, en.PREFILL_ACTIVITY_FRAC),
+        "p_dec": en.device_power_w(device.tdp_w, device.idle_w, en.DECODE_ACTIVITY_FRAC),
+        "idle": device.idle_w,
+        "tdp": device.tdp_w,
+        "raw_bw": device.memory_bandwidth_gb_per_s * GIGA,
+        "k_mem": k_mem,
+        "k_compute": k_compute,
+        "host": en.host_power_frac(device),
+        "overlap_p": float(tm.ROOFLINE_OVERLAP_P.get(kind) or 0.0),
+    }
+
+
+def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfile, dev: dict) -> dict:
+    """The per-configuration constants of serve_physics that do not depend on the TP degree, the KV dtype or the
+    device alone (*dev*: ``_device_row(device)``, whose capacity it reads)."""
     q = get_quant(quant)
-    kv_name = eng.default_kv_dtype("fp32" if q.name == "fp32" else "bf16") if kv_given is None else kv_given
     rates = serving_rates(q, device, model.n_layers, eng)
     kind = device.kind
-    capacity = device.memory_gb * BYTES_PER_GB
+    capacity = dev["capacity"]
     reserve = (
         mem.RUNTIME_CONTEXT_BYTES.get(kind, mem.RUNTIME_CONTEXT_BYTES["gpu"])
         if eng.runtime_reserve_gib is None
@@ -383,26 +409,14 @@ def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfil
         if eng.memory_utilization_frac is None
         else eng.memory_utilization_frac
     )
-    return kv_name, {
+    return {
         "peak": rates.peak_flop_per_s,
         "dpeak": rates.decode_flop_per_s,
         "bw": rates.bandwidth_bytes_per_s,
-        "link": device.interconnect_gb_per_s * GIGA or 1.0,
-        "lat": tm.collective_latency_s(device),
         "bpp": q.bits_per_weight / 8.0,
         "bits": q.bits_per_weight,
         "overhead": float(serving_memory_reserve_bytes(eng, capacity, 0.0, kind)),
-        "capacity": capacity,
-        "kv_b": kv_bytes_per_element(kv_name),
-        "p_pre": en.device_power_w(device.tdp_w, device.idle_w, en.PREFILL_ACTIVITY_FRAC),
-        "p_dec": en.device_power_w(device.tdp_w, device.idle_w, en.DECODE_ACTIVITY_FRAC),
-        "idle": device.idle_w,
-        "tdp": device.tdp_w,
         "raw_flop": rates.compute_peak_tflop_per_s * TERA,
-        "raw_bw": device.memory_bandwidth_gb_per_s * GIGA,
-        "k_mem": en.load_power_coeffs(device)[0][0],
-        "k_compute": en.load_power_coeffs(device)[0][1],
-        "host": en.host_power_frac(device),
         "overhead_s": rates.layer_overhead_s,
         # online servers pay at least ONLINE_LAYER_OVERHEAD_S per layer per step on GPUs (as estimate.serve)
         "online_s": max(model.n_layers * _estimate_serve.ONLINE_LAYER_OVERHEAD_S - rates.layer_overhead_s, 0.0)
@@ -410,7 +424,6 @@ def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfil
         else 0.0,
         "mixed": 1.0 if eng.mixed_prefill else 0.0,
         "overhead_pre_s": rates.prefill_layer_overhead_s,
-        "overlap_p": float(tm.ROOFLINE_OVERLAP_P.get(kind) or 0.0),
         "chunk": float(eng.prefill_chunk_tokens),
         "block": float(eng.kv_block_tokens),
         "max_seqs": float(eng.max_seqs_limit),
@@ -426,39 +439,75 @@ def serve_physics(
     """Constants of ``estimate_serve`` for each (device, quant, tensor parallel[, engine, kv dtype]) in
     *configs* (engine: a profile or its id; kv dtype None = the engine's default for the quant)."""
     pc = count_params(model)
-    names = (
-        "tp", "peak", "bw", "link", "lat", "kv_shard", "bpp", "weights", "overhead", "capacity", "kv_b", "p_pre",
-        "p_dec", "idle", "host", "overhead_s", "shard", "ranks", "hops", "kv_mem_shard", "chunk", "block",
-        "max_seqs", "free", "util", "reserve", "tdp", "raw_flop", "raw_bw", "k_mem", "k_compute", "overhead_pre_s",
-        "overlap_p", "dpeak", "mixed", "online_s",
-    )  # fmt: skip
-    base: dict[tuple, tuple] = {}  # (device, quant, engine, kv) -> the values that do not depend on tp
-    table: list[tuple] = []
+    # the values that do not depend on the TP degree, worked out once per device, per device x quant x engine and
+    # per engine x quant x KV dtype (the catalog has many offerings and TP degrees per device), then broadcast to
+    # the configurations with numpy
+    dev_index: dict[str, int] = {}
+    dev_rows: list[dict] = []
+    base: dict[tuple, int] = {}
+    base_rows: list[dict] = []
+    kv_of: dict[tuple, tuple[str, float]] = {}
+    n = len(configs)
+    bidx = np.empty(n, dtype=np.int64)
+    didx = np.empty(n, dtype=np.int64)
+    tps = np.empty(n, dtype=float)
+    layer = np.zeros(n, dtype=bool)
+    kv_bytes = np.empty(n, dtype=float)
     keys = []
     devices = []
-    for config in configs:
+    for i, config in enumerate(configs):
         device, quant, tp, eng, kv_given = _config_tuple(config)
         devices.append(device)
-        bkey = (device.id, quant, eng.id, kv_given)
-        if bkey not in base:
-            base[bkey] = _tp_free_row(model, device, quant, eng, kv_given)
-        kv_name, b = base[bkey]
-        keys.append((device.id, quant, tp, eng.id, kv_name))
-        layer = eng.multi_device == "layer"
-        tpf = float(tp)
-        kv_shard = 1.0 if (model.attention == "mla" or layer) else float(min(tp, model.n_kv_heads))
-        table.append(
-            (
-                tpf, b["peak"], b["bw"], b["link"], b["lat"], kv_shard, b["bpp"],
-                mem.weight_bytes(pc.total, b["bits"]) / tpf, b["overhead"], b["capacity"], b["kv_b"], b["p_pre"],
-                b["p_dec"], b["idle"], b["host"], b["overhead_s"], 1.0 if layer else tpf, 1.0 if layer else tpf,
-                tpf - 1.0 if layer else 0.0, tpf if layer else kv_shard, b["chunk"], b["block"], b["max_seqs"],
-                b["free"], b["util"], b["reserve"], b["tdp"], b["raw_flop"], b["raw_bw"], b["k_mem"], b["k_compute"],
-                b["overhead_pre_s"], b["overlap_p"], b["dpeak"], b["mixed"], b["online_s"],
-            )  # fmt: skip
-        )
-    cols = np.asarray(table, dtype=float).reshape(len(table), len(names)).T
-    a = {k: np.ascontiguousarray(cols[i]) for i, k in enumerate(names)}
+        d = dev_index.get(device.id)
+        if d is None:
+            d = dev_index[device.id] = len(dev_rows)
+            dev_rows.append(_device_row(device))
+        bkey = (device.id, quant, eng.id)
+        j = base.get(bkey)
+        if j is None:
+            j = base[bkey] = len(base_rows)
+            base_rows.append(_tp_free_row(model, device, quant, eng, dev_rows[d]))
+        kkey = (eng.id, quant, kv_given)
+        kv = kv_of.get(kkey)
+        if kv is None:
+            kv_name = (
+                eng.default_kv_dtype("fp32" if get_quant(quant).name == "fp32" else "bf16")
+                if kv_given is None
+                else kv_given
+            )
+            kv = kv_of[kkey] = (kv_name, kv_bytes_per_element(kv_name))
+        keys.append((device.id, quant, tp, eng.id, kv[0]))
+        bidx[i] = j
+        didx[i] = d
+        tps[i] = tp
+        layer[i] = eng.multi_device == "layer"
+        kv_bytes[i] = kv[1]
+    b_names = (
+        "peak", "bw", "bpp", "overhead", "overhead_s", "chunk", "block", "max_seqs", "free", "util", "reserve",
+        "raw_flop", "overhead_pre_s", "dpeak", "mixed", "online_s",
+    )  # fmt: skip
+    d_names = (
+        "link", "lat", "capacity", "p_pre", "p_dec", "idle", "host", "tdp", "raw_bw", "k_mem", "k_compute",
+        "overlap_p",
+    )  # fmt: skip
+    b_cols = np.asarray([[row[k] for k in b_names] for row in base_rows], dtype=float).reshape(-1, len(b_names))
+    d_cols = np.asarray([[row[k] for k in d_names] for row in dev_rows], dtype=float).reshape(-1, len(d_names))
+    a = {k: b_cols[bidx, c] for c, k in enumerate(b_names)}
+    a.update({k: d_cols[didx, c] for c, k in enumerate(d_names)})
+    b_weights = np.asarray([mem.weight_bytes(pc.total, row["bits"]) for row in base_rows], dtype=float)
+    kv_shard = np.where(
+        layer | (model.attention == "mla"), 1.0, np.minimum(tps, model.n_kv_heads).astype(float)
+    )
+    a.update(
+        tp=tps,
+        kv_shard=kv_shard,
+        weights=b_weights[bidx] / tps if n else np.zeros(0),
+        kv_b=kv_bytes,
+        shard=np.where(layer, 1.0, tps),
+        ranks=np.where(layer, 1.0, tps),
+        hops=np.where(layer, tps - 1.0, 0.0),
+        kv_mem_shard=np.where(layer, tps, kv_shard),
+    )
     return ServePhysics(
         model=model,
         input_tokens=input_tokens,
@@ -611,6 +660,46 @@ def expand_engines(
 # --------------------------------------------------------------------------------------------------------------
 
 
+class _PerConfig(Sequence):
+    """A per-candidate column whose value depends on the physics configuration only: ``values[index[i]]`` for row
+    *i*, read on access (no tuple of hundreds of thousands of rows is built for the few rows a plan reports)."""
+
+    __slots__ = ("_values", "_index")
+
+    def __init__(self, values: Sequence[str], index) -> None:
+        self._values = tuple(values)
+        self._index = index
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The value of each configuration."""
+        return self._values
+
+    @property
+    def index(self):
+        """The configuration of each row."""
+        return self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self._values[j] for j in self._index[i].tolist())
+        return self._values[int(self._index[i])]
+
+    def __iter__(self):
+        values = self._values
+        return iter([values[j] for j in self._index.tolist()])
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass(frozen=True)
 class CapacityTable:
     """Per candidate (arrays aligned with ``candidates``): the largest request rate per replica meeting the
@@ -640,11 +729,11 @@ class CapacityTable:
     cost_per_replica_hour_usd: Any
     instances: Any
     memory_gb: Any
-    reason: tuple[str, ...]
+    reason: Sequence[str]
     shortfall: Any
-    shortfall_unit: tuple[str, ...]
-    detail: tuple[str, ...]
-    kv_dtype: tuple[str, ...] = ()
+    shortfall_unit: Sequence[str]
+    detail: Sequence[str]
+    kv_dtype: Sequence[str] = ()
     device_energy_per_1m_tokens_kwh: Any = None  # GPU only (what NVML/DCGM measure)
     node_energy_per_1m_tokens_kwh: Any = None  # device + host share
     pue: Any = None
@@ -683,40 +772,135 @@ def _ok(state, slots, ttft_slo_s: float, tpot_slo_s: float):
     )
 
 
-def _pair_capacity(phys: ServePhysics, gi, pcap, decode_steps: int, ttft_slo: float, tpot_slo: float):
+def _at(x, pts):
+    """*x* (a scalar, or an array broadcasting against the points' grid) at the points *pts* (np.nonzero of a
+    mask over that grid)."""
+    x = np.asarray(x)
+    if x.ndim == 0:
+        return x
+    return x[tuple(i if size > 1 else np.zeros_like(i) for i, size in zip(pts, x.shape, strict=True))]
+
+
+def _screened_ok(
+    n, slots, t, t_tag, t_full, p1, p_stall, decode_steps: int, ttft_slo: float, tpot_slo: float, keep=None
+):
+    """(``_ok`` of the queue state at each occupancy *n*, the arrival rate there, the state at the points
+    screened in, those points). The state (Erlang C and the latency tails) is evaluated only where the two
+    necessary conditions that need none of it hold: the utilization ``lambda / saturation`` within
+    ``MAX_UTILIZATION_FRAC`` (the same expression as the state's) and the tagged decode step ``t(N + 1)``
+    within the TPOT target (TPOT p95 is that step plus non-negative prefill stalls); elsewhere a point is not
+    ok. *keep*: points evaluated regardless (mask). *p1*: one prompt's prefill time; *p_stall*: the part of it that
+    stalls the running decodes (``ServePhysics.stall_prefill_s``)."""
+    lam = occupancy_arrival_rps(n, t, p_stall, decode_steps)
+    util = lam / saturation_rps(slots, t_full, p_stall, decode_steps)
+    need = (util <= MAX_UTILIZATION_FRAC) & (t_tag <= tpot_slo)
+    if not _PRUNE:
+        need = np.ones(need.shape, dtype=bool)
+    if keep is not None:
+        need = need | keep
+    pts = np.nonzero(need)
+    st = continuous_batching_state(
+        _at(n, pts),
+        slots=_at(slots, pts),
+        step_s=_at(t, pts),
+        step_s_tagged=_at(t_tag, pts),
+        step_s_full=_at(t_full, pts),
+        prefill_s=_at(p1, pts),
+        decode_steps=decode_steps,
+        stall_prefill_s=_at(p_stall, pts),
+    )
+    ok = np.zeros(need.shape, dtype=bool)
+    ok[pts] = _ok(st, None, ttft_slo, tpot_slo)
+    return ok, lam, st, pts
+
+
+def _pair_capacity(
+    phys: ServePhysics, gi, pcap, decode_steps: int, ttft_slo: float, tpot_slo: float, floor=None
+):
     """(capacity rps, TTFT p95 s and TPOT p95 s at the lightest load) of configurations *gi* at batch caps *pcap*
-    (pairs on one axis): the largest feasible load on the occupancy grid, refined by bisection."""
+    (pairs on one axis): the largest feasible load on the occupancy grid, refined by bisection. The queue state
+    is evaluated only at the points that pass the cheap screens of ``_screened_ok`` (and at every pair's
+    lightest load, whose latencies are returned): the answer is that of evaluating it everywhere.
+
+    *floor* (per configuration, optional): a capacity its configuration is known to reach at another cap. A
+    pair is refined only if the refinement can reach the larger of that floor and the best grid capacity of
+    the configuration's other pairs here; else it keeps its grid capacity, below the best of its configuration
+    either way. Between the grid occupancies ``n_f < N < n_f+1`` the arrival rate
+    ``N / (k t(N) + N p1)`` is at most ``n_f+1 / (k t(n_f) + n_f+1 p1)``, since the decode step time ``t``
+    does not fall as the occupancy grows (more tokens, more KV reads, larger all-reduces;
+    tests/plan/test_serve_search.py checks it over the catalog), and at most ``MAX_UTILIZATION_FRAC`` of the
+    saturation rate."""
     pp = phys.take(gi)
     slots = pcap[:, None]
     n = slots * _OCCUPANCY_FRACS[None, :]  # (P, F)
-    st = _metrics(pp, slots, n, 1, decode_steps)
-    lam = np.where(_ok(st, slots, ttft_slo, tpot_slo), st.arrival_rps, 0.0)
+    t = pp.load_step_s(n, decode_steps, 1)
+    t_tag = pp.load_step_s(np.minimum(n + 1.0, slots), decode_steps, 1)
+    t_full, p1 = pp.load_step_s(slots, decode_steps, 1), pp.prefill_s(1, 1)
+    ps = pp.stall_prefill_s(p1, 1)
+    lightest = np.zeros(n.shape, dtype=bool)
+    lightest[:, 0] = True
+    ok, lam, st, pts = _screened_ok(n, slots, t, t_tag, t_full, p1, ps, decode_steps, ttft_slo, tpot_slo, lightest)
+    light_ttft = np.empty(len(gi))
+    light_tpot = np.empty(len(gi))
+    first = pts[1] == 0
+    light_ttft[pts[0][first]] = st.ttft_p95_s[first]
+    light_tpot[pts[0][first]] = st.tpot_p95_s[first]
+    lam = np.where(ok, lam, 0.0)
     rows = np.arange(len(gi))
     best_f = np.argmax(lam, axis=1)  # (P,) index of the best feasible occupancy
     cap = lam[rows, best_f]
     # refine between the best feasible grid point and the next one by bisection on the occupancy
     lo_n = n[rows, best_f]
     hi_n = pcap * _OCCUPANCY_FRACS[np.minimum(best_f + 1, len(_OCCUPANCY_FRACS) - 1)]
-    # only the pairs with a feasible grid point are refined (the others keep capacity 0)
-    has = np.flatnonzero(cap > 0)
+    # only the pairs with a feasible grid point are refined (the others keep capacity 0), and of those only the
+    # ones whose refinement can reach the best capacity of their configuration
+    refine = cap > 0
+    if floor is not None and _PRUNE:
+        best_here = np.zeros(len(floor))
+        np.maximum.at(best_here, gi, cap)
+        need = np.maximum(np.asarray(floor, dtype=float)[gi], best_here[gi])
+        reach = np.minimum(
+            hi_n / (decode_steps * t[rows, best_f] + hi_n * ps[:, 0]),
+            MAX_UTILIZATION_FRAC * saturation_rps(pcap, t_full[:, 0], ps[:, 0], decode_steps),
+        ) * (1.0 + 1e-9)
+        refine &= ~(reach < need)
+    has = np.flatnonzero(refine)
     ph, hcap, lo_n, hi_n, hbest = pp.take(has), pcap[has], lo_n[has], hi_n[has], cap[has]
-    fixed = _fixed(ph, hcap, decode_steps)
+    h_full, h_p1, h_ps = t_full[has, 0], p1[has, 0], ps[has, 0]
     for _ in range(_BISECT_STEPS):
         mid = 0.5 * (lo_n + hi_n)
-        s_mid = _metrics(ph, hcap, mid, 0, decode_steps, fixed)
-        good = _ok(s_mid, hcap, ttft_slo, tpot_slo)
+        good, lam_mid, _st, _pts = _screened_ok(
+            mid,
+            hcap,
+            ph.load_step_s(mid, decode_steps, 0),
+            ph.load_step_s(np.minimum(mid + 1.0, hcap), decode_steps, 0),
+            h_full,
+            h_p1,
+            h_ps,
+            decode_steps,
+            ttft_slo,
+            tpot_slo,
+        )
         lo_n = np.where(good, mid, lo_n)
         hi_n = np.where(good, hi_n, mid)
-        hbest = np.where(good, np.maximum(hbest, s_mid.arrival_rps), hbest)
+        hbest = np.where(good, np.maximum(hbest, lam_mid), hbest)
     cap[has] = hbest
-    return cap, st.ttft_p95_s[:, 0], st.tpot_p95_s[:, 0]
+    return cap, light_ttft, light_tpot
 
 
 def _config_capacity(phys: ServePhysics, workload: ServeWorkload):
     """(capacity_rps, batch, fits_any, need_gb, ttft_min_s, tpot_min_s) per configuration.
 
     The queueing model runs only on (configuration, batch cap) pairs whose batch fits memory and the engine's
-    sequence limit, flattened to one axis (``_pair_capacity``)."""
+    sequence limit, flattened to one axis (``_pair_capacity``), and only on those that can still win: a point is
+    accepted only at a utilization of at most ``MAX_UTILIZATION_FRAC`` of the saturation rate at its cap, so
+    ``MAX_UTILIZATION_FRAC * saturation_rps(cap)`` bounds the capacity any load at that cap can reach. A pair
+    whose bound is below the best capacity already found for its configuration cannot be the best (the best cap
+    is the smallest of those reaching the largest capacity, so a strictly smaller one never is) and is not
+    evaluated; the largest fitting cap of each configuration (whose bound is the largest) is evaluated first. The
+    answer (capacity, cap) is the one of evaluating every pair. *ttft_min_s* / *tpot_min_s* (the lightest-load
+    p95s, for the shortfall of configurations that miss the SLOs) are the minimum over the evaluated caps: over
+    every fitting cap wherever no capacity is found, since nothing is skipped there."""
     decode_steps = max(workload.output_tokens - 1, 1)
     ttft_slo = math.inf if workload.ttft_p95_ms is None else workload.ttft_p95_ms / MS_PER_S
     tpot_slo = math.inf if workload.tpot_p95_ms is None else workload.tpot_p95_ms / MS_PER_S
@@ -726,24 +910,48 @@ def _config_capacity(phys: ServePhysics, workload: ServeWorkload):
         caps[None, :] <= phys._col(phys.max_seqs, 1)
     )  # (G, B): memory holds the batch and the engine allows it
     nb = len(caps)
+    # upper bound of the capacity at each cap (the utilization ceiling), with a margin for rounding
+    bound = (
+        MAX_UTILIZATION_FRAC
+        * saturation_rps(
+            caps[None, :],
+            phys.load_step_s(caps[None, :], decode_steps, 1),
+            phys._col(phys.stall_prefill_s(phys.prefill_s(1, 0)), 1),
+            decode_steps,
+        )
+        * (1.0 + 1e-9)
+    )
     cap_gb = np.zeros((g, nb))
     light = np.full((g, nb), np.inf)
     light_tpot = np.full((g, nb), np.inf)
+    best = np.zeros(g)
+
+    def evaluate(mask) -> None:
+        if _PRUNE:
+            mask = mask & ~(bound < best[:, None])  # NaN bounds are evaluated
+        gi, bi = np.nonzero(mask)
+        cap_gb[gi, bi], light[gi, bi], light_tpot[gi, bi] = _pair_capacity(
+            phys, gi, caps[bi], decode_steps, ttft_slo, tpot_slo, best
+        )
+        best[:] = cap_gb.max(axis=1)
+
     # two passes: every other cap (1, 4, 16, ...), then the caps next to each configuration's best (all the
     # remaining ones where no coarse cap is feasible). Against trying every cap on six workloads x every engine
     # (5,975 configurations each): capacities within 1e-5 but for one Mixtral configuration (1.5%); where
     # capacity is flat in the cap the chosen cap may be the next power of two
     coarse = (np.arange(nb) % 2 == 0)[None, :]
-    for pass_mask in (fits & coarse, None):
-        if pass_mask is None:
-            best = np.argmax(cap_gb, axis=1)
-            none = cap_gb.max(axis=1) <= 0
-            near = np.abs(np.arange(nb)[None, :] - best[:, None]) == 1
-            pass_mask = fits & ~coarse & (near | none[:, None])
-        gi, bi = np.nonzero(pass_mask)
-        cap_gb[gi, bi], light[gi, bi], light_tpot[gi, bi] = _pair_capacity(
-            phys, gi, caps[bi], decode_steps, ttft_slo, tpot_slo
-        )
+    fits_coarse = fits & coarse
+    # the largest fitting coarse cap first (its bound is the largest), then the other coarse caps that can win
+    top = np.zeros_like(fits_coarse)
+    last = nb - 1 - np.argmax(fits_coarse[:, ::-1], axis=1)
+    top[np.arange(g), last] = True
+    top &= fits_coarse
+    evaluate(top)
+    evaluate(fits_coarse & ~top)
+    best_b = np.argmax(cap_gb, axis=1)
+    none = best <= 0
+    near = np.abs(np.arange(nb)[None, :] - best_b[:, None]) == 1
+    evaluate(fits & ~coarse & (near | none[:, None]))
     best_b = np.argmax(cap_gb, axis=1)  # the smallest cap among equal best (cap 1 where none is feasible)
     capacity = cap_gb[np.arange(g), best_b]
     need_gb = phys.memory_bytes(1.0, 0) / BYTES_PER_GB
@@ -757,10 +965,10 @@ def _state_at_load(phys: ServePhysics, workload: ServeWorkload, slots, lam):
     lo = np.zeros_like(lam)
     hi = np.asarray(slots, dtype=float) * 0.9999
     fixed = _fixed(phys, slots, decode_steps)
-    for _ in range(30):
+    p_stall = phys.stall_prefill_s(fixed[1])
+    for _ in range(30):  # the arrival rate at the occupancy is all the bisection needs
         mid = 0.5 * (lo + hi)
-        st = _metrics(phys, slots, mid, 0, decode_steps, fixed)
-        below = st.arrival_rps < lam
+        below = occupancy_arrival_rps(mid, phys.load_step_s(mid, decode_steps, 0), p_stall, decode_steps) < lam
         lo = np.where(below, mid, lo)
         hi = np.where(below, hi, mid)
     occupancy = np.maximum(0.5 * (lo + hi), 1e-9)
@@ -790,6 +998,14 @@ def _as_rows(candidates: Sequence[ServeCandidate]) -> CandidateRows:
     variants = [(c.quant, c.engine, c.kv_dtype) for c in cands]
     n = len(cands)
     return CandidateRows(cands, np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), variants, idx, configs)
+
+
+def _float_of(value: Decimal, memo: dict[Decimal, float]) -> float:
+    """``float(value)``, memoized in *memo*."""
+    f = memo.get(value)
+    if f is None:
+        f = memo[value] = float(value)
+    return f
 
 
 def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidate]) -> CapacityTable:
@@ -825,34 +1041,36 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
     reps = replicas_cfg[cidx]
     # what depends on the offering (price, region) is read once per base candidate and broadcast to its engine x
     # KV dtype rows; cloud candidates vectorized, on-prem ones (few) in a loop
-    tp = np.array([c.device_count for c in base], dtype=float)[rows]
-    grid = np.array(
-        [c.region.grid_gco2e_per_kwh if c.region is not None else DEFAULT_GRID_GCO2E_PER_KWH for c in base]
-    )[rows]
-    pue = np.array(
-        [
-            c.onprem.pue if c.onprem is not None else (c.region.pue if c.region is not None else en.DEFAULT_PUE)
-            for c in base
-        ]
-    )[rows]
-    cloud = np.array([c.onprem is None for c in base], dtype=bool)[rows]
-    per_dev = np.array(
-        [float(c.usd_per_device_h) if c.onprem is None else 0.0 for c in base],  # type: ignore[arg-type]
-        dtype=np.float64,
-    )[rows]
-    unit = np.array(
-        [c.offering.device_count if c.onprem is None else 1 for c in base],  # type: ignore[union-attr]
-        dtype=np.float64,
-    )[rows]
+    tp = phys.tp[cidx]  # the configuration's TP degree is its base candidate's device count
+    price_memo: dict[Decimal, float] = {}  # float() of a Decimal is slow; offerings share prices
+    per_base: list[float] = []  # grid, PUE, cloud (1/0), price per device-hour, devices per instance
+    for c in base:
+        region, onprem = c.region, c.onprem
+        per_base.extend(
+            (
+                region.grid_gco2e_per_kwh if region is not None else DEFAULT_GRID_GCO2E_PER_KWH,
+                onprem.pue if onprem is not None else (region.pue if region is not None else en.DEFAULT_PUE),
+                1.0 if onprem is None else 0.0,
+                _float_of(c.usd_per_device_h, price_memo) if onprem is None else 0.0,  # type: ignore[arg-type]
+                c.offering.device_count if onprem is None else 1.0,  # type: ignore[union-attr]
+            )
+        )
+    base_cols = np.asarray(per_base, dtype=np.float64).reshape(len(base), 5)[rows]
+    grid, pue, per_dev, unit = base_cols[:, 0], base_cols[:, 1], base_cols[:, 3], base_cols[:, 4]
+    cloud = base_cols[:, 2] > 0
     cost_replica = per_dev * tp
     instances = np.where(cloud, np.ceil(reps * tp / unit - 1e-9), 0.0)
     cost_total = per_dev * unit * instances
-    for i in np.flatnonzero(~cloud).tolist():
-        c = base[int(rows[i])]
-        assert c.onprem is not None
-        per_dev_onprem = onprem_usd_per_device_h(c.onprem, float(wall_w_per_device[cidx[i]]), c.onprem.pue)
-        cost_replica[i] = per_dev_onprem * c.device_count
-        cost_total[i] = cost_replica[i] * reps[i]
+    # on-prem rows, one base candidate (its profile) at a time over its engine x KV dtype rows (contiguous)
+    onprem_rows = np.flatnonzero(~cloud)
+    if len(onprem_rows):
+        cuts = np.flatnonzero(np.diff(rows[onprem_rows])) + 1
+        for idx in np.split(onprem_rows, cuts):
+            c = base[int(rows[idx[0]])]
+            assert c.onprem is not None
+            per_dev_onprem = onprem_usd_per_device_h(c.onprem, wall_w_per_device[cidx[idx]], c.onprem.pue)
+            cost_replica[idx] = per_dev_onprem * c.device_count
+            cost_total[idx] = cost_replica[idx] * reps[idx]
     out_tokens_per_h = workload.rps * workload.output_tokens * S_PER_H
     kwh_per_h = wall_w_per_device[cidx] * tp * reps * pue / KILO
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -911,8 +1129,8 @@ def replica_capacity(workload: ServeWorkload, candidates: Sequence[ServeCandidat
                 shortfall_cfg[j] = 0.0
                 detail.append("no load meets both SLOs together below the utilization ceiling")
 
-    def per_row(values: list) -> tuple:
-        return tuple(np.array(values, dtype=object)[cidx].tolist())
+    def per_row(values: list) -> _PerConfig:
+        return _PerConfig(values, cidx)
 
     return CapacityTable(
         candidates=cands,
@@ -996,12 +1214,19 @@ def _row_kinds(table: CapacityTable, idx) -> np.ndarray:
     return kinds[np.asarray(table.config_index)[np.asarray(idx, dtype=np.int64)]]
 
 
-def _cheapest_of_kind(table: CapacityTable, idx: Sequence[int], kinds: tuple[str, ...]) -> int | None:
+def _cheapest_of_kind(
+    table: CapacityTable, idx: Sequence[int], kinds: tuple[str, ...], row_kinds: np.ndarray | None = None
+) -> int | None:
+    """The feasible candidate of *idx* on a device of *kinds* with the smallest (cost per hour, TPOT p95), the
+    first of *idx* among equals. *row_kinds*: ``_row_kinds(table, idx)`` when the caller has it."""
     ids = np.asarray(idx, dtype=np.int64)
-    pick = ids[np.asarray(table.feasible, dtype=bool)[ids] & np.isin(_row_kinds(table, ids), kinds)].tolist()
-    if not pick:
+    row_kinds = _row_kinds(table, ids) if row_kinds is None else row_kinds
+    pick = ids[np.asarray(table.feasible, dtype=bool)[ids] & np.isin(row_kinds, kinds)]
+    if not len(pick):
         return None
-    return min(pick, key=lambda i: (float(table.cost_per_hour_usd[i]), float(table.tpot_p95_ms[i])))
+    cost = np.asarray(table.cost_per_hour_usd, dtype=float)[pick]
+    tpot = np.asarray(table.tpot_p95_ms, dtype=float)[pick]
+    return int(pick[np.lexsort((tpot, cost))[0]])  # stable: the first of the smallest
 
 
 def _brief(table: CapacityTable, i: int) -> dict:
@@ -1027,8 +1252,9 @@ def cpu_vs_gpu(workload: ServeWorkload, table: CapacityTable, idx: Sequence[int]
     ``CROSSOVER_RPS_MULTIPLES`` x the asked rate (replicas = ceil(rps / capacity per replica) at the cost per
     replica-hour), and the first rate where a GPU is the cheaper (``None`` when a CPU stays cheaper over the whole
     series). *idx*: the candidates to compare (the best per group)."""
-    cpu_i = _cheapest_of_kind(table, idx, ("cpu",))
-    gpu_i = _cheapest_of_kind(table, idx, ("gpu",))
+    row_kinds = _row_kinds(table, idx)
+    cpu_i = _cheapest_of_kind(table, idx, ("cpu",), row_kinds)
+    gpu_i = _cheapest_of_kind(table, idx, ("gpu",), row_kinds)
     out: dict[str, Any] = {
         "cheapest_cpu": None if cpu_i is None else _brief(table, cpu_i),
         "cheapest_gpu": None if gpu_i is None else _brief(table, gpu_i),
@@ -1046,7 +1272,7 @@ def cpu_vs_gpu(workload: ServeWorkload, table: CapacityTable, idx: Sequence[int]
     # capacity per replica does not depend on the traffic, so each level is replicas = ceil(rps / capacity)
     # at the candidate's cost per replica-hour (vectorized over the compared candidates)
     ids = np.asarray(idx, dtype=np.int64)
-    kinds = _row_kinds(table, ids)
+    kinds = row_kinds
     cap = np.asarray(table.capacity_rps, dtype=float)[ids]
     per_replica = np.asarray(table.cost_per_replica_hour_usd, dtype=float)[ids]
     ok = np.asarray(table.feasible, dtype=bool)[ids] & (cap > 0)
@@ -1172,14 +1398,14 @@ def _light_option(table: CapacityTable, i: int) -> dict:
     }
 
 
+#: the offering's price field of each cloud pricing kind
+_PRICE_FIELD = {"on-demand": "on_demand_usd_per_h", "spot": "spot_usd_per_h", "reserved": "reserved_usd_per_h"}
+
+
 def _instance_cost(c: ServeCandidate, instances: int, cost_h: float) -> Decimal:
     if c.offering is None:
         return _money(cost_h)
-    price = {
-        "on-demand": c.offering.on_demand_usd_per_h,
-        "spot": c.offering.spot_usd_per_h,
-        "reserved": c.offering.reserved_usd_per_h,
-    }[c.pricing]
+    price = getattr(c.offering, _PRICE_FIELD[c.pricing])
     assert price is not None
     return money.quantize(price * instances)
 
@@ -1215,20 +1441,33 @@ def _float_objective_key(objective: str, table: CapacityTable) -> np.ndarray:
     return np.asarray(field_of[objective], dtype=float)
 
 
-def _rank_columns(table: CapacityTable, rows: np.ndarray) -> tuple[list, list, list, list, list]:
+def _rank_columns(
+    table: CapacityTable, rows: np.ndarray, objective: str | None = None
+) -> tuple[list, list, list, list, list]:
     """For candidates *rows*: the cost per hour (the exact Decimal of ``_instance_cost``, as a float) and the
-    rounded TTFT / TPOT p95, energy and CO2e per 1M tokens of the options, as lists (no dict per row)."""
+    rounded TTFT / TPOT p95, energy and CO2e per 1M tokens of the options, as lists (no dict per row). With an
+    *objective*, the columns its ranking key and the Pareto fronts do not read (TPOT but for ``latency``,
+    energy but for ``energy``) are left empty."""
     cands = table.candidates
     base = cands.base
-    cost = [
-        float(_instance_cost(base[b], n, c))
-        for b, n, c in zip(
-            cands.rows[rows].tolist(),
-            np.asarray(table.instances)[rows].astype(int).tolist(),
-            np.asarray(table.cost_per_hour_usd)[rows].tolist(),
-            strict=True,
-        )
-    ]
+    # a cloud row's exact cost is its offering's price x instances: worked out once per offering x instance count
+    # (the engine x KV dtype rows of one offering mostly need the same count)
+    memo: dict[tuple[int, int], float] = {}
+    cost = []
+    for b, n, c in zip(
+        cands.rows[rows].tolist(),
+        np.asarray(table.instances)[rows].astype(int).tolist(),
+        np.asarray(table.cost_per_hour_usd)[rows].tolist(),
+        strict=True,
+    ):
+        cand = base[b]
+        if cand.offering is None:
+            cost.append(float(_instance_cost(cand, n, c)))
+            continue
+        v = memo.get((b, n))
+        if v is None:
+            v = memo[(b, n)] = float(_instance_cost(cand, n, c))
+        cost.append(v)
 
     def rounded(values, digits: int) -> list:
         return [round(x, digits) for x in np.asarray(values, dtype=float)[rows].tolist()]
@@ -1236,8 +1475,8 @@ def _rank_columns(table: CapacityTable, rows: np.ndarray) -> tuple[list, list, l
     return (
         cost,
         rounded(table.ttft_p95_ms, 1),
-        rounded(table.tpot_p95_ms, 2),
-        rounded(table.energy_per_1m_tokens_kwh, 4),
+        rounded(table.tpot_p95_ms, 2) if objective in (None, "latency") else [],
+        rounded(table.energy_per_1m_tokens_kwh, 4) if objective in (None, "energy") else [],
         rounded(table.co2e_per_1m_tokens_kg, 4),
     )
 
@@ -1247,28 +1486,31 @@ def _pareto_front(table: CapacityTable, members, order: list[int], cost: list, y
     *order* (ranked) of *members*: sorted by (cost, y), each point that lowers y; option fields are read only for
     the points on the front."""
     out = []
-    best_y = math.inf
-    for p in sorted(order, key=lambda p: (cost[p], y[p])):
-        if y[p] < best_y:
-            best_y = y[p]
-            o = _light_option(table, int(members[p]))
-            out.append(
-                {
-                    k: o[k]
-                    for k in (
-                        "device",
-                        "count",
-                        "tensor_parallel",
-                        "quant",
-                        "engine",
-                        "pricing",
-                        "provider",
-                        "region",
-                        "cost_per_hour_usd",
-                        key_y,
-                    )
-                }
-            )
+    pos = np.asarray(order, dtype=np.int64)
+    y_arr = np.asarray(y, dtype=float)[pos]
+    ranked = np.lexsort((y_arr, np.asarray(cost, dtype=float)[pos]))  # stable, as sorted() by (cost, y)
+    y_ranked = y_arr[ranked]
+    # a point is on the front when its y is below every y before it
+    below = y_ranked < np.minimum.accumulate(np.r_[math.inf, y_ranked[:-1]])
+    for p in pos[ranked[below]].tolist():
+        o = _light_option(table, int(members[p]))
+        out.append(
+            {
+                k: o[k]
+                for k in (
+                    "device",
+                    "count",
+                    "tensor_parallel",
+                    "quant",
+                    "engine",
+                    "pricing",
+                    "provider",
+                    "region",
+                    "cost_per_hour_usd",
+                    key_y,
+                )
+            }
+        )
     return {"front": front, "x": "cost_per_hour_usd", "y": key_y, "points": out}
 
 
@@ -1359,6 +1601,31 @@ def _cap_owned(table: CapacityTable, owned: Sequence[OwnedDevice]) -> CapacityTa
     )
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """*fn* with the cyclic garbage collector paused while it runs (restored after). A plan allocates hundreds of
+    thousands of short-lived arrays, tuples and dicts; with the collector on, the net growth triggers collections
+    that walk the young objects and, every few, every object the process holds (the catalog, a server's state),
+    a share of the plan's time that grows with the process (what cyclic garbage the plan leaves is collected
+    once the collector is back on)."""
+
+    @functools.wraps(fn)
+    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        was_on = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was_on:
+                gc.enable()
+
+    return paused
+
+
+@_gc_paused
 def plan_serve(
     workload: ServeWorkload,
     catalog: Any,
@@ -1447,25 +1714,39 @@ def plan_serve(
     # the candidates at the group's smallest float objective, then ranked by the exact (Decimal) key
     cands = table.candidates
     cfg_code, row_cfg_code = _group_codes(table)
-    base_codes: dict[tuple, int] = {}
-    base_code = np.array([base_codes.setdefault((c.pricing, c.provider), len(base_codes)) for c in cands.base])
-    gcode = row_cfg_code * max(len(base_codes), 1) + base_code[cands.rows]
+    # an integer per pricing x provider of each base candidate (equal codes = same group)
+    pricing_codes: dict[str, int] = {}
+    provider_codes: dict[str, int] = {}
+    pricing_code = np.array(
+        [pricing_codes.setdefault(c.pricing, len(pricing_codes)) for c in cands.base], dtype=np.int64
+    )
+    provider_code = np.array(
+        [provider_codes.setdefault(c.provider, len(provider_codes)) for c in cands.base], dtype=np.int64
+    )
+    base_code = pricing_code * max(len(provider_codes), 1) + provider_code
+    gcode = row_cfg_code * max(len(pricing_codes) * len(provider_codes), 1) + base_code[cands.rows]
     first_key = _float_objective_key(objective, table)
     members = np.asarray(_tie_members(feas, gcode[feas], first_key[feas]), dtype=np.int64)
-    cost_l, ttft_l, tpot_l, energy_l, co2_l = _rank_columns(table, members)
+    cost_l, ttft_l, tpot_l, energy_l, co2_l = _rank_columns(table, members, objective)
     key_cols = {
         "cost": (cost_l, ttft_l),
         "energy": (energy_l, cost_l),
         "co2": (co2_l, cost_l),
         "latency": (ttft_l, tpot_l, cost_l),
     }[objective]
-    keys = list(zip(*key_cols, strict=True))  # _objective_key of each member, from columns
-    best_pos: dict[int, int] = {}  # group -> position in members of its best
-    for p, grp in enumerate(gcode[members].tolist()):
-        b = best_pos.get(grp)
-        if b is None or keys[p] < keys[b]:
-            best_pos[grp] = p
-    winners = sorted(best_pos.values(), key=keys.__getitem__)  # the ranked options, as positions in members
+    # the best member of each group (the smallest key, the first among equals), groups in the order of their first
+    # member; then the ranked options: the bests by key, ties in that order (stable sorts throughout)
+    kcols = [np.asarray(col, dtype=float) for col in key_cols]  # _objective_key of each member, as columns
+    gm = gcode[members]
+    positions = np.arange(len(members))
+    by_group = np.lexsort((positions, *reversed(kcols), gm))
+    starts = np.r_[True, gm[by_group][1:] != gm[by_group][:-1]] if len(members) else np.zeros(0, dtype=bool)
+    bests = by_group[starts]
+    first_member = np.full(int(gm.max()) + 1 if len(members) else 0, len(members), dtype=np.int64)
+    np.minimum.at(first_member, gm, positions)
+    bests = bests[np.argsort(first_member[gm[bests]], kind="stable")]
+    best_in_order: list[int] = bests.tolist()  # positions in members, groups in first-member order
+    winners: list[int] = bests[np.lexsort(tuple(reversed([k[bests] for k in kcols])))].tolist() if len(bests) else []
     options = tuple(
         {**_option(table, int(members[p]), workload), "rank": r} for r, p in enumerate(winners[:top_k], 1)
     )
@@ -1475,7 +1756,11 @@ def plan_serve(
     versus = cpu_vs_gpu(
         workload,
         table,
-        [int(members[p]) for p in best_pos.values() if base_of[int(rows_of[int(members[p])])].provider != "owned"],
+        [
+            m
+            for m, b in zip(members[best_in_order].tolist(), rows_of[members[best_in_order]].tolist(), strict=True)
+            if base_of[b].provider != "owned"
+        ],
     )
     # the whole ranking, as light options, only where the owned machines' place in it is asked for
     all_opts = [_light_option(table, int(members[p])) for p in winners] if owned else []
@@ -1486,7 +1771,12 @@ def plan_serve(
     slos = [x for x in (workload.ttft_p95_ms, workload.tpot_p95_ms) if x is not None]
     a_row = np.zeros(len(cands.configs), dtype=np.int64)  # one row of each configuration
     a_row[table.config_index] = np.arange(len(table.config_index))
-    reason_of = [table.reason[i] for i in a_row.tolist()]
+    reason_col = table.reason
+    reason_of = (  # per configuration: the column's own values where it is kept per configuration
+        list(reason_col.values)
+        if isinstance(reason_col, _PerConfig) and reason_col.index is table.config_index
+        else [reason_col[i] for i in a_row.tolist()]
+    )
     shortfall_cfg = np.asarray(table.shortfall, dtype=float)[a_row]
     denom = np.asarray(
         [
@@ -1500,11 +1790,20 @@ def plan_serve(
     rel_cfg = shortfall_cfg / np.maximum(denom, 1e-9)
     # a candidate that runs but is too slow is nearer than one that does not fit
     fit_rank_cfg = np.asarray([r != "misses_slo" for r in reason_of], dtype=np.float64)
-    icfg = table.config_index[infeas]
-    order = infeas[np.lexsort((rel_cfg[icfg], fit_rank_cfg[icfg]))] if len(infeas) else infeas
-    # one per device x TP x quant x engine: the first row of each in that order
-    _, first_pos = np.unique(row_cfg_code[order], return_index=True)
-    rej: list[dict] = [_rejected(table, int(order[p])) for p in np.sort(first_pos)[:top_k].tolist()]
+    # the infeasible rows in the order (runs at all, relative shortfall, row), one per device x TP x quant x engine
+    # (the first of each in that order): a configuration's rows share its keys, so each configuration stands for
+    # its first infeasible row, and the configurations are sorted instead of the rows
+    rej: list[dict] = []
+    if len(infeas):
+        no_row = np.iinfo(np.int64).max
+        first_row = np.full(len(cands.configs), no_row, dtype=np.int64)
+        np.minimum.at(first_row, table.config_index[infeas], infeas)
+        with_rows = np.flatnonzero(first_row < no_row)
+        corder = with_rows[
+            np.lexsort((first_row[with_rows], rel_cfg[with_rows], fit_rank_cfg[with_rows]))
+        ]
+        _, first_pos = np.unique(cfg_code[corder], return_index=True)
+        rej = [_rejected(table, int(first_row[corder[p]])) for p in np.sort(first_pos)[:top_k].tolist()]
     rej.extend(s.to_dict() for s in space.skipped if s.kind == "not_sold_in_region")
     rej.extend(s.to_dict() for s in space.skipped if s.kind != "not_sold_in_region")
     pareto = (
@@ -1623,21 +1922,27 @@ def _group_codes(table: CapacityTable) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _tie_members(rows: np.ndarray, group: np.ndarray, key: np.ndarray) -> list[int]:
-    """Of *rows* (ascending) in groups *group*: the first ``_TIES_BUILT`` rows of each group whose float *key* is
-    within 1e-9 of the group's smallest, groups in the order of their first row, rows ascending within a group."""
+    """Of *rows* (ascending) in groups *group* (non-negative integers): the first ``_TIES_BUILT`` rows of each group
+    whose float *key* is within 1e-9 of the group's smallest, groups in the order of their first row, rows
+    ascending within a group. The group minima and first rows are scattered (``np.minimum.at``); only the tied
+    rows (a few per group) are sorted."""
     if not len(rows):
         return []
-    order = np.argsort(group, kind="stable")
-    g, k, r = group[order], key[order], rows[order]
+    size = int(group.max()) + 1
+    kmin = np.full(size, np.inf)
+    np.minimum.at(kmin, group, key)
+    tie = key <= kmin[group] * (1.0 + 1e-9) + 1e-12
+    tie_rows, tie_groups = rows[tie], group[tie]
+    order = np.argsort(tie_groups, kind="stable")  # by group, rows ascending within one
+    g = tie_groups[order]
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    sizes = np.diff(np.r_[starts, len(g)])
-    kmin = np.repeat(np.minimum.reduceat(k, starts), sizes)
-    tie = k <= kmin * (1.0 + 1e-9) + 1e-12
-    rank: np.ndarray = np.cumsum(tie) - np.repeat((np.cumsum(tie) - tie)[starts], sizes)  # 1-based among the group's ties
-    keep = tie & (rank <= _TIES_BUILT)
-    group_first = np.repeat(r[starts], sizes)  # the group's first row: groups in the order they first appear
-    sel = np.lexsort((r[keep], group_first[keep]))
-    return r[keep][sel].tolist()
+    rank = np.arange(len(g)) - np.repeat(starts, np.diff(np.r_[starts, len(g)])) + 1  # 1-based among the ties
+    keep = rank <= _TIES_BUILT
+    kept_rows, kept_groups = tie_rows[order][keep], g[keep]
+    first = np.full(size, np.iinfo(np.int64).max, dtype=np.int64)  # each group's first row: groups' order
+    np.minimum.at(first, group, rows)
+    sel = np.lexsort((kept_rows, first[kept_groups]))
+    return kept_rows[sel].tolist()
 
 
 def _assumptions(
