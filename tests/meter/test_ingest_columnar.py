@@ -223,3 +223,59 @@ def test_attribution_sees_what_the_row_path_shows_it(factory, tmp_path):
         ledgers.append(_ledger(factory))
     assert ledgers[0] == ledgers[1]
     assert sorted(r["org_id"] is not None for r in ledgers[0]) == [False, True, True, True]
+
+
+def test_a_key_a_concurrent_writer_commits_first_goes_through_the_staging_path(factory, engine, tmp_path):
+    """PostgreSQL writes a batch none of whose keys is in the ledger by one COPY straight into the ledger. A writer
+    that commits one of its keys after the lookup (here: holding it uncommitted until the COPY waits on it) makes
+    that COPY fail on the unique key: it is rolled back (nothing of it stays) and the batch goes through the
+    staging path, where that key is one already in the ledger (here with other values: a restatement of it)."""
+    import threading
+    import time
+
+    from sqlalchemy import delete, text
+
+    from flopwise.meter.costing import Coster, CostingOptions
+    from flopwise.meter.focus import ParseReport
+    from flopwise.meter.ingest_columnar import focus_column_batches
+    from flopwise.meter.ledger_write import write_columns
+    from flopwise.store import write_session
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the direct COPY is PostgreSQL's")
+    with write_session(factory) as s:
+        s.execute(delete(UsageRecordHistory))
+        s.execute(delete(UsageRecordRow))
+    path = tmp_path / "three.csv"
+    path.write_text(HEADER + "\n" + ROWS[0] + "\n" + ROWS[2] + "\n" + ROWS[3] + "\n", encoding="utf-8")
+    plan, _ = columnar_focus_plan(str(path), None)
+    coster = Coster(CAT, CostingOptions())
+    (table,) = focus_column_batches(
+        str(path), plan, catalog=CAT, coster=coster, assume_tz="UTC", report=ParseReport(), rejected=[]
+    )
+    taken = table.column("source_key")[1].as_py()
+    other = engine.connect()
+    other.execute(
+        text(
+            "INSERT INTO usage_records (source, source_key, charge_period_start, charge_period_end, cost_basis, "
+            "tags, energy_basis, x_extra, ingested_at) VALUES ('focus', :k, now(), now(), 'none', '{}', 'none', "
+            "'{}', now())"
+        ),
+        {"k": taken},
+    )
+    released = threading.Timer(1.0, other.commit)
+    released.start()
+    try:
+        t0 = time.perf_counter()
+        with write_session(factory) as s:
+            counts = write_columns(s, table, run_id=None, restate=True)
+        assert time.perf_counter() - t0 >= 0.9  # it did wait on the other writer's key
+    finally:
+        released.join()
+        other.close()
+    assert (counts.inserted, counts.replaced, counts.unchanged) == (2, 1, 0)
+    with read_session(factory) as s:
+        keys = s.execute(select(UsageRecordRow.source_key)).scalars().all()
+        history = s.execute(select(UsageRecordHistory.source_key)).scalars().all()
+    assert sorted(keys) == sorted(table.column("source_key").to_pylist())
+    assert history == [taken]
