@@ -279,3 +279,32 @@ def test_a_key_a_concurrent_writer_commits_first_goes_through_the_staging_path(f
         history = s.execute(select(UsageRecordHistory.source_key)).scalars().all()
     assert sorted(keys) == sorted(table.column("source_key").to_pylist())
     assert history == [taken]
+
+
+@pytest.mark.parametrize("columns", [0, 1, 3])
+def test_wrapped_join_gives_the_pieces_of_the_values_present(columns):
+    """The key text and x_extra builder: per row, the non-null values wrapped and joined, as plain Python would."""
+    import random
+
+    import pyarrow as pa
+
+    from flopwise.meter.ingest_columnar import _wrapped_join
+
+    rng = random.Random(7)
+    m = 50
+    values = [
+        [rng.choice([None, "", "a", 'é"x', "v" * rng.randint(1, 9)]) for _ in range(m)]
+        for _ in range(columns)
+    ]
+    values[0:1] = [[None] * m] if columns == 1 else values[0:1]  # a column with no value at all
+    prefixes = [f'[{i},"' for i in range(columns)]
+    got = _wrapped_join(
+        [pa.array(v, pa.string()) for v in values], prefixes, '"]', ", ", "{", "}", m
+    ).to_pylist()
+    expected = [
+        "{"
+        + ", ".join(p + v[r] + '"]' for p, v in zip(prefixes, values, strict=True) if v[r] is not None)
+        + "}"
+        for r in range(m)
+    ]
+    assert got == expected
