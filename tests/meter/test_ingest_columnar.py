@@ -308,3 +308,58 @@ def test_wrapped_join_gives_the_pieces_of_the_values_present(columns):
         for r in range(m)
     ]
     assert got == expected
+
+
+def test_row_path_copies_fresh_rows_straight_in_and_yields_to_a_concurrent_writer(factory, engine):
+    """The row path's writer on PostgreSQL COPYs rows whose keys the lookup did not find straight into the ledger;
+    a key a concurrent writer commits meanwhile fails that COPY, which is rolled back, and the staging path's
+    ON CONFLICT DO NOTHING keeps the other writer's row and counts this one unchanged."""
+    import threading
+    import time
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    from sqlalchemy import delete, text
+
+    from flopwise.meter.costing import Coster, CostingOptions
+    from flopwise.meter.ledger_write import ingest_records
+    from flopwise.meter.record import UsageRecord
+    from flopwise.store import write_session
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the direct COPY is PostgreSQL's")
+    with write_session(factory) as s:
+        s.execute(delete(UsageRecordHistory))
+        s.execute(delete(UsageRecordRow))
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    records = [
+        UsageRecord(
+            source="focus",
+            source_key=f"row-path-{i}",
+            charge_period_start=t0 + timedelta(hours=i),
+            charge_period_end=t0 + timedelta(hours=i + 1),
+            billed_cost=Decimal("1.5"),
+        )
+        for i in range(3)
+    ]
+    coster = Coster(CAT, CostingOptions())
+    with engine.connect() as other:
+        other.execute(
+            text(
+                "INSERT INTO usage_records (source, source_key, charge_period_start, charge_period_end, "
+                "cost_basis, tags, energy_basis, x_extra, ingested_at) VALUES ('focus', 'row-path-1', now(), "
+                "now(), 'none', '{}', 'none', '{}', now())"
+            )
+        )
+        released = threading.Timer(1.0, other.commit)
+        released.start()
+        try:
+            start = time.perf_counter()
+            inserted, unchanged, _ = ingest_records(factory, records, coster=coster, restate=True)
+            assert time.perf_counter() - start >= 0.9  # it did wait on the other writer's key
+        finally:
+            released.join()
+    assert (inserted, unchanged) == (2, 1)
+    with read_session(factory) as s:
+        rows = dict(s.execute(select(UsageRecordRow.source_key, UsageRecordRow.cost_basis)).all())
+    assert rows == {"row-path-0": "billed", "row-path-1": "none", "row-path-2": "billed"}

@@ -189,7 +189,9 @@ class _Writer:
 
     * SQLite: one prepared ``INSERT`` through ``executemany``; the new rows are the connection's
       ``total_changes`` difference (a row skipped by ``DO NOTHING`` changes nothing).
-    * PostgreSQL: ``COPY`` into a temporary staging table (dropped at commit), then one
+    * PostgreSQL: ``COPY`` straight into ``usage_records`` (the rows' keys were not there at the lookup), under a
+      savepoint; if a concurrent writer committed one of the keys since, that ``COPY`` fails on the unique key,
+      is rolled back, and the rows go by ``COPY`` into a temporary staging table (dropped at commit), then one
       ``INSERT INTO usage_records SELECT ... ON CONFLICT (source_key) DO NOTHING``, whose rowcount is the new rows.
 
     Values go through the columns' own bind processors (``Money``, ``UTCDateTime``, ``JSON``: the same checks
@@ -223,6 +225,7 @@ class _Writer:
                 f"SELECT {names} FROM usage_records WITH NO DATA"
             )
             self.copy_sql = f"COPY {_PG_STAGE} ({names}) FROM STDIN"
+            self.direct_sql = f"COPY usage_records ({names}) FROM STDIN"
             self.sql = (
                 f"INSERT INTO usage_records ({names}) SELECT {names} FROM {_PG_STAGE} "
                 "ON CONFLICT (source_key) DO NOTHING"
@@ -246,7 +249,22 @@ class _Writer:
             before = connection.total_changes
             connection.executemany(self.sql, rows)
             return int(connection.total_changes - before)
+        import psycopg
+
         with connection.cursor() as cursor:
+            # the rows' keys were not in the ledger at the lookup (write_batch): COPY them straight in, unless a
+            # concurrent writer committed one since (the unique key fails the COPY, rolled back to the
+            # savepoint): then the staging table and ON CONFLICT DO NOTHING, which counts the rows that were new
+            cursor.execute("SAVEPOINT flopwise_copy_fresh")
+            try:
+                with cursor.copy(self.direct_sql) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            except psycopg.errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT flopwise_copy_fresh")
+            else:
+                cursor.execute("RELEASE SAVEPOINT flopwise_copy_fresh")
+                return len(rows)
             cursor.execute(self.stage_sql)
             with cursor.copy(self.copy_sql) as copy:
                 for row in rows:
