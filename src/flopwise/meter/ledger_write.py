@@ -295,26 +295,40 @@ def _json_processor(serializer: Callable[[Any], str]) -> Callable[[Any], str]:
 
 
 def _utc_processor(generic: Callable[[Any], Any], dialect: str) -> Callable[[Any], Any]:
-    """``UTCDateTime``'s bind processor with a fast path for datetimes already in UTC (what every parser makes):
-    on SQLite the same ``YYYY-MM-DD HH:MM:SS.ffffff`` text SQLAlchemy stores, on PostgreSQL the value itself.
-    Anything else (another zone, naive: refused) goes through *generic*. The fast path is used only if it gives
-    exactly what *generic* gives on a sample."""
+    """``UTCDateTime``'s bind processor with a fast path for aware datetimes (what every parser makes: in
+    ``datetime.UTC``, or in another zone object such as ``ZoneInfo("UTC")`` from ``--assume-tz``): the value in
+    UTC, on SQLite as the same ``YYYY-MM-DD HH:MM:SS.ffffff`` text SQLAlchemy stores, on PostgreSQL the datetime.
+    Anything else (naive: refused, not a datetime) goes through *generic*. The fast path is used only if it gives
+    exactly what *generic* gives on samples in each kind of zone."""
+    from zoneinfo import ZoneInfo
+
     if dialect == "sqlite":
 
         def process(value: Any) -> Any:
-            if isinstance(value, datetime) and value.tzinfo is UTC:
-                return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            if isinstance(value, datetime):
+                if value.tzinfo is UTC:
+                    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+                if value.tzinfo is not None and value.utcoffset() is not None:
+                    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
             return generic(value)
 
     else:
 
         def process(value: Any) -> Any:
-            if isinstance(value, datetime) and value.tzinfo is UTC:
-                return value
+            if isinstance(value, datetime):
+                if value.tzinfo is UTC:
+                    return value
+                if value.tzinfo is not None and value.utcoffset() is not None:
+                    return value.astimezone(UTC)
             return generic(value)
 
     sample = datetime(2025, 1, 2, 3, 4, 5, 60708, tzinfo=UTC)
-    return process if process(sample) == generic(sample) else generic
+    samples = [
+        sample,
+        *(sample.astimezone(ZoneInfo(z)) for z in ("UTC", "Europe/Amsterdam", "America/St_Johns")),
+    ]
+    same = all(process(v) == generic(v) and type(process(v)) is type(generic(v)) for v in samples)
+    return process if same else generic
 
 
 #: columns a restatement may change (everything but the key, the scope, the run and the first ingestion time)
