@@ -2,7 +2,8 @@
 IS NOT NULL``): every query that reads them names a team, project or request (``=`` or ``IN``, which imply the
 condition, so the planner still uses them: EXPLAIN on both databases), and unattributed rows, most of an
 ingest, no longer write three index entries each. ``org_id`` keeps its full index (unattributed usage is reported
-by ``org_id IS NULL``).
+by ``org_id IS NULL``). The queries for rows *without* a project or request (``meter.attribution``'s pending rows,
+``unattributed_usage``) go by the id, the run or the organization, or read the table, as most rows match them.
 
 Revision ID: 0009_partial_scope_indexes
 Revises: 0008_rollups
