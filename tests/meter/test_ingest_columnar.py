@@ -223,3 +223,143 @@ def test_attribution_sees_what_the_row_path_shows_it(factory, tmp_path):
         ledgers.append(_ledger(factory))
     assert ledgers[0] == ledgers[1]
     assert sorted(r["org_id"] is not None for r in ledgers[0]) == [False, True, True, True]
+
+
+def test_a_key_a_concurrent_writer_commits_first_goes_through_the_staging_path(factory, engine, tmp_path):
+    """PostgreSQL writes a batch none of whose keys is in the ledger by one COPY straight into the ledger. A writer
+    that commits one of its keys after the lookup (here: holding it uncommitted until the COPY waits on it) makes
+    that COPY fail on the unique key: it is rolled back (nothing of it stays) and the batch goes through the
+    staging path, where that key is one already in the ledger (here with other values: a restatement of it)."""
+    import threading
+    import time
+
+    from sqlalchemy import delete, text
+
+    from flopwise.meter.costing import Coster, CostingOptions
+    from flopwise.meter.focus import ParseReport
+    from flopwise.meter.ingest_columnar import focus_column_batches
+    from flopwise.meter.ledger_write import write_columns
+    from flopwise.store import write_session
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the direct COPY is PostgreSQL's")
+    with write_session(factory) as s:
+        s.execute(delete(UsageRecordHistory))
+        s.execute(delete(UsageRecordRow))
+    path = tmp_path / "three.csv"
+    path.write_text(HEADER + "\n" + ROWS[0] + "\n" + ROWS[2] + "\n" + ROWS[3] + "\n", encoding="utf-8")
+    plan, _ = columnar_focus_plan(str(path), None)
+    coster = Coster(CAT, CostingOptions())
+    (table,) = focus_column_batches(
+        str(path), plan, catalog=CAT, coster=coster, assume_tz="UTC", report=ParseReport(), rejected=[]
+    )
+    taken = table.column("source_key")[1].as_py()
+    other = engine.connect()
+    other.execute(
+        text(
+            "INSERT INTO usage_records (source, source_key, charge_period_start, charge_period_end, cost_basis, "
+            "tags, energy_basis, x_extra, ingested_at) VALUES ('focus', :k, now(), now(), 'none', '{}', 'none', "
+            "'{}', now())"
+        ),
+        {"k": taken},
+    )
+    released = threading.Timer(1.0, other.commit)
+    released.start()
+    try:
+        t0 = time.perf_counter()
+        with write_session(factory) as s:
+            counts = write_columns(s, table, run_id=None, restate=True)
+        assert time.perf_counter() - t0 >= 0.9  # it did wait on the other writer's key
+    finally:
+        released.join()
+        other.close()
+    assert (counts.inserted, counts.replaced, counts.unchanged) == (2, 1, 0)
+    with read_session(factory) as s:
+        keys = s.execute(select(UsageRecordRow.source_key)).scalars().all()
+        history = s.execute(select(UsageRecordHistory.source_key)).scalars().all()
+    assert sorted(keys) == sorted(table.column("source_key").to_pylist())
+    assert history == [taken]
+
+
+@pytest.mark.parametrize("columns", [0, 1, 3])
+def test_wrapped_join_gives_the_pieces_of_the_values_present(columns):
+    """The key text and x_extra builder: per row, the non-null values wrapped and joined, as plain Python would."""
+    import random
+
+    import pyarrow as pa
+
+    from flopwise.meter.ingest_columnar import _wrapped_join
+
+    rng = random.Random(7)
+    m = 50
+    values = [
+        [rng.choice([None, "", "a", 'é"x', "v" * rng.randint(1, 9)]) for _ in range(m)]
+        for _ in range(columns)
+    ]
+    values[0:1] = [[None] * m] if columns == 1 else values[0:1]  # a column with no value at all
+    prefixes = [f'[{i},"' for i in range(columns)]
+    got = _wrapped_join(
+        [pa.array(v, pa.string()) for v in values], prefixes, '"]', ", ", "{", "}", m
+    ).to_pylist()
+    expected = [
+        "{"
+        + ", ".join(p + v[r] + '"]' for p, v in zip(prefixes, values, strict=True) if v[r] is not None)
+        + "}"
+        for r in range(m)
+    ]
+    assert got == expected
+
+
+def test_row_path_copies_fresh_rows_straight_in_and_yields_to_a_concurrent_writer(factory, engine):
+    """The row path's writer on PostgreSQL COPYs rows whose keys the lookup did not find straight into the ledger;
+    a key a concurrent writer commits meanwhile fails that COPY, which is rolled back, and the staging path's
+    ON CONFLICT DO NOTHING keeps the other writer's row and counts this one unchanged."""
+    import threading
+    import time
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    from sqlalchemy import delete, text
+
+    from flopwise.meter.costing import Coster, CostingOptions
+    from flopwise.meter.ledger_write import ingest_records
+    from flopwise.meter.record import UsageRecord
+    from flopwise.store import write_session
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the direct COPY is PostgreSQL's")
+    with write_session(factory) as s:
+        s.execute(delete(UsageRecordHistory))
+        s.execute(delete(UsageRecordRow))
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    records = [
+        UsageRecord(
+            source="focus",
+            source_key=f"row-path-{i}",
+            charge_period_start=t0 + timedelta(hours=i),
+            charge_period_end=t0 + timedelta(hours=i + 1),
+            billed_cost=Decimal("1.5"),
+        )
+        for i in range(3)
+    ]
+    coster = Coster(CAT, CostingOptions())
+    with engine.connect() as other:
+        other.execute(
+            text(
+                "INSERT INTO usage_records (source, source_key, charge_period_start, charge_period_end, "
+                "cost_basis, tags, energy_basis, x_extra, ingested_at) VALUES ('focus', 'row-path-1', now(), "
+                "now(), 'none', '{}', 'none', '{}', now())"
+            )
+        )
+        released = threading.Timer(1.0, other.commit)
+        released.start()
+        try:
+            start = time.perf_counter()
+            inserted, unchanged, _ = ingest_records(factory, records, coster=coster, restate=True)
+            assert time.perf_counter() - start >= 0.9  # it did wait on the other writer's key
+        finally:
+            released.join()
+    assert (inserted, unchanged) == (2, 1)
+    with read_session(factory) as s:
+        rows = dict(s.execute(select(UsageRecordRow.source_key, UsageRecordRow.cost_basis)).all())
+    assert rows == {"row-path-0": "billed", "row-path-1": "none", "row-path-2": "billed"}

@@ -39,6 +39,7 @@ TABLES_BY_REVISION = {
     "0007_settle_price": set(),  # columns only: budget_reservations.reserved/settled_usd_per_device_h, price_retrieved
     "0008_rollups": {"usage_rollups", "usage_rollups_daily", "usage_rollup_dirty", "usage_rollup_state",
                      "web_sessions"},
+    "0009_partial_scope_indexes": set(),  # indexes only: team/project/request indexes of usage_records partial
 }  # fmt: skip
 
 
@@ -116,3 +117,46 @@ def test_downgrade_to_base_and_back(tmp_path):
     engine.dispose()
     upgrade(url)
     assert schema_diff(url) == []
+
+
+def test_scope_indexes_are_partial_and_used(database_url):
+    """0009: the team, project and request indexes of the ledger hold only rows that have one, and the queries
+    that name one (``=``, ``IN``) still read them."""
+    from sqlalchemy import text
+
+    engine = make_engine(database_url)
+    queries = {
+        "ix_usage_records_team_id_charge_period_start": "team_id = 1 AND charge_period_start >= '2025-01-01'",
+        "ix_usage_records_project_id_charge_period_start": "project_id = 1 AND charge_period_start >= '2025-01-01'",
+        "ix_usage_records_request_id": "request_id IN (1, 2, 3)",
+    }
+    try:
+        with engine.connect() as c:
+            for name, where in queries.items():
+                column = name.removeprefix("ix_usage_records_").split("_charge")[0]
+                if engine.dialect.name == "sqlite":
+                    ddl = c.execute(
+                        text("SELECT sql FROM sqlite_master WHERE name = :n"), {"n": name}
+                    ).scalar()
+                    plan = " ".join(
+                        str(r[-1])
+                        for r in c.execute(
+                            text(f"EXPLAIN QUERY PLAN SELECT * FROM usage_records WHERE {where}")
+                        )
+                    )
+                else:
+                    ddl = c.execute(
+                        text(
+                            "SELECT indexdef FROM pg_indexes WHERE indexname = :n AND schemaname = current_schema()"
+                        ),
+                        {"n": name},
+                    ).scalar()
+                    c.execute(text("SET LOCAL enable_seqscan = off"))
+                    plan = " ".join(
+                        str(r[0])
+                        for r in c.execute(text(f"EXPLAIN SELECT * FROM usage_records WHERE {where}"))
+                    )
+                assert f"{column} IS NOT NULL" in ddl, ddl
+                assert name in plan, plan
+    finally:
+        engine.dispose()

@@ -189,7 +189,9 @@ class _Writer:
 
     * SQLite: one prepared ``INSERT`` through ``executemany``; the new rows are the connection's
       ``total_changes`` difference (a row skipped by ``DO NOTHING`` changes nothing).
-    * PostgreSQL: ``COPY`` into a temporary staging table (dropped at commit), then one
+    * PostgreSQL: ``COPY`` straight into ``usage_records`` (the rows' keys were not there at the lookup), under a
+      savepoint; if a concurrent writer committed one of the keys since, that ``COPY`` fails on the unique key,
+      is rolled back, and the rows go by ``COPY`` into a temporary staging table (dropped at commit), then one
       ``INSERT INTO usage_records SELECT ... ON CONFLICT (source_key) DO NOTHING``, whose rowcount is the new rows.
 
     Values go through the columns' own bind processors (``Money``, ``UTCDateTime``, ``JSON``: the same checks
@@ -223,6 +225,7 @@ class _Writer:
                 f"SELECT {names} FROM usage_records WITH NO DATA"
             )
             self.copy_sql = f"COPY {_PG_STAGE} ({names}) FROM STDIN"
+            self.direct_sql = f"COPY usage_records ({names}) FROM STDIN"
             self.sql = (
                 f"INSERT INTO usage_records ({names}) SELECT {names} FROM {_PG_STAGE} "
                 "ON CONFLICT (source_key) DO NOTHING"
@@ -246,7 +249,22 @@ class _Writer:
             before = connection.total_changes
             connection.executemany(self.sql, rows)
             return int(connection.total_changes - before)
+        import psycopg
+
         with connection.cursor() as cursor:
+            # the rows' keys were not in the ledger at the lookup (write_batch): COPY them straight in, unless a
+            # concurrent writer committed one since (the unique key fails the COPY, rolled back to the
+            # savepoint): then the staging table and ON CONFLICT DO NOTHING, which counts the rows that were new
+            cursor.execute("SAVEPOINT flopwise_copy_fresh")
+            try:
+                with cursor.copy(self.direct_sql) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            except psycopg.errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT flopwise_copy_fresh")
+            else:
+                cursor.execute("RELEASE SAVEPOINT flopwise_copy_fresh")
+                return len(rows)
             cursor.execute(self.stage_sql)
             with cursor.copy(self.copy_sql) as copy:
                 for row in rows:
@@ -277,26 +295,40 @@ def _json_processor(serializer: Callable[[Any], str]) -> Callable[[Any], str]:
 
 
 def _utc_processor(generic: Callable[[Any], Any], dialect: str) -> Callable[[Any], Any]:
-    """``UTCDateTime``'s bind processor with a fast path for datetimes already in UTC (what every parser makes):
-    on SQLite the same ``YYYY-MM-DD HH:MM:SS.ffffff`` text SQLAlchemy stores, on PostgreSQL the value itself.
-    Anything else (another zone, naive: refused) goes through *generic*. The fast path is used only if it gives
-    exactly what *generic* gives on a sample."""
+    """``UTCDateTime``'s bind processor with a fast path for aware datetimes (what every parser makes: in
+    ``datetime.UTC``, or in another zone object such as ``ZoneInfo("UTC")`` from ``--assume-tz``): the value in
+    UTC, on SQLite as the same ``YYYY-MM-DD HH:MM:SS.ffffff`` text SQLAlchemy stores, on PostgreSQL the datetime.
+    Anything else (naive: refused, not a datetime) goes through *generic*. The fast path is used only if it gives
+    exactly what *generic* gives on samples in each kind of zone."""
+    from zoneinfo import ZoneInfo
+
     if dialect == "sqlite":
 
         def process(value: Any) -> Any:
-            if isinstance(value, datetime) and value.tzinfo is UTC:
-                return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            if isinstance(value, datetime):
+                if value.tzinfo is UTC:
+                    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+                if value.tzinfo is not None and value.utcoffset() is not None:
+                    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
             return generic(value)
 
     else:
 
         def process(value: Any) -> Any:
-            if isinstance(value, datetime) and value.tzinfo is UTC:
-                return value
+            if isinstance(value, datetime):
+                if value.tzinfo is UTC:
+                    return value
+                if value.tzinfo is not None and value.utcoffset() is not None:
+                    return value.astimezone(UTC)
             return generic(value)
 
     sample = datetime(2025, 1, 2, 3, 4, 5, 60708, tzinfo=UTC)
-    return process if process(sample) == generic(sample) else generic
+    samples = [
+        sample,
+        *(sample.astimezone(ZoneInfo(z)) for z in ("UTC", "Europe/Amsterdam", "America/St_Johns")),
+    ]
+    same = all(process(v) == generic(v) and type(process(v)) is type(generic(v)) for v in samples)
+    return process if same else generic
 
 
 #: columns a restatement may change (everything but the key, the scope, the run and the first ingestion time)
@@ -726,16 +758,17 @@ def _sqlite_params(table: Any, positions: list[int] | None = None) -> list[tuple
     return list(zip(*columns, strict=True))
 
 
-def _pg_copy_bytes(table: Any) -> bytes:
+def _pg_copy_bytes(table: Any, *, positions: bool = True) -> bytes:
     """The batch as COPY's CSV (NULL unquoted and empty, text always quoted), times written as UTC text (Arrow's
-    CSV writer formats zoned timestamps ten times slower than this)."""
+    CSV writer formats zoned timestamps ten times slower than this), led by the row's position (the staging
+    table's ``_idx``) when *positions*."""
     import io
 
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pcsv
 
-    columns = {"_idx": pa.array(range(table.num_rows), pa.int64())}
+    columns = {"_idx": pa.array(range(table.num_rows), pa.int64())} if positions else {}
     for name in _COLUMNS:
         col = table.column(name)
         if name in _TIME_COLUMNS:
@@ -746,6 +779,31 @@ def _pg_copy_bytes(table: Any) -> bytes:
     buf = io.BytesIO()
     pcsv.write_csv(pa.table(columns), buf, pcsv.WriteOptions(include_header=False))
     return buf.getvalue()
+
+
+def _pg_copy_fresh(connection: Any, table: Any) -> bool:
+    """PostgreSQL: when none of the batch's keys is in the ledger (one indexed ``= ANY`` lookup), ``COPY`` the
+    batch straight into ``usage_records`` and say True. The staging table, its second copy of every row, the
+    anti-join and the sort are then not needed: every row is new. A concurrent writer that commits one of the
+    keys between the lookup and the ``COPY`` makes the ``COPY`` fail on the unique key; it is rolled back to a
+    savepoint (nothing of it stays) and False sends the batch through the staging path, whose ``ON CONFLICT DO
+    NOTHING`` counts that key unchanged."""
+    import psycopg
+
+    keys = table.column("source_key").to_pylist()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM usage_records WHERE source_key = ANY(%s) LIMIT 1", (keys,))
+        if cursor.fetchone() is not None:
+            return False
+        cursor.execute("SAVEPOINT flopwise_copy_fresh")
+        try:
+            with cursor.copy(f"COPY usage_records ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
+                copy.write(_pg_copy_bytes(table, positions=False))
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT flopwise_copy_fresh")
+            return False
+        cursor.execute("RELEASE SAVEPOINT flopwise_copy_fresh")
+    return True
 
 
 def write_columns(
@@ -827,6 +885,8 @@ def write_columns(
                 _sqlite_params(rest),
             )
         inserted = int(connection.total_changes - before)
+    elif _pg_copy_fresh(connection, table):
+        existing, changed, inserted = [], [], n
     else:
         with connection.cursor() as cursor:
             cursor.execute(create)
