@@ -15,12 +15,12 @@ from sqlalchemy import event
 from srvutil import API, auth
 
 #: statements of one request creation with a chosen plan, no quota, one budget covering the project:
-#: read: scope+role (1), quotas+AUP (1), budgets (1), their usage (3: reservations, then metered usage from the
-#: daily rollups after checking no hour in the window awaits a refresh), policies (1);
+#: read: scope+role+quotas+AUP (1), budgets (1), their usage (1 per budget: reservations by state, the rollups'
+#: freshness and their sum of metered usage), policies (1);
 #: write: insert the request with its decision (1), lock the budgets (1), spent under the lock (1),
 #: insert the reservation (1), audit: head+number (1 on PostgreSQL; SQLite reads the head and the largest seq
 #: after making sure the head exists: 3), entry+head (1 on PostgreSQL; SQLite 2)
-CREATE_STATEMENTS = {"postgresql": 13, "sqlite": 16}
+CREATE_STATEMENTS = {"postgresql": 10, "sqlite": 13}
 #: admission decide runs the same statements (the job instead of the request)
 DECIDE_STATEMENTS = CREATE_STATEMENTS
 

@@ -45,6 +45,7 @@ from flopwise.server.decisions.deciding import (
     has_quotas,
     read_context,
     reserve,
+    scope_and_context,
     trace_json,
     window_for,
 )
@@ -68,6 +69,12 @@ from flopwise.server.decisions.inputs import (
     PlanIn,
     WorkloadIn,
     exact_places,
+)
+from flopwise.server.decisions.writepath import (
+    Presumed,
+    decision_columns,
+    presume_decision,
+    store_final_decision,
 )
 
 __all__ = [
@@ -101,4 +108,9 @@ __all__ = [
     "to_jsonable",
     "trace_json",
     "window_for",
+    "Presumed",
+    "decision_columns",
+    "presume_decision",
+    "scope_and_context",
+    "store_final_decision",
 ]

@@ -22,7 +22,6 @@ from flopwise.server.decisions.facts import EstimatedFacts, RequestScope, to_jso
 from flopwise.store import (
     AdmissionJob,
     Budget,
-    BudgetReservation,
     ComputeRequest,
     Policy,
     Project,
@@ -126,41 +125,27 @@ def window_for(budget: Budget, now: datetime) -> tuple[datetime, datetime] | Non
     return govern.budget_window(_govern_budget(budget), now)
 
 
-def _usage_by_state() -> Any:
-    from sqlalchemy import bindparam
-
-    return (
-        select(BudgetReservation.state, func.sum(BudgetReservation.amount))
-        .where(
-            BudgetReservation.budget_id == bindparam("budget_id"),
-            BudgetReservation.state.in_(("reserved", "committed", "settled")),
-            BudgetReservation.counted_at >= bindparam("start"),
-            BudgetReservation.counted_at < bindparam("end"),
-        )
-        .group_by(BudgetReservation.state)
-    )
-
-
-_USAGE_BY_STATE = _usage_by_state()
-
-
 def budget_usage(
     session: Session, budget_id: int, window: tuple[datetime, datetime], budget: Budget | None = None
 ) -> govern.BudgetUsage:
     """Reserved, committed and settled amounts of a budget whose ``counted_at`` falls in *window*; metered usage in
     the budget's scope that no reservation holds (``meter.burn.metered_unreserved``) counts as settled, so budgets
-    burn by actuals too. Credits in the ledger lower the settled amount down to zero at most."""
-    from flopwise.meter.burn import metered_unreserved
+    burn by actuals too. Credits in the ledger lower the settled amount down to zero at most.
 
-    rows = (
-        session.connection()
-        .execute(_USAGE_BY_STATE, {"budget_id": budget_id, "start": window[0], "end": window[1]})
-        .all()
-    )
-    by_state = {state: to_money(total) for state, total in rows if total is not None}
-    metered = metered_unreserved(
-        session, budget if budget is not None else session.get(Budget, budget_id), window
-    )
+    One statement when the usage rollups can answer (``store.budget_usage_sums``: the reservations by state, the
+    rollups' freshness and their sum), the ledger read after it when they cannot."""
+    from flopwise.meter.burn import metered_unreserved
+    from flopwise.store.rollups import budget_usage_sums
+
+    if budget is None:
+        budget = session.get(Budget, budget_id)
+    by_state, metered = budget_usage_sums(session, budget, window)
+    if metered is None:  # the rollups cannot answer: the ledger's rows in the window
+        metered = metered_unreserved(session, budget, window)
+    elif not isinstance(metered, Decimal):
+        metered = to_money(Decimal(repr(float(metered))))
+    else:
+        metered = to_money(metered)
     # credits (negative ledger amounts) lower what was settled, never below zero: a budget cannot be "un-used"
     settled = max(by_state.get("settled", Decimal(0)) + metered, Decimal(0))
     return govern.BudgetUsage(
@@ -316,6 +301,61 @@ def _context_query() -> Any:
     return select(quota.label("has_quotas"), version.label("aup_version"), accepted.label("aup_accepted"))
 
 
+def _scope_context_query() -> Any:
+    """:data:`flopwise.server.decisions.facts._SCOPE_QUERY` and :func:`_context_query` in one statement: the
+    project, its team and organization, and (for them) whether quotas cover the project and the newest
+    acceptable-use policy and the requester's acceptance of it."""
+    from sqlalchemy import bindparam, exists
+
+    from flopwise.store import AupAcceptance, AupVersion, Organization, Team
+
+    org, team, project = Organization.id, Team.id, Project.id
+    quota = exists().where(
+        ((Quota.scope_kind == "org") & (Quota.scope_id == org))
+        | ((Quota.scope_kind == "team") & (Quota.scope_id == team))
+        | ((Quota.scope_kind == "project") & (Quota.scope_id == project))
+    )
+    newest = (
+        select(AupVersion.id).where(AupVersion.org_id == org).order_by(AupVersion.version.desc()).limit(1)
+    ).scalar_subquery()
+    version = (
+        select(AupVersion.version)
+        .where(AupVersion.org_id == org)
+        .order_by(AupVersion.version.desc())
+        .limit(1)
+    ).scalar_subquery()
+    accepted = exists().where(
+        AupAcceptance.aup_version_id == newest, AupAcceptance.user_id == bindparam("user_id")
+    )
+    return (
+        select(
+            Project.id, Project.name, Team.id, Team.name, Organization.id, Organization.name,
+            quota.label("has_quotas"), version.label("aup_version"), accepted.label("aup_accepted"),
+        )
+        .join(Team, Team.id == Project.team_id)
+        .join(Organization, Organization.id == Team.org_id)
+        .where(Project.id == bindparam("project_id"))
+    )  # fmt: skip
+
+
+def scope_and_context(
+    session: Session, principal: Any, project_id: int, min_role: str
+) -> tuple[RequestScope, DecisionContext]:
+    """:func:`~flopwise.server.decisions.facts.authorized_scope` and :func:`read_context` in one statement (the
+    same answers and errors: 404 for a project that does not exist or is in another organization, 403 naming
+    the role needed)."""
+    from flopwise.server.decisions.facts import scope_of_row
+
+    row = (
+        session.connection()
+        .execute(_SCOPE_CONTEXT_QUERY, {"project_id": project_id, "user_id": principal.user_id})
+        .first()
+    )
+    scope = scope_of_row(session, principal, project_id, min_role, row)
+    version = None if row.aup_version is None else int(row.aup_version)
+    return scope, DecisionContext(bool(row.has_quotas), version is None or bool(row.aup_accepted), version)
+
+
 def _budgets_query() -> Any:
     from sqlalchemy import bindparam
 
@@ -348,6 +388,7 @@ def _policies_query() -> Any:
 
 
 _CONTEXT_QUERY = _context_query()
+_SCOPE_CONTEXT_QUERY = _scope_context_query()
 _BUDGETS_QUERY = _budgets_query()
 _POLICIES_QUERY = _policies_query()
 

@@ -39,6 +39,7 @@ __all__ = [
     "RequestScope",
     "admission_request_facts",
     "authorized_scope",
+    "scope_of_row",
     "load_scope",
     "request_facts",
     "to_jsonable",
@@ -170,10 +171,17 @@ def authorized_scope(session: Session, principal: Any, project_id: int, min_role
     The same answers as the two: 404 for a project that does not exist or is in another organization, 403
     naming the role needed when the caller's role is too weak.
     """
-    from flopwise.server.auth import ROLE_RANK
-
     # Core statements on the session's connection: no ORM execution machinery on the hot path
     row = session.connection().execute(_SCOPE_QUERY, {"project_id": project_id}).first()
+    return scope_of_row(session, principal, project_id, min_role, row)
+
+
+def scope_of_row(session: Session, principal: Any, project_id: int, min_role: str, row: Any) -> RequestScope:
+    """:func:`authorized_scope` from the row of its statement (project id and name, team id and name,
+    organization id and name; None when the project does not exist), read by the caller, maybe with more
+    columns (``flopwise.server.decisions.deciding.scope_and_context``)."""
+    from flopwise.server.auth import ROLE_RANK
+
     if row is None or row[4] != principal.org_id:
         raise ApiError(404, f"project {project_id} not found")
     role = principal.best_role([("project", row[0]), ("team", row[2]), ("org", row[4])])
