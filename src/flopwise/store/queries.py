@@ -70,6 +70,7 @@ __all__ = [
     "insert_admission_job",
     "insert_request_idempotent",
     "lock_budgets",
+    "lock_budget_rows",
     "metered_unit_price",
     "release_reservations",
     "reserve_against_budgets",
@@ -174,6 +175,30 @@ def _lock_budgets_statements() -> tuple[Any, Any]:
 _LOCK_BUDGETS = _lock_budgets_statements()
 
 
+def _lock_budget_rows_statements() -> tuple[Any, Any]:
+    from sqlalchemy import bindparam
+
+    table = Budget.__table__
+    stmt = select(table).where(table.c.id.in_(bindparam("ids", expanding=True))).order_by(table.c.id)
+    return stmt, stmt.with_for_update()
+
+
+_LOCK_BUDGET_ROWS = _lock_budget_rows_statements()
+
+
+def lock_budget_rows(session: Session, budget_ids: Sequence[int]) -> list[Any]:
+    """:func:`lock_budgets` as Core rows (each with the budget's columns as attributes, read as committed now),
+    not ORM objects: for :func:`reserve_against_budgets`, which only reads them."""
+    ids = sorted(set(budget_ids))
+    begin_write(session)
+    stmt = _LOCK_BUDGET_ROWS[session.get_bind().dialect.name == "postgresql"]
+    budgets = list(session.connection().execute(stmt, {"ids": ids}))
+    missing = sorted(set(ids) - {b.id for b in budgets})
+    if missing:
+        raise InputError("budget_ids", missing, "give ids of existing budgets (`flopwise budget list`)")
+    return budgets
+
+
 def _spent_in_window_statement() -> Any:
     from sqlalchemy import bindparam
 
@@ -259,7 +284,7 @@ def reserve_against_budgets(
         raise InputError(
             "amounts", list(amounts), f"give one amount per budget id ({len(budget_ids)} budget ids)"
         )
-    by_id = {b.id: b for b in lock_budgets(session, budget_ids)}
+    by_id = {b.id: b for b in lock_budget_rows(session, budget_ids)}
     window_for = window_for or _stored_window
     at = counted_at or utcnow()
     holder_attr = getattr(BudgetReservation, holder_column)

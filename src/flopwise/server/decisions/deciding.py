@@ -360,7 +360,7 @@ def _budgets_query() -> Any:
     from sqlalchemy import bindparam
 
     return (
-        select(Budget)
+        select(Budget.__table__)  # Core rows (the columns as attributes): no ORM loading on the hot path
         .where(
             ((Budget.scope_kind == "project") & (Budget.scope_id == bindparam("project_id")))
             | ((Budget.scope_kind == "team") & (Budget.scope_id == bindparam("team_id")))
@@ -454,7 +454,7 @@ def decide(
     move before the job is counted) locks the budgets, then the quotas, in the caller's write transaction.
     """
     facts = estimated.facts
-    covering = list(session.scalars(_BUDGETS_QUERY, _scope_params(scope)))
+    covering: list[Any] = list(session.connection().execute(_BUDGETS_QUERY, _scope_params(scope)))
     if lock and covering:
         covering = lock_budgets(session, [b.id for b in covering])
     states: list[govern.BudgetState] = []

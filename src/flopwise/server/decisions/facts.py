@@ -79,6 +79,8 @@ class EstimatedFacts:
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
+#: dataclass type -> its field names (``dataclasses.fields`` is slow to ask on every value of every trace)
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def to_jsonable(value: Any) -> Any:
@@ -91,8 +93,11 @@ def to_jsonable(value: Any) -> Any:
         return value
     if kind is float:
         return None if value != value else value  # NaN never reaches JSON
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in fields(value)}
+    names = _FIELD_NAMES.get(kind)
+    if names is None and is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(value))
+    if names is not None:
+        return {name: to_jsonable(getattr(value, name)) for name in names}
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

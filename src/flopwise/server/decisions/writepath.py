@@ -41,10 +41,12 @@ def presume_decision(
     """The read transaction on *session* before the write one: the project, its team and organization, the
     caller's role (``member`` needed: 404/403 otherwise), the quotas and the acceptable-use policy in one
     statement; ``facts_of(scope)`` (the estimate, no I/O); then, when no quota covers the project, the decision
-    on the budgets' usage and the policies, without locks (``reserve()`` re-checks hard budgets under theirs)."""
+    on the budgets' usage and the policies, without locks (``reserve()`` re-checks hard budgets under theirs).
+    The caller's write transaction follows at once (on PostgreSQL it continues this one:
+    ``store.read_transaction(then_write=True)``)."""
     from flopwise.store import read_transaction
 
-    with read_transaction(session):
+    with read_transaction(session, then_write=True):
         scope, context = scope_and_context(session, principal, project_id, "member")
         estimated = facts_of(scope)
         decided = (
