@@ -18,9 +18,9 @@ from srvutil import API, auth
 #: read: scope+role+quotas+AUP (1), budgets (1), their usage (1 per budget: reservations by state, the rollups'
 #: freshness and their sum of metered usage), policies (1);
 #: write: insert the request with its decision (1), lock the budgets (1), spent under the lock (1),
-#: insert the reservation (1), audit: head+number (1 on PostgreSQL; SQLite reads the head and the largest seq
-#: after making sure the head exists: 3), entry+head (1 on PostgreSQL; SQLite 2)
-CREATE_STATEMENTS = {"postgresql": 10, "sqlite": 13}
+#: insert the reservation (1), audit: head+number (1; SQLite reads the head's hash and the largest seq in one),
+#: entry+head (1 on PostgreSQL; SQLite 2)
+CREATE_STATEMENTS = {"postgresql": 10, "sqlite": 11}
 #: admission decide runs the same statements (the job instead of the request)
 DECIDE_STATEMENTS = CREATE_STATEMENTS
 

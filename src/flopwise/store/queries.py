@@ -715,8 +715,8 @@ def _append_to_org_chain(
     PostgreSQL, two statements: ``UPDATE audit_heads SET seq = nextval(...) ... RETURNING seq, hash`` locks the
     head and numbers the entry (the number is drawn after the lock is granted, so numbers rise along the chain),
     then one statement inserts the entry and moves the head to its hash. A chain without a head row gets one
-    first (``INSERT ... ON CONFLICT DO NOTHING``). SQLite (the write lock held): read the head, number the entry
-    from the largest ``seq``, insert, move the head.
+    first (``INSERT ... ON CONFLICT DO NOTHING``). SQLite (the write lock held): read the head's hash and the
+    largest ``seq`` in one statement (adding the head first for a new chain), insert, move the head.
     """
     chain_id = org_id or 0
     is_pg = session.get_bind().dialect.name == "postgresql"
@@ -731,14 +731,16 @@ def _append_to_org_chain(
             head = session.connection().execute(_PG_TAKE_HEAD, {"b_chain": chain_id}).one()
         seq, prev_hash = int(head[0]), head[1]
     else:
-        session.execute(
-            sqlite.insert(AuditHead)
-            .values(chain_id=chain_id, seq=0, hash=genesis_hash)
-            .on_conflict_do_nothing(index_elements=["chain_id"])
-        )
-        prev_hash = session.scalar(select(AuditHead.hash).where(AuditHead.chain_id == chain_id))
-        # the SQLite write lock is held (begin_write): nobody else numbers an entry now
-        seq = max(int(session.scalar(select(func.coalesce(func.max(AuditLog.seq), 0))) or 0) + 1, 1)
+        # the SQLite write lock is held (begin_write): nobody else numbers an entry or adds a head now
+        prev_hash, last_seq = session.connection().execute(_SQLITE_HEAD_AND_SEQ, {"b_chain": chain_id}).one()
+        if prev_hash is None:  # the chain's first entry: its head row starts at the genesis hash
+            session.execute(
+                sqlite.insert(AuditHead)
+                .values(chain_id=chain_id, seq=0, hash=genesis_hash)
+                .on_conflict_do_nothing(index_elements=["chain_id"])
+            )
+            prev_hash = genesis_hash
+        seq = max(int(last_seq or 0) + 1, 1)
     digest = chain_hash(prev_hash, seq, org_id, at, actor, action, payload)
     values = {"seq": seq, "at": at, "org_id": org_id, "actor": actor, "action": action, "payload": payload,
               "prev_hash": prev_hash, "hash": digest, "hash_version": 2}  # fmt: skip
@@ -774,6 +776,17 @@ def _pg_statements() -> tuple[Any, Any]:
 
 
 _PG_TAKE_HEAD, _PG_APPEND = _pg_statements()
+
+
+def _sqlite_head_and_seq() -> Any:
+    from sqlalchemy import bindparam
+
+    head = select(AuditHead.hash).where(AuditHead.chain_id == bindparam("b_chain")).scalar_subquery()
+    return select(head, select(func.coalesce(func.max(AuditLog.seq), 0)).scalar_subquery())
+
+
+#: SQLite: (the chain head's hash or None when the chain has no head yet, the largest seq of the whole log)
+_SQLITE_HEAD_AND_SEQ = _sqlite_head_and_seq()
 
 
 def audit_entries(
