@@ -189,9 +189,10 @@ def decide(
 ) -> AdmissionPublic:
     """Admit or reject a scheduler job on its worst case, reserving it; idempotent on (engine, engine_job_id).
 
-    The hot path, in one session (one pooled connection): a read transaction (the project, its team and
-    organization and the caller's role in one statement; quotas and the acceptable-use policy in one; the
-    budgets, their usage and the policies) decides without locks; a write transaction inserts the job with its
+    The hot path, in one session (one pooled connection): a read transaction
+    (:func:`~flopwise.server.decisions.presume_decision`: the project, its team and organization, the caller's
+    role, the quotas and the acceptable-use policy in one statement; the budgets, each one's usage and the
+    policies) decides without locks; a write transaction inserts the job with its
     decision (``ON CONFLICT DO NOTHING``: a repeat reads the stored one), locks the budgets, re-checks and
     reserves, and appends the audit entry; the response is built after the commit from what is known.
     """

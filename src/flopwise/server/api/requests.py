@@ -337,9 +337,10 @@ def create_request(
 ) -> RequestPublic:
     """Estimate, decide and reserve a compute request; 201 when new, 200 for a repeated idempotency key.
 
-    The hot path, in one session (one pooled connection): a read transaction (the project, its team and
-    organization and the caller's role in one statement; quotas and the acceptable-use policy in one; the
-    budgets, their usage and the policies) decides without locks, then a write transaction inserts the request
+    The hot path, in one session (one pooled connection): a read transaction
+    (:func:`~flopwise.server.decisions.presume_decision`: the project, its team and organization, the caller's
+    role, the quotas and the acceptable-use policy in one statement; the budgets, each one's usage and the
+    policies) decides without locks, then a write transaction inserts the request
     with its decision, locks the budgets, re-checks and reserves, and appends the audit entry; the response is
     built after the commit from what is known.
     """
