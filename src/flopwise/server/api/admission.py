@@ -260,6 +260,7 @@ def decide(
             result = reserve(
                 session, decided, now, admission_job_id=job.id, new_holder=True,
                 unit_price=estimated.usd_per_device_h, price_retrieved=estimated.price_retrieved,
+                audit_org_id=scope.org_id,
             )  # fmt: skip
             outcome, reasons = result.outcome, result.reasons
             released = False
@@ -288,6 +289,7 @@ def decide(
                  "reservation_ids": result.reservation_ids if outcome != "deny" else ()},
                 now,
                 scope.org_id,
+                result.audit_head,  # taken with the budgets' spent read under their locks (PostgreSQL)
             )  # fmt: skip
     # after the commit: the locks are gone before the response is built (from what is known, no query)
     state = "released" if released else "reserved"

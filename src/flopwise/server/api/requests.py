@@ -407,6 +407,7 @@ def create_request(
             result = reserve(
                 session, decided, now, request_id=row.id, new_holder=True,
                 unit_price=estimated.usd_per_device_h, price_retrieved=estimated.price_retrieved,
+                audit_org_id=scope.org_id,
             )  # fmt: skip
             decision = result.decision
             if presumed.decided is None or (result.outcome, result.reasons) != (decided.outcome, decided.reasons):
@@ -434,6 +435,7 @@ def create_request(
                 },
                 now,
                 scope.org_id,
+                result.audit_head,  # taken with the budgets' spent read under their locks (PostgreSQL)
             )
     # after the commit: the locks are gone before the response is built (from what is known, no query)
     reservations = (

@@ -57,6 +57,8 @@ class DecisionResult:
     reasons: tuple[str, ...]
     reservation_ids: tuple[int, ...]
     budget_ids: tuple[int, ...]
+    #: the audit chain head taken under the budget locks (``reserve(audit_org_id=...)``): pass it to :func:`audit`
+    audit_head: tuple[int, str] | None = None
 
 
 def trace_json(
@@ -501,6 +503,7 @@ def reserve(
     unit_price: Decimal | None = None,
     price_retrieved: str | None = None,
     new_holder: bool = False,
+    audit_org_id: int | None = None,
 ) -> DecisionResult:
     """Reserve what *decided* needs, in the caller's write transaction: the budget rows are locked (ascending id)
     and each hard budget's spent sum is read again under the lock, so concurrent callers reserve one after the
@@ -508,9 +511,12 @@ def reserve(
     *unit_price* and *price_retrieved* (from :class:`EstimatedFacts`) are recorded on the reservations.
 
     ``new_holder``: the request or job was created in this transaction (it holds nothing yet: one read less
-    per budget)."""
+    per budget). ``audit_org_id``: the caller appends an audit entry to this organization's chain right after
+    (it must, in this transaction): on PostgreSQL the chain head is taken with the last spent read (one round
+    trip less under the budget locks) and returned as ``audit_head`` for :func:`audit`."""
     decision, outcome, reasons = decided.decision, decided.outcome, decided.reasons
     reservation_ids: tuple[int, ...] = ()
+    audit_head: tuple[int, str] | None = None
     if outcome != "deny" and decision.reservations:
         result = reserve_against_budgets(
             session,
@@ -523,7 +529,9 @@ def reserve(
             unit_price=unit_price,
             price_retrieved=price_retrieved,
             new_holder=new_holder,
+            audit_chain=audit_org_id,
         )
+        audit_head = result.audit_head
         if not result.ok:
             outcome = "deny"
             reasons = tuple(
@@ -532,7 +540,7 @@ def reserve(
             )
         else:
             reservation_ids = result.reservation_ids
-    return DecisionResult(decision, outcome, reasons, reservation_ids, tuple(decided.windows))
+    return DecisionResult(decision, outcome, reasons, reservation_ids, tuple(decided.windows), audit_head)
 
 
 def decide_and_reserve(
@@ -567,9 +575,13 @@ def audit(
     payload: Mapping[str, Any],
     now: datetime,
     org_id: int | None,
+    head: tuple[int, str] | None = None,
 ) -> None:
-    """Append one audit entry (actor ``user:<id>``, or ``system`` when *principal* is None)."""
+    """Append one audit entry (actor ``user:<id>``, or ``system`` when *principal* is None); *head*: the chain
+    head :func:`reserve` took (``DecisionResult.audit_head``)."""
     from flopwise.server.api.audit import record_audit
 
     actor = "system" if principal is None else f"user:{principal.user_id}"
-    record_audit(session, actor=actor, action=action, payload=to_jsonable(payload), at=now, org_id=org_id)
+    record_audit(
+        session, actor=actor, action=action, payload=to_jsonable(payload), at=now, org_id=org_id, head=head
+    )
