@@ -28,7 +28,8 @@ and organization, the caller's role, the quotas and the acceptable-use policy in
 (:func:`scope_and_context`), then the budgets (Core rows), each budget's usage in one statement (reservations by
 state, the usage rollups' freshness and their sum: ``store.budget_usage_sums``) and the policies; the write
 transaction inserts the request or job with its decision already in it, locks the budgets, re-reads what they
-have spent, inserts the reservations in one statement and appends the audit entry in two (PostgreSQL). Both
+have spent (on PostgreSQL taking the organization's audit chain head in the same statement, under the budget
+locks), inserts the reservations in one statement and appends the audit entry in one more. Both
 transactions share one pooled connection (``store.pinned_session``), and on PostgreSQL (``READ COMMITTED``) the
 read transaction continues as the write one (no ``ROLLBACK``/``BEGIN`` between them); the pool pings only
 connections idle for a while. Statements are built once at import and executed with bound parameters.
