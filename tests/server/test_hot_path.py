@@ -15,12 +15,12 @@ from sqlalchemy import event
 from srvutil import API, auth
 
 #: statements of one request creation with a chosen plan, no quota, one budget covering the project:
-#: read: scope+role (1), quotas+AUP (1), budgets (1), their usage (3: reservations, then metered usage from the
-#: daily rollups after checking no hour in the window awaits a refresh), policies (1);
-#: write: insert the request with its decision (1), lock the budgets (1), spent under the lock (1),
-#: insert the reservation (1), audit: head+number (1 on PostgreSQL; SQLite reads the head and the largest seq
-#: after making sure the head exists: 3), entry+head (1 on PostgreSQL; SQLite 2)
-CREATE_STATEMENTS = {"postgresql": 13, "sqlite": 16}
+#: read: scope+role+quotas+AUP (1), budgets (1), their usage (1 per budget: reservations by state, the rollups'
+#: freshness and their sum of metered usage), policies (1);
+#: write: insert the request with its decision (1), lock the budgets (1), spent under the lock (1; on
+#: PostgreSQL the audit chain head is taken and numbered in the same statement), insert the reservation (1),
+#: audit: (SQLite only: the head's hash and the largest seq in one, 1), entry+head (1 on PostgreSQL; SQLite 2)
+CREATE_STATEMENTS = {"postgresql": 9, "sqlite": 11}
 #: admission decide runs the same statements (the job instead of the request)
 DECIDE_STATEMENTS = CREATE_STATEMENTS
 
@@ -92,6 +92,9 @@ def test_admission_decide_runs_a_fixed_number_of_statements(app, client, seed, b
         assert r.json()["admitted"] is True
         runs.append(len(seen))
     assert min(runs) == DECIDE_STATEMENTS[_backend(app)], runs
+    # the chain head taken with the budgets' spent read (PostgreSQL) numbers and chains the entries as before
+    verify = client.get(f"{API}/audit/verify", headers=seed.headers("admin"))
+    assert verify.status_code == 200 and verify.json()["is_ok"], verify.text
 
 
 def test_a_known_token_is_resolved_in_one_statement_then_from_the_cache(app, client, seed) -> None:

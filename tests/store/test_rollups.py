@@ -335,6 +335,41 @@ def test_budget_scope_sums_from_rollups_equal_the_ledger(factory, filled, unit) 
         assert scope_sum(s, unit, "org", filled["org"], (window[0] + timedelta(minutes=1), window[1])) is None
 
 
+@pytest.mark.parametrize("unit", ["usd", "device_hours", "kwh", "co2e_kg"])
+def test_budget_usage_sums_answer_as_the_reads_they_replace(factory, filled, unit) -> None:
+    """``budget_usage_sums`` (the decision hot path: one statement) gives the metered usage that
+    ``metered_unreserved`` reads in two or three (rollup freshness, then the rollups or the ledger), for daily
+    and hourly windows; a window off the hour, or a ledger changed since the refresh, is left to the ledger."""
+    from types import SimpleNamespace
+
+    from flopwise.meter.burn import metered_unreserved
+    from flopwise.store.rollups import UsageRollupDirty, budget_usage_sums, scope_sum
+
+    lo = filled["lo"]
+    windows = [(lo, lo + timedelta(days=400)), (lo + timedelta(hours=5), lo + timedelta(days=40, hours=3))]
+    scopes = [("org", filled["org"]), ("team", filled["teams"][0]), ("project", filled["project"])]
+    with read_session(factory) as s:
+        for kind, scope_id in scopes:
+            budget = SimpleNamespace(id=10**9, unit=unit, scope_kind=kind, scope_id=scope_id)
+            for window in windows:
+                by_state, fast = budget_usage_sums(s, budget, window)
+                assert by_state == {}  # no reservation on this budget
+                assert fast is not None
+                fast = fast if isinstance(fast, Decimal) else Decimal(repr(float(fast)))
+                assert math.isclose(fast, metered_unreserved(s, budget, window), rel_tol=1e-9, abs_tol=1e-6)
+        off = (lo + timedelta(minutes=1), lo + timedelta(days=2))
+        assert budget_usage_sums(s, budget, off)[1] is None
+    with write_session(factory) as s:  # an hour marked changed (as the ledger's triggers do): stale until refreshed
+        s.add(UsageRollupDirty(hour=lo + timedelta(hours=7)))
+    try:
+        with read_session(factory) as s:
+            assert scope_sum(s, unit, "org", filled["org"], windows[0]) is None
+            assert budget_usage_sums(s, budget, windows[0])[1] is None
+    finally:
+        with write_session(factory) as s:
+            refresh_rollups(s)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_migration_backfills_the_rollups_of_an_existing_ledger(backend, tmp_path_factory) -> None:
     """A ledger written at 0007 (before rollups) is read from rollups right after ``upgrade`` to 0008, and the

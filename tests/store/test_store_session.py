@@ -135,3 +135,26 @@ def test_write_session_rolls_back_on_error(factory):
         1 / 0  # noqa: B018
     with read_session(factory) as session:
         assert session.query(Organization).filter_by(name="rolled-back-org").count() == 0
+
+
+def test_a_postgresql_connection_closed_while_idle_in_the_pool_is_replaced(monkeypatch, tmp_path_factory) -> None:
+    """The pool pings a connection idle longer than POOL_PING_IDLE_S before handing it out (a busy server's
+    connections, used moments ago, are handed out without the round trip): one the server closed meanwhile is
+    replaced, and the caller never sees the error."""
+    import flopwise.store.session as store_session
+    from flopwise.store import make_engine
+    from pgutil import pg_connect, throwaway_database_url
+
+    with throwaway_database_url("postgresql", tmp_path_factory, "ping") as url:
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                first = conn.scalar(text("SELECT pg_backend_pid()"))
+            with pg_connect(autocommit=True) as admin:  # the server closes the pooled connection
+                admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+            monkeypatch.setattr(store_session.time, "monotonic", lambda: 1e12)  # idle for ages
+            with engine.connect() as conn:
+                second = conn.scalar(text("SELECT pg_backend_pid()"))
+            assert second != first
+        finally:
+            engine.dispose()

@@ -70,6 +70,7 @@ __all__ = [
     "insert_admission_job",
     "insert_request_idempotent",
     "lock_budgets",
+    "lock_budget_rows",
     "metered_unit_price",
     "release_reservations",
     "reserve_against_budgets",
@@ -125,6 +126,8 @@ class ReservationResult:
     ok: bool
     checks: tuple[BudgetCheck, ...]
     reservation_ids: tuple[int, ...]
+    #: (seq, prev hash) of the audit chain head taken with the last spent read (``audit_chain``), else None
+    audit_head: tuple[int, str] | None = None
 
     @property
     def refused(self) -> tuple[BudgetCheck, ...]:
@@ -174,6 +177,30 @@ def _lock_budgets_statements() -> tuple[Any, Any]:
 _LOCK_BUDGETS = _lock_budgets_statements()
 
 
+def _lock_budget_rows_statements() -> tuple[Any, Any]:
+    from sqlalchemy import bindparam
+
+    table = Budget.__table__
+    stmt = select(table).where(table.c.id.in_(bindparam("ids", expanding=True))).order_by(table.c.id)
+    return stmt, stmt.with_for_update()
+
+
+_LOCK_BUDGET_ROWS = _lock_budget_rows_statements()
+
+
+def lock_budget_rows(session: Session, budget_ids: Sequence[int]) -> list[Any]:
+    """:func:`lock_budgets` as Core rows (each with the budget's columns as attributes, read as committed now),
+    not ORM objects: for :func:`reserve_against_budgets`, which only reads them."""
+    ids = sorted(set(budget_ids))
+    begin_write(session)
+    stmt = _LOCK_BUDGET_ROWS[session.get_bind().dialect.name == "postgresql"]
+    budgets = list(session.connection().execute(stmt, {"ids": ids}))
+    missing = sorted(set(ids) - {b.id for b in budgets})
+    if missing:
+        raise InputError("budget_ids", missing, "give ids of existing budgets (`flopwise budget list`)")
+    return budgets
+
+
 def _spent_in_window_statement() -> Any:
     from sqlalchemy import bindparam
 
@@ -186,6 +213,20 @@ def _spent_in_window_statement() -> Any:
 
 
 _SPENT_IN_WINDOW = _spent_in_window_statement()
+
+
+def _budget_spent_taking_head(
+    session: Session, budget_id: int, window: tuple[datetime, datetime], chain_id: int
+) -> tuple[Decimal, tuple[int, str] | None]:
+    """PostgreSQL, budgets locked: the spent sum (as :func:`budget_spent`) and the audit chain head taken (as
+    ``_append_to_org_chain`` takes it: locked, the entry numbered) in one statement; the head None when the chain
+    has none yet. The budget locks are held already, so the lock order (budgets, then the chain head) holds."""
+    row = session.connection().execute(
+        _PG_SPENT_TAKING_HEAD,
+        {"budget_id": budget_id, "start": window[0], "end": window[1], "b_chain": chain_id},
+    ).one()
+    spent = _ZERO if row[0] is None else to_money(row[0])
+    return spent, (None if row[1] is None else (int(row[1]), row[2]))
 
 
 def budget_spent(
@@ -238,6 +279,7 @@ def reserve_against_budgets(
     unit_price: Decimal | None = None,
     price_retrieved: str | None = None,
     new_holder: bool = False,
+    audit_chain: int | None = None,
 ) -> ReservationResult:
     """Reserve an amount against every budget in *budget_ids*, all or nothing, for one request or admission job.
 
@@ -252,6 +294,9 @@ def reserve_against_budgets(
     the estimate was made at on every reservation written.
     ``new_holder=True`` says the holder was created in this transaction (it can hold nothing yet), which saves
     a read per budget; the new reservations are inserted in one statement.
+    ``audit_chain`` (PostgreSQL, with ``new_holder``): the caller appends an entry to this organization's audit
+    chain next; its head is taken with the last budget's spent read (one round trip less while the budgets are
+    locked) and returned as ``audit_head`` for :func:`append_audit` (``head=``).
     """
     holder_column, holder_id = _holder(request_id, admission_job_id)
     price = None if unit_price is None else to_money(unit_price, "unit_price")
@@ -259,13 +304,17 @@ def reserve_against_budgets(
         raise InputError(
             "amounts", list(amounts), f"give one amount per budget id ({len(budget_ids)} budget ids)"
         )
-    by_id = {b.id: b for b in lock_budgets(session, budget_ids)}
+    by_id = {b.id: b for b in lock_budget_rows(session, budget_ids)}
     window_for = window_for or _stored_window
     at = counted_at or utcnow()
     holder_attr = getattr(BudgetReservation, holder_column)
 
     checks: list[BudgetCheck] = []
     plan: list[tuple[Budget, Decimal, BudgetReservation | None]] = []
+    audit_head: tuple[int, str] | None = None
+    take_head = (
+        audit_chain is not None and new_holder and session.get_bind().dialect.name == "postgresql"
+    )
     for index, budget_id in enumerate(budget_ids):
         budget = by_id[budget_id]
         amount = _amount_for(budget, amounts, index)
@@ -280,7 +329,11 @@ def reserve_against_budgets(
                 .execution_options(populate_existing=True)
             )
         )
-        spent = budget_spent(session, budget.id, window_for(budget))
+        window = window_for(budget)
+        if take_head and index == len(budget_ids) - 1 and window is not None and None not in window:
+            spent, audit_head = _budget_spent_taking_head(session, budget.id, window, audit_chain or 0)  # type: ignore[arg-type]
+        else:
+            spent = budget_spent(session, budget.id, window)
         if existing is not None and existing.state in SPENDING_STATES:
             checks.append(
                 BudgetCheck(
@@ -312,12 +365,13 @@ def reserve_against_budgets(
         plan.append((budget, amount, existing))
 
     if not all(c.allowed for c in checks):
-        return ReservationResult(False, tuple(checks), ())
+        return ReservationResult(False, tuple(checks), (), audit_head)
     if new_holder:
         return ReservationResult(
             True,
             tuple(checks),
             _insert_reservations(session, plan, holder_column, holder_id, at, price, price_retrieved),
+            audit_head,
         )
     ids: list[int] = []
     for budget, amount, existing in plan:
@@ -636,6 +690,7 @@ def append_audit(
     org_id: int | None = None,
     genesis_hash: str = GENESIS_HASH,
     chain_hash: ChainHash | None = None,
+    head: tuple[int, str] | None = None,
 ) -> AuditLog:
     """Append one entry to the hash-chained audit log.
 
@@ -646,13 +701,15 @@ def append_audit(
     ``entry_hash(prev_hash, seq, at, actor, action, payload)`` computes the hash (``flopwise.govern.audit``);
     it gets the payload as it will read back from the JSON column (Decimals as strings), so verifying the
     stored log recomputes the same hashes. The first entry chains to *genesis_hash*.
+    *head*: (seq, prev hash) of organization *org_id*'s chain head already taken in this transaction
+    (``reserve_against_budgets(audit_chain=...)``, PostgreSQL); the entry takes that number.
     """
     at = at or utcnow()
     stored_payload = json.loads(_json_dumps(dict(payload)))
     begin_write(session)
     if chain_hash is not None:
         return _append_to_org_chain(
-            session, chain_hash, actor, action, stored_payload, at, org_id, genesis_hash
+            session, chain_hash, actor, action, stored_payload, at, org_id, genesis_hash, head
         )
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text(f"LOCK TABLE {AuditLog.__tablename__} IN EXCLUSIVE MODE"))
@@ -684,18 +741,21 @@ def _append_to_org_chain(
     at: datetime,
     org_id: int | None,
     genesis_hash: str,
+    taken: tuple[int, str] | None = None,
 ) -> AuditLog:
     """Lock the chain's head row, number the entry, chain it to the head, insert it and move the head.
 
     PostgreSQL, two statements: ``UPDATE audit_heads SET seq = nextval(...) ... RETURNING seq, hash`` locks the
     head and numbers the entry (the number is drawn after the lock is granted, so numbers rise along the chain),
     then one statement inserts the entry and moves the head to its hash. A chain without a head row gets one
-    first (``INSERT ... ON CONFLICT DO NOTHING``). SQLite (the write lock held): read the head, number the entry
-    from the largest ``seq``, insert, move the head.
+    first (``INSERT ... ON CONFLICT DO NOTHING``). SQLite (the write lock held): read the head's hash and the
+    largest ``seq`` in one statement (adding the head first for a new chain), insert, move the head.
     """
     chain_id = org_id or 0
     is_pg = session.get_bind().dialect.name == "postgresql"
-    if is_pg:
+    if is_pg and taken is not None:  # taken with the budgets' spent read (reserve_against_budgets)
+        seq, prev_hash = taken
+    elif is_pg:
         head = session.connection().execute(_PG_TAKE_HEAD, {"b_chain": chain_id}).first()
         if head is None:
             session.execute(
@@ -706,14 +766,16 @@ def _append_to_org_chain(
             head = session.connection().execute(_PG_TAKE_HEAD, {"b_chain": chain_id}).one()
         seq, prev_hash = int(head[0]), head[1]
     else:
-        session.execute(
-            sqlite.insert(AuditHead)
-            .values(chain_id=chain_id, seq=0, hash=genesis_hash)
-            .on_conflict_do_nothing(index_elements=["chain_id"])
-        )
-        prev_hash = session.scalar(select(AuditHead.hash).where(AuditHead.chain_id == chain_id))
-        # the SQLite write lock is held (begin_write): nobody else numbers an entry now
-        seq = max(int(session.scalar(select(func.coalesce(func.max(AuditLog.seq), 0))) or 0) + 1, 1)
+        # the SQLite write lock is held (begin_write): nobody else numbers an entry or adds a head now
+        prev_hash, last_seq = session.connection().execute(_SQLITE_HEAD_AND_SEQ, {"b_chain": chain_id}).one()
+        if prev_hash is None:  # the chain's first entry: its head row starts at the genesis hash
+            session.execute(
+                sqlite.insert(AuditHead)
+                .values(chain_id=chain_id, seq=0, hash=genesis_hash)
+                .on_conflict_do_nothing(index_elements=["chain_id"])
+            )
+            prev_hash = genesis_hash
+        seq = max(int(last_seq or 0) + 1, 1)
     digest = chain_hash(prev_hash, seq, org_id, at, actor, action, payload)
     values = {"seq": seq, "at": at, "org_id": org_id, "actor": actor, "action": action, "payload": payload,
               "prev_hash": prev_hash, "hash": digest, "hash_version": 2}  # fmt: skip
@@ -749,6 +811,30 @@ def _pg_statements() -> tuple[Any, Any]:
 
 
 _PG_TAKE_HEAD, _PG_APPEND = _pg_statements()
+
+
+def _pg_spent_taking_head() -> Any:
+    head = _PG_TAKE_HEAD.cte("taken_head")
+    return select(
+        _SPENT_IN_WINDOW.scalar_subquery(),
+        select(head.c.seq).scalar_subquery(),
+        select(head.c.hash).scalar_subquery(),
+    ).add_cte(head)
+
+
+#: PostgreSQL: a budget's spent sum in a window, and its organization's audit chain head taken (locked, numbered)
+_PG_SPENT_TAKING_HEAD = _pg_spent_taking_head()
+
+
+def _sqlite_head_and_seq() -> Any:
+    from sqlalchemy import bindparam
+
+    head = select(AuditHead.hash).where(AuditHead.chain_id == bindparam("b_chain")).scalar_subquery()
+    return select(head, select(func.coalesce(func.max(AuditLog.seq), 0)).scalar_subquery())
+
+
+#: SQLite: (the chain head's hash or None when the chain has no head yet, the largest seq of the whole log)
+_SQLITE_HEAD_AND_SEQ = _sqlite_head_and_seq()
 
 
 def audit_entries(

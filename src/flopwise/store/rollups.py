@@ -551,3 +551,81 @@ def scope_sum(
     if total is None:
         return _ZERO if unit == "usd" else 0.0
     return total
+
+
+#: (dialect, unit, scope kind, rollup table name or None) -> the statement of :func:`budget_usage_sums`
+_USAGE_SUMS: dict[tuple[str, str, str, str | None], Any] = {}
+
+
+def _usage_sums_statement(dialect: str, unit: str, scope_kind: str, table: Any) -> Any:
+    from sqlalchemy import bindparam
+
+    from flopwise.store.models import SPENDING_STATES, BudgetReservation
+
+    start, end, budget_id = bindparam("start"), bindparam("end"), bindparam("budget_id")
+    by_state = [
+        func.sum(case((BudgetReservation.state == state, BudgetReservation.amount))).label(state)
+        for state in SPENDING_STATES
+    ]
+    columns: list[Any] = list(by_state)
+    if table is not None:
+        dirty = exists(select(D.id).where(D.hour >= start, D.hour < end))
+        if dialect == "sqlite":  # as choose_rollup: ledger rows past the last one the rollups have seen
+            seen = select(S.ledger_id_seen).where(S.id == 1).scalar_subquery()
+            dirty = dirty | exists(select(U.id).where(U.id > func.coalesce(seen, 0)))
+        holding = select(BudgetReservation.request_id).where(
+            BudgetReservation.budget_id == budget_id,
+            BudgetReservation.state.in_(SPENDING_STATES),
+            BudgetReservation.request_id.is_not(None),
+        )
+        scope = {"org": table.org_id, "team": table.team_id, "project": table.project_id}[scope_kind]
+        metered = (
+            select(func.sum(getattr(table, UNIT_SUMS[unit])))
+            .where(
+                scope == bindparam("scope_id"),
+                table.hour >= start,
+                table.hour < end,
+                table.request_id.is_(None) | table.request_id.not_in(holding),
+            )
+            .scalar_subquery()
+        )
+        columns += [dirty.label("dirty"), metered.label("metered")]
+    return select(*columns).where(
+        BudgetReservation.budget_id == budget_id,
+        BudgetReservation.state.in_(SPENDING_STATES),
+        BudgetReservation.counted_at >= start,
+        BudgetReservation.counted_at < end,
+    )
+
+
+def budget_usage_sums(
+    session: Session, budget: Any, window: tuple[datetime, datetime]
+) -> tuple[dict[str, Decimal], Any | None]:
+    """What *budget* (a ``Budget`` row) holds in *window*, in one statement: its reserved, committed and settled
+    reservation sums (``counted_at`` in the window; states with none are left out), and the metered usage in
+    its scope and window that no reservation on it holds, from the rollups as :func:`scope_sum` with
+    :func:`choose_rollup` answers it (a Decimal for ``usd``, else a float; zero when there is none) - or None
+    when the rollups cannot answer (a window off the hour, or usage changed since their refresh): then the
+    caller reads the ledger (``flopwise.meter.burn.metered_unreserved``)."""
+    start, end = window
+    dialect = session.get_bind().dialect.name
+    table: Any = None
+    if all(v is not None and v == _floor(v) for v in window):
+        table = RD if all(v == _floor_day(v) for v in window) else R
+    key = (dialect, budget.unit, budget.scope_kind, None if table is None else table.__tablename__)
+    stmt = _USAGE_SUMS.get(key)
+    if stmt is None:
+        stmt = _USAGE_SUMS[key] = _usage_sums_statement(dialect, budget.unit, budget.scope_kind, table)
+    params = {"budget_id": budget.id, "start": start, "end": end, "scope_id": budget.scope_id}
+    row = session.connection().execute(stmt, params).one()
+    from flopwise.store.models import SPENDING_STATES
+
+    by_state = {
+        state: to_money(total) for state, total in zip(SPENDING_STATES, row[:3], strict=True) if total is not None
+    }
+    if table is None or row[3]:
+        return by_state, None
+    metered = row[4]
+    if metered is None:
+        metered = _ZERO if budget.unit == "usd" else 0.0
+    return by_state, metered

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -51,6 +52,11 @@ __all__ = [
 DATABASE_URL_ENV = "FLOPWISE_DATABASE_URL"
 #: how long a SQLite writer waits for the write lock before giving up
 SQLITE_BUSY_TIMEOUT_S = 30.0
+#: a pooled PostgreSQL connection idle for longer than this is pinged before it is handed out (a server restart,
+#: or an idle timeout, closes connections behind the pool's back: the ping finds it and the pool connects
+#: again); one used more recently is handed out as is, which saves the ping's round trip on every request of a
+#: busy server (a connection that died within this time fails one statement, which invalidates the pool)
+POOL_PING_IDLE_S = 2.0
 #: connection execution option read by the ``begin`` hook: "DEFERRED" (default) or "IMMEDIATE"
 _SQLITE_BEGIN_OPTION = "flopwise_sqlite_begin"
 #: key in ``Session.info``: the BEGIN mode of the session's current SQLite transaction
@@ -153,13 +159,34 @@ def make_engine(
                 Path(database).expanduser(), url, is_default=url == default, must_exist=must_exist
             )
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
-    else:
-        options["pool_pre_ping"] = True
     options.update(engine_options)
     engine = create_engine(url, **options)
     if url.get_backend_name() == "sqlite":
         _install_sqlite_hooks(engine, is_memory)
+    elif not options.get("pool_pre_ping"):
+        _install_idle_ping(engine, POOL_PING_IDLE_S)
     return engine
+
+
+def _install_idle_ping(engine: Engine, idle_s: float) -> None:
+    """``pool_pre_ping`` for connections idle longer than *idle_s* only (SQLAlchemy's pessimistic disconnect
+    handling, with the ping skipped for a connection checked in moments ago): a failed ping raises
+    ``DisconnectionError``, on which the pool drops the connection and hands out a new one."""
+    from sqlalchemy.exc import DisconnectionError
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["flopwise_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("flopwise_idle_since")
+        if since is None or time.monotonic() - since < idle_s:  # None: connected just now
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as err:
+            raise DisconnectionError(f"pooled connection closed while idle: {err}") from err
 
 
 def _check_sqlite_path(path: Path, url: URL, *, is_default: bool, must_exist: bool) -> None:
@@ -284,13 +311,32 @@ def pinned_session(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 @contextmanager
-def read_transaction(session: Session) -> Iterator[Session]:
+def read_transaction(session: Session, *, then_write: bool = False) -> Iterator[Session]:
     """A read transaction on an open *session* (as :func:`read_session`), rolled back at the end: a route that
-    reads, then writes (:func:`write_transaction`) uses one session and one pooled connection for both."""
+    reads, then writes (:func:`write_transaction`) uses one session and one pooled connection for both.
+
+    ``then_write=True`` says a :func:`write_transaction` follows at once: on PostgreSQL at ``READ COMMITTED``
+    (the default) the transaction is then left open for it instead of rolled back, which saves the
+    ``ROLLBACK`` and ``BEGIN`` round trips and reads the same (each statement sees what is committed when it
+    starts, in one transaction or two; plain reads take no row locks). Rolled back on an error, and always on
+    SQLite (whose writer must start its transaction with ``BEGIN IMMEDIATE``) or at another isolation level.
+    """
+    keep = False
     try:
         yield session
+        keep = then_write and _reads_committed(session)
     finally:
-        session.rollback()
+        if not keep:
+            session.rollback()
+
+
+def _reads_committed(session: Session) -> bool:
+    """PostgreSQL at ``READ COMMITTED`` (the engine's default level, not changed for this connection)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    connection = session.connection()
+    level = connection.get_execution_options().get("isolation_level") or connection.default_isolation_level
+    return level == "READ COMMITTED"
 
 
 @contextmanager

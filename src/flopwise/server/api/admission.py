@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flopwise.server.api.requests import ReservationPrices
@@ -29,10 +29,10 @@ from flopwise.server.decisions import (
     BodyModel,
     admission_request_facts,
     audit,
-    authorized_scope,
-    read_context,
+    decision_columns,
+    presume_decision,
     reserve,
-    trace_json,
+    store_final_decision,
 )
 from flopwise.server.decisions import decide as decide_facts
 from flopwise.server.deps import CatalogDep, ClockDep, CurrentPrincipal, DbDep
@@ -189,16 +189,16 @@ def decide(
 ) -> AdmissionPublic:
     """Admit or reject a scheduler job on its worst case, reserving it; idempotent on (engine, engine_job_id).
 
-    The hot path, in one session (one pooled connection): a read transaction (the project, its team and
-    organization and the caller's role in one statement; quotas and the acceptable-use policy in one; the
-    budgets, their usage and the policies) decides without locks; a write transaction inserts the job with its
+    The hot path, in one session (one pooled connection): a read transaction
+    (:func:`~flopwise.server.decisions.presume_decision`: the project, its team and organization, the caller's
+    role, the quotas and the acceptable-use policy in one statement; the budgets, each one's usage and the
+    policies) decides without locks; a write transaction inserts the job with its
     decision (``ON CONFLICT DO NOTHING``: a repeat reads the stored one), locks the budgets, re-checks and
     reserves, and appends the audit entry; the response is built after the commit from what is known.
     """
     from flopwise.store import (
         insert_admission_job,
         pinned_session,
-        read_transaction,
         to_money,
         upsert_admission_job,
         write_transaction,
@@ -206,16 +206,11 @@ def decide(
 
     now = clock()
     with pinned_session(db) as session:
-        with read_transaction(session):
-            scope = authorized_scope(session, principal, body.project_id, "member")
-            estimated = admission_request_facts(catalog, body, scope)
-            context = read_context(session, scope)
-            # decided before the write transaction, without locks (reserve() re-checks hard budgets under theirs)
-            decided = (
-                None
-                if context.has_quotas
-                else decide_facts(session, catalog, estimated, scope, now, lock=False, context=context)
-            )
+        presumed = presume_decision(
+            session, principal, catalog, body.project_id, now,
+            lambda scope: admission_request_facts(catalog, body, scope),
+        )  # fmt: skip
+        scope, estimated, decided = presumed.scope, presumed.estimated, presumed.decided
         facts = estimated.facts
         inputs = body.model_dump(mode="json")
         values: dict[str, Any] = {
@@ -236,12 +231,10 @@ def decide(
             "created_at": now,
             "updated_at": now,
         }
-        presumed: dict[str, Any] | None = None
         if decided is not None:  # stored with its decision; updated only if the reservation changes it
-            presumed = _decided_columns(
-                decided.decision, facts, body, estimated, decided.outcome, decided.reasons, now
+            values.update(
+                _decided_columns(decided.decision, facts, body, estimated, decided.outcome, decided.reasons, now)
             )
-            values.update(presumed)
         with write_transaction(session):
             job = insert_admission_job(session, values)
             if job is None:  # a repeat (or a concurrent first call that won): the stored job answers
@@ -267,6 +260,7 @@ def decide(
             result = reserve(
                 session, decided, now, admission_job_id=job.id, new_holder=True,
                 unit_price=estimated.usd_per_device_h, price_retrieved=estimated.price_retrieved,
+                audit_org_id=scope.org_id,
             )  # fmt: skip
             outcome, reasons = result.outcome, result.reasons
             released = False
@@ -279,15 +273,13 @@ def decide(
                 from flopwise.store import release_reservations
 
                 released = release_reservations(session, admission_job_id=job.id) > 0
-            if presumed is None or (result.outcome, result.reasons) != (decided.outcome, decided.reasons):
+            if presumed.decided is None or (result.outcome, result.reasons) != (decided.outcome, decided.reasons):
                 from flopwise.store import AdmissionJob
 
                 final = _decided_columns(
                     result.decision, facts, body, estimated, result.outcome, result.reasons, now
                 )
-                session.execute(update(AdmissionJob).where(AdmissionJob.id == job.id).values(**final))
-                for column, value in final.items():
-                    setattr(job, column, value)
+                store_final_decision(session, AdmissionJob, job, final)
             audit(
                 session,
                 principal,
@@ -297,6 +289,7 @@ def decide(
                  "reservation_ids": result.reservation_ids if outcome != "deny" else ()},
                 now,
                 scope.org_id,
+                result.audit_head,  # taken with the budgets' spent read under their locks (PostgreSQL)
             )  # fmt: skip
     # after the commit: the locks are gone before the response is built (from what is known, no query)
     state = "released" if released else "reserved"
@@ -323,30 +316,22 @@ def _decided_columns(
     reasons: tuple[str, ...],
     now: datetime,
 ) -> dict[str, Any]:
-    """The columns a decision sets on a new job: its state and the stored trace. A decision that needs
-    approval rejects the job (a scheduler cannot wait for people)."""
-    policy_outcome = decision.outcome
+    """The columns a decision sets on a new job (:func:`~flopwise.server.decisions.decision_columns`): its state
+    and the stored trace. A decision that needs approval rejects the job (a scheduler cannot wait for people)."""
     if outcome == "require_approval":
         outcome = "deny"
         reasons = (
             *reasons,
             "admission cannot wait for approvals: file a compute request (POST /api/v1/requests) instead",
         )
-    return {
-        "state": "rejected" if outcome == "deny" else "admitted",
-        "decision_trace": trace_json(
-            decision,
-            facts,
-            {
-                "outcome": outcome,
-                "reasons": reasons,
-                "policy_outcome": policy_outcome,
-                "workload_kind": body.workload,
-                "estimate": estimated.estimate,
-            },
-        ),
-        "updated_at": now,
-    }
+    return decision_columns(
+        decision, facts, outcome, reasons, now, _STATE_OF_OUTCOME,
+        {"workload_kind": body.workload, "estimate": estimated.estimate},
+    )  # fmt: skip
+
+
+#: an admission job's state after its decision's outcome (``require_approval`` is rejected before)
+_STATE_OF_OUTCOME = {"allow": "admitted", "deny": "rejected"}
 
 
 @router.get("/{engine}/{job_id}", response_model=AdmissionPublic)

@@ -48,6 +48,7 @@ def record_audit(
     payload: Mapping[str, Any],
     at: datetime,
     org_id: int | None,
+    head: tuple[int, str] | None = None,
 ) -> Any:
     """Append one entry (``actor`` did ``action`` with ``payload`` at ``at``) to the hash-chained log.
 
@@ -58,7 +59,7 @@ def record_audit(
 
     return append_audit(
         session, actor=actor, action=action, payload=payload, entry_hash=entry_hash, at=at, org_id=org_id,
-        chain_hash=chain_hash,
+        chain_hash=chain_hash, head=head,
     )  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flopwise import govern
@@ -26,12 +26,12 @@ from flopwise.server.decisions import (
     IdPath,
     WorkloadIn,
     audit,
-    authorized_scope,
     decide,
-    read_context,
+    decision_columns,
+    presume_decision,
     request_facts,
     reserve,
-    trace_json,
+    store_final_decision,
 )
 from flopwise.server.deps import CatalogDep, ClockDep, CurrentPrincipal, DbDep, SettingsDep
 from flopwise.server.errors import ApiError
@@ -337,19 +337,14 @@ def create_request(
 ) -> RequestPublic:
     """Estimate, decide and reserve a compute request; 201 when new, 200 for a repeated idempotency key.
 
-    The hot path, in one session (one pooled connection): a read transaction (the project, its team and
-    organization and the caller's role in one statement; quotas and the acceptable-use policy in one; the
-    budgets, their usage and the policies) decides without locks, then a write transaction inserts the request
+    The hot path, in one session (one pooled connection): a read transaction
+    (:func:`~flopwise.server.decisions.presume_decision`: the project, its team and organization, the caller's
+    role, the quotas and the acceptable-use policy in one statement; the budgets, each one's usage and the
+    policies) decides without locks, then a write transaction inserts the request
     with its decision, locks the budgets, re-checks and reserves, and appends the audit entry; the response is
     built after the commit from what is known.
     """
-    from flopwise.store import (
-        insert_request_idempotent,
-        pinned_session,
-        read_transaction,
-        to_money,
-        write_transaction,
-    )
+    from flopwise.store import insert_request_idempotent, pinned_session, to_money, write_transaction
 
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
         raise ApiError(
@@ -364,16 +359,11 @@ def create_request(
     # never wait on each other's locks in opposite orders
     expire_due(db, now, request.app.state if request is not None else None)  # None: called in-process (demo)
     with pinned_session(db) as session:
-        with read_transaction(session):
-            scope = authorized_scope(session, principal, body.project_id, "member")
-            estimated = request_facts(catalog, body, scope, settings.catalog_dir)
-            context = read_context(session, scope)
-            # decided before the write transaction, without locks (reserve() re-checks hard budgets under theirs)
-            decided = (
-                None
-                if context.has_quotas
-                else decide(session, catalog, estimated, scope, now, lock=False, context=context)
-            )
+        presumed = presume_decision(
+            session, principal, catalog, body.project_id, now,
+            lambda scope: request_facts(catalog, body, scope, settings.catalog_dir),
+        )  # fmt: skip
+        scope, estimated, decided = presumed.scope, presumed.estimated, presumed.decided
         facts = estimated.facts
         inputs = body.model_dump(mode="json", exclude={"idempotency_key"})
         values: dict[str, Any] = {
@@ -412,21 +402,19 @@ def create_request(
                     )
                 response.status_code = 200
                 return _public(session, row, now)
-            presumed = decided
             if decided is None:  # quotas: decide under the budget and quota locks
                 decided = decide(session, catalog, estimated, scope, now, lock=True, exclude=(row.id, None))
             result = reserve(
                 session, decided, now, request_id=row.id, new_holder=True,
                 unit_price=estimated.usd_per_device_h, price_retrieved=estimated.price_retrieved,
+                audit_org_id=scope.org_id,
             )  # fmt: skip
             decision = result.decision
-            if presumed is None or (result.outcome, result.reasons) != (presumed.outcome, presumed.reasons):
+            if presumed.decided is None or (result.outcome, result.reasons) != (decided.outcome, decided.reasons):
                 from flopwise.store import ComputeRequest
 
                 final = _decided_columns(decision, facts, result.outcome, result.reasons, now, settings)
-                session.execute(update(ComputeRequest).where(ComputeRequest.id == row.id).values(**final))
-                for column, value in final.items():
-                    setattr(row, column, value)
+                store_final_decision(session, ComputeRequest, row, final)
             audit(
                 session,
                 principal,
@@ -447,6 +435,7 @@ def create_request(
                 },
                 now,
                 scope.org_id,
+                result.audit_head,  # taken with the budgets' spent read under their locks (PostgreSQL)
             )
     # after the commit: the locks are gone before the response is built (from what is known, no query)
     reservations = (
@@ -471,19 +460,17 @@ def _decided_columns(
     now: datetime,
     settings: Any,
 ) -> dict[str, Any]:
-    """The columns a decision sets on a new request: its state, the stored trace, and the deadline of a pending
-    request or the time of the decision."""
-    state = {"allow": "approved", "require_approval": "pending", "deny": "denied"}[outcome]
-    pending = state == "pending"
-    return {
-        "state": state,
-        "decision_trace": trace_json(
-            decision, facts, {"outcome": outcome, "reasons": reasons, "policy_outcome": decision.outcome}
-        ),
-        "expires_at": now + timedelta(hours=settings.request_expiry_hours) if pending else None,
-        "decided_at": None if pending else now,
-        "updated_at": now,
-    }
+    """The columns a decision sets on a new request (:func:`~flopwise.server.decisions.decision_columns`): its
+    state, the stored trace, and the deadline of a pending request or the time of the decision."""
+    columns = decision_columns(decision, facts, outcome, reasons, now, _STATE_OF_OUTCOME)
+    pending = columns["state"] == "pending"
+    columns["expires_at"] = now + timedelta(hours=settings.request_expiry_hours) if pending else None
+    columns["decided_at"] = None if pending else now
+    return columns
+
+
+#: a compute request's state after its decision's outcome
+_STATE_OF_OUTCOME = {"allow": "approved", "require_approval": "pending", "deny": "denied"}
 
 
 @router.get("", response_model=list[RequestPublic])

@@ -23,12 +23,16 @@ only then builds its response.
 
 **Cost of the hot path** (pinned by ``tests/server/test_hot_path.py``): the caller's token is resolved in one
 statement and then served from a per-process cache (:class:`flopwise.server.auth.PrincipalCache`); the read
-transaction takes the project, its team and organization and the caller's role in one statement
-(:func:`authorized_scope`), quotas and the acceptable-use policy in one (:func:`read_context`), then the budgets,
-their usage and the policies; the write transaction inserts the request or job with its decision already in it,
-locks the budgets, re-reads what they have spent, inserts the reservations in one statement and appends the
-audit entry in two (PostgreSQL). Both transactions share one pooled connection (``store.pinned_session``).
-Statements are built once at import and executed with bound parameters.
+transaction (:func:`presume_decision`, shared by request creation and admission) takes the project, its team
+and organization, the caller's role, the quotas and the acceptable-use policy in one statement
+(:func:`scope_and_context`), then the budgets (Core rows), each budget's usage in one statement (reservations by
+state, the usage rollups' freshness and their sum: ``store.budget_usage_sums``) and the policies; the write
+transaction inserts the request or job with its decision already in it, locks the budgets, re-reads what they
+have spent (on PostgreSQL taking the organization's audit chain head in the same statement, under the budget
+locks), inserts the reservations in one statement and appends the audit entry in one more. Both
+transactions share one pooled connection (``store.pinned_session``), and on PostgreSQL (``READ COMMITTED``) the
+read transaction continues as the write one (no ``ROLLBACK``/``BEGIN`` between them); the pool pings only
+connections idle for a while. Statements are built once at import and executed with bound parameters.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from flopwise.server.decisions.deciding import (
     has_quotas,
     read_context,
     reserve,
+    scope_and_context,
     trace_json,
     window_for,
 )
@@ -68,6 +73,12 @@ from flopwise.server.decisions.inputs import (
     PlanIn,
     WorkloadIn,
     exact_places,
+)
+from flopwise.server.decisions.writepath import (
+    Presumed,
+    decision_columns,
+    presume_decision,
+    store_final_decision,
 )
 
 __all__ = [
@@ -101,4 +112,9 @@ __all__ = [
     "to_jsonable",
     "trace_json",
     "window_for",
+    "Presumed",
+    "decision_columns",
+    "presume_decision",
+    "scope_and_context",
+    "store_final_decision",
 ]

@@ -22,7 +22,6 @@ from flopwise.server.decisions.facts import EstimatedFacts, RequestScope, to_jso
 from flopwise.store import (
     AdmissionJob,
     Budget,
-    BudgetReservation,
     ComputeRequest,
     Policy,
     Project,
@@ -58,6 +57,8 @@ class DecisionResult:
     reasons: tuple[str, ...]
     reservation_ids: tuple[int, ...]
     budget_ids: tuple[int, ...]
+    #: the audit chain head taken under the budget locks (``reserve(audit_org_id=...)``): pass it to :func:`audit`
+    audit_head: tuple[int, str] | None = None
 
 
 def trace_json(
@@ -126,41 +127,27 @@ def window_for(budget: Budget, now: datetime) -> tuple[datetime, datetime] | Non
     return govern.budget_window(_govern_budget(budget), now)
 
 
-def _usage_by_state() -> Any:
-    from sqlalchemy import bindparam
-
-    return (
-        select(BudgetReservation.state, func.sum(BudgetReservation.amount))
-        .where(
-            BudgetReservation.budget_id == bindparam("budget_id"),
-            BudgetReservation.state.in_(("reserved", "committed", "settled")),
-            BudgetReservation.counted_at >= bindparam("start"),
-            BudgetReservation.counted_at < bindparam("end"),
-        )
-        .group_by(BudgetReservation.state)
-    )
-
-
-_USAGE_BY_STATE = _usage_by_state()
-
-
 def budget_usage(
     session: Session, budget_id: int, window: tuple[datetime, datetime], budget: Budget | None = None
 ) -> govern.BudgetUsage:
     """Reserved, committed and settled amounts of a budget whose ``counted_at`` falls in *window*; metered usage in
     the budget's scope that no reservation holds (``meter.burn.metered_unreserved``) counts as settled, so budgets
-    burn by actuals too. Credits in the ledger lower the settled amount down to zero at most."""
-    from flopwise.meter.burn import metered_unreserved
+    burn by actuals too. Credits in the ledger lower the settled amount down to zero at most.
 
-    rows = (
-        session.connection()
-        .execute(_USAGE_BY_STATE, {"budget_id": budget_id, "start": window[0], "end": window[1]})
-        .all()
-    )
-    by_state = {state: to_money(total) for state, total in rows if total is not None}
-    metered = metered_unreserved(
-        session, budget if budget is not None else session.get(Budget, budget_id), window
-    )
+    One statement when the usage rollups can answer (``store.budget_usage_sums``: the reservations by state, the
+    rollups' freshness and their sum), the ledger read after it when they cannot."""
+    from flopwise.meter.burn import metered_unreserved
+    from flopwise.store.rollups import budget_usage_sums
+
+    if budget is None:
+        budget = session.get(Budget, budget_id)
+    by_state, metered = budget_usage_sums(session, budget, window)
+    if metered is None:  # the rollups cannot answer: the ledger's rows in the window
+        metered = metered_unreserved(session, budget, window)
+    elif not isinstance(metered, Decimal):
+        metered = to_money(Decimal(repr(float(metered))))
+    else:
+        metered = to_money(metered)
     # credits (negative ledger amounts) lower what was settled, never below zero: a budget cannot be "un-used"
     settled = max(by_state.get("settled", Decimal(0)) + metered, Decimal(0))
     return govern.BudgetUsage(
@@ -316,11 +303,66 @@ def _context_query() -> Any:
     return select(quota.label("has_quotas"), version.label("aup_version"), accepted.label("aup_accepted"))
 
 
+def _scope_context_query() -> Any:
+    """:data:`flopwise.server.decisions.facts._SCOPE_QUERY` and :func:`_context_query` in one statement: the
+    project, its team and organization, and (for them) whether quotas cover the project and the newest
+    acceptable-use policy and the requester's acceptance of it."""
+    from sqlalchemy import bindparam, exists
+
+    from flopwise.store import AupAcceptance, AupVersion, Organization, Team
+
+    org, team, project = Organization.id, Team.id, Project.id
+    quota = exists().where(
+        ((Quota.scope_kind == "org") & (Quota.scope_id == org))
+        | ((Quota.scope_kind == "team") & (Quota.scope_id == team))
+        | ((Quota.scope_kind == "project") & (Quota.scope_id == project))
+    )
+    newest = (
+        select(AupVersion.id).where(AupVersion.org_id == org).order_by(AupVersion.version.desc()).limit(1)
+    ).scalar_subquery()
+    version = (
+        select(AupVersion.version)
+        .where(AupVersion.org_id == org)
+        .order_by(AupVersion.version.desc())
+        .limit(1)
+    ).scalar_subquery()
+    accepted = exists().where(
+        AupAcceptance.aup_version_id == newest, AupAcceptance.user_id == bindparam("user_id")
+    )
+    return (
+        select(
+            Project.id, Project.name, Team.id, Team.name, Organization.id, Organization.name,
+            quota.label("has_quotas"), version.label("aup_version"), accepted.label("aup_accepted"),
+        )
+        .join(Team, Team.id == Project.team_id)
+        .join(Organization, Organization.id == Team.org_id)
+        .where(Project.id == bindparam("project_id"))
+    )  # fmt: skip
+
+
+def scope_and_context(
+    session: Session, principal: Any, project_id: int, min_role: str
+) -> tuple[RequestScope, DecisionContext]:
+    """:func:`~flopwise.server.decisions.facts.authorized_scope` and :func:`read_context` in one statement (the
+    same answers and errors: 404 for a project that does not exist or is in another organization, 403 naming
+    the role needed)."""
+    from flopwise.server.decisions.facts import scope_of_row
+
+    row = (
+        session.connection()
+        .execute(_SCOPE_CONTEXT_QUERY, {"project_id": project_id, "user_id": principal.user_id})
+        .first()
+    )
+    scope = scope_of_row(session, principal, project_id, min_role, row)
+    version = None if row.aup_version is None else int(row.aup_version)
+    return scope, DecisionContext(bool(row.has_quotas), version is None or bool(row.aup_accepted), version)
+
+
 def _budgets_query() -> Any:
     from sqlalchemy import bindparam
 
     return (
-        select(Budget)
+        select(Budget.__table__)  # Core rows (the columns as attributes): no ORM loading on the hot path
         .where(
             ((Budget.scope_kind == "project") & (Budget.scope_id == bindparam("project_id")))
             | ((Budget.scope_kind == "team") & (Budget.scope_id == bindparam("team_id")))
@@ -348,6 +390,7 @@ def _policies_query() -> Any:
 
 
 _CONTEXT_QUERY = _context_query()
+_SCOPE_CONTEXT_QUERY = _scope_context_query()
 _BUDGETS_QUERY = _budgets_query()
 _POLICIES_QUERY = _policies_query()
 
@@ -413,7 +456,7 @@ def decide(
     move before the job is counted) locks the budgets, then the quotas, in the caller's write transaction.
     """
     facts = estimated.facts
-    covering = list(session.scalars(_BUDGETS_QUERY, _scope_params(scope)))
+    covering: list[Any] = list(session.connection().execute(_BUDGETS_QUERY, _scope_params(scope)))
     if lock and covering:
         covering = lock_budgets(session, [b.id for b in covering])
     states: list[govern.BudgetState] = []
@@ -460,6 +503,7 @@ def reserve(
     unit_price: Decimal | None = None,
     price_retrieved: str | None = None,
     new_holder: bool = False,
+    audit_org_id: int | None = None,
 ) -> DecisionResult:
     """Reserve what *decided* needs, in the caller's write transaction: the budget rows are locked (ascending id)
     and each hard budget's spent sum is read again under the lock, so concurrent callers reserve one after the
@@ -467,9 +511,12 @@ def reserve(
     *unit_price* and *price_retrieved* (from :class:`EstimatedFacts`) are recorded on the reservations.
 
     ``new_holder``: the request or job was created in this transaction (it holds nothing yet: one read less
-    per budget)."""
+    per budget). ``audit_org_id``: the caller appends an audit entry to this organization's chain right after
+    (it must, in this transaction): on PostgreSQL the chain head is taken with the last spent read (one round
+    trip less under the budget locks) and returned as ``audit_head`` for :func:`audit`."""
     decision, outcome, reasons = decided.decision, decided.outcome, decided.reasons
     reservation_ids: tuple[int, ...] = ()
+    audit_head: tuple[int, str] | None = None
     if outcome != "deny" and decision.reservations:
         result = reserve_against_budgets(
             session,
@@ -482,7 +529,9 @@ def reserve(
             unit_price=unit_price,
             price_retrieved=price_retrieved,
             new_holder=new_holder,
+            audit_chain=audit_org_id,
         )
+        audit_head = result.audit_head
         if not result.ok:
             outcome = "deny"
             reasons = tuple(
@@ -491,7 +540,7 @@ def reserve(
             )
         else:
             reservation_ids = result.reservation_ids
-    return DecisionResult(decision, outcome, reasons, reservation_ids, tuple(decided.windows))
+    return DecisionResult(decision, outcome, reasons, reservation_ids, tuple(decided.windows), audit_head)
 
 
 def decide_and_reserve(
@@ -526,9 +575,13 @@ def audit(
     payload: Mapping[str, Any],
     now: datetime,
     org_id: int | None,
+    head: tuple[int, str] | None = None,
 ) -> None:
-    """Append one audit entry (actor ``user:<id>``, or ``system`` when *principal* is None)."""
+    """Append one audit entry (actor ``user:<id>``, or ``system`` when *principal* is None); *head*: the chain
+    head :func:`reserve` took (``DecisionResult.audit_head``)."""
     from flopwise.server.api.audit import record_audit
 
     actor = "system" if principal is None else f"user:{principal.user_id}"
-    record_audit(session, actor=actor, action=action, payload=to_jsonable(payload), at=now, org_id=org_id)
+    record_audit(
+        session, actor=actor, action=action, payload=to_jsonable(payload), at=now, org_id=org_id, head=head
+    )

@@ -39,6 +39,7 @@ __all__ = [
     "RequestScope",
     "admission_request_facts",
     "authorized_scope",
+    "scope_of_row",
     "load_scope",
     "request_facts",
     "to_jsonable",
@@ -78,6 +79,8 @@ class EstimatedFacts:
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
+#: dataclass type -> its field names (``dataclasses.fields`` is slow to ask on every value of every trace)
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def to_jsonable(value: Any) -> Any:
@@ -90,8 +93,11 @@ def to_jsonable(value: Any) -> Any:
         return value
     if kind is float:
         return None if value != value else value  # NaN never reaches JSON
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in fields(value)}
+    names = _FIELD_NAMES.get(kind)
+    if names is None and is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(value))
+    if names is not None:
+        return {name: to_jsonable(getattr(value, name)) for name in names}
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -170,10 +176,17 @@ def authorized_scope(session: Session, principal: Any, project_id: int, min_role
     The same answers as the two: 404 for a project that does not exist or is in another organization, 403
     naming the role needed when the caller's role is too weak.
     """
-    from flopwise.server.auth import ROLE_RANK
-
     # Core statements on the session's connection: no ORM execution machinery on the hot path
     row = session.connection().execute(_SCOPE_QUERY, {"project_id": project_id}).first()
+    return scope_of_row(session, principal, project_id, min_role, row)
+
+
+def scope_of_row(session: Session, principal: Any, project_id: int, min_role: str, row: Any) -> RequestScope:
+    """:func:`authorized_scope` from the row of its statement (project id and name, team id and name,
+    organization id and name; None when the project does not exist), read by the caller, maybe with more
+    columns (``flopwise.server.decisions.deciding.scope_and_context``)."""
+    from flopwise.server.auth import ROLE_RANK
+
     if row is None or row[4] != principal.org_id:
         raise ApiError(404, f"project {project_id} not found")
     role = principal.best_role([("project", row[0]), ("team", row[2]), ("org", row[4])])

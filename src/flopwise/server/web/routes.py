@@ -278,15 +278,37 @@ def install_handlers(app: Any) -> None:
             return Response(status_code=200, headers={"HX-Redirect": url, **security_headers()})
         return RedirectResponse(url, status_code=303, headers=security_headers())
 
-    @app.middleware("http")
-    async def _headers(request: Request, call_next: Callable[..., Any]) -> Response:
-        response = await call_next(request)
-        if not request.url.path.startswith("/api/"):
-            for name, value in security_headers().items():
-                if name == "Cache-Control" and request.url.path.startswith("/static/"):
-                    value = "public, max-age=86400"
-                response.headers.setdefault(name, value)
-        return response
+    app.add_middleware(_SecurityHeaders)
+
+
+class _SecurityHeaders:
+    """Pure ASGI middleware: :func:`security_headers` on every response outside ``/api/`` (a header the response
+    set itself is kept; static files are cacheable for a day). API calls pass straight through: no
+    ``BaseHTTPMiddleware`` task and stream per request on the hot path."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        extra = security_headers()
+        if path.startswith("/static/"):
+            extra["Cache-Control"] = "public, max-age=86400"
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _value in headers}
+                for name, value in extra.items():
+                    if name.lower().encode("latin-1") not in present:
+                        headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _safe_next(target: str | None) -> str:
