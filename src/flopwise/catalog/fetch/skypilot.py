@@ -513,18 +513,7 @@ def _compose_gcp(acc: dict[tuple[str, str], _Acc], result: ParseResult) -> None:
             entry = acc[(machine, region)] = _Acc(
                 machine, region, device_id, count, host.vcpus, ram, on_demand, hp.line, [], 0, note, url
             )
-        elif entry.on_demand != on_demand:
-            raise FetchError(
-                "skypilot-gcp",
-                hp.location,
-                hp.line,
-                "Price",
-                f"{machine} in {zone} costs {on_demand} on demand (host + GPUs) but {entry.on_demand} in another "
-                f"zone of {region.split(':', 1)[1]}; on-demand prices must agree across the zones of a region",
-            )
-        entry.zones += 1
-        if spot is not None:
-            entry.spots.append(spot)
+        _add_zone(entry, machine, zone, region, on_demand, spot, hp)
         if gp.price is not None and gp.spot is not None and gp.spot > gp.price and _SUSPECT not in entry.extra_note:
             entry.extra_note += (
                 f"; {_SUSPECT} ({acc_name} x{count}: on-demand {_money(gp.price)}, spot {_money(gp.spot)} "
@@ -592,7 +581,16 @@ def _compose_gcp_n1(
         entry = acc[(name, region)] = _Acc(
             name, region, device_id, count, host.vcpus, ram, on_demand, hp.line, [], 0, note, url
         )
-    elif entry.on_demand != on_demand:
+    _add_zone(entry, name, zone, region, on_demand, spot, hp)
+    return True
+
+
+def _add_zone(
+    entry: _Acc, name: str, zone: str, region: str, on_demand: Decimal | None, spot: Decimal | None, hp: _ZonePrice
+) -> None:
+    """Count one more zone of a GCP host + GPUs offering (and its spot price); its on-demand price must be the
+    one the region's other zones list."""
+    if entry.on_demand != on_demand:
         raise FetchError(
             "skypilot-gcp",
             hp.location,
@@ -604,7 +602,6 @@ def _compose_gcp_n1(
     entry.zones += 1
     if spot is not None:
         entry.spots.append(spot)
-    return True
 
 
 def host_cpus(acc_name: str, count: int) -> int:

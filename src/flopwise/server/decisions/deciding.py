@@ -277,12 +277,13 @@ class DecisionContext:
     aup_version: int | None
 
 
-def _context_query() -> Any:
+def _context_columns(org: Any, team: Any, project: Any) -> tuple[Any, Any, Any]:
+    """(quotas cover the scope, the newest acceptable-use policy version, the requester's acceptance of it) as
+    columns over the given organization, team and project ids (bind parameters or columns)."""
     from sqlalchemy import bindparam, exists
 
     from flopwise.store import AupAcceptance, AupVersion
 
-    org, team, project = bindparam("org_id"), bindparam("team_id"), bindparam("project_id")
     quota = exists().where(
         ((Quota.scope_kind == "org") & (Quota.scope_id == org))
         | ((Quota.scope_kind == "team") & (Quota.scope_id == team))
@@ -300,6 +301,13 @@ def _context_query() -> Any:
     accepted = exists().where(
         AupAcceptance.aup_version_id == newest, AupAcceptance.user_id == bindparam("user_id")
     )
+    return quota, version, accepted
+
+
+def _context_query() -> Any:
+    from sqlalchemy import bindparam
+
+    quota, version, accepted = _context_columns(bindparam("org_id"), bindparam("team_id"), bindparam("project_id"))
     return select(quota.label("has_quotas"), version.label("aup_version"), accepted.label("aup_accepted"))
 
 
@@ -307,28 +315,11 @@ def _scope_context_query() -> Any:
     """:data:`flopwise.server.decisions.facts._SCOPE_QUERY` and :func:`_context_query` in one statement: the
     project, its team and organization, and (for them) whether quotas cover the project and the newest
     acceptable-use policy and the requester's acceptance of it."""
-    from sqlalchemy import bindparam, exists
+    from sqlalchemy import bindparam
 
-    from flopwise.store import AupAcceptance, AupVersion, Organization, Team
+    from flopwise.store import Organization, Team
 
-    org, team, project = Organization.id, Team.id, Project.id
-    quota = exists().where(
-        ((Quota.scope_kind == "org") & (Quota.scope_id == org))
-        | ((Quota.scope_kind == "team") & (Quota.scope_id == team))
-        | ((Quota.scope_kind == "project") & (Quota.scope_id == project))
-    )
-    newest = (
-        select(AupVersion.id).where(AupVersion.org_id == org).order_by(AupVersion.version.desc()).limit(1)
-    ).scalar_subquery()
-    version = (
-        select(AupVersion.version)
-        .where(AupVersion.org_id == org)
-        .order_by(AupVersion.version.desc())
-        .limit(1)
-    ).scalar_subquery()
-    accepted = exists().where(
-        AupAcceptance.aup_version_id == newest, AupAcceptance.user_id == bindparam("user_id")
-    )
+    quota, version, accepted = _context_columns(Organization.id, Team.id, Project.id)
     return (
         select(
             Project.id, Project.name, Team.id, Team.name, Organization.id, Organization.name,
