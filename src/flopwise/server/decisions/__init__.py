@@ -77,6 +77,7 @@ from flopwise.server.decisions.inputs import (
 from flopwise.server.decisions.writepath import (
     Presumed,
     decision_columns,
+    facts_amounts,
     presume_decision,
     store_final_decision,
 )
@@ -114,6 +115,7 @@ __all__ = [
     "window_for",
     "Presumed",
     "decision_columns",
+    "facts_amounts",
     "presume_decision",
     "scope_and_context",
     "store_final_decision",

@@ -72,6 +72,22 @@ def decision_columns(
     return {"state": states[outcome], "decision_trace": trace_json(decision, facts, extra), "updated_at": now}
 
 
+def facts_amounts(facts: govern.RequestFacts, prefix: str) -> dict[str, Any]:
+    """The worst-case amounts of *facts* as money columns named ``<prefix>cost_usd``, ``<prefix>device_hours``,
+    ``<prefix>kwh`` and ``<prefix>co2e_kg`` (a request's ``estimated_``, an admission's ``worst_case_``); floats
+    go through their shortest repr, so a value is stored as the estimate printed it."""
+    from decimal import Decimal
+
+    from flopwise.store import to_money
+
+    return {
+        f"{prefix}cost_usd": to_money(facts.cost_usd, "cost_usd"),
+        f"{prefix}device_hours": to_money(Decimal(repr(facts.device_hours)), "device_hours"),
+        f"{prefix}kwh": to_money(Decimal(repr(facts.energy_kwh)), "energy_kwh"),
+        f"{prefix}co2e_kg": to_money(Decimal(repr(facts.co2e_kg)), "co2e_kg"),
+    }
+
+
 def store_final_decision(session: Session, model: Any, row: Any, columns: Mapping[str, Any]) -> None:
     """In the write transaction: set *columns* on the stored *row* of *model* (one ``UPDATE`` by id) and on the
     object the response is built from."""
