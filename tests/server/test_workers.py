@@ -4,23 +4,17 @@ together need 3x a hard budget never overspend it (the budget row locks hold acr
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
 
 from pgutil import BACKENDS, throwaway_database_url
+from served import served
 
 CONCURRENT_REQUESTS = 60
 CAP_USD = Decimal(200)
 COST_USD = Decimal(10)
-#: run the CLI in a fresh interpreter (the installed script may not be on PATH)
-CLI = "import sys; from flopwise.cli.main import run; sys.argv = ['flopwise', *sys.argv[1:]]; run()"
 
 
 @pytest.fixture(params=BACKENDS)
@@ -29,46 +23,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         yield url
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _flopwise(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    code = CLI
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=120
-    )
-
-
 def test_two_worker_processes_never_overspend_a_hard_budget(database_url: str, tmp_path) -> None:
     import httpx
 
-    env = {**os.environ, "FLOPWISE_DATABASE_URL": database_url}
-    boot = _flopwise("admin", "bootstrap", env=env)
-    assert boot.returncode == 0, boot.stderr
-    token = boot.stdout.strip()
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("w")
-    code = CLI
-    server = subprocess.Popen(
-        [sys.executable, "-c", code, "serve", "--workers", "2", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=log,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}/api/v1"
-    headers = {"Authorization": f"Bearer {token}"}
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            started = time.monotonic() < deadline and server.poll() is None
-            assert started, (tmp_path / "serve.log").read_text()
-            time.sleep(0.2)
+    with served(database_url, tmp_path) as (root, token):
+        base = f"{root}/api/v1"
+        headers = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{base}/ready").json()["ready"] is True
         with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
             team = client.post("/teams", json={"name": "research"}).json()
@@ -92,11 +52,3 @@ def test_two_worker_processes_never_overspend_a_hard_budget(database_url: str, t
             assert Decimal(shown["used"]) == CAP_USD and Decimal(shown["remaining"]) == 0
             verify = client.get("/audit/verify").json()
             assert verify["is_ok"], verify
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()

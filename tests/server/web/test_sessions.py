@@ -79,60 +79,27 @@ def test_a_login_holds_across_the_processes_of_serve_workers_2(tmp_path) -> None
     """A real ``flopwise serve --workers 2`` (two processes on one socket, the kernel picks which one answers):
     one login, then 40 page views and a form post all succeed; with sessions kept per process about half of
     them would land on the process that never saw the login and be sent to the login page."""
-    import os
     import re
-    import socket
-    import subprocess
-    import sys
-    import time
 
     import httpx
 
-    cli = "import sys; from flopwise.cli.main import run; sys.argv = ['flopwise', *sys.argv[1:]]; run()"
-    env = {**os.environ, "FLOPWISE_DATABASE_URL": f"sqlite:///{tmp_path / 'workers.db'}"}
-    boot = subprocess.run([sys.executable, "-c", cli, "admin", "bootstrap"], env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
-    assert boot.returncode == 0, boot.stderr
-    token = boot.stdout.strip()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen([sys.executable, "-c", cli, "serve", "--workers", "2", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, (tmp_path / "serve.log").read_text()
-            time.sleep(0.2)
-        with httpx.Client(base_url=base, timeout=30) as browser:
-            form = browser.get("/login")
-            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
-            assert browser.post("/login", data={"token": token, "csrf": csrf}).status_code in (200, 303)
-            statuses = []
-            for _ in range(40):
-                with httpx.Client(base_url=base, timeout=30, cookies=browser.cookies) as fresh:  # a new connection
-                    statuses.append(fresh.get("/", follow_redirects=False).status_code)
-            assert statuses == [200] * 40, statuses
-            page = browser.get("/")
-            token_field = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text).group(1)
-            sid = browser.cookies.get("fw_session")
-            out = browser.post("/logout", data={"csrf": token_field}, follow_redirects=False)
-            assert out.status_code == 303
-            for _ in range(10):  # the logged-out session id is refused by both processes
-                with httpx.Client(base_url=base, timeout=30, cookies={"fw_session": sid}) as fresh:
-                    assert fresh.get("/", follow_redirects=False).status_code == 303
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+    from served import served
+
+    database_url = f"sqlite:///{tmp_path / 'workers.db'}"
+    with served(database_url, tmp_path) as (base, token), httpx.Client(base_url=base, timeout=30) as browser:
+        form = browser.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+        assert browser.post("/login", data={"token": token, "csrf": csrf}).status_code in (200, 303)
+        statuses = []
+        for _ in range(40):
+            with httpx.Client(base_url=base, timeout=30, cookies=browser.cookies) as fresh:  # a new connection
+                statuses.append(fresh.get("/", follow_redirects=False).status_code)
+        assert statuses == [200] * 40, statuses
+        page = browser.get("/")
+        token_field = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text).group(1)
+        sid = browser.cookies.get("fw_session")
+        out = browser.post("/logout", data={"csrf": token_field}, follow_redirects=False)
+        assert out.status_code == 303
+        for _ in range(10):  # the logged-out session id is refused by both processes
+            with httpx.Client(base_url=base, timeout=30, cookies={"fw_session": sid}) as fresh:
+                assert fresh.get("/", follow_redirects=False).status_code == 303
