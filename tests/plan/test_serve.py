@@ -9,10 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from flopwise.catalog import load_catalog
 from flopwise.errors import InputError
 from flopwise.estimate import estimate_serve
-from flopwise.models import load_models
 from flopwise.plan import ServeWorkload, enumerate_serve_space, plan_serve
 from flopwise.plan.serve import serve_physics
 
@@ -21,16 +19,6 @@ OPTION_KEYS = {
     "cost_per_hour_usd", "cost_per_1m_tokens_usd", "ttft_p95_ms", "tpot_p95_ms", "throughput_tokens_per_s",
     "utilization", "energy_per_1m_tokens_kwh", "co2e_per_1m_tokens_kg", "meets_slo",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return load_catalog()
-
-
-@pytest.fixture(scope="module")
-def models():
-    return load_models()
 
 
 @pytest.fixture(scope="module")

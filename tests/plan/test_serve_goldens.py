@@ -82,16 +82,6 @@ def _answer(name: str, catalog, models) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def catalog():
-    return load_catalog()
-
-
-@pytest.fixture(scope="module")
-def models():
-    return load_models()
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_plan_serve_json_equals_golden(name, catalog, models):
     want = json.loads((GOLDEN_DIR / f"{name}.json").read_text())

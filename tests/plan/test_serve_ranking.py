@@ -10,21 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from flopwise.catalog import load_catalog
-from flopwise.models import load_models
 from flopwise.plan import ServeWorkload, enumerate_serve_space, plan_serve
 from flopwise.plan.candidates import CandidateRows
 from flopwise.plan.serve import _instance_cost, engine_profiles, expand_engines, replica_capacity
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return load_catalog()
-
-
-@pytest.fixture(scope="module")
-def models():
-    return load_models()
 
 
 def _reference(table, objective: str, top_k: int):

@@ -12,21 +12,9 @@ import json
 import numpy as np
 import pytest
 
-from flopwise.catalog import load_catalog
-from flopwise.models import load_models
 from flopwise.plan import ServeWorkload, enumerate_serve_space, plan_serve
 from flopwise.plan import serve as serve_mod
 from flopwise.plan.serve import BATCH_CAPS, engine_profiles, expand_engines, serve_physics
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return load_catalog()
-
-
-@pytest.fixture(scope="module")
-def models():
-    return load_models()
 
 
 def _json(plan) -> dict:

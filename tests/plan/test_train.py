@@ -50,11 +50,6 @@ def real_catalog() -> Catalog:
     return load_catalog()
 
 
-@pytest.fixture(scope="module")
-def models():
-    return load_models()
-
-
 def _offering(provider, itype, region, device_id, count, od, spot=None):
     return Offering(
         id=f"{provider}:{itype}:{region}",
