@@ -280,14 +280,8 @@ def begin_write(session: Session) -> None:
 @contextmanager
 def write_session(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose transaction holds the write lock from the start; commits on success, rolls back on error."""
-    with factory() as session:
-        begin_write(session)
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with factory() as session, write_transaction(session):
+        yield session
 
 
 @contextmanager
