@@ -181,11 +181,17 @@ def serve(
                 os.environ["FLOPWISE_CATALOG_DIR"] = settings.catalog_dir
             os.environ["FLOPWISE_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
             app.state.engine.dispose()
+            from uvicorn.supervisors import Multiprocess
+
+            # the bound socket itself goes to the workers (not its fd number: uvicorn rebuilds an fd as an AF_UNIX
+            # socket, and asyncio then leaves TCP_NODELAY off on every connection it accepts)
+            config = uvicorn.Config(
+                "flopwise.server.app:app_from_env", factory=True, workers=workers, log_level="info"
+            )  # fmt: skip
             try:
-                uvicorn.run(
-                    "flopwise.server.app:app_from_env", factory=True, workers=workers, fd=sock.fileno(),
-                    log_level="info",
-                )  # fmt: skip
+                Multiprocess(config, sockets=[sock]).run()
+            except KeyboardInterrupt:
+                pass
             finally:
                 sock.close()
             return
@@ -295,7 +301,10 @@ def bind_listening_socket(host: str, port: int) -> Any:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as err:
         _fail(f"cannot listen on {host}:{port}: unknown host ({err.strerror})", EXIT_FAILURE)
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP as uvicorn's own bind: asyncio sets TCP_NODELAY only on accepted sockets whose proto says
+    # TCP, and without it every response written in two parts (headers, then body) waits for the client's delayed
+    # ACK, 40 ms on Linux (measured: 44 ms per keep-alive GET /api/v1/health before, under 1 ms after)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
