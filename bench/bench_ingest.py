@@ -13,7 +13,10 @@ repeated with new job ids, as ``sacct --parsable2`` with a header and ``|`` as d
 For each source and database it prints rows/s of:
 
 * ``flopwise``: ``ingest_source`` end to end (read, check, key, cost, write, run bookkeeping; FOCUS CSV takes the
-  columnar path, sacct the row path), then the same file again (every record unchanged);
+  columnar path, sacct the row path), then the same file again (every record unchanged), with the ingesting
+  process's CPU seconds (all its threads);
+* ``1 thread``: the same first ingest into a second, empty database with ``IngestOptions(overlap=False)`` (each
+  batch written before the next is read: what the background writer thread is compared with);
 * ``COPY raw``: PostgreSQL ``COPY ... FROM STDIN (FORMAT csv)`` of the raw file into a table of text columns
   (no parsing, no checks: the floor of any loader);
 * ``executemany``: Python's csv reader and one prepared ``INSERT`` per batch (``executemany``) into a table of text
@@ -35,6 +38,7 @@ import resource
 import sqlite3
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -228,24 +232,34 @@ OPTIONS = {
 }
 
 
-def bench(url: str, files: dict[str, Path], catalog) -> None:
+def bench(url: str, files: dict[str, Path], catalog, one_thread_url: str) -> None:
     engine = make_engine(url)
     upgrade(engine)
     factory = make_session_factory(engine)
+    seq_engine = make_engine(one_thread_url)
+    upgrade(seq_engine)
+    seq_factory = make_session_factory(seq_engine)
     backend = engine.dialect.name
     for source, path in files.items():
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         r = ingest_source(factory, source, path, catalog=catalog, options=OPTIONS[source])
-        dt = time.perf_counter() - t
+        dt, cpu = time.perf_counter() - t, time.process_time() - cpu
         ours = r.rows_read / dt
         print(f"{backend:10} {source:6} flopwise      {r.rows_read:>10,} rows {dt:>7,.1f} s {ours:>9,.0f} rows/s  "
-              f"inserted {r.records_inserted:,} rejected {r.rows_rejected:,} reconciles={r.reconciles} "
-              f"peak RSS {peak_rss_mb():,.0f} MB")  # fmt: skip
-        t = time.perf_counter()
+              f"CPU {cpu:,.1f} s inserted {r.records_inserted:,} rejected {r.rows_rejected:,} "
+              f"reconciles={r.reconciles} peak RSS {peak_rss_mb():,.0f} MB")  # fmt: skip
+        t, cpu = time.perf_counter(), time.process_time()
         r2 = ingest_source(factory, source, path, catalog=catalog, options=OPTIONS[source])
-        dt = time.perf_counter() - t
+        dt, cpu = time.perf_counter() - t, time.process_time() - cpu
         print(f"{backend:10} {source:6} flopwise again{r2.rows_read:>10,} rows {dt:>7,.1f} s "
-              f"{r2.rows_read / dt:>9,.0f} rows/s  unchanged {r2.records_duplicate:,}")  # fmt: skip
+              f"{r2.rows_read / dt:>9,.0f} rows/s  CPU {cpu:,.1f} s unchanged {r2.records_duplicate:,}")  # fmt: skip
+        t, cpu = time.perf_counter(), time.process_time()
+        one = replace(OPTIONS[source], overlap=False)
+        r3 = ingest_source(seq_factory, source, path, catalog=catalog, options=one)
+        dt, cpu = time.perf_counter() - t, time.process_time() - cpu
+        print(f"{backend:10} {source:6} 1 thread      {r3.rows_read:>10,} rows {dt:>7,.1f} s "
+              f"{r3.rows_read / dt:>9,.0f} rows/s  CPU {cpu:,.1f} s  flopwise / 1 thread = "
+              f"{ours / (r3.rows_read / dt):.2f}")  # fmt: skip
         baselines = [("executemany", executemany_rows_per_s(url if backend == "postgresql" else
                                                             str(engine.url), source, path))]  # fmt: skip
         if backend == "postgresql":
@@ -259,6 +273,7 @@ def bench(url: str, files: dict[str, Path], catalog) -> None:
             print(f"{backend:10} {source:6} {name:13} {'':>10} {'':>12} {value:>9,.0f} rows/s  "
                   f"flopwise / {name} = {ours / value:.2f}")  # fmt: skip
     engine.dispose()
+    seq_engine.dispose()
 
 
 def memory_check(rows: int, tmp: Path, catalog) -> None:
@@ -325,9 +340,19 @@ def main() -> None:
         for source in args.sources.split(","):
             files[source] = tmp / f"{source}.csv"
             writers[source](files[source], args.rows)
+        # warm up (imports, the catalog's indexes, first-use caches) on a throwaway database, so that neither
+        # the first timed ingest nor its one-thread baseline pays for them
+        warm = make_session_factory(make_engine(f"sqlite:///{tmp / 'warm.db'}"))
+        upgrade(warm.kw["bind"])
+        for source in files:
+            head = tmp / f"{source}-head.csv"
+            with files[source].open(encoding="utf-8") as f, head.open("w", encoding="utf-8") as out:
+                out.writelines(line for _, line in zip(range(2000), f, strict=False))
+            ingest_source(warm, source, head, catalog=catalog, options=OPTIONS[source])
+        warm.kw["bind"].dispose()
         databases = args.databases.split(",")
         if "sqlite" in databases:
-            bench(f"sqlite:///{tmp / 'bench.db'}", files, catalog)
+            bench(f"sqlite:///{tmp / 'bench.db'}", files, catalog, f"sqlite:///{tmp / 'bench-1-thread.db'}")
         if "postgresql" not in databases:
             return
         import psycopg
@@ -337,14 +362,17 @@ def main() -> None:
             with psycopg.connect(args.postgres_url.replace("+psycopg", ""), autocommit=True) as conn:
                 print(f"PostgreSQL {conn.info.server_version // 10000}.{conn.info.server_version % 10000}")
                 conn.execute(f"CREATE SCHEMA {schema}")
+                conn.execute(f"CREATE SCHEMA {schema}_1")
         except psycopg.Error as err:
             print(f"postgresql skipped: {err}")
             return
         try:
-            bench(f"{args.postgres_url}?options=-csearch_path%3D{schema}", files, catalog)
+            bench(f"{args.postgres_url}?options=-csearch_path%3D{schema}", files, catalog,
+                  f"{args.postgres_url}?options=-csearch_path%3D{schema}_1")  # fmt: skip
         finally:
             with psycopg.connect(args.postgres_url.replace("+psycopg", ""), autocommit=True) as conn:
                 conn.execute(f"DROP SCHEMA {schema} CASCADE")
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema}_1 CASCADE")
 
 
 if __name__ == "__main__":

@@ -313,3 +313,73 @@ def test_a_lost_sigterm_raise_still_stops_the_run_at_the_next_batch():
         with pytest.raises(KeyboardInterrupt):
             report(20, 100)
     assert seen == [(10, 100)]
+
+
+def test_background_writer_writes_in_order_and_hands_errors_to_the_caller():
+    from flopwise.meter.ledger_write import BackgroundWriter
+
+    written: list[int] = []
+    with BackgroundWriter(written.append) as writer:
+        for i in range(50):
+            writer.submit(i)
+    assert written == list(range(50))
+
+    def fail_at_3(i: int) -> None:
+        if i == 3:
+            raise OSError("disk full")
+        written.append(i)
+
+    written.clear()
+    writer = BackgroundWriter(fail_at_3)
+    with pytest.raises(OSError, match="disk full"):
+        for i in range(50):
+            writer.submit(i)
+        writer.close()
+    writer.abort()  # what ingest_source's error path does; returns at once, the thread has ended
+    assert written == [0, 1, 2]  # nothing after the failed batch
+
+    written.clear()
+    release = __import__("threading").Event()
+
+    def slow(i: int) -> None:
+        release.wait(5)
+        written.append(i)
+
+    writer = BackgroundWriter(slow)
+    writer.submit(0)
+    writer.submit(1)  # waits in the queue while 0 is written
+    release.set()
+    writer.abort()  # the batch being written finishes; the waiting one may be skipped, never half-written
+    assert written in ([0], [0, 1])
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "options"),
+    [
+        ("focus", None, IngestOptions(batch_size=20)),
+        ("slurm", "hb-jobinfo-sacct.txt", IngestOptions(assume_tz="Europe/Amsterdam", cluster="hb", fields="hb-jobinfo", batch_size=17)),
+    ],
+)  # fmt: skip
+def test_overlapped_writes_give_the_ledger_of_one_thread(tmp_path, source, name, options):
+    from dataclasses import replace
+
+    path = (
+        _big_bill(tmp_path / "b.csv", 40)
+        if name is None
+        else Path(__file__).parents[1] / "data" / "slurm" / name
+    )
+    ledgers, counts = [], []
+    for overlap in (True, False):
+        eng = make_engine(f"sqlite:///{tmp_path / f'o{overlap}.db'}")
+        from flopwise.store import upgrade
+
+        upgrade(eng)
+        f = make_session_factory(eng)
+        r = ingest_source(f, source, path, catalog=CAT, options=replace(options, overlap=overlap))
+        again = ingest_source(f, source, path, catalog=CAT, options=replace(options, overlap=overlap))
+        assert r.reconciles and again.records_inserted == 0
+        ledgers.append(_ledger(f))
+        counts.append((r.records_inserted, r.records_duplicate, r.rows_rejected, again.records_duplicate))
+        eng.dispose()
+    assert ledgers[0] == ledgers[1] and len(ledgers[0]) > 80
+    assert counts[0] == counts[1]

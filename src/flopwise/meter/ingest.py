@@ -58,6 +58,7 @@ from flopwise.meter.ingest_runs import IngestInterrupted, _owner, close_stale_ru
 from flopwise.meter.ledger_write import (
     DEFAULT_BATCH_SIZE,
     Attributor,
+    BackgroundWriter,
     BatchCounts,
     costed_row,
     ingest_records,
@@ -110,7 +111,9 @@ class IngestOptions:
     *exported_at*: when the input was exported (default: a file's modification time, a URL's fetch time); a
     charge the ledger holds from a later export is not restated by an older one. *columnar*: read FOCUS CSV
     files with the columnar path (:mod:`flopwise.meter.ingest_columnar`, needs pyarrow) when it takes them
-    (False: always row by row; the ledger is the same either way).
+    (False: always row by row; the ledger is the same either way). *overlap*: write each batch in a background
+    thread while the next one is read and costed (:class:`~flopwise.meter.ledger_write.BackgroundWriter`; False:
+    read, then write, in one thread; the batches, their transactions and the ledger are the same either way).
     """
 
     assume_tz: str | None = None
@@ -127,6 +130,7 @@ class IngestOptions:
     actor: str | None = None
     exported_at: datetime | None = None
     columnar: bool = True
+    overlap: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -295,6 +299,7 @@ def ingest_source(
                 restate=parsed.restate,
                 actor=options.actor,
                 exported_at=exported_at,
+                overlap=options.overlap,
             )
     except IngestError as err:
         rejected = parsed.rejected if parsed is not None else []
@@ -387,7 +392,8 @@ def _ingest_columnar(
         attribute=attribute,
         batch_rows=options.batch_size if options.batch_size != DEFAULT_BATCH_SIZE else BATCH_ROWS,
     )
-    for table in batches:
+
+    def write(table: Any) -> None:
         with write_session(factory) as session:
             total.add(
                 write_columns(
@@ -400,6 +406,15 @@ def _ingest_columnar(
                     ingested_at=utcnow(),
                 )
             )
+
+    if not options.overlap:
+        for table in batches:
+            write(table)
+        return parsed, total
+    # the database writes batch N while batch N+1 is read and built (each batch its own transaction, in order)
+    with BackgroundWriter(write) as writer:
+        for table in batches:
+            writer.submit(table)
     return parsed, total
 
 

@@ -25,6 +25,8 @@ in the same batch, or in a later batch after this run wrote the key, is counted 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "Attributor",
+    "BackgroundWriter",
     "BatchCounts",
     "costed_row",
     "ingest_records",
@@ -592,6 +595,87 @@ def _writer(session: Session) -> _Writer:
     return writer
 
 
+_DONE = object()
+
+
+class BackgroundWriter:
+    """Runs ``write(batch)`` for each submitted batch, in order, in one thread, while the caller builds the next
+    one: the database writes batch N (sqlite3 and psycopg release the GIL while they execute; PostgreSQL works in
+    its own process) while Python reads, checks and costs batch N+1.
+
+    At most one batch waits while one is written (memory: two batches more than without it). Each batch is still
+    its own write transaction, committed in input order, so a later batch sees what an earlier one wrote.
+    An error raised by a write is raised again in the caller's thread at its next :meth:`submit` or at
+    :meth:`close`; the batches after it are not written. :meth:`abort` (the caller failed or was interrupted)
+    skips the waiting batches and returns once the one being written is committed or rolled back, so that
+    undoing the run afterwards sees everything the run wrote. Signals (Ctrl-C, SIGTERM) are delivered to the
+    caller's (main) thread only; the writer thread is never interrupted mid-transaction.
+
+    ::
+
+        with BackgroundWriter(write) as writer:  # closed on success, aborted on an exception
+            for batch in batches:
+                writer.submit(batch)
+    """
+
+    def __init__(self, write: Callable[[Any], None]) -> None:
+        self._write = write
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="flopwise-ingest-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is _DONE:
+                return
+            if self._error is not None or self._stop:
+                continue  # skipped: a write failed, or the caller gave up
+            try:
+                self._write(batch)
+            except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+                self._error = err
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            self._stop = True
+            raise err
+
+    def submit(self, batch: Any) -> None:
+        """Queue *batch* (waits while another batch waits); raises the error of an earlier write, if any."""
+        self._raise()
+        self._queue.put(batch)
+
+    def close(self) -> None:
+        """Wait for every queued batch to be written; raises the error of a write, if any."""
+        self._queue.put(_DONE)
+        self._thread.join()
+        self._raise()
+
+    def abort(self) -> None:
+        """Skip the batches not yet started, wait for the one being written; no error is raised."""
+        self._stop = True
+        while True:
+            try:  # empty the queue so that the end mark goes in without waiting behind a skipped batch
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(_DONE)
+        self._thread.join()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def ingest_records(
     factory: sessionmaker[Session],
     records: Iterable[UsageRecord],
@@ -604,6 +688,7 @@ def ingest_records(
     actor: str | None = None,
     on_batch: Callable[[BatchCounts], None] | None = None,
     exported_at: datetime | None = None,
+    overlap: bool = False,
 ) -> tuple[int, int, dict[str, Any]]:
     """Cost and write *records* in batches, each in its own write transaction: (inserted, unchanged, totals).
 
@@ -613,28 +698,40 @@ def ingest_records(
     replacements made) and ``counts`` (the :class:`BatchCounts`). *on_batch* is called after each committed
     batch with its counts. The building block of :func:`flopwise.meter.ingest.ingest_source`, and what the
     NVML agent's pushes and the usage API go through.
+
+    *overlap*: write the batches in a :class:`BackgroundWriter` thread while the next one is parsed and costed
+    (*on_batch* is then called in that thread); the batches, their transactions and their order are the same.
     """
     total = BatchCounts()
     rows: list[list[Any]] = []
     ingested_at = utcnow()
 
-    def flush() -> None:
+    def write(batch: list[list[Any]]) -> None:
         with write_session(factory) as session:
             counts = write_batch(
-                session, rows, run_id=run_id, restate=restate, actor=actor, exported_at=exported_at
+                session, batch, run_id=run_id, restate=restate, actor=actor, exported_at=exported_at
             )
         total.add(counts)
         if on_batch is not None:
             on_batch(counts)
 
-    for record in records:
-        costed = coster.cost(record)
-        rows.append(_row_values(costed, run_id, ingested_at, attribute(record) if attribute else None))
-        if len(rows) >= batch_size:
-            flush()
-            rows, ingested_at = [], utcnow()
-    if rows:
-        flush()
+    writer = BackgroundWriter(write) if overlap else None
+    flush = writer.submit if writer is not None else write
+    try:
+        for record in records:
+            costed = coster.cost(record)
+            rows.append(_row_values(costed, run_id, ingested_at, attribute(record) if attribute else None))
+            if len(rows) >= batch_size:
+                flush(rows)
+                rows, ingested_at = [], utcnow()
+        if rows:
+            flush(rows)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
     totals: dict[str, Any] = {
         "cost_usd": total.cost_usd,
         "device_hours": total.device_hours,
