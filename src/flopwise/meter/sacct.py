@@ -122,6 +122,12 @@ def parse_slurm_duration_s(text: str) -> float | None:
     forms; ``sacct(1)`` "Elapsed", "TotalCPU"). Raises ValueError on anything else.
     """
     text = text.strip()
+    # HH:MM:SS, sacct's usual form, without the regex; the sum of small integers is exact, so the float is the
+    # one the general path's float arithmetic gives
+    if len(text) == 8 and text[2] == ":" and text[5] == ":" and text.isascii():
+        h, mi, s = text[:2], text[3:5], text[6:]
+        if h.isdigit() and mi.isdigit() and s.isdigit():
+            return float(int(h) * 3600 + int(mi) * 60 + int(s))
     if text.lower() in {"", "unlimited", "partition_limit", "invalid", "unknown", "none"}:
         return None
     m = _DURATION_RE.match(text)
