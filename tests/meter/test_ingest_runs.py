@@ -360,8 +360,13 @@ def test_background_writer_writes_in_order_and_hands_errors_to_the_caller():
         ("slurm", "hb-jobinfo-sacct.txt", IngestOptions(assume_tz="Europe/Amsterdam", cluster="hb", fields="hb-jobinfo", batch_size=17)),
     ],
 )  # fmt: skip
-def test_overlapped_writes_give_the_ledger_of_one_thread(tmp_path, source, name, options):
+def test_overlapped_writes_give_the_ledger_of_one_thread(tmp_path, tmp_path_factory, source, name, options):
+    """PostgreSQL, where batches are written by a background thread: the same ledger and counts as one thread,
+    and an interrupt in the reading thread undoes everything, the batch being written included."""
     from dataclasses import replace
+
+    from flopwise.store import upgrade
+    from pgutil import throwaway_database_url
 
     path = (
         _big_bill(tmp_path / "b.csv", 40)
@@ -370,16 +375,28 @@ def test_overlapped_writes_give_the_ledger_of_one_thread(tmp_path, source, name,
     )
     ledgers, counts = [], []
     for overlap in (True, False):
-        eng = make_engine(f"sqlite:///{tmp_path / f'o{overlap}.db'}")
-        from flopwise.store import upgrade
+        with throwaway_database_url("postgresql", tmp_path_factory, "overlap") as url:
+            eng = make_engine(url)
+            upgrade(eng)
+            f = make_session_factory(eng)
+            r = ingest_source(f, source, path, catalog=CAT, options=replace(options, overlap=overlap))
+            again = ingest_source(f, source, path, catalog=CAT, options=replace(options, overlap=overlap))
+            assert r.reconciles and again.records_inserted == 0
+            ledgers.append(_ledger(f))
+            counts.append((r.records_inserted, r.records_duplicate, r.rows_rejected, again.records_duplicate))
+            if overlap:
+                calls = 0
 
-        upgrade(eng)
-        f = make_session_factory(eng)
-        r = ingest_source(f, source, path, catalog=CAT, options=replace(options, overlap=overlap))
-        again = ingest_source(f, source, path, catalog=CAT, options=replace(options, overlap=overlap))
-        assert r.reconciles and again.records_inserted == 0
-        ledgers.append(_ledger(f))
-        counts.append((r.records_inserted, r.records_duplicate, r.rows_rejected, again.records_duplicate))
-        eng.dispose()
+                def progress(done, total):
+                    nonlocal calls
+                    calls += 1
+                    if calls == 3:
+                        raise KeyboardInterrupt
+
+                with pytest.raises(IngestInterrupted):
+                    ingest_source(f, "focus", _big_bill(tmp_path / "c.csv", 60, restate="9.5"), catalog=CAT,
+                                  options=IngestOptions(batch_size=20), progress=progress)  # fmt: skip
+                assert _ledger(f) == ledgers[0]
+            eng.dispose()
     assert ledgers[0] == ledgers[1] and len(ledgers[0]) > 80
     assert counts[0] == counts[1]

@@ -111,9 +111,12 @@ class IngestOptions:
     *exported_at*: when the input was exported (default: a file's modification time, a URL's fetch time); a
     charge the ledger holds from a later export is not restated by an older one. *columnar*: read FOCUS CSV
     files with the columnar path (:mod:`flopwise.meter.ingest_columnar`, needs pyarrow) when it takes them
-    (False: always row by row; the ledger is the same either way). *overlap*: write each batch in a background
-    thread while the next one is read and costed (:class:`~flopwise.meter.ledger_write.BackgroundWriter`; False:
-    read, then write, in one thread; the batches, their transactions and the ledger are the same either way).
+    (False: always row by row; the ledger is the same either way). *overlap*: on PostgreSQL, write each batch in a
+    background thread while the next one is read and costed (:class:`~flopwise.meter.ledger_write.BackgroundWriter`;
+    False: read, then write, in one thread; the batches, their transactions and the ledger are the same either
+    way). SQLite always writes in the reading thread: its driver gives up the GIL around every row it inserts,
+    and while the reading thread computes, each row's hand-back waits for Python's switch interval (5 ms), so a
+    writer thread there ends up slower than no thread.
     """
 
     assume_tz: str | None = None
@@ -299,7 +302,7 @@ def ingest_source(
                 restate=parsed.restate,
                 actor=options.actor,
                 exported_at=exported_at,
-                overlap=options.overlap,
+                overlap=_overlap(factory, options),
             )
     except IngestError as err:
         rejected = parsed.rejected if parsed is not None else []
@@ -407,7 +410,7 @@ def _ingest_columnar(
                 )
             )
 
-    if not options.overlap:
+    if not _overlap(factory, options):
         for table in batches:
             write(table)
         return parsed, total
@@ -416,6 +419,12 @@ def _ingest_columnar(
         for table in batches:
             writer.submit(table)
     return parsed, total
+
+
+def _overlap(factory: sessionmaker[Session], options: IngestOptions) -> bool:
+    """Whether batches are written in a background thread (see :class:`IngestOptions`: PostgreSQL only)."""
+    bind = factory.kw.get("bind")
+    return options.overlap and bind is not None and bind.dialect.name == "postgresql"
 
 
 def _export_time(target: str) -> datetime:
