@@ -347,10 +347,13 @@ def test_background_writer_writes_in_order_and_hands_errors_to_the_caller():
 
     writer = BackgroundWriter(slow)
     writer.submit(0)
-    writer.submit(1)  # waits in the queue while 0 is written
-    release.set()
-    writer.abort()  # the batch being written finishes; the waiting one may be skipped, never half-written
+    timer = __import__("threading").Timer(0.2, release.set)
+    timer.start()
+    writer.submit(1)  # handed over once 0 is written
+    assert written == [0]
+    writer.abort()  # 1 is skipped if not started yet, else written whole: never half-written
     assert written in ([0], [0, 1])
+    timer.join()
 
 
 @pytest.mark.parametrize(

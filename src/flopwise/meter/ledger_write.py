@@ -600,11 +600,13 @@ _DONE = object()
 
 class BackgroundWriter:
     """Runs ``write(batch)`` for each submitted batch, in order, in one thread, while the caller builds the next
-    one: the database writes batch N (sqlite3 and psycopg release the GIL while they execute; PostgreSQL works in
-    its own process) while Python reads, checks and costs batch N+1.
+    one: the database writes batch N (psycopg releases the GIL while it waits on the server, which works in its
+    own process) while Python reads, checks and costs batch N+1. (sqlite3 releases it around every row, which
+    makes a writer thread slower than none while the caller computes: ingest uses this on PostgreSQL only.)
 
-    At most one batch waits while one is written (memory: two batches more than without it). Each batch is still
-    its own write transaction, committed in input order, so a later batch sees what an earlier one wrote.
+    A batch is handed over when the previous one is written: one batch is written while the next is built
+    (memory: one batch more than without it). Each batch is still its own write transaction, committed in input
+    order, so a later batch sees what an earlier one wrote.
     An error raised by a write is raised again in the caller's thread at its next :meth:`submit` or at
     :meth:`close`; the batches after it are not written. :meth:`abort` (the caller failed or was interrupted)
     skips the waiting batches and returns once the one being written is committed or rolled back, so that
@@ -631,12 +633,15 @@ class BackgroundWriter:
             batch = self._queue.get()
             if batch is _DONE:
                 return
-            if self._error is not None or self._stop:
-                continue  # skipped: a write failed, or the caller gave up
             try:
-                self._write(batch)
+                if (
+                    self._error is None and not self._stop
+                ):  # else skipped: a write failed, or the caller gave up
+                    self._write(batch)
             except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
                 self._error = err
+            finally:
+                self._queue.task_done()
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -645,7 +650,9 @@ class BackgroundWriter:
             raise err
 
     def submit(self, batch: Any) -> None:
-        """Queue *batch* (waits while another batch waits); raises the error of an earlier write, if any."""
+        """Hand *batch* to the writer once the previous one is written (so at most two batches are held: the
+        one being written and the one being built); raises the error of an earlier write, if any."""
+        self._queue.join()
         self._raise()
         self._queue.put(batch)
 
@@ -663,6 +670,7 @@ class BackgroundWriter:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
+            self._queue.task_done()
         self._queue.put(_DONE)
         self._thread.join()
 
