@@ -398,7 +398,7 @@ def test_overlapped_writes_give_the_ledger_of_one_thread(tmp_path, tmp_path_fact
 
                 with pytest.raises(IngestInterrupted):
                     ingest_source(f, "focus", _big_bill(tmp_path / "c.csv", 60, restate="9.5"), catalog=CAT,
-                                  options=IngestOptions(batch_size=20), progress=progress)  # fmt: skip
+                                  options=IngestOptions(batch_size=20, overlap=True), progress=progress)  # fmt: skip
                 assert _ledger(f) == ledgers[0]
             eng.dispose()
     assert ledgers[0] == ledgers[1] and len(ledgers[0]) > 80
