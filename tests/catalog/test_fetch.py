@@ -208,10 +208,10 @@ def test_shipped_gpu_spot_coverage_per_provider():
     coverage = {p: (sum(o.provider == p for o in with_spot), sum(o.provider == p for o in gpu)) for p in providers}
     assert coverage["oci"] == (234, 546)  # the 6 VM GPU shapes x 39 regions; the 8 bare metal shapes have none
     assert coverage["nebius"] == (10, 22)  # H100/H200/B200; its L40S platforms are not sold preemptible
-    assert coverage["aws"] == (590, 608)
+    assert coverage["aws"] == (633, 651)  # with the 43 g5g (NVIDIA T4G) offerings, all with spot
     assert coverage["azure"] == (119, 130)  # with the 8 NC-series K80 offerings (one GK210 per counted GPU), all spot
     assert coverage["gcp"] == (342, 365)  # with the 131 N1-hosted T4/V100/P100/P4 offerings, all with spot
-    assert (len(with_spot), len(gpu)) == (1295, 2179)  # 59.4%
+    assert (len(with_spot), len(gpu)) == (1338, 2222)  # 60.2%
 
 
 def test_gcp_zone_prices_that_disagree_name_the_line(tmp_path: Path):

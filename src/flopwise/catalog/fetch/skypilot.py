@@ -11,7 +11,7 @@ clouds). One offering is written per (instance type, region):
   used, and the row's note says so.
 
 Rows are skipped, and counted by reason in :class:`ParseResult.skipped`, when the catalog has no device for
-the accelerator (M60, FPGAs, Radeon, Inferentia 1, Gaudi 1, Graviton2 T4g, Quadro RTX 6000,
+the accelerator (M60, FPGAs, Radeon, Inferentia 1, Gaudi 1, Quadro RTX 6000,
 A800 PCIe), for fractional GPUs (AWS g6f/gr6f), multi-host TPU pod slices (the planner sizes pods itself from
 the per-host slice), and TPU rows priced 700.0 (SkyPilot's placeholder for a TPU not sold in that region).
 
@@ -189,6 +189,7 @@ _SIMPLE = {
     "L4": "l4",
     "L40S": "l40s",
     "T4": "t4",
+    "T4g": "t4g",
     "V100-32GB": "v100-sxm2-32gb",
     "P100": "p100-pcie-16gb",
     "P4": "tesla-p4",
