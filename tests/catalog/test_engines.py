@@ -3,7 +3,14 @@
 import pytest
 
 from flopwise.catalog import load_catalog
-from flopwise.catalog.engines import ENGINE_COLUMNS, check_engine_supports, get_engine, load_engines
+from flopwise.catalog.engines import (
+    ENGINE_COLUMNS,
+    check_engine_supports,
+    get_engine,
+    load_engines,
+    read_engine_devices,
+)
+from flopwise.catalog.loader import BUILTIN_DATA_DIR
 from flopwise.errors import CatalogFileError, InputError, UnsupportedError
 
 REQUIRED = ("generic", "llama.cpp", "ollama", "vllm", "sglang", "trt-llm", "mlc", "exllama")
@@ -59,4 +66,78 @@ def test_bad_user_row_names_line_and_field(tmp_path):
     )
     _write(tmp_path / "engines.csv", [row])
     with pytest.raises(CatalogFileError, match=r"engines.csv:2: field 'weight_formats'"):
+        load_engines(tmp_path)
+
+
+ENGINE_DEVICE_HEAD = "engine,device_id,runs,reason,source_url,retrieved,basis,note"
+
+
+def test_builtin_engine_device_rows_name_real_engines_and_devices():
+    cat = load_catalog()
+    engines = load_engines()
+    rules = read_engine_devices(BUILTIN_DATA_DIR / "engine_devices.csv")
+    assert rules
+    for (engine_id, device_id), (runs, reason, _path, line) in rules.items():
+        assert engine_id in engines, line
+        assert device_id in cat.devices, line
+        engine, device = engines[engine_id], cat.devices[device_id]
+        # a row only narrows engines.csv: the engine's kinds and vendors include the device
+        assert device.kind in engine.device_kinds, line
+        assert "*" in engine.vendors or device.vendor.lower() in engine.vendors, line
+        assert runs or reason, line
+
+
+def test_t4g_arm_host_gets_only_engines_that_run_there():
+    """AWS G5g: a Turing T4G on a Graviton2 (Arm) host. TensorRT-LLM (built for Ampere and later) and current
+    SGLang (kernels for sm_80 and later) are refused with their reasons; vLLM (compute capability 7.0+, arm64 CUDA
+    image) and llama.cpp run."""
+    cat = load_catalog()
+    t4g = cat.device("t4g")
+    with pytest.raises(UnsupportedError, match=r"'trt-llm' does not run on 't4g': .*Turing"):
+        check_engine_supports(get_engine("trt-llm"), t4g, "fp16")
+    with pytest.raises(UnsupportedError, match=r"'sglang' does not run on 't4g': .*sm_80"):
+        check_engine_supports(get_engine("sglang"), t4g, "fp16")
+    for engine in ("vllm", "llama.cpp", "generic"):
+        check_engine_supports(get_engine(engine), t4g, "fp16")
+    # the same rules for the x86 T4, and vLLM's compute-capability floor for Pascal and Kepler
+    for engine in ("trt-llm", "sglang"):
+        with pytest.raises(UnsupportedError, match="Turing"):
+            check_engine_supports(get_engine(engine), cat.device("t4"), "fp16")
+    for device_id in ("p100-pcie-16gb", "tesla-p4", "tesla-k80-gk210"):
+        with pytest.raises(UnsupportedError, match="compute capability 7.0"):
+            check_engine_supports(get_engine("vllm"), cat.device(device_id), "fp16")
+    check_engine_supports(get_engine("vllm"), cat.device("v100-sxm2-16gb"), "fp16")
+    check_engine_supports(get_engine("sglang"), cat.device("a10g"), "bf16")  # Ampere: no row, runs
+
+
+def test_user_engine_devices_override_and_add(tmp_path):
+    (tmp_path / "engine_devices.csv").write_text(
+        ENGINE_DEVICE_HEAD + "\n"
+        "trt-llm,t4,yes,,https://example.org/built-it,2026-12-01,measured,built and run on a T4 here\n"
+        "llama.cpp,l4,no,not allowed on this site,https://example.org/policy,2026-12-01,datasheet,\n",
+        encoding="utf-8",
+    )
+    engines = load_engines(tmp_path)
+    cat = load_catalog()
+    check_engine_supports(engines["trt-llm"], cat.device("t4"), "fp16")
+    with pytest.raises(UnsupportedError, match="'trt-llm' does not run on 't4g'"):
+        check_engine_supports(engines["trt-llm"], cat.device("t4g"), "fp16")  # built-in rows stay
+    with pytest.raises(UnsupportedError, match="not allowed on this site"):
+        check_engine_supports(engines["llama.cpp"], cat.device("l4"), "q4_0")
+    assert "t4" in load_engines()["trt-llm"].unsupported_devices  # the built-in cache is not touched
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ("trt-llm,t4,maybe,,https://example.org/x,2026-12-01,datasheet,", "runs"),
+        ("trt-llm,t4,no,,https://example.org/x,2026-12-01,datasheet,", "reason"),
+        ("trtllm2,t4,no,old,https://example.org/x,2026-12-01,datasheet,", "engine"),
+        ("trt-llm,,no,old,https://example.org/x,2026-12-01,datasheet,", "device_id"),
+        ("trt-llm,t4,no,old,,2026-12-01,datasheet,", "source_url"),
+    ],
+)
+def test_bad_engine_device_row_names_line_and_field(tmp_path, row, field):
+    (tmp_path / "engine_devices.csv").write_text(ENGINE_DEVICE_HEAD + "\n" + row + "\n", encoding="utf-8")
+    with pytest.raises(CatalogFileError, match=rf"engine_devices.csv:2: field '{field}'"):
         load_engines(tmp_path)

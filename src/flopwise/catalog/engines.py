@@ -27,6 +27,15 @@ equals a built-in one replaces it, new ids add (as catalog rows do). Columns:
   (SGLang without ``--enable-mixed-chunk``, vLLM v0.6 without ``--enable-chunked-prefill``). Decides how queued
   prefills slow the time per output token under load (``flopwise.estimate.serve.online_decode``).
 
+Which engine runs on which device is more than its kind and vendor: CUDA compute capability (vLLM needs 7.0 or
+higher), the GPU architectures an engine is built for (TensorRT-LLM, current SGLang: Ampere and later) and the
+CPU of the host (an Arm host for AWS G5g's T4G). ``data/engine_devices.csv`` holds those per device, each row
+with its source: ``runs`` = ``no`` names a device the engine does not run on and the ``reason`` the planner
+reports; ``yes`` records a checked combination and never widens ``device_kinds``/``vendors`` (those are
+checked first). A ``catalog_dir`` may hold an ``engine_devices.csv`` with the same header; its rows replace
+built-in ones with the same (engine, device_id). A device with no engine left still has its offerings priced;
+it is just never planned for serving with an engine that does not run on it.
+
 The profile is built so that later terms (a power model per engine, CPU thread scaling) are new columns with
 empty = not modelled, read the same way. Pure data and validation; the file reading is in ``read_engines``.
 """
@@ -34,7 +43,7 @@ empty = not modelled, read the same way. Pure data and validation; the file read
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from flopwise.catalog.loader import BUILTIN_DATA_DIR, _read_rows, _Row
@@ -42,10 +51,12 @@ from flopwise.errors import CatalogFileError, InputError, UnsupportedError, sugg
 
 __all__ = [
     "ENGINE_COLUMNS",
+    "ENGINE_DEVICE_COLUMNS",
     "EngineProfile",
     "check_engine_supports",
     "get_engine",
     "load_engines",
+    "read_engine_devices",
     "read_engines",
 ]
 
@@ -76,6 +87,7 @@ ENGINE_COLUMNS = (
     "basis",
     "note",
 )
+ENGINE_DEVICE_COLUMNS = ("engine", "device_id", "runs", "reason", "source_url", "retrieved", "basis", "note")
 #: GGUF weight types (llama.cpp family)
 GGUF_FORMATS = ("q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_0", "q3_k_m", "q2_k")
 _DEVICE_KINDS = ("gpu", "tpu", "npu", "soc", "cpu")
@@ -109,6 +121,8 @@ class EngineProfile:
     prefill_chunk_tokens: int
     mixed_prefill: bool = False
     provenance: dict = field(default_factory=dict)
+    #: device id -> why the engine does not run there (``engine_devices.csv`` rows with runs = no)
+    unsupported_devices: dict = field(default_factory=dict)
 
     def runs_format(self, quant: str) -> bool:
         return "*" in self.weight_formats or quant in self.weight_formats
@@ -198,21 +212,79 @@ def read_engines(path: str | os.PathLike[str]) -> dict[str, EngineProfile]:
     return out
 
 
+#: (engine id, device id) -> (runs, reason, file, line)
+EngineDeviceRules = dict[tuple[str, str], tuple[bool, str, str, int]]
+
+
+def read_engine_devices(path: str | os.PathLike[str]) -> EngineDeviceRules:
+    """The rows of one ``engine_devices.csv`` by (engine, device_id). Raises CatalogFileError naming the line and
+    field (a repeated pair, a ``runs`` other than yes/no, a ``no`` without its reason)."""
+    out: EngineDeviceRules = {}
+    for row in _read_rows(Path(path), ENGINE_DEVICE_COLUMNS):
+        key = (row.text("engine").lower(), row.text("device_id").lower())
+        if not key[0]:
+            raise row.fail("engine", "is empty; give an engine id of engines.csv")
+        if not key[1]:
+            raise row.fail("device_id", "is empty; give a device id of devices/*.csv")
+        runs = _yes_no(row, "runs")
+        reason = row.text("reason", required=False)
+        if not runs and not reason:
+            raise row.fail("reason", "is empty; say why the engine does not run on the device")
+        if key in out:
+            raise row.fail("device_id", f"{key[0]!r} on {key[1]!r} appears twice; give each pair one row")
+        row.provenance()  # source_url, retrieved, basis, note are checked as in every catalog file
+        out[key] = (runs, reason, row.path, row.line)
+    return out
+
+
+def _apply_device_rules(
+    engines: dict[str, EngineProfile], rules: EngineDeviceRules
+) -> dict[str, EngineProfile]:
+    """*engines* with each profile's ``unsupported_devices`` filled from *rules*; a rule for an engine that is not
+    in *engines* is a CatalogFileError naming its line."""
+    no: dict[str, dict[str, str]] = {}
+    for (engine_id, device_id), (runs, reason, where, line) in rules.items():
+        if engine_id not in engines:
+            close = suggest(engine_id, sorted(engines))
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise CatalogFileError(
+                where,
+                line,
+                "engine",
+                f"{engine_id!r} is not an engine id; {hint}use one of {', '.join(sorted(engines))}",
+            )
+        if not runs:
+            no.setdefault(engine_id, {})[device_id] = reason
+    return {k: replace(e, unsupported_devices=no.get(k, {})) for k, e in engines.items()}
+
+
 _BUILTIN: list[dict[str, EngineProfile]] = []
+_BUILTIN_RULES: list[EngineDeviceRules] = []
 
 
 def load_engines(catalog_dir: str | os.PathLike[str] | None = None) -> dict[str, EngineProfile]:
-    """Built-in profiles, replaced and extended by ``<catalog_dir>/engines.csv`` when that file exists."""
+    """Built-in profiles, replaced and extended by ``<catalog_dir>/engines.csv`` when that file exists, each with
+    the devices it does not run on (built-in ``engine_devices.csv``, then ``<catalog_dir>/engine_devices.csv``)."""
     if not _BUILTIN:
-        _BUILTIN.append(read_engines(BUILTIN_DATA_DIR / "engines.csv"))
+        _BUILTIN_RULES.append(read_engine_devices(BUILTIN_DATA_DIR / "engine_devices.csv"))
+        _BUILTIN.append(
+            _apply_device_rules(read_engines(BUILTIN_DATA_DIR / "engines.csv"), _BUILTIN_RULES[0])
+        )
+    if catalog_dir is None:
+        return dict(_BUILTIN[0])
+    root = Path(catalog_dir)
+    if not root.is_dir():
+        raise CatalogFileError(str(catalog_dir), None, None, "is not a directory; check the path")
+    user_engines, user_rules = root / "engines.csv", root / "engine_devices.csv"
+    if not user_engines.is_file() and not user_rules.is_file():
+        return dict(_BUILTIN[0])
     engines = dict(_BUILTIN[0])
-    if catalog_dir is not None:
-        user = Path(catalog_dir) / "engines.csv"
-        if user.is_file():
-            engines.update(read_engines(user))
-        elif not Path(catalog_dir).is_dir():
-            raise CatalogFileError(str(catalog_dir), None, None, "is not a directory; check the path")
-    return engines
+    if user_engines.is_file():
+        engines.update(read_engines(user_engines))
+    rules = dict(_BUILTIN_RULES[0])
+    if user_rules.is_file():
+        rules.update(read_engine_devices(user_rules))
+    return _apply_device_rules(engines, rules)
 
 
 def get_engine(
@@ -251,6 +323,11 @@ def check_engine_supports(engine: EngineProfile, device, quant: str, kv_dtype: s
         raise UnsupportedError(
             f"engine {engine.id!r} does not run on {device.vendor} devices like {device.id!r}; it supports "
             f"{', '.join(engine.vendors)}"
+        )
+    reason = engine.unsupported_devices.get(device.id)
+    if reason is not None:
+        raise UnsupportedError(
+            f"engine {engine.id!r} does not run on {device.id!r}: {reason} (engine_devices.csv)"
         )
     if not engine.runs_format(quant):
         raise UnsupportedError(
