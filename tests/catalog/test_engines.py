@@ -103,7 +103,7 @@ def test_t4g_arm_host_gets_only_engines_that_run_there():
     for engine in ("trt-llm", "sglang"):
         with pytest.raises(UnsupportedError, match="Turing"):
             check_engine_supports(get_engine(engine), cat.device("t4"), "fp16")
-    for device_id in ("p100-pcie-16gb", "tesla-p4", "tesla-k80-gk210"):
+    for device_id in ("p100-pcie-16gb", "tesla-p4", "tesla-k80-gk210", "tesla-m60-gm204"):
         with pytest.raises(UnsupportedError, match="compute capability 7.0"):
             check_engine_supports(get_engine("vllm"), cat.device(device_id), "fp16")
     check_engine_supports(get_engine("vllm"), cat.device("v100-sxm2-16gb"), "fp16")
