@@ -141,3 +141,16 @@ def test_bad_engine_device_row_names_line_and_field(tmp_path, row, field):
     (tmp_path / "engine_devices.csv").write_text(ENGINE_DEVICE_HEAD + "\n" + row + "\n", encoding="utf-8")
     with pytest.raises(CatalogFileError, match=rf"engine_devices.csv:2: field '{field}'"):
         load_engines(tmp_path)
+
+
+def test_openvino_runs_on_amd_cpus_not_amd_gpus():
+    """engines.csv lists vendor amd for OpenVINO's CPU plugin; its GPU plugin is Intel-only, so every AMD GPU has
+    a runs = no row."""
+    cat = load_catalog()
+    openvino = get_engine("openvino")
+    check_engine_supports(openvino, cat.device("epyc-9654"), "int8")
+    amd_gpus = [d for d in cat.devices.values() if d.vendor == "amd" and d.kind == "gpu"]
+    assert amd_gpus
+    for device in amd_gpus:
+        with pytest.raises(UnsupportedError, match="Intel GPUs only"):
+            check_engine_supports(openvino, device, "int8")
