@@ -57,6 +57,9 @@ def test_user_file_overrides_and_adds(tmp_path):
     assert engines["myengine"].max_seqs_limit == 128
     assert engines["vllm"].name == "vLLM tuned" and engines["vllm"].memory_utilization_frac == 0.85
     assert "trt-llm" in engines
+    # a replaced engine's own efficiency holds on every vendor: the built-in backend rows were fitted to the old one
+    assert engines["vllm"].compute_efficiency_by_vendor == {}
+    assert engines["vllm"].compute_efficiency_for("amd") == 0.5
 
 
 def test_bad_user_row_names_line_and_field(tmp_path):
@@ -154,3 +157,64 @@ def test_openvino_runs_on_amd_cpus_not_amd_gpus():
     for device in amd_gpus:
         with pytest.raises(UnsupportedError, match="Intel GPUs only"):
             check_engine_supports(openvino, device, "int8")
+
+
+ENGINE_BACKEND_HEAD = "engine,vendor,compute_efficiency_frac,source_url,retrieved,basis,note"
+
+
+def test_builtin_backend_rows_give_vllm_cuda_and_rocm_their_own_efficiency():
+    vllm = load_engines()["vllm"]
+    assert set(vllm.compute_efficiency_by_vendor) == {"nvidia", "amd"}
+    assert vllm.compute_efficiency_for("AMD") == vllm.compute_efficiency_by_vendor["amd"]
+    assert (
+        vllm.compute_efficiency_for("intel") == vllm.compute_efficiency_frac
+    )  # no fit of its own: the pooled one
+    assert vllm.compute_efficiency_by_vendor["amd"] < vllm.compute_efficiency_by_vendor["nvidia"]
+    assert load_engines()["trt-llm"].compute_efficiency_by_vendor == {}
+    assert vllm.with_compute_efficiency(0.5).compute_efficiency_for("amd") == 0.5
+
+
+def test_serving_rates_use_the_device_vendors_efficiency():
+    from flopwise.estimate.quant import get_quant
+    from flopwise.estimate.serve import serving_rates
+
+    cat = load_catalog()
+    vllm = get_engine("vllm")
+    h100 = serving_rates(get_quant("bf16"), cat.device("h100-sxm"), 32, vllm)
+    mi300x = serving_rates(get_quant("bf16"), cat.device("mi300x"), 32, vllm)
+    assert h100.compute_efficiency_frac == pytest.approx(vllm.compute_efficiency_by_vendor["nvidia"])
+    assert mi300x.compute_efficiency_frac == pytest.approx(vllm.compute_efficiency_by_vendor["amd"])
+
+
+def test_user_engine_backends_override_and_add(tmp_path):
+    (tmp_path / "engine_backends.csv").write_text(
+        ENGINE_BACKEND_HEAD + "\n"
+        "vllm,amd,0.4,https://example.org/our-rocm-runs,2026-12-01,measured,our MI300X runs\n"
+        "sglang,amd,0.3,https://example.org/our-rocm-runs,2026-12-01,measured,\n",
+        encoding="utf-8",
+    )
+    engines = load_engines(tmp_path)
+    assert engines["vllm"].compute_efficiency_for("amd") == 0.4
+    assert engines["vllm"].compute_efficiency_for("nvidia") == load_engines()["vllm"].compute_efficiency_for(
+        "nvidia"
+    )
+    assert engines["sglang"].compute_efficiency_for("amd") == 0.3
+    assert engines["sglang"].compute_efficiency_for("nvidia") == engines["sglang"].compute_efficiency_frac
+    assert load_engines()["sglang"].compute_efficiency_by_vendor == {}  # the built-in cache is not touched
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ("vllm,amd,1.5,https://example.org/x,2026-12-01,measured,", "compute_efficiency_frac"),
+        ("vllm,amd,,https://example.org/x,2026-12-01,measured,", "compute_efficiency_frac"),
+        ("vlm,amd,0.3,https://example.org/x,2026-12-01,measured,", "engine"),
+        ("vllm,,0.3,https://example.org/x,2026-12-01,measured,", "vendor"),
+        ("trt-llm,amd,0.3,https://example.org/x,2026-12-01,measured,", "vendor"),
+        ("vllm,amd,0.3,,2026-12-01,measured,", "source_url"),
+    ],
+)
+def test_bad_engine_backend_row_names_line_and_field(tmp_path, row, field):
+    (tmp_path / "engine_backends.csv").write_text(ENGINE_BACKEND_HEAD + "\n" + row + "\n", encoding="utf-8")
+    with pytest.raises(CatalogFileError, match=rf"engine_backends.csv:2: field '{field}'"):
+        load_engines(tmp_path)
