@@ -208,10 +208,10 @@ def test_shipped_gpu_spot_coverage_per_provider():
     coverage = {p: (sum(o.provider == p for o in with_spot), sum(o.provider == p for o in gpu)) for p in providers}
     assert coverage["oci"] == (234, 546)  # the 6 VM GPU shapes x 39 regions; the 8 bare metal shapes have none
     assert coverage["nebius"] == (10, 22)  # H100/H200/B200; its L40S platforms are not sold preemptible
-    assert coverage["aws"] == (590, 608)
-    assert coverage["azure"] == (119, 130)  # with the 8 NC-series K80 offerings (one GK210 per counted GPU), all spot
+    assert coverage["aws"] == (633, 651)  # with the 43 g5g (NVIDIA T4G) offerings, all with spot
+    assert coverage["azure"] == (137, 148)  # with the 8 NC K80 and 18 NV/NVv3 M60 offerings (one GPU each), all spot
     assert coverage["gcp"] == (342, 365)  # with the 131 N1-hosted T4/V100/P100/P4 offerings, all with spot
-    assert (len(with_spot), len(gpu)) == (1295, 2179)  # 59.4%
+    assert (len(with_spot), len(gpu)) == (1356, 2240)  # 60.5%
 
 
 def test_gcp_zone_prices_that_disagree_name_the_line(tmp_path: Path):
@@ -708,8 +708,13 @@ def test_azure_k80_counts_one_gk210_and_the_unsourced_gpus_stay_skipped():
     k80 = [r for r in rows.values() if r["device_id"] == "tesla-k80-gk210"]
     assert len(k80) == 8 and all(r["spot_usd_per_h"] for r in k80)
     assert not any(r["instance_type"].endswith("_Promo") for r in rows.values())
-    # M60 (NV, NVv3) and MI25 (NVv4) have no sourced device row: their lines are skipped and counted, never guessed
-    m60_mi25 = ("Standard_NV6", "Standard_NV12", "Standard_NV24", "Standard_NV12s_v3", "Standard_NV24s_v3",
-                "Standard_NV48s_v3", "Standard_NV4as_v4", "Standard_NV8as_v4", "Standard_NV16as_v4", "Standard_NV32as_v4")
-    assert not any(r["instance_type"] in m60_mi25 for r in rows.values())
+    # M60 (NV, NVv3) counts one GM204 GPU, half a board, as the K80 rows count one GK210: NV6 and NV12s_v3 = 1
+    nv6, nv12 = rows["azure:Standard_NV6:northcentralus"], rows["azure:Standard_NV12:northcentralus"]
+    assert (nv6["device_id"], nv6["device_count"], nv12["device_count"]) == ("tesla-m60-gm204", "1", "2")
+    assert rows["azure:Standard_NV12s_v3:eastus"]["device_count"] == "1"
+    m60 = [r for r in rows.values() if r["device_id"] == "tesla-m60-gm204"]
+    assert len(m60) == 18 and all(r["spot_usd_per_h"] for r in m60)
+    # MI25 (NVv4) has no sourced device row: its lines are skipped and counted, never guessed
+    mi25 = ("Standard_NV4as_v4", "Standard_NV8as_v4", "Standard_NV16as_v4", "Standard_NV32as_v4")
+    assert not any(r["instance_type"] in mi25 for r in rows.values())
     assert res.skipped["accelerator with no catalog device"] > 0

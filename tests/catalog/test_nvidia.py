@@ -21,7 +21,7 @@ from flopwise.catalog.loader import read_devices
 RTOL = 0.01  # published tables round to 3-4 significant figures
 
 _NVIDIA_IDS_TEXT = """
-v100-sxm2-16gb v100-sxm2-32gb v100-pcie-16gb t4 p100-pcie-16gb tesla-p4 tesla-k80-gk210 a10 a10g a40 a100-sxm-40gb a100-sxm-80gb a100-pcie-40gb
+v100-sxm2-16gb v100-sxm2-32gb v100-pcie-16gb t4 t4g p100-pcie-16gb tesla-p4 tesla-k80-gk210 tesla-m60-gm204 a10 a10g a40 a100-sxm-40gb a100-sxm-80gb a100-pcie-40gb
 a100-pcie-80gb a800-sxm-80gb l4 l40 l40s h100-sxm h100-pcie h100-nvl h800-sxm h20 h200-sxm h200-nvl gh200 b200
 gb200 b300 gb300 rtx-a4000 rtx-a5000 rtx-a6000 rtx-4000-ada rtx-5000-ada rtx-6000-ada rtx-pro-6000-blackwell
 rtx-3060 rtx-3060-ti rtx-3070 rtx-3070-ti rtx-3080-10gb rtx-3080-12gb rtx-3080-ti rtx-3090 rtx-3090-ti rtx-4060
@@ -79,6 +79,12 @@ def test_nvidia_csv_holds_exactly_the_nvidia_ids():
         ("rtx-5090", "memory_bandwidth_gb_per_s", 1792),
         ("t4", "peak_fp16_tflop_per_s", 65),
         ("t4", "peak_int8_tflop_per_s", 130),
+        # T4G (AWS G5g): 16 GB per GPU (AWS); fp32 = 2560 CUDA cores x 2 x 1.59 GHz (third-party inputs); the T4
+        # datasheet's Tensor Core peaks for the same TU104 configuration
+        ("t4g", "memory_gb", 16),
+        ("t4g", "peak_fp32_tflop_per_s", 2560 * 2 * 1.59e9 / 1e12),
+        ("t4g", "peak_fp16_tflop_per_s", 65),
+        ("t4g", "peak_int4_tflop_per_s", 260),
         ("v100-sxm2-32gb", "peak_fp16_tflop_per_s", 125),
         ("v100-sxm2-32gb", "peak_fp32_tflop_per_s", 15.7),
         # one GK210 = half a K80 board (Azure: "1 GPU = one-half K80 card"): datasheet board figures / 2
@@ -86,6 +92,10 @@ def test_nvidia_csv_holds_exactly_the_nvidia_ids():
         ("tesla-k80-gk210", "memory_bandwidth_gb_per_s", 480 / 2),
         ("tesla-k80-gk210", "memory_gb", 24 / 2),
         ("tesla-k80-gk210", "tdp_w", 300 / 2),
+        # one GM204 = half an M60 board: datasheet 8 GB per GPU and 300 W / 2; fp32 = 2048 cores x 2 x 1.178 GHz
+        ("tesla-m60-gm204", "memory_gb", 8),
+        ("tesla-m60-gm204", "tdp_w", 300 / 2),
+        ("tesla-m60-gm204", "peak_fp32_tflop_per_s", 2048 * 2 * 1.178e9 / 1e12),
     ],
 )
 def test_published_figures(devices, device_id, column, value):
@@ -93,15 +103,21 @@ def test_published_figures(devices, device_id, column, value):
 
 
 def test_unsupported_types_are_empty(devices):
-    for device_id in ("v100-sxm2-16gb", "v100-sxm2-32gb", "v100-pcie-16gb", "t4"):
+    for device_id in ("v100-sxm2-16gb", "v100-sxm2-32gb", "v100-pcie-16gb", "t4", "t4g"):
         d = devices[device_id]
         assert (
             d.peak_bf16_tflop_per_s is None
             and d.peak_tf32_tflop_per_s is None
             and d.peak_fp8_tflop_per_s is None
         )
-    k80 = devices["tesla-k80-gk210"]  # Kepler: fp32 only, so other formats are costed at fp32 with a warning
-    assert all(k80.peak_tflop_per_s(t) is None for t in ("tf32", "bf16", "fp16", "fp8", "int8", "fp4", "int4"))
+    for device_id in (
+        "tesla-k80-gk210",
+        "tesla-m60-gm204",
+    ):  # Kepler, Maxwell: fp32 only (others at fp32 rate)
+        old = devices[device_id]
+        assert all(
+            old.peak_tflop_per_s(t) is None for t in ("tf32", "bf16", "fp16", "fp8", "int8", "fp4", "int4")
+        ), device_id
     for device_id in ("a100-sxm-80gb", "a10", "a40", "rtx-3090", "rtx-a6000"):
         assert devices[device_id].peak_fp8_tflop_per_s is None, device_id  # Ampere has no fp8
     for device_id in ("h100-sxm", "h200-sxm", "l40s", "rtx-4090"):

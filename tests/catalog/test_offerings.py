@@ -37,7 +37,7 @@ _DEVICE_ID_TEXT = """v100-sxm2-16gb v100-sxm2-32gb v100-pcie-16gb t4 a10 a10g a4
     xeon-8480plus xeon-8592plus xeon-6980p epyc-9654 epyc-9965 epyc-9755 graviton3 graviton4 grace ryzen-9-7950x
     ryzen-9-9950x core-i9-13900k core-i9-14900k raspberry-pi-5-8gb snapdragon-8-elite
     graviton2 ampere-altra-q80-30 xeon-8259cl snapdragon-8-gen-3-cpu apple-a17-pro-cpu p100-pcie-16gb tesla-p4
-    tesla-k80-gk210"""
+    tesla-k80-gk210 t4g tesla-m60-gm204"""
 DEVICE_IDS = frozenset(_DEVICE_ID_TEXT.split())
 GPU_CLOUDS = ("lambda", "coreweave", "nebius")
 #: providers whose prices differ by region: each needs at least this many regions

@@ -186,11 +186,27 @@ def test_plan_searches_engines_and_kv_dtypes(service, catalog):
     engines = {o["engine"] for o in plan.options}
     assert engines == {"vllm", "llama.cpp", "trt-llm"}
     assert {o["kv_dtype"] for o in plan.options if o["engine"] == "trt-llm"} >= {"fp8"}
-    assert all(o["quant"] in ("q4_k_m", "q8_0", "fp16", "bf16") for o in plan.options if o["engine"] == "llama.cpp")
+    assert all(
+        o["quant"] in ("q4_k_m", "q8_0", "fp16", "bf16") for o in plan.options if o["engine"] == "llama.cpp"
+    )
     skipped = [r for r in plan.rejected if r.get("kind") == "unsupported_engine"]
     assert any("trt-llm" in r["reason"] and "runs on gpu" in r["reason"] for r in skipped)
     assert plan.assumptions["engines_searched"] == ["vllm", "llama.cpp", "trt-llm"]
     assert max(o["batch"] for o in plan.options) <= 4096
+
+
+def test_plan_offers_t4g_only_with_engines_that_run_on_it(service, catalog):
+    """AWS g5g (NVIDIA T4G on an Arm Graviton2 host) is priced and planned, but never with TensorRT-LLM (built for
+    Ampere and later) or current SGLang (sm_80 kernels): engine_devices.csv; the refusals are in the rejected list
+    with their reasons."""
+    plan = plan_serve(service, catalog, engines=["all"], providers=["aws"], top_k=1000)
+    t4g = [o for o in plan.options if o["device"] == "t4g"]
+    ran = {"generic", "vllm", "llama.cpp", "ollama", "mlc", "exllama", "onnxruntime-genai"}
+    assert t4g and {o["engine"] for o in t4g} <= ran
+    assert all(o["instance_type"].startswith("g5g.") for o in t4g)
+    refused = [r for r in plan.rejected if r.get("kind") == "unsupported_engine" and r["device"] == "t4g"]
+    assert any("'trt-llm' does not run on 't4g'" in r["reason"] and "Turing" in r["reason"] for r in refused)
+    assert any("'sglang' does not run on 't4g'" in r["reason"] for r in refused)
 
 
 def test_plan_unknown_engine_suggests(service, catalog):

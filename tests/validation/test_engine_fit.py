@@ -7,7 +7,9 @@ from flopwise.catalog.engines import get_engine
 from flopwise.validation import load_cases
 from flopwise.validation.engine_fit import (
     GRID,
+    THROUGHPUT_CATEGORY,
     _best,
+    energy_loso_efficiency,
     fit_engines,
     in_sample_errors,
     leave_one_source_out,
@@ -25,6 +27,44 @@ def test_engines_csv_holds_the_fitted_efficiencies(fit):
     assert not fit.skipped
     for eng, value in fit.efficiency.items():
         assert get_engine(eng).compute_efficiency_frac == pytest.approx(value, abs=0.0051), eng
+
+
+def test_engine_backends_csv_holds_the_per_vendor_fits(fit):
+    # vLLM is the one engine measured on two vendors: CUDA (NVIDIA) and ROCm (AMD MI300X)
+    assert set(fit.backend_efficiency) == {("vllm", "nvidia"), ("vllm", "amd")}
+    for (eng, vendor), value in fit.backend_efficiency.items():
+        assert get_engine(eng).compute_efficiency_by_vendor[vendor] == pytest.approx(value, abs=0.0051)
+
+
+def test_energy_throughputs_join_the_fit_and_their_held_out_value_is_reported(fit):
+    tput = [c for c in fit.cases if c.category == THROUGHPUT_CATEGORY]
+    assert len(tput) == 44 and all(c.id.endswith("-throughput") for c in tput)
+    assert {fit.vendors[fit.cases.index(c)] for c in tput} == {"nvidia"}
+    held = energy_loso_efficiency(fit, "https://ml.energy/leaderboard", "vllm", "nvidia")
+    assert held != fit.backend_efficiency[("vllm", "nvidia")]
+    # without the energy throughputs the CUDA backend rests on two saturation rows
+    small = fit_engines(load_cases(), with_energy=False)
+    assert (
+        sum(
+            1
+            for i, c in enumerate(small.cases)
+            if small.vendors[i] == "nvidia" and c.inputs["engine"] == "vllm"
+        )
+        == 2
+    )
+
+
+def test_a_backend_held_out_takes_its_engines_pooled_refit(fit):
+    oracle = (
+        "https://blogs.oracle.com/cloud-infrastructure/post/serving-llama-31-405b-model-with-amd-mi300x-gpus"
+    )
+    block = leave_one_source_out(fit)[oracle]
+    assert ("vllm", "amd") not in block["backend_efficiency"]
+    mi300x = {c.id for c in fit.cases if c.source_url == oracle}
+    i = next(i for i, c in enumerate(fit.cases) if c.id in mi300x)
+    assert (
+        fit.efficiency_of(i, block["efficiency"], block["backend_efficiency"]) == block["efficiency"]["vllm"]
+    )
 
 
 def test_leave_one_source_out_refits_without_the_held_out_source(fit):

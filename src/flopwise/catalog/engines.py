@@ -27,6 +27,21 @@ equals a built-in one replaces it, new ids add (as catalog rows do). Columns:
   (SGLang without ``--enable-mixed-chunk``, vLLM v0.6 without ``--enable-chunked-prefill``). Decides how queued
   prefills slow the time per output token under load (``flopwise.estimate.serve.online_decode``).
 
+Which engine runs on which device is more than its kind and vendor: CUDA compute capability (vLLM needs 7.0 or
+higher), the GPU architectures an engine is built for (TensorRT-LLM, current SGLang: Ampere and later) and the
+CPU of the host (an Arm host for AWS G5g's T4G). ``data/engine_devices.csv`` holds those per device, each row
+with its source: ``runs`` = ``no`` names a device the engine does not run on and the ``reason`` the planner
+reports; ``yes`` records a checked combination and never widens ``device_kinds``/``vendors`` (those are
+checked first). A ``catalog_dir`` may hold an ``engine_devices.csv`` with the same header; its rows replace
+built-in ones with the same (engine, device_id). A device with no engine left still has its offerings priced;
+it is just never planned for serving with an engine that does not run on it.
+
+An engine's compute efficiency can differ by GPU vendor, i.e. by kernel backend (vLLM on CUDA against vLLM on
+ROCm): ``data/engine_backends.csv`` holds one row per (engine, vendor) with its own ``compute_efficiency_frac``,
+each fitted and sourced; a vendor without a row takes the engine's ``compute_efficiency_frac`` of
+``engines.csv``. A ``catalog_dir`` may hold an ``engine_backends.csv`` with the same header; its rows replace
+built-in ones with the same (engine, vendor).
+
 The profile is built so that later terms (a power model per engine, CPU thread scaling) are new columns with
 empty = not modelled, read the same way. Pure data and validation; the file reading is in ``read_engines``.
 """
@@ -34,7 +49,7 @@ empty = not modelled, read the same way. Pure data and validation; the file read
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from flopwise.catalog.loader import BUILTIN_DATA_DIR, _read_rows, _Row
@@ -42,10 +57,14 @@ from flopwise.errors import CatalogFileError, InputError, UnsupportedError, sugg
 
 __all__ = [
     "ENGINE_COLUMNS",
+    "ENGINE_BACKEND_COLUMNS",
+    "ENGINE_DEVICE_COLUMNS",
     "EngineProfile",
     "check_engine_supports",
     "get_engine",
     "load_engines",
+    "read_engine_backends",
+    "read_engine_devices",
     "read_engines",
 ]
 
@@ -71,6 +90,16 @@ ENGINE_COLUMNS = (
     "kv_block_tokens",
     "prefill_chunk_tokens",
     "mixed_prefill",
+    "source_url",
+    "retrieved",
+    "basis",
+    "note",
+)
+ENGINE_DEVICE_COLUMNS = ("engine", "device_id", "runs", "reason", "source_url", "retrieved", "basis", "note")
+ENGINE_BACKEND_COLUMNS = (
+    "engine",
+    "vendor",
+    "compute_efficiency_frac",
     "source_url",
     "retrieved",
     "basis",
@@ -109,6 +138,22 @@ class EngineProfile:
     prefill_chunk_tokens: int
     mixed_prefill: bool = False
     provenance: dict = field(default_factory=dict)
+    #: device id -> why the engine does not run there (``engine_devices.csv`` rows with runs = no)
+    unsupported_devices: dict = field(default_factory=dict)
+    #: device vendor (lower case) -> compute efficiency on that vendor's GPUs (``engine_backends.csv``); a vendor
+    #: not in it takes ``compute_efficiency_frac``
+    compute_efficiency_by_vendor: dict = field(default_factory=dict)
+
+    def compute_efficiency_for(self, vendor: str) -> float | None:
+        """The compute efficiency on *vendor*'s devices: its ``engine_backends.csv`` value, else the engine's."""
+        if self.compute_efficiency_by_vendor:
+            return self.compute_efficiency_by_vendor.get(vendor.lower(), self.compute_efficiency_frac)
+        return self.compute_efficiency_frac
+
+    def with_compute_efficiency(self, value: float) -> EngineProfile:
+        """This profile with *value* as its compute efficiency on every vendor (the per-vendor values dropped):
+        what the efficiency fits evaluate."""
+        return replace(self, compute_efficiency_frac=value, compute_efficiency_by_vendor={})
 
     def runs_format(self, quant: str) -> bool:
         return "*" in self.weight_formats or quant in self.weight_formats
@@ -198,21 +243,142 @@ def read_engines(path: str | os.PathLike[str]) -> dict[str, EngineProfile]:
     return out
 
 
+#: (engine id, device id) -> (runs, reason, file, line)
+EngineDeviceRules = dict[tuple[str, str], tuple[bool, str, str, int]]
+
+
+def read_engine_devices(path: str | os.PathLike[str]) -> EngineDeviceRules:
+    """The rows of one ``engine_devices.csv`` by (engine, device_id). Raises CatalogFileError naming the line and
+    field (a repeated pair, a ``runs`` other than yes/no, a ``no`` without its reason)."""
+    out: EngineDeviceRules = {}
+    for row in _read_rows(Path(path), ENGINE_DEVICE_COLUMNS):
+        key = (row.text("engine").lower(), row.text("device_id").lower())
+        if not key[0]:
+            raise row.fail("engine", "is empty; give an engine id of engines.csv")
+        if not key[1]:
+            raise row.fail("device_id", "is empty; give a device id of devices/*.csv")
+        runs = _yes_no(row, "runs")
+        reason = row.text("reason", required=False)
+        if not runs and not reason:
+            raise row.fail("reason", "is empty; say why the engine does not run on the device")
+        if key in out:
+            raise row.fail("device_id", f"{key[0]!r} on {key[1]!r} appears twice; give each pair one row")
+        row.provenance()  # source_url, retrieved, basis, note are checked as in every catalog file
+        out[key] = (runs, reason, row.path, row.line)
+    return out
+
+
+#: (engine id, vendor) -> (compute efficiency, file, line)
+EngineBackendRows = dict[tuple[str, str], tuple[float, str, int]]
+
+
+def read_engine_backends(path: str | os.PathLike[str]) -> EngineBackendRows:
+    """The rows of one ``engine_backends.csv`` by (engine, vendor). Raises CatalogFileError naming the line and
+    field (an empty engine or vendor, an efficiency outside (0, 1], a repeated pair, a bad provenance)."""
+    out: EngineBackendRows = {}
+    for row in _read_rows(Path(path), ENGINE_BACKEND_COLUMNS):
+        key = (row.text("engine").lower(), row.text("vendor").lower())
+        if not key[0]:
+            raise row.fail("engine", "is empty; give an engine id of engines.csv")
+        if not key[1] or key[1] == "*":
+            raise row.fail("vendor", "is empty; give one device vendor (nvidia, amd, ...)")
+        value = row.number("compute_efficiency_frac", 0.0, 1.0, lo_open=True)
+        if key in out:
+            raise row.fail("vendor", f"{key[0]!r} on {key[1]!r} appears twice; give each pair one row")
+        row.provenance()
+        out[key] = (float(value), row.path, row.line)
+    return out
+
+
+def _apply_backends(engines: dict[str, EngineProfile], rows: EngineBackendRows) -> dict[str, EngineProfile]:
+    """*engines* with each profile's ``compute_efficiency_by_vendor`` filled from *rows*; a row for an engine that
+    is not in *engines*, or for a vendor the engine does not run on, is a CatalogFileError naming its line."""
+    by: dict[str, dict[str, float]] = {}
+    for (engine_id, vendor), (value, where, line) in rows.items():
+        if engine_id not in engines:
+            close = suggest(engine_id, sorted(engines))
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise CatalogFileError(
+                where,
+                line,
+                "engine",
+                f"{engine_id!r} is not an engine id; {hint}use one of {', '.join(sorted(engines))}",
+            )
+        vendors = engines[engine_id].vendors
+        if "*" not in vendors and vendor not in vendors:
+            raise CatalogFileError(
+                where,
+                line,
+                "vendor",
+                f"{engine_id!r} does not run on {vendor!r} devices; engines.csv gives it {', '.join(vendors)}",
+            )
+        by.setdefault(engine_id, {})[vendor] = value
+    return {k: replace(e, compute_efficiency_by_vendor=by.get(k, {})) for k, e in engines.items()}
+
+
+def _apply_device_rules(
+    engines: dict[str, EngineProfile], rules: EngineDeviceRules
+) -> dict[str, EngineProfile]:
+    """*engines* with each profile's ``unsupported_devices`` filled from *rules*; a rule for an engine that is not
+    in *engines* is a CatalogFileError naming its line."""
+    no: dict[str, dict[str, str]] = {}
+    for (engine_id, device_id), (runs, reason, where, line) in rules.items():
+        if engine_id not in engines:
+            close = suggest(engine_id, sorted(engines))
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise CatalogFileError(
+                where,
+                line,
+                "engine",
+                f"{engine_id!r} is not an engine id; {hint}use one of {', '.join(sorted(engines))}",
+            )
+        if not runs:
+            no.setdefault(engine_id, {})[device_id] = reason
+    return {k: replace(e, unsupported_devices=no.get(k, {})) for k, e in engines.items()}
+
+
 _BUILTIN: list[dict[str, EngineProfile]] = []
+_BUILTIN_RULES: list[EngineDeviceRules] = []
+_BUILTIN_BACKENDS: list[EngineBackendRows] = []
 
 
 def load_engines(catalog_dir: str | os.PathLike[str] | None = None) -> dict[str, EngineProfile]:
-    """Built-in profiles, replaced and extended by ``<catalog_dir>/engines.csv`` when that file exists."""
+    """Built-in profiles, replaced and extended by ``<catalog_dir>/engines.csv`` when that file exists, each with
+    the devices it does not run on (built-in ``engine_devices.csv``, then ``<catalog_dir>/engine_devices.csv``) and
+    its per-vendor compute efficiencies (built-in ``engine_backends.csv``, then ``<catalog_dir>/engine_backends.csv``;
+    an engine replaced by ``<catalog_dir>/engines.csv`` keeps only the backend rows of ``<catalog_dir>``)."""
     if not _BUILTIN:
-        _BUILTIN.append(read_engines(BUILTIN_DATA_DIR / "engines.csv"))
+        _BUILTIN_RULES.append(read_engine_devices(BUILTIN_DATA_DIR / "engine_devices.csv"))
+        _BUILTIN_BACKENDS.append(read_engine_backends(BUILTIN_DATA_DIR / "engine_backends.csv"))
+        _BUILTIN.append(
+            _apply_backends(
+                _apply_device_rules(read_engines(BUILTIN_DATA_DIR / "engines.csv"), _BUILTIN_RULES[0]),
+                _BUILTIN_BACKENDS[0],
+            )
+        )
+    if catalog_dir is None:
+        return dict(_BUILTIN[0])
+    root = Path(catalog_dir)
+    if not root.is_dir():
+        raise CatalogFileError(str(catalog_dir), None, None, "is not a directory; check the path")
+    user_engines, user_rules = root / "engines.csv", root / "engine_devices.csv"
+    user_backends = root / "engine_backends.csv"
+    if not user_engines.is_file() and not user_rules.is_file() and not user_backends.is_file():
+        return dict(_BUILTIN[0])
     engines = dict(_BUILTIN[0])
-    if catalog_dir is not None:
-        user = Path(catalog_dir) / "engines.csv"
-        if user.is_file():
-            engines.update(read_engines(user))
-        elif not Path(catalog_dir).is_dir():
-            raise CatalogFileError(str(catalog_dir), None, None, "is not a directory; check the path")
-    return engines
+    replaced: set[str] = set()
+    if user_engines.is_file():
+        user = read_engines(user_engines)
+        replaced = set(user) & set(engines)
+        engines.update(user)
+    rules = dict(_BUILTIN_RULES[0])
+    if user_rules.is_file():
+        rules.update(read_engine_devices(user_rules))
+    # a replaced engine's own compute_efficiency_frac holds on every vendor unless the user gives backend rows too
+    backends = {k: v for k, v in _BUILTIN_BACKENDS[0].items() if k[0] not in replaced}
+    if user_backends.is_file():
+        backends.update(read_engine_backends(user_backends))
+    return _apply_backends(_apply_device_rules(engines, rules), backends)
 
 
 def get_engine(
@@ -251,6 +417,11 @@ def check_engine_supports(engine: EngineProfile, device, quant: str, kv_dtype: s
         raise UnsupportedError(
             f"engine {engine.id!r} does not run on {device.vendor} devices like {device.id!r}; it supports "
             f"{', '.join(engine.vendors)}"
+        )
+    reason = engine.unsupported_devices.get(device.id)
+    if reason is not None:
+        raise UnsupportedError(
+            f"engine {engine.id!r} does not run on {device.id!r}: {reason} (engine_devices.csv)"
         )
     if not engine.runs_format(quant):
         raise UnsupportedError(

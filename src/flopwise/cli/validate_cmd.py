@@ -214,7 +214,8 @@ def _print_engine_fit(out, rows: list[dict]) -> None:
     from rich.table import Table
 
     t = Table(
-        title="serving engines: compute efficiency fitted per engine, in-sample and leave one source out",
+        title="serving engines: compute efficiency fitted per engine (per vendor backend where measured on "
+        "several), in-sample and leave one source out",
         title_justify="left",
     )
     for col in ("category", "engine", "n", "compute efficiency", "in-sample median", "LOSO median"):

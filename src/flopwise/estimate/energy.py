@@ -84,11 +84,12 @@ DECODE_ACTIVITY_FRAC = 0.6
 #: 577 W at 511) and the answer says so. Keys: generation -> (w_mem W per TB/s, w_compute W per TFLOP/s).
 #: Refitted after the serving step times changed (prefill launch time, p-norm decode step, engine efficiencies of
 #: 2026-12-06, second pass): the utilizations the fit sees moved, the fitted rates with them; refitted with the
-#: anchors (2026-12-06, third pass).
+#: anchors (2026-12-06, third pass); refitted after vLLM's compute efficiency became per vendor backend (CUDA 0.29
+#: instead of 0.285, engine_backends.csv, 2026-12-07).
 DYNAMIC_POWER_W_PER_RATE = {
-    "hopper": (118.93, 2.196),
-    "ampere": (145.43, 0.612),
-    "default": (128.25, 1.525),
+    "hopper": (119.23, 2.161),
+    "ampere": (145.40, 0.592),
+    "default": (128.35, 1.500),
 }
 #: generations whose fit includes the TDP anchor (the rule above; flopwise.validation.energy checks it)
 ANCHORED_GENERATIONS = ("hopper",)

@@ -128,8 +128,9 @@ def serving_rates(
 ) -> ServingRates:
     """The rates of :class:`ServingRates` for quantization *q* on *device* with *engine* (default ``generic``;
     see docs/methodology.md, "Serving"). An engine's empty efficiency fields take the device-kind defaults of
-    ``flopwise.estimate.timing``. Matmuls in fp8 reach a lower share of the (2x) fp8 peak, since attention, norms
-    and activations stay 16-bit: the compute share is scaled by ``timing.FP8_MFU_SCALE`` (derived from
+    ``flopwise.estimate.timing``; the compute efficiency is the one fitted for the device's vendor where
+    ``engine_backends.csv`` has one (vLLM on CUDA and on ROCm). Matmuls in fp8 reach a lower share of the (2x) fp8
+    peak, since attention, norms and activations stay 16-bit: the compute share is scaled by ``timing.FP8_MFU_SCALE`` (derived from
     DeepSeek-V3's fp8 training, arXiv:2412.19437, an independent source; not fitted to serving cases)."""
     eng = get_engine(engine)
     dtype, peak_tflop, warnings = resolve_serving_quant(q, device)
@@ -143,9 +144,11 @@ def serving_rates(
     fp16_acc = eng.fp16_accumulate and dtype == "fp16" and q.name in tm.FP16_ACCUMULATE_QUANTS
     used_tflop = tm.fp16_accumulate_peak_tflop_per_s(device, peak_tflop) if fp16_acc else peak_tflop
     on_gpu = kind == "gpu"
+    # the engine's efficiency on this vendor's kernel backend (vLLM CUDA / ROCm, engine_backends.csv), else its own
+    eng_compute = eng.compute_efficiency_for(device.vendor) if on_gpu else None
     compute_frac = (
-        eng.compute_efficiency_frac
-        if eng.compute_efficiency_frac is not None and on_gpu
+        eng_compute
+        if eng_compute is not None
         else tm.COMPUTE_EFFICIENCY_FRAC.get(kind, 0.5)
     ) * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0) * tm.low_precision_compute_scale(dtype)
     bw_frac = (

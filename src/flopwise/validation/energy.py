@@ -287,7 +287,6 @@ def decode_step_check(
     E[L])`` tokens on average (renewal theory), and the decode context is ``n_in + length_ratio x n_out / 2``
     (1: every output the same length, the estimator's static batch). Returns c0 (s), c1 (s per sequence) and the
     per-case residuals."""
-    import dataclasses
 
     import numpy as np
     from scipy.optimize import nnls
@@ -304,7 +303,7 @@ def decode_step_check(
 
         registry = load_models()
     itl = _measured_throughputs("measured_median_itl_ms")
-    eng = dataclasses.replace(get_engine("vllm"), compute_efficiency_frac=float(efficiency))
+    eng = get_engine("vllm").with_compute_efficiency(float(efficiency))
     ids, tpot, meas, batch = [], [], [], []
     for c in load_cases() if cases is None else cases:
         if c.id not in itl or c.device != "h100-sxm" or c.inputs.get("engine") != "vllm":

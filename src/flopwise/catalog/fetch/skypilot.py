@@ -11,7 +11,7 @@ clouds). One offering is written per (instance type, region):
   used, and the row's note says so.
 
 Rows are skipped, and counted by reason in :class:`ParseResult.skipped`, when the catalog has no device for
-the accelerator (M60, FPGAs, Radeon, Inferentia 1, Gaudi 1, Graviton2 T4g, Quadro RTX 6000,
+the accelerator (FPGAs, Radeon, Inferentia 1, Gaudi 1, Quadro RTX 6000,
 A800 PCIe), for fractional GPUs (AWS g6f/gr6f), multi-host TPU pod slices (the planner sizes pods itself from
 the per-host slice), and TPU rows priced 700.0 (SkyPilot's placeholder for a TPU not sold in that region).
 
@@ -31,7 +31,8 @@ V100 and P100: 8 per GPU; others: 8 per GPU) and at least 4 GiB of memory per su
 listed. The offering is named after the host and the GPUs (``gcp:n1-highmem-4+1xT4:us-central1``). SkyPilot's
 P100 (GCP, and OCI's GPU2 shapes, 16 GB in both sources) is the PCIe 16GB part, its P4 the Tesla P4.
 Azure's K80 (NC-series) counts one GK210 GPU, half a Tesla K80 board ("1 GPU = one-half K80 card", Azure's
-sizes-previous-gen page), so it maps to the per-GPU row ``tesla-k80-gk210``.
+sizes-previous-gen page), so it maps to the per-GPU row ``tesla-k80-gk210``; likewise its M60 (NV, NVv3: NV6 and
+NV12s_v3 count 1 at one price, NV12 counts 2) counts one GM204 GPU, half a Tesla M60 board: ``tesla-m60-gm204``.
 
 
 A provider that publishes its preemptible price as a fixed rule, not a market, gets its spot price derived from the
@@ -189,10 +190,12 @@ _SIMPLE = {
     "L4": "l4",
     "L40S": "l40s",
     "T4": "t4",
+    "T4g": "t4g",
     "V100-32GB": "v100-sxm2-32gb",
     "P100": "p100-pcie-16gb",
     "P4": "tesla-p4",
     "K80": "tesla-k80-gk210",
+    "M60": "tesla-m60-gm204",
     "A6000": "rtx-a6000",
     "RTXA6000": "rtx-a6000",
     "RTXA5000": "rtx-a5000",
