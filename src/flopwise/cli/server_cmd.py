@@ -134,8 +134,8 @@ def serve(
         bool,
         typer.Option(
             "--access-log/--no-access-log",
-            help="Log one line per request to stderr (uvicorn's access log); off saves the server CPU of "
-            "formatting and writing it (see docs/server.md). Errors and startup are logged either way.",
+            help="Log one line per request to standard output (uvicorn's access log); off saves the server CPU "
+            "of formatting and writing it (see docs/server.md). Startup and errors go to stderr either way.",
         ),
     ] = True,
 ) -> None:
