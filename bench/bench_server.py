@@ -24,7 +24,8 @@ the cores' time per request, the machine, not the server, sets req/s, and req/s 
 server with cores of its own.
 
 Run: ``.venv/bin/python bench/bench_server.py [--count 400] [--concurrency 16,64] [--workers 1,2]
-[--databases sqlite,postgresql] [--client-processes 4] [--estimate]``.
+[--databases sqlite,postgresql] [--client-processes 4] [--estimate] [--operations health,me,create,decide]
+[--serve-options '--no-access-log']``.
 PostgreSQL: ``$FLOPWISE_TEST_POSTGRES_URL`` or ``postgresql+psycopg://postgres@127.0.0.1:5432/test``; skipped
 with the reason if unreachable.
 """
@@ -459,6 +460,10 @@ def run_phase(
     )
 
 
+#: the phases, in the order they run (``--operations``)
+OPERATIONS = ("health", "me", "create", "decide")
+
+
 def bench_database(
     kind: str,
     count: int,
@@ -467,6 +472,7 @@ def bench_database(
     estimate: bool,
     client_processes: int,
     serve_options: tuple[str, ...] = (),
+    operations: tuple[str, ...] = OPERATIONS,
 ) -> tuple[list[PhaseResult], list[str]]:
     with database(kind) as url:
         token, org_id, project_id = seed(url)
@@ -478,15 +484,20 @@ def bench_database(
             options = {"server_pid": pid, "database_url": url, "client_processes": client_processes}
             phases: list[PhaseResult] = []
             for concurrency in clients:
-                phases += [
-                    run_phase("GET /health", base, token, "GET", "/api/v1/health", None, count, concurrency,
-                              **options),
-                    run_phase("GET /me", base, token, "GET", "/api/v1/me", None, count, concurrency, **options),
-                    run_phase("POST /requests" + (" (estimate)" if estimate else ""), base, token, "POST",
-                              "/api/v1/requests", create_body, count, concurrency, **options),
-                    run_phase("POST /admission/decide", base, token, "POST", "/api/v1/admission/decide",
-                              decide_body, count, concurrency, job_ids=True, **options),
-                ]  # fmt: skip
+                calls = {  # operation: (phase name, method, path, body, new job ids)
+                    "health": ("GET /health", "GET", "/api/v1/health", None, False),
+                    "me": ("GET /me", "GET", "/api/v1/me", None, False),
+                    "create": ("POST /requests" + (" (estimate)" if estimate else ""), "POST", "/api/v1/requests",
+                               create_body, False),
+                    "decide": ("POST /admission/decide", "POST", "/api/v1/admission/decide", decide_body, True),
+                }  # fmt: skip
+                for op in OPERATIONS:
+                    if op in operations:
+                        name, method, path, body, job_ids = calls[op]
+                        phases.append(
+                            run_phase(name, base, token, method, path, body, count, concurrency, job_ids=job_ids,
+                                      **options)
+                        )  # fmt: skip
             notes.append(overspend_check(url))
             return phases, notes
 
@@ -535,8 +546,17 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="extra options of flopwise serve, space-separated (e.g. '--no-access-log')",
     )
+    parser.add_argument(
+        "--operations",
+        default=",".join(OPERATIONS),
+        help="comma-separated phases to run: " + ", ".join(OPERATIONS) + " (the ratio needs health)",
+    )
     args = parser.parse_args(argv)
     serve_options = tuple(args.serve_options.split())
+    operations = tuple(o.strip() for o in args.operations.split(",") if o.strip())
+    unknown = sorted(set(operations) - set(OPERATIONS))
+    if unknown:
+        parser.error(f"--operations: unknown {', '.join(unknown)}; give some of {', '.join(OPERATIONS)}")
     clients = [int(c) for c in args.concurrency.split(",") if c.strip()]
     print(
         f"flopwise server bench: {args.count} requests per phase, {os.cpu_count()} CPUs shared by the clients and "
@@ -551,8 +571,9 @@ def main(argv: list[str] | None = None) -> int:
         for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
             try:
                 phases, notes = bench_database(
-                    kind, args.count, clients, workers, args.estimate, args.client_processes, serve_options
-                )
+                    kind, args.count, clients, workers, args.estimate, args.client_processes, serve_options,
+                    operations,
+                )  # fmt: skip
             except RuntimeError as exc:
                 print(f"{kind}: skipped ({exc})")
                 continue
