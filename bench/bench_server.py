@@ -16,12 +16,16 @@ clients are spread over ``--client-processes`` processes (threads in each, one k
 connection per client, the standard library's lean HTTP client), so the client side is not one GIL-bound Python
 process that saturates before the server: the baseline ``/health`` is measured by the same clients in the same
 run. The table gives requests/s, the p50/p99 latency the clients saw, the ratio of req/s to ``/health`` on the
-same server, and the server's own CPU per request (user + system time of the ``flopwise serve`` processes,
-from ``/proc``), which does not depend on how much CPU the clients took. Client, server and PostgreSQL share
-this machine's cores, so req/s and latencies are a floor for a server with cores of its own.
+same server, and CPU per request of the three parties (user + system time from ``/proc``): the server's own
+(the ``flopwise serve`` processes), which does not depend on how much CPU the clients took; PostgreSQL's (the
+backends serving the server, found by ``application_name``); and the clients' (the client processes over the
+timed part). Client, server and PostgreSQL share this machine's cores: where their CPU per request adds up to
+the cores' time per request, the machine, not the server, sets req/s, and req/s and latencies are a floor for a
+server with cores of its own.
 
 Run: ``.venv/bin/python bench/bench_server.py [--count 400] [--concurrency 16,64] [--workers 1,2]
-[--databases sqlite,postgresql] [--client-processes 4] [--estimate]``.
+[--databases sqlite,postgresql] [--client-processes 4] [--estimate] [--operations health,me,create,decide]
+[--serve-options '--no-access-log']``.
 PostgreSQL: ``$FLOPWISE_TEST_POSTGRES_URL`` or ``postgresql+psycopg://postgres@127.0.0.1:5432/test``; skipped
 with the reason if unreachable.
 """
@@ -96,10 +100,15 @@ class PhaseResult:
     latencies_s: tuple[float, ...]
     errors: dict[int, int]  # status -> count; 0 -> requests never answered (a client connection failed)
     server_cpu_s: float = float("nan")
+    client_cpu_s: float = float("nan")  # the client processes, over the timed part
+    db_cpu_s: float = float("nan")  # the PostgreSQL backends serving the server (NaN on SQLite)
+
+    def per_request_ms(self, cpu_s: float) -> float:
+        return cpu_s / self.count * 1e3 if self.count else float("nan")
 
     @property
     def server_cpu_ms_per_request(self) -> float:
-        return self.server_cpu_s / self.count * 1e3 if self.count else float("nan")
+        return self.per_request_ms(self.server_cpu_s)
 
     @property
     def requests_per_s(self) -> float:
@@ -157,7 +166,9 @@ def database(kind: str) -> Iterator[str]:
     admin(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in PG_URL else "?"
     try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+        # application_name: the server's backends are found by it to read their CPU (other sessions share the
+        # same PostgreSQL)
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
     finally:
         admin(f"DROP SCHEMA {schema} CASCADE")
 
@@ -200,13 +211,11 @@ def seed(database_url: str) -> tuple[str, int, int]:
 
 
 @contextmanager
-def server(database_url: str, workers: int = 1) -> Iterator[tuple[str, int]]:
-    """``flopwise serve --workers N`` on a free loopback port; yields its base URL and process id."""
+def server(database_url: str, workers: int = 1, options: tuple[str, ...] = ()) -> Iterator[tuple[str, int]]:
+    """``flopwise serve --workers N [options]`` on a free loopback port; yields its base URL and process id."""
     port = _free_port()
-    code = (
-        "import sys; from flopwise.cli.main import run; "
-        f"sys.argv = ['flopwise', 'serve', '--port', '{port}', '--workers', '{workers}']; run()"
-    )
+    argv = ["flopwise", "serve", "--port", str(port), "--workers", str(workers), *options]
+    code = f"import sys; from flopwise.cli.main import run; sys.argv = {argv!r}; run()"
     env = {**os.environ, "FLOPWISE_DATABASE_URL": database_url}
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
@@ -267,6 +276,37 @@ def setup_governance(base: str, token: str, org_id: int, project_id: int) -> lis
                 http.post(f"/aup/{version}/accept").raise_for_status()
                 done.append("AUP published and accepted")
     return done
+
+
+def _cpu_of(pid: int) -> float | None:
+    """User + system CPU seconds of process *pid* (Linux ``/proc``), None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def database_backends_cpu_s(database_url: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend serving *database_url* (found by its ``application_name``), by
+    process id; empty for SQLite (its work is in the server's CPU) or when the backends are not on this host."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    name = url.query.get("application_name")
+    if url.get_backend_name() != "postgresql" or not name:
+        return {}
+    import psycopg
+
+    kwargs = {"host": url.host, "port": url.port or 5432, "user": url.username, "password": url.password,
+              "dbname": url.database}  # fmt: skip
+    with psycopg.connect(autocommit=True, **kwargs) as conn:
+        pids = [
+            r[0]
+            for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,))
+        ]
+    return {pid: cpu for pid in pids if (cpu := _cpu_of(pid)) is not None}
 
 
 def process_tree_cpu_s(pid: int) -> float:
@@ -355,9 +395,11 @@ def _client_process(
     local_barrier.wait()  # every connection warm
     barrier.wait()  # every process warm
     start = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes on Linux
+    cpu0 = time.process_time()
     for t in pool:
         t.join()
-    results.put((latencies, errors, start, max(marks) if marks else start))
+    cpu_s = time.process_time() - cpu0
+    results.put((latencies, errors, start, max(marks) if marks else start, cpu_s))
 
 
 def run_phase(
@@ -371,6 +413,7 @@ def run_phase(
     concurrency: int,
     *,
     server_pid: int | None = None,
+    database_url: str | None = None,
     client_processes: int = 4,
     job_ids: bool = False,
 ) -> PhaseResult:
@@ -395,43 +438,66 @@ def run_phase(
         proc.start()
     barrier.wait()
     cpu0 = process_tree_cpu_s(server_pid) if server_pid else float("nan")
+    db0 = database_backends_cpu_s(database_url) if database_url else {}
     collected = [results.get(timeout=600) for _ in procs]
     cpu1 = process_tree_cpu_s(server_pid) if server_pid else float("nan")
+    db1 = database_backends_cpu_s(database_url) if database_url else {}
     for proc in procs:
         proc.join()
-    latencies = [x for lat, _e, _s, _t in collected for x in lat]
+    # a backend that left during the phase is not counted; one that came during it counts from its start
+    db_cpu_s = sum(cpu - db0.get(pid, 0.0) for pid, cpu in db1.items()) if db1 else float("nan")
+    latencies = [x for lat, _e, _s, _t, _c in collected for x in lat]
     errors: dict[int, int] = {}
-    for _l, errs, _s, _t in collected:
+    for _l, errs, _s, _t, _c in collected:
         for k, v in errs.items():
             errors[k] = errors.get(k, 0) + v
     if len(latencies) < count:  # a client thread died: say so in the table instead of a wrong req/s
         errors[0] = count - len(latencies)
-    wall_s = max(t for *_x, t in collected) - min(s0 for _l, _e, s0, _t in collected)
-    return PhaseResult(name, count, concurrency, wall_s, tuple(latencies), errors, cpu1 - cpu0)
+    wall_s = max(t for _l, _e, _s, t, _c in collected) - min(s0 for _l, _e, s0, _t, _c in collected)
+    client_cpu_s = sum(c for *_x, c in collected)
+    return PhaseResult(
+        name, count, concurrency, wall_s, tuple(latencies), errors, cpu1 - cpu0, client_cpu_s, db_cpu_s
+    )
+
+
+#: the phases, in the order they run (``--operations``)
+OPERATIONS = ("health", "me", "create", "decide")
 
 
 def bench_database(
-    kind: str, count: int, clients: list[int], workers: int, estimate: bool, client_processes: int
+    kind: str,
+    count: int,
+    clients: list[int],
+    workers: int,
+    estimate: bool,
+    client_processes: int,
+    serve_options: tuple[str, ...] = (),
+    operations: tuple[str, ...] = OPERATIONS,
 ) -> tuple[list[PhaseResult], list[str]]:
     with database(kind) as url:
         token, org_id, project_id = seed(url)
-        with server(url, workers) as (base, pid):
+        with server(url, workers, serve_options) as (base, pid):
             notes = setup_governance(base, token, org_id, project_id)
             create_body = {**(REQUEST_BODY if estimate else PLAN_BODY), "project_id": project_id}
             decide_body = {"engine": "slurm", "project_id": project_id, "device": "h100-sxm", "device_count": 8,
                            "max_duration_h": "10", "usd_per_device_h": "2.50"}  # fmt: skip
-            options = {"server_pid": pid, "client_processes": client_processes}
+            options = {"server_pid": pid, "database_url": url, "client_processes": client_processes}
             phases: list[PhaseResult] = []
             for concurrency in clients:
-                phases += [
-                    run_phase("GET /health", base, token, "GET", "/api/v1/health", None, count, concurrency,
-                              **options),
-                    run_phase("GET /me", base, token, "GET", "/api/v1/me", None, count, concurrency, **options),
-                    run_phase("POST /requests" + (" (estimate)" if estimate else ""), base, token, "POST",
-                              "/api/v1/requests", create_body, count, concurrency, **options),
-                    run_phase("POST /admission/decide", base, token, "POST", "/api/v1/admission/decide",
-                              decide_body, count, concurrency, job_ids=True, **options),
-                ]  # fmt: skip
+                calls = {  # operation: (phase name, method, path, body, new job ids)
+                    "health": ("GET /health", "GET", "/api/v1/health", None, False),
+                    "me": ("GET /me", "GET", "/api/v1/me", None, False),
+                    "create": ("POST /requests" + (" (estimate)" if estimate else ""), "POST", "/api/v1/requests",
+                               create_body, False),
+                    "decide": ("POST /admission/decide", "POST", "/api/v1/admission/decide", decide_body, True),
+                }  # fmt: skip
+                for op in OPERATIONS:
+                    if op in operations:
+                        name, method, path, body, job_ids = calls[op]
+                        phases.append(
+                            run_phase(name, base, token, method, path, body, count, concurrency, job_ids=job_ids,
+                                      **options)
+                        )  # fmt: skip
             notes.append(overspend_check(url))
             return phases, notes
 
@@ -475,22 +541,39 @@ def main(argv: list[str] | None = None) -> int:
         help="client processes the concurrent clients are spread over",
     )
     parser.add_argument("--estimate", action="store_true", help="requests estimated by the server")
+    parser.add_argument(
+        "--serve-options",
+        default="",
+        help="extra options of flopwise serve, space-separated (e.g. '--no-access-log')",
+    )
+    parser.add_argument(
+        "--operations",
+        default=",".join(OPERATIONS),
+        help="comma-separated phases to run: " + ", ".join(OPERATIONS) + " (the ratio needs health)",
+    )
     args = parser.parse_args(argv)
+    serve_options = tuple(args.serve_options.split())
+    operations = tuple(o.strip() for o in args.operations.split(",") if o.strip())
+    unknown = sorted(set(operations) - set(OPERATIONS))
+    if unknown:
+        parser.error(f"--operations: unknown {', '.join(unknown)}; give some of {', '.join(OPERATIONS)}")
     clients = [int(c) for c in args.concurrency.split(",") if c.strip()]
     print(
         f"flopwise server bench: {args.count} requests per phase, {os.cpu_count()} CPUs shared by the clients and "
-        f"the server (flopwise serve on 127.0.0.1) and {args.client_processes} client processes"
+        f"the server (flopwise serve{''.join(' ' + o for o in serve_options)} on 127.0.0.1) and "
+        f"{args.client_processes} client processes"
     )
     header = (
         f"{'database':<11} {'workers':>7} {'clients':>7} {'operation':<28} {'req/s':>8} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'x health':>8} {'srv CPU ms':>10}  non-2xx"
+        f"{'p99 ms':>8} {'x health':>8} {'srv CPU ms':>10} {'db CPU ms':>9} {'cli CPU ms':>10}  non-2xx"
     )
     for kind in [k.strip() for k in args.databases.split(",") if k.strip()]:
         for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
             try:
                 phases, notes = bench_database(
-                    kind, args.count, clients, workers, args.estimate, args.client_processes
-                )
+                    kind, args.count, clients, workers, args.estimate, args.client_processes, serve_options,
+                    operations,
+                )  # fmt: skip
             except RuntimeError as exc:
                 print(f"{kind}: skipped ({exc})")
                 continue
@@ -509,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{kind:<11} {workers:>7} {p.concurrency:>7} {p.name:<28} {p.requests_per_s:>8.1f} "
                     f"{p.quantile_ms(0.50):>8.1f} {p.quantile_ms(0.99):>8.1f} {ratio:>8.2f} "
-                    f"{p.server_cpu_ms_per_request:>10.2f}  {errs}"
+                    f"{p.server_cpu_ms_per_request:>10.2f} {p.per_request_ms(p.db_cpu_s):>9.2f} "
+                    f"{p.per_request_ms(p.client_cpu_s):>10.2f}  {errs}"
                 )
     return 0
 

@@ -20,12 +20,17 @@ CLI = "import sys; from flopwise.cli.main import run; sys.argv = ['flopwise', *s
 
 
 def flopwise(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CLI, *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", CLI, *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @contextmanager
-def served(database_url: str, log_dir: Path, *, workers: int = 2) -> Iterator[tuple[str, str]]:
-    """(base URL ``http://127.0.0.1:PORT``, admin token) of a running ``flopwise serve --workers N``."""
+def served(
+    database_url: str, log_dir: Path, *, workers: int = 2, options: tuple[str, ...] = ()
+) -> Iterator[tuple[str, str]]:
+    """(base URL ``http://127.0.0.1:PORT``, admin token) of a running ``flopwise serve --workers N [options]``;
+    its output (startup and errors on stderr, the access log on stdout) goes to ``log_dir / "serve.log"``."""
     env = {**os.environ, "FLOPWISE_DATABASE_URL": database_url}
     boot = flopwise("admin", "bootstrap", env=env)
     assert boot.returncode == 0, boot.stderr
@@ -36,8 +41,8 @@ def served(database_url: str, log_dir: Path, *, workers: int = 2) -> Iterator[tu
     log_path = log_dir / "serve.log"
     log = log_path.open("w")
     server = subprocess.Popen(
-        [sys.executable, "-c", CLI, "serve", "--workers", str(workers), "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=log,
+        [sys.executable, "-c", CLI, "serve", "--workers", str(workers), "--port", str(port), *options],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:

@@ -202,3 +202,27 @@ def test_keep_alive_requests_do_not_wait_for_delayed_acks(tmp_path, workers):
         conn.close()
     times_ms.sort()
     assert times_ms[15] < 25, times_ms
+
+
+@pytest.mark.parametrize(("workers", "options", "logged"), [(1, (), True), (1, ("--no-access-log",), False),
+                                                             (2, ("--no-access-log",), False)])  # fmt: skip
+def test_access_log_on_by_default_and_off_with_no_access_log(tmp_path, workers, options, logged):
+    """One access-log line per request (on stdout) by default; ``--no-access-log`` (one process or several)
+    leaves it out while startup is still logged."""
+    import time
+
+    import httpx
+
+    from served import served
+
+    with served(
+        "sqlite:///" + (tmp_path / "f.db").as_posix(), tmp_path, workers=workers, options=options
+    ) as (
+        base,
+        _token,
+    ):
+        assert httpx.get(f"{base}/api/v1/me", timeout=10).status_code == 401
+        time.sleep(0.5)  # the log line is written after the response
+    log = (tmp_path / "serve.log").read_text()
+    assert "Uvicorn running" in log or "Application startup complete" in log, log
+    assert ('"GET /api/v1/me HTTP/1.1" 401' in log) is logged, log

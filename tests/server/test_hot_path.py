@@ -17,10 +17,11 @@ from srvutil import API, auth
 #: statements of one request creation with a chosen plan, no quota, one budget covering the project:
 #: read: scope+role+quotas+AUP (1), budgets (1), their usage (1 per budget: reservations by state, the rollups'
 #: freshness and their sum of metered usage), policies (1);
-#: write: insert the request with its decision (1), lock the budgets (1), spent under the lock (1; on
-#: PostgreSQL the audit chain head is taken and numbered in the same statement), insert the reservation (1),
-#: audit: (SQLite only: the head's hash and the largest seq in one, 1), entry+head (1 on PostgreSQL; SQLite 2)
-CREATE_STATEMENTS = {"postgresql": 9, "sqlite": 11}
+#: write: insert the request with its decision (1), lock the budgets (1), spent under the lock and the
+#: reservation inserted (PostgreSQL, one budget: 1, the audit chain head taken and numbered in the same
+#: statement, the insert conditional on the hard cap; SQLite 2), audit: (SQLite only: the head's hash and the
+#: largest seq in one, 1), entry+head (1 on PostgreSQL; SQLite 2)
+CREATE_STATEMENTS = {"postgresql": 8, "sqlite": 11}
 #: admission decide runs the same statements (the job instead of the request)
 DECIDE_STATEMENTS = CREATE_STATEMENTS
 

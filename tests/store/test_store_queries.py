@@ -118,6 +118,42 @@ def test_soft_budget_fails_open(factory, seed):
     assert spent(factory, soft) == D("250")
 
 
+def test_new_holder_on_one_budget_keeps_the_cap_rule(factory, seed):
+    """A new holder on one budget with the audit chain head taken (the write path; on PostgreSQL the spent read,
+    the head and the conditional insert are one statement): the same checks and writes as the general path,
+    exactly at the cap included."""
+    hard = make_budget(factory, seed, "100")
+    soft = make_budget(factory, seed, "100", is_hard=False)
+    now = datetime.now(UTC)
+    window = (now - timedelta(days=1), now + timedelta(days=1))
+    kw = {"new_holder": True, "audit_chain": seed.org_id, "counted_at": now, "window_for": lambda _b: window}
+
+    first = reserve(factory, [hard], [D("60")], request_id=make_request(factory, seed), **kw)
+    assert first.ok and len(first.reservation_ids) == 1
+    assert (first.checks[0].spent_before, first.checks[0].remaining_after) == (D("0"), D("40"))
+    at_cap = reserve(factory, [hard], [D("40")], request_id=make_request(factory, seed), **kw)
+    assert at_cap.ok and (at_cap.checks[0].spent_before, at_cap.checks[0].remaining_after) == (
+        D("60"),
+        D("0"),
+    )
+    over = reserve(factory, [hard], [D("0.000001")], request_id=make_request(factory, seed), **kw)
+    assert not over.ok and over.reservation_ids == () and over.refused[0].budget_id == hard
+    assert over.checks[0].remaining_after == D("-0.000001")
+    assert spent(factory, hard) == D("100")
+    fail_open = reserve(factory, [soft], [D("250")], request_id=make_request(factory, seed), **kw)
+    assert (
+        fail_open.ok and fail_open.checks[0].remaining_after == D("-150") and spent(factory, soft) == D("250")
+    )
+    with factory() as s:
+        row = s.get_one(BudgetReservation, first.reservation_ids[0])
+        assert (row.state, row.amount, row.reserved_amount, row.budget_id) == (
+            "reserved",
+            D("60"),
+            D("60"),
+            hard,
+        )
+
+
 def test_custom_cap_check_is_used(factory, seed):
     budget = make_budget(factory, seed, "100")
     calls = []
@@ -184,7 +220,9 @@ def test_reserved_and_settled_unit_prices_are_both_kept(factory, seed):
         assert settle_reservations(s, {"usd": D("210"), "device_hours": D("70")}, request_id=req) == 2
     with factory() as s:
         rows = s.scalars(select(BudgetReservation).where(BudgetReservation.request_id == req)).all()
-        assert {(r.unit, r.reserved_usd_per_device_h, r.price_retrieved, r.settled_usd_per_device_h) for r in rows} == {
+        assert {
+            (r.unit, r.reserved_usd_per_device_h, r.price_retrieved, r.settled_usd_per_device_h) for r in rows
+        } == {
             ("usd", D("2.5"), "2026-12-06", D("3")),
             ("device_hours", D("2.5"), "2026-12-06", D("3")),
         }

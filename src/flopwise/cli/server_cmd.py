@@ -130,6 +130,14 @@ def serve(
             min=1, max=64, help="Worker processes (each with its own connection pool; use PostgreSQL for >1)."
         ),
     ] = 1,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log one line per request to standard output (uvicorn's access log); off saves the server CPU "
+            "of formatting and writing it (see docs/server.md). Startup and errors go to stderr either way.",
+        ),
+    ] = True,
 ) -> None:
     """Run the governance API (under /api/v1) and the web dashboard (at /), migrating the database first."""
     from flopwise.server import create_app
@@ -142,7 +150,10 @@ def serve(
         if workers > 1:
             _fail("--demo serves the dashboard from one process: leave out --workers", EXIT_BAD_INPUT)
         if database_url:
-            _fail("--demo builds its own temporary database: leave out --database-url (or run `flopwise demo`)", EXIT_BAD_INPUT)
+            _fail(
+                "--demo builds its own temporary database: leave out --database-url (or run `flopwise demo`)",
+                EXIT_BAD_INPUT,
+            )
         tmp_dir = tempfile.TemporaryDirectory(prefix="flopwise-demo-")
         database_url = f"sqlite:///{Path(tmp_dir.name) / 'demo.db'}"
     settings = _settings(database_url)
@@ -164,7 +175,9 @@ def serve(
         import uvicorn
 
         sock = bind_listening_socket(host, port)  # before anything says the server is up
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log)
+        )
         stderr_console().print(
             f"flopwise dashboard on http://{host}:{port}/, API on http://{host}:{port}/api/v1 (docs /api/v1/docs), database "
             f"{_shown_url(settings.resolved_database_url())}",
@@ -186,7 +199,8 @@ def serve(
             # the bound socket itself goes to the workers (not its fd number: uvicorn rebuilds an fd as an AF_UNIX
             # socket, and asyncio then leaves TCP_NODELAY off on every connection it accepts)
             config = uvicorn.Config(
-                "flopwise.server.app:app_from_env", factory=True, workers=workers, log_level="info"
+                "flopwise.server.app:app_from_env", factory=True, workers=workers, log_level="info",
+                access_log=access_log,
             )  # fmt: skip
             try:
                 Multiprocess(config, sockets=[sock]).run()
@@ -264,7 +278,10 @@ def demo_cmd(
             path.unlink()
         database_url = f"sqlite:///{path}"
     elif reset:
-        _fail("--reset only deletes the default demo file; for --database-url, drop that database yourself", EXIT_BAD_INPUT)
+        _fail(
+            "--reset only deletes the default demo file; for --database-url, drop that database yourself",
+            EXIT_BAD_INPUT,
+        )
     app = create_app(_settings(database_url))
     try:
         with read_session(app.state.db) as s:
