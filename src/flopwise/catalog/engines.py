@@ -283,10 +283,11 @@ def read_engine_backends(path: str | os.PathLike[str]) -> EngineBackendRows:
         if not key[1] or key[1] == "*":
             raise row.fail("vendor", "is empty; give one device vendor (nvidia, amd, ...)")
         value = row.number("compute_efficiency_frac", 0.0, 1.0, lo_open=True)
+        assert value is not None  # required=True: an empty cell raised above
         if key in out:
             raise row.fail("vendor", f"{key[0]!r} on {key[1]!r} appears twice; give each pair one row")
         row.provenance()
-        out[key] = (float(value), row.path, row.line)
+        out[key] = (value, row.path, row.line)
     return out
 
 
