@@ -291,20 +291,27 @@ def read_engine_backends(path: str | os.PathLike[str]) -> EngineBackendRows:
     return out
 
 
+def _unknown_engine(
+    engine_id: str, engines: dict[str, EngineProfile], where: str, line: int
+) -> CatalogFileError:
+    """The error for a row of *where* (line *line*) naming an engine id that engines.csv does not have."""
+    close = suggest(engine_id, sorted(engines))
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return CatalogFileError(
+        where,
+        line,
+        "engine",
+        f"{engine_id!r} is not an engine id; {hint}use one of {', '.join(sorted(engines))}",
+    )
+
+
 def _apply_backends(engines: dict[str, EngineProfile], rows: EngineBackendRows) -> dict[str, EngineProfile]:
     """*engines* with each profile's ``compute_efficiency_by_vendor`` filled from *rows*; a row for an engine that
     is not in *engines*, or for a vendor the engine does not run on, is a CatalogFileError naming its line."""
     by: dict[str, dict[str, float]] = {}
     for (engine_id, vendor), (value, where, line) in rows.items():
         if engine_id not in engines:
-            close = suggest(engine_id, sorted(engines))
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise CatalogFileError(
-                where,
-                line,
-                "engine",
-                f"{engine_id!r} is not an engine id; {hint}use one of {', '.join(sorted(engines))}",
-            )
+            raise _unknown_engine(engine_id, engines, where, line)
         vendors = engines[engine_id].vendors
         if "*" not in vendors and vendor not in vendors:
             raise CatalogFileError(
@@ -325,14 +332,7 @@ def _apply_device_rules(
     no: dict[str, dict[str, str]] = {}
     for (engine_id, device_id), (runs, reason, where, line) in rules.items():
         if engine_id not in engines:
-            close = suggest(engine_id, sorted(engines))
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise CatalogFileError(
-                where,
-                line,
-                "engine",
-                f"{engine_id!r} is not an engine id; {hint}use one of {', '.join(sorted(engines))}",
-            )
+            raise _unknown_engine(engine_id, engines, where, line)
         if not runs:
             no.setdefault(engine_id, {})[device_id] = reason
     return {k: replace(e, unsupported_devices=no.get(k, {})) for k, e in engines.items()}
