@@ -50,6 +50,20 @@ def test_bootstrap_prints_the_token_once_and_it_works(db_url):
     assert dup.exit_code == 2 and "choose another name" in dup.stderr
 
 
+def test_serve_get_works_where_an_event_loop_already_runs(db_url):
+    """`serve --get` called from code that runs an event loop in its thread (a notebook, a sync Playwright session:
+    pytest-playwright keeps one running for the whole test session) answers instead of failing with
+    "asyncio.run() cannot be called from a running event loop"."""
+    import asyncio
+
+    async def inside_a_loop():
+        return _run("serve", "--database-url", db_url, "--get", "/api/v1/health")
+
+    health = asyncio.run(inside_a_loop())
+    assert health.exit_code == 0, health.output
+    assert json.loads(health.stdout)["database"] == "sqlite"
+
+
 def test_serve_get_exit_codes(db_url):
     health = _run("serve", "--database-url", db_url, "--get", "/api/v1/health")
     assert health.exit_code == 0, health.output

@@ -89,7 +89,15 @@ def _get_once(app: Any, path: str, token: str | None) -> tuple[int, str, str]:
         async with httpx.AsyncClient(transport=transport, base_url="http://flopwise.local") as client:
             return await client.get(path, headers=headers)
 
-    response = asyncio.run(go())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        response = asyncio.run(go())
+    else:  # called where an event loop already runs in this thread (a notebook, a sync Playwright session)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            response = pool.submit(asyncio.run, go()).result()
     return response.status_code, response.headers.get("content-type", ""), response.text
 
 
