@@ -134,7 +134,9 @@ def test_kill_9_then_rerun_equals_a_clean_run(tmp_path):
 
     seed = int(os.environ.get("FLOPWISE_TEST_SEED", str(time.time_ns())))
     at_least = random.Random(seed).randrange(500, 12_001, 500)  # rows committed before the kill
-    big = _big_bill(tmp_path / "big.csv", 30_000)  # 21,000 rows
+    # 35,000 rows (7 per copy): after the latest kill point (12,000 rows) 23,000 are left, many batches more than
+    # the 20 ms poll can miss; three ingests of it (clean, killed, rerun) instead of 210,000 rows each (~200 s)
+    big = _big_bill(tmp_path / "big.csv", 5_000)
     clean_db = f"sqlite:///{tmp_path / 'clean.db'}"
     assert _cli(clean_db, "ingest", "focus", str(big), "--no-burn").exit_code == 0
     db = f"sqlite:///{tmp_path / 'killed.db'}"
