@@ -283,6 +283,7 @@ class _Writer:
 #: the references ``usage_records_lock_refs`` checks for a batch (migration ``0010_ledger_ref_checks``), in its order
 _REF_COLUMNS = ("ingest_run_id", "org_id", "team_id", "project_id", "request_id")
 _REF_INDEX = tuple(_COLUMNS.index(c) for c in _REF_COLUMNS)
+_LOCK_REFS = f"usage_records_lock_refs({', '.join('integer[]' for _ in _REF_COLUMNS)})"
 
 
 def _pg_lock_refs(cursor: Any, ids: list[list[int]]) -> None:
@@ -290,8 +291,16 @@ def _pg_lock_refs(cursor: Any, ids: list[list[int]]) -> None:
     ids of each reference column (*ids*, in :data:`_REF_COLUMNS` order) are locked ``FOR KEY SHARE`` until commit
     (a concurrent delete of one waits, then sees the new rows and is refused), a missing one raises
     ``foreign_key_violation`` as the foreign key did, and the row trigger's per-row check is off for this
-    transaction until :func:`_pg_refs_done`."""
-    cursor.execute("SELECT usage_records_lock_refs(%s, %s, %s, %s, %s)", ids)
+    transaction until :func:`_pg_refs_done`. A ledger not yet migrated to 0010 has no such function, and its
+    foreign keys check every row: nothing to do then."""
+    cursor.execute("SELECT to_regprocedure(%s) IS NOT NULL", (_LOCK_REFS,))
+    row = cursor.fetchone()
+    if row is None or not row[0]:
+        return
+    cursor.execute(
+        "SELECT usage_records_lock_refs(%s::integer[], %s::integer[], %s::integer[], %s::integer[], %s::integer[])",
+        ids,
+    )
 
 
 def _pg_refs_done(cursor: Any) -> None:
