@@ -196,6 +196,7 @@ class _Writer:
       savepoint; if a concurrent writer committed one of the keys since, that ``COPY`` fails on the unique key,
       is rolled back, and the rows go by ``COPY`` into a temporary staging table (dropped at commit), then one
       ``INSERT INTO usage_records SELECT ... ON CONFLICT (source_key) DO NOTHING``, whose rowcount is the new rows.
+      The batch's references are checked once before it (:func:`_pg_lock_refs`, migration 0010), not per row.
 
     Values go through the columns' own bind processors (``Money``, ``UTCDateTime``, ``JSON``: the same checks
     and storage formats as the ORM), looked up once per dialect.
