@@ -173,3 +173,23 @@ def test_the_batch_check_locks_what_it_names_until_commit(factory):
             other.execute(delete(IngestRun).where(IngestRun.id == run))
     with pytest.raises(REFUSED), write_session(factory) as s:
         s.execute(delete(IngestRun).where(IngestRun.id == run))
+
+
+def test_truncating_a_referenced_table_is_refused_unless_the_ledger_goes_too(factory):
+    """PostgreSQL: ``TRUNCATE ... CASCADE`` no longer reaches the ledger, so it is refused while ledger rows name the
+    table's ids; truncating ``usage_records`` in the same command is allowed (rolled back here)."""
+    if not _is_pg(factory):
+        pytest.skip("SQLite has no TRUNCATE")
+    run = _run(factory)
+    with write_session(factory) as s:
+        write_batch(s, [_row(run, "t")], run_id=run, restate=False)
+    with pytest.raises(REFUSED, match="cannot truncate"), write_session(factory) as s:
+        s.execute(text("TRUNCATE ingest_runs CASCADE"))
+    session = factory()
+    try:
+        session.execute(text("TRUNCATE usage_records, ingest_runs CASCADE"))
+        assert session.scalar(select(IngestRun.id).limit(1)) is None
+    finally:
+        session.rollback()
+        session.close()
+    assert _count(factory) == 1

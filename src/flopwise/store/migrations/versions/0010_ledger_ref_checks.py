@@ -21,6 +21,9 @@ What replaces them (PostgreSQL only; SQLite keeps its foreign keys, checked in-p
   refuses (``foreign_key_violation``) to remove an id a ledger row still names (the foreign keys' ``NO ACTION``).
   A concurrent insert holds its ``FOR KEY SHARE`` lock until it commits, so the delete waits and then sees the
   new rows (READ COMMITTED: each statement of the trigger takes a new snapshot), as with a foreign key.
+  A ``TRUNCATE`` of a referenced table (``CASCADE`` no longer reaches the ledger) is refused while ledger rows
+  still name any of its ids, unless ``usage_records`` is truncated in the same command (a statement trigger
+  ``AFTER TRUNCATE``; the foreign key refused a plain ``TRUNCATE`` and emptied the ledger with ``CASCADE``).
 
 The models keep their ``ForeignKey`` s (SQLite's tables, and what the ORM joins on); ``store.migrate.schema_diff``
 knows that PostgreSQL checks these five by triggers.
@@ -123,19 +126,39 @@ BEGIN
   END IF;
   RETURN NULL;
 END $$""",
+        """CREATE FUNCTION usage_records_keep_refs_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  found_one boolean;
+BEGIN
+  EXECUTE format('SELECT EXISTS (SELECT 1 FROM usage_records WHERE %I IS NOT NULL)', TG_ARGV[0]) INTO found_one;
+  IF found_one THEN
+    RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation',
+      MESSAGE = format('cannot truncate table "%s": ledger rows of table "usage_records" still reference it '
+                       '(constraint "%s")', TG_TABLE_NAME, TG_ARGV[1]),
+      HINT = 'Truncate usage_records in the same command, or delete its rows first.',
+      CONSTRAINT = TG_ARGV[1], TABLE = TG_TABLE_NAME;
+  END IF;
+  RETURN NULL;
+END $$""",
     ]
     for column, (table, constraint) in REFS.items():
         statements.append(
             f"CREATE TRIGGER usage_records_referenced AFTER DELETE OR UPDATE OF id ON {table} FOR EACH ROW "
             f"EXECUTE FUNCTION usage_records_keep_refs('{column}', '{constraint}')"
         )
+        statements.append(
+            f"CREATE TRIGGER usage_records_referenced_truncate AFTER TRUNCATE ON {table} FOR EACH STATEMENT "
+            f"EXECUTE FUNCTION usage_records_keep_refs_truncate('{column}', '{constraint}')"
+        )
     return statements
 
 
 def _downgrade_sql() -> list[str]:
     statements = [f"DROP TRIGGER IF EXISTS usage_records_referenced ON {t}" for t, _c in REFS.values()]
+    statements += [f"DROP TRIGGER IF EXISTS usage_records_referenced_truncate ON {t}" for t, _c in REFS.values()]
     statements += [
         "DROP TRIGGER IF EXISTS usage_records_refs ON usage_records",
+        "DROP FUNCTION IF EXISTS usage_records_keep_refs_truncate()",
         "DROP FUNCTION IF EXISTS usage_records_keep_refs()",
         "DROP FUNCTION IF EXISTS usage_records_check_refs()",
         f"DROP FUNCTION IF EXISTS usage_records_lock_refs({', '.join('integer[]' for _ in REFS)})",
