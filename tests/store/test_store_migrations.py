@@ -40,7 +40,6 @@ TABLES_BY_REVISION = {
     "0008_rollups": {"usage_rollups", "usage_rollups_daily", "usage_rollup_dirty", "usage_rollup_state",
                      "web_sessions"},
     "0009_partial_scope_indexes": set(),  # indexes only: team/project/request indexes of usage_records partial
-    "0010_ledger_ref_checks": set(),  # PostgreSQL: the ledger's foreign keys checked per batch (triggers, functions)
 }  # fmt: skip
 
 
@@ -161,41 +160,3 @@ def test_scope_indexes_are_partial_and_used(database_url):
                 assert name in plan, plan
     finally:
         engine.dispose()
-
-
-def test_ledger_ref_checks_down_and_up(database_url):
-    """0010: on PostgreSQL the ledger's five foreign keys become triggers (and come back on downgrade, rows kept);
-    on SQLite nothing changes. The models match the schema at head either way."""
-    from sqlalchemy import text
-
-    engine = make_engine(database_url)
-    pg = engine.dialect.name == "postgresql"
-
-    def fks() -> set[str]:
-        return {fk["name"] for fk in inspect(engine).get_foreign_keys("usage_records")}
-
-    def triggers() -> set[str]:
-        if not pg:
-            return set()
-        with engine.connect() as c:
-            return set(c.execute(text(
-                "SELECT tgname FROM pg_trigger t JOIN pg_class k ON k.oid = t.tgrelid "
-                "WHERE k.relnamespace = current_schema()::regnamespace AND tgname LIKE 'usage_records_%'"
-            )).scalars())  # fmt: skip
-
-    five = {
-        "fk_usage_records_ingest_run_id_ingest_runs", "fk_usage_records_org_id_organizations",
-        "fk_usage_records_team_id_teams", "fk_usage_records_project_id_projects",
-        "fk_usage_records_request_id_compute_requests",
-    }  # fmt: skip
-    assert fks() == (set() if pg else five)
-    assert triggers() == (
-        {"usage_records_refs", "usage_records_referenced", "usage_records_referenced_truncate"} if pg else set()
-    )
-    downgrade(database_url, "0009_partial_scope_indexes")
-    assert fks() == five and triggers() == set()
-    upgrade(database_url)
-    assert current_revision(database_url) == head_revision()
-    assert fks() == (set() if pg else five)
-    assert schema_diff(database_url) == []
-    engine.dispose()

@@ -196,7 +196,6 @@ class _Writer:
       savepoint; if a concurrent writer committed one of the keys since, that ``COPY`` fails on the unique key,
       is rolled back, and the rows go by ``COPY`` into a temporary staging table (dropped at commit), then one
       ``INSERT INTO usage_records SELECT ... ON CONFLICT (source_key) DO NOTHING``, whose rowcount is the new rows.
-      The batch's references are checked once before it (:func:`_pg_lock_refs`, migration 0010), not per row.
 
     Values go through the columns' own bind processors (``Money``, ``UTCDateTime``, ``JSON``: the same checks
     and storage formats as the ORM), looked up once per dialect.
@@ -256,7 +255,6 @@ class _Writer:
         import psycopg
 
         with connection.cursor() as cursor:
-            _pg_lock_refs(cursor, _row_refs(rows))
             # the rows' keys were not in the ledger at the lookup (write_batch): COPY them straight in, unless a
             # concurrent writer committed one since (the unique key fails the COPY, rolled back to the
             # savepoint): then the staging table and ON CONFLICT DO NOTHING, which counts the rows that were new
@@ -269,56 +267,13 @@ class _Writer:
                 cursor.execute("ROLLBACK TO SAVEPOINT flopwise_copy_fresh")
             else:
                 cursor.execute("RELEASE SAVEPOINT flopwise_copy_fresh")
-                _pg_refs_done(cursor)
                 return len(rows)
             cursor.execute(self.stage_sql)
             with cursor.copy(self.copy_sql) as copy:
                 for row in rows:
                     copy.write_row(row)
             cursor.execute(self.sql)
-            inserted = int(cursor.rowcount)
-            _pg_refs_done(cursor)
-            return inserted
-
-
-#: the references ``usage_records_lock_refs`` checks for a batch (migration ``0010_ledger_ref_checks``), in its order
-_REF_COLUMNS = ("ingest_run_id", "org_id", "team_id", "project_id", "request_id")
-_REF_INDEX = tuple(_COLUMNS.index(c) for c in _REF_COLUMNS)
-_LOCK_REFS = f"usage_records_lock_refs({', '.join('integer[]' for _ in _REF_COLUMNS)})"
-
-
-def _pg_lock_refs(cursor: Any, ids: list[list[int]]) -> None:
-    """PostgreSQL: check a batch's references once, set-based (migration ``0010_ledger_ref_checks``): the distinct
-    ids of each reference column (*ids*, in :data:`_REF_COLUMNS` order) are locked ``FOR KEY SHARE`` until commit
-    (a concurrent delete of one waits, then sees the new rows and is refused), a missing one raises
-    ``foreign_key_violation`` as the foreign key did, and the row trigger's per-row check is off for this
-    transaction until :func:`_pg_refs_done`. A ledger not yet migrated to 0010 has no such function, and its
-    foreign keys check every row: nothing to do then."""
-    cursor.execute("SELECT to_regprocedure(%s) IS NOT NULL", (_LOCK_REFS,))
-    row = cursor.fetchone()
-    if row is None or not row[0]:
-        return
-    cursor.execute(
-        "SELECT usage_records_lock_refs(%s::integer[], %s::integer[], %s::integer[], %s::integer[], %s::integer[])",
-        ids,
-    )
-
-
-def _pg_refs_done(cursor: Any) -> None:
-    """Turn the row trigger's per-row reference check back on for whatever else the transaction writes."""
-    cursor.execute("SELECT set_config('flopwise.refs_checked', 'off', true)")
-
-
-def _row_refs(rows: list[list[Any]]) -> list[list[int]]:
-    """The distinct non-NULL ids of each :data:`_REF_COLUMNS` column of *rows*."""
-    return [sorted({r[i] for r in rows if r[i] is not None}) for i in _REF_INDEX]
-
-
-def _table_refs(table: Any) -> list[list[int]]:
-    """The distinct non-NULL ids of each :data:`_REF_COLUMNS` column of an Arrow table."""
-    import pyarrow.compute as pc
-
-    return [sorted(pc.unique(pc.drop_null(table.column(c))).to_pylist()) for c in _REF_COLUMNS]
+            return int(cursor.rowcount)
 
 
 def _ensure_sqlite_cache(connection: Any) -> None:
@@ -951,17 +906,14 @@ def _pg_copy_fresh(connection: Any, table: Any) -> bool:
             cursor.execute("SELECT 1 FROM usage_records WHERE source_key = ANY(%s) LIMIT 1", (keys,))
         if cursor.fetchone() is not None:
             return False
-        # the references once for the batch (the row trigger's per-row check is off until _pg_refs_done)
         cursor.execute("SAVEPOINT flopwise_copy_fresh")
-        _pg_lock_refs(cursor, _table_refs(table))
         try:
             with cursor.copy(f"COPY usage_records ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
                 copy.write(_pg_copy_bytes(table, positions=False))
         except psycopg.errors.UniqueViolation:
-            cursor.execute("ROLLBACK TO SAVEPOINT flopwise_copy_fresh")  # the check's setting goes with it
+            cursor.execute("ROLLBACK TO SAVEPOINT flopwise_copy_fresh")
             return False
         cursor.execute("RELEASE SAVEPOINT flopwise_copy_fresh")
-        _pg_refs_done(cursor)
     return True
 
 
@@ -1048,7 +1000,6 @@ def write_columns(
         existing, changed, inserted = [], [], n
     else:
         with connection.cursor() as cursor:
-            _pg_lock_refs(cursor, _table_refs(table))
             cursor.execute(create)
             with cursor.copy(fill) as copy:
                 copy.write(_pg_copy_bytes(table))
@@ -1063,7 +1014,6 @@ def write_columns(
                 changed = cursor.fetchall()
             cursor.execute(insert)
             inserted = int(cursor.rowcount)
-            _pg_refs_done(cursor)
     new = np.ones(n, dtype=bool)
     if existing:
         new[[r[0] for r in existing]] = False

@@ -124,35 +124,12 @@ def current_revision(database_url: str | URL | Engine | None = None) -> str | No
             engine.dispose()
 
 
-def _not_trigger_checked(obj: Any, name: str | None, kind: str, reflected: bool, compare_to: Any) -> bool:
-    """False for the ledger's foreign keys that PostgreSQL checks by triggers instead (migration
-    ``0010_ledger_ref_checks``): the models keep them (SQLite's tables, the ORM's joins)."""
-    if kind != "foreign_key_constraint" or obj.table.name != "usage_records":
-        return True
-    return name not in _REF_CONSTRAINTS
-
-
-#: the usage_records foreign keys that migration 0010_ledger_ref_checks replaces by triggers on PostgreSQL
-_REF_CONSTRAINTS = frozenset(
-    {
-        "fk_usage_records_ingest_run_id_ingest_runs",
-        "fk_usage_records_org_id_organizations",
-        "fk_usage_records_team_id_teams",
-        "fk_usage_records_project_id_projects",
-        "fk_usage_records_request_id_compute_requests",
-    }
-)
-
-
 def schema_diff(database_url: str | URL | Engine | None = None) -> list[Any]:
     """``alembic check``: Alembic's autogenerate differences between the models and the database ([] if none)."""
     engine, owned = _with_engine(database_url)
     try:
         with engine.connect() as connection:
-            opts: dict[str, Any] = {"compare_type": True}
-            if connection.dialect.name == "postgresql":
-                opts["include_object"] = _not_trigger_checked
-            context = MigrationContext.configure(connection, opts=opts)
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
             return list(compare_metadata(context, Base.metadata))
     finally:
         if owned:
