@@ -75,3 +75,22 @@ def test_unknown_region_is_bad_input(tmp_path):
     result = runner.invoke(app, ["ingest", "focus", str(sample("focus/focus-1.0-sample.csv")),
                                  "--database-url", f"sqlite:///{tmp_path / 'f.db'}", "--region", "country:Atlantis"])  # fmt: skip
     assert result.exit_code == 2
+
+
+def test_overlap_flag_reaches_the_options(tmp_path, monkeypatch):
+    """``--overlap`` / ``--no-overlap`` set ``IngestOptions.overlap``; without either the default stands."""
+    import flopwise.meter.ingest as ingest_mod
+
+    seen = []
+    real = ingest_mod.ingest_source
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["options"].overlap)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_mod, "ingest_source", spy)
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    base = ["ingest", "focus", str(sample("focus/focus-1.0-sample.csv")), "--database-url", db, "--no-burn"]
+    for flag in ([], ["--overlap"], ["--no-overlap"]):
+        assert runner.invoke(app, [*base, *flag]).exit_code == 0
+    assert seen == [ingest_mod.IngestOptions().overlap, True, False]

@@ -363,3 +363,22 @@ def test_row_path_copies_fresh_rows_straight_in_and_yields_to_a_concurrent_write
     with read_session(factory) as s:
         rows = dict(s.execute(select(UsageRecordRow.source_key, UsageRecordRow.cost_basis)).all())
     assert rows == {"row-path-0": "billed", "row-path-1": "none", "row-path-2": "billed"}
+
+
+def test_needs_row_path_matches_the_regex():
+    """The byte scan that picks values for the row path gives what the regex gives, on slices and odd values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from flopwise.meter.ingest_columnar import _NEEDS_ROW_PATH_RE, _needs_row_path
+
+    values = [
+        "", "a", " a", "a ", " ", "\t", "a\tb", 'say "hi"', "back\\slash", "line\nbreak", "x\x00y", "\x1f", "\x7f",
+        "naïve", "日本 ", " 日本", "é\u00a0", "\u2003x", "ok", "a\rb", "\x0b", "plain text with spaces inside", None,
+    ]  # fmt: skip
+    array = pa.array(values * 3, pa.string())
+    for piece in (array, array.slice(5), array.slice(7, 20), array.slice(len(array)), pa.array([], pa.string())):
+        want = pc.fill_null(pc.match_substring_regex(piece, _NEEDS_ROW_PATH_RE), False).to_numpy(
+            zero_copy_only=False
+        )
+        assert _needs_row_path(piece).tolist() == want.tolist()

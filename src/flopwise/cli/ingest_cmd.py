@@ -185,6 +185,15 @@ def ingest(
             "(delivered to the organization's webhooks) and forecasts.",
         ),
     ] = False,
+    overlap: Annotated[
+        bool | None,
+        typer.Option(
+            "--overlap/--no-overlap",
+            help="PostgreSQL: write each batch in a background thread while the next one is read (the same "
+            "ledger either way; needs a free core). Default: on for PostgreSQL. SQLite always writes in one thread.",
+            show_default=False,
+        ),
+    ] = None,
     catalog_dir: CatalogDir = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -208,6 +217,7 @@ def ingest(
         exported_at=_parse_time(exported_at, "--exported-at"),
         batch_size=batch_size,
         actor=_actor(getpass),
+        **({} if overlap is None else {"overlap": overlap}),
     )
     catalog = load_catalog(catalog_dir)
     engine = make_engine(database_url)

@@ -113,9 +113,9 @@ class IngestOptions:
     files with the columnar path (:mod:`flopwise.meter.ingest_columnar`, needs pyarrow) when it takes them
     (False: always row by row; the ledger is the same either way). *overlap*: on PostgreSQL, write each batch in a
     background thread while the next one is read and costed (:class:`~flopwise.meter.ledger_write.BackgroundWriter`;
-    the batches, their transactions and the ledger are the same either way). Off by default: on the shared 2-core
-    machine it was measured on it gained nothing that stood out of the noise (0.89x-1.36x of one thread,
-    ``bench/bench_ingest.py``, docs/ingest/index.md); it needs a core that the reader does not use. SQLite always
+    the batches, their transactions and the ledger are the same either way). On by default: with a core free it
+    gave 1.54x and 1.77x of one thread for PostgreSQL FOCUS on a quiet machine, and under a load of 5-8 on 2
+    cores it lost nothing beyond the noise (``bench/bench_ingest.py``, docs/ingest/index.md). SQLite always
     writes in the reading thread: its driver gives up the GIL around every row it inserts, and while the reading
     thread computes, each row's hand-back waits for Python's switch interval (5 ms).
     """
@@ -134,7 +134,7 @@ class IngestOptions:
     actor: str | None = None
     exported_at: datetime | None = None
     columnar: bool = True
-    overlap: bool = False
+    overlap: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

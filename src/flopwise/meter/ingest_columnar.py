@@ -328,8 +328,7 @@ class _FocusColumns:
             missing = pc.or_(pc.equal(col, ""), pc.is_in(col, value_set=null_words))
             cols[name] = pc.if_else(missing, pa.scalar(None, pa.string()), col)
             if name != "Tags":
-                bad = pc.fill_null(pc.match_substring_regex(cols[name], _NEEDS_ROW_PATH_RE), False)
-                ok &= ~bad.to_numpy(zero_copy_only=False)
+                ok &= ~_needs_row_path(col)
         present = {name: pc.is_valid(col) for name, col in cols.items()}
         for name in ("ChargePeriodStart", "ChargePeriodEnd", "BilledCost"):
             ok &= present[name].to_numpy(zero_copy_only=False)
@@ -524,6 +523,37 @@ class _FocusColumns:
                 continue
             out.append((numbers[i], record))
         return out
+
+
+def _needs_row_path(col: pa.Array) -> np.ndarray:
+    """Per value of a string array: does it match :data:`_NEEDS_ROW_PATH_RE` (a ``"``, a ``\\`` or a control
+    character anywhere, or a blank first or last character)? Read off the array's bytes with numpy, 2.8x faster
+    than the regex (a 10,000-row batch of the bench file: 14 ms for its 44 columns against 38 ms); a test holds
+    the two equal. RE2's ``\\s`` is ASCII (tab, newline, form feed, carriage return, space): every one but the
+    space is a control character, so a blank end is a control character anywhere or a space at an end. A null
+    value (no bytes) is False, as the regex's null filled with False."""
+    import numpy as np
+
+    n = len(col)
+    out = np.zeros(n, dtype=bool)
+    buffers = col.buffers()
+    if n == 0 or buffers[2] is None:
+        return out
+    offsets = np.frombuffer(buffers[1], dtype=np.int32)[col.offset : col.offset + n + 1]
+    data = np.frombuffer(buffers[2], dtype=np.uint8)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    segment = data[lo:hi]
+    bad = (segment < 0x20) | (segment == 0x22) | (segment == 0x5C)
+    if bad.any():
+        seen = np.zeros(len(segment) + 1, dtype=np.int64)
+        np.cumsum(bad, out=seen[1:])
+        out |= (seen[offsets[1:] - lo] - seen[offsets[:-1] - lo]) > 0
+    nonempty = offsets[1:] > offsets[:-1]
+    if nonempty.any():
+        first = data[offsets[:-1][nonempty]]
+        last = data[offsets[1:][nonempty] - 1]
+        out[nonempty] |= (first == 0x20) | (last == 0x20)
+    return out
 
 
 #: constant text arrays by text, as long as the longest batch so far (a shorter one takes a zero-copy slice)
