@@ -284,7 +284,18 @@ def ingest_source(
             from flopwise.meter.ingest_columnar import columnar_focus_plan
 
             plan, _why = columnar_focus_plan(target, options.delimiter)
-        if plan is not None:
+        sacct = None
+        if source == "slurm" and options.columnar:
+            from flopwise.meter.ingest_sacct_columnar import ingest_sacct_columnar, sacct_plan
+
+            sacct, _why = sacct_plan(target, catalog, options)
+        if sacct is not None:
+            parsed, counts = ingest_sacct_columnar(
+                factory, target, sacct, coster=coster, options=options, run_id=run_id, exported_at=exported_at,
+                progress=progress, attribute=attribute, overlap=_overlap(factory, options),
+            )  # fmt: skip
+            totals = {"counts": counts}
+        elif plan is not None:
             parsed, counts = _ingest_columnar(
                 factory, target, plan, catalog, coster, options, run_id, exported_at, progress, attribute
             )
