@@ -5,6 +5,7 @@ truncated lines, repeated jobs, ``--parsable``'s trailing delimiter); on both da
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -63,9 +64,12 @@ def _same(a, b):
         assert x == y
     for name in (
         "status", "rows_read", "records_inserted", "records_duplicate", "rows_rejected", "rows_rolled_up",
-        "records_expanded", "cost_usd", "device_hours", "energy_kwh", "message",
+        "records_expanded", "cost_usd", "message",
     ):  # fmt: skip
         assert getattr(ra, name) == getattr(rb, name), name
+    # run totals: float sums over the same values, added in another order (the ledger rows are equal above)
+    assert ra.device_hours == pytest.approx(rb.device_hours, rel=1e-12)
+    assert ra.energy_kwh == pytest.approx(rb.energy_kwh, rel=1e-12)
     assert ja == jb
     assert ra.reconciles and rb.reconciles
 
@@ -118,3 +122,85 @@ def test_hb_jobinfo_gives_the_row_paths_ledger(factory, tmp_path, header, traili
 def test_xdmod_samples_give_the_row_paths_ledger(factory, name, fields):
     columnar, rows = _both(factory, SLURM / name, fields=fields, assume_tz="America/New_York")
     _same(columnar, rows)
+
+
+#: values each field may be replaced by (what the row path accepts, rejects or reads otherwise)
+_ODD = {
+    "jobid": ["", " ", "99_[1-3]", "99_[2,5-6%2]", "98_7", " 97", "96.0", "96.batch", "abc", "95_x"],
+    "state": ["COMPLETED+", "cancelled by 0", "RUNNING", "WEIRD", "TIMEOUT", " FAILED ", "CANCELLED by "],
+    "start": ["Unknown", "None", "", "2023-02-30T01:00:00", "2023-03-26T02:30:00", "2023-10-29T02:30:00",
+              "2023-09-01T05:51:10Z", "2023-09-01T05:51:10.5", "2023-09-01", "garbage", "2023-09-01 05:51:10"],
+    "end": ["Unknown", "", "2023-10-29T02:59:59", "2023-10-29T03:00:00", "2023-03-26T03:00:00",
+            "2031-01-01T00:00:00", "1999-01-01T00:00:00"],
+    "submit": ["Unknown", "", "None", "2023-09-01T05:51:10+02:00", "bad", "2023-10-29T02:15:00"],
+    "elapsed": ["1-02", "05:30", "12:34.567", "INVALID", "bad", "", "UNLIMITED", "7", "1-00:00:00.5", "99:99:99"],
+    "timelimit": ["UNLIMITED", "Partition_Limit", "1-02:03", "x", ""],
+    "totalcpu": ["00:01.5", "bad", "", "2-00:00:00"],
+    "ncpus": ["", "x", "0", "007", "²", "12345678901234567890"],
+    "nnodes": ["", "2", "a"],
+    "alloctres": ["gres/gpu=2", "gres/gpu:a100=1,gres/gpu:v100=1", "gres/gpu=abc", "gres/gpu=1.5", "cpu",
+                  "gres/gpu:h100=4", "gres/gpu=1e3", "gres/gpumem=40G,gres/gpu=1", "", "gres/gpu=100000",
+                  "billing=8, gres/gpu=1", "gres/gpu=1,gres/gpu=2"],
+    "tresusageintot": ["energy=5000,fs/disk=1G,gres/gpuutil=80", "energy=x", "fs/disk=1.5G", "gres/gpuutil=",
+                       "gres/gpuutil=abc", "energy=12345678901234567", "fs/disk=bad", "cpu", "",
+                       "energy=1,energy=2", "gres/gpumem=2M,gres/gpuutil=250", " energy=7"],
+    "tresusageinmax": ["gres/gpumem=3G", "gres/gpumem=", "bad", ""],
+    "tresusageouttot": ["fs/disk=77", "fs/disk=3K", "fs/disk=", "x"],
+    "nodelist": ["None assigned", "", " n1 ", "n[1-3]"],
+    "jobname": ['a "quoted" name', "back\\slash", "tab\there", "é☃", ""],
+    "user": [" ", "ü", ""],
+    "partition": [" ", "gpu ", ""],
+    "comment": ["flopwise-request=42", "request_id: abc", ""],
+    "reqmem": ["10G", ""],
+}  # fmt: skip
+
+
+def _fuzzed(seed: int, tmp_path: Path, trailing: bool) -> Path:
+    rnd = random.Random(seed)
+    fields = [f.lower() for f in SACCT_FORMATS["hb-jobinfo"]]
+    src = (SLURM / "hb-jobinfo-sacct.txt").read_text(encoding="utf-8").splitlines()
+    d = "|"
+    header = d.join(SACCT_FORMATS["hb-jobinfo"]) + (d if trailing else "")
+    out = [header]
+    for copy in range(3):
+        for line in src:
+            parts = line.split("☃")[:-1]
+            jid = parts[0]
+            if jid[:1].isdigit():
+                head, dot, rest = jid.partition(".")
+                parts[0] = str(int(head.split("_")[0]) + copy * 10**7) + head[len(head.split("_")[0]) :]
+                parts[0] += dot + rest
+            roll = rnd.random()
+            if roll < 0.25:
+                for _ in range(rnd.randint(1, 3)):
+                    name = rnd.choice(list(_ODD))
+                    parts[fields.index(name)] = rnd.choice(_ODD[name])
+            text = d.join(parts) + (d if trailing and rnd.random() < 0.95 else "")
+            roll = rnd.random()
+            if roll < 0.01:
+                text = text[: rnd.randint(0, len(text))]  # truncated
+            elif roll < 0.015:
+                text = ""  # blank
+            elif roll < 0.02:
+                text = "   "
+            elif roll < 0.025:
+                text = d * (len(fields) - 1)
+            elif roll < 0.03:
+                text = header
+            elif roll < 0.035:
+                text = text + d + "extra"
+            out.append(text)
+            if rnd.random() < 0.01 and len(out) > 5:
+                out.append(out[rnd.randint(1, len(out) - 1)])  # a line again, later
+    path = tmp_path / f"fuzz{seed}.txt"
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fuzzed_files_give_the_row_paths_ledger_and_rejects(factory, tmp_path, seed):
+    tz = ["UTC", "Europe/Amsterdam", "America/New_York"][seed % 3]
+    path = _fuzzed(seed, tmp_path, trailing=seed % 2 == 1)
+    columnar, rows = _both(factory, path, assume_tz=tz, cluster="hb" if seed % 2 else None)
+    _same(columnar, rows)
+    assert columnar[0].rows_rejected > 0
