@@ -201,6 +201,31 @@ def _fuzzed(seed: int, tmp_path: Path, trailing: bool) -> Path:
 def test_fuzzed_files_give_the_row_paths_ledger_and_rejects(factory, tmp_path, seed):
     tz = ["UTC", "Europe/Amsterdam", "America/New_York"][seed % 3]
     path = _fuzzed(seed, tmp_path, trailing=seed % 2 == 1)
-    columnar, rows = _both(factory, path, assume_tz=tz, cluster="hb" if seed % 2 else None)
+    batch = 37 if seed >= 3 else 5000  # small batches: jobs, steps and rejects across batch boundaries
+    columnar, rows = _both(factory, path, assume_tz=tz, cluster="hb" if seed % 2 else None, batch_size=batch)
     _same(columnar, rows)
     assert columnar[0].rows_rejected > 0
+
+
+def test_open_job_window_repeats_and_late_steps(factory, tmp_path):
+    """More jobs than the row parser keeps open (4096): a late step of an emitted job is rejected, one of a job
+    still open rolls up; a repeated job line emits the first and keeps the second; a repeated key counts once."""
+    lines = ["JobID|State|Start|End|AllocTRES|Elapsed|Submit|TRESUsageInTot"]
+    for i in range(1, 4300):
+        lines.append(
+            f"{i}|COMPLETED|2024-01-01T00:00:00|2024-01-01T01:00:00|gres/gpu:a100={i % 3}|01:00:00|"
+            f"2024-01-01T00:00:00|"
+        )
+        if i % 1000 == 0:
+            lines.append(f"{i - 999}.0|COMPLETED|||||| energy=5,gres/gpuutil=50")  # emitted long ago
+            lines.append(f"{i - 10}.batch|COMPLETED||||||energy=7,fs/disk=3K,gres/gpuutil=40")  # still open
+            lines.append(lines[-3])  # the same job line again: the first is emitted
+    lines.append("2.0|COMPLETED||||||energy=5")  # its job was emitted when job 4098 opened
+    lines.append("12|COMPLETED|2024-01-01T00:00:00|2024-01-01T02:00:00||02:00:00|2024-01-01T00:00:00|")
+    path = tmp_path / "window.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for batch in (5000, 700):
+        columnar, rows = _both(factory, path, assume_tz="UTC", batch_size=batch)
+        _same(columnar, rows)
+        assert any("already emitted" in r[1] for r in columnar[2])
+        assert columnar[0].rows_rolled_up > 0 and columnar[0].records_duplicate > 0

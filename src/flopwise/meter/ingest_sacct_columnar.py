@@ -31,6 +31,7 @@ parser cannot set up from.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import OrderedDict
@@ -50,6 +51,7 @@ from flopwise.meter.sacct import (
     _SIZE_UNIT,
     _WORK_STEP_SKIP,
     ENDED_STATES,
+    NOT_ENDED_STATES,
     _gpu_count_from_gres,
     _gpus_from_alloc_tres,
     _Job,
@@ -158,37 +160,39 @@ class SacctCounts:
         return self.job_lines + self.step_lines + len(self.rejected_lines)
 
 
-@dataclass
 class _OJob:
     """An open job: its row (a global row number, or (line, raw, values) for a line pyarrow did not split),
-    its steps' rows and step names, and the event number of its emission."""
+    its steps' rows, lines and names, and the event number of its emission."""
 
-    ref: Any
-    line: int
-    steps: list[Any] = field(default_factory=list)
-    step_lines: list[int] = field(default_factory=list)
-    step_names: list[str] = field(default_factory=list)
-    event: int = 0
-    job_id: str = ""
+    __slots__ = ("event", "job_id", "line", "ref", "step_lines", "step_names", "steps")
+
+    def __init__(self, ref: Any, line: int) -> None:
+        self.ref = ref
+        self.line = line
+        self.steps: list[Any] = []
+        self.step_lines: list[int] = []
+        self.step_names: list[str] = []
+        self.event = 0
+        self.job_id = ""
 
 
 class _Structure:
     """The row parser's ``feed``/``flush`` over JobIDs: open jobs (at most ``_OPEN_JOBS_MAX``, emitted in order),
     steps rolled into their open job, rejects (keyed by event number, so that they come out in the row path's
-    order)."""
+    order). *raw_of* gives a row's text for its reject."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, raw_of: Callable[[Any], str]) -> None:
         self.path = path
+        self.raw_of = raw_of
         self.open: OrderedDict[str, _OJob] = OrderedDict()
         self.closed: set[str] = set()
         self.finished: list[_OJob] = []
         self.rejects: list[tuple[int, int, RejectedRow]] = []  # (event, order, row)
         self.event = 0
 
-    def reject(self, line: int, reason: str, raw: str | Callable[[], str]) -> None:
+    def reject(self, line: int, reason: str, ref: Any) -> None:
         self.event += 1
-        text = raw() if callable(raw) else raw
-        self.rejects.append((self.event, 0, RejectedRow(self.path, line, reason, text)))
+        self.rejects.append((self.event, 0, RejectedRow(self.path, line, reason, self.raw_of(ref))))
 
     def flush(self, job_id: str) -> None:
         job = self.open.pop(job_id)
@@ -198,10 +202,10 @@ class _Structure:
         job.job_id = job_id
         self.finished.append(job)
 
-    def feed(self, jobid_raw: str, ref: Any, line: int, raw: Callable[[], str]) -> None:
+    def feed(self, jobid_raw: str, ref: Any, line: int) -> None:
         job_id, dot, step = jobid_raw.strip().partition(".")
         if not job_id:
-            self.reject(line, "empty JobID", raw)
+            self.reject(line, "empty JobID", ref)
             return
         if dot:
             job = self.open.get(job_id)
@@ -211,7 +215,7 @@ class _Structure:
                     if job_id in self.closed
                     else ("its job line is not in the input")
                 )
-                self.reject(line, f"step {jobid_raw!r} cannot roll up: {why}", raw)
+                self.reject(line, f"step {jobid_raw!r} cannot roll up: {why}", ref)
                 return
             job.steps.append(ref)
             job.step_lines.append(line)
@@ -220,8 +224,9 @@ class _Structure:
         if job_id in self.open:
             self.flush(job_id)
         self.open[job_id] = _OJob(ref, line)
-        while len(self.open) > _OPEN_JOBS_MAX:
-            self.flush(next(iter(self.open)))
+        if len(self.open) > _OPEN_JOBS_MAX:
+            while len(self.open) > _OPEN_JOBS_MAX:
+                self.flush(next(iter(self.open)))
 
     def flush_all(self) -> None:
         while self.open:
@@ -289,8 +294,10 @@ def _state(text: str) -> Any:
     raw_state = text.strip().rstrip("+")
     state, _, by = raw_state.partition(" by ")
     state = state.strip().upper()
-    if state not in ENDED_STATES:
-        return _SLOW
+    if state not in ENDED_STATES:  # the row parser's reject reason
+        if state in NOT_ENDED_STATES:
+            return f"skipped: state {state} has not ended; ingest again once the job has ended"
+        return f"unknown job state {raw_state!r}; known ended states: {sorted(ENDED_STATES)}"
     return state, (by.strip() if by else None)
 
 
@@ -431,6 +438,7 @@ class _Builder:
             return None
         arrow_jobs = [j for j in jobs if isinstance(j.ref, int)]
         fast = np.zeros(len(jobs), dtype=bool)
+        handled = np.zeros(len(jobs), dtype=bool)
         table = None
         if arrow_jobs:
             position = {id(j): i for i, j in enumerate(jobs)}
@@ -439,11 +447,18 @@ class _Builder:
             jt = rows.take([j.ref for j in arrow_jobs])
             step_refs = [s for j in arrow_jobs for s in j.steps if isinstance(s, int)]
             st = rows.take(step_refs) if step_refs else None
-            table, ok = self.fast_columns(arrow_jobs, jt, st, step_ok)
+            states = _map_py(self.column(jt, "state"), _state)
+            waiting = [k for k, st_ in enumerate(states) if type(st_) is str]
+            if waiting:  # not ended, or an unknown state: the row parser's first check, its reject
+                self.reject_all(
+                    [arrow_jobs[k] for k in waiting], [states[k] for k in waiting], rows, structure
+                )
+                handled[jpos[waiting]] = True
+            table, ok = self.fast_columns(arrow_jobs, jt, st, step_ok, states)
             fast[jpos[ok]] = True
             if table is not None:
                 table = table.append_column("_pos", pa.array(jpos[ok], pa.int64()))
-        slow = [j for i, j in enumerate(jobs) if not fast[i]]
+        slow = [j for i, j in enumerate(jobs) if not fast[i] and not handled[i]]
         records: list[tuple[int, UsageRecord]] = []
         if slow:
             position = {id(j): i for i, j in enumerate(jobs)}
@@ -476,6 +491,32 @@ class _Builder:
         order = np.argsort(table.column("_pos").to_numpy(), kind="stable")
         table = table.take(pa.array(order)).drop_columns(["_pos"])
         return table
+
+    def raws(self, refs: list[Any], rows: _Rows) -> list[str]:
+        """The text of rows (global numbers, or lines pyarrow did not split)."""
+        import pyarrow.compute as pc
+
+        arrow = [r for r in refs if isinstance(r, int)]
+        texts: dict[int, str] = {}
+        if arrow:
+            taken = rows.take(arrow)
+            joined = pc.binary_join_element_wise(
+                *(taken.column(f"c{i}") for i in range(self.plan.columns)), self.plan.delimiter
+            )
+            texts = dict(zip(arrow, joined.to_pylist(), strict=True))
+        return [texts[r] if isinstance(r, int) else str(r[1]) for r in refs]
+
+    def reject_all(self, jobs: list[_OJob], reasons: list[str], rows: _Rows, structure: _Structure) -> None:
+        """Reject *jobs* and their steps as the row parser's ``flush`` does when ``build`` raises."""
+        texts = iter(self.raws([r for j in jobs for r in (j.ref, *j.steps)], rows))
+        for job, reason in zip(jobs, reasons, strict=True):
+            raw = next(texts)
+            structure.rejects.append(
+                (job.event, 0, RejectedRow(self.path, job.line, f"job {job.job_id}: {reason}", raw))
+            )
+            for k, ln in enumerate(job.step_lines, start=1):
+                why = f"step of job {job.job_id}, not metered (see line {job.line})"
+                structure.rejects.append((job.event, k, RejectedRow(self.path, ln, why, next(texts))))
 
     def schema(self) -> pa.Schema:
         import pyarrow as pa
@@ -540,7 +581,7 @@ class _Builder:
         return out
 
     def fast_columns(
-        self, jobs: list[_OJob], jt: pa.Table, st: pa.Table | None, step_ok: np.ndarray
+        self, jobs: list[_OJob], jt: pa.Table, st: pa.Table | None, step_ok: np.ndarray, states: list[Any]
     ) -> tuple[pa.Table | None, np.ndarray]:
         """(ledger columns of the jobs it computes, with ``_key_text``; the mask of those among *jobs*)."""
         import numpy as np
@@ -561,8 +602,7 @@ class _Builder:
             ok &= pc.equal(jt.column(f"c{self.plan.columns - 1}").combine_chunks(), "").to_numpy(
                 zero_copy_only=False
             )
-        states = _map_py(col("state"), _state)
-        ok &= np.array([s is not _SLOW for s in states], dtype=bool)
+        ok &= np.array([type(s) is tuple for s in states], dtype=bool)
         if self.parser.tz is None:
             ok[:] = False
         if not ok.any():
@@ -1029,8 +1069,14 @@ def sacct_column_batches(
     import pyarrow.csv as pcsv
 
     path = Path(target)
-    structure = _Structure(target)
     builder = _Builder(plan, parser, coster, target)
+
+    def raw_of(ref: Any) -> str:
+        if isinstance(ref, int):
+            return builder.raw(rows.take([ref]).to_pylist()[0])
+        return str(ref[1])
+
+    structure = _Structure(target, raw_of)
     rows = _Rows()
     invalid: dict[int, str] = {}
     names = [f"c{i}" for i in range(plan.columns)]
@@ -1058,11 +1104,11 @@ def sacct_column_batches(
                 line,
                 f"expected {len(layout.fields)} fields separated by {delim!r}, got {got} "
                 "(a truncated line, or a delimiter inside a value such as JobName)",
-                text,
+                (line, text, None),
             )
             return
         values = dict(zip(layout.fields, parts, strict=True))
-        structure.feed(values["jobid"], (line, text, values), line, lambda: text)
+        structure.feed(values["jobid"], (line, text, values), line)
 
     raw_file = pa.OSFile(str(path), "rb")
     total = path.stat().st_size
@@ -1088,39 +1134,34 @@ def sacct_column_batches(
                 quoted_strings_can_be_null=False,
             ),
         )
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                batch = None
+        from flopwise.meter.ingest_columnar import _rebatched
+
+        for batch in itertools.chain(_rebatched(reader, batch_lines), [None]):
             if batch is not None and batch.num_rows:
                 base = rows.add(batch)
                 jobids = batch.column(jobid_col).to_pylist()
                 trail = batch.column(names[-1]).to_pylist() if plan.trailing else None
                 number = next_number
+                feed = structure.feed
                 for i, jid in enumerate(jobids):
-                    while number in invalid:
-                        feed_text(number, invalid.pop(number))
-                        number += 1
+                    if invalid:
+                        while number in invalid:
+                            feed_text(number, invalid.pop(number))
+                            number += 1
                     line = number
                     number += 1
                     ref = base + i
-
-                    def raw(ref: int = ref) -> str:
-                        return builder.raw(rows.take([ref]).to_pylist()[0])
-
                     if trail is not None and trail[i] != "":
-                        text = raw()
-                        got = len(text.split(delim))
+                        got = len(raw_of(ref).split(delim))
                         structure.reject(
                             line,
                             f"expected {len(layout.fields)} fields separated by {delim!r}, got {got} "
                             "(a truncated line, or a delimiter inside a value such as JobName)",
-                            text,
+                            ref,
                         )
                         continue
                     if jid == "" or jid == header_jobid:
-                        text = raw()
+                        text = raw_of(ref)
                         if text == header:
                             continue
                         if not text.strip(delim):
@@ -1128,7 +1169,7 @@ def sacct_column_batches(
                             structure.event += 1
                             maybe_blank[line] = structure.event
                             continue
-                    structure.feed(jid, ref, line, raw)
+                    feed(jid, ref, line)
                 next_number = number
             else:
                 for number in sorted(invalid):
@@ -1159,7 +1200,12 @@ def sacct_column_batches(
 
 
 def _oldest(structure: _Structure, default: int) -> int:
-    """The first row an open job still needs (its own or a step's), else *default*."""
+    """The first row an open job still needs (its own or a step's), else *default*. Rows are numbered in line
+    order and a job's steps come after it: the first open job's own row, when pyarrow read it, is the first."""
+    if structure.open:
+        first = next(iter(structure.open.values()))
+        if isinstance(first.ref, int):
+            return first.ref
     refs = [r for j in structure.open.values() for r in (j.ref, *j.steps) if isinstance(r, int)]
     return min(refs) if refs else default
 
@@ -1289,9 +1335,12 @@ def ingest_sacct_columnar(
         expanded=lambda: counts.records - counts.job_lines,
     )
     total = BatchCounts()
+    from flopwise.meter.ledger_write import DEFAULT_BATCH_SIZE
+
     batches = sacct_column_batches(
         target, plan, parser, coster=coster, counts=counts, rejected=rejected, progress=progress,
         attribute=attribute,
+        batch_lines=options.batch_size if options.batch_size != DEFAULT_BATCH_SIZE else BATCH_LINES,
     )  # fmt: skip
 
     def write(item: tuple[pa.Table, int]) -> None:
