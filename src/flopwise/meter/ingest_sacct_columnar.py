@@ -169,11 +169,19 @@ class _OJob:
     def __init__(self, ref: Any, line: int) -> None:
         self.ref = ref
         self.line = line
-        self.steps: list[Any] = []
-        self.step_lines: list[int] = []
-        self.step_names: list[str] = []
+        self.steps: list[Any] | tuple[()] = ()  # lists from the first step on
+        self.step_lines: list[int] | tuple[()] = ()
+        self.step_names: list[str] | tuple[()] = ()
         self.event = 0
         self.job_id = ""
+
+    def add_step(self, ref: Any, line: int, name: str) -> None:
+        if self.steps:
+            self.steps.append(ref)  # type: ignore[union-attr]
+            self.step_lines.append(line)  # type: ignore[union-attr]
+            self.step_names.append(name)  # type: ignore[union-attr]
+        else:
+            self.steps, self.step_lines, self.step_names = [ref], [line], [name]
 
 
 class _Structure:
@@ -217,9 +225,7 @@ class _Structure:
                 )
                 self.reject(line, f"step {jobid_raw!r} cannot roll up: {why}", ref)
                 return
-            job.steps.append(ref)
-            job.step_lines.append(line)
-            job.step_names.append(step)
+            job.add_step(ref, line, step)
             return
         if job_id in self.open:
             self.flush(job_id)
@@ -759,7 +765,8 @@ class _Builder:
             pieces.append(values)
 
         state_l = sel_list(states)
-        piece("state", pa.array([_json(s[0]) for s in state_l], pa.string()))
+        state_json = {s[0]: _json(s[0]) for s in set(state_l)}
+        piece("state", pa.array([state_json[s[0]] for s in state_l], pa.string()))
         lines = [jobs[i].line for i in idx.tolist()]
         piece("source_line", pa.array([str(x) for x in lines], pa.string()))
         piece(
@@ -940,13 +947,19 @@ class _Builder:
         for c in (tot, mx, outc):
             good &= pc.match_substring_regex(c, _TRES_RE).to_numpy(zero_copy_only=False)
 
-        def entry(c: pa.Array, name: str) -> tuple[pa.Array, np.ndarray]:
-            """(the value of entry *name*, null when absent); *good* cleared where the name repeats."""
-            pattern = r"(?:^|,)" + re.escape(name) + "="
-            repeats = pc.count_substring_regex(c, pattern).to_numpy(zero_copy_only=False)
-            good_local = repeats <= 1
-            found = pc.extract_regex(c, pattern + r"(?P<v>[^,]*)")
-            return pc.struct_field(found, [0]), good_local
+        def repeated(c: pa.Array, *wanted: str) -> np.ndarray:
+            """Rows where one of the *wanted* entries appears twice (parse_tres keeps the last: the row path)."""
+            pattern = "|".join(rf"(?:^|,){re.escape(w)}=.*,{re.escape(w)}=" for w in wanted)
+            return pc.match_substring_regex(c, pattern).to_numpy(zero_copy_only=False)
+
+        good &= ~repeated(tot, "energy", "fs/disk", "gres/gpumem", "gres/gpuutil")
+        good &= ~repeated(mx, "gres/gpumem")
+        good &= ~repeated(outc, "fs/disk")
+
+        def entry(c: pa.Array, name: str) -> tuple[pa.Array, bool]:
+            """The value of entry *name*, null when absent."""
+            found = pc.extract_regex(c, r"(?:^|,)" + re.escape(name) + r"=(?P<v>[^,]*)")
+            return pc.struct_field(found, [0]), True
 
         def size(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             """(bytes, present and not empty, fast form) of size texts (null: absent)."""
@@ -1143,6 +1156,7 @@ def sacct_column_batches(
                 trail = batch.column(names[-1]).to_pylist() if plan.trailing else None
                 number = next_number
                 feed = structure.feed
+                open_jobs = structure.open
                 for i, jid in enumerate(jobids):
                     if invalid:
                         while number in invalid:
@@ -1169,7 +1183,12 @@ def sacct_column_batches(
                             structure.event += 1
                             maybe_blank[line] = structure.event
                             continue
-                    feed(jid, ref, line)
+                    if not jid or "." in jid or jid in open_jobs or jid != jid.strip():
+                        feed(jid, ref, line)
+                    else:  # a new job line (the common case of feed)
+                        open_jobs[jid] = _OJob(ref, line)
+                        if len(open_jobs) > _OPEN_JOBS_MAX:
+                            structure.flush(next(iter(open_jobs)))
                 next_number = number
             else:
                 for number in sorted(invalid):
