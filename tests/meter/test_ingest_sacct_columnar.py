@@ -229,3 +229,31 @@ def test_open_job_window_repeats_and_late_steps(factory, tmp_path):
         _same(columnar, rows)
         assert any("already emitted" in r[1] for r in columnar[2])
         assert columnar[0].rows_rolled_up > 0 and columnar[0].records_duplicate > 0
+
+
+def test_float_text_is_reprs():
+    import numpy as np
+
+    from flopwise.meter.ingest_sacct_columnar import _float_text
+
+    rnd = random.Random(7)
+    values = [
+        0.0,
+        -0.0,
+        1.0,
+        3600.0,
+        1e15,
+        9999999999999998.0,
+        1e16,
+        2.0**60,
+        0.5,
+        1e-5,
+        123.456,
+        -3.0,
+        1e300,
+    ]
+    values += [rnd.random() * 10 ** rnd.randint(-8, 20) for _ in range(500)]
+    values += [float(rnd.randint(0, 2**53)) for _ in range(200)]
+    present = np.array([i % 7 != 3 for i in range(len(values))])
+    text = _float_text(np.array(values), present).to_pylist()
+    assert text == [repr(v) if p else None for v, p in zip(values, present, strict=True)]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -175,14 +176,6 @@ class _OJob:
         self.event = 0
         self.job_id = ""
 
-    def add_step(self, ref: Any, line: int, name: str) -> None:
-        if self.steps:
-            self.steps.append(ref)  # type: ignore[union-attr]
-            self.step_lines.append(line)  # type: ignore[union-attr]
-            self.step_names.append(name)  # type: ignore[union-attr]
-        else:
-            self.steps, self.step_lines, self.step_names = [ref], [line], [name]
-
 
 class _Structure:
     """The row parser's ``feed``/``flush`` over JobIDs: open jobs (at most ``_OPEN_JOBS_MAX``, emitted in order),
@@ -225,7 +218,12 @@ class _Structure:
                 )
                 self.reject(line, f"step {jobid_raw!r} cannot roll up: {why}", ref)
                 return
-            job.add_step(ref, line, step)
+            if job.steps:
+                job.steps.append(ref)  # type: ignore[union-attr]
+                job.step_lines.append(line)  # type: ignore[union-attr]
+                job.step_names.append(step)  # type: ignore[union-attr]
+            else:
+                job.steps, job.step_lines, job.step_names = [ref], [line], [step]
             return
         if job_id in self.open:
             self.flush(job_id)
@@ -305,6 +303,36 @@ def _state(text: str) -> Any:
             return f"skipped: state {state} has not ended; ingest again once the job has ended"
         return f"unknown job state {raw_state!r}; known ended states: {sorted(ENDED_STATES)}"
     return state, (by.strip() if by else None)
+
+
+def _duration_text(text: str) -> Any:
+    """The JSON text of a duration's seconds (``null`` for none), or _SLOW."""
+    value = _duration(text)
+    return value if value is _SLOW else ("null" if value is None else repr(value))
+
+
+def _float_text(values: np.ndarray, present: np.ndarray | None = None) -> pa.Array:
+    """``repr`` of each float (its JSON text), null where not *present*: whole numbers below 10^16 (repr's
+    ``1234.0``, no exponent) as Arrow's integer text plus ``.0``, the others through Python's repr."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from flopwise.meter.ingest_columnar import _concat
+
+    if present is None:
+        present = np.ones(len(values), dtype=bool)
+    safe = np.where(present, values, 0.0)
+    whole = (safe == np.floor(safe)) & (np.abs(safe) < 1e16) & ~np.signbit(safe)
+    ints = pa.array(np.where(whole, safe, 0.0).astype(np.int64)).cast(pa.string())
+    text = _concat(ints, ".0")
+    if not whole.all():
+        rest = np.flatnonzero(~whole)
+        reprs = [repr(v) for v in safe[rest].tolist()]
+        text = pc.replace_with_mask(text, pa.array(~whole), pa.array(reprs, pa.string()))
+    if not present.all():
+        text = pc.if_else(pa.array(present), text, pa.scalar(None, pa.string()))
+    return text
 
 
 def _count(text: str) -> Any:
@@ -670,7 +698,7 @@ class _Builder:
         durations: dict[str, list[Any]] = {}
         for key in ("timelimit", "totalcpu"):
             if has(key):
-                vals = _map_py(col(key), _duration)
+                vals = _map_py(col(key), _duration_text)
                 ok &= np.array([v is not _SLOW for v in vals], dtype=bool)
                 durations[key] = vals
         joules = None
@@ -775,7 +803,7 @@ class _Builder:
                 ["[" + ", ".join(map(str, jobs[i].step_lines)) + "]" for i in idx.tolist()], pa.string()
             ),
         )
-        piece("elapsed_s", pa.array([repr(x) for x in f_elapsed.tolist()], pa.string()))
+        piece("elapsed_s", _float_text(f_elapsed))
         piece("gpu_types", pa.array([gpu[i][1] for i in idx.tolist()], pa.string()))
         piece(
             "cancelled_by_uid",
@@ -812,26 +840,13 @@ class _Builder:
                 piece(key, pc.fill_null(pc.filter(extra_times[key], keep), "null"))
         for key, name in (("timelimit", "timelimit_s"), ("totalcpu", "total_cpu_s")):
             if key in durations:
-                piece(
-                    name,
-                    pa.array(
-                        ["null" if v is None else repr(v) for v in sel_list(durations[key])], pa.string()
-                    ),
-                )
-        steps_n = [len(jobs[i].steps) for i in idx.tolist()]
-        piece("steps", pa.array([str(s) for s in steps_n], pa.string()))
-        dr = usage["disk_read"][idx].tolist()
-        dw = usage["disk_write"][idx].tolist()
-        piece(
-            "disk_read_bytes",
-            pa.array([repr(v) if s else None for v, s in zip(dr, steps_n, strict=True)], pa.string()),
-        )
-        piece(
-            "disk_write_bytes",
-            pa.array([repr(v) if s else None for v, s in zip(dw, steps_n, strict=True)], pa.string()),
-        )
-        mem = usage["gpu_mem"][idx].tolist()
-        piece("gpu_mem_max_bytes", pa.array([None if np.isnan(v) else repr(v) for v in mem], pa.string()))
+                piece(name, pa.array(sel_list(durations[key]), pa.string()))
+        steps_n = np.array([len(jobs[i].steps) for i in idx.tolist()], dtype=np.int64)
+        piece("steps", pa.array(steps_n).cast(pa.string()))
+        piece("disk_read_bytes", _float_text(usage["disk_read"][idx], steps_n > 0))
+        piece("disk_write_bytes", _float_text(usage["disk_write"][idx], steps_n > 0))
+        mem = usage["gpu_mem"][idx]
+        piece("gpu_mem_max_bytes", _float_text(mem, ~np.isnan(mem)))
         # array tasks: N_M
         parts = pc.split_pattern(job_ids, "_", max_splits=1)
         array_job = pc.list_element(
@@ -1131,7 +1146,11 @@ def sacct_column_batches(
         reader = pcsv.open_csv(
             stream,
             read_options=pcsv.ReadOptions(
-                column_names=names, skip_rows=plan.skip_rows, block_size=_BLOCK_BYTES, use_threads=False
+                column_names=names,
+                skip_rows=plan.skip_rows,
+                # small batches (tests) read small blocks, so that jobs and steps straddle blocks too
+                block_size=min(_BLOCK_BYTES, max(4096, batch_lines * 64)),
+                use_threads=False,
             ),
             parse_options=pcsv.ParseOptions(
                 delimiter=delim,
@@ -1147,9 +1166,8 @@ def sacct_column_batches(
                 quoted_strings_can_be_null=False,
             ),
         )
-        from flopwise.meter.ingest_columnar import _rebatched
-
-        for batch in itertools.chain(_rebatched(reader, batch_lines), [None]):
+        pending = 0  # lines read since the last build
+        for batch in itertools.chain(reader, [None]):
             if batch is not None and batch.num_rows:
                 base = rows.add(batch)
                 jobids = batch.column(jobid_col).to_pylist()
@@ -1190,6 +1208,12 @@ def sacct_column_batches(
                         if len(open_jobs) > _OPEN_JOBS_MAX:
                             structure.flush(next(iter(open_jobs)))
                 next_number = number
+                pending += batch.num_rows
+                if pending < batch_lines:
+                    continue
+                pending = 0
+            elif batch is not None:
+                continue
             else:
                 for number in sorted(invalid):
                     feed_text(number, invalid.pop(number))
@@ -1213,7 +1237,7 @@ def sacct_column_batches(
         raw_file.close()
     if maybe_blank:
         _resolve_blank(target, maybe_blank, structure)
-    for _event, _k, row in sorted(structure.rejects, key=lambda r: (r[0], r[1])):
+    for _event, _k, row in sorted(structure.rejects, key=operator.itemgetter(0, 1)):
         rejected.append(row)
         counts.rejected_lines.add(row.line)
 
