@@ -254,12 +254,15 @@ class _Rows:
         while len(self.batches) > 1 and self.batches[1][0] <= row:
             self.batches.pop(0)
 
-    def take(self, rows: list[int]) -> pa.Table:
+    def take(self, rows: list[int], columns: list[str] | None = None) -> pa.Table:
+        import numpy as np
         import pyarrow as pa
 
         base = self.batches[0][0]
         table = pa.Table.from_batches([b for _, b in self.batches])
-        return table.take(pa.array([r - base for r in rows], pa.int64()))
+        if columns is not None:
+            table = table.select(columns)
+        return table.take(pa.array(np.asarray(rows, dtype=np.int64) - base))
 
 
 def _map(column: pa.Array, fn: Callable[[str], Any], type_: pa.DataType) -> pa.Array:
@@ -347,6 +350,9 @@ def _count(text: str) -> Any:
 
 class _Builder:
     """The ledger columns of a list of finished jobs (see the module doc)."""
+
+    #: the fields of step rows the fast path reads
+    STEP_FIELDS = ("tresusageintot", "tresusageinmax", "tresusageouttot", "elapsed")
 
     def __init__(self, plan: _Plan, parser: _Parser, coster: Coster, path: str) -> None:
         import pyarrow as pa
@@ -480,7 +486,8 @@ class _Builder:
             step_ok = np.array([all(isinstance(s, int) for s in j.steps) for j in arrow_jobs], dtype=bool)
             jt = rows.take([j.ref for j in arrow_jobs])
             step_refs = [s for j in arrow_jobs for s in j.steps if isinstance(s, int)]
-            st = rows.take(step_refs) if step_refs else None
+            wanted = [f"c{self.col[c]}" for c in self.STEP_FIELDS if c in self.col]
+            st = rows.take(step_refs, wanted) if step_refs else None
             states = _map_py(self.column(jt, "state"), _state)
             waiting = [k for k, st_ in enumerate(states) if type(st_) is str]
             if waiting:  # not ended, or an unknown state: the row parser's first check, its reject
@@ -962,19 +969,30 @@ class _Builder:
         for c in (tot, mx, outc):
             good &= pc.match_substring_regex(c, _TRES_RE).to_numpy(zero_copy_only=False)
 
-        def repeated(c: pa.Array, *wanted: str) -> np.ndarray:
-            """Rows where one of the *wanted* entries appears twice (parse_tres keeps the last: the row path)."""
-            pattern = "|".join(rf"(?:^|,){re.escape(w)}=.*,{re.escape(w)}=" for w in wanted)
-            return pc.match_substring_regex(c, pattern).to_numpy(zero_copy_only=False)
+        def entries(c: pa.Array, *wanted: str) -> dict[str, pa.Array]:
+            """The value of each *wanted* entry per row (null when absent), from one split of the column into
+            its entries; *good* cleared where one of them appears twice (parse_tres keeps the last)."""
+            lists = pc.split_pattern(c, ",")
+            flat = pc.list_flatten(lists)
+            parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+            found: dict[str, pa.Array] = {}
+            for name in wanted:
+                prefix = name + "="
+                hit = pc.starts_with(flat, prefix).to_numpy(zero_copy_only=False)
+                rows_ = parent[hit]
+                good[np.bincount(rows_, minlength=k) > 1] = False
+                where = np.full(k, -1, dtype=np.int64)
+                where[rows_] = np.arange(len(rows_))
+                values = pc.utf8_slice_codeunits(flat.filter(pa.array(hit)), len(prefix))
+                taken = (
+                    values.take(pa.array(np.maximum(where, 0))) if len(values) else pa.nulls(k, pa.string())
+                )
+                found[name] = pc.if_else(pa.array(where >= 0), taken, pa.scalar(None, pa.string()))
+            return found
 
-        good &= ~repeated(tot, "energy", "fs/disk", "gres/gpumem", "gres/gpuutil")
-        good &= ~repeated(mx, "gres/gpumem")
-        good &= ~repeated(outc, "fs/disk")
-
-        def entry(c: pa.Array, name: str) -> tuple[pa.Array, bool]:
-            """The value of entry *name*, null when absent."""
-            found = pc.extract_regex(c, r"(?:^|,)" + re.escape(name) + r"=(?P<v>[^,]*)")
-            return pc.struct_field(found, [0]), True
+        in_tot = entries(tot, "energy", "fs/disk", "gres/gpumem", "gres/gpuutil")
+        in_mx = entries(mx, "gres/gpumem")
+        in_out = entries(outc, "fs/disk")
 
         def size(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             """(bytes, present and not empty, fast form) of size texts (null: absent)."""
@@ -996,8 +1014,7 @@ class _Builder:
             )
             return number * factor, present & form, fast
 
-        energy, g = entry(tot, "energy")
-        good &= g
+        energy = in_tot["energy"]
         e_digits = pc.fill_null(pc.match_substring_regex(energy, r"^[0-9]+$"), False).to_numpy(
             zero_copy_only=False
         )
@@ -1006,23 +1023,18 @@ class _Builder:
         e_val = pc.cast(pc.if_else(pa.array(e_fast), energy, pa.scalar("0")), pa.int64()).to_numpy(
             zero_copy_only=False
         )
-        disk_r, g = entry(tot, "fs/disk")
-        good &= g
+        disk_r = in_tot["fs/disk"]
         r_val, r_present, r_fast = size(disk_r)
         good &= r_fast
-        disk_w, g = entry(outc, "fs/disk")
-        good &= g
+        disk_w = in_out["fs/disk"]
         w_val, w_present, w_fast = size(disk_w)
         good &= w_fast
-        mem_mx, g = entry(mx, "gres/gpumem")
-        good &= g
-        mem_tot, g = entry(tot, "gres/gpumem")
-        good &= g
+        mem_mx = in_mx["gres/gpumem"]
+        mem_tot = in_tot["gres/gpumem"]
         mem = pc.if_else(pc.is_valid(mem_mx), mem_mx, mem_tot)
         m_val, m_present, m_fast = size(mem)
         good &= m_fast
-        utilv, g = entry(tot, "gres/gpuutil")
-        good &= g
+        utilv = in_tot["gres/gpuutil"]
         u_present = pc.is_valid(utilv).to_numpy(zero_copy_only=False)
         u_fast = pc.fill_null(pc.match_substring_regex(utilv, _INT_RE), False).to_numpy(zero_copy_only=False)
         good &= ~u_present | u_fast
@@ -1201,7 +1213,18 @@ def sacct_column_batches(
                             structure.event += 1
                             maybe_blank[line] = structure.event
                             continue
-                    if not jid or "." in jid or jid in open_jobs or jid != jid.strip():
+                    if "." in jid:
+                        job_id, _, step = jid.partition(".")
+                        job = open_jobs.get(job_id)
+                        if job is None or jid[-1].isspace():
+                            feed(jid, ref, line)
+                        elif job.steps:  # a step of an open job (the common case of feed)
+                            job.steps.append(ref)  # type: ignore[union-attr]
+                            job.step_lines.append(line)  # type: ignore[union-attr]
+                            job.step_names.append(step)  # type: ignore[union-attr]
+                        else:
+                            job.steps, job.step_lines, job.step_names = [ref], [line], [step]
+                    elif not jid or jid in open_jobs or jid != jid.strip():
                         feed(jid, ref, line)
                     else:  # a new job line (the common case of feed)
                         open_jobs[jid] = _OJob(ref, line)
