@@ -290,6 +290,58 @@ def _map_py(column: pa.Array, fn: Callable[[str], Any]) -> list[Any]:
 _SLOW = object()  # a per-value result that sends the job to the row path
 
 
+class _Distinct:
+    """fn(value) once per distinct value of a string column: the results (``values``) and each row's
+    index into them (``codes``)."""
+
+    def __init__(self, column: pa.Array, fn: Callable[[str], Any]) -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        encoded = column.dictionary_encode()
+        self.values = [fn(v) for v in encoded.dictionary.to_pylist()]
+        self.codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def mask(self, test: Callable[[Any], bool]) -> np.ndarray:
+        import numpy as np
+
+        return np.array([bool(test(v)) for v in self.values], dtype=bool)[self.codes]
+
+    def good(self) -> np.ndarray:
+        """Rows whose value this path computes (not _SLOW)."""
+        return self.mask(lambda v: v is not _SLOW)
+
+    def numbers(self, fn: Callable[[Any], float]) -> np.ndarray:
+        """fn(result) as float64 per row (0 for _SLOW)."""
+        import numpy as np
+
+        return np.array([0.0 if v is _SLOW else fn(v) for v in self.values], dtype=np.float64)[self.codes]
+
+    def spread(self, fn: Callable[[Any], Any], type_: pa.DataType, rows: np.ndarray) -> pa.Array:
+        """fn(result) for *rows* (positions), as an Arrow array (fn called per distinct value)."""
+        import pyarrow as pa
+
+        values = pa.array([None if v is _SLOW else fn(v) for v in self.values], type=type_)
+        return pa.DictionaryArray.from_arrays(pa.array(self.codes[rows], pa.int32()), values).cast(type_)
+
+
+def _int_lists(jobs: list[_OJob], counts: np.ndarray) -> pa.Array:
+    """``[l1, l2, ...]`` (JSON) of each job's step lines."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from flopwise.meter.ingest_columnar import _concat
+
+    flat = np.fromiter((ln for j in jobs for ln in j.step_lines), dtype=np.int64, count=int(counts.sum()))
+    offsets = np.zeros(len(jobs) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat).cast(pa.string()))
+    return _concat("[", pc.binary_join(lists, ", "), "]")
+
+
 def _duration(text: str) -> Any:
     try:
         return parse_slurm_duration_s(text)
@@ -488,12 +540,11 @@ class _Builder:
             step_refs = [s for j in arrow_jobs for s in j.steps if isinstance(s, int)]
             wanted = [f"c{self.col[c]}" for c in self.STEP_FIELDS if c in self.col]
             st = rows.take(step_refs, wanted) if step_refs else None
-            states = _map_py(self.column(jt, "state"), _state)
-            waiting = [k for k, st_ in enumerate(states) if type(st_) is str]
+            states = _Distinct(self.column(jt, "state"), _state)
+            waiting = np.flatnonzero(states.mask(lambda st_: type(st_) is str)).tolist()
             if waiting:  # not ended, or an unknown state: the row parser's first check, its reject
-                self.reject_all(
-                    [arrow_jobs[k] for k in waiting], [states[k] for k in waiting], rows, structure
-                )
+                reasons = [states.values[states.codes[k]] for k in waiting]
+                self.reject_all([arrow_jobs[k] for k in waiting], reasons, rows, structure)
                 handled[jpos[waiting]] = True
             table, ok = self.fast_columns(arrow_jobs, jt, st, step_ok, states)
             fast[jpos[ok]] = True
@@ -622,7 +673,7 @@ class _Builder:
         return out
 
     def fast_columns(
-        self, jobs: list[_OJob], jt: pa.Table, st: pa.Table | None, step_ok: np.ndarray, states: list[Any]
+        self, jobs: list[_OJob], jt: pa.Table, st: pa.Table | None, step_ok: np.ndarray, states: _Distinct
     ) -> tuple[pa.Table | None, np.ndarray]:
         """(ledger columns of the jobs it computes, with ``_key_text``; the mask of those among *jobs*)."""
         import numpy as np
@@ -643,7 +694,7 @@ class _Builder:
             ok &= pc.equal(jt.column(f"c{self.plan.columns - 1}").combine_chunks(), "").to_numpy(
                 zero_copy_only=False
             )
-        ok &= np.array([type(s) is tuple for s in states], dtype=bool)
+        ok &= states.mask(lambda st_: type(st_) is tuple)
         if self.parser.tz is None:
             ok[:] = False
         if not ok.any():
@@ -693,31 +744,28 @@ class _Builder:
         elapsed = np.where(done, elapsed, span)
         # GPUs, per distinct (AllocTRES, AllocGRES, ReqGRES)
         gpu_key = pc.binary_join_element_wise(col("alloctres"), col("allocgres"), col("reqgres"), "\x1f")
-        gpu = _map_py(gpu_key, lambda k: self.gpus(*k.split("\x1f")))
-        ok &= np.array([g is not _SLOW for g in gpu], dtype=bool)
-        gpus = np.array([0 if g is _SLOW else g[0] for g in gpu], dtype=np.float64)
-        # counts, durations copied into x_extra
-        counts: dict[str, list[Any]] = {}
+        gpu = _Distinct(gpu_key, lambda k: self.gpus(*k.split("\x1f")))
+        ok &= gpu.good()
+        gpus = gpu.numbers(lambda g: g[0])
+        # counts, durations copied into x_extra (their JSON text, per distinct value)
+        counts: dict[str, _Distinct] = {}
         for key, _name in self.layout.extra_count_fields:
-            vals = _map_py(col(key), _count)
-            ok &= np.array([v is not _SLOW for v in vals], dtype=bool)
-            counts[key] = vals
-        durations: dict[str, list[Any]] = {}
+            counts[key] = _Distinct(col(key), _count)
+            ok &= counts[key].good()
+        durations: dict[str, _Distinct] = {}
         for key in ("timelimit", "totalcpu"):
             if has(key):
-                vals = _map_py(col(key), _duration_text)
-                ok &= np.array([v is not _SLOW for v in vals], dtype=bool)
-                durations[key] = vals
+                durations[key] = _Distinct(col(key), _duration_text)
+                ok &= durations[key].good()
         joules = None
         if has("consumedenergyraw"):
-            joules_l = _map_py(
+            joules = _Distinct(
                 col("consumedenergyraw"),
                 lambda t: (
                     (int(t) if re.fullmatch(r"[0-9]{1,15}", t) else _SLOW) if t.strip().isdigit() else None
                 ),
             )
-            ok &= np.array([v is not _SLOW for v in joules_l], dtype=bool)
-            joules = joules_l
+            ok &= joules.good()
         # steps
         usage = self.step_usage(jobs, st, gpus, ok)
         if not ok.any():
@@ -760,36 +808,16 @@ class _Builder:
         f_gpus = gpus[idx]
         f_elapsed = elapsed[idx]
         hours = f_gpus * f_elapsed / S_PER_H
-        device = [gpu[i][2] for i in idx.tolist()]
+        device = gpu.spread(lambda g: g[2], pa.string(), idx)
         util = usage["util"][idx]
         energy_j = usage["energy_j"][idx]
         energy = np.where(energy_j > 0, energy_j / J_PER_KWH, np.nan)
         if joules is not None:
-            for k, i in enumerate(idx.tolist()):
-                j = joules[i]
-                if j is not None and j > 0:
-                    energy[k] = j / J_PER_KWH
-        # costing, once per distinct (device, hours, utilization, energy, provider)
-        provider_l = provider.to_pylist()
-        cost_usd: list[Any] = []
-        basis: list[str] = []
-        e_basis: list[str] = []
-        idle_h: list[Any] = []
-        idle_cost: list[Any] = []
-        energy_out: list[Any] = []
-        co2e: list[Any] = []
-        hours_l = hours.tolist()
-        util_l = [None if np.isnan(u) else u for u in util.tolist()]
-        energy_l = [None if np.isnan(e) else e for e in energy.tolist()]
-        for k in range(m):
-            costed = self.cost(device[k], hours_l[k], util_l[k], energy_l[k], provider_l[k])
-            cost_usd.append(costed[0])
-            basis.append(costed[1])
-            e_basis.append(costed[2])
-            idle_h.append(costed[3])
-            idle_cost.append(costed[4])
-            energy_out.append(costed[5])
-            co2e.append(costed[6])
+            j = joules.numbers(lambda v: float(v) if v else 0.0)[idx]  # int/float: exact below 2^53
+            energy = np.where(j > 0, j / J_PER_KWH, energy)
+        # costing (Coster.cost), once per distinct (device, hours, utilization, energy, cluster); a job with no
+        # device, energy or utilization has no cost, energy, idle or CO2e whatever its cluster and hours
+        costed = self.costed(device, hours, util, energy, provider)
 
         # x_extra, in the row path's key order
         pieces: list[pa.Array] = []
@@ -799,56 +827,55 @@ class _Builder:
             names.append(name)
             pieces.append(values)
 
-        state_l = sel_list(states)
-        state_json = {s[0]: _json(s[0]) for s in set(state_l)}
-        piece("state", pa.array([state_json[s[0]] for s in state_l], pa.string()))
-        lines = [jobs[i].line for i in idx.tolist()]
-        piece("source_line", pa.array([str(x) for x in lines], pa.string()))
+        piece("state", states.spread(lambda st_: _json(st_[0]), pa.string(), idx))
+        fast_jobs = [jobs[i] for i in idx.tolist()]
+        steps_n = np.fromiter((len(j.steps) for j in fast_jobs), dtype=np.int64, count=m)
         piece(
-            "step_lines",
-            pa.array(
-                ["[" + ", ".join(map(str, jobs[i].step_lines)) + "]" for i in idx.tolist()], pa.string()
-            ),
+            "source_line", pa.array(np.fromiter((j.line for j in fast_jobs), np.int64, m)).cast(pa.string())
         )
+        piece("step_lines", _int_lists(fast_jobs, steps_n))
         piece("elapsed_s", _float_text(f_elapsed))
-        piece("gpu_types", pa.array([gpu[i][1] for i in idx.tolist()], pa.string()))
+        piece("gpu_types", gpu.spread(lambda g: g[1], pa.string(), idx))
         piece(
             "cancelled_by_uid",
-            pa.array([None if s[1] is None else _json(s[1]) for s in state_l], pa.string()),
+            states.spread(lambda st_: None if st_[1] is None else _json(st_[1]), pa.string(), idx),
         )
         for key, name in self.layout.extra_text_fields:
             piece(name, _map(fcol(key), _json, pa.string()))
         count_names: dict[str, int] = {}
+        ncpus: np.ndarray | None = None  # the count, -1 where none
         for key, name in self.layout.extra_count_fields:
-            vals = sel_list(counts[key])
+            text = counts[key].spread(lambda v: None if v is None else str(v), pa.string(), idx)
+            if name == "ncpus":
+                values = counts[key].numbers(lambda v: -1.0 if v is None else float(v))[idx]
+                ncpus = values if ncpus is None else np.where(values >= 0, values, ncpus)
             if name in count_names:  # alloccpus after ncpus: the same key, its first place, the last value
                 at = count_names[name]
-                prev = pieces[at].to_pylist()
-                pieces[at] = pa.array(
-                    [str(v) if v is not None else p for v, p in zip(vals, prev, strict=True)], pa.string()
-                )
+                pieces[at] = pc.coalesce(text, pieces[at])
                 continue
             count_names[name] = len(pieces)
-            piece(name, pa.array([None if v is None else str(v) for v in vals], pa.string()))
-        if "ncpus" in count_names:
-            ncpus = pieces[count_names["ncpus"]].to_pylist()
-            piece(
-                "cpu_hours",
-                pa.array(
-                    [
-                        None if c is None else repr(int(c) * e / S_PER_H)
-                        for c, e in zip(ncpus, f_elapsed.tolist(), strict=True)
-                    ],
-                    pa.string(),
-                ),
-            )
+            piece(name, text)
+        if ncpus is not None:
+            # the row path's int * float / float; counts beyond 2^53 are not exact as floats: Python for those
+            whole = (ncpus >= 0) & (ncpus < 2.0**53)
+            cpu_h = np.where(whole, ncpus, 0.0) * f_elapsed / S_PER_H
+            text = _float_text(cpu_h, whole)
+            big = np.flatnonzero(ncpus >= 2.0**53)
+            if len(big):
+                ints = [int(v) for v in pc.take(pieces[count_names["ncpus"]], pa.array(big)).to_pylist()]
+                texts = [
+                    repr(c * float(f_elapsed[i]) / S_PER_H) for c, i in zip(ints, big.tolist(), strict=True)
+                ]
+                mask = np.zeros(m, dtype=bool)
+                mask[big] = True
+                text = pc.replace_with_mask(text, pa.array(mask), pa.array(texts, pa.string()))
+            piece("cpu_hours", text)
         for key in ("submit", "eligible"):
             if key in extra_times:
                 piece(key, pc.fill_null(pc.filter(extra_times[key], keep), "null"))
         for key, name in (("timelimit", "timelimit_s"), ("totalcpu", "total_cpu_s")):
             if key in durations:
-                piece(name, pa.array(sel_list(durations[key]), pa.string()))
-        steps_n = np.array([len(jobs[i].steps) for i in idx.tolist()], dtype=np.int64)
+                piece(name, durations[key].spread(lambda v: v, pa.string(), idx))
         piece("steps", pa.array(steps_n).cast(pa.string()))
         piece("disk_read_bytes", _float_text(usage["disk_read"][idx], steps_n > 0))
         piece("disk_write_bytes", _float_text(usage["disk_write"][idx], steps_n > 0))
@@ -876,8 +903,8 @@ class _Builder:
             "billed_cost": pa.nulls(m, money),
             "effective_cost": pa.nulls(m, money),
             "list_cost": pa.nulls(m, money),
-            "cost_usd": pa.array(cost_usd, money),
-            "cost_basis": pa.array(basis, pa.string()),
+            "cost_usd": costed["cost_usd"],
+            "cost_basis": costed["cost_basis"],
             "billing_currency": pa.nulls(m, pa.string()),
             "provider_name": provider,
             "region_id": pa.nulls(m, pa.string()),
@@ -885,15 +912,15 @@ class _Builder:
             "service_category": pa.array(["Compute"] * m, pa.string()),
             "sku_id": pa.nulls(m, pa.string()),
             "tags": tags,
-            "x_device_type": pa.array(device, pa.string()),
+            "x_device_type": device,
             "x_device_count": pa.array(f_gpus, pa.float64()),
             "x_device_hours": pa.array(hours, pa.float64()),
-            "x_gpu_utilization": pa.array(util_l, pa.float64()),
-            "x_energy_kwh": pa.array(energy_out, pa.float64()),
-            "energy_basis": pa.array(e_basis, pa.string()),
-            "x_co2e_kg": pa.array(co2e, pa.float64()),
-            "idle_device_hours": pa.array(idle_h, pa.float64()),
-            "idle_cost_usd": pa.array(idle_cost, money),
+            "x_gpu_utilization": pa.array(util, pa.float64(), from_pandas=True),
+            "x_energy_kwh": costed["x_energy_kwh"],
+            "energy_basis": costed["energy_basis"],
+            "x_co2e_kg": costed["x_co2e_kg"],
+            "idle_device_hours": costed["idle_device_hours"],
+            "idle_cost_usd": costed["idle_cost_usd"],
             "x_job_id": job_ids,
             "x_request_id": request if request is not None else pa.nulls(m, pa.string()),
             "x_user": user,
@@ -902,6 +929,41 @@ class _Builder:
             "_key_text": key_text,
         }
         return pa.table(out), ok
+
+    def costed(
+        self, device: pa.Array, hours: np.ndarray, util: np.ndarray, energy: np.ndarray, provider: pa.Array
+    ) -> dict[str, pa.Array]:
+        """Coster.cost's columns for the rows (see :meth:`cost`)."""
+        import numpy as np
+        import pyarrow as pa
+
+        m = len(hours)
+        has_device = device.is_valid().to_numpy(zero_copy_only=False)
+        priced = np.flatnonzero(has_device | ~np.isnan(util) | ~np.isnan(energy))
+        names = ("cost_usd", "cost_basis", "energy_basis", "idle_device_hours", "idle_cost_usd",
+                 "x_energy_kwh", "x_co2e_kg")  # fmt: skip
+        out: dict[str, list[Any]] = {name: [None] * m for name in names}
+        out["cost_basis"] = ["none"] * m
+        out["energy_basis"] = ["none"] * m
+        if len(priced):
+            take = pa.array(priced)
+            devices = device.take(take).to_pylist()
+            providers = provider.take(take).to_pylist()
+            hours_l = hours[priced].tolist()
+            util_l = [None if u != u else u for u in util[priced].tolist()]
+            energy_l = [None if e != e else e for e in energy[priced].tolist()]
+            for k, i in enumerate(priced.tolist()):
+                result = self.cost(devices[k], hours_l[k], util_l[k], energy_l[k], providers[k])
+                for name, value in zip(names, result, strict=True):
+                    out[name][i] = value
+        money = self.money_type
+        types = {
+            "cost_usd": money,
+            "idle_cost_usd": money,
+            "cost_basis": pa.string(),
+            "energy_basis": pa.string(),
+        }
+        return {name: pa.array(out[name], types.get(name, pa.float64())) for name in names}
 
     def cost(
         self, device: str | None, hours: float, util: float | None, energy: float | None, provider: str | None
