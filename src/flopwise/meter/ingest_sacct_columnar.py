@@ -1167,6 +1167,7 @@ def sacct_column_batches(
 ) -> Iterator[tuple[pa.Table, int]]:
     """(ledger-column table with ``source_key``, records dropped as repeats of a key within it) per batch of
     finished jobs. Fills *counts* and, at the end, *rejected* (line, reason, raw; the row path's order)."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
@@ -1249,8 +1250,20 @@ def sacct_column_batches(
                 number = next_number
                 feed = structure.feed
                 open_jobs = structure.open
-                for i, jid in enumerate(jobids):
-                    if invalid:
+                simple = _simple_steps(batch, jobid_col, names[-1] if plan.trailing else None, header_jobid)
+                if simple is not None and not invalid:
+                    # steps right after their job line roll up in bulk; the loop sees every other line
+                    step_rows, owners, step_names = simple
+                    order = np.flatnonzero(~np.isin(np.arange(len(jobids)), step_rows)).tolist()
+                    lo = np.searchsorted(owners, order, "left").tolist()
+                    hi = np.searchsorted(owners, order, "right").tolist()
+                else:
+                    step_rows, step_names, order, lo, hi = None, [], range(len(jobids)), [], []
+                for k, i in enumerate(order):
+                    jid = jobids[i]
+                    if step_rows is not None:
+                        number = next_number + i
+                    elif invalid:
                         while number in invalid:
                             feed_text(number, invalid.pop(number))
                             number += 1
@@ -1286,12 +1299,21 @@ def sacct_column_batches(
                             job.step_names.append(step)  # type: ignore[union-attr]
                         else:
                             job.steps, job.step_lines, job.step_names = [ref], [line], [step]
-                    elif not jid or jid in open_jobs or jid != jid.strip():
+                        continue
+                    if not jid or jid in open_jobs or jid != jid.strip():
                         feed(jid, ref, line)
                     else:  # a new job line (the common case of feed)
                         open_jobs[jid] = _OJob(ref, line)
                         if len(open_jobs) > _OPEN_JOBS_MAX:
                             structure.flush(next(iter(open_jobs)))
+                    if step_rows is not None and hi[k] > lo[k]:
+                        job = open_jobs[jid]
+                        rows_ = step_rows[lo[k] : hi[k]]
+                        job.steps = (rows_ + base).tolist()
+                        job.step_lines = (rows_ + next_number).tolist()
+                        job.step_names = step_names[lo[k] : hi[k]]
+                if step_rows is not None:
+                    number = next_number + len(jobids)
                 next_number = number
                 pending += batch.num_rows
                 if pending < batch_lines:
@@ -1325,6 +1347,44 @@ def sacct_column_batches(
     for _event, _k, row in sorted(structure.rejects, key=operator.itemgetter(0, 1)):
         rejected.append(row)
         counts.rejected_lines.add(row.line)
+
+
+#: JobIDs the bulk roll-up takes: a job line's, and a step's (its job's id, a dot, the step's name)
+_PLAIN_JOB_RE = r"^[0-9A-Za-z_\[\]%,+-]+$"
+_PLAIN_STEP_RE = r"^[0-9A-Za-z_\[\]%,+-]+\.[0-9A-Za-z_+-]+$"
+
+
+def _simple_steps(
+    batch: pa.RecordBatch, jobid_col: str, trail_col: str | None, header_jobid: str | None
+) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """The step lines of a block that follow their own job line with only such steps between (what ``feed``
+    rolls into the job it has just opened): (their rows, their job line's row, their step names); None when the
+    block has a line ``--parsable``'s trailing field is not empty on (the loop rejects those)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if trail_col is not None and not pc.all(pc.equal(batch.column(trail_col), "")).as_py():
+        return None
+    jid = batch.column(jobid_col)
+    n = len(jid)
+    is_step = pc.match_substring(jid, ".").to_numpy(zero_copy_only=False)
+    plain_step = pc.match_substring_regex(jid, _PLAIN_STEP_RE).to_numpy(zero_copy_only=False)
+    plain_job = pc.match_substring_regex(jid, _PLAIN_JOB_RE).to_numpy(zero_copy_only=False)
+    if header_jobid is not None:
+        plain_job &= ~pc.equal(jid, header_jobid).to_numpy(zero_copy_only=False)
+    rows = np.arange(n)
+    last_job = np.maximum.accumulate(np.where(~is_step, rows, -1))
+    candidates = np.flatnonzero(plain_step & (last_job >= 0))
+    if not len(candidates):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), []
+    owners = last_job[candidates]
+    parts = pc.split_pattern(jid.take(pa.array(candidates)), ".", max_splits=1)
+    base = pc.list_element(parts, 0)
+    same = pc.equal(base, jid.take(pa.array(owners))).to_numpy(zero_copy_only=False) & plain_job[owners]
+    keep = np.flatnonzero(same)
+    names = pc.list_element(parts, 1).take(pa.array(keep)).to_pylist()
+    return candidates[keep], owners[keep], names
 
 
 def _oldest(structure: _Structure, default: int) -> int:
