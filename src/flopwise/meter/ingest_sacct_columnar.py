@@ -1254,11 +1254,16 @@ def sacct_column_batches(
                 if simple is not None and not invalid:
                     # steps right after their job line roll up in bulk; the loop sees every other line
                     step_rows, owners, step_names = simple
-                    order = np.flatnonzero(~np.isin(np.arange(len(jobids)), step_rows)).tolist()
+                    step_refs = (step_rows + base).tolist()
+                    step_numbers = (step_rows + next_number).tolist()
+                    others = np.ones(len(jobids), dtype=bool)
+                    others[step_rows] = False
+                    order = np.flatnonzero(others).tolist()
                     lo = np.searchsorted(owners, order, "left").tolist()
                     hi = np.searchsorted(owners, order, "right").tolist()
                 else:
                     step_rows, step_names, order, lo, hi = None, [], range(len(jobids)), [], []
+                    step_refs, step_numbers = [], []
                 for k, i in enumerate(order):
                     jid = jobids[i]
                     if step_rows is not None:
@@ -1308,9 +1313,8 @@ def sacct_column_batches(
                             structure.flush(next(iter(open_jobs)))
                     if step_rows is not None and hi[k] > lo[k]:
                         job = open_jobs[jid]
-                        rows_ = step_rows[lo[k] : hi[k]]
-                        job.steps = (rows_ + base).tolist()
-                        job.step_lines = (rows_ + next_number).tolist()
+                        job.steps = step_refs[lo[k] : hi[k]]
+                        job.step_lines = step_numbers[lo[k] : hi[k]]
                         job.step_names = step_names[lo[k] : hi[k]]
                 if step_rows is not None:
                     number = next_number + len(jobids)
