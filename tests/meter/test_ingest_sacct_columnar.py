@@ -257,3 +257,26 @@ def test_float_text_is_reprs():
     present = np.array([i % 7 != 3 for i in range(len(values))])
     text = _float_text(np.array(values), present).to_pylist()
     assert text == [repr(v) if p else None for v, p in zip(values, present, strict=True)]
+
+
+@pytest.mark.parametrize("form", ["gz", "crlf", "bom-noheader"])
+def test_gzip_crlf_and_bom_give_the_row_paths_ledger(factory, tmp_path, form):
+    import gzip
+
+    path = _fuzzed(11, tmp_path, trailing=False)
+    text = path.read_text(encoding="utf-8")
+    kw = {}
+    if form == "gz":
+        path = tmp_path / "fuzz.txt.gz"
+        path.write_bytes(gzip.compress(text.encode()))
+    elif form == "crlf":
+        path.write_bytes(text.replace("\n", "\r\n").encode())
+    else:
+        body = text.split("\n", 1)[1]
+        path.write_bytes(("\ufeff" + body).encode())
+        kw["fields"] = "hb-jobinfo"
+    planned, why = sacct_plan(str(path), CAT, IngestOptions(assume_tz="UTC", **kw))
+    assert planned is not None, why
+    columnar, rows = _both(factory, path, assume_tz="UTC", cluster="hb", **kw)
+    _same(columnar, rows)
+    assert columnar[0].records_inserted > 100
