@@ -280,3 +280,43 @@ def test_gzip_crlf_and_bom_give_the_row_paths_ledger(factory, tmp_path, form):
     columnar, rows = _both(factory, path, assume_tz="UTC", cluster="hb", **kw)
     _same(columnar, rows)
     assert columnar[0].records_inserted > 100
+
+
+def test_attribution_sees_what_the_row_path_shows_it(factory, tmp_path):
+    """An attributor reading every field attribution rules read (source, account, user, partition from the tags
+    or x_extra, resource, tags, request id, cluster) gives every ledger row the owner the row path gives it."""
+    import hashlib
+
+    from flopwise.meter.attribution import _partition
+    from flopwise.store import Organization
+
+    orgs = []
+    with write_session(factory) as s:
+        for i in range(5):
+            name = f"sacct-columnar-attribution-{i}"
+            org = s.scalar(select(Organization).where(Organization.name == name))
+            if org is None:
+                org = Organization(name=name)
+                s.add(org)
+                s.flush()
+            orgs.append(org.id)
+
+    def owner(record):
+        seen = (record.source, record.x_account, record.x_user, _partition(record), record.resource_id,
+                tuple(sorted(record.tags.items())), record.x_request_id, record.provider_name)  # fmt: skip
+        digest = int(hashlib.sha256(repr(seen).encode()).hexdigest(), 16)
+        return None if digest % 6 == 5 else (orgs[digest % 6 % 5], None, None)
+
+    path = _fuzzed(5, tmp_path, trailing=False)
+    out = []
+    for columnar in (True, False):
+        with write_session(factory) as s:
+            s.execute(delete(UsageRecordHistory))
+            s.execute(delete(UsageRecordRow))
+        result = ingest_source(
+            factory, "slurm", path, catalog=CAT, attribute=owner,
+            options=IngestOptions(columnar=columnar, assume_tz="UTC"),
+        )  # fmt: skip
+        out.append((result, _ledger(factory), _all_rejects(factory, result.run_id)))
+    _same(*out)
+    assert {r["org_id"] for r in out[0][1]} - {None}

@@ -572,9 +572,10 @@ class _Builder:
             from flopwise.meter.ingest_columnar import _records_table
 
             schema = table.schema if table is not None else self.schema()
-            extra = _records_table(
-                [r for _, r in records], self.coster, schema.remove(schema.get_field_index("_pos"))
-            )
+            ledger = pa.schema([f for f in schema if f.name not in ("_partition", "_pos")])
+            extra = _records_table([r for _, r in records], self.coster, ledger)
+            partition = [r.x_extra.get("partition") for _, r in records]
+            extra = extra.append_column("_partition", pa.array(partition, pa.string()))
             extra = extra.append_column("_pos", pa.array([p for p, _ in records], pa.int64()))
             extra = extra.cast(schema)
             table = extra if table is None else pa.concat_tables([table, extra])
@@ -629,7 +630,12 @@ class _Builder:
             else:
                 types[name] = pa.string()
         fields = [pa.field(n, t) for n, t in types.items() if n != "source_key"]
-        return pa.schema([*fields, pa.field("_key_text", pa.string()), pa.field("_pos", pa.int64())])
+        hidden = [
+            pa.field("_key_text", pa.string()),
+            pa.field("_partition", pa.string()),
+            pa.field("_pos", pa.int64()),
+        ]
+        return pa.schema([*fields, *hidden])
 
     def slow_records(
         self, jobs: list[_OJob], position: dict[int, int], rows: _Rows, structure: _Structure
@@ -927,6 +933,8 @@ class _Builder:
             "x_account": account,
             "x_extra": x_extra,
             "_key_text": key_text,
+            # the raw Partition (x_extra's), which attribution reads when the tags have none
+            "_partition": fcol("partition") if has("partition") else pa.nulls(m, pa.string()),
         }
         return pa.table(out), ok
 
@@ -1441,46 +1449,45 @@ def _keyed(table: pa.Table, attribute: Attributor | None) -> tuple[pa.Table, int
     if attribute is not None:
         for name, values in _owners(table, attribute).items():
             table = table.append_column(name, values)
-    return table, dropped
+    return table.drop_columns(["_partition"]), dropped
 
 
-_ATTRIBUTION_COLUMNS = ("x_account", "x_user", "resource_id", "tags", "x_request_id", "provider_name")
+_ATTRIBUTION_COLUMNS = (
+    "x_account", "x_user", "resource_id", "tags", "x_request_id", "provider_name", "_partition",
+)  # fmt: skip
 
 
 def _owners(table: pa.Table, attribute: Attributor) -> dict[str, pa.Array]:
     """org/team/project of each row: *attribute* called once per distinct (account, user, resource, tags,
-    request id, cluster), the fields attribution rules read of a Slurm record (``meter.attribution``; the
-    partition rule reads the tags' partition)."""
+    request id, cluster, raw partition), the fields attribution rules read of a Slurm record
+    (``meter.attribution``)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    joined = pc.binary_join_element_wise(
-        *(pc.fill_null(table.column(c).combine_chunks(), "\x00") for c in _ATTRIBUTION_COLUMNS), "\x1f"
-    )
-    encoded = joined.dictionary_encode()
-    answers = []
-    for value in encoded.dictionary.to_pylist():
-        account, user, resource, tags, request, provider = (
-            None if v == "\x00" else v for v in value.split("\x1f")
-        )
-        parsed_tags = json.loads(tags) if tags else {}
-        record = UsageRecord(
-            source="slurm",
-            source_key="",
-            charge_period_start=datetime.min.replace(tzinfo=UTC),
-            charge_period_end=datetime.min.replace(tzinfo=UTC),
-            provider_name=provider,
-            resource_id=resource,
-            tags=parsed_tags,
-            x_account=account,
-            x_user=user,
-            x_request_id=request,
-            x_extra={"partition": parsed_tags["partition"]} if "partition" in parsed_tags else {},
-        )
-        answers.append(attribute(record) or (None, None, None))
-    idx = encoded.indices.to_pylist()
+    columns = [table.column(c).to_pylist() for c in _ATTRIBUTION_COLUMNS]
+    answers: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
+    out: list[tuple[Any, Any, Any]] = []
+    for key in zip(*columns, strict=True):
+        found = answers.get(key)
+        if found is None:
+            account, user, resource, tags, request, provider, partition = key
+            parsed_tags = json.loads(tags) if tags else {}
+            record = UsageRecord(
+                source="slurm",
+                source_key="",
+                charge_period_start=datetime.min.replace(tzinfo=UTC),
+                charge_period_end=datetime.min.replace(tzinfo=UTC),
+                provider_name=provider,
+                resource_id=resource,
+                tags=parsed_tags,
+                x_account=account,
+                x_user=user,
+                x_request_id=request,
+                x_extra={"partition": partition} if partition is not None else {},
+            )
+            found = answers[key] = attribute(record) or (None, None, None)
+        out.append(found)
     return {
-        name: pa.array([answers[i][k] for i in idx], pa.int64())
+        name: pa.array([o[k] for o in out], pa.int64())
         for k, name in enumerate(("org_id", "team_id", "project_id"))
     }
 
