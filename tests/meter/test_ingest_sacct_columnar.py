@@ -5,6 +5,7 @@ truncated lines, repeated jobs, ``--parsable``'s trailing delimiter); on both da
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -320,3 +321,44 @@ def test_attribution_sees_what_the_row_path_shows_it(factory, tmp_path):
         out.append((result, _ledger(factory), _all_rejects(factory, result.run_id)))
     _same(*out)
     assert {r["org_id"] for r in out[0][1]} - {None}
+
+
+def test_a_restated_sacct_export_replaces_rows_as_the_row_path_does(factory, tmp_path):
+    """The same jobs exported again with other values: the columnar path replaces the ledger rows (history kept)
+    and counts replaced and unchanged as the row path does; the same file again changes nothing."""
+    import os
+
+    first = _pipe(SLURM / "hb-jobinfo-sacct.txt", tmp_path)
+    text = first.read_text(encoding="utf-8")
+    second = tmp_path / "again.txt"
+    second.write_text(
+        text.replace("|01:00:00|", "|01:00:01|").replace("gpushort", "gpu-short"), encoding="utf-8"
+    )
+    os.utime(second, (first.stat().st_mtime + 60, first.stat().st_mtime + 60))  # a later export
+    out = []
+    for columnar in (True, False):
+        with write_session(factory) as s:
+            s.execute(delete(UsageRecordHistory))
+            s.execute(delete(UsageRecordRow))
+        options = IngestOptions(columnar=columnar, assume_tz="UTC", cluster="hb")
+        ingest_source(factory, "slurm", first, catalog=CAT, options=options)
+        restated = ingest_source(factory, "slurm", second, catalog=CAT, options=options)
+        again = ingest_source(factory, "slurm", second, catalog=CAT, options=options)
+        with read_session(factory) as s:
+            history = sorted(
+                (h.source_key, json.dumps(h.changes, sort_keys=True, default=str))
+                for h in s.execute(select(UsageRecordHistory)).scalars()
+            )
+        out.append((restated, again, _ledger(factory), history))
+    (r1, a1, l1, h1), (r2, a2, l2, h2) = out
+    assert l1 == l2 and h1 == h2 and h1
+    for name in (
+        "records_inserted",
+        "records_replaced",
+        "records_duplicate",
+        "rows_rejected",
+        "restated_cost_usd",
+    ):
+        assert getattr(r1, name) == getattr(r2, name), name
+        assert getattr(a1, name) == getattr(a2, name), name
+    assert r1.records_replaced > 0 and a1.records_replaced == 0 and a1.records_inserted == 0
