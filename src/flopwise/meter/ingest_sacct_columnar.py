@@ -219,7 +219,7 @@ class _Structure:
                 self.reject(line, f"step {jobid_raw!r} cannot roll up: {why}", ref)
                 return
             if job.steps:
-                job.steps.append(ref)  # type: ignore[union-attr]
+                job.steps.append(ref)
                 job.step_lines.append(line)  # type: ignore[union-attr]
                 job.step_names.append(step)  # type: ignore[union-attr]
             else:
@@ -414,6 +414,7 @@ class _Builder:
         self.coster = coster
         self.path = path
         self.col = {name: i for i, name in enumerate(plan.fields)}  # the last column of a repeated name
+        assert parser.layout is not None  # set up by columnar_sacct_plan
         self.layout = parser.layout
         self.money_type = pa.decimal128(20, 6)
         self.ts_type = pa.timestamp("us", tz="UTC")
@@ -1270,7 +1271,7 @@ def sacct_column_batches(
                     lo = np.searchsorted(owners, order, "left").tolist()
                     hi = np.searchsorted(owners, order, "right").tolist()
                 else:
-                    step_rows, step_names, order, lo, hi = None, [], range(len(jobids)), [], []
+                    step_rows, step_names, order, lo, hi = None, [], list(range(len(jobids))), [], []
                     step_refs, step_numbers = [], []
                 for k, i in enumerate(order):
                     jid = jobids[i]
@@ -1307,7 +1308,7 @@ def sacct_column_batches(
                         if job is None or jid[-1].isspace():
                             feed(jid, ref, line)
                         elif job.steps:  # a step of an open job (the common case of feed)
-                            job.steps.append(ref)  # type: ignore[union-attr]
+                            job.steps.append(ref)
                             job.step_lines.append(line)  # type: ignore[union-attr]
                             job.step_names.append(step)  # type: ignore[union-attr]
                         else:
