@@ -362,3 +362,52 @@ def test_a_restated_sacct_export_replaces_rows_as_the_row_path_does(factory, tmp
         assert getattr(r1, name) == getattr(r2, name), name
         assert getattr(a1, name) == getattr(a2, name), name
     assert r1.records_replaced > 0 and a1.records_replaced == 0 and a1.records_inserted == 0
+
+
+_WIDE = ["JobID", "Cluster", "Partition", "QOS", "Account", "User", "Submit", "Eligible", "Start", "End",
+         "ElapsedRaw", "Elapsed", "State", "NCPUS", "AllocCPUS", "AllocTRES", "AllocGRES", "ReqGRES",
+         "ConsumedEnergyRaw", "Comment", "AdminComment", "TRESUsageInTot", "NodeList"]  # fmt: skip
+_WIDE_VALUES = {
+    "JobID": ["{j}", "{j}", "{j}_3", "{j}_[1-2]", "{j}.batch", "{j}.0", "{j}.extern"],
+    "Cluster": ["c1", "", " c2 "],
+    "Partition": ["gpu", "", " "],
+    "QOS": ["normal", ""],
+    "Account": ["acct", ""],
+    "User": ["u1", "", "ü"],
+    "Submit": ["2024-03-31T01:30:00", "Unknown", "2024-03-31T02:30:00", "bad"],
+    "Eligible": ["2024-03-31T01:31:00", "None", ""],
+    "Start": ["2024-03-31T01:45:00", "2024-10-27T02:15:00", "None", "2024-03-31T02:10:00"],
+    "End": ["2024-03-31T03:10:00", "2024-10-27T02:45:00", "2024-10-27T03:20:00"],
+    "ElapsedRaw": ["3600", "", "²", "x", "99999999", " 60 "],
+    "Elapsed": ["01:00:00", "", "bad", "2-00:00:00"],
+    "State": ["COMPLETED", "FAILED", "RUNNING", "CANCELLED by 5", "OUT_OF_MEMORY+"],
+    "NCPUS": ["8", "", "x"],
+    "AllocCPUS": ["16", "", "y"],
+    "AllocTRES": ["", "gres/gpu:a100=2,gres/gpu=2", "gres/gpu=1", "cpu=4"],
+    "AllocGRES": ["", "gpu:v100:2(IDX:0-1)", "gpu:2"],
+    "ReqGRES": ["", "gpu:k80:4", "gpu:1"],
+    "ConsumedEnergyRaw": ["", "0", "3600000", "²", "123456789012345678"],
+    "Comment": ["", "flopwise-request=7", "request_id: r-9"],
+    "AdminComment": ["", "flopwise_request=8"],
+    "TRESUsageInTot": ["", "energy=100,gres/gpuutil=50", "gres/gpuutil=x", "fs/disk=12M,energy=9"],
+    "NodeList": ["n1", "None assigned", "n[1-2]"],
+}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_wide_fuzzed_format_gives_the_row_paths_ledger(factory, tmp_path, seed):
+    """Fields the hb-jobinfo dump lacks: Cluster, QOS, Eligible, ElapsedRaw, AllocCPUS after NCPUS, AllocGRES,
+    ReqGRES, ConsumedEnergyRaw, comments with request ids; DST gaps and repeated hours in Europe/Amsterdam."""
+    rnd = random.Random(100 + seed)
+    lines = ["|".join(_WIDE)]
+    for j in range(1, 400):
+        for _ in range(rnd.randint(1, 3)):
+            row = [rnd.choice(_WIDE_VALUES[f]) for f in _WIDE]
+            row[0] = row[0].format(j=j if rnd.random() < 0.95 else j - 1)
+            lines.append("|".join(row))
+    path = tmp_path / "wide.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tz = ["Europe/Amsterdam", "UTC"][seed % 2]
+    columnar, rows = _both(factory, path, assume_tz=tz, cluster="opt" if seed % 2 else None)
+    _same(columnar, rows)
+    assert columnar[0].records_inserted > 0

@@ -732,9 +732,19 @@ class _Builder:
         elapsed = np.full(n, np.nan)
         done = np.zeros(n, dtype=bool)
         if has("elapsedraw"):
-            raw = _map_py(col("elapsedraw"), lambda t: float(t) if t.strip().isdigit() else None)
+            # the row path's float(ElapsedRaw) when it is all digits; other digits ('²') or a huge count: row path
+            raw = _map_py(
+                col("elapsedraw"),
+                lambda t: (
+                    (float(t) if re.fullmatch(r"\s*[0-9]{1,15}\s*", t) else _SLOW)
+                    if t.strip().isdigit()
+                    else None
+                ),
+            )
             for i, v in enumerate(raw):
-                if v is not None:
+                if v is _SLOW:
+                    ok[i] = False
+                elif v is not None:
                     elapsed[i] = v
                     done[i] = True
         if has("elapsed"):
