@@ -19,9 +19,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def line(label: str, values: list[float]) -> str:
-    return (
-        f"  {label:<44} p50 {statistics.median(values) * 1e3:7.2f} ms  p99 {pct(values, 0.99) * 1e3:7.2f} ms"
-    )
+    return f"  {label:<44} p50 {statistics.median(values) * 1e3:7.2f} ms  p99 {pct(values, 0.99) * 1e3:7.2f} ms"
 
 
 def delta(label: str, base: list[float], arm: list[float]) -> str:

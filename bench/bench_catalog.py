@@ -110,9 +110,7 @@ def _previous_fast_offerings(rows: list[list[str]]) -> list[loader.Offering] | N
     if not rows:
         return []
     cols = [tuple(map(str.strip, col)) for col in zip(*rows, strict=True)]
-    oid, provider, it, region, device_id, count, vcpus, ram, od, sp, rs, term, url, retrieved, basis, note = (
-        cols
-    )
+    oid, provider, it, region, device_id, count, vcpus, ram, od, sp, rs, term, url, retrieved, basis, note = cols
     if not (all(oid) and all(it) and all(device_id)):
         return None
     for p in set(provider):
@@ -137,9 +135,7 @@ def _previous_fast_offerings(rows: list[list[str]]) -> list[loader.Offering] | N
         floats: dict[str, float] = {}
         for raw in set(ram):
             value = float(raw)
-            if (
-                not loader.RAM_GB_RANGE[0] <= value <= loader.RAM_GB_RANGE[1]
-            ):  # False for NaN; inf is out of range
+            if not loader.RAM_GB_RANGE[0] <= value <= loader.RAM_GB_RANGE[1]:  # False for NaN; inf is out of range
                 return None
             floats[raw] = value
         rams = list(map(floats.__getitem__, ram))
@@ -185,6 +181,7 @@ def _previous_fast_offerings(rows: list[list[str]]) -> list[loader.Offering] | N
     return out
 
 
+
 def _previous_column_wise() -> None:
     for path in _offering_files():
         rows = _previous_split_records(path.read_bytes().decode("utf-8-sig"))
@@ -204,9 +201,7 @@ def _validating_path() -> None:
     for path in _offering_files():
         where = str(path)
         for line, cells in loader._read_cells(path, loader.OFFERING_COLUMNS):
-            loader._offering_from_row(
-                loader._Row(where, line, dict(zip(loader.OFFERING_COLUMNS, cells, strict=True)))
-            )
+            loader._offering_from_row(loader._Row(where, line, dict(zip(loader.OFFERING_COLUMNS, cells, strict=True))))
 
 
 def main(argv: list[str]) -> int:

@@ -138,12 +138,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument(
-        "--database-url", default=None, help="an empty database (default: a fresh SQLite file)"
-    )
-    parser.add_argument(
-        "--no-baseline", action="store_true", help="skip timing each page without the rollups"
-    )
+    parser.add_argument("--database-url", default=None, help="an empty database (default: a fresh SQLite file)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip timing each page without the rollups")
     args = parser.parse_args()
 
     with warnings.catch_warnings():
@@ -177,12 +173,7 @@ def main() -> None:
     client = TestClient(app)
     page = client.get("/login")
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
-    assert (
-        client.post(
-            "/login", data={"token": demo.tokens["ada"], "csrf": csrf}, follow_redirects=False
-        ).status_code
-        == 303
-    )
+    assert client.post("/login", data={"token": demo.tokens["ada"], "csrf": csrf}, follow_redirects=False).status_code == 303
 
     def timed(path: str) -> list[float]:
         response = client.get(path)  # warm-up (catalog load, template compile)
@@ -194,15 +185,11 @@ def main() -> None:
             times.append((time.perf_counter() - start) * 1000)
         return times
 
-    print(
-        f"{'page':<100} {'median ms':>9} {'max ms':>7} {'ledger ms':>9} {'ratio':>6}  budget {BUDGET_MS:.0f} ms"
-    )
+    print(f"{'page':<100} {'median ms':>9} {'max ms':>7} {'ledger ms':>9} {'ratio':>6}  budget {BUDGET_MS:.0f} ms")
     worst = 0.0
     for path in PAGES:
         times = timed(path)
-        with (
-            ledger_only()
-        ):  # the baseline: the same page with the rollups switched off (every sum from the ledger)
+        with ledger_only():  # the baseline: the same page with the rollups switched off (every sum from the ledger)
             base = statistics.median(timed(path)) if not args.no_baseline else float("nan")
         med = statistics.median(times)
         worst = max(worst, med)
@@ -225,9 +212,7 @@ def main() -> None:
     page_ms = (time.perf_counter() - t) * 1000
     print(f"baseline: usage explorer numbers by fetching rows into Python {naive_ms:.0f} ms ({len(cells)} cells); "
           f"the /usage page (GROUP BY in the database, whole page) {page_ms:.0f} ms: {naive_ms / page_ms:.1f}x")  # fmt: skip
-    print(
-        f"slowest page median {worst:.1f} ms: {'within' if worst < BUDGET_MS else 'OVER'} the {BUDGET_MS:.0f} ms budget"
-    )
+    print(f"slowest page median {worst:.1f} ms: {'within' if worst < BUDGET_MS else 'OVER'} the {BUDGET_MS:.0f} ms budget")
     app.state.engine.dispose()
     tmp.cleanup()
 

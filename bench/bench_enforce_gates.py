@@ -81,36 +81,19 @@ def main() -> None:
             for i in range(n):
                 calls = [
                     ("exec", lambda: http.post(f"{now_url}/skypilot/policy", json=body("exec"))),
-                    (
-                        "direct",
-                        lambda i=i: _Ok(
-                            shared.call(
-                                "POST",
-                                "/admission/decide",
-                                json_body={
-                                    "engine": "bench",
-                                    "engine_job_id": f"d{i}",
-                                    "project_id": pid,
-                                    "device": "h100-sxm",
-                                    "device_count": 1,
-                                    "max_duration_h": "1",
-                                    "usd_per_device_h": "2.50",
-                                },
-                            )
-                        ),
-                    ),  # fmt: skip
+                    ("direct", lambda i=i: _Ok(shared.call("POST", "/admission/decide", json_body={
+                        "engine": "bench", "engine_job_id": f"d{i}", "project_id": pid, "device": "h100-sxm",
+                        "device_count": 1, "max_duration_h": "1", "usd_per_device_h": "2.50"}))),  # fmt: skip
                     ("now", lambda: http.post(f"{now_url}/skypilot/policy", json=body("launch"))),
                     ("before", lambda: http.post(f"{old_url}/skypilot/policy", json=body("launch"))),
                 ]
-                for name, call in calls[i % 4 :] + calls[: i % 4]:
+                for name, call in calls[i % 4:] + calls[: i % 4]:
                     r = _timed(arms[name], call)
                     assert r.status_code == 200, r.text
         for server, thread in ((now_server, now_thread), (old_server, old_thread)):
             server.should_exit = True
             thread.join()
-        print(
-            f"SkyPilot admin policy, loopback HTTP, flopwise on SQLite over loopback HTTP: {n} calls per arm"
-        )
+        print(f"SkyPilot admin policy, loopback HTTP, flopwise on SQLite over loopback HTTP: {n} calls per arm")
         print(line("policy pass-through (exec, no decision)", arms["exec"]))
         print(line("decide straight to flopwise (no gate)", arms["direct"]))
         print(line("launch via policy, shared client (now)", arms["now"]))
@@ -119,9 +102,7 @@ def main() -> None:
         print(delta("admission adds over pass-through (before)", arms["exec"], arms["before"]))
         print(delta("gate's own overhead over the decision (now)", arms["direct"], arms["now"]))
         print(delta("gate's own overhead over the decision (before)", arms["direct"], arms["before"]))
-        print(
-            f"  ratio before / now, p50: {statistics.median(arms['before']) / statistics.median(arms['now']):.2f}x"
-        )
+        print(f"  ratio before / now, p50: {statistics.median(arms['before']) / statistics.median(arms['now']):.2f}x")
 
         python = os.environ.get("FLOPWISE_TEST_RAY_PYTHON")
         if python:
@@ -176,19 +157,15 @@ def _bench_ray(python: str, shared: Any, per_call: Any, pid: int, n: int) -> Non
             time.sleep(0.5)
         upstream = httpx.Client(base_url=dashboard, timeout=60)
         ray_cfg = fw_ray.load_config({"device": "h100-sxm", "usd_per_h": "2.50"})
-        now_url, now_server, now_thread = serve(
-            fw_ray.create_gate_app(fw_ray.RayGate(shared, ray_cfg, upstream))
-        )
-        old_url, old_server, old_thread = serve(
-            fw_ray.create_gate_app(fw_ray.RayGate(per_call, ray_cfg, upstream))
-        )
+        now_url, now_server, now_thread = serve(fw_ray.create_gate_app(fw_ray.RayGate(shared, ray_cfg, upstream)))
+        old_url, old_server, old_thread = serve(fw_ray.create_gate_app(fw_ray.RayGate(per_call, ray_cfg, upstream)))
         meta = {"flopwise-project": str(pid), "flopwise-max-hours": "1", "flopwise-gpus": "1"}
         arms: dict[str, list[float]] = {"straight": [], "now": [], "before": []}
         with httpx.Client(timeout=60) as http:
             for i in range(n):
                 calls = [(name, target) for name, target in (("straight", dashboard), ("now", now_url),
                                                             ("before", old_url))]  # fmt: skip
-                for name, target in calls[i % 3 :] + calls[: i % 3]:
+                for name, target in calls[i % 3:] + calls[: i % 3]:
                     r = _timed(arms[name], lambda t=target: http.post(f"{t}/api/jobs/",
                                                                       json={"entrypoint": "true", "metadata": meta}))  # fmt: skip
                     assert r.status_code == 200, r.text

@@ -36,8 +36,18 @@ from flopwise.enforce.kueue import KubeApi, KueueController, load_config  # noqa
 GPU = "nvidia.com/gpu"
 
 
+
+
+
+
 def _cpu(values: list[float]) -> str:
     return f"  cpu p50 {statistics.median(values) * 1e3:6.2f} ms"
+
+
+
+
+
+
 
 
 def _workload(i: int, pid: int) -> dict[str, Any]:
@@ -83,7 +93,7 @@ def main() -> None:
                 kube.create("workloads", {**_workload(0, pid), "metadata": {**_workload(0, pid)["metadata"],
                                                                             "name": name}}, "bench")  # fmt: skip
                 wls[arm] = _reserve(kube, name)
-            order = list(arms)[i % 3 :] + list(arms)[: i % 3]
+            order = list(arms)[i % 3:] + list(arms)[: i % 3]
             for arm in order:
                 wl = wls[arm]
                 c0, t0 = time.process_time(), time.perf_counter()
@@ -104,10 +114,7 @@ def main() -> None:
               f"{n} Workloads per arm")  # fmt: skip
         print(line("Ready patch only (no decision)", arms["patch"]) + _cpu(cpu["patch"]))
         print(line("decide straight to flopwise (no controller)", arms["direct"]) + _cpu(cpu["direct"]))
-        print(
-            line("controller answers the check (decide+2 patches)", arms["reconcile"])
-            + _cpu(cpu["reconcile"])
-        )
+        print(line("controller answers the check (decide+2 patches)", arms["reconcile"]) + _cpu(cpu["reconcile"]))
         print(delta("admission adds over the bare Ready patch", arms["patch"], arms["reconcile"]))
         print(delta("controller's own overhead over the decision", arms["direct"], arms["reconcile"]))
         api.close()

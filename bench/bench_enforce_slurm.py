@@ -31,6 +31,8 @@ from flopwise.enforce.slurm import AccountSpec, load_config, render_cache, rende
 BLOCKS = 4
 
 
+
+
 def _submit_block(lab: slurmlab.SlurmLab, n: int, account: str) -> list[float]:
     times = []
     for _ in range(n):
@@ -87,15 +89,9 @@ def main() -> None:
         finally:
             lab.stop()
     ms = 1000.0
-    print(
-        f"sbatch wall time over {len(off)} submissions per side (single-node lab, {BLOCKS} alternating blocks)"
-    )
-    print(
-        f"  without job_submit.lua: p50 {statistics.median(off) * ms:7.2f} ms  p99 {pct(off, 0.99) * ms:7.2f} ms"
-    )
-    print(
-        f"  with flopwise plugin:   p50 {statistics.median(on) * ms:7.2f} ms  p99 {pct(on, 0.99) * ms:7.2f} ms"
-    )
+    print(f"sbatch wall time over {len(off)} submissions per side (single-node lab, {BLOCKS} alternating blocks)")
+    print(f"  without job_submit.lua: p50 {statistics.median(off) * ms:7.2f} ms  p99 {pct(off, 0.99) * ms:7.2f} ms")
+    print(f"  with flopwise plugin:   p50 {statistics.median(on) * ms:7.2f} ms  p99 {pct(on, 0.99) * ms:7.2f} ms")
     print(
         f"  added by the plugin:    p50 {(statistics.median(on) - statistics.median(off)) * ms:+7.2f} ms  "
         f"p99 {(pct(on, 0.99) - pct(off, 0.99)) * ms:+7.2f} ms  (target < 20 ms p99)"

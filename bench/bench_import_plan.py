@@ -17,9 +17,7 @@ _TIMED = "import time; t = time.perf_counter(); {stmt}; print(time.perf_counter(
 
 
 def _sample(stmt: str) -> float:
-    out = subprocess.run(
-        [sys.executable, "-c", _TIMED.format(stmt=stmt)], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", _TIMED.format(stmt=stmt)], capture_output=True, text=True, check=True)
     return float(out.stdout)
 
 

@@ -49,9 +49,7 @@ def per_candidate_plan(w: ServeWorkload, space, engines, top_k: int = 10) -> lis
     groups: dict[tuple, list[int]] = {}
     for i in np.flatnonzero(table.feasible).tolist():
         c = cands[i]
-        groups.setdefault(
-            (c.device.id, c.device_count, c.quant, c.engine_id, c.pricing, c.provider), []
-        ).append(i)
+        groups.setdefault((c.device.id, c.device_count, c.quant, c.engine_id, c.pricing, c.provider), []).append(i)
     best: dict[tuple, dict] = {}
     for key, members in groups.items():
         k0 = first[members]
@@ -166,9 +164,7 @@ def main() -> None:
         c0 = time.process_time()
         base_top = per_candidate_plan(w, space, ["all"])
         cpu_base.append(time.process_time() - c0)
-        serve_mod._PRUNE = (
-            False  # the capacity search without pruning: every pair, refinement and queue state
-        )
+        serve_mod._PRUNE = False  # the capacity search without pruning: every pair, refinement and queue state
         try:
             c0 = time.process_time()
             plan_full = plan_serve(w, catalog, space=space, engines=["all"])
@@ -180,9 +176,7 @@ def main() -> None:
         f"candidates: {len(space.candidates)} ({len(configs)} distinct device x quant x TP), pricing {pricing}"
     )
     print(f"enumeration: {t_enum:.3f} s")
-    print(
-        f"vectorized plan_serve (generic engine): best of {runs} {t_vec:.3f} s, mean {sum(times) / runs:.3f} s"
-    )
+    print(f"vectorized plan_serve (generic engine): best of {runs} {t_vec:.3f} s, mean {sum(times) / runs:.3f} s")
     print(
         f"vectorized plan_serve, every engine ({', '.join(plan_all.assumptions['engines_searched'])}; "
         f"{plan_all.candidates_evaluated} candidates): best of {runs} {min(times_all):.3f} s wall, "

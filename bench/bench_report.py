@@ -92,9 +92,7 @@ def fill(engine, rows: int) -> float:
     dialect = engine.dialect.name
     t = time.perf_counter()
     with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO organizations (id, name, created_at) VALUES (1, 'bench', CURRENT_TIMESTAMP)")
-        )
+        conn.execute(text("INSERT INTO organizations (id, name, created_at) VALUES (1, 'bench', CURRENT_TIMESTAMP)"))
         for i in range(1, 5):
             conn.execute(text(f"INSERT INTO teams (id, org_id, name, created_at) VALUES ({i}, 1, 'team-{i}', "
                               "CURRENT_TIMESTAMP)"))  # fmt: skip
@@ -136,24 +134,12 @@ def run(url: str, rows: int, repeat: int, baseline_repeat: int, src: Path) -> di
     from flopwise.store.rollups import UsageRollup, UsageRollupDaily, rebuild_rollups, refresh_rollups
 
     upgrade(url)
-    cli = [
-        sys.executable,
-        "-c",
-        "import sys; from flopwise.cli.main import run; sys.argv = ['flopwise', *sys.argv[1:]]; run()",
-        "report",
-        "usage",
-        "--group-by",
-        "provider",
-        "--json",
-        "--database-url",
-        url,
-    ]
+    cli = [sys.executable, "-c", "import sys; from flopwise.cli.main import run; sys.argv = ['flopwise', "
+           "*sys.argv[1:]]; run()", "report", "usage", "--group-by", "provider", "--json", "--database-url", url]
     env = {**os.environ, "PYTHONPATH": str(src)}
     t = time.perf_counter()
     subprocess.run(cli, capture_output=True, env=env, timeout=600, check=True)
-    startup_s = (
-        time.perf_counter() - t
-    )  # the same command on the empty ledger: interpreter, imports, schema check
+    startup_s = time.perf_counter() - t  # the same command on the empty ledger: interpreter, imports, schema check
     engine = make_engine(url)
     factory = make_session_factory(engine)
     name = engine.dialect.name
@@ -179,9 +165,7 @@ def run(url: str, rows: int, repeat: int, baseline_repeat: int, src: Path) -> di
     fast_s, fast_r = _timed(fast, repeat)
     slow_s, slow_r = _timed(slow, baseline_repeat)
     assert fast_r["source"] != "ledger" and slow_r["source"] == "ledger"
-    assert {g["key"]: g["cost_usd"] for g in fast_r["groups"]} == {
-        g["key"]: g["cost_usd"] for g in slow_r["groups"]
-    }
+    assert {g["key"]: g["cost_usd"] for g in fast_r["groups"]} == {g["key"]: g["cost_usd"] for g in slow_r["groups"]}
     assert fast_r["total"]["records"] == slow_r["total"]["records"] == n_rows
     t = time.perf_counter()
     done = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=600)
@@ -228,9 +212,7 @@ def main() -> None:
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
         try:
-            url = base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-                hide_password=False
-            )
+            url = base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
             results.append(run(url, args.rows, args.repeat, args.baseline_repeat, src))
         finally:
             with psycopg.connect(plain, autocommit=True) as conn:
@@ -249,7 +231,6 @@ def _print(results: list[dict]) -> None:
         print(f"{r['db']:<11}{r['rows']:>12,}{r['hourly']:>10,}/{r['daily']:<7,}{r['fast_s']:>11.3f}{r['slow_s']:>10.2f}"
               f"{r['slow_s'] / r['fast_s']:>7.0f}x{r['cli_s']:>8.2f}{r['startup_s']:>10.2f}{r['rebuild_s']:>11.1f}"
               f"{r['refresh_s']:>18.3f}  {'ok' if r['fast_s'] < TARGET_S else 'OVER'}", flush=True)  # fmt: skip
-
 
 if __name__ == "__main__":
     main()

@@ -32,12 +32,7 @@ GROUPS = (None, "device", "region", "month")
 def fill(factory, rows: int) -> None:
     rng = random.Random(7)
     devices = ["h100-sxm", "a100-sxm-80gb", "l40s", "rtx-4090", "b200"]
-    places = [
-        ("AWS", "us-east-1"),
-        ("Google Cloud", "europe-west4"),
-        ("on-prem", None),
-        ("Azure", "westeurope"),
-    ]
+    places = [("AWS", "us-east-1"), ("Google Cloud", "europe-west4"), ("on-prem", None), ("Azure", "westeurope")]
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
     batch = []
     with write_session(factory) as s:

@@ -7,6 +7,7 @@ URL, so the migrations run from empty exactly as on a new server (see ``pgutil``
 available with ``from dbfixtures import ...``.
 """
 
+
 from __future__ import annotations
 
 import uuid

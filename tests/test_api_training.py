@@ -12,9 +12,7 @@ from flopwise.cli.main import app
 @pytest.mark.parametrize("recompute", ["none", "selective", "full"])
 def test_given_recompute_is_kept_on_one_device(recompute):
     # regression: recompute="none" with no ZeRO/TP/PP raised "cannot unpack non-iterable NoneType"
-    report = flopwise.estimate_training(
-        "llama-3.2-1b", "h100-sxm", tokens=1e9, device_count=1, recompute=recompute
-    )
+    report = flopwise.estimate_training("llama-3.2-1b", "h100-sxm", tokens=1e9, device_count=1, recompute=recompute)
     data = report.to_dict()
     assert data["assumptions"]["recompute"] == recompute
     assert f"recompute {recompute}" in data["assumptions"]["layout"]
@@ -39,9 +37,7 @@ def test_no_count_picks_the_fewest_devices_that_fit_and_says_so():
 
 def test_no_silent_switch_to_full_recompute():
     # one device that holds 8B only with full recomputation: chosen, but the layout note says why and what it costs
-    data = flopwise.estimate_training(
-        "llama-3.1-8b", "h200", tokens=1e9, device_count=1, seq_len=8192
-    ).to_dict()
+    data = flopwise.estimate_training("llama-3.1-8b", "h200", tokens=1e9, device_count=1, seq_len=8192).to_dict()
     layout = data["assumptions"]["layout"]
     if data["assumptions"]["recompute"] == "full":
         assert "no layout with selective recomputation fits" in layout

@@ -56,9 +56,7 @@ def _modules_after(statement: str) -> set[str]:
     return set(out.stdout.split())
 
 
-@pytest.mark.parametrize(
-    "statement", ["import flopwise.plan", "import flopwise.plan.fleet", "import flopwise.api"]
-)
+@pytest.mark.parametrize("statement", ["import flopwise.plan", "import flopwise.plan.fleet", "import flopwise.api"])
 def test_scipy_is_imported_only_when_a_solver_runs(statement):
     assert not any(m == "scipy" or m.startswith("scipy.") for m in _modules_after(statement))
 
@@ -80,16 +78,12 @@ def test_postgresql_without_psycopg_is_one_clear_error(monkeypatch):
     from flopwise.store import make_engine
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a)
-    )
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a))
     with pytest.raises(InputError, match=r"database_url: .*pip install 'flopwise\[postgres\]'"):
         make_engine("postgresql://flopwise@127.0.0.1/db")
 
 
-@pytest.mark.parametrize(
-    ("module", "function"), [("plan/train.py", "plan_train"), ("models/hf.py", "parse_hf_config")]
-)
+@pytest.mark.parametrize(("module", "function"), [("plan/train.py", "plan_train"), ("models/hf.py", "parse_hf_config")])
 def test_split_functions_stay_short(module, function):
     """plan_train (405 lines) and parse_hf_config (319) were split into one function per job; keep them so."""
     tree = ast.parse((SRC / module).read_text())

@@ -46,9 +46,7 @@ def test_computed_floats_go_through_repr():
         with pytest.raises(InputError, match="cost_usd"):
             money.from_float(bad, "cost_usd")
     arr = money.from_floats(np.array([[1.234, 5.678]]))
-    assert (
-        arr.shape == (1, 2) and arr.dtype == object and arr.tolist() == [[Decimal("1.23"), Decimal("5.68")]]
-    )
+    assert arr.shape == (1, 2) and arr.dtype == object and arr.tolist() == [[Decimal("1.23"), Decimal("5.68")]]
 
 
 def test_every_conversion_site_uses_the_one_rule():

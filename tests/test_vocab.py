@@ -48,13 +48,7 @@ def test_pricing_aliases(value, expected):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [
-        ("sacct", "slurm"),
-        ("nvidia_smi", "nvidia-smi"),
-        ("AWS_CUR", "aws-cur"),
-        ("cur", "aws-cur"),
-        ("dcgm", "dcgm"),
-    ],
+    [("sacct", "slurm"), ("nvidia_smi", "nvidia-smi"), ("AWS_CUR", "aws-cur"), ("cur", "aws-cur"), ("dcgm", "dcgm")],
 )
 def test_source_aliases(value, expected):
     assert vocab.ingest_source(value) == expected
@@ -98,10 +92,8 @@ def test_every_layer_uses_the_one_vocabulary():
 def _string_tuples(path: Path) -> list[tuple[str, ...]]:
     out = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if (
-            isinstance(node, ast.Tuple)
-            and node.elts
-            and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts)
+        if isinstance(node, ast.Tuple) and node.elts and all(
+            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts
         ):
             out.append(tuple(e.value for e in node.elts))  # type: ignore[attr-defined]
     return out
@@ -143,6 +135,4 @@ def test_request_facts_and_policies_take_aliases():
     )
     assert evaluate_policies([policy], policy_context(facts)).outcome == "deny"
     with pytest.raises(InputError, match=r"when\.eq: 'spto'.*\(did you mean 'spot'\?\)"):
-        parse_policy(
-            "name: p\nrules:\n  - id: r\n    when: {field: pricing, eq: spto}\n    effect: deny\n    message: x\n"
-        )
+        parse_policy("name: p\nrules:\n  - id: r\n    when: {field: pricing, eq: spto}\n    effect: deny\n    message: x\n")

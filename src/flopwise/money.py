@@ -67,11 +67,7 @@ def to_money(value: Decimal | int | str, field: str = "amount", step: Decimal = 
             f"amounts are exact: pass a Decimal or a decimal string such as {str(value)!r}, not a {type(value).__name__}",
         )
     try:
-        dec = (
-            value
-            if isinstance(value, Decimal)
-            else Decimal(value.strip() if isinstance(value, str) else value)
-        )
+        dec = value if isinstance(value, Decimal) else Decimal(value.strip() if isinstance(value, str) else value)
     except (InvalidOperation, TypeError, ValueError):
         raise InputError(field, value, "give a decimal amount such as '12.50'") from None
     return _bounded(dec, value, field, step)

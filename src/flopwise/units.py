@@ -113,9 +113,7 @@ def parse_duration_s(text: str | float | int, field: str = "duration", require_u
         raise InputError(field, text, "give a duration such as '500ms', '90s', '2h', '30d'")
     if require_unit and not m.group(2):
         n = m.group(1)
-        raise InputError(
-            field, text, f"a bare number is ambiguous; give a unit, e.g. '{n}d' (days) or '{n}h' (hours)"
-        )
+        raise InputError(field, text, f"a bare number is ambiguous; give a unit, e.g. '{n}d' (days) or '{n}h' (hours)")
     return check_positive(float(m.group(1)) * _DUR[(m.group(2) or "s").lower()], field, 1e12)
 
 

@@ -60,13 +60,7 @@ def _as_instance(text: str, **attrs: str) -> dict:
     record = json.loads(json.loads(text)["PriceList"][0])
     record["product"]["productFamily"] = "Compute Instance"
     record["product"]["attributes"].update(
-        {
-            "operatingSystem": "Linux",
-            "tenancy": "Shared",
-            "preInstalledSw": "NA",
-            "capacitystatus": "Used",
-            **attrs,
-        }
+        {"operatingSystem": "Linux", "tenancy": "Shared", "preInstalledSw": "NA", "capacitystatus": "Used", **attrs}
     )
     for term in record["terms"]["OnDemand"].values():
         for dim in term["priceDimensions"].values():
@@ -145,16 +139,7 @@ def test_refresh_with_the_aws_second_opinion_writes_nothing(tmp_path: Path):
     snap.mkdir(parents=True)
     (snap / "prices.json").write_text(_cli_example(), encoding="utf-8")
     target = tmp_path / "cat"
-    args = [
-        "catalog",
-        "refresh",
-        "--source",
-        "aws-pricelist",
-        "--from",
-        str(snap.parent),
-        "--catalog",
-        str(target),
-    ]
+    args = ["catalog", "refresh", "--source", "aws-pricelist", "--from", str(snap.parent), "--catalog", str(target)]
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     answer = json.loads(result.output)
@@ -162,8 +147,6 @@ def test_refresh_with_the_aws_second_opinion_writes_nothing(tmp_path: Path):
     (opinion,) = answer["second_opinions"]
     assert opinion["source"] == "aws-pricelist" and opinion["items"] == 1 and opinion["compared"] == 0
     text = runner.invoke(app, args)
-    assert (
-        text.exit_code == 0 and "aws-pricelist (second opinion, writes nothing): 1 items read" in text.output
-    )
+    assert text.exit_code == 0 and "aws-pricelist (second opinion, writes nothing): 1 items read" in text.output
     # a second opinion: read only when named, it has no catalog file of its own
     assert SOURCES["aws-pricelist"].second_opinion and SOURCES["aws-pricelist"].output == ""

@@ -52,31 +52,15 @@ def test_refresh_with_the_second_opinion_writes_nothing_and_says_what_it_compare
     snap.mkdir(parents=True)
     shutil.copy(DATA / "learn-example-consumption.json", snap / "prices.json")
     target = tmp_path / "cat"
-    args = [
-        "catalog",
-        "refresh",
-        "--source",
-        "azure-retail",
-        "--from",
-        str(snap.parent),
-        "--catalog",
-        str(target),
-    ]
+    args = ["catalog", "refresh", "--source", "azure-retail", "--from", str(snap.parent), "--catalog", str(target)]
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     answer = json.loads(result.output)
     assert answer["written"] == [] and not (target / "offerings").exists()
     (opinion,) = answer["second_opinions"]
-    assert (opinion["items"], opinion["comparable"], opinion["compared"], opinion["disagreements"]) == (
-        1,
-        0,
-        0,
-        [],
-    )
+    assert (opinion["items"], opinion["comparable"], opinion["compared"], opinion["disagreements"]) == (1, 0, 0, [])
     table = runner.invoke(app, args)
-    assert (
-        table.exit_code == 0 and "azure-retail (second opinion, writes nothing): 1 items read" in table.output
-    )
+    assert table.exit_code == 0 and "azure-retail (second opinion, writes nothing): 1 items read" in table.output
 
 
 def test_a_price_more_than_one_percent_away_is_a_disagreement():
@@ -101,14 +85,8 @@ def test_a_price_more_than_one_percent_away_is_a_disagreement():
     [
         (lambda t: t[: len(t) // 2], "is not JSON"),
         (lambda t: t.replace('"armSkuName"', '"armSku"'), "lacks armSkuName"),
-        (
-            lambda t: t.replace('"retailPrice": 0.176346', '"retailPrice": "N/A"'),
-            "item 1: 'N/A' is not a price",
-        ),
-        (
-            lambda t: t.replace('"retailPrice": 0.176346', '"retailPrice": -1'),
-            "item 1: -1 is not a price >= 0",
-        ),
+        (lambda t: t.replace('"retailPrice": 0.176346', '"retailPrice": "N/A"'), "item 1: 'N/A' is not a price"),
+        (lambda t: t.replace('"retailPrice": 0.176346', '"retailPrice": -1'), "item 1: -1 is not a price >= 0"),
     ],
 )
 def test_bad_responses_name_the_source_and_item(edit, expected):
@@ -125,9 +103,7 @@ def test_pages_are_followed_over_http(tmp_path: Path):
         ("127.0.0.1", 0), lambda *a, **k: _Quiet(*a, directory=str(tmp_path), **k)
     )
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    (tmp_path / "p1.json").write_text(
-        json.dumps({"Items": items[:2], "NextPageLink": f"{base}/p2.json", "Count": 2})
-    )
+    (tmp_path / "p1.json").write_text(json.dumps({"Items": items[:2], "NextPageLink": f"{base}/p2.json", "Count": 2}))
     (tmp_path / "p2.json").write_text(json.dumps({"Items": items[2:], "NextPageLink": None, "Count": 1}))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

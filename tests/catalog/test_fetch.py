@@ -96,9 +96,7 @@ def test_gcp_gpu_machine_types_are_host_plus_gpus_per_zone():
     # the source's GPU spot above its own GPU on-demand price is said, not hidden
     assert "treat it as approximate" in rows["gcp:a2-ultragpu-1g:us-central1"]["note"]
     # GPU rows with no host row in their zone are counted, not priced
-    assert (
-        res.skipped["GCP GPU with no host machine-type row in its zone"] == 39
-    )  # e.g. a2-megagpu-16g in asia
+    assert res.skipped["GCP GPU with no host machine-type row in its zone"] == 39  # e.g. a2-megagpu-16g in asia
     assert "gcp:a2-megagpu-16g:asia-northeast1" not in rows
 
 
@@ -146,9 +144,7 @@ def test_gcp_n1_host_choice_follows_skypilot(tmp_path: Path):
     row = rows["gcp:n1-highmem-16+2xP4:us-central1"]
     assert Decimal(row["on_demand_usd_per_h"]) == Decimal("2.15") and row["spot_usd_per_h"] == ""
     # no N1 host in the GPU's zone: no offering, the GPU row is counted
-    path.write_text(
-        head + gpu.format(z="b") + host.format(t="n1-highmem-16", v=16, m=104, z="a", p="0.95", s="")
-    )
+    path.write_text(head + gpu.format(z="b") + host.format(t="n1-highmem-16", v=16, m=104, z="a", p="0.95", s=""))
     res = _parse("gcp", path)
     assert res.rows == [] and res.skipped["GCP GPU with no host machine-type row in its zone"] == 1
 
@@ -160,10 +156,7 @@ def test_oci_preemptible_spot_is_derived_from_the_published_rule_on_vm_shapes_on
     assert Decimal(vm["on_demand_usd_per_h"]) == 2 and Decimal(vm["spot_usd_per_h"]) == 1
     assert vm["basis"] == "derived"
     assert "derived from the provider's published preemptible discount" in vm["note"]
-    assert (
-        PREEMPTIBLE_RULES["oci"].price_url in vm["note"]
-        and PREEMPTIBLE_RULES["oci"].eligibility_url in vm["note"]
-    )
+    assert PREEMPTIBLE_RULES["oci"].price_url in vm["note"] and PREEMPTIBLE_RULES["oci"].eligibility_url in vm["note"]
     bm = rows["oci:BM.GPU.H100.8:us-ashburn-1"]
     assert bm["spot_usd_per_h"] == "" and "preemptible" not in bm["note"]
     for row in rows.values():
@@ -175,9 +168,7 @@ def test_oci_preemptible_spot_is_derived_from_the_published_rule_on_vm_shapes_on
     # no other provider's rows get a derived spot price
     for name in ("skypilot-nebius", "skypilot-lambda", "skypilot-cudo", "skypilot-fluidstack"):
         cloud = SOURCES[name].cloud
-        assert not any(
-            "preemptible discount" in r["note"] for r in _parse(cloud, *_snapshot_files(name)).rows
-        )
+        assert not any("preemptible discount" in r["note"] for r in _parse(cloud, *_snapshot_files(name)).rows)
 
 
 def test_catalog_offerings_shows_which_spot_prices_come_from_a_published_rule():
@@ -192,9 +183,7 @@ def test_catalog_offerings_shows_which_spot_prices_come_from_a_published_rule():
     table = runner.invoke(app, args, env={"COLUMNS": "250"})
     assert "published preemptible discount" in table.output
     # a catalog with no rule-derived spot price has no such column
-    aws = runner.invoke(
-        app, ["catalog", "offerings", "--provider", "aws", "--region", "aws:us-east-1", "--csv"]
-    )
+    aws = runner.invoke(app, ["catalog", "offerings", "--provider", "aws", "--region", "aws:us-east-1", "--csv"])
     assert "spot basis" not in aws.output.splitlines()[0]
 
 
@@ -216,19 +205,11 @@ def test_shipped_gpu_spot_coverage_per_provider():
     gpu = [o for o in cat.offerings if cat.devices[o.device_id].kind == "gpu"]
     with_spot = [o for o in gpu if o.spot_usd_per_h is not None]
     providers = sorted({o.provider for o in gpu})
-    coverage = {
-        p: (sum(o.provider == p for o in with_spot), sum(o.provider == p for o in gpu)) for p in providers
-    }
-    assert coverage["oci"] == (
-        234,
-        546,
-    )  # the 6 VM GPU shapes x 39 regions; the 8 bare metal shapes have none
+    coverage = {p: (sum(o.provider == p for o in with_spot), sum(o.provider == p for o in gpu)) for p in providers}
+    assert coverage["oci"] == (234, 546)  # the 6 VM GPU shapes x 39 regions; the 8 bare metal shapes have none
     assert coverage["nebius"] == (10, 22)  # H100/H200/B200; its L40S platforms are not sold preemptible
     assert coverage["aws"] == (633, 651)  # with the 43 g5g (NVIDIA T4G) offerings, all with spot
-    assert coverage["azure"] == (
-        137,
-        148,
-    )  # with the 8 NC K80 and 18 NV/NVv3 M60 offerings (one GPU each), all spot
+    assert coverage["azure"] == (137, 148)  # with the 8 NC K80 and 18 NV/NVv3 M60 offerings (one GPU each), all spot
     assert coverage["gcp"] == (342, 365)  # with the 131 N1-hosted T4/V100/P100/P4 offerings, all with spot
     assert (len(with_spot), len(gpu)) == (1356, 2240)  # 60.5%
 
@@ -237,13 +218,7 @@ def test_gcp_zone_prices_that_disagree_name_the_line(tmp_path: Path):
     head = "InstanceType,vCPUs,MemoryGiB,AcceleratorName,AcceleratorCount,GpuInfo,Region,AvailabilityZone,Price,SpotPrice\n"
     gpu = ",,,A100,1,,us-central1,us-central1-{z},2.93391,1.5399\n"
     host = "a2-highgpu-1g,12.0,85.0,,,,us-central1,us-central1-{z},{p},0.38812\n"
-    text = (
-        head
-        + gpu.format(z="a")
-        + gpu.format(z="b")
-        + host.format(z="a", p="0.73948")
-        + host.format(z="b", p="0.8")
-    )
+    text = head + gpu.format(z="a") + gpu.format(z="b") + host.format(z="a", p="0.73948") + host.format(z="b", p="0.8")
     path = tmp_path / "vms.csv"
     path.write_text(text)
     with pytest.raises(FetchError) as err:
@@ -252,9 +227,7 @@ def test_gcp_zone_prices_that_disagree_name_the_line(tmp_path: Path):
     # the same zone listed twice at two prices is an error too; an exact repeat is not
     path.write_text(head + gpu.format(z="a") + gpu.format(z="a") + host.format(z="a", p="0.73948"))
     assert len(_parse("gcp", path).rows) == 1
-    path.write_text(
-        head + gpu.format(z="a") + gpu.format(z="a").replace("2.93391", "2.9") + host.format(z="a", p="1")
-    )
+    path.write_text(head + gpu.format(z="a") + gpu.format(z="a").replace("2.93391", "2.9") + host.format(z="a", p="1"))
     with pytest.raises(FetchError) as err:
         _parse("gcp", path)
     assert err.value.line == 3 and "a zone has one price" in str(err.value)
@@ -672,13 +645,7 @@ def test_gcp_n2_and_e2_map_to_cpu_slices_and_shared_core_e2_says_its_baseline():
     acc: dict = {}
     res = ParseResult()
     parse_vms(
-        "gcp",
-        text,
-        source="skypilot-gcp",
-        location="mem",
-        known_regions=read_region_grids(),
-        into=acc,
-        result=res,
+        "gcp", text, source="skypilot-gcp", location="mem", known_regions=read_region_grids(), into=acc, result=res
     )
     rows = {
         r["instance_type"]: r
@@ -689,10 +656,7 @@ def test_gcp_n2_and_e2_map_to_cpu_slices_and_shared_core_e2_says_its_baseline():
     assert (rows["n2-standard-4"]["device_id"], rows["n2-standard-4"]["vcpus"]) == ("xeon-8259cl", "4")
     assert rows["n2-standard-48"]["device_count"] == "1" and "socket" in rows["n2-standard-48"]["note"]
     assert "n2-standard-80" not in rows and res.skipped["CPU size that is not whole sockets"] == 1
-    assert (
-        rows["e2-standard-2"]["device_id"] == "xeon-8259cl"
-        and "burstable" not in rows["e2-standard-2"]["note"]
-    )
+    assert rows["e2-standard-2"]["device_id"] == "xeon-8259cl" and "burstable" not in rows["e2-standard-2"]["note"]
     assert "shared-core, sustains 12.5% of each of its 2 vCPUs" in rows["e2-micro"]["note"]
 
 
@@ -703,9 +667,7 @@ def test_shared_core_e2_caveat_under_a_sustained_load():
     assert "fractional share" in burstable_caveat("e2-micro", 0.4)
     assert "stays under the baseline" in burstable_caveat("e2-medium", 0.3)
     # AWS wording unchanged
-    assert burstable_caveat("t3.large", 0.5).startswith(
-        "t3.large is burstable: CPU credits sustain 30% per vCPU"
-    )
+    assert burstable_caveat("t3.large", 0.5).startswith("t3.large is burstable: CPU credits sustain 30% per vCPU")
 
 
 def test_shipped_catalog_has_gcp_n2_and_e2_sizes():
@@ -741,9 +703,7 @@ def test_azure_k80_counts_one_gk210_and_the_unsourced_gpus_stay_skipped():
     rows = {r["id"]: r for r in res.rows}
     nc6 = rows["azure:Standard_NC6:westus2"]
     assert (nc6["device_id"], nc6["device_count"]) == ("tesla-k80-gk210", "1")
-    assert Decimal(nc6["on_demand_usd_per_h"]) == Decimal("0.9") and Decimal(
-        nc6["spot_usd_per_h"]
-    ) == Decimal("0.099")
+    assert Decimal(nc6["on_demand_usd_per_h"]) == Decimal("0.9") and Decimal(nc6["spot_usd_per_h"]) == Decimal("0.099")
     assert rows["azure:Standard_NC24:westus2"]["device_count"] == "4"
     k80 = [r for r in rows.values() if r["device_id"] == "tesla-k80-gk210"]
     assert len(k80) == 8 and all(r["spot_usd_per_h"] for r in k80)

@@ -402,9 +402,7 @@ def test_builtin_offering_files_read_alike(tmp_path: Path):
     ]
     assert [o for o, _, _ in fast] == slow
     assert [line for _, _, line in fast] == [line for line, _ in _csv_module_cells(path, OFFERING_COLUMNS)]
-    assert all(
-        type(o.on_demand_usd_per_h) is Decimal for o, _, _ in fast if o.on_demand_usd_per_h is not None
-    )
+    assert all(type(o.on_demand_usd_per_h) is Decimal for o, _, _ in fast if o.on_demand_usd_per_h is not None)
 
 
 def test_one_bad_row_among_good_ones_is_named(tmp_path: Path):

@@ -11,7 +11,12 @@ from flopwise.catalog import load_catalog
 from flopwise.catalog.resolve import normalize_name
 from flopwise.errors import UnknownAcceleratorError, UnknownRegionError
 
-DCGM_SCRAPE = Path(__file__).resolve().parents[1] / "data" / "dcgm" / "h100x8-dcgm-exporter-scrape.prom"
+DCGM_SCRAPE = (
+    Path(__file__).resolve().parents[1]
+    / "data"
+    / "dcgm"
+    / "h100x8-dcgm-exporter-scrape.prom"
+)
 
 
 @pytest.fixture(scope="module")

@@ -177,8 +177,7 @@ def test_estimate_serve_json_has_the_documented_keys():
 
 
 @pytest.mark.parametrize(
-    ("typed", "bpw"),
-    [("F16", 16.0), ("BF16", 16.0), ("Q4_K_S", 4.58), ("IQ4_XS", 4.25), ("Q5_K_M", 5.68), ("Q8_0", 8.5)],
+    ("typed", "bpw"), [("F16", 16.0), ("BF16", 16.0), ("Q4_K_S", 4.58), ("IQ4_XS", 4.25), ("Q5_K_M", 5.68), ("Q8_0", 8.5)]
 )
 def test_estimate_serve_takes_gguf_names_llama_cpp_users_type(typed, bpw):
     data = invoke_json("estimate", "serve", "--model", "llama-3.1-8b", "--device", "L4", "--quant", typed)

@@ -436,9 +436,7 @@ def test_request_create_takes_tokens_with_a_suffix_and_old_spellings(world: Worl
         "--tokens", "1e9", "--method", "lora",
     )  # fmt: skip
     assert answer["estimated_flops"] == pytest.approx(2 * one["estimated_flops"], rel=1e-6)
-    bad = fw(
-        world, world.member_token, *args, "--workload", "train", "--model", "llama-3.1-8b", "--tokens", "2X"
-    )
+    bad = fw(world, world.member_token, *args, "--workload", "train", "--model", "llama-3.1-8b", "--tokens", "2X")
     assert bad.exit_code == 2 and "--tokens" in bad.stderr
     typo = fw(world, world.member_token, *args, "--workload", "fine-tunning", "--hours", "1")
     assert typo.exit_code == 2 and "did you mean 'fine-tune'" in typo.stderr

@@ -20,9 +20,7 @@ def test_demo_builds_prints_tokens_and_refuses_a_second_time(tmp_path) -> None:
     assert out["usage_records"] > 1000 and out["requests"].get("pending", 0) >= 1
     users = {u["name"]: u for u in out["users"]}
     assert set(users) == {"ada", "ben", "cho", "dee", "eve"} and users["ada"]["role"].startswith("admin")
-    me = runner.invoke(
-        app, ["serve", "--database-url", url, "--get", "/api/v1/me", "--token", users["ben"]["token"]]
-    )
+    me = runner.invoke(app, ["serve", "--database-url", url, "--get", "/api/v1/me", "--token", users["ben"]["token"]])
     assert me.exit_code == 0 and json.loads(me.stdout)["user_name"] == "ben"
     page = runner.invoke(app, ["serve", "--database-url", url, "--get", "/login"])
     assert page.exit_code == 0 and "API token" in page.stdout

@@ -52,7 +52,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("fuzz")
     (tmp / "binary.bin").write_bytes(bytes(range(256)) * 8)
     (tmp / "empty.txt").write_text("")
-    (tmp / "garbage.csv").write_text('a,b\n1\n"unclosed\n,,,,\n')
+    (tmp / "garbage.csv").write_text("a,b\n1\n\"unclosed\n,,,,\n")
     (tmp / "list.json").write_text("[1, 2, 3]")
     (tmp / "yaml.yaml").write_text("services: 7\n- a: [\n")
     env = {

@@ -296,14 +296,8 @@ def test_exit_code_table_is_complete_and_in_the_docs():
         (["catalog", "devices", "--kind", "tpu"], 0),
         (["models", "show", "llama-3.1-8b"], 0),
         (["estimate", "train", "-m", "llama-3.1-8b", "-d", "h100", "--count", "8", "--tokens", "1B"], 0),
-        (
-            ["estimate", "train", "-m", "llama-3.1-8b", "-d", "h100", "--count", "1", "--tokens", "1B"],
-            4,
-        ),  # 139 GB on 80
-        (
-            ["estimate", "train", "-m", "llama-3.1-8b", "-d", "h100", "--tokens", "1B"],
-            0,
-        ),  # picks a count that fits
+        (["estimate", "train", "-m", "llama-3.1-8b", "-d", "h100", "--count", "1", "--tokens", "1B"], 4),  # 139 GB on 80
+        (["estimate", "train", "-m", "llama-3.1-8b", "-d", "h100", "--tokens", "1B"], 0),  # picks a count that fits
         (["estimate", "train", "-m", "llama-3.1-8b", "-d", "h100", "--tokens", "-5"], 2),
         (["estimate", "serve", "-m", "llama-3.1-8b", "-d", "hopper-9000"], 2),
         (["plan", "train", "-m", "llama-3.1-8b", "--tokens", "1B", "--top", "1"], 0),

@@ -32,9 +32,7 @@ class Server:
     def client(self, token: str | None = None) -> Any:
         from flopwise.client import FlopwiseClient
 
-        return FlopwiseClient(
-            url="http://testserver", token=token or self.admin_token, transport=self.transport
-        )
+        return FlopwiseClient(url="http://testserver", token=token or self.admin_token, transport=self.transport)
 
 
 @pytest.fixture(scope="session")

@@ -72,9 +72,7 @@ def _strict(schema: Any) -> Any:
 
 def load_schemas() -> dict[str, Any]:
     """Kueue's published v1beta2 schema per kind (Workload: the published ``status``, an open ``spec``)."""
-    kinds = {
-        kind: json.loads((SCHEMAS / name).read_text(encoding="utf-8")) for kind, name in SCHEMA_FILES.items()
-    }
+    kinds = {kind: json.loads((SCHEMAS / name).read_text(encoding="utf-8")) for kind, name in SCHEMA_FILES.items()}
     status = json.loads((SCHEMAS / WORKLOAD_STATUS_FILE).read_text(encoding="utf-8"))
     kinds["Workload"] = {"type": "object", "properties": {
         "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
@@ -135,11 +133,8 @@ def _meta_errors(meta: Any) -> list[str]:
             errors.append(f"metadata.annotations: Invalid value {k!r}: not a qualified name")
         if not isinstance(v, str):
             errors.append(f"metadata.annotations.{k}: Invalid value {v!r}: must be a string")
-    if (
-        isinstance(annotations, dict)
-        and sum(len(str(k).encode()) + len(str(v).encode()) for k, v in annotations.items())
-        > ANNOTATIONS_MAX_BYTES
-    ):
+    if isinstance(annotations, dict) and sum(
+            len(str(k).encode()) + len(str(v).encode()) for k, v in annotations.items()) > ANNOTATIONS_MAX_BYTES:
         errors.append("metadata.annotations: Too long: must have at most 262144 bytes")
     return errors
 
@@ -167,9 +162,7 @@ def _rule_errors(schema: Any, value: Any, old: Any, path: str, out: list[str]) -
         try:
             result = expr.eval(data={"self": value, "oldSelf": old} if transition else {"self": value})
             ok, why = result.value() is True, rule.get("message") or f"failed rule: {text}"
-        except (
-            Exception
-        ) as exc:  # an evaluation error (no such key, ...) refuses the object, as the apiserver does
+        except Exception as exc:  # an evaluation error (no such key, ...) refuses the object, as the apiserver does
             ok, why = False, f"{rule.get('message') or text}: {exc}"
         if not ok:
             out.append(f"{path or '<root>'}: Invalid value: {why}")
@@ -177,9 +170,7 @@ def _rule_errors(schema: Any, value: Any, old: Any, path: str, out: list[str]) -
         props, extra = schema.get("properties") or {}, schema.get("additionalProperties")
         for k, v in value.items():
             sub = props.get(k, extra if isinstance(extra, dict) else None)
-            _rule_errors(
-                sub, v, old.get(k) if isinstance(old, dict) else None, f"{path}.{k}" if path else k, out
-            )
+            _rule_errors(sub, v, old.get(k) if isinstance(old, dict) else None, f"{path}.{k}" if path else k, out)
     elif isinstance(value, list):
         keys = schema.get("x-kubernetes-list-map-keys")
         olds = {tuple(o.get(k) for k in keys): o for o in old if isinstance(o, dict)} if (
@@ -267,9 +258,7 @@ class KubeEmulator:
             obj.pop("status", None)
         errors = validate(self.validators, obj)
         if errors:
-            return 422, _status(
-                422, "Invalid", f"{kind}.kueue.x-k8s.io {name!r} is invalid: " + "; ".join(errors)
-            )
+            return 422, _status(422, "Invalid", f"{kind}.kueue.x-k8s.io {name!r} is invalid: " + "; ".join(errors))
         with self.cond:
             if (plural, ns, name) in self.objects:
                 return 409, _status(409, "AlreadyExists", f'{plural}.kueue.x-k8s.io "{name}" already exists')
@@ -306,13 +295,10 @@ class KubeEmulator:
                     if k in old["metadata"]:
                         meta[k] = old["metadata"][k]
                 meta["generation"] = old["metadata"].get("generation", 1) + (
-                    1 if new.get("spec") != old.get("spec") else 0
-                )
+                    1 if new.get("spec") != old.get("spec") else 0)
             errors = validate(self.validators, result, old)
             if errors:
-                return 422, _status(
-                    422, "Invalid", f"{kind}.kueue.x-k8s.io {name!r} is invalid: " + "; ".join(errors)
-                )
+                return 422, _status(422, "Invalid", f"{kind}.kueue.x-k8s.io {name!r} is invalid: " + "; ".join(errors))
             if result == old:
                 return 200, copy.deepcopy(old)
             self.objects[(plural, namespace, name)] = result
@@ -345,20 +331,14 @@ class KubeEmulator:
             return {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": f"{kind}List",
                     "metadata": {"resourceVersion": str(self.rv)}, "items": items}  # fmt: skip
 
-    def watch(
-        self, plural: str, namespace: str | None, since: int, timeout_s: float
-    ) -> Iterator[dict[str, Any]]:
+    def watch(self, plural: str, namespace: str | None, since: int, timeout_s: float) -> Iterator[dict[str, Any]]:
         deadline = time.monotonic() + timeout_s
         last = since
         while True:
             with self.cond:
                 if last + 1 < self.compacted:
-                    yield {
-                        "type": "ERROR",
-                        "object": _status(
-                            410, "Expired", f"too old resource version: {last} ({self.compacted})"
-                        ),
-                    }
+                    yield {"type": "ERROR", "object": _status(410, "Expired",
+                                                              f"too old resource version: {last} ({self.compacted})")}
                     return
                 batch = [(rv, t, o) for rv, p, t, o in self.events
                          if rv > last and p == plural
@@ -398,7 +378,7 @@ class KubeEmulator:
                 url = urlsplit(self.path)
                 if not url.path.startswith(PREFIX + "/"):
                     return None
-                parts = url.path[len(PREFIX) + 1 :].split("/")
+                parts = url.path[len(PREFIX) + 1:].split("/")
                 namespace = None
                 if parts[0] == "namespaces" and len(parts) >= 3:
                     namespace, parts = parts[1], parts[2:]
@@ -421,9 +401,7 @@ class KubeEmulator:
                     time.sleep(emulator.delay_s)
                 route = self._route()
                 if route is None:
-                    self._send(
-                        404, _status(404, "NotFound", "the server could not find the requested resource")
-                    )
+                    self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
                     return
                 plural, namespace, name, sub, query = route
                 ns = (namespace or "") if KINDS[plural][1] else ""
@@ -440,11 +418,8 @@ class KubeEmulator:
                         self._send(200, emulator.listing(plural, namespace))
                         return
                     obj = emulator.get(plural, name, ns)
-                    self._send(
-                        *(200, obj)
-                        if obj
-                        else (404, _status(404, "NotFound", f'{plural}.kueue.x-k8s.io "{name}" not found'))
-                    )
+                    self._send(*(200, obj) if obj else (404, _status(404, "NotFound",
+                                                                     f'{plural}.kueue.x-k8s.io "{name}" not found')))
                 elif method == "POST" and name is None:
                     self._send(*emulator.create(plural, body or {}, ns))
                 elif method == "PUT" and name:

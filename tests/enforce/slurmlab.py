@@ -91,13 +91,7 @@ class SlurmLab:
     def run(self, *args: str, check: bool = True, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
         # run in the lab's folder, so a job's default output file (slurm-<id>.out) lands there
         return subprocess.run(
-            list(args),
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=timeout_s,
-            cwd=self.root,
+            list(args), env=self.env, capture_output=True, text=True, check=check, timeout=timeout_s, cwd=self.root
         )
 
     def reconfigure(self) -> None:
@@ -259,7 +253,8 @@ def start_lab(
     (etc / "cgroup.conf").write_text("CgroupPlugin=autodetect\n")
     dbd = etc / "slurmdbd.conf"
     dbd.write_text(
-        auth + f"DbdHost={host}\nDbdAddr=127.0.0.1\nDbdPort={dbd_port}\nSlurmUser=root\n"
+        auth
+        + f"DbdHost={host}\nDbdAddr=127.0.0.1\nDbdPort={dbd_port}\nSlurmUser=root\n"
         f"StorageType=accounting_storage/mysql\nStorageHost={MYSQL_HOST}\nStoragePort={MYSQL_PORT}\n"
         f"StorageUser=root\nStorageLoc=slurm_acct_{cluster}\n"
         f"PidFile={run / 'slurmdbd.pid'}\nLogFile={root / 'log' / 'slurmdbd.log'}\nDebugLevel=info\n"

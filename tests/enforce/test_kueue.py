@@ -85,9 +85,7 @@ class World:
         self.controller = KueueController(self.api, self.fw, CONFIG, clock=self.clock)
 
     def client(self, token: str | None = None) -> FlopwiseClient:
-        return FlopwiseClient(
-            url="http://testserver", token=token or self.admin_token, transport=self.transport
-        )
+        return FlopwiseClient(url="http://testserver", token=token or self.admin_token, transport=self.transport)
 
     def close(self) -> None:
         self.api.close()
@@ -123,17 +121,8 @@ class Kueue:
     def __init__(self, world: World) -> None:
         self.w = world
 
-    def submit(
-        self,
-        name: str,
-        queue: str,
-        gpus: int,
-        *,
-        pods: int = 1,
-        hours: str | None = "1",
-        labels: dict[str, str] | None = None,
-        annotations: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
+    def submit(self, name: str, queue: str, gpus: int, *, pods: int = 1, hours: str | None = "1",
+               labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None) -> dict[str, Any]:
         ann = dict(annotations or {})
         if hours is not None:
             ann["flopwise.io/max-hours"] = hours
@@ -181,9 +170,7 @@ class Kueue:
         has passed)."""
         wl = self.w.kube.get("workloads", name, "research")
         assert wl is not None
-        conds = [
-            c for c in wl["status"].get("conditions", []) if c["type"] not in ("QuotaReserved", "Evicted")
-        ]
+        conds = [c for c in wl["status"].get("conditions", []) if c["type"] not in ("QuotaReserved", "Evicted")]
         self._status(name, {**wl["status"], "admission": None, "conditions": [
             *conds, {"type": "QuotaReserved", "status": "False", "reason": "Pending", "message": "evicted",
                      "lastTransitionTime": self._now()},
@@ -235,10 +222,7 @@ def test_a_workload_waits_with_retry_until_the_budget_window_resets(world: World
     assert second["state"] == "Retry", second
     # 23:59:00 -> midnight: the month's window ends in 60 s; the check asks Kueue to wait that long (+1 s)
     assert second["requeueAfterSeconds"] == 61
-    assert (
-        "is hard: the request needs 10.000 but only 5.000000" in second["message"]
-        and "retrying in 61 s" in second["message"]
-    )
+    assert "is hard: the request needs 10.000 but only 5.000000" in second["message"] and "retrying in 61 s" in second["message"]
     uid = world.kube.get("workloads", "second", "research")["metadata"]["uid"]
     assert not world.fw.call("GET", f"/admission/kueue/{uid}")["admitted"]
     # Kueue evicts it and waits; nothing happens while it waits
@@ -349,11 +333,7 @@ def test_flopwise_down_or_slow_fails_closed_and_soft_budgets_fail_open(world: Wo
             kueue.reserve(f"{name}-{suffix}", queue)
         _step(world)
         hard, soft = kueue.check(f"{name}-hard"), kueue.check(f"{name}-soft")
-        assert (
-            hard["state"] == "Retry"
-            and "fails closed" in hard["message"]
-            and hard["requeueAfterSeconds"] == 30
-        )
+        assert hard["state"] == "Retry" and "fails closed" in hard["message"] and hard["requeueAfterSeconds"] == 30
         assert soft["state"] == "Ready" and "let through unchecked" in soft["message"], soft
     # the cache ages out: soft budgets fail closed too (flopwise's state is unknown)
     world.controller.soft.at -= CONFIG.max_cache_age_s + 1
@@ -444,18 +424,14 @@ def test_manifests_map_quotas_and_validate_against_kueues_schemas(world: World) 
         assert validate(world.kube.validators, obj) == [], obj
     by = {(o["kind"], o["metadata"]["name"]): o for o in objs}
     assert by[("AdmissionCheck", "flopwise")]["spec"] == {"controllerName": "flopwise.io/admission"}
-    assert by[("ResourceFlavor", "h100")]["spec"]["nodeLabels"] == {
-        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"
-    }
+    assert by[("ResourceFlavor", "h100")]["spec"]["nodeLabels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     cohort = by[("Cohort", "fw-research")]["spec"]
     assert [f["resources"][0]["nominalQuota"] for f in cohort["resourceGroups"][0]["flavors"]] == [64, 64]
     cq = by[("ClusterQueue", "fw-research-llm-pretrain")]
     assert cq["metadata"]["labels"]["flopwise.io/project"] == str(p1["id"])
     assert cq["spec"]["cohortName"] == "fw-research"
     assert cq["spec"]["admissionChecksStrategy"] == {"admissionChecks": [{"name": "flopwise"}]}
-    quotas = {
-        f["name"]: f["resources"][0]["nominalQuota"] for f in cq["spec"]["resourceGroups"][0]["flavors"]
-    }
+    quotas = {f["name"]: f["resources"][0]["nominalQuota"] for f in cq["spec"]["resourceGroups"][0]["flavors"]}
     assert quotas == {"h100": 32, "a100": 0}  # a100 only borrowed from the team's pool
     evals = by[("ClusterQueue", "fw-research-evals")]["spec"]["resourceGroups"][0]["flavors"]
     assert {f["name"]: f["resources"][0]["nominalQuota"] for f in evals} == {"h100": 0, "a100": 0}
@@ -475,32 +451,14 @@ def test_the_emulator_validates_against_kueues_published_schemas(world: World) -
     # what the controller writes is what Kueue's v1beta2 Workload status declares
     check = load_schemas()["Workload"]["properties"]["status"]["properties"]["admissionChecks"]["items"]
     assert check["properties"]["state"]["enum"] == ["Pending", "Ready", "Retry", "Rejected"]
-    assert check["properties"]["requeueAfterSeconds"] == {
-        **check["properties"]["requeueAfterSeconds"],
-        "type": "integer",
-        "format": "int32",
-        "minimum": 0,
-    }
+    assert check["properties"]["requeueAfterSeconds"] == {**check["properties"]["requeueAfterSeconds"],
+                                                         "type": "integer", "format": "int32", "minimum": 0}
     assert check["required"] == ["lastTransitionTime", "message", "name", "state"]
 
     def workload(entry: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "apiVersion": "kueue.x-k8s.io/v1beta2",
-            "kind": "Workload",
-            "metadata": {"name": "w"},
-            "spec": {},
-            "status": {
-                "admissionChecks": [
-                    {
-                        "name": "flopwise",
-                        "state": "Retry",
-                        "message": "m",
-                        "lastTransitionTime": "2026-01-01T00:00:00Z",
-                        **entry,
-                    }
-                ]
-            },
-        }
+        return {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "Workload", "metadata": {"name": "w"},
+                "spec": {}, "status": {"admissionChecks": [{"name": "flopwise", "state": "Retry", "message": "m",
+                                                            "lastTransitionTime": "2026-01-01T00:00:00Z", **entry}]}}
 
     assert validate(world.kube.validators, workload({"requeueAfterSeconds": 3600})) == []
     assert any("minimum" in e for e in validate(world.kube.validators, workload({"requeueAfterSeconds": -1})))
@@ -510,16 +468,11 @@ def test_the_emulator_validates_against_kueues_published_schemas(world: World) -
     # ObjectMeta as the apiserver checks it on any object
     flavor = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "h100"}}
     assert validate(world.kube.validators, flavor) == []
-    for meta, field in (
-        ({"name": "H100"}, "metadata.name"),
-        ({"name": "a", "labels": {"flopwise.io/p": "a b"}}, "metadata.labels.flopwise.io/p"),
-        ({"name": "a", "labels": {"Bad_/p": "1"}}, "metadata.labels"),
-        ({"name": "a", "annotations": {"x/" + "y" * 64: ""}}, "metadata.annotations"),
-        ({"name": "a", "annotations": {"big": "x" * (256 * 1024)}}, "metadata.annotations"),
-    ):
-        assert any(
-            e.startswith(field) for e in validate(world.kube.validators, {**flavor, "metadata": meta})
-        ), meta
+    for meta, field in (({"name": "H100"}, "metadata.name"), ({"name": "a", "labels": {"flopwise.io/p": "a b"}},
+                        "metadata.labels.flopwise.io/p"), ({"name": "a", "labels": {"Bad_/p": "1"}}, "metadata.labels"),
+                        ({"name": "a", "annotations": {"x/" + "y" * 64: ""}}, "metadata.annotations"),
+                        ({"name": "a", "annotations": {"big": "x" * (256 * 1024)}}, "metadata.annotations")):
+        assert any(e.startswith(field) for e in validate(world.kube.validators, {**flavor, "metadata": meta})), meta
     # the schemas' CEL rules (x-kubernetes-validations), as the apiserver evaluates them
     cq = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": "q"}, "spec": {
         "resourceGroups": [{"coveredResources": ["nvidia.com/gpu", "cpu"], "flavors": [
@@ -531,12 +484,8 @@ def test_the_emulator_validates_against_kueues_published_schemas(world: World) -
     assert any("borrowingLimit must be nil" in e for e in validate(world.kube.validators, cq))
     assert validate(world.kube.validators, {**cq, "spec": {**cq["spec"], "cohortName": "c"}}) == []
     # a transition rule runs on updates only: an AdmissionCheck's controllerName is immutable
-    ac = {
-        "apiVersion": "kueue.x-k8s.io/v1beta2",
-        "kind": "AdmissionCheck",
-        "metadata": {"name": "flopwise"},
-        "spec": {"controllerName": "flopwise.io/admission"},
-    }
+    ac = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "AdmissionCheck", "metadata": {"name": "flopwise"},
+          "spec": {"controllerName": "flopwise.io/admission"}}
     assert world.kube.create("admissionchecks", ac)[0] == 201
     code, body = world.kube.patch("admissionchecks", "flopwise", "", {"spec": {"controllerName": "other"}})
     assert code == 422 and "field is immutable" in body["message"], body
@@ -553,24 +502,15 @@ def test_emulator_semantics_the_controller_relies_on(world: World) -> None:
         api.request("POST", api.path("resourceflavors"), body=flavor)
     assert err.value.status == 409
     with pytest.raises(KubeError) as err:  # a JSON patch is not a merge patch
-        api.request(
-            "PATCH", api.path("resourceflavors", "h100"), body={"spec": {}}, content_type="application/json"
-        )
+        api.request("PATCH", api.path("resourceflavors", "h100"), body={"spec": {}}, content_type="application/json")
     assert err.value.status == 415
     with pytest.raises(KubeError) as err:  # a stale resourceVersion
         api.merge_patch("resourceflavors", "h100", {"metadata": {"resourceVersion": "1"}, "spec": {}})
     assert err.value.status == 409
     with pytest.raises(KubeError) as err:  # an AdmissionCheck state Kueue does not know
-        world.kube.create(
-            "workloads",
-            {
-                "apiVersion": "kueue.x-k8s.io/v1beta2",
-                "kind": "Workload",
-                "metadata": {"name": "x"},
-                "spec": {"podSets": [{"name": "main", "count": 1, "template": {}}]},
-            },
-            "research",
-        )
+        world.kube.create("workloads", {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "Workload",
+                                        "metadata": {"name": "x"}, "spec": {"podSets": [
+                                            {"name": "main", "count": 1, "template": {}}]}}, "research")
         api.merge_patch("workloads", "x", {"status": {"admissionChecks": [
             {"name": "flopwise", "state": "Maybe", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}},
             namespace="research", status=True)  # fmt: skip
@@ -660,9 +600,7 @@ def test_a_status_patch_on_a_stale_version_is_refused_and_redone_on_the_next_pas
     kueue.reserve("s1", queue)
     _step(world)
     kueue.evict_for_retry("s1")
-    kueue.reserve(
-        "s1", queue
-    )  # re-queued after an eviction: its check is Pending again, the admission stands
+    kueue.reserve("s1", queue)  # re-queued after an eviction: its check is Pending again, the admission stands
     stale = world.kube.get("workloads", "s1", "research")
     kueue.admit("s1")  # Kueue changes the Workload meanwhile
     with pytest.raises(KubeError) as err:

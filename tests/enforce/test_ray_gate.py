@@ -105,9 +105,7 @@ def gate(ray_head: str, server: Any) -> Iterator[tuple[str, RayGate]]:
     upstream = httpx.Client(base_url=ray_head, timeout=30)
     the_gate = RayGate(server.client, CONFIG, upstream)
     port = _port()
-    live = uvicorn.Server(
-        uvicorn.Config(create_gate_app(the_gate), host="127.0.0.1", port=port, log_level="warning")
-    )
+    live = uvicorn.Server(uvicorn.Config(create_gate_app(the_gate), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=live.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -215,9 +213,7 @@ class FakeJobs:
             return httpx.Response(200, json=self.jobs)
         if request.method == "POST" and request.url.path == "/api/jobs/":
             if self.submit_status != 200:
-                return httpx.Response(
-                    self.submit_status, text="Ray: entrypoint runtime_env failed to validate"
-                )
+                return httpx.Response(self.submit_status, text="Ray: entrypoint runtime_env failed to validate")
             body = json.loads(request.content)
             return httpx.Response(200, json={"submission_id": body["submission_id"], "job_id": None})
         return httpx.Response(404)
@@ -234,9 +230,7 @@ def test_a_restarted_gate_settles_jobs_that_ended_while_it_was_down(server: Any,
     first = RayGate(fw, CONFIG, upstream, GateState(path))
     ran = first.decide({"entrypoint": "python train.py", "metadata": meta})[2]["submission_id"]
     lost = first.decide({"entrypoint": "python eval.py", "metadata": meta})[2]["submission_id"]
-    ray.jobs = [
-        {"submission_id": ran, "status": "RUNNING", "start_time": 1_767_225_600_000, "end_time": None}
-    ]
+    ray.jobs = [{"submission_id": ran, "status": "RUNNING", "start_time": 1_767_225_600_000, "end_time": None}]
     assert first.settle_ended() == [lost]  # admitted, but Ray never had it: released
     assert fw.call("GET", f"/admission/ray/{lost}")["state"] == "released"
     assert fw.call("GET", f"/admission/ray/{ran}")["state"] == "committed"
@@ -294,13 +288,9 @@ def test_flopwise_down_soft_budgets_forward_unchecked_hard_ones_fail_closed(serv
     down = FlopwiseClient(url="http://127.0.0.1:9", token="fw_x", transport=httpx.MockTransport(refuse))
     gate = RayGate(down, CONFIG, None, soft=soft)
     meta = {"flopwise-max-hours": "1", "flopwise-gpus": "1"}
-    status, message, _ = gate.decide(
-        {"entrypoint": "x", "metadata": {**meta, "flopwise-project": str(pids["hard"])}}
-    )
+    status, message, _ = gate.decide({"entrypoint": "x", "metadata": {**meta, "flopwise-project": str(pids["hard"])}})
     assert status == 503 and "fails closed" in message
-    status, _, job = gate.decide(
-        {"entrypoint": "x", "metadata": {**meta, "flopwise-project": str(pids["soft"])}}
-    )
+    status, _, job = gate.decide({"entrypoint": "x", "metadata": {**meta, "flopwise-project": str(pids["soft"])}})
     assert status == 200 and ADMISSION_KEY not in job["metadata"]
     assert gate.state.pending() == {}  # nothing to settle: it was never admitted
     down.close()

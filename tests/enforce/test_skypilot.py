@@ -108,8 +108,7 @@ def test_flopwise_down_fails_closed_with_503() -> None:
         raise httpx.ConnectError("connection refused", request=request)
 
     app = create_policy_app(
-        lambda: FlopwiseClient(url="http://127.0.0.1:9", token="fw_x", transport=httpx.MockTransport(refuse)),
-        CONFIG,
+        lambda: FlopwiseClient(url="http://127.0.0.1:9", token="fw_x", transport=httpx.MockTransport(refuse)), CONFIG
     )
     with TestClient(app) as client:
         r = client.post("/skypilot/policy", json=_request(_task(1)))
@@ -147,9 +146,7 @@ except exceptions.UserRequestRejectedByPolicy as exc:
 def test_skypilots_own_restful_policy_client(world: Any, server: Any) -> None:
     python = os.environ.get("FLOPWISE_TEST_SKYPILOT_PYTHON")
     if not python:
-        pytest.skip(
-            "set FLOPWISE_TEST_SKYPILOT_PYTHON to a Python with the skypilot package (460 MB, not a test dependency)"
-        )
+        pytest.skip("set FLOPWISE_TEST_SKYPILOT_PYTHON to a Python with the skypilot package (460 MB, not a test dependency)")
     import uvicorn
 
     _, pid, _ = world
@@ -231,8 +228,7 @@ def test_slow_flopwise_times_out_and_fails_closed() -> None:
         raise httpx.ReadTimeout("timed out", request=request)
 
     app = create_policy_app(
-        lambda: FlopwiseClient(url="http://127.0.0.1:9", token="fw_x", transport=httpx.MockTransport(slow)),
-        CONFIG,
+        lambda: FlopwiseClient(url="http://127.0.0.1:9", token="fw_x", transport=httpx.MockTransport(slow)), CONFIG
     )
     with TestClient(app) as client:
         r = client.post("/skypilot/policy", json=_request(_task(1)))
@@ -292,16 +288,12 @@ else:
 """
 
 
-def test_skypilots_own_cost_report_settles_a_torn_down_cluster(
-    server: Any, tmp_path: Any, monkeypatch: Any
-) -> None:
+def test_skypilots_own_cost_report_settles_a_torn_down_cluster(server: Any, tmp_path: Any, monkeypatch: Any) -> None:
     """SkyPilot's state database records a cluster launched with the admission label (as its launch path does,
     through global_user_state) and tears it down; flopwise reads sky.core.cost_report and settles."""
     python = os.environ.get("FLOPWISE_TEST_SKYPILOT_PYTHON")
     if not python:
-        pytest.skip(
-            "set FLOPWISE_TEST_SKYPILOT_PYTHON to a Python with the skypilot package (460 MB, not a test dependency)"
-        )
+        pytest.skip("set FLOPWISE_TEST_SKYPILOT_PYTHON to a Python with the skypilot package (460 MB, not a test dependency)")
     from fastapi.testclient import TestClient
     from typer.testing import CliRunner
 
@@ -321,9 +313,7 @@ def test_skypilots_own_cost_report_settles_a_torn_down_cluster(
 
     sky("up")
     records = sky_cost_report(python)
-    assert [(r["name"], r["status"], r["labels"][ADMISSION_LABEL]) for r in records] == [
-        ("fwreal", "UP", job_id)
-    ]
+    assert [(r["name"], r["status"], r["labels"][ADMISSION_LABEL]) for r in records] == [("fwreal", "UP", job_id)]
     assert settle_launches(fw, records)["committed"] == [job_id]
     time.sleep(1.5)
     sky("down")
@@ -349,9 +339,7 @@ class Switch(httpx.BaseTransport):
         return self.inner.handle_request(request)
 
 
-def test_flopwise_down_soft_budgets_fail_open_and_are_logged_hard_ones_closed(
-    server: Any, caplog: Any
-) -> None:
+def test_flopwise_down_soft_budgets_fail_open_and_are_logged_hard_ones_closed(server: Any, caplog: Any) -> None:
     from fastapi.testclient import TestClient
 
     from flopwise.enforce._client import SoftBudgets

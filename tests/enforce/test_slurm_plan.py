@@ -97,7 +97,7 @@ def test_cache_lists_covering_budgets_in_micro_units() -> None:
     text = render_cache(accounts, budgets, CONFIG, ["1-1"], 1_700_000_000.5, {"1-2": {"1": 5}},
                         {"12": {"state": "pending", "account": "research_eval"}})  # fmt: skip
     assert text.startswith("-- flopwise decision cache generated_at=1700000000.5:")
-    assert '[1] = {name = "b1", unit = "usd", hard = true, remaining_micro = 12345678},' in text
+    assert "[1] = {name = \"b1\", unit = \"usd\", hard = true, remaining_micro = 12345678}," in text
     assert '["research_llm_pretrain"] = {project_id = 7, budgets = {1, 2, 3}},' in text
     assert '["research_eval"] = {project_id = 8, budgets = {2, 3, 4}},' in text
     assert '["h100"] = 2490000' in text and "kwh" not in text

@@ -47,9 +47,7 @@ class Env:
         self.agent.step()
         return p["id"], account, budget_id
 
-    def sbatch(
-        self, account: str, gpus: int, minutes: int, *extra: str, cmd: str = "true"
-    ) -> subprocess.CompletedProcess[str]:
+    def sbatch(self, account: str, gpus: int, minutes: int, *extra: str, cmd: str = "true") -> subprocess.CompletedProcess[str]:
         return self.lab.run(
             "sbatch", "-A", account, f"--gres=gpu:h100:{gpus}", f"--time={minutes}", *extra, "--wrap", cmd,
             check=False,
@@ -59,9 +57,7 @@ class Env:
         deadline = time.monotonic() + timeout_s
         state = ""
         while time.monotonic() < deadline:
-            out = self.lab.run(
-                "sacct", "-X", "-n", "-P", "-j", job, "--format=State", check=False
-            ).stdout.split()
+            out = self.lab.run("sacct", "-X", "-n", "-P", "-j", job, "--format=State", check=False).stdout.split()
             state = out[0] if out else ""
             if state in states:
                 return state
@@ -76,9 +72,7 @@ def _job_id(r: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def env(
-    lab: Any, server: Any, slurm_cache_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Env]:
+def env(lab: Any, server: Any, slurm_cache_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     fw = server.client()
     team = fw.call("POST", "/teams", json_body={"name": "research"})
     config: SlurmConfig = load_config(
@@ -100,9 +94,7 @@ def test_sync_creates_accounts_limits_and_qos_and_reports_drift(env: Env) -> Non
     )  # fmt: skip
     drift, cmds = env.agent.sync(dry_run=True)
     assert [(d.account, d.field) for d in drift] == [(account, "GrpTRES")]
-    assert cmds == [
-        ["sacctmgr", "-i", "modify", "account", "where", f"name={account}", "set", "GrpTRES=gres/gpu=4"]
-    ]
+    assert cmds == [["sacctmgr", "-i", "modify", "account", "where", f"name={account}", "set", "GrpTRES=gres/gpu=4"]]
     env.agent.sync(dry_run=False)
     held = read_accounts(subprocess_runner(env.lab.env))[account]
     # $100 = 10000 cents, x 60: billing-minutes at TRESBillingWeights GRES/gpu:h100=250 (cents per GPU-hour)
@@ -111,9 +103,7 @@ def test_sync_creates_accounts_limits_and_qos_and_reports_drift(env: Env) -> Non
     part = env.lab.run("scontrol", "show", "partition", "gpu").stdout
     assert "TRESBillingWeights=CPU=0,Mem=0,GRES/gpu:h100=250" in part
     # somebody changes Slurm behind flopwise's back: reported, and put back
-    env.lab.run(
-        "sacctmgr", "-i", "modify", "account", "where", f"name={account}", "set", "GrpTRES=gres/gpu=99"
-    )
+    env.lab.run("sacctmgr", "-i", "modify", "account", "where", f"name={account}", "set", "GrpTRES=gres/gpu=99")
     drift, _ = env.agent.sync(dry_run=True)
     assert [(d.account, d.field, d.slurm, d.flopwise) for d in drift] == [
         (account, "GrpTRES", "gres/gpu=99", "gres/gpu=4")
@@ -135,9 +125,7 @@ def test_admitted_job_is_tagged_then_settled_by_job_id(env: Env) -> None:
     assert job in first.decided
     engine_id = f"{env.lab.cluster}.{job}"
     adm = env.fw.call("GET", f"/admission/slurm/{engine_id}")
-    assert (
-        adm["admitted"] and adm["device_count"] == 2 and Decimal(adm["worst_case_cost_usd"]) == Decimal("5")
-    )
+    assert adm["admitted"] and adm["device_count"] == 2 and Decimal(adm["worst_case_cost_usd"]) == Decimal("5")
     env.wait_state(job, {"COMPLETED"})
     report = env.agent.step()
     assert job in first.settled + report.settled
@@ -239,9 +227,7 @@ def test_stale_cache_fails_closed_for_hard_budgets_open_for_soft(env: Env) -> No
     cache = env.agent.config.cache
     text = cache.read_text()
     now = int(time.time())
-    cache.write_text(
-        re.sub(r"generated_at( ?= ?)[\d.]+", lambda m: f"generated_at{m.group(1)}{now - 3600}", text)
-    )
+    cache.write_text(re.sub(r"generated_at( ?= ?)[\d.]+", lambda m: f"generated_at{m.group(1)}{now - 3600}", text))
     try:
         r = env.sbatch(hard_account, 1, 10, "--hold")
         assert r.returncode != 0
@@ -277,8 +263,7 @@ def test_fifty_concurrent_submissions_never_overspend_a_hard_budget(env: Env) ->
     assert not reports[0].errors + reports[1].errors
     done = reports[0].settled + reports[1].settled
     assert sorted(done) == sorted(accepted), (
-        [r for r in env.agent._jobs() if r["job"] in accepted][:2],
-        {j: env.agent.state["jobs"].get(j) for j in accepted},
+        [r for r in env.agent._jobs() if r["job"] in accepted][:2], {j: env.agent.state["jobs"].get(j) for j in accepted}
     )
     assert Decimal(budget["used"]) <= Decimal("50") and Decimal(budget["reserved"]) == 0
     settled = [env.fw.call("GET", f"/admission/slurm/{env.lab.cluster}.{j}")["state"] for j in accepted]
@@ -352,25 +337,12 @@ def test_cli_sync_dry_run_prints_the_sacctmgr_commands(
     dry = runner.invoke(app, [*args, "--dry-run", "--json"], obj={"transport": server.transport})
     assert dry.exit_code == 0, dry.output
     out = json.loads(dry.stdout)
-    assert (
-        "sacctmgr -i add account research_clinew parent=research 'Description=flopwise project'"
-        in out["commands"]
-    )
-    assert {
-        "account": "research_clinew",
-        "field": "account",
-        "slurm": "missing",
-        "flopwise": "parent=research",
-    } in out["drift"]
-    assert (
-        "research_clinew"
-        not in env.lab.run("sacctmgr", "-n", "-P", "show", "account", "format=Account").stdout
-    )
+    assert "sacctmgr -i add account research_clinew parent=research 'Description=flopwise project'" in out["commands"]
+    assert {"account": "research_clinew", "field": "account", "slurm": "missing", "flopwise": "parent=research"} in out["drift"]
+    assert "research_clinew" not in env.lab.run("sacctmgr", "-n", "-P", "show", "account", "format=Account").stdout
     applied = runner.invoke(app, args, obj={"transport": server.transport})
     assert applied.exit_code == 0, applied.output
-    assert (
-        "research_clinew" in env.lab.run("sacctmgr", "-n", "-P", "show", "account", "format=Account").stdout
-    )
+    assert "research_clinew" in env.lab.run("sacctmgr", "-n", "-P", "show", "account", "format=Account").stdout
     once = runner.invoke(
         app, ["enforce", "slurm", "agent", "--once", "--json", "--config", str(config), "--url", "http://testserver",
               "--token", server.admin_token], obj={"transport": server.transport},

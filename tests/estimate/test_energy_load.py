@@ -101,14 +101,8 @@ def test_power_per_rate_carries_to_other_devices(cat):
 def test_training_three_boundaries(cat, reg):
     from flopwise.estimate import estimate_train
 
-    e = estimate_train(
-        reg.get("llama-3.1-8b"),
-        cat.devices["h100-sxm"],
-        tokens=1e10,
-        device_count=8,
-        pue=1.3,
-        grid_gco2e_per_kwh=100.0,
-    )
+    e = estimate_train(reg.get("llama-3.1-8b"), cat.devices["h100-sxm"], tokens=1e10, device_count=8, pue=1.3,
+                       grid_gco2e_per_kwh=100.0)
     host = e.assumptions["host_power_frac"]
     assert e.node_energy_kwh == pytest.approx(e.device_energy_kwh * (1 + host))
     assert e.facility_energy_kwh == pytest.approx(e.node_energy_kwh * 1.3)
@@ -130,26 +124,14 @@ def test_api_names_pue_source_and_region_basis():
 def test_paged_kv_fits_what_vllm_ran(cat, reg):
     """ML.ENERGY v3 ran Llama 3.1 8B on one H100 at max_num_seqs 255 (717-token mean responses): with 1000-token
     prompts paged KV holds the blocks in use, so it fits; the full-length reservation (max_batch, 241) would not."""
-    e = estimate_serve(
-        reg.get("llama-3.1-8b"),
-        cat.devices["h100-sxm"],
-        engine="vllm",
-        batch=255,
-        input_tokens=1000,
-        output_tokens=717,
-    )
+    e = estimate_serve(reg.get("llama-3.1-8b"), cat.devices["h100-sxm"], engine="vllm", batch=255,
+                       input_tokens=1000, output_tokens=717)
     assert bool(e.fits)
     assert float(e.max_batch_in_use) >= 255 > float(e.max_batch)
     assert "output_tokens / 2" in e.memory.assumptions["kv_tokens_per_sequence"]
 
 
 def test_one_sequence_must_fit_at_full_length(cat, reg):
-    e = estimate_serve(
-        reg.get("llama-3.1-8b"),
-        cat.devices["h100-sxm"],
-        engine="vllm",
-        batch=1,
-        input_tokens=1000,
-        output_tokens=1_000_000,
-    )
+    e = estimate_serve(reg.get("llama-3.1-8b"), cat.devices["h100-sxm"], engine="vllm", batch=1,
+                       input_tokens=1000, output_tokens=1_000_000)
     assert not bool(e.fits)

@@ -39,12 +39,8 @@ def test_llama_cpp_layer_split_is_not_tensor_parallel(cat):
 
 def test_trt_llm_budgets_free_memory_so_70b_fp8_batches_on_one_h100(cat):
     m, d = model("llama-3.3-70b"), cat.device("h200")
-    vllm = estimate_serve(
-        m, d, quant="fp8", kv_dtype="fp8", engine="vllm", input_tokens=128, output_tokens=128
-    )
-    trt = estimate_serve(
-        m, d, quant="fp8", kv_dtype="fp8", engine="trt-llm", input_tokens=128, output_tokens=128
-    )
+    vllm = estimate_serve(m, d, quant="fp8", kv_dtype="fp8", engine="vllm", input_tokens=128, output_tokens=128)
+    trt = estimate_serve(m, d, quant="fp8", kv_dtype="fp8", engine="trt-llm", input_tokens=128, output_tokens=128)
     assert trt.max_batch > vllm.max_batch >= 1
     assert trt.saturation_tokens_per_s > trt.output_tokens_per_s  # batch 1 is far from saturation
 
@@ -119,9 +115,7 @@ def test_prefill_steps_pay_the_eager_launch_time_where_decode_uses_graphs(cat):
     from flopwise.estimate import timing as tm
 
     m, d = model("llama-3.1-8b"), cat.device("h100-sxm")
-    est = estimate_serve(
-        m, d, engine="trt-llm", quant="fp8", kv_dtype="fp8", input_tokens=128, output_tokens=1
-    )
+    est = estimate_serve(m, d, engine="trt-llm", quant="fp8", kv_dtype="fp8", input_tokens=128, output_tokens=1)
     a = est.assumptions
     assert a["prefill_step_overhead_s"] == pytest.approx(m.n_layers * tm.DECODE_LAYER_OVERHEAD_S["gpu"])
     assert a["step_overhead_s"] < a["prefill_step_overhead_s"]  # decode: CUDA graphs (1e-5 s per layer)

@@ -374,9 +374,7 @@ def test_decode_time_is_bandwidth_time_plus_fixed_layer_overhead():
     bandwidth_s /= a["bandwidth_efficiency_frac"]
     overhead_s = LLAMA2_7B.n_layers * timing.DECODE_LAYER_OVERHEAD_S["gpu"]
     assert a["step_overhead_s"] == pytest.approx(overhead_s)
-    compute_s = a["decode_step_flops_per_device"] / (
-        a["compute_peak_tflop_per_s"] * 1e12 * a["compute_efficiency_frac"]
-    )
+    compute_s = a["decode_step_flops_per_device"] / (a["compute_peak_tflop_per_s"] * 1e12 * a["compute_efficiency_frac"])
     p = timing.ROOFLINE_OVERLAP_P["gpu"]
     step_s = (bandwidth_s**p + compute_s**p) ** (1 / p)  # p-norm of the two times (ROOFLINE_OVERLAP_P)
     assert compute_s < 0.1 * bandwidth_s and step_s < 1.05 * bandwidth_s  # batch 1: bandwidth-bound

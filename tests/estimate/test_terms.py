@@ -198,6 +198,7 @@ def test_allreduce_and_roofline():
     assert timing.moe_touched_frac(8, 2, 10_000) == pytest.approx(1.0)
 
 
+
 def test_energy_terms():
     assert energy.device_power_w(700, 70, 1.0) == 700
     assert energy.device_power_w(700, 70, 0.0) == 70
@@ -269,8 +270,6 @@ def test_gguf_weight_bytes_follow_bits_per_weight():
     assert 8.03e9 * q.bits_per_weight / 8 == pytest.approx(4.266e9, rel=1e-3)
     with pytest.raises(InputError, match="quant"):
         quant.get_quant("Q4_K_X")
-
-
 def test_to_money_array_equals_the_scalar_path():
     import numpy as np
 

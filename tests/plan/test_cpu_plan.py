@@ -135,9 +135,7 @@ def test_owned_count_caps_replicas():
 
     cat = load_catalog()
     arch, _ = resolve_model("llama-3.2-1b", load_models())
-    wl = ServeWorkload(
-        model=arch, rps=6.0, input_tokens=300, output_tokens=100, ttft_p95_ms=2000, tpot_p95_ms=150
-    )
+    wl = ServeWorkload(model=arch, rps=6.0, input_tokens=300, output_tokens=100, ttft_p95_ms=2000, tpot_p95_ms=150)
     plan = plan_serve(wl, cat, providers=["aws"], owned=owned_devices(["core-i9-13900k:2"], cat), top_k=1000)
     for o in plan.options:
         if o["provider"] == "owned":

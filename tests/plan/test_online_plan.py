@@ -17,9 +17,7 @@ def test_queue_without_stalls_has_tpot_of_the_tagged_step():
           "step_s_full": 0.0164, "prefill_s": 0.05, "decode_steps": 199}  # fmt: skip
     stall = continuous_batching_state(n, **kw)
     mixed = continuous_batching_state(n, **kw, stall_prefill_s=0.0)
-    assert np.allclose(mixed.tpot_mean_s, kw["step_s_tagged"]) and np.allclose(
-        mixed.tpot_p95_s, kw["step_s_tagged"]
-    )
+    assert np.allclose(mixed.tpot_mean_s, kw["step_s_tagged"]) and np.allclose(mixed.tpot_p95_s, kw["step_s_tagged"])
     assert np.all(stall.tpot_p95_s > mixed.tpot_p95_s)
     # the request's own prefill still comes before its first token
     assert np.all(mixed.ttft_mean_s >= kw["prefill_s"])
@@ -30,9 +28,7 @@ def test_queue_without_stalls_has_tpot_of_the_tagged_step():
 def test_load_step_carries_the_admitted_prompts_and_the_online_overhead():
     cat, models = load_catalog(), load_models()
     model, h100 = models.resolve("llama-3.1-8b"), cat.devices["h100-sxm"]
-    phys = serve_physics(
-        model, [(h100, "bf16", 1, "vllm", None), (h100, "bf16", 1, "sglang", None)], 1000, 200
-    )
+    phys = serve_physics(model, [(h100, "bf16", 1, "vllm", None), (h100, "bf16", 1, "sglang", None)], 1000, 200)
     assert list(phys.mixed_prefill) == [1.0, 0.0]
     n = np.array([1.0, 16.0, 128.0])
     base = phys.step_s(n[None, :], 1)  # (configurations, occupancies)

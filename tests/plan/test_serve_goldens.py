@@ -86,15 +86,7 @@ def _answer(name: str, catalog, models) -> dict:
 def test_plan_serve_json_equals_golden(name, catalog, models):
     want = json.loads((GOLDEN_DIR / f"{name}.json").read_text())
     got = _answer(name, catalog, models)
-    for part in (
-        "options",
-        "pareto",
-        "rejected_head",
-        "rejected_sha256",
-        "cpu_vs_gpu",
-        "assumptions",
-        "summary",
-    ):
+    for part in ("options", "pareto", "rejected_head", "rejected_sha256", "cpu_vs_gpu", "assumptions", "summary"):
         assert got[part] == want[part], f"{name}: {part} changed"
     assert got == want
 

@@ -29,9 +29,7 @@ def _reference(table, objective: str, top_k: int):
     groups: dict[tuple, list[int]] = {}
     for i in np.flatnonzero(table.feasible).tolist():
         c = cands[i]
-        groups.setdefault(
-            (c.device.id, c.device_count, c.quant, c.engine_id, c.pricing, c.provider), []
-        ).append(i)
+        groups.setdefault((c.device.id, c.device_count, c.quant, c.engine_id, c.pricing, c.provider), []).append(i)
     best: dict[tuple, tuple] = {}
     for group, members in groups.items():
         k0 = np.asarray(first, dtype=float)[members]
@@ -83,30 +81,10 @@ def _option_id(o: dict) -> tuple:
     [
         ("llama-3.1-8b", 20.0, 1000, 200, 1000.0, 100.0, "cost", ["all"], ("on-demand", "spot", "onprem")),
         ("llama-3.1-8b", 20.0, 1000, 200, 1000.0, 100.0, "cost", None, ("on-demand", "spot", "reserved")),
-        (
-            "llama-3.1-70b",
-            5.0,
-            2000,
-            300,
-            2000.0,
-            60.0,
-            "cost",
-            ["vllm", "trt-llm", "sglang"],
-            ("on-demand",),
-        ),
+        ("llama-3.1-70b", 5.0, 2000, 300, 2000.0, 60.0, "cost", ["vllm", "trt-llm", "sglang"], ("on-demand",)),
         ("llama-3.1-8b", 2.0, 500, 100, None, None, "energy", ["all"], ("on-demand",)),
         ("llama-3.1-8b", 50.0, 300, 300, 500.0, 50.0, "latency", ["vllm", "trt-llm"], ("on-demand",)),
-        (
-            "llama-3.1-8b",
-            0.2,
-            200,
-            100,
-            3000.0,
-            200.0,
-            "co2",
-            ["llama.cpp", "generic"],
-            ("on-demand", "onprem"),
-        ),
+        ("llama-3.1-8b", 0.2, 200, 100, 3000.0, 200.0, "co2", ["llama.cpp", "generic"], ("on-demand", "onprem")),
     ],
 )
 def test_columnar_ranking_equals_per_candidate_reference(
@@ -127,8 +105,7 @@ def test_columnar_ranking_equals_per_candidate_reference(
     top, n_feasible, front_latency, front_co2 = _reference(table, objective, 15)
     assert [_option_id(o) for o in plan.options] == [_row_id(table, i) for i in top]
     assert [o["cost_per_hour_usd"] for o in plan.options] == [
-        _instance_cost(table.candidates[i], int(table.instances[i]), float(table.cost_per_hour_usd[i]))
-        for i in top
+        _instance_cost(table.candidates[i], int(table.instances[i]), float(table.cost_per_hour_usd[i])) for i in top
     ]
     assert str(n_feasible) in plan.summary or not plan.options
     if plan.options:

@@ -36,9 +36,7 @@ def _json(plan) -> dict:
         ("llama-3.2-3b", 3.0, 500, 200, None, 120.0, {"engines": ["all"], "pricing": ("on-demand", "onprem")}),
     ],
 )  # fmt: skip
-def test_pruned_search_equals_exhaustive(
-    catalog, models, monkeypatch, model_id, rps, tin, tout, ttft, tpot, kw
-):
+def test_pruned_search_equals_exhaustive(catalog, models, monkeypatch, model_id, rps, tin, tout, ttft, tpot, kw):
     w = ServeWorkload(models.resolve(model_id), rps, tin, tout, ttft_p95_ms=ttft, tpot_p95_ms=tpot)
     space = enumerate_serve_space(catalog, w.model, pricing=kw.pop("pricing", ("on-demand",)))
     pruned = _json(plan_serve(w, catalog, space=space, **kw))
@@ -55,9 +53,7 @@ def test_decode_step_time_does_not_fall_with_occupancy(catalog, models, model_id
     # _pair_capacity bounds the arrival rate between two grid occupancies by the step time at the lower one
     model = models.resolve(model_id)
     profiles, pool = engine_profiles(["all"])
-    space = expand_engines(
-        enumerate_serve_space(catalog, model, pricing=("on-demand", "onprem")), profiles, None, pool
-    )
+    space = expand_engines(enumerate_serve_space(catalog, model, pricing=("on-demand", "onprem")), profiles, None, pool)
     phys = serve_physics(model, list(space.candidates.configs), 1000, 200)
     n = np.geomspace(1e-3, max(BATCH_CAPS), 400)[None, :]
     # the decode step alone and the step under load the capacity search uses (mixed prefill, online overhead)
@@ -90,6 +86,4 @@ def test_tie_members_equal_the_sorting_reference(seed):
     group = rng.integers(0, 700, size=n) * 3
     key = np.round(rng.random(n) * 20.0) / 4.0  # many exact ties
     key[rng.random(n) < 0.05] *= 1.0 + 5e-10  # ties within the 1e-9 tolerance
-    assert serve_mod._tie_members(rows, group, key) == _tie_members_by_sorting(
-        rows, group, key, serve_mod._TIES_BUILT
-    )
+    assert serve_mod._tie_members(rows, group, key) == _tie_members_by_sorting(rows, group, key, serve_mod._TIES_BUILT)

@@ -173,7 +173,4 @@ def test_a_catalog_price_is_reserved_with_its_catalog_date(org: Org) -> None:
     best = min(offers, key=lambda o: (o.on_demand_usd_per_h / o.device_count, o.id))
     assert res["price_retrieved"] == best.retrieved
     assert Decimal(res["reserved_usd_per_device_h"]) == Decimal(job["worst_case_cost_usd"]) / 8
-    assert (
-        org.get("/admission/slurm/7002", "member").json()["reservations"][0]["price_retrieved"]
-        == best.retrieved
-    )
+    assert org.get("/admission/slurm/7002", "member").json()["reservations"][0]["price_retrieved"] == best.retrieved

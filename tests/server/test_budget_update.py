@@ -30,9 +30,7 @@ def test_update_changes_audits_and_validates(client, seed) -> None:
         response = client.patch(url, json=bad, headers=seed.headers("admin"))
         assert response.status_code == 422, (bad, response.text)
     assert client.patch(url, json={"amount": "1"}, headers=seed.headers("approver")).status_code == 403
-    entries = client.get(
-        f"{API}/audit", params={"action": "budget.update"}, headers=seed.headers("admin")
-    ).json()
+    entries = client.get(f"{API}/audit", params={"action": "budget.update"}, headers=seed.headers("admin")).json()
     last = entries["entries"][-1]["payload"]
     assert last["budget_id"] == budget["id"] and last["before"]["amount"].startswith("1000")
     assert last["after"]["is_hard"] is False

@@ -52,9 +52,7 @@ def test_explorer_total_matches_usage_report(factory, demo_org) -> None:
     assert ex["total"]["records"] == report["total"]["records"] > 1000
     assert ex["total"]["cost_usd"] == report["total"]["cost_usd"]
     assert _close(ex["total"]["device_hours"], report["total"]["device_hours"])
-    assert {g["group"]: g["cost_usd"] for g in ex["groups"]} == {
-        g["label"]: g["cost_usd"] for g in report["groups"]
-    }
+    assert {g["group"]: g["cost_usd"] for g in ex["groups"]} == {g["label"]: g["cost_usd"] for g in report["groups"]}
 
 
 @pytest.mark.parametrize(("step", "pair"), list(itertools.product(("day", "week", "month"), [

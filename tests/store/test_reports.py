@@ -308,9 +308,7 @@ def test_energy_boundary_and_measured_share(ledger, factory):
     assert total["energy_boundary"] == "device"
     assert total["measured_energy_kwh"] == pytest.approx(float(measured))
     assert 0 <= total["measured_energy_kwh"] <= total["energy_kwh"] + 1e-9
-    assert sum(g["measured_energy_kwh"] for g in report["groups"]) == pytest.approx(
-        total["measured_energy_kwh"]
-    )
+    assert sum(g["measured_energy_kwh"] for g in report["groups"]) == pytest.approx(total["measured_energy_kwh"])
 
 
 def test_usage_report_states_its_energy_and_co2e_boundaries(tmp_path):
@@ -363,9 +361,7 @@ def test_three_energy_and_co2e_boundaries_side_by_side(tmp_path):
     device_co2e = (100.0 * aws.grid_gco2e_per_kwh + 50.0 * default.grid_gco2e_per_kwh) / 1e3
     assert total["device_co2e_kg"] == pytest.approx(device_co2e)
     assert total["node_co2e_kg"] == pytest.approx(device_co2e * (1 + host))
-    facility = (
-        100.0 * aws.grid_gco2e_per_kwh * aws.pue + 50.0 * default.grid_gco2e_per_kwh * default.pue
-    ) / 1e3
+    facility = (100.0 * aws.grid_gco2e_per_kwh * aws.pue + 50.0 * default.grid_gco2e_per_kwh * default.pue) / 1e3
     assert total["facility_co2e_kg"] == pytest.approx(facility * (1 + host))
     by_region = {g["key"]: g for g in report["groups"]}
     assert by_region["us-east-1"]["facility_energy_kwh"] == pytest.approx(100.0 * (1 + host) * aws.pue)

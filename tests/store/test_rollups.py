@@ -86,9 +86,7 @@ def filled(factory) -> dict[str, Any]:
     for source, path, opts in FILES:
         result = ingest_source(factory, source, path, catalog=CAT, options=IngestOptions(**opts))
         assert result.status in ("ok", "partial"), result
-    with write_session(
-        factory
-    ) as s:  # attribute every other row, as rules would (an UPDATE: a trigger marks it)
+    with write_session(factory) as s:  # attribute every other row, as rules would (an UPDATE: a trigger marks it)
         row_ids = list(s.scalars(select(UsageRecordRow.id).order_by(UsageRecordRow.id)))
         for i, rid in enumerate(row_ids[::2]):
             team = ids["teams"][i % 2]
@@ -114,11 +112,7 @@ def filled(factory) -> dict[str, Any]:
 def _same(a: Any, b: Any, path: str = "") -> None:
     """Equal, floats to a relative 1e-9 (sums added in another order), everything else exactly."""
     if isinstance(a, float) or isinstance(b, float):
-        assert a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), (
-            path,
-            a,
-            b,
-        )
+        assert a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), (path, a, b)
     elif isinstance(a, dict):
         assert set(a) == set(b), path
         for k in a:
@@ -164,9 +158,7 @@ def test_the_filled_ledger_is_read_from_rollups(factory, filled) -> None:
     span_h=SPANS,
     by_org=st.booleans(),
 )
-def test_usage_report_from_rollups_equals_the_ledger(
-    factory, filled, group_by, start_h, span_h, by_org
-) -> None:
+def test_usage_report_from_rollups_equals_the_ledger(factory, filled, group_by, start_h, span_h, by_org) -> None:
     from_, to = _window(filled, start_h, span_h)
     org = filled["org"] if by_org else None
     with read_session(factory) as s:
@@ -222,10 +214,7 @@ def test_concentration_and_histogram_from_rollups_equal_the_ledger(factory, fill
         fast = concentration_report(s, by, measure, from_, to)
         slow = concentration_report(s, by, measure, from_, to, use_rollups=False)
         _same(fast, slow, "concentration")
-        _same(
-            utilization_histogram(s, None, from_, to),
-            utilization_histogram(s, None, from_, to, use_rollups=False),
-        )
+        _same(utilization_histogram(s, None, from_, to), utilization_histogram(s, None, from_, to, use_rollups=False))
 
 
 def test_a_window_off_the_hour_reads_the_ledger_and_says_so(factory, filled) -> None:
@@ -269,7 +258,7 @@ def test_restatement_refresh_equals_the_ledger_and_a_rebuild(factory, filled, tm
         assert s.scalar(select(func.count()).select_from(UsageRollupDirty)) == 0
     # moved: its ChargePeriodStart an hour earlier (the old and the new bucket both change)
     rows = list(csv.DictReader(io.StringIO(BILL.read_text(encoding="utf-8"))))
-    earlier = datetime.fromisoformat(rows[0]["ChargePeriodStart"].replace("Z", "+00:00")) - timedelta(hours=1)
+    earlier = (datetime.fromisoformat(rows[0]["ChargePeriodStart"].replace("Z", "+00:00")) - timedelta(hours=1))
     moved = ingest_source(
         factory, "focus", _bill(tmp_path, "v3.csv", "77", earlier.strftime("%Y-%m-%dT%H:%M:%SZ")), catalog=CAT,
         options=IngestOptions(exported_at=datetime(2031, 1, 1, tzinfo=UTC)),
@@ -370,9 +359,7 @@ def test_budget_usage_sums_answer_as_the_reads_they_replace(factory, filled, uni
                 assert math.isclose(fast, metered_unreserved(s, budget, window), rel_tol=1e-9, abs_tol=1e-6)
         off = (lo + timedelta(minutes=1), lo + timedelta(days=2))
         assert budget_usage_sums(s, budget, off)[1] is None
-    with write_session(
-        factory
-    ) as s:  # an hour marked changed (as the ledger's triggers do): stale until refreshed
+    with write_session(factory) as s:  # an hour marked changed (as the ledger's triggers do): stale until refreshed
         s.add(UsageRollupDirty(hour=lo + timedelta(hours=7)))
     try:
         with read_session(factory) as s:

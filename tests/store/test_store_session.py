@@ -137,9 +137,7 @@ def test_write_session_rolls_back_on_error(factory):
         assert session.query(Organization).filter_by(name="rolled-back-org").count() == 0
 
 
-def test_a_postgresql_connection_closed_while_idle_in_the_pool_is_replaced(
-    monkeypatch, tmp_path_factory
-) -> None:
+def test_a_postgresql_connection_closed_while_idle_in_the_pool_is_replaced(monkeypatch, tmp_path_factory) -> None:
     """The pool pings a connection idle longer than POOL_PING_IDLE_S before handing it out (a busy server's
     connections, used moments ago, are handed out without the round trip): one the server closed meanwhile is
     replaced, and the caller never sees the error."""

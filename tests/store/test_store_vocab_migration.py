@@ -35,12 +35,8 @@ def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 def _kinds(url: str) -> tuple[list[str], list[str]]:
     engine = make_engine(url)
     with engine.connect() as conn:
-        requests = (
-            conn.execute(text("SELECT workload_kind FROM compute_requests ORDER BY id")).scalars().all()
-        )
-        samples = (
-            conn.execute(text("SELECT workload_kind FROM calibration_samples ORDER BY id")).scalars().all()
-        )
+        requests = conn.execute(text("SELECT workload_kind FROM compute_requests ORDER BY id")).scalars().all()
+        samples = conn.execute(text("SELECT workload_kind FROM calibration_samples ORDER BY id")).scalars().all()
     engine.dispose()
     return list(requests), list(samples)
 

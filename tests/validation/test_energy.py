@@ -91,9 +91,7 @@ def test_energy_per_output_token_is_graded_with_its_throughput_split(report):
     assert len(h100) >= 34 and all(r["measured_power_w"] for r in h100)
     for r in h100:
         # the source gives throughput: the energy error is the power error over the throughput error
-        assert 1 + r["in_sample"] == pytest.approx(
-            (1 + r["power_error"]) / (1 + r["throughput_error"]), rel=0.02
-        )
+        assert 1 + r["in_sample"] == pytest.approx((1 + r["power_error"]) / (1 + r["throughput_error"]), rel=0.02)
     # measured after merging the fidelity pass's serving step times (and refitting the power rates): power -16% to
     # +13% on the H100 rows (median |6.4%|), throughput -38% to +241% (median |8.0%|; Llama 4 Maverick on 8 H100,
     # expert parallel, +73% to +241%); energy per output token median |16.3%| (9.9% without Maverick).

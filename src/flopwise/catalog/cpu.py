@@ -311,21 +311,15 @@ def _bandwidth_curves() -> dict[str, tuple[BandwidthPoint, ...]]:
             n = _int(row, "cores", 1)
             gb = float(row["gb_per_s"])
             if not gb > 0 or not row["source_url"].startswith("https://"):
-                raise ValueError(
-                    f"{_BW_TABLE}: {row['device_id']!r}: gb_per_s > 0 and an https source needed"
-                )
+                raise ValueError(f"{_BW_TABLE}: {row['device_id']!r}: gb_per_s > 0 and an https source needed")
             out.setdefault(row["device_id"], []).append(
                 BandwidthPoint(n, gb, row["measure"], row["source_url"], row["source_location"])
             )
     curves = {}
     for dev, pts in out.items():
         pts.sort(key=lambda p: p.cores)
-        if len({p.cores for p in pts}) != len(pts) or any(
-            a.gb_per_s > b.gb_per_s for a, b in zip(pts, pts[1:], strict=False)
-        ):
-            raise ValueError(
-                f"{_BW_TABLE}: {dev!r}: one point per core count, bandwidth not falling with cores"
-            )
+        if len({p.cores for p in pts}) != len(pts) or any(a.gb_per_s > b.gb_per_s for a, b in zip(pts, pts[1:], strict=False)):
+            raise ValueError(f"{_BW_TABLE}: {dev!r}: one point per core count, bandwidth not falling with cores")
         curves[dev] = tuple(pts)
     return curves
 
@@ -564,9 +558,7 @@ def kernel_rates() -> dict[tuple[str, str, str], KernelRate]:
         for row in csv.DictReader(f):
             rate = float(row["gflop_per_s_per_core"])
             if not rate > 0 or row["phase"] not in ("prefill", "decode"):
-                raise ValueError(
-                    f"{_KERNEL_TABLE}: {row['isa']!r}: a positive rate and phase prefill|decode needed"
-                )
+                raise ValueError(f"{_KERNEL_TABLE}: {row['isa']!r}: a positive rate and phase prefill|decode needed")
             if not row["source_url"].startswith("https://"):
                 raise ValueError(f"{_KERNEL_TABLE}: {row['isa']!r}: an https source is needed")
             out[(row["isa"], row["phase"], row["quant"])] = KernelRate(

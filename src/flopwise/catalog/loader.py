@@ -599,8 +599,8 @@ def _fast_offerings(rows: list[list[str]]) -> list[Offering] | None:
     only the per-row text columns (id, instance type, note) are stripped cell by cell."""
     if not rows:
         return []
-    oid, provider, it, region, device_id, count, vcpus, ram, od, sp, rs, term, url, retrieved, basis, note = (
-        zip(*rows, strict=True)
+    oid, provider, it, region, device_id, count, vcpus, ram, od, sp, rs, term, url, retrieved, basis, note = zip(
+        *rows, strict=True
     )
     oid, it, note = (tuple(map(str.strip, col)) for col in (oid, it, note))
     provider, region, device_id, term, url, retrieved, basis = map(

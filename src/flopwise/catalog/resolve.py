@@ -80,9 +80,7 @@ _NOISE_WORDS = (
 _NOISE = frozenset(_NOISE_WORDS.split())
 #: words that name a kind or a product line, not one device: a name made only of these never picks a default
 #: ("cpu" is not NVIDIA Grace, "tpu" is not TPU v4); the error lists the candidates
-_GENERIC_WORDS = (
-    "cpu cpus tpu tpus npu soc rtx gtx radeon rx xeon epyc ryzen core jetson graviton arc pro max ultra"
-)
+_GENERIC_WORDS = "cpu cpus tpu tpus npu soc rtx gtx radeon rx xeon epyc ryzen core jetson graviton arc pro max ultra"
 _GENERIC = frozenset(_GENERIC_WORDS.split())
 _KIND_WORDS = {"cpu": "cpu", "cpus": "cpu", "tpu": "tpu", "tpus": "tpu", "soc": "soc"}
 #: how many candidates an ambiguous generic name lists
@@ -331,9 +329,7 @@ def resolve_region(regions: Mapping[str, Region], name: str) -> Region:
     raise UnknownRegionError(name, list(dict.fromkeys(out))[:3])
 
 
-def record_region(
-    regions: Mapping[str, Region], provider: str | None, region_id: str | None
-) -> Region | None:
+def record_region(regions: Mapping[str, Region], provider: str | None, region_id: str | None) -> Region | None:
     """The catalog region of a usage record (FOCUS ProviderName and RegionId): ``<provider prefix>:<RegionId>``,
     then ``RegionId`` alone (``resolve_region``); None when the record names none or nothing resolves."""
     if not region_id:

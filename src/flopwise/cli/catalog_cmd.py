@@ -156,11 +156,7 @@ def offerings(
             str(o.device_count),
             fmt_num(o.on_demand_usd_per_h),
             fmt_num(o.spot_usd_per_h),
-            *(
-                [("rule" if o.id in by_rule else "market" if o.spot_usd_per_h is not None else "")]
-                if by_rule
-                else []
-            ),
+            *([("rule" if o.id in by_rule else "market" if o.spot_usd_per_h is not None else "")] if by_rule else []),
             fmt_num(o.reserved_usd_per_h) + (f" ({o.reserved_term})" if o.reserved_usd_per_h else ""),
             o.retrieved + (" STALE" if is_stale(o.retrieved, stale_days=days) else ""),
         )
@@ -260,15 +256,11 @@ def refresh(
                 "is the installed package's data folder; give your own catalog directory",
             )
         if target.exists() and not target.is_dir():
-            raise InputError(
-                "--catalog", catalog_dir, "is a file; give a catalog directory (it is created if absent)"
-            )
+            raise InputError("--catalog", catalog_dir, "is a file; give a catalog directory (it is created if absent)")
         try:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise InputError(
-                "--catalog", catalog_dir, f"cannot create the directory ({err.strerror})"
-            ) from None
+            raise InputError("--catalog", catalog_dir, f"cannot create the directory ({err.strerror})") from None
     result = run_refresh(target, source or None, from_, check=check)
     if json_out:
         print_json({**result.to_dict(), "differs": result.differs, "check": check})

@@ -35,9 +35,7 @@ app.add_typer(slurm_app, name="slurm")
 ConfigOpt = Annotated[
     Path,
     typer.Option(
-        "--config",
-        help="YAML: cache, state_dir, partition, gpus (docs/enforce/slurm.md).",
-        show_default=False,
+        "--config", help="YAML: cache, state_dir, partition, gpus (docs/enforce/slurm.md).", show_default=False
     ),
 ]
 
@@ -97,9 +95,7 @@ def _outside_errors(func: Any) -> Any:
 def sync(
     ctx: typer.Context,
     config: ConfigOpt,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the sacctmgr commands; change nothing.")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the sacctmgr commands; change nothing.")] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     json_out: JsonFlag = False,
@@ -113,11 +109,7 @@ def sync(
         agent.client.close()
     if json_out:
         print_json(
-            {
-                "dry_run": dry_run,
-                "drift": [d.__dict__ for d in drift],
-                "commands": [shlex.join(c) for c in cmds],
-            }
+            {"dry_run": dry_run, "drift": [d.__dict__ for d in drift], "commands": [shlex.join(c) for c in cmds]}
         )
         return
     from rich.table import Table
@@ -142,8 +134,7 @@ def sync(
 def plugin(
     config: ConfigOpt,
     dest: Annotated[
-        Path,
-        typer.Option("--dest", help="Where to write job_submit.lua: next to slurm.conf.", show_default=False),
+        Path, typer.Option("--dest", help="Where to write job_submit.lua: next to slurm.conf.", show_default=False)
     ],
 ) -> None:
     """Write job_submit.lua reading this configuration's decision cache, and print the slurm.conf lines it
@@ -228,9 +219,9 @@ app.add_typer(skypilot_app, name="skypilot")
 @handle_errors
 def skypilot_serve(
     config: ConfigOpt,
-    host: Annotated[
-        str, typer.Option("--host", help="Address to listen on (keep it private to SkyPilot).")
-    ] = ("127.0.0.1"),
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (keep it private to SkyPilot).")] = (
+        "127.0.0.1"
+    ),
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8765,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -240,9 +231,7 @@ def skypilot_serve(
     from flopwise.enforce.skypilot import create_policy_app, load_config
 
     cfg = _read_yaml_config(config, load_config)
-    fw = FlopwiseClient(
-        url=url, token=token
-    )  # one client, connections kept alive; a bad --url is an error here
+    fw = FlopwiseClient(url=url, token=token)  # one client, connections kept alive; a bad --url is an error here
 
     import uvicorn
 
@@ -257,17 +246,10 @@ def skypilot_serve(
 def skypilot_settle(
     ctx: typer.Context,
     sky_python: Annotated[
-        str,
-        typer.Option(
-            "--sky-python",
-            help="A Python with the skypilot package, on the SkyPilot API server's "
-            "host (it reads SkyPilot's state there).",
-            show_default=False,
-        ),
+        str, typer.Option("--sky-python", help="A Python with the skypilot package, on the SkyPilot API server's "
+                          "host (it reads SkyPilot's state there).", show_default=False),
     ],
-    days: Annotated[
-        int, typer.Option("--days", min=1, max=3650, help="How far back the cost report looks.")
-    ] = 30,
+    days: Annotated[int, typer.Option("--days", min=1, max=3650, help="How far back the cost report looks.")] = 30,
     url: UrlOpt = None,
     token: TokenOpt = None,
     json_out: JsonFlag = False,
@@ -292,9 +274,7 @@ def skypilot_settle(
         raise typer.Exit(EXIT_FAILURE)
 
 
-ray_app = typer.Typer(
-    help="Ray: a gate in front of the Ray Jobs API that asks flopwise first.", no_args_is_help=True
-)
+ray_app = typer.Typer(help="Ray: a gate in front of the Ray Jobs API that asks flopwise first.", no_args_is_help=True)
 app.add_typer(ray_app, name="ray")
 
 
@@ -308,17 +288,12 @@ def ray_gate(
     host: Annotated[str, typer.Option("--host", help="Address users submit to.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port users submit to.")] = 8266,
     settle_interval_s: Annotated[
-        float,
-        typer.Option("--settle-interval-s", min=0.5, max=3600, help="Seconds between settlement passes."),
+        float, typer.Option("--settle-interval-s", min=0.5, max=3600, help="Seconds between settlement passes.")
     ] = 5.0,
     state: Annotated[
         Path | None,
-        typer.Option(
-            "--state",
-            help="SQLite file of admitted jobs, kept across restarts [default: "
-            "$XDG_STATE_HOME/flopwise/ray-gate.sqlite].",
-            show_default=False,
-        ),
+        typer.Option("--state", help="SQLite file of admitted jobs, kept across restarts [default: "
+                     "$XDG_STATE_HOME/flopwise/ray-gate.sqlite].", show_default=False),
     ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -383,9 +358,8 @@ def _kueue_config(path: Path) -> Any:
 KueueConfigOpt = Annotated[
     Path,
     typer.Option(
-        "--config",
-        help="YAML: flavors (name -> device, usd_per_h, node_labels), retry_s, ... (docs/enforce/kueue.md).",
-        show_default=False,
+        "--config", help="YAML: flavors (name -> device, usd_per_h, node_labels), retry_s, ... "
+        "(docs/enforce/kueue.md).", show_default=False,
     ),
 ]
 
@@ -409,9 +383,7 @@ def kueue_manifests(
     cfg = _kueue_config(config)
     obj = ctx.obj if isinstance(ctx.obj, Mapping) else {}
     with FlopwiseClient(url=url, token=token, transport=obj.get("transport")) as fw:
-        objs = manifests(
-            fw.call("GET", "/teams"), fw.call("GET", "/projects"), fw.call("GET", "/quotas"), cfg
-        )
+        objs = manifests(fw.call("GET", "/teams"), fw.call("GET", "/projects"), fw.call("GET", "/quotas"), cfg)
     if json_out:
         print_json(objs)
         return
@@ -456,9 +428,7 @@ def kueue_controller(
         try:
             bearer = kube_token_file.read_text(encoding="utf-8").strip() if kube_token_file else None
         except OSError as exc:
-            raise InputError(
-                "--kube-token-file", str(kube_token_file), f"cannot be read ({exc.strerror})"
-            ) from None
+            raise InputError("--kube-token-file", str(kube_token_file), f"cannot be read ({exc.strerror})") from None
         kube = KubeApi(kube_url, token=bearer, verify=str(kube_ca) if kube_ca else True)
     obj = ctx.obj if isinstance(ctx.obj, Mapping) else {}
     fw = FlopwiseClient(url=url, token=token, transport=obj.get("transport"))

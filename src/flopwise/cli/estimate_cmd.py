@@ -197,9 +197,7 @@ def train(
     device: DeviceOpt,
     count: Annotated[
         int | None,
-        typer.Option(
-            help="Number of devices (default: the fewest on which the model fits, said in assumptions)."
-        ),
+        typer.Option(help="Number of devices (default: the fewest on which the model fits, said in assumptions)."),
     ] = None,
     precision: Annotated[
         str, typer.Option(help="bf16, fp16, fp8 or fp32 (mixed precision compute dtype).")
@@ -327,9 +325,8 @@ def serve(
         raise InputError("--concurrency", concurrency, "give --rps or --concurrency, not both")
     if (rps is not None or concurrency is not None) and batch != 1:
         raise InputError(
-            "--batch",
-            batch,
-            "under load (--rps or --concurrency) the running batch follows from the load; leave --batch at 1",
+            "--batch", batch, "under load (--rps or --concurrency) the running batch follows from the load; "
+            "leave --batch at 1"
         )
     if rps is not None and not rps > 0:
         raise InputError("--rps", rps, "give the requests/s arriving, a number greater than 0")
@@ -360,10 +357,8 @@ def serve(
     )
     data = _calibrated(report.to_dict(), calibrate, database_url, "serve")
     shape = (
-        f"{rps:g} requests/s"
-        if rps is not None
-        else f"concurrency {concurrency}"
-        if concurrency is not None
+        f"{rps:g} requests/s" if rps is not None
+        else f"concurrency {concurrency}" if concurrency is not None
         else f"batch {batch}"
     )
     _emit(

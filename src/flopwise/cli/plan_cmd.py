@@ -447,10 +447,7 @@ def fleet(
     if not isinstance(raw, dict):
         raise InputError("FILE", str(spec_file), "must be a YAML mapping with a 'services' list")
     plan = plan_fleet(
-        parse_fleet_spec(raw),
-        load_catalog(catalog_dir),
-        engines=_split([engine] if engine else None),
-        catalog_dir=catalog_dir,
+        parse_fleet_spec(raw), load_catalog(catalog_dir), engines=_split([engine] if engine else None), catalog_dir=catalog_dir
     )
     data = plan.to_dict()
     if json_out:

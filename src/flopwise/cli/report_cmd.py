@@ -148,9 +148,7 @@ def usage(
     if not as_json and not as_csv and report["total"]["energy_kwh"]:
         b = report["energy_boundaries"]
         stderr_console().print(
-            f"energy boundaries: node = {b['node']}; facility = {b['facility']}",
-            highlight=False,
-            soft_wrap=True,
+            f"energy boundaries: node = {b['node']}; facility = {b['facility']}", highlight=False, soft_wrap=True
         )
     for note in report["notes"]:
         stderr_console().print(f"note: {note}", highlight=False, soft_wrap=True)
@@ -306,9 +304,7 @@ def rebuild_rollups_cmd(
     if as_json:
         print_json({"rollup_rows": buckets, "elapsed_s": round(elapsed_s, 3)})
     else:
-        stderr_console().print(
-            f"rebuilt the usage rollups: {buckets:,} rows in {elapsed_s:.1f} s", highlight=False
-        )
+        stderr_console().print(f"rebuilt the usage rollups: {buckets:,} rows in {elapsed_s:.1f} s", highlight=False)
 
 
 @app.command("history")

@@ -114,10 +114,7 @@ def validate(
                 lo.add_column(col, justify="left" if col == "held-out source" else "right")
             for row in steady_loso:
                 lo.add_row(
-                    row["source"],
-                    str(row["n"]),
-                    f"{row['median_abs_rel_error']:.1%}",
-                    f"{row['median_rel_error']:+.1%}",
+                    row["source"], str(row["n"]), f"{row['median_abs_rel_error']:.1%}", f"{row['median_rel_error']:+.1%}"
                 )
             out.print(lo)
         if engine_fit:
@@ -151,10 +148,7 @@ def _cpu_section(category: str | None) -> dict | None:
     if category is not None and category not in CPU_CATEGORIES:
         return None
     data = run_cpu_validation().to_dict()
-    data["targets"] = {
-        "decode_median_abs_rel_error": CPU_DECODE_MEDIAN_BOUND,
-        "thread_scaling": CPU_SCALING_BOUND,
-    }
+    data["targets"] = {"decode_median_abs_rel_error": CPU_DECODE_MEDIAN_BOUND, "thread_scaling": CPU_SCALING_BOUND}
     data["within_targets"] = (
         data["median_abs_rel_error"] <= CPU_DECODE_MEDIAN_BOUND
         and data["scaling_max_abs_rel_error"] <= CPU_SCALING_BOUND
@@ -166,8 +160,7 @@ def _print_cpu(out, cpu: dict) -> None:
     from rich.table import Table
 
     t = Table(
-        title="CPU and phone runs with thread counts (the part of the CPU the threads use)",
-        title_justify="left",
+        title="CPU and phone runs with thread counts (the part of the CPU the threads use)", title_justify="left"
     )
     for col in ("case", "device", "threads", "measured", "estimated", "error", "bandwidth basis"):
         t.add_column(col, justify="right" if col in ("threads", "measured", "estimated", "error") else "left")

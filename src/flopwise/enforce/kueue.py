@@ -121,6 +121,7 @@ class KueueConfig:
     queueing_strategy: str = "BestEffortFIFO"
 
 
+
 def _seconds(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 86_400 * 366:
         raise InputError(where, value, "give whole seconds from 1 to 31622400")
@@ -132,21 +133,13 @@ def load_config(data: Mapping[str, Any], *, source: str = "config") -> KueueConf
     data = config_mapping(data, _CONFIG_KEYS, source=source, expected="flavors")
     flavors = data.get("flavors")
     if not isinstance(flavors, Mapping) or not flavors:
-        raise InputError(
-            f"{source}.flavors", flavors, "map Kueue ResourceFlavor names to {device, usd_per_h}"
-        )
+        raise InputError(f"{source}.flavors", flavors, "map Kueue ResourceFlavor names to {device, usd_per_h}")
     out: dict[str, Flavor] = {}
     for name, spec in flavors.items():
         where = f"{source}.flavors.{name}"
         if not _DNS.match(str(name)) or len(str(name)) > 253:
-            raise InputError(
-                where, name, "name the flavor as Kubernetes names objects: lowercase, digits, '-', '.'"
-            )
-        if (
-            not isinstance(spec, Mapping)
-            or not {"device", "usd_per_h"} <= set(spec)
-            or set(spec) - set(_FLAVOR_KEYS)
-        ):
+            raise InputError(where, name, "name the flavor as Kubernetes names objects: lowercase, digits, '-', '.'")
+        if not isinstance(spec, Mapping) or not {"device", "usd_per_h"} <= set(spec) or set(spec) - set(_FLAVOR_KEYS):
             raise InputError(where, spec, "give {device: <catalog device id>, usd_per_h: '<price>'} "
                              "and optionally node_labels")  # fmt: skip
         labels = spec.get("node_labels") or {}
@@ -160,17 +153,14 @@ def load_config(data: Mapping[str, Any], *, source: str = "config") -> KueueConf
         raise InputError(f"{source}.queueing_strategy", strategy, "use StrictFIFO or BestEffortFIFO")
     check = str(data.get("check_name", "flopwise"))
     if not _DNS.match(check):
-        raise InputError(
-            f"{source}.check_name", check, "give a Kubernetes object name (lowercase, digits, '-')"
-        )
+        raise InputError(f"{source}.check_name", check, "give a Kubernetes object name (lowercase, digits, '-')")
     return KueueConfig(
         out,
         gpu_resource=str(data.get("gpu_resource", "nvidia.com/gpu")),
         controller_name=str(data.get("controller_name", CONTROLLER_NAME)),
         check_name=check,
-        default_max_hours=None
-        if hours is None
-        else config_decimal(hours, f"{source}.default_max_hours", "hours", positive=True),  # fmt: skip
+        default_max_hours=None if hours is None else config_decimal(hours, f"{source}.default_max_hours", "hours",
+                                                               positive=True),  # fmt: skip
         retry_s=_seconds(data.get("retry_s", 60), f"{source}.retry_s"),
         approval_poll_s=_seconds(data.get("approval_poll_s", 60), f"{source}.approval_poll_s"),
         max_cache_age_s=_seconds(data.get("max_cache_age_s", 300), f"{source}.max_cache_age_s"),
@@ -212,9 +202,7 @@ def _quota_per_flavor(quotas: Iterable[Mapping[str, Any]], kind: str, scope_id: 
     return out
 
 
-def _resource_groups(
-    quota: Mapping[str, int], config: KueueConfig, *, all_flavors: bool
-) -> list[dict[str, Any]]:
+def _resource_groups(quota: Mapping[str, int], config: KueueConfig, *, all_flavors: bool) -> list[dict[str, Any]]:
     names = list(config.flavors) if all_flavors else [n for n in config.flavors if n in quota]
     if not names:
         return []
@@ -317,24 +305,17 @@ class KubeApi:
         import os
         from pathlib import Path
 
-        host, port = (
-            os.environ.get("KUBERNETES_SERVICE_HOST"),
-            os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
-        )
+        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         if not host:
             raise InputError("--kube-url", None, "give the API server's URL (not running in a pod)")
         sa = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-        return cls(
-            f"https://{host}:{port}", token=(sa / "token").read_text().strip(), verify=str(sa / "ca.crt")
-        )
+        return cls(f"https://{host}:{port}", token=(sa / "token").read_text().strip(), verify=str(sa / "ca.crt"))
 
     def close(self) -> None:
         self._http.close()
 
     @staticmethod
-    def path(
-        plural: str, name: str | None = None, namespace: str | None = None, sub: str | None = None
-    ) -> str:
+    def path(plural: str, name: str | None = None, namespace: str | None = None, sub: str | None = None) -> str:
         out = f"/apis/{GROUP}/{VERSION}"
         if namespace:
             out += f"/namespaces/{namespace}"
@@ -386,18 +367,14 @@ class KubeApi:
             with self._http.stream("GET", self.path(plural), params=params,
                                    timeout=httpx.Timeout(10.0, read=timeout_s + 10)) as r:  # fmt: skip
                 if r.status_code >= 400:
-                    raise KubeError(
-                        r.status_code, f"watch {plural}: {r.status_code} {r.read().decode()[:300]}"
-                    )
+                    raise KubeError(r.status_code, f"watch {plural}: {r.status_code} {r.read().decode()[:300]}")
                 for line in r.iter_lines():
                     if not line.strip():
                         continue
                     event = json.loads(line)
                     if event.get("type") == "ERROR":
                         obj = event.get("object") or {}
-                        raise KubeError(
-                            int(obj.get("code") or 500), f"watch {plural}: {obj.get('message', '')}"
-                        )
+                        raise KubeError(int(obj.get("code") or 500), f"watch {plural}: {obj.get('message', '')}")
                     yield event
         except httpx.TransportError as exc:
             raise KubeError(0, f"watch {plural}: {exc.__class__.__name__}: {exc}") from None
@@ -502,7 +479,7 @@ class KueueController:
             "podSetAssignments") or ()}  # fmt: skip
         gpus, flavor = 0, None
         for ps in (wl.get("spec") or {}).get("podSets") or ():
-            pod = (ps.get("template") or {}).get("spec") or {}
+            pod = ((ps.get("template") or {}).get("spec") or {})
             per_pod = 0
             for c in [*(pod.get("containers") or ()), *(pod.get("initContainers") or ())]:
                 res = c.get("resources") or {}
@@ -522,13 +499,10 @@ class KueueController:
                                          "flavors")  # fmt: skip
         annotations = (wl.get("metadata") or {}).get("annotations") or {}
         if HOURS_ANN in annotations:
-            hours = config_decimal(
-                annotations[HOURS_ANN], f"metadata.annotations.{HOURS_ANN}", "hours", positive=True
-            )
+            hours = config_decimal(annotations[HOURS_ANN], f"metadata.annotations.{HOURS_ANN}", "hours", positive=True)
         elif (wl.get("spec") or {}).get("maximumExecutionTimeSeconds"):
             hours = (Decimal(int(wl["spec"]["maximumExecutionTimeSeconds"])) / 3600).quantize(
-                Decimal("0.000001"), rounding=ROUND_CEILING
-            )
+                Decimal("0.000001"), rounding=ROUND_CEILING)
         elif self.config.default_max_hours is not None:
             hours = self.config.default_max_hours
         else:
@@ -685,9 +659,7 @@ class KueueController:
                 phase = "committed"
                 out.append("committed")
             if finished:
-                out.append(
-                    self._end(wl, job_id, phase, _parse_time((finished or {}).get("lastTransitionTime")))
-                )
+                out.append(self._end(wl, job_id, phase, _parse_time((finished or {}).get("lastTransitionTime"))))
         except FlopwiseError as exc:
             log.warning("workload %s: %s", (wl.get("metadata") or {}).get("name"), exc)
         return out
@@ -699,9 +671,7 @@ class KueueController:
             (_condition(wl, "Admitted") or {}).get("lastTransitionTime"))  # fmt: skip
         if phase == "committed" and started is not None:
             end = ended or self.clock()
-            hours = (Decimal(str(max(0.0, (end - started).total_seconds()))) / 3600).quantize(
-                Decimal("0.000001")
-            )
+            hours = (Decimal(str(max(0.0, (end - started).total_seconds()))) / 3600).quantize(Decimal("0.000001"))
             gpus, flavor, _ = self.worst_case(wl)
             body = {"actual_duration_h": str(hours), "device_hours": str(hours * gpus)}
             if flavor is not None:
@@ -762,9 +732,7 @@ class KueueController:
                 checks = self._checks
                 deadline = time.monotonic() + resync_s
                 while not stop.is_set() and time.monotonic() < deadline:
-                    for event in self.kube.watch(
-                        "workloads", rv, timeout_s=min(watch_timeout_s, int(resync_s) + 1)
-                    ):
+                    for event in self.kube.watch("workloads", rv, timeout_s=min(watch_timeout_s, int(resync_s) + 1)):
                         obj = event.get("object") or {}
                         rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
                         if event.get("type") == "DELETED":

@@ -63,6 +63,7 @@ class RayConfig:
     default_max_hours: Decimal | None = None
 
 
+
 def load_config(data: Mapping[str, Any], *, source: str = "config") -> RayConfig:
     data = config_mapping(data, _CONFIG_KEYS, source=source, expected="device and usd_per_h")
     for key in ("device", "usd_per_h"):
@@ -72,9 +73,7 @@ def load_config(data: Mapping[str, Any], *, source: str = "config") -> RayConfig
     return RayConfig(
         str(data["device"]),
         config_decimal(data["usd_per_h"], f"{source}.usd_per_h", "a price"),
-        None
-        if hours is None
-        else config_decimal(hours, f"{source}.default_max_hours", "hours", positive=True),
+        None if hours is None else config_decimal(hours, f"{source}.default_max_hours", "hours", positive=True),
     )
 
 
@@ -84,11 +83,7 @@ def admission_body(job: Mapping[str, Any], config: RayConfig, submission_id: str
     if not isinstance(meta, Mapping):
         raise InputError("metadata", meta, "give metadata as a mapping of strings")
     gpus_text = meta.get(GPUS_KEY, job.get("entrypoint_num_gpus"))
-    gpus = (
-        Decimal(0)
-        if gpus_text in (None, "")
-        else config_decimal(gpus_text, f"metadata.{GPUS_KEY}", "a GPU count")
-    )
+    gpus = Decimal(0) if gpus_text in (None, "") else config_decimal(gpus_text, f"metadata.{GPUS_KEY}", "a GPU count")
     if gpus == 0:
         return None
     if gpus != gpus.to_integral_value():
@@ -100,7 +95,7 @@ def admission_body(job: Mapping[str, Any], config: RayConfig, submission_id: str
     hours_text = meta.get(HOURS_KEY)
     if hours_text is None:
         if config.default_max_hours is None:
-            raise InputError(f"metadata.{HOURS_KEY}", None, 'give the most hours the job may run, e.g. "12"')
+            raise InputError(f"metadata.{HOURS_KEY}", None, "give the most hours the job may run, e.g. \"12\"")
         hours = config.default_max_hours
     else:
         hours = config_decimal(hours_text, f"metadata.{HOURS_KEY}", "hours", positive=True)
@@ -244,9 +239,9 @@ class RayGate:
                     if info.get("status") in _ENDED:
                         if entry["phase"] == "committed" and info.get("end_time") and started:
                             # 6 decimal places (3.6 ms): the precision the server keeps amounts to
-                            hours = (
-                                Decimal(int(info["end_time"]) - int(started)) / Decimal(3_600_000)
-                            ).quantize(Decimal(1).scaleb(-6))
+                            hours = (Decimal(int(info["end_time"]) - int(started)) / Decimal(3_600_000)).quantize(
+                                Decimal(1).scaleb(-6)
+                            )
                             fw.call("POST", f"/admission/{ENGINE}/{sid}/settle", json_body={
                                 "actual_duration_h": str(hours),
                                 "device_hours": str(hours * entry["gpus"]),
@@ -281,9 +276,7 @@ def create_gate_app(gate: RayGate) -> Any:
 
         send = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
         try:
-            r = gate.upstream.request(
-                method, path + (f"?{query}" if query else ""), headers=send, content=body
-            )
+            r = gate.upstream.request(method, path + (f"?{query}" if query else ""), headers=send, content=body)
         except httpx.TransportError as exc:
             return PlainTextResponse(
                 f"flopwise gate: the Ray dashboard at {gate.upstream.base_url} cannot be reached ({exc})",
@@ -306,18 +299,11 @@ def create_gate_app(gate: RayGate) -> Any:
         if status != 200:
             return PlainTextResponse(message, status_code=status)
         response = await anyio.to_thread.run_sync(
-            forward,
-            "POST",
-            "/api/jobs/",
-            request.url.query,
-            dict(request.headers),
-            json.dumps(forwarded).encode(),
+            forward, "POST", "/api/jobs/", request.url.query, dict(request.headers), json.dumps(forwarded).encode()
         )
         sid = forwarded.get("submission_id")
         if response.status_code >= 400 and sid:
-            await anyio.to_thread.run_sync(
-                gate.not_forwarded, str(sid), f"Ray answered {response.status_code}"
-            )
+            await anyio.to_thread.run_sync(gate.not_forwarded, str(sid), f"Ray answered {response.status_code}")
         return response
 
     async def passthrough(request: Request) -> Response:

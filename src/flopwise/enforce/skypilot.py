@@ -44,15 +44,8 @@ from flopwise.enforce._client import SoftBudgets, borrowed
 from flopwise.enforce._config import config_decimal, config_mapping
 from flopwise.errors import InputError, suggest
 
-__all__ = [
-    "ADMISSION_LABEL",
-    "SkyPilotConfig",
-    "create_policy_app",
-    "load_config",
-    "settle_launches",
-    "sky_cost_report",
-    "worst_case",
-]
+__all__ = ["ADMISSION_LABEL", "SkyPilotConfig", "create_policy_app", "load_config", "settle_launches", "sky_cost_report",
+           "worst_case"]
 
 log = logging.getLogger("flopwise.enforce.skypilot")
 
@@ -82,9 +75,7 @@ def load_config(data: Mapping[str, Any], *, source: str = "config") -> SkyPilotC
     data = config_mapping(data, _CONFIG_KEYS, source=source, expected="accelerators")
     accs = data.get("accelerators")
     if not isinstance(accs, Mapping) or not accs:
-        raise InputError(
-            f"{source}.accelerators", accs, "map SkyPilot accelerator names to {device, usd_per_h}"
-        )
+        raise InputError(f"{source}.accelerators", accs, "map SkyPilot accelerator names to {device, usd_per_h}")
     out: dict[str, Accelerator] = {}
     for name, spec in accs.items():
         where = f"{source}.accelerators.{name}"
@@ -97,6 +88,7 @@ def load_config(data: Mapping[str, Any], *, source: str = "config") -> SkyPilotC
         out, None if hours is None else _positive(config_decimal(hours, f"{source}.default_max_hours", "hours"),
                                                   f"{source}.default_max_hours"),
     )  # fmt: skip
+
 
 
 def _positive(d: Decimal, field: str) -> Decimal:
@@ -119,18 +111,14 @@ def _accelerator_options(acc: Any) -> list[tuple[str, int]]:
     raise InputError("resources.accelerators", acc, "give NAME:COUNT, {NAME: COUNT} or a list of them")
 
 
-def worst_case(
-    task: Mapping[str, Any], config: SkyPilotConfig
-) -> tuple[Accelerator, int, Mapping[str, Any]] | None:
+def worst_case(task: Mapping[str, Any], config: SkyPilotConfig) -> tuple[Accelerator, int, Mapping[str, Any]] | None:
     """The most expensive (accelerator, total count) the task may get, and the resources entry carrying the
     labels; None for a task without accelerators."""
     resources = task.get("resources") or {}
     candidates = [resources]
     for key in ("any_of", "ordered"):
         for alt in resources.get(key) or ():
-            candidates.append(
-                {**{k: v for k, v in resources.items() if k not in ("any_of", "ordered")}, **alt}
-            )
+            candidates.append({**{k: v for k, v in resources.items() if k not in ("any_of", "ordered")}, **alt})
     nodes = int(task.get("num_nodes") or 1)
     best: tuple[Decimal, Accelerator, int] | None = None
     for res in candidates:
@@ -201,9 +189,7 @@ def _decode_request(body: Any) -> dict[str, Any]:
     if isinstance(body, str):  # SkyPilot sends json=<the JSON text>, so the body is a JSON string
         body = json.loads(body)
     if not isinstance(body, Mapping) or "task" not in body:
-        raise InputError(
-            "body", "...", "send SkyPilot's user request: {task, skypilot_config, request_name, ...}"
-        )
+        raise InputError("body", "...", "send SkyPilot's user request: {task, skypilot_config, request_name, ...}")
     out = dict(body)
     try:
         task = yaml.load(body["task"], Loader=_LOADER) or {}
@@ -261,9 +247,7 @@ def create_policy_app(client: Any, config: SkyPilotConfig, soft: SoftBudgets | N
                 log.warning("launch %s: flopwise unreachable; every budget of project %s is soft: let through "
                             "unchecked (%s)", job_id, body["project_id"], exc)  # fmt: skip
                 return JSONResponse(unchanged)
-            return PlainTextResponse(
-                f"flopwise: cannot decide, so the launch fails closed: {exc}", status_code=503
-            )
+            return PlainTextResponse(f"flopwise: cannot decide, so the launch fails closed: {exc}", status_code=503)
         except ServerError as exc:
             return PlainTextResponse(f"flopwise: {exc}", status_code=400 if exc.status < 500 else 502)
         if not result["admitted"]:
@@ -312,9 +296,7 @@ def sky_cost_report(python: str, days: int = 30, *, timeout_s: float = 300, env:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InputError("--sky-python", python, f"cannot run SkyPilot's cost report ({exc})") from None
     if out.returncode != 0:
-        raise InputError(
-            "--sky-python", python, "SkyPilot's cost report failed: " + out.stderr.strip()[-500:]
-        )
+        raise InputError("--sky-python", python, "SkyPilot's cost report failed: " + out.stderr.strip()[-500:])
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("[")]
     if not lines:
         raise InputError("--sky-python", python, "SkyPilot's cost report printed no JSON")

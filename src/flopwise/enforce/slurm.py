@@ -256,9 +256,7 @@ def desired_accounts(
     names = [a.name for a in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise InputError(
-            "account", dupes[0], "two teams or projects map to this Slurm account name; rename one"
-        )
+        raise InputError("account", dupes[0], "two teams or projects map to this Slurm account name; rename one")
     return out
 
 
@@ -344,9 +342,7 @@ def plan_sync(
             sets.append(f"GrpTRES={_tres_set(want.grp_tres, have.grp_tres)}")
         if dict(have.grp_tres_mins) != dict(want.grp_tres_mins):
             drift.append(
-                Drift(
-                    want.name, "GrpTRESMins", _tres_text(have.grp_tres_mins), _tres_text(want.grp_tres_mins)
-                )
+                Drift(want.name, "GrpTRESMins", _tres_text(have.grp_tres_mins), _tres_text(want.grp_tres_mins))
             )
             sets.append(f"GrpTRESMins={_tres_set(want.grp_tres_mins, have.grp_tres_mins)}")
         if have.qos != want.qos:
@@ -527,16 +523,7 @@ class StepReport:
 
 
 _STARTED = {"RUNNING", "COMPLETING", "SUSPENDED"}
-_ENDED_RAN = {
-    "COMPLETED",
-    "FAILED",
-    "TIMEOUT",
-    "NODE_FAIL",
-    "OUT_OF_MEMORY",
-    "PREEMPTED",
-    "BOOT_FAIL",
-    "DEADLINE",
-}
+_ENDED_RAN = {"COMPLETED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 
 
 class SlurmAgent:
@@ -579,9 +566,7 @@ class SlurmAgent:
         """Compare and (unless *dry_run*) apply; also sets the partition's TRESBillingWeights live."""
         desired, _ = self.desired()
         actual = read_accounts(self.run)
-        qos = [
-            ln.strip() for ln in self.run(["sacctmgr", "-n", "-P", "show", "qos", "format=Name"]).splitlines()
-        ]
+        qos = [ln.strip() for ln in self.run(["sacctmgr", "-n", "-P", "show", "qos", "format=Name"]).splitlines()]
         drift, cmds = plan_sync(desired, actual, qos)
         weights = billing_weights(self.config)
         part = self.run(["scontrol", "show", "partition", self.config.partition])
@@ -590,12 +575,7 @@ class SlurmAgent:
         if have != weights:
             drift.append(Drift(f"partition {self.config.partition}", "TRESBillingWeights", have, weights))
             cmds.append(
-                [
-                    "scontrol",
-                    "update",
-                    f"PartitionName={self.config.partition}",
-                    f"TRESBillingWeights={weights}",
-                ]
+                ["scontrol", "update", f"PartitionName={self.config.partition}", f"TRESBillingWeights={weights}"]
             )
         if not dry_run:
             for cmd in cmds:
@@ -618,9 +598,7 @@ class SlurmAgent:
                 req = _tres_from_gres(gres, int(nodes) if nodes.strip().isdigit() else 1)
                 rows[jid.strip()] = dict(zip(keys, (jid.strip(), account, state, used, limit, "", req, comment),
                                              strict=True))  # fmt: skip
-        following = [
-            j for j, e in self.state["jobs"].items() if e["phase"] in ("new", "admitted", "committed")
-        ]
+        following = [j for j, e in self.state["jobs"].items() if e["phase"] in ("new", "admitted", "committed")]
         ids = sorted(set(rows) | set(following), key=lambda j: (len(j), j))
         text = self.run(["sacct", "-X", "-a", "-n", "-P", "--starttime", "now-7days", fmt])
         if ids:
@@ -635,10 +613,7 @@ class SlurmAgent:
             have = rows.get(row["job"])
             if have is not None:  # squeue knows the live state and comment; sacct the rest, once it has it
                 row = {k: v or have[k] for k, v in row.items()}
-                row["state"], row["comment"] = (
-                    have["state"] or row["state"],
-                    have["comment"] or row["comment"],
-                )
+                row["state"], row["comment"] = have["state"] or row["state"], have["comment"] or row["comment"]
             rows[row["job"]] = row
         return list(rows.values())
 
@@ -694,11 +669,7 @@ class SlurmAgent:
         return report
 
     def _request_job(
-        self,
-        row: Mapping[str, str],
-        entry: dict[str, Any],
-        by_project: Mapping[int | None, str],
-        report: StepReport,
+        self, row: Mapping[str, str], entry: dict[str, Any], by_project: Mapping[int | None, str], report: StepReport
     ) -> None:
         """A job waiting on (or running under) a compute request: look the request up; release the held job
         once it is approved, cancel it if the request is denied, cancelled or expired. A job that started
@@ -721,9 +692,7 @@ class SlurmAgent:
                     self.run(["scontrol", "update", f"JobId={jid}", f"Comment=flopwise: {reason}"])
                     self.run(["scancel", jid])
                     report.cancelled.append(jid)
-                    log.warning(
-                        "slurm job %s started without an approved request: %s; cancelled", jid, reason
-                    )
+                    log.warning("slurm job %s started without an approved request: %s; cancelled", jid, reason)
                 entry["done"] = True
             elif account != row["account"]:
                 return  # the plugin rejects such jobs; one submitted before the cache knew it waits held
@@ -732,14 +701,7 @@ class SlurmAgent:
                 report.released.append(jid)
                 entry["done"] = True
             elif req["state"] in _REQUEST_FINAL_NO:
-                self.run(
-                    [
-                        "scontrol",
-                        "update",
-                        f"JobId={jid}",
-                        f"Comment=flopwise: request {rid} is {req['state']}",
-                    ]
-                )
+                self.run(["scontrol", "update", f"JobId={jid}", f"Comment=flopwise: request {rid} is {req['state']}"])
                 self.run(["scancel", jid])
                 report.cancelled.append(jid)
                 entry["done"] = True
@@ -749,15 +711,11 @@ class SlurmAgent:
     def _worst(self, row: Mapping[str, str]) -> tuple[int, GpuPrice | None, Decimal | None]:
         gpus, gtype = _gpus(row["alloc"] or row["req"], self.config.default_gpu_type)
         limit_h = (
-            _slurm_duration_h(row["timelimit"], ROUND_CEILING)
-            if row["timelimit"] not in ("", "UNLIMITED")
-            else None
+            _slurm_duration_h(row["timelimit"], ROUND_CEILING) if row["timelimit"] not in ("", "UNLIMITED") else None
         )
         return gpus, self.config.gpus.get(gtype), limit_h
 
-    def _charges(
-        self, row: Mapping[str, str], account: AccountSpec, budgets: Sequence[Any]
-    ) -> dict[str, int]:
+    def _charges(self, row: Mapping[str, str], account: AccountSpec, budgets: Sequence[Any]) -> dict[str, int]:
         """What the plugin charged this pending job, per budget id (the same worst case, in micro-units)."""
         gpus, price, limit_h = self._worst(row)
         if gpus == 0 or price is None or limit_h is None:
@@ -770,20 +728,12 @@ class SlurmAgent:
         return out
 
     def _decide(
-        self,
-        row: Mapping[str, str],
-        account: AccountSpec,
-        engine_id: str,
-        entry: dict[str, Any],
-        report: StepReport,
+        self, row: Mapping[str, str], account: AccountSpec, engine_id: str, entry: dict[str, Any], report: StepReport
     ) -> None:
         gpus, price, limit_h = self._worst(row)
         if gpus == 0 or price is None or limit_h is None or limit_h <= 0:
             # CPU-only or unknown type: nothing for a GPU budget to count
-            entry["phase"], entry["why"] = (
-                "unpriced",
-                f"tres={row['alloc'] or row['req']} limit={row['timelimit']}",
-            )
+            entry["phase"], entry["why"] = "unpriced", f"tres={row['alloc'] or row['req']} limit={row['timelimit']}"
             return
         body = {
             "engine": ENGINE,
@@ -821,9 +771,7 @@ class SlurmAgent:
     def _save(self) -> None:
         write_atomically(self.state_path, json.dumps(self.state, sort_keys=True))
 
-    def refresh(
-        self, accounts: Sequence[AccountSpec] | None = None, budgets: Sequence[Any] | None = None
-    ) -> None:
+    def refresh(self, accounts: Sequence[AccountSpec] | None = None, budgets: Sequence[Any] | None = None) -> None:
         """Rewrite the decision cache from the server's current budgets."""
         if accounts is None or budgets is None:
             accounts, budgets = self.desired()
@@ -832,7 +780,6 @@ class SlurmAgent:
         undecided = {e["token"]: e.get("charges", {}) for e in jobs if e["phase"] == "new"}
         write_atomically(
             self.config.cache,
-            render_cache(
-                accounts, budgets, self.config, decided, self.clock(), undecided, self.state["requests"]
-            ),
+            render_cache(accounts, budgets, self.config, decided, self.clock(), undecided, self.state["requests"]),
         )
+

@@ -309,11 +309,7 @@ PREFILL_CHUNK_TOKENS = 8192.0
 
 
 def serving_activation_bytes(
-    arch: ModelArch,
-    batch,
-    input_tokens,
-    bytes_per_activation: float = 2.0,
-    chunk_tokens: float = PREFILL_CHUNK_TOKENS,
+    arch: ModelArch, batch, input_tokens, bytes_per_activation: float = 2.0, chunk_tokens: float = PREFILL_CHUNK_TOKENS
 ):
     """Peak transient activation workspace of a forward pass while serving, in bytes.
 

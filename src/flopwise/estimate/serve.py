@@ -147,10 +147,10 @@ def serving_rates(
     # the engine's efficiency on this vendor's kernel backend (vLLM CUDA / ROCm, engine_backends.csv), else its own
     eng_compute = eng.compute_efficiency_for(device.vendor) if on_gpu else None
     compute_frac = (
-        (eng_compute if eng_compute is not None else tm.COMPUTE_EFFICIENCY_FRAC.get(kind, 0.5))
-        * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0)
-        * tm.low_precision_compute_scale(dtype)
-    )
+        eng_compute
+        if eng_compute is not None
+        else tm.COMPUTE_EFFICIENCY_FRAC.get(kind, 0.5)
+    ) * (tm.WEIGHT_ONLY_COMPUTE_FRAC if weight_only else 1.0) * tm.low_precision_compute_scale(dtype)
     bw_frac = (
         eng.bandwidth_efficiency_frac
         if eng.bandwidth_efficiency_frac is not None and on_gpu
@@ -297,18 +297,14 @@ def _read_inputs(
     )
     if arrival_rps is not None and concurrency is not None:
         raise InputError(
-            "concurrency",
-            concurrency,
-            "give either arrival_rps (requests/s, open loop) or concurrency, not both",
+            "concurrency", concurrency, "give either arrival_rps (requests/s, open loop) or concurrency, not both"
         )
     rps_v = None if arrival_rps is None else inp.num(arrival_rps, "arrival_rps", max_value=1e7)
     conc_v = None if concurrency is None else inp.num(concurrency, "concurrency", max_value=1e7, integer=True)
     if (rps_v is not None or conc_v is not None) and np.any(np.asarray(b) != 1):
         raise InputError(
-            "batch",
-            batch,
-            "under load (arrival_rps or concurrency) the running batch follows from the load; "
-            "leave batch at 1",
+            "batch", batch, "under load (arrival_rps or concurrency) the running batch follows from the load; "
+            "leave batch at 1"
         )
     inp.shape()
     if np.any(np.asarray(tp) > 1) and device.interconnect_gb_per_s <= 0 and eng.multi_device == "tensor":
@@ -383,9 +379,8 @@ def _prefill_s(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread, dev
     return ttft, compute_s, mem_s, chunks, comm_s
 
 
-def _decode_step_s(
-    model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread, device, batch, ctx, prefill_tokens=0.0
-):
+def _decode_step_s(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread, device, batch, ctx,
+                   prefill_tokens=0.0):
     """(TPOT s, FLOPs, bytes, TP comm s) of one decode step of *batch* sequences at context *ctx*: weights read
     once per step plus every sequence's KV cache (reads grow with batch x context), on the roofline (Williams et
     al. 2009) that turns compute-bound when batch x 2 FLOP/param outgrows the bytes per FLOP of the device.
@@ -398,18 +393,13 @@ def _decode_step_s(
     step_flops = batch * fl.decode_flops_per_token(n_mm, model, ctx) / sp.shard
     tokens = batch + prefill_tokens
     if np.any(np.asarray(prefill_tokens) > 0):
-        step_flops = (
-            step_flops + prefill_tokens * fl.prefill_flops(n_mm, model, r.n_in, 1.0) / r.n_in / sp.shard
-        )
+        step_flops = step_flops + prefill_tokens * fl.prefill_flops(n_mm, model, r.n_in, 1.0) / r.n_in / sp.shard
     step_bytes = wread(tokens) + mem.kv_cache_bytes(model, ctx, batch, r.kv_b) / sp.kv_shard
     comm = 2.0 * model.n_layers * tm.allreduce_time_s(tokens * model.d_model * 2.0, sp.ranks, link, latency)
     comm = comm + sp.hops * latency
     tpot = (
         tm.roofline_time_s(
-            step_flops,
-            step_bytes,
-            rates.decode_flop_per_s,
-            rates.bandwidth_bytes_per_s,
+            step_flops, step_bytes, rates.decode_flop_per_s, rates.bandwidth_bytes_per_s,
             tm.ROOFLINE_OVERLAP_P.get(device.kind),
         )  # fmt: skip
         + rates.layer_overhead_s
@@ -498,9 +488,7 @@ def online_decode(
     chunk = np.asarray(chunk_tokens, dtype=float)
     closed = concurrency is not None
     if closed == (arrival_rps is not None):
-        raise InputError(
-            "arrival_rps", arrival_rps, "give either arrival_rps or concurrency, not both or neither"
-        )
+        raise InputError("arrival_rps", arrival_rps, "give either arrival_rps or concurrency, not both or neither")
     lam_in = None if closed else np.asarray(arrival_rps, dtype=float)
     n_max = np.minimum(np.asarray(concurrency, dtype=float), cap) if closed else cap
 
@@ -539,9 +527,7 @@ def online_decode(
     _, batch, lam, pre = state(t)
     # open loop: the offered rate exceeds what the replica completes; closed loop: more clients than slots (the
     # rest wait for a slot, a bounded queue)
-    saturated = (
-        (np.asarray(concurrency, dtype=float) > cap) + 0.0 * t > 0 if closed else lam_in > lam * (1.0 + 1e-6)
-    )
+    saturated = (np.asarray(concurrency, dtype=float) > cap) + 0.0 * t > 0 if closed else lam_in > lam * (1.0 + 1e-6)
     return OnlineDecode(t, batch, lam, pre, p1 + t, saturated)
 
 
@@ -554,10 +540,7 @@ def _online_step_fn(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread
     if model.is_moe:
 
         def step_moe(batch, prefill_tokens):
-            return (
-                _decode_step_s(model, r, rates, sp, n_mm, wread, device, batch, ctx, prefill_tokens)[0]
-                + extra_s
-            )
+            return _decode_step_s(model, r, rates, sp, n_mm, wread, device, batch, ctx, prefill_tokens)[0] + extra_s
 
         return step_moe
     f_dec = fl.decode_flops_per_token(n_mm, model, ctx) / sp.shard
@@ -567,11 +550,7 @@ def _online_step_fn(model, r: _Req, rates: ServingRates, sp: _Split, n_mm, wread
     comm0 = _decode_step_s(model, r, rates, sp, n_mm, wread, device, 0.0, ctx)[3]
     comm1 = _decode_step_s(model, r, rates, sp, n_mm, wread, device, 1.0, ctx)[3] - comm0
     const = rates.layer_overhead_s + comm0 + extra_s
-    peak, bw, overlap = (
-        rates.decode_flop_per_s,
-        rates.bandwidth_bytes_per_s,
-        tm.ROOFLINE_OVERLAP_P.get(device.kind),
-    )
+    peak, bw, overlap = rates.decode_flop_per_s, rates.bandwidth_bytes_per_s, tm.ROOFLINE_OVERLAP_P.get(device.kind)
 
     def step(batch, prefill_tokens):
         flops = batch * f_dec + prefill_tokens * f_pre
@@ -648,13 +627,9 @@ def estimate_serve(
     kv_full_tokens = _paged_tokens(r.n_in + r.n_out, eng.kv_block_tokens)
     weights = mem.weight_bytes(pc.total, q.bits_per_weight) / sp.mem_shard
     # a paged engine must also hold one sequence at its full length (it refuses a max_model_len that does not fit)
-    kv = (
-        np.maximum(
-            mem.kv_cache_bytes(model, kv_tokens, r.b, r.kv_b),
-            mem.kv_cache_bytes(model, kv_full_tokens, 1.0, r.kv_b),
-        )
-        / sp.kv_mem_shard
-    )
+    kv = np.maximum(
+        mem.kv_cache_bytes(model, kv_tokens, r.b, r.kv_b), mem.kv_cache_bytes(model, kv_full_tokens, 1.0, r.kv_b)
+    ) / sp.kv_mem_shard
     acts = mem.serving_activation_bytes(model, r.b, r.n_in, chunk_tokens=eng.prefill_chunk_tokens)
     overhead = serving_memory_reserve_bytes(eng, capacity, weights + acts, device.kind)
     memory = mem.MemoryEstimate.from_parts(
@@ -792,9 +767,8 @@ _VALIDATED_ENGINE_KINDS = {
 }
 
 
-def _phase_utilization(
-    device: Device, rates: ServingRates, ttft_s, pre_compute_s, pre_mem_s, tpot_s, step_flops, step_bytes
-) -> dict:
+def _phase_utilization(device: Device, rates: ServingRates, ttft_s, pre_compute_s, pre_mem_s, tpot_s,
+                       step_flops, step_bytes) -> dict:
     """Memory-bandwidth and compute utilization of each phase against the device's datasheet peaks: the bytes and
     FLOPs the roofline puts in the phase over (peak x phase time, overheads and TP communication included)."""
     raw_flop = rates.compute_peak_tflop_per_s * TERA
@@ -909,14 +883,9 @@ def _assumptions(model, device, r: _Req, rates: ServingRates, pc, n_mm, v: dict,
         else "static for every figure but tpot_ms, running_batch, arrival_rps and online_ttft_ms: those are "
         "continuous batching at the given load (flopwise.estimate.serve.online_decode: Little's law and the step "
         "time at that load)",
-        "online_prefill": (
-            "mixed into decode steps (chunked prefill / in-flight batching)"
-            if eng.mixed_prefill
-            else "own steps that stall the running decode"
-        ),
-        "online_prefill_tokens_per_step": None
-        if v["online"] is None
-        else f(v["online"].prefill_tokens_per_step),
+        "online_prefill": ("mixed into decode steps (chunked prefill / in-flight batching)" if eng.mixed_prefill
+                           else "own steps that stall the running decode"),
+        "online_prefill_tokens_per_step": None if v["online"] is None else f(v["online"].prefill_tokens_per_step),
         "online_slots": None if v["online"] is None else f(v["slots"]),
         "online_step_overhead_s": None if v["online"] is None else v["online_extra_s"],
         "online_step_overhead_basis": "online servers pay ONLINE_LAYER_OVERHEAD_S per layer per step where the "

@@ -363,3 +363,4 @@ def moe_touched_frac(n_experts: int, n_active: int, tokens):
         return 0.0 * tokens
     distinct = n_experts * (1.0 - (1.0 - n_active / n_experts) ** tokens)
     return np.clip((distinct - n_active) / (n_experts - n_active), 0.0, 1.0)
+

@@ -243,9 +243,7 @@ def _numeric_inputs(
     mfu_in = None if mfu_frac is None else inp.num(mfu_frac, "mfu_frac", max_value=1.0)
     goodput_in = None if goodput_frac is None else inp.num(goodput_frac, "goodput_frac", max_value=1.0)
     if mfu_in is not None and goodput_in is not None:
-        raise InputError(
-            "goodput_frac", goodput_frac, "give mfu_frac (whole-run MFU) or goodput_frac, not both"
-        )
+        raise InputError("goodput_frac", goodput_frac, "give mfu_frac (whole-run MFU) or goodput_frac, not both")
     price = (
         None
         if price_usd_per_device_h is None
@@ -280,52 +278,54 @@ def _train_assumptions(model, device, inp, v: dict) -> dict:
             "step_tokens", "host", "pue_v", "pue", "onprem", "grid", "price",
         )
     )  # fmt: skip
-    return {
-        "model": model.id,
-        "device": device.id,
-        "precision": precision,
-        "compute_dtype": dtype,
-        "peak_tflop_per_s": peak_tflop,
-        "method": method,
-        "recompute": recompute,
-        "optimizer": optimizer,
-        "zero_stage": stage,
-        "tensor_parallel": tp,
-        "pipeline_parallel": pp,
-        "lora_rank": rank if n_lora else None,
-        "lora_params": n_lora,
-        "params_total": pc.total,
-        "expert_parallel": inp.finish(ep) if model.is_moe else None,
-        "routed_expert_params": routed,
-        "params_active": pc.active,
-        "matmul_params": n_mm,
-        "tokens": inp.finish(tokens),
-        "seq_len": inp.finish(seq),
-        "micro_batch": inp.finish(mb),
-        "device_count": inp.finish(n_dev),
-        "mfu_frac_base": inp.finish(mfu_base),
-        "mfu_source": mfu_note,
-        "recompute_time_ratio": inp.finish(recompute_ratio),
-        "hardware_flops": inp.finish(model_flops + extra),
-        "dp_comm_per_step_s": inp.finish(dp_comm_s),
-        "tp_comm_per_step_s": inp.finish(tp_comm_step_s),
-        "exposed_dp_comm_s": inp.finish(exposed_dp_s),
-        "comm_model": "gradient all-reduce overlapped with the backward pass (only the excess is added); "
-        "tensor-parallel all-reduces are inside the calibrated MFU; gradient accumulation up to "
-        f"{GLOBAL_BATCH_TOKENS:g} tokens per step",
-        "tokens_per_step": inp.finish(step_tokens),
-        "power_activity_frac": en.TRAIN_ACTIVITY_FRAC,
-        "host_power_frac": host,
-        "energy_boundary": "energy_kwh and co2e_kg are facility energy: device (GPU) energy x (1 + "
-        "host_power_frac) x pue; device_energy_kwh and node_energy_kwh give the narrower boundaries",
-        "pue": inp.finish(pue_v),
-        "pue_source": "given"
-        if pue is not None
-        else ("onprem profile" if onprem else "default 1.0 (IT only)"),
-        "grid_gco2e_per_kwh": inp.finish(grid),
-        "price_usd_per_device_h": inp.finish(price) if price is not None else None,
-        "onprem": onprem.device_id if onprem is not None else None,
-    }
+    return (
+        {
+            "model": model.id,
+            "device": device.id,
+            "precision": precision,
+            "compute_dtype": dtype,
+            "peak_tflop_per_s": peak_tflop,
+            "method": method,
+            "recompute": recompute,
+            "optimizer": optimizer,
+            "zero_stage": stage,
+            "tensor_parallel": tp,
+            "pipeline_parallel": pp,
+            "lora_rank": rank if n_lora else None,
+            "lora_params": n_lora,
+            "params_total": pc.total,
+            "expert_parallel": inp.finish(ep) if model.is_moe else None,
+            "routed_expert_params": routed,
+            "params_active": pc.active,
+            "matmul_params": n_mm,
+            "tokens": inp.finish(tokens),
+            "seq_len": inp.finish(seq),
+            "micro_batch": inp.finish(mb),
+            "device_count": inp.finish(n_dev),
+            "mfu_frac_base": inp.finish(mfu_base),
+            "mfu_source": mfu_note,
+            "recompute_time_ratio": inp.finish(recompute_ratio),
+            "hardware_flops": inp.finish(model_flops + extra),
+            "dp_comm_per_step_s": inp.finish(dp_comm_s),
+            "tp_comm_per_step_s": inp.finish(tp_comm_step_s),
+            "exposed_dp_comm_s": inp.finish(exposed_dp_s),
+            "comm_model": "gradient all-reduce overlapped with the backward pass (only the excess is added); "
+            "tensor-parallel all-reduces are inside the calibrated MFU; gradient accumulation up to "
+            f"{GLOBAL_BATCH_TOKENS:g} tokens per step",
+            "tokens_per_step": inp.finish(step_tokens),
+            "power_activity_frac": en.TRAIN_ACTIVITY_FRAC,
+            "host_power_frac": host,
+            "energy_boundary": "energy_kwh and co2e_kg are facility energy: device (GPU) energy x (1 + "
+            "host_power_frac) x pue; device_energy_kwh and node_energy_kwh give the narrower boundaries",
+            "pue": inp.finish(pue_v),
+            "pue_source": "given"
+            if pue is not None
+            else ("onprem profile" if onprem else "default 1.0 (IT only)"),
+            "grid_gco2e_per_kwh": inp.finish(grid),
+            "price_usd_per_device_h": inp.finish(price) if price is not None else None,
+            "onprem": onprem.device_id if onprem is not None else None,
+        }
+    )
 
 
 def estimate_train(
@@ -443,13 +443,7 @@ def estimate_train(
         device, inp, wall_s=wall_s, n_dev=n_dev, pue_v=pue_v, grid=grid, price=price, onprem=onprem
     )
     wall_h, device_h, power, host, kwh, co2, cost = (
-        ec["wall_h"],
-        ec["device_h"],
-        ec["power"],
-        ec["host"],
-        ec["kwh"],
-        ec["co2"],
-        ec["cost"],
+        ec["wall_h"], ec["device_h"], ec["power"], ec["host"], ec["kwh"], ec["co2"], ec["cost"]
     )
 
     assumptions.update(_train_assumptions(model, device, inp, locals()))

@@ -356,9 +356,7 @@ def metered_unreserved(session: Session, budget: Budget, window: tuple[datetime,
         BudgetReservation.request_id.is_not(None),
     )
     metered = scope_sum(session, budget.unit, budget.scope_kind, budget.scope_id, window, holding)
-    if (
-        metered is None
-    ):  # the rollups cannot answer (a window off the hour, or usage changed since their refresh)
+    if metered is None:  # the rollups cannot answer (a window off the hour, or usage changed since their refresh)
         metered = session.scalar(
             select(func.sum(column)).where(
                 scope_column == budget.scope_id,

@@ -147,11 +147,7 @@ def _estimated_power_w(estimate: Any) -> float | None:
     value = estimate.get("power_per_device_w")
     if value is None and isinstance(estimate.get("recommended"), dict):
         value = estimate["recommended"].get("power_per_device_w")
-    return (
-        float(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-        else None
-    )
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
 
 def plan_vs_actual(

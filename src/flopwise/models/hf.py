@@ -526,9 +526,7 @@ def _hybrid_blocks(r: _Reader, d: int, n_layers: int, notes: _Notes) -> tuple[di
         return {}, n_layers, 0
     n_attn, n_mlp, n_mamba, n_moe = (pattern.count(c) for c in "*-ME")
     if len(pattern) != n_layers:
-        notes.warnings.append(
-            f"hybrid_override_pattern has {len(pattern)} blocks but num_hidden_layers is {n_layers}"
-        )
+        notes.warnings.append(f"hybrid_override_pattern has {len(pattern)} blocks but num_hidden_layers is {n_layers}")
         n_layers = len(pattern)
     notes.warnings.append(
         f"hybrid: only {n_attn} of {n_layers} blocks have attention and {n_mlp} an MLP; a KV-cache "
@@ -544,19 +542,13 @@ def _hybrid_blocks(r: _Reader, d: int, n_layers: int, notes: _Notes) -> tuple[di
             "counted (extra_active_params) but their state and FLOPs beyond 2 per parameter are not",
         )
     if n_moe:
-        notes.unmodel(
-            "MoE blocks of a hybrid", f"{n_moe} MoE blocks ('E') of the hybrid pattern are not counted"
-        )
+        notes.unmodel("MoE blocks of a hybrid", f"{n_moe} MoE blocks ('E') of the hybrid pattern are not counted")
     if n_attn == 0 or n_mlp == 0:
-        notes.warnings.append(
-            "hybrid without attention or MLP blocks: layer counts of 0 read as 'all layers'"
-        )
+        notes.warnings.append("hybrid without attention or MLP blocks: layer counts of 0 read as 'all layers'")
     return {"n_attention_layers": n_attn, "n_ffn_layers": n_mlp}, n_layers, extra
 
 
-def _note_unmodelled(
-    r: _Reader, top: Mapping[str, Any], kinds: set[str], windows: dict[str, Any], notes: _Notes
-) -> None:
+def _note_unmodelled(r: _Reader, top: Mapping[str, Any], kinds: set[str], windows: dict[str, Any], notes: _Notes) -> None:
     """Warn about what the config has that flopwise does not model (towers, MTP, sinks, chunked attention ...)."""
     if (
         isinstance(top.get("vision_config"), Mapping)
@@ -566,9 +558,7 @@ def _note_unmodelled(
             "vision tower", "vision tower (vision_config) is not modelled: its parameters are not counted"
         )
     if isinstance(top.get("audio_config"), Mapping):
-        notes.unmodel(
-            "audio tower", "audio tower (audio_config) is not modelled: its parameters are not counted"
-        )
+        notes.unmodel("audio tower", "audio tower (audio_config) is not modelled: its parameters are not counted")
     mtp = r.int("num_nextn_predict_layers", "num_nextn_predict_layers", "num_mtp_layers", default=0)
     if mtp:
         notes.unmodel(
@@ -589,9 +579,7 @@ def _note_unmodelled(
             "estimated as full attention on every layer",
         )
     if r.int("hidden_size_per_layer_input", "hidden_size_per_layer_input", default=0):
-        notes.unmodel(
-            "per-layer input embeddings", "per-layer input embeddings (Gemma 3n/4 style) are not counted"
-        )
+        notes.unmodel("per-layer input embeddings", "per-layer input embeddings (Gemma 3n/4 style) are not counted")
     if r.int("num_kv_shared_layers", "num_kv_shared_layers", default=0):
         notes.unmodel("KV sharing across layers", "KV-cache sharing across layers is not modelled")
     if windows["global_head_dim"] or windows["n_global_kv_heads"] or windows["global_k_eq_v"]:

@@ -1061,9 +1061,7 @@ def _service_candidates(spec, catalog, models, owned, profiles, engine_pool) -> 
             )
             owned_cands = [c for c in space.candidates if c.device.id in own_ids and c.region is None]
         if with_engines:
-            cands = list(
-                expand_engines(CandidateSpace(tuple(cands), ()), profiles, None, engine_pool).candidates
-            )
+            cands = list(expand_engines(CandidateSpace(tuple(cands), ()), profiles, None, engine_pool).candidates)
             owned_cands = list(
                 expand_engines(CandidateSpace(tuple(owned_cands), ()), profiles, None, engine_pool).candidates
             )
@@ -1120,6 +1118,7 @@ def _hardware_types(per_service, cheapest: dict, owned, *, buy_onprem: bool, is_
                         source_url=c.onprem.source_url,
                     )
     return tuple(types.values())
+
 
 
 def _replica_options(per_service, type_list) -> tuple[dict, list]:
@@ -1203,9 +1202,7 @@ def plan_fleet(
     is_sunk = spec.inventory is not None and spec.inventory.cost_basis == "sunk"
     buy_onprem = "onprem" in spec.pricing
 
-    per_service, cheapest, n_candidates = _service_candidates(
-        spec, catalog, models, owned, profiles, engine_pool
-    )
+    per_service, cheapest, n_candidates = _service_candidates(spec, catalog, models, owned, profiles, engine_pool)
     type_list = _hardware_types(per_service, cheapest, owned, buy_onprem=buy_onprem, is_sunk=is_sunk)
     options, rejected = _replica_options(per_service, type_list)
 

@@ -342,8 +342,7 @@ class ServePhysics:
         )
         kv_b = col(self.kv_bytes_per_element, extra)
         kv = np.maximum(
-            mem.kv_cache_bytes(self.model, in_use, batch, kv_b),
-            mem.kv_cache_bytes(self.model, full, 1.0, kv_b),
+            mem.kv_cache_bytes(self.model, in_use, batch, kv_b), mem.kv_cache_bytes(self.model, full, 1.0, kv_b)
         ) / col(self.kv_mem_shard, extra)
         acts = mem.serving_activation_bytes(
             self.model, batch, self.input_tokens, chunk_tokens=col(self.chunk_tokens, extra)
@@ -420,9 +419,7 @@ def _tp_free_row(model: ModelArch, device: Device, quant: str, eng: EngineProfil
         "raw_flop": rates.compute_peak_tflop_per_s * TERA,
         "overhead_s": rates.layer_overhead_s,
         # online servers pay at least ONLINE_LAYER_OVERHEAD_S per layer per step on GPUs (as estimate.serve)
-        "online_s": max(
-            model.n_layers * _estimate_serve.ONLINE_LAYER_OVERHEAD_S - rates.layer_overhead_s, 0.0
-        )
+        "online_s": max(model.n_layers * _estimate_serve.ONLINE_LAYER_OVERHEAD_S - rates.layer_overhead_s, 0.0)
         if kind == "gpu"
         else 0.0,
         "mixed": 1.0 if eng.mixed_prefill else 0.0,
@@ -493,12 +490,8 @@ def serve_physics(
         "link", "lat", "capacity", "p_pre", "p_dec", "idle", "host", "tdp", "raw_bw", "k_mem", "k_compute",
         "overlap_p",
     )  # fmt: skip
-    b_cols = np.asarray([[row[k] for k in b_names] for row in base_rows], dtype=float).reshape(
-        -1, len(b_names)
-    )
-    d_cols = np.asarray([[row[k] for k in d_names] for row in dev_rows], dtype=float).reshape(
-        -1, len(d_names)
-    )
+    b_cols = np.asarray([[row[k] for k in b_names] for row in base_rows], dtype=float).reshape(-1, len(b_names))
+    d_cols = np.asarray([[row[k] for k in d_names] for row in dev_rows], dtype=float).reshape(-1, len(d_names))
     a = {k: b_cols[bidx, c] for c, k in enumerate(b_names)}
     a.update({k: d_cols[didx, c] for c, k in enumerate(d_names)})
     b_weights = np.asarray([mem.weight_bytes(pc.total, row["bits"]) for row in base_rows], dtype=float)
@@ -636,16 +629,10 @@ def expand_engines(
                 quant, reason, kvs = runs[rkey]
                 if quant is None:
                     skipped.append(
-                        SkippedCandidate(
-                            c.device.id, c.device_count, c.quant, c.pricing, "unsupported_engine", reason
-                        )
+                        SkippedCandidate(c.device.id, c.device_count, c.quant, c.pricing, "unsupported_engine", reason)
                     )
                     continue
-                if (
-                    c.device_count > 1
-                    and eng.multi_device == "tensor"
-                    and c.device.interconnect_gb_per_s <= 0
-                ):
+                if c.device_count > 1 and eng.multi_device == "tensor" and c.device.interconnect_gb_per_s <= 0:
                     continue
                 for kv in kvs:
                     ckey = (c.device.id, quant, c.device_count, eng.id, kv)
@@ -852,9 +839,7 @@ def _pair_capacity(
     ps = pp.stall_prefill_s(p1, 1)
     lightest = np.zeros(n.shape, dtype=bool)
     lightest[:, 0] = True
-    ok, lam, st, pts = _screened_ok(
-        n, slots, t, t_tag, t_full, p1, ps, decode_steps, ttft_slo, tpot_slo, lightest
-    )
+    ok, lam, st, pts = _screened_ok(n, slots, t, t_tag, t_full, p1, ps, decode_steps, ttft_slo, tpot_slo, lightest)
     light_ttft = np.empty(len(gi))
     light_tpot = np.empty(len(gi))
     first = pts[1] == 0
@@ -983,9 +968,7 @@ def _state_at_load(phys: ServePhysics, workload: ServeWorkload, slots, lam):
     p_stall = phys.stall_prefill_s(fixed[1])
     for _ in range(30):  # the arrival rate at the occupancy is all the bisection needs
         mid = 0.5 * (lo + hi)
-        below = (
-            occupancy_arrival_rps(mid, phys.load_step_s(mid, decode_steps, 0), p_stall, decode_steps) < lam
-        )
+        below = occupancy_arrival_rps(mid, phys.load_step_s(mid, decode_steps, 0), p_stall, decode_steps) < lam
         lo = np.where(below, mid, lo)
         hi = np.where(below, hi, mid)
     occupancy = np.maximum(0.5 * (lo + hi), 1e-9)
@@ -1014,9 +997,7 @@ def _as_rows(candidates: Sequence[ServeCandidate]) -> CandidateRows:
     configs, idx = _configs_of(cands)
     variants = [(c.quant, c.engine, c.kv_dtype) for c in cands]
     n = len(cands)
-    return CandidateRows(
-        cands, np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), variants, idx, configs
-    )
+    return CandidateRows(cands, np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), variants, idx, configs)
 
 
 def _float_of(value: Decimal, memo: dict[Decimal, float]) -> float:
@@ -1418,11 +1399,7 @@ def _light_option(table: CapacityTable, i: int) -> dict:
 
 
 #: the offering's price field of each cloud pricing kind
-_PRICE_FIELD = {
-    "on-demand": "on_demand_usd_per_h",
-    "spot": "spot_usd_per_h",
-    "reserved": "reserved_usd_per_h",
-}
+_PRICE_FIELD = {"on-demand": "on_demand_usd_per_h", "spot": "spot_usd_per_h", "reserved": "reserved_usd_per_h"}
 
 
 def _instance_cost(c: ServeCandidate, instances: int, cost_h: float) -> Decimal:
@@ -1504,9 +1481,7 @@ def _rank_columns(
     )
 
 
-def _pareto_front(
-    table: CapacityTable, members, order: list[int], cost: list, y: list, key_y: str, front: str
-):
+def _pareto_front(table: CapacityTable, members, order: list[int], cost: list, y: list, key_y: str, front: str):
     """The Pareto front of cost per hour against *y* (lower is better in both) over the options at positions
     *order* (ranked) of *members*: sorted by (cost, y), each point that lowers y; option fields are read only for
     the points on the front."""
@@ -1771,9 +1746,7 @@ def plan_serve(
     np.minimum.at(first_member, gm, positions)
     bests = bests[np.argsort(first_member[gm[bests]], kind="stable")]
     best_in_order: list[int] = bests.tolist()  # positions in members, groups in first-member order
-    winners: list[int] = (
-        bests[np.lexsort(tuple(reversed([k[bests] for k in kcols])))].tolist() if len(bests) else []
-    )
+    winners: list[int] = bests[np.lexsort(tuple(reversed([k[bests] for k in kcols])))].tolist() if len(bests) else []
     options = tuple(
         {**_option(table, int(members[p]), workload), "rank": r} for r, p in enumerate(winners[:top_k], 1)
     )
@@ -1785,9 +1758,7 @@ def plan_serve(
         table,
         [
             m
-            for m, b in zip(
-                members[best_in_order].tolist(), rows_of[members[best_in_order]].tolist(), strict=True
-            )
+            for m, b in zip(members[best_in_order].tolist(), rows_of[members[best_in_order]].tolist(), strict=True)
             if base_of[b].provider != "owned"
         ],
     )
@@ -1809,7 +1780,9 @@ def plan_serve(
     shortfall_cfg = np.asarray(table.shortfall, dtype=float)[a_row]
     denom = np.asarray(
         [
-            config[0].memory_gb if r == "does_not_fit" else (min(slos) if r == "misses_slo" and slos else 1.0)
+            config[0].memory_gb
+            if r == "does_not_fit"
+            else (min(slos) if r == "misses_slo" and slos else 1.0)
             for config, r in zip(cands.configs, reason_of, strict=True)
         ],
         dtype=np.float64,
@@ -1826,7 +1799,9 @@ def plan_serve(
         first_row = np.full(len(cands.configs), no_row, dtype=np.int64)
         np.minimum.at(first_row, table.config_index[infeas], infeas)
         with_rows = np.flatnonzero(first_row < no_row)
-        corder = with_rows[np.lexsort((first_row[with_rows], rel_cfg[with_rows], fit_rank_cfg[with_rows]))]
+        corder = with_rows[
+            np.lexsort((first_row[with_rows], rel_cfg[with_rows], fit_rank_cfg[with_rows]))
+        ]
         _, first_pos = np.unique(cfg_code[corder], return_index=True)
         rej = [_rejected(table, int(first_row[corder[p]])) for p in np.sort(first_pos)[:top_k].tolist()]
     rej.extend(s.to_dict() for s in space.skipped if s.kind == "not_sold_in_region")
@@ -1891,19 +1866,13 @@ def plan_serve(
     )
 
 
-def _owned_sentence(
-    owned: Sequence[OwnedDevice], all_opts: Sequence[dict], table: CapacityTable, assumptions
-) -> str:
+def _owned_sentence(owned: Sequence[OwnedDevice], all_opts: Sequence[dict], table: CapacityTable, assumptions) -> str:
     """The owned machines' place in the ranking, beside the best rental (also into ``assumptions["owned"]``)."""
     rental = next((o for o in all_opts if o["provider"] != "owned"), None)
     parts = []
     for entry, o in zip(assumptions["owned"], owned, strict=True):
         rank, best = next(
-            (
-                (r, x)
-                for r, x in enumerate(all_opts, 1)
-                if x["provider"] == "owned" and x["device"] == o.device.id
-            ),
+            ((r, x) for r, x in enumerate(all_opts, 1) if x["provider"] == "owned" and x["device"] == o.device.id),
             (None, None),
         )
         if best is None:

@@ -766,7 +766,11 @@ def _price_source(
     else:
         tau = np.full(counts.shape, np.nan)
         ratio = np.ones(counts.shape)
-    pue = s.onprem.pue if s.onprem is not None else (s.region.pue if s.region is not None else en.DEFAULT_PUE)
+    pue = (
+        s.onprem.pue
+        if s.onprem is not None
+        else (s.region.pue if s.region is not None else en.DEFAULT_PUE)
+    )
     wall = grid["wall_h"] * ratio
     dev_h = grid["device_h"] * ratio
     cost = dev_h * s.usd_per_device_h
@@ -776,22 +780,7 @@ def _price_source(
     meets = np.ones_like(fits) if inp.deadline_s is None else wall * S_PER_H <= inp.deadline_s
     within = np.ones_like(fits) if inp.budget_usd is None else cost <= inp.budget_usd
     return _Priced(
-        s,
-        device,
-        grid,
-        counts,
-        usable,
-        ratio,
-        tau,
-        wall,
-        dev_h,
-        cost,
-        kwh,
-        co2,
-        fits,
-        meets,
-        within,
-        float(pue),
+        s, device, grid, counts, usable, ratio, tau, wall, dev_h, cost, kwh, co2, fits, meets, within, float(pue)
     )
 
 
@@ -921,9 +910,7 @@ def _choose_per_group(
     inp: _TrainInputs,
     ckpt_bytes: float,
     cloud_best: dict[str, dict[str, float]],
-) -> tuple[
-    dict[tuple[str, str, str], tuple[tuple, TrainOption]], dict[tuple[str, str, str], tuple], list[tuple]
-]:
+) -> tuple[dict[tuple[str, str, str], tuple[tuple, TrainOption]], dict[tuple[str, str, str], tuple], list[tuple]]:
     """Price every source and keep, per (device, pricing, provider) group, the best feasible option by the
     objective, or else the nearest miss; with the Pareto rows of every fitting option."""
     best: dict[tuple[str, str, str], tuple[tuple, TrainOption]] = {}
@@ -967,9 +954,7 @@ def _choose_per_group(
             )
         ok = p.fits & p.meets & p.within
         if ok.any():
-            primary, secondary, tertiary = _objective_key(
-                inp.objective, p.cost, p.wall, p.kwh, p.co2, p.counts
-            )
+            primary, secondary, tertiary = _objective_key(inp.objective, p.cost, p.wall, p.kwh, p.co2, p.counts)
             idx = np.flatnonzero(ok)
             i = int(idx[np.lexsort((tertiary[idx], secondary[idx], primary[idx]))[0]])
             rank = (float(primary[i]), float(secondary[i]), float(tertiary[i]))
@@ -977,9 +962,7 @@ def _choose_per_group(
                 best[key] = (rank, _train_option(p, i, cloud_best))
             continue
         i, reasons, order = _nearest_miss(p, inp)
-        rej = RejectedTrainOption(
-            s.device_id, s.pricing, s.provider, tuple(reasons), _train_option(p, i, cloud_best)
-        )
+        rej = RejectedTrainOption(s.device_id, s.pricing, s.provider, tuple(reasons), _train_option(p, i, cloud_best))
         _keep_miss(misses, key, (order, reasons[0].excess_frac or 0.0), rej)
 
     return best, misses, pareto_rows

@@ -131,9 +131,7 @@ def build_demo(db: Any, catalog: Any, settings: Any, now: datetime, *, seed: int
             return principal_for_token(s, token, now)
 
     ada = principal(admin_token)
-    teams = {
-        n: create_team(TeamCreate(name=n), db, clock, ada).id for n in ("research", "applied", "platform")
-    }
+    teams = {n: create_team(TeamCreate(name=n), db, clock, ada).id for n in ("research", "applied", "platform")}
     projects = {}
     for team, names in (("research", ("llm-pretrain", "eval")), ("applied", ("recsys", "vision")),
                         ("platform", ("inference",))):  # fmt: skip
@@ -147,14 +145,9 @@ def build_demo(db: Any, catalog: Any, settings: Any, now: datetime, *, seed: int
     )
     for name, role, kind, scope_id, summary in people:
         user = create_user(
-            UserCreate(name=name, roles=[{"role": role, "scope_kind": kind, "scope_id": scope_id}]),
-            db,
-            clock,
-            ada,
+            UserCreate(name=name, roles=[{"role": role, "scope_kind": kind, "scope_id": scope_id}]), db, clock, ada
         )
-        created = create_token(
-            TokenCreate(name="demo", user_id=user.id, expires_in_days=365), db, clock, settings, ada
-        )
+        created = create_token(TokenCreate(name="demo", user_id=user.id, expires_in_days=365), db, clock, settings, ada)
         result.tokens[name], result.roles[name] = created.token, summary
 
     def budget(**kw: Any) -> None:
@@ -181,14 +174,7 @@ def build_demo(db: Any, catalog: Any, settings: Any, now: datetime, *, seed: int
         (cho, "eval", "serve", "l4", 1, {"model": "llama-3.1-8b", "duration_h": "48"}),
         (eve, "recsys", "serve", "l4", 2, {"model": "qwen3-8b", "duration_h": "24"}),
         (cho, "llm-pretrain", "train", "h100-sxm", 64, {"model": "llama-3.1-70b", "tokens": 5e10}),
-        (
-            eve,
-            "vision",
-            "fine-tune",
-            "a100-sxm4-80gb",
-            8,
-            {"model": "qwen3-32b", "tokens": 3e9, "method": "lora"},
-        ),
+        (eve, "vision", "fine-tune", "a100-sxm4-80gb", 8, {"model": "qwen3-32b", "tokens": 3e9, "method": "lora"}),
         (cho, "eval", "serve", "h100-sxm", 4, {"model": "llama-3.1-70b", "duration_h": "336"}),
         (eve, "recsys", "train", "h100-sxm", 16, {"model": "qwen3-8b", "tokens": 2e10}),
     ]
@@ -260,11 +246,8 @@ def build_demo(db: Any, catalog: Any, settings: Any, now: datetime, *, seed: int
         from flopwise.store import ComputeRequest
 
         result.requests = dict(
-            s.execute(
-                select(ComputeRequest.state, func.count())
-                .where(ComputeRequest.org_id == org.id)
-                .group_by(ComputeRequest.state)
-            ).all()  # fmt: skip
+            s.execute(select(ComputeRequest.state, func.count()).where(ComputeRequest.org_id == org.id)
+                      .group_by(ComputeRequest.state)).all()  # fmt: skip
         )
     return result
 

@@ -118,9 +118,7 @@ def _check_dims(group_by: Sequence[str], filters: Mapping[str, str]) -> None:
         raise InputError("group_by", list(group_by), "give two different keys")
     for name in (*group_by, *filters):
         if name not in DIMENSIONS:
-            raise InputError(
-                "group_by" if name in group_by else name, name, f"use one of {', '.join(DIMENSIONS)}"
-            )
+            raise InputError("group_by" if name in group_by else name, name, f"use one of {', '.join(DIMENSIONS)}")
 
 
 def _filtered(stmt: Select[Any], filters: Mapping[str, str], r: Any = None) -> Select[Any]:
@@ -206,9 +204,7 @@ def usage_explore(
     for i, dim in enumerate(group_by):
         column = id_dims[dim][0] if dim in id_dims else text_dims[dim]
         key_cols.append(column.label(f"k{i}"))
-    stmt = _filtered(
-        _window(select(period, *key_cols, *_metric_columns(r)), from_, to, org_id, r), filters, r
-    )
+    stmt = _filtered(_window(select(period, *key_cols, *_metric_columns(r)), from_, to, org_id, r), filters, r)
     # group by the ids alone (no join per row); the few names are read afterwards
     stmt = stmt.group_by(*[c.element for c in (period, *key_cols)])
     rows = session.execute(stmt).all()
@@ -217,11 +213,7 @@ def usage_explore(
         if dim in _ID_DIMS:
             table = _ID_DIMS[dim][1]
             ids = {getattr(r, f"k{i}") for r in rows} - {None}
-            names[dim] = (
-                dict(session.execute(select(table.id, table.name).where(table.id.in_(ids))).all())
-                if ids
-                else {}
-            )
+            names[dim] = dict(session.execute(select(table.id, table.name).where(table.id.in_(ids))).all()) if ids else {}
     series: list[dict[str, Any]] = []
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     total = _empty()

@@ -71,9 +71,7 @@ def _migrating(engine: Engine) -> Iterator[Connection]:
                 if sqlite:
                     broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                     if broken:
-                        raise RuntimeError(
-                            f"migration left rows whose foreign keys point nowhere: {broken[:5]}"
-                        )
+                        raise RuntimeError(f"migration left rows whose foreign keys point nowhere: {broken[:5]}")
         finally:
             if sqlite:
                 raw.execute("PRAGMA foreign_keys=ON")

@@ -292,9 +292,7 @@ def _boundary_buckets(
         sums = (
             func.coalesce(func.sum(u.x_energy_kwh), 0.0).label("energy_kwh"),
             func.coalesce(func.sum(u.x_co2e_kg), 0.0).label("co2e_kg"),
-            func.coalesce(func.sum(case((no_grid, u.x_energy_kwh), else_=0.0)), 0.0).label(
-                "energy_no_grid_kwh"
-            ),
+            func.coalesce(func.sum(case((no_grid, u.x_energy_kwh), else_=0.0)), 0.0).label("energy_no_grid_kwh"),
         )
     stmt = select(
         key,
@@ -381,11 +379,7 @@ def _add_boundaries(
         "node": "device x (1 + host share of the device; flopwise.estimate.energy.HOST_POWER_FRAC: DGX H100 "
         "rated 10.2 kW for 8 x 700 W GPUs, about half drawn in practice -> 0.4 for datacenter accelerators)",
         "facility": "node x PUE of the record's region (catalog regions); records with no resolvable region: "
-        + (
-            f"{default_region.id}'s PUE {default_pue:g}"
-            if default_region is not None
-            else f"PUE {default_pue:g}"
-        ),
+        + (f"{default_region.id}'s PUE {default_pue:g}" if default_region is not None else f"PUE {default_pue:g}"),
         "host_power_frac": dict(sorted(hosts.items())),
         "pue": dict(sorted(pues.items())),
         "energy_default_pue_kwh": default_pue_kwh,
@@ -503,9 +497,7 @@ def usage_report(
         "groups": groups,
         "energy_boundaries": boundaries,
         "warnings": warnings,
-        "source": ("hourly rollups" if table is UsageRollup else "daily rollups")
-        if from_rollups
-        else "ledger",
+        "source": ("hourly rollups" if table is UsageRollup else "daily rollups") if from_rollups else "ledger",
         "notes": notes,
     }
 
@@ -515,9 +507,7 @@ def charge_history(session: Session, source_key: str) -> dict[str, Any]:
     its cost; the last one is the ledger's current row. Raises InputError for a key the ledger does not hold."""
     row = session.scalars(select(U).where(U.source_key == source_key)).first()
     if row is None:
-        raise InputError(
-            "KEY", source_key, "the ledger has no charge with this key (x_SourceKey of an export)"
-        )
+        raise InputError("KEY", source_key, "the ledger has no charge with this key (x_SourceKey of an export)")
     versions = []
     for h in session.scalars(
         select(UsageRecordHistory)
@@ -652,9 +642,7 @@ def concentration_report(
     summed = u.cost_usd if measure == "cost_usd" else (u.device_hours if use else U.x_device_hours)
     amount = func.coalesce(func.sum(summed), _ZERO if measure == "cost_usd" else 0.0)
     stmt = select(column.label("name"), amount.label("amount"))
-    stmt = (_rollup_where(stmt, from_, to, org_id, u) if use else _where(stmt, from_, to, org_id)).group_by(
-        column
-    )
+    stmt = (_rollup_where(stmt, from_, to, org_id, u) if use else _where(stmt, from_, to, org_id)).group_by(column)
     amounts: dict[str, Any] = {}
     for name, value in session.execute(stmt):
         if by == "vendor" and name is not None:

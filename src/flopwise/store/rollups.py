@@ -369,9 +369,7 @@ def _recompute_days(
     """Replace the daily buckets of ``[start, end)`` (UTC midnights; everything when None) by the sums of the
     hourly buckets; only the rollup *columns* given (default: all)."""
     day = _day_of(session)
-    keys = [
-        c for c in rollup_keys(session) if c not in ("hour", "x_user") and (columns is None or c in columns)
-    ]
+    keys = [c for c in rollup_keys(session) if c not in ("hour", "x_user") and (columns is None or c in columns)]
     sums = [c.name for c in R.__table__.c if c.name not in ("id", "hour", *rollup_keys(session), "x_user")
             and (columns is None or c.name in columns)]  # fmt: skip
     source = select(
@@ -623,9 +621,7 @@ def budget_usage_sums(
     from flopwise.store.models import SPENDING_STATES
 
     by_state = {
-        state: to_money(total)
-        for state, total in zip(SPENDING_STATES, row[:3], strict=True)
-        if total is not None
+        state: to_money(total) for state, total in zip(SPENDING_STATES, row[:3], strict=True) if total is not None
     }
     if table is None or row[3]:
         return by_state, None

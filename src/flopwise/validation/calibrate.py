@@ -214,11 +214,7 @@ def _predict(group: CalibrationGroup, c: Mapping[str, float], f: Mapping[str, np
     if group.name == "decode":
         from flopwise.estimate import timing as tm
 
-        p = np.where(
-            gpu,
-            float(tm.ROOFLINE_OVERLAP_P.get("gpu") or 0.0),
-            float(tm.ROOFLINE_OVERLAP_P.get("soc") or 0.0),
-        )
+        p = np.where(gpu, float(tm.ROOFLINE_OVERLAP_P.get("gpu") or 0.0), float(tm.ROOFLINE_OVERLAP_P.get("soc") or 0.0))
         tpot = tm.roofline_time_s(f["decode_flops_s"], f["decode_bytes_s"], ec, eb, p) + overhead + f["tp_s"]
         return f["batch"] / tpot
     ttft = (

@@ -98,13 +98,7 @@ ANCHOR_WEIGHT = (CASE_REL_SD / ANCHOR_REL_SD) ** 2
 #: generation's cases; the held-out fits keep the decision (a choice of model form, not a fitted value).
 ANCHOR_CONSISTENCY = 0.25
 #: the compute-bound workload of the anchor: a 2048-token prompt batch, one output token (prefill only)
-ANCHOR_WORKLOAD = {
-    "model": "llama-3.1-8b",
-    "quant": "bf16",
-    "batch": 8,
-    "input_tokens": 2048,
-    "engine": "vllm",
-}
+ANCHOR_WORKLOAD = {"model": "llama-3.1-8b", "quant": "bf16", "batch": 8, "input_tokens": 2048, "engine": "vllm"}
 
 
 @dataclass(frozen=True)
@@ -280,11 +274,8 @@ def throughput_split(
 
 
 def decode_step_check(
-    efficiency: float,
-    length_ratio: float = 1.0,
-    cases: Sequence[ValidationCase] | None = None,
-    catalog: Any = None,
-    registry: Any = None,
+    efficiency: float, length_ratio: float = 1.0, cases: Sequence[ValidationCase] | None = None,
+    catalog: Any = None, registry: Any = None,
 ) -> dict[str, Any]:
     """How well the estimated decode step (TPOT) matches the measured median inter-token latency of the dense-model
     H100 cases that give it when vLLM's compute efficiency is *efficiency* and a host-side time ``c0 + c1 x batch`` per step
@@ -398,18 +389,14 @@ def power_fit_report(
     per_gen = {g: [o for o in obs if o.generation == g] for g in sorted({o.generation for o in obs})}
     own_fit = {g: fit_power_rates(v) for g, v in per_gen.items() if len(v) >= MIN_CASES_PER_GENERATION}
     anchor_gap = {g: anchors[g].predict_w(r) / anchors[g].power_w - 1.0 for g, r in own_fit.items()}
-    anchors = {
-        g: an for g, an in anchors.items() if g in own_fit and abs(anchor_gap[g]) <= ANCHOR_CONSISTENCY
-    }
+    anchors = {g: an for g, an in anchors.items() if g in own_fit and abs(anchor_gap[g]) <= ANCHOR_CONSISTENCY}
 
     def with_anchor(gen: str) -> list[PowerAnchor]:
         return [anchors[gen]] if gen in anchors else []
 
     gen_rates = {g: fit_power_rates(v, with_anchor(g)) for g, v in per_gen.items() if g in own_fit}
 
-    def rates_for(
-        train: list[_Obs], gen: str, min_cases: int = MIN_CASES_PER_GENERATION
-    ) -> tuple[float, float]:
+    def rates_for(train: list[_Obs], gen: str, min_cases: int = MIN_CASES_PER_GENERATION) -> tuple[float, float]:
         """The committed rule on *train*: the generation's own cases and its anchor, or (too few cases) the fit
         pooled over every case, without anchors (the estimator's default)."""
         own = [p for p in train if p.generation == gen]
@@ -423,11 +410,7 @@ def power_fit_report(
         other_case = [p for p in obs if p is not o]
         other_src = [p for p in obs if p.case.source_url != o.case.source_url]
         # leaving one case out keeps the committed form of the generation (own fit from MIN_CASES cases)
-        loo = (
-            _predict_w(o, rates_for(other_case, gen, MIN_CASES_PER_GENERATION - 1))
-            if other_case
-            else o.fixed_w
-        )
+        loo = _predict_w(o, rates_for(other_case, gen, MIN_CASES_PER_GENERATION - 1)) if other_case else o.fixed_w
         lomo = _predict_w(o, rates_for([p for p in obs if p.case.model != o.case.model], gen))
         loso = _predict_w(o, rates_for(other_src, gen)) if other_src else o.fixed_w
         pooled = _predict_w(o, rates)
@@ -463,9 +446,7 @@ def power_fit_report(
         j_est = float(est.device_energy_per_1m_tokens_kwh) * J_PER_KWH / MEGA
         other_gen = [p for p in obs if p.generation != o.generation]
         # no power case of the generation; its anchor (a datasheet figure, not a measurement) where it has one
-        p_held = (
-            _predict_w(o, fit_power_rates(other_gen, with_anchor(o.generation))) if other_gen else o.fixed_w
-        )
+        p_held = _predict_w(o, fit_power_rates(other_gen, with_anchor(o.generation))) if other_gen else o.fixed_w
         # the committed estimate's power comes from the same form; rescale its energy by the held-out power
         j_held = j_est * p_held / p_est
         m = o.case.measured
@@ -506,9 +487,7 @@ def main() -> None:  # pragma: no cover - a report printer
     for g, gap in rep.anchor_gap.items():
         print(f"{g}: its cases alone put the anchor workload at {gap:+.0%} of TDP")
     for an in rep.anchors:
-        print(
-            f"anchor {an.generation}: {an.rate_tb_s:.3f} TB/s, {an.rate_tflop_s:.1f} TFLOP/s -> {an.power_w:g} W ({an.basis})"
-        )
+        print(f"anchor {an.generation}: {an.rate_tb_s:.3f} TB/s, {an.rate_tflop_s:.1f} TFLOP/s -> {an.power_w:g} W ({an.basis})")
     for r in rep.rows:
         print(
             f"{r['id']:50s} meas {r['measured_w']:6.0f} W  in-sample {r['in_sample']:+.1%}  "
@@ -524,8 +503,7 @@ def main() -> None:  # pragma: no cover - a report printer
     for r in rep.j_rows:
         split = (
             f"  power {r['power_error']:+.1%}, throughput {r['throughput_error']:+.1%} (measured)"
-            if r.get("measured_power_w")
-            else ""
+            if r.get("measured_power_w") else ""
         )
         if r.get("measured_median_itl_ms"):
             split += (
@@ -539,11 +517,7 @@ def main() -> None:  # pragma: no cover - a report printer
             f"throughput est {r['estimated_tokens_per_s']:.0f} vs implied {r['implied_tokens_per_s']:.0f} tokens/s{split}"
         )
     for g in sorted({r["generation"] for r in rep.j_rows}):
-        print(
-            g,
-            "J/token",
-            "  ".join(f"{c} {rep.j_median(c, g):.1%}" for c in ("in_sample", "leave_generation_out")),
-        )
+        print(g, "J/token", "  ".join(f"{c} {rep.j_median(c, g):.1%}" for c in ("in_sample", "leave_generation_out")))
     print("decode step vs median ITL (H100, vLLM) with a fitted host time c0 + c1 x batch per step:")
     for ratio in (1.0, LMARENA_OUTPUT_LENGTH_RATIO):
         for eff in (0.285, 0.4, 0.5, 0.6, 0.675, 0.8):

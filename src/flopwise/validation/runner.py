@@ -61,11 +61,7 @@ CATEGORIES: dict[str, tuple[str, str]] = {
 }
 #: case files read by load_cases; the first two are required, the others are read when present
 CASE_FILES = (
-    "cases_train.csv",
-    "cases_serve.csv",
-    "cases_steady.csv",
-    "cases_engines.csv",
-    "cases_energy.csv",
+    "cases_train.csv", "cases_serve.csv", "cases_steady.csv", "cases_engines.csv", "cases_energy.csv",
     "cases_online.csv",
 )
 #: the file of online-serving cases (a request rate or a concurrency, and whether prefills share decode steps)
@@ -586,9 +582,7 @@ def _estimate_case(case: ValidationCase, model: Any, device: Any) -> tuple[float
 
         value = est.device_energy_per_1m_tokens_kwh * J_PER_KWH / MEGA
     else:
-        value = (
-            est.decode_tokens_per_s if case.category == "decode_tokens_per_s" else est.prefill_tokens_per_s
-        )
+        value = est.decode_tokens_per_s if case.category == "decode_tokens_per_s" else est.prefill_tokens_per_s
     return float(value), tuple(est.warnings)
 
 

@@ -40,9 +40,7 @@ def steady_cases(cases: Sequence[ValidationCase]) -> list[ValidationCase]:
     return [c for c in cases if c.category == CATEGORY]
 
 
-def _observations(
-    cases: Sequence[ValidationCase], catalog: Any
-) -> list[tuple[ValidationCase, str, str, float, float]]:
+def _observations(cases: Sequence[ValidationCase], catalog: Any) -> list[tuple[ValidationCase, str, str, float, float]]:
     """(case, generation, precision, peak TFLOP/s, measured MFU) per case whose device is in the catalog."""
     from flopwise.estimate.quant import resolve_compute_peak
     from flopwise.estimate.timing import device_generation

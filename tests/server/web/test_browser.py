@@ -76,9 +76,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, object
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -174,14 +172,7 @@ def test_export_csv(page, live) -> None:
         page.click("#usage-chart ~ figcaption a[download], figure a[download]")
     path = info.value.path()
     rows = list(csv.DictReader(io.StringIO(Path(path).read_text(encoding="utf-8"))))
-    assert rows and set(rows[0]) >= {
-        "period",
-        "group",
-        "cost_usd",
-        "device_hours",
-        "billed_cost",
-        "effective_cost",
-    }
+    assert rows and set(rows[0]) >= {"period", "group", "cost_usd", "device_hours", "billed_cost", "effective_cost"}
     total = sum(float(r["cost_usd"]) for r in rows)
     footer = page.locator("#usage-table tfoot td").nth(3).inner_text()  # cost (flopwise) total
     assert abs(total - float(footer.replace("$", "").replace(",", ""))) < 0.01
@@ -245,23 +236,17 @@ def test_every_page_passes_axe_and_every_chart_has_a_text_alternative(browser, l
                 svg: !!e.querySelector('svg')}))""",
         )
         for c in charts:
-            assert (
-                c["role"] in ("img", "graphics-document")
-                and len(c["label"] or "") > 40
-                and len(c["caption"]) > 40
-            ), (name, c)
+            assert c["role"] in ("img", "graphics-document") and len(c["label"] or "") > 40 and len(c["caption"]) > 40, (name, c)
             assert c["svg"], (name, c["id"])
         page.add_script_tag(path=str(AXE))
         result = page.evaluate(
             "async () => await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa']}})"
         )
         for v in result["violations"]:
-            targets = [n["target"] for n in v["nodes"][:3]]
+            targets = [n['target'] for n in v['nodes'][:3]]
             failures.append(f"{name}: {v['id']} ({v['impact']}): {v['help']} x{len(v['nodes'])} {targets}")
         if out_dir:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
-            page.screenshot(
-                path=str(Path(out_dir) / f"{name}.png"), full_page=name not in ("catalog", "audit")
-            )
+            page.screenshot(path=str(Path(out_dir) / f"{name}.png"), full_page=name not in ("catalog", "audit"))
     context.close()
     assert failures == [], "\n".join(failures)

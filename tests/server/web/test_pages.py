@@ -96,9 +96,7 @@ def _pending(app, project_names: set[str] | None = None) -> list[int]:
     with read_session(app.state.db) as s:
         return [
             r.id
-            for r in s.query(ComputeRequest)
-            .filter(ComputeRequest.state == "pending")
-            .order_by(ComputeRequest.id)
+            for r in s.query(ComputeRequest).filter(ComputeRequest.state == "pending").order_by(ComputeRequest.id)
             if project_names is None or s.get(Project, r.project_id).name in project_names
         ]
 
@@ -192,10 +190,7 @@ def test_nobody_approves_their_own_request_filed_from_the_plan_page(browsers, ap
 def test_budget_create_and_edit_for_admins_only(browsers, app) -> None:
     ada, dee = browsers["ada"], browsers["dee"]
     token = csrf_of(ada.get("/budgets").text)
-    assert (
-        'id="budget-create"' in ada.get("/budgets").text
-        and 'id="budget-create"' not in dee.get("/budgets").text
-    )
+    assert 'id="budget-create"' in ada.get("/budgets").text and 'id="budget-create"' not in dee.get("/budgets").text
     form = {"csrf": token, "name": "gpu quarter", "scope": "org:1", "period": "quarter", "unit": "device_hours",
             "amount": "5000", "is_hard": "on", "alerts": "0.5, 0.9"}  # fmt: skip
     created = ada.post("/budgets", data=form, follow_redirects=False)
@@ -226,11 +221,7 @@ def test_login_sessions_and_logout(app, demo) -> None:
     ok = login(client, demo.tokens["dee"], "/usage?g1=device")
     assert ok.status_code == 303 and ok.headers["location"] == "/usage?g1=device"
     cookie = ok.headers["set-cookie"]
-    assert (
-        "fw_session=" in cookie
-        and "HttpOnly" in cookie
-        and "SameSite=strict" in cookie.replace("Strict", "strict")
-    )
+    assert "fw_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     assert demo.tokens["dee"] not in cookie  # the token stays on the server
     assert client.get("/usage").status_code == 200
     token = csrf_of(client.get("/").text)
@@ -279,8 +270,8 @@ def test_usage_table_chart_and_csv_agree(browsers) -> None:
     exported = list(csv.DictReader(io.StringIO(client.get(path + "&format=csv").text)))
     by_group: dict[str, Decimal] = {}
     for row in exported:
-        by_group[row["group"]] = (
-            by_group.get(row["group"], Decimal(0)) + Decimal(row["cost_usd"]) - Decimal(row["idle_cost_usd"])
+        by_group[row["group"]] = by_group.get(row["group"], Decimal(0)) + Decimal(row["cost_usd"]) - Decimal(
+            row["idle_cost_usd"]
         )
     for group, value in rows.items():
         assert abs(by_group[group] - Decimal(value)) <= Decimal("0.01")
@@ -296,11 +287,7 @@ def _spec(html: str, chart_id: str) -> dict:
 def test_drill_down_and_breadcrumb(browsers) -> None:
     client = browsers["ada"]
     html = client.get("/usage?g1=team").text
-    link = (
-        re.search(r'<a href="(/usage\?[^"]*f_team=\d+[^"]*)">research</a>', html)
-        .group(1)
-        .replace("&amp;", "&")
-    )
+    link = re.search(r'<a href="(/usage\?[^"]*f_team=\d+[^"]*)">research</a>', html).group(1).replace("&amp;", "&")
     assert "g1=project" in link
     drilled = client.get(link).text
     groups = re.findall(r'<tr data-group="([^"]+)"', drilled)
@@ -358,14 +345,7 @@ def test_generated_filter_combinations_never_fail(browsers, app) -> None:
                                     range(len(filters))))  # fmt: skip
     client = browsers["ada"]
     for step, g1, g2, measure, idle, f in rng.sample(combos, 60):
-        params = {
-            "step": step,
-            "g1": g1,
-            "measure": measure,
-            "idle": idle,
-            "from": "2025-12-01",
-            **filters[f],
-        }
+        params = {"step": step, "g1": g1, "measure": measure, "idle": idle, "from": "2025-12-01", **filters[f]}
         if g2:
             params["g2"] = g2
         response = client.get("/usage", params=params)

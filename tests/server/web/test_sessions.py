@@ -92,9 +92,7 @@ def test_a_login_holds_across_the_processes_of_serve_workers_2(tmp_path) -> None
         assert browser.post("/login", data={"token": token, "csrf": csrf}).status_code in (200, 303)
         statuses = []
         for _ in range(40):
-            with httpx.Client(
-                base_url=base, timeout=30, cookies=browser.cookies
-            ) as fresh:  # a new connection
+            with httpx.Client(base_url=base, timeout=30, cookies=browser.cookies) as fresh:  # a new connection
                 statuses.append(fresh.get("/", follow_redirects=False).status_code)
         assert statuses == [200] * 40, statuses
         page = browser.get("/")

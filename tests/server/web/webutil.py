@@ -22,9 +22,7 @@ def make_client(app):
 def login(client, token: str, next_url: str = "/"):
     page = client.get("/login")
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
-    return client.post(
-        "/login", data={"token": token, "csrf": csrf, "next": next_url}, follow_redirects=False
-    )
+    return client.post("/login", data={"token": token, "csrf": csrf, "next": next_url}, follow_redirects=False)
 
 
 def csrf_of(html: str) -> str:

@@ -40,9 +40,7 @@ _GCP_RAW = "https://raw.githubusercontent.com/GoogleCloudPlatform/region-carbon-
 _GCP_BLOB = "https://github.com/GoogleCloudPlatform/region-carbon-info/blob"
 #: the bulk EC2 price list file of us-east-1 (no credentials; several hundred MB): AWS Billing User Guide,
 #: "Finding price list files" (https://pricing.us-east-1.amazonaws.com/offers/v1.0/aws/index.json lists them)
-_AWS_PRICELIST = (
-    "https://pricing.us-east-1.amazonaws.com/offers/v1.0/aws/AmazonEC2/current/us-east-1/index.json"
-)
+_AWS_PRICELIST = "https://pricing.us-east-1.amazonaws.com/offers/v1.0/aws/AmazonEC2/current/us-east-1/index.json"
 #: every pay-as-you-go virtual machine price (about 1,300 pages of 100 items); NextPageLink is followed
 _AZURE_RETAIL = (
     "https://prices.azure.com/api/retail/prices?$filter=serviceName%20eq%20%27Virtual%20Machines%27"

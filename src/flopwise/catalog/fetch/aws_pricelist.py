@@ -53,9 +53,7 @@ def _records(source: str, location: str, text: str) -> Iterator[tuple[int, Any]]
     try:
         data = json.loads(text)
     except ValueError as err:
-        raise FetchError(
-            source, location, None, None, f"is not JSON ({err}); the download may be truncated"
-        ) from None
+        raise FetchError(source, location, None, None, f"is not JSON ({err}); the download may be truncated") from None
     if isinstance(data, Mapping) and "PriceList" in data:
         entries = data["PriceList"]
         if not isinstance(entries, list):
@@ -96,15 +94,11 @@ def _hourly_usd(source: str, location: str, n: int, terms: Any) -> list[Decimal]
     for term in on_demand.values() if isinstance(on_demand, Mapping) else ():
         dims = term.get("priceDimensions") if isinstance(term, Mapping) else None
         if not isinstance(dims, Mapping):
-            raise FetchError(
-                source, location, n, "priceDimensions", f"product {n}: an on-demand term has none"
-            )
+            raise FetchError(source, location, n, "priceDimensions", f"product {n}: an on-demand term has none")
         for dim in dims.values():
             per_unit = dim.get("pricePerUnit") if isinstance(dim, Mapping) else None
             if not isinstance(per_unit, Mapping):
-                raise FetchError(
-                    source, location, n, "pricePerUnit", f"product {n}: a price dimension has none"
-                )
+                raise FetchError(source, location, n, "pricePerUnit", f"product {n}: a price dimension has none")
             for currency, raw in per_unit.items():
                 try:
                     price = Decimal(str(raw))
@@ -113,9 +107,7 @@ def _hourly_usd(source: str, location: str, n: int, terms: Any) -> list[Decimal]
                         source, location, n, "pricePerUnit", f"product {n}: {raw!r} is not a price"
                     ) from None
                 if not price.is_finite() or price < 0:
-                    raise FetchError(
-                        source, location, n, "pricePerUnit", f"product {n}: {raw!r} is not a price >= 0"
-                    )
+                    raise FetchError(source, location, n, "pricePerUnit", f"product {n}: {raw!r} is not a price >= 0")
                 if currency == "USD" and dim.get("unit") == "Hrs":
                     prices.append(price)
     return prices
@@ -160,14 +152,10 @@ def parse_price_list(
             continue
         instance_type = attrs.get("instanceType")
         if not instance_type:
-            raise FetchError(
-                source, location, n, "instanceType", f"product {n} is an instance without instanceType"
-            )
+            raise FetchError(source, location, n, "instanceType", f"product {n} is an instance without instanceType")
         for price in prices:
             out.prices.append(
-                RetailPrice(
-                    f"aws:{instance_type}:{region}", "on_demand_usd_per_h", price, n, str(product["sku"])
-                )
+                RetailPrice(f"aws:{instance_type}:{region}", "on_demand_usd_per_h", price, n, str(product["sku"]))
             )
     return out
 

@@ -104,9 +104,7 @@ def _items(source: str, location: str, text: str) -> tuple[list[Any], str | None
     try:
         data = json.loads(text)
     except ValueError as err:
-        raise FetchError(
-            source, location, None, None, f"is not JSON ({err}); the download may be truncated"
-        ) from None
+        raise FetchError(source, location, None, None, f"is not JSON ({err}); the download may be truncated") from None
     if isinstance(data, Mapping) and "Items" in data:
         items, nxt = data["Items"], data.get("NextPageLink")
         if not isinstance(items, list):
@@ -142,9 +140,7 @@ def parse_retail_prices(
         try:
             price = Decimal(str(raw))
         except InvalidOperation:
-            raise FetchError(
-                source, location, n, "retailPrice", f"item {n}: {raw!r} is not a price"
-            ) from None
+            raise FetchError(source, location, n, "retailPrice", f"item {n}: {raw!r} is not a price") from None
         if not price.is_finite() or price < 0:
             raise FetchError(source, location, n, "retailPrice", f"item {n}: {raw!r} is not a price >= 0")
         reason = _skip_reason(item)
@@ -197,7 +193,9 @@ def compare(
     return opinion
 
 
-def read_pages(source: str, first: str, fetch: Any, *, max_pages: int = 5000) -> SecondOpinion:
+def read_pages(
+    source: str, first: str, fetch: Any, *, max_pages: int = 5000
+) -> SecondOpinion:
     """Every page from *first* on, following ``NextPageLink`` (only for http(s) pages); *fetch(location)* -> text."""
     opinion = SecondOpinion(source)
     location: str | None = first

@@ -212,9 +212,7 @@ def _render(
             )
         elif source.kind == "azure-retail":
             location = files[0][0]
-            opinions.append(
-                read_pages(source.name, location, lambda loc, src=source: fetch_text(src.name, loc))
-            )
+            opinions.append(read_pages(source.name, location, lambda loc, src=source: fetch_text(src.name, loc)))
         elif source.kind == "aws-pricelist":
             location = files[0][0]
             opinions.append(
@@ -343,9 +341,7 @@ def refresh(
     outputs, reports, opinions = _render(selected, origin, retrieved)
     _validate(outputs, None if check else target)
     result = RefreshResult(retrieved, reports, opinions=opinions)
-    for (
-        opinion
-    ) in opinions:  # compared with the rows this refresh writes, else with what the catalog holds now
+    for opinion in opinions:  # compared with the rows this refresh writes, else with what the catalog holds now
         rel = f"offerings/{SOURCES[opinion.source].cloud}.csv"
         if rel in outputs:
             rows = _rows_of(outputs[rel])

@@ -435,9 +435,7 @@ def _gcp_part(
         vcpus_f = rec.number("vCPUs")
         mem_gib = rec.number("MemoryGiB")
         if vcpus_f is None or mem_gib is None:
-            raise rec.fail(
-                "vCPUs", "is empty for a GPU machine type; the source must list vCPUs and MemoryGiB"
-            )
+            raise rec.fail("vCPUs", "is empty for a GPU machine type; the source must list vCPUs and MemoryGiB")
         key = (instance_type, region, _zone(rec))
         host = _GcpHost(int(vcpus_f), mem_gib, _ZonePrice(price, spot, rec.line, rec.location))
         _keep_once(res.gcp_hosts, key, (host, source_url), rec, host.zone)
@@ -519,12 +517,7 @@ def _compose_gcp(acc: dict[tuple[str, str], _Acc], result: ParseResult) -> None:
                 machine, region, device_id, count, host.vcpus, ram, on_demand, hp.line, [], 0, note, url
             )
         _add_zone(entry, machine, zone, region, on_demand, spot, hp)
-        if (
-            gp.price is not None
-            and gp.spot is not None
-            and gp.spot > gp.price
-            and _SUSPECT not in entry.extra_note
-        ):
+        if gp.price is not None and gp.spot is not None and gp.spot > gp.price and _SUSPECT not in entry.extra_note:
             entry.extra_note += (
                 f"; {_SUSPECT} ({acc_name} x{count}: on-demand {_money(gp.price)}, spot {_money(gp.spot)} "
                 "in the source), so the on-demand total is likely not the list price; treat it as approximate"
@@ -596,13 +589,7 @@ def _compose_gcp_n1(
 
 
 def _add_zone(
-    entry: _Acc,
-    name: str,
-    zone: str,
-    region: str,
-    on_demand: Decimal | None,
-    spot: Decimal | None,
-    hp: _ZonePrice,
+    entry: _Acc, name: str, zone: str, region: str, on_demand: Decimal | None, spot: Decimal | None, hp: _ZonePrice
 ) -> None:
     """Count one more zone of a GCP host + GPUs offering (and its spot price); its on-demand price must be the
     one the region's other zones list."""

@@ -231,9 +231,7 @@ def decide(
         }
         if decided is not None:  # stored with its decision; updated only if the reservation changes it
             values.update(
-                _decided_columns(
-                    decided.decision, facts, body, estimated, decided.outcome, decided.reasons, now
-                )
+                _decided_columns(decided.decision, facts, body, estimated, decided.outcome, decided.reasons, now)
             )
         with write_transaction(session):
             job = insert_admission_job(session, values)
@@ -273,10 +271,7 @@ def decide(
                 from flopwise.store import release_reservations
 
                 released = release_reservations(session, admission_job_id=job.id) > 0
-            if presumed.decided is None or (result.outcome, result.reasons) != (
-                decided.outcome,
-                decided.reasons,
-            ):
+            if presumed.decided is None or (result.outcome, result.reasons) != (decided.outcome, decided.reasons):
                 from flopwise.store import AdmissionJob
 
                 final = _decided_columns(

@@ -237,12 +237,8 @@ def update_budget(
             raise ApiError(404, f"budget {budget_id} not found")
         authorize(session, principal, "admin", budget.scope_kind, budget.scope_id)
         changes = body.model_dump(exclude_none=True)
-        if (
-            "name" in changes
-            and changes["name"] != budget.name
-            and session.scalar(
-                select(Budget.id).where(Budget.org_id == principal.org_id, Budget.name == changes["name"])
-            )
+        if "name" in changes and changes["name"] != budget.name and session.scalar(
+            select(Budget.id).where(Budget.org_id == principal.org_id, Budget.name == changes["name"])
         ):
             raise ApiError(
                 409, f"a budget named {changes['name']!r} exists", [{"field": "name", "message": "taken"}]

@@ -78,9 +78,7 @@ class ReservationPrices(BaseModel):
     @model_validator(mode="after")
     def _change(self) -> ReservationPrices:
         if self.reserved_usd_per_device_h is not None and self.settled_usd_per_device_h is not None:
-            self.price_change_usd_per_device_h = (
-                self.settled_usd_per_device_h - self.reserved_usd_per_device_h
-            )
+            self.price_change_usd_per_device_h = self.settled_usd_per_device_h - self.reserved_usd_per_device_h
         return self
 
 
@@ -410,10 +408,7 @@ def create_request(
                 audit_org_id=scope.org_id,
             )  # fmt: skip
             decision = result.decision
-            if presumed.decided is None or (result.outcome, result.reasons) != (
-                decided.outcome,
-                decided.reasons,
-            ):
+            if presumed.decided is None or (result.outcome, result.reasons) != (decided.outcome, decided.reasons):
                 from flopwise.store import ComputeRequest
 
                 final = _decided_columns(decision, facts, result.outcome, result.reasons, now, settings)

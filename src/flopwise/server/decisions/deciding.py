@@ -307,9 +307,7 @@ def _context_columns(org: Any, team: Any, project: Any) -> tuple[Any, Any, Any]:
 def _context_query() -> Any:
     from sqlalchemy import bindparam
 
-    quota, version, accepted = _context_columns(
-        bindparam("org_id"), bindparam("team_id"), bindparam("project_id")
-    )
+    quota, version, accepted = _context_columns(bindparam("org_id"), bindparam("team_id"), bindparam("project_id"))
     return select(quota.label("has_quotas"), version.label("aup_version"), accepted.label("aup_accepted"))
 
 

@@ -68,12 +68,7 @@ def decision_columns(
 ) -> dict[str, Any]:
     """The columns a decision sets on a new request or job: its state (``states[outcome]``), the stored trace
     (with the outcome, the reasons, the policy's own outcome and *trace_extra*) and ``updated_at``."""
-    extra = {
-        "outcome": outcome,
-        "reasons": reasons,
-        "policy_outcome": decision.outcome,
-        **(trace_extra or {}),
-    }
+    extra = {"outcome": outcome, "reasons": reasons, "policy_outcome": decision.outcome, **(trace_extra or {})}
     return {"state": states[outcome], "decision_trace": trace_json(decision, facts, extra), "updated_at": now}
 
 

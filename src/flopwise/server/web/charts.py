@@ -188,7 +188,10 @@ def budget_bullets(budgets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         values.append({"budget": b["name"], "part": "reserved", "pct": _pct(reserved, amount), "order": 1})
     names = list(dict.fromkeys(v["budget"] for v in values))
     description = "Budgets, spent and reserved as a percentage of each limit: " + (
-        "; ".join(f"{n} {sum(v['pct'] for v in values if v['budget'] == n):.1f}% used" for n in names)
+        "; ".join(
+            f"{n} {sum(v['pct'] for v in values if v['budget'] == n):.1f}% used"
+            for n in names
+        )
         or "no budgets"
     )
     spec = _base("Budgets: spent and reserved vs limit", description, values)
@@ -225,9 +228,7 @@ def budget_burn(
 ) -> dict[str, Any]:
     """Cumulative actual per day (solid), the straight-line forecast to the period end (dashed) and the limit
     (rule). Rows: ``{"day": "YYYY-MM-DD", "cumulative": number}``."""
-    values = [
-        {"day": r["day"], "cumulative": chart_number(r["cumulative"]), "series": "actual"} for r in actual
-    ]
+    values = [{"day": r["day"], "cumulative": chart_number(r["cumulative"]), "series": "actual"} for r in actual]
     values += [
         {"day": r["day"], "cumulative": chart_number(r["cumulative"]), "series": "forecast"} for r in forecast
     ]
@@ -290,7 +291,9 @@ def histogram(bins: Sequence[Mapping[str, Any]], *, title: str) -> dict[str, Any
 
 def memory_stack(parts: Mapping[str, float], *, device_gb: float, device: str) -> dict[str, Any]:
     """One stacked bar of the memory terms (GB) against the device's memory (rule)."""
-    values = [{"term": k, "gb": chart_number(v), "order": i} for i, (k, v) in enumerate(parts.items()) if v]
+    values = [
+        {"term": k, "gb": chart_number(v), "order": i} for i, (k, v) in enumerate(parts.items()) if v
+    ]
     total = sum(v["gb"] for v in values)
     description = (
         f"Memory per device on {device}: {total:,.2f} GB needed ("
@@ -345,11 +348,7 @@ def plan_scatter(
     description = (
         f"Serve plan: {len(values)} options meeting the targets, cost per hour against {what}"
         + (f"; {len(front)} on the Pareto frontier" if front else "")
-        + (
-            f"; the cheapest is {values[0]['option']} at ${values[0]['cost_per_hour_usd']:,.2f}/h"
-            if values
-            else ""
-        )
+        + (f"; the cheapest is {values[0]['option']} at ${values[0]['cost_per_hour_usd']:,.2f}/h" if values else "")
         + (f"; the {what} target is {slo_ms:,.0f} ms." if slo_ms else ".")
     )
     spec = _base(f"Plan: cost vs {what}", description, values)

@@ -213,9 +213,7 @@ ViewerDep = Annotated[Viewer, Depends(current_viewer)]
 
 def _check_csrf(request: Request, v: Viewer, given: str | None) -> None:
     if not csrf_ok(v.csrf, given or request.headers.get(CSRF_HEADER)):
-        raise ApiError(
-            403, "the form's security token is missing or stale: reload the page and submit it again"
-        )
+        raise ApiError(403, "the form's security token is missing or stale: reload the page and submit it again")
 
 
 def render(request: Request, v: Viewer | None, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
@@ -419,9 +417,7 @@ def _choice(name: str, value: str | None, allowed: Iterable[str], default: str |
     return value
 
 
-def _int(
-    name: str, value: str | None, default: int | None = None, lo: int = 1, hi: int = 2**31 - 1
-) -> int | None:
+def _int(name: str, value: str | None, default: int | None = None, lo: int = 1, hi: int = 2**31 - 1) -> int | None:
     if value in (None, ""):
         return default
     try:
@@ -511,9 +507,7 @@ def _waiting_for(s: Any, v: Viewer, pending: Sequence[Any]) -> list[Any]:
     """The pending requests this user may approve: not their own, not voted on yet, role strong enough."""
     out = []
     for r in pending:
-        if r.requester_id == v.principal.user_id or any(
-            a.approver_id == v.principal.user_id for a in r.approvals
-        ):
+        if r.requester_id == v.principal.user_id or any(a.approver_id == v.principal.user_id for a in r.approvals):
             continue
         role = v.principal.best_role(scope_chain(s, "project", r.project_id)[1])
         needed = r.approver_role or "approver"
@@ -545,12 +539,8 @@ def overview(request: Request, v: ViewerDep) -> Response:
     org_budgets = {b.unit: b for b in budgets if b.scope_kind == "org" and b.current_window_start is not None}
     kpis = []
     if ex is not None:
-        for unit, measure, label in (
-            ("usd", "cost_usd", "Spend"),
-            ("device_hours", "device_hours", "GPU-hours"),
-            ("kwh", "energy_kwh", "Energy (kWh)"),
-            ("co2e_kg", "co2e_kg", "CO2e (kg)"),
-        ):
+        for unit, measure, label in (("usd", "cost_usd", "Spend"), ("device_hours", "device_hours", "GPU-hours"),
+                                     ("kwh", "energy_kwh", "Energy (kWh)"), ("co2e_kg", "co2e_kg", "CO2e (kg)")):
             b = org_budgets.get(unit)
             value = ex["total"][measure]
             kpis.append({"label": label, "unit": unit, "value": value, "budget": b,
@@ -624,11 +614,7 @@ def usage(request: Request, v: ViewerDep) -> Response:
         first = g["keys"][0] if g["keys"] else None
         drill = None
         if first is not None:
-            key = (
-                first["key"]
-                if first["key"] is not None
-                else ("unattributed" if first["dim"] in ("org", "team", "project") else "unknown")
-            )
+            key = first["key"] if first["key"] is not None else ("unattributed" if first["dim"] in ("org", "team", "project") else "unknown")
             nxt = DRILL.get(first["dim"])
             drill = qs(dict(params), **{f"f_{first['dim']}": key, "g1": nxt or first["dim"], "g2": None})
         value = g[measure] - (g[idle_col] if idle_col and show_idle else 0)
@@ -768,20 +754,14 @@ def budget_page(request: Request, v: ViewerDep, budget_id: int) -> Response:
         total += cell[measure]
         cumulative.append({"day": cell["period"], "cumulative": total})
     metered = total
-    reserved_share = (
-        forecast.used - Decimal(str(metered)) if forecast.used > Decimal(str(metered)) else Decimal(0)
-    )
-    actual = [
-        {"day": c["day"], "cumulative": Decimal(str(c["cumulative"])) + reserved_share} for c in cumulative
-    ]
+    reserved_share = forecast.used - Decimal(str(metered)) if forecast.used > Decimal(str(metered)) else Decimal(0)
+    actual = [{"day": c["day"], "cumulative": Decimal(str(c["cumulative"])) + reserved_share} for c in cumulative]
     fc = []
     if actual and forecast.projected_at_end is not None:
         fc = [{"day": actual[-1]["day"], "cumulative": forecast.used},
               {"day": (end - timedelta(seconds=1)).date().isoformat(), "cumulative": forecast.projected_at_end}]  # fmt: skip
     exceed = forecast.runs_out_at.date().isoformat() if forecast.runs_out_at else None
-    spec = charts.budget_burn(
-        actual, fc, limit=float(pub.amount), unit=pub.unit, name=pub.name, exceed_on=exceed
-    )
+    spec = charts.budget_burn(actual, fc, limit=float(pub.amount), unit=pub.unit, name=pub.name, exceed_on=exceed)
     if request.query_params.get("format") == "csv":
         return csv_response(
             [{"day": a["day"], "series": "actual", "cumulative": a["cumulative"]} for a in actual]
@@ -876,12 +856,7 @@ def _estimate_breakdown(est: Mapping[str, Any], r: Any) -> list[tuple[str, str]]
     for key in ("weights_bytes", "kv_cache_bytes", "activations_bytes", "gradients_bytes", "optimizer_bytes",
                 "overhead_bytes", "total_bytes", "capacity_bytes"):  # fmt: skip
         if memory.get(key):
-            rows.append(
-                (
-                    f"memory: {key.removesuffix('_bytes').replace('_', ' ')}",
-                    f"{float(memory[key]) / 1e9:,.2f} GB",
-                )
-            )
+            rows.append((f"memory: {key.removesuffix('_bytes').replace('_', ' ')}", f"{float(memory[key]) / 1e9:,.2f} GB"))
     rows.append(("time", f"{fmt_num(r.duration_h)} h on {r.device_count} x {r.device_type}"))
     rows.append(("device-hours", fmt_num(r.estimated_device_hours)))
     rows.append(("energy", f"{fmt_num(r.estimated_kwh)} kWh"))
@@ -935,9 +910,7 @@ def request_comment(
     from flopwise.server.api.requests import CommentIn, comment_request
 
     _check_csrf(request, v, csrf)
-    comment_request(
-        _check_id(request_id), CommentIn(body=body), v.principal, _db(request), request.app.state.clock
-    )
+    comment_request(_check_id(request_id), CommentIn(body=body), v.principal, _db(request), request.app.state.clock)
     return RedirectResponse(f"/requests/{request_id}", status_code=303)
 
 

@@ -84,9 +84,7 @@ class SessionStore:
     """Sessions in the database (:mod:`flopwise.store.web_sessions`): every process of ``serve --workers N`` sees
     every login and every logout. *state* is the app's ``state`` (its ``db`` session factory and ``clock``)."""
 
-    def __init__(
-        self, state: Any, ttl_s: float = SESSION_TTL_S, max_age_s: float = SESSION_MAX_AGE_S
-    ) -> None:
+    def __init__(self, state: Any, ttl_s: float = SESSION_TTL_S, max_age_s: float = SESSION_MAX_AGE_S) -> None:
         self._state = state
         self._ttl_s = ttl_s
         self._max_age_s = max_age_s
@@ -98,9 +96,7 @@ class SessionStore:
         sid = secrets.token_urlsafe(32)
         now = self._state.clock()
         with write_session(self._state.db) as s:
-            purge_web_sessions(
-                s, now
-            )  # indexed on expires_at: cheap, and keeps the table at the live sessions
+            purge_web_sessions(s, now)  # indexed on expires_at: cheap, and keeps the table at the live sessions
             create_web_session(s, sid, token_id, now, self._ttl_s, self._max_age_s)
         return sid, WebSession(token_id=token_id, csrf=csrf_for(sid))
 

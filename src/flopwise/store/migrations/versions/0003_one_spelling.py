@@ -37,9 +37,9 @@ def _rewrite(old: tuple[str, ...], new: tuple[str, ...]) -> None:
         for before, after in zip(old, new, strict=True):
             if before != after:
                 op.execute(
-                    sa.text(
-                        f"UPDATE {table} SET workload_kind = :after WHERE workload_kind = :before"
-                    ).bindparams(before=before, after=after)
+                    sa.text(f"UPDATE {table} SET workload_kind = :after WHERE workload_kind = :before").bindparams(
+                        before=before, after=after
+                    )
                 )
     with op.batch_alter_table("compute_requests") as batch_op:
         batch_op.create_check_constraint(op.f("ck_compute_requests_workload_kind"), _check(new))
