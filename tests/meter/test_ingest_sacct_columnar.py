@@ -139,7 +139,7 @@ _ODD = {
     "totalcpu": ["00:01.5", "bad", "", "2-00:00:00"],
     "ncpus": ["", "x", "0", "007", "²", "12345678901234567890"],
     "nnodes": ["", "2", "a"],
-    "alloctres": ["gres/gpu=2", "gres/gpu:a100=1,gres/gpu:v100=1", "gres/gpu=abc", "gres/gpu=1.5", "cpu",
+    "alloctres": ["gres/gpu=2", "gres/gpu=1\x1f", "gres/gpu:a100=1,gres/gpu:v100=1", "gres/gpu=abc", "gres/gpu=1.5", "cpu",
                   "gres/gpu:h100=4", "gres/gpu=1e3", "gres/gpumem=40G,gres/gpu=1", "", "gres/gpu=100000",
                   "billing=8, gres/gpu=1", "gres/gpu=1,gres/gpu=2"],
     "tresusageintot": ["energy=5000,fs/disk=1G,gres/gpuutil=80", "energy=x", "fs/disk=1.5G", "gres/gpuutil=",
@@ -150,7 +150,7 @@ _ODD = {
     "nodelist": ["None assigned", "", " n1 ", "n[1-3]"],
     "jobname": ['a "quoted" name', "back\\slash", "tab\there", "é☃", ""],
     "user": [" ", "ü", ""],
-    "partition": [" ", "gpu ", ""],
+    "partition": [" ", "gpu ", "", "a\x1fb"],
     "comment": ["flopwise-request=42", "request_id: abc", ""],
     "reqmem": ["10G", ""],
 }  # fmt: skip

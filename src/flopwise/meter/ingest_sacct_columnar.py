@@ -759,9 +759,15 @@ class _Builder:
                     done[i] = True
         span = (end_us - start_us) / 1e6
         elapsed = np.where(done, elapsed, span)
+        # the per-distinct keys below join fields with \x1f: a value holding one goes to the row parser
+        for name in ("alloctres", "allocgres", "reqgres", "partition", "qos", "cluster"):
+            if has(name):
+                ok &= ~pc.match_substring(col(name), "\x1f").to_numpy(zero_copy_only=False)
+        if "\x1f" in (self.cluster_opt or ""):
+            ok[:] = False
         # GPUs, per distinct (AllocTRES, AllocGRES, ReqGRES)
         gpu_key = pc.binary_join_element_wise(col("alloctres"), col("allocgres"), col("reqgres"), "\x1f")
-        gpu = _Distinct(gpu_key, lambda k: self.gpus(*k.split("\x1f")))
+        gpu = _Distinct(gpu_key, lambda k: self.gpus(*k.split("\x1f")) if k.count("\x1f") == 2 else _SLOW)
         ok &= gpu.good()
         gpus = gpu.numbers(lambda g: g[0])
         # counts, durations copied into x_extra (their JSON text, per distinct value)
@@ -792,9 +798,6 @@ class _Builder:
         keep = pa.array(ok)
         idx = np.flatnonzero(ok)
         m = len(idx)
-
-        def sel_list(values: list[Any]) -> list[Any]:
-            return [values[i] for i in idx.tolist()]
 
         def fcol(name: str) -> pa.Array:
             return pc.filter(col(name), keep)
