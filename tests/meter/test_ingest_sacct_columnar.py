@@ -47,6 +47,7 @@ def _all_rejects(factory, run_id):
 
 def _both(factory, path: Path, **kw):
     out = []
+    texts = []
     for columnar in (True, False):
         with write_session(factory) as s:
             s.execute(delete(UsageRecordHistory))
@@ -55,7 +56,20 @@ def _both(factory, path: Path, **kw):
             factory, "slurm", path, catalog=CAT, options=IngestOptions(columnar=columnar, **kw)
         )
         out.append((result, _ledger(factory), _all_rejects(factory, result.run_id)))
+        texts.append(_json_texts(factory))
+    assert texts[0] == texts[1]  # the stored JSON text too (PostgreSQL's restatement check compares text)
     return out
+
+
+def _json_texts(factory):
+    from sqlalchemy import text
+
+    with read_session(factory) as s:
+        return s.execute(
+            text(
+                "SELECT source_key, CAST(x_extra AS TEXT), CAST(tags AS TEXT) FROM usage_records ORDER BY source_key"
+            )
+        ).all()
 
 
 def _same(a, b):
