@@ -12,12 +12,14 @@ repeated with new job ids, as ``sacct --parsable2`` with a header and ``|`` as d
 
 For each source and database it prints rows/s of:
 
-* ``flopwise``: ``ingest_source`` end to end (read, check, key, cost, write, run bookkeeping; FOCUS CSV takes the
-  columnar path, sacct the row path), then the same file again (every record unchanged), with the ingesting
+* ``flopwise``: ``ingest_source`` end to end (read, check, key, cost, write, run bookkeeping; FOCUS CSV and
+  ``|``-delimited sacct take the columnar paths), then the same file again (every record unchanged), with the ingesting
   process's CPU seconds (all its threads);
 * ``1 thread``: the same first ingest into a second, empty database with ``IngestOptions(overlap=False)`` (the
   default on PostgreSQL writes each batch in a background thread while the next is read; on SQLite both are the
   same one-thread ingest, and the ratio says how much two runs differ by noise alone);
+* ``row path``: the same first ingest with ``IngestOptions(columnar=False)`` into a third empty database (the
+  parser, :class:`Coster` and ``write_batch`` row by row: the code before the columnar paths), with the ratio;
 * ``COPY raw``: PostgreSQL ``COPY ... FROM STDIN (FORMAT csv)`` of the raw file into a table of text columns
   (no parsing, no checks: the floor of any loader);
 * ``executemany``: Python's csv reader and one prepared ``INSERT`` per batch (``executemany``) into a table of text
@@ -233,13 +235,16 @@ OPTIONS = {
 }
 
 
-def bench(url: str, files: dict[str, Path], catalog, overlap_url: str) -> None:
+def bench(url: str, files: dict[str, Path], catalog, overlap_url: str, row_url: str) -> None:
     engine = make_engine(url)
     upgrade(engine)
     factory = make_session_factory(engine)
     seq_engine = make_engine(overlap_url)
     upgrade(seq_engine)
     seq_factory = make_session_factory(seq_engine)
+    row_engine = make_engine(row_url)
+    upgrade(row_engine)
+    row_factory = make_session_factory(row_engine)
     backend = engine.dialect.name
     for source, path in files.items():
         t, cpu = time.perf_counter(), time.process_time()
@@ -261,6 +266,15 @@ def bench(url: str, files: dict[str, Path], catalog, overlap_url: str) -> None:
         print(f"{backend:10} {source:6} 1 thread      {r3.rows_read:>10,} rows {dt:>7,.1f} s "
               f"{r3.rows_read / dt:>9,.0f} rows/s  CPU {cpu:,.1f} s  flopwise / 1 thread = "
               f"{ours / (r3.rows_read / dt):.2f}")  # fmt: skip
+        # the row path (columnar=False: the parser, Coster and write_batch), into a third empty database
+        t, cpu = time.perf_counter(), time.process_time()
+        r4 = ingest_source(
+            row_factory, source, path, catalog=catalog, options=replace(OPTIONS[source], columnar=False)
+        )
+        dt, cpu = time.perf_counter() - t, time.process_time() - cpu
+        print(f"{backend:10} {source:6} row path      {r4.rows_read:>10,} rows {dt:>7,.1f} s "
+              f"{r4.rows_read / dt:>9,.0f} rows/s  CPU {cpu:,.1f} s  flopwise / row path = "
+              f"{ours / (r4.rows_read / dt):.2f}")  # fmt: skip
         baselines = [("executemany", executemany_rows_per_s(url if backend == "postgresql" else
                                                             str(engine.url), source, path))]  # fmt: skip
         if backend == "postgresql":
@@ -275,6 +289,7 @@ def bench(url: str, files: dict[str, Path], catalog, overlap_url: str) -> None:
                   f"flopwise / {name} = {ours / value:.2f}")  # fmt: skip
     engine.dispose()
     seq_engine.dispose()
+    row_engine.dispose()
 
 
 def memory_check(rows: int, tmp: Path, catalog) -> None:
@@ -353,7 +368,8 @@ def main() -> None:
         warm.kw["bind"].dispose()
         databases = args.databases.split(",")
         if "sqlite" in databases:
-            bench(f"sqlite:///{tmp / 'bench.db'}", files, catalog, f"sqlite:///{tmp / 'bench-overlap.db'}")
+            bench(f"sqlite:///{tmp / 'bench.db'}", files, catalog, f"sqlite:///{tmp / 'bench-overlap.db'}",
+                  f"sqlite:///{tmp / 'bench-row.db'}")  # fmt: skip
         if "postgresql" not in databases:
             return
         import psycopg
@@ -364,16 +380,19 @@ def main() -> None:
                 print(f"PostgreSQL {conn.info.server_version // 10000}.{conn.info.server_version % 10000}")
                 conn.execute(f"CREATE SCHEMA {schema}")
                 conn.execute(f"CREATE SCHEMA {schema}_1")
+                conn.execute(f"CREATE SCHEMA {schema}_2")
         except psycopg.Error as err:
             print(f"postgresql skipped: {err}")
             return
         try:
             bench(f"{args.postgres_url}?options=-csearch_path%3D{schema}", files, catalog,
-                  f"{args.postgres_url}?options=-csearch_path%3D{schema}_1")  # fmt: skip
+                  f"{args.postgres_url}?options=-csearch_path%3D{schema}_1",
+                  f"{args.postgres_url}?options=-csearch_path%3D{schema}_2")  # fmt: skip
         finally:
             with psycopg.connect(args.postgres_url.replace("+psycopg", ""), autocommit=True) as conn:
                 conn.execute(f"DROP SCHEMA {schema} CASCADE")
                 conn.execute(f"DROP SCHEMA IF EXISTS {schema}_1 CASCADE")
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema}_2 CASCADE")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ Steps (docs/ingest/index.md), one module each:
 A FOCUS CSV file takes the columnar path instead of steps 2-4 when pyarrow is installed
 (:mod:`flopwise.meter.ingest_columnar`: Arrow batches, vectorized checks, keys and costing, rows it cannot compute
 exactly handed to the row parser; :func:`flopwise.meter.ledger_write.write_columns` writes each batch set-based):
-the same ledger, counts and rejects, row by row.
+the same ledger, counts and rejects, row by row. So does a sacct file whose delimiter is one ASCII character
+(:mod:`flopwise.meter.ingest_sacct_columnar`: the row parser's job/step structure over the JobID column,
+vectorized jobs, every job it does not compute exactly built by the row parser itself).
 
 Reconciliation (checked by :attr:`IngestResult.reconciles`)::
 
@@ -110,8 +112,9 @@ class IngestOptions:
     transaction. *actor*: who runs the ingest (kept on the run and on the history of every row it restates).
     *exported_at*: when the input was exported (default: a file's modification time, a URL's fetch time); a
     charge the ledger holds from a later export is not restated by an older one. *columnar*: read FOCUS CSV
-    files with the columnar path (:mod:`flopwise.meter.ingest_columnar`, needs pyarrow) when it takes them
-    (False: always row by row; the ledger is the same either way). *overlap*: on PostgreSQL, write each batch in a
+    files and sacct files with the columnar paths (:mod:`flopwise.meter.ingest_columnar`,
+    :mod:`flopwise.meter.ingest_sacct_columnar`, need pyarrow) when they take them (False: always row by row; the
+    ledger is the same either way). *overlap*: on PostgreSQL, write each batch in a
     background thread while the next one is read and costed (:class:`~flopwise.meter.ledger_write.BackgroundWriter`;
     the batches, their transactions and the ledger are the same either way). On by default: with a core free it
     gave 1.54x and 1.77x of one thread for PostgreSQL FOCUS on a quiet machine, and under a load of 5-8 on 2
@@ -284,7 +287,18 @@ def ingest_source(
             from flopwise.meter.ingest_columnar import columnar_focus_plan
 
             plan, _why = columnar_focus_plan(target, options.delimiter)
-        if plan is not None:
+        sacct = None
+        if source == "slurm" and options.columnar:
+            from flopwise.meter.ingest_sacct_columnar import ingest_sacct_columnar, sacct_plan
+
+            sacct, _why = sacct_plan(target, catalog, options)
+        if sacct is not None:
+            parsed, counts = ingest_sacct_columnar(
+                factory, target, sacct, coster=coster, options=options, run_id=run_id, exported_at=exported_at,
+                progress=progress, attribute=attribute, overlap=_overlap(factory, options),
+            )  # fmt: skip
+            totals = {"counts": counts}
+        elif plan is not None:
             parsed, counts = _ingest_columnar(
                 factory, target, plan, catalog, coster, options, run_id, exported_at, progress, attribute
             )
