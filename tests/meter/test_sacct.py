@@ -231,6 +231,25 @@ def test_header_line_any_delimiter_and_bad_rows(tmp_path):
     assert "before Start" in rejected[2].reason
 
 
+def test_an_elapsed_longer_than_the_job_span_is_a_rejected_line(tmp_path):
+    """A 20-digit ElapsedRaw made the ingest fail on the ledger's money column (a traceback); Slurm's elapsed time is
+    never longer than End - Start, so such a line is refused with its reason. An hour of slack (a daylight-saving
+    change between local times) is accepted."""
+    text = (
+        "JobID|State|Start|End|ElapsedRaw|AllocTRES\n"
+        "20|COMPLETED|2024-01-01T00:00:00|2024-01-01T02:00:00|99999999999999999999|gres/gpu=4\n"
+        "21|COMPLETED|2024-01-01T00:00:00|2024-01-01T02:00:00|10802|gres/gpu=4\n"
+        "22|COMPLETED|2024-01-01T00:00:00|2024-01-01T02:00:00|10800|gres/gpu=4\n"
+    )
+    rejected: list[RejectedRow] = []
+    records = list(
+        parse_sacct(text.splitlines(True), rejected=rejected, catalog=load_catalog(), assume_tz="UTC")
+    )
+    assert [r.x_job_id for r in records] == ["22"] and records[0].x_device_hours == 12.0
+    assert [r.line for r in rejected] == [2, 3]
+    assert all("longer than End - Start" in r.reason for r in rejected)
+
+
 def test_files_that_cannot_be_understood_fail_once():
     with pytest.raises(IngestError, match="no header line and no field list"):
         list(parse_sacct(["1|2|3\n"], rejected=[], path="x.txt"))

@@ -51,6 +51,7 @@ from flopwise.meter.sacct import (
     _REQUEST_RE,
     _SIZE_UNIT,
     _WORK_STEP_SKIP,
+    ELAPSED_SLACK_S,
     ENDED_STATES,
     NOT_ENDED_STATES,
     _gpu_count_from_gres,
@@ -759,6 +760,7 @@ class _Builder:
                     done[i] = True
         span = (end_us - start_us) / 1e6
         elapsed = np.where(done, elapsed, span)
+        ok &= ~(elapsed > span + ELAPSED_SLACK_S)  # the row parser refuses it as a corrupt line
         # the per-distinct keys below join fields with \x1f: a value holding one goes to the row parser
         for name in ("alloctres", "allocgres", "reqgres", "partition", "qos", "cluster"):
             if has(name):

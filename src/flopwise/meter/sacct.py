@@ -59,6 +59,11 @@ __all__ = [
     "parse_tres",
 ]
 
+#: how far a job's Elapsed/ElapsedRaw may exceed End - Start before the line is refused as corrupt: Slurm's elapsed
+#: time is the span less any suspended time, so it is never longer; one hour (a daylight-saving change between two
+#: local times) and one second (rounding) of slack
+ELAPSED_SLACK_S = 3601.0
+
 #: Field lists of known ``sacct --format`` invocations, for files that have no header line.
 SACCT_FORMATS: Mapping[str, tuple[str, ...]] = {
     # rug-cit-hpc/hb-jobinfo: sacct --parsable --noheader --delimiter ☃ --format ...
@@ -500,6 +505,12 @@ class _Parser:
         if end < start:
             raise ValueError(f"End {v['end']!r} is before Start {v['start']!r}")
         elapsed_s = self.elapsed_s(v, start, end)
+        span_s = (end - start) / timedelta(seconds=1)
+        if elapsed_s > span_s + ELAPSED_SLACK_S:
+            raise ValueError(
+                f"elapsed {elapsed_s:,.0f} s is longer than End - Start ({span_s:,.0f} s); "
+                "Slurm's Elapsed/ElapsedRaw is at most that span: a corrupt line"
+            )
 
         alloc = v.get("alloctres", "")
         if alloc.strip():
