@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from flopwise.errors import IngestError
 from flopwise.meter.bounds import check_device_count
+from flopwise.meter.keyset import HashedKeySet
 from flopwise.meter.record import RejectedRow, UsageRecord
 from flopwise.meter.sacct import (
     _NO_TIME,
@@ -187,7 +188,7 @@ class _Structure:
         self.path = path
         self.raw_of = raw_of
         self.open: OrderedDict[str, _OJob] = OrderedDict()
-        self.closed: set[str] = set()
+        self.closed = HashedKeySet()  # 8 bytes a job: it only words a reject reason
         self.finished: list[_OJob] = []
         self.rejects: list[tuple[int, int, RejectedRow]] = []  # (event, order, row)
         self.event = 0

@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flopwise.errors import IngestError, InputError
 from flopwise.meter.bounds import check_device_count
+from flopwise.meter.keyset import HashedKeySet
 from flopwise.meter.record import RejectedRow, UsageRecord
 from flopwise.units import J_PER_KWH, S_PER_H
 
@@ -382,7 +383,7 @@ class _Parser:
         self.layout: _Layout | None = None
         self.header_line: str | None = None
         self.open_jobs: OrderedDict[str, _Job] = OrderedDict()
-        self.closed_jobs: set[str] = set()
+        self.closed_jobs = HashedKeySet()  # 8 bytes a job: it only words a reject reason
         self.device_cache: dict[str, str] = {}
 
     def reject(self, line: int, reason: str, raw: str) -> None:
