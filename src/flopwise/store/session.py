@@ -404,7 +404,7 @@ class _CompiledForDriver:
     and the bind processors; the result processors and the row type are set at the first execution (from the
     cursor's column types, as SQLAlchemy does)."""
 
-    __slots__ = ("sql", "defaults", "binds", "keys", "types", "dialect", "row_type", "results")
+    __slots__ = ("sql", "defaults", "binds", "keys", "types", "dialect", "row_type", "results", "returns_rows")
 
     def __init__(self, statement: Any, dialect: Any) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -422,6 +422,7 @@ class _CompiledForDriver:
             self.binds.update(expanded.processors)
         self.defaults = {k: v for k, v in defaults.items() if v is not None}
         self.keys = [entry[0] for entry in compiled._result_columns]
+        self.returns_rows = bool(self.keys)  # a SELECT, or a DML statement with RETURNING
         self.types = [entry[3] for entry in compiled._result_columns]
         self.dialect = dialect
         self.row_type: Any = None
@@ -432,19 +433,19 @@ class _CompiledForDriver:
         for name, process in self.binds.items():
             if name in values:
                 values[name] = process(values[name])
-        raw = connection.connection.driver_connection
-        cursor = raw.cursor()
-        dispatch = connection.dispatch
+        cursor = connection.connection.driver_connection.cursor()
+        events = connection._has_events or connection.engine._has_events
         try:
-            if dispatch.before_cursor_execute:
-                for listener in dispatch.before_cursor_execute:
+            if events:
+                for listener in connection.dispatch.before_cursor_execute:
                     listener(connection, cursor, self.sql, values, None, False)
             cursor.execute(self.sql, values, prepare=True)
-            if dispatch.after_cursor_execute:
-                for listener in dispatch.after_cursor_execute:
+            if events:
+                for listener in connection.dispatch.after_cursor_execute:
                     listener(connection, cursor, self.sql, values, None, False)
-            description = cursor.description
-            rows = cursor.fetchall() if description is not None else []
+            rows = cursor.fetchall() if self.returns_rows else []
+            if rows and self.row_type is None:
+                self._set_results([column.type_code for column in cursor.description or ()])
         except Exception as err:  # psycopg.Error: as SQLAlchemy wraps it (and invalidates on a disconnect)
             connection._handle_dbapi_exception(err, self.sql, values, cursor, None)
             raise  # not reached: the call above raises the wrapped error
@@ -452,8 +453,6 @@ class _CompiledForDriver:
             cursor.close()
         if not rows:
             return []
-        if self.row_type is None:
-            self._set_results([column.type_code for column in description or ()])
         results, make = self.results, self.row_type._make
         if not any(results):
             return [make(row) for row in rows]

@@ -31,6 +31,7 @@ from flopwise.server.decisions import (
     audit,
     decision_columns,
     facts_amounts,
+    model_response,
     presume_decision,
     reserve,
     store_final_decision,
@@ -187,7 +188,7 @@ def _conflict(job: Any, action: str, allowed: tuple[str, ...]) -> ApiError:
 @router.post("/decide", response_model=AdmissionPublic)
 def decide(
     body: AdmissionIn, principal: CurrentPrincipal, db: DbDep, clock: ClockDep, catalog: CatalogDep
-) -> AdmissionPublic:
+) -> Any:
     """Admit or reject a scheduler job on its worst case, reserving it; idempotent on (engine, engine_job_id).
 
     The hot path, in one session (one pooled connection): a read transaction
@@ -250,7 +251,7 @@ def decide(
                         + ". Give the job a new id to decide it again",
                         [{"field": k, "message": f"was {old!r}"} for k, old, _new in changed],
                     )
-                return _public(session, job)
+                return model_response(_public(session, job), 200)
             if decided is None:  # quotas: decide under the budget and quota locks
                 decided = decide_facts(
                     session, catalog, estimated, scope, now, lock=True, exclude=(None, job.id)
@@ -302,7 +303,7 @@ def decide(
         if result.reservation_ids
         else []
     )  # fmt: skip
-    return _public(None, job, reservations)
+    return model_response(_public(None, job, reservations), 200)
 
 
 def _decided_columns(
