@@ -433,7 +433,10 @@ class _CompiledForDriver:
         for name, process in self.binds.items():
             if name in values:
                 values[name] = process(values[name])
-        cursor = connection.connection.driver_connection.cursor()
+        raw = connection.connection.driver_connection
+        cursor = getattr(raw, "_flopwise_cursor", None)  # one cursor per connection, reused (one thread at a time)
+        if cursor is None or cursor.closed:
+            cursor = raw._flopwise_cursor = raw.cursor()
         events = connection._has_events or connection.engine._has_events
         try:
             if events:
@@ -447,10 +450,9 @@ class _CompiledForDriver:
             if rows and self.row_type is None:
                 self._set_results([column.type_code for column in cursor.description or ()])
         except Exception as err:  # psycopg.Error: as SQLAlchemy wraps it (and invalidates on a disconnect)
+            raw._flopwise_cursor = None
             connection._handle_dbapi_exception(err, self.sql, values, cursor, None)
             raise  # not reached: the call above raises the wrapped error
-        finally:
-            cursor.close()
         if not rows:
             return []
         results, make = self.results, self.row_type._make
