@@ -37,7 +37,7 @@ from flopwise.server.decisions import (
     store_final_decision,
 )
 from flopwise.server.decisions import decide as decide_facts
-from flopwise.server.deps import CatalogDep, ClockDep, CurrentPrincipal, DbDep
+from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep, WriteContextDep
 from flopwise.server.errors import ApiError
 
 __all__ = ["AdmissionPublic", "SettleIn", "router"]
@@ -186,9 +186,7 @@ def _conflict(job: Any, action: str, allowed: tuple[str, ...]) -> ApiError:
 
 
 @router.post("/decide", response_model=AdmissionPublic)
-def decide(
-    body: AdmissionIn, principal: CurrentPrincipal, db: DbDep, clock: ClockDep, catalog: CatalogDep
-) -> Any:
+def decide(body: AdmissionIn, ctx: WriteContextDep) -> Any:
     """Admit or reject a scheduler job on its worst case, reserving it; idempotent on (engine, engine_job_id).
 
     The hot path, in one session (one pooled connection): a read transaction
@@ -206,7 +204,8 @@ def decide(
         write_transaction,
     )
 
-    now = clock()
+    principal, db, catalog = ctx.principal, ctx.db, ctx.catalog
+    now = ctx.clock()
     with pinned_session(db) as session:
         presumed = presume_decision(
             session, principal, catalog, body.project_id, now,

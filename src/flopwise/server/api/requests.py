@@ -35,7 +35,7 @@ from flopwise.server.decisions import (
     reserve,
     store_final_decision,
 )
-from flopwise.server.deps import CatalogDep, ClockDep, CurrentPrincipal, DbDep, SettingsDep
+from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep, WriteContextDep
 from flopwise.server.errors import ApiError
 
 router = APIRouter(prefix="/requests", tags=["requests"])
@@ -327,11 +327,7 @@ def _transition_error(err: InputError) -> ApiError:
 def create_request(
     body: RequestCreate,
     request: Request,
-    principal: CurrentPrincipal,
-    db: DbDep,
-    clock: ClockDep,
-    catalog: CatalogDep,
-    settings: SettingsDep,
+    ctx: WriteContextDep,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
@@ -345,7 +341,9 @@ def create_request(
     with its decision, locks the budgets, re-checks and reserves, and appends the audit entry; the response is
     built after the commit from what is known, and serialized here (:func:`~flopwise.server.decisions.model_response`).
     """
-    public, status = new_request(body, request, principal, db, clock, catalog, settings, idempotency_key)
+    public, status = new_request(
+        body, request, ctx.principal, ctx.db, ctx.clock, ctx.catalog, ctx.settings, idempotency_key
+    )
     return model_response(public, status)
 
 
