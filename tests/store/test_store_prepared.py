@@ -91,3 +91,16 @@ def test_expanding_parameters_are_refused_on_postgresql(factory) -> None:
             return
         with pytest.raises(RuntimeError, match="expanding"):
             stmt.execute(s, {"ids": [1, 2]})
+
+
+def test_a_statement_without_rows_gives_an_empty_list_either_way(factory, seed) -> None:
+    from sqlalchemy import update
+
+    stmt = PreparedStatement(update(Budget).where(Budget.org_id == bindparam("o")).values(name=Budget.name))
+    for on_driver in (True, False):
+        PreparedStatement.on_driver = on_driver
+        try:
+            with write_session(factory) as s:
+                assert stmt.execute(s, {"o": seed.org_id}) == []
+        finally:
+            PreparedStatement.on_driver = True

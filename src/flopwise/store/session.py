@@ -364,6 +364,10 @@ class PreparedStatement:
 
     __slots__ = ("statement", "_compiled")
 
+    #: False runs every PreparedStatement through SQLAlchemy instead (``bench/bench_hot_path.py --compare``: the
+    #: baseline in the same process)
+    on_driver = True
+
     def __init__(self, statement: Any) -> None:
         import weakref
 
@@ -374,8 +378,9 @@ class PreparedStatement:
     def execute(self, session: Session, params: Mapping[str, Any]) -> list[Any]:
         """The statement's rows (an empty list for a statement without ``RETURNING``)."""
         connection = session.connection()
-        if connection.dialect.name != "postgresql":
-            return list(connection.execute(self.statement, dict(params)))
+        if connection.dialect.name != "postgresql" or not PreparedStatement.on_driver:
+            result = connection.execute(self.statement, dict(params))
+            return list(result) if result.returns_rows else []
         dialect = connection.dialect
         compiled = self._compiled.get(dialect)
         if compiled is None:
