@@ -10,8 +10,12 @@ SQL statements per request (transaction control left out; the once-a-second expi
 the average), best of ``--rounds`` rounds of ``--count`` requests, with ``--concurrency``
 requests in flight. ``bench/bench_server.py`` measures the same paths over real HTTP with concurrent clients.
 
+``--compare`` alternates each round with the baseline of the prepared statements: the same requests with every
+``flopwise.store.session.PreparedStatement`` run through SQLAlchemy (as before them), in the same process, and
+prints its CPU per request and the ratio (on SQLite both run through SQLAlchemy: a ratio near 1).
+
 Run: ``.venv/bin/python bench/bench_hot_path.py [--count 200] [--rounds 3] [--concurrency 1]
-[--databases sqlite,postgresql]``.
+[--databases sqlite,postgresql] [--compare]``.
 """
 
 from __future__ import annotations
@@ -94,13 +98,18 @@ async def _bench(app: Any, token: str, org_id: int, project_id: int, args: argpa
         if not statement.lstrip().upper().startswith(("BEGIN", "PRAGMA", "SAVEPOINT", "RELEASE")):
             statements.append(statement)
 
+    from flopwise.store.session import PreparedStatement
+
     lines = []
     for name, method, path, body in phases:
         for _ in range(10):  # warm: the token cached, statements prepared, the catalog loaded
             status, text = await _call(app, token, method, path, body())
             assert status < 300, text
         best_cpu, best_statements = float("inf"), 0
-        for _ in range(args.rounds):
+        best_baseline = float("inf")
+        modes = (True, False) if args.compare else (True,)
+        for on_driver in modes * args.rounds:  # --compare: alternate rounds with the baseline
+            PreparedStatement.on_driver = on_driver
             statements.clear()
             event.listen(app.state.engine, "before_cursor_execute", count)
             cpu0 = time.process_time()
@@ -114,9 +123,15 @@ async def _bench(app: Any, token: str, org_id: int, project_id: int, args: argpa
             await asyncio.gather(*(client(per) for _ in range(args.concurrency)))
             cpu = (time.process_time() - cpu0) / (per * args.concurrency)
             event.remove(app.state.engine, "before_cursor_execute", count)
-            if cpu < best_cpu:
+            if not on_driver:
+                best_baseline = min(best_baseline, cpu)
+            elif cpu < best_cpu:
                 best_cpu, best_statements = cpu, len(statements) / (per * args.concurrency)
-        lines.append(f"{name:<26} {best_cpu * 1e3:9.2f} {best_statements:11.1f}")
+        PreparedStatement.on_driver = True
+        line = f"{name:<26} {best_cpu * 1e3:9.2f} {best_statements:11.1f}"
+        if args.compare:
+            line += f" {best_baseline * 1e3:13.2f} {best_cpu / best_baseline:7.2f}"
+        lines.append(line)
     return lines
 
 
@@ -126,6 +141,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per phase (the best is shown)")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight")
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="alternate each round with the hot path's statements run through SQLAlchemy (PreparedStatement off: "
+        "the baseline, same process) and print both",
+    )
     args = parser.parse_args()
     from flopwise.server import Settings, create_app
 
@@ -143,7 +164,8 @@ def main() -> None:
         except RuntimeError as err:  # PostgreSQL unreachable
             print(f"\n{kind}: skipped ({err})")
             continue
-        print(f"\n{kind:<26} {'CPU ms':>9} {'statements':>11}")
+        extra = f" {'via SQLAlchemy':>13} {'ratio':>7}" if args.compare else ""
+        print(f"\n{kind:<26} {'CPU ms':>9} {'statements':>11}{extra}")
         print("\n".join(lines))
 
 

@@ -96,8 +96,6 @@ def _poisson(rng: random.Random, mean: float) -> int:
 
 def build_demo(db: Any, catalog: Any, settings: Any, now: datetime, *, seed: int = 12) -> DemoResult:
     """Fill the (migrated, empty) database behind session factory *db* with the demo organization."""
-    from starlette.responses import Response
-
     from flopwise.meter.burn import apply_actuals
     from flopwise.meter.costing import Coster, CostingOptions
     from flopwise.meter.ingest import ingest_records
@@ -112,7 +110,7 @@ def build_demo(db: Any, catalog: Any, settings: Any, now: datetime, *, seed: int
     )
     from flopwise.server.api.policies import PolicyApply, apply_policy
     from flopwise.server.api.quotas import QuotaCreate, create_quota
-    from flopwise.server.api.requests import DenyIn, RequestCreate, create_request, deny_request
+    from flopwise.server.api.requests import DenyIn, RequestCreate, deny_request, new_request
     from flopwise.server.api.tokens import TokenCreate, create_token
     from flopwise.server.auth import principal_for_token
     from flopwise.server.bootstrap import bootstrap
@@ -182,7 +180,7 @@ def build_demo(db: Any, catalog: Any, settings: Any, now: datetime, *, seed: int
     for who, project, workload, device, count, params in asks:
         body = RequestCreate.model_validate({"project_id": projects[project], "workload": workload, "device": device,
                                              "device_count": count, "params": params})  # fmt: skip
-        made.append(create_request(body, None, Response(), who, db, clock, catalog, settings, None))
+        made.append(new_request(body, None, who, db, clock, catalog, settings, None)[0])
     pending = [r for r in made if r.state == "pending"]
     if pending:
         deny_request(pending[-1].id, DenyIn(comment="Use the shared H100 reservation next month instead."), ben, db,

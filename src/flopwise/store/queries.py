@@ -49,7 +49,7 @@ from flopwise.store.models import (
     Project,
     Team,
 )
-from flopwise.store.session import _json_dumps, begin_write
+from flopwise.store.session import PreparedStatement, _json_dumps, begin_write
 from flopwise.store.types import to_money, utcnow
 
 __all__ = [
@@ -178,11 +178,14 @@ _LOCK_BUDGETS = _lock_budgets_statements()
 
 
 def _lock_budget_rows_statements() -> tuple[Any, Any]:
-    from sqlalchemy import bindparam
+    from sqlalchemy import ARRAY, Integer, any_, bindparam
 
     table = Budget.__table__
     stmt = select(table).where(table.c.id.in_(bindparam("ids", expanding=True))).order_by(table.c.id)
-    return stmt, stmt.with_for_update()
+    # PostgreSQL: the ids as one array parameter (one prepared statement whatever their number)
+    ids = any_(bindparam("ids", type_=ARRAY(Integer())))
+    pg = select(table).where(table.c.id == ids).order_by(table.c.id).with_for_update()
+    return stmt, PreparedStatement(pg)
 
 
 _LOCK_BUDGET_ROWS = _lock_budget_rows_statements()
@@ -193,8 +196,10 @@ def lock_budget_rows(session: Session, budget_ids: Sequence[int]) -> list[Any]:
     not ORM objects: for :func:`reserve_against_budgets`, which only reads them."""
     ids = sorted(set(budget_ids))
     begin_write(session)
-    stmt = _LOCK_BUDGET_ROWS[session.get_bind().dialect.name == "postgresql"]
-    budgets = list(session.connection().execute(stmt, {"ids": ids}))
+    if session.get_bind().dialect.name == "postgresql":
+        budgets = _LOCK_BUDGET_ROWS[1].execute(session, {"ids": ids})
+    else:
+        budgets = list(session.connection().execute(_LOCK_BUDGET_ROWS[0], {"ids": ids}))
     missing = sorted(set(ids) - {b.id for b in budgets})
     if missing:
         raise InputError("budget_ids", missing, "give ids of existing budgets (`flopwise budget list`)")
@@ -213,6 +218,7 @@ def _spent_in_window_statement() -> Any:
 
 
 _SPENT_IN_WINDOW = _spent_in_window_statement()
+_SPENT_IN_WINDOW_PREPARED = PreparedStatement(_SPENT_IN_WINDOW)
 
 
 def _budget_spent_taking_head(
@@ -221,13 +227,8 @@ def _budget_spent_taking_head(
     """PostgreSQL, budgets locked: the spent sum (as :func:`budget_spent`) and the audit chain head taken (as
     ``_append_to_org_chain`` takes it: locked, the entry numbered) in one statement; the head None when the chain
     has none yet. The budget locks are held already, so the lock order (budgets, then the chain head) holds."""
-    row = (
-        session.connection()
-        .execute(
-            _PG_SPENT_TAKING_HEAD,
-            {"budget_id": budget_id, "start": window[0], "end": window[1], "b_chain": chain_id},
-        )
-        .one()
+    row = _PG_SPENT_TAKING_HEAD.one(
+        session, {"budget_id": budget_id, "start": window[0], "end": window[1], "b_chain": chain_id}
     )
     spent = _ZERO if row[0] is None else to_money(row[0])
     return spent, (None if row[1] is None else (int(row[1]), row[2]))
@@ -243,9 +244,9 @@ def budget_spent(
     With *window* ``(start, end)`` only reservations whose ``counted_at`` is in ``[start, end)`` count.
     """
     if window is not None and window[0] is not None and window[1] is not None:  # the write path: prebuilt
-        spent = session.connection().scalar(
-            _SPENT_IN_WINDOW, {"budget_id": budget_id, "start": window[0], "end": window[1]}
-        )
+        spent = _SPENT_IN_WINDOW_PREPARED.one(
+            session, {"budget_id": budget_id, "start": window[0], "end": window[1]}
+        )[0]
         return _ZERO if spent is None else to_money(spent)
     stmt = select(func.coalesce(func.sum(BudgetReservation.amount), _ZERO)).where(
         BudgetReservation.budget_id == budget_id, BudgetReservation.state.in_(SPENDING_STATES)
@@ -430,15 +431,15 @@ def _reserve_one_taking_head(
     if amount < 0:
         raise InputError(f"amounts[{budget.id}]", amount, "give an amount >= 0")
     now = utcnow()
-    row = session.connection().execute(
-        _PG_RESERVE_TAKING_HEAD,
+    row = _PG_RESERVE_TAKING_HEAD.one(
+        session,
         {"budget_id": budget.id, "start": window[0], "end": window[1], "b_chain": chain_id,
          "fail_open": not budget.is_hard, "cap": budget.amount, "r_budget_id": budget.id, "r_request_id": None,
          "r_admission_job_id": None, "r_unit": budget.unit, "r_amount": amount, "r_reserved_amount": amount,
          "r_state": "reserved", "r_counted_at": at, "r_created_at": now, "r_updated_at": now,
          "r_reserved_usd_per_device_h": price, "r_price_retrieved": price_retrieved,
          f"r_{holder_column}": holder_id},
-    ).one()  # fmt: skip
+    )  # fmt: skip
     spent = _ZERO if row[0] is None else to_money(row[0])
     head = None if row[1] is None else (int(row[1]), row[2])
     allowed = row[3] is not None
@@ -624,6 +625,7 @@ def _insert_on_conflict_do_nothing(session: Session, model: type, values: Mappin
     """``INSERT ... ON CONFLICT (keys) DO NOTHING RETURNING id``: the new id, or None on a conflict. The
     statement is built once per table, dialect and set of columns (the write path runs it on every call)."""
     dialect = session.get_bind().dialect.name
+    values = _with_defaults(model, values)  # the Python-side defaults SQLAlchemy would fill in
     columns = tuple(sorted(values))
     cache_key = (model, dialect, columns, tuple(keys))
     stmt = _UPSERTS.get(cache_key)
@@ -638,8 +640,24 @@ def _insert_on_conflict_do_nothing(session: Session, model: type, values: Mappin
             .on_conflict_do_nothing(index_elements=keys)
             .returning(table.c.id)
         )
-        _UPSERTS[cache_key] = stmt
-    return session.connection().execute(stmt, {f"b_{c}": values[c] for c in columns}).scalar()
+        stmt = _UPSERTS[cache_key] = PreparedStatement(stmt)
+    row = stmt.first(session, {f"b_{c}": values[c] for c in columns})
+    return None if row is None else row[0]
+
+
+def _insert_returning_id(session: Session, model: type, values: Mapping[str, Any]) -> int:
+    """``INSERT ... RETURNING id`` of one row, a prepared statement per table and set of columns."""
+    values = _with_defaults(model, values)
+    columns = tuple(sorted(values))
+    cache_key = (model, "insert", columns)
+    stmt = _UPSERTS.get(cache_key)
+    if stmt is None:
+        from sqlalchemy import bindparam
+
+        table = model.__table__  # type: ignore[attr-defined]
+        insert = table.insert().values({c: bindparam(f"b_{c}", type_=table.c[c].type) for c in columns})
+        stmt = _UPSERTS[cache_key] = PreparedStatement(insert.returning(table.c.id))
+    return int(stmt.one(session, {f"b_{c}": values[c] for c in columns})[0])
 
 
 def insert_request_idempotent(session: Session, values: Mapping[str, Any]) -> tuple[ComputeRequest, bool]:
@@ -652,8 +670,7 @@ def insert_request_idempotent(session: Session, values: Mapping[str, Any]) -> tu
     """
     values = _with_defaults(ComputeRequest, values)
     if values.get("idempotency_key") is None:
-        table = ComputeRequest.__table__
-        new_id = session.connection().execute(table.insert().returning(table.c.id), values).scalar_one()
+        new_id = _insert_returning_id(session, ComputeRequest, values)
         return ComputeRequest(id=int(new_id), **values), True
     begin_write(session)
     new_id = _insert_on_conflict_do_nothing(
@@ -829,9 +846,7 @@ def _append_to_org_chain(
     values = {"seq": seq, "at": at, "org_id": org_id, "actor": actor, "action": action, "payload": payload,
               "prev_hash": prev_hash, "hash": digest, "hash_version": 2}  # fmt: skip
     if is_pg:
-        session.connection().execute(
-            _PG_APPEND, {"b_chain": chain_id, **{f"b_{k}": v for k, v in values.items()}}
-        )
+        _PG_APPEND.execute(session, {"b_chain": chain_id, **{f"b_{k}": v for k, v in values.items()}})
     else:
         session.execute(AuditLog.__table__.insert(), values)
         session.execute(update(AuditHead).where(AuditHead.chain_id == chain_id).values(seq=seq, hash=digest))
@@ -859,7 +874,8 @@ def _pg_statements() -> tuple[Any, Any]:
     return take, append
 
 
-_PG_TAKE_HEAD, _PG_APPEND = _pg_statements()
+_PG_TAKE_HEAD, _PG_APPEND_STATEMENT = _pg_statements()
+_PG_APPEND = PreparedStatement(_PG_APPEND_STATEMENT)
 
 
 def _pg_spent_taking_head() -> Any:
@@ -872,7 +888,7 @@ def _pg_spent_taking_head() -> Any:
 
 
 #: PostgreSQL: a budget's spent sum in a window, and its organization's audit chain head taken (locked, numbered)
-_PG_SPENT_TAKING_HEAD = _pg_spent_taking_head()
+_PG_SPENT_TAKING_HEAD = PreparedStatement(_pg_spent_taking_head())
 
 
 def _pg_reserve_taking_head() -> Any:
@@ -917,7 +933,7 @@ def _pg_reserve_taking_head() -> Any:
 #: taken (locked, numbered), and the reservation inserted when the cap allows it (``hard_cap_check`` in SQL: a
 #: soft budget, or spent + amount within the budget's amount), all in one statement; the id None when refused.
 #: The CTEs share the statement's snapshot, so the sum is the spent amount before this reservation.
-_PG_RESERVE_TAKING_HEAD = _pg_reserve_taking_head()
+_PG_RESERVE_TAKING_HEAD = PreparedStatement(_pg_reserve_taking_head())
 
 
 def _sqlite_head_and_seq() -> Any:

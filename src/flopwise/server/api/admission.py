@@ -31,12 +31,13 @@ from flopwise.server.decisions import (
     audit,
     decision_columns,
     facts_amounts,
+    model_response,
     presume_decision,
     reserve,
     store_final_decision,
 )
 from flopwise.server.decisions import decide as decide_facts
-from flopwise.server.deps import CatalogDep, ClockDep, CurrentPrincipal, DbDep
+from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep, WriteContextDep
 from flopwise.server.errors import ApiError
 
 __all__ = ["AdmissionPublic", "SettleIn", "router"]
@@ -185,9 +186,7 @@ def _conflict(job: Any, action: str, allowed: tuple[str, ...]) -> ApiError:
 
 
 @router.post("/decide", response_model=AdmissionPublic)
-def decide(
-    body: AdmissionIn, principal: CurrentPrincipal, db: DbDep, clock: ClockDep, catalog: CatalogDep
-) -> AdmissionPublic:
+def decide(body: AdmissionIn, ctx: WriteContextDep) -> Any:
     """Admit or reject a scheduler job on its worst case, reserving it; idempotent on (engine, engine_job_id).
 
     The hot path, in one session (one pooled connection): a read transaction
@@ -205,7 +204,8 @@ def decide(
         write_transaction,
     )
 
-    now = clock()
+    principal, db, catalog = ctx.principal, ctx.db, ctx.catalog
+    now = ctx.clock()
     with pinned_session(db) as session:
         presumed = presume_decision(
             session, principal, catalog, body.project_id, now,
@@ -250,7 +250,7 @@ def decide(
                         + ". Give the job a new id to decide it again",
                         [{"field": k, "message": f"was {old!r}"} for k, old, _new in changed],
                     )
-                return _public(session, job)
+                return model_response(_public(session, job), 200)
             if decided is None:  # quotas: decide under the budget and quota locks
                 decided = decide_facts(
                     session, catalog, estimated, scope, now, lock=True, exclude=(None, job.id)
@@ -302,7 +302,7 @@ def decide(
         if result.reservation_ids
         else []
     )  # fmt: skip
-    return _public(None, job, reservations)
+    return model_response(_public(None, job, reservations), 200)
 
 
 def _decided_columns(

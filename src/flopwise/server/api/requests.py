@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,12 +29,13 @@ from flopwise.server.decisions import (
     decide,
     decision_columns,
     facts_amounts,
+    model_response,
     presume_decision,
     request_facts,
     reserve,
     store_final_decision,
 )
-from flopwise.server.deps import CatalogDep, ClockDep, CurrentPrincipal, DbDep, SettingsDep
+from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep, WriteContextDep
 from flopwise.server.errors import ApiError
 
 router = APIRouter(prefix="/requests", tags=["requests"])
@@ -326,16 +327,11 @@ def _transition_error(err: InputError) -> ApiError:
 def create_request(
     body: RequestCreate,
     request: Request,
-    response: Response,
-    principal: CurrentPrincipal,
-    db: DbDep,
-    clock: ClockDep,
-    catalog: CatalogDep,
-    settings: SettingsDep,
+    ctx: WriteContextDep,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
-) -> RequestPublic:
+) -> Any:
     """Estimate, decide and reserve a compute request; 201 when new, 200 for a repeated idempotency key.
 
     The hot path, in one session (one pooled connection): a read transaction
@@ -343,8 +339,26 @@ def create_request(
     role, the quotas and the acceptable-use policy in one statement; the budgets, each one's usage and the
     policies) decides without locks, then a write transaction inserts the request
     with its decision, locks the budgets, re-checks and reserves, and appends the audit entry; the response is
-    built after the commit from what is known.
+    built after the commit from what is known, and serialized here (:func:`~flopwise.server.decisions.model_response`).
     """
+    public, status = new_request(
+        body, request, ctx.principal, ctx.db, ctx.clock, ctx.catalog, ctx.settings, idempotency_key
+    )
+    return model_response(public, status)
+
+
+def new_request(
+    body: RequestCreate,
+    request: Request | None,
+    principal: Principal,
+    db: Any,
+    clock: Any,
+    catalog: Any,
+    settings: Any,
+    idempotency_key: str | None = None,
+) -> tuple[RequestPublic, int]:
+    """:func:`create_request` as a function: (the request as the API shows it, 201 when new or 200 for a
+    repeated idempotency key); *request* None when called in-process (the demo), without the app's state."""
     from flopwise.store import insert_request_idempotent, pinned_session, to_money, write_transaction
 
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
@@ -398,8 +412,7 @@ def create_request(
                         "use a new key for a new request",
                         [{"field": "idempotency_key", "message": "reused with a different request body"}],
                     )
-                response.status_code = 200
-                return _public(session, row, now)
+                return _public(session, row, now), 200
             if decided is None:  # quotas: decide under the budget and quota locks
                 decided = decide(session, catalog, estimated, scope, now, lock=True, exclude=(row.id, None))
             result = reserve(
@@ -447,7 +460,7 @@ def create_request(
         if result.reservation_ids
         else []
     )  # fmt: skip
-    return _public(None, row, now, fresh_reservations=reservations)
+    return _public(None, row, now, fresh_reservations=reservations), 201
 
 
 def _decided_columns(
@@ -641,4 +654,4 @@ def comment_request(
         return CommentPublic(id=comment.id, author_id=comment.author_id, body=comment.body, at=comment.at)
 
 
-__all__ = ["RequestCreate", "RequestPublic", "expire_due", "expire_in", "router"]
+__all__ = ["RequestCreate", "RequestPublic", "expire_due", "expire_in", "new_request", "router"]

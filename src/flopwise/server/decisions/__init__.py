@@ -78,11 +78,13 @@ from flopwise.server.decisions.writepath import (
     Presumed,
     decision_columns,
     facts_amounts,
+    model_response,
     presume_decision,
     store_final_decision,
 )
 
 __all__ = [
+    "model_response",
     "Decided",
     "DecisionContext",
     "authorized_scope",

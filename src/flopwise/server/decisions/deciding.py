@@ -30,6 +30,7 @@ from flopwise.store import (
     reserve_against_budgets,
     to_money,
 )
+from flopwise.store.session import PreparedStatement
 
 __all__ = [
     "Decided",
@@ -339,11 +340,7 @@ def scope_and_context(
     the role needed)."""
     from flopwise.server.decisions.facts import scope_of_row
 
-    row = (
-        session.connection()
-        .execute(_SCOPE_CONTEXT_QUERY, {"project_id": project_id, "user_id": principal.user_id})
-        .first()
-    )
+    row = _SCOPE_CONTEXT.first(session, {"project_id": project_id, "user_id": principal.user_id})
     scope = scope_of_row(session, principal, project_id, min_role, row)
     version = None if row.aup_version is None else int(row.aup_version)
     return scope, DecisionContext(bool(row.has_quotas), version is None or bool(row.aup_accepted), version)
@@ -384,6 +381,10 @@ _CONTEXT_QUERY = _context_query()
 _SCOPE_CONTEXT_QUERY = _scope_context_query()
 _BUDGETS_QUERY = _budgets_query()
 _POLICIES_QUERY = _policies_query()
+#: the hot path's reads as prepared statements on the driver's connection (PostgreSQL; SQLAlchemy elsewhere)
+_SCOPE_CONTEXT = PreparedStatement(_SCOPE_CONTEXT_QUERY)
+_BUDGETS = PreparedStatement(_BUDGETS_QUERY)
+_POLICIES = PreparedStatement(_POLICIES_QUERY)
 
 
 def _scope_params(scope: RequestScope) -> dict[str, int]:
@@ -447,7 +448,7 @@ def decide(
     move before the job is counted) locks the budgets, then the quotas, in the caller's write transaction.
     """
     facts = estimated.facts
-    covering: list[Any] = list(session.connection().execute(_BUDGETS_QUERY, _scope_params(scope)))
+    covering: list[Any] = _BUDGETS.execute(session, _scope_params(scope))
     if lock and covering:
         covering = lock_budgets(session, [b.id for b in covering])
     states: list[govern.BudgetState] = []
@@ -468,10 +469,7 @@ def decide(
         is_accepted, aup_version = aup_status(session, scope.org_id, scope.user_id)
     else:
         is_accepted, aup_version = context.aup_accepted, context.aup_version
-    policies = [
-        _parsed_policy(pid, text)
-        for pid, text in session.connection().execute(_POLICIES_QUERY, {"org_id": scope.org_id})
-    ]
+    policies = [_parsed_policy(pid, text) for pid, text in _POLICIES.execute(session, {"org_id": scope.org_id})]
     decision = govern.decide(
         facts, policies, states, quotas, _thresholds(), is_accepted, now, device=estimated.device
     )

@@ -81,38 +81,75 @@ class EstimatedFacts:
 _PLAIN = frozenset({str, int, bool, type(None)})
 #: dataclass type -> its field names (``dataclasses.fields`` is slow to ask on every value of every trace)
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+#: type -> how its values become JSON values, learned on first sight (one dict lookup per value after that)
+_CONVERTERS: dict[type, Any] = {}
 
 
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, Decimals (as strings), datetimes (ISO 8601), Fractions and tuples as JSON values.
 
     Dataclasses are walked field by field (as ``dataclasses.asdict``, without its deep copies: this runs on
-    every decision trace of the write path)."""
-    kind = type(value)
-    if kind in _PLAIN:
-        return value
-    if kind is float:
-        return None if value != value else value  # NaN never reaches JSON
-    names = _FIELD_NAMES.get(kind)
-    if names is None and is_dataclass(value) and not isinstance(value, type):
-        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(value))
-    if names is not None:
+    every decision trace of the write path); each type's conversion is looked up once per type, not found by a
+    chain of ``isinstance`` checks per value."""
+    convert = _CONVERTERS.get(type(value))
+    if convert is None:
+        convert = _converter(type(value), value)
+    return convert(value)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _finite_float(value: float) -> float | None:
+    return None if value != value else value  # NaN never reaches JSON
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return {str(k): to_jsonable(v) for k, v in value.items()}
+
+
+def _sequence(value: Any) -> list[Any]:
+    return [to_jsonable(v) for v in value]
+
+
+def _dataclass(names: tuple[str, ...]) -> Any:
+    def convert(value: Any) -> dict[str, Any]:
         return {name: to_jsonable(getattr(value, name)) for name in names}
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, Fraction):
-        return str(value)
-    if isinstance(value, float) and value != value:  # NaN never reaches JSON
+
+    return convert
+
+
+def _other(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
         return None
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return to_jsonable(value.item())
     return value
+
+
+def _converter(kind: type, value: Any) -> Any:
+    """The conversion of values of type *kind* (*value* one of them), remembered for the next ones."""
+    convert: Any
+    if kind in _PLAIN:
+        convert = _same
+    elif kind is float:
+        convert = _finite_float
+    elif is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(value))
+        convert = _dataclass(names)
+    elif isinstance(value, Mapping):
+        convert = _mapping
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        convert = _sequence
+    elif isinstance(value, (Decimal, Fraction)):
+        convert = str
+    elif isinstance(value, (datetime, date)):
+        convert = kind.isoformat
+    else:
+        return _other  # not remembered: numpy scalars and the unexpected are checked each time
+    _CONVERTERS[kind] = convert
+    return convert
 
 
 def load_scope(session: Session, project_id: int, user_id: int) -> RequestScope:

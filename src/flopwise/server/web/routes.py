@@ -925,9 +925,8 @@ def request_create(
     cost_per_hour_usd: Annotated[str, Form()] = "",
 ) -> Response:  # fmt: skip
     """File a compute request from a chosen plan option (the "request this" button of the plan page)."""
-    from starlette.responses import Response as StarletteResponse
 
-    from flopwise.server.api.requests import RequestCreate, create_request
+    from flopwise.server.api.requests import RequestCreate, new_request
     from flopwise.server.deps import get_catalog
 
     _check_csrf(request, v, csrf)
@@ -940,8 +939,8 @@ def request_create(
          "device_count": _int("device_count", device_count), "pricing": pricing,
          "provider": provider or None, "region": region or None, "plan": plan}
     )  # fmt: skip
-    created = create_request(body, request, StarletteResponse(), v.principal, _db(request), request.app.state.clock,
-                             get_catalog(request), request.app.state.settings, None)  # fmt: skip
+    created, _status = new_request(body, request, v.principal, _db(request), request.app.state.clock,
+                                   get_catalog(request), request.app.state.settings, None)  # fmt: skip
     return RedirectResponse(f"/requests/{created.id}", status_code=303)
 
 
