@@ -399,7 +399,8 @@ class _FocusColumns:
         times = {name: pc.filter(ts, mask) for name, ts in parsed_times.items()}
         # the canonical text (format_timestamp: UTC, ISO 8601 with a Z) of a strict-form UTC time is its own
         times_text = {name: pc.filter(t, mask) for name, t in canon_text.items()}
-        del raw, cols, present, fast, parsed_times, canon_text  # with slow rows, the batch's text before the filter
+        # with slow rows, the batch's text before the filter is freed here
+        del raw, cols, present, fast, parsed_times, canon_text
         for name in ("BilledCost", "EffectiveCost", "ListCost"):
             if name in fcols:
                 exact = pc.cast(
