@@ -329,7 +329,7 @@ class _FocusColumns:
         cols: dict[str, pa.Array] = {}
         for name, col in raw.items():
             missing = pc.or_(pc.equal(col, ""), pc.is_in(col, value_set=null_words))
-            cols[name] = pc.if_else(missing, pa.scalar(None, pa.string()), col)
+            cols[name] = _nulled(col, missing)
             if name != "Tags":
                 bad = pc.fill_null(pc.match_substring_regex(cols[name], _NEEDS_ROW_PATH_RE), False)
                 ok &= ~bad.to_numpy(zero_copy_only=False)
@@ -794,6 +794,20 @@ def _rebatched(reader: Any, rows: int) -> Iterator[pa.RecordBatch]:
             yield whole.slice(0, rows)
     if count:
         yield _one_batch(pending)
+
+
+def _nulled(column: pa.Array, missing: pa.Array) -> pa.Array:
+    """*column* (text, no nulls) with its *missing* rows null: a validity bitmap over the column's own offsets and
+    text, where ``if_else`` copies every value (a copy of the batch's text while the batch is held)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    valid = pc.invert(missing)
+    plain = column.type == pa.string() and not (column.offset or column.null_count or missing.null_count)
+    if not plain or valid.offset:
+        return pc.if_else(missing, pa.scalar(None, pa.string()), column)
+    _, offsets, text = column.buffers()
+    return pa.Array.from_buffers(pa.string(), len(column), [valid.buffers()[1], offsets, text])
 
 
 def _one_array(column: pa.ChunkedArray) -> pa.Array:
