@@ -317,7 +317,8 @@ class _FocusColumns:
     # --- one batch ------------------------------------------------------------------------------------
 
     def build(self, batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray, list[int]]:
-        """(fast rows as ledger columns plus their ``_key_text``, the mask of fast rows, the row-path rows)."""
+        """(fast rows as ledger columns plus their ``_key_text``, the identity key hashed, the mask of fast rows,
+        the row-path rows)."""
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -428,6 +429,8 @@ class _FocusColumns:
             key_values.append(value)
             key_prefixes.append(f'[{self.key_name[name]},"')
         key_text = _wrapped_join(key_values, key_prefixes, '"]', ",", "[", "]", m)
+        # hashed here (as the row path's keys): the identity text, as long as x_extra, is not held while that is built
+        key_text = pa.array([_key(t) for t in key_text.to_pylist()], pa.string())
         # x_extra: {"Name": "value", ...} over the other columns with a value, in header order
         extra_values = [times_text[name] if name in self.times else fcols[name] for name in self.extra]
         extra_prefixes = [f'{self.extra_name[name]}: "' for name in self.extra]
@@ -731,8 +734,7 @@ def focus_column_batches(
                     table = pa.concat_tables([table, extra]).take(pa.array(order))
                 report.rows_read += part.num_rows
                 # keys: SHA-256 of the identity text for the columnar rows, the row path's own for the others
-                texts = table.column("_key_text").to_pylist()
-                keys = [t if t.startswith("focus:") else _key(t) for t in texts]
+                keys = table.column("_key_text").to_pylist()
                 keys = seen.unique(keys)
                 table = table.drop_columns(["_key_text"]).append_column(
                     "source_key", pa.array(keys, pa.string())
