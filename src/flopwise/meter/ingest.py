@@ -398,9 +398,10 @@ def _system_memory_pool() -> Iterator[None]:
     allocator (mimalloc in pyarrow's wheels) beside it, each allocator keeps its own high-water mark, and memory
     one frees is never the other's. With one heap, the Arrow temporaries of building a batch and the Python rows of
     writing it take turns in the same memory, and each batch's ``release_unused`` (``malloc_trim`` for this pool)
-    hands back both. 100,000 FOCUS rows into SQLite: peak RSS 391 -> 365 MB, RSS between batches ~325 -> ~265 MB,
-    ingest CPU 7.86 s / 7.65 s (medians of 3, alternating, load 5.6; ``bench/bench_ingest.py --memory-rows``).
-    Arrow memory stays with the pool it came from, so the switch is safe while other threads use Arrow."""
+    hands back both. 100,000 FOCUS rows into SQLite, mimalloc against malloc: peak RSS 391 against 365 MB, RSS
+    between batches about 325 against 265 MB, ingest CPU 7.86 against 7.65 s (medians of 3 in one process,
+    alternating, load 5.6; docs/ingest/index.md, "Memory"). Arrow memory stays with the pool it came from, so the
+    switch is safe while other threads use Arrow."""
     import pyarrow as pa
 
     with _pool_lock:
