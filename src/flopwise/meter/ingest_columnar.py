@@ -68,10 +68,16 @@ if TYPE_CHECKING:
 
 __all__ = ["BATCH_ROWS", "ColumnBatch", "columnar_focus_plan", "focus_column_batches", "pyarrow_available"]
 
-#: rows per columnar batch (one write transaction each; memory is proportional to it, not to the file)
-BATCH_ROWS = 10_000
-#: bytes pyarrow reads per block
-_BLOCK_BYTES = 1 << 20
+#: rows per columnar batch (one write transaction each; memory is proportional to it, not to the file). 5,000
+#: rather than 10,000: half the batch's working set (its text, the columns built, the rows written) for the same
+#: speed (100,000 FOCUS rows, alternating, medians of 3 / 2: SQLite 8,925 against 5,664 rows/s, CPU 7.55 against
+#: 7.95 s; PostgreSQL 4,369 against 4,279 rows/s, client CPU 4.00 against 4.09 s; load 4-6)
+BATCH_ROWS = 5_000
+#: bytes pyarrow reads per block. pyarrow's streaming CSV reader reads up to 32 blocks ahead in a background
+#: thread (Arrow's ``BackgroundGenerator``, ``kDefaultBackgroundMaxQ``): 1 MiB blocks held 20-35 MiB of the file
+#: read ahead at all times, 256 KiB blocks 9 MiB, for 0.4 us more CPU per row (3.17 s against 2.74 s to read and
+#: rebatch 1M rows of the FOCUS sample, medians of 3, load 5.6; the whole ingest takes 85-95 us per row)
+_BLOCK_BYTES = 1 << 18
 _TIME_RE = r"^\d{4}-\d{2}-\d{2}[T ](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:Z|\+00:00)?$"
 _MONEY_DIGITS = len(str(int(MAX_MONEY_ABS))) - 1  # |amount| < MAX_MONEY_ABS: at most this many integer digits
 #: decimal places read exactly (then rounded half-even to the ledger's 6, as ``store.types.to_money`` does)
@@ -314,7 +320,8 @@ class _FocusColumns:
     # --- one batch ------------------------------------------------------------------------------------
 
     def build(self, batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray, list[int]]:
-        """(fast rows as ledger columns plus their ``_key_text``, the mask of fast rows, the row-path rows)."""
+        """(fast rows as ledger columns plus their ``_key_text``, the identity key hashed, the mask of fast rows,
+        the row-path rows)."""
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -326,7 +333,7 @@ class _FocusColumns:
         cols: dict[str, pa.Array] = {}
         for name, col in raw.items():
             missing = pc.or_(pc.equal(col, ""), pc.is_in(col, value_set=null_words))
-            cols[name] = pc.if_else(missing, pa.scalar(None, pa.string()), col)
+            cols[name] = _nulled(col, missing)
             if name != "Tags":
                 ok &= ~_needs_row_path(col)
         present = {name: pc.is_valid(col) for name, col in cols.items()}
@@ -389,11 +396,14 @@ class _FocusColumns:
         mask = pa.array(ok)
         fast = pc.filter(pa.table(cols), mask) if not ok.all() else pa.table(cols)
         slow = np.flatnonzero(~ok).tolist()
-        fcols = {name: fast.column(name).combine_chunks() for name in fast.column_names}
+        # one chunk each (combine_chunks copies even a single chunk: a copy of the batch's text)
+        fcols = {name: _one_array(fast.column(name)) for name in fast.column_names}
         m = fast.num_rows
         times = {name: pc.filter(ts, mask) for name, ts in parsed_times.items()}
         # the canonical text (format_timestamp: UTC, ISO 8601 with a Z) of a strict-form UTC time is its own
         times_text = {name: pc.filter(t, mask) for name, t in canon_text.items()}
+        # with slow rows, the batch's text before the filter is freed here
+        del raw, cols, present, fast, parsed_times, canon_text
         for name in ("BilledCost", "EffectiveCost", "ListCost"):
             if name in fcols:
                 exact = pc.cast(
@@ -421,6 +431,8 @@ class _FocusColumns:
             key_values.append(value)
             key_prefixes.append(f'[{self.key_name[name]},"')
         key_text = _wrapped_join(key_values, key_prefixes, '"]', ",", "[", "]", m)
+        # hashed here (as the row path's keys): the identity text, as long as x_extra, is not held while that is built
+        key_text = pa.array([_key(t) for t in key_text.to_pylist()], pa.string())
         # x_extra: {"Name": "value", ...} over the other columns with a value, in header order
         extra_values = [times_text[name] if name in self.times else fcols[name] for name in self.extra]
         extra_prefixes = [f'{self.extra_name[name]}: "' for name in self.extra]
@@ -587,11 +599,15 @@ def _wrapped_join(
     """Per row: *open_* + the pieces ``prefixes[i] + values[i] + suffix`` of the non-null values, joined by *sep*,
     + *close*, in a handful of Arrow calls.
 
-    Every piece of every row (prefix, value, suffix) is gathered by one ``take`` from one array holding the
-    constants once and the value columns, into one list per row, which one ``binary_join`` joins: a constant
-    number of Arrow calls per batch. (Concatenating column by column made about four calls per column, and
-    ``binary_join_element_wise`` was then half of the columnar path's Arrow time; its ``null_handling="skip"``
-    drops the rows whose pieces are all null in pyarrow 26.)"""
+    Every piece of every row (*open_*, then prefix, value and suffix per value, then *close*) is gathered by one
+    ``take`` from one array holding the constants once and the value columns, into one list per row, which one
+    ``binary_join`` joins: a constant number of Arrow calls per batch. (Concatenating column by column made about
+    four calls per column, and ``binary_join_element_wise`` was then half of the columnar path's Arrow time; its
+    ``null_handling="skip"`` drops the rows whose pieces are all null in pyarrow 26.) The first value of a row
+    takes its prefix without the separator, so the joined text is the result: no slice and no concatenation
+    after the join, each a copy of every row's text (x_extra is most of a batch's bytes); the value pool is
+    freed once taken. This is the columnar path's largest working set: with both, an x_extra of 10,000 rows of
+    the FOCUS 1.0 sample needed 33 MiB of Arrow memory at its peak, now about half."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -599,22 +615,32 @@ def _wrapped_join(
     k = len(values)
     if k == 0 or m == 0:
         return pa.array([open_ + close] * m, pa.string())
-    consts = pa.array([suffix, *(sep + p for p in prefixes)], pa.string())
+    # the constants: 0 open_, 1 close, 2 suffix, 3.. the prefixes, 3 + k.. the prefixes after the separator
+    consts = pa.array([open_, close, suffix, *prefixes, *(sep + p for p in prefixes)], pa.string())
+    valid = np.empty((m, k), dtype=bool)
+    for i, v in enumerate(values):
+        valid[:, i] = v.is_valid().to_numpy(zero_copy_only=False)
     columns = [v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v for v in values]
     pool = pa.concat_arrays([consts, *(c.cast(pa.string()) for c in columns)])
-    valid = np.empty((m, k), dtype=bool)
-    for i, c in enumerate(columns):
-        valid[:, i] = c.is_valid().to_numpy(zero_copy_only=False)
-    rows, cols = np.nonzero(valid)  # row by row, columns in order, the null values left out
-    index = np.empty((len(rows), 3), dtype=np.int64)
-    index[:, 0] = cols + 1  # the prefix (with the separator before it)
-    index[:, 1] = len(consts) + cols * m + rows  # the value
-    index[:, 2] = 0  # the suffix
-    offsets = np.zeros(m + 1, dtype=np.int64)
-    np.cumsum(valid.sum(axis=1) * 3, out=offsets[1:])
-    lists = pa.LargeListArray.from_arrays(pa.array(offsets), pool.take(pa.array(index.ravel())))
-    inner = pc.utf8_slice_codeunits(pc.binary_join(lists, ""), len(sep))  # no separator before the first
-    return _concat(open_, inner, close)
+    del columns
+    # each row's pieces in order, the null values' three left out
+    index = np.empty((m, 3 * k + 2), dtype=np.int32)
+    index[:, 0] = 0
+    index[:, 1:-1:3] = 3 + k + np.arange(k, dtype=np.int32)  # the prefix, with the separator before it
+    index[:, 2:-1:3] = len(consts) + np.arange(k, dtype=np.int32) * m + np.arange(m, dtype=np.int32)[:, None]
+    index[:, 3:-1:3] = 2
+    index[:, -1] = 1
+    first = valid.argmax(axis=1)  # a row's first value: its prefix without the separator
+    index[np.arange(m), 1 + 3 * first] = 3 + first
+    keep = np.ones((m, 3 * k + 2), dtype=bool)
+    keep[:, 1:-1] = np.repeat(valid, 3, axis=1)
+    offsets = np.zeros(m + 1, dtype=np.int32)
+    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    taken = index[keep]
+    del index, keep, valid
+    pieces = pool.take(pa.array(taken))
+    del pool, taken
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), pieces), "")
 
 
 def _tags_fast(text: str) -> bool:
@@ -741,8 +767,7 @@ def focus_column_batches(
                     table = pa.concat_tables([table, extra]).take(pa.array(order))
                 report.rows_read += part.num_rows
                 # keys: SHA-256 of the identity text for the columnar rows, the row path's own for the others
-                texts = table.column("_key_text").to_pylist()
-                keys = [t if t.startswith("focus:") else _key(t) for t in texts]
+                keys = table.column("_key_text").to_pylist()
                 keys = seen.unique(keys)
                 table = table.drop_columns(["_key_text"]).append_column(
                     "source_key", pa.array(keys, pa.string())
@@ -751,6 +776,8 @@ def focus_column_batches(
                     for name, values in _owners(table, attribute).items():
                         table = table.append_column(name, values)
                 report.records += table.num_rows
+                # the build's temporaries back to the OS before the writer makes the batch's Python rows
+                pa.default_memory_pool().release_unused()
                 yield table
                 del table, part
                 pa.default_memory_pool().release_unused()  # the batch's buffers back to the OS: RSS stays flat
@@ -796,11 +823,31 @@ def _rebatched(reader: Any, rows: int) -> Iterator[pa.RecordBatch]:
         count += batch.num_rows
         while count >= rows:  # exactly *rows* rows; the rest of the last block starts the next batch
             whole = _one_batch(pending)
-            yield whole.slice(0, rows)
             rest = whole.slice(rows)
+            # the blocks gathered into *whole* are not held while the batch is built (a second copy of its text)
             pending, count = ([rest] if rest.num_rows else []), rest.num_rows
+            yield whole.slice(0, rows)
     if count:
         yield _one_batch(pending)
+
+
+def _nulled(column: pa.Array, missing: pa.Array) -> pa.Array:
+    """*column* (text, no nulls) with its *missing* rows null: a validity bitmap over the column's own offsets and
+    text, where ``if_else`` copies every value (a copy of the batch's text while the batch is held)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    valid = pc.invert(missing)
+    plain = column.type == pa.string() and not (column.offset or column.null_count or missing.null_count)
+    if not plain or valid.offset:
+        return pc.if_else(missing, pa.scalar(None, pa.string()), column)
+    _, offsets, text = column.buffers()
+    return pa.Array.from_buffers(pa.string(), len(column), [valid.buffers()[1], offsets, text])
+
+
+def _one_array(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array, without a copy when it is one chunk already."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _one_batch(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
