@@ -614,10 +614,16 @@ def budget_usage_sums(
         table = RD if all(v == _floor_day(v) for v in window) else R
     key = (dialect, budget.unit, budget.scope_kind, None if table is None else table.__tablename__)
     stmt = _USAGE_SUMS.get(key)
-    if stmt is None:
-        stmt = _USAGE_SUMS[key] = _usage_sums_statement(dialect, budget.unit, budget.scope_kind, table)
-    params = {"budget_id": budget.id, "start": start, "end": end, "scope_id": budget.scope_id}
-    row = session.connection().execute(stmt, params).one()
+    if stmt is None:  # on the admission hot path: a prepared statement on PostgreSQL (``store.PreparedStatement``)
+        from flopwise.store.session import PreparedStatement
+
+        stmt = _USAGE_SUMS[key] = PreparedStatement(
+            _usage_sums_statement(dialect, budget.unit, budget.scope_kind, table)
+        )
+    params = {"budget_id": budget.id, "start": start, "end": end}
+    if table is not None:
+        params["scope_id"] = budget.scope_id
+    row = stmt.one(session, params)
     from flopwise.store.models import SPENDING_STATES
 
     by_state = {
