@@ -992,7 +992,8 @@ def write_columns(
 
     On SQLite, where a second copy of each row costs as much as the first, only the rows of known keys are
     staged (found by one ``IN (SELECT value FROM json_each(?))`` over the batch's keys); the new ones go straight
-    into the ledger with one prepared ``INSERT ... ON CONFLICT DO NOTHING`` through ``executemany``.
+    into the ledger with one ``INSERT ... ON CONFLICT DO NOTHING`` through ``executemany``, the batch's constant
+    columns written into it as literals (:func:`_sqlite_insert`).
     """
     import numpy as np
     import pyarrow as pa
