@@ -891,8 +891,10 @@ def _sqlite_literal(col: Any) -> str | None:
     return "'" + first.replace("'", "''") + "'"
 
 
-def _sqlite_insert(table: Any) -> tuple[str, list[tuple[Any, ...]]]:
-    """One ``INSERT ... ON CONFLICT (source_key) DO NOTHING`` for the rows of *table* and its parameters.
+def _sqlite_insert(table: Any, positions: list[int] | None = None) -> tuple[str, list[tuple[Any, ...]]]:
+    """One ``INSERT INTO usage_records ... ON CONFLICT (source_key) DO NOTHING`` for the rows of *table* and its
+    parameters; with *positions*, an ``INSERT`` into the staging table instead, each row led by its position
+    (``_idx``, bound).
 
     A column with the same value on every row of the batch (all NULL: the scope and request columns of an
     unattributed FOCUS file; the source, run and ingest time of every batch) is written into the statement as a
@@ -900,7 +902,13 @@ def _sqlite_insert(table: Any) -> tuple[str, list[tuple[Any, ...]]]:
     ``executemany``'s per-parameter binding and the Arrow-to-Python conversion of those columns away (the
     measurement is in docs/ingest/index.md, "SQLite write"). The stored values and types are the same: a
     literal and a bound value of the same Python value are the same SQLite value."""
-    marks, bound = [], []
+    names = list(_COLUMNS)
+    marks: list[str] = []
+    bound: list[list[Any]] = []
+    if positions is not None:
+        names.insert(0, "_idx")
+        marks.append("?")
+        bound.append(positions)
     for col in _sqlite_columns(table):
         literal = _sqlite_literal(col)
         if literal is None:
@@ -908,10 +916,11 @@ def _sqlite_insert(table: Any) -> tuple[str, list[tuple[Any, ...]]]:
             bound.append(col.to_pylist())
         else:
             marks.append(literal)
-    sql = (
-        f"INSERT INTO usage_records ({', '.join(_COLUMNS)}) VALUES ({', '.join(marks)}) "
-        "ON CONFLICT (source_key) DO NOTHING"
-    )
+    values = f"({', '.join(names)}) VALUES ({', '.join(marks)})"
+    if positions is None:
+        sql = f"INSERT INTO usage_records {values} ON CONFLICT (source_key) DO NOTHING"
+    else:
+        sql = f"INSERT INTO {_STAGE} {values}"
     return sql, list(zip(*bound, strict=True)) if bound else [()] * table.num_rows
 
 
@@ -1032,7 +1041,7 @@ def write_columns(
             known = table.take(pa.array([i for (i,) in existing], pa.int64()))
             connection.execute(create)
             connection.execute(f"DELETE FROM {_STAGE}")
-            connection.executemany(fill, _sqlite_params(known, [i for (i,) in existing]))
+            connection.executemany(*_sqlite_insert(known, [i for (i,) in existing]))
             changed = connection.execute(
                 f"SELECT s._idx {join} WHERE (u.ingest_run_id {distinct} ?) AND ({_differs(dialect)})", (run,)
             ).fetchall()
