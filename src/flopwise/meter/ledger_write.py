@@ -861,8 +861,9 @@ def _sqlite_columns(table: Any) -> list[Any]:
 
 
 def _sqlite_params(table: Any, positions: list[int] | None = None) -> list[tuple[Any, ...]]:
-    """The rows as SQLite parameters (see :func:`_sqlite_columns`), led by *positions* (the staging table's
-    ``_idx``) when given."""
+    """The rows as SQLite parameters, every column bound (see :func:`_sqlite_columns`), led by *positions* (the
+    staging table's ``_idx``) when given: the reference :func:`_sqlite_insert` is tested against, and
+    bench/bench_sqlite_write.py's "before"."""
     columns: list[list[Any]] = [positions] if positions is not None else []
     for col in _sqlite_columns(table):
         columns.append([None] * len(col) if col.null_count == len(col) else col.to_pylist())
