@@ -382,3 +382,76 @@ def test_needs_row_path_matches_the_regex():
             zero_copy_only=False
         )
         assert _needs_row_path(piece).tolist() == want.tolist()
+
+
+def test_a_batch_of_one_provider_with_a_quote_gives_the_row_paths_ledger(factory, tmp_path):
+    # every row the same ProviderName (with a quote) and RegionId: constant columns, written as SQLite literals
+    rows = [
+        f"{i}.5,USD,2025-01-01T0{i}:00:00Z,2025-01-01T0{i}:30:00Z,O'Cloud,eu-'north',i-{i},Compute,x,,,,,,,,"
+        for i in range(5)
+    ]
+    path = tmp_path / "quote.csv"
+    path.write_text(HEADER + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    columnar, by_row = _both(factory, path)
+    _same(columnar, by_row)
+    assert {r["provider_name"] for r in columnar[1]} == {"O'Cloud"}
+
+
+def test_sqlite_insert_stores_what_binding_every_value_stores():
+    """The literal columns of ``_sqlite_insert`` give the same SQLite values and types as binding each row."""
+    import sqlite3
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    from flopwise.meter import ledger_write as lw
+
+    n = 4
+    when = datetime(2025, 1, 1, tzinfo=UTC)
+    special = {  # constant values a literal must spell right, or must leave bound
+        "source": ["it's"] * n,
+        "cost_basis": ["a\x00b"] * n,  # NUL: bound
+        "org_id": [-(2**63)] * n,  # no literal for int64's minimum: bound
+        "team_id": [-5] * n,
+        "project_id": [7, None, 7, 7],  # a NULL among equal values: bound
+        "x_device_count": [1.1] * n,  # floats: always bound
+        "ingested_at": [when] * n,
+        "billed_cost": [Decimal("1.000001")] * n,
+    }
+    table = lw.UsageRecordRow.__table__
+    arrays = {}
+    for name in lw._COLUMNS:
+        if name in special:
+            values = special[name]
+        elif name == "source_key":
+            values = [f"k{i}" for i in range(n)]
+        else:
+            values = [None] * n
+        kind = table.c[name].type
+        if name in lw._TIME_COLUMNS:
+            kind = pa.timestamp("us", tz="UTC")
+        elif name in lw._MONEY_COLUMNS:
+            kind = pa.decimal128(20, 6)
+        else:
+            kind = {float: pa.float64(), int: pa.int64()}.get(kind.python_type, pa.string())
+        arrays[name] = pa.array(values, kind)
+    batch = pa.table(arrays)
+    con = sqlite3.connect(":memory:")
+    cols = ", ".join(lw._COLUMNS)
+    for t in ("a", "b"):
+        con.execute(
+            f"CREATE TABLE {t} ({', '.join(f'{c} {table.c[c].type.compile()}' for c in lw._COLUMNS)})"
+        )
+    sql, params = lw._sqlite_insert(batch)
+    assert "'it''s'" in sql and "-5" in sql and "x00" not in sql
+    con.executemany(
+        sql.replace("usage_records", "a").replace(" ON CONFLICT (source_key) DO NOTHING", ""), params
+    )
+    con.executemany(
+        f"INSERT INTO b ({cols}) VALUES ({', '.join('?' for _ in lw._COLUMNS)})", lw._sqlite_params(batch)
+    )
+    look = ", ".join(f"{c}, typeof({c})" for c in lw._COLUMNS)
+    a = con.execute(f"SELECT {look} FROM a ORDER BY source_key").fetchall()
+    b = con.execute(f"SELECT {look} FROM b ORDER BY source_key").fetchall()
+    assert a == b and len(a) == n

@@ -268,7 +268,7 @@ def test_ingest_group_takes_options_first_and_still_shows_its_help(tmp_path):
 
 
 def test_disk_full_leaves_the_ledger_as_it_was(tmp_path):
-    """SQLite limited to a few hundred pages (a full disk): the run fails on a batch, what it wrote is undone, the
+    """SQLite limited to 1.2 MB (a full disk): the run fails on a batch, what it wrote is undone, the
     run says why, and the ledger equals what it was before, row by row."""
     import sqlite3
 
@@ -285,7 +285,8 @@ def test_disk_full_leaves_the_ledger_as_it_was(tmp_path):
 
     @event.listens_for(eng, "connect")
     def tiny_disk(dbapi_connection, _record):
-        dbapi_connection.execute("PRAGMA max_page_count = 300")
+        page = dbapi_connection.execute("PRAGMA page_size").fetchone()[0]
+        dbapi_connection.execute(f"PRAGMA max_page_count = {300 * 4096 // page}")  # 1.2 MB
 
     eng.dispose()  # new connections get the limit
     big = Path(__file__).resolve().parents[1] / "data" / "focus" / "focus-1.0-sample.csv"

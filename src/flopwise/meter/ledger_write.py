@@ -842,25 +842,87 @@ def _complete(session: Session, table: Any, run_id: int | None, ingested_at: dat
     return table.select(list(_COLUMNS))
 
 
-def _sqlite_params(table: Any, positions: list[int] | None = None) -> list[tuple[Any, ...]]:
-    """The rows as SQLite parameters (money in integer micro-units, times as SQLAlchemy's UTC text), led by
-    *positions* (the staging table's ``_idx``) when given."""
+def _sqlite_columns(table: Any) -> list[Any]:
+    """The :data:`_COLUMNS` of *table* as SQLite stores them (money in integer micro-units, times as SQLAlchemy's
+    UTC text), still Arrow arrays."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     micro = pa.scalar(Decimal(10**6), pa.decimal128(7, 0))
-    columns: list[list[Any]] = [positions] if positions is not None else []
+    columns = []
     for name in _COLUMNS:
         col = table.column(name).combine_chunks()
         if name in _MONEY_COLUMNS:
             col = pc.cast(pc.multiply(col, micro), pa.int64())
         elif name in _TIME_COLUMNS:  # "YYYY-MM-DD HH:MM:SS.ffffff", as UTCDateTime stores it on SQLite
             col = pc.cast(pc.cast(col, pa.timestamp("us")), pa.string())
-        if col.null_count == len(col):
-            columns.append([None] * len(col))
-        else:
-            columns.append(col.to_pylist())
+        columns.append(col)
+    return columns
+
+
+def _sqlite_params(table: Any, positions: list[int] | None = None) -> list[tuple[Any, ...]]:
+    """The rows as SQLite parameters, every column bound (see :func:`_sqlite_columns`), led by *positions* (the
+    staging table's ``_idx``) when given: the reference :func:`_sqlite_insert` is tested against, and
+    bench/bench_sqlite_write.py's "before"."""
+    columns: list[list[Any]] = [positions] if positions is not None else []
+    for col in _sqlite_columns(table):
+        columns.append([None] * len(col) if col.null_count == len(col) else col.to_pylist())
     return list(zip(*columns, strict=True))
+
+
+def _sqlite_literal(col: Any) -> str | None:
+    """The SQL literal of a column that holds one value on every row (``NULL``, an integer, a text without NUL),
+    else None. Floats are always bound: SQLite's own text-to-double conversion need not give back the same
+    double."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(col)
+    if col.null_count == n:
+        return "NULL"
+    if col.null_count or not (pa.types.is_integer(col.type) or pa.types.is_string(col.type)):
+        return None
+    first = col[0].as_py()
+    if not pc.all(pc.equal(col, col[0])).as_py():
+        return None
+    if isinstance(first, int):
+        return str(first) if -(2**63) < first < 2**63 else None
+    if "\x00" in first:
+        return None
+    return "'" + first.replace("'", "''") + "'"
+
+
+def _sqlite_insert(table: Any, positions: list[int] | None = None) -> tuple[str, list[tuple[Any, ...]]]:
+    """One ``INSERT INTO usage_records ... ON CONFLICT (source_key) DO NOTHING`` for the rows of *table* and its
+    parameters; with *positions*, an ``INSERT`` into the staging table instead, each row led by its position
+    (``_idx``, bound).
+
+    A column with the same value on every row of the batch (all NULL: the scope and request columns of an
+    unattributed FOCUS file; the source, run and ingest time of every batch) is written into the statement as a
+    literal instead of being bound on every row: on the FOCUS sample 15 of the 37 columns, which takes
+    ``executemany``'s per-parameter binding and the Arrow-to-Python conversion of those columns away (the
+    measurement is in docs/ingest/index.md, "SQLite write"). The stored values and types are the same: a
+    literal and a bound value of the same Python value are the same SQLite value."""
+    names = list(_COLUMNS)
+    marks: list[str] = []
+    bound: list[list[Any]] = []
+    if positions is not None:
+        names.insert(0, "_idx")
+        marks.append("?")
+        bound.append(positions)
+    for col in _sqlite_columns(table):
+        literal = _sqlite_literal(col)
+        if literal is None:
+            marks.append("?")
+            bound.append(col.to_pylist())
+        else:
+            marks.append(literal)
+    values = f"({', '.join(names)}) VALUES ({', '.join(marks)})"
+    if positions is None:
+        sql = f"INSERT INTO usage_records {values} ON CONFLICT (source_key) DO NOTHING"
+    else:
+        sql = f"INSERT INTO {_STAGE} {values}"
+    return sql, list(zip(*bound, strict=True)) if bound else [()] * table.num_rows
 
 
 def _pg_copy_bytes(table: Any, *, positions: bool = True) -> bytes:
@@ -940,7 +1002,8 @@ def write_columns(
 
     On SQLite, where a second copy of each row costs as much as the first, only the rows of known keys are
     staged (found by one ``IN (SELECT value FROM json_each(?))`` over the batch's keys); the new ones go straight
-    into the ledger with one prepared ``INSERT ... ON CONFLICT DO NOTHING`` through ``executemany``.
+    into the ledger with one ``INSERT ... ON CONFLICT DO NOTHING`` through ``executemany``, the batch's constant
+    columns written into it as literals (:func:`_sqlite_insert`).
     """
     import numpy as np
     import pyarrow as pa
@@ -979,7 +1042,7 @@ def write_columns(
             known = table.take(pa.array([i for (i,) in existing], pa.int64()))
             connection.execute(create)
             connection.execute(f"DELETE FROM {_STAGE}")
-            connection.executemany(fill, _sqlite_params(known, [i for (i,) in existing]))
+            connection.executemany(*_sqlite_insert(known, [i for (i,) in existing]))
             changed = connection.execute(
                 f"SELECT s._idx {join} WHERE (u.ingest_run_id {distinct} ?) AND ({_differs(dialect)})", (run,)
             ).fetchall()
@@ -990,11 +1053,7 @@ def write_columns(
                 keep = np.ones(n, dtype=bool)
                 keep[[i for (i,) in existing]] = False
                 rest = table.filter(pa.array(keep))
-            marks = ", ".join("?" for _ in _COLUMNS)
-            connection.executemany(
-                f"INSERT INTO usage_records ({names}) VALUES ({marks}) ON CONFLICT (source_key) DO NOTHING",
-                _sqlite_params(rest),
-            )
+            connection.executemany(*_sqlite_insert(rest))
         inserted = int(connection.total_changes - before)
     elif _pg_copy_fresh(connection, table):
         existing, changed, inserted = [], [], n
