@@ -758,14 +758,15 @@ _STAGE = "flopwise_column_stage"
 
 
 def _stage_sql(dialect: str) -> tuple[str, str]:
-    """(create the staging table, the statement that fills it) for *dialect*."""
+    """(create the staging table, the statement that fills it) for *dialect*; on SQLite the fill is built with the
+    batch's literal columns (:func:`write_columns`), so only its create is given ("")."""
     names = ", ".join(_COLUMNS)
     if dialect == "sqlite":
         create = (
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} AS "
             f"SELECT 0 AS _idx, {names} FROM usage_records WHERE 0"
         )
-        fill = f"INSERT INTO {_STAGE} (_idx, {names}) VALUES ({', '.join('?' for _ in range(len(_COLUMNS) + 1))})"
+        fill = ""
     else:
         create = (
             f"CREATE TEMPORARY TABLE {_STAGE} ON COMMIT DROP AS "
