@@ -455,3 +455,43 @@ def test_sqlite_insert_stores_what_binding_every_value_stores():
     a = con.execute(f"SELECT {look} FROM a ORDER BY source_key").fetchall()
     b = con.execute(f"SELECT {look} FROM b ORDER BY source_key").fetchall()
     assert a == b and len(a) == n
+
+
+def test_a_run_that_fails_mid_file_keeps_the_rejects_read_before_the_failure(factory, tmp_path):
+    """A byte that is not UTF-8 three quarters into a 560 KB file (past the columnar path's first 256 KiB block)
+    fails the run on both paths; the rejects of the records read before the failure are stored with the failed
+    run (``ingest show RUN`` lists them) on the columnar path as on the row path: each a leading part of the
+    rejects of the whole file without that byte (each path reads ahead of the failing line by its own block)."""
+    from sqlalchemy import delete
+
+    from flopwise.store import write_session
+    from flopwise.store.ledger import IngestReject
+
+    body = "\n".join(ROWS) + "\n"
+    data = (HEADER + "\n" + body * 200).encode()
+    cut = data.index(b"\n", len(data) * 3 // 4) + 1
+    clean, path = tmp_path / "clean.csv", tmp_path / "bad-byte.csv"
+    clean.write_bytes(data)
+    path.write_bytes(data[:cut] + b"\xff" + data[cut:])
+    out = {}
+    for columnar, file in ((True, path), (False, path), (False, clean)):
+        with write_session(factory) as s:
+            s.execute(delete(UsageRecordHistory))
+            s.execute(delete(UsageRecordRow))
+        options = IngestOptions(columnar=columnar, batch_size=100)  # batches of 100 records
+        result = ingest_source(factory, "focus", file, catalog=CAT, options=options)
+        with read_session(factory) as s:
+            rejects = [
+                (r.line, r.reason)
+                for r in s.execute(
+                    select(IngestReject).where(IngestReject.ingest_run_id == result.run_id).order_by(IngestReject.id)
+                ).scalars()
+            ]
+        out[columnar, file] = (result, rejects)
+    whole = out[False, clean][1]
+    assert out[False, clean][0].status == "partial" and len(whole) > 1000
+    for columnar in (True, False):
+        result, rejects = out[columnar, path]
+        assert result.status == "failed" and "not UTF-8" in result.message, result.message
+        assert len(rejects) > len(whole) // 2, columnar  # most of the first three quarters' rejects
+        assert rejects == whole[: len(rejects)], columnar

@@ -425,3 +425,33 @@ def test_wide_fuzzed_format_gives_the_row_paths_ledger(factory, tmp_path, seed):
     columnar, rows = _both(factory, path, assume_tz=tz, cluster="opt" if seed % 2 else None)
     _same(columnar, rows)
     assert columnar[0].records_inserted > 0
+
+
+def test_a_run_that_fails_mid_file_keeps_the_rejects_read_before_the_failure(factory, tmp_path):
+    """A byte that is not UTF-8 three quarters into the file fails the run on both paths; the rejects of the lines
+    read before the failure are stored with the failed run (``ingest show RUN`` lists them) on the columnar path
+    as on the row path: each a leading part of the rejects of the whole file without that byte (each path reads
+    ahead of the line it fails on by a block: its own block size)."""
+    clean = _fuzzed(11, tmp_path, trailing=False)
+    data = clean.read_bytes()
+    cut = data.index(b"\n", len(data) * 3 // 4) + 1
+    path = tmp_path / "bad-byte.txt"
+    path.write_bytes(data[:cut] + b"\xff" + data[cut:])
+    out = {}
+    for columnar, file in ((True, path), (False, path), (False, clean)):
+        with write_session(factory) as s:
+            s.execute(delete(UsageRecordHistory))
+            s.execute(delete(UsageRecordRow))
+        result = ingest_source(
+            factory, "slurm", file, catalog=CAT,
+            options=IngestOptions(columnar=columnar, assume_tz="UTC", cluster="hb", batch_size=100),
+        )  # fmt: skip  (batches of 100 lines: the columnar path reads the file in blocks of ~6 KB)
+        out[columnar, file] = (result, _all_rejects(factory, result.run_id))
+    whole = out[False, clean][1]
+    assert out[False, clean][0].status == "partial" and len(whole) > 30
+    for columnar in (True, False):
+        result, rejects = out[columnar, path]
+        assert result.status == "failed" and "not UTF-8" in result.message, result.message
+        assert len(rejects) >= 20, columnar  # 27 on the row path, 28 on the columnar path (read ahead)
+        assert rejects == whole[: len(rejects)], columnar
+        assert result.rows_rejected == len({line for line, _, _ in rejects})

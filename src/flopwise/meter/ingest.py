@@ -283,6 +283,8 @@ def ingest_source(
         run_id = run.id
 
     parsed: _Parsed | None = None
+    # the columnar paths' rejects, filled as they go: a run that fails before they return keeps those read so far
+    columnar_rejected: list[RejectedRow] = []
     try:
         plan = None
         if source == "focus" and options.columnar:
@@ -298,11 +300,13 @@ def ingest_source(
             parsed, counts = ingest_sacct_columnar(
                 factory, target, sacct, coster=coster, options=options, run_id=run_id, exported_at=exported_at,
                 progress=progress, attribute=attribute, overlap=_overlap(factory, options),
+                rejected=columnar_rejected,
             )  # fmt: skip
             totals = {"counts": counts}
         elif plan is not None:
             parsed, counts = _ingest_columnar(
-                factory, target, plan, catalog, coster, options, run_id, exported_at, progress, attribute
+                factory, target, plan, catalog, coster, options, run_id, exported_at, progress, attribute,
+                columnar_rejected,
             )
             totals = {"counts": counts}
         else:
@@ -322,7 +326,7 @@ def ingest_source(
                 overlap=_overlap(factory, options),
             )
     except IngestError as err:
-        rejected = parsed.rejected if parsed is not None else []
+        rejected = parsed.rejected if parsed is not None else columnar_rejected
         return _fail(factory, run_id, source, target, str(err), rejected)
     except KeyboardInterrupt:
         _fail(
@@ -389,12 +393,14 @@ def _ingest_columnar(
     exported_at: datetime,
     progress: Progress | None,
     attribute: Attributor | None,
+    rejected: list[RejectedRow],
 ) -> tuple[_Parsed, BatchCounts]:
     """A FOCUS CSV through the columnar path: each batch in its own write transaction
-    (:func:`flopwise.meter.ledger_write.write_columns`), Arrow's memory from malloc."""
+    (:func:`flopwise.meter.ledger_write.write_columns`), Arrow's memory from malloc; rejects into *rejected*
+    (also when the run fails part way: those read so far)."""
     with _system_memory_pool():
         return _ingest_columnar_batches(
-            factory, target, plan, catalog, coster, options, run_id, exported_at, progress, attribute
+            factory, target, plan, catalog, coster, options, run_id, exported_at, progress, attribute, rejected
         )
 
 
@@ -444,13 +450,13 @@ def _ingest_columnar_batches(
     exported_at: datetime,
     progress: Progress | None,
     attribute: Attributor | None,
+    rejected: list[RejectedRow],
 ) -> tuple[_Parsed, BatchCounts]:
     from flopwise.meter.focus import ParseReport
     from flopwise.meter.ingest_columnar import BATCH_ROWS, focus_column_batches
     from flopwise.meter.ledger_write import write_columns
 
     report = ParseReport(path=target, source="focus")
-    rejected: list[RejectedRow] = []
     parsed = _Parsed(iter(()), rejected, lambda: report.rows_read)
     total = BatchCounts()
     batches = focus_column_batches(

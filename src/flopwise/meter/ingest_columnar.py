@@ -246,10 +246,13 @@ class _Lines:
         return out
 
 
-def _physical_lines(target: str, delimiter: str, wanted: set[int]) -> dict[int, int]:
+def _physical_lines(target: str, delimiter: str, wanted: set[int], *, partial: bool = False) -> dict[int, int]:
     """record ordinal (0-based among the data records the row path counts) -> the line it reports for it
-    (:func:`flopwise.meter.focus._csv_data`'s numbering: csv.reader's line count, blank records skipped)."""
+    (:func:`flopwise.meter.focus._csv_data`'s numbering: csv.reader's line count, blank records skipped).
+    *partial*: a file that cannot be read to the last wanted record (a run that failed on it) gives the records
+    found before the error instead of raising it."""
     import csv
+    import zlib
 
     from flopwise.meter.ingest_io import _open_path
 
@@ -270,6 +273,10 @@ def _physical_lines(target: str, delimiter: str, wanted: set[int]) -> dict[int, 
                 break
             except csv.Error:
                 fields = ["?", "?"]
+            except (OSError, EOFError, zlib.error, UnicodeDecodeError):
+                if not partial:
+                    raise
+                break
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue
             if ordinal in wanted:
@@ -718,7 +725,9 @@ def focus_column_batches(
     batch_rows: int = BATCH_ROWS,
 ) -> Iterator[pa.Table]:
     """Ledger-column tables of a FOCUS CSV, *batch_rows* at a time, with ``source_key`` made (see the module
-    doc). Fills *report* (rows read, version) and, at the end, *rejected* (line and reason)."""
+    doc). Fills *report* (rows read, version) and, at the end, *rejected* (line and reason): also when the run
+    stops before the end (a corrupt tail, Ctrl-C, a batch's write that failed), with the rejects of the blocks
+    read so far, as the row path keeps those of the lines it read."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.csv as pcsv
@@ -735,6 +744,8 @@ def focus_column_batches(
     # the CLI, is raised in this loop, not swallowed in a read); progress is reported once per batch
     raw = pa.OSFile(str(path), "rb")
     total = path.stat().st_size
+    finished = False
+    checked = 0  # the highest record number of the batches built so far
     try:
         stream = pa.CompressedInputStream(raw, "gzip") if path.suffix == ".gz" else raw
         reader = pcsv.open_csv(
@@ -759,6 +770,7 @@ def focus_column_batches(
                 numbers = lines.numbers(part.num_rows)
                 table, ok, slow = builder.build(part)
                 records = builder.slow_rows(part, slow, numbers, pending_rejects)
+                checked = numbers[-1] if numbers else checked
                 if records:
                     extra = _records_table([r for _, r in records], coster, table.schema)
                     fast_numbers = np.asarray(numbers)[ok]
@@ -783,28 +795,61 @@ def focus_column_batches(
                 pa.default_memory_pool().release_unused()  # the batch's buffers back to the OS: RSS stays flat
                 if progress is not None:
                     progress(raw.tell(), total)
+        finished = True
     except pa.ArrowCancelled:
         raise KeyboardInterrupt from None
     except (pa.ArrowException, OSError, EOFError) as err:
         raise IngestError(target, None, _arrow_message(err, target, path.suffix == ".gz")) from None
     finally:
         raw.close()
-    # the invalid records (wrong number of fields) and the row path's rejects, with their physical lines
+        if not finished:
+            _collect_rejects(target, plan, lines, pending_rejects, report, rejected, checked=checked)
+    _collect_rejects(target, plan, lines, pending_rejects, report, rejected)
+
+
+def _collect_rejects(
+    target: str,
+    plan: _Plan,
+    lines: _Lines,
+    pending_rejects: list[tuple[int, str, str]],
+    report: ParseReport,
+    rejected: list[RejectedRow],
+    *,
+    checked: int | None = None,
+) -> None:
+    """The invalid records (wrong number of fields) and the row path's rejects, with their physical lines, into
+    *rejected*. *checked* None: the whole file was read. Else the run stopped part way (a corrupt tail, Ctrl-C, a
+    batch's write that failed), and the rejects are a leading part of the whole file's, as the row path keeps
+    those of the lines it read before a failure: those of the records up to record number *checked* (the batches
+    built; pyarrow has parsed further), and only as far as the file can be read back to find their lines (the
+    run's own error is the one reported)."""
+    import bisect
+
+    header = plan.header
+    complete = checked is None
     for number, (text, got) in lines.invalid.items():
+        if not complete and number > checked:
+            continue
         what = "truncated?" if got < len(header) else "a stray delimiter or unquoted value?"
         pending_rejects.append((number, f"has {got} fields, the header has {len(header)} ({what})", text))
         report.rows_read += 1
-    if pending_rejects:
-        blanks = sorted(lines.blank)
-        import bisect
+    lines.invalid.clear()
+    if not pending_rejects:
+        return
+    blanks = sorted(lines.blank)
 
-        def ordinal(number: int) -> int:
-            return number - 2 - bisect.bisect_left(blanks, number)
+    def ordinal(number: int) -> int:
+        return number - 2 - bisect.bisect_left(blanks, number)
 
-        where = _physical_lines(target, plan.delimiter, {ordinal(n) for n, _, _ in pending_rejects})
-        for number, reason, text in sorted(pending_rejects):
-            line = where.get(ordinal(number), ordinal(number) + 2)
-            rejected.append(RejectedRow(target, line, reason, text[:500]))
+    where = _physical_lines(
+        target, plan.delimiter, {ordinal(n) for n, _, _ in pending_rejects}, partial=not complete
+    )
+    for number, reason, text in sorted(pending_rejects):
+        if not complete and ordinal(number) not in where:
+            continue  # past where the file can be read back: past the row path's failure too
+        line = where.get(ordinal(number), ordinal(number) + 2)
+        rejected.append(RejectedRow(target, line, reason, text[:500]))
+    pending_rejects.clear()
 
 
 def _rebatched(reader: Any, rows: int) -> Iterator[pa.RecordBatch]:

@@ -1241,6 +1241,7 @@ def sacct_column_batches(
     raw_file = pa.OSFile(str(path), "rb")
     total = path.stat().st_size
     next_number = plan.skip_rows + 1
+    finished = False
     try:
         stream = pa.CompressedInputStream(raw_file, "gzip") if path.suffix == ".gz" else raw_file
         reader = pcsv.open_csv(
@@ -1363,6 +1364,7 @@ def sacct_column_batches(
                 progress(raw_file.tell(), total)
             if batch is None:
                 break
+        finished = True
     except pa.ArrowCancelled:
         raise KeyboardInterrupt from None
     except (pa.ArrowException, OSError, EOFError) as err:
@@ -1371,8 +1373,35 @@ def sacct_column_batches(
         raise IngestError(target, None, _arrow_message(err, target, path.suffix == ".gz")) from None
     finally:
         raw_file.close()
+        if not finished:  # failed, interrupted, or a batch's write failed: the run keeps what was read so far
+            _collect_rejects(target, maybe_blank, structure, rejected, counts, complete=False)
+    _collect_rejects(target, maybe_blank, structure, rejected, counts, complete=True)
+
+
+def _collect_rejects(
+    target: str,
+    maybe_blank: dict[int, int],
+    structure: _Structure,
+    rejected: list[RejectedRow],
+    counts: SacctCounts,
+    *,
+    complete: bool,
+) -> None:
+    """The rejects *structure* holds, into *rejected* in the row path's order (by event), their lines counted.
+
+    At the end of the file (*complete*) and also when the run stops before it (*complete* False: a corrupt tail,
+    Ctrl-C, a write that failed): the row path keeps the rejects of the lines it read before a failure, and the
+    failed run stores them (``flopwise ingest show RUN``), so this path does too: those of the blocks read so far.
+    Resolving the all-empty rows re-reads the file's head; on a run that already failed, a file that cannot be
+    read back that far leaves those rows out (the run's own error is the one reported)."""
+    import zlib
+
     if maybe_blank:
-        _resolve_blank(target, maybe_blank, structure)
+        try:
+            _resolve_blank(target, maybe_blank, structure)
+        except (OSError, EOFError, zlib.error, UnicodeDecodeError):
+            if complete:
+                raise
     for _event, _k, row in sorted(structure.rejects, key=operator.itemgetter(0, 1)):
         rejected.append(row)
         counts.rejected_lines.add(row.line)
@@ -1532,16 +1561,17 @@ def ingest_sacct_columnar(
     progress: Any,
     attribute: Attributor | None,
     overlap: bool,
+    rejected: list[RejectedRow],
 ) -> tuple[Any, Any]:
     """A sacct file through the columnar path: each batch of finished jobs in its own write transaction
-    (:func:`flopwise.meter.ledger_write.write_columns`). Returns (the run's ``_Parsed`` counts, BatchCounts)."""
+    (:func:`flopwise.meter.ledger_write.write_columns`). Returns (the run's ``_Parsed`` counts, BatchCounts);
+    rejects into *rejected*, also when the run fails part way (those of the lines read so far)."""
     from flopwise.meter.ingest_parse import _Parsed
     from flopwise.meter.ledger_write import BackgroundWriter, BatchCounts, write_columns
     from flopwise.store.session import write_session
     from flopwise.store.types import utcnow
 
     plan, parser = planned
-    rejected: list[RejectedRow] = []
     counts = SacctCounts()
     parsed = _Parsed(
         iter(()),
