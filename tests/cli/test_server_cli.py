@@ -240,3 +240,24 @@ def test_access_log_on_by_default_and_off_with_no_access_log(tmp_path, workers, 
     log = (tmp_path / "serve.log").read_text()
     assert "Uvicorn running" in log or "Application startup complete" in log, log
     assert ('"GET /api/v1/me HTTP/1.1" 401' in log) is logged, log
+
+
+def test_write_threads_sizes_the_write_limiter_and_refuses_zero(db_url):
+    """``--write-threads N`` (``FLOPWISE_WRITE_THREADS``, ``Settings.write_threads``) is how many request creations
+    and admission decisions a worker runs at once; 0 is bad input (exit 2), not a server that never writes."""
+    from flopwise.server import Settings, create_app
+
+    bad = _run("serve", "--database-url", db_url, "--write-threads", "0", "--get", "/api/v1/health")
+    assert bad.exit_code == 2, bad.output
+    ok = _run("serve", "--database-url", db_url, "--write-threads", "3", "--get", "/api/v1/health")
+    assert ok.exit_code == 0, ok.output
+    app = create_app(Settings(database_url=db_url, write_threads=3))
+    try:
+        assert app.state.write_limiter.total_tokens == 3
+    finally:
+        app.state.engine.dispose()
+    default = create_app(Settings(database_url=db_url))
+    try:
+        assert default.state.write_limiter.total_tokens == Settings.model_fields["write_threads"].default
+    finally:
+        default.state.engine.dispose()

@@ -46,6 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.clock = utcnow
     app.state.catalog = None
     app.state.schema_revision = current_revision(engine)  # what /health reports, read once
+    from anyio import CapacityLimiter
+
+    app.state.write_limiter = CapacityLimiter(settings.write_threads)  # flopwise.server.deps.in_write_thread
     install_error_handlers(app)
     from flopwise.server.guard import InputGuard
 

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
         description="Seconds a worker keeps a token's principal without asking the database (0: never). Revoking a "
         "token or changing roles takes effect at once in the process that made the change, within this in others.",
     )
+    write_threads: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Threads a worker runs request creations and admission decisions in at once; more wait in the "
+        "event loop for one of them (see docs/server.md, 'Write threads').",
+    )
     migrate_on_start: bool = Field(
         default=True, description="Run Alembic `upgrade head` when the app starts."
     )
