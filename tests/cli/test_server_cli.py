@@ -258,6 +258,35 @@ def test_write_threads_sizes_the_write_limiter_and_refuses_zero(db_url):
         app.state.engine.dispose()
     default = create_app(Settings(database_url=db_url))
     try:
-        assert default.state.write_limiter.total_tokens == Settings.model_fields["write_threads"].default
+        assert default.state.write_limiter.total_tokens == 40  # SQLite: anyio's pool size, as before the limit
     finally:
         default.state.engine.dispose()
+
+
+def test_write_threads_default_on_postgresql_is_shared_out_among_the_workers():
+    """On PostgreSQL the default (4) is the server's in all: ``--workers 2`` gives each worker 2, at least 1."""
+    from flopwise.server import Settings
+
+    settings = Settings(database_url="postgresql+psycopg://flopwise@db.invalid/flopwise")
+    assert [settings.resolved_write_threads(w) for w in (1, 2, 3, 8)] == [4, 2, 1, 1]
+    assert settings.model_copy(update={"write_threads": 3}).resolved_write_threads(2) == 3
+
+
+@pytest.mark.parametrize(("options", "expected"), [((), 40), (("--workers", "2"), 40),
+                                                   (("--workers", "2", "--write-threads", "3"), 3)])  # fmt: skip
+def test_serve_passes_the_write_threads_on(db_url, monkeypatch, options, expected):
+    """``flopwise serve`` builds the app with the threads per worker: given, or the database's default."""
+    import flopwise.server
+
+    seen = []
+    real = flopwise.server.create_app
+
+    def spy(settings=None):
+        seen.append(settings.write_threads)
+        return real(settings)
+
+    monkeypatch.delenv("FLOPWISE_WRITE_THREADS", raising=False)
+    monkeypatch.setattr(flopwise.server, "create_app", spy)
+    result = _run("serve", "--database-url", db_url, *options, "--get", "/api/v1/health")
+    assert result.exit_code == 0, result.output
+    assert seen == [expected]

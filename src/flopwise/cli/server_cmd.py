@@ -146,7 +146,8 @@ def serve(
             max=64,
             envvar="FLOPWISE_WRITE_THREADS",
             help="Threads each worker runs request creations and admission decisions in at once; more wait their "
-            "turn (default 4, see docs/server.md).",
+            "turn. Default on PostgreSQL: 4 shared out among the workers (2 each with --workers 2, at least 1); on "
+            "SQLite 40 (see docs/server.md).",
             show_default=False,
         ),
     ] = None,
@@ -177,8 +178,9 @@ def serve(
         tmp_dir = tempfile.TemporaryDirectory(prefix="flopwise-demo-")
         database_url = f"sqlite:///{Path(tmp_dir.name) / 'demo.db'}"
     settings = _settings(database_url)
-    if write_threads is not None:
-        settings = settings.model_copy(update={"write_threads": write_threads})
+    # per worker: the default (PostgreSQL) is the server's in all, shared out among the workers
+    write_threads = write_threads or settings.resolved_write_threads(workers)
+    settings = settings.model_copy(update={"write_threads": write_threads})
     app = create_app(settings)
     if demo:
         _print_demo(_fill_demo(app), f"http://{host}:{port}/")

@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.schema_revision = current_revision(engine)  # what /health reports, read once
     from anyio import CapacityLimiter
 
-    app.state.write_limiter = CapacityLimiter(settings.write_threads)  # flopwise.server.deps.in_write_thread
+    app.state.write_limiter = CapacityLimiter(settings.resolved_write_threads())  # flopwise.server.deps.in_write_thread
     install_error_handlers(app)
     from flopwise.server.guard import InputGuard
 

@@ -132,7 +132,7 @@ async def in_write_thread(request: Request, func: Callable[..., T], *args: Any) 
     (and, in its write transaction, its budget locks) longer, and more writes in flight than the engine's pool
     holds (5) make it open and close overflow connections (a PostgreSQL backend each). A few threads keep this
     process's CPU busy while others wait on database round trips (docs/server.md, "Write threads", for the
-    measurements behind the default of 4).
+    measurements behind the defaults: 4 on PostgreSQL; 40 on SQLite, where a lower limit cost throughput).
     """
     import anyio.to_thread
 
