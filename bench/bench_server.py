@@ -18,8 +18,9 @@ process that saturates before the server: the baseline ``/health`` is measured b
 run. The table gives requests/s, the p50/p99 latency the clients saw, the ratio of req/s to ``/health`` on the
 same server, and CPU per request of the three parties (user + system time from ``/proc``): the server's own
 (the ``flopwise serve`` processes), which does not depend on how much CPU the clients took; PostgreSQL's (the
-backends serving the server, found by ``application_name``); and the clients' (the client processes over the
-timed part). Client, server and PostgreSQL share this machine's cores: where their CPU per request adds up to
+backends serving the server, found by ``application_name`` and sampled through the phase, so a connection the
+server's pool closes meanwhile still counts: :class:`BackendCpu`); and the clients' (the client processes over
+the timed part). Client, server and PostgreSQL share this machine's cores: where their CPU per request adds up to
 the cores' time per request, the machine, not the server, sets req/s, and req/s and latencies are a floor for a
 server with cores of its own.
 
@@ -288,25 +289,68 @@ def _cpu_of(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def database_backends_cpu_s(database_url: str) -> dict[int, float]:
-    """CPU seconds of each PostgreSQL backend serving *database_url* (found by its ``application_name``), by
-    process id; empty for SQLite (its work is in the server's CPU) or when the backends are not on this host."""
-    from sqlalchemy.engine import make_url
+class BackendCpu:
+    """CPU seconds of the PostgreSQL backends serving *database_url* (found by its ``application_name``) over a
+    phase, sampled every *interval_s* by a thread from :meth:`start` to :meth:`stop`; NaN for SQLite (its work is
+    in the server's CPU) or when the backends are not on this host.
 
-    url = make_url(database_url)
-    name = url.query.get("application_name")
-    if url.get_backend_name() != "postgresql" or not name:
-        return {}
-    import psycopg
+    Sampled, not read only at both ends: a backend that leaves during the phase (the connection pool closes its
+    overflow connections when more than ``pool_size`` were in use) would otherwise take its CPU with it, and a
+    server holding many connections at once would look cheaper on PostgreSQL than one holding few. A backend
+    counts from its CPU at the first sample (from its start, when it came during the phase) to its last sample,
+    so at most *interval_s* of a leaving backend's work is missed.
+    """
 
-    kwargs = {"host": url.host, "port": url.port or 5432, "user": url.username, "password": url.password,
-              "dbname": url.database}  # fmt: skip
-    with psycopg.connect(autocommit=True, **kwargs) as conn:
-        pids = [
-            r[0]
-            for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,))
-        ]
-    return {pid: cpu for pid in pids if (cpu := _cpu_of(pid)) is not None}
+    def __init__(self, database_url: str, interval_s: float = 0.05) -> None:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(database_url)
+        self._name = url.query.get("application_name")
+        self._enabled = url.get_backend_name() == "postgresql" and bool(self._name)
+        self._kwargs = {"host": url.host, "port": url.port or 5432, "user": url.username,
+                        "password": url.password, "dbname": url.database}  # fmt: skip
+        self._interval_s = interval_s
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: Any = None
+
+    def _sample(self, baseline: bool) -> None:
+        pids = [r[0] for r in self._conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (self._name,)
+        )]  # fmt: skip
+        for pid in pids:
+            cpu = _cpu_of(pid)
+            if cpu is None:
+                continue
+            self._first.setdefault(pid, cpu if baseline else 0.0)
+            self._last[pid] = cpu
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._sample(baseline=False)
+
+    def start(self) -> None:
+        if not self._enabled:
+            return
+        import psycopg
+
+        self._conn = psycopg.connect(autocommit=True, **self._kwargs)
+        self._sample(baseline=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> float:
+        if not self._enabled or self._thread is None:
+            return float("nan")
+        self._stop.set()
+        self._thread.join()
+        self._sample(baseline=False)
+        self._conn.close()
+        if not self._last:
+            return float("nan")  # no backend's CPU could be read (PostgreSQL on another host)
+        return sum(self._last[pid] - self._first[pid] for pid in self._last)
 
 
 def process_tree_cpu_s(pid: int) -> float:
@@ -438,14 +482,14 @@ def run_phase(
         proc.start()
     barrier.wait()
     cpu0 = process_tree_cpu_s(server_pid) if server_pid else float("nan")
-    db0 = database_backends_cpu_s(database_url) if database_url else {}
+    backends = BackendCpu(database_url) if database_url else None
+    if backends is not None:
+        backends.start()
     collected = [results.get(timeout=600) for _ in procs]
     cpu1 = process_tree_cpu_s(server_pid) if server_pid else float("nan")
-    db1 = database_backends_cpu_s(database_url) if database_url else {}
+    db_cpu_s = backends.stop() if backends is not None else float("nan")
     for proc in procs:
         proc.join()
-    # a backend that left during the phase is not counted; one that came during it counts from its start
-    db_cpu_s = sum(cpu - db0.get(pid, 0.0) for pid, cpu in db1.items()) if db1 else float("nan")
     latencies = [x for lat, _e, _s, _t, _c in collected for x in lat]
     errors: dict[int, int] = {}
     for _l, errs, _s, _t, _c in collected:

@@ -240,3 +240,53 @@ def test_access_log_on_by_default_and_off_with_no_access_log(tmp_path, workers, 
     log = (tmp_path / "serve.log").read_text()
     assert "Uvicorn running" in log or "Application startup complete" in log, log
     assert ('"GET /api/v1/me HTTP/1.1" 401' in log) is logged, log
+
+
+def test_write_threads_sizes_the_write_limiter_and_refuses_zero(db_url):
+    """``--write-threads N`` (``FLOPWISE_WRITE_THREADS``, ``Settings.write_threads``) is how many request creations
+    and admission decisions a worker runs at once; 0 is bad input (exit 2), not a server that never writes."""
+    from flopwise.server import Settings, create_app
+
+    bad = _run("serve", "--database-url", db_url, "--write-threads", "0", "--get", "/api/v1/health")
+    assert bad.exit_code == 2, bad.output
+    ok = _run("serve", "--database-url", db_url, "--write-threads", "3", "--get", "/api/v1/health")
+    assert ok.exit_code == 0, ok.output
+    app = create_app(Settings(database_url=db_url, write_threads=3))
+    try:
+        assert app.state.write_limiter.total_tokens == 3
+    finally:
+        app.state.engine.dispose()
+    default = create_app(Settings(database_url=db_url))
+    try:
+        assert default.state.write_limiter.total_tokens == 40  # SQLite: anyio's pool size, as before the limit
+    finally:
+        default.state.engine.dispose()
+
+
+def test_write_threads_default_on_postgresql_is_shared_out_among_the_workers():
+    """On PostgreSQL the default (4) is the server's in all: ``--workers 2`` gives each worker 2, at least 1."""
+    from flopwise.server import Settings
+
+    settings = Settings(database_url="postgresql+psycopg://flopwise@db.invalid/flopwise")
+    assert [settings.resolved_write_threads(w) for w in (1, 2, 3, 8)] == [4, 2, 1, 1]
+    assert settings.model_copy(update={"write_threads": 3}).resolved_write_threads(2) == 3
+
+
+@pytest.mark.parametrize(("options", "expected"), [((), 40), (("--workers", "2"), 40),
+                                                   (("--workers", "2", "--write-threads", "3"), 3)])  # fmt: skip
+def test_serve_passes_the_write_threads_on(db_url, monkeypatch, options, expected):
+    """``flopwise serve`` builds the app with the threads per worker: given, or the database's default."""
+    import flopwise.server
+
+    seen = []
+    real = flopwise.server.create_app
+
+    def spy(settings=None):
+        seen.append(settings.write_threads)
+        return real(settings)
+
+    monkeypatch.delenv("FLOPWISE_WRITE_THREADS", raising=False)
+    monkeypatch.setattr(flopwise.server, "create_app", spy)
+    result = _run("serve", "--database-url", db_url, *options, "--get", "/api/v1/health")
+    assert result.exit_code == 0, result.output
+    assert seen == [expected]

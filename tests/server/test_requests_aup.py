@@ -20,3 +20,17 @@ def test_unaccepted_aup_denies_until_accepted(org: Org) -> None:
     assert org.post(f"/aup/{version}/accept", "member", {}).status_code in (200, 201)
     allowed = org.post("/requests", "member", plan_request(project, hours="1")).json()
     assert allowed["state"] == "approved", allowed
+
+
+def test_another_organizations_newer_aup_does_not_undo_an_acceptance(org: Org) -> None:
+    """The newest version is the requester's organization's own: another organization's later version (a higher
+    number, a different row) must not be the one checked for this user's acceptance."""
+    project = org.new_project()
+    make_budget(org, project, "1000")
+    for text in ("Theirs, first.", "Theirs, second."):
+        assert org.post("/aup", "other_org", {"text": text}).status_code == 201
+    published = org.post("/aup", "admin", {"text": "Ours."})
+    assert published.status_code == 201, published.text
+    assert org.post(f"/aup/{published.json()['version']}/accept", "member", {}).status_code in (200, 201)
+    allowed = org.post("/requests", "member", plan_request(project, hours="1")).json()
+    assert allowed["state"] == "approved", allowed

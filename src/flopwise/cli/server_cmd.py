@@ -138,6 +138,19 @@ def serve(
             min=1, max=64, help="Worker processes (each with its own connection pool; use PostgreSQL for >1)."
         ),
     ] = 1,
+    write_threads: Annotated[
+        int | None,
+        typer.Option(
+            "--write-threads",
+            min=1,
+            max=64,
+            envvar="FLOPWISE_WRITE_THREADS",
+            help="Threads each worker runs request creations and admission decisions in at once; more wait their "
+            "turn. Default on PostgreSQL: 4 shared out among the workers (2 each with --workers 2, at least 1); on "
+            "SQLite 40 (see docs/server.md).",
+            show_default=False,
+        ),
+    ] = None,
     access_log: Annotated[
         bool,
         typer.Option(
@@ -165,6 +178,9 @@ def serve(
         tmp_dir = tempfile.TemporaryDirectory(prefix="flopwise-demo-")
         database_url = f"sqlite:///{Path(tmp_dir.name) / 'demo.db'}"
     settings = _settings(database_url)
+    # per worker: the default (PostgreSQL) is the server's in all, shared out among the workers
+    write_threads = write_threads or settings.resolved_write_threads(workers)
+    settings = settings.model_copy(update={"write_threads": write_threads})
     app = create_app(settings)
     if demo:
         _print_demo(_fill_demo(app), f"http://{host}:{port}/")
@@ -201,6 +217,7 @@ def serve(
             if settings.catalog_dir:
                 os.environ["FLOPWISE_CATALOG_DIR"] = settings.catalog_dir
             os.environ["FLOPWISE_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
+            os.environ["FLOPWISE_WRITE_THREADS"] = str(settings.write_threads)
             app.state.engine.dispose()
             from uvicorn.supervisors import Multiprocess
 

@@ -21,7 +21,7 @@ def _version() -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI app. Nothing global: each call has its own engine, so tests build one per database."""
-    from flopwise.server.api import api_router
+    from flopwise.server.api import API_ROUTERS
     from flopwise.store import make_engine, make_session_factory, upgrade
     from flopwise.store.types import utcnow
 
@@ -46,11 +46,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.clock = utcnow
     app.state.catalog = None
     app.state.schema_revision = current_revision(engine)  # what /health reports, read once
+    from anyio import CapacityLimiter
+
+    app.state.write_limiter = CapacityLimiter(settings.resolved_write_threads())  # flopwise.server.deps.in_write_thread
     install_error_handlers(app)
     from flopwise.server.guard import InputGuard
 
     app.add_middleware(InputGuard, max_body_bytes=settings.max_body_bytes)
-    app.include_router(api_router, prefix="/api/v1")
+    for router in API_ROUTERS:
+        app.include_router(router, prefix="/api/v1")
     from flopwise.server.web import install_web
 
     install_web(app)

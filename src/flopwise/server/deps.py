@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,7 +25,10 @@ __all__ = [
     "SettingsDep",
     "WriteContext",
     "WriteContextDep",
+    "in_write_thread",
 ]
+
+T = TypeVar("T")
 
 
 async def get_db(request: Request) -> sessionmaker[Session]:
@@ -118,6 +121,22 @@ async def get_write_context(request: Request) -> WriteContext:
     state = request.app.state
     catalog = state.catalog if state.catalog is not None else await _catalog(request)
     return WriteContext(principal, state.db, state.clock, catalog, state.settings)
+
+
+async def in_write_thread(request: Request, func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` in a worker thread, at most ``Settings.write_threads`` of them at once per process (the
+    app's ``write_limiter``); the request waits in the event loop for a free one.
+
+    Why bounded: FastAPI runs a plain ``def`` route in anyio's pool of 40 threads, so 16 concurrent writes are
+    16 threads contending for the GIL, each switch costing CPU and each write holding its database connection
+    (and, in its write transaction, its budget locks) longer, and more writes in flight than the engine's pool
+    holds (5) make it open and close overflow connections (a PostgreSQL backend each). A few threads keep this
+    process's CPU busy while others wait on database round trips (docs/server.md, "Write threads", for the
+    measurements behind the defaults: 4 on PostgreSQL; 40 on SQLite, where a lower limit cost throughput).
+    """
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(func, *args, limiter=request.app.state.write_limiter)
 
 
 DbDep = Annotated[sessionmaker[Session], Depends(get_db)]

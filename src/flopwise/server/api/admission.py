@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,7 +37,7 @@ from flopwise.server.decisions import (
     store_final_decision,
 )
 from flopwise.server.decisions import decide as decide_facts
-from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep, WriteContextDep
+from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep, WriteContextDep, in_write_thread
 from flopwise.server.errors import ApiError
 
 __all__ = ["AdmissionPublic", "SettleIn", "router"]
@@ -186,7 +186,7 @@ def _conflict(job: Any, action: str, allowed: tuple[str, ...]) -> ApiError:
 
 
 @router.post("/decide", response_model=AdmissionPublic)
-def decide(body: AdmissionIn, ctx: WriteContextDep) -> Any:
+async def decide(body: AdmissionIn, request: Request, ctx: WriteContextDep) -> Any:
     """Admit or reject a scheduler job on its worst case, reserving it; idempotent on (engine, engine_job_id).
 
     The hot path, in one session (one pooled connection): a read transaction
@@ -196,6 +196,11 @@ def decide(body: AdmissionIn, ctx: WriteContextDep) -> Any:
     decision (``ON CONFLICT DO NOTHING``: a repeat reads the stored one), locks the budgets, re-checks and
     reserves, and appends the audit entry; the response is built after the commit from what is known.
     """
+    # all of it in one of the worker's write threads (this docstring is the route's description in the OpenAPI)
+    return await in_write_thread(request, _decide, body, ctx)
+
+
+def _decide(body: AdmissionIn, ctx: Any) -> Any:
     from flopwise.store import (
         insert_admission_job,
         pinned_session,

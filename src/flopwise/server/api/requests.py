@@ -35,7 +35,7 @@ from flopwise.server.decisions import (
     reserve,
     store_final_decision,
 )
-from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep, WriteContextDep
+from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep, WriteContextDep, in_write_thread
 from flopwise.server.errors import ApiError
 
 router = APIRouter(prefix="/requests", tags=["requests"])
@@ -324,7 +324,7 @@ def _transition_error(err: InputError) -> ApiError:
 
 
 @router.post("", response_model=RequestPublic, status_code=201)
-def create_request(
+async def create_request(
     body: RequestCreate,
     request: Request,
     ctx: WriteContextDep,
@@ -341,6 +341,11 @@ def create_request(
     with its decision, locks the budgets, re-checks and reserves, and appends the audit entry; the response is
     built after the commit from what is known, and serialized here (:func:`~flopwise.server.decisions.model_response`).
     """
+    # all of it in one of the worker's write threads (this docstring is the route's description in the OpenAPI)
+    return await in_write_thread(request, _create_response, body, request, ctx, idempotency_key)
+
+
+def _create_response(body: RequestCreate, request: Request, ctx: Any, idempotency_key: str | None) -> Any:
     public, status = new_request(
         body, request, ctx.principal, ctx.db, ctx.clock, ctx.catalog, ctx.settings, idempotency_key
     )

@@ -290,8 +290,15 @@ def _context_columns(org: Any, team: Any, project: Any) -> tuple[Any, Any, Any]:
         | ((Quota.scope_kind == "team") & (Quota.scope_id == team))
         | ((Quota.scope_kind == "project") & (Quota.scope_id == project))
     )
+    # correlated to the organization of the outer statement explicitly: nested in the EXISTS below, SQLAlchemy's
+    # auto-correlation looks only one level up, and the subquery took `organizations` into its own FROM (the
+    # newest version of any organization, so another organization's later version undid every acceptance)
     newest = (
-        select(AupVersion.id).where(AupVersion.org_id == org).order_by(AupVersion.version.desc()).limit(1)
+        select(AupVersion.id)
+        .where(AupVersion.org_id == org)
+        .order_by(AupVersion.version.desc())
+        .limit(1)
+        .correlate_except(AupVersion)
     ).scalar_subquery()
     version = (
         select(AupVersion.version)
