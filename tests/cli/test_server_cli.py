@@ -59,7 +59,12 @@ def test_serve_get_works_where_an_event_loop_already_runs(db_url):
     async def inside_a_loop():
         return _run("serve", "--database-url", db_url, "--get", "/api/v1/health")
 
-    health = asyncio.run(inside_a_loop())
+    try:  # the browser tests' sync Playwright session, when they ran first, keeps a loop running in this thread
+        asyncio.get_running_loop()
+    except RuntimeError:
+        health = asyncio.run(inside_a_loop())
+    else:
+        health = _run("serve", "--database-url", db_url, "--get", "/api/v1/health")
     assert health.exit_code == 0, health.output
     assert json.loads(health.stdout)["database"] == "sqlite"
 
@@ -166,6 +171,7 @@ def test_listening_socket_gives_accepted_connections_tcp_nodelay():
     """asyncio sets TCP_NODELAY only on accepted sockets whose proto is TCP; without it a response written as
     headers then body waits for the client's delayed ACK (40 ms a request on Linux)."""
     import asyncio
+    import concurrent.futures
     import socket
 
     from flopwise.cli.server_cmd import bind_listening_socket
@@ -189,7 +195,10 @@ def test_listening_socket_gives_accepted_connections_tcp_nodelay():
                 await asyncio.sleep(0.01)
             writer.close()
 
-    asyncio.run(main())
+    # in a thread of its own: the browser tests' sync Playwright session, when they ran first, keeps a loop
+    # running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, main()).result()
     assert seen and seen[0] != 0
 
 
