@@ -508,7 +508,7 @@ def test_binary_copy_stores_what_the_text_of_each_value_stores(engine):
             for t in ("via_binary", "via_bind"):
                 cursor.execute(f"CREATE TEMPORARY TABLE {t} AS SELECT {names} FROM usage_records WITH NO DATA")
             with cursor.copy(f"COPY via_binary ({names}) FROM STDIN (FORMAT binary)") as copy:
-                for part in lw._pg_copy_binary(batch, positions=False):
+                for part in lw._pg_copy_binary(batch):
                     copy.write(part)
             marks = ", ".join(["%s"] * len(lw._COLUMNS))
             cursor.executemany(
