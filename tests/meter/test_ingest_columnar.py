@@ -460,7 +460,7 @@ def test_sqlite_insert_stores_what_binding_every_value_stores():
 def test_binary_copy_stores_what_the_text_of_each_value_stores(engine):
     """``_pg_copy_binary`` (PostgreSQL's binary COPY of a batch) stores the values that binding each one stores:
     money at the ends of NUMERIC(20, 6) and beyond 64-bit micro-units, negative and zero; times before and after
-    PostgreSQL's epoch; floats; text that CSV would quote; JSON; NULLs of every kind."""
+    PostgreSQL's epoch; floats; text that CSV would quote; JSON; NULLs of every kind, some and all of a column."""
     from datetime import UTC, datetime
     from decimal import Decimal
 
@@ -499,6 +499,8 @@ def test_binary_copy_stores_what_the_text_of_each_value_stores(engine):
             column, arrow = [texts[i % len(texts)] for i in range(n)], pa.string()
         if not table.c[name].nullable:
             column = [texts[0] if v is None else v for v in column]
+        elif name in ("x_user", "idle_device_hours"):  # NULL on every row: laid out with the fixed columns
+            column = [None] * n
         values[name] = pa.array(column, arrow)
     batch = pa.table(values).slice(1)  # an offset into every column's buffers, as a filtered batch has
     names = ", ".join(lw._COLUMNS)
@@ -507,8 +509,10 @@ def test_binary_copy_stores_what_the_text_of_each_value_stores(engine):
         with raw.cursor() as cursor:
             for t in ("via_binary", "via_bind"):
                 cursor.execute(f"CREATE TEMPORARY TABLE {t} AS SELECT {names} FROM usage_records WITH NO DATA")
-            with cursor.copy(f"COPY via_binary ({names}) FROM STDIN (FORMAT binary)") as copy:
-                for part in lw._pg_copy_binary(batch):
+            order, data = lw._pg_copy_binary(batch)
+            assert sorted(order) == sorted(lw._COLUMNS)
+            with cursor.copy(f"COPY via_binary ({', '.join(order)}) FROM STDIN (FORMAT binary)") as copy:
+                for part in data:
                     copy.write(part)
             marks = ", ".join(["%s"] * len(lw._COLUMNS))
             cursor.executemany(
