@@ -283,6 +283,7 @@ def ingest_source(
         run_id = run.id
 
     parsed: _Parsed | None = None
+    rejected: list[RejectedRow] = []  # the columnar sacct path's, kept when the input breaks off
     try:
         plan = None
         if source == "focus" and options.columnar:
@@ -297,7 +298,7 @@ def ingest_source(
         if sacct is not None:
             parsed, counts = ingest_sacct_columnar(
                 factory, target, sacct, coster=coster, options=options, run_id=run_id, exported_at=exported_at,
-                progress=progress, attribute=attribute, overlap=_overlap(factory, options),
+                progress=progress, attribute=attribute, overlap=_overlap(factory, options), rejected=rejected,
             )  # fmt: skip
             totals = {"counts": counts}
         elif plan is not None:
@@ -322,8 +323,7 @@ def ingest_source(
                 overlap=_overlap(factory, options),
             )
     except IngestError as err:
-        rejected = parsed.rejected if parsed is not None else []
-        return _fail(factory, run_id, source, target, str(err), rejected)
+        return _fail(factory, run_id, source, target, str(err), parsed.rejected if parsed is not None else rejected)
     except KeyboardInterrupt:
         _fail(
             factory, run_id, source, target, "interrupted (Ctrl-C); nothing of it was kept", [], "interrupted"

@@ -1368,11 +1368,21 @@ def sacct_column_batches(
     except (pa.ArrowException, OSError, EOFError) as err:
         from flopwise.meter.ingest_columnar import _arrow_message
 
+        # the lines rejected before the input broke stay with the failed run, as the row path's do (the lines
+        # read again to tell blank ones from delimiters only all come before the break: they read as before)
+        if maybe_blank:
+            _resolve_blank(target, maybe_blank, structure)
+        _keep_rejects(structure, rejected, counts)
         raise IngestError(target, None, _arrow_message(err, target, path.suffix == ".gz")) from None
     finally:
         raw_file.close()
     if maybe_blank:
         _resolve_blank(target, maybe_blank, structure)
+    _keep_rejects(structure, rejected, counts)
+
+
+def _keep_rejects(structure: _Structure, rejected: list[RejectedRow], counts: SacctCounts) -> None:
+    """The rejects found so far into *rejected*, in the row path's order."""
     for _event, _k, row in sorted(structure.rejects, key=operator.itemgetter(0, 1)):
         rejected.append(row)
         counts.rejected_lines.add(row.line)
@@ -1532,16 +1542,17 @@ def ingest_sacct_columnar(
     progress: Any,
     attribute: Attributor | None,
     overlap: bool,
+    rejected: list[RejectedRow],
 ) -> tuple[Any, Any]:
     """A sacct file through the columnar path: each batch of finished jobs in its own write transaction
-    (:func:`flopwise.meter.ledger_write.write_columns`). Returns (the run's ``_Parsed`` counts, BatchCounts)."""
+    (:func:`flopwise.meter.ledger_write.write_columns`). Returns (the run's ``_Parsed`` counts, BatchCounts).
+    The rejected lines go into *rejected*, also those found before an input that breaks off (IngestError)."""
     from flopwise.meter.ingest_parse import _Parsed
     from flopwise.meter.ledger_write import BackgroundWriter, BatchCounts, prepare_columns, write_columns
     from flopwise.store.session import write_session
     from flopwise.store.types import utcnow
 
     plan, parser = planned
-    rejected: list[RejectedRow] = []
     counts = SacctCounts()
     parsed = _Parsed(
         iter(()),
