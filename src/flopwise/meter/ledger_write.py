@@ -1167,11 +1167,11 @@ def write_columns(
 
     1. the batch goes into a temporary staging table in one statement (PostgreSQL ``COPY ... (FORMAT binary)`` of
        the Arrow table, :func:`_pg_copy_binary`; SQLite one prepared ``executemany``);
-    2. one join finds the keys already in the ledger; with *restate*, one more finds those whose values differ
+    2. one join finds the keys already in the ledger and, with *restate*, which of them have values that differ
        (NULL-safe; JSON by its text, so the same value spelled otherwise is only a candidate) and were not written
        by this run: only these go through :func:`write_batch`, which compares values as the row path does (history
        kept, stale exports refused); the others are unchanged;
-    3. one ``INSERT ... SELECT`` moves the new keys (``ON CONFLICT (source_key) DO NOTHING``).
+    3. one ``INSERT ... SELECT`` moves the new keys (``ON CONFLICT (source_key) DO NOTHING``), if there are any.
 
     On SQLite, where a second copy of each row costs as much as the first, only the rows of known keys are
     staged (found by one ``IN (SELECT value FROM json_each(?))`` over the batch's keys); the new ones go straight
@@ -1242,17 +1242,21 @@ def write_columns(
             with cursor.copy(f"COPY {_STAGE} ({', '.join(data[0])}) FROM STDIN (FORMAT binary)") as stage:
                 for part in data[1]:
                     stage.write(part)
-            cursor.execute(f"SELECT s._idx {join}")
-            existing = cursor.fetchall()
-            changed = []
-            if existing and restate:
+            # the known keys and, with restate, whether each differs, in one join; the INSERT only when some
+            # key is new (a file ingested again: none is, and its anti-join would probe every key once more)
+            if restate:
                 cursor.execute(
-                    f"SELECT s._idx {join} WHERE (u.ingest_run_id {distinct} %s) AND ({_differs(dialect)})",
-                    (run,),
+                    f"SELECT s._idx, (u.ingest_run_id {distinct} %s) AND ({_differs(dialect)}) {join}", (run,)
                 )
-                changed = cursor.fetchall()
-            cursor.execute(insert)
-            inserted = int(cursor.rowcount)
+            else:
+                cursor.execute(f"SELECT s._idx, false {join}")
+            found = cursor.fetchall()
+            existing = [(i,) for i, _differ in found]
+            changed = [(i,) for i, differ in found if differ]
+            inserted = 0
+            if len(existing) < n:
+                cursor.execute(insert)
+                inserted = int(cursor.rowcount)
     new = np.ones(n, dtype=bool)
     if existing:
         new[[r[0] for r in existing]] = False
