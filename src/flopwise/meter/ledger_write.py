@@ -30,7 +30,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -1151,6 +1151,18 @@ def _pg_copy_fresh(connection: Any, table: Any, data: tuple[list[str], list[Any]
     return True
 
 
+def _hours(starts: Any) -> set[datetime]:
+    """The distinct hours (UTC) of a column of charge-period starts (``timestamp[us, UTC]``, no NULL): integer
+    division of the microseconds, where Arrow's ``floor_temporal`` and its zoned datetimes took 2-3x longer."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    micros = pc.cast(starts, pa.int64()).to_numpy(zero_copy_only=False)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return {epoch + timedelta(hours=h) for h in np.unique(micros // 3_600_000_000).tolist()}
+
+
 def write_columns(
     session: Session,
     table: Any | PreparedColumns,
@@ -1273,14 +1285,13 @@ def write_columns(
         new &= np.array([k in mine for k in keys])
     counts.inserted = inserted
     counts.unchanged = expected - inserted + len(existing) - len(changed)
-    fresh = table.filter(pa.array(new))
+    fresh = table if new.all() else table.filter(pa.array(new))  # every row new: no copy of the batch
     if fresh.num_rows:
         cost = pc.sum(fresh.column("cost_usd")).as_py()
         counts.cost_usd = to_money(cost) if cost is not None else Decimal(0)
         counts.device_hours = float(pc.sum(fresh.column("x_device_hours")).as_py() or 0.0)
         counts.energy_kwh = float(pc.sum(fresh.column("x_energy_kwh")).as_py() or 0.0)
-        hours = pc.unique(pc.floor_temporal(fresh.column("charge_period_start"), unit="hour"))
-        counts.touched = {h.replace(tzinfo=UTC) for h in hours.to_pylist()}
+        counts.touched = _hours(fresh.column("charge_period_start"))
     if changed:
         restated = write_batch(
             session,
