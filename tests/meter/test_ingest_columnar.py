@@ -526,3 +526,30 @@ def test_binary_copy_stores_what_the_text_of_each_value_stores(engine):
     assert a == b and len(a) == n - 1
     stored = sorted(r[lw._COLUMNS.index("billed_cost")] or "NULL" for r in a)
     assert stored == sorted(f"{Decimal(m):.6f}" if m else "NULL" for m in money[1:])
+
+
+def test_a_tag_naming_a_compute_request_links_it_as_the_row_path_does(factory, seed, tmp_path):
+    """A batch with a row whose request-id tag is an existing compute request's id: the link needs the database,
+    so on PostgreSQL the writer thread makes the batch's COPY data after it (``prepare_columns`` leaves it out);
+    the ledger is the row path's, the linked row carries the request, the others none."""
+    from flopwise.store import write_session
+    from flopwise.store.models import ComputeRequest
+
+    with write_session(factory) as s:
+        req = ComputeRequest(
+            org_id=seed.org_id, requester_id=seed.user_id, project_id=seed.project_id, workload_kind="train",
+            inputs={},
+        )  # fmt: skip
+        s.add(req)
+        s.flush()
+        request_id = req.id
+    linked = (
+        f"18,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-21,Compute,x,,,,,,"
+        f'"{{""flopwise-request-id"": ""{request_id}""}}",,'
+    )
+    path = tmp_path / "linked.csv"
+    path.write_text(HEADER + "\n" + ROWS[0] + "\n" + linked + "\n" + ROWS[2] + "\n", encoding="utf-8")
+    columnar, rows = _both(factory, path, assume_tz="UTC")
+    _same(columnar, rows)
+    links = sorted((r["resource_id"], r["request_id"]) for r in columnar[1])
+    assert links == [("i-1", None), ("i-2", None), ("i-21", request_id)]
