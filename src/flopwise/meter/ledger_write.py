@@ -973,7 +973,7 @@ _PG_EPOCH_US = 946_684_800_000_000
 def _pg_kind(name: str) -> str:
     """The binary COPY form of a ledger column: ``numeric``, ``timestamptz``, ``float8``, ``int4``, or ``text``
     (varchar, text and json, whose binary form is their UTF-8 text, checked by PostgreSQL as the text form is)."""
-    from sqlalchemy import Float, Integer
+    from sqlalchemy import Float, Integer, String
 
     column_type = _TABLE.c[name].type
     if isinstance(column_type, Money):
@@ -982,9 +982,11 @@ def _pg_kind(name: str) -> str:
         return "timestamptz"
     if isinstance(column_type, Float):
         return "float8"
-    if isinstance(column_type, Integer):
+    if type(column_type) is Integer:
         return "int4"
-    return "text"
+    if isinstance(column_type, String | JSON):
+        return "text"
+    raise TypeError(f"usage_records.{name}: {column_type!r} has no binary COPY form here (ledger_write._pg_kind)")
 
 
 _PG_KINDS = {name: _pg_kind(name) for name in _COLUMNS}
@@ -999,7 +1001,8 @@ def _pg_fixed(col: Any, kind: str, valid: Any) -> Any:
     if kind == "numeric":
         data = _pg_numeric(col, valid)
     elif kind == "timestamptz":
-        data = (pc.cast(col, pa.int64()).fill_null(0).to_numpy() - _PG_EPOCH_US).astype(">i8")
+        micros = pc.cast(pc.cast(col, pa.timestamp("us", tz="UTC")), pa.int64())
+        data = (micros.fill_null(0).to_numpy() - _PG_EPOCH_US).astype(">i8")
     elif kind == "float8":
         data = pc.cast(col, pa.float64()).fill_null(0.0).to_numpy().astype(">f8")
     else:  # int4 (ids): a value beyond it fails the cast, as PostgreSQL would refuse it
@@ -1018,15 +1021,17 @@ def _pg_binary(values: Any) -> Any:
 
 
 def _pg_numeric(col: Any, valid: Any) -> Any:
-    """Money (``decimal128``, scale 6) as PostgreSQL's binary numeric, 10 big-endian int16 a row: 6 digits in base
+    """Money (decimals, as ``decimal128`` of scale 6) as PostgreSQL's binary numeric, 10 big-endian int16 a row: 6 digits in base
     10,000 from weight 3 (10^12 ... 10^-8, more than NUMERIC(20, 6) holds), the sign, the display scale 6. The
     server strips the zero digits (``make_result``), so it stores what the text of the value gives. Arrow's
     128-bit unscaled values are read as 64-bit integers; one that needs more (beyond 9.2 x 10^12) is split in
     Python."""
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    if col.type.scale != 6:
-        raise ValueError(f"a money column of scale {col.type.scale}; the ledger's has 6")
+    if not (pa.types.is_decimal128(col.type) and col.type.scale == 6):
+        col = pc.cast(col, pa.decimal128(38, 6))  # refused if it loses a digit
     n = len(col)
     words = np.frombuffer(col.buffers()[1], dtype="<i8")[2 * col.offset : 2 * (col.offset + n)].reshape(n, 2)
     low, high = words[:, 0], words[:, 1]
