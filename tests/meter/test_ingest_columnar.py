@@ -495,3 +495,101 @@ def test_a_run_that_fails_mid_file_keeps_the_rejects_read_before_the_failure(fac
         assert result.status == "failed" and "not UTF-8" in result.message, result.message
         assert len(rejects) > len(whole) // 2, columnar  # most of the first three quarters' rejects
         assert rejects == whole[: len(rejects)], columnar
+
+
+def test_binary_copy_stores_what_the_text_of_each_value_stores(engine):
+    """``_pg_copy_binary`` (PostgreSQL's binary COPY of a batch) stores the values that binding each one stores:
+    money at the ends of NUMERIC(20, 6) and beyond 64-bit micro-units, negative and zero; times before and after
+    PostgreSQL's epoch; floats; text that CSV would quote; JSON; NULLs of every kind, some and all of a column."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    import pyarrow as pa
+    from sqlalchemy import text
+
+    from flopwise.meter import ledger_write as lw
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("binary COPY is PostgreSQL's")
+    money = ["0", "-0.000001", "0.5", "123456789012.345678", "99999999999999.999999", "-99999999999999.999999",
+             "9223372036854.775808", "-9223372036854.775808", "-9223372036854.775809", None]  # fmt: skip
+    n = len(money)
+    times = [datetime(1970, 1, 1, tzinfo=UTC), datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+             datetime(2000, 1, 1, tzinfo=UTC), datetime(2025, 6, 30, 12, 0, 0, 123456, tzinfo=UTC)]  # fmt: skip
+    texts = ['a "b", c', "l\nb", "b\\s", "", "üé €", "t\th", None]  # short: billing_currency is varchar(8)
+    floats = [1.1, -0.0, 1e300, 5e-324, 0.1 + 0.2, None]
+    ints = [1, None, 2**31 - 1, -(2**31)]
+    table = lw.UsageRecordRow.__table__
+    values = {}
+    for name in lw._COLUMNS:
+        kind = lw._PG_KINDS[name]
+        if name == "source_key":
+            column, arrow = [f"k{i}" for i in range(n)], pa.string()
+        elif kind == "numeric":
+            column, arrow = [None if m is None else Decimal(m) for m in money], pa.decimal128(20, 6)
+        elif kind == "timestamptz":
+            column, arrow = [times[i % len(times)] for i in range(n)], pa.timestamp("us", tz="UTC")
+        elif kind == "float8":
+            column, arrow = [floats[i % len(floats)] for i in range(n)], pa.float64()
+        elif kind == "int4":
+            column, arrow = [ints[i % len(ints)] for i in range(n)], pa.int64()
+        elif name in lw._JSON_COLUMNS:
+            column, arrow = ['{"a": "x\\"y", "b": [1, 2.5]}', "{}"] * (n // 2), pa.string()
+        else:
+            column, arrow = [texts[i % len(texts)] for i in range(n)], pa.string()
+        if not table.c[name].nullable:
+            column = [texts[0] if v is None else v for v in column]
+        elif name in ("x_user", "idle_device_hours"):  # NULL on every row: laid out with the fixed columns
+            column = [None] * n
+        values[name] = pa.array(column, arrow)
+    batch = pa.table(values).slice(1)  # an offset into every column's buffers, as a filtered batch has
+    names = ", ".join(lw._COLUMNS)
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cursor:
+            for t in ("via_binary", "via_bind"):
+                cursor.execute(f"CREATE TEMPORARY TABLE {t} AS SELECT {names} FROM usage_records WITH NO DATA")
+            order, data = lw._pg_copy_binary(batch)
+            assert sorted(order) == sorted(lw._COLUMNS)
+            with cursor.copy(f"COPY via_binary ({', '.join(order)}) FROM STDIN (FORMAT binary)") as copy:
+                for part in data:
+                    copy.write(part)
+            marks = ", ".join(["%s"] * len(lw._COLUMNS))
+            cursor.executemany(
+                f"INSERT INTO via_bind ({names}) VALUES ({marks})",
+                [[row[c] for c in lw._COLUMNS] for row in batch.to_pylist()],
+            )
+        look = ", ".join(f"{c}::text" for c in lw._COLUMNS)
+        a = conn.execute(text(f"SELECT {look} FROM via_binary ORDER BY source_key")).all()
+        b = conn.execute(text(f"SELECT {look} FROM via_bind ORDER BY source_key")).all()
+        conn.rollback()
+    assert a == b and len(a) == n - 1
+    stored = sorted(r[lw._COLUMNS.index("billed_cost")] or "NULL" for r in a)
+    assert stored == sorted(f"{Decimal(m):.6f}" if m else "NULL" for m in money[1:])
+
+
+def test_a_tag_naming_a_compute_request_links_it_as_the_row_path_does(factory, seed, tmp_path):
+    """A batch with a row whose request-id tag is an existing compute request's id: the link needs the database,
+    so on PostgreSQL the writer thread makes the batch's COPY data after it (``prepare_columns`` leaves it out);
+    the ledger is the row path's, the linked row carries the request, the others none."""
+    from flopwise.store import write_session
+    from flopwise.store.models import ComputeRequest
+
+    with write_session(factory) as s:
+        req = ComputeRequest(
+            org_id=seed.org_id, requester_id=seed.user_id, project_id=seed.project_id, workload_kind="train",
+            inputs={},
+        )  # fmt: skip
+        s.add(req)
+        s.flush()
+        request_id = req.id
+    linked = (
+        f"18,USD,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,AWS,us-east-1,i-21,Compute,x,,,,,,"
+        f'"{{""flopwise-request-id"": ""{request_id}""}}",,'
+    )
+    path = tmp_path / "linked.csv"
+    path.write_text(HEADER + "\n" + ROWS[0] + "\n" + linked + "\n" + ROWS[2] + "\n", encoding="utf-8")
+    columnar, rows = _both(factory, path, assume_tz="UTC")
+    _same(columnar, rows)
+    links = sorted((r["resource_id"], r["request_id"]) for r in columnar[1])
+    assert links == [("i-1", None), ("i-2", None), ("i-21", request_id)]

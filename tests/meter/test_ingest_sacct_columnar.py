@@ -455,3 +455,28 @@ def test_a_run_that_fails_mid_file_keeps_the_rejects_read_before_the_failure(fac
         assert len(rejects) >= 20, columnar  # 27 on the row path, 28 on the columnar path (read ahead)
         assert rejects == whole[: len(rejects)], columnar
         assert result.rows_rejected == len({line for line, _, _ in rejects})
+
+
+def test_a_file_that_breaks_off_keeps_the_rejects_found_before_as_the_row_path_does(factory, tmp_path):
+    """A gzip file cut short fails the run on both paths (nothing of it kept in the ledger); the lines rejected
+    before the break stay with the failed run (they were lost on the columnar path). The columnar path keeps
+    those it had found: the row path's, in its order, but for the lines of jobs it had not yet built (it
+    validates a job once the job's lines are all read, in batches of 20,000 lines, and pyarrow's reader, reading
+    ahead, meets the break sooner)."""
+    import gzip
+
+    text = _fuzzed(5, tmp_path, trailing=False).read_text(encoding="utf-8")
+    head, body = text.split("\n", 1)
+    lines = body.splitlines()
+    big = "\n".join([head, *(lines * (60_000 // len(lines) + 1))]) + "\n"
+    packed = gzip.compress(big.encode(), compresslevel=1)
+    path = tmp_path / "cut.txt.gz"
+    path.write_bytes(packed[: len(packed) * 3 // 4])
+    planned, why = sacct_plan(str(path), CAT, IngestOptions(assume_tz="UTC"))
+    assert planned is not None, why
+    columnar, rows = _both(factory, path, assume_tz="UTC", cluster="hb")
+    for result, ledger, _rejects in (columnar, rows):
+        assert result.status == "failed" and "gzip" in result.message and ledger == []
+    kept, wanted = columnar[2], rows[2]
+    assert kept  # none were kept before
+    assert kept == [r for r in wanted if r in kept]  # each one the row path's, in its order

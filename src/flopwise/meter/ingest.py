@@ -454,7 +454,7 @@ def _ingest_columnar_batches(
 ) -> tuple[_Parsed, BatchCounts]:
     from flopwise.meter.focus import ParseReport
     from flopwise.meter.ingest_columnar import BATCH_ROWS, focus_column_batches
-    from flopwise.meter.ledger_write import write_columns
+    from flopwise.meter.ledger_write import prepare_columns, write_columns
 
     report = ParseReport(path=target, source="focus")
     parsed = _Parsed(iter(()), rejected, lambda: report.rows_read)
@@ -490,10 +490,11 @@ def _ingest_columnar_batches(
         for table in batches:
             write(table)
         return parsed, total
-    # the database writes batch N while batch N+1 is read and built (each batch its own transaction, in order)
+    # the database writes batch N while batch N+1 is read, built and made ready to write (prepare_columns: the
+    # writer thread only talks to the database); each batch its own transaction, in order
     with BackgroundWriter(write) as writer:
         for table in batches:
-            writer.submit(table)
+            writer.submit(prepare_columns(table, run_id=run_id, copy=True))
     return parsed, total
 
 

@@ -1567,7 +1567,7 @@ def ingest_sacct_columnar(
     (:func:`flopwise.meter.ledger_write.write_columns`). Returns (the run's ``_Parsed`` counts, BatchCounts);
     rejects into *rejected*, also when the run fails part way (those of the lines read so far)."""
     from flopwise.meter.ingest_parse import _Parsed
-    from flopwise.meter.ledger_write import BackgroundWriter, BatchCounts, write_columns
+    from flopwise.meter.ledger_write import BackgroundWriter, BatchCounts, prepare_columns, write_columns
     from flopwise.store.session import write_session
     from flopwise.store.types import utcnow
 
@@ -1589,7 +1589,7 @@ def ingest_sacct_columnar(
         batch_lines=options.batch_size if options.batch_size != DEFAULT_BATCH_SIZE else BATCH_LINES,
     )  # fmt: skip
 
-    def write(item: tuple[pa.Table, int]) -> None:
+    def write(item: tuple[Any, int]) -> None:
         table, dropped = item
         with write_session(factory) as session:
             batch = write_columns(
@@ -1608,7 +1608,7 @@ def ingest_sacct_columnar(
         for item in batches:
             write(item)
         return parsed, total
-    with BackgroundWriter(write) as writer:
-        for item in batches:
-            writer.submit(item)
+    with BackgroundWriter(write) as writer:  # the writer thread only talks to the database (prepare_columns)
+        for table, dropped in batches:
+            writer.submit((prepare_columns(table, run_id=run_id, copy=True), dropped))
     return parsed, total
