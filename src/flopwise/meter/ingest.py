@@ -62,7 +62,6 @@ from flopwise.meter.ingest_runs import IngestInterrupted, _owner, close_stale_ru
 from flopwise.meter.ledger_write import (
     DEFAULT_BATCH_SIZE,
     Attributor,
-    BackgroundWriter,
     BatchCounts,
     costed_row,
     ingest_records,
@@ -382,28 +381,6 @@ def ingest_source(
     return result
 
 
-def _ingest_columnar(
-    factory: sessionmaker[Session],
-    target: str,
-    plan: Any,
-    catalog: Catalog,
-    coster: Coster,
-    options: IngestOptions,
-    run_id: int,
-    exported_at: datetime,
-    progress: Progress | None,
-    attribute: Attributor | None,
-    rejected: list[RejectedRow],
-) -> tuple[_Parsed, BatchCounts]:
-    """A FOCUS CSV through the columnar path: each batch in its own write transaction
-    (:func:`flopwise.meter.ledger_write.write_columns`), Arrow's memory from malloc; rejects into *rejected*
-    (also when the run fails part way: those read so far)."""
-    with _system_memory_pool():
-        return _ingest_columnar_batches(
-            factory, target, plan, catalog, coster, options, run_id, exported_at, progress, attribute, rejected
-        )
-
-
 #: the runs inside :func:`_system_memory_pool` now, and the default pool they found
 _pool_users: list[Any] = [0, None]
 _pool_lock = threading.Lock()
@@ -439,7 +416,8 @@ def _system_memory_pool() -> Iterator[None]:
                 _pool_users[1] = None
 
 
-def _ingest_columnar_batches(
+@_system_memory_pool()
+def _ingest_columnar(
     factory: sessionmaker[Session],
     target: str,
     plan: Any,
@@ -452,13 +430,15 @@ def _ingest_columnar_batches(
     attribute: Attributor | None,
     rejected: list[RejectedRow],
 ) -> tuple[_Parsed, BatchCounts]:
+    """A FOCUS CSV through the columnar path: each batch in its own write transaction
+    (:func:`flopwise.meter.ledger_write.write_column_batches`), Arrow's memory from malloc; rejects into
+    *rejected* (also when the run fails part way: those read so far)."""
     from flopwise.meter.focus import ParseReport
     from flopwise.meter.ingest_columnar import BATCH_ROWS, focus_column_batches
-    from flopwise.meter.ledger_write import prepare_columns, write_columns
+    from flopwise.meter.ledger_write import write_column_batches
 
     report = ParseReport(path=target, source="focus")
     parsed = _Parsed(iter(()), rejected, lambda: report.rows_read)
-    total = BatchCounts()
     batches = focus_column_batches(
         target,
         plan,
@@ -472,29 +452,10 @@ def _ingest_columnar_batches(
         batch_rows=options.batch_size if options.batch_size != DEFAULT_BATCH_SIZE else BATCH_ROWS,
     )
 
-    def write(table: Any) -> None:
-        with write_session(factory) as session:
-            total.add(
-                write_columns(
-                    session,
-                    table,
-                    run_id=run_id,
-                    restate=True,
-                    actor=options.actor,
-                    exported_at=exported_at,
-                    ingested_at=utcnow(),
-                )
-            )
-
-    if not _overlap(factory, options):
-        for table in batches:
-            write(table)
-        return parsed, total
-    # the database writes batch N while batch N+1 is read, built and made ready to write (prepare_columns: the
-    # writer thread only talks to the database); each batch its own transaction, in order
-    with BackgroundWriter(write) as writer:
-        for table in batches:
-            writer.submit(prepare_columns(table, run_id=run_id, copy=True))
+    total = write_column_batches(
+        factory, ((table, 0) for table in batches), run_id=run_id, actor=options.actor, exported_at=exported_at,
+        overlap=_overlap(factory, options),
+    )  # fmt: skip
     return parsed, total
 
 

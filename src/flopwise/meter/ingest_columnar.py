@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from flopwise.catalog import Catalog
     from flopwise.meter.ledger_write import Attributor
 
-__all__ = ["BATCH_ROWS", "ColumnBatch", "columnar_focus_plan", "focus_column_batches", "pyarrow_available"]
+__all__ = ["BATCH_ROWS", "columnar_focus_plan", "focus_column_batches", "pyarrow_available"]
 
 #: rows per columnar batch (one write transaction each; memory is proportional to it, not to the file). 5,000
 #: rather than 10,000: half the batch's working set (its text, the columns built, the rows written) for the same
@@ -150,14 +150,6 @@ def columnar_focus_plan(target: str, delimiter: str | None) -> tuple[_Plan | Non
     from flopwise.meter.focus import sniff_delimiter
 
     return _Plan(header, delimiter or sniff_delimiter(first.lstrip("\ufeff"))), ""
-
-
-@dataclass
-class ColumnBatch:
-    """One batch of ledger rows as Arrow columns (the ``usage_records`` columns of ``ledger_write._COLUMNS``,
-    money as ``decimal128(20, 6)``, times as ``timestamp[us, UTC]``, JSON as text)."""
-
-    table: pa.Table
 
 
 #: keys per sorted run of _SeenKeys at most (16 MiB): merging is never more than this copied at once, and a

@@ -1564,12 +1564,10 @@ def ingest_sacct_columnar(
     rejected: list[RejectedRow],
 ) -> tuple[Any, Any]:
     """A sacct file through the columnar path: each batch of finished jobs in its own write transaction
-    (:func:`flopwise.meter.ledger_write.write_columns`). Returns (the run's ``_Parsed`` counts, BatchCounts);
+    (:func:`flopwise.meter.ledger_write.write_column_batches`). Returns (the run's ``_Parsed`` counts, BatchCounts);
     rejects into *rejected*, also when the run fails part way (those of the lines read so far)."""
     from flopwise.meter.ingest_parse import _Parsed
-    from flopwise.meter.ledger_write import BackgroundWriter, BatchCounts, prepare_columns, write_columns
-    from flopwise.store.session import write_session
-    from flopwise.store.types import utcnow
+    from flopwise.meter.ledger_write import DEFAULT_BATCH_SIZE, write_column_batches
 
     plan, parser = planned
     counts = SacctCounts()
@@ -1580,35 +1578,13 @@ def ingest_sacct_columnar(
         rolled_up=lambda: counts.step_lines,
         expanded=lambda: counts.records - counts.job_lines,
     )
-    total = BatchCounts()
-    from flopwise.meter.ledger_write import DEFAULT_BATCH_SIZE
-
     batches = sacct_column_batches(
         target, plan, parser, coster=coster, counts=counts, rejected=rejected, progress=progress,
         attribute=attribute,
         batch_lines=options.batch_size if options.batch_size != DEFAULT_BATCH_SIZE else BATCH_LINES,
     )  # fmt: skip
 
-    def write(item: tuple[Any, int]) -> None:
-        table, dropped = item
-        with write_session(factory) as session:
-            batch = write_columns(
-                session,
-                table,
-                run_id=run_id,
-                restate=True,
-                actor=options.actor,
-                exported_at=exported_at,
-                ingested_at=utcnow(),
-            )
-        batch.unchanged += dropped
-        total.add(batch)
-
-    if not overlap:
-        for item in batches:
-            write(item)
-        return parsed, total
-    with BackgroundWriter(write) as writer:  # the writer thread only talks to the database (prepare_columns)
-        for table, dropped in batches:
-            writer.submit((prepare_columns(table, run_id=run_id, copy=True), dropped))
+    total = write_column_batches(
+        factory, batches, run_id=run_id, actor=options.actor, exported_at=exported_at, overlap=overlap
+    )
     return parsed, total

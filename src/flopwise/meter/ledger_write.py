@@ -55,6 +55,7 @@ __all__ = [
     "ingest_records",
     "undo_run",
     "write_batch",
+    "write_column_batches",
 ]
 
 DEFAULT_BATCH_SIZE = 5000
@@ -752,6 +753,45 @@ def ingest_records(
 
 
 # --- the columnar path's batches (meter.ingest_columnar) ---------------------------------------------------
+
+
+def write_column_batches(
+    factory: sessionmaker[Session],
+    batches: Iterable[tuple[Any, int]],
+    *,
+    run_id: int,
+    actor: str | None,
+    exported_at: datetime | None,
+    overlap: bool,
+) -> BatchCounts:
+    """The columnar paths' batches (FOCUS, sacct) into the ledger: each ``(table, dropped)`` of *batches* (a
+    ledger-column Arrow table, and how many records were dropped from it as repeats of a key within it, counted
+    unchanged) in its own write transaction (:func:`write_columns`, restatements replacing), in order.
+
+    *overlap*: the database writes batch N in a :class:`BackgroundWriter` thread while batch N+1 is read and built
+    here, each made ready to write here first (:func:`prepare_columns`: completed columns and the COPY data), so
+    the writer thread only talks to the database."""
+    total = BatchCounts()
+
+    def write(item: tuple[Any, int]) -> None:
+        table, dropped = item
+        with write_session(factory) as session:
+            counts = write_columns(
+                session, table, run_id=run_id, restate=True, actor=actor, exported_at=exported_at,
+                ingested_at=utcnow(),
+            )  # fmt: skip
+        counts.unchanged += dropped
+        total.add(counts)
+
+    if not overlap:
+        for item in batches:
+            write(item)
+        return total
+    with BackgroundWriter(write) as writer:
+        for table, dropped in batches:
+            writer.submit((prepare_columns(table, run_id=run_id, copy=True), dropped))
+    return total
+
 
 #: the staging table of a columnar batch: the ledger's columns plus the row's position in the batch
 _STAGE = "flopwise_column_stage"
