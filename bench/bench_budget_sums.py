@@ -1,0 +1,128 @@
+"""Bench: how the write path's budget sums grow with the reservations already in a budget's window.
+
+Every request creation and admission decision sums the reservations of each budget that covers it, in the budget's
+current window, by state (``store.rollups.budget_usage_sums``): once without locks to decide, once under the
+budget's row lock to re-check before reserving. Those sums read every reservation in the window, so their cost
+grows with the number of requests a budget has seen this month, and the second one is paid while the budget's
+lock (which every write under that budget waits for) is held.
+
+On a fresh database (a fresh PostgreSQL schema, or a SQLite file) with the governance of
+``bench/bench_server.py`` (one hard monthly budget on the organization, the bench policy, the acceptable-use
+policy accepted), the script makes requests through the in-process ASGI app (``POST /requests``, a chosen plan,
+as ``bench/bench_hot_path.py`` drives it) until the budget holds each of ``--sizes`` reservations, and at each
+size prints, beside the first size's figures (the baseline) and their ratio:
+
+* ``sums ms``: one ``budget_usage_sums`` call (client and database, wall time; mean of ``--repeat`` calls);
+* ``create ms``: one request creation end to end, in-process, one in flight (wall time; mean of ``--repeat``).
+
+Run: ``.venv/bin/python bench/bench_budget_sums.py [--sizes 0,2000,10000] [--repeat 200]
+[--databases postgresql,sqlite]``.
+PostgreSQL: ``$FLOPWISE_TEST_POSTGRES_URL`` or ``postgresql+psycopg://postgres@127.0.0.1:5432/test``; skipped
+with the reason if unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_hot_path as H  # noqa: E402 - the in-process ASGI client
+import bench_server as B  # noqa: E402 - the seeding, policy and plan of the HTTP bench
+
+
+async def _governance(app: Any, token: str, org_id: int) -> None:
+    budget = {"name": "bench-month", "scope_kind": "org", "scope_id": org_id, "period": "month", "unit": "usd",
+              "amount": "1000000000", "is_hard": True}  # fmt: skip
+    for path, body in (("/budgets", budget), ("/policies", {"yaml": B.POLICY_YAML})):
+        status, text = await H._call(app, token, "POST", H.API + path, body)
+        assert status == 201, text
+    status, text = await H._call(app, token, "POST", H.API + "/aup", {"text": "Use compute for work only."})
+    if status == 201:
+        version = json.loads(text).get("version", 1)
+        assert (await H._call(app, token, "POST", f"{H.API}/aup/{version}/accept"))[0] < 300
+
+
+async def _create(app: Any, token: str, plan: dict[str, Any], n: int) -> float:
+    """*n* creations one after another: wall seconds."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        status, text = await H._call(app, token, "POST", H.API + "/requests", plan)
+        assert status < 300, text
+    return time.perf_counter() - t0
+
+
+def _sums_s(app: Any, repeat: int) -> float:
+    """Mean wall seconds of one ``budget_usage_sums`` call on the organization's budget, in its current window."""
+    from sqlalchemy import select
+
+    from flopwise.server.decisions.deciding import window_for
+    from flopwise.store import read_session
+    from flopwise.store.models import Budget
+    from flopwise.store.rollups import budget_usage_sums
+    from flopwise.store.types import utcnow
+
+    with read_session(app.state.db) as session:
+        budget = session.execute(select(Budget)).scalars().one()
+        window = window_for(budget, utcnow())
+        assert window is not None
+        budget_usage_sums(session, budget, window)  # prepared, warm
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            budget_usage_sums(session, budget, window)
+        return (time.perf_counter() - t0) / repeat
+
+
+def _bench(url: str, sizes: list[int], repeat: int) -> list[tuple[int, float, float]]:
+    from flopwise.server import Settings, create_app
+
+    token, org_id, project_id = B.seed(url)
+    app = create_app(Settings(database_url=url))
+    plan = {**B.PLAN_BODY, "project_id": project_id}
+    rows = []
+    try:
+        asyncio.run(_governance(app, token, org_id))
+        made = 0
+        for size in sizes:
+            asyncio.run(_create(app, token, plan, size - made))  # fill to *size* reservations (untimed)
+            made = size
+            sums = _sums_s(app, repeat)
+            create = asyncio.run(_create(app, token, plan, repeat)) / repeat
+            made += repeat
+            rows.append((size, sums, create))
+    finally:
+        app.state.engine.dispose()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="0,2000,10000", help="reservations in the budget's window, ascending")
+    parser.add_argument("--repeat", type=int, default=200, help="timed calls and creations at each size")
+    parser.add_argument("--databases", default="postgresql,sqlite")
+    args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    print(f"flopwise budget sums: one hard monthly budget, reservations in its window at each size; "
+          f"mean of {args.repeat} calls / creations, wall ms (each size's creations add {args.repeat})")  # fmt: skip
+    for kind in args.databases.split(","):
+        try:
+            with B.database(kind) as url:
+                rows = _bench(url, sizes, args.repeat)
+        except RuntimeError as err:  # PostgreSQL unreachable
+            print(f"\n{kind}: skipped ({err})")
+            continue
+        base_sums, base_create = rows[0][1], rows[0][2]
+        print(f"\n{kind:<11} {'reservations':>12} {'sums ms':>9} {'x first':>8} {'create ms':>10} {'x first':>8}")
+        for size, sums, create in rows:
+            print(f"{kind:<11} {size:>12,} {sums * 1e3:9.3f} {sums / base_sums:8.2f} {create * 1e3:10.2f} "
+                  f"{create / base_create:8.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
