@@ -27,6 +27,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
     from flopwise.catalog import Catalog
     from flopwise.meter.ledger_write import Attributor
 
-__all__ = ["BATCH_ROWS", "columnar_focus_plan", "focus_column_batches", "pyarrow_available"]
+__all__ = ["BATCH_ROWS", "arrow_source", "columnar_focus_plan", "focus_column_batches", "pyarrow_available"]
 
 #: rows per columnar batch (one write transaction each; memory is proportional to it, not to the file). 5,000
 #: rather than 10,000: half the batch's working set (its text, the columns built, the rows written) for the same
@@ -732,68 +733,60 @@ def focus_column_batches(
     pending_rejects: list[tuple[int, str, str]] = []  # (record number, reason, raw)
     header = plan.header
     path = Path(target)
-    # a native file (no Python callback inside pyarrow: a signal's KeyboardInterrupt, e.g. SIGTERM made one by
-    # the CLI, is raised in this loop, not swallowed in a read); progress is reported once per batch
-    raw = pa.OSFile(str(path), "rb")
     total = path.stat().st_size
     finished = False
     checked = 0  # the highest record number of the batches built so far
     try:
-        stream = pa.CompressedInputStream(raw, "gzip") if path.suffix == ".gz" else raw
-        reader = pcsv.open_csv(
-            stream,
-            read_options=pcsv.ReadOptions(
-                column_names=header, skip_rows=1, block_size=_BLOCK_BYTES, use_threads=False
-            ),
-            parse_options=pcsv.ParseOptions(
-                delimiter=plan.delimiter,
-                newlines_in_values=True,
-                invalid_row_handler=lines.on_invalid,
-            ),
-            convert_options=pcsv.ConvertOptions(
-                column_types={h: pa.string() for h in header},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-        for batch in _rebatched(reader, batch_rows):
-            for offset in range(0, batch.num_rows, batch_rows):
-                part = batch.slice(offset, batch_rows)
-                numbers = lines.numbers(part.num_rows)
-                table, ok, slow = builder.build(part)
-                records = builder.slow_rows(part, slow, numbers, pending_rejects)
-                checked = numbers[-1] if numbers else checked
-                if records:
-                    extra = _records_table([r for _, r in records], coster, table.schema)
-                    fast_numbers = np.asarray(numbers)[ok]
-                    all_numbers = np.concatenate([fast_numbers, np.asarray([n for n, _ in records])])
-                    order = np.argsort(all_numbers, kind="stable")
-                    table = pa.concat_tables([table, extra]).take(pa.array(order))
-                report.rows_read += part.num_rows
-                # keys: SHA-256 of the identity text for the columnar rows, the row path's own for the others
-                keys = table.column("_key_text").to_pylist()
-                keys = seen.unique(keys)
-                table = table.drop_columns(["_key_text"]).append_column(
-                    "source_key", pa.array(keys, pa.string())
-                )
-                if attribute is not None:
-                    for name, values in _owners(table, attribute).items():
-                        table = table.append_column(name, values)
-                report.records += table.num_rows
-                # the build's temporaries back to the OS before the writer makes the batch's Python rows
-                pa.default_memory_pool().release_unused()
-                yield table
-                del table, part
-                pa.default_memory_pool().release_unused()  # the batch's buffers back to the OS: RSS stays flat
-                if progress is not None:
-                    progress(raw.tell(), total)
+        with arrow_source(target) as (raw, stream):
+            reader = pcsv.open_csv(
+                stream,
+                read_options=pcsv.ReadOptions(
+                    column_names=header, skip_rows=1, block_size=_BLOCK_BYTES, use_threads=False
+                ),
+                parse_options=pcsv.ParseOptions(
+                    delimiter=plan.delimiter,
+                    newlines_in_values=True,
+                    invalid_row_handler=lines.on_invalid,
+                ),
+                convert_options=pcsv.ConvertOptions(
+                    column_types={h: pa.string() for h in header},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            for batch in _rebatched(reader, batch_rows):
+                for offset in range(0, batch.num_rows, batch_rows):
+                    part = batch.slice(offset, batch_rows)
+                    numbers = lines.numbers(part.num_rows)
+                    table, ok, slow = builder.build(part)
+                    records = builder.slow_rows(part, slow, numbers, pending_rejects)
+                    checked = numbers[-1] if numbers else checked
+                    if records:
+                        extra = _records_table([r for _, r in records], coster, table.schema)
+                        fast_numbers = np.asarray(numbers)[ok]
+                        all_numbers = np.concatenate([fast_numbers, np.asarray([n for n, _ in records])])
+                        order = np.argsort(all_numbers, kind="stable")
+                        table = pa.concat_tables([table, extra]).take(pa.array(order))
+                    report.rows_read += part.num_rows
+                    # keys: SHA-256 of the identity text for the columnar rows, the row path's own for the others
+                    keys = table.column("_key_text").to_pylist()
+                    keys = seen.unique(keys)
+                    table = table.drop_columns(["_key_text"]).append_column(
+                        "source_key", pa.array(keys, pa.string())
+                    )
+                    if attribute is not None:
+                        for name, values in _owners(table, attribute).items():
+                            table = table.append_column(name, values)
+                    report.records += table.num_rows
+                    # the build's temporaries back to the OS before the writer makes the batch's Python rows
+                    pa.default_memory_pool().release_unused()
+                    yield table
+                    del table, part
+                    pa.default_memory_pool().release_unused()  # the batch's buffers back to the OS: RSS stays flat
+                    if progress is not None:
+                        progress(raw.tell(), total)
         finished = True
-    except pa.ArrowCancelled:
-        raise KeyboardInterrupt from None
-    except (pa.ArrowException, OSError, EOFError) as err:
-        raise IngestError(target, None, _arrow_message(err, target, path.suffix == ".gz")) from None
     finally:
-        raw.close()
         if not finished:
             _collect_rejects(target, plan, lines, pending_rejects, report, rejected, checked=checked)
     _collect_rejects(target, plan, lines, pending_rejects, report, rejected)
@@ -897,6 +890,28 @@ def _one_batch(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
 
 def _key(text: str) -> str:
     return "focus:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@contextmanager
+def arrow_source(target: str) -> Iterator[tuple[Any, Any]]:
+    """(the file, the stream to read: gunzipped for a ``.gz`` name) of *target* for pyarrow's CSV reader, closed
+    at the end; what pyarrow cannot read comes out as :class:`IngestError` in the row path's words, and a
+    cancelled read as ``KeyboardInterrupt``. The file is a native one, with no Python callback inside pyarrow, so a
+    signal's ``KeyboardInterrupt`` (SIGTERM made one by the CLI) is raised in the caller's loop, not swallowed in a
+    read; the caller reports progress from the file's position (``tell()``). Both columnar paths read through it."""
+    import pyarrow as pa
+
+    path = Path(target)
+    gz = path.suffix == ".gz"
+    raw = pa.OSFile(str(path), "rb")
+    try:
+        yield raw, (pa.CompressedInputStream(raw, "gzip") if gz else raw)
+    except pa.ArrowCancelled:
+        raise KeyboardInterrupt from None
+    except (pa.ArrowException, OSError, EOFError) as err:
+        raise IngestError(target, None, _arrow_message(err, target, gz)) from None
+    finally:
+        raw.close()
 
 
 def _arrow_message(err: Exception, target: str, gz: bool) -> str:

@@ -996,11 +996,7 @@ class _Builder:
         key = (device, hours, util, energy, provider)
         found = self.cost_cache.get(key)
         if found is None:
-            record = UsageRecord(
-                source="slurm",
-                source_key="",
-                charge_period_start=datetime.min.replace(tzinfo=UTC),
-                charge_period_end=datetime.min.replace(tzinfo=UTC),
+            record = _probe(
                 provider_name=provider,
                 x_device_type=device,
                 x_device_hours=hours,
@@ -1196,6 +1192,8 @@ def sacct_column_batches(
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
+    from flopwise.meter.ingest_columnar import arrow_source
+
     path = Path(target)
     builder = _Builder(plan, parser, coster, target)
 
@@ -1238,141 +1236,133 @@ def sacct_column_batches(
         values = dict(zip(layout.fields, parts, strict=True))
         structure.feed(values["jobid"], (line, text, values), line)
 
-    raw_file = pa.OSFile(str(path), "rb")
     total = path.stat().st_size
     next_number = plan.skip_rows + 1
     finished = False
     try:
-        stream = pa.CompressedInputStream(raw_file, "gzip") if path.suffix == ".gz" else raw_file
-        reader = pcsv.open_csv(
-            stream,
-            read_options=pcsv.ReadOptions(
-                column_names=names,
-                skip_rows=plan.skip_rows,
-                # small batches (tests) read small blocks, so that jobs and steps straddle blocks too
-                block_size=min(_BLOCK_BYTES, max(4096, batch_lines * 64)),
-                use_threads=False,
-            ),
-            parse_options=pcsv.ParseOptions(
-                delimiter=delim,
-                quote_char=False,
-                escape_char=False,
-                newlines_in_values=False,
-                ignore_empty_lines=False,
-                invalid_row_handler=on_invalid,
-            ),
-            convert_options=pcsv.ConvertOptions(
-                column_types={h: pa.string() for h in names},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-        pending = 0  # lines read since the last build
-        for batch in itertools.chain(reader, [None]):
-            if batch is not None and batch.num_rows:
-                base = rows.add(batch)
-                jobids = batch.column(jobid_col).to_pylist()
-                trail = batch.column(names[-1]).to_pylist() if plan.trailing else None
-                number = next_number
-                feed = structure.feed
-                open_jobs = structure.open
-                simple = _simple_steps(batch, jobid_col, names[-1] if plan.trailing else None, header_jobid)
-                if simple is not None and not invalid:
-                    # steps right after their job line roll up in bulk; the loop sees every other line
-                    step_rows, owners, step_names = simple
-                    step_refs = (step_rows + base).tolist()
-                    step_numbers = (step_rows + next_number).tolist()
-                    others = np.ones(len(jobids), dtype=bool)
-                    others[step_rows] = False
-                    order = np.flatnonzero(others).tolist()
-                    lo = np.searchsorted(owners, order, "left").tolist()
-                    hi = np.searchsorted(owners, order, "right").tolist()
-                else:
-                    step_rows, step_names, order, lo, hi = None, [], list(range(len(jobids))), [], []
-                    step_refs, step_numbers = [], []
-                for k, i in enumerate(order):
-                    jid = jobids[i]
-                    if step_rows is not None:
-                        number = next_number + i
-                    elif invalid:
-                        while number in invalid:
-                            feed_text(number, invalid.pop(number))
-                            number += 1
-                    line = number
-                    number += 1
-                    ref = base + i
-                    if trail is not None and trail[i] != "":
-                        got = len(raw_of(ref).split(delim))
-                        structure.reject(
-                            line,
-                            f"expected {len(layout.fields)} fields separated by {delim!r}, got {got} "
-                            "(a truncated line, or a delimiter inside a value such as JobName)",
-                            ref,
-                        )
-                        continue
-                    if jid == "" or jid == header_jobid:
-                        text = raw_of(ref)
-                        if text == header:
+        with arrow_source(target) as (raw_file, stream):
+            reader = pcsv.open_csv(
+                stream,
+                read_options=pcsv.ReadOptions(
+                    column_names=names,
+                    skip_rows=plan.skip_rows,
+                    # small batches (tests) read small blocks, so that jobs and steps straddle blocks too
+                    block_size=min(_BLOCK_BYTES, max(4096, batch_lines * 64)),
+                    use_threads=False,
+                ),
+                parse_options=pcsv.ParseOptions(
+                    delimiter=delim,
+                    quote_char=False,
+                    escape_char=False,
+                    newlines_in_values=False,
+                    ignore_empty_lines=False,
+                    invalid_row_handler=on_invalid,
+                ),
+                convert_options=pcsv.ConvertOptions(
+                    column_types={h: pa.string() for h in names},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            pending = 0  # lines read since the last build
+            for batch in itertools.chain(reader, [None]):
+                if batch is not None and batch.num_rows:
+                    base = rows.add(batch)
+                    jobids = batch.column(jobid_col).to_pylist()
+                    trail = batch.column(names[-1]).to_pylist() if plan.trailing else None
+                    number = next_number
+                    feed = structure.feed
+                    open_jobs = structure.open
+                    simple = _simple_steps(batch, jobid_col, names[-1] if plan.trailing else None, header_jobid)
+                    if simple is not None and not invalid:
+                        # steps right after their job line roll up in bulk; the loop sees every other line
+                        step_rows, owners, step_names = simple
+                        step_refs = (step_rows + base).tolist()
+                        step_numbers = (step_rows + next_number).tolist()
+                        others = np.ones(len(jobids), dtype=bool)
+                        others[step_rows] = False
+                        order = np.flatnonzero(others).tolist()
+                        lo = np.searchsorted(owners, order, "left").tolist()
+                        hi = np.searchsorted(owners, order, "right").tolist()
+                    else:
+                        step_rows, step_names, order, lo, hi = None, [], list(range(len(jobids))), [], []
+                        step_refs, step_numbers = [], []
+                    for k, i in enumerate(order):
+                        jid = jobids[i]
+                        if step_rows is not None:
+                            number = next_number + i
+                        elif invalid:
+                            while number in invalid:
+                                feed_text(number, invalid.pop(number))
+                                number += 1
+                        line = number
+                        number += 1
+                        ref = base + i
+                        if trail is not None and trail[i] != "":
+                            got = len(raw_of(ref).split(delim))
+                            structure.reject(
+                                line,
+                                f"expected {len(layout.fields)} fields separated by {delim!r}, got {got} "
+                                "(a truncated line, or a delimiter inside a value such as JobName)",
+                                ref,
+                            )
                             continue
-                        if not text.strip(delim):
-                            # all fields empty: a blank line or a line of delimiters; told apart at the end
-                            structure.event += 1
-                            maybe_blank[line] = structure.event
+                        if jid == "" or jid == header_jobid:
+                            text = raw_of(ref)
+                            if text == header:
+                                continue
+                            if not text.strip(delim):
+                                # all fields empty: a blank line or a line of delimiters; told apart at the end
+                                structure.event += 1
+                                maybe_blank[line] = structure.event
+                                continue
+                        if "." in jid:
+                            job_id, _, step = jid.partition(".")
+                            job = open_jobs.get(job_id)
+                            if job is None or jid[-1].isspace():
+                                feed(jid, ref, line)
+                            elif job.steps:  # a step of an open job (the common case of feed)
+                                job.steps.append(ref)
+                                job.step_lines.append(line)  # type: ignore[union-attr]
+                                job.step_names.append(step)  # type: ignore[union-attr]
+                            else:
+                                job.steps, job.step_lines, job.step_names = [ref], [line], [step]
                             continue
-                    if "." in jid:
-                        job_id, _, step = jid.partition(".")
-                        job = open_jobs.get(job_id)
-                        if job is None or jid[-1].isspace():
+                        if not jid or jid in open_jobs or jid != jid.strip():
                             feed(jid, ref, line)
-                        elif job.steps:  # a step of an open job (the common case of feed)
-                            job.steps.append(ref)
-                            job.step_lines.append(line)  # type: ignore[union-attr]
-                            job.step_names.append(step)  # type: ignore[union-attr]
-                        else:
-                            job.steps, job.step_lines, job.step_names = [ref], [line], [step]
+                        else:  # a new job line (the common case of feed)
+                            open_jobs[jid] = _OJob(ref, line)
+                            if len(open_jobs) > _OPEN_JOBS_MAX:
+                                structure.flush(next(iter(open_jobs)))
+                        if step_rows is not None and hi[k] > lo[k]:
+                            job = open_jobs[jid]
+                            job.steps = step_refs[lo[k] : hi[k]]
+                            job.step_lines = step_numbers[lo[k] : hi[k]]
+                            job.step_names = step_names[lo[k] : hi[k]]
+                    if step_rows is not None:
+                        number = next_number + len(jobids)
+                    next_number = number
+                    pending += batch.num_rows
+                    if pending < batch_lines:
                         continue
-                    if not jid or jid in open_jobs or jid != jid.strip():
-                        feed(jid, ref, line)
-                    else:  # a new job line (the common case of feed)
-                        open_jobs[jid] = _OJob(ref, line)
-                        if len(open_jobs) > _OPEN_JOBS_MAX:
-                            structure.flush(next(iter(open_jobs)))
-                    if step_rows is not None and hi[k] > lo[k]:
-                        job = open_jobs[jid]
-                        job.steps = step_refs[lo[k] : hi[k]]
-                        job.step_lines = step_numbers[lo[k] : hi[k]]
-                        job.step_names = step_names[lo[k] : hi[k]]
-                if step_rows is not None:
-                    number = next_number + len(jobids)
-                next_number = number
-                pending += batch.num_rows
-                if pending < batch_lines:
+                    pending = 0
+                elif batch is not None:
                     continue
-                pending = 0
-            elif batch is not None:
-                continue
-            else:
-                for number in sorted(invalid):
-                    feed_text(number, invalid.pop(number))
-                structure.flush_all()
-            jobs, structure.finished = structure.finished, []
-            table = builder.build(jobs, rows, structure, counts)
-            rows.drop_before(_oldest(structure, rows.next))
-            if table is not None:
-                yield _keyed(table, attribute)
-            if progress is not None:
-                progress(raw_file.tell(), total)
-            if batch is None:
-                break
+                else:
+                    for number in sorted(invalid):
+                        feed_text(number, invalid.pop(number))
+                    structure.flush_all()
+                jobs, structure.finished = structure.finished, []
+                table = builder.build(jobs, rows, structure, counts)
+                rows.drop_before(_oldest(structure, rows.next))
+                if table is not None:
+                    yield _keyed(table, attribute)
+                if progress is not None:
+                    progress(raw_file.tell(), total)
+                if batch is None:
+                    break
         finished = True
-    except pa.ArrowCancelled:
-        raise KeyboardInterrupt from None
-    except (pa.ArrowException, OSError, EOFError) as err:
-        from flopwise.meter.ingest_columnar import _arrow_message
-
-        raise IngestError(target, None, _arrow_message(err, target, path.suffix == ".gz")) from None
     finally:
-        raw_file.close()
         if not finished:  # failed, interrupted, or a batch's write failed: the run keeps what was read so far
             _collect_rejects(target, maybe_blank, structure, rejected, counts, complete=False)
     _collect_rejects(target, maybe_blank, structure, rejected, counts, complete=True)
@@ -1473,6 +1463,13 @@ def _resolve_blank(target: str, maybe: dict[int, int], structure: _Structure) ->
                     )
 
 
+def _probe(**fields: Any) -> UsageRecord:
+    """A sacct record with only *fields* set (no key, no period): what :class:`Coster` prices and an
+    :data:`Attributor` attributes a distinct combination of values by, once, for every job that has it."""
+    epoch = datetime.min.replace(tzinfo=UTC)
+    return UsageRecord(source="slurm", source_key="", charge_period_start=epoch, charge_period_end=epoch, **fields)
+
+
 def _keyed(table: pa.Table, attribute: Attributor | None) -> tuple[pa.Table, int]:
     """*table* with ``source_key`` (the first record of a key repeated within it kept) and, with *attribute*,
     its org/team/project; and how many repeats were dropped."""
@@ -1517,11 +1514,7 @@ def _owners(table: pa.Table, attribute: Attributor) -> dict[str, pa.Array]:
         if found is None:
             account, user, resource, tags, request, provider, partition = key
             parsed_tags = json.loads(tags) if tags else {}
-            record = UsageRecord(
-                source="slurm",
-                source_key="",
-                charge_period_start=datetime.min.replace(tzinfo=UTC),
-                charge_period_end=datetime.min.replace(tzinfo=UTC),
+            record = _probe(
                 provider_name=provider,
                 resource_id=resource,
                 tags=parsed_tags,
