@@ -85,3 +85,15 @@ def seed(factory: sessionmaker[Session]) -> Seed:
         s.add_all([project, user, approver])
         s.flush()
         return Seed(org.id, team.id, project.id, user.id, approver.id)
+
+
+def empty_ledger(factory: sessionmaker[Session]) -> None:
+    """Delete every usage record and its restatement history (between two ingests a test compares)."""
+    from sqlalchemy import delete
+
+    from flopwise.store import UsageRecordRow
+    from flopwise.store.ledger import UsageRecordHistory
+
+    with write_session(factory) as s:
+        s.execute(delete(UsageRecordHistory))
+        s.execute(delete(UsageRecordRow))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from dbfixtures import empty_ledger
 from flopwise.catalog import load_catalog
 from flopwise.meter.focus import KeyDeduper
 from flopwise.meter.ingest import IngestOptions, ingest_source
@@ -71,15 +72,11 @@ def _ledger(factory):
 
 def _both(factory, path: Path, **kw):
     """Ingest *path* columnar, snapshot, undo by deleting, ingest row by row, snapshot: (results, ledgers)."""
-    from sqlalchemy import delete
 
-    from flopwise.store import write_session
 
     out = []
     for columnar in (True, False):
-        with write_session(factory) as s:
-            s.execute(delete(UsageRecordHistory))
-            s.execute(delete(UsageRecordRow))
+        empty_ledger(factory)
         result = ingest_source(
             factory, "focus", path, catalog=CAT, options=IngestOptions(columnar=columnar, **kw)
         )
@@ -138,13 +135,9 @@ def test_restatement_through_the_columnar_path_keeps_history(factory, tmp_path):
     restated.write_text(HEADER + "\n" + ROWS[0].replace("1.5,USD", "1.75,USD", 1) + "\n" + ROWS[2] + "\n")
     out = []
     for columnar in (True, False):
-        from sqlalchemy import delete
 
-        from flopwise.store import write_session
 
-        with write_session(factory) as s:
-            s.execute(delete(UsageRecordHistory))
-            s.execute(delete(UsageRecordRow))
+        empty_ledger(factory)
         opts = IngestOptions(columnar=columnar)
         ingest_source(factory, "focus", first, catalog=CAT, options=opts)
         again = ingest_source(factory, "focus", restated, catalog=CAT, options=opts)
@@ -193,7 +186,6 @@ def test_without_pyarrow_the_row_path_reads_it_and_says_so_once(factory, monkeyp
 
 def test_attribution_sees_what_the_row_path_shows_it(factory, tmp_path):
     """An attributor reading tags, account and resource gives each row the scope it gives on the row path."""
-    from sqlalchemy import delete
 
     from flopwise.store import Organization, write_session
 
@@ -214,9 +206,7 @@ def test_attribution_sees_what_the_row_path_shows_it(factory, tmp_path):
     path.write_text(HEADER + "\n" + "\n".join(ROWS[:4]) + "\n", encoding="utf-8")
     ledgers = []
     for columnar in (True, False):
-        with write_session(factory) as s:
-            s.execute(delete(UsageRecordHistory))
-            s.execute(delete(UsageRecordRow))
+        empty_ledger(factory)
         ingest_source(
             factory, "focus", path, catalog=CAT, options=IngestOptions(columnar=columnar), attribute=owner
         )
@@ -233,7 +223,7 @@ def test_a_key_a_concurrent_writer_commits_first_goes_through_the_staging_path(f
     import threading
     import time
 
-    from sqlalchemy import delete, text
+    from sqlalchemy import text
 
     from flopwise.meter.costing import Coster, CostingOptions
     from flopwise.meter.focus import ParseReport
@@ -243,9 +233,7 @@ def test_a_key_a_concurrent_writer_commits_first_goes_through_the_staging_path(f
 
     if engine.dialect.name != "postgresql":
         pytest.skip("the direct COPY is PostgreSQL's")
-    with write_session(factory) as s:
-        s.execute(delete(UsageRecordHistory))
-        s.execute(delete(UsageRecordRow))
+    empty_ledger(factory)
     path = tmp_path / "three.csv"
     path.write_text(HEADER + "\n" + ROWS[0] + "\n" + ROWS[2] + "\n" + ROWS[3] + "\n", encoding="utf-8")
     plan, _ = columnar_focus_plan(str(path), None)
@@ -319,18 +307,15 @@ def test_row_path_copies_fresh_rows_straight_in_and_yields_to_a_concurrent_write
     from datetime import UTC, datetime, timedelta
     from decimal import Decimal
 
-    from sqlalchemy import delete, text
+    from sqlalchemy import text
 
     from flopwise.meter.costing import Coster, CostingOptions
     from flopwise.meter.ledger_write import ingest_records
     from flopwise.meter.record import UsageRecord
-    from flopwise.store import write_session
 
     if engine.dialect.name != "postgresql":
         pytest.skip("the direct COPY is PostgreSQL's")
-    with write_session(factory) as s:
-        s.execute(delete(UsageRecordHistory))
-        s.execute(delete(UsageRecordRow))
+    empty_ledger(factory)
     t0 = datetime(2025, 3, 1, tzinfo=UTC)
     records = [
         UsageRecord(
@@ -462,9 +447,7 @@ def test_a_run_that_fails_mid_file_keeps_the_rejects_read_before_the_failure(fac
     fails the run on both paths; the rejects of the records read before the failure are stored with the failed
     run (``ingest show RUN`` lists them) on the columnar path as on the row path: each a leading part of the
     rejects of the whole file without that byte (each path reads ahead of the failing line by its own block)."""
-    from sqlalchemy import delete
 
-    from flopwise.store import write_session
     from flopwise.store.ledger import IngestReject
 
     body = "\n".join(ROWS) + "\n"
@@ -475,9 +458,7 @@ def test_a_run_that_fails_mid_file_keeps_the_rejects_read_before_the_failure(fac
     path.write_bytes(data[:cut] + b"\xff" + data[cut:])
     out = {}
     for columnar, file in ((True, path), (False, path), (False, clean)):
-        with write_session(factory) as s:
-            s.execute(delete(UsageRecordHistory))
-            s.execute(delete(UsageRecordRow))
+        empty_ledger(factory)
         options = IngestOptions(columnar=columnar, batch_size=100)  # batches of 100 records
         result = ingest_source(factory, "focus", file, catalog=CAT, options=options)
         with read_session(factory) as s:

@@ -10,8 +10,9 @@ import random
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
+from dbfixtures import empty_ledger
 from flopwise.catalog import load_catalog
 from flopwise.meter.ingest import IngestOptions, ingest_source
 from flopwise.meter.ingest_sacct_columnar import sacct_plan
@@ -49,9 +50,7 @@ def _both(factory, path: Path, **kw):
     out = []
     texts = []
     for columnar in (True, False):
-        with write_session(factory) as s:
-            s.execute(delete(UsageRecordHistory))
-            s.execute(delete(UsageRecordRow))
+        empty_ledger(factory)
         result = ingest_source(
             factory, "slurm", path, catalog=CAT, options=IngestOptions(columnar=columnar, **kw)
         )
@@ -325,9 +324,7 @@ def test_attribution_sees_what_the_row_path_shows_it(factory, tmp_path):
     path = _fuzzed(5, tmp_path, trailing=False)
     out = []
     for columnar in (True, False):
-        with write_session(factory) as s:
-            s.execute(delete(UsageRecordHistory))
-            s.execute(delete(UsageRecordRow))
+        empty_ledger(factory)
         result = ingest_source(
             factory, "slurm", path, catalog=CAT, attribute=owner,
             options=IngestOptions(columnar=columnar, assume_tz="UTC"),
@@ -351,9 +348,7 @@ def test_a_restated_sacct_export_replaces_rows_as_the_row_path_does(factory, tmp
     os.utime(second, (first.stat().st_mtime + 60, first.stat().st_mtime + 60))  # a later export
     out = []
     for columnar in (True, False):
-        with write_session(factory) as s:
-            s.execute(delete(UsageRecordHistory))
-            s.execute(delete(UsageRecordRow))
+        empty_ledger(factory)
         options = IngestOptions(columnar=columnar, assume_tz="UTC", cluster="hb")
         ingest_source(factory, "slurm", first, catalog=CAT, options=options)
         restated = ingest_source(factory, "slurm", second, catalog=CAT, options=options)
@@ -439,9 +434,7 @@ def test_a_run_that_fails_mid_file_keeps_the_rejects_read_before_the_failure(fac
     path.write_bytes(data[:cut] + b"\xff" + data[cut:])
     out = {}
     for columnar, file in ((True, path), (False, path), (False, clean)):
-        with write_session(factory) as s:
-            s.execute(delete(UsageRecordHistory))
-            s.execute(delete(UsageRecordRow))
+        empty_ledger(factory)
         result = ingest_source(
             factory, "slurm", file, catalog=CAT,
             options=IngestOptions(columnar=columnar, assume_tz="UTC", cluster="hb", batch_size=100),
