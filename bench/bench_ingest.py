@@ -61,6 +61,9 @@ FOCUS_HEADER = (
 BATCH = 50_000
 
 
+#: the PostgreSQL server the benches use (as the tests: trust auth on the local server)
+PG_URL = os.environ.get("FLOPWISE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
 def write_focus(path: Path, rows: int) -> None:
     """A synthetic FOCUS CSV of *rows* hourly AWS charges (a quarter on p5.48xlarge GPU instances), used by
     bench_post_ingest.py to build its ledger."""
@@ -382,8 +385,7 @@ def main() -> None:
     parser.add_argument(
         "--memory-file", type=Path, help="the memory check on this FOCUS CSV instead of a new file"
     )
-    parser.add_argument("--postgres-url", default=os.environ.get("FLOPWISE_TEST_POSTGRES_URL",
-                                                                 "postgresql+psycopg://postgres@127.0.0.1:5432/test"))  # fmt: skip
+    parser.add_argument("--postgres-url", default=PG_URL)
     args = parser.parse_args()
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}")
     catalog = load_catalog()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_ingest import OPTIONS, machine, write_sacct_from_sample  # noqa: E402
+from bench_ingest import OPTIONS, PG_URL, machine, write_sacct_from_sample  # noqa: E402
 
 from flopwise.catalog import load_catalog  # noqa: E402
 from flopwise.meter.costing import Coster, CostingOptions  # noqa: E402
@@ -64,8 +64,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--postgres-url", default=os.environ.get("FLOPWISE_TEST_POSTGRES_URL",
-                                                                 "postgresql+psycopg://postgres@127.0.0.1:5432/test"))  # fmt: skip
+    parser.add_argument("--postgres-url", default=PG_URL)
     args = parser.parse_args()
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}")
     catalog = load_catalog()
