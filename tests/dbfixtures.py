@@ -97,3 +97,18 @@ def empty_ledger(factory: sessionmaker[Session]) -> None:
     with write_session(factory) as s:
         s.execute(delete(UsageRecordHistory))
         s.execute(delete(UsageRecordRow))
+
+
+def ledger_rows(factory: sessionmaker[Session]) -> list[dict[str, object]]:
+    """The usage records as dicts of their columns, by ``source_key``, without what differs between two ingests of
+    the same input (the row id, the ingest run and its time): what tests compare two paths' ledgers by."""
+    from sqlalchemy import select
+
+    from flopwise.store import UsageRecordRow, read_session
+
+    skip = {"id", "ingest_run_id", "ingested_at"}
+    with read_session(factory) as s:
+        rows = s.execute(select(UsageRecordRow).order_by(UsageRecordRow.source_key)).scalars().all()
+        return [
+            {c.name: getattr(r, c.name) for c in UsageRecordRow.__table__.columns if c.name not in skip} for r in rows
+        ]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dbfixtures import empty_ledger
+from dbfixtures import empty_ledger, ledger_rows
 from flopwise.catalog import load_catalog
 from flopwise.meter.focus import KeyDeduper
 from flopwise.meter.ingest import IngestOptions, ingest_source
@@ -22,7 +22,6 @@ pytest.importorskip("pyarrow")
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CAT = load_catalog()
-_SKIP = {"id", "ingest_run_id", "ingested_at"}
 
 HEADER = (
     "BilledCost,BillingCurrency,ChargePeriodStart,ChargePeriodEnd,ProviderName,RegionId,ResourceId,"
@@ -61,15 +60,6 @@ ROWS = [
 ]
 
 
-def _ledger(factory):
-    with read_session(factory) as s:
-        rows = s.execute(select(UsageRecordRow).order_by(UsageRecordRow.source_key)).scalars().all()
-        return [
-            {c.name: getattr(r, c.name) for c in UsageRecordRow.__table__.columns if c.name not in _SKIP}
-            for r in rows
-        ]
-
-
 def _both(factory, path: Path, **kw):
     """Ingest *path* columnar, snapshot, undo by deleting, ingest row by row, snapshot: (results, ledgers)."""
 
@@ -80,7 +70,7 @@ def _both(factory, path: Path, **kw):
         result = ingest_source(
             factory, "focus", path, catalog=CAT, options=IngestOptions(columnar=columnar, **kw)
         )
-        out.append((result, _ledger(factory)))
+        out.append((result, ledger_rows(factory)))
     return out
 
 
@@ -149,7 +139,7 @@ def test_restatement_through_the_columnar_path_keeps_history(factory, tmp_path):
                 again.records_duplicate,
                 again.restated_cost_usd,
                 history,
-                _ledger(factory),
+                ledger_rows(factory),
             )
         )
     assert out[0] == out[1]
@@ -210,7 +200,7 @@ def test_attribution_sees_what_the_row_path_shows_it(factory, tmp_path):
         ingest_source(
             factory, "focus", path, catalog=CAT, options=IngestOptions(columnar=columnar), attribute=owner
         )
-        ledgers.append(_ledger(factory))
+        ledgers.append(ledger_rows(factory))
     assert ledgers[0] == ledgers[1]
     assert sorted(r["org_id"] is not None for r in ledgers[0]) == [False, True, True, True]
 

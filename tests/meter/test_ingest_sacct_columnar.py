@@ -12,28 +12,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dbfixtures import empty_ledger
+from dbfixtures import empty_ledger, ledger_rows
 from flopwise.catalog import load_catalog
 from flopwise.meter.ingest import IngestOptions, ingest_source
 from flopwise.meter.ingest_sacct_columnar import sacct_plan
 from flopwise.meter.sacct import SACCT_FORMATS
-from flopwise.store import UsageRecordRow, read_session, write_session
+from flopwise.store import read_session, write_session
 from flopwise.store.ledger import IngestReject, UsageRecordHistory
 
 pytest.importorskip("pyarrow")
 
 SLURM = Path(__file__).resolve().parents[1] / "data" / "slurm"
 CAT = load_catalog()
-_SKIP = {"id", "ingest_run_id", "ingested_at"}
-
-
-def _ledger(factory):
-    with read_session(factory) as s:
-        rows = s.execute(select(UsageRecordRow).order_by(UsageRecordRow.source_key)).scalars().all()
-        return [
-            {c.name: getattr(r, c.name) for c in UsageRecordRow.__table__.columns if c.name not in _SKIP}
-            for r in rows
-        ]
 
 
 def _all_rejects(factory, run_id):
@@ -54,7 +44,7 @@ def _both(factory, path: Path, **kw):
         result = ingest_source(
             factory, "slurm", path, catalog=CAT, options=IngestOptions(columnar=columnar, **kw)
         )
-        out.append((result, _ledger(factory), _all_rejects(factory, result.run_id)))
+        out.append((result, ledger_rows(factory), _all_rejects(factory, result.run_id)))
         texts.append(_json_texts(factory))
     assert texts[0] == texts[1]  # the stored JSON text too (PostgreSQL's restatement check compares text)
     return out
@@ -329,7 +319,7 @@ def test_attribution_sees_what_the_row_path_shows_it(factory, tmp_path):
             factory, "slurm", path, catalog=CAT, attribute=owner,
             options=IngestOptions(columnar=columnar, assume_tz="UTC"),
         )  # fmt: skip
-        out.append((result, _ledger(factory), _all_rejects(factory, result.run_id)))
+        out.append((result, ledger_rows(factory), _all_rejects(factory, result.run_id)))
     _same(*out)
     assert {r["org_id"] for r in out[0][1]} - {None}
 
@@ -358,7 +348,7 @@ def test_a_restated_sacct_export_replaces_rows_as_the_row_path_does(factory, tmp
                 (h.source_key, json.dumps(h.changes, sort_keys=True, default=str))
                 for h in s.execute(select(UsageRecordHistory)).scalars()
             )
-        out.append((restated, again, _ledger(factory), history))
+        out.append((restated, again, ledger_rows(factory), history))
     (r1, a1, l1, h1), (r2, a2, l2, h2) = out
     assert l1 == l2 and h1 == h2 and h1
     for name in (
