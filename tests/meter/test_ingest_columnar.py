@@ -564,3 +564,21 @@ def test_a_tag_naming_a_compute_request_links_it_as_the_row_path_does(factory, s
     _same(columnar, rows)
     links = sorted((r["resource_id"], r["request_id"]) for r in columnar[1])
     assert links == [("i-1", None), ("i-2", None), ("i-21", request_id)]
+
+
+def test_a_ledger_column_of_a_type_without_a_binary_copy_form_fails_naming_it(monkeypatch):
+    """``ledger_write._pg_kind`` maps each ledger column to its binary COPY form (checked for every column at
+    import); a column of another type (a schema change the encoder does not know) is refused by name instead of
+    being sent as text."""
+    from sqlalchemy import Column, Integer, LargeBinary, MetaData, SmallInteger, Table
+
+    from flopwise.meter import ledger_write as lw
+
+    assert set(lw._PG_KINDS.values()) <= {"numeric", "timestamptz", "float8", "int4", "text"}
+    table = Table("usage_records", MetaData(), Column("blob", LargeBinary), Column("small", SmallInteger),
+                  Column("plain", Integer))  # fmt: skip
+    monkeypatch.setattr(lw, "_TABLE", table)
+    assert lw._pg_kind("plain") == "int4"
+    for name in ("blob", "small"):  # SmallInteger is an Integer subclass of another width: refused too
+        with pytest.raises(TypeError, match=f"usage_records.{name}: .* has no binary COPY form"):
+            lw._pg_kind(name)
