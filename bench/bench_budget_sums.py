@@ -2,9 +2,10 @@
 
 Every request creation and admission decision sums the reservations of each budget that covers it, in the budget's
 current window, by state (``store.rollups.budget_usage_sums``): once without locks to decide, once under the
-budget's row lock to re-check before reserving. Those sums read every reservation in the window, so their cost
-grows with the number of requests a budget has seen this month, and the second one is paid while the budget's
-lock (which every write under that budget waits for) is held.
+budget's row lock to re-check before reserving. Before revision 0010 those sums read every reservation in the
+window, so their cost grew with the number of requests a budget had seen this month, and the second one was paid
+while the budget's lock (which every write under that budget waits for) was held. Since 0010 they read the
+budget's day totals (``flopwise.store.totals``): one row per whole day and state.
 
 On a fresh database (a fresh PostgreSQL schema, or a SQLite file) with the governance of
 ``bench/bench_server.py`` (one hard monthly budget on the organization, the bench policy, the acceptable-use
@@ -12,7 +13,10 @@ policy accepted), the script makes requests through the in-process ASGI app (``P
 as ``bench/bench_hot_path.py`` drives it) until the budget holds each of ``--sizes`` reservations, and at each
 size prints, beside the first size's figures (the baseline) and their ratio:
 
-* ``sums ms``: one ``budget_usage_sums`` call (client and database, wall time; mean of ``--repeat`` calls);
+* ``sums ms``: one ``budget_usage_sums`` call (client and database, wall time; mean of ``--repeat`` calls): the
+  budget's day totals of its window's whole days (revision 0010, ``flopwise.store.totals``);
+* ``scan ms``: the baseline, the same reservation sums read from every reservation in the window, as before 0010
+  (calls alternating with the ones above; the two answers are checked equal);
 * ``create ms``: one request creation end to end, in-process, one in flight (wall time; mean of ``--repeat``).
 
 Run: ``.venv/bin/python bench/bench_budget_sums.py [--sizes 0,2000,10000] [--repeat 200]
@@ -58,8 +62,23 @@ async def _create(app: Any, token: str, plan: dict[str, Any], n: int) -> float:
     return time.perf_counter() - t0
 
 
-def _sums_s(app: Any, repeat: int) -> float:
-    """Mean wall seconds of one ``budget_usage_sums`` call on the organization's budget, in its current window."""
+def _scan_statement() -> Any:
+    """The reservation sums by state as the write path read them before revision 0010 (every reservation of the
+    budget in the window): the baseline the totals are compared with."""
+    from sqlalchemy import bindparam, case, func, select
+
+    from flopwise.store.models import SPENDING_STATES
+    from flopwise.store.models import BudgetReservation as R
+
+    return select(*[func.sum(case((R.state == s, R.amount))) for s in SPENDING_STATES]).where(
+        R.budget_id == bindparam("budget_id"), R.state.in_(SPENDING_STATES),
+        R.counted_at >= bindparam("start"), R.counted_at < bindparam("end"),
+    )  # fmt: skip
+
+
+def _sums_s(app: Any, repeat: int) -> tuple[float, float]:
+    """Mean wall seconds of one ``budget_usage_sums`` call on the organization's budget, in its current window,
+    and of the same reservation sums read from every reservation in the window (the baseline), alternating."""
     from sqlalchemy import select
 
     from flopwise.server.decisions.deciding import window_for
@@ -68,15 +87,25 @@ def _sums_s(app: Any, repeat: int) -> float:
     from flopwise.store.rollups import budget_usage_sums
     from flopwise.store.types import utcnow
 
+    scan = _scan_statement()
     with read_session(app.state.db) as session:
         budget = session.execute(select(Budget)).scalars().one()
         window = window_for(budget, utcnow())
         assert window is not None
-        budget_usage_sums(session, budget, window)  # prepared, warm
-        t0 = time.perf_counter()
+        params = {"budget_id": budget.id, "start": window[0], "end": window[1]}
+        by_state, _metered = budget_usage_sums(session, budget, window)  # prepared, warm
+        scanned = session.execute(scan, params).one()
+        assert [by_state.get(s) or 0 for s in ("reserved", "committed", "settled")] == [v or 0 for v in scanned]
+        totals_s = scan_s = 0.0
         for _ in range(repeat):
+            t0 = time.perf_counter()
             budget_usage_sums(session, budget, window)
-        return (time.perf_counter() - t0) / repeat
+            t1 = time.perf_counter()
+            session.execute(scan, params).one()
+            t2 = time.perf_counter()
+            totals_s += t1 - t0
+            scan_s += t2 - t1
+        return totals_s / repeat, scan_s / repeat
 
 
 def _bench(url: str, sizes: list[int], repeat: int) -> list[tuple[int, float, float]]:
@@ -92,10 +121,10 @@ def _bench(url: str, sizes: list[int], repeat: int) -> list[tuple[int, float, fl
         for size in sizes:
             asyncio.run(_create(app, token, plan, size - made))  # fill to *size* reservations (untimed)
             made = size
-            sums = _sums_s(app, repeat)
+            sums, scan = _sums_s(app, repeat)
             create = asyncio.run(_create(app, token, plan, repeat)) / repeat
             made += repeat
-            rows.append((size, sums, create))
+            rows.append((size, sums, scan, create))
     finally:
         app.state.engine.dispose()
     return rows
@@ -117,11 +146,12 @@ def main() -> None:
         except RuntimeError as err:  # PostgreSQL unreachable
             print(f"\n{kind}: skipped ({err})")
             continue
-        base_sums, base_create = rows[0][1], rows[0][2]
-        print(f"\n{kind:<11} {'reservations':>12} {'sums ms':>9} {'x first':>8} {'create ms':>10} {'x first':>8}")
-        for size, sums, create in rows:
-            print(f"{kind:<11} {size:>12,} {sums * 1e3:9.3f} {sums / base_sums:8.2f} {create * 1e3:10.2f} "
-                  f"{create / base_create:8.2f}")  # fmt: skip
+        base_sums, base_create = rows[0][1], rows[0][3]
+        print(f"\n{kind:<11} {'reservations':>12} {'sums ms':>9} {'x first':>8} {'scan ms':>9} {'x scan':>7} "
+              f"{'create ms':>10} {'x first':>8}")  # fmt: skip
+        for size, sums, scan, create in rows:
+            print(f"{kind:<11} {size:>12,} {sums * 1e3:9.3f} {sums / base_sums:8.2f} {scan * 1e3:9.3f} "
+                  f"{sums / scan:7.2f} {create * 1e3:10.2f} {create / base_create:8.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

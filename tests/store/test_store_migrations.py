@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import inspect, select
 
 from flopwise.store import (
@@ -20,6 +21,7 @@ from flopwise.store import (
     upgrade,
     write_session,
 )
+from pgutil import BACKENDS, throwaway_database_url
 
 #: the tables each revision creates (read off the migration files), checked revision by revision
 TABLES_BY_REVISION = {
@@ -40,6 +42,7 @@ TABLES_BY_REVISION = {
     "0008_rollups": {"usage_rollups", "usage_rollups_daily", "usage_rollup_dirty", "usage_rollup_state",
                      "web_sessions"},
     "0009_partial_scope_indexes": set(),  # indexes only: team/project/request indexes of usage_records partial
+    "0010_budget_totals": {"budget_totals"},
 }  # fmt: skip
 
 
@@ -160,3 +163,67 @@ def test_scope_indexes_are_partial_and_used(database_url):
                 assert name in plan, plan
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_budget_totals_are_backfilled_and_survive_a_downgrade(backend, tmp_path_factory):
+    """0010: reservations made before the revision are summed into the budget totals by the upgrade; a downgrade
+    to 0009 and an upgrade again rebuild the same totals, and the triggers keep them after that."""
+    from flopwise.store import BudgetReservation, BudgetTotal, ComputeRequest, Project, Team, User
+
+    with throwaway_database_url(backend, tmp_path_factory, "totals") as url:
+        upgrade(url, "0009_partial_scope_indexes")
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        day = datetime(2026, 3, 4, tzinfo=UTC)
+        with write_session(factory) as s:
+            org = Organization(name="totals-org")
+            s.add(org)
+            s.flush()
+            team = Team(org_id=org.id, name="t")
+            user = User(org_id=org.id, name="ada")
+            s.add(team)
+            s.flush()
+            project = Project(team_id=team.id, name="p")
+            budget = Budget(org_id=org.id, name="m", scope_kind="org", scope_id=org.id, period="month", unit="usd",
+                            amount=Decimal(100), is_hard=True)  # fmt: skip
+            s.add_all([user, project, budget])
+            s.flush()
+            for i, (state, amount, at) in enumerate([
+                ("reserved", "1.5", day), ("reserved", "2.25", day.replace(hour=23)), ("settled", "4", day),
+                ("released", "8", day), ("committed", "16", day.replace(day=5, microsecond=1)),
+            ]):  # fmt: skip
+                request = ComputeRequest(org_id=org.id, requester_id=user.id, project_id=project.id,
+                                         workload_kind="train", inputs={"n": i})  # fmt: skip
+                s.add(request)
+                s.flush()
+                s.add(BudgetReservation(budget_id=budget.id, request_id=request.id, unit="usd",
+                                        amount=Decimal(amount), reserved_amount=Decimal(amount), state=state,
+                                        counted_at=at))  # fmt: skip
+            budget_id = budget.id
+        expected = {
+            (day, "reserved"): Decimal("3.75"), (day, "settled"): Decimal(4),
+            (day.replace(day=5), "committed"): Decimal(16),
+        }  # fmt: skip
+
+        def totals() -> dict:
+            with factory() as s:
+                rows = s.execute(select(BudgetTotal.day, BudgetTotal.state, BudgetTotal.amount)).all()
+            return {(d, state): amount for d, state, amount in rows if amount != 0}
+
+        try:
+            upgrade(url)
+            assert totals() == expected
+            downgrade(url, "0009_partial_scope_indexes")
+            upgrade(url)
+            assert totals() == expected
+            with write_session(factory) as s:
+                s.execute(
+                    BudgetReservation.__table__.update()
+                    .where(BudgetReservation.budget_id == budget_id, BudgetReservation.state == "released")
+                    .values(state="settled")
+                )
+            assert totals() == {**expected, (day, "settled"): Decimal(12)}
+            assert schema_diff(url) == []
+        finally:
+            engine.dispose()

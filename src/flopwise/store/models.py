@@ -56,6 +56,7 @@ __all__ = [
     "Base",
     "Budget",
     "BudgetReservation",
+    "BudgetTotal",
     "Comment",
     "ComputeRequest",
     "Organization",
@@ -241,6 +242,7 @@ class BudgetReservation(Base):
         UniqueConstraint("budget_id", "request_id"),
         UniqueConstraint("budget_id", "admission_job_id"),
         Index(None, "budget_id", "state"),
+        Index(None, "budget_id", "counted_at"),  # the partial days at a window's edges (BudgetTotal)
         _one_of("state", RESERVATION_STATES),
         CheckConstraint("(request_id IS NULL) <> (admission_job_id IS NULL)", name="one_holder"),
     )
@@ -259,6 +261,26 @@ class BudgetReservation(Base):
     counted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class BudgetTotal(Base):
+    """What a budget's reservations in a spending state (``SPENDING_STATES``) hold per UTC day of ``counted_at``:
+    one row per budget, day and state, kept by triggers on ``budget_reservations`` (revision 0010_budget_totals,
+    :func:`flopwise.store.queries.budget_totals_ddl`) in the same transaction as the reservation's change.
+
+    A window's sum reads one row per whole day and state, plus the reservations of the partial days at its edges
+    (``ix_budget_reservations_budget_id_counted_at``), instead of every reservation in the window: what each
+    write sums under its budget lock no longer grows with the requests the budget has seen this month. Every
+    writer of a budget's reservations holds that budget's row lock (see :mod:`flopwise.store.queries`), so a
+    row here is only ever updated by the holder of its budget's lock and never adds a wait of its own.
+    """
+
+    __tablename__ = "budget_totals"
+
+    budget_id: Mapped[int] = mapped_column(ForeignKey("budgets.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(Money())
 
 
 class Quota(Base):

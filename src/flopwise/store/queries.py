@@ -2,7 +2,8 @@
 
 Locking, in one place:
 
-* **Budgets.** :func:`reserve_against_budgets` and :func:`settle_reservations` lock the budget rows first —
+* **Budgets.** :func:`reserve_against_budgets`, :func:`settle_reservations` and every state change of a
+  reservation (:func:`commit_reservations`, :func:`release_reservations`) lock the budget rows first —
   ``SELECT ... FOR UPDATE`` in id order on PostgreSQL (a consistent order, so two callers never deadlock), the
   database write lock via ``BEGIN IMMEDIATE`` on SQLite (see :mod:`flopwise.store.session` for why) — then
   read what is spent and insert. Under READ COMMITTED each statement after the lock sees what the previous
@@ -18,7 +19,10 @@ Locking, in one place:
 
 **Lock order** (every write path takes locks in this order, so none waits on another in a cycle): compute
 request or admission job row, then budget rows (ascending id), then quota rows, then the audit chain head last,
-right before commit.
+right before commit. A transaction that changes the reservations of several holders and audits each (the expiry
+pass) locks all their budgets first, at once. A budget's day totals (``budget_totals``, moved by triggers when its
+reservations change: :mod:`flopwise.store.totals`) are written only by the holder of that budget's lock, so they
+add no wait of their own.
 
 These functions flush but never commit: the caller commits (promptly — the locks last until then).
 """
@@ -50,6 +54,7 @@ from flopwise.store.models import (
     Team,
 )
 from flopwise.store.session import PreparedStatement, _json_dumps, begin_write
+from flopwise.store.totals import spent_in_window_statement, window_params
 from flopwise.store.types import to_money, utcnow
 
 __all__ = [
@@ -206,18 +211,9 @@ def lock_budget_rows(session: Session, budget_ids: Sequence[int]) -> list[Any]:
     return budgets
 
 
-def _spent_in_window_statement() -> Any:
-    from sqlalchemy import bindparam
-
-    return select(func.coalesce(func.sum(BudgetReservation.amount), _ZERO)).where(
-        BudgetReservation.budget_id == bindparam("budget_id"),
-        BudgetReservation.state.in_(SPENDING_STATES),
-        BudgetReservation.counted_at >= bindparam("start"),
-        BudgetReservation.counted_at < bindparam("end"),
-    )
-
-
-_SPENT_IN_WINDOW = _spent_in_window_statement()
+#: a budget's spent sum in a window (``budget_id`` and :func:`~flopwise.store.totals.window_params`): the totals of
+#: its whole UTC days and the reservations of the partial days at its edges (``flopwise.store.totals``)
+_SPENT_IN_WINDOW = spent_in_window_statement(_ZERO)
 _SPENT_IN_WINDOW_PREPARED = PreparedStatement(_SPENT_IN_WINDOW)
 
 
@@ -227,9 +223,7 @@ def _budget_spent_taking_head(
     """PostgreSQL, budgets locked: the spent sum (as :func:`budget_spent`) and the audit chain head taken (as
     ``_append_to_org_chain`` takes it: locked, the entry numbered) in one statement; the head None when the chain
     has none yet. The budget locks are held already, so the lock order (budgets, then the chain head) holds."""
-    row = _PG_SPENT_TAKING_HEAD.one(
-        session, {"budget_id": budget_id, "start": window[0], "end": window[1], "b_chain": chain_id}
-    )
+    row = _PG_SPENT_TAKING_HEAD.one(session, {"budget_id": budget_id, **window_params(window), "b_chain": chain_id})
     spent = _ZERO if row[0] is None else to_money(row[0])
     return spent, (None if row[1] is None else (int(row[1]), row[2]))
 
@@ -245,7 +239,7 @@ def budget_spent(
     """
     if window is not None and window[0] is not None and window[1] is not None:  # the write path: prebuilt
         spent = _SPENT_IN_WINDOW_PREPARED.one(
-            session, {"budget_id": budget_id, "start": window[0], "end": window[1]}
+            session, {"budget_id": budget_id, **window_params((window[0], window[1]))}
         )[0]
         return _ZERO if spent is None else to_money(spent)
     stmt = select(func.coalesce(func.sum(BudgetReservation.amount), _ZERO)).where(
@@ -433,7 +427,7 @@ def _reserve_one_taking_head(
     now = utcnow()
     row = _PG_RESERVE_TAKING_HEAD.one(
         session,
-        {"budget_id": budget.id, "start": window[0], "end": window[1], "b_chain": chain_id,
+        {"budget_id": budget.id, **window_params(window), "b_chain": chain_id,
          "fail_open": not budget.is_hard, "cap": budget.amount, "r_budget_id": budget.id, "r_request_id": None,
          "r_admission_job_id": None, "r_unit": budget.unit, "r_amount": amount, "r_reserved_amount": amount,
          "r_state": "reserved", "r_counted_at": at, "r_created_at": now, "r_updated_at": now,
@@ -488,6 +482,13 @@ def _transition(
     session: Session, holder_column: str, holder_id: int, from_states: tuple[str, ...], values: dict[str, Any]
 ) -> int:
     holder_attr = getattr(BudgetReservation, holder_column)
+    budget_ids = session.scalars(
+        select(BudgetReservation.budget_id).where(holder_attr == holder_id, BudgetReservation.state.in_(from_states))
+    ).all()
+    if not budget_ids:
+        return 0
+    # the budgets' row locks first (the lock order): the update's trigger moves those budgets' day totals
+    lock_budget_rows(session, budget_ids)
     result = session.execute(
         update(BudgetReservation)
         .where(holder_attr == holder_id, BudgetReservation.state.in_(from_states))
@@ -896,16 +897,7 @@ def _pg_reserve_taking_head() -> Any:
 
     table = BudgetReservation.__table__
     head = _PG_TAKE_HEAD.cte("taken_head")
-    spent = (
-        select(func.coalesce(func.sum(BudgetReservation.amount), _ZERO).label("s"))
-        .where(
-            BudgetReservation.budget_id == bindparam("budget_id"),
-            BudgetReservation.state.in_(SPENDING_STATES),
-            BudgetReservation.counted_at >= bindparam("start"),
-            BudgetReservation.counted_at < bindparam("end"),
-        )
-        .cte("spent")
-    )
+    spent = _SPENT_IN_WINDOW.cte("spent")
     columns = ("budget_id", "request_id", "admission_job_id", "unit", "amount", "reserved_amount", "state",
                "counted_at", "created_at", "updated_at", "reserved_usd_per_device_h", "price_retrieved")  # fmt: skip
     # typed parameters: PostgreSQL cannot infer a type for a bare parameter in a SELECT list

@@ -55,6 +55,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from flopwise.store.ledger import UsageRecordRow
 from flopwise.store.models import Base
+from flopwise.store.totals import window_params
 from flopwise.store.types import Money, UTCDateTime, to_money
 
 __all__ = [
@@ -561,22 +562,25 @@ def _usage_sums_statement(dialect: str, unit: str, scope_kind: str, table: Any) 
     from sqlalchemy import bindparam
 
     from flopwise.store.models import SPENDING_STATES, BudgetReservation
+    from flopwise.store.totals import state_amounts
 
     start, end, budget_id = bindparam("start"), bindparam("end"), bindparam("budget_id")
-    by_state = [
-        func.sum(case((BudgetReservation.state == state, BudgetReservation.amount))).label(state)
-        for state in SPENDING_STATES
-    ]
+    held = state_amounts()  # the budget's totals of the window's whole days, its reservations of the partial ones
+    by_state = [func.sum(case((held.c.state == state, held.c.amount))).label(state) for state in SPENDING_STATES]
     columns: list[Any] = list(by_state)
     if table is not None:
         dirty = exists(select(D.id).where(D.hour >= start, D.hour < end))
         if dialect == "sqlite":  # as choose_rollup: ledger rows past the last one the rollups have seen
             seen = select(S.ledger_id_seen).where(S.id == 1).scalar_subquery()
             dirty = dirty | exists(select(U.id).where(U.id > func.coalesce(seen, 0)))
-        holding = select(BudgetReservation.request_id).where(
-            BudgetReservation.budget_id == budget_id,
-            BudgetReservation.state.in_(SPENDING_STATES),
-            BudgetReservation.request_id.is_not(None),
+        # a rollup row of a request this budget holds a spending reservation for is not "unreserved": probed by
+        # the reservations' unique (budget_id, request_id) per rollup row, not a list of every request it holds
+        held_by_budget = exists(
+            select(BudgetReservation.id).where(
+                BudgetReservation.budget_id == budget_id,
+                BudgetReservation.request_id == table.request_id,
+                BudgetReservation.state.in_(SPENDING_STATES),
+            )
         )
         scope = {"org": table.org_id, "team": table.team_id, "project": table.project_id}[scope_kind]
         metered = (
@@ -585,17 +589,12 @@ def _usage_sums_statement(dialect: str, unit: str, scope_kind: str, table: Any) 
                 scope == bindparam("scope_id"),
                 table.hour >= start,
                 table.hour < end,
-                table.request_id.is_(None) | table.request_id.not_in(holding),
+                table.request_id.is_(None) | ~held_by_budget,
             )
             .scalar_subquery()
         )
         columns += [dirty.label("dirty"), metered.label("metered")]
-    return select(*columns).where(
-        BudgetReservation.budget_id == budget_id,
-        BudgetReservation.state.in_(SPENDING_STATES),
-        BudgetReservation.counted_at >= start,
-        BudgetReservation.counted_at < end,
-    )
+    return select(*columns).select_from(held)
 
 
 def budget_usage_sums(
@@ -606,8 +605,8 @@ def budget_usage_sums(
     its scope and window that no reservation on it holds, from the rollups as :func:`scope_sum` with
     :func:`choose_rollup` answers it (a Decimal for ``usd``, else a float; zero when there is none) - or None
     when the rollups cannot answer (a window off the hour, or usage changed since their refresh): then the
-    caller reads the ledger (``flopwise.meter.burn.metered_unreserved``)."""
-    start, end = window
+    caller reads the ledger (``flopwise.meter.burn.metered_unreserved``). The reservation sums come from the
+    budget's day totals and the reservations of the window's partial days (``flopwise.store.totals``)."""
     dialect = session.get_bind().dialect.name
     table: Any = None
     if all(v is not None and v == _floor(v) for v in window):
@@ -620,7 +619,7 @@ def budget_usage_sums(
         stmt = _USAGE_SUMS[key] = PreparedStatement(
             _usage_sums_statement(dialect, budget.unit, budget.scope_kind, table)
         )
-    params = {"budget_id": budget.id, "start": start, "end": end}
+    params: dict[str, Any] = {"budget_id": budget.id, **window_params(window)}
     if table is not None:
         params["scope_id"] = budget.scope_id
     row = stmt.one(session, params)
