@@ -25,7 +25,7 @@ from flopwise.store import (
     write_session,
 )
 from flopwise.store.rollups import budget_usage_sums
-from flopwise.store.totals import window_params
+from flopwise.store.totals import has_edges, window_params
 
 D = Decimal
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -197,6 +197,8 @@ def test_a_window_is_split_into_whole_days_and_edges():
     }  # fmt: skip
     short = (T0 + timedelta(hours=5), T0 + day + timedelta(hours=2))  # no whole day: all from the reservations
     assert window_params(short) == {"start": short[0], "mid_start": short[1], "mid_end": short[1], "end": short[1]}
+    # whole-day windows (every month, quarter and year window) run the statement without the edges' ranges
+    assert [has_edges(window_params(w)) for w in (month, odd, short)] == [False, True, True]
 
 
 def test_deleting_a_budget_takes_its_totals(factory, seed):

@@ -54,7 +54,7 @@ from flopwise.store.models import (
     Team,
 )
 from flopwise.store.session import PreparedStatement, _json_dumps, begin_write
-from flopwise.store.totals import spent_in_window_statement, window_params
+from flopwise.store.totals import has_edges, spent_in_window_statement, window_params
 from flopwise.store.types import to_money, utcnow
 
 __all__ = [
@@ -212,9 +212,10 @@ def lock_budget_rows(session: Session, budget_ids: Sequence[int]) -> list[Any]:
 
 
 #: a budget's spent sum in a window (``budget_id`` and :func:`~flopwise.store.totals.window_params`): the totals of
-#: its whole UTC days and the reservations of the partial days at its edges (``flopwise.store.totals``)
-_SPENT_IN_WINDOW = spent_in_window_statement(_ZERO)
-_SPENT_IN_WINDOW_PREPARED = PreparedStatement(_SPENT_IN_WINDOW)
+#: its whole UTC days and the reservations of the partial days at its edges (``flopwise.store.totals``); keyed by
+#: whether the window has partial days (``totals.has_edges``)
+_SPENT_IN_WINDOW = {edges: spent_in_window_statement(_ZERO, edges) for edges in (False, True)}
+_SPENT_IN_WINDOW_PREPARED = {edges: PreparedStatement(stmt) for edges, stmt in _SPENT_IN_WINDOW.items()}
 
 
 def _budget_spent_taking_head(
@@ -223,7 +224,10 @@ def _budget_spent_taking_head(
     """PostgreSQL, budgets locked: the spent sum (as :func:`budget_spent`) and the audit chain head taken (as
     ``_append_to_org_chain`` takes it: locked, the entry numbered) in one statement; the head None when the chain
     has none yet. The budget locks are held already, so the lock order (budgets, then the chain head) holds."""
-    row = _PG_SPENT_TAKING_HEAD.one(session, {"budget_id": budget_id, **window_params(window), "b_chain": chain_id})
+    params = window_params(window)
+    row = _PG_SPENT_TAKING_HEAD[has_edges(params)].one(
+        session, {"budget_id": budget_id, **params, "b_chain": chain_id}
+    )
     spent = _ZERO if row[0] is None else to_money(row[0])
     return spent, (None if row[1] is None else (int(row[1]), row[2]))
 
@@ -238,9 +242,8 @@ def budget_spent(
     With *window* ``(start, end)`` only reservations whose ``counted_at`` is in ``[start, end)`` count.
     """
     if window is not None and window[0] is not None and window[1] is not None:  # the write path: prebuilt
-        spent = _SPENT_IN_WINDOW_PREPARED.one(
-            session, {"budget_id": budget_id, **window_params((window[0], window[1]))}
-        )[0]
+        params = window_params((window[0], window[1]))
+        spent = _SPENT_IN_WINDOW_PREPARED[has_edges(params)].one(session, {"budget_id": budget_id, **params})[0]
         return _ZERO if spent is None else to_money(spent)
     stmt = select(func.coalesce(func.sum(BudgetReservation.amount), _ZERO)).where(
         BudgetReservation.budget_id == budget_id, BudgetReservation.state.in_(SPENDING_STATES)
@@ -425,9 +428,10 @@ def _reserve_one_taking_head(
     if amount < 0:
         raise InputError(f"amounts[{budget.id}]", amount, "give an amount >= 0")
     now = utcnow()
-    row = _PG_RESERVE_TAKING_HEAD.one(
+    params = window_params(window)
+    row = _PG_RESERVE_TAKING_HEAD[has_edges(params)].one(
         session,
-        {"budget_id": budget.id, **window_params(window), "b_chain": chain_id,
+        {"budget_id": budget.id, **params, "b_chain": chain_id,
          "fail_open": not budget.is_hard, "cap": budget.amount, "r_budget_id": budget.id, "r_request_id": None,
          "r_admission_job_id": None, "r_unit": budget.unit, "r_amount": amount, "r_reserved_amount": amount,
          "r_state": "reserved", "r_counted_at": at, "r_created_at": now, "r_updated_at": now,
@@ -879,25 +883,25 @@ _PG_TAKE_HEAD, _PG_APPEND_STATEMENT = _pg_statements()
 _PG_APPEND = PreparedStatement(_PG_APPEND_STATEMENT)
 
 
-def _pg_spent_taking_head() -> Any:
+def _pg_spent_taking_head(edges: bool) -> Any:
     head = _PG_TAKE_HEAD.cte("taken_head")
     return select(
-        _SPENT_IN_WINDOW.scalar_subquery(),
+        _SPENT_IN_WINDOW[edges].scalar_subquery(),
         select(head.c.seq).scalar_subquery(),
         select(head.c.hash).scalar_subquery(),
     ).add_cte(head)
 
 
 #: PostgreSQL: a budget's spent sum in a window, and its organization's audit chain head taken (locked, numbered)
-_PG_SPENT_TAKING_HEAD = PreparedStatement(_pg_spent_taking_head())
+_PG_SPENT_TAKING_HEAD = {edges: PreparedStatement(_pg_spent_taking_head(edges)) for edges in (False, True)}
 
 
-def _pg_reserve_taking_head() -> Any:
+def _pg_reserve_taking_head(edges: bool) -> Any:
     from sqlalchemy import Boolean, bindparam, cast, or_
 
     table = BudgetReservation.__table__
     head = _PG_TAKE_HEAD.cte("taken_head")
-    spent = _SPENT_IN_WINDOW.cte("spent")
+    spent = _SPENT_IN_WINDOW[edges].cte("spent")
     columns = ("budget_id", "request_id", "admission_job_id", "unit", "amount", "reserved_amount", "state",
                "counted_at", "created_at", "updated_at", "reserved_usd_per_device_h", "price_retrieved")  # fmt: skip
     # typed parameters: PostgreSQL cannot infer a type for a bare parameter in a SELECT list
@@ -925,7 +929,7 @@ def _pg_reserve_taking_head() -> Any:
 #: taken (locked, numbered), and the reservation inserted when the cap allows it (``hard_cap_check`` in SQL: a
 #: soft budget, or spent + amount within the budget's amount), all in one statement; the id None when refused.
 #: The CTEs share the statement's snapshot, so the sum is the spent amount before this reservation.
-_PG_RESERVE_TAKING_HEAD = PreparedStatement(_pg_reserve_taking_head())
+_PG_RESERVE_TAKING_HEAD = {edges: PreparedStatement(_pg_reserve_taking_head(edges)) for edges in (False, True)}
 
 
 def _sqlite_head_and_seq() -> Any:

@@ -55,7 +55,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from flopwise.store.ledger import UsageRecordRow
 from flopwise.store.models import Base
-from flopwise.store.totals import window_params
+from flopwise.store.totals import has_edges, window_params
 from flopwise.store.types import Money, UTCDateTime, to_money
 
 __all__ = [
@@ -555,17 +555,17 @@ def scope_sum(
 
 
 #: (dialect, unit, scope kind, rollup table name or None) -> the statement of :func:`budget_usage_sums`
-_USAGE_SUMS: dict[tuple[str, str, str, str | None], Any] = {}
+_USAGE_SUMS: dict[tuple[str, str, str, str | None, bool], Any] = {}
 
 
-def _usage_sums_statement(dialect: str, unit: str, scope_kind: str, table: Any) -> Any:
+def _usage_sums_statement(dialect: str, unit: str, scope_kind: str, table: Any, edges: bool = True) -> Any:
     from sqlalchemy import bindparam
 
     from flopwise.store.models import SPENDING_STATES, BudgetReservation
     from flopwise.store.totals import state_amounts
 
     start, end, budget_id = bindparam("start"), bindparam("end"), bindparam("budget_id")
-    held = state_amounts()  # the budget's totals of the window's whole days, its reservations of the partial ones
+    held = state_amounts(edges)  # the budget's totals of the window's whole days, its reservations of the partial ones
     by_state = [func.sum(case((held.c.state == state, held.c.amount))).label(state) for state in SPENDING_STATES]
     columns: list[Any] = list(by_state)
     if table is not None:
@@ -611,15 +611,16 @@ def budget_usage_sums(
     table: Any = None
     if all(v is not None and v == _floor(v) for v in window):
         table = RD if all(v == _floor_day(v) for v in window) else R
-    key = (dialect, budget.unit, budget.scope_kind, None if table is None else table.__tablename__)
+    params: dict[str, Any] = {"budget_id": budget.id, **window_params(window)}
+    edges = has_edges(params)
+    key = (dialect, budget.unit, budget.scope_kind, None if table is None else table.__tablename__, edges)
     stmt = _USAGE_SUMS.get(key)
     if stmt is None:  # on the admission hot path: a prepared statement on PostgreSQL (``store.PreparedStatement``)
         from flopwise.store.session import PreparedStatement
 
         stmt = _USAGE_SUMS[key] = PreparedStatement(
-            _usage_sums_statement(dialect, budget.unit, budget.scope_kind, table)
+            _usage_sums_statement(dialect, budget.unit, budget.scope_kind, table, edges)
         )
-    params: dict[str, Any] = {"budget_id": budget.id, **window_params(window)}
     if table is not None:
         params["scope_id"] = budget.scope_id
     row = stmt.one(session, params)

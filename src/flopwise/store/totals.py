@@ -28,7 +28,14 @@ from sqlalchemy import and_, bindparam, func, or_, select, union_all
 
 from flopwise.store.models import SPENDING_STATES, BudgetReservation, BudgetTotal
 
-__all__ = ["backfill_sql", "budget_totals_ddl", "spent_in_window_statement", "state_amounts", "window_params"]
+__all__ = [
+    "backfill_sql",
+    "budget_totals_ddl",
+    "has_edges",
+    "spent_in_window_statement",
+    "state_amounts",
+    "window_params",
+]
 
 _DAY = timedelta(days=1)
 _STATES_SQL = ", ".join(f"'{s}'" for s in SPENDING_STATES)
@@ -138,16 +145,29 @@ def window_params(window: tuple[datetime, datetime]) -> dict[str, datetime]:
     return {"start": start, "mid_start": mid_start, "mid_end": mid_end, "end": end}
 
 
-def state_amounts() -> Any:
+def has_edges(params: dict[str, datetime]) -> bool:
+    """True when the window of *params* (:func:`window_params`) has partial days, read from the reservations."""
+    return params["start"] < params["mid_start"] or params["mid_end"] < params["end"]
+
+
+def state_amounts(edges: bool = True) -> Any:
     """A subquery of (``state``, ``amount``) rows whose sums by state are budget ``:budget_id``'s reservations in
     the window of :func:`window_params`' parameters: its totals of the whole days and its reservations of the
-    partial days (one row each)."""
+    partial days (one row each).
+
+    ``edges=False`` leaves the partial days out, for a window of whole days (not :func:`has_edges`: every month,
+    quarter and year window). That variant is what the write path runs on PostgreSQL: there, a prepared statement
+    with the edges' range conditions gets a generic plan estimated at 0.5% of the reservations per range, more than
+    the custom plans' cost once a budget holds thousands, so PostgreSQL plans it afresh on every execution (0.2-0.3
+    ms each, growing with the table: measured with ``auto_explain``, 0.04 ms to run it)."""
     budget_id = bindparam("budget_id")
     totals = select(BudgetTotal.state.label("state"), BudgetTotal.amount.label("amount")).where(
         BudgetTotal.budget_id == budget_id,
         BudgetTotal.day >= bindparam("mid_start"),
         BudgetTotal.day < bindparam("mid_end"),
     )
+    if not edges:
+        return totals.subquery("held")
     counted = BudgetReservation.counted_at
     edges = select(BudgetReservation.state, BudgetReservation.amount).where(
         BudgetReservation.budget_id == budget_id,
@@ -160,8 +180,9 @@ def state_amounts() -> Any:
     return union_all(totals, edges).subquery("held")
 
 
-def spent_in_window_statement(zero: Any) -> Any:
+def spent_in_window_statement(zero: Any, edges: bool = True) -> Any:
     """The spending states' sum of budget ``:budget_id`` in the window of :func:`window_params` (*zero* when there
-    is none): one statement, a row a whole day and state plus the partial days' reservations."""
-    held = state_amounts()
+    is none): one statement, a row a whole day and state plus the partial days' reservations (``edges``, as
+    :func:`state_amounts`)."""
+    held = state_amounts(edges)
     return select(func.coalesce(func.sum(held.c.amount), zero).label("s")).select_from(held)
