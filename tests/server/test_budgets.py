@@ -114,3 +114,21 @@ def test_quotas_create_list_delete(org: Org) -> None:
     assert org.get("/quotas", "admin").json() == []
     bad = org.post("/quotas", "admin", {**body, "match_on": "vendor"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "match_on"
+
+
+def test_a_quota_counts_only_requests_within_their_duration(org: Org) -> None:
+    """A request holds its devices from its creation for its duration (``holds_until``); once that is over, a
+    quota counts them no more, whatever the number of such requests (they are not read)."""
+    body = {"scope_kind": "project", "scope_id": org.project_id, "match_on": "device_type", "device": "h100-*",
+            "max_concurrent_devices": "8"}  # fmt: skip
+    assert org.post("/quotas", "admin", body).status_code == 201
+    first = org.post("/requests", "member", plan_request(org.project_id, devices=8, hours="10")).json()
+    assert first["state"] == "approved"
+    org.gov.clock.advance(hours=9, minutes=59)
+    over = org.post("/requests", "member", plan_request(org.project_id, devices=1, hours="1")).json()
+    assert over["state"] == "denied" and "quota" in over["reasons"][0]
+    org.gov.clock.advance(minutes=1)  # the first request's 10 hours are over: its 8 devices are free again
+    again = org.post("/requests", "member", plan_request(org.project_id, devices=8, hours="2")).json()
+    assert again["state"] == "approved", again
+    over = org.post("/requests", "member", plan_request(org.project_id, devices=1, hours="1")).json()
+    assert over["state"] == "denied"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -43,6 +43,7 @@ TABLES_BY_REVISION = {
                      "web_sessions"},
     "0009_partial_scope_indexes": set(),  # indexes only: team/project/request indexes of usage_records partial
     "0010_budget_totals": {"budget_totals"},
+    "0011_request_holds_until": set(),  # a column (compute_requests.holds_until) and its index
 }  # fmt: skip
 
 
@@ -169,7 +170,17 @@ def test_scope_indexes_are_partial_and_used(database_url):
 def test_budget_totals_are_backfilled_and_survive_a_downgrade(backend, tmp_path_factory):
     """0010: reservations made before the revision are summed into the budget totals by the upgrade; a downgrade
     to 0009 and an upgrade again rebuild the same totals, and the triggers keep them after that."""
-    from flopwise.store import BudgetReservation, BudgetTotal, ComputeRequest, Project, Team, User
+    import sqlalchemy as sa
+
+    from flopwise.store import BudgetReservation, BudgetTotal, Project, Team, User
+    from flopwise.store.types import UTCDateTime
+
+    requests = sa.table(
+        "compute_requests",
+        *[sa.column(c, sa.Integer()) for c in ("id", "org_id", "requester_id", "project_id", "device_count")],
+        sa.column("workload_kind", sa.String()), sa.column("inputs", sa.JSON()), sa.column("state", sa.String()),
+        sa.column("created_at", UTCDateTime()), sa.column("updated_at", UTCDateTime()),
+    )  # fmt: skip
 
     with throwaway_database_url(backend, tmp_path_factory, "totals") as url:
         upgrade(url, "0009_partial_scope_indexes")
@@ -193,11 +204,13 @@ def test_budget_totals_are_backfilled_and_survive_a_downgrade(backend, tmp_path_
                 ("reserved", "1.5", day), ("reserved", "2.25", day.replace(hour=23)), ("settled", "4", day),
                 ("released", "8", day), ("committed", "16", day.replace(day=5, microsecond=1)),
             ]):  # fmt: skip
-                request = ComputeRequest(org_id=org.id, requester_id=user.id, project_id=project.id,
-                                         workload_kind="train", inputs={"n": i})  # fmt: skip
-                s.add(request)
-                s.flush()
-                s.add(BudgetReservation(budget_id=budget.id, request_id=request.id, unit="usd",
+                # the request as revision 0009 knows it (the model has columns of later revisions)
+                request_id = s.execute(
+                    requests.insert().returning(requests.c.id),
+                    {"org_id": org.id, "requester_id": user.id, "project_id": project.id, "workload_kind": "train",
+                     "inputs": {"n": i}, "device_count": 0, "state": "pending", "created_at": day, "updated_at": day},
+                ).scalar_one()  # fmt: skip
+                s.add(BudgetReservation(budget_id=budget.id, request_id=request_id, unit="usd",
                                         amount=Decimal(amount), reserved_amount=Decimal(amount), state=state,
                                         counted_at=at))  # fmt: skip
             budget_id = budget.id
@@ -225,5 +238,71 @@ def test_budget_totals_are_backfilled_and_survive_a_downgrade(backend, tmp_path_
                 )
             assert totals() == {**expected, (day, "settled"): Decimal(12)}
             assert schema_diff(url) == []
+        finally:
+            engine.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_request_holds_until_is_backfilled(backend, tmp_path_factory):
+    """0011: each request made before the revision gets ``holds_until = created_at + duration_h`` (NULL without a
+    duration); a request made after gets it on insert, by the ORM and by the write path's Core insert."""
+    import sqlalchemy as sa
+
+    from flopwise.store import ComputeRequest, Project, Team, User, insert_request_idempotent
+    from flopwise.store.types import Money, UTCDateTime
+
+    requests = sa.table(
+        "compute_requests",
+        *[sa.column(c, sa.Integer()) for c in ("id", "org_id", "requester_id", "project_id", "device_count")],
+        sa.column("workload_kind", sa.String()), sa.column("inputs", sa.JSON()), sa.column("state", sa.String()),
+        sa.column("created_at", UTCDateTime()), sa.column("updated_at", UTCDateTime()),
+        sa.column("duration_h", Money()),
+    )  # fmt: skip
+    at = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
+    with throwaway_database_url(backend, tmp_path_factory, "holds") as url:
+        upgrade(url, "0010_budget_totals")
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        try:
+            with write_session(factory) as s:
+                org = Organization(name="holds-org")
+                s.add(org)
+                s.flush()
+                team = Team(org_id=org.id, name="t")
+                user = User(org_id=org.id, name="ada")
+                s.add_all([team, user])
+                s.flush()
+                project = Project(team_id=team.id, name="p")
+                s.add(project)
+                s.flush()
+                ids = {}
+                for hours in ("10", "0.000001", None):
+                    ids[hours] = s.execute(
+                        requests.insert().returning(requests.c.id),
+                        {"org_id": org.id, "requester_id": user.id, "project_id": project.id,
+                         "workload_kind": "train", "inputs": {}, "device_count": 1, "state": "approved",
+                         "created_at": at, "updated_at": at,
+                         "duration_h": None if hours is None else Decimal(hours)},
+                    ).scalar_one()  # fmt: skip
+                org_id, user_id, project_id = org.id, user.id, project.id
+            upgrade(url)
+            with factory() as s:
+                until = dict(s.execute(select(ComputeRequest.id, ComputeRequest.holds_until)).all())
+            assert until == {
+                ids["10"]: at + timedelta(hours=10), ids["0.000001"]: at + timedelta(hours=1e-6), ids[None]: None,
+            }  # fmt: skip
+            with write_session(factory) as s:
+                orm = ComputeRequest(org_id=org_id, requester_id=user_id, project_id=project_id,
+                                     workload_kind="train", inputs={}, duration_h=Decimal("2.5"), created_at=at)  # fmt: skip
+                s.add(orm)
+                s.flush()
+                core, _created = insert_request_idempotent(
+                    s, {"org_id": org_id, "requester_id": user_id, "project_id": project_id, "workload_kind": "train",
+                        "inputs": {}, "duration_h": Decimal("3"), "created_at": at, "idempotency_key": "k"},
+                )  # fmt: skip
+                assert (orm.holds_until, core.holds_until) == (at + timedelta(hours=2.5), at + timedelta(hours=3))
+            with factory() as s:
+                stored = dict(s.execute(select(ComputeRequest.id, ComputeRequest.holds_until)).all())
+            assert (stored[orm.id], stored[core.id]) == (at + timedelta(hours=2.5), at + timedelta(hours=3))
         finally:
             engine.dispose()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
 
 from flopwise.store import (
-    ComputeRequest,
     Organization,
     Project,
     Team,
@@ -23,6 +24,7 @@ from flopwise.store import (
     write_session,
 )
 from flopwise.store.ledger import CalibrationSample
+from flopwise.store.types import UTCDateTime
 from pgutil import BACKENDS, throwaway_database_url
 
 
@@ -30,6 +32,16 @@ from pgutil import BACKENDS, throwaway_database_url
 def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with throwaway_database_url(request.param, tmp_path_factory, "vocab") as url:
         yield url
+
+
+#: compute_requests as revision 0002 has it (the model has columns of later revisions)
+_REQUESTS_0002 = sa.table(
+    "compute_requests",
+    *[sa.column(c, sa.Integer()) for c in ("id", "org_id", "requester_id", "project_id", "device_count")],
+    sa.column("workload_kind", sa.String()), sa.column("inputs", sa.JSON()), sa.column("state", sa.String()),
+    sa.column("created_at", UTCDateTime()), sa.column("updated_at", UTCDateTime()),
+)  # fmt: skip
+_AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _kinds(url: str) -> tuple[list[str], list[str]]:
@@ -61,15 +73,16 @@ def _add_rows(factory, kinds: tuple[str, ...]) -> None:
         s.add_all([project, user])
         s.flush()
         for kind in kinds:
-            req = ComputeRequest(
-                org_id=org.id, requester_id=user.id, project_id=project.id, workload_kind=kind, inputs={}
-            )
-            s.add(req)
-            s.flush()
-            # Core, naming only the columns revision 0002 has: later revisions add columns the ORM class knows
+            # Core, naming only the columns revision 0002 has: later revisions add columns the ORM classes know
+            # (and fill in by default)
+            request_id = s.execute(
+                _REQUESTS_0002.insert().returning(_REQUESTS_0002.c.id),
+                {"org_id": org.id, "requester_id": user.id, "project_id": project.id, "workload_kind": kind,
+                 "inputs": {}, "device_count": 0, "state": "pending", "created_at": _AT, "updated_at": _AT},
+            ).scalar_one()  # fmt: skip
             s.execute(
                 insert(CalibrationSample.__table__).values(
-                    request_id=req.id, device_type="h100-sxm", workload_kind=kind
+                    request_id=request_id, device_type="h100-sxm", workload_kind=kind
                 )
             )
 

@@ -12,7 +12,7 @@ that these models and the migrations agree.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -320,13 +320,23 @@ class Policy(Base):
     created_at: Mapped[datetime] = _created()
 
 
+def _holds_until(context: Any) -> datetime | None:
+    """``created_at + duration_h`` of the row being inserted (*context*: SQLAlchemy's execution context, or any
+    object whose ``get_current_parameters()`` gives the row's values), None without both."""
+    values = context.get_current_parameters()
+    created, duration_h = values.get("created_at"), values.get("duration_h")
+    if created is None or duration_h is None:
+        return None
+    return created + timedelta(hours=float(duration_h))
+
+
 class ComputeRequest(Base):
     """A workload someone asks to run, what flopwise estimated for it, and what was decided (with the trace)."""
 
     __tablename__ = "compute_requests"
     __table_args__ = (
         UniqueConstraint("requester_id", "idempotency_key"),
-        Index(None, "org_id", "state"),
+        Index(None, "org_id", "state", "holds_until"),
         Index(None, "state", "expires_at"),
         _one_of("workload_kind", WORKLOAD_KINDS),
         _one_of("state", REQUEST_STATES),
@@ -355,6 +365,11 @@ class ComputeRequest(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: until when a pending or approved request holds its devices (quotas count them): ``created_at +
+    #: duration_h``, NULL without a duration (held while it is pending or approved); set on insert
+    #: (:func:`_holds_until`), so the devices held are read by ``(org_id, state, holds_until)`` instead of reading
+    #: every approved request the organization ever had (revision 0011_request_holds_until)
+    holds_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=_holds_until)
 
 
 class Approval(Base):

@@ -615,15 +615,30 @@ def _with_defaults(model: type, values: Mapping[str, Any]) -> dict[str, Any]:
     """*values* with the Python-side column defaults filled in (what an ORM insert would store), so the row
     inserted by a Core statement and the object returned for it agree."""
     full = dict(values)
-    for column in model.__table__.columns:  # type: ignore[attr-defined]
+    context = _RowSoFar(full)
+    for column in model.__table__.columns:  # type: ignore[attr-defined]  # table order, as SQLAlchemy fills them
         default = column.default
         if column.key in full or default is None or column.primary_key:
             continue
         if default.is_scalar:
             full[column.key] = default.arg
         elif default.is_callable:
-            full[column.key] = default.arg({})  # SQLAlchemy wraps callables to take an execution context
+            # SQLAlchemy wraps callables to take an execution context; a default reading the row's other values
+            # (``ComputeRequest.holds_until``) gets them as SQLAlchemy's context would give them
+            full[column.key] = default.arg(context)
     return full
+
+
+class _RowSoFar:
+    """An execution context's ``get_current_parameters()`` for :func:`_with_defaults`: the row's values so far."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def get_current_parameters(self) -> dict[str, Any]:
+        return self.values
 
 
 def _insert_on_conflict_do_nothing(session: Session, model: type, values: Mapping[str, Any], keys: list[str]):

@@ -8,11 +8,11 @@ import fnmatch
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union_all
 from sqlalchemy.orm import Session
 
 from flopwise import govern
@@ -217,8 +217,10 @@ def _devices_held(
 ) -> dict[tuple[tuple[int, int], str, str], Decimal]:
     """Devices held now in the organization, by (team, project), device type and class.
 
-    A pending or approved request holds its devices from its creation for its duration; an admitted or
-    committed admission job holds them until it is released or settled.
+    A pending or approved request holds its devices from its creation for its duration (until its
+    ``holds_until``; without a duration, while it is pending or approved); an admitted or committed admission job
+    holds them until it is released or settled. Summed in the database by (team, project, device type), read by
+    ``(org_id, state, holds_until)``: the requests whose duration is over are not read at all.
     """
     held: dict[tuple[tuple[int, int], str, str], Decimal] = {}
 
@@ -229,17 +231,23 @@ def _devices_held(
         key = ((team_id, project_id), device_type, device.kind if device else "")
         held[key] = held.get(key, Decimal(0)) + Decimal(count)
 
-    requests = session.execute(
-        select(ComputeRequest.id, ComputeRequest.device_type, ComputeRequest.device_count,
-               ComputeRequest.created_at, ComputeRequest.duration_h, Project.team_id, Project.id)
-        .join(Project, Project.id == ComputeRequest.project_id)
-        .where(ComputeRequest.org_id == scope.org_id, ComputeRequest.state.in_(("pending", "approved")))
-    ).all()  # fmt: skip
-    for request_id, device_type, count, created_at, duration_h, team_id, project_id in requests:
-        if request_id == exclude[0]:
-            continue
-        if duration_h is not None and created_at + timedelta(hours=float(duration_h)) <= now:
-            continue
+    # two branches, each an index range on (org_id, state, holds_until): an OR of the two would read every
+    # pending or approved request of the organization and filter them
+    branches = []
+    for held_now in (ComputeRequest.holds_until > now, ComputeRequest.holds_until.is_(None)):
+        branch = select(ComputeRequest.project_id, ComputeRequest.device_type, ComputeRequest.device_count).where(
+            ComputeRequest.org_id == scope.org_id, ComputeRequest.state.in_(("pending", "approved")), held_now
+        )
+        if exclude[0] is not None:
+            branch = branch.where(ComputeRequest.id != exclude[0])
+        branches.append(branch)
+    holding = union_all(*branches).subquery("holding")
+    requests = (
+        select(Project.team_id, Project.id, holding.c.device_type, func.sum(holding.c.device_count))
+        .join(Project, Project.id == holding.c.project_id)
+        .group_by(Project.team_id, Project.id, holding.c.device_type)
+    )
+    for team_id, project_id, device_type, count in session.execute(requests):
         add(team_id, project_id, device_type, count)
     jobs = session.execute(
         select(AdmissionJob.id, AdmissionJob.device_type, AdmissionJob.device_count, Project.team_id, Project.id)
