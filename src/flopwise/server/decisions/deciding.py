@@ -231,33 +231,52 @@ def _devices_held(
         key = ((team_id, project_id), device_type, device.kind if device else "")
         held[key] = held.get(key, Decimal(0)) + Decimal(count)
 
-    # two branches, each an index range on (org_id, state, holds_until): an OR of the two would read every
-    # pending or approved request of the organization and filter them
-    branches = []
-    for held_now in (ComputeRequest.holds_until > now, ComputeRequest.holds_until.is_(None)):
-        branch = select(ComputeRequest.project_id, ComputeRequest.device_type, ComputeRequest.device_count).where(
-            ComputeRequest.org_id == scope.org_id, ComputeRequest.state.in_(("pending", "approved")), held_now
+    params = {"org_id": scope.org_id, "now": now, "exclude": exclude[0] or 0}
+    for team_id, project_id, device_type, count in _REQUESTS_HOLDING.execute(session, params):
+        add(team_id, project_id, device_type, count)
+    params = {"org_id": scope.org_id, "exclude": exclude[1] or 0}
+    for team_id, project_id, device_type, count in _JOBS_HOLDING.execute(session, params):
+        add(team_id, project_id, device_type, count)
+    return held
+
+
+def _holding_statements() -> tuple[Any, Any]:
+    """(pending and approved requests holding devices at ``:now``, admitted and committed admission jobs), each
+    summed by team, project and device type in the organization ``:org_id``, leaving out the request or job
+    ``:exclude`` (0: none). The requests' read is two branches, each an index range on ``(org_id, state,
+    holds_until)``: one condition with an OR would read every pending or approved request of the organization."""
+    from sqlalchemy import bindparam
+
+    org_id, exclude = bindparam("org_id"), bindparam("exclude")
+    branches = [
+        select(ComputeRequest.project_id, ComputeRequest.device_type, ComputeRequest.device_count).where(
+            ComputeRequest.org_id == org_id,
+            ComputeRequest.state.in_(("pending", "approved")),
+            held_now,
+            ComputeRequest.id != exclude,
         )
-        if exclude[0] is not None:
-            branch = branch.where(ComputeRequest.id != exclude[0])
-        branches.append(branch)
+        for held_now in (ComputeRequest.holds_until > bindparam("now"), ComputeRequest.holds_until.is_(None))
+    ]
     holding = union_all(*branches).subquery("holding")
     requests = (
         select(Project.team_id, Project.id, holding.c.device_type, func.sum(holding.c.device_count))
         .join(Project, Project.id == holding.c.project_id)
         .group_by(Project.team_id, Project.id, holding.c.device_type)
     )
-    for team_id, project_id, device_type, count in session.execute(requests):
-        add(team_id, project_id, device_type, count)
-    jobs = session.execute(
-        select(AdmissionJob.id, AdmissionJob.device_type, AdmissionJob.device_count, Project.team_id, Project.id)
+    jobs = (
+        select(Project.team_id, Project.id, AdmissionJob.device_type, func.sum(AdmissionJob.device_count))
         .join(Project, Project.id == AdmissionJob.project_id)
-        .where(AdmissionJob.org_id == scope.org_id, AdmissionJob.state.in_(("admitted", "committed")))
-    ).all()  # fmt: skip
-    for job_id, device_type, count, team_id, project_id in jobs:
-        if job_id != exclude[1]:
-            add(team_id, project_id, device_type, count)
-    return held
+        .where(
+            AdmissionJob.org_id == org_id,
+            AdmissionJob.state.in_(("admitted", "committed")),
+            AdmissionJob.id != exclude,
+        )
+        .group_by(Project.team_id, Project.id, AdmissionJob.device_type)
+    )
+    return PreparedStatement(requests), PreparedStatement(jobs)
+
+
+_REQUESTS_HOLDING, _JOBS_HOLDING = _holding_statements()
 
 
 def current_policies(session: Session, org_id: int) -> list[Policy]:
