@@ -258,3 +258,55 @@ def test_governed_budget_keeps_thresholds_and_custom_window(factory, world):
         b = _budget(s, world, "5", alerts=["0.9", "0.25"])
         gov = governed_budget(b)
     assert gov.alerts_frac == (Decimal("0.25"), Decimal("0.9")) and gov.scope_kind == "project"
+
+
+@pytest.mark.parametrize("first_on_higher", [True, False])
+def test_settling_many_requests_takes_their_budgets_in_lock_order(factory, world, first_on_higher):
+    """A settlement pass over two requests on two budgets locks both budgets at once, in ascending id, before it
+    settles either: a creation holding the lower budget and then asking for the higher one is not deadlocked.
+    Settling request by request locked each one's budgets in turn (the higher one first for one of the two
+    orders the requests come in), so PostgreSQL aborted one of the two transactions as a deadlock."""
+    import threading
+
+    from sqlalchemy import text
+
+    engine = factory.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks are PostgreSQL's (SQLite runs one writer at a time)")
+    with write_session(factory) as s:
+        low, high = _budget(s, world, "1000"), _budget(s, world, "1000")
+        requests = [_request(s, world, "10"), _request(s, world, "10")]
+        budgets = [high, low] if first_on_higher else [low, high]
+        for req, budget in zip(requests, budgets, strict=True):
+            assert reserve_against_budgets(s, [budget.id], [Decimal("10")], request_id=req.id, counted_at=NOW).ok
+            _usage(s, f"r{req.id}", cost="4", hours=1, x_request_id=str(req.id))
+        apply_attribution(s)
+        ids, low_id, high_id = [r.id for r in requests], low.id, high.id
+    errors: list[BaseException] = []
+
+    def settle() -> None:
+        try:
+            with write_session(factory) as s:
+                s.execute(text("SET LOCAL lock_timeout = '10s'"))
+                settle_actuals(s, ids)
+        except BaseException as err:  # noqa: BLE001 - reported by the test
+            errors.append(err)
+
+    with engine.connect() as creator:  # a creation: the lower budget locked first, then the higher one
+        creator.execute(text("SET lock_timeout = '10s'"))
+        creator.execute(text("SELECT id FROM budgets WHERE id = :i FOR UPDATE"), {"i": low_id})
+        burn = threading.Thread(target=settle)
+        burn.start()
+        burn.join(0.5)  # the pass now waits for the lower budget
+        try:
+            creator.execute(text("SELECT id FROM budgets WHERE id = :i FOR UPDATE"), {"i": high_id})
+            creator.commit()
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+            creator.rollback()
+        burn.join(15)
+    assert not burn.is_alive()
+    assert errors == []
+    with read_session(factory) as s:
+        states = s.scalars(select(BudgetReservation.state).where(BudgetReservation.request_id.in_(ids))).all()
+    assert sorted(states) == ["settled", "settled"]
