@@ -35,9 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_budget_sums as S  # noqa: E402 - the governance of the budget-sums bench
+import bench_budget_sums as S  # noqa: E402 - the governed app and per-database loop of the budget-sums bench
 import bench_hot_path as H  # noqa: E402 - the in-process ASGI client
-import bench_server as B  # noqa: E402 - the seeding and plan of the HTTP bench
 
 
 async def _quota(app: Any, token: str, org_id: int) -> None:
@@ -132,15 +131,10 @@ def _held_s(app: Any, project_id: int, user_id: int, repeat: int) -> tuple[float
 def _bench(url: str, sizes: list[int], repeat: int) -> list[tuple[int, float, float, float]]:
     from sqlalchemy import select
 
-    from flopwise.server import Settings, create_app
     from flopwise.store import User, read_session
 
-    token, org_id, project_id = B.seed(url)
-    app = create_app(Settings(database_url=url))
-    plan = {**B.PLAN_BODY, "project_id": project_id}
     rows = []
-    try:
-        asyncio.run(S._governance(app, token, org_id))
+    with S.governed_app(url) as (app, token, org_id, project_id, plan):
         asyncio.run(_quota(app, token, org_id))
         asyncio.run(S._create(app, token, plan, 10))  # warm: the catalog loaded, the statements prepared
         with read_session(app.state.db) as session:
@@ -152,8 +146,6 @@ def _bench(url: str, sizes: list[int], repeat: int) -> list[tuple[int, float, fl
             held, scan = _held_s(app, project_id, user_id, repeat)
             create = asyncio.run(S._create(app, token, plan, 100)) / 100
             rows.append((size, held, scan, create))
-    finally:
-        app.state.engine.dispose()
     return rows
 
 
@@ -166,13 +158,7 @@ def main() -> None:
     sizes = sorted(int(s) for s in args.sizes.split(","))
     print(f"flopwise quota check: devices held now, with a number of finished approved requests in the "
           f"organization; mean of {args.repeat} reads and of 100 creations, wall ms")  # fmt: skip
-    for kind in args.databases.split(","):
-        try:
-            with B.database(kind) as url:
-                rows = _bench(url, sizes, args.repeat)
-        except RuntimeError as err:  # PostgreSQL unreachable
-            print(f"\n{kind}: skipped ({err})")
-            continue
+    for kind, rows in S.per_database(args.databases, lambda url: _bench(url, sizes, args.repeat)):
         base_create = rows[0][3]
         print(f"\n{kind:<11} {'finished':>9} {'held ms':>9} {'scan ms':>9} {'x scan':>7} {'create ms':>10} "
               f"{'x first':>8}")  # fmt: skip

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -112,3 +113,20 @@ def ledger_rows(factory: sessionmaker[Session]) -> list[dict[str, object]]:
         return [
             {c.name: getattr(r, c.name) for c in UsageRecordRow.__table__.columns if c.name not in skip} for r in rows
         ]
+
+
+def old_requests_table(*extra: Any) -> Any:
+    """``compute_requests`` with the columns revision 0001 gives it (plus *extra* ``sqlalchemy.column``s), for
+    tests that write requests at an old revision: the ``ComputeRequest`` model has the columns of every revision
+    and fills some in by default (``holds_until``, 0011), which an older schema does not have."""
+    import sqlalchemy as sa
+
+    from flopwise.store.types import UTCDateTime
+
+    return sa.table(
+        "compute_requests",
+        *[sa.column(c, sa.Integer()) for c in ("id", "org_id", "requester_id", "project_id", "device_count")],
+        sa.column("workload_kind", sa.String()), sa.column("inputs", sa.JSON()), sa.column("state", sa.String()),
+        sa.column("created_at", UTCDateTime()), sa.column("updated_at", UTCDateTime()),
+        *extra,
+    )  # fmt: skip

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import inspect, select
 
+from dbfixtures import old_requests_table
 from flopwise.store import (
     Base,
     Budget,
@@ -170,17 +171,10 @@ def test_scope_indexes_are_partial_and_used(database_url):
 def test_budget_totals_are_backfilled_and_survive_a_downgrade(backend, tmp_path_factory):
     """0010: reservations made before the revision are summed into the budget totals by the upgrade; a downgrade
     to 0009 and an upgrade again rebuild the same totals, and the triggers keep them after that."""
-    import sqlalchemy as sa
 
     from flopwise.store import BudgetReservation, BudgetTotal, Project, Team, User
-    from flopwise.store.types import UTCDateTime
 
-    requests = sa.table(
-        "compute_requests",
-        *[sa.column(c, sa.Integer()) for c in ("id", "org_id", "requester_id", "project_id", "device_count")],
-        sa.column("workload_kind", sa.String()), sa.column("inputs", sa.JSON()), sa.column("state", sa.String()),
-        sa.column("created_at", UTCDateTime()), sa.column("updated_at", UTCDateTime()),
-    )  # fmt: skip
+    requests = old_requests_table()
 
     with throwaway_database_url(backend, tmp_path_factory, "totals") as url:
         upgrade(url, "0009_partial_scope_indexes")
@@ -249,15 +243,9 @@ def test_request_holds_until_is_backfilled(backend, tmp_path_factory):
     import sqlalchemy as sa
 
     from flopwise.store import ComputeRequest, Project, Team, User, insert_request_idempotent
-    from flopwise.store.types import Money, UTCDateTime
+    from flopwise.store.types import Money
 
-    requests = sa.table(
-        "compute_requests",
-        *[sa.column(c, sa.Integer()) for c in ("id", "org_id", "requester_id", "project_id", "device_count")],
-        sa.column("workload_kind", sa.String()), sa.column("inputs", sa.JSON()), sa.column("state", sa.String()),
-        sa.column("created_at", UTCDateTime()), sa.column("updated_at", UTCDateTime()),
-        sa.column("duration_h", Money()),
-    )  # fmt: skip
+    requests = old_requests_table(sa.column("duration_h", Money()))
     at = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
     with throwaway_database_url(backend, tmp_path_factory, "holds") as url:
         upgrade(url, "0010_budget_totals")

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
 
+from dbfixtures import old_requests_table
 from flopwise.store import (
     Organization,
     Project,
@@ -24,7 +24,6 @@ from flopwise.store import (
     write_session,
 )
 from flopwise.store.ledger import CalibrationSample
-from flopwise.store.types import UTCDateTime
 from pgutil import BACKENDS, throwaway_database_url
 
 
@@ -35,12 +34,7 @@ def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 #: compute_requests as revision 0002 has it (the model has columns of later revisions)
-_REQUESTS_0002 = sa.table(
-    "compute_requests",
-    *[sa.column(c, sa.Integer()) for c in ("id", "org_id", "requester_id", "project_id", "device_count")],
-    sa.column("workload_kind", sa.String()), sa.column("inputs", sa.JSON()), sa.column("state", sa.String()),
-    sa.column("created_at", UTCDateTime()), sa.column("updated_at", UTCDateTime()),
-)  # fmt: skip
+_REQUESTS_0002 = old_requests_table()
 _AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
