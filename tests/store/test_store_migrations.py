@@ -167,12 +167,28 @@ def test_scope_indexes_are_partial_and_used(database_url):
         engine.dispose()
 
 
+def _org_user_project(s, name: str) -> tuple:
+    """An organization *name* with a user and a team with one project (models every revision since 0001 has)."""
+    from flopwise.store import Project, Team, User
+
+    org = Organization(name=name)
+    s.add(org)
+    s.flush()
+    team, user = Team(org_id=org.id, name="t"), User(org_id=org.id, name="ada")
+    s.add_all([team, user])
+    s.flush()
+    project = Project(team_id=team.id, name="p")
+    s.add(project)
+    s.flush()
+    return org, user, project
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_budget_totals_are_backfilled_and_survive_a_downgrade(backend, tmp_path_factory):
     """0010: reservations made before the revision are summed into the budget totals by the upgrade; a downgrade
     to 0009 and an upgrade again rebuild the same totals, and the triggers keep them after that."""
 
-    from flopwise.store import BudgetReservation, BudgetTotal, Project, Team, User
+    from flopwise.store import BudgetReservation, BudgetTotal
 
     requests = old_requests_table()
 
@@ -182,17 +198,10 @@ def test_budget_totals_are_backfilled_and_survive_a_downgrade(backend, tmp_path_
         factory = make_session_factory(engine)
         day = datetime(2026, 3, 4, tzinfo=UTC)
         with write_session(factory) as s:
-            org = Organization(name="totals-org")
-            s.add(org)
-            s.flush()
-            team = Team(org_id=org.id, name="t")
-            user = User(org_id=org.id, name="ada")
-            s.add(team)
-            s.flush()
-            project = Project(team_id=team.id, name="p")
+            org, user, project = _org_user_project(s, "totals-org")
             budget = Budget(org_id=org.id, name="m", scope_kind="org", scope_id=org.id, period="month", unit="usd",
                             amount=Decimal(100), is_hard=True)  # fmt: skip
-            s.add_all([user, project, budget])
+            s.add(budget)
             s.flush()
             for i, (state, amount, at) in enumerate([
                 ("reserved", "1.5", day), ("reserved", "2.25", day.replace(hour=23)), ("settled", "4", day),
@@ -242,7 +251,7 @@ def test_request_holds_until_is_backfilled(backend, tmp_path_factory):
     duration); a request made after gets it on insert, by the ORM and by the write path's Core insert."""
     import sqlalchemy as sa
 
-    from flopwise.store import ComputeRequest, Project, Team, User, insert_request_idempotent
+    from flopwise.store import ComputeRequest, insert_request_idempotent
     from flopwise.store.types import Money
 
     requests = old_requests_table(sa.column("duration_h", Money()))
@@ -253,16 +262,7 @@ def test_request_holds_until_is_backfilled(backend, tmp_path_factory):
         factory = make_session_factory(engine)
         try:
             with write_session(factory) as s:
-                org = Organization(name="holds-org")
-                s.add(org)
-                s.flush()
-                team = Team(org_id=org.id, name="t")
-                user = User(org_id=org.id, name="ada")
-                s.add_all([team, user])
-                s.flush()
-                project = Project(team_id=team.id, name="p")
-                s.add(project)
-                s.flush()
+                org, user, project = _org_user_project(s, "holds-org")
                 ids = {}
                 for hours in ("10", "0.000001", None):
                     ids[hours] = s.execute(
