@@ -183,3 +183,28 @@ def test_a_record_naming_another_organizations_request_is_rejected_alone(app, cl
         assert run.status == "partial" and run.rows_read == n == run.records_inserted + run.rows_rejected
         rejects = s.scalars(select(IngestReject).where(IngestReject.ingest_run_id == run.id)).all()
         assert [(x.line, x.raw) for x in rejects] == [(1, records[1]["source_key"])]
+
+
+def test_a_post_attributes_its_own_records_not_the_organizations_earlier_ones(app, client, seed):
+    """The pass after a POST covers that POST's run, as after ``flopwise ingest``: a rule added later attributes
+    the new records, while the organization's earlier unattributed records wait for an attribution pass of their
+    own (``flopwise attribution apply``). Each POST re-examined every unattributed row of the organization
+    before, so a one-record POST grew with the ledger (1.6 s over 20,000 such rows, `bench` in the note)."""
+    from flopwise.store import write_session
+    from flopwise.store.ledger import AttributionRule
+
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    earlier = [{**rec, "x_account": account} for rec in _records()]
+    assert client.post(URL, json={"records": earlier}, headers=seed.headers("member")).json()["unattributed"] == 4
+    with write_session(app.state.db) as s:
+        s.add(AttributionRule(org_id=seed.org_id, priority=1, match={"account": account},
+                              project_id=seed.project_id))  # fmt: skip
+    later = [{**rec, "x_account": account} for rec in _records()]
+    r = client.post(URL, json={"records": later}, headers=seed.headers("member"))
+    assert r.status_code == 200 and r.json()["inserted"] == 4, r.text
+    projects = {}
+    for row in _rows(app, seed.org_id):
+        for name, recs in (("earlier", earlier), ("later", later)):
+            if any(row.source_key.endswith(rec["source_key"]) for rec in recs):
+                projects.setdefault(name, set()).add(row.project_id)
+    assert projects == {"earlier": {None}, "later": {seed.project_id}}
