@@ -19,11 +19,9 @@ import importlib.util
 import json
 import os
 import sys
-import threading
 import time
-import weakref
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -49,8 +47,6 @@ __all__ = [
     "write_session",
     "write_transaction",
     "PreparedStatement",
-    "SqliteWriterQueue",
-    "sqlite_writer_queue",
 ]
 
 #: environment variable that overrides the default database
@@ -70,10 +66,6 @@ POOL_PING_IDLE_S = 2.0
 _SQLITE_BEGIN_OPTION = "flopwise_sqlite_begin"
 #: key in ``Session.info``: the BEGIN mode of the session's current SQLite transaction
 _SESSION_BEGIN_KEY = "flopwise_sqlite_begin"
-#: each SQLite engine's :class:`SqliteWriterQueue` (:func:`sqlite_writer_queue`)
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, SqliteWriterQueue] = weakref.WeakKeyDictionary()
-#: each thread's wakeup for :class:`SqliteWriterQueue` waits
-_THREAD_WAKEUPS = threading.local()
 _APP_NAME = "flopwise"
 
 
@@ -237,214 +229,10 @@ def _install_sqlite_hooks(engine: Engine, is_memory: bool) -> None:
         finally:
             cursor.close()
 
-    queue = _SQLITE_WRITERS[engine] = SqliteWriterQueue()
-
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get(_SQLITE_BEGIN_OPTION, "DEFERRED")
-        if mode == "IMMEDIATE" and SqliteWriterQueue.enabled:
-            dbapi_connection = conn.connection.dbapi_connection
-            queue.acquire(dbapi_connection, SQLITE_BUSY_TIMEOUT_S)
-            try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            except BaseException:
-                queue.release(dbapi_connection)
-                raise
-            return
         conn.exec_driver_sql(f"BEGIN {mode}")
-
-    # the turn passes once the transaction has ended in SQLite: COMMIT (or ROLLBACK) is sent here, in the
-    # event SQLAlchemy fires before its own, which then finds no transaction open and does nothing
-    @event.listens_for(engine, "commit")
-    def _on_commit(conn: Any) -> None:
-        if conn.invalidated or conn.closed:  # its connection is gone: the turn passed at invalidate or close
-            return
-        dbapi_connection = conn.connection.dbapi_connection
-        if not queue.holds(dbapi_connection):
-            return
-        try:
-            dbapi_connection.commit()
-        except Exception:  # SQLAlchemy's own COMMIT, next, raises it as its error; the turn passes at the
-            return  # rollback that follows, or at checkin
-        queue.release(dbapi_connection)
-
-    @event.listens_for(engine, "rollback")
-    def _on_rollback(conn: Any) -> None:
-        if conn.invalidated or conn.closed:  # its connection is gone: the turn passed at invalidate or close
-            return
-        dbapi_connection = conn.connection.dbapi_connection
-        if not queue.holds(dbapi_connection):
-            return
-        try:
-            dbapi_connection.rollback()
-        except Exception:  # noqa: S110 - SQLAlchemy's own ROLLBACK, next, raises it as its error
-            pass
-        finally:
-            queue.release(dbapi_connection)
-
-    # safety nets: a connection that leaves its session without COMMIT or ROLLBACK through SQLAlchemy (the pool
-    # rolls it back at checkin; an invalidated or closed connection loses its transaction) gives up its turn
-    @event.listens_for(engine, "checkin")
-    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
-        queue.release(dbapi_connection)
-
-    @event.listens_for(engine, "invalidate")
-    def _on_invalidate(dbapi_connection: Any, _record: Any, _exception: Any) -> None:
-        queue.release(dbapi_connection)
-
-    @event.listens_for(engine, "close")
-    def _on_close(dbapi_connection: Any, _record: Any) -> None:
-        queue.release(dbapi_connection)
-
-
-def sqlite_writer_queue(engine: Engine) -> SqliteWriterQueue | None:
-    """The :class:`SqliteWriterQueue` of a SQLite *engine* made by :func:`make_engine`; None for another."""
-    return _SQLITE_WRITERS.get(engine)
-
-
-class SqliteWriterQueue:
-    """The writers of one SQLite engine (one process), served first come, first served.
-
-    SQLite has one write lock per database. A writer that finds it taken does not queue in SQLite: its busy
-    handler sleeps 1, 2, 5, 10 ... 100 ms between tries and serves no one first, so under load some writers
-    lose again and again while others keep winning (p99 in seconds at a p50 of milliseconds). So the writers
-    of an engine (transactions begun ``BEGIN IMMEDIATE`` by :func:`begin_write`) take a turn here first, in
-    the order they asked, and the turn passes to the next one when the transaction has ended in SQLite (after
-    its COMMIT or ROLLBACK, or when its connection goes back to the pool, is invalidated or closed). Readers
-    (deferred transactions) never queue. Writers of other processes still meet this one in SQLite's busy
-    handler, one writer of each process at a time.
-
-    A waiter gives up after *timeout_s* (the busy timeout) with the error SQLite gives then,
-    ``sqlalchemy.exc.OperationalError`` "database is locked"; so does at once a thread that asks for a turn
-    while a connection it holds already has one (in SQLite it would wait for itself until the timeout).
-
-    The waiter sleeps on a per-thread :class:`_Wakeup` (an ``eventfd`` on Linux), which the thread passing the
-    turn signals with the GIL released: releasing a ``threading.Lock`` instead wakes the waiter with the GIL
-    held, and where the woken thread takes the waker's CPU, the whole process waits for the waker to be
-    scheduled again (``bench/bench_sqlite_writers.py``).
-    """
-
-    __slots__ = ("_mutex", "_owner", "_owner_thread", "_waiting")
-
-    #: False lets writers meet in SQLite's busy handler instead, as before the queue
-    #: (``bench/bench_sqlite_writers.py``: the baseline in the same process)
-    enabled = True
-
-    def __init__(self) -> None:
-        import threading
-        from collections import deque
-
-        self._mutex = threading.Lock()
-        #: the DBAPI connection whose transaction holds the turn, and the thread that asked for it
-        self._owner: Any = None
-        self._owner_thread: int | None = None
-        #: the waiters, first come first: (their thread's wakeup, connection, thread)
-        self._waiting: deque[tuple[_Wakeup, Any, int]] = deque()
-
-    def holds(self, dbapi_connection: Any) -> bool:
-        """Whether *dbapi_connection*'s transaction holds the turn."""
-        return self._owner is dbapi_connection
-
-    def waiting(self) -> int:
-        """How many writers wait for their turn now."""
-        return len(self._waiting)
-
-    def acquire(self, dbapi_connection: Any, timeout_s: float) -> None:
-        """Wait for the turn of *dbapi_connection* (OperationalError "database is locked" after *timeout_s*)."""
-        import threading
-
-        me = threading.get_ident()
-        with self._mutex:
-            if self._owner is None:
-                self._owner, self._owner_thread = dbapi_connection, me
-                return
-            if self._owner_thread == me:
-                raise _database_is_locked()
-            wakeup = _thread_wakeup()
-            entry = (wakeup, dbapi_connection, me)
-            self._waiting.append(entry)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            # a signal may be stale (meant for an earlier wait that ran out as its turn came): check the owner
-            wakeup.wait(deadline - time.monotonic())
-            if self._owner is dbapi_connection:
-                return
-            if time.monotonic() >= deadline:
-                break
-        with self._mutex:
-            if self._owner is dbapi_connection:
-                return  # the turn came as the wait ran out
-            self._waiting.remove(entry)
-        raise _database_is_locked()
-
-    def release(self, dbapi_connection: Any) -> None:
-        """Pass the turn of *dbapi_connection* on to the next waiter (nothing if it does not hold it)."""
-        if dbapi_connection is None or self._owner is not dbapi_connection:
-            return
-        with self._mutex:
-            if self._owner is not dbapi_connection:
-                return
-            if not self._waiting:
-                self._owner = self._owner_thread = None
-                return
-            wakeup, self._owner, self._owner_thread = self._waiting.popleft()
-        wakeup.signal()
-
-
-class _Wakeup:
-    """One thread's wakeup: :meth:`wait` sleeps until :meth:`signal` (from another thread) or a timeout. An
-    ``eventfd`` where the OS has one (Linux), signalled and waited on with the GIL released; else a lock."""
-
-    __slots__ = ("_fd", "_lock", "__weakref__")
-
-    def __init__(self) -> None:
-        import threading
-
-        self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) if hasattr(os, "eventfd") else -1
-        self._lock = threading.Lock()
-        if self._fd < 0:
-            self._lock.acquire()
-
-    def wait(self, timeout_s: float) -> None:
-        """Until signalled or *timeout_s* passed (a signal already given returns at once, and is consumed)."""
-        if self._fd < 0:
-            self._lock.acquire(timeout=max(timeout_s, 0.0))
-            return
-        import select
-
-        poll = select.poll()
-        poll.register(self._fd, select.POLLIN)
-        if poll.poll(max(int(timeout_s * 1000) + 1, 0)):
-            with suppress(BlockingIOError):  # read by a wait that ran out as the signal came
-                os.eventfd_read(self._fd)
-
-    def signal(self) -> None:
-        if self._fd < 0:
-            with suppress(RuntimeError):  # signalled already, not waited for yet
-                self._lock.release()
-            return
-        os.eventfd_write(self._fd, 1)
-
-    def __del__(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-
-
-def _thread_wakeup() -> _Wakeup:
-    """This thread's :class:`_Wakeup` (made at its first wait, closed with the thread)."""
-    wakeup = getattr(_THREAD_WAKEUPS, "wakeup", None)
-    if wakeup is None:
-        wakeup = _THREAD_WAKEUPS.wakeup = _Wakeup()
-    return wakeup
-
-
-def _database_is_locked() -> Exception:
-    """The error a SQLite writer gets when its busy timeout runs out, as SQLAlchemy raises it."""
-    import sqlite3
-
-    from sqlalchemy.exc import OperationalError
-
-    return OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
