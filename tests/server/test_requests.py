@@ -262,3 +262,21 @@ def test_old_spellings_are_aliases_and_answers_use_the_one_spelling(org: Org) ->
     bad = org.post("/requests", "member", {**body, "pricing": "on-demnd"})
     assert bad.status_code == 422
     assert "did you mean 'on-demand'" in bad.text
+
+
+def test_the_list_pages_by_id_or_by_offset_alike(org: Org) -> None:
+    """``before_id`` (the last id of the page before) gives the pages ``offset`` gives, newest first."""
+    project = org.new_project()
+    made = [org.post("/requests", "member", plan_request(project, hours="1")).json()["id"] for _ in range(7)]
+    everything = [r["id"] for r in org.get(f"/requests?project_id={project}&limit=500", "admin").json()]
+    assert everything == sorted(made, reverse=True)
+    by_offset, by_id, last = [], [], None
+    for page in range(3):
+        by_offset += [r["id"] for r in org.get(f"/requests?project_id={project}&limit=3&offset={3 * page}",
+                                                "admin").json()]  # fmt: skip
+        after = "" if last is None else f"&before_id={last}"
+        ids = [r["id"] for r in org.get(f"/requests?project_id={project}&limit=3{after}", "admin").json()]
+        by_id += ids
+        last = ids[-1] if ids else last
+    assert by_offset == by_id == everything
+    assert org.get("/requests?before_id=0", "admin").status_code == 422

@@ -513,9 +513,19 @@ def list_requests(
     project_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    before_id: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_ID,
+            description="only requests with a smaller id: the next page after one whose last id this is (reads "
+            "from there by the primary key, where a large offset reads and skips every row before it)",
+        ),
+    ] = None,
 ) -> list[RequestPublic]:
     """The organization's requests the caller may see (a role on their project, its team or the organization),
-    newest first (``pending`` past its deadline shows as ``expired``)."""
+    newest first (``pending`` past its deadline shows as ``expired``). Page with ``before_id`` (the last id of
+    the page before), or ``offset``."""
     from flopwise.store import ComputeRequest, read_session
 
     now = clock()
@@ -538,6 +548,8 @@ def list_requests(
             )
         elif state is not None:
             stmt = stmt.where(ComputeRequest.state == state)
+        if before_id is not None:
+            stmt = stmt.where(ComputeRequest.id < before_id)
         rows = list(session.scalars(stmt.order_by(ComputeRequest.id.desc()).limit(limit).offset(offset)))
         related = _related(session, [row.id for row in rows])
         return [_public(None, row, now, related=related[row.id]) for row in rows]
