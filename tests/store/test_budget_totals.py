@@ -185,6 +185,13 @@ def test_totals_follow_every_change_and_window_sums_match(factory, seed):
                 budget = s.get(Budget, budget_id)
                 by_state, _metered = budget_usage_sums(s, budget, window)
             assert {k: v for k, v in by_state.items() if v != 0} == {k: v for k, v in raw.items() if v != 0}
+            # an open side (a budget without a stored window, ``reserve_against_budgets``' default)
+            far = (datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC))
+            for open_window, bounds in (((None, None), far), ((window[0], None), (window[0], far[1])),
+                                        ((None, window[1]), (far[0], window[1])), (None, far)):  # fmt: skip
+                expected = sum(_raw_window_sums(factory, budget_id, bounds).values(), D(0))
+                with factory() as s:
+                    assert budget_spent(s, budget_id, open_window) == expected, (batch, open_window)
 
 
 def test_a_window_is_split_into_whole_days_and_edges():

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -239,23 +239,19 @@ def budget_spent(
 ) -> Decimal:
     """Reserved + committed + settled amount against a budget, exactly, in the budget's unit.
 
-    With *window* ``(start, end)`` only reservations whose ``counted_at`` is in ``[start, end)`` count.
+    With *window* ``(start, end)`` only reservations whose ``counted_at`` is in ``[start, end)`` count; a bound
+    that is None (or no window) leaves that side open. Read from the budget's day totals
+    (:mod:`flopwise.store.totals`) and the reservations of partial days at a bound off midnight.
     """
-    if window is not None and window[0] is not None and window[1] is not None:  # the write path: prebuilt
-        params = window_params((window[0], window[1]))
-        spent = _SPENT_IN_WINDOW_PREPARED[has_edges(params)].one(session, {"budget_id": budget_id, **params})[0]
-        return _ZERO if spent is None else to_money(spent)
-    stmt = select(func.coalesce(func.sum(BudgetReservation.amount), _ZERO)).where(
-        BudgetReservation.budget_id == budget_id, BudgetReservation.state.in_(SPENDING_STATES)
-    )
-    if window is not None:
-        start, end = window
-        if start is not None:
-            stmt = stmt.where(BudgetReservation.counted_at >= start)
-        if end is not None:
-            stmt = stmt.where(BudgetReservation.counted_at < end)
-    spent = session.scalar(stmt)
+    start, end = window if window is not None else (None, None)
+    params = window_params((start or _EARLIEST, end or _LATEST))
+    spent = _SPENT_IN_WINDOW_PREPARED[has_edges(params)].one(session, {"budget_id": budget_id, **params})[0]
     return _ZERO if spent is None else to_money(spent)
+
+
+#: the open ends of a window (UTC midnights, so an open side reads only day totals)
+_EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 def _amount_for(budget: Budget, amounts: Mapping[int, Decimal] | Sequence[Decimal], index: int) -> Decimal:
