@@ -14,7 +14,8 @@ and at each of ``--sizes`` prints:
 
 * ``held ms``: one ``_devices_held`` call (client and database, wall time; mean of ``--repeat`` calls);
 * ``scan ms``: the baseline, the devices held read as before 0011 (every pending or approved request of the
-  organization, filtered in Python), calls alternating with the ones above; the two answers are checked equal;
+  organization, filtered in Python), in blocks alternating with blocks of the ones above; the two answers are
+  checked equal;
 * ``create ms``: one request creation under the quota, end to end, in-process, one in flight (mean of 100).
 
 Run: ``.venv/bin/python bench/bench_quota_held.py [--sizes 0,10000,50000] [--repeat 50]
@@ -103,7 +104,7 @@ def _held_before_0011(session: Any, catalog: Any, scope: Any, now: Any) -> dict[
 
 
 def _held_s(app: Any, project_id: int, user_id: int, repeat: int) -> tuple[float, float]:
-    """Mean wall seconds of one ``_devices_held`` call and of the baseline read, alternating."""
+    """Mean wall seconds of one ``_devices_held`` call and of the baseline read, in alternating blocks."""
     from flopwise.server.decisions.deciding import _devices_held
     from flopwise.server.decisions.facts import load_scope
     from flopwise.store import read_session
@@ -117,15 +118,18 @@ def _held_s(app: Any, project_id: int, user_id: int, repeat: int) -> tuple[float
             session, catalog, scope, now
         )
         held_s = scan_s = 0.0
-        for _ in range(repeat):
+        block = max(1, repeat // 4)
+        for _ in range(4):  # blocks of each, alternating (a scan call leaves the caches cold for the call after it)
             t0 = time.perf_counter()
-            _devices_held(session, catalog, scope, now, (None, None))
+            for _ in range(block):
+                _devices_held(session, catalog, scope, now, (None, None))
             t1 = time.perf_counter()
-            _held_before_0011(session, catalog, scope, now)
+            for _ in range(block):
+                _held_before_0011(session, catalog, scope, now)
             t2 = time.perf_counter()
             held_s += t1 - t0
             scan_s += t2 - t1
-        return held_s / repeat, scan_s / repeat
+        return held_s / (4 * block), scan_s / (4 * block)
 
 
 def _bench(url: str, sizes: list[int], repeat: int) -> list[tuple[int, float, float, float]]:
