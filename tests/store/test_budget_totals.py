@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import delete, func, select
 
 from flopwise.store import (
@@ -206,6 +207,8 @@ def test_a_window_is_split_into_whole_days_and_edges():
     assert window_params(short) == {"start": short[0], "mid_start": short[1], "mid_end": short[1], "end": short[1]}
     # whole-day windows (every month, quarter and year window) run the statement without the edges' ranges
     assert [has_edges(window_params(w)) for w in (month, odd, short)] == [False, True, True]
+    with pytest.raises(ValueError, match="naive"):  # a day of no known zone is not split on a guess
+        window_params((datetime(2026, 3, 1, 5), T0 + 31 * day))
 
 
 def test_deleting_a_budget_takes_its_totals(factory, seed):

@@ -126,15 +126,14 @@ def backfill_sql(dialect: str) -> str:
     )
 
 
-def _floor_day(value: datetime) -> datetime:
-    return value.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 def window_params(window: tuple[datetime, datetime]) -> dict[str, datetime]:
     """The parameters of a window's sum: ``start`` and ``end`` (the window ``[start, end)``, aware UTC), and
     ``mid_start``/``mid_end``, its whole UTC days ``[mid_start, mid_end)`` read from the totals; the rest,
     ``[start, mid_start)`` and ``[mid_end, end)``, is read from the reservations. A window with no whole day
     reads only reservations (``mid_start == mid_end == end``)."""
+    # the rollups' UTC day, which refuses naive times (imported here: the rollups import this module)
+    from flopwise.store.rollups import _floor_day
+
     start, end = window
     mid_start = _floor_day(start)
     if mid_start < start:
