@@ -278,25 +278,18 @@ def settle_actuals(
     from sqlalchemy import select
 
     from flopwise.store.models import BudgetReservation
-    from flopwise.store.queries import lock_budgets, metered_unit_price, settle_reservations
+    from flopwise.store.queries import (
+        lock_budgets,
+        lock_budgets_held,
+        metered_unit_price,
+        settle_reservations,
+    )
 
     actuals = _actuals(session, request_ids)
     # every budget these requests hold, locked at once in ascending id before the first settlement (the lock
     # order of flopwise.store.queries): settling request by request locked each one's budgets in turn, so a pass
     # over requests on budgets 5 then 3 deadlocked with a creation that held 3 and waited for 5
-    held = list(actuals)
-    budget_ids: set[int] = set()
-    for start in range(0, len(held), 5000):
-        budget_ids.update(
-            session.scalars(
-                select(BudgetReservation.budget_id).where(
-                    BudgetReservation.request_id.in_(held[start : start + 5000]),
-                    BudgetReservation.state.in_(("reserved", "committed", "settled")),
-                )
-            )
-        )
-    if budget_ids:
-        lock_budgets(session, sorted(budget_ids))
+    lock_budgets_held(session, "request_id", list(actuals), ("reserved", "committed", "settled"))
     for request_id, actual in actuals.items():
         amounts = {unit: max(value, Decimal(0)) for unit, value in actual.items()}
         settle_reservations(session, amounts, request_id=request_id)

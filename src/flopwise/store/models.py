@@ -266,7 +266,7 @@ class BudgetReservation(Base):
 class BudgetTotal(Base):
     """What a budget's reservations in a spending state (``SPENDING_STATES``) hold per UTC day of ``counted_at``:
     one row per budget, day and state, kept by triggers on ``budget_reservations`` (revision 0010_budget_totals,
-    :func:`flopwise.store.queries.budget_totals_ddl`) in the same transaction as the reservation's change.
+    :func:`flopwise.store.totals.budget_totals_ddl`) in the same transaction as the reservation's change.
 
     A window's sum reads one row per whole day and state, plus the reservations of the partial days at its edges
     (``ix_budget_reservations_budget_id_counted_at``), instead of every reservation in the window: what each

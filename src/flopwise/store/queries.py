@@ -74,6 +74,7 @@ __all__ = [
     "hard_cap_check",
     "insert_admission_job",
     "insert_request_idempotent",
+    "lock_budgets_held",
     "lock_budgets",
     "lock_budget_rows",
     "metered_unit_price",
@@ -478,17 +479,37 @@ def _insert_reservations(
     return tuple(int(i) for i in result.scalars())
 
 
+def lock_budgets_held(
+    session: Session, holder_column: str, holder_ids: Sequence[int], states: Sequence[str]
+) -> list[int]:
+    """Lock, at once and in ascending id (:func:`lock_budget_rows`), every budget on which the holders
+    *holder_ids* (``request_id`` or ``admission_job_id`` values, per *holder_column*) have a reservation in one of
+    *states*, before changing those reservations: the lock order of this module, for a transaction that changes
+    several holders' reservations (the expiry pass, a settlement pass) as for one. Returns the budget ids (empty:
+    nothing locked)."""
+    holder_attr = getattr(BudgetReservation, holder_column)
+    ids = list(holder_ids)
+    budget_ids: set[int] = set()
+    for start in range(0, len(ids), 5000):  # under SQLite's bound-parameter limit
+        budget_ids.update(
+            session.scalars(
+                select(BudgetReservation.budget_id).where(
+                    holder_attr.in_(ids[start : start + 5000]), BudgetReservation.state.in_(list(states))
+                )
+            )
+        )
+    if budget_ids:
+        lock_budget_rows(session, sorted(budget_ids))
+    return sorted(budget_ids)
+
+
 def _transition(
     session: Session, holder_column: str, holder_id: int, from_states: tuple[str, ...], values: dict[str, Any]
 ) -> int:
     holder_attr = getattr(BudgetReservation, holder_column)
-    budget_ids = session.scalars(
-        select(BudgetReservation.budget_id).where(holder_attr == holder_id, BudgetReservation.state.in_(from_states))
-    ).all()
-    if not budget_ids:
-        return 0
     # the budgets' row locks first (the lock order): the update's trigger moves those budgets' day totals
-    lock_budget_rows(session, budget_ids)
+    if not lock_budgets_held(session, holder_column, [holder_id], from_states):
+        return 0
     result = session.execute(
         update(BudgetReservation)
         .where(holder_attr == holder_id, BudgetReservation.state.in_(from_states))

@@ -240,26 +240,15 @@ def _related(
 def expire_in(session: Session, now: datetime) -> list[int]:
     """In *session*'s write transaction: expire pending requests past their deadline, release their
     reservations and audit each expiry (actor ``system``)."""
-    from flopwise.store import (
-        BudgetReservation,
-        ComputeRequest,
-        expire_pending_requests,
-        release_reservations,
-    )
-    from flopwise.store.queries import lock_budget_rows
+    from flopwise.store import ComputeRequest, expire_pending_requests, release_reservations
+    from flopwise.store.queries import lock_budgets_held
 
     ids = expire_pending_requests(session, now)
     if not ids:
         return ids
     # every budget these requests hold first, at once (the lock order: budgets before the audit chain head,
     # which each expiry's entry below takes before the next release)
-    held = session.scalars(
-        select(BudgetReservation.budget_id).where(
-            BudgetReservation.request_id.in_(ids), BudgetReservation.state.in_(("reserved", "committed"))
-        )
-    ).all()
-    if held:
-        lock_budget_rows(session, held)
+    lock_budgets_held(session, "request_id", ids, ("reserved", "committed"))
     orgs = dict(
         session.execute(
             select(ComputeRequest.id, ComputeRequest.org_id).where(ComputeRequest.id.in_(ids))
