@@ -190,3 +190,40 @@ def test_listing_requests_runs_the_same_statements_for_a_page_of_one_or_of_many(
     assert r.status_code == 200 and len(r.json()) >= 2
     # the page, then its votes, comments and reservations: four statements whatever the page's length
     assert len(one) == len(many) == 4, (one, many)
+
+
+def test_the_write_paths_prepared_statements_settle_on_generic_plans(app, client, seed, budgeted) -> None:
+    """PostgreSQL plans a prepared statement for its first five executions, then keeps its generic plan unless
+    that is estimated dearer than the custom ones: then it plans anew on every execution (the budget lock by
+    ``id = ANY($1::INTEGER[])`` did: 0.1 ms of the server's CPU per write). After a dozen creations and
+    decisions, every prepared statement of the connections that served them has been run on a generic plan."""
+    if _backend(app) != "postgresql":
+        pytest.skip("prepared statements and their plans are PostgreSQL's")
+    headers = seed.headers("member")
+    job = {"engine": "slurm", "project_id": seed.project_id, "device": "h100-sxm", "device_count": 1,
+           "max_duration_h": "1", "usd_per_device_h": "2.00"}  # fmt: skip
+    connections: dict[int, object] = {}
+
+    def seen(conn, _cursor, _statement, _params, _context, _executemany) -> None:
+        dbapi = conn.connection.dbapi_connection
+        connections[id(dbapi)] = dbapi
+
+    event.listen(app.state.engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(12):
+            assert client.post(f"{API}/requests", json=_plan(seed), headers=headers).status_code == 201
+            r = client.post(f"{API}/admission/decide", json={**job, "engine_job_id": uuid.uuid4().hex}, headers=headers)
+            assert r.status_code == 200, r.text
+    finally:
+        event.remove(app.state.engine, "before_cursor_execute", seen)
+    replanned, checked = [], 0
+    for dbapi in connections.values():  # back in the pool, idle: asked directly
+        rows = dbapi.execute("SELECT generic_plans, custom_plans, statement FROM pg_prepared_statements").fetchall()
+        dbapi.rollback()
+        for generic, custom, statement in rows:
+            if generic + custom >= 8:
+                checked += 1
+                if generic == 0:
+                    replanned.append(" ".join(statement.split())[:160])
+    assert checked >= 8, checked  # the hot path's statements were prepared and run
+    assert not replanned, replanned

@@ -104,3 +104,20 @@ def test_a_statement_without_rows_gives_an_empty_list_either_way(factory, seed) 
                 assert stmt.execute(s, {"o": seed.org_id}) == []
         finally:
             PreparedStatement.on_driver = True
+
+
+@pytest.mark.parametrize("count", [1, 2, 8, 9, 12])
+def test_budget_rows_are_locked_in_ascending_id_whatever_their_number(factory, seed, count) -> None:
+    """``lock_budget_rows`` (one statement per number of ids up to eight on PostgreSQL, an array beyond): the
+    rows of the ids given, once each, in ascending id; an unknown id is refused by name."""
+    from flopwise.errors import InputError
+    from flopwise.store.queries import lock_budget_rows
+
+    with write_session(factory) as s:
+        ids = [_INSERT.one(s, _budget(seed.org_id, f"lock-{uuid.uuid4().hex[:8]}"))[0] for _ in range(count)]
+    with write_session(factory) as s:
+        rows = lock_budget_rows(s, [*reversed(ids), ids[0]])  # any order, a repeat
+        assert [r.id for r in rows] == sorted(ids)
+        assert all(r.amount == Decimal("12.345678") for r in rows)
+    with pytest.raises(InputError, match="budget_ids"), write_session(factory) as s:
+        lock_budget_rows(s, [*ids, max(ids) + 10_000])
