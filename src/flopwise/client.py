@@ -394,6 +394,25 @@ class FlopwiseClient:
     def get_budget(self, budget_id: int) -> dict[str, Any]:
         return self.call("GET", f"/budgets/{int(budget_id)}")
 
+    # admission jobs (the schedulers' decisions)
+    def list_admission(self, **filters: Any) -> Any:
+        """Admission jobs, newest first (filters: ``state``, ``engine``, ``project_id``, ``overdue``, ``limit``,
+        ``before_id``)."""
+        if filters.get("overdue") is not None:
+            filters["overdue"] = "true" if filters["overdue"] else "false"
+        return self.call("GET", "/admission", params=filters)
+
+    def get_admission(self, engine: str, job_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/admission/{_segment(engine)}/{_segment(job_id)}")
+
+    def release_admission(self, engine: str, job_id: str) -> dict[str, Any]:
+        """The job never ran: its reservation stops counting (repeating it is harmless)."""
+        return self.call("POST", f"/admission/{_segment(engine)}/{_segment(job_id)}/release")
+
+    def settle_admission(self, engine: str, job_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The job ended: its reservation is replaced by what it used (``actual_duration_h``, optional amounts)."""
+        return self.call("POST", f"/admission/{_segment(engine)}/{_segment(job_id)}/settle", json_body=dict(body))
+
     # policies
     def apply_policy(self, yaml_text: str, *, is_enabled: bool = True) -> dict[str, Any]:
         """Store a policy document (its ``name:`` key names it) as that policy's next version."""
@@ -412,6 +431,13 @@ class FlopwiseClient:
 
     def revoke_token(self, token_id: int) -> Any:
         return self.call("DELETE", f"/tokens/{int(token_id)}")
+
+
+def _segment(value: str) -> str:
+    """*value* as one path segment (a job id may hold characters a URL path gives a meaning to)."""
+    from urllib.parse import quote
+
+    return quote(str(value), safe="")
 
 
 def _json_default(obj: Any) -> Any:

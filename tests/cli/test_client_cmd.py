@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -308,6 +309,44 @@ def test_budget_commands(world: World) -> None:
         world, world.admin_token, "budget", "create", "--name", "y", "--scope", "galaxy:1", "--amount", "1"
     )
     assert bad.exit_code == 2 and "--scope" in bad.stderr
+
+
+def test_admission_commands_find_and_close_a_job_whose_end_was_never_reported(world: World) -> None:
+    """`flopwise admission list|show|release|settle`: the jobs the schedulers' adapters decided, the ones still
+    holding budget, and closing them by hand (a job id with characters a URL gives a meaning to included)."""
+    from flopwise.client import FlopwiseClient
+
+    ran, never = f"cl.{uuid.uuid4().hex[:6]}#1", f"cl.{uuid.uuid4().hex[:6]}?2"
+    fw_json(world, world.admin_token, "budget", "create", "--name", f"adm-{uuid.uuid4().hex[:6]}", "--scope",
+            f"project:{world.project_id}", "--amount", "100000")  # fmt: skip
+    with FlopwiseClient(BASE, world.member_token, transport=world.transport, env={}) as client:
+        for job_id in (ran, never):
+            job = client.call("POST", "/admission/decide", json_body={
+                "engine": "slurm", "engine_job_id": job_id, "project_id": world.project_id, "device": "h100-sxm",
+                "device_count": 2, "max_duration_h": "4", "usd_per_device_h": "2.00"})  # fmt: skip
+            assert job["admitted"] is True
+        assert client.call("POST", f"/admission/slurm/{quote(ran, safe='')}/commit")["state"] == "committed"
+    holding = fw_json(world, world.admin_token, "admission", "list", "--state", "holding", "--engine", "slurm")
+    assert {j["engine_job_id"] for j in holding} >= {ran, never}
+    table = fw(world, world.admin_token, "admission", "list", "--state", "holding")
+    assert table.exit_code == 0 and "admission jobs" in table.stdout and "engine_job_id" in table.stdout
+    shown = fw(world, world.member_token, "admission", "show", "slurm", ran)
+    assert shown.exit_code == 0, shown.stderr
+    assert "ends by" in shown.stdout and "committed" in shown.stdout
+    released = fw_json(world, world.member_token, "admission", "release", "slurm", never)
+    assert released["state"] == "released" and released["reservations"][0]["state"] == "released"
+    settled = fw_json(world, world.member_token, "admission", "settle", "slurm", ran, "--hours", "1.5")
+    assert settled["state"] == "settled"
+    # 2 devices x 1.5 h x $2.00: the worst case (2 x 4 h x $2.00 = $16) prorated by the hours it ran
+    assert Decimal(settled["reservations"][0]["amount"]) == Decimal("6")
+    gone = fw_json(world, world.admin_token, "admission", "list", "--state", "holding", "--engine", "slurm")
+    assert not {j["engine_job_id"] for j in gone} & {ran, never}
+    missing = fw(world, world.admin_token, "admission", "show", "slurm", "no-such-job")
+    assert missing.exit_code == 1 and "decide" in missing.stderr
+    contradictory = fw(world, world.admin_token, "admission", "list", "--overdue", "--state", "released")
+    assert contradictory.exit_code == 2 and "overdue" in contradictory.stderr
+    bad_hours = fw(world, world.member_token, "admission", "settle", "slurm", ran, "--hours", "soon")
+    assert bad_hours.exit_code == 2 and "--hours" in bad_hours.stderr
 
 
 # --- the client library alone -------------------------------------------------------------------------------

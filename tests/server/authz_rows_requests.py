@@ -113,6 +113,7 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("POST", f"{API}/requests/{{request_id}}/cancel"): admins_only(200, other_org=404),
     ("POST", f"{API}/requests/{{request_id}}/comments"): viewers(ok=201),
     ("POST", f"{API}/admission/decide"): _JOB_ACTORS,
+    ("GET", f"{API}/admission"): everyone(200),
     ("GET", f"{API}/admission/{{engine}}/{{job_id}}"): viewers(),
     ("POST", f"{API}/admission/{{engine}}/{{job_id}}/commit"): _JOB_ACTORS,
     ("POST", f"{API}/admission/{{engine}}/{{job_id}}/release"): _JOB_ACTORS,

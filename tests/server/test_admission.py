@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import gov_fixtures
@@ -174,3 +175,68 @@ def test_a_catalog_price_is_reserved_with_its_catalog_date(org: Org) -> None:
     assert res["price_retrieved"] == best.retrieved
     assert Decimal(res["reserved_usd_per_device_h"]) == Decimal(job["worst_case_cost_usd"]) / 8
     assert org.get("/admission/slurm/7002", "member").json()["reservations"][0]["price_retrieved"] == best.retrieved
+
+
+def test_list_filters_pages_and_shows_reservations(org: Org) -> None:
+    """``GET /admission``: newest first with each job's reservations (read for the whole page at once), by
+    state (``holding``: admitted or committed), engine and project, paged by ``before_id``."""
+    make_budget(org, org.project_id, "100000")
+    p2 = org.new_project()
+    make_budget(org, p2, "100000")
+    for job_id in ("L1", "L2", "L3", "L4"):
+        assert org.post("/admission/decide", "member", _job(org, job_id)).status_code == 200
+    ray = {**_job(org, "L5"), "engine": "ray", "project_id": p2}
+    assert org.post("/admission/decide", "admin", ray).status_code == 200
+    assert org.post("/admission/slurm/L2/commit", "member").status_code == 200
+    assert org.post("/admission/slurm/L3/release", "member").status_code == 200
+    assert org.post("/admission/slurm/L4/settle", "member", {"actual_duration_h": "1"}).status_code == 200
+
+    def ids(who: str = "admin", **params: object) -> list[str]:
+        r = org.get("/admission", who, params=params)
+        assert r.status_code == 200, r.text
+        return [job["engine_job_id"] for job in r.json()]
+
+    assert ids() == ["L5", "L4", "L3", "L2", "L1"]
+    assert ids(state="holding") == ["L5", "L2", "L1"]
+    assert ids(state="committed") == ["L2"] and ids(state="released") == ["L3"] and ids(state="settled") == ["L4"]
+    assert ids(engine="ray") == ["L5"] and ids(project_id=p2) == ["L5"]
+    first = org.get("/admission", "admin", params={"limit": 2}).json()
+    assert [j["engine_job_id"] for j in first] == ["L5", "L4"]
+    assert ids(limit=2, before_id=first[-1]["id"]) == ["L3", "L2"]
+    listed = {job["engine_job_id"]: job for job in org.get("/admission", "admin").json()}
+    for job_id, job in listed.items():  # the same job and reservations as its own page shows
+        shown = org.get(f"/admission/{job['engine']}/{job_id}", "admin").json()
+        assert job == shown, job_id
+    assert [(r["state"], Decimal(r["amount"])) for r in listed["L4"]["reservations"]] == [("settled", Decimal(12))]
+    assert listed["L2"]["ends_by"] is not None and listed["L1"]["ends_by"] is None  # started vs not yet
+    bad = org.get("/admission", "admin", params={"state": "running"})
+    assert bad.status_code == 422 and "state" in bad.text
+
+
+def test_overdue_lists_committed_jobs_past_their_maximum_duration(org: Org) -> None:
+    """A committed job whose end was never reported keeps its reservation counting in full; ``overdue`` finds the
+    ones past start + maximum duration (``ends_by``), which are settled or released by hand."""
+    make_budget(org, org.project_id, "100000")
+    for job_id, hours in (("O1", "2"), ("O2", "10"), ("O3", "2")):
+        assert org.post("/admission/decide", "member", _job(org, job_id, hours=hours)).status_code == 200
+    started = org.gov.clock.now
+    for job_id in ("O1", "O2"):
+        assert org.post(f"/admission/slurm/{job_id}/commit", "member").status_code == 200
+    shown = org.get("/admission/slurm/O1", "admin").json()
+    assert shown["ends_by"].startswith((started + timedelta(hours=2)).isoformat()[:19])
+
+    def overdue() -> list[str]:
+        r = org.get("/admission", "viewer", params={"overdue": "true"})
+        assert r.status_code == 200, r.text
+        return [job["engine_job_id"] for job in r.json()]
+
+    assert overdue() == []
+    org.gov.clock.advance(hours=2)  # O1's two hours are up (O3 was never started: not overdue)
+    assert overdue() == ["O1"]
+    org.gov.clock.advance(hours=9)
+    assert overdue() == ["O2", "O1"]
+    assert [j["engine_job_id"] for j in org.get("/admission", "admin", params={"overdue": "true", "limit": 1}).json()] == ["O2"]
+    assert org.post("/admission/slurm/O1/settle", "member", {"actual_duration_h": "2"}).status_code == 200
+    assert overdue() == ["O2"]
+    refused = org.get("/admission", "admin", params={"overdue": "true", "state": "settled"})
+    assert refused.status_code == 422 and "overdue" in refused.text

@@ -16,12 +16,13 @@ from test_attacks import _job, _usage, project_user
 
 gov_database_url, gov_app, org = gov_fixtures.gov_database_url, gov_fixtures.gov_app, gov_fixtures.org
 
-#: list route -> the show route of one of its items (``{id}`` replaced by the item's id)
+#: list route -> the show route of one of its items (its fields, ``{id}`` and the like, filled in from the item)
 LISTS = {
     "/requests": "/requests/{id}",
     "/budgets": "/budgets/{id}",
     "/projects": "/projects/{id}",
     "/teams": "/teams/{id}",
+    "/admission": "/admission/{engine}/{engine_job_id}",
 }
 
 
@@ -49,9 +50,11 @@ def world(org: Org) -> dict:
     make_budget(org, p2, "100000")
     r1 = org.post("/requests", "member", plan_request(org.project_id, hours="1")).json()
     r2 = org.post("/requests", outsider, plan_request(p2, hours="1")).json()
-    j1 = f"j1-{uuid.uuid4().hex[:6]}"
+    j1, j2 = f"j1-{uuid.uuid4().hex[:6]}", f"j2-{uuid.uuid4().hex[:6]}"
     assert org.post("/admission/decide", "member", _job(org.project_id, j1)).status_code == 200
-    return {"p2": p2, "outsider": outsider, "r1": r1, "r2": r2, "j1": j1, "theirs": _other_org_project(org)}
+    assert org.post("/admission/decide", outsider, _job(p2, j2)).status_code == 200
+    return {"p2": p2, "outsider": outsider, "r1": r1, "r2": r2, "j1": j1, "j2": j2,
+            "theirs": _other_org_project(org)}  # fmt: skip
 
 
 @pytest.mark.parametrize("who", ["admin", "viewer", "member", "outsider", "other_org"])
@@ -61,12 +64,16 @@ def test_every_listed_item_is_readable_alone(org: Org, world: dict, who: str) ->
         listed = org.get(list_path, caller)
         assert listed.status_code == 200, (who, list_path, listed.text)
         for item in listed.json():
-            shown = org.get(show_path.format(id=item["id"]), caller)
+            shown = org.get(show_path.format(**item), caller)
             assert shown.status_code == 200, (who, list_path, item["id"], shown.status_code)
     if who == "outsider":
         assert [r["id"] for r in org.get("/requests", caller).json()] == [world["r2"]["id"]]
+        assert [j["engine_job_id"] for j in org.get("/admission", caller).json()] == [world["j2"]]
+        # a filter naming another project's id shows nothing of it
+        assert org.get("/admission", caller, params={"project_id": org.project_id}).json() == []
     if who == "other_org":
         assert org.get("/requests", caller).json() == [] and org.get("/budgets", caller).json() == []
+        assert org.get("/admission", caller).json() == []
 
 
 def test_usage_intake_attacked_with_foreign_ids_and_replays(org: Org, world: dict) -> None:

@@ -37,7 +37,7 @@ from flopwise.cli._common import (
     stdout_console,
 )
 
-__all__ = ["budget_app", "policy_app", "request_app", "token_app"]
+__all__ = ["admission_app", "budget_app", "policy_app", "request_app", "token_app"]
 
 request_app = typer.Typer(
     help="Compute requests: create (estimated and decided by the server), list, approve.",
@@ -48,6 +48,11 @@ budget_app = typer.Typer(
 )
 policy_app = typer.Typer(help="Policies: declarative YAML rules over request fields.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens: create (shown once) and revoke.", no_args_is_help=True)
+admission_app = typer.Typer(
+    help="Admission jobs (what the scheduler adapters decided): list the ones holding budget, find jobs whose "
+    "end was never reported, release or settle them by hand.",
+    no_args_is_help=True,
+)
 
 UrlOpt = Annotated[
     str | None,
@@ -586,6 +591,130 @@ def budget_show(
     _Server(ctx, url, token, json_out).run(
         lambda fw: fw.get_budget(budget_id), functools.partial(_render_one, f"budget {budget_id}")
     )
+
+
+# --- flopwise admission -------------------------------------------------------------------------------------
+
+EngineArg = Annotated[str, typer.Argument(help="Scheduler engine as the adapter reported it (slurm, kueue, ray, skypilot).")]
+JobIdArg = Annotated[str, typer.Argument(help="The engine's job id (Slurm: <cluster>.<jobid>).")]
+
+
+def _render_job(answer: Any) -> None:
+    if not isinstance(answer, Mapping) or "state" not in answer:
+        _render_one("admission job", answer)
+        return
+    rows: list[tuple[str, str]] = [
+        ("state", f"{answer.get('state')} (policy outcome: {answer.get('outcome') or '-'})"),
+        ("project", fmt_num(answer.get("project_id"))),
+        ("devices", f"{answer.get('device_count', '-')} x {answer.get('device_type') or '-'}"),
+        ("max duration h", fmt_num(answer.get("max_duration_h"))),
+        ("worst case USD", fmt_num(answer.get("worst_case_cost_usd"))),
+        ("admitted at", str(answer.get("created_at") or "-")),
+        ("started at", str(answer.get("committed_at") or "-")),
+        ("ends by", str(answer.get("ends_by") or "-")),
+        ("ended at", str(answer.get("ended_at") or "-")),
+    ]
+    for res in answer.get("reservations") or []:
+        if isinstance(res, Mapping):
+            rows.append(
+                (f"budget {res.get('budget_id')}", f"{fmt_num(res.get('amount'))} {res.get('unit')} {res.get('state')}")
+            )
+    rows.extend(("why", str(reason)) for reason in answer.get("reasons") or [])
+    _print_fields(f"admission job {answer.get('engine')}/{answer.get('engine_job_id')}", rows)
+
+
+@admission_app.command("list")
+@server_errors
+def admission_list(
+    ctx: typer.Context,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            help="Only holding (admitted or committed: their reservations count now), admitted, rejected, "
+            "committed, released or settled.",
+        ),
+    ] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="Only this engine's jobs.")] = None,
+    project_id: Annotated[int | None, typer.Option("--project-id", help="Only this project's jobs.")] = None,
+    overdue: Annotated[
+        bool,
+        typer.Option(
+            "--overdue",
+            help="Only committed jobs past their start plus maximum duration that were never settled or released "
+            "(their reservation still counts in full).",
+        ),
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="At most this many jobs.")] = 100,
+    before_id: Annotated[
+        int | None, typer.Option("--before-id", help="The next page: jobs with a smaller id than this one.")
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """List admission jobs you may see, newest first."""
+    columns = ("id", "engine", "engine_job_id", "state", "project_id", "device_type", "device_count",
+               "worst_case_cost_usd", "ends_by")  # fmt: skip
+    _Server(ctx, url, token, json_out).run(
+        lambda fw: fw.list_admission(
+            state=state, engine=engine, project_id=project_id, overdue=overdue or None, limit=limit,
+            before_id=before_id,
+        ),
+        _render_list("admission jobs", "jobs", columns),
+    )  # fmt: skip
+
+
+@admission_app.command("show")
+@server_errors
+def admission_show(
+    ctx: typer.Context,
+    engine: EngineArg,
+    job_id: JobIdArg,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show one admission job: its decision, times and reservations."""
+    _Server(ctx, url, token, json_out).run(lambda fw: fw.get_admission(engine, job_id), _render_job)
+
+
+@admission_app.command("release")
+@server_errors
+def admission_release(
+    ctx: typer.Context,
+    engine: EngineArg,
+    job_id: JobIdArg,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """The job never ran: release its reservation (audited; repeating it is harmless)."""
+    _Server(ctx, url, token, json_out).run(lambda fw: fw.release_admission(engine, job_id), _render_job)
+
+
+@admission_app.command("settle")
+@server_errors
+def admission_settle(
+    ctx: typer.Context,
+    engine: EngineArg,
+    job_id: JobIdArg,
+    hours: Annotated[
+        Decimal, typer.Option("--hours", help="Hours the job ran (from the scheduler's accounting).", min=0)
+    ],
+    cost_usd: Annotated[
+        Decimal | None,
+        typer.Option("--cost-usd", help="What it cost; else the worst case prorated by hours.", min=0),
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """The job ended but its end was never reported: replace its reservation by what it used (audited)."""
+    body: dict[str, Any] = {"actual_duration_h": str(hours)}
+    if cost_usd is not None:
+        body["cost_usd"] = str(cost_usd)
+    _Server(ctx, url, token, json_out).run(lambda fw: fw.settle_admission(engine, job_id, body), _render_job)
 
 
 # --- flopwise policy ----------------------------------------------------------------------------------------

@@ -13,18 +13,19 @@ by what was used).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flopwise.server.api.requests import ReservationPrices
-from flopwise.server.auth import Principal, authorize
+from flopwise.server.auth import Principal, authorize, visibility
 from flopwise.server.decisions import (
+    MAX_ID,
     AdmissionIn,
     BodyModel,
     admission_request_facts,
@@ -85,6 +86,10 @@ class AdmissionPublic(BaseModel):
     created_at: datetime
     committed_at: datetime | None
     ended_at: datetime | None
+    ends_by: datetime | None = Field(
+        description="a committed job's start plus its maximum duration: when the engine's time limit should "
+        "have ended it (its reservation counts in full until it is settled or released); null otherwise"
+    )
     decision_trace: dict[str, Any] | None
 
 
@@ -139,8 +144,17 @@ def _public(
         created_at=job.created_at,
         committed_at=job.committed_at,
         ended_at=job.ended_at,
+        ends_by=_ends_by(job),
         decision_trace=job.decision_trace,
     )
+
+
+def _ends_by(job: Any) -> datetime | None:
+    """A committed job's commit time plus its maximum duration; None for a job in another state or without
+    either."""
+    if job.state != "committed" or job.committed_at is None or job.max_duration_h is None:
+        return None
+    return job.committed_at + timedelta(seconds=float(job.max_duration_h * 3600))
 
 
 def _job(
@@ -335,6 +349,92 @@ def _decided_columns(
 
 #: an admission job's state after its decision's outcome (``require_approval`` is rejected before)
 _STATE_OF_OUTCOME = {"allow": "admitted", "deny": "rejected"}
+
+
+#: ``state`` filter -> the stored states it selects (``holding``: the jobs whose reservations count now)
+_STATE_FILTER = {
+    "holding": ("admitted", "committed"),
+    **{state: (state,) for state in ("admitted", "rejected", "committed", "released", "settled")},
+}
+
+
+@router.get("", response_model=list[AdmissionPublic])
+def list_jobs(
+    principal: CurrentPrincipal,
+    db: DbDep,
+    clock: ClockDep,
+    state: Annotated[
+        str | None,
+        Query(
+            pattern="^(holding|admitted|rejected|committed|released|settled)$",
+            description="one state, or holding: admitted or committed (their reservations count now)",
+        ),
+    ] = None,
+    engine: Annotated[str | None, Query(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_.-]*$")] = None,
+    project_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    overdue: Annotated[
+        bool,
+        Query(
+            description="only committed jobs past their ends_by (start + maximum duration) that were never "
+            "settled or released: a lost end-of-job report keeps their reservation counting in full"
+        ),
+    ] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="only jobs with a smaller id: the next page after this id")
+    ] = None,
+) -> list[AdmissionPublic]:
+    """The organization's admission jobs the caller may see (a role on their project, its team or the
+    organization), newest first, each with its reservations. Page with ``before_id`` (the last id of the page
+    before)."""
+    from flopwise.store import AdmissionJob, BudgetReservation, read_session
+
+    states = _STATE_FILTER[state] if state is not None else None
+    if overdue:
+        if states is not None and "committed" not in states:
+            raise ApiError(
+                422,
+                f"overdue jobs are committed ones; state={state} has none",
+                [{"field": "overdue", "message": "leave state out, or give state=committed or holding"}],
+            )
+        states = ("committed",)
+    now = clock()
+    with read_session(db) as session:
+        seen = visibility(session, principal)
+        stmt = select(AdmissionJob).where(
+            AdmissionJob.org_id == principal.org_id, seen.projects(AdmissionJob.project_id)
+        )
+        if states is not None:
+            stmt = stmt.where(AdmissionJob.state.in_(states))
+        if engine is not None:
+            stmt = stmt.where(AdmissionJob.engine == engine)
+        if project_id is not None:
+            stmt = stmt.where(AdmissionJob.project_id == project_id)
+        jobs: list[Any] = []
+        cursor = before_id
+        # overdue is read off each committed job (its start plus its duration, in Python, the same on both
+        # databases): the committed jobs are read in pages by id until the page is full
+        while len(jobs) < limit:
+            page = stmt if cursor is None else stmt.where(AdmissionJob.id < cursor)
+            batch = list(session.scalars(page.order_by(AdmissionJob.id.desc()).limit(limit)))
+            if not batch:
+                break
+            cursor = batch[-1].id
+            if overdue:
+                batch = [job for job in batch if (ends_by := _ends_by(job)) is not None and ends_by <= now]
+            jobs.extend(batch)
+            if not overdue:
+                break
+        jobs = jobs[:limit]
+        held: dict[int, list[AdmissionReservation]] = {job.id: [] for job in jobs}
+        if jobs:
+            for row in session.scalars(
+                select(BudgetReservation)
+                .where(BudgetReservation.admission_job_id.in_(sorted(held)))
+                .order_by(BudgetReservation.id)
+            ):
+                held[row.admission_job_id].append(AdmissionReservation.model_validate(row, from_attributes=True))
+        return [_public(None, job, held[job.id]) for job in jobs]
 
 
 @router.get("/{engine}/{job_id}", response_model=AdmissionPublic)
