@@ -22,7 +22,8 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
         (method, path): _LOGIN_PAGE
         for method, path in [
             ("GET", "/"), ("GET", "/usage"), ("GET", "/budgets"), ("GET", "/budgets/{budget_id}"),
-            ("GET", "/requests"), ("GET", "/requests/{request_id}"), ("GET", "/estimate"), ("GET", "/plan"),
+            ("GET", "/requests"), ("GET", "/requests/{request_id}"), ("GET", "/jobs"), ("GET", "/estimate"),
+            ("GET", "/plan"),
             ("GET", "/efficiency"), ("GET", "/catalog"), ("GET", "/quotas"), ("GET", "/sources"), ("GET", "/audit"),
             ("POST", "/logout"), ("POST", "/budgets"), ("POST", "/budgets/{budget_id}/edit"), ("POST", "/requests"),
             ("POST", "/requests/{request_id}/approve"), ("POST", "/requests/{request_id}/deny"),

@@ -34,6 +34,7 @@ PAGES = {
     "budget": "/budgets/2",
     "requests": "/requests",
     "request": "/requests/6",
+    "jobs": "/jobs",
     "estimate": "/estimate?model=llama-3.1-8b&device=L4&quant=Q4_K_M&batch=8",
     "plan": "/plan?model=llama-3.1-8b&rps=20&input_tokens=1000&output_tokens=200&ttft_p95_ms=1000&tpot_p95_ms=100",
     "efficiency": "/efficiency?from=2025-11-22&to=2026-02-20",

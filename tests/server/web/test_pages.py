@@ -28,6 +28,8 @@ PAGES = {
     "/budgets/2": ({"ada": 200, "ben": 200, "cho": 200, "dee": 200, "eve": 403}, "research monthly spend"),
     "/requests": (ALL, "Requests and approvals"),
     "/requests?state=pending": (ALL, "Requests and approvals"),
+    "/jobs": (ALL, "Scheduler jobs"),
+    "/jobs?state=holding&overdue=1": (ALL, "Scheduler jobs"),
     "/estimate": (ALL, "Estimate"),
     "/estimate?model=llama-3.1-8b&device=L4&quant=Q4_K_M": (ALL, "cost per 1M generated tokens"),
     "/estimate?kind=train&model=llama-3.1-8b&device=h100&count=8&tokens=1e9": (ALL, "wall clock"),
@@ -88,6 +90,50 @@ def test_request_pages_follow_project_roles(browsers, demo, app) -> None:
         assert browsers["eve"].get(f"/requests/{rid}").status_code == (403 if project in research else 200)
     assert browsers["ada"].get("/requests/999999").status_code == 404
     assert browsers["ada"].get("/requests/0").status_code == 404
+
+
+def test_jobs_page_shows_the_jobs_each_role_may_see_and_flags_the_overdue(browsers, app) -> None:
+    """``/jobs``: the admission list for the page's user (a role on the job's project, team or organization),
+    a started job past its time limit that was never reported ended flagged overdue, with what it holds."""
+    from datetime import timedelta
+
+    from flopwise.store import AdmissionJob, Project, Team, write_session
+
+    tag = "jobs-page"
+    with write_session(app.state.db) as s:
+        projects = {p.name: p for p in s.query(Project)}
+        research = projects["llm-pretrain"]
+        applied = next(p for name, p in projects.items() if name not in {"llm-pretrain", "eval"})  # team applied
+        org_id = s.get(Team, research.team_id).org_id
+        rows = [
+            ("late", research.id, "committed", DEMO_NOW - timedelta(hours=10)),
+            ("running", applied.id, "committed", DEMO_NOW - timedelta(hours=1)),
+            ("done", research.id, "settled", DEMO_NOW - timedelta(hours=30)),
+        ]
+        for name, project_id, state, started in rows:
+            s.add(AdmissionJob(org_id=org_id, engine="slurm", engine_job_id=f"{tag}-{name}", project_id=project_id,
+                               device_type="h100-sxm", device_count=8, max_duration_h=Decimal(4),
+                               worst_case_cost_usd=Decimal("80.00"), state=state, created_at=started,
+                               committed_at=started, decision_trace={"outcome": "allow"}))  # fmt: skip
+    try:
+        def listed(user: str, query: str = "") -> dict[str, str]:
+            page = browsers[user].get(f"/jobs{query}")
+            assert page.status_code == 200, page.text[:300]
+            rows = re.findall(r"<tr( class=\"overdue\")?><td>slurm/jobs-page-(\w+)</td>", page.text)
+            return {name: ("overdue" if flag else "") for flag, name in rows}
+
+        assert listed("ada") == {"late": "overdue", "running": "", "done": ""}
+        assert listed("cho") == {"late": "overdue", "done": ""}  # research member
+        assert listed("eve") == {"running": ""}  # applied member: research's jobs are not hers to see
+        assert listed("ada", "?overdue=1") == {"late": "overdue"}
+        assert listed("ada", "?state=holding") == {"late": "overdue", "running": ""}
+        csv_rows = list(csv.DictReader(io.StringIO(browsers["ada"].get("/jobs?format=csv").text)))
+        late = next(r for r in csv_rows if r["engine_job_id"] == f"{tag}-late")
+        assert late["state"] == "committed" and late["ends_by"].startswith("2026-02-20T09:30")
+        assert browsers["ada"].get("/jobs?state=running").status_code == 422
+    finally:
+        with write_session(app.state.db) as s:
+            s.query(AdmissionJob).filter(AdmissionJob.engine_job_id.like(f"{tag}-%")).delete()
 
 
 def _pending(app, project_names: set[str] | None = None) -> list[int]:

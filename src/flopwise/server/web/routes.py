@@ -64,6 +64,7 @@ NAV = (
     ("usage", "/usage", "Usage", "org"),
     ("budgets", "/budgets", "Budgets", "viewer"),
     ("requests", "/requests", "Requests", "viewer"),
+    ("jobs", "/jobs", "Jobs", "viewer"),
     ("estimate", "/estimate", "Estimate & plan", "viewer"),
     ("efficiency", "/efficiency", "Efficiency", "org"),
     ("catalog", "/catalog", "Catalog", "viewer"),
@@ -810,6 +811,41 @@ def requests_page(request: Request, v: ViewerDep) -> Response:
         waiting = {r.id for r in _waiting_for(s, v, [r for r in rows if r.state == "pending"])}
     return render(request, v, "requests.html", active="requests", rows=rows, names=names, users=users,
                   state=state, states=REQUEST_STATES, project_id=project_id, page=page, waiting=waiting)  # fmt: skip
+
+
+#: the jobs page's state filter: the admission list's (``holding``: admitted or committed) and all
+JOB_STATES = ("holding", "admitted", "committed", "settled", "released", "rejected")
+JOB_CSV = ("id", "engine", "engine_job_id", "state", "project_id", "device_type", "device_count", "max_duration_h",
+           "worst_case_cost_usd", "created_at", "committed_at", "ends_by", "ended_at")  # fmt: skip
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+@html_errors
+def jobs_page(request: Request, v: ViewerDep) -> Response:
+    """The schedulers' admission jobs the user may see (the admission list), newest first; the committed ones
+    past their time limit that were never reported ended (overdue) flagged, with what they still hold."""
+    from flopwise.server.api.admission import list_jobs
+    from flopwise.store import read_session
+
+    params = request.query_params
+    state = _choice("state", params.get("state"), JOB_STATES, None)
+    overdue = _choice("overdue", params.get("overdue"), ("1",), None) == "1"
+    before_id = _int("before", params.get("before"))
+    if overdue and state not in (None, "holding", "committed"):
+        state = None  # overdue jobs are committed ones: the filter names them all
+    clock = request.app.state.clock
+    rows = list_jobs(v.principal, _db(request), clock, state=state, engine=None, project_id=None,
+                     overdue=overdue, limit=50, before_id=before_id)  # fmt: skip
+    if params.get("format") == "csv":
+        return csv_response([r.model_dump() for r in rows], JOB_CSV, "jobs.csv")
+    now = _now(request)
+    late = {r.id for r in rows if r.ends_by is not None and r.ends_by <= now}
+    held = {r.id: sum((x.amount for x in r.reservations if x.unit == "usd" and x.state in ("reserved", "committed")),
+                      Decimal(0)) for r in rows}  # fmt: skip
+    with read_session(_db(request)) as s:
+        names = _names(s, v.principal.org_id)
+    return render(request, v, "jobs.html", active="jobs", rows=rows, names=names, state=state, states=JOB_STATES,
+                  overdue=overdue, late=late, held=held, with_freshness=False)  # fmt: skip
 
 
 @router.get("/requests/{request_id}", response_class=HTMLResponse)
