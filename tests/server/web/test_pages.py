@@ -131,6 +131,8 @@ def test_jobs_page_shows_the_jobs_each_role_may_see_and_flags_the_overdue(browse
         late = next(r for r in csv_rows if r["engine_job_id"] == f"{tag}-late")
         assert late["state"] == "committed" and late["ends_by"].startswith("2026-02-20T09:30")
         assert browsers["ada"].get("/jobs?state=running").status_code == 422
+        contradictory = browsers["ada"].get("/jobs?state=settled&overdue=1")  # said, not silently widened
+        assert contradictory.status_code == 422 and "overdue" in contradictory.text
     finally:
         with write_session(app.state.db) as s:
             s.query(AdmissionJob).filter(AdmissionJob.engine_job_id.like(f"{tag}-%")).delete()

@@ -831,8 +831,6 @@ def jobs_page(request: Request, v: ViewerDep) -> Response:
     state = _choice("state", params.get("state"), JOB_STATES, None)
     overdue = _choice("overdue", params.get("overdue"), ("1",), None) == "1"
     before_id = _int("before", params.get("before"))
-    if overdue and state not in (None, "holding", "committed"):
-        state = None  # overdue jobs are committed ones: the filter names them all
     clock = request.app.state.clock
     rows = list_jobs(v.principal, _db(request), clock, state=state, engine=None, project_id=None,
                      overdue=overdue, limit=50, before_id=before_id)  # fmt: skip
