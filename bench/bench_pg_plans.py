@@ -33,65 +33,35 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_budget_sums as S  # noqa: E402 - the governance of the write-path benches
-import bench_hot_path as H  # noqa: E402 - the in-process ASGI client
 import bench_server as B  # noqa: E402 - the seeding, policy and plan of the HTTP bench
-
-
-def _backend_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _timed(pid: int, repeat: int, one: Any) -> tuple[float, float]:
     """(backend CPU s, wall s) of *repeat* calls of *one*."""
-    cpu0, wall0 = _backend_cpu_s(pid), time.perf_counter()
+    cpu0, wall0 = B._cpu_of(pid), time.perf_counter()
     for _ in range(repeat):
         one()
-    return _backend_cpu_s(pid) - cpu0, time.perf_counter() - wall0
+    return B._cpu_of(pid) - cpu0, time.perf_counter() - wall0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=4000, help="transactions per block")
-    parser.add_argument("--rounds", type=int, default=3, help="blocks of each variant, alternating")
-    args = parser.parse_args()
+def _bench(url: str, args: argparse.Namespace) -> list[str]:
+    """The two comparisons on the fresh, governed database *url*: the lines to print."""
     from sqlalchemy import text
 
-    from flopwise.server import Settings, create_app
     from flopwise.store import make_engine, make_session_factory, write_session
     from flopwise.store.queries import _LOCK_BUDGET_ROWS
 
+    lines: list[str] = []
+    with S.governed_app(url) as (app, token, _org_id, _project_id, plan):
+        asyncio.run(S._create(app, token, plan, 3))  # request rows with their decision traces
+    engine = make_engine(url, pool_size=1, max_overflow=0)  # one connection: the backend measured serves all
+    factory = make_session_factory(engine)
     try:
-        database = B.database("postgresql")
-        url = database.__enter__()
-    except RuntimeError as err:
-        print(f"postgresql: skipped ({err})")
-        return
-    try:
-        token, org_id, project_id = B.seed(url)
-        app = create_app(Settings(database_url=url))
-        plan = {**B.PLAN_BODY, "project_id": project_id}
-
-        async def made() -> None:
-            await S._governance(app, token, org_id)
-            for _ in range(3):
-                status, body = await H._call(app, token, "POST", H.API + "/requests", plan)
-                assert status == 201, body
-
-        asyncio.run(made())
-        app.state.engine.dispose()
-        engine = make_engine(url, pool_size=1, max_overflow=0)  # one connection: the backend measured serves all
-        factory = make_session_factory(engine)
         with write_session(factory) as s:
             budget_id = s.execute(text("SELECT min(id) FROM budgets")).scalar_one()
             pid = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        print(f"PostgreSQL statements of a write, {args.repeat} transactions a block, {args.rounds} blocks of each "
-              f"variant alternating; load average {load}\n")  # fmt: skip
 
         # 1. the budget lock
-        by_count, by_array = _LOCK_BUDGET_ROWS[1][1], _LOCK_BUDGET_ROWS[2]
-
         def lock(statement: Any, params: dict[str, Any]) -> Any:
             def one() -> None:
                 with write_session(factory) as s:
@@ -100,10 +70,10 @@ def main() -> None:
             return one
 
         variants = {
-            "id IN ($1) (now)": lock(by_count, {"id_0": budget_id}),
-            "id = ANY($1::INTEGER[]) (before)": lock(by_array, {"ids": [budget_id]}),
+            "id IN ($1) (now)": lock(_LOCK_BUDGET_ROWS[1][1], {"id_0": budget_id}),
+            "id = ANY($1::INTEGER[]) (before)": lock(_LOCK_BUDGET_ROWS[2], {"ids": [budget_id]}),
         }
-        _report("budget lock + commit", variants, pid, args)
+        lines += _report("budget lock + commit", variants, pid, args)
         with engine.connect() as c:
             plans = c.execute(
                 text("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
@@ -111,7 +81,7 @@ def main() -> None:
             ).all()
         for statement, generic, custom in plans:
             form = "ANY" if "ANY" in statement else "IN"
-            print(f"  plans of the {form} form: {generic} generic, {custom} custom")
+            lines.append(f"  plans of the {form} form: {generic} generic, {custom} custom")
 
         # 2. TOAST on the request row
         with write_session(factory) as s:
@@ -140,19 +110,34 @@ def main() -> None:
 
             return one
 
-        print(f"\n  the decision trace: {trace_bytes} bytes of JSON")
-        _report("request row insert + commit", {"TOAST threshold (now)": insert("toast_default"),
-                                               "toast_tuple_target 8160": insert("toast_8160")}, pid, args)  # fmt: skip
+        lines.append(f"\n  the decision trace: {trace_bytes} bytes of JSON")
+        lines += _report("request row insert + commit", {"TOAST threshold (now)": insert("toast_default"),
+                                                          "toast_tuple_target 8160": insert("toast_8160")},
+                         pid, args)  # fmt: skip
         with engine.connect() as c:
             for name in ("toast_default", "toast_8160"):
                 size = c.execute(text(f"SELECT pg_size_pretty(pg_total_relation_size('{name}'))")).scalar_one()
-                print(f"  {name}: {size}")
-        engine.dispose()
+                lines.append(f"  {name}: {size}")
     finally:
-        database.__exit__(None, None, None)
+        engine.dispose()
+    return lines
 
 
-def _report(what: str, variants: dict[str, Any], pid: int, args: argparse.Namespace) -> None:
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=4000, help="transactions per block")
+    parser.add_argument("--rounds", type=int, default=3, help="blocks of each variant, alternating")
+    args = parser.parse_args()
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"PostgreSQL statements of a write, {args.repeat} transactions a block, {args.rounds} blocks of each "
+          f"variant alternating; load average {load}\n")  # fmt: skip
+    for _kind, lines in S.per_database("postgresql", lambda url: _bench(url, args)):
+        print("\n".join(lines))
+
+
+def _report(what: str, variants: dict[str, Any], pid: int, args: argparse.Namespace) -> list[str]:
+    """The lines of one comparison: each variant's median backend CPU ms (and every block's), wall ms, and the
+    first variant's ratio to each other one. A warm-up block of each runs first, uncounted."""
     totals: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     names = list(variants)
     for name in names:  # warm: statements prepared, caches filled; not counted
@@ -160,7 +145,7 @@ def _report(what: str, variants: dict[str, Any], pid: int, args: argparse.Namesp
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             totals[name].append(_timed(pid, args.repeat, variants[name]))
-    print(f"{what:<30} {'backend CPU ms':>15} {'(blocks)':<24} {'wall ms':>8}")
+    lines = [f"{what:<30} {'backend CPU ms':>15} {'(blocks)':<24} {'wall ms':>8}"]
     base = None
     for name in names:
         cpus = [cpu / args.repeat * 1e3 for cpu, _ in totals[name]]
@@ -169,7 +154,8 @@ def _report(what: str, variants: dict[str, Any], pid: int, args: argparse.Namesp
         ratio = "" if base is None else f"  now / this = {base / median:.2f}"
         base = median if base is None else base
         blocks = ", ".join(f"{c:.3f}" for c in cpus)
-        print(f"  {name:<28} {median:>15.3f} ({blocks:<22}) {walls[len(walls) // 2]:>8.3f}{ratio}")
+        lines.append(f"  {name:<28} {median:>15.3f} ({blocks:<22}) {walls[len(walls) // 2]:>8.3f}{ratio}")
+    return lines
 
 
 if __name__ == "__main__":

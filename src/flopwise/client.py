@@ -398,8 +398,6 @@ class FlopwiseClient:
     def list_admission(self, **filters: Any) -> Any:
         """Admission jobs, newest first (filters: ``state``, ``engine``, ``project_id``, ``overdue``, ``limit``,
         ``before_id``)."""
-        if filters.get("overdue") is not None:
-            filters["overdue"] = "true" if filters["overdue"] else "false"
         return self.call("GET", "/admission", params=filters)
 
     def get_admission(self, engine: str, job_id: str) -> dict[str, Any]:

@@ -195,7 +195,7 @@ def test_listing_requests_runs_the_same_statements_for_a_page_of_one_or_of_many(
 def test_the_write_paths_prepared_statements_settle_on_generic_plans(app, client, seed, budgeted) -> None:
     """PostgreSQL plans a prepared statement for its first five executions, then keeps its generic plan unless
     that is estimated dearer than the custom ones: then it plans anew on every execution (the budget lock by
-    ``id = ANY($1::INTEGER[])`` did: 0.1 ms of the server's CPU per write). After a dozen creations and
+    ``id = ANY($1::INTEGER[])`` did: 0.03-0.07 ms of PostgreSQL's CPU per lock). After a dozen creations and
     decisions, every prepared statement of the connections that served them has been run on a generic plan."""
     if _backend(app) != "postgresql":
         pytest.skip("prepared statements and their plans are PostgreSQL's")

@@ -193,8 +193,8 @@ def _lock_budget_rows_statements() -> tuple[Any, dict[int, Any], Any]:
     On PostgreSQL the ids are one parameter each, not one array parameter: psycopg's prepared
     ``id = ANY($1::INTEGER[])`` was planned anew on every execution (``pg_prepared_statements``: 0 generic plans
     after 100 decisions; the generic plan, which cannot know how many ids the array holds, was estimated
-    dearer than each custom one), 0.1 ms of the server's CPU per write; ``id IN ($1, $2)`` settles on its
-    generic plan after five executions, as the hot path's other statements do
+    dearer than each custom one), 0.03-0.07 ms of PostgreSQL's CPU per lock (``bench/bench_pg_plans.py``);
+    ``id IN ($1, $2)`` settles on its generic plan after five executions, as the hot path's other statements do
     (``tests/server/test_hot_path.py``)."""
     from sqlalchemy import ARRAY, Integer, any_, bindparam
 
@@ -210,7 +210,8 @@ def _lock_budget_rows_statements() -> tuple[Any, dict[int, Any], Any]:
         for n in range(1, _LOCK_LIST_MAX + 1)
     }
     many = any_(bindparam("ids", type_=ARRAY(Integer())))
-    return stmt, by_count, PreparedStatement(select(table).where(table.c.id == many).order_by(table.c.id).with_for_update())
+    beyond = select(table).where(table.c.id == many).order_by(table.c.id).with_for_update()
+    return stmt, by_count, PreparedStatement(beyond)
 
 
 _LOCK_BUDGET_ROWS = _lock_budget_rows_statements()
@@ -502,6 +503,10 @@ def _insert_reservations(
     return tuple(int(i) for i in result.scalars())
 
 
+#: ids bound in one statement's IN list: under SQLite's bound-parameter limit (32,766)
+_IDS_PER_STATEMENT = 5000
+
+
 def lock_budgets_held(
     session: Session, holder_column: str, holder_ids: Sequence[int], states: Sequence[str]
 ) -> list[int]:
@@ -513,11 +518,12 @@ def lock_budgets_held(
     holder_attr = getattr(BudgetReservation, holder_column)
     ids = list(holder_ids)
     budget_ids: set[int] = set()
-    for start in range(0, len(ids), 5000):  # under SQLite's bound-parameter limit
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        chunk = ids[start : start + _IDS_PER_STATEMENT]
         budget_ids.update(
             session.scalars(
                 select(BudgetReservation.budget_id).where(
-                    holder_attr.in_(ids[start : start + 5000]), BudgetReservation.state.in_(list(states))
+                    holder_attr.in_(chunk), BudgetReservation.state.in_(list(states))
                 )
             )
         )

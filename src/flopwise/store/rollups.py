@@ -554,7 +554,8 @@ def scope_sum(
     return total
 
 
-#: (dialect, unit, scope kind, rollup table name or None) -> the statement of :func:`budget_usage_sums`
+#: (dialect, unit, scope kind, rollup table name or None, whether the window has partial days) -> the statement of
+#: :func:`budget_usage_sums`
 _USAGE_SUMS: dict[tuple[str, str, str, str | None, bool], Any] = {}
 
 

@@ -88,9 +88,7 @@ END $$""",
         ]
         return create, drop
 
-    def add(
-        row: str,
-    ) -> str:  # an INSERT ... SELECT upsert needs its WHERE (SQLite's parsing rule for UPSERT)
+    def add(row: str) -> str:  # an INSERT ... SELECT upsert needs its WHERE (SQLite's parsing rule for UPSERT)
         return (
             "INSERT INTO budget_totals (budget_id, day, state, amount) "
             f"SELECT {row}.budget_id, {_day_sql(dialect, f'{row}.counted_at')}, {row}.state, {row}.amount "
@@ -168,7 +166,7 @@ def state_amounts(edges: bool = True) -> Any:
     if not edges:
         return totals.subquery("held")
     counted = BudgetReservation.counted_at
-    edges = select(BudgetReservation.state, BudgetReservation.amount).where(
+    partial_days = select(BudgetReservation.state, BudgetReservation.amount).where(
         BudgetReservation.budget_id == budget_id,
         BudgetReservation.state.in_(SPENDING_STATES),
         or_(
@@ -176,7 +174,7 @@ def state_amounts(edges: bool = True) -> Any:
             and_(counted >= bindparam("mid_end"), counted < bindparam("end")),
         ),
     )
-    return union_all(totals, edges).subquery("held")
+    return union_all(totals, partial_days).subquery("held")
 
 
 def spent_in_window_statement(zero: Any, edges: bool = True) -> Any:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from flopwise.server.api.requests import ReservationPrices
 from flopwise.server.auth import Principal, authorize, visibility
 from flopwise.server.decisions import (
+    ENGINE_PATTERN,
     MAX_ID,
     AdmissionIn,
     BodyModel,
@@ -40,12 +41,13 @@ from flopwise.server.decisions import (
 from flopwise.server.decisions import decide as decide_facts
 from flopwise.server.deps import ClockDep, CurrentPrincipal, DbDep, WriteContextDep, in_write_thread
 from flopwise.server.errors import ApiError
+from flopwise.store.models import ADMISSION_STATES
 
 __all__ = ["AdmissionPublic", "SettleIn", "router"]
 
 router = APIRouter(prefix="/admission", tags=["admission"])
 
-EngineParam = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+EngineParam = Annotated[str, Path(min_length=1, max_length=32, pattern=ENGINE_PATTERN)]
 JobParam = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^/\x00]+$")]
 _BUDGET_COLUMN = {
     "usd": "worst_case_cost_usd",
@@ -108,20 +110,11 @@ class SettleIn(BodyModel):
 def _public(
     session: Session | None, job: Any, reservations: list[AdmissionReservation] | None = None
 ) -> AdmissionPublic:
-    """The job as the API shows it; with *reservations* (a job just decided) no query is made."""
-    from flopwise.store import BudgetReservation
-
+    """The job as the API shows it; with *reservations* (a job just decided, a page of a list) no query is made."""
     trace = job.decision_trace or {}
     if reservations is None:
         assert session is not None
-        reservations = [
-            AdmissionReservation.model_validate(r, from_attributes=True)
-            for r in session.scalars(
-                select(BudgetReservation)
-                .where(BudgetReservation.admission_job_id == job.id)
-                .order_by(BudgetReservation.id)
-            )
-        ]
+        reservations = _reservations_of(session, [job.id])[job.id]
     return AdmissionPublic(
         id=job.id,
         engine=job.engine,
@@ -149,12 +142,27 @@ def _public(
     )
 
 
+def _reservations_of(session: Session, job_ids: list[int]) -> dict[int, list[AdmissionReservation]]:
+    """Each job's reservations, in id order, read in one statement for all of *job_ids*."""
+    from flopwise.store import BudgetReservation
+
+    out: dict[int, list[AdmissionReservation]] = {job_id: [] for job_id in job_ids}
+    if job_ids:
+        for row in session.scalars(
+            select(BudgetReservation)
+            .where(BudgetReservation.admission_job_id.in_(sorted(out)))
+            .order_by(BudgetReservation.id)
+        ):
+            out[row.admission_job_id].append(AdmissionReservation.model_validate(row, from_attributes=True))
+    return out
+
+
 def _ends_by(job: Any) -> datetime | None:
-    """A committed job's commit time plus its maximum duration; None for a job in another state or without
-    either."""
+    """A committed job's commit time plus its maximum duration (as a request's ``holds_until`` is its creation
+    plus its duration); None for a job in another state or without either."""
     if job.state != "committed" or job.committed_at is None or job.max_duration_h is None:
         return None
-    return job.committed_at + timedelta(seconds=float(job.max_duration_h * 3600))
+    return job.committed_at + timedelta(hours=float(job.max_duration_h))
 
 
 def _job(
@@ -352,9 +360,9 @@ _STATE_OF_OUTCOME = {"allow": "admitted", "deny": "rejected"}
 
 
 #: ``state`` filter -> the stored states it selects (``holding``: the jobs whose reservations count now)
-_STATE_FILTER = {
+JOB_STATE_FILTERS: dict[str, tuple[str, ...]] = {
     "holding": ("admitted", "committed"),
-    **{state: (state,) for state in ("admitted", "rejected", "committed", "released", "settled")},
+    **{state: (state,) for state in ADMISSION_STATES},
 }
 
 
@@ -366,11 +374,11 @@ def list_jobs(
     state: Annotated[
         str | None,
         Query(
-            pattern="^(holding|admitted|rejected|committed|released|settled)$",
+            pattern=f"^({'|'.join(JOB_STATE_FILTERS)})$",
             description="one state, or holding: admitted or committed (their reservations count now)",
         ),
     ] = None,
-    engine: Annotated[str | None, Query(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_.-]*$")] = None,
+    engine: Annotated[str | None, Query(min_length=1, max_length=32, pattern=ENGINE_PATTERN)] = None,
     project_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     overdue: Annotated[
         bool,
@@ -387,9 +395,9 @@ def list_jobs(
     """The organization's admission jobs the caller may see (a role on their project, its team or the
     organization), newest first, each with its reservations. Page with ``before_id`` (the last id of the page
     before)."""
-    from flopwise.store import AdmissionJob, BudgetReservation, read_session
+    from flopwise.store import AdmissionJob, read_session
 
-    states = _STATE_FILTER[state] if state is not None else None
+    states = JOB_STATE_FILTERS[state] if state is not None else None
     if overdue:
         if states is not None and "committed" not in states:
             raise ApiError(
@@ -426,14 +434,7 @@ def list_jobs(
             if not overdue:
                 break
         jobs = jobs[:limit]
-        held: dict[int, list[AdmissionReservation]] = {job.id: [] for job in jobs}
-        if jobs:
-            for row in session.scalars(
-                select(BudgetReservation)
-                .where(BudgetReservation.admission_job_id.in_(sorted(held)))
-                .order_by(BudgetReservation.id)
-            ):
-                held[row.admission_job_id].append(AdmissionReservation.model_validate(row, from_attributes=True))
+        held = _reservations_of(session, [job.id for job in jobs])
         return [_public(None, job, held[job.id]) for job in jobs]
 
 

@@ -64,6 +64,7 @@ from flopwise.server.decisions.facts import (
     to_jsonable,
 )
 from flopwise.server.decisions.inputs import (
+    ENGINE_PATTERN,
     MAX_AMOUNT,
     MAX_ID,
     AdmissionIn,
@@ -95,6 +96,7 @@ __all__ = [
     "has_quotas",
     "reserve",
     "AdmissionIn",
+    "ENGINE_PATTERN",
     "BodyModel",
     "DEFAULT_REGION",
     "DecisionResult",

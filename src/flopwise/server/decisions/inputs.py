@@ -15,6 +15,7 @@ from flopwise import vocab
 __all__ = [
     "exact_places",
     "AdmissionIn",
+    "ENGINE_PATTERN",
     "BodyModel",
     "EstimateParams",
     "IdPath",
@@ -29,6 +30,8 @@ Workload = Annotated[Literal[vocab.WORKLOAD_KINDS], BeforeValidator(vocab.worklo
 Pricing = Annotated[Literal[vocab.PRICING_KINDS], BeforeValidator(vocab.pricing_kind)]  # type: ignore[valid-type]
 #: the largest row id (the store's integer keys are 32-bit on PostgreSQL)
 MAX_ID = 2**31 - 1
+#: a scheduler engine's name as the admission API takes it (``slurm``, ``kueue``, ``ray``, ``skypilot``, ...)
+ENGINE_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 #: a row id in a path: 1 .. MAX_ID, so an out-of-range id is a 422, not a database overflow
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
@@ -153,7 +156,7 @@ class AdmissionIn(BodyModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    engine: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    engine: str = Field(min_length=1, max_length=32, pattern=ENGINE_PATTERN)
     engine_job_id: str = Field(min_length=1, max_length=200, pattern=r"^[^/\x00]+$")
     project_id: int = Field(ge=1, le=MAX_ID)
     workload: Workload = "train"

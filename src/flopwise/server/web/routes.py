@@ -813,8 +813,6 @@ def requests_page(request: Request, v: ViewerDep) -> Response:
                   state=state, states=REQUEST_STATES, project_id=project_id, page=page, waiting=waiting)  # fmt: skip
 
 
-#: the jobs page's state filter: the admission list's (``holding``: admitted or committed) and all
-JOB_STATES = ("holding", "admitted", "committed", "settled", "released", "rejected")
 JOB_CSV = ("id", "engine", "engine_job_id", "state", "project_id", "device_type", "device_count", "max_duration_h",
            "worst_case_cost_usd", "created_at", "committed_at", "ends_by", "ended_at")  # fmt: skip
 
@@ -824,11 +822,11 @@ JOB_CSV = ("id", "engine", "engine_job_id", "state", "project_id", "device_type"
 def jobs_page(request: Request, v: ViewerDep) -> Response:
     """The schedulers' admission jobs the user may see (the admission list), newest first; the committed ones
     past their time limit that were never reported ended (overdue) flagged, with what they still hold."""
-    from flopwise.server.api.admission import list_jobs
+    from flopwise.server.api.admission import JOB_STATE_FILTERS, list_jobs
     from flopwise.store import read_session
 
     params = request.query_params
-    state = _choice("state", params.get("state"), JOB_STATES, None)
+    state = _choice("state", params.get("state"), JOB_STATE_FILTERS, None)
     overdue = _choice("overdue", params.get("overdue"), ("1",), None) == "1"
     before_id = _int("before", params.get("before"))
     clock = request.app.state.clock
@@ -842,8 +840,8 @@ def jobs_page(request: Request, v: ViewerDep) -> Response:
                       Decimal(0)) for r in rows}  # fmt: skip
     with read_session(_db(request)) as s:
         names = _names(s, v.principal.org_id)
-    return render(request, v, "jobs.html", active="jobs", rows=rows, names=names, state=state, states=JOB_STATES,
-                  overdue=overdue, late=late, held=held, with_freshness=False)  # fmt: skip
+    return render(request, v, "jobs.html", active="jobs", rows=rows, names=names, state=state,
+                  states=tuple(JOB_STATE_FILTERS), overdue=overdue, late=late, held=held, with_freshness=False)  # fmt: skip
 
 
 @router.get("/requests/{request_id}", response_class=HTMLResponse)
