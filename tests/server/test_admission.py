@@ -233,6 +233,9 @@ def test_overdue_lists_committed_jobs_past_their_maximum_duration(org: Org) -> N
     assert overdue() == []
     org.gov.clock.advance(hours=2)  # O1's two hours are up (O3 was never started: not overdue)
     assert overdue() == ["O1"]
+    # a page of one: the newest committed job (O2) is not overdue, so the list reads on past it to O1
+    one = org.get("/admission", "viewer", params={"overdue": "true", "limit": 1})
+    assert [j["engine_job_id"] for j in one.json()] == ["O1"]
     org.gov.clock.advance(hours=9)
     assert overdue() == ["O2", "O1"]
     assert [j["engine_job_id"] for j in org.get("/admission", "admin", params={"overdue": "true", "limit": 1}).json()] == ["O2"]
